@@ -1,0 +1,52 @@
+"""The interface every source of training chips offers to the trainer."""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+import torch
+
+from geoccseg.io.normalize import NormStats
+
+
+class TrainingData(abc.ABC):
+    """Labeled chips, unlabeled chips and validation items, all normalised the same way.
+
+    Attributes:
+        classes: foreground class names (class index 1, 2, ...; 0 is background).
+        norm: normalisation statistics applied to every image.
+        bands: input bands (1-based indices for scenes, channel numbers for photos).
+        pixel_size_m: pixel size of the chips in metres (None for photos of unknown scale).
+        tile_px: chip edge in pixels.
+    """
+
+    classes: list[str]
+    norm: NormStats
+    bands: list[int]
+    pixel_size_m: float | None
+    tile_px: int
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.bands)
+
+    @abc.abstractmethod
+    def labeled_chip(self, generator: torch.Generator) -> dict:
+        """Random labeled chip: ``image`` float32 (C, T, T), ``valid`` bool (T, T), ``mask`` int64 (T, T)."""
+
+    @abc.abstractmethod
+    def unlabeled_chip(self, generator: torch.Generator) -> dict:
+        """Random unlabeled chip: ``image`` float32 (C, T, T), ``valid`` bool (T, T); never a mask."""
+
+    @abc.abstractmethod
+    def validation_items(self) -> list[dict]:
+        """Held-apart items with ``image`` (C, H, W), ``valid`` and ``mask``, any size."""
+
+    @abc.abstractmethod
+    def class_counts(self) -> np.ndarray:
+        """Labeled pixel counts per class, background first (for the imbalance loss weights)."""
+
+    @abc.abstractmethod
+    def summary(self) -> dict:
+        """JSON-safe description of the data, saved in the model bundle."""

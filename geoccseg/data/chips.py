@@ -1,0 +1,146 @@
+"""One scene as a TorchGeo :class:`GeoDataset` of chips, and the regions chips are drawn from.
+
+TorchGeo samplers (``RandomGeoSampler``, ``GridGeoSampler``) produce spatial queries
+``(x slice, y slice, t slice)`` in the scene CRS; :class:`SceneChips` answers them with the image,
+the valid-data mask and, where labels are complete, the label mask. Queries are snapped to the
+scene's pixel grid so that images and rasterised labels line up exactly.
+
+Regions (shapely geometries in the scene CRS):
+
+- the *labeled* region is where labels are complete: the AOI, or the whole scene when labels come
+  without an AOI. Pixels of a labeled chip outside it get the ignore index.
+- the *validation* region is held apart: no training chip, labeled or not, touches it.
+- unlabeled chips come from the rest of the scene and never touch the labeled or validation regions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import rasterio.features
+import rasterio.windows
+import torch
+from geopandas import GeoDataFrame
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+from torchgeo.datasets import GeoDataset
+from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
+
+from geoccseg.io.labels import IGNORE_INDEX, Labels, transform_for
+from geoccseg.io.normalize import NormStats
+from geoccseg.io.scene import Scene
+
+Query = tuple[slice, slice, slice]
+
+
+class SceneChips(GeoDataset):
+    """Chips of one scene, indexed by spatial queries in the scene CRS.
+
+    Args:
+        scene: the opened scene.
+        norm: normalisation statistics; chips are returned normalised.
+        labels: labels rasterised into each chip as ``mask`` (None for unlabeled use).
+        label_region: where the labels are complete; pixels outside get :data:`IGNORE_INDEX`.
+        res: (x, y) chip pixel size in CRS units; the scene's own by default. A different value
+            resamples the scene (used to train at a model pixel size, e.g. 1 m).
+    """
+
+    def __init__(
+        self,
+        scene: Scene,
+        norm: NormStats,
+        labels: Labels | None = None,
+        label_region: BaseGeometry | None = None,
+        res: tuple[float, float] | None = None,
+    ) -> None:
+        self.scene = scene
+        self.norm = norm
+        self.labels = labels
+        self.label_region = label_region
+        self._res = tuple(res) if res is not None else scene.res
+        interval = pd.IntervalIndex.from_tuples([(pd.Timestamp.min, pd.Timestamp.max)], closed="both", name="datetime")
+        self.index = GeoDataFrame(index=interval, geometry=[scene.footprint], crs=scene.crs)
+
+    @property
+    def res(self) -> tuple[float, float]:  # noqa: D102
+        return self._res
+
+    def snap(self, bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """Snap CRS bounds outward-rounded to the scene's native pixel grid."""
+        win = self.scene.window_for_bounds(bounds)
+        return tuple(rasterio.windows.bounds(win, self.scene.transform))
+
+    def __getitem__(self, query: Query) -> dict:
+        """Read the chip of a query.
+
+        Returns:
+            dict with ``image`` float32 (C, H, W) normalised (0 where invalid), ``valid`` bool (H, W),
+            ``mask`` int64 (H, W) class indices with ignore where unlabeled or invalid (only with
+            labels), ``bounds`` (xmin, ymin, xmax, ymax) and ``crs``.
+        """
+        x, y = query[0], query[1]
+        bounds = self.snap((x.start, y.start, x.stop, y.stop))
+        shape = (round((bounds[3] - bounds[1]) / self.res[1]), round((bounds[2] - bounds[0]) / self.res[0]))
+        image, valid = self.scene.read(self.scene.window_for_bounds(bounds), out_shape=shape)
+        image = self.norm.apply(image)
+        image[:, ~valid] = 0.0
+        sample = {"image": torch.from_numpy(image), "valid": torch.from_numpy(valid), "bounds": bounds, "crs": self.scene.crs}
+        if self.labels is not None:
+            mask = self.labels.rasterize(bounds, shape)
+            mask[~valid] = IGNORE_INDEX
+            if self.label_region is not None:
+                inside = region_mask(self.label_region, bounds, shape)
+                mask[~inside] = IGNORE_INDEX
+            sample["mask"] = torch.from_numpy(mask.astype(np.int64))
+        return sample
+
+    def valid_fraction(self, query: Query, probe_px: int = 32) -> float:
+        """Share of valid pixels in a query's chip, from a coarse read of the mask (cheap)."""
+        bounds = self.snap((query[0].start, query[1].start, query[0].stop, query[1].stop))
+        win = self.scene.window_for_bounds(bounds)
+        mask = self.scene.dataset.read_masks(
+            list(self.scene.bands), window=win, out_shape=(len(self.scene.bands), probe_px, probe_px), boundless=True,
+        )
+        return float(np.all(mask > 0, axis=0).mean())
+
+
+def region_mask(region: BaseGeometry, bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
+    """Boolean (H, W) mask of the chip pixels whose centre lies inside ``region``."""
+    clip = region.intersection(box(*bounds))
+    if clip.is_empty:
+        return np.zeros(shape, dtype=bool)
+    return rasterio.features.geometry_mask([clip], out_shape=shape, transform=transform_for(bounds, shape), invert=True)
+
+
+def query_box(query: Query) -> BaseGeometry:
+    """The chip footprint of a query as a polygon."""
+    return box(query[0].start, query[1].start, query[0].stop, query[1].stop)
+
+
+def accept_labeled(chips: SceneChips, query: Query, region: BaseGeometry, min_inside: float, min_valid: float) -> bool:
+    """A labeled chip lies mostly inside the labeled region and is mostly valid data."""
+    footprint = query_box(query)
+    if footprint.intersection(region).area < min_inside * footprint.area:
+        return False
+    return chips.valid_fraction(query) >= min_valid
+
+
+def accept_unlabeled(chips: SceneChips, query: Query, exclude: BaseGeometry | None, min_valid: float) -> bool:
+    """An unlabeled chip does not touch the excluded (labeled / validation) regions and is mostly valid."""
+    if exclude is not None and query_box(query).intersection(exclude).area > 0:
+        return False
+    return chips.valid_fraction(query) >= min_valid
+
+
+def random_queries(chips: SceneChips, tile_px: int, roi: BaseGeometry | None, generator: torch.Generator, batch: int = 64):
+    """Endless random queries of ``tile_px`` chips inside ``roi``'s extent, from TorchGeo's RandomGeoSampler."""
+    sampler = RandomGeoSampler(chips, size=tile_px, length=batch, roi=roi, generator=generator)
+    while True:
+        yield from sampler
+
+
+def grid_queries(chips: SceneChips, tile_px: int, roi: BaseGeometry | None = None, stride_px: int | None = None) -> list[Query]:
+    """Queries of a regular grid of ``tile_px`` chips over ``roi`` (TorchGeo's GridGeoSampler)."""
+    if roi is not None and roi.is_empty:
+        return []
+    return list(GridGeoSampler(chips, size=tile_px, stride=stride_px or tile_px, roi=roi))

@@ -1,0 +1,39 @@
+"""Areas of interest: polygons that mark where labels are complete (or held apart for validation)."""
+
+from __future__ import annotations
+
+import os
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.io.labels import read_vector
+
+
+def read_aoi(path: str | os.PathLike, crs, footprint: BaseGeometry | None = None, what: str = "AOI") -> BaseGeometry:
+    """Read AOI polygons, reproject them to ``crs`` and dissolve them into one geometry.
+
+    Args:
+        path: vector file with polygons.
+        crs: target (scene) CRS.
+        footprint: the scene footprint in ``crs``; when given, the AOI is clipped to it and must overlap it.
+        what: name used in error messages (``AOI``, ``validation AOI``).
+
+    Raises:
+        GeoccsegError: no polygon, empty after clipping, or no overlap with the scene.
+    """
+    gdf = read_vector(path, what)
+    gdf = gdf[gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if len(gdf) == 0:
+        raise GeoccsegError(f"{what} {path} holds no polygon; draw the area as polygons")
+    geom = shapely.union_all(gdf.to_crs(crs).geometry.make_valid().values)
+    if geom.is_empty or geom.area == 0:
+        raise GeoccsegError(f"{what} {path} is empty (zero area); draw the area as polygons")
+    if footprint is not None:
+        if not geom.intersects(footprint):
+            raise GeoccsegError(f"{what} {path} does not overlap the scene; check its location and CRS")
+        geom = geom.intersection(footprint)
+        if geom.area == 0:
+            raise GeoccsegError(f"{what} {path} only touches the scene's edge; it must overlap the scene")
+    return geom

@@ -1,0 +1,210 @@
+"""Labels for a scene, from vector files or raster masks, rasterised onto any chip grid.
+
+Vector labels (GeoPackage, GeoJSON, Shapefile, FlatGeobuf) are reprojected to the scene CRS once,
+when they are opened. Lines (road or crack centrelines) are buffered by a per-class width in metres
+(the buffer is made in a local UTM projection, so it is metric whatever CRS the labels or the scene
+are in); polygons are kept as they are. A class column maps feature values to class names.
+
+Raster masks are read through a warped view onto the chip's grid with nearest resampling, whatever
+grid or CRS they are on. Values 0/255 (or 0/1) mean background/first class; other values are class
+indices; the mask's nodata becomes the ignore index.
+
+Class index 0 is always the background; :data:`IGNORE_INDEX` marks pixels without a label.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.features
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from shapely.geometry import box
+
+from geoccseg.errors import GeoccsegError
+
+IGNORE_INDEX = 255
+VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb"}
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt"}
+DEFAULT_WIDTH_M = {"road": 6.0, "crack": 0.02}
+
+
+def read_vector(path: str | os.PathLike, what: str = "labels") -> gpd.GeoDataFrame:
+    """Read a vector file with geopandas/pyogrio; one-line errors for missing, unreadable or CRS-less files."""
+    path = Path(path)
+    if not path.exists():
+        raise GeoccsegError(f"{what} file {path} does not exist")
+    if path.suffix.lower() not in VECTOR_SUFFIXES:
+        raise GeoccsegError(f"{what} file {path} has an unsupported extension; use one of {', '.join(sorted(VECTOR_SUFFIXES))}")
+    try:
+        gdf = gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # pyogrio raises several types for damaged files
+        raise GeoccsegError(f"cannot read {what} file {path}: {str(exc).splitlines()[0]}") from None
+    if gdf.crs is None:
+        raise GeoccsegError(f"{what} file {path} has no CRS; set one (e.g. `ogr2ogr -a_srs EPSG:4326 out.gpkg {path}`)")
+    gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
+    return gdf
+
+
+@dataclass
+class VectorLabels:
+    """Vector labels reprojected and buffered into polygons in the scene CRS.
+
+    Attributes:
+        classes: foreground class names; class ``i`` (0-based) gets index ``i + 1``.
+        shapes: GeoDataFrame of polygons in the scene CRS with an integer column ``class_index``.
+    """
+
+    classes: list[str]
+    shapes: gpd.GeoDataFrame = field(repr=False)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        crs,
+        classes: list[str] | None = None,
+        class_column: str | None = None,
+        width_m: dict[str, float] | float | None = None,
+    ) -> VectorLabels:
+        """Read, reproject and buffer vector labels.
+
+        Args:
+            path: vector file.
+            crs: target (scene) CRS.
+            classes: foreground class names, in index order (default ``["road"]``).
+            class_column: column whose values are class names; without it every feature is the first class.
+            width_m: line width in metres, per class or for all; defaults per known class (road 6 m).
+
+        Raises:
+            GeoccsegError: unreadable file, unknown class column or class names, no usable geometry.
+        """
+        classes = list(classes or ["road"])
+        gdf = read_vector(path, "labels")
+        if class_column is not None:
+            if class_column not in gdf.columns:
+                raise GeoccsegError(f"labels {path} have no column '{class_column}'; columns are: {', '.join(c for c in gdf.columns if c != 'geometry')}")
+            values = gdf[class_column].astype(str)
+            unknown = sorted(set(values) - set(classes))
+            if unknown:
+                raise GeoccsegError(f"unknown class name(s) {', '.join(unknown[:5])} in column '{class_column}' of {path}; known classes: {', '.join(classes)} (set them with --classes)")
+            index = values.map({c: i + 1 for i, c in enumerate(classes)}).astype(int)
+        else:
+            index = np.ones(len(gdf), dtype=int)
+        gdf = gpd.GeoDataFrame({"class_index": np.asarray(index)}, geometry=gdf.geometry.values, crs=gdf.crs)
+        if len(gdf) == 0:
+            return cls(classes, gdf.to_crs(crs))
+        widths = _widths(classes, width_m)
+        metric = gdf.to_crs(gdf.estimate_utm_crs()) if gdf.crs.is_geographic else gdf
+        lines = metric.geom_type.isin(["LineString", "MultiLineString"])
+        points = metric.geom_type.isin(["Point", "MultiPoint"])
+        buffered = metric.geometry.copy()
+        for i, name in enumerate(classes):
+            sel = (lines | points) & (metric["class_index"] == i + 1)
+            if sel.any():
+                buffered[sel] = metric.geometry[sel].buffer(widths[name] / 2.0, cap_style="flat" if not points.any() else "round")
+        metric = metric.set_geometry(buffered)
+        shapes = metric.to_crs(crs)
+        shapes = shapes[shapes.geom_type.isin(["Polygon", "MultiPolygon"])]
+        return cls(classes, shapes.reset_index(drop=True))
+
+    @property
+    def total_bounds(self) -> tuple[float, float, float, float]:
+        return tuple(self.shapes.total_bounds)
+
+    def rasterize(self, bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
+        """Class-index mask (H, W) uint8 of the chip covering ``bounds`` (scene CRS) at ``shape`` pixels."""
+        transform = rasterio.transform.from_bounds(*bounds, shape[1], shape[0])
+        hits = self.shapes.iloc[self.shapes.sindex.query(box(*bounds))] if len(self.shapes) else self.shapes
+        out = np.zeros(shape, dtype=np.uint8)
+        if len(hits) == 0:
+            return out
+        hits = hits.sort_values("class_index")  # later (higher) classes win overlaps
+        return rasterio.features.rasterize(
+            zip(hits.geometry, hits["class_index"]), out_shape=shape, transform=transform, fill=0, dtype="uint8",
+        )
+
+
+def _widths(classes: list[str], width_m: dict[str, float] | float | None) -> dict[str, float]:
+    if isinstance(width_m, (int, float)):
+        return {c: float(width_m) for c in classes}
+    width_m = dict(width_m or {})
+    unknown = sorted(set(width_m) - set(classes))
+    if unknown:
+        raise GeoccsegError(f"line width given for unknown class(es) {', '.join(unknown)}; known classes: {', '.join(classes)}")
+    return {c: float(width_m.get(c, DEFAULT_WIDTH_M.get(c, 3.0))) for c in classes}
+
+
+@dataclass
+class RasterLabels:
+    """A label raster, warped on the fly onto chip grids in the scene CRS."""
+
+    path: Path
+    classes: list[str]
+    crs: object
+    binary: bool
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, crs, classes: list[str] | None = None) -> RasterLabels:
+        """Open a label raster (0/255 or 0/1 binary masks, or class-index rasters)."""
+        path = Path(path)
+        if not path.exists():
+            raise GeoccsegError(f"labels file {path} does not exist")
+        try:
+            with rasterio.open(path) as ds:
+                if ds.crs is None:
+                    raise GeoccsegError(f"label raster {path} has no CRS; assign one (rio edit-info --crs ...)")
+                sample = ds.read(1, out_shape=(min(ds.height, 512), min(ds.width, 512)), resampling=Resampling.nearest)
+        except rasterio.errors.RasterioIOError:
+            raise GeoccsegError(f"labels {path} are not a readable raster") from None
+        values = set(np.unique(sample).tolist())
+        binary = values <= {0, 255} or values <= {0, 1}
+        return cls(path=path, classes=list(classes or ["road"]), crs=crs, binary=binary)
+
+    @property
+    def total_bounds(self) -> tuple[float, float, float, float]:
+        with rasterio.open(self.path) as ds, WarpedVRT(ds, crs=self.crs) as vrt:
+            return tuple(vrt.bounds)
+
+    def rasterize(self, bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
+        """Class-index mask (H, W) uint8 of the chip covering ``bounds`` (scene CRS) at ``shape`` pixels."""
+        transform = rasterio.transform.from_bounds(*bounds, shape[1], shape[0])
+        with rasterio.open(self.path) as ds, WarpedVRT(
+            ds, crs=self.crs, transform=transform, width=shape[1], height=shape[0], resampling=Resampling.nearest,
+        ) as vrt:
+            data = vrt.read(1)
+            valid = vrt.read_masks(1) > 0
+        out = (data > 0).astype(np.uint8) if self.binary else np.clip(data, 0, 254).astype(np.uint8)
+        out[~valid] = IGNORE_INDEX
+        return out
+
+
+Labels = VectorLabels | RasterLabels
+
+
+def open_labels(
+    path: str | os.PathLike,
+    crs,
+    classes: list[str] | None = None,
+    class_column: str | None = None,
+    width_m: dict[str, float] | float | None = None,
+) -> Labels:
+    """Open vector or raster labels by extension, reprojected to ``crs``."""
+    suffix = Path(path).suffix.lower()
+    if suffix in RASTER_SUFFIXES:
+        return RasterLabels.open(path, crs, classes)
+    if suffix in VECTOR_SUFFIXES:
+        return VectorLabels.open(path, crs, classes, class_column, width_m)
+    raise GeoccsegError(f"labels {path}: unsupported extension '{suffix}'; use a GeoTIFF mask or one of {', '.join(sorted(VECTOR_SUFFIXES))}")
+
+
+def transform_for(bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> Affine:
+    """Affine transform of a chip grid of ``shape`` (H, W) pixels covering ``bounds``."""
+    return rasterio.transform.from_bounds(*bounds, shape[1], shape[0])

@@ -1,0 +1,146 @@
+"""Per-band normalisation statistics, computed lazily with Dask and stored with the model.
+
+Training and prediction must scale pixels the same way, so the statistics are computed once
+(over the training scenes, or their areas of interest) and saved in the model bundle; prediction
+reuses them and never recomputes them on the scene it is given.
+
+The default is a robust percentile stretch: band values at the 2nd and 98th percentiles of the
+valid pixels map to -0.5 and +0.5. Integer bands get exact percentiles from a full histogram
+(one bin per value); float bands use a 4096-bin histogram between the band's minimum and maximum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import dask
+import numpy as np
+import torch
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.io.lazy import open_lazy
+from geoccseg.io.scene import Scene
+
+FLOAT_BINS = 4096
+
+
+@dataclass
+class NormStats:
+    """Per-band linear stretch.
+
+    Attributes:
+        low: value of each band mapped to -0.5 (file units).
+        high: value of each band mapped to +0.5 (file units).
+        percentiles: the (low, high) percentiles these values come from.
+    """
+
+    low: list[float]
+    high: list[float]
+    percentiles: tuple[float, float] = (2.0, 98.0)
+
+    def __post_init__(self) -> None:
+        if len(self.low) != len(self.high):
+            raise GeoccsegError("normalisation statistics have different numbers of low and high values")
+        self.high = [h if h > lo else lo + 1.0 for lo, h in zip(self.low, self.high)]
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.low)
+
+    def apply(self, image: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Normalise a (C, H, W) or (B, C, H, W) image in file units; values are clipped to [-1.5, 1.5]."""
+        if image.shape[-3] != self.num_bands:
+            raise GeoccsegError(f"image has {image.shape[-3]} band(s) but the normalisation statistics have {self.num_bands}")
+        if isinstance(image, torch.Tensor):
+            low = torch.tensor(self.low, dtype=torch.float32, device=image.device)[:, None, None]
+            span = torch.tensor(self.high, dtype=torch.float32, device=image.device)[:, None, None] - low
+            return ((image.float() - low) / span - 0.5).clamp(-1.5, 1.5)
+        low = np.asarray(self.low, dtype=np.float32)[:, None, None]
+        span = np.asarray(self.high, dtype=np.float32)[:, None, None] - low
+        return np.clip((image.astype(np.float32) - low) / span - 0.5, -1.5, 1.5)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["percentiles"] = list(self.percentiles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NormStats:
+        try:
+            return cls(low=[float(v) for v in d["low"]], high=[float(v) for v in d["high"]], percentiles=tuple(d.get("percentiles", (2.0, 98.0))))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GeoccsegError(f"invalid normalisation statistics ({exc}); retrain or repair the bundle") from None
+
+
+def percentiles_from_histogram(hist: np.ndarray, edges: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """Values at two percentiles of a histogram (bin ``i`` covers ``edges[i]..edges[i+1]``)."""
+    cdf = np.cumsum(hist, dtype=np.float64)
+    if cdf[-1] == 0:
+        raise GeoccsegError("no valid pixel to compute normalisation statistics from; check the nodata value or the area of interest")
+    cdf /= cdf[-1]
+    out = []
+    for p in percentiles:
+        i = int(np.searchsorted(cdf, p / 100.0, side="left"))
+        out.append(float(edges[min(i, len(edges) - 2)]))
+    return out[0], out[1]
+
+
+def _integer_hist(image: np.ndarray, valid: np.ndarray, nbins: int) -> np.ndarray:
+    return np.stack([np.bincount(np.clip(b[valid], 0, nbins - 1).astype(np.int64), minlength=nbins) for b in image])
+
+
+def _float_hist(image: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.stack([np.histogram(b[valid], bins=FLOAT_BINS, range=(l, h))[0] for b, l, h in zip(image, lo, hi)])
+
+
+def compute_stats(
+    scenes: Scene | list[Scene],
+    percentiles: tuple[float, float] = (2.0, 98.0),
+    chunk_px: int = 1024,
+) -> NormStats:
+    """Compute percentile statistics over one or more scenes with a Dask graph.
+
+    Args:
+        scenes: scenes with the same band selection.
+        percentiles: (low, high) percentiles in 0..100.
+        chunk_px: chunk edge of the lazy arrays (pixels).
+    """
+    scenes = [scenes] if isinstance(scenes, Scene) else list(scenes)
+    lazies = [open_lazy(s, chunk_px) for s in scenes]
+    integer = all(np.dtype(s.dtype).kind in "ui" for s in scenes)
+    parts = []
+    if integer:
+        nbins = 65536 if any(np.dtype(s.dtype).itemsize > 1 for s in scenes) else 256
+        for lz in lazies:
+            img, val = lz["image"].data, lz["valid"].data
+            parts += [dask.delayed(_integer_hist)(b_img, b_val, nbins)
+                      for b_img, b_val in zip(img.to_delayed().ravel(), val.to_delayed().ravel())]
+        hist = dask.compute(*parts)
+        hist = np.sum(hist, axis=0)
+        edges = np.arange(nbins + 1, dtype=np.float64)
+        bounds = [percentiles_from_histogram(h, edges, percentiles) for h in hist]
+    else:
+        mins, maxs = [], []
+        for lz in lazies:
+            img = lz["image"].where(lz["valid"])
+            mins.append(img.min(dim=("y", "x")))
+            maxs.append(img.max(dim=("y", "x")))
+        mins, maxs = dask.compute(mins, maxs)
+        lo = np.nanmin([m.values for m in mins], axis=0)
+        hi = np.nanmax([m.values for m in maxs], axis=0)
+        for lz in lazies:
+            img, val = lz["image"].data, lz["valid"].data
+            parts += [dask.delayed(_float_hist)(b_img, b_val, lo, hi)
+                      for b_img, b_val in zip(img.to_delayed().ravel(), val.to_delayed().ravel())]
+        hist = np.sum(dask.compute(*parts), axis=0)
+        bounds = [percentiles_from_histogram(h, np.linspace(l, u, FLOAT_BINS + 1), percentiles) for h, l, u in zip(hist, lo, hi)]
+    return NormStats(low=[b[0] for b in bounds], high=[b[1] for b in bounds], percentiles=tuple(percentiles))
+
+
+def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
+    """Percentile statistics over in-memory uint8 / uint16 images (C, H, W), e.g. a photo folder."""
+    nbins = 256 if all(i.dtype == np.uint8 for i in images) else 65536
+    hist = sum(_integer_hist(i, np.ones(i.shape[1:], bool), nbins) for i in images)
+    edges = np.arange(nbins + 1, dtype=np.float64)
+    bounds = [percentiles_from_histogram(h, edges, percentiles) for h in hist]
+    return NormStats(low=[b[0] for b in bounds], high=[b[1] for b in bounds], percentiles=tuple(percentiles))

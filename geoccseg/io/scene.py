@@ -1,0 +1,231 @@
+"""Open a GeoTIFF scene: band selection, CRS checks, valid-data mask and windowed reads.
+
+A :class:`Scene` is the one reader of imagery in the project: training chips, whole-scene
+statistics and block-wise prediction all read pixels through it, so they see the same bands, the
+same valid-data mask and the same resampling.
+
+Valid data comes from GDAL's mask bands, which cover the three ways a GeoTIFF marks missing pixels:
+a nodata value, an alpha band, or an internal (``.msk``-style) mask. Non-finite floats are invalid
+too. An alpha band is never used as an input band.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.errors
+from affine import Affine
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.windows import Window
+from shapely.geometry import Polygon, box
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
+
+SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
+
+
+@dataclass
+class Scene:
+    """A georeferenced raster scene, opened lazily.
+
+    Attributes:
+        path: file path.
+        bands: selected 1-based band indices, the model's input channels in this order.
+        crs: coordinate reference system of the scene.
+        transform: affine transform (pixel -> CRS units) of the native grid.
+        width: width in pixels.
+        height: height in pixels.
+        dtype: data type of the selected bands.
+        mask_kind: how invalid pixels are marked: ``"nodata"``, ``"alpha"``, ``"internal"`` or ``"none"``.
+        band_count: number of bands in the file.
+    """
+
+    path: Path
+    bands: tuple[int, ...]
+    crs: rasterio.crs.CRS
+    transform: Affine
+    width: int
+    height: int
+    dtype: str
+    mask_kind: str
+    band_count: int
+    nodata: float | None = None
+    _threads: threading.local | None = field(default=None, repr=False, compare=False)
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) in CRS units."""
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)[::1]
+
+    @property
+    def footprint(self) -> Polygon:
+        """The scene's bounding box as a polygon in its CRS."""
+        return box(*self.bounds)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """Centre of the scene in CRS units."""
+        xmin, ymin, xmax, ymax = self.bounds
+        return (xmin + xmax) / 2, (ymin + ymax) / 2
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """(x, y) pixel size in CRS units, both positive."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def pixel_size_m(self) -> float:
+        """Mean pixel size in metres, measured at the scene centre."""
+        return mean_pixel_size_m(self.crs, self.transform, self.centre)
+
+    @property
+    def pixel_size_xy_m(self) -> tuple[float, float]:
+        """(x, y) pixel size in metres at the scene centre."""
+        return pixel_size_m(self.crs, self.transform, self.centre)
+
+    # -- pixels -----------------------------------------------------------------------------
+    @property
+    def dataset(self) -> rasterio.io.DatasetReader:
+        """The open rasterio dataset of the calling thread.
+
+        GDAL handles must not be shared between threads, so each thread (Dask workers, DataLoader
+        workers after pickling) opens its own.
+        """
+        local = self._local
+        ds = getattr(local, "dataset", None)
+        if ds is None or ds.closed:
+            ds = local.dataset = rasterio.open(self.path)
+        return ds
+
+    @property
+    def _local(self) -> threading.local:
+        if self._threads is None:
+            self._threads = threading.local()
+        return self._threads
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_threads"] = None
+        return state
+
+    def window_for_bounds(self, bounds: tuple[float, float, float, float]) -> Window:
+        """Pixel window of the native grid covering ``bounds`` (CRS units), snapped to whole pixels."""
+        win = rasterio.windows.from_bounds(*bounds, transform=self.transform)
+        return Window(round(win.col_off), round(win.row_off), round(win.width), round(win.height))
+
+    def read(
+        self,
+        window: Window | None = None,
+        out_shape: tuple[int, int] | None = None,
+        resampling: Resampling = Resampling.bilinear,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Read the selected bands and the valid-data mask.
+
+        Pixels of ``window`` outside the scene read as invalid (boundless read), so chips at the
+        scene border keep their size.
+
+        Args:
+            window: native-grid window (pixels); the whole scene when None.
+            out_shape: (height, width) in pixels to resample to; the window's size when None.
+            resampling: resampling of the image bands (the mask always uses nearest).
+
+        Returns:
+            ``image`` float32 array (C, H, W) in the file's units, 0 where invalid, and ``valid``
+            bool array (H, W).
+        """
+        window = window or Window(0, 0, self.width, self.height)
+        shape = out_shape or (int(window.height), int(window.width))
+        ds = self.dataset
+        image = ds.read(
+            list(self.bands), window=window, out_shape=(len(self.bands), *shape),
+            resampling=resampling, boundless=True, fill_value=0, out_dtype="float32",
+        )
+        masks = ds.read_masks(
+            list(self.bands), window=window, out_shape=(len(self.bands), *shape),
+            resampling=Resampling.nearest, boundless=True,
+        )
+        valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(image), axis=0)
+        image[:, ~valid] = 0
+        return image, valid
+
+    def close(self) -> None:
+        """Close the calling thread's file handle."""
+        ds = getattr(self._local, "dataset", None)
+        if ds is not None:
+            ds.close()
+
+
+def _mask_kind(ds: rasterio.io.DatasetReader) -> str:
+    flags = set(ds.mask_flag_enums[0]) if ds.count else set()
+    if any(ci == ColorInterp.alpha for ci in ds.colorinterp):
+        return "alpha"
+    if MaskFlags.nodata in flags:
+        return "nodata"
+    if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
+        return "internal"
+    return "none"
+
+
+def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | None = None, require_crs: bool = True) -> Scene:
+    """Open a GeoTIFF (or any GDAL raster) as a :class:`Scene`.
+
+    Args:
+        path: the raster file.
+        bands: 1-based band indices to use as input channels; by default every band except an
+            alpha band.
+        require_crs: refuse rasters without a CRS or georeferencing (the default for scenes).
+
+    Raises:
+        GeoccsegError: missing or unreadable file, no CRS, band index out of range, unsupported dtype.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise GeoccsegError(f"scene {path} does not exist")
+    if path.is_dir():
+        raise GeoccsegError(f"scene {path} is a folder; give a GeoTIFF file")
+    try:
+        ds = rasterio.open(path)
+    except rasterio.errors.RasterioIOError:
+        raise GeoccsegError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster) file") from None
+    if require_crs and ds.crs is None:
+        ds.close()
+        raise GeoccsegError(
+            f"scene {path} has no CRS; assign one first, e.g. `rio edit-info --crs EPSG:32611 {path}` "
+            f"or `gdal_edit.py -a_srs EPSG:32611 {path}` with the right EPSG code"
+        )
+    if require_crs and ds.transform == Affine.identity():
+        ds.close()
+        raise GeoccsegError(f"scene {path} has no georeferencing (identity transform); georeference it first, e.g. with gdal_translate -a_ullr")
+    if ds.transform.b != 0 or ds.transform.d != 0:
+        ds.close()
+        raise GeoccsegError(f"scene {path} has a rotated grid; warp it to a north-up grid first (gdalwarp)")
+    alpha = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
+    if bands is None:
+        bands = tuple(b for b in range(1, ds.count + 1) if b not in alpha)
+    bands = tuple(int(b) for b in bands)
+    if not bands:
+        ds.close()
+        raise GeoccsegError(f"scene {path} has no band to read")
+    for b in bands:
+        if not 1 <= b <= ds.count:
+            count = ds.count
+            ds.close()
+            raise GeoccsegError(f"band {b} is out of range: {path} has {count} band(s), numbered 1 to {count}")
+    dtypes = {ds.dtypes[b - 1] for b in bands}
+    if not dtypes <= SUPPORTED_DTYPES:
+        ds.close()
+        raise GeoccsegError(f"scene {path} has unsupported data type(s) {sorted(dtypes)}; convert to uint8, uint16 or float32")
+    dtype = ds.dtypes[bands[0] - 1] if len(dtypes) == 1 else "float32"
+    scene = Scene(
+        path=path, bands=bands, crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height,
+        dtype=dtype, mask_kind=_mask_kind(ds), band_count=ds.count, nodata=ds.nodata,
+    )
+    scene._local.dataset = ds
+    return scene

@@ -1,0 +1,225 @@
+"""Scene reading, labels, AOIs and chip sampling on the real SpaceNet and DeepCrack files."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+from click.testing import CliRunner
+from rasterio.transform import from_bounds
+from shapely.geometry import box
+
+from geoccseg.cli import cli
+from geoccseg.data.chips import accept_labeled, accept_unlabeled, query_box, random_queries
+from geoccseg.data.photos import PhotoTrainingData
+from geoccseg.data.scenes import SceneTrainingData
+from geoccseg.io.labels import IGNORE_INDEX, RasterLabels, VectorLabels
+from geoccseg.io.normalize import compute_stats
+from geoccseg.io.scene import open_scene
+
+WATERMARK_ROW = 1215  # the SpaceNet banner ("Imagery Courtesy of Maxar") starts about here
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def _line_metres(lines: gpd.GeoDataFrame, bounds, shape, crs) -> np.ndarray:
+    """Distance in metres from each chip pixel centre to the nearest centreline."""
+    utm = lines.estimate_utm_crs()
+    t = from_bounds(*bounds, shape[1], shape[0])
+    rows, cols = np.mgrid[0 : shape[0] : 4, 0 : shape[1] : 4]
+    xs, ys = rasterio.transform.xy(t, rows.ravel(), cols.ravel())
+    pts = gpd.GeoSeries(gpd.points_from_xy(xs, ys), crs=crs).to_crs(utm)
+    merged = shapely.union_all(lines.to_crs(utm).geometry.values)
+    return np.asarray(pts.distance(merged)).reshape(rows.shape), (rows, cols)
+
+
+@pytest.fixture(scope="module")
+def masked_scene(tmp_path_factory, vegas):
+    """The real RGB+alpha chip with its alpha band zeroed over the watermark rows."""
+    out = tmp_path_factory.mktemp("scene") / "vegas_masked.tif"
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        data = src.read()
+        profile = src.profile
+    data[3, WATERMARK_ROW:] = 0
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green, rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
+    return out
+
+
+def test_scene_reads_bands_crs_and_alpha(vegas, masked_scene):
+    scene = open_scene(vegas / "vegas_img0_rgb.tif")
+    assert scene.bands == (1, 2, 3) and scene.mask_kind == "alpha"
+    assert scene.crs.to_epsg() == 4326
+    x_m, y_m = scene.pixel_size_xy_m
+    assert 0.2 < x_m < 0.26 and 0.28 < y_m < 0.32  # 0.3 m SpaceNet pixels, narrower in x at 36 N in EPSG:4326
+    masked = open_scene(masked_scene)
+    image, valid = masked.read()
+    assert image.shape == (3, 1300, 1300)
+    assert not valid[WATERMARK_ROW:].any() and valid[:WATERMARK_ROW].all()
+    assert (image[:, WATERMARK_ROW:] == 0).all()
+
+
+def test_pan_uint16_reads_and_normalises(vegas):
+    scene = open_scene(vegas / "vegas_pan.tif")
+    assert scene.dtype == "uint16" and scene.bands == (1,)
+    stats = compute_stats(scene, chunk_px=512)
+    image, valid = scene.read()
+    ref_lo, ref_hi = np.percentile(image[0][valid], [2, 98])
+    assert abs(stats.low[0] - ref_lo) <= 1 and abs(stats.high[0] - ref_hi) <= 1
+    norm = stats.apply(image)
+    inside = (image[0] >= stats.low[0]) & (image[0] <= stats.high[0])
+    assert norm.dtype == np.float32 and norm[0][inside].min() >= -0.5 and norm[0][inside].max() <= 0.5
+    assert 0.9 < inside.mean() < 0.97
+
+
+def test_vector_labels_lie_under_centrelines(vegas):
+    data = SceneTrainingData([vegas / "vegas_img0_rgb.tif"], labels=vegas / "vegas_img0_roads.geojson", width_m=6.0)
+    lines = gpd.read_file(vegas / "vegas_img0_roads.geojson")
+    gen = torch.Generator().manual_seed(0)
+    covered, far_road = [], []
+    for _ in range(4):
+        chip = data.labeled_chip(gen)
+        assert chip["mask"].shape == (256, 256) and chip["image"].shape == (3, 256, 256)
+    for region, query in data.labeled_queries()[:6]:
+        sample = region.chips[query]
+        mask = sample["mask"].numpy()
+        dist, (rows, cols) = _line_metres(lines, sample["bounds"], mask.shape, sample["crs"])
+        sub = mask[rows, cols]
+        if (dist < 1.0).any():
+            covered.append((sub[dist < 1.0] == 1).mean())
+        far_road.append(((sub == 1) & (dist > 4.5)).sum() / max((sub == 1).sum(), 1))
+    assert covered and min(covered) > 0.95  # the buffered mask covers the lines
+    assert max(far_road) < 0.02  # and almost nothing farther than the 3 m half-width (+ a pixel)
+
+
+def test_labels_in_utm_give_the_same_mask(vegas, tmp_path):
+    lines = gpd.read_file(vegas / "vegas_img0_roads.geojson")
+    utm_path = tmp_path / "roads_utm.gpkg"
+    lines.to_crs(lines.estimate_utm_crs()).to_file(utm_path)
+    scene = open_scene(vegas / "vegas_img0_rgb.tif")
+    a = VectorLabels.open(vegas / "vegas_img0_roads.geojson", scene.crs, width_m=6.0)
+    b = VectorLabels.open(utm_path, scene.crs, width_m=6.0)
+    shape = (scene.height, scene.width)
+    ma, mb = a.rasterize(scene.bounds, shape) == 1, b.rasterize(scene.bounds, shape) == 1
+    assert ma.mean() > 0.1 and _iou(ma, mb) > 0.95
+
+
+def test_pan_raster_and_vector_labels_agree(vegas):
+    scene = open_scene(vegas / "vegas_pan.tif")
+    raster = RasterLabels.open(vegas / "vegas_pan_roadmask.tif", scene.crs)
+    vector = VectorLabels.open(vegas / "vegas_pan_roads.geojson", scene.crs, width_m=1.0)
+    shape = (scene.height, scene.width)
+    r = raster.rasterize(scene.bounds, shape)
+    v = vector.rasterize(scene.bounds, shape)
+    assert set(np.unique(r)) <= {0, 1}
+    # thin (1 m) vector lines fall inside the road mask, and the mask is not much wider than the roads
+    assert (r[v == 1] == 1).mean() > 0.9
+    wide = VectorLabels.open(vegas / "vegas_pan_roads.geojson", scene.crs, width_m=12.0).rasterize(scene.bounds, shape)
+    assert (wide[r == 1] == 1).mean() > 0.8
+
+
+def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
+    scene = open_scene(masked_scene)
+    xmin, ymin, xmax, ymax = scene.bounds
+    dx, dy = (xmax - xmin), (ymax - ymin)
+    aoi = box(xmin, ymin + 0.45 * dy, xmin + 0.6 * dx, ymax)  # upper-left part, with the road
+    val = box(xmin + 0.6 * dx, ymin + 0.45 * dy, xmax, ymax)
+    gpd.GeoDataFrame(geometry=[aoi], crs=scene.crs).to_file(tmp_path / "aoi.gpkg")
+    gpd.GeoDataFrame(geometry=[val], crs=scene.crs).to_file(tmp_path / "val.gpkg")
+    data = SceneTrainingData(
+        [masked_scene], labels=vegas / "vegas_img0_roads.geojson", aoi=tmp_path / "aoi.gpkg",
+        val_aoi=tmp_path / "val.gpkg", tile_px=192,
+    )
+    region = data.regions[0]
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        q = next(random_queries(region.chips, 192, region.labeled, gen, batch=1))
+        if accept_labeled(region.chips, q, region.labeled, 0.75, 0.5):
+            assert query_box(q).intersection(aoi).area >= 0.75 * query_box(q).area
+    for r, q in data.labeled_queries():
+        fp = query_box(q)
+        assert fp.intersection(aoi).area >= 0.75 * fp.area
+        mask = r.chips[q]["mask"].numpy()
+        assert (mask != IGNORE_INDEX).any()
+    unl = data.unlabeled_queries()
+    assert unl, "the lower half of the scene yields unlabeled chips"
+    for r, q in unl:
+        assert query_box(q).intersection(aoi).area == 0 and query_box(q).intersection(val).area == 0
+        assert r.chips.valid_fraction(q) >= 0.5
+    for _ in range(8):
+        chip = data.unlabeled_chip(gen)
+        assert "mask" not in chip and chip["valid"].float().mean() >= 0.5
+    # a chip over the watermark strip (alpha = 0 in its bottom 85 of 128 rows) is mostly nodata: rejected
+    bottom = (slice(xmin, xmin + 128 * scene.res[0]), slice(ymin, ymin + 128 * scene.res[1]), slice(None))
+    assert region.chips.valid_fraction(bottom) < 0.5
+    assert not accept_unlabeled(region.chips, bottom, None, 0.5)
+    assert len(data.validation_items()) >= 1
+
+
+def test_photo_folder_labeled_split(data_dir):
+    root = data_dir / "deepcrack" / "train"
+    a = PhotoTrainingData(root / "images", root / "masks", labeled_fraction=0.035, seed=0)
+    b = PhotoTrainingData(root / "images", root / "masks", labeled_fraction=0.035, seed=0)
+    c = PhotoTrainingData(root / "images", root / "masks", labeled_fraction=0.035, seed=1)
+    assert len(a.labeled_pairs) == 10 and len(a.unlabeled_paths) == 290
+    assert a.labeled_names == b.labeled_names != c.labeled_names
+    assert not set(a.labeled_names) & {p.stem for p in a.unlabeled_paths}
+    chip = a.unlabeled_chip(torch.Generator().manual_seed(0))
+    assert set(chip) == {"image", "valid"} and chip["image"].shape == (3, 256, 256)
+
+
+def _run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.output.strip()
+
+
+def test_bad_inputs_give_one_line_errors(vegas, tmp_path):
+    scene = vegas / "vegas_img0_rgb.tif"
+    not_raster = tmp_path / "notes.tif"
+    not_raster.write_text("hello")
+    code, out = _run("info", not_raster)
+    assert code == 2 and out.count("\n") == 0 and "not a readable raster" in out
+
+    no_crs = tmp_path / "no_crs.tif"
+    with rasterio.open(no_crs, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
+        dst.write(np.zeros((1, 8, 8), np.uint8))
+    code, out = _run("info", no_crs)
+    assert code == 2 and "has no CRS" in out and "rio edit-info --crs" in out and out.count("\n") == 0
+
+    far = tmp_path / "far.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.LineString([(10, 50), (10.01, 50.01)])], crs=4326).to_file(far)
+    code, out = _run("info", scene, "--labels", far)
+    assert code == 2 and "do not overlap" in out and out.count("\n") == 0
+
+    lines = gpd.read_file(vegas / "vegas_img0_roads.geojson")
+    lines["kind"] = "highway"
+    typed = tmp_path / "typed.gpkg"
+    lines.to_file(typed)
+    code, out = _run("info", scene, "--labels", typed, "--class-column", "kind")
+    assert code == 2 and "unknown class name(s) highway" in out and out.count("\n") == 0
+
+    code, out = _run("info", scene, "--bands", "5")
+    assert code == 2 and "band 5 is out of range" in out and "4 band(s)" in out
+
+    empty = tmp_path / "empty.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.Polygon()], crs=4326).to_file(empty)
+    code, out = _run("info", scene, "--labels", vegas / "vegas_img0_roads.geojson", "--aoi", empty)
+    assert code == 2 and "holds no polygon" in out or "is empty" in out
+
+    outside = tmp_path / "outside.gpkg"
+    gpd.GeoDataFrame(geometry=[box(10, 50, 10.1, 50.1)], crs=4326).to_file(outside)
+    code, out = _run("info", scene, "--labels", vegas / "vegas_img0_roads.geojson", "--aoi", outside)
+    assert code == 2 and "does not overlap" in out
+
+
+def test_info_counts_chips(vegas):
+    code, out = _run("info", vegas / "vegas_img0_rgb.tif", "--labels", vegas / "vegas_img0_roads.geojson", "--tile-px", "256")
+    assert code == 0
+    assert "1300 x 1300" in out and "EPSG:4326" in out and "alpha" in out
+    assert "25 labeled, 0 unlabeled" in out
