@@ -1,0 +1,140 @@
+"""Model bundles: weights as safetensors plus a JSON of everything prediction needs.
+
+A bundle is a folder with ``model.safetensors`` and ``bundle.json`` (architecture, classes, input
+bands, normalisation statistics, pixel size in metres, training summary and the SHA-256 of the
+weights). Loading never unpickles anything: safetensors holds raw tensors only, and the JSON is
+checked against the weights, so a tampered, truncated or mismatched file gives a clear error
+instead of arbitrary code execution or a silent wrong model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.io.atomic import atomic_path
+from geoccseg.io.normalize import NormStats
+from geoccseg.models import ModelConfig, build_model
+
+WEIGHTS = "model.safetensors"
+META = "bundle.json"
+FORMAT = "geoccseg-bundle/1"
+
+
+@dataclass
+class BundleMeta:
+    """What a bundle says about its model.
+
+    Attributes:
+        model: architecture (a :class:`ModelConfig` as a dict).
+        classes: foreground class names (class index 1, 2, ...).
+        bands: input bands (1-based indices of the training scenes, or photo channels).
+        norm: normalisation statistics of the training data.
+        pixel_size_m: pixel size the model was trained at, in metres (None: unknown scale).
+        tile_px: chip size used in training, in pixels (a good prediction tile size).
+        training: free-form training summary (data, steps, metrics).
+    """
+
+    model: dict
+    classes: list[str]
+    bands: list[int]
+    norm: NormStats
+    pixel_size_m: float | None
+    tile_px: int = 256
+    training: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "classes": self.classes,
+            "bands": self.bands,
+            "norm": self.norm.to_dict(),
+            "pixel_size_m": self.pixel_size_m,
+            "tile_px": self.tile_px,
+            "training": self.training,
+        }
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model (eval mode, on CPU) and its metadata."""
+
+    model: torch.nn.Module
+    meta: BundleMeta
+    path: Path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, meta: BundleMeta) -> Path:
+    """Write ``model.safetensors`` and ``bundle.json`` into ``folder`` (created if needed), atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS, overwrite=True) as tmp:
+        save_file(state, str(tmp))
+        digest = _sha256(tmp)
+    payload = meta.to_dict() | {"weights": WEIGHTS, "weights_sha256": digest}
+    with atomic_path(folder / META, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
+    return folder
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Load a bundle folder (or its ``bundle.json``) without unpickling anything.
+
+    Raises:
+        GeoccsegError: missing files, invalid JSON, checksum mismatch, or weights that do not fit
+            the architecture.
+    """
+    path = Path(path)
+    folder = path.parent if path.name == META else path
+    meta_path, weights_path = folder / META, folder / WEIGHTS
+    if not folder.exists():
+        raise GeoccsegError(f"model bundle {folder} does not exist; give a folder written by `geoccseg train`")
+    if not meta_path.is_file() or not weights_path.is_file():
+        raise GeoccsegError(f"{folder} is not a model bundle: it needs {META} and {WEIGHTS} (written by `geoccseg train`)")
+    try:
+        raw = json.loads(meta_path.read_text())
+        if raw.get("format") != FORMAT:
+            raise ValueError(f"format is {raw.get('format')!r}, expected {FORMAT!r}")
+        meta = BundleMeta(
+            model=dict(raw["model"]), classes=list(raw["classes"]), bands=[int(b) for b in raw["bands"]],
+            norm=NormStats.from_dict(raw["norm"]), pixel_size_m=None if raw["pixel_size_m"] is None else float(raw["pixel_size_m"]),
+            tile_px=int(raw.get("tile_px", 256)), training=dict(raw.get("training", {})),
+        )
+        expected = raw["weights_sha256"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
+    if _sha256(weights_path) != expected:
+        raise GeoccsegError(f"weights in {folder} do not match the checksum in {META} (damaged or tampered); retrain or restore the bundle")
+    config = ModelConfig.from_dict(meta.model)
+    if config.num_classes != len(meta.classes) + 1 or config.in_channels != len(meta.bands):
+        raise GeoccsegError(f"model bundle {folder} is inconsistent: the architecture does not match its classes or bands")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise GeoccsegError(f"cannot read weights {weights_path}: {exc}") from None
+    model = build_model(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise GeoccsegError(f"weights in {folder} do not fit the architecture in {META} ({first})") from None
+    model.eval()
+    return Bundle(model=model, meta=meta, path=folder)
