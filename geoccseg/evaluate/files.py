@@ -1,0 +1,320 @@
+"""Reading PRED and TRUTH for evaluation: single files, or folders matched by file stem.
+
+Rasters are GeoTIFFs (rasterio; internal masks, alpha bands and nodata mark invalid pixels, as do
+NaNs) or PNG/JPEG images (Pillow; an alpha channel marks invalid pixels). Only the first band is
+read. Their values are interpreted as follows.
+
+Binary evaluation (``classes=None``):
+    - TRUTH: a 0/1 or 0/255 mask (JPEG masks, blurred by compression, are thresholded at 128).
+      Any other values mean a class map and need ``classes``.
+    - PRED: float probabilities in [0, 1]; a 0/1 integer mask; or uint8 read as ``value / 255``
+      (so 0/255 masks and 0-255 probabilities both work).
+
+Class-map evaluation (``classes=[k, ...]``): value ``k`` of PRED and TRUTH is class ``k``; a map
+holding only 0 and 255 counts as a binary mask (255 is class 1).
+
+Vectors (.gpkg, .geojson, .fgb, .shp) hold (multi)line strings with a CRS. They are burnt onto the
+grid of the raster they are compared with: buffered by a line width in metres (flat ends, through
+:class:`geoccseg.io.labels.VectorLabels`) for pixel metrics, and one pixel wide for
+skeleton centreline metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.features
+from affine import Affine
+from PIL import Image, UnidentifiedImageError
+from pyproj import CRS
+from rasterio.enums import ColorInterp
+from rasterio.transform import array_bounds
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.io.labels import VectorLabels, read_vector
+from geoccseg.io.units import mean_pixel_size_m
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+RASTER_SUFFIXES = (".tif", ".tiff", *IMAGE_SUFFIXES)
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".fgb", ".shp")
+
+
+@dataclass
+class Raster:
+    """The first band of a prediction or truth raster, with its validity and grid.
+
+    Attributes:
+        path: file it was read from.
+        values: (H, W) values as stored (any numeric dtype).
+        valid: (H, W) bool, pixels to score.
+        crs: CRS of the grid, None when not georeferenced (e.g. PNG).
+        transform: pixel -> CRS affine transform, None when not georeferenced.
+    """
+
+    path: Path
+    values: np.ndarray
+    valid: np.ndarray
+    crs: CRS | None = None
+    transform: Affine | None = None
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the raster has a CRS and a transform."""
+        return self.crs is not None and self.transform is not None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) in pixels."""
+        return self.values.shape
+
+    @property
+    def lossy(self) -> bool:
+        """True for JPEG files, whose masks hold compression noise."""
+        return self.path.suffix.lower() in (".jpg", ".jpeg")
+
+    def pixel_m(self) -> float:
+        """Mean pixel size in metres, measured at the raster centre (needs a georeferenced raster)."""
+        height, width = self.shape
+        return mean_pixel_size_m(self.crs, self.transform, self.transform * (width / 2, height / 2))
+
+
+def is_vector(path: Path) -> bool:
+    """True when ``path`` has a vector extension."""
+    return path.suffix.lower() in VECTOR_SUFFIXES
+
+
+def match_files(pred: str | os.PathLike, truth: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Pair prediction and truth files: two files, or two folders matched by file stem.
+
+    In folders, files with a raster or vector extension count (``pred/img-1.tif`` pairs with
+    ``truth/img-1.png``); other files (``.aux.xml``, ``.dbf``, ...) are ignored.
+
+    Returns:
+        (pred, truth) pairs sorted by stem.
+
+    Raises:
+        GeoccsegError: missing paths, a file against a folder, unsupported extensions, repeated
+            stems in a folder, or names present on one side only.
+    """
+    pred, truth = Path(pred), Path(truth)
+    for role, path in (("PRED", pred), ("TRUTH", truth)):
+        if not path.exists():
+            raise GeoccsegError(f"{role} {path} does not exist; give an existing file or folder")
+    if pred.is_dir() != truth.is_dir():
+        raise GeoccsegError(f"PRED {pred} and TRUTH {truth} must both be files or both be folders")
+    if not pred.is_dir():
+        for role, path in (("PRED", pred), ("TRUTH", truth)):
+            _check_suffix(role, path)
+        return [(pred, truth)]
+    pred_files, truth_files = _index("PRED", pred), _index("TRUTH", truth)
+    only_pred = sorted(set(pred_files) - set(truth_files))
+    only_truth = sorted(set(truth_files) - set(pred_files))
+    if only_pred or only_truth:
+        parts = [
+            f"{len(names)} {role} file(s) have no {other} of the same name (e.g. {', '.join(names[:3])})"
+            for role, other, names in (("PRED", "TRUTH", only_pred), ("TRUTH", "PRED", only_truth))
+            if names
+        ]
+        raise GeoccsegError(f"{'; '.join(parts)}; give folders whose file names match")
+    return [(pred_files[stem], truth_files[stem]) for stem in sorted(pred_files)]
+
+
+def _check_suffix(role: str, path: Path) -> None:
+    if path.suffix.lower() not in RASTER_SUFFIXES + VECTOR_SUFFIXES:
+        raise GeoccsegError(
+            f"{role} {path} has an unsupported extension; use a raster ({', '.join(RASTER_SUFFIXES)}) "
+            f"or a vector ({', '.join(VECTOR_SUFFIXES)})"
+        )
+
+
+def _index(role: str, folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix.lower() not in RASTER_SUFFIXES + VECTOR_SUFFIXES:
+            continue
+        if path.stem in files:
+            raise GeoccsegError(f"{role} folder {folder} holds both {files[path.stem].name} and {path.name}; keep one file per name")
+        files[path.stem] = path
+    if not files:
+        raise GeoccsegError(f"{role} folder {folder} holds no raster or vector file")
+    return files
+
+
+def read_raster(path: str | os.PathLike) -> Raster:
+    """Read the first band of a GeoTIFF, PNG or JPEG, with its valid pixels and grid.
+
+    Raises:
+        GeoccsegError: unreadable file, several non-alpha bands, colour images.
+    """
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return _read_image(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                extra = [i for i, ci in enumerate(ds.colorinterp[1:], start=2) if ci != ColorInterp.alpha]
+                if extra:
+                    raise GeoccsegError(f"{path} has {ds.count} bands; evaluation reads single-band masks or probabilities")
+                values = ds.read(1)
+                valid = ds.read_masks(1) > 0
+                crs = CRS.from_user_input(ds.crs) if ds.crs is not None else None
+                transform = ds.transform if crs is not None else None
+    except rasterio.errors.RasterioIOError as exc:
+        raise GeoccsegError(f"cannot read raster {path}: {str(exc).splitlines()[0]}") from None
+    if np.issubdtype(values.dtype, np.floating):
+        valid &= np.isfinite(values)
+    return Raster(path=path, values=values, valid=valid, crs=crs, transform=transform)
+
+
+def _read_image(path: Path) -> Raster:
+    try:
+        with Image.open(path) as image:
+            has_alpha = image.mode.endswith("A")
+            array = np.array(image)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise GeoccsegError(f"cannot read image {path}: {exc}") from None
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    valid = np.ones(array.shape[:2], dtype=bool)
+    if array.ndim == 3:
+        if has_alpha:
+            valid = array[..., -1] > 0
+            array = array[..., :-1]
+        if np.any(array != array[..., :1]):
+            raise GeoccsegError(f"{path} is a colour image; masks and probabilities must be single-band (greyscale)")
+        array = array[..., 0]
+    return Raster(path=path, values=array, valid=valid)
+
+
+def read_lines(path: str | os.PathLike, role: str = "TRUTH") -> gpd.GeoSeries:
+    """Read the (multi)line strings of a vector file, with their CRS.
+
+    Raises:
+        GeoccsegError: unreadable file, no CRS, geometries that are not lines.
+    """
+    lines = read_vector(path, role).geometry
+    other = sorted(set(lines.geom_type) - {"LineString", "MultiLineString"})
+    if other:
+        raise GeoccsegError(f"{role} {path} holds {', '.join(other)} geometries; evaluation compares (multi)line strings")
+    return gpd.GeoSeries(lines.values, crs=lines.crs)
+
+
+def burn_lines(path: Path, like: Raster, width_m: float | None, role: str = "TRUTH") -> np.ndarray:
+    """Burn the lines of a vector file onto the grid of ``like``.
+
+    Args:
+        path: vector file of (multi)line strings.
+        like: georeferenced raster whose grid (CRS, transform, shape) is used.
+        width_m: line width in metres (buffered by half of it, flat ends); None burns lines one
+            pixel wide (GDAL line rasterisation), as centrelines.
+        role: "PRED" or "TRUTH", for messages.
+
+    Returns:
+        (H, W) bool mask on the grid of ``like``.
+    """
+    if not like.georeferenced:
+        raise GeoccsegError(f"{like.path} has no CRS, so {role} lines {path} cannot be placed on it; compare it with a georeferenced raster")
+    lines = read_lines(path, role)
+    if len(lines) == 0:
+        return np.zeros(like.shape, dtype=bool)
+    if width_m is not None:
+        bounds = array_bounds(like.shape[0], like.shape[1], like.transform)
+        return VectorLabels.open(path, like.crs, width_m=width_m).rasterize(bounds, like.shape) > 0
+    geoms = lines.to_crs(like.crs).values
+    return rasterio.features.rasterize(geoms, out_shape=like.shape, transform=like.transform, dtype="uint8") > 0
+
+
+def check_same_grid(pred: Raster, truth: Raster) -> None:
+    """Raise :class:`GeoccsegError` unless PRED and TRUTH have the same size (and grid, when both are georeferenced)."""
+    if pred.shape != truth.shape:
+        raise GeoccsegError(
+            f"PRED {pred.path} is {pred.shape[1]}x{pred.shape[0]} pixels but TRUTH {truth.path} is "
+            f"{truth.shape[1]}x{truth.shape[0]}; predict on the truth's grid"
+        )
+    if pred.georeferenced and truth.georeferenced:
+        height, width = pred.shape
+        left, top = ~truth.transform * (pred.transform * (0, 0))
+        right, bottom = ~truth.transform * (pred.transform * (width, height))
+        offset_px = max(abs(left), abs(top), abs(right - width), abs(bottom - height))
+        if pred.crs != truth.crs or offset_px > 0.01:
+            raise GeoccsegError(f"PRED {pred.path} and TRUTH {truth.path} are on different grids (CRS or transform); predict on the truth's grid")
+
+
+def _only(values: np.ndarray, allowed: tuple[int, ...]) -> bool:
+    """True when every value is one of ``allowed``."""
+    return bool(np.isin(values, allowed).all())
+
+
+def _sample(values: np.ndarray) -> str:
+    return ", ".join(str(v) for v in np.unique(values)[:6].tolist())
+
+
+def truth_masks(raster: Raster, classes: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+    """True pixels of each class; see the module docstring for how values are read.
+
+    Args:
+        raster: TRUTH raster.
+        classes: class values of a class map; None for a binary mask (class 1).
+
+    Returns:
+        {class value: (H, W) bool mask}, False outside ``raster.valid``.
+    """
+    values, valid = raster.values, raster.valid
+    seen = values[valid]
+    if np.issubdtype(values.dtype, np.floating) and not np.array_equal(seen, np.round(seen)):
+        raise GeoccsegError(f"TRUTH {raster.path} holds fractional values; truth must be a 0/1 or 0/255 mask or an integer class map")
+    if classes is None:
+        if seen.size == 0 or (seen.min() >= 0 and seen.max() <= 1):
+            return {1: (values == 1) & valid}
+        if raster.lossy or _only(seen, (0, 255)):
+            return {1: (values >= 128) & valid}
+        raise GeoccsegError(
+            f"TRUTH {raster.path} holds class values {_sample(seen)}; pass the classes to score (--classes 1,2) "
+            "or give a 0/1 or 0/255 mask"
+        )
+    if _only(seen, (0, 255)):
+        values = (values == 255).astype(np.uint8)
+    return {k: (values == k) & valid for k in classes}
+
+
+def prediction_scores(raster: Raster, classes: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+    """Scores of each class; see the module docstring for how values are read.
+
+    Args:
+        raster: PRED raster.
+        classes: class values of a class map; None for binary probabilities or masks (class 1).
+
+    Returns:
+        {class value: (H, W) scores}: float32 probabilities in [0, 1] (binary evaluation) or bool
+        masks (class maps); 0 outside ``raster.valid``.
+    """
+    values, valid = raster.values, raster.valid
+    seen = values[valid]
+    floating = np.issubdtype(values.dtype, np.floating)
+    if classes is None:
+        if seen.size and (seen.min() < 0 or (seen.max() > 1 and (floating or values.dtype != np.uint8))):
+            raise GeoccsegError(
+                f"PRED {raster.path} ({values.dtype}) holds values from {seen.min()} to {seen.max()}; binary evaluation "
+                "needs probabilities (float 0-1 or uint8 0-255) or a 0/1 mask; pass --classes for a class map"
+            )
+        score = values.astype(np.float32)
+        if not floating and seen.size and seen.max() > 1:
+            score /= np.float32(255)
+        score[~valid] = 0
+        return {1: score}
+    if floating:
+        raise GeoccsegError(f"PRED {raster.path} holds probabilities; a class-map evaluation (--classes) needs an integer class map")
+    if _only(seen, (0, 255)):
+        values = (values == 255).astype(np.uint8)
+    return {k: (values == k) & valid for k in classes}

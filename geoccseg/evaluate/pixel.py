@@ -1,0 +1,272 @@
+"""Pixel metrics of binary maps, accumulated one image at a time.
+
+Three counters add up over a dataset without keeping any image in memory:
+
+- :class:`Counts`: strict confusion counts at one threshold, giving precision, recall, F1 and IoU.
+- :class:`RelaxedCounts`: relaxed precision and recall with a tolerance of rho pixels (Mnih 2013),
+  as road-extraction papers report them: a predicted pixel is correct when a true pixel lies within
+  rho pixels (Euclidean distance between pixel centres), a true pixel is found when a predicted pixel
+  lies within rho pixels.
+- :class:`ThresholdSweep`: tp/fp/fn at every threshold of a grid, giving ODS F1 (one threshold for
+  the whole dataset) and OIS F1 (the best threshold of each image, F1 averaged over images).
+
+A pixel is positive at threshold ``t`` when its score is ``>= t``.
+
+Empty cases follow one convention everywhere: when neither the prediction nor the truth has a
+positive pixel, every score is 1 (a perfect answer to an empty question); otherwise a zero
+denominator gives 0 (e.g. precision of an empty prediction against a non-empty truth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt
+
+#: Default threshold grid of :class:`ThresholdSweep`: 0.01, 0.02, ..., 0.99.
+THRESHOLDS = np.arange(1, 100) / 100
+
+
+def ratio(num: float, den: float, empty: bool) -> float:
+    """``num / den``, or the convention for ``den == 0``: 1.0 if ``empty`` (nothing on either side) else 0.0."""
+    if den > 0:
+        return float(num) / float(den)
+    return 1.0 if empty else 0.0
+
+
+def f1_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Element-wise F1 = 2 tp / (2 tp + fp + fn), 1.0 where tp = fp = fn = 0. Shapes broadcast."""
+    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 2 * tp / np.maximum(den, 1), 1.0)
+
+
+def _restrict(
+    pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check shapes and clear pixels outside ``valid``; return (pred, truth, number of valid pixels)."""
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
+    if valid is None:
+        return pred, truth, pred.size
+    valid = np.asarray(valid, dtype=bool)
+    if valid.shape != pred.shape:
+        raise ValueError(f"valid shape {valid.shape} differs from prediction shape {pred.shape}")
+    return pred & valid, truth & valid, int(np.count_nonzero(valid))
+
+
+@dataclass
+class Counts:
+    """Strict confusion counts of binary maps, in pixels; add counts of several images with ``+``."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
+
+    @property
+    def empty(self) -> bool:
+        """True when neither prediction nor truth has a positive pixel."""
+        return self.tp + self.fp + self.fn == 0
+
+    @property
+    def precision(self) -> float:
+        """tp / (tp + fp)."""
+        return ratio(self.tp, self.tp + self.fp, self.empty)
+
+    @property
+    def recall(self) -> float:
+        """tp / (tp + fn)."""
+        return ratio(self.tp, self.tp + self.fn, self.empty)
+
+    @property
+    def f1(self) -> float:
+        """2 tp / (2 tp + fp + fn), the harmonic mean of precision and recall."""
+        return ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn, self.empty)
+
+    @property
+    def iou(self) -> float:
+        """tp / (tp + fp + fn), the intersection over union of the positive class."""
+        return ratio(self.tp, self.tp + self.fp + self.fn, self.empty)
+
+
+def pixel_counts(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> Counts:
+    """Count tp/fp/fn/tn of one image.
+
+    Args:
+        pred: (H, W) bool, predicted positive pixels.
+        truth: (H, W) bool, true positive pixels.
+        valid: (H, W) bool, pixels to score (e.g. not nodata); all pixels when None.
+    """
+    pred, truth, n = _restrict(pred, truth, valid)
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred)) - tp
+    fn = int(np.count_nonzero(truth)) - tp
+    return Counts(tp=tp, fp=fp, fn=fn, tn=n - tp - fp - fn)
+
+
+def within_px(mask: np.ndarray, distance_px: float) -> np.ndarray:
+    """(H, W) bool: pixels whose centre lies within ``distance_px`` pixels (Euclidean, ``<=``) of a True pixel of ``mask``.
+
+    Uses :func:`scipy.ndimage.distance_transform_edt` (a transient float64 map of the image).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=bool)
+    return distance_transform_edt(~mask) <= distance_px
+
+
+@dataclass
+class RelaxedCounts:
+    """Matched and total pixel counts of relaxed precision/recall; add images with ``+``.
+
+    Attributes:
+        pred_matched: predicted positive pixels within the tolerance of a true pixel.
+        pred_total: predicted positive pixels.
+        truth_matched: true pixels within the tolerance of a predicted pixel.
+        truth_total: true pixels.
+    """
+
+    pred_matched: int = 0
+    pred_total: int = 0
+    truth_matched: int = 0
+    truth_total: int = 0
+
+    def __add__(self, other: RelaxedCounts) -> RelaxedCounts:
+        return RelaxedCounts(
+            self.pred_matched + other.pred_matched,
+            self.pred_total + other.pred_total,
+            self.truth_matched + other.truth_matched,
+            self.truth_total + other.truth_total,
+        )
+
+    @property
+    def empty(self) -> bool:
+        """True when neither prediction nor truth has a positive pixel."""
+        return self.pred_total + self.truth_total == 0
+
+    @property
+    def precision(self) -> float:
+        """Relaxed precision: pred_matched / pred_total."""
+        return ratio(self.pred_matched, self.pred_total, self.empty)
+
+    @property
+    def recall(self) -> float:
+        """Relaxed recall: truth_matched / truth_total."""
+        return ratio(self.truth_matched, self.truth_total, self.empty)
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of relaxed precision and recall."""
+        p, r = self.precision, self.recall
+        return ratio(2 * p * r, p + r, self.empty)
+
+
+def relaxed_counts(
+    pred: np.ndarray, truth: np.ndarray, tolerance_px: float, valid: np.ndarray | None = None
+) -> RelaxedCounts:
+    """Relaxed matching of one image with a tolerance of ``tolerance_px`` pixels.
+
+    Args:
+        pred: (H, W) bool, predicted positive pixels.
+        truth: (H, W) bool, true positive pixels.
+        tolerance_px: the tolerance rho in pixels; 0 gives the strict precision and recall.
+        valid: (H, W) bool, pixels to score; pixels outside it neither count nor match.
+    """
+    pred, truth, _ = _restrict(pred, truth, valid)
+    return RelaxedCounts(
+        pred_matched=int(np.count_nonzero(pred & within_px(truth, tolerance_px))),
+        pred_total=int(np.count_nonzero(pred)),
+        truth_matched=int(np.count_nonzero(truth & within_px(pred, tolerance_px))),
+        truth_total=int(np.count_nonzero(truth)),
+    )
+
+
+class ThresholdSweep:
+    """tp/fp/fn at every threshold of a grid, summed over images, and each image's best F1.
+
+    One call to :meth:`update` per image quantises its scores to the grid (``np.searchsorted``) and
+    counts them with ``np.bincount``; the per-threshold counts follow by cumulative sums, so the cost
+    does not grow with the number of thresholds.
+
+    Attributes:
+        thresholds: (T,) increasing thresholds in (0, 1].
+        tp, fp, fn: (T,) int64 pixel counts over all images so far, at each threshold.
+        image_f1: best F1 of each image so far (over the grid), in update order.
+    """
+
+    def __init__(self, thresholds: Sequence[float] | np.ndarray = THRESHOLDS) -> None:
+        thresholds = np.asarray(thresholds, dtype=np.float64)
+        if thresholds.ndim != 1 or thresholds.size == 0 or np.any(np.diff(thresholds) <= 0):
+            raise ValueError("thresholds must be a non-empty, strictly increasing 1-D sequence")
+        self.thresholds = thresholds
+        self.tp = np.zeros(thresholds.size, dtype=np.int64)
+        self.fp = np.zeros(thresholds.size, dtype=np.int64)
+        self.fn = np.zeros(thresholds.size, dtype=np.int64)
+        self.image_f1: list[float] = []
+
+    def update(self, score: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add one image.
+
+        Args:
+            score: (H, W) probabilities in [0, 1] (float) or a bool mask (read as 0/1).
+            truth: (H, W) bool, true positive pixels.
+            valid: (H, W) bool, pixels to score; all pixels when None.
+        """
+        score = np.asarray(score)
+        if score.dtype == bool or not np.issubdtype(score.dtype, np.floating):
+            score = score.astype(np.float32)
+        truth = np.asarray(truth, dtype=bool)
+        if score.shape != truth.shape:
+            raise ValueError(f"score shape {score.shape} differs from truth shape {truth.shape}")
+        if valid is not None:
+            valid = np.asarray(valid, dtype=bool)
+            score, truth = score[valid], truth[valid]
+        # level = number of thresholds <= score: the pixel is positive at thresholds[:level].
+        # Thresholds are cast to the score dtype so that 0.2 as float32 meets 51/255 as float32 exactly.
+        level = np.searchsorted(self.thresholds.astype(score.dtype), score.ravel(), side="right")
+        truth = truth.ravel()
+        n_levels = self.thresholds.size + 1
+        pos = np.bincount(level[truth], minlength=n_levels)
+        neg = np.bincount(level[~truth], minlength=n_levels)
+        tp = np.cumsum(pos[::-1])[::-1][1:]  # tp[j] = pos[j + 1:].sum()
+        fp = np.cumsum(neg[::-1])[::-1][1:]
+        fn = pos.sum() - tp
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+        self.image_f1.append(float(f1_scores(tp, fp, fn).max()))
+
+    @property
+    def n_images(self) -> int:
+        """Number of images added."""
+        return len(self.image_f1)
+
+    @property
+    def f1(self) -> np.ndarray:
+        """(T,) dataset F1 at each threshold."""
+        return f1_scores(self.tp, self.fp, self.fn)
+
+    @property
+    def ods_f1(self) -> float:
+        """Best dataset F1 over the grid (optimal dataset scale)."""
+        return float(self.f1.max())
+
+    @property
+    def ods_threshold(self) -> float:
+        """Threshold of :attr:`ods_f1`; the lowest one on ties."""
+        return float(self.thresholds[int(np.argmax(self.f1))])
+
+    @property
+    def ois_f1(self) -> float:
+        """Mean over images of each image's best F1 (optimal image scale)."""
+        if not self.image_f1:
+            raise ValueError("no image added")
+        return float(np.mean(self.image_f1))

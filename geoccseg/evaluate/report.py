@@ -1,0 +1,245 @@
+"""Score predictions against truth over a dataset: one image at a time, one table at the end.
+
+For each (PRED, TRUTH) pair from :func:`geoccseg.evaluate.files.match_files` and each class:
+
+- pixel metrics at ``threshold`` (precision, recall, F1, IoU), best-threshold F1 (ODS and OIS) and
+  relaxed precision/recall/F1 with ``tolerance_px``, whenever one side is a raster;
+- centreline completeness/correctness/quality with ``buffer_m``, whenever there is geometry: two
+  vectors are compared exactly, a georeferenced raster through its skeleton (a vector compared with
+  a raster is burnt onto the raster's grid, one pixel wide).
+
+Counts are summed over images, so a metric is that of the whole dataset (micro average), except
+OIS, the mean of per-image best F1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.evaluate.centerline import LineCounts, line_counts, skeleton_counts
+from geoccseg.evaluate.files import (
+    burn_lines,
+    check_same_grid,
+    is_vector,
+    match_files,
+    prediction_scores,
+    read_lines,
+    read_raster,
+    truth_masks,
+)
+from geoccseg.evaluate.pixel import Counts, RelaxedCounts, ThresholdSweep, pixel_counts, relaxed_counts
+
+#: Default width in metres given to vector lines burnt for pixel metrics (SpaceNet road masks: 2 m each side).
+DEFAULT_LINE_WIDTH_M = 4.0
+
+
+@dataclass
+class ClassResult:
+    """Dataset metrics of one class; None where the inputs do not allow a metric.
+
+    Pixel metrics need a raster on at least one side; centreline metrics need geometry (vectors or
+    a georeferenced raster). ``ods_threshold`` is a probability in (0, 1).
+    """
+
+    class_value: int
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    iou: float | None = None
+    ods_f1: float | None = None
+    ods_threshold: float | None = None
+    ois_f1: float | None = None
+    relaxed_precision: float | None = None
+    relaxed_recall: float | None = None
+    relaxed_f1: float | None = None
+    completeness: float | None = None
+    correctness: float | None = None
+    quality: float | None = None
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics of every class over a dataset, with the settings that produced them.
+
+    Attributes:
+        pred, truth: the PRED and TRUTH paths given.
+        n_images: number of (PRED, TRUTH) pairs scored.
+        threshold: probability threshold of the strict, relaxed and centreline metrics.
+        tolerance_px: relaxed tolerance in pixels.
+        buffer_m: centreline buffer in metres.
+        line_width_m: width in metres of vector lines burnt for pixel metrics.
+        classes: one :class:`ClassResult` per class, by class value.
+    """
+
+    pred: str
+    truth: str
+    n_images: int
+    threshold: float
+    tolerance_px: float
+    buffer_m: float
+    line_width_m: float
+    classes: list[ClassResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (str, int, float, None, lists and dicts only)."""
+        return asdict(self)
+
+    def format_table(self) -> str:
+        """A plain-text table for the terminal, one row per class; '-' where a metric is not available."""
+        columns = [
+            ("class", None), ("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("IoU", "iou"),
+            ("ODS F1", "ods_f1"), ("ODS t", "ods_threshold"), ("OIS F1", "ois_f1"),
+            ("relaxed P", "relaxed_precision"), ("relaxed R", "relaxed_recall"), ("relaxed F1", "relaxed_f1"),
+            ("compl.", "completeness"), ("corr.", "correctness"), ("quality", "quality"),
+        ]
+        rows = [[name for name, _ in columns]]
+        for result in self.classes:
+            row = [str(result.class_value)]
+            for _, attr in columns[1:]:
+                value = getattr(result, attr)
+                row.append("-" if value is None else f"{value:.{2 if attr == 'ods_threshold' else 4}f}")
+            rows.append(row)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+        lines = [
+            f"{self.n_images} image(s); threshold {self.threshold:g}, relaxed tolerance {self.tolerance_px:g} px, "
+            f"centreline buffer {self.buffer_m:g} m"
+        ]
+        for row in rows:
+            lines.append("  ".join(cell.rjust(width) for cell, width in zip(row, widths)).rstrip())
+        return "\n".join(lines)
+
+
+class _ClassTotals:
+    """Running sums of one class over the images seen so far."""
+
+    def __init__(self) -> None:
+        self.counts = Counts()
+        self.relaxed = RelaxedCounts()
+        self.sweep = ThresholdSweep()
+        self.lines: LineCounts | None = None
+
+    def add_pixels(self, score: np.ndarray, truth: np.ndarray, valid: np.ndarray, threshold: float, tolerance_px: float) -> None:
+        pred = score >= threshold
+        self.counts += pixel_counts(pred, truth, valid)
+        self.relaxed += relaxed_counts(pred, truth, tolerance_px, valid)
+        self.sweep.update(score, truth, valid)
+
+    def add_lines(self, counts: LineCounts) -> None:
+        self.lines = counts if self.lines is None else self.lines + counts
+
+    def result(self, class_value: int) -> ClassResult:
+        result = ClassResult(class_value=class_value)
+        if self.sweep.n_images:
+            result.precision, result.recall = self.counts.precision, self.counts.recall
+            result.f1, result.iou = self.counts.f1, self.counts.iou
+            result.ods_f1, result.ods_threshold = self.sweep.ods_f1, self.sweep.ods_threshold
+            result.ois_f1 = self.sweep.ois_f1
+            result.relaxed_precision, result.relaxed_recall = self.relaxed.precision, self.relaxed.recall
+            result.relaxed_f1 = self.relaxed.f1
+        if self.lines is not None:
+            result.completeness, result.correctness = self.lines.completeness, self.lines.correctness
+            result.quality = self.lines.quality
+        return result
+
+
+def evaluate(
+    pred: str | os.PathLike,
+    truth: str | os.PathLike,
+    *,
+    threshold: float = 0.5,
+    tolerance_px: float = 3,
+    buffer_m: float = 5.0,
+    classes: Sequence[int] | None = None,
+    line_width_m: float = DEFAULT_LINE_WIDTH_M,
+) -> EvaluationResult:
+    """Score PRED against TRUTH (files, or folders matched by file stem).
+
+    Args:
+        pred: prediction raster(s) (probabilities, masks or class maps) or vector lines.
+        truth: truth raster(s) (masks or class maps) or vector lines.
+        threshold: a pixel is positive when its probability is ``>= threshold``, in (0, 1).
+        tolerance_px: relaxed precision/recall tolerance in pixels.
+        buffer_m: centreline buffer half-width in metres.
+        classes: class values to score in class maps; None scores binary masks/probabilities (class 1).
+        line_width_m: width in metres of vector lines burnt onto a raster grid for pixel metrics.
+
+    Raises:
+        GeoccsegError: bad options or inputs (see :mod:`geoccseg.evaluate.files`).
+    """
+    if not 0 < threshold < 1:
+        raise GeoccsegError(f"threshold {threshold} must lie strictly between 0 and 1")
+    if tolerance_px < 0:
+        raise GeoccsegError(f"tolerance {tolerance_px} px must be >= 0")
+    if buffer_m <= 0 or line_width_m <= 0:
+        raise GeoccsegError(f"buffer ({buffer_m} m) and line width ({line_width_m} m) must be > 0")
+    if classes is not None:
+        classes = sorted({int(k) for k in classes})
+        if not classes:
+            raise GeoccsegError("no class to score; give at least one class value or none for binary masks")
+    pairs = match_files(pred, truth)
+    totals = {k: _ClassTotals() for k in (classes or [1])}
+    for pred_path, truth_path in pairs:
+        _score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m)
+    return EvaluationResult(
+        pred=str(pred),
+        truth=str(truth),
+        n_images=len(pairs),
+        threshold=float(threshold),
+        tolerance_px=float(tolerance_px),
+        buffer_m=float(buffer_m),
+        line_width_m=float(line_width_m),
+        classes=[totals[k].result(k) for k in sorted(totals)],
+    )
+
+
+def _score_pair(
+    pred_path: Path,
+    truth_path: Path,
+    totals: dict[int, _ClassTotals],
+    classes: list[int] | None,
+    threshold: float,
+    tolerance_px: float,
+    buffer_m: float,
+    line_width_m: float,
+) -> None:
+    """Add one (PRED, TRUTH) pair to ``totals``."""
+    pred_vector, truth_vector = is_vector(pred_path), is_vector(truth_path)
+    if (pred_vector or truth_vector) and classes not in (None, [1]):
+        raise GeoccsegError(f"vector lines ({pred_path if pred_vector else truth_path}) are one class; score them without --classes")
+    if pred_vector and truth_vector:
+        totals[1].add_lines(line_counts(read_lines(pred_path, "PRED"), read_lines(truth_path, "TRUTH"), buffer_m))
+        return
+    thin_pred: np.ndarray | None = None
+    thin_truth: np.ndarray | None = None
+    if truth_vector:
+        grid = read_raster(pred_path)
+        scores = prediction_scores(grid, classes)
+        truths = {1: burn_lines(truth_path, grid, line_width_m, "TRUTH")}
+        thin_truth = burn_lines(truth_path, grid, None, "TRUTH")
+        valid = grid.valid
+    elif pred_vector:
+        grid = read_raster(truth_path)
+        truths = truth_masks(grid, classes)
+        scores = {1: burn_lines(pred_path, grid, line_width_m, "PRED")}
+        thin_pred = burn_lines(pred_path, grid, None, "PRED")
+        valid = grid.valid
+    else:
+        pred_raster, truth_raster = read_raster(pred_path), read_raster(truth_path)
+        check_same_grid(pred_raster, truth_raster)
+        grid = pred_raster if pred_raster.georeferenced else truth_raster
+        scores = prediction_scores(pred_raster, classes)
+        truths = truth_masks(truth_raster, classes)
+        valid = pred_raster.valid & truth_raster.valid
+    pixel_m = grid.pixel_m() if grid.georeferenced else None
+    for k, class_totals in totals.items():
+        class_totals.add_pixels(scores[k], truths[k], valid, threshold, tolerance_px)
+        if pixel_m is not None:
+            pred_lines = thin_pred if thin_pred is not None else scores[k] >= threshold
+            truth_lines = thin_truth if thin_truth is not None else truths[k]
+            class_totals.add_lines(skeleton_counts(pred_lines, truth_lines, buffer_m / pixel_m, pixel_m, valid))

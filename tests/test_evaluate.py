@@ -1,0 +1,341 @@
+"""Tests of geoccseg.evaluate: every expected value below is worked out by hand in the comments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from PIL import Image
+from rasterio.transform import from_origin
+from shapely.geometry import LineString, MultiLineString
+
+from geoccseg.cli import cli
+from geoccseg.errors import GeoccsegError
+from geoccseg.evaluate import (
+    Counts,
+    RelaxedCounts,
+    ThresholdSweep,
+    evaluate,
+    line_counts,
+    pixel_counts,
+    relaxed_counts,
+    skeleton_counts,
+)
+from geoccseg.evaluate.files import match_files, prediction_scores, read_raster, truth_masks
+
+
+def _write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+    return path
+
+
+def _write_tif(path: Path, array: np.ndarray, nodata: float | None = None) -> Path:
+    """A GeoTIFF in UTM zone 11N with 1 m pixels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
+        crs="EPSG:32611", transform=from_origin(500000, 4000000, 1.0, 1.0), nodata=nodata,
+    ) as ds:
+        ds.write(array, 1)
+    return path
+
+
+# --- pixel metrics ---------------------------------------------------------------------------------
+
+def test_identical_masks_score_one() -> None:
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[2:5, 3:8] = True
+    counts = pixel_counts(mask, mask)
+    assert counts == Counts(tp=15, fp=0, fn=0, tn=85)
+    assert (counts.precision, counts.recall, counts.f1, counts.iou) == (1.0, 1.0, 1.0, 1.0)
+    relaxed = relaxed_counts(mask, mask, 3)
+    assert (relaxed.precision, relaxed.recall, relaxed.f1) == (1.0, 1.0, 1.0)
+
+
+def test_counts_by_hand_with_valid_mask() -> None:
+    pred = np.array([[1, 1, 0, 0], [1, 0, 0, 1]], dtype=bool)
+    truth = np.array([[1, 0, 1, 0], [1, 0, 0, 0]], dtype=bool)
+    # tp: (0,0), (1,0); fp: (0,1), (1,3); fn: (0,2); tn: (0,3), (1,1), (1,2)
+    counts = pixel_counts(pred, truth)
+    assert counts == Counts(tp=2, fp=2, fn=1, tn=3)
+    assert counts.precision == 0.5
+    assert counts.recall == pytest.approx(2 / 3)
+    assert counts.f1 == pytest.approx(4 / 7)  # 2*2 / (2*2 + 2 + 1)
+    assert counts.iou == pytest.approx(2 / 5)
+    valid = np.ones_like(pred)
+    valid[1, 3] = False  # drops one false positive
+    assert pixel_counts(pred, truth, valid) == Counts(tp=2, fp=1, fn=1, tn=3)
+    assert counts + Counts(1, 0, 0, 0) == Counts(3, 2, 1, 3)
+
+
+def test_empty_convention() -> None:
+    empty = np.zeros((4, 4), dtype=bool)
+    some = empty.copy()
+    some[1, 1] = True
+    both_empty = pixel_counts(empty, empty)
+    assert (both_empty.precision, both_empty.recall, both_empty.f1, both_empty.iou) == (1.0, 1.0, 1.0, 1.0)
+    missed = pixel_counts(empty, some)  # nothing predicted, something true
+    assert (missed.precision, missed.recall, missed.f1, missed.iou) == (0.0, 0.0, 0.0, 0.0)
+    invented = pixel_counts(some, empty)  # something predicted, nothing true
+    assert (invented.precision, invented.recall, invented.f1) == (0.0, 0.0, 0.0)
+    assert RelaxedCounts().f1 == 1.0
+    assert relaxed_counts(empty, some, 3).f1 == 0.0
+
+
+def test_line_shifted_by_two_pixels_strict_and_relaxed() -> None:
+    truth = np.zeros((20, 20), dtype=bool)
+    truth[:, 5] = True
+    pred = np.zeros_like(truth)
+    pred[:, 7] = True  # the same straight line, 2 pixels to the right
+    assert pixel_counts(pred, truth).f1 == 0.0
+    assert relaxed_counts(pred, truth, 3) == RelaxedCounts(20, 20, 20, 20)
+    assert relaxed_counts(pred, truth, 3).f1 == 1.0
+    assert relaxed_counts(pred, truth, 2).f1 == 1.0  # "within rho" includes rho itself
+    assert relaxed_counts(pred, truth, 1).f1 == 0.0
+
+
+def test_relaxed_counts_partial_and_accumulated() -> None:
+    truth = np.zeros((10, 10), dtype=bool)
+    truth[5, :] = True  # 10 true pixels in row 5
+    pred = np.zeros_like(truth)
+    pred[6, :4] = True  # 4 pixels 1 px below the truth: matched
+    pred[0, 9] = True  # 5 px away from row 5: unmatched
+    one = relaxed_counts(pred, truth, 1)
+    # true pixels within 1 px of a predicted one: columns 0..3 (column 4 is sqrt(2) from (6, 3)): 4
+    assert one == RelaxedCounts(pred_matched=4, pred_total=5, truth_matched=4, truth_total=10)
+    assert one.precision == 0.8 and one.recall == 0.4
+    assert one.f1 == pytest.approx(2 * 0.8 * 0.4 / 1.2)
+    # rho = 1.5 also reaches (5, 4) at sqrt(2) px
+    assert relaxed_counts(pred, truth, 1.5).truth_matched == 5
+    total = one + relaxed_counts(truth, truth, 1)
+    assert total == RelaxedCounts(14, 15, 14, 20)
+
+
+# --- best threshold --------------------------------------------------------------------------------
+
+def test_ods_and_ois_by_hand() -> None:
+    # image A: scores 0.8, 0.4, 0.2 for truth 1, 1, 0 -> F1 = 1 for thresholds in (0.2, 0.4]
+    # image B: scores 0.7, 0.6, 0.3 for truth 1, 0, 0 -> F1 = 1 for thresholds in (0.6, 0.7]
+    # pooled (positive when score >= t):
+    #   t in 0.01..0.20: tp 3 fp 3 fn 0 -> 6/9;   0.21..0.30: tp 3 fp 2 -> 6/8;
+    #   0.31..0.40: tp 3 fp 1 -> 6/7 (best);     0.41..0.60: tp 2 fp 1 fn 1 -> 4/6;
+    #   0.61..0.70: tp 2 fn 1 -> 4/5;            0.71..0.80: tp 1 fn 2 -> 2/4;  above: 0
+    sweep = ThresholdSweep()
+    sweep.update(np.array([[0.8, 0.4, 0.2]], dtype=np.float32), np.array([[1, 1, 0]], dtype=bool))
+    sweep.update(np.array([[0.7, 0.6, 0.3]], dtype=np.float32), np.array([[1, 0, 0]], dtype=bool))
+    assert sweep.ods_f1 == pytest.approx(6 / 7)
+    assert sweep.ods_threshold == pytest.approx(0.31)
+    assert sweep.image_f1 == [1.0, 1.0]
+    assert sweep.ois_f1 == 1.0
+    at = {round(t, 2): i for i, t in enumerate(sweep.thresholds)}
+    assert (sweep.tp[at[0.2]], sweep.fp[at[0.2]], sweep.fn[at[0.2]]) == (3, 3, 0)
+    assert (sweep.tp[at[0.21]], sweep.fp[at[0.21]]) == (3, 2)
+    assert (sweep.tp[at[0.5]], sweep.fp[at[0.5]], sweep.fn[at[0.5]]) == (2, 1, 1)
+    assert (sweep.tp[at[0.99]], sweep.fp[at[0.99]], sweep.fn[at[0.99]]) == (0, 0, 3)
+
+
+def test_sweep_matches_strict_counts_and_uint8_levels() -> None:
+    rng = np.random.default_rng(0)
+    score = (rng.integers(0, 256, (30, 30)).astype(np.float32) / np.float32(255))
+    score[0, 0] = np.float32(51) / np.float32(255)  # exactly 0.2: positive at t = 0.20, not at 0.21
+    truth = rng.random((30, 30)) < 0.3
+    valid = rng.random((30, 30)) < 0.9
+    sweep = ThresholdSweep()
+    sweep.update(score, truth, valid)
+    for t in (0.2, 0.5, 0.73):
+        i = int(np.argmin(np.abs(sweep.thresholds - t)))
+        counts = pixel_counts(score >= t, truth, valid)
+        assert (sweep.tp[i], sweep.fp[i], sweep.fn[i]) == (counts.tp, counts.fp, counts.fn)
+    one = ThresholdSweep([0.2, 0.21])
+    one.update(score[:1, :1], np.ones((1, 1), dtype=bool))
+    assert list(one.tp) == [1, 0]
+
+
+# --- centrelines -----------------------------------------------------------------------------------
+
+def test_line_counts_partial_match_projected_and_geographic() -> None:
+    # truth: 100 m; prediction: 60 m along it plus 20 m 50 m away
+    truth = gpd.GeoSeries([LineString([(500000, 4000000), (500100, 4000000)])], crs="EPSG:32611")
+    pred = gpd.GeoSeries(
+        [MultiLineString([[(500000, 4000001), (500060, 4000001)], [(500000, 4000050), (500020, 4000050)]])],
+        crs="EPSG:32611",
+    )
+    counts = line_counts(pred, truth, buffer_m=5.0)
+    # truth within 5 m of the prediction (1 m off it, round buffer ends): x in [0, 60 + sqrt(5^2 - 1^2)]
+    assert counts.truth_matched_m == pytest.approx(60 + 24**0.5, abs=0.01)  # shapely's polygonal circle
+    assert counts.pred_matched_m == pytest.approx(60.0)
+    assert counts.pred_total_m == pytest.approx(80.0)
+    assert counts.correctness == pytest.approx(0.75)
+    # on the line itself, the buffer end does not overhang: exactly 60 m of 100
+    on_line = gpd.GeoSeries(
+        [MultiLineString([[(500000, 4000000), (500060, 4000000)], [(500000, 4000050), (500020, 4000050)]])],
+        crs="EPSG:32611",
+    )
+    exact = line_counts(on_line, truth, buffer_m=0.5)
+    assert exact.completeness == pytest.approx(0.6 + 0.005)  # 60 m + the 0.5 m round end
+    assert exact.correctness == pytest.approx(0.75)
+    exact = line_counts(on_line, truth, buffer_m=1e-6)
+    assert exact.completeness == pytest.approx(0.6)
+    # quality = 60 / (80 + 40) = 0.5 = compl*corr / (compl - compl*corr + corr)
+    assert exact.quality == pytest.approx(0.5)
+    # the same in WGS84 is measured in the local UTM zone
+    geo = line_counts(on_line.to_crs(4326), truth.to_crs(4326), buffer_m=1e-3)
+    assert geo.completeness == pytest.approx(0.6, abs=1e-4)
+    assert geo.correctness == pytest.approx(0.75, abs=1e-4)
+    assert geo.truth_total_m == pytest.approx(100.0, abs=1e-3)
+
+
+def test_line_counts_need_crs() -> None:
+    line = gpd.GeoSeries([LineString([(0, 0), (1, 0)])])
+    with pytest.raises(GeoccsegError, match="no CRS"):
+        line_counts(line, line.set_crs("EPSG:32611"), 5.0)
+
+
+def test_skeleton_counts_by_hand() -> None:
+    truth = np.zeros((40, 40), dtype=bool)
+    truth[10, :40] = True  # 40 px
+    pred = np.zeros_like(truth)
+    pred[11, :24] = True  # 24 px, 1 px below the truth
+    pred[30, :8] = True  # 8 px, 20 px away
+    counts = skeleton_counts(pred, truth, buffer_px=2, pixel_m=0.5)
+    # truth column c is matched when (c - 23)^2 + 1 <= 4, i.e. c <= 24: 25 px
+    assert counts.truth_matched_m == 12.5 and counts.truth_total_m == 20.0
+    assert counts.pred_matched_m == 12.0 and counts.pred_total_m == 16.0
+    assert counts.completeness == 0.625 and counts.correctness == 0.75
+    # a 5 px wide bar reduces to its 1 px skeleton before matching
+    bar = np.zeros_like(truth)
+    bar[8:13, 2:38] = True
+    assert skeleton_counts(bar, truth, buffer_px=2).correctness == 1.0
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+def test_folders_matched_by_stem_and_mismatch(tmp_path: Path) -> None:
+    mask = np.zeros((4, 4), dtype=np.uint8)
+    for stem in ("img-1", "img-2"):
+        _write_tif(tmp_path / "pred" / f"{stem}.tif", mask)
+        _write_png(tmp_path / "truth" / f"{stem}.png", mask)
+    (tmp_path / "truth" / "notes.txt").write_text("ignored")
+    pairs = match_files(tmp_path / "pred", tmp_path / "truth")
+    assert [(p.name, t.name) for p, t in pairs] == [("img-1.tif", "img-1.png"), ("img-2.tif", "img-2.png")]
+    _write_png(tmp_path / "truth" / "img-3.png", mask)
+    with pytest.raises(GeoccsegError, match=r"1 TRUTH file\(s\) have no PRED .*img-3"):
+        match_files(tmp_path / "pred", tmp_path / "truth")
+    with pytest.raises(GeoccsegError, match="does not exist"):
+        match_files(tmp_path / "nope", tmp_path / "truth")
+    with pytest.raises(GeoccsegError, match="both be files or both be folders"):
+        match_files(tmp_path / "pred" / "img-1.tif", tmp_path / "truth")
+
+
+def test_value_interpretation(tmp_path: Path) -> None:
+    probs = read_raster(_write_png(tmp_path / "p.png", np.array([[0, 51, 255]])))
+    assert prediction_scores(probs)[1] == pytest.approx(np.array([[0, 0.2, 1]], dtype=np.float32))
+    mask = read_raster(_write_png(tmp_path / "t.png", np.array([[0, 255, 255]])))
+    assert truth_masks(mask)[1].tolist() == [[False, True, True]]
+    class_map = read_raster(_write_png(tmp_path / "c.png", np.array([[0, 1, 2]])))
+    with pytest.raises(GeoccsegError, match="class values 0, 1, 2"):
+        truth_masks(class_map)
+    by_class = truth_masks(class_map, [1, 2])
+    assert by_class[1].tolist() == [[False, True, False]] and by_class[2].tolist() == [[False, False, True]]
+    assert prediction_scores(class_map, [2])[2].tolist() == [[False, False, True]]
+
+
+def test_class_map_evaluation(tmp_path: Path) -> None:
+    truth = np.array([[0, 1, 1, 2], [0, 2, 2, 2]])
+    pred = np.array([[1, 1, 0, 2], [0, 2, 2, 0]])
+    _write_png(tmp_path / "t.png", truth)
+    _write_png(tmp_path / "p.png", pred)
+    result = evaluate(tmp_path / "p.png", tmp_path / "t.png", classes=[1, 2], tolerance_px=0)
+    one, two = result.classes
+    # class 1: tp (0,1), fp (0,0), fn (0,2) -> P = R = 1/2; class 2: tp 3, fp 0, fn (1,3) -> R = 3/4
+    assert (one.class_value, one.precision, one.recall) == (1, 0.5, 0.5)
+    assert (two.class_value, two.precision, two.recall) == (2, 1.0, 0.75)
+    assert result.classes[0].completeness is None  # PNG: no geometry
+
+
+def test_size_mismatch_and_nodata(tmp_path: Path) -> None:
+    _write_png(tmp_path / "small.png", np.zeros((4, 4)))
+    _write_png(tmp_path / "big.png", np.zeros((4, 5)))
+    with pytest.raises(GeoccsegError, match="5x4 pixels but TRUTH .* is 4x4"):
+        evaluate(tmp_path / "big.png", tmp_path / "small.png")
+    truth = np.zeros((20, 20), dtype=np.uint8)
+    truth[10, :] = 255
+    pred = np.zeros((20, 20), dtype=np.float32)
+    pred[12, :] = 0.9  # the line 2 m (2 px) off
+    pred[0, :5] = -1  # nodata
+    _write_tif(tmp_path / "truth.tif", truth)
+    _write_tif(tmp_path / "pred.tif", pred, nodata=-1)
+    result = evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif", buffer_m=3.0).classes[0]
+    assert (result.f1, result.relaxed_f1) == (0.0, 1.0)
+    assert (result.completeness, result.correctness, result.quality) == (1.0, 1.0, 1.0)
+    assert evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif", buffer_m=1.0).classes[0].completeness == 0.0
+    raster = read_raster(tmp_path / "pred.tif")
+    assert int((~raster.valid).sum()) == 5  # nodata honoured (a -1 probability would otherwise be an error)
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+def test_cli_on_png_folders(tmp_path: Path) -> None:
+    truth = np.zeros((8, 8), dtype=np.uint8)
+    truth[:, 2] = 255
+    _write_png(tmp_path / "truth" / "img-1.png", truth)
+    _write_png(tmp_path / "pred" / "img-1.png", truth)  # perfect
+    truth2 = np.zeros((8, 8), dtype=np.uint8)
+    truth2[:, 5] = 255
+    pred2 = np.zeros((8, 8), dtype=np.uint8)
+    pred2[:4, 5] = 200  # 0.784: positive at 0.5
+    pred2[4:, 5] = 100  # 0.392: negative at 0.5
+    pred2[:2, 0] = 255  # two false positives, 5 px from the truth
+    _write_png(tmp_path / "truth" / "img-2.png", truth2)
+    _write_png(tmp_path / "pred" / "img-2.png", pred2)
+    out = tmp_path / "metrics.json"
+    out.write_text("old")
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "relaxed F1" in result.stdout and "2 image(s)" in result.stdout
+    metrics = json.loads(out.read_text())
+    row = metrics["classes"][0]
+    assert metrics["n_images"] == 2 and row["class_value"] == 1
+    # at 0.5: tp 8 + 4, fp 2, fn 4
+    assert row["precision"] == pytest.approx(12 / 14)
+    assert row["recall"] == pytest.approx(12 / 16)
+    assert row["f1"] == pytest.approx(0.8)
+    assert row["iou"] == pytest.approx(12 / 18)
+    # relaxed (3 px): truth rows 4..6 of img-2 are within 3 px of row 3, row 7 is not; the two FPs are 5 px off
+    assert row["relaxed_precision"] == pytest.approx(12 / 14)
+    assert row["relaxed_recall"] == pytest.approx(15 / 16)
+    # ODS: below 0.39 all of img-2's line is found: tp 16, fp 2 -> 32/34; OIS: (1 + 16/18) / 2
+    assert row["ods_f1"] == pytest.approx(32 / 34) and row["ods_threshold"] == 0.01
+    assert row["ois_f1"] == pytest.approx((1 + 16 / 18) / 2)
+    assert row["completeness"] is None
+
+
+def test_cli_missing_path_exits_2(tmp_path: Path) -> None:
+    _write_png(tmp_path / "t.png", np.zeros((2, 2)))
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "missing.tif"), str(tmp_path / "t.png")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geoccseg: error: PRED") and "does not exist" in lines[0]
+
+
+# --- real data -------------------------------------------------------------------------------------
+
+def test_vegas_mask_against_its_lines(vegas: Path) -> None:
+    mask, lines = vegas / "vegas_pan_roadmask.tif", vegas / "vegas_pan_roads.geojson"
+    result = evaluate(mask, lines, buffer_m=5.0).classes[0]
+    # the mask is the lines buffered by 2 m (round ends); burnt back at 4 m (flat ends) it matches to IoU 0.994
+    assert result.iou > 0.99 and result.recall == 1.0
+    # measured: completeness 1.0, correctness 1.0 at 5 m; 0.993 and 0.998 at 0.5 m
+    assert result.completeness > 0.98 and result.correctness > 0.98
+    tight = evaluate(mask, lines, buffer_m=0.5).classes[0]
+    assert 0.95 < tight.completeness <= result.completeness and 0.95 < tight.correctness <= result.correctness
+    # the reverse direction swaps precision and recall and completeness and correctness
+    reverse = evaluate(lines, mask, buffer_m=0.5).classes[0]
+    assert reverse.precision == result.recall and reverse.recall == pytest.approx(result.precision)
+    assert reverse.completeness == pytest.approx(tight.correctness) and reverse.correctness == pytest.approx(tight.completeness)
