@@ -1,0 +1,119 @@
+"""What a training run leaves behind: ``metrics.csv``, ``training.png`` and the model bundle.
+
+Only rank 0 writes. The bundle holds the EMA teacher of the best validation F1 (or of the last
+step when there is no validation set); every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.io.bundle import BundleMeta, save_bundle  # noqa: E402
+
+LOSS_KEYS = ("loss", "sup", "pl", "con")
+
+
+class RunRecorder(pl.Callback):
+    """Records losses every ``log_every`` steps and validation metrics, and saves the bundle.
+
+    Args:
+        out: the output folder.
+        meta: bundle metadata; ``training`` is filled in as the run goes.
+        log_every: steps between loss rows.
+    """
+
+    def __init__(self, out: Path, meta: BundleMeta, log_every: int = 10) -> None:
+        self.out = Path(out)
+        self.meta = meta
+        self.log_every = log_every
+        self.rows: list[dict] = []
+        self.best_f1 = -math.inf
+        self.saved_step: int | None = None
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "best_f1": self.best_f1, "saved_step": self.saved_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state.get("rows", []))
+        self.best_f1 = state.get("best_f1", -math.inf)
+        self.saved_step = state.get("saved_step")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.log_every == 0 or step == 1:
+            row = {"step": step}
+            for k in LOSS_KEYS:
+                v = trainer.callback_metrics.get(f"train/{k}")
+                if v is not None:
+                    row[k] = float(v)
+            self.rows.append(row)
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k[4:]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not metrics:
+            return
+        self.rows.append({"step": trainer.global_step, **{f"val_{k}": v for k, v in metrics.items()}})
+        if trainer.is_global_zero and metrics.get("f1", -1) > self.best_f1:
+            self.best_f1 = metrics["f1"]
+            self._save(trainer, module, metrics)
+        self._write(trainer)
+
+    def on_train_end(self, trainer, module) -> None:
+        if trainer.is_global_zero and self.saved_step is None:
+            self._save(trainer, module, {})
+        self._write(trainer)
+
+    def _save(self, trainer, module, metrics: dict) -> None:
+        self.saved_step = trainer.global_step
+        self.meta.training.update({"saved_step": trainer.global_step, "validation": metrics})
+        save_bundle(self.out, module.teacher, self.meta)
+
+    def _write(self, trainer) -> None:
+        if not trainer.is_global_zero or not self.rows:
+            return
+        columns = ["step", *LOSS_KEYS] + sorted({k for r in self.rows for k in r if k.startswith("val_")})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        with atomic_path(self.out / "metrics.csv", overwrite=True) as tmp:
+            tmp.write_text(buf.getvalue())
+        plot_training(self.rows, self.out / "training.png")
+
+
+def plot_training(rows: list[dict], path: Path) -> None:
+    """Loss terms (left) and validation F1 / IoU (right) over steps."""
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in LOSS_KEYS:
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            ax_loss.plot(*zip(*pts), label=key)
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_yscale("log")
+    ax_loss.legend()
+    ax_loss.set_title("training losses")
+    for key in sorted({k for r in rows for k in r if k.startswith("val_f1") or k.startswith("val_iou")}):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax_val.plot(*zip(*pts), marker="o", label=key[4:])
+    ax_val.set_xlabel("step")
+    ax_val.set_ylim(0, 1)
+    ax_val.set_title("validation (EMA teacher)")
+    if ax_val.lines:
+        ax_val.legend()
+    fig.tight_layout()
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

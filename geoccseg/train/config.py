@@ -1,0 +1,153 @@
+"""Every training option in one dataclass, readable from YAML and overridable from the CLI.
+
+The effective configuration is saved next to the model (``config.yaml``) so any run can be
+repeated with ``geoccseg train --config model_dir/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from geoccseg.errors import GeoccsegError
+
+
+@dataclass
+class TrainConfig:
+    """Options of :func:`geoccseg.train.train`. Units are in the names (``_px``, ``_m``, ``_minutes``)."""
+
+    # -- output
+    out: str | None = None
+    resume: bool = False
+    # -- GeoTIFF scenes
+    scenes: list[str] = field(default_factory=list)
+    labels: str | None = None
+    aoi: str | None = None
+    val_aoi: str | None = None
+    class_column: str | None = None
+    width_m: float | None = None
+    bands: list[int] | None = None
+    # -- photo folders
+    images: str | None = None
+    masks: str | None = None
+    val_images: str | None = None
+    val_masks: str | None = None
+    unlabeled: list[str] = field(default_factory=list)
+    labeled_fraction: float = 1.0
+    labeled_names: list[str] | None = None
+    val_fraction: float = 0.1
+    # -- both
+    classes: list[str] | None = None
+    pixel_size_m: float | None = None
+    tile_px: int = 256
+    # -- model
+    encoder: str = "light"
+    fusion: str = "multi"
+    decoder_channels: int = 64
+    embed_dim: int = 64
+    # -- method (each term can be switched off for the ablations)
+    loss: str = "imbalance"  # imbalance | ce
+    class_weighting: str = "effective"  # effective | inv_sqrt | none
+    region: str = "tversky"  # tversky | dice | none
+    tversky_alpha: float = 0.3
+    tversky_beta: float = 0.7
+    pseudo: bool = True
+    contrastive: bool = True
+    tau_high: float = 0.95
+    tau_high_fg: float = 0.8
+    tau_low: float = 0.6
+    temperature: float = 0.2
+    anchors_per_class: int = 256
+    negatives_per_class: int = 512
+    queue_size: int = 256
+    lambda_pl: float = 1.0
+    lambda_con: float = 0.5
+    unlabeled_start_steps: int = 50
+    rampup_steps: int = 200
+    ema_momentum: float = 0.99
+    ema_warmup_steps: int = 20
+    # -- optimisation and budget
+    batch_size: int = 8
+    unlabeled_batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_steps: int = 1000
+    max_minutes: float | None = None
+    val_every: int = 100
+    seed: int = 0
+    num_workers: int = 0
+    # -- hardware
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str | None = None
+    progress: bool = True
+
+    @property
+    def semi_supervised(self) -> bool:
+        return self.pseudo or self.contrastive
+
+    @property
+    def source(self) -> str:
+        if self.scenes and self.images:
+            raise GeoccsegError("give either --scene (GeoTIFF scenes) or --images/--masks (photo folders), not both")
+        if self.scenes:
+            return "scenes"
+        if self.images:
+            if not self.masks:
+                raise GeoccsegError("--images needs --masks (a folder of masks matched by file name)")
+            return "photos"
+        raise GeoccsegError("no training data: give --scene with --labels, or --images with --masks")
+
+    def validate(self) -> TrainConfig:
+        """Check values; one-line errors for bad ones."""
+        choices = {
+            "loss": ("imbalance", "ce"), "class_weighting": ("effective", "inv_sqrt", "none"),
+            "region": ("tversky", "dice", "none"), "fusion": ("multi", "single"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise GeoccsegError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        if not 0 < self.tau_low <= min(self.tau_high, self.tau_high_fg) <= 1:
+            raise GeoccsegError("confidence thresholds must satisfy 0 < tau_low <= tau_high, tau_high_fg <= 1")
+        if self.tile_px < 32 or self.tile_px % 32:
+            raise GeoccsegError(f"tile_px must be a multiple of 32 (at least 32), got {self.tile_px}")
+        if self.max_steps < 1:
+            raise GeoccsegError("max_steps must be at least 1")
+        if self.out is None:
+            raise GeoccsegError("no output folder; pass -o/--out MODEL_DIR")
+        _ = self.source
+        return self
+
+    # -- YAML ---------------------------------------------------------------------------------
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config") -> TrainConfig:
+        unknown = sorted(set(values) - set(cls.keys()))
+        if unknown:
+            raise GeoccsegError(f"unknown {where} key(s) {', '.join(unknown)}; valid keys: {', '.join(cls.keys())}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
+        """Read a YAML file of options, then apply ``overrides`` (CLI flags that were given)."""
+        path = Path(path)
+        if not path.is_file():
+            raise GeoccsegError(f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise GeoccsegError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise GeoccsegError(f"config file {path} must be a mapping of option: value")
+        return cls.from_dict({**values, **(overrides or {})}, where=f"config file {path.name}")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)

@@ -1,0 +1,210 @@
+"""The semi-supervised trainer as a Lightning module (method.md, "Losses").
+
+One training step:
+
+1. labeled batch, weak view -> student -> supervised loss L_sup (imbalance loss, or plain CE);
+2. unlabeled batch, weak view -> EMA teacher -> confidence c and pseudo-label; the confidence
+   levels split pixels into high (c >= tau_h, per class), low and unreliable;
+3. strong view (photometric + CutMix) of the same weak view -> student -> pseudo-label loss L_pl on
+   high-confidence pixels;
+4. contrastive loss L_con at stride 4: anchors are student embeddings at low-confidence pixels
+   (and at labeled pixels the student gets wrong or is unsure of), keys and class prototypes are
+   teacher embeddings at high-confidence and labeled pixels;
+5. L = L_sup + lambda_pl(t) L_pl + lambda_con(t) L_con with sigmoid ramp-ups after
+   ``unlabeled_start_steps``; then the teacher takes an EMA step towards the student.
+
+Validation scores the EMA teacher (the model that is saved) on held-apart items: precision,
+recall, F1 and IoU of each foreground class, summed over all items (and all DDP ranks).
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from geoccseg.io.labels import IGNORE_INDEX
+from geoccseg.losses import ConfidenceContrastiveLoss, ImbalanceLoss, class_weights, confidence_levels, sigmoid_rampup
+from geoccseg.models import ModelConfig, build_model
+from geoccseg.train.augment import apply_cutmix, cutmix_boxes, strong_view, weak_view
+from geoccseg.train.config import TrainConfig
+from geoccseg.train.targets import labels_at_stride, mask_at_stride, probs_at_stride
+from geoccseg.train.teacher import ema_momentum, ema_update, make_teacher
+
+
+class SemiSupervisedSegmenter(pl.LightningModule):
+    """Student, EMA teacher and the three loss terms.
+
+    Args:
+        config: training options (method switches, thresholds, optimiser).
+        model_config: the network architecture.
+        class_counts: labeled pixel counts per class (background first), for the loss weights.
+    """
+
+    def __init__(self, config: TrainConfig, model_config: ModelConfig, class_counts: np.ndarray) -> None:
+        super().__init__()
+        self.config = config
+        self.model_config = model_config
+        self.num_classes = model_config.num_classes
+        self.register_buffer("class_counts", torch.as_tensor(class_counts, dtype=torch.float64))
+        self.configure_networks()
+        self.configure_loss_terms()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self._val_counts: Tensor | None = None
+
+    # -- hooks that subclasses may override ----------------------------------------------------
+    def configure_networks(self) -> None:
+        self.student = build_model(self.model_config)
+        self.teacher = make_teacher(self.student)
+
+    def configure_loss_terms(self) -> None:
+        c = self.config
+        if c.loss == "ce":
+            self.sup_loss = ImbalanceLoss(weights=None, region=None)
+        else:
+            weights = class_weights(self.class_counts.float(), method=c.class_weighting) if c.class_weighting != "none" else None
+            self.sup_loss = ImbalanceLoss(
+                weights=weights, region=None if c.region == "none" else c.region, alpha=c.tversky_alpha, beta=c.tversky_beta,
+            )
+        self.con_loss = ConfidenceContrastiveLoss(
+            self.num_classes, self.model_config.embed_dim, temperature=c.temperature,
+            anchors_per_class=c.anchors_per_class, negatives_per_class=c.negatives_per_class, queue_size=c.queue_size,
+        )
+        tau_high = torch.full((self.num_classes,), c.tau_high_fg)
+        tau_high[0] = c.tau_high
+        self.register_buffer("tau_high", tau_high)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        warmup = max(1, min(50, self.config.max_steps // 10))
+        total = max(self.config.max_steps, warmup + 1)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / (total - warmup)))) * 0.95 + 0.05
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+
+    # -- training ------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.teacher.eval()  # Lightning switches every submodule to train mode
+
+    def _ramp(self, step: int) -> float:
+        start = self.config.unlabeled_start_steps
+        return 0.0 if step < start else sigmoid_rampup(step - start, self.config.rampup_steps)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        c = self.config
+        gen = self.generator
+        x_l, y_l = weak_view(batch["image_l"], batch["mask_l"], gen)
+        ramp = self._ramp(self.global_step)
+        use_unlabeled = c.semi_supervised and "image_u" in batch and ramp > 0
+        logs = {}
+        if not use_unlabeled:
+            out = self.student(x_l) if c.contrastive else {"logits": self.student.forward_logits(x_l)}
+            loss = l_sup = self.sup_loss(out["logits"], y_l)
+            logs.update(sup=l_sup)
+        else:
+            n_l = x_l.shape[0]
+            invalid_u = torch.where(batch["valid_u"], 0, IGNORE_INDEX).long()
+            x_u, invalid_u = weak_view(batch["image_u"], invalid_u, gen)
+            valid_u = invalid_u != IGNORE_INDEX
+            with torch.no_grad():
+                t_out = self.teacher(torch.cat([x_l, x_u]))
+                t_probs = t_out["logits"][n_l:].float().softmax(1)
+                levels = confidence_levels(t_probs, self.tau_high, c.tau_low)
+            # strong view of the same weak view, CutMix'ed; every target is mixed identically
+            perm, box = cutmix_boxes(x_u.shape[0], x_u.shape[2], x_u.shape[3], gen)
+            x_s = apply_cutmix(strong_view(x_u, gen), perm, box)
+            high = apply_cutmix(levels.high & valid_u, perm, box)
+            pseudo = apply_cutmix(levels.pseudo, perm, box)
+            s_out = self.student(torch.cat([x_l, x_s]))
+            l_sup = self.sup_loss(s_out["logits"][:n_l], y_l)
+            loss = l_sup
+            logs.update(sup=l_sup, high=high.float().mean())
+            if c.pseudo:
+                target = torch.where(high, pseudo, IGNORE_INDEX)
+                l_pl = self.sup_loss(s_out["logits"][n_l:], target)
+                loss = loss + c.lambda_pl * ramp * l_pl
+                logs.update(pl=l_pl)
+            if c.contrastive:
+                l_con = self._contrastive(s_out, t_out, y_l, t_probs, valid_u, perm, box, n_l)
+                loss = loss + c.lambda_con * ramp * l_con
+                logs.update(con=l_con)
+        logs["loss"] = loss
+        self.log_dict({f"train/{k}": v.detach() if isinstance(v, Tensor) else v for k, v in logs.items()},
+                      prog_bar=False, on_step=True, batch_size=c.batch_size)
+        self.log_dict({k: v for k, v in logs.items() if k in ("loss", "sup", "pl", "con")}, prog_bar=True, on_step=True, logger=False, batch_size=c.batch_size)
+        return loss
+
+    def _contrastive(self, s_out, t_out, y_l, t_probs, valid_u, perm, box, n_l) -> Tensor:
+        """Anchors at low-confidence pixels, keys at high-confidence and labeled pixels (stride 4)."""
+        c = self.config
+        k = self.num_classes
+        # labeled part: target = ground truth; keys = every labeled cell; anchors = cells the student
+        # gets wrong or holds with low confidence
+        y4 = labels_at_stride(y_l, k)
+        with torch.no_grad():
+            s_probs4 = probs_at_stride(s_out["logits"][:n_l].detach().float().softmax(1))
+            s_conf = s_probs4.gather(1, y4.clamp_max(k - 1)[:, None])[:, 0]
+        known = y4 != IGNORE_INDEX
+        anchors_l = known & ((s_probs4.argmax(1) != y4) | (s_conf < self.tau_high[y4.clamp_max(k - 1)]))
+        # unlabeled part: teacher levels at stride 4, mixed like the student's input
+        levels4 = confidence_levels(probs_at_stride(t_probs), self.tau_high, c.tau_low)
+        box4 = F.avg_pool2d(box.float()[:, None], 4, 4, ceil_mode=True)[:, 0] > 0.5  # cells mostly inside the box
+        valid4 = mask_at_stride(valid_u)
+        mix = lambda t: apply_cutmix(t, perm, box4)  # noqa: E731
+        target_u = mix(levels4.pseudo)
+        keys_u = mix(levels4.high & valid4)
+        anchors_u = mix(levels4.low & valid4)
+        teacher_u = mix(t_out["embed"][n_l:])
+        return self.con_loss(
+            s_out["embed"],
+            torch.cat([t_out["embed"][:n_l], teacher_u]).detach(),
+            torch.cat([torch.where(known, y4, IGNORE_INDEX), torch.where(keys_u | anchors_u, target_u, IGNORE_INDEX)]),
+            torch.cat([known, keys_u]),
+            torch.cat([anchors_l, anchors_u]),
+            generator=self.generator,
+        )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        m = ema_momentum(self.global_step, self.config.ema_momentum, self.config.ema_warmup_steps)
+        ema_update(self.teacher, self.student, m)
+
+    # -- validation ----------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_counts = torch.zeros(self.num_classes, 3, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self.teacher.forward_logits(batch["image"])
+        pred = logits.argmax(1)
+        truth = batch["mask"]
+        known = (truth != IGNORE_INDEX) & batch["valid"]
+        for k in range(1, self.num_classes):
+            p, t = (pred == k) & known, (truth == k) & known
+            self._val_counts[k] += torch.stack([(p & t).sum(), (p & ~t).sum(), (~p & t).sum()]).double()
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self.trainer.strategy.reduce(self._val_counts, reduce_op="sum")
+        f1s = []
+        for k in range(1, self.num_classes):
+            tp, fp, fn = counts[k].tolist()
+            precision = tp / (tp + fp) if tp + fp else 0.0
+            recall = tp / (tp + fn) if tp + fn else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            iou = tp / (tp + fp + fn) if tp + fp + fn else 0.0
+            name = self.class_names[k - 1]
+            self.log_dict({f"val/precision_{name}": precision, f"val/recall_{name}": recall, f"val/f1_{name}": f1, f"val/iou_{name}": iou}, sync_dist=False)
+            f1s.append(f1)
+        self.log("val/f1", float(np.mean(f1s)), prog_bar=True, sync_dist=False)
+
+    @property
+    def class_names(self) -> list[str]:
+        return getattr(self, "_class_names", [f"class_{k}" for k in range(1, self.num_classes)])
+
+    @class_names.setter
+    def class_names(self, names: list[str]) -> None:
+        self._class_names = list(names)

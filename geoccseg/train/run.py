@@ -1,0 +1,137 @@
+"""``train(config)``: build the data, the module and a Lightning trainer, fit, write the bundle.
+
+The same function serves ``geoccseg train``, the notebooks and the benchmark pipelines.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from torch.utils.data import DataLoader
+
+from geoccseg.data.base import TrainingData
+from geoccseg.data.photos import PhotoTrainingData
+from geoccseg.data.scenes import SceneTrainingData
+from geoccseg.errors import GeoccsegError
+from geoccseg.io.atomic import atomic_path
+from geoccseg.io.bundle import BundleMeta, load_bundle
+from geoccseg.models import ModelConfig
+from geoccseg.train.callbacks import RunRecorder
+from geoccseg.train.config import TrainConfig
+from geoccseg.train.module import SemiSupervisedSegmenter
+from geoccseg.train.stream import ChipStream, ItemList
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+
+
+@dataclass
+class TrainResult:
+    """Where the run wrote its outputs and what it measured."""
+
+    out: Path
+    steps: int
+    seconds: float
+    device: str
+    validation: dict
+    labeled: list[str] | None
+
+    @property
+    def bundle(self) -> Path:
+        return self.out
+
+
+def build_data(c: TrainConfig) -> TrainingData:
+    """The training data a config describes (GeoTIFF scenes or photo folders)."""
+    if c.source == "scenes":
+        return SceneTrainingData(
+            c.scenes, labels=c.labels, aoi=c.aoi, val_aoi=c.val_aoi, classes=c.classes, class_column=c.class_column,
+            width_m=c.width_m, bands=c.bands, tile_px=c.tile_px, pixel_size_m=c.pixel_size_m,
+        )
+    return PhotoTrainingData(
+        c.images, c.masks, labeled_fraction=c.labeled_fraction, seed=c.seed, val_fraction=c.val_fraction,
+        val_images=c.val_images, val_masks=c.val_masks, unlabeled_dirs=c.unlabeled, classes=c.classes,
+        tile_px=c.tile_px, pixel_size_m=c.pixel_size_m, labeled_names=c.labeled_names,
+    )
+
+
+def _precision(c: TrainConfig) -> str:
+    if c.precision:
+        return c.precision
+    return "bf16-mixed" if torch.cuda.is_available() and c.accelerator in ("auto", "gpu", "cuda") else "32-true"
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a model and write ``model.safetensors``, ``bundle.json``, ``config.yaml``,
+    ``metrics.csv``, ``training.png`` and checkpoints into ``config.out``.
+
+    Raises:
+        GeoccsegError: bad options or data; ``resume`` without a checkpoint in ``out``.
+    """
+    c = config.validate()
+    out = Path(c.out)
+    ckpt = out / CHECKPOINTS / LAST
+    if c.resume and not ckpt.is_file():
+        raise GeoccsegError(f"cannot resume: {out} holds no checkpoint ({CHECKPOINTS}/{LAST}); train without --resume first")
+    if not c.resume and (out / "bundle.json").exists():
+        raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder, or pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(c.seed, workers=True, verbose=False)
+    data = build_data(c)
+    classes = data.classes
+    model_config = ModelConfig(
+        in_channels=data.num_bands, num_classes=len(classes) + 1, encoder=c.encoder, fusion=c.fusion,
+        decoder_channels=c.decoder_channels, embed_dim=c.embed_dim,
+    )
+    module = SemiSupervisedSegmenter(c, model_config, data.class_counts())
+    module.class_names = classes
+    meta = BundleMeta(
+        model=model_config.to_dict(), classes=classes, bands=data.bands, norm=data.norm,
+        pixel_size_m=data.pixel_size_m, tile_px=c.tile_px, training={"data": data.summary(), "config": c.to_yaml()},
+    )
+    with atomic_path(out / "config.yaml", overwrite=True) as tmp:
+        tmp.write_text(c.to_yaml())
+
+    start_step = _checkpoint_step(ckpt) if c.resume else 0
+    stream = ChipStream(data, c.batch_size, c.unlabeled_batch_size if c.semi_supervised else 0, c.seed,
+                        rank=int(__import__("os").environ.get("RANK", 0)), start_step=start_step)
+    train_loader = DataLoader(stream, batch_size=None, num_workers=c.num_workers, persistent_workers=c.num_workers > 0)
+    val_items = data.validation_items()
+    val_loader = DataLoader(ItemList(val_items), batch_size=1) if val_items else None
+
+    recorder = RunRecorder(out, meta)
+    callbacks = [
+        recorder,
+        ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="step{step}", save_last=True, every_n_train_steps=min(c.val_every, c.max_steps), save_top_k=1, auto_insert_metric_name=False),
+    ]
+    if c.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    strategy = "ddp" if c.devices > 1 or c.num_nodes > 1 else "auto"
+    trainer = pl.Trainer(
+        accelerator=c.accelerator, devices=c.devices, num_nodes=c.num_nodes, strategy=strategy, precision=_precision(c),
+        max_steps=c.max_steps, max_time={"minutes": c.max_minutes} if c.max_minutes else None,
+        val_check_interval=min(c.val_every, c.max_steps) if val_loader else None, check_val_every_n_epoch=None,
+        limit_val_batches=1.0 if val_loader else 0, num_sanity_val_steps=0, logger=False,
+        callbacks=callbacks, enable_progress_bar=c.progress, enable_model_summary=False, default_root_dir=out,
+        log_every_n_steps=10, deterministic=False,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if c.resume else None)
+    seconds = time.perf_counter() - t0
+    if val_loader is not None and recorder.saved_step is None and trainer.is_global_zero:
+        trainer.validate(module, dataloaders=val_loader, verbose=False)
+    device = str(trainer.strategy.root_device)
+    validation = load_bundle(out).meta.training.get("validation", {}) if trainer.is_global_zero else {}
+    labeled = getattr(data, "labeled_names", None)
+    return TrainResult(out=out, steps=trainer.global_step, seconds=seconds, device=device, validation=validation, labeled=labeled)
+
+
+def _checkpoint_step(path: Path) -> int:
+    """Global step stored in a Lightning checkpoint of this project (our own file, written by ``train``)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return int(state.get("global_step", 0))

@@ -1,0 +1,66 @@
+"""An endless stream of training batches: labeled chips plus unlabeled chips.
+
+Each item of :class:`ChipStream` is a whole batch, so a single ``DataLoader`` (with
+``batch_size=None``) feeds the trainer, and every DDP rank and DataLoader worker draws its own
+chips from a generator seeded by (seed, rank, worker, start step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from geoccseg.data.base import TrainingData
+
+
+class ChipStream(IterableDataset):
+    """Batches ``{"image_l", "mask_l", "image_u", "valid_u"}`` drawn forever from ``data``.
+
+    Args:
+        data: source of chips.
+        batch_size: labeled chips per batch.
+        unlabeled_batch_size: unlabeled chips per batch (0 for supervised training).
+        seed: base seed.
+        rank: distributed rank (different chips on every rank).
+        start_step: global step the stream starts at (a resumed run draws new chips).
+    """
+
+    def __init__(self, data: TrainingData, batch_size: int, unlabeled_batch_size: int, seed: int, rank: int = 0, start_step: int = 0) -> None:
+        self.data = data
+        self.batch_size = batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size
+        self.seed = seed
+        self.rank = rank
+        self.start_step = start_step
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        generator = torch.Generator().manual_seed(hash((self.seed, self.rank, worker, self.start_step)) % (2**63))
+        while True:
+            labeled = [self.data.labeled_chip(generator) for _ in range(self.batch_size)]
+            batch = {
+                "image_l": torch.stack([c["image"] for c in labeled]),
+                "mask_l": torch.stack([c["mask"] for c in labeled]),
+            }
+            if self.unlabeled_batch_size:
+                unlabeled = [self.data.unlabeled_chip(generator) for _ in range(self.unlabeled_batch_size)]
+                batch["image_u"] = torch.stack([c["image"] for c in unlabeled])
+                batch["valid_u"] = torch.stack([c["valid"] for c in unlabeled])
+            yield batch
+
+
+class ItemList(Dataset):
+    """Validation items (any size) served one at a time."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.items[i]
+        return {"image": item["image"], "mask": item["mask"], "valid": item["valid"]}
