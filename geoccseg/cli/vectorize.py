@@ -1,0 +1,56 @@
+"""``geoccseg vectorize``: probability GeoTIFF → polylines in a GIS file."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from geoccseg.io.atomic import check_writable
+from geoccseg.io.vector_write import vector_driver, write_vectors
+from geoccseg.vectorize import VectorizeParams, vectorize_raster
+
+_DEFAULTS = VectorizeParams()
+
+
+@click.command("vectorize")
+@click.argument("prob", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Output file: .gpkg (one layer per class), .geojson, .fgb or .shp.")
+@click.option("--threshold", type=float, default=None, help=f"Foreground probability [{_DEFAULTS.threshold}].")
+@click.option("--low-threshold", type=float, default=None, help="Hysteresis low threshold [off].")
+@click.option("--min-length-m", type=float, default=None,
+              help=f"Drop networks shorter than this, metres [{_DEFAULTS.min_length_m}].")
+@click.option("--spur-m", type=float, default=None,
+              help=f"Prune end branches shorter than this, metres [{_DEFAULTS.spur_m}].")
+@click.option("--gap-m", type=float, default=None, help=f"Bridge gaps up to this, metres [{_DEFAULTS.gap_m}].")
+@click.option("--simplify-m", type=float, default=None,
+              help=f"Douglas-Peucker tolerance, metres [{_DEFAULTS.simplify_m}].")
+@click.option("--block-px", type=int, default=4096, show_default=True, help="Block side in pixels (memory).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def command(
+    prob: Path,
+    output: Path,
+    threshold: float | None,
+    low_threshold: float | None,
+    min_length_m: float | None,
+    spur_m: float | None,
+    gap_m: float | None,
+    simplify_m: float | None,
+    block_px: int,
+    overwrite: bool,
+) -> None:
+    """Turn the probability GeoTIFF PROB into polylines written to OUTPUT."""
+    vector_driver(output)
+    check_writable(output, overwrite)
+    given = {
+        "threshold": threshold, "low_threshold": low_threshold, "min_length_m": min_length_m,
+        "spur_m": spur_m, "gap_m": gap_m, "simplify_m": simplify_m,
+    }
+    params = dataclasses.replace(_DEFAULTS, **{k: v for k, v in given.items() if v is not None})
+    layers = vectorize_raster(prob, params=params, block_px=block_px)
+    write_vectors(layers, output, overwrite=overwrite)
+    for name, lines in layers.items():
+        click.echo(f"{name}: {len(lines)} lines, {lines['length_m'].sum() / 1000:.3f} km")
+    click.echo(f"wrote {output}")

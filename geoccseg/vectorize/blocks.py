@@ -1,0 +1,134 @@
+"""Block-wise vectorisation of probability GeoTIFFs larger than memory.
+
+The raster steps (threshold, blob and hole cleaning, skeleton, distance transform) are local:
+each block is read with a halo of ``halo_px`` pixels on every side, and contributes only the
+skeleton pixels of its core. As long as the halo is wider than half the widest road (so that
+thinning near the window's edge cannot reach the core) and ``min_blob_m2`` / ``max_hole_m2`` are
+below ``halo_px`` pixels in area (see :mod:`geoccseg.vectorize.mask`), the cores hold exactly the
+skeleton of a whole-scene run. The sparse pixels of all blocks are then vectorised together, once
+(:func:`geoccseg.vectorize.lines.lines_from_skeleton`), so lines cross block borders without
+breaks, duplicates or stubs. Memory: one block with its halo, plus the skeleton pixels.
+
+Input: a GeoTIFF with one band per foreground class (band descriptions are the class names,
+``class_1``, ``class_2``, ... where missing), either uint8 with ``round(p * 255)`` and nodata in
+the dataset's mask, or floating point with p in [0, 1] and NaN as nodata.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+from pyproj import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
+from geoccseg.vectorize.params import VectorizeParams
+from geoccseg.vectorize.skeleton import SkeletonPixels, skeleton_pixels
+
+
+def vectorize_raster(
+    path: str | os.PathLike,
+    *,
+    params: VectorizeParams | None = None,
+    block_px: int = 4096,
+    halo_px: int = 128,
+    classes: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, gpd.GeoDataFrame]:
+    """Vectorise a probability GeoTIFF block by block.
+
+    Args:
+        path: probability GeoTIFF (one band per foreground class).
+        params: vectoriser settings (lengths in metres); None for the defaults.
+        block_px: side of a block (pixels), without its halo.
+        halo_px: pixels read around each block (pixels).
+        classes: names of the classes (bands) to vectorise; None for all.
+        progress: show a progress bar over the blocks.
+
+    Returns:
+        One GeoDataFrame of lines per class, in the raster's CRS, with columns ``class``,
+        ``length_m``, ``width_m``, ``probability`` and ``geometry``.
+
+    Raises:
+        GeoccsegError: if the file is missing, not a raster, has no CRS, an unsupported data
+            type, or lacks a requested class.
+    """
+    path = Path(path)
+    params = params or VectorizeParams()
+    if block_px < 1 or halo_px < 0:
+        raise GeoccsegError(f"block_px must be >= 1 and halo_px >= 0, got {block_px} and {halo_px}")
+    if not path.exists():
+        raise GeoccsegError(f"{path} does not exist; pass the probability GeoTIFF written by prediction")
+    if not path.is_file():
+        raise GeoccsegError(f"{path} is a folder; pass the probability GeoTIFF written by prediction")
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise GeoccsegError(f"{path} is not a raster that can be read ({exc}); pass a probability GeoTIFF") from None
+    with src:
+        if src.crs is None:
+            raise GeoccsegError(f"{path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32611 {path.name})")
+        dtype = np.dtype(src.dtypes[0])
+        if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
+            raise GeoccsegError(f"{path} has data type {dtype}; expected uint8 (p * 255) or float probabilities")
+        names = band_classes(src)
+        wanted = names if classes is None else list(classes)
+        if not wanted:
+            raise GeoccsegError("no classes to vectorise; pass class names or None for all")
+        missing = [name for name in wanted if name not in names]
+        if missing:
+            raise GeoccsegError(f"{path} has no class {', '.join(missing)}; its classes are {', '.join(names)}")
+        bands = [names.index(name) + 1 for name in wanted]
+        crs = CRS.from_wkt(src.crs.to_wkt())
+        pixel_size_m = scene_pixel_size_m(crs, src.transform, src.height, src.width)
+
+        parts: dict[str, list[SkeletonPixels]] = {name: [] for name in wanted}
+        blocks = list(_blocks(src.height, src.width, block_px, halo_px))
+        for window, core, open_edges in tqdm(blocks, desc=f"vectorise {path.name}", unit="block", disable=not progress):
+            data = src.read(bands, window=window)
+            valid = src.read_masks(bands, window=window) > 0
+            prob = data.astype(np.float32) / 255.0 if dtype == np.uint8 else data.astype(np.float32)
+            for k, name in enumerate(wanted):
+                parts[name].append(
+                    skeleton_pixels(
+                        prob[k], valid[k], params, pixel_size_m,
+                        core=core, offset_px=(window.row_off, window.col_off), open_edges=open_edges,
+                    )
+                )
+        return {
+            name: lines_from_skeleton(
+                SkeletonPixels.concat(parts[name]),
+                transform=src.transform, crs=crs, pixel_size_m=pixel_size_m, class_name=name, params=params,
+            )
+            for name in wanted
+        }
+
+
+def band_classes(src: rasterio.DatasetReader) -> list[str]:
+    """Class name of each band: its description, or ``class_<band number>`` where missing."""
+    names = [desc or f"class_{i}" for i, desc in enumerate(src.descriptions, start=1)]
+    if len(set(names)) != len(names):
+        raise GeoccsegError(f"{src.name} has repeated band descriptions {names}; give each class band its own name")
+    return names
+
+
+def _blocks(
+    height_px: int, width_px: int, block_px: int, halo_px: int
+) -> Iterator[tuple[Window, tuple[slice, slice], tuple[bool, bool, bool, bool]]]:
+    """Windows with halo, the core inside each (window pixels), and which window edges are open."""
+    for row0 in range(0, height_px, block_px):
+        for col0 in range(0, width_px, block_px):
+            row1, col1 = min(row0 + block_px, height_px), min(col0 + block_px, width_px)
+            top, left = max(row0 - halo_px, 0), max(col0 - halo_px, 0)
+            bottom, right = min(row1 + halo_px, height_px), min(col1 + halo_px, width_px)
+            window = Window(left, top, right - left, bottom - top)
+            core = (slice(row0 - top, row1 - top), slice(col0 - left, col1 - left))
+            yield window, core, (top > 0, bottom < height_px, left > 0, right < width_px)
