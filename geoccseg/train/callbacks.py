@@ -24,7 +24,7 @@ LOSS_KEYS = ("loss", "sup", "pl", "con")
 
 
 class RunRecorder(pl.Callback):
-    """Records losses every ``log_every`` steps and validation metrics, and saves the bundle.
+    """Records mean losses every ``log_every`` steps and validation metrics, and saves the bundle.
 
     Args:
         out: the output folder.
@@ -39,6 +39,8 @@ class RunRecorder(pl.Callback):
         self.rows: list[dict] = []
         self.best_f1 = -math.inf
         self.saved_step: int | None = None
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
 
     def state_dict(self) -> dict:
         return {"rows": self.rows, "best_f1": self.best_f1, "saved_step": self.saved_step}
@@ -49,14 +51,16 @@ class RunRecorder(pl.Callback):
         self.saved_step = state.get("saved_step")
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        for k in LOSS_KEYS:
+            v = trainer.callback_metrics.get(f"train/{k}")
+            if v is not None:
+                self._sums[k] = self._sums.get(k, 0.0) + float(v)
+                self._counts[k] = self._counts.get(k, 0) + 1
         step = trainer.global_step
         if step % self.log_every == 0 or step == 1:
-            row = {"step": step}
-            for k in LOSS_KEYS:
-                v = trainer.callback_metrics.get(f"train/{k}")
-                if v is not None:
-                    row[k] = float(v)
-            self.rows.append(row)
+            # mean of each loss term over the steps since the last row
+            self.rows.append({"step": step, **{k: self._sums[k] / self._counts[k] for k in self._sums}})
+            self._sums, self._counts = {}, {}
 
     def on_validation_end(self, trainer, module) -> None:
         if trainer.sanity_checking:

@@ -121,7 +121,10 @@ def train(config: TrainConfig) -> TrainResult:
         log_every_n_steps=10, deterministic=False,
     )
     t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if c.resume else None)
+    # checkpoints are this run's own files (written above by Lightning), not shared artefacts:
+    # the shareable output is the safetensors bundle, which never unpickles
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
+                ckpt_path=str(ckpt) if c.resume else None, weights_only=False)
     seconds = time.perf_counter() - t0
     if val_loader is not None and recorder.saved_step is None and trainer.is_global_zero:
         trainer.validate(module, dataloaders=val_loader, verbose=False)

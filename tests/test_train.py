@@ -1,0 +1,154 @@
+"""The trainer end to end on real data: CFD photos, the SpaceNet chip with an AOI, resume, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from shapely.geometry import box
+
+from geoccseg.cli import cli
+from geoccseg.io.bundle import load_bundle
+from geoccseg.io.scene import open_scene
+from geoccseg.train import TrainConfig, train
+from geoccseg.train.targets import labels_at_stride, probs_at_stride
+
+FAST = dict(tile_px=96, batch_size=2, unlabeled_batch_size=2, unlabeled_start_steps=4, rampup_steps=4, ema_warmup_steps=2, progress=False)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_labels_at_stride_keep_thin_foreground():
+    y = torch.zeros(1, 8, 8, dtype=torch.long)
+    y[0, :, 5] = 1  # a one-pixel crack through the right cells
+    y[0, 0:4, 0:4] = 255  # an unlabeled cell
+    y4 = labels_at_stride(y, 2)
+    assert y4.tolist() == [[[255, 1], [0, 1]]]
+    p = torch.zeros(1, 2, 8, 8)
+    p[:, 0] = 1.0
+    p[0, :, 6, 6] = torch.tensor([0.1, 0.9])
+    p4 = probs_at_stride(p)
+    assert torch.allclose(p4[0, 1], torch.tensor([[0.0, 0.0], [0.0, 0.9]]))
+    assert torch.allclose(p4[0, 0] + p4[0, 1], torch.ones(2, 2))
+
+
+def test_cfd_run_lowers_loss_writes_bundle_and_resumes(data_dir, tmp_path):
+    cfd = data_dir / "cfd"
+    out = tmp_path / "cfd_model"
+    config = TrainConfig(
+        out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), unlabeled=[str(cfd / "unlabeled")],
+        labeled_fraction=0.035, max_steps=30, val_every=15, lr=3e-3, **FAST,
+    )
+    result = train(config)
+    assert result.steps == 30 and len(result.labeled) == 3  # floor(0.035 * 107 training photos)
+    rows = _rows(out / "metrics.csv")
+    sup = [float(r["sup"]) for r in rows if r["sup"]]
+    assert sup[-1] < 0.8 * sup[0], sup  # rows are means over 10 steps
+    assert any(r["con"] for r in rows) and any(r["pl"] for r in rows)  # the unlabeled terms ran
+    assert (out / "training.png").stat().st_size > 10_000
+    bundle = load_bundle(out)
+    assert bundle.meta.classes == ["crack"] and bundle.meta.bands == [1, 2, 3]
+    assert "f1_crack" in bundle.meta.training["validation"]
+    assert bundle.meta.training["data"]["labeled"] == result.labeled
+    logits = bundle.model.forward_logits(torch.zeros(1, 3, 64, 64))
+    assert logits.shape == (1, 2, 64, 64) and torch.isfinite(logits).all()
+
+    # resume continues from the saved step, with the optimiser state, up to the new budget
+    code = CliRunner().invoke(cli, ["train", "--config", str(out / "config.yaml"), "--resume", "--max-steps", "36"])
+    assert code.exit_code == 0, code.output
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 36 and ckpt["optimizer_states"][0]["state"]
+    steps = [int(r["step"]) for r in _rows(out / "metrics.csv")]
+    assert max(steps) == 36 and steps[0] == 1  # one history across both runs
+
+
+def test_scene_with_aoi_trains(vegas, tmp_path):
+    scene = open_scene(vegas / "vegas_img0_rgb.tif")
+    xmin, ymin, xmax, ymax = scene.bounds
+    dx, dy = xmax - xmin, ymax - ymin
+    gpd.GeoDataFrame(geometry=[box(xmin, ymin + 0.5 * dy, xmin + 0.6 * dx, ymax)], crs=scene.crs).to_file(tmp_path / "aoi.gpkg")
+    gpd.GeoDataFrame(geometry=[box(xmin + 0.6 * dx, ymin + 0.5 * dy, xmax, ymax)], crs=scene.crs).to_file(tmp_path / "val.gpkg")
+    out = tmp_path / "vegas_model"
+    result = CliRunner().invoke(cli, [
+        "train", "--scene", str(vegas / "vegas_img0_rgb.tif"), "--labels", str(vegas / "vegas_img0_roads.geojson"),
+        "--aoi", str(tmp_path / "aoi.gpkg"), "--val-aoi", str(tmp_path / "val.gpkg"), "-o", str(out),
+        "--max-steps", "30", "--val-every", "15", "--tile-px", "128", "--batch-size", "2", "--unlabeled-batch-size", "2",
+        "--unlabeled-start-steps", "4", "--rampup-steps", "4", "--no-progress", "--lr", "3e-3",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "validation (EMA teacher): f1_road" in result.output
+    rows = _rows(out / "metrics.csv")
+    sup = [float(r["sup"]) for r in rows if r["sup"]]
+    assert sup[-1] < sup[0], sup
+    bundle = load_bundle(out)
+    assert bundle.meta.pixel_size_m == pytest.approx(scene.pixel_size_m)
+    assert bundle.meta.classes == ["road"] and len(bundle.meta.norm.low) == 3
+    saved = json.loads((out / "bundle.json").read_text())
+    assert saved["training"]["data"]["source"] == "scenes"
+
+
+def test_bundle_loading_refuses_tampered_files(data_dir, tmp_path):
+    cfd = data_dir / "cfd"
+    out = tmp_path / "m"
+    train(TrainConfig(out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), labeled_fraction=0.1,
+                      max_steps=2, val_fraction=0.0, pseudo=False, contrastive=False, **FAST))
+    load_bundle(out)
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["predict", str(data_dir / "spacenet-vegas" / "vegas_img0_rgb.tif"), "-o", str(tmp_path / "x.gpkg"), "--model", str(out)])
+    assert result.exit_code == 2 and "checksum" in result.output and result.output.count("\n") == 1
+
+
+def test_bad_training_input(data_dir, tmp_path):
+    cfd = data_dir / "cfd"
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for p in sorted((cfd / "masks").iterdir())[:5]:
+        shutil.copy(p, masks / p.name)
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in sorted((cfd / "images").iterdir())[:5]:
+        shutil.copy(p, images / p.name)
+    Image.new("L", (100, 80)).save(masks / "001.png")
+    runner = CliRunner()
+    r = runner.invoke(cli, ["train", "--images", str(images), "--masks", str(masks), "-o", str(tmp_path / "o"), "--val-fraction", "0"])
+    assert r.exit_code == 2 and "mask 001.png is 100x80 but image 001.jpg is 480x320" in r.output
+    r = runner.invoke(cli, ["train", "--images", str(cfd / "images"), "--masks", str(cfd / "masks"), "--labeled-fraction", "0.005", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "leaves no labeled image" in r.output and r.output.count("\n") == 1
+    (tmp_path / "c.yaml").write_text("max_step: 10\n")
+    r = runner.invoke(cli, ["train", "--config", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "unknown config file c.yaml key(s) max_step" in r.output
+    r = runner.invoke(cli, ["train", "--images", str(cfd / "images"), "--masks", str(cfd / "masks"), "-o", str(tmp_path / "empty"), "--resume"])
+    assert r.exit_code == 2 and "holds no checkpoint" in r.output
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(data_dir, tmp_path):
+    """Lightning's DDP on the gloo backend with 2 CPU processes, through the real CLI."""
+    cfd = data_dir / "cfd"
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    cmd = [sys.executable, "-m", "geoccseg.cli", "train", "--images", str(cfd / "images"), "--masks", str(cfd / "masks"),
+           "--labeled-fraction", "0.05", "-o", str(out), "--max-steps", "6", "--val-every", "6", "--tile-px", "64",
+           "--batch-size", "2", "--unlabeled-batch-size", "2", "--unlabeled-start-steps", "2", "--rampup-steps", "2",
+           "--accelerator", "cpu", "--devices", "2", "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed_backend=gloo" in proc.stderr and "All distributed processes registered" in proc.stderr
+    assert load_bundle(out).meta.training["saved_step"] == 6
