@@ -1,0 +1,158 @@
+"""End-to-end test of pipelines/benchmark_quality.py (quick profile on CrackForest) and of its pieces.
+
+CrackForest has 118 labeled photos. The fixed split holds out floor(118 * 0.10) = 11 test and
+floor(118 * 0.05) = 5 select photos, leaving 102 training photos, of which floor(102 * 0.1) = 10 are
+labeled at fraction 0.1; the quick profile trains 10 steps and scores the first 4 test photos.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from geoccseg.errors import GeoccsegError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "pipelines" / "benchmark_quality.py"
+METRICS = ("precision", "recall", "f1", "iou", "ods_f1", "ois_f1", "select_f1")
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("benchmark_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bq = _load_script()
+
+
+@pytest.fixture(scope="module")
+def quick_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The command of the issue, run once for the tests of this module."""
+    out = tmp_path_factory.mktemp("bench") / "tmp"
+    cmd = [sys.executable, str(SCRIPT), "--dataset", "cfd", "--data", str(data_dir / "cfd"), "--labeled-fraction", "0.1",
+           "--profile", "quick", "--seeds", "0", "--arms", "sup_ce", "full", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+@pytest.mark.slow
+def test_quick_results_are_well_formed(quick_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    out, proc = quick_run
+    records = json.loads((out / "results.json").read_text())
+    assert [r["arm"] for r in records] == ["sup_ce", "full"]
+    for r in records:
+        assert set(bq.RECORD_FIELDS) <= set(r), set(bq.RECORD_FIELDS) - set(r)
+        assert (r["dataset"], r["labeled_fraction"], r["seed"], r["profile"]) == ("cfd", 0.1, 0, "quick")
+        assert r["steps"] == r["max_steps"] == 10
+        assert r["n_labeled"] == 10 and r["n_test"] == 4
+        assert r["relaxed_f1"] is None  # cracks: no relaxed metric
+        assert all(0.0 <= r[k] <= 1.0 for k in METRICS), {k: r[k] for k in METRICS}
+        assert r["train_seconds"] > 0 and r["device"] == "cpu"
+        assert f"{r['run']}: F1 {r['f1']:.3f}" in proc.stdout  # progress names the run and its F1
+    # the semi-supervised arm also sees the 102 - 10 unlabeled training photos and the 37 of cfd/unlabeled
+    assert [r["n_unlabeled"] for r in records] == [0, 92 + 37]
+    assert records[0]["labeled"] == records[1]["labeled"]
+
+
+@pytest.mark.slow
+def test_quick_split_keeps_test_images_out_of_training(quick_run: tuple[Path, subprocess.CompletedProcess], data_dir: Path) -> None:
+    out, _ = quick_run
+    split = json.loads((out / "split.json").read_text())
+    test, select, train = set(split["test"]), set(split["select"]), set(split["train"])
+    assert (len(test), len(select), len(train)) == (11, 5, 102)
+    assert not test & train and not test & select and not select & train
+    assert test | select | train == {p.stem for p in (data_dir / "cfd" / "images").iterdir()}
+    labeled = set(json.loads((out / "results.json").read_text())[0]["labeled"])
+    assert labeled <= train and not labeled & test
+    assert split == bq.split_stems(sorted(test | select | train)) | {"holdout_seed": bq.HOLDOUT_SEED, "test_dir": None}
+
+
+@pytest.mark.slow
+def test_quick_writes_table_plots_and_bundles(quick_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    out, _ = quick_run
+    table = (out / "results.md").read_text()
+    assert "| sup_ce | 0.1 | 10 | 1 |" in table and "| full | 0.1 | 10 | 1 |" in table
+    assert "relaxed" not in table
+    for name in ("f1_vs_fraction.png", "examples.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for arm in ("sup_ce", "full"):
+        run = out / "runs" / f"cfd_{arm}_0.1_s0"
+        assert (run / "bundle.json").is_file() and (run / "model.safetensors").is_file()
+        assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_quick_resume_skips_done_runs_and_refuses_to_overwrite(
+    quick_run: tuple[Path, subprocess.CompletedProcess], data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = quick_run
+    args = ["--dataset", "cfd", "--data", str(data_dir / "cfd"), "--labeled-fraction", "0.1", "--profile", "quick",
+            "--seeds", "0", "--arms", "sup_ce", "full", "--out", str(out)]
+    before = (out / "results.json").read_text()
+    assert bq.main(args) == 2
+    assert "already holds results.json; pass --resume" in capsys.readouterr().err
+    t0 = time.perf_counter()
+    assert bq.main([*args, "--resume"]) == 0
+    assert capsys.readouterr().out.count("already in results.json, skipped") == 2
+    assert (out / "results.json").read_text() == before
+    assert time.perf_counter() - t0 < 30  # nothing was trained
+
+
+def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:
+    runs = bq.plan_runs(["sup_imbalance", "full", "fully_supervised"], 0.035, [0, 1], sweep=True, fractions=[0.035, 0.1, 1.0])
+    seed0 = [(r.arm, r.labeled_fraction) for r in runs if r.seed == 0]
+    # 0.035 arms come once from the ablation; the sweep adds 0.1 for both arms; 1.0 is the fully supervised run
+    assert seed0 == [("sup_imbalance", 0.035), ("full", 0.035), ("fully_supervised", 1.0), ("sup_imbalance", 0.1), ("full", 0.1)]
+    assert len(runs) == 10
+    assert runs[0].name("deepcrack") == "deepcrack_sup_imbalance_0.035_s0"
+    with pytest.raises(GeoccsegError, match="unknown arm"):
+        bq.plan_runs(["nope"], 0.035, [0])
+    with pytest.raises(GeoccsegError, match="must be in"):
+        bq.plan_runs(["full"], 1.5, [0])
+
+
+def test_split_stems_is_fixed_and_disjoint() -> None:
+    stems = [f"{i:03d}" for i in range(40)]
+    split = bq.split_stems(stems)
+    assert (len(split["test"]), len(split["select"]), len(split["train"])) == (4, 2, 34)  # floor(4.0), floor(2.0)
+    assert split == bq.split_stems(list(reversed(stems)))  # order of the input does not matter
+    assert sorted(split["test"] + split["select"] + split["train"]) == stems
+    with pytest.raises(GeoccsegError, match="too few"):
+        bq.split_stems(["a", "b"], test_fraction=0.5)
+
+
+def _record(arm: str, fraction: float, seed: int, f1: float) -> dict:
+    return {"run": f"x_{arm}_{fraction}_s{seed}", "dataset": "x", "profile": "quick", "arm": arm, "labeled_fraction": fraction,
+            "seed": seed, "n_labeled": 3, "n_test": 5, "device": "cpu", "encoder": "light", "tile_px": 128, "max_steps": 10, "steps": 10,
+            "train_seconds": 60.0 * (seed + 1), "precision": f1, "recall": f1, "f1": f1, "iou": f1, "ods_f1": f1, "ois_f1": f1,
+            "relaxed_f1": None}
+
+
+def test_summarise_gives_mean_and_sample_std() -> None:
+    records = [_record("full", 0.1, 0, 0.5), _record("full", 0.1, 1, 0.7), _record("sup_ce", 0.1, 0, 0.25),
+               _record("fully_supervised", 1.0, 0, 0.9)]
+    assert "F1 by labeled fraction" not in bq.summarise(records[:3])  # one point only: no sweep table
+    records.append(_record("full", 0.01, 0, 0.125))
+    table = bq.summarise(records)
+    # mean (0.5 + 0.7) / 2 = 0.6, sample std sqrt(2 * 0.1² / 1) = 0.1414; minutes (1 + 2) / 2 = 1.5
+    assert "| full | 0.1 | 3 | 2 | 0.600 ± 0.141 | 0.600 ± 0.141 | 0.600 ± 0.141 |" in table
+    # rows by fraction, then in the order of ARMS
+    assert table.index("| full | 0.01 |") < table.index("| sup_ce | 0.1 |") < table.index("| full | 0.1 |") < table.index("| fully_supervised | 1 |")
+    assert table.split("| full | 0.1 |")[1].split("\n")[0].endswith("| 10 | 1.5 |")
+    # gap closed at 0.1: (0.6 - 0.25) / (0.9 - 0.25) = 0.538...; no sup_imbalance run, no line for it
+    assert "- `full` at fraction 0.1 closes 54% of the F1 gap between `sup_ce` and `fully_supervised`." in table
+    assert "`sup_imbalance` and" not in table
+    # no run was cut short by the time cap (steps == max_steps)
+    assert "time cap" not in table
+    # the sweep table: full at 0.01 and 0.1 and, through the fully supervised run, at 1.0
+    assert "| 0.01 | 0.125 |\n| 0.1 | 0.600 ± 0.141 |\n| 1 | 0.900 |" in table
