@@ -1,0 +1,224 @@
+"""Probability rasters: the on-disk blend accumulator and the final Cloud-Optimised GeoTIFF.
+
+The accumulator is a temporary, uncompressed, tiled (sparse) GeoTIFF on the model grid with one
+float32 band of ``sum(w * p)`` per foreground class and a last band of ``sum(w)``. One writer
+process adds block results into it (read-modify-write of the block's window), in any order.
+
+The final pass streams over the scene grid window by window: divide, mark nodata where no valid
+pixel contributed, resample back to the scene grid when the model ran at another pixel size
+(bilinear), quantise, and write a tiled GeoTIFF; then overviews are built and the file is copied
+with GDAL's COG driver to the destination through :func:`geoccseg.io.atomic.atomic_path`.
+
+Output format (what the vectoriser reads): one band per foreground class, named by the class;
+``uint8`` = ``round(p * 255)`` with nodata in an internal dataset mask, or ``float16`` with NaN
+nodata; tiled, compressed (ZSTD, or DEFLATE where GDAL lacks ZSTD), with overviews, in the
+scene's CRS and transform.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from geoccseg.io.atomic import atomic_path
+from geoccseg.io.lazy import chunk_windows
+from geoccseg.io.scene import Scene
+
+PROB_DTYPES = ("uint8", "float16")
+"""Sample types of the probability COG."""
+
+COG_BLOCK_PX = 512
+"""Tile edge of the probability COG (and of its staging file) in pixels."""
+
+ACC_BLOCK_PX = 256
+"""Tile edge of the accumulator in pixels."""
+
+
+@functools.cache
+def compression() -> str:
+    """``"ZSTD"`` when this GDAL build has the codec, else ``"DEFLATE"``."""
+    probe = "/vsimem/geoccseg-zstd-probe.tif"
+    try:
+        with rasterio.open(
+            probe, "w", driver="GTiff", width=1, height=1, count=1, dtype="uint8", compress="zstd",
+            crs="EPSG:4326", transform=Affine.translation(0, 1) @ Affine.scale(1, -1),
+        ):
+            pass
+        return "ZSTD"
+    except Exception:  # GDAL reports a missing codec as an error of varying type
+        return "DEFLATE"
+    finally:
+        if rasterio.shutil.exists(probe):
+            rasterio.shutil.delete(probe)
+
+
+class Accumulator:
+    """Blend sums on disk: ``sum(w * p)`` per class and ``sum(w)`` over a raster grid.
+
+    Args:
+        path: the temporary GeoTIFF to create.
+        num_classes: number of foreground classes C.
+        height_px: grid height in pixels.
+        width_px: grid width in pixels.
+        crs: CRS of the grid.
+        transform: affine transform of the grid (pixel -> CRS units).
+    """
+
+    def __init__(self, path: str | os.PathLike, num_classes: int, height_px: int, width_px: int, crs: CRS, transform: Affine) -> None:
+        self._ds = rasterio.open(
+            path, "w+", driver="GTiff", width=width_px, height=height_px, count=num_classes + 1, dtype="float32",
+            crs=crs, transform=transform, tiled=True, blockxsize=ACC_BLOCK_PX, blockysize=ACC_BLOCK_PX,
+            BIGTIFF="YES", SPARSE_OK=True,
+        )
+
+    def add(self, window: Window, weighted: np.ndarray, weight: np.ndarray) -> None:
+        """Add ``weighted`` (C, h, w) and ``weight`` (h, w) into ``window`` (pixels, inside the grid)."""
+        current = self._ds.read(window=window)
+        current[:-1] += weighted
+        current[-1] += weight
+        self._ds.write(current, window=window)
+
+    def probabilities(self, window: Window) -> np.ndarray:
+        """Blended probabilities (C, h, w) float32 of a window; NaN where no weight (nodata)."""
+        sums = self._ds.read(window=window)
+        weight = sums[-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prob = sums[:-1] / weight
+        prob[:, weight <= 0] = np.nan
+        return prob
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the grid in pixels."""
+        return self._ds.height, self._ds.width
+
+    def close(self) -> None:
+        self._ds.close()
+
+    def __enter__(self) -> Accumulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lerp_axis(a: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of ``a`` along ``axis`` at fractional indices ``coords`` (edges clamped)."""
+    size = a.shape[axis]
+    coords = np.clip(coords, 0, size - 1)
+    lo = np.minimum(np.floor(coords).astype(np.int64), size - 1)
+    hi = np.minimum(lo + 1, size - 1)
+    frac = (coords - lo).astype(np.float32)
+    shape = [1] * a.ndim
+    shape[axis] = len(coords)
+    frac = frac.reshape(shape)
+    return np.take(a, lo, axis=axis) * (1 - frac) + np.take(a, hi, axis=axis) * frac
+
+
+def scene_probabilities(acc: Accumulator, scene: Scene, scale: float, window: Window) -> np.ndarray:
+    """Blended probabilities on a window of the scene grid.
+
+    Args:
+        acc: the accumulator on the model grid.
+        scene: the scene (for its valid mask when resampling).
+        scale: scene pixels per model pixel (1.0: the model grid is the scene grid).
+        window: scene-grid window (pixels).
+
+    Returns:
+        float32 (C, h, w), NaN where there is no prediction (nodata).
+    """
+    if scale == 1.0:
+        return acc.probabilities(window)
+    row0, col0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+    # centre of scene pixel i lies at model-grid index (i + 0.5) / scale - 0.5
+    ys = (np.arange(row0, row0 + h) + 0.5) / scale - 0.5
+    xs = (np.arange(col0, col0 + w) + 0.5) / scale - 0.5
+    height_m, width_m = acc.shape
+    top, left = max(0, math.floor(ys[0])), max(0, math.floor(xs[0]))
+    bottom, right = min(height_m, math.floor(ys[-1]) + 2), min(width_m, math.floor(xs[-1]) + 2)
+    coarse = acc.probabilities(Window(left, top, right - left, bottom - top))
+    prob = _lerp_axis(_lerp_axis(coarse, ys - top, axis=1), xs - left, axis=2)
+    valid = scene.read(window)[1]
+    prob[:, ~valid] = np.nan
+    return prob
+
+
+def overview_factors(height_px: int, width_px: int, block_px: int = COG_BLOCK_PX) -> list[int]:
+    """Overview decimation factors 2, 4, ... until the coarsest level fits in one tile."""
+    factors, factor = [], 2
+    while max(height_px, width_px) / (factor // 2) > block_px:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
+def write_probability_cog(
+    acc: Accumulator,
+    scene: Scene,
+    scale: float,
+    dest: str | os.PathLike,
+    classes: list[str],
+    workdir: str | os.PathLike,
+    prob_dtype: str = "uint8",
+    overwrite: bool = False,
+    chunk_px: int = 2048,
+) -> Path:
+    """Stream the accumulator into the probability COG on the scene grid.
+
+    Args:
+        acc: blend sums on the model grid.
+        scene: the scene; the COG gets its CRS, transform and size.
+        scale: scene pixels per model pixel (1.0: no resampling).
+        dest: the COG to write (atomically).
+        classes: foreground class names, one band each.
+        workdir: folder for the staging GeoTIFF (removed by the caller).
+        prob_dtype: ``"uint8"`` (internal mask nodata) or ``"float16"`` (NaN nodata).
+        overwrite: replace an existing ``dest``.
+        chunk_px: edge of the windows streamed through memory, in pixels.
+
+    Returns:
+        ``dest`` as a Path.
+    """
+    staging = Path(workdir) / "probability.tif"
+    profile = dict(
+        driver="GTiff", width=scene.width, height=scene.height, count=len(classes), crs=scene.crs,
+        transform=scene.transform, tiled=True, blockxsize=COG_BLOCK_PX, blockysize=COG_BLOCK_PX, BIGTIFF="IF_SAFER",
+    )
+    if prob_dtype == "uint8":
+        profile |= dict(dtype="uint8")
+    else:
+        profile |= dict(dtype="float32", nbits=16, nodata=float("nan"))
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(staging, "w", **profile) as out:
+            for i, name in enumerate(classes, start=1):
+                out.set_band_description(i, name)
+            for row in chunk_windows(scene.height, scene.width, chunk_px):
+                for window in row:
+                    prob = scene_probabilities(acc, scene, scale, window)
+                    valid = np.isfinite(prob).all(axis=0)
+                    if prob_dtype == "uint8":
+                        out.write(np.round(np.nan_to_num(prob) * 255).clip(0, 255).astype(np.uint8), window=window)
+                        out.write_mask(valid.astype(np.uint8) * 255, window=window)
+                    else:
+                        prob[:, ~valid] = np.nan
+                        out.write(prob, window=window)
+            factors = overview_factors(scene.height, scene.width)
+            if factors:
+                out.build_overviews(factors, Resampling.average)
+        options = dict(COMPRESS=compression(), PREDICTOR="YES", BLOCKSIZE=COG_BLOCK_PX, OVERVIEWS="FORCE_USE_EXISTING", BIGTIFF="IF_SAFER",
+                       NUM_THREADS="ALL_CPUS")
+        if prob_dtype == "float16":
+            options["NBITS"] = 16
+        with atomic_path(dest, overwrite=overwrite) as tmp:
+            rasterio.shutil.copy(staging, tmp, driver="COG", **options)
+    return Path(dest)

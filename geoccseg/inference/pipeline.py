@@ -1,0 +1,131 @@
+"""Scene to GIS lines in one call: predict probabilities, vectorise them, write the lines.
+
+:func:`run_predict` is what ``geoccseg predict`` and the notebooks call. It checks every output
+before any computation, predicts the probability COG block by block
+(:func:`geoccseg.inference.predict.predict_scene`), vectorises it block by block
+(:func:`geoccseg.vectorize.vectorize_raster`) and writes the lines atomically
+(:func:`geoccseg.io.vector_write.write_vectors`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.predict import predict_scene
+from geoccseg.io.atomic import check_writable
+from geoccseg.io.bundle import Bundle, load_bundle
+from geoccseg.io.vector_write import vector_driver, write_vectors
+from geoccseg.vectorize import VectorizeParams, vectorize_raster
+
+
+@dataclass
+class PredictResult:
+    """What :func:`run_predict` produced.
+
+    Attributes:
+        vectors: the GIS file of lines.
+        probabilities: the probability COG, or None when it was not kept.
+        lines: number of lines per class.
+        length_km: total line length over all classes, in kilometres.
+        seconds: wall time of the whole run, in seconds.
+    """
+
+    vectors: Path
+    probabilities: Path | None
+    lines: dict[str, int]
+    length_km: float
+    seconds: float
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The bundle folder of a model given by path.
+
+    Models shipped with geoccseg will be selectable by name; none ships yet, so a bare name that
+    is not an existing folder is refused with a clear message. Paths are returned as they are
+    (:func:`geoccseg.io.bundle.load_bundle` reports a missing or damaged bundle).
+
+    Raises:
+        GeoccsegError: a bare model name.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.exists() or "/" in text or os.sep in text or path.suffix:
+        return path
+    raise GeoccsegError(
+        f"{name_or_path!r} is neither a model bundle folder nor the name of a model shipped with geoccseg "
+        "(none ships yet); pass --model PATH to a bundle written by `geoccseg train`"
+    )
+
+
+def run_predict(
+    scene: str | os.PathLike,
+    out_vectors: str | os.PathLike,
+    *,
+    model: Bundle | str | os.PathLike,
+    prob_out: str | os.PathLike | None = None,
+    params: VectorizeParams | None = None,
+    threshold: float | None = None,
+    min_length_m: float | None = None,
+    tile_px: int | None = None,
+    overlap_px: int = 64,
+    block_px: int = 2048,
+    batch_size: int = 4,
+    device: str = "auto",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    prob_dtype: str = "uint8",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PredictResult:
+    """Predict a scene and write its lines (one layer per class in a GeoPackage).
+
+    Args:
+        scene: the GeoTIFF scene.
+        out_vectors: lines file: ``.gpkg``, ``.geojson``, ``.fgb`` or ``.shp``.
+        model: a loaded bundle, or the path of a bundle folder.
+        prob_out: also keep the probability COG here; None: use a temporary one.
+        params: vectoriser settings (lengths in metres); None for the defaults.
+        threshold: overrides ``params.threshold`` (probability 0-1).
+        min_length_m: overrides ``params.min_length_m`` (metres).
+        tile_px, overlap_px, block_px, batch_size, device, workers, scheduler, prob_dtype: see
+            :func:`geoccseg.inference.predict.predict_scene`.
+        overwrite: replace existing outputs.
+        progress: show progress bars.
+
+    Raises:
+        GeoccsegError: an output that exists or cannot be written, an unknown vector format, or
+            any problem :func:`predict_scene` reports; all before any computation.
+    """
+    start = time.perf_counter()
+    out_vectors = Path(out_vectors)
+    vector_driver(out_vectors)
+    check_writable(out_vectors, overwrite)
+    if prob_out is not None:
+        prob_out = check_writable(prob_out, overwrite)
+        if prob_out.resolve() == out_vectors.resolve():
+            raise GeoccsegError(f"the probability raster and the lines would both be written to {out_vectors}; give two different paths")
+    overrides = {"threshold": threshold, "min_length_m": min_length_m}
+    params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
+    bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
+    with tempfile.TemporaryDirectory(prefix=f".{out_vectors.stem}.", dir=out_vectors.parent) as workdir:
+        prob_path = prob_out or Path(workdir) / "probability.tif"
+        predict_scene(
+            scene, bundle, prob_path, tile_px=tile_px, overlap_px=overlap_px, block_px=block_px,
+            batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
+            overwrite=overwrite, progress=progress,
+        )
+        layers = vectorize_raster(prob_path, params=params, progress=progress)
+        write_vectors(layers, out_vectors, overwrite=overwrite)
+    return PredictResult(
+        vectors=out_vectors,
+        probabilities=prob_out,
+        lines={name: len(frame) for name, frame in layers.items()},
+        length_km=float(sum(frame["length_m"].sum() for frame in layers.values()) / 1000.0),
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,401 @@
+"""Block-wise prediction of a whole scene into a seamless probability raster.
+
+:func:`predict_scene` cuts the scene's global chip grid (:mod:`geoccseg.inference.blend`) into
+blocks. Each block is one task (:func:`predict_block`): read the block's pixels once through
+:meth:`Scene.read` (boundless, resampled to the model's pixel size when it differs), normalise
+them with the bundle's statistics, run its chips through the model in batches and return the
+weighted sums ``sum(w * p)`` and ``sum(w)`` over the block's region. A single writer adds the
+results into a temporary accumulator as they arrive, in any order, and a final streaming pass
+writes the probability COG (:mod:`geoccseg.inference.cog`). Memory is bounded by the block and
+batch sizes and the number of blocks in flight, never by the scene size.
+
+Tasks run in this process (a small thread pool sharing the model), in a local Dask cluster of
+single-threaded worker processes (``workers=N``), or on an existing Dask cluster
+(``scheduler="tcp://..."``). Dask workers load the bundle themselves from its path, once per
+process; the model never travels through the scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from itertools import groupby, islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.blend import Block, ChipGrid, blend_window
+from geoccseg.inference.cog import COG_BLOCK_PX, PROB_DTYPES, Accumulator, write_probability_cog
+from geoccseg.io.atomic import check_writable
+from geoccseg.io.bundle import WEIGHTS, Bundle, BundleMeta, load_bundle
+from geoccseg.io.scene import Scene, open_scene
+
+if TYPE_CHECKING:
+    import distributed
+
+MIN_TILE_PX = 256
+"""Smallest default tile: the bundle's training tile is raised to this for prediction."""
+
+SCALE_TOLERANCE = 0.05
+"""Relative pixel-size difference (scene vs model) below which the scene is used as it is."""
+
+GDAL_CACHE_BYTES = 64 * 2**20
+"""GDAL block cache while predicting (bytes: rasterio passes it to ``GDALSetCacheMax64``), so that
+memory does not grow with the scene size."""
+
+_MODELS: dict[tuple[str, str, int], tuple[torch.nn.Module, BundleMeta]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Everything a worker needs to predict one block (small and picklable: no model, no pixels).
+
+    Attributes:
+        scene: the scene (re-opens its file in the worker).
+        bundle_path: folder of the model bundle; workers load it once per process.
+        device: torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        grid: the global chip grid, in model-grid pixels.
+        block: the block to predict.
+        scale: model pixel size / scene pixel size (scene pixels per model pixel; 1.0: no resampling).
+        batch_size: chips per forward pass.
+    """
+
+    scene: Scene
+    bundle_path: str
+    device: str
+    grid: ChipGrid
+    block: Block
+    scale: float
+    batch_size: int
+
+
+@dataclass
+class BlockResult:
+    """Blended sums of one block over its region of the model grid (clipped to the grid).
+
+    Attributes:
+        row_px: top of the region in model-grid pixels.
+        col_px: left of the region in model-grid pixels.
+        weighted: float32 (C, h, w), sum of weight x probability per foreground class.
+        weight: float32 (h, w), sum of weights; 0 where the scene has no valid data.
+    """
+
+    row_px: int
+    col_px: int
+    weighted: np.ndarray
+    weight: np.ndarray
+
+    @property
+    def window(self) -> Window:
+        return Window(self.col_px, self.row_px, self.weight.shape[1], self.weight.shape[0])
+
+
+# -- model -------------------------------------------------------------------------------------
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; check that a requested device exists.
+
+    Raises:
+        GeoccsegError: an unknown device name, or CUDA requested on a machine without it.
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise GeoccsegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise GeoccsegError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+    if kind not in ("cpu", "cuda"):
+        raise GeoccsegError(f"device {device!r} is not supported; use auto, cpu or cuda")
+    return device
+
+
+def _model_key(bundle_path: str | os.PathLike, device: str) -> tuple[str, str, int]:
+    """Cache key of a bundle on a device; the weights' modification time catches a rewritten bundle."""
+    folder = Path(bundle_path).resolve()
+    weights = folder / WEIGHTS
+    return str(folder), device, weights.stat().st_mtime_ns if weights.exists() else 0
+
+
+def share_bundle(bundle: Bundle, device: str) -> None:
+    """Make an already loaded bundle the model of this process on ``device`` (in-process runs)."""
+    model = bundle.model if device == "cpu" else copy.deepcopy(bundle.model).to(device)
+    with _MODELS_LOCK:
+        _MODELS.clear()
+        _MODELS[_model_key(bundle.path, device)] = (model.eval(), bundle.meta)
+
+
+def cached_model(bundle_path: str, device: str) -> tuple[torch.nn.Module, BundleMeta]:
+    """The model and metadata of a bundle on ``device``, loaded once per process (one bundle kept)."""
+    key = _model_key(bundle_path, device)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            bundle = load_bundle(bundle_path)
+            _MODELS.clear()
+            _MODELS[key] = (bundle.model.to(device).eval(), bundle.meta)
+        return _MODELS[key]
+
+
+def forward_probabilities(model: torch.nn.Module, chips: torch.Tensor, device: str) -> torch.Tensor:
+    """Softmax probabilities of the foreground classes.
+
+    Args:
+        model: a network with ``forward_logits`` ((B, C, H, W) -> (B, K, H, W) logits).
+        chips: normalised images (B, C, H, W), float32, on the CPU or on ``device``.
+        device: where to run; CUDA runs under autocast (bfloat16 where supported, else float16).
+
+    Returns:
+        float32 (B, K - 1, H, W) on ``device``: probabilities of classes 1..K-1.
+    """
+    with torch.inference_mode():
+        x = chips.to(device, non_blocking=True)
+        if torch.device(device).type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            with torch.autocast("cuda", dtype=dtype):
+                logits = model.forward_logits(x)
+        else:
+            logits = model.forward_logits(x)
+        return logits.float().softmax(dim=1)[:, 1:]
+
+
+# -- one block ---------------------------------------------------------------------------------
+def read_model_window(scene: Scene, window: Window, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Read a model-grid window (boundless), resampled from the scene when ``scale != 1``.
+
+    Returns:
+        ``image`` float32 (C, h, w) in file units, 0 where invalid, and ``valid`` bool (h, w).
+    """
+    if scale == 1.0:
+        return scene.read(window)
+    native = Window(window.col_off * scale, window.row_off * scale, window.width * scale, window.height * scale)
+    resampling = Resampling.average if scale > 1 else Resampling.bilinear
+    return scene.read(native, out_shape=(int(window.height), int(window.width)), resampling=resampling)
+
+
+def predict_block(job: BlockJob) -> BlockResult:
+    """Predict every chip of one block and blend them over the block's region.
+
+    The block's pixels are read once; chips of one shape (edge chips are cut at the scene's edge)
+    are batched, normalised on the model's device and zeroed where invalid, as in training.
+    Chips without any valid pixel are skipped. Weights are zeroed on invalid pixels, so that
+    ``sum(w) == 0`` marks nodata in the accumulator.
+    """
+    model, meta = cached_model(job.bundle_path, job.device)
+    window = job.block.window
+    image, valid = read_model_window(job.scene, window, job.scale)
+    all_valid = bool(valid.all())
+    top, left = int(window.row_off), int(window.col_off)
+    weighted = np.zeros((len(meta.classes), *valid.shape), dtype=np.float32)
+    weight = np.zeros(valid.shape, dtype=np.float32)
+    blend = blend_window(job.grid.tile_px, job.grid.overlap_px)
+    chips = [(r - top, c - left, *job.grid.chip_shape(r, c)) for r, c in job.block.chips]
+    if not all_valid:
+        chips = [ch for ch in chips if valid[ch[0]:ch[0] + ch[2], ch[1]:ch[1] + ch[3]].any()]
+    for (h, w), same_shape in groupby(sorted(chips, key=lambda ch: ch[2:]), key=lambda ch: ch[2:]):
+        same_shape = list(same_shape)
+        blend_on_device = torch.from_numpy(blend[:h, :w]).to(job.device)
+        for start in range(0, len(same_shape), job.batch_size):
+            batch = [(r, c) for r, c, _, _ in same_shape[start:start + job.batch_size]]
+            x = meta.norm.apply(torch.from_numpy(np.stack([image[:, r:r + h, c:c + w] for r, c in batch])).to(job.device))
+            if not all_valid:
+                x = x * torch.from_numpy(np.stack([valid[r:r + h, c:c + w] for r, c in batch])[:, None]).to(job.device)
+            probs = (forward_probabilities(model, x, job.device) * blend_on_device).cpu().numpy()
+            for (r, c), p in zip(batch, probs):
+                if all_valid:
+                    weighted[:, r:r + h, c:c + w] += p
+                    weight[r:r + h, c:c + w] += blend[:h, :w]
+                else:
+                    inside = valid[r:r + h, c:c + w]
+                    weighted[:, r:r + h, c:c + w] += p * inside
+                    weight[r:r + h, c:c + w] += blend[:h, :w] * inside
+    return BlockResult(top, left, weighted, weight)
+
+
+# -- running blocks ----------------------------------------------------------------------------
+def _run_local(jobs: Iterable[BlockJob], threads: int) -> Iterator[BlockResult]:
+    """Run jobs in a thread pool of this process, yielding results as they complete.
+
+    At most ``threads + 1`` blocks are in flight, so memory stays bounded (the local Dask
+    schedulers would only hand results back all at once).
+    """
+    jobs = iter(jobs)
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geoccseg-block")
+    pending = {pool.submit(predict_block, job) for job in islice(jobs, threads + 1)}
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = next(jobs, None)
+                if job is not None:
+                    pending.add(pool.submit(predict_block, job))
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_dask(client: distributed.Client, jobs: Iterable[BlockJob], in_flight: int) -> Iterator[BlockResult]:
+    """Submit jobs to a Dask cluster, keeping ``in_flight`` blocks queued, yielding results as they complete."""
+    import distributed
+
+    jobs = iter(jobs)
+    futures = distributed.as_completed([client.submit(predict_block, job, pure=False) for job in islice(jobs, in_flight)])
+    for future in futures:
+        result = future.result()
+        future.release()
+        job = next(jobs, None)
+        if job is not None:
+            futures.add(client.submit(predict_block, job, pure=False))
+        yield result
+
+
+@contextlib.contextmanager
+def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.PathLike) -> Iterator[distributed.Client | None]:
+    """A Dask client: a new local cluster of ``workers`` single-threaded processes (scratch space in
+    ``workdir``), an existing cluster at ``scheduler``, or None (run in this process)."""
+    if workers is None and scheduler is None:
+        yield None
+        return
+    import distributed
+
+    if scheduler is not None:
+        try:
+            client = distributed.Client(scheduler, timeout=30)
+        except (OSError, TimeoutError) as exc:
+            raise GeoccsegError(f"cannot connect to the Dask scheduler at {scheduler} ({exc}); check the address and that it runs") from None
+        with client:
+            client.wait_for_workers(1, timeout=120)
+            yield client
+        return
+    with distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.WARNING,
+        local_directory=str(workdir),
+    ) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+# -- the scene ---------------------------------------------------------------------------------
+def open_scene_for(path: str | os.PathLike, meta: BundleMeta) -> Scene:
+    """Open a scene with the input bands a model expects.
+
+    The scene's own input bands (all but alpha) are used when their number matches the model's;
+    otherwise the model's band indices are selected when the scene has them.
+
+    Raises:
+        GeoccsegError: the scene cannot provide the model's number of bands.
+    """
+    scene = open_scene(path)
+    if len(scene.bands) == len(meta.bands):
+        return scene
+    if max(meta.bands) <= scene.band_count:
+        return open_scene(path, meta.bands)
+    raise GeoccsegError(
+        f"scene {path} has {len(scene.bands)} input band(s) but the model expects {len(meta.bands)} "
+        f"(bands {meta.bands}); give a scene with the bands the model was trained on"
+    )
+
+
+def model_scale(scene: Scene, model_pixel_size_m: float | None) -> float:
+    """Scene pixels per model pixel: 1.0 when the model's pixel size is unknown or within 5 % of the scene's."""
+    if model_pixel_size_m is None:
+        return 1.0
+    scale = model_pixel_size_m / scene.pixel_size_m
+    return 1.0 if abs(scale - 1.0) <= SCALE_TOLERANCE else scale
+
+
+def predict_scene(
+    scene: str | os.PathLike,
+    bundle: Bundle | str | os.PathLike,
+    prob_out: str | os.PathLike,
+    *,
+    tile_px: int | None = None,
+    overlap_px: int = 64,
+    block_px: int = 2048,
+    batch_size: int = 4,
+    device: str = "auto",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    prob_dtype: str = "uint8",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Predict class probabilities over a whole scene and write them as a Cloud-Optimised GeoTIFF.
+
+    Args:
+        scene: the GeoTIFF scene (any size; read block by block).
+        bundle: a loaded :class:`Bundle` or the path of a bundle folder.
+        prob_out: the probability COG to write (one band per foreground class, scene grid).
+        tile_px: chip edge in model-grid pixels; default the bundle's training tile, at least 256
+            (bigger tiles waste less on overlap and run faster on CPUs).
+        overlap_px: overlap of neighbouring chips in pixels (the blending ramp).
+        block_px: block edge in pixels, rounded to a multiple of the stride; one task each.
+        batch_size: chips per forward pass.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (mixed precision on CUDA).
+        workers: run blocks on a local Dask cluster of this many single-threaded processes.
+        scheduler: address of an existing Dask scheduler (``tcp://host:8786``); its workers must
+            see the scene and bundle paths.
+        prob_dtype: ``"uint8"`` (p x 255, mask nodata) or ``"float16"`` (NaN nodata).
+        overwrite: replace an existing ``prob_out``.
+        progress: show a progress bar over blocks.
+
+    Returns:
+        ``prob_out`` as a Path.
+
+    Raises:
+        GeoccsegError: bad options, an output that exists or cannot be written, a missing or
+            damaged bundle, a scene without CRS or with bands that do not match the model.
+    """
+    prob_out = check_writable(prob_out, overwrite)
+    if prob_dtype not in PROB_DTYPES:
+        raise GeoccsegError(f"probability type {prob_dtype!r} is not supported; use one of {', '.join(PROB_DTYPES)}")
+    if workers is not None and scheduler is not None:
+        raise GeoccsegError("give either --workers (a local Dask cluster) or --scheduler (an existing one), not both")
+    if workers is not None and workers < 1:
+        raise GeoccsegError(f"--workers {workers} is invalid; use 1 or more worker processes")
+    if batch_size < 1:
+        raise GeoccsegError(f"--batch-size {batch_size} is invalid; use 1 or more chips per batch")
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    device = resolve_device(device)
+    opened = open_scene_for(scene, bundle.meta)
+    scale = model_scale(opened, bundle.meta.pixel_size_m)
+    tile_px = tile_px if tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
+    grid = ChipGrid.create(math.ceil(opened.height / scale), math.ceil(opened.width / scale), tile_px, overlap_px, block_px)
+    blocks = grid.blocks()
+    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, batch_size) for block in blocks)
+    model_transform = opened.transform @ Affine.scale(scale)
+    with (
+        rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
+        tempfile.TemporaryDirectory(prefix=f".{prob_out.stem}.", dir=prob_out.parent) as workdir,
+        Accumulator(Path(workdir) / "sums.tif", len(bundle.meta.classes), grid.height_px, grid.width_px, opened.crs, model_transform) as acc,
+    ):
+        with (
+            dask_client(workers, scheduler, workdir) as client,
+            tqdm(total=len(blocks), unit="block", desc="predict", disable=not progress) as bar,
+        ):
+            if client is None:
+                share_bundle(bundle, device)
+                results = _run_local(jobs, threads=1 if device == "cpu" else 2)
+            else:
+                results = _run_dask(client, jobs, in_flight=2 * max(1, len(client.scheduler_info()["workers"])))
+            for result in results:
+                acc.add(result.window, result.weighted, result.weight)
+                bar.update()
+        chunk_px = COG_BLOCK_PX * max(1, round(block_px / COG_BLOCK_PX))
+        write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, prob_dtype, overwrite, chunk_px)
+    return prob_out

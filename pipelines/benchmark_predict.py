@@ -1,0 +1,315 @@
+#!/usr/bin/env python
+"""Speed and memory of scene-scale prediction, against the model's forward speed and a naive loop.
+
+Run from the repository root, e.g.::
+
+    python pipelines/benchmark_predict.py --sizes 2048 4096 8192 16384 --out bench/predict
+
+**Scenes.** The real SpaceNet Las Vegas chip (``spacenet-vegas/vegas_img0_rgb.tif``, 1300 x 1300
+RGB at about 0.27 m) is mirror-tiled into squares of each ``--sizes`` edge (pixels): same pixel
+size, same CRS, origin at the chip's origin. They are written block by block as tiled, compressed
+uint8 RGB GeoTIFFs in a temporary folder (removed at the end).
+
+**Model.** ``--model BUNDLE``, or an untrained bundle of the default architecture made here (the
+speed does not depend on the weights).
+
+**Measures**, each in its own subprocess so that memory is not shared between them:
+
+- ``predict``: :func:`geoccseg.inference.predict.predict_scene` to a probability COG. Wall time
+  is that of the call (imports excluded); Mpx/s = scene pixels / wall time; peak RSS is the
+  largest resident memory of the process tree (psutil polling every 0.1 s, and the child's own
+  ``ru_maxrss``).
+- ``forward``: the limit: batches of ``--batch-size`` chips of ``--tile-px`` through the model in
+  inference mode (softmax included), chip pixels / time, in the main thread and in a worker
+  thread (where prediction runs its blocks), measured right before and right after each
+  prediction; the fastest of the four is kept (the machine may be shared). ``ratio`` = end-to-end Mpx/s / forward Mpx/s; it includes the
+  overlap of the chips, which costs ``(tile / stride)²`` at most.
+- ``naive``: what users write today: TorchGeo's ``GridGeoSampler`` over the scene's chips
+  (:class:`geoccseg.data.chips.SceneChips`, a TorchGeo ``GeoDataset``) with the same tile, stride
+  and batch, the probabilities of each chip added into whole-scene float32 arrays (sum and count),
+  then averaged and written at once. Its memory grows with the scene. (Run in a worker thread,
+  like the blocks of ``predict``: on a busy machine a worker thread ran the forward pass faster
+  than the main thread.)
+
+**Outputs** in ``--out``: ``results.json`` (rewritten after each size) and ``results.md`` (the
+table: size, wall s, Mpx/s, peak RSS MB, forward-limit Mpx/s, ratio, naive wall s, naive RSS MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from geoccseg.inference.cog import compression
+from geoccseg.io.lazy import chunk_windows
+
+DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+CHIP = DATA / "spacenet-vegas" / "vegas_img0_rgb.tif"
+POLL_S = 0.1
+FORWARD_MIN_S = 6.0
+
+
+# -- scenes ------------------------------------------------------------------------------------
+def mirror(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices into an axis of ``size`` pixels for a mirror-tiled axis (0..size-1, size-1..0, ...)."""
+    period = np.mod(index, 2 * size)
+    return np.where(period < size, period, 2 * size - 1 - period)
+
+
+def make_scene(dest: Path, size_px: int, block_px: int = 2048) -> Path:
+    """Mirror-tile the SpaceNet chip's RGB into a ``size_px`` square GeoTIFF with the chip's grid."""
+    with rasterio.open(CHIP) as src:
+        rgb = src.read([1, 2, 3])
+        profile = dict(
+            driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8", crs=src.crs,
+            transform=src.transform, tiled=True, blockxsize=512, blockysize=512, compress=compression(),
+            predictor=2, photometric="RGB", BIGTIFF="IF_SAFER",
+        )
+    with rasterio.open(dest, "w", **profile) as out:
+        for row in chunk_windows(size_px, size_px, block_px):
+            for w in row:
+                rows = mirror(np.arange(w.row_off, w.row_off + w.height), rgb.shape[1])
+                cols = mirror(np.arange(w.col_off, w.col_off + w.width), rgb.shape[2])
+                out.write(rgb[:, rows][:, :, cols], window=w)
+    return dest
+
+
+def make_untrained_bundle(dest: Path) -> Path:
+    """A bundle of the default architecture with random weights and the chip's statistics."""
+    from geoccseg.io.bundle import BundleMeta, save_bundle
+    from geoccseg.io.normalize import compute_stats
+    from geoccseg.io.scene import open_scene
+    from geoccseg.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(in_channels=3, num_classes=2)).eval()
+    scene = open_scene(CHIP)
+    meta = BundleMeta(
+        model=model.config.to_dict(), classes=["road"], bands=[1, 2, 3], norm=compute_stats(scene),
+        pixel_size_m=scene.pixel_size_m, tile_px=256, training={"note": "untrained, for speed benchmarks"},
+    )
+    return save_bundle(dest, model, meta)
+
+
+# -- children: one measure per process ---------------------------------------------------------
+def child_predict(args: argparse.Namespace) -> dict:
+    from geoccseg.inference.predict import predict_scene
+
+    start = time.perf_counter()
+    predict_scene(
+        args.scene, args.bundle, args.dest, tile_px=args.tile_px, overlap_px=args.overlap_px, block_px=args.block_px,
+        batch_size=args.batch_size, device=args.device, workers=args.workers, overwrite=True, progress=False,
+    )
+    return {"seconds": time.perf_counter() - start}
+
+
+def forward_rate(model: torch.nn.Module, chips: torch.Tensor, device: str) -> float:
+    """Chip megapixels per second of repeated forward passes (after two warm-up passes)."""
+    from geoccseg.inference.predict import forward_probabilities
+
+    synchronise = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(2):
+        forward_probabilities(model, chips, device)
+    synchronise()
+    start, batches = time.perf_counter(), 0
+    while time.perf_counter() - start < FORWARD_MIN_S or batches < 3:
+        forward_probabilities(model, chips, device)
+        batches += 1
+    synchronise()
+    return batches * chips.shape[0] * chips.shape[2] * chips.shape[3] / (time.perf_counter() - start) / 1e6
+
+
+def child_forward(args: argparse.Namespace) -> dict:
+    """The forward limit, in the main thread and in a worker thread (where predict_scene runs blocks)."""
+    from geoccseg.inference.predict import resolve_device
+    from geoccseg.io.bundle import load_bundle
+
+    device = resolve_device(args.device)
+    model = load_bundle(args.bundle).model.to(device).eval()
+    chips = torch.randn(args.batch_size, model.config.in_channels, args.tile_px, args.tile_px)
+    main_thread = forward_rate(model, chips, device)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        worker_thread = pool.submit(forward_rate, model, chips, device).result()
+    return {"mpx_per_s": max(main_thread, worker_thread), "main_thread_mpx_per_s": main_thread, "worker_thread_mpx_per_s": worker_thread}
+
+
+def child_naive(args: argparse.Namespace) -> dict:
+    """The naive loop, run in a worker thread like the blocks of predict_scene (a fair timing)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(naive_loop, args).result()
+
+
+def naive_loop(args: argparse.Namespace) -> dict:
+    """GridGeoSampler over SceneChips, probabilities added into whole-scene float32 arrays."""
+    from torchgeo.samplers import GridGeoSampler
+
+    from geoccseg.data.chips import SceneChips
+    from geoccseg.inference.predict import forward_probabilities, open_scene_for, resolve_device
+    from geoccseg.io.bundle import load_bundle
+
+    start = time.perf_counter()
+    device = resolve_device(args.device)
+    bundle = load_bundle(args.bundle)
+    model = bundle.model.to(device).eval()
+    scene = open_scene_for(args.scene, bundle.meta)
+    chips = SceneChips(scene, bundle.meta.norm)
+    sampler = GridGeoSampler(chips, size=args.tile_px, stride=args.tile_px - args.overlap_px)
+    total = np.zeros((len(bundle.meta.classes), scene.height, scene.width), dtype=np.float32)
+    count = np.zeros((scene.height, scene.width), dtype=np.float32)
+    left, top = scene.transform.c, scene.transform.f
+    xres, yres = scene.res
+
+    def run(batch: list[dict]) -> None:
+        probs = forward_probabilities(model, torch.stack([s["image"] for s in batch]), device).cpu().numpy()
+        for sample, p in zip(batch, probs):
+            xmin, _, _, ymax = sample["bounds"]
+            row, col = round((top - ymax) / yres), round((xmin - left) / xres)
+            r0, c0 = max(row, 0), max(col, 0)
+            r1, c1 = min(row + p.shape[1], scene.height), min(col + p.shape[2], scene.width)
+            if r1 > r0 and c1 > c0:
+                total[:, r0:r1, c0:c1] += p[:, r0 - row:r1 - row, c0 - col:c1 - col]
+                count[r0:r1, c0:c1] += 1
+
+    batch = []
+    for query in sampler:
+        batch.append(chips[query])
+        if len(batch) == args.batch_size:
+            run(batch)
+            batch = []
+    if batch:
+        run(batch)
+    prob = np.round(255 * total / np.maximum(count, 1)).astype(np.uint8)
+    with rasterio.open(
+        args.dest, "w", driver="GTiff", width=scene.width, height=scene.height, count=prob.shape[0], dtype="uint8",
+        crs=scene.crs, transform=scene.transform, tiled=True, compress="deflate",
+    ) as out:
+        out.write(prob)
+    return {"seconds": time.perf_counter() - start}
+
+
+CHILDREN = {"predict": child_predict, "forward": child_forward, "naive": child_naive}
+
+
+def run_child(kind: str, args: argparse.Namespace, scene: Path, bundle: Path, dest: Path) -> dict:
+    """Run one measure in a subprocess; add its peak RSS (MB) over the process tree."""
+    command = [
+        sys.executable, __file__, "--child", kind, "--scene", str(scene), "--bundle", str(bundle), "--dest", str(dest),
+        "--tile-px", str(args.tile_px), "--overlap-px", str(args.overlap_px), "--block-px", str(args.block_px),
+        "--batch-size", str(args.batch_size), "--device", args.device,
+    ] + (["--workers", str(args.workers)] if args.workers and kind == "predict" else [])
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    watched, peak = psutil.Process(proc.pid), 0
+    try:
+        while proc.poll() is None:
+            try:
+                tree = [watched, *watched.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(POLL_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = proc.stdout.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} on {scene.name} failed with exit code {proc.returncode}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mb"] = max(peak / 2**20, result.pop("maxrss_mb"))
+    return result
+
+
+# -- report ------------------------------------------------------------------------------------
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| size (px) | wall (s) | Mpx/s | peak RSS (MB) | forward limit (Mpx/s) | ratio | naive wall (s) | naive RSS (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        naive = r.get("naive")
+        lines.append(
+            f"| {r['size_px']} | {r['predict']['seconds']:.1f} | {r['mpx_per_s']:.2f} | {r['predict']['peak_rss_mb']:.0f} "
+            f"| {r['forward']['mpx_per_s']:.2f} | {r['ratio']:.2f} "
+            + (f"| {naive['seconds']:.1f} | {naive['peak_rss_mb']:.0f} |" if naive else "| - | - |")
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384], help="scene edges in pixels")
+    parser.add_argument("--out", type=Path, default=Path("bench/predict"), help="folder for results.json and results.md")
+    parser.add_argument("--model", type=Path, help="bundle folder (default: an untrained default-architecture bundle)")
+    parser.add_argument("--tile-px", type=int, default=1024, help="chip edge in pixels")
+    parser.add_argument("--overlap-px", type=int, default=64, help="chip overlap in pixels")
+    parser.add_argument("--block-px", type=int, default=2048, help="block edge in pixels")
+    parser.add_argument("--batch-size", type=int, default=1, help="chips per forward pass")
+    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    parser.add_argument("--workers", type=int, help="local Dask cluster of N worker processes")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive whole-scene baseline")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--dest", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        result = CHILDREN[args.child](args)
+        result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    bundle = args.model or make_untrained_bundle(args.out / "bundle-untrained")
+    report = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("child", "scene", "bundle", "dest")},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+                    "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "bundle": str(bundle),
+        "sizes": [],
+    }
+    def save() -> None:
+        (args.out / "results.json").write_text(json.dumps(report, indent=2))
+        (args.out / "results.md").write_text(table([r for r in report["sizes"] if "ratio" in r]) + "\n")
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark terminated"))  # so the scenes are removed
+    with tempfile.TemporaryDirectory(prefix="geoccseg-bench-") as tmp:
+        tmp = Path(tmp)
+        for size in args.sizes:
+            scene = make_scene(tmp / f"scene_{size}.tif", size)
+            row = {"size_px": size, "megapixels": size * size / 1e6, "load_average": os.getloadavg()}
+            report["sizes"].append(row)
+            before = run_child("forward", args, scene, bundle, tmp / "unused.tif")
+            row["predict"] = run_child("predict", args, scene, bundle, tmp / f"prob_{size}.tif")
+            row["mpx_per_s"] = row["megapixels"] / row["predict"]["seconds"]
+            save()
+            after = run_child("forward", args, scene, bundle, tmp / "unused.tif")
+            row["forward"] = max(before, after, key=lambda r: r["mpx_per_s"])
+            row["ratio"] = row["mpx_per_s"] / row["forward"]["mpx_per_s"]
+            save()
+            if not args.no_naive:
+                row["naive"] = run_child("naive", args, scene, bundle, tmp / f"naive_{size}.tif")
+                save()
+            for path in tmp.glob(f"*_{size}.tif"):
+                path.unlink()
+            print(table([r for r in report["sizes"] if "ratio" in r]), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""Scene-scale prediction on the real SpaceNet Las Vegas chip: seams, COG format, nodata,
+resampling, the CLI end to end, bad input, and the Dask cluster.
+
+A small bundle is trained here for a few steps (the real trainer will replace this fixture). Exact
+values are checked with a point-wise model, whose probability at a pixel depends on that pixel
+only, so any tiling must reproduce ``sigmoid(4 * x)`` of the normalised first band everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from shapely.geometry import box
+from torch import nn
+
+from geoccseg.cli import cli
+from geoccseg.data.scenes import SceneTrainingData
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.blend import ChipGrid, blend_window, ramp
+from geoccseg.inference.predict import predict_scene
+from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, save_bundle
+from geoccseg.io.labels import IGNORE_INDEX
+from geoccseg.io.scene import open_scene
+from geoccseg.models import ModelConfig, build_model
+
+TRAIN_STEPS = 20
+TRAIN_BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def scene_path(vegas: Path) -> Path:
+    return vegas / "vegas_img0_rgb.tif"
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(vegas: Path, scene_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default light network trained for a few Adam steps on labeled 128-px chips."""
+    data = SceneTrainingData([scene_path], labels=vegas / "vegas_img0_roads.geojson", tile_px=128)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(in_channels=3, num_classes=2))
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: one thread is as fast, and immune to a busy machine
+    try:
+        for _ in range(TRAIN_STEPS):
+            chips = [data.labeled_chip(generator) for _ in range(TRAIN_BATCH)]
+            images = torch.stack([c["image"] for c in chips])
+            masks = torch.stack([c["mask"] for c in chips])
+            loss = F.cross_entropy(model.forward_logits(images), masks, ignore_index=IGNORE_INDEX)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    meta = BundleMeta(
+        model=model.config.to_dict(), classes=["road"], bands=[1, 2, 3], norm=data.norm,
+        pixel_size_m=open_scene(scene_path).pixel_size_m, tile_px=128,
+    )
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "roads", model, meta)
+
+
+class PointwiseNet(nn.Module):
+    """Logits (0, 4 x) from the first band alone: road probability ``sigmoid(4 x)`` per pixel."""
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x[:, :1]), 4 * x[:, :1]], dim=1)
+
+
+@pytest.fixture(scope="module")
+def pointwise(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    meta = load_bundle(bundle_dir).meta
+    return Bundle(model=PointwiseNet(), meta=meta, path=tmp_path_factory.mktemp("pointwise"))
+
+
+def expected_pointwise(scene_path: Path, bundle: Bundle) -> np.ndarray:
+    """uint8 probabilities the point-wise model must give on every pixel, worked out directly."""
+    image, _ = open_scene(scene_path).read()
+    x = bundle.meta.norm.apply(image)[0].astype(np.float64)
+    return np.round(255 / (1 + np.exp(-4 * x))).astype(np.int64)
+
+
+def read_band(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def cli_run(scene_path: Path, bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """``geoccseg predict`` on the chip: tiles of 128 px with 32 px overlap, blocks of 256 px."""
+    folder = tmp_path_factory.mktemp("cli")
+    out, prob = folder / "roads.gpkg", folder / "prob.tif"
+    result = CliRunner().invoke(cli, [
+        "predict", str(scene_path), "-o", str(out), "--model", str(bundle_dir), "--prob-out", str(prob),
+        "--tile-px", "128", "--overlap-px", "32", "--block-px", "256", "--threshold", "0.4", "--device", "cpu",
+    ])
+    assert result.exit_code == 0, result.output
+    return folder, out, prob
+
+
+# -- blending and the grid ---------------------------------------------------------------------
+def test_blend_window_ramps_add_up_to_one_and_never_vanish() -> None:
+    rise = ramp(4)  # sin²(π/2 · (i + 0.5) / 4)
+    np.testing.assert_allclose(rise, np.sin(np.pi / 16 * np.array([1, 3, 5, 7])) ** 2)
+    np.testing.assert_allclose(rise + rise[::-1], 1.0)
+    w = blend_window(12, 4)
+    np.testing.assert_allclose(w[6], [*rise, 1, 1, 1, 1, *rise[::-1]], rtol=1e-6)
+    # two chips 8 px apart (stride = 12 - 4): the weights sum to one where they overlap
+    np.testing.assert_allclose(w[6, 8:] + w[6, :4], 1.0, rtol=1e-6)
+    corner = blend_window(128, 32)[0, 0]  # sin⁴(π / 128) ≈ 3.6e-7 would vanish: the floor holds
+    assert corner == pytest.approx(1e-3)
+
+
+def test_chip_grid_covers_the_scene_and_computes_each_chip_once() -> None:
+    grid = ChipGrid.create(1300, 1000, tile_px=128, overlap_px=32, block_px=256)
+    assert grid.stride_px == 96 and grid.block_px == 288  # 256 rounded to 3 strides
+    assert grid.shape == (14, 11)  # 1 + ceil((1300 - 128) / 96), 1 + ceil((1000 - 128) / 96)
+    assert 13 * 96 + 128 >= 1300 and 12 * 96 + 128 < 1300
+    chips = [c for block in grid.blocks() for c in block.chips]
+    assert len(chips) == len(set(chips)) == 14 * 11
+    bigger = ChipGrid.create(1300, 1000, tile_px=128, overlap_px=32, block_px=512)
+    assert {c for b in bigger.blocks() for c in b.chips} == set(chips)
+    first, last = grid.blocks()[0], grid.blocks()[-1]
+    assert (first.window.width, first.window.height) == (2 * 96 + 128, 2 * 96 + 128)
+    # the last chips are cut at the edge: rows 1248..1300, columns 960..1000
+    assert grid.chip_shape(13 * 96, 10 * 96) == (52, 40)
+    assert (last.window.row_off + last.window.height, last.window.col_off + last.window.width) == (1300, 1000)
+    with pytest.raises(GeoccsegError, match="overlap"):
+        ChipGrid.create(100, 100, tile_px=64, overlap_px=64, block_px=256)
+
+
+# -- seams -------------------------------------------------------------------------------------
+def test_pointwise_model_is_reproduced_exactly_by_any_tiling(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
+    """Blending adds no error anywhere, including the outermost rows and columns."""
+    expected = expected_pointwise(scene_path, pointwise)
+    for tile_px, overlap_px, block_px in [(128, 32, 256), (192, 48, 512)]:
+        out = predict_scene(
+            scene_path, pointwise, tmp_path / f"p{tile_px}.tif", tile_px=tile_px, overlap_px=overlap_px,
+            block_px=block_px, device="cpu", progress=False,
+        )
+        diff = np.abs(read_band(out) - expected)
+        assert diff.max() <= 1
+        for edge in (diff[0], diff[-1], diff[:, 0], diff[:, -1]):
+            assert edge.max() <= 1
+
+
+def test_block_size_does_not_change_probabilities(cli_run, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    _, _, prob_256 = cli_run
+    prob_512 = predict_scene(
+        scene_path, bundle_dir, tmp_path / "p512.tif", tile_px=128, overlap_px=32, block_px=512, device="cpu", progress=False,
+    )
+    assert np.abs(read_band(prob_256) - read_band(prob_512)).max() <= 1
+
+
+def test_tile_size_changes_only_the_model_context(cli_run, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    """Other tiles give the network other context: a bounded difference, none peculiar to the border.
+
+    Blending that zeroes the scene's outer pixels (or a chip grid that misses them) would make
+    the outermost rows and columns differ by up to the full probability.
+    """
+    _, _, prob_128 = cli_run
+    prob_192 = predict_scene(
+        scene_path, bundle_dir, tmp_path / "p192.tif", tile_px=192, overlap_px=48, block_px=512, device="cpu", progress=False,
+    )
+    diff = np.abs(read_band(prob_128) - read_band(prob_192))
+    border = np.concatenate([diff[0], diff[-1], diff[:, 0], diff[:, -1]])
+    inner = diff[64:-64, 64:-64]
+    print(f"tile 128/32 vs 192/48: max |Δ| {diff.max()}/255, border rows/cols {border.max()}/255, "
+          f"inner {inner.max()}/255, mean {diff.mean():.2f}/255")
+    assert diff.mean() < 8
+    assert border.max() <= inner.max()
+
+
+# -- the COG -----------------------------------------------------------------------------------
+def test_probability_cog_is_on_the_scene_grid(cli_run, scene_path: Path) -> None:
+    _, _, prob = cli_run
+    with rasterio.open(scene_path) as src, rasterio.open(prob) as ds:
+        assert ds.crs == src.crs
+        assert ds.transform.almost_equals(src.transform)
+        assert (ds.width, ds.height, ds.count) == (1300, 1300, 1)
+        assert ds.dtypes == ("uint8",)
+        assert ds.descriptions == ("road",)
+        assert ds.block_shapes == [(512, 512)]
+        assert ds.compression is not None and ds.compression.name in ("zstd", "deflate")
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert ds.overviews(1) == [2, 4]
+        assert [flag.name for flag in ds.mask_flag_enums[0]] == ["per_dataset"]
+        assert (ds.read_masks(1) == 255).all()  # the chip has no nodata
+
+
+def test_nodata_stays_nodata(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
+    with rasterio.open(scene_path) as src:
+        profile, data = src.profile, src.read()
+    data[3, -100:] = 0  # alpha: the bottom 100 rows are nodata
+    profile.update(tiled=True, blockxsize=256, blockysize=256)
+    masked = tmp_path / "masked.tif"
+    with rasterio.open(masked, "w", **profile) as dst:
+        dst.write(data)
+    expected = expected_pointwise(scene_path, pointwise)
+
+    out = predict_scene(masked, pointwise, tmp_path / "p.tif", tile_px=128, overlap_px=32, device="cpu", progress=False)
+    with rasterio.open(out) as ds:
+        mask, values = ds.read_masks(1), ds.read(1).astype(np.int64)
+    assert (mask[-100:] == 0).all() and (mask[:-100] == 255).all()
+    assert np.abs(values[:-100] - expected[:-100]).max() <= 1
+
+    out16 = predict_scene(masked, pointwise, tmp_path / "p16.tif", tile_px=128, overlap_px=32, device="cpu",
+                          prob_dtype="float16", progress=False)
+    with rasterio.open(out16) as ds:
+        values16 = ds.read(1)
+        assert np.isnan(ds.nodata)
+    assert np.isnan(values16[-100:]).all() and np.isfinite(values16[:-100]).all()
+    assert np.abs(values16[:-100] * 255 - expected[:-100]).max() <= 1
+
+
+def test_model_pixel_size_is_resampled_back_to_the_scene_grid(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
+    """A model at 1 m on the 0.27 m chip: the prediction runs on a 351 x 351 grid and returns to 1300 x 1300."""
+    at_1m = Bundle(pointwise.model, BundleMeta(**{**vars(pointwise.meta), "pixel_size_m": 1.0}), tmp_path / "at1m")
+    out = predict_scene(scene_path, at_1m, tmp_path / "p.tif", tile_px=128, overlap_px=32, device="cpu", progress=False)
+    native = expected_pointwise(scene_path, pointwise)
+    with rasterio.open(scene_path) as src, rasterio.open(out) as ds:
+        assert (ds.width, ds.height) == (src.width, src.height)
+        assert ds.transform.almost_equals(src.transform) and ds.crs == src.crs
+        assert (ds.read_masks(1) == 255).all()
+        values = ds.read(1).astype(np.int64)
+    # a smoothed copy of the native map, in place: closer to it than the map shifted by 4 pixels
+    assert np.abs(values - native).mean() < np.abs(np.roll(values, 4, axis=1) - native).mean()
+    assert np.corrcoef(values.ravel(), native.ravel())[0, 1] > 0.8
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def test_cli_writes_lines_in_the_scene_crs_inside_the_scene(cli_run, scene_path: Path) -> None:
+    folder, out, _ = cli_run
+    lines = gpd.read_file(out, layer="road")
+    scene = open_scene(scene_path)
+    assert lines.crs == scene.crs
+    assert len(lines) >= 1
+    assert (lines.geom_type == "LineString").all()
+    assert lines.within(box(*scene.bounds).buffer(1e-9)).all()
+    assert (lines["length_m"] > 0).all()
+    assert sorted(p.name for p in folder.iterdir()) == ["prob.tif", "roads.gpkg"]  # no temporary file left
+
+
+@pytest.mark.parametrize("case", ["bands", "missing_bundle", "exists", "no_folder"])
+def test_bad_input_is_one_line_and_leaves_nothing(case: str, vegas: Path, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "roads.gpkg"
+    scene, model = scene_path, bundle_dir
+    if case == "bands":
+        scene = vegas / "vegas_pan.tif"
+    elif case == "missing_bundle":
+        model = tmp_path / "no-such-bundle"
+    elif case == "exists":
+        out.write_text("keep me")
+    else:
+        out = tmp_path / "missing-folder" / "roads.gpkg"
+    before = sorted(tmp_path.iterdir())
+    result = CliRunner().invoke(cli, ["predict", str(scene), "-o", str(out), "--model", str(model), "--prob-out", str(tmp_path / "p.tif")])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("geoccseg: error: ")
+    assert sorted(tmp_path.iterdir()) == before
+    if case == "exists":
+        assert out.read_text() == "keep me"
+
+
+# -- Dask --------------------------------------------------------------------------------------
+def test_local_dask_cluster_gives_the_same_probabilities(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    crop = tmp_path / "crop.tif"
+    with rasterio.open(scene_path) as src:
+        window = rasterio.windows.Window(0, 0, 520, 400)
+        profile = src.profile | {"width": 520, "height": 400, "transform": src.window_transform(window)}
+        with rasterio.open(crop, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    options = dict(tile_px=128, overlap_px=32, block_px=256, device="cpu", progress=False)
+    local = predict_scene(crop, bundle_dir, tmp_path / "local.tif", **options)
+    cluster = predict_scene(crop, bundle_dir, tmp_path / "cluster.tif", workers=2, **options)
+    assert np.abs(read_band(local) - read_band(cluster)).max() <= 1
