@@ -52,6 +52,7 @@ class TrainConfig:
     # -- method (each term can be switched off for the ablations)
     loss: str = "imbalance"  # imbalance | ce
     class_weighting: str = "effective"  # effective | inv_sqrt | none
+    class_weight_beta: float = 0.995  # effective number: larger favours rare classes more
     region: str = "tversky"  # tversky | dice | none
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7

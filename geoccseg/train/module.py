@@ -64,7 +64,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         if c.loss == "ce":
             self.sup_loss = ImbalanceLoss(weights=None, region=None)
         else:
-            weights = class_weights(self.class_counts.float(), method=c.class_weighting) if c.class_weighting != "none" else None
+            weights = class_weights(self.class_counts.float(), method=c.class_weighting, beta=c.class_weight_beta) if c.class_weighting != "none" else None
             self.sup_loss = ImbalanceLoss(
                 weights=weights, region=None if c.region == "none" else c.region, alpha=c.tversky_alpha, beta=c.tversky_beta,
             )
