@@ -17,7 +17,7 @@ _DEFAULTS = VectorizeParams()
 @click.argument("scene", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="Lines file: .gpkg (one layer per class), .geojson, .fgb or .shp.")
-@click.option("--model", required=True, help="Model bundle folder written by `geoccseg train`.")
+@click.option("--model", default="road", show_default=True, help="Shipped model (road, crack) or a bundle folder written by `geoccseg train`.")
 @click.option("--prob-out", type=click.Path(path_type=Path, dir_okay=False),
               help="Also keep the probability Cloud-Optimised GeoTIFF here.")
 @click.option("--prob-dtype", type=click.Choice(PROB_DTYPES), default="uint8", show_default=True,

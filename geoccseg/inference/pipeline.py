@@ -43,23 +43,34 @@ class PredictResult:
     seconds: float
 
 
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """The bundle folder of a model given by path.
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
 
-    Models shipped with geoccseg will be selectable by name; none ships yet, so a bare name that
-    is not an existing folder is refused with a clear message. Paths are returned as they are
-    (:func:`geoccseg.io.bundle.load_bundle` reports a missing or damaged bundle).
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped in the package (``road``, ``crack``)."""
+    if not SHIPPED_MODELS.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_MODELS.iterdir() if (p / "bundle.json").is_file())
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The bundle folder of a shipped model name (``road``, ``crack``) or of a path.
+
+    Paths are returned as they are (:func:`geoccseg.io.bundle.load_bundle` reports a missing or
+    damaged bundle).
 
     Raises:
-        GeoccsegError: a bare model name.
+        GeoccsegError: a bare name that is neither a shipped model nor an existing folder.
     """
     text = os.fspath(name_or_path)
     path = Path(text)
+    if text in shipped_models() and not path.exists():
+        return SHIPPED_MODELS / text
     if path.exists() or "/" in text or os.sep in text or path.suffix:
         return path
     raise GeoccsegError(
-        f"{name_or_path!r} is neither a model bundle folder nor the name of a model shipped with geoccseg "
-        "(none ships yet); pass --model PATH to a bundle written by `geoccseg train`"
+        f"{name_or_path!r} is neither a model bundle folder nor a shipped model "
+        f"(shipped: {', '.join(shipped_models()) or 'none'}); pass --model PATH to a bundle written by `geoccseg train`"
     )
 
 
