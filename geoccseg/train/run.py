@@ -111,7 +111,9 @@ def train(config: TrainConfig) -> TrainResult:
     ]
     if c.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
-    strategy = "ddp" if c.devices > 1 or c.num_nodes > 1 else "auto"
+    # the projection head joins the loss only once the unlabeled terms start, so DDP must allow
+    # parameters without gradient in the early steps
+    strategy = "ddp_find_unused_parameters_true" if c.devices > 1 or c.num_nodes > 1 else "auto"
     trainer = pl.Trainer(
         accelerator=c.accelerator, devices=c.devices, num_nodes=c.num_nodes, strategy=strategy, precision=_precision(c),
         max_steps=c.max_steps, max_time={"minutes": c.max_minutes} if c.max_minutes else None,
