@@ -27,9 +27,9 @@ speed does not depend on the weights).
 - ``naive``: what users write today: TorchGeo's ``GridGeoSampler`` over the scene's chips
   (:class:`geoccseg.data.chips.SceneChips`, a TorchGeo ``GeoDataset``) with the same tile, stride
   and batch, the probabilities of each chip added into whole-scene float32 arrays (sum and count),
-  then averaged and written at once. Its memory grows with the scene. (Run in a worker thread,
-  like the blocks of ``predict``: on a busy machine a worker thread ran the forward pass faster
-  than the main thread.)
+  then averaged and written at once. Its memory grows with the scene. Like ``predict``, it loads
+  the model in the main thread and runs the loop in a worker thread: on a busy machine the first
+  thread to use OpenMP ran the forward pass up to 3x slower than the others.
 
 **Outputs** in ``--out``: ``results.json`` (rewritten after each size) and ``results.md`` (the
 table: size, wall s, Mpx/s, peak RSS MB, forward-limit Mpx/s, ratio, naive wall s, naive RSS MB).
@@ -57,6 +57,7 @@ import torch
 from rasterio.windows import Window
 
 from geoccseg.inference.cog import compression
+from geoccseg.io.bundle import Bundle
 from geoccseg.io.lazy import chunk_windows
 
 DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
@@ -150,23 +151,27 @@ def child_forward(args: argparse.Namespace) -> dict:
 
 
 def child_naive(args: argparse.Namespace) -> dict:
-    """The naive loop, run in a worker thread like the blocks of predict_scene (a fair timing)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(naive_loop, args).result()
-
-
-def naive_loop(args: argparse.Namespace) -> dict:
-    """GridGeoSampler over SceneChips, probabilities added into whole-scene float32 arrays."""
-    from torchgeo.samplers import GridGeoSampler
-
-    from geoccseg.data.chips import SceneChips
-    from geoccseg.inference.predict import forward_probabilities, open_scene_for, resolve_device
+    """The naive loop; like ``predict_scene``, the model is loaded here and the loop runs in a
+    worker thread (on a busy machine the first thread to use OpenMP runs slower), a fair timing."""
+    from geoccseg.inference.predict import resolve_device
     from geoccseg.io.bundle import load_bundle
 
     start = time.perf_counter()
     device = resolve_device(args.device)
     bundle = load_bundle(args.bundle)
     model = bundle.model.to(device).eval()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(naive_loop, args, bundle, model, device).result()
+    return {"seconds": time.perf_counter() - start}
+
+
+def naive_loop(args: argparse.Namespace, bundle: Bundle, model: torch.nn.Module, device: str) -> None:
+    """GridGeoSampler over SceneChips, probabilities added into whole-scene float32 arrays."""
+    from torchgeo.samplers import GridGeoSampler
+
+    from geoccseg.data.chips import SceneChips
+    from geoccseg.inference.predict import forward_probabilities, open_scene_for
+
     scene = open_scene_for(args.scene, bundle.meta)
     chips = SceneChips(scene, bundle.meta.norm)
     sampler = GridGeoSampler(chips, size=args.tile_px, stride=args.tile_px - args.overlap_px)
@@ -200,7 +205,6 @@ def naive_loop(args: argparse.Namespace) -> dict:
         crs=scene.crs, transform=scene.transform, tiled=True, compress="deflate",
     ) as out:
         out.write(prob)
-    return {"seconds": time.perf_counter() - start}
 
 
 CHILDREN = {"predict": child_predict, "forward": child_forward, "naive": child_naive}

@@ -138,11 +138,6 @@ class ChipGrid:
         return self._count(self.height_px), self._count(self.width_px)
 
     @property
-    def num_chips(self) -> int:
-        rows, cols = self.shape
-        return rows * cols
-
-    @property
     def block_shape(self) -> tuple[int, int]:
         """(rows, cols) of blocks."""
         rows, cols = self.shape

@@ -276,7 +276,7 @@ def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.Pa
 
     if scheduler is not None:
         try:
-            client = distributed.Client(scheduler, timeout=30)
+            client = distributed.Client(scheduler, timeout=15)
         except (OSError, TimeoutError) as exc:
             raise GeoccsegError(f"cannot connect to the Dask scheduler at {scheduler} ({exc}); check the address and that it runs") from None
         with client:
