@@ -60,7 +60,7 @@ def export(name: str, bench_root: Path, data_root: Path, max_steps: int = 300, s
     records = bq.run_benchmark(spec["dataset"], data_root / spec["data"], out, profile=profile, seeds=(seed,),
                                arms=(ARM,), resume=(out / "results.json").exists())
     record = next(r for r in records if r["arm"] == ARM and r["seed"] == seed)
-    run_dir = out / "runs" / f"{spec['dataset']}_{ARM}_1.0_s{seed}"
+    run_dir = out / "runs" / f"{spec['dataset']}_{ARM}_{1.0:g}_s{seed}"
     bundle = load_bundle(run_dir)
     bundle.model.half()  # float16 halves the shipped size; loading casts back to float32
     meta = bundle.meta
