@@ -62,7 +62,7 @@ class Scene:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) in CRS units."""
-        return rasterio.transform.array_bounds(self.height, self.width, self.transform)[::1]
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
 
     @property
     def footprint(self) -> Polygon:

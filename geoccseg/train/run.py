@@ -5,6 +5,7 @@ The same function serves ``geoccseg train``, the notebooks and the benchmark pip
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     start_step = _checkpoint_step(ckpt) if c.resume else 0
     stream = ChipStream(data, c.batch_size, c.unlabeled_batch_size if c.semi_supervised else 0, c.seed,
-                        rank=int(__import__("os").environ.get("RANK", 0)), start_step=start_step)
+                        rank=int(os.environ.get("RANK", 0)), start_step=start_step)
     train_loader = DataLoader(stream, batch_size=None, num_workers=c.num_workers, persistent_workers=c.num_workers > 0)
     val_items = data.validation_items()
     val_loader = DataLoader(ItemList(val_items), batch_size=1) if val_items else None
