@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
@@ -68,6 +69,9 @@ def render_preview(scene: str | os.PathLike, prob: str | os.PathLike, vectors: s
         bands = [1, 2, 3] if ds.count >= 3 else [1]
         image = ds.read(bands, out_shape=(len(bands), *shape)).astype(np.float32)
         extent = (ds.bounds.left, ds.bounds.right, ds.bounds.bottom, ds.bounds.top)
+        # Degrees of longitude shrink with latitude: keep ground distances square on screen.
+        geographic = ds.crs is not None and ds.crs.is_geographic
+        aspect = 1 / np.cos(np.radians((extent[2] + extent[3]) / 2)) if geographic else 1.0
     lo, hi = np.percentile(image, [1, 99])
     rgb = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = np.moveaxis(rgb, 0, -1) if rgb.shape[0] == 3 else rgb[0]
@@ -92,6 +96,11 @@ def render_preview(scene: str | os.PathLike, prob: str | os.PathLike, vectors: s
     for ax in axes:
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
+        ax.set_aspect(aspect)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.tick_params(labelsize=7)
     fig.tight_layout()
     out = Path(out)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.train.augment import apply_cutmix, cutmix_boxes, strong_view, weak_view
+from geoccseg.train.augment import appearance_view, apply_cutmix, cutmix_boxes, strong_view, weak_view
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -101,6 +101,18 @@ def test_strong_view_changes_pixels_but_keeps_range(bands: int) -> None:
     if bands > 1:  # grayscale (p = 0.2) makes every band equal in some of the 64 samples
         gray = (out - out.mean(dim=1, keepdim=True)).abs().amax(dim=(1, 2, 3)) < 1e-6
         assert 2 <= int(gray.sum()) <= 30
+
+
+def test_appearance_view_inverts_a_share_of_the_strong_views() -> None:
+    images = torch.rand(200, 3, 8, 8, generator=seeded(30)) - 0.5
+    strong = strong_view(images, seeded(31))
+    assert torch.equal(appearance_view(images, seeded(31), invert_p=0.0), strong)
+    out = appearance_view(images, seeded(31), invert_p=0.3)
+    inverted = torch.isclose(out, -strong).flatten(1).all(1) & ~torch.isclose(out, strong).flatten(1).all(1)
+    kept = torch.isclose(out, strong).flatten(1).all(1)
+    assert bool((inverted | kept).all())  # each sample is either the strong view or its negative
+    assert 40 <= int(inverted.sum()) <= 80  # about 30 % of 200
+    assert out.abs().max() < 1.0
 
 
 def test_cutmix_boxes_shape_area_and_partners() -> None:

@@ -4,6 +4,10 @@
   images and their label maps; the teacher sees this view.
 * :func:`strong_view`: photometric jitter, blur and grayscale on top of a weak view; the student
   sees this view of the unlabelled images.
+* :func:`appearance_view`: a strong view that may also invert the intensities, for labelled
+  images when the model must carry over to imagery that looks different (roads dark in one
+  region, light in another): the labels then say "road" for both looks, so the model leans on
+  shape and context more than on brightness.
 * :func:`cutmix_boxes` and :func:`apply_cutmix`: paste a box of another sample of the batch, the
   same box into images, pseudo-labels, confidences and validity masks.
 
@@ -135,6 +139,26 @@ def strong_view(images: Tensor, generator: torch.Generator | None = None) -> Ten
     gray = (_rand(batch, generator) < 0.2).to(device).view(batch, 1, 1, 1)
     x = torch.where(gray, x.mean(dim=1, keepdim=True).expand_as(x), x)
     return x.to(images.dtype)
+
+
+def appearance_view(images: Tensor, generator: torch.Generator | None = None, invert_p: float = 0.3) -> Tensor:
+    """A :func:`strong_view` whose intensities are also inverted (x → −x) with probability ``invert_p``.
+
+    Normalised images are centred on 0 (see :class:`geoccseg.io.normalize.NormStats`), so −x
+    swaps dark and light while keeping the range: dark asphalt between light roofs becomes light
+    asphalt between dark roofs, the look of the other region.
+
+    Args:
+        images: (B, C, H, W) normalised float images.
+        generator: random source.
+        invert_p: probability, per sample, of the inversion.
+
+    Returns:
+        (B, C, H, W) images, same dtype and device.
+    """
+    x = strong_view(images, generator)
+    invert = (_rand(x.shape[0], generator) < invert_p).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(invert, -x, x)
 
 
 def _gaussian_blur(x: Tensor, sigma_px: Tensor, apply: Tensor) -> Tensor:

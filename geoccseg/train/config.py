@@ -49,6 +49,9 @@ class TrainConfig:
     fusion: str = "multi"
     decoder_channels: int = 64
     embed_dim: int = 64
+    # Photometric jitter and intensity inversion of the labelled images too, for models that must
+    # carry over to other regions and sensors (the shipped road model); off for in-domain work.
+    appearance_augment: bool = False
     # -- method (each term can be switched off for the ablations)
     loss: str = "imbalance"  # imbalance | ce
     class_weighting: str = "effective"  # effective | inv_sqrt | none

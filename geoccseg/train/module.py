@@ -28,7 +28,7 @@ from torch import Tensor
 from geoccseg.io.labels import IGNORE_INDEX
 from geoccseg.losses import ConfidenceContrastiveLoss, ImbalanceLoss, class_weights, confidence_levels, sigmoid_rampup
 from geoccseg.models import ModelConfig, build_model
-from geoccseg.train.augment import apply_cutmix, cutmix_boxes, strong_view, weak_view
+from geoccseg.train.augment import appearance_view, apply_cutmix, cutmix_boxes, strong_view, weak_view
 from geoccseg.train.config import TrainConfig
 from geoccseg.train.targets import labels_at_stride, mask_at_stride, probs_at_stride
 from geoccseg.train.teacher import ema_momentum, ema_update, make_teacher
@@ -100,11 +100,13 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         c = self.config
         gen = self.generator
         x_l, y_l = weak_view(batch["image_l"], batch["mask_l"], gen)
+        # the teacher always sees the weak view; the student may see a different-looking one
+        x_l_student = appearance_view(x_l, gen) if c.appearance_augment else x_l
         ramp = self._ramp(self.global_step)
         use_unlabeled = c.semi_supervised and "image_u" in batch and ramp > 0
         logs = {}
         if not use_unlabeled:
-            out = self.student(x_l) if c.contrastive else {"logits": self.student.forward_logits(x_l)}
+            out = self.student(x_l_student) if c.contrastive else {"logits": self.student.forward_logits(x_l_student)}
             loss = l_sup = self.sup_loss(out["logits"], y_l)
             logs.update(sup=l_sup)
         else:
@@ -121,7 +123,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             x_s = apply_cutmix(strong_view(x_u, gen), perm, box)
             high = apply_cutmix(levels.high & valid_u, perm, box)
             pseudo = apply_cutmix(levels.pseudo, perm, box)
-            s_out = self.student(torch.cat([x_l, x_s]))
+            s_out = self.student(torch.cat([x_l_student, x_s]))
             l_sup = self.sup_loss(s_out["logits"][:n_l], y_l)
             loss = l_sup
             logs.update(sup=l_sup, high=high.float().mean())
