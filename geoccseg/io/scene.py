@@ -143,13 +143,16 @@ class Scene:
         window = window or Window(0, 0, self.width, self.height)
         shape = out_shape or (int(window.height), int(window.width))
         ds = self.dataset
+        # GDAL's boundless read goes through a virtual dataset (about twice as slow): only at the edges
+        inside = (window.col_off >= 0 and window.row_off >= 0
+                  and window.col_off + window.width <= self.width and window.row_off + window.height <= self.height)
         image = ds.read(
             list(self.bands), window=window, out_shape=(len(self.bands), *shape),
-            resampling=resampling, boundless=True, fill_value=0, out_dtype="float32",
+            resampling=resampling, boundless=not inside, fill_value=0, out_dtype="float32",
         )
         masks = ds.read_masks(
             list(self.bands), window=window, out_shape=(len(self.bands), *shape),
-            resampling=Resampling.nearest, boundless=True,
+            resampling=Resampling.nearest, boundless=not inside,
         )
         valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(image), axis=0)
         image[:, ~valid] = 0
