@@ -28,7 +28,7 @@ HELP = {
     "pixel_size_m": "Train at this pixel size (metres); photos: their declared pixel size.",
     "classes": "Comma-separated foreground class names.",
     "bands": "Comma-separated 1-based input bands.",
-    "loss": "imbalance (class-balanced CE + Tversky) or ce (plain, for the ablation).",
+    "loss": "imbalance (class-balanced CE + Dice) or ce (plain, for the ablation).",
     "fusion": "multi (all encoder stages) or single (last stage only).",
     "devices": "Devices per node (DDP when more than one).",
 }

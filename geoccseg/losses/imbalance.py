@@ -5,9 +5,10 @@ dominated by the background. :class:`ImbalanceLoss` replaces it on every supervi
 
 * a class-weighted cross-entropy, with weights from the class frequencies of the labelled data
   (:func:`class_counts`, :func:`class_weights`);
-* a soft Tversky (or Dice) term over the foreground classes, computed over the whole batch, with
-  the false-negative weight larger than the false-positive weight to favour recall of thin
-  structures.
+* a soft Dice (or Tversky) term over the foreground classes, computed over the whole batch; the
+  region term scores each class by its overlap, whatever its share of the pixels. Tversky, with
+  a false-negative weight larger than the false-positive weight, favours recall of thin
+  structures further (an option; by default it overshot on DeepCrack).
 
 Pixels equal to ``ignore_index`` (nodata, outside the area of interest, unreliable pseudo-labels)
 are left out of both terms.
@@ -58,7 +59,7 @@ def class_counts(masks: Tensor, num_classes: int, ignore_index: int = 255) -> Te
 def class_weights(
     counts: Tensor,
     method: str = "effective",
-    beta: float = 0.995,
+    beta: float = 0.98,
     max_weight: float = 50.0,
 ) -> Tensor:
     """Per-class loss weights from pixel counts.
@@ -146,7 +147,7 @@ class ImbalanceLoss(nn.Module):
     def __init__(
         self,
         weights: Tensor | None = None,
-        region: str | None = "tversky",
+        region: str | None = "dice",
         alpha: float = 0.3,
         beta: float = 0.7,
         region_weight: float = 1.0,
