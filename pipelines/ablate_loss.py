@@ -41,6 +41,8 @@ SUP = {"pseudo": False, "contrastive": False}
 FULL = {"pseudo": True, "contrastive": True}
 OLD_LOSS = {"class_weighting": "effective", "class_weight_beta": 0.995, "region": "tversky"}
 NEW_LOSS = {"class_weighting": "effective", "class_weight_beta": 0.98, "region": "dice"}
+#: The contrastive weight the ablation chose (the trainer's default ``lambda_con``).
+CHOSEN_LAMBDA_CON = 0.1
 VARIANTS: dict[str, dict] = {
     "sup_ce": {**SUP, "loss": "ce"},
     "sup_eff995_tversky": {**SUP, **OLD_LOSS},

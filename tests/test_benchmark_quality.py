@@ -156,3 +156,17 @@ def test_summarise_gives_mean_and_sample_std() -> None:
     assert "time cap" not in table
     # the sweep table: full at 0.01 and 0.1 and, through the fully supervised run, at 1.0
     assert "| 0.01 | 0.125 |\n| 0.1 | 0.600 ± 0.141 |\n| 1 | 0.900 |" in table
+
+
+def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
+    spec = importlib.util.spec_from_file_location("ablate_loss", ROOT / "pipelines" / "ablate_loss.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    from geoccseg.train import TrainConfig
+
+    for name, settings in ablation.VARIANTS.items():
+        TrainConfig(out="unused", images="unused", masks="unused", **settings).validate()
+    # the trainer's defaults are the variant the ablation chose: change both together
+    defaults = TrainConfig(out="unused", images="unused", masks="unused")
+    for key, value in {**ablation.NEW_LOSS, "lambda_con": ablation.CHOSEN_LAMBDA_CON}.items():
+        assert getattr(defaults, key) == value, key

@@ -69,7 +69,7 @@ class TrainConfig:
     negatives_per_class: int = 512
     queue_size: int = 256
     lambda_pl: float = 1.0
-    lambda_con: float = 0.5
+    lambda_con: float = 0.1  # 0.5 let L_con (near its chance value) dominate the loss; see pipelines/ablate_loss.py
     unlabeled_start_steps: int = 50
     rampup_steps: int = 200
     ema_momentum: float = 0.99
