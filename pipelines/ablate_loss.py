@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict] = {
     "sup_eff98_dice": {**SUP, **NEW_LOSS},
     "full_eff98_dice_con0.5": {**FULL, **NEW_LOSS, "lambda_con": 0.5},
     "full_eff98_dice_con0.1": {**FULL, **NEW_LOSS, "lambda_con": 0.1},
+    "full_eff98_dice_con0.1_tau0.99": {**FULL, **NEW_LOSS, "lambda_con": 0.1, "tau_high": 0.99},
 }
 
 

@@ -170,3 +170,22 @@ def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
     defaults = TrainConfig(out="unused", images="unused", masks="unused")
     for key, value in {**ablation.NEW_LOSS, "lambda_con": ablation.CHOSEN_LAMBDA_CON}.items():
         assert getattr(defaults, key) == value, key
+
+
+def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path) -> None:
+    spec = importlib.util.spec_from_file_location("diagnose_pseudo_labels", ROOT / "pipelines" / "diagnose_pseudo_labels.py")
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    from geoccseg.inference.pipeline import resolve_model
+
+    cfd = data_dir / "cfd"
+    pairs = [(cfd / "images" / f"{n}.jpg", cfd / "masks" / f"{n}.png") for n in ("001", "002")]
+    report = diag.diagnose(resolve_model("crack"), pairs, 0.95, 0.8, 0.6)
+    levels = report["levels"]
+    assert sum(r["pixel_share"] for r in levels.values()) == pytest.approx(1.0)
+    for true_class in ("0", "1"):  # every true pixel lands in exactly one (level, pseudo-label) cell
+        total = sum(sum(r["share_of_true_class"][true_class].values()) for r in levels.values())
+        assert total == pytest.approx(1.0)
+    # stricter thresholds move pixels from high to low confidence, never the other way
+    strict = diag.diagnose(resolve_model("crack"), pairs, 0.999, 0.99, 0.6)
+    assert strict["levels"]["high"]["pixel_share"] <= levels["high"]["pixel_share"]
