@@ -584,6 +584,20 @@ def gap_closed(records: Sequence[dict], base: str, arm: str = "full") -> dict[fl
     return shares
 
 
+def paired_differences(records: Sequence[dict], base: str, arm: str = "full", key: str = "f1") -> dict[float, list[float]]:
+    """Per labeled fraction, ``arm`` minus ``base`` of each seed both ran (same labeled images), by seed order.
+
+    Seeds choose different labeled images, so the spread over seeds mixes the method's effect with
+    the luck of the labels; the paired differences take the second out."""
+    out: dict[float, list[float]] = {}
+    for fraction in sorted({r["labeled_fraction"] for r in records if r["arm"] == arm}):
+        by_seed = {a: {r["seed"]: r[key] for r in records if r["arm"] == a and r["labeled_fraction"] == fraction} for a in (arm, base)}
+        seeds = sorted(set(by_seed[arm]) & set(by_seed[base]))
+        if seeds:
+            out[fraction] = [by_seed[arm][s] - by_seed[base][s] for s in seeds]
+    return out
+
+
 def _arm_order(arm: str) -> int:
     return list(ARMS).index(arm) if arm in ARMS else len(ARMS)
 
@@ -624,6 +638,10 @@ def summarise(records: Sequence[dict]) -> str:
         for base in ("sup_ce", "sup_imbalance"):
             for fraction, share in gap_closed(group, base).items():
                 lines.append(f"- `full` at fraction {fraction:g} closes {share:.0%} of the F1 gap between `{base}` and `fully_supervised`.")
+            for fraction, diffs in paired_differences(group, base).items():
+                per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
+                lines.append(f"- `full` − `{base}` at fraction {fraction:g}, paired by seed (same labeled images): "
+                             f"F1 {np.mean(diffs):+.3f} on average ({per_seed}).")
         if lines[-1].startswith("- "):
             lines.append("")
         curves = sweep_points(group, "f1")

@@ -152,6 +152,8 @@ def test_summarise_gives_mean_and_sample_std() -> None:
     # gap closed at 0.1: (0.6 - 0.25) / (0.9 - 0.25) = 0.538...; no sup_imbalance run, no line for it
     assert "- `full` at fraction 0.1 closes 54% of the F1 gap between `sup_ce` and `fully_supervised`." in table
     assert "`sup_imbalance` and" not in table
+    # paired by seed: only seed 0 ran both full (0.5) and sup_ce (0.25) at 0.1
+    assert "- `full` − `sup_ce` at fraction 0.1, paired by seed (same labeled images): F1 +0.250 on average (+0.250)." in table
     # no run was cut short by the time cap (steps == max_steps)
     assert "time cap" not in table
     # the sweep table: full at 0.01 and 0.1 and, through the fully supervised run, at 1.0
