@@ -3,8 +3,9 @@
 
 Each default model is a run of the quality benchmark (cpu profile at 300 steps): the
 ``fully_supervised`` run (every training image of its dataset) is trained if the benchmark folder
-does not hold it yet, and then the run with the best **select-set** F1 among the folder's runs is
-shipped, be it fully supervised or semi-supervised (the record says which arm, and how many labels).
+does not hold it yet, and then the run with the best **select-set** F1 among the folder's ``full``
+(the method, 3.5 % labeled) and ``fully_supervised`` runs is shipped (the bundle records which
+arm, seed and how many labels).
 Choosing on the select set keeps the held-out test figures in its bundle free of that choice.
 
     python pipelines/train_default_models.py --bench-root ../bench
@@ -51,9 +52,14 @@ def cpu_profile(max_steps: int) -> bq.Profile:
     return replace(base, name=f"cpu+{max_steps}steps", max_steps=max_steps, val_every=min(base.val_every, max_steps))
 
 
+#: Arms a default model may come from: the method, or full supervision.
+CANDIDATE_ARMS = ("full", ARM)
+
+
 def best_run(records: list[dict], out: Path) -> dict:
-    """The record with the best select-set F1 whose bundle the benchmark folder still holds."""
-    kept = [r for r in records if (out / "runs" / r["run"] / "bundle.json").is_file() and r.get("select_f1") is not None]
+    """The run of :data:`CANDIDATE_ARMS` with the best select-set F1 whose bundle the benchmark folder still holds."""
+    kept = [r for r in records if r["arm"] in CANDIDATE_ARMS and r.get("select_f1") is not None
+            and (out / "runs" / r["run"] / "bundle.json").is_file()]
     return max(kept, key=lambda r: (r["select_f1"], r["arm"] == ARM))
 
 
