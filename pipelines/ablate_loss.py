@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -92,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*(does not have many workers|module\\(s\\) in eval mode|LeafSpec).*")
+    bq.quiet_lightning()
     try:
         pairs, split, _ = bq.make_split(Path(args.data), None)
         labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]

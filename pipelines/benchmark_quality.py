@@ -753,6 +753,13 @@ def write_reports(records: Sequence[dict], out: Path, pairs: dict[str, Pair], ex
 
 
 # -- command line -----------------------------------------------------------------------------
+def quiet_lightning() -> None:
+    """Silence Lightning's per-run banners and the warnings every short benchmark run repeats."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for noise in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", message=noise)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -777,9 +784,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark from the command line; print progress and the final table."""
     args = parse_args(argv)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    for noise in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
-        warnings.filterwarnings("ignore", message=noise)
+    quiet_lightning()
     profile = PROFILES[args.profile]
     if args.encoder:
         profile = replace(profile, name=f"{profile.name}+{args.encoder}", encoder=args.encoder)
