@@ -110,13 +110,12 @@ def make_untrained_bundle(dest: Path) -> Path:
 
 # -- children: one measure per process ---------------------------------------------------------
 def child_predict(args: argparse.Namespace) -> dict:
-    from geoccseg.inference.predict import predict_scene
+    from geoccseg.inference.predict import PredictOptions, predict_scene
 
+    options = PredictOptions(tile_px=args.tile_px, overlap_px=args.overlap_px, block_px=args.block_px,
+                             batch_size=args.batch_size, device=args.device, workers=args.workers)
     start = time.perf_counter()
-    predict_scene(
-        args.scene, args.bundle, args.dest, tile_px=args.tile_px, overlap_px=args.overlap_px, block_px=args.block_px,
-        batch_size=args.batch_size, device=args.device, workers=args.workers, overwrite=True, progress=False,
-    )
+    predict_scene(args.scene, args.bundle, args.dest, options, overwrite=True, progress=False)
     return {"seconds": time.perf_counter() - start}
 
 

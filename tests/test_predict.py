@@ -8,6 +8,7 @@ only, so any tiling must reproduce ``sigmoid(4 * x)`` of the normalised first ba
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -24,7 +25,7 @@ from geoccseg.cli import cli
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window, ramp
-from geoccseg.inference.predict import predict_scene
+from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, save_bundle
 from geoccseg.io.labels import IGNORE_INDEX
 from geoccseg.io.scene import open_scene
@@ -32,6 +33,8 @@ from geoccseg.models import ModelConfig, build_model
 
 TRAIN_STEPS = 20
 TRAIN_BATCH = 4
+SMALL_TILES = PredictOptions(tile_px=128, overlap_px=32, device="cpu")
+"""Chips small enough that the 1300 px test chip is cut into many of them."""
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +147,8 @@ def test_pointwise_model_is_reproduced_exactly_by_any_tiling(scene_path: Path, p
     expected = expected_pointwise(scene_path, pointwise)
     for tile_px, overlap_px, block_px in [(128, 32, 256), (192, 48, 512)]:
         out = predict_scene(
-            scene_path, pointwise, tmp_path / f"p{tile_px}.tif", tile_px=tile_px, overlap_px=overlap_px,
-            block_px=block_px, device="cpu", progress=False,
+            scene_path, pointwise, tmp_path / f"p{tile_px}.tif",
+            PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, device="cpu"), progress=False,
         )
         diff = np.abs(read_band(out) - expected)
         assert diff.max() <= 1
@@ -156,7 +159,8 @@ def test_pointwise_model_is_reproduced_exactly_by_any_tiling(scene_path: Path, p
 def test_block_size_does_not_change_probabilities(cli_run, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
     _, _, prob_256 = cli_run
     prob_512 = predict_scene(
-        scene_path, bundle_dir, tmp_path / "p512.tif", tile_px=128, overlap_px=32, block_px=512, device="cpu", progress=False,
+        scene_path, bundle_dir, tmp_path / "p512.tif", PredictOptions(tile_px=128, overlap_px=32, block_px=512, device="cpu"),
+        progress=False,
     )
     assert np.abs(read_band(prob_256) - read_band(prob_512)).max() <= 1
 
@@ -169,7 +173,8 @@ def test_tile_size_changes_only_the_model_context(cli_run, scene_path: Path, bun
     """
     _, _, prob_128 = cli_run
     prob_192 = predict_scene(
-        scene_path, bundle_dir, tmp_path / "p192.tif", tile_px=192, overlap_px=48, block_px=512, device="cpu", progress=False,
+        scene_path, bundle_dir, tmp_path / "p192.tif", PredictOptions(tile_px=192, overlap_px=48, block_px=512, device="cpu"),
+        progress=False,
     )
     diff = np.abs(read_band(prob_128) - read_band(prob_192))
     border = np.concatenate([diff[0], diff[-1], diff[:, 0], diff[:, -1]])
@@ -207,14 +212,13 @@ def test_nodata_stays_nodata(scene_path: Path, pointwise: Bundle, tmp_path: Path
         dst.write(data)
     expected = expected_pointwise(scene_path, pointwise)
 
-    out = predict_scene(masked, pointwise, tmp_path / "p.tif", tile_px=128, overlap_px=32, device="cpu", progress=False)
+    out = predict_scene(masked, pointwise, tmp_path / "p.tif", SMALL_TILES, progress=False)
     with rasterio.open(out) as ds:
         mask, values = ds.read_masks(1), ds.read(1).astype(np.int64)
     assert (mask[-100:] == 0).all() and (mask[:-100] == 255).all()
     assert np.abs(values[:-100] - expected[:-100]).max() <= 1
 
-    out16 = predict_scene(masked, pointwise, tmp_path / "p16.tif", tile_px=128, overlap_px=32, device="cpu",
-                          prob_dtype="float16", progress=False)
+    out16 = predict_scene(masked, pointwise, tmp_path / "p16.tif", replace(SMALL_TILES, prob_dtype="float16"), progress=False)
     with rasterio.open(out16) as ds:
         values16 = ds.read(1)
         assert np.isnan(ds.nodata)
@@ -225,7 +229,7 @@ def test_nodata_stays_nodata(scene_path: Path, pointwise: Bundle, tmp_path: Path
 def test_model_pixel_size_is_resampled_back_to_the_scene_grid(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
     """A model at 1 m on the 0.27 m chip: the prediction runs on a 351 x 351 grid and returns to 1300 x 1300."""
     at_1m = Bundle(pointwise.model, BundleMeta(**{**vars(pointwise.meta), "pixel_size_m": 1.0}), tmp_path / "at1m")
-    out = predict_scene(scene_path, at_1m, tmp_path / "p.tif", tile_px=128, overlap_px=32, device="cpu", progress=False)
+    out = predict_scene(scene_path, at_1m, tmp_path / "p.tif", SMALL_TILES, progress=False)
     native = expected_pointwise(scene_path, pointwise)
     with rasterio.open(scene_path) as src, rasterio.open(out) as ds:
         assert (ds.width, ds.height) == (src.width, src.height)
@@ -279,7 +283,7 @@ def test_local_dask_cluster_gives_the_same_probabilities(scene_path: Path, bundl
         profile = src.profile | {"width": 520, "height": 400, "transform": src.window_transform(window)}
         with rasterio.open(crop, "w", **profile) as dst:
             dst.write(src.read(window=window))
-    options = dict(tile_px=128, overlap_px=32, block_px=256, device="cpu", progress=False)
-    local = predict_scene(crop, bundle_dir, tmp_path / "local.tif", **options)
-    cluster = predict_scene(crop, bundle_dir, tmp_path / "cluster.tif", workers=2, **options)
+    options = PredictOptions(tile_px=128, overlap_px=32, block_px=256, device="cpu")
+    local = predict_scene(crop, bundle_dir, tmp_path / "local.tif", options, progress=False)
+    cluster = predict_scene(crop, bundle_dir, tmp_path / "cluster.tif", replace(options, workers=2), progress=False)
     assert np.abs(read_band(local) - read_band(cluster)).max() <= 1

@@ -8,6 +8,7 @@ import click
 
 from geoccseg.inference.cog import PROB_DTYPES
 from geoccseg.inference.pipeline import run_predict
+from geoccseg.inference.predict import PredictOptions
 from geoccseg.vectorize import VectorizeParams
 
 _DEFAULTS = VectorizeParams()
@@ -51,10 +52,13 @@ def command(
     overwrite: bool,
 ) -> None:
     """Predict roads or cracks on SCENE and write them as polylines to OUTPUT."""
-    result = run_predict(
-        scene, output, model=model, prob_out=prob_out, threshold=threshold, min_length_m=min_length_m,
+    options = PredictOptions(
         tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
-        workers=workers, scheduler=scheduler, prob_dtype=prob_dtype, overwrite=overwrite,
+        workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
+    )
+    result = run_predict(
+        scene, output, model=model, prob_out=prob_out, options=options, threshold=threshold,
+        min_length_m=min_length_m, overwrite=overwrite,
     )
     for name, count in result.lines.items():
         click.echo(f"{name}: {count} lines")

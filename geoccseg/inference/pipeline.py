@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.inference.predict import predict_scene
+from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.atomic import check_writable
 from geoccseg.io.bundle import Bundle, load_bundle
 from geoccseg.io.vector_write import vector_driver, write_vectors
@@ -80,17 +80,10 @@ def run_predict(
     *,
     model: Bundle | str | os.PathLike,
     prob_out: str | os.PathLike | None = None,
+    options: PredictOptions | None = None,
     params: VectorizeParams | None = None,
     threshold: float | None = None,
     min_length_m: float | None = None,
-    tile_px: int | None = None,
-    overlap_px: int = 64,
-    block_px: int = 2048,
-    batch_size: int = 4,
-    device: str = "auto",
-    workers: int | None = None,
-    scheduler: str | None = None,
-    prob_dtype: str = "uint8",
     overwrite: bool = False,
     progress: bool = True,
 ) -> PredictResult:
@@ -101,11 +94,11 @@ def run_predict(
         out_vectors: lines file: ``.gpkg``, ``.geojson``, ``.fgb`` or ``.shp``.
         model: a loaded bundle, or the path of a bundle folder.
         prob_out: also keep the probability COG here; None: use a temporary one.
+        options: tiling, batching, device and Dask settings of
+            :func:`geoccseg.inference.predict.predict_scene`; None for the defaults.
         params: vectoriser settings (lengths in metres); None for the defaults.
         threshold: overrides ``params.threshold`` (probability 0-1).
         min_length_m: overrides ``params.min_length_m`` (metres).
-        tile_px, overlap_px, block_px, batch_size, device, workers, scheduler, prob_dtype: see
-            :func:`geoccseg.inference.predict.predict_scene`.
         overwrite: replace existing outputs.
         progress: show progress bars.
 
@@ -126,11 +119,7 @@ def run_predict(
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
     with tempfile.TemporaryDirectory(prefix=f".{out_vectors.stem}.", dir=out_vectors.parent) as workdir:
         prob_path = prob_out or Path(workdir) / "probability.tif"
-        predict_scene(
-            scene, bundle, prob_path, tile_px=tile_px, overlap_px=overlap_px, block_px=block_px,
-            batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
-            overwrite=overwrite, progress=progress,
-        )
+        predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress)
         layers = vectorize_raster(prob_path, params=params, progress=progress)
         write_vectors(layers, out_vectors, overwrite=overwrite)
     return PredictResult(

@@ -64,6 +64,45 @@ _MODELS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
+class PredictOptions:
+    """How a scene is cut into chips and blocks and where they run (the probabilities do not
+    depend on ``block_px``, ``batch_size``, ``workers`` or ``scheduler``).
+
+    Attributes:
+        tile_px: chip edge in model-grid pixels; None: the bundle's training tile, at least
+            :data:`MIN_TILE_PX` (bigger tiles waste less on overlap and run faster on CPUs).
+        overlap_px: overlap of neighbouring chips in pixels (the blending ramp).
+        block_px: block edge in pixels, rounded to a multiple of the stride; one task each.
+        batch_size: chips per forward pass.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (mixed precision on CUDA).
+        workers: run blocks on a local Dask cluster of this many single-threaded processes.
+        scheduler: address of an existing Dask scheduler (``tcp://host:8786``); its workers must
+            see the scene and bundle paths.
+        prob_dtype: ``"uint8"`` (p x 255, mask nodata) or ``"float16"`` (NaN nodata).
+    """
+
+    tile_px: int | None = None
+    overlap_px: int = 64
+    block_px: int = 2048
+    batch_size: int = 4
+    device: str = "auto"
+    workers: int | None = None
+    scheduler: str | None = None
+    prob_dtype: str = "uint8"
+
+    def check(self) -> None:
+        """Raise :class:`GeoccsegError` for settings that cannot work (the grid checks the sizes)."""
+        if self.prob_dtype not in PROB_DTYPES:
+            raise GeoccsegError(f"probability type {self.prob_dtype!r} is not supported; use one of {', '.join(PROB_DTYPES)}")
+        if self.workers is not None and self.scheduler is not None:
+            raise GeoccsegError("give either --workers (a local Dask cluster) or --scheduler (an existing one), not both")
+        if self.workers is not None and self.workers < 1:
+            raise GeoccsegError(f"--workers {self.workers} is invalid; use 1 or more worker processes")
+        if self.batch_size < 1:
+            raise GeoccsegError(f"--batch-size {self.batch_size} is invalid; use 1 or more chips per batch")
+
+
+@dataclass(frozen=True)
 class BlockJob:
     """Everything a worker needs to predict one block (small and picklable: no model, no pixels).
 
@@ -323,15 +362,8 @@ def predict_scene(
     scene: str | os.PathLike,
     bundle: Bundle | str | os.PathLike,
     prob_out: str | os.PathLike,
+    options: PredictOptions | None = None,
     *,
-    tile_px: int | None = None,
-    overlap_px: int = 64,
-    block_px: int = 2048,
-    batch_size: int = 4,
-    device: str = "auto",
-    workers: int | None = None,
-    scheduler: str | None = None,
-    prob_dtype: str = "uint8",
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -341,16 +373,7 @@ def predict_scene(
         scene: the GeoTIFF scene (any size; read block by block).
         bundle: a loaded :class:`Bundle` or the path of a bundle folder.
         prob_out: the probability COG to write (one band per foreground class, scene grid).
-        tile_px: chip edge in model-grid pixels; default the bundle's training tile, at least 256
-            (bigger tiles waste less on overlap and run faster on CPUs).
-        overlap_px: overlap of neighbouring chips in pixels (the blending ramp).
-        block_px: block edge in pixels, rounded to a multiple of the stride; one task each.
-        batch_size: chips per forward pass.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (mixed precision on CUDA).
-        workers: run blocks on a local Dask cluster of this many single-threaded processes.
-        scheduler: address of an existing Dask scheduler (``tcp://host:8786``); its workers must
-            see the scene and bundle paths.
-        prob_dtype: ``"uint8"`` (p x 255, mask nodata) or ``"float16"`` (NaN nodata).
+        options: tiling, batching, device and Dask settings; None for :class:`PredictOptions` defaults.
         overwrite: replace an existing ``prob_out``.
         progress: show a progress bar over blocks.
 
@@ -361,23 +384,18 @@ def predict_scene(
         GeoccsegError: bad options, an output that exists or cannot be written, a missing or
             damaged bundle, a scene without CRS or with bands that do not match the model.
     """
+    options = options or PredictOptions()
+    options.check()
     prob_out = check_writable(prob_out, overwrite)
-    if prob_dtype not in PROB_DTYPES:
-        raise GeoccsegError(f"probability type {prob_dtype!r} is not supported; use one of {', '.join(PROB_DTYPES)}")
-    if workers is not None and scheduler is not None:
-        raise GeoccsegError("give either --workers (a local Dask cluster) or --scheduler (an existing one), not both")
-    if workers is not None and workers < 1:
-        raise GeoccsegError(f"--workers {workers} is invalid; use 1 or more worker processes")
-    if batch_size < 1:
-        raise GeoccsegError(f"--batch-size {batch_size} is invalid; use 1 or more chips per batch")
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    device = resolve_device(device)
+    device = resolve_device(options.device)
     opened = open_scene_for(scene, bundle.meta)
     scale = model_scale(opened, bundle.meta.pixel_size_m)
-    tile_px = tile_px if tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
-    grid = ChipGrid.create(math.ceil(opened.height / scale), math.ceil(opened.width / scale), tile_px, overlap_px, block_px)
+    tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
+    block_px = options.block_px
+    grid = ChipGrid.create(math.ceil(opened.height / scale), math.ceil(opened.width / scale), tile_px, options.overlap_px, block_px)
     blocks = grid.blocks()
-    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, batch_size) for block in blocks)
+    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_size) for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
@@ -385,7 +403,7 @@ def predict_scene(
         Accumulator(Path(workdir) / "sums.tif", len(bundle.meta.classes), grid.height_px, grid.width_px, opened.crs, model_transform) as acc,
     ):
         with (
-            dask_client(workers, scheduler, workdir) as client,
+            dask_client(options.workers, options.scheduler, workdir) as client,
             tqdm(total=len(blocks), unit="block", desc="predict", disable=not progress) as bar,
         ):
             if client is None:
@@ -397,5 +415,5 @@ def predict_scene(
                 acc.add(result.window, result.weighted, result.weight)
                 bar.update()
         chunk_px = COG_BLOCK_PX * max(1, round(block_px / COG_BLOCK_PX))
-        write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, prob_dtype, overwrite, chunk_px)
+        write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, options.prob_dtype, overwrite, chunk_px)
     return prob_out
