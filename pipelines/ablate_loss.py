@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +33,7 @@ import benchmark_quality as bq  # noqa: E402
 from geoccseg.data.photos import split_labeled  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
-from geoccseg.train import TrainConfig, train  # noqa: E402
+from geoccseg.train import train  # noqa: E402
 
 #: Variant name → TrainConfig fields it sets (on top of the trainer's defaults).
 SUP = {"pseudo": False, "contrastive": False}
@@ -54,15 +55,16 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def run_variant(name: str, dataset: str, folders: dict[str, Path], labeled: list[str], out: Path, max_steps: int, seed: int) -> dict:
-    """Train one variant into ``out/runs/<name>`` and return its select-set record."""
+def run_variant(name: str, dataset: str, folders: dict[str, Path], labeled: list[str], out: Path, max_steps: int, seed: int,
+                labeled_fraction: float) -> dict:
+    """Train one variant into ``out/runs/<name>`` and return its select-set record.
+
+    The run is the benchmark's (:func:`benchmark_quality.train_config`, cpu profile, validated every
+    50 steps) with the variant's settings on top."""
     ds = bq.DATASETS[dataset]
-    config = TrainConfig(
-        out=str(out / "runs" / name), images=str(folders["train"] / "images"), masks=str(folders["train"] / "masks"),
-        val_images=str(folders["select"] / "images"), val_masks=str(folders["select"] / "masks"),
-        labeled_names=labeled, seed=seed, classes=list(ds.classes), pixel_size_m=ds.pixel_size_m,
-        max_steps=max_steps, val_every=50, tile_px=256, batch_size=8, progress=False, **VARIANTS[name],
-    )
+    profile = replace(bq.PROFILES["cpu"], max_steps=max_steps, val_every=min(50, max_steps))
+    spec = bq.RunSpec(arm="full", labeled_fraction=labeled_fraction, seed=seed)
+    config = bq.train_config(spec, dataset, profile, folders, labeled, [], out / "runs" / name, **VARIANTS[name])
     result = train(config)
     cls = ds.classes[0]
     return {
@@ -100,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="geoccseg-ablation-") as tmp:
             folders = {part: bq.link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
             for name in args.variants:
-                record = run_variant(name, args.dataset, folders, labeled, args.out, args.max_steps, args.seed)
+                record = run_variant(name, args.dataset, folders, labeled, args.out, args.max_steps, args.seed, args.labeled_fraction)
                 records.append(record)
                 print(f"{name}: select F1 {record['f1']:.3f} (P {record['precision']:.3f}, R {record['recall']:.3f})", flush=True)
                 bq.write_json(results_path, records)

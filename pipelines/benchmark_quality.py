@@ -378,10 +378,11 @@ def plan_runs(arms: Sequence[str], labeled_fraction: float, seeds: Sequence[int]
 
 
 def train_config(spec: RunSpec, dataset: str, profile: Profile, folders: dict[str, Path], labeled: list[str],
-                 unlabeled: list[Path], out: Path) -> TrainConfig:
-    """The :class:`TrainConfig` of one run: the profile's budget with the arm's switches."""
+                 unlabeled: list[Path], out: Path, **overrides: object) -> TrainConfig:
+    """The :class:`TrainConfig` of one run: the profile's budget with the arm's switches, then
+    ``overrides`` (any TrainConfig fields; the loss ablation's variants)."""
     arm, ds = ARMS[spec.arm], DATASETS[dataset]
-    return TrainConfig(
+    config = TrainConfig(
         out=str(out), images=str(folders["train"] / "images"), masks=str(folders["train"] / "masks"),
         val_images=str(folders["select"] / "images"), val_masks=str(folders["select"] / "masks"),
         unlabeled=[str(p) for p in unlabeled], labeled_fraction=spec.labeled_fraction, labeled_names=labeled,
@@ -390,6 +391,7 @@ def train_config(spec: RunSpec, dataset: str, profile: Profile, folders: dict[st
         batch_size=profile.batch_size, unlabeled_batch_size=profile.unlabeled_batch_size, max_steps=profile.max_steps,
         max_minutes=profile.max_minutes, val_every=profile.val_every, progress=False, **profile.train,
     )
+    return replace(config, **overrides)
 
 
 def load_records(path: Path) -> list[dict]:

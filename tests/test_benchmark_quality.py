@@ -166,8 +166,12 @@ def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
     spec.loader.exec_module(ablation)
     from geoccseg.train import TrainConfig
 
+    folders = {"train": Path("train"), "select": Path("select")}
     for name, settings in ablation.VARIANTS.items():
-        TrainConfig(out="unused", images="unused", masks="unused", **settings).validate()
+        # each variant is the benchmark's run with its settings on top, whatever the arm says
+        config = bq.train_config(bq.RunSpec("full", 0.035, 0), "deepcrack", bq.PROFILES["cpu"], folders, ["a"], [], Path("out"), **settings)
+        config.validate()
+        assert {k: getattr(config, k) for k in settings} == settings, name
     # the trainer's defaults are the variant the ablation chose: change both together
     defaults = TrainConfig(out="unused", images="unused", masks="unused")
     for key, value in {**ablation.NEW_LOSS, "lambda_con": ablation.CHOSEN_LAMBDA_CON}.items():
