@@ -8,6 +8,10 @@ only, so any tiling must reproduce ``sigmoid(4 * x)`` of the normalised first ba
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -273,6 +277,28 @@ def test_bad_input_is_one_line_and_leaves_nothing(case: str, vegas: Path, scene_
     assert sorted(tmp_path.iterdir()) == before
     if case == "exists":
         assert out.read_text() == "keep me"
+
+
+def test_a_killed_run_leaves_no_output_and_the_next_run_clears_its_leftovers(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL (no cleanup code runs) mid-prediction: nothing under the requested names, only hidden
+    temporary entries, which the next run removes as it writes the same outputs."""
+    out, prob = tmp_path / "roads.gpkg", tmp_path / "prob.tif"
+    args = ["predict", str(scene_path), "-o", str(out), "--model", str(bundle_dir), "--prob-out", str(prob),
+            "--tile-px", "128", "--overlap-px", "32", "--block-px", "256", "--device", "cpu"]
+    child = subprocess.Popen([sys.executable, "-m", "geoccseg.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".") for p in tmp_path.iterdir()):
+        assert child.poll() is None and time.monotonic() < deadline, "the prediction never created its work folder"
+        time.sleep(0.01)
+    time.sleep(0.5)  # let it write into the work folder
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers and all(name.startswith((".roads.", ".prob.")) for name in leftovers), leftovers
+
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prob.tif", "roads.gpkg"]
 
 
 # -- Dask --------------------------------------------------------------------------------------

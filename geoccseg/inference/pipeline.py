@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.predict import PredictOptions, predict_scene
-from geoccseg.io.atomic import check_writable
+from geoccseg.io.atomic import check_writable, scratch_dir
 from geoccseg.io.bundle import Bundle, load_bundle
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
@@ -117,8 +116,8 @@ def run_predict(
     overrides = {"threshold": threshold, "min_length_m": min_length_m}
     params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
-    with tempfile.TemporaryDirectory(prefix=f".{out_vectors.stem}.", dir=out_vectors.parent) as workdir:
-        prob_path = prob_out or Path(workdir) / "probability.tif"
+    with scratch_dir(out_vectors) as workdir:
+        prob_path = prob_out or workdir / "probability.tif"
         predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress)
         layers = vectorize_raster(prob_path, params=params, progress=progress)
         write_vectors(layers, out_vectors, overwrite=overwrite)

@@ -22,7 +22,6 @@ import copy
 import logging
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -42,7 +41,7 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, PROB_DTYPES, Accumulator, write_probability_cog
-from geoccseg.io.atomic import check_writable
+from geoccseg.io.atomic import check_writable, scratch_dir
 from geoccseg.io.bundle import WEIGHTS, Bundle, BundleMeta, load_bundle
 from geoccseg.io.scene import Scene, open_scene
 
@@ -399,8 +398,8 @@ def predict_scene(
     model_transform = opened.transform @ Affine.scale(scale)
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
-        tempfile.TemporaryDirectory(prefix=f".{prob_out.stem}.", dir=prob_out.parent) as workdir,
-        Accumulator(Path(workdir) / "sums.tif", len(bundle.meta.classes), grid.height_px, grid.width_px, opened.crs, model_transform) as acc,
+        scratch_dir(prob_out) as workdir,
+        Accumulator(workdir / "sums.tif", len(bundle.meta.classes), grid.height_px, grid.width_px, opened.crs, model_transform) as acc,
     ):
         with (
             dask_client(options.workers, options.scheduler, workdir) as client,
