@@ -54,7 +54,6 @@ import numpy as np
 import psutil
 import rasterio
 import torch
-from rasterio.windows import Window
 
 from geoccseg.inference.cog import compression
 from geoccseg.io.bundle import Bundle

@@ -120,8 +120,12 @@ class PhotoTrainingData(TrainingData):
             val_image_files = list_images(val_images, "validation images")
             val_mask_files = list_images(val_masks, "validation masks") if val_masks else {}
             val_names = sorted(val_image_files)
-            if set(val_names) - set(val_mask_files):
-                raise GeoccsegError(f"validation images need masks: pass --val-masks with a mask for every validation image")
+            missing = sorted(set(val_names) - set(val_mask_files))
+            if missing:
+                raise GeoccsegError(
+                    f"{len(missing)} validation image(s) have no mask (first: {missing[0]}); "
+                    "pass --val-masks with a mask for every validation image"
+                )
             self.val_pairs = [(val_image_files[n], val_mask_files[n]) for n in val_names]
         else:
             if not 0 <= val_fraction < 1:
