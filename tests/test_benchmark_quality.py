@@ -182,7 +182,7 @@ def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path) -> None:
     spec = importlib.util.spec_from_file_location("diagnose_pseudo_labels", ROOT / "pipelines" / "diagnose_pseudo_labels.py")
     diag = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(diag)
-    from geoccseg.inference.pipeline import resolve_model
+    from geoccseg.io.bundle import resolve_model
 
     cfd = data_dir / "cfd"
     pairs = [(cfd / "images" / f"{n}.jpg", cfd / "masks" / f"{n}.png") for n in ("001", "002")]

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -19,7 +18,7 @@ from PIL import Image
 from shapely.geometry import box
 
 from geoccseg.cli import cli
-from geoccseg.io.bundle import load_bundle
+from geoccseg.io.bundle import load_bundle, resolve_model
 from geoccseg.io.scene import open_scene
 from geoccseg.train import TrainConfig, train
 from geoccseg.train.targets import labels_at_stride, probs_at_stride
@@ -100,6 +99,31 @@ def test_scene_with_aoi_trains(vegas, tmp_path):
     assert bundle.meta.classes == ["road"] and len(bundle.meta.norm.low) == 3
     saved = json.loads((out / "bundle.json").read_text())
     assert saved["training"]["data"]["source"] == "scenes"
+
+
+def test_fine_tuning_starts_from_the_shipped_road_model(vegas, tmp_path):
+    """--init-from road: the road model's architecture, normalisation and 1 m pixels; a few small
+    steps move its weights a little, where training from scratch starts from random ones."""
+    road = load_bundle(resolve_model("road"))
+    out = tmp_path / "tuned"
+    result = CliRunner().invoke(cli, [
+        "train", "--scene", str(vegas / "vegas_img0_rgb.tif"), "--labels", str(vegas / "vegas_img0_roads.geojson"),
+        "--init-from", "road", "-o", str(out), "--max-steps", "3", "--tile-px", "128", "--batch-size", "2",
+        "--no-pseudo", "--no-contrastive", "--lr", "1e-4", "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    tuned = load_bundle(out)
+    assert tuned.meta.model == road.meta.model and tuned.meta.classes == ["road"]
+    assert tuned.meta.norm == road.meta.norm and tuned.meta.pixel_size_m == road.meta.pixel_size_m == 1.0
+    start, end = road.model.state_dict(), tuned.model.state_dict()
+    moved = [torch.linalg.norm(end[k] - start[k]) / torch.linalg.norm(start[k]) for k in start if start[k].is_floating_point() and start[k].dim() > 1]
+    assert 0 < max(moved) < 0.2, max(moved)
+
+    crack = CliRunner().invoke(cli, [
+        "train", "--scene", str(vegas / "vegas_img0_rgb.tif"), "--labels", str(vegas / "vegas_img0_roads.geojson"),
+        "--init-from", "crack", "-o", str(tmp_path / "wrong"), "--max-steps", "1",
+    ])
+    assert crack.exit_code == 2 and "it predicts crack but the labels have road" in crack.output and crack.output.count("\n") == 1
 
 
 def test_bundle_loading_refuses_tampered_files(data_dir, tmp_path):

@@ -30,6 +30,7 @@ HELP = {
     "bands": "Comma-separated 1-based input bands.",
     "loss": "imbalance (class-balanced CE + Dice) or ce (plain, for the ablation).",
     "fusion": "multi (all encoder stages) or single (last stage only).",
+    "init_from": "Fine-tune a model: a shipped name (road, crack) or a bundle folder; keeps its architecture, normalisation and pixel size.",
     "devices": "Devices per node (DDP when more than one).",
 }
 

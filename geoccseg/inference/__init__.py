@@ -9,7 +9,7 @@ the probability COG, and the pipeline from a scene to GIS lines.
 """
 
 from geoccseg.inference.blend import ChipGrid, blend_window
-from geoccseg.inference.pipeline import PredictResult, resolve_model, run_predict
+from geoccseg.inference.pipeline import PredictResult, run_predict
 from geoccseg.inference.predict import PredictOptions, predict_scene
 
-__all__ = ["ChipGrid", "PredictOptions", "PredictResult", "blend_window", "predict_scene", "resolve_model", "run_predict"]
+__all__ = ["ChipGrid", "PredictOptions", "PredictResult", "blend_window", "predict_scene", "run_predict"]

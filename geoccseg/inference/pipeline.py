@@ -18,7 +18,7 @@ from pathlib import Path
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.atomic import check_writable, scratch_dir
-from geoccseg.io.bundle import Bundle, load_bundle
+from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
 
@@ -40,37 +40,6 @@ class PredictResult:
     lines: dict[str, int]
     length_km: float
     seconds: float
-
-
-SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
-
-
-def shipped_models() -> list[str]:
-    """Names of the models shipped in the package (``road``, ``crack``)."""
-    if not SHIPPED_MODELS.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_MODELS.iterdir() if (p / "bundle.json").is_file())
-
-
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """The bundle folder of a shipped model name (``road``, ``crack``) or of a path.
-
-    Paths are returned as they are (:func:`geoccseg.io.bundle.load_bundle` reports a missing or
-    damaged bundle).
-
-    Raises:
-        GeoccsegError: a bare name that is neither a shipped model nor an existing folder.
-    """
-    text = os.fspath(name_or_path)
-    path = Path(text)
-    if text in shipped_models() and not path.exists():
-        return SHIPPED_MODELS / text
-    if path.exists() or "/" in text or os.sep in text or path.suffix:
-        return path
-    raise GeoccsegError(
-        f"{name_or_path!r} is neither a model bundle folder nor a shipped model "
-        f"(shipped: {', '.join(shipped_models()) or 'none'}); pass --model PATH to a bundle written by `geoccseg train`"
-    )
 
 
 def run_predict(

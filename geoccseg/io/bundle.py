@@ -138,3 +138,35 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise GeoccsegError(f"weights in {folder} do not fit the architecture in {META} ({first})") from None
     model.eval()
     return Bundle(model=model, meta=meta, path=folder)
+
+
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
+"""Folder of the models shipped in the package, one bundle folder per name."""
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped in the package (``road``, ``crack``)."""
+    if not SHIPPED_MODELS.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_MODELS.iterdir() if (p / "bundle.json").is_file())
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The bundle folder of a shipped model name (``road``, ``crack``) or of a path.
+
+    Paths are returned as they are (:func:`geoccseg.io.bundle.load_bundle` reports a missing or
+    damaged bundle).
+
+    Raises:
+        GeoccsegError: a bare name that is neither a shipped model nor an existing folder.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if text in shipped_models() and not path.exists():
+        return SHIPPED_MODELS / text
+    if path.exists() or "/" in text or os.sep in text or path.suffix:
+        return path
+    raise GeoccsegError(
+        f"{name_or_path!r} is neither a model bundle folder nor a shipped model "
+        f"(shipped: {', '.join(shipped_models()) or 'none'}); give the path of a bundle folder written by `geoccseg train`"
+    )

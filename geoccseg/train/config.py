@@ -45,6 +45,9 @@ class TrainConfig:
     pixel_size_m: float | None = None
     tile_px: int = 256
     # -- model
+    # Fine-tune: start from this bundle (a shipped name such as "road", or a folder) with its weights,
+    # architecture, normalisation and pixel size; the encoder options below are then ignored.
+    init_from: str | None = None
     encoder: str = "light"
     fusion: str = "multi"
     decoder_channels: int = 64

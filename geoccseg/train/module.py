@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from geoccseg.io.labels import IGNORE_INDEX
 from geoccseg.losses import ConfidenceContrastiveLoss, ImbalanceLoss, class_weights, confidence_levels, sigmoid_rampup
@@ -58,6 +58,12 @@ class SemiSupervisedSegmenter(pl.LightningModule):
     def configure_networks(self) -> None:
         self.student = build_model(self.model_config)
         self.teacher = make_teacher(self.student)
+
+    def start_from(self, model: nn.Module) -> None:
+        """Fine-tune: copy a trained network's weights into the student and the teacher."""
+        state = model.state_dict()
+        self.student.load_state_dict(state)
+        self.teacher.load_state_dict(state)
 
     def configure_loss_terms(self) -> None:
         c = self.config

@@ -20,7 +20,7 @@ from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
-from geoccseg.io.bundle import BundleMeta, load_bundle
+from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, resolve_model
 from geoccseg.models import ModelConfig
 from geoccseg.train.callbacks import RunRecorder
 from geoccseg.train.config import TrainConfig
@@ -47,18 +47,48 @@ class TrainResult:
         return self.out
 
 
-def build_data(c: TrainConfig) -> TrainingData:
-    """The training data a config describes (GeoTIFF scenes or photo folders)."""
+def build_data(c: TrainConfig, start: Bundle | None = None) -> TrainingData:
+    """The training data a config describes (GeoTIFF scenes or photo folders).
+
+    When fine-tuning from ``start``, the data is normalised with its statistics and, unless the
+    config sets one, sampled at its pixel size: the weights only make sense for inputs like those
+    they were trained on.
+    """
+    norm = start.meta.norm if start else None
+    pixel_size_m = c.pixel_size_m if c.pixel_size_m is not None or start is None else start.meta.pixel_size_m
     if c.source == "scenes":
         return SceneTrainingData(
             c.scenes, labels=c.labels, aoi=c.aoi, val_aoi=c.val_aoi, classes=c.classes, class_column=c.class_column,
-            width_m=c.width_m, bands=c.bands, tile_px=c.tile_px, pixel_size_m=c.pixel_size_m,
+            width_m=c.width_m, bands=c.bands, tile_px=c.tile_px, pixel_size_m=pixel_size_m, norm=norm,
         )
     return PhotoTrainingData(
         c.images, c.masks, labeled_fraction=c.labeled_fraction, seed=c.seed, val_fraction=c.val_fraction,
         val_images=c.val_images, val_masks=c.val_masks, unlabeled_dirs=c.unlabeled, classes=c.classes,
-        tile_px=c.tile_px, pixel_size_m=c.pixel_size_m, labeled_names=c.labeled_names,
+        tile_px=c.tile_px, pixel_size_m=pixel_size_m, labeled_names=c.labeled_names, norm=norm,
     )
+
+
+def starting_bundle(c: TrainConfig) -> Bundle | None:
+    """The bundle ``init_from`` names (shipped name or folder), or None to train from scratch."""
+    return load_bundle(resolve_model(c.init_from)) if c.init_from else None
+
+
+def check_fits(start: Bundle, data: TrainingData) -> None:
+    """Fine-tuning keeps the starting model's classes and input bands.
+
+    Raises:
+        GeoccsegError: the data has other classes or another number of bands.
+    """
+    if list(data.classes) != list(start.meta.classes):
+        raise GeoccsegError(
+            f"cannot fine-tune {start.path}: it predicts {', '.join(start.meta.classes)} but the labels have "
+            f"{', '.join(data.classes)}; pass --classes {','.join(start.meta.classes)} or train from scratch without --init-from"
+        )
+    if data.num_bands != len(start.meta.bands):
+        raise GeoccsegError(
+            f"cannot fine-tune {start.path}: it takes {len(start.meta.bands)} band(s) but the data has {data.num_bands}; "
+            "pass --bands to select matching bands or train from scratch without --init-from"
+        )
 
 
 def _precision(c: TrainConfig) -> str:
@@ -83,14 +113,21 @@ def train(config: TrainConfig) -> TrainResult:
         raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder, or pass --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(c.seed, workers=True, verbose=False)
-    data = build_data(c)
+    start = starting_bundle(c)
+    data = build_data(c, start)
     classes = data.classes
-    model_config = ModelConfig(
-        in_channels=data.num_bands, num_classes=len(classes) + 1, encoder=c.encoder, fusion=c.fusion,
-        decoder_channels=c.decoder_channels, embed_dim=c.embed_dim,
-    )
+    if start is not None:
+        check_fits(start, data)
+        model_config = ModelConfig.from_dict(start.meta.model)
+    else:
+        model_config = ModelConfig(
+            in_channels=data.num_bands, num_classes=len(classes) + 1, encoder=c.encoder, fusion=c.fusion,
+            decoder_channels=c.decoder_channels, embed_dim=c.embed_dim,
+        )
     module = SemiSupervisedSegmenter(c, model_config, data.class_counts())
     module.class_names = classes
+    if start is not None:  # on --resume the checkpoint then replaces these weights
+        module.start_from(start.model)
     meta = BundleMeta(
         model=model_config.to_dict(), classes=classes, bands=data.bands, norm=data.norm,
         pixel_size_m=data.pixel_size_m, tile_px=c.tile_px, training={"data": data.summary(), "config": c.to_yaml()},
