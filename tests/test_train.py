@@ -101,6 +101,19 @@ def test_scene_with_aoi_trains(vegas, tmp_path):
     assert saved["training"]["data"]["source"] == "scenes"
 
 
+def test_aoi_narrower_than_a_tile_is_a_one_line_error(vegas, tmp_path):
+    scene = open_scene(vegas / "vegas_img0_rgb.tif")
+    xmin, ymin, xmax, ymax = scene.bounds
+    strip = box(xmin, ymin, xmin + 0.25 * (xmax - xmin), ymax)  # 88 px wide at 1 m
+    gpd.GeoDataFrame(geometry=[strip], crs=scene.crs).to_file(tmp_path / "aoi.gpkg")
+    result = CliRunner().invoke(cli, [
+        "train", "--scene", str(vegas / "vegas_img0_rgb.tif"), "--labels", str(vegas / "vegas_img0_roads.geojson"),
+        "--aoi", str(tmp_path / "aoi.gpkg"), "--pixel-size-m", "1", "--tile-px", "128", "-o", str(tmp_path / "m"),
+    ])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "no 128-px chip fits inside the labeled AOI at 1.00 m/pixel; enlarge the AOI or lower --tile-px" in result.output
+
+
 def test_fine_tuning_starts_from_the_shipped_road_model(vegas, tmp_path):
     """--init-from road: the road model's architecture, normalisation and 1 m pixels; a few small
     steps move its weights a little, where training from scratch starts from random ones."""

@@ -175,7 +175,13 @@ class SceneTrainingData(TrainingData):
     def class_counts(self, max_chips: int = 64) -> np.ndarray:
         """Pixel counts per class (background first) over a grid of labeled chips."""
         counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
-        for r, q in self.labeled_queries()[:max_chips]:
+        queries = self.labeled_queries()
+        if self.has_labels and not queries:
+            raise GeoccsegError(
+                f"no {self.tile_px}-px chip fits inside the labeled AOI at {self.pixel_size_m:.2f} m/pixel; "
+                "enlarge the AOI or lower --tile-px"
+            )
+        for r, q in queries[:max_chips]:
             mask = r.chips[q]["mask"].numpy()
             counts += np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=len(counts))[: len(counts)]
         return counts
