@@ -758,7 +758,7 @@ def write_reports(records: Sequence[dict], out: Path, pairs: dict[str, Pair], ex
 def quiet_lightning() -> None:
     """Silence Lightning's per-run banners and the warnings every short benchmark run repeats."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    for noise in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
+    for noise in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*", ".*no `val_dataloader`.*"):
         warnings.filterwarnings("ignore", message=noise)
 
 

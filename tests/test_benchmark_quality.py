@@ -195,3 +195,25 @@ def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path) -> None:
     # stricter thresholds move pixels from high to low confidence, never the other way
     strict = diag.diagnose(resolve_model("crack"), pairs, 0.999, 0.99, 0.6)
     assert strict["levels"]["high"]["pixel_share"] <= levels["high"]["pixel_share"]
+
+
+def test_own_scene_benchmark_scores_the_unlabeled_part(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("benchmark_own_scene", ROOT / "pipelines" / "benchmark_own_scene.py")
+    own = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(own)
+    out = tmp_path / "own"
+    assert own.main(["--steps", "2", "--arms", "scratch_sup", "shipped", "--out", str(out)]) == 0
+    records = json.loads((out / "results.json").read_text())
+    assert [r["arm"] for r in records] == ["scratch_sup", "shipped"]
+    for r in records:
+        assert r["labeled_lines"] == 19 and r["scored_lines"] == 23  # the sample's centrelines west and east of the 40 % cut
+        assert all(0 <= r[k] <= 1 for k in ("completeness", "correctness", "quality"))
+    assert records[0]["steps"] == 2 and records[1]["steps"] == 0
+    # the scored lines lie east of the labeled strip only
+    import geopandas as gpd
+
+    _, aoi, rest = own.strips(own.sample_scene(), 0.4)
+    scored = gpd.read_file(out / "runs" / "scratch_sup_0.4_s0" / "truth_rest.gpkg")
+    assert scored.geometry.within(rest.buffer(1e-9)).all() and not scored.geometry.intersects(aoi.buffer(-1e-9)).any()
+    assert (out / "lines.png").stat().st_size > 10_000 and "| 40% | 19 | scratch_sup | 1 |" in (out / "results.md").read_text()
+    assert own.main(["--steps", "2", "--arms", "scratch_sup", "--out", str(out)]) == 2  # no silent overwrite

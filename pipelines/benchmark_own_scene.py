@@ -1,0 +1,233 @@
+#!/usr/bin/env python
+"""Label part of a scene, map the rest: how many labels a user needs on their own imagery.
+
+The shipped road model was trained on Massachusetts and does not carry over to other regions (on
+the Las Vegas sample it finds no road). This benchmark measures the remedy a user has: digitise
+the roads of one strip of their scene, train, and let the model map the rest of it. Run from the
+repository root::
+
+    python pipelines/benchmark_own_scene.py --out ../bench/own-scene
+
+**Split.** The labeled AOI is the western ``--fractions`` share of the scene (a full-height strip);
+the truth centrelines inside it are the training labels (``--aoi`` of ``geoccseg train``, so every
+road there is labeled). The rest of the scene is scored: the predicted lines and the truth are
+clipped to it, and completeness, correctness and quality (buffer ``--buffer-m``) compare them.
+
+**Arms** (:data:`ARMS`), same steps, tile, batch and labels:
+
+    scratch_sup    supervised only, from random weights
+    scratch_full   the method (pseudo-labels + confidence-level contrastive on the unlabeled rest)
+    tuned_sup      supervised only, fine-tuned from the shipped road model (``--init-from road``)
+    tuned_full     the method, fine-tuned from the shipped road model
+    shipped        the shipped road model as it is (no training: the demo)
+
+Training runs at the road model's 1 m pixels (the sample is 0.3 m) with 128-px chips.
+
+**Outputs** in ``--out``: ``results.json`` (one record per run, rewritten after each; ``--resume``
+skips those it holds), ``results.md`` (mean ± std over seeds), ``lines.png`` (truth and predicted
+lines of the first seed of each arm over the scene, at the first fraction) and ``runs/<run>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import geopandas as gpd
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+from shapely.geometry import box  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_quality import quiet_lightning  # noqa: E402
+
+from geoccseg.demo import sample_scene  # noqa: E402
+from geoccseg.errors import GeoccsegError  # noqa: E402
+from geoccseg.evaluate import evaluate  # noqa: E402
+from geoccseg.inference import PredictOptions, run_predict  # noqa: E402
+from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.io.scene import open_scene  # noqa: E402
+from geoccseg.train import TrainConfig, train  # noqa: E402
+
+DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+
+#: Arm name → TrainConfig fields (None: the shipped road model, not trained).
+ARMS: dict[str, dict | None] = {
+    "scratch_sup": {"pseudo": False, "contrastive": False},
+    "scratch_full": {},
+    "tuned_sup": {"init_from": "road", "pseudo": False, "contrastive": False},
+    "tuned_full": {"init_from": "road"},
+    "shipped": None,
+}
+#: Learning rate when fine-tuning (the pretrained weights need smaller steps than random ones).
+TUNE_LR = 1e-3
+
+
+def strips(scene: Path, fraction: float) -> tuple:
+    """The labeled western strip and the scored rest of ``scene``, in its CRS."""
+    s = open_scene(scene)
+    xmin, ymin, xmax, ymax = s.bounds
+    cut = xmin + fraction * (xmax - xmin)
+    return s.crs, box(xmin, ymin, cut, ymax), box(cut, ymin, xmax, ymax)
+
+
+def clipped(lines: gpd.GeoDataFrame, region) -> gpd.GeoDataFrame:
+    """``lines`` inside ``region``, empty pieces dropped."""
+    out = lines.clip(region)
+    return out[~out.is_empty]
+
+
+def score_rest(pred: Path, truth_rest: Path, rest, folder: Path, buffer_m: float) -> dict:
+    """Completeness, correctness and quality of the predicted lines against the truth, in the scored part."""
+    layers = gpd.list_layers(pred)["name"].tolist()
+    lines = clipped(gpd.read_file(pred, layer=layers[0]), rest)
+    path = folder / "lines_rest.gpkg"
+    with atomic_path(path, overwrite=True) as tmp:
+        lines.to_file(tmp, driver="GPKG", layer="road")
+    if lines.empty:
+        return {"completeness": 0.0, "correctness": 0.0, "quality": 0.0, "predicted_km": 0.0}
+    result = evaluate(path, truth_rest, buffer_m=buffer_m).classes[0]
+    metric = lines.to_crs(lines.estimate_utm_crs())
+    return {"completeness": result.completeness, "correctness": result.correctness, "quality": result.quality,
+            "predicted_km": float(metric.length.sum() / 1000)}
+
+
+def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth: Path, out: Path, buffer_m: float) -> dict:
+    """Train one arm on the labeled strip (unless ``shipped``), map the scene and score the rest."""
+    crs, aoi, rest = strips(scene, fraction)
+    name = f"{arm}_{fraction:g}_s{seed}"
+    folder = out / "runs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    truth_lines = gpd.read_file(truth).to_crs(crs)
+    gpd.GeoDataFrame(geometry=[aoi], crs=crs).to_file(folder / "aoi.gpkg")
+    truth_rest = folder / "truth_rest.gpkg"
+    clipped(truth_lines, rest).to_file(truth_rest)
+    start = time.perf_counter()
+    model, steps_done = folder / "model", steps
+    if ARMS[arm] is None:
+        model, steps_done = "road", 0
+    elif not (model / "bundle.json").exists():
+        settings = dict(ARMS[arm])
+        train(TrainConfig(
+            out=str(model), scenes=[str(scene)], labels=str(truth), aoi=str(folder / "aoi.gpkg"),
+            pixel_size_m=1.0, width_m=8.0, tile_px=128, batch_size=4, unlabeled_batch_size=4, max_steps=steps,
+            val_every=steps, seed=seed, lr=TUNE_LR if "init_from" in settings else TrainConfig.lr, progress=False,
+            resume=(model / "checkpoints" / "last.ckpt").is_file(), **settings,
+        ))
+    train_seconds = time.perf_counter() - start
+    pred = folder / "lines.gpkg"
+    run_predict(scene, pred, model=model, options=PredictOptions(device="cpu"), overwrite=True, progress=False)
+    return {
+        "run": name, "arm": arm, "labeled_fraction": fraction, "seed": seed, "steps": steps_done,
+        "train_seconds": round(train_seconds, 1), "labeled_lines": len(clipped(truth_lines, aoi)),
+        "scored_lines": len(clipped(truth_lines, rest)), "buffer_m": buffer_m,
+        **score_rest(pred, truth_rest, rest, folder, buffer_m),
+    }
+
+
+def summarise(records: Sequence[dict]) -> str:
+    """Markdown table: mean ± sample std over seeds per (fraction, arm)."""
+    lines = ["| labeled strip | labeled lines | arm | seeds | completeness | correctness | quality | train minutes |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def ms(values: list[float]) -> str:
+        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+    for fraction in sorted({r["labeled_fraction"] for r in records}):
+        for arm in ARMS:
+            rs = [r for r in records if r["arm"] == arm and r["labeled_fraction"] == fraction]
+            if rs:
+                lines.append(
+                    f"| {fraction:.0%} | {rs[0]['labeled_lines']} | {arm} | {len(rs)} | {ms([r['completeness'] for r in rs])} | "
+                    f"{ms([r['correctness'] for r in rs])} | {ms([r['quality'] for r in rs])} | "
+                    f"{np.mean([r['train_seconds'] for r in rs]) / 60:.1f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot_lines(records: Sequence[dict], scene: Path, truth: Path, out: Path) -> None:
+    """One panel per arm (first seed, first fraction): image, truth lines (cyan), predicted lines (red)."""
+    fraction = min(r["labeled_fraction"] for r in records)
+    runs = [min((r for r in records if r["arm"] == arm and r["labeled_fraction"] == fraction), key=lambda r: r["seed"])
+            for arm in ARMS if any(r["arm"] == arm and r["labeled_fraction"] == fraction for r in records)]
+    with rasterio.open(scene) as ds:
+        image = np.moveaxis(ds.read([1, 2, 3], out_shape=(3, ds.height // 2, ds.width // 2)), 0, -1)
+        extent = (ds.bounds.left, ds.bounds.right, ds.bounds.bottom, ds.bounds.top)
+        crs = ds.crs
+    aspect = 1 / np.cos(np.radians((extent[2] + extent[3]) / 2)) if crs.is_geographic else 1.0
+    _, aoi, _ = strips(scene, fraction)
+    truth_lines = gpd.read_file(truth).to_crs(crs)
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4.6), squeeze=False)
+    for ax, r in zip(axes[0], runs):
+        ax.imshow(image, extent=extent)
+        truth_lines.plot(ax=ax, color="cyan", linewidth=0.8)
+        pred = out / "runs" / r["run"] / "lines.gpkg"
+        layers = gpd.list_layers(pred)["name"].tolist()
+        lines = gpd.read_file(pred, layer=layers[0])
+        if len(lines):
+            lines.plot(ax=ax, color="#ff2d2d", linewidth=1.4)
+        gpd.GeoSeries([aoi], crs=crs).boundary.plot(ax=ax, color="yellow", linewidth=1.2)
+        ax.set_title(f"{r['arm']}: completeness {r['completeness']:.2f}, correctness {r['correctness']:.2f}", fontsize=8)
+        ax.set_aspect(aspect)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"labels inside the yellow strip ({fraction:.0%} of the scene); truth cyan, predicted red; scored east of the strip", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out / "lines.png", overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scene", type=Path, default=sample_scene(), help="GeoTIFF scene (default: the shipped sample)")
+    p.add_argument("--truth", type=Path, default=DATA / "spacenet-vegas" / "vegas_img0_roads.geojson", help="truth road centrelines")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.4], help="labeled western strip, share of the scene width")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--buffer-m", type=float, default=5.0)
+    p.add_argument("--resume", action="store_true", help="keep out/results.json and skip its runs")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    quiet_lightning()
+    results = args.out / "results.json"
+    if results.exists() and not args.resume:
+        print(f"benchmark_own_scene: error: {results} exists; pass --resume to continue it or choose another --out", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    records = json.loads(results.read_text()) if results.exists() else []
+    done = {r["run"] for r in records}
+    try:
+        for fraction in args.fractions:
+            for seed in args.seeds:
+                for arm in args.arms:
+                    if f"{arm}_{fraction:g}_s{seed}" in done or (arm == "shipped" and seed != args.seeds[0]):
+                        continue
+                    record = run_one(arm, fraction, seed, args.steps, args.scene, args.truth, args.out, args.buffer_m)
+                    records.append(record)
+                    print(f"{record['run']}: completeness {record['completeness']:.3f}, correctness {record['correctness']:.3f}, "
+                          f"quality {record['quality']:.3f} ({record['train_seconds'] / 60:.1f} min)", flush=True)
+                    with atomic_path(results, overwrite=True) as tmp:
+                        tmp.write_text(json.dumps(records, indent=2) + "\n")
+    except GeoccsegError as exc:
+        print(f"benchmark_own_scene: error: {exc}", file=sys.stderr)
+        return 2
+    with atomic_path(args.out / "results.md", overwrite=True) as tmp:
+        tmp.write_text(summarise(records))
+    plot_lines(records, args.scene, args.truth, args.out)
+    print(summarise(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
