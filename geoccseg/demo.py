@@ -26,6 +26,12 @@ from geoccseg.io.atomic import atomic_path  # noqa: E402
 
 ASSETS = files("geoccseg") / "assets"
 
+TRANSFER_NOTE = (
+    "note: the shipped road model learned New England roads (Massachusetts, 1 m) and misses most roads of\n"
+    "this Las Vegas scene. To map roads of another region, label the roads of a strip of your scene and\n"
+    "train on it (geoccseg train --scene S --labels L --aoi STRIP); see 'Your own scene' in the README."
+)
+
 
 def sample_scene() -> Path:
     """Path of the shipped sample scene (SpaceNet Las Vegas chip, CC BY-SA 4.0)."""
@@ -41,12 +47,14 @@ class DemoResult:
     probabilities: Path
     preview: Path
     predict: PredictResult
+    model: str = "road"
 
     def summary(self) -> str:
         lines = sum(self.predict.lines.values())
         return (
             f"{lines} road lines, {self.predict.length_km:.2f} km in total, in {self.predict.seconds:.1f} s\n"
             f"  lines:       {self.vectors}\n  probability: {self.probabilities}\n  preview:     {self.preview}"
+            + (f"\n{TRANSFER_NOTE}" if self.model == "road" else "")
         )
 
 
@@ -58,7 +66,7 @@ def run_demo(out_dir: str | os.PathLike = "geoccseg-demo", model: str = "road", 
     vectors, prob = folder / "roads.gpkg", folder / "road_probability.tif"
     result = run_predict(scene, vectors, model=model, prob_out=prob, overwrite=True, progress=progress)
     preview = render_preview(scene, prob, vectors, folder / "preview.png")
-    return DemoResult(folder=folder, vectors=vectors, probabilities=prob, preview=preview, predict=result)
+    return DemoResult(folder=folder, vectors=vectors, probabilities=prob, preview=preview, predict=result, model=model)
 
 
 def render_preview(scene: str | os.PathLike, prob: str | os.PathLike, vectors: str | os.PathLike, out: str | os.PathLike, max_px: int = 1000) -> Path:

@@ -36,7 +36,7 @@ def test_demo_writes_roads_over_the_sample(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "road lines" in result.output and " km in total" in result.output
+    assert "road lines" in result.output and " km in total" in result.output and "--aoi STRIP" in result.output
     roads = gpd.read_file(out / "roads.gpkg", layer="road")
     assert roads.crs.to_epsg() == 4326
     assert {"class", "length_m", "width_m", "probability"} <= set(roads.columns)
