@@ -639,7 +639,10 @@ def summarise(records: Sequence[dict]) -> str:
             lines += [f"**{len(cut)} run(s) stopped at the time cap before {first['max_steps']} steps:** {', '.join(cut)}.", ""]
         for base in ("sup_ce", "sup_imbalance"):
             for fraction, share in gap_closed(group, base).items():
-                lines.append(f"- `full` at fraction {fraction:g} closes {share:.0%} of the F1 gap between `{base}` and `fully_supervised`.")
+                if share >= 0:
+                    lines.append(f"- `full` at fraction {fraction:g} closes {share:.0%} of the F1 gap between `{base}` and `fully_supervised`.")
+                else:
+                    lines.append(f"- `full` at fraction {fraction:g} scores *below* `{base}`: it closes none of the F1 gap to `fully_supervised`.")
             for fraction, diffs in paired_differences(group, base).items():
                 per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
                 lines.append(f"- `full` − `{base}` at fraction {fraction:g}, paired by seed (same labeled images): "

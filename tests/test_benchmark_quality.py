@@ -158,6 +158,9 @@ def test_summarise_gives_mean_and_sample_std() -> None:
     assert "time cap" not in table
     # the sweep table: full at 0.01 and 0.1 and, through the fully supervised run, at 1.0
     assert "| 0.01 | 0.125 |\n| 0.1 | 0.600 ± 0.141 |\n| 1 | 0.900 |" in table
+    # a method below its baseline is said so, not as a negative share of the gap
+    records.append(_record("sup_imbalance", 0.1, 0, 0.7))
+    assert "- `full` at fraction 0.1 scores *below* `sup_imbalance`: it closes none of the F1 gap to `fully_supervised`." in bq.summarise(records)
 
 
 def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
