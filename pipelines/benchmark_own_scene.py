@@ -180,6 +180,8 @@ def plot_lines(records: Sequence[dict], scene: Path, truth: Path, out: Path) -> 
         ax.set_aspect(aspect)
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_xlabel("")
+        ax.set_ylabel("")
     fig.suptitle(f"labels inside the yellow strip ({fraction:.0%} of the scene); truth cyan, predicted red; scored east of the strip", fontsize=9)
     fig.tight_layout()
     with atomic_path(out / "lines.png", overwrite=True) as tmp:
