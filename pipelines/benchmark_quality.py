@@ -639,7 +639,9 @@ def summarise(records: Sequence[dict]) -> str:
             lines += [f"**{len(cut)} run(s) stopped at the time cap before {first['max_steps']} steps:** {', '.join(cut)}.", ""]
         for base in ("sup_ce", "sup_imbalance"):
             for fraction, share in gap_closed(group, base).items():
-                if share >= 0:
+                if share > 1:
+                    lines.append(f"- `full` at fraction {fraction:g} scores *above* `fully_supervised` (and `{base}`) at this budget.")
+                elif share >= 0:
                     lines.append(f"- `full` at fraction {fraction:g} closes {share:.0%} of the F1 gap between `{base}` and `fully_supervised`.")
                 else:
                     lines.append(f"- `full` at fraction {fraction:g} scores *below* `{base}`: it closes none of the F1 gap to `fully_supervised`.")

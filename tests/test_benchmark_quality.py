@@ -161,6 +161,9 @@ def test_summarise_gives_mean_and_sample_std() -> None:
     # a method below its baseline is said so, not as a negative share of the gap
     records.append(_record("sup_imbalance", 0.1, 0, 0.7))
     assert "- `full` at fraction 0.1 scores *below* `sup_imbalance`: it closes none of the F1 gap to `fully_supervised`." in bq.summarise(records)
+    # full at 0.1 averages (0.5 + 0.7 + 1 + 1 + 1) / 5 = 0.84, the fully supervised run (0.9 + 0.7) / 2 = 0.8
+    records += [_record("full", 0.1, seed, 1.0) for seed in (2, 3, 4)] + [_record("fully_supervised", 1.0, 1, 0.7)]
+    assert "- `full` at fraction 0.1 scores *above* `fully_supervised` (and `sup_ce`) at this budget." in bq.summarise(records)
 
 
 def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
