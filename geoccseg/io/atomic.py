@@ -67,11 +67,10 @@ def remove_stale(dest: str | os.PathLike) -> list[Path]:
         The removed paths.
     """
     dest = Path(dest)
-    folder = dest.parent if str(dest.parent) else Path(".")
     pattern = re.compile(rf"^\.{re.escape(dest.stem)}\.(?P<host>.+)-(?P<pid>\d+)\.[^.]+")
     host, removed = socket.gethostname(), []
     with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
+        for entry in dest.parent.iterdir():
             match = pattern.match(entry.name)
             if not match or match["host"] != host or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
                 continue
@@ -89,7 +88,7 @@ def scratch_dir(dest: str | os.PathLike) -> Iterator[Path]:
     place), removed on exit; stale ones of dead processes are removed first."""
     dest = Path(dest)
     remove_stale(dest)
-    with tempfile.TemporaryDirectory(prefix=temp_prefix(dest), dir=dest.parent if str(dest.parent) else ".") as work:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(dest), dir=dest.parent) as work:
         yield Path(work)
 
 
