@@ -31,7 +31,6 @@ lines of the first seed of each arm over the scene, at the first fraction) and `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -48,7 +47,7 @@ import rasterio  # noqa: E402
 from shapely.geometry import box  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_quality import quiet_lightning  # noqa: E402
+from benchmark_quality import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 
 from geoccseg.demo import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
@@ -101,10 +100,15 @@ def score_rest(pred: Path, truth_rest: Path, rest, folder: Path, buffer_m: float
             "predicted_km": float(metric.length.sum() / 1000)}
 
 
+def run_name(arm: str, fraction: float, seed: int) -> str:
+    """Folder and record name of a run, e.g. ``scratch_full_0.4_s0``."""
+    return f"{arm}_{fraction:g}_s{seed}"
+
+
 def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth: Path, out: Path, buffer_m: float) -> dict:
     """Train one arm on the labeled strip (unless ``shipped``), map the scene and score the rest."""
     crs, aoi, rest = strips(scene, fraction)
-    name = f"{arm}_{fraction:g}_s{seed}"
+    name = run_name(arm, fraction, seed)
     folder = out / "runs" / name
     folder.mkdir(parents=True, exist_ok=True)
     truth_lines = gpd.read_file(truth).to_crs(crs)
@@ -139,16 +143,13 @@ def summarise(records: Sequence[dict]) -> str:
     lines = ["| labeled strip | labeled lines | arm | seeds | completeness | correctness | quality | train minutes |",
              "|---|---|---|---|---|---|---|---|"]
 
-    def ms(values: list[float]) -> str:
-        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
-
     for fraction in sorted({r["labeled_fraction"] for r in records}):
         for arm in ARMS:
             rs = [r for r in records if r["arm"] == arm and r["labeled_fraction"] == fraction]
             if rs:
                 lines.append(
-                    f"| {fraction:.0%} | {rs[0]['labeled_lines']} | {arm} | {len(rs)} | {ms([r['completeness'] for r in rs])} | "
-                    f"{ms([r['correctness'] for r in rs])} | {ms([r['quality'] for r in rs])} | "
+                    f"| {fraction:.0%} | {rs[0]['labeled_lines']} | {arm} | {len(rs)} | {mean_std([r['completeness'] for r in rs])} | "
+                    f"{mean_std([r['correctness'] for r in rs])} | {mean_std([r['quality'] for r in rs])} | "
                     f"{np.mean([r['train_seconds'] for r in rs]) / 60:.1f} |"
                 )
     return "\n".join(lines) + "\n"
@@ -207,20 +208,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"benchmark_own_scene: error: {results} exists; pass --resume to continue it or choose another --out", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    records = json.loads(results.read_text()) if results.exists() else []
-    done = {r["run"] for r in records}
     try:
+        records = load_records(results)
+        done = {r["run"] for r in records}
         for fraction in args.fractions:
             for seed in args.seeds:
                 for arm in args.arms:
-                    if f"{arm}_{fraction:g}_s{seed}" in done or (arm == "shipped" and seed != args.seeds[0]):
+                    if run_name(arm, fraction, seed) in done or (arm == "shipped" and seed != args.seeds[0]):
                         continue
                     record = run_one(arm, fraction, seed, args.steps, args.scene, args.truth, args.out, args.buffer_m)
                     records.append(record)
                     print(f"{record['run']}: completeness {record['completeness']:.3f}, correctness {record['correctness']:.3f}, "
                           f"quality {record['quality']:.3f} ({record['train_seconds'] / 60:.1f} min)", flush=True)
-                    with atomic_path(results, overwrite=True) as tmp:
-                        tmp.write_text(json.dumps(records, indent=2) + "\n")
+                    write_json(results, records)
     except GeoccsegError as exc:
         print(f"benchmark_own_scene: error: {exc}", file=sys.stderr)
         return 2

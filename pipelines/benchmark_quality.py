@@ -566,7 +566,7 @@ def _std(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float]) -> str:
     """``mean ± sample std`` with three decimals; the mean alone for one value."""
     if len(values) == 1:
         return f"{float(values[0]):.3f}"
@@ -630,7 +630,7 @@ def summarise(records: Sequence[dict]) -> str:
         for arm, fraction in rows:
             rs = [r for r in group if r["arm"] == arm and r["labeled_fraction"] == fraction]
             cells = [arm, f"{fraction:g}", "/".join(sorted({str(r["n_labeled"]) for r in rs})), str(len(rs))]
-            cells += [_mean_std([r[k] for r in rs]) for k in keys]
+            cells += [mean_std([r[k] for r in rs]) for k in keys]
             cells += [f"{np.mean([r['steps'] for r in rs]):.0f}", f"{np.mean([r['train_seconds'] for r in rs]) / 60:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -657,7 +657,7 @@ def summarise(records: Sequence[dict]) -> str:
             lines += ["F1 by labeled fraction (at 1.0 both arms are the fully supervised run):", "",
                       "| labeled fraction | " + " | ".join(curves) + " |", "|" + "---|" * (len(curves) + 1)]
             for f in fractions:
-                cells = [_mean_std(curves[arm][f]) if f in curves[arm] else "" for arm in curves]
+                cells = [mean_std(curves[arm][f]) if f in curves[arm] else "" for arm in curves]
                 lines.append(f"| {f:g} | " + " | ".join(cells) + " |")
             lines.append("")
     return "\n".join(lines)
