@@ -62,7 +62,7 @@ def run_variant(name: str, dataset: str, folders: dict[str, Path], labeled: list
     The run is the benchmark's (:func:`benchmark_quality.train_config`, cpu profile, validated every
     50 steps) with the variant's settings on top."""
     ds = bq.DATASETS[dataset]
-    profile = replace(bq.PROFILES["cpu"], max_steps=max_steps, val_every=min(50, max_steps))
+    profile = replace(bq.PROFILES["cpu"].with_steps(max_steps), val_every=min(50, max_steps))
     spec = bq.RunSpec(arm="full", labeled_fraction=labeled_fraction, seed=seed)
     config = bq.train_config(spec, dataset, profile, folders, labeled, [], out / "runs" / name, **VARIANTS[name])
     result = train(config)

@@ -119,6 +119,10 @@ class Profile:
     encoder: str = "light"
     train: dict = field(default_factory=dict)
 
+    def with_steps(self, max_steps: int) -> Profile:
+        """This budget with ``max_steps`` steps (named ``<name>+<N>steps``; validation at least once)."""
+        return replace(self, name=f"{self.name}+{max_steps}steps", max_steps=max_steps, val_every=min(self.val_every, max_steps))
+
 
 #: The budgets. ``quick``: the whole pipeline in about half a minute per arm on 2 CPU cores, for
 #: tests (the unlabeled terms start at step 2 so that every loss term runs; 4 test images are
@@ -796,8 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.encoder:
         profile = replace(profile, name=f"{profile.name}+{args.encoder}", encoder=args.encoder)
     if args.max_steps:
-        profile = replace(profile, name=f"{profile.name}+{args.max_steps}steps", max_steps=args.max_steps,
-                          val_every=min(profile.val_every, args.max_steps))
+        profile = profile.with_steps(args.max_steps)
     start = time.perf_counter()
     try:
         records = run_benchmark(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -49,12 +48,6 @@ MODELS = {
 ARM = "fully_supervised"
 
 
-def cpu_profile(max_steps: int) -> bq.Profile:
-    """The benchmark's cpu profile with the step budget the README's tables were measured with."""
-    base = bq.PROFILES["cpu"]
-    return replace(base, name=f"cpu+{max_steps}steps", max_steps=max_steps, val_every=min(base.val_every, max_steps))
-
-
 #: Arms a default model may come from: the method, or full supervision.
 CANDIDATE_ARMS = ("full", ARM)
 
@@ -69,7 +62,7 @@ def best_run(records: list[dict], out: Path) -> dict:
 def export(name: str, bench_root: Path, data_root: Path, max_steps: int = 300, seed: int = 0) -> Path:
     """Train (or reuse) the benchmark run of a default model and export it as a float16 bundle."""
     spec = MODELS[name]
-    profile = cpu_profile(max_steps)
+    profile = bq.PROFILES["cpu"].with_steps(max_steps)
     out = bench_root / f"{spec['dataset']}-cpu"
     records = bq.run_benchmark(spec["dataset"], data_root / spec["data"], out, profile=profile, seeds=(seed,),
                                arms=(ARM,), resume=(out / "results.json").exists())
