@@ -118,7 +118,7 @@ def train(config: TrainConfig) -> TrainResult:
     classes = data.classes
     if start is not None:
         check_fits(start, data)
-        model_config = ModelConfig.from_dict(start.meta.model)
+        model_config = start.model.config  # parsed and checked by load_bundle
     else:
         model_config = ModelConfig(
             in_channels=data.num_bands, num_classes=len(classes) + 1, encoder=c.encoder, fusion=c.fusion,
