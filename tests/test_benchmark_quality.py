@@ -23,15 +23,16 @@ SCRIPT = ROOT / "pipelines" / "benchmark_quality.py"
 METRICS = ("precision", "recall", "f1", "iou", "ods_f1", "ois_f1", "select_f1")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_quality", SCRIPT)
+def _load_script(name: str):
+    """Import ``pipelines/<name>.py`` (the pipelines are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "pipelines" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module by name
     spec.loader.exec_module(module)
     return module
 
 
-bq = _load_script()
+bq = _load_script("benchmark_quality")
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +168,7 @@ def test_summarise_gives_mean_and_sample_std() -> None:
 
 
 def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
-    spec = importlib.util.spec_from_file_location("ablate_loss", ROOT / "pipelines" / "ablate_loss.py")
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
+    ablation = _load_script("ablate_loss")
     from geoccseg.train import TrainConfig
 
     folders = {"train": Path("train"), "select": Path("select")}
@@ -185,9 +184,7 @@ def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
 
 
 def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path) -> None:
-    spec = importlib.util.spec_from_file_location("diagnose_pseudo_labels", ROOT / "pipelines" / "diagnose_pseudo_labels.py")
-    diag = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diag)
+    diag = _load_script("diagnose_pseudo_labels")
     from geoccseg.io.bundle import resolve_model
 
     cfd = data_dir / "cfd"
@@ -204,9 +201,7 @@ def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path) -> None:
 
 
 def test_own_scene_benchmark_scores_the_unlabeled_part(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("benchmark_own_scene", ROOT / "pipelines" / "benchmark_own_scene.py")
-    own = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(own)
+    own = _load_script("benchmark_own_scene")
     out = tmp_path / "own"
     assert own.main(["--steps", "2", "--arms", "scratch_sup", "shipped", "--out", str(out)]) == 0
     records = json.loads((out / "results.json").read_text())
