@@ -113,8 +113,8 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
     folder.mkdir(parents=True, exist_ok=True)
     truth_lines = gpd.read_file(truth).to_crs(crs)
     gpd.GeoDataFrame(geometry=[aoi], crs=crs).to_file(folder / "aoi.gpkg")
-    truth_rest = folder / "truth_rest.gpkg"
-    clipped(truth_lines, rest).to_file(truth_rest)
+    truth_rest, scored = folder / "truth_rest.gpkg", clipped(truth_lines, rest)
+    scored.to_file(truth_rest)
     start = time.perf_counter()
     model, steps_done = folder / "model", steps
     if ARMS[arm] is None:
@@ -133,7 +133,7 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
     return {
         "run": name, "arm": arm, "labeled_fraction": fraction, "seed": seed, "steps": steps_done,
         "train_seconds": round(train_seconds, 1), "labeled_lines": len(clipped(truth_lines, aoi)),
-        "scored_lines": len(clipped(truth_lines, rest)), "buffer_m": buffer_m,
+        "scored_lines": len(scored), "buffer_m": buffer_m,
         **score_rest(pred, truth_rest, rest, folder, buffer_m),
     }
 
