@@ -21,8 +21,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
+from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference.pipeline import PredictResult, run_predict  # noqa: E402
-from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.io.atomic import atomic_path, check_writable  # noqa: E402
 
 ASSETS = files("geoccseg") / "assets"
 
@@ -59,18 +60,31 @@ class DemoResult:
 
 
 def run_demo(out_dir: str | os.PathLike = "geoccseg-demo", model: str = "road", progress: bool = True) -> DemoResult:
-    """Run prediction and vectorisation on the sample scene; outputs in ``out_dir`` (replaced)."""
+    """Run prediction and vectorisation on the sample scene; outputs in ``out_dir`` (its three
+    demo files are replaced; nothing else in it is touched).
+
+    Raises:
+        GeoccsegError: ``out_dir`` is a file or cannot be created, or a folder stands in place of
+            an output; before any computation.
+    """
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise GeoccsegError(f"{folder} exists and is not a folder; give the demo a folder with -o, e.g. geoccseg-demo")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GeoccsegError(f"cannot create the demo folder {folder} ({exc.strerror}); choose another folder with -o") from None
     scene = sample_scene()
     vectors, prob = folder / "roads.gpkg", folder / "road_probability.tif"
+    check_writable(folder / "preview.png", overwrite=True)
     result = run_predict(scene, vectors, model=model, prob_out=prob, overwrite=True, progress=progress)
     preview = render_preview(scene, prob, vectors, folder / "preview.png")
     return DemoResult(folder=folder, vectors=vectors, probabilities=prob, preview=preview, predict=result, model=model)
 
 
 def render_preview(scene: str | os.PathLike, prob: str | os.PathLike, vectors: str | os.PathLike, out: str | os.PathLike, max_px: int = 1000) -> Path:
-    """Three panels: the image, the predicted probability, and the lines over the image."""
+    """Three panels: the image, the predicted probability, and the lines over the image (PNG ``out``, replaced)."""
+    out = check_writable(out, overwrite=True, example="preview.png")
     with rasterio.open(scene) as ds:
         scale = max(1, int(np.ceil(max(ds.width, ds.height) / max_px)))
         shape = (ds.height // scale, ds.width // scale)
@@ -111,7 +125,6 @@ def render_preview(scene: str | os.PathLike, prob: str | os.PathLike, vectors: s
         ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    out = Path(out)
     with atomic_path(out, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)

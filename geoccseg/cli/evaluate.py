@@ -9,7 +9,8 @@ import click
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.report import DEFAULT_LINE_WIDTH_M, evaluate
-from geoccseg.io.atomic import atomic_path, check_writable
+from geoccseg.evaluate.files import match_files
+from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 
 
 def _parse_classes(text: str | None) -> list[int] | None:
@@ -32,7 +33,7 @@ def _parse_classes(text: str | None) -> list[int] | None:
     help="Width of vector lines burnt onto a raster for pixel metrics, metres.",
 )
 @click.option("--classes", default=None, help="Class values to score in class maps, e.g. 1,2 (default: binary masks).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the metrics as JSON here (replaced if present).")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics as JSON to this file (a file there is replaced; never a folder or an input).")
 def command(
     pred: Path,
     truth: Path,
@@ -41,7 +42,7 @@ def command(
     buffer_m: float,
     line_width_m: float,
     classes: str | None,
-    json_path: Path | None,
+    json_path: str | None,  # as typed: a trailing / names a folder
 ) -> None:
     """Score PRED against TRUTH: files, or folders matched by file name.
 
@@ -49,7 +50,8 @@ def command(
     GeoJSON, FlatGeobuf, Shapefile) can be mixed.
     """
     if json_path is not None:
-        check_writable(json_path, overwrite=True)
+        check_writable(json_path, overwrite=True, example="scores.json")
+        check_not_input(json_path, [path for pair in match_files(pred, truth) for path in pair])
     result = evaluate(
         pred, truth, threshold=threshold, tolerance_px=tolerance_px, buffer_m=buffer_m,
         classes=_parse_classes(classes), line_width_m=line_width_m,

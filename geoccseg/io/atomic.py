@@ -7,6 +7,11 @@ Temporary files and work folders are named ``.<stem>.<host>-<pid>.<random>`` bes
 A process killed outright (SIGKILL, out of memory) cannot remove its own; the next run writing the
 same output removes those of dead processes of the same host (:func:`remove_stale`), and leaves
 alone those of live processes and of other hosts (which may still be running on a shared folder).
+
+Nothing else is ever removed: a folder, device or pipe where a file is expected is refused
+(:func:`check_writable`), an existing file is replaced only with ``overwrite``, and without it
+the final move cannot replace a file that appeared meanwhile (:func:`move_into_place`). Outputs
+that are also inputs are refused by the commands with :func:`check_not_input`.
 """
 
 from __future__ import annotations
@@ -17,27 +22,69 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from geoccseg.errors import GeoccsegError
 
 
-def check_writable(dest: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Validate that ``dest`` can be written: its folder exists and is writable, and it is new.
+def check_writable(dest: str | os.PathLike, overwrite: bool = False, *, example: str | None = None) -> Path:
+    """Validate that the file ``dest`` can be written: it is not a folder (nor a device or pipe),
+    it is new unless ``overwrite``, and its folder exists and accepts new files (tried for real,
+    with a temporary file created and removed at once, so ``/proc``, read-only mounts and the like
+    are caught before any work).
+
+    Args:
+        dest: the output file.
+        overwrite: an existing file may be replaced.
+        example: file name suggested when ``dest`` is a folder (default ``output`` + its extension).
+
+    Returns:
+        ``dest`` as a Path.
 
     Raises:
-        GeoccsegError: if the output exists without ``overwrite`` or its folder is not writable.
+        GeoccsegError: a folder, device or pipe at ``dest``; an existing file without ``overwrite``;
+            a folder that is missing or accepts no new file.
+    """
+    text = os.fspath(dest)
+    dest = Path(dest)
+    if dest.is_dir() or text.endswith(("/", os.sep)):
+        what = "is a folder" if dest.is_dir() else "names a folder"
+        raise GeoccsegError(f"{text} {what}; give a file name such as {dest / (example or f'output{dest.suffix}')}")
+    if os.path.lexists(dest):
+        if dest.exists() and not dest.is_file():
+            raise GeoccsegError(f"{dest} exists and is not a regular file (a device, pipe or socket); give another file name")
+        if not overwrite:
+            raise GeoccsegError(f"{dest} already exists; pass --overwrite to replace it")
+    parent = dest.parent
+    if not parent.is_dir():
+        if parent.exists():
+            raise GeoccsegError(f"cannot write {dest}: {parent} is a file, not a folder; choose another output path")
+        raise GeoccsegError(f"cannot write {dest}: folder {parent} does not exist; create it first")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise GeoccsegError(f"cannot write {dest}: no file can be created in folder {parent} ({exc.strerror}); choose another output path") from None
+    os.close(fd)
+    os.unlink(probe)
+    return dest
+
+
+def check_not_input(dest: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse an output that is one of the inputs: the same path once links are resolved, or the
+    same file (device and inode, which also catches hard links).
+
+    Raises:
+        GeoccsegError: ``dest`` is one of ``inputs``.
     """
     dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise GeoccsegError(f"{dest} already exists; pass --overwrite to replace it")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise GeoccsegError(f"cannot write {dest}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise GeoccsegError(f"cannot write {dest}: folder {parent} is not writable; choose another output path")
-    return dest
+    for src in inputs:
+        same = dest.resolve() == Path(src).resolve()
+        if not same:
+            with contextlib.suppress(OSError):  # either file missing: not the same file
+                same = os.path.samefile(dest, src)
+        if same:
+            raise GeoccsegError(f"{dest} is also an input ({src}); write the output to another path")
 
 
 def _owner() -> str:
@@ -88,29 +135,72 @@ def scratch_dir(dest: str | os.PathLike) -> Iterator[Path]:
     place), removed on exit; stale ones of dead processes are removed first."""
     dest = Path(dest)
     remove_stale(dest)
-    with tempfile.TemporaryDirectory(prefix=temp_prefix(dest), dir=dest.parent) as work:
-        yield Path(work)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), dir=dest.parent))
+    except OSError as exc:
+        raise GeoccsegError(f"cannot write {dest}: no work folder can be created in {dest.parent} ({exc.strerror}); choose another output path") from None
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def move_into_place(tmp: str | os.PathLike, dest: str | os.PathLike, overwrite: bool = False) -> None:
+    """Move the finished temporary ``tmp`` to ``dest``, never over a folder, and over an existing
+    file only with ``overwrite``.
+
+    Without ``overwrite`` the move cannot replace anything: a hard link ``dest`` -> ``tmp`` fails
+    when ``dest`` exists (a file another run wrote since this one started is kept), then ``tmp``
+    is unlinked. Where the file system has no hard links (some network or FAT mounts), ``dest`` is
+    checked just before a plain rename instead.
+
+    Raises:
+        GeoccsegError: a folder at ``dest``, or a file without ``overwrite``; ``tmp`` stays for the
+            caller to remove.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    if dest.is_dir():
+        raise GeoccsegError(f"{dest} is a folder (it appeared while this run was writing); it was left as it is; give a file name")
+    appeared = GeoccsegError(f"{dest} appeared while this run was writing it (another run?); it was left as it is; pass --overwrite to replace it")
+    if overwrite and not tmp.is_dir():
+        os.replace(tmp, dest)  # a file never replaces a folder (EISDIR), whatever happened since the check
+        return
+    if tmp.is_dir():
+        if os.path.lexists(dest):
+            raise appeared
+        os.rename(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest, follow_symlinks=False)
+    except FileExistsError:
+        raise appeared from None
+    except OSError:  # no hard links on this file system
+        if os.path.lexists(dest):
+            raise appeared from None
+        os.rename(tmp, dest)
+        return
+    os.unlink(tmp)
 
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success it is renamed to ``dest``.
+    """Yield a temporary path beside ``dest``; on success it is moved to ``dest``.
 
     The temporary name keeps the extension of ``dest`` so that format drivers chosen by extension
     (GDAL, OGR) pick the right one. On any exception the temporary file is removed and ``dest`` is
-    left as it was.
+    left as it was. A folder at ``dest`` is never removed or replaced, and a file at ``dest`` is
+    replaced only with ``overwrite``, also when it appeared while the caller was writing
+    (:func:`move_into_place`).
     """
     dest = check_writable(dest, overwrite)
     remove_stale(dest)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=f".part{dest.suffix}", dir=dest.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=f".part{dest.suffix}", dir=dest.parent)
     os.close(fd)
     os.unlink(tmp)  # drivers want to create the file themselves
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(tmp_path, dest)
+        move_into_place(tmp_path, dest, overwrite)
     finally:
         if tmp_path.is_dir():
             shutil.rmtree(tmp_path, ignore_errors=True)

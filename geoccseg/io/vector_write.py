@@ -4,14 +4,13 @@ The format follows the extension. A GeoPackage gets one layer per class, named a
 single-layer formats get all classes in one layer, told apart by the ``class`` column. The CRS
 is always written. Files are written under a temporary name and renamed when complete
 (:func:`geoccseg.io.atomic.atomic_path`); a Shapefile and its sidecar files are written into a
-temporary folder and moved into place together.
+temporary folder and moved into place together. A folder where a file is expected is refused,
+never removed.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import geopandas as gpd
@@ -20,7 +19,7 @@ import pyogrio
 from pyproj import CRS
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.atomic import atomic_path, check_writable
+from geoccseg.io.atomic import atomic_path, check_writable, move_into_place, scratch_dir
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".shp": "ESRI Shapefile"}
 _SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
@@ -64,7 +63,7 @@ def write_vectors(
     """
     path = Path(path)
     driver = vector_driver(path)
-    check_writable(path, overwrite)
+    check_writable(path, overwrite, example=f"lines{path.suffix}")
     if not layers:
         raise GeoccsegError(f"nothing to write to {path}: no layers given; pass one GeoDataFrame per class")
     target = _target_crs(layers, crs)
@@ -110,28 +109,30 @@ def _write(frame: gpd.GeoDataFrame, path: Path, layer: str, driver: str) -> None
 
 
 def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> None:
-    """Write a Shapefile and its sidecars in a temporary folder, then move them all into place."""
-    taken = [path.with_suffix(ext) for ext in _SHAPEFILE_PARTS if path.with_suffix(ext).exists()]
-    if taken and not overwrite:
-        raise GeoccsegError(f"{taken[0]} already exists; pass --overwrite to replace it")
+    """Write a Shapefile and its sidecars in a work folder, then move them all into place.
+
+    With ``overwrite`` the sidecars of the old Shapefile are removed (an old ``.qix`` index would
+    not match the new file); without it none may exist. A folder in place of any part is refused.
+    """
+    for ext in _SHAPEFILE_PARTS:
+        check_writable(path.with_suffix(ext), overwrite, example=f"roads{ext}")
+    taken = [path.with_suffix(ext) for ext in _SHAPEFILE_PARTS if path.with_suffix(ext).is_file()]
     # DBF field names hold 10 characters: cut them here rather than let GDAL warn about it.
     frame = frame.rename(columns={c: c[:10] for c in frame.columns if c != frame.geometry.name and len(c) > 10})
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent))
     moved: list[Path] = []
-    try:
-        _write(frame, staging / path.name, path.stem, "ESRI Shapefile")
-        with atomic_path(path, overwrite) as tmp:
-            for old in taken:
-                old.unlink()
-            for part in sorted(staging.iterdir()):
-                if part.name != path.name:
-                    dest = path.with_suffix(part.suffix)
-                    os.replace(part, dest)
-                    moved.append(dest)
-            os.replace(staging / path.name, tmp)
-    except BaseException:
-        for dest in moved:
-            dest.unlink(missing_ok=True)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with scratch_dir(path) as staging:
+        try:
+            _write(frame, staging / path.name, path.stem, "ESRI Shapefile")
+            with atomic_path(path, overwrite) as tmp:
+                for old in taken:
+                    old.unlink(missing_ok=True)
+                for part in sorted(staging.iterdir()):
+                    if part.name != path.name:
+                        dest = path.with_suffix(part.suffix)
+                        move_into_place(part, dest, overwrite)
+                        moved.append(dest)
+                os.replace(staging / path.name, tmp)
+        except BaseException:
+            for dest in moved:
+                dest.unlink(missing_ok=True)
+            raise
