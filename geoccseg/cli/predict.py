@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from geoccseg.inference.cog import PROB_DTYPES
+from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
 from geoccseg.inference.pipeline import run_predict
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.vectorize import VectorizeParams
@@ -16,13 +16,13 @@ _DEFAULTS = VectorizeParams()
 
 @click.command("predict")
 @click.argument("scene", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Lines file: .gpkg (one layer per class), .geojson, .fgb or .shp.")
 @click.option("--model", default="road", show_default=True, help="Shipped model (road, crack) or a bundle folder written by `geoccseg train`.")
-@click.option("--prob-out", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also keep the probability Cloud-Optimised GeoTIFF here.")
-@click.option("--prob-dtype", type=click.Choice(PROB_DTYPES), default="uint8", show_default=True,
-              help="Probability raster type: uint8 (p x 255) or float16.")
+@click.option("--prob-out", type=click.Path(path_type=Path),
+              help="Also keep the probability Cloud-Optimised GeoTIFF here (.tif or .tiff).")
+@click.option("--prob-dtype", type=click.Choice(PROB_DTYPES + tuple(PROB_DTYPE_ALIASES)), default="uint8", show_default=True,
+              help="Probability raster type: uint8 (p x 255) or float32 (float16 is accepted as another name of float32).")
 @click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 256].")
 @click.option("--overlap-px", type=int, default=64, show_default=True, help="Overlap of neighbouring chips in pixels.")
 @click.option("--block-px", type=int, default=2048, show_default=True, help="Block edge in pixels (one task each; memory).")
@@ -52,6 +52,9 @@ def command(
     overwrite: bool,
 ) -> None:
     """Predict roads or cracks on SCENE and write them as polylines to OUTPUT."""
+    if prob_dtype in PROB_DTYPE_ALIASES:
+        click.echo(f"note: --prob-dtype {prob_dtype} is written as {PROB_DTYPE_ALIASES[prob_dtype]} "
+                   "(GeoTIFF Float16 needs GDAL 3.11 or later)", err=True)
     options = PredictOptions(
         tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
         workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from geoccseg.io.atomic import check_writable
+from geoccseg.io.atomic import check_not_input, check_writable
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
 
@@ -16,7 +16,7 @@ _DEFAULTS = VectorizeParams()
 
 @click.command("vectorize")
 @click.argument("prob", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output file: .gpkg (one layer per class), .geojson, .fgb or .shp.")
 @click.option("--threshold", type=float, default=None, help=f"Foreground probability [{_DEFAULTS.threshold}].")
 @click.option("--low-threshold", type=float, default=None, help="Hysteresis low threshold [off].")
@@ -42,8 +42,9 @@ def command(
     overwrite: bool,
 ) -> None:
     """Turn the probability GeoTIFF PROB into polylines written to OUTPUT."""
+    check_writable(output, overwrite, example="roads.gpkg")
     vector_driver(output)
-    check_writable(output, overwrite)
+    check_not_input(output, [prob])
     given = {
         "threshold": threshold, "low_threshold": low_threshold, "min_length_m": min_length_m,
         "spur_m": spur_m, "gap_m": gap_m, "simplify_m": simplify_m,

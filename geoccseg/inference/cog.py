@@ -10,9 +10,13 @@ pixel contributed, resample back to the scene grid when the model ran at another
 with GDAL's COG driver to the destination through :func:`geoccseg.io.atomic.atomic_path`.
 
 Output format (what the vectoriser reads): one band per foreground class, named by the class;
-``uint8`` = ``round(p * 255)`` with nodata in an internal dataset mask, or ``float16`` with NaN
+``uint8`` = ``round(p * 255)`` with nodata in an internal dataset mask, or ``float32`` with NaN
 nodata; tiled, compressed (ZSTD, or DEFLATE where GDAL lacks ZSTD), with overviews, in the
-scene's CRS and transform.
+scene's CRS and transform; marked with the dataset tag
+:data:`geoccseg.vectorize.blocks.PROBABILITY_TAG` (its value is the sample type), by which the
+vectoriser tells it from an image. ``float16`` is accepted as another name of ``float32``: GDAL
+reads and writes GeoTIFF Float16 only from 3.11 on (earlier versions store half floats that every
+reader sees as Float32), so a 32-bit float raster is what is written, and what readers see.
 """
 
 from __future__ import annotations
@@ -30,12 +34,44 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.scene import Scene
+from geoccseg.vectorize.blocks import PROBABILITY_TAG
 
-PROB_DTYPES = ("uint8", "float16")
+PROB_DTYPES = ("uint8", "float32")
 """Sample types of the probability COG."""
+
+PROB_DTYPE_ALIASES = {"float16": "float32"}
+"""Other accepted names of :data:`PROB_DTYPES` (GeoTIFF Float16 needs GDAL >= 3.11)."""
+
+PROB_SUFFIXES = (".tif", ".tiff")
+"""Extensions of the probability COG."""
+
+
+def prob_dtype_name(name: str) -> str:
+    """The sample type written for ``name`` (one of :data:`PROB_DTYPES` or an alias).
+
+    Raises:
+        GeoccsegError: an unknown type.
+    """
+    if name in PROB_DTYPES:
+        return name
+    if name in PROB_DTYPE_ALIASES:
+        return PROB_DTYPE_ALIASES[name]
+    raise GeoccsegError(f"probability type {name!r} is not supported; use one of {', '.join(PROB_DTYPES)}")
+
+
+def check_prob_suffix(path: str | os.PathLike) -> None:
+    """Refuse a probability COG path whose extension is not :data:`PROB_SUFFIXES`.
+
+    Raises:
+        GeoccsegError: another extension (the file is a GeoTIFF whatever its name).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in PROB_SUFFIXES:
+        raise GeoccsegError(f"the probability raster {path} is a GeoTIFF: name it .tif or .tiff, e.g. {path.with_suffix('.tif')}")
 
 COG_BLOCK_PX = 512
 """Tile edge of the probability COG (and of its staging file) in pixels."""
@@ -182,13 +218,15 @@ def write_probability_cog(
         dest: the COG to write (atomically).
         classes: foreground class names, one band each.
         workdir: folder for the staging GeoTIFF (removed by the caller).
-        prob_dtype: ``"uint8"`` (internal mask nodata) or ``"float16"`` (NaN nodata).
+        prob_dtype: ``"uint8"`` (internal mask nodata) or ``"float32"`` (NaN nodata); aliases in
+            :data:`PROB_DTYPE_ALIASES`.
         overwrite: replace an existing ``dest``.
         chunk_px: edge of the windows streamed through memory, in pixels.
 
     Returns:
         ``dest`` as a Path.
     """
+    prob_dtype = prob_dtype_name(prob_dtype)
     staging = Path(workdir) / "probability.tif"
     profile = dict(
         driver="GTiff", width=scene.width, height=scene.height, count=len(classes), crs=scene.crs,
@@ -197,9 +235,10 @@ def write_probability_cog(
     if prob_dtype == "uint8":
         profile |= dict(dtype="uint8")
     else:
-        profile |= dict(dtype="float32", nbits=16, nodata=float("nan"))
+        profile |= dict(dtype="float32", nodata=float("nan"))
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
         with rasterio.open(staging, "w", **profile) as out:
+            out.update_tags(**{PROBABILITY_TAG: prob_dtype})
             for i, name in enumerate(classes, start=1):
                 out.set_band_description(i, name)
             for row in chunk_windows(scene.height, scene.width, chunk_px):
@@ -217,8 +256,6 @@ def write_probability_cog(
                 out.build_overviews(factors, Resampling.average)
         options = dict(COMPRESS=compression(), PREDICTOR="YES", BLOCKSIZE=COG_BLOCK_PX, OVERVIEWS="FORCE_USE_EXISTING", BIGTIFF="IF_SAFER",
                        NUM_THREADS="ALL_CPUS")
-        if prob_dtype == "float16":
-            options["NBITS"] = 16
         with atomic_path(dest, overwrite=overwrite) as tmp:
             rasterio.shutil.copy(staging, tmp, driver="COG", **options)
     return Path(dest)

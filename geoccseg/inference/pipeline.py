@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoccseg.errors import GeoccsegError
-from geoccseg.inference.predict import PredictOptions, predict_scene
-from geoccseg.io.atomic import check_writable, scratch_dir
+from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_out, predict_scene
+from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
@@ -71,17 +70,18 @@ def run_predict(
         progress: show progress bars.
 
     Raises:
-        GeoccsegError: an output that exists or cannot be written, an unknown vector format, or
-            any problem :func:`predict_scene` reports; all before any computation.
+        GeoccsegError: an output that exists, cannot be written or is one of the inputs (scene,
+            bundle files), a probability raster not named .tif, an unknown vector format, or any
+            problem :func:`predict_scene` reports; all before any computation.
     """
     start = time.perf_counter()
-    out_vectors = Path(out_vectors)
+    out_vectors = check_writable(out_vectors, overwrite, example="roads.gpkg")
     vector_driver(out_vectors)
-    check_writable(out_vectors, overwrite)
+    inputs = [scene, *bundle_files(model if isinstance(model, Bundle) else resolve_model(model))]
+    check_not_input(out_vectors, inputs)
     if prob_out is not None:
-        prob_out = check_writable(prob_out, overwrite)
-        if prob_out.resolve() == out_vectors.resolve():
-            raise GeoccsegError(f"the probability raster and the lines would both be written to {out_vectors}; give two different paths")
+        prob_out = check_prob_out(prob_out, overwrite, inputs)
+        check_not_input(prob_out, [out_vectors])  # e.g. a link to the lines file
     overrides = {"threshold": threshold, "min_length_m": min_length_m}
     params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))

@@ -40,9 +40,9 @@ from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
-from geoccseg.inference.cog import COG_BLOCK_PX, PROB_DTYPES, Accumulator, write_probability_cog
-from geoccseg.io.atomic import check_writable, scratch_dir
-from geoccseg.io.bundle import WEIGHTS, Bundle, BundleMeta, load_bundle
+from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, write_probability_cog
+from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
+from geoccseg.io.bundle import META, WEIGHTS, Bundle, BundleMeta, load_bundle
 from geoccseg.io.scene import Scene, open_scene
 
 if TYPE_CHECKING:
@@ -77,7 +77,8 @@ class PredictOptions:
         workers: run blocks on a local Dask cluster of this many single-threaded processes.
         scheduler: address of an existing Dask scheduler (``tcp://host:8786``); its workers must
             see the scene and bundle paths.
-        prob_dtype: ``"uint8"`` (p x 255, mask nodata) or ``"float16"`` (NaN nodata).
+        prob_dtype: ``"uint8"`` (p x 255, mask nodata) or ``"float32"`` (NaN nodata); ``"float16"``
+            is another name of ``"float32"`` (see :mod:`geoccseg.inference.cog`).
     """
 
     tile_px: int | None = None
@@ -91,8 +92,7 @@ class PredictOptions:
 
     def check(self) -> None:
         """Raise :class:`GeoccsegError` for settings that cannot work (the grid checks the sizes)."""
-        if self.prob_dtype not in PROB_DTYPES:
-            raise GeoccsegError(f"probability type {self.prob_dtype!r} is not supported; use one of {', '.join(PROB_DTYPES)}")
+        prob_dtype_name(self.prob_dtype)
         if self.workers is not None and self.scheduler is not None:
             raise GeoccsegError("give either --workers (a local Dask cluster) or --scheduler (an existing one), not both")
         if self.workers is not None and self.workers < 1:
@@ -328,6 +328,27 @@ def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.Pa
         yield client
 
 
+# -- the outputs -------------------------------------------------------------------------------
+def bundle_files(bundle: Bundle | str | os.PathLike) -> list[Path]:
+    """The files a bundle is read from (inputs no output may replace)."""
+    folder = Path(bundle.path if isinstance(bundle, Bundle) else bundle)
+    folder = folder.parent if folder.name == META else folder
+    return [folder / WEIGHTS, folder / META]
+
+
+def check_prob_out(prob_out: str | os.PathLike, overwrite: bool, inputs: Iterable[str | os.PathLike]) -> Path:
+    """Check the probability COG's path before any work: a writable file (see
+    :func:`geoccseg.io.atomic.check_writable`) named ``.tif`` or ``.tiff`` that is none of ``inputs``.
+
+    Raises:
+        GeoccsegError: what is wrong with the path.
+    """
+    prob_out = check_writable(prob_out, overwrite, example="probability.tif")
+    check_prob_suffix(prob_out)
+    check_not_input(prob_out, inputs)
+    return prob_out
+
+
 # -- the scene ---------------------------------------------------------------------------------
 def open_scene_for(path: str | os.PathLike, meta: BundleMeta) -> Scene:
     """Open a scene with the input bands a model expects.
@@ -380,12 +401,13 @@ def predict_scene(
         ``prob_out`` as a Path.
 
     Raises:
-        GeoccsegError: bad options, an output that exists or cannot be written, a missing or
-            damaged bundle, a scene without CRS or with bands that do not match the model.
+        GeoccsegError: bad options, an output that exists, cannot be written, is not named .tif
+            or is one of the inputs, a missing or damaged bundle, a scene without CRS or with bands
+            that do not match the model.
     """
     options = options or PredictOptions()
     options.check()
-    prob_out = check_writable(prob_out, overwrite)
+    prob_out = check_prob_out(prob_out, overwrite, [scene, *bundle_files(bundle)])
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     device = resolve_device(options.device)
     opened = open_scene_for(scene, bundle.meta)

@@ -11,7 +11,10 @@ breaks, duplicates or stubs. Memory: one block with its halo, plus the skeleton 
 
 Input: a GeoTIFF with one band per foreground class (band descriptions are the class names,
 ``class_1``, ``class_2``, ... where missing), either uint8 with ``round(p * 255)`` and nodata in
-the dataset's mask, or floating point with p in [0, 1] and NaN as nodata.
+the dataset's mask, or floating point with p in [0, 1] and NaN as nodata: the probability raster
+of ``geoccseg predict`` (marked with :data:`PROBABILITY_TAG`), or one of another tool. Images are
+refused: bands coloured red, green, blue, alpha, ... (:func:`check_probability_raster`), other
+sample types, and floats outside [0, 1] (found while reading).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 from pyproj import CRS
+from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
@@ -32,6 +36,18 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
 from geoccseg.vectorize.params import VectorizeParams
 from geoccseg.vectorize.skeleton import SkeletonPixels, skeleton_pixels
+
+PROBABILITY_TAG = "GEOCCSEG_PROBABILITY"
+"""Dataset tag of the probability rasters written by ``geoccseg predict``; its value is the
+sample type (``uint8``: p x 255, ``float32``: p)."""
+
+RANGE_TOLERANCE = 1e-3
+"""Float probabilities may stray this far outside [0, 1] (rounding in resampling) and still be read."""
+
+_EXPECTED = (
+    "expected the probability raster of `geoccseg predict --prob-out`, or one band per class "
+    "of probabilities (float 0-1 with NaN nodata, or uint8 0-255)"
+)
 
 
 def vectorize_raster(
@@ -76,9 +92,7 @@ def vectorize_raster(
     with src:
         if src.crs is None:
             raise GeoccsegError(f"{path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32611 {path.name})")
-        dtype = np.dtype(src.dtypes[0])
-        if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
-            raise GeoccsegError(f"{path} has data type {dtype}; expected uint8 (p * 255) or float probabilities")
+        dtype = check_probability_raster(src, path)
         names = band_classes(src)
         wanted = names if classes is None else list(classes)
         if not wanted:
@@ -92,10 +106,15 @@ def vectorize_raster(
 
         parts: dict[str, list[SkeletonPixels]] = {name: [] for name in wanted}
         blocks = list(_blocks(src.height, src.width, block_px, halo_px))
+        if dtype != np.uint8:  # a raster of other values shows it in its first block: say so before any work
+            first = blocks[0][0]
+            _check_range(src.read(bands, window=first), src.read_masks(bands, window=first) > 0, path)
         for window, core, open_edges in tqdm(blocks, desc=f"vectorise {path.name}", unit="block", disable=not progress):
             data = src.read(bands, window=window)
             valid = src.read_masks(bands, window=window) > 0
             prob = data.astype(np.float32) / 255.0 if dtype == np.uint8 else data.astype(np.float32)
+            if dtype != np.uint8:
+                _check_range(prob, valid, path)
             for k, name in enumerate(wanted):
                 parts[name].append(
                     skeleton_pixels(
@@ -110,6 +129,34 @@ def vectorize_raster(
             )
             for name in wanted
         }
+
+
+def check_probability_raster(src: rasterio.DatasetReader, path: Path) -> np.dtype:
+    """Refuse a raster that does not hold probabilities, from its header: another sample type than
+    uint8 or float, or bands coloured as an image (red, green, blue, alpha, palette, ...) in a
+    raster not marked with :data:`PROBABILITY_TAG`.
+
+    Returns:
+        The sample type of the bands.
+
+    Raises:
+        GeoccsegError: what was found and what is expected.
+    """
+    dtypes = sorted(set(src.dtypes))
+    dtype = np.dtype(dtypes[0])
+    if len(dtypes) > 1 or (dtype != np.uint8 and not np.issubdtype(dtype, np.floating)):
+        raise GeoccsegError(f"{path} holds {src.count} band(s) of {', '.join(dtypes)}, not probabilities; {_EXPECTED}")
+    colours = [c.name for c in src.colorinterp]
+    if PROBABILITY_TAG not in src.tags() and any(c not in (ColorInterp.gray, ColorInterp.undefined) for c in src.colorinterp):
+        raise GeoccsegError(f"{path} holds {src.count} {dtype} band(s) coloured {', '.join(colours)}: an image, not probabilities; {_EXPECTED}")
+    return dtype
+
+
+def _check_range(prob: np.ndarray, valid: np.ndarray, path: Path) -> None:
+    """Refuse float values outside [0, 1] (NaN is nodata)."""
+    values = prob[valid & ~np.isnan(prob)]
+    if values.size and (values.min() < -RANGE_TOLERANCE or values.max() > 1 + RANGE_TOLERANCE):
+        raise GeoccsegError(f"{path} holds values from {values.min():g} to {values.max():g}, not probabilities in [0, 1]; {_EXPECTED}")
 
 
 def band_classes(src: rasterio.DatasetReader) -> list[str]:

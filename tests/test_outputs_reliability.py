@@ -1,0 +1,344 @@
+"""Outputs never destroy what they should not, on real files through the real commands.
+
+Every writer refuses a folder (or a device, a pipe) where a file is expected and never removes it;
+an output that is also an input is refused; an unwritable location is a one-line error before any
+work; a file that appears at the destination while a run writes is kept unless ``--overwrite``;
+``vectorize`` reads only probability rasters; the probability type asked for is the type written.
+Predictions use the shipped road model on a 300 px crop of the SpaceNet Las Vegas chip (fast).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from click.testing import CliRunner
+from rasterio.windows import Window
+from shapely.geometry import LineString
+
+from geoccseg.cli import cli
+from geoccseg.demo import render_preview, run_demo
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.predict import PredictOptions, predict_scene
+from geoccseg.io.atomic import atomic_path
+from geoccseg.io.bundle import resolve_model
+from geoccseg.io.vector_write import write_vectors
+
+UTM = "EPSG:32611"
+
+
+def one_line_error(result) -> str:
+    """The CLI's one-line message of a refused run (exit 2, no traceback)."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geoccseg: error: "), result.stderr
+    return lines[0]
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every entry under ``folder`` with its bytes (None for folders and other non-files)."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+def victim(folder: Path) -> Path:
+    """A folder holding one precious file."""
+    folder.mkdir()
+    (folder / "keep.txt").write_text("precious\n")
+    return folder
+
+
+def assert_untouched(folder: Path) -> None:
+    assert folder.is_dir() and (folder / "keep.txt").read_text() == "precious\n"
+
+
+def lines(n: int = 2) -> gpd.GeoDataFrame:
+    geoms = [LineString([(500_000 + 10 * i, 3_999_900), (500_000 + 10 * i, 3_999_950)]) for i in range(n)]
+    data = {"class": ["road"] * n, "length_m": [50.0] * n, "width_m": [5.0] * n, "probability": [0.9] * n}
+    return gpd.GeoDataFrame(data, geometry=geoms, crs=UTM)
+
+
+@pytest.fixture(scope="module")
+def crop(vegas: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 300 x 300 pixels of the Las Vegas chip (RGB + alpha, EPSG:4326, ~0.3 m)."""
+    path = tmp_path_factory.mktemp("scene") / "crop.tif"
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        window = Window(0, 0, 300, 300)
+        profile = src.profile | {"width": 300, "height": 300, "transform": src.window_transform(window)}
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return path
+
+
+@pytest.fixture(scope="module")
+def predicted(crop: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``geoccseg predict`` on the crop: (probability COG, lines)."""
+    folder = tmp_path_factory.mktemp("predicted")
+    prob, out = folder / "prob.tif", folder / "roads.gpkg"
+    result = CliRunner().invoke(cli, ["predict", str(crop), "-o", str(out), "--prob-out", str(prob), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return prob, out
+
+
+# -- a folder where a file is expected --------------------------------------------------------
+@pytest.mark.parametrize("target", ["victim", ".", "victim/", "new/"])
+def test_evaluate_json_naming_a_folder_is_refused_and_the_folder_kept(target: str, vegas: Path, tmp_path: Path, monkeypatch) -> None:
+    """Issue 11: ``--json FOLDER`` used to remove the folder and write a file in its place;
+    ``--json .`` emptied the current folder."""
+    work = victim(tmp_path / "work")
+    monkeypatch.chdir(work)
+    if target.startswith("victim"):
+        victim(work / "victim")
+    before = tree(tmp_path)
+    truth = vegas / "vegas_img0_roads.geojson"
+    result = CliRunner().invoke(cli, ["evaluate", str(truth), str(truth), "--json", target])
+    message = one_line_error(result)
+    assert "is a folder" in message or "names a folder" in message
+    assert "scores.json" in message  # says what to give instead
+    assert tree(tmp_path) == before
+    assert_untouched(work)
+
+
+def test_evaluate_json_onto_a_pipe_is_refused(vegas: Path, tmp_path: Path) -> None:
+    """A device or a pipe is not a file to replace (as root, ``--json /dev/null`` replaced the device)."""
+    pipe = tmp_path / "scores.json"
+    os.mkfifo(pipe)
+    truth = vegas / "vegas_img0_roads.geojson"
+    message = one_line_error(CliRunner().invoke(cli, ["evaluate", str(truth), str(truth), "--json", str(pipe)]))
+    assert "not a regular file" in message
+    assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
+
+
+def _atomic(dest: Path) -> None:
+    with atomic_path(dest, overwrite=True) as tmp:
+        tmp.write_text("new")
+
+
+def _gpkg(dest: Path) -> None:
+    write_vectors({"road": lines()}, dest, overwrite=True)
+
+
+def _shapefile_sidecar(dest: Path) -> None:
+    write_vectors({"road": lines()}, dest.with_suffix(".shp"), overwrite=True)
+
+
+def _probability(dest: Path, crop: Path) -> None:
+    predict_scene(crop, resolve_model("road"), dest, PredictOptions(device="cpu"), overwrite=True, progress=False)
+
+
+def _preview(dest: Path, crop: Path, predicted: tuple[Path, Path]) -> None:
+    render_preview(crop, predicted[0], predicted[1], dest)
+
+
+@pytest.mark.parametrize(("writer", "name"), [
+    (_atomic, "scores.json"), (_gpkg, "roads.gpkg"), (_shapefile_sidecar, "roads.dbf"),
+    (_probability, "prob.tif"), (_preview, "preview.png"),
+])
+def test_no_writer_replaces_a_folder_even_with_overwrite(writer, name: str, crop: Path, predicted, tmp_path: Path) -> None:
+    folder = victim(tmp_path / name)
+    before = tree(tmp_path)
+    args = {_probability: (crop,), _preview: (crop, predicted)}.get(writer, ())
+    with pytest.raises(GeoccsegError, match="is a folder"):
+        writer(folder, *args)
+    assert tree(tmp_path) == before
+    assert_untouched(folder)
+
+
+def test_demo_refuses_a_folder_in_place_of_its_outputs_before_predicting(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    folder = victim(out / "roads.gpkg")
+    before = tree(tmp_path)
+    with pytest.raises(GeoccsegError, match="is a folder"):
+        run_demo(out, progress=False)
+    assert tree(tmp_path) == before
+    assert_untouched(folder)
+
+
+def test_demo_refuses_a_file_as_its_folder(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.write_text("precious\n")
+    with pytest.raises(GeoccsegError, match="not a folder"):
+        run_demo(out, progress=False)
+    assert out.read_text() == "precious\n"
+
+
+# -- impossible locations: one line, before any work ------------------------------------------
+@pytest.mark.parametrize("case", ["predict -o /proc", "predict --prob-out /proc", "vectorize -o /proc", "evaluate --json /proc", "parent is a file"])
+def test_unwritable_output_is_a_one_line_error_before_any_work(case: str, crop: Path, predicted, vegas: Path, tmp_path: Path) -> None:
+    """Issue 11: ``predict SCENE -o /proc/x.gpkg`` gave a FileNotFoundError from mkdtemp."""
+    (tmp_path / "afile.txt").write_text("x")
+    out, prob = str(tmp_path / "roads.gpkg"), str(tmp_path / "prob.tif")
+    truth = str(vegas / "vegas_img0_roads.geojson")
+    args = {
+        "predict -o /proc": ["predict", str(crop), "-o", "/proc/geoccseg-test.gpkg", "--device", "cpu"],
+        "predict --prob-out /proc": ["predict", str(crop), "-o", out, "--prob-out", "/proc/geoccseg-test.tif", "--device", "cpu"],
+        "vectorize -o /proc": ["vectorize", str(predicted[0]), "-o", "/proc/geoccseg-test.gpkg"],
+        "evaluate --json /proc": ["evaluate", truth, truth, "--json", "/proc/geoccseg-test.json"],
+        "parent is a file": ["predict", str(crop), "-o", str(tmp_path / "afile.txt" / "roads.gpkg"), "--prob-out", prob, "--device", "cpu"],
+    }[case]
+    before = tree(tmp_path)
+    message = one_line_error(CliRunner().invoke(cli, args))
+    assert "cannot write" in message
+    assert ("is a file, not a folder" in message) == (case == "parent is a file")
+    assert tree(tmp_path) == before
+    assert not Path("/proc/geoccseg-test.gpkg").exists()
+
+
+# -- an output that is an input ----------------------------------------------------------------
+@pytest.mark.parametrize("case", ["prob-out is the scene", "prob-out links to the scene", "json is the truth", "vectorize onto its input"])
+def test_an_output_that_is_an_input_is_refused(case: str, crop: Path, predicted, vegas: Path, tmp_path: Path) -> None:
+    """Issue 11: ``--prob-out SCENE --overwrite`` replaced the input scene."""
+    scene = shutil.copy(crop, tmp_path / "scene.tif")
+    truth = shutil.copy(vegas / "vegas_img0_roads.geojson", tmp_path / "truth.geojson")
+    prob = shutil.copy(predicted[0], tmp_path / "prob.fgb")  # a GeoTIFF under a vector name
+    (tmp_path / "link.tif").symlink_to(scene)
+    out = str(tmp_path / "roads.gpkg")
+    args = {
+        "prob-out is the scene": ["predict", str(scene), "-o", out, "--prob-out", str(scene), "--overwrite", "--device", "cpu"],
+        "prob-out links to the scene": ["predict", str(scene), "-o", out, "--prob-out", str(tmp_path / "link.tif"), "--overwrite", "--device", "cpu"],
+        "json is the truth": ["evaluate", str(truth), str(truth), "--json", str(truth)],
+        "vectorize onto its input": ["vectorize", str(prob), "-o", str(prob), "--overwrite"],
+    }[case]
+    before = tree(tmp_path)
+    message = one_line_error(CliRunner().invoke(cli, args))
+    assert "is also an input" in message
+    assert tree(tmp_path) == before
+    assert (tmp_path / "link.tif").is_symlink()
+
+
+@pytest.mark.parametrize("name", ["prob.png", "prob.gpkg", "prob"])
+def test_prob_out_must_be_a_geotiff(name: str, crop: Path, tmp_path: Path) -> None:
+    before = tree(tmp_path)
+    args = ["predict", str(crop), "-o", str(tmp_path / "roads.gpkg"), "--prob-out", str(tmp_path / name), "--device", "cpu"]
+    message = one_line_error(CliRunner().invoke(cli, args))
+    assert ".tif" in message
+    assert tree(tmp_path) == before
+
+
+# -- vectorize reads probabilities only -------------------------------------------------------
+def _float_copy(src: Path, dest: Path, scale: float) -> Path:
+    with rasterio.open(src) as ds:
+        profile = ds.profile | {"dtype": "float32", "count": 1}
+        data = ds.read(1).astype(np.float32) * scale
+    with rasterio.open(dest, "w", **profile) as out:
+        out.write(data, 1)
+    return dest
+
+
+@pytest.mark.parametrize(("case", "found"), [
+    ("rgb scene", "red, green, blue, alpha"),
+    ("float out of range", "[0, 1]"),
+    ("uint16 image", "uint16"),
+])
+def test_vectorize_refuses_a_raster_that_is_not_probabilities(case: str, found: str, vegas: Path, tmp_path: Path) -> None:
+    """Issue 11: ``vectorize`` took an RGB scene for four probability bands."""
+    prob = {
+        "rgb scene": vegas / "vegas_img0_rgb.tif",
+        "float out of range": _float_copy(vegas / "vegas_pan.tif", tmp_path / "pan.tif", 1.0),
+        "uint16 image": vegas / "vegas_pan.tif",
+    }[case]
+    out = tmp_path / "roads.gpkg"
+    message = one_line_error(CliRunner().invoke(cli, ["vectorize", str(prob), "-o", str(out)]))
+    assert found in message and "not probabilities" in message and "expected" in message
+    assert not out.exists()
+
+
+def test_vectorize_reads_what_predict_writes_and_single_band_probabilities(predicted, vegas: Path, tmp_path: Path) -> None:
+    prob, _ = predicted
+    with rasterio.open(prob) as ds:
+        assert ds.tags().get("GEOCCSEG_PROBABILITY") == "uint8"  # the mark vectorize trusts
+    result = CliRunner().invoke(cli, ["vectorize", str(prob), "-o", str(tmp_path / "a.gpkg")])
+    assert result.exit_code == 0, result.output
+    scaled = _float_copy(vegas / "vegas_pan_roadmask.tif", tmp_path / "mask.tif", 1 / 255)  # foreign float 0-1
+    result = CliRunner().invoke(cli, ["vectorize", str(scaled), "-o", str(tmp_path / "b.gpkg")])
+    assert result.exit_code == 0, result.output
+    assert len(gpd.read_file(tmp_path / "b.gpkg")) > 0
+
+
+# -- the probability type ---------------------------------------------------------------------
+@pytest.mark.parametrize("asked", ["float32", "float16"])
+def test_prob_dtype_is_the_type_written(asked: str, crop: Path, tmp_path: Path) -> None:
+    """Issue 11: ``--prob-dtype float16`` wrote a raster that every reader sees as Float32.
+    This GDAL has no GeoTIFF Float16: the option is ``float32`` and ``float16`` an alias of it."""
+    prob = tmp_path / "prob.tif"
+    args = ["predict", str(crop), "-o", str(tmp_path / "roads.gpkg"), "--prob-out", str(prob), "--prob-dtype", asked, "--device", "cpu"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert ("float16 is written as float32" in result.stderr) == (asked == "float16")
+    with rasterio.open(prob) as ds:
+        assert ds.dtypes == ("float32",)
+        assert "NBITS" not in ds.tags(1, ns="IMAGE_STRUCTURE")  # 32 bits stored, not half floats read back as float32
+        assert ds.tags()["GEOCCSEG_PROBABILITY"] == "float32"
+        p = ds.read(1)
+    assert np.nanmin(p) >= 0 and np.nanmax(p) <= 1
+
+
+# -- a file that appears while a run writes ---------------------------------------------------
+def test_a_file_that_appears_while_writing_is_kept_without_overwrite(tmp_path: Path) -> None:
+    """Issue 11: of two runs on one output, the second replaced the first's file at the end."""
+    dest = tmp_path / "scores.json"
+    with pytest.raises(GeoccsegError, match="appeared"):
+        with atomic_path(dest) as tmp:
+            tmp.write_text("mine")
+            dest.write_text("theirs")  # another run finishes first
+    assert dest.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]  # no temporary left
+    with atomic_path(dest, overwrite=True) as tmp:
+        tmp.write_text("mine")
+    assert dest.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
+
+
+def test_a_folder_that_appears_while_writing_is_kept_even_with_overwrite(tmp_path: Path) -> None:
+    dest = tmp_path / "roads.gpkg"
+    with pytest.raises(GeoccsegError, match="is a folder"):
+        with atomic_path(dest, overwrite=True) as tmp:
+            tmp.write_text("mine")
+            victim(dest)
+    assert_untouched(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roads.gpkg"]
+
+
+def test_a_lines_file_that_appears_while_write_vectors_writes_is_kept(tmp_path: Path, monkeypatch) -> None:
+    """The same through a real writer: another run's GeoPackage lands while ours is being written."""
+    dest = tmp_path / "roads.gpkg"
+    theirs = write_vectors({"road": lines(1)}, tmp_path / "theirs.gpkg")
+    real_write = pyogrio.write_dataframe
+
+    def write_while_another_run_finishes(df, path, **kwargs):
+        real_write(df, path, **kwargs)
+        shutil.copy(theirs, dest)
+
+    monkeypatch.setattr(pyogrio, "write_dataframe", write_while_another_run_finishes)
+    with pytest.raises(GeoccsegError, match="appeared"):
+        write_vectors({"road": lines(3)}, dest)
+    monkeypatch.undo()
+    assert len(gpd.read_file(dest, layer="road")) == 1  # theirs, not ours
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roads.gpkg", "theirs.gpkg"]
+
+
+# -- what a kill leaves ------------------------------------------------------------------------
+def test_a_writer_killed_inside_atomic_path_leaves_a_hidden_temporary_the_next_run_removes(tmp_path: Path) -> None:
+    dest = tmp_path / "scores.json"
+    code = (
+        "import os, signal, sys\n"
+        "from geoccseg.io.atomic import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('half')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(dest)], check=False)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 1 and left[0].startswith(".scores.") and not dest.exists()
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps({"ok": True}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
