@@ -2,8 +2,10 @@
 
 Vector labels (GeoPackage, GeoJSON, Shapefile, FlatGeobuf) are reprojected to the scene CRS once,
 when they are opened. Lines (road or crack centrelines) are buffered by a per-class width in metres
-(the buffer is made in a local UTM projection, so it is metric whatever CRS the labels or the scene
-are in); polygons are kept as they are. A class column maps feature values to class names.
+on the ground: the buffer is made in the UTM zone of the labels' centroid, then reprojected to the
+scene CRS, so a 6 m road is 6 m wide whether the labels or the scene are in degrees, Web Mercator
+or US survey feet. Polygons are kept as they are. Points are refused (a disc is no road or crack).
+A class column maps feature values to class names.
 
 Raster masks are read through a warped view onto the chip's grid with nearest resampling, whatever
 grid or CRS they are on. Values 0/255 (or 0/1) mean background/first class; other values are class
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import rasterio
 import rasterio.errors
 import rasterio.features
@@ -36,8 +39,14 @@ RASTER_SUFFIXES = {".tif", ".tiff", ".vrt"}
 DEFAULT_WIDTH_M = {"road": 6.0, "crack": 0.02}
 
 
-def read_vector(path: str | os.PathLike, what: str = "labels") -> gpd.GeoDataFrame:
-    """Read a vector file with geopandas/pyogrio; one-line errors for missing, unreadable or CRS-less files."""
+def read_vector(path: str | os.PathLike, what: str = "labels", keep_empty: bool = False) -> gpd.GeoDataFrame:
+    """Read a vector file with geopandas/pyogrio; one-line errors for missing, unreadable or CRS-less files.
+
+    Args:
+        path: vector file.
+        what: name used in error messages.
+        keep_empty: keep features whose geometry is null or empty (dropped by default).
+    """
     path = Path(path)
     if not path.exists():
         raise GeoccsegError(f"{what} file {path} does not exist")
@@ -49,7 +58,8 @@ def read_vector(path: str | os.PathLike, what: str = "labels") -> gpd.GeoDataFra
         raise GeoccsegError(f"cannot read {what} file {path}: {str(exc).splitlines()[0]}") from None
     if gdf.crs is None:
         raise GeoccsegError(f"{what} file {path} has no CRS; set one (e.g. `ogr2ogr -a_srs EPSG:4326 out.gpkg {path}`)")
-    gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
+    if not keep_empty:
+        gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
     return gdf
 
 
@@ -59,11 +69,18 @@ class VectorLabels:
 
     Attributes:
         classes: foreground class names; class ``i`` (0-based) gets index ``i + 1``.
-        shapes: GeoDataFrame of polygons in the scene CRS with an integer column ``class_index``.
+        shapes: GeoDataFrame of polygons in the scene CRS with integer columns ``class_index`` and
+            ``feature`` (row of the feature in the file).
+        path: the file the labels were read from.
+        features: number of features in the file, null or empty geometries included.
+        empty: number of those whose geometry is null or empty.
     """
 
     classes: list[str]
     shapes: gpd.GeoDataFrame = field(repr=False)
+    path: Path | None = None
+    features: int = 0
+    empty: int = 0
 
     @classmethod
     def open(
@@ -84,10 +101,19 @@ class VectorLabels:
             width_m: line width in metres, per class or for all; defaults per known class (road 6 m).
 
         Raises:
-            GeoccsegError: unreadable file, unknown class column or class names, no usable geometry.
+            GeoccsegError: unreadable file, unknown class column or class names, point geometries.
         """
         classes = list(classes or ["road"])
-        gdf = read_vector(path, "labels")
+        gdf = read_vector(path, "labels", keep_empty=True)
+        features = len(gdf)
+        gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
+        counts = {"path": Path(path), "features": features, "empty": features - len(gdf)}
+        points = gdf.geom_type.isin(["Point", "MultiPoint"])
+        if points.any():
+            raise GeoccsegError(
+                f"labels {path} hold {int(points.sum())} point feature(s); roads and cracks need lines (centrelines, "
+                "buffered by --width-m) or polygons: draw them as lines or polygons"
+            )
         if class_column is not None:
             if class_column not in gdf.columns:
                 raise GeoccsegError(f"labels {path} have no column '{class_column}'; columns are: {', '.join(c for c in gdf.columns if c != 'geometry')}")
@@ -98,22 +124,16 @@ class VectorLabels:
             index = values.map({c: i + 1 for i, c in enumerate(classes)}).astype(int)
         else:
             index = np.ones(len(gdf), dtype=int)
-        gdf = gpd.GeoDataFrame({"class_index": np.asarray(index)}, geometry=gdf.geometry.values, crs=gdf.crs)
-        if len(gdf) == 0:
-            return cls(classes, gdf.to_crs(crs))
+        gdf = gpd.GeoDataFrame(
+            {"class_index": np.asarray(index), "feature": np.asarray(gdf.index)}, geometry=gdf.geometry.values, crs=gdf.crs,
+        )
         widths = _widths(classes, width_m)
-        metric = gdf.to_crs(gdf.estimate_utm_crs()) if gdf.crs.is_geographic else gdf
-        lines = metric.geom_type.isin(["LineString", "MultiLineString"])
-        points = metric.geom_type.isin(["Point", "MultiPoint"])
-        buffered = metric.geometry.copy()
-        for i, name in enumerate(classes):
-            sel = (lines | points) & (metric["class_index"] == i + 1)
-            if sel.any():
-                buffered[sel] = metric.geometry[sel].buffer(widths[name] / 2.0, cap_style="flat" if not points.any() else "round")
-        metric = metric.set_geometry(buffered)
-        shapes = metric.to_crs(crs)
+        lines = gdf.geom_type.isin(["LineString", "MultiLineString"]).to_numpy()
+        shapes = gdf[~lines].to_crs(crs)
+        if lines.any():
+            shapes = pd.concat([shapes, buffer_lines_m(gdf[lines], classes, widths).to_crs(crs)])
         shapes = shapes[shapes.geom_type.isin(["Polygon", "MultiPolygon"])]
-        return cls(classes, shapes.reset_index(drop=True))
+        return cls(classes, shapes.sort_values("feature").reset_index(drop=True), **counts)
 
     @property
     def total_bounds(self) -> tuple[float, float, float, float]:
@@ -130,6 +150,26 @@ class VectorLabels:
         return rasterio.features.rasterize(
             zip(hits.geometry, hits["class_index"]), out_shape=shape, transform=transform, fill=0, dtype="uint8",
         )
+
+
+def buffer_lines_m(lines: gpd.GeoDataFrame, classes: list[str], widths_m: dict[str, float]) -> gpd.GeoDataFrame:
+    """Buffer lines by their class's width in metres on the ground, in the UTM zone of their centroid.
+
+    A buffer in the labels' own CRS would be in its units (feet, degrees) and scaled by its
+    distortion (Web Mercator: 1 / cos(latitude)); the local UTM zone is metric and nearly
+    distortion-free (scale 0.9996 to 1.0010 within a zone).
+
+    Args:
+        lines: (Multi)LineStrings with an integer column ``class_index`` (1 = ``classes[0]``), any CRS.
+        classes: foreground class names.
+        widths_m: full line width in metres per class name.
+
+    Returns:
+        The buffered polygons (flat caps) in that UTM CRS, same columns.
+    """
+    metric = lines.to_crs(lines.estimate_utm_crs())
+    half = metric["class_index"].map({i + 1: widths_m[name] / 2.0 for i, name in enumerate(classes)})
+    return metric.set_geometry(metric.geometry.buffer(half.to_numpy(), cap_style="flat"))
 
 
 def _widths(classes: list[str], width_m: dict[str, float] | float | None) -> dict[str, float]:
