@@ -176,6 +176,20 @@ def _mask_kind(ds: rasterio.io.DatasetReader) -> str:
     return "none"
 
 
+def parse_bands(text: str | None) -> list[int] | None:
+    """Parse a comma-separated list of 1-based band numbers (``"1,2,3"``); None or ``""`` for the default.
+
+    Raises:
+        GeoccsegError: an item that is not a whole number.
+    """
+    if not text:
+        return None
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise GeoccsegError(f"bands must be comma-separated 1-based band numbers, e.g. 1,2,3; got {text!r}") from None
+
+
 def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | None = None, require_crs: bool = True) -> Scene:
     """Open a GeoTIFF (or any GDAL raster) as a :class:`Scene`.
 
@@ -186,7 +200,8 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
         require_crs: refuse rasters without a CRS or georeferencing (the default for scenes).
 
     Raises:
-        GeoccsegError: missing or unreadable file, no CRS, band index out of range, unsupported dtype.
+        GeoccsegError: missing or unreadable file, no CRS, band index out of range or the alpha band,
+            unsupported dtype.
     """
     path = Path(path)
     if not path.exists():
@@ -221,6 +236,13 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
             count = ds.count
             ds.close()
             raise GeoccsegError(f"band {b} is out of range: {path} has {count} band(s), numbered 1 to {count}")
+        if b in alpha:
+            ds.close()
+            others = [i for i in range(1, ds.count + 1) if i not in alpha]
+            raise GeoccsegError(
+                f"band {b} of {path} is its alpha band, the valid-data mask, not an input; "
+                f"choose input bands among {', '.join(map(str, others)) or 'none'}"
+            )
     dtypes = {ds.dtypes[b - 1] for b in bands}
     if not dtypes <= SUPPORTED_DTYPES:
         ds.close()
