@@ -195,7 +195,7 @@ def test_bad_inputs_give_one_line_errors(vegas, tmp_path):
     far = tmp_path / "far.geojson"
     gpd.GeoDataFrame(geometry=[shapely.LineString([(10, 50), (10.01, 50.01)])], crs=4326).to_file(far)
     code, out = _run("info", scene, "--labels", far)
-    assert code == 2 and "do not overlap" in out and out.count("\n") == 0
+    assert code == 2 and "all outside the scene); check the labels' location and CRS" in out and out.count("\n") == 0
 
     lines = gpd.read_file(vegas / "vegas_img0_roads.geojson")
     lines["kind"] = "highway"

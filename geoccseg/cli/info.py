@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
+from geoccseg.data.chips import check_tile_px
 from geoccseg.data.scenes import SceneTrainingData, describe_scene
+from geoccseg.io.scene import parse_bands
 
 
 @click.command("info")
@@ -18,17 +21,23 @@ from geoccseg.data.scenes import SceneTrainingData, describe_scene
 @click.option("--class-column", help="Label column holding class names.")
 @click.option("--width-m", type=float, help="Width of line labels in metres (default per class: road 6 m).")
 @click.option("--bands", help="Comma-separated 1-based input bands (default: all but alpha).")
-@click.option("--tile-px", default=256, show_default=True, help="Chip edge in pixels.")
-def command(scene, labels, aoi, val_aoi, classes, class_column, width_m, bands, tile_px) -> None:
-    """Print size, bands, CRS, pixel size and nodata share of SCENE, and the chips it yields."""
-    band_list = [int(b) for b in bands.split(",")] if bands else None
+@click.option("--tile-px", default=256, show_default=True, help="Chip edge in pixels (a multiple of 32).")
+@click.option("--pixel-size-m", type=float, help="Count chips and labeled pixels at this pixel size (default: the scene's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object on stdout.")
+def command(scene, labels, aoi, val_aoi, classes, class_column, width_m, bands, tile_px, pixel_size_m, as_json) -> None:
+    """Print size, bands, CRS, pixel size and nodata share of SCENE, the chips it yields and the labeled pixels."""
+    band_list = parse_bands(bands)
+    check_tile_px(tile_px)
     facts = describe_scene(scene, band_list)
-    data = None
     if labels or aoi:  # validated before anything is printed, so errors stay one line
         data = SceneTrainingData(
             [scene], labels=labels, aoi=aoi, val_aoi=val_aoi, classes=classes.split(","), class_column=class_column,
-            width_m=width_m, bands=band_list, tile_px=tile_px,
+            width_m=width_m, bands=band_list, tile_px=tile_px, pixel_size_m=pixel_size_m,
         )
+        facts.update(data.describe())
+    if as_json:
+        click.echo(json.dumps(facts))
+        return
     x_m, y_m = facts["pixel_size_m"]
     click.echo(f"scene:       {facts['path']}")
     click.echo(f"size:        {facts['width']} x {facts['height']} pixels")
@@ -36,8 +45,13 @@ def command(scene, labels, aoi, val_aoi, classes, class_column, width_m, bands, 
     click.echo(f"crs:         {facts['crs']}")
     click.echo(f"pixel size:  {x_m:.3f} m x {y_m:.3f} m")
     click.echo(f"valid mask:  {facts['mask']}; nodata share {100 * facts['nodata_share']:.1f} %")
-    if data is not None:
-        n_lab = len(data.labeled_queries()) if labels else 0
-        n_unl = len(data.unlabeled_queries())
-        n_val = len(data.validation_items()) if val_aoi else 0
-        click.echo(f"chips:       {n_lab} labeled, {n_unl} unlabeled" + (f", {n_val} validation" if val_aoi else "") + f" ({tile_px} px, non-overlapping grid)")
+    if "chips" in facts:
+        chips = facts["chips"]
+        click.echo(
+            f"chips:       {chips['labeled']} labeled, {chips['unlabeled']} unlabeled" + (f", {chips['validation']} validation" if val_aoi else "")
+            + f" ({tile_px} px at {chips['pixel_size_m']:.2f} m, non-overlapping grid)"
+            + ("; the labeled chips serve as unlabeled ones too" if chips["unlabeled_from_labeled"] else "")
+        )
+    if "label_pixels" in facts:
+        counts = ", ".join(f"{name} {n:,}" for name, n in facts["label_pixels"].items())
+        click.echo(f"labeled px:  {counts} (inside the labeled area, valid pixels at {facts['chips']['pixel_size_m']:.2f} m)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import rasterio.errors
 import rasterio.features
 import rasterio.windows
 import torch
@@ -26,11 +27,24 @@ from shapely.geometry.base import BaseGeometry
 from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
+from geoccseg.errors import GeoccsegError
 from geoccseg.io.labels import IGNORE_INDEX, Labels, transform_for
 from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene
 
 Query = tuple[slice, slice, slice]
+TILE_MULTIPLE_PX = 32  # the network's coarsest stride
+
+
+def check_tile_px(tile_px: int) -> int:
+    """Return ``tile_px`` if it is a valid chip edge: a multiple of 32 pixels (the network's stride), at least 32.
+
+    Raises:
+        GeoccsegError: any other value.
+    """
+    if isinstance(tile_px, bool) or not isinstance(tile_px, int) or tile_px < TILE_MULTIPLE_PX or tile_px % TILE_MULTIPLE_PX:
+        raise GeoccsegError(f"tile_px must be a multiple of {TILE_MULTIPLE_PX} (at least {TILE_MULTIPLE_PX}), got {tile_px}")
+    return tile_px
 
 
 class SceneChips(GeoDataset):
@@ -93,6 +107,45 @@ class SceneChips(GeoDataset):
                 mask[~inside] = IGNORE_INDEX
             sample["mask"] = torch.from_numpy(mask.astype(np.int64))
         return sample
+
+    def count_labels(self, region: BaseGeometry, num_classes: int, block_px: int = 2048) -> np.ndarray:
+        """Labeled pixels of each class inside ``region``, on valid data, at the chips' pixel size.
+
+        The labels are rasterised block by block (``block_px`` chip pixels a side) over the region's
+        extent, so memory does not grow with the scene. Pixels are counted as training sees them:
+        inside the region, on valid data (nodata, alpha or internal mask), not ignored by the labels.
+
+        Args:
+            region: polygon(s) in the scene CRS, e.g. the labeled region.
+            num_classes: number of classes, background included.
+            block_px: block edge in chip pixels.
+
+        Returns:
+            int64 array (num_classes,) of pixel counts, background first; zeros without labels.
+        """
+        counts = np.zeros(num_classes, dtype=np.int64)
+        if self.labels is None or region is None or region.is_empty:
+            return counts
+        scene = self.scene
+        try:
+            win = self.scene.window_for_bounds(region.bounds).intersection(rasterio.windows.Window(0, 0, scene.width, scene.height))
+        except rasterio.errors.WindowError:  # the region lies outside the scene
+            return counts
+        col0, row0, col1, row1 = int(win.col_off), int(win.row_off), int(win.col_off + win.width), int(win.row_off + win.height)
+        step_x = max(1, round(block_px * self.res[0] / scene.res[0]))  # native pixels per block
+        step_y = max(1, round(block_px * self.res[1] / scene.res[1]))
+        for row in range(row0, row1, step_y):
+            for col in range(col0, col1, step_x):
+                block = rasterio.windows.Window(col, row, min(step_x, col1 - col), min(step_y, row1 - row))
+                bounds = rasterio.windows.bounds(block, scene.transform)
+                if not region.intersects(box(*bounds)):
+                    continue
+                shape = (max(1, round((bounds[3] - bounds[1]) / self.res[1])), max(1, round((bounds[2] - bounds[0]) / self.res[0])))
+                mask = self.labels.rasterize(bounds, shape)
+                valid = scene.dataset.read_masks(list(scene.bands), window=block, out_shape=(len(scene.bands), *shape))
+                keep = np.all(valid > 0, axis=0) & region_mask(region, bounds, shape) & (mask != IGNORE_INDEX)
+                counts += np.bincount(mask[keep], minlength=num_classes)[:num_classes]
+        return counts
 
     def valid_fraction(self, query: Query, probe_px: int = 32) -> float:
         """Share of valid pixels in a query's chip, from a coarse read of the mask (cheap)."""

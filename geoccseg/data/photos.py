@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from geoccseg.data.base import TrainingData
+from geoccseg.data.chips import check_tile_px
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.labels import IGNORE_INDEX
 from geoccseg.io.normalize import NormStats, stats_from_arrays
@@ -108,7 +109,7 @@ class PhotoTrainingData(TrainingData):
         norm: NormStats | None = None,
     ) -> None:
         self.classes = list(classes or ["crack"])
-        self.tile_px = tile_px
+        self.tile_px = check_tile_px(tile_px)
         self.pixel_size_m = pixel_size_m
         image_files = list_images(images)
         mask_files = list_images(masks, "masks")
@@ -149,6 +150,7 @@ class PhotoTrainingData(TrainingData):
         for folder in unlabeled_dirs or []:
             self.unlabeled_paths += list(list_images(folder, "unlabeled images").values())
         self._check_sizes()
+        self._counts = self._count_labels(masks)
         first = read_photo(self.labeled_pairs[0][0])
         self.bands = list(range(1, first.shape[0] + 1))
         if norm is None:
@@ -157,6 +159,20 @@ class PhotoTrainingData(TrainingData):
             pick = rng.choice(len(sample), size=min(64, len(sample)), replace=False)
             norm = stats_from_arrays([read_photo(sample[i]) for i in sorted(pick)])
         self.norm = norm
+
+    def _count_labels(self, masks: str | os.PathLike) -> np.ndarray:
+        """Pixels per class (background first) of the labeled masks; refuse a foreground class without any."""
+        counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
+        for _, mask in self.labeled_pairs:
+            counts += np.bincount(read_mask(mask).ravel(), minlength=len(counts))[: len(counts)]
+        for i, name in enumerate(self.classes, start=1):
+            if counts[i] == 0:
+                names = ", ".join(m.name for _, m in self.labeled_pairs[:3]) + (", ..." if len(self.labeled_pairs) > 3 else "")
+                raise GeoccsegError(
+                    f"masks {masks}: 0 {name} pixels in the {len(self.labeled_pairs)} labeled mask(s) ({names}); "
+                    "label images that show it: raise --labeled-fraction, choose another --seed or --labeled-names"
+                )
+        return counts
 
     def _check_sizes(self) -> None:
         for image, mask in self.labeled_pairs + self.val_pairs:
@@ -203,10 +219,7 @@ class PhotoTrainingData(TrainingData):
         return [self._load(i, m) for i, m in self.val_pairs]
 
     def class_counts(self) -> np.ndarray:
-        counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
-        for _, mask in self.labeled_pairs:
-            counts += np.bincount(read_mask(mask).ravel(), minlength=len(counts))[: len(counts)]
-        return counts
+        return self._counts.copy()
 
     def summary(self) -> dict:
         return {

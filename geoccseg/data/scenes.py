@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +17,16 @@ import torch
 from shapely.geometry.base import BaseGeometry
 
 from geoccseg.data.base import TrainingData
-from geoccseg.data.chips import SceneChips, accept_labeled, accept_unlabeled, grid_queries, random_queries
+from geoccseg.data.chips import SceneChips, accept_labeled, accept_unlabeled, check_tile_px, grid_queries, random_queries
+from geoccseg.data.coverage import missing_class_message
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.aoi import read_aoi
-from geoccseg.io.labels import IGNORE_INDEX, open_labels
+from geoccseg.io.labels import IGNORE_INDEX, Labels, open_labels
 from geoccseg.io.normalize import NormStats, compute_stats
 from geoccseg.io.scene import open_scene
 
 MAX_TRIES = 500
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +36,7 @@ class SceneRegions:
     chips: SceneChips
     labeled: BaseGeometry | None
     validation: BaseGeometry | None
+    labels: Labels | None = None
 
     @property
     def excluded(self) -> BaseGeometry | None:
@@ -58,6 +62,16 @@ class SceneTrainingData(TrainingData):
         min_valid: minimum share of valid pixels for a chip to be used.
         min_inside: minimum share of a labeled chip inside the labeled region.
         norm: reuse these statistics instead of computing them.
+
+    Attributes:
+        label_pixels: labeled pixels per class (background first) inside the labeled regions, on
+            valid data, at the training pixel size; None without labels.
+        unlabeled_from_labeled: True when no chip lies outside the labeled and validation regions
+            (labels without an AOI cover the whole scene): the labeled chips, without their masks,
+            then serve as unlabeled ones too.
+
+    Raises:
+        GeoccsegError: bad scenes, labels or AOIs; a foreground class without any labeled pixel.
     """
 
     def __init__(
@@ -79,7 +93,9 @@ class SceneTrainingData(TrainingData):
         if not scenes:
             raise GeoccsegError("no scene given; pass --scene FILE (repeatable)")
         self.classes = list(classes or ["road"])
-        self.tile_px = tile_px
+        self.tile_px = check_tile_px(tile_px)
+        if pixel_size_m is not None and not pixel_size_m > 0:
+            raise GeoccsegError(f"pixel size must be positive (metres), got {pixel_size_m}")
         self.min_valid = min_valid
         self.min_inside = min_inside
         opened = [open_scene(p, bands) for p in scenes]
@@ -97,7 +113,7 @@ class SceneTrainingData(TrainingData):
                 if aoi:
                     labeled = read_aoi(aoi, scene.crs, what="AOI")
                     labeled = labeled.intersection(footprint) if labeled.intersects(footprint) else None
-                elif shapely.box(*lab.total_bounds).intersects(footprint):
+                elif np.isfinite(lab.total_bounds).all() and shapely.box(*lab.total_bounds).intersects(footprint):
                     labeled = footprint  # labels without an AOI count as complete over the scene
             validation = read_aoi(val_aoi, scene.crs, what="validation AOI") if val_aoi else None
             if validation is not None:
@@ -112,11 +128,36 @@ class SceneTrainingData(TrainingData):
             res = (scene.res[0] * scale, scene.res[1] * scale)
             region_for_labels = labeled if labeled is not None else validation
             chips = SceneChips(scene, self.norm, lab if (labeled is not None or validation is not None) else None, region_for_labels, res)
-            self.regions.append(SceneRegions(chips, labeled, validation))
-        if labels and not any(r.labeled is not None for r in self.regions):
-            raise GeoccsegError(f"labels {labels} do not overlap any scene (or the AOI); check their location and CRS")
+            self.regions.append(SceneRegions(chips, labeled, validation, lab))
+        if aoi is not None and labels is not None and not self.has_labels:
+            raise GeoccsegError(f"AOI {aoi} does not overlap any scene; check its location and CRS")
         if val_aoi and not any(r.validation is not None for r in self.regions):
             raise GeoccsegError(f"validation AOI {val_aoi} does not overlap any scene; check its location and CRS")
+        self.label_pixels = self._count_label_pixels(labels, aoi) if labels else None
+        self._labeled_grid: list | None = None
+        self._unlabeled_grid: list | None = None
+        self.unlabeled_from_labeled = self.has_labels and not self._any_unlabeled_chip()
+        if self.unlabeled_from_labeled:
+            why = "the AOIs cover the scene" if aoi else "labels without --aoi count as complete over the whole scene"
+            log.warning("note: no %d-px chip lies outside the labeled area (%s), so the labeled chips serve as unlabeled ones too", self.tile_px, why)
+
+    def _count_label_pixels(self, labels: str | os.PathLike, aoi: str | os.PathLike | None) -> np.ndarray:
+        """Count the labeled pixels of each class; refuse labels that leave a foreground class without any."""
+        counts = np.zeros(len(self.classes) + 1, dtype=np.int64)
+        for r in self.regions:
+            if r.labeled is not None:
+                counts += r.chips.count_labels(r.labeled, len(counts))
+        for i, name in enumerate(self.classes, start=1):
+            if counts[i] == 0:
+                per_scene = [(r.labels, r.chips.scene.footprint, r.labeled) for r in self.regions]
+                raise GeoccsegError(missing_class_message(labels, name, i, per_scene, aoi, self.pixel_size_m))
+        return counts
+
+    def _any_unlabeled_chip(self) -> bool:
+        """Whether a grid chip fits outside the labeled and validation regions (stops at the first)."""
+        return any(
+            accept_unlabeled(r.chips, q, r.excluded, self.min_valid) for r in self.regions for q in grid_queries(r.chips, self.tile_px)
+        )
 
     # -- interface ----------------------------------------------------------------------------
     @property
@@ -134,57 +175,104 @@ class SceneTrainingData(TrainingData):
             query = next(random_queries(r.chips, self.tile_px, r.labeled, generator, batch=1))
             if accept_labeled(r.chips, query, r.labeled, self.min_inside, self.min_valid):
                 return _chip(r.chips[query], labeled=True)
-        raise GeoccsegError(f"no {self.tile_px}-px chip fits inside the labeled AOI with enough valid pixels; enlarge the AOI or lower --tile-px")
+        # random positions seldom fit (a labeled area barely larger than a chip): draw from the grid
+        grid = self.require_labeled_chips()
+        r, query = grid[int(torch.randint(len(grid), (1,), generator=generator))]
+        return _chip(r.chips[query], labeled=True)
 
     def unlabeled_chip(self, generator: torch.Generator) -> dict:
-        """A random chip outside the labeled and validation regions (``image``, ``valid``)."""
+        """A random chip outside the labeled and validation regions (``image``, ``valid``).
+
+        When no chip fits there (:attr:`unlabeled_from_labeled`), a random labeled chip without its
+        mask; its pixels outside the labeled region count as invalid, so held-apart validation
+        pixels never feed the unlabeled losses.
+        """
+        if self.unlabeled_from_labeled:
+            chip = self.labeled_chip(generator)
+            return {"image": chip["image"], "valid": chip["mask"] != IGNORE_INDEX}
         for _ in range(MAX_TRIES):
             r = self.regions[int(torch.randint(len(self.regions), (1,), generator=generator))]
             query = next(random_queries(r.chips, self.tile_px, None, generator, batch=1))
             if accept_unlabeled(r.chips, query, r.excluded, self.min_valid):
                 return _chip(r.chips[query], labeled=False)
-        raise GeoccsegError(f"no {self.tile_px}-px chip outside the AOI has enough valid pixels for unlabeled training; add scenes or lower --tile-px")
+        grid = self.unlabeled_queries()
+        if not grid:
+            raise GeoccsegError(f"no {self.tile_px}-px chip outside the labeled and validation areas has enough valid pixels for unlabeled training; add scenes or lower --tile-px")
+        r, query = grid[int(torch.randint(len(grid), (1,), generator=generator))]
+        return _chip(r.chips[query], labeled=False)
 
     def labeled_queries(self) -> list[tuple[SceneRegions, tuple]]:
-        """Grid of labeled chips (for counting and class statistics)."""
-        out = []
-        for r in self.regions:
-            if r.labeled is not None:
-                out += [(r, q) for q in grid_queries(r.chips, self.tile_px, r.labeled)
-                        if accept_labeled(r.chips, q, r.labeled, self.min_inside, self.min_valid)]
-        return out
+        """Grid of labeled chips (for counting and class statistics), computed once."""
+        if self._labeled_grid is None:
+            out = []
+            for r in self.regions:
+                if r.labeled is not None:
+                    out += [(r, q) for q in grid_queries(r.chips, self.tile_px, r.labeled)
+                            if accept_labeled(r.chips, q, r.labeled, self.min_inside, self.min_valid)]
+            self._labeled_grid = out
+        return self._labeled_grid
 
-    def unlabeled_queries(self) -> list[tuple[SceneRegions, tuple]]:
-        """Grid of unlabeled chips (for counting)."""
-        out = []
-        for r in self.regions:
-            out += [(r, q) for q in grid_queries(r.chips, self.tile_px)
-                    if accept_unlabeled(r.chips, q, r.excluded, self.min_valid)]
-        return out
+    def require_labeled_chips(self) -> list[tuple[SceneRegions, tuple]]:
+        """The grid of labeled chips, refusing a labeled area that holds none.
 
-    def validation_items(self) -> list[dict]:
-        """Grid chips of the validation regions, with masks."""
-        items = []
-        for r in self.regions:
-            if r.validation is not None:
-                for q in grid_queries(r.chips, self.tile_px, r.validation):
-                    if accept_labeled(r.chips, q, r.validation, self.min_inside, self.min_valid):
-                        items.append(_chip(r.chips[q], labeled=True))
-        return items
-
-    def class_counts(self, max_chips: int = 64) -> np.ndarray:
-        """Pixel counts per class (background first) over a grid of labeled chips."""
-        counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
+        Raises:
+            GeoccsegError: labels are given but no chip fits inside the labeled area.
+        """
         queries = self.labeled_queries()
         if self.has_labels and not queries:
             raise GeoccsegError(
                 f"no {self.tile_px}-px chip fits inside the labeled AOI at {self.pixel_size_m:.2f} m/pixel; "
                 "enlarge the AOI or lower --tile-px"
             )
-        for r, q in queries[:max_chips]:
+        return queries
+
+    def unlabeled_queries(self) -> list[tuple[SceneRegions, tuple]]:
+        """Grid of chips outside the labeled and validation regions (for counting), computed once."""
+        if self._unlabeled_grid is None:
+            out = []
+            for r in self.regions:
+                out += [(r, q) for q in grid_queries(r.chips, self.tile_px)
+                        if accept_unlabeled(r.chips, q, r.excluded, self.min_valid)]
+            self._unlabeled_grid = out
+        return self._unlabeled_grid
+
+    def validation_queries(self) -> list[tuple[SceneRegions, tuple]]:
+        """Grid of chips of the validation regions."""
+        return [(r, q) for r in self.regions if r.validation is not None
+                for q in grid_queries(r.chips, self.tile_px, r.validation)
+                if accept_labeled(r.chips, q, r.validation, self.min_inside, self.min_valid)]
+
+    def validation_items(self) -> list[dict]:
+        """Grid chips of the validation regions, with masks."""
+        return [_chip(r.chips[q], labeled=True) for r, q in self.validation_queries()]
+
+    def class_counts(self, max_chips: int = 64) -> np.ndarray:
+        """Pixel counts per class (background first) over a grid of labeled chips."""
+        counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
+        for r, q in self.require_labeled_chips()[:max_chips]:
             mask = r.chips[q]["mask"].numpy()
             counts += np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=len(counts))[: len(counts)]
         return counts
+
+    def describe(self) -> dict:
+        """JSON-safe facts for ``geoccseg info``: the chips on a non-overlapping grid and the labeled pixels.
+
+        Returns:
+            ``{"chips": {"tile_px", "pixel_size_m" (training pixel size, metres), "labeled",
+            "unlabeled", "validation", "unlabeled_from_labeled"}, "label_pixels": {class: pixels}}``,
+            ``label_pixels`` (background first) only with labels.
+        """
+        facts = {"chips": {
+            "tile_px": self.tile_px,
+            "pixel_size_m": self.pixel_size_m,
+            "labeled": len(self.labeled_queries()),
+            "unlabeled": len(self.unlabeled_queries()),
+            "validation": len(self.validation_queries()),
+            "unlabeled_from_labeled": bool(self.unlabeled_from_labeled),
+        }}
+        if self.label_pixels is not None:
+            facts["label_pixels"] = {name: int(n) for name, n in zip(["background", *self.classes], self.label_pixels)}
+        return facts
 
     def summary(self) -> dict:
         return {
