@@ -8,8 +8,9 @@ from typing import Any
 
 from geoccseg.errors import GeoccsegError
 
-ENCODERS: tuple[str, ...] = ("light", "resnet18", "resnet34", "resnet50")
-"""Encoder names: ``light`` (small residual net for CPUs) or a timm ResNet built without weights."""
+ENCODERS: tuple[str, ...] = ("light", "efficientnet-lite0", "resnet18", "resnet34", "resnet50")
+"""Encoder names: ``light`` (small residual net for CPUs), ``efficientnet-lite0`` (ImageNet weights
+from a pip package, :mod:`geoccseg.models.pretrained`) or a timm ResNet built without weights."""
 
 FUSIONS: tuple[str, ...] = ("multi", "single")
 """Decoder fusion modes: all four encoder stages (``multi``) or the stride-32 stage only (``single``)."""
