@@ -21,6 +21,7 @@ from geoccseg.cli import cli
 from geoccseg.io.bundle import load_bundle, resolve_model
 from geoccseg.io.scene import open_scene
 from geoccseg.train import TrainConfig, train
+from geoccseg.train.checkpoint import load_checkpoint
 from geoccseg.train.targets import labels_at_stride, probs_at_stride
 
 FAST = dict(tile_px=96, batch_size=2, unlabeled_batch_size=2, unlabeled_start_steps=4, rampup_steps=4, ema_warmup_steps=2, progress=False)
@@ -70,7 +71,7 @@ def test_cfd_run_lowers_loss_writes_bundle_and_resumes(data_dir, tmp_path):
     # resume continues from the saved step, with the optimiser state, up to the new budget
     code = CliRunner().invoke(cli, ["train", "--config", str(out / "config.yaml"), "--resume", "--max-steps", "45"])
     assert code.exit_code == 0, code.output
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 45 and ckpt["optimizer_states"][0]["state"]
     steps = [int(r["step"]) for r in _rows(out / "metrics.csv")]
     assert max(steps) == 45 and steps[0] == 1  # one history across both runs

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 
 import click
 
 from geoccseg.train import TrainConfig, train
+from geoccseg.train.signals import TrainingStopped
 
 # flags whose names differ from the config field, or that take several values
 RENAMED = {"scenes": "--scene", "out": "--out", "unlabeled": "--unlabeled"}
@@ -22,7 +24,9 @@ HELP = {
     "masks": "Folder of masks matched to --images by file name.",
     "labeled_fraction": "Share of the photos that carry labels, e.g. 0.035.",
     "out": "Output folder for the model bundle, metrics and checkpoints.",
-    "resume": "Continue the run in --out from its last checkpoint.",
+    "resume": "Continue the run in --out from its last checkpoint (never unpickled).",
+    "checkpoint_every": "Steps between checkpoints for --resume (default: 50).",
+    "checkpoint_minutes": "Minutes between checkpoints for --resume, whichever comes first (default: 10).",
     "max_steps": "Optimiser steps budget.",
     "max_minutes": "Wall-clock budget in minutes.",
     "pixel_size_m": "Train at this pixel size (metres); photos: their declared pixel size.",
@@ -81,7 +85,11 @@ def command(config_path, **flags) -> None:
             value = list(value)
         given[key] = value
     config = TrainConfig.from_yaml(config_path, given) if config_path else TrainConfig.from_dict(given)
-    result = train(config)
+    try:
+        result = train(config)
+    except TrainingStopped as exc:  # SIGINT / SIGTERM: one line, and the shell's status for that signal
+        click.echo(f"geoccseg: {exc}", err=True)
+        sys.exit(exc.exit_code)
     if result.validation:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in result.validation.items() if k.startswith(("f1_", "iou_")))
         click.echo(f"validation (EMA teacher): {scores}")

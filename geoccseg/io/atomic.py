@@ -200,6 +200,10 @@ def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():  # writers that make private (0600) files: the mode of any new file instead
+            umask = os.umask(0o077)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
         move_into_place(tmp_path, dest, overwrite)
     finally:
         if tmp_path.is_dir():

@@ -89,10 +89,23 @@ def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, meta: BundleM
     with atomic_path(folder / WEIGHTS, overwrite=True) as tmp:
         save_file(state, str(tmp))
         digest = _sha256(tmp)
+    _write_meta(folder, meta, digest)
+    return folder
+
+
+def save_meta(folder: str | os.PathLike, meta: BundleMeta) -> Path:
+    """Rewrite ``bundle.json`` of the bundle in ``folder`` with ``meta``; the weights and their
+    recorded checksum stay as they are (e.g. to record that the run that wrote them was stopped)."""
+    folder = Path(folder)
+    digest = json.loads((folder / META).read_text())["weights_sha256"]
+    _write_meta(folder, meta, digest)
+    return folder
+
+
+def _write_meta(folder: Path, meta: BundleMeta, digest: str) -> None:
     payload = meta.to_dict() | {"weights": WEIGHTS, "weights_sha256": digest}
     with atomic_path(folder / META, overwrite=True) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
-    return folder
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:

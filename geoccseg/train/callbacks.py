@@ -1,7 +1,9 @@
 """What a training run leaves behind: ``metrics.csv``, ``training.png`` and the model bundle.
 
 Only rank 0 writes. The bundle holds the EMA teacher of the best validation F1 (or of the last
-step when there is no validation set); every file is written atomically.
+step when there is no validation set); every file is written atomically. ``bundle.json`` records
+how the run ended: ``training.in_progress`` while it runs (a run killed outright keeps it),
+``training.interrupted`` and ``training.stopped_step`` once it ended or was stopped by a signal.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import matplotlib
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from geoccseg.io.atomic import atomic_path  # noqa: E402
-from geoccseg.io.bundle import BundleMeta, save_bundle  # noqa: E402
+from geoccseg.io.bundle import BundleMeta, save_bundle, save_meta  # noqa: E402
 
 LOSS_KEYS = ("loss", "sup", "pl", "con")
 
@@ -39,16 +42,30 @@ class RunRecorder(pl.Callback):
         self.rows: list[dict] = []
         self.best_f1 = -math.inf
         self.saved_step: int | None = None
+        self.validation: dict = {}
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
 
+    @property
+    def validated(self) -> bool:
+        """Whether the bundle holds a validated teacher (else it is, or will be, the last step's)."""
+        return self.best_f1 > -math.inf
+
     def state_dict(self) -> dict:
-        return {"rows": self.rows, "best_f1": self.best_f1, "saved_step": self.saved_step}
+        return {"rows": self.rows, "best_f1": self.best_f1, "saved_step": self.saved_step, "validation": self.validation,
+                "sums": self._sums, "counts": self._counts}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state.get("rows", []))
         self.best_f1 = state.get("best_f1", -math.inf)
         self.saved_step = state.get("saved_step")
+        self.validation = dict(state.get("validation", {}))
+        self._sums, self._counts = dict(state.get("sums", {})), dict(state.get("counts", {}))
+        if self.saved_step is not None:  # the bundle on disk is that of the resumed run
+            self.meta.training.update({"saved_step": self.saved_step, "validation": self.validation})
+
+    def on_train_start(self, trainer, module) -> None:
+        self.meta.training["in_progress"] = True
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         for k in LOSS_KEYS:
@@ -75,12 +92,32 @@ class RunRecorder(pl.Callback):
         self._write(trainer)
 
     def on_train_end(self, trainer, module) -> None:
-        if trainer.is_global_zero and self.saved_step is None:
+        self._finish(trainer, module, interrupted=False)
+
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):  # stopped by SIGTERM or SIGINT (see signals.py)
+            self._finish(trainer, module, interrupted=True)
+
+    def _finish(self, trainer, module, interrupted: bool) -> None:
+        """Record how the run ended in the bundle; without a validated bundle, save the last step's teacher."""
+        if not trainer.is_global_zero:
+            return
+        training = self.meta.training
+        training.pop("in_progress", None)
+        training.update({"steps": trainer.global_step, "interrupted": interrupted})
+        if interrupted:
+            training["stopped_step"] = trainer.global_step
+        else:
+            training.pop("stopped_step", None)
+        if not self.validated and trainer.global_step > 0:
             self._save(trainer, module, {})
+        elif self.saved_step is not None and (self.out / "bundle.json").is_file():
+            save_meta(self.out, self.meta)
         self._write(trainer)
 
     def _save(self, trainer, module, metrics: dict) -> None:
         self.saved_step = trainer.global_step
+        self.validation = metrics
         self.meta.training.update({"saved_step": trainer.global_step, "validation": metrics})
         save_bundle(self.out, module.teacher, self.meta)
 

@@ -7,7 +7,10 @@ repeated with ``geoccseg train --config model_dir/config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +88,8 @@ class TrainConfig:
     max_steps: int = 1000
     max_minutes: float | None = None
     val_every: int = 100
+    checkpoint_every: int = 50  # steps between checkpoints for --resume (independent of validation)
+    checkpoint_minutes: float | None = 10.0  # ... and at least every this many minutes
     seed: int = 0
     num_workers: int = 0
     # -- hardware
@@ -125,6 +130,8 @@ class TrainConfig:
             raise GeoccsegError(f"tile_px must be a multiple of 32 (at least 32), got {self.tile_px}")
         if self.max_steps < 1:
             raise GeoccsegError("max_steps must be at least 1")
+        if self.checkpoint_every < 1 or (self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0):
+            raise GeoccsegError("checkpoint_every must be at least 1 step and checkpoint_minutes above 0 (or null)")
         if self.out is None:
             raise GeoccsegError("no output folder; pass -o/--out MODEL_DIR")
         _ = self.source
@@ -140,6 +147,8 @@ class TrainConfig:
         unknown = sorted(set(values) - set(cls.keys()))
         if unknown:
             raise GeoccsegError(f"unknown {where} key(s) {', '.join(unknown)}; valid keys: {', '.join(cls.keys())}")
+        hints = typing.get_type_hints(cls)
+        values = {key: _typed(key, value, hints[key], where) for key, value in values.items()}
         return cls(**values)
 
     @classmethod
@@ -158,3 +167,51 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_LIST_NAMES = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
+
+
+def _typed(key: str, value, annotation, where: str):
+    """``value`` checked against the field's annotation (ints accepted as floats).
+
+    Raises:
+        GeoccsegError: naming the key, the expected type and the value.
+    """
+    optional = False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        (annotation,) = args
+        if value is None and optional:
+            return None
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        if isinstance(value, list) and all(_fits(v, item) for v in value):
+            return [_as(v, item) for v in value]
+        expected = f"a list of {_LIST_NAMES[item]}"
+    elif _fits(value, annotation):
+        return _as(value, annotation)
+    else:
+        expected = _NAMES[annotation]
+    raise GeoccsegError(f"{where}: {key} must be {expected}{' or null' if optional else ''}, got {value!r}")
+
+
+def _fits(value, tp) -> bool:
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as text
+            try:
+                return math.isfinite(float(value))
+            except ValueError:
+                return False
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _as(value, tp):
+    return float(value) if tp is float else value

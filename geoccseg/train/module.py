@@ -178,9 +178,19 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             generator=self.generator,
         )
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        m = ema_momentum(self.global_step, self.config.ema_momentum, self.config.ema_warmup_steps)
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # the teacher follows right after the optimiser step, before callbacks run, so a checkpoint
+        # of this step holds its teacher too; global_step counts this step once the hook returns
+        m = ema_momentum(self.global_step + 1, self.config.ema_momentum, self.config.ema_warmup_steps)
         ema_update(self.teacher, self.student, m)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["generator_state"] = self.generator.get_state()  # a resumed run continues the draws
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "generator_state" in checkpoint:
+            self.generator.set_state(checkpoint["generator_state"])
 
     # -- validation ----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -5,14 +5,17 @@ The same function serves ``geoccseg train``, the notebooks and the benchmark pip
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from geoccseg.data.base import TrainingData
@@ -23,8 +26,10 @@ from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, resolve_model
 from geoccseg.models import ModelConfig
 from geoccseg.train.callbacks import RunRecorder
+from geoccseg.train.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, check_architecture, load_checkpoint
 from geoccseg.train.config import TrainConfig
 from geoccseg.train.module import SemiSupervisedSegmenter
+from geoccseg.train.signals import StopSignals, TrainingStopped
 from geoccseg.train.stream import ChipStream, ItemList
 
 CHECKPOINTS = "checkpoints"
@@ -99,54 +104,75 @@ def _precision(c: TrainConfig) -> str:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train a model and write ``model.safetensors``, ``bundle.json``, ``config.yaml``,
-    ``metrics.csv``, ``training.png`` and checkpoints into ``config.out``.
+    ``metrics.csv``, ``training.png`` and ``checkpoints/last.ckpt`` into ``config.out``.
+
+    The output folder is created only once the data has been read and checked; if this run
+    created it and fails before its first checkpoint, the files it wrote there are removed.
 
     Raises:
-        GeoccsegError: bad options or data; ``resume`` without a checkpoint in ``out``.
+        GeoccsegError: bad options or data; ``resume`` without an intact checkpoint in ``out``.
+        TrainingStopped: SIGINT or SIGTERM stopped the run before its budget (the step reached is
+            saved for ``resume`` and the bundle is marked interrupted).
     """
     c = config.validate()
     out = Path(c.out)
     ckpt = out / CHECKPOINTS / LAST
     if c.resume and not ckpt.is_file():
         raise GeoccsegError(f"cannot resume: {out} holds no checkpoint ({CHECKPOINTS}/{LAST}); train without --resume first")
-    if not c.resume and (out / "bundle.json").exists():
-        raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder, or pass --resume to continue it")
-    out.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(c.seed, workers=True, verbose=False)
-    start = starting_bundle(c)
-    data = build_data(c, start)
-    classes = data.classes
-    if start is not None:
-        check_fits(start, data)
-        model_config = start.model.config  # parsed and checked by load_bundle
-    else:
-        model_config = ModelConfig(
-            in_channels=data.num_bands, num_classes=len(classes) + 1, encoder=c.encoder, fusion=c.fusion,
-            decoder_channels=c.decoder_channels, embed_dim=c.embed_dim,
-        )
-    module = SemiSupervisedSegmenter(c, model_config, data.class_counts())
-    module.class_names = classes
-    if start is not None:  # on --resume the checkpoint then replaces these weights
-        module.start_from(start.model)
+    with StopSignals() as stop:
+        resumed = load_checkpoint(ckpt) if c.resume else None  # never unpickled: safetensors + JSON
+        if not c.resume and (out / "bundle.json").exists():
+            raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder, or pass --resume to continue it")
+        pl.seed_everything(c.seed, workers=True, verbose=False)
+        start = starting_bundle(c)
+        data = build_data(c, start)
+        if start is not None:
+            check_fits(start, data)
+            model_config = start.model.config  # parsed and checked by load_bundle
+        else:
+            model_config = ModelConfig(
+                in_channels=data.num_bands, num_classes=len(data.classes) + 1, encoder=c.encoder, fusion=c.fusion,
+                decoder_channels=c.decoder_channels, embed_dim=c.embed_dim,
+            )
+        module = SemiSupervisedSegmenter(c, model_config, data.class_counts())
+        module.class_names = data.classes
+        if start is not None:  # on --resume the checkpoint then replaces these weights
+            module.start_from(start.model)
+        if resumed is not None:
+            check_architecture(resumed, module, ckpt)
+        created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            return _fit(c, data, module, model_config, resumed, stop)
+        except BaseException:
+            if created and not ckpt.is_file():
+                _remove_own_outputs(out)
+            raise
+
+
+def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, model_config: ModelConfig,
+         resumed: dict | None, stop: StopSignals) -> TrainResult:
+    """Lightning's fit (and a last validation if none ran) in ``c.out``, stopped cleanly by signals."""
+    out = Path(c.out)
+    ckpt = out / CHECKPOINTS / LAST
     meta = BundleMeta(
-        model=model_config.to_dict(), classes=classes, bands=data.bands, norm=data.norm,
+        model=model_config.to_dict(), classes=data.classes, bands=data.bands, norm=data.norm,
         pixel_size_m=data.pixel_size_m, tile_px=c.tile_px, training={"data": data.summary(), "config": c.to_yaml()},
     )
     with atomic_path(out / "config.yaml", overwrite=True) as tmp:
         tmp.write_text(c.to_yaml())
 
-    start_step = _checkpoint_step(ckpt) if c.resume else 0
+    start_step = resumed["global_step"] if resumed else 0
     stream = ChipStream(data, c.batch_size, c.unlabeled_batch_size if c.semi_supervised else 0, c.seed,
                         rank=int(os.environ.get("RANK", 0)), start_step=start_step)
     train_loader = DataLoader(stream, batch_size=None, num_workers=c.num_workers, persistent_workers=c.num_workers > 0)
     val_items = data.validation_items()
     val_loader = DataLoader(ItemList(val_items), batch_size=1) if val_items else None
+    val_every = min(c.val_every, c.max_steps) if val_loader else None
 
     recorder = RunRecorder(out, meta)
-    callbacks = [
-        recorder,
-        ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="step{step}", save_last=True, every_n_train_steps=min(c.val_every, c.max_steps), save_top_k=1, auto_insert_metric_name=False),
-    ]
+    saver = PeriodicCheckpoint(ckpt, c.checkpoint_every, c.checkpoint_minutes, val_every, stop)
+    callbacks = [recorder, saver]
     if c.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     # the projection head joins the loss only once the unlabeled terms start, so DDP must allow
@@ -155,26 +181,39 @@ def train(config: TrainConfig) -> TrainResult:
     trainer = pl.Trainer(
         accelerator=c.accelerator, devices=c.devices, num_nodes=c.num_nodes, strategy=strategy, precision=_precision(c),
         max_steps=c.max_steps, max_time={"minutes": c.max_minutes} if c.max_minutes else None,
-        val_check_interval=min(c.val_every, c.max_steps) if val_loader else None, check_val_every_n_epoch=None,
+        val_check_interval=val_every, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if val_loader else 0, num_sanity_val_steps=0, logger=False,
         callbacks=callbacks, enable_progress_bar=c.progress, enable_model_summary=False, default_root_dir=out,
         log_every_n_steps=10, deterministic=False,
+        # checkpoints are safetensors + JSON: resuming never unpickles (geoccseg/train/checkpoint.py)
+        plugins=[SafeCheckpointIO({str(ckpt): resumed} if resumed else None)],
     )
     t0 = time.perf_counter()
-    # checkpoints are this run's own files (written above by Lightning), not shared artefacts:
-    # the shareable output is the safetensors bundle, which never unpickles
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
-                ckpt_path=str(ckpt) if c.resume else None, weights_only=False)
+    stop.defer()  # from here a signal stops the run after the current step
+    try:
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if resumed else None)
+        if val_loader is not None and not recorder.validated and trainer.is_global_zero:
+            trainer.validate(module, dataloaders=val_loader, verbose=False)  # e.g. --max-minutes ran out first
+    except SIGTERMException:
+        where = (f"continue it from step {saver.saved_step} with: geoccseg train --config {out / 'config.yaml'} --resume"
+                 if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
+        raise TrainingStopped(f"training stopped by {stop.name} at step {trainer.global_step} of {c.max_steps}; {where}",
+                              stop.signum or signal.SIGTERM) from None
     seconds = time.perf_counter() - t0
-    if val_loader is not None and recorder.saved_step is None and trainer.is_global_zero:
-        trainer.validate(module, dataloaders=val_loader, verbose=False)
     device = str(trainer.strategy.root_device)
     validation = load_bundle(out).meta.training.get("validation", {}) if trainer.is_global_zero else {}
     labeled = getattr(data, "labeled_names", None)
     return TrainResult(out=out, steps=trainer.global_step, seconds=seconds, device=device, validation=validation, labeled=labeled)
 
 
-def _checkpoint_step(path: Path) -> int:
-    """Global step stored in a Lightning checkpoint of this project (our own file, written by ``train``)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return int(state.get("global_step", 0))
+OWN_OUTPUTS = ("config.yaml", "metrics.csv", "training.png", "model.safetensors", "bundle.json")
+
+
+def _remove_own_outputs(out: Path) -> None:
+    """Remove what a failed run wrote into the folder it created (named files only), then the
+    folder itself if that leaves it empty; anything else found there is kept."""
+    for name in OWN_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    for folder in (out / CHECKPOINTS, out):
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            folder.rmdir()

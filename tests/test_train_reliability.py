@@ -1,0 +1,291 @@
+"""Training reliability (issue 11) on the real CFD photos, through the real CLI and real processes:
+--resume never unpickles, damaged checkpoints are one-line errors, checkpoints come every N steps
+(independent of validation) and keep every metrics row, SIGTERM / SIGINT stop a run with one line,
+a non-zero status and a resumable checkpoint, wrongly typed options are one-line errors, a failed
+run leaves no folder behind, and written files follow the umask."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from geoccseg.cli import cli
+from geoccseg.io.bundle import load_bundle, save_bundle
+from geoccseg.train import TrainConfig, train
+from geoccseg.train.checkpoint import load_checkpoint
+
+FAST = dict(tile_px=64, batch_size=2, unlabeled_batch_size=2, unlabeled_start_steps=2, rampup_steps=2, ema_warmup_steps=2,
+            val_fraction=0.03, progress=False)
+FAST_FLAGS = ["--tile-px", "64", "--batch-size", "2", "--unlabeled-batch-size", "2", "--unlabeled-start-steps", "2",
+              "--rampup-steps", "2", "--ema-warmup-steps", "2", "--val-fraction", "0.03", "--no-progress"]
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _val_steps(out: Path) -> list[int]:
+    return [int(r["step"]) for r in _rows(out) if r["val_f1"]]
+
+
+def _training(out: Path) -> dict:
+    return json.loads((out / "bundle.json").read_text())["training"]
+
+
+def _cfd_flags(cfd: Path, out: Path) -> list[str]:
+    return ["--images", str(cfd / "images"), "--masks", str(cfd / "masks"), "--unlabeled", str(cfd / "unlabeled"),
+            "--labeled-fraction", "0.035", "-o", str(out)]
+
+
+def _resume(out: Path, *flags: str):
+    """``geoccseg train --config OUT/config.yaml --resume`` (with -o: the config names the folder it was written in)."""
+    return CliRunner().invoke(cli, ["train", "--config", str(out / "config.yaml"), "-o", str(out), "--resume", *flags])
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def base_run(data_dir, tmp_path_factory) -> Path:
+    """6 steps with validation every 3 and a checkpoint every 2: the run the resume tests continue."""
+    cfd = data_dir / "cfd"
+    out = tmp_path_factory.mktemp("reliability") / "base"
+    train(TrainConfig(out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), unlabeled=[str(cfd / "unlabeled")],
+                      labeled_fraction=0.035, max_steps=6, val_every=3, checkpoint_every=2, **FAST))
+    return out
+
+
+@pytest.fixture
+def run_copy(base_run, tmp_path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    return out
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a planted checkpoint would do to `torch.load`."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_resume_never_unpickles_a_planted_checkpoint(run_copy, data_dir, tmp_path, writer):
+    marker = tmp_path / "PWNED"
+    ckpt = run_copy / "checkpoints" / "last.ckpt"
+    payload = {"global_step": 6, "state_dict": _Payload(f"touch {marker}")}
+    if writer == "torch.save":
+        torch.save(payload, ckpt)
+    else:
+        ckpt.write_bytes(pickle.dumps(payload, protocol=2))
+    # the planted file is live: unpickling it (as resuming used to) runs the command
+    if writer == "torch.save":
+        torch.load(ckpt, weights_only=False)
+    else:
+        pickle.loads(ckpt.read_bytes())  # noqa: S301 (on purpose)
+    assert marker.exists()
+    marker.unlink()
+
+    result = _resume(run_copy, "--max-steps", "8")
+    line = _one_error_line(result)
+    assert not marker.exists()
+    assert f"cannot resume from {ckpt}: it is not an intact geoccseg checkpoint" in line
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "foreign safetensors", "empty"])
+def test_damaged_checkpoint_is_a_one_line_error(run_copy, damage):
+    ckpt = run_copy / "checkpoints" / "last.ckpt"
+    data = ckpt.read_bytes()
+    if damage == "truncated":
+        ckpt.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped byte":
+        ckpt.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
+    elif damage == "foreign safetensors":
+        save_file({"weight": torch.zeros(3)}, str(ckpt))
+    else:
+        ckpt.write_bytes(b"")
+    result = _resume(run_copy, "--max-steps", "8")
+    assert "is not an intact geoccseg checkpoint" in _one_error_line(result)
+
+
+def test_resume_continues_steps_optimiser_and_metrics(run_copy):
+    before = _rows(run_copy)
+    assert _val_steps(run_copy) == [3, 6]
+    state = load_checkpoint(run_copy / "checkpoints" / "last.ckpt")
+    assert state["global_step"] == 6 and state["optimizer_states"][0]["state"]  # Adam moments saved
+
+    result = _resume(run_copy, "--max-steps", "9")
+    assert result.exit_code == 0, result.output
+    assert "trained 9 steps" in result.output
+    after = _rows(run_copy)
+    assert after[: len(before)] == before  # the earlier history is kept as it was
+    assert _val_steps(run_copy) == [3, 6, 9]
+    assert load_checkpoint(run_copy / "checkpoints" / "last.ckpt")["global_step"] == 9
+    training = _training(run_copy)
+    assert training["steps"] == 9 and training["interrupted"] is False and "in_progress" not in training
+
+
+def test_checkpoint_holds_the_teacher_of_its_step(data_dir, tmp_path):
+    """Without a validation set the bundle is the last step's EMA teacher: the checkpoint of that
+    step must hold the same teacher (it is saved after the step's EMA update)."""
+    cfd = data_dir / "cfd"
+    out = tmp_path / "m"
+    train(TrainConfig(out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), labeled_fraction=0.05,
+                      max_steps=4, checkpoint_every=4, **{**FAST, "val_fraction": 0.0}))
+    state = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert state["global_step"] == 4
+    bundle = load_file(str(out / "model.safetensors"))
+    teacher = {k[len("teacher."):]: v for k, v in state["state_dict"].items() if k.startswith("teacher.")}
+    assert teacher.keys() == bundle.keys()
+    assert all(torch.equal(teacher[k], bundle[k]) for k in bundle)
+    assert _training(out)["saved_step"] == 4
+
+
+def _start(cfd: Path, out: Path, *flags: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "geoccseg.cli", "train", *_cfd_flags(cfd, out), *FAST_FLAGS, *flags]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_the_run_with_one_line_and_it_resumes(data_dir, tmp_path, sig):
+    cfd = data_dir / "cfd"
+    out = tmp_path / "stopped"
+    proc = _start(cfd, out, "--max-steps", "500", "--val-every", "4", "--checkpoint-every", "2")
+    _wait_for(out / "checkpoints" / "last.ckpt", proc)  # training has started
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + sig, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("geoccseg:")]
+    assert len(ours) == 1 and ours[0] == stderr.strip().splitlines()[-1], stderr[-3000:]
+    state = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    step = state["global_step"]
+    assert 2 <= step < 500
+    assert ours[0] == (f"geoccseg: training stopped by {sig.name} at step {step} of 500; continue it from step {step} "
+                       f"with: geoccseg train --config {out / 'config.yaml'} --resume")
+    training = _training(out)
+    assert training["interrupted"] is True and training["stopped_step"] == step and "in_progress" not in training
+    if sig == signal.SIGINT:
+        return
+    # the stopped run continues from the step it reached, validating on the same steps
+    result = _resume(out, "--max-steps", str(step + 4))
+    assert result.exit_code == 0, result.output
+    assert _val_steps(out) == list(range(4, step + 5, 4))
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == step + 4
+    training = _training(out)
+    assert training["interrupted"] is False and "stopped_step" not in training
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint_without_losing_metrics_rows(data_dir, tmp_path):
+    """SIGKILL gives no chance to clean up: the checkpoint taken every N steps is what is left.
+    The first one is at a validation step, so it must hold that step's validation row."""
+    cfd = data_dir / "cfd"
+    out = tmp_path / "killed"
+    proc = _start(cfd, out, "--max-steps", "500", "--val-every", "2", "--checkpoint-every", "4")
+    _wait_for(out / "checkpoints" / "last.ckpt", proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    step = load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"]
+    assert step % 4 == 0
+    assert _training(out)["in_progress"] is True  # what a killed run's bundle says
+
+    result = _resume(out, "--max-steps", str(step + 4))
+    assert result.exit_code == 0, result.output
+    rows = _rows(out)
+    assert _val_steps(out) == list(range(2, step + 5, 2))  # none dropped, none twice
+    assert [int(r["step"]) for r in rows if r["sup"]][0] == 1  # the loss history from the first run is kept
+
+
+@pytest.mark.parametrize(("yaml_line", "message"), [
+    ('max_steps: "three"', "max_steps must be an integer, got 'three'"),
+    ("max_steps: 2.5", "max_steps must be an integer, got 2.5"),
+    ("lr: [0.1, 0.2]", "lr must be a number, got [0.1, 0.2]"),
+    ("scenes: a.tif", "scenes must be a list of strings, got 'a.tif'"),
+    ("classes: [1, 2]", "classes must be a list of strings or null, got [1, 2]"),
+    ("pseudo: maybe", "pseudo must be true or false, got 'maybe'"),
+    ("images: [a, b]", "images must be a string or null, got ['a', 'b']"),
+])
+def test_wrongly_typed_config_value_is_a_one_line_error(tmp_path, yaml_line, message):
+    (tmp_path / "run.yaml").write_text(yaml_line + "\n")
+    result = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "run.yaml"), "-o", str(tmp_path / "o")])
+    assert f"config file run.yaml: {message}" in _one_error_line(result)
+    assert not (tmp_path / "o").exists()
+
+
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
+    (tmp_path / "run.yaml").write_text("lr: 1e-3\nmax_minutes: 2\n")  # PyYAML reads 1e-3 as text
+    config = TrainConfig.from_yaml(tmp_path / "run.yaml")
+    assert config.lr == 0.001 and config.max_minutes == 2.0 and isinstance(config.max_minutes, float)
+
+
+def test_failed_run_leaves_no_output_folder_and_keeps_user_files(data_dir, tmp_path):
+    cfd = data_dir / "cfd"
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for p in sorted((cfd / "images").iterdir())[:4]:
+        shutil.copy(p, images / p.name)
+    for p in sorted((cfd / "masks").iterdir())[:4]:
+        shutil.copy(p, masks / p.name)
+    from PIL import Image
+
+    Image.new("L", (100, 80)).save(masks / "001.png")  # bad labels: wrong size
+    runner = CliRunner()
+    args = ["train", "--images", str(images), "--masks", str(masks), "--val-fraction", "0"]
+    result = runner.invoke(cli, [*args, "-o", str(tmp_path / "new" / "model")])
+    assert "mask 001.png is 100x80" in _one_error_line(result)
+    assert not (tmp_path / "new").exists()
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    result = runner.invoke(cli, [*args, "-o", str(mine)])
+    _one_error_line(result)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_written_files_follow_the_umask(base_run, tmp_path):
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.safetensors", "bundle.json", "config.yaml", "metrics.csv", "training.png", "checkpoints/last.ckpt"):
+        assert mode(base_run / name) == 0o666 & ~umask, name
+    bundle = load_bundle(base_run)
+    old = os.umask(0o027)
+    try:
+        save_bundle(tmp_path / "b", bundle.model, bundle.meta)
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "b" / "model.safetensors") == 0o640 and mode(tmp_path / "b" / "bundle.json") == 0o640
