@@ -18,12 +18,16 @@ from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import (
     Counts,
+    PixelScorer,
+    PixelScores,
     RelaxedCounts,
     ThresholdSweep,
+    confusion_counts,
     evaluate,
     line_counts,
     pixel_counts,
     relaxed_counts,
+    score_arrays,
     skeleton_counts,
 )
 from geoccseg.evaluate.files import match_files, prediction_scores, read_raster, truth_masks
@@ -155,6 +159,72 @@ def test_sweep_matches_strict_counts_and_uint8_levels() -> None:
     one = ThresholdSweep([0.2, 0.21])
     one.update(score[:1, :1], np.ones((1, 1), dtype=bool))
     assert list(one.tp) == [1, 0]
+
+
+# --- the in-memory scorer --------------------------------------------------------------------------
+
+# image A: at 0.5 predicts (0,0), (0,1), (1,1) against truth on the top row: tp 2, fp 1, fn 1
+SCORE_A = np.array([[0.9, 0.6, 0.4], [0.2, 0.7, 0.1]])
+TRUTH_A = np.array([[1, 1, 1], [0, 0, 0]], dtype=bool)
+# image B: at 0.5 predicts the left column against truth on all but (0,1): tp 2, fp 0, fn 1
+SCORE_B = np.array([[0.8, 0.3], [0.55, 0.05]])
+TRUTH_B = np.array([[1, 0], [1, 1]], dtype=bool)
+
+
+def test_score_arrays_by_hand() -> None:
+    scores = score_arrays([SCORE_A, SCORE_B], [TRUTH_A, TRUTH_B], tolerance_px=1)
+    # summed: tp 4, fp 1, fn 2
+    assert scores.n_images == 2
+    assert scores.precision == pytest.approx(4 / 5) and scores.recall == pytest.approx(4 / 6)
+    assert scores.f1 == pytest.approx(8 / 11) and scores.iou == pytest.approx(4 / 7)
+    # pooled true scores 0.9 0.8 0.6 0.55 0.4 0.05, false ones 0.7 0.3 0.2 0.1: at t in 0.31..0.40
+    # tp 5, fp 1 (0.7), fn 1 (0.05) -> 10/12, the best of the grid (0.21..0.30: 10/13, 0.41..: 8/11)
+    assert scores.ods_f1 == pytest.approx(10 / 12) and scores.ods_threshold == pytest.approx(0.31)
+    # A at t in 0.21..0.40: tp 3, fp 1 -> 6/7; B at t <= 0.05: tp 3, fp 1 -> 6/7 (above 0.3: 4/5)
+    assert scores.ois_f1 == pytest.approx(6 / 7)
+    # every predicted pixel touches a true one and vice versa (1 px): relaxed scores are perfect
+    assert (scores.relaxed_precision, scores.relaxed_recall, scores.relaxed_f1) == (1.0, 1.0, 1.0)
+    assert list(scores.to_dict()) == ["n_images", "precision", "recall", "f1", "iou", "ods_f1", "ods_threshold",
+                                      "ois_f1", "relaxed_precision", "relaxed_recall", "relaxed_f1"]
+    # without a tolerance there are no relaxed metrics; another threshold moves the strict counts
+    plain = score_arrays(iter([SCORE_A, SCORE_B]), iter([TRUTH_A, TRUTH_B]), threshold=0.35)
+    assert plain.relaxed_f1 is None and plain.ods_f1 == scores.ods_f1
+    assert plain.precision == pytest.approx(5 / 6) and plain.recall == pytest.approx(5 / 6)  # tp 5, fp 1 (0.7), fn 1
+
+
+def test_scorer_accumulates_with_a_valid_mask_like_the_counters() -> None:
+    scorer = PixelScorer(threshold=0.5, tolerance_px=1)
+    valid = np.ones_like(TRUTH_A)
+    valid[1, 1] = False  # drops A's one false positive
+    scorer.add(SCORE_A, TRUTH_A, valid)
+    assert scorer.counts == Counts(tp=2, fp=0, fn=1, tn=2)
+    scorer.add(SCORE_B, TRUTH_B)
+    assert scorer.counts == Counts(tp=4, fp=0, fn=2, tn=3)
+    assert scorer.counts == pixel_counts(SCORE_A >= 0.5, TRUTH_A, valid) + pixel_counts(SCORE_B >= 0.5, TRUTH_B)
+    assert scorer.relaxed == relaxed_counts(SCORE_A >= 0.5, TRUTH_A, 1, valid) + relaxed_counts(SCORE_B >= 0.5, TRUTH_B, 1)
+    result = scorer.scores()
+    assert isinstance(result, PixelScores) and result.precision == 1.0 and result.recall == pytest.approx(4 / 6)
+    with pytest.raises(ValueError, match="no image"):
+        PixelScorer().scores()
+    with pytest.raises(ValueError, match="more scores than truths"):
+        score_arrays([SCORE_A, SCORE_B], [TRUTH_A])
+    with pytest.raises(ValueError, match="more truths than scores"):
+        score_arrays([SCORE_A], [TRUTH_A, TRUTH_B])
+
+
+def test_confusion_counts_on_tensors_match_numpy() -> None:
+    torch = pytest.importorskip("torch")
+    pred, truth = SCORE_A >= 0.5, TRUTH_A
+    valid = np.array([[1, 1, 1], [0, 1, 1]], dtype=bool)
+    expected = (2, 1, 1)
+    assert tuple(int(v) for v in confusion_counts(pred, truth, valid)) == expected
+    tp, fp, fn = confusion_counts(torch.from_numpy(pred), torch.from_numpy(truth), torch.from_numpy(valid))
+    assert all(isinstance(v, torch.Tensor) for v in (tp, fp, fn))
+    assert (int(tp), int(fp), int(fn)) == expected
+    # a batch of label maps (B, H, W), as the trainer counts class k
+    labels = torch.tensor([[[0, 1], [1, 2]], [[1, 1], [0, 0]]])
+    truth_labels = torch.tensor([[[0, 1], [2, 2]], [[1, 0], [0, 1]]])
+    assert [int(v) for v in confusion_counts(labels == 1, truth_labels == 1)] == [2, 2, 1]
 
 
 # --- centrelines -----------------------------------------------------------------------------------

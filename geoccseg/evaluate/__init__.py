@@ -1,6 +1,7 @@
 """Evaluation: pixel, relaxed, best-threshold and centreline metrics of predictions against truth.
 
-``pixel`` holds the streaming pixel counters, ``centerline`` the Wiedemann length metrics, ``files``
+``pixel`` holds the streaming pixel counters and the one scorer of in-memory probability maps
+(:class:`PixelScorer`, :func:`score_arrays`), ``centerline`` the Wiedemann length metrics, ``files``
 reads and pairs PRED/TRUTH files, and ``report`` runs them over a dataset (:func:`evaluate`).
 """
 
@@ -10,10 +11,14 @@ from geoccseg.evaluate.centerline import LineCounts, line_counts, skeleton_count
 from geoccseg.evaluate.pixel import (
     THRESHOLDS,
     Counts,
+    PixelScorer,
+    PixelScores,
     RelaxedCounts,
     ThresholdSweep,
+    confusion_counts,
     pixel_counts,
     relaxed_counts,
+    score_arrays,
 )
 from geoccseg.evaluate.report import ClassResult, EvaluationResult, evaluate
 
@@ -23,11 +28,15 @@ __all__ = [
     "Counts",
     "EvaluationResult",
     "LineCounts",
+    "PixelScorer",
+    "PixelScores",
     "RelaxedCounts",
     "ThresholdSweep",
+    "confusion_counts",
     "evaluate",
     "line_counts",
     "pixel_counts",
     "relaxed_counts",
+    "score_arrays",
     "skeleton_counts",
 ]

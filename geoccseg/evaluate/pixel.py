@@ -10,6 +10,11 @@ Three counters add up over a dataset without keeping any image in memory:
 - :class:`ThresholdSweep`: tp/fp/fn at every threshold of a grid, giving ODS F1 (one threshold for
   the whole dataset) and OIS F1 (the best threshold of each image, F1 averaged over images).
 
+:class:`PixelScorer` holds the three for one class and is the one scorer of in-memory probability
+maps: ``geoccseg evaluate`` (per class), the quality benchmark and :func:`score_arrays` use it. The
+trainer's validation counts with the same :func:`confusion_counts` (on torch tensors, summed over
+DDP ranks) and reads its metrics from :class:`Counts`.
+
 A pixel is positive at threshold ``t`` when its score is ``>= t``.
 
 Empty cases follow one convention everywhere: when neither the prediction nor the truth has a
@@ -19,11 +24,15 @@ denominator gives 0 (e.g. precision of an empty prediction against a non-empty t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt
+
+#: numpy arrays or torch tensors (see :func:`confusion_counts`).
+ArrayT = TypeVar("ArrayT")
 
 #: Default threshold grid of :class:`ThresholdSweep`: 0.01, 0.02, ..., 0.99.
 THRESHOLDS = np.arange(1, 100) / 100
@@ -97,6 +106,27 @@ class Counts:
         return ratio(self.tp, self.tp + self.fp + self.fn, self.empty)
 
 
+def confusion_counts(pred: ArrayT, truth: ArrayT, valid: ArrayT | None = None) -> tuple[ArrayT, ArrayT, ArrayT]:
+    """tp, fp and fn of boolean maps, counted with the inputs' own library.
+
+    Works on numpy arrays and on torch tensors alike (only ``&`` and ``.sum()`` are used), so the
+    trainer counts on its device without a host synchronisation and sums the counts over DDP ranks
+    before reading them into :class:`Counts`.
+
+    Args:
+        pred: bool, predicted positive pixels (any shape, e.g. (H, W) or (B, H, W)).
+        truth: bool, true positive pixels, same shape.
+        valid: bool, pixels to count, same shape; all pixels when None.
+
+    Returns:
+        (tp, fp, fn) as 0-d values of the inputs' type (numpy integers, or int64 tensors).
+    """
+    if valid is not None:
+        pred, truth = pred & valid, truth & valid
+    tp = (pred & truth).sum()
+    return tp, pred.sum() - tp, truth.sum() - tp
+
+
 def pixel_counts(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> Counts:
     """Count tp/fp/fn/tn of one image.
 
@@ -106,9 +136,7 @@ def pixel_counts(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None =
         valid: (H, W) bool, pixels to score (e.g. not nodata); all pixels when None.
     """
     pred, truth, n = _restrict(pred, truth, valid)
-    tp = int(np.count_nonzero(pred & truth))
-    fp = int(np.count_nonzero(pred)) - tp
-    fn = int(np.count_nonzero(truth)) - tp
+    tp, fp, fn = (int(v) for v in confusion_counts(pred, truth))
     return Counts(tp=tp, fp=fp, fn=fn, tn=n - tp - fp - fn)
 
 
@@ -270,3 +298,122 @@ class ThresholdSweep:
         if not self.image_f1:
             raise ValueError("no image added")
         return float(np.mean(self.image_f1))
+
+
+@dataclass(frozen=True)
+class PixelScores:
+    """Pixel metrics of one class over a set of images (counts summed over images: micro average).
+
+    Attributes:
+        n_images: images scored.
+        precision, recall, f1, iou: strict metrics at the scorer's threshold.
+        ods_f1, ods_threshold: best dataset F1 over the threshold grid, and its threshold (0-1).
+        ois_f1: mean over images of each image's best F1.
+        relaxed_precision, relaxed_recall, relaxed_f1: with the tolerance in pixels; None without one.
+    """
+
+    n_images: int
+    precision: float
+    recall: float
+    f1: float
+    iou: float
+    ods_f1: float
+    ods_threshold: float
+    ois_f1: float
+    relaxed_precision: float | None = None
+    relaxed_recall: float | None = None
+    relaxed_f1: float | None = None
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """The fields in their order, JSON-safe."""
+        return asdict(self)
+
+
+class PixelScorer:
+    """Scores probability maps of one class against truth, one image at a time.
+
+    Each :meth:`add` updates the strict counts at ``threshold``, the relaxed counts (when
+    ``tolerance_px`` is given) and the threshold sweep; :meth:`scores` reads the metrics of all
+    images so far. No image is kept.
+
+    Attributes:
+        threshold: a pixel is positive when its score is ``>= threshold`` (0-1).
+        tolerance_px: relaxed-metric tolerance rho in pixels; None: no relaxed metrics.
+        counts: strict counts so far.
+        relaxed: relaxed counts so far (zero without a tolerance).
+        sweep: counts at every threshold of the grid so far.
+    """
+
+    def __init__(self, threshold: float = 0.5, tolerance_px: float | None = None,
+                 thresholds: Sequence[float] | np.ndarray = THRESHOLDS) -> None:
+        self.threshold = float(threshold)
+        self.tolerance_px = tolerance_px
+        self.counts = Counts()
+        self.relaxed = RelaxedCounts()
+        self.sweep = ThresholdSweep(thresholds)
+
+    @property
+    def n_images(self) -> int:
+        """Number of images added."""
+        return self.sweep.n_images
+
+    def add(self, score: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add one image.
+
+        Args:
+            score: (H, W) probabilities in [0, 1] (float) or a bool mask.
+            truth: (H, W) bool, true positive pixels.
+            valid: (H, W) bool, pixels to score (e.g. not nodata); all pixels when None.
+        """
+        pred = np.asarray(score) >= self.threshold
+        self.counts += pixel_counts(pred, truth, valid)
+        if self.tolerance_px is not None:
+            self.relaxed += relaxed_counts(pred, truth, self.tolerance_px, valid)
+        self.sweep.update(score, truth, valid)
+
+    def scores(self) -> PixelScores:
+        """The metrics of every image added so far.
+
+        Raises:
+            ValueError: if no image was added.
+        """
+        if not self.n_images:
+            raise ValueError("no image added")
+        relaxed = self.tolerance_px is not None
+        return PixelScores(
+            n_images=self.n_images, precision=self.counts.precision, recall=self.counts.recall, f1=self.counts.f1,
+            iou=self.counts.iou, ods_f1=self.sweep.ods_f1, ods_threshold=self.sweep.ods_threshold, ois_f1=self.sweep.ois_f1,
+            relaxed_precision=self.relaxed.precision if relaxed else None,
+            relaxed_recall=self.relaxed.recall if relaxed else None,
+            relaxed_f1=self.relaxed.f1 if relaxed else None,
+        )
+
+
+def score_arrays(
+    scores: Iterable[np.ndarray],
+    truths: Iterable[np.ndarray],
+    *,
+    threshold: float = 0.5,
+    tolerance_px: float | None = None,
+) -> PixelScores:
+    """Pixel metrics of in-memory probability maps against their truth (one :class:`PixelScorer`).
+
+    Args:
+        scores: (H, W) probabilities in [0, 1] (or bool masks), one per image; may be a generator.
+        truths: (H, W) bool truth of the same images, in the same order.
+        threshold: a pixel is positive when its score is ``>= threshold`` (0-1).
+        tolerance_px: relaxed-metric tolerance in pixels; None: no relaxed metrics.
+
+    Raises:
+        ValueError: no image, a different number of scores and truths, or shapes that differ.
+    """
+    scorer = PixelScorer(threshold, tolerance_px)
+    scores, truths = iter(scores), iter(truths)
+    for score in scores:
+        truth = next(truths, None)
+        if truth is None:
+            raise ValueError("more scores than truths; give one truth per image")
+        scorer.add(score, truth)
+    if next(truths, None) is not None:
+        raise ValueError("more truths than scores; give one score per image")
+    return scorer.scores()

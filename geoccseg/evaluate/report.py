@@ -33,7 +33,7 @@ from geoccseg.evaluate.files import (
     read_raster,
     truth_masks,
 )
-from geoccseg.evaluate.pixel import Counts, RelaxedCounts, ThresholdSweep, pixel_counts, relaxed_counts
+from geoccseg.evaluate.pixel import PixelScorer
 
 #: Default width in metres given to vector lines burnt for pixel metrics (SpaceNet road masks: 2 m each side).
 DEFAULT_LINE_WIDTH_M = 4.0
@@ -116,32 +116,22 @@ class EvaluationResult:
 
 
 class _ClassTotals:
-    """Running sums of one class over the images seen so far."""
+    """Running sums of one class over the images seen so far: the pixel scorer and the line counts."""
 
-    def __init__(self) -> None:
-        self.counts = Counts()
-        self.relaxed = RelaxedCounts()
-        self.sweep = ThresholdSweep()
+    def __init__(self, threshold: float, tolerance_px: float) -> None:
+        self.pixels = PixelScorer(threshold, tolerance_px)
         self.lines: LineCounts | None = None
-
-    def add_pixels(self, score: np.ndarray, truth: np.ndarray, valid: np.ndarray, threshold: float, tolerance_px: float) -> None:
-        pred = score >= threshold
-        self.counts += pixel_counts(pred, truth, valid)
-        self.relaxed += relaxed_counts(pred, truth, tolerance_px, valid)
-        self.sweep.update(score, truth, valid)
 
     def add_lines(self, counts: LineCounts) -> None:
         self.lines = counts if self.lines is None else self.lines + counts
 
     def result(self, class_value: int) -> ClassResult:
         result = ClassResult(class_value=class_value)
-        if self.sweep.n_images:
-            result.precision, result.recall = self.counts.precision, self.counts.recall
-            result.f1, result.iou = self.counts.f1, self.counts.iou
-            result.ods_f1, result.ods_threshold = self.sweep.ods_f1, self.sweep.ods_threshold
-            result.ois_f1 = self.sweep.ois_f1
-            result.relaxed_precision, result.relaxed_recall = self.relaxed.precision, self.relaxed.recall
-            result.relaxed_f1 = self.relaxed.f1
+        if self.pixels.n_images:
+            scores = self.pixels.scores().to_dict()
+            del scores["n_images"]
+            for name, value in scores.items():
+                setattr(result, name, value)
         if self.lines is not None:
             result.completeness, result.correctness = self.lines.completeness, self.lines.correctness
             result.quality = self.lines.quality
@@ -183,7 +173,7 @@ def evaluate(
         if not classes:
             raise GeoccsegError("no class to score; give at least one class value or none for binary masks")
     pairs = match_files(pred, truth)
-    totals = {k: _ClassTotals() for k in (classes or [1])}
+    totals = {k: _ClassTotals(threshold, tolerance_px) for k in (classes or [1])}
     for pred_path, truth_path in pairs:
         _score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m)
     return EvaluationResult(
@@ -238,7 +228,7 @@ def _score_pair(
         valid = pred_raster.valid & truth_raster.valid
     pixel_m = grid.pixel_m() if grid.georeferenced else None
     for k, class_totals in totals.items():
-        class_totals.add_pixels(scores[k], truths[k], valid, threshold, tolerance_px)
+        class_totals.pixels.add(scores[k], truths[k], valid)
         if pixel_m is not None:
             pred_lines = thin_pred if thin_pred is not None else scores[k] >= threshold
             truth_lines = thin_truth if thin_truth is not None else truths[k]
