@@ -289,9 +289,8 @@ class Score:
 
 
 def foreground_probability(bundle: Bundle, image: np.ndarray, device: str = "auto") -> np.ndarray:
-    """(H, W) float32 probability that a pixel is not background, for a (C, H, W) uint8 image."""
-    probs = predict_array(bundle.model, bundle.meta.norm, image, device)
-    return 1.0 - probs[0]
+    """(H, W) float32 probability that a pixel is not background, for a (C, H, W) uint8 image (one chip)."""
+    return predict_array(bundle, image, device=device)[1:].sum(0)
 
 
 def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | None = None, device: str = "auto",

@@ -38,13 +38,13 @@ LEVELS = ("high", "low", "unreliable")
 
 
 def diagnose(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_high: float, tau_high_fg: float, tau_low: float) -> dict:
-    """Counts[level][true class][pseudo class] over the images, and derived rates."""
+    """Counts[level][true class][pseudo class] over the images (each predicted whole), and derived rates."""
     bundle = load_bundle(bundle_dir)
     k = len(bundle.meta.classes) + 1
     counts = np.zeros((len(LEVELS), k, k), dtype=np.int64)
     taus = torch.tensor([tau_high] + [tau_high_fg] * (k - 1), dtype=torch.float64)
     for image_path, mask_path in pairs:
-        probs = torch.from_numpy(predict_array(bundle.model, bundle.meta.norm, read_photo(image_path)))[None]
+        probs = torch.from_numpy(predict_array(bundle, read_photo(image_path)))[None]
         truth = torch.from_numpy((read_mask(mask_path) > 0).astype(np.int64))  # binary masks: class 1 = foreground
         levels = confidence_levels(probs, taus, tau_low)
         for i, name in enumerate(LEVELS):

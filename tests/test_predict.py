@@ -28,6 +28,7 @@ from torch import nn
 from geoccseg.cli import cli
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
+from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid, blend_window, ramp
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, save_bundle
@@ -228,6 +229,33 @@ def test_nodata_stays_nodata(scene_path: Path, pointwise: Bundle, tmp_path: Path
         assert np.isnan(ds.nodata)
     assert np.isnan(values16[-100:]).all() and np.isfinite(values16[:-100]).all()
     assert np.abs(values16[:-100] * 255 - expected[:-100]).max() <= 1
+
+
+def test_in_memory_prediction_is_the_scene_prediction(scene_path: Path, bundle_dir: Path, pointwise: Bundle, tmp_path: Path) -> None:
+    """predict_array runs the engine of predict_scene: same tiles, blending, normalisation and device choice."""
+    window = rasterio.windows.Window(0, 0, 300, 260)
+    with rasterio.open(scene_path) as src:
+        profile, data = src.profile, src.read(window=window)
+        profile.update(width=300, height=260, transform=src.window_transform(window))
+    crop = tmp_path / "crop.tif"
+    with rasterio.open(crop, "w", **profile) as dst:
+        dst.write(data)
+    image = data[:3]  # the RGB bands in file units (uint8); band 4 is alpha
+    bundle = load_bundle(bundle_dir)
+    out = predict_scene(crop, bundle, tmp_path / "p.tif", replace(SMALL_TILES, prob_dtype="float32"), progress=False)
+    with rasterio.open(out) as ds:
+        from_scene = ds.read(1)
+    probs = predict_array(bundle, image, device="cpu", tile_px=128, overlap_px=32)
+    assert probs.shape == (2, 260, 300) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs[1], from_scene, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-6)
+    # one chip (the default): the network sees the whole image; the point-wise model shows no seam
+    whole = predict_array(pointwise, image, device="cpu")[1]
+    x = pointwise.meta.norm.apply(image)[0].astype(np.float64)
+    np.testing.assert_allclose(whole, 1 / (1 + np.exp(-4 * x)), atol=1e-6)
+    if not torch.cuda.is_available():
+        with pytest.raises(GeoccsegError, match="no CUDA GPU"):
+            predict_array(pointwise, image, device="cuda")
 
 
 def test_model_pixel_size_is_resampled_back_to_the_scene_grid(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:

@@ -1,40 +1,61 @@
 """Prediction on one in-memory image (photos, notebook cells, benchmark evaluation).
 
-Scenes go through :mod:`geoccseg.inference.predict` (block-wise, any size); this is the small
-path for a photo that fits in memory, with the same normalisation as training.
+Scenes go through :func:`geoccseg.inference.predict.predict_scene` (block-wise, any size); this is
+the path for an image that fits in memory. Both run the same engine: the chip grid and blend
+weights of :mod:`geoccseg.inference.blend`, the device choice of
+:func:`~geoccseg.inference.predict.resolve_device`, and
+:func:`~geoccseg.inference.predict.blend_chips` (normalisation with the bundle's statistics,
+batched forward passes under autocast on CUDA, blending).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from geoccseg.io.normalize import NormStats
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from geoccseg.inference.blend import ChipGrid, blend_window
+from geoccseg.inference.predict import blend_chips, resolve_device
+from geoccseg.io.bundle import Bundle
 
 
-@torch.inference_mode()
-def predict_array(model: torch.nn.Module, norm: NormStats, image: np.ndarray, device: str | torch.device = "auto") -> np.ndarray:
+def predict_array(
+    bundle: Bundle,
+    image: np.ndarray,
+    *,
+    device: str = "auto",
+    tile_px: int | None = None,
+    overlap_px: int = 64,
+    batch_size: int = 4,
+) -> np.ndarray:
     """Class probabilities of one image.
 
     Args:
-        model: a network with ``forward_logits`` (e.g. ``load_bundle(path).model``).
-        norm: the bundle's normalisation statistics.
-        image: (C, H, W) array in file units (e.g. uint8 photo bands).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        bundle: a loaded model bundle (:func:`geoccseg.io.bundle.load_bundle`); its model is moved
+            to ``device``.
+        image: (C, H, W) array in file units (e.g. uint8 photo bands), every pixel valid.
+        device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA), as ``geoccseg predict``.
+        tile_px: chip edge in pixels, blended over ``overlap_px`` as ``geoccseg predict`` does;
+            None: the whole image is one chip (the network sees all of it at once).
+        overlap_px: overlap of neighbouring chips in pixels (with ``tile_px``).
+        batch_size: chips per forward pass.
 
     Returns:
-        (K, H, W) float32 softmax probabilities (class 0 = background).
+        (K, H, W) float32 probabilities (class 0 = background, 1 minus the foreground classes).
+
+    Raises:
+        GeoccsegError: an unknown or unavailable device, a bad tile or overlap, or an image whose
+            bands do not match the bundle's normalisation.
     """
-    device = pick_device(device) if isinstance(device, str) else device
-    model = model.to(device).eval()
-    x = torch.as_tensor(norm.apply(image.astype(np.float32)))[None].to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        logits = model.forward_logits(x)
-    return logits.float().softmax(1)[0].cpu().numpy()
+    device = resolve_device(device)
+    height, width = image.shape[1:]
+    if tile_px is None:
+        tile_px, overlap_px = max(height, width), 0
+    grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=max(height, width, tile_px))
+    chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
+    model = bundle.model.to(device).eval()
+    weighted, weight = blend_chips(
+        model, bundle.meta.norm, image, None, chips, blend_window(tile_px, overlap_px), device, batch_size,
+        len(bundle.meta.classes),
+    )
+    foreground = weighted / weight
+    background = np.clip(1.0 - foreground.sum(0, keepdims=True), 0.0, 1.0)
+    return np.concatenate([background, foreground]).astype(np.float32)

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import groupby, islice
@@ -43,6 +43,7 @@ from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, write_probability_cog
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import META, WEIGHTS, Bundle, BundleMeta, load_bundle
+from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene, open_scene
 
 if TYPE_CHECKING:
@@ -227,34 +228,54 @@ def read_model_window(scene: Scene, window: Window, scale: float) -> tuple[np.nd
     return scene.read(native, out_shape=(int(window.height), int(window.width)), resampling=resampling)
 
 
-def predict_block(job: BlockJob) -> BlockResult:
-    """Predict every chip of one block and blend them over the block's region.
+def blend_chips(
+    model: torch.nn.Module,
+    norm: NormStats,
+    image: np.ndarray,
+    valid: np.ndarray | None,
+    chips: Sequence[tuple[int, int, int, int]],
+    blend: np.ndarray,
+    device: str,
+    batch_size: int,
+    n_classes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predict chips of one in-memory region and add them up with their blend weights.
 
-    The block's pixels are read once; chips of one shape (edge chips are cut at the scene's edge)
-    are batched, normalised on the model's device and zeroed where invalid, as in training.
-    Chips without any valid pixel are skipped. Weights are zeroed on invalid pixels, so that
-    ``sum(w) == 0`` marks nodata in the accumulator.
+    The one forward path of prediction: scene blocks (:func:`predict_block`) and in-memory images
+    (:func:`geoccseg.inference.array.predict_array`) both run through it. Chips of one shape (edge
+    chips are cut at the raster's edge) are batched, normalised on the model's device and zeroed
+    where invalid, as in training. Chips without any valid pixel are skipped. Weights are zeroed on
+    invalid pixels, so that ``sum(w) == 0`` marks nodata.
+
+    Args:
+        model: a network with ``forward_logits``, on ``device``, in eval mode.
+        norm: the model's normalisation statistics.
+        image: (C, h, w) pixels of the region in file units (any numeric dtype).
+        valid: (h, w) bool, valid pixels; None when every pixel is valid.
+        chips: (row_px, col_px, height_px, width_px) of each chip, relative to the region.
+        blend: float32 (tile_px, tile_px) blend weights (:func:`~geoccseg.inference.blend.blend_window`).
+        device: torch device string (``"cpu"``, ``"cuda"``); CUDA runs under autocast.
+        batch_size: chips per forward pass.
+        n_classes: number of foreground classes of the model.
+
+    Returns:
+        ``weighted`` float32 (n_classes, h, w), sum of weight x probability per foreground class,
+        and ``weight`` float32 (h, w), sum of weights.
     """
-    model, meta = cached_model(job.bundle_path, job.device)
-    window = job.block.window
-    image, valid = read_model_window(job.scene, window, job.scale)
-    all_valid = bool(valid.all())
-    top, left = int(window.row_off), int(window.col_off)
-    weighted = np.zeros((len(meta.classes), *valid.shape), dtype=np.float32)
-    weight = np.zeros(valid.shape, dtype=np.float32)
-    blend = blend_window(job.grid.tile_px, job.grid.overlap_px)
-    chips = [(r - top, c - left, *job.grid.chip_shape(r, c)) for r, c in job.block.chips]
+    all_valid = valid is None or bool(valid.all())
+    weighted = np.zeros((n_classes, *image.shape[1:]), dtype=np.float32)
+    weight = np.zeros(image.shape[1:], dtype=np.float32)
     if not all_valid:
         chips = [ch for ch in chips if valid[ch[0]:ch[0] + ch[2], ch[1]:ch[1] + ch[3]].any()]
     for (h, w), same_shape in groupby(sorted(chips, key=lambda ch: ch[2:]), key=lambda ch: ch[2:]):
         same_shape = list(same_shape)
-        blend_on_device = torch.from_numpy(blend[:h, :w]).to(job.device)
-        for start in range(0, len(same_shape), job.batch_size):
-            batch = [(r, c) for r, c, _, _ in same_shape[start:start + job.batch_size]]
-            x = meta.norm.apply(torch.from_numpy(np.stack([image[:, r:r + h, c:c + w] for r, c in batch])).to(job.device))
+        blend_on_device = torch.from_numpy(blend[:h, :w]).to(device)
+        for start in range(0, len(same_shape), batch_size):
+            batch = [(r, c) for r, c, _, _ in same_shape[start:start + batch_size]]
+            x = norm.apply(torch.from_numpy(np.stack([image[:, r:r + h, c:c + w] for r, c in batch])).to(device))
             if not all_valid:
-                x = x * torch.from_numpy(np.stack([valid[r:r + h, c:c + w] for r, c in batch])[:, None]).to(job.device)
-            probs = (forward_probabilities(model, x, job.device) * blend_on_device).cpu().numpy()
+                x = x * torch.from_numpy(np.stack([valid[r:r + h, c:c + w] for r, c in batch])[:, None]).to(device)
+            probs = (forward_probabilities(model, x, device) * blend_on_device).cpu().numpy()
             for (r, c), p in zip(batch, probs):
                 if all_valid:
                     weighted[:, r:r + h, c:c + w] += p
@@ -263,6 +284,22 @@ def predict_block(job: BlockJob) -> BlockResult:
                     inside = valid[r:r + h, c:c + w]
                     weighted[:, r:r + h, c:c + w] += p * inside
                     weight[r:r + h, c:c + w] += blend[:h, :w] * inside
+    return weighted, weight
+
+
+def predict_block(job: BlockJob) -> BlockResult:
+    """Predict every chip of one block and blend them over the block's region (:func:`blend_chips`).
+
+    The block's pixels are read once; weights are zeroed on invalid pixels, so that ``sum(w) == 0``
+    marks nodata in the accumulator.
+    """
+    model, meta = cached_model(job.bundle_path, job.device)
+    window = job.block.window
+    image, valid = read_model_window(job.scene, window, job.scale)
+    top, left = int(window.row_off), int(window.col_off)
+    chips = [(r - top, c - left, *job.grid.chip_shape(r, c)) for r, c in job.block.chips]
+    blend = blend_window(job.grid.tile_px, job.grid.overlap_px)
+    weighted, weight = blend_chips(model, meta.norm, image, valid, chips, blend, job.device, job.batch_size, len(meta.classes))
     return BlockResult(top, left, weighted, weight)
 
 
