@@ -27,13 +27,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark_quality as bq  # noqa: E402
-
-from geoccseg.data.photos import split_labeled  # noqa: E402
-from geoccseg.errors import GeoccsegError  # noqa: E402
-from geoccseg.io.atomic import atomic_path  # noqa: E402
-from geoccseg.train import train  # noqa: E402
+from geoccseg import benchmark
+from geoccseg.data.photos import split_labeled
+from geoccseg.errors import GeoccsegError
+from geoccseg.io.atomic import atomic_path
+from geoccseg.train import train
 
 #: Variant name → TrainConfig fields it sets (on top of the trainer's defaults).
 SUP = {"pseudo": False, "contrastive": False}
@@ -59,12 +57,12 @@ def run_variant(name: str, dataset: str, folders: dict[str, Path], labeled: list
                 labeled_fraction: float) -> dict:
     """Train one variant into ``out/runs/<name>`` and return its select-set record.
 
-    The run is the benchmark's (:func:`benchmark_quality.train_config`, cpu profile, validated every
+    The run is the benchmark's (:func:`geoccseg.benchmark.train_config`, cpu profile, validated every
     50 steps) with the variant's settings on top."""
-    ds = bq.DATASETS[dataset]
-    profile = replace(bq.PROFILES["cpu"].with_steps(max_steps), val_every=min(50, max_steps))
-    spec = bq.RunSpec(arm="full", labeled_fraction=labeled_fraction, seed=seed)
-    config = bq.train_config(spec, dataset, profile, folders, labeled, [], out / "runs" / name, **VARIANTS[name])
+    ds = benchmark.DATASETS[dataset]
+    profile = replace(benchmark.PROFILES["cpu"].with_steps(max_steps), val_every=min(50, max_steps))
+    spec = benchmark.RunSpec(arm="full", labeled_fraction=labeled_fraction, seed=seed)
+    config = benchmark.train_config(spec, dataset, profile, folders, labeled, [], out / "runs" / name, **VARIANTS[name])
     result = train(config)
     cls = ds.classes[0]
     return {
@@ -84,7 +82,7 @@ def table(records: Sequence[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="deepcrack", choices=sorted(bq.DATASETS))
+    p.add_argument("--dataset", default="deepcrack", choices=sorted(benchmark.DATASETS))
     p.add_argument("--data", required=True, help="folder with images/ and masks/")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--labeled-fraction", type=float, default=0.035)
@@ -92,20 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
-    bq.quiet_lightning()
+    benchmark.quiet_lightning()
     try:
-        pairs, split, _ = bq.make_split(Path(args.data), None)
+        pairs, split, _ = benchmark.make_split(Path(args.data), None)
         labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]
         results_path = args.out / "results.json"
         kept = json.loads(results_path.read_text()) if results_path.exists() else []
         records = [r for r in kept if r.get("variant") not in args.variants]
         with tempfile.TemporaryDirectory(prefix="geoccseg-ablation-") as tmp:
-            folders = {part: bq.link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
+            folders = {part: benchmark.link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
             for name in args.variants:
                 record = run_variant(name, args.dataset, folders, labeled, args.out, args.max_steps, args.seed, args.labeled_fraction)
                 records.append(record)
                 print(f"{name}: select F1 {record['f1']:.3f} (P {record['precision']:.3f}, R {record['recall']:.3f})", flush=True)
-                bq.write_json(results_path, records)
+                benchmark.write_json(results_path, records)
                 with atomic_path(args.out / "results.md", overwrite=True) as md:
                     md.write_text(table(records))
     except GeoccsegError as exc:

@@ -46,9 +46,7 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from shapely.geometry import box  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_quality import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
-
+from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.demo import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.evaluate import evaluate  # noqa: E402

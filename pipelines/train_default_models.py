@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark_quality as bq  # noqa: E402
-
-from geoccseg.io.atomic import atomic_path  # noqa: E402
-from geoccseg.io.bundle import load_bundle, save_bundle  # noqa: E402
+from geoccseg import benchmark
+from geoccseg.io.atomic import atomic_path
+from geoccseg.io.bundle import load_bundle, save_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
@@ -62,9 +59,9 @@ def best_run(records: list[dict], out: Path) -> dict:
 def export(name: str, bench_root: Path, data_root: Path, max_steps: int = 300, seed: int = 0) -> Path:
     """Train (or reuse) the benchmark run of a default model and export it as a float16 bundle."""
     spec = MODELS[name]
-    profile = bq.PROFILES["cpu"].with_steps(max_steps)
+    profile = benchmark.PROFILES["cpu"].with_steps(max_steps)
     out = bench_root / f"{spec['dataset']}-cpu"
-    records = bq.run_benchmark(spec["dataset"], data_root / spec["data"], out, profile=profile, seeds=(seed,),
+    records = benchmark.run_benchmark(spec["dataset"], data_root / spec["data"], out, profile=profile, seeds=(seed,),
                                arms=(ARM,), resume=(out / "results.json").exists())
     record = best_run(records, out)
     bundle = load_bundle(out / "runs" / record["run"])

@@ -1,4 +1,5 @@
-"""End-to-end test of pipelines/benchmark_quality.py (quick profile on CrackForest) and of its pieces.
+"""End-to-end test of pipelines/benchmark_quality.py (quick profile on CrackForest) and of its pieces in
+geoccseg.benchmark.
 
 CrackForest has 118 labeled photos. The fixed split holds out floor(118 * 0.10) = 11 test and
 floor(118 * 0.05) = 5 select photos, leaving 102 training photos, of which floor(102 * 0.1) = 10 are
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from geoccseg import benchmark
 from geoccseg.errors import GeoccsegError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +26,7 @@ METRICS = ("precision", "recall", "f1", "iou", "ods_f1", "ois_f1", "select_f1")
 
 
 def _load_script(name: str):
-    """Import ``pipelines/<name>.py`` (the pipelines are scripts, not a package)."""
+    """Import ``pipelines/<name>.py`` (the pipelines are scripts, not a package; they import geoccseg only)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "pipelines" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module by name
@@ -52,7 +54,7 @@ def test_quick_results_are_well_formed(quick_run: tuple[Path, subprocess.Complet
     records = json.loads((out / "results.json").read_text())
     assert [r["arm"] for r in records] == ["sup_ce", "full"]
     for r in records:
-        assert set(bq.RECORD_FIELDS) <= set(r), set(bq.RECORD_FIELDS) - set(r)
+        assert set(benchmark.RECORD_FIELDS) <= set(r), set(benchmark.RECORD_FIELDS) - set(r)
         assert (r["dataset"], r["labeled_fraction"], r["seed"], r["profile"]) == ("cfd", 0.1, 0, "quick")
         assert r["steps"] == r["max_steps"] == 10
         assert r["n_labeled"] == 10 and r["n_test"] == 4
@@ -75,7 +77,7 @@ def test_quick_split_keeps_test_images_out_of_training(quick_run: tuple[Path, su
     assert test | select | train == {p.stem for p in (data_dir / "cfd" / "images").iterdir()}
     labeled = set(json.loads((out / "results.json").read_text())[0]["labeled"])
     assert labeled <= train and not labeled & test
-    assert split == bq.split_stems(sorted(test | select | train)) | {"holdout_seed": bq.HOLDOUT_SEED, "test_dir": None}
+    assert split == benchmark.split_stems(sorted(test | select | train)) | {"holdout_seed": benchmark.HOLDOUT_SEED, "test_dir": None}
 
 
 @pytest.mark.slow
@@ -110,26 +112,26 @@ def test_quick_resume_skips_done_runs_and_refuses_to_overwrite(
 
 
 def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:
-    runs = bq.plan_runs(["sup_imbalance", "full", "fully_supervised"], 0.035, [0, 1], sweep=True, fractions=[0.035, 0.1, 1.0])
+    runs = benchmark.plan_runs(["sup_imbalance", "full", "fully_supervised"], 0.035, [0, 1], sweep=True, fractions=[0.035, 0.1, 1.0])
     seed0 = [(r.arm, r.labeled_fraction) for r in runs if r.seed == 0]
     # 0.035 arms come once from the ablation; the sweep adds 0.1 for both arms; 1.0 is the fully supervised run
     assert seed0 == [("sup_imbalance", 0.035), ("full", 0.035), ("fully_supervised", 1.0), ("sup_imbalance", 0.1), ("full", 0.1)]
     assert len(runs) == 10
     assert runs[0].name("deepcrack") == "deepcrack_sup_imbalance_0.035_s0"
     with pytest.raises(GeoccsegError, match="unknown arm"):
-        bq.plan_runs(["nope"], 0.035, [0])
+        benchmark.plan_runs(["nope"], 0.035, [0])
     with pytest.raises(GeoccsegError, match="must be in"):
-        bq.plan_runs(["full"], 1.5, [0])
+        benchmark.plan_runs(["full"], 1.5, [0])
 
 
 def test_split_stems_is_fixed_and_disjoint() -> None:
     stems = [f"{i:03d}" for i in range(40)]
-    split = bq.split_stems(stems)
+    split = benchmark.split_stems(stems)
     assert (len(split["test"]), len(split["select"]), len(split["train"])) == (4, 2, 34)  # floor(4.0), floor(2.0)
-    assert split == bq.split_stems(list(reversed(stems)))  # order of the input does not matter
+    assert split == benchmark.split_stems(list(reversed(stems)))  # order of the input does not matter
     assert sorted(split["test"] + split["select"] + split["train"]) == stems
     with pytest.raises(GeoccsegError, match="too few"):
-        bq.split_stems(["a", "b"], test_fraction=0.5)
+        benchmark.split_stems(["a", "b"], test_fraction=0.5)
 
 
 def _record(arm: str, fraction: float, seed: int, f1: float) -> dict:
@@ -142,9 +144,9 @@ def _record(arm: str, fraction: float, seed: int, f1: float) -> dict:
 def test_summarise_gives_mean_and_sample_std() -> None:
     records = [_record("full", 0.1, 0, 0.5), _record("full", 0.1, 1, 0.7), _record("sup_ce", 0.1, 0, 0.25),
                _record("fully_supervised", 1.0, 0, 0.9)]
-    assert "F1 by labeled fraction" not in bq.summarise(records[:3])  # one point only: no sweep table
+    assert "F1 by labeled fraction" not in benchmark.summarise(records[:3])  # one point only: no sweep table
     records.append(_record("full", 0.01, 0, 0.125))
-    table = bq.summarise(records)
+    table = benchmark.summarise(records)
     # mean (0.5 + 0.7) / 2 = 0.6, sample std sqrt(2 * 0.1² / 1) = 0.1414; minutes (1 + 2) / 2 = 1.5
     assert "| full | 0.1 | 3 | 2 | 0.600 ± 0.141 | 0.600 ± 0.141 | 0.600 ± 0.141 |" in table
     # rows by fraction, then in the order of ARMS
@@ -161,10 +163,25 @@ def test_summarise_gives_mean_and_sample_std() -> None:
     assert "| 0.01 | 0.125 |\n| 0.1 | 0.600 ± 0.141 |\n| 1 | 0.900 |" in table
     # a method below its baseline is said so, not as a negative share of the gap
     records.append(_record("sup_imbalance", 0.1, 0, 0.7))
-    assert "- `full` at fraction 0.1 scores *below* `sup_imbalance`: it closes none of the F1 gap to `fully_supervised`." in bq.summarise(records)
+    assert "- `full` at fraction 0.1 scores *below* `sup_imbalance`: it closes none of the F1 gap to `fully_supervised`." in benchmark.summarise(records)
     # full at 0.1 averages (0.5 + 0.7 + 1 + 1 + 1) / 5 = 0.84, the fully supervised run (0.9 + 0.7) / 2 = 0.8
     records += [_record("full", 0.1, seed, 1.0) for seed in (2, 3, 4)] + [_record("fully_supervised", 1.0, 1, 0.7)]
-    assert "- `full` at fraction 0.1 scores *above* `fully_supervised` (and `sup_ce`) at this budget." in bq.summarise(records)
+    assert "- `full` at fraction 0.1 scores *above* `fully_supervised` (and `sup_ce`) at this budget." in benchmark.summarise(records)
+
+
+@pytest.mark.parametrize("folder", ["deepcrack-cpu", "massachusetts-cpu"])
+def test_shipped_reports_regenerate_byte_identically(folder: str) -> None:
+    """The README's tables come from these records: the report functions must still write them unchanged."""
+    results = ROOT / "pipelines" / "results" / folder
+    records = benchmark.load_records(results / "results.json")
+    assert all(set(benchmark.RECORD_FIELDS) <= set(r) for r in records)
+    assert benchmark.summarise(records) == (results / "results.md").read_text()
+
+
+def test_pipeline_scripts_import_the_package_not_each_other() -> None:
+    for script in sorted((ROOT / "pipelines").glob("*.py")):
+        text = script.read_text()
+        assert "sys.path" not in text and "import benchmark_quality" not in text, script.name
 
 
 def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
@@ -174,7 +191,7 @@ def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
     folders = {"train": Path("train"), "select": Path("select")}
     for name, settings in ablation.VARIANTS.items():
         # each variant is the benchmark's run with its settings on top, whatever the arm says
-        config = bq.train_config(bq.RunSpec("full", 0.035, 0), "deepcrack", bq.PROFILES["cpu"], folders, ["a"], [], Path("out"), **settings)
+        config = benchmark.train_config(benchmark.RunSpec("full", 0.035, 0), "deepcrack", benchmark.PROFILES["cpu"], folders, ["a"], [], Path("out"), **settings)
         config.validate()
         assert {k: getattr(config, k) for k in settings} == settings, name
     # the trainer's defaults are the variant the ablation chose: change both together

@@ -1,0 +1,197 @@
+"""Running a benchmark: train and score each run, keep resumable records.
+
+:func:`run_benchmark` trains every :class:`~geoccseg.benchmark.design.RunSpec` of the plan into
+``out/runs/<run>/``, scores the saved bundle on the test images
+(:func:`~geoccseg.benchmark.score.score_bundle`) and appends one record (:data:`RECORD_FIELDS`) to
+``out/results.json``, rewritten atomically after every run, so an interrupted benchmark resumes
+where it stopped (``resume=True`` skips the runs it holds).
+
+**Labels.** For each seed and labeled fraction, :func:`~geoccseg.data.photos.split_labeled` over the
+training stems chooses the labeled stems once; every arm of that seed and fraction gets exactly
+this list (``labeled_names``), and the other training stems (plus ``data/unlabeled/`` if it
+exists) are the unlabeled images of the semi-supervised arms. ``fully_supervised`` labels every
+training stem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from geoccseg.benchmark.design import ARMS, DATASETS, PROFILES, Profile, RunSpec, plan_runs, train_config
+from geoccseg.benchmark.report import write_reports
+from geoccseg.benchmark.score import pick_examples, score_bundle
+from geoccseg.benchmark.split import Pair, link_pairs, make_split
+from geoccseg.data.photos import list_images, split_labeled
+from geoccseg.errors import GeoccsegError
+from geoccseg.io.atomic import atomic_path
+from geoccseg.io.bundle import load_bundle
+from geoccseg.train import train
+
+#: Fields of every record of ``results.json``.
+RECORD_FIELDS = (
+    "run", "dataset", "arm", "labeled_fraction", "seed", "profile", "encoder", "tile_px", "max_steps", "steps",
+    "train_seconds", "device", "n_labeled", "n_unlabeled", "n_test", "select_f1", "precision", "recall", "f1", "iou",
+    "ods_f1", "ods_threshold", "ois_f1", "relaxed_precision", "relaxed_recall", "relaxed_f1", "labeled",
+)
+
+
+def load_records(path: Path) -> list[dict]:
+    """Records of a ``results.json`` (empty when it does not exist).
+
+    Raises:
+        GeoccsegError: if the file is not a JSON list of records.
+    """
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise GeoccsegError(f"{path} is not valid JSON ({exc}); remove it or choose another --out") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "run" in r for r in records):
+        raise GeoccsegError(f"{path} is not a list of benchmark records; remove it or choose another --out")
+    return records
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write ``value`` as indented JSON, atomically."""
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-run banners and the warnings every short benchmark run repeats."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for noise in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*", ".*no `val_dataloader`.*"):
+        warnings.filterwarnings("ignore", message=noise)
+
+
+def run_benchmark(
+    dataset: str,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    profile: str | Profile = "cpu",
+    seeds: Sequence[int] = (0, 1, 2),
+    labeled_fraction: float = 0.035,
+    arms: Sequence[str] = tuple(ARMS),
+    sweep: bool = False,
+    fractions: Sequence[float] = (0.01, 0.035, 0.1, 1.0),
+    test_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    keep_bundles: bool = True,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Train and score every run of a benchmark; write results, table and plots into ``out``.
+
+    Args:
+        dataset: a key of :data:`~geoccseg.benchmark.design.DATASETS`.
+        data: folder with ``images/`` and ``masks/`` (and optionally ``unlabeled/``).
+        out: output folder (created).
+        profile: a key of :data:`~geoccseg.benchmark.design.PROFILES`, or a :class:`Profile`.
+        seeds: training seeds (labeled choice, initialisation, chips).
+        labeled_fraction: share of the training images that carry labels in the ablation arms.
+        arms: arms to run (keys of :data:`~geoccseg.benchmark.design.ARMS`).
+        sweep: also run the sweep arms at each of ``fractions``.
+        fractions: labeled fractions of the sweep.
+        test_dir: score on this folder (``images/`` + ``masks/``) instead of a held-out part of ``data``.
+        resume: keep the records of ``out/results.json`` (same profile) and skip their runs.
+        keep_bundles: keep each run's bundle under ``out/runs/<run>/``.
+        device: scoring device (``auto``, ``cpu``, ``cuda``); training picks its own.
+        log: receives one line per event (which run, its scores).
+
+    Returns:
+        All records of ``out/results.json`` (see :data:`RECORD_FIELDS`).
+
+    Raises:
+        GeoccsegError: bad options or data, or ``out`` holding results without ``resume``.
+    """
+    if dataset not in DATASETS:
+        raise GeoccsegError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise GeoccsegError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+        profile = PROFILES[profile]
+    runs = plan_runs(arms, labeled_fraction, seeds, sweep, fractions)
+    data, out = Path(data), Path(out)
+    results_path = out / "results.json"
+    if results_path.exists() and not resume:
+        raise GeoccsegError(f"{out} already holds results.json; pass --resume to continue it, or choose another --out")
+    records = load_records(results_path)
+    others = sorted({str(r.get("profile")) for r in records} - {profile.name})
+    if others:
+        raise GeoccsegError(f"{results_path} holds runs of profile {', '.join(others)}, not {profile.name}; one --out folder holds one profile, choose another --out")
+    pairs, split, test_pairs = make_split(data, test_dir)
+    split_path = out / "split.json"
+    if records and split_path.is_file() and json.loads(split_path.read_text()) != split:
+        raise GeoccsegError(f"the data differs from the split in {split_path}; resume with the same --data and --test-dir, or choose another --out")
+    for folder in (out / "runs", out / "examples"):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_json(split_path, split)
+    if profile.max_test_images is not None:
+        test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
+    examples = pick_examples(test_pairs)
+    unlabeled = [data / "unlabeled"] if (data / "unlabeled").is_dir() else []
+
+    done = {r["run"] for r in records}
+    with tempfile.TemporaryDirectory(prefix="geoccseg-benchmark-") as tmp:
+        folders = {part: link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
+        for index, spec in enumerate(runs, 1):
+            name = spec.name(dataset)
+            if name in done:
+                log(f"[{index}/{len(runs)}] {name}: already in results.json, skipped")
+                continue
+            log(f"[{index}/{len(runs)}] {name}: training {profile.max_steps} steps")
+            record = train_and_score(spec, dataset, profile, folders, split["train"], unlabeled, test_pairs, out,
+                                     keep_bundle=keep_bundles, device=device, examples=examples)
+            records.append(record)
+            write_json(results_path, records)
+            write_reports(records, out, test_pairs, examples, labeled_fraction)
+            relaxed = "" if record["relaxed_f1"] is None else f", relaxed F1 {record['relaxed_f1']:.3f}"
+            log(f"[{index}/{len(runs)}] {name}: F1 {record['f1']:.3f}, IoU {record['iou']:.3f}, ODS F1 {record['ods_f1']:.3f}"
+                f"{relaxed} ({record['n_labeled']} labeled, {record['steps']} steps, {record['train_seconds'] / 60:.1f} min on {record['device']})")
+    write_reports(records, out, test_pairs, examples, labeled_fraction)
+    return records
+
+
+def train_and_score(spec: RunSpec, dataset: str, profile: Profile, folders: dict[str, Path], train_stems: list[str],
+                    unlabeled: list[Path], test_pairs: dict[str, Pair], out: Path, keep_bundle: bool = True,
+                    device: str = "auto", examples: Sequence[str] = ()) -> dict:
+    """Train one run into ``out/runs/<run>/``, score it on the test pairs and return its record.
+
+    The labeled stems are ``split_labeled(train_stems, fraction, seed)`` (all of them for
+    ``fully_supervised``), so every arm of a seed and fraction shares them. The probability maps of
+    ``examples`` go to ``out/examples/<run>.npz``; optimiser checkpoints are removed, and the whole
+    run folder too unless ``keep_bundle``.
+    """
+    arm = ARMS[spec.arm]
+    name = spec.name(dataset)
+    labeled = list(train_stems) if arm.all_labeled else split_labeled(list(train_stems), spec.labeled_fraction, spec.seed)[0]
+    semi = arm.pseudo or arm.contrastive
+    run_dir = out / "runs" / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # left by an interrupted run: train it again
+    result = train(train_config(spec, dataset, profile, folders, labeled, unlabeled if semi else [], run_dir))
+    score = score_bundle(load_bundle(run_dir), test_pairs, DATASETS[dataset].tolerance_px, device, examples)
+    with atomic_path(out / "examples" / f"{name}.npz", overwrite=True) as npz:
+        np.savez_compressed(npz, **score.examples)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if not keep_bundle:
+        shutil.rmtree(run_dir)
+    n_unlabeled = len(train_stems) - len(labeled) + sum(len(list_images(p, "unlabeled images")) for p in unlabeled)
+    return {
+        "run": name, "dataset": dataset, "arm": spec.arm, "labeled_fraction": spec.labeled_fraction, "seed": spec.seed,
+        "profile": profile.name, "encoder": profile.encoder, "tile_px": profile.tile_px, "max_steps": profile.max_steps,
+        "steps": result.steps, "train_seconds": round(result.seconds, 2), "device": result.device,
+        "n_labeled": len(labeled), "n_unlabeled": n_unlabeled if semi else 0, "select_f1": result.validation.get("f1"),
+        **score.metrics(), "labeled": labeled,
+    }

@@ -1,0 +1,85 @@
+"""Scoring a trained bundle on the benchmark's test images.
+
+Each test image is predicted whole (:func:`geoccseg.inference.array.predict_array`, the forward
+path of ``geoccseg predict`` with the image as one chip); the foreground probability
+(1 - background) is scored by :class:`geoccseg.evaluate.PixelScorer`: pixel precision, recall, F1
+and IoU at :data:`THRESHOLD`, ODS and OIS F1 over the threshold grid and, with a tolerance, relaxed
+F1. Counts are summed over the test images (micro average); OIS averages per-image best F1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geoccseg.benchmark.split import Pair
+from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.errors import GeoccsegError
+from geoccseg.evaluate import PixelScorer, PixelScores
+from geoccseg.inference.array import predict_array
+from geoccseg.io.bundle import Bundle
+
+#: Number of test images shown in ``examples.png``.
+N_EXAMPLES = 3
+#: Threshold on the foreground probability of the strict and relaxed metrics.
+THRESHOLD = 0.5
+
+
+@dataclass
+class Score:
+    """Test-set metrics of one bundle.
+
+    Attributes:
+        pixels: the pixel metrics over the test images (:class:`geoccseg.evaluate.PixelScores`).
+        examples: foreground probability (H, W) uint8 (0..255) of the requested example images, by stem.
+    """
+
+    pixels: PixelScores
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float | int | None]:
+        """The metrics as a benchmark record holds them: ``n_test`` (images scored), then the pixel metrics."""
+        metrics = self.pixels.to_dict()
+        return {"n_test": metrics.pop("n_images"), **metrics}
+
+
+def foreground_probability(bundle: Bundle, image: np.ndarray, device: str = "auto") -> np.ndarray:
+    """(H, W) float32 probability that a pixel is not background, for a (C, H, W) uint8 image (one chip)."""
+    return predict_array(bundle, image, device=device)[1:].sum(0)
+
+
+def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | None = None, device: str = "auto",
+                 examples: Sequence[str] = ()) -> Score:
+    """Score a bundle on (image, mask) pairs, one image at a time.
+
+    Args:
+        bundle: a loaded model bundle.
+        pairs: (image, mask) paths by stem; masks are read as background (0) / foreground (> 0).
+        tolerance_px: relaxed-metric tolerance in pixels (None: no relaxed metrics).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        examples: stems whose probability maps are kept in :attr:`Score.examples`.
+
+    Raises:
+        GeoccsegError: if ``pairs`` is empty or an image and its mask differ in size.
+    """
+    if not pairs:
+        raise GeoccsegError("no test image to score; check the test folder")
+    scorer = PixelScorer(THRESHOLD, tolerance_px)
+    kept: dict[str, np.ndarray] = {}
+    for stem, (image_path, mask_path) in pairs.items():
+        image, truth = read_photo(image_path), read_mask(mask_path) > 0
+        if image.shape[1:] != truth.shape:
+            raise GeoccsegError(f"mask {mask_path.name} is {truth.shape[1]}x{truth.shape[0]} but image {image_path.name} is {image.shape[2]}x{image.shape[1]}; masks must match their images")
+        prob = foreground_probability(bundle, image, device)
+        scorer.add(prob, truth)
+        if stem in examples:
+            kept[stem] = np.round(prob * 255).astype(np.uint8)
+    return Score(pixels=scorer.scores(), examples=kept)
+
+
+def pick_examples(pairs: dict[str, Pair], n: int = N_EXAMPLES) -> list[str]:
+    """The ``n`` stems with the most foreground pixels (ties by stem): the most telling examples."""
+    sizes = {stem: int(np.count_nonzero(read_mask(mask))) for stem, (_, mask) in pairs.items()}
+    return sorted(sorted(sizes), key=lambda s: -sizes[s])[:n]

@@ -1,0 +1,100 @@
+"""The fixed held-out split of a benchmark's images: test, select and training stems.
+
+The image stems of the data folder are shuffled once with :data:`HOLDOUT_SEED`, which does not
+depend on the training seeds, so every arm, seed and fraction sees the same split. The first
+:data:`TEST_FRACTION` of them form the *test* set, scored at the end; the next
+:data:`SELECT_FRACTION` the *select* set, the trainer's validation folder, used only to choose which
+checkpoint is saved; the rest are the *training* stems. With a separate test folder only the select
+set is taken from the data. Each part is given to the trainer as a folder of symbolic links
+(:func:`link_pairs`), so the trainer never sees a held-out image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from geoccseg.data.photos import list_images
+from geoccseg.errors import GeoccsegError
+
+#: Seed of the test / select / train split; independent of the training seeds, never change it.
+HOLDOUT_SEED = 20240611
+#: Share of the data stems held out as the test set (without a test folder).
+TEST_FRACTION = 0.10
+#: Share of the data stems held out as the select set (checkpoint choice during training).
+SELECT_FRACTION = 0.05
+
+#: (image, mask) paths of one stem.
+Pair = tuple[Path, Path]
+
+
+def read_pairs(folder: str | os.PathLike, what: str = "data") -> dict[str, Pair]:
+    """(image, mask) paths by stem of a folder holding ``images/`` and ``masks/``.
+
+    Raises:
+        GeoccsegError: a sub-folder is missing or an image has no mask.
+    """
+    folder = Path(folder)
+    images = list_images(folder / "images", f"{what} images")
+    masks = list_images(folder / "masks", f"{what} masks")
+    missing = sorted(set(images) - set(masks))
+    if missing:
+        raise GeoccsegError(f"{len(missing)} {what} image(s) have no mask in {folder / 'masks'} (e.g. {', '.join(missing[:3])}); masks are matched by file name stem")
+    return {stem: (images[stem], masks[stem]) for stem in sorted(images)}
+
+
+def split_stems(stems: Sequence[str], test_fraction: float = TEST_FRACTION, select_fraction: float = SELECT_FRACTION,
+                seed: int = HOLDOUT_SEED) -> dict[str, list[str]]:
+    """Split stems into ``test``, ``select`` and ``train`` (each sorted) with a fixed seed.
+
+    ``floor(n * test_fraction)`` stems go to test and ``max(1, floor(n * select_fraction))`` to
+    select, taken in this order from one seeded permutation of the sorted stems.
+
+    Raises:
+        GeoccsegError: if no training stem is left.
+    """
+    stems = sorted(stems)
+    order = np.random.default_rng(seed).permutation(len(stems))
+    shuffled = [stems[i] for i in order]
+    n_test = int(len(stems) * test_fraction + 1e-9)
+    n_select = max(1, int(len(stems) * select_fraction + 1e-9))
+    if n_test + n_select >= len(stems):
+        raise GeoccsegError(f"{len(stems)} images are too few to hold out {n_test} test and {n_select} select images and still train; add images")
+    return {
+        "test": sorted(shuffled[:n_test]),
+        "select": sorted(shuffled[n_test:n_test + n_select]),
+        "train": sorted(shuffled[n_test + n_select:]),
+    }
+
+
+def link_pairs(root: Path, pairs: dict[str, Pair]) -> Path:
+    """Make ``root/images`` and ``root/masks`` hold symbolic links to the given pairs; return root."""
+    for index, sub in enumerate(("images", "masks")):
+        (root / sub).mkdir(parents=True)
+        for pair in pairs.values():
+            target = pair[index].resolve()
+            (root / sub / target.name).symlink_to(target)
+    return root
+
+
+def make_split(data: Path, test_dir: str | os.PathLike | None) -> tuple[dict[str, Pair], dict, dict[str, Pair]]:
+    """Pairs of ``data``, the fixed split (as written to ``split.json``) and the test pairs.
+
+    Raises:
+        GeoccsegError: unreadable folders, or test stems that also appear in ``data``.
+    """
+    pairs = read_pairs(data)
+    if test_dir is None:
+        split = split_stems(list(pairs))
+        test_pairs = {s: pairs[s] for s in split["test"]}
+    else:
+        test_pairs = read_pairs(test_dir, "test")
+        shared = sorted(set(test_pairs) & set(pairs))
+        if shared:
+            raise GeoccsegError(f"{len(shared)} test image(s) also appear in --data (e.g. {', '.join(shared[:3])}); the test folder must hold other images")
+        split = split_stems(list(pairs), test_fraction=0.0) | {"test": sorted(test_pairs)}
+    record = {"holdout_seed": HOLDOUT_SEED, "test_dir": None if test_dir is None else str(test_dir), **split}
+    return pairs, record, test_pairs
