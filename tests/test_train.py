@@ -191,3 +191,42 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr and "All distributed processes registered" in proc.stderr
     assert load_bundle(out).meta.training["saved_step"] == 6
+
+
+def test_validation_counts_and_conventions_are_those_of_evaluate(tmp_path):
+    """The trainer's validation (real Lightning validate) counts tp/fp/fn like geoccseg evaluate, over
+    known and valid pixels only, and reads them with its conventions: a class that is neither true nor
+    predicted anywhere scores 1, not 0."""
+    import lightning.pytorch as pl
+    import numpy as np
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from geoccseg.models import ModelConfig
+    from geoccseg.train.module import SemiSupervisedSegmenter
+    from geoccseg.train.stream import ItemList
+
+    class LabelsAsLogits(nn.Module):
+        """Predicts the class number written in the first band."""
+
+        def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(x[:, 0].long(), 4).permute(0, 3, 1, 2).float()
+
+    config = TrainConfig(out=str(tmp_path), images="unused", masks="unused", **FAST)
+    module = SemiSupervisedSegmenter(config, ModelConfig(in_channels=1, num_classes=4), np.array([10.0, 1.0, 1.0, 1.0]))
+    module.teacher = LabelsAsLogits()
+    module.class_names = ["road", "crack", "river"]
+    pred = torch.tensor([[1, 1, 0, 2], [0, 2, 2, 0]])
+    truth = torch.tensor([[1, 0, 0, 2], [1, 255, 0, 0]])  # 255: not labeled
+    valid = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    item = {"image": pred[None].float(), "mask": truth, "valid": valid}
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    metrics = trainer.validate(module, dataloaders=DataLoader(ItemList([item]), batch_size=1), verbose=False)[0]
+    # road: tp (0,0), fp (0,1), fn (1,0); crack: tp (0,3), fp (1,2), (1,1) is not labeled; river: nothing anywhere
+    assert metrics["val/precision_road"] == pytest.approx(0.5) and metrics["val/recall_road"] == pytest.approx(0.5)
+    assert metrics["val/f1_road"] == pytest.approx(0.5) and metrics["val/iou_road"] == pytest.approx(1 / 3)
+    assert metrics["val/precision_crack"] == pytest.approx(0.5) and metrics["val/recall_crack"] == pytest.approx(1.0)
+    assert metrics["val/f1_crack"] == pytest.approx(2 / 3) and metrics["val/iou_crack"] == pytest.approx(0.5)
+    assert metrics["val/f1_river"] == 1.0 and metrics["val/iou_river"] == 1.0
+    assert metrics["val/f1"] == pytest.approx((0.5 + 2 / 3 + 1) / 3)

@@ -14,7 +14,8 @@ One training step:
    ``unlabeled_start_steps``; then the teacher takes an EMA step towards the student.
 
 Validation scores the EMA teacher (the model that is saved) on held-apart items: precision,
-recall, F1 and IoU of each foreground class, summed over all items (and all DDP ranks).
+recall, F1 and IoU of each foreground class, summed over all items (and all DDP ranks), counted and
+read as ``geoccseg evaluate`` does (:func:`~geoccseg.evaluate.confusion_counts`, :class:`~geoccseg.evaluate.Counts`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geoccseg.evaluate.pixel import Counts, confusion_counts
 from geoccseg.io.labels import IGNORE_INDEX
 from geoccseg.losses import ConfidenceContrastiveLoss, ImbalanceLoss, class_weights, confidence_levels, sigmoid_rampup
 from geoccseg.models import ModelConfig, build_model
@@ -202,21 +204,16 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         truth = batch["mask"]
         known = (truth != IGNORE_INDEX) & batch["valid"]
         for k in range(1, self.num_classes):
-            p, t = (pred == k) & known, (truth == k) & known
-            self._val_counts[k] += torch.stack([(p & t).sum(), (p & ~t).sum(), (~p & t).sum()]).double()
+            self._val_counts[k] += torch.stack(confusion_counts(pred == k, truth == k, known)).double()
 
     def on_validation_epoch_end(self) -> None:
         counts = self.trainer.strategy.reduce(self._val_counts, reduce_op="sum")
         f1s = []
         for k in range(1, self.num_classes):
-            tp, fp, fn = counts[k].tolist()
-            precision = tp / (tp + fp) if tp + fp else 0.0
-            recall = tp / (tp + fn) if tp + fn else 0.0
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            iou = tp / (tp + fp + fn) if tp + fp + fn else 0.0
+            c = Counts(*(round(v) for v in counts[k].tolist()))  # tp, fp, fn
             name = self.class_names[k - 1]
-            self.log_dict({f"val/precision_{name}": precision, f"val/recall_{name}": recall, f"val/f1_{name}": f1, f"val/iou_{name}": iou}, sync_dist=False)
-            f1s.append(f1)
+            self.log_dict({f"val/precision_{name}": c.precision, f"val/recall_{name}": c.recall, f"val/f1_{name}": c.f1, f"val/iou_{name}": c.iou}, sync_dist=False)
+            f1s.append(c.f1)
         self.log("val/f1", float(np.mean(f1s)), prog_bar=True, sync_dist=False)
 
     @property
