@@ -180,30 +180,31 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 240) -> Non
 def test_signal_stops_the_run_with_one_line_and_it_resumes(data_dir, tmp_path, sig):
     cfd = data_dir / "cfd"
     out = tmp_path / "stopped"
-    proc = _start(cfd, out, "--max-steps", "500", "--val-every", "4", "--checkpoint-every", "2")
-    _wait_for(out / "checkpoints" / "last.ckpt", proc)  # training has started
+    proc = _start(cfd, out, "--max-steps", "500", "--val-every", "5", "--checkpoint-every", "2")
+    _wait_for(out / "checkpoints" / "last.ckpt", proc)  # training has started (first checkpoint at step 2)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 128 + sig, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     ours = [line for line in stderr.splitlines() if line.startswith("geoccseg:")]
     assert len(ours) == 1 and ours[0] == stderr.strip().splitlines()[-1], stderr[-3000:]
-    state = load_checkpoint(out / "checkpoints" / "last.ckpt")
-    step = state["global_step"]
-    assert 2 <= step < 500
-    assert ours[0] == (f"geoccseg: training stopped by {sig.name} at step {step} of 500; continue it from step {step} "
-                       f"with: geoccseg train --config {out / 'config.yaml'} --resume")
     training = _training(out)
-    assert training["interrupted"] is True and training["stopped_step"] == step and "in_progress" not in training
+    stopped = training["stopped_step"]
+    assert training["interrupted"] is True and 2 <= stopped < 500 and "in_progress" not in training
+    saved = load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"]
+    # the step reached is saved, unless the stop came during its validation (then the last checkpoint stays)
+    assert saved == stopped or (stopped % 5 == 0 and saved < stopped)
+    assert ours[0] == (f"geoccseg: training stopped by {sig.name} at step {stopped} of 500; continue it from step {saved} "
+                       f"with: geoccseg train --config {out / 'config.yaml'} --resume")
     if sig == signal.SIGINT:
         return
-    # the stopped run continues from the step it reached, validating on the same steps
-    result = _resume(out, "--max-steps", str(step + 4))
+    # the stopped run continues from its checkpoint, validating on the same steps
+    result = _resume(out, "--max-steps", "7")
     assert result.exit_code == 0, result.output
-    assert _val_steps(out) == list(range(4, step + 5, 4))
-    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == step + 4
+    assert _val_steps(out) == [5]
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == 7
     training = _training(out)
-    assert training["interrupted"] is False and "stopped_step" not in training
+    assert training["interrupted"] is False and "stopped_step" not in training and training["steps"] == 7
 
 
 @pytest.mark.slow
@@ -221,10 +222,10 @@ def test_killed_run_resumes_from_its_checkpoint_without_losing_metrics_rows(data
     assert step % 4 == 0
     assert _training(out)["in_progress"] is True  # what a killed run's bundle says
 
-    result = _resume(out, "--max-steps", str(step + 4))
+    result = _resume(out, "--max-steps", str(step + 2))
     assert result.exit_code == 0, result.output
     rows = _rows(out)
-    assert _val_steps(out) == list(range(2, step + 5, 2))  # none dropped, none twice
+    assert _val_steps(out) == list(range(2, step + 3, 2))  # none dropped, none twice
     assert [int(r["step"]) for r in rows if r["sup"]][0] == 1  # the loss history from the first run is kept
 
 
@@ -272,6 +273,18 @@ def test_failed_run_leaves_no_output_folder_and_keeps_user_files(data_dir, tmp_p
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     result = runner.invoke(cli, [*args, "-o", str(mine)])
+    _one_error_line(result)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+    # bad data found once training runs (an unlabeled photo is read when it is first drawn)
+    shutil.copy(cfd / "masks" / "001.png", masks / "001.png")
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    Image.new("L", (120, 100)).save(unlabeled / "grey.png")
+    result = runner.invoke(cli, [*args, "--unlabeled", str(unlabeled), "--max-steps", "2", *FAST_FLAGS, "-o", str(tmp_path / "late" / "model")])
+    assert "grey.png has 1 band(s), the other photos 3" in _one_error_line(result)
+    assert not (tmp_path / "late").exists()
+    result = runner.invoke(cli, [*args, "--unlabeled", str(unlabeled), "--max-steps", "2", *FAST_FLAGS, "-o", str(mine)])
     _one_error_line(result)
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 

@@ -140,13 +140,14 @@ def train(config: TrainConfig) -> TrainResult:
             module.start_from(start.model)
         if resumed is not None:
             check_architecture(resumed, module, ckpt)
-        created = not out.exists()
+        existing = {name for name in (*OWN_OUTPUTS, CHECKPOINTS) if (out / name).exists()}
+        created = [p for p in (out, *out.parents) if not p.exists()]  # innermost first
         try:
             out.mkdir(parents=True, exist_ok=True)
             return _fit(c, data, module, model_config, resumed, stop)
         except BaseException:
-            if created and not ckpt.is_file():
-                _remove_own_outputs(out)
+            if not ckpt.is_file():  # nothing to resume: take back what this run wrote
+                _remove_own_outputs(out, existing, created)
             raise
 
 
@@ -209,11 +210,12 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
 OWN_OUTPUTS = ("config.yaml", "metrics.csv", "training.png", "model.safetensors", "bundle.json")
 
 
-def _remove_own_outputs(out: Path) -> None:
-    """Remove what a failed run wrote into the folder it created (named files only), then the
-    folder itself if that leaves it empty; anything else found there is kept."""
-    for name in OWN_OUTPUTS:
+def _remove_own_outputs(out: Path, existing: set[str], created: list[Path]) -> None:
+    """Remove the outputs a failed run wrote into ``out`` (those of :data:`OWN_OUTPUTS` not in
+    ``existing``), then the folders it created (innermost first) where that leaves them empty;
+    anything else, the user's files above all, is kept."""
+    for name in set(OWN_OUTPUTS) - existing:
         (out / name).unlink(missing_ok=True)
-    for folder in (out / CHECKPOINTS, out):
+    for folder in ([] if CHECKPOINTS in existing else [out / CHECKPOINTS]) + created:
         with contextlib.suppress(OSError):  # not empty, or already gone
             folder.rmdir()
