@@ -380,3 +380,31 @@ def test_ema_update_moves_teacher_by_expected_amount() -> None:
     assert all(torch.equal(t, s) for t, s in zip(teacher.parameters(), student.parameters()))
     with pytest.raises(ValueError, match="same parameters"):
         ema_update(nn.Linear(2, 3, bias=False), nn.Linear(2, 3), 0.5)
+
+
+def test_distribution_alignment_restores_the_labeled_share_of_a_rare_class():
+    from geoccseg.losses import DistributionAlignment
+
+    align = DistributionAlignment(torch.tensor([950.0, 50.0]), momentum=0.0, max_ratio=4.0)
+    probs = torch.zeros(1, 2, 4, 4)
+    probs[:, 1] = 0.025  # the teacher sees the rare class at half its labeled share (5 %)
+    probs[:, 0] = 0.975
+    first = align(probs, update=False)
+    assert torch.allclose(first, probs)  # the running mean starts at the prior: no change yet
+    aligned = align(probs)  # momentum 0: the running mean is this batch's mean
+    assert torch.allclose(align.ratio, torch.tensor([0.95 / 0.975, 2.0], dtype=torch.float64))
+    assert torch.allclose(aligned.sum(1), torch.ones(1, 4, 4))
+    expected_fg = 0.025 * 2.0 / (0.025 * 2.0 + 0.975 * 0.95 / 0.975)
+    assert torch.allclose(aligned[:, 1], torch.full((1, 4, 4), expected_fg))
+    # a teacher that finds almost nothing is boosted by at most max_ratio
+    probs[:, 1], probs[:, 0] = 0.001, 0.999
+    align(probs)
+    assert float(align.ratio[1]) == 4.0
+    # pixels outside ``valid`` do not move the running mean
+    align = DistributionAlignment(torch.tensor([950.0, 50.0]), momentum=0.0)
+    valid = torch.zeros(1, 4, 4, dtype=torch.bool)
+    valid[0, 0, 0] = True
+    probs[:, 1], probs[:, 0] = 0.0, 1.0
+    probs[0, :, 0, 0] = torch.tensor([0.95, 0.05])
+    align(probs, valid)
+    assert torch.allclose(align.running, torch.tensor([0.95, 0.05], dtype=torch.float64))

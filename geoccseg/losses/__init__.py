@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from geoccseg.losses.alignment import DistributionAlignment
 from geoccseg.losses.confidence import ConfidenceLevels, confidence_levels, sigmoid_rampup
 from geoccseg.losses.contrastive import ConfidenceContrastiveLoss, KeyQueue
 from geoccseg.losses.imbalance import ImbalanceLoss, class_counts, class_weights
@@ -9,6 +10,7 @@ from geoccseg.losses.imbalance import ImbalanceLoss, class_counts, class_weights
 __all__ = [
     "ConfidenceContrastiveLoss",
     "ConfidenceLevels",
+    "DistributionAlignment",
     "ImbalanceLoss",
     "KeyQueue",
     "class_counts",
