@@ -99,6 +99,7 @@ def cfd_bundle(data_dir, tmp_path_factory) -> Path:
 def test_trained_bundle_starts_from_the_pretrained_stem(cfd_bundle):
     bundle = load_bundle(cfd_bundle)
     assert bundle.meta.model["encoder"] == ENCODER
+    assert bundle.meta.training["pretrained"]["sha256"] == SOURCES[ENCODER].sha256
     stem = bundle.model.state_dict()[STEM]
     pretrained = mapped_state(ENCODER)["conv_stem.weight"]
     assert _relative_change(stem, pretrained) < 0.05  # two small steps from the ImageNet filters

@@ -34,6 +34,8 @@ HELP = {
     "bands": "Comma-separated 1-based input bands.",
     "loss": "imbalance (class-balanced CE + Dice) or ce (plain, for the ablation).",
     "fusion": "multi (all encoder stages) or single (last stage only).",
+    "encoder": "light (small net trained from scratch), efficientnet-lite0 (ImageNet-pretrained, from a pip package), resnet18/34/50 (from scratch).",
+    "pretrained": "Start the encoder from its ImageNet weights (default: yes when the encoder has them).",
     "init_from": "Fine-tune a model: a shipped name (road, crack) or a bundle folder; keeps its architecture, normalisation and pixel size.",
     "devices": "Devices per node (DDP when more than one).",
 }

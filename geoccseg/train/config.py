@@ -52,6 +52,9 @@ class TrainConfig:
     # architecture, normalisation and pixel size; the encoder options below are then ignored.
     init_from: str | None = None
     encoder: str = "light"
+    # ImageNet weights for the encoder (efficientnet-lite0 has them, from a pip package); None: use
+    # them when the encoder has them. Never read when fine-tuning (init_from) or predicting.
+    pretrained: bool | None = None
     fusion: str = "multi"
     decoder_channels: int = 64
     embed_dim: int = 64
@@ -67,6 +70,9 @@ class TrainConfig:
     tversky_beta: float = 0.7
     pseudo: bool = True
     contrastive: bool = True
+    # Rescale the teacher's probabilities so pseudo-labels hold each class in its labeled share
+    # (geoccseg/losses/alignment.py), against a teacher that misses the rare class.
+    distribution_alignment: bool = False
     tau_high: float = 0.95
     tau_high_fg: float = 0.8
     tau_low: float = 0.6
@@ -98,6 +104,19 @@ class TrainConfig:
     num_nodes: int = 1
     precision: str | None = None
     progress: bool = True
+
+    @property
+    def use_pretrained(self) -> bool:
+        """Whether training starts the encoder from ImageNet weights (never when fine-tuning a bundle)."""
+        if self.init_from:
+            return False
+        from geoccseg.models.pretrained import SOURCES
+
+        if self.pretrained is None:
+            return self.encoder in SOURCES
+        if self.pretrained and self.encoder not in SOURCES:
+            raise GeoccsegError(f"encoder {self.encoder!r} has no pretrained weights (pretrained: {', '.join(SOURCES)}); pass --no-pretrained")
+        return self.pretrained
 
     @property
     def semi_supervised(self) -> bool:
@@ -135,6 +154,7 @@ class TrainConfig:
         if self.out is None:
             raise GeoccsegError("no output folder; pass -o/--out MODEL_DIR")
         _ = self.source
+        _ = self.use_pretrained
         return self
 
     # -- YAML ---------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from geoccseg.evaluate.pixel import Counts, confusion_counts
 from geoccseg.io.labels import IGNORE_INDEX
-from geoccseg.losses import ConfidenceContrastiveLoss, ImbalanceLoss, class_weights, confidence_levels, sigmoid_rampup
+from geoccseg.losses import ConfidenceContrastiveLoss, DistributionAlignment, ImbalanceLoss, class_weights, confidence_levels, sigmoid_rampup
 from geoccseg.models import ModelConfig, build_model
 from geoccseg.train.augment import appearance_view, apply_cutmix, cutmix_boxes, strong_view, weak_view
 from geoccseg.train.config import TrainConfig
@@ -59,6 +59,8 @@ class SemiSupervisedSegmenter(pl.LightningModule):
     # -- hooks that subclasses may override ----------------------------------------------------
     def configure_networks(self) -> None:
         self.student = build_model(self.model_config)
+        if self.config.use_pretrained:
+            self.student.encoder.load_pretrained()
         self.teacher = make_teacher(self.student)
 
     def start_from(self, model: nn.Module) -> None:
@@ -80,6 +82,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             self.num_classes, self.model_config.embed_dim, temperature=c.temperature,
             anchors_per_class=c.anchors_per_class, negatives_per_class=c.negatives_per_class, queue_size=c.queue_size,
         )
+        self.align = DistributionAlignment(self.class_counts) if c.distribution_alignment else None
         tau_high = torch.full((self.num_classes,), c.tau_high_fg)
         tau_high[0] = c.tau_high
         self.register_buffer("tau_high", tau_high)
@@ -125,6 +128,8 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             with torch.no_grad():
                 t_out = self.teacher(torch.cat([x_l, x_u]))
                 t_probs = t_out["logits"][n_l:].float().softmax(1)
+                if self.align is not None:
+                    t_probs = self.align(t_probs, valid_u)
                 levels = confidence_levels(t_probs, self.tau_high, c.tau_low)
             # strong view of the same weak view, CutMix'ed; every target is mixed identically
             perm, box = cutmix_boxes(x_u.shape[0], x_u.shape[2], x_u.shape[3], gen)

@@ -25,6 +25,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, resolve_model
 from geoccseg.models import ModelConfig
+from geoccseg.models.pretrained import source as pretrained_source
 from geoccseg.train.callbacks import RunRecorder
 from geoccseg.train.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, check_architecture, load_checkpoint
 from geoccseg.train.config import TrainConfig
@@ -160,6 +161,9 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         model=model_config.to_dict(), classes=data.classes, bands=data.bands, norm=data.norm,
         pixel_size_m=data.pixel_size_m, tile_px=c.tile_px, training={"data": data.summary(), "config": c.to_yaml()},
     )
+    if c.use_pretrained:  # where the encoder's starting weights came from
+        src = pretrained_source(c.encoder)
+        meta.training["pretrained"] = {"package": src.package, "sha256": src.sha256, "licence": src.licence, "data": "ImageNet-1k"}
     with atomic_path(out / "config.yaml", overwrite=True) as tmp:
         tmp.write_text(c.to_yaml())
 
