@@ -302,3 +302,20 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
     finally:
         os.umask(old)
     assert mode(tmp_path / "b" / "model.safetensors") == 0o640 and mode(tmp_path / "b" / "bundle.json") == 0o640
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--bands", "a,b"], "bands must be comma-separated 1-based band numbers, e.g. 1,2,3; got 'a,b'"),
+    (["--precision", "fp99"], "precision must be one of 32-true, bf16-mixed"),
+    (["--accelerator", "tpu9"], "accelerator must be one of auto, cpu"),
+    (["--tile-px", "0"], "tile_px must be a multiple of 32 (at least 32), got 0"),
+    (["--num-workers", "-1"], "num_workers must be 0 or more, got -1"),
+    (["--batch-size", "0"], "batch_size must be at least 1, got 0"),
+])
+def test_bad_option_values_are_one_line_errors_before_any_output(data_dir, tmp_path, flags, message):
+    cfd = data_dir / "cfd"
+    out = tmp_path / "m"
+    result = CliRunner().invoke(cli, ["train", "--images", str(cfd / "images"), "--masks", str(cfd / "masks"), "-o", str(out), *flags])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert message in result.output
+    assert not out.exists()

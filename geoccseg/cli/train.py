@@ -8,6 +8,7 @@ import typing
 
 import click
 
+from geoccseg.io.scene import parse_bands
 from geoccseg.train import TrainConfig, train
 from geoccseg.train.signals import TrainingStopped
 
@@ -81,7 +82,9 @@ def command(config_path, **flags) -> None:
     for key, value in flags.items():
         if value is None or (key in MULTIPLE and not value):
             continue
-        if key in COMMA_LISTS:
+        if key == "bands":
+            value = parse_bands(value)
+        elif key in COMMA_LISTS:
             value = [COMMA_LISTS[key](v) for v in value.split(",") if v]
         elif key in MULTIPLE:
             value = list(value)

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import yaml
 
+from geoccseg.data.chips import check_tile_px
 from geoccseg.errors import GeoccsegError
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+"""Lightning precision settings accepted by ``--precision``."""
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+"""Lightning accelerators accepted by ``--accelerator``."""
 
 
 @dataclass
@@ -145,8 +151,17 @@ class TrainConfig:
                 raise GeoccsegError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if not 0 < self.tau_low <= min(self.tau_high, self.tau_high_fg) <= 1:
             raise GeoccsegError("confidence thresholds must satisfy 0 < tau_low <= tau_high, tau_high_fg <= 1")
-        if self.tile_px < 32 or self.tile_px % 32:
-            raise GeoccsegError(f"tile_px must be a multiple of 32 (at least 32), got {self.tile_px}")
+        check_tile_px(self.tile_px)
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise GeoccsegError(f"precision must be one of {', '.join(PRECISIONS)} (or unset for the device's default), got {self.precision!r}")
+        if self.accelerator not in ACCELERATORS:
+            raise GeoccsegError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
+        for key in ("num_workers",):
+            if getattr(self, key) < 0:
+                raise GeoccsegError(f"{key} must be 0 or more, got {getattr(self, key)}")
+        for key in ("devices", "num_nodes", "batch_size", "val_every"):
+            if getattr(self, key) < 1:
+                raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.max_steps < 1:
             raise GeoccsegError("max_steps must be at least 1")
         if self.checkpoint_every < 1 or (self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0):
