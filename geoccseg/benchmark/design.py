@@ -54,7 +54,9 @@ class Profile:
 #: scored, whole photos cost about 0.5 s each on 2 cores; the numbers mean nothing).
 #: ``cpu``: the most that is meaningful in about 15 minutes per semi-supervised arm on 2 cores
 #: (a step of 8 labeled + 8 unlabeled 256 px chips takes about 1.5-2 s there, a supervised step
-#: about 0.7 s); the trainer's method defaults (ramp-ups, thresholds) are kept. ``gpu``: the
+#: about 0.7 s); the trainer's method defaults (ramp-ups, thresholds) are kept. Its 60-minute cap
+#: is a safety net, not a budget: a machine shared with other jobs runs 2-5x slower, and a run the
+#: cap stops records fewer steps than its arms (seen at 30 minutes). ``gpu``: the
 #: full-size setting for one GPU.
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
@@ -62,7 +64,7 @@ PROFILES: dict[str, Profile] = {
         train={"unlabeled_start_steps": 2, "rampup_steps": 4, "ema_warmup_steps": 2,
                "anchors_per_class": 64, "negatives_per_class": 128, "queue_size": 64},
     ),
-    "cpu": Profile(name="cpu", tile_px=256, batch_size=8, unlabeled_batch_size=8, max_steps=450, val_every=150, max_minutes=30.0),
+    "cpu": Profile(name="cpu", tile_px=256, batch_size=8, unlabeled_batch_size=8, max_steps=450, val_every=150, max_minutes=60.0),
     "gpu": Profile(name="gpu", tile_px=384, batch_size=16, unlabeled_batch_size=16, max_steps=8000, val_every=500, max_minutes=240.0),
 }
 
