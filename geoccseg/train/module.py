@@ -30,6 +30,7 @@ from geoccseg.evaluate.pixel import Counts, confusion_counts
 from geoccseg.io.labels import IGNORE_INDEX
 from geoccseg.losses import ConfidenceContrastiveLoss, DistributionAlignment, ImbalanceLoss, class_weights, confidence_levels, sigmoid_rampup
 from geoccseg.models import ModelConfig, build_model
+from geoccseg.models.pretrained import SOURCES as PRETRAINED
 from geoccseg.train.augment import appearance_view, apply_cutmix, cutmix_boxes, strong_view, weak_view
 from geoccseg.train.config import TrainConfig
 from geoccseg.train.targets import labels_at_stride, mask_at_stride, probs_at_stride
@@ -59,7 +60,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
     # -- hooks that subclasses may override ----------------------------------------------------
     def configure_networks(self) -> None:
         self.student = build_model(self.model_config)
-        if self.config.use_pretrained:
+        if self.config.use_pretrained and self.model_config.encoder in PRETRAINED:
             self.student.encoder.load_pretrained()
         self.teacher = make_teacher(self.student)
 
