@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labeled-fraction", type=float, default=0.035, help="labeled share of the training images (default 0.035)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="compute budget (default cpu)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="default: all six")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="default: all of them")
     p.add_argument("--sweep", action="store_true", help="also run sup_imbalance and full at each of --fractions")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.035, 0.1, 1.0])
     p.add_argument("--encoder", choices=ENCODERS, help="override the profile's encoder (every arm)")

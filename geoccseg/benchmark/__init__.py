@@ -27,6 +27,7 @@ test folder, the test set is that folder and only the select set is taken from t
     sup_imbalance       + data imbalance loss
     pseudo              + pseudo-labels on unlabeled images
     full                + confidence-level contrastive loss (the method)
+    full_da             the method with the teacher's class shares aligned to the labeled ones
     full_single_fusion  the method with single-stage fusion
     fully_supervised    every training image labeled, imbalance loss (the ceiling)
 

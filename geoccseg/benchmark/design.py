@@ -79,6 +79,8 @@ class Arm:
         contrastive: confidence-level contrastive loss.
         fusion: ``multi`` or ``single``.
         all_labeled: label every training image (labeled fraction 1.0).
+        distribution_alignment: align the teacher's class shares with the labeled ones
+            (:class:`~geoccseg.losses.DistributionAlignment`).
     """
 
     loss: str
@@ -86,6 +88,7 @@ class Arm:
     contrastive: bool
     fusion: str = "multi"
     all_labeled: bool = False
+    distribution_alignment: bool = False
 
 
 ARMS: dict[str, Arm] = {
@@ -93,6 +96,7 @@ ARMS: dict[str, Arm] = {
     "sup_imbalance": Arm(loss="imbalance", pseudo=False, contrastive=False),
     "pseudo": Arm(loss="imbalance", pseudo=True, contrastive=False),
     "full": Arm(loss="imbalance", pseudo=True, contrastive=True),
+    "full_da": Arm(loss="imbalance", pseudo=True, contrastive=True, distribution_alignment=True),
     "full_single_fusion": Arm(loss="imbalance", pseudo=True, contrastive=True, fusion="single"),
     "fully_supervised": Arm(loss="imbalance", pseudo=False, contrastive=False, all_labeled=True),
 }
@@ -187,7 +191,7 @@ def train_config(spec: RunSpec, dataset: str, profile: Profile, folders: dict[st
         unlabeled=[str(p) for p in unlabeled], labeled_fraction=spec.labeled_fraction, labeled_names=labeled,
         seed=spec.seed, classes=list(ds.classes), pixel_size_m=ds.pixel_size_m, tile_px=profile.tile_px,
         encoder=profile.encoder, fusion=arm.fusion, loss=arm.loss, pseudo=arm.pseudo, contrastive=arm.contrastive,
-        batch_size=profile.batch_size, unlabeled_batch_size=profile.unlabeled_batch_size, max_steps=profile.max_steps,
+        distribution_alignment=arm.distribution_alignment, batch_size=profile.batch_size, unlabeled_batch_size=profile.unlabeled_batch_size, max_steps=profile.max_steps,
         max_minutes=profile.max_minutes, val_every=profile.val_every, progress=False, **profile.train,
     )
     return replace(config, **overrides)
