@@ -169,7 +169,7 @@ def test_summarise_gives_mean_and_sample_std() -> None:
     assert "- `full` at fraction 0.1 scores *above* `fully_supervised` (and `sup_ce`) at this budget." in benchmark.summarise(records)
 
 
-@pytest.mark.parametrize("folder", ["deepcrack-cpu", "massachusetts-cpu"])
+@pytest.mark.parametrize("folder", ["deepcrack-cpu", "massachusetts-cpu", "deepcrack-cpu-efficientnet-lite0", "massachusetts-cpu-efficientnet-lite0"])
 def test_shipped_reports_regenerate_byte_identically(folder: str) -> None:
     """The README's tables come from these records: the report functions must still write them unchanged."""
     results = ROOT / "pipelines" / "results" / folder
@@ -235,3 +235,30 @@ def test_own_scene_benchmark_scores_the_unlabeled_part(tmp_path: Path) -> None:
     assert scored.geometry.within(rest.buffer(1e-9)).all() and not scored.geometry.intersects(aoi.buffer(-1e-9)).any()
     assert (out / "lines.png").stat().st_size > 10_000 and "| 40% | 19 | scratch_sup | 1 |" in (out / "results.md").read_text()
     assert own.main(["--steps", "2", "--arms", "scratch_sup", "--out", str(out)]) == 2  # no silent overwrite
+
+
+def test_encoder_and_alignment_defaults_follow_the_recorded_benchmark() -> None:
+    """The trainer's default encoder and distribution-alignment switch are what the recorded runs
+    chose on their *select* images (never on the test images): change the defaults and the records together."""
+    from geoccseg.train import TrainConfig
+
+    defaults = TrainConfig(out="unused", images="unused", masks="unused")
+    results = ROOT / "pipelines" / "results"
+
+    def select_f1(folder: str) -> dict[tuple[str, str, int], float]:
+        records = benchmark.load_records(results / folder / "results.json")
+        return {(r["dataset"], r["arm"], r["seed"]): r["select_f1"] for r in records if r["labeled_fraction"] == 0.035}
+
+    # the pretrained encoder beats the light one on each dataset, over the (arm, seed) runs both made
+    light, pretrained, wins = {}, {}, []
+    for dataset in ("deepcrack", "massachusetts"):
+        light |= select_f1(f"{dataset}-cpu")
+        pretrained |= select_f1(f"{dataset}-cpu-efficientnet-lite0")
+        shared = [k for k in set(light) & set(pretrained) if k[0] == dataset]
+        assert len(shared) >= 4, dataset
+        wins.append(sum(pretrained[k] - light[k] for k in shared) > 0)
+    assert all(wins) == (defaults.encoder == "efficientnet-lite0")
+    # distribution alignment is on only if full_da beat full on the select images of the same seed
+    pairs = [(pretrained[(d, "full", s)], pretrained[(d, "full_da", s)]) for d, a, s in pretrained if a == "full_da"]
+    assert pairs
+    assert (sum(da - full for full, da in pairs) > 0) == defaults.distribution_alignment

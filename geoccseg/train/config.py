@@ -79,7 +79,8 @@ class TrainConfig:
     pseudo: bool = True
     contrastive: bool = True
     # Rescale the teacher's probabilities so pseudo-labels hold each class in its labeled share
-    # (geoccseg/losses/alignment.py), against a teacher that misses the rare class.
+    # (geoccseg/losses/alignment.py), against a teacher that misses the rare class. Off: on the
+    # Massachusetts select images it scored below the method without it (benchmark arm full_da).
     distribution_alignment: bool = False
     tau_high: float = 0.95
     tau_high_fg: float = 0.8
