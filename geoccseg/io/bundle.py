@@ -9,7 +9,6 @@ instead of arbitrary code execution or a silent wrong model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
+from geoccseg.io.checksum import file_sha256
 from geoccseg.io.normalize import NormStats
 from geoccseg.models import ModelConfig, build_model
 
@@ -73,14 +73,6 @@ class Bundle:
     path: Path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, meta: BundleMeta) -> Path:
     """Write ``model.safetensors`` and ``bundle.json`` into ``folder`` (created if needed), atomically."""
     folder = Path(folder)
@@ -88,7 +80,7 @@ def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, meta: BundleM
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS, overwrite=True) as tmp:
         save_file(state, str(tmp))
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
     _write_meta(folder, meta, digest)
     return folder
 
@@ -134,7 +126,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         expected = raw["weights_sha256"]
     except (ValueError, KeyError, TypeError) as exc:
         raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
-    if _sha256(weights_path) != expected:
+    if file_sha256(weights_path) != expected:
         raise GeoccsegError(f"weights in {folder} do not match the checksum in {META} (damaged or tampered); retrain or restore the bundle")
     config = ModelConfig.from_dict(meta.model)
     if config.num_classes != len(meta.classes) + 1 or config.in_channels != len(meta.bands):

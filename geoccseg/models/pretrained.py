@@ -24,7 +24,6 @@ package's file.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.checksum import file_sha256
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,6 @@ def weights_file(encoder: str) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_checked(path: Path, expected_sha256: str) -> OrderedDict[str, Tensor]:
     """Read a weight file whose SHA-256 must be ``expected_sha256``, without running pickled code.
 
@@ -120,7 +112,7 @@ def read_checked(path: Path, expected_sha256: str) -> OrderedDict[str, Tensor]:
         GeoccsegError: unreadable file, checksum mismatch, or content that is not a flat mapping of tensors.
     """
     try:
-        digest = _sha256(path)
+        digest = file_sha256(path)
     except OSError as exc:
         raise GeoccsegError(f"cannot read pretrained weights {path} ({exc.strerror or exc}); check its permissions") from None
     if digest != expected_sha256:
