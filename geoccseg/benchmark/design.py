@@ -79,8 +79,8 @@ class Arm:
         contrastive: confidence-level contrastive loss.
         fusion: ``multi`` or ``single``.
         all_labeled: label every training image (labeled fraction 1.0).
-        distribution_alignment: align the teacher's class shares with the labeled ones
-            (:class:`~geoccseg.losses.DistributionAlignment`).
+        train: further :class:`TrainConfig` options of the arm, e.g. a candidate remedy of the
+            unlabeled terms (``distribution_alignment``, ``bg_margin_px``).
     """
 
     loss: str
@@ -88,7 +88,7 @@ class Arm:
     contrastive: bool
     fusion: str = "multi"
     all_labeled: bool = False
-    distribution_alignment: bool = False
+    train: dict = field(default_factory=dict)
 
 
 ARMS: dict[str, Arm] = {
@@ -96,7 +96,9 @@ ARMS: dict[str, Arm] = {
     "sup_imbalance": Arm(loss="imbalance", pseudo=False, contrastive=False),
     "pseudo": Arm(loss="imbalance", pseudo=True, contrastive=False),
     "full": Arm(loss="imbalance", pseudo=True, contrastive=True),
-    "full_da": Arm(loss="imbalance", pseudo=True, contrastive=True, distribution_alignment=True),
+    "full_da": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"distribution_alignment": True}),
+    "full_margin": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"bg_margin_px": 4}),
+    "full_late": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"unlabeled_start_steps": 100, "lambda_pl": 0.5}),
     "full_single_fusion": Arm(loss="imbalance", pseudo=True, contrastive=True, fusion="single"),
     "fully_supervised": Arm(loss="imbalance", pseudo=False, contrastive=False, all_labeled=True),
 }
@@ -191,7 +193,7 @@ def train_config(spec: RunSpec, dataset: str, profile: Profile, folders: dict[st
         unlabeled=[str(p) for p in unlabeled], labeled_fraction=spec.labeled_fraction, labeled_names=labeled,
         seed=spec.seed, classes=list(ds.classes), pixel_size_m=ds.pixel_size_m, tile_px=profile.tile_px,
         encoder=profile.encoder, fusion=arm.fusion, loss=arm.loss, pseudo=arm.pseudo, contrastive=arm.contrastive,
-        distribution_alignment=arm.distribution_alignment, batch_size=profile.batch_size, unlabeled_batch_size=profile.unlabeled_batch_size, max_steps=profile.max_steps,
-        max_minutes=profile.max_minutes, val_every=profile.val_every, progress=False, **profile.train,
+        batch_size=profile.batch_size, unlabeled_batch_size=profile.unlabeled_batch_size, max_steps=profile.max_steps,
+        max_minutes=profile.max_minutes, val_every=profile.val_every, progress=False, **(profile.train | arm.train),
     )
     return replace(config, **overrides)

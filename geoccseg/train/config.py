@@ -82,6 +82,9 @@ class TrainConfig:
     # (geoccseg/losses/alignment.py), against a teacher that misses the rare class. Off: on the
     # Massachusetts select images it scored below the method without it (benchmark arm full_da).
     distribution_alignment: bool = False
+    # Background pseudo-labels only where the teacher sees no foreground (p_fg < 1 - tau_high) within
+    # this many pixels: a road the teacher half-finds is not taught as background next to it. 0: off.
+    bg_margin_px: int = 0
     tau_high: float = 0.95
     tau_high_fg: float = 0.8
     tau_low: float = 0.6
@@ -159,7 +162,7 @@ class TrainConfig:
             raise GeoccsegError(f"precision must be one of {', '.join(PRECISIONS)} (or unset for the device's default), got {self.precision!r}")
         if self.accelerator not in ACCELERATORS:
             raise GeoccsegError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
-        for key in ("num_workers",):
+        for key in ("num_workers", "bg_margin_px"):
             if getattr(self, key) < 0:
                 raise GeoccsegError(f"{key} must be 0 or more, got {getattr(self, key)}")
         for key in ("devices", "num_nodes", "batch_size", "val_every"):

@@ -140,9 +140,12 @@ class SemiSupervisedSegmenter(pl.LightningModule):
                     t_probs = self.align(t_probs, valid_u)
                 levels = confidence_levels(t_probs, self.tau_high, c.tau_low)
             # strong view of the same weak view, CutMix'ed; every target is mixed identically
+            trusted = levels.high & valid_u
+            if c.bg_margin_px:
+                trusted &= ~((levels.pseudo == 0) & self._foreground_nearby(t_probs))
             perm, box = cutmix_boxes(x_u.shape[0], x_u.shape[2], x_u.shape[3], gen)
             x_s = apply_cutmix(strong_view(x_u, gen), perm, box)
-            high = apply_cutmix(levels.high & valid_u, perm, box)
+            high = apply_cutmix(trusted, perm, box)
             pseudo = apply_cutmix(levels.pseudo, perm, box)
             s_out = self.student(torch.cat([x_l_student, x_s]))
             l_sup = self.sup_loss(s_out["logits"][:n_l], y_l)
@@ -162,6 +165,13 @@ class SemiSupervisedSegmenter(pl.LightningModule):
                       prog_bar=False, on_step=True, batch_size=c.batch_size)
         self.log_dict({k: v for k, v in logs.items() if k in ("loss", "sup", "pl", "con")}, prog_bar=True, on_step=True, logger=False, batch_size=c.batch_size)
         return loss
+
+    def _foreground_nearby(self, probs: Tensor) -> Tensor:
+        """(B, H, W) pixels with some foreground evidence (p_fg >= 1 - tau_h of the background)
+        within ``bg_margin_px`` pixels: not safe to teach as background."""
+        r = self.config.bg_margin_px
+        foreground = probs[:, 1:].amax(1, keepdim=True)
+        return F.max_pool2d(foreground, 2 * r + 1, stride=1, padding=r)[:, 0] >= 1.0 - self.tau_high[0]
 
     def _contrastive(self, s_out, t_out, y_l, t_probs, valid_u, perm, box, n_l) -> Tensor:
         """Anchors at low-confidence pixels, keys at high-confidence and labeled pixels (stride 4)."""
