@@ -61,6 +61,22 @@ def lines_from_skeleton(
         (metres, of the simplified line), ``width_m`` (metres), ``probability`` (0-1) and
         ``geometry`` in ``crs``.
     """
+    graph = clean_graph(pixels, pixel_size_m, params)
+    return _to_frame(graph, transform, crs, class_name, params.simplify_m)
+
+
+def clean_graph(pixels: SkeletonPixels, pixel_size_m: tuple[float, float], params: VectorizeParams) -> SkeletonGraph:
+    """The graph steps 1-4 of the vectoriser: unseeded networks out, spurs pruned, gaps bridged,
+    short networks out.
+
+    Args:
+        pixels: skeleton pixels of the whole scene (scene pixel coordinates).
+        pixel_size_m: (x, y) size of one pixel in metres.
+        params: vectoriser settings.
+
+    Returns:
+        The final skeleton graph, whose branches run between junctions and ends.
+    """
     graph = build_graph(pixels, pixel_size_m)
     if not graph.pixels.seeded.all():
         network = graph.pixel_network
@@ -74,7 +90,7 @@ def lines_from_skeleton(
     short = graph.network_length_m() < params.min_length_m
     if short.any():
         graph = build_graph(graph.pixels.subset(~short), pixel_size_m)
-    return _to_frame(graph, transform, crs, class_name, params.simplify_m)
+    return graph
 
 
 def _empty_frame(crs: CRS | str | None) -> gpd.GeoDataFrame:
