@@ -152,3 +152,23 @@ def test_views_on_cuda_match_cpu() -> None:
     assert torch.allclose(strong_view(images.cuda(), seeded(20)).cpu(), strong_view(images, seeded(20)), atol=1e-5)
     perm, box = cutmix_boxes(4, 16, 16, seeded(21))
     assert torch.equal(apply_cutmix(images.cuda(), perm, box).cpu(), apply_cutmix(images, perm, box))
+
+
+def test_weak_view_zoom_out_shrinks_objects_and_ignores_outside_the_chip() -> None:
+    # a crop of area 4 (side 2) halves every object: a 16 px wide band becomes 8 px, and the three
+    # quarters of the output that lie outside the input chip carry no label and zero intensity
+    size = 32
+    mask = torch.zeros(4, size, size, dtype=torch.long)
+    mask[:, :, 8:24] = 1
+    images = mask[:, None].float() + 1.0
+    out, out_mask = weak_view(images, mask, seeded(8), scale=(4.0, 4.0))
+    for i in range(4):
+        inside = out_mask[i] != 255
+        assert inside.float().mean() == pytest.approx(0.25, abs=0.04)
+        outside = out[i, 0][~inside]
+        assert (outside == 0).float().mean() > 0.9 and (outside <= 1.01).all()  # zeros (blended at the edge)
+        band = (out_mask[i] == 1).sum()
+        assert band == pytest.approx(size * size * 0.25 * 0.5, rel=0.15)  # half the inside, as in the input
+        labeled = out_mask[i] != 255
+        agree = ((out[i, 0][labeled] > 1.5) == (out_mask[i][labeled] == 1)).float().mean()
+        assert agree > 0.85  # image and mask stay aligned (they differ where bilinear blends an edge)

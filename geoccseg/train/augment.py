@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.labels import IGNORE_INDEX
 
 #: Most Gaussian blur sigma of the strong view, pixels.
 BLUR_SIGMA_PX = (0.1, 2.0)
@@ -53,22 +54,24 @@ def weak_view(
     and cropped to a box of area fraction a ~ U(scale) with the chip's aspect ratio at a uniform
     position, resized back to H x W. All of it is one affine sampling grid per sample: bilinear
     for the images, nearest for the masks, so label values (including the ignore value 255)
-    are copied, never blended.
+    are copied, never blended. An area fraction above 1 zooms out (objects shrink by up to
+    1 / sqrt(a), e.g. thinner cracks than the labeled ones): the box then reaches past the chip,
+    whose outside is zero in the images and the ignore value in the masks.
 
     Args:
         images: (B, C, H, W) float images.
         masks: optional (B, H, W) integer label maps.
         generator: random source.
-        scale: range of the crop's area fraction, within (0, 1].
+        scale: range of the crop's area fraction, above 0 (above 1: zoom out).
 
     Returns:
         The transformed images (B, C, H, W) and masks (B, H, W) (None when no masks are given).
 
     Raises:
-        GeoccsegError: if ``scale`` is not an interval within (0, 1].
+        GeoccsegError: if ``scale`` is not an interval of positive area fractions.
     """
-    if not 0 < scale[0] <= scale[1] <= 1:
-        raise GeoccsegError(f"weak-view crop scale must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
+    if not 0 < scale[0] <= scale[1]:
+        raise GeoccsegError(f"weak-view crop scale must satisfy 0 < low <= high, got {tuple(scale)}")
     batch, _, height, width = images.shape
     hflip = _rand(batch, generator) < 0.5
     vflip = _rand(batch, generator) < 0.5
@@ -92,15 +95,19 @@ def weak_view(
     theta[:, 1, 2] = 2 * offset_y + side - 1
 
     grid = F.affine_grid(theta.to(images.device, torch.float32), [batch, 1, height, width], align_corners=False)
+    zoom_out = scale[1] > 1
     out_images = F.grid_sample(
-        images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+        images.float(), grid, mode="bilinear", padding_mode="zeros" if zoom_out else "border", align_corners=False
     ).to(images.dtype)
     if masks is None:
         return out_images, None
     out_masks = F.grid_sample(
         masks[:, None].float(), grid.to(masks.device), mode="nearest", padding_mode="border", align_corners=False
-    )[:, 0]
-    return out_images, out_masks.round().to(masks.dtype)
+    )[:, 0].round().to(masks.dtype)
+    if zoom_out:  # outside the chip: no label
+        outside = (grid.abs() > 1).any(-1).to(masks.device)
+        out_masks = out_masks.masked_fill(outside, IGNORE_INDEX)
+    return out_images, out_masks
 
 
 def strong_view(images: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -69,6 +69,10 @@ class TrainConfig:
     # Photometric jitter and intensity inversion of the labelled images too, for models that must
     # carry over to other regions and sensors (the shipped road model); off for in-domain work.
     appearance_augment: bool = False
+    # Largest area of the random crop as a fraction of the chip (smallest: 0.5); above 1 also
+    # zooms out, so objects shrink by up to 1/sqrt(crop_area_max): for thinner cracks or roads
+    # than the labeled ones.
+    crop_area_max: float = 1.0
     # -- method (each term can be switched off for the ablations)
     loss: str = "imbalance"  # imbalance | ce
     class_weighting: str = "effective"  # effective | inv_sqrt | none
@@ -168,6 +172,8 @@ class TrainConfig:
         for key in ("devices", "num_nodes", "batch_size", "val_every"):
             if getattr(self, key) < 1:
                 raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if not 0.5 <= self.crop_area_max <= 16:
+            raise GeoccsegError(f"crop_area_max must be between 0.5 and 16 (area fraction of the chip; above 1 zooms out), got {self.crop_area_max}")
         if self.max_steps < 1:
             raise GeoccsegError("max_steps must be at least 1")
         if self.checkpoint_every < 1 or (self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0):

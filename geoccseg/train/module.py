@@ -118,7 +118,8 @@ class SemiSupervisedSegmenter(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         c = self.config
         gen = self.generator
-        x_l, y_l = weak_view(batch["image_l"], batch["mask_l"], gen)
+        scale = (0.5, c.crop_area_max)
+        x_l, y_l = weak_view(batch["image_l"], batch["mask_l"], gen, scale)
         # the teacher always sees the weak view; the student may see a different-looking one
         x_l_student = appearance_view(x_l, gen) if c.appearance_augment else x_l
         ramp = self._ramp(self.global_step)
@@ -131,7 +132,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         else:
             n_l = x_l.shape[0]
             invalid_u = torch.where(batch["valid_u"], 0, IGNORE_INDEX).long()
-            x_u, invalid_u = weak_view(batch["image_u"], invalid_u, gen)
+            x_u, invalid_u = weak_view(batch["image_u"], invalid_u, gen, scale)
             valid_u = invalid_u != IGNORE_INDEX
             with torch.no_grad():
                 t_out = self.teacher(torch.cat([x_l, x_u]))
