@@ -44,15 +44,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
-from shapely.geometry import box  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.demo import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
-from geoccseg.evaluate import evaluate  # noqa: E402
+from geoccseg.evaluate import clipped, score_rest, strips  # noqa: E402
+from geoccseg.evaluate.files import read_lines  # noqa: E402
 from geoccseg.inference import PredictOptions, run_predict  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
-from geoccseg.io.scene import open_scene  # noqa: E402
 from geoccseg.train import TrainConfig, train  # noqa: E402
 
 DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
@@ -69,35 +68,6 @@ ARMS: dict[str, dict | None] = {
 TUNE_LR = 1e-3
 
 
-def strips(scene: Path, fraction: float) -> tuple:
-    """The labeled western strip and the scored rest of ``scene``, in its CRS."""
-    s = open_scene(scene)
-    xmin, ymin, xmax, ymax = s.bounds
-    cut = xmin + fraction * (xmax - xmin)
-    return s.crs, box(xmin, ymin, cut, ymax), box(cut, ymin, xmax, ymax)
-
-
-def clipped(lines: gpd.GeoDataFrame, region) -> gpd.GeoDataFrame:
-    """``lines`` inside ``region``, empty pieces dropped."""
-    out = lines.clip(region)
-    return out[~out.is_empty]
-
-
-def score_rest(pred: Path, truth_rest: Path, rest, folder: Path, buffer_m: float) -> dict:
-    """Completeness, correctness and quality of the predicted lines against the truth, in the scored part."""
-    layers = gpd.list_layers(pred)["name"].tolist()
-    lines = clipped(gpd.read_file(pred, layer=layers[0]), rest)
-    path = folder / "lines_rest.gpkg"
-    with atomic_path(path, overwrite=True) as tmp:
-        lines.to_file(tmp, driver="GPKG", layer="road")
-    if lines.empty:
-        return {"completeness": 0.0, "correctness": 0.0, "quality": 0.0, "predicted_km": 0.0}
-    result = evaluate(path, truth_rest, buffer_m=buffer_m).classes[0]
-    metric = lines.to_crs(lines.estimate_utm_crs())
-    return {"completeness": result.completeness, "correctness": result.correctness, "quality": result.quality,
-            "predicted_km": float(metric.length.sum() / 1000)}
-
-
 def run_name(arm: str, fraction: float, seed: int) -> str:
     """Folder and record name of a run, e.g. ``scratch_full_0.4_s0``."""
     return f"{arm}_{fraction:g}_s{seed}"
@@ -105,14 +75,13 @@ def run_name(arm: str, fraction: float, seed: int) -> str:
 
 def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth: Path, out: Path, buffer_m: float) -> dict:
     """Train one arm on the labeled strip (unless ``shipped``), map the scene and score the rest."""
-    crs, aoi, rest = strips(scene, fraction)
+    split = strips(scene, fraction)
+    crs, aoi, rest = split
     name = run_name(arm, fraction, seed)
     folder = out / "runs" / name
     folder.mkdir(parents=True, exist_ok=True)
     truth_lines = gpd.read_file(truth).to_crs(crs)
     gpd.GeoDataFrame(geometry=[aoi], crs=crs).to_file(folder / "aoi.gpkg")
-    truth_rest, scored = folder / "truth_rest.gpkg", clipped(truth_lines, rest)
-    scored.to_file(truth_rest)
     start = time.perf_counter()
     model, steps_done = folder / "model", steps
     if ARMS[arm] is None:
@@ -128,11 +97,13 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
     train_seconds = time.perf_counter() - start
     pred = folder / "lines.gpkg"
     run_predict(scene, pred, model=model, options=PredictOptions(device="cpu"), overwrite=True, progress=False)
+    scores = score_rest(read_lines(pred, "PRED"), truth_lines, split, buffer_m)
     return {
         "run": name, "arm": arm, "labeled_fraction": fraction, "seed": seed, "steps": steps_done,
         "train_seconds": round(train_seconds, 1), "labeled_lines": len(clipped(truth_lines, aoi)),
-        "scored_lines": len(scored), "buffer_m": buffer_m,
-        **score_rest(pred, truth_rest, rest, folder, buffer_m),
+        "scored_lines": len(clipped(truth_lines, rest)), "buffer_m": buffer_m,
+        "completeness": scores.completeness, "correctness": scores.correctness, "quality": scores.quality,
+        "predicted_km": scores.pred_total_m / 1000,
     }
 
 

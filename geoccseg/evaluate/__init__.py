@@ -21,6 +21,7 @@ from geoccseg.evaluate.pixel import (
     score_arrays,
 )
 from geoccseg.evaluate.report import ClassResult, EvaluationResult, evaluate
+from geoccseg.evaluate.strip import Strips, clipped, score_rest, strips
 
 __all__ = [
     "THRESHOLDS",
@@ -31,12 +32,16 @@ __all__ = [
     "PixelScorer",
     "PixelScores",
     "RelaxedCounts",
+    "Strips",
     "ThresholdSweep",
+    "clipped",
     "confusion_counts",
     "evaluate",
     "line_counts",
     "pixel_counts",
     "relaxed_counts",
     "score_arrays",
+    "score_rest",
     "skeleton_counts",
+    "strips",
 ]
