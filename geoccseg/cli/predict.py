@@ -33,6 +33,7 @@ _DEFAULTS = VectorizeParams()
 @click.option("--scheduler", help="Run blocks on an existing Dask cluster (tcp://host:8786).")
 @click.option("--threshold", type=float, help=f"Foreground probability of the lines [{_DEFAULTS.threshold}].")
 @click.option("--min-length-m", type=float, help=f"Drop networks shorter than this, metres [{_DEFAULTS.min_length_m}].")
+@click.option("--graph", is_flag=True, help="Also write the road graph, <class>_nodes and <class>_edges layers (.gpkg only).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 def command(
     scene: Path,
@@ -49,6 +50,7 @@ def command(
     scheduler: str | None,
     threshold: float | None,
     min_length_m: float | None,
+    graph: bool,
     overwrite: bool,
 ) -> None:
     """Predict roads or cracks on SCENE and write them as polylines to OUTPUT."""
@@ -61,7 +63,7 @@ def command(
     )
     result = run_predict(
         scene, output, model=model, prob_out=prob_out, options=options, threshold=threshold,
-        min_length_m=min_length_m, overwrite=overwrite,
+        min_length_m=min_length_m, overwrite=overwrite, graph=graph,
     )
     for name, count in result.lines.items():
         click.echo(f"{name}: {count} lines")

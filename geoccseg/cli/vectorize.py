@@ -10,6 +10,7 @@ import click
 from geoccseg.io.atomic import check_not_input, check_writable
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
+from geoccseg.vectorize.network import DEFAULT_SNAP_M, check_graph_output, with_graph_layers
 
 _DEFAULTS = VectorizeParams()
 
@@ -28,6 +29,10 @@ _DEFAULTS = VectorizeParams()
 @click.option("--simplify-m", type=float, default=None,
               help=f"Douglas-Peucker tolerance, metres [{_DEFAULTS.simplify_m}].")
 @click.option("--block-px", type=int, default=4096, show_default=True, help="Block side in pixels (memory).")
+@click.option("--graph", is_flag=True,
+              help="Also write the road graph: <class>_nodes and <class>_edges layers (.gpkg only).")
+@click.option("--graph-snap-m", type=float, default=DEFAULT_SNAP_M, show_default=True,
+              help="With --graph: join line ends this close to other ends or lines, metres.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def command(
     prob: Path,
@@ -39,11 +44,15 @@ def command(
     gap_m: float | None,
     simplify_m: float | None,
     block_px: int,
+    graph: bool,
+    graph_snap_m: float,
     overwrite: bool,
 ) -> None:
     """Turn the probability GeoTIFF PROB into polylines written to OUTPUT."""
     check_writable(output, overwrite, example="roads.gpkg")
     vector_driver(output)
+    if graph:
+        check_graph_output(output)
     check_not_input(output, [prob])
     given = {
         "threshold": threshold, "low_threshold": low_threshold, "min_length_m": min_length_m,
@@ -51,7 +60,10 @@ def command(
     }
     params = dataclasses.replace(_DEFAULTS, **{k: v for k, v in given.items() if v is not None})
     layers = vectorize_raster(prob, params=params, block_px=block_px)
-    write_vectors(layers, output, overwrite=overwrite)
+    written = with_graph_layers(layers, snap_m=graph_snap_m) if graph else layers
+    write_vectors(written, output, overwrite=overwrite)
     for name, lines in layers.items():
         click.echo(f"{name}: {len(lines)} lines, {lines['length_m'].sum() / 1000:.3f} km")
+        if graph:
+            click.echo(f"{name}: road graph of {len(written[f'{name}_nodes'])} nodes and {len(written[f'{name}_edges'])} edges")
     click.echo(f"wrote {output}")

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 import shapely
-from pyproj import CRS
 from skimage.morphology import skeletonize
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.pixel import ratio, within_px
+from geoccseg.io.units import metric_crs
 
 
 @dataclass
@@ -68,20 +68,6 @@ class LineCounts:
         """pred_matched_m / (pred_total_m + truth_total_m - truth_matched_m)."""
         unmatched_truth_m = self.truth_total_m - self.truth_matched_m
         return ratio(self.pred_matched_m, self.pred_total_m + unmatched_truth_m, self.empty)
-
-
-def metric_crs(lines: gpd.GeoSeries) -> CRS:
-    """A CRS in metres for ``lines``: their own when projected in metres, else their local UTM zone.
-
-    Raises:
-        GeoccsegError: if ``lines`` have no CRS.
-    """
-    if lines.crs is None:
-        raise GeoccsegError("lines have no CRS, so lengths in metres are unknown; set a CRS on the vector file")
-    crs = CRS.from_user_input(lines.crs)
-    if crs.is_projected and crs.axis_info and crs.axis_info[0].unit_name in ("metre", "meter"):
-        return crs
-    return lines.estimate_utm_crs()
 
 
 def line_counts(

@@ -20,6 +20,7 @@ from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
+from geoccseg.vectorize.network import check_graph_output, with_graph_layers
 
 
 @dataclass
@@ -53,6 +54,7 @@ def run_predict(
     min_length_m: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    graph: bool = False,
 ) -> PredictResult:
     """Predict a scene and write its lines (one layer per class in a GeoPackage).
 
@@ -68,6 +70,8 @@ def run_predict(
         min_length_m: overrides ``params.min_length_m`` (metres).
         overwrite: replace existing outputs.
         progress: show progress bars.
+        graph: also write each class's road graph (:mod:`geoccseg.vectorize.network`) as layers
+            ``<class>_nodes`` and ``<class>_edges``; needs a ``.gpkg`` output.
 
     Raises:
         GeoccsegError: an output that exists, cannot be written or is one of the inputs (scene,
@@ -77,6 +81,8 @@ def run_predict(
     start = time.perf_counter()
     out_vectors = check_writable(out_vectors, overwrite, example="roads.gpkg")
     vector_driver(out_vectors)
+    if graph:
+        check_graph_output(out_vectors)
     inputs = [scene, *bundle_files(model if isinstance(model, Bundle) else resolve_model(model))]
     check_not_input(out_vectors, inputs)
     if prob_out is not None:
@@ -89,7 +95,7 @@ def run_predict(
         prob_path = prob_out or workdir / "probability.tif"
         predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress)
         layers = vectorize_raster(prob_path, params=params, progress=progress)
-        write_vectors(layers, out_vectors, overwrite=overwrite)
+        write_vectors(with_graph_layers(layers) if graph else layers, out_vectors, overwrite=overwrite)
     return PredictResult(
         vectors=out_vectors,
         probabilities=prob_out,

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 
+import geopandas as gpd
 from affine import Affine
 from pyproj import CRS, Geod
+
+from geoccseg.errors import GeoccsegError
 
 _GEOD = Geod(ellps="WGS84")
 
@@ -40,3 +43,17 @@ def mean_pixel_size_m(crs: CRS | str, transform: Affine, at_lonlat_or_xy: tuple[
     """Geometric mean of :func:`pixel_size_m`, the single figure used for resampling decisions."""
     x_m, y_m = pixel_size_m(crs, transform, at_lonlat_or_xy)
     return math.sqrt(x_m * y_m)
+
+
+def metric_crs(geometries: gpd.GeoSeries) -> CRS:
+    """A CRS in metres for ``geometries``: their own when projected in metres, else their local UTM zone.
+
+    Raises:
+        GeoccsegError: if ``geometries`` have no CRS.
+    """
+    if geometries.crs is None:
+        raise GeoccsegError("lines have no CRS, so lengths in metres are unknown; set a CRS on the vector file")
+    crs = CRS.from_user_input(geometries.crs)
+    if crs.is_projected and crs.axis_info and crs.axis_info[0].unit_name in ("metre", "meter"):
+        return crs
+    return geometries.estimate_utm_crs()

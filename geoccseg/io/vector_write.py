@@ -103,9 +103,11 @@ def _in_crs(frame: gpd.GeoDataFrame, crs: CRS) -> gpd.GeoDataFrame:
 
 
 def _write(frame: gpd.GeoDataFrame, path: Path, layer: str, driver: str) -> None:
-    """Write one layer with pyogrio; LineString layers are typed as such even when empty."""
+    """Write one layer with pyogrio; LineString layers are typed as such even when empty, and an empty
+    frame whose ``attrs["geometry_type"]`` names another type (the Points of graph nodes) as that."""
     lines_only = bool(frame.geom_type.eq("LineString").all())
-    pyogrio.write_dataframe(frame, path, layer=layer, driver=driver, geometry_type="LineString" if lines_only else None)
+    kind = frame.attrs.get("geometry_type") if len(frame) == 0 else None
+    pyogrio.write_dataframe(frame, path, layer=layer, driver=driver, geometry_type=kind or ("LineString" if lines_only else None))
 
 
 def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> None:
