@@ -8,9 +8,14 @@ from pathlib import Path
 import click
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.evaluate.report import DEFAULT_LINE_WIDTH_M, evaluate
+from geoccseg.evaluate.apls import APLSParams
 from geoccseg.evaluate.files import match_files
+from geoccseg.evaluate.report import DEFAULT_LINE_WIDTH_M, evaluate
+from geoccseg.evaluate.topo import TopoParams
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
+from geoccseg.vectorize.network import DEFAULT_SNAP_M
+
+_APLS, _TOPO = APLSParams(), TopoParams()
 
 
 def _parse_classes(text: str | None) -> list[int] | None:
@@ -34,6 +39,26 @@ def _parse_classes(text: str | None) -> list[int] | None:
 )
 @click.option("--classes", default=None, help="Class values to score in class maps, e.g. 1,2 (default: binary masks).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics as JSON to this file (a file there is replaced; never a folder or an input).")
+@click.option("--graph-metrics/--no-graph-metrics", default=True, show_default=True,
+              help="APLS and TOPO of the road graphs, where both sides are vectors or georeferenced rasters.")
+@click.option("--graph-snap-m", type=float, default=DEFAULT_SNAP_M, show_default=True,
+              help="Join line ends this close to other ends or lines when building road graphs, metres.")
+@click.option("--apls-snap-m", type=float, default=_APLS.snap_m, show_default=True,
+              help="APLS: control points farther than this from the other graph have no counterpart, metres.")
+@click.option("--apls-spacing-m", type=float, default=_APLS.spacing_m, show_default=True,
+              help="APLS: spacing of the control points inserted along edges, metres.")
+@click.option("--apls-min-path-m", type=float, default=_APLS.min_path_m, show_default=True,
+              help="APLS: paths shorter than this are not scored, metres.")
+@click.option("--apls-max-points", type=int, default=_APLS.max_points, show_default=True,
+              help="APLS: most control points per graph (more are sampled with a fixed seed).")
+@click.option("--topo-radius-m", type=float, default=_TOPO.radius_m, show_default=True,
+              help="TOPO: holes and marbles out to this path distance from each seed, metres.")
+@click.option("--topo-interval-m", type=float, default=_TOPO.interval_m, show_default=True,
+              help="TOPO: path distance between holes (and between marbles), metres.")
+@click.option("--topo-hole-m", type=float, default=_TOPO.hole_m, show_default=True,
+              help="TOPO: a marble within this distance of a free hole fills it, metres.")
+@click.option("--topo-max-seeds", type=int, default=_TOPO.max_seeds, show_default=True,
+              help="TOPO: most seeds (true nodes) per image (more are sampled with a fixed seed).")
 def command(
     pred: Path,
     truth: Path,
@@ -43,18 +68,32 @@ def command(
     line_width_m: float,
     classes: str | None,
     json_path: str | None,  # as typed: a trailing / names a folder
+    graph_metrics: bool,
+    graph_snap_m: float,
+    apls_snap_m: float,
+    apls_spacing_m: float,
+    apls_min_path_m: float,
+    apls_max_points: int,
+    topo_radius_m: float,
+    topo_interval_m: float,
+    topo_hole_m: float,
+    topo_max_seeds: int,
 ) -> None:
     """Score PRED against TRUTH: files, or folders matched by file name.
 
     Rasters (GeoTIFF, PNG, JPEG: probabilities, masks or class maps) and vector lines (GeoPackage,
-    GeoJSON, FlatGeobuf, Shapefile) can be mixed.
+    GeoJSON, FlatGeobuf, Shapefile) can be mixed. APLS and TOPO compare road graphs: vector lines
+    are turned into graphs, georeferenced rasters are vectorised first.
     """
+    apls_params = APLSParams(snap_m=apls_snap_m, spacing_m=apls_spacing_m, min_path_m=apls_min_path_m, max_points=apls_max_points)
+    topo_params = TopoParams(radius_m=topo_radius_m, interval_m=topo_interval_m, hole_m=topo_hole_m, max_seeds=topo_max_seeds)
     if json_path is not None:
         check_writable(json_path, overwrite=True, example="scores.json")
         check_not_input(json_path, [path for pair in match_files(pred, truth) for path in pair])
     result = evaluate(
         pred, truth, threshold=threshold, tolerance_px=tolerance_px, buffer_m=buffer_m,
-        classes=_parse_classes(classes), line_width_m=line_width_m,
+        classes=_parse_classes(classes), line_width_m=line_width_m, graph_metrics=graph_metrics,
+        graph_snap_m=graph_snap_m, apls_params=apls_params, topo_params=topo_params,
     )
     click.echo(result.format_table())
     if json_path is not None:

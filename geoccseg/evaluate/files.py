@@ -198,12 +198,15 @@ def _read_image(path: Path) -> Raster:
 
 
 def read_lines(path: str | os.PathLike, role: str = "TRUTH") -> gpd.GeoSeries:
-    """Read the (multi)line strings of a vector file, with their CRS.
+    """Read the (multi)line strings of a vector file, with their CRS: the first layer of a GeoPackage
+    (the lines of the first class, before any ``--graph`` node and edge layers).
 
     Raises:
         GeoccsegError: unreadable file, no CRS, geometries that are not lines.
     """
-    lines = read_vector(path, role).geometry
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "More than one layer found", UserWarning)
+        lines = read_vector(path, role).geometry
     other = sorted(set(lines.geom_type) - {"LineString", "MultiLineString"})
     if other:
         raise GeoccsegError(f"{role} {path} holds {', '.join(other)} geometries; evaluation compares (multi)line strings")

@@ -6,10 +6,14 @@ For each (PRED, TRUTH) pair from :func:`geoccseg.evaluate.files.match_files` and
   relaxed precision/recall/F1 with ``tolerance_px``, whenever one side is a raster;
 - centreline completeness/correctness/quality with ``buffer_m``, whenever there is geometry: two
   vectors are compared exactly, a georeferenced raster through its skeleton (a vector compared with
-  a raster is burnt onto the raster's grid, one pixel wide).
+  a raster is burnt onto the raster's grid, one pixel wide);
+- the road-graph metrics APLS (:mod:`~geoccseg.evaluate.apls`) and TOPO precision/recall/F1
+  (:mod:`~geoccseg.evaluate.topo`), whenever both sides can be measured in metres: vector lines
+  become road graphs (:func:`geoccseg.vectorize.network.road_graph`), georeferenced rasters go
+  through the vectoriser first (probabilities at ``threshold``, masks as they are).
 
 Counts are summed over images, so a metric is that of the whole dataset (micro average), except
-OIS, the mean of per-image best F1.
+OIS, the mean of per-image best F1, and APLS, the mean of per-image APLS (as SpaceNet reports it).
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import geopandas as gpd
+import networkx as nx
 import numpy as np
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.evaluate.apls import APLSParams, APLSResult, apls_score
 from geoccseg.evaluate.centerline import LineCounts, line_counts, skeleton_counts
 from geoccseg.evaluate.files import (
+    Raster,
     burn_lines,
     check_same_grid,
     is_vector,
@@ -34,6 +42,9 @@ from geoccseg.evaluate.files import (
     truth_masks,
 )
 from geoccseg.evaluate.pixel import PixelScorer
+from geoccseg.evaluate.topo import TopoCounts, TopoParams, topo_counts
+from geoccseg.vectorize import VectorizeParams, vectorize_array
+from geoccseg.vectorize.network import DEFAULT_SNAP_M, road_graph
 
 #: Default width in metres given to vector lines burnt for pixel metrics (SpaceNet road masks: 2 m each side).
 DEFAULT_LINE_WIDTH_M = 4.0
@@ -44,7 +55,9 @@ class ClassResult:
     """Dataset metrics of one class; None where the inputs do not allow a metric.
 
     Pixel metrics need a raster on at least one side; centreline metrics need geometry (vectors or
-    a georeferenced raster). ``ods_threshold`` is a probability in (0, 1).
+    a georeferenced raster); graph metrics need both sides in metres (vectors or georeferenced
+    rasters). ``ods_threshold`` is a probability in (0, 1). ``apls`` is the mean over images of the
+    harmonic mean of ``apls_truth_onto_pred`` and ``apls_pred_onto_truth`` (each also a mean).
     """
 
     class_value: int
@@ -61,6 +74,12 @@ class ClassResult:
     completeness: float | None = None
     correctness: float | None = None
     quality: float | None = None
+    apls: float | None = None
+    apls_truth_onto_pred: float | None = None
+    apls_pred_onto_truth: float | None = None
+    topo_precision: float | None = None
+    topo_recall: float | None = None
+    topo_f1: float | None = None
 
 
 @dataclass
@@ -74,6 +93,10 @@ class EvaluationResult:
         tolerance_px: relaxed tolerance in pixels.
         buffer_m: centreline buffer in metres.
         line_width_m: width in metres of vector lines burnt for pixel metrics.
+        graph_snap_m: snapping distance of line ends when lines become road graphs, metres;
+            None when the graph metrics were not asked for.
+        apls_params: settings of APLS (:class:`~geoccseg.evaluate.apls.APLSParams`), or None.
+        topo_params: settings of TOPO (:class:`~geoccseg.evaluate.topo.TopoParams`), or None.
         classes: one :class:`ClassResult` per class, by class value.
     """
 
@@ -84,6 +107,9 @@ class EvaluationResult:
     tolerance_px: float
     buffer_m: float
     line_width_m: float
+    graph_snap_m: float | None = None
+    apls_params: dict | None = None
+    topo_params: dict | None = None
     classes: list[ClassResult] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -97,6 +123,7 @@ class EvaluationResult:
             ("ODS F1", "ods_f1"), ("ODS t", "ods_threshold"), ("OIS F1", "ois_f1"),
             ("relaxed P", "relaxed_precision"), ("relaxed R", "relaxed_recall"), ("relaxed F1", "relaxed_f1"),
             ("compl.", "completeness"), ("corr.", "correctness"), ("quality", "quality"),
+            ("APLS", "apls"), ("TOPO P", "topo_precision"), ("TOPO R", "topo_recall"), ("TOPO F1", "topo_f1"),
         ]
         rows = [[name for name, _ in columns]]
         for result in self.classes:
@@ -109,6 +136,10 @@ class EvaluationResult:
         lines = [
             f"{self.n_images} image(s); threshold {self.threshold:g}, relaxed tolerance {self.tolerance_px:g} px, "
             f"centreline buffer {self.buffer_m:g} m"
+            + (
+                f"; APLS snap {self.apls_params['snap_m']:g} m, TOPO radius {self.topo_params['radius_m']:g} m"
+                if self.apls_params and self.topo_params else ""
+            )
         ]
         for row in rows:
             lines.append("  ".join(cell.rjust(width) for cell, width in zip(row, widths)).rstrip())
@@ -121,9 +152,16 @@ class _ClassTotals:
     def __init__(self, threshold: float, tolerance_px: float) -> None:
         self.pixels = PixelScorer(threshold, tolerance_px)
         self.lines: LineCounts | None = None
+        self.apls: list[APLSResult] = []
+        self.topo: TopoCounts | None = None
 
     def add_lines(self, counts: LineCounts) -> None:
         self.lines = counts if self.lines is None else self.lines + counts
+
+    def add_graphs(self, pred: nx.MultiGraph, truth: nx.MultiGraph, apls_params: APLSParams, topo_params: TopoParams) -> None:
+        self.apls.append(apls_score(truth, pred, apls_params))
+        counts = topo_counts(truth, pred, topo_params)
+        self.topo = counts if self.topo is None else self.topo + counts
 
     def result(self, class_value: int) -> ClassResult:
         result = ClassResult(class_value=class_value)
@@ -135,6 +173,12 @@ class _ClassTotals:
         if self.lines is not None:
             result.completeness, result.correctness = self.lines.completeness, self.lines.correctness
             result.quality = self.lines.quality
+        if self.apls:
+            result.apls = float(np.mean([a.apls for a in self.apls]))
+            result.apls_truth_onto_pred = float(np.mean([a.truth_onto_pred for a in self.apls]))
+            result.apls_pred_onto_truth = float(np.mean([a.pred_onto_truth for a in self.apls]))
+        if self.topo is not None:
+            result.topo_precision, result.topo_recall, result.topo_f1 = self.topo.precision, self.topo.recall, self.topo.f1
         return result
 
 
@@ -147,6 +191,10 @@ def evaluate(
     buffer_m: float = 5.0,
     classes: Sequence[int] | None = None,
     line_width_m: float = DEFAULT_LINE_WIDTH_M,
+    graph_metrics: bool = True,
+    graph_snap_m: float = DEFAULT_SNAP_M,
+    apls_params: APLSParams | None = None,
+    topo_params: TopoParams | None = None,
 ) -> EvaluationResult:
     """Score PRED against TRUTH (files, or folders matched by file stem).
 
@@ -158,6 +206,11 @@ def evaluate(
         buffer_m: centreline buffer half-width in metres.
         classes: class values to score in class maps; None scores binary masks/probabilities (class 1).
         line_width_m: width in metres of vector lines burnt onto a raster grid for pixel metrics.
+        graph_metrics: compute APLS and TOPO where both sides can be measured in metres.
+        graph_snap_m: line ends within this distance (metres) of other ends or lines are joined
+            when lines become road graphs (:func:`geoccseg.vectorize.network.road_graph`).
+        apls_params: APLS settings (metres); None for the SpaceNet defaults.
+        topo_params: TOPO settings (metres); None for the SpaceNet reference's defaults.
 
     Raises:
         GeoccsegError: bad options or inputs (see :mod:`geoccseg.evaluate.files`).
@@ -172,10 +225,13 @@ def evaluate(
         classes = sorted({int(k) for k in classes})
         if not classes:
             raise GeoccsegError("no class to score; give at least one class value or none for binary masks")
+    if not graph_snap_m >= 0:
+        raise GeoccsegError(f"graph snapping distance ({graph_snap_m} m) must be >= 0")
+    graphs = _GraphSettings(graph_snap_m, apls_params or APLSParams(), topo_params or TopoParams()) if graph_metrics else None
     pairs = match_files(pred, truth)
     totals = {k: _ClassTotals(threshold, tolerance_px) for k in (classes or [1])}
     for pred_path, truth_path in pairs:
-        _score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m)
+        _score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs)
     return EvaluationResult(
         pred=str(pred),
         truth=str(truth),
@@ -184,8 +240,20 @@ def evaluate(
         tolerance_px=float(tolerance_px),
         buffer_m=float(buffer_m),
         line_width_m=float(line_width_m),
+        graph_snap_m=float(graph_snap_m) if graphs else None,
+        apls_params=asdict(graphs.apls) if graphs else None,
+        topo_params=asdict(graphs.topo) if graphs else None,
         classes=[totals[k].result(k) for k in sorted(totals)],
     )
+
+
+@dataclass(frozen=True)
+class _GraphSettings:
+    """How lines become road graphs, and the settings of the graph metrics."""
+
+    snap_m: float
+    apls: APLSParams
+    topo: TopoParams
 
 
 def _score_pair(
@@ -197,13 +265,18 @@ def _score_pair(
     tolerance_px: float,
     buffer_m: float,
     line_width_m: float,
+    graphs: _GraphSettings | None = None,
 ) -> None:
     """Add one (PRED, TRUTH) pair to ``totals``."""
     pred_vector, truth_vector = is_vector(pred_path), is_vector(truth_path)
     if (pred_vector or truth_vector) and classes not in (None, [1]):
         raise GeoccsegError(f"vector lines ({pred_path if pred_vector else truth_path}) are one class; score them without --classes")
     if pred_vector and truth_vector:
-        totals[1].add_lines(line_counts(read_lines(pred_path, "PRED"), read_lines(truth_path, "TRUTH"), buffer_m))
+        pred_lines, truth_lines = read_lines(pred_path, "PRED"), read_lines(truth_path, "TRUTH")
+        totals[1].add_lines(line_counts(pred_lines, truth_lines, buffer_m))
+        if graphs is not None:
+            pred_graph, truth_graph = road_graph(pred_lines, snap_m=graphs.snap_m), road_graph(truth_lines, snap_m=graphs.snap_m)
+            totals[1].add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
         return
     thin_pred: np.ndarray | None = None
     thin_truth: np.ndarray | None = None
@@ -233,3 +306,23 @@ def _score_pair(
             pred_lines = thin_pred if thin_pred is not None else scores[k] >= threshold
             truth_lines = thin_truth if thin_truth is not None else truths[k]
             class_totals.add_lines(skeleton_counts(pred_lines, truth_lines, buffer_m / pixel_m, pixel_m, valid))
+        if graphs is not None and pixel_m is not None:
+            pred_graph = (
+                road_graph(read_lines(pred_path, "PRED"), snap_m=graphs.snap_m) if pred_vector
+                else _raster_graph(scores[k], grid, valid, threshold, graphs.snap_m)
+            )
+            truth_graph = (
+                road_graph(read_lines(truth_path, "TRUTH"), snap_m=graphs.snap_m) if truth_vector
+                else _raster_graph(truths[k], grid, valid, 0.5, graphs.snap_m)
+            )
+            class_totals.add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
+
+
+def _raster_graph(values: np.ndarray, grid: Raster, valid: np.ndarray, threshold: float, snap_m: float) -> nx.MultiGraph:
+    """The road graph of probabilities (foreground at ``threshold``) or a mask on a georeferenced grid,
+    through the one vectoriser with its default settings."""
+    lines: gpd.GeoDataFrame = vectorize_array(
+        np.asarray(values, dtype=np.float32), transform=grid.transform, crs=grid.crs, valid=valid,
+        params=VectorizeParams(threshold=threshold),
+    )
+    return road_graph(lines, snap_m=snap_m)
