@@ -1,44 +1,57 @@
-"""``geoccseg predict SCENE -o OUT.gpkg``: scene to probability COG to GIS polylines."""
+"""``geoccseg predict``: a scene to a probability COG and GIS polylines, or photos to a folder of
+crack probabilities, measurements and a summary."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from geoccseg.errors import GeoccsegError
 from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
-from geoccseg.inference.pipeline import run_predict
+from geoccseg.inference.photos import OVERLAY_AUTO_MAX, predict_photos
+from geoccseg.inference.pipeline import is_scene, run_predict
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.vectorize import VectorizeParams
 
 _DEFAULTS = VectorizeParams()
+SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "min_length_m", "graph")
+PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume")
 
 
 @click.command("predict")
-@click.argument("scene", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, metavar="SCENE | PHOTO... | FOLDER | 'GLOB'")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Lines file: .gpkg (one layer per class), .geojson, .fgb or .shp.")
-@click.option("--model", default="road", show_default=True, help="Shipped model (road, crack) or a bundle folder written by `geoccseg train`.")
+              help="Scene: the lines file (.gpkg one layer per class, .geojson, .fgb or .shp). Photos: the output folder.")
+@click.option("--model", help="Shipped model (road, crack) or a bundle folder written by `geoccseg train` [road for a scene, crack for photos].")
 @click.option("--prob-out", type=click.Path(path_type=Path),
-              help="Also keep the probability Cloud-Optimised GeoTIFF here (.tif or .tiff).")
+              help="Scene: also keep the probability Cloud-Optimised GeoTIFF here (.tif or .tiff).")
 @click.option("--prob-dtype", type=click.Choice(PROB_DTYPES + tuple(PROB_DTYPE_ALIASES)), default="uint8", show_default=True,
-              help="Probability raster type: uint8 (p x 255) or float32 (float16 is accepted as another name of float32).")
+              help="Scene: probability raster type: uint8 (p x 255) or float32 (float16 is accepted as another name of float32).")
 @click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 256].")
 @click.option("--overlap-px", type=int, default=64, show_default=True, help="Overlap of neighbouring chips in pixels.")
-@click.option("--block-px", type=int, default=2048, show_default=True, help="Block edge in pixels (one task each; memory).")
+@click.option("--block-px", type=int, default=2048, show_default=True, help="Scene: block edge in pixels (one task each; memory).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Chips per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the model runs (mixed precision on CUDA).")
-@click.option("--workers", type=int, help="Run blocks on a local Dask cluster of N worker processes.")
-@click.option("--scheduler", help="Run blocks on an existing Dask cluster (tcp://host:8786).")
+@click.option("--workers", type=int, help="Scene: run blocks on a local Dask cluster of N worker processes.")
+@click.option("--scheduler", help="Scene: run blocks on an existing Dask cluster (tcp://host:8786).")
 @click.option("--threshold", type=float, help=f"Foreground probability of the lines [{_DEFAULTS.threshold}].")
-@click.option("--min-length-m", type=float, help=f"Drop networks shorter than this, metres [{_DEFAULTS.min_length_m}].")
-@click.option("--graph", is_flag=True, help="Also write the road graph, <class>_nodes and <class>_edges layers (.gpkg only).")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--min-length-m", type=float, help=f"Scene: drop networks shorter than this, metres [{_DEFAULTS.min_length_m}].")
+@click.option("--pixel-size-mm", type=float, help="Photos: size of one photo pixel in millimetres, for the *_mm columns [the model's, else empty].")
+@click.option("--overlay/--no-overlay", default=None, help=f"Photos: draw the cracks over each photo in OUT_DIR/overlay [on for up to {OVERLAY_AUTO_MAX} photos].")
+@click.option("--keep-going/--no-keep-going", default=True, show_default=True,
+              help="Photos: skip an unreadable photo (its reason in the summary and on stderr; exit status 1) instead of stopping.")
+@click.option("--resume", is_flag=True, help="Photos: keep the photos whose outputs are complete, predict the others.")
+@click.option("--graph", is_flag=True, help="Scene: also write the road graph, <class>_nodes and <class>_edges layers (.gpkg only).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (photos: redo every photo).")
+@click.pass_context
 def command(
-    scene: Path,
+    ctx: click.Context,
+    inputs: tuple[str, ...],
     output: Path,
-    model: str,
+    model: str | None,
     prob_out: Path | None,
     prob_dtype: str,
     tile_px: int | None,
@@ -50,24 +63,56 @@ def command(
     scheduler: str | None,
     threshold: float | None,
     min_length_m: float | None,
+    pixel_size_mm: float | None,
+    overlay: bool | None,
+    keep_going: bool,
+    resume: bool,
     graph: bool,
     overwrite: bool,
 ) -> None:
-    """Predict roads or cracks on SCENE and write them as polylines to OUTPUT."""
-    if prob_dtype in PROB_DTYPE_ALIASES:
-        click.echo(f"note: --prob-dtype {prob_dtype} is written as {PROB_DTYPE_ALIASES[prob_dtype]} "
-                   "(GeoTIFF Float16 needs GDAL 3.11 or later)", err=True)
-    options = PredictOptions(
-        tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
-        workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
+    """Predict roads or cracks.
+
+    A georeferenced scene (GeoTIFF with a CRS) gives polylines in OUTPUT. Photos (JPEG, PNG, TIFF
+    without georeferencing), folders of photos or quoted glob patterns give the folder OUTPUT:
+    probability/<stem>.png, cracks.gpkg (one line per crack branch, pixel coordinates),
+    summary.csv and summary.json (one row per photo) and overlay/<stem>.jpg.
+    """
+    if is_scene(inputs):
+        _refuse(ctx, PHOTO_ONLY, "photos")
+        if prob_dtype in PROB_DTYPE_ALIASES:
+            click.echo(f"note: --prob-dtype {prob_dtype} is written as {PROB_DTYPE_ALIASES[prob_dtype]} "
+                       "(GeoTIFF Float16 needs GDAL 3.11 or later)", err=True)
+        options = PredictOptions(
+            tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
+            workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
+        )
+        result = run_predict(
+            inputs[0], output, model=model or "road", prob_out=prob_out, options=options, threshold=threshold,
+            min_length_m=min_length_m, overwrite=overwrite, graph=graph,
+        )
+        for name, count in result.lines.items():
+            click.echo(f"{name}: {count} lines")
+        click.echo(f"total length: {result.length_km:.3f} km")
+        if result.probabilities is not None:
+            click.echo(f"wrote {result.probabilities}")
+        click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
+        return
+    _refuse(ctx, SCENE_ONLY, "georeferenced scenes")
+    options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device)
+    photos = predict_photos(
+        inputs, output, model=model or "crack", options=options, threshold=threshold, pixel_size_mm=pixel_size_mm,
+        overlay=overlay, keep_going=keep_going, resume=resume, overwrite=overwrite,
+        on_skip=lambda photo, reason: click.echo(f"geoccseg: skipped {photo}: {reason}", err=True),
     )
-    result = run_predict(
-        scene, output, model=model, prob_out=prob_out, options=options, threshold=threshold,
-        min_length_m=min_length_m, overwrite=overwrite, graph=graph,
-    )
-    for name, count in result.lines.items():
-        click.echo(f"{name}: {count} lines")
-    click.echo(f"total length: {result.length_km:.3f} km")
-    if result.probabilities is not None:
-        click.echo(f"wrote {result.probabilities}")
-    click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
+    click.echo(f"photos: {len(photos.rows)} ({photos.predicted} predicted, {photos.resumed} resumed, {len(photos.skipped)} skipped)")
+    click.echo(f"crack branches: {photos.branches}, {photos.total_length_px:.1f} px long in all")
+    click.echo(f"wrote {output} in {photos.seconds:.1f} s")
+    if photos.skipped:
+        ctx.exit(1)
+
+
+def _refuse(ctx: click.Context, names: tuple[str, ...], kind: str) -> None:
+    """Refuse options given on the command line that only apply to the other kind of input."""
+    given = [f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise GeoccsegError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to {kind}; leave {'it' if len(given) == 1 else 'them'} out")

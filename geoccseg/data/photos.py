@@ -5,16 +5,22 @@ chosen with a seed) carries labels; the others are offered as unlabeled images, 
 never opened. A validation part can be held apart first (``val_fraction``), or given as its own
 folders. Photos have no georeferencing; their pixel size may be declared (e.g. 1 m for the
 Massachusetts aerial crops) so that prediction on scenes can resample to it.
+
+The photos of ``geoccseg predict`` come from here too: :func:`find_photos` (files, folders, glob
+patterns) and :func:`read_photo` (the one photo reader; one-line errors for unreadable files,
+EXIF orientation on request).
 """
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from geoccseg.data.base import TrainingData
 from geoccseg.data.chips import check_tile_px
@@ -36,13 +42,85 @@ def list_images(folder: str | os.PathLike, what: str = "images") -> dict[str, Pa
     return files
 
 
-def read_photo(path: Path) -> np.ndarray:
-    """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped)."""
-    with Image.open(path) as im:
-        if im.mode not in ("L", "RGB"):
-            im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "LA") and im.mode != "LA" else "L")
-        arr = np.asarray(im)
+def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool = False) -> np.ndarray:
+    """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped).
+
+    Args:
+        path: the photo (JPEG, PNG, TIFF, BMP: anything Pillow reads).
+        bands: 1 or 3 to convert the photo to grayscale or colour; None: as stored.
+        exif_orientation: turn the pixels as the photo's EXIF orientation tag says (as photo
+            viewers show it); training leaves it off, since dataset masks follow the stored pixels.
+
+    Raises:
+        GeoccsegError: a file Pillow cannot read (corrupt, truncated, not an image, too large).
+    """
+    try:
+        with Image.open(path) as im:
+            if exif_orientation:
+                ImageOps.exif_transpose(im, in_place=True)  # no copy of a photo without the tag
+            stored = im.mode if im.mode in ("L", "RGB") else "RGB" if im.mode in ("RGBA", "P", "CMYK") else "L"
+            mode = {1: "L", 3: "RGB"}.get(bands, stored)
+            arr = np.asarray(im if im.mode == mode else im.convert(mode))
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
+        raise GeoccsegError(f"cannot read photo {Path(path).name}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
     return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+
+
+def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int] | None:
+    """(width, height) of a photo in pixels, from its header (after EXIF orientation); None when unreadable."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            turned = exif_orientation and im.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError):
+        return None
+    return (height, width) if turned else (width, height)
+
+
+def find_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """The photos named by files, folders and glob patterns, in the order given (each folder and
+    pattern sorted by name).
+
+    A folder gives its photo files (:data:`IMAGE_SUFFIXES`, hidden files left out, not recursive);
+    a pattern (``photos/*.jpg``, ``site-*/**/*.png``) gives the photo files it matches.
+
+    Raises:
+        GeoccsegError: a path that does not exist, a pattern or folder with no photo, a file that
+            is not a photo, no photo at all, or two photos with the same file stem (their outputs
+            would share a name).
+    """
+    found: list[Path] = []
+    for item in inputs:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            files = [p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+            if not files:
+                raise GeoccsegError(f"folder {path} holds no photo ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise GeoccsegError(f"{path} is not a photo; give {', '.join(sorted(IMAGE_SUFFIXES))} files, a folder of them or a pattern")
+            files = [path]
+        elif glob.has_magic(text):
+            files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES]
+            if not files:
+                raise GeoccsegError(f"pattern {text} matches no photo ({', '.join(sorted(IMAGE_SUFFIXES))}); quote it so that the shell leaves it to geoccseg")
+        else:
+            raise GeoccsegError(f"{path} does not exist; give a photo, a folder of photos or a pattern such as 'photos/*.jpg'")
+        found += files
+    photos, seen = [], set()
+    for photo in found:  # a photo named twice (a folder and a pattern) is predicted once
+        if photo.resolve() not in seen:
+            seen.add(photo.resolve())
+            photos.append(photo)
+    stems: dict[str, Path] = {}
+    for photo in photos:
+        if photo.stem in stems:
+            raise GeoccsegError(f"{stems[photo.stem]} and {photo} share the name {photo.stem}; their outputs would collide, predict them in separate runs")
+        stems[photo.stem] = photo
+    if not photos:
+        raise GeoccsegError("no photo given; give a photo, a folder of photos or a pattern such as 'photos/*.jpg'")
+    return photos
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -8,7 +8,10 @@ Binary evaluation (``classes=None``):
     - TRUTH: a 0/1 or 0/255 mask (JPEG masks, blurred by compression, are thresholded at 128).
       Any other values mean a class map and need ``classes``.
     - PRED: float probabilities in [0, 1]; a 0/1 integer mask; or uint8 read as ``value / 255``
-      (so 0/255 masks and 0-255 probabilities both work).
+      (so 0/255 masks and 0-255 probabilities both work). A raster tagged as the probabilities of
+      ``geoccseg predict`` (the COG's ``GEOCCSEG_PROBABILITY`` tag, or the same PNG text key of
+      the probability images of photos) is always ``value / 255``, even when its values are only
+      0 and 1 (a photo without cracks), which would otherwise read as a 0/1 mask.
 
 Class-map evaluation (``classes=[k, ...]``): value ``k`` of PRED and TRUTH is class ``k``; a map
 holding only 0 and 255 counts as a binary mask (255 is class 1).
@@ -41,6 +44,7 @@ from rasterio.transform import array_bounds
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.units import mean_pixel_size_m
+from geoccseg.vectorize.blocks import PROBABILITY_TAG
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 RASTER_SUFFIXES = (".tif", ".tiff", *IMAGE_SUFFIXES)
@@ -57,6 +61,7 @@ class Raster:
         valid: (H, W) bool, pixels to score.
         crs: CRS of the grid, None when not georeferenced (e.g. PNG).
         transform: pixel -> CRS affine transform, None when not georeferenced.
+        probability: tagged as probabilities by ``geoccseg predict`` (uint8 is p x 255).
     """
 
     path: Path
@@ -64,6 +69,7 @@ class Raster:
     valid: np.ndarray
     crs: CRS | None = None
     transform: Affine | None = None
+    probability: bool = False
 
     @property
     def georeferenced(self) -> bool:
@@ -168,19 +174,21 @@ def read_raster(path: str | os.PathLike) -> Raster:
                     raise GeoccsegError(f"{path} has {ds.count} bands; evaluation reads single-band masks or probabilities")
                 values = ds.read(1)
                 valid = ds.read_masks(1) > 0
+                probability = PROBABILITY_TAG in ds.tags()
                 crs = CRS.from_user_input(ds.crs) if ds.crs is not None else None
                 transform = ds.transform if crs is not None else None
     except rasterio.errors.RasterioIOError as exc:
         raise GeoccsegError(f"cannot read raster {path}: {str(exc).splitlines()[0]}") from None
     if np.issubdtype(values.dtype, np.floating):
         valid &= np.isfinite(values)
-    return Raster(path=path, values=values, valid=valid, crs=crs, transform=transform)
+    return Raster(path=path, values=values, valid=valid, crs=crs, transform=transform, probability=probability)
 
 
 def _read_image(path: Path) -> Raster:
     try:
         with Image.open(path) as image:
             has_alpha = image.mode.endswith("A")
+            probability = PROBABILITY_TAG in image.info
             array = np.array(image)
     except (OSError, UnidentifiedImageError) as exc:
         raise GeoccsegError(f"cannot read image {path}: {exc}") from None
@@ -194,7 +202,7 @@ def _read_image(path: Path) -> Raster:
         if np.any(array != array[..., :1]):
             raise GeoccsegError(f"{path} is a colour image; masks and probabilities must be single-band (greyscale)")
         array = array[..., 0]
-    return Raster(path=path, values=array, valid=valid)
+    return Raster(path=path, values=array, valid=valid, probability=probability)
 
 
 def read_lines(path: str | os.PathLike, role: str = "TRUTH") -> gpd.GeoSeries:
@@ -312,7 +320,7 @@ def prediction_scores(raster: Raster, classes: Sequence[int] | None = None) -> d
                 "needs probabilities (float 0-1 or uint8 0-255) or a 0/1 mask; pass --classes for a class map"
             )
         score = values.astype(np.float32)
-        if not floating and seen.size and seen.max() > 1:
+        if not floating and (raster.probability or (seen.size and seen.max() > 1)):
             score /= np.float32(255)
         score[~valid] = 0
         return {1: score}

@@ -1,10 +1,11 @@
 """Scene to GIS lines in one call: predict probabilities, vectorise them, write the lines.
 
-:func:`run_predict` is what ``geoccseg predict`` and the notebooks call. It checks every output
-before any computation, predicts the probability COG block by block
+:func:`run_predict` is what ``geoccseg predict`` and the notebooks call for a georeferenced scene.
+It checks every output before any computation, predicts the probability COG block by block
 (:func:`geoccseg.inference.predict.predict_scene`), vectorises it block by block
 (:func:`geoccseg.vectorize.vectorize_raster`) and writes the lines atomically
-(:func:`geoccseg.io.vector_write.write_vectors`).
+(:func:`geoccseg.io.vector_write.write_vectors`). Photos, folders and patterns of photos go to
+:func:`geoccseg.inference.photos.predict_photos` instead (:func:`is_scene` tells them apart).
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import rasterio
+import rasterio.errors
 
 from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_out, predict_scene
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
@@ -40,6 +46,28 @@ class PredictResult:
     lines: dict[str, int]
     length_km: float
     seconds: float
+
+
+SCENE_SUFFIXES = (".tif", ".tiff")
+
+
+def is_scene(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> bool:
+    """True when the inputs are one georeferenced scene: a single GeoTIFF with a CRS (or one GDAL
+    cannot open, so that its error is the scene reader's). Anything else (photos, a plain TIFF
+    without CRS, folders, patterns, several files) is photos."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if len(items) != 1:
+        return False
+    path = Path(items[0])
+    if not path.is_file() or path.suffix.lower() not in SCENE_SUFFIXES:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return src.crs is not None
+    except rasterio.errors.RasterioIOError:
+        return True
 
 
 def run_predict(

@@ -11,6 +11,7 @@ never removed.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import geopandas as gpd
@@ -43,6 +44,7 @@ def write_vectors(
     *,
     overwrite: bool = False,
     crs: CRS | str | None = None,
+    pixel_coordinates: bool = False,
 ) -> Path:
     """Write lines of one or more classes to one file.
 
@@ -53,6 +55,8 @@ def write_vectors(
         overwrite: replace an existing file.
         crs: CRS to write in: frames in another CRS are reprojected, frames without one are
             taken to be in it. None: the CRS the frames share.
+        pixel_coordinates: the lines are in the pixel coordinates of an image without
+            georeferencing (photos): written without a CRS, which GIS then shows as unknown.
 
     Returns:
         The path written.
@@ -66,8 +70,11 @@ def write_vectors(
     check_writable(path, overwrite, example=f"lines{path.suffix}")
     if not layers:
         raise GeoccsegError(f"nothing to write to {path}: no layers given; pass one GeoDataFrame per class")
-    target = _target_crs(layers, crs)
-    frames = {name: _in_crs(frame, target) for name, frame in layers.items()}
+    if pixel_coordinates:
+        target, frames = None, {name: frame.set_crs(None, allow_override=True) for name, frame in layers.items()}
+    else:
+        target = _target_crs(layers, crs)
+        frames = {name: _in_crs(frame, target) for name, frame in layers.items()}
     if driver == "GPKG":
         with atomic_path(path, overwrite) as tmp:
             for name, frame in frames.items():
@@ -107,7 +114,9 @@ def _write(frame: gpd.GeoDataFrame, path: Path, layer: str, driver: str) -> None
     frame whose ``attrs["geometry_type"]`` names another type (the Points of graph nodes) as that."""
     lines_only = bool(frame.geom_type.eq("LineString").all())
     kind = frame.attrs.get("geometry_type") if len(frame) == 0 else None
-    pyogrio.write_dataframe(frame, path, layer=layer, driver=driver, geometry_type=kind or ("LineString" if lines_only else None))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)  # pixel coordinates, on purpose
+        pyogrio.write_dataframe(frame, path, layer=layer, driver=driver, geometry_type=kind or ("LineString" if lines_only else None))
 
 
 def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> None:

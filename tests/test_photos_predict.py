@@ -1,0 +1,260 @@
+"""``geoccseg predict`` on ordinary photos, with the shipped crack model, on real CrackForest (CFD)
+and DeepCrack photos: one probability image and one summary row per photo, crack lines with their
+measurements, a corrupt JPEG skipped, resume, EXIF orientation, small and very large photos, and
+``geoccseg evaluate`` on the probability folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from click.testing import CliRunner
+from PIL import Image
+
+from geoccseg.cli import cli
+from geoccseg.data.photos import read_photo
+from geoccseg.evaluate.files import prediction_scores, read_raster
+from geoccseg.inference.array import predict_array
+from geoccseg.inference.blend import ChipGrid
+from geoccseg.inference.photo_outputs import SUMMARY_COLUMNS, write_probability_png
+from geoccseg.inference.photos import predict_photo
+from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
+from geoccseg.vectorize.measure import COLUMNS
+
+CFD = ("001", "002", "004")
+DEEPCRACK = "11111"
+BROKEN = "000-broken.jpg"  # sorts first
+PIXEL_MM = 0.5
+
+
+@pytest.fixture(scope="module")
+def crack() -> Bundle:
+    return load_bundle(resolve_model("crack"))
+
+
+@pytest.fixture(scope="module")
+def photo_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three CFD photos, one DeepCrack photo (links to the shared data) and a truncated copy of a CFD JPEG."""
+    folder = tmp_path_factory.mktemp("photos")
+    for stem in CFD:
+        (folder / f"{stem}.jpg").symlink_to(data_dir / "cfd" / "images" / f"{stem}.jpg")
+    (folder / f"{DEEPCRACK}.jpg").symlink_to(data_dir / "deepcrack" / "train" / "images" / f"{DEEPCRACK}.jpg")
+    whole = (data_dir / "cfd" / "images" / "003.jpg").read_bytes()
+    (folder / BROKEN).write_bytes(whole[: len(whole) // 2])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_run(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``geoccseg predict FOLDER --model crack -o OUT --pixel-size-mm 0.5`` once for the module."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = CliRunner().invoke(cli, ["predict", str(photo_dir), "--model", "crack", "-o", str(out), "--pixel-size-mm", str(PIXEL_MM), "--device", "cpu"])
+    return out, result
+
+
+def read_summary(out: Path) -> list[dict]:
+    with open(out / "summary.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def good_photos(photo_dir: Path) -> list[Path]:
+    return sorted(p for p in photo_dir.iterdir() if p.name != BROKEN)
+
+
+def test_folder_gives_one_probability_image_and_one_row_per_photo(photo_dir: Path, photo_run) -> None:
+    out, result = photo_run
+    rows = read_summary(out)
+    assert [row["image"] for row in rows] == sorted(p.name for p in photo_dir.iterdir())
+    assert list(rows[0]) == list(SUMMARY_COLUMNS)
+    as_json = json.loads((out / "summary.json").read_text())["photos"]
+    assert [{k: "" if v is None else str(v) for k, v in row.items()} for row in as_json] == rows
+    for photo, row in zip(good_photos(photo_dir), rows[1:]):
+        with Image.open(photo) as im:
+            size = im.size
+        with Image.open(out / "probability" / f"{photo.stem}.png") as prob:
+            assert (prob.size, prob.mode) == (size, "L")
+        assert (int(row["width"]), int(row["height"]), row["status"]) == (*size, "ok")
+        assert (out / "overlay" / f"{photo.stem}.jpg").is_file()
+        assert float(row["total_length_mm"]) == pytest.approx(float(row["total_length_px"]) * PIXEL_MM, abs=0.01)
+    assert sum(int(row["crack_count"]) for row in rows[1:]) > 0  # the model finds cracks in these photos
+    assert sorted(p.name for p in (out / "probability").iterdir()) == [f"{p.stem}.png" for p in good_photos(photo_dir)]
+    assert not [p for p in out.rglob(".*")]  # no temporary left behind
+
+
+def test_lines_carry_the_columns_and_lie_on_the_cracks(photo_dir: Path, photo_run) -> None:
+    out, _ = photo_run
+    lines = gpd.read_file(out / "cracks.gpkg", layer="crack")
+    assert list(lines.columns) == [*COLUMNS, "geometry"] and lines.crs is None
+    rows = {row["image"]: row for row in read_summary(out)}
+    assert len(lines) == sum(int(row["branch_count"] or 0) for row in rows.values()) > 0
+    assert np.allclose(lines["length_mm"], lines["length_px"] * PIXEL_MM)
+    assert np.allclose(lines["max_width_mm"], lines["max_width_px"] * PIXEL_MM)
+    assert lines["orientation_deg"].between(0, 180).all() and lines["probability"].between(0.5, 1).all()
+    assert (lines["max_width_px"] >= lines["mean_width_px"]).all() and (lines["mean_width_px"] > 0).all()
+    for image, group in lines.groupby("image"):
+        assert float(rows[image]["total_length_px"]) == pytest.approx(group["length_px"].sum(), abs=0.01)
+        prob = np.asarray(Image.open(out / "probability" / f"{Path(image).stem}.png"))
+        xy = shapely.get_coordinates(group.geometry.values)
+        col, row = np.round(xy[:, 0] - 0.5).astype(int), np.round(-xy[:, 1] - 0.5).astype(int)
+        assert (col >= 0).all() and (col < prob.shape[1]).all() and (row >= 0).all() and (row < prob.shape[0]).all()
+        assert np.mean(prob[row, col] >= 128) > 0.9  # x = column + 0.5, y = -(row + 0.5): on the crack pixels
+
+
+def test_corrupt_jpeg_is_reported_and_skipped_while_the_others_complete(photo_run) -> None:
+    out, result = photo_run
+    assert result.exit_code == 1, result.output
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("geoccseg: skipped ") and BROKEN in errors[0] and "truncated" in errors[0]
+    broken = read_summary(out)[0]
+    assert broken["image"] == BROKEN and broken["status"].startswith(f"cannot read photo {BROKEN}")
+    assert broken["width"] == "" and broken["crack_count"] == ""
+    assert not (out / "probability" / f"{Path(BROKEN).stem}.png").exists()
+    assert "4 predicted, 0 resumed, 1 skipped" in result.stdout
+
+
+def test_no_keep_going_stops_at_the_corrupt_photo(photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--no-keep-going", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("geoccseg: error: ") and "--no-keep-going" in result.stderr
+    assert [row["image"] for row in read_summary(out)] == [BROKEN]  # the summary of what was done
+    assert not list((out / "probability").iterdir())
+
+
+def test_resume_skips_complete_photos_and_refuses_without_it(photo_dir: Path, photo_run, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(photo_run[0], out)
+    before = read_summary(out)
+    (out / "probability" / "002.png").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (out / "probability").iterdir()}
+    again = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--device", "cpu"])
+    assert again.exit_code == 2 and "already holds outputs" in again.stderr and "--resume" in again.stderr
+    result = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--resume", "--pixel-size-mm", str(PIXEL_MM), "--device", "cpu"])
+    assert result.exit_code == 1, result.output  # the corrupt photo is still skipped
+    assert "1 predicted, 3 resumed, 1 skipped" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # complete photos untouched
+    assert (out / "probability" / "002.png").is_file()
+    assert read_summary(out) == before  # measurements read back from the probability images
+
+
+def test_evaluate_works_on_the_probability_folder(data_dir: Path, photo_run, tmp_path: Path) -> None:
+    out, _ = photo_run
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for stem in CFD:
+        (truth / f"{stem}.png").symlink_to(data_dir / "cfd" / "masks" / f"{stem}.png")
+    (truth / f"{DEEPCRACK}.png").symlink_to(data_dir / "deepcrack" / "train" / "masks" / f"{DEEPCRACK}.png")
+    result = CliRunner().invoke(cli, ["evaluate", str(out / "probability"), str(truth), "--json", str(tmp_path / "scores.json")])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["n_images"] == 4
+    tp = fp = fn = 0
+    for stem in (*CFD, DEEPCRACK):
+        pred = np.asarray(Image.open(out / "probability" / f"{stem}.png")) >= 128  # p >= 0.5
+        mask = np.asarray(Image.open(truth / f"{stem}.png").convert("L")) >= 128
+        tp, fp, fn = tp + int((pred & mask).sum()), fp + int((pred & ~mask).sum()), fn + int((~pred & mask).sum())
+    assert scores["classes"][0]["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+
+
+def test_a_probability_image_of_zeros_and_ones_is_read_as_probabilities(tmp_path: Path) -> None:
+    """A photo without cracks can give a probability PNG holding only 0 and 1 (p <= 1/255), which
+    evaluate used to read as a 0/1 mask (every 1 a crack)."""
+    prob = np.zeros((8, 8), dtype=np.uint8)
+    prob[2, :] = 1
+    scores = prediction_scores(read_raster(write_probability_png(prob, tmp_path / "p.png")))[1]
+    assert scores.max() == pytest.approx(1 / 255)
+
+
+def test_small_photo_is_one_chip_of_its_own_size_never_upscaled(data_dir: Path, crack: Bundle, tmp_path: Path) -> None:
+    photo = read_photo(data_dir / "cfd" / "images" / "004.jpg")[:, 150:300, 100:300]  # 200 x 150, smaller than a 256 tile
+    grid = ChipGrid.create(150, 200, 256, 64, 256)
+    assert grid.shape == (1, 1) and grid.chip_shape(0, 0) == (150, 200)
+    Image.fromarray(np.moveaxis(photo, 0, -1)).save(tmp_path / "crop.png")
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "crop.png"), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    prob = np.asarray(Image.open(tmp_path / "out" / "probability" / "crop.png"))
+    whole = np.round(predict_array(crack, photo, device="cpu")[1] * 255)  # the network sees the photo as it is
+    assert prob.shape == (150, 200) and np.abs(prob - whole).max() <= 1
+
+
+def test_photo_prediction_is_the_engine_of_predict_array(data_dir: Path, crack: Bundle) -> None:
+    """Row by row of chips in uint8, as predict_array blends them in float (one forward path)."""
+    photo = read_photo(data_dir / "cfd" / "images" / "002.jpg")  # 480 x 320: 2 x 3 chips of 256 px
+    rows = predict_photo(crack, photo, tile_px=256, overlap_px=64, device="cpu", batch_size=4)[0]
+    floats = predict_array(crack, photo, device="cpu", tile_px=256, overlap_px=64)[1]
+    assert np.abs(rows.astype(int) - np.round(floats * 255)).max() <= 1
+
+
+def test_exif_orientation_is_honoured(data_dir: Path, crack: Bundle, tmp_path: Path) -> None:
+    stored = Image.open(data_dir / "cfd" / "images" / "004.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # viewers turn it 90 degrees clockwise
+    stored.save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "turned.jpg"), "-o", str(tmp_path / "out"), "--no-overlay", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    prob = np.asarray(Image.open(tmp_path / "out" / "probability" / "turned.png"))
+    upright = np.asarray(Image.open(tmp_path / "turned.jpg").transpose(Image.Transpose.ROTATE_270))
+    expected = predict_photo(crack, np.moveaxis(upright, -1, 0), tile_px=256, overlap_px=64, device="cpu", batch_size=4)[0]
+    assert prob.shape == (480, 320) and np.array_equal(prob, expected)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "{tmp}/cracks.gpkg"], "photos write a folder"),
+        (["-o", "{tmp}/out", "--prob-out", "{tmp}/p.tif"], "--prob-out only applies to georeferenced scenes"),
+        (["-o", "{tmp}/out", "--resume", "--overwrite"], "either --resume"),
+        (["-o", "{tmp}/out", "--pixel-size-mm", "0"], "--pixel-size-mm 0.0 is invalid"),
+        (["-o", "{tmp}/missing/out"], "does not exist"),
+    ],
+)
+def test_bad_photo_runs_are_one_line_and_leave_nothing(data_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    photo = data_dir / "cfd" / "images" / "001.jpg"
+    result = CliRunner().invoke(cli, ["predict", str(photo), *[a.format(tmp=tmp_path) for a in args]])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geoccseg: error: ") and message in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+CHILD = """
+import json, resource, sys
+import numpy as np
+from geoccseg.cli import cli
+from geoccseg.inference.photos import predict_photo
+from geoccseg.io.bundle import load_bundle, resolve_model
+bundle = load_bundle(resolve_model("crack"))
+predict_photo(bundle, np.zeros((3, 640, 640), np.uint8), tile_px=256, overlap_px=64, device="cpu", batch_size=4)  # warm: 9 chips of 256 px
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    cli.main(sys.argv[1:], prog_name="geoccseg", standalone_mode=False)
+finally:
+    print(json.dumps({"before_kib": before, "after_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def test_a_3000x4000_photo_is_predicted_with_bounded_memory(data_dir: Path, tmp_path: Path) -> None:
+    """Peak memory of a real process grows far less than the whole-photo float arrays would need."""
+    tile = np.asarray(Image.open(data_dir / "cfd" / "images" / "004.jpg"))  # 480 x 320 with cracks
+    height, width = 4000, 3000
+    Image.fromarray(np.tile(tile, (13, 7, 1))[:height, :width]).save(tmp_path / "camera.jpg", quality=95)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    args = ["predict", str(tmp_path / "camera.jpg"), "--model", "crack", "-o", str(tmp_path / "out"), "--device", "cpu"]
+    child = subprocess.run([sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True, timeout=500)
+    assert child.returncode == 0, child.stderr
+    rss = json.loads(child.stdout.strip().splitlines()[-1])
+    grown = (rss["after_kib"] - rss["before_kib"]) * 1024
+    whole_image_floats = 4 * height * width * (3 + 2)  # float32 photo (3 bands) + background/crack probabilities
+    assert grown < whole_image_floats / 2, f"peak RSS grew by {grown / 2**20:.0f} MiB"
+    row = read_summary(tmp_path / "out")[0]
+    assert (int(row["width"]), int(row["height"]), row["status"]) == (width, height, "ok") and int(row["crack_count"]) > 0
+    assert Image.open(tmp_path / "out" / "probability" / "camera.png").size == (width, height)
