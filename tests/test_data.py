@@ -9,6 +9,7 @@ import rasterio
 import shapely
 import torch
 from click.testing import CliRunner
+from PIL import Image
 from rasterio.transform import from_bounds
 from shapely.geometry import box
 
@@ -16,6 +17,7 @@ from geoccseg.cli import cli
 from geoccseg.data.chips import accept_labeled, accept_unlabeled, query_box, random_queries
 from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.data.scenes import SceneTrainingData
+from geoccseg.errors import GeoccsegError
 from geoccseg.io.labels import IGNORE_INDEX, RasterLabels, VectorLabels
 from geoccseg.io.normalize import compute_stats
 from geoccseg.io.scene import open_scene
@@ -223,3 +225,43 @@ def test_info_counts_chips(vegas):
     assert code == 0
     assert "1300 x 1300" in out and "EPSG:4326" in out and "alpha" in out
     assert "25 labeled, 0 unlabeled" in out
+
+
+def _link_source(root, pairs) -> tuple:
+    """images/ and masks/ folders of symbolic links to (image, mask) pairs."""
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for image, mask in pairs:
+        (root / "images" / image.name).symlink_to(image)
+        (root / "masks" / mask.name).symlink_to(mask)
+    return root / "images", root / "masks"
+
+
+def test_several_photo_sources_train_together_at_one_pixel_size(data_dir, tmp_path):
+    """Massachusetts crops (1 m) and Dubai tiles declared at 2 m train together at 1 m: the Dubai
+    photos and masks are read at twice their size, the Massachusetts ones as they are; a stem in
+    two sources and a source without its pixel size are refused in one line."""
+    mass = sorted((data_dir / "massachusetts" / "train" / "images").iterdir())[:2]
+    dubai = sorted((data_dir / "dubai-roads" / "images").iterdir())[:2]
+    mask_of = lambda p: next((p.parent.parent / "masks").glob(p.stem + ".*"))  # noqa: E731
+    a = _link_source(tmp_path / "mass", [(p, mask_of(p)) for p in mass])
+    b = _link_source(tmp_path / "dubai", [(p, mask_of(p)) for p in dubai])
+    data = PhotoTrainingData([a[0], b[0]], [a[1], b[1]], classes=["road"], pixel_size_m=1.0, source_pixel_sizes_m=[1.0, 2.0])
+    assert len(data.labeled_pairs) == 4
+    for image, mask in data.labeled_pairs:
+        item = data._load(image, mask)
+        with Image.open(image) as im:
+            width, height = im.size
+        zoom = 2 if image.parent == b[0] else 1
+        assert item["image"].shape[1:] == item["mask"].shape == (height * zoom, width * zoom)
+        assert set(item["mask"].unique().tolist()) <= {0, 1}
+    with pytest.raises(GeoccsegError, match="different file names"):
+        PhotoTrainingData([a[0], a[0]], [a[1], a[1]], classes=["road"])
+    code, out = _run("train", "--images", a[0], "--images", b[0], "--masks", a[1], "--masks", b[1],
+                     "--images-pixel-size-m", "1", "-o", tmp_path / "o")
+    assert code == 2 and "once per --images folder" in out and len(out.splitlines()) == 1
+    code, out = _run("train", "--images", a[0], "--images", b[0], "--masks", a[1], "--masks", b[1],
+                     "--images-pixel-size-m", "1", "--images-pixel-size-m", "2", "-o", tmp_path / "o")
+    assert code == 2 and "needs positive sizes and --pixel-size-m" in out and len(out.splitlines()) == 1
+    code, out = _run("train", "--images", a[0], "--images", b[0], "--masks", a[1], "-o", tmp_path / "o")
+    assert code == 2 and "need as many --masks folders" in out

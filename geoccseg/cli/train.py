@@ -14,15 +14,16 @@ from geoccseg.train.signals import TrainingStopped
 
 # flags whose names differ from the config field, or that take several values
 RENAMED = {"scenes": "--scene", "out": "--out", "unlabeled": "--unlabeled"}
-MULTIPLE = {"scenes", "unlabeled"}
+MULTIPLE = {"scenes", "unlabeled", "images", "masks", "images_pixel_size_m"}
 COMMA_LISTS = {"classes": str, "bands": int, "labeled_names": str}
 HELP = {
     "scenes": "GeoTIFF scene (repeatable).",
     "labels": "Vector or raster labels (any CRS).",
     "aoi": "Polygons where labels are complete (default: the whole scene).",
     "val_aoi": "Polygons held apart for validation.",
-    "images": "Folder of photos (photo-folder training).",
-    "masks": "Folder of masks matched to --images by file name.",
+    "images": "Folder of photos (photo-folder training); repeat for several sources.",
+    "masks": "Folder of masks matched to --images by file name; one per --images, in the same order.",
+    "images_pixel_size_m": "Pixel size of each --images folder, metres, in the same order; each is resampled to --pixel-size-m.",
     "labeled_fraction": "Share of the photos that carry labels, e.g. 0.035.",
     "out": "Output folder for the model bundle, metrics and checkpoints.",
     "resume": "Continue the run in --out from its last checkpoint (never unpickled).",
@@ -55,7 +56,8 @@ def _options(func):
         tp = _base_type(hints[name])
         help_text = HELP.get(name, f"(default: {f.default if f.default is not dataclasses.MISSING else '[]'})")
         if name in MULTIPLE:
-            opt = click.option(flag, name, multiple=True, help=help_text)
+            item = typing.get_args(tp)[0] if typing.get_args(tp) else str
+            opt = click.option(flag, name, multiple=True, type=item, help=help_text)
         elif name in COMMA_LISTS:
             opt = click.option(flag, name, type=str, default=None, help=help_text)
         elif tp is bool:

@@ -150,12 +150,38 @@ def split_labeled(names: list[str], labeled_fraction: float, seed: int) -> tuple
     return labeled, [n_ for n_ in names if n_ not in chosen]
 
 
+def _sources(images, masks, pixel_sizes_m: Sequence[float] | None, pixel_size_m: float | None) -> tuple[dict[str, Path], dict[str, Path], dict[Path, float]]:
+    """Image and mask files by stem over one or several (images, masks) folders, and the resampling
+    factor of each image whose folder's pixel size differs from ``pixel_size_m``."""
+    image_dirs = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    mask_dirs = [masks] if isinstance(masks, (str, os.PathLike)) else list(masks)
+    if len(image_dirs) != len(mask_dirs) or not image_dirs:
+        raise GeoccsegError(f"{len(image_dirs)} images folder(s) need as many masks folders, in the same order (got {len(mask_dirs)})")
+    sizes = list(pixel_sizes_m or [])
+    if sizes and (len(sizes) != len(image_dirs) or pixel_size_m is None):
+        raise GeoccsegError(f"give one pixel size per images folder ({len(image_dirs)}) and the training pixel size to resample them to")
+    image_files: dict[str, Path] = {}
+    mask_files: dict[str, Path] = {}
+    zoom: dict[Path, float] = {}
+    for index, (image_dir, mask_dir) in enumerate(zip(image_dirs, mask_dirs)):
+        found = list_images(image_dir)
+        shared = sorted(set(found) & set(image_files))
+        if shared:
+            raise GeoccsegError(f"photo {shared[0]} is in {image_files[shared[0]].parent} and in {image_dir}; the folders of several sources need different file names")
+        image_files.update(found)
+        mask_files.update({stem: path for stem, path in list_images(mask_dir, "masks").items() if stem in found})
+        if sizes and sizes[index] != pixel_size_m:
+            zoom.update({path: sizes[index] / pixel_size_m for path in found.values()})
+    return image_files, mask_files, zoom
+
+
 class PhotoTrainingData(TrainingData):
     """Chips cropped from photos.
 
     Args:
-        images: folder of photos.
-        masks: folder of masks matched by stem (only the labeled ones are read).
+        images: folder of photos, or several folders (sources; stems must differ between them).
+        masks: folder of masks matched by stem (only the labeled ones are read); one per images
+            folder, in the same order.
         labeled_fraction: share of the (non-validation) images that carry labels.
         seed: seed of the labeled / validation choice.
         val_fraction: share of the images held apart for validation (chosen with the seed, before
@@ -168,12 +194,15 @@ class PhotoTrainingData(TrainingData):
         pixel_size_m: declared pixel size in metres (None when unknown).
         labeled_names: use exactly these stems as the labeled set (overrides ``labeled_fraction``).
         norm: reuse these statistics instead of computing them.
+        source_pixel_sizes_m: pixel size of each images folder, in metres; photos of a folder whose
+            size differs from ``pixel_size_m`` are resampled to it when read (bilinear images,
+            nearest masks). None: every folder is at ``pixel_size_m``.
     """
 
     def __init__(
         self,
-        images: str | os.PathLike,
-        masks: str | os.PathLike,
+        images: str | os.PathLike | Sequence[str | os.PathLike],
+        masks: str | os.PathLike | Sequence[str | os.PathLike],
         labeled_fraction: float = 1.0,
         seed: int = 0,
         val_fraction: float = 0.0,
@@ -185,12 +214,12 @@ class PhotoTrainingData(TrainingData):
         pixel_size_m: float | None = None,
         labeled_names: list[str] | None = None,
         norm: NormStats | None = None,
+        source_pixel_sizes_m: Sequence[float] | None = None,
     ) -> None:
         self.classes = list(classes or ["crack"])
         self.tile_px = check_tile_px(tile_px)
         self.pixel_size_m = pixel_size_m
-        image_files = list_images(images)
-        mask_files = list_images(masks, "masks")
+        image_files, mask_files, self._zoom = _sources(images, masks, source_pixel_sizes_m, pixel_size_m)
         missing = sorted(set(image_files) - set(mask_files))
         if missing:
             raise GeoccsegError(f"{len(missing)} image(s) have no mask in {masks} (e.g. {', '.join(missing[:3])}); masks are matched by file name stem")
@@ -263,9 +292,17 @@ class PhotoTrainingData(TrainingData):
         image = read_photo(image_path)
         if image.shape[0] != self.num_bands:
             raise GeoccsegError(f"{image_path.name} has {image.shape[0]} band(s), the other photos {self.num_bands}; use photos of one kind")
-        item = {"image": torch.from_numpy(self.norm.apply(image)), "valid": torch.ones(image.shape[1:], dtype=torch.bool)}
-        if mask_path is not None:
-            item["mask"] = torch.from_numpy(read_mask(mask_path).astype(np.int64))
+        pixels = torch.from_numpy(self.norm.apply(image))
+        mask = torch.from_numpy(read_mask(mask_path).astype(np.int64)) if mask_path is not None else None
+        zoom = self._zoom.get(image_path, 1.0)
+        if zoom != 1.0:  # a source of another pixel size: resample to the training pixel size
+            size = (max(1, round(pixels.shape[1] * zoom)), max(1, round(pixels.shape[2] * zoom)))
+            pixels = torch.nn.functional.interpolate(pixels[None].float(), size=size, mode="bilinear", antialias=zoom < 1, align_corners=False)[0]
+            if mask is not None:
+                mask = torch.nn.functional.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        item = {"image": pixels, "valid": torch.ones(pixels.shape[1:], dtype=torch.bool)}
+        if mask is not None:
+            item["mask"] = mask
         return item
 
     def _crop(self, item: dict, generator: torch.Generator) -> dict:

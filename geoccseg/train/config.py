@@ -41,8 +41,11 @@ class TrainConfig:
     width_m: float | None = None
     bands: list[int] | None = None
     # -- photo folders
-    images: str | None = None
-    masks: str | None = None
+    # photo folders: one or more, each with its mask folder (same order) and, optionally, its pixel
+    # size; folders of another pixel size than ``pixel_size_m`` are resampled to it
+    images: list[str] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)
+    images_pixel_size_m: list[float] = field(default_factory=list)
     val_images: str | None = None
     val_masks: str | None = None
     unlabeled: list[str] = field(default_factory=list)
@@ -138,6 +141,12 @@ class TrainConfig:
     def semi_supervised(self) -> bool:
         return self.pseudo or self.contrastive
 
+    def __post_init__(self) -> None:
+        # one folder may be given as a plain path (Python callers, configs of earlier versions)
+        for key in ("images", "masks"):
+            if isinstance(getattr(self, key), (str, os.PathLike)):
+                setattr(self, key, [str(getattr(self, key))])
+
     @property
     def source(self) -> str:
         if self.scenes and self.images:
@@ -145,8 +154,12 @@ class TrainConfig:
         if self.scenes:
             return "scenes"
         if self.images:
-            if not self.masks:
-                raise GeoccsegError("--images needs --masks (a folder of masks matched by file name)")
+            if len(self.masks) != len(self.images):
+                raise GeoccsegError(f"{len(self.images)} --images folder(s) need as many --masks folders, in the same order (got {len(self.masks)}); masks are matched by file name")
+            if self.images_pixel_size_m and len(self.images_pixel_size_m) != len(self.images):
+                raise GeoccsegError(f"give --images-pixel-size-m once per --images folder ({len(self.images)}), or not at all (got {len(self.images_pixel_size_m)})")
+            if self.images_pixel_size_m and (self.pixel_size_m is None or min(self.images_pixel_size_m) <= 0):
+                raise GeoccsegError("--images-pixel-size-m needs positive sizes and --pixel-size-m, the pixel size every folder is resampled to")
             return "photos"
         raise GeoccsegError("no training data: give --scene with --labels, or --images with --masks")
 
@@ -195,6 +208,7 @@ class TrainConfig:
         if unknown:
             raise GeoccsegError(f"unknown {where} key(s) {', '.join(unknown)}; valid keys: {', '.join(cls.keys())}")
         hints = typing.get_type_hints(cls)
+        values = {key: [value] if key in ("images", "masks") and isinstance(value, str) else value for key, value in values.items()}
         values = {key: _typed(key, value, hints[key], where) for key, value in values.items()}
         return cls(**values)
 

@@ -71,6 +71,7 @@ def build_data(c: TrainConfig, start: Bundle | None = None) -> TrainingData:
         c.images, c.masks, labeled_fraction=c.labeled_fraction, seed=c.seed, val_fraction=c.val_fraction,
         val_images=c.val_images, val_masks=c.val_masks, unlabeled_dirs=c.unlabeled, classes=c.classes,
         tile_px=c.tile_px, pixel_size_m=pixel_size_m, labeled_names=c.labeled_names, norm=norm,
+        source_pixel_sizes_m=c.images_pixel_size_m or None,
     )
 
 
