@@ -2,18 +2,70 @@
 
 Each sub-command lives in its own module and only parses options, calls the API and prints.
 User errors (:class:`geoccseg.errors.GeoccsegError`) become one line on stderr and exit status 2.
+
+The sub-command modules (which import torch, TorchGeo, Lightning, rasterio, ...) are imported only
+when their command runs or prints its own help (:data:`COMMANDS`, click's "lazy loading of
+subcommands"), so ``geoccseg --help`` and ``--version`` start at once.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 
 import click
+from click.utils import make_default_short_help
 
 from geoccseg.errors import GeoccsegError
 
 
+#: Sub-commands: name -> (module defining ``command``, the command's short help). The short help
+#: is what ``geoccseg --help`` lists without importing the module; tests/test_cli_startup.py checks
+#: that it is the command's own (the first sentence of its docstring).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("geoccseg.cli.info",
+             "Print size, bands, CRS, pixel size and nodata share of SCENE, the chips it yields and the labeled pixels."),
+    "train": ("geoccseg.cli.train", "Train a model with few labels (semi-supervised) and write a model bundle."),
+    "predict": ("geoccseg.cli.predict", "Predict roads or cracks."),
+    "suggest": ("geoccseg.cli.suggest", "Suggest where to label next."),
+    "vectorize": ("geoccseg.cli.vectorize", "Turn the probability GeoTIFF PROB into polylines written to OUTPUT."),
+    "evaluate": ("geoccseg.cli.evaluate", "Score PRED against TRUTH: files, or folders matched by file name."),
+    "demo": ("geoccseg.cli.demo",
+             "Map the sample scene's roads with the shipped model, then label its western 40 %, fine-tune on it and map "
+             "the rest (about 3 minutes on a CPU); print both scores on the unlabeled 60 %."),
+}
+
+
+def _available(name: str) -> bool:
+    """Whether the module of sub-command ``name`` exists (found without importing it)."""
+    return name in COMMANDS and importlib.util.find_spec(COMMANDS[name][0]) is not None
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: D102
+        return sorted(set(super().list_commands(ctx)) | {name for name in COMMANDS if _available(name)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # noqa: D102
+        if cmd_name not in self.commands and _available(cmd_name):
+            self.add_command(importlib.import_module(COMMANDS[cmd_name][0]).command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the sub-commands with their short help from :data:`COMMANDS`, importing none of them."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                rows.append((name, self.commands[name].get_short_help_str(limit)))
+            else:
+                rows.append((name, make_default_short_help(COMMANDS[name][1], limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context):  # noqa: D102
         try:
             return super().invoke(ctx)
@@ -26,22 +78,6 @@ class _Group(click.Group):
 @click.version_option(package_name="geoccseg")
 def cli() -> None:
     """Extract roads and cracks from imagery with very few labels."""
-
-
-def _register() -> None:
-    import importlib
-
-    for name in ("info", "train", "predict", "vectorize", "evaluate", "demo"):
-        try:
-            module = importlib.import_module(f"geoccseg.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command not written yet
-            if exc.name != f"geoccseg.cli.{name}":
-                raise
-            continue
-        cli.add_command(module.command)
-
-
-_register()
 
 
 def main() -> None:

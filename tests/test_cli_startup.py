@@ -1,0 +1,64 @@
+"""The ``geoccseg`` command starts at once: its group imports no sub-command, torch or GIS stack."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from geoccseg.cli import COMMANDS, cli
+
+HEAVY = ("torch", "torchgeo", "torchvision", "lightning", "rasterio", "geopandas", "pyogrio", "xarray", "dask", "scipy")
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (``sys.modules`` of this one already holds everything)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_import_cli_does_not_import_torch() -> None:
+    done = _run_python("import geoccseg.cli, sys; assert 'torch' not in sys.modules")
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_group_help_and_version_import_no_heavy_module(flag: str) -> None:
+    done = _run_python(
+        "import sys\n"
+        "from geoccseg.cli import main\n"
+        f"sys.argv = ['geoccseg', '{flag}']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        f"loaded = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "loaded += sorted(m for m in sys.modules if m.startswith('geoccseg.') and m not in ('geoccseg.cli', 'geoccseg.errors'))\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+        "assert not loaded, loaded\n"
+    )
+    assert done.returncode == 0, done.stderr
+    if flag == "--help":
+        for name in COMMANDS:
+            assert f"  {name} " in done.stdout, done.stdout
+    else:
+        assert done.stdout.startswith("geoccseg, version ")
+
+
+def test_registered_short_help_is_the_commands_own() -> None:
+    for name, (module, short_help) in COMMANDS.items():
+        command = importlib.import_module(module).command
+        assert command.name == name
+        assert command.get_short_help_str(limit=10_000) == short_help, name
+
+
+def test_commands_still_run_and_unknown_ones_are_refused() -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["vectorize", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--min-length-m" in result.output
+    result = runner.invoke(cli, ["nope"])
+    assert result.exit_code == 2
+    assert "No such command 'nope'" in result.output
