@@ -1,13 +1,23 @@
-"""``geoccseg demo``: the whole job on the shipped sample scene with the shipped road model.
+"""``geoccseg demo``: the tool's workflow on the shipped sample scene, in one command on a CPU.
 
-Predicts the SpaceNet sample (resampled to the road model's 1 m pixels and back), writes the
-probability COG, the road lines as a GeoPackage and a ``preview.png`` (image, probability, lines
-over the image), and returns a short summary. It is the first command a newcomer runs.
+(a) The shipped road model maps the SpaceNet Las Vegas sample (resampled to the model's 1 m pixels
+and back): probability COG and road lines. (b) "Label a strip": the sample's truth centrelines in its
+western 40 % are the labels of a labeled area (AOI), the road model is fine-tuned on them with the
+method, and the fine-tuned model maps the rest. Both are scored on the unlabeled eastern 60 %
+(:mod:`geoccseg.evaluate.strip`, as ``pipelines/benchmark_own_scene.py`` does), and ``preview.png``
+shows them side by side. ``quick`` runs (a) alone. It is the first command a newcomer runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -17,21 +27,35 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
+from shapely.geometry import Polygon  # noqa: E402
 
+from geoccseg.benchmark import quiet_lightning  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
+from geoccseg.evaluate import LineCounts, Strips, clipped, score_rest, strips  # noqa: E402
+from geoccseg.evaluate.files import read_lines  # noqa: E402
 from geoccseg.inference.pipeline import PredictResult, run_predict  # noqa: E402
-from geoccseg.io.atomic import atomic_path, check_writable  # noqa: E402
+from geoccseg.io.atomic import atomic_path, check_writable, scratch_dir  # noqa: E402
+from geoccseg.io.bundle import load_bundle, resolve_model  # noqa: E402
+from geoccseg.train import TrainConfig, train  # noqa: E402
 
 ASSETS = files("geoccseg") / "assets"
 
-TRANSFER_NOTE = (
-    "note: the shipped road model learned New England roads (Massachusetts, 1 m) and misses most roads of\n"
-    "this Las Vegas scene. To map roads of another region, label the roads of a strip of your scene and\n"
-    "train on it (geoccseg train --scene S --labels L --aoi STRIP); see 'Your own scene' in the README."
-)
+LABELED_FRACTION = 0.4
+"""Share of the sample's width, from the west, whose roads are the labels of part (b)."""
+BUFFER_M = 5.0
+"""Centreline buffer of the scores, in metres."""
+STEPS = 200
+"""Fine-tuning steps of part (b); see :data:`FINE_TUNE`."""
+FINE_TUNE = {"width_m": 8.0, "tile_px": 128, "batch_size": 4, "unlabeled_batch_size": 4, "lr": 1e-3}
+"""Training options of part (b), besides the data and ``init_from``: the ``tuned_full`` arm of
+``pipelines/benchmark_own_scene.py`` (labels 8 m wide, 128-px chips, batches of 4 labeled and 4
+unlabeled chips, learning rate 1e-3), at the road model's pixel size (1 m). 200 steps instead of
+its 300 keep the demo within about 3 minutes on 2 CPU cores (measured: README, quick start)."""
 
 
 def sample_scene() -> Path:
@@ -39,51 +63,266 @@ def sample_scene() -> Path:
     return Path(str(ASSETS / "sample" / "vegas_img0_rgb.tif"))
 
 
+def sample_roads() -> Path:
+    """Path of the sample scene's 38 truth road centrelines (SpaceNet, CC BY-SA 4.0; GeoJSON, CRS84)."""
+    return Path(str(ASSETS / "sample" / "vegas_img0_roads.geojson"))
+
+
+@dataclass
+class StripResult:
+    """Part (b) of the demo: the road model fine-tuned on the labeled strip, mapping the rest.
+
+    Attributes:
+        vectors: the fine-tuned model's lines over the whole scene (``roads_fine_tuned.gpkg``).
+        aoi: the labeled strip, a polygon (``labeled_strip.gpkg``), as ``geoccseg train --aoi`` takes it.
+        labeled_km: length of the truth centrelines inside the strip (the training labels), in kilometres.
+        steps: fine-tuning steps run.
+        train_seconds: wall time of the fine-tuning, in seconds.
+        predict: the prediction of the scene with the fine-tuned model.
+        scores: its lines against the truth in the unlabeled rest (lengths in metres).
+    """
+
+    vectors: Path
+    aoi: Path
+    labeled_km: float
+    steps: int
+    train_seconds: float
+    predict: PredictResult
+    scores: LineCounts
+
+
 @dataclass
 class DemoResult:
-    """Outputs of :func:`run_demo` and the prediction summary."""
+    """Outputs and figures of :func:`run_demo`.
+
+    Attributes:
+        folder: the demo folder.
+        vectors: lines of the shipped road model, part (a) (``roads.gpkg``).
+        probabilities: its road probability COG (``road_probability.tif``).
+        preview: ``preview.png``.
+        predict: the prediction of part (a).
+        shipped: part (a)'s lines against the truth in the unlabeled rest (lengths in metres).
+        fine_tuned: part (b), None with ``quick``.
+        seconds: wall time of the whole demo, in seconds.
+        model: the road model predicted in (a) and fine-tuned in (b).
+    """
 
     folder: Path
     vectors: Path
     probabilities: Path
     preview: Path
     predict: PredictResult
+    shipped: LineCounts
+    fine_tuned: StripResult | None
+    seconds: float
     model: str = "road"
 
-    def summary(self) -> str:
-        lines = sum(self.predict.lines.values())
+    def statement(self) -> str:
+        """One honest sentence on what the figures show."""
+        rest = f"{1 - LABELED_FRACTION:.0%} of the scene"
+        found = f"the shipped road model found {self.shipped.completeness:.0%} of the roads in the unlabeled {rest}"
+        b = self.fine_tuned
+        if b is None:
+            return (f"{found.capitalize()} (correctness {self.shipped.correctness:.2f}). Labeling a strip of a scene maps the "
+                    f"rest of it: run the demo without --quick to see it here (2-3 minutes on a CPU).")
+        change = "raised" if b.scores.completeness > self.shipped.completeness else "changed"
+        return (f"{found.capitalize()}; labeling the roads of the western {LABELED_FRACTION:.0%} and {_duration(b.train_seconds)} of "
+                f"fine-tuning {change} it to {b.scores.completeness:.0%}, at correctness {b.scores.correctness:.2f} "
+                f"(shipped model: {self.shipped.correctness:.2f}).")
+
+    def commands(self) -> str:
+        """What a user types to do part (b) on their own scene (and, with the values given, on the sample)."""
+        steps = self.fine_tuned.steps if self.fine_tuned else STEPS
+        flags = " ".join(f"--{key.replace('_', '-')} {value:g}" for key, value in FINE_TUNE.items())
+        strip = self.fine_tuned.aoi if self.fine_tuned else self.folder / "labeled_strip.gpkg"
         return (
-            f"{lines} road lines, {self.predict.length_km:.2f} km in total, in {self.predict.seconds:.1f} s\n"
-            f"  lines:       {self.vectors}\n  probability: {self.probabilities}\n  preview:     {self.preview}"
-            + (f"\n{TRANSFER_NOTE}" if self.model == "road" else "")
+            "To map the roads of your own scene: digitise the roads of a strip of it (lines) and the strip (a polygon), then\n"
+            f'  geoccseg train --scene "$SCENE" --labels "$ROADS" --aoi "$STRIP" --init-from {shlex.quote(self.model)} {flags} '
+            f"--max-steps {steps} -o my_road_model\n"
+            '  geoccseg predict "$SCENE" --model my_road_model -o roads.gpkg\n'
+            f"where, for this sample{'' if self.fine_tuned else ' (the full demo writes the strip)'}:\n"
+            f"  SCENE={shlex.quote(str(sample_scene()))} ROADS={shlex.quote(str(sample_roads()))} STRIP={shlex.quote(str(strip))}"
         )
 
+    def summary(self) -> str:
+        """What ``geoccseg demo`` prints: outputs, figures, the statement and the commands."""
+        a, b = self.predict, self.fine_tuned
+        lines = [f"(a) shipped road model: {sum(a.lines.values())} road lines, {a.length_km:.2f} km, in {a.seconds:.1f} s -> {self.vectors}"]
+        if b is not None:
+            lines.append(
+                f"(b) label a strip: fine-tuned on the roads of the western {LABELED_FRACTION:.0%} ({b.labeled_km:.2f} km of centrelines) "
+                f"for {b.steps} steps in {_duration(b.train_seconds)}, then mapped the scene: {sum(b.predict.lines.values())} "
+                f"road lines, {b.predict.length_km:.2f} km -> {b.vectors}"
+            )
+        lines += [
+            f"scored on the unlabeled eastern {1 - LABELED_FRACTION:.0%} against its {self.shipped.truth_total_m / 1000:.2f} km of "
+            f"truth centrelines (buffer {BUFFER_M:g} m):",
+            f"  {'':<24}completeness  correctness",
+            f"  {'(a) shipped road model':<24}{self.shipped.completeness:>12.2f}  {self.shipped.correctness:>11.2f}",
+        ]
+        if b is not None:
+            lines.append(f"  {'(b) label a strip':<24}{b.scores.completeness:>12.2f}  {b.scores.correctness:>11.2f}")
+        lines += [
+            self.statement(),
+            f"probability: {self.probabilities}",
+            f"preview:     {self.preview}",
+            f"done in {_duration(self.seconds)}",
+            self.commands(),
+        ]
+        return "\n".join(lines)
 
-def run_demo(out_dir: str | os.PathLike = "geoccseg-demo", model: str = "road", progress: bool = True) -> DemoResult:
-    """Run prediction and vectorisation on the sample scene; outputs in ``out_dir`` (its three
-    demo files are replaced; nothing else in it is touched).
+
+def run_demo(
+    out_dir: str | os.PathLike = "geoccseg-demo",
+    quick: bool = False,
+    *,
+    model: str = "road",
+    steps: int = STEPS,
+    progress: bool = True,
+) -> DemoResult:
+    """Run the demo on the sample scene; outputs in ``out_dir``.
+
+    Writes ``roads.gpkg``, ``road_probability.tif`` and ``preview.png`` and, unless ``quick``,
+    ``labeled_strip.gpkg`` and ``roads_fine_tuned.gpkg``: each is replaced, atomically; nothing else
+    in ``out_dir`` is touched (the fine-tuned model lives in a hidden work folder there, removed at
+    the end).
+
+    Args:
+        out_dir: the demo folder, created if missing.
+        quick: run part (a) alone (seconds instead of minutes).
+        model: road model of (a), fine-tuned in (b): a shipped name or a bundle folder predicting ``road``.
+        steps: fine-tuning steps of (b).
+        progress: show progress bars and what the demo is doing (on stderr).
 
     Raises:
-        GeoccsegError: ``out_dir`` is a file or cannot be created, or a folder stands in place of
-            an output; before any computation.
+        GeoccsegError: ``out_dir`` is a file or cannot be created, a folder stands in place of an
+            output, or ``model`` does not predict roads; before any computation.
+        TrainingStopped: SIGINT or SIGTERM stopped the fine-tuning.
     """
+    start = time.perf_counter()
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise GeoccsegError(f"{folder} exists and is not a folder; give the demo a folder with -o, e.g. geoccseg-demo")
+    if steps < 1:
+        raise GeoccsegError(f"steps must be at least 1, got {steps}")
+    bundle = load_bundle(resolve_model(model))
+    if list(bundle.meta.classes) != ["road"]:
+        raise GeoccsegError(f"the demo maps the sample's roads, but model {model} predicts {', '.join(bundle.meta.classes)}; "
+                            "give a road model (road, or a bundle folder trained on roads)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GeoccsegError(f"cannot create the demo folder {folder} ({exc.strerror}); choose another folder with -o") from None
-    scene = sample_scene()
-    vectors, prob = folder / "roads.gpkg", folder / "road_probability.tif"
-    check_writable(folder / "preview.png", overwrite=True)
-    result = run_predict(scene, vectors, model=model, prob_out=prob, overwrite=True, progress=progress)
-    preview = render_preview(scene, prob, vectors, folder / "preview.png")
-    return DemoResult(folder=folder, vectors=vectors, probabilities=prob, preview=preview, predict=result, model=model)
+    scene, truth = sample_scene(), sample_roads()
+    vectors, prob, preview = folder / "roads.gpkg", folder / "road_probability.tif", folder / "preview.png"
+    aoi, tuned = folder / "labeled_strip.gpkg", folder / "roads_fine_tuned.gpkg"
+    for path in (vectors, prob, preview) if quick else (vectors, prob, preview, aoi, tuned):
+        check_writable(path, overwrite=True)
+
+    _say(progress, "(a) the shipped road model maps the sample")
+    shipped = run_predict(scene, vectors, model=bundle, prob_out=prob, overwrite=True, progress=progress)
+    split = strips(scene, LABELED_FRACTION)
+    truth_lines = read_lines(truth)
+    fine_tuned = None
+    if not quick:
+        fine_tuned = _label_a_strip(scene, truth_lines, split, aoi, tuned, model, steps, progress)
+    scores = score_rest(read_lines(vectors, "PRED"), truth_lines, split, BUFFER_M)
+    render_preview(
+        scene, prob, vectors, preview, fine_tuned=fine_tuned.vectors if fine_tuned else None, truth=truth_lines,
+        labeled=split.labeled, captions=(_caption("(a) shipped road model", scores),
+                                         _caption("(b) fine-tuned on the labeled strip", fine_tuned.scores) if fine_tuned else None),
+    )
+    return DemoResult(
+        folder=folder, vectors=vectors, probabilities=prob, preview=preview, predict=shipped, shipped=scores,
+        fine_tuned=fine_tuned, seconds=time.perf_counter() - start, model=model,
+    )
 
 
-def render_preview(scene: str | os.PathLike, prob: str | os.PathLike, vectors: str | os.PathLike, out: str | os.PathLike, max_px: int = 1000) -> Path:
-    """Three panels: the image, the predicted probability, and the lines over the image (PNG ``out``, replaced)."""
+def strip_config(out: str | os.PathLike, aoi: str | os.PathLike, *, model: str = "road", steps: int = STEPS,
+                 progress: bool = False) -> TrainConfig:
+    """The training of part (b): fine-tune ``model`` with the method on the sample's truth centrelines
+    inside ``aoi``, with :data:`FINE_TUNE`, into the bundle folder ``out`` (one checkpoint, at the end)."""
+    return TrainConfig(
+        out=str(out), scenes=[str(sample_scene())], labels=str(sample_roads()), aoi=str(aoi), init_from=model,
+        max_steps=steps, val_every=steps, checkpoint_every=steps, checkpoint_minutes=None, seed=0, progress=progress,
+        **FINE_TUNE,
+    )
+
+
+def _label_a_strip(scene: Path, truth_lines: gpd.GeoSeries, split: Strips, aoi: Path, tuned: Path, model: str,
+                   steps: int, progress: bool) -> StripResult:
+    """Part (b): write the strip as ``aoi``, fine-tune ``model`` on the truth inside it, map the scene into ``tuned``."""
+    with atomic_path(aoi, overwrite=True) as tmp:
+        gpd.GeoDataFrame({"name": ["labeled strip"]}, geometry=[split.labeled], crs=split.crs).to_file(tmp, driver="GPKG", layer="labeled_strip")
+    labels = clipped(truth_lines.to_crs(split.crs), split.labeled)
+    labeled_km = float(labels.to_crs(labels.estimate_utm_crs()).length.sum() / 1000)
+    _say(progress, f"(b) label a strip: fine-tuning the road model on the {labeled_km:.2f} km of truth centrelines in the "
+                   f"western {LABELED_FRACTION:.0%} ({steps} steps)")
+    with scratch_dir(tuned) as work:
+        t0 = time.perf_counter()
+        with _quiet_lightning():
+            result = train(strip_config(work / "model", aoi, model=model, steps=steps, progress=progress))
+        seconds = time.perf_counter() - t0
+        _say(progress, "(b) the fine-tuned model maps the sample")
+        predicted = run_predict(scene, tuned, model=result.out, overwrite=True, progress=progress)
+    scores = score_rest(read_lines(tuned, "PRED"), truth_lines, split, BUFFER_M)
+    return StripResult(vectors=tuned, aoi=aoi, labeled_km=labeled_km, steps=result.steps, train_seconds=seconds,
+                       predict=predicted, scores=scores)
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's banners and repeated warnings silenced for the duration (filters and log level restored)."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    with warnings.catch_warnings():
+        quiet_lightning()
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s`` under a minute, else ``2.2 min``."""
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def _caption(name: str, scores: LineCounts) -> str:
+    return f"{name}\ncompleteness {scores.completeness:.2f}, correctness {scores.correctness:.2f} east of the strip"
+
+
+def render_preview(
+    scene: str | os.PathLike,
+    prob: str | os.PathLike,
+    vectors: str | os.PathLike,
+    out: str | os.PathLike,
+    max_px: int = 1000,
+    *,
+    fine_tuned: str | os.PathLike | None = None,
+    truth: gpd.GeoSeries | None = None,
+    labeled: Polygon | None = None,
+    captions: tuple[str | None, str | None] = (None, None),
+) -> Path:
+    """Draw the image, the predicted probability and the lines of ``vectors`` over the image, and
+    with ``fine_tuned`` a fourth panel of its lines (PNG ``out``, replaced).
+
+    Args:
+        scene: the GeoTIFF scene.
+        prob: the probability raster of ``vectors``.
+        vectors: lines file (every layer drawn, red).
+        out: the PNG.
+        max_px: longest side of the image drawn, in pixels (the scene is read decimated).
+        fine_tuned: lines file of a second model, drawn in a fourth panel (the panels are then 2 x 2).
+        truth: truth lines, drawn cyan under the predicted lines of each lines panel.
+        labeled: the labeled strip, a polygon in the scene's CRS, outlined yellow in each lines panel.
+        captions: titles of the lines panels (default: their number of lines).
+    """
     out = check_writable(out, overwrite=True, example="preview.png")
     with rasterio.open(scene) as ds:
         scale = max(1, int(np.ceil(max(ds.width, ds.height) / max_px)))
@@ -91,6 +330,7 @@ def render_preview(scene: str | os.PathLike, prob: str | os.PathLike, vectors: s
         bands = [1, 2, 3] if ds.count >= 3 else [1]
         image = ds.read(bands, out_shape=(len(bands), *shape)).astype(np.float32)
         extent = (ds.bounds.left, ds.bounds.right, ds.bounds.bottom, ds.bounds.top)
+        crs = ds.crs
         # Degrees of longitude shrink with latitude: keep ground distances square on screen.
         geographic = ds.crs is not None and ds.crs.is_geographic
         aspect = 1 / np.cos(np.radians((extent[2] + extent[3]) / 2)) if geographic else 1.0
@@ -100,21 +340,20 @@ def render_preview(scene: str | os.PathLike, prob: str | os.PathLike, vectors: s
     with rasterio.open(prob) as ds:
         p = ds.read(1, out_shape=shape, masked=True).astype(np.float32) / (255.0 if ds.dtypes[0] == "uint8" else 1.0)
         name = ds.descriptions[0] or "class_1"
-    layers = gpd.list_layers(vectors)["name"].tolist() if str(vectors).endswith(".gpkg") else [None]
-    lines = [gpd.read_file(vectors, layer=layer) for layer in layers]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
+    if fine_tuned is None:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
+    else:
+        fig, grid = plt.subplots(2, 2, figsize=(11, 11))
+        axes = grid.ravel()
     axes[0].imshow(rgb, extent=extent, cmap="gray")
     axes[0].set_title("image")
     shown = axes[1].imshow(p, extent=extent, cmap="magma", vmin=0, vmax=1)
-    axes[1].set_title(f"{name} probability")
+    axes[1].set_title(f"{name} probability" + (" (a)" if fine_tuned is not None else ""))
     fig.colorbar(shown, ax=axes[1], fraction=0.046)
-    axes[2].imshow(rgb, extent=extent, cmap="gray")
-    count = 0
-    for frame in lines:
-        if len(frame):
-            frame.plot(ax=axes[2], color="#ff2d2d", linewidth=1.6)
-            count += len(frame)
-    axes[2].set_title(f"{count} vectorised lines")
+    for ax, lines, caption in zip(axes[2:], (vectors, fine_tuned), captions):
+        count = _draw_lines(ax, rgb, extent, lines, truth.to_crs(crs) if truth is not None else None,
+                            gpd.GeoSeries([labeled], crs=crs) if labeled is not None else None)
+        ax.set_title(caption or f"{count} vectorised lines", fontsize=10)
     for ax in axes:
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
@@ -129,3 +368,28 @@ def render_preview(scene: str | os.PathLike, prob: str | os.PathLike, vectors: s
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return out
+
+
+def _draw_lines(ax, rgb: np.ndarray, extent: tuple, path: str | os.PathLike, truth: gpd.GeoSeries | None,
+                labeled: gpd.GeoSeries | None) -> int:
+    """The image, the truth (cyan), every layer of the lines file ``path`` (red) and the labeled
+    strip's outline (yellow) on ``ax``, with a legend when there is more than the lines; returns the number of lines."""
+    ax.imshow(rgb, extent=extent, cmap="gray")
+    handles = [Line2D([], [], color="#ff2d2d", linewidth=1.6, label="predicted")]
+    if truth is not None:
+        truth.plot(ax=ax, color="cyan", linewidth=0.9)
+        handles.append(Line2D([], [], color="cyan", linewidth=0.9, label="truth"))
+    layers = gpd.list_layers(path)["name"].tolist() if str(path).endswith(".gpkg") else [None]
+    count = 0
+    for layer in layers:
+        frame = gpd.read_file(path, layer=layer)
+        if len(frame):
+            frame.plot(ax=ax, color="#ff2d2d", linewidth=1.6)
+            count += len(frame)
+    if labeled is not None:
+        labeled.plot(ax=ax, facecolor="yellow", edgecolor="none", alpha=0.12)
+        labeled.boundary.plot(ax=ax, color="yellow", linewidth=1.4, linestyle="--")
+        handles.append(Patch(facecolor=(1, 1, 0, 0.25), edgecolor="yellow", linestyle="--", label="labeled strip"))
+    if len(handles) > 1:
+        ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.8)
+    return count

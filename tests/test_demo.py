@@ -1,0 +1,132 @@
+"""``geoccseg demo``: the shipped road model on the sample (``--quick``), and "label a strip, map the rest".
+
+The quick part runs in the default suite (seconds). The full demo fine-tunes for minutes: it is
+marked ``slow`` and runs only when slow tests are asked for (``python -m pytest -m slow tests/test_demo.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+from click.testing import CliRunner
+
+from geoccseg.cli import cli
+from geoccseg.cli.train import command as train_command
+from geoccseg.demo import FINE_TUNE, STEPS, run_demo, sample_roads, sample_scene, strip_config
+from geoccseg.errors import GeoccsegError
+from geoccseg.evaluate import score_rest, strips
+from geoccseg.evaluate.files import read_lines
+from geoccseg.train import TrainConfig
+
+BOUNDS = (-115.1706276, 36.2371077, -115.1671176, 36.2406177)  # the sample's, EPSG:4326
+QUICK_OUTPUTS = {"roads.gpkg", "road_probability.tif", "preview.png"}
+FULL_OUTPUTS = QUICK_OUTPUTS | {"labeled_strip.gpkg", "roads_fine_tuned.gpkg"}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[Path, str]:
+    """``geoccseg demo --quick`` run once, in a folder that already holds a file of the user's."""
+    out = tmp_path_factory.mktemp("demo")
+    (out / "notes.txt").write_text("mine\n")
+    result = CliRunner().invoke(cli, ["demo", "--quick", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def _figures(output: str, row: str) -> tuple[float, float]:
+    match = re.search(rf"{re.escape(row)}\s+([0-9.]+)\s+([0-9.]+)", output)
+    assert match, output
+    return float(match[1]), float(match[2])
+
+
+def test_quick_demo_writes_the_shipped_models_roads_and_nothing_else(quick) -> None:
+    out, _ = quick
+    assert {p.name for p in out.iterdir()} == QUICK_OUTPUTS | {"notes.txt"}  # no temporaries, no part (b)
+    assert (out / "notes.txt").read_text() == "mine\n"
+    roads = gpd.read_file(out / "roads.gpkg", layer="road")
+    assert roads.crs.to_epsg() == 4326
+    assert {"class", "length_m", "width_m", "probability"} <= set(roads.columns)
+    assert len(roads) > 0
+    xmin, ymin, xmax, ymax = roads.total_bounds
+    assert BOUNDS[0] <= xmin and xmax <= BOUNDS[2] and BOUNDS[1] <= ymin and ymax <= BOUNDS[3]
+    assert (out / "preview.png").stat().st_size > 50_000
+
+
+def test_quick_demo_prints_the_shipped_models_scores_on_the_unlabeled_rest(quick) -> None:
+    out, output = quick
+    completeness, correctness = _figures(output, "(a) shipped road model")
+    split = strips(sample_scene(), 0.4)
+    scores = score_rest(read_lines(out / "roads.gpkg", "PRED"), read_lines(sample_roads()), split, 5.0)
+    assert (completeness, correctness) == (round(scores.completeness, 2), round(scores.correctness, 2))
+    assert "(b) label a strip" not in output
+    assert f"found {scores.completeness:.0%} of the roads in the unlabeled 60%" in output
+    assert "without --quick" in output
+
+
+def test_printed_train_command_is_the_demos_fine_tuning(quick) -> None:
+    """The commands a user copies train exactly as part (b) does (data, start, every training option)."""
+    out, output = quick
+    values = dict(re.findall(r"(SCENE|ROADS|STRIP)=(\S+)", output))
+    assert set(values) == {"SCENE", "ROADS", "STRIP"}
+    (line,) = [line for line in output.splitlines() if line.strip().startswith("geoccseg train ")]
+    args = [re.sub(r"\$(SCENE|ROADS|STRIP)", lambda m: values[m[1]], a) for a in shlex.split(line)[2:]]
+    given = {k: v for k, v in train_command.make_context("train", args).params.items() if v not in (None, ())}
+    demo = strip_config(given["out"], values["STRIP"])
+    assert given.pop("scenes") == (str(sample_scene()),) and given.pop("labels") == str(sample_roads())
+    assert Path(values["STRIP"]) == out / "labeled_strip.gpkg"
+    for key, value in given.items():
+        assert getattr(demo, key) == value, key
+    # ... and nothing the demo sets is missing from the command (bookkeeping aside)
+    bookkeeping = {"out", "scenes", "labels", "progress", "val_every", "checkpoint_every", "checkpoint_minutes"}
+    changed = {f.name for f in dataclasses.fields(TrainConfig) if getattr(demo, f.name) != getattr(TrainConfig(), f.name)}
+    assert changed - bookkeeping <= set(given), changed - bookkeeping - set(given)
+    assert given["max_steps"] == STEPS and given["init_from"] == "road" and set(FINE_TUNE) <= set(given)
+
+
+def test_demo_refuses_a_folder_in_place_of_the_fine_tuned_lines_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    (out / "roads_fine_tuned.gpkg").mkdir(parents=True)
+    with pytest.raises(GeoccsegError, match="is a folder"):
+        run_demo(out, progress=False)
+    assert [p.name for p in out.iterdir()] == ["roads_fine_tuned.gpkg"]
+
+
+def test_demo_refuses_a_model_that_does_not_predict_roads(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--quick", "--model", "crack", "-o", str(tmp_path / "demo")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "geoccseg: error: the demo maps the sample's roads, but model crack predicts crack; "
+        "give a road model (road, or a bundle folder trained on roads)"
+    ]
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.slow
+def test_full_demo_labels_a_strip_and_maps_the_rest(tmp_path: Path, request) -> None:
+    """The whole demo as a user runs it: the fine-tuned model finds most roads the shipped one misses."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip(f"the full demo fine-tunes {STEPS} steps (about 3 minutes); run it with -m slow")
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    result = run_demo(out, progress=False)
+    assert {p.name for p in out.iterdir()} == FULL_OUTPUTS | {"notes.txt"}  # the work folder is gone
+    b = result.fine_tuned
+    assert b is not None and b.steps == STEPS
+    # measured: shipped 0.13 / 0.99; fine-tuned about 0.9 / 0.9 (README quick start)
+    assert result.shipped.completeness < 0.3
+    assert b.scores.completeness >= 0.75 and b.scores.correctness >= 0.75
+    split = strips(sample_scene(), 0.4)
+    again = score_rest(read_lines(out / "roads_fine_tuned.gpkg", "PRED"), read_lines(sample_roads()), split, 5.0)
+    assert again.completeness == b.scores.completeness
+    strip = gpd.read_file(out / "labeled_strip.gpkg")
+    assert len(strip) == 1 and strip.geometry[0].equals(split.labeled)
+    summary = result.summary()
+    assert _figures(summary, "(b) label a strip") == (round(b.scores.completeness, 2), round(b.scores.correctness, 2))
+    assert f"raised it to {b.scores.completeness:.0%}" in summary
+    assert (out / "preview.png").stat().st_size > 100_000
