@@ -16,7 +16,7 @@ from geoccseg.inference.predict import PredictOptions
 from geoccseg.vectorize import VectorizeParams
 
 _DEFAULTS = VectorizeParams()
-SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "min_length_m", "graph")
+SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "min_length_m", "graph", "confidence_out")
 PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume")
 
 
@@ -29,6 +29,8 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume")
               help="Scene: also keep the probability Cloud-Optimised GeoTIFF here (.tif or .tiff).")
 @click.option("--prob-dtype", type=click.Choice(PROB_DTYPES + tuple(PROB_DTYPE_ALIASES)), default="uint8", show_default=True,
               help="Scene: probability raster type: uint8 (p x 255) or float32 (float16 is accepted as another name of float32).")
+@click.option("--confidence-out", type=click.Path(path_type=Path),
+              help="Scene: also write the model's confidence COG here (.tif): max class probability x 255 and level 0 high / 1 low / 2 unreliable.")
 @click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 256].")
 @click.option("--overlap-px", type=int, default=64, show_default=True, help="Overlap of neighbouring chips in pixels.")
 @click.option("--block-px", type=int, default=2048, show_default=True, help="Scene: block edge in pixels (one task each; memory).")
@@ -54,6 +56,7 @@ def command(
     model: str | None,
     prob_out: Path | None,
     prob_dtype: str,
+    confidence_out: Path | None,
     tile_px: int | None,
     overlap_px: int,
     block_px: int,
@@ -88,13 +91,15 @@ def command(
         )
         result = run_predict(
             inputs[0], output, model=model or "road", prob_out=prob_out, options=options, threshold=threshold,
-            min_length_m=min_length_m, overwrite=overwrite, graph=graph,
+            min_length_m=min_length_m, overwrite=overwrite, graph=graph, confidence_out=confidence_out,
         )
         for name, count in result.lines.items():
             click.echo(f"{name}: {count} lines")
         click.echo(f"total length: {result.length_km:.3f} km")
         if result.probabilities is not None:
             click.echo(f"wrote {result.probabilities}")
+        if confidence_out is not None:
+            click.echo(f"wrote {confidence_out}")
         click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
         return
     _refuse(ctx, SCENE_ONLY, "georeferenced scenes")

@@ -254,8 +254,23 @@ def write_probability_cog(
             factors = overview_factors(scene.height, scene.width)
             if factors:
                 out.build_overviews(factors, Resampling.average)
-        options = dict(COMPRESS=compression(), PREDICTOR="YES", BLOCKSIZE=COG_BLOCK_PX, OVERVIEWS="FORCE_USE_EXISTING", BIGTIFF="IF_SAFER",
-                       NUM_THREADS="ALL_CPUS")
-        with atomic_path(dest, overwrite=overwrite) as tmp:
-            rasterio.shutil.copy(staging, tmp, driver="COG", **options)
+    return copy_as_cog(staging, dest, overwrite)
+
+
+def copy_as_cog(staging: str | os.PathLike, dest: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Copy a finished tiled GeoTIFF with its overviews to ``dest`` as a Cloud-Optimised GeoTIFF,
+    atomically: the compression (:func:`compression`), tiles and options of every COG of the project.
+
+    Args:
+        staging: tiled GeoTIFF (:data:`COG_BLOCK_PX` tiles) with its overviews built.
+        dest: the COG to write.
+        overwrite: replace an existing ``dest``.
+
+    Returns:
+        ``dest`` as a Path.
+    """
+    options = dict(COMPRESS=compression(), PREDICTOR="YES", BLOCKSIZE=COG_BLOCK_PX, OVERVIEWS="FORCE_USE_EXISTING", BIGTIFF="IF_SAFER",
+                   NUM_THREADS="ALL_CPUS")
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), atomic_path(dest, overwrite=overwrite) as tmp:
+        rasterio.shutil.copy(staging, tmp, driver="COG", **options)
     return Path(dest)

@@ -21,6 +21,7 @@ from pathlib import Path
 import rasterio
 import rasterio.errors
 
+from geoccseg.inference.confidence import ConfidenceThresholds, check_confidence_out, write_confidence_cog
 from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_out, predict_scene
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
@@ -83,6 +84,7 @@ def run_predict(
     overwrite: bool = False,
     progress: bool = True,
     graph: bool = False,
+    confidence_out: str | os.PathLike | None = None,
 ) -> PredictResult:
     """Predict a scene and write its lines (one layer per class in a GeoPackage).
 
@@ -100,6 +102,9 @@ def run_predict(
         progress: show progress bars.
         graph: also write each class's road graph (:mod:`geoccseg.vectorize.network`) as layers
             ``<class>_nodes`` and ``<class>_edges``; needs a ``.gpkg`` output.
+        confidence_out: also write the teacher's confidence map here
+            (:mod:`geoccseg.inference.confidence`: max class probability and confidence level,
+            with the bundle's thresholds).
 
     Raises:
         GeoccsegError: an output that exists, cannot be written or is one of the inputs (scene,
@@ -116,12 +121,16 @@ def run_predict(
     if prob_out is not None:
         prob_out = check_prob_out(prob_out, overwrite, inputs)
         check_not_input(prob_out, [out_vectors])  # e.g. a link to the lines file
+    if confidence_out is not None:
+        confidence_out = check_confidence_out(confidence_out, overwrite, [*inputs, out_vectors, *([prob_out] if prob_out else [])])
     overrides = {"threshold": threshold, "min_length_m": min_length_m}
     params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
     with scratch_dir(out_vectors) as workdir:
         prob_path = prob_out or workdir / "probability.tif"
         predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress)
+        if confidence_out is not None:
+            write_confidence_cog(prob_path, confidence_out, ConfidenceThresholds.from_meta(bundle.meta), overwrite=overwrite)
         layers = vectorize_raster(prob_path, params=params, progress=progress)
         write_vectors(with_graph_layers(layers) if graph else layers, out_vectors, overwrite=overwrite)
     return PredictResult(

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import groupby, islice
@@ -205,13 +205,17 @@ def forward_probabilities(model: torch.nn.Module, chips: torch.Tensor, device: s
     """
     with torch.inference_mode():
         x = chips.to(device, non_blocking=True)
-        if torch.device(device).type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            with torch.autocast("cuda", dtype=dtype):
-                logits = model.forward_logits(x)
-        else:
+        with autocast(device):
             logits = model.forward_logits(x)
         return logits.float().softmax(dim=1)[:, 1:]
+
+
+def autocast(device: str) -> contextlib.AbstractContextManager:
+    """Mixed precision of prediction on ``device``: bfloat16 autocast on CUDA (float16 where bf16 is
+    not supported), nothing on the CPU."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return contextlib.nullcontext()
 
 
 # -- one block ---------------------------------------------------------------------------------
@@ -238,6 +242,7 @@ def blend_chips(
     device: str,
     batch_size: int,
     n_classes: int,
+    forward: Callable[[torch.nn.Module, torch.Tensor, str], torch.Tensor] = forward_probabilities,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict chips of one in-memory region and add them up with their blend weights.
 
@@ -256,7 +261,10 @@ def blend_chips(
         blend: float32 (tile_px, tile_px) blend weights (:func:`~geoccseg.inference.blend.blend_window`).
         device: torch device string (``"cpu"``, ``"cuda"``); CUDA runs under autocast.
         batch_size: chips per forward pass.
-        n_classes: number of foreground classes of the model.
+        n_classes: number of foreground classes of the model (channels ``forward`` returns).
+        forward: ``(model, chips, device) -> (B, n_classes, H, W)`` per-pixel values to blend;
+            :func:`forward_probabilities` by default (acquisition scores blend other values,
+            :mod:`geoccseg.suggest.terms`).
 
     Returns:
         ``weighted`` float32 (n_classes, h, w), sum of weight x probability per foreground class,
@@ -275,7 +283,7 @@ def blend_chips(
             x = norm.apply(torch.from_numpy(np.stack([image[:, r:r + h, c:c + w] for r, c in batch])).to(device))
             if not all_valid:
                 x = x * torch.from_numpy(np.stack([valid[r:r + h, c:c + w] for r, c in batch])[:, None]).to(device)
-            probs = (forward_probabilities(model, x, device) * blend_on_device).cpu().numpy()
+            probs = (forward(model, x, device) * blend_on_device).cpu().numpy()
             for (r, c), p in zip(batch, probs):
                 if all_valid:
                     weighted[:, r:r + h, c:c + w] += p
@@ -304,39 +312,40 @@ def predict_block(job: BlockJob) -> BlockResult:
 
 
 # -- running blocks ----------------------------------------------------------------------------
-def _run_local(jobs: Iterable[BlockJob], threads: int) -> Iterator[BlockResult]:
-    """Run jobs in a thread pool of this process, yielding results as they complete.
+def _run_local(jobs: Iterable, threads: int, task: Callable = predict_block) -> Iterator:
+    """Run ``task(job)`` for each job in a thread pool of this process, yielding results as they complete.
 
     At most ``threads + 1`` blocks are in flight, so memory stays bounded (the local Dask
-    schedulers would only hand results back all at once).
+    schedulers would only hand results back all at once). ``task`` is :func:`predict_block`, or
+    another block task of the same shape (:func:`geoccseg.suggest.blocks.score_block`).
     """
     jobs = iter(jobs)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geoccseg-block")
-    pending = {pool.submit(predict_block, job) for job in islice(jobs, threads + 1)}
+    pending = {pool.submit(task, job) for job in islice(jobs, threads + 1)}
     try:
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 job = next(jobs, None)
                 if job is not None:
-                    pending.add(pool.submit(predict_block, job))
+                    pending.add(pool.submit(task, job))
                 yield future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_dask(client: distributed.Client, jobs: Iterable[BlockJob], in_flight: int) -> Iterator[BlockResult]:
-    """Submit jobs to a Dask cluster, keeping ``in_flight`` blocks queued, yielding results as they complete."""
+def _run_dask(client: distributed.Client, jobs: Iterable, in_flight: int, task: Callable = predict_block) -> Iterator:
+    """Submit ``task(job)`` to a Dask cluster, keeping ``in_flight`` blocks queued, yielding results as they complete."""
     import distributed
 
     jobs = iter(jobs)
-    futures = distributed.as_completed([client.submit(predict_block, job, pure=False) for job in islice(jobs, in_flight)])
+    futures = distributed.as_completed([client.submit(task, job, pure=False) for job in islice(jobs, in_flight)])
     for future in futures:
         result = future.result()
         future.release()
         job = next(jobs, None)
         if job is not None:
-            futures.add(client.submit(predict_block, job, pure=False))
+            futures.add(client.submit(task, job, pure=False))
         yield result
 
 
