@@ -1,0 +1,85 @@
+"""``geoccseg suggest``: where to label next, as squares of scenes (GIS polygons) or ranked photos (CSV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.pipeline import is_scene
+from geoccseg.inference.predict import PredictOptions
+from geoccseg.suggest import suggest_areas, suggest_photos
+
+SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
+
+
+@click.command("suggest")
+@click.argument("inputs", nargs=-1, required=True, metavar="SCENE... | FOLDER | PHOTO... | 'GLOB'")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Scenes: the squares (.gpkg, .geojson, .fgb or .shp). Photos: the ranking (.csv).")
+@click.option("--model", help="Shipped model (road, crack) or a bundle folder [road for scenes, crack for photos].")
+@click.option("-n", "--count", "n", type=int, default=5, show_default=True, help="How many areas (or photos) to suggest.")
+@click.option("--size-m", type=float, help="Scenes: edge of the squares in metres [2 training chips of the model].")
+@click.option("--aoi", type=click.Path(path_type=Path), help="Scenes: polygons already labeled; no square overlapping them is suggested.")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="Scenes: labels already drawn (no square holding one is suggested). Photos: folder of the masks of the photos already labeled.")
+@click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 256].")
+@click.option("--overlap-px", type=int, default=64, show_default=True, help="Overlap of neighbouring chips in pixels.")
+@click.option("--block-px", type=int, default=2048, show_default=True, help="Scenes: block edge in pixels (one task each; memory).")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Chips per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where the model runs.")
+@click.option("--workers", type=int, help="Scenes: score blocks on a local Dask cluster of N worker processes.")
+@click.option("--scheduler", help="Scenes: score blocks on an existing Dask cluster (tcp://host:8786).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    inputs: tuple[str, ...],
+    output: Path,
+    model: str | None,
+    n: int,
+    size_m: float | None,
+    aoi: Path | None,
+    labels: Path | None,
+    tile_px: int | None,
+    overlap_px: int,
+    block_px: int,
+    batch_size: int,
+    device: str,
+    workers: int | None,
+    scheduler: str | None,
+    overwrite: bool,
+) -> None:
+    """Suggest where to label next.
+
+    Georeferenced scenes (GeoTIFFs with a CRS) give the best N squares outside the labeled AOI,
+    ranked by what their labels would teach the model (low confidence on and near likely roads,
+    disagreement of a flipped view, road density, spread and novelty), as polygons with rank,
+    score and its parts. Photos (a folder, files or a quoted glob pattern) give a CSV with one row
+    per photo, ranked, the best N marked suggested.
+    """
+    options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
+                             workers=workers, scheduler=scheduler)
+    if all(is_scene(item) for item in inputs):
+        result = suggest_areas(inputs, output, model=model or "road", n=n, size_m=size_m, aoi=aoi, labels=labels,
+                               options=options, overwrite=overwrite)
+        for row in result.areas.itertuples():
+            click.echo(f"{row.rank}. score {row.score:.3f} (low confidence {row.low_confidence:.3f}, disagreement "
+                       f"{row.disagreement:.3f}, density {row.density:.3f}, spread {row.spread:.2f}, novelty {row.novelty:.2f})")
+        if len(result.areas) < n:
+            click.echo(f"note: only {len(result.areas)} of {n} squares of {result.size_m:g} m fit outside the labeled areas "
+                       f"({result.candidates} candidates)", err=True)
+        click.echo(f"wrote {result.path} ({len(result.areas)} squares of {result.size_m:g} m) in {result.seconds:.1f} s")
+        return
+    given = [f"--{name.replace('_', '-')}" for name in SCENE_ONLY if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise GeoccsegError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to georeferenced scenes; leave "
+                            f"{'it' if len(given) == 1 else 'them'} out for photos")
+    photos = suggest_photos(inputs, output, model=model or "crack", n=n, labels=labels,
+                            options=PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device),
+                            overwrite=overwrite)
+    for name in photos.suggested:
+        click.echo(name)
+    click.echo(f"wrote {photos.path} ({len(photos.table)} photos, {len(photos.suggested)} suggested) in {photos.seconds:.1f} s")

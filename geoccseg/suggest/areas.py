@@ -1,0 +1,286 @@
+"""Where to label next on scenes: squares of S metres, ranked by what their labels would teach.
+
+:func:`suggest_areas` is what ``geoccseg suggest SCENE... -o areas.gpkg`` and the notebooks call.
+For each scene it
+
+1. lays a grid of *cells* of S/2 metres over the scene's model grid (the scene at the model's pixel
+   size); every 2 x 2 block of cells is a candidate square of S metres, so candidates overlap by
+   half and lie wholly inside the scene;
+2. scores the cells block by block (:func:`geoccseg.suggest.blocks.score_cells`, bounded memory,
+   Dask like prediction);
+3. drops squares with less than ``min_valid_share`` valid pixels (nodata), squares that overlap the
+   labeled AOI (any area in common) and squares that hold a labeled geometry; squares mostly
+   inside the AOI or holding labels are the *labeled reference* of the novelty term;
+
+then ranks the candidates of all scenes together (:func:`geoccseg.suggest.select.greedy`) and
+writes the best ``n`` as polygons in the first scene's CRS with ``rank``, ``score`` and its parts,
+atomically. ``strategy="random"`` draws the same candidates at random instead: the baseline that
+the benchmark compares with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from affine import Affine
+from pyproj import CRS
+from shapely.geometry.base import BaseGeometry
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.confidence import ConfidenceThresholds
+from geoccseg.inference.predict import PredictOptions, bundle_files, model_scale, open_scene_for, resolve_device
+from geoccseg.io.aoi import read_aoi
+from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
+from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, resolve_model
+from geoccseg.io.labels import read_vector
+from geoccseg.io.scene import Scene
+from geoccseg.io.vector_write import vector_driver, write_vectors
+from geoccseg.suggest.blocks import CellGrid, score_cells
+from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, greedy, random_choice
+from geoccseg.suggest.terms import FEATURES, TermParams
+
+DEFAULT_SIZE_TILES = 2.0
+"""Default square edge, in training chips (``tile_px`` x the model's pixel size): a labeled chip
+must lie 3/4 inside the labeled area (:func:`geoccseg.data.chips.accept_labeled`), so in a square
+of two chips randomly placed chips land about in proportion to its area."""
+
+STRATEGIES = ("acquisition", "random")
+
+COLUMNS = ("rank", "score", "acquisition", *PARTS, "spread", "novelty", "valid_share", "size_m", "scene")
+"""Attribute columns of the written squares."""
+
+
+@dataclass
+class SuggestResult:
+    """What :func:`suggest_areas` found.
+
+    Attributes:
+        areas: the chosen squares, best first (:data:`COLUMNS` and their polygons, first scene's CRS).
+        path: the file written, or None.
+        size_m: edge of the squares, metres (as asked; cells are whole model pixels, so the
+            ``size_m`` column gives each square's own edge).
+        candidates: squares that could be chosen (valid, outside the labeled areas).
+        seconds: wall time, seconds.
+    """
+
+    areas: gpd.GeoDataFrame
+    path: Path | None
+    size_m: float
+    candidates: int
+    seconds: float
+
+
+@dataclass
+class _SceneCandidates:
+    candidates: Candidates
+    reference: np.ndarray
+    boxes: np.ndarray
+    valid_share: np.ndarray
+    size_m: np.ndarray
+    crs: CRS
+    name: str
+
+
+def default_size_m(meta: BundleMeta, scene_pixel_m: float) -> float:
+    """:data:`DEFAULT_SIZE_TILES` training chips of the model, in metres (the scene's pixel size
+    when the model's is unknown)."""
+    return DEFAULT_SIZE_TILES * meta.tile_px * (meta.pixel_size_m or scene_pixel_m)
+
+
+def suggest_areas(
+    scenes: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    *,
+    model: Bundle | str | os.PathLike = "road",
+    n: int = 5,
+    size_m: float | None = None,
+    aoi: str | os.PathLike | None = None,
+    labels: str | os.PathLike | None = None,
+    options: PredictOptions | None = None,
+    params: SuggestParams | None = None,
+    strategy: str = "acquisition",
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SuggestResult:
+    """Rank squares of ``size_m`` metres outside the labeled areas by what their labels would teach.
+
+    Args:
+        scenes: one or more GeoTIFF scenes.
+        out: vector file to write (``.gpkg``, ``.geojson``, ``.fgb``, ``.shp``); None: only return.
+        model: a loaded bundle, a shipped model name or a bundle folder.
+        n: how many squares to suggest.
+        size_m: square edge in metres; None: :func:`default_size_m`.
+        aoi: polygons already labeled (complete labels inside), in any CRS.
+        labels: labels already drawn (lines or polygons): squares holding any are not suggested.
+        options: tile, overlap, block, batch, device and Dask settings (as ``geoccseg predict``).
+        params: acquisition and selection settings.
+        strategy: ``"acquisition"`` (the score) or ``"random"`` (the baseline, drawn with ``seed``).
+        seed: random seed of ``strategy="random"``.
+        overwrite: replace an existing ``out``.
+        progress: show progress bars.
+
+    Returns:
+        The chosen squares (fewer than ``n`` when fewer fit) and what was written.
+
+    Raises:
+        GeoccsegError: bad settings, an output that exists, cannot be written or is an input, a
+            missing or damaged model, scene, AOI or labels file, an AOI that overlaps no scene,
+            scenes where no square of ``size_m`` fits, all before any prediction.
+    """
+    start = time.perf_counter()
+    paths = [scenes] if isinstance(scenes, (str, os.PathLike)) else list(scenes)
+    options, params = options or PredictOptions(), params or SuggestParams()
+    _check_request(paths, n, size_m, strategy, options, params)
+    bundle_path = model.path if isinstance(model, Bundle) else resolve_model(model)
+    inputs = [*paths, *bundle_files(bundle_path), *[p for p in (aoi, labels) if p is not None]]
+    if out is not None:
+        out = check_writable(out, overwrite, example="areas.gpkg")
+        vector_driver(out)
+        check_not_input(out, inputs)
+    bundle = model if isinstance(model, Bundle) else load_bundle(bundle_path)
+    device = resolve_device(options.device)
+    thresholds = ConfidenceThresholds.from_meta(bundle.meta)
+    opened = [open_scene_for(p, bundle.meta) for p in paths]
+    size_m = size_m if size_m is not None else default_size_m(bundle.meta, opened[0].pixel_size_m)
+    regions = [_labeled(s, aoi, labels) for s in opened]
+    if aoi is not None and not any(r is not None and not r[0].is_empty for r in regions):
+        raise GeoccsegError(f"AOI {aoi} does not overlap {'the scene' if len(paths) == 1 else 'any scene'}; check its location and CRS")
+    grids = [_cell_grid(s, bundle.meta, size_m) for s in opened]
+    if all(cells.rows < 2 or cells.cols < 2 for cells, _ in grids):
+        raise GeoccsegError(f"no square of {size_m:g} m fits in {'the scene' if len(paths) == 1 else 'any scene'}; give a smaller --size-m")
+    per_scene = []
+    with scratch_dir(out) if out is not None else contextlib.nullcontext() as workdir:
+        for index, (scene, (cells, scale), region) in enumerate(zip(opened, grids, regions)):
+            if cells.rows < 2 or cells.cols < 2:
+                continue
+            near_px = round(params.near_m / (bundle.meta.pixel_size_m or scene.pixel_size_m * scale))
+            sums = score_cells(
+                scene, bundle, cells, scale, thresholds, TermParams(params.likely_threshold, near_px), options, device,
+                workdir=workdir if options.workers else None, progress=progress,
+            )
+            per_scene.append(_candidates(scene, cells, scale, sums, region, params, index))
+    pooled = _pool(per_scene)
+    spacing_m = params.spacing_m or size_m
+    if strategy == "random":
+        choice = random_choice(pooled.candidates, n, seed, params.weights)
+    else:
+        choice = greedy(pooled.candidates, pooled.reference, n, params, spacing_m)
+    areas = _frame(pooled, choice, per_scene[0].crs if per_scene else opened[0].crs)
+    if out is not None:
+        write_vectors({"areas": areas}, out, overwrite=overwrite)
+    return SuggestResult(areas, out, size_m, len(pooled.candidates), time.perf_counter() - start)
+
+
+def _check_request(paths: list, n: int, size_m: float | None, strategy: str, options: PredictOptions, params: SuggestParams) -> None:
+    if not paths:
+        raise GeoccsegError("give at least one scene")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise GeoccsegError(f"-n {n} is invalid; ask for 1 or more areas")
+    if size_m is not None and not (math.isfinite(size_m) and size_m > 0):
+        raise GeoccsegError(f"--size-m {size_m} is invalid; give the square's edge in metres, e.g. --size-m 200")
+    if strategy not in STRATEGIES:
+        raise GeoccsegError(f"strategy {strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
+    options.check()
+    params.check()
+
+
+def _labeled(scene: Scene, aoi: str | os.PathLike | None, labels: str | os.PathLike | None) -> tuple[BaseGeometry, BaseGeometry] | None:
+    """(AOI inside the scene, union of the labels) in the scene CRS; None without either."""
+    if aoi is None and labels is None:
+        return None
+    empty = shapely.Polygon()
+    area = read_aoi(aoi, scene.crs).intersection(scene.footprint) if aoi is not None else empty
+    drawn = shapely.union_all(read_vector(labels, "labels").to_crs(scene.crs).geometry.values) if labels is not None else empty
+    return area, drawn
+
+
+def _cell_grid(scene: Scene, meta: BundleMeta, size_m: float) -> tuple[CellGrid, float]:
+    """Cells of half a square over the scene's model grid, and the scale (scene pixels per model pixel)."""
+    scale = model_scale(scene, meta.pixel_size_m)
+    px_x_m, px_y_m = (v * scale for v in scene.pixel_size_xy_m)
+    cell_h, cell_w = max(1, round(size_m / 2 / px_y_m)), max(1, round(size_m / 2 / px_x_m))
+    return CellGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), cell_h, cell_w), scale
+
+
+def _candidates(scene: Scene, cells: CellGrid, scale: float, sums: np.ndarray, region, params: SuggestParams, index: int) -> _SceneCandidates:
+    """The squares of one scene: their sums, polygons, and which are candidates or labeled reference."""
+    square = sums[:, :-1, :-1] + sums[:, 1:, :-1] + sums[:, :-1, 1:] + sums[:, 1:, 1:]
+    rows, cols = np.meshgrid(np.arange(cells.rows - 1), np.arange(cells.cols - 1), indexing="ij")
+    rows, cols, flat = rows.ravel(), cols.ravel(), square.reshape(square.shape[0], -1).T
+    ch, cw = cells.cell_h_px, cells.cell_w_px
+    transform = scene.transform * Affine.scale(scale)
+    x0, y0 = transform * (cols * cw, rows * ch)
+    x1, y1 = transform * ((cols + 2) * cw, (rows + 2) * ch)
+    boxes = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1))
+    valid_share = flat[:, 0] / (4 * ch * cw)
+    valid = valid_share >= params.min_valid_share
+    labeled = np.zeros(len(boxes), dtype=bool)
+    reference = np.zeros(len(boxes), dtype=bool)
+    if region is not None:
+        area, drawn = region
+        inside = shapely.area(shapely.intersection(boxes, area)) / shapely.area(boxes) if not area.is_empty else np.zeros(len(boxes))
+        holds = shapely.intersects(boxes, drawn) if not drawn.is_empty else np.zeros(len(boxes), dtype=bool)
+        labeled = (inside > 1e-6) | holds
+        reference = valid & ((inside >= 0.5) | holds)
+    keep = valid & ~labeled
+    n_valid = np.maximum(flat[:, 0:1], 1.0)
+    parts = flat[:, 1:len(FEATURES)] / n_valid
+    embedding = flat[:, len(FEATURES):] / n_valid
+    px_x_m, px_y_m = (v * scale for v in scene.pixel_size_xy_m)
+    centre_m = np.stack([(rows + 1) * ch * px_y_m, (cols + 1) * cw * px_x_m], axis=1)
+    size = np.full(len(boxes), 2 * math.sqrt(ch * px_y_m * cw * px_x_m))
+    return _SceneCandidates(
+        Candidates(parts[keep], embedding[keep], np.full(int(keep.sum()), index), np.stack([rows, cols], 1)[keep], centre_m[keep]),
+        embedding[reference], boxes[keep], valid_share[keep], size[keep], CRS.from_user_input(scene.crs), scene.path.name,
+    )
+
+
+@dataclass
+class _Pooled:
+    candidates: Candidates
+    reference: np.ndarray
+    boxes: gpd.GeoSeries
+    valid_share: np.ndarray
+    size_m: np.ndarray
+    scene: np.ndarray
+
+
+def _pool(per_scene: list[_SceneCandidates]) -> _Pooled:
+    """The candidates of every scene as one set; polygons in the first scene's CRS."""
+    crs = per_scene[0].crs
+    boxes = [gpd.GeoSeries(s.boxes, crs=s.crs).to_crs(crs) for s in per_scene]
+    cat = lambda name: np.concatenate([getattr(s.candidates, name) for s in per_scene])  # noqa: E731
+    return _Pooled(
+        Candidates(cat("parts"), cat("embedding"), cat("group"), cat("cell"), cat("centre_m")),
+        np.concatenate([s.reference for s in per_scene]),
+        gpd.GeoSeries(np.concatenate([b.values for b in boxes]), crs=crs),
+        np.concatenate([s.valid_share for s in per_scene]), np.concatenate([s.size_m for s in per_scene]),
+        np.concatenate([np.full(len(s.candidates), s.name, dtype=object) for s in per_scene]),
+    )
+
+
+def _frame(pooled: _Pooled, choice, crs) -> gpd.GeoDataFrame:
+    """The chosen squares as a GeoDataFrame with :data:`COLUMNS`."""
+    i = choice.index
+    parts = pooled.candidates.parts[i] if len(i) else np.zeros((0, len(PARTS)))
+    frame = gpd.GeoDataFrame(
+        {
+            "rank": np.arange(1, len(i) + 1, dtype=np.int64), "score": choice.score, "acquisition": choice.acquisition,
+            **{name: parts[:, k] for k, name in enumerate(PARTS)},
+            "spread": choice.spread, "novelty": choice.novelty, "valid_share": pooled.valid_share[i],
+            "size_m": pooled.size_m[i], "scene": pooled.scene[i].astype(str),
+        },
+        geometry=pooled.boxes.values[i] if len(i) else gpd.GeoSeries([], crs=crs).values, crs=crs,
+    )
+    frame.attrs["geometry_type"] = "Polygon"
+    return frame

@@ -1,0 +1,217 @@
+"""Score a whole scene block by block into sums over cells, with bounded memory.
+
+The model grid of a scene (the scene resampled to the model's pixel size, as in
+:func:`geoccseg.inference.predict.predict_scene`) is cut into *cells* of half a candidate square
+(:class:`CellGrid`); a square is 2 x 2 cells. Blocks of whole cells are the tasks
+(:func:`score_block`): each reads the pixels of every chip of the scene's global chip grid that
+touches the block (plus a halo of ``near_px`` for the neighbourhood of likely roads), blends them
+through :func:`geoccseg.inference.predict.blend_chips` with :func:`~geoccseg.suggest.terms.scoring_forward`,
+so each pixel's values are exactly those of whole-scene prediction, and returns only the sums of the
+per-pixel terms over its cells. Chips at block borders are computed by both neighbours (about
+2 x tile / block more work); in exchange no accumulator is written and the tasks are independent.
+
+Tasks run in this process or on Dask exactly as prediction's blocks do (``workers``/``scheduler``
+of :class:`~geoccseg.inference.predict.PredictOptions`); the result is a small array per scene
+(features x cell rows x cell columns), whatever the scene size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.blend import ChipGrid, blend_window
+from geoccseg.inference.confidence import ConfidenceThresholds
+from geoccseg.inference.predict import (
+    GDAL_CACHE_BYTES,
+    PredictOptions,
+    _run_dask,
+    _run_local,
+    blend_chips,
+    cached_model,
+    dask_client,
+    read_model_window,
+    share_bundle,
+)
+from geoccseg.io.bundle import Bundle
+from geoccseg.io.scene import Scene
+from geoccseg.suggest.terms import FEATURES, EMBED_DIMS, TermParams, cell_sums, n_channels, pixel_features, scoring_forward
+
+
+@dataclass(frozen=True)
+class CellGrid:
+    """Cells over a model grid: whole cells from the top-left corner (a remainder at the bottom
+    and right edges, under one cell, belongs to no cell).
+
+    Attributes:
+        cell_h_px: cell height in model pixels.
+        cell_w_px: cell width in model pixels.
+        rows: number of cell rows.
+        cols: number of cell columns.
+    """
+
+    cell_h_px: int
+    cell_w_px: int
+    rows: int
+    cols: int
+
+    @classmethod
+    def create(cls, height_px: int, width_px: int, cell_h_px: int, cell_w_px: int) -> CellGrid:
+        """Cells of the given size over a ``height_px x width_px`` grid."""
+        return cls(cell_h_px, cell_w_px, height_px // cell_h_px, width_px // cell_w_px)
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One block of cells to score (small and picklable: no model, no pixels).
+
+    Attributes:
+        scene: the scene (re-opens its file in the worker).
+        bundle_path: folder of the model bundle; workers load it once per process.
+        device: torch device string.
+        grid: the scene's global chip grid (model pixels).
+        cells: the cell grid.
+        rows: (first, end) cell rows of the block.
+        cols: (first, end) cell columns of the block.
+        scale: scene pixels per model pixel.
+        batch_size: chips per forward pass.
+        thresholds: the model's confidence thresholds.
+        params: per-pixel term settings.
+    """
+
+    scene: Scene
+    bundle_path: str
+    device: str
+    grid: ChipGrid
+    cells: CellGrid
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    scale: float
+    batch_size: int
+    thresholds: ConfidenceThresholds
+    params: TermParams
+
+
+@dataclass
+class CellBlock:
+    """Sums of the per-pixel features over the cells of one block.
+
+    Attributes:
+        row: first cell row.
+        col: first cell column.
+        sums: float64 (len(FEATURES) + EMBED_DIMS, rows, cols).
+    """
+
+    row: int
+    col: int
+    sums: np.ndarray
+
+
+def chips_touching(grid: ChipGrid, top: int, left: int, bottom: int, right: int) -> list[tuple[int, int]]:
+    """Top-left corners (row_px, col_px) of the grid's chips that overlap a region (pixels, end exclusive)."""
+    s, t = grid.stride_px, grid.tile_px
+    rows, cols = grid.shape
+
+    def span(start: int, end: int, count: int) -> range:
+        first = max(0, (start - t) // s + 1)  # k s + t > start
+        last = min(count - 1, (end - 1) // s)  # k s < end
+        return range(first, last + 1)
+
+    return [(r * s, c * s) for r in span(top, bottom, rows) for c in span(left, right, cols)]
+
+
+def score_block(job: ScoreJob) -> CellBlock:
+    """Score one block: blend the chips that touch it (with a halo) and sum the per-pixel terms over its cells."""
+    model, meta = cached_model(job.bundle_path, job.device)
+    ch, cw = job.cells.cell_h_px, job.cells.cell_w_px
+    top, bottom = job.rows[0] * ch, job.rows[1] * ch
+    left, right = job.cols[0] * cw, job.cols[1] * cw
+    halo = job.params.near_px
+    chips = chips_touching(job.grid, max(0, top - halo), max(0, left - halo),
+                           min(job.grid.height_px, bottom + halo), min(job.grid.width_px, right + halo))
+    shapes = [job.grid.chip_shape(r, c) for r, c in chips]
+    reg_top, reg_left = min(r for r, _ in chips), min(c for _, c in chips)
+    reg_bottom = max(r + h for (r, _), (h, _) in zip(chips, shapes))
+    reg_right = max(c + w for (_, c), (_, w) in zip(chips, shapes))
+    window = Window(reg_left, reg_top, reg_right - reg_left, reg_bottom - reg_top)
+    image, valid = read_model_window(job.scene, window, job.scale)
+    relative = [(r - reg_top, c - reg_left, h, w) for (r, c), (h, w) in zip(chips, shapes)]
+    n_classes = len(meta.classes)
+    weighted, weight = blend_chips(
+        model, meta.norm, image, valid, relative, blend_window(job.grid.tile_px, job.grid.overlap_px), job.device,
+        job.batch_size, n_channels(n_classes), forward=scoring_forward,
+    )
+    features = pixel_features(weighted, weight, n_classes, job.thresholds, job.params)
+    inside = features[:, top - reg_top:bottom - reg_top, left - reg_left:right - reg_left]
+    return CellBlock(job.rows[0], job.cols[0], cell_sums(inside, ch, cw))
+
+
+def score_cells(
+    scene: Scene,
+    bundle: Bundle,
+    cells: CellGrid,
+    scale: float,
+    thresholds: ConfidenceThresholds,
+    params: TermParams,
+    options: PredictOptions,
+    device: str,
+    *,
+    workdir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Sums of the per-pixel terms over every cell of a scene, block by block.
+
+    Args:
+        scene: the opened scene (input bands of the model).
+        bundle: the loaded bundle (its path is what Dask workers load).
+        cells: the cell grid over the scene's model grid.
+        scale: scene pixels per model pixel.
+        thresholds: the model's confidence thresholds.
+        params: per-pixel term settings.
+        options: tile, overlap, block size (pixels, rounded to whole cells), batch, Dask settings.
+        device: resolved torch device.
+        workdir: scratch folder of a local Dask cluster (``options.workers``); None: a temporary one.
+        progress: show a progress bar over blocks.
+
+    Returns:
+        float64 (len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols).
+    """
+    if cells.rows == 0 or cells.cols == 0:
+        return np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
+    tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, 256)
+    grid = ChipGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), tile_px, options.overlap_px, options.block_px)
+    block_rows = max(1, round(options.block_px / cells.cell_h_px))
+    block_cols = max(1, round(options.block_px / cells.cell_w_px))
+    jobs = [
+        ScoreJob(scene, str(bundle.path), device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
+                 scale, options.batch_size, thresholds, params)
+        for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)
+    ]
+    sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
+    with (
+        rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
+        tempfile.TemporaryDirectory(prefix="geoccseg-suggest-") if workdir is None else contextlib.nullcontext(workdir) as scratch,
+        dask_client(options.workers, options.scheduler, scratch) as client,
+        tqdm(total=len(jobs), unit="block", desc=f"score {scene.path.name}", disable=not progress) as bar,
+    ):
+        if client is None:
+            share_bundle(bundle, device)
+            results = _run_local(jobs, threads=1 if device == "cpu" else 2, task=score_block)
+        else:
+            results = _run_dask(client, jobs, in_flight=2 * max(1, len(client.scheduler_info()["workers"])), task=score_block)
+        for block in results:
+            _, h, w = block.sums.shape
+            sums[:, block.row:block.row + h, block.col:block.col + w] = block.sums
+            bar.update()
+    if not np.isfinite(sums).all():
+        raise GeoccsegError(f"the model gave non-finite values on {scene.path}; check the bundle")
+    return sums

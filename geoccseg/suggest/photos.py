@@ -1,0 +1,179 @@
+"""Which photos to label next: whole photos ranked by what their labels would teach.
+
+:func:`suggest_photos` is what ``geoccseg suggest FOLDER --model crack -n N -o list.csv`` calls.
+Each photo is read (:func:`geoccseg.data.photos.read_photo`), predicted and scored with the chip
+grid, blending and forward path of prediction and the per-pixel terms of scenes
+(:mod:`geoccseg.suggest.terms`), one photo at a time, and reduced to one candidate: its
+``low_confidence``, ``disagreement`` and ``density`` means and mean embedding. Photos that have a
+mask in ``labels`` (a folder of masks named like the photos) are the labeled reference of the
+novelty term and are not ranked. The others are ranked by :func:`geoccseg.suggest.select.greedy`
+(no spatial spread between photos), all of them, and the best ``n`` are marked ``suggested``.
+
+The CSV holds one row per photo: ``rank`` (empty for labeled photos), ``photo`` (file name),
+``status`` (``suggested``, ``unlabeled`` or ``labeled``), ``score`` and its parts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.blend import ChipGrid, blend_window
+from geoccseg.inference.confidence import ConfidenceThresholds
+from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips, bundle_files, resolve_device
+from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
+from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
+from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, greedy, random_choice
+from geoccseg.suggest.terms import FEATURES, TermParams, n_channels, pixel_features, scoring_forward
+
+COLUMNS = ("rank", "photo", "status", "score", "acquisition", *PARTS, "novelty")
+"""Columns of the photo ranking CSV."""
+
+
+@dataclass
+class PhotoSuggestResult:
+    """What :func:`suggest_photos` found.
+
+    Attributes:
+        table: one row per photo (:data:`COLUMNS`): ranked unlabeled photos first, then labeled ones.
+        path: the CSV written, or None.
+        seconds: wall time, seconds.
+    """
+
+    table: pd.DataFrame
+    path: Path | None
+    seconds: float
+
+    @property
+    def suggested(self) -> list[str]:
+        """File names of the suggested photos, best first."""
+        return self.table.loc[self.table["status"] == "suggested", "photo"].tolist()
+
+
+def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThresholds, params: TermParams, *,
+               tile_px: int, overlap_px: int, device: str, batch_size: int) -> np.ndarray:
+    """Sums of the per-pixel terms over one whole photo (every pixel valid).
+
+    Args:
+        bundle: the loaded bundle (its model is moved to ``device``).
+        image: (C, H, W) photo bands in file units.
+        thresholds: the model's confidence thresholds.
+        params: per-pixel term settings.
+        tile_px: chip edge in pixels (a photo smaller than a tile is one chip of its own size).
+        overlap_px: overlap of neighbouring chips in pixels.
+        device: resolved torch device.
+        batch_size: chips per forward pass.
+
+    Returns:
+        float64 (len(FEATURES) + EMBED_DIMS,).
+    """
+    _, height, width = image.shape
+    grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=max(height, width, tile_px))
+    chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
+    n_classes = len(bundle.meta.classes)
+    weighted, weight = blend_chips(
+        bundle.model.to(device).eval(), bundle.meta.norm, image, None, chips, blend_window(tile_px, overlap_px), device, batch_size,
+        n_channels(n_classes), forward=scoring_forward,
+    )
+    return pixel_features(weighted, weight, n_classes, thresholds, params).sum(axis=(1, 2), dtype=np.float64)
+
+
+def suggest_photos(
+    photos: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    *,
+    model: Bundle | str | os.PathLike = "crack",
+    n: int = 10,
+    labels: str | os.PathLike | None = None,
+    options: PredictOptions | None = None,
+    params: SuggestParams | None = None,
+    strategy: str = "acquisition",
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PhotoSuggestResult:
+    """Rank photos to label next.
+
+    Args:
+        photos: photo files, folders of photos or glob patterns.
+        out: the CSV to write; None: only return the table.
+        model: a loaded bundle, a shipped model name or a bundle folder.
+        n: how many photos to mark ``suggested``.
+        labels: folder of masks of the photos already labeled (matched by file stem).
+        options: tile, overlap, batch and device settings (as ``geoccseg predict``).
+        params: acquisition and selection settings (the spatial spread does not apply).
+        strategy: ``"acquisition"`` or ``"random"`` (the baseline, drawn with ``seed``).
+        seed: random seed of ``strategy="random"``.
+        overwrite: replace an existing ``out``.
+        progress: show a progress bar over photos.
+
+    Raises:
+        GeoccsegError: bad settings, an output that exists, is not ``.csv``, cannot be written or
+            is an input, a missing model, no photo, an unreadable photo, a photo whose bands do not
+            match the model, all photos labeled.
+    """
+    from geoccseg.data.photos import find_photos, list_images, read_photo  # torchgeo is slow to import
+
+    start = time.perf_counter()
+    options, params = options or PredictOptions(), params or SuggestParams()
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise GeoccsegError(f"-n {n} is invalid; ask for 1 or more photos")
+    if strategy not in ("acquisition", "random"):
+        raise GeoccsegError(f"strategy {strategy!r} is unknown; use acquisition or random")
+    options.check()
+    params.check()
+    files = find_photos([photos] if isinstance(photos, (str, os.PathLike)) else list(photos))
+    bundle_path = model.path if isinstance(model, Bundle) else resolve_model(model)
+    if out is not None:
+        out = check_writable(out, overwrite, example="suggested.csv")
+        if out.suffix.lower() != ".csv":
+            raise GeoccsegError(f"the photo ranking {out} is a CSV table: name it .csv, e.g. {out.with_suffix('.csv')}")
+        check_not_input(out, [*files, *bundle_files(bundle_path)])
+    labeled = set(list_images(labels, "masks")) if labels is not None else set()
+    if labeled and all(f.stem in labeled for f in files):
+        raise GeoccsegError(f"every photo has a mask in {labels}: there is nothing left to suggest")
+    bundle = model if isinstance(model, Bundle) else load_bundle(bundle_path)
+    device = resolve_device(options.device)
+    thresholds = ConfidenceThresholds.from_meta(bundle.meta)
+    near_px = round(params.near_m / bundle.meta.pixel_size_m) if bundle.meta.pixel_size_m else params.near_px_photos
+    terms = TermParams(params.likely_threshold, near_px)
+    tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
+    bands = len(bundle.meta.bands)
+    if bands not in (1, 3):
+        raise GeoccsegError(f"the model expects {bands} input bands; photos give 1 (grey) or 3 (colour)")
+    sums = []
+    for path in tqdm(files, unit="photo", desc="score", disable=not progress):
+        image = read_photo(path, bands=bands)
+        sums.append(photo_sums(bundle, image, thresholds, terms, tile_px=tile_px, overlap_px=min(options.overlap_px, tile_px - 1),
+                               device=device, batch_size=options.batch_size))
+    sums = np.stack(sums)
+    n_valid = np.maximum(sums[:, :1], 1.0)
+    parts, embedding = sums[:, 1:len(FEATURES)] / n_valid, sums[:, len(FEATURES):] / n_valid
+    is_labeled = np.array([f.stem in labeled for f in files])
+    todo = np.flatnonzero(~is_labeled)
+    candidates = Candidates(parts[todo], embedding[todo], np.zeros(len(todo), dtype=np.int64))
+    if strategy == "random":
+        choice = random_choice(candidates, len(todo), seed, params.weights)
+    else:
+        choice = greedy(candidates, embedding[is_labeled], len(todo), params, spacing_m=math.inf)
+    rows = [
+        {"rank": rank, "photo": files[todo[i]].name, "status": "suggested" if rank <= n else "unlabeled", "score": score,
+         "acquisition": acq, **dict(zip(PARTS, parts[todo[i]])), "novelty": novelty}
+        for rank, (i, score, acq, novelty) in enumerate(zip(choice.index, choice.score, choice.acquisition, choice.novelty), start=1)
+    ]
+    rows += [{"rank": None, "photo": files[i].name, "status": "labeled", **dict(zip(PARTS, parts[i]))} for i in np.flatnonzero(is_labeled)]
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table["rank"] = table["rank"].astype("Int64")
+    if out is not None:
+        with atomic_path(out, overwrite=overwrite) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")
+    return PhotoSuggestResult(table, out, time.perf_counter() - start)

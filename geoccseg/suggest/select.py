@@ -1,0 +1,197 @@
+"""Choose what to label next from scored candidates (squares of scenes, or whole photos).
+
+**Acquisition.** Each candidate has three parts, means over its valid pixels
+(:mod:`geoccseg.suggest.terms`): ``low_confidence`` (share of pixels of low or unreliable
+confidence on and near likely roads or cracks), ``disagreement`` (mean |p - p_flip|) and
+``density`` (mean foreground probability). Each part is divided by its largest value over the
+candidates, and ``acquisition`` is their weighted mean (:attr:`SuggestParams.weights`), in [0, 1].
+
+**Diversity** (:func:`greedy`). Candidates are taken one at a time, each the best by
+``score = acquisition x spread x novelty`` given those taken before:
+
+* ``spread = 1 - spacing_weight x max exp(-(d / spacing_m)^2)`` over the squares already taken in
+  the same scene, d the distance between centres in metres (squares that overlap one taken are
+  never taken);
+* ``novelty = 1 - novelty_weight x max(0, cos)`` over the taken candidates and the already
+  labeled ones, cos the cosine similarity of mean embeddings centred on the mean of all of them:
+  areas that look like what is labeled, or like what was just chosen, teach less.
+
+Penalties only grow as candidates are taken, so scores come out in decreasing order.
+:func:`random_choice` is the baseline: the same candidates, drawn at random without overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from geoccseg.errors import GeoccsegError
+
+PARTS = ("low_confidence", "disagreement", "density")
+"""The parts of the acquisition score, in the order of :attr:`SuggestParams.weights`."""
+
+
+@dataclass(frozen=True)
+class SuggestParams:
+    """Settings of the acquisition score and the selection.
+
+    Attributes:
+        weights: weights of :data:`PARTS` in the acquisition score (non-negative, not all 0).
+        spacing_weight: strength of the spatial spread penalty, 0 (off) to 1.
+        spacing_m: distance scale of the spread penalty, metres; None: the square size.
+        novelty_weight: strength of the embedding-similarity penalty, 0 (off) to 1.
+        min_valid_share: a square needs at least this share of valid (not nodata) pixels.
+        likely_threshold: foreground probability from which a pixel is a likely road or crack.
+        near_m: low-confidence pixels count within this distance of a likely road, metres
+            (photos whose model has no pixel size: :attr:`near_px_photos`).
+        near_px_photos: the same distance in pixels, for photos of unknown pixel size.
+    """
+
+    weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    spacing_weight: float = 1.0
+    spacing_m: float | None = None
+    novelty_weight: float = 0.5
+    min_valid_share: float = 0.9
+    likely_threshold: float = 0.3
+    near_m: float = 8.0
+    near_px_photos: int = 4
+
+    def check(self) -> None:
+        """Raise :class:`GeoccsegError` for settings that cannot work."""
+        if len(self.weights) != len(PARTS) or min(self.weights) < 0 or sum(self.weights) <= 0:
+            raise GeoccsegError(f"acquisition weights must be {len(PARTS)} non-negative numbers ({', '.join(PARTS)}), not all 0; got {self.weights}")
+        for name in ("spacing_weight", "novelty_weight", "min_valid_share", "likely_threshold"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise GeoccsegError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.spacing_m is not None and self.spacing_m <= 0:
+            raise GeoccsegError(f"spacing_m must be positive metres, got {self.spacing_m}")
+        if self.near_m < 0 or self.near_px_photos < 0:
+            raise GeoccsegError("near_m and near_px_photos must not be negative")
+
+
+@dataclass
+class Candidates:
+    """Scored candidates (n of them).
+
+    Attributes:
+        parts: float64 (n, 3), :data:`PARTS` as means over each candidate's valid pixels.
+        embedding: float64 (n, E), mean projected embedding.
+        group: int (n,), scene index; spread and overlap apply within a group only.
+        cell: int (n, 2), top-left cell (row, col) of a square (a square covers 2 x 2 cells);
+            None for photos (no overlap, no spread).
+        centre_m: float64 (n, 2), centre in metres in the group's own frame; None for photos.
+    """
+
+    parts: np.ndarray
+    embedding: np.ndarray
+    group: np.ndarray
+    cell: np.ndarray | None = None
+    centre_m: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+
+@dataclass
+class Choice:
+    """What was chosen, in order.
+
+    Attributes:
+        index: candidate indices, best first.
+        acquisition: acquisition score of each chosen candidate, in [0, 1].
+        spread: spread factor when it was chosen.
+        novelty: novelty factor when it was chosen.
+        score: ``acquisition x spread x novelty`` (NaN for :func:`random_choice`).
+    """
+
+    index: np.ndarray
+    acquisition: np.ndarray
+    spread: np.ndarray
+    novelty: np.ndarray
+    score: np.ndarray
+
+
+def acquisition(parts: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
+    """Weighted mean of the parts, each divided by its largest value over the candidates (0 when all are 0)."""
+    top = parts.max(axis=0, initial=0.0)
+    scaled = np.divide(parts, top, out=np.zeros_like(parts), where=top > 0)
+    w = np.asarray(weights, dtype=np.float64)
+    return scaled @ w / w.sum()
+
+
+def _unit(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    centred = vectors - centre
+    norm = np.linalg.norm(centred, axis=1, keepdims=True)
+    return np.divide(centred, norm, out=np.zeros_like(centred), where=norm > 1e-12)
+
+
+def _overlapping(candidates: Candidates, i: int) -> np.ndarray:
+    """Candidates whose square overlaps square ``i`` (itself included)."""
+    if candidates.cell is None:
+        out = np.zeros(len(candidates), dtype=bool)
+        out[i] = True
+        return out
+    d = np.abs(candidates.cell - candidates.cell[i])
+    return (candidates.group == candidates.group[i]) & (d[:, 0] < 2) & (d[:, 1] < 2)
+
+
+def greedy(candidates: Candidates, reference: np.ndarray, n: int, params: SuggestParams, spacing_m: float) -> Choice:
+    """Take up to ``n`` candidates one by one, each the best ``acquisition x spread x novelty``.
+
+    Args:
+        candidates: the scored candidates.
+        reference: float64 (m, E) mean embeddings of already labeled areas or photos (m may be 0).
+        n: how many to take (fewer when fewer fit).
+        params: weights of the score and of the penalties.
+        spacing_m: distance scale of the spread penalty, metres.
+
+    Returns:
+        The chosen candidates, best first.
+    """
+    base = acquisition(candidates.parts, params.weights)
+    pool = np.concatenate([candidates.embedding, reference])
+    centre = pool.mean(axis=0) if len(pool) else np.zeros(pool.shape[1])
+    unit = _unit(candidates.embedding, centre)
+    near_space = np.zeros(len(candidates))
+    similar = np.zeros(len(candidates))
+    if len(reference):
+        similar = np.clip(unit @ _unit(reference, centre).T, 0, None).max(axis=1)
+    open_ = np.ones(len(candidates), dtype=bool)
+    taken: list[tuple[int, float, float, float, float]] = []
+    while len(taken) < n and open_.any():
+        spread = 1 - params.spacing_weight * near_space
+        novelty = 1 - params.novelty_weight * similar
+        score = np.where(open_, base * spread * novelty, -np.inf)
+        i = int(np.argmax(score))
+        taken.append((i, base[i], spread[i], novelty[i], score[i]))
+        open_ &= ~_overlapping(candidates, i)
+        similar = np.maximum(similar, np.clip(unit @ unit[i], 0, None))
+        if candidates.centre_m is not None:
+            same = candidates.group == candidates.group[i]
+            d = np.linalg.norm(candidates.centre_m - candidates.centre_m[i], axis=1)
+            near_space = np.maximum(near_space, np.where(same, np.exp(-(d / spacing_m) ** 2), 0.0))
+    return _choice(taken)
+
+
+def random_choice(candidates: Candidates, n: int, seed: int, weights: tuple[float, ...]) -> Choice:
+    """Up to ``n`` candidates drawn uniformly at random (``seed``), none overlapping another: the baseline."""
+    base = acquisition(candidates.parts, weights)
+    open_ = np.ones(len(candidates), dtype=bool)
+    taken = []
+    for i in np.random.default_rng(seed).permutation(len(candidates)):
+        if len(taken) == n:
+            break
+        if open_[i]:
+            taken.append((int(i), base[i], 1.0, 1.0, np.nan))
+            open_ &= ~_overlapping(candidates, int(i))
+    return _choice(taken)
+
+
+def _choice(taken: list[tuple[int, float, float, float, float]]) -> Choice:
+    columns = list(zip(*taken)) if taken else [[]] * 5
+    return Choice(
+        index=np.asarray(columns[0], dtype=np.int64), acquisition=np.asarray(columns[1], dtype=np.float64),
+        spread=np.asarray(columns[2], dtype=np.float64), novelty=np.asarray(columns[3], dtype=np.float64),
+        score=np.asarray(columns[4], dtype=np.float64),
+    )

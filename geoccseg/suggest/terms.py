@@ -1,0 +1,153 @@
+"""Per-pixel terms of the acquisition score: what a label at each pixel could teach the model.
+
+One forward pass of the teacher (the bundle's network) gives the class probabilities p and the
+projection head's embeddings; a second pass on the chip turned by 180 degrees (both axes
+flipped), turned back, gives p_flip. A bundle keeps only the EMA teacher, so test-time
+augmentation stands in for the teacher-student disagreement of training. Both are blended over
+the chip grid by :func:`geoccseg.inference.predict.blend_chips`, the one forward path of
+prediction (:func:`scoring_forward` is its ``forward``), so p is exactly what ``geoccseg predict``
+writes.
+
+From the blended values, per valid pixel (:func:`pixel_features`):
+
+* ``low_confidence``: 1 where the pixel is not of high confidence (the method's levels and the
+  bundle's thresholds, :func:`geoccseg.inference.confidence.confidence_map`) and lies within
+  ``near_px`` of a likely road or crack (a foreground probability >= ``likely_threshold``);
+* ``disagreement``: max over the foreground classes of |p - p_flip|;
+* ``density``: the foreground probability mass, sum of p (how much road or crack there is);
+* the embedding, projected to :data:`EMBED_DIMS` channels by a fixed random projection (for the
+  diversity of the selection, :mod:`geoccseg.suggest.select`).
+
+:func:`cell_sums` adds them up over cells of whole pixels; the scores of squares and photos are
+sums of cells divided by their valid pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from geoccseg.inference.confidence import HIGH, ConfidenceThresholds, confidence_map
+from geoccseg.inference.predict import autocast
+from geoccseg.models import FusionSegNet
+
+EMBED_DIMS = 8
+"""Channels the embeddings are projected to before blending (memory: 2 C + 8 channels per pixel)."""
+
+FEATURES = ("valid", "low_confidence", "disagreement", "density")
+"""Leading channels of :func:`pixel_features`; the :data:`EMBED_DIMS` embedding channels follow."""
+
+
+@dataclass(frozen=True)
+class TermParams:
+    """Settings of the per-pixel terms.
+
+    Attributes:
+        likely_threshold: foreground probability from which a pixel is a likely road or crack.
+        near_px: low-confidence pixels count within this distance of a likely one, in model pixels.
+    """
+
+    likely_threshold: float = 0.3
+    near_px: int = 8
+
+
+def n_channels(n_classes: int) -> int:
+    """Channels :func:`scoring_forward` returns for a model of ``n_classes`` foreground classes."""
+    return 2 * n_classes + EMBED_DIMS
+
+
+@functools.cache
+def projection(dims: int) -> torch.Tensor:
+    """Fixed random projection (dims, :data:`EMBED_DIMS`) of embeddings, the same in every process
+    (seeded), columns of unit norm (distances are kept up to a factor, Johnson-Lindenstrauss)."""
+    generator = torch.Generator().manual_seed(0)
+    matrix = torch.randn(dims, EMBED_DIMS, generator=generator, dtype=torch.float32)
+    return matrix / matrix.norm(dim=0, keepdim=True)
+
+
+def scoring_forward(model: torch.nn.Module, chips: torch.Tensor, device: str) -> torch.Tensor:
+    """Probabilities, flipped-view probabilities and projected embeddings of a batch of chips.
+
+    The ``forward`` of :func:`geoccseg.inference.predict.blend_chips` for scoring.
+
+    Args:
+        model: the bundle's network (``forward`` returns ``logits`` and ``embed``; a network with
+            only ``forward_logits`` gives zero embeddings).
+        chips: normalised images (B, C_in, H, W), float32.
+        device: torch device string; CUDA runs under autocast.
+
+    Returns:
+        float32 (B, 2 K + :data:`EMBED_DIMS`, H, W) on ``device``: p of the K foreground classes,
+        p of the flipped view (turned back), the projected embedding (nearest-upsampled from stride 4).
+    """
+    with torch.inference_mode():
+        x = chips.to(device, non_blocking=True)
+        height, width = x.shape[-2:]
+        with autocast(device):
+            out = model(x) if isinstance(model, FusionSegNet) else {"logits": model.forward_logits(x)}
+            flipped = model.forward_logits(x.flip(-2, -1)).flip(-2, -1)
+        p = out["logits"].float().softmax(dim=1)[:, 1:]
+        p_flip = flipped.float().softmax(dim=1)[:, 1:]
+        if "embed" in out:
+            embed = out["embed"].float()
+            embed = torch.einsum("bdhw,de->behw", embed, projection(embed.shape[1]).to(embed.device))
+            embed = F.interpolate(embed, scale_factor=4, mode="nearest")[..., :height, :width]
+        else:
+            embed = torch.zeros((x.shape[0], EMBED_DIMS, height, width), device=x.device)
+        return torch.cat([p, p_flip, embed], dim=1)
+
+
+@functools.cache
+def _disk(radius_px: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius_px:radius_px + 1, -radius_px:radius_px + 1]
+    return xx**2 + yy**2 <= radius_px**2
+
+
+def pixel_features(
+    weighted: np.ndarray, weight: np.ndarray, n_classes: int, thresholds: ConfidenceThresholds, params: TermParams,
+) -> np.ndarray:
+    """The per-pixel terms of blended :func:`scoring_forward` values.
+
+    Args:
+        weighted: float32 (2 K + E, h, w) blend sums of :func:`scoring_forward`'s channels.
+        weight: float32 (h, w) sum of blend weights; 0 where there is no valid pixel.
+        n_classes: K, the foreground classes.
+        thresholds: the model's confidence thresholds.
+        params: likely-road threshold and neighbourhood.
+
+    Returns:
+        float32 (4 + E, h, w): :data:`FEATURES` then the embedding, each 0 on invalid pixels.
+    """
+    valid = weight > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = weighted / weight
+    values[:, ~valid] = 0.0
+    p, p_flip, embed = values[:n_classes], values[n_classes:2 * n_classes], values[2 * n_classes:]
+    foreground = np.where(valid, p, np.nan)
+    _, level = confidence_map(foreground, thresholds)
+    likely = valid & (p.max(axis=0) >= params.likely_threshold)
+    near = ndimage.binary_dilation(likely, structure=_disk(params.near_px)) if params.near_px > 0 else likely
+    low = valid & near & (level != HIGH)
+    disagreement = np.abs(p - p_flip).max(axis=0)
+    density = p.sum(axis=0)
+    out = np.concatenate([valid[None], low[None], disagreement[None], density[None], embed]).astype(np.float32)
+    out[:, ~valid] = 0.0
+    return out
+
+
+def cell_sums(features: np.ndarray, cell_h_px: int, cell_w_px: int) -> np.ndarray:
+    """Sums of each feature over cells of ``cell_h_px x cell_w_px`` pixels.
+
+    Args:
+        features: (F, h, w) with h and w whole multiples of the cell size.
+
+    Returns:
+        float64 (F, h / cell_h_px, w / cell_w_px).
+    """
+    f, h, w = features.shape
+    return features.reshape(f, h // cell_h_px, cell_h_px, w // cell_w_px, cell_w_px).sum(axis=(2, 4), dtype=np.float64)

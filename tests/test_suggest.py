@@ -1,0 +1,208 @@
+"""Where to label next: the confidence COG of ``geoccseg predict --confidence-out`` and
+``geoccseg suggest`` on the real SpaceNet Las Vegas chip and CrackForest photos, with the shipped
+models (no training: each test runs in seconds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import yaml
+from click.testing import CliRunner
+from shapely.geometry import box
+
+from geoccseg.cli import cli
+from geoccseg.inference.predict import PredictOptions
+from geoccseg.io.bundle import load_bundle, resolve_model, save_meta
+from geoccseg.suggest import PARTS, SuggestParams, suggest_areas
+from geoccseg.suggest.select import Candidates, greedy
+
+CPU = PredictOptions(device="cpu")
+THRESHOLDS = {"tau_high": 0.9, "tau_high_fg": 0.6, "tau_low": 0.55}
+"""Thresholds of the test bundle, unlike TrainConfig's defaults (0.95, 0.8, 0.6)."""
+
+
+@pytest.fixture(scope="module")
+def scene_path(vegas: Path) -> Path:
+    return vegas / "vegas_img0_rgb.tif"
+
+
+def masked_scene(scene_path: Path, dest: Path, rows: slice = slice(None), cols: slice = slice(None)) -> Path:
+    """The sample with its alpha band set to 0 (nodata) over ``rows`` x ``cols``."""
+    with rasterio.open(scene_path) as src:
+        profile, data = src.profile, src.read()
+    data[3, rows, cols] = 0
+    with rasterio.open(dest, "w", **(profile | {"tiled": True, "blockxsize": 256, "blockysize": 256})) as dst:
+        dst.write(data)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def own_thresholds_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped road model with other confidence thresholds recorded in its training config."""
+    folder = tmp_path_factory.mktemp("bundle") / "road"
+    shutil.copytree(resolve_model("road"), folder)
+    meta = load_bundle(folder).meta
+    config = yaml.safe_load(meta.training["config"]) | THRESHOLDS
+    save_meta(folder, dataclasses.replace(meta, training=meta.training | {"config": yaml.safe_dump(config)}))
+    return folder
+
+
+def one_line_error(result) -> bool:
+    return result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("geoccseg: error: ")
+
+
+# -- the confidence COG ------------------------------------------------------------------------
+def expected_levels(prob: np.ndarray, tau_high: float, tau_high_fg: float, tau_low: float) -> np.ndarray:
+    """Level 0 high / 1 low / 2 unreliable of a one-class probability, worked out here (float32 like the raster)."""
+    p = prob.astype(np.float32) / np.float32(255)
+    confidence = np.maximum(p, np.float32(1) - p)
+    tau_h = np.where(p > 0.5, np.float32(tau_high_fg), np.float32(tau_high))
+    return np.where(confidence >= tau_h, 0, np.where(confidence < np.float32(tau_low), 2, 1))
+
+
+def test_confidence_cog_is_on_the_scene_grid_and_follows_the_bundles_thresholds(scene_path, own_thresholds_bundle, tmp_path):
+    scene = masked_scene(scene_path, tmp_path / "masked.tif", rows=slice(-100, None))  # bottom 100 rows nodata
+    prob, conf = tmp_path / "p.tif", tmp_path / "conf.tif"
+    result = CliRunner().invoke(cli, [
+        "predict", str(scene), "-o", str(tmp_path / "roads.gpkg"), "--model", str(own_thresholds_bundle), "--prob-out", str(prob),
+        "--confidence-out", str(conf), "--device", "cpu",
+    ])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(scene) as src, rasterio.open(conf) as ds, rasterio.open(prob) as p:
+        assert (ds.crs, ds.transform, ds.width, ds.height) == (src.crs, src.transform, src.width, src.height)
+        assert ds.count == 2 and ds.dtypes == ("uint8", "uint8")
+        assert "confidence" in ds.descriptions[0] and "0 high, 1 low, 2 unreliable" in ds.descriptions[1]
+        assert ds.tags()["TAU_HIGH_FG"] == "0.6"
+        mask, (confidence, level), probability = ds.read_masks(1), ds.read(), p.read(1)
+    assert (mask[-100:] == 0).all() and (mask[:-100] == 255).all()
+    valid = mask == 255
+    p = probability[valid].astype(np.float64) / 255
+    assert np.abs(confidence[valid].astype(np.int64) - np.round(np.maximum(p, 1 - p) * 255)).max() == 0
+    own = expected_levels(probability[valid], **THRESHOLDS)
+    assert (level[valid] == own).all()
+    assert set(np.unique(own)) == {0, 1, 2}  # every level occurs, so the comparison means something
+    assert (own != expected_levels(probability[valid], 0.95, 0.8, 0.6)).sum() > 1000  # not the default thresholds
+
+
+# -- suggest on scenes -------------------------------------------------------------------------
+def test_suggest_returns_n_separate_squares_outside_the_aoi_ranked_by_score(scene_path, tmp_path):
+    best = suggest_areas(scene_path, model="road", n=1, size_m=80, options=CPU, progress=False).areas
+    with rasterio.open(scene_path) as src:
+        crs, bounds = src.crs, src.bounds
+    strip = box(bounds.left, bounds.bottom, bounds.left + 0.3 * (bounds.right - bounds.left), bounds.top)
+    labeled = strip.union(best.geometry.iloc[0].buffer(1e-5))  # the best square of an unconstrained run is labeled
+    gpd.GeoDataFrame(geometry=[labeled], crs=crs).to_file(tmp_path / "aoi.gpkg")
+    out = tmp_path / "areas.gpkg"
+
+    result = CliRunner().invoke(cli, ["suggest", str(scene_path), "--model", "road", "--aoi", str(tmp_path / "aoi.gpkg"),
+                                      "-n", "4", "--size-m", "80", "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    areas = gpd.read_file(out, layer="areas")
+    assert len(areas) == 4 and areas.crs == crs
+    assert list(areas["rank"]) == [1, 2, 3, 4]
+    assert (np.diff(areas["score"]) <= 0).all() and (areas["score"] > 0).all()
+    assert {"acquisition", *PARTS, "spread", "novelty", "valid_share", "size_m"} <= set(areas.columns)
+    assert np.allclose(areas["size_m"], 80, rtol=0.02)
+    footprint = box(*bounds)
+    for i, square in enumerate(areas.geometry):
+        assert square.within(footprint.buffer(1e-9))
+        assert square.intersection(labeled).area < 1e-9 * square.area
+        for other in areas.geometry.iloc[i + 1:]:
+            assert square.intersection(other).area < 1e-9 * square.area
+
+
+def test_nothing_is_suggested_where_the_scene_is_nodata(scene_path, tmp_path):
+    scene = masked_scene(scene_path, tmp_path / "half.tif", cols=slice(650, None))  # eastern half nodata
+    with rasterio.open(scene) as src:
+        bounds = src.bounds
+        nodata = box(src.xy(0, 650, offset="ul")[0], bounds.bottom, bounds.right, bounds.top)
+    areas = suggest_areas(scene, model="road", n=100, size_m=60, options=CPU, progress=False).areas
+    assert len(areas) >= 4  # every square of the valid half: each holds at most 10 % nodata
+    share_nodata = areas.geometry.intersection(nodata).area / areas.geometry.area
+    assert (share_nodata <= 0.1 + 1e-6).all()
+    assert (areas["valid_share"] >= 0.9).all()
+
+
+def test_block_size_and_a_dask_cluster_give_the_same_ranking(scene_path):
+    """Blocks of 2 x 2 cells on a Dask worker score every pixel as one block in this process does."""
+    options = replace(CPU, tile_px=128, overlap_px=32)
+    one_block = suggest_areas(scene_path, model="road", n=6, size_m=60, options=replace(options, block_px=4096), progress=False).areas
+    cluster = suggest_areas(scene_path, model="road", n=6, size_m=60, options=replace(options, block_px=120, workers=1), progress=False).areas
+    assert one_block.geometry.geom_equals_exact(cluster.geometry, tolerance=1e-12).all()
+    for column in ("score", *PARTS):
+        assert np.allclose(one_block[column], cluster[column], rtol=1e-4, atol=1e-6), column
+
+
+def test_greedy_choice_trades_score_for_spread_and_novelty():
+    """Hand-worked: B is nearly as good as A but next to it and alike; C is worse alone but far and unlike."""
+    candidates = Candidates(
+        parts=np.array([[1.0, 1.0, 1.0], [0.9, 0.9, 0.9], [0.6, 0.6, 0.6]]),
+        embedding=np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]),
+        group=np.zeros(3, dtype=np.int64), cell=np.array([[0, 0], [0, 2], [0, 10]]),
+        centre_m=np.array([[0.0, 0.0], [0.0, 100.0], [0.0, 500.0]]),
+    )
+    choice = greedy(candidates, np.zeros((0, 2)), 3, SuggestParams(), spacing_m=100.0)
+    assert list(choice.index) == [0, 2, 1]
+    # B: acquisition 0.9, spread 1 - exp(-1) against A, novelty 1 - 0.5 x cos(B, A) = 0.5
+    assert choice.score[2] == pytest.approx(0.9 * (1 - np.exp(-1)) * 0.5)
+    assert choice.score[1] == pytest.approx(0.6)  # C: 500 m away, opposite embedding
+
+
+# -- photos ------------------------------------------------------------------------------------
+def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    shutil.copy(data_dir / "cfd" / "masks" / "002.png", masks)  # 002 is already labeled
+    out = tmp_path / "next.csv"
+    pattern = str(data_dir / "cfd" / "images" / "00[1-5].jpg")
+    result = CliRunner().invoke(cli, ["suggest", pattern, "--model", "crack", "-n", "2", "--labels", str(masks), "-o", str(out),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert sorted(table["photo"]) == ["001.jpg", "002.jpg", "003.jpg", "004.jpg", "005.jpg"]
+    assert list(table["status"]) == ["suggested", "suggested", "unlabeled", "unlabeled", "labeled"]
+    assert table.loc[table["photo"] == "002.jpg", "rank"].isna().all()
+    assert list(table["rank"].dropna()) == [1, 2, 3, 4]
+    assert (np.diff(table["score"].dropna()) <= 0).all()
+    assert result.stdout.splitlines()[:2] == list(table["photo"][:2])
+
+
+# -- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["count", "size", "aoi_elsewhere", "exists", "suffix", "is_input", "photo_aoi", "csv_suffix",
+                                  "confidence_png"])
+def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tmp_path):
+    out = tmp_path / "areas.gpkg"
+    args = ["suggest", str(scene_path), "-o", str(out), "--device", "cpu"]
+    if case == "count":
+        args += ["-n", "0"]
+    elif case == "size":
+        args += ["--size-m", "5000"]
+    elif case == "aoi_elsewhere":
+        gpd.GeoDataFrame(geometry=[box(10, 10, 11, 11)], crs="EPSG:4326").to_file(tmp_path / "far.gpkg")
+        args += ["--aoi", str(tmp_path / "far.gpkg")]
+    elif case == "exists":
+        out.write_text("keep me")
+    elif case == "suffix":
+        args[3] = str(tmp_path / "areas.txt")
+    elif case == "is_input":
+        args[3:4] = [str(scene_path), "--overwrite"]
+    elif case == "photo_aoi":
+        args = ["suggest", str(data_dir / "cfd" / "images"), "--aoi", str(tmp_path / "x.gpkg"), "-o", str(tmp_path / "l.csv")]
+    elif case == "csv_suffix":
+        args = ["suggest", str(data_dir / "cfd" / "images" / "001.jpg"), "-o", str(tmp_path / "l.gpkg")]
+    else:
+        args = ["predict", str(scene_path), "-o", str(tmp_path / "r.gpkg"), "--confidence-out", str(tmp_path / "c.png")]
+    before = sorted(tmp_path.iterdir())
+    result = CliRunner().invoke(cli, args)
+    assert one_line_error(result), result.output
+    assert sorted(tmp_path.iterdir()) == before
+    if case == "exists":
+        assert out.read_text() == "keep me"
