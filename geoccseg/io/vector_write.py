@@ -6,6 +6,18 @@ is always written. Files are written under a temporary name and renamed when com
 (:func:`geoccseg.io.atomic.atomic_path`); a Shapefile and its sidecar files are written into a
 temporary folder and moved into place together. A folder where a file is expected is refused,
 never removed.
+
+Each format is written as the widest range of GIS software reads it:
+
+- GeoPackage: version 1.2 (:data:`GPKG_VERSION`), which GDAL >= 2.2 and QGIS LTR 3.22 read
+  without warnings (GDAL 3.12 would write 1.4, which GDAL < 3.7 warns about); ``gpkg_version``
+  asks for another.
+- GeoJSON: RFC 7946, i.e. longitude/latitude in WGS 84 (EPSG:4326, reprojected from the lines'
+  CRS), no ``crs`` member, coordinates to :data:`GEOJSON_DECIMALS` decimals (about 1 cm). Lines in
+  the pixel coordinates of a photo cannot be reprojected and are written as they are, without CRS.
+- Shapefile: DBF field names hold 10 characters, so longer columns are renamed in ``.shp`` output
+  only (:data:`SHAPEFILE_FIELDS`, e.g. ``probability`` -> ``prob``); any other long column is cut
+  to 10 characters, kept unique, with a warning.
 """
 
 from __future__ import annotations
@@ -24,6 +36,21 @@ from geoccseg.io.atomic import atomic_path, check_writable, move_into_place, scr
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".shp": "ESRI Shapefile"}
 _SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
+
+#: GeoPackage version written unless asked otherwise: the widest read (GDAL >= 2.2, QGIS LTR 3.22).
+GPKG_VERSION = "1.2"
+#: GeoPackage versions GDAL can write.
+GPKG_VERSIONS = ("1.2", "1.3", "1.4")
+#: Decimals of GeoJSON coordinates in degrees (1e-7 degree is about 1 cm on the ground).
+GEOJSON_DECIMALS = 7
+#: Shapefile names of the output columns longer than a DBF field name (10 characters); ``.shp`` only.
+SHAPEFILE_FIELDS = {
+    "probability": "prob",  # lines and road-graph edges
+    "mean_width_px": "mean_wd_px", "max_width_px": "max_wd_px", "orientation_deg": "orient_deg",  # crack branches
+    "mean_width_mm": "mean_wd_mm", "max_width_mm": "max_wd_mm",
+    "acquisition": "acquisit", "low_confidence": "low_conf", "disagreement": "disagree", "valid_share": "valid_shr",  # suggest
+}
+_DBF_NAME_CHARS = 10
 
 
 def vector_driver(path: str | os.PathLike) -> str:
@@ -45,6 +72,7 @@ def write_vectors(
     overwrite: bool = False,
     crs: CRS | str | None = None,
     pixel_coordinates: bool = False,
+    gpkg_version: str = GPKG_VERSION,
 ) -> Path:
     """Write lines of one or more classes to one file.
 
@@ -57,16 +85,19 @@ def write_vectors(
             taken to be in it. None: the CRS the frames share.
         pixel_coordinates: the lines are in the pixel coordinates of an image without
             georeferencing (photos): written without a CRS, which GIS then shows as unknown.
+        gpkg_version: GeoPackage version of a ``.gpkg`` output, one of :data:`GPKG_VERSIONS`.
 
     Returns:
         The path written.
 
     Raises:
         GeoccsegError: unknown extension, existing output without ``overwrite``, no layers,
-            unknown or conflicting CRS.
+            unknown or conflicting CRS, unknown GeoPackage version.
     """
     path = Path(path)
     driver = vector_driver(path)
+    if str(gpkg_version) not in GPKG_VERSIONS:
+        raise GeoccsegError(f"cannot write GeoPackage version {gpkg_version!r}; use one of {', '.join(GPKG_VERSIONS)}")
     check_writable(path, overwrite, example=f"lines{path.suffix}")
     if not layers:
         raise GeoccsegError(f"nothing to write to {path}: no layers given; pass one GeoDataFrame per class")
@@ -77,16 +108,50 @@ def write_vectors(
         frames = {name: _in_crs(frame, target) for name, frame in layers.items()}
     if driver == "GPKG":
         with atomic_path(path, overwrite) as tmp:
-            for name, frame in frames.items():
-                _write(frame, tmp, name, driver)
+            for i, (name, frame) in enumerate(frames.items()):
+                _write(frame, tmp, name, driver, dataset_options={"VERSION": str(gpkg_version)} if i == 0 else None)
         return path
     merged = gpd.GeoDataFrame(pd.concat(list(frames.values()), ignore_index=True), geometry="geometry", crs=target)
     if driver == "ESRI Shapefile":
         _write_shapefile(merged, path, overwrite)
+    elif driver == "GeoJSON" and target is not None:
+        with atomic_path(path, overwrite) as tmp:
+            _write(merged.to_crs("EPSG:4326"), tmp, path.stem, driver,
+                   layer_options={"RFC7946": "YES", "COORDINATE_PRECISION": str(GEOJSON_DECIMALS)})
     else:
         with atomic_path(path, overwrite) as tmp:
             _write(merged, tmp, path.stem, driver)
     return path
+
+
+def shapefile_fields(columns: list[str]) -> dict[str, str]:
+    """Shapefile names of the attribute columns longer than a DBF field name (10 characters).
+
+    Known columns get their name from :data:`SHAPEFILE_FIELDS`; any other is cut to 10 characters
+    (made unique with a number) and named in a warning.
+
+    Args:
+        columns: attribute column names (not the geometry).
+
+    Returns:
+        ``{column: shapefile name}`` for the columns that need another name.
+    """
+    renamed = {c: SHAPEFILE_FIELDS[c] for c in columns if len(c) > _DBF_NAME_CHARS and c in SHAPEFILE_FIELDS}
+    taken = {c.lower() for c in columns if len(c) <= _DBF_NAME_CHARS} | {n.lower() for n in renamed.values()}
+    cut = {}
+    for column in columns:
+        if len(column) <= _DBF_NAME_CHARS or column in renamed:
+            continue
+        name, n = column[:_DBF_NAME_CHARS], 1
+        while name.lower() in taken:
+            suffix = str(n)
+            name, n = column[:_DBF_NAME_CHARS - len(suffix)] + suffix, n + 1
+        taken.add(name.lower())
+        cut[column] = name
+    if cut:
+        names = ", ".join(f"{a} -> {b}" for a, b in cut.items())
+        warnings.warn(f"Shapefile field names hold 10 characters: columns renamed {names}; use .gpkg to keep them", UserWarning, stacklevel=3)
+    return renamed | cut
 
 
 def _target_crs(layers: dict[str, gpd.GeoDataFrame], crs: CRS | str | None) -> CRS:
@@ -109,14 +174,17 @@ def _in_crs(frame: gpd.GeoDataFrame, crs: CRS) -> gpd.GeoDataFrame:
     return frame if CRS.from_user_input(frame.crs) == crs else frame.to_crs(crs)
 
 
-def _write(frame: gpd.GeoDataFrame, path: Path, layer: str, driver: str) -> None:
+def _write(frame: gpd.GeoDataFrame, path: Path, layer: str, driver: str, **options: dict[str, str] | None) -> None:
     """Write one layer with pyogrio; LineString layers are typed as such even when empty, and an empty
-    frame whose ``attrs["geometry_type"]`` names another type (the Points of graph nodes) as that."""
+    frame whose ``attrs["geometry_type"]`` names another type (the Points of graph nodes) as that.
+    ``options``: ``dataset_options`` / ``layer_options`` of the GDAL driver."""
     lines_only = bool(frame.geom_type.eq("LineString").all())
     kind = frame.attrs.get("geometry_type") if len(frame) == 0 else None
+    options = {key: value for key, value in options.items() if value}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)  # pixel coordinates, on purpose
-        pyogrio.write_dataframe(frame, path, layer=layer, driver=driver, geometry_type=kind or ("LineString" if lines_only else None))
+        pyogrio.write_dataframe(frame, path, layer=layer, driver=driver, geometry_type=kind or ("LineString" if lines_only else None),
+                                **options)
 
 
 def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> None:
@@ -128,8 +196,7 @@ def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> No
     for ext in _SHAPEFILE_PARTS:
         check_writable(path.with_suffix(ext), overwrite, example=f"roads{ext}")
     taken = [path.with_suffix(ext) for ext in _SHAPEFILE_PARTS if path.with_suffix(ext).is_file()]
-    # DBF field names hold 10 characters: cut them here rather than let GDAL warn about it.
-    frame = frame.rename(columns={c: c[:10] for c in frame.columns if c != frame.geometry.name and len(c) > 10})
+    frame = frame.rename(columns=shapefile_fields([c for c in frame.columns if c != frame.geometry.name]))
     moved: list[Path] = []
     with scratch_dir(path) as staging:
         try:
