@@ -206,3 +206,20 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tm
     assert sorted(tmp_path.iterdir()) == before
     if case == "exists":
         assert out.read_text() == "keep me"
+
+
+# -- the loop ----------------------------------------------------------------------------------
+def test_simulated_labels_are_the_truth_inside_the_area_and_its_margin(vegas):
+    from geoccseg.suggest.loop import label_from_truth
+
+    truth = gpd.read_file(vegas / "vegas_img0_roads.geojson")
+    metric = truth.estimate_utm_crs()
+    centre = truth.to_crs(metric).union_all().centroid
+    area = gpd.GeoSeries([centre.buffer(60, cap_style="square")], crs=metric)  # a 120 m square
+    labels = label_from_truth(truth, area.to_crs(truth.crs).iloc[0], margin_m=5.0)
+    assert len(labels) > 0 and set(labels.geom_type) == {"LineString"} and labels.crs == truth.crs
+    drawn = labels.to_crs(metric)
+    assert drawn.within(area.buffer(5.0 + 0.01).iloc[0]).all()
+    inside = truth.to_crs(metric).clip(area.buffer(5.0).iloc[0]).length.sum()
+    assert drawn.length.sum() == pytest.approx(inside, rel=1e-3)
+    assert drawn.length.sum() > truth.to_crs(metric).clip(area.iloc[0]).length.sum()  # the margin adds the ends
