@@ -16,6 +16,7 @@ import pytest
 import rasterio
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 from shapely.geometry import box
 
 from geoccseg.cli import cli
@@ -44,15 +45,18 @@ def masked_scene(scene_path: Path, dest: Path, rows: slice = slice(None), cols: 
     return dest
 
 
-@pytest.fixture(scope="module")
-def own_thresholds_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped road model with other confidence thresholds recorded in its training config."""
-    folder = tmp_path_factory.mktemp("bundle") / "road"
-    shutil.copytree(resolve_model("road"), folder)
+def with_own_thresholds(name: str, folder: Path) -> Path:
+    """A copy of a shipped model with :data:`THRESHOLDS` recorded in its training config."""
+    shutil.copytree(resolve_model(name), folder)
     meta = load_bundle(folder).meta
     config = yaml.safe_load(meta.training["config"]) | THRESHOLDS
     save_meta(folder, dataclasses.replace(meta, training=meta.training | {"config": yaml.safe_dump(config)}))
     return folder
+
+
+@pytest.fixture(scope="module")
+def own_thresholds_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return with_own_thresholds("road", tmp_path_factory.mktemp("bundle") / "road")
 
 
 def one_line_error(result) -> bool:
@@ -90,6 +94,22 @@ def test_confidence_cog_is_on_the_scene_grid_and_follows_the_bundles_thresholds(
     assert (level[valid] == own).all()
     assert set(np.unique(own)) == {0, 1, 2}  # every level occurs, so the comparison means something
     assert (own != expected_levels(probability[valid], 0.95, 0.8, 0.6)).sum() > 1000  # not the default thresholds
+
+
+def test_photos_get_a_confidence_png_that_follows_their_probabilities(data_dir, tmp_path):
+    crack = with_own_thresholds("crack", tmp_path / "crack")
+    out = tmp_path / "out"
+    photos = [str(data_dir / "cfd" / "images" / name) for name in ("001.jpg", "002.jpg")]
+    result = CliRunner().invoke(cli, ["predict", *photos, "-o", str(out), "--model", str(crack), "--confidence",
+                                      "--device", "cpu", "--no-overlay"])
+    assert result.exit_code == 0, result.output
+    for name in ("001", "002"):
+        with Image.open(out / "confidence" / f"{name}.png") as im, Image.open(out / "probability" / f"{name}.png") as pr:
+            assert im.mode == "P" and im.size == pr.size == Image.open(data_dir / "cfd" / "images" / f"{name}.jpg").size
+            assert im.info["TAU_HIGH"] == "0.9"
+            level, probability = np.asarray(im), np.asarray(pr)
+        assert (level == expected_levels(probability, **THRESHOLDS)).all()
+        assert len(np.unique(level)) >= 2
 
 
 # -- suggest on scenes -------------------------------------------------------------------------

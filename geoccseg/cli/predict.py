@@ -17,7 +17,7 @@ from geoccseg.vectorize import VectorizeParams
 
 _DEFAULTS = VectorizeParams()
 SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "min_length_m", "graph", "confidence_out")
-PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume")
+PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 
 
 @click.command("predict")
@@ -43,6 +43,7 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume")
 @click.option("--min-length-m", type=float, help=f"Scene: drop networks shorter than this, metres [{_DEFAULTS.min_length_m}].")
 @click.option("--pixel-size-mm", type=float, help="Photos: size of one photo pixel in millimetres, for the *_mm columns [the model's, else empty].")
 @click.option("--overlay/--no-overlay", default=None, help=f"Photos: draw the cracks over each photo in OUT_DIR/overlay [on for up to {OVERLAY_AUTO_MAX} photos].")
+@click.option("--confidence", is_flag=True, help="Photos: also write OUT_DIR/confidence/<stem>.png, the level of each pixel (0 high, 1 low, 2 unreliable).")
 @click.option("--keep-going/--no-keep-going", default=True, show_default=True,
               help="Photos: skip an unreadable photo (its reason in the summary and on stderr; exit status 1) instead of stopping.")
 @click.option("--resume", is_flag=True, help="Photos: keep the photos whose outputs are complete, predict the others.")
@@ -68,6 +69,7 @@ def command(
     min_length_m: float | None,
     pixel_size_mm: float | None,
     overlay: bool | None,
+    confidence: bool,
     keep_going: bool,
     resume: bool,
     graph: bool,
@@ -106,7 +108,7 @@ def command(
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device)
     photos = predict_photos(
         inputs, output, model=model or "crack", options=options, threshold=threshold, pixel_size_mm=pixel_size_mm,
-        overlay=overlay, keep_going=keep_going, resume=resume, overwrite=overwrite,
+        overlay=overlay, confidence=confidence, keep_going=keep_going, resume=resume, overwrite=overwrite,
         on_skip=lambda photo, reason: click.echo(f"geoccseg: skipped {photo}: {reason}", err=True),
     )
     click.echo(f"photos: {len(photos.rows)} ({photos.predicted} predicted, {photos.resumed} resumed, {len(photos.skipped)} skipped)")

@@ -14,6 +14,9 @@ exactly a function of the probabilities written):
 * band 2 ``level``: 0 high, 1 low, 2 unreliable (:data:`LEVELS`);
 * nodata where the scene is nodata (an internal mask, like the probability COG);
 * the thresholds as dataset tags (:data:`CONFIDENCE_TAG`).
+
+Photos (``geoccseg predict PHOTOS -o OUT_DIR --confidence``) get ``OUT_DIR/confidence/<stem>.png``
+(:func:`write_confidence_png`): the level codes as an 8-bit palette PNG.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import numpy as np
 import rasterio
 import torch
 import yaml
+from PIL import Image, PngImagePlugin
 from rasterio.enums import Resampling
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.cog import COG_BLOCK_PX, PROB_SUFFIXES, copy_as_cog, overview_factors
-from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
+from geoccseg.io.atomic import atomic_path, check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import BundleMeta
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.losses.confidence import confidence_levels
@@ -190,3 +194,33 @@ def write_confidence_cog(
             if factors:
                 out.build_overviews(factors, Resampling.nearest)  # level codes must stay codes
         return copy_as_cog(staging, dest, overwrite)
+
+
+LEVEL_PALETTE = ((0x2B, 0x8A, 0x3E), (0xF0, 0xC4, 0x19), (0xD9, 0x48, 0x0F))
+"""Colours of the levels in the photos' confidence PNGs: high green, low yellow, unreliable red."""
+
+
+def write_confidence_png(prob: np.ndarray, thresholds: ConfidenceThresholds, dest: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write the confidence levels of one photo (``OUT_DIR/confidence/<stem>.png`` of ``geoccseg predict``).
+
+    An 8-bit palette PNG of the photo's size whose pixel values are the level codes (0 high, 1 low,
+    2 unreliable; :data:`LEVEL_PALETTE` shows them green, yellow, red), computed from the photo's
+    uint8 probability exactly as the scene COG's level band; the confidence itself is
+    max(p, 1 - p) of the probability PNG. Tagged with :data:`CONFIDENCE_TAG` and the thresholds.
+
+    Args:
+        prob: (H, W) uint8 probabilities of the one foreground class, p x 255.
+        thresholds: the model's confidence thresholds.
+        dest: the PNG file, written atomically.
+        overwrite: replace an existing file.
+    """
+    _, level = confidence_map(prob[None].astype(np.float32) / 255.0, thresholds)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(CONFIDENCE_TAG, "level")
+    for key, value in thresholds.tags().items():
+        info.add_text(key, value)
+    image = Image.fromarray(level, mode="P")
+    image.putpalette([v for colour in LEVEL_PALETTE for v in colour])
+    with atomic_path(dest, overwrite) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
+    return Path(dest)

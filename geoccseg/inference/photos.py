@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from geoccseg.data.photos import find_photos, photo_size, read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
+from geoccseg.inference.confidence import ConfidenceThresholds, write_confidence_png
 from geoccseg.inference.photo_outputs import (
     SUMMARY_COLUMNS,
     probability_png_size,
@@ -164,6 +165,7 @@ class _Run:
     pixel_size_mm: float | None
     overlay: bool
     replace: bool
+    confidence: ConfidenceThresholds | None = None
 
     def probability(self, photo: Path) -> Path:
         return self.out_dir / "probability" / f"{photo.stem}.png"
@@ -171,8 +173,12 @@ class _Run:
     def overlay_path(self, photo: Path) -> Path:
         return self.out_dir / "overlay" / f"{photo.stem}.jpg"
 
+    def confidence_path(self, photo: Path) -> Path:
+        return self.out_dir / "confidence" / f"{photo.stem}.png"
+
     def outputs(self, photo: Path) -> list[Path]:
-        return [self.probability(photo), *([self.overlay_path(photo)] if self.overlay else [])]
+        return [self.probability(photo), *([self.overlay_path(photo)] if self.overlay else []),
+                *([self.confidence_path(photo)] if self.confidence else [])]
 
     def complete(self, photo: Path) -> bool:
         """The photo's outputs are all there, and its probability PNG has the photo's size."""
@@ -192,6 +198,7 @@ def predict_photos(
     threshold: float | None = None,
     pixel_size_mm: float | None = None,
     overlay: bool | None = None,
+    confidence: bool = False,
     keep_going: bool = True,
     resume: bool = False,
     overwrite: bool = False,
@@ -218,6 +225,8 @@ def predict_photos(
         pixel_size_mm: size of one photo pixel in millimetres, for the ``*_mm`` columns; None: the
             bundle's pixel size when it has one, else the millimetre columns stay empty.
         overlay: draw overlays; None: when the run has at most :data:`OVERLAY_AUTO_MAX` photos.
+        confidence: also write ``confidence/<stem>.png``, the confidence level of each pixel with
+            the bundle's thresholds (:func:`geoccseg.inference.confidence.write_confidence_png`).
         keep_going: skip unreadable photos and go on (their reason in the summary); False: stop at
             the first one, after writing the summary of the photos done so far.
         resume: keep the photos whose outputs are complete (their measurements are read back
@@ -263,7 +272,7 @@ def predict_photos(
         out_dir=Path(out_dir), bundle=bundle, device=resolve_device(options.device), tile_px=tile_px,
         overlap_px=options.overlap_px, batch_size=options.batch_size, bands=len(meta.bands), params=params,
         pixel_size_mm=pixel_size_mm, overlay=len(photos) <= OVERLAY_AUTO_MAX if overlay is None else overlay,
-        replace=overwrite or resume,
+        replace=overwrite or resume, confidence=ConfidenceThresholds.from_meta(meta) if confidence else None,
     )
     _prepare(run, photos, resume, overwrite)
 
@@ -373,7 +382,8 @@ def _prepare(run: _Run, photos: list[Path], resume: bool, overwrite: bool) -> No
             if path.resolve() in inputs:
                 raise GeoccsegError(f"{path} is also an input photo; write the outputs to another folder")
     try:
-        for folder in (out_dir, out_dir / "probability", *([out_dir / "overlay"] if run.overlay else [])):
+        for folder in (out_dir, out_dir / "probability", *([out_dir / "overlay"] if run.overlay else []),
+                       *([out_dir / "confidence"] if run.confidence else [])):
             folder.mkdir(exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise GeoccsegError(f"cannot create the folders of {out_dir}: a file stands where a folder should be; choose another output folder") from None
@@ -388,6 +398,8 @@ def _finish(run: _Run, photo: Path, image: np.ndarray, prob: np.ndarray) -> tupl
     measured = measure_cracks(prob, image=photo.name, params=run.params, pixel_size_mm=run.pixel_size_mm)
     if run.overlay:
         write_overlay(image, measured.branches, run.overlay_path(photo), overwrite=run.replace)
+    if run.confidence:
+        write_confidence_png(prob, run.confidence, run.confidence_path(photo), overwrite=run.replace)
     write_probability_png(prob, run.probability(photo), overwrite=run.replace)
     return _row(photo, measured), measured.branches
 
