@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Where to label next, measured: squares chosen by ``geoccseg suggest`` against random squares.
+
+The loop of ``notebooks/04_active_labeling.ipynb`` (:func:`geoccseg.suggest.loop.active_labeling`)
+with a larger budget: the western ``--first-fraction`` of the sample scene is labeled (its true
+centrelines), the method trains ``--steps`` steps, and each of ``--rounds`` rounds adds
+``--per-round`` squares of ``--size-m`` metres, labeled from the truth, then trains again with the
+same seed. Squares are chosen by the acquisition score (one run: the choice is deterministic) or
+at random among the same candidates (one run per ``--random-seeds``). All runs share round 0.
+
+Each round is scored on two regions (completeness, correctness, quality within ``--buffer-m``):
+the run's own unlabeled rest (what its user gets mapped), and the part of the scene that no run
+labeled by that round (the same pixels for every run). Run from the repository root::
+
+    python pipelines/benchmark_suggest.py --out pipelines/results/suggest --runs ../bench/suggest
+
+Outputs in ``--out``: ``results.json`` (one record per run and round), ``results.md`` (the table),
+``quality.png`` (quality and completeness against labeled share); the runs (AOIs, labels, models,
+lines; large, not meant to be kept) go to ``--runs``, where a finished round is read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
+from geoccseg.demo import sample_roads, sample_scene  # noqa: E402
+from geoccseg.errors import GeoccsegError  # noqa: E402
+from geoccseg.inference import PredictOptions  # noqa: E402
+from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.suggest.loop import active_labeling, score_round_on, unlabeled_by_all  # noqa: E402
+
+
+def train_settings(steps: int) -> dict:
+    """TrainConfig fields of every round: the notebook's, with ``steps`` steps (the method, 64-px chips at 1 m)."""
+    return dict(pixel_size_m=1.0, width_m=8.0, tile_px=64, batch_size=4, unlabeled_batch_size=4, max_steps=steps, val_every=steps,
+                unlabeled_start_steps=min(50, steps // 3), rampup_steps=min(200, steps // 2))
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Every run of the benchmark, scored on its own rest and on the rest no run labeled."""
+    loop = dict(train_settings=train_settings(args.steps), rounds=args.rounds, per_round=args.per_round, size_m=args.size_m,
+                first_fraction=args.first_fraction, train_seed=args.train_seed, buffer_m=args.buffer_m, options=PredictOptions(device="cpu"))
+    runs = {"suggested": active_labeling(args.scene, args.truth, args.runs / "suggested", strategy="acquisition", **loop)}
+    for seed in args.random_seeds:
+        runs[f"random_s{seed}"] = active_labeling(args.scene, args.truth, args.runs / f"random_s{seed}", strategy="random",
+                                                  seed=seed, start=runs["suggested"][0], **loop)
+    records = []
+    for k in range(args.rounds + 1):
+        common = unlabeled_by_all(args.scene, [rounds[k] for rounds in runs.values()])
+        for name, rounds in runs.items():
+            on_common = score_round_on(args.scene, args.truth, rounds[k], common, args.buffer_m)
+            records.append(asdict(rounds[k]) | {
+                "run": name, "steps": args.steps, "size_m": args.size_m, "per_round": args.per_round,
+                "common_completeness": on_common.completeness, "common_correctness": on_common.correctness,
+                "common_quality": on_common.quality, "common_truth_km": on_common.truth_total_m / 1000,
+            })
+    return records
+
+
+def summarise(records: Sequence[dict]) -> str:
+    """Markdown table: per round and strategy, the scores on the own rest and on the common rest (random: mean ± std over seeds)."""
+    lines = ["| round | strategy | runs | labeled share | own rest: completeness | correctness | quality "
+             "| common rest: completeness | correctness | quality |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for k in sorted({r["round"] for r in records}):
+        for strategy in ("acquisition", "random"):
+            rs = [r for r in records if r["round"] == k and (r["strategy"] == strategy or (k == 0 and r["run"] == "suggested" and strategy == "acquisition"))]
+            if k == 0 and strategy == "random" or not rs:
+                continue
+            name = "first strip (shared)" if k == 0 else ("suggested" if strategy == "acquisition" else "random")
+            cells = [mean_std([r[key] for r in rs]) for key in ("completeness", "correctness", "quality", "common_completeness",
+                                                                 "common_correctness", "common_quality")]
+            lines.append(f"| {k} | {name} | {len(rs)} | {rs[0]['labeled_share']:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: Sequence[dict], path: Path) -> None:
+    """Quality and completeness against labeled share: suggested, and each random seed."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, prefix, where in zip(axes, ("", "common_"), ("each run's own unlabeled rest", "the rest no run labeled (same pixels)")):
+        for name in sorted({r["run"] for r in records}, key=lambda n: (n != "suggested", n)):
+            rs = sorted((r for r in records if r["run"] == name or (r["round"] == 0 and name != "suggested")), key=lambda r: r["round"])
+            share = [100 * r["labeled_share"] for r in rs]
+            colour = "#d9480f" if name == "suggested" else None
+            style = dict(color=colour, alpha=1.0 if name == "suggested" else 0.7, linewidth=2.2 if name == "suggested" else 1.2)
+            ax.plot(share, [r[f"{prefix}quality"] for r in rs], marker="o", label=f"{name}: quality", **style)
+            ax.plot(share, [r[f"{prefix}completeness"] for r in rs], marker="^", linestyle=":", label=f"{name}: completeness", **style)
+        ax.set_xlabel("labeled share of the scene (%)")
+        ax.set_title(f"scored on {where}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score within 5 m")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("sample scene: first strip, then 2 squares per round, suggested or random", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scene", type=Path, default=sample_scene(), help="GeoTIFF scene (default: the shipped sample)")
+    p.add_argument("--truth", type=Path, default=sample_roads(), help="its true centrelines (default: the sample's)")
+    p.add_argument("--steps", type=int, default=150, help="training steps of every round")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--per-round", type=int, default=2, help="squares added per round")
+    p.add_argument("--size-m", type=float, default=96.0, help="edge of the squares, metres")
+    p.add_argument("--first-fraction", type=float, default=0.3, help="labeled western strip of round 0, share of the width")
+    p.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--train-seed", type=int, default=0)
+    p.add_argument("--buffer-m", type=float, default=5.0)
+    p.add_argument("--out", type=Path, required=True, help="folder of results.json, results.md and quality.png")
+    p.add_argument("--runs", type=Path, help="folder of the runs (models, lines; rounds already there are read back) [OUT/runs]")
+    args = p.parse_args(argv)
+    args.runs = args.runs or args.out / "runs"
+    quiet_lightning()
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        records = run(args)
+    except GeoccsegError as exc:
+        print(f"benchmark_suggest: error: {exc}", file=sys.stderr)
+        return 2
+    write_json(args.out / "results.json", records)
+    with atomic_path(args.out / "results.md", overwrite=True) as tmp:
+        tmp.write_text(summarise(records))
+    plot(load_records(args.out / "results.json"), args.out / "quality.png")
+    print(summarise(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
