@@ -22,6 +22,7 @@ from PIL import Image
 
 from geoccseg.cli import cli
 from geoccseg.data.photos import read_photo
+from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.files import prediction_scores, read_raster
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
@@ -258,3 +259,27 @@ def test_a_3000x4000_photo_is_predicted_with_bounded_memory(data_dir: Path, tmp_
     row = read_summary(tmp_path / "out")[0]
     assert (int(row["width"]), int(row["height"]), row["status"]) == (width, height, "ok") and int(row["crack_count"]) > 0
     assert Image.open(tmp_path / "out" / "probability" / "camera.png").size == (width, height)
+
+
+def test_the_models_own_threshold_is_used_unless_one_is_given(data_dir: Path, tmp_path: Path) -> None:
+    """A bundle that records its decision threshold (chosen on its select images) predicts with it;
+    --threshold still overrides it; a threshold outside (0, 1) makes the bundle damaged."""
+    model = tmp_path / "crack"
+    shutil.copytree(resolve_model("crack"), model)
+    meta = json.loads((model / "bundle.json").read_text())
+    meta["threshold"] = 0.05
+    (model / "bundle.json").write_text(json.dumps(meta))
+    photo = data_dir / "cfd" / "images" / "004.jpg"
+
+    def run(out: Path, *extra: str) -> dict:
+        result = CliRunner().invoke(cli, ["predict", str(photo), "--model", str(model), "-o", str(out), "--no-overlay", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "summary.json").read_text())
+
+    own, given = run(tmp_path / "own"), run(tmp_path / "given", "--threshold", "0.5")
+    assert own["run"]["threshold"] == 0.05 and given["run"]["threshold"] == 0.5
+    assert own["photos"][0]["cracked_area_share"] > given["photos"][0]["cracked_area_share"]
+    meta["threshold"] = 1.5
+    (model / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(GeoccsegError, match="damaged"):
+        load_bundle(model)

@@ -96,7 +96,8 @@ def run_predict(
         options: tiling, batching, device and Dask settings of
             :func:`geoccseg.inference.predict.predict_scene`; None for the defaults.
         params: vectoriser settings (lengths in metres); None for the defaults.
-        threshold: overrides ``params.threshold`` (probability 0-1).
+        threshold: overrides ``params.threshold`` (probability 0-1); None: ``params``' threshold,
+            or without ``params`` the bundle's own threshold (:attr:`BundleMeta.threshold`, else 0.5).
         min_length_m: overrides ``params.min_length_m`` (metres).
         overwrite: replace existing outputs.
         progress: show progress bars.
@@ -123,9 +124,11 @@ def run_predict(
         check_not_input(prob_out, [out_vectors])  # e.g. a link to the lines file
     if confidence_out is not None:
         confidence_out = check_confidence_out(confidence_out, overwrite, [*inputs, out_vectors, *([prob_out] if prob_out else [])])
+    bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
+    if threshold is None and params is None:
+        threshold = bundle.meta.threshold  # the model's own decision threshold, when it has one
     overrides = {"threshold": threshold, "min_length_m": min_length_m}
     params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
-    bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
     with scratch_dir(out_vectors) as workdir:
         prob_path = prob_out or workdir / "probability.tif"
         predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress)

@@ -41,6 +41,8 @@ class BundleMeta:
         pixel_size_m: pixel size the model was trained at, in metres (None: unknown scale).
         tile_px: chip size used in training, in pixels (a good prediction tile size).
         training: free-form training summary (data, steps, metrics).
+        threshold: the model's decision threshold on the foreground probability (0-1), chosen on
+            its select images; prediction uses it unless told otherwise. None: 0.5.
     """
 
     model: dict
@@ -50,6 +52,7 @@ class BundleMeta:
     pixel_size_m: float | None
     tile_px: int = 256
     training: dict = field(default_factory=dict)
+    threshold: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -61,6 +64,7 @@ class BundleMeta:
             "pixel_size_m": self.pixel_size_m,
             "tile_px": self.tile_px,
             "training": self.training,
+            **({"threshold": self.threshold} if self.threshold is not None else {}),
         }
 
 
@@ -122,7 +126,10 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             model=dict(raw["model"]), classes=list(raw["classes"]), bands=[int(b) for b in raw["bands"]],
             norm=NormStats.from_dict(raw["norm"]), pixel_size_m=None if raw["pixel_size_m"] is None else float(raw["pixel_size_m"]),
             tile_px=int(raw.get("tile_px", 256)), training=dict(raw.get("training", {})),
+            threshold=None if raw.get("threshold") is None else float(raw["threshold"]),
         )
+        if meta.threshold is not None and not 0 < meta.threshold < 1:
+            raise ValueError(f"threshold {meta.threshold} is outside (0, 1)")
         expected = raw["weights_sha256"]
     except (ValueError, KeyError, TypeError) as exc:
         raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
