@@ -136,7 +136,8 @@ def metrics(score) -> dict:
     return {k: m[k] for k in ("n_test", "precision", "recall", "f1", "iou", "ods_f1", "ods_threshold", "relaxed_f1") if m.get(k) is not None}
 
 
-def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, target_root: Path, seed: int = 0) -> Path:
+def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, target_root: Path, seed: int = 0,
+          max_minutes: float | None = None) -> Path:
     """Train (or resume) the recipe's run in ``work/name`` and export it into the package."""
     recipe = RECIPES[name]
     run = work / name
@@ -152,7 +153,7 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
                 out=str(run), images=[str(d / "images") for d in train_dirs], masks=[str(d / "masks") for d in train_dirs],
                 val_images=str(select_dir / "images"), val_masks=str(select_dir / "masks"), labeled_fraction=1.0,
                 classes=list(recipe.classes), pixel_size_m=recipe.pixel_size_m, encoder="efficientnet-lite0",
-                max_steps=steps, val_every=val_every, seed=seed, progress=True,
+                max_steps=steps, max_minutes=max_minutes, val_every=val_every, seed=seed, progress=True,
                 resume=(run / "checkpoints" / "last.ckpt").is_file(), **recipe.options,
             ))
             (run / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
@@ -205,11 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--steps", type=int, default=1200, help="optimiser steps (4x the benchmark's 300)")
     parser.add_argument("--val-every", type=int, default=150, help="steps between scorings of the select images")
+    parser.add_argument("--max-minutes", type=float, help="wall-clock budget of a training run (it then stops as if done)")
     parser.add_argument("--target-root", type=Path, default=ROOT / "geoccseg" / "assets" / "models",
                         help="where the exported models go (default: the package's shipped models)")
     args = parser.parse_args(argv)
     for name in args.models:
-        target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root)
+        target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, max_minutes=args.max_minutes)
         print(f"{name}: {target} ({sum(p.stat().st_size for p in target.iterdir()) / 1e6:.1f} MB)")
     return 0
 
