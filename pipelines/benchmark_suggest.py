@@ -88,18 +88,19 @@ def plot(records: Sequence[dict], path: Path) -> None:
     """Quality and completeness against labeled share: suggested, and each random seed."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, prefix, where in zip(axes, ("", "common_"), ("each run's own unlabeled rest", "the rest no run labeled (same pixels)")):
-        for name in sorted({r["run"] for r in records}, key=lambda n: (n != "suggested", n)):
+        names = sorted({r["run"] for r in records}, key=lambda n: (n != "suggested", n))
+        blues = plt.cm.Blues(np.linspace(0.45, 0.85, max(1, len(names) - 1)))
+        for name, colour in zip(names, ["#d9480f", *blues]):
             rs = sorted((r for r in records if r["run"] == name or (r["round"] == 0 and name != "suggested")), key=lambda r: r["round"])
             share = [100 * r["labeled_share"] for r in rs]
-            colour = "#d9480f" if name == "suggested" else None
-            style = dict(color=colour, alpha=1.0 if name == "suggested" else 0.7, linewidth=2.2 if name == "suggested" else 1.2)
+            style = dict(color=colour, linewidth=2.2 if name == "suggested" else 1.2)
             ax.plot(share, [r[f"{prefix}quality"] for r in rs], marker="o", label=f"{name}: quality", **style)
             ax.plot(share, [r[f"{prefix}completeness"] for r in rs], marker="^", linestyle=":", label=f"{name}: completeness", **style)
         ax.set_xlabel("labeled share of the scene (%)")
         ax.set_title(f"scored on {where}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score within 5 m")
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="lower left")
     fig.suptitle("sample scene: first strip, then 2 squares per round, suggested or random", fontsize=10)
     fig.tight_layout()
     with atomic_path(path, overwrite=True) as tmp:
