@@ -153,6 +153,7 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
                 out=str(run), images=[str(d / "images") for d in train_dirs], masks=[str(d / "masks") for d in train_dirs],
                 val_images=str(select_dir / "images"), val_masks=str(select_dir / "masks"), labeled_fraction=1.0,
                 classes=list(recipe.classes), pixel_size_m=recipe.pixel_size_m, encoder="efficientnet-lite0",
+                pseudo=False, contrastive=False,  # every image is labeled: the benchmark's fully_supervised arm
                 max_steps=steps, max_minutes=max_minutes, val_every=val_every, seed=seed, progress=True,
                 resume=(run / "checkpoints" / "last.ckpt").is_file(), **recipe.options,
             ))
