@@ -11,6 +11,7 @@ too. An alpha band is never used as an input band.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -128,8 +129,13 @@ class Scene:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Read the selected bands and the valid-data mask.
 
-        Pixels of ``window`` outside the scene read as invalid (boundless read), so chips at the
-        scene border keep their size.
+        Pixels of ``window`` outside the scene read as invalid, so chips at the scene border keep
+        their size. Output pixels are cells of one grid (``window`` cut into ``out_shape``), each
+        read from the scene pixels under it, so a pixel reads the same in any window that holds it:
+        a window across the scene's edge is read as its parts inside the scene (GDAL's boundless
+        reads resample through a VRT, whose fractional placement GDAL 3.12 rounds differently
+        from plain reads). A cell across the edge is read from its part inside the scene and is
+        valid when its centre is.
 
         Args:
             window: native-grid window (pixels); the whole scene when None.
@@ -142,27 +148,67 @@ class Scene:
         """
         window = window or Window(0, 0, self.width, self.height)
         shape = out_shape or (int(window.height), int(window.width))
-        ds = self.dataset
-        # GDAL's boundless read goes through a virtual dataset (about twice as slow): only at the edges
-        inside = (window.col_off >= 0 and window.row_off >= 0
-                  and window.col_off + window.width <= self.width and window.row_off + window.height <= self.height)
-        image = ds.read(
-            list(self.bands), window=window, out_shape=(len(self.bands), *shape),
-            resampling=resampling, boundless=not inside, fill_value=0, out_dtype="float32",
-        )
-        masks = ds.read_masks(
-            list(self.bands), window=window, out_shape=(len(self.bands), *shape),
-            resampling=Resampling.nearest, boundless=not inside,
-        )
-        valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(image), axis=0)
+        image = np.zeros((len(self.bands), *shape), dtype=np.float32)
+        valid = np.zeros(shape, dtype=bool)
+        rows = _cells_inside(window.row_off, window.height, shape[0], self.height)
+        cols = _cells_inside(window.col_off, window.width, shape[1], self.width)
+        for (r0, r1), (top, bottom), centre_rows in rows:
+            for (c0, c1), (left, right), centre_cols in cols:
+                part, ok = self._read_inside(Window(left, top, right - left, bottom - top), (r1 - r0, c1 - c0), resampling)
+                image[:, r0:r1, c0:c1] = part
+                valid[r0:r1, c0:c1] = ok & centre_rows[:, None] & centre_cols[None, :]
         image[:, ~valid] = 0
         return image, valid
+
+    def _read_inside(self, window: Window, shape: tuple[int, int], resampling: Resampling) -> tuple[np.ndarray, np.ndarray]:
+        """Plain read of a window inside the scene: image float32 (C, H, W) and valid bool (H, W)."""
+        ds = self.dataset
+        image = ds.read(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=resampling, out_dtype="float32")
+        masks = ds.read_masks(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=Resampling.nearest)
+        return image, np.all(masks > 0, axis=0) & np.all(np.isfinite(image), axis=0)
 
     def close(self) -> None:
         """Close the calling thread's file handle."""
         ds = getattr(self._local, "dataset", None)
         if ds is not None:
             ds.close()
+
+
+def _cells_inside(
+    offset: float, length: float, cells: int, size: int,
+) -> list[tuple[tuple[int, int], tuple[float, float], np.ndarray]]:
+    """Along one axis, the runs of output cells that lie over the scene, and where to read them.
+
+    Cell ``i`` spans ``offset + [i, i + 1) * length / cells`` scene pixels. The cells wholly
+    inside ``[0, size)`` form one run; a cell across either edge is a run of its own, read from
+    its part inside the scene.
+
+    Args:
+        offset: start of the window in scene pixels (may be negative or fractional).
+        length: length of the window in scene pixels.
+        cells: number of output cells along the axis.
+        size: scene size along the axis in pixels.
+
+    Returns:
+        ``((first, stop), (start_px, stop_px), centre_inside)`` per run: output cells
+        ``first:stop``, the scene pixels they read, and whether each cell's centre is inside.
+    """
+    step = length / cells
+    first = max(0, math.floor(-offset / step))
+    stop = min(cells, math.ceil((size - offset) / step))
+    inner_first = min(max(first, math.ceil(-offset / step)), stop)
+    inner_stop = max(min(stop, math.floor((size - offset) / step)), inner_first)
+    runs = [(first, inner_first), (inner_first, inner_stop), (inner_stop, stop)]
+    out = []
+    for a, b in runs:
+        if a >= b:
+            continue
+        start_px, stop_px = max(0.0, offset + a * step), min(float(size), offset + b * step)
+        if stop_px <= start_px:
+            continue
+        centres = offset + (np.arange(a, b) + 0.5) * step
+        out.append(((a, b), (start_px, stop_px), (centres >= 0) & (centres < size)))
+    return out
 
 
 def _mask_kind(ds: rasterio.io.DatasetReader) -> str:

@@ -1,0 +1,42 @@
+"""The one scene reader gives the same pixels whether a window crosses the scene's edge or not."""
+
+from __future__ import annotations
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from geoccseg.io.scene import open_scene
+
+
+def test_a_resampled_window_across_the_edge_reads_the_inner_pixels_unchanged(vegas):
+    """Regression (rasterio 1.5 / GDAL 3.12, the Python 3.13 stack): a boundless read with
+    ``fill_value=0`` made 0 the VRT's nodata, so the scene's real black pixels were left out of
+    averaged pixels near them, and edge blocks of a prediction differed from inner ones."""
+    scene = open_scene(vegas / "vegas_img0_rgb.tif", [1, 2, 3])
+    image, _ = scene.read()
+    assert (image == 0).any()  # black pixels, which a 0 nodata would drop
+    scale = 3.7  # 0.3 m pixels read at about 1.1 m, as the road model runs
+    inner, valid_inner = scene.read(Window(0, 0, 300 * scale, 300 * scale), out_shape=(300, 300), resampling=Resampling.average)
+    edge, valid_edge = scene.read(Window(0, 0, 384 * scale, 384 * scale), out_shape=(384, 384), resampling=Resampling.average)
+    assert valid_inner.all() and valid_edge[:300, :300].all() and not valid_edge[-1].any()
+    np.testing.assert_array_equal(edge[:, :300, :300], inner)
+    assert (edge[:, ~valid_edge] == 0).all()
+    # a window reaching 32 cells above the scene and starting inside it on the left
+    top, _ = scene.read(Window(100 * scale, -32 * scale, 200 * scale, 200 * scale), out_shape=(200, 200),
+                        resampling=Resampling.average)
+    plain, _ = scene.read(Window(100 * scale, 0, 200 * scale, 168 * scale), out_shape=(168, 200), resampling=Resampling.average)
+    np.testing.assert_array_equal(top[:, 32:], plain)
+    assert (top[:, :32] == 0).all()
+
+
+def test_cells_across_the_edge_are_valid_when_their_centre_is(vegas):
+    scene = open_scene(vegas / "vegas_img0_rgb.tif", [1, 2, 3])
+    # cells of 4 scene pixels starting 1.5 pixels before the left edge: cell 0 has its centre
+    # inside (0.5) and reads the scene's first 2.5 columns; 3 pixels before: centre outside
+    for offset, first_valid in ((-1.5, True), (-3.0, False)):
+        image, valid = scene.read(Window(offset, 0, 40, 40), out_shape=(10, 10), resampling=Resampling.average)
+        assert valid[:, 0].all() == first_valid and valid[:, 1:].all()
+        inside, _ = scene.read(Window(0, 0, offset + 4, 40), out_shape=(10, 1), resampling=Resampling.average)
+        if first_valid:
+            np.testing.assert_array_equal(image[:, :, 0], inside[:, :, 0])
