@@ -236,6 +236,12 @@ def parse_bands(text: str | None) -> list[int] | None:
         raise GeoccsegError(f"bands must be comma-separated 1-based band numbers, e.g. 1,2,3; got {text!r}") from None
 
 
+def is_gdal_path(path: str | os.PathLike) -> bool:
+    """A path of one of GDAL's virtual file systems (``/vsimem/``, ``/vsicurl/``, ``/vsis3/``, ...),
+    which only GDAL can tell exists."""
+    return str(path).startswith("/vsi")
+
+
 def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | None = None, require_crs: bool = True) -> Scene:
     """Open a GeoTIFF (or any GDAL raster) as a :class:`Scene`.
 
@@ -250,7 +256,7 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
             unsupported dtype.
     """
     path = Path(path)
-    if not path.exists():
+    if not is_gdal_path(path) and not path.exists():
         raise GeoccsegError(f"scene {path} does not exist")
     if path.is_dir():
         raise GeoccsegError(f"scene {path} is a folder; give a GeoTIFF file")

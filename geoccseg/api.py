@@ -1,0 +1,296 @@
+"""The in-memory API for notebooks: probabilities as a lazy xarray, lines as GeoDataFrames.
+
+``geoccseg.predict(scene)`` returns a Dask-backed :class:`xarray.DataArray` of class
+probabilities (dims ``class``, ``y``, ``x``; CRS and transform through rioxarray's ``.rio``;
+NaN where the scene has no data); nothing is computed until it is read (``.compute()``,
+``.plot()``, ``.values``), and nothing is written to disk. ``geoccseg.vectorize(prob)`` turns
+such an array (or a probability GeoTIFF) into one GeoDataFrame of lines per class.
+``geoccseg.train`` and ``geoccseg.evaluate`` call the functions of the CLI's ``train`` and
+``evaluate`` (:func:`geoccseg.train.train`, :func:`geoccseg.evaluate.evaluate`; see :mod:`geoccseg`).
+
+These run the engine of ``geoccseg predict`` and ``geoccseg vectorize``: the same chip grid,
+blocks (:func:`geoccseg.inference.predict.predict_block`), blending, valid-data mask
+(:class:`geoccseg.io.scene.Scene`) and vectoriser; only the accumulation differs: one Dask task
+per block, and one per output chunk adding up the blocks that overlap it, instead of an on-disk
+accumulator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dask
+import dask.array as da
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+from affine import Affine
+from rasterio.io import MemoryFile
+from rasterio.windows import Window
+
+from geoccseg import __version__
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.array import predict_array
+from geoccseg.inference.blend import ChipGrid
+from geoccseg.inference.pipeline import is_scene
+from geoccseg.inference.predict import (
+    MIN_TILE_PX,
+    BlockJob,
+    BlockResult,
+    PredictOptions,
+    model_scale,
+    open_scene_for,
+    predict_block,
+    resolve_device,
+    share_bundle,
+)
+from geoccseg.io.bundle import META, Bundle, load_bundle, resolve_model
+from geoccseg.vectorize import VectorizeParams, vectorize_array, vectorize_raster
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+__all__ = ["predict", "vectorize"]
+
+PHOTO_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+"""Pixel coordinates of a photo as QGIS shows it (x = col + 0.5, y = -(row + 0.5) at pixel centres),
+the convention of the crack lines of ``geoccseg predict`` on photos."""
+
+
+def predict(
+    scene: str | os.PathLike | xr.DataArray,
+    model: str | os.PathLike | Bundle | None = None,
+    *,
+    device: str = "auto",
+    tile_px: int | None = None,
+    overlap_px: int = 64,
+    block_px: int = 2048,
+    batch_size: int = 4,
+) -> xr.DataArray:
+    """Class probabilities of a scene or photo, as a lazy, Dask-backed DataArray.
+
+    Args:
+        scene: a georeferenced raster (path, or anything GDAL opens), an opened rioxarray
+            DataArray (dims ``band, y, x`` or ``y, x``, with a CRS; its nodata value or NaN is
+            nodata), or a photo (JPEG, PNG, a TIFF without CRS; its EXIF orientation is honoured).
+        model: a shipped model name (``road``, ``crack``), a bundle folder or a loaded bundle;
+            None: ``road`` for scenes, ``crack`` for photos.
+        device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA).
+        tile_px: chip edge in model pixels; None: the bundle's training tile, at least 256.
+        overlap_px: overlap of neighbouring chips in pixels.
+        block_px: edge of a block in model pixels (one Dask task, one chunk of the result).
+        batch_size: chips per forward pass.
+
+    Returns:
+        float32 DataArray named ``probability`` with dims ``class`` (the model's foreground
+        classes), ``y``, ``x`` (pixel centres), NaN where the input has no data. A scene's array
+        carries its CRS and transform (``.rio.crs``, ``.rio.transform()``); when the model's pixel
+        size differs from the scene's by more than 5 %, the grid is the model's (the scene's
+        extent at the model's pixel size; ``geoccseg predict`` resamples it back to the scene's
+        grid when it writes the COG). A photo's array is in pixel coordinates without a CRS.
+        ``attrs`` hold the provenance: ``model``, ``weights_sha256``, ``geoccseg_version``.
+
+    Raises:
+        GeoccsegError: a missing or unreadable input, a scene without CRS or with bands the model
+            does not have, bad tiling options or device; before any computation.
+    """
+    options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device)
+    options.check()
+    if isinstance(scene, xr.DataArray):
+        return _predict_scene(_InMemoryRaster(scene), _bundle(model, "road"), options)
+    if is_scene(scene) or not Path(scene).is_file():  # a missing file gets the scene reader's message
+        return _predict_scene(str(scene), _bundle(model, "road"), options)
+    return _predict_photo(Path(scene), _bundle(model, "crack"), options)
+
+
+def vectorize(
+    prob: xr.DataArray | str | os.PathLike,
+    *,
+    params: VectorizeParams | None = None,
+    classes: list[str] | None = None,
+    block_px: int = 4096,
+    progress: bool = False,
+) -> dict[str, gpd.GeoDataFrame]:
+    """Lines of each class from probabilities: a DataArray of :func:`predict` or a probability GeoTIFF.
+
+    Args:
+        prob: a DataArray with dims ``class, y, x`` (or ``y, x``, one class named by its
+            ``name``) holding probabilities in [0, 1], NaN as nodata, with a CRS and transform
+            (``.rio``); or the path of a probability GeoTIFF (``geoccseg predict --prob-out``),
+            vectorised block by block as ``geoccseg vectorize`` does.
+        params: vectoriser settings (lengths in metres); None for the defaults.
+        classes: the classes to vectorise; None for all.
+        block_px: block edge in pixels when reading a GeoTIFF.
+        progress: show a progress bar (GeoTIFF input).
+
+    Returns:
+        One GeoDataFrame of LineStrings per class, in the CRS of the input, with columns
+        ``class``, ``length_m``, ``width_m``, ``probability``.
+
+    Raises:
+        GeoccsegError: an array without CRS or not in [0, 1], an unknown class, or any problem
+            with the GeoTIFF (see :func:`geoccseg.vectorize.vectorize_raster`).
+    """
+    if not isinstance(prob, xr.DataArray):
+        return vectorize_raster(prob, params=params, block_px=block_px, classes=classes, progress=progress)
+    if prob.ndim == 2:
+        prob = prob.expand_dims({"class": [str(prob.name or "road")]})
+    if prob.dims != ("class", "y", "x"):
+        raise GeoccsegError(f"prob must have dims ('class', 'y', 'x') or ('y', 'x'), got {prob.dims}")
+    crs = prob.rio.crs
+    if crs is None:
+        raise GeoccsegError("prob has no CRS, so lengths in metres are unknown; set one with prob.rio.write_crs(...)")
+    names = [str(name) for name in prob["class"].values]
+    wanted = names if classes is None else list(classes)
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise GeoccsegError(f"prob has no class {', '.join(missing)}; its classes are {', '.join(names)}")
+    transform = prob.rio.transform()
+    values = np.asarray(prob.sel({"class": wanted}).values, dtype=np.float32)  # one computation for all classes
+    return {
+        name: vectorize_array(values[k], transform=transform, crs=crs.to_wkt(), valid=np.isfinite(values[k]), class_name=name,
+                              params=params)
+        for k, name in enumerate(wanted)
+    }
+
+
+# -- models and inputs -------------------------------------------------------------------------
+def _bundle(model: str | os.PathLike | Bundle | None, default: str) -> Bundle:
+    """A loaded bundle from a name, a folder or a bundle."""
+    if isinstance(model, Bundle):
+        return model
+    return load_bundle(resolve_model(default if model is None else model))
+
+
+def _provenance(bundle: Bundle) -> dict[str, str]:
+    """``attrs`` telling where probabilities come from."""
+    return {"model": bundle.path.name, "weights_sha256": _weights_sha256(bundle), "geoccseg_version": __version__}
+
+
+def _weights_sha256(bundle: Bundle) -> str:
+    return json.loads((bundle.path / META).read_text())["weights_sha256"]
+
+
+class _InMemoryRaster:
+    """A DataArray written as a GeoTIFF in GDAL's memory (``/vsimem/``), so that it is read by the one
+    scene reader (bands, nodata, valid-data mask); freed with the last task that reads it."""
+
+    def __init__(self, array: xr.DataArray) -> None:
+        if array.rio.crs is None:
+            raise GeoccsegError("the DataArray has no CRS; set one with array.rio.write_crs(...) (or predict a file)")
+        if array.ndim == 2:
+            array = array.expand_dims("band")
+        if array.ndim != 3:
+            raise GeoccsegError(f"the DataArray must have dims (band, y, x) or (y, x), got {array.dims}")
+        self._file = MemoryFile()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. rioxarray's note on a missing nodata value
+            array.rio.to_raster(self._file.name, driver="GTiff", tiled=True)
+        self.path = self._file.name
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __fspath__(self) -> str:
+        return self.path
+
+
+# -- scenes ------------------------------------------------------------------------------------
+def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: PredictOptions) -> xr.DataArray:
+    """The lazy probability array of a scene: one task per block, one per output chunk."""
+    device = resolve_device(options.device)
+    scene = open_scene_for(str(source), bundle.meta)
+    scale = model_scale(scene, bundle.meta.pixel_size_m)
+    tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
+    height, width = math.ceil(scene.height / scale), math.ceil(scene.width / scale)
+    grid = ChipGrid.create(height, width, tile_px, options.overlap_px, options.block_px)
+    share_bundle(bundle, device)
+    n_classes = len(bundle.meta.classes)
+    results = {
+        (block.row, block.col): dask.delayed(_block_task)(
+            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_size), source,
+        )
+        for block in grid.blocks()
+    }
+    rows, cols = grid.block_shape
+    step = grid.block_px
+    chunks = []
+    for r in range(rows):
+        row = []
+        for c in range(cols):
+            # the core of a block: its stride cells; the last row and column reach the grid's edge
+            core = Window(c * step, r * step, step if c < cols - 1 else width - c * step, step if r < rows - 1 else height - r * step)
+            parts = [results[(i, j)] for i in (r - 1, r) for j in (c - 1, c) if (i, j) in results]
+            task = dask.delayed(_chunk_probabilities)(core, n_classes, *parts)
+            row.append(da.from_delayed(task, shape=(n_classes, int(core.height), int(core.width)), dtype=np.float32))
+        chunks.append(row)
+    transform = scene.transform @ Affine.scale(scale)
+    xs = transform.c + (np.arange(width) + 0.5) * transform.a
+    ys = transform.f + (np.arange(height) + 0.5) * transform.e
+    out = xr.DataArray(
+        da.block(chunks), dims=("class", "y", "x"), coords={"class": list(bundle.meta.classes), "y": ys, "x": xs},
+        name="probability", attrs=_provenance(bundle),
+    )
+    return out.rio.write_crs(scene.crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
+
+
+def _block_task(job: BlockJob, source: str | _InMemoryRaster) -> BlockResult:
+    """:func:`predict_block`; ``source`` keeps an in-memory raster alive while tasks read it."""
+    del source
+    return predict_block(job)
+
+
+def _chunk_probabilities(core: Window, n_classes: int, *parts: BlockResult) -> np.ndarray:
+    """Probabilities over ``core`` (model-grid window) from the block results that overlap it."""
+    top, left, h, w = int(core.row_off), int(core.col_off), int(core.height), int(core.width)
+    weighted = np.zeros((n_classes, h, w), dtype=np.float32)
+    weight = np.zeros((h, w), dtype=np.float32)
+    for part in parts:
+        r0, c0 = max(top, part.row_px), max(left, part.col_px)
+        r1 = min(top + h, part.row_px + part.weight.shape[0])
+        c1 = min(left + w, part.col_px + part.weight.shape[1])
+        if r0 >= r1 or c0 >= c1:
+            continue
+        src = (slice(r0 - part.row_px, r1 - part.row_px), slice(c0 - part.col_px, c1 - part.col_px))
+        dst = (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
+        weighted[(slice(None), *dst)] += part.weighted[(slice(None), *src)]
+        weight[dst] += part.weight[src]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = weighted / weight
+    prob[:, weight <= 0] = np.nan
+    return prob
+
+
+# -- photos ------------------------------------------------------------------------------------
+def _predict_photo(path: Path, bundle: Bundle, options: PredictOptions) -> xr.DataArray:
+    """The lazy probability array of a photo, in pixel coordinates (one task)."""
+    from geoccseg.data.photos import photo_size
+
+    size = photo_size(path, exif_orientation=True)
+    if size is None:
+        raise GeoccsegError(f"cannot read photo {path.name}: not an image Pillow can open")
+    width, height = size
+    device = resolve_device(options.device)
+    tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
+    task = dask.delayed(_photo_probabilities)(path, bundle, device, tile_px, options.overlap_px, options.batch_size)
+    n_classes = len(bundle.meta.classes)
+    xs = PHOTO_TRANSFORM.c + (np.arange(width) + 0.5) * PHOTO_TRANSFORM.a
+    ys = PHOTO_TRANSFORM.f + (np.arange(height) + 0.5) * PHOTO_TRANSFORM.e
+    return xr.DataArray(
+        da.from_delayed(task, shape=(n_classes, height, width), dtype=np.float32), dims=("class", "y", "x"),
+        coords={"class": list(bundle.meta.classes), "y": ys, "x": xs}, name="probability", attrs=_provenance(bundle),
+    )
+
+
+def _photo_probabilities(path: Path, bundle: Bundle, device: str, tile_px: int, overlap_px: int, batch_size: int) -> np.ndarray:
+    """Foreground probabilities of one photo, float32 (K, H, W)."""
+    from geoccseg.data.photos import read_photo
+
+    image = read_photo(path, bands=len(bundle.meta.bands), exif_orientation=True)
+    prob = predict_array(bundle, image, device=device, tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size)
+    return prob[1:]

@@ -1,0 +1,113 @@
+"""The in-memory API: ``geoccseg.predict`` / ``vectorize`` / ``train`` / ``evaluate``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import dask.array
+import numpy as np
+import pytest
+import rasterio
+import rioxarray
+import xarray as xr
+from affine import Affine
+
+import geoccseg
+from geoccseg.data.photos import read_photo
+from geoccseg.demo import sample_scene
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.photos import predict_photo
+from geoccseg.inference.predict import PredictOptions, predict_scene
+from geoccseg.io.bundle import load_bundle, resolve_model
+from geoccseg.vectorize import vectorize_raster
+
+UTM = "EPSG:32611"
+
+
+def test_import_geoccseg_is_light_and_the_api_resolves_on_use() -> None:
+    code = (
+        "import sys, geoccseg\n"
+        "assert 'torch' not in sys.modules and 'xarray' not in sys.modules, 'heavy import'\n"
+        "import geoccseg.train.config, geoccseg.evaluate.report\n"  # subpackages imported first...
+        "from geoccseg.train.run import train\n"
+        "assert callable(geoccseg.train) and geoccseg.train.TrainConfig is geoccseg.train.config.TrainConfig\n"
+        "assert callable(geoccseg.evaluate) and callable(geoccseg.vectorize) and callable(geoccseg.predict)\n"
+        "assert geoccseg.vectorize.VectorizeParams().threshold == 0.5\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_predict_a_scene_is_lazy_with_crs_and_vectorize_touches_no_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    prob = geoccseg.predict(sample_scene(), device="cpu")
+    assert isinstance(prob.data, dask.array.Array)  # nothing computed yet
+    assert prob.dims == ("class", "y", "x") and prob["class"].values.tolist() == ["road"]
+    with rasterio.open(sample_scene()) as src:
+        crs, transform, width = src.crs, src.transform, src.width
+    scale = width / prob.sizes["x"]  # 0.3 m scene, 1 m model: the model's grid over the scene's extent
+    assert prob.rio.crs == crs
+    assert prob.rio.transform().a == pytest.approx(transform.a * scale, rel=1e-2)
+    assert (prob.rio.transform().c, prob.rio.transform().f) == pytest.approx((transform.c, transform.f))
+    assert prob.attrs["model"] == "road" and len(prob.attrs["weights_sha256"]) == 64
+    assert prob.attrs["geoccseg_version"] == geoccseg.__version__
+    lines = geoccseg.vectorize(prob)
+    assert list(lines) == ["road"] and len(lines["road"]) > 0
+    assert lines["road"].crs.to_epsg() == crs.to_epsg() == 4326
+    values = prob.values
+    assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_a_rioxarray_array_equals_geoccseg_predict_with_nan_nodata(tmp_path: Path) -> None:
+    # the sample at the road model's 1 m in UTM: the model runs on this grid as it is (no resampling);
+    # the warp leaves NaN around the scene, which must stay nodata
+    image = rioxarray.open_rasterio(sample_scene()).sel(band=[1, 2, 3]).astype("float32")
+    image = image.rio.write_nodata(np.nan).rio.reproject(UTM, resolution=1.0, nodata=np.nan)
+    assert np.isnan(image.values).any()
+    options = dict(tile_px=128, overlap_px=32, block_px=96, device="cpu")  # 4 x 4 blocks of one chip, overlapping
+    prob = geoccseg.predict(image, "road", **options)
+    assert prob.data.numblocks == (1, 4, 4)
+    assert prob.rio.crs == UTM and prob.rio.transform() == image.rio.transform()
+    values = prob.values[0]
+    # the same image through the engine of `geoccseg predict` (file in, COG out)
+    scene = tmp_path / "scene.tif"
+    image.rio.to_raster(scene)
+    cog = predict_scene(scene, resolve_model("road"), tmp_path / "prob.tif", PredictOptions(prob_dtype="float32", **options), progress=False)
+    with rasterio.open(cog) as src:
+        expected = src.read(1, masked=True)
+    assert values.shape == expected.shape
+    np.testing.assert_array_equal(np.isnan(values), expected.mask)
+    assert np.isnan(values).any() and not np.isnan(values).all()
+    np.testing.assert_allclose(values[~expected.mask], expected.data[~expected.mask], atol=1e-5)
+    in_memory, from_file = geoccseg.vectorize(prob)["road"], vectorize_raster(cog, progress=False)["road"]
+    assert len(in_memory) == len(from_file) > 0
+    assert in_memory["length_m"].sum() == pytest.approx(from_file["length_m"].sum(), rel=1e-3)
+
+
+def test_predict_a_photo_in_pixel_coordinates(data_dir: Path) -> None:
+    photo = data_dir / "cfd" / "images" / "002.jpg"
+    prob = geoccseg.predict(photo, device="cpu")
+    assert prob.dims == ("class", "y", "x") and prob.shape == (1, 320, 480) and prob.rio.crs is None
+    assert prob.attrs["model"] == "crack"
+    assert (prob.x.values[0], prob.y.values[0]) == (0.5, -0.5)  # as the crack lines of `geoccseg predict`
+    bundle = load_bundle(resolve_model("crack"))
+    expected = predict_photo(bundle, read_photo(photo, bands=len(bundle.meta.bands), exif_orientation=True),
+                             tile_px=256, overlap_px=64, device="cpu", batch_size=4)
+    assert np.abs(np.round(prob.values * 255) - expected.astype(np.float32)).max() <= 1
+    with pytest.raises(GeoccsegError, match="no CRS"):
+        geoccseg.vectorize(prob)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(GeoccsegError, match="does not exist"):
+        geoccseg.predict(tmp_path / "missing.tif")
+    with pytest.raises(GeoccsegError, match="no CRS"):
+        geoccseg.predict(xr.DataArray(np.zeros((3, 64, 64), dtype=np.float32), dims=("band", "y", "x")))
+    with pytest.raises(GeoccsegError, match="no class crack"):
+        geoccseg.vectorize(xr.DataArray(np.zeros((1, 8, 8)), dims=("class", "y", "x"), coords={"class": ["road"]})
+                           .rio.write_crs(UTM), classes=["crack"])
