@@ -17,7 +17,6 @@ accumulator.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -33,10 +32,10 @@ from affine import Affine
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from geoccseg import __version__
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
+from geoccseg.inference.cog import provenance
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import (
     MIN_TILE_PX,
@@ -49,7 +48,7 @@ from geoccseg.inference.predict import (
     resolve_device,
     share_bundle,
 )
-from geoccseg.io.bundle import META, Bundle, load_bundle, resolve_model
+from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
 from geoccseg.vectorize import VectorizeParams, vectorize_array, vectorize_raster
 
 if TYPE_CHECKING:
@@ -168,12 +167,10 @@ def _bundle(model: str | os.PathLike | Bundle | None, default: str) -> Bundle:
 
 
 def _provenance(bundle: Bundle) -> dict[str, str]:
-    """``attrs`` telling where probabilities come from."""
-    return {"model": bundle.path.name, "weights_sha256": _weights_sha256(bundle), "geoccseg_version": __version__}
-
-
-def _weights_sha256(bundle: Bundle) -> str:
-    return json.loads((bundle.path / META).read_text())["weights_sha256"]
+    """``attrs`` telling where probabilities come from: the probability COG's provenance tags."""
+    tags = provenance(bundle)
+    names = {"GEOCCSEG_MODEL": "model", "GEOCCSEG_WEIGHTS_SHA256": "weights_sha256", "GEOCCSEG_VERSION": "geoccseg_version"}
+    return {names[key]: value for key, value in tags.items() if key in names}
 
 
 class _InMemoryRaster:

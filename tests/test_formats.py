@@ -6,6 +6,7 @@ import json
 import re
 import sqlite3
 import warnings
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from pyproj import Transformer
 from shapely.geometry import LineString
 
+import geoccseg
 from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.vector_write import write_vectors
@@ -125,3 +127,29 @@ def test_shapefile_unknown_long_columns_are_cut_unique_with_a_warning(tmp_path):
     fields = list(pyogrio.read_info(out)["fields"])
     assert fields == ["class", "length_m", "width_m", "prob", "confidence", "confidenc1"]
     assert gpd.read_file(out)["confidenc1"].tolist() == pytest.approx([0.7, 0.7])
+
+
+def test_probability_cog_and_geopackage_carry_scale_and_provenance(tmp_path):
+    """QGIS reads p in [0, 1] from the uint8 COG (scale 1/255), and both outputs say what made them."""
+    from geoccseg.demo import sample_scene
+
+    prob, lines = tmp_path / "prob.tif", tmp_path / "roads.gpkg"
+    result = CliRunner().invoke(cli, ["predict", str(sample_scene()), "-o", str(lines), "--prob-out", str(prob),
+                                      "--threshold", "0.4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    sha = json.loads((Path(geoccseg.__file__).parent / "assets" / "models" / "road" / "bundle.json").read_text())["weights_sha256"]
+    expected = {"GEOCCSEG_MODEL": "road", "GEOCCSEG_WEIGHTS_SHA256": sha, "GEOCCSEG_VERSION": geoccseg.__version__,
+                "GEOCCSEG_THRESHOLD": "0.4"}
+    with rasterio.open(prob) as src:
+        assert src.scales == (1 / 255,) and src.offsets == (0.0,)
+        assert src.descriptions == ("road",)
+        tags = src.tags()
+        raw = src.read(1, masked=True)
+    assert {k: tags.get(k) for k in expected} == expected
+    assert tags["GEOCCSEG_PROBABILITY"] == "uint8"
+    assert 0 < raw.max() <= 255  # the stored values stay p x 255: the scale is what GIS applies
+    meta = pyogrio.read_info(lines, layer="road")["layer_metadata"]
+    assert {k: meta.get(k) for k in expected} == expected
+    assert _gpkg_pragmas(lines) == (GPKG_APPLICATION_ID, 10200)  # metadata tables keep the version
+    gpd.read_file(lines, layer="road")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prob.tif", "roads.gpkg"]  # reading it wrote no .aux.xml

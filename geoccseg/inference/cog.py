@@ -17,11 +17,17 @@ scene's CRS and transform; marked with the dataset tag
 vectoriser tells it from an image. ``float16`` is accepted as another name of ``float32``: GDAL
 reads and writes GeoTIFF Float16 only from 3.11 on (earlier versions store half floats that every
 reader sees as Float32), so a 32-bit float raster is what is written, and what readers see.
+
+So that GIS shows probabilities and where they come from, ``uint8`` bands carry scale 1/255 and
+offset 0 (QGIS and GDAL then read p in [0, 1]; the project's own readers decode the raw values, as
+before), and the dataset carries the provenance tags of :func:`provenance`: model name, SHA-256 of
+its weights, geoccseg version and, when lines were drawn from it, the vectoriser's threshold.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 from pathlib import Path
@@ -34,8 +40,10 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from geoccseg import __version__
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
+from geoccseg.io.bundle import META, Bundle
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.scene import Scene
 from geoccseg.vectorize.blocks import PROBABILITY_TAG
@@ -48,6 +56,31 @@ PROB_DTYPE_ALIASES = {"float16": "float32"}
 
 PROB_SUFFIXES = (".tif", ".tiff")
 """Extensions of the probability COG."""
+
+UINT8_SCALE = 1 / 255
+"""Scale of the ``uint8`` bands: p = value x 1/255 (offset 0)."""
+
+
+def provenance(bundle: Bundle, threshold: float | None = None) -> dict[str, str]:
+    """Tags telling where probabilities (or lines drawn from them) come from.
+
+    Args:
+        bundle: the model that predicted them.
+        threshold: the vectoriser's probability threshold (0-1) when lines were drawn; None: not given.
+
+    Returns:
+        ``GEOCCSEG_MODEL`` (the bundle's folder name: ``road``, ``crack`` or the user's),
+        ``GEOCCSEG_WEIGHTS_SHA256`` (as in its ``bundle.json``, checked when it was loaded; left
+        out for a bundle built in memory), ``GEOCCSEG_VERSION`` and, with ``threshold``,
+        ``GEOCCSEG_THRESHOLD``.
+    """
+    tags = {"GEOCCSEG_MODEL": bundle.path.name, "GEOCCSEG_VERSION": __version__}
+    meta = bundle.path / META
+    if meta.is_file():
+        tags["GEOCCSEG_WEIGHTS_SHA256"] = json.loads(meta.read_text())["weights_sha256"]
+    if threshold is not None:
+        tags["GEOCCSEG_THRESHOLD"] = f"{threshold:g}"
+    return tags
 
 
 def prob_dtype_name(name: str) -> str:
@@ -208,6 +241,7 @@ def write_probability_cog(
     prob_dtype: str = "uint8",
     overwrite: bool = False,
     chunk_px: int = 2048,
+    tags: dict[str, str] | None = None,
 ) -> Path:
     """Stream the accumulator into the probability COG on the scene grid.
 
@@ -222,6 +256,7 @@ def write_probability_cog(
             :data:`PROB_DTYPE_ALIASES`.
         overwrite: replace an existing ``dest``.
         chunk_px: edge of the windows streamed through memory, in pixels.
+        tags: dataset tags to add, e.g. :func:`provenance`.
 
     Returns:
         ``dest`` as a Path.
@@ -238,9 +273,12 @@ def write_probability_cog(
         profile |= dict(dtype="float32", nodata=float("nan"))
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
         with rasterio.open(staging, "w", **profile) as out:
-            out.update_tags(**{PROBABILITY_TAG: prob_dtype})
+            out.update_tags(**{PROBABILITY_TAG: prob_dtype}, **(tags or {}))
             for i, name in enumerate(classes, start=1):
                 out.set_band_description(i, name)
+            if prob_dtype == "uint8":
+                out.scales = (UINT8_SCALE,) * len(classes)
+                out.offsets = (0.0,) * len(classes)
             for row in chunk_windows(scene.height, scene.width, chunk_px):
                 for window in row:
                     prob = scene_probabilities(acc, scene, scale, window)

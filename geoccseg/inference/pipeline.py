@@ -22,6 +22,7 @@ import rasterio
 import rasterio.errors
 
 from geoccseg.inference.confidence import ConfidenceThresholds, check_confidence_out, write_confidence_cog
+from geoccseg.inference.cog import provenance
 from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_out, predict_scene
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
@@ -131,11 +132,12 @@ def run_predict(
     params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
     with scratch_dir(out_vectors) as workdir:
         prob_path = prob_out or workdir / "probability.tif"
-        predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress)
+        predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress, threshold=params.threshold)
         if confidence_out is not None:
             write_confidence_cog(prob_path, confidence_out, ConfidenceThresholds.from_meta(bundle.meta), overwrite=overwrite)
         layers = vectorize_raster(prob_path, params=params, progress=progress)
-        write_vectors(with_graph_layers(layers) if graph else layers, out_vectors, overwrite=overwrite)
+        write_vectors(with_graph_layers(layers) if graph else layers, out_vectors, overwrite=overwrite,
+                      metadata=provenance(bundle, params.threshold))
     return PredictResult(
         vectors=out_vectors,
         probabilities=prob_out,

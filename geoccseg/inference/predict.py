@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
-from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, write_probability_cog
+from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import META, WEIGHTS, Bundle, BundleMeta, load_bundle
 from geoccseg.io.normalize import NormStats
@@ -432,6 +432,7 @@ def predict_scene(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    threshold: float | None = None,
 ) -> Path:
     """Predict class probabilities over a whole scene and write them as a Cloud-Optimised GeoTIFF.
 
@@ -442,6 +443,8 @@ def predict_scene(
         options: tiling, batching, device and Dask settings; None for :class:`PredictOptions` defaults.
         overwrite: replace an existing ``prob_out``.
         progress: show a progress bar over blocks.
+        threshold: the vectoriser's threshold, recorded among the COG's provenance tags
+            (:func:`geoccseg.inference.cog.provenance`) when lines are drawn from it.
 
     Returns:
         ``prob_out`` as a Path.
@@ -482,5 +485,6 @@ def predict_scene(
                 acc.add(result.window, result.weighted, result.weight)
                 bar.update()
         chunk_px = COG_BLOCK_PX * max(1, round(block_px / COG_BLOCK_PX))
-        write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, options.prob_dtype, overwrite, chunk_px)
+        write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, options.prob_dtype, overwrite, chunk_px,
+                              tags=provenance(bundle, threshold))
     return prob_out

@@ -73,6 +73,7 @@ def write_vectors(
     crs: CRS | str | None = None,
     pixel_coordinates: bool = False,
     gpkg_version: str = GPKG_VERSION,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write lines of one or more classes to one file.
 
@@ -86,6 +87,10 @@ def write_vectors(
         pixel_coordinates: the lines are in the pixel coordinates of an image without
             georeferencing (photos): written without a CRS, which GIS then shows as unknown.
         gpkg_version: GeoPackage version of a ``.gpkg`` output, one of :data:`GPKG_VERSIONS`.
+        metadata: metadata of each layer of a ``.gpkg`` output (its ``gpkg_metadata`` table), e.g.
+            the provenance of the lines (:func:`geoccseg.inference.cog.provenance`); the other
+            formats have nowhere standard to keep it. Layer, not dataset, metadata: GDAL writes a
+            ``.aux.xml`` beside a GeoPackage with dataset metadata whenever it is read.
 
     Returns:
         The path written.
@@ -109,7 +114,8 @@ def write_vectors(
     if driver == "GPKG":
         with atomic_path(path, overwrite) as tmp:
             for i, (name, frame) in enumerate(frames.items()):
-                _write(frame, tmp, name, driver, dataset_options={"VERSION": str(gpkg_version)} if i == 0 else None)
+                _write(frame, tmp, name, driver, dataset_options={"VERSION": str(gpkg_version)} if i == 0 else None,
+                       layer_metadata=metadata)
         return path
     merged = gpd.GeoDataFrame(pd.concat(list(frames.values()), ignore_index=True), geometry="geometry", crs=target)
     if driver == "ESRI Shapefile":
