@@ -26,6 +26,7 @@ from geoccseg.inference.cog import provenance
 from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_out, predict_scene
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
+from geoccseg.io.scene import is_gdal_path
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
 from geoccseg.vectorize.network import check_graph_output, with_graph_layers
@@ -55,11 +56,14 @@ SCENE_SUFFIXES = (".tif", ".tiff")
 
 def is_scene(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> bool:
     """True when the inputs are one georeferenced scene: a single GeoTIFF with a CRS (or one GDAL
-    cannot open, so that its error is the scene reader's). Anything else (photos, a plain TIFF
+    cannot open, so that its error is the scene reader's), or a URL or GDAL virtual file
+    (``/vsicurl/...``, ``https://...``, ``s3://...``). Anything else (photos, a plain TIFF
     without CRS, folders, patterns, several files) is photos."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if len(items) != 1:
         return False
+    if is_gdal_path(items[0]):  # a URL or GDAL virtual file: the scene reader opens it or says why not
+        return True
     path = Path(items[0])
     if not path.is_file() or path.suffix.lower() not in SCENE_SUFFIXES:
         return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ class Scene:
         dtype: data type of the selected bands.
         mask_kind: how invalid pixels are marked: ``"nodata"``, ``"alpha"``, ``"internal"`` or ``"none"``.
         band_count: number of bands in the file.
+        source: the name GDAL opens, exactly as given (a URL keeps its ``//``, which ``path`` as a
+            Path folds); empty: ``path``.
     """
 
     path: Path
@@ -57,6 +60,7 @@ class Scene:
     mask_kind: str
     band_count: int
     nodata: float | None = None
+    source: str = ""
     _threads: threading.local | None = field(default=None, repr=False, compare=False)
 
     # -- geometry ---------------------------------------------------------------------------
@@ -102,7 +106,7 @@ class Scene:
         local = self._local
         ds = getattr(local, "dataset", None)
         if ds is None or ds.closed:
-            ds = local.dataset = rasterio.open(self.path)
+            ds = local.dataset = rasterio.open(self.source or self.path)
         return ds
 
     @property
@@ -237,9 +241,11 @@ def parse_bands(text: str | None) -> list[int] | None:
 
 
 def is_gdal_path(path: str | os.PathLike) -> bool:
-    """A path of one of GDAL's virtual file systems (``/vsimem/``, ``/vsicurl/``, ``/vsis3/``, ...),
-    which only GDAL can tell exists."""
-    return str(path).startswith("/vsi")
+    """A path of one of GDAL's virtual file systems (``/vsimem/``, ``/vsicurl/``, ``/vsis3/``, ...) or
+    a URL rasterio opens (``https://``, ``s3://``, ``gs://``, ...), which only GDAL can tell exists.
+    Give URLs as strings: a :class:`~pathlib.Path` folds their ``//``."""
+    text = os.fspath(path)
+    return text.startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
 
 
 def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | None = None, require_crs: bool = True) -> Scene:
@@ -255,14 +261,17 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
         GeoccsegError: missing or unreadable file, no CRS, band index out of range or the alpha band,
             unsupported dtype.
     """
-    path = Path(path)
-    if not is_gdal_path(path) and not path.exists():
+    remote = is_gdal_path(path)
+    path = os.fspath(path) if remote else Path(path)  # messages show a URL as given
+    if not remote and not path.exists():
         raise GeoccsegError(f"scene {path} does not exist")
-    if path.is_dir():
+    if not remote and path.is_dir():
         raise GeoccsegError(f"scene {path} is a folder; give a GeoTIFF file")
     try:
         ds = rasterio.open(path)
-    except rasterio.errors.RasterioIOError:
+    except rasterio.errors.RasterioIOError as exc:
+        if remote:
+            raise GeoccsegError(f"scene {path} cannot be opened ({exc}); check the address and that its server answers range requests") from None
         raise GeoccsegError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster) file") from None
     if require_crs and ds.crs is None:
         ds.close()
@@ -301,7 +310,7 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
         raise GeoccsegError(f"scene {path} has unsupported data type(s) {sorted(dtypes)}; convert to uint8, uint16 or float32")
     dtype = ds.dtypes[bands[0] - 1] if len(dtypes) == 1 else "float32"
     scene = Scene(
-        path=path, bands=bands, crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height,
+        path=Path(path), source=os.fspath(path), bands=bands, crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height,
         dtype=dtype, mask_kind=_mask_kind(ds), band_count=ds.count, nodata=ds.nodata,
     )
     scene._local.dataset = ds
