@@ -227,12 +227,7 @@ def test_own_scene_benchmark_scores_the_unlabeled_part(tmp_path: Path) -> None:
         assert r["labeled_lines"] == 19 and r["scored_lines"] == 23  # the sample's centrelines west and east of the 40 % cut
         assert all(0 <= r[k] <= 1 for k in ("completeness", "correctness", "quality"))
     assert records[0]["steps"] == 2 and records[1]["steps"] == 0
-    # the scored lines lie east of the labeled strip only
-    import geopandas as gpd
-
-    _, aoi, rest = own.strips(own.sample_scene(), 0.4)
-    scored = gpd.read_file(out / "runs" / "scratch_sup_0.4_s0" / "truth_rest.gpkg")
-    assert scored.geometry.within(rest.buffer(1e-9)).all() and not scored.geometry.intersects(aoi.buffer(-1e-9)).any()
+    # (that only the part east of the strip is scored is tested on hand-drawn lines in tests/test_strip.py)
     assert (out / "lines.png").stat().st_size > 10_000 and "| 40% | 19 | scratch_sup | 1 |" in (out / "results.md").read_text()
     assert own.main(["--steps", "2", "--arms", "scratch_sup", "--out", str(out)]) == 2  # no silent overwrite
 
