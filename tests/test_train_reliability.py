@@ -236,7 +236,7 @@ def test_killed_run_resumes_from_its_checkpoint_without_losing_metrics_rows(data
     ("scenes: a.tif", "scenes must be a list of strings, got 'a.tif'"),
     ("classes: [1, 2]", "classes must be a list of strings or null, got [1, 2]"),
     ("pseudo: maybe", "pseudo must be true or false, got 'maybe'"),
-    ("images: [a, b]", "images must be a string or null, got ['a', 'b']"),
+    ("images: [a, 3]", "images must be a list of strings, got ['a', 3]"),
 ])
 def test_wrongly_typed_config_value_is_a_one_line_error(tmp_path, yaml_line, message):
     (tmp_path / "run.yaml").write_text(yaml_line + "\n")

@@ -257,7 +257,7 @@ class PhotoTrainingData(TrainingData):
         for folder in unlabeled_dirs or []:
             self.unlabeled_paths += list(list_images(folder, "unlabeled images").values())
         self._check_sizes()
-        self._counts = self._count_labels(masks)
+        self._counts = self._count_labels(", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)))
         first = read_photo(self.labeled_pairs[0][0])
         self.bands = list(range(1, first.shape[0] + 1))
         if norm is None:
