@@ -10,6 +10,7 @@ import click
 from geoccseg.io.atomic import check_not_input, check_writable
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
+from geoccseg.vectorize.blocks import recorded_threshold
 from geoccseg.vectorize.network import DEFAULT_SNAP_M, check_graph_output, with_graph_layers
 
 _DEFAULTS = VectorizeParams()
@@ -19,7 +20,7 @@ _DEFAULTS = VectorizeParams()
 @click.argument("prob", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output file: .gpkg (one layer per class), .geojson, .fgb or .shp.")
-@click.option("--threshold", type=float, default=None, help=f"Foreground probability [{_DEFAULTS.threshold}].")
+@click.option("--threshold", type=float, default=None, help=f"Foreground probability [the model's, as predict recorded it in PROB, else {_DEFAULTS.threshold}].")
 @click.option("--low-threshold", type=float, default=None, help="Hysteresis low threshold [off].")
 @click.option("--min-length-m", type=float, default=None,
               help=f"Drop networks shorter than this, metres [{_DEFAULTS.min_length_m}].")
@@ -58,6 +59,8 @@ def command(
         "threshold": threshold, "low_threshold": low_threshold, "min_length_m": min_length_m,
         "spur_m": spur_m, "gap_m": gap_m, "simplify_m": simplify_m,
     }
+    if threshold is None:  # the threshold of the model that wrote PROB, when predict recorded it
+        given["threshold"] = recorded_threshold(prob)
     params = dataclasses.replace(_DEFAULTS, **{k: v for k, v in given.items() if v is not None})
     layers = vectorize_raster(prob, params=params, block_px=block_px)
     written = with_graph_layers(layers, snap_m=graph_snap_m) if graph else layers

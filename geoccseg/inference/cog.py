@@ -46,7 +46,7 @@ from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import META, Bundle
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.scene import Scene
-from geoccseg.vectorize.blocks import PROBABILITY_TAG
+from geoccseg.vectorize.blocks import PROBABILITY_TAG, THRESHOLD_TAG
 
 PROB_DTYPES = ("uint8", "float32")
 """Sample types of the probability COG."""
@@ -79,7 +79,7 @@ def provenance(bundle: Bundle, threshold: float | None = None) -> dict[str, str]
     if meta.is_file():
         tags["GEOCCSEG_WEIGHTS_SHA256"] = json.loads(meta.read_text())["weights_sha256"]
     if threshold is not None:
-        tags["GEOCCSEG_THRESHOLD"] = f"{threshold:g}"
+        tags[THRESHOLD_TAG] = f"{threshold:g}"
     return tags
 
 

@@ -41,6 +41,20 @@ PROBABILITY_TAG = "GEOCCSEG_PROBABILITY"
 """Dataset tag of the probability rasters written by ``geoccseg predict``; its value is the
 sample type (``uint8``: p x 255, ``float32``: p)."""
 
+THRESHOLD_TAG = "GEOCCSEG_THRESHOLD"
+"""Dataset tag holding the threshold of the model that wrote the probabilities (``geoccseg predict``)."""
+
+
+def recorded_threshold(path: str | os.PathLike) -> float | None:
+    """The model's threshold that ``geoccseg predict`` recorded in a probability raster, or None."""
+    try:
+        with rasterio.open(path) as ds:
+            value = ds.tags().get(THRESHOLD_TAG)
+        return float(value) if value is not None and 0 < float(value) <= 1 else None
+    except (RasterioIOError, ValueError):
+        return None
+
+
 RANGE_TOLERANCE = 1e-3
 """Float probabilities may stray this far outside [0, 1] (rounding in resampling) and still be read."""
 
