@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
-from geoccseg.errors import GeoccsegError
+from geoccseg.cli.kinds import refuse_options
 from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
 from geoccseg.inference.photos import OVERLAY_AUTO_MAX, predict_photos
 from geoccseg.inference.pipeline import is_scene, run_predict
@@ -83,7 +82,7 @@ def command(
     summary.csv and summary.json (one row per photo) and overlay/<stem>.jpg.
     """
     if is_scene(inputs):
-        _refuse(ctx, PHOTO_ONLY, "photos")
+        refuse_options(ctx, PHOTO_ONLY, "photos")
         if prob_dtype in PROB_DTYPE_ALIASES:
             click.echo(f"note: --prob-dtype {prob_dtype} is written as {PROB_DTYPE_ALIASES[prob_dtype]} "
                        "(GeoTIFF Float16 needs GDAL 3.11 or later)", err=True)
@@ -104,7 +103,7 @@ def command(
             click.echo(f"wrote {confidence_out}")
         click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
         return
-    _refuse(ctx, SCENE_ONLY, "georeferenced scenes")
+    refuse_options(ctx, SCENE_ONLY, "georeferenced scenes")
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device)
     photos = predict_photos(
         inputs, output, model=model or "crack", options=options, threshold=threshold, pixel_size_mm=pixel_size_mm,
@@ -116,10 +115,3 @@ def command(
     click.echo(f"wrote {output} in {photos.seconds:.1f} s")
     if photos.skipped:
         ctx.exit(1)
-
-
-def _refuse(ctx: click.Context, names: tuple[str, ...], kind: str) -> None:
-    """Refuse options given on the command line that only apply to the other kind of input."""
-    given = [f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-    if given:
-        raise GeoccsegError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to {kind}; leave {'it' if len(given) == 1 else 'them'} out")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
-from geoccseg.errors import GeoccsegError
+from geoccseg.cli.kinds import refuse_options
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.suggest import suggest_areas, suggest_photos
@@ -73,10 +72,7 @@ def command(
                        f"({result.candidates} candidates)", err=True)
         click.echo(f"wrote {result.path} ({len(result.areas)} squares of {result.size_m:g} m) in {result.seconds:.1f} s")
         return
-    given = [f"--{name.replace('_', '-')}" for name in SCENE_ONLY if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-    if given:
-        raise GeoccsegError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to georeferenced scenes; leave "
-                            f"{'it' if len(given) == 1 else 'them'} out for photos")
+    refuse_options(ctx, SCENE_ONLY, "georeferenced scenes", " for photos")
     photos = suggest_photos(inputs, output, model=model or "crack", n=n, labels=labels,
                             options=PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device),
                             overwrite=overwrite)
