@@ -68,22 +68,14 @@ def _restrict(
     return pred & valid, truth & valid, int(np.count_nonzero(valid))
 
 
-@dataclass
-class Counts:
-    """Strict confusion counts of binary maps, in pixels; add counts of several images with ``+``."""
+class Rates:
+    """Precision, recall and F1 of anything with ``tp``, ``fp``, ``fn`` counts and an ``empty`` flag
+    (an empty prediction against an empty truth scores 1): pixel counts here, TOPO's holes and marbles."""
 
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
-
-    @property
-    def empty(self) -> bool:
-        """True when neither prediction nor truth has a positive pixel."""
-        return self.tp + self.fp + self.fn == 0
+    tp: int
+    fp: int
+    fn: int
+    empty: bool
 
     @property
     def precision(self) -> float:
@@ -99,6 +91,24 @@ class Counts:
     def f1(self) -> float:
         """2 tp / (2 tp + fp + fn), the harmonic mean of precision and recall."""
         return ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn, self.empty)
+
+
+@dataclass
+class Counts(Rates):
+    """Strict confusion counts of binary maps, in pixels; add counts of several images with ``+``."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
+
+    @property
+    def empty(self) -> bool:
+        """True when neither prediction nor truth has a positive pixel."""
+        return self.tp + self.fp + self.fn == 0
 
     @property
     def iou(self) -> float:

@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.apls import Network, adjacency, common_metric_crs
-from geoccseg.evaluate.pixel import ratio
+from geoccseg.evaluate.pixel import Rates
 
 _SAMPLE_SEED = 0
 _SAME_POINT_M = 0.01  # points closer than this (metres) are one hole or marble
@@ -65,7 +65,7 @@ class TopoParams:
 
 
 @dataclass
-class TopoCounts:
+class TopoCounts(Rates):
     """Holes and marbles summed over seeds (and images); add images with ``+``.
 
     Attributes:
@@ -82,21 +82,6 @@ class TopoCounts:
 
     def __add__(self, other: TopoCounts) -> TopoCounts:
         return TopoCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.empty and other.empty)
-
-    @property
-    def precision(self) -> float:
-        """tp / (tp + fp)."""
-        return ratio(self.tp, self.tp + self.fp, self.empty)
-
-    @property
-    def recall(self) -> float:
-        """tp / (tp + fn)."""
-        return ratio(self.tp, self.tp + self.fn, self.empty)
-
-    @property
-    def f1(self) -> float:
-        """2 tp / (2 tp + fp + fn)."""
-        return ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn, self.empty)
 
 
 def topo_counts(truth: nx.MultiGraph, pred: nx.MultiGraph, params: TopoParams | None = None) -> TopoCounts:
