@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from geoccseg.benchmark.score import score_bundle
+from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
 from geoccseg.benchmark.split import Pair, link_pairs, read_pairs, split_stems
 from geoccseg.evaluate import PixelScorer
 from geoccseg.evaluate import evaluate as evaluate_files
-from geoccseg.inference.array import predict_array
 from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import load_bundle, save_bundle
@@ -111,13 +110,20 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def score_pairs(bundle, pairs: dict[str, Pair], thresholds: tuple[float, ...], tolerance_px: float | None = None) -> list[Score]:
+    """The pixel metrics of the pairs at each threshold, predicting each image once (whole, as the benchmark)."""
+    scorers = [PixelScorer(t, tolerance_px) for t in thresholds]
+    for image_path, mask_path in pairs.values():
+        prob, truth = foreground_probability(bundle, read_photo(image_path)), read_mask(mask_path) > 0
+        for scorer in scorers:
+            scorer.add(prob, truth)
+    return [Score(pixels=scorer.scores()) for scorer in scorers]
+
+
 def select_threshold(bundle, pairs: dict[str, Pair]) -> tuple[float, float]:
     """The probability threshold of the best F1 on the select pairs (ODS), and that F1."""
-    scorer = PixelScorer(0.5)
-    for image_path, mask_path in pairs.values():
-        scorer.add(predict_array(bundle, read_photo(image_path))[1:].sum(0), read_mask(mask_path) > 0)
-    scores = scorer.scores()
-    return scores.ods_threshold, scores.ods_f1
+    (score,) = score_pairs(bundle, pairs, (0.5,))
+    return score.pixels.ods_threshold, score.pixels.ods_f1
 
 
 def score_sample_scene(bundle_dir: Path, threshold: float, work: Path) -> dict:
@@ -170,12 +176,10 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
     }
     # the transfer sets: never trained on, nothing chosen on them
     if name == "crack":
-        record["transfer"] = {"cfd": metrics(score_bundle(bundle, read_pairs(data_root / "cfd"), 2.0))}
-        scorer = PixelScorer(threshold, 2.0)
-        for image_path, mask_path in read_pairs(data_root / "cfd").values():
-            scorer.add(predict_array(bundle, read_photo(image_path))[1:].sum(0), read_mask(mask_path) > 0)
-        s = scorer.scores()
-        record["transfer"]["cfd_at_threshold"] = {"precision": s.precision, "recall": s.recall, "f1": s.f1, "relaxed_f1": s.relaxed_f1}
+        at_half, at_own = score_pairs(bundle, read_pairs(data_root / "cfd"), (0.5, threshold), 2.0)
+        s = at_own.pixels
+        record["transfer"] = {"cfd": metrics(at_half),
+                              "cfd_at_threshold": {"precision": s.precision, "recall": s.recall, "f1": s.f1, "relaxed_f1": s.relaxed_f1}}
     print(json.dumps(record, indent=1))
     bundle.model.half()  # float16 halves the shipped size; loading casts back to float32
     bundle.meta.training.update(record)
