@@ -48,7 +48,8 @@ from geoccseg.inference.predict import (
     resolve_device,
     share_bundle,
 )
-from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
+from geoccseg.io.bundle import resolve_model
+from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_array, vectorize_raster
 
 if TYPE_CHECKING:

@@ -40,7 +40,8 @@ from geoccseg.evaluate import LineCounts, Strips, clipped, score_rest, strips  #
 from geoccseg.evaluate.files import read_lines  # noqa: E402
 from geoccseg.inference.pipeline import PredictResult, run_predict  # noqa: E402
 from geoccseg.io.atomic import atomic_path, check_writable, scratch_dir  # noqa: E402
-from geoccseg.io.bundle import load_bundle, resolve_model  # noqa: E402
+from geoccseg.io.bundle import resolve_model  # noqa: E402
+from geoccseg.models import load_bundle  # noqa: E402
 from geoccseg.train import TrainConfig, train  # noqa: E402
 
 ASSETS = files("geoccseg") / "assets"

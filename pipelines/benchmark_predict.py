@@ -56,8 +56,8 @@ import rasterio
 import torch
 
 from geoccseg.inference.cog import compression
-from geoccseg.io.bundle import Bundle
 from geoccseg.io.lazy import chunk_windows
+from geoccseg.models import Bundle
 
 DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 CHIP = DATA / "spacenet-vegas" / "vegas_img0_rgb.tif"
@@ -137,7 +137,7 @@ def forward_rate(model: torch.nn.Module, chips: torch.Tensor, device: str) -> fl
 def child_forward(args: argparse.Namespace) -> dict:
     """The forward limit, in the main thread and in a worker thread (where predict_scene runs blocks)."""
     from geoccseg.inference.predict import resolve_device
-    from geoccseg.io.bundle import load_bundle
+    from geoccseg.models import load_bundle
 
     device = resolve_device(args.device)
     model = load_bundle(args.bundle).model.to(device).eval()
@@ -152,7 +152,7 @@ def child_naive(args: argparse.Namespace) -> dict:
     """The naive loop; like ``predict_scene``, the model is loaded here and the loop runs in a
     worker thread (on a busy machine the first thread to use OpenMP runs slower), a fair timing."""
     from geoccseg.inference.predict import resolve_device
-    from geoccseg.io.bundle import load_bundle
+    from geoccseg.models import load_bundle
 
     start = time.perf_counter()
     device = resolve_device(args.device)

@@ -30,8 +30,8 @@ import torch
 from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
-from geoccseg.io.bundle import load_bundle
 from geoccseg.losses import confidence_levels
+from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig
 
 LEVELS = ("high", "low", "unreliable")

@@ -39,7 +39,8 @@ from geoccseg.evaluate import PixelScorer
 from geoccseg.evaluate import evaluate as evaluate_files
 from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.io.atomic import atomic_path
-from geoccseg.io.bundle import load_bundle, save_bundle
+from geoccseg.io.bundle import save_bundle
+from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,8 @@ from geoccseg.demo import sample_scene
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.photos import predict_photo
 from geoccseg.inference.predict import PredictOptions, predict_scene
-from geoccseg.io.bundle import load_bundle, resolve_model
+from geoccseg.io.bundle import resolve_model
+from geoccseg.models import load_bundle
 from geoccseg.vectorize import vectorize_raster
 
 UTM = "EPSG:32611"

@@ -21,9 +21,9 @@ from pyproj import CRS
 from shapely.geometry import box
 
 from geoccseg.cli import cli
-from geoccseg.io.bundle import load_bundle
 from geoccseg.io.labels import VectorLabels
 from geoccseg.io.scene import open_scene
+from geoccseg.models import load_bundle
 
 SCENE = "vegas_img0_rgb.tif"
 ROADS = "vegas_img0_roads.geojson"

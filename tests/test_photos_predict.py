@@ -28,7 +28,8 @@ from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
 from geoccseg.inference.photo_outputs import SUMMARY_COLUMNS, write_probability_png
 from geoccseg.inference.photos import predict_photo
-from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
+from geoccseg.io.bundle import resolve_model
+from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS
 
 CFD = ("001", "002", "004")
@@ -232,7 +233,8 @@ import json, resource, sys
 import numpy as np
 from geoccseg.cli import cli
 from geoccseg.inference.photos import predict_photo
-from geoccseg.io.bundle import load_bundle, resolve_model
+from geoccseg.io.bundle import resolve_model
+from geoccseg.models import load_bundle
 bundle = load_bundle(resolve_model("crack"))
 predict_photo(bundle, np.zeros((3, 640, 640), np.uint8), tile_px=256, overlap_px=64, device="cpu", batch_size=4)  # warm: 9 chips of 256 px
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

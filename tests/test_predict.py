@@ -31,10 +31,10 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid, blend_window, ramp
 from geoccseg.inference.predict import PredictOptions, predict_scene
-from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, save_bundle
+from geoccseg.io.bundle import BundleMeta, save_bundle
 from geoccseg.io.labels import IGNORE_INDEX
 from geoccseg.io.scene import open_scene
-from geoccseg.models import ModelConfig, build_model
+from geoccseg.models import Bundle, ModelConfig, build_model, load_bundle
 
 TRAIN_STEPS = 20
 TRAIN_BATCH = 4

@@ -17,8 +17,7 @@ from click.testing import CliRunner
 
 from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.bundle import load_bundle
-from geoccseg.models import build_model
+from geoccseg.models import build_model, load_bundle
 from geoccseg.models.pretrained import SOURCES, adapt_input_conv, mapped_state, weights_file
 
 ENCODER = "efficientnet-lite0"

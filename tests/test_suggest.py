@@ -21,7 +21,8 @@ from shapely.geometry import box
 
 from geoccseg.cli import cli
 from geoccseg.inference.predict import PredictOptions
-from geoccseg.io.bundle import load_bundle, resolve_model, save_meta
+from geoccseg.io.bundle import resolve_model, save_meta
+from geoccseg.models import load_bundle
 from geoccseg.suggest import PARTS, SuggestParams, suggest_areas
 from geoccseg.suggest.select import Candidates, greedy
 

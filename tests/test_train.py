@@ -18,8 +18,9 @@ from PIL import Image
 from shapely.geometry import box
 
 from geoccseg.cli import cli
-from geoccseg.io.bundle import load_bundle, resolve_model
+from geoccseg.io.bundle import resolve_model
 from geoccseg.io.scene import open_scene
+from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
 from geoccseg.train.checkpoint import load_checkpoint
 from geoccseg.train.targets import labels_at_stride, probs_at_stride

@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from geoccseg.cli import cli
-from geoccseg.io.bundle import load_bundle, save_bundle
+from geoccseg.io.bundle import save_bundle
+from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
 from geoccseg.train.checkpoint import load_checkpoint
 

@@ -33,7 +33,7 @@ from geoccseg.benchmark.split import Pair, link_pairs, make_split
 from geoccseg.data.photos import list_images, split_labeled
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
-from geoccseg.io.bundle import load_bundle
+from geoccseg.models import load_bundle
 from geoccseg.train import train
 
 #: Fields of every record of ``results.json``.

@@ -19,7 +19,7 @@ from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import PixelScorer, PixelScores
 from geoccseg.inference.array import predict_array
-from geoccseg.io.bundle import Bundle
+from geoccseg.models import Bundle
 
 #: Number of test images shown in ``examples.png``.
 N_EXAMPLES = 3

@@ -14,7 +14,7 @@ import numpy as np
 
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.predict import blend_chips, resolve_device
-from geoccseg.io.bundle import Bundle
+from geoccseg.models import Bundle
 
 
 def predict_array(
@@ -29,7 +29,7 @@ def predict_array(
     """Class probabilities of one image.
 
     Args:
-        bundle: a loaded model bundle (:func:`geoccseg.io.bundle.load_bundle`); its model is moved
+        bundle: a loaded model bundle (:func:`geoccseg.models.load_bundle`); its model is moved
             to ``device``.
         image: (C, H, W) array in file units (e.g. uint8 photo bands), every pixel valid.
         device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA), as ``geoccseg predict``.

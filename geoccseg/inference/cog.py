@@ -43,9 +43,10 @@ from rasterio.windows import Window
 from geoccseg import __version__
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
-from geoccseg.io.bundle import META, Bundle
+from geoccseg.io.bundle import META
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.scene import Scene
+from geoccseg.models import Bundle
 from geoccseg.vectorize.blocks import PROBABILITY_TAG, THRESHOLD_TAG
 
 PROB_DTYPES = ("uint8", "float32")

@@ -51,8 +51,9 @@ from geoccseg.inference.photo_outputs import (
 )
 from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips, resolve_device
 from geoccseg.io.atomic import check_writable
-from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
+from geoccseg.io.bundle import resolve_model
 from geoccseg.io.vector_write import DRIVERS, write_vectors
+from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS, CrackMeasurements, CrackParams, empty_branches, measure_cracks, summary_numbers
 
 OVERLAY_AUTO_MAX = 500

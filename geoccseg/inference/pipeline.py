@@ -25,9 +25,10 @@ from geoccseg.inference.confidence import ConfidenceThresholds, check_confidence
 from geoccseg.inference.cog import provenance
 from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_out, predict_scene
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
-from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
+from geoccseg.io.bundle import resolve_model
 from geoccseg.io.scene import is_gdal_path
 from geoccseg.io.vector_write import vector_driver, write_vectors
+from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
 from geoccseg.vectorize.network import check_graph_output, with_graph_layers
 

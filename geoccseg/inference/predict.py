@@ -42,9 +42,10 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
-from geoccseg.io.bundle import META, WEIGHTS, Bundle, BundleMeta, load_bundle
+from geoccseg.io.bundle import META, WEIGHTS, BundleMeta
 from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene, open_scene
+from geoccseg.models import Bundle, load_bundle
 
 if TYPE_CHECKING:
     import distributed

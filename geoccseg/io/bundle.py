@@ -5,6 +5,10 @@ bands, normalisation statistics, pixel size in metres, training summary and the 
 weights). Loading never unpickles anything: safetensors holds raw tensors only, and the JSON is
 checked against the weights, so a tampered, truncated or mismatched file gives a clear error
 instead of arbitrary code execution or a silent wrong model.
+
+This module reads and writes the files only (:func:`read_bundle` gives the metadata and the
+weights as tensors); the network is built from them one layer up, by
+:func:`geoccseg.models.load_bundle`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.checksum import file_sha256
 from geoccseg.io.normalize import NormStats
-from geoccseg.models import ModelConfig, build_model
 
 WEIGHTS = "model.safetensors"
 META = "bundle.json"
@@ -69,11 +72,17 @@ class BundleMeta:
 
 
 @dataclass
-class Bundle:
-    """A loaded bundle: the model (eval mode, on CPU) and its metadata."""
+class StoredBundle:
+    """A bundle as read from its files: the checked metadata and the weights, no network built.
 
-    model: torch.nn.Module
+    Attributes:
+        meta: what ``bundle.json`` says about the model.
+        state: the weights, parameter name to tensor (CPU), as in the module's ``state_dict``.
+        path: the bundle folder.
+    """
+
     meta: BundleMeta
+    state: dict[str, torch.Tensor]
     path: Path
 
 
@@ -104,12 +113,11 @@ def _write_meta(folder: Path, meta: BundleMeta, digest: str) -> None:
         tmp.write_text(json.dumps(payload, indent=2))
 
 
-def load_bundle(path: str | os.PathLike) -> Bundle:
-    """Load a bundle folder (or its ``bundle.json``) without unpickling anything.
+def read_bundle(path: str | os.PathLike) -> StoredBundle:
+    """Read a bundle folder (or its ``bundle.json``) without unpickling anything or building a network.
 
     Raises:
-        GeoccsegError: missing files, invalid JSON, checksum mismatch, or weights that do not fit
-            the architecture.
+        GeoccsegError: missing files, invalid JSON, checksum mismatch or unreadable weights.
     """
     path = Path(path)
     folder = path.parent if path.name == META else path
@@ -135,21 +143,11 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
     if file_sha256(weights_path) != expected:
         raise GeoccsegError(f"weights in {folder} do not match the checksum in {META} (damaged or tampered); retrain or restore the bundle")
-    config = ModelConfig.from_dict(meta.model)
-    if config.num_classes != len(meta.classes) + 1 or config.in_channels != len(meta.bands):
-        raise GeoccsegError(f"model bundle {folder} is inconsistent: the architecture does not match its classes or bands")
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
         raise GeoccsegError(f"cannot read weights {weights_path}: {exc}") from None
-    model = build_model(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise GeoccsegError(f"weights in {folder} do not fit the architecture in {META} ({first})") from None
-    model.eval()
-    return Bundle(model=model, meta=meta, path=folder)
+    return StoredBundle(meta=meta, state=state, path=folder)
 
 
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
@@ -166,7 +164,7 @@ def shipped_models() -> list[str]:
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
     """The bundle folder of a shipped model name (``road``, ``crack``) or of a path.
 
-    Paths are returned as they are (:func:`geoccseg.io.bundle.load_bundle` reports a missing or
+    Paths are returned as they are (:func:`read_bundle` reports a missing or
     damaged bundle).
 
     Raises:

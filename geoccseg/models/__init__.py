@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from geoccseg.models.bundle import Bundle, from_bundle, load_bundle
 from geoccseg.models.config import ModelConfig
 from geoccseg.models.network import FusionSegNet, build_model, count_parameters
 
-__all__ = ["FusionSegNet", "ModelConfig", "build_model", "count_parameters"]
+__all__ = ["Bundle", "FusionSegNet", "ModelConfig", "build_model", "count_parameters", "from_bundle", "load_bundle"]

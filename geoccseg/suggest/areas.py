@@ -40,10 +40,11 @@ from geoccseg.inference.confidence import ConfidenceThresholds
 from geoccseg.inference.predict import PredictOptions, bundle_files, model_scale, open_scene_for, resolve_device
 from geoccseg.io.aoi import read_aoi
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
-from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, resolve_model
+from geoccseg.io.bundle import BundleMeta, resolve_model
 from geoccseg.io.labels import read_vector
 from geoccseg.io.scene import Scene
 from geoccseg.io.vector_write import vector_driver, write_vectors
+from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.blocks import CellGrid, score_cells
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, greedy, random_choice
 from geoccseg.suggest.terms import FEATURES, TermParams

@@ -42,8 +42,8 @@ from geoccseg.inference.predict import (
     read_model_window,
     share_bundle,
 )
-from geoccseg.io.bundle import Bundle
 from geoccseg.io.scene import Scene
+from geoccseg.models import Bundle
 from geoccseg.suggest.terms import FEATURES, EMBED_DIMS, TermParams, cell_sums, n_channels, pixel_features, scoring_forward
 
 

@@ -31,7 +31,8 @@ from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
 from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips, bundle_files, resolve_device
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
-from geoccseg.io.bundle import Bundle, load_bundle, resolve_model
+from geoccseg.io.bundle import resolve_model
+from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, greedy, random_choice
 from geoccseg.suggest.terms import FEATURES, TermParams, n_channels, pixel_features, scoring_forward
 

@@ -23,8 +23,8 @@ from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
-from geoccseg.io.bundle import Bundle, BundleMeta, load_bundle, resolve_model
-from geoccseg.models import ModelConfig
+from geoccseg.io.bundle import BundleMeta, resolve_model
+from geoccseg.models import Bundle, ModelConfig, load_bundle
 from geoccseg.models.pretrained import source as pretrained_source
 from geoccseg.train.callbacks import RunRecorder
 from geoccseg.train.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, check_architecture, load_checkpoint
