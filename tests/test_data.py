@@ -18,9 +18,10 @@ from geoccseg.data.chips import accept_labeled, accept_unlabeled, query_box, ran
 from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.labels import IGNORE_INDEX, RasterLabels, VectorLabels
+from geoccseg.io.labels import RasterLabels, VectorLabels
 from geoccseg.io.normalize import compute_stats
 from geoccseg.io.scene import open_scene
+from geoccseg.label_values import IGNORE_INDEX
 
 WATERMARK_ROW = 1215  # the SpaceNet banner ("Imagery Courtesy of Maxar") starts about here
 

@@ -11,6 +11,9 @@ import sys
 
 import geoccseg.io
 
+BOTTOM = ("geoccseg.errors", "geoccseg.label_values")
+"""Modules below every layer: the one error type and the values of label masks."""
+
 
 def _modules_loaded_by(module: str) -> list[str]:
     """The ``geoccseg`` modules that importing ``module`` loads, in a fresh interpreter."""
@@ -24,5 +27,12 @@ def test_io_imports_nothing_above_it() -> None:
     io_modules = [f"geoccseg.io.{m.name}" for m in pkgutil.iter_modules(geoccseg.io.__path__)]
     assert "geoccseg.io.bundle" in io_modules
     loaded = _modules_loaded_by(", ".join(io_modules))
-    above = [m for m in loaded if not m.startswith("geoccseg.io") and m != "geoccseg.errors"]
+    above = [m for m in loaded if not m.startswith("geoccseg.io") and m not in BOTTOM]
     assert not above, f"geoccseg.io imports {above}"
+
+
+def test_losses_take_the_ignore_index_from_the_bottom_not_from_io() -> None:
+    loaded = _modules_loaded_by("geoccseg.losses")
+    assert "geoccseg.label_values" in loaded
+    other = [m for m in loaded if not m.startswith("geoccseg.losses") and m not in BOTTOM]
+    assert not other, f"geoccseg.losses imports {other}"

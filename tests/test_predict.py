@@ -32,8 +32,8 @@ from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid, blend_window, ramp
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.bundle import BundleMeta, save_bundle
-from geoccseg.io.labels import IGNORE_INDEX
 from geoccseg.io.scene import open_scene
+from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.models import Bundle, ModelConfig, build_model, load_bundle
 
 TRAIN_STEPS = 20

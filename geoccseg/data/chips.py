@@ -28,9 +28,10 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.labels import IGNORE_INDEX, Labels, transform_for
+from geoccseg.io.labels import Labels, transform_for
 from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene
+from geoccseg.label_values import IGNORE_INDEX
 
 Query = tuple[slice, slice, slice]
 TILE_MULTIPLE_PX = 32  # the network's coarsest stride

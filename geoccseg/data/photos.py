@@ -25,8 +25,8 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from geoccseg.data.base import TrainingData
 from geoccseg.data.chips import check_tile_px
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.labels import IGNORE_INDEX
 from geoccseg.io.normalize import NormStats, stats_from_arrays
+from geoccseg.label_values import IGNORE_INDEX
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 

@@ -21,9 +21,10 @@ from geoccseg.data.chips import SceneChips, accept_labeled, accept_unlabeled, ch
 from geoccseg.data.coverage import missing_class_message
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.aoi import read_aoi
-from geoccseg.io.labels import IGNORE_INDEX, Labels, open_labels
+from geoccseg.io.labels import Labels, open_labels
 from geoccseg.io.normalize import NormStats, compute_stats
 from geoccseg.io.scene import open_scene
+from geoccseg.label_values import IGNORE_INDEX
 
 MAX_TRIES = 500
 log = logging.getLogger(__name__)

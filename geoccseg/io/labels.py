@@ -11,7 +11,7 @@ Raster masks are read through a warped view onto the chip's grid with nearest re
 grid or CRS they are on. Values 0/255 (or 0/1) mean background/first class; other values are class
 indices; the mask's nodata becomes the ignore index.
 
-Class index 0 is always the background; :data:`IGNORE_INDEX` marks pixels without a label.
+Class index 0 is always the background; :data:`geoccseg.label_values.IGNORE_INDEX` marks pixels without a label.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from rasterio.vrt import WarpedVRT
 from shapely.geometry import box
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.label_values import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb"}
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt"}
 DEFAULT_WIDTH_M = {"road": 6.0, "crack": 0.02}

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.label_values import IGNORE_INDEX
 
 
 @dataclass
@@ -40,7 +41,7 @@ class ConfidenceLevels:
     low: Tensor
     unreliable: Tensor
 
-    def target(self, keep: Tensor, ignore_index: int = 255) -> Tensor:
+    def target(self, keep: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
         """Pseudo-labels where ``keep`` (B, H, W) is true, ``ignore_index`` elsewhere (int64)."""
         return torch.where(keep, self.pseudo, torch.full_like(self.pseudo, ignore_index))
 

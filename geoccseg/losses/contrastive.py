@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geoccseg.label_values import IGNORE_INDEX
+
 
 def _subset(n: int, k: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
     """Indices of ``k`` of ``n`` items drawn uniformly without replacement (all ``n`` if n ≤ k)."""
@@ -112,7 +114,7 @@ class ConfidenceContrastiveLoss(nn.Module):
         negatives_per_class: int = 512,
         queue_size: int = 256,
         min_anchors: int = 16,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.label_values import IGNORE_INDEX
 
 #: Effective numbers are computed on counts rescaled to this total (one unit = one per-mille).
 EFFECTIVE_TOTAL = 1000.0
@@ -31,7 +32,7 @@ WEIGHT_METHODS = ("effective", "inv_sqrt", "none")
 REGION_TERMS = ("tversky", "dice")
 
 
-def class_counts(masks: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+def class_counts(masks: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Count the labelled pixels of each class.
 
     Args:
@@ -151,7 +152,7 @@ class ImbalanceLoss(nn.Module):
         alpha: float = 0.3,
         beta: float = 0.7,
         region_weight: float = 1.0,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         smooth: float = 1.0,
     ) -> None:
         super().__init__()

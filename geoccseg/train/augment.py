@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.labels import IGNORE_INDEX
+from geoccseg.label_values import IGNORE_INDEX
 
 #: Most Gaussian blur sigma of the strong view, pixels.
 BLUR_SIGMA_PX = (0.1, 2.0)
@@ -53,7 +53,7 @@ def weak_view(
     k · 90° (k uniform in {0, 1, 2, 3} for square chips, {0, 2} otherwise, so the shape is kept),
     and cropped to a box of area fraction a ~ U(scale) with the chip's aspect ratio at a uniform
     position, resized back to H x W. All of it is one affine sampling grid per sample: bilinear
-    for the images, nearest for the masks, so label values (including the ignore value 255)
+    for the images, nearest for the masks, so label values (including :data:`IGNORE_INDEX`)
     are copied, never blended. An area fraction above 1 zooms out (objects shrink by up to
     1 / sqrt(a), e.g. thinner cracks than the labeled ones): the box then reaches past the chip,
     whose outside is zero in the images and the ignore value in the masks.

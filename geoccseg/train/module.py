@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geoccseg.evaluate.pixel import Counts, confusion_counts
-from geoccseg.io.labels import IGNORE_INDEX
+from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.losses import ConfidenceContrastiveLoss, DistributionAlignment, ImbalanceLoss, class_weights, confidence_levels, sigmoid_rampup
 from geoccseg.models import ModelConfig, build_model
 from geoccseg.models.pretrained import SOURCES as PRETRAINED

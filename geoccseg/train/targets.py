@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from geoccseg.label_values import IGNORE_INDEX
 
-def labels_at_stride(labels: Tensor, num_classes: int, stride: int = 4, ignore_index: int = 255) -> Tensor:
+
+def labels_at_stride(labels: Tensor, num_classes: int, stride: int = 4, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """(B, H, W) class map -> (B, ceil(H/s), ceil(W/s)) with foreground priority."""
     b, h, w = labels.shape
     known = labels != ignore_index
