@@ -26,6 +26,8 @@ from geoccseg.errors import GeoccsegError
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("geoccseg.cli.info",
              "Print size, bands, CRS, pixel size and nodata share of SCENE, the chips it yields and the labeled pixels."),
+    "models": ("geoccseg.cli.models",
+               "List the shipped models with their classes, pixel size, encoder, training data, threshold, test scores and licence."),
     "train": ("geoccseg.cli.train", "Train a model with few labels (semi-supervised) and write a model bundle."),
     "predict": ("geoccseg.cli.predict", "Predict roads or cracks."),
     "suggest": ("geoccseg.cli.suggest", "Suggest where to label next."),

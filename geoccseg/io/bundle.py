@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
+from geoccseg.io.catalog import SHIPPED_MODELS, shipped_models
 from geoccseg.io.checksum import file_sha256
 from geoccseg.io.normalize import NormStats
 
@@ -148,17 +149,6 @@ def read_bundle(path: str | os.PathLike) -> StoredBundle:
     except (SafetensorError, OSError) as exc:
         raise GeoccsegError(f"cannot read weights {weights_path}: {exc}") from None
     return StoredBundle(meta=meta, state=state, path=folder)
-
-
-SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
-"""Folder of the models shipped in the package, one bundle folder per name."""
-
-
-def shipped_models() -> list[str]:
-    """Names of the models shipped in the package (``road``, ``crack``)."""
-    if not SHIPPED_MODELS.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_MODELS.iterdir() if (p / "bundle.json").is_file())
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
