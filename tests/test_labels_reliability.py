@@ -37,7 +37,7 @@ def _run(*args) -> tuple[int, str]:
 
 def _train(vegas: Path, labels: Path, out: Path, *extra) -> tuple[int, str]:
     return _run("train", "--scene", vegas / SCENE, "--labels", labels, "-o", out, "--max-steps", "1",
-                "--tile-px", "128", "--batch-size", "2", "--no-progress", *extra)
+                "--tile-px", "128", "--batch-size", "2", *extra)
 
 
 @pytest.mark.parametrize(("epsg", "suffix"), [(4326, "geojson"), (32611, "gpkg"), (3857, "gpkg"), (NEVADA_EAST_FTUS, "gpkg"), (NEVADA_EAST_FTUS, "geojson")])
@@ -120,7 +120,7 @@ def test_photo_training_refuses_labeled_masks_without_the_class(data_dir, tmp_pa
         (tmp_path / "masks" / mask.name).symlink_to(mask)
         (tmp_path / "images" / mask.name).symlink_to(source / "images" / mask.name)
     code, out = _run("train", "--images", tmp_path / "images", "--masks", tmp_path / "masks", "--classes", "road",
-                     "--labeled-fraction", "1", "-o", tmp_path / "model", "--max-steps", "1", "--tile-px", "128", "--no-progress")
+                     "--labeled-fraction", "1", "-o", tmp_path / "model", "--max-steps", "1", "--tile-px", "128")
     assert code == 2 and out.count("\n") == 0, out
     assert f"masks {tmp_path / 'masks'}: 0 road pixels in the 2 labeled mask(s) ({empty[0].name}, {empty[1].name})" in out
 

@@ -22,7 +22,7 @@ from geoccseg.models.pretrained import SOURCES, adapt_input_conv, mapped_state, 
 
 ENCODER = "efficientnet-lite0"
 STEM = "encoder.body.conv_stem.weight"
-FAST = ["--tile-px", "64", "--batch-size", "2", "--unlabeled-batch-size", "2", "--no-progress"]
+FAST = ["--tile-px", "64", "--batch-size", "2", "--unlabeled-batch-size", "2"]
 
 
 def _relative_change(a: torch.Tensor, b: torch.Tensor) -> float:

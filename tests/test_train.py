@@ -89,7 +89,7 @@ def test_scene_with_aoi_trains(vegas, tmp_path):
         "train", "--scene", str(vegas / "vegas_img0_rgb.tif"), "--labels", str(vegas / "vegas_img0_roads.geojson"),
         "--aoi", str(tmp_path / "aoi.gpkg"), "--val-aoi", str(tmp_path / "val.gpkg"), "-o", str(out),
         "--max-steps", "40", "--val-every", "20", "--tile-px", "128", "--batch-size", "4", "--unlabeled-batch-size", "2",
-        "--unlabeled-start-steps", "4", "--rampup-steps", "4", "--no-progress", "--lr", "3e-3",
+        "--unlabeled-start-steps", "4", "--rampup-steps", "4", "--lr", "3e-3",
     ])
     assert result.exit_code == 0, result.output
     assert "validation (EMA teacher): f1_road" in result.output
@@ -124,7 +124,7 @@ def test_fine_tuning_starts_from_the_shipped_road_model(vegas, tmp_path):
     result = CliRunner().invoke(cli, [
         "train", "--scene", str(vegas / "vegas_img0_rgb.tif"), "--labels", str(vegas / "vegas_img0_roads.geojson"),
         "--init-from", "road", "-o", str(out), "--max-steps", "3", "--tile-px", "128", "--batch-size", "2",
-        "--no-pseudo", "--no-contrastive", "--lr", "1e-4", "--no-progress",
+        "--no-pseudo", "--no-contrastive", "--lr", "1e-4",
     ])
     assert result.exit_code == 0, result.output
     tuned = load_bundle(out)
@@ -187,7 +187,7 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     cmd = [sys.executable, "-m", "geoccseg.cli", "train", "--images", str(cfd / "images"), "--masks", str(cfd / "masks"),
            "--labeled-fraction", "0.05", "-o", str(out), "--max-steps", "6", "--val-every", "6", "--tile-px", "64",
            "--batch-size", "2", "--unlabeled-batch-size", "2", "--unlabeled-start-steps", "2", "--rampup-steps", "2",
-           "--accelerator", "cpu", "--devices", "2", "--no-progress"]
+           "--accelerator", "cpu", "--devices", "2"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr and "All distributed processes registered" in proc.stderr

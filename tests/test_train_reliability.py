@@ -31,7 +31,7 @@ from geoccseg.train.checkpoint import load_checkpoint
 FAST = dict(tile_px=64, batch_size=2, unlabeled_batch_size=2, unlabeled_start_steps=2, rampup_steps=2, ema_warmup_steps=2,
             val_fraction=0.03, progress=False)
 FAST_FLAGS = ["--tile-px", "64", "--batch-size", "2", "--unlabeled-batch-size", "2", "--unlabeled-start-steps", "2",
-              "--rampup-steps", "2", "--ema-warmup-steps", "2", "--val-fraction", "0.03", "--no-progress"]
+              "--rampup-steps", "2", "--ema-warmup-steps", "2", "--val-fraction", "0.03"]
 
 
 def _rows(out: Path) -> list[dict]:

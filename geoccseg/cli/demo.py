@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from geoccseg.cli.verbosity import show_progress, verbosity_options
 from geoccseg.demo import STEPS, run_demo
 from geoccseg.train.signals import TrainingStopped
 
@@ -15,12 +16,13 @@ from geoccseg.train.signals import TrainingStopped
 @click.option("--quick", is_flag=True, help="Only the shipped road model on the sample (seconds; no fine-tuning).")
 @click.option("--model", default="road", show_default=True, help="Road model to run and fine-tune: shipped name or a bundle folder.")
 @click.option("--steps", type=int, default=STEPS, show_default=True, help="Fine-tuning steps on the labeled strip.")
+@verbosity_options
 def command(out_dir: str, quick: bool, model: str, steps: int) -> None:
     """Map the sample scene's roads with the shipped model, then label its western 40 %, fine-tune
     on it and map the rest (about 3 minutes on a CPU); print both scores on the unlabeled 60 %.
     Writes roads.gpkg, road_probability.tif, labeled_strip.gpkg, roads_fine_tuned.gpkg and preview.png."""
     try:
-        result = run_demo(out_dir, quick=quick, model=model, steps=steps)
+        result = run_demo(out_dir, quick=quick, model=model, steps=steps, progress=show_progress())
     except TrainingStopped as exc:  # SIGINT / SIGTERM while fine-tuning: one line, the shell's status for it
         click.echo(f"geoccseg: demo stopped while fine-tuning (signal {exc.signum}); the fine-tuned model was not kept", err=True)
         sys.exit(exc.exit_code)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from geoccseg.cli.verbosity import say, verbosity_options
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.apls import APLSParams
 from geoccseg.evaluate.files import match_files
@@ -59,6 +60,7 @@ def _parse_classes(text: str | None) -> list[int] | None:
               help="TOPO: a marble within this distance of a free hole fills it, metres.")
 @click.option("--topo-max-seeds", type=int, default=_TOPO.max_seeds, show_default=True,
               help="TOPO: most seeds (true nodes) per image (more are sampled with a fixed seed).")
+@verbosity_options
 def command(
     pred: Path,
     truth: Path,
@@ -99,4 +101,4 @@ def command(
     if json_path is not None:
         with atomic_path(json_path, overwrite=True) as tmp:
             tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        click.echo(f"wrote {json_path}")
+        say(f"wrote {json_path}")

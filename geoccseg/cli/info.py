@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from geoccseg.cli.verbosity import verbosity_options
 from geoccseg.data.chips import check_tile_px
 from geoccseg.data.scenes import SceneTrainingData, describe_scene
 from geoccseg.io.scene import parse_bands
@@ -24,6 +25,7 @@ from geoccseg.io.scene import parse_bands
 @click.option("--tile-px", default=256, show_default=True, help="Chip edge in pixels (a multiple of 32).")
 @click.option("--pixel-size-m", type=float, help="Count chips and labeled pixels at this pixel size (default: the scene's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object on stdout.")
+@verbosity_options
 def command(scene, labels, aoi, val_aoi, classes, class_column, width_m, bands, tile_px, pixel_size_m, as_json) -> None:
     """Print size, bands, CRS, pixel size and nodata share of SCENE, the chips it yields and the labeled pixels."""
     band_list = parse_bands(bands)

@@ -8,14 +8,16 @@ from pathlib import Path
 import click
 
 from geoccseg.cli.kinds import refuse_options
+from geoccseg.cli.vectorize_options import NAMES as VECTORIZER_OPTIONS, vectorize_options
+from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
 from geoccseg.inference.photos import OVERLAY_AUTO_MAX, predict_photos
 from geoccseg.inference.pipeline import is_scene, run_predict
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.vectorize import VectorizeParams
 
-_DEFAULTS = VectorizeParams()
-SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "min_length_m", "graph", "confidence_out")
+SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "graph", "confidence_out",
+              *(name for name in VECTORIZER_OPTIONS if name != "threshold"))
 PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 
 
@@ -38,8 +40,6 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
               help="Where the model runs (mixed precision on CUDA).")
 @click.option("--workers", type=int, help="Scene: run blocks on a local Dask cluster of N worker processes.")
 @click.option("--scheduler", help="Scene: run blocks on an existing Dask cluster (tcp://host:8786).")
-@click.option("--threshold", type=float, help=f"Foreground probability of the lines [the model's own threshold, else {_DEFAULTS.threshold}].")
-@click.option("--min-length-m", type=float, help=f"Scene: drop networks shorter than this, metres [{_DEFAULTS.min_length_m}].")
 @click.option("--pixel-size-mm", type=float, help="Photos: size of one photo pixel in millimetres, for the *_mm columns [the model's, else empty].")
 @click.option("--overlay/--no-overlay", default=None, help=f"Photos: draw the cracks over each photo in OUT_DIR/overlay [on for up to {OVERLAY_AUTO_MAX} photos].")
 @click.option("--confidence", is_flag=True, help="Photos: also write OUT_DIR/confidence/<stem>.png, the level of each pixel (0 high, 1 low, 2 unreliable).")
@@ -48,7 +48,9 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 @click.option("--resume", is_flag=True, help="Photos: keep the photos whose outputs are complete, predict the others.")
 @click.option("--graph", is_flag=True, help="Scene: also write the road graph, <class>_nodes and <class>_edges layers (.gpkg only).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (photos: redo every photo).")
+@vectorize_options(prefix="Scene: ")
 @click.pass_context
+@verbosity_options
 def command(
     ctx: click.Context,
     inputs: tuple[str, ...],
@@ -64,8 +66,7 @@ def command(
     device: str,
     workers: int | None,
     scheduler: str | None,
-    threshold: float | None,
-    min_length_m: float | None,
+    vectorizer: dict[str, float],
     pixel_size_mm: float | None,
     overlay: bool | None,
     confidence: bool,
@@ -84,34 +85,38 @@ def command(
     if is_scene(inputs):
         refuse_options(ctx, PHOTO_ONLY, "photos")
         if prob_dtype in PROB_DTYPE_ALIASES:
-            click.echo(f"note: --prob-dtype {prob_dtype} is written as {PROB_DTYPE_ALIASES[prob_dtype]} "
-                       "(GeoTIFF Float16 needs GDAL 3.11 or later)", err=True)
+            say(f"note: --prob-dtype {prob_dtype} is written as {PROB_DTYPE_ALIASES[prob_dtype]} "
+                "(GeoTIFF Float16 needs GDAL 3.11 or later)", err=True)
         options = PredictOptions(
             tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
             workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
         )
+        threshold = vectorizer.pop("threshold", None)
         result = run_predict(
-            inputs[0], output, model=model or "road", prob_out=prob_out, options=options, threshold=threshold,
-            min_length_m=min_length_m, overwrite=overwrite, graph=graph, confidence_out=confidence_out,
+            inputs[0], output, model=model or "road", prob_out=prob_out, options=options,
+            params=VectorizeParams(**vectorizer), threshold=threshold, overwrite=overwrite, graph=graph,
+            confidence_out=confidence_out, progress=show_progress(),
         )
+        detail(f"vectoriser: {result.params}")
         for name, count in result.lines.items():
-            click.echo(f"{name}: {count} lines")
-        click.echo(f"total length: {result.length_km:.3f} km")
+            say(f"{name}: {count} lines")
+        say(f"total length: {result.length_km:.3f} km")
         if result.probabilities is not None:
-            click.echo(f"wrote {result.probabilities}")
+            say(f"wrote {result.probabilities}")
         if confidence_out is not None:
-            click.echo(f"wrote {confidence_out}")
+            say(f"wrote {confidence_out}")
         click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
         return
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes")
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device)
     photos = predict_photos(
-        inputs, output, model=model or "crack", options=options, threshold=threshold, pixel_size_mm=pixel_size_mm,
-        overlay=overlay, confidence=confidence, keep_going=keep_going, resume=resume, overwrite=overwrite,
+        inputs, output, model=model or "crack", options=options, threshold=vectorizer.get("threshold"),
+        pixel_size_mm=pixel_size_mm, overlay=overlay, confidence=confidence, keep_going=keep_going, resume=resume,
+        overwrite=overwrite, progress=show_progress(),
         on_skip=lambda photo, reason: click.echo(f"geoccseg: skipped {photo}: {reason}", err=True),
     )
-    click.echo(f"photos: {len(photos.rows)} ({photos.predicted} predicted, {photos.resumed} resumed, {len(photos.skipped)} skipped)")
-    click.echo(f"crack branches: {photos.branches}, {photos.total_length_px:.1f} px long in all")
+    say(f"photos: {len(photos.rows)} ({photos.predicted} predicted, {photos.resumed} resumed, {len(photos.skipped)} skipped)")
+    say(f"crack branches: {photos.branches}, {photos.total_length_px:.1f} px long in all")
     click.echo(f"wrote {output} in {photos.seconds:.1f} s")
     if photos.skipped:
         ctx.exit(1)

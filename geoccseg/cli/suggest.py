@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from geoccseg.cli.kinds import refuse_options
+from geoccseg.cli.verbosity import say, show_progress, verbosity_options
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.suggest import suggest_areas, suggest_photos
@@ -33,6 +34,7 @@ SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
 @click.option("--scheduler", help="Scenes: score blocks on an existing Dask cluster (tcp://host:8786).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.pass_context
+@verbosity_options
 def command(
     ctx: click.Context,
     inputs: tuple[str, ...],
@@ -63,19 +65,19 @@ def command(
                              workers=workers, scheduler=scheduler)
     if all(is_scene(item) for item in inputs):
         result = suggest_areas(inputs, output, model=model or "road", n=n, size_m=size_m, aoi=aoi, labels=labels,
-                               options=options, overwrite=overwrite)
+                               options=options, overwrite=overwrite, progress=show_progress())
         for row in result.areas.itertuples():
-            click.echo(f"{row.rank}. score {row.score:.3f} (low confidence {row.low_confidence:.3f}, disagreement "
+            say(f"{row.rank}. score {row.score:.3f} (low confidence {row.low_confidence:.3f}, disagreement "
                        f"{row.disagreement:.3f}, density {row.density:.3f}, spread {row.spread:.2f}, novelty {row.novelty:.2f})")
         if len(result.areas) < n:
-            click.echo(f"note: only {len(result.areas)} of {n} squares of {result.size_m:g} m fit outside the labeled areas "
-                       f"({result.candidates} candidates)", err=True)
+            say(f"note: only {len(result.areas)} of {n} squares of {result.size_m:g} m fit outside the labeled areas "
+                f"({result.candidates} candidates)", err=True)
         click.echo(f"wrote {result.path} ({len(result.areas)} squares of {result.size_m:g} m) in {result.seconds:.1f} s")
         return
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes", " for photos")
     photos = suggest_photos(inputs, output, model=model or "crack", n=n, labels=labels,
                             options=PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device),
-                            overwrite=overwrite)
+                            overwrite=overwrite, progress=show_progress())
     for name in photos.suggested:
-        click.echo(name)
+        say(name)
     click.echo(f"wrote {photos.path} ({len(photos.table)} photos, {len(photos.suggested)} suggested) in {photos.seconds:.1f} s")

@@ -43,6 +43,7 @@ class PredictResult:
         lines: number of lines per class.
         length_km: total line length over all classes, in kilometres.
         seconds: wall time of the whole run, in seconds.
+        params: the vectoriser settings the lines were drawn with (threshold resolved).
     """
 
     vectors: Path
@@ -50,6 +51,7 @@ class PredictResult:
     lines: dict[str, int]
     length_km: float
     seconds: float
+    params: VectorizeParams
 
 
 SCENE_SUFFIXES = (".tif", ".tiff")
@@ -101,9 +103,11 @@ def run_predict(
         prob_out: also keep the probability COG here; None: use a temporary one.
         options: tiling, batching, device and Dask settings of
             :func:`geoccseg.inference.predict.predict_scene`; None for the defaults.
-        params: vectoriser settings (lengths in metres); None for the defaults.
-        threshold: overrides ``params.threshold`` (probability 0-1); None: ``params``' threshold,
-            or without ``params`` the bundle's own threshold (:attr:`BundleMeta.threshold`, else 0.5).
+        params: vectoriser settings (lengths in metres); None for the defaults. Its threshold
+            applies only to a bundle without a threshold of its own (see ``threshold``).
+        threshold: the foreground probability (0-1) of the lines; None: the bundle's own threshold
+            (:attr:`BundleMeta.threshold`), or for a bundle without one ``params``' threshold (0.5
+            by default).
         min_length_m: overrides ``params.min_length_m`` (metres).
         overwrite: replace existing outputs.
         progress: show progress bars.
@@ -131,7 +135,7 @@ def run_predict(
     if confidence_out is not None:
         confidence_out = check_confidence_out(confidence_out, overwrite, [*inputs, out_vectors, *([prob_out] if prob_out else [])])
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
-    if threshold is None and params is None:
+    if threshold is None:
         threshold = bundle.meta.threshold  # the model's own decision threshold, when it has one
     overrides = {"threshold": threshold, "min_length_m": min_length_m}
     params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
@@ -149,4 +153,5 @@ def run_predict(
         lines={name: len(frame) for name, frame in layers.items()},
         length_km=float(sum(frame["length_m"].sum() for frame in layers.values()) / 1000.0),
         seconds=time.perf_counter() - start,
+        params=params,
     )
