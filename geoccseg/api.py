@@ -36,6 +36,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
 from geoccseg.inference.cog import provenance
+from geoccseg.inference.engine import build_engine, resolve_engine
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import (
     MIN_TILE_PX,
@@ -67,6 +68,7 @@ def predict(
     model: str | os.PathLike | Bundle | None = None,
     *,
     device: str = "auto",
+    engine: str = "auto",
     tile_px: int | None = None,
     overlap_px: int = 64,
     block_px: int = 2048,
@@ -81,6 +83,8 @@ def predict(
         model: a shipped model name (``road``, ``crack``), a bundle folder or a loaded bundle;
             None: ``road`` for scenes, ``crack`` for photos.
         device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA).
+        engine: ``auto``, ``torch`` or ``onnx`` (:func:`geoccseg.inference.engine.resolve_engine`;
+            ``auto``: torch on CUDA, the faster one on the CPU).
         tile_px: chip edge in model pixels; None: the bundle's training tile, at least 256.
         overlap_px: overlap of neighbouring chips in pixels.
         block_px: edge of a block in model pixels (one Dask task, one chunk of the result).
@@ -93,13 +97,14 @@ def predict(
         size differs from the scene's by more than 5 %, the grid is the model's (the scene's
         extent at the model's pixel size; ``geoccseg predict`` resamples it back to the scene's
         grid when it writes the COG). A photo's array is in pixel coordinates without a CRS.
-        ``attrs`` hold the provenance: ``model``, ``weights_sha256``, ``geoccseg_version``.
+        ``attrs`` hold the provenance: ``model``, ``weights_sha256``, ``geoccseg_version``, ``engine``.
 
     Raises:
         GeoccsegError: a missing or unreadable input, a scene without CRS or with bands the model
-            does not have, bad tiling options or device; before any computation.
+            does not have, bad tiling options, device or engine; before any computation.
     """
-    options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device)
+    options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
+                             engine=engine)
     options.check()
     if isinstance(scene, xr.DataArray):
         return _predict_scene(_InMemoryRaster(scene), _bundle(model, "road"), options)
@@ -167,10 +172,11 @@ def _bundle(model: str | os.PathLike | Bundle | None, default: str) -> Bundle:
     return load_bundle(resolve_model(default if model is None else model))
 
 
-def _provenance(bundle: Bundle) -> dict[str, str]:
+def _provenance(bundle: Bundle, engine: str) -> dict[str, str]:
     """``attrs`` telling where probabilities come from: the probability COG's provenance tags."""
-    tags = provenance(bundle)
-    names = {"GEOCCSEG_MODEL": "model", "GEOCCSEG_WEIGHTS_SHA256": "weights_sha256", "GEOCCSEG_VERSION": "geoccseg_version"}
+    tags = provenance(bundle, engine=engine)
+    names = {"GEOCCSEG_MODEL": "model", "GEOCCSEG_WEIGHTS_SHA256": "weights_sha256", "GEOCCSEG_VERSION": "geoccseg_version",
+             "GEOCCSEG_ENGINE": "engine"}
     return {names[key]: value for key, value in tags.items() if key in names}
 
 
@@ -202,16 +208,19 @@ class _InMemoryRaster:
 def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: PredictOptions) -> xr.DataArray:
     """The lazy probability array of a scene: one task per block, one per output chunk."""
     device = resolve_device(options.device)
+    engine = resolve_engine(options.engine, device)
     scene = open_scene_for(str(source), bundle.meta)
     scale = model_scale(scene, bundle.meta.pixel_size_m)
     tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
     height, width = math.ceil(scene.height / scale), math.ceil(scene.width / scale)
     grid = ChipGrid.create(height, width, tile_px, options.overlap_px, options.block_px)
     share_bundle(bundle, device)
+    if engine == "onnx":
+        build_engine(engine, bundle.model, device, len(bundle.meta.bands))  # exported (or found in the cache) now, not in the first task
     n_classes = len(bundle.meta.classes)
     results = {
         (block.row, block.col): dask.delayed(_block_task)(
-            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_size), source,
+            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_size, engine), source,
         )
         for block in grid.blocks()
     }
@@ -232,7 +241,7 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     ys = transform.f + (np.arange(height) + 0.5) * transform.e
     out = xr.DataArray(
         da.block(chunks), dims=("class", "y", "x"), coords={"class": list(bundle.meta.classes), "y": ys, "x": xs},
-        name="probability", attrs=_provenance(bundle),
+        name="probability", attrs=_provenance(bundle, engine),
     )
     return out.rio.write_crs(scene.crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
 
@@ -274,21 +283,22 @@ def _predict_photo(path: Path, bundle: Bundle, options: PredictOptions) -> xr.Da
         raise GeoccsegError(f"cannot read photo {path.name}: not an image Pillow can open")
     width, height = size
     device = resolve_device(options.device)
+    engine = resolve_engine(options.engine, device)
     tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
-    task = dask.delayed(_photo_probabilities)(path, bundle, device, tile_px, options.overlap_px, options.batch_size)
+    task = dask.delayed(_photo_probabilities)(path, bundle, device, engine, tile_px, options.overlap_px, options.batch_size)
     n_classes = len(bundle.meta.classes)
     xs = PHOTO_TRANSFORM.c + (np.arange(width) + 0.5) * PHOTO_TRANSFORM.a
     ys = PHOTO_TRANSFORM.f + (np.arange(height) + 0.5) * PHOTO_TRANSFORM.e
     return xr.DataArray(
         da.from_delayed(task, shape=(n_classes, height, width), dtype=np.float32), dims=("class", "y", "x"),
-        coords={"class": list(bundle.meta.classes), "y": ys, "x": xs}, name="probability", attrs=_provenance(bundle),
+        coords={"class": list(bundle.meta.classes), "y": ys, "x": xs}, name="probability", attrs=_provenance(bundle, engine),
     )
 
 
-def _photo_probabilities(path: Path, bundle: Bundle, device: str, tile_px: int, overlap_px: int, batch_size: int) -> np.ndarray:
+def _photo_probabilities(path: Path, bundle: Bundle, device: str, engine: str, tile_px: int, overlap_px: int, batch_size: int) -> np.ndarray:
     """Foreground probabilities of one photo, float32 (K, H, W)."""
     from geoccseg.data.photos import read_photo
 
     image = read_photo(path, bands=len(bundle.meta.bands), exif_orientation=True)
-    prob = predict_array(bundle, image, device=device, tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size)
+    prob = predict_array(bundle, image, device=device, tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, engine=engine)
     return prob[1:]

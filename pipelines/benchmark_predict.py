@@ -120,7 +120,7 @@ def child_predict(args: argparse.Namespace) -> dict:
 
 def forward_rate(model: torch.nn.Module, chips: torch.Tensor, device: str) -> float:
     """Chip megapixels per second of repeated forward passes (after two warm-up passes)."""
-    from geoccseg.inference.predict import forward_probabilities
+    from geoccseg.inference.engine import forward_probabilities
 
     synchronise = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(2):
@@ -168,7 +168,8 @@ def naive_loop(args: argparse.Namespace, bundle: Bundle, model: torch.nn.Module,
     from torchgeo.samplers import GridGeoSampler
 
     from geoccseg.data.chips import SceneChips
-    from geoccseg.inference.predict import forward_probabilities, open_scene_for
+    from geoccseg.inference.engine import forward_probabilities
+    from geoccseg.inference.predict import open_scene_for
 
     scene = open_scene_for(args.scene, bundle.meta)
     chips = SceneChips(scene, bundle.meta.norm)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,13 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def vegas(data_dir: Path) -> Path:
     return data_dir / "spacenet-vegas"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The ONNX export cache (``$GEOCCSEG_CACHE``) of the test session: a fresh temporary folder, so
+    that tests never read or fill the user's cache (subprocesses and Dask workers inherit it)."""
+    folder = tmp_path_factory.mktemp("geoccseg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GEOCCSEG_CACHE", str(folder))
+        yield folder

@@ -1,11 +1,12 @@
 """Prediction on one in-memory image (photos, notebook cells, benchmark evaluation).
 
 Scenes go through :func:`geoccseg.inference.predict.predict_scene` (block-wise, any size); this is
-the path for an image that fits in memory. Both run the same engine: the chip grid and blend
-weights of :mod:`geoccseg.inference.blend`, the device choice of
-:func:`~geoccseg.inference.predict.resolve_device`, and
+the path for an image that fits in memory. Both run the same code: the chip grid and blend
+weights of :mod:`geoccseg.inference.blend`, the device and engine choice of
+:func:`~geoccseg.inference.predict.resolve_device` and
+:func:`~geoccseg.inference.engine.resolve_engine`, and
 :func:`~geoccseg.inference.predict.blend_chips` (normalisation with the bundle's statistics,
-batched forward passes under autocast on CUDA, blending).
+batched forward passes of the engine, blending).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from geoccseg.inference.blend import ChipGrid, blend_window
+from geoccseg.inference.engine import build_engine, resolve_engine
 from geoccseg.inference.predict import blend_chips, resolve_device
 from geoccseg.models import Bundle
 
@@ -25,36 +27,39 @@ def predict_array(
     tile_px: int | None = None,
     overlap_px: int = 64,
     batch_size: int = 4,
+    engine: str = "auto",
 ) -> np.ndarray:
     """Class probabilities of one image.
 
     Args:
         bundle: a loaded model bundle (:func:`geoccseg.models.load_bundle`); its model is moved
-            to ``device``.
+            to ``device`` (to the CPU for the ``onnx`` engine).
         image: (C, H, W) array in file units (e.g. uint8 photo bands), every pixel valid.
         device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA), as ``geoccseg predict``.
         tile_px: chip edge in pixels, blended over ``overlap_px`` as ``geoccseg predict`` does;
             None: the whole image is one chip (the network sees all of it at once).
         overlap_px: overlap of neighbouring chips in pixels (with ``tile_px``).
         batch_size: chips per forward pass.
+        engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.resolve_engine`),
+            as ``geoccseg predict``.
 
     Returns:
         (K, H, W) float32 probabilities (class 0 = background, 1 minus the foreground classes).
 
     Raises:
-        GeoccsegError: an unknown or unavailable device, a bad tile or overlap, or an image whose
-            bands do not match the bundle's normalisation.
+        GeoccsegError: an unknown or unavailable device or engine, a bad tile or overlap, or an
+            image whose bands do not match the bundle's normalisation.
     """
     device = resolve_device(device)
+    engine = resolve_engine(engine, device)
     height, width = image.shape[1:]
     if tile_px is None:
         tile_px, overlap_px = max(height, width), 0
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=max(height, width, tile_px))
     chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
-    model = bundle.model.to(device).eval()
     weighted, weight = blend_chips(
-        model, bundle.meta.norm, image, None, chips, blend_window(tile_px, overlap_px), device, batch_size,
-        len(bundle.meta.classes),
+        build_engine(engine, bundle.model, device, len(bundle.meta.bands)), bundle.meta.norm, image, None, chips,
+        blend_window(tile_px, overlap_px), batch_size, len(bundle.meta.classes),
     )
     foreground = weighted / weight
     background = np.clip(1.0 - foreground.sum(0, keepdims=True), 0.0, 1.0)

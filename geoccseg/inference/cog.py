@@ -21,7 +21,8 @@ reader sees as Float32), so a 32-bit float raster is what is written, and what r
 So that GIS shows probabilities and where they come from, ``uint8`` bands carry scale 1/255 and
 offset 0 (QGIS and GDAL then read p in [0, 1]; the project's own readers decode the raw values, as
 before), and the dataset carries the provenance tags of :func:`provenance`: model name, SHA-256 of
-its weights, geoccseg version and, when lines were drawn from it, the vectoriser's threshold.
+its weights, geoccseg version, the inference engine and, when lines were drawn from it, the
+vectoriser's threshold.
 """
 
 from __future__ import annotations
@@ -62,18 +63,19 @@ UINT8_SCALE = 1 / 255
 """Scale of the ``uint8`` bands: p = value x 1/255 (offset 0)."""
 
 
-def provenance(bundle: Bundle, threshold: float | None = None) -> dict[str, str]:
+def provenance(bundle: Bundle, threshold: float | None = None, engine: str | None = None) -> dict[str, str]:
     """Tags telling where probabilities (or lines drawn from them) come from.
 
     Args:
         bundle: the model that predicted them.
         threshold: the vectoriser's probability threshold (0-1) when lines were drawn; None: not given.
+        engine: the inference engine that ran the model (``torch``, ``onnx``); None: not given.
 
     Returns:
         ``GEOCCSEG_MODEL`` (the bundle's folder name: ``road``, ``crack`` or the user's),
         ``GEOCCSEG_WEIGHTS_SHA256`` (as in its ``bundle.json``, checked when it was loaded; left
-        out for a bundle built in memory), ``GEOCCSEG_VERSION`` and, with ``threshold``,
-        ``GEOCCSEG_THRESHOLD``.
+        out for a bundle built in memory), ``GEOCCSEG_VERSION``, with ``threshold``
+        ``GEOCCSEG_THRESHOLD`` and with ``engine`` ``GEOCCSEG_ENGINE``.
     """
     tags = {"GEOCCSEG_MODEL": bundle.path.name, "GEOCCSEG_VERSION": __version__}
     meta = bundle.path / META
@@ -81,6 +83,8 @@ def provenance(bundle: Bundle, threshold: float | None = None) -> dict[str, str]
         tags["GEOCCSEG_WEIGHTS_SHA256"] = json.loads(meta.read_text())["weights_sha256"]
     if threshold is not None:
         tags[THRESHOLD_TAG] = f"{threshold:g}"
+    if engine is not None:
+        tags["GEOCCSEG_ENGINE"] = engine
     return tags
 
 

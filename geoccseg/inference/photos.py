@@ -6,9 +6,9 @@ call. Each photo is
 1. read in a thread (:func:`geoccseg.data.photos.read_photo`, EXIF orientation honoured, so the
    outputs follow the photo as viewers show it); a photo that cannot be read is skipped with its
    reason, and the others go on (``keep_going``);
-2. predicted by :func:`predict_photo`: the chip grid, blending, normalisation, batching and
-   device of scene prediction (:func:`geoccseg.inference.predict.blend_chips`, the one forward
-   path), one row of chips at a time, so that no whole-photo float array is ever held;
+2. predicted by :func:`predict_photo`: the chip grid, blending, normalisation, batching, device
+   and inference engine of scene prediction (:func:`geoccseg.inference.predict.blend_chips`, the
+   one forward path), one row of chips at a time, so that no whole-photo float array is ever held;
 3. measured (:func:`geoccseg.vectorize.measure.measure_cracks`) and written (probability PNG and
    overlay, :mod:`geoccseg.inference.photo_outputs`) in a writer thread while the model predicts
    the next photo.
@@ -41,6 +41,7 @@ from geoccseg.data.photos import find_photos, photo_size, read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds, write_confidence_png
+from geoccseg.inference.engine import Engine, build_engine, resolve_engine
 from geoccseg.inference.photo_outputs import (
     SUMMARY_COLUMNS,
     probability_png_size,
@@ -102,6 +103,7 @@ def predict_photo(
     overlap_px: int,
     device: str,
     batch_size: int,
+    engine: str | Engine = "auto",
 ) -> np.ndarray:
     """Class probabilities of one photo as uint8 (p x 255), one row of chips at a time.
 
@@ -120,6 +122,9 @@ def predict_photo(
         device: a resolved torch device (``cpu``, ``cuda``; see
             :func:`~geoccseg.inference.predict.resolve_device`).
         batch_size: chips per forward pass.
+        engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.resolve_engine`),
+            or an engine already built for the bundle's model on ``device``
+            (:func:`~geoccseg.inference.engine.build_engine`, as :func:`predict_photos` passes it).
 
     Returns:
         (K, H, W) uint8 probabilities of the foreground classes, ``round(p x 255)``.
@@ -127,7 +132,8 @@ def predict_photo(
     _, height, width = image.shape
     n_classes = len(bundle.meta.classes)
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=tile_px)
-    model = bundle.model.to(device).eval()
+    if isinstance(engine, str):
+        engine = build_engine(resolve_engine(engine, device), bundle.model, device, len(bundle.meta.bands))
     blend = blend_window(tile_px, overlap_px)
     stride = grid.stride_px
     out = np.empty((n_classes, height, width), dtype=np.uint8)
@@ -139,7 +145,7 @@ def predict_photo(
         rows_px = min(tile_px, height - top)
         chips = [(0, j * stride, *grid.chip_shape(top, j * stride)) for j in range(n_cols)]
         weighted, weight = blend_chips(
-            model, bundle.meta.norm, image[:, top:top + rows_px], None, chips, blend, device, batch_size, n_classes,
+            engine, bundle.meta.norm, image[:, top:top + rows_px], None, chips, blend, batch_size, n_classes,
         )
         carried = carry_weight.shape[0]  # rows of the previous chip row's overlap
         weighted[:, :carried] += carry_weighted
@@ -158,6 +164,7 @@ class _Run:
     out_dir: Path
     bundle: Bundle
     device: str
+    engine: str
     tile_px: int
     overlap_px: int
     batch_size: int
@@ -219,8 +226,8 @@ def predict_photos(
         out_dir: the output folder; created if missing (its parent must exist).
         model: a loaded bundle, a shipped model name or a bundle folder (one foreground class).
         options: ``tile_px`` (default: the bundle's training tile, at least 256), ``overlap_px``,
-            ``batch_size`` and ``device`` as for scenes; the block, Dask and raster-type settings
-            do not apply to photos.
+            ``batch_size``, ``device`` and ``engine`` as for scenes; the block, Dask and
+            raster-type settings do not apply to photos.
         params: measurement settings (pixels); None for the defaults.
         threshold: overrides ``params.threshold`` (probability 0-1); None: ``params``' threshold,
             or without ``params`` the bundle's own threshold (else 0.5).
@@ -272,8 +279,9 @@ def predict_photos(
     ChipGrid.create(1, 1, tile_px, options.overlap_px, tile_px)  # checks the tile and overlap
     if read_threads < 1:
         raise GeoccsegError(f"read_threads {read_threads} is invalid; use 1 or more")
+    device = resolve_device(options.device)
     run = _Run(
-        out_dir=Path(out_dir), bundle=bundle, device=resolve_device(options.device), tile_px=tile_px,
+        out_dir=Path(out_dir), bundle=bundle, device=device, engine=resolve_engine(options.engine, device), tile_px=tile_px,
         overlap_px=options.overlap_px, batch_size=options.batch_size, bands=len(meta.bands), params=params,
         pixel_size_mm=pixel_size_mm, overlay=len(photos) <= OVERLAY_AUTO_MAX if overlay is None else overlay,
         replace=overwrite or resume, confidence=ConfidenceThresholds.from_meta(meta) if confidence else None,
@@ -281,6 +289,7 @@ def predict_photos(
     _prepare(run, photos, resume, overwrite)
 
     done = [resume and run.complete(photo) for photo in photos]
+    engine = None if all(done) else build_engine(run.engine, bundle.model, run.device, run.bands)  # once for every photo
     rows: list[dict | None] = [None] * len(photos)
     frames: list[gpd.GeoDataFrame] = []
     skipped: dict[str, str] = {}
@@ -323,6 +332,7 @@ def predict_photos(
                     continue
                 prob = predict_photo(
                     bundle, image, tile_px=run.tile_px, overlap_px=run.overlap_px, device=run.device, batch_size=run.batch_size,
+                    engine=engine,
                 )[0]
                 writes.append((i, writer.submit(_finish, run, photo, image, prob)))
                 predicted += 1
@@ -347,7 +357,7 @@ def predict_photos(
     )
     summary = {
         "model": str(model) if isinstance(model, (str, os.PathLike)) else str(bundle.path),
-        "classes": meta.classes, "tile_px": run.tile_px, "overlap_px": run.overlap_px, "threshold": params.threshold,
+        "classes": meta.classes, "engine": run.engine, "tile_px": run.tile_px, "overlap_px": run.overlap_px, "threshold": params.threshold,
         "pixel_size_mm": pixel_size_mm, "photos": len(photos), "predicted": result.predicted, "resumed": result.resumed,
         "skipped": len(skipped), "stopped": stop,
     }

@@ -3,7 +3,8 @@
 :func:`predict_scene` cuts the scene's global chip grid (:mod:`geoccseg.inference.blend`) into
 blocks. Each block is one task (:func:`predict_block`): read the block's pixels once through
 :meth:`Scene.read` (boundless, resampled to the model's pixel size when it differs), normalise
-them with the bundle's statistics, run its chips through the model in batches and return the
+them with the bundle's statistics, run its chips through the inference engine in batches
+(:mod:`geoccseg.inference.engine`: PyTorch or ONNX Runtime) and return the
 weighted sums ``sum(w * p)`` and ``sum(w)`` over the block's region. A single writer adds the
 results into a temporary accumulator as they arrive, in any order, and a final streaming pass
 writes the probability COG (:mod:`geoccseg.inference.cog`). Memory is bounded by the block and
@@ -41,6 +42,7 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
+from geoccseg.inference.engine import Engine, TorchEngine, build_engine, check_engine, resolve_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import META, WEIGHTS, BundleMeta
 from geoccseg.io.normalize import NormStats
@@ -76,6 +78,8 @@ class PredictOptions:
         block_px: block edge in pixels, rounded to a multiple of the stride; one task each.
         batch_size: chips per forward pass.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (mixed precision on CUDA).
+        engine: ``"auto"``, ``"torch"`` or ``"onnx"`` (:func:`geoccseg.inference.engine.resolve_engine`;
+            ``auto``: torch on CUDA, the faster one on the CPU).
         workers: run blocks on a local Dask cluster of this many single-threaded processes.
         scheduler: address of an existing Dask scheduler (``tcp://host:8786``); its workers must
             see the scene and bundle paths.
@@ -88,6 +92,7 @@ class PredictOptions:
     block_px: int = 2048
     batch_size: int = 4
     device: str = "auto"
+    engine: str = "auto"
     workers: int | None = None
     scheduler: str | None = None
     prob_dtype: str = "uint8"
@@ -95,6 +100,7 @@ class PredictOptions:
     def check(self) -> None:
         """Raise :class:`GeoccsegError` for settings that cannot work (the grid checks the sizes)."""
         prob_dtype_name(self.prob_dtype)
+        check_engine(self.engine)
         if self.workers is not None and self.scheduler is not None:
             raise GeoccsegError("give either --workers (a local Dask cluster) or --scheduler (an existing one), not both")
         if self.workers is not None and self.workers < 1:
@@ -115,6 +121,7 @@ class BlockJob:
         block: the block to predict.
         scale: model pixel size / scene pixel size (scene pixels per model pixel; 1.0: no resampling).
         batch_size: chips per forward pass.
+        engine: the resolved engine name (``torch`` or ``onnx``, :func:`~geoccseg.inference.engine.resolve_engine`).
     """
 
     scene: Scene
@@ -124,6 +131,7 @@ class BlockJob:
     block: Block
     scale: float
     batch_size: int
+    engine: str
 
 
 @dataclass
@@ -193,30 +201,11 @@ def cached_model(bundle_path: str, device: str) -> tuple[torch.nn.Module, Bundle
         return _MODELS[key]
 
 
-def forward_probabilities(model: torch.nn.Module, chips: torch.Tensor, device: str) -> torch.Tensor:
-    """Softmax probabilities of the foreground classes.
-
-    Args:
-        model: a network with ``forward_logits`` ((B, C, H, W) -> (B, K, H, W) logits).
-        chips: normalised images (B, C, H, W), float32, on the CPU or on ``device``.
-        device: where to run; CUDA runs under autocast (bfloat16 where supported, else float16).
-
-    Returns:
-        float32 (B, K - 1, H, W) on ``device``: probabilities of classes 1..K-1.
-    """
-    with torch.inference_mode():
-        x = chips.to(device, non_blocking=True)
-        with autocast(device):
-            logits = model.forward_logits(x)
-        return logits.float().softmax(dim=1)[:, 1:]
-
-
-def autocast(device: str) -> contextlib.AbstractContextManager:
-    """Mixed precision of prediction on ``device``: bfloat16 autocast on CUDA (float16 where bf16 is
-    not supported), nothing on the CPU."""
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return contextlib.nullcontext()
+def cached_engine(bundle_path: str, device: str, engine: str) -> tuple[Engine, BundleMeta]:
+    """The engine ``engine`` (resolved name) running the process's model of a bundle on ``device``
+    (:func:`cached_model`, :func:`geoccseg.inference.engine.build_engine`), and the bundle's metadata."""
+    model, meta = cached_model(bundle_path, device)
+    return (TorchEngine(model, device) if engine == "torch" else build_engine(engine, model, device, len(meta.bands))), meta
 
 
 # -- one block ---------------------------------------------------------------------------------
@@ -234,43 +223,41 @@ def read_model_window(scene: Scene, window: Window, scale: float) -> tuple[np.nd
 
 
 def blend_chips(
-    model: torch.nn.Module,
+    engine: Engine,
     norm: NormStats,
     image: np.ndarray,
     valid: np.ndarray | None,
     chips: Sequence[tuple[int, int, int, int]],
     blend: np.ndarray,
-    device: str,
     batch_size: int,
     n_classes: int,
-    forward: Callable[[torch.nn.Module, torch.Tensor, str], torch.Tensor] = forward_probabilities,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict chips of one in-memory region and add them up with their blend weights.
 
     The one forward path of prediction: scene blocks (:func:`predict_block`) and in-memory images
-    (:func:`geoccseg.inference.array.predict_array`) both run through it. Chips of one shape (edge
-    chips are cut at the raster's edge) are batched, normalised on the model's device and zeroed
-    where invalid, as in training. Chips without any valid pixel are skipped. Weights are zeroed on
-    invalid pixels, so that ``sum(w) == 0`` marks nodata.
+    (:func:`geoccseg.inference.array.predict_array`) both run through it, whatever the engine. Chips
+    of one shape (edge chips are cut at the raster's edge) are batched, normalised on the engine's
+    device and zeroed where invalid, as in training. Chips without any valid pixel are skipped.
+    Weights are zeroed on invalid pixels, so that ``sum(w) == 0`` marks nodata.
 
     Args:
-        model: a network with ``forward_logits``, on ``device``, in eval mode.
+        engine: the inference engine (:mod:`geoccseg.inference.engine`): normalised chips to
+            probabilities of the foreground classes (acquisition scores blend other values through
+            a :class:`~geoccseg.inference.engine.TorchEngine` with another forward,
+            :mod:`geoccseg.suggest.terms`).
         norm: the model's normalisation statistics.
         image: (C, h, w) pixels of the region in file units (any numeric dtype).
         valid: (h, w) bool, valid pixels; None when every pixel is valid.
         chips: (row_px, col_px, height_px, width_px) of each chip, relative to the region.
         blend: float32 (tile_px, tile_px) blend weights (:func:`~geoccseg.inference.blend.blend_window`).
-        device: torch device string (``"cpu"``, ``"cuda"``); CUDA runs under autocast.
         batch_size: chips per forward pass.
-        n_classes: number of foreground classes of the model (channels ``forward`` returns).
-        forward: ``(model, chips, device) -> (B, n_classes, H, W)`` per-pixel values to blend;
-            :func:`forward_probabilities` by default (acquisition scores blend other values,
-            :mod:`geoccseg.suggest.terms`).
+        n_classes: number of channels the engine returns (the model's foreground classes).
 
     Returns:
         ``weighted`` float32 (n_classes, h, w), sum of weight x probability per foreground class,
         and ``weight`` float32 (h, w), sum of weights.
     """
+    device = engine.device
     all_valid = valid is None or bool(valid.all())
     weighted = np.zeros((n_classes, *image.shape[1:]), dtype=np.float32)
     weight = np.zeros(image.shape[1:], dtype=np.float32)
@@ -284,7 +271,7 @@ def blend_chips(
             x = norm.apply(torch.from_numpy(np.stack([image[:, r:r + h, c:c + w] for r, c in batch])).to(device))
             if not all_valid:
                 x = x * torch.from_numpy(np.stack([valid[r:r + h, c:c + w] for r, c in batch])[:, None]).to(device)
-            probs = (forward(model, x, device) * blend_on_device).cpu().numpy()
+            probs = (engine(x) * blend_on_device).cpu().numpy()
             for (r, c), p in zip(batch, probs):
                 if all_valid:
                     weighted[:, r:r + h, c:c + w] += p
@@ -302,13 +289,13 @@ def predict_block(job: BlockJob) -> BlockResult:
     The block's pixels are read once; weights are zeroed on invalid pixels, so that ``sum(w) == 0``
     marks nodata in the accumulator.
     """
-    model, meta = cached_model(job.bundle_path, job.device)
+    engine, meta = cached_engine(job.bundle_path, job.device, job.engine)
     window = job.block.window
     image, valid = read_model_window(job.scene, window, job.scale)
     top, left = int(window.row_off), int(window.col_off)
     chips = [(r - top, c - left, *job.grid.chip_shape(r, c)) for r, c in job.block.chips]
     blend = blend_window(job.grid.tile_px, job.grid.overlap_px)
-    weighted, weight = blend_chips(model, meta.norm, image, valid, chips, blend, job.device, job.batch_size, len(meta.classes))
+    weighted, weight = blend_chips(engine, meta.norm, image, valid, chips, blend, job.batch_size, len(meta.classes))
     return BlockResult(top, left, weighted, weight)
 
 
@@ -441,7 +428,7 @@ def predict_scene(
         scene: the GeoTIFF scene (any size; read block by block).
         bundle: a loaded :class:`Bundle` or the path of a bundle folder.
         prob_out: the probability COG to write (one band per foreground class, scene grid).
-        options: tiling, batching, device and Dask settings; None for :class:`PredictOptions` defaults.
+        options: tiling, batching, device, engine and Dask settings; None for :class:`PredictOptions` defaults.
         overwrite: replace an existing ``prob_out``.
         progress: show a progress bar over blocks.
         threshold: the vectoriser's threshold, recorded among the COG's provenance tags
@@ -453,20 +440,24 @@ def predict_scene(
     Raises:
         GeoccsegError: bad options, an output that exists, cannot be written, is not named .tif
             or is one of the inputs, a missing or damaged bundle, a scene without CRS or with bands
-            that do not match the model.
+            that do not match the model, an engine that cannot run (not installed, the network
+            cannot be exported).
     """
     options = options or PredictOptions()
     options.check()
     prob_out = check_prob_out(prob_out, overwrite, [scene, *bundle_files(bundle)])
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     device = resolve_device(options.device)
+    engine = resolve_engine(options.engine, device)
     opened = open_scene_for(scene, bundle.meta)
     scale = model_scale(opened, bundle.meta.pixel_size_m)
     tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
     block_px = options.block_px
     grid = ChipGrid.create(math.ceil(opened.height / scale), math.ceil(opened.width / scale), tile_px, options.overlap_px, block_px)
     blocks = grid.blocks()
-    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_size) for block in blocks)
+    if engine == "onnx":
+        build_engine(engine, bundle.model, device, len(bundle.meta.bands))  # exported (or found in the cache) once, before any block
+    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_size, engine) for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
@@ -487,5 +478,5 @@ def predict_scene(
                 bar.update()
         chunk_px = COG_BLOCK_PX * max(1, round(block_px / COG_BLOCK_PX))
         write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, options.prob_dtype, overwrite, chunk_px,
-                              tags=provenance(bundle, threshold))
+                              tags=provenance(bundle, threshold, engine=engine))
     return prob_out

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
+from geoccseg.inference.engine import TorchEngine
 from geoccseg.inference.predict import (
     GDAL_CACHE_BYTES,
     PredictOptions,
@@ -147,8 +148,8 @@ def score_block(job: ScoreJob) -> CellBlock:
     relative = [(r - reg_top, c - reg_left, h, w) for (r, c), (h, w) in zip(chips, shapes)]
     n_classes = len(meta.classes)
     weighted, weight = blend_chips(
-        model, meta.norm, image, valid, relative, blend_window(job.grid.tile_px, job.grid.overlap_px), job.device,
-        job.batch_size, n_channels(n_classes), forward=scoring_forward,
+        TorchEngine(model, job.device, scoring_forward), meta.norm, image, valid, relative,
+        blend_window(job.grid.tile_px, job.grid.overlap_px), job.batch_size, n_channels(n_classes),
     )
     features = pixel_features(weighted, weight, n_classes, job.thresholds, job.params)
     inside = features[:, top - reg_top:bottom - reg_top, left - reg_left:right - reg_left]

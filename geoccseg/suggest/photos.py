@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
+from geoccseg.inference.engine import TorchEngine
 from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips, bundle_files, resolve_device
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 from geoccseg.io.bundle import resolve_model
@@ -82,8 +83,8 @@ def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThreshol
     chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
     n_classes = len(bundle.meta.classes)
     weighted, weight = blend_chips(
-        bundle.model.to(device).eval(), bundle.meta.norm, image, None, chips, blend_window(tile_px, overlap_px), device, batch_size,
-        n_channels(n_classes), forward=scoring_forward,
+        TorchEngine(bundle.model.to(device).eval(), device, scoring_forward), bundle.meta.norm, image, None, chips,
+        blend_window(tile_px, overlap_px), batch_size, n_channels(n_classes),
     )
     return pixel_features(weighted, weight, n_classes, thresholds, params).sum(axis=(1, 2), dtype=np.float64)
 

@@ -5,8 +5,8 @@ projection head's embeddings; a second pass on the chip turned by 180 degrees (b
 flipped), turned back, gives p_flip. A bundle keeps only the EMA teacher, so test-time
 augmentation stands in for the teacher-student disagreement of training. Both are blended over
 the chip grid by :func:`geoccseg.inference.predict.blend_chips`, the one forward path of
-prediction (:func:`scoring_forward` is its ``forward``), so p is exactly what ``geoccseg predict``
-writes.
+prediction (a PyTorch engine whose ``forward`` is :func:`scoring_forward`), so p is what
+``geoccseg predict --engine torch`` writes.
 
 From the blended values, per valid pixel (:func:`pixel_features`):
 
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from geoccseg.inference.confidence import HIGH, ConfidenceThresholds, confidence_map
-from geoccseg.inference.predict import autocast
+from geoccseg.inference.engine import autocast
 from geoccseg.models import FusionSegNet
 
 EMBED_DIMS = 8
@@ -73,7 +73,8 @@ def projection(dims: int) -> torch.Tensor:
 def scoring_forward(model: torch.nn.Module, chips: torch.Tensor, device: str) -> torch.Tensor:
     """Probabilities, flipped-view probabilities and projected embeddings of a batch of chips.
 
-    The ``forward`` of :func:`geoccseg.inference.predict.blend_chips` for scoring.
+    The ``forward`` of the :class:`~geoccseg.inference.engine.TorchEngine` that
+    :func:`geoccseg.inference.predict.blend_chips` runs for scoring.
 
     Args:
         model: the bundle's network (``forward`` returns ``logits`` and ``embed``; a network with

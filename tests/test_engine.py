@@ -1,0 +1,171 @@
+"""Inference engines (issue 18): ONNX Runtime gives PyTorch's probabilities, and its export cache
+is rebuilt, never used, when it is stale or tampered with."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from PIL import Image
+
+import geoccseg
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.engine import build_engine, clear_sessions, resolve_engine
+from geoccseg.inference.export import export_key, exported_model
+from geoccseg.inference.photos import predict_photos
+from geoccseg.inference.predict import PredictOptions, predict_scene
+from geoccseg.io.bundle import resolve_model
+from geoccseg.models import Bundle, load_bundle
+
+TOLERANCE = 2
+"""Largest difference of uint8 probabilities (p x 255) between the engines: 2/255."""
+
+# 390 x 390 model pixels (the 0.3 m sample at the road model's 1 m): 4 chips, two of them cut at
+# the edge to 198 px, so the padding to a multiple of 32 px is exercised
+OPTIONS = PredictOptions(tile_px=256, overlap_px=64, block_px=512, batch_size=2, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def road() -> Bundle:
+    return load_bundle(resolve_model("road"))
+
+
+@pytest.fixture(scope="module")
+def crack() -> Bundle:
+    return load_bundle(resolve_model("crack"))
+
+
+@pytest.fixture(scope="module")
+def scene(vegas: Path) -> Path:
+    return vegas / "vegas_img0_rgb.tif"
+
+
+@pytest.fixture(scope="module")
+def torch_probability(scene: Path, road: Bundle, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """The road model's uint8 probabilities of the sample through PyTorch (masked where nodata)."""
+    out = predict_scene(scene, road, tmp_path_factory.mktemp("torch") / "p.tif", _with(engine="torch"), progress=False)
+    return _read(out)
+
+
+def _with(**changes) -> PredictOptions:
+    return PredictOptions(**{**vars(OPTIONS), **changes})
+
+
+def _read(path: Path) -> np.ma.MaskedArray:
+    with rasterio.open(path) as src:
+        return src.read(masked=True).astype(np.int64)
+
+
+def _largest_difference(a: np.ma.MaskedArray, b: np.ma.MaskedArray) -> int:
+    assert (a.mask == b.mask).all()
+    return int(np.abs(a - b).max())
+
+
+def _cached_pair(cache: Path) -> tuple[Path, Path]:
+    (onnx,) = sorted((cache / "onnx").glob("*.onnx"))
+    return onnx, onnx.with_suffix(".json")
+
+
+def test_onnx_and_torch_give_the_same_scene_probabilities(scene: Path, road: Bundle, torch_probability: np.ndarray, tmp_path: Path) -> None:
+    out = predict_scene(scene, road, tmp_path / "onnx.tif", _with(engine="onnx"), progress=False)
+    onnx = _read(out)
+    assert onnx.shape == torch_probability.shape and onnx.max() > 200  # the scene's roads are there
+    assert _largest_difference(onnx, torch_probability) <= TOLERANCE
+    with rasterio.open(out) as src:
+        assert src.tags()["GEOCCSEG_ENGINE"] == "onnx"
+    auto = predict_scene(scene, road, tmp_path / "auto.tif", OPTIONS, progress=False)
+    with rasterio.open(auto) as src:
+        assert src.tags()["GEOCCSEG_ENGINE"] == resolve_engine("auto", "cpu") == "onnx"
+
+
+def test_onnx_and_torch_give_the_same_crack_photo_probabilities(data_dir: Path, tmp_path: Path) -> None:
+    photo = data_dir / "cfd" / "images" / "002.jpg"  # 480 x 320 px: chips of 256 px, edge chips cut
+    pngs = {}
+    for engine in ("torch", "onnx"):
+        out = tmp_path / engine
+        predict_photos(photo, out, options=PredictOptions(device="cpu", engine=engine), overlay=False, progress=False)
+        assert json.loads((out / "summary.json").read_text())["run"]["engine"] == engine
+        pngs[engine] = np.asarray(Image.open(out / "probability" / "002.png"), dtype=np.int64)
+    assert pngs["onnx"].shape == (320, 480) and pngs["torch"].max() > 200
+    assert np.abs(pngs["onnx"] - pngs["torch"]).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("damage", ["tampered", "stale"])
+def test_a_tampered_or_stale_cached_export_is_rebuilt_not_used(
+    damage: str, scene: Path, road: Bundle, crack: Bundle, torch_probability: np.ndarray, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The cached road export is replaced by the crack model's (a valid ONNX model of other weights):
+    with the road sidecar kept (the file's SHA-256 differs from the record) or with the crack
+    model's sidecar too (the record is of another key). Used, it would give crack probabilities."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
+    clear_sessions()
+    predict_scene(scene, road, tmp_path / "first.tif", _with(engine="onnx"), progress=False)
+    road_onnx, road_sidecar = _cached_pair(cache)
+    good, record = road_onnx.read_bytes(), json.loads(road_sidecar.read_text())
+    assert record["key"] == road_onnx.stem == export_key(road.model, 3)
+    assert record["geoccseg_version"] == geoccseg.__version__
+
+    other = tmp_path / "other"
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(other))
+    exported_model(crack.model, 3)
+    crack_onnx, crack_sidecar = _cached_pair(other)
+    shutil.copyfile(crack_onnx, road_onnx)
+    if damage == "stale":
+        shutil.copyfile(crack_sidecar, road_sidecar)  # consistent with its bytes, but of another key
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
+    clear_sessions()  # a new process, as far as the engine is concerned
+    with caplog.at_level(logging.WARNING, logger="geoccseg.inference.export"):
+        out = predict_scene(scene, road, tmp_path / "again.tif", _with(engine="onnx"), progress=False)
+    assert _largest_difference(_read(out), torch_probability) <= TOLERANCE
+    assert road_onnx.read_bytes() == good and json.loads(road_sidecar.read_text())["key"] == road_onnx.stem
+    assert "does not match its record" in caplog.text
+
+
+def test_an_unwritable_cache_exports_for_the_run_only(scene: Path, road: Bundle, torch_probability: np.ndarray, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(blocker))
+    clear_sessions()
+    with caplog.at_level(logging.WARNING, logger="geoccseg.inference.export"):
+        out = predict_scene(scene, road, tmp_path / "p.tif", _with(engine="onnx"), progress=False)
+    (warning,) = [r.getMessage() for r in caplog.records if "cannot write the ONNX cache" in r.getMessage()]
+    assert "\n" not in warning and "for this run only" in warning
+    assert blocker.read_text() == "a file where the cache folder should be"
+    assert _largest_difference(_read(out), torch_probability) <= TOLERANCE
+
+
+def test_onnx_runs_with_the_threads_torch_has(road: Bundle) -> None:
+    engine = build_engine("onnx", road.model, "cpu", 3)
+    options = engine.session.get_session_options()
+    assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
+
+
+def test_unknown_engine_is_one_line_error(scene: Path, road: Bundle, tmp_path: Path) -> None:
+    with pytest.raises(GeoccsegError, match=r"^unknown engine 'tensorrt'; use auto, torch or onnx$"):
+        geoccseg.predict(scene, road, engine="tensorrt")
+    with pytest.raises(GeoccsegError, match="unknown engine"):
+        predict_scene(scene, road, tmp_path / "p.tif", _with(engine="openvino"), progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_onnx_without_onnxruntime_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(GeoccsegError, match=r"needs ONNX Runtime and onnx: pip install onnxruntime onnx"):
+        resolve_engine("onnx", "cpu")
+    assert resolve_engine("auto", "cpu") == "torch"
+
+
+def test_onnx_is_refused_on_cuda() -> None:
+    with pytest.raises(GeoccsegError, match="--engine onnx runs on the CPU"):
+        resolve_engine("onnx", "cuda")
+    assert resolve_engine("auto", "cuda") == "torch"
