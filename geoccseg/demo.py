@@ -41,6 +41,7 @@ from geoccseg.evaluate.files import read_lines  # noqa: E402
 from geoccseg.inference.pipeline import PredictResult, run_predict  # noqa: E402
 from geoccseg.io.atomic import atomic_path, check_writable, scratch_dir  # noqa: E402
 from geoccseg.io.bundle import resolve_model  # noqa: E402
+from geoccseg.io.probability import probabilities  # noqa: E402
 from geoccseg.models import load_bundle  # noqa: E402
 from geoccseg.train import TrainConfig, train  # noqa: E402
 
@@ -339,7 +340,7 @@ def render_preview(
     rgb = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = np.moveaxis(rgb, 0, -1) if rgb.shape[0] == 3 else rgb[0]
     with rasterio.open(prob) as ds:
-        p = ds.read(1, out_shape=shape, masked=True).astype(np.float32) / (255.0 if ds.dtypes[0] == "uint8" else 1.0)
+        p = probabilities(ds.read(1, out_shape=shape, masked=True))
         name = ds.descriptions[0] or "class_1"
     if fine_tuned is None:
         fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))

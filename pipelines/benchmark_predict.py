@@ -57,6 +57,7 @@ import torch
 
 from geoccseg.inference.cog import compression
 from geoccseg.io.lazy import chunk_windows
+from geoccseg.io.probability import encode_uint8
 from geoccseg.models import Bundle
 
 DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
@@ -198,7 +199,7 @@ def naive_loop(args: argparse.Namespace, bundle: Bundle, model: torch.nn.Module,
             batch = []
     if batch:
         run(batch)
-    prob = np.round(255 * total / np.maximum(count, 1)).astype(np.uint8)
+    prob = encode_uint8(total / np.maximum(count, 1))
     with rasterio.open(
         args.dest, "w", driver="GTiff", width=scene.width, height=scene.height, count=prob.shape[0], dtype="uint8",
         crs=scene.crs, transform=scene.transform, tiled=True, compress="deflate",

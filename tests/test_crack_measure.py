@@ -8,6 +8,7 @@ import pytest
 import shapely
 from skimage.draw import line
 
+from geoccseg.io.probability import decode_uint8
 from geoccseg.vectorize.measure import COLUMNS, CrackParams, measure_cracks
 
 
@@ -39,6 +40,17 @@ def test_straight_band_of_known_length_and_width(width_px: int) -> None:
     assert xy[:, 0].min() >= left + 0.5 and xy[:, 0].max() <= left + length_px - 0.5
     assert measured.cracked_area_share == pytest.approx(length_px * width_px / (300 * 400), rel=0.2)
     assert measured.total_length_px == crack["length_px"] and measured.max_width_px == crack["max_width_px"]
+
+
+def test_uint8_map_measures_as_the_probabilities_every_reader_decodes_from_it() -> None:
+    """The probability PNG of a photo holds uint8 p x 255: measuring it gives what evaluate and the
+    vectoriser read from it (value / 255), up to the last bit (it once multiplied by float32(1/255),
+    one bit higher for 230)."""
+    prob = band((120, 240), slice(40, 46), slice(20, 220), value=230)
+    as_stored, decoded = measure_cracks(prob).branches, measure_cracks(decode_uint8(prob)).branches
+    assert len(as_stored) == 1
+    assert as_stored.drop(columns="geometry").equals(decoded.drop(columns="geometry"))
+    assert as_stored.iloc[0]["probability"] == np.float32(230) / np.float32(255)
 
 
 def test_diagonal_and_vertical_bands_have_their_direction() -> None:

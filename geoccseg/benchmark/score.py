@@ -19,6 +19,7 @@ from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import PixelScorer, PixelScores
 from geoccseg.inference.array import predict_array
+from geoccseg.io.probability import encode_uint8
 from geoccseg.models import Bundle
 
 #: Number of test images shown in ``examples.png``.
@@ -75,7 +76,7 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
         prob = foreground_probability(bundle, image, device)
         scorer.add(prob, truth)
         if stem in examples:
-            kept[stem] = np.round(prob * 255).astype(np.uint8)
+            kept[stem] = encode_uint8(prob)
     return Score(pixels=scorer.scores(), examples=kept)
 
 

@@ -43,8 +43,8 @@ from rasterio.transform import array_bounds
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.labels import VectorLabels, read_vector
+from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8
 from geoccseg.io.units import mean_pixel_size_m
-from geoccseg.vectorize.blocks import PROBABILITY_TAG
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 RASTER_SUFFIXES = (".tif", ".tiff", *IMAGE_SUFFIXES)
@@ -319,9 +319,8 @@ def prediction_scores(raster: Raster, classes: Sequence[int] | None = None) -> d
                 f"PRED {raster.path} ({values.dtype}) holds values from {seen.min()} to {seen.max()}; binary evaluation "
                 "needs probabilities (float 0-1 or uint8 0-255) or a 0/1 mask; pass --classes for a class map"
             )
-        score = values.astype(np.float32)
-        if not floating and (raster.probability or (seen.size and seen.max() > 1)):
-            score /= np.float32(255)
+        decode = not floating and (raster.probability or (seen.size and seen.max() > 1))
+        score = decode_uint8(values) if decode else values.astype(np.float32)
         score[~valid] = 0
         return {1: score}
     if floating:

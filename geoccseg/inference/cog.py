@@ -13,7 +13,7 @@ Output format (what the vectoriser reads): one band per foreground class, named 
 ``uint8`` = ``round(p * 255)`` with nodata in an internal dataset mask, or ``float32`` with NaN
 nodata; tiled, compressed (ZSTD, or DEFLATE where GDAL lacks ZSTD), with overviews, in the
 scene's CRS and transform; marked with the dataset tag
-:data:`geoccseg.vectorize.blocks.PROBABILITY_TAG` (its value is the sample type), by which the
+:data:`geoccseg.io.probability.PROBABILITY_TAG` (its value is the sample type), by which the
 vectoriser tells it from an image. ``float16`` is accepted as another name of ``float32``: GDAL
 reads and writes GeoTIFF Float16 only from 3.11 on (earlier versions store half floats that every
 reader sees as Float32), so a 32-bit float raster is what is written, and what readers see.
@@ -46,9 +46,9 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import META
 from geoccseg.io.lazy import chunk_windows
+from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, UINT8_SCALE, encode_mask, encode_uint8
 from geoccseg.io.scene import Scene
 from geoccseg.models import Bundle
-from geoccseg.vectorize.blocks import PROBABILITY_TAG, THRESHOLD_TAG
 
 PROB_DTYPES = ("uint8", "float32")
 """Sample types of the probability COG."""
@@ -58,9 +58,6 @@ PROB_DTYPE_ALIASES = {"float16": "float32"}
 
 PROB_SUFFIXES = (".tif", ".tiff")
 """Extensions of the probability COG."""
-
-UINT8_SCALE = 1 / 255
-"""Scale of the ``uint8`` bands: p = value x 1/255 (offset 0)."""
 
 
 def provenance(bundle: Bundle, threshold: float | None = None, engine: str | None = None) -> dict[str, str]:
@@ -289,8 +286,8 @@ def write_probability_cog(
                     prob = scene_probabilities(acc, scene, scale, window)
                     valid = np.isfinite(prob).all(axis=0)
                     if prob_dtype == "uint8":
-                        out.write(np.round(np.nan_to_num(prob) * 255).clip(0, 255).astype(np.uint8), window=window)
-                        out.write_mask(valid.astype(np.uint8) * 255, window=window)
+                        out.write(encode_uint8(prob), window=window)
+                        out.write_mask(encode_mask(valid), window=window)
                     else:
                         prob[:, ~valid] = np.nan
                         out.write(prob, window=window)

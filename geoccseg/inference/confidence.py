@@ -39,6 +39,7 @@ from geoccseg.inference.cog import COG_BLOCK_PX, PROB_SUFFIXES, copy_as_cog, ove
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import BundleMeta
 from geoccseg.io.lazy import chunk_windows
+from geoccseg.io.probability import decode_uint8, encode_mask, encode_uint8, probabilities
 from geoccseg.losses.confidence import confidence_levels
 
 LEVELS = ("high", "low", "unreliable")
@@ -181,15 +182,14 @@ def write_confidence_cog(
             out.update_tags(2, **{f"LEVEL_{code}": name for code, name in enumerate(LEVELS)})
             for row in chunk_windows(src.height, src.width, chunk_px):
                 for window in row:
-                    prob = src.read(window=window).astype(np.float32)
+                    prob = probabilities(src.read(window=window))
                     if src.dtypes[0] == "uint8":
-                        prob /= 255.0
                         prob[:, src.dataset_mask(window=window) == 0] = np.nan
                     confidence, level = confidence_map(prob, thresholds)
                     valid = np.isfinite(confidence)
-                    out.write(np.round(np.nan_to_num(confidence) * 255).clip(0, 255).astype(np.uint8), 1, window=window)
+                    out.write(encode_uint8(confidence), 1, window=window)
                     out.write(level, 2, window=window)
-                    out.write_mask(valid.astype(np.uint8) * 255, window=window)
+                    out.write_mask(encode_mask(valid), window=window)
             factors = overview_factors(src.height, src.width)
             if factors:
                 out.build_overviews(factors, Resampling.nearest)  # level codes must stay codes
@@ -214,7 +214,7 @@ def write_confidence_png(prob: np.ndarray, thresholds: ConfidenceThresholds, des
         dest: the PNG file, written atomically.
         overwrite: replace an existing file.
     """
-    _, level = confidence_map(prob[None].astype(np.float32) / 255.0, thresholds)
+    _, level = confidence_map(decode_uint8(prob[None]), thresholds)
     info = PngImagePlugin.PngInfo()
     info.add_text(CONFIDENCE_TAG, "level")
     for key, value in thresholds.tags().items():

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
-from geoccseg.vectorize.blocks import PROBABILITY_TAG
+from geoccseg.io.probability import PROBABILITY_TAG
 
 SUMMARY_COLUMNS = (
     "image", "width", "height", "crack_count", "branch_count", "total_length_px", "total_length_mm",

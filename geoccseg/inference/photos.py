@@ -53,6 +53,7 @@ from geoccseg.inference.photo_outputs import (
 from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips, resolve_device
 from geoccseg.io.atomic import check_writable
 from geoccseg.io.bundle import resolve_model
+from geoccseg.io.probability import encode_uint8
 from geoccseg.io.vector_write import DRIVERS, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS, CrackMeasurements, CrackParams, empty_branches, measure_cracks, summary_numbers
@@ -152,7 +153,7 @@ def predict_photo(
         weight[:carried] += carry_weight
         final = stride if i < n_rows - 1 else rows_px  # rows no later chip reaches
         prob = weighted[:, :final] / weight[:final]
-        out[:, top:top + final] = np.round(prob * 255).clip(0, 255).astype(np.uint8)
+        out[:, top:top + final] = encode_uint8(prob)
         carry_weighted, carry_weight = weighted[:, final:], weight[final:]
     return out
 

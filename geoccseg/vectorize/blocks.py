@@ -12,7 +12,8 @@ breaks, duplicates or stubs. Memory: one block with its halo, plus the skeleton 
 Input: a GeoTIFF with one band per foreground class (band descriptions are the class names,
 ``class_1``, ``class_2``, ... where missing), either uint8 with ``round(p * 255)`` and nodata in
 the dataset's mask, or floating point with p in [0, 1] and NaN as nodata: the probability raster
-of ``geoccseg predict`` (marked with :data:`PROBABILITY_TAG`), or one of another tool. Images are
+of ``geoccseg predict`` (marked with :data:`~geoccseg.io.probability.PROBABILITY_TAG`; its encoding is
+:mod:`geoccseg.io.probability`), or one of another tool. Images are
 refused: bands coloured red, green, blue, alpha, ... (:func:`check_probability_raster`), other
 sample types, and floats outside [0, 1] (found while reading).
 """
@@ -33,17 +34,10 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, probabilities
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
 from geoccseg.vectorize.params import VectorizeParams
 from geoccseg.vectorize.skeleton import SkeletonPixels, skeleton_pixels
-
-PROBABILITY_TAG = "GEOCCSEG_PROBABILITY"
-"""Dataset tag of the probability rasters written by ``geoccseg predict``; its value is the
-sample type (``uint8``: p x 255, ``float32``: p)."""
-
-THRESHOLD_TAG = "GEOCCSEG_THRESHOLD"
-"""Dataset tag holding the threshold of the model that wrote the probabilities (``geoccseg predict``)."""
-
 
 def recorded_threshold(path: str | os.PathLike) -> float | None:
     """The model's threshold that ``geoccseg predict`` recorded in a probability raster, or None."""
@@ -126,7 +120,7 @@ def vectorize_raster(
         for window, core, open_edges in tqdm(blocks, desc=f"vectorise {path.name}", unit="block", disable=not progress):
             data = src.read(bands, window=window)
             valid = src.read_masks(bands, window=window) > 0
-            prob = data.astype(np.float32) / 255.0 if dtype == np.uint8 else data.astype(np.float32)
+            prob = probabilities(data)
             if dtype != np.uint8:
                 _check_range(prob, valid, path)
             for k, name in enumerate(wanted):

@@ -42,6 +42,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.probability import probabilities
 from geoccseg.vectorize.blocks import _blocks
 from geoccseg.vectorize.graph import SkeletonGraph, owners
 from geoccseg.vectorize.lines import clean_graph
@@ -142,14 +143,12 @@ def crack_skeleton(prob: np.ndarray, params: CrackParams) -> SkeletonPixels:
     """
     if prob.ndim != 2:
         raise GeoccsegError(f"prob must be a 2-D (H, W) array, got shape {prob.shape}")
-    scale = np.float32(1 / 255) if prob.dtype == np.uint8 else np.float32(1)
     settings = params.vectorize_params()
     parts = []
     for window, core, open_edges in _blocks(*prob.shape, params.block_px, params.halo_px):
         rows = slice(int(window.row_off), int(window.row_off + window.height))
         cols = slice(int(window.col_off), int(window.col_off + window.width))
-        block = prob[rows, cols].astype(np.float32)
-        block *= scale
+        block = probabilities(prob[rows, cols])
         pixels = skeleton_pixels(block, None, settings, PIXEL, core=core, offset_px=(rows.start, cols.start), open_edges=open_edges)
         mask = foreground_mask(block, np.ones(block.shape, dtype=bool), settings, 1.0, open_edges)
         width = width_across_px(mask, pixels.rows - rows.start, pixels.cols - cols.start)

@@ -1,0 +1,68 @@
+"""How probabilities are stored: the one encoding of the probability rasters and images.
+
+``geoccseg predict`` writes probabilities p in [0, 1] either as ``uint8`` = ``round(p x 255)``
+(the default: probability COGs of scenes, probability PNGs of photos, and the confidence band of
+the confidence COG) or as ``float32`` p with NaN nodata. A ``uint8`` raster keeps its nodata in
+an internal dataset mask (255 valid, 0 nodata; :func:`encode_mask`), so that every value 0-255 is
+a probability. Its files are marked with :data:`PROBABILITY_TAG`, whose value is the sample type.
+
+Every writer encodes with :func:`encode_uint8` and every reader decodes with :func:`decode_uint8`
+(or :func:`probabilities` for a raster of either sample type), so that the value a threshold meets
+is the same everywhere: ``decode_uint8(51) == float32(0.2)`` exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PROBABILITY_TAG = "GEOCCSEG_PROBABILITY"
+"""Dataset tag (PNG text key for photos) of the probability rasters written by ``geoccseg predict``;
+its value is the sample type (``uint8``: p x 255, ``float32``: p)."""
+
+THRESHOLD_TAG = "GEOCCSEG_THRESHOLD"
+"""Dataset tag holding the threshold of the model that wrote the probabilities (``geoccseg predict``)."""
+
+UINT8_MAX = 255
+"""Stored value of p = 1 in a ``uint8`` raster."""
+
+UINT8_SCALE = 1 / UINT8_MAX
+"""Scale of the ``uint8`` bands, as GDAL and QGIS apply it: p = value x 1/255 (offset 0)."""
+
+
+def encode_uint8(prob: np.ndarray) -> np.ndarray:
+    """Probabilities as stored in ``uint8``: ``round(p x 255)``, NaN (nodata) as 0.
+
+    Args:
+        prob: probabilities in [0, 1], any shape, float; NaN where there is no data (the dataset
+            mask, :func:`encode_mask`, records it).
+
+    Returns:
+        uint8 array of the same shape.
+    """
+    return np.round(np.nan_to_num(prob) * UINT8_MAX).clip(0, UINT8_MAX).astype(np.uint8)
+
+
+def decode_uint8(values: np.ndarray) -> np.ndarray:
+    """Probabilities of stored ``uint8`` values: ``value / 255`` as float32 (correctly rounded).
+
+    Args:
+        values: stored values 0-255, any shape (uint8, or an integer type holding such values).
+
+    Returns:
+        float32 array of the same shape, in [0, 1].
+    """
+    return values.astype(np.float32) / np.float32(UINT8_MAX)
+
+
+def probabilities(values: np.ndarray) -> np.ndarray:
+    """Probabilities of the values of a probability raster of either sample type, as float32.
+
+    ``uint8`` values are decoded (:func:`decode_uint8`); floating-point values are probabilities
+    already and are only cast.
+    """
+    return decode_uint8(values) if values.dtype == np.uint8 else values.astype(np.float32)
+
+
+def encode_mask(valid: np.ndarray) -> np.ndarray:
+    """The dataset mask of a ``uint8`` probability raster: 255 where ``valid``, 0 (nodata) elsewhere."""
+    return valid.astype(np.uint8) * UINT8_MAX
