@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
 import geoccseg
+from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.engine import build_engine, clear_sessions, resolve_engine
 from geoccseg.inference.export import export_key, exported_model
-from geoccseg.inference.photos import predict_photos
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
@@ -85,12 +86,25 @@ def test_onnx_and_torch_give_the_same_scene_probabilities(scene: Path, road: Bun
         assert src.tags()["GEOCCSEG_ENGINE"] == resolve_engine("auto", "cpu") == "onnx"
 
 
+def test_cli_engine_choice_runs_and_is_recorded(scene: Path, torch_probability: np.ndarray, tmp_path: Path) -> None:
+    prob = tmp_path / "p.tif"
+    result = CliRunner().invoke(cli, [
+        "predict", str(scene), "-o", str(tmp_path / "roads.gpkg"), "--prob-out", str(prob), "--engine", "torch",
+        "--tile-px", "256", "--overlap-px", "64", "--block-px", "512", "--batch-size", "2", "--device", "cpu",
+    ])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(prob) as src:
+        assert src.tags()["GEOCCSEG_ENGINE"] == "torch"
+    assert _largest_difference(_read(prob), torch_probability) == 0
+
+
 def test_onnx_and_torch_give_the_same_crack_photo_probabilities(data_dir: Path, tmp_path: Path) -> None:
     photo = data_dir / "cfd" / "images" / "002.jpg"  # 480 x 320 px: chips of 256 px, edge chips cut
     pngs = {}
     for engine in ("torch", "onnx"):
         out = tmp_path / engine
-        predict_photos(photo, out, options=PredictOptions(device="cpu", engine=engine), overlay=False, progress=False)
+        result = CliRunner().invoke(cli, ["predict", str(photo), "-o", str(out), "--engine", engine, "--no-overlay", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
         assert json.loads((out / "summary.json").read_text())["run"]["engine"] == engine
         pngs[engine] = np.asarray(Image.open(out / "probability" / "002.png"), dtype=np.int64)
     assert pngs["onnx"].shape == (320, 480) and pngs["torch"].max() > 200
@@ -155,6 +169,9 @@ def test_unknown_engine_is_one_line_error(scene: Path, road: Bundle, tmp_path: P
         geoccseg.predict(scene, road, engine="tensorrt")
     with pytest.raises(GeoccsegError, match="unknown engine"):
         predict_scene(scene, road, tmp_path / "p.tif", _with(engine="openvino"), progress=False)
+    result = CliRunner().invoke(cli, ["predict", str(scene), "-o", str(tmp_path / "roads.gpkg"), "--engine", "tensorrt"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["geoccseg: error: unknown engine 'tensorrt'; use auto, torch or onnx"]
     assert not list(tmp_path.iterdir())
 
 

@@ -11,6 +11,7 @@ from geoccseg.cli.kinds import refuse_options
 from geoccseg.cli.vectorize_options import NAMES as VECTORIZER_OPTIONS, vectorize_options
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
+from geoccseg.inference.engine import ENGINES
 from geoccseg.inference.photos import OVERLAY_AUTO_MAX, predict_photos
 from geoccseg.inference.pipeline import is_scene, run_predict
 from geoccseg.inference.predict import PredictOptions
@@ -38,6 +39,9 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Chips per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the model runs (mixed precision on CUDA).")
+@click.option("--engine", default="auto", show_default=True, metavar="|".join(ENGINES),
+              help="Inference engine: torch (PyTorch) or onnx (ONNX Runtime, CPU; the network is exported once per model into "
+                   "the user cache); auto: torch on CUDA, the faster one on the CPU.")
 @click.option("--workers", type=int, help="Scene: run blocks on a local Dask cluster of N worker processes.")
 @click.option("--scheduler", help="Scene: run blocks on an existing Dask cluster (tcp://host:8786).")
 @click.option("--pixel-size-mm", type=float, help="Photos: size of one photo pixel in millimetres, for the *_mm columns [the model's, else empty].")
@@ -64,6 +68,7 @@ def command(
     block_px: int,
     batch_size: int,
     device: str,
+    engine: str,
     workers: int | None,
     scheduler: str | None,
     vectorizer: dict[str, float],
@@ -88,7 +93,7 @@ def command(
             say(f"note: --prob-dtype {prob_dtype} is written as {PROB_DTYPE_ALIASES[prob_dtype]} "
                 "(GeoTIFF Float16 needs GDAL 3.11 or later)", err=True)
         options = PredictOptions(
-            tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
+            tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device, engine=engine,
             workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
         )
         threshold = vectorizer.pop("threshold", None)
@@ -108,7 +113,7 @@ def command(
         click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
         return
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes")
-    options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device)
+    options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device, engine=engine)
     photos = predict_photos(
         inputs, output, model=model or "crack", options=options, threshold=vectorizer.get("threshold"),
         pixel_size_mm=pixel_size_mm, overlay=overlay, confidence=confidence, keep_going=keep_going, resume=resume,
