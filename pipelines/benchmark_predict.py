@@ -3,7 +3,7 @@
 
 Run from the repository root, e.g.::
 
-    python pipelines/benchmark_predict.py --sizes 2048 4096 8192 16384 --out bench/predict
+    python pipelines/benchmark_predict.py --sizes 2048 4096 8192 16384 --engines torch onnx --out bench/predict
 
 **Scenes.** The real SpaceNet Las Vegas chip (``spacenet-vegas/vegas_img0_rgb.tif``, 1300 x 1300
 RGB at about 0.27 m) is mirror-tiled into squares of each ``--sizes`` edge (pixels): same pixel
@@ -11,19 +11,28 @@ size, same CRS, origin at the chip's origin. They are written block by block as 
 uint8 RGB GeoTIFFs in a temporary folder (removed at the end).
 
 **Model.** ``--model BUNDLE``, or an untrained bundle of the default architecture made here (the
-speed does not depend on the weights).
+speed does not depend on the weights). The scenes' pixels are labelled with the model's pixel
+size (e.g. 1 m for the shipped road model: the chip's transform scaled, the same pixels), so that
+prediction runs on the scene's own grid, without resampling.
+
+**Engines.** ``--engines torch onnx`` measures ``predict`` and ``forward`` once per inference
+engine (:mod:`geoccseg.inference.engine`; default: ``torch`` alone). The ``onnx`` engine's
+export is made (or found in the user cache, ``$GEOCCSEG_CACHE``) by its first ``forward``
+measure, so its ``predict`` time includes reading the cached export, not exporting it.
 
 **Measures**, each in its own subprocess so that memory is not shared between them:
 
-- ``predict``: :func:`geoccseg.inference.predict.predict_scene` to a probability COG. Wall time
-  is that of the call (imports excluded); Mpx/s = scene pixels / wall time; peak RSS is the
-  largest resident memory of the process tree (psutil polling every 0.1 s, and the child's own
-  ``ru_maxrss``).
-- ``forward``: the limit: batches of ``--batch-size`` chips of ``--tile-px`` through the model in
-  inference mode (softmax included), chip pixels / time, in the main thread and in a worker
-  thread (where prediction runs its blocks), measured right before and right after each
-  prediction; the fastest of the four is kept (the machine may be shared). ``ratio`` = end-to-end Mpx/s / forward Mpx/s; it includes the
-  overlap of the chips, which costs ``(tile / stride)²`` at most.
+- ``predict``: :func:`geoccseg.inference.predict.predict_scene` to a probability COG, with the
+  engine. Wall time is that of the call (imports excluded); Mpx/s = scene pixels / wall time;
+  peak RSS is the largest resident memory of the process tree (psutil polling every 0.1 s, and
+  the child's own ``ru_maxrss``). ``vs torch`` = the engine's Mpx/s / the torch engine's Mpx/s
+  at the same size (when torch is measured).
+- ``forward``: the engine's limit: batches of ``--batch-size`` chips of ``--tile-px`` through the
+  engine (softmax included), chip pixels / time, in the main thread and in a worker thread (where
+  prediction runs its blocks), measured right before and right after each prediction; the
+  fastest of the four is kept (the machine may be shared). ``ratio`` = end-to-end Mpx/s / the
+  same engine's forward Mpx/s; it includes the overlap of the chips, which costs
+  ``(tile / stride)²`` at most.
 - ``naive``: what users write today: TorchGeo's ``GridGeoSampler`` over the scene's chips
   (:class:`geoccseg.data.chips.SceneChips`, a TorchGeo ``GeoDataset``) with the same tile, stride
   and batch, the probabilities of each chip added into whole-scene float32 arrays (sum and count),
@@ -31,8 +40,9 @@ speed does not depend on the weights).
   the model in the main thread and runs the loop in a worker thread: on a busy machine the first
   thread to use OpenMP ran the forward pass up to 3x slower than the others.
 
-**Outputs** in ``--out``: ``results.json`` (rewritten after each size) and ``results.md`` (the
-table: size, wall s, Mpx/s, peak RSS MB, forward-limit Mpx/s, ratio, naive wall s, naive RSS MB).
+**Outputs** in ``--out``: ``results.json`` (rewritten after each measure) and ``results.md`` (the
+table, one row per size and engine: size, engine, wall s, Mpx/s, vs torch, peak RSS MB,
+forward-limit Mpx/s, ratio, naive wall s, naive RSS MB).
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ import rasterio
 import torch
 
 from geoccseg.inference.cog import compression
+from geoccseg.inference.engine import Engine
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.probability import encode_uint8
 from geoccseg.models import Bundle
@@ -73,13 +84,19 @@ def mirror(index: np.ndarray, size: int) -> np.ndarray:
     return np.where(period < size, period, 2 * size - 1 - period)
 
 
-def make_scene(dest: Path, size_px: int, block_px: int = 2048) -> Path:
-    """Mirror-tile the SpaceNet chip's RGB into a ``size_px`` square GeoTIFF with the chip's grid."""
+def make_scene(dest: Path, size_px: int, block_px: int = 2048, pixel_size_m: float | None = None) -> Path:
+    """Mirror-tile the SpaceNet chip's RGB into a ``size_px`` square GeoTIFF with the chip's grid,
+    or with pixels of ``pixel_size_m`` metres (the chip's transform scaled; same origin and CRS)."""
+    from affine import Affine
+
+    from geoccseg.io.scene import open_scene
+
+    scale = 1.0 if pixel_size_m is None else pixel_size_m / open_scene(CHIP).pixel_size_m
     with rasterio.open(CHIP) as src:
         rgb = src.read([1, 2, 3])
         profile = dict(
             driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8", crs=src.crs,
-            transform=src.transform, tiled=True, blockxsize=512, blockysize=512, compress=compression(),
+            transform=src.transform * Affine.scale(scale), tiled=True, blockxsize=512, blockysize=512, compress=compression(),
             predictor=2, photometric="RGB", BIGTIFF="IF_SAFER",
         )
     with rasterio.open(dest, "w", **profile) as out:
@@ -113,39 +130,39 @@ def child_predict(args: argparse.Namespace) -> dict:
     from geoccseg.inference.predict import PredictOptions, predict_scene
 
     options = PredictOptions(tile_px=args.tile_px, overlap_px=args.overlap_px, block_px=args.block_px,
-                             batch_size=args.batch_size, device=args.device, workers=args.workers)
+                             batch_size=args.batch_size, device=args.device, engine=args.engine, workers=args.workers)
     start = time.perf_counter()
     predict_scene(args.scene, args.bundle, args.dest, options, overwrite=True, progress=False)
     return {"seconds": time.perf_counter() - start}
 
 
-def forward_rate(model: torch.nn.Module, chips: torch.Tensor, device: str) -> float:
-    """Chip megapixels per second of repeated forward passes (after two warm-up passes)."""
-    from geoccseg.inference.engine import forward_probabilities
-
-    synchronise = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+def forward_rate(engine: Engine, chips: torch.Tensor) -> float:
+    """Chip megapixels per second of repeated forward passes of an engine (after two warm-up passes)."""
+    synchronise = torch.cuda.synchronize if engine.device.startswith("cuda") else (lambda: None)
     for _ in range(2):
-        forward_probabilities(model, chips, device)
+        engine(chips)
     synchronise()
     start, batches = time.perf_counter(), 0
     while time.perf_counter() - start < FORWARD_MIN_S or batches < 3:
-        forward_probabilities(model, chips, device)
+        engine(chips)
         batches += 1
     synchronise()
     return batches * chips.shape[0] * chips.shape[2] * chips.shape[3] / (time.perf_counter() - start) / 1e6
 
 
 def child_forward(args: argparse.Namespace) -> dict:
-    """The forward limit, in the main thread and in a worker thread (where predict_scene runs blocks)."""
+    """The engine's forward limit, in the main thread and in a worker thread (where predict_scene runs blocks)."""
+    from geoccseg.inference.engine import build_engine, resolve_engine
     from geoccseg.inference.predict import resolve_device
     from geoccseg.models import load_bundle
 
     device = resolve_device(args.device)
-    model = load_bundle(args.bundle).model.to(device).eval()
-    chips = torch.randn(args.batch_size, model.config.in_channels, args.tile_px, args.tile_px)
-    main_thread = forward_rate(model, chips, device)
+    bundle = load_bundle(args.bundle)
+    engine = build_engine(resolve_engine(args.engine, device), bundle.model, device, len(bundle.meta.bands))
+    chips = torch.randn(args.batch_size, len(bundle.meta.bands), args.tile_px, args.tile_px)
+    main_thread = forward_rate(engine, chips)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        worker_thread = pool.submit(forward_rate, model, chips, device).result()
+        worker_thread = pool.submit(forward_rate, engine, chips).result()
     return {"mpx_per_s": max(main_thread, worker_thread), "main_thread_mpx_per_s": main_thread, "worker_thread_mpx_per_s": worker_thread}
 
 
@@ -210,12 +227,12 @@ def naive_loop(args: argparse.Namespace, bundle: Bundle, model: torch.nn.Module,
 CHILDREN = {"predict": child_predict, "forward": child_forward, "naive": child_naive}
 
 
-def run_child(kind: str, args: argparse.Namespace, scene: Path, bundle: Path, dest: Path) -> dict:
-    """Run one measure in a subprocess; add its peak RSS (MB) over the process tree."""
+def run_child(kind: str, args: argparse.Namespace, scene: Path, bundle: Path, dest: Path, engine: str = "torch") -> dict:
+    """Run one measure in a subprocess (with ``engine``); add its peak RSS (MB) over the process tree."""
     command = [
         sys.executable, __file__, "--child", kind, "--scene", str(scene), "--bundle", str(bundle), "--dest", str(dest),
         "--tile-px", str(args.tile_px), "--overlap-px", str(args.overlap_px), "--block-px", str(args.block_px),
-        "--batch-size", str(args.batch_size), "--device", args.device,
+        "--batch-size", str(args.batch_size), "--device", args.device, "--engine", engine,
     ] + (["--workers", str(args.workers)] if args.workers and kind == "predict" else [])
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     watched, peak = psutil.Process(proc.pid), 0
@@ -233,7 +250,7 @@ def run_child(kind: str, args: argparse.Namespace, scene: Path, bundle: Path, de
             proc.wait()
     out = proc.stdout.read()
     if proc.returncode != 0:
-        raise SystemExit(f"{kind} on {scene.name} failed with exit code {proc.returncode}")
+        raise SystemExit(f"{kind} ({engine}) on {scene.name} failed with exit code {proc.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = max(peak / 2**20, result.pop("maxrss_mb"))
     return result
@@ -241,17 +258,21 @@ def run_child(kind: str, args: argparse.Namespace, scene: Path, bundle: Path, de
 
 # -- report ------------------------------------------------------------------------------------
 def table(rows: list[dict]) -> str:
+    """The Markdown table: one line per size and engine (the naive loop on the size's first line)."""
     lines = [
-        "| size (px) | wall (s) | Mpx/s | peak RSS (MB) | forward limit (Mpx/s) | ratio | naive wall (s) | naive RSS (MB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size (px) | engine | wall (s) | Mpx/s | vs torch | peak RSS (MB) | forward limit (Mpx/s) | ratio | naive wall (s) | naive RSS (MB) |",
+        "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        naive = r.get("naive")
-        lines.append(
-            f"| {r['size_px']} | {r['predict']['seconds']:.1f} | {r['mpx_per_s']:.2f} | {r['predict']['peak_rss_mb']:.0f} "
-            f"| {r['forward']['mpx_per_s']:.2f} | {r['ratio']:.2f} "
-            + (f"| {naive['seconds']:.1f} | {naive['peak_rss_mb']:.0f} |" if naive else "| - | - |")
-        )
+        measured = [(name, e) for name, e in r["engines"].items() if "ratio" in e]
+        for i, (name, e) in enumerate(measured):
+            naive = r.get("naive") if i == 0 else None
+            vs_torch = f"{e['vs_torch']:.2f}" if "vs_torch" in e else "-"
+            lines.append(
+                f"| {r['size_px']} | {name} | {e['predict']['seconds']:.1f} | {e['mpx_per_s']:.2f} | {vs_torch} "
+                f"| {e['predict']['peak_rss_mb']:.0f} | {e['forward']['mpx_per_s']:.2f} | {e['ratio']:.2f} "
+                + (f"| {naive['seconds']:.1f} | {naive['peak_rss_mb']:.0f} |" if naive else "| - | - |")
+            )
     return "\n".join(lines)
 
 
@@ -265,6 +286,8 @@ def main() -> None:
     parser.add_argument("--block-px", type=int, default=2048, help="block edge in pixels")
     parser.add_argument("--batch-size", type=int, default=1, help="chips per forward pass")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    parser.add_argument("--engines", nargs="+", default=["torch"], help="inference engines to measure: torch, onnx (or auto)")
+    parser.add_argument("--engine", default="torch", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help="local Dask cluster of N worker processes")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive whole-scene baseline")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -272,6 +295,9 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for engine in args.engines:
+        if engine not in ("auto", "torch", "onnx"):
+            parser.error(f"unknown engine {engine!r}; use auto, torch or onnx")
 
     if args.child:
         result = CHILDREN[args.child](args)
@@ -281,8 +307,10 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = args.model or make_untrained_bundle(args.out / "bundle-untrained")
+    pixel_size_m = json.loads((Path(bundle) / "bundle.json").read_text())["pixel_size_m"]  # no resampling in predict
     report = {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("child", "scene", "bundle", "dest")},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                     if k not in ("child", "scene", "bundle", "dest", "engine")},
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "bundle": str(bundle),
@@ -290,29 +318,33 @@ def main() -> None:
     }
     def save() -> None:
         (args.out / "results.json").write_text(json.dumps(report, indent=2))
-        (args.out / "results.md").write_text(table([r for r in report["sizes"] if "ratio" in r]) + "\n")
+        (args.out / "results.md").write_text(table(report["sizes"]) + "\n")
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark terminated"))  # so the scenes are removed
     with tempfile.TemporaryDirectory(prefix="geoccseg-bench-") as tmp:
         tmp = Path(tmp)
         for size in args.sizes:
-            scene = make_scene(tmp / f"scene_{size}.tif", size)
-            row = {"size_px": size, "megapixels": size * size / 1e6, "load_average": os.getloadavg()}
+            scene = make_scene(tmp / f"scene_{size}.tif", size, pixel_size_m=pixel_size_m)
+            row = {"size_px": size, "megapixels": size * size / 1e6, "load_average": os.getloadavg(), "engines": {}}
             report["sizes"].append(row)
-            before = run_child("forward", args, scene, bundle, tmp / "unused.tif")
-            row["predict"] = run_child("predict", args, scene, bundle, tmp / f"prob_{size}.tif")
-            row["mpx_per_s"] = row["megapixels"] / row["predict"]["seconds"]
-            save()
-            after = run_child("forward", args, scene, bundle, tmp / "unused.tif")
-            row["forward"] = max(before, after, key=lambda r: r["mpx_per_s"])
-            row["ratio"] = row["mpx_per_s"] / row["forward"]["mpx_per_s"]
-            save()
+            for engine in args.engines:
+                measured = row["engines"][engine] = {}
+                before = run_child("forward", args, scene, bundle, tmp / "unused.tif", engine)
+                measured["predict"] = run_child("predict", args, scene, bundle, tmp / f"prob_{size}.tif", engine)
+                measured["mpx_per_s"] = row["megapixels"] / measured["predict"]["seconds"]
+                save()
+                after = run_child("forward", args, scene, bundle, tmp / "unused.tif", engine)
+                measured["forward"] = max(before, after, key=lambda r: r["mpx_per_s"])
+                measured["ratio"] = measured["mpx_per_s"] / measured["forward"]["mpx_per_s"]
+                if "torch" in row["engines"] and "mpx_per_s" in row["engines"]["torch"]:
+                    measured["vs_torch"] = measured["mpx_per_s"] / row["engines"]["torch"]["mpx_per_s"]
+                save()
             if not args.no_naive:
                 row["naive"] = run_child("naive", args, scene, bundle, tmp / f"naive_{size}.tif")
                 save()
             for path in tmp.glob(f"*_{size}.tif"):
                 path.unlink()
-            print(table([r for r in report["sizes"] if "ratio" in r]), flush=True)
+            print(table(report["sizes"]), flush=True)
 
 
 if __name__ == "__main__":
