@@ -25,10 +25,9 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from geoccseg.data.base import TrainingData
 from geoccseg.data.chips import check_tile_px
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.formats import PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_arrays
 from geoccseg.label_values import IGNORE_INDEX
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
 
 def list_images(folder: str | os.PathLike, what: str = "images") -> dict[str, Path]:
@@ -36,9 +35,9 @@ def list_images(folder: str | os.PathLike, what: str = "images") -> dict[str, Pa
     folder = Path(folder)
     if not folder.is_dir():
         raise GeoccsegError(f"{what} folder {folder} does not exist")
-    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in PHOTO_SUFFIXES}
     if not files:
-        raise GeoccsegError(f"{what} folder {folder} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise GeoccsegError(f"{what} folder {folder} holds no image ({', '.join(sorted(PHOTO_SUFFIXES))})")
     return files
 
 
@@ -81,7 +80,7 @@ def find_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """The photos named by files, folders and glob patterns, in the order given (each folder and
     pattern sorted by name).
 
-    A folder gives its photo files (:data:`IMAGE_SUFFIXES`, hidden files left out, not recursive);
+    A folder gives its photo files (:data:`PHOTO_SUFFIXES`, hidden files left out, not recursive);
     a pattern (``photos/*.jpg``, ``site-*/**/*.png``) gives the photo files it matches.
 
     Raises:
@@ -94,17 +93,17 @@ def find_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            files = [p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+            files = [p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in PHOTO_SUFFIXES]
             if not files:
-                raise GeoccsegError(f"folder {path} holds no photo ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise GeoccsegError(f"folder {path} holds no photo ({', '.join(sorted(PHOTO_SUFFIXES))})")
         elif path.is_file():
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise GeoccsegError(f"{path} is not a photo; give {', '.join(sorted(IMAGE_SUFFIXES))} files, a folder of them or a pattern")
+            if path.suffix.lower() not in PHOTO_SUFFIXES:
+                raise GeoccsegError(f"{path} is not a photo; give {', '.join(sorted(PHOTO_SUFFIXES))} files, a folder of them or a pattern")
             files = [path]
         elif glob.has_magic(text):
-            files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES]
+            files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file() and Path(p).suffix.lower() in PHOTO_SUFFIXES]
             if not files:
-                raise GeoccsegError(f"pattern {text} matches no photo ({', '.join(sorted(IMAGE_SUFFIXES))}); quote it so that the shell leaves it to geoccseg")
+                raise GeoccsegError(f"pattern {text} matches no photo ({', '.join(sorted(PHOTO_SUFFIXES))}); quote it so that the shell leaves it to geoccseg")
         else:
             raise GeoccsegError(f"{path} does not exist; give a photo, a folder of photos or a pattern such as 'photos/*.jpg'")
         found += files

@@ -1,7 +1,7 @@
 """Reading PRED and TRUTH for evaluation: single files, or folders matched by file stem.
 
-Rasters are GeoTIFFs (rasterio; internal masks, alpha bands and nodata mark invalid pixels, as do
-NaNs) or PNG/JPEG images (Pillow; an alpha channel marks invalid pixels). Only the first band is
+Rasters are GeoTIFFs or VRTs (rasterio; internal masks, alpha bands and nodata mark invalid pixels,
+as do NaNs) or PNG/JPEG/BMP images (Pillow; an alpha channel marks invalid pixels). Only the first band is
 read. Their values are interpreted as follows.
 
 Binary evaluation (``classes=None``):
@@ -16,7 +16,7 @@ Binary evaluation (``classes=None``):
 Class-map evaluation (``classes=[k, ...]``): value ``k`` of PRED and TRUTH is class ``k``; a map
 holding only 0 and 255 counts as a binary mask (255 is class 1).
 
-Vectors (.gpkg, .geojson, .fgb, .shp) hold (multi)line strings with a CRS. They are burnt onto the
+Vectors (.gpkg, .geojson or .json, .fgb, .shp) hold (multi)line strings with a CRS. They are burnt onto the
 grid of the raster they are compared with: buffered by a line width in metres (flat ends, through
 :class:`geoccseg.io.labels.VectorLabels`) for pixel metrics, and one pixel wide for
 skeleton centreline metrics.
@@ -42,13 +42,11 @@ from rasterio.enums import ColorInterp
 from rasterio.transform import array_bounds
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8
 from geoccseg.io.units import mean_pixel_size_m
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-RASTER_SUFFIXES = (".tif", ".tiff", *IMAGE_SUFFIXES)
-VECTOR_SUFFIXES = (".gpkg", ".geojson", ".fgb", ".shp")
 
 
 @dataclass
@@ -84,7 +82,7 @@ class Raster:
     @property
     def lossy(self) -> bool:
         """True for JPEG files, whose masks hold compression noise."""
-        return self.path.suffix.lower() in (".jpg", ".jpeg")
+        return self.path.suffix.lower() in LOSSY_SUFFIXES
 
     def pixel_m(self) -> float:
         """Mean pixel size in metres, measured at the raster centre (needs a georeferenced raster)."""
@@ -101,7 +99,8 @@ def match_files(pred: str | os.PathLike, truth: str | os.PathLike) -> list[tuple
     """Pair prediction and truth files: two files, or two folders matched by file stem.
 
     In folders, files with a raster or vector extension count (``pred/img-1.tif`` pairs with
-    ``truth/img-1.png``); other files (``.aux.xml``, ``.dbf``, ...) are ignored.
+    ``truth/img-1.png``; :mod:`geoccseg.io.formats`); other files (``.aux.xml``, ``.dbf``,
+    ``.json``, ...) are ignored.
 
     Returns:
         (pred, truth) pairs sorted by stem.
@@ -134,9 +133,9 @@ def match_files(pred: str | os.PathLike, truth: str | os.PathLike) -> list[tuple
 
 
 def _check_suffix(role: str, path: Path) -> None:
-    if path.suffix.lower() not in RASTER_SUFFIXES + VECTOR_SUFFIXES:
+    if path.suffix.lower() not in (*RASTER_SUFFIXES, *IMAGE_SUFFIXES, *VECTOR_SUFFIXES):
         raise GeoccsegError(
-            f"{role} {path} has an unsupported extension; use a raster ({', '.join(RASTER_SUFFIXES)}) "
+            f"{role} {path} has an unsupported extension; use a raster ({', '.join((*RASTER_SUFFIXES, *IMAGE_SUFFIXES))}) "
             f"or a vector ({', '.join(VECTOR_SUFFIXES)})"
         )
 
@@ -146,7 +145,7 @@ def _index(role: str, folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if path.suffix.lower() not in RASTER_SUFFIXES + VECTOR_SUFFIXES:
+        if path.suffix.lower() not in (*RASTER_SUFFIXES, *IMAGE_SUFFIXES, *FOLDER_VECTOR_SUFFIXES):
             continue
         if path.stem in files:
             raise GeoccsegError(f"{role} folder {folder} holds both {files[path.stem].name} and {path.name}; keep one file per name")
@@ -157,7 +156,7 @@ def _index(role: str, folder: Path) -> dict[str, Path]:
 
 
 def read_raster(path: str | os.PathLike) -> Raster:
-    """Read the first band of a GeoTIFF, PNG or JPEG, with its valid pixels and grid.
+    """Read the first band of a GeoTIFF, VRT, PNG, JPEG or BMP, with its valid pixels and grid.
 
     Raises:
         GeoccsegError: unreadable file, several non-alpha bands, colour images.

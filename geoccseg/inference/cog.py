@@ -45,6 +45,7 @@ from geoccseg import __version__
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import META
+from geoccseg.io.formats import GEOTIFF_SUFFIXES
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, UINT8_SCALE, encode_mask, encode_uint8
 from geoccseg.io.scene import Scene
@@ -55,9 +56,6 @@ PROB_DTYPES = ("uint8", "float32")
 
 PROB_DTYPE_ALIASES = {"float16": "float32"}
 """Other accepted names of :data:`PROB_DTYPES` (GeoTIFF Float16 needs GDAL >= 3.11)."""
-
-PROB_SUFFIXES = (".tif", ".tiff")
-"""Extensions of the probability COG."""
 
 
 def provenance(bundle: Bundle, threshold: float | None = None, engine: str | None = None) -> dict[str, str]:
@@ -99,13 +97,13 @@ def prob_dtype_name(name: str) -> str:
 
 
 def check_prob_suffix(path: str | os.PathLike) -> None:
-    """Refuse a probability COG path whose extension is not :data:`PROB_SUFFIXES`.
+    """Refuse a probability COG path whose extension is not a GeoTIFF's (:data:`~geoccseg.io.formats.GEOTIFF_SUFFIXES`).
 
     Raises:
         GeoccsegError: another extension (the file is a GeoTIFF whatever its name).
     """
     path = Path(path)
-    if path.suffix.lower() not in PROB_SUFFIXES:
+    if path.suffix.lower() not in GEOTIFF_SUFFIXES:
         raise GeoccsegError(f"the probability raster {path} is a GeoTIFF: name it .tif or .tiff, e.g. {path.with_suffix('.tif')}")
 
 COG_BLOCK_PX = 512

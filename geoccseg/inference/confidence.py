@@ -35,9 +35,10 @@ from PIL import Image, PngImagePlugin
 from rasterio.enums import Resampling
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.inference.cog import COG_BLOCK_PX, PROB_SUFFIXES, copy_as_cog, overview_factors
+from geoccseg.inference.cog import COG_BLOCK_PX, copy_as_cog, overview_factors
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import BundleMeta
+from geoccseg.io.formats import GEOTIFF_SUFFIXES
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.probability import decode_uint8, encode_mask, encode_uint8, probabilities
 from geoccseg.losses.confidence import confidence_levels
@@ -141,7 +142,7 @@ def check_confidence_out(path: str | os.PathLike, overwrite: bool, inputs: Itera
         GeoccsegError: what is wrong with the path.
     """
     path = check_writable(path, overwrite, example="confidence.tif")
-    if path.suffix.lower() not in PROB_SUFFIXES:
+    if path.suffix.lower() not in GEOTIFF_SUFFIXES:
         raise GeoccsegError(f"the confidence raster {path} is a GeoTIFF: name it .tif or .tiff, e.g. {path.with_suffix('.tif')}")
     check_not_input(path, inputs)
     return path

@@ -53,8 +53,9 @@ from geoccseg.inference.photo_outputs import (
 from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips, resolve_device
 from geoccseg.io.atomic import check_writable
 from geoccseg.io.bundle import resolve_model
+from geoccseg.io.formats import GEOTIFF_SUFFIXES, VECTOR_DRIVERS
 from geoccseg.io.probability import encode_uint8
-from geoccseg.io.vector_write import DRIVERS, write_vectors
+from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS, CrackMeasurements, CrackParams, empty_branches, measure_cracks, summary_numbers
 
@@ -379,7 +380,7 @@ def _prepare(run: _Run, photos: list[Path], resume: bool, overwrite: bool) -> No
         raise GeoccsegError("give either --resume (keep complete photos) or --overwrite (redo every photo), not both")
     if out_dir.exists() and not out_dir.is_dir():
         raise GeoccsegError(f"{out_dir} is a file; photos write a folder of outputs, give -o a folder name")
-    if not out_dir.exists() and out_dir.suffix.lower() in (*DRIVERS, ".tif", ".tiff", ".csv", ".json"):
+    if not out_dir.exists() and out_dir.suffix.lower() in (*VECTOR_DRIVERS, *GEOTIFF_SUFFIXES, ".csv", ".json"):
         raise GeoccsegError(
             f"-o {out_dir}: photos write a folder (probability images, {LINES_NAME}, {SUMMARY_CSV}), not one "
             f"{out_dir.suffix} file; give a folder name such as {out_dir.with_suffix('')}"

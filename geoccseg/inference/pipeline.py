@@ -26,6 +26,7 @@ from geoccseg.inference.cog import provenance
 from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_out, predict_scene
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import resolve_model
+from geoccseg.io.formats import RASTER_SUFFIXES
 from geoccseg.io.scene import is_gdal_path
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.models import Bundle, load_bundle
@@ -54,12 +55,10 @@ class PredictResult:
     params: VectorizeParams
 
 
-SCENE_SUFFIXES = (".tif", ".tiff")
-
-
 def is_scene(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> bool:
-    """True when the inputs are one georeferenced scene: a single GeoTIFF with a CRS (or one GDAL
-    cannot open, so that its error is the scene reader's), or a URL or GDAL virtual file
+    """True when the inputs are one georeferenced scene: a single GeoTIFF or VRT with a CRS
+    (:data:`~geoccseg.io.formats.RASTER_SUFFIXES`; or one GDAL cannot open, so that its error is
+    the scene reader's), or a URL or GDAL virtual file
     (``/vsicurl/...``, ``https://...``, ``s3://...``). Anything else (photos, a plain TIFF
     without CRS, folders, patterns, several files) is photos."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -68,7 +67,7 @@ def is_scene(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> bool:
     if is_gdal_path(items[0]):  # a URL or GDAL virtual file: the scene reader opens it or says why not
         return True
     path = Path(items[0])
-    if not path.is_file() or path.suffix.lower() not in SCENE_SUFFIXES:
+    if not path.is_file() or path.suffix.lower() not in RASTER_SUFFIXES:
         return False
     try:
         with warnings.catch_warnings():

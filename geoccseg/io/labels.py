@@ -32,10 +32,9 @@ from rasterio.vrt import WarpedVRT
 from shapely.geometry import box
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.formats import RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.label_values import IGNORE_INDEX
 
-VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb"}
-RASTER_SUFFIXES = {".tif", ".tiff", ".vrt"}
 DEFAULT_WIDTH_M = {"road": 6.0, "crack": 0.02}
 
 

@@ -33,8 +33,8 @@ from pyproj import CRS
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path, check_writable, move_into_place, scratch_dir
+from geoccseg.io.formats import VECTOR_DRIVERS
 
-DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".shp": "ESRI Shapefile"}
 _SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 
 #: GeoPackage version written unless asked otherwise: the widest read (GDAL >= 2.2, QGIS LTR 3.22).
@@ -57,12 +57,12 @@ def vector_driver(path: str | os.PathLike) -> str:
     """The OGR driver for an output path, from its extension.
 
     Raises:
-        GeoccsegError: if the extension is not one of :data:`DRIVERS`.
+        GeoccsegError: if the extension is not one of :data:`~geoccseg.io.formats.VECTOR_DRIVERS`.
     """
     suffix = Path(path).suffix.lower()
-    if suffix not in DRIVERS:
-        raise GeoccsegError(f"cannot write {path}: unknown extension '{suffix}'; use one of {', '.join(DRIVERS)}")
-    return DRIVERS[suffix]
+    if suffix not in VECTOR_DRIVERS:
+        raise GeoccsegError(f"cannot write {path}: unknown extension '{suffix}'; use one of {', '.join(VECTOR_DRIVERS)}")
+    return VECTOR_DRIVERS[suffix]
 
 
 def write_vectors(

@@ -1,0 +1,47 @@
+"""The file extensions the project reads and writes, in one place.
+
+Every check of an input's or an output's extension uses these tables (compared lower-case), so
+that a file accepted by one command is accepted by every command that reads that kind of file.
+Where two tables differ, it is on purpose, and said here:
+
+- **Rasters read through GDAL** (:data:`RASTER_SUFFIXES`): scenes, raster labels and
+  evaluation rasters; GeoTIFF and GDAL's virtual rasters (``.vrt``: a mosaic or a band subset,
+  which GDAL reads as one raster). Written GeoTIFFs (the probability and confidence COGs) take
+  the GeoTIFF extensions only (:data:`GEOTIFF_SUFFIXES`): the COG driver writes GeoTIFF.
+- **Plain images** (:data:`IMAGE_SUFFIXES`): read with Pillow, never georeferenced: photos,
+  their masks, and the PNG/JPEG/BMP rasters of evaluation. Photos and their masks
+  (:data:`PHOTO_SUFFIXES`) may also be TIFFs: a TIFF without a CRS is a photo, one with a CRS a
+  scene (:func:`geoccseg.inference.pipeline.is_scene`).
+- **Vectors read** (:data:`VECTOR_SUFFIXES`): labels, areas of interest and evaluation vectors,
+  ``.json`` included (GDAL reads it as GeoJSON). Only when evaluation pairs the files of two
+  folders is ``.json`` left out (:data:`FOLDER_VECTOR_SUFFIXES`): beside predictions a ``.json``
+  is more often metadata (a STAC item, ``summary.json``) than lines.
+- **Vectors written** (:data:`VECTOR_DRIVERS`): one extension per format, the one its driver is
+  chosen by; ``.json`` is read but never written, since it names many files that are not GeoJSON.
+"""
+
+from __future__ import annotations
+
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+"""GeoTIFF files: the names of the probability and confidence COGs written."""
+
+RASTER_SUFFIXES = (*GEOTIFF_SUFFIXES, ".vrt")
+"""Georeferenced rasters read through GDAL: scenes, raster labels and evaluation rasters."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+"""Plain images read with Pillow (no georeferencing): photos, photo masks, evaluation images."""
+
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+"""Images whose compression blurs a mask's edges (evaluation thresholds such a truth mask at 128)."""
+
+PHOTO_SUFFIXES = (*IMAGE_SUFFIXES, *GEOTIFF_SUFFIXES)
+"""Photos and their masks: plain images, or TIFFs without a CRS."""
+
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".fgb", ".shp")
+"""Vector files read: labels, areas of interest and evaluation vectors."""
+
+FOLDER_VECTOR_SUFFIXES = tuple(suffix for suffix in VECTOR_SUFFIXES if suffix != ".json")
+"""Vector files that evaluation pairs by name between two folders (``.json`` there is metadata)."""
+
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".shp": "ESRI Shapefile"}
+"""Vector files written, by extension, with the OGR driver that writes each."""
