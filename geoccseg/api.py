@@ -36,7 +36,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
 from geoccseg.inference.cog import provenance
-from geoccseg.inference.engine import build_engine, resolve_engine
+from geoccseg.inference.engine import build_engine, engine_label, resolve_engine
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import (
     MIN_TILE_PX,
@@ -69,6 +69,7 @@ def predict(
     *,
     device: str = "auto",
     engine: str = "auto",
+    precision: str = "fp32",
     tile_px: int | None = None,
     overlap_px: int = 64,
     block_px: int = 2048,
@@ -85,6 +86,7 @@ def predict(
         device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA).
         engine: ``auto``, ``torch`` or ``onnx`` (:func:`geoccseg.inference.engine.resolve_engine`;
             ``auto``: torch on CUDA, the faster one on the CPU).
+        precision: ``fp32``, ``bf16`` (torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
         tile_px: chip edge in model pixels; None: the bundle's training tile, at least 256.
         overlap_px: overlap of neighbouring chips in pixels.
         block_px: edge of a block in model pixels (one Dask task, one chunk of the result).
@@ -104,7 +106,7 @@ def predict(
             does not have, bad tiling options, device or engine; before any computation.
     """
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
-                             engine=engine)
+                             engine=engine, precision=precision)
     options.check()
     if isinstance(scene, xr.DataArray):
         return _predict_scene(_InMemoryRaster(scene), _bundle(model, "road"), options)
@@ -208,7 +210,7 @@ class _InMemoryRaster:
 def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: PredictOptions) -> xr.DataArray:
     """The lazy probability array of a scene: one task per block, one per output chunk."""
     device = resolve_device(options.device)
-    engine = resolve_engine(options.engine, device)
+    engine = resolve_engine(options.engine, device, options.precision)
     scene = open_scene_for(str(source), bundle.meta)
     scale = model_scale(scene, bundle.meta.pixel_size_m)
     tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
@@ -216,11 +218,11 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     grid = ChipGrid.create(height, width, tile_px, options.overlap_px, options.block_px)
     share_bundle(bundle, device)
     if engine == "onnx":
-        build_engine(engine, bundle.model, device, len(bundle.meta.bands))  # exported (or found in the cache) now, not in the first task
+        build_engine(engine, bundle.model, device, bundle.meta, options.precision)  # exported (or found in the cache) now
     n_classes = len(bundle.meta.classes)
     results = {
         (block.row, block.col): dask.delayed(_block_task)(
-            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_size, engine), source,
+            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_size, engine, options.precision), source,
         )
         for block in grid.blocks()
     }
@@ -241,7 +243,7 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     ys = transform.f + (np.arange(height) + 0.5) * transform.e
     out = xr.DataArray(
         da.block(chunks), dims=("class", "y", "x"), coords={"class": list(bundle.meta.classes), "y": ys, "x": xs},
-        name="probability", attrs=_provenance(bundle, engine),
+        name="probability", attrs=_provenance(bundle, engine_label(engine, options.precision)),
     )
     return out.rio.write_crs(scene.crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
 
@@ -283,22 +285,27 @@ def _predict_photo(path: Path, bundle: Bundle, options: PredictOptions) -> xr.Da
         raise GeoccsegError(f"cannot read photo {path.name}: not an image Pillow can open")
     width, height = size
     device = resolve_device(options.device)
-    engine = resolve_engine(options.engine, device)
+    engine = resolve_engine(options.engine, device, options.precision)
     tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
-    task = dask.delayed(_photo_probabilities)(path, bundle, device, engine, tile_px, options.overlap_px, options.batch_size)
+    task = dask.delayed(_photo_probabilities)(path, bundle, device, engine, options.precision, tile_px, options.overlap_px,
+                                              options.batch_size)
     n_classes = len(bundle.meta.classes)
     xs = PHOTO_TRANSFORM.c + (np.arange(width) + 0.5) * PHOTO_TRANSFORM.a
     ys = PHOTO_TRANSFORM.f + (np.arange(height) + 0.5) * PHOTO_TRANSFORM.e
     return xr.DataArray(
         da.from_delayed(task, shape=(n_classes, height, width), dtype=np.float32), dims=("class", "y", "x"),
-        coords={"class": list(bundle.meta.classes), "y": ys, "x": xs}, name="probability", attrs=_provenance(bundle, engine),
+        coords={"class": list(bundle.meta.classes), "y": ys, "x": xs}, name="probability",
+        attrs=_provenance(bundle, engine_label(engine, options.precision)),
     )
 
 
-def _photo_probabilities(path: Path, bundle: Bundle, device: str, engine: str, tile_px: int, overlap_px: int, batch_size: int) -> np.ndarray:
+def _photo_probabilities(
+    path: Path, bundle: Bundle, device: str, engine: str, precision: str, tile_px: int, overlap_px: int, batch_size: int,
+) -> np.ndarray:
     """Foreground probabilities of one photo, float32 (K, H, W)."""
     from geoccseg.data.photos import read_photo
 
     image = read_photo(path, bands=len(bundle.meta.bands), exif_orientation=True)
-    prob = predict_array(bundle, image, device=device, tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, engine=engine)
+    prob = predict_array(bundle, image, device=device, tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, engine=engine,
+                         precision=precision)
     return prob[1:]

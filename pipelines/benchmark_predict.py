@@ -16,7 +16,8 @@ size (e.g. 1 m for the shipped road model: the chip's transform scaled, the same
 prediction runs on the scene's own grid, without resampling.
 
 **Engines.** ``--engines torch onnx`` measures ``predict`` and ``forward`` once per inference
-engine (:mod:`geoccseg.inference.engine`; default: ``torch`` alone). The ``onnx`` engine's
+engine (:mod:`geoccseg.inference.engine`; default: ``torch`` alone); ``onnx:int8`` and
+``torch:bf16`` measure an engine at a reduced CPU precision (experimental, ``--precision``). The ``onnx`` engine's
 export is made (or found in the user cache, ``$GEOCCSEG_CACHE``) by its first ``forward``
 measure, so its ``predict`` time includes reading the cached export, not exporting it.
 
@@ -130,7 +131,8 @@ def child_predict(args: argparse.Namespace) -> dict:
     from geoccseg.inference.predict import PredictOptions, predict_scene
 
     options = PredictOptions(tile_px=args.tile_px, overlap_px=args.overlap_px, block_px=args.block_px,
-                             batch_size=args.batch_size, device=args.device, engine=args.engine, workers=args.workers)
+                             batch_size=args.batch_size, device=args.device, engine=args.engine, precision=args.precision,
+                             workers=args.workers)
     start = time.perf_counter()
     predict_scene(args.scene, args.bundle, args.dest, options, overwrite=True, progress=False)
     return {"seconds": time.perf_counter() - start}
@@ -158,7 +160,7 @@ def child_forward(args: argparse.Namespace) -> dict:
 
     device = resolve_device(args.device)
     bundle = load_bundle(args.bundle)
-    engine = build_engine(resolve_engine(args.engine, device), bundle.model, device, len(bundle.meta.bands))
+    engine = build_engine(resolve_engine(args.engine, device, args.precision), bundle.model, device, bundle.meta, args.precision)
     chips = torch.randn(args.batch_size, len(bundle.meta.bands), args.tile_px, args.tile_px)
     main_thread = forward_rate(engine, chips)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -228,11 +230,12 @@ CHILDREN = {"predict": child_predict, "forward": child_forward, "naive": child_n
 
 
 def run_child(kind: str, args: argparse.Namespace, scene: Path, bundle: Path, dest: Path, engine: str = "torch") -> dict:
-    """Run one measure in a subprocess (with ``engine``); add its peak RSS (MB) over the process tree."""
+    """Run one measure in a subprocess (with ``engine``, ``name[:precision]``); add its peak RSS (MB) over the process tree."""
     command = [
         sys.executable, __file__, "--child", kind, "--scene", str(scene), "--bundle", str(bundle), "--dest", str(dest),
         "--tile-px", str(args.tile_px), "--overlap-px", str(args.overlap_px), "--block-px", str(args.block_px),
-        "--batch-size", str(args.batch_size), "--device", args.device, "--engine", engine,
+        "--batch-size", str(args.batch_size), "--device", args.device, "--engine", engine.partition(":")[0],
+        "--precision", engine.partition(":")[2] or "fp32",
     ] + (["--workers", str(args.workers)] if args.workers and kind == "predict" else [])
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     watched, peak = psutil.Process(proc.pid), 0
@@ -286,8 +289,11 @@ def main() -> None:
     parser.add_argument("--block-px", type=int, default=2048, help="block edge in pixels")
     parser.add_argument("--batch-size", type=int, default=1, help="chips per forward pass")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
-    parser.add_argument("--engines", nargs="+", default=["torch"], help="inference engines to measure: torch, onnx (or auto)")
+    parser.add_argument("--engines", nargs="+", default=["torch"],
+                        help="inference engines to measure: torch, onnx (or auto), each with an optional :precision "
+                             "(torch:bf16, onnx:int8; CPU, experimental)")
     parser.add_argument("--engine", default="torch", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help="local Dask cluster of N worker processes")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive whole-scene baseline")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -296,8 +302,9 @@ def main() -> None:
     parser.add_argument("--dest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     for engine in args.engines:
-        if engine not in ("auto", "torch", "onnx"):
-            parser.error(f"unknown engine {engine!r}; use auto, torch or onnx")
+        name, _, precision = engine.partition(":")
+        if name not in ("auto", "torch", "onnx") or precision not in ("", "fp32", "bf16", "int8"):
+            parser.error(f"unknown engine {engine!r}; use auto, torch or onnx, optionally with :fp32, :bf16 or :int8")
 
     if args.child:
         result = CHILDREN[args.child](args)
@@ -336,7 +343,7 @@ def main() -> None:
                 after = run_child("forward", args, scene, bundle, tmp / "unused.tif", engine)
                 measured["forward"] = max(before, after, key=lambda r: r["mpx_per_s"])
                 measured["ratio"] = measured["mpx_per_s"] / measured["forward"]["mpx_per_s"]
-                if "torch" in row["engines"] and "mpx_per_s" in row["engines"]["torch"]:
+                if "mpx_per_s" in row["engines"].get("torch", {}):  # fp32 torch, measured first when asked for
                     measured["vs_torch"] = measured["mpx_per_s"] / row["engines"]["torch"]["mpx_per_s"]
                 save()
             if not args.no_naive:

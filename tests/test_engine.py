@@ -159,7 +159,7 @@ def test_an_unwritable_cache_exports_for_the_run_only(scene: Path, road: Bundle,
 
 
 def test_onnx_runs_with_the_threads_torch_has(road: Bundle) -> None:
-    engine = build_engine("onnx", road.model, "cpu", 3)
+    engine = build_engine("onnx", road.model, "cpu", road.meta)
     options = engine.session.get_session_options()
     assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
 
@@ -186,3 +186,29 @@ def test_onnx_is_refused_on_cuda() -> None:
     with pytest.raises(GeoccsegError, match="--engine onnx runs on the CPU"):
         resolve_engine("onnx", "cuda")
     assert resolve_engine("auto", "cuda") == "torch"
+
+
+def test_reduced_precisions_are_wired_in_and_recorded(scene: Path, road: Bundle, torch_probability: np.ndarray, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 (a quantised export on the onnx engine, cached under its own key) and bf16 (the torch
+    engine under bfloat16 autocast) predict the scene and say so; whether they are kept is for the
+    benchmark to measure, so the bound here is loose."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
+    clear_sessions()
+    for engine, precision in [("onnx", "int8"), ("torch", "bf16")]:
+        out = predict_scene(scene, road, tmp_path / f"{precision}.tif", _with(engine=engine, precision=precision), progress=False)
+        with rasterio.open(out) as src:
+            assert src.tags()["GEOCCSEG_ENGINE"] == f"{engine}-{precision}"
+        probability = _read(out)
+        assert (probability.mask == torch_probability.mask).all() and probability.max() > 200
+        assert np.abs(probability - torch_probability).mean() < 4  # mean difference, in 1/255
+    records = [json.loads(p.read_text()) for p in (cache / "onnx").glob("*.json")]
+    assert len(records) == 2  # the fp32 export it was quantised from, and the int8 model
+    assert resolve_engine("auto", "cpu", "int8") == "onnx" and resolve_engine("auto", "cpu", "bf16") == "torch"
+    with pytest.raises(GeoccsegError, match="bf16 runs on --engine torch"):
+        resolve_engine("onnx", "cpu", "bf16")
+    with pytest.raises(GeoccsegError, match="int8 runs on the CPU with --engine onnx"):
+        resolve_engine("torch", "cpu", "int8")
+    with pytest.raises(GeoccsegError, match=r"^unknown precision 'fp16'; use fp32, bf16 or int8$"):
+        PredictOptions(precision="fp16").check()

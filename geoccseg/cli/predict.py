@@ -11,7 +11,7 @@ from geoccseg.cli.kinds import refuse_options
 from geoccseg.cli.vectorize_options import NAMES as VECTORIZER_OPTIONS, vectorize_options
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
-from geoccseg.inference.engine import ENGINES
+from geoccseg.inference.engine import ENGINES, PRECISIONS
 from geoccseg.inference.photos import OVERLAY_AUTO_MAX, predict_photos
 from geoccseg.inference.pipeline import is_scene, run_predict
 from geoccseg.inference.predict import PredictOptions
@@ -42,6 +42,9 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 @click.option("--engine", default="auto", show_default=True, metavar="|".join(ENGINES),
               help="Inference engine: torch (PyTorch) or onnx (ONNX Runtime, CPU; the network is exported once per model into "
                    "the user cache); auto: torch on CUDA, the faster one on the CPU.")
+@click.option("--precision", default="fp32", show_default=True, metavar="|".join(PRECISIONS),
+              help="CPU precision (experimental): bf16 runs the torch engine under bfloat16 autocast, int8 a quantised "
+                   "export on the onnx engine (calibrated on the shipped sample); CUDA always runs bf16 autocast.")
 @click.option("--workers", type=int, help="Scene: run blocks on a local Dask cluster of N worker processes.")
 @click.option("--scheduler", help="Scene: run blocks on an existing Dask cluster (tcp://host:8786).")
 @click.option("--pixel-size-mm", type=float, help="Photos: size of one photo pixel in millimetres, for the *_mm columns [the model's, else empty].")
@@ -69,6 +72,7 @@ def command(
     batch_size: int,
     device: str,
     engine: str,
+    precision: str,
     workers: int | None,
     scheduler: str | None,
     vectorizer: dict[str, float],
@@ -94,7 +98,7 @@ def command(
                 "(GeoTIFF Float16 needs GDAL 3.11 or later)", err=True)
         options = PredictOptions(
             tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device, engine=engine,
-            workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
+            precision=precision, workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
         )
         threshold = vectorizer.pop("threshold", None)
         result = run_predict(
@@ -113,7 +117,8 @@ def command(
         click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
         return
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes")
-    options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device, engine=engine)
+    options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device, engine=engine,
+                             precision=precision)
     photos = predict_photos(
         inputs, output, model=model or "crack", options=options, threshold=vectorizer.get("threshold"),
         pixel_size_mm=pixel_size_mm, overlay=overlay, confidence=confidence, keep_going=keep_going, resume=resume,

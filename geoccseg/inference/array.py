@@ -28,6 +28,7 @@ def predict_array(
     overlap_px: int = 64,
     batch_size: int = 4,
     engine: str = "auto",
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Class probabilities of one image.
 
@@ -42,6 +43,7 @@ def predict_array(
         batch_size: chips per forward pass.
         engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.resolve_engine`),
             as ``geoccseg predict``.
+        precision: ``fp32``, ``bf16`` (torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
 
     Returns:
         (K, H, W) float32 probabilities (class 0 = background, 1 minus the foreground classes).
@@ -51,14 +53,14 @@ def predict_array(
             image whose bands do not match the bundle's normalisation.
     """
     device = resolve_device(device)
-    engine = resolve_engine(engine, device)
+    engine = resolve_engine(engine, device, precision)
     height, width = image.shape[1:]
     if tile_px is None:
         tile_px, overlap_px = max(height, width), 0
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=max(height, width, tile_px))
     chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
     weighted, weight = blend_chips(
-        build_engine(engine, bundle.model, device, len(bundle.meta.bands)), bundle.meta.norm, image, None, chips,
+        build_engine(engine, bundle.model, device, bundle.meta, precision), bundle.meta.norm, image, None, chips,
         blend_window(tile_px, overlap_px), batch_size, len(bundle.meta.classes),
     )
     foreground = weighted / weight

@@ -12,6 +12,11 @@ through :func:`geoccseg.inference.predict.blend_chips`:
 
 ``auto`` (:func:`resolve_engine`) is ``torch`` on CUDA and :data:`AUTO_CPU_ENGINE` on the CPU
 (``torch`` where ONNX Runtime is not installed).
+
+Reduced precision on the CPU (``--precision``, experimental, :data:`PRECISIONS`): ``bf16`` runs
+the PyTorch network under bfloat16 autocast (the ``torch`` engine; ONNX Runtime's CPU provider has
+no bf16 convolutions), ``int8`` runs a statically quantised export (the ``onnx`` engine,
+:mod:`geoccseg.inference.quantize`). CUDA always runs under bf16 autocast, whatever ``--precision``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.bundle import BundleMeta
 
 ENGINES = ("auto", "torch", "onnx")
 """Names of the engines ``--engine`` accepts."""
@@ -36,6 +42,9 @@ AUTO_CPU_ENGINE = "onnx"
 pass (one thread of 2 busy shared cores, the shipped road model, ONNX Runtime 1.32 against PyTorch
 2.14, same run): ONNX Runtime 1.5x PyTorch's speed at tile 256 batch 1, 1.6x at batch 2, 1.8x at
 batch 4, 2.5x at tile 1024 batch 1 and 3.0x at batch 2; to be confirmed on an idle machine."""
+
+PRECISIONS = ("fp32", "bf16", "int8")
+"""Precisions ``--precision`` accepts (on the CPU): fp32, bf16 (torch engine), int8 (onnx engine)."""
 
 ONNX_PACKAGES = ("onnxruntime", "onnx")
 """Packages the ``onnx`` engine needs (ONNX Runtime runs the model, onnx is needed to export it)."""
@@ -92,7 +101,7 @@ class Engine(ABC):
 
 
 class TorchEngine(Engine):
-    """The PyTorch network (inference mode; bf16 autocast on CUDA).
+    """The PyTorch network (inference mode; bf16 autocast on CUDA, and on the CPU with ``bf16``).
 
     Args:
         model: the network, on ``device``, in eval mode.
@@ -100,6 +109,7 @@ class TorchEngine(Engine):
         forward: ``(model, chips, device) -> (B, n, H, W)`` values; :func:`forward_probabilities`
             by default (acquisition scores run another forward of the same network,
             :func:`geoccseg.suggest.terms.scoring_forward`).
+        precision: ``fp32`` or ``bf16`` (bfloat16 autocast on the CPU).
     """
 
     name = "torch"
@@ -109,11 +119,14 @@ class TorchEngine(Engine):
         model: torch.nn.Module,
         device: str,
         forward: Callable[[torch.nn.Module, torch.Tensor, str], torch.Tensor] = forward_probabilities,
+        precision: str = "fp32",
     ) -> None:
-        self.model, self.device, self.forward = model, device, forward
+        self.model, self.device, self.forward, self.precision = model, device, forward, precision
 
     def __call__(self, chips: torch.Tensor | np.ndarray) -> torch.Tensor:
-        return self.forward(self.model, torch.as_tensor(chips), self.device)
+        cpu_bf16 = self.precision == "bf16" and torch.device(self.device).type == "cpu"
+        with torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else contextlib.nullcontext():
+            return self.forward(self.model, torch.as_tensor(chips), self.device)
 
 
 class OnnxEngine(Engine):
@@ -124,11 +137,12 @@ class OnnxEngine(Engine):
     Args:
         model_bytes: the ONNX model.
         threads: ONNX Runtime intra-op threads (inter-op: 1).
+        precision: ``fp32`` (the export) or ``int8`` (its quantised model), for the record.
     """
 
     name = "onnx"
 
-    def __init__(self, model_bytes: bytes, threads: int) -> None:
+    def __init__(self, model_bytes: bytes, threads: int, precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         from geoccseg.inference.export import INPUT, OUTPUT
@@ -138,7 +152,7 @@ class OnnxEngine(Engine):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
         self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        self.device, self.threads = "cpu", max(1, threads)
+        self.device, self.threads, self.precision = "cpu", max(1, threads), precision
         self._input, self._output = INPUT, OUTPUT
 
     def __call__(self, chips: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -167,26 +181,51 @@ def check_engine(engine: str) -> None:
         raise GeoccsegError(f"unknown engine {engine!r}; use {', '.join(ENGINES[:-1])} or {ENGINES[-1]}")
 
 
-def resolve_engine(engine: str, device: str) -> str:
-    """The engine that runs: ``auto`` -> ``torch`` on CUDA, else :data:`AUTO_CPU_ENGINE` when installed.
+def check_precision(precision: str) -> None:
+    """Refuse a precision that is not one of :data:`PRECISIONS`.
+
+    Raises:
+        GeoccsegError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise GeoccsegError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
+
+
+def resolve_engine(engine: str, device: str, precision: str = "fp32") -> str:
+    """The engine that runs: ``auto`` -> ``torch`` on CUDA, else :data:`AUTO_CPU_ENGINE` when installed
+    (with ``precision`` bf16: ``torch``; int8: ``onnx``).
 
     Args:
         engine: one of :data:`ENGINES`.
         device: the resolved torch device (``cpu``, ``cuda``, ...).
+        precision: one of :data:`PRECISIONS`.
 
     Raises:
-        GeoccsegError: an unknown engine, ``onnx`` on CUDA, or ``onnx`` without its packages.
+        GeoccsegError: an unknown engine or precision, ``onnx`` on CUDA or without its packages,
+            a precision the engine does not run.
     """
     check_engine(engine)
+    check_precision(precision)
     cuda = torch.device(device).type == "cuda"
     if engine == "auto":
-        return "torch" if cuda or (AUTO_CPU_ENGINE == "onnx" and not onnx_available()) else AUTO_CPU_ENGINE
+        engine = "torch" if cuda or precision == "bf16" else "onnx" if precision == "int8" else AUTO_CPU_ENGINE
+        if engine == "onnx" and precision == "fp32" and not onnx_available():
+            engine = "torch"
     if engine == "onnx":
         if cuda:
             raise GeoccsegError("--engine onnx runs on the CPU; use --device cpu, or --engine torch (or auto) on CUDA")
         if not onnx_available():
             raise GeoccsegError("--engine onnx needs ONNX Runtime and onnx: pip install onnxruntime onnx (or use --engine torch)")
+        if precision == "bf16":
+            raise GeoccsegError("--precision bf16 runs on --engine torch (ONNX Runtime's CPU provider has no bf16 convolutions)")
+    if engine == "torch" and precision == "int8":
+        raise GeoccsegError("--precision int8 runs on the CPU with --engine onnx (a quantised export); use --engine onnx or auto")
     return engine
+
+
+def engine_label(engine: str, precision: str = "fp32") -> str:
+    """How outputs record the engine: its name, with the precision unless fp32 (``onnx``, ``onnx-int8``, ``torch-bf16``)."""
+    return engine if precision == "fp32" else f"{engine}-{precision}"
 
 
 _ONNX: dict[tuple[str, int], OnnxEngine] = {}
@@ -200,29 +239,36 @@ def clear_sessions() -> None:
         _ONNX.clear()
 
 
-def build_engine(engine: str, model: torch.nn.Module, device: str, in_channels: int) -> Engine:
+def build_engine(engine: str, model: torch.nn.Module, device: str, meta: BundleMeta, precision: str = "fp32") -> Engine:
     """The engine ``engine`` (a name :func:`resolve_engine` returned) running ``model`` on ``device``
-    for chips of ``in_channels`` bands (the bundle's bands).
+    at ``precision``, for chips of the bundle's bands (``meta``).
 
     ``torch`` moves the model to ``device``. ``onnx`` exports the model once per set of weights
-    (:func:`geoccseg.inference.export.exported_model`, cached on disk) and keeps the last ONNX
-    Runtime session of this process, so that calls for the same weights and thread count reuse it.
+    (:func:`geoccseg.inference.export.exported_model`, or its int8 model,
+    :func:`geoccseg.inference.quantize.quantized_model`; cached on disk) and keeps the last ONNX
+    Runtime session of this process, so that calls for the same model and thread count reuse it.
 
     Raises:
-        GeoccsegError: the network cannot be exported (``onnx``).
+        GeoccsegError: the network cannot be exported or quantised (``onnx``).
     """
     check_engine(engine)
+    check_precision(precision)
     if engine == "torch":
-        return TorchEngine(model.to(device).eval(), device)
+        return TorchEngine(model.to(device).eval(), device, precision=precision)
     if engine == "auto":
         raise GeoccsegError("build_engine needs a resolved engine (torch or onnx); see resolve_engine")
+    if precision == "bf16":
+        raise GeoccsegError("--precision bf16 runs on --engine torch (ONNX Runtime's CPU provider has no bf16 convolutions)")
     from geoccseg.inference.export import export_key, exported_model
+    from geoccseg.inference.quantize import int8_key, quantized_model
 
-    model = model.to("cpu").eval()
-    key, threads = export_key(model, in_channels), torch.get_num_threads()
+    model, in_channels = model.to("cpu").eval(), len(meta.bands)
+    key = int8_key(model, meta) if precision == "int8" else export_key(model, in_channels)
+    threads = torch.get_num_threads()
     with _ONNX_LOCK:
         if (key, threads) not in _ONNX:
-            built = OnnxEngine(exported_model(model, in_channels, key), threads)
+            data = quantized_model(model, meta, key) if precision == "int8" else exported_model(model, in_channels, key)
+            built = OnnxEngine(data, threads, precision)
             _ONNX.clear()
             _ONNX[(key, threads)] = built
         return _ONNX[(key, threads)]

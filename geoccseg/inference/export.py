@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -85,15 +86,16 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def export_key(model: torch.nn.Module, in_channels: int, precision: str = "fp32") -> str:
+def export_key(model: torch.nn.Module, in_channels: int, precision: str = "fp32", calibration: dict | None = None) -> str:
     """The cache key of a network's export: hex SHA-256 of :data:`EXPORT_FORMAT`, :data:`OPSET`,
     ``precision``, the input bands, the architecture (``model.config`` when the network has one,
-    else its class) and :func:`weights_sha256`."""
+    else its class), :func:`weights_sha256` and, for a quantised model, what it was calibrated on."""
     config = getattr(model, "config", None)
     record = {
         "format": EXPORT_FORMAT, "opset": OPSET, "precision": precision, "in_channels": in_channels,
         "architecture": config.to_dict() if hasattr(config, "to_dict") else f"{type(model).__module__}.{type(model).__qualname__}",
         "weights_sha256": weights_sha256(model),
+        **({"calibration": calibration} if calibration is not None else {}),
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
@@ -112,13 +114,21 @@ def exported_model(model: torch.nn.Module, in_channels: int, key: str | None = N
     Raises:
         GeoccsegError: the network cannot be exported, or its export does not match PyTorch.
     """
-    key = key or export_key(model, in_channels)
+    return cached(key or export_key(model, in_channels), lambda: export_onnx(model, in_channels))
+
+
+def cached(key: str, produce: Callable[[], bytes]) -> bytes:
+    """The ONNX model cached under ``key`` when it matches its record, else ``produce()``, cached now.
+
+    Raises:
+        GeoccsegError: what ``produce`` raises.
+    """
     folder = cache_dir() / "onnx"
     path, sidecar = folder / f"{key}.onnx", folder / f"{key}.json"
     data = read_cached(path, sidecar, key)
     if data is not None:
         return data
-    data = export_onnx(model, in_channels)
+    data = produce()
     try:
         write_cached(path, sidecar, key, data)
     except (OSError, GeoccsegError) as exc:

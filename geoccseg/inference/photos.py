@@ -106,6 +106,7 @@ def predict_photo(
     device: str,
     batch_size: int,
     engine: str | Engine = "auto",
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Class probabilities of one photo as uint8 (p x 255), one row of chips at a time.
 
@@ -127,6 +128,7 @@ def predict_photo(
         engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.resolve_engine`),
             or an engine already built for the bundle's model on ``device``
             (:func:`~geoccseg.inference.engine.build_engine`, as :func:`predict_photos` passes it).
+        precision: ``fp32``, ``bf16`` or ``int8`` (with an engine name; an engine has its own).
 
     Returns:
         (K, H, W) uint8 probabilities of the foreground classes, ``round(p x 255)``.
@@ -135,7 +137,7 @@ def predict_photo(
     n_classes = len(bundle.meta.classes)
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=tile_px)
     if isinstance(engine, str):
-        engine = build_engine(resolve_engine(engine, device), bundle.model, device, len(bundle.meta.bands))
+        engine = build_engine(resolve_engine(engine, device, precision), bundle.model, device, bundle.meta, precision)
     blend = blend_window(tile_px, overlap_px)
     stride = grid.stride_px
     out = np.empty((n_classes, height, width), dtype=np.uint8)
@@ -167,6 +169,7 @@ class _Run:
     bundle: Bundle
     device: str
     engine: str
+    precision: str
     tile_px: int
     overlap_px: int
     batch_size: int
@@ -228,8 +231,8 @@ def predict_photos(
         out_dir: the output folder; created if missing (its parent must exist).
         model: a loaded bundle, a shipped model name or a bundle folder (one foreground class).
         options: ``tile_px`` (default: the bundle's training tile, at least 256), ``overlap_px``,
-            ``batch_size``, ``device`` and ``engine`` as for scenes; the block, Dask and
-            raster-type settings do not apply to photos.
+            ``batch_size``, ``device``, ``engine`` and ``precision`` as for scenes; the block,
+            Dask and raster-type settings do not apply to photos.
         params: measurement settings (pixels); None for the defaults.
         threshold: overrides ``params.threshold`` (probability 0-1); None: ``params``' threshold,
             or without ``params`` the bundle's own threshold (else 0.5).
@@ -283,7 +286,8 @@ def predict_photos(
         raise GeoccsegError(f"read_threads {read_threads} is invalid; use 1 or more")
     device = resolve_device(options.device)
     run = _Run(
-        out_dir=Path(out_dir), bundle=bundle, device=device, engine=resolve_engine(options.engine, device), tile_px=tile_px,
+        out_dir=Path(out_dir), bundle=bundle, device=device, engine=resolve_engine(options.engine, device, options.precision),
+        precision=options.precision, tile_px=tile_px,
         overlap_px=options.overlap_px, batch_size=options.batch_size, bands=len(meta.bands), params=params,
         pixel_size_mm=pixel_size_mm, overlay=len(photos) <= OVERLAY_AUTO_MAX if overlay is None else overlay,
         replace=overwrite or resume, confidence=ConfidenceThresholds.from_meta(meta) if confidence else None,
@@ -291,7 +295,7 @@ def predict_photos(
     _prepare(run, photos, resume, overwrite)
 
     done = [resume and run.complete(photo) for photo in photos]
-    engine = None if all(done) else build_engine(run.engine, bundle.model, run.device, run.bands)  # once for every photo
+    engine = None if all(done) else build_engine(run.engine, bundle.model, run.device, meta, run.precision)  # once for all photos
     rows: list[dict | None] = [None] * len(photos)
     frames: list[gpd.GeoDataFrame] = []
     skipped: dict[str, str] = {}
@@ -359,7 +363,7 @@ def predict_photos(
     )
     summary = {
         "model": str(model) if isinstance(model, (str, os.PathLike)) else str(bundle.path),
-        "classes": meta.classes, "engine": run.engine, "tile_px": run.tile_px, "overlap_px": run.overlap_px, "threshold": params.threshold,
+        "classes": meta.classes, "engine": run.engine, "precision": run.precision, "tile_px": run.tile_px, "overlap_px": run.overlap_px, "threshold": params.threshold,
         "pixel_size_mm": pixel_size_mm, "photos": len(photos), "predicted": result.predicted, "resumed": result.resumed,
         "skipped": len(skipped), "stopped": stop,
     }

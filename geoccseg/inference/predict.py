@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
-from geoccseg.inference.engine import Engine, TorchEngine, build_engine, check_engine, resolve_engine
+from geoccseg.inference.engine import Engine, TorchEngine, build_engine, check_engine, check_precision, engine_label, resolve_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import META, WEIGHTS, BundleMeta
 from geoccseg.io.normalize import NormStats
@@ -80,6 +80,8 @@ class PredictOptions:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (mixed precision on CUDA).
         engine: ``"auto"``, ``"torch"`` or ``"onnx"`` (:func:`geoccseg.inference.engine.resolve_engine`;
             ``auto``: torch on CUDA, the faster one on the CPU).
+        precision: ``"fp32"``, ``"bf16"`` (torch engine) or ``"int8"`` (onnx engine), on the CPU
+            (experimental; CUDA always runs under bf16 autocast).
         workers: run blocks on a local Dask cluster of this many single-threaded processes.
         scheduler: address of an existing Dask scheduler (``tcp://host:8786``); its workers must
             see the scene and bundle paths.
@@ -93,6 +95,7 @@ class PredictOptions:
     batch_size: int = 4
     device: str = "auto"
     engine: str = "auto"
+    precision: str = "fp32"
     workers: int | None = None
     scheduler: str | None = None
     prob_dtype: str = "uint8"
@@ -101,6 +104,7 @@ class PredictOptions:
         """Raise :class:`GeoccsegError` for settings that cannot work (the grid checks the sizes)."""
         prob_dtype_name(self.prob_dtype)
         check_engine(self.engine)
+        check_precision(self.precision)
         if self.workers is not None and self.scheduler is not None:
             raise GeoccsegError("give either --workers (a local Dask cluster) or --scheduler (an existing one), not both")
         if self.workers is not None and self.workers < 1:
@@ -122,6 +126,7 @@ class BlockJob:
         scale: model pixel size / scene pixel size (scene pixels per model pixel; 1.0: no resampling).
         batch_size: chips per forward pass.
         engine: the resolved engine name (``torch`` or ``onnx``, :func:`~geoccseg.inference.engine.resolve_engine`).
+        precision: the engine's precision (``fp32``, ``bf16``, ``int8``).
     """
 
     scene: Scene
@@ -132,6 +137,7 @@ class BlockJob:
     scale: float
     batch_size: int
     engine: str
+    precision: str = "fp32"
 
 
 @dataclass
@@ -201,11 +207,13 @@ def cached_model(bundle_path: str, device: str) -> tuple[torch.nn.Module, Bundle
         return _MODELS[key]
 
 
-def cached_engine(bundle_path: str, device: str, engine: str) -> tuple[Engine, BundleMeta]:
-    """The engine ``engine`` (resolved name) running the process's model of a bundle on ``device``
-    (:func:`cached_model`, :func:`geoccseg.inference.engine.build_engine`), and the bundle's metadata."""
+def cached_engine(bundle_path: str, device: str, engine: str, precision: str = "fp32") -> tuple[Engine, BundleMeta]:
+    """The engine ``engine`` (resolved name) running the process's model of a bundle on ``device`` at
+    ``precision`` (:func:`cached_model`, :func:`geoccseg.inference.engine.build_engine`), and the bundle's metadata."""
     model, meta = cached_model(bundle_path, device)
-    return (TorchEngine(model, device) if engine == "torch" else build_engine(engine, model, device, len(meta.bands))), meta
+    if engine == "torch":
+        return TorchEngine(model, device, precision=precision), meta
+    return build_engine(engine, model, device, meta, precision), meta
 
 
 # -- one block ---------------------------------------------------------------------------------
@@ -289,7 +297,7 @@ def predict_block(job: BlockJob) -> BlockResult:
     The block's pixels are read once; weights are zeroed on invalid pixels, so that ``sum(w) == 0``
     marks nodata in the accumulator.
     """
-    engine, meta = cached_engine(job.bundle_path, job.device, job.engine)
+    engine, meta = cached_engine(job.bundle_path, job.device, job.engine, job.precision)
     window = job.block.window
     image, valid = read_model_window(job.scene, window, job.scale)
     top, left = int(window.row_off), int(window.col_off)
@@ -448,7 +456,7 @@ def predict_scene(
     prob_out = check_prob_out(prob_out, overwrite, [scene, *bundle_files(bundle)])
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     device = resolve_device(options.device)
-    engine = resolve_engine(options.engine, device)
+    engine = resolve_engine(options.engine, device, options.precision)
     opened = open_scene_for(scene, bundle.meta)
     scale = model_scale(opened, bundle.meta.pixel_size_m)
     tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
@@ -456,8 +464,9 @@ def predict_scene(
     grid = ChipGrid.create(math.ceil(opened.height / scale), math.ceil(opened.width / scale), tile_px, options.overlap_px, block_px)
     blocks = grid.blocks()
     if engine == "onnx":
-        build_engine(engine, bundle.model, device, len(bundle.meta.bands))  # exported (or found in the cache) once, before any block
-    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_size, engine) for block in blocks)
+        build_engine(engine, bundle.model, device, bundle.meta, options.precision)  # exported (or found in the cache) once
+    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_size, engine, options.precision)
+            for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
@@ -478,5 +487,5 @@ def predict_scene(
                 bar.update()
         chunk_px = COG_BLOCK_PX * max(1, round(block_px / COG_BLOCK_PX))
         write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, options.prob_dtype, overwrite, chunk_px,
-                              tags=provenance(bundle, threshold, engine=engine))
+                              tags=provenance(bundle, threshold, engine=engine_label(engine, options.precision)))
     return prob_out
