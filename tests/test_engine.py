@@ -3,6 +3,7 @@ is rebuilt, never used, when it is stale or tampered with."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -212,3 +213,32 @@ def test_reduced_precisions_are_wired_in_and_recorded(scene: Path, road: Bundle,
         resolve_engine("torch", "cpu", "int8")
     with pytest.raises(GeoccsegError, match=r"^unknown precision 'fp16'; use fp32, bf16 or int8$"):
         PredictOptions(precision="fp16").check()
+
+
+def test_concurrent_exports_of_one_bundle_leave_a_valid_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes export the same bundle into one empty cache at once: both get the model, and
+    what is left is one valid pair (whole files, matching their record) and no temporary file."""
+    import subprocess
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
+    code = (
+        "import hashlib, sys\n"
+        "from geoccseg.inference.export import exported_model\n"
+        "from geoccseg.io.bundle import resolve_model\n"
+        "from geoccseg.models import load_bundle\n"
+        "sys.stdin.read()\n"  # both start exporting when the test closes their stdin
+        "print(hashlib.sha256(exported_model(load_bundle(resolve_model('road')).model, 3)).hexdigest())\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    for proc in procs:
+        proc.stdin.close()
+    results = [(proc.stdout.read(), proc.stderr.read(), proc.wait(timeout=300)) for proc in procs]
+    assert [code for _, _, code in results] == [0, 0], [err for _, err, _ in results]
+    assert not [err for _, err, _ in results if "warning" in err]  # neither found the other's file half-written or in its way
+    onnx, sidecar = _cached_pair(cache)
+    assert sorted(p.name for p in (cache / "onnx").iterdir()) == sorted([onnx.name, sidecar.name])
+    record = json.loads(sidecar.read_text())
+    digest = hashlib.sha256(onnx.read_bytes()).hexdigest()
+    assert record["onnx_sha256"] == digest == results[0][0].strip() == results[1][0].strip()
