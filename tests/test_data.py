@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -219,6 +223,28 @@ def test_bad_inputs_give_one_line_errors(vegas, tmp_path):
     gpd.GeoDataFrame(geometry=[box(10, 50, 10.1, 50.1)], crs=4326).to_file(outside)
     code, out = _run("info", scene, "--labels", vegas / "vegas_img0_roads.geojson", "--aoi", outside)
     assert code == 2 and "does not overlap" in out
+
+
+@pytest.mark.parametrize("case", ["info", "info --labels", "train --scene", "train --labels", "vectorize"])
+def test_a_raster_without_georeferencing_is_one_line_on_stderr_without_library_warnings(case, vegas, tmp_path):
+    """The real command in its own process, so that rasterio's NotGeoreferencedWarning (which
+    pytest would capture) reaches stderr as a user would see it (issue 17: it came before the error)."""
+    bare = tmp_path / "bare.tif"
+    with rasterio.open(bare, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
+        dst.write(np.zeros((1, 8, 8), np.uint8))
+    scene, roads = vegas / "vegas_img0_rgb.tif", vegas / "vegas_img0_roads.geojson"
+    args = {
+        "info": ["info", bare],
+        "info --labels": ["info", scene, "--labels", bare],
+        "train --scene": ["train", "--scene", bare, "--labels", roads, "-o", tmp_path / "model"],
+        "train --labels": ["train", "--scene", scene, "--labels", bare, "-o", tmp_path / "model"],
+        "vectorize": ["vectorize", bare, "-o", tmp_path / "roads.gpkg"],
+    }[case]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # Python's default filters, as a user runs it
+    done = subprocess.run([sys.executable, "-m", "geoccseg.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("geoccseg: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "no CRS" in done.stderr and not (tmp_path / "model").exists() and not (tmp_path / "roads.gpkg").exists()
 
 
 def test_info_counts_chips(vegas):

@@ -45,6 +45,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8
+from geoccseg.io.scene import open_raster
 from geoccseg.io.units import mean_pixel_size_m
 
 
@@ -165,17 +166,15 @@ def read_raster(path: str | os.PathLike) -> Raster:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _read_image(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
-                extra = [i for i, ci in enumerate(ds.colorinterp[1:], start=2) if ci != ColorInterp.alpha]
-                if extra:
-                    raise GeoccsegError(f"{path} has {ds.count} bands; evaluation reads single-band masks or probabilities")
-                values = ds.read(1)
-                valid = ds.read_masks(1) > 0
-                probability = PROBABILITY_TAG in ds.tags()
-                crs = CRS.from_user_input(ds.crs) if ds.crs is not None else None
-                transform = ds.transform if crs is not None else None
+        with open_raster(path) as ds:
+            extra = [i for i, ci in enumerate(ds.colorinterp[1:], start=2) if ci != ColorInterp.alpha]
+            if extra:
+                raise GeoccsegError(f"{path} has {ds.count} bands; evaluation reads single-band masks or probabilities")
+            values = ds.read(1)
+            valid = ds.read_masks(1) > 0
+            probability = PROBABILITY_TAG in ds.tags()
+            crs = CRS.from_user_input(ds.crs) if ds.crs is not None else None
+            transform = ds.transform if crs is not None else None
     except rasterio.errors.RasterioIOError as exc:
         raise GeoccsegError(f"cannot read raster {path}: {str(exc).splitlines()[0]}") from None
     if np.issubdtype(values.dtype, np.floating):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import RASTER_SUFFIXES
-from geoccseg.io.scene import is_gdal_path
+from geoccseg.io.scene import is_gdal_path, open_raster
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
@@ -70,10 +69,8 @@ def is_scene(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> bool:
     if not path.is_file() or path.suffix.lower() not in RASTER_SUFFIXES:
         return False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                return src.crs is not None
+        with open_raster(path) as src:
+            return src.crs is not None
     except rasterio.errors.RasterioIOError:
         return True
 

@@ -33,6 +33,7 @@ from shapely.geometry import box
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import RASTER_SUFFIXES, VECTOR_SUFFIXES
+from geoccseg.io.scene import open_raster
 from geoccseg.label_values import IGNORE_INDEX
 
 DEFAULT_WIDTH_M = {"road": 6.0, "crack": 0.02}
@@ -197,7 +198,7 @@ class RasterLabels:
         if not path.exists():
             raise GeoccsegError(f"labels file {path} does not exist")
         try:
-            with rasterio.open(path) as ds:
+            with open_raster(path) as ds:
                 if ds.crs is None:
                     raise GeoccsegError(f"label raster {path} has no CRS; assign one (rio edit-info --crs ...)")
                 sample = ds.read(1, out_shape=(min(ds.height, 512), min(ds.width, 512)), resampling=Resampling.nearest)
@@ -209,13 +210,13 @@ class RasterLabels:
 
     @property
     def total_bounds(self) -> tuple[float, float, float, float]:
-        with rasterio.open(self.path) as ds, WarpedVRT(ds, crs=self.crs) as vrt:
+        with open_raster(self.path) as ds, WarpedVRT(ds, crs=self.crs) as vrt:
             return tuple(vrt.bounds)
 
     def rasterize(self, bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
         """Class-index mask (H, W) uint8 of the chip covering ``bounds`` (scene CRS) at ``shape`` pixels."""
         transform = rasterio.transform.from_bounds(*bounds, shape[1], shape[0])
-        with rasterio.open(self.path) as ds, WarpedVRT(
+        with open_raster(self.path) as ds, WarpedVRT(
             ds, crs=self.crs, transform=transform, width=shape[1], height=shape[0], resampling=Resampling.nearest,
         ) as vrt:
             data = vrt.read(1)

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +107,7 @@ class Scene:
         local = self._local
         ds = getattr(local, "dataset", None)
         if ds is None or ds.closed:
-            ds = local.dataset = rasterio.open(self.source or self.path)
+            ds = local.dataset = open_raster(self.source or self.path)
         return ds
 
     @property
@@ -248,6 +249,25 @@ def is_gdal_path(path: str | os.PathLike) -> bool:
     return text.startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
 
 
+def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
+    """Open a user's raster for reading: ``rasterio.open`` without its ``NotGeoreferencedWarning``.
+
+    The one opener of the rasters the commands read (scenes, probability rasters, raster labels,
+    evaluation rasters): each reader checks the georeferencing it needs itself and says what is
+    missing in one line, or needs none (photos, evaluation images), so rasterio's two-line warning
+    would only precede that line.
+
+    Args:
+        path: a file, or a URL or GDAL virtual file (:func:`is_gdal_path`), given as a string.
+
+    Raises:
+        rasterio.errors.RasterioIOError: GDAL cannot open it (each caller words its own message).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
 def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | None = None, require_crs: bool = True) -> Scene:
     """Open a GeoTIFF (or any GDAL raster) as a :class:`Scene`.
 
@@ -268,7 +288,7 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
     if not remote and path.is_dir():
         raise GeoccsegError(f"scene {path} is a folder; give a GeoTIFF file")
     try:
-        ds = rasterio.open(path)
+        ds = open_raster(path)
     except rasterio.errors.RasterioIOError as exc:
         if remote:
             raise GeoccsegError(f"scene {path} cannot be opened ({exc}); check the address and that its server answers range requests") from None

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, probabilities
+from geoccseg.io.scene import is_gdal_path, open_raster
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
 from geoccseg.vectorize.params import VectorizeParams
 from geoccseg.vectorize.skeleton import SkeletonPixels, skeleton_pixels
@@ -42,7 +43,7 @@ from geoccseg.vectorize.skeleton import SkeletonPixels, skeleton_pixels
 def recorded_threshold(path: str | os.PathLike) -> float | None:
     """The model's threshold that ``geoccseg predict`` recorded in a probability raster, or None."""
     try:
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             value = ds.tags().get(THRESHOLD_TAG)
         return float(value) if value is not None and 0 < float(value) <= 1 else None
     except (RasterioIOError, ValueError):
@@ -70,7 +71,8 @@ def vectorize_raster(
     """Vectorise a probability GeoTIFF block by block.
 
     Args:
-        path: probability GeoTIFF (one band per foreground class).
+        path: probability GeoTIFF (one band per foreground class): a file, or a URL or GDAL
+            virtual file (``https://...``, ``/vsicurl/...``) given as a string.
         params: vectoriser settings (lengths in metres); None for the defaults.
         block_px: side of a block (pixels), without its halo.
         halo_px: pixels read around each block (pixels).
@@ -85,21 +87,25 @@ def vectorize_raster(
         GeoccsegError: if the file is missing, not a raster, has no CRS, an unsupported data
             type, or lacks a requested class.
     """
-    path = Path(path)
+    remote = is_gdal_path(path)
+    path = os.fspath(path) if remote else Path(path)  # messages show a URL as given
     params = params or VectorizeParams()
     if block_px < 1 or halo_px < 0:
         raise GeoccsegError(f"block_px must be >= 1 and halo_px >= 0, got {block_px} and {halo_px}")
-    if not path.exists():
+    if not remote and not path.exists():
         raise GeoccsegError(f"{path} does not exist; pass the probability GeoTIFF written by prediction")
-    if not path.is_file():
+    if not remote and not path.is_file():
         raise GeoccsegError(f"{path} is a folder; pass the probability GeoTIFF written by prediction")
     try:
-        src = rasterio.open(path)
+        src = open_raster(path)
     except RasterioIOError as exc:
+        if remote:
+            raise GeoccsegError(f"{path} cannot be opened ({exc}); check the address and that its server answers range requests") from None
         raise GeoccsegError(f"{path} is not a raster that can be read ({exc}); pass a probability GeoTIFF") from None
+    name = Path(path).name
     with src:
         if src.crs is None:
-            raise GeoccsegError(f"{path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32611 {path.name})")
+            raise GeoccsegError(f"{path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32611 {name})")
         dtype = check_probability_raster(src, path)
         names = band_classes(src)
         wanted = names if classes is None else list(classes)
@@ -117,7 +123,7 @@ def vectorize_raster(
         if dtype != np.uint8:  # a raster of other values shows it in its first block: say so before any work
             first = blocks[0][0]
             _check_range(src.read(bands, window=first), src.read_masks(bands, window=first) > 0, path)
-        for window, core, open_edges in tqdm(blocks, desc=f"vectorise {path.name}", unit="block", disable=not progress):
+        for window, core, open_edges in tqdm(blocks, desc=f"vectorise {name}", unit="block", disable=not progress):
             data = src.read(bands, window=window)
             valid = src.read_masks(bands, window=window) > 0
             prob = probabilities(data)
@@ -139,7 +145,7 @@ def vectorize_raster(
         }
 
 
-def check_probability_raster(src: rasterio.DatasetReader, path: Path) -> np.dtype:
+def check_probability_raster(src: rasterio.DatasetReader, path: str | os.PathLike) -> np.dtype:
     """Refuse a raster that does not hold probabilities, from its header: another sample type than
     uint8 or float, or bands coloured as an image (red, green, blue, alpha, palette, ...) in a
     raster not marked with :data:`PROBABILITY_TAG`.
@@ -160,7 +166,7 @@ def check_probability_raster(src: rasterio.DatasetReader, path: Path) -> np.dtyp
     return dtype
 
 
-def _check_range(prob: np.ndarray, valid: np.ndarray, path: Path) -> None:
+def _check_range(prob: np.ndarray, valid: np.ndarray, path: str | os.PathLike) -> None:
     """Refuse float values outside [0, 1] (NaN is nodata)."""
     values = prob[valid & ~np.isnan(prob)]
     if values.size and (values.min() < -RANGE_TOLERANCE or values.max() > 1 + RANGE_TOLERANCE):
