@@ -3,6 +3,7 @@ over HTTP with range requests by a server on 127.0.0.1 that the test starts and 
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -112,3 +113,57 @@ def test_a_missing_remote_scene_is_a_one_line_error(server, tmp_path: Path) -> N
     assert result.exit_code == 2
     assert result.output.startswith("geoccseg: error: ") and result.output.count("\n") == 1, result.output
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def _roadmask_cog(vegas: Path, dest: Path, threshold: str) -> Path:
+    """The sample's 0/255 road mask as a COG tagged like predict's probability raster, with ``threshold``."""
+    tagged = dest.parent.parent / "tagged.tif"
+    rasterio.shutil.copy(vegas / "vegas_pan_roadmask.tif", tagged)
+    with rasterio.open(tagged, "r+") as ds:
+        ds.update_tags(GEOCCSEG_PROBABILITY="uint8", GEOCCSEG_THRESHOLD=threshold)
+    rasterio.shutil.copy(tagged, dest, driver="COG", BLOCKSIZE=256)
+    return dest
+
+
+def test_info_reads_a_scene_served_over_http(server, tmp_path: Path) -> None:
+    base, statuses = server
+    local = CliRunner().invoke(cli, ["info", str(tmp_path / "www" / "scene.tif"), "--json"])
+    assert local.exit_code == 0, local.output
+    for url in (f"{base}/scene.tif", f"/vsicurl/{base}/scene.tif"):
+        result = CliRunner().invoke(cli, ["info", url, "--json"])
+        assert result.exit_code == 0, result.output
+        facts, expected = json.loads(result.output), json.loads(local.output)
+        assert facts["path"] == url  # the URL as given, its "//" kept
+        assert {k: facts[k] for k in ("width", "height", "crs", "nodata_share")} == {k: expected[k] for k in ("width", "height", "crs", "nodata_share")}
+    assert 206 in statuses
+
+
+def test_vectorize_reads_a_probability_raster_served_over_http(server, vegas: Path, tmp_path: Path) -> None:
+    base, statuses = server
+    prob = _roadmask_cog(vegas, tmp_path / "www" / "prob.tif", threshold="0.7")
+    local = tmp_path / "local.gpkg"
+    assert CliRunner().invoke(cli, ["vectorize", str(prob), "-o", str(local)]).exit_code == 0
+    expected = gpd.read_file(local)
+    for url in (f"{base}/prob.tif", f"/vsicurl/{base}/prob.tif"):
+        out = tmp_path / f"remote{len(statuses)}.gpkg"
+        result = CliRunner().invoke(cli, ["vectorize", url, "-o", str(out), "-v"])
+        assert result.exit_code == 0, result.output
+        assert "threshold=0.7" in result.output  # the threshold recorded in the remote file
+        lines = gpd.read_file(out)
+        assert len(lines) == len(expected) > 0
+        assert lines["length_m"].sum() == pytest.approx(expected["length_m"].sum())
+    assert 206 in statuses
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("remote")]) == 2  # written here, locally
+
+
+@pytest.mark.parametrize("command", ["info", "vectorize"])
+def test_a_missing_remote_input_of_info_and_vectorize_is_a_one_line_error(command: str, server, tmp_path: Path) -> None:
+    base, _ = server
+    out = tmp_path / "x.gpkg"
+    for url in (f"{base}/missing.tif", f"/vsicurl/{base}/missing.tif"):
+        args = [command, url] + (["-o", str(out)] if command == "vectorize" else [])
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("geoccseg: error: ") and result.output.count("\n") == 1, result.output
+        assert "cannot be opened" in result.output and url in result.output
+    assert not out.exists()

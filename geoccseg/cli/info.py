@@ -14,7 +14,7 @@ from geoccseg.io.scene import parse_bands
 
 
 @click.command("info")
-@click.argument("scene", type=click.Path(path_type=Path))
+@click.argument("scene", metavar="SCENE")  # a string: a Path would fold a URL's "//"
 @click.option("--labels", type=click.Path(path_type=Path), help="Vector or raster labels, any CRS.")
 @click.option("--aoi", type=click.Path(path_type=Path), help="Polygons where the labels are complete.")
 @click.option("--val-aoi", type=click.Path(path_type=Path), help="Polygons held apart for validation.")
@@ -27,7 +27,10 @@ from geoccseg.io.scene import parse_bands
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object on stdout.")
 @verbosity_options
 def command(scene, labels, aoi, val_aoi, classes, class_column, width_m, bands, tile_px, pixel_size_m, as_json) -> None:
-    """Print size, bands, CRS, pixel size and nodata share of SCENE, the chips it yields and the labeled pixels."""
+    """Print size, bands, CRS, pixel size and nodata share of SCENE, the chips it yields and the labeled pixels.
+
+    SCENE is a GeoTIFF file, or anything rasterio opens (https://..., /vsicurl/..., s3://...).
+    """
     band_list = parse_bands(bands)
     check_tile_px(tile_px)
     facts = describe_scene(scene, band_list)

@@ -10,6 +10,7 @@ import click
 from geoccseg.cli.vectorize_options import vectorize_options
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.io.atomic import check_not_input, check_writable
+from geoccseg.io.scene import is_gdal_path
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
 from geoccseg.vectorize.blocks import recorded_threshold
@@ -19,7 +20,7 @@ _DEFAULTS = VectorizeParams()
 
 
 @click.command("vectorize")
-@click.argument("prob", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("prob", metavar="PROB")  # a string: a Path would fold a URL's "//"
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output file: .gpkg (one layer per class), .geojson, .fgb or .shp.")
 @vectorize_options()
@@ -31,7 +32,7 @@ _DEFAULTS = VectorizeParams()
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @verbosity_options
 def command(
-    prob: Path,
+    prob: str,
     output: Path,
     vectorizer: dict[str, float],
     block_px: int,
@@ -39,12 +40,15 @@ def command(
     graph_snap_m: float,
     overwrite: bool,
 ) -> None:
-    """Turn the probability GeoTIFF PROB into polylines written to OUTPUT."""
+    """Turn the probability GeoTIFF PROB into polylines written to OUTPUT.
+
+    PROB is a file, or anything rasterio opens (https://..., /vsicurl/..., s3://...); OUTPUT is a local file.
+    """
     check_writable(output, overwrite, example="roads.gpkg")
     vector_driver(output)
     if graph:
         check_graph_output(output)
-    check_not_input(output, [prob])
+    check_not_input(output, [] if is_gdal_path(prob) else [prob])
     given = dict(vectorizer)
     if "threshold" not in given:  # the model's, as predict recorded it in PROB
         given["threshold"] = recorded_threshold(prob) or _DEFAULTS.threshold

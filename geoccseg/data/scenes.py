@@ -292,7 +292,7 @@ def _chip(sample: dict, labeled: bool) -> dict:
     return out
 
 
-def describe_scene(path: Path, bands: list[int] | None = None) -> dict:
+def describe_scene(path: str | os.PathLike, bands: list[int] | None = None) -> dict:
     """Facts about a scene for ``geoccseg info``: size, bands, dtypes, CRS, pixel size, nodata share."""
     scene = open_scene(path, bands)
     ds = scene.dataset
