@@ -74,8 +74,13 @@ def test_cfd_run_lowers_loss_writes_bundle_and_resumes(data_dir, tmp_path):
     assert code.exit_code == 0, code.output
     ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 45 and ckpt["optimizer_states"][0]["state"]
-    steps = [int(r["step"]) for r in _rows(out / "metrics.csv")]
+    rows = _rows(out / "metrics.csv")
+    steps = [int(r["step"]) for r in rows]
     assert max(steps) == 45 and steps[0] == 1  # one history across both runs
+    # training seconds (validation excluded) rise step by step and go on across the resume
+    seconds = [float(r["seconds"]) for r in rows if r["seconds"]]
+    assert len(seconds) == len([r for r in rows if r["sup"]]) and seconds[0] > 0
+    assert all(b > a for a, b in zip(seconds, seconds[1:])), seconds
 
 
 def test_scene_with_aoi_trains(vegas, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -29,6 +30,10 @@ LOSS_KEYS = ("loss", "sup", "pl", "con")
 class RunRecorder(pl.Callback):
     """Records mean losses every ``log_every`` steps and validation metrics, and saves the bundle.
 
+    Every row also records ``seconds``: wall-clock seconds spent training up to that step (data
+    loading, forward, backward, optimiser and checkpoints; validation excluded; continued across a
+    resume), so that steps or chips per second can be read from ``metrics.csv``.
+
     Args:
         out: the output folder.
         meta: bundle metadata; ``training`` is filled in as the run goes.
@@ -45,6 +50,8 @@ class RunRecorder(pl.Callback):
         self.validation: dict = {}
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        self._seconds = 0.0
+        self._since: float | None = None
 
     @property
     def validated(self) -> bool:
@@ -53,7 +60,7 @@ class RunRecorder(pl.Callback):
 
     def state_dict(self) -> dict:
         return {"rows": self.rows, "best_f1": self.best_f1, "saved_step": self.saved_step, "validation": self.validation,
-                "sums": self._sums, "counts": self._counts}
+                "sums": self._sums, "counts": self._counts, "seconds": self._seconds}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state.get("rows", []))
@@ -61,13 +68,22 @@ class RunRecorder(pl.Callback):
         self.saved_step = state.get("saved_step")
         self.validation = dict(state.get("validation", {}))
         self._sums, self._counts = dict(state.get("sums", {})), dict(state.get("counts", {}))
+        self._seconds = float(state.get("seconds", 0.0))
         if self.saved_step is not None:  # the bundle on disk is that of the resumed run
             self.meta.training.update({"saved_step": self.saved_step, "validation": self.validation})
 
     def on_train_start(self, trainer, module) -> None:
         self.meta.training["in_progress"] = True
+        self._since = time.perf_counter()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._since is not None:
+            self._seconds += now - self._since
+        self._since = now
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._tick()
         for k in LOSS_KEYS:
             v = trainer.callback_metrics.get(f"train/{k}")
             if v is not None:
@@ -76,10 +92,11 @@ class RunRecorder(pl.Callback):
         step = trainer.global_step
         if step % self.log_every == 0 or step == 1:
             # mean of each loss term over the steps since the last row
-            self.rows.append({"step": step, **{k: self._sums[k] / self._counts[k] for k in self._sums}})
+            self.rows.append({"step": step, "seconds": round(self._seconds, 3), **{k: self._sums[k] / self._counts[k] for k in self._sums}})
             self._sums, self._counts = {}, {}
 
     def on_validation_end(self, trainer, module) -> None:
+        self._since = time.perf_counter()  # validation is not training time
         if trainer.sanity_checking:
             return
         metrics = {k[4:]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -124,7 +141,7 @@ class RunRecorder(pl.Callback):
     def _write(self, trainer) -> None:
         if not trainer.is_global_zero or not self.rows:
             return
-        columns = ["step", *LOSS_KEYS] + sorted({k for r in self.rows for k in r if k.startswith("val_")})
+        columns = ["step", "seconds", *LOSS_KEYS] + sorted({k for r in self.rows for k in r if k.startswith("val_")})
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()

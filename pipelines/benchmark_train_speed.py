@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Training speed on this machine: chips per second of a training step, per encoder and method.
+
+Run from the repository root, e.g.::
+
+    python pipelines/benchmark_train_speed.py --data ../shared/data/massachusetts/train --out bench/train-speed
+
+Each variant is a real :func:`geoccseg.train` run on the photos of ``--data`` (``images/`` and
+``masks/``, 3.5 % labeled, the rest unlabeled; no validation set) for ``--steps`` steps with the
+benchmark's ``cpu`` budget per step (8 labeled + 8 unlabeled chips of 256 px), in its own
+subprocess so that runs share no threads or caches. The speed is read from the run's
+``metrics.csv`` (``seconds``: training wall time, validation excluded), from step ``--skip`` (the
+first steps warm up allocators and oneDNN kernels) to the last:
+
+- steps/s = steps / seconds;
+- chips/s = steps x chips per step / seconds, where a supervised step takes 8 chips and a
+  semi-supervised step 16 (8 labeled + 8 unlabeled, each unlabeled chip seen by the teacher and,
+  as a strong view, by the student).
+
+Variants: ``light`` and ``efficientnet-lite0`` encoders, each supervised only (``sup``: the
+imbalance loss) and with the whole method from step 0 (``full``: pseudo-labels and contrastive
+loss); ``+workers1`` loads the next batch in a worker process while the step runs (``num_workers
+1``); ``+threads1`` uses one intra-op thread instead of all cores. Writes ``results.json`` and
+``results.md`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: name -> (encoder, semi-supervised, num_workers, torch threads or None for the default)
+VARIANTS: dict[str, tuple[str, bool, int, int | None]] = {
+    "light sup": ("light", False, 0, None),
+    "light full": ("light", True, 0, None),
+    "efficientnet-lite0 sup": ("efficientnet-lite0", False, 0, None),
+    "efficientnet-lite0 full": ("efficientnet-lite0", True, 0, None),
+    "efficientnet-lite0 full +workers1": ("efficientnet-lite0", True, 1, None),
+    "efficientnet-lite0 full +threads1": ("efficientnet-lite0", True, 0, 1),
+}
+LABELED_CHIPS, UNLABELED_CHIPS, TILE_PX = 8, 8, 256
+
+
+def run_variant(name: str, data: Path, steps: int, out: Path) -> None:
+    """Train one variant for ``steps`` steps into ``out`` (in this process)."""
+    encoder, semi, workers, threads = VARIANTS[name]
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from geoccseg.train import TrainConfig, train
+
+    config = TrainConfig(
+        out=str(out), images=str(data / "images"), masks=str(data / "masks"), labeled_fraction=0.035, val_fraction=0.0,
+        tile_px=TILE_PX, batch_size=LABELED_CHIPS, unlabeled_batch_size=UNLABELED_CHIPS, encoder=encoder,
+        pseudo=semi, contrastive=semi, unlabeled_start_steps=0, rampup_steps=1, max_steps=steps,
+        num_workers=workers, progress=False, seed=0,
+    )
+    train(config)
+
+
+def speed(metrics: Path, skip: int, chips_per_step: int) -> dict:
+    """Steps and chips per second from a run's ``metrics.csv``, from step ``skip`` on."""
+    with open(metrics) as f:
+        rows = [(int(r["step"]), float(r["seconds"])) for r in csv.DictReader(f) if r.get("seconds")]
+    start = next((r for r in rows if r[0] >= skip), rows[0])
+    end = rows[-1]
+    steps, seconds = end[0] - start[0], end[1] - start[1]
+    return {"steps": steps, "seconds": round(seconds, 2), "steps_per_s": round(steps / seconds, 3),
+            "chips_per_s": round(steps * chips_per_step / seconds, 2)}
+
+
+def write_report(results: list[dict], out: Path) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    lines = [
+        "# Training speed", "",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; tile {TILE_PX} px, "
+        f"{LABELED_CHIPS} labeled (+ {UNLABELED_CHIPS} unlabeled) chips per step; measured over the steps after the warm-up.", "",
+        "| variant | chips per step | steps measured | s/step | chips/s |", "|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(f"| {r['variant']} | {r['chips_per_step']} | {r['steps']} | {1 / r['steps_per_s']:.2f} | {r['chips_per_s']:.1f} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per variant (default 40)")
+    parser.add_argument("--skip", type=int, default=10, help="warm-up steps left out of the speed (default 10)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: train one variant in this process
+    parser.add_argument("--run-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        run_variant(args.run, args.data, args.steps, args.run_out)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="geoccseg-train-speed-") as tmp:
+        for name in args.variants:
+            run_out = Path(tmp) / name.replace(" ", "_").replace("+", "")
+            print(f"{name}: {args.steps} steps", flush=True)
+            subprocess.run([sys.executable, __file__, "--data", str(args.data), "--steps", str(args.steps),
+                            "--out", str(args.out), "--run", name, "--run-out", str(run_out)], check=True)
+            chips = LABELED_CHIPS + (UNLABELED_CHIPS if VARIANTS[name][1] else 0)
+            result = {"variant": name, "chips_per_step": chips, **speed(run_out / "metrics.csv", args.skip, chips)}
+            print(f"  {result['chips_per_s']} chips/s ({1 / result['steps_per_s']:.2f} s/step)", flush=True)
+            results.append(result)
+            write_report(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
