@@ -42,6 +42,7 @@ from geoccseg.inference.pipeline import PredictResult, run_predict  # noqa: E402
 from geoccseg.io.atomic import atomic_path, check_writable, scratch_dir  # noqa: E402
 from geoccseg.io.bundle import resolve_model  # noqa: E402
 from geoccseg.io.probability import probabilities  # noqa: E402
+from geoccseg.io.vector_write import write_vectors  # noqa: E402
 from geoccseg.models import load_bundle  # noqa: E402
 from geoccseg.train import TrainConfig, train  # noqa: E402
 
@@ -251,11 +252,18 @@ def strip_config(out: str | os.PathLike, aoi: str | os.PathLike, *, model: str =
     )
 
 
+def write_strip(split: Strips, path: str | os.PathLike) -> Path:
+    """Write the labeled strip of ``split`` as ``geoccseg train --aoi`` takes it: one polygon in the
+    scene's CRS, layer ``labeled_strip`` of the GeoPackage ``path`` (replaced, atomically), written as
+    every other vector output is (:func:`~geoccseg.io.vector_write.write_vectors`: GeoPackage 1.2)."""
+    strip = gpd.GeoDataFrame({"name": ["labeled strip"]}, geometry=[split.labeled], crs=split.crs)
+    return write_vectors({"labeled_strip": strip}, path, overwrite=True)
+
+
 def _label_a_strip(scene: Path, truth_lines: gpd.GeoSeries, split: Strips, aoi: Path, tuned: Path, model: str,
                    steps: int, progress: bool) -> StripResult:
     """Part (b): write the strip as ``aoi``, fine-tune ``model`` on the truth inside it, map the scene into ``tuned``."""
-    with atomic_path(aoi, overwrite=True) as tmp:
-        gpd.GeoDataFrame({"name": ["labeled strip"]}, geometry=[split.labeled], crs=split.crs).to_file(tmp, driver="GPKG", layer="labeled_strip")
+    write_strip(split, aoi)
     labels = clipped(truth_lines.to_crs(split.crs), split.labeled)
     labeled_km = float(labels.to_crs(labels.estimate_utm_crs()).length.sum() / 1000)
     _say(progress, f"(b) label a strip: fine-tuning the road model on the {labeled_km:.2f} km of truth centrelines in the "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+import sqlite3
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 
 from geoccseg.cli import cli
 from geoccseg.cli.train import command as train_command
-from geoccseg.demo import FINE_TUNE, STEPS, run_demo, sample_roads, sample_scene, strip_config
+from geoccseg.demo import FINE_TUNE, STEPS, run_demo, sample_roads, sample_scene, strip_config, write_strip
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import score_rest, strips
 from geoccseg.evaluate.files import read_lines
@@ -26,6 +27,7 @@ from geoccseg.train import TrainConfig
 BOUNDS = (-115.1706276, 36.2371077, -115.1671176, 36.2406177)  # the sample's, EPSG:4326
 QUICK_OUTPUTS = {"roads.gpkg", "road_probability.tif", "preview.png"}
 FULL_OUTPUTS = QUICK_OUTPUTS | {"labeled_strip.gpkg", "roads_fine_tuned.gpkg"}
+GPKG_APPLICATION_ID = 0x47504B47  # "GPKG", the first of the two PRAGMAs that identify a GeoPackage
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +106,19 @@ def test_demo_refuses_a_model_that_does_not_predict_roads(tmp_path: Path) -> Non
         "give a road model (road, or a bundle folder trained on roads)"
     ]
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_labeled_strip_is_a_geopackage_1_2_like_every_other_output(tmp_path: Path) -> None:
+    """Issue 17: the demo wrote ``labeled_strip.gpkg`` itself, as GDAL's default GeoPackage 1.4."""
+    split = strips(sample_scene(), 0.4)
+    (tmp_path / "labeled_strip.gpkg").write_text("an older strip\n")  # replaced, as the demo replaces its outputs
+    path = write_strip(split, tmp_path / "labeled_strip.gpkg")
+    assert path == tmp_path / "labeled_strip.gpkg" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    with sqlite3.connect(path) as db:
+        pragmas = db.execute("PRAGMA application_id").fetchone()[0], db.execute("PRAGMA user_version").fetchone()[0]
+    assert pragmas == (GPKG_APPLICATION_ID, 10200)
+    strip = gpd.read_file(path, layer="labeled_strip")
+    assert len(strip) == 1 and strip.geometry[0].equals(split.labeled) and strip.crs == split.crs
 
 
 @pytest.mark.slow
