@@ -11,6 +11,7 @@ shows them side by side. ``quick`` runs (a) alone. It is the first command a new
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shlex
@@ -32,6 +33,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
+from PIL import Image  # noqa: E402
 from shapely.geometry import Polygon  # noqa: E402
 
 from geoccseg.benchmark import quiet_lightning  # noqa: E402
@@ -375,9 +377,20 @@ def render_preview(
         ax.tick_params(labelsize=7)
     fig.tight_layout()
     with atomic_path(out, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        _save_palette_png(fig, tmp, dpi=90)
     plt.close(fig)
     return out
+
+
+def _save_palette_png(fig: plt.Figure, path: Path, dpi: int) -> None:
+    """Save ``fig`` as a PNG of 256 colours (octree palette, Floyd-Steinberg dithering, no alpha):
+    the full demo's preview of aerial imagery is 0.27 MB instead of matplotlib's 1 MB RGBA PNG, with
+    the same text, lines and smooth colour bar."""
+    rendered = io.BytesIO()
+    fig.savefig(rendered, dpi=dpi, format="png")
+    rgb = Image.open(rendered).convert("RGB")
+    palette = rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, format="PNG", optimize=True)
 
 
 def _draw_lines(ax, rgb: np.ndarray, extent: tuple, path: str | os.PathLike, truth: gpd.GeoSeries | None,

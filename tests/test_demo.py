@@ -15,6 +15,7 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from geoccseg.cli import cli
 from geoccseg.cli.train import command as train_command
@@ -57,6 +58,15 @@ def test_quick_demo_writes_the_shipped_models_roads_and_nothing_else(quick) -> N
     xmin, ymin, xmax, ymax = roads.total_bounds
     assert BOUNDS[0] <= xmin and xmax <= BOUNDS[2] and BOUNDS[1] <= ymin and ymax <= BOUNDS[3]
     assert (out / "preview.png").stat().st_size > 50_000
+
+
+def test_the_preview_is_a_palette_png_of_a_reasonable_size(quick) -> None:
+    """Matplotlib's RGBA PNG of aerial imagery was 1 MB for the full demo (issue 17)."""
+    out, _ = quick
+    with Image.open(out / "preview.png") as png:
+        assert png.mode == "P" and len(png.getcolors(256)) > 128  # 256 colours, dithered, not a few flat ones
+        assert png.size == (1350, 486)  # 15 x 5.4 inches at 90 dpi: the drawing is unchanged
+    assert (out / "preview.png").stat().st_size < 300_000
 
 
 def test_quick_demo_prints_the_shipped_models_scores_on_the_unlabeled_rest(quick) -> None:
