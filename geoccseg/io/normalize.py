@@ -54,7 +54,7 @@ class NormStats:
         if isinstance(image, torch.Tensor):
             low = torch.tensor(self.low, dtype=torch.float32, device=image.device)[:, None, None]
             span = torch.tensor(self.high, dtype=torch.float32, device=image.device)[:, None, None] - low
-            return ((image.float() - low) / span - 0.5).clamp(-1.5, 1.5)
+            return (image.float() - low).div_(span).sub_(0.5).clamp_(-1.5, 1.5)  # one new tensor, not four
         low = np.asarray(self.low, dtype=np.float32)[:, None, None]
         span = np.asarray(self.high, dtype=np.float32)[:, None, None] - low
         return np.clip((image.astype(np.float32) - low) / span - 0.5, -1.5, 1.5)
