@@ -3,6 +3,7 @@ is rebuilt, never used, when it is stale or tampered with."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -20,6 +21,8 @@ from PIL import Image
 import geoccseg
 from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
+from geoccseg.inference import export
+from geoccseg.inference.blend import ChipGrid
 from geoccseg.inference.engine import build_engine, clear_sessions, resolve_engine
 from geoccseg.inference.export import export_key, exported_model
 from geoccseg.inference.predict import PredictOptions, predict_scene
@@ -157,6 +160,33 @@ def test_an_unwritable_cache_exports_for_the_run_only(scene: Path, road: Bundle,
     assert "\n" not in warning and "for this run only" in warning
     assert blocker.read_text() == "a file where the cache folder should be"
     assert _largest_difference(_read(out), torch_probability) <= TOLERANCE
+
+
+def test_blocks_reuse_the_engine_instead_of_hashing_the_weights_again(scene: Path, road: Bundle, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The onnx engine's cache key hashes every weight: once for the run and once for the process's
+    engine, not again for each block (4 blocks here)."""
+    hashed = []
+    original = export.weights_sha256
+    monkeypatch.setattr(export, "weights_sha256", lambda model: hashed.append(model) or original(model))
+    options = _with(engine="onnx", tile_px=128, overlap_px=32, block_px=256)
+    assert len(ChipGrid.create(390, 390, 128, 32, 256).blocks()) == 4
+    out = predict_scene(scene, road, tmp_path / "p.tif", options, progress=False)
+    assert _read(out).count() > 0
+    assert len(hashed) == 2
+
+
+def test_changed_weights_get_a_new_engine(scene: Path, road: Bundle, tmp_path: Path) -> None:
+    """The engine a process keeps for its blocks belongs to the weights of that run: weights changed
+    in memory between two runs are exported again, as PyTorch runs them."""
+    bundle = Bundle(model=copy.deepcopy(road.model), meta=road.meta, path=road.path)
+    before = _read(predict_scene(scene, bundle, tmp_path / "before.tif", _with(engine="onnx"), progress=False))
+    with torch.no_grad():
+        bundle.model.seg_head[1].bias += torch.tensor([0.0, 3.0])  # more road everywhere
+    after = _read(predict_scene(scene, bundle, tmp_path / "after.tif", _with(engine="onnx"), progress=False))
+    expected = _read(predict_scene(scene, bundle, tmp_path / "torch.tif", _with(engine="torch"), progress=False))
+    assert _largest_difference(after, expected) <= TOLERANCE
+    assert _largest_difference(after, before) > 100
 
 
 def test_onnx_runs_with_the_threads_torch_has(road: Bundle) -> None:

@@ -63,6 +63,7 @@ GDAL_CACHE_BYTES = 64 * 2**20
 memory does not grow with the scene size."""
 
 _MODELS: dict[tuple[str, str, int], tuple[torch.nn.Module, BundleMeta]] = {}
+_ENGINES: dict[tuple[str, str, int], tuple[torch.nn.Module, Engine]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -193,6 +194,7 @@ def share_bundle(bundle: Bundle, device: str) -> None:
     model = bundle.model if device == "cpu" else copy.deepcopy(bundle.model).to(device)
     with _MODELS_LOCK:
         _MODELS.clear()
+        _ENGINES.clear()
         _MODELS[_model_key(bundle.path, device)] = (model.eval(), bundle.meta)
 
 
@@ -203,17 +205,29 @@ def cached_model(bundle_path: str, device: str) -> tuple[torch.nn.Module, Bundle
         if key not in _MODELS:
             bundle = load_bundle(bundle_path)
             _MODELS.clear()
+            _ENGINES.clear()
             _MODELS[key] = (bundle.model.to(device).eval(), bundle.meta)
         return _MODELS[key]
 
 
 def cached_engine(bundle_path: str, device: str, engine: str, precision: str = "fp32") -> tuple[Engine, BundleMeta]:
     """The engine ``engine`` (resolved name) running the process's model of a bundle on ``device`` at
-    ``precision`` (:func:`cached_model`, :func:`geoccseg.inference.engine.build_engine`), and the bundle's metadata."""
+    ``precision`` (:func:`cached_model`, :func:`geoccseg.inference.engine.build_engine`), and the bundle's metadata.
+
+    The engine is built once per process model (a new :func:`share_bundle` or a reloaded bundle builds
+    it again): the ``onnx`` engine's cache key hashes every weight, which each block would repeat.
+    """
     model, meta = cached_model(bundle_path, device)
-    if engine == "torch":
-        return TorchEngine(model, device, precision=precision), meta
-    return build_engine(engine, model, device, meta, precision), meta
+    key = (engine, precision, torch.get_num_threads())
+    with _MODELS_LOCK:
+        found = _ENGINES.get(key)
+    if found is not None and found[0] is model:
+        return found[1], meta
+    built = TorchEngine(model, device, precision=precision) if engine == "torch" else build_engine(engine, model, device, meta, precision)
+    with _MODELS_LOCK:
+        _ENGINES.clear()
+        _ENGINES[key] = (model, built)
+    return built, meta
 
 
 # -- one block ---------------------------------------------------------------------------------
