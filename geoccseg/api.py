@@ -39,7 +39,6 @@ from geoccseg.inference.cog import provenance
 from geoccseg.inference.engine import build_engine, engine_label, resolve_engine
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import (
-    MIN_TILE_PX,
     BlockJob,
     BlockResult,
     PredictOptions,
@@ -73,7 +72,7 @@ def predict(
     tile_px: int | None = None,
     overlap_px: int = 64,
     block_px: int = 2048,
-    batch_size: int = 4,
+    batch_size: int | None = None,
 ) -> xr.DataArray:
     """Class probabilities of a scene or photo, as a lazy, Dask-backed DataArray.
 
@@ -87,10 +86,12 @@ def predict(
         engine: ``auto``, ``torch`` or ``onnx`` (:func:`geoccseg.inference.engine.resolve_engine`;
             ``auto``: torch on CUDA, the faster one on the CPU).
         precision: ``fp32``, ``bf16`` (torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
-        tile_px: chip edge in model pixels; None: the bundle's training tile, at least 256.
+        tile_px: chip edge in model pixels; None: the bundle's training tile, at least 512
+            (:meth:`geoccseg.inference.predict.PredictOptions.tile_for`).
         overlap_px: overlap of neighbouring chips in pixels.
         block_px: edge of a block in model pixels (one Dask task, one chunk of the result).
-        batch_size: chips per forward pass.
+        batch_size: chips per forward pass; None: 4 chips of 256 px, 1 of 512 px or more
+            (:meth:`geoccseg.inference.predict.PredictOptions.batch_for`).
 
     Returns:
         float32 DataArray named ``probability`` with dims ``class`` (the model's foreground
@@ -213,7 +214,7 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     engine = resolve_engine(options.engine, device, options.precision)
     scene = open_scene_for(str(source), bundle.meta)
     scale = model_scale(scene, bundle.meta.pixel_size_m)
-    tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
+    tile_px = options.tile_for(bundle.meta)
     height, width = math.ceil(scene.height / scale), math.ceil(scene.width / scale)
     grid = ChipGrid.create(height, width, tile_px, options.overlap_px, options.block_px)
     share_bundle(bundle, device)
@@ -222,7 +223,7 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     n_classes = len(bundle.meta.classes)
     results = {
         (block.row, block.col): dask.delayed(_block_task)(
-            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_size, engine, options.precision), source,
+            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision), source,
         )
         for block in grid.blocks()
     }
@@ -286,9 +287,9 @@ def _predict_photo(path: Path, bundle: Bundle, options: PredictOptions) -> xr.Da
     width, height = size
     device = resolve_device(options.device)
     engine = resolve_engine(options.engine, device, options.precision)
-    tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
+    tile_px = options.tile_for(bundle.meta)
     task = dask.delayed(_photo_probabilities)(path, bundle, device, engine, options.precision, tile_px, options.overlap_px,
-                                              options.batch_size)
+                                              options.batch_for(tile_px))
     n_classes = len(bundle.meta.classes)
     xs = PHOTO_TRANSFORM.c + (np.arange(width) + 0.5) * PHOTO_TRANSFORM.a
     ys = PHOTO_TRANSFORM.f + (np.arange(height) + 0.5) * PHOTO_TRANSFORM.e

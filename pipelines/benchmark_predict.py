@@ -5,6 +5,12 @@ Run from the repository root, e.g.::
 
     python pipelines/benchmark_predict.py --sizes 2048 4096 8192 16384 --engines torch onnx --out bench/predict
 
+**Options.** By default the chips are what ``geoccseg predict`` uses without options
+(:class:`geoccseg.inference.predict.PredictOptions`: the tile of
+:meth:`~geoccseg.inference.predict.PredictOptions.tile_for`, the batch of
+:meth:`~geoccseg.inference.predict.PredictOptions.batch_for`, its overlap and block size);
+``--tile-px``, ``--overlap-px``, ``--block-px`` and ``--batch-size`` measure others.
+
 **Scenes.** The real SpaceNet Las Vegas chip (``spacenet-vegas/vegas_img0_rgb.tif``, 1300 x 1300
 RGB at about 0.27 m) is mirror-tiled into squares of each ``--sizes`` edge (pixels): same pixel
 size, same CRS, origin at the chip's origin. They are written block by block as tiled, compressed
@@ -68,6 +74,8 @@ import torch
 
 from geoccseg.inference.cog import compression
 from geoccseg.inference.engine import Engine
+from geoccseg.inference.predict import PredictOptions
+from geoccseg.io.bundle import read_bundle
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.probability import encode_uint8
 from geoccseg.models import Bundle
@@ -284,10 +292,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384], help="scene edges in pixels")
     parser.add_argument("--out", type=Path, default=Path("bench/predict"), help="folder for results.json and results.md")
     parser.add_argument("--model", type=Path, help="bundle folder (default: an untrained default-architecture bundle)")
-    parser.add_argument("--tile-px", type=int, default=1024, help="chip edge in pixels")
-    parser.add_argument("--overlap-px", type=int, default=64, help="chip overlap in pixels")
-    parser.add_argument("--block-px", type=int, default=2048, help="block edge in pixels")
-    parser.add_argument("--batch-size", type=int, default=1, help="chips per forward pass")
+    defaults = PredictOptions()
+    parser.add_argument("--tile-px", type=int, help="chip edge in pixels (default: predict's, PredictOptions.tile_for)")
+    parser.add_argument("--overlap-px", type=int, default=defaults.overlap_px, help="chip overlap in pixels")
+    parser.add_argument("--block-px", type=int, default=defaults.block_px, help="block edge in pixels")
+    parser.add_argument("--batch-size", type=int, help="chips per forward pass (default: predict's, PredictOptions.batch_for)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--engines", nargs="+", default=["torch"],
                         help="inference engines to measure: torch, onnx (or auto), each with an optional :precision "
@@ -314,7 +323,11 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = args.model or make_untrained_bundle(args.out / "bundle-untrained")
-    pixel_size_m = json.loads((Path(bundle) / "bundle.json").read_text())["pixel_size_m"]  # no resampling in predict
+    meta = read_bundle(bundle).meta
+    pixel_size_m = meta.pixel_size_m  # no resampling in predict
+    options = PredictOptions(tile_px=args.tile_px, batch_size=args.batch_size)  # predict's chips unless given
+    args.tile_px = options.tile_for(meta)
+    args.batch_size = options.batch_for(args.tile_px)
     report = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("child", "scene", "bundle", "dest", "engine")},

@@ -97,8 +97,10 @@ def test_predict_a_photo_in_pixel_coordinates(data_dir: Path) -> None:
     assert prob.attrs["model"] == "crack"
     assert (prob.x.values[0], prob.y.values[0]) == (0.5, -0.5)  # as the crack lines of `geoccseg predict`
     bundle = load_bundle(resolve_model("crack"))
+    defaults = PredictOptions()  # the default chips of `geoccseg predict` on photos
+    tile_px = defaults.tile_for(bundle.meta)
     expected = predict_photo(bundle, read_photo(photo, bands=len(bundle.meta.bands), exif_orientation=True),
-                             tile_px=256, overlap_px=64, device="cpu", batch_size=4)
+                             tile_px=tile_px, overlap_px=defaults.overlap_px, device="cpu", batch_size=defaults.batch_for(tile_px))
     assert np.abs(np.round(prob.values * 255) - expected.astype(np.float32)).max() <= 1
     with pytest.raises(GeoccsegError, match="no CRS"):
         geoccseg.vectorize(prob)

@@ -28,6 +28,7 @@ from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
 from geoccseg.inference.photo_outputs import SUMMARY_COLUMNS, write_probability_png
 from geoccseg.inference.photos import predict_photo
+from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS
@@ -205,7 +206,10 @@ def test_exif_orientation_is_honoured(data_dir: Path, crack: Bundle, tmp_path: P
     assert result.exit_code == 0, result.output
     prob = np.asarray(Image.open(tmp_path / "out" / "probability" / "turned.png"))
     upright = np.asarray(Image.open(tmp_path / "turned.jpg").transpose(Image.Transpose.ROTATE_270))
-    expected = predict_photo(crack, np.moveaxis(upright, -1, 0), tile_px=256, overlap_px=64, device="cpu", batch_size=4)[0]
+    defaults = PredictOptions()  # the chips `geoccseg predict` uses without options
+    tile_px = defaults.tile_for(crack.meta)
+    expected = predict_photo(crack, np.moveaxis(upright, -1, 0), tile_px=tile_px, overlap_px=defaults.overlap_px, device="cpu",
+                             batch_size=defaults.batch_for(tile_px))[0]
     assert prob.shape == (480, 320) and np.array_equal(prob, expected)
 
 

@@ -31,7 +31,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid, blend_window, ramp
 from geoccseg.inference.predict import PredictOptions, predict_scene
-from geoccseg.io.bundle import BundleMeta, save_bundle
+from geoccseg.io.bundle import BundleMeta, resolve_model, save_bundle
 from geoccseg.io.scene import open_scene
 from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.models import Bundle, ModelConfig, build_model, load_bundle
@@ -188,6 +188,22 @@ def test_tile_size_changes_only_the_model_context(cli_run, scene_path: Path, bun
           f"inner {inner.max()}/255, mean {diff.mean():.2f}/255")
     assert diff.mean() < 8
     assert border.max() <= inner.max()
+
+
+def test_default_chips_are_the_training_tile_raised_to_512_px(scene_path: Path, tmp_path: Path) -> None:
+    """Without options the shipped road model (trained on 256-px chips) predicts on 512-px chips,
+    one per forward pass: the sample (390 x 390 pixels at the model's 1 m) is one chip, as with
+    ``--tile-px 512``, not the four chips of ``--tile-px 256``, which see less context."""
+    road = resolve_model("road")
+    probs = {
+        name: read_band(predict_scene(scene_path, road, tmp_path / f"{name}.tif", PredictOptions(device="cpu", **options), progress=False))
+        for name, options in [("default", {}), ("512", {"tile_px": 512, "batch_size": 1}), ("256", {"tile_px": 256, "batch_size": 4})]
+    }
+    assert np.array_equal(probs["default"], probs["512"])
+    assert np.abs(probs["default"] - probs["256"]).max() > 10
+    defaults = PredictOptions()
+    assert (defaults.batch_for(256), defaults.batch_for(512), defaults.batch_for(1024)) == (4, 1, 1)
+    assert PredictOptions(tile_px=256, batch_size=3).batch_for(256) == 3
 
 
 # -- the COG -----------------------------------------------------------------------------------

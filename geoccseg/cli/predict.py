@@ -33,10 +33,10 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
               help="Scene: probability raster type: uint8 (p x 255) or float32 (float16 is accepted as another name of float32).")
 @click.option("--confidence-out", type=click.Path(path_type=Path),
               help="Scene: also write the model's confidence COG here (.tif): max class probability x 255 and level 0 high / 1 low / 2 unreliable.")
-@click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 256].")
+@click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 512].")
 @click.option("--overlap-px", type=int, default=64, show_default=True, help="Overlap of neighbouring chips in pixels.")
 @click.option("--block-px", type=int, default=2048, show_default=True, help="Scene: block edge in pixels (one task each; memory).")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Chips per forward pass.")
+@click.option("--batch-size", type=int, help="Chips per forward pass [4 chips of 256 px, 1 of 512 px or more].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the model runs (mixed precision on CUDA).")
 @click.option("--engine", default="auto", show_default=True, metavar="|".join(ENGINES),
@@ -69,7 +69,7 @@ def command(
     tile_px: int | None,
     overlap_px: int,
     block_px: int,
-    batch_size: int,
+    batch_size: int | None,
     device: str,
     engine: str,
     precision: str,

@@ -50,7 +50,7 @@ from geoccseg.inference.photo_outputs import (
     write_probability_png,
     write_summary,
 )
-from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips, resolve_device
+from geoccseg.inference.predict import PredictOptions, blend_chips, resolve_device
 from geoccseg.io.atomic import check_writable
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, VECTOR_DRIVERS
@@ -230,7 +230,7 @@ def predict_photos(
         inputs: photos, folders of photos and glob patterns (:func:`geoccseg.data.photos.find_photos`).
         out_dir: the output folder; created if missing (its parent must exist).
         model: a loaded bundle, a shipped model name or a bundle folder (one foreground class).
-        options: ``tile_px`` (default: the bundle's training tile, at least 256), ``overlap_px``,
+        options: ``tile_px`` (default: :meth:`~geoccseg.inference.predict.PredictOptions.tile_for`), ``overlap_px``,
             ``batch_size``, ``device``, ``engine`` and ``precision`` as for scenes; the block,
             Dask and raster-type settings do not apply to photos.
         params: measurement settings (pixels); None for the defaults.
@@ -280,7 +280,7 @@ def predict_photos(
         pixel_size_mm = meta.pixel_size_m * 1000.0
     if pixel_size_mm is not None and not (math.isfinite(pixel_size_mm) and pixel_size_mm > 0):
         raise GeoccsegError(f"--pixel-size-mm {pixel_size_mm} is invalid; give the size of one photo pixel in millimetres, e.g. 0.25")
-    tile_px = options.tile_px if options.tile_px is not None else max(meta.tile_px, MIN_TILE_PX)
+    tile_px = options.tile_for(meta)
     ChipGrid.create(1, 1, tile_px, options.overlap_px, tile_px)  # checks the tile and overlap
     if read_threads < 1:
         raise GeoccsegError(f"read_threads {read_threads} is invalid; use 1 or more")
@@ -288,7 +288,7 @@ def predict_photos(
     run = _Run(
         out_dir=Path(out_dir), bundle=bundle, device=device, engine=resolve_engine(options.engine, device, options.precision),
         precision=options.precision, tile_px=tile_px,
-        overlap_px=options.overlap_px, batch_size=options.batch_size, bands=len(meta.bands), params=params,
+        overlap_px=options.overlap_px, batch_size=options.batch_for(tile_px), bands=len(meta.bands), params=params,
         pixel_size_mm=pixel_size_mm, overlay=len(photos) <= OVERLAY_AUTO_MAX if overlay is None else overlay,
         replace=overwrite or resume, confidence=ConfidenceThresholds.from_meta(meta) if confidence else None,
     )

@@ -194,7 +194,7 @@ def score_cells(
     block_cols = max(1, round(options.block_px / cells.cell_w_px))
     jobs = [
         ScoreJob(scene, str(bundle.path), device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
-                 scale, options.batch_size, thresholds, params)
+                 scale, options.batch_for(tile_px), thresholds, params)
         for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)
     ]
     sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))

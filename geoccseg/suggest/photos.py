@@ -156,7 +156,7 @@ def suggest_photos(
     for path in tqdm(files, unit="photo", desc="score", disable=not progress):
         image = read_photo(path, bands=bands)
         sums.append(photo_sums(bundle, image, thresholds, terms, tile_px=tile_px, overlap_px=min(options.overlap_px, tile_px - 1),
-                               device=device, batch_size=options.batch_size))
+                               device=device, batch_size=options.batch_for(tile_px)))
     sums = np.stack(sums)
     n_valid = np.maximum(sums[:, :1], 1.0)
     parts, embedding = sums[:, 1:len(FEATURES)] / n_valid, sums[:, len(FEATURES):] / n_valid
