@@ -102,6 +102,9 @@ ARMS: dict[str, Arm] = {
     # the other direction: full_late lost to full (seed 0, select F1 0.547 against 0.582), so the
     # unlabeled terms start at step 20 and reach full weight by about step 120 instead of 250
     "full_early": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"unlabeled_start_steps": 20, "rampup_steps": 100}),
+    # pseudo-labels under plain cross-entropy, and a stricter background threshold (issue 12)
+    "full_plce": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"pseudo_loss": "ce"}),
+    "full_tbg99": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"tau_high": 0.99}),
     "full_single_fusion": Arm(loss="imbalance", pseudo=True, contrastive=True, fusion="single"),
     "fully_supervised": Arm(loss="imbalance", pseudo=False, contrastive=False, all_labeled=True),
 }

@@ -92,6 +92,10 @@ class TrainConfig:
     # Background pseudo-labels only where the teacher sees no foreground (p_fg < 1 - tau_high) within
     # this many pixels: a road the teacher half-finds is not taught as background next to it. 0: off.
     bg_margin_px: int = 0
+    # Loss of the pseudo-labels: the same as the labels' (imbalance), or plain cross-entropy ("ce"),
+    # since the teacher trained with class weights already leans towards the rare class and
+    # weighting its pseudo-labels again compounds that lean step after step (wider crack maps).
+    pseudo_loss: str = "imbalance"  # imbalance | ce
     tau_high: float = 0.95
     tau_high_fg: float = 0.8
     tau_low: float = 0.6
@@ -166,7 +170,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check values; one-line errors for bad ones."""
         choices = {
-            "loss": ("imbalance", "ce"), "class_weighting": ("effective", "inv_sqrt", "none"),
+            "loss": ("imbalance", "ce"), "pseudo_loss": ("imbalance", "ce"), "class_weighting": ("effective", "inv_sqrt", "none"),
             "region": ("tversky", "dice", "none"), "fusion": ("multi", "single"),
         }
         for key, allowed in choices.items():

@@ -79,6 +79,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             self.sup_loss = ImbalanceLoss(
                 weights=weights, region=None if c.region == "none" else c.region, alpha=c.tversky_alpha, beta=c.tversky_beta,
             )
+        self.pl_loss = self.sup_loss if c.pseudo_loss == "imbalance" else ImbalanceLoss(weights=None, region=None)
         self.con_loss = ConfidenceContrastiveLoss(
             self.num_classes, self.model_config.embed_dim, temperature=c.temperature,
             anchors_per_class=c.anchors_per_class, negatives_per_class=c.negatives_per_class, queue_size=c.queue_size,
@@ -154,7 +155,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             logs.update(sup=l_sup, high=high.float().mean())
             if c.pseudo:
                 target = torch.where(high, pseudo, IGNORE_INDEX)
-                l_pl = self.sup_loss(s_out["logits"][n_l:], target)
+                l_pl = self.pl_loss(s_out["logits"][n_l:], target)
                 loss = loss + c.lambda_pl * ramp * l_pl
                 logs.update(pl=l_pl)
             if c.contrastive:
