@@ -36,7 +36,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
 from geoccseg.inference.cog import provenance
-from geoccseg.inference.engine import build_engine, engine_label, resolve_engine
+from geoccseg.inference.engine import engine_label, settle_engine
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import (
     BlockJob,
@@ -83,8 +83,8 @@ def predict(
         model: a shipped model name (``road``, ``crack``), a bundle folder or a loaded bundle;
             None: ``road`` for scenes, ``crack`` for photos.
         device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA).
-        engine: ``auto``, ``torch`` or ``onnx`` (:func:`geoccseg.inference.engine.resolve_engine`;
-            ``auto``: torch on CUDA, the faster one on the CPU).
+        engine: ``auto``, ``torch`` or ``onnx`` (:func:`geoccseg.inference.engine.settle_engine`;
+            ``auto``: torch on CUDA, the faster one on the CPU, torch where the network cannot be exported).
         precision: ``fp32``, ``bf16`` (torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
         tile_px: chip edge in model pixels; None: the bundle's training tile, at least 512
             (:meth:`geoccseg.inference.predict.PredictOptions.tile_for`).
@@ -211,15 +211,13 @@ class _InMemoryRaster:
 def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: PredictOptions) -> xr.DataArray:
     """The lazy probability array of a scene: one task per block, one per output chunk."""
     device = resolve_device(options.device)
-    engine = resolve_engine(options.engine, device, options.precision)
     scene = open_scene_for(str(source), bundle.meta)
     scale = model_scale(scene, bundle.meta.pixel_size_m)
     tile_px = options.tile_for(bundle.meta)
     height, width = math.ceil(scene.height / scale), math.ceil(scene.width / scale)
     grid = ChipGrid.create(height, width, tile_px, options.overlap_px, options.block_px)
     share_bundle(bundle, device)
-    if engine == "onnx":
-        build_engine(engine, bundle.model, device, bundle.meta, options.precision)  # exported (or found in the cache) now
+    engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported now (onnx)
     n_classes = len(bundle.meta.classes)
     results = {
         (block.row, block.col): dask.delayed(_block_task)(
@@ -286,7 +284,7 @@ def _predict_photo(path: Path, bundle: Bundle, options: PredictOptions) -> xr.Da
         raise GeoccsegError(f"cannot read photo {path.name}: not an image Pillow can open")
     width, height = size
     device = resolve_device(options.device)
-    engine = resolve_engine(options.engine, device, options.precision)
+    engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported now (onnx)
     tile_px = options.tile_for(bundle.meta)
     task = dask.delayed(_photo_probabilities)(path, bundle, device, engine, options.precision, tile_px, options.overlap_px,
                                               options.batch_for(tile_px))

@@ -22,8 +22,9 @@ import geoccseg
 from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference import export
+from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
-from geoccseg.inference.engine import build_engine, clear_sessions, resolve_engine
+from geoccseg.inference.engine import build_engine, clear_sessions, resolve_engine, settle_engine
 from geoccseg.inference.export import export_key, exported_model
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.bundle import resolve_model
@@ -187,6 +188,40 @@ def test_changed_weights_get_a_new_engine(scene: Path, road: Bundle, tmp_path: P
     expected = _read(predict_scene(scene, bundle, tmp_path / "torch.tif", _with(engine="torch"), progress=False))
     assert _largest_difference(after, expected) <= TOLERANCE
     assert _largest_difference(after, before) > 100
+
+
+class _Unexportable(torch.nn.Module):
+    """A tiny network ONNX cannot export: ``aten::cummax`` has no ONNX opset 17 form."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward_logits(self, chips: torch.Tensor) -> torch.Tensor:
+        return torch.cummax(self.conv(chips), dim=-1).values
+
+
+def test_auto_falls_back_to_torch_where_the_network_cannot_be_exported(scene: Path, road: Bundle, tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The exporter really fails (nothing patched): ``auto`` predicts with torch, says so in one
+    line and records it; an explicit ``onnx`` (or int8, which has no torch engine) is an error."""
+    torch.manual_seed(0)
+    bundle = Bundle(model=_Unexportable().eval(), meta=road.meta, path=road.path)
+    image = np.random.default_rng(0).integers(0, 256, (3, 96, 80), dtype=np.uint8)
+    expected = predict_array(bundle, image, device="cpu", engine="torch")
+    with caplog.at_level(logging.WARNING, logger="geoccseg.inference.engine"):
+        auto = predict_array(bundle, image, device="cpu", engine="auto")
+    np.testing.assert_array_equal(auto, expected)
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "geoccseg.inference.engine"]
+    assert "\n" not in warning and "ONNX export failed (cannot export the network to ONNX (" in warning
+    assert "aten::cummax" in warning and warning.endswith("; predicting with the torch engine")
+    with pytest.raises(GeoccsegError, match=r"^cannot export the network to ONNX \(.*cummax.*\); use --engine torch$"):
+        predict_array(bundle, image, device="cpu", engine="onnx")
+    with pytest.raises(GeoccsegError, match="cannot export the network to ONNX"):
+        settle_engine("auto", "cpu", bundle.model, bundle.meta, "int8")
+    out = predict_scene(scene, bundle, tmp_path / "p.tif", _with(engine="auto"), progress=False)
+    with rasterio.open(out) as src:
+        assert src.tags()["GEOCCSEG_ENGINE"] == "torch"  # the engine that ran
 
 
 def test_onnx_runs_with_the_threads_torch_has(road: Bundle) -> None:

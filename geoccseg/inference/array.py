@@ -4,7 +4,7 @@ Scenes go through :func:`geoccseg.inference.predict.predict_scene` (block-wise, 
 the path for an image that fits in memory. Both run the same code: the chip grid and blend
 weights of :mod:`geoccseg.inference.blend`, the device and engine choice of
 :func:`~geoccseg.inference.predict.resolve_device` and
-:func:`~geoccseg.inference.engine.resolve_engine`, and
+:func:`~geoccseg.inference.engine.settle_engine`, and
 :func:`~geoccseg.inference.predict.blend_chips` (normalisation with the bundle's statistics,
 batched forward passes of the engine, blending).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from geoccseg.inference.blend import ChipGrid, blend_window
-from geoccseg.inference.engine import build_engine, resolve_engine
+from geoccseg.inference.engine import build_engine, settle_engine
 from geoccseg.inference.predict import blend_chips, resolve_device
 from geoccseg.models import Bundle
 
@@ -41,7 +41,7 @@ def predict_array(
             None: the whole image is one chip (the network sees all of it at once).
         overlap_px: overlap of neighbouring chips in pixels (with ``tile_px``).
         batch_size: chips per forward pass.
-        engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.resolve_engine`),
+        engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.settle_engine`),
             as ``geoccseg predict``.
         precision: ``fp32``, ``bf16`` (torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
 
@@ -53,7 +53,7 @@ def predict_array(
             image whose bands do not match the bundle's normalisation.
     """
     device = resolve_device(device)
-    engine = resolve_engine(engine, device, precision)
+    engine = settle_engine(engine, device, bundle.model, bundle.meta, precision)
     height, width = image.shape[1:]
     if tile_px is None:
         tile_px, overlap_px = max(height, width), 0

@@ -11,7 +11,9 @@ through :func:`geoccseg.inference.predict.blend_chips`:
   single process, one in each single-threaded Dask worker, whose nanny sets ``OMP_NUM_THREADS=1``).
 
 ``auto`` (:func:`resolve_engine`) is ``torch`` on CUDA and :data:`AUTO_CPU_ENGINE` on the CPU
-(``torch`` where ONNX Runtime is not installed).
+(``torch`` where ONNX Runtime is not installed). Every prediction path settles its engine with
+:func:`settle_engine`, which also turns ``auto`` to ``torch``, with a warning, when the network
+cannot be exported to ONNX.
 
 Reduced precision on the CPU (``--precision``, experimental, :data:`PRECISIONS`): ``bf16`` runs
 the PyTorch network under bfloat16 autocast (the ``torch`` engine; ONNX Runtime's CPU provider has
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -33,6 +36,8 @@ import torch
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.bundle import BundleMeta
+
+log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "torch", "onnx")
 """Names of the engines ``--engine`` accepts."""
@@ -272,3 +277,39 @@ def build_engine(engine: str, model: torch.nn.Module, device: str, meta: BundleM
             _ONNX.clear()
             _ONNX[(key, threads)] = built
         return _ONNX[(key, threads)]
+
+
+def settle_engine(requested: str, device: str, model: torch.nn.Module, meta: BundleMeta, precision: str = "fp32") -> str:
+    """The engine that runs ``model``: :func:`resolve_engine`, and for ``onnx`` the export made (or
+    found in the cache) now, once, so that a run fails or falls back before any block or photo.
+
+    Where ``auto`` chose ``onnx`` at fp32 and the network cannot be exported (or its export does not
+    match PyTorch), the run falls back to ``torch`` with a one-line warning; an explicit ``onnx`` (or
+    ``int8``, which has no torch engine) raises instead. Record :func:`engine_label` of the returned
+    name, the engine that actually runs.
+
+    Args:
+        requested: one of :data:`ENGINES`, as the user gave it.
+        device: the resolved torch device (``cpu``, ``cuda``, ...).
+        model: the network (``onnx`` moves it to the CPU).
+        meta: the bundle's metadata (its bands).
+        precision: one of :data:`PRECISIONS`.
+
+    Returns:
+        ``torch`` or ``onnx``, for :func:`build_engine`.
+
+    Raises:
+        GeoccsegError: see :func:`resolve_engine` and :func:`build_engine` (not for ``auto`` at fp32).
+    """
+    engine = resolve_engine(requested, device, precision)
+    if engine != "onnx":
+        return engine
+    try:
+        build_engine(engine, model, device, meta, precision)  # this process keeps the session for the run
+    except GeoccsegError as exc:
+        if requested != "auto" or precision != "fp32":
+            raise
+        reason = str(exc).removesuffix("; use --engine torch")
+        log.warning("geoccseg: warning: ONNX export failed (%s); predicting with the torch engine", reason)
+        return "torch"
+    return engine

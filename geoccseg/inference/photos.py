@@ -41,7 +41,7 @@ from geoccseg.data.photos import find_photos, photo_size, read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds, write_confidence_png
-from geoccseg.inference.engine import Engine, build_engine, resolve_engine
+from geoccseg.inference.engine import Engine, build_engine, settle_engine
 from geoccseg.inference.photo_outputs import (
     SUMMARY_COLUMNS,
     probability_png_size,
@@ -125,7 +125,7 @@ def predict_photo(
         device: a resolved torch device (``cpu``, ``cuda``; see
             :func:`~geoccseg.inference.predict.resolve_device`).
         batch_size: chips per forward pass.
-        engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.resolve_engine`),
+        engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.settle_engine`),
             or an engine already built for the bundle's model on ``device``
             (:func:`~geoccseg.inference.engine.build_engine`, as :func:`predict_photos` passes it).
         precision: ``fp32``, ``bf16`` or ``int8`` (with an engine name; an engine has its own).
@@ -137,7 +137,8 @@ def predict_photo(
     n_classes = len(bundle.meta.classes)
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=tile_px)
     if isinstance(engine, str):
-        engine = build_engine(resolve_engine(engine, device, precision), bundle.model, device, bundle.meta, precision)
+        name = settle_engine(engine, device, bundle.model, bundle.meta, precision)
+        engine = build_engine(name, bundle.model, device, bundle.meta, precision)
     blend = blend_window(tile_px, overlap_px)
     stride = grid.stride_px
     out = np.empty((n_classes, height, width), dtype=np.uint8)
@@ -285,9 +286,9 @@ def predict_photos(
     if read_threads < 1:
         raise GeoccsegError(f"read_threads {read_threads} is invalid; use 1 or more")
     device = resolve_device(options.device)
+    engine_name = settle_engine(options.engine, device, bundle.model, meta, options.precision)  # exported now (onnx)
     run = _Run(
-        out_dir=Path(out_dir), bundle=bundle, device=device, engine=resolve_engine(options.engine, device, options.precision),
-        precision=options.precision, tile_px=tile_px,
+        out_dir=Path(out_dir), bundle=bundle, device=device, engine=engine_name, precision=options.precision, tile_px=tile_px,
         overlap_px=options.overlap_px, batch_size=options.batch_for(tile_px), bands=len(meta.bands), params=params,
         pixel_size_mm=pixel_size_mm, overlay=len(photos) <= OVERLAY_AUTO_MAX if overlay is None else overlay,
         replace=overwrite or resume, confidence=ConfidenceThresholds.from_meta(meta) if confidence else None,

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
-from geoccseg.inference.engine import Engine, TorchEngine, build_engine, check_engine, check_precision, engine_label, resolve_engine
+from geoccseg.inference.engine import Engine, TorchEngine, build_engine, check_engine, check_precision, engine_label, settle_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import META, WEIGHTS, BundleMeta
 from geoccseg.io.normalize import NormStats
@@ -100,8 +100,8 @@ class PredictOptions:
         block_px: block edge in pixels, rounded to a multiple of the stride; one task each.
         batch_size: chips per forward pass; None: :meth:`batch_for` (:data:`DEFAULT_BATCH_PX` pixels).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (mixed precision on CUDA).
-        engine: ``"auto"``, ``"torch"`` or ``"onnx"`` (:func:`geoccseg.inference.engine.resolve_engine`;
-            ``auto``: torch on CUDA, the faster one on the CPU).
+        engine: ``"auto"``, ``"torch"`` or ``"onnx"`` (:func:`geoccseg.inference.engine.settle_engine`;
+            ``auto``: torch on CUDA, the faster one on the CPU, torch where the network cannot be exported).
         precision: ``"fp32"``, ``"bf16"`` (torch engine) or ``"int8"`` (onnx engine), on the CPU
             (experimental; CUDA always runs under bf16 autocast).
         workers: run blocks on a local Dask cluster of this many single-threaded processes.
@@ -157,7 +157,7 @@ class BlockJob:
         block: the block to predict.
         scale: model pixel size / scene pixel size (scene pixels per model pixel; 1.0: no resampling).
         batch_size: chips per forward pass.
-        engine: the resolved engine name (``torch`` or ``onnx``, :func:`~geoccseg.inference.engine.resolve_engine`).
+        engine: the settled engine name (``torch`` or ``onnx``, :func:`~geoccseg.inference.engine.settle_engine`).
         precision: the engine's precision (``fp32``, ``bf16``, ``int8``).
     """
 
@@ -501,15 +501,13 @@ def predict_scene(
     prob_out = check_prob_out(prob_out, overwrite, [scene, *bundle_files(bundle)])
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     device = resolve_device(options.device)
-    engine = resolve_engine(options.engine, device, options.precision)
     opened = open_scene_for(scene, bundle.meta)
     scale = model_scale(opened, bundle.meta.pixel_size_m)
     tile_px = options.tile_for(bundle.meta)
     block_px = options.block_px
     grid = ChipGrid.create(math.ceil(opened.height / scale), math.ceil(opened.width / scale), tile_px, options.overlap_px, block_px)
     blocks = grid.blocks()
-    if engine == "onnx":
-        build_engine(engine, bundle.model, device, bundle.meta, options.precision)  # exported (or found in the cache) once
+    engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported once (onnx)
     jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision)
             for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
