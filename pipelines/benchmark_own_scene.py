@@ -52,6 +52,7 @@ from geoccseg.evaluate import clipped, score_rest, strips  # noqa: E402
 from geoccseg.evaluate.files import read_lines  # noqa: E402
 from geoccseg.inference import PredictOptions, run_predict  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.io.vector_write import write_vectors  # noqa: E402
 from geoccseg.train import TrainConfig, train  # noqa: E402
 
 DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
@@ -81,7 +82,7 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
     folder = out / "runs" / name
     folder.mkdir(parents=True, exist_ok=True)
     truth_lines = gpd.read_file(truth).to_crs(crs)
-    gpd.GeoDataFrame(geometry=[aoi], crs=crs).to_file(folder / "aoi.gpkg")
+    write_vectors({"aoi": gpd.GeoDataFrame(geometry=[aoi], crs=crs)}, folder / "aoi.gpkg", overwrite=True)  # a rerun writes it again
     start = time.perf_counter()
     model, steps_done = folder / "model", steps
     if ARMS[arm] is None:

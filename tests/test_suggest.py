@@ -244,3 +244,28 @@ def test_simulated_labels_are_the_truth_inside_the_area_and_its_margin(vegas):
     inside = truth.to_crs(metric).clip(area.buffer(5.0).iloc[0]).length.sum()
     assert drawn.length.sum() == pytest.approx(inside, rel=1e-3)
     assert drawn.length.sum() > truth.to_crs(metric).clip(area.iloc[0]).length.sum()  # the margin adds the ends
+
+
+def test_a_loop_round_writes_its_aoi_and_labels_as_geopackage_1_2_again_when_rerun(scene_path, vegas, tmp_path):
+    """The round's AOI and labels go through the one vector writer (atomic, GeoPackage 1.2, a layer
+    named after the file); a round left unfinished (no round.json) writes them again. The round's
+    model is the shipped one, already in place, so nothing trains."""
+    import sqlite3
+
+    import pyogrio
+
+    from geoccseg.suggest.loop import active_labeling
+
+    out = tmp_path / "loop"
+    shutil.copytree(resolve_model("road"), out / "round0" / "model")
+    for _ in range(2):
+        (first,) = active_labeling(scene_path, vegas / "vegas_img0_roads.geojson", out, train_settings={}, rounds=0, options=CPU)
+        folder = Path(first.folder)
+        assert sorted(p.name for p in folder.iterdir()) == ["aoi.gpkg", "labels.gpkg", "lines.gpkg", "model", "round.json"]
+        (folder / "round.json").unlink()  # as if the run had stopped before the round ended
+    for name in ("aoi", "labels"):
+        with sqlite3.connect(folder / f"{name}.gpkg") as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
+        assert [str(layer) for layer, _ in pyogrio.list_layers(folder / f"{name}.gpkg")] == [name]
+    labels = gpd.read_file(folder / "labels.gpkg")
+    assert len(labels) > 0 and labels.crs == gpd.read_file(folder / "aoi.gpkg").crs

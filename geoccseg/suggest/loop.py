@@ -35,6 +35,7 @@ from geoccseg.evaluate import LineCounts, Strips, score_rest, strips
 from geoccseg.evaluate.files import read_lines
 from geoccseg.inference import PredictOptions, run_predict
 from geoccseg.io.units import metric_crs
+from geoccseg.io.vector_write import write_vectors
 from geoccseg.suggest.areas import suggest_areas
 from geoccseg.suggest.select import SuggestParams
 
@@ -171,8 +172,10 @@ def active_labeling(
         if (folder / "round.json").is_file():
             return LoopRound(**json.loads((folder / "round.json").read_text()))
         folder.mkdir(parents=True, exist_ok=True)
-        gpd.GeoDataFrame(geometry=[labeled], crs=split.crs).to_file(folder / "aoi.gpkg")
-        label_from_truth(gpd.GeoDataFrame(geometry=truth_lines), labeled, margin_m).to_file(folder / "labels.gpkg")
+        # an unfinished round (no round.json) writes its AOI and labels again
+        write_vectors({"aoi": gpd.GeoDataFrame(geometry=[labeled], crs=split.crs)}, folder / "aoi.gpkg", overwrite=True)
+        labels = label_from_truth(gpd.GeoDataFrame(geometry=truth_lines), labeled, margin_m)
+        write_vectors({"labels": labels}, folder / "labels.gpkg", overwrite=True, crs=split.crs)
         began = time.perf_counter()
         if not (folder / "model" / "bundle.json").is_file():
             train(TrainConfig(out=str(folder / "model"), scenes=[str(scene)], labels=str(folder / "labels.gpkg"), aoi=str(folder / "aoi.gpkg"),
