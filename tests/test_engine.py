@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -222,6 +223,31 @@ def test_auto_falls_back_to_torch_where_the_network_cannot_be_exported(scene: Pa
     out = predict_scene(scene, bundle, tmp_path / "p.tif", _with(engine="auto"), progress=False)
     with rasterio.open(out) as src:
         assert src.tags()["GEOCCSEG_ENGINE"] == "torch"  # the engine that ran
+
+
+def test_a_failing_export_prints_nothing_but_keeps_its_first_line(capfd: pytest.CaptureFixture[str]) -> None:
+    """The exporter's C++ code prints the whole TorchScript graph to fd 1 when it fails: that is
+    silenced, the error keeps the failure's first line, and the descriptors work again afterwards."""
+    with pytest.raises(GeoccsegError, match=r"^cannot export the network to ONNX \(.*aten::cummax.*\); use --engine torch$"):
+        export.export_onnx(_Unexportable().eval(), 3)
+    out, err = capfd.readouterr()
+    assert "Torch IR graph" not in out + err and len(out + err) < 300, (out + err)[:300]
+    print("after", flush=True)
+    os.write(2, b"after\n")
+    assert capfd.readouterr() == ("after\n", "after\n")
+
+
+def test_quiet_output_silences_the_descriptors_and_restores_them_when_the_block_raises(capfd: pytest.CaptureFixture[str]) -> None:
+    """What C++ code writes to fds 1 and 2 (``os.write`` here) is dropped; capfd's own ``sys.stdout``
+    bypasses fd 1, so Python's prints are not what this checks."""
+    os.write(1, b"before\n")
+    with pytest.raises(RuntimeError), export.quiet_output():
+        os.write(1, b"C++ out\n")
+        os.write(2, b"C++ err\n")
+        raise RuntimeError
+    os.write(1, b"after\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr() == ("before\nafter\n", "after\n")
 
 
 def test_onnx_runs_with_the_threads_torch_has(road: Bundle) -> None:

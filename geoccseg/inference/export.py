@@ -23,19 +23,23 @@ followed by its softmax over the foreground classes, with dynamic batch, height 
 The network pads its input to a multiple of :data:`geoccseg.models.network.OUTPUT_STRIDE` with
 shape-dependent branches that a trace cannot keep, so the exported graph takes inputs that are
 already a multiple of it (the engine pads them the same way). Each export is checked against
-PyTorch on chips of another batch and size before it is used or cached.
+PyTorch on chips of another batch and size before it is used or cached. While it runs, file
+descriptors 1 and 2 are silenced (:func:`quiet_output`): where it fails, the exporter's C++ code
+prints the whole TorchScript graph there, and the user needs only the one-line error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import io
 import json
 import logging
 import os
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +189,41 @@ class _Probabilities(torch.nn.Module):
         return self.model.forward_logits(chips).softmax(dim=1)[:, 1:]
 
 
+@contextlib.contextmanager
+def quiet_output() -> Iterator[None]:
+    """Send the process's file descriptors 1 and 2 to the null device while the block runs, and
+    restore them afterwards, also when it raises.
+
+    This silences what C++ code prints (the exporter's "Torch IR graph at exception" dump), which
+    ``sys.stdout`` redirections do not reach; Python's own streams are flushed before and after, so
+    nothing written before the block is lost and nothing written in it leaks out. A descriptor
+    that is not open is left alone. Other threads' output is silenced too while the block runs.
+    """
+    _flush_streams()
+    saved: list[tuple[int, int]] = []
+    try:
+        with open(os.devnull, "wb") as null:
+            for fd in (1, 2):
+                try:
+                    saved.append((fd, os.dup(fd)))
+                except OSError:  # not open: nothing to silence
+                    continue
+                os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        _flush_streams()
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _flush_streams() -> None:
+    """Flush ``sys.stdout`` and ``sys.stderr`` where they exist and can be flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()
+
+
 def export_onnx(model: torch.nn.Module, in_channels: int) -> bytes:
     """Export a network (followed by its foreground softmax) for chips of ``in_channels`` bands to
     ONNX and check it against PyTorch.
@@ -202,7 +241,7 @@ def export_onnx(model: torch.nn.Module, in_channels: int) -> bytes:
     # the TorchScript exporter: the default up to torch 2.8, ``dynamo=False`` from 2.9 on
     exporter = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), quiet_output():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(
                 wrapped, (example,), buffer, opset_version=OPSET, input_names=[INPUT], output_names=[OUTPUT],
