@@ -20,7 +20,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
 import geopandas as gpd
@@ -43,12 +42,11 @@ from geoccseg.evaluate.files import read_lines  # noqa: E402
 from geoccseg.inference.pipeline import PredictResult, run_predict  # noqa: E402
 from geoccseg.io.atomic import atomic_path, check_writable, scratch_dir  # noqa: E402
 from geoccseg.io.bundle import resolve_model  # noqa: E402
+from geoccseg.io.catalog import sample_roads, sample_scene  # noqa: E402
 from geoccseg.io.probability import probabilities  # noqa: E402
 from geoccseg.io.vector_write import write_vectors  # noqa: E402
 from geoccseg.models import load_bundle  # noqa: E402
 from geoccseg.train import TrainConfig, train  # noqa: E402
-
-ASSETS = files("geoccseg") / "assets"
 
 LABELED_FRACTION = 0.4
 """Share of the sample's width, from the west, whose roads are the labels of part (b)."""
@@ -61,16 +59,6 @@ FINE_TUNE = {"width_m": 8.0, "tile_px": 128, "batch_size": 4, "unlabeled_batch_s
 ``pipelines/benchmark_own_scene.py`` (labels 8 m wide, 128-px chips, batches of 4 labeled and 4
 unlabeled chips, learning rate 1e-3), at the road model's pixel size (1 m). 200 steps instead of
 its 300 keep the demo within about 3 minutes on 2 CPU cores (measured: README, quick start)."""
-
-
-def sample_scene() -> Path:
-    """Path of the shipped sample scene (SpaceNet Las Vegas chip, CC BY-SA 4.0)."""
-    return Path(str(ASSETS / "sample" / "vegas_img0_rgb.tif"))
-
-
-def sample_roads() -> Path:
-    """Path of the sample scene's 38 truth road centrelines (SpaceNet, CC BY-SA 4.0; GeoJSON, CRS84)."""
-    return Path(str(ASSETS / "sample" / "vegas_img0_roads.geojson"))
 
 
 @dataclass

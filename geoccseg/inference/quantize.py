@@ -3,12 +3,13 @@
 :func:`quantized_model` takes the network's fp32 export (:func:`geoccseg.inference.export.exported_model`)
 and quantises it with ONNX Runtime's static quantisation: QDQ format, int8 weights per output
 channel, uint8 activations whose ranges are calibrated (min-max) on :data:`CALIBRATION_CHIPS`
-chips of :data:`CALIBRATION_TILE_PX` pixels from the shipped sample scene (the SpaceNet Las Vegas
-chip, read at the model's pixel size where that is coarser, normalised with the bundle's
-statistics), so that the same bundle always gives the same int8 model. It is cached like the
-fp32 export, under its own key (:func:`geoccseg.inference.export.export_key` with precision
-``int8`` and the calibration). Unlike the fp32 export it is not checked against PyTorch:
-quantisation changes the probabilities, by how much is for the benchmark to measure.
+chips of :data:`CALIBRATION_TILE_PX` pixels from the shipped sample scene
+(:func:`geoccseg.io.catalog.sample_scene`, the SpaceNet Las Vegas chip, read at the model's pixel
+size where that is coarser, normalised with the bundle's statistics), so that the same bundle
+always gives the same int8 model. It is cached like the fp32 export, under its own key
+(:func:`geoccseg.inference.export.export_key` with precision ``int8`` and the calibration). Unlike
+the fp32 export it is not checked against PyTorch: quantisation changes the probabilities, by how
+much is for the benchmark to measure.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ from rasterio.enums import Resampling
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.export import INPUT, cached, export_key, exported_model
 from geoccseg.io.bundle import BundleMeta
+from geoccseg.io.catalog import sample_scene
 from geoccseg.io.scene import open_scene
-
-SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample" / "vegas_img0_rgb.tif"
-"""The shipped sample scene (:func:`geoccseg.demo.sample_scene`), the calibration images."""
 
 CALIBRATION = "geoccseg-sample/minmax/4x256"
 """Identifies the calibration (images, method, chips); part of the int8 cache key."""
@@ -54,7 +53,7 @@ def calibration_chips(meta: BundleMeta) -> list[np.ndarray]:
         raise GeoccsegError(
             f"--precision int8 calibrates on the shipped RGB sample, but the model reads bands {meta.bands}; use --precision fp32"
         )
-    scene = open_scene(SAMPLE, meta.bands)
+    scene = open_scene(sample_scene(), meta.bands)
     scale = 1.0 if meta.pixel_size_m is None else max(1.0, meta.pixel_size_m / scene.pixel_size_m)
     shape = (max(CALIBRATION_TILE_PX, round(scene.height / scale)), max(CALIBRATION_TILE_PX, round(scene.width / scale)))
     image, valid = scene.read(out_shape=shape, resampling=Resampling.average)

@@ -1,7 +1,10 @@
-"""What a model bundle is, read from its ``bundle.json`` alone: no weights, no torch.
+"""What the package ships: its models, described from their ``bundle.json`` alone (no weights, no
+torch), and its sample scene.
 
 ``geoccseg models`` lists the shipped models with it (and starts at once); notebooks can call
 :func:`shipped_model_cards` or :func:`read_model_card` on a bundle folder of their own.
+:func:`sample_scene` and :func:`sample_roads` are the one home of the sample's paths (the demo,
+the int8 calibration, the benchmarks and the tests read it from here).
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from geoccseg.errors import GeoccsegError
 
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
 """Folder of the models shipped in the package, one bundle folder per name."""
+
+SHIPPED_SAMPLE = SHIPPED_MODELS.parent / "sample"
+"""Folder of the sample scene shipped in the package (and its ``ATTRIBUTION.md``)."""
 
 #: Scores shown for each test set, in this order, when the bundle records them (all 0-1).
 SCORE_KEYS = ("f1", "precision", "recall", "iou", "relaxed_f1", "completeness", "correctness", "quality")
@@ -111,3 +117,14 @@ def shipped_models() -> list[str]:
 def shipped_model_cards() -> list[ModelCard]:
     """The models shipped in the package, by name."""
     return [read_model_card(SHIPPED_MODELS / name) for name in shipped_models()]
+
+
+def sample_scene() -> Path:
+    """Path of the shipped sample scene: a SpaceNet Las Vegas chip (GeoTIFF, RGB + alpha, 1300 x 1300
+    pixels of about 0.3 m, EPSG:4326; CC BY-SA 4.0)."""
+    return SHIPPED_SAMPLE / "vegas_img0_rgb.tif"
+
+
+def sample_roads() -> Path:
+    """Path of the sample scene's 38 truth road centrelines (SpaceNet, CC BY-SA 4.0; GeoJSON, CRS84)."""
+    return SHIPPED_SAMPLE / "vegas_img0_roads.geojson"
