@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
-from geoccseg.demo import sample_scene  # noqa: E402
+from geoccseg.io.catalog import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.evaluate import clipped, score_rest, strips  # noqa: E402
 from geoccseg.evaluate.files import read_lines  # noqa: E402

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
-from geoccseg.demo import sample_roads, sample_scene  # noqa: E402
+from geoccseg.io.catalog import sample_roads, sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402

@@ -129,7 +129,7 @@ def select_threshold(bundle, pairs: dict[str, Pair]) -> tuple[float, float]:
 
 def score_sample_scene(bundle_dir: Path, threshold: float, work: Path) -> dict:
     """Completeness / correctness (5 m) of the road lines on the shipped sample against its centrelines."""
-    from geoccseg.demo import sample_scene
+    from geoccseg.io.catalog import sample_scene
     from geoccseg.inference.pipeline import run_predict
 
     lines = work / "sample_roads.gpkg"

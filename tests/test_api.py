@@ -17,7 +17,7 @@ from affine import Affine
 
 import geoccseg
 from geoccseg.data.photos import read_photo
-from geoccseg.demo import sample_scene
+from geoccseg.io.catalog import sample_scene
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.photos import predict_photo
 from geoccseg.inference.predict import PredictOptions, predict_scene

@@ -19,7 +19,8 @@ from PIL import Image
 
 from geoccseg.cli import cli
 from geoccseg.cli.train import command as train_command
-from geoccseg.demo import FINE_TUNE, STEPS, run_demo, sample_roads, sample_scene, strip_config, write_strip
+from geoccseg.demo import FINE_TUNE, STEPS, run_demo, strip_config, write_strip
+from geoccseg.io.catalog import sample_roads, sample_scene
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import score_rest, strips
 from geoccseg.evaluate.files import read_lines

@@ -131,7 +131,7 @@ def test_shapefile_unknown_long_columns_are_cut_unique_with_a_warning(tmp_path):
 
 def test_probability_cog_and_geopackage_carry_scale_and_provenance(tmp_path):
     """QGIS reads p in [0, 1] from the uint8 COG (scale 1/255), and both outputs say what made them."""
-    from geoccseg.demo import sample_scene
+    from geoccseg.io.catalog import sample_scene
 
     prob, lines = tmp_path / "prob.tif", tmp_path / "roads.gpkg"
     result = CliRunner().invoke(cli, ["predict", str(sample_scene()), "-o", str(lines), "--prob-out", str(prob),

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import geoccseg
 from geoccseg.cli import cli
-from geoccseg.demo import sample_scene
+from geoccseg.io.catalog import sample_scene
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.scene import open_scene
 

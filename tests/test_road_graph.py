@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from shapely.geometry import LineString, MultiLineString
 
 from geoccseg.cli import cli
-from geoccseg.demo import sample_scene
+from geoccseg.io.catalog import sample_scene
 from geoccseg.errors import GeoccsegError
 from geoccseg.vectorize import read_graph, road_graph, write_graph
 

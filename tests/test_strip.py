@@ -6,7 +6,7 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import LineString
 
-from geoccseg.demo import sample_scene
+from geoccseg.io.catalog import sample_scene
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import strips, score_rest
 
