@@ -43,10 +43,10 @@ ENGINES = ("auto", "torch", "onnx")
 """Names of the engines ``--engine`` accepts."""
 
 AUTO_CPU_ENGINE = "onnx"
-"""The engine ``auto`` runs on the CPU; change it here alone. Provisional measurement of the forward
-pass (one thread of 2 busy shared cores, the shipped road model, ONNX Runtime 1.32 against PyTorch
-2.14, same run): ONNX Runtime 1.5x PyTorch's speed at tile 256 batch 1, 1.6x at batch 2, 1.8x at
-batch 4, 2.5x at tile 1024 batch 1 and 3.0x at batch 2; to be confirmed on an idle machine."""
+"""The engine ``auto`` runs on the CPU; change it here alone. Measured on 2 idle cores at predict's
+defaults (512-px chips, the shipped road model, ONNX Runtime 1.32 against PyTorch 2.14;
+``pipelines/benchmark_predict.py``, README "Scene-scale prediction"): end to end 1.7-1.8x the torch
+engine's speed from 2k to 8k pixels, forward pass 1.6-1.9x."""
 
 PRECISIONS = ("fp32", "bf16", "int8")
 """Precisions ``--precision`` accepts (on the CPU): fp32, bf16 (torch engine), int8 (onnx engine)."""
