@@ -105,6 +105,9 @@ ARMS: dict[str, Arm] = {
     # pseudo-labels under plain cross-entropy, and a stricter background threshold (issue 12)
     "full_plce": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"pseudo_loss": "ce"}),
     "full_tbg99": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"tau_high": 0.99}),
+    # the ramp-up of the unlabeled terms fixed at steps 50-250 (the default before it scaled with the
+    # budget; at 300 steps the two are the same run): for budgets other than 300 steps
+    "full_fixed_ramp": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"unlabeled_start_steps": 50, "rampup_steps": 200}),
     "full_single_fusion": Arm(loss="imbalance", pseudo=True, contrastive=True, fusion="single"),
     "fully_supervised": Arm(loss="imbalance", pseudo=False, contrastive=False, all_labeled=True),
 }

@@ -93,8 +93,8 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
         "queue_size": ("Teacher embeddings kept per class across steps for the prototypes.", None),
         "lambda_pl": ("Weight of the pseudo-label loss after its ramp-up.", None),
         "lambda_con": ("Weight of the contrastive loss after its ramp-up.", None),
-        "unlabeled_start_steps": ("Optimiser steps on the labels alone before the unlabeled terms start.", None),
-        "rampup_steps": ("Length of the sigmoid ramp-up of the unlabeled terms, in optimiser steps.", None),
+        "unlabeled_start_steps": ("Optimiser steps on the labels alone before the unlabeled terms start.", "max-steps / 6"),
+        "rampup_steps": ("Length of the sigmoid ramp-up of the unlabeled terms, in optimiser steps.", "2 x max-steps / 3"),
         "ema_momentum": ("Momentum of the EMA teacher, 0-1.", None),
         "ema_warmup_steps": ("Optimiser steps at the start during which the teacher copies the student.", None),
         "appearance_augment": ("Photometric jitter and random inversion of the labeled images too (for models meant "

@@ -105,8 +105,14 @@ class TrainConfig:
     queue_size: int = 256
     lambda_pl: float = 1.0
     lambda_con: float = 0.1  # 0.5 let L_con (near its chance value) dominate the loss; see pipelines/ablate_loss.py
-    unlabeled_start_steps: int = 50
-    rampup_steps: int = 200
+    # The unlabeled terms start after unlabeled_start_steps and reach full weight rampup_steps later.
+    # None (the default): scaled to the budget, max_steps / 6 and 2 max_steps / 3 (50 and 200 at the
+    # 300 steps of every recorded benchmark run), so they reach full weight late in the cosine decay
+    # of the learning rate (13 % of its peak). Fixed at 50 and 200, a 600-step run reached full
+    # weight at 73 % of the peak rate and collapsed (Massachusetts select F1 0.555 at step 150,
+    # 0.047 at step 300; README, Results).
+    unlabeled_start_steps: int | None = None
+    rampup_steps: int | None = None
     ema_momentum: float = 0.99
     ema_warmup_steps: int = 20
     # -- optimisation and budget
@@ -140,6 +146,13 @@ class TrainConfig:
         if self.pretrained and self.encoder not in SOURCES:
             raise GeoccsegError(f"encoder {self.encoder!r} has no pretrained weights (pretrained: {', '.join(SOURCES)}); pass --no-pretrained")
         return self.pretrained
+
+    @property
+    def unlabeled_schedule(self) -> tuple[int, int]:
+        """(start, ramp-up length) of the unlabeled terms, in optimiser steps (None options scaled to max_steps)."""
+        start = round(self.max_steps / 6) if self.unlabeled_start_steps is None else self.unlabeled_start_steps
+        length = round(2 * self.max_steps / 3) if self.rampup_steps is None else self.rampup_steps
+        return start, length
 
     @property
     def semi_supervised(self) -> bool:
@@ -183,8 +196,8 @@ class TrainConfig:
             raise GeoccsegError(f"precision must be one of {', '.join(PRECISIONS)} (or unset for the device's default), got {self.precision!r}")
         if self.accelerator not in ACCELERATORS:
             raise GeoccsegError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
-        for key in ("num_workers", "bg_margin_px"):
-            if getattr(self, key) < 0:
+        for key in ("num_workers", "bg_margin_px", "unlabeled_start_steps", "rampup_steps"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise GeoccsegError(f"{key} must be 0 or more, got {getattr(self, key)}")
         for key in ("devices", "num_nodes", "batch_size", "val_every"):
             if getattr(self, key) < 1:

@@ -11,7 +11,7 @@ One training step:
    (and at labeled pixels the student gets wrong or is unsure of), keys and class prototypes are
    teacher embeddings at high-confidence and labeled pixels;
 5. L = L_sup + lambda_pl(t) L_pl + lambda_con(t) L_con with sigmoid ramp-ups after
-   ``unlabeled_start_steps``; then the teacher takes an EMA step towards the student.
+   ``unlabeled_start_steps`` (by default scaled to the budget); then the teacher takes an EMA step towards the student.
 
 Validation scores the EMA teacher (the model that is saved) on held-apart items: precision,
 recall, F1 and IoU of each foreground class, summed over all items (and all DDP ranks), counted and
@@ -113,8 +113,8 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         self.teacher.eval()  # Lightning switches every submodule to train mode
 
     def _ramp(self, step: int) -> float:
-        start = self.config.unlabeled_start_steps
-        return 0.0 if step < start else sigmoid_rampup(step - start, self.config.rampup_steps)
+        start, length = self.config.unlabeled_schedule
+        return 0.0 if step < start else sigmoid_rampup(step - start, length)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         c = self.config
