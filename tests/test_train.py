@@ -18,6 +18,7 @@ from PIL import Image
 from shapely.geometry import box
 
 from geoccseg.cli import cli
+from geoccseg.errors import GeoccsegError
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.scene import open_scene
 from geoccseg.models import load_bundle
@@ -236,3 +237,31 @@ def test_validation_counts_and_conventions_are_those_of_evaluate(tmp_path):
     assert metrics["val/f1_crack"] == pytest.approx(2 / 3) and metrics["val/iou_crack"] == pytest.approx(0.5)
     assert metrics["val/f1_river"] == 1.0 and metrics["val/iou_river"] == 1.0
     assert metrics["val/f1"] == pytest.approx((0.5 + 2 / 3 + 1) / 3)
+
+
+def test_unlabeled_schedule_scales_with_the_budget_and_the_encoder_takes_its_learning_rate_share(tmp_path: Path) -> None:
+    """By default the unlabeled terms start at max_steps / 6 and reach full weight at 5/6 of the budget
+    (50 and 200 at 300 steps, the recorded runs); explicit steps win. ``encoder_lr_scale`` gives the
+    encoder that share of --lr and the rest of the network all of it; at 1 the optimiser has one group."""
+    import numpy as np
+
+    from geoccseg.models import ModelConfig
+    from geoccseg.train.module import SemiSupervisedSegmenter
+
+    def config(**options) -> TrainConfig:
+        return TrainConfig(out=str(tmp_path), images="unused", masks="unused", **options)
+
+    assert config(max_steps=300).unlabeled_schedule == (50, 200)
+    assert config(max_steps=1200).unlabeled_schedule == (200, 800)
+    assert config(max_steps=1200, unlabeled_start_steps=10, rampup_steps=0).unlabeled_schedule == (10, 0)
+    module = SemiSupervisedSegmenter(config(max_steps=600), ModelConfig(encoder="light", num_classes=2), np.array([10.0, 1.0]))
+    assert [module._ramp(s) for s in (99, 100, 500, 599)] == [0.0, pytest.approx(np.exp(-5)), 1.0, 1.0]
+    (group,) = module.configure_optimizers()["optimizer"].param_groups
+    assert group["lr"] == pytest.approx(2e-3 / 50)  # the first warm-up step of 50
+    module = SemiSupervisedSegmenter(config(encoder_lr_scale=0.1), ModelConfig(encoder="light", num_classes=2), np.array([10.0, 1.0]))
+    encoder, rest = module.configure_optimizers()["optimizer"].param_groups
+    assert encoder["lr"] == pytest.approx(rest["lr"] / 10) and rest["lr"] > 0
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in module.student.encoder.parameters()}
+    assert len(encoder["params"]) + len(rest["params"]) == len(list(module.student.parameters()))
+    with pytest.raises(GeoccsegError, match="encoder_lr_scale"):
+        config(encoder_lr_scale=0.0).validate()

@@ -105,6 +105,7 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
         "batch_size": ("Labeled chips per step.", None),
         "unlabeled_batch_size": ("Unlabeled chips per step.", None),
         "lr": ("Peak learning rate of AdamW (linear warm-up, cosine decay to 5 %).", None),
+        "encoder_lr_scale": ("Learning rate of the encoder as a share of --lr, 0-1 (the decoder takes --lr).", None),
         "weight_decay": ("Weight decay of AdamW.", None),
         "seed": ("Random seed of the labeled choice, the sampling and the augmentations.", None),
     },

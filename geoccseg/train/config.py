@@ -119,6 +119,8 @@ class TrainConfig:
     batch_size: int = 8
     unlabeled_batch_size: int = 8
     lr: float = 2e-3
+    # Learning rate of the encoder as a share of lr (the decoder and heads take lr itself)
+    encoder_lr_scale: float = 1.0
     weight_decay: float = 1e-4
     max_steps: int = 1000
     max_minutes: float | None = None
@@ -204,6 +206,8 @@ class TrainConfig:
                 raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not 0.5 <= self.crop_area_max <= 16:
             raise GeoccsegError(f"crop_area_max must be between 0.5 and 16 (area fraction of the chip; above 1 zooms out), got {self.crop_area_max}")
+        if not 0 < self.encoder_lr_scale <= 1:
+            raise GeoccsegError(f"encoder_lr_scale must be above 0 and at most 1 (a share of lr), got {self.encoder_lr_scale}")
         if self.max_steps < 1:
             raise GeoccsegError("max_steps must be at least 1")
         if self.checkpoint_every < 1 or (self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0):

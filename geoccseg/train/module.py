@@ -90,7 +90,14 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         self.register_buffer("tau_high", tau_high)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.student.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        c = self.config
+        groups = list(self.student.parameters())  # one group at one rate (also what earlier checkpoints hold)
+        if c.encoder_lr_scale != 1.0:
+            encoder = list(self.student.encoder.parameters())
+            ids = {id(p) for p in encoder}
+            groups = [{"params": encoder, "lr": c.lr * c.encoder_lr_scale},
+                      {"params": [p for p in groups if id(p) not in ids], "lr": c.lr}]
+        opt = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
         warmup = max(1, min(50, self.config.max_steps // 10))
         total = max(self.config.max_steps, warmup + 1)
 
