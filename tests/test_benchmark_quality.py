@@ -260,6 +260,8 @@ def test_encoder_and_unlabeled_term_defaults_follow_the_recorded_benchmark() -> 
         "full_late": (defaults.unlabeled_start_steps, defaults.lambda_pl) == (100, 0.5),
         "full_plce": defaults.pseudo_loss == "ce",
         "full_tbg99": defaults.tau_high == 0.99,
+        "full_tfg95": defaults.tau_high_fg == 0.95,
+        "full_enc01": defaults.encoder_lr_scale == 0.1,
     }
     for arm, is_default in remedies.items():
         pairs = [(pretrained[(d, "full", s)], pretrained[(d, a, s)]) for d, a, s in pretrained if a == arm]
