@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from geoccseg.benchmark.score import foreground_probability
-from geoccseg.benchmark.split import read_pairs
+from geoccseg.benchmark.split import read_pairs, split_stems
 from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.evaluate import PixelScorer
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
-from train_default_models import DATA, RECIPES
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("GEOCCSEG_DATA", ROOT.parent / "shared" / "data")).resolve()
 
 COMBINE = {"p1": lambda a, b: a, "p2": lambda a, b: b, "mean": lambda a, b: (a + b) / 2, "max": np.maximum}
 
@@ -68,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     args = parser.parse_args(argv)
     bundle = load_bundle(resolve_model(args.model))
-    parts = RECIPES["crack"].sources[0].split(DATA)
+    # the crack model's split of DeepCrack (pipelines/train_default_models.py: the benchmark's fixed split)
+    pairs = read_pairs(DATA / "deepcrack" / "train", "deepcrack")
+    parts = {part: {s: pairs[s] for s in stems} for part, stems in split_stems(list(pairs)).items()}
     sets = {"select": predict(bundle, parts["select"]), "select_half": predict(bundle, parts["select"], halve=True),
             "test": predict(bundle, parts["test"]), "cfd": predict(bundle, read_pairs(DATA / "cfd", "cfd"))}
     report = {}

@@ -169,7 +169,8 @@ def test_summarise_gives_mean_and_sample_std() -> None:
     assert "- `full` at fraction 0.1 scores *above* `fully_supervised` (and `sup_ce`) at this budget." in benchmark.summarise(records)
 
 
-@pytest.mark.parametrize("folder", ["deepcrack-cpu", "massachusetts-cpu", "deepcrack-cpu-efficientnet-lite0", "massachusetts-cpu-efficientnet-lite0"])
+@pytest.mark.parametrize("folder", ["deepcrack-cpu", "massachusetts-cpu", "deepcrack-cpu-efficientnet-lite0", "massachusetts-cpu-efficientnet-lite0",
+                                    "deepcrack-cpu-efficientnet-lite0-600steps", "massachusetts-cpu-efficientnet-lite0-600steps"])
 def test_shipped_reports_regenerate_byte_identically(folder: str) -> None:
     """The README's tables come from these records: the report functions must still write them unchanged."""
     results = ROOT / "pipelines" / "results" / folder
