@@ -170,7 +170,8 @@ def test_summarise_gives_mean_and_sample_std() -> None:
 
 
 @pytest.mark.parametrize("folder", ["deepcrack-cpu", "massachusetts-cpu", "deepcrack-cpu-efficientnet-lite0", "massachusetts-cpu-efficientnet-lite0",
-                                    "deepcrack-cpu-efficientnet-lite0-600steps", "massachusetts-cpu-efficientnet-lite0-600steps"])
+                                    "deepcrack-cpu-efficientnet-lite0-600steps", "massachusetts-cpu-efficientnet-lite0-600steps",
+                                    "deepcrack-cpu-efficientnet-lite0-1000steps"])
 def test_shipped_reports_regenerate_byte_identically(folder: str) -> None:
     """The README's tables come from these records: the report functions must still write them unchanged."""
     results = ROOT / "pipelines" / "results" / folder
