@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from geoccseg import benchmark
@@ -202,7 +203,7 @@ def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
         assert getattr(defaults, key) == value, key
 
 
-def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path) -> None:
+def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path, tmp_path: Path) -> None:
     diag = _load_script("diagnose_pseudo_labels")
     from geoccseg.io.bundle import resolve_model
 
@@ -217,6 +218,30 @@ def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path) -> None:
     # stricter thresholds move pixels from high to low confidence, never the other way
     strict = diag.diagnose(resolve_model("crack"), pairs, 0.999, 0.99, 0.6)
     assert strict["levels"]["high"]["pixel_share"] <= levels["high"]["pixel_share"]
+    # every wrong confident crack pixel lies at some distance from the truth; a shape filter keeps part of them
+    assert sum(report["wrong_foreground_by_distance_px"].values()) == pytest.approx(1.0)
+    shaped = diag.diagnose(resolve_model("crack"), pairs, 0.95, 0.8, 0.6, shape=(3.0, 20))["shape_filter"]
+    assert 0 < shaped["kept_share"] < 1 and shaped["true_foreground_kept"] <= levels["high"]["share_of_true_class"]["1"]["1"] + 1e-9
+    assert set(report["most_far_mistakes"]) <= {"001.jpg", "002.jpg"}
+    diag.draw_far_mistakes(resolve_model("crack"), pairs[:1], 0.8, tmp_path / "far.png")
+    assert (tmp_path / "far.png").stat().st_size > 10_000
+
+
+def test_shape_filter_keeps_thin_lines_and_leaves_out_blobs_and_specks() -> None:
+    thin_parts = _load_script("diagnose_pseudo_labels").thin_parts
+    mask = np.zeros((96, 96), dtype=bool)
+    mask[10:15, 5:90] = True  # a road 5 px wide
+    mask[40:70, 40:70] = True  # a parking lot 30 x 30
+    mask[85:88, 85:88] = True  # a speck of 9 px
+    rr = np.arange(96)
+    diagonal = (np.abs(rr[:, None] - rr[None, :] - 10) <= 2) & (rr[:, None] > 70)  # a thin diagonal
+    mask |= diagonal
+    thin = thin_parts(mask, 4, 20)
+    assert thin[10:15, 5:90].all() and thin[diagonal].all()
+    assert not thin[40:70, 40:70].any() and not thin[85:88, 85:88].any() and not (thin & ~mask).any()
+    edge = np.zeros((32, 32), dtype=bool)
+    edge[:4] = True  # a line along the border is thin: the border is not foreground beyond it
+    assert (thin_parts(edge, 3, 0) == edge).all()
 
 
 def test_own_scene_benchmark_scores_the_unlabeled_part(tmp_path: Path) -> None:
