@@ -294,3 +294,32 @@ def test_encoder_and_unlabeled_term_defaults_follow_the_recorded_benchmark() -> 
         pairs = [(pretrained[(d, "full", s)], pretrained[(d, a, s)]) for d, a, s in pretrained if a == arm]
         assert pairs, arm
         assert (sum(remedy - full for full, remedy in pairs) > 0) == is_default, arm
+
+
+def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_dir: Path, tmp_path: Path) -> None:
+    bench = _load_script("benchmark_suggest_photos")
+    from geoccseg.benchmark import link_pairs, make_split
+    from geoccseg.benchmark.split import read_pairs
+
+    pairs = dict(list(read_pairs(data_dir / "cfd").items())[:20])
+    data = link_pairs(tmp_path / "data", pairs)
+    out = tmp_path / "out"
+    argv = ["--dataset", "cfd", "--data", str(data), "--out", str(out), "--profile", "quick", "--max-steps", "2",
+            "--start-fraction", "0.12", "--per-round", "2", "--rounds", "1", "--seeds", "0"]
+    assert bench.main(argv) == 0
+    records = {r["run"]: r for r in json.loads((out / "results.json").read_text())}
+    assert sorted(records) == ["cfd_acquisition_r1_s0", "cfd_random_r1_s0", "cfd_start_r0_s0"]
+    start = records["cfd_start_r0_s0"]["labeled"]
+    assert len(start) == 2  # 12 % of the 17 training photos (20 minus 2 test and 1 select)
+    for strategy in ("acquisition", "random"):
+        r = records[f"cfd_{strategy}_r1_s0"]
+        assert len(r["added"]) == 2 and not set(r["added"]) & set(start) and sorted(start + r["added"]) == r["labeled"]
+        assert 0 <= r["f1"] <= 1 and r["n_labeled"] == 4
+    # the suggestions come from the seed-set model's ranking of the unlabeled photos
+    train_photos = link_pairs(tmp_path / "train", {s: pairs[s] for s in make_split(data, None)[1]["train"]}) / "images"
+    ranked = bench.suggest_photos(train_photos, model=str(out / "runs" / "cfd_start_r0_s0"), n=2, progress=False,
+                                  labels=link_pairs(tmp_path / "labels", {s: pairs[s] for s in start}) / "masks")
+    assert sorted(Path(n).stem for n in ranked.suggested) == records["cfd_acquisition_r1_s0"]["added"]
+    assert "| 1 | acquisition | 1 | 4 |" in (out / "results.md").read_text() and (out / "f1_vs_labeled.png").stat().st_size > 5_000
+    assert bench.main(argv) == 2  # no silent overwrite
+    assert bench.main([*argv, "--resume"]) == 0  # nothing left to train

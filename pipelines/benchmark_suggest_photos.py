@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Which photos to label next, measured: photos chosen by ``geoccseg suggest`` against random ones.
+
+The photo half of the where-to-label-next benchmark (the scene half, squares on the SpaceNet
+sample, is ``pipelines/benchmark_suggest.py``). On a benchmark dataset (DeepCrack, Massachusetts
+crops) with the fixed held-out split of :mod:`geoccseg.benchmark.split`:
+
+1. round 0: a seed set of ``--start-fraction`` of the training photos is labeled (drawn with the
+   seed, the same for both strategies) and the method trains on it (the benchmark's ``full`` arm,
+   every other training photo unlabeled);
+2. each of ``--rounds`` rounds adds ``--per-round`` photos, labeled from their true masks, chosen
+   either by :func:`geoccseg.suggest.photos.suggest_photos` with the previous round's model
+   (``acquisition``) or at random among the same unlabeled photos (``random``), and trains again
+   from scratch with the same budget and seed;
+3. every run is scored on the test photos with the benchmark's scorer.
+
+Both strategies see the same seed sets, budgets and test photos; only the choice differs. Run from
+the repository root (one seed of DeepCrack at the ``cpu`` profile's 300 steps: 7 trainings, about
+an hour on 2 CPU cores)::
+
+    python pipelines/benchmark_suggest_photos.py --dataset deepcrack --data ../shared/data/deepcrack/train \\
+        --out ../bench/suggest-deepcrack --seeds 0 1 2 --max-steps 300
+
+Outputs in ``--out``: ``results.json`` (one record per run, rewritten after each), ``results.md``
+(test F1 by round and strategy, mean ± std over seeds, and the paired difference), ``f1_vs_labeled.png``
+and ``runs/<run>/`` (each run's bundle: the next round's suggestions are read from it, so an
+interrupted benchmark resumes with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from geoccseg.benchmark import (  # noqa: E402
+    DATASETS, PROFILES, RunSpec, link_pairs, load_records, make_split, mean_std, quiet_lightning, score_bundle, train_config, write_json,
+)
+from geoccseg.benchmark.split import Pair  # noqa: E402
+from geoccseg.data.photos import split_labeled  # noqa: E402
+from geoccseg.errors import GeoccsegError  # noqa: E402
+from geoccseg.inference import PredictOptions  # noqa: E402
+from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.models import load_bundle  # noqa: E402
+from geoccseg.suggest.photos import suggest_photos  # noqa: E402
+from geoccseg.train import train  # noqa: E402
+
+STRATEGIES = ("acquisition", "random")
+
+
+def choose(strategy: str, model_dir: Path, pairs: dict[str, Pair], labeled: Sequence[str], pool: Sequence[str], k: int,
+           seed: int, round_: int, work: Path) -> list[str]:
+    """The ``k`` stems of ``pool`` to label next: ranked by the acquisition score of the model in
+    ``model_dir`` (the labeled photos as its reference), or drawn at random with (seed, round)."""
+    if strategy == "random":
+        rng = np.random.default_rng([seed, round_])
+        return sorted(np.asarray(sorted(pool))[rng.permutation(len(pool))[:k]].tolist())
+    photos = link_pairs(work / "photos", {s: pairs[s] for s in [*labeled, *pool]}) / "images"
+    labels = link_pairs(work / "labels", {s: pairs[s] for s in labeled}) / "masks"
+    result = suggest_photos(photos, model=str(model_dir), n=k, labels=labels, options=PredictOptions(device="cpu"), progress=False)
+    by_name = {pairs[s][0].name: s for s in pool}
+    return sorted(by_name[name] for name in result.suggested)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Every round of both strategies for each seed; finished runs are read back from results.json."""
+    spec = DATASETS[args.dataset]
+    profile = PROFILES[args.profile] if args.max_steps is None else PROFILES[args.profile].with_steps(args.max_steps)
+    pairs, split, test_pairs = make_split(args.data, None)
+    if profile.max_test_images is not None:
+        test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
+    out = args.out
+    results_path = out / "results.json"
+    if results_path.exists() and not args.resume:
+        raise GeoccsegError(f"{out} already holds results.json; pass --resume to continue it, or choose another --out")
+    records = load_records(results_path)
+    done = {r["run"]: r for r in records}
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    train_stems = split["train"]
+
+    with tempfile.TemporaryDirectory(prefix="geoccseg-suggest-photos-") as tmp:
+        folders = {part: link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
+
+        def trained(name: str, strategy: str, seed: int, round_: int, labeled: list[str], added: list[str]) -> dict:
+            if name in done:
+                print(f"{name}: already in results.json, skipped")
+                return done[name]
+            print(f"{name}: training {profile.max_steps} steps with {len(labeled)} labeled photos")
+            run_dir = out / "runs" / name
+            shutil.rmtree(run_dir, ignore_errors=True)  # left by an interrupted run: train it again
+            config = train_config(RunSpec("full", len(labeled) / len(train_stems), seed), args.dataset, profile, folders, labeled, [], run_dir)
+            result = train(config)
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            score = score_bundle(load_bundle(run_dir), test_pairs, spec.tolerance_px, "auto")
+            record = {"run": name, "dataset": args.dataset, "strategy": strategy, "seed": seed, "round": round_,
+                      "n_labeled": len(labeled), "profile": profile.name, "steps": result.steps,
+                      "train_seconds": round(result.seconds, 2), "select_f1": result.validation.get("f1"),
+                      **score.metrics(), "added": added, "labeled": labeled}
+            records.append(record)
+            done[name] = record
+            write_json(results_path, records)
+            write_reports(records, out)
+            print(f"{name}: test F1 {record['f1']:.3f} ({len(labeled)} labeled, {result.seconds / 60:.1f} min)")
+            return record
+
+        for seed in args.seeds:
+            start = split_labeled(list(train_stems), args.start_fraction, seed)[0]
+            start_name = f"{args.dataset}_start_r0_s{seed}"
+            trained(start_name, "start", seed, 0, start, [])
+            for strategy in STRATEGIES:
+                labeled, previous = list(start), start_name
+                for round_ in range(1, args.rounds + 1):
+                    name = f"{args.dataset}_{strategy}_r{round_}_s{seed}"
+                    if name in done:
+                        added = done[name]["added"]
+                    else:
+                        pool = [s for s in train_stems if s not in set(labeled)]
+                        work = Path(tmp) / name
+                        added = choose(strategy, out / "runs" / previous, pairs, labeled, pool, args.per_round, seed, round_, work)
+                    labeled = sorted([*labeled, *added])
+                    trained(name, strategy, seed, round_, labeled, added)
+                    previous = name
+    write_reports(records, out)
+    return records
+
+
+def summarise(records: Sequence[dict]) -> str:
+    """Markdown: test F1 (and ODS F1) by round and strategy, mean ± std over seeds; paired differences."""
+    lines = ["| round | strategy | seeds | labeled photos | F1 | ODS F1 | IoU |", "|---|---|---|---|---|---|---|"]
+    by = {}
+    for r in records:
+        for strategy in (STRATEGIES if r["strategy"] == "start" else (r["strategy"],)):
+            by.setdefault((r["round"], strategy), []).append(r)
+    for (round_, strategy), rs in sorted(by.items(), key=lambda kv: (kv[0][0], STRATEGIES.index(kv[0][1]))):
+        if round_ == 0 and strategy == "random":
+            continue
+        name = "seed set (shared)" if round_ == 0 else strategy
+        lines.append(f"| {round_} | {name} | {len(rs)} | {np.mean([r['n_labeled'] for r in rs]):g} | {mean_std([r['f1'] for r in rs])} "
+                     f"| {mean_std([r['ods_f1'] for r in rs])} | {mean_std([r['iou'] for r in rs])} |")
+    lines.append("")
+    for round_ in sorted({k[0] for k in by if k[0] > 0}):
+        acq = {r["seed"]: r["f1"] for r in by.get((round_, "acquisition"), [])}
+        rnd = {r["seed"]: r["f1"] for r in by.get((round_, "random"), [])}
+        seeds = sorted(set(acq) & set(rnd))
+        if seeds:
+            diffs = [acq[s] - rnd[s] for s in seeds]
+            lines.append(f"- Round {round_}: suggested − random test F1, paired by seed: {np.mean(diffs):+.3f} "
+                         f"({', '.join(f'{d:+.3f}' for d in diffs)}).")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(records: Sequence[dict], out: Path) -> None:
+    """``results.md`` and ``f1_vs_labeled.png`` (test F1 against labeled photos, per strategy)."""
+    dataset = records[0]["dataset"] if records else "?"
+    with atomic_path(out / "results.md", overwrite=True) as tmp:
+        tmp.write_text(f"# Suggested against random photos: {dataset}\n\n{summarise(records)}")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for strategy, colour in zip(STRATEGIES, ("tab:red", "tab:grey")):
+        rounds = sorted({r["round"] for r in records if r["strategy"] in (strategy, "start")})
+        xs, ys, es = [], [], []
+        for k in rounds:
+            rs = [r for r in records if r["round"] == k and r["strategy"] in (strategy, "start")]
+            xs.append(np.mean([r["n_labeled"] for r in rs]))
+            ys.append(np.mean([r["f1"] for r in rs]))
+            es.append(np.std([r["f1"] for r in rs], ddof=1) if len(rs) > 1 else 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colour, label="suggested" if strategy == "acquisition" else "random")
+    ax.set_xlabel("labeled photos")
+    ax.set_ylabel("test F1")
+    ax.set_title(f"{dataset}: where to label next (mean ± std over seeds)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out / "f1_vs_labeled.png", overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True, choices=list(DATASETS))
+    p.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/ (split into train/select/test once)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--profile", default="cpu", choices=list(PROFILES))
+    p.add_argument("--max-steps", type=int, help="steps of every training (default: the profile's)")
+    p.add_argument("--start-fraction", type=float, default=0.02, help="share of the training photos labeled in round 0")
+    p.add_argument("--per-round", type=int, default=4, help="photos labeled per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--resume", action="store_true", help="continue the runs recorded in OUT/results.json")
+    args = p.parse_args(argv)
+    quiet_lightning()
+    try:
+        if args.per_round < 1 or args.rounds < 1:
+            raise GeoccsegError("--per-round and --rounds must be at least 1")
+        run(args)
+    except GeoccsegError as exc:
+        print(f"benchmark_suggest_photos: error: {exc}", file=sys.stderr)
+        return 2
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
