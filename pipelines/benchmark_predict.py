@@ -47,6 +47,11 @@ measure, so its ``predict`` time includes reading the cached export, not exporti
   the model in the main thread and runs the loop in a worker thread: on a busy machine the first
   thread to use OpenMP ran the forward pass up to 3x slower than the others.
 
+- ``suggest`` (with ``--suggest``): ``geoccseg suggest`` on the same scene
+  (:func:`geoccseg.suggest.areas.suggest_areas`, 5 squares of the model's default size, the same
+  tile, overlap, block and batch, the torch engine it always uses): wall time and peak RSS, to
+  show that scoring where to label next keeps memory flat in scene size as prediction does.
+
 **Outputs** in ``--out``: ``results.json`` (rewritten after each measure) and ``results.md`` (the
 table, one row per size and engine: size, engine, wall s, Mpx/s, vs torch, peak RSS MB,
 forward-limit Mpx/s, ratio, naive wall s, naive RSS MB).
@@ -146,6 +151,17 @@ def child_predict(args: argparse.Namespace) -> dict:
     return {"seconds": time.perf_counter() - start}
 
 
+def child_suggest(args: argparse.Namespace) -> dict:
+    from geoccseg.inference.predict import PredictOptions
+    from geoccseg.suggest.areas import suggest_areas
+
+    options = PredictOptions(tile_px=args.tile_px, overlap_px=args.overlap_px, block_px=args.block_px,
+                             batch_size=args.batch_size, device=args.device, workers=args.workers)
+    start = time.perf_counter()
+    suggest_areas([args.scene], args.dest, model=str(args.bundle), n=5, options=options, overwrite=True, progress=False)
+    return {"seconds": time.perf_counter() - start}
+
+
 def forward_rate(engine: Engine, chips: torch.Tensor) -> float:
     """Chip megapixels per second of repeated forward passes of an engine (after two warm-up passes)."""
     synchronise = torch.cuda.synchronize if engine.device.startswith("cuda") else (lambda: None)
@@ -234,7 +250,7 @@ def naive_loop(args: argparse.Namespace, bundle: Bundle, model: torch.nn.Module,
         out.write(prob)
 
 
-CHILDREN = {"predict": child_predict, "forward": child_forward, "naive": child_naive}
+CHILDREN = {"predict": child_predict, "forward": child_forward, "naive": child_naive, "suggest": child_suggest}
 
 
 def run_child(kind: str, args: argparse.Namespace, scene: Path, bundle: Path, dest: Path, engine: str = "torch") -> dict:
@@ -271,18 +287,21 @@ def run_child(kind: str, args: argparse.Namespace, scene: Path, bundle: Path, de
 def table(rows: list[dict]) -> str:
     """The Markdown table: one line per size and engine (the naive loop on the size's first line)."""
     lines = [
-        "| size (px) | engine | wall (s) | Mpx/s | vs torch | peak RSS (MB) | forward limit (Mpx/s) | ratio | naive wall (s) | naive RSS (MB) |",
-        "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size (px) | engine | wall (s) | Mpx/s | vs torch | peak RSS (MB) | forward limit (Mpx/s) | ratio | naive wall (s) | naive RSS (MB) "
+        "| suggest wall (s) | suggest RSS (MB) |",
+        "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         measured = [(name, e) for name, e in r["engines"].items() if "ratio" in e]
         for i, (name, e) in enumerate(measured):
             naive = r.get("naive") if i == 0 else None
+            suggest = r.get("suggest") if i == 0 else None
             vs_torch = f"{e['vs_torch']:.2f}" if "vs_torch" in e else "-"
             lines.append(
                 f"| {r['size_px']} | {name} | {e['predict']['seconds']:.1f} | {e['mpx_per_s']:.2f} | {vs_torch} "
                 f"| {e['predict']['peak_rss_mb']:.0f} | {e['forward']['mpx_per_s']:.2f} | {e['ratio']:.2f} "
-                + (f"| {naive['seconds']:.1f} | {naive['peak_rss_mb']:.0f} |" if naive else "| - | - |")
+                + (f"| {naive['seconds']:.1f} | {naive['peak_rss_mb']:.0f} " if naive else "| - | - ")
+                + (f"| {suggest['seconds']:.1f} | {suggest['peak_rss_mb']:.0f} |" if suggest else "| - | - |")
             )
     return "\n".join(lines)
 
@@ -305,6 +324,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help="local Dask cluster of N worker processes")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive whole-scene baseline")
+    parser.add_argument("--suggest", action="store_true", help="also measure geoccseg suggest (5 squares) on each scene")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
@@ -362,7 +382,10 @@ def main() -> None:
             if not args.no_naive:
                 row["naive"] = run_child("naive", args, scene, bundle, tmp / f"naive_{size}.tif")
                 save()
-            for path in tmp.glob(f"*_{size}.tif"):
+            if args.suggest:
+                row["suggest"] = run_child("suggest", args, scene, bundle, tmp / f"areas_{size}.gpkg")
+                save()
+            for path in [*tmp.glob(f"*_{size}.tif"), *tmp.glob(f"*_{size}.gpkg")]:
                 path.unlink()
             print(table(report["sizes"]), flush=True)
 
