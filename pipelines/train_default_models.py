@@ -20,6 +20,12 @@ safetensors into ``geoccseg/assets/models/<name>/`` with a licence note::
     python pipelines/train_default_models.py --models road --work ../bench/shipped --steps 1200
 
 ``--work`` keeps each run (``<work>/<name>/``; an interrupted run resumes from its checkpoint).
+A candidate change of a recipe is measured with ``--option KEY=VALUE`` (a TrainConfig field, as
+YAML) and a ``--target-root`` outside the package, so the shipped model stays until the candidate
+wins on the select images::
+
+    python pipelines/train_default_models.py --models crack --work ../bench/crack-appearance \
+        --option appearance_augment=true --target-root ../bench/crack-appearance/export
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+import yaml
 
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
 from geoccseg.benchmark.split import Pair, link_pairs, read_pairs, split_stems
@@ -144,9 +151,12 @@ def metrics(score) -> dict:
 
 
 def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, target_root: Path, seed: int = 0,
-          max_minutes: float | None = None) -> Path:
-    """Train (or resume) the recipe's run in ``work/name`` and export it into the package."""
+          max_minutes: float | None = None, options: dict | None = None) -> Path:
+    """Train (or resume) the recipe's run in ``work/name`` and export it into ``target_root/name``;
+    ``options`` (TrainConfig fields) are laid over the recipe's."""
     recipe = RECIPES[name]
+    if options:
+        recipe = replace(recipe, options={**recipe.options, **options})
     run = work / name
     splits = {s.name: s.split(data_root) for s in recipe.sources}
     start = time.perf_counter()
@@ -213,11 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1200, help="optimiser steps (4x the benchmark's 300)")
     parser.add_argument("--val-every", type=int, default=150, help="steps between scorings of the select images")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget of a training run (it then stops as if done)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a TrainConfig option laid over the recipe's (value read as YAML), to measure a candidate")
     parser.add_argument("--target-root", type=Path, default=ROOT / "geoccseg" / "assets" / "models",
                         help="where the exported models go (default: the package's shipped models)")
     args = parser.parse_args(argv)
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or key not in {f.name for f in fields(TrainConfig)}:
+            parser.error(f"--option takes KEY=VALUE with KEY a training option, got {item!r}")
+        options[key] = yaml.safe_load(value)
     for name in args.models:
-        target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, max_minutes=args.max_minutes)
+        target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, max_minutes=args.max_minutes,
+                       options=options)
         print(f"{name}: {target} ({sum(p.stat().st_size for p in target.iterdir()) / 1e6:.1f} MB)")
     return 0
 
