@@ -46,6 +46,7 @@ from geoccseg.inference.predict import (
     open_scene_for,
     predict_block,
     resolve_device,
+    scene_norm,
     share_bundle,
 )
 from geoccseg.io.bundle import resolve_model
@@ -219,9 +220,10 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     share_bundle(bundle, device)
     engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported now (onnx)
     n_classes = len(bundle.meta.classes)
+    norm = scene_norm(scene, bundle.meta)
     results = {
         (block.row, block.col): dask.delayed(_block_task)(
-            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision), source,
+            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm), source,
         )
         for block in grid.blocks()
     }

@@ -265,3 +265,42 @@ def test_unlabeled_schedule_scales_with_the_budget_and_the_encoder_takes_its_lea
     assert len(encoder["params"]) + len(rest["params"]) == len(list(module.student.parameters()))
     with pytest.raises(GeoccsegError, match="encoder_lr_scale"):
         config(encoder_lr_scale=0.0).validate()
+
+
+def test_per_image_normalisation_makes_a_photo_and_its_darker_copy_look_alike(data_dir, tmp_path, vegas):
+    from dataclasses import replace
+
+    import numpy as np
+
+    from geoccseg.data.photos import read_photo
+    from geoccseg.inference.array import predict_array
+    from geoccseg.inference.predict import scene_norm
+
+    cfd = data_dir / "cfd"
+    out = tmp_path / "m"
+    train(TrainConfig(out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), labeled_fraction=0.1, per_image_norm=True,
+                      max_steps=2, val_fraction=0.0, pseudo=False, contrastive=False, **FAST))
+    assert json.loads((out / "bundle.json").read_text())["norm"]["per_image"] is True
+    bundle = load_bundle(out)
+    image = read_photo(cfd / "images" / "001.jpg")
+    darker = (image.astype(np.float32) * 0.5 + 20).round().astype(np.uint8)  # dimmer, lower contrast pavement
+    own = bundle.meta.norm.for_image(darker)
+    assert own.high[0] < bundle.meta.norm.high[0] and not own.per_image
+    # what the network sees: the same picture (up to rounding), where the training set's stretch shows a dark, flat one
+    seen = np.abs(bundle.meta.norm.for_image(image).apply(image) - own.apply(darker)).mean()
+    assert seen < 0.03 and np.abs(bundle.meta.norm.apply(image) - bundle.meta.norm.apply(darker)).mean() > 0.1
+
+    def change(b) -> float:
+        return float(np.abs(predict_array(b, image, device="cpu") - predict_array(b, darker, device="cpu")).max())
+
+    per_image = change(bundle)
+    bundle.meta.norm = replace(bundle.meta.norm, per_image=False)  # the same weights, the training set's statistics
+    fixed = change(bundle)
+    assert per_image < 0.5 * fixed, (per_image, fixed)
+    # scenes are normalised with their own statistics by a per-image model, with the bundle's otherwise
+    scene = open_scene(vegas / "vegas_img0_rgb.tif")
+    assert scene_norm(scene, bundle.meta) is None
+    assert scene_norm(scene, replace(bundle.meta, norm=replace(bundle.meta.norm, per_image=True))).low != bundle.meta.norm.low
+    with pytest.raises(GeoccsegError, match="photo folders"):
+        TrainConfig(out=str(tmp_path / "s"), scenes=[str(vegas / "vegas_img0_rgb.tif")], labels=str(vegas / "vegas_img0_roads.geojson"),
+                    per_image_norm=True).validate()

@@ -291,7 +291,7 @@ class PhotoTrainingData(TrainingData):
         image = read_photo(image_path)
         if image.shape[0] != self.num_bands:
             raise GeoccsegError(f"{image_path.name} has {image.shape[0]} band(s), the other photos {self.num_bands}; use photos of one kind")
-        pixels = torch.from_numpy(self.norm.apply(image))
+        pixels = torch.from_numpy(self.norm.for_image(image).apply(image))
         mask = torch.from_numpy(read_mask(mask_path).astype(np.int64)) if mask_path is not None else None
         zoom = self._zoom.get(image_path, 1.0)
         if zoom != 1.0:  # a source of another pixel size: resample to the training pixel size

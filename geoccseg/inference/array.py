@@ -60,7 +60,7 @@ def predict_array(
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=max(height, width, tile_px))
     chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
     weighted, weight = blend_chips(
-        build_engine(engine, bundle.model, device, bundle.meta, precision), bundle.meta.norm, image, None, chips,
+        build_engine(engine, bundle.model, device, bundle.meta, precision), bundle.meta.norm.for_image(image), image, None, chips,
         blend_window(tile_px, overlap_px), batch_size, len(bundle.meta.classes),
     )
     foreground = weighted / weight

@@ -140,6 +140,7 @@ def predict_photo(
         name = settle_engine(engine, device, bundle.model, bundle.meta, precision)
         engine = build_engine(name, bundle.model, device, bundle.meta, precision)
     blend = blend_window(tile_px, overlap_px)
+    norm = bundle.meta.norm.for_image(image)  # the bundle's statistics, or the photo's own (per-image models)
     stride = grid.stride_px
     out = np.empty((n_classes, height, width), dtype=np.uint8)
     carry_weighted = np.zeros((n_classes, 0, width), dtype=np.float32)
@@ -150,7 +151,7 @@ def predict_photo(
         rows_px = min(tile_px, height - top)
         chips = [(0, j * stride, *grid.chip_shape(top, j * stride)) for j in range(n_cols)]
         weighted, weight = blend_chips(
-            engine, bundle.meta.norm, image[:, top:top + rows_px], None, chips, blend, batch_size, n_classes,
+            engine, norm, image[:, top:top + rows_px], None, chips, blend, batch_size, n_classes,
         )
         carried = carry_weight.shape[0]  # rows of the previous chip row's overlap
         weighted[:, :carried] += carry_weighted

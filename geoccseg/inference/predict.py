@@ -45,7 +45,7 @@ from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix,
 from geoccseg.inference.engine import Engine, TorchEngine, build_engine, check_engine, check_precision, engine_label, settle_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import META, WEIGHTS, BundleMeta
-from geoccseg.io.normalize import NormStats
+from geoccseg.io.normalize import NormStats, compute_stats
 from geoccseg.io.scene import Scene, open_scene
 from geoccseg.models import Bundle, load_bundle
 
@@ -159,6 +159,7 @@ class BlockJob:
         batch_size: chips per forward pass.
         engine: the settled engine name (``torch`` or ``onnx``, :func:`~geoccseg.inference.engine.settle_engine`).
         precision: the engine's precision (``fp32``, ``bf16``, ``int8``).
+        norm: the scene's own statistics for a per-image model (:func:`scene_norm`); None: the bundle's.
     """
 
     scene: Scene
@@ -170,6 +171,7 @@ class BlockJob:
     batch_size: int
     engine: str
     precision: str = "fp32"
+    norm: NormStats | None = None
 
 
 @dataclass
@@ -348,7 +350,7 @@ def predict_block(job: BlockJob) -> BlockResult:
     top, left = int(window.row_off), int(window.col_off)
     chips = [(r - top, c - left, *job.grid.chip_shape(r, c)) for r, c in job.block.chips]
     blend = blend_window(job.grid.tile_px, job.grid.overlap_px)
-    weighted, weight = blend_chips(engine, meta.norm, image, valid, chips, blend, job.batch_size, len(meta.classes))
+    weighted, weight = blend_chips(engine, job.norm or meta.norm, image, valid, chips, blend, job.batch_size, len(meta.classes))
     return BlockResult(top, left, weighted, weight)
 
 
@@ -437,6 +439,12 @@ def check_prob_out(prob_out: str | os.PathLike, overwrite: bool, inputs: Iterabl
 
 
 # -- the scene ---------------------------------------------------------------------------------
+def scene_norm(scene: Scene, meta: BundleMeta) -> NormStats | None:
+    """The statistics a scene is normalised with when they are not the bundle's: the scene's own
+    percentiles (one Dask pass over its valid pixels) for a per-image model; None otherwise."""
+    return compute_stats(scene, meta.norm.percentiles) if meta.norm.per_image else None
+
+
 def open_scene_for(path: str | os.PathLike, meta: BundleMeta) -> Scene:
     """Open a scene with the input bands a model expects.
 
@@ -508,7 +516,8 @@ def predict_scene(
     grid = ChipGrid.create(math.ceil(opened.height / scale), math.ceil(opened.width / scale), tile_px, options.overlap_px, block_px)
     blocks = grid.blocks()
     engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported once (onnx)
-    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision)
+    norm = scene_norm(opened, bundle.meta)
+    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm)
             for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
     with (

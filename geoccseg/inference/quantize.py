@@ -57,7 +57,7 @@ def calibration_chips(meta: BundleMeta) -> list[np.ndarray]:
     scale = 1.0 if meta.pixel_size_m is None else max(1.0, meta.pixel_size_m / scene.pixel_size_m)
     shape = (max(CALIBRATION_TILE_PX, round(scene.height / scale)), max(CALIBRATION_TILE_PX, round(scene.width / scale)))
     image, valid = scene.read(out_shape=shape, resampling=Resampling.average)
-    x = meta.norm.apply(image).astype(np.float32) * valid[None]
+    x = meta.norm.for_image(image).apply(image).astype(np.float32) * valid[None]
     height, width = x.shape[1:]
     tops = sorted({max(0, min(height - CALIBRATION_TILE_PX, height // 2 - CALIBRATION_TILE_PX + i * CALIBRATION_TILE_PX)) for i in (0, 1)})
     lefts = sorted({max(0, min(width - CALIBRATION_TILE_PX, width // 2 - CALIBRATION_TILE_PX + j * CALIBRATION_TILE_PX)) for j in (0, 1)})

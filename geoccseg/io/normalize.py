@@ -7,6 +7,12 @@ reuses them and never recomputes them on the scene it is given.
 The default is a robust percentile stretch: band values at the 2nd and 98th percentiles of the
 valid pixels map to -0.5 and +0.5. Integer bands get exact percentiles from a full histogram
 (one bin per value); float bands use a 4096-bin histogram between the band's minimum and maximum.
+
+With ``per_image`` (``geoccseg train --per-image-norm``) each image is stretched by its *own*
+percentiles instead, in training and in prediction (:meth:`NormStats.for_image` for a photo, the
+scene's own statistics for a scene): a model for photos whose brightness and contrast differ
+from one set to the next (cracks on light and on dark pavement) sees them alike. The statistics
+of the training set are still kept, for reference.
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ class NormStats:
         low: value of each band mapped to -0.5 (file units).
         high: value of each band mapped to +0.5 (file units).
         percentiles: the (low, high) percentiles these values come from.
+        per_image: stretch each image by its own percentiles (:meth:`for_image`), not by ``low``
+            and ``high``.
     """
 
     low: list[float]
     high: list[float]
     percentiles: tuple[float, float] = (2.0, 98.0)
+    per_image: bool = False
 
     def __post_init__(self) -> None:
         if len(self.low) != len(self.high):
@@ -59,15 +68,25 @@ class NormStats:
         span = np.asarray(self.high, dtype=np.float32)[:, None, None] - low
         return np.clip((image.astype(np.float32) - low) / span - 0.5, -1.5, 1.5)
 
+    def for_image(self, image: np.ndarray) -> NormStats:
+        """The statistics to apply to a whole in-memory image (C, H, W) in file units: these, or with
+        ``per_image`` the image's own percentiles."""
+        if not self.per_image:
+            return self
+        return stats_from_arrays([image], self.percentiles) if image.dtype in (np.uint8, np.uint16) else stats_from_float_array(image, self.percentiles)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["percentiles"] = list(self.percentiles)
+        if not self.per_image:
+            del d["per_image"]  # bundles without the option stay as they were written before it
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> NormStats:
         try:
-            return cls(low=[float(v) for v in d["low"]], high=[float(v) for v in d["high"]], percentiles=tuple(d.get("percentiles", (2.0, 98.0))))
+            return cls(low=[float(v) for v in d["low"]], high=[float(v) for v in d["high"]], percentiles=tuple(d.get("percentiles", (2.0, 98.0))),
+                       per_image=bool(d.get("per_image", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise GeoccsegError(f"invalid normalisation statistics ({exc}); retrain or repair the bundle") from None
 
@@ -135,6 +154,15 @@ def compute_stats(
         hist = np.sum(dask.compute(*parts), axis=0)
         bounds = [percentiles_from_histogram(h, np.linspace(l, u, FLOAT_BINS + 1), percentiles) for h, l, u in zip(hist, lo, hi)]
     return NormStats(low=[b[0] for b in bounds], high=[b[1] for b in bounds], percentiles=tuple(percentiles))
+
+
+def stats_from_float_array(image: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
+    """Percentile statistics of one in-memory image of any other dtype (C, H, W), per band, ignoring non-finite values."""
+    bounds = []
+    for band in image.reshape(image.shape[0], -1).astype(np.float64):
+        finite = band[np.isfinite(band)]
+        bounds.append(tuple(np.percentile(finite, percentiles)) if finite.size else (0.0, 1.0))
+    return NormStats(low=[float(b[0]) for b in bounds], high=[float(b[1]) for b in bounds], percentiles=tuple(percentiles))
 
 
 def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:

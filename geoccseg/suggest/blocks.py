@@ -41,8 +41,10 @@ from geoccseg.inference.predict import (
     cached_model,
     dask_client,
     read_model_window,
+    scene_norm,
     share_bundle,
 )
+from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene
 from geoccseg.models import Bundle
 from geoccseg.suggest.terms import FEATURES, EMBED_DIMS, TermParams, cell_sums, n_channels, pixel_features, scoring_forward
@@ -87,6 +89,7 @@ class ScoreJob:
         batch_size: chips per forward pass.
         thresholds: the model's confidence thresholds.
         params: per-pixel term settings.
+        norm: the scene's own statistics for a per-image model; None: the bundle's.
     """
 
     scene: Scene
@@ -100,6 +103,7 @@ class ScoreJob:
     batch_size: int
     thresholds: ConfidenceThresholds
     params: TermParams
+    norm: NormStats | None = None
 
 
 @dataclass
@@ -148,7 +152,7 @@ def score_block(job: ScoreJob) -> CellBlock:
     relative = [(r - reg_top, c - reg_left, h, w) for (r, c), (h, w) in zip(chips, shapes)]
     n_classes = len(meta.classes)
     weighted, weight = blend_chips(
-        TorchEngine(model, job.device, scoring_forward), meta.norm, image, valid, relative,
+        TorchEngine(model, job.device, scoring_forward), job.norm or meta.norm, image, valid, relative,
         blend_window(job.grid.tile_px, job.grid.overlap_px), job.batch_size, n_channels(n_classes),
     )
     features = pixel_features(weighted, weight, n_classes, job.thresholds, job.params)
@@ -192,9 +196,10 @@ def score_cells(
     grid = ChipGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), tile_px, options.overlap_px, options.block_px)
     block_rows = max(1, round(options.block_px / cells.cell_h_px))
     block_cols = max(1, round(options.block_px / cells.cell_w_px))
+    norm = scene_norm(scene, bundle.meta)
     jobs = [
         ScoreJob(scene, str(bundle.path), device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
-                 scale, options.batch_for(tile_px), thresholds, params)
+                 scale, options.batch_for(tile_px), thresholds, params, norm)
         for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)
     ]
     sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))

@@ -83,7 +83,7 @@ def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThreshol
     chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
     n_classes = len(bundle.meta.classes)
     weighted, weight = blend_chips(
-        TorchEngine(bundle.model.to(device).eval(), device, scoring_forward), bundle.meta.norm, image, None, chips,
+        TorchEngine(bundle.model.to(device).eval(), device, scoring_forward), bundle.meta.norm.for_image(image), image, None, chips,
         blend_window(tile_px, overlap_px), batch_size, n_channels(n_classes),
     )
     return pixel_features(weighted, weight, n_classes, thresholds, params).sum(axis=(1, 2), dtype=np.float64)

@@ -72,6 +72,10 @@ class TrainConfig:
     # Photometric jitter and intensity inversion of the labelled images too, for models that must
     # carry over to other regions and sensors (the shipped road model); off for in-domain work.
     appearance_augment: bool = False
+    # Normalise each photo by its own 2nd/98th percentiles, in training and in prediction, instead
+    # of the training set's (geoccseg/io/normalize.py): for photos whose brightness and contrast
+    # differ between sets (the shipped crack model; README, Cracks in photos). Photo folders only.
+    per_image_norm: bool = False
     # Largest area of the random crop as a fraction of the chip (smallest: 0.5); above 1 also
     # zooms out, so objects shrink by up to 1/sqrt(crop_area_max): for thinner cracks or roads
     # than the labeled ones.
@@ -214,6 +218,9 @@ class TrainConfig:
             raise GeoccsegError("checkpoint_every must be at least 1 step and checkpoint_minutes above 0 (or null)")
         if self.out is None:
             raise GeoccsegError("no output folder; pass -o/--out MODEL_DIR")
+        if self.per_image_norm and self.source == "scenes":
+            raise GeoccsegError("--per-image-norm applies to photo folders (--images/--masks); scenes are normalised with the "
+                                "training scenes' statistics, drop the option")
         _ = self.source
         _ = self.use_pretrained
         return self

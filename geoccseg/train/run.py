@@ -9,7 +9,7 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -61,18 +61,25 @@ def build_data(c: TrainConfig, start: Bundle | None = None) -> TrainingData:
     they were trained on.
     """
     norm = start.meta.norm if start else None
+    per_image = c.per_image_norm or (norm is not None and norm.per_image)
     pixel_size_m = c.pixel_size_m if c.pixel_size_m is not None or start is None else start.meta.pixel_size_m
     if c.source == "scenes":
-        return SceneTrainingData(
+        # a per-image model fine-tuned on scenes: chips are normalised with the training scenes' own
+        # statistics, as prediction normalises a scene with its own
+        data = SceneTrainingData(
             c.scenes, labels=c.labels, aoi=c.aoi, val_aoi=c.val_aoi, classes=c.classes, class_column=c.class_column,
-            width_m=c.width_m, bands=c.bands, tile_px=c.tile_px, pixel_size_m=pixel_size_m, norm=norm,
+            width_m=c.width_m, bands=c.bands, tile_px=c.tile_px, pixel_size_m=pixel_size_m, norm=None if per_image else norm,
         )
-    return PhotoTrainingData(
-        c.images, c.masks, labeled_fraction=c.labeled_fraction, seed=c.seed, val_fraction=c.val_fraction,
-        val_images=c.val_images, val_masks=c.val_masks, unlabeled_dirs=c.unlabeled, classes=c.classes,
-        tile_px=c.tile_px, pixel_size_m=pixel_size_m, labeled_names=c.labeled_names, norm=norm,
-        source_pixel_sizes_m=c.images_pixel_size_m or None,
-    )
+    else:
+        data = PhotoTrainingData(
+            c.images, c.masks, labeled_fraction=c.labeled_fraction, seed=c.seed, val_fraction=c.val_fraction,
+            val_images=c.val_images, val_masks=c.val_masks, unlabeled_dirs=c.unlabeled, classes=c.classes,
+            tile_px=c.tile_px, pixel_size_m=pixel_size_m, labeled_names=c.labeled_names, norm=norm,
+            source_pixel_sizes_m=c.images_pixel_size_m or None,
+        )
+    if per_image:
+        data.norm = replace(data.norm, per_image=True)
+    return data
 
 
 def starting_bundle(c: TrainConfig) -> Bundle | None:
