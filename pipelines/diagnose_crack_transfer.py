@@ -14,6 +14,11 @@ and reports DeepCrack select and test F1 and CrackForest F1 (precision, recall) 
 CrackForest's own best F1 and threshold (``cfd_ods``, which nothing may be chosen on)::
 
     python pipelines/diagnose_crack_transfer.py --out pipelines/results/crack-transfer/scale_tta.json
+
+``--per-image-norm`` normalises each photo by its own percentiles at test time, whatever the model
+was trained with (``geoccseg train --per-image-norm`` trains that way)::
+
+    python pipelines/diagnose_crack_transfer.py --per-image-norm --out pipelines/results/crack-transfer/scale_tta_per_image.json
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +74,12 @@ def predict(bundle, pairs, halve: bool = False) -> list[tuple[np.ndarray, np.nda
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="crack", help="shipped name or bundle folder (default crack)")
+    parser.add_argument("--per-image-norm", action="store_true", help="normalise each photo by its own percentiles at test time")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     args = parser.parse_args(argv)
     bundle = load_bundle(resolve_model(args.model))
+    if args.per_image_norm:
+        bundle.meta.norm = replace(bundle.meta.norm, per_image=True)
     # the crack model's split of DeepCrack (pipelines/train_default_models.py: the benchmark's fixed split)
     pairs = read_pairs(DATA / "deepcrack" / "train", "deepcrack")
     parts = {part: {s: pairs[s] for s in stems} for part, stems in split_stems(list(pairs)).items()}
