@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--steps", type=int, default=1200, help="optimiser steps (4x the benchmark's 300)")
     parser.add_argument("--val-every", type=int, default=150, help="steps between scorings of the select images")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation, chips); the shipped models use 0")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget of a training run (it then stops as if done)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a TrainConfig option laid over the recipe's (value read as YAML), to measure a candidate")
@@ -235,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--option takes KEY=VALUE with KEY a training option, got {item!r}")
         options[key] = yaml.safe_load(value)
     for name in args.models:
-        target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, max_minutes=args.max_minutes,
-                       options=options)
+        target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, seed=args.seed,
+                       max_minutes=args.max_minutes, options=options)
         print(f"{name}: {target} ({sum(p.stat().st_size for p in target.iterdir()) / 1e6:.1f} MB)")
     return 0
 
