@@ -286,6 +286,8 @@ def test_per_image_normalisation_makes_a_photo_and_its_darker_copy_look_alike(da
     darker = (image.astype(np.float32) * 0.5 + 20).round().astype(np.uint8)  # dimmer, lower contrast pavement
     own = bundle.meta.norm.for_image(darker)
     assert own.high[0] < bundle.meta.norm.high[0] and not own.per_image
+    as_float = bundle.meta.norm.for_image(darker.astype(np.float32))  # float photos: the histogram of float scenes
+    assert np.allclose(as_float.low, own.low, atol=0.1) and np.allclose(as_float.high, own.high, atol=0.1)
     # what the network sees: the same picture (up to rounding), where the training set's stretch shows a dark, flat one
     seen = np.abs(bundle.meta.norm.for_image(image).apply(image) - own.apply(darker)).mean()
     assert seen < 0.03 and np.abs(bundle.meta.norm.apply(image) - bundle.meta.norm.apply(darker)).mean() > 0.1

@@ -73,7 +73,7 @@ class NormStats:
         ``per_image`` the image's own percentiles."""
         if not self.per_image:
             return self
-        return stats_from_arrays([image], self.percentiles) if image.dtype in (np.uint8, np.uint16) else stats_from_float_array(image, self.percentiles)
+        return stats_from_arrays([image], self.percentiles)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -156,19 +156,23 @@ def compute_stats(
     return NormStats(low=[b[0] for b in bounds], high=[b[1] for b in bounds], percentiles=tuple(percentiles))
 
 
-def stats_from_float_array(image: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
-    """Percentile statistics of one in-memory image of any other dtype (C, H, W), per band, ignoring non-finite values."""
-    bounds = []
-    for band in image.reshape(image.shape[0], -1).astype(np.float64):
-        finite = band[np.isfinite(band)]
-        bounds.append(tuple(np.percentile(finite, percentiles)) if finite.size else (0.0, 1.0))
-    return NormStats(low=[float(b[0]) for b in bounds], high=[float(b[1]) for b in bounds], percentiles=tuple(percentiles))
-
-
 def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
-    """Percentile statistics over in-memory uint8 / uint16 images (C, H, W), e.g. a photo folder."""
-    nbins = 256 if all(i.dtype == np.uint8 for i in images) else 65536
-    hist = sum(_integer_hist(i, np.ones(i.shape[1:], bool), nbins) for i in images)
-    edges = np.arange(nbins + 1, dtype=np.float64)
-    bounds = [percentiles_from_histogram(h, edges, percentiles) for h in hist]
+    """Percentile statistics over in-memory images (C, H, W), e.g. a photo folder or one photo: exact
+    for uint8 / uint16 (one bin per value); for any other dtype a :data:`FLOAT_BINS` histogram between
+    each band's finite minimum and maximum over the pixels finite in every band, as
+    :func:`compute_stats` does for float scenes."""
+    if all(i.dtype in (np.uint8, np.uint16) for i in images):
+        nbins = 256 if all(i.dtype == np.uint8 for i in images) else 65536
+        hist = sum(_integer_hist(i, np.ones(i.shape[1:], bool), nbins) for i in images)
+        edges = np.arange(nbins + 1, dtype=np.float64)
+        bounds = [percentiles_from_histogram(h, edges, percentiles) for h in hist]
+    else:
+        images = [i.astype(np.float64) for i in images]
+        valid = [np.isfinite(i).all(axis=0) for i in images]
+        lo = np.min([[b[v].min() if v.any() else np.inf for b in i] for i, v in zip(images, valid)], axis=0)
+        hi = np.max([[b[v].max() if v.any() else -np.inf for b in i] for i, v in zip(images, valid)], axis=0)
+        if not np.isfinite(lo).all():
+            raise GeoccsegError("no valid pixel to compute normalisation statistics from; the image holds no finite value")
+        hist = sum(_float_hist(i, v, lo, hi) for i, v in zip(images, valid))
+        bounds = [percentiles_from_histogram(h, np.linspace(l, u, FLOAT_BINS + 1), percentiles) for h, l, u in zip(hist, lo, hi)]
     return NormStats(low=[b[0] for b in bounds], high=[b[1] for b in bounds], percentiles=tuple(percentiles))
