@@ -30,7 +30,6 @@ interrupted benchmark resumes with ``--resume``).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -43,16 +42,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from geoccseg.benchmark import (  # noqa: E402
-    DATASETS, PROFILES, RunSpec, link_pairs, load_records, make_split, mean_std, quiet_lightning, score_bundle, train_config, write_json,
+    DATASETS, PROFILES, RunSpec, link_pairs, load_records, make_split, mean_std, quiet_lightning, write_json,
 )
+from geoccseg.benchmark.runs import train_and_score  # noqa: E402
 from geoccseg.benchmark.split import Pair  # noqa: E402
 from geoccseg.data.photos import split_labeled  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
-from geoccseg.models import load_bundle  # noqa: E402
 from geoccseg.suggest.photos import suggest_photos  # noqa: E402
-from geoccseg.train import train  # noqa: E402
 
 STRATEGIES = ("acquisition", "random")
 
@@ -73,7 +71,6 @@ def choose(strategy: str, model_dir: Path, pairs: dict[str, Pair], labeled: Sequ
 
 def run(args: argparse.Namespace) -> list[dict]:
     """Every round of both strategies for each seed; finished runs are read back from results.json."""
-    spec = DATASETS[args.dataset]
     profile = PROFILES[args.profile] if args.max_steps is None else PROFILES[args.profile].with_steps(args.max_steps)
     pairs, split, test_pairs = make_split(args.data, None)
     if profile.max_test_images is not None:
@@ -95,21 +92,14 @@ def run(args: argparse.Namespace) -> list[dict]:
                 print(f"{name}: already in results.json, skipped")
                 return done[name]
             print(f"{name}: training {profile.max_steps} steps with {len(labeled)} labeled photos")
-            run_dir = out / "runs" / name
-            shutil.rmtree(run_dir, ignore_errors=True)  # left by an interrupted run: train it again
-            config = train_config(RunSpec("full", len(labeled) / len(train_stems), seed), args.dataset, profile, folders, labeled, [], run_dir)
-            result = train(config)
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            score = score_bundle(load_bundle(run_dir), test_pairs, spec.tolerance_px, "auto")
-            record = {"run": name, "dataset": args.dataset, "strategy": strategy, "seed": seed, "round": round_,
-                      "n_labeled": len(labeled), "profile": profile.name, "steps": result.steps,
-                      "train_seconds": round(result.seconds, 2), "select_f1": result.validation.get("f1"),
-                      **score.metrics(), "added": added, "labeled": labeled}
+            spec = RunSpec("full", len(labeled) / len(train_stems), seed)
+            record = train_and_score(spec, args.dataset, profile, folders, train_stems, [], test_pairs, out, labeled=labeled, name=name)
+            record |= {"strategy": strategy, "round": round_, "added": added}
             records.append(record)
             done[name] = record
             write_json(results_path, records)
             write_reports(records, out)
-            print(f"{name}: test F1 {record['f1']:.3f} ({len(labeled)} labeled, {result.seconds / 60:.1f} min)")
+            print(f"{name}: test F1 {record['f1']:.3f} ({len(labeled)} labeled, {record['train_seconds'] / 60:.1f} min)")
             return record
 
         for seed in args.seeds:

@@ -165,25 +165,33 @@ def run_benchmark(
 
 def train_and_score(spec: RunSpec, dataset: str, profile: Profile, folders: dict[str, Path], train_stems: list[str],
                     unlabeled: list[Path], test_pairs: dict[str, Pair], out: Path, keep_bundle: bool = True,
-                    device: str = "auto", examples: Sequence[str] = ()) -> dict:
+                    device: str = "auto", examples: Sequence[str] = (), labeled: Sequence[str] | None = None,
+                    name: str | None = None) -> dict:
     """Train one run into ``out/runs/<run>/``, score it on the test pairs and return its record.
 
-    The labeled stems are ``split_labeled(train_stems, fraction, seed)`` (all of them for
-    ``fully_supervised``), so every arm of a seed and fraction shares them. The probability maps of
-    ``examples`` go to ``out/examples/<run>.npz``; optimiser checkpoints are removed, and the whole
-    run folder too unless ``keep_bundle``.
+    The labeled stems are ``labeled`` when given, else ``split_labeled(train_stems, fraction, seed)``
+    (all of them for ``fully_supervised``), so every arm of a seed and fraction shares them. The run
+    is named ``name``, else :meth:`RunSpec.name`. The probability maps of ``examples`` go to
+    ``out/examples/<run>.npz``; optimiser checkpoints are removed, and the whole run folder too
+    unless ``keep_bundle``.
     """
     arm = ARMS[spec.arm]
-    name = spec.name(dataset)
-    labeled = list(train_stems) if arm.all_labeled else split_labeled(list(train_stems), spec.labeled_fraction, spec.seed)[0]
+    name = name or spec.name(dataset)
+    if labeled is not None:
+        labeled = sorted(labeled)
+    elif arm.all_labeled:
+        labeled = list(train_stems)
+    else:
+        labeled = split_labeled(list(train_stems), spec.labeled_fraction, spec.seed)[0]
     semi = arm.pseudo or arm.contrastive
     run_dir = out / "runs" / name
     if run_dir.exists():
         shutil.rmtree(run_dir)  # left by an interrupted run: train it again
     result = train(train_config(spec, dataset, profile, folders, labeled, unlabeled if semi else [], run_dir))
     score = score_bundle(load_bundle(run_dir), test_pairs, DATASETS[dataset].tolerance_px, device, examples)
-    with atomic_path(out / "examples" / f"{name}.npz", overwrite=True) as npz:
-        np.savez_compressed(npz, **score.examples)
+    if examples:
+        with atomic_path(out / "examples" / f"{name}.npz", overwrite=True) as npz:
+            np.savez_compressed(npz, **score.examples)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     if not keep_bundle:
         shutil.rmtree(run_dir)
