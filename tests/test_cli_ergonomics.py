@@ -172,6 +172,18 @@ def test_models_text_names_each_model_and_its_threshold() -> None:
     assert "pixel size:     1 m" in blocks["road"]
 
 
+
+def test_a_folder_named_like_a_shipped_model_hides_it_only_when_it_is_a_bundle(tmp_path: Path, monkeypatch) -> None:
+    from geoccseg.io.bundle import resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "crack").mkdir()
+    (tmp_path / "crack" / "photo.jpg").write_bytes(b"not a bundle")
+    shutil.copytree(SHIPPED_MODELS / "road", tmp_path / "road")
+    assert resolve_model("crack") == SHIPPED_MODELS / "crack"
+    assert resolve_model("./crack") == Path("./crack")
+    assert resolve_model("road") == Path("road") and (Path("road") / "bundle.json").is_file()
+
 # -- train --help in sections --------------------------------------------------------------------
 
 

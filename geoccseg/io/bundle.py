@@ -155,14 +155,16 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     """The bundle folder of a shipped model name (``road``, ``crack``) or of a path.
 
     Paths are returned as they are (:func:`read_bundle` reports a missing or
-    damaged bundle).
+    damaged bundle). A shipped model's bare name means the shipped model unless a bundle of that
+    name is in the working folder: a folder called ``crack`` that is not a bundle (photos, a
+    results folder) does not hide the shipped ``crack`` model; ``./crack`` always means the folder.
 
     Raises:
         GeoccsegError: a bare name that is neither a shipped model nor an existing folder.
     """
     text = os.fspath(name_or_path)
     path = Path(text)
-    if text in shipped_models() and not path.exists():
+    if text in shipped_models() and not (path / META).is_file():
         return SHIPPED_MODELS / text
     if path.exists() or "/" in text or os.sep in text or path.suffix:
         return path
