@@ -155,9 +155,9 @@ def score_block(job: ScoreJob) -> CellBlock:
         TorchEngine(model, job.device, scoring_forward), job.norm or meta.norm, image, valid, relative,
         blend_window(job.grid.tile_px, job.grid.overlap_px), job.batch_size, n_channels(n_classes),
     )
-    features = pixel_features(weighted, weight, n_classes, job.thresholds, job.params)
-    inside = features[:, top - reg_top:bottom - reg_top, left - reg_left:right - reg_left]
-    return CellBlock(job.rows[0], job.cols[0], cell_sums(inside, ch, cw))
+    inside = (slice(top - reg_top, bottom - reg_top), slice(left - reg_left, right - reg_left))
+    features = pixel_features(weighted, weight, n_classes, job.thresholds, job.params, inside)
+    return CellBlock(job.rows[0], job.cols[0], cell_sums(features, ch, cw))
 
 
 def score_cells(

@@ -111,32 +111,43 @@ def _disk(radius_px: int) -> np.ndarray:
 
 def pixel_features(
     weighted: np.ndarray, weight: np.ndarray, n_classes: int, thresholds: ConfidenceThresholds, params: TermParams,
+    window: tuple[slice, slice] | None = None,
 ) -> np.ndarray:
     """The per-pixel terms of blended :func:`scoring_forward` values.
 
+    Memory: ``weighted`` is divided by ``weight`` in place (the caller's blend sums are consumed),
+    and only the likely-road mask covers the whole region (its neighbourhood reaches into the
+    halo); every other term is computed on ``window`` alone. A scene block's region is its cells
+    plus a halo, so this keeps one extra copy of the block's channels instead of four.
+
     Args:
-        weighted: float32 (2 K + E, h, w) blend sums of :func:`scoring_forward`'s channels.
+        weighted: float32 (2 K + E, h, w) blend sums of :func:`scoring_forward`'s channels;
+            overwritten with the blended values.
         weight: float32 (h, w) sum of blend weights; 0 where there is no valid pixel.
         n_classes: K, the foreground classes.
         thresholds: the model's confidence thresholds.
         params: likely-road threshold and neighbourhood.
+        window: (rows, cols) slices of the region to return; None: all of it.
 
     Returns:
-        float32 (4 + E, h, w): :data:`FEATURES` then the embedding, each 0 on invalid pixels.
+        float32 (4 + E, rows, cols): :data:`FEATURES` then the embedding, each 0 on invalid pixels.
     """
     valid = weight > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = weighted / weight
-    values[:, ~valid] = 0.0
-    p, p_flip, embed = values[:n_classes], values[n_classes:2 * n_classes], values[2 * n_classes:]
-    foreground = np.where(valid, p, np.nan)
-    _, level = confidence_map(foreground, thresholds)
+    np.divide(weighted, weight, out=weighted, where=valid)
+    weighted[:, ~valid] = 0.0
+    p = weighted[:n_classes]
     likely = valid & (p.max(axis=0) >= params.likely_threshold)
     near = ndimage.binary_dilation(likely, structure=_disk(params.near_px)) if params.near_px > 0 else likely
-    low = valid & near & (level != HIGH)
-    disagreement = np.abs(p - p_flip).max(axis=0)
-    density = p.sum(axis=0)
-    out = np.concatenate([valid[None], low[None], disagreement[None], density[None], embed]).astype(np.float32)
+    rows, cols = window if window is not None else (slice(None), slice(None))
+    valid, near, values = valid[rows, cols], near[rows, cols], weighted[:, rows, cols]
+    p, p_flip = values[:n_classes], values[n_classes:2 * n_classes]
+    _, level = confidence_map(np.where(valid, p, np.nan), thresholds)
+    out = np.empty((len(FEATURES) + values.shape[0] - 2 * n_classes, *valid.shape), dtype=np.float32)
+    out[0] = valid
+    out[1] = valid & near & (level != HIGH)
+    out[2] = np.abs(p - p_flip).max(axis=0)
+    out[3] = p.sum(axis=0)
+    out[len(FEATURES):] = values[2 * n_classes:]
     out[:, ~valid] = 0.0
     return out
 
