@@ -31,7 +31,6 @@ lines of the first seed of each arm over the scene, at the first fraction) and `
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
+from geoccseg.benchmark.design import data_root  # noqa: E402
 from geoccseg.io.catalog import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.evaluate import clipped, score_rest, strips  # noqa: E402
@@ -55,7 +55,7 @@ from geoccseg.io.atomic import atomic_path  # noqa: E402
 from geoccseg.io.vector_write import write_vectors  # noqa: E402
 from geoccseg.train import TrainConfig, train  # noqa: E402
 
-DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+DATA = data_root(Path(__file__).resolve().parents[1])
 
 #: Arm name → TrainConfig fields (None: the shipped road model, not trained).
 ARMS: dict[str, dict | None] = {

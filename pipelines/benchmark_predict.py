@@ -77,6 +77,7 @@ import psutil
 import rasterio
 import torch
 
+from geoccseg.benchmark.design import data_root
 from geoccseg.inference.cog import compression
 from geoccseg.inference.engine import Engine
 from geoccseg.inference.predict import PredictOptions
@@ -85,7 +86,7 @@ from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.probability import encode_uint8
 from geoccseg.models import Bundle
 
-DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+DATA = data_root(Path(__file__).resolve().parents[1])
 CHIP = DATA / "spacenet-vegas" / "vegas_img0_rgb.tif"
 POLL_S = 0.1
 FORWARD_MIN_S = 6.0

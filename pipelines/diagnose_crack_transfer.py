@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.score import foreground_probability
 from geoccseg.benchmark.split import read_pairs, split_stems
 from geoccseg.data.photos import read_mask, read_photo
@@ -42,7 +42,7 @@ from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("GEOCCSEG_DATA", ROOT.parent / "shared" / "data")).resolve()
+DATA = data_root(ROOT)
 
 COMBINE = {"p1": lambda a, b: a, "p2": lambda a, b: b, "mean": lambda a, b: (a + b) / 2, "max": np.maximum}
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import yaml
 
+from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
 from geoccseg.benchmark.split import Pair, link_pairs, read_pairs, split_stems
 from geoccseg.evaluate import PixelScorer
@@ -51,7 +51,7 @@ from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("GEOCCSEG_DATA", ROOT.parent / "shared" / "data")).resolve()
+DATA = data_root(ROOT)
 
 
 @dataclass(frozen=True)

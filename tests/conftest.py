@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-DATA = Path(os.environ.get("GEOCCSEG_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+from geoccseg.benchmark.design import DATA_ENV, data_root
+
+DATA = data_root(Path(__file__).resolve().parents[1])
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Root of the shared real data; tests fail loudly (not skip) when it is missing."""
-    assert DATA.is_dir(), f"shared data not found at {DATA}; set GEOCCSEG_DATA"
+    assert DATA.is_dir(), f"shared data not found at {DATA}; set {DATA_ENV}"
     return DATA
 
 

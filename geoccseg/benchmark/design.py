@@ -7,6 +7,7 @@ same :class:`Profile` (steps, batch, tile) for several seeds and labeled fractio
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -136,6 +137,18 @@ class DatasetSpec:
     classes: tuple[str, ...]
     pixel_size_m: float | None
     tolerance_px: float | None
+
+
+DATA_ENV = "GEOCCSEG_DATA"
+"""Environment variable naming the folder of the real data the benchmarks and tests read."""
+
+
+def data_root(checkout: Path) -> Path:
+    """The real data's folder: ``$GEOCCSEG_DATA`` if set, else ``shared/data`` beside the
+    repository ``checkout`` (``../shared/data`` from its root), resolved; it may not exist (callers
+    say so). The checkout is the caller's (a pipeline's or the tests' folder's parent), not this
+    package's, which may be installed elsewhere."""
+    return Path(os.environ.get(DATA_ENV, checkout.parent / "shared" / "data")).resolve()
 
 
 DATASETS: dict[str, DatasetSpec] = {
