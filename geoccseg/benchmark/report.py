@@ -152,7 +152,7 @@ def plot_f1_vs_fraction(records: Sequence[dict], path: Path) -> None:
     the fully supervised F1 is a dashed line (the ceiling).
     """
     datasets = sorted({r["dataset"] for r in records})
-    fig = Figure(figsize=(6 * len(datasets), 4.5))
+    fig = Figure(figsize=(7.5 * len(datasets), 4.5))
     axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         group = [r for r in records if r["dataset"] == dataset]
@@ -174,7 +174,7 @@ def plot_f1_vs_fraction(records: Sequence[dict], path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.set_title(dataset)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # beside the data, never over it
     fig.tight_layout()
     _save_png(fig, path)
 
