@@ -7,7 +7,8 @@ crops) with the fixed held-out split of :mod:`geoccseg.benchmark.split`:
 
 1. round 0: a seed set of ``--start-fraction`` of the training photos is labeled (drawn with the
    seed, the same for both strategies) and the method trains on it (the benchmark's ``full`` arm,
-   every other training photo unlabeled);
+   every other training photo unlabeled) with ``--encoder`` (default: ``geoccseg train``'s,
+   the pretrained EfficientNet-Lite0);
 2. each of ``--rounds`` rounds adds ``--per-round`` photos, labeled from their true masks, chosen
    either by :func:`geoccseg.suggest.photos.suggest_photos` with the previous round's model
    (``acquisition``) or at random among the same unlabeled photos (``random``), and trains again
@@ -33,6 +34,7 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -49,6 +51,8 @@ from geoccseg.benchmark.split import Pair  # noqa: E402
 from geoccseg.data.photos import split_labeled  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
+from geoccseg.models.config import ENCODERS  # noqa: E402
+from geoccseg.train import TrainConfig  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
 from geoccseg.suggest.photos import suggest_photos  # noqa: E402
 
@@ -71,7 +75,11 @@ def choose(strategy: str, model_dir: Path, pairs: dict[str, Pair], labeled: Sequ
 
 def run(args: argparse.Namespace) -> list[dict]:
     """Every round of both strategies for each seed; finished runs are read back from results.json."""
-    profile = PROFILES[args.profile] if args.max_steps is None else PROFILES[args.profile].with_steps(args.max_steps)
+    profile = PROFILES[args.profile]
+    if args.encoder != profile.encoder:
+        profile = replace(profile, name=f"{profile.name}+{args.encoder}", encoder=args.encoder)
+    if args.max_steps is not None:
+        profile = profile.with_steps(args.max_steps)
     pairs, split, test_pairs = make_split(args.data, None)
     if profile.max_test_images is not None:
         test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
@@ -182,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--profile", default="cpu", choices=list(PROFILES))
     p.add_argument("--max-steps", type=int, help="steps of every training (default: the profile's)")
+    p.add_argument("--encoder", choices=ENCODERS, default=TrainConfig.encoder,
+                   help=f"encoder of every training (default {TrainConfig.encoder}, what geoccseg train uses; "
+                        "the profiles' own is the light one of the recorded ablation)")
     p.add_argument("--start-fraction", type=float, default=0.02, help="share of the training photos labeled in round 0")
     p.add_argument("--per-round", type=int, default=4, help="photos labeled per round")
     p.add_argument("--rounds", type=int, default=3)

@@ -305,7 +305,8 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     data = link_pairs(tmp_path / "data", pairs)
     out = tmp_path / "out"
     argv = ["--dataset", "cfd", "--data", str(data), "--out", str(out), "--profile", "quick", "--max-steps", "2",
-            "--start-fraction", "0.12", "--per-round", "2", "--rounds", "1", "--seeds", "0"]
+            "--start-fraction", "0.12", "--per-round", "2", "--rounds", "1", "--seeds", "0",
+            "--encoder", "light"]
     assert bench.main(argv) == 0
     records = {r["run"]: r for r in json.loads((out / "results.json").read_text())}
     assert sorted(records) == ["cfd_acquisition_r1_s0", "cfd_random_r1_s0", "cfd_start_r0_s0"]
