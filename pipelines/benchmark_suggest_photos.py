@@ -55,20 +55,22 @@ from geoccseg.models.config import ENCODERS  # noqa: E402
 from geoccseg.train import TrainConfig  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
 from geoccseg.suggest.photos import suggest_photos  # noqa: E402
+from geoccseg.suggest.select import SuggestParams  # noqa: E402
 
-STRATEGIES = ("acquisition", "random")
 
 
 def choose(strategy: str, model_dir: Path, pairs: dict[str, Pair], labeled: Sequence[str], pool: Sequence[str], k: int,
-           seed: int, round_: int, work: Path) -> list[str]:
+           seed: int, round_: int, work: Path, params: SuggestParams) -> list[str]:
     """The ``k`` stems of ``pool`` to label next: ranked by the acquisition score of the model in
-    ``model_dir`` (the labeled photos as its reference), or drawn at random with (seed, round)."""
+    ``model_dir`` with ``params`` (the labeled photos as its reference), or drawn at random with
+    (seed, round) for the ``random`` strategy."""
     if strategy == "random":
         rng = np.random.default_rng([seed, round_])
         return sorted(np.asarray(sorted(pool))[rng.permutation(len(pool))[:k]].tolist())
     photos = link_pairs(work / "photos", {s: pairs[s] for s in [*labeled, *pool]}) / "images"
     labels = link_pairs(work / "labels", {s: pairs[s] for s in labeled}) / "masks"
-    result = suggest_photos(photos, model=str(model_dir), n=k, labels=labels, options=PredictOptions(device="cpu"), progress=False)
+    result = suggest_photos(photos, model=str(model_dir), n=k, labels=labels, options=PredictOptions(device="cpu"), params=params,
+                            progress=False)
     by_name = {pairs[s][0].name: s for s in pool}
     return sorted(by_name[name] for name in result.suggested)
 
@@ -102,7 +104,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             print(f"{name}: training {profile.max_steps} steps with {len(labeled)} labeled photos")
             spec = RunSpec("full", len(labeled) / len(train_stems), seed)
             record = train_and_score(spec, args.dataset, profile, folders, train_stems, [], test_pairs, out, labeled=labeled, name=name)
-            record |= {"strategy": strategy, "round": round_, "added": added}
+            suggested = strategy not in ("start", "random")
+            record |= {"strategy": strategy, "round": round_, "added": added, "novelty_weight": args.novelty_weight if suggested else None}
             records.append(record)
             done[name] = record
             write_json(results_path, records)
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             start = split_labeled(list(train_stems), args.start_fraction, seed)[0]
             start_name = f"{args.dataset}_start_r0_s{seed}"
             trained(start_name, "start", seed, 0, start, [])
-            for strategy in STRATEGIES:
+            for strategy in (acquisition_name(args.novelty_weight), "random"):
                 labeled, previous = list(start), start_name
                 for round_ in range(1, args.rounds + 1):
                     name = f"{args.dataset}_{strategy}_r{round_}_s{seed}"
@@ -123,7 +126,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                     else:
                         pool = [s for s in train_stems if s not in set(labeled)]
                         work = Path(tmp) / name
-                        added = choose(strategy, out / "runs" / previous, pairs, labeled, pool, args.per_round, seed, round_, work)
+                        added = choose(strategy, out / "runs" / previous, pairs, labeled, pool, args.per_round, seed, round_, work,
+                                       SuggestParams(novelty_weight=args.novelty_weight))
                     labeled = sorted([*labeled, *added])
                     trained(name, strategy, seed, round_, labeled, added)
                     previous = name
@@ -131,28 +135,40 @@ def run(args: argparse.Namespace) -> list[dict]:
     return records
 
 
+def acquisition_name(novelty_weight: float) -> str:
+    """The strategy name of suggestions with this novelty weight: ``acquisition`` at the default."""
+    return "acquisition" if novelty_weight == SuggestParams.novelty_weight else f"acquisition_novelty{novelty_weight:g}"
+
+
+def strategies(records: Sequence[dict]) -> list[str]:
+    """The strategies recorded, the suggested ones first and ``random`` last."""
+    return sorted({r["strategy"] for r in records} - {"start"} | {"random"}, key=lambda s: (s == "random", s))
+
+
 def summarise(records: Sequence[dict]) -> str:
     """Markdown: test F1 (and ODS F1) by round and strategy, mean ± std over seeds; paired differences."""
     lines = ["| round | strategy | seeds | labeled photos | F1 | ODS F1 | IoU |", "|---|---|---|---|---|---|---|"]
+    names = strategies(records)
     by = {}
     for r in records:
-        for strategy in (STRATEGIES if r["strategy"] == "start" else (r["strategy"],)):
+        for strategy in (names if r["strategy"] == "start" else (r["strategy"],)):
             by.setdefault((r["round"], strategy), []).append(r)
-    for (round_, strategy), rs in sorted(by.items(), key=lambda kv: (kv[0][0], STRATEGIES.index(kv[0][1]))):
-        if round_ == 0 and strategy == "random":
+    for (round_, strategy), rs in sorted(by.items(), key=lambda kv: (kv[0][0], names.index(kv[0][1]))):
+        if round_ == 0 and strategy != names[0]:
             continue
         name = "seed set (shared)" if round_ == 0 else strategy
         lines.append(f"| {round_} | {name} | {len(rs)} | {np.mean([r['n_labeled'] for r in rs]):g} | {mean_std([r['f1'] for r in rs])} "
                      f"| {mean_std([r['ods_f1'] for r in rs])} | {mean_std([r['iou'] for r in rs])} |")
     lines.append("")
-    for round_ in sorted({k[0] for k in by if k[0] > 0}):
-        acq = {r["seed"]: r["f1"] for r in by.get((round_, "acquisition"), [])}
-        rnd = {r["seed"]: r["f1"] for r in by.get((round_, "random"), [])}
-        seeds = sorted(set(acq) & set(rnd))
-        if seeds:
-            diffs = [acq[s] - rnd[s] for s in seeds]
-            lines.append(f"- Round {round_}: suggested − random test F1, paired by seed: {np.mean(diffs):+.3f} "
-                         f"({', '.join(f'{d:+.3f}' for d in diffs)}).")
+    for strategy in names[:-1]:
+        for round_ in sorted({k[0] for k in by if k[0] > 0}):
+            acq = {r["seed"]: r["f1"] for r in by.get((round_, strategy), [])}
+            rnd = {r["seed"]: r["f1"] for r in by.get((round_, "random"), [])}
+            seeds = sorted(set(acq) & set(rnd))
+            if seeds:
+                diffs = [acq[s] - rnd[s] for s in seeds]
+                lines.append(f"- Round {round_}: {strategy} − random test F1, paired by seed: {np.mean(diffs):+.3f} "
+                             f"({', '.join(f'{d:+.3f}' for d in diffs)}).")
     return "\n".join(lines) + "\n"
 
 
@@ -162,7 +178,8 @@ def write_reports(records: Sequence[dict], out: Path) -> None:
     with atomic_path(out / "results.md", overwrite=True) as tmp:
         tmp.write_text(f"# Suggested against random photos: {dataset}\n\n{summarise(records)}")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for strategy, colour in zip(STRATEGIES, ("tab:red", "tab:grey")):
+    names = strategies(records)
+    for strategy, colour in zip(names, [*plt.get_cmap("tab10").colors[3:3 + len(names) - 1], "tab:grey"]):
         rounds = sorted({r["round"] for r in records if r["strategy"] in (strategy, "start")})
         xs, ys, es = [], [], []
         for k in rounds:
@@ -171,7 +188,8 @@ def write_reports(records: Sequence[dict], out: Path) -> None:
             ys.append(np.mean([r["f1"] for r in rs]))
             es.append(np.std([r["f1"] for r in rs], ddof=1) if len(rs) > 1 else 0.0)
         if xs:
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colour, label="suggested" if strategy == "acquisition" else "random")
+            label = {"acquisition": "suggested", "random": "random"}.get(strategy, strategy.replace("acquisition_", "suggested, "))
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colour, label=label)
     ax.set_xlabel("labeled photos")
     ax.set_ylabel("test F1")
     ax.set_title(f"{dataset}: where to label next (mean ± std over seeds)")
@@ -197,12 +215,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-round", type=int, default=4, help="photos labeled per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--novelty-weight", type=float, default=SuggestParams.novelty_weight,
+                   help=f"novelty weight of the suggestions (default {SuggestParams.novelty_weight}, suggest's); another "
+                        "value records the strategy as acquisition_novelty<W>, beside the default's runs and the same random ones")
     p.add_argument("--resume", action="store_true", help="continue the runs recorded in OUT/results.json")
     args = p.parse_args(argv)
     quiet_lightning()
     try:
         if args.per_round < 1 or args.rounds < 1:
             raise GeoccsegError("--per-round and --rounds must be at least 1")
+        SuggestParams(novelty_weight=args.novelty_weight).check()
         run(args)
     except GeoccsegError as exc:
         print(f"benchmark_suggest_photos: error: {exc}", file=sys.stderr)

@@ -324,3 +324,11 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     assert "| 1 | acquisition | 1 | 4 |" in (out / "results.md").read_text() and (out / "f1_vs_labeled.png").stat().st_size > 5_000
     assert bench.main(argv) == 2  # no silent overwrite
     assert bench.main([*argv, "--resume"]) == 0  # nothing left to train
+    # another novelty weight: its own suggestions beside the default's, the same seed set and random runs
+    assert bench.main([*argv, "--resume", "--novelty-weight", "1"]) == 0
+    records = {r["run"]: r for r in json.loads((out / "results.json").read_text())}
+    assert sorted(records) == ["cfd_acquisition_novelty1_r1_s0", "cfd_acquisition_r1_s0", "cfd_random_r1_s0", "cfd_start_r0_s0"]
+    assert records["cfd_acquisition_novelty1_r1_s0"]["strategy"] == "acquisition_novelty1"
+    report = (out / "results.md").read_text()
+    assert "| 1 | acquisition_novelty1 | 1 | 4 |" in report and "- Round 1: acquisition_novelty1 − random test F1" in report
+    assert bench.main([*argv, "--resume", "--novelty-weight", "2"]) == 2  # outside [0, 1], refused before any training
