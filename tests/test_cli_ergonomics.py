@@ -172,7 +172,6 @@ def test_models_text_names_each_model_and_its_threshold() -> None:
     assert "pixel size:     1 m" in blocks["road"]
 
 
-
 def test_a_folder_named_like_a_shipped_model_hides_it_only_when_it_is_a_bundle(tmp_path: Path, monkeypatch) -> None:
     from geoccseg.io.bundle import resolve_model
 
@@ -183,6 +182,7 @@ def test_a_folder_named_like_a_shipped_model_hides_it_only_when_it_is_a_bundle(t
     assert resolve_model("crack") == SHIPPED_MODELS / "crack"
     assert resolve_model("./crack") == Path("./crack")
     assert resolve_model("road") == Path("road") and (Path("road") / "bundle.json").is_file()
+
 
 # -- train --help in sections --------------------------------------------------------------------
 

@@ -112,6 +112,19 @@ def _float_hist(image: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.nda
     return np.stack([np.histogram(b[valid], bins=FLOAT_BINS, range=(l, h))[0] for b, l, h in zip(image, lo, hi)])
 
 
+def _integer_stats(hist: np.ndarray, nbins: int, percentiles: tuple[float, float]) -> NormStats:
+    """Statistics of per-band histograms with one bin per integer value 0..nbins-1."""
+    edges = np.arange(nbins + 1, dtype=np.float64)
+    bounds = [percentiles_from_histogram(h, edges, percentiles) for h in hist]
+    return NormStats(low=[b[0] for b in bounds], high=[b[1] for b in bounds], percentiles=tuple(percentiles))
+
+
+def _float_stats(hist: np.ndarray, lo: np.ndarray, hi: np.ndarray, percentiles: tuple[float, float]) -> NormStats:
+    """Statistics of per-band :func:`_float_hist` histograms between each band's ``lo`` and ``hi``."""
+    bounds = [percentiles_from_histogram(h, np.linspace(l, u, FLOAT_BINS + 1), percentiles) for h, l, u in zip(hist, lo, hi)]
+    return NormStats(low=[b[0] for b in bounds], high=[b[1] for b in bounds], percentiles=tuple(percentiles))
+
+
 def compute_stats(
     scenes: Scene | list[Scene],
     percentiles: tuple[float, float] = (2.0, 98.0),
@@ -134,10 +147,7 @@ def compute_stats(
             img, val = lz["image"].data, lz["valid"].data
             parts += [dask.delayed(_integer_hist)(b_img, b_val, nbins)
                       for b_img, b_val in zip(img.to_delayed().ravel(), val.to_delayed().ravel())]
-        hist = dask.compute(*parts)
-        hist = np.sum(hist, axis=0)
-        edges = np.arange(nbins + 1, dtype=np.float64)
-        bounds = [percentiles_from_histogram(h, edges, percentiles) for h in hist]
+        return _integer_stats(np.sum(dask.compute(*parts), axis=0), nbins, percentiles)
     else:
         mins, maxs = [], []
         for lz in lazies:
@@ -151,9 +161,7 @@ def compute_stats(
             img, val = lz["image"].data, lz["valid"].data
             parts += [dask.delayed(_float_hist)(b_img, b_val, lo, hi)
                       for b_img, b_val in zip(img.to_delayed().ravel(), val.to_delayed().ravel())]
-        hist = np.sum(dask.compute(*parts), axis=0)
-        bounds = [percentiles_from_histogram(h, np.linspace(l, u, FLOAT_BINS + 1), percentiles) for h, l, u in zip(hist, lo, hi)]
-    return NormStats(low=[b[0] for b in bounds], high=[b[1] for b in bounds], percentiles=tuple(percentiles))
+        return _float_stats(np.sum(dask.compute(*parts), axis=0), lo, hi, percentiles)
 
 
 def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
@@ -163,9 +171,7 @@ def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float]
     :func:`compute_stats` does for float scenes."""
     if all(i.dtype in (np.uint8, np.uint16) for i in images):
         nbins = 256 if all(i.dtype == np.uint8 for i in images) else 65536
-        hist = sum(_integer_hist(i, np.ones(i.shape[1:], bool), nbins) for i in images)
-        edges = np.arange(nbins + 1, dtype=np.float64)
-        bounds = [percentiles_from_histogram(h, edges, percentiles) for h in hist]
+        return _integer_stats(sum(_integer_hist(i, np.ones(i.shape[1:], bool), nbins) for i in images), nbins, percentiles)
     else:
         images = [i.astype(np.float64) for i in images]
         valid = [np.isfinite(i).all(axis=0) for i in images]
@@ -173,6 +179,4 @@ def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float]
         hi = np.max([[b[v].max() if v.any() else -np.inf for b in i] for i, v in zip(images, valid)], axis=0)
         if not np.isfinite(lo).all():
             raise GeoccsegError("no valid pixel to compute normalisation statistics from; the image holds no finite value")
-        hist = sum(_float_hist(i, v, lo, hi) for i, v in zip(images, valid))
-        bounds = [percentiles_from_histogram(h, np.linspace(l, u, FLOAT_BINS + 1), percentiles) for h, l, u in zip(hist, lo, hi)]
-    return NormStats(low=[b[0] for b in bounds], high=[b[1] for b in bounds], percentiles=tuple(percentiles))
+        return _float_stats(sum(_float_hist(i, v, lo, hi) for i, v in zip(images, valid)), lo, hi, percentiles)

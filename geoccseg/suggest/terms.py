@@ -147,8 +147,7 @@ def pixel_features(
     out[1] = valid & near & (level != HIGH)
     out[2] = np.abs(p - p_flip).max(axis=0)
     out[3] = p.sum(axis=0)
-    out[len(FEATURES):] = values[2 * n_classes:]
-    out[:, ~valid] = 0.0
+    out[len(FEATURES):] = values[2 * n_classes:]  # every channel is already 0 where the pixel is not valid
     return out
 
 
