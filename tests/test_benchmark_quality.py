@@ -289,6 +289,7 @@ def test_encoder_and_unlabeled_term_defaults_follow_the_recorded_benchmark() -> 
         "full_tbg99": defaults.tau_high == 0.99,
         "full_tfg95": defaults.tau_high_fg == 0.95,
         "full_enc01": defaults.encoder_lr_scale == 0.1,
+        "full_fp": defaults.feature_perturbation > 0,
     }
     for arm, is_default in remedies.items():
         pairs = [(pretrained[(d, "full", s)], pretrained[(d, a, s)]) for d, a, s in pretrained if a == arm]

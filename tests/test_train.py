@@ -267,6 +267,42 @@ def test_unlabeled_schedule_scales_with_the_budget_and_the_encoder_takes_its_lea
         config(encoder_lr_scale=0.0).validate()
 
 
+def test_feature_perturbation_adds_a_dropped_channel_pass_on_the_teachers_view(data_dir, tmp_path: Path) -> None:
+    """``feature_perturbation`` > 0: the student segments the teacher's weak view again with encoder
+    channels dropped, and that pass learns the same pseudo-labels (logged as ``fp``); plain inference
+    stays deterministic, and a dropout probability of 1 or more is refused."""
+    import numpy as np
+
+    from geoccseg.data.photos import read_photo
+    from geoccseg.models import ModelConfig, build_model
+    from geoccseg.train.module import SemiSupervisedSegmenter
+
+    photos = sorted((data_dir / "cfd" / "images").iterdir())[:4]
+    chips = torch.stack([torch.from_numpy(read_photo(p)[:, :96, :96].astype(np.float32) / 255.0 - 0.5) for p in photos])
+    model = build_model(ModelConfig(encoder="light", num_classes=2)).eval()
+    with torch.no_grad():
+        plain = model.forward_logits(chips)
+        assert torch.equal(plain, model.forward_logits(chips))
+        assert not torch.allclose(plain, model.forward_logits(chips, feature_dropout=0.5))
+
+    def step_logs(fp: float) -> dict:
+        config = TrainConfig(out=str(tmp_path), images="unused", masks="unused", feature_perturbation=fp,
+                             unlabeled_start_steps=0, rampup_steps=0, tau_high=0.5, tau_low=0.5, tau_high_fg=0.5)
+        module = SemiSupervisedSegmenter(config, ModelConfig(encoder="light", num_classes=2), np.array([10.0, 1.0]))
+        logged = {}
+        module.log_dict = lambda values, **_: logged.update(values)  # no Trainer here to log to
+        batch = {"image_l": chips[:2], "mask_l": torch.zeros(2, 96, 96, dtype=torch.long), "image_u": chips[2:],
+                 "valid_u": torch.ones(2, 96, 96, dtype=torch.bool)}
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        assert all(p.grad is not None for p in module.student.encoder.parameters())
+        return logged
+
+    assert "train/fp" in step_logs(0.5) and "train/fp" not in step_logs(0.0)
+    with pytest.raises(GeoccsegError, match="feature_perturbation"):
+        TrainConfig(out=str(tmp_path), images="unused", masks="unused", feature_perturbation=1.0).validate()
+
+
 def test_per_image_normalisation_makes_a_photo_and_its_darker_copy_look_alike(data_dir, tmp_path, vegas):
     from dataclasses import replace
 

@@ -115,6 +115,9 @@ ARMS: dict[str, Arm] = {
     # the pretrained encoder fine-tuned at a tenth of the learning rate (the decoder at the full rate)
     "sup_imbalance_enc01": Arm(loss="imbalance", pseudo=False, contrastive=False, train={"encoder_lr_scale": 0.1}),
     "full_enc01": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"encoder_lr_scale": 0.1}),
+    # a second pseudo-label stream: the teacher's weak view through the student with half the encoder's
+    # channels dropped (UniMatch's feature perturbation), against the teacher's false roads being copied
+    "full_fp": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"feature_perturbation": 0.5}),
     "full_single_fusion": Arm(loss="imbalance", pseudo=True, contrastive=True, fusion="single"),
     "fully_supervised": Arm(loss="imbalance", pseudo=False, contrastive=False, all_labeled=True),
 }

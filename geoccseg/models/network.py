@@ -73,13 +73,20 @@ class FusionSegNet(nn.Module):
         nn.init.constant_(classifier.bias, math.log(prior))
         nn.init.constant_(classifier.bias[:1], math.log(1.0 - (num_classes - 1) * prior))
 
-    def _fused(self, x: Tensor) -> Tensor:
-        """Fused stride-4 features (B, C, Hp/4, Wp/4) of the input padded to (Hp, Wp)."""
+    def _fused(self, x: Tensor, feature_dropout: float = 0.0) -> Tensor:
+        """Fused stride-4 features (B, C, Hp/4, Wp/4) of the input padded to (Hp, Wp).
+
+        ``feature_dropout`` above 0 drops whole channels of every encoder stage with that
+        probability before the decoder (training only: the feature perturbation of UniMatch).
+        """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise GeoccsegError(
                 f"model input has shape {tuple(x.shape)}; expected (batch, {self.config.in_channels}, height, width)"
             )
-        return self.decoder(self.encoder(pad_to_multiple(x)))
+        features = self.encoder(pad_to_multiple(x))
+        if feature_dropout > 0:
+            features = [F.dropout2d(f, feature_dropout, training=True) for f in features]
+        return self.decoder(features)
 
     def _logits(self, fused: Tensor, height: int, width: int) -> Tensor:
         """Class logits (B, K, height, width) from fused features of the padded input."""
@@ -104,9 +111,13 @@ class FusionSegNet(nn.Module):
         embed = embed[..., : math.ceil(height / 4), : math.ceil(width / 4)]
         return {"logits": self._logits(fused, height, width), "embed": embed}
 
-    def forward_logits(self, x: Tensor) -> Tensor:
-        """Class logits (B, K, H, W) of images (B, C, H, W), without the projection head (for inference)."""
-        return self._logits(self._fused(x), *x.shape[-2:])
+    def forward_logits(self, x: Tensor, feature_dropout: float = 0.0) -> Tensor:
+        """Class logits (B, K, H, W) of images (B, C, H, W), without the projection head (for inference).
+
+        ``feature_dropout``: channel dropout of the encoder stages, for the perturbed-feature
+        stream of training (see :meth:`_fused`); 0 at inference.
+        """
+        return self._logits(self._fused(x, feature_dropout), *x.shape[-2:])
 
 
 def build_model(config: ModelConfig | Mapping[str, Any]) -> FusionSegNet:

@@ -100,6 +100,11 @@ class TrainConfig:
     # since the teacher trained with class weights already leans towards the rare class and
     # weighting its pseudo-labels again compounds that lean step after step (wider crack maps).
     pseudo_loss: str = "imbalance"  # imbalance | ce
+    # Perturbed-feature stream (UniMatch, Yang et al. CVPR 2023): the student also segments the
+    # teacher's own weak view with this share of the encoder's channels dropped, and learns the
+    # same pseudo-labels there; the pseudo-label term is then the mean of the strong-view and the
+    # perturbed-feature losses. 0: off.
+    feature_perturbation: float = 0.0
     tau_high: float = 0.95
     tau_high_fg: float = 0.8
     tau_low: float = 0.6
@@ -210,6 +215,8 @@ class TrainConfig:
                 raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not 0.5 <= self.crop_area_max <= 16:
             raise GeoccsegError(f"crop_area_max must be between 0.5 and 16 (area fraction of the chip; above 1 zooms out), got {self.crop_area_max}")
+        if not 0 <= self.feature_perturbation < 1:
+            raise GeoccsegError(f"feature_perturbation must be at least 0 and below 1 (a dropout probability; 0: off), got {self.feature_perturbation}")
         if not 0 < self.encoder_lr_scale <= 1:
             raise GeoccsegError(f"encoder_lr_scale must be above 0 and at most 1 (a share of lr), got {self.encoder_lr_scale}")
         if self.max_steps < 1:

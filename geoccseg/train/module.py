@@ -6,7 +6,8 @@ One training step:
 2. unlabeled batch, weak view -> EMA teacher -> confidence c and pseudo-label; the confidence
    levels split pixels into high (c >= tau_h, per class), low and unreliable;
 3. strong view (photometric + CutMix) of the same weak view -> student -> pseudo-label loss L_pl on
-   high-confidence pixels;
+   high-confidence pixels (optionally averaged with the same loss on the weak view through the
+   student with encoder channels dropped, ``feature_perturbation``);
 4. contrastive loss L_con at stride 4: anchors are student embeddings at low-confidence pixels
    (and at labeled pixels the student gets wrong or is unsure of), keys and class prototypes are
    teacher embeddings at high-confidence and labeled pixels;
@@ -163,6 +164,12 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             if c.pseudo:
                 target = torch.where(high, pseudo, IGNORE_INDEX)
                 l_pl = self.pl_loss(s_out["logits"][n_l:], target)
+                if c.feature_perturbation:
+                    # the teacher's weak view itself, through the student with channels dropped
+                    fp_logits = self.student.forward_logits(x_u, feature_dropout=c.feature_perturbation)
+                    l_fp = self.pl_loss(fp_logits, torch.where(trusted, levels.pseudo, IGNORE_INDEX))
+                    logs.update(fp=l_fp)
+                    l_pl = 0.5 * (l_pl + l_fp)
                 loss = loss + c.lambda_pl * ramp * l_pl
                 logs.update(pl=l_pl)
             if c.contrastive:
