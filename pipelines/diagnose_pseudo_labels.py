@@ -22,7 +22,10 @@ Two views of the *wrong* confident foreground labels tell which remedy could rem
 * what a shape filter would keep (``--shape-half-width-px R``): foreground wider than 2 R + 1
   pixels (the morphological opening by a disk of radius R) and thin pieces smaller than
   ``--shape-min-area-px`` are left out, as a shape-aware pseudo-label filter would do; it helps
-  only if what it leaves out is mostly wrong.
+  only if what it leaves out is mostly wrong;
+* what a centreline band would keep (``--centreline-half-width-px R``): the confident foreground
+  within R pixels of its own skeleton (:func:`geoccseg.train.centreline.centreline_band`), the
+  width of the masks' lines, so that the edges of a wide road are not taught as road.
 
 ``--figure PATH`` draws the images with the most wrong confident foreground far (≥ 21 px) from
 any true pixel, so the far mistakes can be looked at: things taken for roads, or roads the masks
@@ -48,6 +51,7 @@ from geoccseg.io.atomic import atomic_path
 from geoccseg.losses import confidence_levels
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig
+from geoccseg.train.centreline import centreline_band
 
 LEVELS = ("high", "low", "unreliable")
 # distance bins (pixels) of wrong confident foreground labels to the nearest true foreground pixel
@@ -71,10 +75,11 @@ def thin_parts(mask: np.ndarray, max_half_width_px: float, min_area_px: int) -> 
 
 
 def diagnose(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_high: float, tau_high_fg: float, tau_low: float,
-             shape: tuple[float, int] | None = None) -> dict:
+             shape: tuple[float, int] | None = None, centreline_px: float | None = None) -> dict:
     """Counts[level][true class][pseudo class] over the images (each predicted whole), and derived rates;
     the distances of wrong confident foreground labels to the truth; with ``shape`` = (R, min area),
-    what a shape filter of the confident foreground keeps."""
+    what a shape filter of the confident foreground keeps; with ``centreline_px``, what a band of
+    that half-width around the confident foreground's skeleton keeps."""
     bundle = load_bundle(bundle_dir)
     k = len(bundle.meta.classes) + 1
     counts = np.zeros((len(LEVELS), k, k), dtype=np.int64)
@@ -82,6 +87,7 @@ def diagnose(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_hig
     far = np.zeros(len(DISTANCE_BINS) + 1, dtype=np.int64)  # wrong confident foreground, by distance bin
     far_by_image = {}
     kept = np.zeros((2, 2), dtype=np.int64)  # [kept, left out] x [wrong, right]
+    band = np.zeros((2, 2), dtype=np.int64)  # the same for the centreline band
     for image_path, mask_path in pairs:
         probs = torch.from_numpy(predict_array(bundle, read_photo(image_path)))[None]
         truth = torch.from_numpy((read_mask(mask_path) > 0).astype(np.int64))  # binary masks: class 1 = foreground
@@ -101,6 +107,10 @@ def diagnose(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_hig
             thin = thin_parts(confident_fg, *shape)
             for j, part in enumerate((thin, confident_fg & ~thin)):
                 kept[j] += [(part & ~true_fg).sum(), (part & true_fg).sum()]
+        if centreline_px is not None:
+            inside = centreline_band(confident_fg, centreline_px)
+            for j, part in enumerate((inside, confident_fg & ~inside)):
+                band[j] += [(part & ~true_fg).sum(), (part & true_fg).sum()]
     total = counts.sum()
     report = {"images": len(pairs), "levels": {}}
     for i, name in enumerate(LEVELS):
@@ -113,15 +123,22 @@ def diagnose(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_hig
     names = [f"<{DISTANCE_BINS[0]}"] + [f"[{lo}, {hi})" for lo, hi in zip(DISTANCE_BINS[:-1], DISTANCE_BINS[1:])] + [f">={DISTANCE_BINS[-1]}"]
     report["most_far_mistakes"] = sorted(far_by_image, key=far_by_image.get, reverse=True)[:3]
     report["wrong_foreground_by_distance_px"] = {name: float(n / max(far.sum(), 1)) for name, n in zip(names, far)}
+    true_fg_pixels = max(counts[:, 1:, :].sum(), 1)
     if shape is not None:
-        report["shape_filter"] = {
-            "max_half_width_px": shape[0], "min_area_px": shape[1],
-            "kept_share": float(kept[0].sum() / max(kept.sum(), 1)),
-            "precision_kept": float(kept[0, 1] / max(kept[0].sum(), 1)),
-            "precision_left_out": float(kept[1, 1] / max(kept[1].sum(), 1)),
-            "true_foreground_kept": float(kept[0, 1] / max(counts[:, 1:, :].sum(), 1)),
-        }
+        report["shape_filter"] = {"max_half_width_px": shape[0], "min_area_px": shape[1], **_kept_rates(kept, true_fg_pixels)}
+    if centreline_px is not None:
+        report["centreline_band"] = {"half_width_px": centreline_px, **_kept_rates(band, true_fg_pixels)}
     return report
+
+
+def _kept_rates(kept: np.ndarray, true_fg_pixels: int) -> dict:
+    """Rates of a filter of the confident foreground from its [kept, left out] x [wrong, right] counts."""
+    return {
+        "kept_share": float(kept[0].sum() / max(kept.sum(), 1)),
+        "precision_kept": float(kept[0, 1] / max(kept[0].sum(), 1)),
+        "precision_left_out": float(kept[1, 1] / max(kept[1].sum(), 1)),
+        "true_foreground_kept": float(kept[0, 1] / true_fg_pixels),
+    }
 
 
 def draw_far_mistakes(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_high_fg: float, path: Path) -> None:
@@ -170,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shape-half-width-px", type=float, help="also score a shape filter of the confident foreground: "
                    "foreground wider than 2 x this + 1 pixels is left out")
     p.add_argument("--shape-min-area-px", type=int, default=0, help="with --shape-half-width-px: also leave out thin pieces smaller than this")
+    p.add_argument("--centreline-half-width-px", type=float, help="also score a centreline band of the confident "
+                   "foreground: only what lies within this many pixels of its skeleton is kept")
     p.add_argument("--figure", type=Path, help="draw the 3 images with the most far mistakes here (.png or .jpg)")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
@@ -183,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             images = [i for i in images if i.stem not in labeled]
         images = images[:: max(1, len(images) // args.max_images)][: args.max_images]
         shape = None if args.shape_half_width_px is None else (args.shape_half_width_px, args.shape_min_area_px)
-        report = diagnose(args.bundle, [(i, masks[i.stem]) for i in images], args.tau_high, args.tau_high_fg, args.tau_low, shape)
+        report = diagnose(args.bundle, [(i, masks[i.stem]) for i in images], args.tau_high, args.tau_high_fg, args.tau_low, shape,
+                          args.centreline_half_width_px)
     except GeoccsegError as exc:
         print(f"diagnose_pseudo_labels: error: {exc}", file=sys.stderr)
         return 2
@@ -200,6 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shape filter (R {f['max_half_width_px']:g} px, min area {f['min_area_px']} px): keeps {f['kept_share']:.3f} of the "
               f"confident foreground, precision {f['precision_kept']:.3f} kept / {f['precision_left_out']:.3f} left out, "
               f"true foreground kept {f['true_foreground_kept']:.3f}")
+    if args.centreline_half_width_px is not None:
+        f = report["centreline_band"]
+        print(f"centreline band (R {f['half_width_px']:g} px): keeps {f['kept_share']:.3f} of the confident foreground, precision "
+              f"{f['precision_kept']:.3f} kept / {f['precision_left_out']:.3f} left out, true foreground kept {f['true_foreground_kept']:.3f}")
     if args.figure:
         by_name = {i.name: i for i in images}
         chosen = [(by_name[n], masks[by_name[n].stem]) for n in report["most_far_mistakes"]]

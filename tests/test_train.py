@@ -267,6 +267,29 @@ def test_unlabeled_schedule_scales_with_the_budget_and_the_encoder_takes_its_lea
         config(encoder_lr_scale=0.0).validate()
 
 
+def test_centreline_band_cuts_a_widened_road_mask_back_to_the_labels_width(data_dir) -> None:
+    """A Massachusetts road mask (lines about 7 px wide) widened to about 21 px, as a teacher that marks
+    the whole road surface would: the band of half-width 3.5 px around its skeleton is about as wide as
+    the original lines again, lies inside the widened mask, and mostly on the original lines."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from geoccseg.data.photos import read_mask
+    from geoccseg.train.centreline import centreline_band
+
+    masks = [read_mask(p) > 0 for p in sorted((data_dir / "massachusetts" / "train" / "masks").iterdir())[:10]]
+    lines = max(masks, key=np.sum)  # the crop with the most road (400 x 400 px)
+    wide = ndi.distance_transform_edt(~lines) <= 7
+    band = centreline_band(wide, 3.5)
+    assert not (band & ~wide).any()
+    assert 0.7 < band.sum() / lines.sum() < 1.4 and band.sum() < 0.5 * wide.sum()
+    assert (band & lines).sum() / band.sum() > 0.8
+    as_tensor = centreline_band(torch.from_numpy(np.stack([wide, np.zeros_like(wide)])), 3.5)
+    assert as_tensor.dtype == torch.bool and torch.equal(as_tensor[0], torch.from_numpy(band)) and not as_tensor[1].any()
+    with pytest.raises(GeoccsegError, match="pseudo_centreline_px"):
+        TrainConfig(out="unused", images="unused", masks="unused", pseudo_centreline_px=-1).validate()
+
+
 def test_feature_perturbation_adds_a_dropped_channel_pass_on_the_teachers_view(data_dir, tmp_path: Path) -> None:
     """``feature_perturbation`` > 0: the student segments the teacher's weak view again with encoder
     channels dropped, and that pass learns the same pseudo-labels (logged as ``fp``); plain inference

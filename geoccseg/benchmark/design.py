@@ -118,6 +118,9 @@ ARMS: dict[str, Arm] = {
     # a second pseudo-label stream: the teacher's weak view through the student with half the encoder's
     # channels dropped (UniMatch's feature perturbation), against the teacher's false roads being copied
     "full_fp": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"feature_perturbation": 0.5}),
+    # confident road pseudo-labels cut to a band of the masks' half-width around their skeleton: the
+    # road edges the teacher marks and the masks leave out are not taught as road
+    "full_centreline": Arm(loss="imbalance", pseudo=True, contrastive=True, train={"pseudo_centreline_px": 3.0}),
     "full_single_fusion": Arm(loss="imbalance", pseudo=True, contrastive=True, fusion="single"),
     "fully_supervised": Arm(loss="imbalance", pseudo=False, contrastive=False, all_labeled=True),
 }

@@ -84,6 +84,8 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
                                    "share.", None),
         "bg_margin_px": ("Background pseudo-labels only where no foreground is within this distance, pixels; 0: off.", None),
         "pseudo_loss": ("Loss of the pseudo-labels: imbalance (as the labels') or ce (plain cross-entropy).", None),
+        "pseudo_centreline_px": ("Confident foreground pseudo-labels only within this many pixels of their skeleton (the "
+                                 "labels' half-width); 0: off.", None),
         "feature_perturbation": ("Channel dropout (0-1) of a second student pass on the teacher's view, trained on the "
                                  "same pseudo-labels; 0: off.", None),
         "tau_high": ("Confidence (probability 0-1) from which the background is high-confidence.", None),

@@ -100,6 +100,10 @@ class TrainConfig:
     # since the teacher trained with class weights already leans towards the rare class and
     # weighting its pseudo-labels again compounds that lean step after step (wider crack maps).
     pseudo_loss: str = "imbalance"  # imbalance | ce
+    # Confident foreground pseudo-labels only within this many pixels of the skeleton of the confident
+    # foreground (geoccseg/train/centreline.py): the labels' half-width (Massachusetts lines: about
+    # 3.2 px), so the edges of a road the teacher sees whole are left out, not taught as road. 0: off.
+    pseudo_centreline_px: float = 0.0
     # Perturbed-feature stream (UniMatch, Yang et al. CVPR 2023): the student also segments the
     # teacher's own weak view with this share of the encoder's channels dropped, and learns the
     # same pseudo-labels there; the pseudo-label term is then the mean of the strong-view and the
@@ -215,6 +219,8 @@ class TrainConfig:
                 raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not 0.5 <= self.crop_area_max <= 16:
             raise GeoccsegError(f"crop_area_max must be between 0.5 and 16 (area fraction of the chip; above 1 zooms out), got {self.crop_area_max}")
+        if self.pseudo_centreline_px < 0:
+            raise GeoccsegError(f"pseudo_centreline_px must be 0 (off) or a half-width in pixels, got {self.pseudo_centreline_px}")
         if not 0 <= self.feature_perturbation < 1:
             raise GeoccsegError(f"feature_perturbation must be at least 0 and below 1 (a dropout probability; 0: off), got {self.feature_perturbation}")
         if not 0 < self.encoder_lr_scale <= 1:

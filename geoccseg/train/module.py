@@ -6,7 +6,8 @@ One training step:
 2. unlabeled batch, weak view -> EMA teacher -> confidence c and pseudo-label; the confidence
    levels split pixels into high (c >= tau_h, per class), low and unreliable;
 3. strong view (photometric + CutMix) of the same weak view -> student -> pseudo-label loss L_pl on
-   high-confidence pixels (optionally averaged with the same loss on the weak view through the
+   high-confidence pixels (the foreground ones optionally cut to a band around their skeleton,
+   ``pseudo_centreline_px``; optionally averaged with the same loss on the weak view through the
    student with encoder channels dropped, ``feature_perturbation``);
 4. contrastive loss L_con at stride 4: anchors are student embeddings at low-confidence pixels
    (and at labeled pixels the student gets wrong or is unsure of), keys and class prototypes are
@@ -33,6 +34,7 @@ from geoccseg.losses import ConfidenceContrastiveLoss, DistributionAlignment, Im
 from geoccseg.models import ModelConfig, build_model
 from geoccseg.models.pretrained import SOURCES as PRETRAINED
 from geoccseg.train.augment import appearance_view, apply_cutmix, cutmix_boxes, strong_view, weak_view
+from geoccseg.train.centreline import centreline_band
 from geoccseg.train.config import TrainConfig
 from geoccseg.train.targets import labels_at_stride, mask_at_stride, probs_at_stride
 from geoccseg.train.teacher import ema_momentum, ema_update, make_teacher
@@ -153,6 +155,9 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             trusted = levels.high & valid_u
             if c.bg_margin_px:
                 trusted &= ~((levels.pseudo == 0) & self._foreground_nearby(t_probs))
+            if c.pseudo_centreline_px:
+                foreground = trusted & (levels.pseudo > 0)
+                trusted &= ~foreground | centreline_band(foreground, c.pseudo_centreline_px)
             perm, box = cutmix_boxes(x_u.shape[0], x_u.shape[2], x_u.shape[3], gen)
             x_s = apply_cutmix(strong_view(x_u, gen), perm, box)
             high = apply_cutmix(trusted, perm, box)

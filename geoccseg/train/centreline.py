@@ -1,0 +1,43 @@
+"""Confident foreground pseudo-labels cut to the width of the labels: a band around their centrelines.
+
+Road masks of the benchmark datasets are lines of a fixed width (Massachusetts: about 7 px, a
+half-width of 3.2 px at the median skeleton pixel), while the teacher marks the whole visible
+road surface. Most of its *wrong* confident road labels lie within 5 px of a true road (README,
+Results): the road's edges, which the masks leave out by convention. Taught to the student, they
+widen its roads and lower its precision against the masks.
+
+:func:`centreline_band` keeps, of a confident foreground region, the pixels within a half-width of
+its skeleton; the rest (the edges of a wide region) is neither foreground nor background to the
+student: it is left out of the pseudo-label loss, as unreliable pixels are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from skimage.morphology import skeletonize
+from torch import Tensor
+
+
+def centreline_band(mask: Tensor | np.ndarray, half_width_px: float) -> Tensor | np.ndarray:
+    """Pixels of ``mask`` within ``half_width_px`` (Euclidean) of the mask's skeleton.
+
+    Args:
+        mask: (H, W) or (B, H, W) boolean foreground, a tensor (any device) or an array.
+        half_width_px: half the kept width, pixels (the skeleton pixel itself is always kept).
+
+    Returns:
+        The kept pixels, a subset of ``mask``, of its type, shape and device.
+    """
+    is_tensor = isinstance(mask, Tensor)
+    array = mask.detach().cpu().numpy() if is_tensor else np.asarray(mask)
+    array = array.astype(bool, copy=False)
+    flat = array.reshape(-1, *array.shape[-2:])
+    out = np.zeros_like(flat)
+    for i, m in enumerate(flat):
+        if m.any():
+            skeleton = skeletonize(m)
+            out[i] = m & (ndi.distance_transform_edt(~skeleton) <= half_width_px)
+    out = out.reshape(array.shape)
+    return torch.from_numpy(out).to(mask.device) if is_tensor else out
