@@ -104,13 +104,9 @@ def diagnose(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_hig
             far += np.bincount(np.searchsorted(DISTANCE_BINS, distance[wrong], side="right"), minlength=len(far))
             far_by_image[Path(image_path).name] = int((distance[wrong] >= DISTANCE_BINS[-1]).sum())
         if shape is not None:
-            thin = thin_parts(confident_fg, *shape)
-            for j, part in enumerate((thin, confident_fg & ~thin)):
-                kept[j] += [(part & ~true_fg).sum(), (part & true_fg).sum()]
+            _tally(kept, thin_parts(confident_fg, *shape), confident_fg, true_fg)
         if centreline_px is not None:
-            inside = centreline_band(confident_fg, centreline_px)
-            for j, part in enumerate((inside, confident_fg & ~inside)):
-                band[j] += [(part & ~true_fg).sum(), (part & true_fg).sum()]
+            _tally(band, centreline_band(confident_fg, centreline_px), confident_fg, true_fg)
     total = counts.sum()
     report = {"images": len(pairs), "levels": {}}
     for i, name in enumerate(LEVELS):
@@ -129,6 +125,12 @@ def diagnose(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_hig
     if centreline_px is not None:
         report["centreline_band"] = {"half_width_px": centreline_px, **_kept_rates(band, true_fg_pixels)}
     return report
+
+
+def _tally(counts: np.ndarray, kept: np.ndarray, confident_fg: np.ndarray, true_fg: np.ndarray) -> None:
+    """Add to [kept, left out] x [wrong, right] ``counts`` what a filter keeping ``kept`` of ``confident_fg`` does."""
+    for j, part in enumerate((kept, confident_fg & ~kept)):
+        counts[j] += [(part & ~true_fg).sum(), (part & true_fg).sum()]
 
 
 def _kept_rates(kept: np.ndarray, true_fg_pixels: int) -> dict:

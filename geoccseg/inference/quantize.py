@@ -38,10 +38,14 @@ CALIBRATION_CHIPS = 4
 """Number of calibration chips (a 2 x 2 grid at the centre of the sample)."""
 
 
+#: Weights quantised to 7 of their 8 bits (see :func:`quantize_int8`); part of the cache key.
+REDUCE_RANGE = True
+
+
 def calibration_record(meta: BundleMeta) -> dict:
     """What the int8 model of a bundle is calibrated on, for its cache key."""
     return {"images": CALIBRATION, "bands": meta.bands, "norm": meta.norm.to_dict(), "pixel_size_m": meta.pixel_size_m,
-            "reduce_range": True}
+            "reduce_range": REDUCE_RANGE}
 
 
 def calibration_chips(meta: BundleMeta) -> list[np.ndarray]:
@@ -115,7 +119,7 @@ def quantize_int8(fp32: bytes, chips: list[np.ndarray]) -> bytes:
             quantize_static(
                 str(folder / "pre.onnx"), str(folder / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                reduce_range=True,
+                reduce_range=REDUCE_RANGE,
             )
             return (folder / "int8.onnx").read_bytes()
     except Exception as exc:  # noqa: BLE001 - any quantiser failure becomes one line
