@@ -78,6 +78,7 @@ import rasterio
 import torch
 
 from geoccseg.benchmark.design import data_root
+from geoccseg.benchmark.machine import cpu_model
 from geoccseg.inference.cog import compression
 from geoccseg.inference.engine import Engine
 from geoccseg.inference.predict import PredictOptions
@@ -352,7 +353,7 @@ def main() -> None:
     report = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("child", "scene", "bundle", "dest", "engine")},
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "bundle": str(bundle),
         "sizes": [],

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -78,10 +76,12 @@ def speed(metrics: Path, skip: int, chips_per_step: int) -> dict:
 
 
 def write_report(results: list[dict], out: Path) -> None:
+    from geoccseg.benchmark.machine import machine
+
     (out / "results.json").write_text(json.dumps(results, indent=1))
     lines = [
         "# Training speed", "",
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; tile {TILE_PX} px, "
+        f"{machine()}; tile {TILE_PX} px, "
         f"{LABELED_CHIPS} labeled (+ {UNLABELED_CHIPS} unlabeled) chips per step; measured over the steps after the warm-up.", "",
         "| variant | chips per step | steps measured | s/step | chips/s |", "|---|---|---|---|---|",
     ]

@@ -13,6 +13,8 @@ the release of the shipped models and the results notebook use the same pieces:
   (:func:`run_benchmark`);
 - :mod:`~geoccseg.benchmark.report`: mean ± std over seeds, the markdown table and the plots
   (:func:`summarise`, :func:`write_reports`), from the records alone.
+- :mod:`~geoccseg.benchmark.machine`: the machine a record was made on (:func:`machine`); identical
+  runs differ by 0.01-0.02 F1 between processors, so arms are paired on one machine only.
 
 **Split.** The image stems of the data are shuffled once with a fixed seed that does not depend on
 the training seeds, so every arm, seed and fraction sees the same split (written to ``split.json``):

@@ -63,6 +63,12 @@ def _arm_order(arm: str) -> int:
     return list(ARMS).index(arm) if arm in ARMS else len(ARMS)
 
 
+def _machines(group: Sequence[dict]) -> str:
+    """`` (machine A; machine B)`` for the machines the records name, empty when none does."""
+    named = {r.get("machine") or "machine not recorded" for r in group}
+    return "" if named == {"machine not recorded"} else f" ({'; '.join(sorted(named))})"
+
+
 def summarise(records: Sequence[dict]) -> str:
     """A markdown report: per dataset and profile, one row per (arm, labeled fraction) with the mean
     ± sample standard deviation over seeds, and an F1 table by labeled fraction of the sweep arms
@@ -75,7 +81,7 @@ def summarise(records: Sequence[dict]) -> str:
         lines += [
             f"## {dataset}, profile `{profile}`", "",
             f"{first['n_test']} test images; encoder {first['encoder']}, tile {first['tile_px']} px, "
-            f"{first['max_steps']} steps per run on {', '.join(sorted({r['device'] for r in group}))}; "
+            f"{first['max_steps']} steps per run on {', '.join(sorted({r['device'] for r in group}))}{_machines(group)}; "
             "mean ± sample standard deviation over seeds.", "",
         ]
         head = ["arm", "labeled fraction", "labeled images", "seeds", "precision", "recall", "F1", "IoU", "ODS F1", "OIS F1"]

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from geoccseg.benchmark.design import ARMS, DATASETS, PROFILES, Profile, RunSpec, plan_runs, train_config
+from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.report import write_reports
 from geoccseg.benchmark.score import pick_examples, score_bundle
 from geoccseg.benchmark.split import Pair, link_pairs, make_split
@@ -36,7 +37,8 @@ from geoccseg.io.atomic import atomic_path
 from geoccseg.models import load_bundle
 from geoccseg.train import train
 
-#: Fields of every record of ``results.json``.
+#: Fields of every record of ``results.json``. Records written since December 2026 also name the
+#: ``machine`` (:func:`~geoccseg.benchmark.machine.machine`): compare arms only on one machine.
 RECORD_FIELDS = (
     "run", "dataset", "arm", "labeled_fraction", "seed", "profile", "encoder", "tile_px", "max_steps", "steps",
     "train_seconds", "device", "n_labeled", "n_unlabeled", "n_test", "select_f1", "precision", "recall", "f1", "iou",
@@ -200,6 +202,6 @@ def train_and_score(spec: RunSpec, dataset: str, profile: Profile, folders: dict
         "run": name, "dataset": dataset, "arm": spec.arm, "labeled_fraction": spec.labeled_fraction, "seed": spec.seed,
         "profile": profile.name, "encoder": profile.encoder, "tile_px": profile.tile_px, "max_steps": profile.max_steps,
         "steps": result.steps, "train_seconds": round(result.seconds, 2), "device": result.device,
-        "n_labeled": len(labeled), "n_unlabeled": n_unlabeled if semi else 0, "select_f1": result.validation.get("f1"),
+        "machine": machine(), "n_labeled": len(labeled), "n_unlabeled": n_unlabeled if semi else 0, "select_f1": result.validation.get("f1"),
         **score.metrics(), "labeled": labeled,
     }
