@@ -44,12 +44,14 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from geoccseg.benchmark.split import read_pairs
 from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.io.atomic import atomic_path
 from geoccseg.losses import confidence_levels
-from geoccseg.models import load_bundle
+from geoccseg.io.bundle import resolve_model
+from geoccseg.models import Bundle, load_bundle
 from geoccseg.train import TrainConfig
 from geoccseg.train.centreline import centreline_band
 
@@ -74,13 +76,12 @@ def thin_parts(mask: np.ndarray, max_half_width_px: float, min_area_px: int) -> 
     return thin
 
 
-def diagnose(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_high: float, tau_high_fg: float, tau_low: float,
+def diagnose(bundle: Bundle, pairs: Sequence[tuple[Path, Path]], tau_high: float, tau_high_fg: float, tau_low: float,
              shape: tuple[float, int] | None = None, centreline_px: float | None = None) -> dict:
     """Counts[level][true class][pseudo class] over the images (each predicted whole), and derived rates;
     the distances of wrong confident foreground labels to the truth; with ``shape`` = (R, min area),
     what a shape filter of the confident foreground keeps; with ``centreline_px``, what a band of
     that half-width around the confident foreground's skeleton keeps."""
-    bundle = load_bundle(bundle_dir)
     k = len(bundle.meta.classes) + 1
     counts = np.zeros((len(LEVELS), k, k), dtype=np.int64)
     taus = torch.tensor([tau_high] + [tau_high_fg] * (k - 1), dtype=torch.float64)
@@ -143,14 +144,13 @@ def _kept_rates(kept: np.ndarray, true_fg_pixels: int) -> dict:
     }
 
 
-def draw_far_mistakes(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]], tau_high_fg: float, path: Path) -> None:
+def draw_far_mistakes(bundle: Bundle, pairs: Sequence[tuple[Path, Path]], tau_high_fg: float, path: Path) -> None:
     """Each image beside its confident foreground labels coloured by how far they are from the truth."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bundle = load_bundle(bundle_dir)
     fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 5 * len(pairs)), squeeze=False)
     for (image_path, mask_path), (left, right) in zip(pairs, axes):
         image = read_photo(image_path)
@@ -179,7 +179,7 @@ def draw_far_mistakes(bundle_dir: str | Path, pairs: Sequence[tuple[Path, Path]]
 def main(argv: Sequence[str] | None = None) -> int:
     d = TrainConfig(out="-", images="-", masks="-")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", required=True)
+    p.add_argument("--bundle", required=True, help="bundle folder, or a shipped model name")
     p.add_argument("--data", required=True, help="folder with images/ and masks/")
     p.add_argument("--exclude-labeled", action="store_true", help="leave out the images the bundle was trained with labels")
     p.add_argument("--max-images", type=int, default=60)
@@ -196,15 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
     try:
-        data = Path(args.data)
-        masks = {m.stem: m for m in (data / "masks").iterdir()}
-        images = sorted(i for i in (data / "images").iterdir() if i.stem in masks)
+        bundle = load_bundle(resolve_model(args.bundle))
+        pairs = read_pairs(args.data)
         if args.exclude_labeled:
-            labeled = set(json.loads((Path(args.bundle) / "bundle.json").read_text())["training"]["data"].get("labeled") or [])
-            images = [i for i in images if i.stem not in labeled]
+            labeled = set(bundle.meta.training.get("data", {}).get("labeled") or [])
+            pairs = {stem: pair for stem, pair in pairs.items() if stem not in labeled}
+        images = [image for image, _ in pairs.values()]
+        masks = {image.stem: mask for image, mask in pairs.values()}
         images = images[:: max(1, len(images) // args.max_images)][: args.max_images]
         shape = None if args.shape_half_width_px is None else (args.shape_half_width_px, args.shape_min_area_px)
-        report = diagnose(args.bundle, [(i, masks[i.stem]) for i in images], args.tau_high, args.tau_high_fg, args.tau_low, shape,
+        report = diagnose(bundle, [(i, masks[i.stem]) for i in images], args.tau_high, args.tau_high_fg, args.tau_low, shape,
                           args.centreline_half_width_px)
     except GeoccsegError as exc:
         print(f"diagnose_pseudo_labels: error: {exc}", file=sys.stderr)
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.figure:
         by_name = {i.name: i for i in images}
         chosen = [(by_name[n], masks[by_name[n].stem]) for n in report["most_far_mistakes"]]
-        draw_far_mistakes(args.bundle, chosen, args.tau_high_fg, args.figure)
+        draw_far_mistakes(bundle, chosen, args.tau_high_fg, args.figure)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

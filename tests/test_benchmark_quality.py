@@ -208,25 +208,31 @@ def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
 def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path, tmp_path: Path) -> None:
     diag = _load_script("diagnose_pseudo_labels")
     from geoccseg.io.bundle import resolve_model
+    from geoccseg.models import load_bundle
 
+    crack = load_bundle(resolve_model("crack"))
     cfd = data_dir / "cfd"
     pairs = [(cfd / "images" / f"{n}.jpg", cfd / "masks" / f"{n}.png") for n in ("001", "002")]
-    report = diag.diagnose(resolve_model("crack"), pairs, 0.95, 0.8, 0.6)
+    report = diag.diagnose(crack, pairs, 0.95, 0.8, 0.6)
     levels = report["levels"]
     assert sum(r["pixel_share"] for r in levels.values()) == pytest.approx(1.0)
     for true_class in ("0", "1"):  # every true pixel lands in exactly one (level, pseudo-label) cell
         total = sum(sum(r["share_of_true_class"][true_class].values()) for r in levels.values())
         assert total == pytest.approx(1.0)
     # stricter thresholds move pixels from high to low confidence, never the other way
-    strict = diag.diagnose(resolve_model("crack"), pairs, 0.999, 0.99, 0.6)
+    strict = diag.diagnose(crack, pairs, 0.999, 0.99, 0.6)
     assert strict["levels"]["high"]["pixel_share"] <= levels["high"]["pixel_share"]
     # every wrong confident crack pixel lies at some distance from the truth; a shape filter keeps part of them
     assert sum(report["wrong_foreground_by_distance_px"].values()) == pytest.approx(1.0)
-    shaped = diag.diagnose(resolve_model("crack"), pairs, 0.95, 0.8, 0.6, shape=(3.0, 20))["shape_filter"]
+    shaped = diag.diagnose(crack, pairs, 0.95, 0.8, 0.6, shape=(3.0, 20))["shape_filter"]
     assert 0 < shaped["kept_share"] < 1 and shaped["true_foreground_kept"] <= levels["high"]["share_of_true_class"]["1"]["1"] + 1e-9
     assert set(report["most_far_mistakes"]) <= {"001.jpg", "002.jpg"}
-    diag.draw_far_mistakes(resolve_model("crack"), pairs[:1], 0.8, tmp_path / "far.png")
+    diag.draw_far_mistakes(crack, pairs[:1], 0.8, tmp_path / "far.png")
     assert (tmp_path / "far.png").stat().st_size > 10_000
+    # a wrong folder is a one-line error, not a traceback
+    for args in (["--bundle", str(tmp_path / "nothing"), "--data", str(cfd)], ["--bundle", "crack", "--data", str(tmp_path)]):
+        proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "diagnose_pseudo_labels.py"), *args], capture_output=True, text=True)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "does not exist" in proc.stderr, proc.stderr
 
 
 def test_shape_filter_keeps_thin_lines_and_leaves_out_blobs_and_specks() -> None:
