@@ -333,3 +333,25 @@ def test_concurrent_exports_of_one_bundle_leave_a_valid_cache(tmp_path: Path, mo
     record = json.loads(sidecar.read_text())
     digest = hashlib.sha256(onnx.read_bytes()).hexdigest()
     assert record["onnx_sha256"] == digest == results[0][0].strip() == results[1][0].strip()
+
+
+def test_the_cache_warns_when_it_grows_and_clear_removes_only_the_exports(
+    road: Bundle, crack: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
+    monkeypatch.setattr(export, "CACHE_WARN_BYTES", 20_000_000)  # more than one export (12.7 MB), less than two
+    with caplog.at_level(logging.WARNING, logger="geoccseg.inference.export"):
+        exported_model(road.model, 3)
+        assert "geoccseg cache --clear" not in caplog.text
+        exported_model(crack.model, 3)
+    assert "holds 2 exports" in caplog.text and "`geoccseg cache --clear` empties it" in caplog.text
+    own = [cache / "onnx" / "notes.txt", cache / "onnx" / ("0" * 63 + ".onnx"), cache / "elsewhere.onnx"]  # not exports: kept
+    for path in own:
+        path.write_text("the user's")
+    listed = CliRunner().invoke(cli, ["cache"])
+    assert listed.exit_code == 0 and f"{cache / 'onnx'}: 2 export(s)" in listed.output, listed.output
+    cleared = CliRunner().invoke(cli, ["cache", "--clear"])
+    assert cleared.exit_code == 0 and cleared.output.startswith("removed 2 export(s)"), cleared.output
+    assert sorted((cache / "onnx").iterdir()) == sorted(own[:2]) and all(p.read_text() == "the user's" for p in own)
+    assert exported_model(road.model, 3)  # exported again on demand

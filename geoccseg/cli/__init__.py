@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "suggest": ("geoccseg.cli.suggest", "Suggest where to label next."),
     "vectorize": ("geoccseg.cli.vectorize", "Turn the probability GeoTIFF PROB into polylines written to OUTPUT."),
     "evaluate": ("geoccseg.cli.evaluate", "Score PRED against TRUTH: files, or folders matched by file name."),
+    "cache": ("geoccseg.cli.cache", "Show the cache of exported networks (folder, exports, size); --clear empties it."),
     "demo": ("geoccseg.cli.demo",
              "Map the sample scene's roads with the shipped model, then label its western 40 %, fine-tune on it and map "
              "the rest (about 3 minutes on a CPU); print both scores on the unlabeled 60 %."),

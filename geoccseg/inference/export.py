@@ -17,6 +17,10 @@ runs of the same bundle each write whole files, and a reader checks the bytes ag
 Where the cache folder cannot be written, the export is kept in memory for this run only, with a
 one-line warning.
 
+Nothing removes old exports by itself (no command deletes what the user did not name): each new
+export above :data:`CACHE_WARN_BYTES` in all adds a one-line warning, and ``geoccseg cache
+--clear`` (:func:`clear_cache`) removes the exports, and only them.
+
 The export: ``torch.onnx.export``'s TorchScript exporter (it needs the ``onnx`` package only, and
 exports this network in about 3 s, ten times faster than the dynamo exporter), of the network
 followed by its softmax over the foreground classes, with dynamic batch, height and width axes.
@@ -37,6 +41,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -68,6 +73,12 @@ CHECK_TOLERANCE = 1e-3
 
 CACHE_ENV = "GEOCCSEG_CACHE"
 """Environment variable naming the cache folder."""
+
+CACHE_WARN_BYTES = 1 << 30
+"""Size of the cached exports above which each new export warns (1 GiB: about 80 fp32 exports)."""
+
+_EXPORT_NAME = re.compile(r"[0-9a-f]{64}\.(onnx|json)")
+"""File names of the cache's exports and their sidecars (a key is a hex SHA-256)."""
 
 
 def cache_dir() -> Path:
@@ -141,7 +152,41 @@ def cached(key: str, produce: Callable[[], bytes]) -> bytes:
             "geoccseg: warning: cannot write the ONNX cache in %s (%s); the network was exported for this run only "
             "(set %s to a writable folder to keep it)", folder, reason, CACHE_ENV,
         )
+        return data
+    files = cache_files()
+    if sum(f.stat().st_size for f in files) > CACHE_WARN_BYTES:
+        log.warning("geoccseg: warning: the ONNX cache in %s holds %d exports, %.0f MB; `geoccseg cache --clear` empties it",
+                    folder, sum(f.suffix == ".onnx" for f in files), sum(f.stat().st_size for f in files) / 1e6)
     return data
+
+
+def cache_files() -> list[Path]:
+    """The exports and sidecars in the cache's ``onnx`` folder (files named by a key), sorted; other files are not listed."""
+    folder = cache_dir() / "onnx"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _EXPORT_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink())
+
+
+def clear_cache() -> tuple[int, int]:
+    """Remove the cached exports and their sidecars (:func:`cache_files`), nothing else.
+
+    Returns:
+        (exports removed, bytes freed).
+
+    Raises:
+        GeoccsegError: a file cannot be removed.
+    """
+    removed, freed = 0, 0
+    for path in cache_files():
+        size = path.stat().st_size
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise GeoccsegError(f"cannot remove {path} ({exc.strerror}); check the permissions of {path.parent}") from None
+        removed += path.suffix == ".onnx"
+        freed += size
+    return removed, freed
 
 
 def read_cached(path: Path, sidecar: Path, key: str) -> bytes | None:

@@ -1,0 +1,24 @@
+"""``geoccseg cache``: where the exported networks of ``predict --engine onnx`` are kept, and emptying it."""
+
+from __future__ import annotations
+
+import click
+
+from geoccseg.cli.verbosity import say, verbosity_options
+from geoccseg.inference.export import CACHE_ENV, cache_dir, cache_files, clear_cache
+
+
+@click.command("cache")
+@click.option("--clear", is_flag=True, help="Remove the cached exports (they are made again when needed); nothing else.")
+@verbosity_options
+def command(clear: bool) -> None:
+    """Show the cache of exported networks (folder, exports, size); --clear empties it."""
+    folder = cache_dir() / "onnx"
+    if clear:
+        removed, freed = clear_cache()
+        say(f"removed {removed} export(s), {freed / 1e6:.1f} MB, from {folder}")
+        return
+    files = cache_files()
+    size = sum(f.stat().st_size for f in files)
+    exports = sum(f.suffix == ".onnx" for f in files)
+    say(f"{folder}: {exports} export(s), {size / 1e6:.1f} MB (set {CACHE_ENV} to move it; `geoccseg cache --clear` empties it)")
