@@ -55,7 +55,7 @@ from geoccseg.models.config import ENCODERS  # noqa: E402
 from geoccseg.train import TrainConfig  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
 from geoccseg.suggest.photos import suggest_photos  # noqa: E402
-from geoccseg.suggest.select import UNCERTAINTY_ON, SuggestParams  # noqa: E402
+from geoccseg.suggest.select import SuggestParams  # noqa: E402
 
 
 
@@ -93,7 +93,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     done = {r["run"]: r for r in records}
     (out / "runs").mkdir(parents=True, exist_ok=True)
     train_stems = split["train"]
-    params = SuggestParams(novelty_weight=args.novelty_weight, uncertainty_on=args.uncertainty_on)
 
     with tempfile.TemporaryDirectory(prefix="geoccseg-suggest-photos-") as tmp:
         folders = {part: link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
@@ -106,8 +105,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             spec = RunSpec("full", len(labeled) / len(train_stems), seed)
             record = train_and_score(spec, args.dataset, profile, folders, train_stems, [], test_pairs, out, labeled=labeled, name=name)
             suggested = strategy not in ("start", "random")
-            record |= {"strategy": strategy, "round": round_, "added": added, "novelty_weight": params.novelty_weight if suggested else None,
-                       "uncertainty_on": params.uncertainty_on if suggested else None}
+            record |= {"strategy": strategy, "round": round_, "added": added, "novelty_weight": args.novelty_weight if suggested else None}
             records.append(record)
             done[name] = record
             write_json(results_path, records)
@@ -119,7 +117,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             start = split_labeled(list(train_stems), args.start_fraction, seed)[0]
             start_name = f"{args.dataset}_start_r0_s{seed}"
             trained(start_name, "start", seed, 0, start, [])
-            for strategy in (acquisition_name(params), "random"):
+            for strategy in (acquisition_name(args.novelty_weight), "random"):
                 labeled, previous = list(start), start_name
                 for round_ in range(1, args.rounds + 1):
                     name = f"{args.dataset}_{strategy}_r{round_}_s{seed}"
@@ -129,7 +127,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                         pool = [s for s in train_stems if s not in set(labeled)]
                         work = Path(tmp) / name
                         added = choose(strategy, out / "runs" / previous, pairs, labeled, pool, args.per_round, seed, round_, work,
-                                       params)
+                                       SuggestParams(novelty_weight=args.novelty_weight))
                     labeled = sorted([*labeled, *added])
                     trained(name, strategy, seed, round_, labeled, added)
                     previous = name
@@ -137,15 +135,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     return records
 
 
-def acquisition_name(params: SuggestParams) -> str:
-    """The strategy name of suggestions with these settings: ``acquisition`` at suggest's defaults,
-    else with the settings that differ, e.g. ``acquisition_novelty1_centreline``."""
-    name = "acquisition"
-    if params.novelty_weight != SuggestParams.novelty_weight:
-        name += f"_novelty{params.novelty_weight:g}"
-    if params.uncertainty_on != SuggestParams.uncertainty_on:
-        name += f"_{params.uncertainty_on}"
-    return name
+def acquisition_name(novelty_weight: float) -> str:
+    """The strategy name of suggestions with this novelty weight: ``acquisition`` at the default."""
+    return "acquisition" if novelty_weight == SuggestParams.novelty_weight else f"acquisition_novelty{novelty_weight:g}"
 
 
 def strategies(records: Sequence[dict]) -> list[str]:
@@ -226,16 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--novelty-weight", type=float, default=SuggestParams.novelty_weight,
                    help=f"novelty weight of the suggestions (default {SuggestParams.novelty_weight}, suggest's); another "
                         "value records the strategy as acquisition_novelty<W>, beside the default's runs and the same random ones")
-    p.add_argument("--uncertainty-on", choices=UNCERTAINTY_ON, default=SuggestParams.uncertainty_on,
-                   help=f"where low-confidence pixels count (default {SuggestParams.uncertainty_on}, suggest's); centreline "
-                        "records the strategy as acquisition_..._centreline")
     p.add_argument("--resume", action="store_true", help="continue the runs recorded in OUT/results.json")
     args = p.parse_args(argv)
     quiet_lightning()
     try:
         if args.per_round < 1 or args.rounds < 1:
             raise GeoccsegError("--per-round and --rounds must be at least 1")
-        SuggestParams(novelty_weight=args.novelty_weight, uncertainty_on=args.uncertainty_on).check()
+        SuggestParams(novelty_weight=args.novelty_weight).check()
         run(args)
     except GeoccsegError as exc:
         print(f"benchmark_suggest_photos: error: {exc}", file=sys.stderr)

@@ -20,7 +20,6 @@ from PIL import Image
 from shapely.geometry import box
 
 from geoccseg.cli import cli
-from geoccseg.errors import GeoccsegError
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model, save_meta
 from geoccseg.models import load_bundle
@@ -270,30 +269,3 @@ def test_a_loop_round_writes_its_aoi_and_labels_as_geopackage_1_2_again_when_rer
         assert [str(layer) for layer, _ in pyogrio.list_layers(folder / f"{name}.gpkg")] == [name]
     labels = gpd.read_file(folder / "labels.gpkg")
     assert len(labels) > 0 and labels.crs == gpd.read_file(folder / "aoi.gpkg").crs
-
-
-# -- the per-pixel terms -----------------------------------------------------------------------
-def test_centreline_uncertainty_measures_the_length_of_an_uncertain_crack_not_its_width():
-    """Two equally uncertain cracks (p 0.6, between tau_low and tau_high_fg) of equal length, 3 and
-    15 px wide: counted over its area the wide one weighs about 5x the thin one; counted on the
-    centreline both weigh their length."""
-    from geoccseg.inference.confidence import ConfidenceThresholds
-    from geoccseg.suggest.terms import EMBED_DIMS, TermParams, n_channels, pixel_features
-
-    p = np.full((128, 128), 0.02, dtype=np.float32)
-    p[20:23, 10:110] = 0.6  # thin crack, 100 px long
-    p[60:75, 10:110] = 0.6  # wide crack, 100 px long
-    weighted = np.zeros((n_channels(1), 128, 128), dtype=np.float32)
-    weighted[0] = weighted[1] = p  # p and the flipped view's p agree
-    assert weighted.shape[0] == 2 + EMBED_DIMS
-
-    def low_confidence(params: TermParams) -> tuple[float, float]:
-        f = pixel_features(weighted.copy(), np.ones((128, 128), dtype=np.float32), 1, ConfidenceThresholds(), params)[1]
-        return float(f[:45].sum()), float(f[45:].sum())  # thin crack's half, wide crack's half
-
-    thin, wide = low_confidence(TermParams(near_px=0))
-    assert (thin, wide) == (300, 1500)
-    thin, wide = low_confidence(TermParams(near_px=0, on_centreline=True))
-    assert 85 <= thin <= 100 and 85 <= wide <= 100  # the skeleton of each is about its length (a bit shorter at the ends)
-    with pytest.raises(GeoccsegError, match="uncertainty_on"):
-        SuggestParams(uncertainty_on="skeleton").check()

@@ -166,7 +166,7 @@ def suggest_areas(
                 continue
             near_px = round(params.near_m / (bundle.meta.pixel_size_m or scene.pixel_size_m * scale))
             sums = score_cells(
-                scene, bundle, cells, scale, thresholds, TermParams(params.likely_threshold, near_px, params.uncertainty_on == "centreline"), options, device,
+                scene, bundle, cells, scale, thresholds, TermParams(params.likely_threshold, near_px), options, device,
                 workdir=workdir if options.workers else None, progress=progress,
             )
             per_scene.append(_candidates(scene, cells, scale, sums, region, params, index))

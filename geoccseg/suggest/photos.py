@@ -147,7 +147,7 @@ def suggest_photos(
     device = resolve_device(options.device)
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)
     near_px = round(params.near_m / bundle.meta.pixel_size_m) if bundle.meta.pixel_size_m else params.near_px_photos
-    terms = TermParams(params.likely_threshold, near_px, params.uncertainty_on == "centreline")
+    terms = TermParams(params.likely_threshold, near_px)
     tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
     bands = len(bundle.meta.bands)
     if bands not in (1, 3):

@@ -2,7 +2,7 @@
 
 **Acquisition.** Each candidate has three parts, means over its valid pixels
 (:mod:`geoccseg.suggest.terms`): ``low_confidence`` (share of pixels of low or unreliable
-confidence on and near likely roads or cracks, or only on their centrelines), ``disagreement`` (mean |p - p_flip|) and
+confidence on and near likely roads or cracks), ``disagreement`` (mean |p - p_flip|) and
 ``density`` (mean foreground probability). Each part is divided by its largest value over the
 candidates, and ``acquisition`` is their weighted mean (:attr:`SuggestParams.weights`), in [0, 1].
 
@@ -31,9 +31,6 @@ from geoccseg.errors import GeoccsegError
 PARTS = ("low_confidence", "disagreement", "density")
 """The parts of the acquisition score, in the order of :attr:`SuggestParams.weights`."""
 
-UNCERTAINTY_ON = ("area", "centreline")
-"""Where the ``low_confidence`` part counts pixels (:attr:`SuggestParams.uncertainty_on`)."""
-
 
 @dataclass(frozen=True)
 class SuggestParams:
@@ -49,9 +46,6 @@ class SuggestParams:
         near_m: low-confidence pixels count within this distance of a likely road, metres
             (photos whose model has no pixel size: :attr:`near_px_photos`).
         near_px_photos: the same distance in pixels, for photos of unknown pixel size.
-        uncertainty_on: where low-confidence pixels count: ``area`` (every one near a likely road
-            or crack) or ``centreline`` (only on the skeleton of the likely roads or cracks: the
-            length of uncertain road or crack, not the width of its uncertain edges).
     """
 
     weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
@@ -62,7 +56,6 @@ class SuggestParams:
     likely_threshold: float = 0.3
     near_m: float = 8.0
     near_px_photos: int = 4
-    uncertainty_on: str = "area"
 
     def check(self) -> None:
         """Raise :class:`GeoccsegError` for settings that cannot work."""
@@ -73,8 +66,6 @@ class SuggestParams:
                 raise GeoccsegError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.spacing_m is not None and self.spacing_m <= 0:
             raise GeoccsegError(f"spacing_m must be positive metres, got {self.spacing_m}")
-        if self.uncertainty_on not in UNCERTAINTY_ON:
-            raise GeoccsegError(f"uncertainty_on must be one of {', '.join(UNCERTAINTY_ON)}, got {self.uncertainty_on!r}")
         if self.near_m < 0 or self.near_px_photos < 0:
             raise GeoccsegError("near_m and near_px_photos must not be negative")
 

@@ -12,10 +12,7 @@ From the blended values, per valid pixel (:func:`pixel_features`):
 
 * ``low_confidence``: 1 where the pixel is not of high confidence (the method's levels and the
   bundle's thresholds, :func:`geoccseg.inference.confidence.confidence_map`) and lies within
-  ``near_px`` of a likely road or crack (a foreground probability >= ``likely_threshold``); with
-  ``on_centreline``, only on the skeleton of the likely roads or cracks, so the term measures the
-  *length* of uncertain road or crack, not the area of its uncertain edges (a wide crack has
-  wide uncertain edges whose labels teach little: where the edge lies is a labeling convention);
+  ``near_px`` of a likely road or crack (a foreground probability >= ``likely_threshold``);
 * ``disagreement``: max over the foreground classes of |p - p_flip|;
 * ``density``: the foreground probability mass, sum of p (how much road or crack there is);
 * the embedding, projected to :data:`EMBED_DIMS` channels by a fixed random projection (for the
@@ -34,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from skimage.morphology import skeletonize
 
 from geoccseg.inference.confidence import HIGH, ConfidenceThresholds, confidence_map
 from geoccseg.inference.engine import autocast
@@ -54,13 +50,10 @@ class TermParams:
     Attributes:
         likely_threshold: foreground probability from which a pixel is a likely road or crack.
         near_px: low-confidence pixels count within this distance of a likely one, in model pixels.
-        on_centreline: count low-confidence pixels only on the skeleton of the likely foreground
-            (``near_px`` is then unused).
     """
 
     likely_threshold: float = 0.3
     near_px: int = 8
-    on_centreline: bool = False
 
 
 def n_channels(n_classes: int) -> int:
@@ -144,12 +137,7 @@ def pixel_features(
     weighted[:, ~valid] = 0.0
     p = weighted[:n_classes]
     likely = valid & (p.max(axis=0) >= params.likely_threshold)
-    if params.on_centreline:
-        near = skeletonize(likely)
-    elif params.near_px > 0:
-        near = ndimage.binary_dilation(likely, structure=_disk(params.near_px))
-    else:
-        near = likely
+    near = ndimage.binary_dilation(likely, structure=_disk(params.near_px)) if params.near_px > 0 else likely
     rows, cols = window if window is not None else (slice(None), slice(None))
     valid, near, values = valid[rows, cols], near[rows, cols], weighted[:, rows, cols]
     p, p_flip = values[:n_classes], values[n_classes:2 * n_classes]
