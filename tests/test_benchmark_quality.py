@@ -174,7 +174,7 @@ def test_summarise_gives_mean_and_sample_std() -> None:
 
 @pytest.mark.parametrize("folder", ["deepcrack-cpu", "massachusetts-cpu", "deepcrack-cpu-efficientnet-lite0", "massachusetts-cpu-efficientnet-lite0",
                                     "deepcrack-cpu-efficientnet-lite0-600steps", "massachusetts-cpu-efficientnet-lite0-600steps",
-                                    "deepcrack-cpu-efficientnet-lite0-1000steps"])
+                                    "deepcrack-cpu-efficientnet-lite0-1000steps", "massachusetts-cpu-efficientnet-lite0-epyc"])
 def test_shipped_reports_regenerate_byte_identically(folder: str) -> None:
     """The README's tables come from these records: the report functions must still write them unchanged."""
     results = ROOT / "pipelines" / "results" / folder
@@ -289,7 +289,10 @@ def test_encoder_and_unlabeled_term_defaults_follow_the_recorded_benchmark() -> 
         wins.append(sum(pretrained[k] - light[k] for k in shared) > 0)
     assert all(wins) == (defaults.encoder == "efficientnet-lite0")
     # each remedy of the unlabeled terms is the default only if its arm beat full on the select
-    # images of the same seeds (summed over the seeds and datasets it ran on)
+    # images of the same seeds and machine (summed over the seeds of each dataset) on both datasets:
+    # one measured on one dataset only is not the default yet. Identical runs differ by 0.01-0.02
+    # between machines, so each folder's remedies pair with that folder's own full runs.
+    machines = [pretrained, select_f1("massachusetts-cpu-efficientnet-lite0-epyc")]
     remedies = {
         "full_da": defaults.distribution_alignment,
         "full_late": (defaults.unlabeled_start_steps, defaults.lambda_pl) == (100, 0.5),
@@ -298,11 +301,16 @@ def test_encoder_and_unlabeled_term_defaults_follow_the_recorded_benchmark() -> 
         "full_tfg95": defaults.tau_high_fg == 0.95,
         "full_enc01": defaults.encoder_lr_scale == 0.1,
         "full_fp": defaults.feature_perturbation > 0,
+        "full_centreline": defaults.pseudo_centreline_px > 0,
     }
     for arm, is_default in remedies.items():
-        pairs = [(pretrained[(d, "full", s)], pretrained[(d, a, s)]) for d, a, s in pretrained if a == arm]
-        assert pairs, arm
-        assert (sum(remedy - full for full, remedy in pairs) > 0) == is_default, arm
+        gains = {}
+        for runs in machines:
+            for d, a, s in runs:
+                if a == arm:
+                    gains[d] = gains.get(d, 0.0) + runs[(d, a, s)] - runs[(d, "full", s)]
+        assert gains, arm
+        assert (set(gains) == {"deepcrack", "massachusetts"} and min(gains.values()) > 0) == is_default, (arm, gains)
 
 
 def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_dir: Path, tmp_path: Path) -> None:
