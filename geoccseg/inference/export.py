@@ -154,9 +154,10 @@ def cached(key: str, produce: Callable[[], bytes]) -> bytes:
         )
         return data
     files = cache_files()
-    if sum(f.stat().st_size for f in files) > CACHE_WARN_BYTES:
+    size = sum(f.stat().st_size for f in files)
+    if size > CACHE_WARN_BYTES:
         log.warning("geoccseg: warning: the ONNX cache in %s holds %d exports, %.0f MB; `geoccseg cache --clear` empties it",
-                    folder, sum(f.suffix == ".onnx" for f in files), sum(f.stat().st_size for f in files) / 1e6)
+                    folder, sum(f.suffix == ".onnx" for f in files), size / 1e6)
     return data
 
 
