@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from geoccseg.cli.verbosity import say, verbosity_options
-from geoccseg.inference.export import CACHE_ENV, cache_dir, cache_files, clear_cache
+from geoccseg.inference.export import CACHE_ENV, cache_dir, cache_usage, clear_cache
 
 
 @click.command("cache")
@@ -18,7 +18,5 @@ def command(clear: bool) -> None:
         removed, freed = clear_cache()
         say(f"removed {removed} export(s), {freed / 1e6:.1f} MB, from {folder}")
         return
-    files = cache_files()
-    size = sum(f.stat().st_size for f in files)
-    exports = sum(f.suffix == ".onnx" for f in files)
+    exports, size = cache_usage()
     say(f"{folder}: {exports} export(s), {size / 1e6:.1f} MB (set {CACHE_ENV} to move it; `geoccseg cache --clear` empties it)")

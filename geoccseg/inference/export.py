@@ -153,11 +153,10 @@ def cached(key: str, produce: Callable[[], bytes]) -> bytes:
             "(set %s to a writable folder to keep it)", folder, reason, CACHE_ENV,
         )
         return data
-    files = cache_files()
-    size = sum(f.stat().st_size for f in files)
+    exports, size = cache_usage()
     if size > CACHE_WARN_BYTES:
         log.warning("geoccseg: warning: the ONNX cache in %s holds %d exports, %.0f MB; `geoccseg cache --clear` empties it",
-                    folder, sum(f.suffix == ".onnx" for f in files), size / 1e6)
+                    folder, exports, size / 1e6)
     return data
 
 
@@ -167,6 +166,12 @@ def cache_files() -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if _EXPORT_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink())
+
+
+def cache_usage() -> tuple[int, int]:
+    """(exports, bytes of the exports and their sidecars) in the cache (:func:`cache_files`)."""
+    files = cache_files()
+    return sum(f.suffix == ".onnx" for f in files), sum(f.stat().st_size for f in files)
 
 
 def clear_cache() -> tuple[int, int]:
