@@ -53,10 +53,11 @@ def test_cfd_run_lowers_loss_writes_bundle_and_resumes(data_dir, tmp_path):
     out = tmp_path / "cfd_model"
     config = TrainConfig(
         out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), unlabeled=[str(cfd / "unlabeled")],
-        labeled_fraction=0.035, max_steps=30, val_every=15, lr=3e-3, **FAST,
+        labeled_fraction=0.035, max_steps=30, val_every=15, lr=3e-3, pseudo_centreline_px="auto", **FAST,
     )
     result = train(config)
     assert result.steps == 30 and len(result.labeled) == 3  # floor(0.035 * 107 training photos)
+    assert 0.5 < load_bundle(out).meta.training["pseudo_centreline_px"] < 3  # CrackForest's cracks: a few pixels wide
     rows = _rows(out / "metrics.csv")
     assert any(r["con"] for r in rows) and any(r["pl"] for r in rows)  # the unlabeled terms ran
     assert (out / "training.png").stat().st_size > 10_000
@@ -289,8 +290,27 @@ def test_centreline_band_cuts_a_widened_road_mask_back_to_the_labels_width(data_
     assert (band & lines).sum() / band.sum() > 0.8
     as_tensor = centreline_band(torch.from_numpy(np.stack([wide, np.zeros_like(wide)])), 3.5)
     assert as_tensor.dtype == torch.bool and torch.equal(as_tensor[0], torch.from_numpy(band)) and not as_tensor[1].any()
-    with pytest.raises(GeoccsegError, match="pseudo_centreline_px"):
-        TrainConfig(out="unused", images="unused", masks="unused", pseudo_centreline_px=-1).validate()
+    for bad in (-1, "wide"):
+        with pytest.raises(GeoccsegError, match="pseudo_centreline_px"):
+            TrainConfig(out="unused", images="unused", masks="unused", pseudo_centreline_px=bad).validate()
+
+
+def test_auto_centreline_half_width_is_measured_on_the_labeled_chips(data_dir, tmp_path) -> None:
+    """``pseudo_centreline_px: auto`` measures the labels' half-width on labeled chips: Massachusetts road
+    lines (about 7 px wide) give about 3.2 px, the same on every call (a resumed run keeps its band);
+    the config reads auto from YAML and from the command line's text, and a number as a number."""
+    from geoccseg.benchmark import link_pairs
+    from geoccseg.benchmark.split import read_pairs
+    from geoccseg.train.centreline import label_half_width_px
+    from geoccseg.train.run import build_data
+
+    pairs = dict(list(read_pairs(data_dir / "massachusetts" / "train").items())[:12])
+    folder = link_pairs(tmp_path / "mass", pairs)
+    config = TrainConfig.from_dict({"out": str(tmp_path / "o"), "images": str(folder / "images"), "masks": str(folder / "masks"),
+                                    "val_fraction": 0.0, "pseudo_centreline_px": "auto"}).validate()
+    width = label_half_width_px(build_data(config))
+    assert 2.9 < width < 3.6 and width == label_half_width_px(build_data(config))
+    assert TrainConfig.from_dict({"pseudo_centreline_px": "3.5"}).pseudo_centreline_px == 3.5
 
 
 def test_feature_perturbation_adds_a_dropped_channel_pass_on_the_teachers_view(data_dir, tmp_path: Path) -> None:

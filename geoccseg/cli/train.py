@@ -85,7 +85,7 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
         "bg_margin_px": ("Background pseudo-labels only where no foreground is within this distance, pixels; 0: off.", None),
         "pseudo_loss": ("Loss of the pseudo-labels: imbalance (as the labels') or ce (plain cross-entropy).", None),
         "pseudo_centreline_px": ("Confident foreground pseudo-labels only within this many pixels of their skeleton (the "
-                                 "labels' half-width); 0: off.", None),
+                                 "labels' half-width); auto: measured on the labeled chips; 0: off.", None),
         "feature_perturbation": ("Channel dropout (0-1) of a second student pass on the teacher's view, trained on the "
                                  "same pseudo-labels; 0: off.", None),
         "tau_high": ("Confidence (probability 0-1) from which the background is high-confidence.", None),
@@ -137,8 +137,9 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
 
 
 def _base_type(tp):
+    """The click type of a field: its type, or text for a choice of types (``float | str``: the config parses it)."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if args else tp
+    return tp if not args else args[0] if len(args) == 1 else str
 
 
 def _help(name: str, default) -> str:

@@ -9,15 +9,30 @@ widen its roads and lower its precision against the masks.
 :func:`centreline_band` keeps, of a confident foreground region, the pixels within a half-width of
 its skeleton; the rest (the edges of a wide region) is neither foreground nor background to the
 student: it is left out of the pseudo-label loss, as unreliable pixels are.
+
+:func:`label_half_width_px` measures that half-width on the labeled masks themselves (the median
+distance from a skeleton pixel to the mask's edge): ``pseudo_centreline_px: auto`` uses it, so the
+band follows the labels of any dataset and pixel size (Massachusetts: 3.2 px, DeepCrack: 2.8 px).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 from skimage.morphology import skeletonize
 from torch import Tensor
+
+from geoccseg.errors import GeoccsegError
+from geoccseg.label_values import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from geoccseg.data.base import TrainingData
+
+#: Labeled chips sampled (with a fixed seed, so a resumed run measures the same) by :func:`label_half_width_px`.
+SAMPLE_CHIPS = 32
 
 
 def centreline_band(mask: Tensor | np.ndarray, half_width_px: float) -> Tensor | np.ndarray:
@@ -41,3 +56,23 @@ def centreline_band(mask: Tensor | np.ndarray, half_width_px: float) -> Tensor |
             out[i] = m & (ndi.distance_transform_edt(~skeleton) <= half_width_px)
     out = out.reshape(array.shape)
     return torch.from_numpy(out).to(mask.device) if is_tensor else out
+
+
+def label_half_width_px(data: TrainingData, chips: int = SAMPLE_CHIPS) -> float:
+    """Half-width of the foreground labels: the median, over the skeleton pixels of the foreground of
+    ``chips`` labeled chips drawn with a fixed seed, of the distance to the nearest background pixel.
+
+    Raises:
+        GeoccsegError: the sampled chips hold no foreground label (nothing to measure).
+    """
+    generator = torch.Generator().manual_seed(0)
+    widths = []
+    for _ in range(chips):
+        mask = data.labeled_chip(generator)["mask"].numpy()
+        foreground = (mask > 0) & (mask != IGNORE_INDEX)
+        if foreground.any():
+            widths.append(ndi.distance_transform_edt(foreground)[skeletonize(foreground)])
+    if not widths:
+        raise GeoccsegError(f"pseudo_centreline_px auto: {chips} labeled chips hold no foreground pixel to measure the labels' "
+                            "width on; give the half-width in pixels instead (e.g. --pseudo-centreline-px 3)")
+    return float(np.median(np.concatenate(widths)))

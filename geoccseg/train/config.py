@@ -102,8 +102,9 @@ class TrainConfig:
     pseudo_loss: str = "imbalance"  # imbalance | ce
     # Confident foreground pseudo-labels only within this many pixels of the skeleton of the confident
     # foreground (geoccseg/train/centreline.py): the labels' half-width (Massachusetts lines: about
-    # 3.2 px), so the edges of a road the teacher sees whole are left out, not taught as road. 0: off.
-    pseudo_centreline_px: float = 0.0
+    # 3.2 px), so the edges of a road the teacher sees whole are left out, not taught as road.
+    # "auto": measured on the labeled chips (recorded in the bundle). 0: off.
+    pseudo_centreline_px: float | str = 0.0
     # Perturbed-feature stream (UniMatch, Yang et al. CVPR 2023): the student also segments the
     # teacher's own weak view with this share of the encoder's channels dropped, and learns the
     # same pseudo-labels there; the pseudo-label term is then the mean of the strong-view and the
@@ -219,8 +220,9 @@ class TrainConfig:
                 raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not 0.5 <= self.crop_area_max <= 16:
             raise GeoccsegError(f"crop_area_max must be between 0.5 and 16 (area fraction of the chip; above 1 zooms out), got {self.crop_area_max}")
-        if self.pseudo_centreline_px < 0:
-            raise GeoccsegError(f"pseudo_centreline_px must be 0 (off) or a half-width in pixels, got {self.pseudo_centreline_px}")
+        if self.pseudo_centreline_px != "auto" and (isinstance(self.pseudo_centreline_px, str) or self.pseudo_centreline_px < 0):
+            raise GeoccsegError(f"pseudo_centreline_px must be 0 (off), a half-width in pixels or auto (the labels' own), "
+                                f"got {self.pseudo_centreline_px!r}")
         if not 0 <= self.feature_perturbation < 1:
             raise GeoccsegError(f"feature_perturbation must be at least 0 and below 1 (a dropout probability; 0: off), got {self.feature_perturbation}")
         if not 0 < self.encoder_lr_scale <= 1:
@@ -285,9 +287,14 @@ def _typed(key: str, value, annotation, where: str):
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         optional = len(args) < len(typing.get_args(annotation))
-        (annotation,) = args
         if value is None and optional:
             return None
+        if len(args) > 1:  # e.g. float | str: the first type the value fits (a number before a word)
+            fitting = next((a for a in args if _fits(value, a)), None)
+            if fitting is None:
+                raise GeoccsegError(f"{where}: {key} must be {' or '.join(_NAMES[a] for a in args)}, got {value!r}")
+            return _as(value, fitting)
+        (annotation,) = args
     if typing.get_origin(annotation) is list:
         (item,) = typing.get_args(annotation)
         if isinstance(value, list) and all(_fits(v, item) for v in value):

@@ -47,11 +47,20 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         config: training options (method switches, thresholds, optimiser).
         model_config: the network architecture.
         class_counts: labeled pixel counts per class (background first), for the loss weights.
+        centreline_px: half-width of the pseudo-labels' centreline band, pixels (0: off); by default
+            ``config.pseudo_centreline_px``, which must then be a number (``auto`` is measured on the
+            data: :func:`~geoccseg.train.centreline.label_half_width_px`).
     """
 
-    def __init__(self, config: TrainConfig, model_config: ModelConfig, class_counts: np.ndarray) -> None:
+    def __init__(self, config: TrainConfig, model_config: ModelConfig, class_counts: np.ndarray,
+                 centreline_px: float | None = None) -> None:
         super().__init__()
         self.config = config
+        if centreline_px is None:
+            if config.pseudo_centreline_px == "auto":
+                raise ValueError("pseudo_centreline_px is auto: pass the half-width measured on the data as centreline_px")
+            centreline_px = float(config.pseudo_centreline_px)
+        self.centreline_px = centreline_px
         self.model_config = model_config
         self.num_classes = model_config.num_classes
         self.register_buffer("class_counts", torch.as_tensor(class_counts, dtype=torch.float64))
@@ -155,9 +164,9 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             trusted = levels.high & valid_u
             if c.bg_margin_px:
                 trusted &= ~((levels.pseudo == 0) & self._foreground_nearby(t_probs))
-            if c.pseudo_centreline_px:
+            if self.centreline_px:
                 foreground = trusted & (levels.pseudo > 0)
-                trusted &= ~foreground | centreline_band(foreground, c.pseudo_centreline_px)
+                trusted &= ~foreground | centreline_band(foreground, self.centreline_px)
             perm, box = cutmix_boxes(x_u.shape[0], x_u.shape[2], x_u.shape[3], gen)
             x_s = apply_cutmix(strong_view(x_u, gen), perm, box)
             high = apply_cutmix(trusted, perm, box)

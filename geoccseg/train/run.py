@@ -27,6 +27,7 @@ from geoccseg.io.bundle import BundleMeta, resolve_model
 from geoccseg.models import Bundle, ModelConfig, load_bundle
 from geoccseg.models.pretrained import source as pretrained_source
 from geoccseg.train.callbacks import RunRecorder
+from geoccseg.train.centreline import label_half_width_px
 from geoccseg.train.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, check_architecture, load_checkpoint
 from geoccseg.train.config import TrainConfig
 from geoccseg.train.module import SemiSupervisedSegmenter
@@ -143,7 +144,8 @@ def train(config: TrainConfig) -> TrainResult:
                 in_channels=data.num_bands, num_classes=len(data.classes) + 1, encoder=c.encoder, fusion=c.fusion,
                 decoder_channels=c.decoder_channels, embed_dim=c.embed_dim,
             )
-        module = SemiSupervisedSegmenter(c, model_config, data.class_counts())
+        centreline_px = label_half_width_px(data) if c.pseudo_centreline_px == "auto" else float(c.pseudo_centreline_px)
+        module = SemiSupervisedSegmenter(c, model_config, data.class_counts(), centreline_px)
         module.class_names = data.classes
         if start is not None:  # on --resume the checkpoint then replaces these weights
             module.start_from(start.model)
@@ -169,6 +171,8 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         model=model_config.to_dict(), classes=data.classes, bands=data.bands, norm=data.norm,
         pixel_size_m=data.pixel_size_m, tile_px=c.tile_px, training={"data": data.summary(), "config": c.to_yaml()},
     )
+    if c.pseudo_centreline_px == "auto":  # the half-width measured on the labeled chips
+        meta.training["pseudo_centreline_px"] = module.centreline_px
     if c.use_pretrained:  # where the encoder's starting weights came from
         src = pretrained_source(c.encoder)
         meta.training["pretrained"] = {"package": src.package, "sha256": src.sha256, "licence": src.licence, "data": "ImageNet-1k"}
