@@ -92,6 +92,11 @@ class Arm:
     train: dict = field(default_factory=dict)
 
 
+#: Options every arm starts from, where a later default of ``geoccseg train`` differs from what the
+#: recorded arms ran with: ``full`` and every remedy arm ran without the centreline band, which
+#: became the default once ``full_centreline`` beat ``full`` on both datasets (its own arm sets it).
+RECORDED = {"pseudo_centreline_px": 0.0}
+
 ARMS: dict[str, Arm] = {
     "sup_ce": Arm(loss="ce", pseudo=False, contrastive=False),
     "sup_imbalance": Arm(loss="imbalance", pseudo=False, contrastive=False),
@@ -228,6 +233,6 @@ def train_config(spec: RunSpec, dataset: str, profile: Profile, folders: dict[st
         seed=spec.seed, classes=list(ds.classes), pixel_size_m=ds.pixel_size_m, tile_px=profile.tile_px,
         encoder=profile.encoder, fusion=arm.fusion, loss=arm.loss, pseudo=arm.pseudo, contrastive=arm.contrastive,
         batch_size=profile.batch_size, unlabeled_batch_size=profile.unlabeled_batch_size, max_steps=profile.max_steps,
-        max_minutes=profile.max_minutes, val_every=profile.val_every, progress=False, **(profile.train | arm.train),
+        max_minutes=profile.max_minutes, val_every=profile.val_every, progress=False, **(profile.train | RECORDED | arm.train),
     )
     return replace(config, **overrides)

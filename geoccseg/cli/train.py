@@ -136,10 +136,24 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
 }
 
 
+class NumberOrAuto(click.ParamType):
+    """A number, or the word ``auto`` (a ``float | str`` field such as ``pseudo_centreline_px``)."""
+
+    name = "NUMBER|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, float):
+            return value
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor auto", param, ctx)
+
+
 def _base_type(tp):
-    """The click type of a field: its type, or text for a choice of types (``float | str``: the config parses it)."""
+    """The click type of a field: its type, or :class:`NumberOrAuto` for ``float | str``."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return tp if not args else args[0] if len(args) == 1 else str
+    return tp if not args else args[0] if len(args) == 1 else NumberOrAuto()
 
 
 def _help(name: str, default) -> str:

@@ -144,7 +144,10 @@ def train(config: TrainConfig) -> TrainResult:
                 in_channels=data.num_bands, num_classes=len(data.classes) + 1, encoder=c.encoder, fusion=c.fusion,
                 decoder_channels=c.decoder_channels, embed_dim=c.embed_dim,
             )
-        centreline_px = label_half_width_px(data) if c.pseudo_centreline_px == "auto" else float(c.pseudo_centreline_px)
+        if c.pseudo_centreline_px != "auto":
+            centreline_px = float(c.pseudo_centreline_px)
+        else:  # measured only where there are pseudo-labels to cut
+            centreline_px = label_half_width_px(data) if c.pseudo else 0.0
         module = SemiSupervisedSegmenter(c, model_config, data.class_counts(), centreline_px)
         module.class_names = data.classes
         if start is not None:  # on --resume the checkpoint then replaces these weights
@@ -171,7 +174,7 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         model=model_config.to_dict(), classes=data.classes, bands=data.bands, norm=data.norm,
         pixel_size_m=data.pixel_size_m, tile_px=c.tile_px, training={"data": data.summary(), "config": c.to_yaml()},
     )
-    if c.pseudo_centreline_px == "auto":  # the half-width measured on the labeled chips
+    if c.pseudo_centreline_px == "auto" and c.pseudo:  # the half-width measured on the labeled chips
         meta.training["pseudo_centreline_px"] = module.centreline_px
     if c.use_pretrained:  # where the encoder's starting weights came from
         src = pretrained_source(c.encoder)
