@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
-from geoccseg.benchmark.design import data_root  # noqa: E402
+from geoccseg.benchmark.design import RECORDED, data_root  # noqa: E402
 from geoccseg.io.catalog import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.evaluate import clipped, score_rest, strips  # noqa: E402
@@ -58,12 +58,12 @@ from geoccseg.train import TrainConfig, train  # noqa: E402
 DATA = data_root(Path(__file__).resolve().parents[1])
 
 #: Arm name → TrainConfig fields (None: the shipped road model, not trained).
-# the method's arms keep the settings they were recorded with: no centreline band (the default since)
+# the method's arms keep the settings they were recorded with (RECORDED: no centreline band, the default since)
 ARMS: dict[str, dict | None] = {
     "scratch_sup": {"pseudo": False, "contrastive": False},
-    "scratch_full": {"pseudo_centreline_px": 0.0},
+    "scratch_full": {**RECORDED},
     "tuned_sup": {"init_from": "road", "pseudo": False, "contrastive": False},
-    "tuned_full": {"init_from": "road", "pseudo_centreline_px": 0.0},
+    "tuned_full": {"init_from": "road", **RECORDED},
     "shipped": None,
 }
 #: Learning rate when fine-tuning (the pretrained weights need smaller steps than random ones).

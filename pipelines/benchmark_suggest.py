@@ -34,6 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
+from geoccseg.benchmark.design import RECORDED  # noqa: E402
 from geoccseg.io.catalog import sample_roads, sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
@@ -43,9 +44,9 @@ from geoccseg.suggest.loop import active_labeling, score_round_on, unlabeled_by_
 
 def train_settings(steps: int) -> dict:
     """TrainConfig fields of every round: the notebook's, with ``steps`` steps (the method, 64-px chips at 1 m,
-    without the centreline band: recorded before it was the default)."""
+    with the settings it was recorded with, :data:`~geoccseg.benchmark.design.RECORDED`)."""
     return dict(pixel_size_m=1.0, width_m=8.0, tile_px=64, batch_size=4, unlabeled_batch_size=4, max_steps=steps, val_every=steps,
-                unlabeled_start_steps=min(50, steps // 3), rampup_steps=min(200, steps // 2), pseudo_centreline_px=0.0)
+                unlabeled_start_steps=min(50, steps // 3), rampup_steps=min(200, steps // 2), **RECORDED)
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -95,6 +95,7 @@ class Arm:
 #: Options every arm starts from, where a later default of ``geoccseg train`` differs from what the
 #: recorded arms ran with: ``full`` and every remedy arm ran without the centreline band, which
 #: became the default once ``full_centreline`` beat ``full`` on both datasets (its own arm sets it).
+#: The own-scene and scene-suggest benchmarks (``pipelines/``) train with it too, for the same reason.
 RECORDED = {"pseudo_centreline_px": 0.0}
 
 ARMS: dict[str, Arm] = {

@@ -12,7 +12,8 @@ student: it is left out of the pseudo-label loss, as unreliable pixels are.
 
 :func:`label_half_width_px` measures that half-width on the labeled masks themselves (the median
 distance from a skeleton pixel to the mask's edge): ``pseudo_centreline_px: auto`` uses it, so the
-band follows the labels of any dataset and pixel size (Massachusetts: 3.2 px, DeepCrack: 2.8 px).
+band follows the labels of any dataset and pixel size (Massachusetts: 3.2 px; DeepCrack: 3-4 px, depending
+on which photos are labeled, its cracks being of very uneven width).
 """
 
 from __future__ import annotations
