@@ -312,6 +312,7 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
     (["--tile-px", "0"], "tile_px must be a multiple of 32 (at least 32), got 0"),
     (["--num-workers", "-1"], "num_workers must be 0 or more, got -1"),
     (["--batch-size", "0"], "batch_size must be at least 1, got 0"),
+    (["--appearance-invert-p", "1.5"], "appearance_invert_p must be between 0 and 1 (a probability), got 1.5"),
 ])
 def test_bad_option_values_are_one_line_errors_before_any_output(data_dir, tmp_path, flags, message):
     cfd = data_dir / "cfd"

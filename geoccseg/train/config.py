@@ -72,6 +72,10 @@ class TrainConfig:
     # Photometric jitter and intensity inversion of the labelled images too, for models that must
     # carry over to other regions and sensors (the shipped road model); off for in-domain work.
     appearance_augment: bool = False
+    # Probability of the intensity inversion within appearance_augment (per labeled chip): dark
+    # asphalt among light roofs and the reverse (roads); 0 for cracks, which are always darker than
+    # their surface.
+    appearance_invert_p: float = 0.3
     # Normalise each photo by its own 2nd/98th percentiles, in training and in prediction, instead
     # of the training set's (geoccseg/io/normalize.py): for photos whose brightness and contrast
     # differ between sets (the shipped crack model; README, Cracks in photos). Photo folders only.
@@ -220,6 +224,8 @@ class TrainConfig:
         for key in ("devices", "num_nodes", "batch_size", "val_every"):
             if getattr(self, key) < 1:
                 raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if not 0 <= self.appearance_invert_p <= 1:
+            raise GeoccsegError(f"appearance_invert_p must be between 0 and 1 (a probability), got {self.appearance_invert_p}")
         if not 0.5 <= self.crop_area_max <= 16:
             raise GeoccsegError(f"crop_area_max must be between 0.5 and 16 (area fraction of the chip; above 1 zooms out), got {self.crop_area_max}")
         if self.pseudo_centreline_px != "auto" and (isinstance(self.pseudo_centreline_px, str) or self.pseudo_centreline_px < 0):
