@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from geoccseg.benchmark.design import data_root
+from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
 from geoccseg.benchmark.split import Pair, link_pairs, read_pairs, split_stems
 from geoccseg.evaluate import PixelScorer
@@ -182,6 +183,7 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         "sources": {s.name: {"folder": s.folder, **{part: len(p) for part, p in splits[s.name].items()}} for s in recipe.sources},
         "steps": bundle.meta.training.get("steps"), "saved_step": bundle.meta.training.get("saved_step"),
         "train_minutes": float((run / "train_minutes.txt").read_text()) if (run / "train_minutes.txt").exists() else None,
+        "machine": machine(),  # runs are compared only within one machine (geoccseg.benchmark.machine)
         "threshold": threshold, "select_f1": select_f1, "licence": recipe.licence,
         "held_out_test": {s: metrics(score_bundle(bundle, splits[s]["test"], recipe.tolerance_px)) for s in splits},
     }
