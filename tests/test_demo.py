@@ -144,9 +144,10 @@ def test_full_demo_labels_a_strip_and_maps_the_rest(tmp_path: Path, request) -> 
     assert {p.name for p in out.iterdir()} == FULL_OUTPUTS | {"notes.txt"}  # the work folder is gone
     b = result.fine_tuned
     assert b is not None and b.steps == STEPS
-    # measured: shipped 0.13 / 0.99; fine-tuned about 0.9 / 0.9 (README quick start)
-    assert result.shipped.completeness < 0.3
+    # measured (README quick start): shipped 0.37 / 0.99, it misses the car-park aisles; fine-tuned 0.94 / 0.94
+    assert result.shipped.completeness < 0.5
     assert b.scores.completeness >= 0.75 and b.scores.correctness >= 0.75
+    assert b.scores.completeness > result.shipped.completeness + 0.3
     split = strips(sample_scene(), 0.4)
     again = score_rest(read_lines(out / "roads_fine_tuned.gpkg", "PRED"), read_lines(sample_roads()), split, 5.0)
     assert again.completeness == b.scores.completeness
