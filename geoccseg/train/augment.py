@@ -148,7 +148,7 @@ def strong_view(images: Tensor, generator: torch.Generator | None = None) -> Ten
     return x.to(images.dtype)
 
 
-def appearance_view(images: Tensor, generator: torch.Generator | None = None, invert_p: float = 0.3) -> Tensor:
+def appearance_view(images: Tensor, generator: torch.Generator | None = None, *, invert_p: float) -> Tensor:
     """A :func:`strong_view` whose intensities are also inverted (x → −x) with probability ``invert_p``.
 
     Normalised images are centred on 0 (see :class:`geoccseg.io.normalize.NormStats`), so −x
@@ -158,7 +158,7 @@ def appearance_view(images: Tensor, generator: torch.Generator | None = None, in
     Args:
         images: (B, C, H, W) normalised float images.
         generator: random source.
-        invert_p: probability, per sample, of the inversion.
+        invert_p: probability, per sample, of the inversion (``TrainConfig.appearance_invert_p``).
 
     Returns:
         (B, C, H, W) images, same dtype and device.

@@ -141,7 +141,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         scale = (0.5, c.crop_area_max)
         x_l, y_l = weak_view(batch["image_l"], batch["mask_l"], gen, scale)
         # the teacher always sees the weak view; the student may see a different-looking one
-        x_l_student = appearance_view(x_l, gen, c.appearance_invert_p) if c.appearance_augment else x_l
+        x_l_student = appearance_view(x_l, gen, invert_p=c.appearance_invert_p) if c.appearance_augment else x_l
         ramp = self._ramp(self.global_step)
         use_unlabeled = c.semi_supervised and "image_u" in batch and ramp > 0
         logs = {}
