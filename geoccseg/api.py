@@ -39,6 +39,7 @@ from geoccseg.inference.cog import provenance
 from geoccseg.inference.engine import engine_label, settle_engine
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import (
+    DEFAULT_OVERLAP_PX,
     BlockJob,
     BlockResult,
     PredictOptions,
@@ -71,7 +72,7 @@ def predict(
     engine: str = "auto",
     precision: str = "fp32",
     tile_px: int | None = None,
-    overlap_px: int = 64,
+    overlap_px: int = DEFAULT_OVERLAP_PX,
     block_px: int = 2048,
     batch_size: int | None = None,
 ) -> xr.DataArray:

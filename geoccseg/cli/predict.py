@@ -14,7 +14,7 @@ from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
 from geoccseg.inference.engine import ENGINES, PRECISIONS
 from geoccseg.inference.photos import OVERLAY_AUTO_MAX, predict_photos
 from geoccseg.inference.pipeline import is_scene, run_predict
-from geoccseg.inference.predict import PredictOptions
+from geoccseg.inference.predict import DEFAULT_OVERLAP_PX, PredictOptions
 from geoccseg.vectorize import VectorizeParams
 
 SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "graph", "confidence_out",
@@ -34,7 +34,7 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 @click.option("--confidence-out", type=click.Path(path_type=Path),
               help="Scene: also write the model's confidence COG here (.tif): max class probability x 255 and level 0 high / 1 low / 2 unreliable.")
 @click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 512].")
-@click.option("--overlap-px", type=int, default=64, show_default=True, help="Overlap of neighbouring chips in pixels.")
+@click.option("--overlap-px", type=int, default=DEFAULT_OVERLAP_PX, show_default=True, help="Overlap of neighbouring chips in pixels.")
 @click.option("--block-px", type=int, default=2048, show_default=True, help="Scene: block edge in pixels (one task each; memory).")
 @click.option("--batch-size", type=int, help="Chips per forward pass [4 chips of 256 px, 1 of 512 px or more].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,

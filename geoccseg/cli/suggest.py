@@ -9,7 +9,7 @@ import click
 from geoccseg.cli.kinds import refuse_options
 from geoccseg.cli.verbosity import say, show_progress, verbosity_options
 from geoccseg.inference.pipeline import is_scene
-from geoccseg.inference.predict import PredictOptions
+from geoccseg.inference.predict import DEFAULT_OVERLAP_PX, PredictOptions
 from geoccseg.suggest import suggest_areas, suggest_photos
 
 SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
@@ -26,7 +26,7 @@ SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
 @click.option("--labels", type=click.Path(path_type=Path),
               help="Scenes: labels already drawn (no square holding one is suggested). Photos: folder of the masks of the photos already labeled.")
 @click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 256].")
-@click.option("--overlap-px", type=int, default=64, show_default=True, help="Overlap of neighbouring chips in pixels.")
+@click.option("--overlap-px", type=int, default=DEFAULT_OVERLAP_PX, show_default=True, help="Overlap of neighbouring chips in pixels.")
 @click.option("--block-px", type=int, default=2048, show_default=True, help="Scenes: block edge in pixels (one task each; memory).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Chips per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where the model runs.")

@@ -15,7 +15,7 @@ import numpy as np
 
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.engine import build_engine, settle_engine
-from geoccseg.inference.predict import blend_chips, resolve_device
+from geoccseg.inference.predict import DEFAULT_OVERLAP_PX, blend_chips, resolve_device
 from geoccseg.models import Bundle
 
 
@@ -25,7 +25,7 @@ def predict_array(
     *,
     device: str = "auto",
     tile_px: int | None = None,
-    overlap_px: int = 64,
+    overlap_px: int = DEFAULT_OVERLAP_PX,
     batch_size: int = 4,
     engine: str = "auto",
     precision: str = "fp32",

@@ -56,15 +56,28 @@ DEFAULT_TILE_PX = 512
 """Smallest default prediction tile, in model pixels: the bundle's training tile is raised to this
 (:meth:`PredictOptions.tile_for`, the one place the default tile is chosen, for scenes and photos).
 
-A fully convolutional network predicts on tiles larger than it trained on. Measured (provisional,
-one thread of a busy 2-core machine, shipped models, onnx engine, overlap 64 px): ONNX Runtime's
-forward rate per chip pixel is the same at 256, 512 and 1024 px (2.1-2.2 Mpx/s), so the cost is
-the overlap: (256/192)² = 1.78x the scene's pixels at 256 px, (512/448)² = 1.31x at 512, 1.14x at
-1024. Held-out F1 (threshold 0.5) at 256 / 512 / 1024 px: DeepCrack test 0.861 / 0.864 / 0.865
-(544 x 384 photos: 1024 px is the whole photo), Massachusetts test 0.605 / 0.609 / 0.609 (400 px
-crops: 512 px is the whole crop), Dubai test (tile t8, up to 2149 px) 0.726 / 0.721 / 0.719. 1024
-px loses 0.007 on Dubai, more than the 0.005 allowed; 512 px loses 0.0050 there (0.0046 at the
-model's own threshold) and gains on the other two."""
+A fully convolutional network predicts on tiles larger than it trained on, and ONNX Runtime's
+forward rate per chip pixel is about the same at 256, 512 and 1024 px (one thread: 2.1-2.2 Mpx/s),
+so a bigger tile costs only by its overlaps: at 64-px overlaps an 8192-px scene computes 1.76x its
+pixels in 256-px chips, 1.30x in 512-px chips, 1.13x in 1024-px chips. Held-out F1 at the model's
+threshold at 256 / 512 / 1024 px (overlap 64; ``pipelines/benchmark_tiles.py``,
+``pipelines/results/tiles/``): DeepCrack test 0.8594 / 0.8631 / 0.8638 (544 x 384 photos),
+Massachusetts test 0.6035 / 0.6074 / 0.6074 (400-px crops: one chip from 512 px up), Dubai select
+0.6423 / 0.6387 / 0.6369 and test 0.7282 / 0.7236 / 0.7213 (about 2149 x 1480 px: fewer chips
+average each pixel as tiles grow). 512 px gains on DeepCrack and Massachusetts and loses 0.0036 on
+the Dubai select images; 1024 px would lose another 0.0018 there for 13 % fewer chip pixels."""
+
+DEFAULT_OVERLAP_PX = 32
+"""Default overlap of neighbouring prediction chips, in pixels (:attr:`PredictOptions.overlap_px`,
+``geoccseg predict --overlap-px``, :func:`geoccseg.predict`, photos and scenes alike).
+
+Each pixel in an overlap is predicted by several chips and blended, a small test-time ensemble, so
+a wider overlap is slightly better and slower. Measured with the shipped models at 512-px chips
+(``pipelines/benchmark_tiles.py``, README "Chip size and overlap"): overlap 32 instead of 64 changes
+held-out F1 at the model's threshold by -0.0009 on the Dubai select and test images, +0.0002 and
++0.0005 on DeepCrack select and test, 0 on Massachusetts (400-px crops, one chip), and computes
+1.13x the scene's pixels instead of 1.30x (8192-px scene): whole ``geoccseg predict`` on an
+8192-px scene 42.8 s against 47.7 s (mean of 3 alternating runs, 2 cores)."""
 
 DEFAULT_BATCH_PX = 4 * 256 * 256
 """Chip pixels per forward pass by default (:meth:`PredictOptions.batch_for`): 4 chips of 256 px,
@@ -112,7 +125,7 @@ class PredictOptions:
     """
 
     tile_px: int | None = None
-    overlap_px: int = 64
+    overlap_px: int = DEFAULT_OVERLAP_PX
     block_px: int = 2048
     batch_size: int | None = None
     device: str = "auto"
