@@ -9,10 +9,10 @@ at another distance, which can change the probabilities. This predicts the shipp
 held-out images with each setting through :func:`geoccseg.inference.array.predict_array` (the
 chip grid, blending and engine of ``geoccseg predict``) and scores them
 (:class:`geoccseg.evaluate.PixelScorer`, micro-averaged pixel F1 at 0.5 and at the model's own
-threshold, relaxed F1 with the model's tolerance):
+threshold):
 
 * ``road``: Massachusetts and Dubai *select* and *test* images
-  (:data:`pipelines.train_default_models.RECIPES`' split; Massachusetts crops are 400 px,
+  (:data:`geoccseg.benchmark.split.SHIPPED_SOURCES`' split; Massachusetts crops are 400 px,
   Dubai photos about 2149 x 1480 px);
 * ``crack``: DeepCrack select and test photos (544 x 384 px).
 
@@ -27,23 +27,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from geoccseg.benchmark.design import data_root
+from geoccseg.benchmark.machine import machine
+from geoccseg.benchmark.split import SHIPPED_SOURCES
+from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.evaluate import PixelScorer
+from geoccseg.inference.array import predict_array
+from geoccseg.inference.blend import ChipGrid
+from geoccseg.io.atomic import atomic_path
+from geoccseg.io.bundle import resolve_model
+from geoccseg.models import load_bundle
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_default_models import DATA, RECIPES  # noqa: E402
-
-from geoccseg.benchmark.machine import machine  # noqa: E402
-from geoccseg.data.photos import read_mask, read_photo  # noqa: E402
-from geoccseg.evaluate import PixelScorer  # noqa: E402
-from geoccseg.inference.array import predict_array  # noqa: E402
-from geoccseg.inference.blend import ChipGrid  # noqa: E402
-from geoccseg.io.atomic import atomic_path  # noqa: E402
-from geoccseg.io.bundle import resolve_model  # noqa: E402
-from geoccseg.models import load_bundle  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+DATA = data_root(ROOT)
 
 SETTINGS = ((256, 64), (512, 64), (512, 32), (768, 64), (1024, 64), (1024, 32))
 """(tile px, overlap px) measured by default: the first default (256, 64), the previous one
@@ -60,10 +59,10 @@ def cost(tile_px: int, overlap_px: int, size_px: int = COST_SCENE_PX) -> float:
     return sum(h * w for h, w in chips) / size_px**2
 
 
-def score(bundle, pairs: dict, tile_px: int, overlap_px: int, tolerance_px: float | None) -> dict:
-    """F1 (and relaxed F1) of the pairs at 0.5 and at the model's threshold, each image predicted once with the setting."""
+def score(bundle, pairs: dict, tile_px: int, overlap_px: int) -> dict:
+    """Pixel F1 of the pairs at 0.5 and at the model's threshold, each image predicted once with the setting."""
     thresholds = {"0.5": 0.5, "model": bundle.meta.threshold or 0.5}
-    scorers = {name: PixelScorer(t, tolerance_px) for name, t in thresholds.items()}
+    scorers = {name: PixelScorer(t) for name, t in thresholds.items()}
     for image_path, mask_path in pairs.values():
         image, truth = read_photo(image_path), read_mask(mask_path) > 0
         prob = predict_array(bundle, image, tile_px=tile_px, overlap_px=overlap_px, batch_size=1)[1:].sum(0)
@@ -71,20 +70,17 @@ def score(bundle, pairs: dict, tile_px: int, overlap_px: int, tolerance_px: floa
             scorer.add(prob, truth)
     out = {"threshold": round(float(thresholds["model"]), 3)}
     for name, scorer in scorers.items():
-        s = scorer.scores()
-        out[f"f1@{name}"] = round(s.f1, 4)
-        if s.relaxed_f1 is not None:
-            out[f"relaxed_f1@{name}"] = round(s.relaxed_f1, 4)
+        out[f"f1@{name}"] = round(scorer.scores().f1, 4)
     return out
 
 
-COLUMNS = ("f1@0.5", "f1@model", "relaxed_f1@model")
+COLUMNS = ("f1@0.5", "f1@model")
 """Scores in the table (``model``: at the model's own threshold, ``threshold`` in results.json)."""
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | set | tile | overlap | cost | upper bound | F1 @0.5 | F1 @model threshold | relaxed F1 @model threshold |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | set | tile | overlap | cost | upper bound | F1 @0.5 | F1 @model threshold |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         cells = [f"{r['scores'][k]:.4f}" if k in r["scores"] else "" for k in COLUMNS]
         lines.append(f"| {r['model']} | {r['set']} | {r['tile_px']} | {r['overlap_px']} | {r['cost']:.3f} | {1 / r['cost']:.3f} | " + " | ".join(cells) + " |")
@@ -103,13 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.models:
         bundle = load_bundle(resolve_model(name))
-        recipe = RECIPES[name]
-        for source in recipe.sources:
+        for source in SHIPPED_SOURCES[name]:
             parts = source.split(DATA)
             for part in ("select", "test"):
                 for tile_px, overlap_px in settings:
                     start = time.perf_counter()
-                    scores = score(bundle, parts[part], tile_px, overlap_px, recipe.tolerance_px)
+                    scores = score(bundle, parts[part], tile_px, overlap_px)
                     rows.append({"model": name, "set": f"{source.name} {part}", "n_images": len(parts[part]), "tile_px": tile_px,
                                  "overlap_px": overlap_px, "cost": cost(tile_px, overlap_px), "scores": scores,
                                  "seconds": round(time.perf_counter() - start, 1)})

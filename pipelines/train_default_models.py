@@ -42,7 +42,7 @@ import yaml
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
-from geoccseg.benchmark.split import Pair, link_pairs, read_pairs, split_stems
+from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs
 from geoccseg.evaluate import PixelScorer
 from geoccseg.evaluate import evaluate as evaluate_files
 from geoccseg.data.photos import read_mask, read_photo
@@ -53,38 +53,6 @@ from geoccseg.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = data_root(ROOT)
-
-
-@dataclass(frozen=True)
-class Source:
-    """One labeled photo dataset and how its held-out parts are chosen.
-
-    Attributes:
-        name: short name in the records.
-        folder: dataset folder under the data root, with ``images/`` and ``masks/``.
-        group_by_tile: split by the stem's tile field (``dubai_t<tile>_<part>``: parts of a tile are
-            neighbours and must not straddle the split); False: the benchmark's fixed split.
-        select_tiles / test_tiles: with ``group_by_tile``, the tiles of each held-out part.
-    """
-
-    name: str
-    folder: str
-    group_by_tile: bool = False
-    select_tiles: tuple[str, ...] = ()
-    test_tiles: tuple[str, ...] = ()
-
-    def split(self, data_root: Path) -> dict[str, dict[str, Pair]]:
-        """``train`` / ``select`` / ``test`` pairs by stem."""
-        pairs = read_pairs(data_root / self.folder, self.name)
-        if self.group_by_tile:
-            tile = {s: s.split("_")[1] for s in pairs}
-            parts = {"select": [s for s in pairs if tile[s] in self.select_tiles],
-                     "test": [s for s in pairs if tile[s] in self.test_tiles]}
-            held = set(parts["select"]) | set(parts["test"])
-            parts["train"] = [s for s in pairs if s not in held]
-        else:
-            parts = split_stems(list(pairs))
-        return {part: {s: pairs[s] for s in stems} for part, stems in parts.items()}
 
 
 @dataclass(frozen=True)
@@ -102,8 +70,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "road": Recipe(
         classes=("road",), pixel_size_m=1.0, tolerance_px=3.0,
-        sources=(Source("massachusetts", "massachusetts/train"),
-                 Source("dubai", "dubai-roads", group_by_tile=True, select_tiles=("t7",), test_tiles=("t8",))),
+        sources=SHIPPED_SOURCES["road"],
         options={"appearance_augment": True},
         licence="Trained on Massachusetts Roads (V. Mnih, PhD thesis, University of Toronto 2013: imagery MassGIS, labels "
                 "OpenStreetMap, ODbL; research use) and the Dubai aerial imagery of Humans in the Loop and MBRSC (CC0 1.0). "
@@ -111,7 +78,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "crack": Recipe(
         classes=("crack",), pixel_size_m=None,
-        sources=(Source("deepcrack", "deepcrack/train"),),
+        sources=SHIPPED_SOURCES["crack"],
         options={"crop_area_max": 4.0},
         licence="Trained on DeepCrack (Liu et al., Neurocomputing 338, 2019), licensed for non-commercial research only; "
                 "these weights inherit that restriction.",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,44 @@ def make_split(data: Path, test_dir: str | os.PathLike | None) -> tuple[dict[str
         split = split_stems(list(pairs), test_fraction=0.0) | {"test": sorted(test_pairs)}
     record = {"holdout_seed": HOLDOUT_SEED, "test_dir": None if test_dir is None else str(test_dir), **split}
     return pairs, record, test_pairs
+
+
+@dataclass(frozen=True)
+class Source:
+    """One labeled photo dataset and how its held-out parts are chosen.
+
+    Attributes:
+        name: short name in the records.
+        folder: dataset folder under the data root, with ``images/`` and ``masks/``.
+        group_by_tile: split by the stem's tile field (``dubai_t<tile>_<part>``: parts of a tile are
+            neighbours and must not straddle the split); False: the benchmark's fixed split.
+        select_tiles / test_tiles: with ``group_by_tile``, the tiles of each held-out part.
+    """
+
+    name: str
+    folder: str
+    group_by_tile: bool = False
+    select_tiles: tuple[str, ...] = ()
+    test_tiles: tuple[str, ...] = ()
+
+    def split(self, data_root: Path) -> dict[str, dict[str, Pair]]:
+        """``train`` / ``select`` / ``test`` pairs by stem."""
+        pairs = read_pairs(data_root / self.folder, self.name)
+        if self.group_by_tile:
+            tile = {s: s.split("_")[1] for s in pairs}
+            parts = {"select": [s for s in pairs if tile[s] in self.select_tiles],
+                     "test": [s for s in pairs if tile[s] in self.test_tiles]}
+            held = set(parts["select"]) | set(parts["test"])
+            parts["train"] = [s for s in pairs if s not in held]
+        else:
+            parts = split_stems(list(pairs))
+        return {part: {s: pairs[s] for s in stems} for part, stems in parts.items()}
+
+
+SHIPPED_SOURCES: dict[str, tuple[Source, ...]] = {
+    "road": (Source("massachusetts", "massachusetts/train"),
+             Source("dubai", "dubai-roads", group_by_tile=True, select_tiles=("t7",), test_tiles=("t8",))),
+    "crack": (Source("deepcrack", "deepcrack/train"),),
+}
+"""The labeled datasets of each shipped model (``pipelines/train_default_models.py``) and their
+fixed held-out parts, for every script that scores the shipped models on images they never saw."""
