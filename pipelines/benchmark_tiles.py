@@ -82,7 +82,7 @@ def table(rows: list[dict]) -> str:
     lines = ["| model | set | tile | overlap | cost | upper bound | F1 @0.5 | F1 @model threshold |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        cells = [f"{r['scores'][k]:.4f}" if k in r["scores"] else "" for k in COLUMNS]
+        cells = [f"{r['scores'][k]:.4f}" for k in COLUMNS]
         lines.append(f"| {r['model']} | {r['set']} | {r['tile_px']} | {r['overlap_px']} | {r['cost']:.3f} | {1 / r['cost']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json and results.md")
     args = parser.parse_args(argv)
     settings = [tuple(int(v) for v in s.split("/")) for s in args.settings]
+    costs = {setting: cost(*setting) for setting in settings}
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                     start = time.perf_counter()
                     scores = score(bundle, parts[part], tile_px, overlap_px)
                     rows.append({"model": name, "set": f"{source.name} {part}", "n_images": len(parts[part]), "tile_px": tile_px,
-                                 "overlap_px": overlap_px, "cost": cost(tile_px, overlap_px), "scores": scores,
+                                 "overlap_px": overlap_px, "cost": costs[tile_px, overlap_px], "scores": scores,
                                  "seconds": round(time.perf_counter() - start, 1)})
                     print(json.dumps(rows[-1]), flush=True)
                     with atomic_path(args.out / "results.json", overwrite=True) as tmp:

@@ -7,6 +7,10 @@ depend on the training seeds, so every arm, seed and fraction sees the same spli
 checkpoint is saved; the rest are the *training* stems. With a separate test folder only the select
 set is taken from the data. Each part is given to the trainer as a folder of symbolic links
 (:func:`link_pairs`), so the trainer never sees a held-out image.
+
+The shipped models' datasets split the same way, or by whole tiles where neighbouring parts of one
+tile must stay together (:class:`Source`); :data:`SHIPPED_SOURCES` names them for every script
+that scores the shipped models.
 """
 
 from __future__ import annotations
