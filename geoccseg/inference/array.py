@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from geoccseg.inference.blend import ChipGrid, blend_window
-from geoccseg.inference.engine import build_engine, settle_engine
+from geoccseg.inference.engine import ready_engine
 from geoccseg.inference.predict import DEFAULT_OVERLAP_PX, blend_chips, resolve_device
 from geoccseg.models import Bundle
 
@@ -53,14 +53,14 @@ def predict_array(
             image whose bands do not match the bundle's normalisation.
     """
     device = resolve_device(device)
-    engine = settle_engine(engine, device, bundle.model, bundle.meta, precision)
+    built = ready_engine(engine, device, bundle.model, bundle.meta, precision)
     height, width = image.shape[1:]
     if tile_px is None:
         tile_px, overlap_px = max(height, width), 0
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=max(height, width, tile_px))
     chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
     weighted, weight = blend_chips(
-        build_engine(engine, bundle.model, device, bundle.meta, precision), bundle.meta.norm.for_image(image), image, None, chips,
+        built, bundle.meta.norm.for_image(image), image, None, chips,
         blend_window(tile_px, overlap_px), batch_size, len(bundle.meta.classes),
     )
     foreground = weighted / weight

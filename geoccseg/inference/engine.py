@@ -301,9 +301,34 @@ def settle_engine(requested: str, device: str, model: torch.nn.Module, meta: Bun
     Raises:
         GeoccsegError: see :func:`resolve_engine` and :func:`build_engine` (not for ``auto`` at fp32).
     """
+    return _settle(requested, device, model, meta, precision)[0]
+
+
+def ready_engine(requested: str, device: str, model: torch.nn.Module, meta: BundleMeta, precision: str = "fp32") -> Engine:
+    """:func:`settle_engine` and :func:`build_engine` in one, for a single image or photo: the
+    network's weights are hashed once (the export's cache key) instead of once per step.
+
+    Raises:
+        GeoccsegError: as :func:`settle_engine`.
+    """
+    name, built = _settle(requested, device, model, meta, precision)
+    return built if built is not None else build_engine(name, model, device, meta, precision)
+
+
+def _settle(requested: str, device: str, model: torch.nn.Module, meta: BundleMeta, precision: str) -> tuple[str, Engine | None]:
+    """The settled engine name, and the onnx engine when one was built to settle it (else None)."""
     engine = resolve_engine(requested, device, precision)
     if engine != "onnx":
-        return engine
+        return engine, None
+    try:
+        built = build_engine(engine, model, device, meta, precision)  # this process keeps the session for the run
+    except GeoccsegError as exc:
+        if requested != "auto" or precision != "fp32":
+            raise
+        reason = str(exc).removesuffix("; use --engine torch")
+        log.warning("geoccseg: warning: ONNX export failed (%s); predicting with the torch engine", reason)
+        return "torch", None
+    return engine, built
     try:
         build_engine(engine, model, device, meta, precision)  # this process keeps the session for the run
     except GeoccsegError as exc:

@@ -41,7 +41,7 @@ from geoccseg.data.photos import find_photos, photo_size, read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds, write_confidence_png
-from geoccseg.inference.engine import Engine, build_engine, settle_engine
+from geoccseg.inference.engine import Engine, build_engine, ready_engine, settle_engine
 from geoccseg.inference.photo_outputs import (
     SUMMARY_COLUMNS,
     probability_png_size,
@@ -137,8 +137,7 @@ def predict_photo(
     n_classes = len(bundle.meta.classes)
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=tile_px)
     if isinstance(engine, str):
-        name = settle_engine(engine, device, bundle.model, bundle.meta, precision)
-        engine = build_engine(name, bundle.model, device, bundle.meta, precision)
+        engine = ready_engine(engine, device, bundle.model, bundle.meta, precision)
     blend = blend_window(tile_px, overlap_px)
     norm = bundle.meta.norm.for_image(image)  # the bundle's statistics, or the photo's own (per-image models)
     stride = grid.stride_px
