@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     pairs, split, test_pairs = make_split(args.data, None)
     if profile.max_test_images is not None:
         test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
-    out = args.out
+    out, params = args.out, suggest_params(args)
     results_path = out / "results.json"
     if results_path.exists() and not args.resume:
         raise GeoccsegError(f"{out} already holds results.json; pass --resume to continue it, or choose another --out")
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             spec = RunSpec("full", len(labeled) / len(train_stems), seed)
             record = train_and_score(spec, args.dataset, profile, folders, train_stems, [], test_pairs, out, labeled=labeled, name=name)
             suggested = strategy not in ("start", "random")
-            record |= {"strategy": strategy, "round": round_, "added": added, "novelty_weight": args.novelty_weight if suggested else None}
+            record |= {"strategy": strategy, "round": round_, "added": added, "novelty_weight": params.novelty_weight if suggested else None,
+                       "typicality_weight": params.typicality_weight if suggested else None}
             records.append(record)
             done[name] = record
             write_json(results_path, records)
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             start = split_labeled(list(train_stems), args.start_fraction, seed)[0]
             start_name = f"{args.dataset}_start_r0_s{seed}"
             trained(start_name, "start", seed, 0, start, [])
-            for strategy in (acquisition_name(args.novelty_weight), "random"):
+            for strategy in (acquisition_name(params), "random"):
                 labeled, previous = list(start), start_name
                 for round_ in range(1, args.rounds + 1):
                     name = f"{args.dataset}_{strategy}_r{round_}_s{seed}"
@@ -126,8 +127,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     else:
                         pool = [s for s in train_stems if s not in set(labeled)]
                         work = Path(tmp) / name
-                        added = choose(strategy, out / "runs" / previous, pairs, labeled, pool, args.per_round, seed, round_, work,
-                                       SuggestParams(novelty_weight=args.novelty_weight))
+                        added = choose(strategy, out / "runs" / previous, pairs, labeled, pool, args.per_round, seed, round_, work, params)
                     labeled = sorted([*labeled, *added])
                     trained(name, strategy, seed, round_, labeled, added)
                     previous = name
@@ -135,9 +135,20 @@ def run(args: argparse.Namespace) -> list[dict]:
     return records
 
 
-def acquisition_name(novelty_weight: float) -> str:
-    """The strategy name of suggestions with this novelty weight: ``acquisition`` at the default."""
-    return "acquisition" if novelty_weight == SuggestParams.novelty_weight else f"acquisition_novelty{novelty_weight:g}"
+def suggest_params(args: argparse.Namespace) -> SuggestParams:
+    """The suggestion settings of the command line."""
+    return SuggestParams(novelty_weight=args.novelty_weight, typicality_weight=args.typicality_weight)
+
+
+def acquisition_name(params: SuggestParams) -> str:
+    """The strategy name of suggestions with these settings: ``acquisition`` at suggest's defaults, else
+    ``acquisition`` followed by ``_novelty<W>`` and/or ``_typicality<W>`` for the weights that differ."""
+    name = "acquisition"
+    for field in ("novelty_weight", "typicality_weight"):
+        value = getattr(params, field)
+        if value != getattr(SuggestParams, field):
+            name += f"_{field.removesuffix('_weight')}{value:g}"
+    return name
 
 
 def strategies(records: Sequence[dict]) -> list[str]:
@@ -218,13 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--novelty-weight", type=float, default=SuggestParams.novelty_weight,
                    help=f"novelty weight of the suggestions (default {SuggestParams.novelty_weight}, suggest's); another "
                         "value records the strategy as acquisition_novelty<W>, beside the default's runs and the same random ones")
+    p.add_argument("--typicality-weight", type=float, default=SuggestParams.typicality_weight,
+                   help=f"typicality (representativeness) weight of the suggestions (default {SuggestParams.typicality_weight}, "
+                        "suggest's); another value adds _typicality<W> to the strategy name")
     p.add_argument("--resume", action="store_true", help="continue the runs recorded in OUT/results.json")
     args = p.parse_args(argv)
     quiet_lightning()
     try:
         if args.per_round < 1 or args.rounds < 1:
             raise GeoccsegError("--per-round and --rounds must be at least 1")
-        SuggestParams(novelty_weight=args.novelty_weight).check()
+        suggest_params(args).check()
         run(args)
     except GeoccsegError as exc:
         print(f"benchmark_suggest_photos: error: {exc}", file=sys.stderr)

@@ -350,3 +350,7 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     report = (out / "results.md").read_text()
     assert "| 1 | acquisition_novelty1 | 1 | 4 |" in report and "- Round 1: acquisition_novelty1 − random test F1" in report
     assert bench.main([*argv, "--resume", "--novelty-weight", "2"]) == 2  # outside [0, 1], refused before any training
+    # both weights: the name records each one that differs from suggest's default
+    assert bench.main([*argv, "--resume", "--novelty-weight", "1", "--typicality-weight", "1"]) == 0
+    record = {r["run"]: r for r in json.loads((out / "results.json").read_text())}["cfd_acquisition_novelty1_typicality1_r1_s0"]
+    assert (record["novelty_weight"], record["typicality_weight"], len(record["added"])) == (1.0, 1.0, 2)

@@ -24,7 +24,7 @@ from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model, save_meta
 from geoccseg.models import load_bundle
 from geoccseg.suggest import PARTS, SuggestParams, suggest_areas
-from geoccseg.suggest.select import Candidates, greedy
+from geoccseg.suggest.select import Candidates, greedy, typicality
 
 CPU = PredictOptions(device="cpu")
 THRESHOLDS = {"tau_high": 0.9, "tau_high_fg": 0.6, "tau_low": 0.55}
@@ -130,7 +130,7 @@ def test_suggest_returns_n_separate_squares_outside_the_aoi_ranked_by_score(scen
     assert len(areas) == 4 and areas.crs == crs
     assert list(areas["rank"]) == [1, 2, 3, 4]
     assert (np.diff(areas["score"]) <= 0).all() and (areas["score"] > 0).all()
-    assert {"acquisition", *PARTS, "spread", "novelty", "valid_share", "size_m"} <= set(areas.columns)
+    assert {"acquisition", *PARTS, "typicality", "spread", "novelty", "valid_share", "size_m"} <= set(areas.columns)
     assert np.allclose(areas["size_m"], 80, rtol=0.02)
     footprint = box(*bounds)
     for i, square in enumerate(areas.geometry):
@@ -175,6 +175,24 @@ def test_greedy_choice_trades_score_for_spread_and_novelty():
     # B: acquisition 0.9, spread 1 - exp(-1) against A, novelty 1 - 0.5 x cos(B, A) = 0.5
     assert choice.score[2] == pytest.approx(0.9 * (1 - np.exp(-1)) * 0.5)
     assert choice.score[1] == pytest.approx(0.6)  # C: 500 m away, opposite embedding
+
+
+def test_typicality_prefers_what_the_pool_is_made_of():
+    """Hand-worked: A, B, C look alike (the pool's common kind), D is the odd one. Centred on the
+    pool's mean, A's mean clipped cosine to the others is (1 + 1 + 0) / 3, D's is 0: typicality 1
+    and 0. With the weight at 0.5, D (acquisition 1.0, typicality factor 0.5) loses to A (0.8, factor 1)."""
+    embedding = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [-3.0, 0.0]])  # mean 0: A, B, C one way, D the other
+    assert typicality(embedding / np.abs(embedding).max(axis=1, keepdims=True)) == pytest.approx([1, 1, 1, 0])
+    candidates = Candidates(np.array([[0.8] * 3, [0.1] * 3, [0.1] * 3, [1.0] * 3]), embedding, np.zeros(4, dtype=np.int64))
+    plain = greedy(candidates, np.zeros((0, 2)), 1, SuggestParams(novelty_weight=0.0), spacing_m=np.inf)
+    typical = greedy(candidates, np.zeros((0, 2)), 1, SuggestParams(novelty_weight=0.0, typicality_weight=0.5), spacing_m=np.inf)
+    assert list(plain.index) == [3] and plain.typicality[0] == 1.0  # off: the odd one, factor 1
+    assert list(typical.index) == [0]
+    assert typical.typicality[0] == pytest.approx(1.0) and typical.score[0] == pytest.approx(0.8)
+    # chunks give the same values as one pass
+    unit = np.random.default_rng(0).normal(size=(50, 8))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    assert typicality(unit, chunk=7) == pytest.approx(typicality(unit))
 
 
 # -- photos ------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ of two chips randomly placed chips land about in proportion to its area."""
 
 STRATEGIES = ("acquisition", "random")
 
-COLUMNS = ("rank", "score", "acquisition", *PARTS, "spread", "novelty", "valid_share", "size_m", "scene")
+COLUMNS = ("rank", "score", "acquisition", *PARTS, "typicality", "spread", "novelty", "valid_share", "size_m", "scene")
 """Attribute columns of the written squares."""
 
 
@@ -278,7 +278,7 @@ def _frame(pooled: _Pooled, choice, crs) -> gpd.GeoDataFrame:
         {
             "rank": np.arange(1, len(i) + 1, dtype=np.int64), "score": choice.score, "acquisition": choice.acquisition,
             **{name: parts[:, k] for k, name in enumerate(PARTS)},
-            "spread": choice.spread, "novelty": choice.novelty, "valid_share": pooled.valid_share[i],
+            "typicality": choice.typicality, "spread": choice.spread, "novelty": choice.novelty, "valid_share": pooled.valid_share[i],
             "size_m": pooled.size_m[i], "scene": pooled.scene[i].astype(str),
         },
         geometry=pooled.boxes.values[i] if len(i) else gpd.GeoSeries([], crs=crs).values, crs=crs,

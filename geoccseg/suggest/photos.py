@@ -37,7 +37,7 @@ from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, greedy, random_choice
 from geoccseg.suggest.terms import FEATURES, TermParams, n_channels, pixel_features, scoring_forward
 
-COLUMNS = ("rank", "photo", "status", "score", "acquisition", *PARTS, "novelty")
+COLUMNS = ("rank", "photo", "status", "score", "acquisition", *PARTS, "typicality", "novelty")
 """Columns of the photo ranking CSV."""
 
 
@@ -169,8 +169,9 @@ def suggest_photos(
         choice = greedy(candidates, embedding[is_labeled], len(todo), params, spacing_m=math.inf)
     rows = [
         {"rank": rank, "photo": files[todo[i]].name, "status": "suggested" if rank <= n else "unlabeled", "score": score,
-         "acquisition": acq, **dict(zip(PARTS, parts[todo[i]])), "novelty": novelty}
-        for rank, (i, score, acq, novelty) in enumerate(zip(choice.index, choice.score, choice.acquisition, choice.novelty), start=1)
+         "acquisition": acq, **dict(zip(PARTS, parts[todo[i]])), "typicality": typical, "novelty": novelty}
+        for rank, (i, score, acq, typical, novelty) in enumerate(
+            zip(choice.index, choice.score, choice.acquisition, choice.typicality, choice.novelty), start=1)
     ]
     rows += [{"rank": None, "photo": files[i].name, "status": "labeled", **dict(zip(PARTS, parts[i]))} for i in np.flatnonzero(is_labeled)]
     table = pd.DataFrame(rows, columns=list(COLUMNS))

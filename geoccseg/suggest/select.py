@@ -7,7 +7,12 @@ confidence on and near likely roads or cracks), ``disagreement`` (mean |p - p_fl
 candidates, and ``acquisition`` is their weighted mean (:attr:`SuggestParams.weights`), in [0, 1].
 
 **Diversity** (:func:`greedy`). Candidates are taken one at a time, each the best by
-``score = acquisition x spread x novelty`` given those taken before:
+``score = acquisition x typicality x spread x novelty`` given those taken before:
+
+* ``typicality = 1 - typicality_weight x (1 - t)``, t the candidate's mean similarity (cosine of
+  centred mean embeddings, negative ones as 0) to every other candidate, divided by its largest
+  value: an area or photo like many others of the unlabeled pool teaches about all of them, an odd
+  one about itself (a representativeness term; it does not change as candidates are taken);
 
 * ``spread = 1 - spacing_weight x max exp(-(d / spacing_m)^2)`` over the squares already taken in
   the same scene, d the distance between centres in metres (squares that overlap one taken are
@@ -41,6 +46,7 @@ class SuggestParams:
         spacing_weight: strength of the spatial spread penalty, 0 (off) to 1.
         spacing_m: distance scale of the spread penalty, metres; None: the square size.
         novelty_weight: strength of the embedding-similarity penalty, 0 (off) to 1.
+        typicality_weight: strength of the representativeness factor, 0 (off) to 1.
         min_valid_share: a square needs at least this share of valid (not nodata) pixels.
         likely_threshold: foreground probability from which a pixel is a likely road or crack.
         near_m: low-confidence pixels count within this distance of a likely road, metres
@@ -52,6 +58,7 @@ class SuggestParams:
     spacing_weight: float = 1.0
     spacing_m: float | None = None
     novelty_weight: float = 0.5
+    typicality_weight: float = 0.0
     min_valid_share: float = 0.9
     likely_threshold: float = 0.3
     near_m: float = 8.0
@@ -61,7 +68,7 @@ class SuggestParams:
         """Raise :class:`GeoccsegError` for settings that cannot work."""
         if len(self.weights) != len(PARTS) or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise GeoccsegError(f"acquisition weights must be {len(PARTS)} non-negative numbers ({', '.join(PARTS)}), not all 0; got {self.weights}")
-        for name in ("spacing_weight", "novelty_weight", "min_valid_share", "likely_threshold"):
+        for name in ("spacing_weight", "novelty_weight", "typicality_weight", "min_valid_share", "likely_threshold"):
             if not 0 <= getattr(self, name) <= 1:
                 raise GeoccsegError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.spacing_m is not None and self.spacing_m <= 0:
@@ -100,13 +107,15 @@ class Choice:
     Attributes:
         index: candidate indices, best first.
         acquisition: acquisition score of each chosen candidate, in [0, 1].
+        typicality: typicality factor of each chosen candidate.
         spread: spread factor when it was chosen.
         novelty: novelty factor when it was chosen.
-        score: ``acquisition x spread x novelty`` (NaN for :func:`random_choice`).
+        score: ``acquisition x typicality x spread x novelty`` (NaN for :func:`random_choice`).
     """
 
     index: np.ndarray
     acquisition: np.ndarray
+    typicality: np.ndarray
     spread: np.ndarray
     novelty: np.ndarray
     score: np.ndarray
@@ -126,6 +135,22 @@ def _unit(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return np.divide(centred, norm, out=np.zeros_like(centred), where=norm > 1e-12)
 
 
+def typicality(unit: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Mean clipped cosine similarity of each unit vector to all the others, divided by its largest
+    value (all 1 when there are fewer than two or no similarity is positive); rows in chunks, so
+    memory stays ``chunk x n`` for scenes with many candidates."""
+    n = len(unit)
+    if n < 2:
+        return np.ones(n)
+    mean = np.empty(n)
+    for start in range(0, n, chunk):
+        rows = unit[start:start + chunk]
+        similar = np.clip(rows @ unit.T, 0, None).sum(axis=1) - np.clip(np.einsum("ij,ij->i", rows, rows), 0, None)
+        mean[start:start + chunk] = similar / (n - 1)
+    top = mean.max()
+    return mean / top if top > 0 else np.ones(n)
+
+
 def _overlapping(candidates: Candidates, i: int) -> np.ndarray:
     """Candidates whose square overlaps square ``i`` (itself included)."""
     if candidates.cell is None:
@@ -137,7 +162,7 @@ def _overlapping(candidates: Candidates, i: int) -> np.ndarray:
 
 
 def greedy(candidates: Candidates, reference: np.ndarray, n: int, params: SuggestParams, spacing_m: float) -> Choice:
-    """Take up to ``n`` candidates one by one, each the best ``acquisition x spread x novelty``.
+    """Take up to ``n`` candidates one by one, each the best ``acquisition x typicality x spread x novelty``.
 
     Args:
         candidates: the scored candidates.
@@ -153,18 +178,19 @@ def greedy(candidates: Candidates, reference: np.ndarray, n: int, params: Sugges
     pool = np.concatenate([candidates.embedding, reference])
     centre = pool.mean(axis=0) if len(pool) else np.zeros(pool.shape[1])
     unit = _unit(candidates.embedding, centre)
+    typical = 1 - params.typicality_weight * (1 - typicality(unit)) if params.typicality_weight else np.ones(len(candidates))
     near_space = np.zeros(len(candidates))
     similar = np.zeros(len(candidates))
     if len(reference):
         similar = np.clip(unit @ _unit(reference, centre).T, 0, None).max(axis=1)
     open_ = np.ones(len(candidates), dtype=bool)
-    taken: list[tuple[int, float, float, float, float]] = []
+    taken: list[tuple[int, float, float, float, float, float]] = []
     while len(taken) < n and open_.any():
         spread = 1 - params.spacing_weight * near_space
         novelty = 1 - params.novelty_weight * similar
-        score = np.where(open_, base * spread * novelty, -np.inf)
+        score = np.where(open_, base * typical * spread * novelty, -np.inf)
         i = int(np.argmax(score))
-        taken.append((i, base[i], spread[i], novelty[i], score[i]))
+        taken.append((i, base[i], typical[i], spread[i], novelty[i], score[i]))
         open_ &= ~_overlapping(candidates, i)
         similar = np.maximum(similar, np.clip(unit @ unit[i], 0, None))
         if candidates.centre_m is not None:
@@ -183,15 +209,12 @@ def random_choice(candidates: Candidates, n: int, seed: int, weights: tuple[floa
         if len(taken) == n:
             break
         if open_[i]:
-            taken.append((int(i), base[i], 1.0, 1.0, np.nan))
+            taken.append((int(i), base[i], 1.0, 1.0, 1.0, np.nan))
             open_ &= ~_overlapping(candidates, int(i))
     return _choice(taken)
 
 
-def _choice(taken: list[tuple[int, float, float, float, float]]) -> Choice:
-    columns = list(zip(*taken)) if taken else [[]] * 5
-    return Choice(
-        index=np.asarray(columns[0], dtype=np.int64), acquisition=np.asarray(columns[1], dtype=np.float64),
-        spread=np.asarray(columns[2], dtype=np.float64), novelty=np.asarray(columns[3], dtype=np.float64),
-        score=np.asarray(columns[4], dtype=np.float64),
-    )
+def _choice(taken: list[tuple[int, float, float, float, float, float]]) -> Choice:
+    columns = list(zip(*taken)) if taken else [[]] * 6
+    index, *values = columns
+    return Choice(np.asarray(index, dtype=np.int64), *(np.asarray(v, dtype=np.float64) for v in values))
