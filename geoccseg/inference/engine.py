@@ -329,12 +329,3 @@ def _settle(requested: str, device: str, model: torch.nn.Module, meta: BundleMet
         log.warning("geoccseg: warning: ONNX export failed (%s); predicting with the torch engine", reason)
         return "torch", None
     return engine, built
-    try:
-        build_engine(engine, model, device, meta, precision)  # this process keeps the session for the run
-    except GeoccsegError as exc:
-        if requested != "auto" or precision != "fp32":
-            raise
-        reason = str(exc).removesuffix("; use --engine torch")
-        log.warning("geoccseg: warning: ONNX export failed (%s); predicting with the torch engine", reason)
-        return "torch"
-    return engine
