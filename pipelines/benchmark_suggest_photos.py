@@ -11,8 +11,8 @@ crops) with the fixed held-out split of :mod:`geoccseg.benchmark.split`:
    the pretrained EfficientNet-Lite0);
 2. each of ``--rounds`` rounds adds ``--per-round`` photos, labeled from their true masks, chosen
    either by :func:`geoccseg.suggest.photos.suggest_photos` with the previous round's model
-   (``acquisition``) or at random among the same unlabeled photos (``random``), and trains again
-   from scratch with the same budget and seed;
+   (``coverage``, as ``geoccseg suggest`` for photos, or ``acquisition`` with ``--strategy acquisition``) or at random among the same
+   unlabeled photos (``random``), and trains again from scratch with the same budget and seed;
 3. every run is scored on the test photos with the benchmark's scorer.
 
 Both strategies see the same seed sets, budgets and test photos; only the choice differs. Run from
@@ -61,16 +61,17 @@ from geoccseg.suggest.select import SuggestParams  # noqa: E402
 
 def choose(strategy: str, model_dir: Path, pairs: dict[str, Pair], labeled: Sequence[str], pool: Sequence[str], k: int,
            seed: int, round_: int, work: Path, params: SuggestParams) -> list[str]:
-    """The ``k`` stems of ``pool`` to label next: ranked by the acquisition score of the model in
-    ``model_dir`` with ``params`` (the labeled photos as its reference), or drawn at random with
-    (seed, round) for the ``random`` strategy."""
+    """The ``k`` stems of ``pool`` to label next, chosen with the model in ``model_dir`` (the labeled
+    photos as reference) by ``suggest_photos`` with ``params``: by acquisition score for the strategies
+    named ``acquisition...``, by embedding clusters for ``coverage``; or drawn at random with
+    (seed, round) for ``random``."""
     if strategy == "random":
         rng = np.random.default_rng([seed, round_])
         return sorted(np.asarray(sorted(pool))[rng.permutation(len(pool))[:k]].tolist())
     photos = link_pairs(work / "photos", {s: pairs[s] for s in [*labeled, *pool]}) / "images"
     labels = link_pairs(work / "labels", {s: pairs[s] for s in labeled}) / "masks"
     result = suggest_photos(photos, model=str(model_dir), n=k, labels=labels, options=PredictOptions(device="cpu"), params=params,
-                            progress=False)
+                            strategy=strategy.split("_")[0], seed=seed * 1000 + round_, progress=False)
     by_name = {pairs[s][0].name: s for s in pool}
     return sorted(by_name[name] for name in result.suggested)
 
@@ -104,9 +105,9 @@ def run(args: argparse.Namespace) -> list[dict]:
             print(f"{name}: training {profile.max_steps} steps with {len(labeled)} labeled photos")
             spec = RunSpec("full", len(labeled) / len(train_stems), seed)
             record = train_and_score(spec, args.dataset, profile, folders, train_stems, [], test_pairs, out, labeled=labeled, name=name)
-            suggested = strategy not in ("start", "random")
-            record |= {"strategy": strategy, "round": round_, "added": added, "novelty_weight": params.novelty_weight if suggested else None,
-                       "typicality_weight": params.typicality_weight if suggested else None}
+            kind = strategy.split("_")[0]
+            record |= {"strategy": strategy, "round": round_, "added": added,
+                       **{field: getattr(params, field) if field in WEIGHTS.get(kind, ()) else None for field in SETTINGS}}
             records.append(record)
             done[name] = record
             write_json(results_path, records)
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             start = split_labeled(list(train_stems), args.start_fraction, seed)[0]
             start_name = f"{args.dataset}_start_r0_s{seed}"
             trained(start_name, "start", seed, 0, start, [])
-            for strategy in (acquisition_name(params), "random"):
+            for strategy in (strategy_name(args.strategy, params), "random"):
                 labeled, previous = list(start), start_name
                 for round_ in range(1, args.rounds + 1):
                     name = f"{args.dataset}_{strategy}_r{round_}_s{seed}"
@@ -137,17 +138,26 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def suggest_params(args: argparse.Namespace) -> SuggestParams:
     """The suggestion settings of the command line."""
-    return SuggestParams(novelty_weight=args.novelty_weight, typicality_weight=args.typicality_weight)
+    return SuggestParams(novelty_weight=args.novelty_weight, typicality_weight=args.typicality_weight,
+                         coverage_acquisition=args.coverage_acquisition)
 
 
-def acquisition_name(params: SuggestParams) -> str:
-    """The strategy name of suggestions with these settings: ``acquisition`` at suggest's defaults, else
-    ``acquisition`` followed by ``_novelty<W>`` and/or ``_typicality<W>`` for the weights that differ."""
-    name = "acquisition"
-    for field in ("novelty_weight", "typicality_weight"):
+WEIGHTS = {"acquisition": ("novelty_weight", "typicality_weight"), "coverage": ("coverage_acquisition",)}
+"""The settings of each suggested strategy that its runs are named by."""
+
+SETTINGS = tuple(field for fields in WEIGHTS.values() for field in fields)
+"""Every such setting: a column of each run's record (None where the strategy has no such setting)."""
+
+
+def strategy_name(strategy: str, params: SuggestParams) -> str:
+    """The name of a suggested strategy's runs: ``acquisition`` or ``coverage`` at suggest's defaults,
+    followed by ``_<setting><W>`` for each of its settings (:data:`WEIGHTS`) that differs, e.g.
+    ``acquisition_novelty1_typicality1`` or ``coverage_acquisition1``."""
+    name = strategy
+    for field in WEIGHTS[strategy]:
         value = getattr(params, field)
         if value != getattr(SuggestParams, field):
-            name += f"_{field.removesuffix('_weight')}{value:g}"
+            name += f"_{field.removesuffix('_weight').removeprefix('coverage_')}{value:g}"
     return name
 
 
@@ -183,6 +193,14 @@ def summarise(records: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def legend(strategy: str) -> str:
+    """A strategy's name in plots: ``random``, or e.g. ``suggested, coverage (acquisition1)``."""
+    if strategy == "random":
+        return strategy
+    kind, *settings = strategy.split("_")
+    return f"suggested, {kind}" + (f" ({', '.join(settings)})" if settings else "")
+
+
 def write_reports(records: Sequence[dict], out: Path) -> None:
     """``results.md`` and ``f1_vs_labeled.png`` (test F1 against labeled photos, per strategy)."""
     dataset = records[0]["dataset"] if records else "?"
@@ -199,8 +217,7 @@ def write_reports(records: Sequence[dict], out: Path) -> None:
             ys.append(np.mean([r["f1"] for r in rs]))
             es.append(np.std([r["f1"] for r in rs], ddof=1) if len(rs) > 1 else 0.0)
         if xs:
-            label = {"acquisition": "suggested", "random": "random"}.get(strategy, strategy.replace("acquisition_", "suggested, "))
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colour, label=label)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colour, label=legend(strategy))
     ax.set_xlabel("labeled photos")
     ax.set_ylabel("test F1")
     ax.set_title(f"{dataset}: where to label next (mean ± std over seeds)")
@@ -226,12 +243,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-round", type=int, default=4, help="photos labeled per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--strategy", choices=["coverage", "acquisition"], default="coverage",
+                   help="how the suggested photos are chosen: by embedding clusters (coverage, TypiClust's rule; the default, "
+                        "as geoccseg suggest for photos) or by suggest's acquisition score; compared with the same random runs either way")
     p.add_argument("--novelty-weight", type=float, default=SuggestParams.novelty_weight,
                    help=f"novelty weight of the suggestions (default {SuggestParams.novelty_weight}, suggest's); another "
                         "value records the strategy as acquisition_novelty<W>, beside the default's runs and the same random ones")
     p.add_argument("--typicality-weight", type=float, default=SuggestParams.typicality_weight,
                    help=f"typicality (representativeness) weight of the suggestions (default {SuggestParams.typicality_weight}, "
                         "suggest's); another value adds _typicality<W> to the strategy name")
+    p.add_argument("--coverage-acquisition", type=float, default=SuggestParams.coverage_acquisition,
+                   help="with --strategy coverage: weight of the acquisition in each cluster's pick (default "
+                        f"{SuggestParams.coverage_acquisition}: the most typical photo); another value adds _acquisition<W>")
     p.add_argument("--resume", action="store_true", help="continue the runs recorded in OUT/results.json")
     args = p.parse_args(argv)
     quiet_lightning()
@@ -239,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.per_round < 1 or args.rounds < 1:
             raise GeoccsegError("--per-round and --rounds must be at least 1")
         suggest_params(args).check()
+        for field in SETTINGS:
+            if field not in WEIGHTS[args.strategy] and getattr(args, field) != getattr(SuggestParams, field):
+                raise GeoccsegError(f"--{field.replace('_', '-')} does not apply to --strategy {args.strategy}; "
+                                    f"it is a setting of --strategy {next(k for k, v in WEIGHTS.items() if field in v)}")
         run(args)
     except GeoccsegError as exc:
         print(f"benchmark_suggest_photos: error: {exc}", file=sys.stderr)

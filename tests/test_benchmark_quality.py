@@ -324,7 +324,7 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     out = tmp_path / "out"
     argv = ["--dataset", "cfd", "--data", str(data), "--out", str(out), "--profile", "quick", "--max-steps", "2",
             "--start-fraction", "0.12", "--per-round", "2", "--rounds", "1", "--seeds", "0",
-            "--encoder", "light"]
+            "--encoder", "light", "--strategy", "acquisition"]
     assert bench.main(argv) == 0
     records = {r["run"]: r for r in json.loads((out / "results.json").read_text())}
     assert sorted(records) == ["cfd_acquisition_r1_s0", "cfd_random_r1_s0", "cfd_start_r0_s0"]
@@ -336,7 +336,7 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
         assert 0 <= r["f1"] <= 1 and r["n_labeled"] == 4
     # the suggestions come from the seed-set model's ranking of the unlabeled photos
     train_photos = link_pairs(tmp_path / "train", {s: pairs[s] for s in make_split(data, None)[1]["train"]}) / "images"
-    ranked = bench.suggest_photos(train_photos, model=str(out / "runs" / "cfd_start_r0_s0"), n=2, progress=False,
+    ranked = bench.suggest_photos(train_photos, model=str(out / "runs" / "cfd_start_r0_s0"), n=2, progress=False, strategy="acquisition",
                                   labels=link_pairs(tmp_path / "labels", {s: pairs[s] for s in start}) / "masks")
     assert sorted(Path(n).stem for n in ranked.suggested) == records["cfd_acquisition_r1_s0"]["added"]
     assert "| 1 | acquisition | 1 | 4 |" in (out / "results.md").read_text() and (out / "f1_vs_labeled.png").stat().st_size > 5_000
@@ -354,3 +354,15 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     assert bench.main([*argv, "--resume", "--novelty-weight", "1", "--typicality-weight", "1"]) == 0
     record = {r["run"]: r for r in json.loads((out / "results.json").read_text())}["cfd_acquisition_novelty1_typicality1_r1_s0"]
     assert (record["novelty_weight"], record["typicality_weight"], len(record["added"])) == (1.0, 1.0, 2)
+    # coverage: chosen by the seed-set model's embedding clusters (seeded by seed and round), beside the same random runs
+    default = argv[:-2]  # without --strategy: coverage, as geoccseg suggest for photos
+    assert bench.main([*default, "--resume"]) == 0
+    assert bench.main([*default, "--resume", "--coverage-acquisition", "1"]) == 0
+    records = {r["run"]: r for r in json.loads((out / "results.json").read_text())}
+    coverage = bench.suggest_photos(train_photos, model=str(out / "runs" / "cfd_start_r0_s0"), n=2, progress=False, strategy="coverage",
+                                    seed=1, labels=link_pairs(tmp_path / "labels-c", {s: pairs[s] for s in start}) / "masks")
+    assert sorted(Path(n).stem for n in coverage.suggested) == records["cfd_coverage_r1_s0"]["added"]
+    assert records["cfd_coverage_r1_s0"]["coverage_acquisition"] == 0.0 and records["cfd_coverage_r1_s0"]["novelty_weight"] is None
+    assert records["cfd_coverage_acquisition1_r1_s0"]["coverage_acquisition"] == 1.0
+    assert "| 1 | coverage | 1 | 4 |" in (out / "results.md").read_text()
+    assert bench.main([*default, "--resume", "--novelty-weight", "1"]) == 2  # a setting of the other strategy: refused

@@ -24,7 +24,7 @@ from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model, save_meta
 from geoccseg.models import load_bundle
 from geoccseg.suggest import PARTS, SuggestParams, suggest_areas
-from geoccseg.suggest.select import Candidates, greedy, typicality
+from geoccseg.suggest.select import Candidates, choose, coverage, density, greedy, kmeans, typicality
 
 CPU = PredictOptions(device="cpu")
 THRESHOLDS = {"tau_high": 0.9, "tau_high_fg": 0.6, "tau_low": 0.55}
@@ -195,6 +195,68 @@ def test_typicality_prefers_what_the_pool_is_made_of():
     assert typicality(unit, chunk=7) == pytest.approx(typicality(unit))
 
 
+def blobs() -> tuple[np.ndarray, list[np.ndarray]]:
+    """Three kinds far apart in 3-D, of 30, 20 and 5 items: each a centre item and a ring around it."""
+    rng = np.random.default_rng(1)
+    kinds = []
+    for axis, size in ((0, 30), (1, 20), (2, 5)):
+        centre = np.eye(3)[axis] * 10
+        ring = rng.normal(size=(size - 1, 3))
+        kinds.append(np.concatenate([centre[None], centre + 0.5 * ring / np.linalg.norm(ring, axis=1, keepdims=True)]))
+    return np.concatenate(kinds), kinds
+
+
+def test_kmeans_finds_separate_kinds_whatever_the_seed():
+    points, kinds = blobs()
+    truth = np.repeat([0, 1, 2], [len(k) for k in kinds])
+    for seed in range(5):
+        label = kmeans(points, 3, seed)
+        assert len(set(zip(label, truth))) == 3  # each cluster one whole kind
+
+
+def test_density_is_highest_at_the_centre_of_a_kind():
+    _, kinds = blobs()
+    for kind in kinds:
+        typical = density(kind)
+        assert np.argmax(typical) == 0 and typical[0] == 1.0 and (typical[1:] < 1).all()
+    assert list(density(np.ones((1, 3)))) == [1.0]
+
+
+def test_coverage_takes_the_centre_of_each_unlabeled_kind_largest_first():
+    """One item of the largest kind (30) is labeled: 1 + 2 clusters, the kinds of 20 and 5 are
+    uncovered, so the first two picks are their centres (items 30 and 50), the 20's first; ranking
+    on, the next pick comes from the kind with the fewest labeled and taken items (all have one
+    now), the largest: the 30."""
+    points, _ = blobs()
+    reference = points[1:2]  # a ring item of the 30 is labeled
+    candidates = Candidates(np.zeros((len(points), 3)), points, np.zeros(len(points), dtype=np.int64))
+    choice = coverage(candidates, reference, 2, seed=0, params=SuggestParams())
+    assert list(choice.index) == [30, 50] and list(choice.typicality) == [1.0, 1.0] and np.isnan(choice.score).all()
+    ranked = choose(candidates, reference, 2, SuggestParams(), np.inf, "coverage", seed=0, take=len(points))
+    assert list(ranked.index[:2]) == [30, 50] and ranked.index[2] < 30
+    assert sorted(ranked.index) == list(range(len(points)))  # a full ranking, each once
+    # with the acquisition counted fully, the 20's pick is its ring item of high acquisition, not its centre
+    parts = np.full((len(points), 3), 0.1)
+    parts[35] = 1.0
+    scored = dataclasses.replace(candidates, parts=parts)
+    assert list(coverage(scored, reference, 2, seed=0, params=SuggestParams()).index) == [30, 50]
+    assert list(coverage(scored, reference, 2, seed=0, params=SuggestParams(coverage_acquisition=1.0)).index) == [35, 50]
+
+
+def test_coverage_never_takes_squares_that_overlap_one_taken():
+    """The kind of 20 as squares in a row, one cell apart (each overlaps its neighbours), the others
+    far apart: no two squares taken overlap, and every square left overlaps one taken."""
+    points, _ = blobs()
+    cells = np.stack([np.where(np.arange(55) < 30, 10 + 3 * np.arange(55), 0), np.arange(55)], axis=1)
+    candidates = Candidates(np.zeros((55, 3)), points, np.zeros(55, dtype=np.int64), cell=cells, centre_m=cells * 1.0)
+    choice = coverage(candidates, np.zeros((0, 3)), 3, seed=0, params=SuggestParams(), take=55)
+    taken = cells[choice.index]
+    assert all(np.abs(a - b).max() >= 2 for i, a in enumerate(taken) for b in taken[:i])
+    left = np.setdiff1d(np.arange(55), choice.index)
+    assert all((np.abs(taken - cells[i]).max(axis=1) < 2).any() for i in left)
+    assert set(range(30)) <= set(choice.index)  # the far-apart squares are all taken
+
+
 # -- photos ------------------------------------------------------------------------------------
 def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
     masks = tmp_path / "masks"
@@ -203,7 +265,7 @@ def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
     out = tmp_path / "next.csv"
     pattern = str(data_dir / "cfd" / "images" / "00[1-5].jpg")
     result = CliRunner().invoke(cli, ["suggest", pattern, "--model", "crack", "-n", "2", "--labels", str(masks), "-o", str(out),
-                                      "--device", "cpu"])
+                                      "--device", "cpu", "--strategy", "acquisition"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     assert sorted(table["photo"]) == ["001.jpg", "002.jpg", "003.jpg", "004.jpg", "005.jpg"]
@@ -211,6 +273,16 @@ def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
     assert table.loc[table["photo"] == "002.jpg", "rank"].isna().all()
     assert list(table["rank"].dropna()) == [1, 2, 3, 4]
     assert (np.diff(table["score"].dropna()) <= 0).all()
+    assert result.stdout.splitlines()[:2] == list(table["photo"][:2])
+    # coverage, the photos' default: no score; the suggested photos are each the most typical of their cluster, every photo ranked
+    coverage = tmp_path / "coverage.csv"
+    result = CliRunner().invoke(cli, ["suggest", pattern, "--model", "crack", "-n", "2", "--labels", str(masks), "-o", str(coverage),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(coverage)
+    assert list(table["status"]) == ["suggested", "suggested", "unlabeled", "unlabeled", "labeled"]
+    assert list(table["rank"].dropna()) == [1, 2, 3, 4] and table["score"].isna().all()
+    assert list(table["typicality"][:2]) == [1.0, 1.0] and sorted(table["photo"][:4]) == ["001.jpg", "003.jpg", "004.jpg", "005.jpg"]
     assert result.stdout.splitlines()[:2] == list(table["photo"][:2])
 
 

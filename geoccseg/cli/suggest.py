@@ -10,7 +10,7 @@ from geoccseg.cli.kinds import refuse_options
 from geoccseg.cli.verbosity import say, show_progress, verbosity_options
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import DEFAULT_OVERLAP_PX, PredictOptions
-from geoccseg.suggest import suggest_areas, suggest_photos
+from geoccseg.suggest import STRATEGIES, suggest_areas, suggest_photos
 
 SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
 
@@ -32,6 +32,11 @@ SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where the model runs.")
 @click.option("--workers", type=int, help="Scenes: score blocks on a local Dask cluster of N worker processes.")
 @click.option("--scheduler", help="Scenes: score blocks on an existing Dask cluster (tcp://host:8786).")
+@click.option("--strategy", type=click.Choice(STRATEGIES),
+              help="acquisition: the score (what labels would teach the model); coverage: the most typical area or photo "
+                   "of each kind not yet labeled (embedding clusters, no score); random: the baseline "
+                   "[acquisition for scenes, coverage for photos].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the coverage clustering and of the random draw.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.pass_context
 @verbosity_options
@@ -51,6 +56,8 @@ def command(
     device: str,
     workers: int | None,
     scheduler: str | None,
+    strategy: str | None,
+    seed: int,
     overwrite: bool,
 ) -> None:
     """Suggest where to label next.
@@ -58,17 +65,23 @@ def command(
     Georeferenced scenes (GeoTIFFs with a CRS) give the best N squares outside the labeled AOI,
     ranked by what their labels would teach the model (low confidence on and near likely roads,
     disagreement of a flipped view, road density, spread and novelty), as polygons with rank,
-    score and its parts. Photos (a folder, files or a quoted glob pattern) give a CSV with one row
-    per photo, ranked, the best N marked suggested.
+    score and its parts; --strategy coverage chooses the most typical area of each kind not yet
+    labeled instead. Photos (a folder, files or a quoted glob pattern) give a CSV with one row
+    per photo, ranked, the best N marked suggested; photos are chosen by coverage unless
+    --strategy says otherwise (measured: the score lost to random photos, coverage did not).
     """
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
                              workers=workers, scheduler=scheduler)
     if all(is_scene(item) for item in inputs):
         result = suggest_areas(inputs, output, model=model or "road", n=n, size_m=size_m, aoi=aoi, labels=labels,
-                               options=options, overwrite=overwrite, progress=show_progress())
+                               options=options, strategy=strategy or "acquisition", seed=seed, overwrite=overwrite,
+                               progress=show_progress())
         for row in result.areas.itertuples():
-            say(f"{row.rank}. score {row.score:.3f} (low confidence {row.low_confidence:.3f}, disagreement "
-                       f"{row.disagreement:.3f}, density {row.density:.3f}, spread {row.spread:.2f}, novelty {row.novelty:.2f})")
+            if strategy in (None, "acquisition"):
+                say(f"{row.rank}. score {row.score:.3f} (low confidence {row.low_confidence:.3f}, disagreement "
+                    f"{row.disagreement:.3f}, density {row.density:.3f}, spread {row.spread:.2f}, novelty {row.novelty:.2f})")
+            else:
+                say(f"{row.rank}. acquisition {row.acquisition:.3f}, typicality {row.typicality:.2f} ({strategy})")
         if len(result.areas) < n:
             say(f"note: only {len(result.areas)} of {n} squares of {result.size_m:g} m fit outside the labeled areas "
                 f"({result.candidates} candidates)", err=True)
@@ -77,7 +90,7 @@ def command(
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes", " for photos")
     photos = suggest_photos(inputs, output, model=model or "crack", n=n, labels=labels,
                             options=PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device),
-                            overwrite=overwrite, progress=show_progress())
+                            strategy=strategy or "coverage", seed=seed, overwrite=overwrite, progress=show_progress())
     for name in photos.suggested:
         say(name)
     click.echo(f"wrote {photos.path} ({len(photos.table)} photos, {len(photos.suggested)} suggested) in {photos.seconds:.1f} s")

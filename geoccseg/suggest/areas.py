@@ -14,8 +14,8 @@ For each scene it
 
 then ranks the candidates of all scenes together (:func:`geoccseg.suggest.select.greedy`) and
 writes the best ``n`` as polygons in the first scene's CRS with ``rank``, ``score`` and its parts,
-atomically. ``strategy="random"`` draws the same candidates at random instead: the baseline that
-the benchmark compares with.
+atomically. ``strategy="coverage"`` chooses by embedding clusters instead of the score, and
+``strategy="random"`` draws the same candidates at random: the baseline that the benchmark compares with.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from geoccseg.io.scene import Scene
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.blocks import CellGrid, score_cells
-from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, greedy, random_choice
+from geoccseg.suggest.select import PARTS, STRATEGIES, Candidates, SuggestParams, choose
 from geoccseg.suggest.terms import FEATURES, TermParams
 
 DEFAULT_SIZE_TILES = 2.0
@@ -54,7 +54,6 @@ DEFAULT_SIZE_TILES = 2.0
 must lie 3/4 inside the labeled area (:func:`geoccseg.data.chips.accept_labeled`), so in a square
 of two chips randomly placed chips land about in proportion to its area."""
 
-STRATEGIES = ("acquisition", "random")
 
 COLUMNS = ("rank", "score", "acquisition", *PARTS, "typicality", "spread", "novelty", "valid_share", "size_m", "scene")
 """Attribute columns of the written squares."""
@@ -125,8 +124,9 @@ def suggest_areas(
         labels: labels already drawn (lines or polygons): squares holding any are not suggested.
         options: tile, overlap, block, batch, device and Dask settings (as ``geoccseg predict``).
         params: acquisition and selection settings.
-        strategy: ``"acquisition"`` (the score) or ``"random"`` (the baseline, drawn with ``seed``).
-        seed: random seed of ``strategy="random"``.
+        strategy: ``"acquisition"`` (the score), ``"coverage"`` (the most typical square of each kind
+            not yet labeled, :func:`geoccseg.suggest.select.coverage`) or ``"random"`` (the baseline).
+        seed: random seed of ``strategy="coverage"`` (its clustering) and ``"random"``.
         overwrite: replace an existing ``out``.
         progress: show progress bars.
 
@@ -172,10 +172,7 @@ def suggest_areas(
             per_scene.append(_candidates(scene, cells, scale, sums, region, params, index))
     pooled = _pool(per_scene)
     spacing_m = params.spacing_m or size_m
-    if strategy == "random":
-        choice = random_choice(pooled.candidates, n, seed, params.weights)
-    else:
-        choice = greedy(pooled.candidates, pooled.reference, n, params, spacing_m)
+    choice = choose(pooled.candidates, pooled.reference, n, params, spacing_m, strategy, seed)
     areas = _frame(pooled, choice, per_scene[0].crs if per_scene else opened[0].crs)
     if out is not None:
         write_vectors({"areas": areas}, out, overwrite=overwrite)

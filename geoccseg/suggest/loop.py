@@ -11,7 +11,7 @@ labeler would draw it), so that the choice of areas can be measured:
   scene (:func:`geoccseg.inference.run_predict`), score the lines on the unlabeled rest
   (:func:`geoccseg.evaluate.score_rest`: completeness, correctness, quality within ``buffer_m``),
   then add ``per_round`` squares from :func:`geoccseg.suggest.suggest_areas` (``strategy``
-  ``"acquisition"`` or ``"random"``) to the labeled AOI.
+  ``"acquisition"``, ``"coverage"`` or ``"random"``) to the labeled AOI.
 
 Runs share their round 0 through ``start`` (the same first model for every strategy), and every
 round trains with the same seed, so the strategies differ only by the areas they label.
@@ -46,7 +46,7 @@ class LoopRound:
 
     Attributes:
         round: 0 for the first strip, then 1, 2, ...
-        strategy: how the squares were chosen (``"acquisition"`` or ``"random"``; round 0: ``"strip"``).
+        strategy: how the squares were chosen (a :data:`geoccseg.suggest.STRATEGIES` name; round 0: ``"strip"``).
         seed: seed of the random choice (and name of the run).
         folder: the round's folder (``aoi.gpkg``, ``labels.gpkg``, ``model/``, ``lines.gpkg``,
             ``suggested.gpkg`` of the squares it adds).
@@ -138,8 +138,8 @@ def active_labeling(
         per_round: squares added per round.
         size_m: square edge, metres; None: :func:`geoccseg.suggest.default_size_m` of each model.
         first_fraction: labeled western strip of round 0, a share of the scene width.
-        strategy: ``"acquisition"`` (``geoccseg suggest``) or ``"random"``.
-        seed: seed of the random choice (round ``k`` draws with ``seed * 1000 + k``).
+        strategy: ``"acquisition"`` (``geoccseg suggest``), ``"coverage"`` or ``"random"``.
+        seed: seed of the coverage clustering or random choice (round ``k`` draws with ``seed * 1000 + k``).
         start: a round 0 already run (shared by several strategies); None: run it here.
         train_seed: seed of every training run.
         buffer_m: buffer of the completeness and correctness, metres.

@@ -22,6 +22,15 @@ candidates, and ``acquisition`` is their weighted mean (:attr:`SuggestParams.wei
   areas that look like what is labeled, or like what was just chosen, teach less.
 
 Penalties only grow as candidates are taken, so scores come out in decreasing order.
+
+**Coverage** (:func:`coverage`), the other strategy: no acquisition at all. The candidates and the
+labeled reference are clustered by embedding (k-means, ``len(reference) + n`` clusters), and each
+pick is the most typical open candidate (densest among its cluster's nearest neighbours) of the
+cluster holding the fewest labeled and taken items, the largest first among equals: for the first
+picks, the largest kinds of area or photo that nothing labeled represents yet. This is the rule of
+TypiClust (Hacohen et al. 2022, "Active learning on a budget"), made for few labels, where
+uncertainty-led choices pick outliers.
+
 :func:`random_choice` is the baseline: the same candidates, drawn at random without overlap.
 """
 
@@ -36,6 +45,12 @@ from geoccseg.errors import GeoccsegError
 PARTS = ("low_confidence", "disagreement", "density")
 """The parts of the acquisition score, in the order of :attr:`SuggestParams.weights`."""
 
+STRATEGIES = ("acquisition", "coverage", "random")
+"""How candidates are chosen: :func:`greedy` by score, :func:`coverage` by cluster, or at random."""
+
+NEIGHBOURS = 20
+"""Nearest neighbours (within a cluster) over which :func:`coverage` measures how typical a candidate is."""
+
 
 @dataclass(frozen=True)
 class SuggestParams:
@@ -47,6 +62,8 @@ class SuggestParams:
         spacing_m: distance scale of the spread penalty, metres; None: the square size.
         novelty_weight: strength of the embedding-similarity penalty, 0 (off) to 1.
         typicality_weight: strength of the representativeness factor, 0 (off) to 1.
+        coverage_acquisition: strategy ``coverage`` only: how much the acquisition counts when a
+            cluster's pick is chosen, 0 (the most typical) to 1 (the best typicality x acquisition).
         min_valid_share: a square needs at least this share of valid (not nodata) pixels.
         likely_threshold: foreground probability from which a pixel is a likely road or crack.
         near_m: low-confidence pixels count within this distance of a likely road, metres
@@ -59,6 +76,7 @@ class SuggestParams:
     spacing_m: float | None = None
     novelty_weight: float = 0.5
     typicality_weight: float = 0.0
+    coverage_acquisition: float = 0.0
     min_valid_share: float = 0.9
     likely_threshold: float = 0.3
     near_m: float = 8.0
@@ -68,7 +86,7 @@ class SuggestParams:
         """Raise :class:`GeoccsegError` for settings that cannot work."""
         if len(self.weights) != len(PARTS) or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise GeoccsegError(f"acquisition weights must be {len(PARTS)} non-negative numbers ({', '.join(PARTS)}), not all 0; got {self.weights}")
-        for name in ("spacing_weight", "novelty_weight", "typicality_weight", "min_valid_share", "likely_threshold"):
+        for name in ("spacing_weight", "novelty_weight", "typicality_weight", "coverage_acquisition", "min_valid_share", "likely_threshold"):
             if not 0 <= getattr(self, name) <= 1:
                 raise GeoccsegError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.spacing_m is not None and self.spacing_m <= 0:
@@ -200,6 +218,98 @@ def greedy(candidates: Candidates, reference: np.ndarray, n: int, params: Sugges
     return _choice(taken)
 
 
+def kmeans(points: np.ndarray, k: int, seed: int, restarts: int = 10, iterations: int = 100) -> np.ndarray:
+    """Cluster index (0 to k - 1) of each point: the best (least within-cluster sum of squares) of
+    ``restarts`` runs of k-means++ seeding then Lloyd's iterations until no point moves (at most
+    ``iterations``), all drawn with ``seed``. ``k`` must not exceed ``len(points)``."""
+    rng = np.random.default_rng(seed)
+    squared = (points**2).sum(axis=1)
+    best, best_inertia = None, np.inf
+    for _ in range(restarts):
+        centres = [points[rng.integers(len(points))]]
+        nearest = ((points - centres[0]) ** 2).sum(axis=1)
+        for _ in range(1, k):
+            total = nearest.sum()
+            i = rng.choice(len(points), p=nearest / total) if total > 0 else rng.integers(len(points))
+            centres.append(points[i])
+            nearest = np.minimum(nearest, ((points - points[i]) ** 2).sum(axis=1))
+        centres = np.stack(centres)
+        label = np.full(len(points), -1)
+        for _ in range(iterations):
+            distance = squared[:, None] - 2 * points @ centres.T + (centres**2).sum(axis=1)[None, :]
+            moved = np.argmin(distance, axis=1)
+            if np.array_equal(moved, label):
+                break
+            label = moved
+            for j in range(k):
+                if (label == j).any():
+                    centres[j] = points[label == j].mean(axis=0)
+        inertia = ((points - centres[label]) ** 2).sum()
+        if inertia < best_inertia - 1e-12:
+            best, best_inertia = label, inertia
+    return best
+
+
+def density(points: np.ndarray, neighbours: int = NEIGHBOURS, chunk: int = 1024) -> np.ndarray:
+    """TypiClust's typicality of each point among ``points``: 1 / (mean Euclidean distance to its
+    ``neighbours`` nearest others), divided by the largest (1 for a point alone); rows in chunks."""
+    n = len(points)
+    if n < 2:
+        return np.ones(n)
+    k = min(neighbours, n - 1)
+    squared = (points**2).sum(axis=1)
+    mean = np.empty(n)
+    for start in range(0, n, chunk):
+        rows = points[start:start + chunk]
+        d2 = squared[start:start + chunk, None] - 2 * rows @ points.T + squared[None, :]
+        d2[np.arange(len(rows)), np.arange(start, start + len(rows))] = np.inf  # not itself
+        mean[start:start + chunk] = np.sqrt(np.clip(np.partition(d2, k - 1, axis=1)[:, :k], 0, None)).mean(axis=1)
+    inverse = 1 / np.maximum(mean, 1e-12)
+    return inverse / inverse.max()
+
+
+def coverage(candidates: Candidates, reference: np.ndarray, n: int, seed: int, params: SuggestParams, take: int | None = None) -> Choice:
+    """Choose ``n`` candidates that cover the kinds of area or photo not yet labeled (TypiClust), and
+    go on to ``take`` (default ``n``) by the same rule to rank more of them.
+
+    Candidates and reference are clustered together by centred, normalised mean embedding
+    (:func:`kmeans`, ``len(reference) + n`` clusters, at most one per item, seeded with ``seed``). Each
+    pick is the most typical open candidate (:func:`density` within its cluster) of the cluster with
+    the fewest labeled and taken members, the largest cluster first among equals; with
+    ``params.coverage_acquisition`` w > 0, the best by ``typicality x (1 - w + w x acquisition)``
+    instead. Overlapping squares are closed as in :func:`greedy`.
+
+    Returns:
+        The chosen candidates in the order taken; ``typicality`` holds each one's typicality within
+        its cluster (1: the cluster's most typical), ``score`` is NaN, ``spread`` and ``novelty`` 1.
+    """
+    base = acquisition(candidates.parts, params.weights)
+    embedding = np.concatenate([candidates.embedding, reference])
+    if not len(candidates):
+        return _choice([])
+    unit = _unit(embedding, embedding.mean(axis=0))
+    label = kmeans(unit, min(len(reference) + n, len(unit)), seed)
+    typical = np.zeros(len(unit))
+    for j in np.unique(label):
+        members = np.flatnonzero(label == j)
+        typical[members] = density(unit[members])
+    size = np.bincount(label)
+    covered = np.bincount(label[len(candidates):], minlength=len(size))
+    open_ = np.ones(len(candidates), dtype=bool)
+    cluster = label[: len(candidates)]
+    taken = []
+    while len(taken) < (n if take is None else take) and open_.any():
+        live = np.unique(cluster[open_])
+        j = live[np.lexsort((-size[live], covered[live]))[0]]
+        members = np.flatnonzero(open_ & (cluster == j))
+        w = params.coverage_acquisition
+        i = int(members[np.argmax(typical[members] * (1 - w + w * base[members]))])
+        taken.append((i, base[i], typical[i], 1.0, 1.0, np.nan))
+        covered[j] += 1
+        open_ &= ~_overlapping(candidates, i)
+    return _choice(taken)
+
+
 def random_choice(candidates: Candidates, n: int, seed: int, weights: tuple[float, ...]) -> Choice:
     """Up to ``n`` candidates drawn uniformly at random (``seed``), none overlapping another: the baseline."""
     base = acquisition(candidates.parts, weights)
@@ -212,6 +322,21 @@ def random_choice(candidates: Candidates, n: int, seed: int, weights: tuple[floa
             taken.append((int(i), base[i], 1.0, 1.0, 1.0, np.nan))
             open_ &= ~_overlapping(candidates, int(i))
     return _choice(taken)
+
+
+def choose(candidates: Candidates, reference: np.ndarray, n: int, params: SuggestParams, spacing_m: float, strategy: str = "acquisition",
+           seed: int = 0, take: int | None = None) -> Choice:
+    """The ``n`` candidates to label by ``strategy`` (:data:`STRATEGIES`): :func:`greedy`,
+    :func:`coverage` or :func:`random_choice` (``seed`` draws the last two), ranked on to ``take``
+    (default ``n``) candidates by the same rule."""
+    take = n if take is None else take
+    if strategy == "random":
+        return random_choice(candidates, take, seed, params.weights)
+    if strategy == "coverage":
+        return coverage(candidates, reference, n, seed, params, take)
+    if strategy == "acquisition":
+        return greedy(candidates, reference, take, params, spacing_m)
+    raise GeoccsegError(f"strategy {strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
 
 
 def _choice(taken: list[tuple[int, float, float, float, float, float]]) -> Choice:
