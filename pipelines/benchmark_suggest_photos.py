@@ -11,8 +11,9 @@ crops) with the fixed held-out split of :mod:`geoccseg.benchmark.split`:
    the pretrained EfficientNet-Lite0);
 2. each of ``--rounds`` rounds adds ``--per-round`` photos, labeled from their true masks, chosen
    either by :func:`geoccseg.suggest.photos.suggest_photos` with the previous round's model
-   (``coverage``, as ``geoccseg suggest`` for photos, or ``acquisition`` with ``--strategy acquisition``) or at random among the same
-   unlabeled photos (``random``), and trains again from scratch with the same budget and seed;
+   (``coverage``, as ``geoccseg suggest`` for photos, or ``acquisition`` with
+   ``--strategy acquisition``) or at random among the same unlabeled photos (``random``), and
+   trains again from scratch with the same budget and seed;
 3. every run is scored on the test photos with the benchmark's scorer.
 
 Both strategies see the same seed sets, budgets and test photos; only the choice differs. Run from
