@@ -46,7 +46,7 @@ from geoccseg.io.scene import Scene
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.blocks import CellGrid, score_cells
-from geoccseg.suggest.select import PARTS, STRATEGIES, Candidates, SuggestParams, choose
+from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_strategy, choose
 from geoccseg.suggest.terms import FEATURES, TermParams
 
 DEFAULT_SIZE_TILES = 2.0
@@ -186,8 +186,7 @@ def _check_request(paths: list, n: int, size_m: float | None, strategy: str, opt
         raise GeoccsegError(f"-n {n} is invalid; ask for 1 or more areas")
     if size_m is not None and not (math.isfinite(size_m) and size_m > 0):
         raise GeoccsegError(f"--size-m {size_m} is invalid; give the square's edge in metres, e.g. --size-m 200")
-    if strategy not in STRATEGIES:
-        raise GeoccsegError(f"strategy {strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
+    check_strategy(strategy)
     options.check()
     params.check()
 

@@ -37,7 +37,7 @@ from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips,
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
-from geoccseg.suggest.select import PARTS, STRATEGIES, Candidates, SuggestParams, choose
+from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_strategy, choose
 from geoccseg.suggest.terms import FEATURES, TermParams, n_channels, pixel_features, scoring_forward
 
 COLUMNS = ("rank", "photo", "status", "score", "acquisition", *PARTS, "typicality", "novelty")
@@ -134,8 +134,7 @@ def suggest_photos(
     options, params = options or PredictOptions(), params or SuggestParams()
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise GeoccsegError(f"-n {n} is invalid; ask for 1 or more photos")
-    if strategy not in STRATEGIES:
-        raise GeoccsegError(f"strategy {strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
+    check_strategy(strategy)
     options.check()
     params.check()
     files = find_photos([photos] if isinstance(photos, (str, os.PathLike)) else list(photos))

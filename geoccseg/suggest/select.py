@@ -324,19 +324,24 @@ def random_choice(candidates: Candidates, n: int, seed: int, weights: tuple[floa
     return _choice(taken)
 
 
+def check_strategy(strategy: str) -> None:
+    """Raise :class:`GeoccsegError` unless ``strategy`` is one of :data:`STRATEGIES`."""
+    if strategy not in STRATEGIES:
+        raise GeoccsegError(f"strategy {strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
+
+
 def choose(candidates: Candidates, reference: np.ndarray, n: int, params: SuggestParams, spacing_m: float, strategy: str = "acquisition",
            seed: int = 0, take: int | None = None) -> Choice:
     """The ``n`` candidates to label by ``strategy`` (:data:`STRATEGIES`): :func:`greedy`,
     :func:`coverage` or :func:`random_choice` (``seed`` draws the last two), ranked on to ``take``
     (default ``n``) candidates by the same rule."""
+    check_strategy(strategy)
     take = n if take is None else take
     if strategy == "random":
         return random_choice(candidates, take, seed, params.weights)
     if strategy == "coverage":
         return coverage(candidates, reference, n, seed, params, take)
-    if strategy == "acquisition":
-        return greedy(candidates, reference, take, params, spacing_m)
-    raise GeoccsegError(f"strategy {strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
+    return greedy(candidates, reference, take, params, spacing_m)
 
 
 def _choice(taken: list[tuple[int, float, float, float, float, float]]) -> Choice:
