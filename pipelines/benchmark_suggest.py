@@ -5,8 +5,10 @@ The loop of ``notebooks/04_active_labeling.ipynb`` (:func:`geoccseg.suggest.loop
 with a larger budget: the western ``--first-fraction`` of the sample scene is labeled (its true
 centrelines), the method trains ``--steps`` steps, and each of ``--rounds`` rounds adds
 ``--per-round`` squares of ``--size-m`` metres, labeled from the truth, then trains again with the
-same seed. Squares are chosen by the acquisition score (one run: the choice is deterministic) or
-at random among the same candidates (one run per ``--random-seeds``). All runs share round 0.
+same seed. Squares are chosen by the acquisition score (one run: the choice is deterministic), by
+embedding clusters (``coverage``, TypiClust's rule; one run per ``--seeds``, which seed the
+clustering) or at random among the same candidates (one run per ``--seeds``); ``--strategies``
+picks the suggesting ones. All runs share round 0.
 
 Each round is scored on two regions (completeness, correctness, quality within ``--buffer-m``):
 the run's own unlabeled rest (what its user gets mapped), and the part of the scene that no run
@@ -49,14 +51,27 @@ def train_settings(steps: int) -> dict:
                 unlabeled_start_steps=min(50, steps // 3), rampup_steps=min(200, steps // 2), **RECORDED)
 
 
+STRATEGIES = ("acquisition", "coverage")
+"""The suggesting strategies the benchmark can run beside ``random`` (:data:`geoccseg.suggest.STRATEGIES`)."""
+
+
+def run_names(strategies: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, str, int]]:
+    """(run name, strategy, seed) of every run: ``acquisition`` once (its choice is deterministic),
+    ``coverage_s<seed>`` and ``random_s<seed>`` once per seed (both draw with the seed)."""
+    runs = []
+    for strategy in [*strategies, "random"]:
+        runs += [(strategy, strategy, 0)] if strategy == "acquisition" else [(f"{strategy}_s{seed}", strategy, seed) for seed in seeds]
+    return runs
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     """Every run of the benchmark, scored on its own rest and on the rest no run labeled."""
     loop = dict(train_settings=train_settings(args.steps), rounds=args.rounds, per_round=args.per_round, size_m=args.size_m,
                 first_fraction=args.first_fraction, train_seed=args.train_seed, buffer_m=args.buffer_m, options=PredictOptions(device="cpu"))
-    runs = {"suggested": active_labeling(args.scene, args.truth, args.runs / "suggested", strategy="acquisition", **loop)}
-    for seed in args.random_seeds:
-        runs[f"random_s{seed}"] = active_labeling(args.scene, args.truth, args.runs / f"random_s{seed}", strategy="random",
-                                                  seed=seed, start=runs["suggested"][0], **loop)
+    runs: dict[str, list] = {}
+    for name, strategy, seed in run_names(args.strategies, args.seeds):
+        start = next(iter(runs.values()))[0] if runs else None
+        runs[name] = active_labeling(args.scene, args.truth, args.runs / name, strategy=strategy, seed=seed, start=start, **loop)
     records = []
     for k in range(args.rounds + 1):
         common = unlabeled_by_all(args.scene, [rounds[k] for rounds in runs.values()])
@@ -70,40 +85,58 @@ def run(args: argparse.Namespace) -> list[dict]:
     return records
 
 
+def strategy_of(record: dict) -> str:
+    """The strategy of a record's run (round 0, the shared strip, has ``strip``): the run name's
+    part before ``_s<seed>``; the first measurement named its acquisition run ``suggested``."""
+    name = record["run"].rsplit("_s", 1)[0]
+    return "acquisition" if name == "suggested" else name
+
+
 def summarise(records: Sequence[dict]) -> str:
-    """Markdown table: per round and strategy, the scores on the own rest and on the common rest (random: mean ± std over seeds)."""
+    """Markdown table: round 0 once, then per round and strategy the scores on the own rest and on
+    the common rest (mean ± std over the strategy's runs), and the kilometres of true centreline
+    in the common rest."""
     lines = ["| round | strategy | runs | labeled share | own rest: completeness | correctness | quality "
-             "| common rest: completeness | correctness | quality |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| common rest: completeness | correctness | quality | common rest (km) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = [s for s in (*STRATEGIES, "random") if any(strategy_of(r) == s for r in records)]
     for k in sorted({r["round"] for r in records}):
-        for strategy in ("acquisition", "random"):
-            rs = [r for r in records if r["round"] == k and (r["strategy"] == strategy or (k == 0 and r["run"] == "suggested" and strategy == "acquisition"))]
-            if k == 0 and strategy == "random" or not rs:
+        for strategy in order[:1] if k == 0 else order:
+            rs = [r for r in records if r["round"] == k and (k == 0 or strategy_of(r) == strategy)][: 1 if k == 0 else None]
+            if not rs:
                 continue
-            name = "first strip (shared)" if k == 0 else ("suggested" if strategy == "acquisition" else "random")
             cells = [mean_std([r[key] for r in rs]) for key in ("completeness", "correctness", "quality", "common_completeness",
                                                                  "common_correctness", "common_quality")]
-            lines.append(f"| {k} | {name} | {len(rs)} | {rs[0]['labeled_share']:.0%} | " + " | ".join(cells) + " |")
+            name = "first strip (shared)" if k == 0 else strategy
+            lines.append(f"| {k} | {name} | {len(rs)} | {rs[0]['labeled_share']:.0%} | " + " | ".join(cells) + f" | {rs[0]['common_truth_km']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
+COLOURS = {"acquisition": plt.cm.Oranges, "coverage": plt.cm.Greens, "random": plt.cm.Blues}
+"""Colour map of each strategy's runs in the plot."""
+
+
 def plot(records: Sequence[dict], path: Path) -> None:
-    """Quality and completeness against labeled share: suggested, and each random seed."""
+    """Quality and completeness against labeled share, one line per run, coloured by strategy."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    names = sorted({r["run"] for r in records if r["round"] > 0}, key=lambda n: (list(COLOURS).index(strategy_of({"run": n})), n))
+    colours = {}
+    for strategy, cmap in COLOURS.items():
+        mine = [n for n in names if strategy_of({"run": n}) == strategy]
+        colours |= dict(zip(mine, cmap(np.linspace(0.55, 0.85, max(1, len(mine))))))
     for ax, prefix, where in zip(axes, ("", "common_"), ("each run's own unlabeled rest", "the rest no run labeled (same pixels)")):
-        names = sorted({r["run"] for r in records}, key=lambda n: (n != "suggested", n))
-        blues = plt.cm.Blues(np.linspace(0.45, 0.85, max(1, len(names) - 1)))
-        for name, colour in zip(names, ["#d9480f", *blues]):
-            rs = sorted((r for r in records if r["run"] == name or (r["round"] == 0 and name != "suggested")), key=lambda r: r["round"])
+        for name in names:
+            rs = sorted((r for r in records if r["run"] == name or r["round"] == 0 and r["run"] == records[0]["run"]), key=lambda r: r["round"])
             share = [100 * r["labeled_share"] for r in rs]
-            style = dict(color=colour, linewidth=2.2 if name == "suggested" else 1.2)
+            style = dict(color=colours[name], linewidth=2.0 if strategy_of({"run": name}) != "random" else 1.2)
             ax.plot(share, [r[f"{prefix}quality"] for r in rs], marker="o", label=f"{name}: quality", **style)
             ax.plot(share, [r[f"{prefix}completeness"] for r in rs], marker="^", linestyle=":", label=f"{name}: completeness", **style)
         ax.set_xlabel("labeled share of the scene (%)")
         ax.set_title(f"scored on {where}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score within 5 m")
-    axes[1].legend(fontsize=7, loc="lower left")
-    fig.suptitle("sample scene: first strip, then 2 squares per round, suggested or random", fontsize=10)
+    axes[1].legend(fontsize=6, loc="lower left", ncol=2)
+    per_round = records[0]["per_round"]
+    fig.suptitle(f"sample scene: first strip, then {per_round} squares per round, suggested or random", fontsize=10)
     fig.tight_layout()
     with atomic_path(path, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
@@ -119,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-round", type=int, default=2, help="squares added per round")
     p.add_argument("--size-m", type=float, default=96.0, help="edge of the squares, metres")
     p.add_argument("--first-fraction", type=float, default=0.3, help="labeled western strip of round 0, share of the width")
-    p.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
+                   help="suggesting strategies run beside random (acquisition once; coverage once per seed)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the coverage and random runs")
     p.add_argument("--train-seed", type=int, default=0)
     p.add_argument("--buffer-m", type=float, default=5.0)
     p.add_argument("--out", type=Path, required=True, help="folder of results.json, results.md and quality.png")

@@ -366,3 +366,35 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     assert records["cfd_coverage_acquisition1_r1_s0"]["coverage_acquisition"] == 1.0
     assert "| 1 | coverage | 1 | 4 |" in (out / "results.md").read_text()
     assert bench.main([*default, "--resume", "--novelty-weight", "1"]) == 2  # a setting of the other strategy: refused
+
+
+def test_suggest_photos_report_says_how_many_fewer_labels_reach_randoms_final_f1() -> None:
+    bench = _load_script("benchmark_suggest_photos")
+
+    def record(strategy: str, round_: int, seed: int, f1: float) -> dict:
+        return {"strategy": strategy, "round": round_, "seed": seed, "f1": f1, "n_labeled": 5 + 4 * round_, "ods_f1": f1, "iou": f1}
+
+    records = [record("start", 0, s, 0.70) for s in (0, 1)]
+    records += [record("random", k, s, f1) for k, s, f1 in [(1, 0, 0.72), (1, 1, 0.74), (2, 0, 0.76), (2, 1, 0.78), (3, 0, 0.76), (3, 1, 0.76)]]
+    # coverage reaches random's final mean (0.76) in round 1 on average, but round 1 of seed 1 is missing until the end
+    records += [record("coverage", 1, 0, 0.80), record("coverage", 2, 0, 0.79), record("coverage", 2, 1, 0.74)]
+    report = bench.summarise(records)
+    assert ("- coverage reaches random's final test F1 (0.760 with 17 photos, round 3, 2 seeds) in round 2 with 13 photos (0.765): "
+            "24% fewer labeled photos (random itself first reaches it in round 2, with 13).") in report
+    records.append(record("coverage", 1, 1, 0.72))
+    assert "in round 1 with 9 photos (0.760): 47% fewer" in bench.summarise(records)
+    records = [r for r in records if r["strategy"] != "coverage"] + [record("coverage", 1, s, 0.7) for s in (0, 1)]
+    assert "- coverage does not reach random's final test F1 (0.760 with 17 photos, round 3, 2 seeds)." in bench.summarise(records)
+
+
+def test_suggest_scene_report_groups_runs_by_strategy() -> None:
+    bench = _load_script("benchmark_suggest")
+    assert bench.run_names(["coverage"], [0, 1]) == [("coverage_s0", "coverage", 0), ("coverage_s1", "coverage", 1),
+                                                     ("random_s0", "random", 0), ("random_s1", "random", 1)]
+    assert [n for n, _, _ in bench.run_names(["acquisition", "coverage"], [3])] == ["acquisition", "coverage_s3", "random_s3"]
+    # the first measurement's records (its acquisition run was named "suggested") still make the README's table
+    records = json.loads((ROOT / "pipelines" / "results" / "suggest" / "results.json").read_text())
+    table = bench.summarise(records)
+    assert "| 0 | first strip (shared) | 1 | 30% | 0.870 | 0.901 | 0.794 |" in table
+    assert "| 2 | acquisition | 1 | 60% | 0.813 | 0.956 | 0.777 |" in table and "| 2 | random | 2 | 60% | 0.804 ± 0.159 |" in table
+    assert len(table.splitlines()) == 2 + 1 + 2 * 2
