@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def strategy_of(record: dict) -> str:
-    """The strategy of a record's run (round 0, the shared strip, has ``strip``): the run name's
-    part before ``_s<seed>``; the first measurement named its acquisition run ``suggested``."""
+    """The strategy of a record's run, read from the run name (its part before ``_s<seed>``), so
+    also for round 0, whose ``strategy`` field says ``strip``; the first measurement named its
+    acquisition run ``suggested``."""
     name = record["run"].rsplit("_s", 1)[0]
     return "acquisition" if name == "suggested" else name
 
