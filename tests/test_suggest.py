@@ -24,7 +24,7 @@ from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model, save_meta
 from geoccseg.models import load_bundle
 from geoccseg.suggest import PARTS, SuggestParams, suggest_areas
-from geoccseg.suggest.select import Candidates, choose, coverage, density, greedy, kmeans, typicality
+from geoccseg.suggest.select import Candidates, choose, coverage, greedy, kmeans, knn_typicality, typicality
 
 CPU = PredictOptions(device="cpu")
 THRESHOLDS = {"tau_high": 0.9, "tau_high_fg": 0.6, "tau_low": 0.55}
@@ -214,12 +214,12 @@ def test_kmeans_finds_separate_kinds_whatever_the_seed():
         assert len(set(zip(label, truth))) == 3  # each cluster one whole kind
 
 
-def test_density_is_highest_at_the_centre_of_a_kind():
+def test_knn_typicality_is_highest_at_the_centre_of_a_kind():
     _, kinds = blobs()
     for kind in kinds:
-        typical = density(kind)
+        typical = knn_typicality(kind)
         assert np.argmax(typical) == 0 and typical[0] == 1.0 and (typical[1:] < 1).all()
-    assert list(density(np.ones((1, 3)))) == [1.0]
+    assert list(knn_typicality(np.ones((1, 3)))) == [1.0]
 
 
 def test_coverage_takes_the_centre_of_each_unlabeled_kind_largest_first():

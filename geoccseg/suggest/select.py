@@ -250,7 +250,7 @@ def kmeans(points: np.ndarray, k: int, seed: int, restarts: int = 10, iterations
     return best
 
 
-def density(points: np.ndarray, neighbours: int = NEIGHBOURS, chunk: int = 1024) -> np.ndarray:
+def knn_typicality(points: np.ndarray, neighbours: int = NEIGHBOURS, chunk: int = 1024) -> np.ndarray:
     """TypiClust's typicality of each point among ``points``: 1 / (mean Euclidean distance to its
     ``neighbours`` nearest others), divided by the largest (1 for a point alone); rows in chunks."""
     n = len(points)
@@ -274,7 +274,7 @@ def coverage(candidates: Candidates, reference: np.ndarray, n: int, seed: int, p
 
     Candidates and reference are clustered together by centred, normalised mean embedding
     (:func:`kmeans`, ``len(reference) + n`` clusters, at most one per item, seeded with ``seed``). Each
-    pick is the most typical open candidate (:func:`density` within its cluster) of the cluster with
+    pick is the most typical open candidate (:func:`knn_typicality` within its cluster) of the cluster with
     the fewest labeled and taken members, the largest cluster first among equals; with
     ``params.coverage_acquisition`` w > 0, the best by ``typicality x (1 - w + w x acquisition)``
     instead. Overlapping squares are closed as in :func:`greedy`.
@@ -283,16 +283,17 @@ def coverage(candidates: Candidates, reference: np.ndarray, n: int, seed: int, p
         The chosen candidates in the order taken; ``typicality`` holds each one's typicality within
         its cluster (1: the cluster's most typical), ``score`` is NaN, ``spread`` and ``novelty`` 1.
     """
-    base = acquisition(candidates.parts, params.weights)
-    embedding = np.concatenate([candidates.embedding, reference])
     if not len(candidates):
         return _choice([])
+    base = acquisition(candidates.parts, params.weights)
+    w = params.coverage_acquisition
+    embedding = np.concatenate([candidates.embedding, reference])
     unit = _unit(embedding, embedding.mean(axis=0))
     label = kmeans(unit, min(len(reference) + n, len(unit)), seed)
     typical = np.zeros(len(unit))
     for j in np.unique(label):
         members = np.flatnonzero(label == j)
-        typical[members] = density(unit[members])
+        typical[members] = knn_typicality(unit[members])
     size = np.bincount(label)
     covered = np.bincount(label[len(candidates):], minlength=len(size))
     open_ = np.ones(len(candidates), dtype=bool)
@@ -302,7 +303,6 @@ def coverage(candidates: Candidates, reference: np.ndarray, n: int, seed: int, p
         live = np.unique(cluster[open_])
         j = live[np.lexsort((-size[live], covered[live]))[0]]
         members = np.flatnonzero(open_ & (cluster == j))
-        w = params.coverage_acquisition
         i = int(members[np.argmax(typical[members] * (1 - w + w * base[members]))])
         taken.append((i, base[i], typical[i], 1.0, 1.0, np.nan))
         covered[j] += 1
