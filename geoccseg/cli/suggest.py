@@ -73,11 +73,11 @@ def command(
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
                              workers=workers, scheduler=scheduler)
     if all(is_scene(item) for item in inputs):
+        strategy = strategy or "acquisition"
         result = suggest_areas(inputs, output, model=model or "road", n=n, size_m=size_m, aoi=aoi, labels=labels,
-                               options=options, strategy=strategy or "acquisition", seed=seed, overwrite=overwrite,
-                               progress=show_progress())
+                               options=options, strategy=strategy, seed=seed, overwrite=overwrite, progress=show_progress())
         for row in result.areas.itertuples():
-            if strategy in (None, "acquisition"):
+            if strategy == "acquisition":
                 say(f"{row.rank}. score {row.score:.3f} (low confidence {row.low_confidence:.3f}, disagreement "
                     f"{row.disagreement:.3f}, density {row.density:.3f}, spread {row.spread:.2f}, novelty {row.novelty:.2f})")
             else:
