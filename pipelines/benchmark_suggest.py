@@ -85,11 +85,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     return records
 
 
-def strategy_of(record: dict) -> str:
-    """The strategy of a record's run, read from the run name (its part before ``_s<seed>``), so
-    also for round 0, whose ``strategy`` field says ``strip``; the first measurement named its
-    acquisition run ``suggested``."""
-    name = record["run"].rsplit("_s", 1)[0]
+def strategy_of(run: str) -> str:
+    """The strategy of a run, from its name (the part before ``_s<seed>``; round 0's records say
+    ``strip`` in their ``strategy`` field); the first measurement named its acquisition run ``suggested``."""
+    name = run.rsplit("_s", 1)[0]
     return "acquisition" if name == "suggested" else name
 
 
@@ -99,16 +98,16 @@ def summarise(records: Sequence[dict]) -> str:
     in the common rest."""
     lines = ["| round | strategy | runs | labeled share | own rest: completeness | correctness | quality "
              "| common rest: completeness | correctness | quality | common rest (km) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = [s for s in (*STRATEGIES, "random") if any(strategy_of(r) == s for r in records)]
-    for k in sorted({r["round"] for r in records}):
-        for strategy in order[:1] if k == 0 else order:
-            rs = [r for r in records if r["round"] == k and (k == 0 or strategy_of(r) == strategy)][: 1 if k == 0 else None]
-            if not rs:
-                continue
-            cells = [mean_std([r[key] for r in rs]) for key in ("completeness", "correctness", "quality", "common_completeness",
-                                                                 "common_correctness", "common_quality")]
-            name = "first strip (shared)" if k == 0 else strategy
-            lines.append(f"| {k} | {name} | {len(rs)} | {rs[0]['labeled_share']:.0%} | " + " | ".join(cells) + f" | {rs[0]['common_truth_km']:.2f} |")
+    rows = [(0, "first strip (shared)", [next(r for r in records if r["round"] == 0)])]
+    for k in sorted({r["round"] for r in records} - {0}):
+        for strategy in (*STRATEGIES, "random"):
+            rs = [r for r in records if r["round"] == k and strategy_of(r["run"]) == strategy]
+            if rs:
+                rows.append((k, strategy, rs))
+    for k, name, rs in rows:
+        cells = [mean_std([r[key] for r in rs]) for key in ("completeness", "correctness", "quality", "common_completeness",
+                                                             "common_correctness", "common_quality")]
+        lines.append(f"| {k} | {name} | {len(rs)} | {rs[0]['labeled_share']:.0%} | " + " | ".join(cells) + f" | {rs[0]['common_truth_km']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -119,16 +118,16 @@ COLOURS = {"acquisition": plt.cm.Oranges, "coverage": plt.cm.Greens, "random": p
 def plot(records: Sequence[dict], path: Path) -> None:
     """Quality and completeness against labeled share, one line per run, coloured by strategy."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    names = sorted({r["run"] for r in records if r["round"] > 0}, key=lambda n: (list(COLOURS).index(strategy_of({"run": n})), n))
+    names = sorted({r["run"] for r in records if r["round"] > 0}, key=lambda n: (list(COLOURS).index(strategy_of(n)), n))
     colours = {}
     for strategy, cmap in COLOURS.items():
-        mine = [n for n in names if strategy_of({"run": n}) == strategy]
+        mine = [n for n in names if strategy_of(n) == strategy]
         colours |= dict(zip(mine, cmap(np.linspace(0.55, 0.85, max(1, len(mine))))))
     for ax, prefix, where in zip(axes, ("", "common_"), ("each run's own unlabeled rest", "the rest no run labeled (same pixels)")):
         for name in names:
             rs = sorted((r for r in records if r["run"] == name or r["round"] == 0 and r["run"] == records[0]["run"]), key=lambda r: r["round"])
             share = [100 * r["labeled_share"] for r in rs]
-            style = dict(color=colours[name], linewidth=2.0 if strategy_of({"run": name}) != "random" else 1.2)
+            style = dict(color=colours[name], linewidth=2.0 if strategy_of(name) != "random" else 1.2)
             ax.plot(share, [r[f"{prefix}quality"] for r in rs], marker="o", label=f"{name}: quality", **style)
             ax.plot(share, [r[f"{prefix}completeness"] for r in rs], marker="^", linestyle=":", label=f"{name}: completeness", **style)
         ax.set_xlabel("labeled share of the scene (%)")

@@ -212,8 +212,9 @@ def fewer_labels(by: dict[tuple[int, str], list[dict]], strategy: str) -> str:
     def first_reaching(name: str) -> tuple[int, float, float] | None:
         for k in sorted(k for k, s in by if s == name):
             rs = [r for r in by[(k, name)] if r["seed"] in seeds]
-            if {r["seed"] for r in rs} == seeds and np.mean([r["f1"] for r in rs]) >= target:
-                return k, np.mean([r["n_labeled"] for r in rs]), np.mean([r["f1"] for r in rs])
+            f1 = np.mean([r["f1"] for r in rs]) if rs else -np.inf
+            if {r["seed"] for r in rs} == seeds and f1 >= target:
+                return k, np.mean([r["n_labeled"] for r in rs]), f1
         return None
 
     goal = f"random's final test F1 ({target:.3f} with {n_random:g} photos, round {final}, {len(seeds)} seed{'s' * (len(seeds) > 1)})"
