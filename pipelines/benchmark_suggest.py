@@ -10,14 +10,24 @@ embedding clusters (``coverage``, TypiClust's rule; one run per ``--seeds``, whi
 clustering) or at random among the same candidates (one run per ``--seeds``); ``--strategies``
 picks the suggesting ones. All runs share round 0.
 
+``--photo`` and ``--mask`` run it on a larger scene instead: a road photo and its mask (e.g. a
+Dubai image of ``../shared/data/dubai-roads``, about 2 x 1.5 km at 1 m), made into a GeoTIFF on a
+nominal grid and centrelines vectorised from the mask (:func:`geoccseg.benchmark.truth_scene.photo_scene`,
+written to ``RUNS/scene``). The sample leaves only a few disjoint squares outside its strip, so
+every strategy labels much the same ground there.
+
 Each round is scored on two regions (completeness, correctness, quality within ``--buffer-m``):
 the run's own unlabeled rest (what its user gets mapped), and the part of the scene that no run
 labeled by that round (the same pixels for every run). Run from the repository root::
 
     python pipelines/benchmark_suggest.py --out pipelines/results/suggest --runs ../bench/suggest
+    python pipelines/benchmark_suggest.py --photo ../shared/data/dubai-roads/images/dubai_t8_003.jpg \
+        --mask ../shared/data/dubai-roads/masks/dubai_t8_003.png --first-fraction 0.1 --per-round 4 \
+        --size-m 128 --rounds 3 --steps 300 --out pipelines/results/suggest-dubai --runs ../bench/suggest-dubai
 
 Outputs in ``--out``: ``results.json`` (one record per run and round), ``results.md`` (the table),
-``quality.png`` (quality and completeness against labeled share); the runs (AOIs, labels, models,
+``quality.png`` (quality and completeness against labeled share), ``squares.png`` (where the first
+run of each strategy labeled, over the scene and its truth); the runs (AOIs, labels, models,
 lines; large, not meant to be kept) go to ``--runs``, where a finished round is read back.
 """
 
@@ -33,10 +43,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import geopandas as gpd  # noqa: E402
 import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.benchmark.design import RECORDED  # noqa: E402
+from geoccseg.benchmark.truth_scene import photo_scene  # noqa: E402
 from geoccseg.io.catalog import sample_roads, sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
@@ -78,7 +91,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         for name, rounds in runs.items():
             on_common = score_round_on(args.scene, args.truth, rounds[k], common, args.buffer_m)
             records.append(asdict(rounds[k]) | {
-                "run": name, "steps": args.steps, "size_m": args.size_m, "per_round": args.per_round,
+                "run": name, "scene": args.scene.stem if args.photo is None else args.photo.stem, "steps": args.steps,
+                "size_m": args.size_m, "per_round": args.per_round,
                 "common_completeness": on_common.completeness, "common_correctness": on_common.correctness,
                 "common_quality": on_common.quality, "common_truth_km": on_common.truth_total_m / 1000,
             })
@@ -117,7 +131,7 @@ COLOURS = {"acquisition": plt.cm.Oranges, "coverage": plt.cm.Greens, "random": p
 
 def plot(records: Sequence[dict], path: Path) -> None:
     """Quality and completeness against labeled share, one line per run, coloured by strategy."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     names = sorted({r["run"] for r in records if r["round"] > 0}, key=lambda n: (list(COLOURS).index(strategy_of(n)), n))
     colours = {}
     for strategy, cmap in COLOURS.items():
@@ -134,9 +148,47 @@ def plot(records: Sequence[dict], path: Path) -> None:
         ax.set_title(f"scored on {where}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score within 5 m")
-    axes[1].legend(fontsize=6, loc="lower left", ncol=2)
-    per_round = records[0]["per_round"]
-    fig.suptitle(f"sample scene: first strip, then {per_round} squares per round, suggested or random", fontsize=10)
+    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    first = records[0]
+    fig.suptitle(f"{first.get('scene', 'sample scene')}: first strip, then {first['per_round']} squares of {first['size_m']:g} m "
+                 "per round, suggested or random", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def plot_squares(records: Sequence[dict], scene: Path, truth: Path, path: Path, width_px: int = 900) -> None:
+    """Where each strategy labeled: the scene, its true centrelines, the first strip and the squares
+    added in each round, one panel for the first run of each strategy (read from the runs' AOIs)."""
+    with rasterio.open(scene) as src:
+        scale = max(1, src.width // width_px)
+        image = src.read([1, 2, 3], out_shape=(3, src.height // scale, src.width // scale))
+        bounds, crs = src.bounds, src.crs
+    lines = gpd.read_file(truth).to_crs(crs)
+    first = {}
+    for r in sorted(records, key=lambda r: r["run"]):
+        first.setdefault(strategy_of(r["run"]), r["run"])
+    runs = [first[s] for s in (*STRATEGIES, "random") if s in first]
+    rounds = max(r["round"] for r in records)
+    colours = plt.cm.plasma(np.linspace(0.15, 0.85, max(1, rounds)))
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 5.2 * image.shape[1] / image.shape[2] + 0.6), squeeze=False)
+    for ax, name in zip(axes[0], runs):
+        ax.imshow(np.moveaxis(image, 0, -1), extent=(bounds.left, bounds.right, bounds.bottom, bounds.top))
+        lines.plot(ax=ax, color="white", linewidth=0.4, alpha=0.8)
+        by_round = {r["round"]: r for r in records if r["run"] == name or r["round"] == 0 and r["run"] == records[0]["run"]}
+        before = None
+        for k in sorted(by_round):
+            aoi = gpd.read_file(Path(by_round[k]["folder"]) / "aoi.gpkg").to_crs(crs).union_all()
+            added = aoi if before is None else aoi.difference(before)
+            colour = "cyan" if k == 0 else colours[k - 1]
+            gpd.GeoSeries([added], crs=crs).boundary.plot(ax=ax, color=colour, linewidth=1.6 if k else 1.2,
+                                                         label="first strip" if k == 0 else f"round {k}")
+            before = aoi
+        last = by_round[max(by_round)]
+        ax.set_title(f"{name}: quality on its rest after round {last['round']}: {last['quality']:.3f}", fontsize=9)
+        ax.set_axis_off()
+    axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(path, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
@@ -147,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", type=Path, default=sample_scene(), help="GeoTIFF scene (default: the shipped sample)")
     p.add_argument("--truth", type=Path, default=sample_roads(), help="its true centrelines (default: the sample's)")
+    p.add_argument("--photo", type=Path, help="a road photo to use as the scene instead (with --mask)")
+    p.add_argument("--mask", type=Path, help="the photo's road mask, made into the true centrelines")
+    p.add_argument("--pixel-size-m", type=float, default=1.0, help="the photo's pixel size, metres")
     p.add_argument("--steps", type=int, default=150, help="training steps of every round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--per-round", type=int, default=2, help="squares added per round")
@@ -161,9 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, help="folder of the runs (models, lines; rounds already there are read back) [OUT/runs]")
     args = p.parse_args(argv)
     args.runs = args.runs or args.out / "runs"
+    if (args.photo is None) != (args.mask is None):
+        p.error("--photo and --mask go together")
     quiet_lightning()
     args.out.mkdir(parents=True, exist_ok=True)
     try:
+        if args.photo is not None:
+            args.scene, args.truth = photo_scene(args.photo, args.mask, args.runs / "scene", pixel_size_m=args.pixel_size_m)
         records = run(args)
     except GeoccsegError as exc:
         print(f"benchmark_suggest: error: {exc}", file=sys.stderr)
@@ -172,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with atomic_path(args.out / "results.md", overwrite=True) as tmp:
         tmp.write_text(summarise(records))
     plot(load_records(args.out / "results.json"), args.out / "quality.png")
+    plot_squares(records, args.scene, args.truth, args.out / "squares.png")
     print(summarise(records))
     return 0
 
