@@ -5,6 +5,7 @@ models (no training: each test runs in seconds)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -334,6 +335,27 @@ def test_simulated_labels_are_the_truth_inside_the_area_and_its_margin(vegas):
     inside = truth.to_crs(metric).clip(area.buffer(5.0).iloc[0]).length.sum()
     assert drawn.length.sum() == pytest.approx(inside, rel=1e-3)
     assert drawn.length.sum() > truth.to_crs(metric).clip(area.iloc[0]).length.sum()  # the margin adds the ends
+
+
+def test_a_finished_loop_round_is_read_back_without_suggesting_its_squares_again(scene_path, vegas, tmp_path):
+    """Rerunning the loop reads a round that holds round.json back with its AOI and suggests nothing for
+    it (a benchmark resumed after its last round only scores). Round 0's model is removed once it has
+    mapped the scene, so any new suggestion would fail."""
+    from geoccseg.suggest.loop import LoopRound, active_labeling
+
+    out, truth = tmp_path / "loop", vegas / "vegas_img0_roads.geojson"
+    shutil.copytree(resolve_model("road"), out / "round0" / "model")
+    (first,) = active_labeling(scene_path, truth, out, train_settings={}, rounds=0, options=CPU)
+    shutil.rmtree(first.model)
+    strip = gpd.read_file(first.aoi)
+    square = box(*strip.total_bounds).buffer(0)  # the whole strip's box: any AOI the round could have had
+    (out / "round1").mkdir()
+    strip.set_geometry([square]).to_file(out / "round1" / "aoi.gpkg")
+    finished = dataclasses.replace(first, round=1, strategy="random", folder=str(out / "round1"), squares=1)
+    (out / "round1" / "round.json").write_text(json.dumps(dataclasses.asdict(finished)))
+    rounds = active_labeling(scene_path, truth, out, train_settings={}, rounds=1, strategy="random", start=first, options=CPU)
+    assert rounds == [first, finished] and isinstance(rounds[1], LoopRound)
+    assert not list(out.glob("round0-*.gpkg"))  # no squares were suggested for round 1
 
 
 def test_a_loop_round_writes_its_aoi_and_labels_as_geopackage_1_2_again_when_rerun(scene_path, vegas, tmp_path):

@@ -199,6 +199,11 @@ def active_labeling(
     labeled = gpd.read_file(first.aoi).to_crs(split.crs).union_all()
     for k in range(1, rounds + 1):
         previous = done[-1]
+        finished = out / f"round{k}" / "round.json"
+        if finished.is_file():  # read back with its AOI; its squares are not suggested again
+            done.append(LoopRound(**json.loads(finished.read_text())))
+            labeled = gpd.read_file(done[-1].aoi).to_crs(split.crs).union_all()
+            continue
         suggested = previous.suggested if previous is not first else out / f"round0-{strategy}-s{seed}.gpkg"
         if previous is not first or not suggested.is_file():
             suggest_areas(scene, suggested, model=previous.model, n=per_round, size_m=size_m, aoi=previous.aoi, options=options,
