@@ -4,11 +4,12 @@
 The loop of ``notebooks/04_active_labeling.ipynb`` (:func:`geoccseg.suggest.loop.active_labeling`)
 with a larger budget: the western ``--first-fraction`` of the sample scene is labeled (its true
 centrelines), the method trains ``--steps`` steps, and each of ``--rounds`` rounds adds
-``--per-round`` squares of ``--size-m`` metres, labeled from the truth, then trains again with the
-same seed. Squares are chosen by the acquisition score (one run: the choice is deterministic), by
-embedding clusters (``coverage``, TypiClust's rule; one run per ``--seeds``, which seed the
-clustering) or at random among the same candidates (one run per ``--seeds``); ``--strategies``
-picks the suggesting ones. All runs share round 0.
+``--per-round`` squares of ``--size-m`` metres, labeled from the truth, then trains again. Squares
+are chosen by the acquisition score, by embedding clusters (``coverage``, TypiClust's rule) or at
+random among the same candidates; ``--strategies`` picks the suggesting ones. Each of ``--seeds``
+runs every strategy: the seed trains the first strip (round 0, shared by the seed's runs) and every
+later round, and seeds the clustering and the random draws, so strategies are compared paired by
+seed and the spread over seeds includes the noise of training.
 
 ``--photo`` and ``--mask`` run it on a larger scene instead: a road photo and its mask (e.g. a
 Dubai image of ``../shared/data/dubai-roads``, about 2 x 1.5 km at 1 m), made into a GeoTIFF on a
@@ -69,29 +70,30 @@ STRATEGIES = ("acquisition", "coverage")
 
 
 def run_names(strategies: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, str, int]]:
-    """(run name, strategy, seed) of every run: ``acquisition`` once (its choice is deterministic),
-    ``coverage_s<seed>`` and ``random_s<seed>`` once per seed (both draw with the seed)."""
-    runs = []
-    for strategy in [*strategies, "random"]:
-        runs += [(strategy, strategy, 0)] if strategy == "acquisition" else [(f"{strategy}_s{seed}", strategy, seed) for seed in seeds]
-    return runs
+    """(run name, strategy, seed) of every run, ``<strategy>_s<seed>``: for each seed, each strategy
+    and ``random``, in that order (the seed's first run trains the round 0 its other runs share)."""
+    return [(f"{strategy}_s{seed}", strategy, seed) for seed in seeds for strategy in [*strategies, "random"]]
 
 
 def run(args: argparse.Namespace) -> list[dict]:
     """Every run of the benchmark, scored on its own rest and on the rest no run labeled."""
     loop = dict(train_settings=train_settings(args.steps), rounds=args.rounds, per_round=args.per_round, size_m=args.size_m,
-                first_fraction=args.first_fraction, train_seed=args.train_seed, buffer_m=args.buffer_m, options=PredictOptions(device="cpu"))
+                first_fraction=args.first_fraction, buffer_m=args.buffer_m, options=PredictOptions(device="cpu"))
     runs: dict[str, list] = {}
+    seeds: dict[str, int] = {}
+    starts: dict[int, object] = {}
     for name, strategy, seed in run_names(args.strategies, args.seeds):
-        start = next(iter(runs.values()))[0] if runs else None
-        runs[name] = active_labeling(args.scene, args.truth, args.runs / name, strategy=strategy, seed=seed, start=start, **loop)
+        seeds[name] = seed
+        runs[name] = active_labeling(args.scene, args.truth, args.runs / name, strategy=strategy, seed=seed, train_seed=seed,
+                                     start=starts.get(seed), **loop)
+        starts.setdefault(seed, runs[name][0])
     records = []
     for k in range(args.rounds + 1):
         common = unlabeled_by_all(args.scene, [rounds[k] for rounds in runs.values()])
         for name, rounds in runs.items():
             on_common = score_round_on(args.scene, args.truth, rounds[k], common, args.buffer_m)
             records.append(asdict(rounds[k]) | {
-                "run": name, "scene": args.scene.stem if args.photo is None else args.photo.stem, "steps": args.steps,
+                "run": name, "train_seed": seeds[name], "scene": args.scene.stem if args.photo is None else args.photo.stem, "steps": args.steps,
                 "size_m": args.size_m, "per_round": args.per_round,
                 "common_completeness": on_common.completeness, "common_correctness": on_common.correctness,
                 "common_quality": on_common.quality, "common_truth_km": on_common.truth_total_m / 1000,
@@ -107,12 +109,13 @@ def strategy_of(run: str) -> str:
 
 
 def summarise(records: Sequence[dict]) -> str:
-    """Markdown table: round 0 once, then per round and strategy the scores on the own rest and on
-    the common rest (mean ± std over the strategy's runs), and the kilometres of true centreline
-    in the common rest."""
+    """Markdown table: round 0 (mean ± std over the first strips: one per seed), then per round and
+    strategy the scores on the own rest and on the common rest (mean ± std over the strategy's runs),
+    and the kilometres of true centreline in the common rest; then :func:`paired`."""
     lines = ["| round | strategy | runs | labeled share | own rest: completeness | correctness | quality "
              "| common rest: completeness | correctness | quality | common rest (km) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    rows = [(0, "first strip (shared)", [next(r for r in records if r["round"] == 0)])]
+    firsts = {r["folder"]: r for r in records if r["round"] == 0}  # one per seed, shared by the seed's runs
+    rows = [(0, "first strip", list(firsts.values()))]
     for k in sorted({r["round"] for r in records} - {0}):
         for strategy in (*STRATEGIES, "random"):
             rs = [r for r in records if r["round"] == k and strategy_of(r["run"]) == strategy]
@@ -122,6 +125,29 @@ def summarise(records: Sequence[dict]) -> str:
         cells = [mean_std([r[key] for r in rs]) for key in ("completeness", "correctness", "quality", "common_completeness",
                                                              "common_correctness", "common_quality")]
         lines.append(f"| {k} | {name} | {len(rs)} | {rs[0]['labeled_share']:.0%} | " + " | ".join(cells) + f" | {rs[0]['common_truth_km']:.2f} |")
+    return "\n".join(lines) + "\n" + paired(records)
+
+
+def paired(records: Sequence[dict]) -> str:
+    """Markdown table of each suggesting strategy's quality minus random's with the same seed (same
+    first strip and training seed), per round, on the common rest and the own rest: the mean and
+    each seed's difference. Empty for records without ``train_seed`` (the first measurements,
+    whose runs shared one training seed)."""
+    if not records or "train_seed" not in records[0]:
+        return ""
+    quality = {(r["round"], strategy_of(r["run"]), r["train_seed"]): r for r in records}
+    lines = ["", "| round | strategy | common rest: quality − random's, mean | per seed | own rest: quality − random's, mean | per seed |",
+             "|---|---|---|---|---|---|"]
+    for k in sorted({r["round"] for r in records} - {0}):
+        for strategy in STRATEGIES:
+            seeds = sorted(t for (kk, s, t) in quality if kk == k and s == strategy and (k, "random", t) in quality)
+            if not seeds:
+                continue
+            cells = []
+            for key in ("common_quality", "quality"):
+                d = [quality[k, strategy, t][key] - quality[k, "random", t][key] for t in seeds]
+                cells += [f"{np.mean(d):+.3f}", ", ".join(f"{x:+.3f}" for x in d)]
+            lines.append(f"| {k} | {strategy} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -139,7 +165,7 @@ def plot(records: Sequence[dict], path: Path) -> None:
         colours |= dict(zip(mine, cmap(np.linspace(0.55, 0.85, max(1, len(mine))))))
     for ax, prefix, where in zip(axes, ("", "common_"), ("each run's own unlabeled rest", "the rest no run labeled (same pixels)")):
         for name in names:
-            rs = sorted((r for r in records if r["run"] == name or r["round"] == 0 and r["run"] == records[0]["run"]), key=lambda r: r["round"])
+            rs = sorted((r for r in records if r["run"] == name), key=lambda r: r["round"])
             share = [100 * r["labeled_share"] for r in rs]
             style = dict(color=colours[name], linewidth=2.0 if strategy_of(name) != "random" else 1.2)
             ax.plot(share, [r[f"{prefix}quality"] for r in rs], marker="o", label=f"{name}: quality", **style)
@@ -176,7 +202,7 @@ def plot_squares(records: Sequence[dict], scene: Path, truth: Path, path: Path, 
     for ax, name in zip(axes[0], runs):
         ax.imshow(np.moveaxis(image, 0, -1), extent=(bounds.left, bounds.right, bounds.bottom, bounds.top))
         lines.plot(ax=ax, color="white", linewidth=0.4, alpha=0.8)
-        by_round = {r["round"]: r for r in records if r["run"] == name or r["round"] == 0 and r["run"] == records[0]["run"]}
+        by_round = {r["round"]: r for r in records if r["run"] == name}
         before = None
         for k in sorted(by_round):
             aoi = gpd.read_file(Path(by_round[k]["folder"]) / "aoi.gpkg").to_crs(crs).union_all()
@@ -208,9 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--size-m", type=float, default=96.0, help="edge of the squares, metres")
     p.add_argument("--first-fraction", type=float, default=0.3, help="labeled western strip of round 0, share of the width")
     p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
-                   help="suggesting strategies run beside random (acquisition once; coverage once per seed)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the coverage and random runs")
-    p.add_argument("--train-seed", type=int, default=0)
+                   help="suggesting strategies run beside random, once per seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="seeds: each trains its own first strip and rounds, and seeds its coverage clustering and random draws")
     p.add_argument("--buffer-m", type=float, default=5.0)
     p.add_argument("--out", type=Path, required=True, help="folder of results.json, results.md and quality.png")
     p.add_argument("--runs", type=Path, help="folder of the runs (models, lines; rounds already there are read back) [OUT/runs]")

@@ -389,15 +389,32 @@ def test_suggest_photos_report_says_how_many_fewer_labels_reach_randoms_final_f1
 
 def test_suggest_scene_report_groups_runs_by_strategy() -> None:
     bench = _load_script("benchmark_suggest")
-    assert bench.run_names(["coverage"], [0, 1]) == [("coverage_s0", "coverage", 0), ("coverage_s1", "coverage", 1),
-                                                     ("random_s0", "random", 0), ("random_s1", "random", 1)]
-    assert [n for n, _, _ in bench.run_names(["acquisition", "coverage"], [3])] == ["acquisition", "coverage_s3", "random_s3"]
+    # each seed runs every strategy (its first run trains the strip the others share)
+    assert bench.run_names(["coverage"], [0, 1]) == [("coverage_s0", "coverage", 0), ("random_s0", "random", 0),
+                                                     ("coverage_s1", "coverage", 1), ("random_s1", "random", 1)]
+    assert [n for n, _, _ in bench.run_names(["acquisition", "coverage"], [3])] == ["acquisition_s3", "coverage_s3", "random_s3"]
     # the first measurement's records (its acquisition run was named "suggested") still make the README's table
     results = ROOT / "pipelines" / "results" / "suggest"
     records = json.loads((results / "before-coverage" / "results.json").read_text())
     table = bench.summarise(records)
-    assert "| 0 | first strip (shared) | 1 | 30% | 0.870 | 0.901 | 0.794 |" in table
+    assert "| 0 | first strip | 1 | 30% | 0.870 | 0.901 | 0.794 |" in table
     assert "| 2 | acquisition | 1 | 60% | 0.813 | 0.956 | 0.777 |" in table and "| 2 | random | 2 | 60% | 0.804 ± 0.159 |" in table
-    assert len(table.splitlines()) == 2 + 1 + 2 * 2
+    assert len(table.splitlines()) == 2 + 1 + 2 * 2  # no paired table: those runs shared one training seed
     # the README's table is the one the script writes from today's records
     assert bench.summarise(json.loads((results / "results.json").read_text())) == (results / "results.md").read_text()
+
+
+def test_suggest_scene_report_pairs_each_strategy_with_random_of_the_same_seed() -> None:
+    bench = _load_script("benchmark_suggest")
+
+    def record(run: str, seed: int, k: int, quality: float, common: float) -> dict:
+        return dict(round=k, run=run, train_seed=seed, folder=f"s{seed}/{run}/round{k}" if k else f"s{seed}/strip", labeled_share=0.1 + 0.02 * k,
+                    completeness=0.8, correctness=0.8, quality=quality, common_completeness=0.8, common_correctness=0.8,
+                    common_quality=common, common_truth_km=20.0)
+
+    records = [record(f"{strategy}_s{seed}", seed, 0, 0.70, 0.70) for seed in (0, 1) for strategy in ("acquisition", "random")]
+    records += [record("acquisition_s0", 0, 1, 0.75, 0.74), record("random_s0", 0, 1, 0.70, 0.71),
+                record("acquisition_s1", 1, 1, 0.68, 0.70), record("random_s1", 1, 1, 0.72, 0.72)]
+    table = bench.summarise(records)
+    assert "| 0 | first strip | 2 | 10% |" in table  # one first strip per seed
+    assert "| 1 | acquisition | +0.005 | +0.030, -0.020 | +0.005 | +0.050, -0.040 |" in table
