@@ -27,7 +27,7 @@ labeled by that round (the same pixels for every run). Run from the repository r
         --size-m 128 --rounds 3 --steps 300 --out pipelines/results/suggest-dubai --runs ../bench/suggest-dubai
 
 Outputs in ``--out``: ``results.json`` (one record per run and round), ``results.md`` (the table),
-``quality.png`` (quality and completeness against labeled share), ``squares.png`` (where the first
+``quality.png`` (quality and completeness against labeled share), ``squares.jpg`` (where the first
 run of each strategy labeled, over the scene and its truth); the runs (AOIs, labels, models,
 lines; large, not meant to be kept) go to ``--runs``, where a finished round is read back.
 """
@@ -217,7 +217,7 @@ def plot_squares(records: Sequence[dict], scene: Path, truth: Path, path: Path, 
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=80, format="jpg", pil_kwargs={"quality": 85})
     plt.close(fig)
 
 
@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with atomic_path(args.out / "results.md", overwrite=True) as tmp:
         tmp.write_text(summarise(records))
     plot(load_records(args.out / "results.json"), args.out / "quality.png")
-    plot_squares(records, args.scene, args.truth, args.out / "squares.png")
+    plot_squares(records, args.scene, args.truth, args.out / "squares.jpg")
     print(summarise(records))
     return 0
 

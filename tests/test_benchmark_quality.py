@@ -402,6 +402,8 @@ def test_suggest_scene_report_groups_runs_by_strategy() -> None:
     assert len(table.splitlines()) == 2 + 1 + 2 * 2  # no paired table: those runs shared one training seed
     # the README's table is the one the script writes from today's records
     assert bench.summarise(json.loads((results / "results.json").read_text())) == (results / "results.md").read_text()
+    dubai = ROOT / "pipelines" / "results" / "suggest-dubai"
+    assert bench.summarise(json.loads((dubai / "results.json").read_text())) == (dubai / "results.md").read_text()
 
 
 def test_suggest_scene_report_pairs_each_strategy_with_random_of_the_same_seed() -> None:
