@@ -80,10 +80,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     loop = dict(train_settings=train_settings(args.steps), rounds=args.rounds, per_round=args.per_round, size_m=args.size_m,
                 first_fraction=args.first_fraction, buffer_m=args.buffer_m, options=PredictOptions(device="cpu"))
     runs: dict[str, list] = {}
-    seeds: dict[str, int] = {}
-    starts: dict[int, object] = {}
+    seed_of: dict[str, int] = {}
+    starts: dict[int, object] = {}  # each seed's round 0, trained by its first run
     for name, strategy, seed in run_names(args.strategies, args.seeds):
-        seeds[name] = seed
+        seed_of[name] = seed
         runs[name] = active_labeling(args.scene, args.truth, args.runs / name, strategy=strategy, seed=seed, train_seed=seed,
                                      start=starts.get(seed), **loop)
         starts.setdefault(seed, runs[name][0])
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         for name, rounds in runs.items():
             on_common = score_round_on(args.scene, args.truth, rounds[k], common, args.buffer_m)
             records.append(asdict(rounds[k]) | {
-                "run": name, "train_seed": seeds[name], "scene": args.scene.stem if args.photo is None else args.photo.stem, "steps": args.steps,
+                "run": name, "train_seed": seed_of[name], "scene": args.scene.stem if args.photo is None else args.photo.stem, "steps": args.steps,
                 "size_m": args.size_m, "per_round": args.per_round,
                 "common_completeness": on_common.completeness, "common_correctness": on_common.correctness,
                 "common_quality": on_common.quality, "common_truth_km": on_common.truth_total_m / 1000,
@@ -135,17 +135,17 @@ def paired(records: Sequence[dict]) -> str:
     whose runs shared one training seed)."""
     if not records or "train_seed" not in records[0]:
         return ""
-    quality = {(r["round"], strategy_of(r["run"]), r["train_seed"]): r for r in records}
+    by_key = {(r["round"], strategy_of(r["run"]), r["train_seed"]): r for r in records}
     lines = ["", "| round | strategy | common rest: quality − random's, mean | per seed | own rest: quality − random's, mean | per seed |",
              "|---|---|---|---|---|---|"]
     for k in sorted({r["round"] for r in records} - {0}):
         for strategy in STRATEGIES:
-            seeds = sorted(t for (kk, s, t) in quality if kk == k and s == strategy and (k, "random", t) in quality)
+            seeds = sorted(t for (kk, s, t) in by_key if kk == k and s == strategy and (k, "random", t) in by_key)
             if not seeds:
                 continue
             cells = []
             for key in ("common_quality", "quality"):
-                d = [quality[k, strategy, t][key] - quality[k, "random", t][key] for t in seeds]
+                d = [by_key[k, strategy, t][key] - by_key[k, "random", t][key] for t in seeds]
                 cells += [f"{np.mean(d):+.3f}", ", ".join(f"{x:+.3f}" for x in d)]
             lines.append(f"| {k} | {strategy} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds: each trains its own first strip and rounds, and seeds its coverage clustering and random draws")
     p.add_argument("--buffer-m", type=float, default=5.0)
-    p.add_argument("--out", type=Path, required=True, help="folder of results.json, results.md and quality.png")
+    p.add_argument("--out", type=Path, required=True, help="folder of results.json, results.md, quality.png and squares.jpg")
     p.add_argument("--runs", type=Path, help="folder of the runs (models, lines; rounds already there are read back) [OUT/runs]")
     args = p.parse_args(argv)
     args.runs = args.runs or args.out / "runs"
