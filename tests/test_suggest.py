@@ -339,14 +339,14 @@ def test_simulated_labels_are_the_truth_inside_the_area_and_its_margin(vegas):
 
 def test_a_finished_loop_round_is_read_back_without_suggesting_its_squares_again(scene_path, vegas, tmp_path):
     """Rerunning the loop reads a round that holds round.json back with its AOI and suggests nothing for
-    it (a benchmark resumed after its last round only scores). Round 0's model is removed once it has
+    it (a benchmark resumed after its last round only scores). Round 0's model is moved away once it has
     mapped the scene, so any new suggestion would fail."""
     from geoccseg.suggest.loop import LoopRound, active_labeling
 
     out, truth = tmp_path / "loop", vegas / "vegas_img0_roads.geojson"
     shutil.copytree(resolve_model("road"), out / "round0" / "model")
     (first,) = active_labeling(scene_path, truth, out, train_settings={}, rounds=0, options=CPU)
-    shutil.rmtree(first.model)
+    first.model.rename(out / "round0" / "model-moved-away")
     strip = gpd.read_file(first.aoi)
     square = box(*strip.total_bounds).buffer(0)  # the whole strip's box: any AOI the round could have had
     (out / "round1").mkdir()

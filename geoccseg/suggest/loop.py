@@ -28,6 +28,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import shapely
+from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
 from geoccseg.errors import GeoccsegError
@@ -88,6 +89,10 @@ class LoopRound:
     @property
     def suggested(self) -> Path:
         return Path(self.folder) / "suggested.gpkg"
+
+    def labeled_area(self, crs: CRS | str) -> BaseGeometry:
+        """The area labeled by this round (its AOI), in ``crs``."""
+        return gpd.read_file(self.aoi).to_crs(crs).union_all()
 
 
 def label_from_truth(truth: gpd.GeoDataFrame | gpd.GeoSeries, area: BaseGeometry, margin_m: float = 5.0) -> gpd.GeoDataFrame:
@@ -167,10 +172,13 @@ def active_labeling(
     metric = metric_crs(gpd.GeoSeries([footprint], crs=split.crs))
     area_m2 = lambda geom: float(gpd.GeoSeries([geom], crs=split.crs).to_crs(metric).area.iloc[0])  # noqa: E731
 
+    def finished(k: int) -> LoopRound | None:
+        """Round ``k`` as saved when it ended; None if it has not."""
+        path = out / f"round{k}" / "round.json"
+        return LoopRound(**json.loads(path.read_text())) if path.is_file() else None
+
     def run_round(k: int, labeled: BaseGeometry, squares: int, name: str) -> LoopRound:
         folder = out / f"round{k}"
-        if (folder / "round.json").is_file():
-            return LoopRound(**json.loads((folder / "round.json").read_text()))
         folder.mkdir(parents=True, exist_ok=True)
         # an unfinished round (no round.json) writes its AOI and labels again
         write_vectors({"aoi": gpd.GeoDataFrame(geometry=[labeled], crs=split.crs)}, folder / "aoi.gpkg", overwrite=True)
@@ -194,15 +202,14 @@ def active_labeling(
         (Path(r.folder) / "round.json").write_text(json.dumps(asdict(r), indent=1))
         return r
 
-    first = start or save(run_round(0, split.labeled, 0, "strip"))
+    first = start or finished(0) or save(run_round(0, split.labeled, 0, "strip"))
     done = [first]
-    labeled = gpd.read_file(first.aoi).to_crs(split.crs).union_all()
+    labeled = first.labeled_area(split.crs)
     for k in range(1, rounds + 1):
         previous = done[-1]
-        finished = out / f"round{k}" / "round.json"
-        if finished.is_file():  # read back with its AOI; its squares are not suggested again
-            done.append(LoopRound(**json.loads(finished.read_text())))
-            labeled = gpd.read_file(done[-1].aoi).to_crs(split.crs).union_all()
+        if (ended := finished(k)) is not None:  # read back with its AOI; its squares are not suggested again
+            done.append(ended)
+            labeled = ended.labeled_area(split.crs)
             continue
         suggested = previous.suggested if previous is not first else out / f"round0-{strategy}-s{seed}.gpkg"
         if previous is not first or not suggested.is_file():
@@ -218,7 +225,7 @@ def unlabeled_by_all(scene: str | os.PathLike, runs: list[LoopRound]) -> BaseGeo
     """The part of the scene that none of ``runs`` labeled (their AOIs removed), in the scene's CRS:
     a region on which rounds of different strategies are scored on equal terms."""
     split = strips(scene, 0.5)
-    labeled = shapely.union_all([gpd.read_file(r.aoi).to_crs(split.crs).union_all() for r in runs])
+    labeled = shapely.union_all([r.labeled_area(split.crs) for r in runs])
     return shapely.union_all([split.labeled, split.rest]).difference(labeled)
 
 
