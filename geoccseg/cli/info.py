@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from geoccseg.cli.verbosity import verbosity_options
-from geoccseg.data.chips import check_tile_px
 from geoccseg.data.scenes import SceneTrainingData, describe_scene
 from geoccseg.io.scene import parse_bands
+from geoccseg.models.config import check_tile_px
 
 
 @click.command("info")

@@ -34,20 +34,6 @@ from geoccseg.io.scene import Scene
 from geoccseg.label_values import IGNORE_INDEX
 
 Query = tuple[slice, slice, slice]
-TILE_MULTIPLE_PX = 32  # the network's coarsest stride
-
-
-def check_tile_px(tile_px: int) -> int:
-    """Return ``tile_px`` if it is a valid chip edge: a multiple of 32 pixels (the network's stride), at least 32.
-
-    Raises:
-        GeoccsegError: any other value.
-    """
-    if isinstance(tile_px, bool) or not isinstance(tile_px, int) or tile_px < TILE_MULTIPLE_PX or tile_px % TILE_MULTIPLE_PX:
-        raise GeoccsegError(f"tile_px must be a multiple of {TILE_MULTIPLE_PX} (at least {TILE_MULTIPLE_PX}), got {tile_px}")
-    return tile_px
-
-
 class SceneChips(GeoDataset):
     """Chips of one scene, indexed by spatial queries in the scene CRS.
 

@@ -23,11 +23,11 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from geoccseg.data.base import TrainingData
-from geoccseg.data.chips import check_tile_px
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_arrays
 from geoccseg.label_values import IGNORE_INDEX
+from geoccseg.models.config import check_tile_px
 
 
 def list_images(folder: str | os.PathLike, what: str = "images") -> dict[str, Path]:

@@ -17,7 +17,7 @@ import torch
 from shapely.geometry.base import BaseGeometry
 
 from geoccseg.data.base import TrainingData
-from geoccseg.data.chips import SceneChips, accept_labeled, accept_unlabeled, check_tile_px, grid_queries, random_queries
+from geoccseg.data.chips import SceneChips, accept_labeled, accept_unlabeled, grid_queries, random_queries
 from geoccseg.data.coverage import missing_class_message
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.aoi import read_aoi
@@ -25,6 +25,7 @@ from geoccseg.io.labels import Labels, open_labels
 from geoccseg.io.normalize import NormStats, compute_stats
 from geoccseg.io.scene import open_scene
 from geoccseg.label_values import IGNORE_INDEX
+from geoccseg.models.config import check_tile_px
 
 MAX_TRIES = 500
 log = logging.getLogger(__name__)

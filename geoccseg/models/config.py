@@ -16,6 +16,20 @@ FUSIONS: tuple[str, ...] = ("multi", "single")
 """Decoder fusion modes: all four encoder stages (``multi``) or the stride-32 stage only (``single``)."""
 
 
+TILE_MULTIPLE_PX = 32  # the network's coarsest stride
+
+
+def check_tile_px(tile_px: int) -> int:
+    """Return ``tile_px`` if it is a valid chip edge: a multiple of 32 pixels (the network's stride), at least 32.
+
+    Raises:
+        GeoccsegError: any other value.
+    """
+    if isinstance(tile_px, bool) or not isinstance(tile_px, int) or tile_px < TILE_MULTIPLE_PX or tile_px % TILE_MULTIPLE_PX:
+        raise GeoccsegError(f"tile_px must be a multiple of {TILE_MULTIPLE_PX} (at least {TILE_MULTIPLE_PX}), got {tile_px}")
+    return tile_px
+
+
 def _check_positive_int(key: str, value: Any, minimum: int) -> None:
     """Raise :class:`GeoccsegError` unless ``value`` is an int (not a bool) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from geoccseg.data.chips import check_tile_px
+from geoccseg.models.config import check_tile_px
 from geoccseg.errors import GeoccsegError
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
