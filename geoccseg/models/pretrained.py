@@ -170,7 +170,7 @@ def adapt_input_conv(weight: Tensor, in_channels: int) -> Tensor:
 
 
 def load_pretrained(encoder_name: str, body: nn.Module, stem_key: str = "conv_stem.weight") -> list[str]:
-    """Copy the ImageNet weights into ``body`` (a timm feature extractor of the same architecture).
+    """Copy the ImageNet weights into ``body``, the encoder's feature layers under timm's module names.
 
     Every tensor of ``body`` receives a pretrained tensor; the stem is adapted to its band count.
 
