@@ -164,11 +164,12 @@ def test_efficientnet_lite0_is_timms_network_module_for_module() -> None:
             assert drawn[name] == pytest.approx(p.std().item(), rel=0.1), name
     ours.load_state_dict(reference.state_dict())
     x = torch.randn(2, 4, 96, 64)
-    for mode in ("eval", "train"):
-        getattr(reference, mode)(), getattr(ours, mode)()
+    for training in (False, True):
+        reference.train(training)
+        ours.train(training)
         expected, got = reference(x), ours(x)
         assert [t.shape for t in got] == [t.shape for t in expected]
-        assert all(torch.equal(a, b) for a, b in zip(got, expected)), mode
+        assert all(torch.equal(a, b) for a, b in zip(got, expected)), training
     sum(t.square().sum() for t in expected).backward()
     sum(t.square().sum() for t in got).backward()
     assert all(torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6) for a, b in zip(ours.parameters(), reference.parameters()))

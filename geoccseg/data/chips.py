@@ -34,6 +34,8 @@ from geoccseg.io.scene import Scene
 from geoccseg.label_values import IGNORE_INDEX
 
 Query = tuple[slice, slice, slice]
+
+
 class SceneChips(GeoDataset):
     """Chips of one scene, indexed by spatial queries in the scene CRS.
 

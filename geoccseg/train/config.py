@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from geoccseg.models.config import check_tile_px
 from geoccseg.errors import GeoccsegError
+from geoccseg.models.config import check_tile_px
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 """Lightning precision settings accepted by ``--precision``."""
