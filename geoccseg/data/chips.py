@@ -27,7 +27,6 @@ from shapely.geometry.base import BaseGeometry
 from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
-from geoccseg.errors import GeoccsegError
 from geoccseg.io.labels import Labels, transform_for
 from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene
