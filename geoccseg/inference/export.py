@@ -24,7 +24,7 @@ export above :data:`CACHE_WARN_BYTES` in all adds a one-line warning, and ``geoc
 The export: ``torch.onnx.export``'s TorchScript exporter (it needs the ``onnx`` package only, and
 exports this network in about 3 s, ten times faster than the dynamo exporter), of the network
 followed by its softmax over the foreground classes, with dynamic batch, height and width axes.
-The network pads its input to a multiple of :data:`geoccseg.models.network.OUTPUT_STRIDE` with
+The network pads its input to a multiple of :data:`geoccseg.models.config.OUTPUT_STRIDE` with
 shape-dependent branches that a trace cannot keep, so the exported graph takes inputs that are
 already a multiple of it (the engine pads them the same way). Each export is checked against
 PyTorch on chips of another batch and size before it is used or cached. While it runs, file
@@ -283,7 +283,7 @@ def export_onnx(model: torch.nn.Module, in_channels: int) -> bytes:
         GeoccsegError: the ``onnx`` package is missing, the exporter fails, or the export differs
             from PyTorch by more than :data:`CHECK_TOLERANCE` on a check batch.
     """
-    from geoccseg.models.network import OUTPUT_STRIDE
+    from geoccseg.models.config import OUTPUT_STRIDE
 
     wrapped = _Probabilities(model).eval()
     example = torch.zeros(2, in_channels, 2 * OUTPUT_STRIDE, 2 * OUTPUT_STRIDE)

@@ -16,7 +16,9 @@ FUSIONS: tuple[str, ...] = ("multi", "single")
 """Decoder fusion modes: all four encoder stages (``multi``) or the stride-32 stage only (``single``)."""
 
 
-TILE_MULTIPLE_PX = 32  # the network's coarsest stride
+OUTPUT_STRIDE = 32
+"""Input height and width are padded to a multiple of this many pixels (the deepest stage's stride);
+chip edges are multiples of it."""
 
 
 def check_tile_px(tile_px: int) -> int:
@@ -25,8 +27,8 @@ def check_tile_px(tile_px: int) -> int:
     Raises:
         GeoccsegError: any other value.
     """
-    if isinstance(tile_px, bool) or not isinstance(tile_px, int) or tile_px < TILE_MULTIPLE_PX or tile_px % TILE_MULTIPLE_PX:
-        raise GeoccsegError(f"tile_px must be a multiple of {TILE_MULTIPLE_PX} (at least {TILE_MULTIPLE_PX}), got {tile_px}")
+    if isinstance(tile_px, bool) or not isinstance(tile_px, int) or tile_px < OUTPUT_STRIDE or tile_px % OUTPUT_STRIDE:
+        raise GeoccsegError(f"tile_px must be a multiple of {OUTPUT_STRIDE} (at least {OUTPUT_STRIDE}), got {tile_px}")
     return tile_px
 
 

@@ -10,12 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.models.config import ModelConfig
+from geoccseg.models.config import OUTPUT_STRIDE, ModelConfig
 from geoccseg.models.encoder import build_encoder, conv_bn_relu
 from geoccseg.models.fusion import FusionDecoder
-
-OUTPUT_STRIDE = 32
-"""Input height and width are padded to a multiple of this many pixels (the deepest stage's stride)."""
 
 FOREGROUND_PRIOR = 0.05
 """Initial softmax probability of each class >= 1 (focal-loss style prior for rare classes)."""
