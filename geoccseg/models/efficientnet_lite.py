@@ -11,10 +11,10 @@ that took about 2.5 s of every ``geoccseg predict`` that loads this model, more 
 of a photo. timm still builds the ResNet encoders, which train only.
 
 Layout (Tan & Le 2019, Lite variant: ReLU6, no squeeze-excitation, stem and head fixed): a stride-2
-3x3 stem of 32 channels, then seven stages of depthwise-separable (stage 0) or inverted-residual
-blocks (repeats, kernel, stride, expansion, channels): (1, 3, 1, 1, 16), (2, 3, 2, 6, 24),
-(2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320).
-Convolutions are padded symmetrically by k // 2 (timm's non-TensorFlow variant); BatchNorm eps 1e-5.
+3x3 stem of 32 channels, then the seven stages of :data:`STAGES`, depthwise-separable blocks in
+stage 0 and inverted-residual blocks after it. The two block types keep separate classes because
+their layers carry different timm names (``conv_dw, bn1, conv_pw, bn2`` against ``conv_pw, bn1,
+conv_dw, bn2, conv_pwl, bn3``), which the weights' keys must match. Convolutions are padded symmetrically by k // 2 (timm's non-TensorFlow variant); BatchNorm eps 1e-5.
 """
 
 from __future__ import annotations
