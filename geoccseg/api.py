@@ -85,9 +85,9 @@ def predict(
         model: a shipped model name (``road``, ``crack``), a bundle folder or a loaded bundle;
             None: ``road`` for scenes, ``crack`` for photos.
         device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA).
-        engine: ``auto``, ``torch`` or ``onnx`` (:func:`geoccseg.inference.engine.settle_engine`;
+        engine: ``auto``, ``torch``, ``onnx`` or ``openvino`` (:func:`geoccseg.inference.engine.settle_engine`;
             ``auto``: torch on CUDA, the faster one on the CPU, torch where the network cannot be exported).
-        precision: ``fp32``, ``bf16`` (torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
+        precision: ``fp32``, ``bf16`` (openvino or torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
         tile_px: chip edge in model pixels; None: the bundle's training tile, at least 512
             (:meth:`geoccseg.inference.predict.PredictOptions.tile_for`).
         overlap_px: overlap of neighbouring chips in pixels.

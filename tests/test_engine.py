@@ -1,5 +1,5 @@
-"""Inference engines (issue 18): ONNX Runtime gives PyTorch's probabilities, and its export cache
-is rebuilt, never used, when it is stale or tampered with."""
+"""Inference engines (issue 18): ONNX Runtime and OpenVINO give PyTorch's probabilities, and their
+export cache is rebuilt, never used, when it is stale or tampered with."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference import export
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
-from geoccseg.inference.engine import build_engine, clear_sessions, resolve_engine, settle_engine
+from geoccseg.inference.engine import build_engine, clear_sessions, cpu_has_bf16, resolve_engine, settle_engine
 from geoccseg.inference.export import export_key, exported_model
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.bundle import resolve_model
@@ -92,6 +92,16 @@ def test_onnx_and_torch_give_the_same_scene_probabilities(scene: Path, road: Bun
         assert src.tags()["GEOCCSEG_ENGINE"] == resolve_engine("auto", "cpu") == "onnx"
 
 
+def test_openvino_and_torch_give_the_same_scene_probabilities(scene: Path, road: Bundle, torch_probability: np.ndarray,
+                                                              tmp_path: Path) -> None:
+    out = predict_scene(scene, road, tmp_path / "openvino.tif", _with(engine="openvino"), progress=False)
+    openvino = _read(out)
+    assert openvino.shape == torch_probability.shape and openvino.max() > 200
+    assert _largest_difference(openvino, torch_probability) <= TOLERANCE
+    with rasterio.open(out) as src:
+        assert src.tags()["GEOCCSEG_ENGINE"] == "openvino"
+
+
 def test_cli_engine_choice_runs_and_is_recorded(scene: Path, torch_probability: np.ndarray, tmp_path: Path) -> None:
     prob = tmp_path / "p.tif"
     result = CliRunner().invoke(cli, [
@@ -107,19 +117,20 @@ def test_cli_engine_choice_runs_and_is_recorded(scene: Path, torch_probability: 
 def test_onnx_and_torch_give_the_same_crack_photo_probabilities(data_dir: Path, tmp_path: Path) -> None:
     photo = data_dir / "cfd" / "images" / "002.jpg"  # 480 x 320 px: chips of 256 px, edge chips cut
     pngs = {}
-    for engine in ("torch", "onnx"):
+    for engine in ("torch", "onnx", "openvino"):
         out = tmp_path / engine
         result = CliRunner().invoke(cli, ["predict", str(photo), "-o", str(out), "--engine", engine, "--no-overlay", "--device", "cpu"])
         assert result.exit_code == 0, result.output
         assert json.loads((out / "summary.json").read_text())["run"]["engine"] == engine
         pngs[engine] = np.asarray(Image.open(out / "probability" / "002.png"), dtype=np.int64)
-    assert pngs["onnx"].shape == (320, 480) and pngs["torch"].max() > 200
+    assert pngs["onnx"].shape == pngs["openvino"].shape == (320, 480) and pngs["torch"].max() > 200
     assert np.abs(pngs["onnx"] - pngs["torch"]).max() <= TOLERANCE
+    assert np.abs(pngs["openvino"] - pngs["torch"]).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("damage", ["tampered", "stale"])
+@pytest.mark.parametrize(("engine", "damage"), [("onnx", "tampered"), ("onnx", "stale"), ("openvino", "tampered")])
 def test_a_tampered_or_stale_cached_export_is_rebuilt_not_used(
-    damage: str, scene: Path, road: Bundle, crack: Bundle, torch_probability: np.ndarray, tmp_path: Path,
+    engine: str, damage: str, scene: Path, road: Bundle, crack: Bundle, torch_probability: np.ndarray, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The cached road export is replaced by the crack model's (a valid ONNX model of other weights):
@@ -128,7 +139,7 @@ def test_a_tampered_or_stale_cached_export_is_rebuilt_not_used(
     cache = tmp_path / "cache"
     monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
     clear_sessions()
-    predict_scene(scene, road, tmp_path / "first.tif", _with(engine="onnx"), progress=False)
+    predict_scene(scene, road, tmp_path / "first.tif", _with(engine=engine), progress=False)
     road_onnx, road_sidecar = _cached_pair(cache)
     good, record = road_onnx.read_bytes(), json.loads(road_sidecar.read_text())
     assert record["key"] == road_onnx.stem == export_key(road.model, 3)
@@ -144,7 +155,7 @@ def test_a_tampered_or_stale_cached_export_is_rebuilt_not_used(
     monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
     clear_sessions()  # a new process, as far as the engine is concerned
     with caplog.at_level(logging.WARNING, logger="geoccseg.inference.export"):
-        out = predict_scene(scene, road, tmp_path / "again.tif", _with(engine="onnx"), progress=False)
+        out = predict_scene(scene, road, tmp_path / "again.tif", _with(engine=engine), progress=False)
     assert _largest_difference(_read(out), torch_probability) <= TOLERANCE
     assert road_onnx.read_bytes() == good and json.loads(road_sidecar.read_text())["key"] == road_onnx.stem
     assert "does not match its record" in caplog.text
@@ -250,20 +261,23 @@ def test_quiet_output_silences_the_descriptors_and_restores_them_when_the_block_
     assert capfd.readouterr() == ("before\nafter\n", "after\n")
 
 
-def test_onnx_runs_with_the_threads_torch_has(road: Bundle) -> None:
+def test_onnx_and_openvino_run_with_the_threads_torch_has(road: Bundle) -> None:
     engine = build_engine("onnx", road.model, "cpu", road.meta)
     options = engine.session.get_session_options()
     assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
+    engine = build_engine("openvino", road.model, "cpu", road.meta)
+    assert engine.compiled.get_property("INFERENCE_NUM_THREADS") == torch.get_num_threads()
+    assert str(engine.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
 
 
 def test_unknown_engine_is_one_line_error(scene: Path, road: Bundle, tmp_path: Path) -> None:
-    with pytest.raises(GeoccsegError, match=r"^unknown engine 'tensorrt'; use auto, torch or onnx$"):
+    with pytest.raises(GeoccsegError, match=r"^unknown engine 'tensorrt'; use auto, torch, onnx or openvino$"):
         geoccseg.predict(scene, road, engine="tensorrt")
     with pytest.raises(GeoccsegError, match="unknown engine"):
-        predict_scene(scene, road, tmp_path / "p.tif", _with(engine="openvino"), progress=False)
+        predict_scene(scene, road, tmp_path / "p.tif", _with(engine="OpenVINO"), progress=False)
     result = CliRunner().invoke(cli, ["predict", str(scene), "-o", str(tmp_path / "roads.gpkg"), "--engine", "tensorrt"])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == ["geoccseg: error: unknown engine 'tensorrt'; use auto, torch or onnx"]
+    assert result.output.strip().splitlines() == ["geoccseg: error: unknown engine 'tensorrt'; use auto, torch, onnx or openvino"]
     assert not list(tmp_path.iterdir())
 
 
@@ -274,32 +288,47 @@ def test_onnx_without_onnxruntime_says_how_to_install_it(monkeypatch: pytest.Mon
     assert resolve_engine("auto", "cpu") == "torch"
 
 
-def test_onnx_is_refused_on_cuda() -> None:
+def test_openvino_without_its_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
+    with pytest.raises(GeoccsegError, match=r"^--engine openvino needs OpenVINO: pip install 'geoccseg\[openvino\]'"):
+        resolve_engine("openvino", "cpu")
+    assert resolve_engine("auto", "cpu", "bf16") == "torch"  # bf16 falls back to the torch engine
+    assert resolve_engine("auto", "cpu") == "onnx"
+
+
+def test_onnx_and_openvino_are_refused_on_cuda() -> None:
     with pytest.raises(GeoccsegError, match="--engine onnx runs on the CPU"):
         resolve_engine("onnx", "cuda")
-    assert resolve_engine("auto", "cuda") == "torch"
+    with pytest.raises(GeoccsegError, match="--engine openvino runs on the CPU"):
+        resolve_engine("openvino", "cuda")
+    assert resolve_engine("auto", "cuda") == "torch" == resolve_engine("auto", "cuda", "bf16")
 
 
 def test_reduced_precisions_are_wired_in_and_recorded(scene: Path, road: Bundle, torch_probability: np.ndarray, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """int8 (a quantised export on the onnx engine, cached under its own key) and bf16 (the torch
-    engine under bfloat16 autocast) predict the scene and say so; whether they are kept is for the
-    benchmark to measure, so the bound here is loose."""
+    engine under bfloat16 autocast; OpenVINO in bf16 where the CPU has bf16 instructions) predict
+    the scene and say so; whether they are kept is for the benchmark to measure, so the bound here
+    is loose."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
     clear_sessions()
-    for engine, precision in [("onnx", "int8"), ("torch", "bf16")]:
-        out = predict_scene(scene, road, tmp_path / f"{precision}.tif", _with(engine=engine, precision=precision), progress=False)
+    runs = [("onnx", "int8"), ("torch", "bf16")] + [("openvino", "bf16")] * cpu_has_bf16()
+    for engine, precision in runs:
+        out = predict_scene(scene, road, tmp_path / f"{engine}-{precision}.tif", _with(engine=engine, precision=precision), progress=False)
         with rasterio.open(out) as src:
             assert src.tags()["GEOCCSEG_ENGINE"] == f"{engine}-{precision}"
         probability = _read(out)
         assert (probability.mask == torch_probability.mask).all() and probability.max() > 200
         assert np.abs(probability - torch_probability).mean() < 4  # mean difference, in 1/255
     records = [json.loads(p.read_text()) for p in (cache / "onnx").glob("*.json")]
-    assert len(records) == 2  # the fp32 export it was quantised from, and the int8 model
-    assert resolve_engine("auto", "cpu", "int8") == "onnx" and resolve_engine("auto", "cpu", "bf16") == "torch"
-    with pytest.raises(GeoccsegError, match="bf16 runs on --engine torch"):
+    assert len(records) == 2  # the fp32 export (quantised to int8, run by OpenVINO in bf16), and the int8 model
+    assert resolve_engine("auto", "cpu", "int8") == "onnx"
+    assert resolve_engine("auto", "cpu", "bf16") == ("openvino" if cpu_has_bf16() else "torch")
+    with pytest.raises(GeoccsegError, match="bf16 runs on --engine openvino or torch, or auto"):
         resolve_engine("onnx", "cpu", "bf16")
+    with pytest.raises(GeoccsegError, match="int8 runs on --engine onnx"):
+        resolve_engine("openvino", "cpu", "int8")
     with pytest.raises(GeoccsegError, match="int8 runs on the CPU with --engine onnx"):
         resolve_engine("torch", "cpu", "int8")
     with pytest.raises(GeoccsegError, match=r"^unknown precision 'fp16'; use fp32, bf16 or int8$"):

@@ -1,4 +1,4 @@
-"""``geoccseg cache``: where the exported networks of ``predict --engine onnx`` are kept, and emptying it."""
+"""``geoccseg cache``: where the exported networks of ``predict --engine onnx`` and ``openvino`` are kept, and emptying it."""
 
 from __future__ import annotations
 

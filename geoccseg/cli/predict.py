@@ -40,11 +40,12 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the model runs (mixed precision on CUDA).")
 @click.option("--engine", default="auto", show_default=True, metavar="|".join(ENGINES),
-              help="Inference engine: torch (PyTorch) or onnx (ONNX Runtime, CPU; the network is exported once per model into "
-                   "the user cache); auto: torch on CUDA, the faster one on the CPU.")
+              help="Inference engine: torch (PyTorch), onnx (ONNX Runtime, CPU; the network is exported once per model into "
+                   "the user cache) or openvino (OpenVINO, CPU, the same export; pip install 'geoccseg[openvino]'); "
+                   "auto: torch on CUDA, onnx on the CPU (openvino at bf16 where installed).")
 @click.option("--precision", default="fp32", show_default=True, metavar="|".join(PRECISIONS),
-              help="CPU precision (experimental): bf16 runs the torch engine under bfloat16 autocast, int8 a quantised "
-                   "export on the onnx engine (calibrated on the shipped sample); CUDA always runs bf16 autocast.")
+              help="CPU precision (experimental): bf16 runs the network in bfloat16 on the openvino engine (else torch "
+                   "autocast), int8 a quantised export on the onnx engine (calibrated on the shipped sample); CUDA always runs bf16 autocast.")
 @click.option("--workers", type=int, help="Scene: run blocks on a local Dask cluster of N worker processes.")
 @click.option("--scheduler", help="Scene: run blocks on an existing Dask cluster (tcp://host:8786).")
 @click.option("--pixel-size-mm", type=float, help="Photos: size of one photo pixel in millimetres, for the *_mm columns [the model's, else empty].")

@@ -41,9 +41,9 @@ def predict_array(
             None: the whole image is one chip (the network sees all of it at once).
         overlap_px: overlap of neighbouring chips in pixels (with ``tile_px``).
         batch_size: chips per forward pass.
-        engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.settle_engine`),
+        engine: ``auto``, ``torch``, ``onnx`` or ``openvino`` (:func:`~geoccseg.inference.engine.settle_engine`),
             as ``geoccseg predict``.
-        precision: ``fp32``, ``bf16`` (torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
+        precision: ``fp32``, ``bf16`` (openvino or torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
 
     Returns:
         (K, H, W) float32 probabilities (class 0 = background, 1 minus the foreground classes).

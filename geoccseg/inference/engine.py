@@ -8,7 +8,9 @@ through :func:`geoccseg.inference.predict.blend_chips`:
 - ``onnx`` (:class:`OnnxEngine`): the same network exported to ONNX once per set of weights
   (:mod:`geoccseg.inference.export`), run by ONNX Runtime's CPU execution provider with as many
   intra-op threads as PyTorch has in the process (``torch.get_num_threads()``: all cores in a
-  single process, one in each single-threaded Dask worker, whose nanny sets ``OMP_NUM_THREADS=1``).
+  single process, one in each single-threaded Dask worker, whose nanny sets ``OMP_NUM_THREADS=1``);
+- ``openvino`` (:class:`OpenVinoEngine`, optional: ``pip install geoccseg[openvino]``): the same
+  ONNX export compiled by OpenVINO's CPU plugin, with the same thread count.
 
 ``auto`` (:func:`resolve_engine`) is ``torch`` on CUDA and :data:`AUTO_CPU_ENGINE` on the CPU
 (``torch`` where ONNX Runtime is not installed). Every prediction path settles its engine with
@@ -16,14 +18,17 @@ through :func:`geoccseg.inference.predict.blend_chips`:
 cannot be exported to ONNX.
 
 Reduced precision on the CPU (``--precision``, experimental, :data:`PRECISIONS`): ``bf16`` runs
-the PyTorch network under bfloat16 autocast (the ``torch`` engine; ONNX Runtime's CPU provider has
-no bf16 convolutions), ``int8`` runs a statically quantised export (the ``onnx`` engine,
-:mod:`geoccseg.inference.quantize`). CUDA always runs under bf16 autocast, whatever ``--precision``.
+the network in bfloat16, on ``openvino`` (:data:`AUTO_BF16_ENGINE`, where installed and the CPU
+has bf16 instructions) or the ``torch`` engine under bfloat16 autocast (ONNX Runtime's CPU
+provider has no bf16 convolutions); ``int8`` runs a statically quantised export (the ``onnx``
+engine, :mod:`geoccseg.inference.quantize`). CUDA always runs under bf16 autocast, whatever
+``--precision``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import threading
@@ -39,7 +44,7 @@ from geoccseg.io.bundle import BundleMeta
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "onnx")
+ENGINES = ("auto", "torch", "onnx", "openvino")
 """Names of the engines ``--engine`` accepts."""
 
 AUTO_CPU_ENGINE = "onnx"
@@ -48,11 +53,25 @@ defaults (512-px chips, the shipped road model, ONNX Runtime 1.32 against PyTorc
 ``pipelines/benchmark_predict.py``, README "Scene-scale prediction"): end to end 1.7-1.8x the torch
 engine's speed from 2k to 8k pixels, forward pass 1.6-1.9x."""
 
+AUTO_BF16_ENGINE = "openvino"
+"""The engine ``auto`` runs at ``--precision bf16`` on the CPU where it is installed and the CPU has
+bf16 instructions (else ``torch``). Measured on 2 idle cores of an AMD EPYC (AVX-512 BF16), one
+512-px chip of the shipped road model: OpenVINO 2026.4 in bf16 7.3-8.6 Mpx/s against 2.4 for the
+torch engine's bf16 autocast and 3.1-4.2 for ONNX Runtime in fp32 (at fp32 OpenVINO ties with ONNX
+Runtime: 3.5-4.3 Mpx/s; ``pipelines/benchmark_precision.py``, README "Reduced precision")."""
+
 PRECISIONS = ("fp32", "bf16", "int8")
-"""Precisions ``--precision`` accepts (on the CPU): fp32, bf16 (torch engine), int8 (onnx engine)."""
+"""Precisions ``--precision`` accepts (on the CPU): fp32, bf16 (openvino or torch engine), int8 (onnx engine)."""
 
 ONNX_PACKAGES = ("onnxruntime", "onnx")
 """Packages the ``onnx`` engine needs (ONNX Runtime runs the model, onnx is needed to export it)."""
+
+OPENVINO_PACKAGES = ("openvino", "onnxruntime", "onnx")
+"""Packages the ``openvino`` engine needs (OpenVINO runs the model; the export is made and checked
+with onnx and ONNX Runtime, as for the ``onnx`` engine)."""
+
+EXPORTED_ENGINES = ("onnx", "openvino")
+"""Engines that run the network's ONNX export (:mod:`geoccseg.inference.export`) rather than PyTorch."""
 
 
 def autocast(device: str) -> contextlib.AbstractContextManager:
@@ -171,9 +190,63 @@ class OnnxEngine(Engine):
         return torch.from_numpy(np.ascontiguousarray(probs[..., :height, :width]))
 
 
+class OpenVinoEngine(Engine):
+    """The network's ONNX export (:func:`geoccseg.inference.export.exported_model`) compiled by
+    OpenVINO for the CPU, once, for chips of any shape (dynamic batch, height and width). Chips are
+    padded and cropped as in :class:`OnnxEngine`. Each call runs its own inference request (cheap:
+    the compiled model holds the weights), so threads may share the engine.
+
+    Args:
+        model_bytes: the ONNX model (fp32).
+        threads: OpenVINO inference threads.
+        precision: ``fp32`` or ``bf16`` (OpenVINO's inference precision hint: bf16 weights and
+            activations with fp32 accumulation; needs a CPU with bf16 instructions, :func:`cpu_has_bf16`).
+    """
+
+    name = "openvino"
+
+    def __init__(self, model_bytes: bytes, threads: int, precision: str = "fp32") -> None:
+        import io
+
+        import openvino as ov
+
+        from geoccseg.inference.export import INPUT, OUTPUT
+
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads),
+                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        self.compiled = ov.Core().compile_model(ov.convert_model(io.BytesIO(model_bytes)), "CPU", config)
+        self.device, self.threads, self.precision = "cpu", max(1, threads), precision
+        self._input, self._output = INPUT, OUTPUT
+
+    def __call__(self, chips: torch.Tensor | np.ndarray) -> torch.Tensor:
+        from geoccseg.models.network import pad_to_multiple
+
+        with torch.inference_mode():
+            x = torch.as_tensor(chips).to("cpu", torch.float32)
+            height, width = x.shape[-2:]
+            padded = pad_to_multiple(x).contiguous().numpy()
+        probs = self.compiled.create_infer_request().infer({self._input: padded})[self._output]
+        return torch.from_numpy(np.ascontiguousarray(probs[..., :height, :width]))
+
+
 def onnx_available() -> bool:
     """Whether the packages of the ``onnx`` engine (:data:`ONNX_PACKAGES`) are installed (found, not imported)."""
     return all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
+
+
+def openvino_available() -> bool:
+    """Whether the packages of the ``openvino`` engine (:data:`OPENVINO_PACKAGES`) are installed (found, not imported)."""
+    return all(importlib.util.find_spec(name) is not None for name in OPENVINO_PACKAGES)
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bfloat16 on this CPU (AVX-512 BF16 or AMX; its
+    ``OPTIMIZATION_CAPABILITIES``). Elsewhere it would silently run fp32 at ``bf16``. Needs the
+    ``openvino`` package (:func:`openvino_available`)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def check_engine(engine: str) -> None:
@@ -198,7 +271,8 @@ def check_precision(precision: str) -> None:
 
 def resolve_engine(engine: str, device: str, precision: str = "fp32") -> str:
     """The engine that runs: ``auto`` -> ``torch`` on CUDA, else :data:`AUTO_CPU_ENGINE` when installed
-    (with ``precision`` bf16: ``torch``; int8: ``onnx``).
+    (with ``precision`` bf16: :data:`AUTO_BF16_ENGINE` where installed and the CPU runs bf16, else
+    ``torch``; int8: ``onnx``).
 
     Args:
         engine: one of :data:`ENGINES`.
@@ -206,23 +280,37 @@ def resolve_engine(engine: str, device: str, precision: str = "fp32") -> str:
         precision: one of :data:`PRECISIONS`.
 
     Raises:
-        GeoccsegError: an unknown engine or precision, ``onnx`` on CUDA or without its packages,
-            a precision the engine does not run.
+        GeoccsegError: an unknown engine or precision, ``onnx`` or ``openvino`` on CUDA or without
+            their packages, a precision the engine (or the CPU) does not run.
     """
     check_engine(engine)
     check_precision(precision)
     cuda = torch.device(device).type == "cuda"
     if engine == "auto":
-        engine = "torch" if cuda or precision == "bf16" else "onnx" if precision == "int8" else AUTO_CPU_ENGINE
-        if engine == "onnx" and precision == "fp32" and not onnx_available():
+        if cuda:
             engine = "torch"
+        elif precision == "bf16":
+            engine = AUTO_BF16_ENGINE if openvino_available() and cpu_has_bf16() else "torch"
+        else:
+            engine = "onnx" if precision == "int8" else AUTO_CPU_ENGINE
+            if engine == "onnx" and precision == "fp32" and not onnx_available():
+                engine = "torch"
+    if engine == "openvino":
+        if cuda:
+            raise GeoccsegError("--engine openvino runs on the CPU; use --device cpu, or --engine torch (or auto) on CUDA")
+        if not openvino_available():
+            raise GeoccsegError("--engine openvino needs OpenVINO: pip install 'geoccseg[openvino]' (or use --engine onnx or auto)")
+        if precision == "int8":
+            raise GeoccsegError("--precision int8 runs on --engine onnx (a quantised export); use --engine onnx or auto")
+        if precision == "bf16" and not cpu_has_bf16():
+            raise GeoccsegError("this CPU has no bfloat16 instructions for OpenVINO; use --precision fp32, or --engine torch for bf16")
     if engine == "onnx":
         if cuda:
             raise GeoccsegError("--engine onnx runs on the CPU; use --device cpu, or --engine torch (or auto) on CUDA")
         if not onnx_available():
             raise GeoccsegError("--engine onnx needs ONNX Runtime and onnx: pip install onnxruntime onnx (or use --engine torch)")
         if precision == "bf16":
-            raise GeoccsegError("--precision bf16 runs on --engine torch (ONNX Runtime's CPU provider has no bf16 convolutions)")
+            raise GeoccsegError(BF16_ON_ONNX)
     if engine == "torch" and precision == "int8":
         raise GeoccsegError("--precision int8 runs on the CPU with --engine onnx (a quantised export); use --engine onnx or auto")
     return engine
@@ -233,7 +321,10 @@ def engine_label(engine: str, precision: str = "fp32") -> str:
     return engine if precision == "fp32" else f"{engine}-{precision}"
 
 
-_ONNX: dict[tuple[str, int], OnnxEngine] = {}
+BF16_ON_ONNX = "--precision bf16 runs on --engine openvino or torch, or auto (ONNX Runtime's CPU provider has no bf16 convolutions)"
+"""The error of ``--engine onnx --precision bf16``."""
+
+_ONNX: dict[tuple[str, str, str, int], Engine] = {}
 _ONNX_LOCK = threading.Lock()
 
 
@@ -248,58 +339,61 @@ def build_engine(engine: str, model: torch.nn.Module, device: str, meta: BundleM
     """The engine ``engine`` (a name :func:`resolve_engine` returned) running ``model`` on ``device``
     at ``precision``, for chips of the bundle's bands (``meta``).
 
-    ``torch`` moves the model to ``device``. ``onnx`` exports the model once per set of weights
-    (:func:`geoccseg.inference.export.exported_model`, or its int8 model,
-    :func:`geoccseg.inference.quantize.quantized_model`; cached on disk) and keeps the last ONNX
-    Runtime session of this process, so that calls for the same model and thread count reuse it.
+    ``torch`` moves the model to ``device``. ``onnx`` and ``openvino`` export the model once per
+    set of weights (:func:`geoccseg.inference.export.exported_model`, or its int8 model,
+    :func:`geoccseg.inference.quantize.quantized_model`; cached on disk) and keep the last ONNX
+    Runtime session or OpenVINO compiled model of this process, so that calls for the same model,
+    engine, precision and thread count reuse it.
 
     Raises:
-        GeoccsegError: the network cannot be exported or quantised (``onnx``).
+        GeoccsegError: the network cannot be exported or quantised (``onnx``, ``openvino``).
     """
     check_engine(engine)
     check_precision(precision)
     if engine == "torch":
         return TorchEngine(model.to(device).eval(), device, precision=precision)
     if engine == "auto":
-        raise GeoccsegError("build_engine needs a resolved engine (torch or onnx); see resolve_engine")
-    if precision == "bf16":
-        raise GeoccsegError("--precision bf16 runs on --engine torch (ONNX Runtime's CPU provider has no bf16 convolutions)")
+        raise GeoccsegError("build_engine needs a resolved engine (torch, onnx or openvino); see resolve_engine")
+    if precision == "bf16" and engine == "onnx":
+        raise GeoccsegError(BF16_ON_ONNX)
     from geoccseg.inference.export import export_key, exported_model
     from geoccseg.inference.quantize import int8_key, quantized_model
 
     model, in_channels = model.to("cpu").eval(), len(meta.bands)
     key = int8_key(model, meta) if precision == "int8" else export_key(model, in_channels)
     threads = torch.get_num_threads()
+    runs = (engine, precision, key, threads)
     with _ONNX_LOCK:
-        if (key, threads) not in _ONNX:
+        if runs not in _ONNX:
             data = quantized_model(model, meta, key) if precision == "int8" else exported_model(model, in_channels, key)
-            built = OnnxEngine(data, threads, precision)
+            built = (OnnxEngine if engine == "onnx" else OpenVinoEngine)(data, threads, precision)
             _ONNX.clear()
-            _ONNX[(key, threads)] = built
-        return _ONNX[(key, threads)]
+            _ONNX[runs] = built
+        return _ONNX[runs]
 
 
 def settle_engine(requested: str, device: str, model: torch.nn.Module, meta: BundleMeta, precision: str = "fp32") -> str:
-    """The engine that runs ``model``: :func:`resolve_engine`, and for ``onnx`` the export made (or
-    found in the cache) now, once, so that a run fails or falls back before any block or photo.
+    """The engine that runs ``model``: :func:`resolve_engine`, and for ``onnx`` and ``openvino`` the
+    export made (or found in the cache) and loaded now, once, so that a run fails or falls back
+    before any block or photo.
 
-    Where ``auto`` chose ``onnx`` at fp32 and the network cannot be exported (or its export does not
-    match PyTorch), the run falls back to ``torch`` with a one-line warning; an explicit ``onnx`` (or
-    ``int8``, which has no torch engine) raises instead. Record :func:`engine_label` of the returned
-    name, the engine that actually runs.
+    Where ``auto`` chose ``onnx`` (fp32) or ``openvino`` (bf16) and the network cannot be exported
+    (or its export does not match PyTorch), the run falls back to ``torch`` with a one-line warning;
+    an explicit ``onnx`` or ``openvino`` (or ``int8``, which has no torch engine) raises instead.
+    Record :func:`engine_label` of the returned name, the engine that actually runs.
 
     Args:
         requested: one of :data:`ENGINES`, as the user gave it.
         device: the resolved torch device (``cpu``, ``cuda``, ...).
-        model: the network (``onnx`` moves it to the CPU).
+        model: the network (``onnx`` and ``openvino`` move it to the CPU).
         meta: the bundle's metadata (its bands).
         precision: one of :data:`PRECISIONS`.
 
     Returns:
-        ``torch`` or ``onnx``, for :func:`build_engine`.
+        ``torch``, ``onnx`` or ``openvino``, for :func:`build_engine`.
 
     Raises:
-        GeoccsegError: see :func:`resolve_engine` and :func:`build_engine` (not for ``auto`` at fp32).
+        GeoccsegError: see :func:`resolve_engine` and :func:`build_engine` (not for ``auto`` at fp32 or bf16).
     """
     return _settle(requested, device, model, meta, precision)[0]
 
@@ -316,14 +410,14 @@ def ready_engine(requested: str, device: str, model: torch.nn.Module, meta: Bund
 
 
 def _settle(requested: str, device: str, model: torch.nn.Module, meta: BundleMeta, precision: str) -> tuple[str, Engine | None]:
-    """The settled engine name, and the onnx engine when one was built to settle it (else None)."""
+    """The settled engine name, and the exported engine when one was built to settle it (else None)."""
     engine = resolve_engine(requested, device, precision)
-    if engine != "onnx":
+    if engine not in EXPORTED_ENGINES:
         return engine, None
     try:
         built = build_engine(engine, model, device, meta, precision)  # this process keeps the session for the run
     except GeoccsegError as exc:
-        if requested != "auto" or precision != "fp32":
+        if requested != "auto" or precision == "int8":
             raise
         reason = str(exc).removesuffix("; use --engine torch")
         log.warning("geoccseg: warning: ONNX export failed (%s); predicting with the torch engine", reason)

@@ -125,7 +125,7 @@ def predict_photo(
         device: a resolved torch device (``cpu``, ``cuda``; see
             :func:`~geoccseg.inference.predict.resolve_device`).
         batch_size: chips per forward pass.
-        engine: ``auto``, ``torch`` or ``onnx`` (:func:`~geoccseg.inference.engine.settle_engine`),
+        engine: ``auto``, ``torch``, ``onnx`` or ``openvino`` (:func:`~geoccseg.inference.engine.settle_engine`),
             or an engine already built for the bundle's model on ``device``
             (:func:`~geoccseg.inference.engine.build_engine`, as :func:`predict_photos` passes it).
         precision: ``fp32``, ``bf16`` or ``int8`` (with an engine name; an engine has its own).

@@ -113,9 +113,9 @@ class PredictOptions:
         block_px: block edge in pixels, rounded to a multiple of the stride; one task each.
         batch_size: chips per forward pass; None: :meth:`batch_for` (:data:`DEFAULT_BATCH_PX` pixels).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (mixed precision on CUDA).
-        engine: ``"auto"``, ``"torch"`` or ``"onnx"`` (:func:`geoccseg.inference.engine.settle_engine`;
+        engine: ``"auto"``, ``"torch"``, ``"onnx"`` or ``"openvino"`` (:func:`geoccseg.inference.engine.settle_engine`;
             ``auto``: torch on CUDA, the faster one on the CPU, torch where the network cannot be exported).
-        precision: ``"fp32"``, ``"bf16"`` (torch engine) or ``"int8"`` (onnx engine), on the CPU
+        precision: ``"fp32"``, ``"bf16"`` (openvino or torch engine) or ``"int8"`` (onnx engine), on the CPU
             (experimental; CUDA always runs under bf16 autocast).
         workers: run blocks on a local Dask cluster of this many single-threaded processes.
         scheduler: address of an existing Dask scheduler (``tcp://host:8786``); its workers must
@@ -170,7 +170,7 @@ class BlockJob:
         block: the block to predict.
         scale: model pixel size / scene pixel size (scene pixels per model pixel; 1.0: no resampling).
         batch_size: chips per forward pass.
-        engine: the settled engine name (``torch`` or ``onnx``, :func:`~geoccseg.inference.engine.settle_engine`).
+        engine: the settled engine name (``torch``, ``onnx`` or ``openvino``, :func:`~geoccseg.inference.engine.settle_engine`).
         precision: the engine's precision (``fp32``, ``bf16``, ``int8``).
         norm: the scene's own statistics for a per-image model (:func:`scene_norm`); None: the bundle's.
     """
@@ -261,7 +261,7 @@ def cached_engine(bundle_path: str, device: str, engine: str, precision: str = "
     ``precision`` (:func:`cached_model`, :func:`geoccseg.inference.engine.build_engine`), and the bundle's metadata.
 
     The engine is built once per process model (a new :func:`share_bundle` or a reloaded bundle builds
-    it again): the ``onnx`` engine's cache key hashes every weight, which each block would repeat.
+    it again): the exported engines' cache key hashes every weight, which each block would repeat.
     """
     model, meta = cached_model(bundle_path, device)
     key = (engine, precision, torch.get_num_threads())
