@@ -22,10 +22,11 @@ size (e.g. 1 m for the shipped road model: the chip's transform scaled, the same
 prediction runs on the scene's own grid, without resampling.
 
 **Engines.** ``--engines torch onnx`` measures ``predict`` and ``forward`` once per inference
-engine (:mod:`geoccseg.inference.engine`; default: ``torch`` alone); ``onnx:int8`` and
-``torch:bf16`` measure an engine at a reduced CPU precision (experimental, ``--precision``). The ``onnx`` engine's
-export is made (or found in the user cache, ``$GEOCCSEG_CACHE``) by its first ``forward``
-measure, so its ``predict`` time includes reading the cached export, not exporting it.
+engine (:mod:`geoccseg.inference.engine`; default: ``torch`` alone); ``onnx:int8``,
+``torch:bf16`` and ``openvino:bf16`` measure an engine at a reduced CPU precision (experimental,
+``--precision``). The ``onnx`` and ``openvino`` engines' export is made (or found in the user
+cache, ``$GEOCCSEG_CACHE``) by their first ``forward`` measure, so their ``predict`` time
+includes reading the cached export, not exporting it.
 
 **Measures**, each in its own subprocess so that memory is not shared between them:
 
@@ -80,7 +81,7 @@ import torch
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import cpu_model
 from geoccseg.inference.cog import compression
-from geoccseg.inference.engine import Engine
+from geoccseg.inference.engine import ENGINES, PRECISIONS, Engine
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import read_bundle
 from geoccseg.io.lazy import chunk_windows
@@ -320,8 +321,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="chips per forward pass (default: predict's, PredictOptions.batch_for)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--engines", nargs="+", default=["torch"],
-                        help="inference engines to measure: torch, onnx (or auto), each with an optional :precision "
-                             "(torch:bf16, onnx:int8; CPU, experimental)")
+                        help="inference engines to measure: torch, onnx, openvino (or auto), each with an optional :precision "
+                             "(torch:bf16, openvino:bf16, onnx:int8; CPU, experimental)")
     parser.add_argument("--engine", default="torch", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help="local Dask cluster of N worker processes")
@@ -334,8 +335,8 @@ def main() -> None:
     args = parser.parse_args()
     for engine in args.engines:
         name, _, precision = engine.partition(":")
-        if name not in ("auto", "torch", "onnx") or precision not in ("", "fp32", "bf16", "int8"):
-            parser.error(f"unknown engine {engine!r}; use auto, torch or onnx, optionally with :fp32, :bf16 or :int8")
+        if name not in ENGINES or precision not in ("", *PRECISIONS):
+            parser.error(f"unknown engine {engine!r}; use {', '.join(ENGINES)}, optionally with :{', :'.join(PRECISIONS)}")
 
     if args.child:
         result = CHILDREN[args.child](args)
