@@ -384,3 +384,4 @@ def test_the_cache_warns_when_it_grows_and_clear_removes_only_the_exports(
     assert cleared.exit_code == 0 and cleared.output.startswith("removed 2 export(s)"), cleared.output
     assert sorted((cache / "onnx").iterdir()) == sorted(own[:2]) and all(p.read_text() == "the user's" for p in own)
     assert exported_model(road.model, 3)  # exported again on demand
+

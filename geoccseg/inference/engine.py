@@ -12,6 +12,8 @@ through :func:`geoccseg.inference.predict.blend_chips`:
 - ``openvino`` (:class:`OpenVinoEngine`, optional: ``pip install geoccseg[openvino]``): the same
   ONNX export compiled by OpenVINO's CPU plugin, with the same thread count.
 
+Both runtimes are imported with their usage telemetry off (:mod:`geoccseg.inference.runtimes`).
+
 ``auto`` (:func:`resolve_engine`) is ``torch`` on CUDA and :data:`AUTO_CPU_ENGINE` on the CPU
 (``torch`` where ONNX Runtime is not installed). Every prediction path settles its engine with
 :func:`settle_engine`, which also turns ``auto`` to ``torch``, with a warning, when the network
@@ -167,10 +169,10 @@ class OnnxEngine(Engine):
     name = "onnx"
 
     def __init__(self, model_bytes: bytes, threads: int, precision: str = "fp32") -> None:
-        import onnxruntime as ort
-
         from geoccseg.inference.export import INPUT, OUTPUT
+        from geoccseg.inference.runtimes import import_onnxruntime
 
+        ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
@@ -206,15 +208,14 @@ class OpenVinoEngine(Engine):
     name = "openvino"
 
     def __init__(self, model_bytes: bytes, threads: int, precision: str = "fp32") -> None:
-        import io
-
-        import openvino as ov
-
         from geoccseg.inference.export import INPUT, OUTPUT
+        from geoccseg.inference.runtimes import import_openvino
 
+        ov = import_openvino()
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads),
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-        self.compiled = ov.Core().compile_model(ov.convert_model(io.BytesIO(model_bytes)), "CPU", config)
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(model_bytes), "CPU", config)
         self.device, self.threads, self.precision = "cpu", max(1, threads), precision
         self._input, self._output = INPUT, OUTPUT
 
@@ -244,9 +245,9 @@ def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin runs bfloat16 on this CPU (AVX-512 BF16 or AMX; its
     ``OPTIMIZATION_CAPABILITIES``). Elsewhere it would silently run fp32 at ``bf16``. Needs the
     ``openvino`` package (:func:`openvino_available`)."""
-    import openvino as ov
+    from geoccseg.inference.runtimes import import_openvino
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def check_engine(engine: str) -> None:

@@ -313,8 +313,9 @@ def check_export(data: bytes, wrapped: torch.nn.Module, in_channels: int) -> Non
     Raises:
         GeoccsegError: a difference above :data:`CHECK_TOLERANCE`.
     """
-    import onnxruntime as ort
+    from geoccseg.inference.runtimes import import_onnxruntime
 
+    ort = import_onnxruntime()
     generator = torch.Generator().manual_seed(0)
     chips = torch.rand(3, in_channels, 96, 64, generator=generator) - 0.5
     options = ort.SessionOptions()

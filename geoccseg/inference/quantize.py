@@ -98,6 +98,9 @@ def quantize_int8(fp32: bytes, chips: list[np.ndarray]) -> bytes:
     Runtime's uint8 x int8 kernels can saturate with full-range weights (measured on a 2-core AMD
     EPYC: the sample's probabilities off by 5.2/255 on average, against under 4 where VNNI exists).
     """
+    from geoccseg.inference.runtimes import import_onnxruntime
+
+    import_onnxruntime()  # first, with its telemetry off
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
