@@ -327,7 +327,7 @@ def test_reduced_precisions_are_wired_in_and_recorded(scene: Path, road: Bundle,
     assert resolve_engine("auto", "cpu", "bf16") == ("openvino" if cpu_has_bf16() else "torch")
     with pytest.raises(GeoccsegError, match="bf16 runs on --engine openvino or torch, or auto"):
         resolve_engine("onnx", "cpu", "bf16")
-    with pytest.raises(GeoccsegError, match="int8 runs on --engine onnx"):
+    with pytest.raises(GeoccsegError, match="int8 runs on the CPU with --engine onnx"):
         resolve_engine("openvino", "cpu", "int8")
     with pytest.raises(GeoccsegError, match="int8 runs on the CPU with --engine onnx"):
         resolve_engine("torch", "cpu", "int8")

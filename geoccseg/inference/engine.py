@@ -60,7 +60,7 @@ AUTO_BF16_ENGINE = "openvino"
 bf16 instructions (else ``torch``). Measured on 2 idle cores of an AMD EPYC (AVX-512 BF16), one
 512-px chip of the shipped road model: OpenVINO 2026.4 in bf16 7.3-8.6 Mpx/s against 2.4 for the
 torch engine's bf16 autocast and 3.1-4.2 for ONNX Runtime in fp32 (at fp32 OpenVINO ties with ONNX
-Runtime: 3.5-4.3 Mpx/s; ``pipelines/benchmark_precision.py``, README "Reduced precision")."""
+Runtime: 3.5-4.3 Mpx/s; ``pipelines/benchmark_precision.py``, README "Engines and reduced precision")."""
 
 PRECISIONS = ("fp32", "bf16", "int8")
 """Precisions ``--precision`` accepts (on the CPU): fp32, bf16 (openvino or torch engine), int8 (onnx engine)."""
@@ -74,6 +74,9 @@ with onnx and ONNX Runtime, as for the ``onnx`` engine)."""
 
 EXPORTED_ENGINES = ("onnx", "openvino")
 """Engines that run the network's ONNX export (:mod:`geoccseg.inference.export`) rather than PyTorch."""
+
+BF16_ON_ONNX = "--precision bf16 runs on --engine openvino or torch, or auto (ONNX Runtime's CPU provider has no bf16 convolutions)"
+"""The error of ``--engine onnx --precision bf16``."""
 
 
 def autocast(device: str) -> contextlib.AbstractContextManager:
@@ -155,10 +158,28 @@ class TorchEngine(Engine):
             return self.forward(self.model, torch.as_tensor(chips), self.device)
 
 
-class OnnxEngine(Engine):
+class ExportedEngine(Engine):
+    """An engine that runs the network's ONNX export (:data:`EXPORTED_ENGINES`) on the CPU. Chips
+    are padded to a multiple of the network's output stride as the network pads them
+    (:func:`geoccseg.models.network.pad_to_multiple`), and the probabilities are cropped back."""
+
+    def __call__(self, chips: torch.Tensor | np.ndarray) -> torch.Tensor:
+        from geoccseg.models.network import pad_to_multiple
+
+        with torch.inference_mode():
+            x = torch.as_tensor(chips).to("cpu", torch.float32)
+            height, width = x.shape[-2:]
+            padded = pad_to_multiple(x).contiguous().numpy()
+        return torch.from_numpy(np.ascontiguousarray(self.run(padded)[..., :height, :width]))
+
+    @abstractmethod
+    def run(self, padded: np.ndarray) -> np.ndarray:
+        """The export's output (B, K - 1, H, W) for float32 chips (B, C, H, W), H and W multiples of the stride."""
+
+
+class OnnxEngine(ExportedEngine):
     """The network's ONNX export (:func:`geoccseg.inference.export.exported_model`) in ONNX Runtime
-    on the CPU. Chips are padded to a multiple of the network's output stride as the network pads
-    them (:func:`geoccseg.models.network.pad_to_multiple`) and the probabilities are cropped back.
+    on the CPU.
 
     Args:
         model_bytes: the ONNX model.
@@ -181,22 +202,15 @@ class OnnxEngine(Engine):
         self.device, self.threads, self.precision = "cpu", max(1, threads), precision
         self._input, self._output = INPUT, OUTPUT
 
-    def __call__(self, chips: torch.Tensor | np.ndarray) -> torch.Tensor:
-        from geoccseg.models.network import pad_to_multiple
-
-        with torch.inference_mode():
-            x = torch.as_tensor(chips).to("cpu", torch.float32)
-            height, width = x.shape[-2:]
-            padded = pad_to_multiple(x).contiguous().numpy()
-        probs = self.session.run([self._output], {self._input: padded})[0]
-        return torch.from_numpy(np.ascontiguousarray(probs[..., :height, :width]))
+    def run(self, padded: np.ndarray) -> np.ndarray:
+        return self.session.run([self._output], {self._input: padded})[0]
 
 
-class OpenVinoEngine(Engine):
+class OpenVinoEngine(ExportedEngine):
     """The network's ONNX export (:func:`geoccseg.inference.export.exported_model`) compiled by
-    OpenVINO for the CPU, once, for chips of any shape (dynamic batch, height and width). Chips are
-    padded and cropped as in :class:`OnnxEngine`. Each call runs its own inference request (cheap:
-    the compiled model holds the weights), so threads may share the engine.
+    OpenVINO for the CPU, once, for chips of any shape (dynamic batch, height and width). Each call
+    runs its own inference request (cheap: the compiled model holds the weights), so threads may
+    share the engine.
 
     Args:
         model_bytes: the ONNX model (fp32).
@@ -219,15 +233,8 @@ class OpenVinoEngine(Engine):
         self.device, self.threads, self.precision = "cpu", max(1, threads), precision
         self._input, self._output = INPUT, OUTPUT
 
-    def __call__(self, chips: torch.Tensor | np.ndarray) -> torch.Tensor:
-        from geoccseg.models.network import pad_to_multiple
-
-        with torch.inference_mode():
-            x = torch.as_tensor(chips).to("cpu", torch.float32)
-            height, width = x.shape[-2:]
-            padded = pad_to_multiple(x).contiguous().numpy()
-        probs = self.compiled.create_infer_request().infer({self._input: padded})[self._output]
-        return torch.from_numpy(np.ascontiguousarray(probs[..., :height, :width]))
+    def run(self, padded: np.ndarray) -> np.ndarray:
+        return self.compiled.create_infer_request().infer({self._input: padded})[self._output]
 
 
 def onnx_available() -> bool:
@@ -296,24 +303,20 @@ def resolve_engine(engine: str, device: str, precision: str = "fp32") -> str:
             engine = "onnx" if precision == "int8" else AUTO_CPU_ENGINE
             if engine == "onnx" and precision == "fp32" and not onnx_available():
                 engine = "torch"
+    if engine in EXPORTED_ENGINES and cuda:
+        raise GeoccsegError(f"--engine {engine} runs on the CPU; use --device cpu, or --engine torch (or auto) on CUDA")
+    if precision == "int8" and engine != "onnx":
+        raise GeoccsegError("--precision int8 runs on the CPU with --engine onnx (a quantised export); use --engine onnx or auto")
     if engine == "openvino":
-        if cuda:
-            raise GeoccsegError("--engine openvino runs on the CPU; use --device cpu, or --engine torch (or auto) on CUDA")
         if not openvino_available():
             raise GeoccsegError("--engine openvino needs OpenVINO: pip install 'geoccseg[openvino]' (or use --engine onnx or auto)")
-        if precision == "int8":
-            raise GeoccsegError("--precision int8 runs on --engine onnx (a quantised export); use --engine onnx or auto")
         if precision == "bf16" and not cpu_has_bf16():
             raise GeoccsegError("this CPU has no bfloat16 instructions for OpenVINO; use --precision fp32, or --engine torch for bf16")
     if engine == "onnx":
-        if cuda:
-            raise GeoccsegError("--engine onnx runs on the CPU; use --device cpu, or --engine torch (or auto) on CUDA")
         if not onnx_available():
             raise GeoccsegError("--engine onnx needs ONNX Runtime and onnx: pip install onnxruntime onnx (or use --engine torch)")
         if precision == "bf16":
             raise GeoccsegError(BF16_ON_ONNX)
-    if engine == "torch" and precision == "int8":
-        raise GeoccsegError("--precision int8 runs on the CPU with --engine onnx (a quantised export); use --engine onnx or auto")
     return engine
 
 
@@ -321,9 +324,6 @@ def engine_label(engine: str, precision: str = "fp32") -> str:
     """How outputs record the engine: its name, with the precision unless fp32 (``onnx``, ``onnx-int8``, ``torch-bf16``)."""
     return engine if precision == "fp32" else f"{engine}-{precision}"
 
-
-BF16_ON_ONNX = "--precision bf16 runs on --engine openvino or torch, or auto (ONNX Runtime's CPU provider has no bf16 convolutions)"
-"""The error of ``--engine onnx --precision bf16``."""
 
 _ONNX: dict[tuple[str, str, str, int], Engine] = {}
 _ONNX_LOCK = threading.Lock()
