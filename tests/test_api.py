@@ -13,7 +13,6 @@ import pytest
 import rasterio
 import rioxarray
 import xarray as xr
-from affine import Affine
 
 import geoccseg
 from geoccseg.data.photos import read_photo

@@ -161,7 +161,6 @@ def test_band_tile_and_point_inputs_are_refused_in_one_line(vegas, tmp_path):
 def test_info_json_and_text_report_the_labeled_pixels(vegas, tmp_path, scene_aoi):
     scene = open_scene(vegas / SCENE)
     shape = (scene.height, scene.width)
-    lines = gpd.read_file(vegas / ROADS)
     # the real command: one JSON object on stdout, the note (no AOI) on stderr only
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.run(

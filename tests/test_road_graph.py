@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import pyogrio
 import pytest
 import shapely
