@@ -48,14 +48,15 @@ includes reading the cached export, not exporting it.
   the model in the main thread and runs the loop in a worker thread: on a busy machine the first
   thread to use OpenMP ran the forward pass up to 3x slower than the others.
 
-- ``suggest`` (with ``--suggest``): ``geoccseg suggest`` on the same scene
+- ``suggest`` (with ``--suggest``): ``geoccseg suggest`` on the same scene, once per engine
   (:func:`geoccseg.suggest.areas.suggest_areas`, 5 squares of the model's default size, the same
-  tile, overlap, block and batch, the torch engine it always uses): wall time and peak RSS, to
-  show that scoring where to label next keeps memory flat in scene size as prediction does.
+  tile, overlap, block and batch; scoring runs the ``onnx`` engine's ``scoring`` export, and
+  PyTorch for ``torch`` and ``openvino``): wall time and peak RSS, to show that scoring where to
+  label next keeps memory flat in scene size as prediction does.
 
 **Outputs** in ``--out``: ``results.json`` (rewritten after each measure) and ``results.md`` (the
 table, one row per size and engine: size, engine, wall s, Mpx/s, vs torch, peak RSS MB,
-forward-limit Mpx/s, ratio, naive wall s, naive RSS MB).
+forward-limit Mpx/s, ratio, naive wall s, naive RSS MB, suggest wall s, suggest RSS MB).
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def child_suggest(args: argparse.Namespace) -> dict:
     from geoccseg.suggest.areas import suggest_areas
 
     options = PredictOptions(tile_px=args.tile_px, overlap_px=args.overlap_px, block_px=args.block_px,
-                             batch_size=args.batch_size, device=args.device, workers=args.workers)
+                             batch_size=args.batch_size, device=args.device, engine=args.engine, workers=args.workers)
     start = time.perf_counter()
     suggest_areas([args.scene], args.dest, model=str(args.bundle), n=5, options=options, overwrite=True, progress=False)
     return {"seconds": time.perf_counter() - start}
@@ -298,7 +299,7 @@ def table(rows: list[dict]) -> str:
         measured = [(name, e) for name, e in r["engines"].items() if "ratio" in e]
         for i, (name, e) in enumerate(measured):
             naive = r.get("naive") if i == 0 else None
-            suggest = r.get("suggest") if i == 0 else None
+            suggest = e.get("suggest")
             vs_torch = f"{e['vs_torch']:.2f}" if "vs_torch" in e else "-"
             lines.append(
                 f"| {r['size_px']} | {name} | {e['predict']['seconds']:.1f} | {e['mpx_per_s']:.2f} | {vs_torch} "
@@ -382,11 +383,11 @@ def main() -> None:
                 if "mpx_per_s" in row["engines"].get("torch", {}):  # fp32 torch, measured first when asked for
                     measured["vs_torch"] = measured["mpx_per_s"] / row["engines"]["torch"]["mpx_per_s"]
                 save()
+                if args.suggest:  # scoring runs the engine's export where it has one (onnx), else PyTorch
+                    measured["suggest"] = run_child("suggest", args, scene, bundle, tmp / f"areas_{size}.gpkg", engine)
+                    save()
             if not args.no_naive:
                 row["naive"] = run_child("naive", args, scene, bundle, tmp / f"naive_{size}.tif")
-                save()
-            if args.suggest:
-                row["suggest"] = run_child("suggest", args, scene, bundle, tmp / f"areas_{size}.gpkg")
                 save()
             for path in [*tmp.glob(f"*_{size}.tif"), *tmp.glob(f"*_{size}.gpkg")]:
                 path.unlink()

@@ -163,6 +163,39 @@ def test_block_size_and_a_dask_cluster_give_the_same_ranking(scene_path):
         assert np.allclose(one_block[column], cluster[column], rtol=1e-4, atol=1e-6), column
 
 
+def test_onnx_scoring_gives_what_pytorch_scoring_gives(tmp_path, monkeypatch):
+    """The acquisition terms through the network's ``scoring`` ONNX export (the default on the CPU)
+    equal PyTorch's: probabilities, the flipped view and the projected embeddings, on a whole chip
+    and on chips cut at an edge (96 x 80 px: padded, and flipped before padding as PyTorch does)."""
+    import torch
+
+    from geoccseg.inference.engine import TorchEngine, clear_sessions
+    from geoccseg.suggest.terms import OnnxScoringEngine, scoring_engine, scoring_forward
+
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(tmp_path / "cache"))
+    clear_sessions()  # a new process, as far as the engine is concerned
+    road = load_bundle(resolve_model("road"))
+    onnx = scoring_engine("auto", road.model, "cpu", road.meta)
+    assert isinstance(onnx, OnnxScoringEngine)
+    assert isinstance(scoring_engine("torch", road.model, "cpu", road.meta), TorchEngine)
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(2, 3, 256, 256), (2, 3, 96, 80)]:
+        chips = torch.randn(*shape, generator=generator)
+        expected, got = scoring_forward(road.model, chips, "cpu"), onnx(chips)
+        assert got.shape == expected.shape == (shape[0], 2 + 8, *shape[2:])
+        assert float((got - expected).abs().max()) < 1e-3, shape
+        assert float(expected[:, 1].std()) > 0  # the flipped view is a real prediction, not a copy
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # the scoring graph, exported once
+
+
+def test_suggest_ranks_the_same_squares_with_either_engine(scene_path):
+    onnx = suggest_areas(scene_path, model="road", n=6, size_m=60, options=CPU, progress=False).areas
+    torch_ = suggest_areas(scene_path, model="road", n=6, size_m=60, options=replace(CPU, engine="torch"), progress=False).areas
+    assert onnx.geometry.geom_equals_exact(torch_.geometry, tolerance=1e-12).all()
+    for column in ("score", *PARTS):
+        assert np.allclose(onnx[column], torch_[column], rtol=1e-3, atol=1e-5), column
+
+
 def test_greedy_choice_trades_score_for_spread_and_novelty():
     """Hand-worked: B is nearly as good as A but next to it and alike; C is worse alone but far and unlike."""
     candidates = Candidates(

@@ -191,19 +191,26 @@ class OnnxEngine(ExportedEngine):
 
     def __init__(self, model_bytes: bytes, threads: int, precision: str = "fp32") -> None:
         from geoccseg.inference.export import INPUT, OUTPUT
-        from geoccseg.inference.runtimes import import_onnxruntime
 
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
-        self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(model_bytes, threads)
         self.device, self.threads, self.precision = "cpu", max(1, threads), precision
         self._input, self._output = INPUT, OUTPUT
 
     def run(self, padded: np.ndarray) -> np.ndarray:
         return self.session.run([self._output], {self._input: padded})[0]
+
+
+def onnx_session(model_bytes: bytes, threads: int):  # -> onnxruntime.InferenceSession (imported on use)
+    """An ONNX Runtime session of an ONNX model on the CPU: ``threads`` intra-op threads, one inter-op
+    thread, errors only in its log; ONNX Runtime is imported with its telemetry off."""
+    from geoccseg.inference.runtimes import import_onnxruntime
+
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
 class OpenVinoEngine(ExportedEngine):
@@ -325,7 +332,7 @@ def engine_label(engine: str, precision: str = "fp32") -> str:
     return engine if precision == "fp32" else f"{engine}-{precision}"
 
 
-_ONNX: dict[tuple[str, str, str, int], Engine] = {}
+_ONNX: dict[tuple, Engine] = {}
 _ONNX_LOCK = threading.Lock()
 
 
@@ -363,11 +370,22 @@ def build_engine(engine: str, model: torch.nn.Module, device: str, meta: BundleM
     model, in_channels = model.to("cpu").eval(), len(meta.bands)
     key = int8_key(model, meta) if precision == "int8" else export_key(model, in_channels)
     threads = torch.get_num_threads()
-    runs = (engine, precision, key, threads)
+
+    def make() -> Engine:
+        data = quantized_model(model, meta, key) if precision == "int8" else exported_model(model, in_channels, key)
+        return (OnnxEngine if engine == "onnx" else OpenVinoEngine)(data, threads, precision)
+
+    return keep_engine((engine, precision, key, threads), make)
+
+
+def keep_engine(runs: tuple, make: Callable[[], Engine]) -> Engine:
+    """The engine this process keeps for ``runs`` (what it runs: engine, precision, export key,
+    threads), else ``make()``, kept instead of the previous one: one exported engine per process,
+    so that repeated calls for the same model reuse its session (and memory) without exporting,
+    hashing or loading it again."""
     with _ONNX_LOCK:
         if runs not in _ONNX:
-            data = quantized_model(model, meta, key) if precision == "int8" else exported_model(model, in_channels, key)
-            built = (OnnxEngine if engine == "onnx" else OpenVinoEngine)(data, threads, precision)
+            built = make()
             _ONNX.clear()
             _ONNX[runs] = built
         return _ONNX[runs]

@@ -68,6 +68,14 @@ INPUT = "chips"
 OUTPUT = "probabilities"
 """Name of the graph's output: float32 (B, K - 1, H, W) softmax probabilities of the foreground classes."""
 
+EMBEDDING = "embedding"
+"""Second output of the ``scoring`` graph: float32 (B, D, H / 4, W / 4) stride-4 embeddings of unit norm."""
+
+GRAPHS = ("probabilities", "scoring")
+"""Exported graphs: ``probabilities`` (prediction: :data:`OUTPUT`) and ``scoring`` (``geoccseg
+suggest``: :data:`OUTPUT` and :data:`EMBEDDING`, for networks whose ``forward`` returns ``logits``
+and ``embed``, :class:`geoccseg.models.FusionSegNet`)."""
+
 CHECK_TOLERANCE = 1e-3
 """Largest difference of probabilities (0-1) between an fp32 export and PyTorch accepted by the check."""
 
@@ -101,35 +109,39 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def export_key(model: torch.nn.Module, in_channels: int, precision: str = "fp32", calibration: dict | None = None) -> str:
+def export_key(model: torch.nn.Module, in_channels: int, precision: str = "fp32", calibration: dict | None = None,
+               graph: str = "probabilities") -> str:
     """The cache key of a network's export: hex SHA-256 of :data:`EXPORT_FORMAT`, :data:`OPSET`,
     ``precision``, the input bands, the architecture (``model.config`` when the network has one,
-    else its class), :func:`weights_sha256` and, for a quantised model, what it was calibrated on."""
+    else its class), :func:`weights_sha256`, for a quantised model what it was calibrated on, and
+    the graph unless it is ``probabilities`` (:data:`GRAPHS`)."""
     config = getattr(model, "config", None)
     record = {
         "format": EXPORT_FORMAT, "opset": OPSET, "precision": precision, "in_channels": in_channels,
         "architecture": config.to_dict() if hasattr(config, "to_dict") else f"{type(model).__module__}.{type(model).__qualname__}",
         "weights_sha256": weights_sha256(model),
         **({"calibration": calibration} if calibration is not None else {}),
+        **({"graph": graph} if graph != "probabilities" else {}),
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def exported_model(model: torch.nn.Module, in_channels: int, key: str | None = None) -> bytes:
+def exported_model(model: torch.nn.Module, in_channels: int, key: str | None = None, graph: str = "probabilities") -> bytes:
     """The ONNX model of ``model`` (fp32), from the cache when a valid export is there, else exported now and cached.
 
     Args:
         model: the network (on the CPU, eval mode), with ``forward_logits`` ((B, C, H, W) -> (B, K, H, W)).
         in_channels: C, the bands of the chips (the bundle's bands).
-        key: :func:`export_key` of ``model`` when the caller has it already.
+        key: :func:`export_key` of ``model`` and ``graph`` when the caller has it already.
+        graph: one of :data:`GRAPHS`.
 
     Returns:
-        The bytes of the ONNX model (input :data:`INPUT`, output :data:`OUTPUT`).
+        The bytes of the ONNX model (input :data:`INPUT`, output :data:`OUTPUT`, and :data:`EMBEDDING` for ``scoring``).
 
     Raises:
         GeoccsegError: the network cannot be exported, or its export does not match PyTorch.
     """
-    return cached(key or export_key(model, in_channels), lambda: export_onnx(model, in_channels))
+    return cached(key or export_key(model, in_channels, graph=graph), lambda: export_onnx(model, in_channels, graph))
 
 
 def cached(key: str, produce: Callable[[], bytes]) -> bytes:
@@ -230,14 +242,30 @@ def write_cached(path: Path, sidecar: Path, key: str, data: bytes) -> None:
 
 
 class _Probabilities(torch.nn.Module):
-    """The exported graph: foreground softmax probabilities of a network's logits."""
+    """The ``probabilities`` graph: foreground softmax probabilities of a network's logits."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, chips: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_logits(chips).softmax(dim=1)[:, 1:]
+    def forward(self, chips: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.model.forward_logits(chips).softmax(dim=1)[:, 1:],)
+
+
+class _Scoring(torch.nn.Module):
+    """The ``scoring`` graph: foreground softmax probabilities and the stride-4 embeddings of one
+    forward pass of a :class:`~geoccseg.models.FusionSegNet`: its ``forward`` without the crop of the
+    embeddings to ``ceil(H / 4)``, which a trace would fix to the example's size (the graph's
+    inputs are multiples of the stride, where the crop keeps everything)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, chips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fused = self.model._fused(chips)
+        logits = self.model._logits(fused, *chips.shape[-2:])
+        return logits.softmax(dim=1)[:, 1:], torch.nn.functional.normalize(self.model.proj_head(fused), dim=1)
 
 
 @contextlib.contextmanager
@@ -275,17 +303,19 @@ def _flush_streams() -> None:
             stream.flush()
 
 
-def export_onnx(model: torch.nn.Module, in_channels: int) -> bytes:
+def export_onnx(model: torch.nn.Module, in_channels: int, graph: str = "probabilities") -> bytes:
     """Export a network (followed by its foreground softmax) for chips of ``in_channels`` bands to
-    ONNX and check it against PyTorch.
+    ONNX as one of :data:`GRAPHS`, and check it against PyTorch.
 
     Raises:
-        GeoccsegError: the ``onnx`` package is missing, the exporter fails, or the export differs
-            from PyTorch by more than :data:`CHECK_TOLERANCE` on a check batch.
+        GeoccsegError: the ``onnx`` package is missing, the exporter fails (for ``scoring``: also a
+            network without embeddings), or the export differs from PyTorch by more than
+            :data:`CHECK_TOLERANCE` on a check batch.
     """
     from geoccseg.models.config import OUTPUT_STRIDE
 
-    wrapped = _Probabilities(model).eval()
+    wrapped = (_Probabilities if graph == "probabilities" else _Scoring)(model).eval()
+    outputs = [OUTPUT] if graph == "probabilities" else [OUTPUT, EMBEDDING]
     example = torch.zeros(2, in_channels, 2 * OUTPUT_STRIDE, 2 * OUTPUT_STRIDE)
     buffer = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -295,8 +325,8 @@ def export_onnx(model: torch.nn.Module, in_channels: int) -> bytes:
         with warnings.catch_warnings(), torch.no_grad(), quiet_output():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(
-                wrapped, (example,), buffer, opset_version=OPSET, input_names=[INPUT], output_names=[OUTPUT],
-                dynamic_axes={INPUT: axes, OUTPUT: axes}, **exporter,
+                wrapped, (example,), buffer, opset_version=OPSET, input_names=[INPUT], output_names=outputs,
+                dynamic_axes={name: axes for name in (INPUT, *outputs)}, **exporter,
             )
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -308,25 +338,23 @@ def export_onnx(model: torch.nn.Module, in_channels: int) -> bytes:
 
 def check_export(data: bytes, wrapped: torch.nn.Module, in_channels: int) -> None:
     """Run an export on a check batch of another batch size and shape (3 chips of 96 x 64 px) and
-    compare it with PyTorch.
+    compare each of its outputs with PyTorch's.
 
     Raises:
         GeoccsegError: a difference above :data:`CHECK_TOLERANCE`.
     """
-    from geoccseg.inference.runtimes import import_onnxruntime
+    from geoccseg.inference.engine import onnx_session
 
-    ort = import_onnxruntime()
     generator = torch.Generator().manual_seed(0)
     chips = torch.rand(3, in_channels, 96, 64, generator=generator) - 0.5
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT], {INPUT: chips.numpy()})[0]
+    session = onnx_session(data, threads=1)
+    got = session.run(None, {INPUT: chips.numpy()})
     with torch.inference_mode():
-        expected = wrapped(chips).numpy()
-    difference = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
-    if not difference <= CHECK_TOLERANCE:
-        raise GeoccsegError(
-            f"the network's ONNX export differs from PyTorch (probabilities by up to {difference:.3g}); use --engine torch"
-        )
+        expected = [out.numpy() for out in wrapped(chips)]
+    for name, a, b in zip([o.name for o in session.get_outputs()], got, expected):
+        difference = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
+        if not difference <= CHECK_TOLERANCE:
+            raise GeoccsegError(f"the network's ONNX export differs from PyTorch ({name} by up to {difference:.3g}); use --engine torch")
+    if len(got) != len(expected):
+        raise GeoccsegError(f"the network's ONNX export has {len(got)} outputs instead of {len(expected)}; use --engine torch")
 

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
-from geoccseg.inference.engine import Engine, TorchEngine, build_engine, check_engine, check_precision, engine_label, settle_engine
+from geoccseg.inference.engine import Engine, build_engine, check_engine, check_precision, engine_label, settle_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import META, WEIGHTS, BundleMeta
 from geoccseg.io.normalize import NormStats, compute_stats
@@ -97,7 +97,7 @@ GDAL_CACHE_BYTES = 64 * 2**20
 memory does not grow with the scene size."""
 
 _MODELS: dict[tuple[str, str, int], tuple[torch.nn.Module, BundleMeta]] = {}
-_ENGINES: dict[tuple[str, str, int], tuple[torch.nn.Module, Engine]] = {}
+_ENGINES: dict[tuple[str, str, int, Callable], tuple[torch.nn.Module, Engine]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -256,20 +256,25 @@ def cached_model(bundle_path: str, device: str) -> tuple[torch.nn.Module, Bundle
         return _MODELS[key]
 
 
-def cached_engine(bundle_path: str, device: str, engine: str, precision: str = "fp32") -> tuple[Engine, BundleMeta]:
+def cached_engine(
+    bundle_path: str, device: str, engine: str, precision: str = "fp32",
+    build: Callable[[str, torch.nn.Module, str, BundleMeta, str], Engine] = build_engine,
+) -> tuple[Engine, BundleMeta]:
     """The engine ``engine`` (resolved name) running the process's model of a bundle on ``device`` at
-    ``precision`` (:func:`cached_model`, :func:`geoccseg.inference.engine.build_engine`), and the bundle's metadata.
+    ``precision`` (:func:`cached_model`; built by ``build``, prediction's
+    :func:`geoccseg.inference.engine.build_engine` or the acquisition terms'
+    :func:`geoccseg.suggest.terms.scoring_engine`), and the bundle's metadata.
 
     The engine is built once per process model (a new :func:`share_bundle` or a reloaded bundle builds
     it again): the exported engines' cache key hashes every weight, which each block would repeat.
     """
     model, meta = cached_model(bundle_path, device)
-    key = (engine, precision, torch.get_num_threads())
+    key = (engine, precision, torch.get_num_threads(), build)
     with _MODELS_LOCK:
         found = _ENGINES.get(key)
     if found is not None and found[0] is model:
         return found[1], meta
-    built = TorchEngine(model, device, precision=precision) if engine == "torch" else build_engine(engine, model, device, meta, precision)
+    built = build(engine, model, device, meta, precision)
     with _MODELS_LOCK:
         _ENGINES.clear()
         _ENGINES[key] = (model, built)

@@ -5,7 +5,7 @@ The model grid of a scene (the scene resampled to the model's pixel size, as in
 (:class:`CellGrid`); a square is 2 x 2 cells. Blocks of whole cells are the tasks
 (:func:`score_block`): each reads the pixels of every chip of the scene's global chip grid that
 touches the block (plus a halo of ``near_px`` for the neighbourhood of likely roads), blends them
-through :func:`geoccseg.inference.predict.blend_chips` with :func:`~geoccseg.suggest.terms.scoring_forward`,
+through :func:`geoccseg.inference.predict.blend_chips` with :func:`~geoccseg.suggest.terms.scoring_engine`,
 so each pixel's values are exactly those of whole-scene prediction, and returns only the sums of the
 per-pixel terms over its cells. Chips at block borders are computed by both neighbours (about
 2 x tile / block more work); in exchange no accumulator is written and the tasks are independent.
@@ -31,14 +31,13 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
-from geoccseg.inference.engine import TorchEngine
 from geoccseg.inference.predict import (
     GDAL_CACHE_BYTES,
     PredictOptions,
     _run_dask,
     _run_local,
     blend_chips,
-    cached_model,
+    cached_engine,
     dask_client,
     read_model_window,
     scene_norm,
@@ -47,7 +46,7 @@ from geoccseg.inference.predict import (
 from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene
 from geoccseg.models import Bundle
-from geoccseg.suggest.terms import FEATURES, EMBED_DIMS, TermParams, cell_sums, n_channels, pixel_features, scoring_forward
+from geoccseg.suggest.terms import FEATURES, EMBED_DIMS, TermParams, cell_sums, n_channels, pixel_features, scoring_engine, settle_scoring
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,7 @@ class ScoreJob:
         thresholds: the model's confidence thresholds.
         params: per-pixel term settings.
         norm: the scene's own statistics for a per-image model; None: the bundle's.
+        engine: the scoring engine's name, ``torch`` or ``onnx`` (:func:`~geoccseg.suggest.terms.scoring_engine`).
     """
 
     scene: Scene
@@ -104,6 +104,7 @@ class ScoreJob:
     thresholds: ConfidenceThresholds
     params: TermParams
     norm: NormStats | None = None
+    engine: str = "torch"
 
 
 @dataclass
@@ -136,7 +137,7 @@ def chips_touching(grid: ChipGrid, top: int, left: int, bottom: int, right: int)
 
 def score_block(job: ScoreJob) -> CellBlock:
     """Score one block: blend the chips that touch it (with a halo) and sum the per-pixel terms over its cells."""
-    model, meta = cached_model(job.bundle_path, job.device)
+    engine, meta = cached_engine(job.bundle_path, job.device, job.engine, build=scoring_engine)
     ch, cw = job.cells.cell_h_px, job.cells.cell_w_px
     top, bottom = job.rows[0] * ch, job.rows[1] * ch
     left, right = job.cols[0] * cw, job.cols[1] * cw
@@ -152,7 +153,7 @@ def score_block(job: ScoreJob) -> CellBlock:
     relative = [(r - reg_top, c - reg_left, h, w) for (r, c), (h, w) in zip(chips, shapes)]
     n_classes = len(meta.classes)
     weighted, weight = blend_chips(
-        TorchEngine(model, job.device, scoring_forward), job.norm or meta.norm, image, valid, relative,
+        engine, job.norm or meta.norm, image, valid, relative,
         blend_window(job.grid.tile_px, job.grid.overlap_px), job.batch_size, n_channels(n_classes),
     )
     inside = (slice(top - reg_top, bottom - reg_top), slice(left - reg_left, right - reg_left))
@@ -197,9 +198,10 @@ def score_cells(
     block_rows = max(1, round(options.block_px / cells.cell_h_px))
     block_cols = max(1, round(options.block_px / cells.cell_w_px))
     norm = scene_norm(scene, bundle.meta)
+    engine = settle_scoring(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx), here
     jobs = [
         ScoreJob(scene, str(bundle.path), device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
-                 scale, options.batch_for(tile_px), thresholds, params, norm)
+                 scale, options.batch_for(tile_px), thresholds, params, norm, engine)
         for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)
     ]
     sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))

@@ -32,13 +32,13 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
-from geoccseg.inference.engine import TorchEngine
+from geoccseg.inference.engine import Engine
 from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips, bundle_files, resolve_device
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_strategy, choose
-from geoccseg.suggest.terms import FEATURES, TermParams, n_channels, pixel_features, scoring_forward
+from geoccseg.suggest.terms import FEATURES, TermParams, n_channels, pixel_features, scoring_engine
 
 COLUMNS = ("rank", "photo", "status", "score", "acquisition", *PARTS, "typicality", "novelty")
 """Columns of the photo ranking CSV."""
@@ -65,17 +65,17 @@ class PhotoSuggestResult:
 
 
 def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThresholds, params: TermParams, *,
-               tile_px: int, overlap_px: int, device: str, batch_size: int) -> np.ndarray:
+               engine: Engine, tile_px: int, overlap_px: int, batch_size: int) -> np.ndarray:
     """Sums of the per-pixel terms over one whole photo (every pixel valid).
 
     Args:
-        bundle: the loaded bundle (its model is moved to ``device``).
+        bundle: the loaded bundle (its classes and normalisation).
         image: (C, H, W) photo bands in file units.
         thresholds: the model's confidence thresholds.
         params: per-pixel term settings.
         tile_px: chip edge in pixels (a photo smaller than a tile is one chip of its own size).
         overlap_px: overlap of neighbouring chips in pixels.
-        device: resolved torch device.
+        engine: the scoring engine of the bundle's model (:func:`~geoccseg.suggest.terms.scoring_engine`).
         batch_size: chips per forward pass.
 
     Returns:
@@ -86,7 +86,7 @@ def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThreshol
     chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
     n_classes = len(bundle.meta.classes)
     weighted, weight = blend_chips(
-        TorchEngine(bundle.model.to(device).eval(), device, scoring_forward), bundle.meta.norm.for_image(image), image, None, chips,
+        engine, bundle.meta.norm.for_image(image), image, None, chips,
         blend_window(tile_px, overlap_px), batch_size, n_channels(n_classes),
     )
     return pixel_features(weighted, weight, n_classes, thresholds, params).sum(axis=(1, 2), dtype=np.float64)
@@ -156,11 +156,12 @@ def suggest_photos(
     bands = len(bundle.meta.bands)
     if bands not in (1, 3):
         raise GeoccsegError(f"the model expects {bands} input bands; photos give 1 (grey) or 3 (colour)")
+    engine = scoring_engine(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx)
     sums = []
     for path in tqdm(files, unit="photo", desc="score", disable=not progress):
         image = read_photo(path, bands=bands)
-        sums.append(photo_sums(bundle, image, thresholds, terms, tile_px=tile_px, overlap_px=min(options.overlap_px, tile_px - 1),
-                               device=device, batch_size=options.batch_for(tile_px)))
+        sums.append(photo_sums(bundle, image, thresholds, terms, engine=engine, tile_px=tile_px,
+                               overlap_px=min(options.overlap_px, tile_px - 1), batch_size=options.batch_for(tile_px)))
     sums = np.stack(sums)
     n_valid = np.maximum(sums[:, :1], 1.0)
     parts, embedding = sums[:, 1:len(FEATURES)] / n_valid, sums[:, len(FEATURES):] / n_valid

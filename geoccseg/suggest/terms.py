@@ -5,8 +5,10 @@ projection head's embeddings; a second pass on the chip turned by 180 degrees (b
 flipped), turned back, gives p_flip. A bundle keeps only the EMA teacher, so test-time
 augmentation stands in for the teacher-student disagreement of training. Both are blended over
 the chip grid by :func:`geoccseg.inference.predict.blend_chips`, the one forward path of
-prediction (a PyTorch engine whose ``forward`` is :func:`scoring_forward`), so p is what
-``geoccseg predict --engine torch`` writes.
+prediction, with the engine of :func:`scoring_engine`: on the CPU the network's ``scoring`` ONNX
+export in ONNX Runtime (:class:`OnnxScoringEngine`), else (CUDA, ``--engine torch``, or a network
+that cannot be exported) PyTorch with :func:`scoring_forward`; both give the same values (within
+ONNX Runtime's rounding), and p is what ``geoccseg predict`` writes.
 
 From the blended values, per valid pixel (:func:`pixel_features`):
 
@@ -25,6 +27,7 @@ sums of cells divided by their valid pixels.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +36,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from geoccseg.inference.confidence import HIGH, ConfidenceThresholds, confidence_map
-from geoccseg.inference.engine import autocast
+from geoccseg.errors import GeoccsegError
+from geoccseg.inference.engine import Engine, TorchEngine, autocast, keep_engine, onnx_session, resolve_engine
+from geoccseg.io.bundle import BundleMeta
 from geoccseg.models import FusionSegNet
+
+log = logging.getLogger(__name__)
 
 EMBED_DIMS = 8
 """Channels the embeddings are projected to before blending (memory: 2 C + 8 channels per pixel)."""
@@ -95,12 +102,93 @@ def scoring_forward(model: torch.nn.Module, chips: torch.Tensor, device: str) ->
         p = out["logits"].float().softmax(dim=1)[:, 1:]
         p_flip = flipped.float().softmax(dim=1)[:, 1:]
         if "embed" in out:
-            embed = out["embed"].float()
-            embed = torch.einsum("bdhw,de->behw", embed, projection(embed.shape[1]).to(embed.device))
-            embed = F.interpolate(embed, scale_factor=4, mode="nearest")[..., :height, :width]
+            embed = project_embeddings(out["embed"], height, width)
         else:
             embed = torch.zeros((x.shape[0], EMBED_DIMS, height, width), device=x.device)
         return torch.cat([p, p_flip, embed], dim=1)
+
+
+def project_embeddings(embed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Stride-4 embeddings (B, D, h, w) projected to :data:`EMBED_DIMS` channels (:func:`projection`)
+    and nearest-upsampled to (B, EMBED_DIMS, height, width)."""
+    embed = torch.einsum("bdhw,de->behw", embed.float(), projection(embed.shape[1]).to(embed.device))
+    return F.interpolate(embed, scale_factor=4, mode="nearest")[..., :height, :width]
+
+
+class OnnxScoringEngine(Engine):
+    """:func:`scoring_forward` with the network's ``scoring`` ONNX export in ONNX Runtime on the CPU.
+
+    Each chip is run as the PyTorch network runs it: padded to a multiple of the output stride
+    (:func:`geoccseg.models.network.pad_to_multiple`), and its flipped view flipped *before* it is
+    padded, so chips cut at a scene's edge see the same context as in :func:`scoring_forward`.
+
+    Args:
+        model_bytes: the ``scoring`` export (:func:`geoccseg.inference.export.exported_model`).
+        threads: ONNX Runtime intra-op threads (inter-op: 1).
+    """
+
+    name = "onnx"
+
+    def __init__(self, model_bytes: bytes, threads: int) -> None:
+        from geoccseg.inference.export import EMBEDDING, INPUT, OUTPUT
+
+        self.session = onnx_session(model_bytes, threads)
+        self.device = "cpu"
+        self._input, self._outputs = INPUT, (OUTPUT, EMBEDDING)
+
+    def _run(self, chips: torch.Tensor, outputs: tuple[str, ...]) -> list[torch.Tensor]:
+        from geoccseg.models.network import pad_to_multiple
+
+        height, width = chips.shape[-2:]
+        padded = pad_to_multiple(chips).contiguous().numpy()
+        got = self.session.run(list(outputs), {self._input: padded})
+        return [torch.from_numpy(got[0][..., :height, :width].copy()), *[torch.from_numpy(g) for g in got[1:]]]
+
+    def __call__(self, chips: torch.Tensor | np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            x = torch.as_tensor(chips).to("cpu", torch.float32)
+            height, width = x.shape[-2:]
+            p, embed = self._run(x, self._outputs)
+            (p_flip,) = self._run(x.flip(-2, -1), self._outputs[:1])
+            return torch.cat([p, p_flip.flip(-2, -1), project_embeddings(embed, height, width)], dim=1)
+
+
+def scoring_engine(engine: str, model: torch.nn.Module, device: str, meta: BundleMeta, precision: str = "fp32") -> Engine:
+    """The engine of the acquisition terms (``(B, 2 K + EMBED_DIMS, H, W)`` per batch, as :func:`scoring_forward`),
+    with :func:`geoccseg.inference.engine.build_engine`'s arguments (``precision`` is not used: scoring runs fp32).
+
+    Where ``engine`` resolves to ``onnx`` (``auto`` on the CPU, :func:`geoccseg.inference.engine.resolve_engine`)
+    and the network has embeddings (:class:`~geoccseg.models.FusionSegNet`), the network's ``scoring``
+    export in ONNX Runtime, exported once per set of weights (cached like prediction's) and kept
+    for the process; where it cannot be exported, PyTorch, with a one-line warning. Otherwise
+    (CUDA, ``torch``, ``openvino``: scoring has no OpenVINO path) PyTorch on ``device``.
+
+    Raises:
+        GeoccsegError: an unknown engine, ``onnx`` on CUDA or without ONNX Runtime.
+    """
+    if resolve_engine(engine, device) != "onnx" or not isinstance(model, FusionSegNet):
+        return TorchEngine(model.to(device).eval(), device, scoring_forward)
+    from geoccseg.inference.export import export_key, exported_model
+
+    model = model.to("cpu").eval()
+    threads = torch.get_num_threads()
+    try:
+        key = export_key(model, len(meta.bands), graph="scoring")
+        make = lambda: OnnxScoringEngine(exported_model(model, len(meta.bands), key, graph="scoring"), threads)  # noqa: E731
+        return keep_engine(("onnx", "scoring", key, threads), make)
+    except GeoccsegError as exc:
+        log.warning("geoccseg: warning: scoring with the torch engine (%s)", str(exc).removesuffix("; use --engine torch"))
+        return TorchEngine(model, device, scoring_forward)
+
+
+def settle_scoring(engine: str, model: torch.nn.Module, device: str, meta: BundleMeta) -> str:
+    """The name of the engine :func:`scoring_engine` gives (``onnx`` or ``torch``), for block tasks
+    to build in their own process; the ONNX export is made (or read from the cache) now, once, and
+    a network that cannot be exported falls back to ``torch`` here, with its warning. Nothing is
+    moved to ``device``."""
+    if resolve_engine(engine, device) == "onnx" and isinstance(model, FusionSegNet):
+        return scoring_engine(engine, model, device, meta).name
+    return "torch"
 
 
 @functools.cache
