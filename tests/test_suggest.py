@@ -188,9 +188,13 @@ def test_onnx_scoring_gives_what_pytorch_scoring_gives(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # the scoring graph, exported once
 
 
-def test_suggest_ranks_the_same_squares_with_either_engine(scene_path):
+def test_suggest_ranks_the_same_squares_with_either_engine(scene_path, tmp_path):
     onnx = suggest_areas(scene_path, model="road", n=6, size_m=60, options=CPU, progress=False).areas
-    torch_ = suggest_areas(scene_path, model="road", n=6, size_m=60, options=replace(CPU, engine="torch"), progress=False).areas
+    out = tmp_path / "torch.gpkg"
+    result = CliRunner().invoke(cli, ["suggest", str(scene_path), "--model", "road", "-n", "6", "--size-m", "60", "-o", str(out),
+                                      "--device", "cpu", "--engine", "torch"])
+    assert result.exit_code == 0, result.output
+    torch_ = gpd.read_file(out, layer="areas")
     assert onnx.geometry.geom_equals_exact(torch_.geometry, tolerance=1e-12).all()
     for column in ("score", *PARTS):
         assert np.allclose(onnx[column], torch_[column], rtol=1e-3, atol=1e-5), column

@@ -30,6 +30,9 @@ SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
 @click.option("--block-px", type=int, default=2048, show_default=True, help="Scenes: block edge in pixels (one task each; memory).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Chips per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where the model runs.")
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="Scoring engine: onnx (ONNX Runtime, CPU; the network's scoring graph, exported once per model into the user "
+                   "cache) or torch (PyTorch); auto: onnx on the CPU, torch on CUDA.")
 @click.option("--workers", type=int, help="Scenes: score blocks on a local Dask cluster of N worker processes.")
 @click.option("--scheduler", help="Scenes: score blocks on an existing Dask cluster (tcp://host:8786).")
 @click.option("--strategy", type=click.Choice(STRATEGIES),
@@ -54,6 +57,7 @@ def command(
     block_px: int,
     batch_size: int,
     device: str,
+    engine: str,
     workers: int | None,
     scheduler: str | None,
     strategy: str | None,
@@ -71,7 +75,7 @@ def command(
     --strategy says otherwise (measured: the score lost to random photos, coverage did not).
     """
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
-                             workers=workers, scheduler=scheduler)
+                             engine=engine, workers=workers, scheduler=scheduler)
     if all(is_scene(item) for item in inputs):
         strategy = strategy or "acquisition"
         result = suggest_areas(inputs, output, model=model or "road", n=n, size_m=size_m, aoi=aoi, labels=labels,
