@@ -38,6 +38,7 @@ import torch
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
+from geoccseg.benchmark.speed import forward_rate
 from geoccseg.benchmark.split import SHIPPED_SOURCES
 from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.evaluate import PixelScorer
@@ -123,13 +124,7 @@ def forward_rates(variants: list[tuple[str, str]]) -> dict[str, dict]:
     rates: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
     for _ in range(FORWARD_ROUNDS):
         for variant, engine in engines.items():
-            for _ in range(2):
-                engine(chip)
-            start, passes = time.perf_counter(), 0
-            while time.perf_counter() - start < FORWARD_MIN_S or passes < 3:
-                engine(chip)
-                passes += 1
-            rates[variant].append(round(passes * TILE_PX**2 / (time.perf_counter() - start) / 1e6, 3))
+            rates[variant].append(round(forward_rate(engine, chip, FORWARD_MIN_S), 3))
     return {label(v): {"median": statistics.median(r), "rounds": r} for v, r in rates.items()}
 
 

@@ -81,8 +81,9 @@ import torch
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import cpu_model
+from geoccseg.benchmark.speed import forward_rate
 from geoccseg.inference.cog import compression
-from geoccseg.inference.engine import ENGINES, PRECISIONS, Engine
+from geoccseg.inference.engine import ENGINES, PRECISIONS
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import read_bundle
 from geoccseg.io.lazy import chunk_windows
@@ -166,20 +167,6 @@ def child_suggest(args: argparse.Namespace) -> dict:
     return {"seconds": time.perf_counter() - start}
 
 
-def forward_rate(engine: Engine, chips: torch.Tensor) -> float:
-    """Chip megapixels per second of repeated forward passes of an engine (after two warm-up passes)."""
-    synchronise = torch.cuda.synchronize if engine.device.startswith("cuda") else (lambda: None)
-    for _ in range(2):
-        engine(chips)
-    synchronise()
-    start, batches = time.perf_counter(), 0
-    while time.perf_counter() - start < FORWARD_MIN_S or batches < 3:
-        engine(chips)
-        batches += 1
-    synchronise()
-    return batches * chips.shape[0] * chips.shape[2] * chips.shape[3] / (time.perf_counter() - start) / 1e6
-
-
 def child_forward(args: argparse.Namespace) -> dict:
     """The engine's forward limit, in the main thread and in a worker thread (where predict_scene runs blocks)."""
     from geoccseg.inference.engine import build_engine, resolve_engine
@@ -190,9 +177,9 @@ def child_forward(args: argparse.Namespace) -> dict:
     bundle = load_bundle(args.bundle)
     engine = build_engine(resolve_engine(args.engine, device, args.precision), bundle.model, device, bundle.meta, args.precision)
     chips = torch.randn(args.batch_size, len(bundle.meta.bands), args.tile_px, args.tile_px)
-    main_thread = forward_rate(engine, chips)
+    main_thread = forward_rate(engine, chips, FORWARD_MIN_S)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        worker_thread = pool.submit(forward_rate, engine, chips).result()
+        worker_thread = pool.submit(forward_rate, engine, chips, FORWARD_MIN_S).result()
     return {"mpx_per_s": max(main_thread, worker_thread), "main_thread_mpx_per_s": main_thread, "worker_thread_mpx_per_s": worker_thread}
 
 
