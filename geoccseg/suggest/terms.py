@@ -166,7 +166,7 @@ def scoring_engine(engine: str, model: torch.nn.Module, device: str, meta: Bundl
     Raises:
         GeoccsegError: an unknown engine, ``onnx`` on CUDA or without ONNX Runtime.
     """
-    if resolve_engine(engine, device) != "onnx" or not isinstance(model, FusionSegNet):
+    if not _scores_with_onnx(engine, model, device):
         return TorchEngine(model.to(device).eval(), device, scoring_forward)
     from geoccseg.inference.export import export_key, exported_model
 
@@ -186,9 +186,17 @@ def settle_scoring(engine: str, model: torch.nn.Module, device: str, meta: Bundl
     to build in their own process; the ONNX export is made (or read from the cache) now, once, and
     a network that cannot be exported falls back to ``torch`` here, with its warning. Nothing is
     moved to ``device``."""
-    if resolve_engine(engine, device) == "onnx" and isinstance(model, FusionSegNet):
-        return scoring_engine(engine, model, device, meta).name
-    return "torch"
+    return scoring_engine(engine, model, device, meta).name if _scores_with_onnx(engine, model, device) else "torch"
+
+
+def _scores_with_onnx(engine: str, model: torch.nn.Module, device: str) -> bool:
+    """Whether scoring is to run the network's ONNX export: ``engine`` resolves to ``onnx`` and the
+    network has embeddings (a :class:`~geoccseg.models.FusionSegNet`).
+
+    Raises:
+        GeoccsegError: as :func:`geoccseg.inference.engine.resolve_engine`.
+    """
+    return resolve_engine(engine, device) == "onnx" and isinstance(model, FusionSegNet)
 
 
 @functools.cache
