@@ -19,6 +19,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+from rasterio.windows import Window
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
@@ -30,7 +31,8 @@ from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid, blend_window, ramp
-from geoccseg.inference.predict import PredictOptions, predict_scene
+from geoccseg.inference.engine import build_engine
+from geoccseg.inference.predict import PredictOptions, blend_chips, predict_scene
 from geoccseg.io.bundle import BundleMeta, resolve_model, save_bundle
 from geoccseg.io.scene import open_scene
 from geoccseg.label_values import IGNORE_INDEX
@@ -145,6 +147,27 @@ def test_chip_grid_covers_the_scene_and_computes_each_chip_once() -> None:
     with pytest.raises(GeoccsegError, match="overlap"):
         ChipGrid.create(100, 100, tile_px=64, overlap_px=64, block_px=256)
 
+
+
+def test_blending_only_part_of_a_region_gives_that_part_of_the_whole(scene_path: Path, bundle_dir: Path) -> None:
+    """``keep`` adds up the chips over a window of the region alone (a scored block and its halo):
+    the same values as blending the whole region and cutting the window out, nodata included."""
+    bundle = load_bundle(bundle_dir)
+    engine = build_engine("torch", bundle.model, "cpu", bundle.meta)
+    image, _ = open_scene(scene_path).read(Window(0, 0, 500, 600))
+    valid = np.ones(image.shape[1:], dtype=bool)
+    valid[:, :70] = False  # a nodata strip the window cuts through
+    grid = ChipGrid.create(600, 500, tile_px=128, overlap_px=32, block_px=1024)
+    chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
+    blend = blend_window(128, 32)
+    whole = blend_chips(engine, bundle.meta.norm, image, valid, chips, blend, 4, 1)
+    keep = (101, 37, 250, 199)  # starts and ends inside chips, not on the stride
+    part = blend_chips(engine, bundle.meta.norm, image, valid, chips, blend, 4, 1, keep=keep)
+    rows, cols = slice(101, 351), slice(37, 236)
+    assert part[0].shape == (1, 250, 199) and part[1].shape == (250, 199)
+    np.testing.assert_allclose(part[0], whole[0][:, rows, cols], atol=1e-6)
+    np.testing.assert_allclose(part[1], whole[1][rows, cols], atol=1e-6)
+    assert (part[1][:, :70 - 37] == 0).all() and (part[1][:, 70 - 37:] > 0).all()
 
 # -- seams -------------------------------------------------------------------------------------
 def test_pointwise_model_is_reproduced_exactly_by_any_tiling(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:

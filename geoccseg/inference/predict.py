@@ -304,6 +304,7 @@ def blend_chips(
     blend: np.ndarray,
     batch_size: int,
     n_classes: int,
+    keep: tuple[int, int, int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict chips of one in-memory region and add them up with their blend weights.
 
@@ -325,15 +326,21 @@ def blend_chips(
         blend: float32 (tile_px, tile_px) blend weights (:func:`~geoccseg.inference.blend.blend_window`).
         batch_size: chips per forward pass.
         n_classes: number of channels the engine returns (the model's foreground classes).
+        keep: (row_px, col_px, height_px, width_px) of the part of the region to add up, relative
+            to it; the chips are still predicted whole (the rest of the region only feeds them).
+            None: the whole region. A scene block scored with a halo needs its cells and the halo,
+            not every pixel of the chips that reach them (chips reach up to a stride further).
 
     Returns:
         ``weighted`` float32 (n_classes, h, w), sum of weight x probability per foreground class,
-        and ``weight`` float32 (h, w), sum of weights.
+        and ``weight`` float32 (h, w), sum of weights; h, w are those of ``keep`` when given.
     """
     device = engine.device
     all_valid = valid is None or bool(valid.all())
-    weighted = np.zeros((n_classes, *image.shape[1:]), dtype=np.float32)
-    weight = np.zeros(image.shape[1:], dtype=np.float32)
+    top, left, height, width = keep if keep is not None else (0, 0, *image.shape[1:])
+    weighted = np.zeros((n_classes, height, width), dtype=np.float32)
+    weight = np.zeros((height, width), dtype=np.float32)
+    chips = [ch for ch in chips if ch[0] < top + height and ch[0] + ch[2] > top and ch[1] < left + width and ch[1] + ch[3] > left]
     if not all_valid:
         chips = [ch for ch in chips if valid[ch[0]:ch[0] + ch[2], ch[1]:ch[1] + ch[3]].any()]
     for (h, w), same_shape in groupby(sorted(chips, key=lambda ch: ch[2:]), key=lambda ch: ch[2:]):
@@ -346,13 +353,17 @@ def blend_chips(
                 x = x * torch.from_numpy(np.stack([valid[r:r + h, c:c + w] for r, c in batch])[:, None]).to(device)
             probs = (engine(x) * blend_on_device).cpu().numpy()
             for (r, c), p in zip(batch, probs):
+                r0, r1 = max(r, top), min(r + h, top + height)  # the chip's part inside ``keep``
+                c0, c1 = max(c, left), min(c + w, left + width)
+                chip = (slice(r0 - r, r1 - r), slice(c0 - c, c1 - c))
+                out = (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
                 if all_valid:
-                    weighted[:, r:r + h, c:c + w] += p
-                    weight[r:r + h, c:c + w] += blend[:h, :w]
+                    weighted[:, out[0], out[1]] += p[:, chip[0], chip[1]]
+                    weight[out] += blend[chip]
                 else:
-                    inside = valid[r:r + h, c:c + w]
-                    weighted[:, r:r + h, c:c + w] += p * inside
-                    weight[r:r + h, c:c + w] += blend[:h, :w] * inside
+                    inside = valid[r0:r1, c0:c1]
+                    weighted[:, out[0], out[1]] += p[:, chip[0], chip[1]] * inside
+                    weight[out] += blend[chip] * inside
     return weighted, weight
 
 
