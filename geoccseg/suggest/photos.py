@@ -38,7 +38,7 @@ from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_strategy, choose
-from geoccseg.suggest.terms import FEATURES, TermParams, n_channels, pixel_features, scoring_engine
+from geoccseg.suggest.terms import FEATURES, TermParams, n_channels, cell_features, scoring_engine
 
 COLUMNS = ("rank", "photo", "status", "score", "acquisition", *PARTS, "typicality", "novelty")
 """Columns of the photo ranking CSV."""
@@ -89,7 +89,7 @@ def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThreshol
         engine, bundle.meta.norm.for_image(image), image, None, chips,
         blend_window(tile_px, overlap_px), batch_size, n_channels(n_classes),
     )
-    return pixel_features(weighted, weight, n_classes, thresholds, params).sum(axis=(1, 2), dtype=np.float64)
+    return cell_features(weighted, weight, n_classes, thresholds, params, cell_px=(height, width))[:, 0, 0]
 
 
 def suggest_photos(

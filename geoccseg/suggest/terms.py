@@ -10,7 +10,7 @@ export in ONNX Runtime (:class:`OnnxScoringEngine`), else (CUDA, ``--engine torc
 that cannot be exported) PyTorch with :func:`scoring_forward`; both give the same values (within
 ONNX Runtime's rounding), and p is what ``geoccseg predict`` writes.
 
-From the blended values, per valid pixel (:func:`pixel_features`):
+From the blended values, per valid pixel (:func:`cell_features`):
 
 * ``low_confidence``: 1 where the pixel is not of high confidence (the method's levels and the
   bundle's thresholds, :func:`geoccseg.inference.confidence.confidence_map`) and lies within
@@ -20,8 +20,8 @@ From the blended values, per valid pixel (:func:`pixel_features`):
 * the embedding, projected to :data:`EMBED_DIMS` channels by a fixed random projection (for the
   diversity of the selection, :mod:`geoccseg.suggest.select`).
 
-:func:`cell_sums` adds them up over cells of whole pixels; the scores of squares and photos are
-sums of cells divided by their valid pixels.
+:func:`cell_features` adds them up over cells of whole pixels; the scores of squares and photos
+are sums of cells divided by their valid pixels.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ EMBED_DIMS = 8
 """Channels the embeddings are projected to before blending (memory: 2 C + 8 channels per pixel)."""
 
 FEATURES = ("valid", "low_confidence", "disagreement", "density")
-"""Leading channels of :func:`pixel_features`; the :data:`EMBED_DIMS` embedding channels follow."""
+"""Leading channels of :func:`cell_features`; the :data:`EMBED_DIMS` embedding channels follow."""
 
 
 @dataclass(frozen=True)
@@ -205,16 +205,16 @@ def _disk(radius_px: int) -> np.ndarray:
     return xx**2 + yy**2 <= radius_px**2
 
 
-def pixel_features(
+def cell_features(
     weighted: np.ndarray, weight: np.ndarray, n_classes: int, thresholds: ConfidenceThresholds, params: TermParams,
-    window: tuple[slice, slice] | None = None,
+    cell_px: tuple[int, int], window: tuple[slice, slice] | None = None,
 ) -> np.ndarray:
-    """The per-pixel terms of blended :func:`scoring_forward` values.
+    """Sums over cells of the per-pixel terms of blended :func:`scoring_forward` values.
 
     Memory: ``weighted`` is divided by ``weight`` in place (the caller's blend sums are consumed),
-    and only the likely-road mask covers the whole region (its neighbourhood reaches into the
-    halo); every other term is computed on ``window`` alone. A scene block's region is its cells
-    plus a halo, so this keeps one extra copy of the block's channels instead of four.
+    only the likely-road mask covers the whole region (its neighbourhood reaches into the halo),
+    and the terms are summed one plane at a time on ``window`` alone: beside the blend sums, a
+    scene block holds a few planes of its cells, not a copy of every term.
 
     Args:
         weighted: float32 (2 K + E, h, w) blend sums of :func:`scoring_forward`'s channels;
@@ -223,10 +223,13 @@ def pixel_features(
         n_classes: K, the foreground classes.
         thresholds: the model's confidence thresholds.
         params: likely-road threshold and neighbourhood.
-        window: (rows, cols) slices of the region to return; None: all of it.
+        cell_px: (height, width) of a cell in pixels; the window's height and width are whole
+            multiples of it (a photo is one cell of its own size).
+        window: (rows, cols) slices of the region to sum over; None: all of it.
 
     Returns:
-        float32 (4 + E, rows, cols): :data:`FEATURES` then the embedding, each 0 on invalid pixels.
+        float64 (4 + E, rows / cell height, cols / cell width): :data:`FEATURES` then the
+        embedding, each summed over the valid pixels of a cell (invalid pixels add 0).
     """
     valid = weight > 0
     np.divide(weighted, weight, out=weighted, where=valid)
@@ -238,23 +241,18 @@ def pixel_features(
     valid, near, values = valid[rows, cols], near[rows, cols], weighted[:, rows, cols]
     p, p_flip = values[:n_classes], values[n_classes:2 * n_classes]
     _, level = confidence_map(np.where(valid, p, np.nan), thresholds)
-    out = np.empty((len(FEATURES) + values.shape[0] - 2 * n_classes, *valid.shape), dtype=np.float32)
-    out[0] = valid
-    out[1] = valid & near & (level != HIGH)
-    out[2] = np.abs(p - p_flip).max(axis=0)
-    out[3] = p.sum(axis=0)
-    out[len(FEATURES):] = values[2 * n_classes:]  # every channel is already 0 where the pixel is not valid
-    return out
+    planes = (valid, valid & near & (level != HIGH), np.abs(p - p_flip).max(axis=0), p.sum(axis=0), *values[2 * n_classes:])
+    return np.stack([cell_sums(plane, *cell_px) for plane in planes])  # embeddings are already 0 where not valid
 
 
-def cell_sums(features: np.ndarray, cell_h_px: int, cell_w_px: int) -> np.ndarray:
-    """Sums of each feature over cells of ``cell_h_px x cell_w_px`` pixels.
+def cell_sums(plane: np.ndarray, cell_h_px: int, cell_w_px: int) -> np.ndarray:
+    """Sums of a plane over cells of ``cell_h_px x cell_w_px`` pixels.
 
     Args:
-        features: (F, h, w) with h and w whole multiples of the cell size.
+        plane: (h, w) with h and w whole multiples of the cell size (a view is not copied).
 
     Returns:
-        float64 (F, h / cell_h_px, w / cell_w_px).
+        float64 (h / cell_h_px, w / cell_w_px).
     """
-    f, h, w = features.shape
-    return features.reshape(f, h // cell_h_px, cell_h_px, w // cell_w_px, cell_w_px).sum(axis=(2, 4), dtype=np.float64)
+    h, w = plane.shape
+    return plane.reshape(h // cell_h_px, cell_h_px, w // cell_w_px, cell_w_px).sum(axis=(1, 3), dtype=np.float64)
