@@ -50,7 +50,8 @@ includes reading the cached export, not exporting it.
 
 - ``suggest`` (with ``--suggest``): ``geoccseg suggest`` on the same scene, once per engine
   (:func:`geoccseg.suggest.areas.suggest_areas`, 5 squares of the model's default size, the same
-  tile, overlap, block and batch; scoring runs the ``onnx`` engine's ``scoring`` export, and
+  overlap and block, and suggest's own default chips unless ``--tile-px``/``--batch-size`` are
+  given: what a user gets, :data:`geoccseg.inference.predict.MIN_TILE_PX`; scoring runs the ``onnx`` engine's ``scoring`` export, and
   PyTorch for ``torch`` and ``openvino``): wall time and peak RSS, to show that scoring where to
   label next keeps memory flat in scene size as prediction does.
 
@@ -246,12 +247,18 @@ CHILDREN = {"predict": child_predict, "forward": child_forward, "naive": child_n
 
 def run_child(kind: str, args: argparse.Namespace, scene: Path, bundle: Path, dest: Path, engine: str = "torch") -> dict:
     """Run one measure in a subprocess (with ``engine``, ``name[:precision]``); add its peak RSS (MB) over the process tree."""
+    tile_px, batch_size = (args.given_tile_px, args.given_batch_size) if kind == "suggest" else (args.tile_px, args.batch_size)
     command = [
         sys.executable, __file__, "--child", kind, "--scene", str(scene), "--bundle", str(bundle), "--dest", str(dest),
-        "--tile-px", str(args.tile_px), "--overlap-px", str(args.overlap_px), "--block-px", str(args.block_px),
-        "--batch-size", str(args.batch_size), "--device", args.device, "--engine", engine.partition(":")[0],
-        "--precision", engine.partition(":")[2] or "fp32",
-    ] + (["--workers", str(args.workers)] if args.workers and kind == "predict" else [])
+        "--overlap-px", str(args.overlap_px), "--block-px", str(args.block_px),
+        "--device", args.device, "--engine", engine.partition(":")[0], "--precision", engine.partition(":")[2] or "fp32",
+    ]
+    if tile_px is not None:
+        command += ["--tile-px", str(tile_px)]
+    if batch_size is not None:
+        command += ["--batch-size", str(batch_size)]
+    if args.workers and kind == "predict":
+        command += ["--workers", str(args.workers)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     watched, peak = psutil.Process(proc.pid), 0
     try:
@@ -336,6 +343,7 @@ def main() -> None:
     bundle = args.model or make_untrained_bundle(args.out / "bundle-untrained")
     meta = read_bundle(bundle).meta
     pixel_size_m = meta.pixel_size_m  # no resampling in predict
+    args.given_tile_px, args.given_batch_size = args.tile_px, args.batch_size  # suggest's own defaults unless given
     options = PredictOptions(tile_px=args.tile_px, batch_size=args.batch_size)  # predict's chips unless given
     args.tile_px = options.tile_for(meta)
     args.batch_size = options.batch_for(args.tile_px)

@@ -8,7 +8,8 @@ the chip grid by :func:`geoccseg.inference.predict.blend_chips`, the one forward
 prediction, with the engine of :func:`scoring_engine`: on the CPU the network's ``scoring`` ONNX
 export in ONNX Runtime (:class:`OnnxScoringEngine`), else (CUDA, ``--engine torch``, or a network
 that cannot be exported) PyTorch with :func:`scoring_forward`; both give the same values (within
-ONNX Runtime's rounding), and p is what ``geoccseg predict`` writes.
+ONNX Runtime's rounding), and p is what ``geoccseg predict`` writes with the same chips (scoring's
+default chips are smaller, :data:`~geoccseg.inference.predict.MIN_TILE_PX`).
 
 From the blended values, per valid pixel (:func:`cell_features`):
 
