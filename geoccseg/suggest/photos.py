@@ -38,7 +38,7 @@ from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_strategy, choose
-from geoccseg.suggest.terms import FEATURES, TermParams, n_channels, cell_features, scoring_engine
+from geoccseg.suggest.terms import FEATURES, TermParams, cell_features, n_channels, scoring_engine
 
 COLUMNS = ("rank", "photo", "status", "score", "acquisition", *PARTS, "typicality", "novelty")
 """Columns of the photo ranking CSV."""
