@@ -51,7 +51,8 @@ includes reading the cached export, not exporting it.
 - ``suggest`` (with ``--suggest``): ``geoccseg suggest`` on the same scene, once per engine
   (:func:`geoccseg.suggest.areas.suggest_areas`, 5 squares of the model's default size, the same
   overlap and block, and suggest's own default chips unless ``--tile-px``/``--batch-size`` are
-  given: what a user gets, :data:`geoccseg.inference.predict.MIN_TILE_PX`; scoring runs the ``onnx`` engine's ``scoring`` export, and
+  given: what a user gets, :meth:`~geoccseg.inference.predict.PredictOptions.scoring_tile_for`;
+  scoring runs the ``onnx`` engine's ``scoring`` export, and
   PyTorch for ``torch`` and ``openvino``): wall time and peak RSS, to show that scoring where to
   label next keeps memory flat in scene size as prediction does.
 

@@ -156,6 +156,11 @@ class PredictOptions:
         training tile raised to :data:`DEFAULT_TILE_PX`."""
         return self.tile_px if self.tile_px is not None else max(meta.tile_px, DEFAULT_TILE_PX)
 
+    def scoring_tile_for(self, meta: BundleMeta) -> int:
+        """The chip edge of ``geoccseg suggest``'s scoring (scenes and photos): :attr:`tile_px`, or by
+        default the bundle's training tile raised to :data:`MIN_TILE_PX`."""
+        return self.tile_px if self.tile_px is not None else max(meta.tile_px, MIN_TILE_PX)
+
     def batch_for(self, tile_px: int) -> int:
         """Chips per forward pass for chips of ``tile_px`` pixels: :attr:`batch_size`, or by default
         as many as make :data:`DEFAULT_BATCH_PX` pixels (at least one)."""

@@ -36,7 +36,6 @@ from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
 from geoccseg.inference.predict import (
     GDAL_CACHE_BYTES,
-    MIN_TILE_PX,
     PredictOptions,
     _run_dask,
     _run_local,
@@ -229,7 +228,7 @@ def score_cells(
     """
     if cells.rows == 0 or cells.cols == 0:
         return np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
-    tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
+    tile_px = options.scoring_tile_for(bundle.meta)
     grid = ChipGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), tile_px, options.overlap_px, options.block_px)
     block_rows = max(1, round(options.block_px / cells.cell_h_px))
     block_cols = max(1, round(options.block_px / cells.cell_w_px))

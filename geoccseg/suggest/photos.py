@@ -33,7 +33,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
 from geoccseg.inference.engine import Engine
-from geoccseg.inference.predict import MIN_TILE_PX, PredictOptions, blend_chips, bundle_files, resolve_device
+from geoccseg.inference.predict import PredictOptions, blend_chips, bundle_files, resolve_device
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
@@ -152,7 +152,7 @@ def suggest_photos(
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)
     near_px = round(params.near_m / bundle.meta.pixel_size_m) if bundle.meta.pixel_size_m else params.near_px_photos
     terms = TermParams(params.likely_threshold, near_px)
-    tile_px = options.tile_px if options.tile_px is not None else max(bundle.meta.tile_px, MIN_TILE_PX)
+    tile_px = options.scoring_tile_for(bundle.meta)
     bands = len(bundle.meta.bands)
     if bands not in (1, 3):
         raise GeoccsegError(f"the model expects {bands} input bands; photos give 1 (grey) or 3 (colour)")
