@@ -92,8 +92,8 @@ def predict(
             (:meth:`geoccseg.inference.predict.PredictOptions.tile_for`).
         overlap_px: overlap of neighbouring chips in pixels.
         block_px: edge of a block in model pixels (one Dask task, one chunk of the result).
-        batch_size: chips per forward pass; None: 4 chips of 256 px, 1 of 512 px or more
-            (:meth:`geoccseg.inference.predict.PredictOptions.batch_for`).
+        batch_size: chips per forward pass; None: on the CPU 4 chips of 256 px, 1 of 512 px or
+            more; on CUDA 8 of 512 px (:meth:`geoccseg.inference.predict.PredictOptions.batch_for`).
 
     Returns:
         float32 DataArray named ``probability`` with dims ``class`` (the model's foreground

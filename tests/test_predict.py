@@ -224,8 +224,10 @@ def test_default_chips_are_the_training_tile_raised_to_512_px(scene_path: Path, 
     }
     assert np.array_equal(probs["default"], probs["512"])
     assert np.abs(probs["default"] - probs["256"]).max() > 10
-    defaults = PredictOptions()
-    assert (defaults.batch_for(256), defaults.batch_for(512), defaults.batch_for(1024)) == (4, 1, 1)
+    cpu, cuda = PredictOptions(device="cpu"), PredictOptions(device="cuda")  # batch_for needs no GPU
+    assert (cpu.batch_for(256), cpu.batch_for(512), cpu.batch_for(1024)) == (4, 1, 1)
+    assert (cuda.batch_for(256), cuda.batch_for(512), cuda.batch_for(1024)) == (32, 8, 2)
+    assert PredictOptions().batch_for(512) == (8 if torch.cuda.is_available() else 1)
     assert PredictOptions(tile_px=256, batch_size=3).batch_for(256) == 3
 
 

@@ -85,6 +85,14 @@ DEFAULT_BATCH_PX = 4 * 256 * 256
 batch at these sizes (provisional, one thread: ONNX Runtime 2.1-2.2 Mpx/s for 1, 2 and 4 chips of
 512 px), while memory does (ONNX Runtime: +55 MiB for one 512-px chip, +440 MiB for four)."""
 
+CUDA_BATCH_PX = 8 * 512 * 512
+"""Chip pixels per forward pass by default on CUDA (:meth:`PredictOptions.batch_for`): 8 chips of
+512 px. A GPU needs big batches where a CPU does not: on an NVIDIA H200 (bf16 autocast, the
+shipped road model, ``pipelines/profile_predict.py``, ``pipelines/results/predict-gpu/``) the
+forward pass ran at 48 Mpx/s with one 512-px chip, 416 with 8, 564 with 16, and ``predict_scene``
+on an 8192-px scene at 17.0 Mpx/s with 8 chips per pass. Eight chips take about 0.7 GB of
+activations in float32 (measured on the CPU), less in bf16: they fit small GPUs as well."""
+
 MIN_TILE_PX = 256
 """Smallest default tile of ``geoccseg suggest``'s scoring (the bundle's training tile is raised to
 this); prediction's is :data:`DEFAULT_TILE_PX`. Scoring stayed at 256 px when prediction moved to
@@ -115,7 +123,8 @@ class PredictOptions:
             tile, at least :data:`DEFAULT_TILE_PX`: bigger tiles waste less on overlap).
         overlap_px: overlap of neighbouring chips in pixels (the blending ramp).
         block_px: block edge in pixels, rounded to a multiple of the stride; one task each.
-        batch_size: chips per forward pass; None: :meth:`batch_for` (:data:`DEFAULT_BATCH_PX` pixels).
+        batch_size: chips per forward pass; None: :meth:`batch_for` (:data:`DEFAULT_BATCH_PX` pixels,
+            :data:`CUDA_BATCH_PX` on CUDA).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (mixed precision on CUDA).
         engine: ``"auto"``, ``"torch"``, ``"onnx"`` or ``"openvino"`` (:func:`geoccseg.inference.engine.settle_engine`;
             ``auto``: torch on CUDA, the faster one on the CPU, torch where the network cannot be exported).
@@ -163,8 +172,12 @@ class PredictOptions:
 
     def batch_for(self, tile_px: int) -> int:
         """Chips per forward pass for chips of ``tile_px`` pixels: :attr:`batch_size`, or by default
-        as many as make :data:`DEFAULT_BATCH_PX` pixels (at least one)."""
-        return self.batch_size if self.batch_size is not None else max(1, DEFAULT_BATCH_PX // tile_px**2)
+        as many as make :data:`DEFAULT_BATCH_PX` pixels (:data:`CUDA_BATCH_PX` when :attr:`device`
+        is or, for ``auto``, will be CUDA), at least one."""
+        if self.batch_size is not None:
+            return self.batch_size
+        cuda = torch.cuda.is_available() if self.device == "auto" else self.device.startswith("cuda")
+        return max(1, (CUDA_BATCH_PX if cuda else DEFAULT_BATCH_PX) // tile_px**2)
 
 
 @dataclass(frozen=True)
