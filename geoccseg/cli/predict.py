@@ -36,7 +36,7 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 @click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 512].")
 @click.option("--overlap-px", type=int, default=DEFAULT_OVERLAP_PX, show_default=True, help="Overlap of neighbouring chips in pixels.")
 @click.option("--block-px", type=int, default=2048, show_default=True, help="Scene: block edge in pixels (one task each; memory).")
-@click.option("--batch-size", type=int, help="Chips per forward pass [on the CPU 4 chips of 256 px, 1 of 512 px or more; on CUDA 8 of 512 px].")
+@click.option("--batch-size", type=int, help="Chips per forward pass [512² chip pixels on the CPU (4 chips of 256 px, 1 of 512 px or more), 8 x 512² on CUDA].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the model runs (mixed precision on CUDA).")
 @click.option("--engine", default="auto", show_default=True, metavar="|".join(ENGINES),

@@ -28,7 +28,7 @@ SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
 @click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 256].")
 @click.option("--overlap-px", type=int, default=DEFAULT_OVERLAP_PX, show_default=True, help="Overlap of neighbouring chips in pixels.")
 @click.option("--block-px", type=int, default=2048, show_default=True, help="Scenes: block edge in pixels (one task each; memory).")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Chips per forward pass.")
+@click.option("--batch-size", type=int, help="Chips per forward pass [512² chip pixels on the CPU (4 chips of 256 px, 1 of 512 px or more), 8 x 512² on CUDA].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where the model runs.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="Scoring engine: onnx (ONNX Runtime, CPU; the network's scoring graph, exported once per model into the user "
@@ -55,7 +55,7 @@ def command(
     tile_px: int | None,
     overlap_px: int,
     block_px: int,
-    batch_size: int,
+    batch_size: int | None,
     device: str,
     engine: str,
     workers: int | None,
