@@ -19,8 +19,6 @@ of :class:`~geoccseg.inference.predict.PredictOptions`); the result is a small a
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import math
 import os
 import tempfile
@@ -45,6 +43,7 @@ from geoccseg.inference.predict import (
     read_model_window,
     scene_norm,
     share_bundle,
+    trim_heap,
 )
 from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene
@@ -140,33 +139,10 @@ def chips_touching(grid: ChipGrid, top: int, left: int, bottom: int, right: int)
 
 def score_block(job: ScoreJob) -> CellBlock:
     """Score one block: blend the chips that touch it (with a halo) and sum the per-pixel terms over its
-    cells; then hand the C heap's free pages back to the system (:func:`_trim_heap`)."""
+    cells; then hand the C heap's free pages back to the system (:func:`~geoccseg.inference.predict.trim_heap`)."""
     block = _score_block(job)
-    _trim_heap()
+    trim_heap()
     return block
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library is another."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def _trim_heap() -> None:
-    """Return the C heap's free memory to the system (glibc; nothing elsewhere).
-
-    A block allocates and frees a few hundred MB of arrays of many sizes. glibc keeps freed
-    memory below its mmap threshold (which rises up to 32 MB as large arrays are freed) in its
-    heaps, where fragments of it cannot serve the next block's arrays, so the peak crept up block
-    after block (measured with ONNX Runtime: 1697 MB at 8192 px against 1507 MB at 2048 px, 1.13x;
-    with a trim after each block 1568 against 1499 MB, 1.05x, and no slower).
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _score_block(job: ScoreJob) -> CellBlock:
