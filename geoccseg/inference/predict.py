@@ -92,8 +92,9 @@ CUDA_BATCH_PX = 8 * 512 * 512
 512 px. A GPU needs big batches where a CPU does not: on an NVIDIA H200 (bf16 autocast, the
 shipped road model, ``pipelines/profile_predict.py``, ``pipelines/results/predict-gpu/``) the
 forward pass ran at 48 Mpx/s with one 512-px chip, 416 with 8, 564 with 16, and ``predict_scene``
-on an 8192-px scene at 17.0 Mpx/s with 8 chips per pass. Eight chips take about 0.7 GB of
-activations in float32 (measured on the CPU), less in bf16: they fit small GPUs as well."""
+on an 8192-px scene at 17.0 Mpx/s with 8 chips per pass (2 blocks at once, as on CUDA by
+default). A pass of eight chips grew the peak memory by about 0.6 GB in float32 on the CPU; under
+bf16 autocast it holds less (not measured on the GPU)."""
 
 MIN_TILE_PX = 256
 """Smallest default tile of ``geoccseg suggest``'s scoring (the bundle's training tile is raised to
