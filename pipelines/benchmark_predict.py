@@ -11,10 +11,11 @@ Run from the repository root, e.g.::
 :meth:`~geoccseg.inference.predict.PredictOptions.batch_for`, its overlap and block size);
 ``--tile-px``, ``--overlap-px``, ``--block-px`` and ``--batch-size`` measure others.
 
-**Scenes.** The real SpaceNet Las Vegas chip (``spacenet-vegas/vegas_img0_rgb.tif``, 1300 x 1300
-RGB at about 0.27 m) is mirror-tiled into squares of each ``--sizes`` edge (pixels): same pixel
-size, same CRS, origin at the chip's origin. They are written block by block as tiled, compressed
-uint8 RGB GeoTIFFs in a temporary folder (removed at the end).
+**Scenes.** The real SpaceNet Las Vegas chip shipped as the package's sample (the same file as
+``spacenet-vegas/vegas_img0_rgb.tif``, 1300 x 1300 RGB at about 0.27 m) is mirror-tiled into squares
+of each ``--sizes`` edge (pixels): same pixel size, same CRS, origin at the chip's origin
+(:func:`geoccseg.benchmark.speed.mirror_tiled_scene`). They are written block by block as tiled,
+compressed uint8 RGB GeoTIFFs in a temporary folder (removed at the end).
 
 **Model.** ``--model BUNDLE``, or an untrained bundle of the default architecture made here (the
 speed does not depend on the weights). The scenes' pixels are labelled with the model's pixel
@@ -81,64 +82,29 @@ import psutil
 import rasterio
 import torch
 
-from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import cpu_model
-from geoccseg.benchmark.speed import forward_rate
-from geoccseg.inference.cog import compression
+from geoccseg.benchmark.speed import forward_rate, mirror_tiled_scene
 from geoccseg.inference.engine import ENGINES, PRECISIONS
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import read_bundle
-from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.probability import encode_uint8
 from geoccseg.models import Bundle
 
-DATA = data_root(Path(__file__).resolve().parents[1])
-CHIP = DATA / "spacenet-vegas" / "vegas_img0_rgb.tif"
 POLL_S = 0.1
 FORWARD_MIN_S = 6.0
-
-
-# -- scenes ------------------------------------------------------------------------------------
-def mirror(index: np.ndarray, size: int) -> np.ndarray:
-    """Indices into an axis of ``size`` pixels for a mirror-tiled axis (0..size-1, size-1..0, ...)."""
-    period = np.mod(index, 2 * size)
-    return np.where(period < size, period, 2 * size - 1 - period)
-
-
-def make_scene(dest: Path, size_px: int, block_px: int = 2048, pixel_size_m: float | None = None) -> Path:
-    """Mirror-tile the SpaceNet chip's RGB into a ``size_px`` square GeoTIFF with the chip's grid,
-    or with pixels of ``pixel_size_m`` metres (the chip's transform scaled; same origin and CRS)."""
-    from affine import Affine
-
-    from geoccseg.io.scene import open_scene
-
-    scale = 1.0 if pixel_size_m is None else pixel_size_m / open_scene(CHIP).pixel_size_m
-    with rasterio.open(CHIP) as src:
-        rgb = src.read([1, 2, 3])
-        profile = dict(
-            driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8", crs=src.crs,
-            transform=src.transform * Affine.scale(scale), tiled=True, blockxsize=512, blockysize=512, compress=compression(),
-            predictor=2, photometric="RGB", BIGTIFF="IF_SAFER",
-        )
-    with rasterio.open(dest, "w", **profile) as out:
-        for row in chunk_windows(size_px, size_px, block_px):
-            for w in row:
-                rows = mirror(np.arange(w.row_off, w.row_off + w.height), rgb.shape[1])
-                cols = mirror(np.arange(w.col_off, w.col_off + w.width), rgb.shape[2])
-                out.write(rgb[:, rows][:, :, cols], window=w)
-    return dest
 
 
 def make_untrained_bundle(dest: Path) -> Path:
     """A bundle of the default architecture with random weights and the chip's statistics."""
     from geoccseg.io.bundle import BundleMeta, save_bundle
+    from geoccseg.io.catalog import sample_scene
     from geoccseg.io.normalize import compute_stats
     from geoccseg.io.scene import open_scene
     from geoccseg.models import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(in_channels=3, num_classes=2)).eval()
-    scene = open_scene(CHIP)
+    scene = open_scene(sample_scene())
     meta = BundleMeta(
         model=model.config.to_dict(), classes=["road"], bands=[1, 2, 3], norm=compute_stats(scene),
         pixel_size_m=scene.pixel_size_m, tile_px=256, training={"note": "untrained, for speed benchmarks"},
@@ -364,7 +330,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="geoccseg-bench-") as tmp:
         tmp = Path(tmp)
         for size in args.sizes:
-            scene = make_scene(tmp / f"scene_{size}.tif", size, pixel_size_m=pixel_size_m)
+            scene = mirror_tiled_scene(tmp / f"scene_{size}.tif", size, pixel_size_m=pixel_size_m)
             row = {"size_px": size, "megapixels": size * size / 1e6, "load_average": os.getloadavg(), "engines": {}}
             report["sizes"].append(row)
             for engine in args.engines:

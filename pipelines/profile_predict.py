@@ -10,8 +10,8 @@ RSS); this script asks why, in one process, on the CPU or on a GPU::
 
 **Forward limits**: batches of random chips through the shipped road model (softmax included, bf16
 autocast on CUDA), for chip/batch pairs, with and without channels-last and cuDNN's autotuner on
-CUDA. **Variants**: ``predict_scene`` on the SpaceNet chip mirror-tiled to ``--size`` pixels (at
-the model's pixel size, as the benchmark does), with the torch engine, after a 2048-px warm-up;
+CUDA. **Variants**: ``predict_scene`` on the SpaceNet sample mirror-tiled to ``--size`` pixels (at
+the model's pixel size, as the benchmark does, :func:`geoccseg.benchmark.speed.mirror_tiled_scene`), with the torch engine, after a 2048-px warm-up;
 the best variant and the defaults again on a ``--big`` scene. Each variant's phases are summed over
 the block threads: ``read`` (the block's pixels), ``blend_chips`` (normalise, forward, blend; its
 ``engine`` part is the forward as launched, which on CUDA is asynchronous until the results are
@@ -34,11 +34,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from benchmark_predict import make_scene  # a sibling script (pipelines/ is on sys.path)
 
 import geoccseg.inference.cog as cog
 import geoccseg.inference.engine as engine_module
 import geoccseg.inference.predict as predict_module
+from geoccseg.benchmark.speed import mirror_tiled_scene
 from geoccseg.inference.engine import forward_probabilities
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
@@ -138,7 +138,7 @@ def main() -> None:
     def run(size: int, n_threads: int, tile: int, batch: int, autotune: bool, label: str) -> dict:
         if size not in scenes:
             start = time.perf_counter()
-            scenes[size] = make_scene(args.scratch / f"scene_{size}.tif", size, pixel_size_m=bundle.meta.pixel_size_m)
+            scenes[size] = mirror_tiled_scene(args.scratch / f"scene_{size}.tif", size, pixel_size_m=bundle.meta.pixel_size_m)
             log(f"scene {size} made in {time.perf_counter() - start:.1f} s")
         TIMES.clear()
         n_block_threads["n"] = n_threads
