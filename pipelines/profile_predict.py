@@ -38,13 +38,13 @@ import torch
 import geoccseg.inference.cog as cog
 import geoccseg.inference.engine as engine_module
 import geoccseg.inference.predict as predict_module
-from geoccseg.benchmark.speed import mirror_tiled_scene
-from geoccseg.inference.engine import forward_probabilities
+from geoccseg.benchmark.speed import forward_rate, mirror_tiled_scene
+from geoccseg.inference.engine import TorchEngine
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
 
 VARIANTS = (  # (block threads, tile px, batch, cuDNN autotuner, label)
-    (2, 512, 1, False, "defaults"),
+    (2, 512, 1, False, "defaults"),  # one chip per pass: the CPU's default, CUDA's until 2026-12-04
     (4, 512, 8, False, "4 threads batch 8"),
     (8, 512, 8, False, "8 threads batch 8"),
     (2, 512, 8, False, "batch 8"),
@@ -74,14 +74,11 @@ def log(*parts: object) -> None:
     print(f"[{time.perf_counter() - T0:6.1f} s]", *parts, flush=True)
 
 
-def synchronise(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def forward_limits(model: torch.nn.Module, device: str) -> dict[str, float]:
-    """Mpx/s of the forward for each chip/batch pair (and, on CUDA, memory format and autotuner)."""
+    """Mpx/s of the forward (:func:`geoccseg.benchmark.speed.forward_rate`, at least 1 s) for each
+    chip/batch pair (and, on CUDA, memory format and autotuner)."""
     cuda = device.startswith("cuda")
+    engine = TorchEngine(model, device)
     limits = {}
     for channels_last in (False, True) if cuda else (False,):
         model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -91,16 +88,8 @@ def forward_limits(model: torch.nn.Module, device: str) -> dict[str, float]:
                 x = torch.randn(batch, 3, tile, tile, device=device)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                for _ in range(3):
-                    forward_probabilities(model, x, device)
-                synchronise(device)
-                start, n = time.perf_counter(), 0
-                while time.perf_counter() - start < 1.0:
-                    forward_probabilities(model, x, device)
-                    n += 1
-                synchronise(device)
                 key = f"cl={int(channels_last)} bench={int(autotune)} tile={tile} batch={batch}"
-                limits[key] = n * batch * tile * tile / 1e6 / (time.perf_counter() - start)
+                limits[key] = forward_rate(engine, x, min_s=1.0)
                 log("forward", key, f"{limits[key]:.1f} Mpx/s")
     model.to(memory_format=torch.contiguous_format)
     torch.backends.cudnn.benchmark = False
