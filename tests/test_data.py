@@ -18,7 +18,7 @@ from rasterio.transform import from_bounds
 from shapely.geometry import box
 
 from geoccseg.cli import cli
-from geoccseg.data.chips import accept_labeled, accept_unlabeled, query_box, random_queries
+from geoccseg.data.chips import RandomQueries, accept_labeled, accept_unlabeled, query_box
 from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
@@ -145,8 +145,9 @@ def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
     )
     region = data.regions[0]
     gen = torch.Generator().manual_seed(1)
+    queries = RandomQueries(region.chips, 192, region.labeled)
     for _ in range(6):
-        q = next(random_queries(region.chips, 192, region.labeled, gen, batch=1))
+        q = queries.draw(gen)
         if accept_labeled(region.chips, q, region.labeled, 0.75, 0.5):
             assert query_box(q).intersection(aoi).area >= 0.75 * query_box(q).area
     for r, q in data.labeled_queries():
@@ -276,7 +277,7 @@ def test_several_photo_sources_train_together_at_one_pixel_size(data_dir, tmp_pa
     data = PhotoTrainingData([a[0], b[0]], [a[1], b[1]], classes=["road"], pixel_size_m=1.0, source_pixel_sizes_m=[1.0, 2.0])
     assert len(data.labeled_pairs) == 4
     for image, mask in data.labeled_pairs:
-        item = data._load(image, mask)
+        item = data._item(image, mask)
         with Image.open(image) as im:
             width, height = im.size
         zoom = 2 if image.parent == b[0] else 1

@@ -136,13 +136,10 @@ class SceneChips(GeoDataset):
         return counts
 
     def valid_fraction(self, query: Query, probe_px: int = 32) -> float:
-        """Share of valid pixels in a query's chip, from a coarse read of the mask (cheap)."""
+        """Share of valid pixels in a query's chip, from a coarse read of the mask (cheap: no image
+        band, no VRT for chips across the scene's edge, whose outer part counts as invalid)."""
         bounds = self.snap((query[0].start, query[1].start, query[0].stop, query[1].stop))
-        win = self.scene.window_for_bounds(bounds)
-        mask = self.scene.dataset.read_masks(
-            list(self.scene.bands), window=win, out_shape=(len(self.scene.bands), probe_px, probe_px), boundless=True,
-        )
-        return float(np.all(mask > 0, axis=0).mean())
+        return float(self.scene.read_valid(self.scene.window_for_bounds(bounds), out_shape=(probe_px, probe_px)).mean())
 
 
 def region_mask(region: BaseGeometry, bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
@@ -173,11 +170,20 @@ def accept_unlabeled(chips: SceneChips, query: Query, exclude: BaseGeometry | No
     return chips.valid_fraction(query) >= min_valid
 
 
-def random_queries(chips: SceneChips, tile_px: int, roi: BaseGeometry | None, generator: torch.Generator, batch: int = 64):
-    """Endless random queries of ``tile_px`` chips inside ``roi``'s extent, from TorchGeo's RandomGeoSampler."""
-    sampler = RandomGeoSampler(chips, size=tile_px, length=batch, roi=roi, generator=generator)
-    while True:
-        yield from sampler
+class RandomQueries:
+    """Random queries of ``tile_px`` chips inside ``roi``'s extent, from TorchGeo's ``RandomGeoSampler``.
+
+    The sampler is built once: building one (its index and region of interest) takes longer than
+    reading a chip. Each query is drawn with the generator given to :meth:`draw`, exactly as a
+    new sampler with that generator would draw it.
+    """
+
+    def __init__(self, chips: SceneChips, tile_px: int, roi: BaseGeometry | None = None) -> None:
+        self._sampler = RandomGeoSampler(chips, size=tile_px, length=1, roi=roi)
+
+    def draw(self, generator: torch.Generator) -> Query:
+        self._sampler.generator = generator
+        return next(iter(self._sampler))
 
 
 def grid_queries(chips: SceneChips, tile_px: int, roi: BaseGeometry | None = None, stride_px: int | None = None) -> list[Query]:

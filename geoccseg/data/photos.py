@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from geoccseg.data.base import TrainingData
@@ -126,10 +127,18 @@ def read_mask(path: Path) -> np.ndarray:
     """A mask as class indices (H, W) uint8: 0/255 and 0/1 masks become 0/1."""
     with Image.open(path) as im:
         arr = np.asarray(im.convert("L"))
-    values = np.unique(arr)
-    if set(values.tolist()) <= {0, 1}:
+    if arr.max(initial=0) <= 1:  # already class indices 0/1
         return arr.astype(np.uint8)
     return (arr >= 128).astype(np.uint8)
+
+
+def _tensors(item: dict, norm: NormStats) -> dict:
+    """An image (file units) normalised and its mask as tensors, every pixel valid."""
+    image = torch.from_numpy(norm.apply(item["image"]))
+    out = {"image": image, "valid": torch.ones(image.shape[1:], dtype=torch.bool)}
+    if "mask" in item:
+        out["mask"] = torch.from_numpy(item["mask"].astype(np.int64))
+    return out
 
 
 def split_labeled(names: list[str], labeled_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -287,50 +296,60 @@ class PhotoTrainingData(TrainingData):
                     raise GeoccsegError(f"mask {mask.name} is {b.size[0]}x{b.size[1]} but image {image.name} is {a.size[0]}x{a.size[1]}; masks must match their images")
 
     # -- interface ----------------------------------------------------------------------------
-    def _load(self, image_path: Path, mask_path: Path | None) -> dict:
+    def _load(self, image_path: Path, mask_path: Path | None) -> tuple[dict, NormStats]:
+        """A photo as read (file units; resampled to the training pixel size when its source has
+        another), its mask, and the statistics that normalise it: callers cut a chip first and
+        normalise the chip alone (a chip of 256 px is a third of a DeepCrack photo)."""
         image = read_photo(image_path)
         if image.shape[0] != self.num_bands:
             raise GeoccsegError(f"{image_path.name} has {image.shape[0]} band(s), the other photos {self.num_bands}; use photos of one kind")
-        pixels = torch.from_numpy(self.norm.for_image(image).apply(image))
-        mask = torch.from_numpy(read_mask(mask_path).astype(np.int64)) if mask_path is not None else None
+        norm = self.norm.for_image(image)
+        mask = read_mask(mask_path) if mask_path is not None else None
         zoom = self._zoom.get(image_path, 1.0)
         if zoom != 1.0:  # a source of another pixel size: resample to the training pixel size
-            size = (max(1, round(pixels.shape[1] * zoom)), max(1, round(pixels.shape[2] * zoom)))
-            pixels = torch.nn.functional.interpolate(pixels[None].float(), size=size, mode="bilinear", antialias=zoom < 1, align_corners=False)[0]
+            size = (max(1, round(image.shape[1] * zoom)), max(1, round(image.shape[2] * zoom)))
+            image = F.interpolate(torch.from_numpy(image.astype(np.float32))[None], size=size, mode="bilinear", antialias=zoom < 1,
+                                  align_corners=False)[0].numpy()
             if mask is not None:
-                mask = torch.nn.functional.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
-        item = {"image": pixels, "valid": torch.ones(pixels.shape[1:], dtype=torch.bool)}
-        if mask is not None:
-            item["mask"] = mask
-        return item
+                mask = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=size, mode="nearest")[0, 0].numpy().astype(np.uint8)
+        item = {"image": image, **({"mask": mask} if mask is not None else {})}
+        return item, norm
 
-    def _crop(self, item: dict, generator: torch.Generator) -> dict:
+    def _item(self, image_path: Path, mask_path: Path | None) -> dict:
+        """A whole photo, normalised, as validation sees it."""
+        item, norm = self._load(image_path, mask_path)
+        return _tensors(item, norm)
+
+    def _chip(self, image_path: Path, mask_path: Path | None, generator: torch.Generator) -> dict:
+        """A random ``tile_px`` chip of a photo, normalised; a photo smaller than a chip is padded
+        on the bottom and right (invalid pixels, ignored labels)."""
+        item, norm = self._load(image_path, mask_path)
         t = self.tile_px
         _, h, w = item["image"].shape
-        pad_h, pad_w = max(0, t - h), max(0, t - w)
+        top = int(torch.randint(max(h, t) - t + 1, (1,), generator=generator))
+        left = int(torch.randint(max(w, t) - t + 1, (1,), generator=generator))
+        chip = _tensors({k: v[..., top:top + t, left:left + t] for k, v in item.items()}, norm)
+        pad_h, pad_w = t - chip["image"].shape[1], t - chip["image"].shape[2]
         if pad_h or pad_w:
-            item = {
-                "image": torch.nn.functional.pad(item["image"], (0, pad_w, 0, pad_h)),
-                "valid": torch.nn.functional.pad(item["valid"], (0, pad_w, 0, pad_h), value=False),
-                **({"mask": torch.nn.functional.pad(item["mask"], (0, pad_w, 0, pad_h), value=IGNORE_INDEX)} if "mask" in item else {}),
+            chip = {
+                "image": F.pad(chip["image"], (0, pad_w, 0, pad_h)),
+                "valid": F.pad(chip["valid"], (0, pad_w, 0, pad_h), value=False),
+                **({"mask": F.pad(chip["mask"], (0, pad_w, 0, pad_h), value=IGNORE_INDEX)} if "mask" in chip else {}),
             }
-            h, w = h + pad_h, w + pad_w
-        top = int(torch.randint(h - t + 1, (1,), generator=generator))
-        left = int(torch.randint(w - t + 1, (1,), generator=generator))
-        return {k: v[..., top:top + t, left:left + t] for k, v in item.items()}
+        return chip
 
     def labeled_chip(self, generator: torch.Generator) -> dict:
         image, mask = self.labeled_pairs[int(torch.randint(len(self.labeled_pairs), (1,), generator=generator))]
-        return self._crop(self._load(image, mask), generator)
+        return self._chip(image, mask, generator)
 
     def unlabeled_chip(self, generator: torch.Generator) -> dict:
         if not self.unlabeled_paths:
             return {k: v for k, v in self.labeled_chip(generator).items() if k != "mask"}
         path = self.unlabeled_paths[int(torch.randint(len(self.unlabeled_paths), (1,), generator=generator))]
-        return self._crop(self._load(path, None), generator)
+        return self._chip(path, None, generator)
 
     def validation_items(self) -> list[dict]:
-        return [self._load(i, m) for i, m in self.val_pairs]
+        return [self._item(i, m) for i, m in self.val_pairs]
 
     def class_counts(self) -> np.ndarray:
         return self._counts.copy()

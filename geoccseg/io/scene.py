@@ -151,26 +151,48 @@ class Scene:
             ``image`` float32 array (C, H, W) in the file's units, 0 where invalid, and ``valid``
             bool array (H, W).
         """
+        image, valid = self._read(window, out_shape, resampling)
+        image[:, ~valid] = 0
+        return image, valid
+
+    def read_valid(self, window: Window | None = None, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """The valid-data mask of :meth:`read` from the file's masks alone, without reading the
+        image bands (so NaN pixels of float bands are not seen): a cheap look at how much of a
+        window holds data.
+
+        Returns:
+            bool array (H, W).
+        """
+        return self._read(window, out_shape, None)[1]
+
+    def _read(self, window: Window | None, out_shape: tuple[int, int] | None,
+              resampling: Resampling | None) -> tuple[np.ndarray | None, np.ndarray]:
+        """:meth:`read` run by run (the image too unless ``resampling`` is None), invalid pixels not zeroed."""
         window = window or Window(0, 0, self.width, self.height)
         shape = out_shape or (int(window.height), int(window.width))
-        image = np.zeros((len(self.bands), *shape), dtype=np.float32)
+        image = np.zeros((len(self.bands), *shape), dtype=np.float32) if resampling is not None else None
         valid = np.zeros(shape, dtype=bool)
         rows = _cells_inside(window.row_off, window.height, shape[0], self.height)
         cols = _cells_inside(window.col_off, window.width, shape[1], self.width)
         for (r0, r1), (top, bottom), centre_rows in rows:
             for (c0, c1), (left, right), centre_cols in cols:
                 part, ok = self._read_inside(Window(left, top, right - left, bottom - top), (r1 - r0, c1 - c0), resampling)
-                image[:, r0:r1, c0:c1] = part
+                if image is not None:
+                    image[:, r0:r1, c0:c1] = part
                 valid[r0:r1, c0:c1] = ok & centre_rows[:, None] & centre_cols[None, :]
-        image[:, ~valid] = 0
         return image, valid
 
-    def _read_inside(self, window: Window, shape: tuple[int, int], resampling: Resampling) -> tuple[np.ndarray, np.ndarray]:
-        """Plain read of a window inside the scene: image float32 (C, H, W) and valid bool (H, W)."""
+    def _read_inside(self, window: Window, shape: tuple[int, int],
+                     resampling: Resampling | None) -> tuple[np.ndarray | None, np.ndarray]:
+        """Plain read of a window inside the scene: image float32 (C, H, W), or None without
+        ``resampling``, and valid bool (H, W)."""
         ds = self.dataset
-        image = ds.read(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=resampling, out_dtype="float32")
         masks = ds.read_masks(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=Resampling.nearest)
-        return image, np.all(masks > 0, axis=0) & np.all(np.isfinite(image), axis=0)
+        valid = np.all(masks > 0, axis=0)
+        if resampling is None:
+            return None, valid
+        image = ds.read(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=resampling, out_dtype="float32")
+        return image, valid & np.all(np.isfinite(image), axis=0)
 
     def close(self) -> None:
         """Close the calling thread's file handle."""
