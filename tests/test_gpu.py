@@ -21,6 +21,7 @@ from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
 from geoccseg.suggest.photos import suggest_photos
 from geoccseg.train import TrainConfig, train
+from geoccseg.train.run import loader_workers
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -72,6 +73,7 @@ def test_cuda_training_runs_in_mixed_precision_and_its_bundle_predicts_on_the_cp
     out = tmp_path / "cfd_model"
     config = TrainConfig(out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), unlabeled=[str(cfd / "unlabeled")],
                          labeled_fraction=0.035, max_steps=30, val_every=15, lr=3e-3, pretrained=False, **FAST)
+    assert loader_workers(config) >= 1  # chips are drawn beside the GPU's steps by default
     result = train(config)
     assert result.steps == 30 and result.device.startswith("cuda")
     with open(out / "metrics.csv") as f:

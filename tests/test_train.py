@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -16,14 +17,18 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 from shapely.geometry import box
+from torch.utils.data import DataLoader
 
 from geoccseg.cli import cli
+from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.scene import open_scene
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
 from geoccseg.train.checkpoint import load_checkpoint
+from geoccseg.train.run import loader_workers
+from geoccseg.train.stream import ChipStream
 from geoccseg.train.targets import labels_at_stride, probs_at_stride
 
 FAST = dict(tile_px=96, batch_size=2, unlabeled_batch_size=2, unlabeled_start_steps=4, rampup_steps=4, ema_warmup_steps=2, progress=False)
@@ -68,8 +73,9 @@ def test_cfd_run_lowers_loss_writes_bundle_and_resumes(data_dir, tmp_path):
     logits = bundle.model.forward_logits(torch.zeros(1, 3, 64, 64))
     assert logits.shape == (1, 2, 64, 64) and torch.isfinite(logits).all()
 
-    # resume continues from the saved step, with the optimiser state, up to the new budget
-    code = CliRunner().invoke(cli, ["train", "--config", str(out / "config.yaml"), "--resume", "--max-steps", "45"])
+    # resume continues from the saved step, with the optimiser state, up to the new budget (its
+    # chips drawn by two data loader worker processes)
+    code = CliRunner().invoke(cli, ["train", "--config", str(out / "config.yaml"), "--resume", "--max-steps", "45", "--num-workers", "2"])
     assert code.exit_code == 0, code.output
     ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 45 and ckpt["optimizer_states"][0]["state"]
@@ -189,6 +195,21 @@ def test_bad_training_input(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_loader_workers_draw_different_chips(data_dir):
+    """Each data loader worker draws its own chips (seeded by its id), not copies of another's; the
+    default is no worker on the CPU."""
+    cfd = data_dir / "cfd"
+    data = PhotoTrainingData(cfd / "images", cfd / "masks", classes=["crack"], labeled_fraction=0.05, tile_px=64)
+    stream = ChipStream(data, batch_size=2, unlabeled_batch_size=2, seed=0)
+    loader = iter(DataLoader(stream, batch_size=None, num_workers=2))
+    first, second = next(loader), next(loader)  # one batch of each worker
+    assert first["image_l"].shape == second["image_l"].shape == (2, 3, 64, 64)
+    assert not torch.equal(first["image_l"], second["image_l"]) and not torch.equal(first["image_u"], second["image_u"])
+    assert torch.equal(first["image_l"], next(iter(stream))["image_l"])  # worker 0 draws what the process itself would
+    config = TrainConfig(out="unused", images="unused", masks="unused", accelerator="cpu")
+    assert loader_workers(config) == 0 and loader_workers(replace(config, num_workers=3)) == 3
+
+
 def test_ddp_two_cpu_processes(data_dir, tmp_path):
     """Lightning's DDP on the gloo backend with 2 CPU processes, through the real CLI."""
     cfd = data_dir / "cfd"

@@ -126,7 +126,7 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
         "devices": ("Devices per node (DDP when more than one).", None),
         "num_nodes": ("Machines (DDP when more than one).", None),
         "precision": (f"Lightning precision: {', '.join(PRECISIONS)}.", "bf16-mixed on CUDA, else 32-true"),
-        "num_workers": ("Data loader worker processes; 0 reads chips in the training process.", None),
+        "num_workers": ("Data loader worker processes; 0 reads chips in the training process.", "0 on the CPU, up to 4 per GPU on CUDA"),
     },
     "Output": {
         "out": ("Output folder for the model bundle, metrics and checkpoints.", None),

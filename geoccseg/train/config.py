@@ -148,7 +148,8 @@ class TrainConfig:
     checkpoint_every: int = 50  # steps between checkpoints for --resume (independent of validation)
     checkpoint_minutes: float | None = 10.0  # ... and at least every this many minutes
     seed: int = 0
-    num_workers: int = 0
+    # data loader worker processes; None: 0 on the CPU, up to 4 per GPU on CUDA (run.loader_workers)
+    num_workers: int | None = None
     # -- hardware
     accelerator: str = "auto"
     devices: int = 1
