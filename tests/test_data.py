@@ -293,3 +293,32 @@ def test_several_photo_sources_train_together_at_one_pixel_size(data_dir, tmp_pa
     assert code == 2 and "needs positive sizes and --pixel-size-m" in out and len(out.splitlines()) == 1
     code, out = _run("train", "--images", a[0], "--images", b[0], "--masks", a[1], "-o", tmp_path / "o")
     assert code == 2 and "need as many --masks folders" in out
+
+
+FORKED_WORKERS = """
+import sys
+import torch
+from torch.utils.data import DataLoader
+from geoccseg.data.scenes import SceneTrainingData
+from geoccseg.train.stream import ChipStream
+
+vegas = sys.argv[1]
+data = SceneTrainingData([vegas + "/vegas_img0_rgb.tif"], labels=vegas + "/vegas_img0_roads.geojson", tile_px=128)
+stream = ChipStream(data, batch_size=4, unlabeled_batch_size=4, seed=0)
+here = iter(stream)  # the parent reads the scene while the workers do
+workers = iter(DataLoader(stream, batch_size=None, num_workers=2, multiprocessing_context="fork"))
+for _ in range(6):
+    first, _second = next(workers), next(workers)
+    mine = next(here)
+    assert all(torch.equal(first[k], mine[k]) for k in mine), "worker 0's chips differ from the parent's"
+print("same chips")
+"""
+
+
+def test_forked_loader_workers_read_the_scene_through_their_own_file_handles(vegas, tmp_path):
+    """DataLoader workers forked from a process that has the scene open read it correctly beside it.
+    An inherited GDAL handle shares its file offset across processes: with GDAL's block cache
+    at 1 MB, so that every chip is read from the file, shared handles failed to decode TIFF strips."""
+    proc = subprocess.run([sys.executable, "-c", FORKED_WORKERS, str(vegas)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "GDAL_CACHEMAX": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and "same chips" in proc.stdout, proc.stderr[-2000:]

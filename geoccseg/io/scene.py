@@ -99,15 +99,23 @@ class Scene:
     # -- pixels -----------------------------------------------------------------------------
     @property
     def dataset(self) -> rasterio.io.DatasetReader:
-        """The open rasterio dataset of the calling thread.
+        """The open rasterio dataset of the calling thread in this process.
 
         GDAL handles must not be shared between threads, so each thread (Dask workers, DataLoader
-        workers after pickling) opens its own.
+        workers after pickling) opens its own; nor between processes: a forked process (a
+        DataLoader worker on Linux) inherits the parent's handle, whose file offset it would share
+        with its siblings, and their reads would interleave (measured: TIFF strips that fail to
+        decode). It opens its own too.
         """
         local = self._local
         ds = getattr(local, "dataset", None)
-        if ds is None or ds.closed:
-            ds = local.dataset = open_raster(self.source or self.path)
+        if ds is None or ds.closed or getattr(local, "pid", None) != os.getpid():
+            ds = self._set_dataset(open_raster(self.source or self.path))
+        return ds
+
+    def _set_dataset(self, ds: rasterio.io.DatasetReader) -> rasterio.io.DatasetReader:
+        local = self._local
+        local.dataset, local.pid = ds, os.getpid()
         return ds
 
     @property
@@ -195,9 +203,9 @@ class Scene:
         return image, valid & np.all(np.isfinite(image), axis=0)
 
     def close(self) -> None:
-        """Close the calling thread's file handle."""
+        """Close the calling thread's file handle (one this process opened)."""
         ds = getattr(self._local, "dataset", None)
-        if ds is not None:
+        if ds is not None and getattr(self._local, "pid", None) == os.getpid():
             ds.close()
 
 
@@ -355,5 +363,5 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
         path=Path(path), source=os.fspath(path), bands=bands, crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height,
         dtype=dtype, mask_kind=_mask_kind(ds), band_count=ds.count, nodata=ds.nodata,
     )
-    scene._local.dataset = ds
+    scene._set_dataset(ds)
     return scene
