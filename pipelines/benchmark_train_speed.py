@@ -19,8 +19,10 @@ first steps warm up allocators and oneDNN kernels) to the last:
 
 Variants: ``light`` and ``efficientnet-lite0`` encoders, each supervised only (``sup``: the
 imbalance loss) and with the whole method from step 0 (``full``: pseudo-labels and contrastive
-loss); ``+workers1`` loads the next batch in a worker process while the step runs (``num_workers
-1``); ``+threads1`` uses one intra-op thread instead of all cores. Writes ``results.json`` and
+loss), with ``geoccseg train``'s default data loader workers (none on the CPU, up to 4 per GPU on
+CUDA); ``+workers0`` draws the chips in the training process and ``+workers1`` in one worker
+process while the step runs (``num_workers`` 0 and 1: on the CPU ``+workers0`` is the default);
+``+threads1`` uses one intra-op thread instead of all cores. Writes ``results.json`` and
 ``results.md`` in ``--out``.
 """
 
@@ -34,20 +36,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-#: name -> (encoder, semi-supervised, num_workers, torch threads or None for the default)
-VARIANTS: dict[str, tuple[str, bool, int, int | None]] = {
-    "light sup": ("light", False, 0, None),
-    "light full": ("light", True, 0, None),
-    "efficientnet-lite0 sup": ("efficientnet-lite0", False, 0, None),
-    "efficientnet-lite0 full": ("efficientnet-lite0", True, 0, None),
+#: name -> (encoder, semi-supervised, num_workers or None for train's default, torch threads or None for the default)
+VARIANTS: dict[str, tuple[str, bool, int | None, int | None]] = {
+    "light sup": ("light", False, None, None),
+    "light full": ("light", True, None, None),
+    "efficientnet-lite0 sup": ("efficientnet-lite0", False, None, None),
+    "efficientnet-lite0 full": ("efficientnet-lite0", True, None, None),
+    "efficientnet-lite0 full +workers0": ("efficientnet-lite0", True, 0, None),
     "efficientnet-lite0 full +workers1": ("efficientnet-lite0", True, 1, None),
-    "efficientnet-lite0 full +threads1": ("efficientnet-lite0", True, 0, 1),
+    "efficientnet-lite0 full +threads1": ("efficientnet-lite0", True, None, 1),
 }
 LABELED_CHIPS, UNLABELED_CHIPS, TILE_PX = 8, 8, 256
 
 
-def run_variant(name: str, data: Path, steps: int, out: Path) -> None:
-    """Train one variant for ``steps`` steps into ``out`` (in this process)."""
+def run_variant(name: str, data: Path, steps: int, out: Path, pretrained: bool = True) -> None:
+    """Train one variant for ``steps`` steps into ``out`` (in this process); ``pretrained`` False
+    starts the encoder from random weights (the same speed; for machines without the weights
+    package)."""
     encoder, semi, workers, threads = VARIANTS[name]
     if threads:
         import torch
@@ -59,7 +64,7 @@ def run_variant(name: str, data: Path, steps: int, out: Path) -> None:
         out=str(out), images=str(data / "images"), masks=str(data / "masks"), labeled_fraction=0.035, val_fraction=0.0,
         tile_px=TILE_PX, batch_size=LABELED_CHIPS, unlabeled_batch_size=UNLABELED_CHIPS, encoder=encoder,
         pseudo=semi, contrastive=semi, unlabeled_start_steps=0, rampup_steps=1, max_steps=steps,
-        num_workers=workers, progress=False, seed=0,
+        num_workers=workers, progress=False, seed=0, pretrained=None if pretrained else False,
     )
     train(config)
 
@@ -97,11 +102,12 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=10, help="warm-up steps left out of the speed (default 10)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--no-pretrained", action="store_true", help="start encoders from random weights (same speed)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: train one variant in this process
     parser.add_argument("--run-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        run_variant(args.run, args.data, args.steps, args.run_out)
+        run_variant(args.run, args.data, args.steps, args.run_out, pretrained=not args.no_pretrained)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -110,7 +116,8 @@ def main() -> None:
             run_out = Path(tmp) / name.replace(" ", "_").replace("+", "")
             print(f"{name}: {args.steps} steps", flush=True)
             subprocess.run([sys.executable, __file__, "--data", str(args.data), "--steps", str(args.steps),
-                            "--out", str(args.out), "--run", name, "--run-out", str(run_out)], check=True)
+                            "--out", str(args.out), "--run", name, "--run-out", str(run_out),
+                            *(["--no-pretrained"] if args.no_pretrained else [])], check=True)
             chips = LABELED_CHIPS + (UNLABELED_CHIPS if VARIANTS[name][1] else 0)
             result = {"variant": name, "chips_per_step": chips, **speed(run_out / "metrics.csv", args.skip, chips)}
             print(f"  {result['chips_per_s']} chips/s ({1 / result['steps_per_s']:.2f} s/step)", flush=True)
