@@ -315,7 +315,7 @@ print("same chips")
 """
 
 
-def test_forked_loader_workers_read_the_scene_through_their_own_file_handles(vegas, tmp_path):
+def test_forked_loader_workers_read_the_scene_through_their_own_file_handles(vegas):
     """DataLoader workers forked from a process that has the scene open read it correctly beside it.
     An inherited GDAL handle shares its file offset across processes: with GDAL's block cache
     at 1 MB, so that every chip is read from the file, shared handles failed to decode TIFF strips."""
