@@ -368,6 +368,17 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     assert bench.main([*default, "--resume", "--novelty-weight", "1"]) == 2  # a setting of the other strategy: refused
 
 
+@pytest.mark.parametrize("folder", ["suggest-photos-deepcrack-coverage", "suggest-photos-massachusetts"])
+def test_suggest_photos_reports_regenerate_from_their_records(folder: str) -> None:
+    """The README's photo tables (the script's current format) are what its report writes from the
+    recorded runs."""
+    bench = _load_script("benchmark_suggest_photos")
+    results = ROOT / "pipelines" / "results" / folder
+    records = json.loads((results / "results.json").read_text())
+    expected = f"# Suggested against random photos: {records[0]['dataset']}\n\n{bench.summarise(records)}"
+    assert (results / "results.md").read_text() == expected
+
+
 def test_suggest_photos_report_says_how_many_fewer_labels_reach_randoms_final_f1() -> None:
     bench = _load_script("benchmark_suggest_photos")
 
