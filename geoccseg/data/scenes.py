@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
@@ -38,6 +38,15 @@ class SceneRegions:
     labeled: BaseGeometry | None
     validation: BaseGeometry | None
     labels: Labels | None = None
+    _samplers: dict[tuple[int, bool], RandomQueries] = field(default_factory=dict, repr=False, compare=False)
+
+    def random_queries(self, tile_px: int, labeled: bool) -> RandomQueries:
+        """Random ``tile_px`` chips inside the labeled area's extent, or anywhere in the scene
+        (the sampler built once)."""
+        key = (tile_px, labeled)
+        if key not in self._samplers:
+            self._samplers[key] = RandomQueries(self.chips, tile_px, self.labeled if labeled else None)
+        return self._samplers[key]
 
     @property
     def excluded(self) -> BaseGeometry | None:
@@ -136,7 +145,6 @@ class SceneTrainingData(TrainingData):
             raise GeoccsegError(f"validation AOI {val_aoi} does not overlap any scene; check its location and CRS")
         self.label_pixels = self._count_label_pixels(labels, aoi) if labels else None
         self._labeled_grid: list | None = None
-        self._samplers: dict[tuple[int, bool], RandomQueries] = {}
         self._unlabeled_grid: list | None = None
         self.unlabeled_from_labeled = self.has_labels and not self._any_unlabeled_chip()
         if self.unlabeled_from_labeled:
@@ -174,7 +182,7 @@ class SceneTrainingData(TrainingData):
         areas = torch.tensor([r.labeled.area for r in candidates], dtype=torch.float64)
         for _ in range(MAX_TRIES):
             r = candidates[int(torch.multinomial(areas, 1, generator=generator))]
-            query = self._random_queries(r, labeled=True).draw(generator)
+            query = r.random_queries(self.tile_px, labeled=True).draw(generator)
             if accept_labeled(r.chips, query, r.labeled, self.min_inside, self.min_valid):
                 return _chip(r.chips[query], labeled=True)
         # random positions seldom fit (a labeled area barely larger than a chip): draw from the grid
@@ -194,7 +202,7 @@ class SceneTrainingData(TrainingData):
             return {"image": chip["image"], "valid": chip["mask"] != IGNORE_INDEX}
         for _ in range(MAX_TRIES):
             r = self.regions[int(torch.randint(len(self.regions), (1,), generator=generator))]
-            query = self._random_queries(r, labeled=False).draw(generator)
+            query = r.random_queries(self.tile_px, labeled=False).draw(generator)
             if accept_unlabeled(r.chips, query, r.excluded, self.min_valid):
                 return _chip(r.chips[query], labeled=False)
         grid = self.unlabeled_queries()
@@ -202,13 +210,6 @@ class SceneTrainingData(TrainingData):
             raise GeoccsegError(f"no {self.tile_px}-px chip outside the labeled and validation areas has enough valid pixels for unlabeled training; add scenes or lower --tile-px")
         r, query = grid[int(torch.randint(len(grid), (1,), generator=generator))]
         return _chip(r.chips[query], labeled=False)
-
-    def _random_queries(self, region: SceneRegions, labeled: bool) -> RandomQueries:
-        """Random chips of a region: inside its labeled area's extent, or anywhere in the scene."""
-        key = (next(i for i, r in enumerate(self.regions) if r is region), labeled)
-        if key not in self._samplers:
-            self._samplers[key] = RandomQueries(region.chips, self.tile_px, region.labeled if labeled else None)
-        return self._samplers[key]
 
     def labeled_queries(self) -> list[tuple[SceneRegions, tuple]]:
         """Grid of labeled chips (for counting and class statistics), computed once."""
