@@ -324,6 +324,20 @@ def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
     assert result.stdout.splitlines()[:2] == list(table["photo"][:2])
 
 
+
+def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeypatch):
+    from geoccseg.inference.engine import clear_sessions
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
+    pattern = str(data_dir / "cfd" / "images" / "00[1-3].jpg")
+    for engine, exported in (("torch", False), ("auto", True)):  # auto is ONNX Runtime on the CPU: it exports the network
+        clear_sessions()
+        result = CliRunner().invoke(cli, ["suggest", pattern, "--model", "crack", "-n", "1", "-o", str(tmp_path / f"{engine}.csv"),
+                                          "--device", "cpu", "--engine", engine])
+        assert result.exit_code == 0, result.output
+        assert any(cache.rglob("*.onnx")) is exported, engine
+
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["count", "size", "aoi_elsewhere", "exists", "suffix", "is_input", "photo_aoi", "csv_suffix",
                                   "confidence_png"])

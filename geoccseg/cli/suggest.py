@@ -93,7 +93,7 @@ def command(
         return
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes", " for photos")
     photos = suggest_photos(inputs, output, model=model or "crack", n=n, labels=labels,
-                            options=PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device),
+                            options=options,
                             strategy=strategy or "coverage", seed=seed, overwrite=overwrite, progress=show_progress())
     for name in photos.suggested:
         say(name)
