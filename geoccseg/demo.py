@@ -62,7 +62,7 @@ unlabeled chips, learning rate 1e-3, the unlabeled terms from step 50 over a 200
 in its 300-step runs), at the road model's pixel size (1 m), with ``geoccseg train``'s default
 centreline band (3 px; measured on one machine: completeness 0.94 against 0.92 without it, the
 same correctness 0.94 and time). 200 steps instead of its 300 keep the
-demo within about 3 minutes on 2 CPU cores (measured: README, quick start)."""
+demo within about 1-2 minutes on 2 CPU cores (measured: README, quick start)."""
 
 
 @dataclass

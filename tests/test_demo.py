@@ -136,7 +136,7 @@ def test_the_labeled_strip_is_a_geopackage_1_2_like_every_other_output(tmp_path:
 def test_full_demo_labels_a_strip_and_maps_the_rest(tmp_path: Path, request) -> None:
     """The whole demo as a user runs it: the fine-tuned model finds most roads the shipped one misses."""
     if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip(f"the full demo fine-tunes {STEPS} steps (about 3 minutes); run it with -m slow")
+        pytest.skip(f"the full demo fine-tunes {STEPS} steps (1-2 minutes); run it with -m slow")
     out = tmp_path / "demo"
     out.mkdir()
     (out / "notes.txt").write_text("mine\n")

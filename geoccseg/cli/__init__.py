@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("geoccseg.cli.cache", "Show the cache of exported networks (folder, exports, size); --clear empties it."),
     "demo": ("geoccseg.cli.demo",
              "Map the sample scene's roads with the shipped model, then label its western 40 %, fine-tune on it and map "
-             "the rest (about 3 minutes on a CPU); print both scores on the unlabeled 60 %."),
+             "the rest (1-2 minutes on 2 CPU cores); print both scores on the unlabeled 60 %."),
 }
 
 
