@@ -338,6 +338,7 @@ def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeyp
         assert result.exit_code == 0, result.output
         assert any(cache.rglob("*.onnx")) is exported, engine
 
+
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["count", "size", "aoi_elsewhere", "exists", "suffix", "is_input", "photo_aoi", "csv_suffix",
                                   "confidence_png"])
