@@ -324,7 +324,6 @@ def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
     assert result.stdout.splitlines()[:2] == list(table["photo"][:2])
 
 
-
 def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeypatch):
     from geoccseg.inference.engine import clear_sessions
 
