@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 
 from geoccseg.cli.kinds import refuse_options
+from geoccseg.cli.run_options import run_options
 from geoccseg.cli.vectorize_options import NAMES as VECTORIZER_OPTIONS, vectorize_options
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
 from geoccseg.inference.engine import ENGINES, PRECISIONS
 from geoccseg.inference.photos import OVERLAY_AUTO_MAX, predict_photos
 from geoccseg.inference.pipeline import is_scene, run_predict
-from geoccseg.inference.predict import DEFAULT_OVERLAP_PX, PredictOptions
+from geoccseg.inference.predict import PredictOptions
 from geoccseg.vectorize import VectorizeParams
 
 SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "graph", "confidence_out",
@@ -33,12 +34,7 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
               help="Scene: probability raster type: uint8 (p x 255) or float32 (float16 is accepted as another name of float32).")
 @click.option("--confidence-out", type=click.Path(path_type=Path),
               help="Scene: also write the model's confidence COG here (.tif): max class probability x 255 and level 0 high / 1 low / 2 unreliable.")
-@click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 512].")
-@click.option("--overlap-px", type=int, default=DEFAULT_OVERLAP_PX, show_default=True, help="Overlap of neighbouring chips in pixels.")
-@click.option("--block-px", type=int, default=2048, show_default=True, help="Scene: block edge in pixels (one task each; memory).")
-@click.option("--batch-size", type=int, help="Chips per forward pass [512² chip pixels on the CPU (4 chips of 256 px, 1 of 512 px or more), 8 x 512² on CUDA].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the model runs (mixed precision on CUDA).")
+@run_options("Scene", tile_floor=512)
 @click.option("--engine", default="auto", show_default=True, metavar="|".join(ENGINES),
               help="Inference engine: torch (PyTorch), onnx (ONNX Runtime, CPU; the network is exported once per model into "
                    "the user cache) or openvino (OpenVINO, CPU, the same export; pip install 'geoccseg[openvino]'); "
@@ -46,8 +42,6 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 @click.option("--precision", default="fp32", show_default=True, metavar="|".join(PRECISIONS),
               help="CPU precision (experimental): bf16 runs the network in bfloat16 on the openvino engine (else torch "
                    "autocast), int8 a quantised export on the onnx engine (calibrated on the shipped sample); CUDA always runs bf16 autocast.")
-@click.option("--workers", type=int, help="Scene: run blocks on a local Dask cluster of N worker processes.")
-@click.option("--scheduler", help="Scene: run blocks on an existing Dask cluster (tcp://host:8786).")
 @click.option("--pixel-size-mm", type=float, help="Photos: size of one photo pixel in millimetres, for the *_mm columns [the model's, else empty].")
 @click.option("--overlay/--no-overlay", default=None, help=f"Photos: draw the cracks over each photo in OUT_DIR/overlay [on for up to {OVERLAY_AUTO_MAX} photos].")
 @click.option("--confidence", is_flag=True, help="Photos: also write OUT_DIR/confidence/<stem>.png, the level of each pixel (0 high, 1 low, 2 unreliable).")

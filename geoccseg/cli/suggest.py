@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from geoccseg.cli.kinds import refuse_options
+from geoccseg.cli.run_options import run_options
 from geoccseg.cli.verbosity import say, show_progress, verbosity_options
 from geoccseg.inference.pipeline import is_scene
-from geoccseg.inference.predict import DEFAULT_OVERLAP_PX, PredictOptions
+from geoccseg.inference.predict import PredictOptions
 from geoccseg.suggest import STRATEGIES, suggest_areas, suggest_photos
 
 SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
@@ -25,16 +26,10 @@ SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
 @click.option("--aoi", type=click.Path(path_type=Path), help="Scenes: polygons already labeled; no square overlapping them is suggested.")
 @click.option("--labels", type=click.Path(path_type=Path),
               help="Scenes: labels already drawn (no square holding one is suggested). Photos: folder of the masks of the photos already labeled.")
-@click.option("--tile-px", type=int, help="Chip edge in model pixels [the bundle's training tile, at least 256].")
-@click.option("--overlap-px", type=int, default=DEFAULT_OVERLAP_PX, show_default=True, help="Overlap of neighbouring chips in pixels.")
-@click.option("--block-px", type=int, default=2048, show_default=True, help="Scenes: block edge in pixels (one task each; memory).")
-@click.option("--batch-size", type=int, help="Chips per forward pass [512² chip pixels on the CPU (4 chips of 256 px, 1 of 512 px or more), 8 x 512² on CUDA].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where the model runs.")
+@run_options("Scenes", tile_floor=256)
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="Scoring engine: onnx (ONNX Runtime, CPU; the network's scoring graph, exported once per model into the user "
                    "cache) or torch (PyTorch); auto: onnx on the CPU, torch on CUDA.")
-@click.option("--workers", type=int, help="Scenes: score blocks on a local Dask cluster of N worker processes.")
-@click.option("--scheduler", help="Scenes: score blocks on an existing Dask cluster (tcp://host:8786).")
 @click.option("--strategy", type=click.Choice(STRATEGIES),
               help="acquisition: the score (what labels would teach the model); coverage: the most typical area or photo "
                    "of each kind not yet labeled (embedding clusters, no score); random: the baseline "
