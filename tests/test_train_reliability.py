@@ -290,6 +290,27 @@ def test_failed_run_leaves_no_output_folder_and_keeps_user_files(data_dir, tmp_p
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
+def test_a_new_run_replaces_neither_an_unfinished_run_nor_the_users_files(run_copy, data_dir, tmp_path):
+    """A killed run leaves its checkpoint before any bundle: a new run without --resume would train
+    from step 0 over it. A hand-written config.yaml in the -o folder would be replaced."""
+    cfd = data_dir / "cfd"
+    for name in ("bundle.json", "model.safetensors"):
+        (run_copy / name).unlink()
+    ckpt = run_copy / "checkpoints" / "last.ckpt"
+    before = ckpt.read_bytes()
+    result = CliRunner().invoke(cli, ["train", *_cfd_flags(cfd, run_copy), "--max-steps", "2", *FAST_FLAGS])
+    assert "holds the checkpoint of an unfinished run (checkpoints/last.ckpt); pass --resume" in _one_error_line(result)
+    assert ckpt.read_bytes() == before
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    notes = "# my settings\nmax_steps: 2\n"
+    (mine / "config.yaml").write_text(notes)
+    result = CliRunner().invoke(cli, ["train", "--config", str(mine / "config.yaml"), *_cfd_flags(cfd, mine), *FAST_FLAGS])
+    assert "already holds config.yaml, which training writes" in _one_error_line(result)
+    assert (mine / "config.yaml").read_text() == notes and sorted(p.name for p in mine.iterdir()) == ["config.yaml"]
+
+
 def test_written_files_follow_the_umask(base_run, tmp_path):
     mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
     umask = os.umask(0)

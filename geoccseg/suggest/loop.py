@@ -35,6 +35,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import LineCounts, Strips, score_rest, strips
 from geoccseg.evaluate.files import read_lines
 from geoccseg.inference import PredictOptions, run_predict
+from geoccseg.io.atomic import atomic_path
 from geoccseg.io.units import metric_crs
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.suggest.areas import suggest_areas
@@ -185,9 +186,10 @@ def active_labeling(
         labels = label_from_truth(gpd.GeoDataFrame(geometry=truth_lines), labeled, margin_m)
         write_vectors({"labels": labels}, folder / "labels.gpkg", overwrite=True, crs=split.crs)
         began = time.perf_counter()
-        if not (folder / "model" / "bundle.json").is_file():
+        if not (folder / "model" / "bundle.json").is_file():  # a killed round's training goes on from its checkpoint
             train(TrainConfig(out=str(folder / "model"), scenes=[str(scene)], labels=str(folder / "labels.gpkg"), aoi=str(folder / "aoi.gpkg"),
-                              seed=train_seed, **{"progress": False, **train_settings}))
+                              seed=train_seed, resume=(folder / "model" / "checkpoints" / "last.ckpt").is_file(),
+                              **{"progress": False, **train_settings}))
         seconds = time.perf_counter() - began
         run_predict(scene, folder / "lines.gpkg", model=folder / "model", options=options, overwrite=True, progress=False)
         rest = footprint.difference(labeled)
@@ -199,7 +201,8 @@ def active_labeling(
         )
 
     def save(r: LoopRound) -> LoopRound:
-        (Path(r.folder) / "round.json").write_text(json.dumps(asdict(r), indent=1))
+        with atomic_path(Path(r.folder) / "round.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps(asdict(r), indent=1))
         return r
 
     first = start or finished(0) or save(run_round(0, split.labeled, 0, "strip"))

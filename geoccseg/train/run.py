@@ -150,10 +150,10 @@ def train(config: TrainConfig) -> TrainResult:
     ckpt = out / CHECKPOINTS / LAST
     if c.resume and not ckpt.is_file():
         raise GeoccsegError(f"cannot resume: {out} holds no checkpoint ({CHECKPOINTS}/{LAST}); train without --resume first")
+    if not c.resume:
+        refuse_to_replace(out)
     with StopSignals() as stop:
         resumed = load_checkpoint(ckpt) if c.resume else None  # never unpickled: safetensors + JSON
-        if not c.resume and (out / "bundle.json").exists():
-            raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder, or pass --resume to continue it")
         pl.seed_everything(c.seed, workers=True, verbose=False)
         start = starting_bundle(c)
         data = build_data(c, start)
@@ -249,6 +249,25 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
 
 
 OWN_OUTPUTS = ("config.yaml", "metrics.csv", "training.png", "model.safetensors", "bundle.json")
+
+
+def refuse_to_replace(out: Path) -> None:
+    """Refuse to start a new run in ``out`` where it would replace something: a trained model, an
+    unfinished run's checkpoint (a killed run leaves one before its first bundle), or a file of the
+    user's under one of the names training writes (``-o .`` beside a hand-written ``config.yaml``).
+
+    Raises:
+        GeoccsegError: ``out`` holds one of :data:`OWN_OUTPUTS` or ``checkpoints/last.ckpt``.
+    """
+    if (out / "bundle.json").exists():
+        raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder, or pass --resume to continue it")
+    if (out / CHECKPOINTS / LAST).exists():
+        raise GeoccsegError(f"{out} holds the checkpoint of an unfinished run ({CHECKPOINTS}/{LAST}); pass --resume to "
+                            "continue it, or choose another -o folder")
+    taken = [name for name in OWN_OUTPUTS if (out / name).exists()]
+    if taken:
+        raise GeoccsegError(f"{out} already holds {', '.join(taken)}, which training writes; choose another -o folder "
+                            "(a new or empty one)")
 
 
 def _remove_own_outputs(out: Path, existing: set[str], created: list[Path]) -> None:
