@@ -49,6 +49,7 @@ from geoccseg.inference.predict import (
     resolve_device,
     scene_norm,
     share_bundle,
+    weights_stamp,
 )
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
@@ -222,9 +223,11 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported now (onnx)
     n_classes = len(bundle.meta.classes)
     norm = scene_norm(scene, bundle.meta)
+    stamp = weights_stamp(bundle.path)  # computed later: a bundle rewritten by then is refused, not mixed in
     results = {
         (block.row, block.col): dask.delayed(_block_task)(
-            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm), source,
+            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm,
+                     stamp), source,
         )
         for block in grid.blocks()
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import dask.array
@@ -20,7 +21,7 @@ from geoccseg.io.catalog import sample_scene
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.photos import predict_photo
 from geoccseg.inference.predict import PredictOptions, predict_scene
-from geoccseg.io.bundle import resolve_model
+from geoccseg.io.bundle import resolve_model, save_bundle
 from geoccseg.models import load_bundle
 from geoccseg.vectorize import vectorize_raster
 
@@ -103,6 +104,18 @@ def test_predict_a_photo_in_pixel_coordinates(data_dir: Path) -> None:
     assert np.abs(np.round(prob.values * 255) - expected.astype(np.float32)).max() <= 1
     with pytest.raises(GeoccsegError, match="no CRS"):
         geoccseg.vectorize(prob)
+
+
+def test_a_bundle_rewritten_before_the_lazy_array_is_computed_is_refused(tmp_path: Path) -> None:
+    """The array stands for the weights of the moment it was made: a bundle rewritten since (a
+    training run writing into the folder) is refused when a block loads it, never mixed in."""
+    bundle = load_bundle(resolve_model("road"))
+    folder = save_bundle(tmp_path / "road", bundle.model, bundle.meta)
+    prob = geoccseg.predict(sample_scene(), folder, device="cpu", engine="torch", block_px=512)
+    time.sleep(0.05)  # past the file system's clock tick, as a later training step would be
+    save_bundle(folder, bundle.model, bundle.meta)
+    with pytest.raises(GeoccsegError, match="was rewritten while this run used it"):
+        prob.values
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:

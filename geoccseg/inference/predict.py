@@ -198,6 +198,8 @@ class BlockJob:
         engine: the settled engine name (``torch``, ``onnx`` or ``openvino``, :func:`~geoccseg.inference.engine.settle_engine`).
         precision: the engine's precision (``fp32``, ``bf16``, ``int8``).
         norm: the scene's own statistics for a per-image model (:func:`scene_norm`); None: the bundle's.
+        stamp: :func:`weights_stamp` of the bundle when the run began; a bundle rewritten since is
+            refused (:func:`cached_model`), so one output never mixes two models. None: not checked.
     """
 
     scene: Scene
@@ -210,6 +212,7 @@ class BlockJob:
     engine: str
     precision: str = "fp32"
     norm: NormStats | None = None
+    stamp: int | None = None
 
 
 @dataclass
@@ -253,11 +256,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def weights_stamp(bundle_path: str | os.PathLike) -> int:
+    """The modification time (ns) of a bundle's weights, 0 if it has none: what tells a rewritten bundle."""
+    weights = Path(bundle_path).resolve() / WEIGHTS
+    return weights.stat().st_mtime_ns if weights.exists() else 0
+
+
 def _model_key(bundle_path: str | os.PathLike, device: str) -> tuple[str, str, int]:
-    """Cache key of a bundle on a device; the weights' modification time catches a rewritten bundle."""
-    folder = Path(bundle_path).resolve()
-    weights = folder / WEIGHTS
-    return str(folder), device, weights.stat().st_mtime_ns if weights.exists() else 0
+    """Cache key of a bundle on a device; the weights' :func:`weights_stamp` catches a rewritten bundle."""
+    return str(Path(bundle_path).resolve()), device, weights_stamp(bundle_path)
 
 
 def share_bundle(bundle: Bundle, device: str) -> None:
@@ -269,9 +276,20 @@ def share_bundle(bundle: Bundle, device: str) -> None:
         _MODELS[_model_key(bundle.path, device)] = (model.eval(), bundle.meta)
 
 
-def cached_model(bundle_path: str, device: str) -> tuple[torch.nn.Module, BundleMeta]:
-    """The model and metadata of a bundle on ``device``, loaded once per process (one bundle kept)."""
+def cached_model(bundle_path: str, device: str, stamp: int | None = None) -> tuple[torch.nn.Module, BundleMeta]:
+    """The model and metadata of a bundle on ``device``, loaded once per process (one bundle kept).
+
+    Args:
+        stamp: :func:`weights_stamp` of the bundle when the run began; None: not checked.
+
+    Raises:
+        GeoccsegError: the bundle was rewritten since ``stamp`` (a training run writing into it);
+            a missing or damaged bundle.
+    """
     key = _model_key(bundle_path, device)
+    if stamp is not None and key[2] != stamp:
+        raise GeoccsegError(f"model bundle {bundle_path} was rewritten while this run used it (a training run writing "
+                            "into it?); run again once that is finished, or use a copy of the bundle")
     with _MODELS_LOCK:
         if key not in _MODELS:
             bundle = load_bundle(bundle_path)
@@ -283,7 +301,7 @@ def cached_model(bundle_path: str, device: str) -> tuple[torch.nn.Module, Bundle
 
 def cached_engine(
     bundle_path: str, device: str, engine: str, precision: str = "fp32",
-    build: Callable[[str, torch.nn.Module, str, BundleMeta, str], Engine] = build_engine,
+    build: Callable[[str, torch.nn.Module, str, BundleMeta, str], Engine] = build_engine, stamp: int | None = None,
 ) -> tuple[Engine, BundleMeta]:
     """The engine ``engine`` (resolved name) running the process's model of a bundle on ``device`` at
     ``precision`` (:func:`cached_model`; built by ``build``, prediction's
@@ -293,7 +311,7 @@ def cached_engine(
     The engine is built once per process model (a new :func:`share_bundle` or a reloaded bundle builds
     it again): the exported engines' cache key hashes every weight, which each block would repeat.
     """
-    model, meta = cached_model(bundle_path, device)
+    model, meta = cached_model(bundle_path, device, stamp)
     key = (engine, precision, torch.get_num_threads(), build)
     with _MODELS_LOCK:
         found = _ENGINES.get(key)
@@ -405,7 +423,7 @@ def predict_block(job: BlockJob) -> BlockResult:
 
 
 def _predict_block(job: BlockJob) -> BlockResult:
-    engine, meta = cached_engine(job.bundle_path, job.device, job.engine, job.precision)
+    engine, meta = cached_engine(job.bundle_path, job.device, job.engine, job.precision, stamp=job.stamp)
     window = job.block.window
     image, valid = read_model_window(job.scene, window, job.scale)
     top, left = int(window.row_off), int(window.col_off)
@@ -605,8 +623,9 @@ def predict_scene(
     blocks = grid.blocks()
     engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported once (onnx)
     norm = scene_norm(opened, bundle.meta)
-    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm)
-            for block in blocks)
+    stamp = weights_stamp(bundle.path)
+    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm,
+                     stamp) for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),

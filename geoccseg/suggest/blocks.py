@@ -44,6 +44,7 @@ from geoccseg.inference.predict import (
     scene_norm,
     share_bundle,
     trim_heap,
+    weights_stamp,
 )
 from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene
@@ -92,6 +93,8 @@ class ScoreJob:
         params: per-pixel term settings.
         norm: the scene's own statistics for a per-image model; None: the bundle's.
         engine: the scoring engine's name, ``torch`` or ``onnx`` (:func:`~geoccseg.suggest.terms.scoring_engine`).
+        stamp: the bundle's :func:`~geoccseg.inference.predict.weights_stamp` when the run began
+            (a bundle rewritten since is refused); None: not checked.
     """
 
     scene: Scene
@@ -107,6 +110,7 @@ class ScoreJob:
     params: TermParams
     norm: NormStats | None = None
     engine: str = "torch"
+    stamp: int | None = None
 
 
 @dataclass
@@ -146,7 +150,7 @@ def score_block(job: ScoreJob) -> CellBlock:
 
 
 def _score_block(job: ScoreJob) -> CellBlock:
-    engine, meta = cached_engine(job.bundle_path, job.device, job.engine, build=scoring_engine)
+    engine, meta = cached_engine(job.bundle_path, job.device, job.engine, build=scoring_engine, stamp=job.stamp)
     ch, cw = job.cells.cell_h_px, job.cells.cell_w_px
     top, bottom = job.rows[0] * ch, job.rows[1] * ch
     left, right = job.cols[0] * cw, job.cols[1] * cw
@@ -210,9 +214,10 @@ def score_cells(
     block_cols = max(1, round(options.block_px / cells.cell_w_px))
     norm = scene_norm(scene, bundle.meta)
     engine = settle_scoring(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx), here
+    stamp = weights_stamp(bundle.path)
     jobs = [
         ScoreJob(scene, str(bundle.path), device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
-                 scale, options.batch_for(tile_px), thresholds, params, norm, engine)
+                 scale, options.batch_for(tile_px), thresholds, params, norm, engine, stamp)
         for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)
     ]
     sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
