@@ -1,21 +1,45 @@
 """Pixel sizes and lengths in metres, whatever the CRS.
 
-Projected CRSs give metres (or feet, converted) directly. Geographic CRSs (degrees) are converted
-at a given latitude with the WGS84 ellipsoid, so that a pixel of a 0.3 m SpaceNet chip in
-EPSG:4326 is reported as about 0.3 m by 0.3 m.
+Projected CRSs made for measuring (UTM, state planes, national grids: scale within 1 % of true)
+give metres (or feet, converted) directly. Others are divided by their scale at the point: Web
+Mercator (EPSG:3857, the CRS of web map tiles) draws 1 m of ground as 1/cos(latitude) of its
+metres, 1.24 at Las Vegas, 1.41 at 45 degrees. Geographic CRSs (degrees) are converted at a given
+latitude with the WGS84 ellipsoid, so that a pixel of a 0.3 m SpaceNet chip in EPSG:4326 is
+reported as about 0.3 m by 0.3 m.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import geopandas as gpd
 from affine import Affine
-from pyproj import CRS, Geod
+from pyproj import CRS, Geod, Proj, Transformer
+from pyproj.exceptions import ProjError
 
 from geoccseg.errors import GeoccsegError
 
 _GEOD = Geod(ellps="WGS84")
+
+TRUE_SCALE_TOLERANCE = 0.01
+"""A projected CRS whose scale is within this of 1 at a point measures ground metres there."""
+
+
+@functools.lru_cache(maxsize=64)
+def point_scale(crs: CRS, x: float, y: float) -> tuple[float, float]:
+    """(x, y) scale of a projected CRS at the point ``(x, y)`` (its units): its metres per metre of
+    ground along the parallel and the meridian, (1, 1) where both are within
+    :data:`TRUE_SCALE_TOLERANCE` of 1 or cannot be computed."""
+    try:
+        lon, lat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(x, y)
+        factors = Proj(crs).get_factors(lon, lat)
+        scale = float(factors.parallel_scale), float(factors.meridional_scale)
+    except (ProjError, AttributeError, TypeError):
+        return 1.0, 1.0
+    if not all(math.isfinite(k) and k > 0 for k in scale) or all(abs(k - 1) <= TRUE_SCALE_TOLERANCE for k in scale):
+        return 1.0, 1.0
+    return scale
 
 
 def pixel_size_m(crs: CRS | str, transform: Affine, at_lonlat_or_xy: tuple[float, float] | None = None) -> tuple[float, float]:
@@ -24,8 +48,9 @@ def pixel_size_m(crs: CRS | str, transform: Affine, at_lonlat_or_xy: tuple[float
     Args:
         crs: CRS of the raster.
         transform: affine transform of the raster (pixel -> CRS units); rotation terms are allowed.
-        at_lonlat_or_xy: for geographic CRSs, the point (in CRS units) where the size is measured,
-            usually the scene centre. Ignored for projected CRSs.
+        at_lonlat_or_xy: the point (in CRS units) where the size is measured, usually the scene
+            centre; None: the transform's origin. Projected CRSs use it only where their scale is
+            not true (:func:`point_scale`).
     """
     crs = CRS.from_user_input(crs)
     dx = math.hypot(transform.a, transform.d)
@@ -36,7 +61,9 @@ def pixel_size_m(crs: CRS | str, transform: Affine, at_lonlat_or_xy: tuple[float
         _, _, y_m = _GEOD.inv(lon, lat - dy / 2, lon, lat + dy / 2)
         return float(x_m), float(y_m)
     unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    return float(dx * unit), float(dy * unit)
+    x, y = at_lonlat_or_xy if at_lonlat_or_xy is not None else (transform.c, transform.f)
+    kx, ky = point_scale(crs, float(x), float(y))
+    return float(dx * unit / kx), float(dy * unit / ky)
 
 
 def mean_pixel_size_m(crs: CRS | str, transform: Affine, at_lonlat_or_xy: tuple[float, float] | None = None) -> float:
@@ -46,7 +73,8 @@ def mean_pixel_size_m(crs: CRS | str, transform: Affine, at_lonlat_or_xy: tuple[
 
 
 def metric_crs(geometries: gpd.GeoSeries) -> CRS:
-    """A CRS in metres for ``geometries``: their own when projected in metres, else their local UTM zone.
+    """A CRS in metres for ``geometries``: their own when projected in metres at true scale where
+    they are (:func:`point_scale`; not Web Mercator), else their local UTM zone.
 
     Raises:
         GeoccsegError: if ``geometries`` have no CRS.
@@ -55,5 +83,7 @@ def metric_crs(geometries: gpd.GeoSeries) -> CRS:
         raise GeoccsegError("lines have no CRS, so lengths in metres are unknown; set a CRS on the vector file")
     crs = CRS.from_user_input(geometries.crs)
     if crs.is_projected and crs.axis_info and crs.axis_info[0].unit_name in ("metre", "meter"):
-        return crs
+        xmin, ymin, xmax, ymax = geometries.total_bounds if len(geometries) else (0.0, 0.0, 0.0, 0.0)
+        if point_scale(crs, float(xmin + xmax) / 2, float(ymin + ymax) / 2) == (1.0, 1.0):
+            return crs
     return geometries.estimate_utm_crs()
