@@ -30,6 +30,7 @@ from geoccseg.inference.photo_outputs import SUMMARY_COLUMNS, write_probability_
 from geoccseg.inference.photos import predict_photo
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model
+from geoccseg.io.catalog import sample_scene
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS
 
@@ -230,6 +231,21 @@ def test_bad_photo_runs_are_one_line_and_leave_nothing(data_dir: Path, tmp_path:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("geoccseg: error: ") and message in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_several_scenes_are_refused_not_predicted_as_photos(data_dir: Path, tmp_path: Path) -> None:
+    """One scene is predicted as a scene; several GeoTIFFs with a CRS used to fall through to the
+    photo path and run the crack model on them in pixel coordinates."""
+    for name in ("a.tif", "b.tif"):
+        shutil.copy(sample_scene(), tmp_path / name)
+    for command in (["predict", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(tmp_path / "out")],
+                    ["predict", str(tmp_path / "*.tif"), "-o", str(tmp_path / "out")],
+                    ["suggest", str(tmp_path / "a.tif"), str(data_dir / "cfd" / "images" / "001.jpg"), "-o", str(tmp_path / "list.csv")]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "a.tif has a CRS: it is a georeferenced scene, not a photo" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
 
 
 CHILD = """

@@ -25,7 +25,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from geoccseg.data.base import TrainingData
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.formats import PHOTO_SUFFIXES
+from geoccseg.io.formats import GEOTIFF_SUFFIXES, PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_arrays
 from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.models.config import check_tile_px
@@ -86,8 +86,8 @@ def find_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
     Raises:
         GeoccsegError: a path that does not exist, a pattern or folder with no photo, a file that
-            is not a photo, no photo at all, or two photos with the same file stem (their outputs
-            would share a name).
+            is not a photo (a TIFF with a CRS is a georeferenced scene), no photo at all, or two
+            photos with the same file stem (their outputs would share a name).
     """
     found: list[Path] = []
     for item in inputs:
@@ -113,6 +113,10 @@ def find_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         if photo.resolve() not in seen:
             seen.add(photo.resolve())
             photos.append(photo)
+    for photo in photos:
+        if georeferenced(photo):
+            raise GeoccsegError(f"{photo} has a CRS: it is a georeferenced scene, not a photo; give scenes on their own "
+                                "(predict takes one scene at a time: geoccseg predict SCENE -o LINES.gpkg)")
     stems: dict[str, Path] = {}
     for photo in photos:
         if photo.stem in stems:
@@ -121,6 +125,20 @@ def find_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     if not photos:
         raise GeoccsegError("no photo given; give a photo, a folder of photos or a pattern such as 'photos/*.jpg'")
     return photos
+
+
+def georeferenced(path: Path) -> bool:
+    """True for a TIFF with a CRS (a scene, not a photo); JPEG and PNG photos are never opened here."""
+    if path.suffix.lower() not in GEOTIFF_SUFFIXES:
+        return False
+    import rasterio  # only where a TIFF is given
+    import rasterio.errors
+
+    try:
+        with rasterio.open(path) as src:
+            return src.crs is not None
+    except rasterio.errors.RasterioIOError:
+        return False  # the photo reader says what is wrong with it
 
 
 def read_mask(path: Path) -> np.ndarray:
