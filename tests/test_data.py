@@ -85,6 +85,24 @@ def test_pan_uint16_reads_and_normalises(vegas):
     assert 0.9 < inside.mean() < 0.97
 
 
+def test_signed_and_32_bit_scenes_normalise_over_their_whole_range(vegas, tmp_path):
+    """int16 elevations or reflectances below 0 and 32-bit values above 65535 are not cut to the
+    uint16 range (every negative value was counted as 0)."""
+    with rasterio.open(vegas / "vegas_pan.tif") as src:
+        pan, profile = src.read(1), src.profile
+    for dtype, values in (("int16", pan.astype(np.int32) - 400), ("int32", pan.astype(np.int32) * 1000)):
+        path = tmp_path / f"{dtype}.tif"
+        with rasterio.open(path, "w", **(profile | {"dtype": dtype, "nodata": None})) as dst:
+            dst.write(values.astype(dtype), 1)
+        scene = open_scene(path)
+        image, valid = scene.read()
+        ref_lo, ref_hi = np.percentile(image[0][valid], [2, 98])
+        stats = compute_stats(scene, chunk_px=512)
+        tol = (image[0][valid].max() - image[0][valid].min()) / 1000  # a few bins of the float histogram
+        assert abs(stats.low[0] - ref_lo) <= tol and abs(stats.high[0] - ref_hi) <= tol, (dtype, stats, ref_lo, ref_hi)
+        assert ref_lo < 0 if dtype == "int16" else ref_lo > 65535  # below 0, or wholly above 65535
+
+
 def test_vector_labels_lie_under_centrelines(vegas):
     data = SceneTrainingData([vegas / "vegas_img0_rgb.tif"], labels=vegas / "vegas_img0_roads.geojson", width_m=6.0)
     lines = gpd.read_file(vegas / "vegas_img0_roads.geojson")
