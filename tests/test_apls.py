@@ -125,6 +125,9 @@ def test_cli_truth_against_itself_and_against_half_of_it(vegas: Path, tmp_path: 
     half = tmp_path / "half.geojson"
     spacenet(vegas).iloc[::2].to_file(half)  # 19 of the 38 centrelines
     result = CliRunner().invoke(cli, ["evaluate", str(half), str(truth), "--json", str(out)])
+    assert result.exit_code == 2 and "scores.json already exists; pass --overwrite to replace it" in result.stderr
+    assert json.loads(out.read_text())["classes"][0]["apls"] == pytest.approx(1.0, abs=1e-9)  # kept
+    result = CliRunner().invoke(cli, ["evaluate", str(half), str(truth), "--json", str(out), "--overwrite"])
     assert result.exit_code == 0, result.output
     scores = json.loads(out.read_text())
     row = scores["classes"][0]
@@ -133,7 +136,7 @@ def test_cli_truth_against_itself_and_against_half_of_it(vegas: Path, tmp_path: 
     assert row["topo_recall"] < 0.5 < row["topo_precision"]
     assert scores["apls_params"] == {"snap_m": 4.0, "spacing_m": 50.0, "min_path_m": 0.001, "max_points": 1000}
     # options reach the metrics, and bad values are one line
-    result = CliRunner().invoke(cli, ["evaluate", str(half), str(truth), "--json", str(out), "--apls-snap-m", "100"])
+    result = CliRunner().invoke(cli, ["evaluate", str(half), str(truth), "--json", str(out), "--apls-snap-m", "100", "--overwrite"])
     assert json.loads(out.read_text())["classes"][0]["apls"] > row["apls"]
     result = CliRunner().invoke(cli, ["evaluate", str(half), str(truth), "--topo-hole-m", "0"])
     assert result.exit_code == 2

@@ -367,6 +367,9 @@ def test_cli_on_png_folders(tmp_path: Path) -> None:
     out = tmp_path / "metrics.json"
     out.write_text("old")
     result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--json", str(out)])
+    assert result.exit_code == 2 and "metrics.json already exists; pass --overwrite" in result.stderr
+    assert out.read_text() == "old"  # nothing is replaced without --overwrite
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--json", str(out), "--overwrite"])
     assert result.exit_code == 0, result.output
     assert "relaxed F1" in result.stdout and "2 image(s)" in result.stdout
     metrics = json.loads(out.read_text())

@@ -39,7 +39,8 @@ def _parse_classes(text: str | None) -> list[int] | None:
     help="Width of vector lines burnt onto a raster for pixel metrics, metres.",
 )
 @click.option("--classes", default=None, help="Class values to score in class maps, e.g. 1,2 (default: binary masks).")
-@click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics as JSON to this file (a file there is replaced; never a folder or an input).")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics as JSON to this file (never a folder or an input).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 @click.option("--graph-metrics/--no-graph-metrics", default=True, show_default=True,
               help="APLS and TOPO of the road graphs, where both sides are vectors or georeferenced rasters.")
 @click.option("--graph-snap-m", type=float, default=DEFAULT_SNAP_M, show_default=True,
@@ -80,6 +81,7 @@ def command(
     topo_interval_m: float,
     topo_hole_m: float,
     topo_max_seeds: int,
+    overwrite: bool,
 ) -> None:
     """Score PRED against TRUTH: files, or folders matched by file name.
 
@@ -90,8 +92,8 @@ def command(
     apls_params = APLSParams(snap_m=apls_snap_m, spacing_m=apls_spacing_m, min_path_m=apls_min_path_m, max_points=apls_max_points)
     topo_params = TopoParams(radius_m=topo_radius_m, interval_m=topo_interval_m, hole_m=topo_hole_m, max_seeds=topo_max_seeds)
     if json_path is not None:
-        check_writable(json_path, overwrite=True, example="scores.json")
         check_not_input(json_path, [path for pair in match_files(pred, truth) for path in pair])
+        check_writable(json_path, overwrite=overwrite, example="scores.json")
     result = evaluate(
         pred, truth, threshold=threshold, tolerance_px=tolerance_px, buffer_m=buffer_m,
         classes=_parse_classes(classes), line_width_m=line_width_m, graph_metrics=graph_metrics,
@@ -99,6 +101,6 @@ def command(
     )
     click.echo(result.format_table())
     if json_path is not None:
-        with atomic_path(json_path, overwrite=True) as tmp:
+        with atomic_path(json_path, overwrite=overwrite) as tmp:
             tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         say(f"wrote {json_path}")
