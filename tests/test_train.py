@@ -169,6 +169,9 @@ def test_bundle_loading_refuses_tampered_files(data_dir, tmp_path):
     weights.write_bytes(bytes(data))
     result = CliRunner().invoke(cli, ["predict", str(data_dir / "spacenet-vegas" / "vegas_img0_rgb.tif"), "-o", str(tmp_path / "x.gpkg"), "--model", str(out)])
     assert result.exit_code == 2 and "checksum" in result.output and result.output.count("\n") == 1
+    (out / "bundle.json").write_text("[1, 2]\n")  # JSON, but not an object
+    result = CliRunner().invoke(cli, ["predict", str(data_dir / "spacenet-vegas" / "vegas_img0_rgb.tif"), "-o", str(tmp_path / "x.gpkg"), "--model", str(out)])
+    assert result.exit_code == 2 and "has a damaged bundle.json" in result.output and result.output.count("\n") == 1
 
 
 def test_bad_training_input(data_dir, tmp_path):

@@ -140,9 +140,15 @@ def read_bundle(path: str | os.PathLike) -> StoredBundle:
         if meta.threshold is not None and not 0 < meta.threshold < 1:
             raise ValueError(f"threshold {meta.threshold} is outside (0, 1)")
         expected = raw["weights_sha256"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: JSON that is not an object
         raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
-    if file_sha256(weights_path) != expected:
+    except OSError as exc:
+        raise GeoccsegError(f"cannot read {meta_path}: {exc.strerror}") from None
+    try:
+        digest = file_sha256(weights_path)
+    except OSError as exc:
+        raise GeoccsegError(f"cannot read weights {weights_path}: {exc.strerror}") from None
+    if digest != expected:
         raise GeoccsegError(f"weights in {folder} do not match the checksum in {META} (damaged or tampered); retrain or restore the bundle")
     try:
         state = load_file(str(weights_path))
