@@ -18,7 +18,7 @@ from rasterio.transform import from_bounds
 from shapely.geometry import box
 
 from geoccseg.cli import cli
-from geoccseg.data.chips import RandomQueries, accept_labeled, accept_unlabeled, query_box
+from geoccseg.data.chips import RandomQueries, accept_labeled, accept_unlabeled, query_box, region_mask
 from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
@@ -185,7 +185,15 @@ def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
     bottom = (slice(xmin, xmin + 128 * scene.res[0]), slice(ymin, ymin + 128 * scene.res[1]), slice(None))
     assert region.chips.valid_fraction(bottom) < 0.5
     assert not accept_unlabeled(region.chips, bottom, None, 0.5)
-    assert len(data.validation_items()) >= 1
+    # validation chips are scored inside the validation region (they used to be masked outside
+    # the labeled region, which excludes it: every validation pixel was ignored)
+    items = data.validation_items()
+    assert len(items) >= 1
+    for (r, q), item in zip(data.validation_queries(), items):
+        mask = item["mask"].numpy()
+        inside = region_mask(val, q_bounds := r.chips.snap((q[0].start, q[1].start, q[0].stop, q[1].stop)), mask.shape)
+        assert ((mask != IGNORE_INDEX) == (inside & item["valid"].numpy())).all(), q_bounds
+    assert any((item["mask"].numpy() == 1).any() for item in items), "roads inside the validation region"
 
 
 def test_photo_folder_labeled_split(data_dir):

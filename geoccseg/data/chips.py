@@ -73,7 +73,12 @@ class SceneChips(GeoDataset):
         return tuple(rasterio.windows.bounds(win, self.scene.transform))
 
     def __getitem__(self, query: Query) -> dict:
-        """Read the chip of a query.
+        """Read the chip of a query, its mask complete inside :attr:`label_region` (:meth:`read`)."""
+        return self.read(query, self.label_region)
+
+    def read(self, query: Query, label_region: BaseGeometry | None) -> dict:
+        """Read the chip of a query with its labels complete inside ``label_region`` (None: everywhere),
+        e.g. the validation region for a validation chip.
 
         Returns:
             dict with ``image`` float32 (C, H, W) normalised (0 where invalid), ``valid`` bool (H, W),
@@ -90,8 +95,8 @@ class SceneChips(GeoDataset):
         if self.labels is not None:
             mask = self.labels.rasterize(bounds, shape)
             mask[~valid] = IGNORE_INDEX
-            if self.label_region is not None:
-                inside = region_mask(self.label_region, bounds, shape)
+            if label_region is not None:
+                inside = region_mask(label_region, bounds, shape)
                 mask[~inside] = IGNORE_INDEX
             sample["mask"] = torch.from_numpy(mask.astype(np.int64))
         return sample

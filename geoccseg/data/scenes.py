@@ -253,8 +253,9 @@ class SceneTrainingData(TrainingData):
                 if accept_labeled(r.chips, q, r.validation, self.min_inside, self.min_valid)]
 
     def validation_items(self) -> list[dict]:
-        """Grid chips of the validation regions, with masks."""
-        return [_chip(r.chips[q], labeled=True) for r, q in self.validation_queries()]
+        """Grid chips of the validation regions, with masks complete inside the validation region
+        (the scene's chips mask everything outside the labeled region, which excludes it)."""
+        return [_chip(r.chips.read(q, r.validation), labeled=True) for r, q in self.validation_queries()]
 
     def class_counts(self, max_chips: int = 64) -> np.ndarray:
         """Pixel counts per class (background first) over a grid of labeled chips."""
