@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,6 +23,8 @@ from geoccseg.data.chips import RandomQueries, accept_labeled, accept_unlabeled,
 from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
+from geoccseg.evaluate import evaluate
+from geoccseg.evaluate.files import read_raster
 from geoccseg.io.labels import RasterLabels, VectorLabels
 from geoccseg.io.normalize import compute_stats
 from geoccseg.io.scene import open_scene
@@ -133,6 +136,31 @@ def test_labels_in_utm_give_the_same_mask(vegas, tmp_path):
     shape = (scene.height, scene.width)
     ma, mb = a.rasterize(scene.bounds, shape) == 1, b.rasterize(scene.bounds, shape) == 1
     assert ma.mean() > 0.1 and _iou(ma, mb) > 0.95
+
+
+def test_a_mask_with_nodata_0_is_background_not_missing(vegas, tmp_path):
+    """QGIS's Rasterize writes nodata 0 by default. In a mask 0 is background: read as missing,
+    every background pixel was ignored (training saw road pixels only, evaluation no false positive).
+    Beyond the raster's extent nothing is labeled (it used to be read as background)."""
+    src = vegas / "vegas_pan_roadmask.tif"
+    qgis = tmp_path / "roadmask_nodata0.tif"
+    shutil.copy(src, qgis)
+    with rasterio.open(qgis, "r+") as ds:
+        ds.nodata = 0
+    scene = open_scene(vegas / "vegas_pan.tif")
+    xmin, ymin, xmax, ymax = scene.bounds
+    bounds = (xmin - (xmax - xmin) / 4, ymin, xmax, ymax)  # a quarter beyond the mask, to the west
+    shape = (scene.height, scene.width * 5 // 4)
+    plain = RasterLabels.open(src, scene.crs).rasterize(bounds, shape)
+    zero = RasterLabels.open(qgis, scene.crs).rasterize(bounds, shape)
+    assert (plain == 0).mean() > 0.5 and (plain[:, : scene.width // 4 - 2] == IGNORE_INDEX).all()
+    assert (zero != plain).mean() < 0.001  # the polygon edge against the warp's pixel edge
+    everywhere = tmp_path / "everywhere.tif"  # a prediction of road on every pixel
+    with rasterio.open(src) as ds, rasterio.open(everywhere, "w", **ds.profile) as out:
+        out.write(np.full((1, ds.height, ds.width), 255, np.uint8))
+    assert read_raster(qgis).valid.all()
+    row = evaluate(everywhere, qgis, graph_metrics=False).classes[0]
+    assert row.precision < 0.5  # every background pixel a false positive
 
 
 def test_pan_raster_and_vector_labels_agree(vegas):

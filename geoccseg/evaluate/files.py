@@ -38,7 +38,7 @@ import rasterio.features
 from affine import Affine
 from PIL import Image, UnidentifiedImageError
 from pyproj import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.transform import array_bounds
 
 from geoccseg.errors import GeoccsegError
@@ -171,7 +171,10 @@ def read_raster(path: str | os.PathLike) -> Raster:
             if extra:
                 raise GeoccsegError(f"{path} has {ds.count} bands; evaluation reads single-band masks or probabilities")
             values = ds.read(1)
-            valid = ds.read_masks(1) > 0
+            # a nodata value of 0 is background (or probability 0) in a mask, not missing truth:
+            # QGIS's Rasterize writes it by default
+            zero_nodata = ds.nodata == 0 and MaskFlags.nodata in ds.mask_flag_enums[0]
+            valid = np.ones(values.shape, bool) if zero_nodata else ds.read_masks(1) > 0
             probability = PROBABILITY_TAG in ds.tags()
             crs = CRS.from_user_input(ds.crs) if ds.crs is not None else None
             transform = ds.transform if crs is not None else None

@@ -26,10 +26,12 @@ import pandas as pd
 import rasterio
 import rasterio.errors
 import rasterio.features
+import shapely
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import RASTER_SUFFIXES, VECTOR_SUFFIXES
@@ -184,12 +186,20 @@ def _widths(classes: list[str], width_m: dict[str, float] | float | None) -> dic
 
 @dataclass
 class RasterLabels:
-    """A label raster, warped on the fly onto chip grids in the scene CRS."""
+    """A label raster, warped on the fly onto chip grids in the scene CRS.
+
+    Attributes:
+        footprint: where the raster has pixels (scene CRS): outside it nothing is labeled.
+        zero_nodata: the raster's nodata value is 0, which in a mask is background (QGIS's
+            Rasterize writes nodata 0 by default), so it marks no pixel unlabeled.
+    """
 
     path: Path
     classes: list[str]
     crs: object
     binary: bool
+    footprint: BaseGeometry
+    zero_nodata: bool = False
 
     @classmethod
     def open(cls, path: str | os.PathLike, crs, classes: list[str] | None = None) -> RasterLabels:
@@ -202,11 +212,12 @@ class RasterLabels:
                 if ds.crs is None:
                     raise GeoccsegError(f"label raster {path} has no CRS; assign one (rio edit-info --crs ...)")
                 sample = ds.read(1, out_shape=(min(ds.height, 512), min(ds.width, 512)), resampling=Resampling.nearest)
+                footprint, zero_nodata = raster_footprint(ds, crs), ds.nodata == 0
         except rasterio.errors.RasterioIOError:
             raise GeoccsegError(f"labels {path} are not a readable raster") from None
         values = set(np.unique(sample).tolist())
         binary = values <= {0, 255} or values <= {0, 1}
-        return cls(path=path, classes=list(classes or ["road"]), crs=crs, binary=binary)
+        return cls(path=path, classes=list(classes or ["road"]), crs=crs, binary=binary, footprint=footprint, zero_nodata=zero_nodata)
 
     @property
     def total_bounds(self) -> tuple[float, float, float, float]:
@@ -220,10 +231,20 @@ class RasterLabels:
             ds, crs=self.crs, transform=transform, width=shape[1], height=shape[0], resampling=Resampling.nearest,
         ) as vrt:
             data = vrt.read(1)
-            valid = vrt.read_masks(1) > 0
+            valid = rasterio.features.geometry_mask([self.footprint], out_shape=shape, transform=transform, invert=True)
+            if not self.zero_nodata:
+                valid &= vrt.read_masks(1) > 0
         out = (data > 0).astype(np.uint8) if self.binary else np.clip(data, 0, 254).astype(np.uint8)
         out[~valid] = IGNORE_INDEX
         return out
+
+
+def raster_footprint(ds: rasterio.io.DatasetReader, crs) -> BaseGeometry:
+    """The extent of an opened raster as a polygon in ``crs``, its edges densified so that they
+    stay where they are through a reprojection."""
+    edge = max(abs(ds.transform.a) * ds.width, abs(ds.transform.e) * ds.height) / 64
+    outline = gpd.GeoSeries([shapely.segmentize(box(*ds.bounds), edge)], crs=ds.crs)
+    return outline.to_crs(crs).iloc[0]
 
 
 Labels = VectorLabels | RasterLabels
