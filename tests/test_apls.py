@@ -149,3 +149,17 @@ def test_rasters_go_through_the_vectoriser(vegas: Path) -> None:
     assert row.apls > 0.97 and row.topo_f1 > 0.95  # measured: 0.995 and 1.0
     off = evaluate(vegas / "vegas_pan_roadmask.tif", vegas / "vegas_pan_roads.geojson", graph_metrics=False).classes[0]
     assert off.apls is None and off.topo_f1 is None and off.completeness == row.completeness
+
+
+def test_truth_beyond_a_predicted_raster_is_not_counted_as_missed(vegas: Path, tmp_path: Path) -> None:
+    """Region-wide truth (OpenStreetMap, say) against one scene's prediction: the graph metrics
+    compare only what lies on the raster, as the pixel and centreline metrics do."""
+    truth = gpd.read_file(vegas / "vegas_pan_roads.geojson")
+    utm = truth.estimate_utm_crs()
+    elsewhere = truth.to_crs(utm).translate(xoff=5000).to_crs(truth.crs)  # the same roads 5 km east
+    region = tmp_path / "region.geojson"
+    gpd.GeoDataFrame(geometry=[*truth.geometry, *elsewhere], crs=truth.crs).to_file(region)
+    on_scene = evaluate(vegas / "vegas_pan_roadmask.tif", vegas / "vegas_pan_roads.geojson").classes[0]
+    with_region = evaluate(vegas / "vegas_pan_roadmask.tif", region).classes[0]
+    assert with_region.apls == pytest.approx(on_scene.apls) and with_region.topo_recall == pytest.approx(on_scene.topo_recall)
+    assert with_region.completeness == on_scene.completeness

@@ -26,6 +26,8 @@ from pathlib import Path
 import geopandas as gpd
 import networkx as nx
 import numpy as np
+import shapely
+from rasterio.transform import array_bounds
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.apls import APLSParams, APLSResult, apls_score
@@ -42,6 +44,7 @@ from geoccseg.evaluate.files import (
     truth_masks,
 )
 from geoccseg.evaluate.pixel import PixelScorer
+from geoccseg.evaluate.strip import clipped
 from geoccseg.evaluate.topo import TopoCounts, TopoParams, topo_counts
 from geoccseg.vectorize import VectorizeParams, vectorize_array
 from geoccseg.vectorize.network import DEFAULT_SNAP_M, road_graph
@@ -307,15 +310,28 @@ def _score_pair(
             truth_lines = thin_truth if thin_truth is not None else truths[k]
             class_totals.add_lines(skeleton_counts(pred_lines, truth_lines, buffer_m / pixel_m, pixel_m, valid))
         if graphs is not None and pixel_m is not None:
+            # vector lines against a raster: only their part on the raster is compared
+            on_grid = None if pred_vector and truth_vector else grid
             pred_graph = (
-                road_graph(read_lines(pred_path, "PRED"), snap_m=graphs.snap_m) if pred_vector
+                road_graph(_lines_on(read_lines(pred_path, "PRED"), on_grid), snap_m=graphs.snap_m) if pred_vector
                 else _raster_graph(scores[k], grid, valid, threshold, graphs.snap_m)
             )
             truth_graph = (
-                road_graph(read_lines(truth_path, "TRUTH"), snap_m=graphs.snap_m) if truth_vector
+                road_graph(_lines_on(read_lines(truth_path, "TRUTH"), on_grid), snap_m=graphs.snap_m) if truth_vector
                 else _raster_graph(truths[k], grid, valid, 0.5, graphs.snap_m)
             )
             class_totals.add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
+
+
+def _lines_on(lines: gpd.GeoSeries, grid: Raster | None) -> gpd.GeoSeries:
+    """The parts of ``lines`` inside a georeferenced raster's extent (in its CRS), so that truth
+    beyond a predicted scene is not counted as missed, nor predictions beyond a truth raster as
+    false; ``grid`` None: all of them."""
+    if grid is None:
+        return lines
+    height, width = grid.shape
+    footprint = shapely.box(*array_bounds(height, width, grid.transform))
+    return clipped(lines.to_crs(grid.crs), footprint)
 
 
 def _raster_graph(values: np.ndarray, grid: Raster, valid: np.ndarray, threshold: float, snap_m: float) -> nx.MultiGraph:
