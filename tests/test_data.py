@@ -199,8 +199,22 @@ def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
     for r, q in data.labeled_queries():
         fp = query_box(q)
         assert fp.intersection(aoi).area >= 0.75 * fp.area
+        assert fp.intersection(val).area == 0  # no validation imagery in a training chip
         mask = r.chips[q]["mask"].numpy()
         assert (mask != IGNORE_INDEX).any()
+    # a validation area carved out of the AOI: up to a quarter of a labeled chip may lie outside
+    # the labeled region, but never on validation imagery
+    inner = box(xmin + 0.2 * dx, ymin + 0.6 * dy, xmin + 0.4 * dx, ymin + 0.8 * dy)
+    gpd.GeoDataFrame(geometry=[inner], crs=scene.crs).to_file(tmp_path / "inner.gpkg")
+    carved_data = SceneTrainingData([masked_scene], labels=vegas / "vegas_img0_roads.geojson", aoi=tmp_path / "aoi.gpkg",
+                                    val_aoi=tmp_path / "inner.gpkg", tile_px=192)
+    carved = carved_data.regions[0]
+    assert carved_data.labeled_queries() and all(query_box(q).intersection(inner).area == 0 for _, q in carved_data.labeled_queries())
+    draws = [carved.random_queries(192, labeled=True).draw(gen) for _ in range(200)]
+    near = [q for q in draws if accept_labeled(carved.chips, q, carved.labeled, 0.75, 0.5)]
+    assert any(query_box(q).intersection(inner).area > 0 for q in near)  # what the validation check must stop
+    kept = [q for q in draws if accept_labeled(carved.chips, q, carved.labeled, 0.75, 0.5, carved.validation)]
+    assert kept and all(query_box(q).intersection(inner).area == 0 for q in kept)
     unl = data.unlabeled_queries()
     assert unl, "the lower half of the scene yields unlabeled chips"
     for r, q in unl:

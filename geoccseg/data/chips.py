@@ -160,10 +160,14 @@ def query_box(query: Query) -> BaseGeometry:
     return box(query[0].start, query[1].start, query[0].stop, query[1].stop)
 
 
-def accept_labeled(chips: SceneChips, query: Query, region: BaseGeometry, min_inside: float, min_valid: float) -> bool:
-    """A labeled chip lies mostly inside the labeled region and is mostly valid data."""
+def accept_labeled(chips: SceneChips, query: Query, region: BaseGeometry, min_inside: float, min_valid: float,
+                   exclude: BaseGeometry | None = None) -> bool:
+    """A labeled chip lies mostly inside the labeled region, does not touch ``exclude`` (the
+    validation region: its imagery is never trained on) and is mostly valid data."""
     footprint = query_box(query)
     if footprint.intersection(region).area < min_inside * footprint.area:
+        return False
+    if exclude is not None and footprint.intersection(exclude).area > 0:
         return False
     return chips.valid_fraction(query) >= min_valid
 

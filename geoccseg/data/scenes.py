@@ -183,7 +183,7 @@ class SceneTrainingData(TrainingData):
         for _ in range(MAX_TRIES):
             r = candidates[int(torch.multinomial(areas, 1, generator=generator))]
             query = r.random_queries(self.tile_px, labeled=True).draw(generator)
-            if accept_labeled(r.chips, query, r.labeled, self.min_inside, self.min_valid):
+            if accept_labeled(r.chips, query, r.labeled, self.min_inside, self.min_valid, r.validation):
                 return _chip(r.chips[query], labeled=True)
         # random positions seldom fit (a labeled area barely larger than a chip): draw from the grid
         grid = self.require_labeled_chips()
@@ -218,7 +218,7 @@ class SceneTrainingData(TrainingData):
             for r in self.regions:
                 if r.labeled is not None:
                     out += [(r, q) for q in grid_queries(r.chips, self.tile_px, r.labeled)
-                            if accept_labeled(r.chips, q, r.labeled, self.min_inside, self.min_valid)]
+                            if accept_labeled(r.chips, q, r.labeled, self.min_inside, self.min_valid, r.validation)]
             self._labeled_grid = out
         return self._labeled_grid
 
