@@ -20,7 +20,7 @@ from shapely.geometry import box
 
 from geoccseg.cli import cli
 from geoccseg.data.chips import RandomQueries, accept_labeled, accept_unlabeled, query_box, region_mask
-from geoccseg.data.photos import PhotoTrainingData
+from geoccseg.data.photos import PhotoTrainingData, read_mask
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import evaluate
@@ -236,6 +236,29 @@ def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
         inside = region_mask(val, q_bounds := r.chips.snap((q[0].start, q[1].start, q[0].stop, q[1].stop)), mask.shape)
         assert ((mask != IGNORE_INDEX) == (inside & item["valid"].numpy())).all(), q_bounds
     assert any((item["mask"].numpy() == 1).any() for item in items), "roads inside the validation region"
+
+
+def test_photo_masks_in_colour_palette_or_class_indices(data_dir, tmp_path):
+    """A red-on-black mask read as grey (luminance 76) was all background; class indices above 1
+    were thresholded at 128 into background. Palette masks give their indices."""
+    source = data_dir / "deepcrack" / "train" / "masks"
+    path = sorted(source.iterdir())[0]
+    crack = read_mask(path)
+    assert set(np.unique(crack)) == {0, 1}
+    red = np.zeros((*crack.shape, 3), np.uint8)
+    red[crack == 1] = (255, 0, 0)
+    Image.fromarray(red).save(tmp_path / "red.png")
+    with pytest.raises(GeoccsegError, match="red.png is a colour image; give single-band masks"):
+        read_mask(tmp_path / "red.png")
+    Image.fromarray(crack * 2).save(tmp_path / "classes.png")  # background 0, the class as index 2
+    assert np.array_equal(read_mask(tmp_path / "classes.png", num_classes=3), crack * 2)
+    with pytest.raises(GeoccsegError, match="classes.png holds values up to 2: give 0/255 or 0/1 masks"):
+        read_mask(tmp_path / "classes.png")
+    Image.fromarray(crack).convert("P").save(tmp_path / "palette.png")
+    assert np.array_equal(read_mask(tmp_path / "palette.png"), crack)
+    (tmp_path / "broken.png").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(GeoccsegError, match="cannot read mask broken.png"):
+        read_mask(tmp_path / "broken.png")
 
 
 def test_photo_folder_labeled_split(data_dir):

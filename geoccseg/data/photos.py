@@ -141,13 +141,38 @@ def georeferenced(path: Path) -> bool:
         return False  # the photo reader says what is wrong with it
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """A mask as class indices (H, W) uint8: 0/255 and 0/1 masks become 0/1."""
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("L"))
-    if arr.max(initial=0) <= 1:  # already class indices 0/1
+COLOUR_TOLERANCE = 48
+"""Largest difference between a grey mask's channels (JPEG's colour noise); more is a colour mask."""
+
+
+def read_mask(path: Path, num_classes: int = 2) -> np.ndarray:
+    """A mask as class indices (H, W) uint8: 0/255 masks (grey, any value from 128 up is the
+    class) and 0/1 masks become 0/1; class-index masks (values below ``num_classes``, background
+    included) and palette images (their indices) stay as they are.
+
+    Raises:
+        GeoccsegError: an unreadable file, a colour image (red on black would read as background),
+            or values that are neither a 0/255 mask nor classes the model has.
+    """
+    try:
+        with Image.open(path) as im:
+            if im.mode == "P":
+                arr = np.asarray(im)
+            else:
+                rgb = np.asarray(im.convert("RGB"), dtype=np.int16) if im.mode not in ("1", "L", "I", "I;16", "F") else None
+                if rgb is not None and int((rgb.max(axis=-1) - rgb.min(axis=-1)).max(initial=0)) > COLOUR_TOLERANCE:
+                    raise GeoccsegError(f"mask {Path(path).name} is a colour image; give single-band masks "
+                                        "(0 background, 255 or 1 the class, or class indices)")
+                arr = np.asarray(im.convert("L"))
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
+        raise GeoccsegError(f"cannot read mask {Path(path).name}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    top = int(arr.max(initial=0))
+    if top < max(num_classes, 2):  # class indices (0/1 for one class)
         return arr.astype(np.uint8)
-    return (arr >= 128).astype(np.uint8)
+    if top >= 128:
+        return (arr >= 128).astype(np.uint8)
+    raise GeoccsegError(f"mask {Path(path).name} holds values up to {top}: give 0/255 or 0/1 masks, or class indices "
+                        f"below {num_classes} (background and {num_classes - 1} class(es))")
 
 
 def _tensors(item: dict, norm: NormStats) -> dict:
@@ -297,7 +322,7 @@ class PhotoTrainingData(TrainingData):
         """Pixels per class (background first) of the labeled masks; refuse a foreground class without any."""
         counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
         for _, mask in self.labeled_pairs:
-            counts += np.bincount(read_mask(mask).ravel(), minlength=len(counts))[: len(counts)]
+            counts += np.bincount(read_mask(mask, len(counts)).ravel(), minlength=len(counts))
         for i, name in enumerate(self.classes, start=1):
             if counts[i] == 0:
                 names = ", ".join(m.name for _, m in self.labeled_pairs[:3]) + (", ..." if len(self.labeled_pairs) > 3 else "")
@@ -309,9 +334,12 @@ class PhotoTrainingData(TrainingData):
 
     def _check_sizes(self) -> None:
         for image, mask in self.labeled_pairs + self.val_pairs:
-            with Image.open(image) as a, Image.open(mask) as b:
-                if a.size != b.size:
-                    raise GeoccsegError(f"mask {mask.name} is {b.size[0]}x{b.size[1]} but image {image.name} is {a.size[0]}x{a.size[1]}; masks must match their images")
+            a, b = photo_size(image), photo_size(mask)
+            for path, size, kind in ((image, a, "photo"), (mask, b, "mask")):
+                if size is None:
+                    raise GeoccsegError(f"cannot read {kind} {path.name}: not an image Pillow can open (corrupt, truncated or too large)")
+            if a != b:
+                raise GeoccsegError(f"mask {mask.name} is {b[0]}x{b[1]} but image {image.name} is {a[0]}x{a[1]}; masks must match their images")
 
     # -- interface ----------------------------------------------------------------------------
     def _load(self, image_path: Path, mask_path: Path | None) -> tuple[dict, NormStats]:
@@ -322,7 +350,7 @@ class PhotoTrainingData(TrainingData):
         if image.shape[0] != self.num_bands:
             raise GeoccsegError(f"{image_path.name} has {image.shape[0]} band(s), the other photos {self.num_bands}; use photos of one kind")
         norm = self.norm.for_image(image)
-        mask = read_mask(mask_path) if mask_path is not None else None
+        mask = read_mask(mask_path, len(self.classes) + 1) if mask_path is not None else None
         zoom = self._zoom.get(image_path, 1.0)
         if zoom != 1.0:  # a source of another pixel size: resample to the training pixel size
             size = (max(1, round(image.shape[1] * zoom)), max(1, round(image.shape[2] * zoom)))

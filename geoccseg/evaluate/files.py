@@ -191,7 +191,7 @@ def _read_image(path: Path) -> Raster:
             has_alpha = image.mode.endswith("A")
             probability = PROBABILITY_TAG in image.info
             array = np.array(image)
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise GeoccsegError(f"cannot read image {path}: {exc}") from None
     if array.dtype == bool:
         array = array.astype(np.uint8)
