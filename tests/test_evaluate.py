@@ -412,3 +412,20 @@ def test_vegas_mask_against_its_lines(vegas: Path) -> None:
     reverse = evaluate(lines, mask, buffer_m=0.5).classes[0]
     assert reverse.precision == result.recall and reverse.recall == pytest.approx(result.precision)
     assert reverse.completeness == pytest.approx(tight.correctness) and reverse.correctness == pytest.approx(tight.completeness)
+
+
+
+def test_lines_are_burnt_onto_a_turned_raster_where_they_lie(vegas: Path, tmp_path: Path) -> None:
+    """A raster stored turned (columns running north: a rotation in its transform) holds the same
+    mask: vector truth burnt for the pixel metrics must land on the same ground."""
+    mask = vegas / "vegas_pan_roadmask.tif"
+    turned = tmp_path / "turned.tif"
+    with rasterio.open(mask) as src:
+        t = src.transform  # x = c + a col, y = f + e row; stored transposed: x = c + a row', y = f + e col'
+        profile = src.profile | {"transform": rasterio.Affine(0.0, t.a, t.c, t.e, 0.0, t.f), "width": src.height, "height": src.width}
+        with rasterio.open(turned, "w", **profile) as dst:
+            dst.write(src.read().transpose(0, 2, 1))
+    truth = vegas / "vegas_pan_roads.geojson"
+    plain, rotated = (evaluate(p, truth, graph_metrics=False).classes[0] for p in (mask, turned))
+    assert plain.f1 > 0.3
+    assert rotated.f1 == pytest.approx(plain.f1, abs=0.005)

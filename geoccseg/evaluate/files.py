@@ -39,7 +39,6 @@ from affine import Affine
 from PIL import Image, UnidentifiedImageError
 from pyproj import CRS
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.transform import array_bounds
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
@@ -240,9 +239,11 @@ def burn_lines(path: Path, like: Raster, width_m: float | None, role: str = "TRU
     lines = read_lines(path, role)
     if len(lines) == 0:
         return np.zeros(like.shape, dtype=bool)
-    if width_m is not None:
-        bounds = array_bounds(like.shape[0], like.shape[1], like.transform)
-        return VectorLabels.open(path, like.crs, width_m=width_m).rasterize(bounds, like.shape) > 0
+    if width_m is not None:  # buffered in metres on the ground, burnt through the raster's own transform (any orientation)
+        shapes = VectorLabels.open(path, like.crs, width_m=width_m).shapes.geometry
+        if len(shapes) == 0:
+            return np.zeros(like.shape, dtype=bool)
+        return rasterio.features.rasterize(shapes.values, out_shape=like.shape, transform=like.transform, dtype="uint8") > 0
     geoms = lines.to_crs(like.crs).values
     return rasterio.features.rasterize(geoms, out_shape=like.shape, transform=like.transform, dtype="uint8") > 0
 
