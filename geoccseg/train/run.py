@@ -150,7 +150,7 @@ def train(config: TrainConfig) -> TrainResult:
     ckpt = out / CHECKPOINTS / LAST
     if c.resume and not ckpt.is_file():
         raise GeoccsegError(f"cannot resume: {out} holds no checkpoint ({CHECKPOINTS}/{LAST}); train without --resume first")
-    if not c.resume:
+    if not c.resume and _first_process():  # the other DDP processes start after it has written here
         refuse_to_replace(out)
     with StopSignals() as stop:
         resumed = load_checkpoint(ckpt) if c.resume else None  # never unpickled: safetensors + JSON
@@ -249,6 +249,14 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
 
 
 OWN_OUTPUTS = ("config.yaml", "metrics.csv", "training.png", "model.safetensors", "bundle.json")
+
+
+def _first_process() -> bool:
+    """Whether this is the run's first process: not one that Lightning or torchrun started for
+    another DDP rank (``RANK``, else ``NODE_RANK`` and ``LOCAL_RANK``, set in their environment)."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
 def refuse_to_replace(out: Path) -> None:
