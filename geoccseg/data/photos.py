@@ -42,6 +42,14 @@ def list_images(folder: str | os.PathLike, what: str = "images") -> dict[str, Pa
     return files
 
 
+UNREADABLE = (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError)
+"""What Pillow raises for a file it cannot read (corrupt, truncated, not an image, too large)."""
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why Pillow could not read a file."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
 def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool = False) -> np.ndarray:
     """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped).
 
@@ -61,8 +69,8 @@ def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool =
             stored = im.mode if im.mode in ("L", "RGB") else "RGB" if im.mode in ("RGBA", "P", "CMYK") else "L"
             mode = {1: "L", 3: "RGB"}.get(bands, stored)
             arr = np.asarray(im if im.mode == mode else im.convert(mode))
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
-        raise GeoccsegError(f"cannot read photo {Path(path).name}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    except UNREADABLE as exc:
+        raise GeoccsegError(f"cannot read photo {Path(path).name}: {reason(exc)}") from None
     return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
 
 
@@ -72,7 +80,7 @@ def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int]
         with Image.open(path) as im:
             width, height = im.size
             turned = exif_orientation and im.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError):
+    except UNREADABLE:
         return None
     return (height, width) if turned else (width, height)
 
@@ -164,8 +172,8 @@ def read_mask(path: Path, num_classes: int = 2) -> np.ndarray:
                     raise GeoccsegError(f"mask {Path(path).name} is a colour image; give single-band masks "
                                         "(0 background, 255 or 1 the class, or class indices)")
                 arr = np.asarray(im.convert("L"))
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
-        raise GeoccsegError(f"cannot read mask {Path(path).name}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    except UNREADABLE as exc:
+        raise GeoccsegError(f"cannot read mask {Path(path).name}: {reason(exc)}") from None
     top = int(arr.max(initial=0))
     if top < max(num_classes, 2):  # class indices (0/1 for one class)
         return arr.astype(np.uint8)
