@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from geoccseg.cli import cli
 from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.bundle import resolve_model
+from geoccseg.io.bundle import resolve_model, weights_path
 from geoccseg.io.scene import open_scene
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
@@ -163,7 +163,7 @@ def test_bundle_loading_refuses_tampered_files(data_dir, tmp_path):
     train(TrainConfig(out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), labeled_fraction=0.1,
                       max_steps=2, val_fraction=0.0, pseudo=False, contrastive=False, **FAST))
     load_bundle(out)
-    weights = out / "model.safetensors"
+    weights = weights_path(out)
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0xFF
     weights.write_bytes(bytes(data))

@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from geoccseg.cli import cli
-from geoccseg.io.bundle import save_bundle
+from geoccseg.errors import GeoccsegError
+from geoccseg.io.bundle import resolve_model, save_bundle, weights_path
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
 from geoccseg.train.checkpoint import load_checkpoint
@@ -155,7 +156,7 @@ def test_checkpoint_holds_the_teacher_of_its_step(data_dir, tmp_path):
                       max_steps=4, checkpoint_every=4, **{**FAST, "val_fraction": 0.0}))
     state = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert state["global_step"] == 4
-    bundle = load_file(str(out / "model.safetensors"))
+    bundle = load_file(str(weights_path(out)))
     teacher = {k[len("teacher."):]: v for k, v in state["state_dict"].items() if k.startswith("teacher.")}
     assert teacher.keys() == bundle.keys()
     assert all(torch.equal(teacher[k], bundle[k]) for k in bundle)
@@ -294,8 +295,8 @@ def test_a_new_run_replaces_neither_an_unfinished_run_nor_the_users_files(run_co
     """A killed run leaves its checkpoint before any bundle: a new run without --resume would train
     from step 0 over it. A hand-written config.yaml in the -o folder would be replaced."""
     cfd = data_dir / "cfd"
-    for name in ("bundle.json", "model.safetensors"):
-        (run_copy / name).unlink()
+    weights_path(run_copy).unlink()
+    (run_copy / "bundle.json").unlink()
     ckpt = run_copy / "checkpoints" / "last.ckpt"
     before = ckpt.read_bytes()
     result = CliRunner().invoke(cli, ["train", *_cfd_flags(cfd, run_copy), "--max-steps", "2", *FAST_FLAGS])
@@ -311,11 +312,45 @@ def test_a_new_run_replaces_neither_an_unfinished_run_nor_the_users_files(run_co
     assert (mine / "config.yaml").read_text() == notes and sorted(p.name for p in mine.iterdir()) == ["config.yaml"]
 
 
+def test_a_save_that_fails_before_its_bundle_json_keeps_the_previous_bundle(tmp_path):
+    """Training saves each better model over the last: new weights whose bundle.json was never
+    written (a kill, a full disk, a record JSON cannot hold) must leave the previous bundle whole,
+    not the new weights under the old checksum."""
+    crack = load_bundle(resolve_model("crack"))
+    folder = save_bundle(tmp_path / "m", crack.model, crack.meta)
+    before = {k: v.clone() for k, v in load_bundle(folder).model.state_dict().items()}
+    with torch.no_grad():
+        next(crack.model.parameters()).add_(1.0)
+    crack.meta.training["classes_seen"] = {"crack"}  # a set: json.dumps fails after the weights are written
+    with pytest.raises(TypeError):
+        save_bundle(folder, crack.model, crack.meta)
+    assert len([p for p in folder.iterdir() if p.suffix == ".safetensors"]) == 2  # the new weights, unnamed by bundle.json
+    kept = load_bundle(folder).model.state_dict()
+    assert all(torch.equal(kept[k], before[k]) for k in before)
+
+    crack.meta.training["classes_seen"] = ["crack"]
+    save_bundle(folder, crack.model, crack.meta)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["bundle.json", weights_path(folder).name])
+    saved = load_bundle(folder).model.state_dict()
+    assert any(not torch.equal(saved[k], before[k]) for k in before)
+
+
+def test_a_bundle_json_naming_weights_elsewhere_is_refused(tmp_path):
+    crack = load_bundle(resolve_model("crack"))
+    folder = save_bundle(tmp_path / "m", crack.model, crack.meta)
+    meta = json.loads((folder / "bundle.json").read_text())
+    shutil.copy(weights_path(folder), tmp_path / "model.safetensors")
+    for name in ("../model.safetensors", str(tmp_path / "model.safetensors"), "bundle.json"):
+        (folder / "bundle.json").write_text(json.dumps({**meta, "weights": name}))
+        with pytest.raises(GeoccsegError, match="has a damaged bundle.json: its weights .* are not a weights file of the bundle folder"):
+            load_bundle(folder)
+
+
 def test_written_files_follow_the_umask(base_run, tmp_path):
     mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
     umask = os.umask(0)
     os.umask(umask)
-    for name in ("model.safetensors", "bundle.json", "config.yaml", "metrics.csv", "training.png", "checkpoints/last.ckpt"):
+    for name in (weights_path(base_run).name, "bundle.json", "config.yaml", "metrics.csv", "training.png", "checkpoints/last.ckpt"):
         assert mode(base_run / name) == 0o666 & ~umask, name
     bundle = load_bundle(base_run)
     old = os.umask(0o027)
@@ -323,7 +358,7 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
         save_bundle(tmp_path / "b", bundle.model, bundle.meta)
     finally:
         os.umask(old)
-    assert mode(tmp_path / "b" / "model.safetensors") == 0o640 and mode(tmp_path / "b" / "bundle.json") == 0o640
+    assert mode(weights_path(tmp_path / "b")) == 0o640 and mode(tmp_path / "b" / "bundle.json") == 0o640
 
 
 @pytest.mark.parametrize(("flags", "message"), [

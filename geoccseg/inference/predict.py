@@ -46,7 +46,7 @@ from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.inference.engine import Engine, build_engine, check_engine, check_precision, engine_label, settle_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
-from geoccseg.io.bundle import META, WEIGHTS, BundleMeta
+from geoccseg.io.bundle import META, BundleMeta, is_weights_file, weights_digest
 from geoccseg.io.normalize import NormStats, compute_stats
 from geoccseg.io.scene import Scene, open_scene
 from geoccseg.models import Bundle, load_bundle
@@ -212,7 +212,7 @@ class BlockJob:
     engine: str
     precision: str = "fp32"
     norm: NormStats | None = None
-    stamp: int | None = None
+    stamp: str | None = None
 
 
 @dataclass
@@ -256,13 +256,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def weights_stamp(bundle_path: str | os.PathLike) -> int:
-    """The modification time (ns) of a bundle's weights, 0 if it has none: what tells a rewritten bundle."""
-    weights = Path(bundle_path).resolve() / WEIGHTS
-    return weights.stat().st_mtime_ns if weights.exists() else 0
+def weights_stamp(bundle_path: str | os.PathLike) -> str:
+    """The checksum of a bundle's weights as its ``bundle.json`` records it ("" if unreadable): what
+    tells a rewritten bundle."""
+    return weights_digest(Path(bundle_path).resolve())
 
 
-def _model_key(bundle_path: str | os.PathLike, device: str) -> tuple[str, str, int]:
+def _model_key(bundle_path: str | os.PathLike, device: str) -> tuple[str, str, str]:
     """Cache key of a bundle on a device; the weights' :func:`weights_stamp` catches a rewritten bundle."""
     return str(Path(bundle_path).resolve()), device, weights_stamp(bundle_path)
 
@@ -276,7 +276,7 @@ def share_bundle(bundle: Bundle, device: str) -> None:
         _MODELS[_model_key(bundle.path, device)] = (model.eval(), bundle.meta)
 
 
-def cached_model(bundle_path: str, device: str, stamp: int | None = None) -> tuple[torch.nn.Module, BundleMeta]:
+def cached_model(bundle_path: str, device: str, stamp: str | None = None) -> tuple[torch.nn.Module, BundleMeta]:
     """The model and metadata of a bundle on ``device``, loaded once per process (one bundle kept).
 
     Args:
@@ -301,7 +301,7 @@ def cached_model(bundle_path: str, device: str, stamp: int | None = None) -> tup
 
 def cached_engine(
     bundle_path: str, device: str, engine: str, precision: str = "fp32",
-    build: Callable[[str, torch.nn.Module, str, BundleMeta, str], Engine] = build_engine, stamp: int | None = None,
+    build: Callable[[str, torch.nn.Module, str, BundleMeta, str], Engine] = build_engine, stamp: str | None = None,
 ) -> tuple[Engine, BundleMeta]:
     """The engine ``engine`` (resolved name) running the process's model of a bundle on ``device`` at
     ``precision`` (:func:`cached_model`; built by ``build``, prediction's
@@ -528,7 +528,8 @@ def bundle_files(bundle: Bundle | str | os.PathLike) -> list[Path]:
     """The files a bundle is read from (inputs no output may replace)."""
     folder = Path(bundle.path if isinstance(bundle, Bundle) else bundle)
     folder = folder.parent if folder.name == META else folder
-    return [folder / WEIGHTS, folder / META]
+    weights = [p for p in folder.iterdir() if is_weights_file(p.name)] if folder.is_dir() else []
+    return [*weights, folder / META]
 
 
 def check_prob_out(prob_out: str | os.PathLike, overwrite: bool, inputs: Iterable[str | os.PathLike]) -> Path:

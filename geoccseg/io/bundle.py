@@ -1,10 +1,17 @@
 """Model bundles: weights as safetensors plus a JSON of everything prediction needs.
 
-A bundle is a folder with ``model.safetensors`` and ``bundle.json`` (architecture, classes, input
-bands, normalisation statistics, pixel size in metres, training summary and the SHA-256 of the
-weights). Loading never unpickles anything: safetensors holds raw tensors only, and the JSON is
-checked against the weights, so a tampered, truncated or mismatched file gives a clear error
-instead of arbitrary code execution or a silent wrong model.
+A bundle is a folder with ``bundle.json`` (architecture, classes, input bands, normalisation
+statistics, pixel size in metres, training summary, and the name and SHA-256 of the weights) and
+the weights as safetensors, named after their checksum (``model.<16 hex digits>.safetensors``;
+bundles written before that, the shipped ones among them, hold ``model.safetensors``). Loading
+never unpickles anything: safetensors holds raw tensors only, and the JSON is checked against the
+weights, so a tampered, truncated or mismatched file gives a clear error instead of arbitrary code
+execution or a silent wrong model.
+
+Replacing a bundle (training saves each better model into the same folder) writes the new weights
+under their own name first and then ``bundle.json``, whose atomic replacement is the one moment the
+bundle changes; only then are the previous weights removed. A run killed at any point leaves a
+complete bundle, the previous or the new one, never the new weights under the old checksum.
 
 This module reads and writes the files only (:func:`read_bundle` gives the metadata and the
 weights as tensors); the network is built from them one layer up, by
@@ -13,14 +20,16 @@ weights as tensors); the network is built from them one layer up, by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
@@ -28,9 +37,20 @@ from geoccseg.io.catalog import SHIPPED_MODELS, shipped_models
 from geoccseg.io.checksum import file_sha256
 from geoccseg.io.normalize import NormStats
 
-WEIGHTS = "model.safetensors"
+WEIGHTS = "model.safetensors"  # the weights of bundles written before versioned names
 META = "bundle.json"
 FORMAT = "geoccseg-bundle/1"
+_VERSIONED = re.compile(r"model\.[0-9a-f]{16}\.safetensors")
+
+
+def weights_name(digest: str) -> str:
+    """The file name of weights whose SHA-256 is ``digest``: ``model.<first 16 hex digits>.safetensors``."""
+    return f"model.{digest[:16]}.safetensors"
+
+
+def is_weights_file(name: str) -> bool:
+    """Whether ``name`` is a file name bundles give their weights (versioned or the older fixed name)."""
+    return name == WEIGHTS or _VERSIONED.fullmatch(name) is not None
 
 
 @dataclass
@@ -88,14 +108,20 @@ class StoredBundle:
 
 
 def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, meta: BundleMeta) -> Path:
-    """Write ``model.safetensors`` and ``bundle.json`` into ``folder`` (created if needed), atomically."""
+    """Write the weights and ``bundle.json`` into ``folder`` (created if needed), replacing the
+    bundle there, if any, in one atomic step (the module docstring says how)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS, overwrite=True) as tmp:
-        save_file(state, str(tmp))
-        digest = file_sha256(tmp)
-    _write_meta(folder, meta, digest)
+    data = save(state)
+    digest = hashlib.sha256(data).hexdigest()
+    name = weights_name(digest)
+    with atomic_path(folder / name, overwrite=True) as tmp:
+        tmp.write_bytes(data)
+    _write_meta(folder, meta, digest, name)
+    for old in folder.iterdir():  # the previous weights, and any a run killed before its bundle.json left
+        if old.name != name and is_weights_file(old.name) and old.is_file():
+            old.unlink(missing_ok=True)
     return folder
 
 
@@ -103,15 +129,45 @@ def save_meta(folder: str | os.PathLike, meta: BundleMeta) -> Path:
     """Rewrite ``bundle.json`` of the bundle in ``folder`` with ``meta``; the weights and their
     recorded checksum stay as they are (e.g. to record that the run that wrote them was stopped)."""
     folder = Path(folder)
-    digest = json.loads((folder / META).read_text())["weights_sha256"]
-    _write_meta(folder, meta, digest)
+    raw = json.loads((folder / META).read_text())
+    _write_meta(folder, meta, raw["weights_sha256"], raw.get("weights", WEIGHTS))
     return folder
 
 
-def _write_meta(folder: Path, meta: BundleMeta, digest: str) -> None:
-    payload = meta.to_dict() | {"weights": WEIGHTS, "weights_sha256": digest}
+def _write_meta(folder: Path, meta: BundleMeta, digest: str, name: str) -> None:
+    payload = meta.to_dict() | {"weights": name, "weights_sha256": digest}
     with atomic_path(folder / META, overwrite=True) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
+
+
+def weights_path(folder: str | os.PathLike) -> Path:
+    """The weights file the ``bundle.json`` in ``folder`` names.
+
+    Raises:
+        GeoccsegError: no readable ``bundle.json``, or one naming something other than a weights
+            file of the folder itself (a path elsewhere is never followed).
+    """
+    folder = Path(folder)
+    try:
+        name = json.loads((folder / META).read_text()).get("weights", WEIGHTS)
+    except OSError as exc:
+        raise GeoccsegError(f"cannot read {folder / META}: {exc.strerror}") from None
+    except (ValueError, AttributeError) as exc:  # AttributeError: JSON that is not an object
+        raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
+    if not isinstance(name, str) or not is_weights_file(name):
+        raise GeoccsegError(f"model bundle {folder} has a damaged {META}: its weights {name!r} are not a weights file "
+                            f"of the bundle folder; retrain or restore it")
+    return folder / name
+
+
+def weights_digest(folder: str | os.PathLike) -> str:
+    """The SHA-256 of the weights as the ``bundle.json`` in ``folder`` records it; "" when it
+    cannot be read. It changes exactly when the bundle's model does."""
+    try:
+        digest = json.loads((Path(folder) / META).read_text()).get("weights_sha256", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return digest if isinstance(digest, str) else ""
 
 
 def read_bundle(path: str | os.PathLike) -> StoredBundle:
@@ -122,11 +178,14 @@ def read_bundle(path: str | os.PathLike) -> StoredBundle:
     """
     path = Path(path)
     folder = path.parent if path.name == META else path
-    meta_path, weights_path = folder / META, folder / WEIGHTS
+    meta_path = folder / META
     if not folder.exists():
         raise GeoccsegError(f"model bundle {folder} does not exist; give a folder written by `geoccseg train`")
-    if not meta_path.is_file() or not weights_path.is_file():
-        raise GeoccsegError(f"{folder} is not a model bundle: it needs {META} and {WEIGHTS} (written by `geoccseg train`)")
+    if not meta_path.is_file():
+        raise GeoccsegError(f"{folder} is not a model bundle: it has no {META} (bundles are written by `geoccseg train`)")
+    weights = weights_path(folder)
+    if not weights.is_file():
+        raise GeoccsegError(f"model bundle {folder} lacks its weights {weights.name}; retrain or restore the bundle")
     try:
         raw = json.loads(meta_path.read_text())
         if raw.get("format") != FORMAT:
@@ -145,15 +204,15 @@ def read_bundle(path: str | os.PathLike) -> StoredBundle:
     except OSError as exc:
         raise GeoccsegError(f"cannot read {meta_path}: {exc.strerror}") from None
     try:
-        digest = file_sha256(weights_path)
+        digest = file_sha256(weights)
     except OSError as exc:
-        raise GeoccsegError(f"cannot read weights {weights_path}: {exc.strerror}") from None
+        raise GeoccsegError(f"cannot read weights {weights}: {exc.strerror}") from None
     if digest != expected:
         raise GeoccsegError(f"weights in {folder} do not match the checksum in {META} (damaged or tampered); retrain or restore the bundle")
     try:
-        state = load_file(str(weights_path))
+        state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
-        raise GeoccsegError(f"cannot read weights {weights_path}: {exc}") from None
+        raise GeoccsegError(f"cannot read weights {weights}: {exc}") from None
     return StoredBundle(meta=meta, state=state, path=folder)
 
 

@@ -47,7 +47,7 @@ class ModelCard:
         test_scores: held-out test set name -> score name -> value (0-1; ``n_test`` images).
         transfer_scores: scores on data of other sources than the training data, same form.
         licence: the licence of the weights (inherited from the training data), as the bundle records it.
-        weights_sha256: SHA-256 of ``model.safetensors``.
+        weights_sha256: SHA-256 of the weights file.
     """
 
     name: str

@@ -110,7 +110,7 @@ class ScoreJob:
     params: TermParams
     norm: NormStats | None = None
     engine: str = "torch"
-    stamp: int | None = None
+    stamp: str | None = None
 
 
 @dataclass

@@ -23,7 +23,7 @@ from geoccseg.data.photos import PhotoTrainingData
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
-from geoccseg.io.bundle import BundleMeta, resolve_model
+from geoccseg.io.bundle import BundleMeta, is_weights_file, resolve_model
 from geoccseg.models import Bundle, ModelConfig, load_bundle
 from geoccseg.models.pretrained import source as pretrained_source
 from geoccseg.train.callbacks import RunRecorder
@@ -134,7 +134,7 @@ def loader_workers(c: TrainConfig) -> int:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train a model and write ``model.safetensors``, ``bundle.json``, ``config.yaml``,
+    """Train a model and write the bundle (``bundle.json`` and the weights), ``config.yaml``,
     ``metrics.csv``, ``training.png`` and ``checkpoints/last.ckpt`` into ``config.out``.
 
     The output folder is created only once the data has been read and checked; if this run
@@ -175,7 +175,7 @@ def train(config: TrainConfig) -> TrainResult:
             module.start_from(start.model)
         if resumed is not None:
             check_architecture(resumed, module, ckpt)
-        existing = {name for name in (*OWN_OUTPUTS, CHECKPOINTS) if (out / name).exists()}
+        existing = own_outputs(out) | ({CHECKPOINTS} if (out / CHECKPOINTS).exists() else set())
         created = [p for p in (out, *out.parents) if not p.exists()]  # innermost first
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,14 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
     return TrainResult(out=out, steps=trainer.global_step, seconds=seconds, device=device, validation=validation, labeled=labeled)
 
 
-OWN_OUTPUTS = ("config.yaml", "metrics.csv", "training.png", "model.safetensors", "bundle.json")
+OWN_OUTPUTS = ("config.yaml", "metrics.csv", "training.png", "bundle.json")  # and the bundle's weights
+
+
+def own_outputs(out: Path) -> set[str]:
+    """The names in ``out`` that training writes: :data:`OWN_OUTPUTS` and weights files."""
+    if not out.is_dir():
+        return set()
+    return {p.name for p in out.iterdir() if p.name in OWN_OUTPUTS or is_weights_file(p.name)}
 
 
 def _first_process() -> bool:
@@ -265,24 +272,24 @@ def refuse_to_replace(out: Path) -> None:
     user's under one of the names training writes (``-o .`` beside a hand-written ``config.yaml``).
 
     Raises:
-        GeoccsegError: ``out`` holds one of :data:`OWN_OUTPUTS` or ``checkpoints/last.ckpt``.
+        GeoccsegError: ``out`` holds one of :func:`own_outputs` or ``checkpoints/last.ckpt``.
     """
     if (out / "bundle.json").exists():
         raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder, or pass --resume to continue it")
     if (out / CHECKPOINTS / LAST).exists():
         raise GeoccsegError(f"{out} holds the checkpoint of an unfinished run ({CHECKPOINTS}/{LAST}); pass --resume to "
                             "continue it, or choose another -o folder")
-    taken = [name for name in OWN_OUTPUTS if (out / name).exists()]
+    taken = sorted(own_outputs(out))
     if taken:
         raise GeoccsegError(f"{out} already holds {', '.join(taken)}, which training writes; choose another -o folder "
                             "(a new or empty one)")
 
 
 def _remove_own_outputs(out: Path, existing: set[str], created: list[Path]) -> None:
-    """Remove the outputs a failed run wrote into ``out`` (those of :data:`OWN_OUTPUTS` not in
+    """Remove the outputs a failed run wrote into ``out`` (those of :func:`own_outputs` not in
     ``existing``), then the folders it created (innermost first) where that leaves them empty;
     anything else, the user's files above all, is kept."""
-    for name in set(OWN_OUTPUTS) - existing:
+    for name in own_outputs(out) - existing:
         (out / name).unlink(missing_ok=True)
     for folder in ([] if CHECKPOINTS in existing else [out / CHECKPOINTS]) + created:
         with contextlib.suppress(OSError):  # not empty, or already gone
