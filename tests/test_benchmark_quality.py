@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +116,52 @@ def test_quick_resume_skips_done_runs_and_refuses_to_overwrite(
     assert capsys.readouterr().out.count("already in results.json, skipped") == 2
     assert (out / "results.json").read_text() == before
     assert time.perf_counter() - t0 < 30  # nothing was trained
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_a_checkpoint_continues_from_it(data_dir: Path, tmp_path: Path) -> None:
+    """A benchmark killed mid-run (a session's end, out of memory) continues that run from its
+    checkpoint with --resume instead of training it again from step 0; a run folder of another
+    configuration is trained again."""
+    from geoccseg.benchmark.design import PROFILES, RunSpec, train_config
+    from geoccseg.benchmark.runs import train_and_score
+    from geoccseg.benchmark.split import link_pairs, make_split
+    from geoccseg.data.photos import split_labeled
+    from geoccseg.train.checkpoint import load_checkpoint
+
+    pairs, split, test_pairs = make_split(data_dir / "cfd", None)
+    test_pairs = dict(list(test_pairs.items())[:2])
+    folders = {part: link_pairs(tmp_path / "links" / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
+    quick = PROFILES["quick"]
+    profile = replace(quick, max_steps=12, val_every=12, train={**quick.train, "checkpoint_every": 2})
+    spec = RunSpec("sup_ce", 0.1, 0)
+    labeled = split_labeled(list(split["train"]), 0.1, 0)[0]
+    run_dir = tmp_path / "out" / "runs" / spec.name("cfd")
+    run_dir.mkdir(parents=True)
+    (tmp_path / "run.yaml").write_text(train_config(spec, "cfd", profile, folders, labeled, [], run_dir).to_yaml())
+    proc = subprocess.Popen([sys.executable, "-m", "geoccseg.cli", "train", "--config", str(tmp_path / "run.yaml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not ckpt.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    step = load_checkpoint(ckpt)["global_step"]
+    assert 0 < step < profile.max_steps
+
+    shutil.copytree(run_dir, tmp_path / "killed")
+    relinked = {part: link_pairs(tmp_path / "again" / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
+    other = replace(profile, train={**profile.train, "lr": 1e-3})
+    record = train_and_score(spec, "cfd", other, relinked, split["train"], [], test_pairs, tmp_path / "out")
+    assert "resumed_from_step" not in record and record["steps"] == profile.max_steps
+
+    shutil.rmtree(run_dir)
+    shutil.copytree(tmp_path / "killed", run_dir)
+    record = train_and_score(spec, "cfd", profile, relinked, split["train"], [], test_pairs, tmp_path / "out")
+    assert record["resumed_from_step"] == step and record["steps"] == profile.max_steps
 
 
 def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:

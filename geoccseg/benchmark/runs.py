@@ -4,7 +4,8 @@
 ``out/runs/<run>/``, scores the saved bundle on the test images
 (:func:`~geoccseg.benchmark.score.score_bundle`) and appends one record (:data:`RECORD_FIELDS`) to
 ``out/results.json``, rewritten atomically after every run, so an interrupted benchmark resumes
-where it stopped (``resume=True`` skips the runs it holds).
+where it stopped (``resume=True`` skips the runs it holds; a run stopped after its first
+checkpoint continues from that checkpoint, with the same data stream, rather than starting over).
 
 **Labels.** For each seed and labeled fraction, :func:`~geoccseg.data.photos.split_labeled` over the
 training stems chooses the labeled stems once; every arm of that seed and fraction gets exactly
@@ -22,9 +23,11 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from geoccseg.benchmark.design import ARMS, DATASETS, PROFILES, Profile, RunSpec, plan_runs, train_config
 from geoccseg.benchmark.machine import machine
@@ -35,7 +38,9 @@ from geoccseg.data.photos import list_images, split_labeled
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.models import load_bundle
-from geoccseg.train import train
+from geoccseg.train import TrainConfig, train
+from geoccseg.train.checkpoint import load_checkpoint
+from geoccseg.train.run import CHECKPOINTS, LAST
 
 #: Fields of every record of ``results.json``. Records written since December 2026 also name the
 #: ``machine`` (:func:`~geoccseg.benchmark.machine.machine`): compare arms only on one machine.
@@ -187,9 +192,11 @@ def train_and_score(spec: RunSpec, dataset: str, profile: Profile, folders: dict
         labeled = split_labeled(list(train_stems), spec.labeled_fraction, spec.seed)[0]
     semi = arm.pseudo or arm.contrastive
     run_dir = out / "runs" / name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # left by an interrupted run: train it again
-    result = train(train_config(spec, dataset, profile, folders, labeled, unlabeled if semi else [], run_dir))
+    config = train_config(spec, dataset, profile, folders, labeled, unlabeled if semi else [], run_dir)
+    resumed_from = interrupted_step(run_dir, config)
+    if resumed_from is None and run_dir.exists():
+        shutil.rmtree(run_dir)  # left by a run interrupted before its first checkpoint: train it again
+    result = train(replace(config, resume=resumed_from is not None))
     score = score_bundle(load_bundle(run_dir), test_pairs, DATASETS[dataset].tolerance_px, device, examples)
     if examples:
         with atomic_path(out / "examples" / f"{name}.npz", overwrite=True) as npz:
@@ -204,4 +211,28 @@ def train_and_score(spec: RunSpec, dataset: str, profile: Profile, folders: dict
         "steps": result.steps, "train_seconds": round(result.seconds, 2), "device": result.device,
         "machine": machine(), "n_labeled": len(labeled), "n_unlabeled": n_unlabeled if semi else 0, "select_f1": result.validation.get("f1"),
         **score.metrics(), "labeled": labeled,
+        **({"resumed_from_step": resumed_from} if resumed_from is not None else {}),  # train_seconds: the resumed part only
     }
+
+
+_LINKED = ("resume", "images", "masks", "val_images", "val_masks")
+"""Config keys that differ between two runs of one benchmark: the train and select folders are links
+made afresh in a temporary folder by each invocation (the split itself is checked against split.json)."""
+
+
+def interrupted_step(run_dir: Path, config: TrainConfig) -> int | None:
+    """The step an interrupted run of ``config`` in ``run_dir`` can continue from (its checkpoint's),
+    or None: no checkpoint, or one of another configuration (then the run starts over)."""
+    ckpt = run_dir / CHECKPOINTS / LAST
+    saved = run_dir / "config.yaml"
+    if not ckpt.is_file() or not saved.is_file():
+        return None
+    try:
+        before = yaml.safe_load(saved.read_text())
+        step = int(load_checkpoint(ckpt)["global_step"])
+    except (OSError, yaml.YAMLError, GeoccsegError, KeyError, TypeError, ValueError):
+        return None
+    now = yaml.safe_load(config.to_yaml())
+    if not isinstance(before, dict) or {k: v for k, v in before.items() if k not in _LINKED} != {k: v for k, v in now.items() if k not in _LINKED}:
+        return None
+    return step
