@@ -107,6 +107,24 @@ def test_bad_config_raises_one_line_error(d: dict, words: list[str]) -> None:
         assert word in message
 
 
+def test_the_tensorflow_build_is_recorded_and_only_for_efficientnet_lite0() -> None:
+    config = ModelConfig(encoder="efficientnet-lite0", tf_same=True)
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    old = config.to_dict()
+    del old["tf_same"]  # bundles written before the option keep timm's build
+    assert ModelConfig.from_dict(old).tf_same is False
+    with pytest.raises(GeoccsegError, match="tf_same is a build of the efficientnet-lite0 encoder, not of light"):
+        ModelConfig(tf_same=True)
+    model = build_model(config).eval()
+    x = torch.randn(1, 3, 64, 96)
+    eps = {m.eps for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert eps == {1e-3}
+    twin = build_model(ModelConfig(encoder="efficientnet-lite0")).eval()
+    twin.load_state_dict(model.state_dict())  # the same weights, timm's build: other outputs
+    with torch.no_grad():
+        assert not torch.allclose(model.forward_logits(x), twin.forward_logits(x))
+
+
 def test_wrong_band_count_is_a_user_error() -> None:
     model = build_model({"in_channels": 4})
     with pytest.raises(GeoccsegError, match="expected \\(batch, 4, height, width\\)"):
@@ -147,14 +165,16 @@ def test_gradients_reach_the_first_conv(output: str) -> None:
         assert all(p.grad is None for p in model.seg_head.parameters())
 
 
-def test_efficientnet_lite0_is_timms_network_module_for_module() -> None:
+@pytest.mark.parametrize(("timm_name", "tf_same"), [("efficientnet_lite0", False), ("tf_efficientnet_lite0", True)])
+def test_efficientnet_lite0_is_timms_network_module_for_module(timm_name: str, tf_same: bool) -> None:
     """The in-house EfficientNet-Lite0 (no timm import at prediction) has timm's keys and arithmetic:
-    shipped bundles load into it, and with the same weights both give the same features and gradients."""
+    shipped bundles load into it, and with the same weights both give the same features and gradients.
+    The TensorFlow build (BatchNorm eps 1e-3, 'SAME' padding) is timm's tf_ model of the same name."""
     timm = pytest.importorskip("timm")
     from geoccseg.models.efficientnet_lite import EfficientNetLite0Features
 
-    reference = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True, out_indices=(1, 2, 3, 4), in_chans=4)
-    ours = EfficientNetLite0Features(4)
+    reference = timm.create_model(timm_name, pretrained=False, features_only=True, out_indices=(1, 2, 3, 4), in_chans=4)
+    ours = EfficientNetLite0Features(4, tf_same=tf_same)
     assert list(ours.state_dict()) == list(reference.state_dict())
     assert ours.out_channels == reference.feature_info.channels() == [24, 40, 112, 320]
     # timm's initialisation (normal, std sqrt(2 / fan-out)), up to sampling noise

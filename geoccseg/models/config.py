@@ -56,6 +56,8 @@ class ModelConfig:
         widths: Channel widths of the four stages of the ``light`` encoder (ignored by the ResNets).
         decoder_channels: Channels C of the fused stride-4 features.
         embed_dim: Channels D of the L2-normalised projection embeddings.
+        tf_same: ``efficientnet-lite0`` built as TensorFlow trained its ImageNet weights (BatchNorm
+            eps 1e-3, 'SAME' padding); False (timm's build) for bundles that do not say.
     """
 
     in_channels: int = 3
@@ -65,6 +67,7 @@ class ModelConfig:
     widths: tuple[int, int, int, int] = (32, 64, 128, 256)
     decoder_channels: int = 64
     embed_dim: int = 64
+    tf_same: bool = False
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`GeoccsegError` naming the first bad one."""
@@ -84,6 +87,10 @@ class ModelConfig:
         self.widths = tuple(widths)
         _check_positive_int("decoder_channels", self.decoder_channels, 1)
         _check_positive_int("embed_dim", self.embed_dim, 1)
+        if not isinstance(self.tf_same, bool):
+            raise GeoccsegError(f"model config: tf_same={self.tf_same!r} is invalid; use true or false")
+        if self.tf_same and self.encoder != "efficientnet-lite0":
+            raise GeoccsegError(f"model config: tf_same is a build of the efficientnet-lite0 encoder, not of {self.encoder}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-safe dict (tuples become lists)."""

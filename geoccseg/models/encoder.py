@@ -152,14 +152,16 @@ class EfficientNetLiteEncoder(nn.Module):
 
     INPUT_SCALE = 2.0
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, tf_same: bool = False) -> None:
         """Initialise the encoder.
 
         Args:
             in_channels: Number of input bands (1, 3, 4, ...; see :func:`~geoccseg.models.pretrained.adapt_input_conv`).
+            tf_same: build the layers as TensorFlow trained the ImageNet weights (BatchNorm eps
+                1e-3, 'SAME' padding; :mod:`geoccseg.models.efficientnet_lite`).
         """
         super().__init__()
-        self.body = EfficientNetLite0Features(in_channels)
+        self.body = EfficientNetLite0Features(in_channels, tf_same)
         self.out_channels: list[int] = list(self.body.out_channels)
 
     def load_pretrained(self) -> list[str]:
@@ -173,13 +175,15 @@ class EfficientNetLiteEncoder(nn.Module):
         return list(self.body(x * self.INPUT_SCALE))
 
 
-def build_encoder(name: str, in_channels: int, widths: Sequence[int]) -> LightEncoder | TimmEncoder | EfficientNetLiteEncoder:
+def build_encoder(name: str, in_channels: int, widths: Sequence[int],
+                  tf_same: bool = False) -> LightEncoder | TimmEncoder | EfficientNetLiteEncoder:
     """Build the encoder called ``name``.
 
     Args:
         name: ``light``, ``efficientnet-lite0``, ``resnet18``, ``resnet34`` or ``resnet50`` (already checked by the config).
         in_channels: Number of input bands.
         widths: Stage widths, used by ``light`` only.
+        tf_same: TensorFlow's layer build, ``efficientnet-lite0`` only (:class:`EfficientNetLiteEncoder`).
 
     Returns:
         A module whose ``forward`` returns four feature maps and whose ``out_channels`` lists their channels.
@@ -187,7 +191,7 @@ def build_encoder(name: str, in_channels: int, widths: Sequence[int]) -> LightEn
     if name == "light":
         return LightEncoder(in_channels, widths)
     if name == "efficientnet-lite0":
-        return EfficientNetLiteEncoder(in_channels)
+        return EfficientNetLiteEncoder(in_channels, tf_same)
     return TimmEncoder(name, in_channels)
 
 

@@ -44,7 +44,7 @@ class FusionSegNet(nn.Module):
         """Initialise the network from ``config``."""
         super().__init__()
         self.config = config
-        self.encoder = build_encoder(config.encoder, config.in_channels, config.widths)
+        self.encoder = build_encoder(config.encoder, config.in_channels, config.widths, config.tf_same)
         channels = config.decoder_channels
         self.decoder = FusionDecoder(self.encoder.out_channels, channels, config.fusion)
         self.seg_head = nn.Sequential(

@@ -66,6 +66,9 @@ class TrainConfig:
     # ImageNet weights for the encoder (efficientnet-lite0 has them, from a pip package); None: use
     # them when the encoder has them. Never read when fine-tuning (init_from) or predicting.
     pretrained: bool | None = None
+    # Build efficientnet-lite0 as TensorFlow trained its ImageNet weights (BatchNorm eps 1e-3,
+    # 'SAME' padding) instead of timm's build (eps 1e-5, symmetric padding); recorded in the bundle
+    encoder_tf_same: bool = False
     fusion: str = "multi"
     decoder_channels: int = 64
     embed_dim: int = 64
@@ -215,6 +218,8 @@ class TrainConfig:
         if not 0 < self.tau_low <= min(self.tau_high, self.tau_high_fg) <= 1:
             raise GeoccsegError("confidence thresholds must satisfy 0 < tau_low <= tau_high, tau_high_fg <= 1")
         check_tile_px(self.tile_px)
+        if self.encoder_tf_same and self.encoder != "efficientnet-lite0":
+            raise GeoccsegError(f"encoder_tf_same is a build of the efficientnet-lite0 encoder; the encoder is {self.encoder}")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise GeoccsegError(f"precision must be one of {', '.join(PRECISIONS)} (or unset for the device's default), got {self.precision!r}")
         if self.accelerator not in ACCELERATORS:

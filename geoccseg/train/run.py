@@ -163,7 +163,7 @@ def train(config: TrainConfig) -> TrainResult:
         else:
             model_config = ModelConfig(
                 in_channels=data.num_bands, num_classes=len(data.classes) + 1, encoder=c.encoder, fusion=c.fusion,
-                decoder_channels=c.decoder_channels, embed_dim=c.embed_dim,
+                decoder_channels=c.decoder_channels, embed_dim=c.embed_dim, tf_same=c.encoder_tf_same,
             )
         if c.pseudo_centreline_px != "auto":
             centreline_px = float(c.pseudo_centreline_px)
