@@ -314,6 +314,32 @@ def test_model_pixel_size_is_resampled_back_to_the_scene_grid(scene_path: Path, 
     assert np.corrcoef(values.ravel(), native.ravel())[0, 1] > 0.8
 
 
+def test_a_coarser_model_leaves_no_valid_pixel_without_prediction(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
+    """A model at 3x the scene's pixel size on a 1000 x 997 crop (not a multiple of 3) with a nodata
+    square inside: the model cells across the crop's edges and the square's have no prediction of
+    their own, and the scene pixels next to them must still get the neighbours' (they became nodata:
+    the last rows and columns, and a ring of up to 3 pixels around every nodata area)."""
+    crop = tmp_path / "crop.tif"
+    with rasterio.open(scene_path) as src:
+        window = Window(0, 0, 997, 1000)
+        data = src.read(window=window)
+        profile = src.profile | {"width": 997, "height": 1000, "transform": src.window_transform(window)}
+        colorinterp = src.colorinterp
+    assert colorinterp[3] == rasterio.enums.ColorInterp.alpha
+    data[3, 400:500, 400:500] = 0  # the alpha band: a nodata square
+    with rasterio.open(crop, "w", **profile) as dst:
+        dst.write(data)
+        dst.colorinterp = colorinterp
+    size = open_scene(crop).pixel_size_m
+    coarse = Bundle(pointwise.model, BundleMeta(**{**vars(pointwise.meta), "pixel_size_m": 3 * size}), tmp_path / "at3x")
+    out = predict_scene(crop, coarse, tmp_path / "p.tif", SMALL_TILES, progress=False)
+    with rasterio.open(out) as ds:
+        has_data = ds.read_masks(1) == 255
+    expected = data[3] > 0
+    assert expected.sum() == 1000 * 997 - 100 * 100
+    assert (has_data == expected).all(), (~has_data & expected).sum()
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 def test_cli_writes_lines_in_the_scene_crs_inside_the_scene(cli_run, scene_path: Path) -> None:
     folder, out, _ = cli_run

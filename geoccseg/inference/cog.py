@@ -194,6 +194,21 @@ def _lerp_axis(a: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
     return np.take(a, lo, axis=axis) * (1 - frac) + np.take(a, hi, axis=axis) * frac
 
 
+def _lerp_valid(coarse: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of (C, h, w) ``coarse`` at fractional rows ``ys`` and columns ``xs``
+    over its finite cells only: each output is the interpolation weights' average of the finite
+    neighbours (NaN only where all four are NaN), so a valid scene pixel next to a model cell
+    without prediction (the scene's edge, a nodata area) keeps the prediction of its other
+    neighbours instead of turning into nodata."""
+    finite = np.isfinite(coarse[:1]).astype(np.float32)
+    sums = _lerp_axis(_lerp_axis(np.where(np.isfinite(coarse), coarse, 0), ys, axis=1), xs, axis=2)
+    weight = _lerp_axis(_lerp_axis(finite, ys, axis=1), xs, axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = sums / weight
+    prob[:, weight[0] <= 1e-6] = np.nan
+    return prob.astype(np.float32, copy=False)
+
+
 def scene_probabilities(acc: Accumulator, scene: Scene, scale: float, window: Window) -> np.ndarray:
     """Blended probabilities on a window of the scene grid.
 
@@ -216,7 +231,7 @@ def scene_probabilities(acc: Accumulator, scene: Scene, scale: float, window: Wi
     top, left = max(0, math.floor(ys[0])), max(0, math.floor(xs[0]))
     bottom, right = min(height_m, math.floor(ys[-1]) + 2), min(width_m, math.floor(xs[-1]) + 2)
     coarse = acc.probabilities(Window(left, top, right - left, bottom - top))
-    prob = _lerp_axis(_lerp_axis(coarse, ys - top, axis=1), xs - left, axis=2)
+    prob = _lerp_valid(coarse, ys - top, xs - left)
     valid = scene.read(window)[1]
     prob[:, ~valid] = np.nan
     return prob
