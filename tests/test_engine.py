@@ -161,6 +161,48 @@ def test_a_tampered_or_stale_cached_export_is_rebuilt_not_used(
     assert "does not match its record" in caplog.text
 
 
+@pytest.mark.parametrize("where", ["files others may write", "a linked folder", "another user's files"])
+def test_a_forged_export_in_a_cache_others_can_write_is_not_used(
+    where: str, road: Bundle, crack: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A record is only as good as who may write it: the crack model's export under the road
+    model's key, with a record that matches its bytes, planted where someone else could have
+    (a cache folder shared through a link, files others may write, files of another user)."""
+    if where == "another user's files" and os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GEOCCSEG_CACHE", str(cache))
+    good = exported_model(road.model, 3)
+    road_onnx, road_sidecar = _cached_pair(cache)
+    assert road_onnx.stat().st_mode & 0o777 == road_sidecar.stat().st_mode & 0o777 == 0o600
+    assert (cache / "onnx").stat().st_mode & 0o777 == 0o700
+    forged = exported_model(crack.model, 3)
+    record = json.loads(road_sidecar.read_text()) | {"onnx_sha256": hashlib.sha256(forged).hexdigest()}
+    if where == "a linked folder":
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        (cache / "onnx").rename(tmp_path / "mine")
+        (cache / "onnx").symlink_to(shared)
+        road_onnx, road_sidecar = shared / road_onnx.name, shared / road_sidecar.name
+    road_onnx.write_bytes(forged)
+    road_sidecar.write_text(json.dumps(record))
+    if where == "files others may write":
+        road_onnx.chmod(0o666)
+        road_sidecar.chmod(0o666)
+    elif where == "another user's files":
+        os.chown(road_onnx, 12345, 12345)
+        os.chown(road_sidecar, 12345, 12345)
+    with caplog.at_level(logging.WARNING, logger="geoccseg.inference.export"):
+        assert exported_model(road.model, 3) == good
+    reason = {"files others may write": "writable by other users", "a linked folder": "a symbolic link",
+              "another user's files": "owned by another user"}[where]
+    assert reason in caplog.text
+    if where == "a linked folder":
+        assert road_onnx.read_bytes() == forged  # neither read nor written
+    else:
+        assert road_onnx.read_bytes() == good and road_onnx.stat().st_uid == os.geteuid()
+
+
 def test_an_unwritable_cache_exports_for_the_run_only(scene: Path, road: Bundle, torch_probability: np.ndarray, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "not-a-folder"
@@ -302,6 +344,18 @@ def test_onnx_and_openvino_are_refused_on_cuda() -> None:
     with pytest.raises(GeoccsegError, match="--engine openvino runs on the CPU"):
         resolve_engine("openvino", "cuda")
     assert resolve_engine("auto", "cuda") == "torch" == resolve_engine("auto", "cuda", "bf16")
+    with pytest.raises(GeoccsegError, match="--precision int8 runs on the CPU .*; add --device cpu"):
+        resolve_engine("auto", "cuda", "int8")  # auto means torch on CUDA: the fix is the device, not the engine
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_an_export_the_runtime_cannot_load_is_a_one_line_error(runtime: str) -> None:
+    from geoccseg.inference.engine import OnnxEngine, OpenVinoEngine
+
+    engine = {"onnx": OnnxEngine, "openvino": OpenVinoEngine}[runtime]
+    with pytest.raises(GeoccsegError, match="cannot (load|compile) the network's export .*; use --engine torch") as info:
+        engine(b"not an ONNX model", threads=1)
+    assert "\n" not in str(info.value)
 
 
 def test_reduced_precisions_are_wired_in_and_recorded(scene: Path, road: Bundle, torch_probability: np.ndarray, tmp_path: Path,

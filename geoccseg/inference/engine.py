@@ -205,12 +205,17 @@ def onnx_session(model_bytes: bytes, threads: int):  # -> onnxruntime.InferenceS
     thread, errors only in its log; ONNX Runtime is imported with its telemetry off."""
     from geoccseg.inference.runtimes import import_onnxruntime
 
+    from geoccseg.inference.export import first_line
+
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors (a graph it cannot load), one line
+        raise GeoccsegError(f"ONNX Runtime cannot load the network's export ({first_line(exc)}); use --engine torch") from None
 
 
 class OpenVinoEngine(ExportedEngine):
@@ -236,7 +241,12 @@ class OpenVinoEngine(ExportedEngine):
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads),
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(model_bytes), "CPU", config)
+        try:
+            self.compiled = core.compile_model(core.read_model(model_bytes), "CPU", config)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's own errors, one line
+            from geoccseg.inference.export import first_line
+
+            raise GeoccsegError(f"OpenVINO cannot compile the network's export ({first_line(exc)}); use --engine torch") from None
         self.device, self.threads, self.precision = "cpu", max(1, threads), precision
         self._input, self._output = INPUT, OUTPUT
 
@@ -313,6 +323,8 @@ def resolve_engine(engine: str, device: str, precision: str = "fp32") -> str:
     if engine in EXPORTED_ENGINES and cuda:
         raise GeoccsegError(f"--engine {engine} runs on the CPU; use --device cpu, or --engine torch (or auto) on CUDA")
     if precision == "int8" and engine != "onnx":
+        if cuda:
+            raise GeoccsegError("--precision int8 runs on the CPU (a quantised ONNX export); add --device cpu, or use --precision fp32 on CUDA")
         raise GeoccsegError("--precision int8 runs on the CPU with --engine onnx (a quantised export); use --engine onnx or auto")
     if engine == "openvino":
         if not openvino_available():
@@ -321,7 +333,8 @@ def resolve_engine(engine: str, device: str, precision: str = "fp32") -> str:
             raise GeoccsegError("this CPU has no bfloat16 instructions for OpenVINO; use --precision fp32, or --engine torch for bf16")
     if engine == "onnx":
         if not onnx_available():
-            raise GeoccsegError("--engine onnx needs ONNX Runtime and onnx: pip install onnxruntime onnx (or use --engine torch)")
+            instead = "--precision fp32" if precision == "int8" else "--engine torch"
+            raise GeoccsegError(f"--engine onnx needs ONNX Runtime and onnx: pip install onnxruntime onnx (or use {instead})")
         if precision == "bf16":
             raise GeoccsegError(BF16_ON_ONNX)
     return engine

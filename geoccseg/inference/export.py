@@ -7,10 +7,13 @@ SHA-256 of the ONNX file and the geoccseg version, where ``<cache>`` is :func:`c
 ``<key>`` (:func:`export_key`) is the SHA-256 of the export format (:data:`EXPORT_FORMAT`), the
 ONNX opset (:data:`OPSET`), the precision, the input bands, the architecture and the SHA-256 of the weights
 (:func:`weights_sha256`, of the network as it is in memory, so that a model changed after it was
-loaded never meets the export of its former weights).
+loaded never meets the export of its former weights) and the geoccseg version (whose network code
+the export traced).
 
-A cached file is used only when its sidecar exists, records the same key, and records the SHA-256
-of the very bytes that were read (those bytes, not the file, go to ONNX Runtime, so nothing can
+A cached file is used only when it, its sidecar and the ``onnx`` folder belong to this user alone
+(not links, owned by this user, writable by no one else: a record can be forged by anyone who can
+write the files, so a cache in a shared folder is never trusted; :func:`untrusted`), when its
+sidecar records the same key, and when it records the SHA-256 of the very bytes that were read (those bytes, not the file, go to ONNX Runtime, so nothing can
 change in between). Otherwise (missing, stale, truncated or tampered) the network is exported
 again and both files are replaced atomically (:func:`geoccseg.io.atomic.atomic_path`; concurrent
 runs of the same bundle each write whole files, and a reader checks the bytes against the record).
@@ -42,6 +45,7 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -112,12 +116,12 @@ def weights_sha256(model: torch.nn.Module) -> str:
 def export_key(model: torch.nn.Module, in_channels: int, precision: str = "fp32", calibration: dict | None = None,
                graph: str = "probabilities") -> str:
     """The cache key of a network's export: hex SHA-256 of :data:`EXPORT_FORMAT`, :data:`OPSET`,
-    ``precision``, the input bands, the architecture (``model.config`` when the network has one,
+    the geoccseg version, ``precision``, the input bands, the architecture (``model.config`` when the network has one,
     else its class), :func:`weights_sha256`, for a quantised model what it was calibrated on, and
     the graph unless it is ``probabilities`` (:data:`GRAPHS`)."""
     config = getattr(model, "config", None)
     record = {
-        "format": EXPORT_FORMAT, "opset": OPSET, "precision": precision, "in_channels": in_channels,
+        "format": EXPORT_FORMAT, "opset": OPSET, "geoccseg_version": __version__, "precision": precision, "in_channels": in_channels,
         "architecture": config.to_dict() if hasattr(config, "to_dict") else f"{type(model).__module__}.{type(model).__qualname__}",
         "weights_sha256": weights_sha256(model),
         **({"calibration": calibration} if calibration is not None else {}),
@@ -152,6 +156,14 @@ def cached(key: str, produce: Callable[[], bytes]) -> bytes:
     """
     folder = cache_dir() / "onnx"
     path, sidecar = folder / f"{key}.onnx", folder / f"{key}.json"
+    with contextlib.suppress(OSError):  # a folder of this user's own that others may write into: closed first
+        if hasattr(os, "geteuid") and untrusted(folder) == "writable by other users":
+            os.chmod(folder, 0o700)
+    why = untrusted(folder)
+    if why is not None:
+        log.warning("geoccseg: warning: the ONNX cache folder %s is %s, so it is neither read nor written; the network "
+                    "is exported for this run only (set %s to a folder of your own)", folder, why, CACHE_ENV)
+        return produce()
     data = read_cached(path, sidecar, key)
     if data is not None:
         return data
@@ -182,8 +194,35 @@ def cache_files() -> list[Path]:
 
 def cache_usage() -> tuple[int, int]:
     """(exports, bytes of the exports and their sidecars) in the cache (:func:`cache_files`)."""
-    files = cache_files()
-    return sum(f.suffix == ".onnx" for f in files), sum(f.stat().st_size for f in files)
+    files = [(f, _size(f)) for f in cache_files()]
+    files = [(f, size) for f, size in files if size is not None]  # removed meanwhile (another process clearing)
+    return sum(f.suffix == ".onnx" for f, _ in files), sum(size for _, size in files)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def untrusted(path: Path) -> str | None:
+    """Why a cache file or folder must not be trusted (``a symbolic link``, ``owned by another
+    user``, ``writable by other users``), or None: it is this user's alone, or it does not exist.
+    Where the system has no user ids (Windows) the user's profile folders are trusted."""
+    if not hasattr(os, "geteuid"):
+        return None
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):  # absent (a file where a folder above it should be)
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return "a symbolic link"
+    if info.st_uid != os.geteuid():
+        return "owned by another user"
+    if info.st_mode & 0o022:
+        return "writable by other users"
+    return None
 
 
 def clear_cache() -> tuple[int, int]:
@@ -197,9 +236,13 @@ def clear_cache() -> tuple[int, int]:
     """
     removed, freed = 0, 0
     for path in cache_files():
-        size = path.stat().st_size
+        size = _size(path)
+        if size is None:
+            continue  # removed meanwhile
         try:
             path.unlink()
+        except FileNotFoundError:
+            continue
         except OSError as exc:
             raise GeoccsegError(f"cannot remove {path} ({exc.strerror}); check the permissions of {path.parent}") from None
         removed += path.suffix == ".onnx"
@@ -214,6 +257,10 @@ def read_cached(path: Path, sidecar: Path, key: str) -> bytes | None:
     truncated or changed file) is reported with a warning and exported again by the caller.
     """
     if not path.is_file() and not sidecar.is_file():
+        return None
+    why = untrusted(path) or untrusted(sidecar)
+    if why is not None:
+        log.warning("geoccseg: warning: the cached ONNX model %s or its record is %s; not used, exporting it again", path, why)
         return None
     try:
         record = json.loads(sidecar.read_text())
@@ -232,13 +279,15 @@ def write_cached(path: Path, sidecar: Path, key: str, data: bytes) -> None:
     Raises:
         OSError, GeoccsegError: the cache folder cannot be created or written.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the folder only this user may write (:func:`untrusted`)
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_bytes(data)
+    os.chmod(path, 0o600)
     record = {"key": key, "onnx_sha256": hashlib.sha256(data).hexdigest(), "geoccseg_version": __version__,
               "format": EXPORT_FORMAT, "opset": OPSET, "torch_version": torch.__version__}
     with atomic_path(sidecar, overwrite=True) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
+    os.chmod(sidecar, 0o600)
 
 
 class _Probabilities(torch.nn.Module):
@@ -329,11 +378,16 @@ def export_onnx(model: torch.nn.Module, in_channels: int, graph: str = "probabil
                 dynamic_axes={name: axes for name in (INPUT, *outputs)}, **exporter,
             )
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GeoccsegError(f"cannot export the network to ONNX ({first}); use --engine torch") from None
+        raise GeoccsegError(f"cannot export the network to ONNX ({first_line(exc)}); use --engine torch") from None
     data = buffer.getvalue()
     check_export(data, wrapped, in_channels)
     return data
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_export(data: bytes, wrapped: torch.nn.Module, in_channels: int) -> None:
@@ -348,7 +402,10 @@ def check_export(data: bytes, wrapped: torch.nn.Module, in_channels: int) -> Non
     generator = torch.Generator().manual_seed(0)
     chips = torch.rand(3, in_channels, 96, 64, generator=generator) - 0.5
     session = onnx_session(data, threads=1)
-    got = session.run(None, {INPUT: chips.numpy()})
+    try:
+        got = session.run(None, {INPUT: chips.numpy()})
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, one line
+        raise GeoccsegError(f"ONNX Runtime cannot run the network's export ({first_line(exc)}); use --engine torch") from None
     with torch.inference_mode():
         expected = [out.numpy() for out in wrapped(chips)]
     for name, a, b in zip([o.name for o in session.get_outputs()], got, expected):
