@@ -297,6 +297,10 @@ def test_in_memory_prediction_is_the_scene_prediction(scene_path: Path, bundle_d
     if not torch.cuda.is_available():
         with pytest.raises(GeoccsegError, match="no CUDA GPU"):
             predict_array(pointwise, image, device="cuda")
+    with pytest.raises(GeoccsegError, match=r"must be a \(bands, height, width\) array, got shape \(260, 300\); add a band axis"):
+        predict_array(pointwise, image[0], device="cpu")
+    with pytest.raises(GeoccsegError, match="batch_size must be a positive integer, got 0"):
+        predict_array(pointwise, image, device="cpu", batch_size=0)
 
 
 def test_model_pixel_size_is_resampled_back_to_the_scene_grid(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.engine import ready_engine
 from geoccseg.inference.predict import DEFAULT_OVERLAP_PX, blend_chips, resolve_device
@@ -49,9 +50,16 @@ def predict_array(
         (K, H, W) float32 probabilities (class 0 = background, 1 minus the foreground classes).
 
     Raises:
-        GeoccsegError: an unknown or unavailable device or engine, a bad tile or overlap, or an
-            image whose bands do not match the bundle's normalisation.
+        GeoccsegError: an unknown or unavailable device or engine, a bad tile, overlap or batch
+            size, an image that is not (C, H, W), or one whose bands do not match the bundle's
+            normalisation.
     """
+    if getattr(image, "ndim", None) != 3 or 0 in image.shape:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise GeoccsegError(f"the image must be a (bands, height, width) array, got shape {shape}; "
+                            "add a band axis to a single-band image (image[None])")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise GeoccsegError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = resolve_device(device)
     built = ready_engine(engine, device, bundle.model, bundle.meta, precision)
     height, width = image.shape[1:]
