@@ -56,7 +56,10 @@ def weak_view(
     for the images, nearest for the masks, so label values (including :data:`IGNORE_INDEX`)
     are copied, never blended. An area fraction above 1 zooms out (objects shrink by up to
     1 / sqrt(a), e.g. thinner cracks than the labeled ones): the box then reaches past the chip,
-    whose outside is zero in the images and the ignore value in the masks.
+    whose outside is zero in the images and the ignore value in the masks; and a background
+    pixel of a shrunk sample whose bilinear footprint touches a labeled pixel is ignored too
+    (nearest sampling drops thin objects along part of their length, where the image still
+    shows a trace of them: a dotted label would teach that trace to be background).
 
     Args:
         images: (B, C, H, W) float images.
@@ -107,6 +110,12 @@ def weak_view(
     if zoom_out:  # outside the chip: no label
         outside = (grid.abs() > 1).any(-1).to(masks.device)
         out_masks = out_masks.masked_fill(outside, IGNORE_INDEX)
+        # Shrunk, a 1-2 px crack falls between the nearest samples along part of its length while
+        # the bilinear image keeps a faint trace of it there: those pixels are not background.
+        labeled = ((masks > 0) & (masks != IGNORE_INDEX)).float()[:, None]
+        touched = F.grid_sample(labeled, grid.to(masks.device), mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0] > 0
+        shrunk = (side > 1).to(masks.device)[:, None, None]
+        out_masks = out_masks.masked_fill(touched & (out_masks == 0) & shrunk, IGNORE_INDEX)
     return out_images, out_masks
 
 
