@@ -344,6 +344,23 @@ def test_a_coarser_model_leaves_no_valid_pixel_without_prediction(scene_path: Pa
     assert (has_data == expected).all(), (~has_data & expected).sum()
 
 
+def test_workers_refuse_a_model_in_memory_that_is_not_the_one_in_its_folder(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    """Dask workers load the model from the bundle folder: a model changed in memory (fine-tuned in
+    a notebook) would not be the one that predicts."""
+    from geoccseg.inference.predict import check_workers_read_the_same_model
+
+    with_workers = replace(SMALL_TILES, workers=1)
+    for name in ("crack", str(bundle_dir)):  # float16 weights on disk (shipped) and float32
+        check_workers_read_the_same_model(load_bundle(resolve_model(name)), with_workers)
+    bundle = load_bundle(bundle_dir)
+    with torch.no_grad():
+        next(bundle.model.parameters()).add_(0.1)
+    check_workers_read_the_same_model(bundle, SMALL_TILES)  # in this process: the model in memory is used
+    with pytest.raises(GeoccsegError, match="the model in memory differs from it; save it with .*save_bundle"):
+        predict_scene(scene_path, bundle, tmp_path / "p.tif", with_workers, progress=False)
+    assert not (tmp_path / "p.tif").exists()
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 def test_cli_writes_lines_in_the_scene_crs_inside_the_scene(cli_run, scene_path: Path) -> None:
     folder, out, _ = cli_run

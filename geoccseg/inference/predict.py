@@ -46,7 +46,7 @@ from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.inference.engine import Engine, build_engine, check_engine, check_precision, engine_label, settle_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
-from geoccseg.io.bundle import META, BundleMeta, is_weights_file, weights_digest
+from geoccseg.io.bundle import META, BundleMeta, is_weights_file, read_bundle, weights_digest
 from geoccseg.io.normalize import NormStats, compute_stats
 from geoccseg.io.scene import Scene, open_scene
 from geoccseg.models import Bundle, load_bundle
@@ -532,6 +532,28 @@ def bundle_files(bundle: Bundle | str | os.PathLike) -> list[Path]:
     return [*weights, folder / META]
 
 
+def check_workers_read_the_same_model(bundle: Bundle, options: PredictOptions) -> None:
+    """Dask workers (``workers``, ``scheduler``) load the model from the bundle's folder: refuse a
+    model in memory that differs from it (weights changed or metadata replaced after loading), which
+    the workers would silently not use.
+
+    Raises:
+        GeoccsegError: workers requested and the model in memory is not the one in its folder.
+    """
+    if options.workers is None and options.scheduler is None:
+        return
+    fix = "save it with geoccseg.io.bundle.save_bundle and predict from that folder, or predict without workers"
+    try:
+        stored = read_bundle(bundle.path)
+    except GeoccsegError as exc:
+        raise GeoccsegError(f"Dask workers load the model from {bundle.path}, which cannot be read ({exc}); {fix}") from None
+    state = bundle.model.state_dict()
+    same = stored.meta.to_dict() == bundle.meta.to_dict() and state.keys() == stored.state.keys() and all(
+        torch.equal(state[k].detach().cpu(), stored.state[k].to(state[k].dtype)) for k in state)
+    if not same:
+        raise GeoccsegError(f"Dask workers load the model from {bundle.path}, and the model in memory differs from it; {fix}")
+
+
 def check_prob_out(prob_out: str | os.PathLike, overwrite: bool, inputs: Iterable[str | os.PathLike]) -> Path:
     """Check the probability COG's path before any work: a writable file (see
     :func:`geoccseg.io.atomic.check_writable`) named ``.tif`` or ``.tiff`` that is none of ``inputs``.
@@ -614,7 +636,10 @@ def predict_scene(
     options = options or PredictOptions()
     options.check()
     prob_out = check_prob_out(prob_out, overwrite, [scene, *bundle_files(bundle)])
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if isinstance(bundle, Bundle):
+        check_workers_read_the_same_model(bundle, options)
+    else:
+        bundle = load_bundle(bundle)
     device = resolve_device(options.device)
     opened = open_scene_for(scene, bundle.meta)
     scale = model_scale(opened, bundle.meta.pixel_size_m)

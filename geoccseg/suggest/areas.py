@@ -37,7 +37,9 @@ from shapely.geometry.base import BaseGeometry
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.confidence import ConfidenceThresholds
-from geoccseg.inference.predict import PredictOptions, bundle_files, model_scale, open_scene_for, resolve_device
+from geoccseg.inference.predict import (
+    PredictOptions, bundle_files, check_workers_read_the_same_model, model_scale, open_scene_for, resolve_device,
+)
 from geoccseg.io.aoi import read_aoi
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import BundleMeta, resolve_model
@@ -148,6 +150,8 @@ def suggest_areas(
         out = check_writable(out, overwrite, example="areas.gpkg")
         vector_driver(out)
         check_not_input(out, inputs)
+    if isinstance(model, Bundle):
+        check_workers_read_the_same_model(model, options)
     bundle = model if isinstance(model, Bundle) else load_bundle(bundle_path)
     device = resolve_device(options.device)
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)
