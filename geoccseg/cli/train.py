@@ -67,6 +67,8 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
         "encoder": ("light (small net trained from scratch), efficientnet-lite0 (ImageNet-pretrained, from a pip "
                     "package) or resnet18/34/50 (from scratch).", None),
         "pretrained": ("Start the encoder from its ImageNet weights.", "yes when the encoder has them"),
+        "encoder_tf_same": ("Build efficientnet-lite0 as TensorFlow trained its ImageNet weights (BatchNorm eps 1e-3, "
+                            "'SAME' padding) instead of timm's build (experimental).", None),
         "fusion": ("multi (all encoder stages fused) or single (last stage only, for the ablation).", None),
         "decoder_channels": ("Channels each encoder stage is projected to in the fusion decoder.", None),
         "embed_dim": ("Size of the projection embeddings of the contrastive loss.", None),
