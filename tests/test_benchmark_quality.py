@@ -139,12 +139,13 @@ def test_a_run_killed_after_a_checkpoint_continues_from_it(data_dir: Path, tmp_p
     run_dir = tmp_path / "out" / "runs" / spec.name("cfd")
     run_dir.mkdir(parents=True)
     (tmp_path / "run.yaml").write_text(train_config(spec, "cfd", profile, folders, labeled, [], run_dir).to_yaml())
-    proc = subprocess.Popen([sys.executable, "-m", "geoccseg.cli", "train", "--config", str(tmp_path / "run.yaml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    with open(tmp_path / "stderr.txt", "w") as stderr:  # a file: a pipe nobody reads could fill and block the run
+        proc = subprocess.Popen([sys.executable, "-m", "geoccseg.cli", "train", "--config", str(tmp_path / "run.yaml")],
+                                stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, "MPLBACKEND": "Agg"})
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not ckpt.exists():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint was written"
         time.sleep(0.02)
     proc.kill()

@@ -161,7 +161,7 @@ def test_a_tampered_or_stale_cached_export_is_rebuilt_not_used(
     assert "does not match its record" in caplog.text
 
 
-@pytest.mark.parametrize("where", ["files others may write", "a linked folder", "another user's files"])
+@pytest.mark.parametrize("where", ["files others may write", "a folder others may write", "a linked folder", "another user's files"])
 def test_a_forged_export_in_a_cache_others_can_write_is_not_used(
     where: str, road: Bundle, crack: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -189,15 +189,17 @@ def test_a_forged_export_in_a_cache_others_can_write_is_not_used(
     if where == "files others may write":
         road_onnx.chmod(0o666)
         road_sidecar.chmod(0o666)
+    elif where == "a folder others may write":
+        (cache / "onnx").chmod(0o777)
     elif where == "another user's files":
         os.chown(road_onnx, 12345, 12345)
         os.chown(road_sidecar, 12345, 12345)
     with caplog.at_level(logging.WARNING, logger="geoccseg.inference.export"):
         assert exported_model(road.model, 3) == good
-    reason = {"files others may write": "writable by other users", "a linked folder": "a symbolic link",
-              "another user's files": "owned by another user"}[where]
+    reason = {"files others may write": "writable by other users", "a folder others may write": "writable by other users",
+              "a linked folder": "a symbolic link", "another user's files": "owned by another user"}[where]
     assert reason in caplog.text
-    if where == "a linked folder":
+    if where in ("a linked folder", "a folder others may write"):
         assert road_onnx.read_bytes() == forged  # neither read nor written
     else:
         assert road_onnx.read_bytes() == good and road_onnx.stat().st_uid == os.geteuid()
@@ -344,7 +346,7 @@ def test_onnx_and_openvino_are_refused_on_cuda() -> None:
     with pytest.raises(GeoccsegError, match="--engine openvino runs on the CPU"):
         resolve_engine("openvino", "cuda")
     assert resolve_engine("auto", "cuda") == "torch" == resolve_engine("auto", "cuda", "bf16")
-    with pytest.raises(GeoccsegError, match="--precision int8 runs on the CPU .*; add --device cpu"):
+    with pytest.raises(GeoccsegError, match="--precision int8 runs on the CPU with the onnx engine .*; use --device cpu"):
         resolve_engine("auto", "cuda", "int8")  # auto means torch on CUDA: the fix is the device, not the engine
 
 

@@ -113,6 +113,7 @@ def test_the_tensorflow_build_is_recorded_and_only_for_efficientnet_lite0() -> N
     old = config.to_dict()
     del old["tf_same"]  # bundles written before the option keep timm's build
     assert ModelConfig.from_dict(old).tf_same is False
+    assert "tf_same" not in ModelConfig(encoder="efficientnet-lite0").to_dict()  # what earlier releases read
     with pytest.raises(GeoccsegError, match="tf_same is a build of the efficientnet-lite0 encoder, not of light"):
         ModelConfig(tf_same=True)
     model = build_model(config).eval()

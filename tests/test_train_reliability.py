@@ -12,6 +12,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -344,6 +345,31 @@ def test_a_bundle_json_naming_weights_elsewhere_is_refused(tmp_path):
         (folder / "bundle.json").write_text(json.dumps({**meta, "weights": name}))
         with pytest.raises(GeoccsegError, match="has a damaged bundle.json: its weights .* are not a weights file of the bundle folder"):
             load_bundle(folder)
+
+
+def test_bundle_formats_and_temporaries_of_killed_saves(tmp_path):
+    """Format 2 names the weights after their checksum; format-1 bundles (the shipped ones) load;
+    a newer format says to update. A save killed mid-write leaves a temporary under that save's
+    own name: the next save removes it (its process is dead)."""
+    crack_dir = resolve_model("crack")
+    assert json.loads((crack_dir / "bundle.json").read_text())["format"] == "geoccseg-bundle/1"
+    crack = load_bundle(crack_dir)
+    folder = save_bundle(tmp_path / "m", crack.model, crack.meta)
+    meta = json.loads((folder / "bundle.json").read_text())
+    assert meta["format"] == "geoccseg-bundle/2" and meta["weights"] == f"model.{meta['weights_sha256'][:16]}.safetensors"
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    left = folder / f".model.0123456789abcdef.{socket.gethostname()}-{dead}.x1y2z3.part.safetensors"
+    left.write_bytes(b"half a save")
+    with torch.no_grad():
+        next(crack.model.parameters()).add_(1.0)
+    save_bundle(folder, crack.model, crack.meta)
+    assert not left.exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["bundle.json", weights_path(folder).name])
+
+    (folder / "bundle.json").write_text(json.dumps(meta | {"format": "geoccseg-bundle/3"}))
+    with pytest.raises(GeoccsegError, match="of format 'geoccseg-bundle/3', which this geoccseg cannot read .*; update geoccseg"):
+        load_bundle(folder)
 
 
 def test_written_files_follow_the_umask(base_run, tmp_path):

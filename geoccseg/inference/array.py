@@ -11,6 +11,8 @@ batched forward passes of the engine, blending).
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from geoccseg.errors import GeoccsegError
@@ -58,7 +60,11 @@ def predict_array(
         shape = getattr(image, "shape", type(image).__name__)
         raise GeoccsegError(f"the image must be a (bands, height, width) array, got shape {shape}; "
                             "add a band axis to a single-band image (image[None])")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    try:
+        batch_size = operator.index(batch_size)  # numpy integers too
+    except TypeError:
+        batch_size = 0
+    if isinstance(batch_size, bool) or batch_size < 1:
         raise GeoccsegError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = resolve_device(device)
     built = ready_engine(engine, device, bundle.model, bundle.meta, precision)

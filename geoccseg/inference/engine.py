@@ -324,7 +324,8 @@ def resolve_engine(engine: str, device: str, precision: str = "fp32") -> str:
         raise GeoccsegError(f"--engine {engine} runs on the CPU; use --device cpu, or --engine torch (or auto) on CUDA")
     if precision == "int8" and engine != "onnx":
         if cuda:
-            raise GeoccsegError("--precision int8 runs on the CPU (a quantised ONNX export); add --device cpu, or use --precision fp32 on CUDA")
+            raise GeoccsegError("--precision int8 runs on the CPU with the onnx engine (a quantised export); use --device cpu "
+                                "with --engine onnx or auto, or --precision fp32 on CUDA")
         raise GeoccsegError("--precision int8 runs on the CPU with --engine onnx (a quantised export); use --engine onnx or auto")
     if engine == "openvino":
         if not openvino_available():

@@ -156,13 +156,11 @@ def cached(key: str, produce: Callable[[], bytes]) -> bytes:
     """
     folder = cache_dir() / "onnx"
     path, sidecar = folder / f"{key}.onnx", folder / f"{key}.json"
-    with contextlib.suppress(OSError):  # a folder of this user's own that others may write into: closed first
-        if hasattr(os, "geteuid") and untrusted(folder) == "writable by other users":
-            os.chmod(folder, 0o700)
     why = untrusted(folder)
     if why is not None:
         log.warning("geoccseg: warning: the ONNX cache folder %s is %s, so it is neither read nor written; the network "
-                    "is exported for this run only (set %s to a folder of your own)", folder, why, CACHE_ENV)
+                    "is exported for this run only (make it yours alone with chmod 700, or set %s to a folder of your own)",
+                    folder, why, CACHE_ENV)
         return produce()
     data = read_cached(path, sidecar, key)
     if data is not None:

@@ -46,7 +46,7 @@ from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.inference.engine import Engine, build_engine, check_engine, check_precision, engine_label, settle_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
-from geoccseg.io.bundle import META, BundleMeta, is_weights_file, read_bundle, weights_digest
+from geoccseg.io.bundle import META, BundleMeta, bundle_stamp, is_weights_file, read_bundle
 from geoccseg.io.normalize import NormStats, compute_stats
 from geoccseg.io.scene import Scene, open_scene
 from geoccseg.models import Bundle, load_bundle
@@ -257,9 +257,9 @@ def resolve_device(device: str) -> str:
 
 
 def weights_stamp(bundle_path: str | os.PathLike) -> str:
-    """The checksum of a bundle's weights as its ``bundle.json`` records it ("" if unreadable): what
-    tells a rewritten bundle."""
-    return weights_digest(Path(bundle_path).resolve())
+    """What tells a bundle rewritten with another model (:func:`~geoccseg.io.bundle.bundle_stamp`:
+    its weights' checksum, architecture, classes, bands and normalisation; "" if unreadable)."""
+    return bundle_stamp(Path(bundle_path).resolve())
 
 
 def _model_key(bundle_path: str | os.PathLike, device: str) -> tuple[str, str, str]:
@@ -287,12 +287,16 @@ def cached_model(bundle_path: str, device: str, stamp: str | None = None) -> tup
             a missing or damaged bundle.
     """
     key = _model_key(bundle_path, device)
+    rewritten = GeoccsegError(f"model bundle {bundle_path} was rewritten while this run used it (a training run writing "
+                              "into it?); run again once that is finished, or use a copy of the bundle")
     if stamp is not None and key[2] != stamp:
-        raise GeoccsegError(f"model bundle {bundle_path} was rewritten while this run used it (a training run writing "
-                            "into it?); run again once that is finished, or use a copy of the bundle")
+        raise rewritten
     with _MODELS_LOCK:
         if key not in _MODELS:
             bundle = load_bundle(bundle_path)
+            if stamp is not None and bundle.stamp != stamp:  # rewritten between the check and the read
+                raise rewritten
+            key = (key[0], key[1], bundle.stamp)
             _MODELS.clear()
             _ENGINES.clear()
             _MODELS[key] = (bundle.model.to(device).eval(), bundle.meta)
@@ -548,7 +552,8 @@ def check_workers_read_the_same_model(bundle: Bundle, options: PredictOptions) -
     except GeoccsegError as exc:
         raise GeoccsegError(f"Dask workers load the model from {bundle.path}, which cannot be read ({exc}); {fix}") from None
     state = bundle.model.state_dict()
-    same = stored.meta.to_dict() == bundle.meta.to_dict() and state.keys() == stored.state.keys() and all(
+    used = ("model", "classes", "bands", "norm", "pixel_size_m")  # what workers take from the files (not the threshold)
+    same = all(stored.meta.to_dict()[k] == bundle.meta.to_dict()[k] for k in used) and state.keys() == stored.state.keys() and all(
         torch.equal(state[k].detach().cpu(), stored.state[k].to(state[k].dtype)) for k in state)
     if not same:
         raise GeoccsegError(f"Dask workers load the model from {bundle.path}, and the model in memory differs from it; {fix}")

@@ -20,6 +20,7 @@ weights as tensors); the network is built from them one layer up, by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -32,15 +33,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.atomic import atomic_path
+from geoccseg.io.atomic import atomic_path, remove_stale
 from geoccseg.io.catalog import SHIPPED_MODELS, shipped_models
 from geoccseg.io.checksum import file_sha256
 from geoccseg.io.normalize import NormStats
 
 WEIGHTS = "model.safetensors"  # the weights of bundles written before versioned names
 META = "bundle.json"
-FORMAT = "geoccseg-bundle/1"
+FORMAT = "geoccseg-bundle/2"
+"""The format this geoccseg writes: 2 names the weights after their checksum (1: ``model.safetensors``)."""
+FORMATS = ("geoccseg-bundle/1", FORMAT)
+"""The formats it reads."""
 _VERSIONED = re.compile(r"model\.[0-9a-f]{16}\.safetensors")
+_TEMPORARY = re.compile(r"\.(?P<stem>model\.[0-9a-f]{16})\.")
 
 
 def weights_name(digest: str) -> str:
@@ -100,11 +105,32 @@ class StoredBundle:
         meta: what ``bundle.json`` says about the model.
         state: the weights, parameter name to tensor (CPU), as in the module's ``state_dict``.
         path: the bundle folder.
+        stamp: :func:`prediction_stamp` of what was read.
     """
 
     meta: BundleMeta
     state: dict[str, torch.Tensor]
     path: Path
+    stamp: str = ""
+
+
+PREDICTION_FIELDS = ("model", "classes", "bands", "norm", "weights_sha256")
+"""The parts of ``bundle.json`` a prediction depends on (not its threshold or training record)."""
+
+
+def prediction_stamp(raw: dict) -> str:
+    """A digest of the :data:`PREDICTION_FIELDS` of a ``bundle.json`` (parsed): what tells a bundle
+    rewritten with another model from one whose training record alone changed."""
+    return hashlib.sha256(json.dumps({k: raw.get(k) for k in PREDICTION_FIELDS}, sort_keys=True).encode()).hexdigest()
+
+
+def bundle_stamp(folder: str | os.PathLike) -> str:
+    """:func:`prediction_stamp` of the ``bundle.json`` in ``folder``; "" when it cannot be read."""
+    try:
+        raw = json.loads((Path(folder) / META).read_text())
+    except (OSError, ValueError):
+        return ""
+    return prediction_stamp(raw) if isinstance(raw, dict) else ""
 
 
 def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, meta: BundleMeta) -> Path:
@@ -116,12 +142,17 @@ def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, meta: BundleM
     data = save(state)
     digest = hashlib.sha256(data).hexdigest()
     name = weights_name(digest)
+    for entry in folder.iterdir():  # temporaries of earlier saves killed mid-write (each under its own name)
+        left = _TEMPORARY.match(entry.name)
+        if left:
+            remove_stale(folder / f"{left['stem']}.safetensors")
     with atomic_path(folder / name, overwrite=True) as tmp:
         tmp.write_bytes(data)
     _write_meta(folder, meta, digest, name)
     for old in folder.iterdir():  # the previous weights, and any a run killed before its bundle.json left
         if old.name != name and is_weights_file(old.name) and old.is_file():
-            old.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # in use elsewhere (Windows): the next save removes it
+                old.unlink()
     return folder
 
 
@@ -140,6 +171,35 @@ def _write_meta(folder: Path, meta: BundleMeta, digest: str, name: str) -> None:
         tmp.write_text(json.dumps(payload, indent=2))
 
 
+def _read_meta(folder: Path) -> dict:
+    """The parsed ``bundle.json`` of ``folder``.
+
+    Raises:
+        GeoccsegError: unreadable, not JSON, not an object, or of an unknown format.
+    """
+    meta_path = folder / META
+    try:
+        raw = json.loads(meta_path.read_text())
+    except OSError as exc:
+        raise GeoccsegError(f"cannot read {meta_path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
+    if not isinstance(raw, dict):
+        raise GeoccsegError(f"model bundle {folder} has a damaged {META} (not a JSON object); retrain or restore it")
+    if raw.get("format") not in FORMATS:
+        raise GeoccsegError(f"model bundle {folder} has a {META} of format {raw.get('format')!r}, which this geoccseg "
+                            f"cannot read (it reads {', '.join(FORMATS)}); update geoccseg, or retrain the model with this one")
+    return raw
+
+
+def _weights_of(folder: Path, raw: dict) -> Path:
+    name = raw.get("weights", WEIGHTS)
+    if not isinstance(name, str) or not is_weights_file(name):
+        raise GeoccsegError(f"model bundle {folder} has a damaged {META}: its weights {name!r} are not a weights file "
+                            f"of the bundle folder; retrain or restore it")
+    return folder / name
+
+
 def weights_path(folder: str | os.PathLike) -> Path:
     """The weights file the ``bundle.json`` in ``folder`` names.
 
@@ -148,48 +208,27 @@ def weights_path(folder: str | os.PathLike) -> Path:
             file of the folder itself (a path elsewhere is never followed).
     """
     folder = Path(folder)
-    try:
-        name = json.loads((folder / META).read_text()).get("weights", WEIGHTS)
-    except OSError as exc:
-        raise GeoccsegError(f"cannot read {folder / META}: {exc.strerror}") from None
-    except (ValueError, AttributeError) as exc:  # AttributeError: JSON that is not an object
-        raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
-    if not isinstance(name, str) or not is_weights_file(name):
-        raise GeoccsegError(f"model bundle {folder} has a damaged {META}: its weights {name!r} are not a weights file "
-                            f"of the bundle folder; retrain or restore it")
-    return folder / name
-
-
-def weights_digest(folder: str | os.PathLike) -> str:
-    """The SHA-256 of the weights as the ``bundle.json`` in ``folder`` records it; "" when it
-    cannot be read. It changes exactly when the bundle's model does."""
-    try:
-        digest = json.loads((Path(folder) / META).read_text()).get("weights_sha256", "")
-    except (OSError, ValueError, AttributeError):
-        return ""
-    return digest if isinstance(digest, str) else ""
+    return _weights_of(folder, _read_meta(folder))
 
 
 def read_bundle(path: str | os.PathLike) -> StoredBundle:
     """Read a bundle folder (or its ``bundle.json``) without unpickling anything or building a network.
+
+    ``bundle.json`` is read once: the weights it names and the checksum it records belong to the
+    same save, also while training replaces the bundle.
 
     Raises:
         GeoccsegError: missing files, invalid JSON, checksum mismatch or unreadable weights.
     """
     path = Path(path)
     folder = path.parent if path.name == META else path
-    meta_path = folder / META
     if not folder.exists():
         raise GeoccsegError(f"model bundle {folder} does not exist; give a folder written by `geoccseg train`")
-    if not meta_path.is_file():
+    if not (folder / META).is_file():
         raise GeoccsegError(f"{folder} is not a model bundle: it has no {META} (bundles are written by `geoccseg train`)")
-    weights = weights_path(folder)
-    if not weights.is_file():
-        raise GeoccsegError(f"model bundle {folder} lacks its weights {weights.name}; retrain or restore the bundle")
+    raw = _read_meta(folder)
+    weights = _weights_of(folder, raw)
     try:
-        raw = json.loads(meta_path.read_text())
-        if raw.get("format") != FORMAT:
-            raise ValueError(f"format is {raw.get('format')!r}, expected {FORMAT!r}")
         meta = BundleMeta(
             model=dict(raw["model"]), classes=list(raw["classes"]), bands=[int(b) for b in raw["bands"]],
             norm=NormStats.from_dict(raw["norm"]), pixel_size_m=None if raw["pixel_size_m"] is None else float(raw["pixel_size_m"]),
@@ -199,12 +238,12 @@ def read_bundle(path: str | os.PathLike) -> StoredBundle:
         if meta.threshold is not None and not 0 < meta.threshold < 1:
             raise ValueError(f"threshold {meta.threshold} is outside (0, 1)")
         expected = raw["weights_sha256"]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: JSON that is not an object
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
-    except OSError as exc:
-        raise GeoccsegError(f"cannot read {meta_path}: {exc.strerror}") from None
     try:
         digest = file_sha256(weights)
+    except FileNotFoundError:
+        raise GeoccsegError(f"model bundle {folder} lacks its weights {weights.name}; retrain or restore the bundle") from None
     except OSError as exc:
         raise GeoccsegError(f"cannot read weights {weights}: {exc.strerror}") from None
     if digest != expected:
@@ -213,7 +252,7 @@ def read_bundle(path: str | os.PathLike) -> StoredBundle:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise GeoccsegError(f"cannot read weights {weights}: {exc}") from None
-    return StoredBundle(meta=meta, state=state, path=folder)
+    return StoredBundle(meta=meta, state=state, path=folder, stamp=prediction_stamp(raw))
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:

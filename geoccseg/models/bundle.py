@@ -18,11 +18,13 @@ from geoccseg.models.network import FusionSegNet, build_model
 
 @dataclass
 class Bundle:
-    """A loaded bundle: the model (eval mode, on CPU) and its metadata."""
+    """A loaded bundle: the model (eval mode, on CPU) and its metadata; ``stamp`` is the
+    :func:`~geoccseg.io.bundle.prediction_stamp` of the files it was read from ("" if built in memory)."""
 
     model: FusionSegNet
     meta: BundleMeta
     path: Path
+    stamp: str = ""
 
 
 def from_bundle(stored: StoredBundle) -> Bundle:
@@ -43,7 +45,7 @@ def from_bundle(stored: StoredBundle) -> Bundle:
         first = str(exc).splitlines()[0]
         raise GeoccsegError(f"weights in {folder} do not fit the architecture in {META} ({first})") from None
     model.eval()
-    return Bundle(model=model, meta=meta, path=folder)
+    return Bundle(model=model, meta=meta, path=folder, stamp=stored.stamp)
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:

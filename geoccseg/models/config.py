@@ -96,6 +96,8 @@ class ModelConfig:
         """Return the fields as a JSON-safe dict (tuples become lists)."""
         d = asdict(self)
         d["widths"] = list(self.widths)
+        if not self.tf_same:  # bundles that do not say are timm's build, and earlier releases read them
+            del d["tf_same"]
         return d
 
     @classmethod
