@@ -374,6 +374,18 @@ def test_cli_writes_lines_in_the_scene_crs_inside_the_scene(cli_run, scene_path:
     assert sorted(p.name for p in folder.iterdir()) == ["prob.tif", "roads.gpkg"]  # no temporary file left
 
 
+def test_cli_low_threshold_is_checked_against_the_threshold_the_lines_use(scene_path: Path, tmp_path: Path) -> None:
+    """--low-threshold was checked against 0.5, not the threshold lines are drawn at: 0.6 under
+    --threshold 0.7, or 0.52 under the road model's own 0.53, were refused."""
+    for n, flags in enumerate((["--threshold", "0.7", "--low-threshold", "0.6"], ["--low-threshold", "0.52"])):
+        out = tmp_path / f"roads{n}.gpkg"
+        result = CliRunner().invoke(cli, ["predict", str(scene_path), "-o", str(out), "--device", "cpu", *flags])
+        assert result.exit_code == 0, result.output
+        assert out.is_file()
+    result = CliRunner().invoke(cli, ["predict", str(scene_path), "-o", str(tmp_path / "x.gpkg"), "--low-threshold", "0.6"])
+    assert result.exit_code == 2 and "low_threshold must be in (0, threshold=0.53]" in result.output
+
+
 @pytest.mark.parametrize("case", ["bands", "missing_bundle", "exists", "no_folder"])
 def test_bad_input_is_one_line_and_leaves_nothing(case: str, vegas: Path, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "roads.gpkg"

@@ -95,10 +95,10 @@ def command(
             tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device, engine=engine,
             precision=precision, workers=workers, scheduler=scheduler, prob_dtype=prob_dtype,
         )
-        threshold = vectorizer.pop("threshold", None)
+        threshold, low_threshold = vectorizer.pop("threshold", None), vectorizer.pop("low_threshold", None)
         result = run_predict(
-            inputs[0], output, model=model or "road", prob_out=prob_out, options=options,
-            params=VectorizeParams(**vectorizer), threshold=threshold, overwrite=overwrite, graph=graph,
+            inputs[0], output, model=model or "road", prob_out=prob_out, options=options, params=VectorizeParams(**vectorizer),
+            threshold=threshold, low_threshold=low_threshold, overwrite=overwrite, graph=graph,
             confidence_out=confidence_out, progress=show_progress(),
         )
         detail(f"vectoriser: {result.params}")

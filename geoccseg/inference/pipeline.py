@@ -84,6 +84,7 @@ def run_predict(
     options: PredictOptions | None = None,
     params: VectorizeParams | None = None,
     threshold: float | None = None,
+    low_threshold: float | None = None,
     min_length_m: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -104,6 +105,8 @@ def run_predict(
         threshold: the foreground probability (0-1) of the lines; None: the bundle's own threshold
             (:attr:`BundleMeta.threshold`), or for a bundle without one ``params``' threshold (0.5
             by default).
+        low_threshold: overrides ``params.low_threshold`` (hysteresis), checked against the
+            threshold the lines are drawn at (the bundle's own unless ``threshold`` is given).
         min_length_m: overrides ``params.min_length_m`` (metres).
         overwrite: replace existing outputs.
         progress: show progress bars.
@@ -133,7 +136,7 @@ def run_predict(
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
     if threshold is None:
         threshold = bundle.meta.threshold  # the model's own decision threshold, when it has one
-    overrides = {"threshold": threshold, "min_length_m": min_length_m}
+    overrides = {"threshold": threshold, "low_threshold": low_threshold, "min_length_m": min_length_m}
     params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
     with scratch_dir(out_vectors) as workdir:
         prob_path = prob_out or workdir / "probability.tif"
