@@ -52,8 +52,10 @@ from geoccseg.inference.predict import (
     weights_stamp,
 )
 from geoccseg.io.bundle import resolve_model
+from geoccseg.io.probability import THRESHOLD_TAG
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_array, vectorize_raster
+from geoccseg.vectorize.blocks import recorded_threshold
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -134,7 +136,9 @@ def vectorize(
             ``name``) holding probabilities in [0, 1], NaN as nodata, with a CRS and transform
             (``.rio``); or the path of a probability GeoTIFF (``geoccseg predict --prob-out``),
             vectorised block by block as ``geoccseg vectorize`` does.
-        params: vectoriser settings (lengths in metres); None for the defaults.
+        params: vectoriser settings (lengths in metres); None: the defaults at the model's own
+            threshold where the input records it (``attrs["threshold"]`` of :func:`predict`, the
+            ``GEOCCSEG_THRESHOLD`` tag of a probability GeoTIFF), as ``geoccseg vectorize`` does.
         classes: the classes to vectorise; None for all.
         block_px: block edge in pixels when reading a GeoTIFF.
         progress: show a progress bar (GeoTIFF input).
@@ -148,14 +152,22 @@ def vectorize(
             with the GeoTIFF (see :func:`geoccseg.vectorize.vectorize_raster`).
     """
     if not isinstance(prob, xr.DataArray):
+        recorded = recorded_threshold(prob) if params is None else None
+        params = VectorizeParams(threshold=recorded) if recorded is not None else params
         return vectorize_raster(prob, params=params, block_px=block_px, classes=classes, progress=progress)
-    if prob.ndim == 2:
-        prob = prob.expand_dims({"class": [str(prob.name or "road")]})
+    if params is None and prob.attrs.get("threshold") is not None:  # the model's, as predict() recorded it
+        params = VectorizeParams(threshold=float(prob.attrs["threshold"]))
+    if prob.ndim == 2:  # one class: named by its scalar class coordinate (prob.sel(class=...)), else by the array's name
+        named = "class" in prob.coords and prob["class"].ndim == 0
+        name = str(prob["class"].item()) if named else str(prob.name or "road")
+        prob = prob.drop_vars("class", errors="ignore").expand_dims({"class": [name]})
     if prob.dims != ("class", "y", "x"):
         raise GeoccsegError(f"prob must have dims ('class', 'y', 'x') or ('y', 'x'), got {prob.dims}")
     crs = prob.rio.crs
     if crs is None:
-        raise GeoccsegError("prob has no CRS, so lengths in metres are unknown; set one with prob.rio.write_crs(...)")
+        raise GeoccsegError("prob has no CRS, so lengths in metres are unknown: set one with prob.rio.write_crs(...) for a "
+                            "georeferenced array; a photo's crack lines come from geoccseg.inference.predict_photos "
+                            "(`geoccseg predict PHOTO -o OUT_DIR`: cracks.gpkg in pixel coordinates)")
     names = [str(name) for name in prob["class"].values]
     wanted = names if classes is None else list(classes)
     missing = [name for name in wanted if name not in names]
@@ -180,9 +192,9 @@ def _bundle(model: str | os.PathLike | Bundle | None, default: str) -> Bundle:
 
 def _provenance(bundle: Bundle, engine: str) -> dict[str, str]:
     """``attrs`` telling where probabilities come from: the probability COG's provenance tags."""
-    tags = provenance(bundle, engine=engine)
+    tags = provenance(bundle, bundle.meta.threshold, engine=engine)
     names = {"GEOCCSEG_MODEL": "model", "GEOCCSEG_WEIGHTS_SHA256": "weights_sha256", "GEOCCSEG_VERSION": "geoccseg_version",
-             "GEOCCSEG_ENGINE": "engine"}
+             "GEOCCSEG_ENGINE": "engine", THRESHOLD_TAG: "threshold"}
     return {names[key]: value for key, value in tags.items() if key in names}
 
 

@@ -23,7 +23,7 @@ from geoccseg.inference.photos import predict_photo
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.bundle import resolve_model, save_bundle
 from geoccseg.models import load_bundle
-from geoccseg.vectorize import vectorize_raster
+from geoccseg.vectorize import VectorizeParams, vectorize_raster
 
 UTM = "EPSG:32611"
 
@@ -56,9 +56,15 @@ def test_predict_a_scene_is_lazy_with_crs_and_vectorize_touches_no_disk(tmp_path
     assert (prob.rio.transform().c, prob.rio.transform().f) == pytest.approx((transform.c, transform.f))
     assert prob.attrs["model"] == "road" and len(prob.attrs["weights_sha256"]) == 64
     assert prob.attrs["geoccseg_version"] == geoccseg.__version__
+    assert prob.attrs["threshold"] == "0.53"  # the road model's own, which lines are drawn at (as the CLI does)
     lines = geoccseg.vectorize(prob)
     assert list(lines) == ["road"] and len(lines["road"]) > 0
     assert lines["road"].crs.to_epsg() == crs.to_epsg() == 4326
+    at_half = geoccseg.vectorize(prob, params=VectorizeParams(threshold=0.5))["road"]
+    assert lines["road"]["length_m"].sum() < at_half["length_m"].sum()
+    one = geoccseg.vectorize(prob.sel({"class": "road"}))  # one class: named by its class coordinate
+    assert list(one) == ["road"] and (one["road"]["class"] == "road").all()
+    assert one["road"]["length_m"].sum() == pytest.approx(lines["road"]["length_m"].sum())
     values = prob.values
     assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
     assert list(tmp_path.iterdir()) == []
