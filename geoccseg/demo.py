@@ -176,6 +176,7 @@ def run_demo(
     model: str = "road",
     steps: int = STEPS,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Run the demo on the sample scene; outputs in ``out_dir``.
 
@@ -190,10 +191,13 @@ def run_demo(
         model: road model of (a), fine-tuned in (b): a shipped name or a bundle folder predicting ``road``.
         steps: fine-tuning steps of (b).
         progress: show progress bars and what the demo is doing (on stderr).
+        overwrite: replace the demo's files where ``out_dir`` already holds them (an earlier demo's,
+            or the user's own ``roads.gpkg``); without it they are refused before any work.
 
     Raises:
         GeoccsegError: ``out_dir`` is a file or cannot be created, a folder stands in place of an
-            output, or ``model`` does not predict roads; before any computation.
+            output, an output exists without ``overwrite``, or ``model`` does not predict roads;
+            before any computation.
         TrainingStopped: SIGINT or SIGTERM stopped the fine-tuning.
     """
     start = time.perf_counter()
@@ -214,7 +218,7 @@ def run_demo(
     vectors, prob, preview = folder / "roads.gpkg", folder / "road_probability.tif", folder / "preview.png"
     aoi, tuned = folder / "labeled_strip.gpkg", folder / "roads_fine_tuned.gpkg"
     for path in (vectors, prob, preview) if quick else (vectors, prob, preview, aoi, tuned):
-        check_writable(path, overwrite=True)
+        check_writable(path, overwrite=overwrite)  # an earlier demo's (or the user's) files: only with overwrite
 
     _say(progress, "(a) the shipped road model maps the sample")
     shipped = run_predict(scene, vectors, model=bundle, prob_out=prob, overwrite=True, progress=progress)

@@ -109,6 +109,21 @@ def test_demo_refuses_a_folder_in_place_of_the_fine_tuned_lines_before_any_work(
     assert [p.name for p in out.iterdir()] == ["roads_fine_tuned.gpkg"]
 
 
+def test_demo_replaces_files_of_an_earlier_demo_only_with_overwrite(quick, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "roads.gpkg").write_text("the user's own labels\n")  # the README calls label files roads.gpkg too
+    result = CliRunner().invoke(cli, ["demo", "--quick", "-o", str(out)])
+    assert result.exit_code == 2 and "roads.gpkg already exists; pass --overwrite to replace it" in result.output
+    assert (out / "roads.gpkg").read_text() == "the user's own labels\n" and [p.name for p in out.iterdir()] == ["roads.gpkg"]
+    earlier, _ = quick
+    before = {p.name: p.stat().st_mtime_ns for p in earlier.iterdir()}
+    result = CliRunner().invoke(cli, ["demo", "--quick", "--overwrite", "-o", str(earlier)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in earlier.iterdir()} == set(before) and (earlier / "notes.txt").read_text() == "mine\n"
+    assert all((earlier / name).stat().st_mtime_ns > before[name] for name in QUICK_OUTPUTS)
+
+
 def test_demo_refuses_a_model_that_does_not_predict_roads(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo", "--quick", "--model", "crack", "-o", str(tmp_path / "demo")])
     assert result.exit_code == 2
