@@ -23,30 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
-import matplotlib
+from matplotlib.figure import Figure  # drawn without pyplot: no backend chosen, a notebook's stays as it is
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+import numpy as np
+import rasterio
+from PIL import Image
+from shapely.geometry import Polygon
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
-from PIL import Image  # noqa: E402
-from shapely.geometry import Polygon  # noqa: E402
-
-from geoccseg.benchmark import quiet_lightning  # noqa: E402
-from geoccseg.errors import GeoccsegError  # noqa: E402
-from geoccseg.evaluate import LineCounts, Strips, clipped, score_rest, strips  # noqa: E402
-from geoccseg.evaluate.files import read_lines  # noqa: E402
-from geoccseg.inference.pipeline import PredictResult, run_predict  # noqa: E402
-from geoccseg.io.atomic import atomic_path, check_writable, scratch_dir  # noqa: E402
-from geoccseg.io.bundle import resolve_model  # noqa: E402
-from geoccseg.io.catalog import sample_roads, sample_scene  # noqa: E402
-from geoccseg.io.probability import probabilities  # noqa: E402
-from geoccseg.io.vector_write import write_vectors  # noqa: E402
-from geoccseg.models import load_bundle  # noqa: E402
-from geoccseg.train import TrainConfig, train  # noqa: E402
+from geoccseg.benchmark import quiet_lightning
+from geoccseg.errors import GeoccsegError
+from geoccseg.evaluate import LineCounts, Strips, clipped, score_rest, strips
+from geoccseg.evaluate.files import read_lines
+from geoccseg.inference.pipeline import PredictResult, run_predict
+from geoccseg.io.atomic import atomic_path, check_writable, scratch_dir
+from geoccseg.io.bundle import resolve_model
+from geoccseg.io.catalog import sample_roads, sample_scene
+from geoccseg.io.probability import probabilities
+from geoccseg.io.vector_write import write_vectors
+from geoccseg.models import load_bundle
+from geoccseg.train import TrainConfig, train
 
 LABELED_FRACTION = 0.4
 """Share of the sample's width, from the west, whose roads are the labels of part (b)."""
@@ -349,10 +346,11 @@ def render_preview(
         p = probabilities(ds.read(1, out_shape=shape, masked=True))
         name = ds.descriptions[0] or "class_1"
     if fine_tuned is None:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
+        fig = Figure(figsize=(15, 5.4))
+        axes = fig.subplots(1, 3)
     else:
-        fig, grid = plt.subplots(2, 2, figsize=(11, 11))
-        axes = grid.ravel()
+        fig = Figure(figsize=(11, 11))
+        axes = fig.subplots(2, 2).ravel()
     axes[0].imshow(rgb, extent=extent, cmap="gray")
     axes[0].set_title("image")
     shown = axes[1].imshow(p, extent=extent, cmap="magma", vmin=0, vmax=1)
@@ -374,11 +372,10 @@ def render_preview(
     fig.tight_layout()
     with atomic_path(out, overwrite=True) as tmp:
         _save_palette_png(fig, tmp, dpi=90)
-    plt.close(fig)
     return out
 
 
-def _save_palette_png(fig: plt.Figure, path: Path, dpi: int) -> None:
+def _save_palette_png(fig: Figure, path: Path, dpi: int) -> None:
     """Save ``fig`` as a PNG of 256 colours (octree palette, Floyd-Steinberg dithering, no alpha):
     the full demo's preview of aerial imagery is 0.27 MB instead of matplotlib's 1 MB RGBA PNG, with
     the same text, lines and smooth colour bar."""

@@ -10,6 +10,8 @@ import dataclasses
 import re
 import shlex
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -172,3 +174,13 @@ def test_full_demo_labels_a_strip_and_maps_the_rest(tmp_path: Path, request) -> 
     assert _figures(summary, "(b) label a strip") == (round(b.scores.completeness, 2), round(b.scores.correctness, 2))
     assert f"raised it to {b.scores.completeness:.0%}" in summary
     assert (out / "preview.png").stat().st_size > 100_000
+
+
+def test_importing_the_demo_and_training_leaves_a_notebooks_plot_backend_alone() -> None:
+    """They drew through pyplot after matplotlib.use('Agg') at import: in Jupyter, after
+    %matplotlib inline, importing them switched plt.show() to a backend that shows nothing."""
+    code = ("import matplotlib; matplotlib.use('svg'); import geoccseg.demo, geoccseg.train.callbacks; "
+            "print(matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "svg"

@@ -15,14 +15,11 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
-import matplotlib
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from matplotlib.figure import Figure  # drawn without pyplot: no backend chosen, a notebook's stays as it is
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from geoccseg.io.atomic import atomic_path  # noqa: E402
-from geoccseg.io.bundle import BundleMeta, save_bundle, save_meta  # noqa: E402
+from geoccseg.io.atomic import atomic_path
+from geoccseg.io.bundle import BundleMeta, save_bundle, save_meta
 
 LOSS_KEYS = ("loss", "sup", "pl", "con")
 
@@ -153,7 +150,8 @@ class RunRecorder(pl.Callback):
 
 def plot_training(rows: list[dict], path: Path) -> None:
     """Loss terms (left) and validation F1 / IoU (right) over steps."""
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_val = fig.subplots(1, 2)
     for key in LOSS_KEYS:
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
@@ -174,4 +172,3 @@ def plot_training(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
