@@ -119,6 +119,7 @@ def test_cli_truth_against_itself_and_against_half_of_it(vegas: Path, tmp_path: 
     result = CliRunner().invoke(cli, ["evaluate", str(truth), str(truth), "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "APLS" in result.stdout and "TOPO F1" in result.stdout and "1.0000" in result.stdout
+    assert "wrote" not in result.stdout and f"wrote {out}" in result.stderr  # stdout holds the table alone
     row = json.loads(out.read_text())["classes"][0]
     assert row["apls"] == pytest.approx(1.0, abs=1e-9)
     assert (row["topo_precision"], row["topo_recall"], row["topo_f1"]) == (1.0, 1.0, 1.0)

@@ -306,6 +306,10 @@ def test_bad_inputs_give_one_line_errors(vegas, tmp_path):
     code, out = _run("info", scene, "--bands", "5")
     assert code == 2 and "band 5 is out of range" in out and "4 band(s)" in out
 
+    code, out = _run("info", scene, "--val-aoi", far)  # was silently ignored without labels
+    assert code == 2 and out == ("geoccseg: error: --val-aoi only applies to counting labeled chips, with --labels or --aoi; "
+                                 "leave it out or add --labels")
+
     empty = tmp_path / "empty.gpkg"
     gpd.GeoDataFrame(geometry=[shapely.Polygon()], crs=4326).to_file(empty)
     code, out = _run("info", scene, "--labels", vegas / "vegas_img0_roads.geojson", "--aoi", empty)

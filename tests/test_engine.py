@@ -434,7 +434,7 @@ def test_the_cache_warns_when_it_grows_and_clear_removes_only_the_exports(
     own = [cache / "onnx" / "notes.txt", cache / "onnx" / ("0" * 63 + ".onnx"), cache / "elsewhere.onnx"]  # not exports: kept
     for path in own:
         path.write_text("the user's")
-    listed = CliRunner().invoke(cli, ["cache"])
+    listed = CliRunner().invoke(cli, ["cache", "-q"])  # the listing is the command's result: shown under -q too
     assert listed.exit_code == 0 and f"{cache / 'onnx'}: 2 export(s)" in listed.output, listed.output
     cleared = CliRunner().invoke(cli, ["cache", "--clear"])
     assert cleared.exit_code == 0 and cleared.output.startswith("removed 2 export(s)"), cleared.output

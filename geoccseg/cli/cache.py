@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoccseg.cli.verbosity import say, verbosity_options
+from geoccseg.cli.verbosity import verbosity_options
 from geoccseg.inference.export import CACHE_ENV, cache_dir, cache_usage, clear_cache
 
 
@@ -16,7 +16,7 @@ def command(clear: bool) -> None:
     folder = cache_dir() / "onnx"
     if clear:
         removed, freed = clear_cache()
-        say(f"removed {removed} export(s), {freed / 1e6:.1f} MB, from {folder}")
+        click.echo(f"removed {removed} export(s), {freed / 1e6:.1f} MB, from {folder}")  # the result: shown under -q too
         return
     exports, size = cache_usage()
-    say(f"{folder}: {exports} export(s), {size / 1e6:.1f} MB (set {CACHE_ENV} to move it; `geoccseg cache --clear` empties it)")
+    click.echo(f"{folder}: {exports} export(s), {size / 1e6:.1f} MB (set {CACHE_ENV} to move it; `geoccseg cache --clear` empties it)")

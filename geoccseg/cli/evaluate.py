@@ -103,4 +103,4 @@ def command(
     if json_path is not None:
         with atomic_path(json_path, overwrite=overwrite) as tmp:
             tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        say(f"wrote {json_path}")
+        say(f"wrote {json_path}", err=True)  # stdout carries the table

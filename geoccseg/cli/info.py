@@ -7,10 +7,15 @@ from pathlib import Path
 
 import click
 
+from geoccseg.cli.kinds import refuse_options
 from geoccseg.cli.verbosity import verbosity_options
 from geoccseg.data.scenes import SceneTrainingData, describe_scene
 from geoccseg.io.scene import parse_bands
 from geoccseg.models.config import check_tile_px
+
+
+LABEL_ONLY = ("val_aoi", "classes", "class_column", "width_m", "pixel_size_m")
+"""Options that only change the chip and label counts (given with --labels or --aoi)."""
 
 
 @click.command("info")
@@ -26,13 +31,16 @@ from geoccseg.models.config import check_tile_px
 @click.option("--pixel-size-m", type=float, help="Count chips and labeled pixels at this pixel size (default: the scene's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object on stdout.")
 @verbosity_options
-def command(scene, labels, aoi, val_aoi, classes, class_column, width_m, bands, tile_px, pixel_size_m, as_json) -> None:
+@click.pass_context
+def command(ctx, scene, labels, aoi, val_aoi, classes, class_column, width_m, bands, tile_px, pixel_size_m, as_json) -> None:
     """Print size, bands, CRS, pixel size and nodata share of SCENE, the chips it yields and the labeled pixels.
 
     SCENE is a GeoTIFF file, or anything rasterio opens (https://..., /vsicurl/..., s3://...).
     """
     band_list = parse_bands(bands)
     check_tile_px(tile_px)
+    if not (labels or aoi):  # they describe labeled chips, which only labels or an AOI give
+        refuse_options(ctx, LABEL_ONLY, "counting labeled chips, with --labels or --aoi", " or add --labels")
     facts = describe_scene(scene, band_list)
     if labels or aoi:  # validated before anything is printed, so errors stay one line
         data = SceneTrainingData(
