@@ -79,9 +79,10 @@ def class_weights(
     then depend on the class frequencies only, not on chip size or number of chips, and β is a
     single knob from "none" (β = 0) to inverse frequency (β → 1): with λ = −1000 · ln β,
     w_k ∝ 1 / (1 − exp(−λ f_k)), so classes above a frequency of about 1/λ count as well sampled
-    and rarer classes get about 1 / (λ f_k) times their weight. The default β = 0.995 (λ ≈ 5)
-    gives a 3 % road class about 7 times the weight of the background (β = 0.999: 21 times;
-    β = 0.9999: 31 times, nearly inverse frequency; inverse square root: 5.7 times).
+    and rarer classes get about 1 / (λ f_k) times their weight. The default β = 0.98 (λ ≈ 20,
+    ``class_weight_beta`` of the training config) gives a 3 % road class about 2.2 times the weight
+    of the background (β = 0.995: 7 times; β = 0.999: 21 times; β = 0.9999: 31 times, nearly
+    inverse frequency; inverse square root: 5.7 times).
 
     The weights are normalised so that the pixel-frequency-weighted mean weight is 1
     (Σ_k f_k w_k = 1), then clipped to ``max_weight``; a class with no pixels gets ``max_weight``
