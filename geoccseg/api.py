@@ -105,7 +105,13 @@ def predict(
         size differs from the scene's by more than 5 %, the grid is the model's (the scene's
         extent at the model's pixel size; ``geoccseg predict`` resamples it back to the scene's
         grid when it writes the COG). A photo's array is in pixel coordinates without a CRS.
-        ``attrs`` hold the provenance: ``model``, ``weights_sha256``, ``geoccseg_version``, ``engine``.
+        ``attrs`` hold the provenance: ``model``, ``weights_sha256``, ``geoccseg_version``,
+        ``engine``, and the model's ``threshold`` when it has one (:func:`vectorize` draws lines at it).
+
+        The array computes with the scheduler active when it is computed. The model in memory
+        is used by this process's threads (Dask's default); the processes of a
+        ``distributed`` cluster load it from the bundle's folder, so a model changed in memory
+        must be saved first (:func:`geoccseg.io.bundle.save_bundle`) for them.
 
     Raises:
         GeoccsegError: a missing or unreadable input, a scene without CRS or with bands the model
