@@ -251,10 +251,11 @@ def clear_cache() -> tuple[int, int]:
 def read_cached(path: Path, sidecar: Path, key: str) -> bytes | None:
     """The bytes of a cached export when its sidecar records ``key`` and their SHA-256; None otherwise.
 
-    A missing pair is a first export; a pair that does not match its record (another key, a
-    truncated or changed file) is reported with a warning and exported again by the caller.
+    A missing record is a first export (or one being written: the export goes into place before
+    its record); an export that does not match its record (another key, a truncated or changed
+    file) is reported with a warning and exported again by the caller.
     """
-    if not path.is_file() and not sidecar.is_file():
+    if not sidecar.is_file():  # a first export, or one whose writer has not written its record yet
         return None
     why = untrusted(path) or untrusted(sidecar)
     if why is not None:
