@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     benchmark.quiet_lightning()
     try:
-        pairs, split, _ = benchmark.make_split(Path(args.data), None)
+        pairs, split, _ = benchmark.make_split(Path(args.data), None, benchmark.kept_photo_of(args.out, args.dataset))
         labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]
         results_path = args.out / "results.json"
         kept = json.loads(results_path.read_text()) if results_path.exists() else []

@@ -48,7 +48,7 @@ from geoccseg.benchmark import (  # noqa: E402
     DATASETS, PROFILES, RunSpec, link_pairs, load_records, make_split, mean_std, quiet_lightning, write_json,
 )
 from geoccseg.benchmark.runs import train_and_score  # noqa: E402
-from geoccseg.benchmark.split import Pair  # noqa: E402
+from geoccseg.benchmark.split import Pair, kept_photo_of  # noqa: E402
 from geoccseg.data.photos import split_labeled  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
@@ -84,14 +84,18 @@ def run(args: argparse.Namespace) -> list[dict]:
         profile = replace(profile, name=f"{profile.name}+{args.encoder}", encoder=args.encoder)
     if args.max_steps is not None:
         profile = profile.with_steps(args.max_steps)
-    pairs, split, test_pairs = make_split(args.data, None)
-    if profile.max_test_images is not None:
-        test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
     out, params = args.out, suggest_params(args)
     results_path = out / "results.json"
     if results_path.exists() and not args.resume:
         raise GeoccsegError(f"{out} already holds results.json; pass --resume to continue it, or choose another --out")
     records = load_records(results_path)
+    # a folder begun before photo-grouped splits (results, no split.json) keeps its split by stem
+    photo_of = kept_photo_of(out, args.dataset) if (out / "split.json").is_file() or not records else None
+    pairs, split, test_pairs = make_split(args.data, None, photo_of)
+    if profile.max_test_images is not None:
+        test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "split.json", split)
     done = {r["run"]: r for r in records}
     (out / "runs").mkdir(parents=True, exist_ok=True)
     train_stems = split["train"]

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.score import foreground_probability
-from geoccseg.benchmark.split import read_pairs, split_stems
+from geoccseg.benchmark.split import SHIPPED_SOURCES, read_pairs
 from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.evaluate import PixelScorer
 from geoccseg.io.atomic import atomic_path
@@ -80,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(resolve_model(args.model))
     if args.per_image_norm:
         bundle.meta.norm = replace(bundle.meta.norm, per_image=True)
-    # the crack model's split of DeepCrack (pipelines/train_default_models.py: the benchmark's fixed split)
-    pairs = read_pairs(DATA / "deepcrack" / "train", "deepcrack")
-    parts = {part: {s: pairs[s] for s in stems} for part, stems in split_stems(list(pairs)).items()}
+    # the crack model's split of DeepCrack (pipelines/train_default_models.py: SHIPPED_SOURCES)
+    parts = SHIPPED_SOURCES["crack"][0].split(DATA)
     sets = {"select": predict(bundle, parts["select"]), "select_half": predict(bundle, parts["select"], halve=True),
             "test": predict(bundle, parts["test"]), "cfd": predict(bundle, read_pairs(DATA / "cfd", "cfd"))}
     report = {}

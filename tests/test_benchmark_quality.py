@@ -178,6 +178,35 @@ def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:
         benchmark.plan_runs(["full"], 1.5, [0])
 
 
+def test_deepcrack_is_split_by_photo_and_old_benchmarks_keep_their_split(data_dir: Path, tmp_path: Path) -> None:
+    """DeepCrack holds up to 20 crops of one photo: split by stem, 37 of the 45 held-out crops had a
+    crop of the same photo in training. Split by photo, none has; benchmark folders begun with the
+    split by stem (the recorded results) keep it on --resume."""
+    import re
+
+    from geoccseg.benchmark.split import read_pairs
+
+    stems = list(read_pairs(data_dir / "deepcrack" / "train"))
+    photo = lambda s: re.sub(benchmark.PHOTO_OF["deepcrack"], "", s)  # noqa: E731
+    by_photo = benchmark.split_stems(stems, photo_of=benchmark.PHOTO_OF["deepcrack"])
+    held = set(by_photo["test"]) | set(by_photo["select"])
+    assert not {photo(s) for s in held} & {photo(s) for s in by_photo["train"]}
+    assert not {photo(s) for s in by_photo["test"]} & {photo(s) for s in by_photo["select"]}
+    assert len(by_photo["test"]) >= 30 and len(by_photo["select"]) >= 15 and len(by_photo["train"]) >= 230
+    by_stem = benchmark.split_stems(stems)  # the first protocol, unchanged: the recorded runs' training photos
+    recorded = json.loads((ROOT / "pipelines" / "results" / "deepcrack-cpu" / "results.json").read_text())
+    (full,) = [r for r in recorded if r["arm"] == "fully_supervised"]
+    assert by_stem["train"] == sorted(full["labeled"])
+    assert sum(photo(s) in {photo(t) for t in by_stem["train"]} for s in by_stem["test"] + by_stem["select"]) == 37
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "split.json").write_text(json.dumps({"holdout_seed": benchmark.HOLDOUT_SEED, "test_dir": None, **by_stem}))
+    assert benchmark.kept_photo_of(old, "deepcrack") is None
+    assert benchmark.kept_photo_of(tmp_path / "new", "deepcrack") == benchmark.PHOTO_OF["deepcrack"]
+    assert benchmark.make_split(data_dir / "deepcrack" / "train", None, None)[1] == json.loads((old / "split.json").read_text())
+
+
 def test_split_stems_is_fixed_and_disjoint() -> None:
     stems = [f"{i:03d}" for i in range(40)]
     split = benchmark.split_stems(stems)

@@ -67,13 +67,14 @@ from geoccseg.benchmark.design import (
 from geoccseg.benchmark.report import mean_std, summarise, write_reports
 from geoccseg.benchmark.runs import RECORD_FIELDS, load_records, quiet_lightning, run_benchmark, write_json
 from geoccseg.benchmark.score import Score, score_bundle
-from geoccseg.benchmark.split import HOLDOUT_SEED, link_pairs, make_split, split_stems
+from geoccseg.benchmark.split import HOLDOUT_SEED, PHOTO_OF, kept_photo_of, link_pairs, make_split, split_stems
 
 __all__ = [
     "ARMS",
     "DATASETS",
     "EXAMPLE_ARMS",
     "HOLDOUT_SEED",
+    "PHOTO_OF",
     "PROFILES",
     "RECORD_FIELDS",
     "SWEEP_ARMS",
@@ -82,6 +83,7 @@ __all__ = [
     "Profile",
     "RunSpec",
     "Score",
+    "kept_photo_of",
     "link_pairs",
     "load_records",
     "make_split",

@@ -4,7 +4,14 @@ The image stems of the data folder are shuffled once with :data:`HOLDOUT_SEED`, 
 depend on the training seeds, so every arm, seed and fraction sees the same split. The first
 :data:`TEST_FRACTION` of them form the *test* set, scored at the end; the next
 :data:`SELECT_FRACTION` the *select* set, the trainer's validation folder, used only to choose which
-checkpoint is saved; the rest are the *training* stems. With a separate test folder only the select
+checkpoint is saved; the rest are the *training* stems.
+
+Where several images are crops of one photo (DeepCrack: ``11116``, ``11116-1`` ... ``11116-4``;
+20 crops of ``7Q3A9060``), whole photos are shuffled instead (:data:`PHOTO_OF`, the pattern a
+stem's crop suffix matches), so no held-out crop has a neighbour in training. Splits by stem (the
+first protocol, recorded without a ``photo_of`` key in ``split.json``) put 37 of DeepCrack's 45
+held-out crops beside a crop of the same photo in training; benchmark folders begun with them
+keep them on ``--resume`` (:func:`kept_photo_of`). With a separate test folder only the select
 set is taken from the data. Each part is given to the trainer as a folder of symbolic links
 (:func:`link_pairs`), so the trainer never sees a held-out image.
 
@@ -15,7 +22,9 @@ that scores the shipped models.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +44,10 @@ SELECT_FRACTION = 0.05
 #: (image, mask) paths of one stem.
 Pair = tuple[Path, Path]
 
+PHOTO_OF: dict[str, str] = {"deepcrack": r"-\d+$"}
+"""Per dataset, the suffix that marks a crop of a photo (removed, it names the photo); datasets not
+listed are split image by image."""
+
 
 def read_pairs(folder: str | os.PathLike, what: str = "data") -> dict[str, Pair]:
     """(image, mask) paths by stem of a folder holding ``images/`` and ``masks/``.
@@ -52,27 +65,43 @@ def read_pairs(folder: str | os.PathLike, what: str = "data") -> dict[str, Pair]
 
 
 def split_stems(stems: Sequence[str], test_fraction: float = TEST_FRACTION, select_fraction: float = SELECT_FRACTION,
-                seed: int = HOLDOUT_SEED) -> dict[str, list[str]]:
+                seed: int = HOLDOUT_SEED, photo_of: str | None = None) -> dict[str, list[str]]:
     """Split stems into ``test``, ``select`` and ``train`` (each sorted) with a fixed seed.
 
     ``floor(n * test_fraction)`` stems go to test and ``max(1, floor(n * select_fraction))`` to
-    select, taken in this order from one seeded permutation of the sorted stems.
+    select, taken in this order from one seeded permutation of the sorted stems. With
+    ``photo_of`` (a regular expression of the crop suffix, :data:`PHOTO_OF`) the permutation is of
+    the photos, and each part takes whole photos until it holds at least its count.
 
     Raises:
         GeoccsegError: if no training stem is left.
     """
     stems = sorted(stems)
-    order = np.random.default_rng(seed).permutation(len(stems))
-    shuffled = [stems[i] for i in order]
     n_test = int(len(stems) * test_fraction + 1e-9)
     n_select = max(1, int(len(stems) * select_fraction + 1e-9))
     if n_test + n_select >= len(stems):
         raise GeoccsegError(f"{len(stems)} images are too few to hold out {n_test} test and {n_select} select images and still train; add images")
-    return {
-        "test": sorted(shuffled[:n_test]),
-        "select": sorted(shuffled[n_test:n_test + n_select]),
-        "train": sorted(shuffled[n_test + n_select:]),
-    }
+    photos: dict[str, list[str]] = {}
+    for stem in stems:
+        photos.setdefault(re.sub(photo_of, "", stem) if photo_of else stem, []).append(stem)
+    names = sorted(photos)
+    shuffled = [photos[names[i]] for i in np.random.default_rng(seed).permutation(len(names))]
+    parts: dict[str, list[str]] = {"test": [], "select": [], "train": []}
+    for group in shuffled:
+        part = "test" if len(parts["test"]) < n_test else "select" if len(parts["select"]) < n_select else "train"
+        parts[part] += group
+    if not parts["train"]:
+        raise GeoccsegError(f"{len(photos)} photos are too few to hold out {n_test} test and {n_select} select images and still train; add images")
+    return {part: sorted(names) for part, names in parts.items()}
+
+
+def kept_photo_of(out: Path, dataset: str) -> str | None:
+    """The crop pattern of the split a benchmark folder ``out`` was begun with: that of its
+    ``split.json`` (None: a split by stem, from before photo-grouped splits), else :data:`PHOTO_OF`."""
+    path = out / "split.json"
+    if path.is_file():
+        return json.loads(path.read_text()).get("photo_of")
+    return PHOTO_OF.get(dataset)
 
 
 def link_pairs(root: Path, pairs: dict[str, Pair]) -> Path:
@@ -85,23 +114,26 @@ def link_pairs(root: Path, pairs: dict[str, Pair]) -> Path:
     return root
 
 
-def make_split(data: Path, test_dir: str | os.PathLike | None) -> tuple[dict[str, Pair], dict, dict[str, Pair]]:
-    """Pairs of ``data``, the fixed split (as written to ``split.json``) and the test pairs.
+def make_split(data: Path, test_dir: str | os.PathLike | None,
+               photo_of: str | None = None) -> tuple[dict[str, Pair], dict, dict[str, Pair]]:
+    """Pairs of ``data``, the fixed split (as written to ``split.json``) and the test pairs;
+    ``photo_of``: keep the crops of a photo together (:func:`split_stems`).
 
     Raises:
         GeoccsegError: unreadable folders, or test stems that also appear in ``data``.
     """
     pairs = read_pairs(data)
     if test_dir is None:
-        split = split_stems(list(pairs))
+        split = split_stems(list(pairs), photo_of=photo_of)
         test_pairs = {s: pairs[s] for s in split["test"]}
     else:
         test_pairs = read_pairs(test_dir, "test")
         shared = sorted(set(test_pairs) & set(pairs))
         if shared:
             raise GeoccsegError(f"{len(shared)} test image(s) also appear in --data (e.g. {', '.join(shared[:3])}); the test folder must hold other images")
-        split = split_stems(list(pairs), test_fraction=0.0) | {"test": sorted(test_pairs)}
-    record = {"holdout_seed": HOLDOUT_SEED, "test_dir": None if test_dir is None else str(test_dir), **split}
+        split = split_stems(list(pairs), test_fraction=0.0, photo_of=photo_of) | {"test": sorted(test_pairs)}
+    record = {"holdout_seed": HOLDOUT_SEED, "test_dir": None if test_dir is None else str(test_dir), **split,
+              **({"photo_of": photo_of} if photo_of else {})}
     return pairs, record, test_pairs
 
 
@@ -113,7 +145,8 @@ class Source:
         name: short name in the records.
         folder: dataset folder under the data root, with ``images/`` and ``masks/``.
         group_by_tile: split by the stem's tile field (``dubai_t<tile>_<part>``: parts of a tile are
-            neighbours and must not straddle the split); False: the benchmark's fixed split.
+            neighbours and must not straddle the split); False: the benchmark's fixed split (crops
+            of one photo kept together, :data:`PHOTO_OF`).
         select_tiles / test_tiles: with ``group_by_tile``, the tiles of each held-out part.
     """
 
@@ -133,7 +166,7 @@ class Source:
             held = set(parts["select"]) | set(parts["test"])
             parts["train"] = [s for s in pairs if s not in held]
         else:
-            parts = split_stems(list(pairs))
+            parts = split_stems(list(pairs), photo_of=PHOTO_OF.get(self.name))
         return {part: {s: pairs[s] for s in stems} for part, stems in parts.items()}
 
 
