@@ -320,7 +320,9 @@ class PhotoTrainingData(TrainingData):
         first = read_photo(self.labeled_pairs[0][0])
         self.bands = list(range(1, first.shape[0] + 1))
         if norm is None:
-            sample = [p for p, _ in self.labeled_pairs] + self.unlabeled_paths
+            # the same photos whichever of them carry labels: runs that label other photos (active
+            # labeling's strategies) normalise alike
+            sample = sorted([p for p, _ in self.labeled_pairs] + self.unlabeled_paths)
             rng = np.random.default_rng(seed)
             pick = rng.choice(len(sample), size=min(64, len(sample)), replace=False)
             norm = stats_from_arrays([read_photo(sample[i]) for i in sorted(pick)])
