@@ -152,8 +152,13 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         "train_minutes": float((run / "train_minutes.txt").read_text()) if (run / "train_minutes.txt").exists() else None,
         "machine": machine(),  # runs are compared only within one machine (geoccseg.benchmark.machine)
         "threshold": threshold, "select_f1": select_f1, "licence": recipe.licence,
-        "held_out_test": {s: metrics(score_bundle(bundle, splits[s]["test"], recipe.tolerance_px)) for s in splits},
+        "held_out_test": {s: metrics(score_bundle(bundle, splits[s]["test"], recipe.tolerance_px)) for s in splits},  # at 0.5
     }
+    record["held_out_test_at_threshold"] = {}  # at the model's own threshold, the one it ships with
+    for s in splits:
+        (at_own,) = score_pairs(bundle, splits[s]["test"], (threshold,), recipe.tolerance_px)
+        record["held_out_test_at_threshold"][s] = {"precision": at_own.pixels.precision, "recall": at_own.pixels.recall,
+                                                   "f1": at_own.pixels.f1, "relaxed_f1": at_own.pixels.relaxed_f1}
     # the transfer sets: never trained on, nothing chosen on them
     if name == "crack":
         at_half, at_own = score_pairs(bundle, read_pairs(data_root / "cfd"), (0.5, threshold), 2.0)
