@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -42,10 +43,12 @@ import yaml
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
+from geoccseg.benchmark.runs import same_config
 from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs
 from geoccseg.evaluate import PixelScorer
 from geoccseg.evaluate import evaluate as evaluate_files
 from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import save_bundle
 from geoccseg.models import load_bundle
@@ -133,15 +136,18 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         train_dirs = [link_pairs(Path(tmp) / "train" / name, parts["train"]) for name, parts in splits.items()]
         select_pairs = {s: p for parts in splits.values() for s, p in parts["select"].items()}
         select_dir = link_pairs(Path(tmp) / "select", select_pairs)
+        config = TrainConfig(
+            out=str(run), images=[str(d / "images") for d in train_dirs], masks=[str(d / "masks") for d in train_dirs],
+            val_images=str(select_dir / "images"), val_masks=str(select_dir / "masks"), labeled_fraction=1.0,
+            classes=list(recipe.classes), pixel_size_m=recipe.pixel_size_m, encoder="efficientnet-lite0",
+            pseudo=False, contrastive=False,  # every image is labeled: the benchmark's fully_supervised arm
+            max_steps=steps, max_minutes=max_minutes, val_every=val_every, seed=seed, progress=True, **recipe.options,
+        )
+        if run.exists() and (run / "config.yaml").is_file() and not same_config(run, config):
+            raise GeoccsegError(f"{run} holds a run of other settings (options, steps or seed); "
+                                "choose another --work folder")
         if not _finished(run):
-            train(TrainConfig(
-                out=str(run), images=[str(d / "images") for d in train_dirs], masks=[str(d / "masks") for d in train_dirs],
-                val_images=str(select_dir / "images"), val_masks=str(select_dir / "masks"), labeled_fraction=1.0,
-                classes=list(recipe.classes), pixel_size_m=recipe.pixel_size_m, encoder="efficientnet-lite0",
-                pseudo=False, contrastive=False,  # every image is labeled: the benchmark's fully_supervised arm
-                max_steps=steps, max_minutes=max_minutes, val_every=val_every, seed=seed, progress=True,
-                resume=(run / "checkpoints" / "last.ckpt").is_file(), **recipe.options,
-            ))
+            train(replace(config, resume=(run / "checkpoints" / "last.ckpt").is_file()))
             (run / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
     bundle = load_bundle(run)
     threshold, select_f1 = select_threshold(bundle, select_pairs)
@@ -210,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--option takes KEY=VALUE with KEY a training option, got {item!r}")
         options[key] = yaml.safe_load(value)
     for name in args.models:
-        target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, seed=args.seed,
-                       max_minutes=args.max_minutes, options=options)
+        try:
+            target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, seed=args.seed,
+                           max_minutes=args.max_minutes, options=options)
+        except GeoccsegError as exc:
+            print(f"train_default_models: error: {exc}", file=sys.stderr)
+            return 2
         print(f"{name}: {target} ({sum(p.stat().st_size for p in target.iterdir()) / 1e6:.1f} MB)")
     return 0
 

@@ -165,6 +165,21 @@ def test_a_run_killed_after_a_checkpoint_continues_from_it(data_dir: Path, tmp_p
     assert record["resumed_from_step"] == step and record["steps"] == profile.max_steps
 
 
+def test_shipped_model_recipes_never_reuse_a_run_of_other_settings(data_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """train_default_models reused a finished run in --work whatever --option or --steps said, and
+    recorded the new options against the old weights."""
+    recipes = _load_script("train_default_models")
+    run = tmp_path / "work" / "crack"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("max_steps: 1200\nseed: 0\ncrop_area_max: 1.0\n")
+    before = sorted(p.name for p in run.iterdir())
+    argv = ["--models", "crack", "--work", str(tmp_path / "work"), "--data-root", str(data_dir), "--target-root", str(tmp_path / "out")]
+    assert recipes.main([*argv, "--option", "encoder_tf_same=true"]) == 2
+    assert "holds a run of other settings (options, steps or seed); choose another --work folder" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == before and not (tmp_path / "out").exists()
+
+
 def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:
     runs = benchmark.plan_runs(["sup_imbalance", "full", "fully_supervised"], 0.035, [0, 1], sweep=True, fractions=[0.035, 0.1, 1.0])
     seed0 = [(r.arm, r.labeled_fraction) for r in runs if r.seed == 0]

@@ -224,15 +224,21 @@ def interrupted_step(run_dir: Path, config: TrainConfig) -> int | None:
     """The step an interrupted run of ``config`` in ``run_dir`` can continue from (its checkpoint's),
     or None: no checkpoint, or one of another configuration (then the run starts over)."""
     ckpt = run_dir / CHECKPOINTS / LAST
-    saved = run_dir / "config.yaml"
-    if not ckpt.is_file() or not saved.is_file():
+    if not ckpt.is_file() or not same_config(run_dir, config):
         return None
     try:
-        before = yaml.safe_load(saved.read_text())
-        step = int(load_checkpoint(ckpt)["global_step"])
-    except (OSError, yaml.YAMLError, GeoccsegError, KeyError, TypeError, ValueError):
+        return int(load_checkpoint(ckpt)["global_step"])
+    except (GeoccsegError, KeyError, TypeError, ValueError):
         return None
+
+
+def same_config(run_dir: Path, config: TrainConfig) -> bool:
+    """Whether the run in ``run_dir`` was trained with ``config`` (its ``config.yaml``), the
+    temporary train and select links and ``resume`` aside (:data:`_LINKED`)."""
+    try:
+        before = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
     now = yaml.safe_load(config.to_yaml())
-    if not isinstance(before, dict) or {k: v for k, v in before.items() if k not in _LINKED} != {k: v for k, v in now.items() if k not in _LINKED}:
-        return None
-    return step
+    return isinstance(before, dict) and ({k: v for k, v in before.items() if k not in _LINKED}
+                                         == {k: v for k, v in now.items() if k not in _LINKED})
