@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from geoccseg import benchmark
+from geoccseg.benchmark.split import check_split
 from geoccseg.data.photos import split_labeled
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
@@ -93,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     benchmark.quiet_lightning()
     try:
         pairs, split, _ = benchmark.make_split(Path(args.data), None, benchmark.kept_photo_of(args.out, args.dataset))
+        check_split(args.out, split)
+        args.out.mkdir(parents=True, exist_ok=True)
+        benchmark.write_json(args.out / "split.json", split)
         labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]
         results_path = args.out / "results.json"
         kept = json.loads(results_path.read_text()) if results_path.exists() else []

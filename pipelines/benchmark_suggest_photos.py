@@ -48,7 +48,7 @@ from geoccseg.benchmark import (  # noqa: E402
     DATASETS, PROFILES, RunSpec, link_pairs, load_records, make_split, mean_std, quiet_lightning, write_json,
 )
 from geoccseg.benchmark.runs import train_and_score  # noqa: E402
-from geoccseg.benchmark.split import Pair, kept_photo_of  # noqa: E402
+from geoccseg.benchmark.split import Pair, check_split, kept_photo_of  # noqa: E402
 from geoccseg.data.photos import split_labeled  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
@@ -89,9 +89,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     if results_path.exists() and not args.resume:
         raise GeoccsegError(f"{out} already holds results.json; pass --resume to continue it, or choose another --out")
     records = load_records(results_path)
-    # a folder begun before photo-grouped splits (results, no split.json) keeps its split by stem
-    photo_of = kept_photo_of(out, args.dataset) if (out / "split.json").is_file() or not records else None
-    pairs, split, test_pairs = make_split(args.data, None, photo_of)
+    pairs, split, test_pairs = make_split(args.data, None, kept_photo_of(out, args.dataset))  # a folder keeps its split
+    check_split(out, split)
     if profile.max_test_images is not None:
         test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
     out.mkdir(parents=True, exist_ok=True)

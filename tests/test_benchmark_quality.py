@@ -199,7 +199,7 @@ def test_deepcrack_is_split_by_photo_and_old_benchmarks_keep_their_split(data_di
     split by stem (the recorded results) keep it on --resume."""
     import re
 
-    from geoccseg.benchmark.split import read_pairs
+    from geoccseg.benchmark.split import SHIPPED_SOURCES, check_split, read_pairs
 
     stems = list(read_pairs(data_dir / "deepcrack" / "train"))
     photo = lambda s: re.sub(benchmark.PHOTO_OF["deepcrack"], "", s)  # noqa: E731
@@ -220,6 +220,15 @@ def test_deepcrack_is_split_by_photo_and_old_benchmarks_keep_their_split(data_di
     assert benchmark.kept_photo_of(old, "deepcrack") is None
     assert benchmark.kept_photo_of(tmp_path / "new", "deepcrack") == benchmark.PHOTO_OF["deepcrack"]
     assert benchmark.make_split(data_dir / "deepcrack" / "train", None, None)[1] == json.loads((old / "split.json").read_text())
+    recorded_folder = tmp_path / "recorded"  # the committed result folders: results.json, no split.json
+    recorded_folder.mkdir()
+    (recorded_folder / "results.json").write_text("[]")
+    assert benchmark.kept_photo_of(recorded_folder, "deepcrack") is None
+    with pytest.raises(GeoccsegError, match="the data differs from the split in"):
+        check_split(old, benchmark.make_split(data_dir / "deepcrack" / "train", None, benchmark.PHOTO_OF["deepcrack"])[1])
+    # the shipped crack model was trained on the split by stem: the scripts that score it keep that split
+    shipped = SHIPPED_SOURCES["crack"][0].split(data_dir)
+    assert sorted(shipped["train"]) == by_stem["train"] and sorted(shipped["test"]) == by_stem["test"]
 
 
 def test_split_stems_is_fixed_and_disjoint() -> None:

@@ -33,7 +33,7 @@ from geoccseg.benchmark.design import ARMS, DATASETS, PROFILES, Profile, RunSpec
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.report import write_reports
 from geoccseg.benchmark.score import pick_examples, score_bundle
-from geoccseg.benchmark.split import PHOTO_OF, Pair, kept_photo_of, link_pairs, make_split
+from geoccseg.benchmark.split import Pair, check_split, kept_photo_of, link_pairs, make_split
 from geoccseg.data.photos import list_images, split_labeled
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
@@ -137,10 +137,10 @@ def run_benchmark(
     others = sorted({str(r.get("profile")) for r in records} - {profile.name})
     if others:
         raise GeoccsegError(f"{results_path} holds runs of profile {', '.join(others)}, not {profile.name}; one --out folder holds one profile, choose another --out")
-    pairs, split, test_pairs = make_split(data, test_dir, kept_photo_of(out, dataset) if records else PHOTO_OF.get(dataset))
+    pairs, split, test_pairs = make_split(data, test_dir, kept_photo_of(out, dataset))
     split_path = out / "split.json"
-    if records and split_path.is_file() and json.loads(split_path.read_text()) != split:
-        raise GeoccsegError(f"the data differs from the split in {split_path}; resume with the same --data and --test-dir, or choose another --out")
+    if records:
+        check_split(out, split)
     for folder in (out / "runs", out / "examples"):
         folder.mkdir(parents=True, exist_ok=True)
     write_json(split_path, split)

@@ -17,7 +17,8 @@ set is taken from the data. Each part is given to the trainer as a folder of sym
 
 The shipped models' datasets split the same way, or by whole tiles where neighbouring parts of one
 tile must stay together (:class:`Source`); :data:`SHIPPED_SOURCES` names them for every script
-that scores the shipped models.
+that scores the shipped models. The shipped crack model was trained on DeepCrack split by stem,
+so its source keeps that split until the model is retrained.
 """
 
 from __future__ import annotations
@@ -96,12 +97,27 @@ def split_stems(stems: Sequence[str], test_fraction: float = TEST_FRACTION, sele
 
 
 def kept_photo_of(out: Path, dataset: str) -> str | None:
-    """The crop pattern of the split a benchmark folder ``out`` was begun with: that of its
-    ``split.json`` (None: a split by stem, from before photo-grouped splits), else :data:`PHOTO_OF`."""
+    """The crop pattern of the split of the benchmark folder ``out``: that its ``split.json``
+    records; None (the split by stem) for a folder that holds results but no ``split.json`` (begun
+    before photo-grouped splits); :data:`PHOTO_OF` for a new folder."""
     path = out / "split.json"
     if path.is_file():
         return json.loads(path.read_text()).get("photo_of")
+    if (out / "results.json").is_file():
+        return None
     return PHOTO_OF.get(dataset)
+
+
+def check_split(out: Path, split: dict) -> None:
+    """Refuse to continue the benchmark folder ``out`` with another split than its ``split.json``.
+
+    Raises:
+        GeoccsegError: ``out/split.json`` records another split.
+    """
+    path = out / "split.json"
+    if path.is_file() and json.loads(path.read_text()) != split:
+        raise GeoccsegError(f"the data differs from the split in {path}; resume with the same --data and --test-dir, "
+                            "or choose another --out")
 
 
 def link_pairs(root: Path, pairs: dict[str, Pair]) -> Path:
@@ -145,9 +161,9 @@ class Source:
         name: short name in the records.
         folder: dataset folder under the data root, with ``images/`` and ``masks/``.
         group_by_tile: split by the stem's tile field (``dubai_t<tile>_<part>``: parts of a tile are
-            neighbours and must not straddle the split); False: the benchmark's fixed split (crops
-            of one photo kept together, :data:`PHOTO_OF`).
+            neighbours and must not straddle the split); False: the benchmark's fixed split.
         select_tiles / test_tiles: with ``group_by_tile``, the tiles of each held-out part.
+        photo_of: keep the crops of a photo together (:data:`PHOTO_OF`); None: split by stem.
     """
 
     name: str
@@ -155,6 +171,7 @@ class Source:
     group_by_tile: bool = False
     select_tiles: tuple[str, ...] = ()
     test_tiles: tuple[str, ...] = ()
+    photo_of: str | None = None
 
     def split(self, data_root: Path) -> dict[str, dict[str, Pair]]:
         """``train`` / ``select`` / ``test`` pairs by stem."""
@@ -166,13 +183,15 @@ class Source:
             held = set(parts["select"]) | set(parts["test"])
             parts["train"] = [s for s in pairs if s not in held]
         else:
-            parts = split_stems(list(pairs), photo_of=PHOTO_OF.get(self.name))
+            parts = split_stems(list(pairs), photo_of=self.photo_of)
         return {part: {s: pairs[s] for s in stems} for part, stems in parts.items()}
 
 
 SHIPPED_SOURCES: dict[str, tuple[Source, ...]] = {
     "road": (Source("massachusetts", "massachusetts/train"),
              Source("dubai", "dubai-roads", group_by_tile=True, select_tiles=("t7",), test_tiles=("t8",))),
+    # the shipped crack model was trained on DeepCrack split by stem: scoring it on a split by photo
+    # would score crops it trained on; keep the stem split until it is retrained (photo_of=PHOTO_OF)
     "crack": (Source("deepcrack", "deepcrack/train"),),
 }
 """The labeled datasets of each shipped model (``pipelines/train_default_models.py``) and their
