@@ -104,8 +104,14 @@ def run(args: argparse.Namespace) -> list[dict]:
 
         def trained(name: str, strategy: str, seed: int, round_: int, labeled: list[str], added: list[str]) -> dict:
             if name in done:
+                kept = done[name]
+                if kept.get("profile", profile.name) != profile.name or sorted(kept["labeled"]) != sorted(labeled):
+                    raise GeoccsegError(
+                        f"{out} holds {name} of other settings ({kept.get('profile')}, {kept['n_labeled']} labeled photos; this "
+                        f"command: {profile.name}, {len(labeled)}): resume with the command that began it (--start-fraction, "
+                        "--per-round, --max-steps, --encoder), or choose another --out")
                 print(f"{name}: already in results.json, skipped")
-                return done[name]
+                return kept
             print(f"{name}: training {profile.max_steps} steps with {len(labeled)} labeled photos")
             spec = RunSpec("full", len(labeled) / len(train_stems), seed)
             record = train_and_score(spec, args.dataset, profile, folders, train_stems, [], test_pairs, out, labeled=labeled, name=name)
@@ -129,6 +135,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                     name = f"{args.dataset}_{strategy}_r{round_}_s{seed}"
                     if name in done:
                         added = done[name]["added"]
+                        if len(added) != args.per_round:
+                            raise GeoccsegError(f"{out} holds {name}, which added {len(added)} photos, not --per-round "
+                                                f"{args.per_round}: resume with the command that began it, or choose another --out")
                     else:
                         pool = [s for s in train_stems if s not in set(labeled)]
                         work = Path(tmp) / name

@@ -446,6 +446,13 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     assert "| 1 | acquisition | 1 | 4 |" in (out / "results.md").read_text() and (out / "f1_vs_labeled.png").stat().st_size > 5_000
     assert bench.main(argv) == 2  # no silent overwrite
     assert bench.main([*argv, "--resume"]) == 0  # nothing left to train
+    # resumed with other settings (the run names do not hold them): refused, nothing trained or rewritten
+    before = (out / "results.json").read_text()
+    for flag, value in (("--start-fraction", "0.2"), ("--per-round", "3"), ("--max-steps", "3")):
+        other = list(argv)
+        other[other.index(flag) + 1] = value
+        assert bench.main([*other, "--resume"]) == 2, flag
+    assert (out / "results.json").read_text() == before
     # another novelty weight: its own suggestions beside the default's, the same seed set and random runs
     assert bench.main([*argv, "--resume", "--novelty-weight", "1"]) == 0
     records = {r["run"]: r for r in json.loads((out / "results.json").read_text())}
