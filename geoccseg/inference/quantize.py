@@ -23,7 +23,7 @@ import torch
 from rasterio.enums import Resampling
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.inference.export import INPUT, cached, export_key, exported_model
+from geoccseg.inference.export import INPUT, cached, export_key, exported_model, first_line
 from geoccseg.io.bundle import BundleMeta
 from geoccseg.io.catalog import sample_scene
 from geoccseg.io.scene import open_scene
@@ -126,7 +126,6 @@ def quantize_int8(fp32: bytes, chips: list[np.ndarray]) -> bytes:
             )
             return (folder / "int8.onnx").read_bytes()
     except Exception as exc:  # noqa: BLE001 - any quantiser failure becomes one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GeoccsegError(f"cannot quantise the network to int8 ({first}); use --precision fp32") from None
+        raise GeoccsegError(f"cannot quantise the network to int8 ({first_line(exc)}); use --precision fp32") from None
     finally:
         logging.disable(previous)
