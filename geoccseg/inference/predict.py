@@ -553,7 +553,8 @@ def check_workers_read_the_same_model(bundle: Bundle, options: PredictOptions) -
         raise GeoccsegError(f"Dask workers load the model from {bundle.path}, which cannot be read ({exc}); {fix}") from None
     state = bundle.model.state_dict()
     used = ("model", "classes", "bands", "norm", "pixel_size_m")  # what workers take from the files (not the threshold)
-    same = all(stored.meta.to_dict()[k] == bundle.meta.to_dict()[k] for k in used) and state.keys() == stored.state.keys() and all(
+    on_disk, in_memory = stored.meta.to_dict(), bundle.meta.to_dict()
+    same = all(on_disk[k] == in_memory[k] for k in used) and state.keys() == stored.state.keys() and all(
         torch.equal(state[k].detach().cpu(), stored.state[k].to(state[k].dtype)) for k in state)
     if not same:
         raise GeoccsegError(f"Dask workers load the model from {bundle.path}, and the model in memory differs from it; {fix}")
