@@ -34,7 +34,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -130,7 +129,7 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         recipe = replace(recipe, options={**recipe.options, **options})
     run = work / name
     splits = {s.name: s.split(data_root) for s in recipe.sources}
-    start = time.perf_counter()
+    held_out = {source: {part: sorted(parts[part]) for part in ("select", "test")} for source, parts in splits.items()}
     with tempfile.TemporaryDirectory() as tmp:
         # one training folder per source (train takes several), one select folder for all
         train_dirs = [link_pairs(Path(tmp) / "train" / name, parts["train"]) for name, parts in splits.items()]
@@ -146,17 +145,18 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         if run.exists() and (run / "config.yaml").is_file() and not same_config(run, config):
             raise GeoccsegError(f"{run} holds a run of other settings (options, steps or seed); "
                                 "choose another --work folder")
+        check_run_split(run, held_out)
         if not _finished(run):
             train(replace(config, resume=(run / "checkpoints" / "last.ckpt").is_file()))
-            (run / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
     bundle = load_bundle(run)
     threshold, select_f1 = select_threshold(bundle, select_pairs)
     record = {
         "default_model": name, "arm": "fully_supervised", "encoder": "efficientnet-lite0", "options": recipe.options,
         "sources": {s.name: {"folder": s.folder, **{part: len(p) for part, p in splits[s.name].items()}} for s in recipe.sources},
         "steps": bundle.meta.training.get("steps"), "saved_step": bundle.meta.training.get("saved_step"),
-        "train_minutes": float((run / "train_minutes.txt").read_text()) if (run / "train_minutes.txt").exists() else None,
-        "machine": machine(),  # runs are compared only within one machine (geoccseg.benchmark.machine)
+        "train_minutes": train_minutes(run),  # training only (validation excluded), all sessions of a resumed run
+        "machine": machine(),  # of the scoring; runs are compared only within one machine (geoccseg.benchmark.machine)
+        "held_out": held_out,  # the select and test stems of each source; every other image was trained on
         "threshold": threshold, "select_f1": select_f1, "licence": recipe.licence,
         "held_out_test": {s: metrics(score_bundle(bundle, splits[s]["test"], recipe.tolerance_px)) for s in splits},  # at 0.5
     }
@@ -185,6 +185,42 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         save_bundle(target, load_bundle(target).model.half(), bundle.meta)
         print(json.dumps(record["transfer"]))
     return target
+
+
+def check_run_split(run: Path, held_out: dict) -> None:
+    """Record the held-out stems of a new run in ``run/split.json``, and refuse to continue or
+    rescore a run whose recorded stems differ (another --data-root, or a source split another way:
+    its "select" and "test" images would include images it trained on).
+
+    Raises:
+        GeoccsegError: ``run/split.json`` records other held-out stems, or the run was begun
+            without one (before splits were recorded).
+    """
+    path = run / "split.json"
+    if path.is_file():
+        if json.loads(path.read_text()) != held_out:
+            raise GeoccsegError(f"{run} was trained with other held-out images than --data-root's split now gives "
+                                f"({path}); choose another --work folder")
+        return
+    if (run / "config.yaml").is_file():
+        raise GeoccsegError(f"{run} holds a run begun before its held-out images were recorded; its split cannot be "
+                            "checked: choose another --work folder")
+    run.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(held_out, indent=1) + "\n")
+
+
+def train_minutes(run: Path) -> float | None:
+    """Minutes spent training ``run`` (``seconds`` of the last row of its ``metrics.csv``:
+    validation excluded, continued across resumes); None without rows."""
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return None
+    rows = path.read_text().splitlines()
+    if len(rows) < 2:
+        return None
+    column = rows[0].split(",").index("seconds")
+    return round(float(rows[-1].split(",")[column]) / 60, 1)
 
 
 def _finished(run: Path) -> bool:

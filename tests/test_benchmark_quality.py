@@ -180,6 +180,33 @@ def test_shipped_model_recipes_never_reuse_a_run_of_other_settings(data_dir: Pat
     assert sorted(p.name for p in run.iterdir()) == before and not (tmp_path / "out").exists()
 
 
+def test_shipped_model_runs_keep_their_held_out_images(tmp_path: Path) -> None:
+    """train_default_models compared a --work run's settings but not its data: a run trained on
+    another split (the crack source moving to the photo split, another --data-root) was reused and
+    scored on "held-out" images it had trained on."""
+    recipes = _load_script("train_default_models")
+    run = tmp_path / "crack"
+    held_out = {"deepcrack": {"select": ["11116-1", "7Q3A9060-3"], "test": ["IMG33-2"]}}
+    recipes.check_run_split(run, held_out)  # a new run records its held-out stems
+    assert json.loads((run / "split.json").read_text()) == held_out
+    (run / "config.yaml").write_text("seed: 0\n")
+    recipes.check_run_split(run, held_out)  # the same split continues
+    other = {"deepcrack": {"select": ["11116-1"], "test": ["IMG33-2", "7Q3A9060-3"]}}
+    with pytest.raises(GeoccsegError, match="trained with other held-out images"):
+        recipes.check_run_split(run, other)
+    (run / "split.json").unlink()  # a run begun before splits were recorded cannot be checked
+    with pytest.raises(GeoccsegError, match="begun before its held-out images were recorded"):
+        recipes.check_run_split(run, held_out)
+
+
+def test_shipped_model_training_minutes_count_every_session(tmp_path: Path) -> None:
+    """train_minutes was the wall time of the last session only: a resumed run recorded minutes."""
+    recipes = _load_script("train_default_models")
+    assert recipes.train_minutes(tmp_path) is None
+    (tmp_path / "metrics.csv").write_text("step,seconds,loss\n1,1.0,0.9\n600,1500.0,0.3\n1200,3012.0,0.2\n")
+    assert recipes.train_minutes(tmp_path) == 50.2
+
+
 def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:
     runs = benchmark.plan_runs(["sup_imbalance", "full", "fully_supervised"], 0.035, [0, 1], sweep=True, fractions=[0.035, 0.1, 1.0])
     seed0 = [(r.arm, r.labeled_fraction) for r in runs if r.seed == 0]
