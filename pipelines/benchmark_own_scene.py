@@ -31,8 +31,10 @@ lines of the first seed of each arm over the scene, at the first fraction) and `
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -46,13 +48,16 @@ import rasterio  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.benchmark.design import RECORDED, data_root  # noqa: E402
+from geoccseg.benchmark.runs import finished_run, interrupted_step, same_config  # noqa: E402
 from geoccseg.io.catalog import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.evaluate import clipped, score_rest, strips  # noqa: E402
 from geoccseg.evaluate.files import read_lines  # noqa: E402
 from geoccseg.inference import PredictOptions, run_predict  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.io.bundle import bundle_stamp, resolve_model  # noqa: E402
 from geoccseg.io.vector_write import write_vectors  # noqa: E402
+from geoccseg.models import load_bundle  # noqa: E402
 from geoccseg.train import TrainConfig, train  # noqa: E402
 
 DATA = data_root(Path(__file__).resolve().parents[1])
@@ -66,6 +71,8 @@ ARMS: dict[str, dict | None] = {
     "tuned_full": {"init_from": "road", **RECORDED},
     "shipped": None,
 }
+#: Arms that use the shipped road model (their records name it: ``road_model``, its bundle stamp).
+SHIPPED_ARMS = ("tuned_sup", "tuned_full", "shipped")
 #: Learning rate when fine-tuning (the pretrained weights need smaller steps than random ones).
 TUNE_LR = 1e-3
 
@@ -85,28 +92,56 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
     truth_lines = gpd.read_file(truth).to_crs(crs)
     write_vectors({"aoi": gpd.GeoDataFrame(geometry=[aoi], crs=crs)}, folder / "aoi.gpkg", overwrite=True)  # a rerun writes it again
     start = time.perf_counter()
-    model, steps_done = folder / "model", steps
+    model, steps_done, resumed_from = folder / "model", 0, None
     if ARMS[arm] is None:
-        model, steps_done = "road", 0
-    elif not (model / "bundle.json").exists():
+        model = "road"
+    else:
         settings = dict(ARMS[arm])
-        train(TrainConfig(
+        config = TrainConfig(
             out=str(model), scenes=[str(scene)], labels=str(truth), aoi=str(folder / "aoi.gpkg"),
             pixel_size_m=1.0, width_m=8.0, tile_px=128, batch_size=4, unlabeled_batch_size=4, max_steps=steps,
-            val_every=steps, seed=seed, lr=TUNE_LR if "init_from" in settings else TrainConfig.lr, progress=False,
-            resume=(model / "checkpoints" / "last.ckpt").is_file(), **settings,
-        ))
+            val_every=steps, seed=seed, lr=TUNE_LR if "init_from" in settings else TrainConfig.lr, progress=False, **settings,
+        )
+        if (model / "config.yaml").is_file() and not same_config(model, config):
+            raise GeoccsegError(f"{model} holds a run of other settings (steps or scene); choose another --out")
+        if not finished_run(model):  # new, or stopped: an interrupted run's bundle is not scored as finished
+            resumed_from = interrupted_step(model, config)
+            if resumed_from is None and model.exists():
+                shutil.rmtree(model)  # this benchmark's run, stopped before its first checkpoint: train it again
+            train(replace(config, resume=resumed_from is not None))
+        steps_done = load_bundle(model).meta.training.get("steps")
     train_seconds = time.perf_counter() - start
     pred = folder / "lines.gpkg"
     run_predict(scene, pred, model=model, options=PredictOptions(device="cpu"), overwrite=True, progress=False)
     scores = score_rest(read_lines(pred, "PRED"), truth_lines, split, buffer_m)
     return {
-        "run": name, "arm": arm, "labeled_fraction": fraction, "seed": seed, "steps": steps_done,
-        "train_seconds": round(train_seconds, 1), "labeled_lines": len(clipped(truth_lines, aoi)),
+        "run": name, "arm": arm, "labeled_fraction": fraction, "seed": seed, "max_steps": steps, "steps": steps_done,
+        "train_seconds": round(train_seconds, 1),  # of this invocation: the resumed part only after a stop
+        **({"resumed_from_step": resumed_from} if resumed_from is not None else {}),
+        **({"road_model": bundle_stamp(resolve_model("road"))} if arm in SHIPPED_ARMS else {}), "labeled_lines": len(clipped(truth_lines, aoi)),
         "scored_lines": len(clipped(truth_lines, rest)), "buffer_m": buffer_m,
         "completeness": scores.completeness, "correctness": scores.correctness, "quality": scores.quality,
         "predicted_km": scores.pred_total_m / 1000,
     }
+
+
+def check_resume(records: Sequence[dict], arms: Sequence[str], steps: int, buffer_m: float) -> None:
+    """Refuse to add runs to records of other settings: another ``--steps`` or ``--buffer-m``, or
+    another shipped road model under the arms that start from it (records before December 2026
+    name none: the model of 2026-11).
+
+    Raises:
+        GeoccsegError: a record of other settings.
+    """
+    road = bundle_stamp(resolve_model("road")) if set(arms) & set(SHIPPED_ARMS) else None
+    for r in records:
+        if r.get("buffer_m") != buffer_m:
+            raise GeoccsegError(f"{r['run']} was scored with a {r.get('buffer_m')} m buffer, not {buffer_m}; choose another --out")
+        if r["arm"] != "shipped" and r.get("max_steps", r["steps"]) != steps:
+            raise GeoccsegError(f"{r['run']} was trained {r.get('max_steps', r['steps'])} steps, not {steps}; choose another --out")
+        if road is not None and r["arm"] in SHIPPED_ARMS and r.get("road_model") != road:
+            raise GeoccsegError(f"{r['run']} started from another shipped road model than today's; its rows would mix with "
+                                "the new ones: choose another --out")
 
 
 def summarise(records: Sequence[dict]) -> str:
@@ -181,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         records = load_records(results)
+        check_resume(records, args.arms, args.steps, args.buffer_m)
         done = {r["run"] for r in records}
         for fraction in args.fractions:
             for seed in args.seeds:

@@ -42,7 +42,7 @@ import yaml
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
-from geoccseg.benchmark.runs import same_config
+from geoccseg.benchmark.runs import finished_run, same_config
 from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs
 from geoccseg.evaluate import PixelScorer
 from geoccseg.evaluate import evaluate as evaluate_files
@@ -146,7 +146,7 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
             raise GeoccsegError(f"{run} holds a run of other settings (options, steps or seed); "
                                 "choose another --work folder")
         check_run_split(run, held_out)
-        if not _finished(run):
+        if not finished_run(run):
             train(replace(config, resume=(run / "checkpoints" / "last.ckpt").is_file()))
     bundle = load_bundle(run)
     threshold, select_f1 = select_threshold(bundle, select_pairs)
@@ -221,14 +221,6 @@ def train_minutes(run: Path) -> float | None:
         return None
     column = rows[0].split(",").index("seconds")
     return round(float(rows[-1].split(",")[column]) / 60, 1)
-
-
-def _finished(run: Path) -> bool:
-    """Whether ``run`` holds a bundle of a completed training (not one a stop or a crash left)."""
-    if not (run / "bundle.json").exists():
-        return False
-    training = json.loads((run / "bundle.json").read_text()).get("training", {})
-    return not training.get("in_progress", False) and not training.get("interrupted", False)
 
 
 def main(argv: list[str] | None = None) -> int:

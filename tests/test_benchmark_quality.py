@@ -207,6 +207,46 @@ def test_shipped_model_training_minutes_count_every_session(tmp_path: Path) -> N
     assert recipes.train_minutes(tmp_path) == 50.2
 
 
+def test_own_scene_benchmark_trains_again_a_run_a_signal_stopped(data_dir: Path, tmp_path: Path) -> None:
+    """benchmark_own_scene skipped training whenever bundle.json existed: after Ctrl-C (which
+    saves the bundle, marked interrupted) --resume scored the half-trained model as finished."""
+    from geoccseg.benchmark.runs import finished_run
+    from geoccseg.io.catalog import sample_scene
+
+    own = _load_script("benchmark_own_scene")
+    truth = data_dir / "spacenet-vegas" / "vegas_img0_roads.geojson"
+    own.run_one("scratch_sup", 0.4, 0, 2, sample_scene(), truth, tmp_path, 5.0)
+    model = tmp_path / "runs" / "scratch_sup_0.4_s0" / "model"
+    raw = json.loads((model / "bundle.json").read_text())
+    raw["training"].update(interrupted=True, stopped_step=1)
+    (model / "bundle.json").write_text(json.dumps(raw))
+    assert not finished_run(model)
+    record = own.run_one("scratch_sup", 0.4, 0, 2, sample_scene(), truth, tmp_path, 5.0)
+    assert finished_run(model) and record["steps"] == record["max_steps"] == 2
+    with pytest.raises(GeoccsegError, match="holds a run of other settings"):
+        own.run_one("scratch_sup", 0.4, 0, 3, sample_scene(), truth, tmp_path, 5.0)
+
+
+def test_own_scene_benchmark_never_mixes_records_of_other_settings() -> None:
+    """--resume appended runs of another --steps, --buffer-m or shipped road model to the old
+    records, and results.md averaged them together."""
+    from geoccseg.io.bundle import bundle_stamp, resolve_model
+
+    own = _load_script("benchmark_own_scene")
+    road = bundle_stamp(resolve_model("road"))
+    records = [{"run": "scratch_sup_0.4_s0", "arm": "scratch_sup", "steps": 300, "buffer_m": 5.0},
+               {"run": "tuned_sup_0.4_s0", "arm": "tuned_sup", "max_steps": 300, "steps": 300, "buffer_m": 5.0, "road_model": road}]
+    own.check_resume(records, ["scratch_full", "tuned_full"], 300, 5.0)
+    with pytest.raises(GeoccsegError, match="trained 300 steps, not 600"):
+        own.check_resume(records, ["scratch_full"], 600, 5.0)
+    with pytest.raises(GeoccsegError, match="5.0 m buffer, not 3.0"):
+        own.check_resume(records, ["scratch_full"], 300, 3.0)
+    older = [*records, {"run": "shipped_0.4_s0", "arm": "shipped", "steps": 0, "buffer_m": 5.0}]  # the model of 2026-11
+    own.check_resume(older, ["scratch_full"], 300, 5.0)  # arms that do not start from the road model may join
+    with pytest.raises(GeoccsegError, match="another shipped road model"):
+        own.check_resume(older, ["tuned_full"], 300, 5.0)
+
+
 def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:
     runs = benchmark.plan_runs(["sup_imbalance", "full", "fully_supervised"], 0.035, [0, 1], sweep=True, fractions=[0.035, 0.1, 1.0])
     seed0 = [(r.arm, r.labeled_fraction) for r in runs if r.seed == 0]

@@ -49,6 +49,7 @@ class RunRecorder(pl.Callback):
         self._counts: dict[str, int] = {}
         self._seconds = 0.0
         self._since: float | None = None
+        self.ended = False  # _finish ran: the bundle records how the run ended
 
     @property
     def validated(self) -> bool:
@@ -114,6 +115,7 @@ class RunRecorder(pl.Callback):
 
     def _finish(self, trainer, module, interrupted: bool) -> None:
         """Record how the run ended in the bundle; without a validated bundle, save the last step's teacher."""
+        self.ended = True
         if not trainer.is_global_zero:
             return
         training = self.meta.training

@@ -234,6 +234,8 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
     stop.defer()  # from here a signal stops the run after the current step
     try:
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if resumed else None)
+        if not recorder.ended:  # resumed at its step budget (stopped after its last step): Lightning runs no end hook
+            recorder.on_train_end(trainer, module)
         if val_loader is not None and not recorder.validated and trainer.is_global_zero:
             trainer.validate(module, dataloaders=val_loader, verbose=False)  # e.g. --max-minutes ran out first
     except SIGTERMException:
