@@ -83,6 +83,16 @@ def test_ends_within_the_snapping_distance_are_joined() -> None:
     assert apart.number_of_edges() == 4
 
 
+def test_an_end_on_a_line_stays_there_when_another_passes_near() -> None:
+    """An end lying on a line (distance 0) skipped that line and was snapped onto the next one
+    within snap_m: the side road left the main road it ends on for a road 0.6 m beside it."""
+    drawn = lines([(0, 0), (100, 0)], [(50, 40), (50, 0)], [(60, -0.6), (30, -0.6)])
+    graph = road_graph(drawn, snap_m=1.0)
+    tees = [node_xy(graph, n) for n, d in graph.nodes(data=True) if d["degree"] == 3]
+    assert tees == [(X0 + 50, Y0)]  # on the main road, where it was drawn
+    assert_edges_end_on_nodes(graph)
+
+
 def test_ring_multilines_geographic_crs_and_empty_input() -> None:
     ring = [(0, 0), (50, 0), (50, 50), (0, 50), (0, 0)]
     graph = road_graph(gpd.GeoSeries([MultiLineString([[(X0 + x, Y0 + y) for x, y in ring]])], crs=UTM).to_crs(4326))

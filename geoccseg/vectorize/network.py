@@ -304,10 +304,14 @@ def _snap_ends(geoms: np.ndarray, snap_m: float) -> np.ndarray:
         other = hit_line != lone[hit_end] // 2
         hit_end, hit_line = hit_end[other], hit_line[other]
         dist = shapely.distance(points[hit_end], geoms[hit_line])
-        for k in np.lexsort((hit_line, dist, hit_end)):
+        handled = np.zeros(n_ends, dtype=bool)
+        for k in np.lexsort((hit_line, dist, hit_end)):  # each end's nearest line first
             e = lone[hit_end[k]]
-            if dist[k] == 0 or np.any(target[e] != ends[e]):
-                continue  # touching already (noding splits there), or moved by an earlier hit
+            if handled[e]:
+                continue
+            handled[e] = True
+            if dist[k] == 0:
+                continue  # touching its nearest line already (noding splits there): not pulled onto a farther one
             line = geoms[hit_line[k]]
             along = shapely.line_locate_point(line, points[hit_end[k]])
             point = shapely.get_coordinates(shapely.line_interpolate_point(line, along))[0]
