@@ -225,6 +225,17 @@ def test_blocks_of_a_fine_raster_fill_the_holes_a_whole_run_fills(tmp_path):
     assert tiled.length.sum() == pytest.approx(whole.length.sum(), abs=0.5)
 
 
+def test_a_0_1_mask_is_refused_not_read_as_no_road(tmp_path):
+    """uint8 values are probabilities x 255: a 0/1 road mask of another tool gave an empty layer
+    and "0 lines", silently."""
+    mask = (draw((120, 120), [(10, 10, 110, 110)]) > 0.5).astype(np.uint8)
+    tif = write_prob_tif(tmp_path / "mask01.tif", mask[None], ONE_METRE, UTM, ["road"])
+    with pytest.raises(GeoccsegError, match=r"holds only the values 0 and 1, a 0/1 mask rather than probabilities .*mask01.tif"):
+        vectorize_raster(tif, progress=False)
+    scaled = write_prob_tif(tmp_path / "mask255.tif", (mask * 255)[None], ONE_METRE, UTM, ["road"])
+    assert len(vectorize_raster(scaled, progress=False)["road"]) == 1
+
+
 def test_raster_classes_float_nan_and_default_names(tmp_path):
     road = draw((100, 200), [(50, 20, 50, 180)])
     crack = draw((100, 200), [(20, 20, 20, 180), (80, 20, 80, 180)])

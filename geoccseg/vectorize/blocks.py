@@ -125,9 +125,12 @@ def vectorize_raster(
         if dtype != np.uint8:  # a raster of other values shows it in its first block: say so before any work
             first = blocks[0][0]
             _check_range(src.read(bands, window=first), src.read_masks(bands, window=first) > 0, path)
+        top = 0  # largest uint8 value read
         for window, core, open_edges in tqdm(blocks, desc=f"vectorise {name}", unit="block", disable=not progress):
             data = src.read(bands, window=window)
             valid = src.read_masks(bands, window=window) > 0
+            if dtype == np.uint8:
+                top = max(top, int(data.max(initial=0)))
             prob = probabilities(data)
             if dtype != np.uint8:
                 _check_range(prob, valid, path)
@@ -138,6 +141,11 @@ def vectorize_raster(
                         core=core, offset_px=(window.row_off, window.col_off), open_edges=open_edges,
                     )
                 )
+        if dtype == np.uint8 and top == 1 and PROBABILITY_TAG not in src.tags():
+            # uint8 probabilities are value / 255: a 0/1 mask of another tool reads as "no road anywhere"
+            raise GeoccsegError(f"{path} holds only the values 0 and 1, a 0/1 mask rather than probabilities (uint8 "
+                                f"0-255); rescale it to 0/255 first, e.g. gdal_calc.py -A {Path(path).name} --calc \"A*255\" "
+                                "--outfile mask255.tif")
         return {
             name: lines_from_skeleton(
                 SkeletonPixels.concat(parts[name]),
