@@ -201,3 +201,12 @@ def test_graph_needs_a_geopackage_before_any_work(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == ["geoccseg: error: --graph writes node and edge layers beside the lines, which needs a GeoPackage; name the output roads.gpkg"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_negative_snapping_distance_is_refused_before_any_work(vegas: Path, tmp_path: Path) -> None:
+    """--graph-snap-m -1 was refused only after every block was vectorised (hours on a large scene)."""
+    out = tmp_path / "roads.gpkg"
+    result = CliRunner().invoke(cli, ["vectorize", str(vegas / "vegas_pan_roadmask.tif"), "-o", str(out), "--graph",
+                                      "--graph-snap-m", "-1"])
+    assert result.exit_code == 2 and "-1.0 is not in the range x>=0" in result.output
+    assert "vectorise" not in result.output and list(tmp_path.iterdir()) == []

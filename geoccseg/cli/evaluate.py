@@ -43,7 +43,7 @@ def _parse_classes(text: str | None) -> list[int] | None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 @click.option("--graph-metrics/--no-graph-metrics", default=True, show_default=True,
               help="APLS and TOPO of the road graphs, where both sides are vectors or georeferenced rasters.")
-@click.option("--graph-snap-m", type=float, default=DEFAULT_SNAP_M, show_default=True,
+@click.option("--graph-snap-m", type=click.FloatRange(min=0), default=DEFAULT_SNAP_M, show_default=True,
               help="Join line ends this close to other ends or lines when building road graphs, metres.")
 @click.option("--apls-snap-m", type=float, default=_APLS.snap_m, show_default=True,
               help="APLS: control points farther than this from the other graph have no counterpart, metres.")

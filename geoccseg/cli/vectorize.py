@@ -27,7 +27,7 @@ _DEFAULTS = VectorizeParams()
 @click.option("--block-px", type=int, default=4096, show_default=True, help="Block side in pixels (memory).")
 @click.option("--graph", is_flag=True,
               help="Also write the road graph: <class>_nodes and <class>_edges layers (.gpkg only).")
-@click.option("--graph-snap-m", type=float, default=DEFAULT_SNAP_M, show_default=True,
+@click.option("--graph-snap-m", type=click.FloatRange(min=0), default=DEFAULT_SNAP_M, show_default=True,
               help="With --graph: join line ends this close to other ends or lines, metres.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @verbosity_options
