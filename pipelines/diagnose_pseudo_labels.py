@@ -8,7 +8,10 @@ are, above all for the rare class. On a benchmark's unlabeled images the true ma
 trainer never reads them), so this script measures it::
 
     python pipelines/diagnose_pseudo_labels.py --bundle ../bench/deepcrack-cpu/runs/deepcrack_full_0.035_s0 \\
-        --data ../shared/data/deepcrack/train --exclude-labeled --max-images 60
+        --data ../shared/data/deepcrack/train --exclude-labeled --split ../bench/deepcrack-cpu/split.json --max-images 60
+
+``--split`` (the benchmark's ``split.json``) keeps only its training images: the held-out test and
+select images were never the teacher's unlabeled data.
 
 For each level (high, low, unreliable; thresholds from the trainer's defaults or the options) it
 prints the share of pixels, and per pseudo-label class the precision of the pseudo-labels; and for
@@ -182,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", required=True, help="bundle folder, or a shipped model name")
     p.add_argument("--data", required=True, help="folder with images/ and masks/")
     p.add_argument("--exclude-labeled", action="store_true", help="leave out the images the bundle was trained with labels")
+    p.add_argument("--split", type=Path, help="the benchmark's split.json: keep only its training images (the test and "
+                   "select images were never unlabeled training data)")
     p.add_argument("--max-images", type=int, default=60)
     p.add_argument("--tau-high", type=float, default=d.tau_high)
     p.add_argument("--tau-high-fg", type=float, default=d.tau_high_fg)
@@ -198,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bundle = load_bundle(resolve_model(args.bundle))
         pairs = read_pairs(args.data)
+        if args.split:
+            try:
+                train_stems = set(json.loads(args.split.read_text())["train"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise GeoccsegError(f"{args.split} is not a benchmark's split.json (with a \"train\" list)") from None
+            pairs = {stem: pair for stem, pair in pairs.items() if stem in train_stems}
         if args.exclude_labeled:
             labeled = set(bundle.meta.training.get("data", {}).get("labeled") or [])
             pairs = {stem: pair for stem, pair in pairs.items() if stem not in labeled}
@@ -232,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen = [(by_name[n], masks[by_name[n].stem]) for n in report["most_far_mistakes"]]
         draw_far_mistakes(bundle, chosen, args.tau_high_fg, args.figure)
     if args.json:
+        report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}  # what was run
+        report["stems"] = sorted(i.stem for i in images)
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 

@@ -210,7 +210,7 @@ def test_shipped_model_training_minutes_count_every_session(tmp_path: Path) -> N
 def test_own_scene_benchmark_trains_again_a_run_a_signal_stopped(data_dir: Path, tmp_path: Path) -> None:
     """benchmark_own_scene skipped training whenever bundle.json existed: after Ctrl-C (which
     saves the bundle, marked interrupted) --resume scored the half-trained model as finished."""
-    from geoccseg.benchmark.runs import finished_run
+    from geoccseg.train.callbacks import run_finished
     from geoccseg.io.catalog import sample_scene
 
     own = _load_script("benchmark_own_scene")
@@ -220,9 +220,9 @@ def test_own_scene_benchmark_trains_again_a_run_a_signal_stopped(data_dir: Path,
     raw = json.loads((model / "bundle.json").read_text())
     raw["training"].update(interrupted=True, stopped_step=1)
     (model / "bundle.json").write_text(json.dumps(raw))
-    assert not finished_run(model)
+    assert not run_finished(model)
     record = own.run_one("scratch_sup", 0.4, 0, 2, sample_scene(), truth, tmp_path, 5.0)
-    assert finished_run(model) and record["steps"] == record["max_steps"] == 2
+    assert run_finished(model) and record["steps"] == record["max_steps"] == 2
     with pytest.raises(GeoccsegError, match="holds a run of other settings"):
         own.run_one("scratch_sup", 0.4, 0, 3, sample_scene(), truth, tmp_path, 5.0)
 
@@ -405,6 +405,19 @@ def test_pseudo_label_diagnosis_partitions_every_pixel(data_dir: Path, tmp_path:
     for args in (["--bundle", str(tmp_path / "nothing"), "--data", str(cfd)], ["--bundle", "crack", "--data", str(tmp_path)]):
         proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "diagnose_pseudo_labels.py"), *args], capture_output=True, text=True)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "does not exist" in proc.stderr, proc.stderr
+
+
+def test_pseudo_label_diagnosis_leaves_out_the_held_out_images(data_dir: Path, tmp_path: Path) -> None:
+    """--exclude-labeled left the benchmark's test and select images among the "unlabeled" ones
+    (about 15 % of the README's 60), which the teacher never saw as unlabeled data."""
+    diag = _load_script("diagnose_pseudo_labels")
+    split = {"train": ["001", "002", "003"], "select": ["004"], "test": ["005"]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    code = diag.main(["--bundle", "crack", "--data", str(data_dir / "cfd"), "--split", str(tmp_path / "split.json"),
+                      "--json", str(tmp_path / "report.json")])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0 and report["images"] == 3 and report["stems"] == ["001", "002", "003"]
+    assert report["args"]["split"] == str(tmp_path / "split.json")
 
 
 def test_shape_filter_keeps_thin_lines_and_leaves_out_blobs_and_specks() -> None:
