@@ -622,3 +622,18 @@ def test_suggest_scene_report_pairs_each_strategy_with_random_of_the_same_seed()
     table = bench.summarise(records)
     assert "| 0 | first strip | 2 | 10% |" in table  # one first strip per seed
     assert "| 1 | acquisition | +0.005 | +0.030, -0.020 | +0.005 | +0.050, -0.040 |" in table
+
+
+def test_precision_benchmark_reports_against_the_variant_it_measured_as_reference() -> None:
+    """tables() and verdicts() took "onnx fp32" as the reference whatever --variants said: with
+    another first variant the report crashed at its end (KeyError) or judged the first against itself."""
+    bp = _load_script("benchmark_precision")
+    row = {"model": "crack", "set": "deepcrack", "f1": 0.86, "max_255": 0, "mean_255": 0.0}
+    result = {"reference": "torch fp32",
+              "held_out": [{**row, "variant": "torch fp32", "f1_change": 0.0}, {**row, "variant": "torch bf16", "f1_change": -0.002}],
+              "sample": {"torch fp32": {"max_255": 0, "mean_255": 0.0}, "torch bf16": {"max_255": 1, "mean_255": 0.1}},
+              "forward": {"torch fp32": {"median": 2.0}, "torch bf16": {"median": 3.0}}}
+    result["verdicts"] = bp.verdicts(result)
+    assert result["verdicts"] == {"torch fp32": "reference", "torch bf16": "yes"}
+    table = bp.tables(result)
+    assert "| torch bf16 | 1 | 0.100 | 3.00 | 1.50 | yes |" in table and "vs torch fp32" in table and "onnx" not in table
