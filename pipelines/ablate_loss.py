@@ -14,13 +14,16 @@ for the same steps, and reports the select-set precision, recall and F1 of its b
 (validated every 50 steps). ``sup_*`` variants use the labeled images alone; ``full_*`` variants
 are the whole method (pseudo-labels and contrastive loss on the other training images).
 Outputs in ``--out``: ``results.json`` (one record per variant, rewritten after each) and
-``results.md``.
+``results.md``. Running the command again continues it: variants it holds are kept, a variant
+stopped after a checkpoint continues from it; one folder holds one setting (dataset, seed, steps,
+labeled fraction), and another is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from dataclasses import replace
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Sequence
 
 from geoccseg import benchmark
+from geoccseg.benchmark.machine import machine
+from geoccseg.benchmark.runs import interrupted_step
 from geoccseg.benchmark.split import check_split
 from geoccseg.data.photos import split_labeled
 from geoccseg.errors import GeoccsegError
@@ -63,14 +68,34 @@ def run_variant(name: str, dataset: str, folders: dict[str, Path], labeled: list
     ds = benchmark.DATASETS[dataset]
     profile = replace(benchmark.PROFILES["cpu"].with_steps(max_steps), val_every=min(50, max_steps))
     spec = benchmark.RunSpec(arm="full", labeled_fraction=labeled_fraction, seed=seed)
-    config = benchmark.train_config(spec, dataset, profile, folders, labeled, [], out / "runs" / name, **VARIANTS[name])
-    result = train(config)
+    run_dir = out / "runs" / name
+    config = benchmark.train_config(spec, dataset, profile, folders, labeled, [], run_dir, **VARIANTS[name])
+    resumed = interrupted_step(run_dir, config)
+    if resumed is None and run_dir.exists():
+        shutil.rmtree(run_dir)  # this script's own run, stopped before its first checkpoint: trained again
+    result = train(replace(config, resume=resumed is not None))
     cls = ds.classes[0]
     return {
-        "variant": name, "dataset": dataset, "seed": seed, "steps": result.steps, "train_seconds": round(result.seconds, 1),
-        "settings": VARIANTS[name], "n_labeled": len(labeled),
+        "variant": name, "dataset": dataset, "seed": seed, "labeled_fraction": labeled_fraction, "max_steps": max_steps,
+        "steps": result.steps, "train_seconds": round(result.seconds, 1),  # of this invocation (the resumed part only)
+        **({"resumed_from_step": resumed} if resumed is not None else {}), "machine": machine(),
+        "settings": VARIANTS[name], "n_labeled": len(labeled), "labeled": sorted(labeled),
         **{k: result.validation.get(f"{k}_{cls}") for k in ("precision", "recall", "f1", "iou")},
     }
+
+
+def check_records(records: Sequence[dict], dataset: str, seed: int, max_steps: int, labeled_fraction: float) -> None:
+    """Refuse to add variants to records of another setting (their table would mix budgets).
+
+    Raises:
+        GeoccsegError: a record of another dataset, seed, step budget or labeled fraction (records
+            before December 2026 name no budget: they count as another).
+    """
+    setting = {"dataset": dataset, "seed": seed, "max_steps": max_steps, "labeled_fraction": labeled_fraction}
+    for r in records:
+        other = {k: r.get(k) for k, v in setting.items() if r.get(k) != v}
+        if other:
+            raise GeoccsegError(f"{r['variant']} in results.json was run with {other} (now {setting}); choose another --out")
 
 
 def table(records: Sequence[dict]) -> str:
@@ -99,11 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         benchmark.write_json(args.out / "split.json", split)
         labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]
         results_path = args.out / "results.json"
-        kept = json.loads(results_path.read_text()) if results_path.exists() else []
-        records = [r for r in kept if r.get("variant") not in args.variants]
+        records = json.loads(results_path.read_text()) if results_path.exists() else []
+        check_records(records, args.dataset, args.seed, args.max_steps, args.labeled_fraction)
+        done = {r["variant"] for r in records}
         with tempfile.TemporaryDirectory(prefix="geoccseg-ablation-") as tmp:
             folders = {part: benchmark.link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
             for name in args.variants:
+                if name in done:
+                    print(f"{name}: in results.json, kept", flush=True)
+                    continue
                 record = run_variant(name, args.dataset, folders, labeled, args.out, args.max_steps, args.seed, args.labeled_fraction)
                 records.append(record)
                 print(f"{name}: select F1 {record['f1']:.3f} (P {record['precision']:.3f}, R {record['recall']:.3f})", flush=True)

@@ -637,3 +637,16 @@ def test_precision_benchmark_reports_against_the_variant_it_measured_as_referenc
     assert result["verdicts"] == {"torch fp32": "reference", "torch bf16": "yes"}
     table = bp.tables(result)
     assert "| torch bf16 | 1 | 0.100 | 3.00 | 1.50 | yes |" in table and "vs torch fp32" in table and "onnx" not in table
+
+
+def test_loss_ablation_continues_its_folder_and_never_mixes_settings() -> None:
+    """A second run of ablate_loss crashed on its own first run folder ("already holds a trained
+    model"), and records of other budgets joined one table."""
+    ablate = _load_script("ablate_loss")
+    records = [{"variant": "sup_ce", "dataset": "deepcrack", "seed": 0, "max_steps": 300, "labeled_fraction": 0.035}]
+    ablate.check_records(records, "deepcrack", 0, 300, 0.035)
+    with pytest.raises(GeoccsegError, match=r"sup_ce in results.json was run with \{'max_steps': 300\}"):
+        ablate.check_records(records, "deepcrack", 0, 600, 0.035)
+    older = [{"variant": "sup_ce", "dataset": "deepcrack", "seed": 0, "steps": 300}]  # before budgets were recorded
+    with pytest.raises(GeoccsegError, match="choose another --out"):
+        ablate.check_records(older, "deepcrack", 0, 300, 0.035)
