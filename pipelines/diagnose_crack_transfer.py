@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from geoccseg.benchmark.design import data_root
+from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import foreground_probability
 from geoccseg.benchmark.split import SHIPPED_SOURCES, read_pairs
 from geoccseg.data.photos import read_mask, read_photo
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = SHIPPED_SOURCES["crack"][0].split(DATA)
     sets = {"select": predict(bundle, parts["select"]), "select_half": predict(bundle, parts["select"], halve=True),
             "test": predict(bundle, parts["test"]), "cfd": predict(bundle, read_pairs(DATA / "cfd", "cfd"))}
-    report = {}
+    report = {"run": {"model": args.model, "per_image_norm": args.per_image_norm, "weights": bundle.stamp, "machine": machine(),
+                      "split": {part: sorted(parts[part]) for part in ("select", "test")}}}  # what was run
     for name, combine in COMBINE.items():
         def score(keys, threshold=0.5):
             scorer = PixelScorer(threshold)
