@@ -17,6 +17,8 @@ the block threads: ``read`` (the block's pixels), ``blend_chips`` (normalise, fo
 ``engine`` part is the forward as launched, which on CUDA is asynchronous until the results are
 copied back), then, in the main thread, ``acc.add`` (blend sums on disk) and ``write_cog`` (the
 probability COG). ``threads`` overrides the number of block threads of the in-process runner.
+The row labeled ``defaults`` is CUDA's (2 block threads, one chip per pass, torch); on the CPU,
+``geoccseg predict`` runs one block thread and ONNX Runtime (``benchmark_predict.py`` measures that).
 
 A timed phase is the run's function wrapped by a timer (the code is the product's; nothing else
 changes). The first run on a freshly made large scene was slower on the H200 machine than a rerun
