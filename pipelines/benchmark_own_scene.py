@@ -48,7 +48,8 @@ import rasterio  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.benchmark.design import RECORDED, data_root  # noqa: E402
-from geoccseg.benchmark.runs import finished_run, interrupted_step, same_config  # noqa: E402
+from geoccseg.benchmark.runs import interrupted_step, same_config  # noqa: E402
+from geoccseg.train.callbacks import run_finished  # noqa: E402
 from geoccseg.io.catalog import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.evaluate import clipped, score_rest, strips  # noqa: E402
@@ -104,7 +105,7 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
         )
         if (model / "config.yaml").is_file() and not same_config(model, config):
             raise GeoccsegError(f"{model} holds a run of other settings (steps or scene); choose another --out")
-        if not finished_run(model):  # new, or stopped: an interrupted run's bundle is not scored as finished
+        if not run_finished(model):  # new, or stopped: an interrupted run's bundle is not scored as finished
             resumed_from = interrupted_step(model, config)
             if resumed_from is None and model.exists():
                 shutil.rmtree(model)  # this benchmark's run, stopped before its first checkpoint: train it again

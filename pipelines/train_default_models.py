@@ -42,7 +42,8 @@ import yaml
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
-from geoccseg.benchmark.runs import finished_run, same_config
+from geoccseg.benchmark.runs import same_config
+from geoccseg.train.callbacks import run_finished
 from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs
 from geoccseg.evaluate import PixelScorer
 from geoccseg.evaluate import evaluate as evaluate_files
@@ -146,7 +147,7 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
             raise GeoccsegError(f"{run} holds a run of other settings (options, steps or seed); "
                                 "choose another --work folder")
         check_run_split(run, held_out)
-        if not finished_run(run):
+        if not run_finished(run):
             train(replace(config, resume=(run / "checkpoints" / "last.ckpt").is_file()))
     bundle = load_bundle(run)
     threshold, select_f1 = select_threshold(bundle, select_pairs)

@@ -222,7 +222,7 @@ def test_killed_run_resumes_from_its_checkpoint_without_losing_metrics_rows(data
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     step = load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"]
-    assert step % 4 == 0
+    assert step % 2 == 0  # every validation step has its checkpoint too
     assert _training(out)["in_progress"] is True  # what a killed run's bundle says
 
     result = _resume(out, "--max-steps", str(step + 2))
@@ -230,6 +230,84 @@ def test_killed_run_resumes_from_its_checkpoint_without_losing_metrics_rows(data
     rows = _rows(out)
     assert _val_steps(out) == list(range(2, step + 3, 2))  # none dropped, none twice
     assert [int(r["step"]) for r in rows if r["sup"]][0] == 1  # the loss history from the first run is kept
+
+
+@pytest.mark.slow
+def test_a_validation_that_saves_a_bundle_is_checkpointed(data_dir, tmp_path):
+    """Validation saved a better bundle on its own steps while checkpoints came every N steps: a
+    kill in between left a bundle but no checkpoint (neither --resume nor a new run would start),
+    or resumed from an older state than the bundle."""
+    cfd = data_dir / "cfd"
+    out = tmp_path / "killed"
+    proc = _start(cfd, out, "--max-steps", "500", "--val-every", "3", "--checkpoint-every", "1000")
+    _wait_for(out / "bundle.json", proc)
+    _wait_for(out / "checkpoints" / "last.ckpt", proc, timeout_s=60)  # else only after 10 minutes
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] % 3 == 0
+    result = _resume(out, "--max-steps", "7")
+    assert result.exit_code == 0, result.output
+
+
+def test_resume_keeps_the_bundle_saved_after_its_checkpoint(run_copy):
+    """Killed between saving a better bundle and the checkpoint of its step: the resumed run took
+    the checkpoint's older best F1, so a worse model could replace the better one, or its record
+    was written beside the other weights."""
+    raw = json.loads((run_copy / "bundle.json").read_text())
+    raw["training"].update(saved_step=7, validation={**raw["training"]["validation"], "f1": 0.99}, in_progress=True)
+    (run_copy / "bundle.json").write_text(json.dumps(raw))
+    weights = weights_path(run_copy).read_bytes()
+    result = _resume(run_copy, "--max-steps", "9")
+    assert result.exit_code == 0, result.output
+    training = _training(run_copy)
+    assert training["saved_step"] == 7 and training["validation"]["f1"] == 0.99 and training["steps"] == 9
+    assert weights_path(run_copy).read_bytes() == weights
+
+
+def test_resume_refuses_another_run_and_keeps_the_schedule_of_the_first(run_copy, data_dir, tmp_path):
+    """--resume checked only the architecture: another learning rate or loss was taken silently, a
+    changed --encoder-lr-scale crashed with a traceback, photos added to a folder reshuffled which
+    were labeled and which validated, and a longer --max-steps restarted the learning-rate cosine
+    near its peak."""
+    result = _resume(run_copy, "--max-steps", "9", "--lr", "0.001")
+    assert "lr (was 0.002, now 0.001) since the run began" in _one_error_line(result)
+    result = _resume(run_copy, "--max-steps", "9", "--encoder-lr-scale", "0.1")
+    assert "encoder_lr_scale (was 1.0, now 0.1)" in _one_error_line(result)
+
+    cfd = data_dir / "cfd"
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in (cfd / "images").iterdir():
+        (images / photo.name).symlink_to(photo)
+    extra = sorted((cfd / "images").iterdir())[0]
+    (images / f"0-added{extra.suffix}").symlink_to(extra)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for mask in (cfd / "masks").iterdir():
+        (masks / mask.name).symlink_to(mask)
+    (masks / f"0-added{sorted((cfd / 'masks').iterdir())[0].suffix}").symlink_to(sorted((cfd / "masks").iterdir())[0])
+    result = _resume(run_copy, "--max-steps", "9", "--images", str(images), "--masks", str(masks))
+    assert "photos (the folders hold others now)" in _one_error_line(result)
+
+    result = _resume(run_copy, "--max-steps", "9", "--checkpoint-every", "1")  # budget and cadence may change
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(run_copy / "checkpoints" / "last.ckpt")["geoccseg_run"]["schedule_steps"] == 6
+    result = _resume(run_copy, "--max-steps", "10")  # and again: still the first run's schedule
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(run_copy / "checkpoints" / "last.ckpt")["geoccseg_run"]["schedule_steps"] == 6
+
+
+def test_a_stopped_run_without_checkpoint_is_named_as_such(run_copy, data_dir):
+    """A bundle without a checkpoint: "pass --resume" (what the message said) cannot work."""
+    cfd = data_dir / "cfd"
+    shutil.rmtree(run_copy / "checkpoints")
+    result = CliRunner().invoke(cli, ["train", *_cfd_flags(cfd, run_copy), "--max-steps", "2", *FAST_FLAGS])
+    assert _one_error_line(result).endswith("already holds a trained model; choose another -o folder\n")
+    raw = json.loads((run_copy / "bundle.json").read_text())
+    raw["training"]["in_progress"] = True  # killed before its first checkpoint
+    (run_copy / "bundle.json").write_text(json.dumps(raw))
+    result = CliRunner().invoke(cli, ["train", *_cfd_flags(cfd, run_copy), "--max-steps", "2", *FAST_FLAGS])
+    assert "holds the model of a run stopped before its first checkpoint (nothing to resume)" in _one_error_line(result)
 
 
 @pytest.mark.parametrize(("yaml_line", "message"), [
@@ -279,15 +357,19 @@ def test_failed_run_leaves_no_output_folder_and_keeps_user_files(data_dir, tmp_p
     _one_error_line(result)
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
-    # bad data found once training runs (an unlabeled photo is read when it is first drawn)
+    # bad data found once training runs (a validation photo is read when it is first validated)
     shutil.copy(cfd / "masks" / "001.png", masks / "001.png")
-    unlabeled = tmp_path / "unlabeled"
-    unlabeled.mkdir()
-    Image.new("L", (120, 100)).save(unlabeled / "grey.png")
-    result = runner.invoke(cli, [*args, "--unlabeled", str(unlabeled), "--max-steps", "2", *FAST_FLAGS, "-o", str(tmp_path / "late" / "model")])
-    assert "grey.png has 1 band(s), the other photos 3" in _one_error_line(result)
+    val_images, val_masks = tmp_path / "val_images", tmp_path / "val_masks"
+    val_images.mkdir()
+    val_masks.mkdir()
+    shutil.copy(cfd / "images" / "050.jpg", val_images / "050.jpg")
+    whole = (cfd / "masks" / "050.png").read_bytes()
+    (val_masks / "050.png").write_bytes(whole[: len(whole) // 2])  # its header is whole, its pixels cut
+    late = [*args[:-2], "--val-images", str(val_images), "--val-masks", str(val_masks), "--max-steps", "2", *FAST_FLAGS]
+    result = runner.invoke(cli, [*late, "-o", str(tmp_path / "late" / "model")])
+    assert "cannot read mask 050.png" in _one_error_line(result)
     assert not (tmp_path / "late").exists()
-    result = runner.invoke(cli, [*args, "--unlabeled", str(unlabeled), "--max-steps", "2", *FAST_FLAGS, "-o", str(mine)])
+    result = runner.invoke(cli, [*late, "-o", str(mine)])
     _one_error_line(result)
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 

@@ -220,18 +220,6 @@ _LINKED = ("resume", "images", "masks", "val_images", "val_masks")
 made afresh in a temporary folder by each invocation (the split itself is checked against split.json)."""
 
 
-def finished_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds the bundle of a completed training (its step budget or
-    ``max_minutes`` reached), not one that a signal (Ctrl-C, SIGTERM) or a crash left behind to be
-    continued."""
-    try:
-        raw = json.loads((run_dir / "bundle.json").read_text())
-    except (OSError, ValueError):
-        return False
-    training = raw.get("training", {}) if isinstance(raw, dict) else {}
-    return isinstance(training, dict) and not training.get("in_progress", False) and not training.get("interrupted", False)
-
-
 def interrupted_step(run_dir: Path, config: TrainConfig) -> int | None:
     """The step an interrupted run of ``config`` in ``run_dir`` can continue from (its checkpoint's),
     or None: no checkpoint, or one of another configuration (then the run starts over)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from pathlib import Path
@@ -67,6 +68,12 @@ class RunRecorder(pl.Callback):
         self.validation = dict(state.get("validation", {}))
         self._sums, self._counts = dict(state.get("sums", {})), dict(state.get("counts", {}))
         self._seconds = float(state.get("seconds", 0.0))
+        on_disk = _saved_training(self.out)
+        if (isinstance(on_disk.get("saved_step"), int) and on_disk["saved_step"] > (self.saved_step or 0)
+                and isinstance(on_disk.get("validation"), dict) and isinstance(on_disk["validation"].get("f1"), float)):
+            # a better bundle was saved after this checkpoint (killed between the two saves): it is the best so far
+            self.saved_step, self.validation = on_disk["saved_step"], dict(on_disk["validation"])
+            self.best_f1 = self.validation["f1"]
         if self.saved_step is not None:  # the bundle on disk is that of the resumed run
             self.meta.training.update({"saved_step": self.saved_step, "validation": self.validation})
 
@@ -148,6 +155,23 @@ class RunRecorder(pl.Callback):
         with atomic_path(self.out / "metrics.csv", overwrite=True) as tmp:
             tmp.write_text(buf.getvalue())
         plot_training(self.rows, self.out / "training.png")
+
+
+def _saved_training(out: Path) -> dict:
+    """The ``training`` record of the bundle in ``out`` ({} when there is none)."""
+    try:
+        raw = json.loads((out / "bundle.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    training = raw.get("training") if isinstance(raw, dict) else None
+    return training if isinstance(training, dict) else {}
+
+
+def run_finished(out: str | Path) -> bool:
+    """Whether ``out`` holds the bundle of a completed training (its step budget or
+    ``max_minutes`` reached), not one that a signal (Ctrl-C, SIGTERM) or a kill left behind."""
+    training = _saved_training(Path(out))
+    return bool(training) and not training.get("in_progress", False) and not training.get("interrupted", False)
 
 
 def plot_training(rows: list[dict], path: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import yaml
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -151,6 +152,49 @@ def check_architecture(state: dict, module: torch.nn.Module, path: str | os.Path
         )
 
 
+#: Options a resumed run may change: its budget, checkpoint and validation cadence, progress, the
+#: hardware, and the paths of its photo folders (benchmarks link them afresh; what they hold is
+#: compared by name, :func:`run_identity`). Any other change would make it another run.
+RESUME_MAY_CHANGE = frozenset({
+    "out", "resume", "max_steps", "max_minutes", "val_every", "checkpoint_every", "checkpoint_minutes", "progress",
+    "num_workers", "accelerator", "devices", "num_nodes", "precision", "images", "masks", "val_images", "val_masks",
+    "unlabeled",
+})
+
+
+def run_identity(config_yaml: str, classes: list[str], summary: dict) -> dict:
+    """What makes a run the same run on resume: its settings (the options of ``config_yaml`` but
+    :data:`RESUME_MAY_CHANGE`), its classes in order, and its labeled and validation photos by name."""
+    settings = {k: v for k, v in yaml.safe_load(config_yaml).items() if k not in RESUME_MAY_CHANGE}
+    return {"settings": settings, "data": {"classes": list(classes), "labeled": summary.get("labeled"),
+                                           "validation": summary.get("validation")}}
+
+
+def check_same_run(state: dict, identity: dict, path: str | os.PathLike) -> None:
+    """Refuse to resume the checkpoint ``state`` as a run of another :func:`run_identity`: another
+    option (a class order, a learning rate, a loss), or labeled or validation photos that changed
+    (photos added to a folder reshuffle which are labeled and which validate). Settings added to
+    the configuration since the checkpoint was written are not compared; checkpoints written before
+    December 2026 record none.
+
+    Raises:
+        GeoccsegError: naming what changed.
+    """
+    recorded = state.get("geoccseg_run")
+    if not isinstance(recorded, dict):
+        return
+    before, now = recorded.get("settings", {}), identity["settings"]
+    changed = [f"{k} (was {before[k]!r}, now {now[k]!r})" for k in sorted(set(before) & set(now)) if before[k] != now[k]]
+    data_before, data_now = recorded.get("data", {}), identity["data"]
+    if data_before.get("classes") != data_now["classes"]:
+        changed.append(f"classes (was {data_before.get('classes')}, now {data_now['classes']})")
+    changed += [f"the {k} photos (the folders hold others now)" for k in ("labeled", "validation")
+                if data_before.get(k) != data_now.get(k)]
+    if changed:
+        raise GeoccsegError(f"cannot resume from {path}: {'; '.join(changed)} since the run began; resume with the run's "
+                            "own config.yaml and data, or train into a new folder")
+
+
 class SafeCheckpointIO(CheckpointIO):
     """Lightning checkpoint I/O in the safetensors + JSON format of this module.
 
@@ -174,7 +218,8 @@ class SafeCheckpointIO(CheckpointIO):
 # -- when to save ----------------------------------------------------------------------------------
 class PeriodicCheckpoint(Checkpoint):
     """Saves the training state to ``path`` every ``every_steps`` steps or ``every_minutes`` minutes
-    (whichever comes first), at the last step and when the run is stopped by a signal.
+    (whichever comes first), at every validation (which may save a better bundle: a kill after it
+    must not resume from an older state), at the last step and when the run is stopped by a signal.
 
     The state of a step that is also validated is saved after its validation (so its metrics row
     and best bundle are in the checkpoint); others right after the step.
@@ -208,6 +253,7 @@ class PeriodicCheckpoint(Checkpoint):
         step = trainer.global_step
         due = (
             step % self.every_steps == 0
+            or (self.val_every is not None and step % self.val_every == 0)  # the bundle it may save has its checkpoint
             or step >= trainer.max_steps
             or trainer.should_stop
             or (self.every_minutes is not None and time.monotonic() - self._last_time >= 60 * self.every_minutes)

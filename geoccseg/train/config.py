@@ -176,8 +176,12 @@ class TrainConfig:
     @property
     def unlabeled_schedule(self) -> tuple[int, int]:
         """(start, ramp-up length) of the unlabeled terms, in optimiser steps (None options scaled to max_steps)."""
-        start = round(self.max_steps / 6) if self.unlabeled_start_steps is None else self.unlabeled_start_steps
-        length = round(2 * self.max_steps / 3) if self.rampup_steps is None else self.rampup_steps
+        return self.unlabeled_schedule_over(self.max_steps)
+
+    def unlabeled_schedule_over(self, steps: int) -> tuple[int, int]:
+        """:attr:`unlabeled_schedule` of a run whose schedule spans ``steps`` (a resumed run's first budget)."""
+        start = round(steps / 6) if self.unlabeled_start_steps is None else self.unlabeled_start_steps
+        length = round(2 * steps / 3) if self.rampup_steps is None else self.rampup_steps
         return start, length
 
     @property
@@ -195,6 +199,9 @@ class TrainConfig:
         if self.scenes and self.images:
             raise GeoccsegError("give either --scene (GeoTIFF scenes) or --images/--masks (photo folders), not both")
         if self.scenes:
+            if not self.labels:
+                raise GeoccsegError("training on scenes needs --labels (road or crack lines, polygons or a label raster) "
+                                    "for the labeled part; the rest of the scenes is the method's unlabeled data")
             return "scenes"
         if self.images:
             if len(self.masks) != len(self.images):

@@ -68,6 +68,11 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         self.configure_loss_terms()
         self.generator = torch.Generator().manual_seed(config.seed)
         self._val_counts: Tensor | None = None
+        #: steps the learning-rate schedule and the unlabeled ramp are laid over: ``max_steps``, or
+        #: on resume the first run's (a resumed run given more steps keeps its schedule's end rate)
+        self.schedule_steps = config.max_steps
+        #: recorded in each checkpoint (:func:`~geoccseg.train.checkpoint.run_identity`)
+        self.run_identity: dict = {}
 
     # -- hooks that subclasses may override ----------------------------------------------------
     def configure_networks(self) -> None:
@@ -110,8 +115,8 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             groups = [{"params": encoder, "lr": c.lr * c.encoder_lr_scale},
                       {"params": [p for p in groups if id(p) not in ids], "lr": c.lr}]
         opt = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
-        warmup = max(1, min(50, self.config.max_steps // 10))
-        total = max(self.config.max_steps, warmup + 1)
+        warmup = max(1, min(50, self.schedule_steps // 10))
+        total = max(self.schedule_steps, warmup + 1)
 
         def schedule(step: int) -> float:
             if step < warmup:
@@ -132,7 +137,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         self.teacher.eval()  # Lightning switches every submodule to train mode
 
     def _ramp(self, step: int) -> float:
-        start, length = self.config.unlabeled_schedule
+        start, length = self.config.unlabeled_schedule_over(self.schedule_steps)
         return 0.0 if step < start else sigmoid_rampup(step - start, length)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -242,6 +247,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["generator_state"] = self.generator.get_state()  # a resumed run continues the draws
+        checkpoint["geoccseg_run"] = {**self.run_identity, "schedule_steps": self.schedule_steps}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "generator_state" in checkpoint:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+import yaml
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
@@ -26,9 +27,11 @@ from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import BundleMeta, is_weights_file, resolve_model
 from geoccseg.models import Bundle, ModelConfig, load_bundle
 from geoccseg.models.pretrained import source as pretrained_source
-from geoccseg.train.callbacks import RunRecorder
+from geoccseg.train.callbacks import RunRecorder, run_finished
 from geoccseg.train.centreline import label_half_width_px
-from geoccseg.train.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, check_architecture, load_checkpoint
+from geoccseg.train.checkpoint import (
+    PeriodicCheckpoint, SafeCheckpointIO, check_architecture, check_same_run, load_checkpoint, run_identity,
+)
 from geoccseg.train.config import TrainConfig
 from geoccseg.train.module import SemiSupervisedSegmenter
 from geoccseg.train.signals import StopSignals, TrainingStopped
@@ -157,6 +160,9 @@ def train(config: TrainConfig) -> TrainResult:
         pl.seed_everything(c.seed, workers=True, verbose=False)
         start = starting_bundle(c)
         data = build_data(c, start)
+        identity = run_identity(c.to_yaml(), data.classes, data.summary())
+        if resumed is not None:
+            check_same_run(resumed, identity, ckpt)
         if start is not None:
             check_fits(start, data)
             model_config = start.model.config  # parsed and checked by load_bundle
@@ -171,6 +177,9 @@ def train(config: TrainConfig) -> TrainResult:
             centreline_px = label_half_width_px(data) if c.pseudo else 0.0
         module = SemiSupervisedSegmenter(c, model_config, data.class_counts(), centreline_px)
         module.class_names = data.classes
+        module.run_identity = identity
+        if resumed is not None:
+            module.schedule_steps = schedule_steps(resumed, out, c.max_steps)
         if start is not None:  # on --resume the checkpoint then replaces these weights
             module.start_from(start.model)
         if resumed is not None:
@@ -268,6 +277,21 @@ def _first_process() -> bool:
     return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
+def schedule_steps(resumed: dict, out: Path, max_steps: int) -> int:
+    """The step count the resumed run's learning-rate schedule and unlabeled ramp span: that of
+    its first run (a run continued with more steps keeps the rate its schedule ended at, instead of
+    jumping back near the peak), from the checkpoint, or for checkpoints before December 2026 the
+    ``max_steps`` of the run's ``config.yaml``; else ``max_steps``."""
+    recorded = resumed.get("geoccseg_run")
+    if isinstance(recorded, dict) and isinstance(recorded.get("schedule_steps"), int):
+        return recorded["schedule_steps"]
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+        before = yaml.safe_load((out / "config.yaml").read_text()).get("max_steps")
+        if isinstance(before, int) and before > 0:
+            return before
+    return max_steps
+
+
 def refuse_to_replace(out: Path) -> None:
     """Refuse to start a new run in ``out`` where it would replace something: a trained model, an
     unfinished run's checkpoint (a killed run leaves one before its first bundle), or a file of the
@@ -276,9 +300,15 @@ def refuse_to_replace(out: Path) -> None:
     Raises:
         GeoccsegError: ``out`` holds one of :func:`own_outputs` or ``checkpoints/last.ckpt``.
     """
+    has_checkpoint = (out / CHECKPOINTS / LAST).exists()
     if (out / "bundle.json").exists():
-        raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder, or pass --resume to continue it")
-    if (out / CHECKPOINTS / LAST).exists():
+        if has_checkpoint:
+            raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder, or pass --resume to continue it")
+        if not run_finished(out):
+            raise GeoccsegError(f"{out} holds the model of a run stopped before its first checkpoint (nothing to resume); "
+                                "choose another -o folder, or move that model away first")
+        raise GeoccsegError(f"{out} already holds a trained model; choose another -o folder")
+    if has_checkpoint:
         raise GeoccsegError(f"{out} holds the checkpoint of an unfinished run ({CHECKPOINTS}/{LAST}); pass --resume to "
                             "continue it, or choose another -o folder")
     taken = sorted(own_outputs(out))
