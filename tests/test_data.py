@@ -15,6 +15,7 @@ import shapely
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from scipy import ndimage
 from rasterio.transform import from_bounds
 from shapely.geometry import box
 
@@ -86,6 +87,23 @@ def test_pan_uint16_reads_and_normalises(vegas):
     inside = (image[0] >= stats.low[0]) & (image[0] <= stats.high[0])
     assert norm.dtype == np.float32 and norm[0][inside].min() >= -0.5 and norm[0][inside].max() <= 0.5
     assert 0.9 < inside.mean() < 0.97
+
+
+def test_uint16_statistics_hold_a_bounded_number_of_histograms(vegas):
+    """Every chunk's 65,536-bin histogram was held until all were summed: 512 KB a chunk and band,
+    20 GB for a 100k-px scene. Here 441 chunks of 64 px: 230 MB held before, now a few MB."""
+    import tracemalloc
+
+    scene = open_scene(vegas / "vegas_pan.tif")
+    reference = compute_stats(scene, chunk_px=512)
+    tracemalloc.start()
+    try:
+        small_chunks = compute_stats(scene, chunk_px=64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert small_chunks == reference
+    assert peak < 60e6, f"{peak / 1e6:.0f} MB"
 
 
 def test_signed_and_32_bit_scenes_normalise_over_their_whole_range(vegas, tmp_path):
@@ -163,6 +181,31 @@ def test_a_mask_with_nodata_0_is_background_not_missing(vegas, tmp_path):
     assert row.precision < 0.5  # every background pixel a false positive
 
 
+def test_label_raster_values_are_read_as_photo_masks_or_refused(vegas, tmp_path):
+    """Values of a label raster that were neither 0/255 nor 0/1 (decided on a 512-px sample) went
+    to the loss as class indices up to 254: an IndexError in training. A bilinear-resampled 0/255
+    mask, or a 0/1/2 raster given one class, now reads as a photo mask does or is refused in one line."""
+    src = vegas / "vegas_pan_roadmask.tif"
+    scene = open_scene(vegas / "vegas_pan.tif")
+    shape = (scene.height, scene.width)
+    with rasterio.open(src) as ds:
+        road, profile = ds.read(1) > 0, ds.profile
+    smooth = (ndimage.uniform_filter(road.astype(np.float32), 3) * 255).astype(np.uint8)  # a bilinear-like resampling
+    classes = road.astype(np.uint8) + (ndimage.binary_erosion(road, iterations=2)).astype(np.uint8)  # 0 / 1 / 2
+    rasters = {}
+    for name, values in {"smooth": smooth, "classes": classes}.items():
+        rasters[name] = tmp_path / f"{name}.tif"
+        with rasterio.open(rasters[name], "w", **profile) as out:
+            out.write(values[None])
+    assert 0 < (smooth % 255 != 0).mean()
+    read = RasterLabels.open(rasters["smooth"], scene.crs).rasterize(scene.bounds, shape)
+    assert set(np.unique(read)) <= {0, 1} and (read == (smooth >= 128)).mean() > 0.999
+    two = RasterLabels.open(rasters["classes"], scene.crs, ["road", "core"]).rasterize(scene.bounds, shape)
+    assert set(np.unique(two)) == {0, 1, 2} and (two == classes).mean() > 0.999
+    with pytest.raises(GeoccsegError, match=r"holds values up to 2: give a 0/255 or 0/1 mask, or class indices 0..1"):
+        RasterLabels.open(rasters["classes"], scene.crs, ["road"])
+
+
 def test_pan_raster_and_vector_labels_agree(vegas):
     scene = open_scene(vegas / "vegas_pan.tif")
     raster = RasterLabels.open(vegas / "vegas_pan_roadmask.tif", scene.crs)
@@ -175,6 +218,39 @@ def test_pan_raster_and_vector_labels_agree(vegas):
     assert (r[v == 1] == 1).mean() > 0.9
     wide = VectorLabels.open(vegas / "vegas_pan_roads.geojson", scene.crs, width_m=12.0).rasterize(scene.bounds, shape)
     assert (wide[r == 1] == 1).mean() > 0.8
+
+
+def test_chips_of_a_scene_coarser_than_the_training_pixels_keep_the_tile_size(vegas, tmp_path):
+    """Chips were sized from the query snapped to the scene's pixels: a 0.5 m scene trained at 0.3 m
+    gave 257-px chips of a 256-px tile, which no batch can stack."""
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        pixels = src.read([1, 2, 3])
+    transform = from_bounds(500000, 4000000, 500000 + 0.5 * pixels.shape[2], 4000000 + 0.5 * pixels.shape[1],
+                            pixels.shape[2], pixels.shape[1])
+    with rasterio.open(tmp_path / "half_metre.tif", "w", driver="GTiff", width=pixels.shape[2], height=pixels.shape[1],
+                       count=3, dtype="uint8", crs="EPSG:32611", transform=transform) as dst:
+        dst.write(pixels)
+    road = shapely.LineString([(500050, 4000020), (500600, 4000630)])
+    gpd.GeoDataFrame(geometry=[road], crs="EPSG:32611").to_file(tmp_path / "road.gpkg")
+    data = SceneTrainingData([tmp_path / "half_metre.tif"], labels=tmp_path / "road.gpkg", width_m=6.0, pixel_size_m=0.3, tile_px=256)
+    gen = torch.Generator().manual_seed(0)
+    chips = [data.labeled_chip(gen) for _ in range(4)] + [data.unlabeled_chip(gen) for _ in range(2)]
+    assert {tuple(c["image"].shape) for c in chips} == {(3, 256, 256)}
+    assert {tuple(c["mask"].shape) for c in chips[:4]} == {(256, 256)}
+    assert torch.stack([c["image"] for c in chips]).shape == (6, 3, 256, 256)
+
+
+def test_class_weights_count_the_whole_labeled_area(vegas):
+    """The class counts behind the imbalance loss's weights came from the first 64 chips of the
+    grid, all in one band of the first scene: elsewhere's roads did not count."""
+    data = SceneTrainingData([vegas / "vegas_img0_rgb.tif"], labels=vegas / "vegas_img0_roads.geojson", tile_px=64)
+    first = np.zeros(2)
+    for r, q in data.labeled_queries()[:64]:
+        mask = r.chips[q]["mask"].numpy()
+        first += np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=2)[:2]
+    whole = data.class_counts()
+    assert len(data.labeled_queries()) > 300 and (whole == data.label_pixels).all()
+    assert abs(whole[1] / whole.sum() - first[1] / first.sum()) > 0.02  # one band of the scene is not the scene
 
 
 def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
@@ -277,6 +353,58 @@ def test_photo_folder_labeled_split(data_dir):
     assert other.labeled_names != a.labeled_names and other.norm == a.norm
 
 
+def test_a_photo_folder_mixing_grey_and_colour_photos_trains_as_colour(data_dir, tmp_path):
+    """Grey photos among colour ones broadcast a 1-band histogram onto 3 bands (wrong statistics,
+    no error) and failed only when drawn, at a random training step."""
+    cfd = data_dir / "cfd"
+    names = sorted(p.stem for p in (cfd / "images").iterdir())[:12]
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    for i, name in enumerate(names):
+        (image,) = (cfd / "images").glob(f"{name}.*")
+        (mask,) = (cfd / "masks").glob(f"{name}.*")
+        (tmp_path / "masks" / mask.name).symlink_to(mask)
+        if i % 2:  # every other photo as a grey PNG
+            Image.open(image).convert("L").save(tmp_path / "images" / f"{name}.png")
+        else:
+            (tmp_path / "images" / image.name).symlink_to(image)
+    data = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_names=names[:4], val_fraction=0.0, tile_px=128)
+    assert data.num_bands == 3 and len(data.norm.low) == 3
+    gen = torch.Generator().manual_seed(0)
+    chips = [data.labeled_chip(gen) for _ in range(6)] + [data.unlabeled_chip(gen) for _ in range(6)]
+    assert {tuple(c["image"].shape) for c in chips} == {(3, 128, 128)}
+
+
+def test_validation_photos_are_never_unlabeled_training_photos(data_dir):
+    """--unlabeled pointed at the images folder trained on the validation photos (as unlabeled
+    images), which inflates the validation F1 that chooses the saved model."""
+    cfd = data_dir / "cfd"
+    data = PhotoTrainingData(cfd / "images", cfd / "masks", labeled_fraction=0.1, val_fraction=0.1,
+                             unlabeled_dirs=[cfd / "images", cfd / "unlabeled"])
+    held = {image.name for image, _ in data.val_pairs}
+    assert len(held) == 11 and not held & {p.name for p in data.unlabeled_paths if p.parent == cfd / "images"}
+    assert len(data.unlabeled_paths) == 2 * (118 - 11 - len(data.labeled_pairs)) + len(data.labeled_pairs) + len(list((cfd / "unlabeled").iterdir()))
+
+
+def test_validation_photos_are_read_when_validated_not_held(data_dir):
+    """Every validation photo was held as float32 and int64 tensors for the whole run: 300 phone
+    photos of 12 Mpx would be 75 GB. They are read one at a time when validation asks."""
+    import tracemalloc
+
+    root = data_dir / "deepcrack" / "train"
+    data = PhotoTrainingData(root / "images", root / "masks", labeled_fraction=0.05, val_fraction=0.1)
+    tracemalloc.start()
+    try:
+        items = data.validation_items()
+        held = tracemalloc.get_traced_memory()[0]
+        first = items[0]
+    finally:
+        tracemalloc.stop()
+    assert len(items) == 30 and held < 1e6, f"{held / 1e6:.1f} MB held"
+    assert set(first) == {"image", "valid", "mask"} and first["image"].shape[0] == 3
+    assert (items[-1]["mask"] == data._item(*data.val_pairs[-1])["mask"]).all()
+
+
 def _run(*args):
     result = CliRunner().invoke(cli, [str(a) for a in args])
     return result.exit_code, result.output.strip()
@@ -309,6 +437,24 @@ def test_bad_inputs_give_one_line_errors(vegas, tmp_path):
 
     code, out = _run("info", scene, "--bands", "5")
     assert code == 2 and "band 5 is out of range" in out and "4 band(s)" in out
+
+    code, out = _run("train", "--scene", scene, "--val-aoi", far, "-o", tmp_path / "m")  # was a KeyError in training
+    assert code == 2 and "training on scenes needs --labels" in out and out.count("\n") == 0 and not (tmp_path / "m").exists()
+
+    south_up = tmp_path / "south_up.tif"
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "transform": rasterio.Affine(src.transform.a, 0, src.transform.c, 0, -src.transform.e,
+                                                               src.transform.f + src.transform.e * src.height)}
+        with rasterio.open(south_up, "w", **profile) as dst:
+            dst.write(src.read()[:, ::-1])
+    code, out = _run("info", south_up)  # was a misleading "0 road pixels ... check the nodata mask"
+    assert code == 2 and "is stored south-up; warp it to a north-up grid first" in out and out.count("\n") == 0
+
+    xmin, ymin = rasterio.open(scene).bounds[:2]
+    tiny = tmp_path / "tiny.gpkg"  # 10 x 10 m: smaller than a 256-px chip of 0.3 m
+    gpd.GeoDataFrame(geometry=[box(xmin + 0.001, ymin + 0.001, xmin + 0.0011, ymin + 0.0011)], crs=4326).to_file(tiny)
+    code, out = _run("info", scene, "--labels", vegas / "vegas_img0_roads.geojson", "--val-aoi", tiny)  # was no validation, silently
+    assert code == 2 and "holds no whole 256-px chip" in out and out.count("\n") == 0
 
     code, out = _run("info", scene, "--val-aoi", far)  # was silently ignored without labels
     assert code == 2 and out == ("geoccseg: error: --val-aoi only applies to counting labeled chips, with --labels or --aoi; "

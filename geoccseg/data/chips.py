@@ -87,7 +87,11 @@ class SceneChips(GeoDataset):
         """
         x, y = query[0], query[1]
         bounds = self.snap((x.start, y.start, x.stop, y.stop))
-        shape = (round((bounds[3] - bounds[1]) / self.res[1]), round((bounds[2] - bounds[0]) / self.res[0]))
+        # the query's size in chip pixels (tile_px for every sampler query), not the snapped extent's:
+        # a scene coarser than the chips rounds to whole native pixels, which is more than half a
+        # chip pixel (0.5 m scene, 0.3 m chips: 154 native px = 257 chip px), and chips of one
+        # batch must share a size
+        shape = (round((y.stop - y.start) / self.res[1]), round((x.stop - x.start) / self.res[0]))
         image, valid = self.scene.read(self.scene.window_for_bounds(bounds), out_shape=shape)
         image = self.norm.apply(image)
         image[:, ~valid] = 0.0

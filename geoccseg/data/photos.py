@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from geoccseg.data.base import TrainingData
+from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_arrays
@@ -50,6 +50,10 @@ def reason(exc: BaseException) -> str:
     """One line saying why Pillow could not read a file."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
+#: Pillow modes read as colour (3 bands); every other mode is read as grey.
+_COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK")
+
+
 def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool = False) -> np.ndarray:
     """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped).
 
@@ -66,12 +70,34 @@ def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool =
         with Image.open(path) as im:
             if exif_orientation:
                 ImageOps.exif_transpose(im, in_place=True)  # no copy of a photo without the tag
-            stored = im.mode if im.mode in ("L", "RGB") else "RGB" if im.mode in ("RGBA", "P", "CMYK") else "L"
+            stored = "RGB" if im.mode in _COLOUR_MODES else "L"
             mode = {1: "L", 3: "RGB"}.get(bands, stored)
             arr = np.asarray(im if im.mode == mode else im.convert(mode))
     except UNREADABLE as exc:
         raise GeoccsegError(f"cannot read photo {Path(path).name}: {reason(exc)}") from None
     return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+
+
+def photo_bands(path: Path) -> int:
+    """Bands :func:`read_photo` gives a photo as stored (from its header): 3 for colour, 1 for grey.
+
+    Raises:
+        GeoccsegError: a file Pillow cannot read.
+    """
+    try:
+        with Image.open(path) as im:
+            return 3 if im.mode in _COLOUR_MODES else 1
+    except UNREADABLE as exc:
+        raise GeoccsegError(f"cannot read photo {Path(path).name}: {reason(exc)}") from None
+
+
+def _file_id(path: Path) -> tuple[int, int] | str:
+    """(device, inode) of a file, which links and other spellings of its path share."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return str(Path(path).resolve())
+    return st.st_dev, st.st_ino
 
 
 def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int] | None:
@@ -313,19 +339,21 @@ class PhotoTrainingData(TrainingData):
         self.labeled_names = labeled
         self.labeled_pairs = [(image_files[n], mask_files[n]) for n in labeled]
         self.unlabeled_paths = [image_files[n] for n in unlabeled]
-        for folder in unlabeled_dirs or []:
-            self.unlabeled_paths += list(list_images(folder, "unlabeled images").values())
+        held_apart = {_file_id(image) for image, _ in self.val_pairs}
+        for folder in unlabeled_dirs or []:  # never a validation photo (--unlabeled pointed at the images folder)
+            self.unlabeled_paths += [p for p in list_images(folder, "unlabeled images").values() if _file_id(p) not in held_apart]
         self._check_sizes()
         self._counts = self._count_labels(", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)))
-        first = read_photo(self.labeled_pairs[0][0])
-        self.bands = list(range(1, first.shape[0] + 1))
+        # colour when any labeled photo is; every photo is read with these bands (as prediction reads
+        # a photo with its model's), so a folder mixing grey and colour photos trains as one
+        self.bands = list(range(1, max(photo_bands(p) for p, _ in self.labeled_pairs) + 1))
         if norm is None:
             # the same photos whichever of them carry labels: runs that label other photos (active
             # labeling's strategies) normalise alike
             sample = sorted([p for p, _ in self.labeled_pairs] + self.unlabeled_paths)
             rng = np.random.default_rng(seed)
             pick = rng.choice(len(sample), size=min(64, len(sample)), replace=False)
-            norm = stats_from_arrays([read_photo(sample[i]) for i in sorted(pick)])
+            norm = stats_from_arrays([read_photo(sample[i], bands=self.num_bands) for i in sorted(pick)])
         self.norm = norm
 
     def _count_labels(self, masks: str | os.PathLike) -> np.ndarray:
@@ -356,9 +384,7 @@ class PhotoTrainingData(TrainingData):
         """A photo as read (file units; resampled to the training pixel size when its source has
         another), its mask, and the statistics that normalise it: callers cut a chip first and
         normalise the chip alone (a chip of 256 px is a third of a DeepCrack photo)."""
-        image = read_photo(image_path)
-        if image.shape[0] != self.num_bands:
-            raise GeoccsegError(f"{image_path.name} has {image.shape[0]} band(s), the other photos {self.num_bands}; use photos of one kind")
+        image = read_photo(image_path, bands=self.num_bands)
         norm = self.norm.for_image(image)
         mask = read_mask(mask_path, len(self.classes) + 1) if mask_path is not None else None
         zoom = self._zoom.get(image_path, 1.0)
@@ -404,8 +430,8 @@ class PhotoTrainingData(TrainingData):
         path = self.unlabeled_paths[int(torch.randint(len(self.unlabeled_paths), (1,), generator=generator))]
         return self._chip(path, None, generator)
 
-    def validation_items(self) -> list[dict]:
-        return [self._item(i, m) for i, m in self.val_pairs]
+    def validation_items(self) -> LazyItems:
+        return LazyItems(len(self.val_pairs), lambda i: self._item(*self.val_pairs[i]))
 
     def class_counts(self) -> np.ndarray:
         return self._counts.copy()
@@ -417,6 +443,7 @@ class PhotoTrainingData(TrainingData):
             "num_labeled": len(self.labeled_pairs),
             "num_unlabeled": len(self.unlabeled_paths),
             "num_validation": len(self.val_pairs),
+            "validation": sorted(Path(image).stem for image, _ in self.val_pairs),
             "tile_px": self.tile_px,
             "pixel_size_m": self.pixel_size_m,
         }

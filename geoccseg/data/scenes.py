@@ -15,7 +15,7 @@ import shapely
 import torch
 from shapely.geometry.base import BaseGeometry
 
-from geoccseg.data.base import TrainingData
+from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.data.chips import RandomQueries, SceneChips, accept_labeled, accept_unlabeled, grid_queries
 from geoccseg.data.coverage import missing_class_message
 from geoccseg.errors import GeoccsegError
@@ -144,6 +144,9 @@ class SceneTrainingData(TrainingData):
         if val_aoi and not any(r.validation is not None for r in self.regions):
             raise GeoccsegError(f"validation AOI {val_aoi} does not overlap any scene; check its location and CRS")
         self.label_pixels = self._count_label_pixels(labels, aoi) if labels else None
+        if val_aoi and not self.validation_queries():  # else no validation, silently: the bundle would be the last step's
+            raise GeoccsegError(f"validation AOI {val_aoi} holds no whole {self.tile_px}-px chip of valid imagery (a chip lies at "
+                                "least three quarters inside it); draw it larger, or lower --tile-px")
         self._labeled_grid: list | None = None
         self._unlabeled_grid: list | None = None
         self.unlabeled_from_labeled = self.has_labels and not self._any_unlabeled_chip()
@@ -252,18 +255,23 @@ class SceneTrainingData(TrainingData):
                 for q in grid_queries(r.chips, self.tile_px, r.validation)
                 if accept_labeled(r.chips, q, r.validation, self.min_inside, self.min_valid)]
 
-    def validation_items(self) -> list[dict]:
+    def validation_items(self) -> LazyItems:
         """Grid chips of the validation regions, with masks complete inside the validation region
         (the scene's chips mask everything outside the labeled region, which excludes it)."""
-        return [_chip(r.chips.read(q, r.validation), labeled=True) for r, q in self.validation_queries()]
+        queries = self.validation_queries()
+        return LazyItems(len(queries), lambda i: _chip(queries[i][0].chips.read(queries[i][1], queries[i][0].validation), labeled=True))
 
-    def class_counts(self, max_chips: int = 64) -> np.ndarray:
-        """Pixel counts per class (background first) over a grid of labeled chips."""
-        counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
-        for r, q in self.require_labeled_chips()[:max_chips]:
-            mask = r.chips[q]["mask"].numpy()
-            counts += np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=len(counts))[: len(counts)]
-        return counts
+    def class_counts(self) -> np.ndarray:
+        """Pixel counts per class (background first) of the whole labeled area (:attr:`label_pixels`;
+        the first 64 chips of the grid, all in one corner of the first scene, missed roads elsewhere).
+
+        Raises:
+            GeoccsegError: no labels, or no chip fits inside the labeled area.
+        """
+        self.require_labeled_chips()
+        if self.label_pixels is None:
+            raise GeoccsegError("training on scenes needs --labels")
+        return self.label_pixels.astype(np.float64)
 
     def describe(self) -> dict:
         """JSON-safe facts for ``geoccseg info``: the chips on a non-overlapping grid and the labeled pixels.

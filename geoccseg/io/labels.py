@@ -197,27 +197,55 @@ class RasterLabels:
     path: Path
     classes: list[str]
     crs: object
-    binary: bool
+    binary: bool | None
     footprint: BaseGeometry
     zero_nodata: bool = False
 
     @classmethod
     def open(cls, path: str | os.PathLike, crs, classes: list[str] | None = None) -> RasterLabels:
-        """Open a label raster (0/255 or 0/1 binary masks, or class-index rasters)."""
+        """Open a label raster: a 0/255 mask (values from 128 up are the class, as in photo masks),
+        or class indices (0 background, 1 .. K the classes; a 0/1 mask is one class).
+
+        Which of the two is decided on a decimated read of the whole raster (``binary``: True,
+        False, or None when that read holds no foreground, then chip by chip).
+
+        Raises:
+            GeoccsegError: a missing or unreadable file, no CRS, or values that are neither (a mask
+                of values 0..2 for one class, a bilinear-resampled class raster).
+        """
         path = Path(path)
         if not path.exists():
             raise GeoccsegError(f"labels file {path} does not exist")
+        classes = list(classes or ["road"])
         try:
             with open_raster(path) as ds:
                 if ds.crs is None:
                     raise GeoccsegError(f"label raster {path} has no CRS; assign one (rio edit-info --crs ...)")
-                sample = ds.read(1, out_shape=(min(ds.height, 512), min(ds.width, 512)), resampling=Resampling.nearest)
+                sample = ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024)), resampling=Resampling.nearest,
+                                 masked=ds.nodata != 0)  # nodata is no label value; nodata 0 is background
                 footprint, zero_nodata = raster_footprint(ds, crs), ds.nodata == 0
         except rasterio.errors.RasterioIOError:
             raise GeoccsegError(f"labels {path} are not a readable raster") from None
-        values = set(np.unique(sample).tolist())
-        binary = values <= {0, 255} or values <= {0, 1}
-        return cls(path=path, classes=list(classes or ["road"]), crs=crs, binary=binary, footprint=footprint, zero_nodata=zero_nodata)
+        labels = cls(path=path, classes=classes, crs=crs, binary=None, footprint=footprint, zero_nodata=zero_nodata)
+        labels.binary = labels._mode(int(np.ma.filled(sample.max(), 0)))
+        return labels
+
+    def _mode(self, top: int) -> bool | None:
+        """Binary mask (True), class indices (False) or not known yet (None, all background) for
+        a read whose largest value is ``top``.
+
+        Raises:
+            GeoccsegError: ``top`` is neither a class index nor a 0/255 mask value.
+        """
+        if top == 0:
+            return None
+        if top <= len(self.classes):
+            return False
+        if top >= 128:
+            return True
+        raise GeoccsegError(f"label raster {self.path.name} holds values up to {top}: give a 0/255 or 0/1 mask, or class "
+                            f"indices 0..{len(self.classes)} (background and the classes {', '.join(self.classes)}); "
+                            "resample masks with nearest, never bilinear")
 
     @property
     def total_bounds(self) -> tuple[float, float, float, float]:
@@ -234,7 +262,16 @@ class RasterLabels:
             valid = rasterio.features.geometry_mask([self.footprint], out_shape=shape, transform=transform, invert=True)
             if not self.zero_nodata:
                 valid &= vrt.read_masks(1) > 0
-        out = (data > 0).astype(np.uint8) if self.binary else np.clip(data, 0, 254).astype(np.uint8)
+        top = int(data[valid].max(initial=0))
+        binary = self._mode(top) if self.binary is None else self.binary
+        if binary:
+            out = (data >= 128).astype(np.uint8)
+        elif top > len(self.classes):
+            raise GeoccsegError(f"label raster {self.path.name} holds value {top} around {tuple(round(v, 2) for v in bounds)}, "
+                                f"not a class index 0..{len(self.classes)} ({', '.join(self.classes)}); fix the raster or "
+                                "give --classes for each value")
+        else:
+            out = data.astype(np.uint8)
         out[~valid] = IGNORE_INDEX
         return out
 

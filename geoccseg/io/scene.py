@@ -335,6 +335,10 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
     if ds.transform.b != 0 or ds.transform.d != 0:
         ds.close()
         raise GeoccsegError(f"scene {path} has a rotated grid; warp it to a north-up grid first (gdalwarp)")
+    if ds.transform != Affine.identity() and (ds.transform.e > 0 or ds.transform.a < 0):
+        ds.close()
+        raise GeoccsegError(f"scene {path} is stored {'south-up' if ds.transform.e > 0 else 'east to west'}; warp it to a "
+                            f"north-up grid first, e.g. gdalwarp {path} north_up.tif")
     alpha = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
     if bands is None:
         bands = tuple(b for b in range(1, ds.count + 1) if b not in alpha)

@@ -7,7 +7,7 @@ chips from a generator seeded by (seed, rank, worker, start step).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
@@ -55,7 +55,7 @@ class ChipStream(IterableDataset):
 class ItemList(Dataset):
     """Validation items (any size) served one at a time."""
 
-    def __init__(self, items: list[dict]) -> None:
+    def __init__(self, items: Sequence[dict]) -> None:
         self.items = items
 
     def __len__(self) -> int:
