@@ -253,6 +253,34 @@ def test_class_weights_count_the_whole_labeled_area(vegas):
     assert abs(whole[1] / whole.sum() - first[1] / first.sum()) > 0.02  # one band of the scene is not the scene
 
 
+def test_labeled_chips_of_scenes_in_degrees_and_metres_and_an_aoi_sliver(vegas, tmp_path):
+    """Labeled chips were shared out by area in each scene's CRS units: beside a scene in metres,
+    one in degrees (the sample) was never drawn. And a piece of an AOI too small for a chip (across
+    the edge of a second scene) crashed training in TorchGeo's sampler (torch.multinomial)."""
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        pixels = src.read([1, 2, 3])
+    transform = from_bounds(500000, 4000000, 500390, 4000390, pixels.shape[2], pixels.shape[1])  # 0.3 m, UTM
+    metric = tmp_path / "metric.tif"
+    with rasterio.open(metric, "w", driver="GTiff", width=pixels.shape[2], height=pixels.shape[1], count=3, dtype="uint8",
+                       crs="EPSG:32611", transform=transform) as dst:
+        dst.write(pixels)
+    degrees = open_scene(vegas / "vegas_img0_rgb.tif").bounds
+    sample_box = box(*degrees)
+    whole = gpd.GeoSeries([box(500000, 4000000, 500390, 4000390)], crs=32611).to_crs(4326).iloc[0]
+    sliver = gpd.GeoSeries([box(500000, 4000000, 500015, 4000390)], crs=32611).to_crs(4326).iloc[0]  # 15 m wide
+    gen = torch.Generator().manual_seed(0)
+    roads = vegas / "vegas_img0_roads.geojson"
+    for name, other in (("whole", whole), ("sliver", sliver)):
+        gpd.GeoDataFrame(geometry=[sample_box, other], crs=4326).to_file(tmp_path / f"{name}.gpkg")
+        data = SceneTrainingData([vegas / "vegas_img0_rgb.tif", metric], labels=roads, aoi=tmp_path / f"{name}.gpkg", tile_px=128)
+        chips = [data.labeled_chip(gen) for _ in range(24)]
+        with_road = sum(bool((c["mask"] == 1).any()) for c in chips)  # only the sample has labeled roads
+        if name == "whole":  # two scenes of equal pixel area: both drawn
+            assert 4 <= with_road <= 20, with_road
+        else:  # the sliver holds no chip: every chip comes from the sample (and none crashes)
+            assert with_road >= 4
+
+
 def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
     scene = open_scene(masked_scene)
     xmin, ymin, xmax, ymax = scene.bounds

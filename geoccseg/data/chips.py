@@ -194,6 +194,12 @@ class RandomQueries:
     def __init__(self, chips: SceneChips, tile_px: int, roi: BaseGeometry | None = None) -> None:
         self._sampler = RandomGeoSampler(chips, size=tile_px, length=1, roi=roi)
 
+    @property
+    def empty(self) -> bool:
+        """No chip fits in ``roi``'s extent within the scene (a sliver of an AOI across a scene's
+        edge): the sampler has nothing to draw from (its draw would fail in torch.multinomial)."""
+        return not self._sampler.bounds
+
     def draw(self, generator: torch.Generator) -> Query:
         self._sampler.generator = generator
         return next(iter(self._sampler))

@@ -179,11 +179,12 @@ class SceneTrainingData(TrainingData):
 
     def labeled_chip(self, generator: torch.Generator) -> dict:
         """A random labeled chip inside a labeled region (``image``, ``mask``)."""
-        candidates = [r for r in self.regions if r.labeled is not None]
-        if not candidates:
+        candidates = [r for r in self.regions if r.labeled is not None and not r.random_queries(self.tile_px, labeled=True).empty]
+        if not self.has_labels:
             raise GeoccsegError("no labeled region: give --labels (and --aoi where labels are complete)")
-        areas = torch.tensor([r.labeled.area for r in candidates], dtype=torch.float64)
-        for _ in range(MAX_TRIES):
+        # by area in chip pixels: the scenes' CRS units may differ (degrees against metres)
+        areas = torch.tensor([r.labeled.area / abs(r.chips.res[0] * r.chips.res[1]) for r in candidates], dtype=torch.float64)
+        for _ in range(MAX_TRIES if candidates else 0):  # none: labeled areas too small for a random chip
             r = candidates[int(torch.multinomial(areas, 1, generator=generator))]
             query = r.random_queries(self.tile_px, labeled=True).draw(generator)
             if accept_labeled(r.chips, query, r.labeled, self.min_inside, self.min_valid, r.validation):
@@ -203,8 +204,9 @@ class SceneTrainingData(TrainingData):
         if self.unlabeled_from_labeled:
             chip = self.labeled_chip(generator)
             return {"image": chip["image"], "valid": chip["mask"] != IGNORE_INDEX}
-        for _ in range(MAX_TRIES):
-            r = self.regions[int(torch.randint(len(self.regions), (1,), generator=generator))]
+        regions = [r for r in self.regions if not r.random_queries(self.tile_px, labeled=False).empty]
+        for _ in range(MAX_TRIES if regions else 0):
+            r = regions[int(torch.randint(len(regions), (1,), generator=generator))]
             query = r.random_queries(self.tile_px, labeled=False).draw(generator)
             if accept_unlabeled(r.chips, query, r.excluded, self.min_valid):
                 return _chip(r.chips[query], labeled=False)
