@@ -194,8 +194,9 @@ def check_run_split(run: Path, held_out: dict) -> None:
     its "select" and "test" images would include images it trained on).
 
     Raises:
-        GeoccsegError: ``run/split.json`` records other held-out stems, or the run was begun
-            without one (before splits were recorded).
+        GeoccsegError: ``run/split.json`` records other held-out stems; or the run was begun
+            without one (before splits were recorded) and its bundle names no training images,
+            or names some of today's held-out ones.
     """
     path = run / "split.json"
     if path.is_file():
@@ -203,16 +204,23 @@ def check_run_split(run: Path, held_out: dict) -> None:
             raise GeoccsegError(f"{run} was trained with other held-out images than --data-root's split now gives "
                                 f"({path}); choose another --work folder")
         return
-    if (run / "config.yaml").is_file():
-        raise GeoccsegError(f"{run} holds a run begun before its held-out images were recorded; its split cannot be "
-                            "checked: choose another --work folder")
+    if (run / "config.yaml").is_file():  # begun before splits were recorded: its bundle names what it trained on
+        try:
+            trained = set(json.loads((run / "bundle.json").read_text())["training"]["data"]["labeled"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise GeoccsegError(f"{run} holds a run begun before its held-out images were recorded, and no bundle names "
+                                "what it trained on: choose another --work folder") from None
+        held = {stem for parts in held_out.values() for stems in parts.values() for stem in stems}
+        if trained & held:
+            raise GeoccsegError(f"{run} was trained on {len(trained & held)} of today's held-out images (another split); "
+                                "choose another --work folder")
     run.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(held_out, indent=1) + "\n")
 
 
 def train_minutes(run: Path) -> float | None:
-    """Minutes spent training ``run`` (``seconds`` of the last row of its ``metrics.csv``:
+    """Minutes spent training ``run`` (``seconds`` of the last timed row of its ``metrics.csv``:
     validation excluded, continued across resumes); None without rows."""
     path = run / "metrics.csv"
     if not path.is_file():
@@ -221,7 +229,8 @@ def train_minutes(run: Path) -> float | None:
     if len(rows) < 2:
         return None
     column = rows[0].split(",").index("seconds")
-    return round(float(rows[-1].split(",")[column]) / 60, 1)
+    timed = [row.split(",")[column] for row in rows[1:] if row.split(",")[column]]  # validation rows have none
+    return round(float(timed[-1]) / 60, 1) if timed else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -194,17 +194,23 @@ def test_shipped_model_runs_keep_their_held_out_images(tmp_path: Path) -> None:
     other = {"deepcrack": {"select": ["11116-1"], "test": ["IMG33-2", "7Q3A9060-3"]}}
     with pytest.raises(GeoccsegError, match="trained with other held-out images"):
         recipes.check_run_split(run, other)
-    (run / "split.json").unlink()  # a run begun before splits were recorded cannot be checked
-    with pytest.raises(GeoccsegError, match="begun before its held-out images were recorded"):
+    (run / "split.json").unlink()  # a run begun before splits were recorded: checked against what its bundle trained on
+    with pytest.raises(GeoccsegError, match="begun before its held-out images were recorded, and no bundle names"):
         recipes.check_run_split(run, held_out)
+    (run / "bundle.json").write_text(json.dumps({"training": {"data": {"labeled": ["11116", "IMG33-2"]}}}))
+    with pytest.raises(GeoccsegError, match="was trained on 1 of today's held-out images"):
+        recipes.check_run_split(run, held_out)
+    (run / "bundle.json").write_text(json.dumps({"training": {"data": {"labeled": ["11116", "IMG34"]}}}))
+    recipes.check_run_split(run, held_out)  # disjoint: the split is recorded and the run kept
+    assert json.loads((run / "split.json").read_text()) == held_out
 
 
 def test_shipped_model_training_minutes_count_every_session(tmp_path: Path) -> None:
     """train_minutes was the wall time of the last session only: a resumed run recorded minutes."""
     recipes = _load_script("train_default_models")
     assert recipes.train_minutes(tmp_path) is None
-    (tmp_path / "metrics.csv").write_text("step,seconds,loss\n1,1.0,0.9\n600,1500.0,0.3\n1200,3012.0,0.2\n")
-    assert recipes.train_minutes(tmp_path) == 50.2
+    (tmp_path / "metrics.csv").write_text("step,seconds,loss,val_f1\n1,1.0,0.9,\n600,1500.0,0.3,\n1200,3012.0,0.2,\n1200,,,0.6\n")
+    assert recipes.train_minutes(tmp_path) == 50.2  # the last timed row, not the validation row after it
 
 
 def test_own_scene_benchmark_trains_again_a_run_a_signal_stopped(data_dir: Path, tmp_path: Path) -> None:
