@@ -160,6 +160,7 @@ def active_labeling(
         GeoccsegError: bad scene, truth or settings.
     """
     from geoccseg.train import TrainConfig, train  # Lightning is slow to import; only the loop needs it
+    from geoccseg.train.callbacks import run_finished
 
     if rounds < 0 or per_round < 1:
         raise GeoccsegError(f"rounds must be >= 0 and per_round >= 1, got {rounds} and {per_round}")
@@ -186,7 +187,7 @@ def active_labeling(
         labels = label_from_truth(gpd.GeoDataFrame(geometry=truth_lines), labeled, margin_m)
         write_vectors({"labels": labels}, folder / "labels.gpkg", overwrite=True, crs=split.crs)
         began = time.perf_counter()
-        if not (folder / "model" / "bundle.json").is_file():  # a killed round's training goes on from its checkpoint
+        if not run_finished(folder / "model"):  # a killed or stopped round's training goes on from its checkpoint
             train(TrainConfig(out=str(folder / "model"), scenes=[str(scene)], labels=str(folder / "labels.gpkg"), aoi=str(folder / "aoi.gpkg"),
                               seed=train_seed, resume=(folder / "model" / "checkpoints" / "last.ckpt").is_file(),
                               **{"progress": False, **train_settings}))
