@@ -204,6 +204,12 @@ def test_label_raster_values_are_read_as_photo_masks_or_refused(vegas, tmp_path)
     assert set(np.unique(two)) == {0, 1, 2} and (two == classes).mean() > 0.999
     with pytest.raises(GeoccsegError, match=r"holds values up to 2: give a 0/255 or 0/1 mask, or class indices 0..1"):
         RasterLabels.open(rasters["classes"], scene.crs, ["road"])
+    floats = road.astype(np.float32)
+    floats[:200, :200] = np.nan  # a float raster marking "no label" with NaN, without a nodata value
+    with rasterio.open(tmp_path / "float.tif", "w", **{**profile, "dtype": "float32", "nodata": None}) as out:
+        out.write(floats[None])
+    read = RasterLabels.open(tmp_path / "float.tif", scene.crs).rasterize(scene.bounds, shape)
+    assert (read[:190, :190] == IGNORE_INDEX).all() and (read[300:][road[300:]] == 1).all()
 
 
 def test_pan_raster_and_vector_labels_agree(vegas):

@@ -108,7 +108,7 @@ class SceneTrainingData(TrainingData):
             raise GeoccsegError(f"pixel size must be positive (metres), got {pixel_size_m}")
         self.min_valid = min_valid
         self.min_inside = min_inside
-        opened = [open_scene(p, bands) for p in scenes]
+        opened = [open_scene(p, bands, north_up=True) for p in scenes]
         if len({len(s.bands) for s in opened}) != 1:
             raise GeoccsegError("scenes have different numbers of bands; select the same bands with --bands")
         self.bands = list(opened[0].bands)
@@ -144,6 +144,7 @@ class SceneTrainingData(TrainingData):
         if val_aoi and not any(r.validation is not None for r in self.regions):
             raise GeoccsegError(f"validation AOI {val_aoi} does not overlap any scene; check its location and CRS")
         self.label_pixels = self._count_label_pixels(labels, aoi) if labels else None
+        self._validation_grid: list | None = None
         if val_aoi and not self.validation_queries():  # else no validation, silently: the bundle would be the last step's
             raise GeoccsegError(f"validation AOI {val_aoi} holds no whole {self.tile_px}-px chip of valid imagery (a chip lies at "
                                 "least three quarters inside it); draw it larger, or lower --tile-px")
@@ -252,10 +253,12 @@ class SceneTrainingData(TrainingData):
         return self._unlabeled_grid
 
     def validation_queries(self) -> list[tuple[SceneRegions, tuple]]:
-        """Grid of chips of the validation regions."""
-        return [(r, q) for r in self.regions if r.validation is not None
-                for q in grid_queries(r.chips, self.tile_px, r.validation)
-                if accept_labeled(r.chips, q, r.validation, self.min_inside, self.min_valid)]
+        """Grid of chips of the validation regions (computed once)."""
+        if self._validation_grid is None:
+            self._validation_grid = [(r, q) for r in self.regions if r.validation is not None
+                                     for q in grid_queries(r.chips, self.tile_px, r.validation)
+                                     if accept_labeled(r.chips, q, r.validation, self.min_inside, self.min_valid)]
+        return self._validation_grid
 
     def validation_items(self) -> LazyItems:
         """Grid chips of the validation regions, with masks complete inside the validation region
@@ -314,7 +317,7 @@ def _chip(sample: dict, labeled: bool) -> dict:
 
 def describe_scene(path: str | os.PathLike, bands: list[int] | None = None) -> dict:
     """Facts about a scene for ``geoccseg info``: size, bands, dtypes, CRS, pixel size, nodata share."""
-    scene = open_scene(path, bands)
+    scene = open_scene(path, bands, north_up=True)
     ds = scene.dataset
     valid_probe = ds.dataset_mask(out_shape=(min(scene.height, 2048), min(scene.width, 2048)))
     return {

@@ -227,7 +227,8 @@ class RasterLabels:
         except rasterio.errors.RasterioIOError:
             raise GeoccsegError(f"labels {path} are not a readable raster") from None
         labels = cls(path=path, classes=classes, crs=crs, binary=None, footprint=footprint, zero_nodata=zero_nodata)
-        labels.binary = labels._mode(int(np.ma.filled(sample.max(), 0)))
+        finite = np.ma.masked_invalid(sample)  # NaN in a float raster without a nodata value: no label
+        labels.binary = labels._mode(int(np.ma.filled(finite.max(), 0)) if finite.count() else 0)
         return labels
 
     def _mode(self, top: int) -> bool | None:
@@ -262,6 +263,7 @@ class RasterLabels:
             valid = rasterio.features.geometry_mask([self.footprint], out_shape=shape, transform=transform, invert=True)
             if not self.zero_nodata:
                 valid &= vrt.read_masks(1) > 0
+        valid &= np.isfinite(data)  # NaN in a float raster without a nodata value: no label
         top = int(data[valid].max(initial=0))
         binary = self._mode(top) if self.binary is None else self.binary
         if binary:

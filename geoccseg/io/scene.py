@@ -298,7 +298,8 @@ def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
         return rasterio.open(path)
 
 
-def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | None = None, require_crs: bool = True) -> Scene:
+def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | None = None, require_crs: bool = True,
+               north_up: bool = False) -> Scene:
     """Open a GeoTIFF (or any GDAL raster) as a :class:`Scene`.
 
     Args:
@@ -306,6 +307,8 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
         bands: 1-based band indices to use as input channels; by default every band except an
             alpha band.
         require_crs: refuse rasters without a CRS or georeferencing (the default for scenes).
+        north_up: refuse grids stored south-up or east to west (training draws chips by map
+            bounds, which such grids turn into empty windows).
 
     Raises:
         GeoccsegError: missing or unreadable file, no CRS, band index out of range or the alpha band,
@@ -335,7 +338,7 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
     if ds.transform.b != 0 or ds.transform.d != 0:
         ds.close()
         raise GeoccsegError(f"scene {path} has a rotated grid; warp it to a north-up grid first (gdalwarp)")
-    if ds.transform != Affine.identity() and (ds.transform.e > 0 or ds.transform.a < 0):
+    if north_up and ds.transform != Affine.identity() and (ds.transform.e > 0 or ds.transform.a < 0):
         ds.close()
         raise GeoccsegError(f"scene {path} is stored {'south-up' if ds.transform.e > 0 else 'east to west'}; warp it to a "
                             f"north-up grid first, e.g. gdalwarp {path} north_up.tif")

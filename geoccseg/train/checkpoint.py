@@ -8,9 +8,10 @@ the tensors, so ``--resume`` reads raw numbers and text only: nothing is unpickl
 truncated or foreign file is a one-line error.
 
 :class:`PeriodicCheckpoint` writes ``checkpoints/last.ckpt`` (in this format) every
-``checkpoint_every`` steps, every ``checkpoint_minutes`` minutes and at the last step, independent
-of validation; on a validation step it waits until validation is recorded, so a resumed run keeps
-every validation row. A run stopped by SIGINT or SIGTERM saves the step it stopped at.
+``checkpoint_every`` steps, every ``checkpoint_minutes`` minutes, at every validation step and at
+the last step; on a validation step it waits until validation is recorded, so a resumed run keeps
+every validation row. Checkpoints record the run's identity (:func:`run_identity`): a resume that
+would make it another run is refused (:func:`check_same_run`). A run stopped by SIGINT or SIGTERM saves the step it stopped at.
 """
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ class TrainConfig:
     max_steps: int = 1000
     max_minutes: float | None = None
     val_every: int = 100
-    checkpoint_every: int = 50  # steps between checkpoints for --resume (independent of validation)
+    checkpoint_every: int = 50  # steps between checkpoints for --resume (every validation step is one too)
     checkpoint_minutes: float | None = 10.0  # ... and at least every this many minutes
     seed: int = 0
     # data loader worker processes; None: 0 on the CPU, up to 4 per GPU on CUDA (run.loader_workers)
