@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from dataclasses import replace
@@ -32,13 +31,12 @@ from typing import Sequence
 
 from geoccseg import benchmark
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.runs import interrupted_step, same_config
+from geoccseg.benchmark.runs import continue_or_clear
 from geoccseg.benchmark.split import check_split
 from geoccseg.data.photos import split_labeled
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.train import train
-from geoccseg.train.callbacks import run_finished
 
 #: Variant name → TrainConfig fields it sets (on top of the trainer's defaults).
 SUP = {"pseudo": False, "contrastive": False}
@@ -71,11 +69,7 @@ def run_variant(name: str, dataset: str, folders: dict[str, Path], labeled: list
     spec = benchmark.RunSpec(arm="full", labeled_fraction=labeled_fraction, seed=seed)
     run_dir = out / "runs" / name
     config = benchmark.train_config(spec, dataset, profile, folders, labeled, [], run_dir, **VARIANTS[name])
-    if (run_dir / "config.yaml").is_file() and not same_config(run_dir, config):
-        raise GeoccsegError(f"{run_dir} holds a run of other settings; choose another --out")
-    resumed = interrupted_step(run_dir, config)
-    if resumed is None and run_dir.exists() and not run_finished(run_dir):
-        shutil.rmtree(run_dir)  # this script's own run of these settings, stopped before its first checkpoint
+    resumed = continue_or_clear(run_dir, config)
     result = train(replace(config, resume=resumed is not None))
     cls = ds.classes[0]
     return {

@@ -31,7 +31,6 @@ lines of the first seed of each arm over the scene, at the first fraction) and `
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -48,7 +47,7 @@ import rasterio  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.benchmark.design import RECORDED, data_root  # noqa: E402
-from geoccseg.benchmark.runs import interrupted_step, same_config  # noqa: E402
+from geoccseg.benchmark.runs import continue_or_clear  # noqa: E402
 from geoccseg.train.callbacks import run_finished  # noqa: E402
 from geoccseg.io.catalog import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
@@ -103,13 +102,10 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
             pixel_size_m=1.0, width_m=8.0, tile_px=128, batch_size=4, unlabeled_batch_size=4, max_steps=steps,
             val_every=steps, seed=seed, lr=TUNE_LR if "init_from" in settings else TrainConfig.lr, progress=False, **settings,
         )
-        if (model / "config.yaml").is_file() and not same_config(model, config):
-            raise GeoccsegError(f"{model} holds a run of other settings (steps or scene); choose another --out")
+        resumed = continue_or_clear(model, config)
         if not run_finished(model):  # new, or stopped: an interrupted run's bundle is not scored as finished
-            resumed_from = interrupted_step(model, config)
-            if resumed_from is None and model.exists():
-                shutil.rmtree(model)  # this benchmark's run, stopped before its first checkpoint: train it again
-            train(replace(config, resume=resumed_from is not None))
+            resumed_from = resumed
+            train(replace(config, resume=resumed is not None))
         steps_done = load_bundle(model).meta.training.get("steps")
     train_seconds = time.perf_counter() - start
     pred = folder / "lines.gpkg"

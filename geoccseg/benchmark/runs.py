@@ -39,6 +39,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
+from geoccseg.train.callbacks import run_finished
 from geoccseg.train.checkpoint import load_checkpoint
 from geoccseg.train.run import CHECKPOINTS, LAST
 
@@ -218,6 +219,22 @@ def train_and_score(spec: RunSpec, dataset: str, profile: Profile, folders: dict
 _LINKED = ("resume", "images", "masks", "val_images", "val_masks")
 """Config keys that differ between two runs of one benchmark: the train and select folders are links
 made afresh in a temporary folder by each invocation (the split itself is checked against split.json)."""
+
+
+def continue_or_clear(run_dir: Path, config: TrainConfig) -> int | None:
+    """Prepare a script's own run folder ``run_dir`` for ``config``: the step its interrupted run
+    continues from, or None to train from the start. A run of these settings stopped before its
+    first checkpoint is removed (the folder holds only what that run wrote); a finished run is kept.
+
+    Raises:
+        GeoccsegError: ``run_dir`` holds a run of other settings (nothing is removed).
+    """
+    if (run_dir / "config.yaml").is_file() and not same_config(run_dir, config):
+        raise GeoccsegError(f"{run_dir} holds a run of other settings; choose another --out")
+    resumed = interrupted_step(run_dir, config)
+    if resumed is None and run_dir.exists() and not run_finished(run_dir):
+        shutil.rmtree(run_dir)
+    return resumed
 
 
 def interrupted_step(run_dir: Path, config: TrainConfig) -> int | None:
