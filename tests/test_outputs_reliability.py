@@ -342,3 +342,24 @@ def test_a_writer_killed_inside_atomic_path_leaves_a_hidden_temporary_the_next_r
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps({"ok": True}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_file(data_dir: Path, tmp_path: Path) -> None:
+    """A write refused for space (here a file size limit: EFBIG, as ENOSPC on a full disk) was a traceback."""
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", "from geoccseg.cli import cli; cli()", "predict", str(data_dir / "cfd" / "images" / "001.jpg"),
+         "-o", str(out), "--engine", "torch", "--device", "cpu", "--no-overlay"],
+        capture_output=True, text=True, preexec_fn=limit, check=False,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0] == f"geoccseg: error: cannot write {out / 'probability' / '001.png'}: File too large; free some space or choose another output folder"
+    assert not (out / "probability" / "001.png").exists()

@@ -17,6 +17,7 @@ that are also inputs are refused by the commands with :func:`check_not_input`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -209,13 +210,17 @@ def _move(tmp: Path, dest: Path, overwrite: bool) -> None:
     os.unlink(tmp)
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""Errors of a file system (or a file size limit) that takes no more data."""
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success it is moved to ``dest``.
 
     The temporary name keeps the extension of ``dest`` so that format drivers chosen by extension
     (GDAL, OGR) pick the right one. On any exception the temporary file is removed and ``dest`` is
-    left as it was. A folder at ``dest`` is never removed or replaced, and a file at ``dest`` is
+    left as it was; a full disk or quota is one :class:`GeoccsegError` naming ``dest``. A folder at ``dest`` is never removed or replaced, and a file at ``dest`` is
     replaced only with ``overwrite``, also when it appeared while the caller was writing
     (:func:`move_into_place`).
     """
@@ -226,7 +231,12 @@ def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     os.unlink(tmp)  # drivers want to create the file themselves
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise GeoccsegError(f"cannot write {dest}: {os.strerror(exc.errno)}; free some space or choose another output folder") from None
+            raise
         if tmp_path.is_file():  # writers that make private (0600) files: the mode of any new file instead
             umask = os.umask(0o077)
             os.umask(umask)
