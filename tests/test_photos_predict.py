@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geoccseg.cli import cli
-from geoccseg.data.photos import read_photo
+from geoccseg.data.photos import find_photos, read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.files import prediction_scores, read_raster
 from geoccseg.inference.array import predict_array
@@ -55,6 +55,16 @@ def photo_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     whole = (data_dir / "cfd" / "images" / "003.jpg").read_bytes()
     (folder / BROKEN).write_bytes(whole[: len(whole) // 2])
     return folder
+
+
+def test_resume_refuses_outputs_of_other_chips(photo_dir: Path, photo_run, tmp_path: Path) -> None:
+    """Resuming used to keep any probability PNG of the right size: outputs of another model or
+    other chips were kept, and the summary named the new model for all of them."""
+    out = tmp_path / "out"
+    shutil.copytree(photo_run[0], out)
+    result = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--resume", "--overlap-px", "48", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "was predicted with overlap (px) 32, this run uses overlap (px) 48" in result.stderr and "--overwrite" in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +208,26 @@ def test_photo_prediction_is_the_engine_of_predict_array(data_dir: Path, crack: 
     assert np.abs(rows.astype(int) - np.round(floats * 255)).max() <= 1
 
 
+def test_a_16_bit_grey_photo_reads_as_its_8_bit_copy(data_dir: Path, tmp_path: Path) -> None:
+    """Pillow's conversion clipped 16-bit values to 255: the photo read as white, no crack found."""
+    grey = np.asarray(Image.open(data_dir / "cfd" / "images" / "001.jpg").convert("L"))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode.startswith("I;16")
+    for bands in (1, 3):
+        assert np.array_equal(read_photo(tmp_path / "wide.png", bands=bands), np.repeat(grey[None], bands, axis=0))
+    Image.fromarray(grey.astype(np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(GeoccsegError, match="floating-point pixels; save it as an 8- or 16-bit image"):
+        read_photo(tmp_path / "float.tif")
+
+
+def test_photos_whose_names_differ_in_case_only_are_refused(data_dir: Path, tmp_path: Path) -> None:
+    """On macOS and Windows Crack.jpg and crack.png write the same output files."""
+    shutil.copy(data_dir / "cfd" / "images" / "001.jpg", tmp_path / "Crack.jpg")
+    Image.open(data_dir / "cfd" / "images" / "002.jpg").save(tmp_path / "crack.png")
+    with pytest.raises(GeoccsegError, match="share the name"):
+        find_photos([tmp_path])
+
+
 def test_exif_orientation_is_honoured(data_dir: Path, crack: Bundle, tmp_path: Path) -> None:
     stored = Image.open(data_dir / "cfd" / "images" / "004.jpg")
     exif = Image.Exif()
@@ -219,6 +249,7 @@ def test_exif_orientation_is_honoured(data_dir: Path, crack: Bundle, tmp_path: P
     [
         (["-o", "{tmp}/cracks.gpkg"], "photos write a folder"),
         (["-o", "{tmp}/out", "--prob-out", "{tmp}/p.tif"], "--prob-out only applies to georeferenced scenes"),
+        (["-o", "{tmp}/out", "--confidence-out", "{tmp}/c.tif"], "leave it out; photos get confidence/<stem>.png with --confidence"),
         (["-o", "{tmp}/out", "--resume", "--overwrite"], "either --resume"),
         (["-o", "{tmp}/out", "--pixel-size-mm", "0"], "--pixel-size-mm 0.0 is invalid"),
         (["-o", "{tmp}/missing/out"], "does not exist"),
@@ -239,6 +270,7 @@ def test_several_scenes_are_refused_not_predicted_as_photos(data_dir: Path, tmp_
     for name in ("a.tif", "b.tif"):
         shutil.copy(sample_scene(), tmp_path / name)
     for command in (["predict", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(tmp_path / "out")],
+                    ["predict", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(tmp_path / "out"), "--prob-out", str(tmp_path / "p.tif")],
                     ["predict", str(tmp_path / "*.tif"), "-o", str(tmp_path / "out")],
                     ["suggest", str(tmp_path / "a.tif"), str(data_dir / "cfd" / "images" / "001.jpg"), "-o", str(tmp_path / "list.csv")]):
         result = CliRunner().invoke(cli, command)

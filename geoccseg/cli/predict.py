@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from geoccseg.cli.kinds import refuse_options
+from geoccseg.data.photos import find_photos
 from geoccseg.cli.run_options import run_options
 from geoccseg.cli.vectorize_options import NAMES as VECTORIZER_OPTIONS, vectorize_options
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
@@ -111,7 +112,9 @@ def command(
             say(f"wrote {confidence_out}")
         click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
         return
-    refuse_options(ctx, SCENE_ONLY, "georeferenced scenes")
+    find_photos(inputs)  # several scenes, missing files: what is wrong with the inputs comes before the options
+    refuse_options(ctx, SCENE_ONLY, "georeferenced scenes",
+                   "; photos get confidence/<stem>.png with --confidence" if confidence_out is not None else "")
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device, engine=engine,
                              precision=precision)
     photos = predict_photos(

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import glob
 import os
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
@@ -53,9 +54,29 @@ def reason(exc: BaseException) -> str:
 #: Pillow modes read as colour (3 bands); every other mode is read as grey.
 _COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK")
 
+#: Pillow modes of grey photos with more than 8 bits (16-bit PNG and TIFF): read as their high byte.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+#: Pillow's transposition for each EXIF orientation value (as :func:`PIL.ImageOps.exif_transpose`).
+_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(im: Image.Image) -> int | None:
+    """The EXIF orientation tag of an open photo; None when it has none or its EXIF block is
+    malformed (the photo itself is then read as stored, as most viewers do)."""
+    try:
+        return im.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # Pillow raises many kinds on corrupt EXIF (struct.error, TypeError, ...)
+        return None
+
 
 def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool = False) -> np.ndarray:
     """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped).
+
+    Grey photos of 16 bits are scaled to 8 (their high byte, as viewers show them), not clipped.
 
     Args:
         path: the photo (JPEG, PNG, TIFF, BMP: anything Pillow reads).
@@ -64,15 +85,20 @@ def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool =
             viewers show it); training leaves it off, since dataset masks follow the stored pixels.
 
     Raises:
-        GeoccsegError: a file Pillow cannot read (corrupt, truncated, not an image, too large).
+        GeoccsegError: a file Pillow cannot read (corrupt, truncated, not an image, too large) or
+            a photo of floating-point pixels.
     """
     try:
         with Image.open(path) as im:
-            if exif_orientation:
-                ImageOps.exif_transpose(im, in_place=True)  # no copy of a photo without the tag
+            if im.mode == "F":
+                raise GeoccsegError(f"photo {Path(path).name} has 32-bit floating-point pixels; save it as an 8- or 16-bit image")
+            turn = _TURNS.get(_orientation(im)) if exif_orientation else None
+            if im.mode in _WIDE_MODES:
+                im = Image.fromarray((np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8))
             stored = "RGB" if im.mode in _COLOUR_MODES else "L"
             mode = {1: "L", 3: "RGB"}.get(bands, stored)
-            arr = np.asarray(im if im.mode == mode else im.convert(mode))
+            picture = im if im.mode == mode else im.convert(mode)
+            arr = np.asarray(picture if turn is None else picture.transpose(turn))
     except UNREADABLE as exc:
         raise GeoccsegError(f"cannot read photo {Path(path).name}: {reason(exc)}") from None
     return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
@@ -105,7 +131,7 @@ def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int]
     try:
         with Image.open(path) as im:
             width, height = im.size
-            turned = exif_orientation and im.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+            turned = exif_orientation and _orientation(im) in (5, 6, 7, 8)
     except UNREADABLE:
         return None
     return (height, width) if turned else (width, height)
@@ -152,10 +178,11 @@ def find_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             raise GeoccsegError(f"{photo} has a CRS: it is a georeferenced scene, not a photo; give scenes on their own "
                                 "(predict takes one scene at a time: geoccseg predict SCENE -o LINES.gpkg)")
     stems: dict[str, Path] = {}
-    for photo in photos:
-        if photo.stem in stems:
-            raise GeoccsegError(f"{stems[photo.stem]} and {photo} share the name {photo.stem}; their outputs would collide, predict them in separate runs")
-        stems[photo.stem] = photo
+    for photo in photos:  # Crack.jpg and crack.png, or two spellings of an accent, are one file on macOS and Windows
+        key = unicodedata.normalize("NFC", photo.stem).casefold()
+        if key in stems:
+            raise GeoccsegError(f"{stems[key]} and {photo} share the name {photo.stem}; their outputs would collide, predict them in separate runs")
+        stems[key] = photo
     if not photos:
         raise GeoccsegError("no photo given; give a photo, a folder of photos or a pattern such as 'photos/*.jpg'")
     return photos

@@ -215,7 +215,8 @@ def write_confidence_png(prob: np.ndarray, thresholds: ConfidenceThresholds, des
         dest: the PNG file, written atomically.
         overwrite: replace an existing file.
     """
-    _, level = confidence_map(decode_uint8(prob[None]), thresholds)
+    levels = confidence_map(decode_uint8(np.arange(256, dtype=np.uint8)[None, None]), thresholds)[1][0]
+    level = levels[prob]  # one lookup per pixel: whole-photo float planes cost ~40 bytes per pixel
     info = PngImagePlugin.PngInfo()
     info.add_text(CONFIDENCE_TAG, "level")
     for key, value in thresholds.tags().items():

@@ -43,29 +43,33 @@ OVERLAY_MAX_PX = 2048
 """Longest side of an overlay in pixels."""
 
 
-def write_probability_png(prob: np.ndarray, dest: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def write_probability_png(prob: np.ndarray, dest: str | os.PathLike, *, overwrite: bool = False,
+                          tags: dict[str, str] | None = None) -> Path:
     """Write one class's probabilities as a tagged 8-bit PNG.
 
     Args:
         prob: (H, W) uint8 probabilities, p x 255.
         dest: the PNG file.
         overwrite: replace an existing file.
+        tags: more PNG text keys (what predicted it, read back by :func:`probability_png_info`).
     """
     info = PngImagePlugin.PngInfo()
     info.add_text(PROBABILITY_TAG, "uint8")
+    for key, value in (tags or {}).items():
+        info.add_text(key, value)
     with atomic_path(dest, overwrite) as tmp:
         Image.fromarray(np.ascontiguousarray(prob, dtype=np.uint8), mode="L").save(tmp, format="PNG", pnginfo=info)
     return Path(dest)
 
 
-def probability_png_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(width, height) in pixels of a PNG written by :func:`write_probability_png`, from its header;
-    None when the file is missing, unreadable or not such a PNG."""
+def probability_png_info(path: str | os.PathLike) -> tuple[tuple[int, int], dict[str, str]] | None:
+    """(width, height) in pixels and the text keys of a PNG written by :func:`write_probability_png`,
+    from its header; None when the file is missing, unreadable or not such a PNG."""
     try:
         with Image.open(path) as im:
             if im.format != "PNG" or im.mode != "L" or im.info.get(PROBABILITY_TAG) != "uint8":
                 return None
-            return im.size
+            return im.size, {k: v for k, v in im.info.items() if isinstance(v, str)}
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         return None
 

@@ -42,9 +42,10 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds, write_confidence_png
 from geoccseg.inference.engine import Engine, build_engine, ready_engine, settle_engine
+from geoccseg.inference.export import weights_sha256
 from geoccseg.inference.photo_outputs import (
     SUMMARY_COLUMNS,
-    probability_png_size,
+    probability_png_info,
     read_probability_png,
     write_overlay,
     write_probability_png,
@@ -180,6 +181,8 @@ class _Run:
     overlay: bool
     replace: bool
     confidence: ConfidenceThresholds | None = None
+    made_by: dict[str, str] = field(default_factory=dict)
+    """What predicts the probabilities (:data:`MADE_BY`), written into each probability PNG."""
 
     def probability(self, photo: Path) -> Path:
         return self.out_dir / "probability" / f"{photo.stem}.png"
@@ -195,11 +198,27 @@ class _Run:
                 *([self.confidence_path(photo)] if self.confidence else [])]
 
     def complete(self, photo: Path) -> bool:
-        """The photo's outputs are all there, and its probability PNG has the photo's size."""
+        """The photo's outputs are all there, and its probability PNG has the photo's size.
+
+        Raises:
+            GeoccsegError: the probability PNG was predicted by another model or with other chips.
+        """
         if not all(path.is_file() for path in self.outputs(photo)):
             return False
-        size = probability_png_size(self.probability(photo))
-        return size is not None and size == photo_size(photo, exif_orientation=True)
+        info = probability_png_info(self.probability(photo))
+        if info is None or info[0] != photo_size(photo, exif_orientation=True):
+            return False
+        other = {key: info[1].get(key) for key, value in self.made_by.items() if info[1].get(key) != value}
+        if other:
+            was = ", ".join(f"{MADE_BY[key]} {value or 'not recorded'}" for key, value in other.items())
+            now = ", ".join(f"{MADE_BY[key]} {self.made_by[key]}" for key in other)
+            raise GeoccsegError(f"{self.probability(photo)} was predicted with {was}, this run uses {now}; resume with the model and "
+                                "chips that wrote it, or pass --overwrite to redo every photo")
+        return True
+
+
+MADE_BY = {"GEOCCSEG_WEIGHTS_SHA256": "weights", "GEOCCSEG_TILE_PX": "tile (px)", "GEOCCSEG_OVERLAP_PX": "overlap (px)"}
+"""PNG text keys of a probability PNG that a resumed run must share (what each names)."""
 
 
 def predict_photos(
@@ -246,6 +265,7 @@ def predict_photos(
             the first one, after writing the summary of the photos done so far.
         resume: keep the photos whose outputs are complete (their measurements are read back
             from their probability PNGs) and redo the others; the summary and lines are rewritten.
+            Outputs predicted by another model or with other chips (:data:`MADE_BY`) are refused.
         overwrite: redo every photo, replacing its outputs and the summary.
         progress: show a progress bar (only where stderr is a terminal).
         read_threads: threads that read and decode photos ahead of the model.
@@ -258,7 +278,8 @@ def predict_photos(
         GeoccsegError: before any work: no photo found, two photos with one name, an output
             folder that is a file or cannot be written, outputs of an earlier run without
             ``resume`` or ``overwrite``, both of them, a model that is not a one-class model of 1
-            or 3 bands, bad options. During the run: the first unreadable photo without
+            or 3 bands, bad options, a resumed photo predicted with other settings. During the run:
+            the first unreadable photo without
             ``keep_going``.
     """
     start = time.perf_counter()
@@ -292,6 +313,8 @@ def predict_photos(
         overlap_px=options.overlap_px, batch_size=options.batch_for(tile_px), bands=len(meta.bands), params=params,
         pixel_size_mm=pixel_size_mm, overlay=len(photos) <= OVERLAY_AUTO_MAX if overlay is None else overlay,
         replace=overwrite or resume, confidence=ConfidenceThresholds.from_meta(meta) if confidence else None,
+        made_by={"GEOCCSEG_WEIGHTS_SHA256": weights_sha256(bundle.model), "GEOCCSEG_TILE_PX": str(tile_px),
+                 "GEOCCSEG_OVERLAP_PX": str(options.overlap_px)},
     )
     _prepare(run, photos, resume, overwrite)
 
@@ -421,7 +444,7 @@ def _finish(run: _Run, photo: Path, image: np.ndarray, prob: np.ndarray) -> tupl
         write_overlay(image, measured.branches, run.overlay_path(photo), overwrite=run.replace)
     if run.confidence:
         write_confidence_png(prob, run.confidence, run.confidence_path(photo), overwrite=run.replace)
-    write_probability_png(prob, run.probability(photo), overwrite=run.replace)
+    write_probability_png(prob, run.probability(photo), overwrite=run.replace, tags=run.made_by)
     return _row(photo, measured), measured.branches
 
 
