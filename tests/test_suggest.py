@@ -141,6 +141,29 @@ def test_suggest_returns_n_separate_squares_outside_the_aoi_ranked_by_score(scen
             assert square.intersection(other).area < 1e-9 * square.area
 
 
+def crop(scene_path: Path, dest: Path, cols: slice) -> Path:
+    """Columns ``cols`` of the sample as a GeoTIFF of their own."""
+    with rasterio.open(scene_path) as src:
+        window = rasterio.windows.Window(cols.start, 0, cols.stop - cols.start, src.height)
+        profile = src.profile | {"width": window.width, "transform": src.window_transform(window), "tiled": False}
+        profile.pop("blockxsize", None), profile.pop("blockysize", None)
+        with rasterio.open(dest, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return dest
+
+
+@pytest.mark.parametrize("strategy", ["acquisition", "random"])
+def test_squares_of_overlapping_scenes_never_overlap(scene_path, tmp_path, strategy):
+    """Overlap was checked within each scene only: two scenes sharing ground (neighbouring tiles cut
+    with an overlap) gave squares on top of each other."""
+    west, east = crop(scene_path, tmp_path / "west.tif", slice(0, 800)), crop(scene_path, tmp_path / "east.tif", slice(500, 1300))
+    areas = suggest_areas([west, east], model="road", n=12, size_m=60, options=CPU, strategy=strategy, progress=False).areas
+    assert len(areas) == 12 and set(areas["scene"]) == {"west.tif", "east.tif"}
+    for i, square in enumerate(areas.geometry):
+        for other in areas.geometry.iloc[i + 1:]:
+            assert square.intersection(other).area < 1e-6 * square.area
+
+
 def test_nothing_is_suggested_where_the_scene_is_nodata(scene_path, tmp_path):
     scene = masked_scene(scene_path, tmp_path / "half.tif", cols=slice(650, None))  # eastern half nodata
     with rasterio.open(scene) as src:
@@ -340,7 +363,7 @@ def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeyp
 
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["count", "size", "aoi_elsewhere", "exists", "suffix", "is_input", "photo_aoi", "csv_suffix",
-                                  "confidence_png"])
+                                  "confidence_png", "tile_zero"])
 def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tmp_path):
     out = tmp_path / "areas.gpkg"
     args = ["suggest", str(scene_path), "-o", str(out), "--device", "cpu"]
@@ -359,6 +382,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tm
         args[3:4] = [str(scene_path), "--overwrite"]
     elif case == "photo_aoi":
         args = ["suggest", str(data_dir / "cfd" / "images"), "--aoi", str(tmp_path / "x.gpkg"), "-o", str(tmp_path / "l.csv")]
+    elif case == "tile_zero":  # was a ZeroDivisionError traceback after loading the model
+        args = ["suggest", str(data_dir / "cfd" / "images"), "--tile-px", "0", "-o", str(tmp_path / "l.csv")]
     elif case == "csv_suffix":
         args = ["suggest", str(data_dir / "cfd" / "images" / "001.jpg"), "-o", str(tmp_path / "l.gpkg")]
     else:

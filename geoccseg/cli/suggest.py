@@ -34,7 +34,7 @@ SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
               help="acquisition: the score (what labels would teach the model); coverage: the most typical area or photo "
                    "of each kind not yet labeled (embedding clusters, no score); random: the baseline "
                    "[acquisition for scenes, coverage for photos].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the coverage clustering and of the random draw.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the coverage clustering and of the random draw.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.pass_context
 @verbosity_options

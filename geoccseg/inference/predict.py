@@ -162,6 +162,8 @@ class PredictOptions:
             raise GeoccsegError(f"--workers {self.workers} is invalid; use 1 or more worker processes")
         if self.batch_size is not None and self.batch_size < 1:
             raise GeoccsegError(f"--batch-size {self.batch_size} is invalid; use 1 or more chips per batch")
+        if self.tile_px is not None and self.tile_px < 1:
+            raise GeoccsegError(f"--tile-px {self.tile_px} is invalid; give the chip edge in pixels, e.g. 512")
 
     def tile_for(self, meta: BundleMeta) -> int:
         """The chip edge in model-grid pixels for a bundle: :attr:`tile_px`, or by default the bundle's

@@ -9,10 +9,11 @@ For each scene it
 2. scores the cells block by block (:func:`geoccseg.suggest.blocks.score_cells`, bounded memory,
    Dask like prediction);
 3. drops squares with less than ``min_valid_share`` valid pixels (nodata), squares that overlap the
-   labeled AOI (any area in common) and squares that hold a labeled geometry; squares mostly
+   labeled AOI (any area in common; a shared edge is not) and squares that hold a labeled geometry; squares mostly
    inside the AOI or holding labels are the *labeled reference* of the novelty term;
 
-then ranks the candidates of all scenes together (:func:`geoccseg.suggest.select.greedy`) and
+then ranks the candidates of all scenes together (:func:`geoccseg.suggest.select.greedy`; squares of
+scenes that overlap are never both chosen where they share area) and
 writes the best ``n`` as polygons in the first scene's CRS with ``rank``, ``score`` and its parts,
 atomically. ``strategy="coverage"`` chooses by embedding clusters instead of the score, and
 ``strategy="random"`` draws the same candidates at random: the baseline that the benchmark compares with.
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import scipy.sparse
 import shapely
 from affine import Affine
 from pyproj import CRS
@@ -174,10 +176,10 @@ def suggest_areas(
                 workdir=workdir if options.workers else None, progress=progress,
             )
             per_scene.append(_candidates(scene, cells, scale, sums, region, params, index))
-    pooled = _pool(per_scene)
+    pooled = _pool(per_scene, CRS.from_user_input(opened[0].crs))
     spacing_m = params.spacing_m or size_m
     choice = choose(pooled.candidates, pooled.reference, n, params, spacing_m, strategy, seed)
-    areas = _frame(pooled, choice, per_scene[0].crs if per_scene else opened[0].crs)
+    areas = _frame(pooled, choice, pooled.boxes.crs)
     if out is not None:
         write_vectors({"areas": areas}, out, overwrite=overwrite)
     return SuggestResult(areas, out, size_m, len(pooled.candidates), time.perf_counter() - start)
@@ -256,18 +258,38 @@ class _Pooled:
     scene: np.ndarray
 
 
-def _pool(per_scene: list[_SceneCandidates]) -> _Pooled:
-    """The candidates of every scene as one set; polygons in the first scene's CRS."""
-    crs = per_scene[0].crs
-    boxes = [gpd.GeoSeries(s.boxes, crs=s.crs).to_crs(crs) for s in per_scene]
+def _pool(per_scene: list[_SceneCandidates], crs: CRS) -> _Pooled:
+    """The candidates of every scene as one set; polygons in ``crs`` (the first scene's).
+
+    With several scenes, squares are placed in one metric frame (the UTM zone of their extent):
+    their centres measure the spread across scenes, and squares of scenes that overlap (or of a
+    scene given twice) that share area are marked, so that no two chosen squares overlap.
+    """
+    boxes = gpd.GeoSeries(np.concatenate([gpd.GeoSeries(s.boxes, crs=s.crs).to_crs(crs).values for s in per_scene]), crs=crs)
     cat = lambda name: np.concatenate([getattr(s.candidates, name) for s in per_scene])  # noqa: E731
+    group, centre_m, across = cat("group"), cat("centre_m"), None
+    if len(per_scene) > 1 and len(boxes):
+        metric = boxes.to_crs(boxes.estimate_utm_crs()).values
+        centre = shapely.centroid(metric)
+        centre_m = np.stack([shapely.get_y(centre), shapely.get_x(centre)], axis=1)
+        across = _overlaps_across(metric, group)
     return _Pooled(
-        Candidates(cat("parts"), cat("embedding"), cat("group"), cat("cell"), cat("centre_m")),
-        np.concatenate([s.reference for s in per_scene]),
-        gpd.GeoSeries(np.concatenate([b.values for b in boxes]), crs=crs),
+        Candidates(cat("parts"), cat("embedding"), group, cat("cell"), centre_m, across),
+        np.concatenate([s.reference for s in per_scene]), boxes,
         np.concatenate([s.valid_share for s in per_scene]), np.concatenate([s.size_m for s in per_scene]),
         np.concatenate([np.full(len(s.candidates), s.name, dtype=object) for s in per_scene]),
     )
+
+
+def _overlaps_across(boxes: np.ndarray, group: np.ndarray) -> scipy.sparse.csr_matrix:
+    """Pairs of squares of different scenes that share more than a sliver (1e-6 of the smaller)."""
+    left, right = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+    other = group[left] != group[right]
+    left, right = left[other], right[other]
+    shared = shapely.area(shapely.intersection(boxes[left], boxes[right]))
+    real = shared > 1e-6 * np.minimum(shapely.area(boxes[left]), shapely.area(boxes[right]))
+    n = len(boxes)
+    return scipy.sparse.csr_matrix((np.ones(int(real.sum()), dtype=bool), (left[real], right[real])), shape=(n, n))
 
 
 def _frame(pooled: _Pooled, choice, crs) -> gpd.GeoDataFrame:

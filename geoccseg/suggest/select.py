@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 
 from geoccseg.errors import GeoccsegError
 
@@ -102,10 +103,12 @@ class Candidates:
     Attributes:
         parts: float64 (n, 3), :data:`PARTS` as means over each candidate's valid pixels.
         embedding: float64 (n, E), mean projected embedding.
-        group: int (n,), scene index; spread and overlap apply within a group only.
+        group: int (n,), scene index; squares of one group overlap by their cells.
         cell: int (n, 2), top-left cell (row, col) of a square (a square covers 2 x 2 cells);
             None for photos (no overlap, no spread).
-        centre_m: float64 (n, 2), centre in metres in the group's own frame; None for photos.
+        centre_m: float64 (n, 2), centre in metres, in one frame for all candidates; None for photos.
+        across: bool sparse (n, n), squares of different groups that overlap (scenes that
+            overlap or repeat); None: no such pair.
     """
 
     parts: np.ndarray
@@ -113,6 +116,7 @@ class Candidates:
     group: np.ndarray
     cell: np.ndarray | None = None
     centre_m: np.ndarray | None = None
+    across: scipy.sparse.csr_matrix | None = None
 
     def __len__(self) -> int:
         return len(self.parts)
@@ -176,7 +180,10 @@ def _overlapping(candidates: Candidates, i: int) -> np.ndarray:
         out[i] = True
         return out
     d = np.abs(candidates.cell - candidates.cell[i])
-    return (candidates.group == candidates.group[i]) & (d[:, 0] < 2) & (d[:, 1] < 2)
+    out = (candidates.group == candidates.group[i]) & (d[:, 0] < 2) & (d[:, 1] < 2)
+    if candidates.across is not None:
+        out[candidates.across[i].indices] = True
+    return out
 
 
 def greedy(candidates: Candidates, reference: np.ndarray, n: int, params: SuggestParams, spacing_m: float) -> Choice:
@@ -212,9 +219,8 @@ def greedy(candidates: Candidates, reference: np.ndarray, n: int, params: Sugges
         open_ &= ~_overlapping(candidates, i)
         similar = np.maximum(similar, np.clip(unit @ unit[i], 0, None))
         if candidates.centre_m is not None:
-            same = candidates.group == candidates.group[i]
             d = np.linalg.norm(candidates.centre_m - candidates.centre_m[i], axis=1)
-            near_space = np.maximum(near_space, np.where(same, np.exp(-(d / spacing_m) ** 2), 0.0))
+            near_space = np.maximum(near_space, np.exp(-(d / spacing_m) ** 2))
     return _choice(taken)
 
 
@@ -336,6 +342,8 @@ def choose(candidates: Candidates, reference: np.ndarray, n: int, params: Sugges
     :func:`coverage` or :func:`random_choice` (``seed`` draws the last two), ranked on to ``take``
     (default ``n``) candidates by the same rule."""
     check_strategy(strategy)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise GeoccsegError(f"seed {seed} is invalid; give a whole number from 0")
     take = n if take is None else take
     if strategy == "random":
         return random_choice(candidates, take, seed, params.weights)
