@@ -164,3 +164,34 @@ def test_truth_beyond_a_predicted_raster_is_not_counted_as_missed(vegas: Path, t
     with_region = evaluate(vegas / "vegas_pan_roadmask.tif", region).classes[0]
     assert with_region.apls == pytest.approx(on_scene.apls) and with_region.topo_recall == pytest.approx(on_scene.topo_recall)
     assert with_region.completeness == on_scene.completeness
+
+
+def test_truth_across_the_predictions_nodata_is_not_counted_as_missed(vegas: Path, tmp_path: Path) -> None:
+    """The graph metrics clipped vector truth to the raster's box only: roads under its nodata
+    (the collar of a reprojected scene, a masked half) counted as missed, while the pixel and
+    centreline scores left those pixels out."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(vegas / "vegas_pan_roadmask.tif") as src:
+        profile, data = src.profile, src.read()
+    valid = np.ones(data.shape[1:], dtype=bool)
+    valid[:, 650:] = False
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp_path / "half.tif", "w", **profile) as dst:
+        dst.write(data)
+        dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+    row = evaluate(tmp_path / "half.tif", vegas / "vegas_pan_roads.geojson").classes[0]
+    assert row.apls > 0.95 and row.topo_recall > 0.95  # APLS 0.44 when the east half counted as missed
+
+
+def test_truth_that_only_touches_the_raster_edge_is_not_a_crash(vegas: Path, tmp_path: Path) -> None:
+    """Clipping a line that ends on the raster's edge from outside left a Point: the road graph refused it."""
+    import rasterio
+
+    with rasterio.open(vegas / "vegas_pan_roadmask.tif") as src:
+        right, top = src.bounds.right, src.bounds.top
+    truth = gpd.read_file(vegas / "vegas_pan_roads.geojson")
+    outside = LineString([(right + 0.001, top - 0.001), (right, top - 0.001)])  # ends exactly on the east edge
+    gpd.GeoDataFrame(geometry=[*truth.geometry, outside], crs=truth.crs).to_file(tmp_path / "touch.geojson")
+    row = evaluate(vegas / "vegas_pan_roadmask.tif", tmp_path / "touch.geojson").classes[0]
+    assert row.apls > 0.97

@@ -397,6 +397,15 @@ def test_cli_missing_path_exits_2(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("geoccseg: error: PRED") and "does not exist" in lines[0]
 
 
+@pytest.mark.parametrize("option", ["--buffer-m", "--tolerance-px", "--line-width-m"])
+def test_cli_nan_settings_are_refused(option: str, tmp_path: Path) -> None:
+    """NaN passed every ``< 0`` check and turned the scores silently to 0."""
+    _write_png(tmp_path / "t.png", np.zeros((2, 2)))
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "t.png"), str(tmp_path / "t.png"), option, "nan"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("geoccseg: error: ") and "nan" in lines[0]
+
+
 # --- real data -------------------------------------------------------------------------------------
 
 def test_vegas_mask_against_its_lines(vegas: Path) -> None:

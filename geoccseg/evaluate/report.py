@@ -18,6 +18,7 @@ OIS, the mean of per-image best F1, and APLS, the mean of per-image APLS (as Spa
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,8 @@ import geopandas as gpd
 import networkx as nx
 import numpy as np
 import shapely
-from rasterio.transform import array_bounds
+import rasterio.features
+import shapely.geometry
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.apls import APLSParams, APLSResult, apls_score
@@ -220,9 +222,9 @@ def evaluate(
     """
     if not 0 < threshold < 1:
         raise GeoccsegError(f"threshold {threshold} must lie strictly between 0 and 1")
-    if tolerance_px < 0:
+    if not (math.isfinite(tolerance_px) and tolerance_px >= 0):
         raise GeoccsegError(f"tolerance {tolerance_px} px must be >= 0")
-    if buffer_m <= 0 or line_width_m <= 0:
+    if not all(math.isfinite(v) and v > 0 for v in (buffer_m, line_width_m)):
         raise GeoccsegError(f"buffer ({buffer_m} m) and line width ({line_width_m} m) must be > 0")
     if classes is not None:
         classes = sorted({int(k) for k in classes})
@@ -313,25 +315,31 @@ def _score_pair(
             # vector lines against a raster: only their part on the raster is compared
             on_grid = None if pred_vector and truth_vector else grid
             pred_graph = (
-                road_graph(_lines_on(read_lines(pred_path, "PRED"), on_grid), snap_m=graphs.snap_m) if pred_vector
+                road_graph(_lines_on(read_lines(pred_path, "PRED"), on_grid, valid), snap_m=graphs.snap_m) if pred_vector
                 else _raster_graph(scores[k], grid, valid, threshold, graphs.snap_m)
             )
             truth_graph = (
-                road_graph(_lines_on(read_lines(truth_path, "TRUTH"), on_grid), snap_m=graphs.snap_m) if truth_vector
+                road_graph(_lines_on(read_lines(truth_path, "TRUTH"), on_grid, valid), snap_m=graphs.snap_m) if truth_vector
                 else _raster_graph(truths[k], grid, valid, 0.5, graphs.snap_m)
             )
             class_totals.add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
 
 
-def _lines_on(lines: gpd.GeoSeries, grid: Raster | None) -> gpd.GeoSeries:
-    """The parts of ``lines`` inside a georeferenced raster's extent (in its CRS), so that truth
-    beyond a predicted scene is not counted as missed, nor predictions beyond a truth raster as
-    false; ``grid`` None: all of them."""
+def _lines_on(lines: gpd.GeoSeries, grid: Raster | None, valid: np.ndarray | None = None) -> gpd.GeoSeries:
+    """The parts of ``lines`` on a georeferenced raster's valid pixels (in its CRS), so that truth
+    beyond a predicted scene or across its nodata is not counted as missed, nor predictions
+    beyond a truth raster or over its unlabeled pixels as false (as the pixel and centreline
+    scores leave those pixels out); ``grid`` None: all of them."""
     if grid is None:
         return lines
     height, width = grid.shape
-    footprint = shapely.box(*array_bounds(height, width, grid.transform))
-    return clipped(lines.to_crs(grid.crs), footprint)
+    if valid is None or valid.all():
+        corners = [grid.transform * corner for corner in ((0, 0), (width, 0), (width, height), (0, height))]
+        area = shapely.Polygon(corners)
+    else:
+        mask = valid.astype(np.uint8)
+        area = shapely.union_all([shapely.geometry.shape(g) for g, _ in rasterio.features.shapes(mask, mask=valid, transform=grid.transform)])
+    return clipped(lines.to_crs(grid.crs), area)
 
 
 def _raster_graph(values: np.ndarray, grid: Raster, valid: np.ndarray, threshold: float, snap_m: float) -> nx.MultiGraph:

@@ -57,8 +57,9 @@ def strips(scene: str | os.PathLike, fraction: float) -> Strips:
 
 
 def clipped(lines: Lines, region: Polygon) -> Lines:
-    """The parts of ``lines`` inside ``region`` (same CRS), empty pieces dropped."""
-    out = lines.clip(region)
+    """The line parts of ``lines`` inside ``region`` (same CRS), empty pieces dropped (a line that
+    only touches the region's edge leaves no point behind)."""
+    out = lines.clip(region, keep_geom_type=True)
     return out[~out.is_empty]
 
 
