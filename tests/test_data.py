@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -601,3 +602,14 @@ def test_forked_loader_workers_read_the_scene_through_their_own_file_handles(veg
     proc = subprocess.run([sys.executable, "-c", FORKED_WORKERS, str(vegas)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "GDAL_CACHEMAX": "1", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0 and "same chips" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_comma_lists_of_class_names_may_have_spaces(vegas, tmp_path):
+    """``--classes "road, highway"`` gave the class " highway": unknown to the labels' column."""
+    lines = gpd.read_file(vegas / "vegas_img0_roads.geojson")
+    lines["kind"] = ["road", "highway"] * (len(lines) // 2) + ["road"] * (len(lines) % 2)
+    typed = tmp_path / "typed.gpkg"
+    lines.to_file(typed)
+    code, out = _run("info", vegas / "vegas_img0_rgb.tif", "--labels", typed, "--class-column", "kind", "--classes", "road, highway", "--json")
+    assert code == 0, out
+    assert set(json.loads(out)["label_pixels"]) >= {"road", "highway"}

@@ -326,6 +326,18 @@ def test_wrongly_typed_config_value_is_a_one_line_error(tmp_path, yaml_line, mes
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--lr", "-0.001", "lr must be a number above 0, got -0.001"),  # was AdamW's traceback after reading the data
+    ("--max-minutes", "0", "max_minutes must be above 0 (or left unset), got 0.0"),  # was "no limit"
+    ("--ema-momentum", "1.5", "ema_momentum must be at least 0 and below 1"),  # the teacher diverged
+    ("--temperature", "0", "temperature must be a number above 0, got 0.0"),  # NaN losses
+])
+def test_out_of_range_settings_are_refused_before_any_work(data_dir, tmp_path, option, value, message):
+    result = CliRunner().invoke(cli, ["train", *_cfd_flags(data_dir / "cfd", tmp_path / "o"), option, value, "--max-steps", "1"])
+    assert message in _one_error_line(result)
+    assert not (tmp_path / "o").exists()
+
+
 def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
     (tmp_path / "run.yaml").write_text("lr: 1e-3\nmax_minutes: 2\n")  # PyYAML reads 1e-3 as text
     config = TrainConfig.from_yaml(tmp_path / "run.yaml")

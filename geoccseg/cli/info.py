@@ -44,7 +44,7 @@ def command(ctx, scene, labels, aoi, val_aoi, classes, class_column, width_m, ba
     facts = describe_scene(scene, band_list)
     if labels or aoi:  # validated before anything is printed, so errors stay one line
         data = SceneTrainingData(
-            [scene], labels=labels, aoi=aoi, val_aoi=val_aoi, classes=classes.split(","), class_column=class_column,
+            [scene], labels=labels, aoi=aoi, val_aoi=val_aoi, classes=[c.strip() for c in classes.split(",") if c.strip()], class_column=class_column,
             width_m=width_m, bands=band_list, tile_px=tile_px, pixel_size_m=pixel_size_m,
         )
         facts.update(data.describe())

@@ -211,7 +211,7 @@ def command(config_path, **flags) -> None:
         if key == "bands":
             value = parse_bands(value)
         elif key in COMMA_LISTS:
-            value = [COMMA_LISTS[key](v) for v in value.split(",") if v]
+            value = [COMMA_LISTS[key](v.strip()) for v in value.split(",") if v.strip()]  # "road, crack"
         elif key in MULTIPLE:
             value = list(value)
         given[key] = value
