@@ -210,3 +210,17 @@ def test_a_negative_snapping_distance_is_refused_before_any_work(vegas: Path, tm
                                       "--graph-snap-m", "-1"])
     assert result.exit_code == 2 and "-1.0 is not in the range x>=0" in result.output
     assert "vectorise" not in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_the_snapping_distance_reaches_the_graph_from_predict_and_needs_graph(vegas: Path, tmp_path: Path) -> None:
+    """``predict --graph`` had no --graph-snap-m (always the default), and ``vectorize`` ignored it silently without --graph."""
+    result = CliRunner().invoke(cli, ["vectorize", str(vegas / "vegas_pan_roadmask.tif"), "-o", str(tmp_path / "r.gpkg"), "--graph-snap-m", "5"])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        "geoccseg: error: --graph-snap-m only applies to the road graph; add --graph or leave it out"]
+    counts = {}
+    for snap in ("0", "30"):
+        out = tmp_path / f"snap{snap}.gpkg"
+        result = CliRunner().invoke(cli, ["predict", str(sample_scene()), "-o", str(out), "--graph", "--graph-snap-m", snap, "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        counts[snap] = len(read_layers(out, "road")[0])
+    assert counts["30"] < counts["0"]  # more ends joined: fewer nodes

@@ -10,7 +10,7 @@ import click
 from geoccseg.cli.kinds import refuse_options
 from geoccseg.data.photos import find_photos
 from geoccseg.cli.run_options import run_options
-from geoccseg.cli.vectorize_options import NAMES as VECTORIZER_OPTIONS, vectorize_options
+from geoccseg.cli.vectorize_options import NAMES as VECTORIZER_OPTIONS, graph_options, vectorize_options
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
 from geoccseg.inference.engine import ENGINES, PRECISIONS
@@ -18,8 +18,9 @@ from geoccseg.inference.photos import OVERLAY_AUTO_MAX, predict_photos
 from geoccseg.inference.pipeline import is_scene, run_predict
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.vectorize import VectorizeParams
+from geoccseg.vectorize.network import DEFAULT_SNAP_M
 
-SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "graph", "confidence_out",
+SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "graph", "graph_snap_m", "confidence_out",
               *(name for name in VECTORIZER_OPTIONS if name != "threshold"))
 PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 
@@ -49,7 +50,7 @@ PHOTO_ONLY = ("pixel_size_mm", "overlay", "keep_going", "resume", "confidence")
 @click.option("--keep-going/--no-keep-going", default=True, show_default=True,
               help="Photos: skip an unreadable photo (its reason in the summary and on stderr; exit status 1) instead of stopping.")
 @click.option("--resume", is_flag=True, help="Photos: keep the photos whose outputs are complete, predict the others.")
-@click.option("--graph", is_flag=True, help="Scene: also write the road graph, <class>_nodes and <class>_edges layers (.gpkg only).")
+@graph_options(prefix="Scene: ")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (photos: redo every photo).")
 @vectorize_options(prefix="Scene: ")
 @click.pass_context
@@ -77,7 +78,7 @@ def command(
     confidence: bool,
     keep_going: bool,
     resume: bool,
-    graph: bool,
+    graph_snap_m: float | None,
     overwrite: bool,
 ) -> None:
     """Predict roads or cracks.
@@ -99,7 +100,8 @@ def command(
         threshold, low_threshold = vectorizer.pop("threshold", None), vectorizer.pop("low_threshold", None)
         result = run_predict(
             inputs[0], output, model=model or "road", prob_out=prob_out, options=options, params=VectorizeParams(**vectorizer),
-            threshold=threshold, low_threshold=low_threshold, overwrite=overwrite, graph=graph,
+            threshold=threshold, low_threshold=low_threshold, overwrite=overwrite,
+            graph=graph_snap_m is not None, graph_snap_m=DEFAULT_SNAP_M if graph_snap_m is None else graph_snap_m,
             confidence_out=confidence_out, progress=show_progress(),
         )
         detail(f"vectoriser: {result.params}")

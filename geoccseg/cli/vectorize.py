@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from geoccseg.cli.vectorize_options import vectorize_options
+from geoccseg.cli.vectorize_options import graph_options, vectorize_options
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.io.atomic import check_not_input, check_writable
 from geoccseg.io.scene import is_gdal_path
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
 from geoccseg.vectorize.blocks import recorded_threshold
-from geoccseg.vectorize.network import DEFAULT_SNAP_M, check_graph_output, with_graph_layers
+from geoccseg.vectorize.network import check_graph_output, with_graph_layers
 
 _DEFAULTS = VectorizeParams()
 
@@ -25,10 +25,7 @@ _DEFAULTS = VectorizeParams()
               help="Output file: .gpkg (one layer per class), .geojson, .fgb or .shp.")
 @vectorize_options()
 @click.option("--block-px", type=int, default=4096, show_default=True, help="Block side in pixels (memory).")
-@click.option("--graph", is_flag=True,
-              help="Also write the road graph: <class>_nodes and <class>_edges layers (.gpkg only).")
-@click.option("--graph-snap-m", type=click.FloatRange(min=0), default=DEFAULT_SNAP_M, show_default=True,
-              help="With --graph: join line ends this close to other ends or lines, metres.")
+@graph_options()
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @verbosity_options
 def command(
@@ -36,8 +33,7 @@ def command(
     output: Path,
     vectorizer: dict[str, float],
     block_px: int,
-    graph: bool,
-    graph_snap_m: float,
+    graph_snap_m: float | None,
     overwrite: bool,
 ) -> None:
     """Turn the probability GeoTIFF PROB into polylines written to OUTPUT.
@@ -46,7 +42,7 @@ def command(
     """
     check_writable(output, overwrite, example="roads.gpkg")
     vector_driver(output)
-    if graph:
+    if graph_snap_m is not None:
         check_graph_output(output)
     check_not_input(output, [] if is_gdal_path(prob) else [prob])
     given = dict(vectorizer)
@@ -55,10 +51,10 @@ def command(
     params = dataclasses.replace(_DEFAULTS, **given)
     detail(f"vectoriser: {params}")
     layers = vectorize_raster(prob, params=params, block_px=block_px, progress=show_progress())
-    written = with_graph_layers(layers, snap_m=graph_snap_m) if graph else layers
+    written = with_graph_layers(layers, snap_m=graph_snap_m) if graph_snap_m is not None else layers
     write_vectors(written, output, overwrite=overwrite)
     for name, lines in layers.items():
         say(f"{name}: {len(lines)} lines, {lines['length_m'].sum() / 1000:.3f} km")
-        if graph:
+        if graph_snap_m is not None:
             say(f"{name}: road graph of {len(written[f'{name}_nodes'])} nodes and {len(written[f'{name}_edges'])} edges")
     click.echo(f"wrote {output}")

@@ -1,5 +1,5 @@
-"""The vectoriser's options (:class:`~geoccseg.vectorize.VectorizeParams`), defined once for
-``geoccseg vectorize`` and ``geoccseg predict``."""
+"""The vectoriser's options (:class:`~geoccseg.vectorize.VectorizeParams`) and the road graph's,
+defined once for ``geoccseg vectorize`` and ``geoccseg predict``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 import click
 
+from geoccseg.errors import GeoccsegError
 from geoccseg.vectorize import VectorizeParams
+from geoccseg.vectorize.network import DEFAULT_SNAP_M
 
 _DEFAULTS = VectorizeParams()
 
@@ -50,5 +52,32 @@ def vectorize_options(prefix: str = "") -> Callable[[Callable], Callable]:
             help_text = HELP[name] if name == "threshold" or not prefix else prefix + HELP[name][0].lower() + HELP[name][1:]
             run = click.option("--" + name.replace("_", "-"), name, type=float, default=None, help=help_text)(run)
         return run
+
+    return decorate
+
+
+def graph_options(prefix: str = "") -> Callable[[Callable], Callable]:
+    """Add ``--graph`` and ``--graph-snap-m`` to a click command function, which gets them together
+    as ``graph_snap_m``: the snapping distance in metres with ``--graph``, None without.
+
+    Args:
+        prefix: put before their help, e.g. ``"Scene: "``.
+
+    Raises:
+        GeoccsegError: (when the command runs) ``--graph-snap-m`` without ``--graph``.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            graph, snap_m = kwargs.pop("graph"), kwargs.pop("graph_snap_m")
+            if snap_m is not None and not graph:
+                raise GeoccsegError("--graph-snap-m only applies to the road graph; add --graph or leave it out")
+            return command(*args, graph_snap_m=(DEFAULT_SNAP_M if snap_m is None else snap_m) if graph else None, **kwargs)
+
+        run = click.option("--graph-snap-m", type=click.FloatRange(min=0), default=None,
+                           help=f"{prefix}with --graph: join line ends this close to other ends or lines, metres [{DEFAULT_SNAP_M:g}].")(run)
+        return click.option("--graph", is_flag=True,
+                            help=f"{prefix}also write the road graph: <class>_nodes and <class>_edges layers (.gpkg only).")(run)
 
     return decorate

@@ -30,7 +30,7 @@ from geoccseg.io.scene import is_gdal_path, open_raster
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
-from geoccseg.vectorize.network import check_graph_output, with_graph_layers
+from geoccseg.vectorize.network import DEFAULT_SNAP_M, check_graph_output, with_graph_layers
 
 
 @dataclass
@@ -89,6 +89,7 @@ def run_predict(
     overwrite: bool = False,
     progress: bool = True,
     graph: bool = False,
+    graph_snap_m: float = DEFAULT_SNAP_M,
     confidence_out: str | os.PathLike | None = None,
 ) -> PredictResult:
     """Predict a scene and write its lines (one layer per class in a GeoPackage).
@@ -112,6 +113,7 @@ def run_predict(
         progress: show progress bars.
         graph: also write each class's road graph (:mod:`geoccseg.vectorize.network`) as layers
             ``<class>_nodes`` and ``<class>_edges``; needs a ``.gpkg`` output.
+        graph_snap_m: with ``graph``, line ends this close to other ends or lines are joined (metres).
         confidence_out: also write the teacher's confidence map here
             (:mod:`geoccseg.inference.confidence`: max class probability and confidence level,
             with the bundle's thresholds).
@@ -144,7 +146,7 @@ def run_predict(
         if confidence_out is not None:
             write_confidence_cog(prob_path, confidence_out, ConfidenceThresholds.from_meta(bundle.meta), overwrite=overwrite)
         layers = vectorize_raster(prob_path, params=params, progress=progress)
-        write_vectors(with_graph_layers(layers) if graph else layers, out_vectors, overwrite=overwrite,
+        write_vectors(with_graph_layers(layers, snap_m=graph_snap_m) if graph else layers, out_vectors, overwrite=overwrite,
                       metadata=provenance(bundle, params.threshold))
     return PredictResult(
         vectors=out_vectors,
