@@ -207,11 +207,19 @@ def _labeled(scene: Scene, aoi: str | os.PathLike | None, labels: str | os.PathL
     return area, drawn
 
 
+MIN_CELL_PX = 16
+"""Smallest half-square in model pixels (squares of 32 px): smaller ones would hold no training
+chip, and the cell sums of a large scene would take gigabytes (12 floats per cell)."""
+
+
 def _cell_grid(scene: Scene, meta: BundleMeta, size_m: float) -> tuple[CellGrid, float]:
     """Cells of half a square over the scene's model grid, and the scale (scene pixels per model pixel)."""
     scale = model_scale(scene, meta.pixel_size_m)
     px_x_m, px_y_m = (v * scale for v in scene.pixel_size_xy_m)
-    cell_h, cell_w = max(1, round(size_m / 2 / px_y_m)), max(1, round(size_m / 2 / px_x_m))
+    cell_h, cell_w = round(size_m / 2 / px_y_m), round(size_m / 2 / px_x_m)
+    if min(cell_h, cell_w) < MIN_CELL_PX:  # memory and candidates grow with the scene's pixels / cell²
+        raise GeoccsegError(f"--size-m {size_m:g} is too small for {scene.path.name} at the model's {max(px_x_m, px_y_m):.3g} m pixels; "
+                            f"give at least {2 * MIN_CELL_PX * max(px_x_m, px_y_m):.3g} m ({2 * MIN_CELL_PX} pixels)")
     return CellGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), cell_h, cell_w), scale
 
 
