@@ -337,3 +337,16 @@ def test_the_models_own_threshold_is_used_unless_one_is_given(data_dir: Path, tm
     (model / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(GeoccsegError, match="damaged"):
         load_bundle(model)
+
+
+def test_a_recursive_pattern_does_not_take_the_runs_own_overlays(data_dir: Path, tmp_path: Path) -> None:
+    """'site/**/*.jpg' -o site/out matched site/out/overlay/*.jpg on the next run: refused as a name collision."""
+    site = tmp_path / "site"
+    (site / "day1").mkdir(parents=True)
+    shutil.copy(data_dir / "cfd" / "images" / "002.jpg", site / "day1" / "002.jpg")
+    args = ["predict", str(site / "**" / "*.jpg"), "-o", str(site / "out"), "--overlay", "--device", "cpu"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert (site / "out" / "overlay" / "002.jpg").is_file()
+    again = CliRunner().invoke(cli, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "photos: 1 (0 predicted, 1 resumed, 0 skipped)" in again.stdout

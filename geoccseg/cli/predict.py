@@ -14,7 +14,7 @@ from geoccseg.cli.vectorize_options import NAMES as VECTORIZER_OPTIONS, graph_op
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
 from geoccseg.inference.engine import ENGINES, PRECISIONS
-from geoccseg.inference.photos import OVERLAY_AUTO_MAX, predict_photos
+from geoccseg.inference.photos import OVERLAY_AUTO_MAX, output_folders, predict_photos
 from geoccseg.inference.pipeline import is_scene, run_predict
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.vectorize import VectorizeParams
@@ -114,7 +114,7 @@ def command(
             say(f"wrote {confidence_out}")
         click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
         return
-    find_photos(inputs)  # several scenes, missing files: what is wrong with the inputs comes before the options
+    find_photos(inputs, exclude=output_folders(output))  # several scenes, missing files: what is wrong with the inputs comes before the options
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes",
                    "; photos get confidence/<stem>.png with --confidence" if confidence_out is not None else "")
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device, engine=engine,

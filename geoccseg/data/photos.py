@@ -137,9 +137,9 @@ def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int]
     return (height, width) if turned else (width, height)
 
 
-def find_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """The photos named by files, folders and glob patterns, in the order given (each folder and
-    pattern sorted by name).
+    pattern sorted by name), leaving out those inside the folders ``exclude`` (a run's own outputs).
 
     A folder gives its photo files (:data:`PHOTO_SUFFIXES`, hidden files left out, not recursive);
     a pattern (``photos/*.jpg``, ``site-*/**/*.png``) gives the photo files it matches.
@@ -169,8 +169,9 @@ def find_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             raise GeoccsegError(f"{path} does not exist; give a photo, a folder of photos or a pattern such as 'photos/*.jpg'")
         found += files
     photos, seen = [], set()
+    excluded = [Path(folder).resolve() for folder in exclude]
     for photo in found:  # a photo named twice (a folder and a pattern) is predicted once
-        if photo.resolve() not in seen:
+        if not any(folder in photo.resolve().parents for folder in excluded) and photo.resolve() not in seen:
             seen.add(photo.resolve())
             photos.append(photo)
     for photo in photos:

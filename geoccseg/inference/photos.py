@@ -217,6 +217,15 @@ class _Run:
         return True
 
 
+OUTPUT_FOLDERS = ("probability", "overlay", "confidence")
+"""Subfolders of a run's output folder that hold its images (never read as input photos)."""
+
+
+def output_folders(out_dir: str | os.PathLike) -> list[Path]:
+    """The folders of ``out_dir`` whose images a run writes: folders and patterns leave them out
+    (``'site/**/*.jpg' -o site/out`` does not predict its own overlays)."""
+    return [Path(out_dir) / sub for sub in OUTPUT_FOLDERS]
+
 MADE_BY = {"GEOCCSEG_WEIGHTS_SHA256": "weights", "GEOCCSEG_TILE_PX": "tile (px)", "GEOCCSEG_OVERLAP_PX": "overlap (px)"}
 """PNG text keys of a probability PNG that a resumed run must share (what each names)."""
 
@@ -283,7 +292,7 @@ def predict_photos(
             ``keep_going``.
     """
     start = time.perf_counter()
-    photos = find_photos([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    photos = find_photos([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), exclude=output_folders(out_dir))
     options = options or PredictOptions()
     options.check()
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
