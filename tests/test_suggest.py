@@ -363,7 +363,7 @@ def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeyp
 
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["count", "size", "aoi_elsewhere", "exists", "suffix", "is_input", "photo_aoi", "csv_suffix",
-                                  "confidence_png", "tile_zero", "tiny_squares"])
+                                  "confidence_png", "tile_zero", "tiny_squares", "missing_scene"])
 def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tmp_path):
     out = tmp_path / "areas.gpkg"
     args = ["suggest", str(scene_path), "-o", str(out), "--device", "cpu"]
@@ -382,6 +382,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tm
         args[3:4] = [str(scene_path), "--overwrite"]
     elif case == "photo_aoi":
         args = ["suggest", str(data_dir / "cfd" / "images"), "--aoi", str(tmp_path / "x.gpkg"), "-o", str(tmp_path / "l.csv")]
+    elif case == "missing_scene":  # was "--aoi only applies to georeferenced scenes"
+        args = ["suggest", str(tmp_path / "scnee.tif"), "--aoi", str(tmp_path / "x.gpkg"), "-o", str(out)]
     elif case == "tiny_squares":  # 1-px cells: 26 GB of sums on a 16k scene
         args += ["--size-m", "2"]
     elif case == "tile_zero":  # was a ZeroDivisionError traceback after loading the model
@@ -394,6 +396,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tm
     result = CliRunner().invoke(cli, args)
     assert one_line_error(result), result.output
     assert sorted(tmp_path.iterdir()) == before
+    if case == "missing_scene":
+        assert "scnee.tif does not exist" in result.stderr
     if case == "exists":
         assert out.read_text() == "keep me"
 

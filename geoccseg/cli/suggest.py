@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from geoccseg.cli.kinds import refuse_options
+from geoccseg.data.photos import find_photos
 from geoccseg.cli.run_options import run_options
 from geoccseg.cli.verbosity import say, show_progress, verbosity_options
 from geoccseg.inference.pipeline import is_scene
@@ -86,6 +87,7 @@ def command(
                 f"({result.candidates} candidates)", err=True)
         click.echo(f"wrote {result.path} ({len(result.areas)} squares of {result.size_m:g} m) in {result.seconds:.1f} s")
         return
+    find_photos(inputs)  # a mistyped scene path: "does not exist" comes before the options
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes", " for photos")
     photos = suggest_photos(inputs, output, model=model or "crack", n=n, labels=labels,
                             options=options,
