@@ -343,6 +343,13 @@ def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
     table = pd.read_csv(coverage)
     assert list(table["status"]) == ["suggested", "suggested", "unlabeled", "unlabeled", "labeled"]
     assert list(table["rank"].dropna()) == [1, 2, 3, 4] and table["score"].isna().all()
+    # the first round: an empty masks folder is no label yet (it was refused as "holds no image")
+    (masks / "002.png").unlink()
+    first = tmp_path / "first.csv"
+    result = CliRunner().invoke(cli, ["suggest", pattern, "--model", "crack", "-n", "2", "--labels", str(masks), "-o", str(first),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(first)["rank"]) == [1, 2, 3, 4, 5]
     assert list(table["typicality"][:2]) == [1.0, 1.0] and sorted(table["photo"][:4]) == ["001.jpg", "003.jpg", "004.jpg", "005.jpg"]
     assert result.stdout.splitlines()[:2] == list(table["photo"][:2])
 

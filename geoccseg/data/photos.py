@@ -32,13 +32,13 @@ from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.models.config import check_tile_px
 
 
-def list_images(folder: str | os.PathLike, what: str = "images") -> dict[str, Path]:
-    """Image files of a folder by stem, sorted."""
+def list_images(folder: str | os.PathLike, what: str = "images", *, allow_empty: bool = False) -> dict[str, Path]:
+    """Image files of a folder by stem, sorted; an empty folder is refused unless ``allow_empty``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise GeoccsegError(f"{what} folder {folder} does not exist")
     files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in PHOTO_SUFFIXES}
-    if not files:
+    if not files and not allow_empty:
         raise GeoccsegError(f"{what} folder {folder} holds no image ({', '.join(sorted(PHOTO_SUFFIXES))})")
     return files
 

@@ -113,7 +113,7 @@ def suggest_photos(
         out: the CSV to write; None: only return the table.
         model: a loaded bundle, a shipped model name or a bundle folder.
         n: how many photos to mark ``suggested``.
-        labels: folder of masks of the photos already labeled (matched by file stem).
+        labels: folder of masks of the photos already labeled (matched by file stem; may be empty).
         options: tile, overlap, batch and device settings (as ``geoccseg predict``).
         params: acquisition and selection settings (the spatial spread does not apply).
         strategy: ``"coverage"`` (the default: the most typical photo of each kind not yet labeled,
@@ -144,7 +144,7 @@ def suggest_photos(
         if out.suffix.lower() != ".csv":
             raise GeoccsegError(f"the photo ranking {out} is a CSV table: name it .csv, e.g. {out.with_suffix('.csv')}")
         check_not_input(out, [*files, *bundle_files(bundle_path)])
-    labeled = set(list_images(labels, "masks")) if labels is not None else set()
+    labeled = set(list_images(labels, "masks", allow_empty=True)) if labels is not None else set()  # empty: the first round
     if labeled and all(f.stem in labeled for f in files):
         raise GeoccsegError(f"every photo has a mask in {labels}: there is nothing left to suggest")
     bundle = model if isinstance(model, Bundle) else load_bundle(bundle_path)
