@@ -189,17 +189,17 @@ def one_way(a: Network, b: Network, params: APLSParams) -> tuple[float, int]:
     points = np.arange(n_cp)
     if n_cp > params.max_points:
         points = np.sort(np.random.default_rng(_SAMPLE_SEED).choice(n_cp, params.max_points, replace=False))
-    dist_a = dijkstra(adjacency(cp_u, cp_v, cp_len, n_cp), directed=False, indices=points)[:, points]
+    dist_a = _distances(adjacency(cp_u, cp_v, cp_len, n_cp), points, points)
 
     n_b, b_u, b_v, b_len, counterpart = _snap_into(b, cp_xy[points], params.snap_m)
     mapped = np.unique(counterpart[counterpart >= 0])
     dist_b = np.full((len(points), len(points)), np.inf)
     if len(mapped):
-        rows = dijkstra(adjacency(b_u, b_v, b_len, n_b), directed=False, indices=mapped)
+        has = np.flatnonzero(counterpart >= 0)
+        rows = _distances(adjacency(b_u, b_v, b_len, n_b), mapped, counterpart[has])
         row_of = np.full(n_b, -1, dtype=np.int64)
         row_of[mapped] = np.arange(len(mapped))
-        has = np.flatnonzero(counterpart >= 0)
-        dist_b[np.ix_(has, has)] = rows[row_of[counterpart[has]]][:, counterpart[has]]
+        dist_b[np.ix_(has, has)] = rows[row_of[counterpart[has]]]
 
     i, j = np.triu_indices(len(points), k=1)  # undirected: each pair once (the reference scores both orders, same mean)
     len_a, len_b = dist_a[i, j], dist_b[i, j]
@@ -209,6 +209,16 @@ def one_way(a: Network, b: Network, params: APLSParams) -> tuple[float, int]:
     len_a, len_b = len_a[scored], len_b[scored]
     diff = np.where(np.isfinite(len_b), np.minimum(1.0, np.abs(len_a - len_b) / len_a), 1.0)
     return float(1.0 - diff.mean()), int(scored.sum())
+
+
+def _distances(graph, sources: np.ndarray, targets: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """Shortest path lengths (len(sources), len(targets)) on a sparse graph, ``chunk`` sources at a
+    time: Dijkstra's full rows (every node of the graph) never exist for more than ``chunk``
+    sources, so memory follows the sample, not the size of the network."""
+    out = np.empty((len(sources), len(targets)))
+    for start in range(0, len(sources), chunk):
+        out[start:start + chunk] = dijkstra(graph, directed=False, indices=sources[start:start + chunk])[:, targets]
+    return out
 
 
 def _with_control_points(a: Network, spacing_m: float) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
