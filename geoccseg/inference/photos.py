@@ -52,7 +52,7 @@ from geoccseg.inference.photo_outputs import (
     write_summary,
 )
 from geoccseg.inference.predict import PredictOptions, blend_chips, resolve_device
-from geoccseg.io.atomic import check_writable
+from geoccseg.io.atomic import check_writable, swept
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, VECTOR_DRIVERS
 from geoccseg.io.probability import encode_uint8
@@ -346,45 +346,46 @@ def predict_photos(
         frames.append(branches)
         bar.update()
 
-    try:
-        for i, photo in enumerate(photos):
-            if done[i]:
-                writes.append((i, writer.submit(_remeasure, run, photo)))
-                resumed += 1
-            else:
-                while ahead and len(reads) <= read_threads and ahead[0] not in reads:
-                    j = ahead.popleft()
-                    reads[j] = readers.submit(read_photo, photos[j], bands=run.bands, exif_orientation=True)
-                try:
-                    image = reads.pop(i).result()
-                except GeoccsegError as exc:
-                    reason = str(exc)
-                    skipped[photo.name] = reason
-                    rows[i] = _skipped_row(photo, reason)
-                    bar.update()
-                    if on_skip is not None:
-                        with tqdm.external_write_mode(file=sys.stderr):
-                            on_skip(photo, reason)
-                    if not keep_going:
-                        stop = f"{photo}: {reason}; stopped at the first unreadable photo (--no-keep-going)"
-                        break
-                    continue
-                prob = predict_photo(
-                    bundle, image, tile_px=run.tile_px, overlap_px=run.overlap_px, device=run.device, batch_size=run.batch_size,
-                    engine=engine,
-                )[0]
-                writes.append((i, writer.submit(_finish, run, photo, image, prob)))
-                predicted += 1
-            while len(writes) > 2:
+    with swept([run.out_dir / sub for sub in OUTPUT_FOLDERS if (run.out_dir / sub).is_dir()]):  # listed once, not per file
+        try:
+            for i, photo in enumerate(photos):
+                if done[i]:
+                    writes.append((i, writer.submit(_remeasure, run, photo)))
+                    resumed += 1
+                else:
+                    while ahead and len(reads) <= read_threads and ahead[0] not in reads:
+                        j = ahead.popleft()
+                        reads[j] = readers.submit(read_photo, photos[j], bands=run.bands, exif_orientation=True)
+                    try:
+                        image = reads.pop(i).result()
+                    except GeoccsegError as exc:
+                        reason = str(exc)
+                        skipped[photo.name] = reason
+                        rows[i] = _skipped_row(photo, reason)
+                        bar.update()
+                        if on_skip is not None:
+                            with tqdm.external_write_mode(file=sys.stderr):
+                                on_skip(photo, reason)
+                        if not keep_going:
+                            stop = f"{photo}: {reason}; stopped at the first unreadable photo (--no-keep-going)"
+                            break
+                        continue
+                    prob = predict_photo(
+                        bundle, image, tile_px=run.tile_px, overlap_px=run.overlap_px, device=run.device, batch_size=run.batch_size,
+                        engine=engine,
+                    )[0]
+                    writes.append((i, writer.submit(_finish, run, photo, image, prob)))
+                    predicted += 1
+                while len(writes) > 2:
+                    collect(*writes.popleft())
+            while writes:
                 collect(*writes.popleft())
-        while writes:
-            collect(*writes.popleft())
-    finally:
-        for future in reads.values():
-            future.cancel()
-        readers.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True, cancel_futures=True)
-        bar.close()
+        finally:
+            for future in reads.values():
+                future.cancel()
+            readers.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
+            bar.close()
 
     rows = [row for row in rows if row is not None]
     lines = pd.concat(frames, ignore_index=True) if frames else empty_branches()

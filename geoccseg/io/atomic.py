@@ -115,12 +115,19 @@ def remove_stale(dest: str | os.PathLike) -> list[Path]:
         The removed paths.
     """
     dest = Path(dest)
-    pattern = re.compile(rf"^\.{re.escape(dest.stem)}\.(?P<host>.+)-(?P<pid>\d+)\.[^.]+")
-    host, removed = socket.gethostname(), []
+    if dest.parent.resolve() in _swept:
+        return []
+    return _remove_stale_in(dest.parent, re.escape(dest.stem))
+
+
+def _remove_stale_in(folder: Path, stem: str) -> list[Path]:
+    """Remove the temporaries of dead processes of this host in ``folder`` whose output's stem matches the regex ``stem``."""
+    pattern = re.compile(rf"^\.{stem}\.{re.escape(socket.gethostname())}-(?P<pid>\d+)\.[^.]+")
+    removed = []
     with contextlib.suppress(OSError):
-        for entry in dest.parent.iterdir():
+        for entry in folder.iterdir():
             match = pattern.match(entry.name)
-            if not match or match["host"] != host or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
+            if not match or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
                 continue
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -128,6 +135,26 @@ def remove_stale(dest: str | os.PathLike) -> list[Path]:
                 entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
+
+
+_swept: set[Path] = set()
+"""Folders whose stale temporaries were removed on entering :func:`swept` (and not left yet)."""
+
+
+@contextlib.contextmanager
+def swept(folders: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """Remove the stale temporaries of every output in ``folders`` once, then skip the search
+    :func:`remove_stale` makes before each file while inside: a run writing n files into one
+    folder lists it once, not n times as it grows to n files (50,000 photos: hours of listing)."""
+    keys = [Path(folder).resolve() for folder in folders]
+    for key in keys:
+        _remove_stale_in(key, ".+")
+    added = [key for key in keys if key not in _swept]
+    _swept.update(added)
+    try:
+        yield
+    finally:
+        _swept.difference_update(added)
 
 
 @contextlib.contextmanager
