@@ -345,7 +345,7 @@ def test_a_writer_killed_inside_atomic_path_leaves_a_hidden_temporary_the_next_r
 
 
 def test_a_full_disk_is_a_one_line_error_naming_the_file(data_dir: Path, tmp_path: Path) -> None:
-    """A write refused for space (here a file size limit: EFBIG, as ENOSPC on a full disk) was a traceback."""
+    """A write refused for size (here a file size limit, EFBIG; a full disk is ENOSPC) was a traceback."""
     import resource
     import signal
 
@@ -361,5 +361,6 @@ def test_a_full_disk_is_a_one_line_error_naming_the_file(data_dir: Path, tmp_pat
     )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert lines[0] == f"geoccseg: error: cannot write {out / 'probability' / '001.png'}: File too large; free some space or choose another output folder"
+    assert lines[0] == (f"geoccseg: error: cannot write {out / 'probability' / '001.png'}: the file is larger than this file system or "
+                        "a limit allows; choose another output folder")
     assert not (out / "probability" / "001.png").exists()

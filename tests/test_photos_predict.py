@@ -57,6 +57,17 @@ def photo_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def test_resume_keeps_outputs_of_runs_that_recorded_no_settings(photo_dir: Path, photo_run, tmp_path: Path) -> None:
+    """Probability PNGs of older versions record no weights, tile or overlap: they resume as before."""
+    out = tmp_path / "out"
+    shutil.copytree(photo_run[0], out)
+    for png in (out / "probability").iterdir():
+        write_probability_png(np.asarray(Image.open(png)), png, overwrite=True)  # without the settings
+    result = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--resume", "--device", "cpu"])
+    assert result.exit_code == 1, result.output  # the corrupt photo is still skipped
+    assert "0 predicted, 4 resumed, 1 skipped" in result.stdout
+
+
 def test_resume_refuses_outputs_of_other_chips(photo_dir: Path, photo_run, tmp_path: Path) -> None:
     """Resuming used to keep any probability PNG of the right size: outputs of another model or
     other chips were kept, and the summary named the new model for all of them."""
@@ -224,8 +235,11 @@ def test_photos_whose_names_differ_in_case_only_are_refused(data_dir: Path, tmp_
     """On macOS and Windows Crack.jpg and crack.png write the same output files."""
     shutil.copy(data_dir / "cfd" / "images" / "001.jpg", tmp_path / "Crack.jpg")
     Image.open(data_dir / "cfd" / "images" / "002.jpg").save(tmp_path / "crack.png")
-    with pytest.raises(GeoccsegError, match="share the name"):
-        find_photos([tmp_path])
+    assert len(find_photos([tmp_path])) == 2  # distinct files here (suggest ranks both)
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path), "-o", str(tmp_path / "out")])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "share the name crack but for case or accents" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_exif_orientation_is_honoured(data_dir: Path, crack: Bundle, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import glob
 import os
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,7 +93,9 @@ def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool =
                 raise GeoccsegError(f"photo {Path(path).name} has 32-bit floating-point pixels; save it as an 8- or 16-bit image")
             turn = _TURNS.get(_orientation(im)) if exif_orientation else None
             if im.mode in _WIDE_MODES:
-                im = Image.fromarray((np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8))
+                wide = np.asarray(im)
+                high = wide >> 8 if wide.dtype.itemsize == 2 else wide.clip(0, 65535) >> 8  # 'I' (32-bit): as 16 bits
+                im = Image.fromarray(high.astype(np.uint8))
             stored = "RGB" if im.mode in _COLOUR_MODES else "L"
             mode = {1: "L", 3: "RGB"}.get(bands, stored)
             picture = im if im.mode == mode else im.convert(mode)
@@ -139,7 +140,8 @@ def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int]
 
 def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """The photos named by files, folders and glob patterns, in the order given (each folder and
-    pattern sorted by name), leaving out those inside the folders ``exclude`` (a run's own outputs).
+    pattern sorted by name); folders and patterns leave out the photos inside the folders
+    ``exclude`` (a run's own outputs), photos named one by one are kept.
 
     A folder gives its photo files (:data:`PHOTO_SUFFIXES`, hidden files left out, not recursive);
     a pattern (``photos/*.jpg``, ``site-*/**/*.png``) gives the photo files it matches.
@@ -150,11 +152,13 @@ def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.
             photos with the same file stem (their outputs would share a name).
     """
     found: list[Path] = []
+    excluded = [Path(folder).resolve() for folder in exclude]
+    listed = lambda files: [p for p in files if not any(f in p.resolve().parents for f in excluded)]  # noqa: E731
     for item in inputs:
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            files = [p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in PHOTO_SUFFIXES]
+            files = listed(p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in PHOTO_SUFFIXES)
             if not files:
                 raise GeoccsegError(f"folder {path} holds no photo ({', '.join(sorted(PHOTO_SUFFIXES))})")
         elif path.is_file():
@@ -162,16 +166,15 @@ def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.
                 raise GeoccsegError(f"{path} is not a photo; give {', '.join(sorted(PHOTO_SUFFIXES))} files, a folder of them or a pattern")
             files = [path]
         elif glob.has_magic(text):
-            files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file() and Path(p).suffix.lower() in PHOTO_SUFFIXES]
+            files = listed(Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file() and Path(p).suffix.lower() in PHOTO_SUFFIXES)
             if not files:
                 raise GeoccsegError(f"pattern {text} matches no photo ({', '.join(sorted(PHOTO_SUFFIXES))}); quote it so that the shell leaves it to geoccseg")
         else:
             raise GeoccsegError(f"{path} does not exist; give a photo, a folder of photos or a pattern such as 'photos/*.jpg'")
         found += files
     photos, seen = [], set()
-    excluded = [Path(folder).resolve() for folder in exclude]
     for photo in found:  # a photo named twice (a folder and a pattern) is predicted once
-        if not any(folder in photo.resolve().parents for folder in excluded) and photo.resolve() not in seen:
+        if photo.resolve() not in seen:
             seen.add(photo.resolve())
             photos.append(photo)
     for photo in photos:
@@ -179,11 +182,10 @@ def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.
             raise GeoccsegError(f"{photo} has a CRS: it is a georeferenced scene, not a photo; give scenes on their own "
                                 "(predict takes one scene at a time: geoccseg predict SCENE -o LINES.gpkg)")
     stems: dict[str, Path] = {}
-    for photo in photos:  # Crack.jpg and crack.png, or two spellings of an accent, are one file on macOS and Windows
-        key = unicodedata.normalize("NFC", photo.stem).casefold()
-        if key in stems:
-            raise GeoccsegError(f"{stems[key]} and {photo} share the name {photo.stem}; their outputs would collide, predict them in separate runs")
-        stems[key] = photo
+    for photo in photos:
+        if photo.stem in stems:
+            raise GeoccsegError(f"{stems[photo.stem]} and {photo} share the name {photo.stem}; their outputs would collide, predict them in separate runs")
+        stems[photo.stem] = photo
     if not photos:
         raise GeoccsegError("no photo given; give a photo, a folder of photos or a pattern such as 'photos/*.jpg'")
     return photos

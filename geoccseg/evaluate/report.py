@@ -29,6 +29,7 @@ import networkx as nx
 import numpy as np
 import shapely
 import rasterio.features
+import scipy.ndimage
 import shapely.geometry
 
 from geoccseg.errors import GeoccsegError
@@ -325,11 +326,16 @@ def _score_pair(
             class_totals.add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
 
 
+NODATA_SPECKLE_PX = 1024
+"""Nodata patches smaller than this (pixels) do not cut the vector lines of the graph metrics."""
+
+
 def _lines_on(lines: gpd.GeoSeries, grid: Raster | None, valid: np.ndarray | None = None) -> gpd.GeoSeries:
     """The parts of ``lines`` on a georeferenced raster's valid pixels (in its CRS), so that truth
     beyond a predicted scene or across its nodata is not counted as missed, nor predictions
     beyond a truth raster or over its unlabeled pixels as false (as the pixel and centreline
-    scores leave those pixels out); ``grid`` None: all of them."""
+    scores leave those pixels out; patches of fewer than :data:`NODATA_SPECKLE_PX` do not cut
+    them); ``grid`` None: all of them."""
     if grid is None:
         return lines
     height, width = grid.shape
@@ -337,8 +343,12 @@ def _lines_on(lines: gpd.GeoSeries, grid: Raster | None, valid: np.ndarray | Non
         corners = [grid.transform * corner for corner in ((0, 0), (width, 0), (width, height), (0, height))]
         area = shapely.Polygon(corners)
     else:
-        mask = valid.astype(np.uint8)
-        area = shapely.union_all([shapely.geometry.shape(g) for g, _ in rasterio.features.shapes(mask, mask=valid, transform=grid.transform)])
+        holes, _ = scipy.ndimage.label(~valid)
+        speckle = np.bincount(holes.ravel()) < NODATA_SPECKLE_PX  # scattered nodata pixels would cut lines at every one
+        speckle[0] = False
+        kept = valid | speckle[holes]
+        area = shapely.union_all([shapely.geometry.shape(g) for g, _ in
+                                  rasterio.features.shapes(kept.astype(np.uint8), mask=kept, transform=grid.transform)])
     return clipped(lines.to_crs(grid.crs), area)
 
 

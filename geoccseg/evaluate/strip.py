@@ -14,6 +14,8 @@ import os
 from typing import NamedTuple, TypeVar
 
 import geopandas as gpd
+import numpy as np
+import shapely
 from pyproj import CRS
 from shapely.geometry import Polygon, box
 
@@ -57,10 +59,24 @@ def strips(scene: str | os.PathLike, fraction: float) -> Strips:
 
 
 def clipped(lines: Lines, region: Polygon) -> Lines:
-    """The line parts of ``lines`` inside ``region`` (same CRS), empty pieces dropped (a line that
-    only touches the region's edge leaves no point behind)."""
-    out = lines.clip(region, keep_geom_type=True)
-    return out[~out.is_empty]
+    """The line parts of ``lines`` inside ``region`` (same CRS), one per input line, empty pieces
+    dropped (a line that only touches the region's edge leaves no point behind)."""
+    out = lines.clip(region)
+    out = out[~out.is_empty]
+    mixed = ~np.isin(shapely.get_type_id(out.geometry.values), (1, 5))  # neither LineString nor MultiLineString
+    if mixed.any():  # points and collections: keep their lines only
+        geometry = out.geometry.values.copy()
+        geometry[mixed] = [_lines_only(g) for g in geometry[mixed]]
+        out = out.set_geometry(geometry) if isinstance(out, gpd.GeoDataFrame) else gpd.GeoSeries(geometry, index=out.index, crs=out.crs)
+        out = out[~out.is_empty]
+    return out
+
+
+def _lines_only(geometry) -> shapely.Geometry:
+    """The (multi)line string of the line parts of a geometry (empty when it has none)."""
+    parts = [p for p in shapely.get_parts(geometry) if p.geom_type in ("LineString", "MultiLineString")]
+    lines = [line for p in parts for line in shapely.get_parts(p)]
+    return lines[0] if len(lines) == 1 else shapely.MultiLineString(lines)
 
 
 def score_rest(pred_lines: Lines, truth_lines: Lines, split: Strips, buffer_m: float = 5.0) -> LineCounts:

@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -208,13 +209,29 @@ class _Run:
         info = probability_png_info(self.probability(photo))
         if info is None or info[0] != photo_size(photo, exif_orientation=True):
             return False
-        other = {key: info[1].get(key) for key, value in self.made_by.items() if info[1].get(key) != value}
+        other = {key: info[1][key] for key, value in self.made_by.items() if info[1].get(key, value) != value}  # unrecorded: older runs
         if other:
-            was = ", ".join(f"{MADE_BY[key]} {value or 'not recorded'}" for key, value in other.items())
+            was = ", ".join(f"{MADE_BY[key]} {value}" for key, value in other.items())
             now = ", ".join(f"{MADE_BY[key]} {self.made_by[key]}" for key in other)
             raise GeoccsegError(f"{self.probability(photo)} was predicted with {was}, this run uses {now}; resume with the model and "
                                 "chips that wrote it, or pass --overwrite to redo every photo")
         return True
+
+
+def check_output_names(photos: Sequence[Path]) -> None:
+    """Refuse photos whose output files would be one file where names ignore case or accents'
+    spelling (macOS, Windows): ``Crack.jpg`` and ``crack.png``.
+
+    Raises:
+        GeoccsegError: two such photos.
+    """
+    seen: dict[str, Path] = {}
+    for photo in photos:
+        key = unicodedata.normalize("NFC", photo.stem).casefold()
+        if key in seen:
+            raise GeoccsegError(f"{seen[key]} and {photo} share the name {photo.stem} but for case or accents; their outputs "
+                                "would be one file on macOS and Windows, rename one or predict them in separate runs")
+        seen[key] = photo
 
 
 OUTPUT_FOLDERS = ("probability", "overlay", "confidence")
@@ -274,7 +291,8 @@ def predict_photos(
             the first one, after writing the summary of the photos done so far.
         resume: keep the photos whose outputs are complete (their measurements are read back
             from their probability PNGs) and redo the others; the summary and lines are rewritten.
-            Outputs predicted by another model or with other chips (:data:`MADE_BY`) are refused.
+            Outputs recorded as predicted by another model or with other chips (:data:`MADE_BY`) are
+            refused (those of versions that did not record it are kept).
         overwrite: redo every photo, replacing its outputs and the summary.
         progress: show a progress bar (only where stderr is a terminal).
         read_threads: threads that read and decode photos ahead of the model.
@@ -293,6 +311,7 @@ def predict_photos(
     """
     start = time.perf_counter()
     photos = find_photos([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), exclude=output_folders(out_dir))
+    check_output_names(photos)
     options = options or PredictOptions()
     options.check()
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))

@@ -178,18 +178,30 @@ def _sync(path: Path) -> None:
 
     Without it a power loss shortly after the rename can leave an empty or partial file under the
     final name on file systems that write data after metadata (ext4 without ``auto_da_alloc``, XFS).
-    File systems that cannot sync (some network mounts) are skipped silently.
+    Where syncing is not supported (some mounts; folders on Windows) it is skipped; any other
+    error (EIO, a full disk or quota that a network file system reports only now) is raised.
     """
     paths = [path]
     if path.is_dir():
         paths = [p for p in path.rglob("*") if p.is_file()] + [path]
     for item in paths:
-        with contextlib.suppress(OSError):
+        try:
             fd = os.open(item, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        except OSError as exc:
+            if exc.errno in _NO_SYNC:
+                continue
+            raise
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno not in _NO_SYNC:
+                raise
+        finally:
+            os.close(fd)
+
+
+_NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES, errno.EISDIR, errno.EBADF)
+"""What opening or syncing raises where syncing is not supported."""
 
 
 def move_into_place(tmp: str | os.PathLike, dest: str | os.PathLike, overwrite: bool = False) -> None:
@@ -237,8 +249,8 @@ def _move(tmp: Path, dest: Path, overwrite: bool) -> None:
     os.unlink(tmp)
 
 
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-"""Errors of a file system (or a file size limit) that takes no more data."""
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""Errors of a file system that takes no more data."""
 
 
 @contextlib.contextmanager
@@ -260,15 +272,18 @@ def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     try:
         try:
             yield tmp_path
+            if tmp_path.is_file():  # writers that make private (0600) files: the mode of any new file instead
+                umask = os.umask(0o077)
+                os.umask(umask)
+                os.chmod(tmp_path, 0o666 & ~umask)
+            move_into_place(tmp_path, dest, overwrite)  # flushes to disk: a full disk may show only now
         except OSError as exc:
+            if exc.errno == errno.EFBIG:
+                raise GeoccsegError(f"cannot write {dest}: the file is larger than this file system or a limit allows; "
+                                    "choose another output folder") from None
             if exc.errno in _FULL:
                 raise GeoccsegError(f"cannot write {dest}: {os.strerror(exc.errno)}; free some space or choose another output folder") from None
             raise
-        if tmp_path.is_file():  # writers that make private (0600) files: the mode of any new file instead
-            umask = os.umask(0o077)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)
-        move_into_place(tmp_path, dest, overwrite)
     finally:
         if tmp_path.is_dir():
             shutil.rmtree(tmp_path, ignore_errors=True)

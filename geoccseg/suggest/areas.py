@@ -31,6 +31,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyproj
 import scipy.sparse
 import shapely
 from affine import Affine
@@ -50,7 +51,7 @@ from geoccseg.io.scene import Scene
 from geoccseg.io.vector_write import vector_driver, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.blocks import CellGrid, score_cells
-from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_strategy, choose
+from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_seed, check_strategy, choose
 from geoccseg.suggest.terms import FEATURES, TermParams
 
 DEFAULT_SIZE_TILES = 2.0
@@ -145,7 +146,7 @@ def suggest_areas(
     start = time.perf_counter()
     paths = [scenes] if isinstance(scenes, (str, os.PathLike)) else list(scenes)
     options, params = options or PredictOptions(), params or SuggestParams()
-    _check_request(paths, n, size_m, strategy, options, params)
+    _check_request(paths, n, size_m, strategy, seed, options, params)
     bundle_path = model.path if isinstance(model, Bundle) else resolve_model(model)
     inputs = [*paths, *bundle_files(bundle_path), *[p for p in (aoi, labels) if p is not None]]
     if out is not None:
@@ -185,7 +186,7 @@ def suggest_areas(
     return SuggestResult(areas, out, size_m, len(pooled.candidates), time.perf_counter() - start)
 
 
-def _check_request(paths: list, n: int, size_m: float | None, strategy: str, options: PredictOptions, params: SuggestParams) -> None:
+def _check_request(paths: list, n: int, size_m: float | None, strategy: str, seed: int, options: PredictOptions, params: SuggestParams) -> None:
     if not paths:
         raise GeoccsegError("give at least one scene")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -193,6 +194,7 @@ def _check_request(paths: list, n: int, size_m: float | None, strategy: str, opt
     if size_m is not None and not (math.isfinite(size_m) and size_m > 0):
         raise GeoccsegError(f"--size-m {size_m} is invalid; give the square's edge in metres, e.g. --size-m 200")
     check_strategy(strategy)
+    check_seed(seed)
     options.check()
     params.check()
 
@@ -269,18 +271,21 @@ class _Pooled:
 def _pool(per_scene: list[_SceneCandidates], crs: CRS) -> _Pooled:
     """The candidates of every scene as one set; polygons in ``crs`` (the first scene's).
 
-    With several scenes, squares are placed in one metric frame (the UTM zone of their extent):
-    their centres measure the spread across scenes, and squares of scenes that overlap (or of a
-    scene given twice) that share area are marked, so that no two chosen squares overlap.
+    With several scenes, square centres are placed in Earth-centred metres (EPSG:4978), so that the
+    spread is measured across scenes, and squares of scenes that overlap (or of a scene given
+    twice) that share area are marked, so that no two chosen squares overlap.
     """
     boxes = gpd.GeoSeries(np.concatenate([gpd.GeoSeries(s.boxes, crs=s.crs).to_crs(crs).values for s in per_scene]), crs=crs)
     cat = lambda name: np.concatenate([getattr(s.candidates, name) for s in per_scene])  # noqa: E731
     group, centre_m, across = cat("group"), cat("centre_m"), None
     if len(per_scene) > 1 and len(boxes):
-        metric = boxes.to_crs(boxes.estimate_utm_crs()).values
-        centre = shapely.centroid(metric)
-        centre_m = np.stack([shapely.get_y(centre), shapely.get_x(centre)], axis=1)
-        across = _overlaps_across(metric, group)
+        across = _overlaps_across(boxes.values, group)
+        centre_m = centre_m + np.stack([group * 1e9, np.zeros(len(group))], axis=1)  # if the CRS has no place on Earth: scenes apart
+        with contextlib.suppress(pyproj.exceptions.ProjError, pyproj.exceptions.CRSError):
+            centre = gpd.GeoSeries(shapely.centroid(boxes.values), crs=crs).to_crs(4326)
+            x, y, z = pyproj.Transformer.from_crs(4326, 4978, always_xy=True).transform(
+                shapely.get_x(centre.values), shapely.get_y(centre.values), np.zeros(len(centre)))
+            centre_m = np.stack([x, y, z], axis=1)  # Earth-centred metres: straight-line distances, anywhere on Earth
     return _Pooled(
         Candidates(cat("parts"), cat("embedding"), group, cat("cell"), centre_m, across),
         np.concatenate([s.reference for s in per_scene]), boxes,

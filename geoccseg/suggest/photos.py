@@ -37,7 +37,7 @@ from geoccseg.inference.predict import PredictOptions, blend_chips, bundle_files
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
-from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_strategy, choose
+from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_seed, check_strategy, choose
 from geoccseg.suggest.terms import FEATURES, TermParams, cell_features, n_channels, scoring_engine
 
 COLUMNS = ("rank", "photo", "status", "score", "acquisition", *PARTS, "typicality", "novelty")
@@ -135,6 +135,7 @@ def suggest_photos(
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise GeoccsegError(f"-n {n} is invalid; ask for 1 or more photos")
     check_strategy(strategy)
+    check_seed(seed)
     options.check()
     params.check()
     files = find_photos([photos] if isinstance(photos, (str, os.PathLike)) else list(photos))

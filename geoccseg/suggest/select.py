@@ -14,8 +14,8 @@ candidates, and ``acquisition`` is their weighted mean (:attr:`SuggestParams.wei
   value: an area or photo like many others of the unlabeled pool teaches about all of them, an odd
   one about itself (a representativeness term; it does not change as candidates are taken);
 
-* ``spread = 1 - spacing_weight x max exp(-(d / spacing_m)^2)`` over the squares already taken in
-  the same scene, d the distance between centres in metres (squares that overlap one taken are
+* ``spread = 1 - spacing_weight x max exp(-(d / spacing_m)^2)`` over the squares already taken,
+  in any scene, d the distance between centres in metres (squares that overlap one taken are
   never taken);
 * ``novelty = 1 - novelty_weight x max(0, cos)`` over the taken candidates and the already
   labeled ones, cos the cosine similarity of mean embeddings centred on the mean of all of them:
@@ -106,7 +106,7 @@ class Candidates:
         group: int (n,), scene index; squares of one group overlap by their cells.
         cell: int (n, 2), top-left cell (row, col) of a square (a square covers 2 x 2 cells);
             None for photos (no overlap, no spread).
-        centre_m: float64 (n, 2), centre in metres, in one frame for all candidates; None for photos.
+        centre_m: float64 (n, 2 or 3), centre in metres, in one frame for all candidates; None for photos.
         across: bool sparse (n, n), squares of different groups that overlap (scenes that
             overlap or repeat); None: no such pair.
     """
@@ -330,6 +330,12 @@ def random_choice(candidates: Candidates, n: int, seed: int, weights: tuple[floa
     return _choice(taken)
 
 
+def check_seed(seed: int) -> None:
+    """Raise :class:`GeoccsegError` unless ``seed`` is a whole number from 0 (what numpy draws with)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise GeoccsegError(f"seed {seed} is invalid; give a whole number from 0")
+
+
 def check_strategy(strategy: str) -> None:
     """Raise :class:`GeoccsegError` unless ``strategy`` is one of :data:`STRATEGIES`."""
     if strategy not in STRATEGIES:
@@ -342,8 +348,7 @@ def choose(candidates: Candidates, reference: np.ndarray, n: int, params: Sugges
     :func:`coverage` or :func:`random_choice` (``seed`` draws the last two), ranked on to ``take``
     (default ``n``) candidates by the same rule."""
     check_strategy(strategy)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise GeoccsegError(f"seed {seed} is invalid; give a whole number from 0")
+    check_seed(seed)
     take = n if take is None else take
     if strategy == "random":
         return random_choice(candidates, take, seed, params.weights)

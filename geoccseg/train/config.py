@@ -253,17 +253,22 @@ class TrainConfig:
         for key in ("lr", "temperature"):  # above 0
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
                 raise GeoccsegError(f"{key} must be a number above 0, got {getattr(self, key)}")
-        for key in ("weight_decay", "lambda_pl", "lambda_con", "class_weight_beta", "tversky_alpha", "tversky_beta"):  # 0 or more
+        for key in ("weight_decay", "lambda_pl", "lambda_con", "tversky_alpha", "tversky_beta"):  # 0 or more
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
                 raise GeoccsegError(f"{key} must be a number of at least 0, got {getattr(self, key)}")
+        if not 0 <= self.class_weight_beta < 1:
+            raise GeoccsegError(f"class_weight_beta must be at least 0 and below 1 (effective number of samples), got {self.class_weight_beta}")
         if not 0 <= self.ema_momentum < 1:
             raise GeoccsegError(f"ema_momentum must be at least 0 and below 1 (the teacher's share of itself per step), got {self.ema_momentum}")
         for key in ("max_minutes", "width_m"):  # unset, or above 0
             if getattr(self, key) is not None and not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
                 raise GeoccsegError(f"{key} must be above 0 (or left unset), got {getattr(self, key)}")
-        for key in ("anchors_per_class", "negatives_per_class", "queue_size", "unlabeled_batch_size", "ema_warmup_steps"):
-            if getattr(self, key) < (0 if key == "ema_warmup_steps" else 1):
-                raise GeoccsegError(f"{key} must be at least {0 if key == 'ema_warmup_steps' else 1}, got {getattr(self, key)}")
+        for key in ("anchors_per_class", "negatives_per_class", "queue_size"):
+            if getattr(self, key) < 1:
+                raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("unlabeled_batch_size", "ema_warmup_steps"):
+            if getattr(self, key) < 0:
+                raise GeoccsegError(f"{key} must be 0 or more, got {getattr(self, key)}")
         if self.checkpoint_every < 1 or (self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0):
             raise GeoccsegError("checkpoint_every must be at least 1 step and checkpoint_minutes above 0 (or null)")
         if self.out is None:
