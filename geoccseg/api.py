@@ -2,8 +2,10 @@
 
 ``geoccseg.predict(scene)`` returns a Dask-backed :class:`xarray.DataArray` of class
 probabilities (dims ``class``, ``y``, ``x``; CRS and transform through rioxarray's ``.rio``;
-NaN where the scene has no data); nothing is computed until it is read (``.compute()``,
-``.plot()``, ``.values``), and nothing is written to disk. ``geoccseg.vectorize(prob)`` turns
+NaN where the scene has no data); no prediction runs until it is read (``.compute()``,
+``.plot()``, ``.values``; an input DataArray itself is read at once, into memory), and no output
+is written to disk (the onnx engine keeps its export of the model in the user cache,
+``geoccseg cache``). ``geoccseg.vectorize(prob)`` turns
 such an array (or a probability GeoTIFF) into one GeoDataFrame of lines per class.
 ``geoccseg.train`` and ``geoccseg.evaluate`` call the functions of the CLI's ``train`` and
 ``evaluate`` (:func:`geoccseg.train.train`, :func:`geoccseg.evaluate.evaluate`; see :mod:`geoccseg`).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -196,17 +199,22 @@ def _bundle(model: str | os.PathLike | Bundle | None, default: str) -> Bundle:
     return load_bundle(resolve_model(default if model is None else model))
 
 
-def _provenance(bundle: Bundle, engine: str) -> dict[str, str]:
+def _provenance(bundle: Bundle, engine: str) -> dict[str, str | float]:
     """``attrs`` telling where probabilities come from: the probability COG's provenance tags."""
     tags = provenance(bundle, bundle.meta.threshold, engine=engine)
     names = {"GEOCCSEG_MODEL": "model", "GEOCCSEG_WEIGHTS_SHA256": "weights_sha256", "GEOCCSEG_VERSION": "geoccseg_version",
              "GEOCCSEG_ENGINE": "engine", THRESHOLD_TAG: "threshold"}
-    return {names[key]: value for key, value in tags.items() if key in names}
+    attrs: dict[str, str | float] = {names[key]: value for key, value in tags.items() if key in names}
+    if "threshold" in attrs:  # a number, as users compare probabilities with it
+        attrs["threshold"] = float(attrs["threshold"])
+    return attrs
 
 
 class _InMemoryRaster:
-    """A DataArray written as a GeoTIFF in GDAL's memory (``/vsimem/``), so that it is read by the one
-    scene reader (bands, nodata, valid-data mask); freed with the last task that reads it."""
+    """A DataArray written as a GeoTIFF in GDAL's memory (``/vsimem/``) when :func:`predict` is
+    called (a Dask-backed input is computed then), so that it is read by the one scene reader
+    (bands, nodata, valid-data mask); freed when the last task that reads it, and the result's
+    graph, are gone."""
 
     def __init__(self, array: xr.DataArray) -> None:
         if array.rio.crs is None:
@@ -216,9 +224,10 @@ class _InMemoryRaster:
         if array.ndim != 3:
             raise GeoccsegError(f"the DataArray must have dims (band, y, x) or (y, x), got {array.dims}")
         self._file = MemoryFile()
+        weakref.finalize(self, self._file.close)  # GDAL frees the copy only when it is closed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. rioxarray's note on a missing nodata value
-            array.rio.to_raster(self._file.name, driver="GTiff", tiled=True)
+            array.rio.to_raster(self._file.name, driver="GTiff", tiled=True, blockxsize=256, blockysize=256)  # not the source file's blocks
         self.path = self._file.name
 
     def __str__(self) -> str:

@@ -56,7 +56,7 @@ def test_predict_a_scene_is_lazy_with_crs_and_vectorize_touches_no_disk(tmp_path
     assert (prob.rio.transform().c, prob.rio.transform().f) == pytest.approx((transform.c, transform.f))
     assert prob.attrs["model"] == "road" and len(prob.attrs["weights_sha256"]) == 64
     assert prob.attrs["geoccseg_version"] == geoccseg.__version__
-    assert prob.attrs["threshold"] == "0.53"  # the road model's own, which lines are drawn at (as the CLI does)
+    assert prob.attrs["threshold"] == 0.53  # the road model's own, which lines are drawn at (as the CLI does)
     lines = geoccseg.vectorize(prob)
     assert list(lines) == ["road"] and len(lines["road"]) > 0
     assert lines["road"].crs.to_epsg() == crs.to_epsg() == 4326
@@ -137,3 +137,23 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(GeoccsegError, match="no class crack"):
         geoccseg.vectorize(xr.DataArray(np.zeros((1, 8, 8)), dims=("class", "y", "x"), coords={"class": ["road"]})
                            .rio.write_crs(UTM), classes=["crack"])
+
+
+def test_an_input_array_held_in_gdal_memory_is_freed_with_the_result(vegas: Path) -> None:
+    """The in-memory copy of a DataArray input was never closed: each predict() leaked its size."""
+    import gc
+
+    import rasterio
+    import rioxarray
+
+    from geoccseg.api import _InMemoryRaster
+
+    image = rioxarray.open_rasterio(vegas / "vegas_img0_rgb.tif")
+    held = _InMemoryRaster(image)
+    path = held.path
+    with rasterio.open(path) as src:
+        assert src.count == image.shape[0]
+    del held
+    gc.collect()
+    with pytest.raises(rasterio.errors.RasterioIOError):
+        rasterio.open(path)
