@@ -492,8 +492,10 @@ def test_bad_inputs_give_one_line_errors(vegas, tmp_path):
     assert code == 2 and "holds no whole 256-px chip" in out and out.count("\n") == 0
 
     code, out = _run("info", scene, "--val-aoi", far)  # was silently ignored without labels
-    assert code == 2 and out == ("geoccseg: error: --val-aoi only applies to counting labeled chips, with --labels or --aoi; "
+    assert code == 2 and out == ("geoccseg: error: --val-aoi only applies to counting labeled chips, with --labels; "
                                  "leave it out or add --labels")
+    code, out = _run("info", scene, "--aoi", tmp_path / "missing.gpkg")  # was ignored: its chips counted as unlabeled
+    assert code == 2 and out == "geoccseg: error: --aoi only applies to counting labeled chips, with --labels; leave it out or add --labels"
 
     empty = tmp_path / "empty.gpkg"
     gpd.GeoDataFrame(geometry=[shapely.Polygon()], crs=4326).to_file(empty)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from geoccseg.cli import cli
 from geoccseg.cli.train import command as train_command
+from geoccseg.io.bundle import resolve_model
 from geoccseg.demo import FINE_TUNE, STEPS, run_demo, strip_config, write_strip
 from geoccseg.io.catalog import sample_roads, sample_scene
 from geoccseg.errors import GeoccsegError
@@ -184,3 +185,9 @@ def test_importing_the_demo_and_training_leaves_a_notebooks_plot_backend_alone()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "svg"
+
+
+def test_the_model_may_be_given_as_a_path(tmp_path: Path) -> None:
+    """A Path crashed in shlex.quote of the printed commands (and in the training config's YAML)."""
+    result = run_demo(tmp_path / "demo", quick=True, model=resolve_model("road"), progress=False)
+    assert str(resolve_model("road")) in result.summary()

@@ -15,7 +15,7 @@ from geoccseg.models.config import check_tile_px
 
 
 LABEL_ONLY = ("val_aoi", "classes", "class_column", "width_m", "pixel_size_m")
-"""Options that only change the chip and label counts (given with --labels or --aoi)."""
+"""Options that only change the chip and label counts (given with --labels)."""
 
 
 @click.command("info")
@@ -39,10 +39,10 @@ def command(ctx, scene, labels, aoi, val_aoi, classes, class_column, width_m, ba
     """
     band_list = parse_bands(bands)
     check_tile_px(tile_px)
-    if not (labels or aoi):  # they describe labeled chips, which only labels or an AOI give
-        refuse_options(ctx, LABEL_ONLY, "counting labeled chips, with --labels or --aoi", " or add --labels")
+    if not labels:  # they describe labeled chips, which only labels give (an AOI says where they are complete)
+        refuse_options(ctx, ("aoi", *LABEL_ONLY), "counting labeled chips, with --labels", " or add --labels")
     facts = describe_scene(scene, band_list)
-    if labels or aoi:  # validated before anything is printed, so errors stay one line
+    if labels:  # validated before anything is printed, so errors stay one line
         data = SceneTrainingData(
             [scene], labels=labels, aoi=aoi, val_aoi=val_aoi, classes=[c.strip() for c in classes.split(",") if c.strip()], class_column=class_column,
             width_m=width_m, bands=band_list, tile_px=tile_px, pixel_size_m=pixel_size_m,
