@@ -431,13 +431,14 @@ def test_the_cache_warns_when_it_grows_and_clear_removes_only_the_exports(
         assert "geoccseg cache --clear" not in caplog.text
         exported_model(crack.model, 3)
     assert "holds 2 exports" in caplog.text and "`geoccseg cache --clear` empties it" in caplog.text
-    own = [cache / "onnx" / "notes.txt", cache / "onnx" / ("0" * 63 + ".onnx"), cache / "elsewhere.onnx"]  # not exports: kept
+    own = [cache / "onnx" / "notes.txt", cache / "onnx" / ("0" * 63 + ".onnx"), cache / "elsewhere.onnx",
+           cache / "onnx" / ("a" * 64 + ".json")]  # not exports (the last is named like a record but records no key): kept
     for path in own:
         path.write_text("the user's")
     listed = CliRunner().invoke(cli, ["cache", "-q"])  # the listing is the command's result: shown under -q too
     assert listed.exit_code == 0 and f"{cache / 'onnx'}: 2 export(s)" in listed.output, listed.output
     cleared = CliRunner().invoke(cli, ["cache", "--clear"])
     assert cleared.exit_code == 0 and cleared.output.startswith("removed 2 export(s)"), cleared.output
-    assert sorted((cache / "onnx").iterdir()) == sorted(own[:2]) and all(p.read_text() == "the user's" for p in own)
+    assert sorted((cache / "onnx").iterdir()) == sorted([*own[:2], own[3]]) and all(p.read_text() == "the user's" for p in own)
     assert exported_model(road.model, 3)  # exported again on demand
 

@@ -98,8 +98,11 @@ def cache_dir() -> Path:
     ``~/.cache/geoccseg``. Exported networks go to its ``onnx`` subfolder; deleting it is safe."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "geoccseg"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base).expanduser() / "geoccseg"
+    except RuntimeError:  # no HOME and no entry in the user database (some containers)
+        raise GeoccsegError(f"no home folder to keep caches in; set {CACHE_ENV} to a folder of your own") from None
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -154,7 +157,11 @@ def cached(key: str, produce: Callable[[], bytes]) -> bytes:
     Raises:
         GeoccsegError: what ``produce`` raises.
     """
-    folder = cache_dir() / "onnx"
+    try:
+        folder = cache_dir() / "onnx"
+    except GeoccsegError as exc:
+        log.warning("geoccseg: warning: %s; the network is exported for this run only", exc)
+        return produce()
     path, sidecar = folder / f"{key}.onnx", folder / f"{key}.json"
     why = untrusted(folder)
     if why is not None:
@@ -183,11 +190,22 @@ def cached(key: str, produce: Callable[[], bytes]) -> bytes:
 
 
 def cache_files() -> list[Path]:
-    """The exports and sidecars in the cache's ``onnx`` folder (files named by a key), sorted; other files are not listed."""
+    """The exports and sidecars in the cache's ``onnx`` folder, sorted: files of this user named by
+    a key (a sidecar only when it records that key); other files are not listed."""
     folder = cache_dir() / "onnx"
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if _EXPORT_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink())
+    files = [p for p in folder.iterdir() if _EXPORT_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
+    return sorted(p for p in files if untrusted(p) != "owned by another user" and (p.suffix == ".onnx" or _records(p, p.stem)))
+
+
+def _records(sidecar: Path, key: str) -> bool:
+    """The JSON file ``sidecar`` is a cache record of ``key``."""
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("key") == key
 
 
 def cache_usage() -> tuple[int, int]:
