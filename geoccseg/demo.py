@@ -11,6 +11,7 @@ shows them side by side. ``quick`` runs (a) alone. It is the first command a new
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -37,7 +38,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import LineCounts, Strips, clipped, score_rest, strips
 from geoccseg.evaluate.files import read_lines
 from geoccseg.inference.pipeline import PredictResult, run_predict
-from geoccseg.io.atomic import atomic_path, check_writable, scratch_dir
+from geoccseg.io.atomic import atomic_path, check_writable, move_into_place, scratch_dir
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.catalog import sample_roads, sample_scene
 from geoccseg.io.probability import probabilities
@@ -178,9 +179,9 @@ def run_demo(
     """Run the demo on the sample scene; outputs in ``out_dir``.
 
     Writes ``roads.gpkg``, ``road_probability.tif`` and ``preview.png`` and, unless ``quick``,
-    ``labeled_strip.gpkg`` and ``roads_fine_tuned.gpkg``: each is replaced, atomically; nothing else
-    in ``out_dir`` is touched (the fine-tuned model lives in a hidden work folder there, removed at
-    the end).
+    ``labeled_strip.gpkg`` and ``roads_fine_tuned.gpkg``, all into a hidden work folder there (with
+    the fine-tuned model), moved into place each atomically at the end: a demo stopped or failing
+    halfway leaves the folder as it was; nothing else in ``out_dir`` is touched.
 
     Args:
         out_dir: the demo folder, created if missing.
@@ -218,19 +219,28 @@ def run_demo(
     for path in (vectors, prob, preview) if quick else (vectors, prob, preview, aoi, tuned):
         check_writable(path, overwrite=overwrite)  # an earlier demo's (or the user's) files: only with overwrite
 
-    _say(progress, "(a) the shipped road model maps the sample")
-    shipped = run_predict(scene, vectors, model=bundle, prob_out=prob, overwrite=True, progress=progress)
-    split = strips(scene, LABELED_FRACTION)
-    truth_lines = read_lines(truth)
-    fine_tuned = None
-    if not quick:
-        fine_tuned = _label_a_strip(scene, truth_lines, split, aoi, tuned, model, steps, progress)
-    scores = score_rest(read_lines(vectors, "PRED"), truth_lines, split, BUFFER_M)
-    render_preview(
-        scene, prob, vectors, preview, fine_tuned=fine_tuned.vectors if fine_tuned else None, truth=truth_lines,
-        labeled=split.labeled, captions=(_caption("(a) shipped road model", scores),
-                                         _caption("(b) fine-tuned on the labeled strip", fine_tuned.scores) if fine_tuned else None),
-    )
+    outputs = (vectors, prob, preview) if quick else (vectors, prob, preview, aoi, tuned)
+    with scratch_dir(vectors) as work:  # written here, moved into place at the end: a stopped demo leaves the folder as it was
+        at = {path: work / path.name for path in outputs}
+        _say(progress, "(a) the shipped road model maps the sample")
+        shipped = run_predict(scene, at[vectors], model=bundle, prob_out=at[prob], overwrite=True, progress=progress)
+        split = strips(scene, LABELED_FRACTION)
+        truth_lines = read_lines(truth)
+        fine_tuned = None
+        if not quick:
+            fine_tuned = _label_a_strip(scene, truth_lines, split, at[aoi], at[tuned], model, steps, progress)
+        scores = score_rest(read_lines(at[vectors], "PRED"), truth_lines, split, BUFFER_M)
+        render_preview(
+            scene, at[prob], at[vectors], at[preview], fine_tuned=fine_tuned.vectors if fine_tuned else None, truth=truth_lines,
+            labeled=split.labeled, captions=(_caption("(a) shipped road model", scores),
+                                             _caption("(b) fine-tuned on the labeled strip", fine_tuned.scores) if fine_tuned else None),
+        )
+        for path in outputs:
+            move_into_place(at[path], path, overwrite=overwrite)
+    shipped = dataclasses.replace(shipped, vectors=vectors, probabilities=prob)
+    if fine_tuned is not None:
+        fine_tuned = dataclasses.replace(fine_tuned, vectors=tuned, aoi=aoi,
+                                         predict=dataclasses.replace(fine_tuned.predict, vectors=tuned))
     return DemoResult(
         folder=folder, vectors=vectors, probabilities=prob, preview=preview, predict=shipped, shipped=scores,
         fine_tuned=fine_tuned, seconds=time.perf_counter() - start, model=model,

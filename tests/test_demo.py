@@ -191,3 +191,27 @@ def test_the_model_may_be_given_as_a_path(tmp_path: Path) -> None:
     """A Path crashed in shlex.quote of the printed commands (and in the training config's YAML)."""
     result = run_demo(tmp_path / "demo", quick=True, model=resolve_model("road"), progress=False)
     assert str(resolve_model("road")) in result.summary()
+
+
+def test_a_demo_stopped_halfway_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    """Ctrl-C during the fine-tuning left part (a)'s files beside an earlier demo's preview and lines."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "preview.png").write_bytes(b"an earlier demo's")
+    child = subprocess.Popen([sys.executable, "-m", "geoccseg.cli", "demo", "-o", str(out), "--overwrite", "--steps", "2000"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    for line in child.stderr:
+        if line.startswith("(b) label a strip"):
+            break
+        assert time.monotonic() < deadline
+    time.sleep(3)
+    child.send_signal(signal.SIGINT)
+    child.communicate(timeout=120)
+    assert child.returncode != 0
+    assert [p.name for p in out.iterdir()] == ["preview.png"] and (out / "preview.png").read_bytes() == b"an earlier demo's"
