@@ -14,6 +14,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 import rasterio
 import yaml
 from click.testing import CliRunner
@@ -470,3 +471,15 @@ def test_a_loop_round_writes_its_aoi_and_labels_as_geopackage_1_2_again_when_rer
         assert [str(layer) for layer, _ in pyogrio.list_layers(folder / f"{name}.gpkg")] == [name]
     labels = gpd.read_file(folder / "labels.gpkg")
     assert len(labels) > 0 and labels.crs == gpd.read_file(folder / "aoi.gpkg").crs
+
+
+def test_labels_with_a_self_crossing_polygon_are_taken(scene_path, tmp_path):
+    """A hand-drawn bow tie among the labels was a GEOS TopologyException traceback."""
+    with rasterio.open(scene_path) as src:
+        crs, b = src.crs, src.bounds
+    w, h = b.right - b.left, b.top - b.bottom
+    x, y = b.left + 0.1 * w, b.bottom + 0.1 * h
+    bow = shapely.Polygon([(x, y), (x + 0.2 * w, y + 0.2 * h), (x + 0.2 * w, y), (x, y + 0.2 * h)])
+    gpd.GeoDataFrame(geometry=[bow, box(x + 0.5 * w, y, x + 0.6 * w, y + 0.1 * h)], crs=crs).to_file(tmp_path / "labels.gpkg")
+    areas = suggest_areas(scene_path, model="road", n=3, size_m=60, labels=tmp_path / "labels.gpkg", options=CPU, progress=False).areas
+    assert len(areas) == 3 and not areas.geometry.intersects(shapely.make_valid(bow)).any()

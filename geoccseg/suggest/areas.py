@@ -205,7 +205,7 @@ def _labeled(scene: Scene, aoi: str | os.PathLike | None, labels: str | os.PathL
         return None
     empty = shapely.Polygon()
     area = read_aoi(aoi, scene.crs).intersection(scene.footprint) if aoi is not None else empty
-    drawn = shapely.union_all(read_vector(labels, "labels").to_crs(scene.crs).geometry.values) if labels is not None else empty
+    drawn = shapely.union_all(shapely.make_valid(read_vector(labels, "labels").to_crs(scene.crs).geometry.values)) if labels is not None else empty  # a hand-drawn bow tie
     return area, drawn
 
 
