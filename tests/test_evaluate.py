@@ -438,3 +438,23 @@ def test_lines_are_burnt_onto_a_turned_raster_where_they_lie(vegas: Path, tmp_pa
     plain, rotated = (evaluate(p, truth, graph_metrics=False).classes[0] for p in (mask, turned))
     assert plain.f1 > 0.3
     assert rotated.f1 == pytest.approx(plain.f1, abs=0.005)
+
+
+def test_the_centreline_buffer_is_metres_in_every_direction_on_a_raster_in_degrees(tmp_path: Path) -> None:
+    """At 60 deg N a pixel of 1e-5 deg is 0.56 m wide and 1.11 m tall; the buffer used their mean
+    in pixels, so 5 m reached 3.9 m east-west and 7.9 m north-south."""
+    truth = np.zeros((200, 200), dtype=np.uint8)
+    pred = np.zeros((200, 200), dtype=np.float32)
+    truth[100, 20:80] = 255  # an east-west road
+    pred[96, 20:80] = 1.0  # 4 rows north: 4.5 m
+    truth[20:80, 150] = 255  # a north-south road
+    pred[20:80, 158] = 1.0  # 8 columns east: 4.5 m
+    transform = from_origin(10.0, 60.001, 1e-5, 1e-5)
+    for name, values, dtype in (("truth.tif", truth, "uint8"), ("pred.tif", pred, "float32")):
+        with rasterio.open(tmp_path / name, "w", driver="GTiff", width=200, height=200, count=1, dtype=dtype, crs="EPSG:4326",
+                           transform=transform) as dst:
+            dst.write(values[None])
+    row = evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif", buffer_m=5.0, graph_metrics=False).classes[0]
+    assert row.completeness > 0.95 and row.correctness > 0.95
+    row = evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif", buffer_m=4.0, graph_metrics=False).classes[0]
+    assert row.completeness < 0.05  # neither is within 4 m

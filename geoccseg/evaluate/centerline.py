@@ -107,6 +107,7 @@ def skeleton_counts(
     buffer_px: float,
     pixel_m: float = 1.0,
     valid: np.ndarray | None = None,
+    pixel_xy_m: tuple[float, float] | None = None,
 ) -> LineCounts:
     """Match the skeletons of two binary masks with a buffer of ``buffer_px`` pixels.
 
@@ -116,6 +117,8 @@ def skeleton_counts(
         buffer_px: buffer half-width in pixels (Euclidean distance between pixel centres, ``<=``).
         pixel_m: length of one skeleton pixel in metres, to report lengths in metres.
         valid: (H, W) bool, pixels to score; masks are cleared outside it before skeletonising.
+        pixel_xy_m: (x, y) size of a pixel in metres where they differ (square pixels in degrees):
+            the buffer is then ``buffer_px x pixel_m`` metres in every direction.
     """
     pred_mask = np.asarray(pred_mask, dtype=bool)
     truth_mask = np.asarray(truth_mask, dtype=bool)
@@ -123,9 +126,13 @@ def skeleton_counts(
         pred_mask, truth_mask = pred_mask & valid, truth_mask & valid
     pred_skel = skeletonize(pred_mask)
     truth_skel = skeletonize(truth_mask)
+    if pixel_xy_m is None:
+        near = lambda skel: within_px(skel, buffer_px)  # noqa: E731
+    else:
+        near = lambda skel: within_px(skel, buffer_px * pixel_m, sampling=(pixel_xy_m[1], pixel_xy_m[0]))  # noqa: E731
     return LineCounts(
-        truth_matched_m=float(np.count_nonzero(truth_skel & within_px(pred_skel, buffer_px)) * pixel_m),
+        truth_matched_m=float(np.count_nonzero(truth_skel & near(pred_skel)) * pixel_m),
         truth_total_m=float(np.count_nonzero(truth_skel) * pixel_m),
-        pred_matched_m=float(np.count_nonzero(pred_skel & within_px(truth_skel, buffer_px)) * pixel_m),
+        pred_matched_m=float(np.count_nonzero(pred_skel & near(truth_skel)) * pixel_m),
         pred_total_m=float(np.count_nonzero(pred_skel) * pixel_m),
     )

@@ -45,7 +45,7 @@ from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SU
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8
 from geoccseg.io.scene import open_raster
-from geoccseg.io.units import mean_pixel_size_m
+from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
 
 
 
@@ -88,6 +88,11 @@ class Raster:
         """Mean pixel size in metres, measured at the raster centre (needs a georeferenced raster)."""
         height, width = self.shape
         return mean_pixel_size_m(self.crs, self.transform, self.transform * (width / 2, height / 2))
+
+    def pixel_xy_m(self) -> tuple[float, float]:
+        """(x, y) pixel size in metres at the raster centre: unequal for square pixels in degrees."""
+        height, width = self.shape
+        return pixel_size_m(self.crs, self.transform, self.transform * (width / 2, height / 2))
 
 
 def is_vector(path: Path) -> bool:

@@ -150,15 +150,16 @@ def pixel_counts(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None =
     return Counts(tp=tp, fp=fp, fn=fn, tn=n - tp - fp - fn)
 
 
-def within_px(mask: np.ndarray, distance_px: float) -> np.ndarray:
+def within_px(mask: np.ndarray, distance_px: float, sampling: tuple[float, float] | None = None) -> np.ndarray:
     """(H, W) bool: pixels whose centre lies within ``distance_px`` pixels (Euclidean, ``<=``) of a True pixel of ``mask``.
 
     Uses :func:`scipy.ndimage.distance_transform_edt` (a transient float64 map of the image).
+    With ``sampling`` (a pixel's height and width in some unit), ``distance_px`` is in that unit.
     """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return np.zeros(mask.shape, dtype=bool)
-    return distance_transform_edt(~mask) <= distance_px
+    return distance_transform_edt(~mask, sampling=sampling) <= distance_px
 
 
 @dataclass

@@ -311,7 +311,7 @@ def _score_pair(
         if pixel_m is not None:
             pred_lines = thin_pred if thin_pred is not None else scores[k] >= threshold
             truth_lines = thin_truth if thin_truth is not None else truths[k]
-            class_totals.add_lines(skeleton_counts(pred_lines, truth_lines, buffer_m / pixel_m, pixel_m, valid))
+            class_totals.add_lines(skeleton_counts(pred_lines, truth_lines, buffer_m / pixel_m, pixel_m, valid, grid.pixel_xy_m()))
         if graphs is not None and pixel_m is not None:
             # vector lines against a raster: only their part on the raster is compared
             on_grid = None if pred_vector and truth_vector else grid
