@@ -83,7 +83,7 @@ def command(
             else:
                 say(f"{row.rank}. acquisition {row.acquisition:.3f}, typicality {row.typicality:.2f} ({strategy})")
         if len(result.areas) < n:
-            say(f"note: only {len(result.areas)} of {n} squares of {result.size_m:g} m fit outside the labeled areas "
+            say(f"note: only {len(result.areas)} of {n} squares of {result.size_m:g} m fit outside the labeled areas and nodata "
                 f"({result.candidates} candidates)", err=True)
         click.echo(f"wrote {result.path} ({len(result.areas)} squares of {result.size_m:g} m) in {result.seconds:.1f} s")
         return
