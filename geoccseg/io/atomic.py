@@ -252,6 +252,9 @@ def _move(tmp: Path, dest: Path, overwrite: bool) -> None:
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 """Errors of a file system that takes no more data."""
 
+_GDAL_FULL = ("No space left on device", "Disk quota exceeded", "Free disk space available is")
+"""What GDAL's messages say when a disk takes no more data (its exceptions have no errno)."""
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
@@ -283,6 +286,8 @@ def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
                                     "choose another output folder") from None
             if exc.errno in _FULL:
                 raise GeoccsegError(f"cannot write {dest}: {os.strerror(exc.errno)}; free some space or choose another output folder") from None
+            if exc.errno is None and any(words in str(exc) for words in _GDAL_FULL):  # GDAL's errors carry no errno
+                raise GeoccsegError(f"cannot write {dest}: {' '.join(str(exc).split())}; free some space or choose another output folder") from None
             raise
     finally:
         if tmp_path.is_dir():
