@@ -565,7 +565,8 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     assert bench.main([*default, "--resume", "--novelty-weight", "1"]) == 2  # a setting of the other strategy: refused
 
 
-@pytest.mark.parametrize("folder", ["suggest-photos-deepcrack-coverage", "suggest-photos-massachusetts", "suggest-photos-deepcrack-1pct"])
+@pytest.mark.parametrize("folder", ["suggest-photos-deepcrack-coverage", "suggest-photos-massachusetts", "suggest-photos-deepcrack-1pct",
+                                    "suggest-photos-deepcrack-photo"])
 def test_suggest_photos_reports_regenerate_from_their_records(folder: str) -> None:
     """The README's photo tables (the script's current format) are what its report writes from the
     recorded runs."""
