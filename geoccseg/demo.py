@@ -235,6 +235,8 @@ def run_demo(
             labeled=split.labeled, captions=(_caption("(a) shipped road model", scores),
                                              _caption("(b) fine-tuned on the labeled strip", fine_tuned.scores) if fine_tuned else None),
         )
+        for path in outputs:  # all checked again before the first move: none moves unless all can
+            check_writable(path, overwrite=overwrite)
         for path in outputs:
             move_into_place(at[path], path, overwrite=overwrite)
     shipped = dataclasses.replace(shipped, vectors=vectors, probabilities=prob)

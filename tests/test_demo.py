@@ -207,7 +207,7 @@ def test_a_demo_stopped_halfway_leaves_the_folder_as_it_was(tmp_path: Path) -> N
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not list(out.rglob("model")):  # part (b) trains into the hidden work folder
+        while not list(out.glob(".roads.*/.roads_fine_tuned.*/model")):  # part (b) trains into the hidden work folder
             assert child.poll() is None and time.monotonic() < deadline, "the demo never started fine-tuning"
             time.sleep(0.2)
         time.sleep(3)

@@ -438,6 +438,8 @@ def test_lines_are_burnt_onto_a_turned_raster_where_they_lie(vegas: Path, tmp_pa
     plain, rotated = (evaluate(p, truth, graph_metrics=False).classes[0] for p in (mask, turned))
     assert plain.f1 > 0.3
     assert rotated.f1 == pytest.approx(plain.f1, abs=0.005)
+    assert rotated.completeness == pytest.approx(plain.completeness, abs=0.02)
+    assert rotated.correctness == pytest.approx(plain.correctness, abs=0.02)
 
 
 def test_the_centreline_buffer_is_metres_in_every_direction_on_a_raster_in_degrees(tmp_path: Path) -> None:

@@ -90,8 +90,11 @@ class Raster:
         return mean_pixel_size_m(self.crs, self.transform, self.transform * (width / 2, height / 2))
 
     def pixel_xy_m(self) -> tuple[float, float]:
-        """(x, y) pixel size in metres at the raster centre: unequal for square pixels in degrees."""
+        """(x, y) pixel size in metres at the raster centre: unequal for square pixels in degrees;
+        a turned raster gets its mean size both ways (its columns are not east-west)."""
         height, width = self.shape
+        if self.transform.b or self.transform.d:
+            return (self.pixel_m(),) * 2
         return pixel_size_m(self.crs, self.transform, self.transform * (width / 2, height / 2))
 
 

@@ -96,9 +96,9 @@ _EXPORT_NAME = re.compile(r"[0-9a-f]{64}\.(onnx|json)")
 def cache_dir() -> Path:
     """The user cache folder: ``$GEOCCSEG_CACHE`` if set, else ``$XDG_CACHE_HOME/geoccseg``, else
     ``~/.cache/geoccseg``. Exported networks go to its ``onnx`` subfolder; deleting it is safe."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
     try:
+        if os.environ.get(CACHE_ENV):
+            return Path(os.environ[CACHE_ENV]).expanduser()
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         return Path(base).expanduser() / "geoccseg"
     except RuntimeError:  # no HOME and no entry in the user database (some containers)
