@@ -227,8 +227,8 @@ class _InMemoryRaster:
         weakref.finalize(self, self._file.close)  # GDAL frees the copy only when it is closed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. rioxarray's note on a missing nodata value
-            array.rio.to_raster(self._file.name, driver="GTiff", tiled=True, blockxsize=256, blockysize=256,  # not the source file's
-                                    compress="DEFLATE", photometric="MINISBLACK")  # blocks, JPEG or YCbCr
+            array.rio.to_raster(self._file.name, driver="GTiff", tiled=True, blockxsize=256, blockysize=256,  # not the source
+                                    compress="DEFLATE")  # file's blocks or lossy JPEG (its band colours, alpha included, stay)
         self.path = self._file.name
 
     def __str__(self) -> str:

@@ -157,3 +157,17 @@ def test_an_input_array_held_in_gdal_memory_is_freed_with_the_result(vegas: Path
     gc.collect()
     with pytest.raises(rasterio.errors.RasterioIOError):
         rasterio.open(path)
+
+
+def test_the_in_memory_copy_keeps_the_alpha_band_and_the_pixels(vegas: Path) -> None:
+    """The copy of an opened scene must read as the scene does: alpha stays alpha (not a 4th input band), pixels unchanged."""
+    import rasterio
+    import rioxarray
+
+    from geoccseg.api import _InMemoryRaster
+
+    image = rioxarray.open_rasterio(vegas / "vegas_img0_rgb.tif")
+    held = _InMemoryRaster(image)
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src, rasterio.open(held.path) as copy:
+        assert copy.colorinterp == src.colorinterp and copy.compression.name.lower() == "deflate"
+        assert (copy.read() == src.read()).all()
