@@ -224,15 +224,18 @@ made afresh in a temporary folder by each invocation (the split itself is checke
 def continue_or_clear(run_dir: Path, config: TrainConfig) -> int | None:
     """Prepare a script's own run folder ``run_dir`` for ``config``: the step its interrupted run
     continues from, or None to train from the start. A run of these settings stopped before its
-    first checkpoint is removed (the folder holds only what that run wrote); a finished run is kept.
+    first checkpoint is removed (its config.yaml records these settings: the folder is that run's);
+    a finished run is kept, and a folder without config.yaml is left to training (which refuses
+    files of its own names that it did not write).
 
     Raises:
         GeoccsegError: ``run_dir`` holds a run of other settings (nothing is removed).
     """
-    if (run_dir / "config.yaml").is_file() and not same_config(run_dir, config):
+    recorded = (run_dir / "config.yaml").is_file()
+    if recorded and not same_config(run_dir, config):
         raise GeoccsegError(f"{run_dir} holds a run of other settings; choose another --out")
     resumed = interrupted_step(run_dir, config)
-    if resumed is None and run_dir.exists() and not run_finished(run_dir):
+    if resumed is None and recorded and not run_finished(run_dir):
         shutil.rmtree(run_dir)
     return resumed
 
