@@ -114,13 +114,13 @@ def command(
             say(f"wrote {confidence_out}")
         click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
         return
-    find_photos(inputs, exclude=output_folders(output))  # several scenes, missing files: what is wrong with the inputs comes before the options
+    photo_files = find_photos(inputs, exclude=output_folders(output))  # what is wrong with the inputs comes before the options
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes",
                    "; photos get confidence/<stem>.png with --confidence" if confidence_out is not None else "")
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device, engine=engine,
                              precision=precision)
     photos = predict_photos(
-        inputs, output, model=model or "crack", options=options, threshold=vectorizer.get("threshold"),
+        photo_files, output, model=model or "crack", options=options, threshold=vectorizer.get("threshold"),
         pixel_size_mm=pixel_size_mm, overlay=overlay, confidence=confidence, keep_going=keep_going, resume=resume,
         overwrite=overwrite, progress=show_progress(),
         on_skip=lambda photo, reason: click.echo(f"geoccseg: skipped {photo}: {reason}", err=True),

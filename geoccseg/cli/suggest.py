@@ -87,9 +87,9 @@ def command(
                 f"({result.candidates} candidates)", err=True)
         click.echo(f"wrote {result.path} ({len(result.areas)} squares of {result.size_m:g} m) in {result.seconds:.1f} s")
         return
-    find_photos(inputs)  # a mistyped scene path: "does not exist" comes before the options
+    photo_files = find_photos(inputs)  # a mistyped scene path: "does not exist" comes before the options
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes", " for photos")
-    photos = suggest_photos(inputs, output, model=model or "crack", n=n, labels=labels,
+    photos = suggest_photos(photo_files, output, model=model or "crack", n=n, labels=labels,
                             options=options,
                             strategy=strategy or "coverage", seed=seed, overwrite=overwrite, progress=show_progress())
     for name in photos.suggested:

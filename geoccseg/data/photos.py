@@ -153,7 +153,7 @@ def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.
     """
     found: list[Path] = []
     excluded = [Path(folder).resolve() for folder in exclude]
-    listed = lambda files: [p for p in files if not any(f in p.resolve().parents for f in excluded)]  # noqa: E731
+    listed = lambda files: [p for p in files if not excluded or not any(f in p.resolve().parents for f in excluded)]  # noqa: E731
     for item in inputs:
         text = os.fspath(item)
         path = Path(text)

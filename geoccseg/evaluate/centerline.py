@@ -126,13 +126,11 @@ def skeleton_counts(
         pred_mask, truth_mask = pred_mask & valid, truth_mask & valid
     pred_skel = skeletonize(pred_mask)
     truth_skel = skeletonize(truth_mask)
-    if pixel_xy_m is None:
-        near = lambda skel: within_px(skel, buffer_px)  # noqa: E731
-    else:
-        near = lambda skel: within_px(skel, buffer_px * pixel_m, sampling=(pixel_xy_m[1], pixel_xy_m[0]))  # noqa: E731
+    # in pixels, or in metres along each axis (rows are y) where the pixel sizes are given
+    distance, sampling = (buffer_px, None) if pixel_xy_m is None else (buffer_px * pixel_m, (pixel_xy_m[1], pixel_xy_m[0]))
     return LineCounts(
-        truth_matched_m=float(np.count_nonzero(truth_skel & near(pred_skel)) * pixel_m),
+        truth_matched_m=float(np.count_nonzero(truth_skel & within_px(pred_skel, distance, sampling)) * pixel_m),
         truth_total_m=float(np.count_nonzero(truth_skel) * pixel_m),
-        pred_matched_m=float(np.count_nonzero(pred_skel & near(truth_skel)) * pixel_m),
+        pred_matched_m=float(np.count_nonzero(pred_skel & within_px(truth_skel, distance, sampling)) * pixel_m),
         pred_total_m=float(np.count_nonzero(pred_skel) * pixel_m),
     )

@@ -243,6 +243,7 @@ def output_folders(out_dir: str | os.PathLike) -> list[Path]:
     (``'site/**/*.jpg' -o site/out`` does not predict its own overlays)."""
     return [Path(out_dir) / sub for sub in OUTPUT_FOLDERS]
 
+
 MADE_BY = {"GEOCCSEG_WEIGHTS_SHA256": "weights", "GEOCCSEG_TILE_PX": "tile (px)", "GEOCCSEG_OVERLAP_PX": "overlap (px)"}
 """PNG text keys of a probability PNG that a resumed run must share (what each names)."""
 
@@ -365,7 +366,7 @@ def predict_photos(
         frames.append(branches)
         bar.update()
 
-    with swept([run.out_dir / sub for sub in OUTPUT_FOLDERS if (run.out_dir / sub).is_dir()]):  # listed once, not per file
+    with swept([folder for folder in output_folders(run.out_dir) if folder.is_dir()]):  # listed once, not per file
         try:
             for i, photo in enumerate(photos):
                 if done[i]:

@@ -231,10 +231,10 @@ class TrainConfig:
             raise GeoccsegError(f"precision must be one of {', '.join(PRECISIONS)} (or unset for the device's default), got {self.precision!r}")
         if self.accelerator not in ACCELERATORS:
             raise GeoccsegError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
-        for key in ("num_workers", "bg_margin_px", "unlabeled_start_steps", "rampup_steps"):
+        for key in ("num_workers", "bg_margin_px", "unlabeled_start_steps", "rampup_steps", "unlabeled_batch_size", "ema_warmup_steps"):
             if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise GeoccsegError(f"{key} must be 0 or more, got {getattr(self, key)}")
-        for key in ("devices", "num_nodes", "batch_size", "val_every"):
+        for key in ("devices", "num_nodes", "batch_size", "val_every", "anchors_per_class", "negatives_per_class", "queue_size"):
             if getattr(self, key) < 1:
                 raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not 0 <= self.appearance_invert_p <= 1:
@@ -263,12 +263,6 @@ class TrainConfig:
         for key in ("max_minutes", "width_m"):  # unset, or above 0
             if getattr(self, key) is not None and not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
                 raise GeoccsegError(f"{key} must be above 0 (or left unset), got {getattr(self, key)}")
-        for key in ("anchors_per_class", "negatives_per_class", "queue_size"):
-            if getattr(self, key) < 1:
-                raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("unlabeled_batch_size", "ema_warmup_steps"):
-            if getattr(self, key) < 0:
-                raise GeoccsegError(f"{key} must be 0 or more, got {getattr(self, key)}")
         if self.checkpoint_every < 1 or (self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0):
             raise GeoccsegError("checkpoint_every must be at least 1 step and checkpoint_minutes above 0 (or null)")
         if self.out is None:
