@@ -326,6 +326,26 @@ def test_a_lines_file_that_appears_while_write_vectors_writes_is_kept(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["roads.gpkg", "theirs.gpkg"]
 
 
+def test_a_write_flushes_its_file_and_folder_not_the_other_files_there(tmp_path: Path, monkeypatch) -> None:
+    """Moving a file into place flushes that file and the folder's entries only: the other files
+    of the folder are left alone (another run's temporaries vanish meanwhile, which raised; and a
+    folder of 50,000 photo outputs was flushed whole after each of them)."""
+    for i in range(3):
+        (tmp_path / f"other{i}.png").write_bytes(b"x")
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with atomic_path(tmp_path / "out.png") as tmp:
+        tmp.write_bytes(b"png")
+    monkeypatch.undo()
+    assert len(synced) == 2 and Path(synced[0]).name.endswith(".part.png") and synced[1] == str(tmp_path)
+
+
 # -- what a kill leaves ------------------------------------------------------------------------
 def test_a_writer_killed_inside_atomic_path_leaves_a_hidden_temporary_the_next_run_removes(tmp_path: Path) -> None:
     dest = tmp_path / "scores.json"

@@ -174,30 +174,35 @@ def scratch_dir(dest: str | os.PathLike) -> Iterator[Path]:
 
 
 def _sync(path: Path) -> None:
-    """Flush ``path`` (a file, or every file of a folder, and the folder) to disk.
+    """Flush ``path`` to disk: a file, or a folder of this run's with every file in it.
 
     Without it a power loss shortly after the rename can leave an empty or partial file under the
     final name on file systems that write data after metadata (ext4 without ``auto_da_alloc``, XFS).
+    """
+    paths = [p for p in path.rglob("*") if p.is_file()] + [path] if path.is_dir() else [path]
+    for item in paths:
+        _fsync(item)
+
+
+def _fsync(path: Path) -> None:
+    """Flush one file, or one folder's own entries (not the files in it), to disk.
+
     Where syncing is not supported (some mounts; folders on Windows) it is skipped; any other
     error (EIO, a full disk or quota that a network file system reports only now) is raised.
     """
-    paths = [path]
-    if path.is_dir():
-        paths = [p for p in path.rglob("*") if p.is_file()] + [path]
-    for item in paths:
-        try:
-            fd = os.open(item, os.O_RDONLY)
-        except OSError as exc:
-            if exc.errno in _NO_SYNC:
-                continue
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in _NO_SYNC:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_SYNC:
             raise
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            if exc.errno not in _NO_SYNC:
-                raise
-        finally:
-            os.close(fd)
+    finally:
+        os.close(fd)
 
 
 _NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES, errno.EISDIR, errno.EBADF)
@@ -222,7 +227,7 @@ def move_into_place(tmp: str | os.PathLike, dest: str | os.PathLike, overwrite: 
     try:
         _move(tmp, dest, overwrite)
     finally:
-        _sync(dest.parent)  # the rename itself
+        _fsync(dest.parent)  # the rename itself, not the other files of the folder (another run's may vanish meanwhile)
 
 
 def _move(tmp: Path, dest: Path, overwrite: bool) -> None:
