@@ -8,7 +8,9 @@ pixels, so this measures, with everything chosen on DeepCrack's *select* images 
 * predictions: the photo as it is (``p1``); 2x enlarged and brought back (``p2``); their ``mean``
   and ``max`` (a scale test-time augmentation);
 * thresholds: the best F1 on the select images (``native_ods``); on the select images together with
-  2x smaller copies of them, whose cracks are as thin as CrackForest's (``robust_ods``); and 0.5;
+  2x smaller copies of them, whose cracks are as thin as CrackForest's (``robust_ods``); on the
+  select images together with copies of lower contrast, ``--faint`` (``faint_<c>_ods``: each
+  photo's deviation from its mean grey multiplied by c, so its cracks are fainter); and 0.5;
 
 and reports DeepCrack select and test F1 and CrackForest F1 (precision, recall) at each, and
 CrackForest's own best F1 and threshold (``cfd_ods``, which nothing may be chosen on)::
@@ -19,6 +21,10 @@ CrackForest's own best F1 and threshold (``cfd_ods``, which nothing may be chose
 was trained with (``geoccseg train --per-image-norm`` trains that way)::
 
     python pipelines/diagnose_crack_transfer.py --per-image-norm --out pipelines/results/crack-transfer/scale_tta_per_image.json
+
+``--faint 0.75 0.5 0.25 --combine p1`` adds the thresholds chosen with low-contrast copies, for the photo as it is::
+
+    python pipelines/diagnose_crack_transfer.py --faint 0.75 0.5 0.25 --combine p1 --out pipelines/results/crack-transfer/faint/shipped.json
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import foreground_probability
 from geoccseg.benchmark.split import SHIPPED_SOURCES, read_pairs
+from geoccseg.benchmark.threshold import fainter
 from geoccseg.data.photos import read_mask, read_photo
 from geoccseg.evaluate import PixelScorer
 from geoccseg.io.atomic import atomic_path
@@ -62,12 +69,14 @@ def enlarged_probability(bundle, image: np.ndarray) -> np.ndarray:
     return F.avg_pool2d(torch.from_numpy(foreground_probability(bundle, x2))[None, None], 2)[0, 0].numpy()
 
 
-def predict(bundle, pairs, halve: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def predict(bundle, pairs, halve: bool = False, contrast: float = 1.0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     out = []
     for _, (image_path, mask_path) in sorted(pairs.items()):
         image, mask = read_photo(image_path), read_mask(mask_path) > 0
         if halve:
             image, mask = halved(image, mask)
+        if contrast != 1.0:
+            image = fainter(image, contrast)
         out.append((foreground_probability(bundle, image), enlarged_probability(bundle, image), mask))
     return out
 
@@ -76,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="crack", help="shipped name or bundle folder (default crack)")
     parser.add_argument("--per-image-norm", action="store_true", help="normalise each photo by its own percentiles at test time")
+    parser.add_argument("--faint", type=float, nargs="*", default=[], metavar="C",
+                        help="also choose thresholds with select copies of contrast C (0-1)")
+    parser.add_argument("--combine", nargs="+", choices=sorted(COMBINE), default=list(COMBINE), help="predictions to report (default all)")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     args = parser.parse_args(argv)
     bundle = load_bundle(resolve_model(args.model))
@@ -85,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parts = SHIPPED_SOURCES["crack"][0].split(DATA)
     sets = {"select": predict(bundle, parts["select"]), "select_half": predict(bundle, parts["select"], halve=True),
             "test": predict(bundle, parts["test"]), "cfd": predict(bundle, read_pairs(DATA / "cfd", "cfd"))}
-    report = {"run": {"model": args.model, "per_image_norm": args.per_image_norm, "weights": bundle.stamp, "machine": machine(),
+    sets.update({f"faint_{c:g}": predict(bundle, parts["select"], contrast=c) for c in args.faint})
+    report = {"run": {"model": args.model, "per_image_norm": args.per_image_norm, "faint": args.faint, "weights": bundle.stamp, "machine": machine(),
                       "split": {part: sorted(parts[part]) for part in ("select", "test")}}}  # what was run
-    for name, combine in COMBINE.items():
+    for name in args.combine:
+        combine = COMBINE[name]
         def score(keys, threshold=0.5):
             scorer = PixelScorer(threshold)
             for key in keys:
@@ -96,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             return scorer.scores()
 
         row = {}
-        for label, threshold in (("native_ods", score(["select"]).ods_threshold),
-                                 ("robust_ods", score(["select", "select_half"]).ods_threshold), ("0.5", 0.5)):
+        choices = [("native_ods", score(["select"]).ods_threshold), ("robust_ods", score(["select", "select_half"]).ods_threshold)]
+        choices += [(f"faint_{c:g}_ods", score(["select", f"faint_{c:g}"]).ods_threshold) for c in args.faint]
+        for label, threshold in choices + [("0.5", 0.5)]:
             select, test, cfd = (score([k], threshold) for k in ("select", "test", "cfd"))
             row[label] = {"threshold": round(float(threshold), 3), "select_f1": round(select.f1, 3), "test_f1": round(test.f1, 3),
                           "cfd_f1": round(cfd.f1, 3), "cfd_precision": round(cfd.precision, 3), "cfd_recall": round(cfd.recall, 3)}

@@ -6,7 +6,8 @@ train / select / test once and for all), its :class:`~geoccseg.train.TrainConfig
 on the select images by the measurements in the README, never on a test or transfer set), and its
 step budget. The run trains on every training image of every source (full supervision: with all
 labels the method has nothing left to add), keeps the checkpoint of the best F1 on the union of the
-sources' select images, chooses the decision threshold on those select images, and then scores:
+sources' select images, chooses the decision threshold on those select images (the crack model's
+on them pooled with half-contrast copies of them: :mod:`geoccseg.benchmark.threshold`), and then scores:
 
 * each source's held-out **test** images (pixel metrics of :mod:`geoccseg.benchmark.score`);
 * the **transfer** set, data the model never saw and nothing was chosen on: CrackForest photos for
@@ -26,6 +27,11 @@ wins on the select images::
 
     python pipelines/train_default_models.py --models crack --work ../bench/crack-appearance \
         --option appearance_augment=true --target-root ../bench/crack-appearance/export
+
+``--rethreshold`` trains nothing: it chooses the threshold of the model in ``--target-root`` again
+by its recipe's rule and scores it again (the training record is kept)::
+
+    python pipelines/train_default_models.py --models crack --rethreshold --work ../bench/rethreshold
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
 from geoccseg.benchmark.runs import same_config
 from geoccseg.train.callbacks import run_finished
 from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs
+from geoccseg.benchmark.threshold import choose_threshold
 from geoccseg.evaluate import PixelScorer
 from geoccseg.evaluate import evaluate as evaluate_files
 from geoccseg.data.photos import read_mask, read_photo
@@ -68,6 +75,7 @@ class Recipe:
     options: dict = field(default_factory=dict)
     tolerance_px: float | None = None
     licence: str = ""
+    threshold_contrast: float | None = None  # the threshold is chosen with fainter select copies too (geoccseg.benchmark.threshold)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -82,7 +90,7 @@ RECIPES: dict[str, Recipe] = {
     "crack": Recipe(
         classes=("crack",), pixel_size_m=None,
         sources=SHIPPED_SOURCES["crack"],
-        options={"crop_area_max": 4.0},
+        options={"crop_area_max": 4.0}, threshold_contrast=0.5,
         licence="Trained on DeepCrack (Liu et al., Neurocomputing 338, 2019), licensed for non-commercial research only; "
                 "these weights inherit that restriction.",
     ),
@@ -97,12 +105,6 @@ def score_pairs(bundle, pairs: dict[str, Pair], thresholds: tuple[float, ...], t
         for scorer in scorers:
             scorer.add(prob, truth)
     return [Score(pixels=scorer.scores()) for scorer in scorers]
-
-
-def select_threshold(bundle, pairs: dict[str, Pair]) -> tuple[float, float]:
-    """The probability threshold of the best F1 on the select pairs (ODS), and that F1."""
-    (score,) = score_pairs(bundle, pairs, (0.5,))
-    return score.pixels.ods_threshold, score.pixels.ods_f1
 
 
 def score_sample_scene(bundle_dir: Path, threshold: float, work: Path) -> dict:
@@ -150,17 +152,49 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         if not run_finished(run):
             train(replace(config, resume=(run / "checkpoints" / "last.ckpt").is_file()))
     bundle = load_bundle(run)
-    threshold, select_f1 = select_threshold(bundle, select_pairs)
     record = {
         "default_model": name, "arm": "fully_supervised", "encoder": "efficientnet-lite0", "options": recipe.options,
         "sources": {s.name: {"folder": s.folder, **{part: len(p) for part, p in splits[s.name].items()}} for s in recipe.sources},
         "steps": bundle.meta.training.get("steps"), "saved_step": bundle.meta.training.get("saved_step"),
         "train_minutes": train_minutes(run),  # training only (validation excluded), all sessions of a resumed run
-        "machine": machine(),  # of the scoring; runs are compared only within one machine (geoccseg.benchmark.machine)
         "held_out": held_out,  # the select and test stems of each source; every other image was trained on
-        "threshold": threshold, "select_f1": select_f1, "licence": recipe.licence,
-        "held_out_test": {s: metrics(score_bundle(bundle, splits[s]["test"], recipe.tolerance_px)) for s in splits},  # at 0.5
+        "licence": recipe.licence,
     }
+    return finish(name, recipe, bundle, record, splits, data_root, target_root, run)
+
+
+def rethreshold(name: str, data_root: Path, target_root: Path, work: Path) -> Path:
+    """Choose the threshold of the exported model ``target_root/name`` again by its recipe's rule
+    and score it again, without training (its training record is kept)."""
+    recipe = RECIPES[name]
+    bundle = load_bundle(target_root / name)
+    splits = {s.name: s.split(data_root) for s in recipe.sources}
+    held_out = {source: {part: sorted(parts[part]) for part in ("select", "test")} for source, parts in splits.items()}
+    recorded = bundle.meta.training.get("held_out")
+    if recorded is not None:
+        same = recorded == held_out
+    else:  # trained before the held-out stems were recorded: the number of images of each part
+        counts = {s: {part: len(p) for part, p in parts.items()} for s, parts in splits.items()}
+        same = {s: {k: v for k, v in c.items() if k != "folder"} for s, c in bundle.meta.training.get("sources", {}).items()} == counts
+    if not same:
+        raise GeoccsegError(f"{target_root / name} was trained with other held-out images than --data-root's split gives; "
+                            "train it again instead")
+    work.mkdir(parents=True, exist_ok=True)
+    return finish(name, recipe, bundle, dict(bundle.meta.training), splits, data_root, target_root, work)
+
+
+def finish(name: str, recipe: Recipe, bundle, record: dict, splits: dict, data_root: Path, target_root: Path, work: Path) -> Path:
+    """Choose the threshold on the select images, score the held-out test and transfer sets, and
+    export the model (float16) with ``record`` and the scores into ``target_root/name``."""
+    select_pairs = {s: p for parts in splits.values() for s, p in parts["select"].items()}
+    threshold, select_f1 = choose_threshold(bundle, select_pairs, recipe.threshold_contrast)
+    record.update({
+        "machine": machine(),  # of the scoring; runs are compared only within one machine (geoccseg.benchmark.machine)
+        "threshold": threshold, "select_f1": select_f1,  # select F1 at that threshold
+        "threshold_rule": "best F1 on the select images" + (f" and their copies at contrast {recipe.threshold_contrast:g}"
+                                                            if recipe.threshold_contrast is not None else ""),
+        "held_out_test": {s: metrics(score_bundle(bundle, splits[s]["test"], recipe.tolerance_px)) for s in splits},  # at 0.5
+    })
     record["held_out_test_at_threshold"] = {}  # at the model's own threshold, the one it ships with
     for s in splits:
         (at_own,) = score_pairs(bundle, splits[s]["test"], (threshold,), recipe.tolerance_px)
@@ -181,7 +215,7 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
     with atomic_path(target / "LICENCE.md", overwrite=True) as tmp_licence:
         tmp_licence.write_text(f"# The `{name}` model\n\n{recipe.licence}\n")
     if name == "road":  # scored as shipped (float16 weights), through the user's commands
-        record["transfer"] = {"spacenet_vegas_sample": score_sample_scene(target, threshold, run)}
+        record["transfer"] = {"spacenet_vegas_sample": score_sample_scene(target, threshold, work)}
         bundle.meta.training.update(record)
         save_bundle(target, load_bundle(target).model.half(), bundle.meta)
         print(json.dumps(record["transfer"]))
@@ -246,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a TrainConfig option laid over the recipe's (value read as YAML), to measure a candidate")
     parser.add_argument("--target-root", type=Path, default=ROOT / "geoccseg" / "assets" / "models",
                         help="where the exported models go (default: the package's shipped models)")
+    parser.add_argument("--rethreshold", action="store_true",
+                        help="no training: choose the threshold of the model in --target-root again by its recipe's rule and rescore it")
     args = parser.parse_args(argv)
     options = {}
     for item in args.option:
@@ -255,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         options[key] = yaml.safe_load(value)
     for name in args.models:
         try:
-            target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, seed=args.seed,
-                           max_minutes=args.max_minutes, options=options)
+            if args.rethreshold:
+                target = rethreshold(name, args.data_root, args.target_root, args.work / name)
+            else:
+                target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, seed=args.seed,
+                               max_minutes=args.max_minutes, options=options)
         except GeoccsegError as exc:
             print(f"train_default_models: error: {exc}", file=sys.stderr)
             return 2

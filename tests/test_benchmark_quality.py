@@ -205,6 +205,43 @@ def test_shipped_model_runs_keep_their_held_out_images(tmp_path: Path) -> None:
     assert json.loads((run / "split.json").read_text()) == held_out
 
 
+def test_crack_threshold_with_fainter_copies_is_chosen_on_the_select_photos_only(data_dir: Path, tmp_path: Path) -> None:
+    """The crack recipe's threshold pools the select photos with half-contrast copies: a lower
+    threshold than theirs alone, and the F1 it reports is the select photos' own at it. Re-choosing
+    the shipped model's threshold refuses a model trained on another split."""
+    from geoccseg.benchmark.split import SHIPPED_SOURCES
+    from geoccseg.benchmark.threshold import choose_threshold, fainter
+    from geoccseg.data.photos import read_mask, read_photo
+    from geoccseg.evaluate import PixelScorer
+    from geoccseg.io.bundle import resolve_model
+    from geoccseg.models import load_bundle
+    from geoccseg.benchmark.score import foreground_probability
+
+    pairs = dict(sorted(SHIPPED_SOURCES["crack"][0].split(data_dir)["select"].items())[:3])
+    photo = read_photo(next(iter(pairs.values()))[0])
+    faint = fainter(photo, 0.5).astype(np.float64)
+    assert abs(faint.mean() - photo.mean()) < 0.5 and faint.std() == pytest.approx(photo.std() / 2, rel=0.01)
+    bundle = load_bundle(resolve_model("crack"))
+    alone, alone_f1 = choose_threshold(bundle, pairs)
+    pooled, pooled_f1 = choose_threshold(bundle, pairs, contrast=0.5)
+    assert pooled < alone and pooled_f1 <= alone_f1
+    scorer = PixelScorer(pooled)
+    for image_path, mask_path in pairs.values():
+        scorer.add(foreground_probability(bundle, read_photo(image_path)), read_mask(mask_path) > 0)
+    assert pooled_f1 == pytest.approx(scorer.scores().f1, abs=1e-9)
+    with pytest.raises(ValueError, match="contrast must lie in"):
+        choose_threshold(bundle, pairs, contrast=1.5)
+
+    recipes = _load_script("train_default_models")
+    assert recipes.RECIPES["crack"].threshold_contrast == 0.5
+    shutil.copytree(resolve_model("crack"), tmp_path / "crack")
+    record = json.loads((tmp_path / "crack" / "bundle.json").read_text())
+    record["training"]["sources"]["deepcrack"]["test"] = 29
+    (tmp_path / "crack" / "bundle.json").write_text(json.dumps(record))
+    with pytest.raises(GeoccsegError, match="trained with other held-out images"):
+        recipes.rethreshold("crack", data_dir, tmp_path, tmp_path / "work")
+
+
 def test_shipped_model_training_minutes_count_every_session(tmp_path: Path) -> None:
     """train_minutes was the wall time of the last session only: a resumed run recorded minutes."""
     recipes = _load_script("train_default_models")

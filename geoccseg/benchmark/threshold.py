@@ -1,0 +1,63 @@
+"""Choosing a model's decision threshold on its select images.
+
+The threshold of the best F1 on the select images (ODS) fits their own look. A crack model meets
+fainter cracks on other pavements (thinner, lighter, on brighter or rougher surfaces), where its
+probabilities are lower: the shipped model's on CrackForest are an order of magnitude below those on
+DeepCrack, and CrackForest's best threshold is 0.04 against DeepCrack's 0.58. With ``contrast``
+the select images count twice, as they are and as copies whose deviation from their mean grey is
+multiplied by ``contrast`` (:func:`fainter`); the threshold is the best F1 over both. Nothing but
+the select images is read: the copies are made from them, so the choice stays on the select split
+(``pipelines/diagnose_crack_transfer.py --faint`` measures it; README, "Cracks, a threshold for
+fainter cracks").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geoccseg.benchmark.score import foreground_probability
+from geoccseg.benchmark.split import Pair
+from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.evaluate import PixelScorer
+from geoccseg.models import Bundle
+
+
+def fainter(image: np.ndarray, contrast: float) -> np.ndarray:
+    """A (C, H, W) uint8 photo with its deviation from its mean grey multiplied by ``contrast`` (< 1: fainter)."""
+    x = image.astype(np.float32)
+    mean = x.mean()
+    return ((x - mean) * contrast + mean).round().clip(0, 255).astype(np.uint8)
+
+
+def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | None = None) -> tuple[float, float]:
+    """The decision threshold chosen on the select ``pairs``, and the select F1 at it.
+
+    Args:
+        bundle: a loaded model bundle.
+        pairs: the select (image, mask) paths by stem.
+        contrast: None: the threshold of the best F1 on the pairs (ODS). A number in (0, 1): the
+            best F1 on the pairs pooled with their :func:`fainter` copies.
+
+    Returns:
+        The threshold, and the F1 of the pairs as they are at that threshold.
+    """
+    if contrast is not None and not 0 < contrast < 1:
+        raise ValueError(f"contrast must lie in (0, 1), got {contrast}")
+    select, pooled = PixelScorer(), PixelScorer()
+    for image_path, mask_path in pairs.values():
+        image, truth = read_photo(image_path), read_mask(mask_path) > 0
+        prob = foreground_probability(bundle, image)
+        select.add(prob, truth)
+        pooled.add(prob, truth)
+        if contrast is not None:
+            pooled.add(foreground_probability(bundle, fainter(image, contrast)), truth)
+    threshold = pooled.scores().ods_threshold
+    return threshold, _f1_at(select, threshold)
+
+
+def _f1_at(scorer: PixelScorer, threshold: float) -> float:
+    """F1 of a scorer's images at one threshold of its sweep grid."""
+    sweep = scorer.sweep
+    index = int(np.argmin(np.abs(np.asarray(sweep.thresholds) - threshold)))
+    tp, fp, fn = (float(np.asarray(c)[index]) for c in (sweep.tp, sweep.fp, sweep.fn))
+    return 2 * tp / max(2 * tp + fp + fn, 1.0)
