@@ -355,6 +355,32 @@ def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
     assert result.stdout.splitlines()[:2] == list(table["photo"][:2])
 
 
+@pytest.mark.parametrize("near_px", [0, 40])
+def test_photo_sums_stream_chip_rows_and_equal_one_whole_blend(near_px: int, data_dir) -> None:
+    """photo_sums held whole-photo planes of ten float32 channels (1.9 GB for 48 megapixels); it
+    now streams chip rows. The sums are those of one whole-photo blend, also where the likely-road
+    neighbourhood reaches past a chip row (40 px against a 32-px stride)."""
+    from geoccseg.data.photos import read_photo
+    from geoccseg.inference.blend import ChipGrid, blend_window
+    from geoccseg.inference.confidence import ConfidenceThresholds
+    from geoccseg.inference.predict import blend_chips
+    from geoccseg.suggest.photos import photo_sums
+    from geoccseg.suggest.terms import TermParams, cell_features, n_channels, scoring_engine
+
+    bundle = load_bundle(resolve_model("crack"))
+    image = read_photo(data_dir / "cfd" / "images" / "004.jpg")[:, :200, :160]
+    thresholds, params = ConfidenceThresholds.from_meta(bundle.meta), TermParams(0.1, near_px)
+    engine = scoring_engine("torch", bundle.model, "cpu", bundle.meta)
+    streamed = photo_sums(bundle, image, thresholds, params, engine=engine, tile_px=48, overlap_px=16, batch_size=8)
+    grid = ChipGrid.create(200, 160, 48, 16, block_px=200)
+    chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
+    weighted, weight = blend_chips(engine, bundle.meta.norm.for_image(image), image, None, chips, blend_window(48, 16), 8,
+                                   n_channels(1))
+    whole = cell_features(weighted, weight, 1, thresholds, params, cell_px=(200, 160))[:, 0, 0]
+    assert streamed[0] == 200 * 160 and (streamed[1] > 0 or near_px == 0)  # every pixel counted once; some near a likely crack
+    np.testing.assert_allclose(streamed, whole, rtol=1e-5, atol=1e-3)
+
+
 def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeypatch):
     from geoccseg.inference.engine import clear_sessions
 
