@@ -364,6 +364,36 @@ def test_a_writer_killed_inside_atomic_path_leaves_a_hidden_temporary_the_next_r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real file system of 64 KiB (tmpfs), unmounted after the test; skipped where mounting is not allowed."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True, check=False).returncode:
+        pytest.skip("mounting a small tmpfs needs root and mount rights")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_in_gdal_or_sqlite_writers_is_one_line_naming_the_output(vegas: Path, small_disk: Path) -> None:
+    """GDAL's and SQLite's errors carry no errno: a full disk while predict staged the probability
+    raster in its work folder, or while OGR wrote the GeoPackage, was a traceback."""
+    out = small_disk / "roads.gpkg"
+    done = subprocess.run([sys.executable, "-c", "from geoccseg.cli import cli; cli()", "predict", str(vegas / "vegas_img0_rgb.tif"),
+                           "-o", str(out)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"geoccseg: error: cannot write {out}: the disk is full (0 KiB left); "
+                                                    "free some space or choose another output folder")
+    assert list(small_disk.iterdir()) == []  # no temporary file or work folder left
+    (small_disk / "filler").write_bytes(b"x" * (shutil.disk_usage(small_disk).free - 16 * 1024))  # 16 KiB short of full
+    with pytest.raises(GeoccsegError, match=rf"^cannot write {small_disk / 'many.gpkg'}: the disk is full \(\d+ KiB left\); free"):
+        write_vectors({"road": lines(2000)}, small_disk / "many.gpkg")
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
 def test_a_full_disk_is_a_one_line_error_naming_the_file(data_dir: Path, tmp_path: Path) -> None:
     """A write refused for size (here a file size limit, EFBIG; a full disk is ENOSPC) was a traceback."""
     import resource

@@ -168,7 +168,8 @@ def scratch_dir(dest: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         raise GeoccsegError(f"cannot write {dest}: no work folder can be created in {dest.parent} ({exc.strerror}); choose another output path") from None
     try:
-        yield work
+        with _full_disk_is_one_line(dest):  # checked before the work folder is removed
+            yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -260,6 +261,69 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 _GDAL_FULL = ("No space left on device", "Disk quota exceeded", "Free disk space available is")
 """What GDAL's messages say when a disk takes no more data (its exceptions have no errno)."""
 
+_SPACE_MARGIN = 1 << 20
+"""Free bytes under which a folder's file system counts as full when a write there has failed."""
+
+
+@contextlib.contextmanager
+def _full_disk_is_one_line(dest: Path) -> Iterator[None]:
+    """Turn an error raised inside into :func:`_full_disk`'s one-line error when the disk is full."""
+    try:
+        yield
+    except Exception as exc:
+        full = _full_disk(dest, exc)
+        if full is not None:
+            raise full from None
+        raise
+
+
+class DiskFullError(GeoccsegError):
+    """A write failed because its disk, a quota or a file size limit takes no more data.
+
+    Attributes:
+        reason: what is full, e.g. "the disk is full (0 KiB left)".
+        advice: what to do about it.
+    """
+
+    def __init__(self, dest: str | os.PathLike, reason: str, advice: str = "free some space or choose another output folder") -> None:
+        self.reason, self.advice = reason, advice
+        super().__init__(f"cannot write {dest}: {reason}; {advice}")
+
+
+def _full_disk(dest: Path, exc: BaseException) -> DiskFullError | None:
+    """The one-line error for a write of ``dest`` that failed because its disk is full, or None.
+
+    Errors with an errno say so (ENOSPC, EDQUOT, EFBIG). GDAL's, OGR's and SQLite's say "Write
+    failed" or "database or disk is full" at best, so for any other error the file system is
+    asked: under 1 MiB left for this process (root may also fill the blocks reserved for it), or
+    no inode left, is a full disk. Called before the failed write's temporary files are removed.
+    A full disk met while writing a file inside a work folder of ``dest`` names ``dest``.
+    """
+    if isinstance(exc, DiskFullError):
+        return DiskFullError(dest, exc.reason, exc.advice)
+    if isinstance(exc, GeoccsegError):
+        return None
+    number = getattr(exc, "errno", None)
+    if number == errno.EFBIG:
+        return DiskFullError(dest, "the file is larger than this file system or a limit allows", "choose another output folder")
+    if number in _FULL:
+        return DiskFullError(dest, os.strerror(number))
+    if number is None and any(words in str(exc) for words in _GDAL_FULL):
+        return DiskFullError(dest, " ".join(str(exc).split()))
+    if not hasattr(os, "statvfs"):
+        return None
+    try:
+        fs = os.statvfs(dest.parent)
+    except OSError:
+        return None
+    root = os.geteuid() == 0
+    free = (fs.f_bfree if root else fs.f_bavail) * fs.f_frsize
+    if free < _SPACE_MARGIN:
+        return DiskFullError(dest, f"the disk is full ({free // 1024} KiB left)")
+    if fs.f_files and (fs.f_ffree if root else fs.f_favail) == 0:
+        return DiskFullError(dest, "the file system has no free inode left", "remove some files or choose another output folder")
+    return None
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
@@ -278,22 +342,13 @@ def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     os.unlink(tmp)  # drivers want to create the file themselves
     tmp_path = Path(tmp)
     try:
-        try:
+        with _full_disk_is_one_line(dest):  # checked before the temporary file is removed
             yield tmp_path
             if tmp_path.is_file():  # writers that make private (0600) files: the mode of any new file instead
                 umask = os.umask(0o077)
                 os.umask(umask)
                 os.chmod(tmp_path, 0o666 & ~umask)
             move_into_place(tmp_path, dest, overwrite)  # flushes to disk: a full disk may show only now
-        except OSError as exc:
-            if exc.errno == errno.EFBIG:
-                raise GeoccsegError(f"cannot write {dest}: the file is larger than this file system or a limit allows; "
-                                    "choose another output folder") from None
-            if exc.errno in _FULL:
-                raise GeoccsegError(f"cannot write {dest}: {os.strerror(exc.errno)}; free some space or choose another output folder") from None
-            if exc.errno is None and any(words in str(exc) for words in _GDAL_FULL):  # GDAL's errors carry no errno
-                raise GeoccsegError(f"cannot write {dest}: {' '.join(str(exc).split())}; free some space or choose another output folder") from None
-            raise
     finally:
         if tmp_path.is_dir():
             shutil.rmtree(tmp_path, ignore_errors=True)
