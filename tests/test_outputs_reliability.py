@@ -29,7 +29,7 @@ from geoccseg.cli import cli
 from geoccseg.demo import render_preview, run_demo
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.predict import PredictOptions, predict_scene
-from geoccseg.io.atomic import atomic_path
+from geoccseg.io.atomic import atomic_path, scratch_dir
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.vector_write import write_vectors
 
@@ -388,6 +388,13 @@ def test_a_full_disk_in_gdal_or_sqlite_writers_is_one_line_naming_the_output(veg
     assert done.stderr.strip().splitlines()[-1] == (f"geoccseg: error: cannot write {out}: the disk is full (0 KiB left); "
                                                     "free some space or choose another output folder")
     assert list(small_disk.iterdir()) == []  # no temporary file or work folder left
+    big = b"x" * (128 * 1024)
+    with pytest.raises(GeoccsegError, match=rf"^cannot write {out}: No space left"):  # a work file: named after its output
+        with scratch_dir(out) as work, atomic_path(work / "staging.tif") as tmp:
+            tmp.write_bytes(big)
+    with pytest.raises(GeoccsegError, match=rf"^cannot write {small_disk / 'p.tif'}: No space left"):  # another output: its own name
+        with scratch_dir(out), atomic_path(small_disk / "p.tif") as tmp:
+            tmp.write_bytes(big)
     (small_disk / "filler").write_bytes(b"x" * (shutil.disk_usage(small_disk).free - 16 * 1024))  # 16 KiB short of full
     with pytest.raises(GeoccsegError, match=rf"^cannot write {small_disk / 'many.gpkg'}: the disk is full \(\d+ KiB left\); free"):
         write_vectors({"road": lines(2000)}, small_disk / "many.gpkg")

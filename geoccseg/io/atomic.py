@@ -168,7 +168,7 @@ def scratch_dir(dest: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         raise GeoccsegError(f"cannot write {dest}: no work folder can be created in {dest.parent} ({exc.strerror}); choose another output path") from None
     try:
-        with _full_disk_is_one_line(dest):  # checked before the work folder is removed
+        with _full_disk_is_one_line(dest, work):  # checked before the work folder is removed
             yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -266,10 +266,15 @@ _SPACE_MARGIN = 1 << 20
 
 
 @contextlib.contextmanager
-def _full_disk_is_one_line(dest: Path) -> Iterator[None]:
-    """Turn an error raised inside into :func:`_full_disk`'s one-line error when the disk is full."""
+def _full_disk_is_one_line(dest: Path, work: Path | None = None) -> Iterator[None]:
+    """Turn an error raised inside into :func:`_full_disk`'s one-line error when the disk is full;
+    a full disk met writing a file of the work folder ``work`` names ``dest``, the output it was for."""
     try:
         yield
+    except DiskFullError as exc:
+        if work is not None and work in exc.path.parents:
+            raise DiskFullError(dest, exc.reason, exc.advice) from None
+        raise
     except Exception as exc:
         full = _full_disk(dest, exc)
         if full is not None:
@@ -281,12 +286,13 @@ class DiskFullError(GeoccsegError):
     """A write failed because its disk, a quota or a file size limit takes no more data.
 
     Attributes:
+        path: the file that could not be written.
         reason: what is full, e.g. "the disk is full (0 KiB left)".
         advice: what to do about it.
     """
 
     def __init__(self, dest: str | os.PathLike, reason: str, advice: str = "free some space or choose another output folder") -> None:
-        self.reason, self.advice = reason, advice
+        self.path, self.reason, self.advice = Path(dest), reason, advice
         super().__init__(f"cannot write {dest}: {reason}; {advice}")
 
 
@@ -297,10 +303,7 @@ def _full_disk(dest: Path, exc: BaseException) -> DiskFullError | None:
     failed" or "database or disk is full" at best, so for any other error the file system is
     asked: under 1 MiB left for this process (root may also fill the blocks reserved for it), or
     no inode left, is a full disk. Called before the failed write's temporary files are removed.
-    A full disk met while writing a file inside a work folder of ``dest`` names ``dest``.
     """
-    if isinstance(exc, DiskFullError):
-        return DiskFullError(dest, exc.reason, exc.advice)
     if isinstance(exc, GeoccsegError):
         return None
     number = getattr(exc, "errno", None)
