@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import dask
 import dask.array as da
 import numpy as np
+import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
@@ -228,7 +229,7 @@ class _InMemoryRaster:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. rioxarray's note on a missing nodata value
             array.rio.to_raster(self._file.name, driver="GTiff", tiled=True, blockxsize=256, blockysize=256,  # not the source
-                                    compress="DEFLATE")  # file's blocks or lossy JPEG (its band colours, alpha included, stay)
+                                compress="DEFLATE", **_photometric(array))  # file's blocks or lossy JPEG (its band colours, alpha included, stay)
         self.path = self._file.name
 
     def __str__(self) -> str:
@@ -236,6 +237,20 @@ class _InMemoryRaster:
 
     def __fspath__(self) -> str:
         return self.path
+
+
+def _photometric(array: xr.DataArray) -> dict[str, str]:
+    """``photometric="RGB"`` for an array read from a YCbCr file (JPEG's storage of colour, which
+    rioxarray carries into a copy's profile and GDAL allows only with JPEG), else nothing."""
+    source = array.encoding.get("source")
+    if not source:
+        return {}
+    try:
+        with rasterio.open(source) as src:
+            ycbcr = str(src.profile.get("photometric", "")).lower() == "ycbcr"
+    except rasterio.errors.RasterioError:
+        return {}
+    return {"photometric": "RGB"} if ycbcr else {}
 
 
 # -- scenes ------------------------------------------------------------------------------------

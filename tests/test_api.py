@@ -171,3 +171,24 @@ def test_the_in_memory_copy_keeps_the_alpha_band_and_the_pixels(vegas: Path) -> 
     with rasterio.open(vegas / "vegas_img0_rgb.tif") as src, rasterio.open(held.path) as copy:
         assert copy.colorinterp == src.colorinterp and copy.compression.name.lower() == "deflate"
         assert (copy.read() == src.read()).all()
+
+
+def test_the_in_memory_copy_of_a_jpeg_ycbcr_scene_is_rgb(vegas: Path, tmp_path: Path) -> None:
+    """A JPEG-compressed GeoTIFF stored as YCbCr (how colour orthophotos are often delivered) gave
+    its PHOTOMETRIC=YCBCR to the lossless copy, which GDAL refuses: predict() was a traceback."""
+    import rasterio
+    import rioxarray
+    from rasterio.windows import Window
+
+    from geoccseg.api import _InMemoryRaster
+
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        profile = {**src.profile, "count": 3, "compress": "JPEG", "photometric": "YCBCR", "tiled": True, "blockxsize": 256,
+                   "blockysize": 256, "width": 512, "height": 512, "transform": src.window_transform(Window(0, 0, 512, 512))}
+        pixels = src.read([1, 2, 3], window=Window(0, 0, 512, 512))
+    with rasterio.open(tmp_path / "ycbcr.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    held = _InMemoryRaster(rioxarray.open_rasterio(tmp_path / "ycbcr.tif"))
+    with rasterio.open(tmp_path / "ycbcr.tif") as src, rasterio.open(held.path) as copy:
+        assert [c.name for c in copy.colorinterp] == ["red", "green", "blue"] and copy.compression.name.lower() == "deflate"
+        assert (copy.read() == src.read()).all()  # the pixels as the JPEG decodes them
