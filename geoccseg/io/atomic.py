@@ -319,6 +319,8 @@ def _full_disk(dest: Path, exc: BaseException) -> DiskFullError | None:
         fs = os.statvfs(dest.parent)
     except OSError:
         return None
+    if not fs.f_blocks:  # a file system that does not say its size (some network and FUSE mounts)
+        return None
     root = os.geteuid() == 0
     free = (fs.f_bfree if root else fs.f_bavail) * fs.f_frsize
     if free < _SPACE_MARGIN:
