@@ -460,3 +460,43 @@ def test_the_centreline_buffer_is_metres_in_every_direction_on_a_raster_in_degre
     assert row.completeness > 0.95 and row.correctness > 0.95
     row = evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif", buffer_m=4.0, graph_metrics=False).classes[0]
     assert row.completeness < 0.05  # neither is within 4 m
+
+
+def test_aoi_scores_only_inside_its_polygons(vegas: Path, tmp_path: Path) -> None:
+    """--aoi (e.g. the part a user did not label): the pixels outside are left out as nodata would
+    be, for every metric, and vector lines are cut at its edge. The AOI is given in another CRS."""
+    from dataclasses import asdict
+
+    from shapely.geometry import box
+
+    mask, lines = vegas / "vegas_pan_roadmask.tif", vegas / "vegas_pan_roads.geojson"
+    with rasterio.open(mask) as src:
+        profile, pixels, transform, crs = src.profile, src.read(1), src.transform, src.crs
+    height, width = pixels.shape
+    west, east = (box(*(transform * (c0, height)), *(transform * (c1, 0))) for c0, c1 in ((0, width // 2), (width // 2, width)))
+    gpd.GeoDataFrame(geometry=[east], crs=crs).to_crs(3857).to_file(tmp_path / "east.geojson")
+    gpd.GeoDataFrame(geometry=[west], crs=crs).to_file(tmp_path / "west.geojson")
+    halved = pixels.copy()
+    halved[:, : width // 2] = 7  # the west half as nodata
+    with rasterio.open(tmp_path / "halved.tif", "w", **{**profile, "nodata": 7}) as dst:
+        dst.write(halved, 1)
+    inside = evaluate(mask, lines, aoi=tmp_path / "east.geojson")
+    as_nodata = evaluate(tmp_path / "halved.tif", lines)
+    assert inside.aoi == str(tmp_path / "east.geojson") and "inside" in inside.format_table().splitlines()[0]
+    assert asdict(inside.classes[0]) == asdict(as_nodata.classes[0])
+    assert inside.classes[0].recall == 1.0 and inside.classes[0].apls > 0.9
+    # vector lines: only their parts inside count; the west half of the truth as prediction
+    truth = gpd.read_file(lines)
+    truth.clip(west).to_file(tmp_path / "west_lines.geojson")
+    everywhere = evaluate(tmp_path / "west_lines.geojson", lines, graph_metrics=False).classes[0]
+    in_west = evaluate(tmp_path / "west_lines.geojson", lines, graph_metrics=False, aoi=tmp_path / "west.geojson").classes[0]
+    in_east = evaluate(tmp_path / "west_lines.geojson", lines, graph_metrics=False, aoi=tmp_path / "east.geojson").classes[0]
+    assert 0.2 < everywhere.completeness < 0.8 and everywhere.correctness == 1.0
+    assert in_west.completeness == pytest.approx(1.0) and in_west.correctness == 1.0
+    assert in_east.completeness == 0.0
+    # a raster without a CRS cannot be placed in the AOI: one line
+    _write_png(tmp_path / "p.png", np.zeros((8, 8), np.uint8))
+    _write_png(tmp_path / "t.png", np.zeros((8, 8), np.uint8))
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "p.png"), str(tmp_path / "t.png"), "--aoi", str(tmp_path / "east.geojson")])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        f"geoccseg: error: --aoi needs georeferenced rasters, and {tmp_path / 'p.png'} has no CRS; score it without --aoi"]

@@ -39,6 +39,8 @@ def _parse_classes(text: str | None) -> list[int] | None:
     help="Width of vector lines burnt onto a raster for pixel metrics, metres.",
 )
 @click.option("--classes", default=None, help="Class values to score in class maps, e.g. 1,2 (default: binary masks).")
+@click.option("--aoi", type=click.Path(path_type=Path), default=None,
+              help="Score only inside these polygons (a vector file, any CRS), e.g. the part you did not label; rasters must be georeferenced.")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics as JSON to this file (never a folder or an input).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 @click.option("--graph-metrics/--no-graph-metrics", default=True, show_default=True,
@@ -81,6 +83,7 @@ def command(
     topo_interval_m: float,
     topo_hole_m: float,
     topo_max_seeds: int,
+    aoi: Path | None,
     overwrite: bool,
 ) -> None:
     """Score PRED against TRUTH: files, or folders matched by file name.
@@ -97,7 +100,7 @@ def command(
     result = evaluate(
         pred, truth, threshold=threshold, tolerance_px=tolerance_px, buffer_m=buffer_m,
         classes=_parse_classes(classes), line_width_m=line_width_m, graph_metrics=graph_metrics,
-        graph_snap_m=graph_snap_m, apls_params=apls_params, topo_params=topo_params,
+        graph_snap_m=graph_snap_m, apls_params=apls_params, topo_params=topo_params, aoi=aoi,
     )
     click.echo(result.format_table())
     if json_path is not None:

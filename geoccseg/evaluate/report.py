@@ -49,6 +49,7 @@ from geoccseg.evaluate.files import (
 from geoccseg.evaluate.pixel import PixelScorer
 from geoccseg.evaluate.strip import clipped
 from geoccseg.evaluate.topo import TopoCounts, TopoParams, topo_counts
+from geoccseg.io.aoi import read_aoi
 from geoccseg.vectorize import VectorizeParams, vectorize_array
 from geoccseg.vectorize.network import DEFAULT_SNAP_M, road_graph
 
@@ -104,6 +105,7 @@ class EvaluationResult:
         apls_params: settings of APLS (:class:`~geoccseg.evaluate.apls.APLSParams`), or None.
         topo_params: settings of TOPO (:class:`~geoccseg.evaluate.topo.TopoParams`), or None.
         classes: one :class:`ClassResult` per class, by class value.
+        aoi: the polygons only inside which was scored, or None: everywhere.
     """
 
     pred: str
@@ -117,6 +119,7 @@ class EvaluationResult:
     apls_params: dict | None = None
     topo_params: dict | None = None
     classes: list[ClassResult] = field(default_factory=list)
+    aoi: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-safe dict (str, int, float, None, lists and dicts only)."""
@@ -146,6 +149,7 @@ class EvaluationResult:
                 f"; APLS snap {self.apls_params['snap_m']:g} m, TOPO radius {self.topo_params['radius_m']:g} m"
                 if self.apls_params and self.topo_params else ""
             )
+            + (f"; inside {self.aoi}" if self.aoi else "")
         ]
         for row in rows:
             lines.append("  ".join(cell.rjust(width) for cell, width in zip(row, widths)).rstrip())
@@ -201,6 +205,7 @@ def evaluate(
     graph_snap_m: float = DEFAULT_SNAP_M,
     apls_params: APLSParams | None = None,
     topo_params: TopoParams | None = None,
+    aoi: str | os.PathLike | None = None,
 ) -> EvaluationResult:
     """Score PRED against TRUTH (files, or folders matched by file stem).
 
@@ -217,6 +222,8 @@ def evaluate(
             when lines become road graphs (:func:`geoccseg.vectorize.network.road_graph`).
         apls_params: APLS settings (metres); None for the SpaceNet defaults.
         topo_params: TOPO settings (metres); None for the SpaceNet reference's defaults.
+        aoi: a vector file of polygons (any CRS): only inside them is scored (the pixels outside are
+            left out, as nodata; lines are cut at their edge). Rasters must be georeferenced.
 
     Raises:
         GeoccsegError: bad options or inputs (see :mod:`geoccseg.evaluate.files`).
@@ -237,7 +244,7 @@ def evaluate(
     pairs = match_files(pred, truth)
     totals = {k: _ClassTotals(threshold, tolerance_px) for k in (classes or [1])}
     for pred_path, truth_path in pairs:
-        _score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs)
+        _score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs, aoi)
     return EvaluationResult(
         pred=str(pred),
         truth=str(truth),
@@ -250,6 +257,7 @@ def evaluate(
         apls_params=asdict(graphs.apls) if graphs else None,
         topo_params=asdict(graphs.topo) if graphs else None,
         classes=[totals[k].result(k) for k in sorted(totals)],
+        aoi=str(aoi) if aoi is not None else None,
     )
 
 
@@ -272,13 +280,17 @@ def _score_pair(
     buffer_m: float,
     line_width_m: float,
     graphs: _GraphSettings | None = None,
+    aoi: str | os.PathLike | None = None,
 ) -> None:
-    """Add one (PRED, TRUTH) pair to ``totals``."""
+    """Add one (PRED, TRUTH) pair to ``totals``; with ``aoi``, only inside its polygons."""
     pred_vector, truth_vector = is_vector(pred_path), is_vector(truth_path)
     if (pred_vector or truth_vector) and classes not in (None, [1]):
         raise GeoccsegError(f"vector lines ({pred_path if pred_vector else truth_path}) are one class; score them without --classes")
     if pred_vector and truth_vector:
         pred_lines, truth_lines = read_lines(pred_path, "PRED"), read_lines(truth_path, "TRUTH")
+        if aoi is not None:
+            area = read_aoi(aoi, truth_lines.crs)
+            pred_lines, truth_lines = clipped(pred_lines.to_crs(truth_lines.crs), area), clipped(truth_lines, area)
         totals[1].add_lines(line_counts(pred_lines, truth_lines, buffer_m))
         if graphs is not None:
             pred_graph, truth_graph = road_graph(pred_lines, snap_m=graphs.snap_m), road_graph(truth_lines, snap_m=graphs.snap_m)
@@ -305,6 +317,8 @@ def _score_pair(
         scores = prediction_scores(pred_raster, classes)
         truths = truth_masks(truth_raster, classes)
         valid = pred_raster.valid & truth_raster.valid
+    if aoi is not None:
+        valid = valid & _inside(aoi, grid, truth_path if pred_vector else pred_path)
     pixel_m = grid.pixel_m() if grid.georeferenced else None
     for k, class_totals in totals.items():
         class_totals.pixels.add(scores[k], truths[k], valid)
@@ -324,6 +338,20 @@ def _score_pair(
                 else _raster_graph(truths[k], grid, valid, 0.5, graphs.snap_m)
             )
             class_totals.add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
+
+
+def _inside(aoi: str | os.PathLike, grid: Raster, path: Path) -> np.ndarray:
+    """(H, W) bool: the pixels of a georeferenced raster whose centres lie inside the AOI's polygons.
+
+    Raises:
+        GeoccsegError: the raster is not georeferenced, or the AOI does not overlap it.
+    """
+    if not grid.georeferenced:
+        raise GeoccsegError(f"--aoi needs georeferenced rasters, and {path} has no CRS; score it without --aoi")
+    height, width = grid.shape
+    footprint = shapely.Polygon([grid.transform * corner for corner in ((0, 0), (width, 0), (width, height), (0, height))])
+    area = read_aoi(aoi, grid.crs, footprint)
+    return rasterio.features.geometry_mask([area], out_shape=grid.shape, transform=grid.transform, invert=True)
 
 
 NODATA_SPECKLE_PX = 1024
