@@ -22,6 +22,7 @@ from PIL import Image
 from shapely.geometry import box
 
 from geoccseg.cli import cli
+from geoccseg.errors import GeoccsegError
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model, save_meta
 from geoccseg.models import load_bundle
@@ -461,7 +462,7 @@ def test_a_finished_loop_round_is_read_back_without_suggesting_its_squares_again
 
     out, truth = tmp_path / "loop", vegas / "vegas_img0_roads.geojson"
     shutil.copytree(resolve_model("road"), out / "round0" / "model")
-    (first,) = active_labeling(scene_path, truth, out, train_settings={}, rounds=0, options=CPU)
+    (first,) = active_labeling(scene_path, truth, out, train_settings={}, rounds=0, strategy="random", options=CPU)
     first.model.rename(out / "round0" / "model-moved-away")
     strip = gpd.read_file(first.aoi)
     square = box(*strip.total_bounds).buffer(0)  # the whole strip's box: any AOI the round could have had
@@ -472,6 +473,13 @@ def test_a_finished_loop_round_is_read_back_without_suggesting_its_squares_again
     rounds = active_labeling(scene_path, truth, out, train_settings={}, rounds=1, strategy="random", start=first, options=CPU)
     assert rounds == [first, finished] and isinstance(rounds[1], LoopRound)
     assert not list(out.glob("round0-*.gpkg"))  # no squares were suggested for round 1
+    # other settings in the same folder: its rounds would be read back as if run with them; refused before any work
+    before = sorted(p.name for p in out.rglob("*"))
+    for other in ({"per_round": 3}, {"strategy": "coverage"}, {"train_settings": {"max_steps": 10}}, {"seed": 1}):
+        with pytest.raises(GeoccsegError, match=rf"^{out} holds a loop run with other settings \({next(iter(other))}\)"):
+            active_labeling(scene_path, truth, out, **{"train_settings": {}, "rounds": 1, "strategy": "random", "start": first,
+                                                       "options": CPU, **other})
+    assert sorted(p.name for p in out.rglob("*")) == before
 
 
 def test_a_loop_round_writes_its_aoi_and_labels_as_geopackage_1_2_again_when_rerun(scene_path, vegas, tmp_path):

@@ -165,7 +165,12 @@ def active_labeling(
     if rounds < 0 or per_round < 1:
         raise GeoccsegError(f"rounds must be >= 0 and per_round >= 1, got {rounds} and {per_round}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings = {"scene": str(Path(scene).resolve()), "truth": str(Path(truth).resolve()), "train_settings": train_settings,
+                "per_round": per_round, "size_m": size_m, "first_fraction": first_fraction, "strategy": strategy, "seed": seed,
+                "start": start.folder if start is not None and Path(start.folder) != out / "round0" else None,  # another run's round 0
+                "train_seed": train_seed, "buffer_m": buffer_m,
+                "margin_m": margin_m, "params": asdict(params or SuggestParams())}
+    check_loop_settings(out, settings)
     options = options or PredictOptions()
     truth_lines = read_lines(truth, "truth")
     split = strips(scene, first_fraction)
@@ -223,6 +228,32 @@ def active_labeling(
         labeled = shapely.union_all([labeled, *squares.geometry])
         done.append(save(run_round(k, labeled, previous.squares + len(squares), strategy)))
     return done
+
+
+SETTINGS = "loop.json"
+"""The file of a loop's folder that records the settings its rounds were run with."""
+
+
+def check_loop_settings(out: Path, settings: dict) -> None:
+    """Record a loop's settings in ``out/loop.json`` (creating ``out``), or refuse a folder whose
+    rounds were run with others: they would be read back as if run with these (more rounds are
+    not another setting). A folder of rounds from before settings were recorded is kept.
+
+    Raises:
+        GeoccsegError: ``out`` records other settings.
+    """
+    now = json.loads(json.dumps(settings, default=str))
+    path = out / SETTINGS
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(key for key in now.keys() | before.keys() if before.get(key) != now.get(key))
+        if changed:
+            raise GeoccsegError(f"{out} holds a loop run with other settings ({', '.join(changed)}); "
+                                "choose another folder, or remove it to start again")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(now, indent=1) + "\n")
 
 
 def unlabeled_by_all(scene: str | os.PathLike, runs: list[LoopRound]) -> BaseGeometry:
