@@ -128,7 +128,7 @@ class DemoResult:
     def commands(self) -> str:
         """What a user types to do part (b) on their own scene (and, with the values given, on the sample)."""
         steps = self.fine_tuned.steps if self.fine_tuned else STEPS
-        flags = " ".join(f"--{key.replace('_', '-')} {value:g}" for key, value in FINE_TUNE.items())
+        flags = " ".join(f"--{key.replace('_', '-')} {value:g}" for key, value in fine_tune_options(steps).items())
         strip = self.fine_tuned.aoi if self.fine_tuned else self.folder / "labeled_strip.gpkg"
         return (
             "To map the roads of your own scene: digitise the roads of a strip of it (lines) and the strip (a polygon), then\n"
@@ -252,12 +252,20 @@ def run_demo(
 def strip_config(out: str | os.PathLike, aoi: str | os.PathLike, *, model: str = "road", steps: int = STEPS,
                  progress: bool = False) -> TrainConfig:
     """The training of part (b): fine-tune ``model`` with the method on the sample's truth centrelines
-    inside ``aoi``, with :data:`FINE_TUNE`, into the bundle folder ``out`` (one checkpoint, at the end)."""
+    inside ``aoi``, with :func:`fine_tune_options`, into the bundle folder ``out`` (one checkpoint, at the end)."""
     return TrainConfig(
         out=str(out), scenes=[str(sample_scene())], labels=str(sample_roads()), aoi=str(aoi), init_from=model,
         max_steps=steps, val_every=steps, checkpoint_every=steps, checkpoint_minutes=None, seed=0, progress=progress,
-        **FINE_TUNE,
+        **fine_tune_options(steps),
     )
+
+
+def fine_tune_options(steps: int = STEPS) -> dict:
+    """:data:`FINE_TUNE` for a run of ``steps`` steps: fewer than :data:`STEPS` start the unlabeled
+    terms and end their ramp-up as early in proportion (at a quarter of the run, over the whole run),
+    so that a short run uses the method too."""
+    return {**FINE_TUNE, "unlabeled_start_steps": min(FINE_TUNE["unlabeled_start_steps"], steps * FINE_TUNE["unlabeled_start_steps"] // STEPS),
+            "rampup_steps": min(FINE_TUNE["rampup_steps"], steps)}
 
 
 def write_strip(split: Strips, path: str | os.PathLike) -> Path:

@@ -104,6 +104,15 @@ def test_printed_train_command_is_the_demos_fine_tuning(quick) -> None:
     assert given["max_steps"] == STEPS and given["init_from"] == "road" and set(FINE_TUNE) <= set(given)
 
 
+def test_a_short_fine_tuning_starts_the_unlabeled_terms_within_its_steps(tmp_path: Path) -> None:
+    """--steps below the unlabeled terms' start (50) fine-tuned without the method: the schedule now scales with the run."""
+    from geoccseg.demo import fine_tune_options
+
+    short = strip_config(tmp_path / "model", tmp_path / "strip.gpkg", steps=40)
+    assert (short.unlabeled_start_steps, short.rampup_steps) == (10, 40)
+    assert fine_tune_options(STEPS) == FINE_TUNE and fine_tune_options(1000) == FINE_TUNE
+
+
 def test_demo_refuses_a_folder_in_place_of_the_fine_tuned_lines_before_any_work(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     (out / "roads_fine_tuned.gpkg").mkdir(parents=True)
