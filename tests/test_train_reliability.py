@@ -442,12 +442,13 @@ def test_a_bundle_json_naming_weights_elsewhere_is_refused(tmp_path):
 
 
 def test_bundle_formats_and_temporaries_of_killed_saves(tmp_path):
-    """Format 2 names the weights after their checksum; format-1 bundles (the shipped ones) load;
+    """Format 2 names the weights after their checksum; format-1 bundles (the shipped road model) load;
     a newer format says to update. A save killed mid-write leaves a temporary under that save's
     own name: the next save removes it (its process is dead)."""
-    crack_dir = resolve_model("crack")
-    assert json.loads((crack_dir / "bundle.json").read_text())["format"] == "geoccseg-bundle/1"
-    crack = load_bundle(crack_dir)
+    road_dir = resolve_model("road")
+    assert json.loads((road_dir / "bundle.json").read_text())["format"] == "geoccseg-bundle/1"
+    assert load_bundle(road_dir).meta.classes == ["road"]
+    crack = load_bundle(resolve_model("crack"))
     folder = save_bundle(tmp_path / "m", crack.model, crack.meta)
     meta = json.loads((folder / "bundle.json").read_text())
     assert meta["format"] == "geoccseg-bundle/2" and meta["weights"] == f"model.{meta['weights_sha256'][:16]}.safetensors"

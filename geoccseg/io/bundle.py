@@ -3,7 +3,7 @@
 A bundle is a folder with ``bundle.json`` (architecture, classes, input bands, normalisation
 statistics, pixel size in metres, training summary, and the name and SHA-256 of the weights) and
 the weights as safetensors, named after their checksum (``model.<16 hex digits>.safetensors``;
-bundles written before that, the shipped ones among them, hold ``model.safetensors``). Loading
+bundles written before that, the shipped road model among them, hold ``model.safetensors``). Loading
 never unpickles anything: safetensors holds raw tensors only, and the JSON is checked against the
 weights, so a tampered, truncated or mismatched file gives a clear error instead of arbitrary code
 execution or a silent wrong model.
