@@ -243,7 +243,7 @@ def _photometric(array: xr.DataArray) -> dict[str, str]:
     """``photometric="RGB"`` for an array read from a YCbCr file (JPEG's storage of colour, which
     rioxarray carries into a copy's profile and GDAL allows only with JPEG), else nothing."""
     source = array.encoding.get("source")
-    if not source:
+    if not source or array.sizes.get("band") != 3:  # a band taken out of the file: not a colour image any more
         return {}
     try:
         with rasterio.open(source) as src:

@@ -170,17 +170,21 @@ def rethreshold(name: str, data_root: Path, target_root: Path, work: Path) -> Pa
     bundle = load_bundle(target_root / name)
     splits = {s.name: s.split(data_root) for s in recipe.sources}
     held_out = {source: {part: sorted(parts[part]) for part in ("select", "test")} for source, parts in splits.items()}
-    recorded = bundle.meta.training.get("held_out")
+    training = bundle.meta.training
+    recorded = training.get("held_out")
     if recorded is not None:
         same = recorded == held_out
-    else:  # trained before the held-out stems were recorded: the number of images of each part
+    else:  # trained before the held-out stems were recorded: what it trained on, and the number of images of each part
+        trained = set((training.get("data") or {}).get("labeled") or [])
+        held = {stem for parts in held_out.values() for stems in parts.values() for stem in stems}
         counts = {s: {part: len(p) for part, p in parts.items()} for s, parts in splits.items()}
-        same = {s: {k: v for k, v in c.items() if k != "folder"} for s, c in bundle.meta.training.get("sources", {}).items()} == counts
+        same = bool(trained) and not trained & held and counts == {
+            s: {k: v for k, v in c.items() if k != "folder"} for s, c in training.get("sources", {}).items()}
     if not same:
         raise GeoccsegError(f"{target_root / name} was trained with other held-out images than --data-root's split gives; "
                             "train it again instead")
     work.mkdir(parents=True, exist_ok=True)
-    return finish(name, recipe, bundle, dict(bundle.meta.training), splits, data_root, target_root, work)
+    return finish(name, recipe, bundle, {**training, "held_out": held_out}, splits, data_root, target_root, work)
 
 
 def finish(name: str, recipe: Recipe, bundle, record: dict, splits: dict, data_root: Path, target_root: Path, work: Path) -> Path:

@@ -236,10 +236,15 @@ def test_crack_threshold_with_fainter_copies_is_chosen_on_the_select_photos_only
     assert recipes.RECIPES["crack"].threshold_contrast == 0.5
     shutil.copytree(resolve_model("crack"), tmp_path / "crack")
     record = json.loads((tmp_path / "crack" / "bundle.json").read_text())
-    record["training"]["sources"]["deepcrack"]["test"] = 29
-    (tmp_path / "crack" / "bundle.json").write_text(json.dumps(record))
-    with pytest.raises(GeoccsegError, match="trained with other held-out images"):
-        recipes.rethreshold("crack", data_dir, tmp_path, tmp_path / "work")
+    for change in ("counts", "stems"):  # another split: other part sizes, or the same sizes with held-out photos trained on
+        edited = json.loads(json.dumps(record))
+        if change == "counts":
+            edited["training"]["sources"]["deepcrack"]["test"] -= 1
+        else:
+            edited["training"]["data"]["labeled"][0] = next(iter(pairs))  # a select photo
+        (tmp_path / "crack" / "bundle.json").write_text(json.dumps(edited))
+        with pytest.raises(GeoccsegError, match="trained with other held-out images"):
+            recipes.rethreshold("crack", data_dir, tmp_path, tmp_path / "work")
 
 
 def test_shipped_model_training_minutes_count_every_session(tmp_path: Path) -> None:

@@ -258,11 +258,12 @@ def _move(tmp: Path, dest: Path, overwrite: bool) -> None:
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 """Errors of a file system that takes no more data."""
 
-_GDAL_FULL = ("No space left on device", "Disk quota exceeded", "Free disk space available is")
-"""What GDAL's messages say when a disk takes no more data (its exceptions have no errno)."""
+_GDAL_FULL = ("No space left on device", "Disk quota exceeded", "Free disk space available is", "database or disk is full",
+              "File too large")
+"""What GDAL's and SQLite's messages say when a disk takes no more data (their exceptions have no errno)."""
 
 _SPACE_MARGIN = 1 << 20
-"""Free bytes under which a folder's file system counts as full when a write there has failed."""
+"""Free bytes under which a folder's file system counts as full when a GDAL or SQLite write there has failed."""
 
 
 @contextlib.contextmanager
@@ -299,19 +300,22 @@ class DiskFullError(GeoccsegError):
 def _full_disk(dest: Path, exc: BaseException) -> DiskFullError | None:
     """The one-line error for a write of ``dest`` that failed because its disk is full, or None.
 
-    Errors with an errno say so (ENOSPC, EDQUOT, EFBIG). GDAL's, OGR's and SQLite's say "Write
-    failed" or "database or disk is full" at best, so for any other error the file system is
-    asked: under 1 MiB left for this process (root may also fill the blocks reserved for it), or
-    no inode left, is a full disk. Called before the failed write's temporary files are removed.
+    OS errors say so by their errno (ENOSPC, EDQUOT, EFBIG); any other errno is another failure.
+    GDAL's, OGR's and SQLite's errors carry no OS errno: their message is read ("No space left on
+    device", "database or disk is full", ...), and when it says nothing the file system is asked:
+    under 1 MiB left for this user, or no inode left, is a full disk (a failed write leaves the disk
+    that full). Called before the failed write's temporary files are removed.
     """
     if isinstance(exc, GeoccsegError):
         return None
-    number = getattr(exc, "errno", None)
+    number = exc.errno if isinstance(exc, OSError) else None  # rasterio's CPLE errors have an errno of GDAL's own
     if number == errno.EFBIG:
         return DiskFullError(dest, "the file is larger than this file system or a limit allows", "choose another output folder")
     if number in _FULL:
         return DiskFullError(dest, os.strerror(number))
-    if number is None and any(words in str(exc) for words in _GDAL_FULL):
+    if number is not None or not _is_writer_error(exc):
+        return None
+    if any(words in str(exc) for words in _GDAL_FULL):
         return DiskFullError(dest, " ".join(str(exc).split()))
     if not hasattr(os, "statvfs"):
         return None
@@ -321,13 +325,24 @@ def _full_disk(dest: Path, exc: BaseException) -> DiskFullError | None:
         return None
     if not fs.f_blocks:  # a file system that does not say its size (some network and FUSE mounts)
         return None
-    root = os.geteuid() == 0
-    free = (fs.f_bfree if root else fs.f_bavail) * fs.f_frsize
+    free = fs.f_bavail * fs.f_frsize  # what this user may still write, as shutil.disk_usage says
     if free < _SPACE_MARGIN:
         return DiskFullError(dest, f"the disk is full ({free // 1024} KiB left)")
-    if fs.f_files and (fs.f_ffree if root else fs.f_favail) == 0:
+    if fs.f_files and fs.f_favail == 0:
         return DiskFullError(dest, "the file system has no free inode left", "remove some files or choose another output folder")
     return None
+
+
+def _is_writer_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from GDAL (rasterio), OGR (pyogrio) or SQLite, whose errors carry no OS errno."""
+    import sqlite3
+
+    from pyogrio.errors import DataLayerError, DataSourceError, FeatureError, FieldError, GeometryError
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
+    return isinstance(exc, (CPLE_BaseError, RasterioError, DataSourceError, DataLayerError, FeatureError, FieldError, GeometryError,
+                            sqlite3.Error))
 
 
 @contextlib.contextmanager
