@@ -58,7 +58,7 @@ def test_cfd_run_lowers_loss_writes_bundle_and_resumes(data_dir, tmp_path):
     out = tmp_path / "cfd_model"
     config = TrainConfig(
         out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), unlabeled=[str(cfd / "unlabeled")],
-        labeled_fraction=0.035, max_steps=30, val_every=15, lr=3e-3, pseudo_centreline_px="auto", **FAST,
+        labeled_fraction=0.035, max_steps=30, val_every=15, lr=3e-3, pseudo_centreline_px="auto", max_minutes=60, **FAST,
     )
     result = train(config)
     assert result.steps == 30 and len(result.labeled) == 3  # floor(0.035 * 107 training photos)
@@ -79,6 +79,9 @@ def test_cfd_run_lowers_loss_writes_bundle_and_resumes(data_dir, tmp_path):
     assert code.exit_code == 0, code.output
     ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 45 and ckpt["optimizer_states"][0]["state"]
+    # --max-minutes is each command's wall-clock limit: no time spent is carried into a resumed run
+    # (restored, it stopped a run resumed after its limit ran out again after one step)
+    assert not [key for key in ckpt["callbacks"] if key.startswith("Timer")]
     rows = _rows(out / "metrics.csv")
     steps = [int(r["step"]) for r in rows]
     assert max(steps) == 45 and steps[0] == 1  # one history across both runs

@@ -196,6 +196,16 @@ def check_same_run(state: dict, identity: dict, path: str | os.PathLike) -> None
                             "own config.yaml and data, or train into a new folder")
 
 
+def _without_timer(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """``checkpoint`` without the state of Lightning's ``Timer`` (``--max-minutes``): the limit is
+    the wall-clock time of each ``geoccseg train`` command, so a resumed run gets its full minutes
+    (restored, the time already spent made a run stopped by its limit stop again after one step)."""
+    callbacks = checkpoint.get("callbacks")
+    if not isinstance(callbacks, dict) or not any(str(key).startswith("Timer") for key in callbacks):
+        return checkpoint
+    return {**checkpoint, "callbacks": {key: value for key, value in callbacks.items() if not str(key).startswith("Timer")}}
+
+
 class SafeCheckpointIO(CheckpointIO):
     """Lightning checkpoint I/O in the safetensors + JSON format of this module.
 
@@ -207,10 +217,10 @@ class SafeCheckpointIO(CheckpointIO):
         self.loaded = dict(loaded or {})
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        save_checkpoint(checkpoint, path)
+        save_checkpoint(_without_timer(checkpoint), path)
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return self.loaded.pop(str(path), None) or load_checkpoint(path)
+        return _without_timer(self.loaded.pop(str(path), None) or load_checkpoint(path))
 
     def remove_checkpoint(self, path) -> None:
         Path(path).unlink(missing_ok=True)
