@@ -331,6 +331,8 @@ def test_wrongly_typed_config_value_is_a_one_line_error(tmp_path, yaml_line, mes
     ("--max-minutes", "0", "max_minutes must be above 0 (or left unset), got 0.0"),  # was "no limit"
     ("--ema-momentum", "1.5", "ema_momentum must be at least 0 and below 1"),  # the teacher diverged
     ("--temperature", "0", "temperature must be a number above 0, got 0.0"),  # NaN losses
+    ("--seed", "-1", "seed must be a whole number from 0 to 4294967295, got -1"),  # was seed_everything's traceback
+    ("--pixel-size-m", "0", "pixel_size_m must be above 0 (or left unset), got 0.0"),  # photos: ZeroDivisionError or into the bundle
 ])
 def test_out_of_range_settings_are_refused_before_any_work(data_dir, tmp_path, option, value, message):
     result = CliRunner().invoke(cli, ["train", *_cfd_flags(data_dir / "cfd", tmp_path / "o"), option, value, "--max-steps", "1"])

@@ -260,7 +260,9 @@ class TrainConfig:
             raise GeoccsegError(f"class_weight_beta must be at least 0 and below 1 (effective number of samples), got {self.class_weight_beta}")
         if not 0 <= self.ema_momentum < 1:
             raise GeoccsegError(f"ema_momentum must be at least 0 and below 1 (the teacher's share of itself per step), got {self.ema_momentum}")
-        for key in ("max_minutes", "width_m"):  # unset, or above 0
+        if not 0 <= self.seed < 2**32:
+            raise GeoccsegError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed}")
+        for key in ("max_minutes", "width_m", "pixel_size_m"):  # unset, or above 0
             if getattr(self, key) is not None and not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
                 raise GeoccsegError(f"{key} must be above 0 (or left unset), got {getattr(self, key)}")
         if self.checkpoint_every < 1 or (self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0):
