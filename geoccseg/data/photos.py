@@ -311,7 +311,7 @@ class PhotoTrainingData(TrainingData):
         norm: reuse these statistics instead of computing them.
         source_pixel_sizes_m: pixel size of each images folder, in metres; photos of a folder whose
             size differs from ``pixel_size_m`` are resampled to it when read (bilinear images,
-            nearest masks). None: every folder is at ``pixel_size_m``.
+            nearest masks, both centre-aligned). None: every folder is at ``pixel_size_m``.
     """
 
     def __init__(
@@ -423,7 +423,7 @@ class PhotoTrainingData(TrainingData):
             image = F.interpolate(torch.from_numpy(image.astype(np.float32))[None], size=size, mode="bilinear", antialias=zoom < 1,
                                   align_corners=False)[0].numpy()
             if mask is not None:
-                mask = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=size, mode="nearest")[0, 0].numpy().astype(np.uint8)
+                mask = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=size, mode="nearest-exact")[0, 0].numpy().astype(np.uint8)  # centre-aligned, as the image
         item = {"image": image, **({"mask": mask} if mask is not None else {})}
         return item, norm
 
