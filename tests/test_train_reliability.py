@@ -232,6 +232,24 @@ def test_killed_run_resumes_from_its_checkpoint_without_losing_metrics_rows(data
     assert [int(r["step"]) for r in rows if r["sup"]][0] == 1  # the loss history from the first run is kept
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_over_with_resume(data_dir, tmp_path):
+    """SIGKILL (or the out-of-memory killer) before the first checkpoint left config.yaml and no
+    checkpoint: a new run was refused (the folder "already holds config.yaml") and --resume found
+    nothing to resume, so the folder could be used for nothing."""
+    cfd = data_dir / "cfd"
+    out = tmp_path / "killed"
+    proc = _start(cfd, out, "--max-steps", "500", "--checkpoint-every", "10000")
+    _wait_for(out / "config.yaml", proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not (out / "checkpoints" / "last.ckpt").exists() and not (out / "bundle.json").exists()
+    result = CliRunner().invoke(cli, ["train", *_cfd_flags(cfd, out), *FAST_FLAGS, "--max-steps", "2"])
+    assert "of a run stopped before its first checkpoint (killed, or out of memory): pass --resume to start it over" in _one_error_line(result)
+    result = _resume(out, "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == 2 and _training(out)["steps"] == 2
+
+
 @pytest.mark.slow
 def test_a_validation_that_saves_a_bundle_is_checkpointed(data_dir, tmp_path):
     """Validation saved a better bundle on its own steps while checkpoints came every N steps: a

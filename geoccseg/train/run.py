@@ -6,6 +6,7 @@ The same function serves ``geoccseg train``, the notebooks and the benchmark pip
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -36,6 +37,8 @@ from geoccseg.train.config import TrainConfig
 from geoccseg.train.module import SemiSupervisedSegmenter
 from geoccseg.train.signals import StopSignals, TrainingStopped
 from geoccseg.train.stream import ChipStream, ItemList
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
@@ -152,8 +155,11 @@ def train(config: TrainConfig) -> TrainResult:
     out = Path(c.out)
     ckpt = out / CHECKPOINTS / LAST
     if c.resume and not ckpt.is_file():
-        raise GeoccsegError(f"cannot resume: {out} holds no checkpoint ({CHECKPOINTS}/{LAST}); train without --resume first")
-    if not c.resume and _first_process():  # the other DDP processes start after it has written here
+        if not killed_before_first_checkpoint(out):
+            raise GeoccsegError(f"cannot resume: {out} holds no checkpoint ({CHECKPOINTS}/{LAST}); train without --resume first")
+        log.warning("geoccseg: note: the run in %s was stopped before its first checkpoint; nothing to resume, it starts over from step 0", out)
+        c = replace(c, resume=False)  # its own files are written again
+    elif not c.resume and _first_process():  # the other DDP processes start after it has written here
         refuse_to_replace(out)
     with StopSignals() as stop:
         resumed = load_checkpoint(ckpt) if c.resume else None  # never unpickled: safetensors + JSON
@@ -312,9 +318,27 @@ def refuse_to_replace(out: Path) -> None:
         raise GeoccsegError(f"{out} holds the checkpoint of an unfinished run ({CHECKPOINTS}/{LAST}); pass --resume to "
                             "continue it, or choose another -o folder")
     taken = sorted(own_outputs(out))
+    if taken and killed_before_first_checkpoint(out):
+        raise GeoccsegError(f"{out} holds {', '.join(taken)} of a run stopped before its first checkpoint (killed, or out of memory): "
+                            "pass --resume to start it over in this folder, or choose another -o folder")
     if taken:
         raise GeoccsegError(f"{out} already holds {', '.join(taken)}, which training writes; choose another -o folder "
                             "(a new or empty one)")
+
+
+def killed_before_first_checkpoint(out: Path) -> bool:
+    """Whether ``out`` holds what a run killed before its first checkpoint leaves (SIGKILL, out of
+    memory: no Python cleanup ran): its own ``config.yaml`` (every training key, ``out`` this
+    folder), perhaps its ``metrics.csv``, and no checkpoint, bundle or weights. A hand-written
+    configuration is not one (it holds some keys only, or names another folder)."""
+    if (out / CHECKPOINTS / LAST).exists() or (out / "bundle.json").exists() or any(is_weights_file(n) for n in own_outputs(out)):
+        return False
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return (isinstance(saved, dict) and set(saved) == set(TrainConfig.keys()) and isinstance(saved.get("out"), str)
+            and Path(saved["out"]).resolve() == out.resolve())
 
 
 def _remove_own_outputs(out: Path, existing: set[str], created: list[Path]) -> None:
