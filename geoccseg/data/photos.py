@@ -26,7 +26,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, PHOTO_SUFFIXES
-from geoccseg.io.normalize import NormStats, stats_from_arrays
+from geoccseg.io.normalize import NormStats, stats_from_uint8
 from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.models.config import check_tile_px
 
@@ -383,7 +383,7 @@ class PhotoTrainingData(TrainingData):
             sample = sorted([p for p, _ in self.labeled_pairs] + self.unlabeled_paths)
             rng = np.random.default_rng(seed)
             pick = rng.choice(len(sample), size=min(64, len(sample)), replace=False)
-            norm = stats_from_arrays([read_photo(sample[i], bands=self.num_bands) for i in sorted(pick)])
+            norm = stats_from_uint8(read_photo(sample[i], bands=self.num_bands) for i in sorted(pick))  # one photo in memory at a time
         self.norm = norm
 
     def _count_labels(self, masks: str | os.PathLike) -> np.ndarray:

@@ -17,6 +17,7 @@ of the training set are still kept, for reference.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import dask
@@ -182,14 +183,31 @@ def compute_stats(
         return _float_stats(_summed(parts).compute(), lo, hi, percentiles)
 
 
+def stats_from_uint8(images: Iterable[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
+    """Exact percentile statistics of uint8 images (C, H, W) given one at a time (a generator of
+    photos read from disk: one photo in memory at once, not the whole sample).
+
+    Raises:
+        GeoccsegError: no image.
+    """
+    total = None
+    for image in images:
+        hist = _integer_hist(image, np.ones(image.shape[1:], bool), 256)
+        total = hist if total is None else total + hist
+    if total is None:
+        raise GeoccsegError("no image to compute normalisation statistics from")
+    return _integer_stats(total, 256, percentiles)
+
+
 def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
     """Percentile statistics over in-memory images (C, H, W), e.g. a photo folder or one photo: exact
     for uint8 / uint16 (one bin per value); for any other dtype a :data:`FLOAT_BINS` histogram between
     each band's finite minimum and maximum over the pixels finite in every band, as
     :func:`compute_stats` does for float scenes."""
+    if all(i.dtype == np.uint8 for i in images):
+        return stats_from_uint8(images, percentiles)
     if all(i.dtype in (np.uint8, np.uint16) for i in images):
-        nbins = 256 if all(i.dtype == np.uint8 for i in images) else 65536
-        return _integer_stats(sum(_integer_hist(i, np.ones(i.shape[1:], bool), nbins) for i in images), nbins, percentiles)
+        return _integer_stats(sum(_integer_hist(i, np.ones(i.shape[1:], bool), 65536) for i in images), 65536, percentiles)
     else:
         images = [i.astype(np.float64) for i in images]
         valid = [np.isfinite(i).all(axis=0) for i in images]
