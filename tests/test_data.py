@@ -601,6 +601,18 @@ def test_photo_statistics_read_one_photo_at_a_time(data_dir):
         stats_from_uint8(iter([]))
 
 
+def test_validation_photos_inside_the_training_folder_are_not_trained_on(data_dir, tmp_path):
+    """--val-images naming photos that are also in --images (the same files, through links) left
+    them among the training photos: validation scored photos the model had learnt."""
+    cfd = data_dir / "cfd"
+    chosen = sorted((cfd / "images").iterdir())[:3]
+    val_images, val_masks = _link_source(tmp_path / "val", [(p, cfd / "masks" / f"{p.stem}.png") for p in chosen])
+    data = PhotoTrainingData(cfd / "images", cfd / "masks", labeled_fraction=0.5, val_images=val_images, val_masks=val_masks)
+    trained = {p.resolve() for p, _ in data.labeled_pairs} | {p.resolve() for p in data.unlabeled_paths}
+    assert len(data.val_pairs) == 3 and not trained & {p.resolve() for p in chosen}
+    assert len(trained) == len(list((cfd / "images").iterdir())) - 3
+
+
 def test_resampled_photo_masks_stay_on_their_pixels(data_dir, tmp_path):
     """A folder at another pixel size is resampled: images bilinear (centre-aligned), masks by
     PyTorch's legacy nearest (floor(i * scale)), which sampled them up to 1.7 source pixels before
