@@ -231,6 +231,22 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     assert load_bundle(out).meta.training["saved_step"] == 6
 
 
+def test_every_ddp_rank_draws_its_own_chips(data_dir):
+    """The chip stream took its rank from RANK, which Lightning's own launcher (--devices N) does not
+    set: every rank drew rank 0's chips. RankedStream hands it the trainer's global rank at setup,
+    before any batch is drawn (the trainer here stands for one of rank 1 of a DDP run)."""
+    from types import SimpleNamespace
+
+    from geoccseg.train.run import RankedStream
+
+    cfd = data_dir / "cfd"
+    data = PhotoTrainingData(cfd / "images", cfd / "masks", labeled_fraction=0.1, tile_px=64)
+    streams = [ChipStream(data, 2, 0, seed=0) for _ in range(2)]
+    RankedStream(streams[1]).setup(SimpleNamespace(global_rank=1), None, "fit")
+    first = [next(iter(stream))["image_l"] for stream in streams]
+    assert streams[1].rank == 1 and not torch.equal(first[0], first[1])
+
+
 def test_validation_counts_and_conventions_are_those_of_evaluate(tmp_path):
     """The trainer's validation (real Lightning validate) counts tp/fp/fn like geoccseg evaluate, over
     known and valid pixels only, and reads them with its conventions: a class that is neither true nor

@@ -132,6 +132,8 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         if self.device.type == "cpu":
             self.student.to(memory_format=torch.channels_last)
             self.teacher.to(memory_format=torch.channels_last)
+        if self.trainer.global_rank > 0:  # each DDP rank its own augmentations and CutMix boxes (rank 0: those of one device)
+            self.generator.manual_seed(hash((self.config.seed, self.trainer.global_rank, self.trainer.global_step)) % (2**63))
 
     def on_train_epoch_start(self) -> None:
         self.teacher.eval()  # Lightning switches every submodule to train mode

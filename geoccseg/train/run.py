@@ -219,8 +219,7 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         tmp.write_text(c.to_yaml())
 
     start_step = resumed["global_step"] if resumed else 0
-    stream = ChipStream(data, c.batch_size, c.unlabeled_batch_size if c.semi_supervised else 0, c.seed,
-                        rank=int(os.environ.get("RANK", 0)), start_step=start_step)
+    stream = ChipStream(data, c.batch_size, c.unlabeled_batch_size if c.semi_supervised else 0, c.seed, start_step=start_step)
     workers = loader_workers(c)
     train_loader = DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
     val_items = data.validation_items()
@@ -229,7 +228,7 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
 
     recorder = RunRecorder(out, meta)
     saver = PeriodicCheckpoint(ckpt, c.checkpoint_every, c.checkpoint_minutes, val_every, stop)
-    callbacks = [recorder, saver]
+    callbacks = [recorder, saver, RankedStream(stream)]
     if c.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     # the projection head joins the loss only once the unlabeled terms start, so DDP must allow
@@ -281,6 +280,18 @@ def _first_process() -> bool:
     if "RANK" in os.environ:
         return int(os.environ["RANK"]) == 0
     return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+class RankedStream(pl.Callback):
+    """Gives the chip stream its process's DDP rank once Lightning has set the processes up (before
+    any batch is drawn), so that every rank draws its own chips: Lightning's own launcher
+    (``--devices N``) sets no ``RANK`` variable, and every rank drew rank 0's chips."""
+
+    def __init__(self, stream: ChipStream) -> None:
+        self.stream = stream
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.stream.rank = trainer.global_rank
 
 
 def schedule_steps(resumed: dict, out: Path, max_steps: int) -> int:
