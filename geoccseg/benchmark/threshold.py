@@ -18,7 +18,7 @@ import numpy as np
 from geoccseg.benchmark.score import foreground_probability
 from geoccseg.benchmark.split import Pair
 from geoccseg.data.photos import read_mask, read_photo
-from geoccseg.evaluate import PixelScorer
+from geoccseg.evaluate import Counts, PixelScorer
 from geoccseg.models import Bundle
 
 
@@ -56,8 +56,7 @@ def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | N
 
 
 def _f1_at(scorer: PixelScorer, threshold: float) -> float:
-    """F1 of a scorer's images at one threshold of its sweep grid."""
+    """F1 of a scorer's images at one threshold of its sweep grid (the sweep's own counts)."""
     sweep = scorer.sweep
-    index = int(np.argmin(np.abs(np.asarray(sweep.thresholds) - threshold)))
-    tp, fp, fn = (float(np.asarray(c)[index]) for c in (sweep.tp, sweep.fp, sweep.fn))
-    return 2 * tp / max(2 * tp + fp + fn, 1.0)
+    index = int(np.argmin(np.abs(sweep.thresholds - threshold)))
+    return Counts(int(sweep.tp[index]), int(sweep.fp[index]), int(sweep.fn[index])).f1

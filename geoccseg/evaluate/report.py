@@ -348,10 +348,14 @@ def _inside(aoi: str | os.PathLike, grid: Raster, path: Path) -> np.ndarray:
     """
     if not grid.georeferenced:
         raise GeoccsegError(f"--aoi needs georeferenced rasters, and {path} has no CRS; score it without --aoi")
-    height, width = grid.shape
-    footprint = shapely.Polygon([grid.transform * corner for corner in ((0, 0), (width, 0), (width, height), (0, height))])
-    area = read_aoi(aoi, grid.crs, footprint)
+    area = read_aoi(aoi, grid.crs, _footprint(grid))
     return rasterio.features.geometry_mask([area], out_shape=grid.shape, transform=grid.transform, invert=True)
+
+
+def _footprint(grid: Raster) -> shapely.Polygon:
+    """The outline of a georeferenced raster in its CRS (turned rasters included)."""
+    height, width = grid.shape
+    return shapely.Polygon([grid.transform * corner for corner in ((0, 0), (width, 0), (width, height), (0, height))])
 
 
 NODATA_SPECKLE_PX = 1024
@@ -366,10 +370,8 @@ def _lines_on(lines: gpd.GeoSeries, grid: Raster | None, valid: np.ndarray | Non
     them); ``grid`` None: all of them."""
     if grid is None:
         return lines
-    height, width = grid.shape
     if valid is None or valid.all():
-        corners = [grid.transform * corner for corner in ((0, 0), (width, 0), (width, height), (0, height))]
-        area = shapely.Polygon(corners)
+        area = _footprint(grid)
     else:
         holes, _ = scipy.ndimage.label(~valid)
         speckle = np.bincount(holes.ravel()) < NODATA_SPECKLE_PX  # scattered nodata pixels would cut lines at every one

@@ -337,12 +337,11 @@ def _is_writer_error(exc: BaseException) -> bool:
     """Whether ``exc`` comes from GDAL (rasterio), OGR (pyogrio) or SQLite, whose errors carry no OS errno."""
     import sqlite3
 
-    from pyogrio.errors import DataLayerError, DataSourceError, FeatureError, FieldError, GeometryError
+    from pyogrio.errors import DataLayerError, DataSourceError  # feature, field and geometry errors are layer errors
     from rasterio._err import CPLE_BaseError
     from rasterio.errors import RasterioError
 
-    return isinstance(exc, (CPLE_BaseError, RasterioError, DataSourceError, DataLayerError, FeatureError, FieldError, GeometryError,
-                            sqlite3.Error))
+    return isinstance(exc, (CPLE_BaseError, RasterioError, DataSourceError, DataLayerError, sqlite3.Error))
 
 
 @contextlib.contextmanager
