@@ -213,6 +213,72 @@ def test_label_raster_values_are_read_as_photo_masks_or_refused(vegas, tmp_path)
     assert (read[:190, :190] == IGNORE_INDEX).all() and (read[300:][road[300:]] == 1).all()
 
 
+def test_a_class_index_raster_with_255_for_unlabeled_keeps_its_roads(vegas, tmp_path):
+    """A 0/1 raster with 255 for "no label" (segmentation datasets' ignore index) and no nodata
+    value was read as a 0/255 mask: its roads became background and its unlabeled block road.
+    The values are now decided from the whole raster, once; an undeclared nodata of -9999 is refused."""
+    src = vegas / "vegas_pan_roadmask.tif"
+    scene = open_scene(vegas / "vegas_pan.tif")
+    with rasterio.open(src) as ds:
+        road, profile = ds.read(1) > 0, ds.profile
+    values = road.astype(np.uint8)
+    values[:300, :300] = 255
+    with rasterio.open(tmp_path / "ignore255.tif", "w", **{**profile, "nodata": None}) as out:
+        out.write(values[None])
+    read = RasterLabels.open(tmp_path / "ignore255.tif", scene.crs).rasterize(scene.bounds, (scene.height, scene.width))
+    assert (read[:290, :290] == IGNORE_INDEX).all()
+    rest = np.s_[310:, :]
+    assert road[rest].mean() > 0.01 and (read[rest] == road[rest]).mean() > 0.999
+    floats = np.where(road, 1.0, 0.0).astype(np.float32)
+    floats[:50, :50] = -9999.0
+    with rasterio.open(tmp_path / "undeclared.tif", "w", **{**profile, "dtype": "float32", "nodata": None}) as out:
+        out.write(floats[None])
+    with pytest.raises(GeoccsegError, match=r"undeclared.tif holds value -9999: give a 0/255 or 0/1 mask"):
+        RasterLabels.open(tmp_path / "undeclared.tif", scene.crs)
+    # values under an internal mask are no labels: they do not decide how the raster reads
+    hidden = road.astype(np.uint8)
+    hidden[:300, :300] = 200
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+            rasterio.open(tmp_path / "masked.tif", "w", **{**profile, "nodata": None}) as out:
+        out.write(hidden[None])
+        out.write_mask(np.where(hidden == 200, 0, 255).astype(np.uint8))
+    read = RasterLabels.open(tmp_path / "masked.tif", scene.crs).rasterize(scene.bounds, (scene.height, scene.width))
+    assert (read[:290, :290] == IGNORE_INDEX).all() and (read[rest] == road[rest]).mean() > 0.999
+
+
+def test_a_bend_drawn_as_two_lines_is_labeled_like_one_line(tmp_path):
+    """Two centrelines meeting at a bend (OpenStreetMap splits ways there) were buffered with flat
+    caps each: the outer corner, a wedge of the road's width, was labeled background."""
+    corner = (500050.0, 4000000.0)
+    two = gpd.GeoDataFrame(geometry=[shapely.LineString([(500000, 4000000), corner]),
+                                     shapely.LineString([corner, (500050, 4000050)])], crs="EPSG:32611")
+    two.to_file(tmp_path / "two.gpkg")
+    gpd.GeoDataFrame(geometry=[shapely.LineString([(500000, 4000000), corner, (500050, 4000050)])],
+                     crs="EPSG:32611").to_file(tmp_path / "one.gpkg")
+    bounds, shape = (500030.0, 3999980.0, 500070.0, 4000020.0), (400, 400)  # 0.1 m pixels around the corner
+    masks = {name: VectorLabels.open(tmp_path / f"{name}.gpkg", "EPSG:32611", width_m=6.0).rasterize(bounds, shape)
+             for name in ("two", "one")}
+    assert masks["two"][220, 220] == 1  # (500052, 3999998): 2.8 m from the corner, beyond both flat caps
+    assert (masks["two"] == masks["one"]).mean() > 0.9995
+    dead_end = VectorLabels.open(tmp_path / "two.gpkg", "EPSG:32611", width_m=6.0).rasterize((499980.0, 3999980.0, 500020.0, 4000020.0), shape)
+    assert dead_end[:, 201:].any() and not dead_end[:, :199].any()  # a free end stays flat
+    from geoccseg.io.labels import shared_ends
+    joints = shared_ends(np.array([shapely.from_wkt("MULTILINESTRING ((0 0, 5 0), EMPTY)"), shapely.LineString([(5, 0), (5, 5)])]))
+    assert [shapely.get_coordinates(j).tolist() for j in joints] == [[[5.0, 0.0]], [[5.0, 0.0]]]
+
+
+def test_photo_statistics_do_not_depend_on_the_folders_paths(data_dir, tmp_path):
+    """The photos sampled for the statistics were sorted by path: the same photos linked under
+    other folder names (a benchmark resumed elsewhere) gave other statistics, and resume refused."""
+    cfd = data_dir / "cfd"
+    here = PhotoTrainingData(cfd / "images", cfd / "masks", unlabeled_dirs=[cfd / "unlabeled"], labeled_fraction=0.1, tile_px=64)
+    for name, target in (("z_images", "images"), ("z_masks", "masks"), ("a_unlabeled", "unlabeled")):
+        (tmp_path / name).symlink_to(cfd / target)
+    there = PhotoTrainingData(tmp_path / "z_images", tmp_path / "z_masks", unlabeled_dirs=[tmp_path / "a_unlabeled"],
+                              labeled_fraction=0.1, tile_px=64)
+    assert here.labeled_names == there.labeled_names and here.norm == there.norm
+
+
 def test_pan_raster_and_vector_labels_agree(vegas):
     scene = open_scene(vegas / "vegas_pan.tif")
     raster = RasterLabels.open(vegas / "vegas_pan_roadmask.tif", scene.crs)
@@ -229,7 +295,8 @@ def test_pan_raster_and_vector_labels_agree(vegas):
 
 def test_chips_of_a_scene_coarser_than_the_training_pixels_keep_the_tile_size(vegas, tmp_path):
     """Chips were sized from the query snapped to the scene's pixels: a 0.5 m scene trained at 0.3 m
-    gave 257-px chips of a 256-px tile, which no batch can stack."""
+    gave 257-px chips of a 256-px tile, which no batch can stack. And a chip was kept off the
+    validation region by its footprint, but read from the pixels around it snapped outward."""
     with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
         pixels = src.read([1, 2, 3])
     transform = from_bounds(500000, 4000000, 500000 + 0.5 * pixels.shape[2], 4000000 + 0.5 * pixels.shape[1],
@@ -245,6 +312,14 @@ def test_chips_of_a_scene_coarser_than_the_training_pixels_keep_the_tile_size(ve
     assert {tuple(c["image"].shape) for c in chips} == {(3, 256, 256)}
     assert {tuple(c["mask"].shape) for c in chips[:4]} == {(256, 256)}
     assert torch.stack([c["image"] for c in chips]).shape == (6, 3, 256, 256)
+    # a chip beside the validation region, off the scene's grid, reads one scene pixel of it: refused
+    chips, x0 = data.regions[0].chips, 500000.1
+    query = (slice(x0, x0 + 256 * 0.3), slice(4000100.0, 4000100.0 + 256 * 0.3), slice(None))
+    beside = box(x0 + 256 * 0.3, 4000000, x0 + 300, 4000300)
+    assert query_box(query).intersection(beside).area == 0
+    assert not accept_unlabeled(chips, query, beside, 0.5)
+    assert not accept_labeled(chips, query, box(400000, 3000000, 600000, 5000000), 0.75, 0.5, beside)
+    assert accept_unlabeled(chips, query, box(x0 + 256 * 0.3 + 0.5, 4000000, x0 + 300, 4000300), 0.5)
 
 
 def test_class_weights_count_the_whole_labeled_area(vegas):
@@ -667,3 +742,13 @@ def test_comma_lists_of_class_names_may_have_spaces(vegas, tmp_path):
     code, out = _run("info", vegas / "vegas_img0_rgb.tif", "--labels", typed, "--class-column", "kind", "--classes", "road, highway", "--json")
     assert code == 0, out
     assert set(json.loads(out)["label_pixels"]) >= {"road", "highway"}
+
+
+def test_statistics_of_a_float_scene_without_valid_pixel_are_refused_in_one_line(tmp_path):
+    """A float scene with no valid pixel (every pixel nodata) gave NaN band limits, and NumPy's
+    histogram a traceback ("range of [nan, nan] is not finite"); integer scenes said it in one line."""
+    with rasterio.open(tmp_path / "empty.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="float32",
+                       crs="EPSG:32611", transform=from_bounds(500000, 4000000, 500064, 4000064, 64, 64), nodata=-1) as dst:
+        dst.write(np.full((1, 64, 64), -1, np.float32))
+    with pytest.raises(GeoccsegError, match="no valid pixel to compute normalisation statistics from"):
+        compute_stats(open_scene(tmp_path / "empty.tif"))

@@ -210,6 +210,10 @@ def test_scorer_accumulates_with_a_valid_mask_like_the_counters() -> None:
         score_arrays([SCORE_A, SCORE_B], [TRUTH_A])
     with pytest.raises(ValueError, match="more truths than scores"):
         score_arrays([SCORE_A], [TRUTH_A, TRUTH_B])
+    # NaN scores (a diverged run) are negative in the sweep as in the strict counts: they were
+    # positive at every threshold, so ODS and OIS scored "everything is road"
+    diverged = score_arrays([np.full(TRUTH_A.shape, np.nan, np.float32)], [TRUTH_A])
+    assert diverged.f1 == 0.0 and diverged.ods_f1 == 0.0 and diverged.ois_f1 == 0.0
 
 
 def test_confusion_counts_on_tensors_match_numpy() -> None:
@@ -327,6 +331,43 @@ def test_class_map_evaluation(tmp_path: Path) -> None:
     assert (one.class_value, one.precision, one.recall) == (1, 0.5, 0.5)
     assert (two.class_value, two.precision, two.recall) == (2, 1.0, 0.75)
     assert result.classes[0].completeness is None  # PNG: no geometry
+
+
+def test_truth_with_255_for_unlabeled_is_scored_where_labeled(tmp_path: Path) -> None:
+    """A 0/1 truth with 255 for "no label" trains as such (io.labels) but was refused here as a
+    class map; with --classes 1 its unlabeled pixels were background: a prediction there was a
+    false positive. They are now scored nowhere."""
+    truth = np.zeros((20, 20), dtype=np.uint8)
+    truth[10, :] = 1
+    truth[:5, :] = 255
+    pred = np.zeros((20, 20), dtype=np.uint8)
+    pred[10, :] = pred[:5, :10] = 1  # the road, and road pixels in the unlabeled strip
+    _write_tif(tmp_path / "truth.tif", truth)
+    _write_tif(tmp_path / "pred.tif", pred)
+    result = evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif", tolerance_px=0).classes[0]
+    assert (result.precision, result.recall) == (1.0, 1.0)
+    assert evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif", classes=[1], tolerance_px=0).classes[0].precision == 1.0
+    # a folder of such tiles: one without road holds only 0 and 255 and reads as its neighbours do;
+    # a tile with no labeled pixel is not scored (it counted as a perfect image)
+    for name, values in {"a": truth, "b": np.where(truth == 1, 0, truth), "c": np.full_like(truth, 255)}.items():
+        _write_tif(tmp_path / "t" / f"{name}.tif", values)
+        _write_tif(tmp_path / "p" / f"{name}.tif", pred)
+    folder = evaluate(tmp_path / "p", tmp_path / "t", tolerance_px=0).classes[0]
+    assert folder.precision == pytest.approx(20 / 40) and folder.recall == 1.0
+    assert evaluate(tmp_path / "p", tmp_path / "t", tolerance_px=0).n_images == 2
+    _write_tif(tmp_path / "nodata.tif", np.full_like(truth, 255), nodata=255)
+    with pytest.raises(GeoccsegError, match=r"nothing to score: no pixel is valid in both PRED and TRUTH \(nodata"):
+        evaluate(tmp_path / "pred.tif", tmp_path / "nodata.tif")
+    # a folder of 0/1 and 0/255 masks shows no 255-for-unlabeled tile: each reads as it is
+    road = np.where(truth == 1, 1, 0).astype(np.uint8)
+    _write_tif(tmp_path / "m" / "a.tif", road)
+    _write_tif(tmp_path / "m" / "b.tif", road * 255)
+    _write_tif(tmp_path / "q" / "a.tif", road)
+    _write_tif(tmp_path / "q" / "b.tif", road)
+    assert evaluate(tmp_path / "q", tmp_path / "m", tolerance_px=0).classes[0].recall == 1.0
+    truth[:5, :] = 2  # a class map: every value is scored
+    _write_tif(tmp_path / "classes.tif", truth)
+    assert evaluate(tmp_path / "pred.tif", tmp_path / "classes.tif", classes=[1], tolerance_px=0).classes[0].precision == pytest.approx(20 / 70)
 
 
 def test_size_mismatch_and_nodata(tmp_path: Path) -> None:
@@ -467,6 +508,7 @@ def test_aoi_scores_only_inside_its_polygons(vegas: Path, tmp_path: Path) -> Non
     be, for every metric, and vector lines are cut at its edge. The AOI is given in another CRS."""
     from dataclasses import asdict
 
+    import shapely.affinity
     from shapely.geometry import box
 
     mask, lines = vegas / "vegas_pan_roadmask.tif", vegas / "vegas_pan_roads.geojson"
@@ -494,6 +536,23 @@ def test_aoi_scores_only_inside_its_polygons(vegas: Path, tmp_path: Path) -> Non
     assert 0.2 < everywhere.completeness < 0.8 and everywhere.correctness == 1.0
     assert in_west.completeness == pytest.approx(1.0) and in_west.correctness == 1.0
     assert in_east.completeness == 0.0
+    # folders of tiles: a tile beside the AOI is left out (it was refused: "does not overlap the
+    # scene"), and an AOI beside every tile is refused in one line
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    for name, c0 in (("w", 0), ("e", width // 2)):
+        window = rasterio.windows.Window(c0, 0, width // 2, height)
+        with rasterio.open(tiles / f"{name}.tif", "w", **{**profile, "width": width // 2,
+                                                          "transform": rasterio.windows.transform(window, transform)}) as dst:
+            dst.write(pixels[:, c0:c0 + width // 2], 1)
+    shifted = gpd.GeoDataFrame(geometry=[shapely.affinity.scale(west, 0.9, 0.9)], crs=crs)
+    shifted.to_file(tmp_path / "west_inner.geojson")
+    by_tile = evaluate(tiles, tiles, graph_metrics=False, aoi=tmp_path / "west_inner.geojson")
+    alone = evaluate(tiles / "w.tif", tiles / "w.tif", graph_metrics=False, aoi=tmp_path / "west_inner.geojson")
+    assert by_tile.n_images == 1 and asdict(by_tile.classes[0]) == asdict(alone.classes[0])
+    shifted.translate(5 * (west.bounds[2] - west.bounds[0]), 0).to_file(tmp_path / "far.geojson")
+    with pytest.raises(GeoccsegError, match="nothing to score inside AOI .* overlaps none of the 2 images"):
+        evaluate(tiles, tiles, graph_metrics=False, aoi=tmp_path / "far.geojson")
     # a raster without a CRS cannot be placed in the AOI: one line
     _write_png(tmp_path / "p.png", np.zeros((8, 8), np.uint8))
     _write_png(tmp_path / "t.png", np.zeros((8, 8), np.uint8))

@@ -68,7 +68,7 @@ class SceneChips(GeoDataset):
         return self._res
 
     def snap(self, bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-        """Snap CRS bounds outward-rounded to the scene's native pixel grid."""
+        """Snap CRS bounds to the scene's native pixel grid (each edge to the nearest grid line)."""
         win = self.scene.window_for_bounds(bounds)
         return tuple(rasterio.windows.bounds(win, self.scene.transform))
 
@@ -164,21 +164,33 @@ def query_box(query: Query) -> BaseGeometry:
     return box(query[0].start, query[1].start, query[0].stop, query[1].stop)
 
 
+def read_box(chips: SceneChips, query: Query) -> BaseGeometry:
+    """The scene pixels a query's chip is read from, as a polygon: its footprint with each edge moved
+    to the nearest line of the scene's pixel grid (:meth:`SceneChips.snap`), up to half a scene pixel."""
+    return box(*chips.snap((query[0].start, query[1].start, query[0].stop, query[1].stop)))
+
+
+def touches(chips: SceneChips, query: Query, exclude: BaseGeometry | None) -> bool:
+    """Whether a query's chip reads any scene pixel of ``exclude``: the footprint alone let a chip
+    beside the region read a strip of it, at a pixel size other than the scene's."""
+    return exclude is not None and read_box(chips, query).intersection(exclude).area > 0
+
+
 def accept_labeled(chips: SceneChips, query: Query, region: BaseGeometry, min_inside: float, min_valid: float,
                    exclude: BaseGeometry | None = None) -> bool:
-    """A labeled chip lies mostly inside the labeled region, does not touch ``exclude`` (the
+    """A labeled chip lies mostly inside the labeled region, reads no pixel of ``exclude`` (the
     validation region: its imagery is never trained on) and is mostly valid data."""
     footprint = query_box(query)
     if footprint.intersection(region).area < min_inside * footprint.area:
         return False
-    if exclude is not None and footprint.intersection(exclude).area > 0:
+    if touches(chips, query, exclude):
         return False
     return chips.valid_fraction(query) >= min_valid
 
 
 def accept_unlabeled(chips: SceneChips, query: Query, exclude: BaseGeometry | None, min_valid: float) -> bool:
-    """An unlabeled chip does not touch the excluded (labeled / validation) regions and is mostly valid."""
-    if exclude is not None and query_box(query).intersection(exclude).area > 0:
+    """An unlabeled chip reads no pixel of the excluded (labeled / validation) regions and is mostly valid."""
+    if touches(chips, query, exclude):
         return False
     return chips.valid_fraction(query) >= min_valid
 

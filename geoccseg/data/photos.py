@@ -73,7 +73,8 @@ def _orientation(im: Image.Image) -> int | None:
 
 
 def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool = False) -> np.ndarray:
-    """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped).
+    """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped; prediction
+    reads it too, :func:`read_photo_valid`).
 
     Grey photos of 16 bits are scaled to 8 (their high byte, as viewers show them), not clipped.
 
@@ -87,11 +88,25 @@ def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool =
         GeoccsegError: a file Pillow cannot read (corrupt, truncated, not an image, too large) or
             a photo of floating-point pixels.
     """
+    return read_photo_valid(path, bands=bands, exif_orientation=exif_orientation)[0]
+
+
+def read_photo_valid(path: Path, *, bands: int | None = None,
+                     exif_orientation: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """A photo (:func:`read_photo`) and its valid pixels: (H, W) bool, False where it is fully
+    transparent (alpha 0, or its transparent colour), None where no pixel is.
+
+    A cut-out photo's transparent area holds whatever colour was stored there (often black): read
+    as pixels, its edge is a dark line against the pavement.
+    """
     try:
         with Image.open(path) as im:
             if im.mode == "F":
                 raise GeoccsegError(f"photo {Path(path).name} has 32-bit floating-point pixels; save it as an 8- or 16-bit image")
             turn = _TURNS.get(_orientation(im)) if exif_orientation else None
+            alpha = None
+            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+                alpha = np.asarray(im.convert("RGBA").getchannel("A"))
             if im.mode in _WIDE_MODES:
                 wide = np.asarray(im)
                 high = wide >> 8 if wide.dtype.itemsize == 2 else wide.clip(0, 65535) >> 8  # 'I' (32-bit): as 16 bits
@@ -102,7 +117,10 @@ def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool =
             arr = np.asarray(picture if turn is None else picture.transpose(turn))
     except UNREADABLE as exc:
         raise GeoccsegError(f"cannot read photo {Path(path).name}: {reason(exc)}") from None
-    return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+    valid = None
+    if alpha is not None and not alpha.all():
+        valid = alpha > 0 if turn is None else np.asarray(Image.fromarray(alpha > 0).transpose(turn))
+    return (arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)), valid
 
 
 def photo_bands(path: Path) -> int:
@@ -382,7 +400,8 @@ class PhotoTrainingData(TrainingData):
         if norm is None:
             # the same photos whichever of them carry labels: runs that label other photos (active
             # labeling's strategies) normalise alike
-            sample = sorted([p for p, _ in self.labeled_pairs] + self.unlabeled_paths)
+            # by name, not path: a run resumed with its folders linked elsewhere (benchmarks) samples the same photos
+            sample = sorted([p for p, _ in self.labeled_pairs] + self.unlabeled_paths, key=lambda p: (Path(p).name, str(p)))
             rng = np.random.default_rng(seed)
             pick = rng.choice(len(sample), size=min(64, len(sample)), replace=False)
             norm = stats_from_uint8(read_photo(sample[i], bands=self.num_bands) for i in sorted(pick))  # one photo in memory at a time

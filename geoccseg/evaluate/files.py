@@ -16,6 +16,11 @@ Binary evaluation (``classes=None``):
 Class-map evaluation (``classes=[k, ...]``): value ``k`` of PRED and TRUTH is class ``k``; a map
 holding only 0 and 255 counts as a binary mask (255 is class 1).
 
+A TRUTH class map holding 255 besides classes 1..127 (and nothing from 128 to 254) marks unlabeled
+pixels with it, as training reads such labels: they are scored nowhere (:func:`read_truth`). In a
+folder where some TRUTH tile holds 255 so, a tile holding only 0 and 255 reads as its neighbours do
+(:func:`truths_mark_unlabeled_255`).
+
 Vectors (.gpkg, .geojson or .json, .fgb, .shp) hold (multi)line strings with a CRS. They are burnt onto the
 grid of the raster they are compared with: buffered by a line width in metres (flat ends, through
 :class:`geoccseg.io.labels.VectorLabels`) for pixel metrics, and one pixel wide for
@@ -42,7 +47,7 @@ from rasterio.enums import ColorInterp, MaskFlags
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
-from geoccseg.io.labels import VectorLabels, read_vector
+from geoccseg.io.labels import VectorLabels, held_values, read_vector, unlabeled_is_255
 from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8
 from geoccseg.io.scene import open_raster
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
@@ -279,6 +284,38 @@ def _only(values: np.ndarray, allowed: tuple[int, ...]) -> bool:
 
 def _sample(values: np.ndarray) -> str:
     return ", ".join(str(v) for v in np.unique(values)[:6].tolist())
+
+
+def read_truth(path: str | os.PathLike, unlabeled_255: bool | None = None) -> Raster:
+    """Read a TRUTH raster (:func:`read_raster`); in a class-index raster whose 255 marks unlabeled
+    pixels (0/1/255, :func:`geoccseg.io.labels.unlabeled_is_255`, as training reads it) those
+    pixels are not scored.
+
+    Args:
+        unlabeled_255: whether 255 marks unlabeled pixels, decided over a whole folder
+            (:func:`truths_mark_unlabeled_255`: a tile holding only 0 and 255 cannot say); None:
+            decided from this raster alone.
+    """
+    raster = read_raster(path)
+    if unlabeled_255 is None:
+        unlabeled_255 = unlabeled_is_255(_held(raster))
+    if unlabeled_255 and not raster.lossy and np.issubdtype(raster.values.dtype, np.integer):
+        raster.valid = raster.valid & (raster.values != 255)
+    return raster
+
+
+def truths_mark_unlabeled_255(paths: Sequence[Path]) -> bool:
+    """Whether a folder's TRUTH rasters mark unlabeled pixels with 255: some tile holds 255 beside
+    classes 1..127 (a tile of such a folder without road holds only 0 and 255, like a 0/255 mask).
+    A folder of 0/1 and 0/255 masks shows no such tile and is read tile by tile."""
+    return any(unlabeled_is_255(_held(read_raster(path))) for path in paths if not is_vector(path))
+
+
+def _held(raster: Raster) -> np.ndarray:
+    """(256,) bool: the values 0..255 a lossless integer raster holds on its valid pixels (none for others)."""
+    if raster.lossy or not np.issubdtype(raster.values.dtype, np.integer):
+        return np.zeros(256, dtype=bool)
+    return held_values(raster.values[raster.valid])[0]
 
 
 def truth_masks(raster: Raster, classes: Sequence[int] | None = None) -> dict[int, np.ndarray]:

@@ -262,6 +262,8 @@ class ThresholdSweep:
         score = np.asarray(score)
         if score.dtype == bool or not np.issubdtype(score.dtype, np.floating):
             score = score.astype(np.float32)
+        elif np.isnan(score).any():  # negative at every threshold, as `score >= t` reads it (sorted last, it was positive)
+            score = np.nan_to_num(score, nan=0.0)
         truth = np.asarray(truth, dtype=bool)
         if score.shape != truth.shape:
             raise ValueError(f"score shape {score.shape} differs from truth shape {truth.shape}")

@@ -31,6 +31,7 @@ import shapely
 import rasterio.features
 import scipy.ndimage
 import shapely.geometry
+from shapely.geometry.base import BaseGeometry
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.apls import APLSParams, APLSResult, apls_score
@@ -44,12 +45,14 @@ from geoccseg.evaluate.files import (
     prediction_scores,
     read_lines,
     read_raster,
+    read_truth,
+    truths_mark_unlabeled_255,
     truth_masks,
 )
 from geoccseg.evaluate.pixel import PixelScorer
 from geoccseg.evaluate.strip import clipped
 from geoccseg.evaluate.topo import TopoCounts, TopoParams, topo_counts
-from geoccseg.io.aoi import read_aoi
+from geoccseg.io.aoi import dissolved, read_polygons
 from geoccseg.vectorize import VectorizeParams, vectorize_array
 from geoccseg.vectorize.network import DEFAULT_SNAP_M, road_graph
 
@@ -242,13 +245,22 @@ def evaluate(
         raise GeoccsegError(f"graph snapping distance ({graph_snap_m} m) must be >= 0")
     graphs = _GraphSettings(graph_snap_m, apls_params or APLSParams(), topo_params or TopoParams()) if graph_metrics else None
     pairs = match_files(pred, truth)
+    area = _Area(str(aoi), read_polygons(aoi)) if aoi is not None else None  # read once for every pair
     totals = {k: _ClassTotals(threshold, tolerance_px) for k in (classes or [1])}
-    for pred_path, truth_path in pairs:
-        _score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs, aoi)
+    unlabeled_255 = truths_mark_unlabeled_255([t for _, t in pairs]) if len(pairs) > 1 else None
+    scored = sum(_score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs,
+                             area, unlabeled_255) for pred_path, truth_path in pairs)
+    if scored == 0 and area is not None:
+        raise GeoccsegError(f"nothing to score inside AOI {aoi}: it overlaps "
+                            + (f"none of the {len(pairs)} images" if len(pairs) > 1 else f"no pixel of {pairs[0][0]}")
+                            + " that is valid in both PRED and TRUTH; check its location and CRS, and the files' nodata")
+    if scored == 0:
+        raise GeoccsegError(f"nothing to score: no pixel is valid in both PRED and TRUTH (nodata, or unlabeled, everywhere"
+                            f"{' in each of the ' + str(len(pairs)) + ' pairs' if len(pairs) > 1 else ''}); check the files' nodata values")
     return EvaluationResult(
         pred=str(pred),
         truth=str(truth),
-        n_images=len(pairs),
+        n_images=scored,
         threshold=float(threshold),
         tolerance_px=float(tolerance_px),
         buffer_m=float(buffer_m),
@@ -280,22 +292,31 @@ def _score_pair(
     buffer_m: float,
     line_width_m: float,
     graphs: _GraphSettings | None = None,
-    aoi: str | os.PathLike | None = None,
-) -> None:
-    """Add one (PRED, TRUTH) pair to ``totals``; with ``aoi``, only inside its polygons."""
+    area: _Area | None = None,
+    unlabeled_255: bool | None = None,
+) -> bool:
+    """Add one (PRED, TRUTH) pair to ``totals``; with ``area``, only inside its polygons.
+    ``unlabeled_255``: see :func:`~geoccseg.evaluate.files.read_truth`.
+
+    Returns:
+        Whether the pair was scored: not when it has no pixel to score (all nodata or unlabeled,
+        or a tile of a folder beside the AOI).
+    """
     pred_vector, truth_vector = is_vector(pred_path), is_vector(truth_path)
     if (pred_vector or truth_vector) and classes not in (None, [1]):
         raise GeoccsegError(f"vector lines ({pred_path if pred_vector else truth_path}) are one class; score them without --classes")
     if pred_vector and truth_vector:
         pred_lines, truth_lines = read_lines(pred_path, "PRED"), read_lines(truth_path, "TRUTH")
-        if aoi is not None:
-            area = read_aoi(aoi, truth_lines.crs)
-            pred_lines, truth_lines = clipped(pred_lines.to_crs(truth_lines.crs), area), clipped(truth_lines, area)
+        if area is not None:
+            inside = area.in_crs(truth_lines.crs)
+            pred_lines, truth_lines = clipped(pred_lines.to_crs(truth_lines.crs), inside), clipped(truth_lines, inside)
+            if pred_lines.length.sum() == 0 and truth_lines.length.sum() == 0:
+                return False
         totals[1].add_lines(line_counts(pred_lines, truth_lines, buffer_m))
         if graphs is not None:
             pred_graph, truth_graph = road_graph(pred_lines, snap_m=graphs.snap_m), road_graph(truth_lines, snap_m=graphs.snap_m)
             totals[1].add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
-        return
+        return True
     thin_pred: np.ndarray | None = None
     thin_truth: np.ndarray | None = None
     if truth_vector:
@@ -305,20 +326,25 @@ def _score_pair(
         thin_truth = burn_lines(truth_path, grid, None, "TRUTH")
         valid = grid.valid
     elif pred_vector:
-        grid = read_raster(truth_path)
+        grid = read_truth(truth_path, unlabeled_255)
         truths = truth_masks(grid, classes)
         scores = {1: burn_lines(pred_path, grid, line_width_m, "PRED")}
         thin_pred = burn_lines(pred_path, grid, None, "PRED")
         valid = grid.valid
     else:
-        pred_raster, truth_raster = read_raster(pred_path), read_raster(truth_path)
+        pred_raster, truth_raster = read_raster(pred_path), read_truth(truth_path, unlabeled_255)
         check_same_grid(pred_raster, truth_raster)
         grid = pred_raster if pred_raster.georeferenced else truth_raster
         scores = prediction_scores(pred_raster, classes)
         truths = truth_masks(truth_raster, classes)
         valid = pred_raster.valid & truth_raster.valid
-    if aoi is not None:
-        valid = valid & _inside(aoi, grid, truth_path if pred_vector else pred_path)
+    if area is not None:
+        inside = area.mask(grid, truth_path if pred_vector else pred_path)
+        if inside is None:
+            return False
+        valid = valid & inside
+    if not valid.any():  # it would count as a perfect image (OIS, graphs) and in the image count
+        return False
     pixel_m = grid.pixel_m() if grid.georeferenced else None
     for k, class_totals in totals.items():
         class_totals.pixels.add(scores[k], truths[k], valid)
@@ -338,18 +364,32 @@ def _score_pair(
                 else _raster_graph(truths[k], grid, valid, 0.5, graphs.snap_m)
             )
             class_totals.add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
+    return True
 
 
-def _inside(aoi: str | os.PathLike, grid: Raster, path: Path) -> np.ndarray:
-    """(H, W) bool: the pixels of a georeferenced raster whose centres lie inside the AOI's polygons.
+@dataclass
+class _Area:
+    """The AOI of an evaluation: its polygons, read once, placed on each pair's grid."""
 
-    Raises:
-        GeoccsegError: the raster is not georeferenced, or the AOI does not overlap it.
-    """
-    if not grid.georeferenced:
-        raise GeoccsegError(f"--aoi needs georeferenced rasters, and {path} has no CRS; score it without --aoi")
-    area = read_aoi(aoi, grid.crs, _footprint(grid))
-    return rasterio.features.geometry_mask([area], out_shape=grid.shape, transform=grid.transform, invert=True)
+    path: str
+    polygons: gpd.GeoDataFrame
+
+    def in_crs(self, crs) -> BaseGeometry:
+        return dissolved(self.polygons, crs, self.path)
+
+    def mask(self, grid: Raster, path: Path) -> np.ndarray | None:
+        """(H, W) bool: the pixels of a georeferenced raster whose centres lie inside the polygons;
+        None where the polygons do not overlap it.
+
+        Raises:
+            GeoccsegError: the raster is not georeferenced.
+        """
+        if not grid.georeferenced:
+            raise GeoccsegError(f"--aoi needs georeferenced rasters, and {path} has no CRS; score it without --aoi")
+        inside = self.in_crs(grid.crs).intersection(_footprint(grid))
+        if inside.area == 0:
+            return None
+        return rasterio.features.geometry_mask([inside], out_shape=grid.shape, transform=grid.transform, invert=True)
 
 
 def _footprint(grid: Raster) -> shapely.Polygon:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import geopandas as gpd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
@@ -23,17 +24,36 @@ def read_aoi(path: str | os.PathLike, crs, footprint: BaseGeometry | None = None
     Raises:
         GeoccsegError: no polygon, empty after clipping, or no overlap with the scene.
     """
-    gdf = read_vector(path, what)
-    gdf = gdf[gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
-    if len(gdf) == 0:
-        raise GeoccsegError(f"{what} {path} holds no polygon; draw the area as polygons")
-    geom = shapely.union_all(gdf.to_crs(crs).geometry.make_valid().values)
-    if geom.is_empty or geom.area == 0:
-        raise GeoccsegError(f"{what} {path} is empty (zero area); draw the area as polygons")
+    geom = dissolved(read_polygons(path, what), crs, path, what)
     if footprint is not None:
         if not geom.intersects(footprint):
             raise GeoccsegError(f"{what} {path} does not overlap the scene; check its location and CRS")
         geom = geom.intersection(footprint)
         if geom.area == 0:
             raise GeoccsegError(f"{what} {path} only touches the scene's edge; it must overlap the scene")
+    return geom
+
+
+def read_polygons(path: str | os.PathLike, what: str = "AOI") -> gpd.GeoDataFrame:
+    """The polygons of an AOI file, in its own CRS (read once where several rasters need them).
+
+    Raises:
+        GeoccsegError: an unreadable file, or one without polygons.
+    """
+    gdf = read_vector(path, what)
+    gdf = gdf[gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if len(gdf) == 0:
+        raise GeoccsegError(f"{what} {path} holds no polygon; draw the area as polygons")
+    return gdf
+
+
+def dissolved(polygons: gpd.GeoDataFrame, crs, path: str | os.PathLike, what: str = "AOI") -> BaseGeometry:
+    """AOI polygons (:func:`read_polygons`) reprojected to ``crs`` and dissolved into one geometry.
+
+    Raises:
+        GeoccsegError: their area is zero.
+    """
+    geom = shapely.union_all(polygons.to_crs(crs).geometry.make_valid().values)
+    if geom.is_empty or geom.area == 0:
+        raise GeoccsegError(f"{what} {path} is empty (zero area); draw the area as polygons")
     return geom

@@ -16,6 +16,7 @@ Class index 0 is always the background; :data:`geoccseg.label_values.IGNORE_INDE
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,10 @@ import pandas as pd
 import rasterio
 import rasterio.errors
 import rasterio.features
+import rasterio.windows
 import shapely
 from affine import Affine
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
@@ -167,11 +169,44 @@ def buffer_lines_m(lines: gpd.GeoDataFrame, classes: list[str], widths_m: dict[s
         widths_m: full line width in metres per class name.
 
     Returns:
-        The buffered polygons (flat caps) in that UTM CRS, same columns.
+        The buffered polygons in that UTM CRS, same columns: flat caps, round where a line's end
+        meets another's (:func:`shared_ends`).
     """
     metric = lines.to_crs(lines.estimate_utm_crs())
-    half = metric["class_index"].map({i + 1: widths_m[name] / 2.0 for i, name in enumerate(classes)})
-    return metric.set_geometry(metric.geometry.buffer(half.to_numpy(), cap_style="flat"))
+    half = metric["class_index"].map({i + 1: widths_m[name] / 2.0 for i, name in enumerate(classes)}).to_numpy()
+    shapes = shapely.buffer(metric.geometry.values, half, cap_style="flat")
+    joints = shared_ends(metric.geometry.values)
+    at = np.flatnonzero(~shapely.is_empty(joints))
+    shapes[at] = shapely.union(shapes[at], shapely.buffer(joints[at], half[at]))  # round where two lines meet
+    return metric.set_geometry(shapes)
+
+
+def shared_ends(lines: np.ndarray, tolerance: float = 0.01) -> np.ndarray:
+    """For each (Multi)LineString, the ends of its parts that are also an end of another part (the
+    same within ``tolerance`` map units): where roads drawn as separate features meet.
+
+    Flat caps keep dead ends and cuts where they are, but at such a joint (a bend where
+    OpenStreetMap splits a way) they leave the outer corner unlabeled, a wedge the width of the
+    road that training would learn as background; a single line has round joins there.
+
+    Returns:
+        (L,) MultiPoints, empty where a line shares no end.
+    """
+    out = np.array([shapely.MultiPoint()] * len(lines), dtype=object)
+    parts, owner = shapely.get_parts(lines, return_index=True)
+    drawn = ~shapely.is_empty(parts)  # a MultiLineString may hold an empty part: no ends
+    parts, owner = parts[drawn], owner[drawn]
+    if len(parts) == 0:
+        return out
+    xy = np.concatenate([shapely.get_coordinates(shapely.get_point(parts, 0)), shapely.get_coordinates(shapely.get_point(parts, -1))])
+    owners = np.concatenate([owner, owner])
+    _, inverse, counts = np.unique(np.round(xy / tolerance), axis=0, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero(counts[inverse.ravel()] >= 2)
+    shared = shared[np.argsort(owners[shared], kind="stable")]
+    rows, starts = np.unique(owners[shared], return_index=True)
+    for row, points in zip(rows, np.split(xy[shared], starts[1:])):
+        out[row] = shapely.multipoints(points)
+    return out
 
 
 def _widths(classes: list[str], width_m: dict[str, float] | float | None) -> dict[str, float]:
@@ -189,6 +224,10 @@ class RasterLabels:
     """A label raster, warped on the fly onto chip grids in the scene CRS.
 
     Attributes:
+        mask: the raster is a 0/255 mask (values from 128 up are the first class, as in photo
+            masks); otherwise it holds class indices.
+        unlabeled_255: a class-index raster whose 255 marks unlabeled pixels (the usual
+            ``ignore_index`` of segmentation datasets) without being its nodata value.
         footprint: where the raster has pixels (scene CRS): outside it nothing is labeled.
         zero_nodata: the raster's nodata value is 0, which in a mask is background (QGIS's
             Rasterize writes nodata 0 by default), so it marks no pixel unlabeled.
@@ -197,17 +236,20 @@ class RasterLabels:
     path: Path
     classes: list[str]
     crs: object
-    binary: bool | None
+    mask: bool
     footprint: BaseGeometry
+    unlabeled_255: bool = False
     zero_nodata: bool = False
 
     @classmethod
     def open(cls, path: str | os.PathLike, crs, classes: list[str] | None = None) -> RasterLabels:
         """Open a label raster: a 0/255 mask (values from 128 up are the class, as in photo masks),
-        or class indices (0 background, 1 .. K the classes; a 0/1 mask is one class).
+        or class indices (0 background, 1 .. K the classes; a 0/1 mask is one class), where 255
+        may mark unlabeled pixels.
 
-        Which of the two is decided on a decimated read of the whole raster (``binary``: True,
-        False, or None when that read holds no foreground, then chip by chip).
+        Which it is is decided once, from every value the raster holds (:func:`label_values`):
+        a decision from a sample, or chip by chip, read a 0/1 raster with 255 for "no label" as a
+        0/255 mask, its roads as background and its unlabeled pixels as road.
 
         Raises:
             GeoccsegError: a missing or unreadable file, no CRS, or values that are neither (a mask
@@ -221,32 +263,14 @@ class RasterLabels:
             with open_raster(path) as ds:
                 if ds.crs is None:
                     raise GeoccsegError(f"label raster {path} has no CRS; assign one (rio edit-info --crs ...)")
-                sample = ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024)), resampling=Resampling.nearest,
-                                 masked=ds.nodata != 0)  # nodata is no label value; nodata 0 is background
+                stat = path.stat()
+                held, odd = _scanned(str(path), stat.st_mtime_ns, stat.st_size)
                 footprint, zero_nodata = raster_footprint(ds, crs), ds.nodata == 0
         except rasterio.errors.RasterioIOError:
             raise GeoccsegError(f"labels {path} are not a readable raster") from None
-        labels = cls(path=path, classes=classes, crs=crs, binary=None, footprint=footprint, zero_nodata=zero_nodata)
-        finite = np.ma.masked_invalid(sample)  # NaN in a float raster without a nodata value: no label
-        labels.binary = labels._mode(int(np.ma.filled(finite.max(), 0)) if finite.count() else 0)
-        return labels
-
-    def _mode(self, top: int) -> bool | None:
-        """Binary mask (True), class indices (False) or not known yet (None, all background) for
-        a read whose largest value is ``top``.
-
-        Raises:
-            GeoccsegError: ``top`` is neither a class index nor a 0/255 mask value.
-        """
-        if top == 0:
-            return None
-        if top <= len(self.classes):
-            return False
-        if top >= 128:
-            return True
-        raise GeoccsegError(f"label raster {self.path.name} holds values up to {top}: give a 0/255 or 0/1 mask, or class "
-                            f"indices 0..{len(self.classes)} (background and the classes {', '.join(self.classes)}); "
-                            "resample masks with nearest, never bilinear")
+        mask, unlabeled_255 = _label_mode(path, held, odd, len(classes), classes)
+        return cls(path=path, classes=classes, crs=crs, mask=mask, footprint=footprint, unlabeled_255=unlabeled_255,
+                   zero_nodata=zero_nodata)
 
     @property
     def total_bounds(self) -> tuple[float, float, float, float]:
@@ -258,24 +282,106 @@ class RasterLabels:
         transform = rasterio.transform.from_bounds(*bounds, shape[1], shape[0])
         with open_raster(self.path) as ds, WarpedVRT(
             ds, crs=self.crs, transform=transform, width=shape[1], height=shape[0], resampling=Resampling.nearest,
+            # an internal mask reaches the warped view only as an alpha band (else its pixels read as valid 0s)
+            add_alpha=ds.nodata is None and MaskFlags.per_dataset in ds.mask_flag_enums[0],
         ) as vrt:
             data = vrt.read(1)
             valid = rasterio.features.geometry_mask([self.footprint], out_shape=shape, transform=transform, invert=True)
             if not self.zero_nodata:
                 valid &= vrt.read_masks(1) > 0
         valid &= np.isfinite(data)  # NaN in a float raster without a nodata value: no label
-        top = int(data[valid].max(initial=0))
-        binary = self._mode(top) if self.binary is None else self.binary
-        if binary:
+        if self.unlabeled_255:
+            valid &= data != 255
+        if self.mask:
             out = (data >= 128).astype(np.uint8)
-        elif top > len(self.classes):
-            raise GeoccsegError(f"label raster {self.path.name} holds value {top} around {tuple(round(v, 2) for v in bounds)}, "
-                                f"not a class index 0..{len(self.classes)} ({', '.join(self.classes)}); fix the raster or "
-                                "give --classes for each value")
         else:
+            top = data[valid].max(initial=0)
+            if top > len(self.classes):  # the file changed since it was opened
+                raise GeoccsegError(f"label raster {self.path.name} holds value {top} around "
+                                    f"{tuple(round(v, 2) for v in bounds)}, not a class index 0..{len(self.classes)} "
+                                    f"({', '.join(self.classes)}); fix the raster or give --classes for each value")
             out = data.astype(np.uint8)
         out[~valid] = IGNORE_INDEX
         return out
+
+
+@functools.lru_cache(maxsize=8)
+def _scanned(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, float | None]:
+    """:func:`label_values` of a file version, scanned once: training opens the labels once per scene."""
+    with open_raster(path) as ds:
+        return label_values(ds)
+
+
+LABEL_SCAN_PIXELS = 1 << 24
+"""Pixels per strip read by :func:`label_values`."""
+
+
+def label_values(ds: rasterio.io.DatasetReader) -> tuple[np.ndarray, float | None]:
+    """Which of the values 0..255 a label raster holds in its first band, read strip by strip.
+
+    Nodata (unless it is 0, which in a mask is background), pixels outside an internal mask or
+    alpha, and NaN are left out.
+
+    Returns:
+        ``held``: (256,) bool, value v present; ``odd``: the value of largest magnitude outside
+        the integers 0..255 (fractional, negative or larger), None when there is none.
+    """
+    held, odd = np.zeros(256, dtype=bool), None
+    rows = max(1, LABEL_SCAN_PIXELS // ds.width)
+    for row in range(0, ds.height, rows):
+        window = rasterio.windows.Window(0, row, ds.width, min(rows, ds.height - row))
+        strip = ds.read(1, window=window, masked=ds.nodata != 0)  # nodata, internal mask or alpha; nodata 0 is background
+        values = np.ma.masked_invalid(strip).compressed() if np.ma.isMaskedArray(strip) or strip.dtype.kind == "f" \
+            else strip.ravel()
+        strip_held, strip_odd = held_values(values)
+        held |= strip_held
+        if strip_odd is not None and (odd is None or abs(strip_odd) > abs(odd)):
+            odd = strip_odd
+    return held, odd
+
+
+def held_values(values: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """Which of the integers 0..255 an array of label values (any dtype, no NaN) holds.
+
+    Returns:
+        ``held``: (256,) bool, value v present; ``odd``: the value of largest magnitude outside
+        the integers 0..255 (fractional, negative or larger), None when there is none.
+    """
+    if values.dtype == np.uint8:
+        return np.bincount(values.ravel(), minlength=256) > 0, None
+    held = np.zeros(256, dtype=bool)
+    whole = (values >= 0) & (values <= 255) & (values == np.round(values))
+    held[np.unique(values[whole]).astype(np.int64)] = True
+    if whole.all():
+        return held, None
+    others = values[~whole]
+    return held, float(others[np.argmax(np.abs(others))])
+
+
+def unlabeled_is_255(held: np.ndarray) -> bool:
+    """A class-index raster that marks unlabeled pixels with 255: it holds 255 and values from 1
+    to 127, nothing from 128 to 254 (a 0/255 mask holds no small value, a smoothed one values
+    from 128 up too). ``held``: (256,) bool, value v present."""
+    return bool(held[255] and held[1:128].any() and not held[128:255].any())
+
+
+def _label_mode(path: Path, held: np.ndarray, odd: float | None, k: int, classes: list[str]) -> tuple[bool, bool]:
+    """``(mask, unlabeled_255)`` of a label raster holding the values ``held`` (see :func:`label_values`).
+
+    Class indices 0..k, with or without 255 for unlabeled pixels; a 0/255 mask, possibly smoothed
+    (values between, the class from 128 up). Anything else is refused.
+    """
+    values = np.flatnonzero(held)
+    indices, high, between = values[(values >= 1) & (values <= k)], values[values >= 128], values[(values > k) & (values < 128)]
+    if odd is None and len(high) == 0 and len(between) == 0:
+        return False, False
+    if odd is None and len(between) == 0 and unlabeled_is_255(held):
+        return False, True
+    if odd is None and len(high) and (len(indices) == 0 or len(between)):
+        return True, False
+    held_text = f"values up to {int(values.max())}" if odd is None else f"value {odd:g}"
+    raise GeoccsegError(f"label raster {path.name} holds {held_text}: give a 0/255 or 0/1 mask, or class indices 0..{k} (background and the classes "
+                        f"{', '.join(classes)}; 255 may mark unlabeled pixels); resample masks with nearest, never bilinear")
 
 
 def raster_footprint(ds: rasterio.io.DatasetReader, crs) -> BaseGeometry:

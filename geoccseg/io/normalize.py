@@ -17,6 +17,7 @@ of the training set are still kept, for reference.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -29,6 +30,7 @@ from geoccseg.io.lazy import open_lazy
 from geoccseg.io.scene import Scene
 
 FLOAT_BINS = 4096
+NO_VALID_PIXEL = "no valid pixel to compute normalisation statistics from; check the nodata value or the area of interest"
 
 
 @dataclass
@@ -96,7 +98,7 @@ def percentiles_from_histogram(hist: np.ndarray, edges: np.ndarray, percentiles:
     """Values at two percentiles of a histogram (bin ``i`` covers ``edges[i]..edges[i+1]``)."""
     cdf = np.cumsum(hist, dtype=np.float64)
     if cdf[-1] == 0:
-        raise GeoccsegError("no valid pixel to compute normalisation statistics from; check the nodata value or the area of interest")
+        raise GeoccsegError(NO_VALID_PIXEL)
     cdf /= cdf[-1]
     out = []
     for p in percentiles:
@@ -174,8 +176,12 @@ def compute_stats(
             mins.append(img.min(dim=("y", "x")))
             maxs.append(img.max(dim=("y", "x")))
         mins, maxs = dask.compute(mins, maxs)
-        lo = np.nanmin([m.values for m in mins], axis=0)
-        hi = np.nanmax([m.values for m in maxs], axis=0)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": a band without valid pixel, refused below
+            lo = np.nanmin([m.values for m in mins], axis=0)
+            hi = np.nanmax([m.values for m in maxs], axis=0)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # np.histogram's range would be NaN: a traceback
+            raise GeoccsegError(NO_VALID_PIXEL)
         for lz in lazies:
             img, val = lz["image"].data, lz["valid"].data
             parts += [dask.delayed(_float_hist)(b_img, b_val, lo, hi)
