@@ -351,9 +351,9 @@ def _photo_probabilities(
     path: Path, bundle: Bundle, device: str, engine: str, precision: str, tile_px: int, overlap_px: int, batch_size: int,
 ) -> np.ndarray:
     """Foreground probabilities of one photo, float32 (K, H, W)."""
-    from geoccseg.data.photos import read_photo
+    from geoccseg.data.photos import read_photo_valid
 
-    image = read_photo(path, bands=len(bundle.meta.bands), exif_orientation=True)
-    prob = predict_array(bundle, image, device=device, tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, engine=engine,
+    image, valid = read_photo_valid(path, bands=len(bundle.meta.bands), exif_orientation=True)  # transparent: NaN
+    prob = predict_array(bundle, image, valid, device=device, tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, engine=engine,
                          precision=precision)
     return prob[1:]

@@ -219,6 +219,28 @@ def test_photo_prediction_is_the_engine_of_predict_array(data_dir: Path, crack: 
     assert np.abs(rows.astype(int) - np.round(floats * 255)).max() <= 1
 
 
+def test_the_transparent_part_of_a_cut_out_photo_is_nodata(data_dir: Path, crack: Bundle, tmp_path: Path) -> None:
+    """A photo cut out in an image editor (alpha 0 outside, black stored there) was read as its
+    colours: the network saw a black area whose edge is a dark line across the pavement. Its
+    transparent pixels are now nodata: probability 0 in the PNG, NaN in the API, no crack."""
+    import geoccseg
+
+    photo = read_photo(data_dir / "cfd" / "images" / "002.jpg")
+    rgba = np.concatenate([photo, np.full((1, *photo.shape[1:]), 255, np.uint8)])
+    rgba[:, :, :200] = 0  # the left 200 columns: transparent black
+    Image.fromarray(np.moveaxis(rgba, 0, -1), "RGBA").save(tmp_path / "cut.png")
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "cut.png"), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    prob = np.asarray(Image.open(tmp_path / "out" / "probability" / "cut.png"))
+    opaque = predict_photo(crack, rgba[:3], tile_px=256, overlap_px=64, device="cpu", batch_size=4)[0]
+    assert (prob[:, :200] == 0).all() and prob[:, 200:].max() > 128
+    assert opaque[:, 190:215].max() > prob[:, 190:215].max()  # the black edge read as a crack
+    lines = gpd.read_file(tmp_path / "out" / "cracks.gpkg")
+    assert len(lines) and all(shapely.get_coordinates(g)[:, 0].min() >= 199 for g in lines.geometry)
+    api = geoccseg.predict(tmp_path / "cut.png", model=crack.path, device="cpu").values
+    assert np.isnan(api[:, :, :200]).all() and np.isfinite(api[:, :, 200:]).all()
+
+
 def test_a_16_bit_grey_photo_reads_as_its_8_bit_copy(data_dir: Path, tmp_path: Path) -> None:
     """Pillow's conversion clipped 16-bit values to 255: the photo read as white, no crack found."""
     grey = np.asarray(Image.open(data_dir / "cfd" / "images" / "001.jpg").convert("L"))

@@ -25,6 +25,7 @@ from geoccseg.models import Bundle
 def predict_array(
     bundle: Bundle,
     image: np.ndarray,
+    valid: np.ndarray | None = None,
     *,
     device: str = "auto",
     tile_px: int | None = None,
@@ -38,7 +39,8 @@ def predict_array(
     Args:
         bundle: a loaded model bundle (:func:`geoccseg.models.load_bundle`); its model is moved
             to ``device`` (to the CPU for the ``onnx`` engine).
-        image: (C, H, W) array in file units (e.g. uint8 photo bands), every pixel valid.
+        image: (C, H, W) array in file units (e.g. uint8 photo bands).
+        valid: (H, W) bool, the valid pixels (NaN in the result elsewhere); None: every pixel.
         device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA), as ``geoccseg predict``.
         tile_px: chip edge in pixels, blended over ``overlap_px`` as ``geoccseg predict`` does;
             None: the whole image is one chip (the network sees all of it at once).
@@ -49,7 +51,8 @@ def predict_array(
         precision: ``fp32``, ``bf16`` (openvino or torch engine) or ``int8`` (onnx engine), on the CPU (experimental).
 
     Returns:
-        (K, H, W) float32 probabilities (class 0 = background, 1 minus the foreground classes).
+        (K, H, W) float32 probabilities (class 0 = background, 1 minus the foreground classes), NaN
+        where ``valid`` is False.
 
     Raises:
         GeoccsegError: an unknown or unavailable device or engine, a bad tile, overlap or batch
@@ -74,9 +77,9 @@ def predict_array(
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=max(height, width, tile_px))
     chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
     weighted, weight = blend_chips(
-        built, bundle.meta.norm.for_image(image), image, None, chips,
+        built, bundle.meta.norm.for_image(image), image, valid, chips,
         blend_window(tile_px, overlap_px), batch_size, len(bundle.meta.classes),
     )
-    foreground = weighted / weight
-    background = np.clip(1.0 - foreground.sum(0, keepdims=True), 0.0, 1.0)
+    foreground = np.divide(weighted, weight, out=np.full_like(weighted, np.nan), where=weight > 0)
+    background = np.clip(1.0 - foreground.sum(0, keepdims=True), 0.0, 1.0)  # NaN stays NaN
     return np.concatenate([background, foreground]).astype(np.float32)

@@ -3,9 +3,10 @@
 :func:`predict_photos` is what ``geoccseg predict PHOTO|FOLDER|GLOB -o OUT_DIR`` and notebooks
 call. Each photo is
 
-1. read in a thread (:func:`geoccseg.data.photos.read_photo`, EXIF orientation honoured, so the
-   outputs follow the photo as viewers show it); a photo that cannot be read is skipped with its
-   reason, and the others go on (``keep_going``);
+1. read in a thread (:func:`geoccseg.data.photos.read_photo_valid`, EXIF orientation honoured, so
+   the outputs follow the photo as viewers show it; its transparent pixels, if any, are nodata:
+   probability 0, no crack); a photo that cannot be read is skipped with its reason, and the
+   others go on (``keep_going``);
 2. predicted by :func:`predict_photo`: the chip grid, blending, normalisation, batching, device
    and inference engine of scene prediction (:func:`geoccseg.inference.predict.blend_chips`, the
    one forward path), one row of chips at a time, so that no whole-photo float array is ever held;
@@ -28,7 +29,7 @@ import sys
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from geoccseg.data.photos import find_photos, photo_size, read_photo
+from geoccseg.data.photos import find_photos, photo_size, read_photo_valid
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds, write_confidence_png
@@ -56,6 +57,7 @@ from geoccseg.inference.predict import PredictOptions, blend_chips, resolve_devi
 from geoccseg.io.atomic import check_writable, swept
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, VECTOR_DRIVERS
+from geoccseg.io.normalize import NormStats
 from geoccseg.io.probability import encode_uint8
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import Bundle, load_bundle
@@ -102,6 +104,7 @@ class PhotoRunResult:
 def predict_photo(
     bundle: Bundle,
     image: np.ndarray,
+    valid: np.ndarray | None = None,
     *,
     tile_px: int,
     overlap_px: int,
@@ -121,7 +124,9 @@ def predict_photo(
 
     Args:
         bundle: a loaded model bundle; its model is moved to ``device``.
-        image: (C, H, W) uint8 photo bands, every pixel valid.
+        image: (C, H, W) uint8 photo bands.
+        valid: (H, W) bool, False where the photo is transparent (its probabilities are 0 there);
+            None: every pixel valid.
         tile_px: chip edge in pixels.
         overlap_px: overlap of neighbouring chips in pixels.
         device: a resolved torch device (``cpu``, ``cuda``; see
@@ -135,33 +140,55 @@ def predict_photo(
     Returns:
         (K, H, W) uint8 probabilities of the foreground classes, ``round(p x 255)``.
     """
-    _, height, width = image.shape
-    n_classes = len(bundle.meta.classes)
-    grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=tile_px)
     if isinstance(engine, str):
         engine = ready_engine(engine, device, bundle.model, bundle.meta, precision)
-    blend = blend_window(tile_px, overlap_px)
     norm = bundle.meta.norm.for_image(image)  # the bundle's statistics, or the photo's own (per-image models)
-    stride = grid.stride_px
-    out = np.empty((n_classes, height, width), dtype=np.uint8)
-    carry_weighted = np.zeros((n_classes, 0, width), dtype=np.float32)
+    out = np.empty((len(bundle.meta.classes), *image.shape[1:]), dtype=np.uint8)
+    for top, prob in blended_rows(engine, norm, image, len(bundle.meta.classes), valid=valid, tile_px=tile_px,
+                                  overlap_px=overlap_px, batch_size=batch_size):
+        out[:, top:top + prob.shape[1]] = encode_uint8(prob)
+    return out
+
+
+def blended_rows(engine: Engine, norm: NormStats, image: np.ndarray, channels: int, *, valid: np.ndarray | None = None,
+                 tile_px: int, overlap_px: int, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The blended outputs of a whole photo, top to bottom, one row of chips at a time.
+
+    The chips are those of :class:`~geoccseg.inference.blend.ChipGrid` over the photo; the blend
+    sums of a chip row's overlap are carried to the next, so every value is that of one blend of
+    the whole photo while only one chip row is held in float32.
+
+    Args:
+        engine: the engine of the model (``channels`` outputs per pixel).
+        norm: the statistics to apply to this photo.
+        image: (C, H, W) photo bands in file units.
+        channels: outputs per pixel.
+        valid: (H, W) bool, the photo's valid pixels (:func:`~geoccseg.data.photos.read_photo_valid`);
+            None: every pixel.
+
+    Yields:
+        ``(top, values)``: float32 (channels, rows, W) of the photo rows ``top`` to ``top + rows``,
+        which no later chip reaches; 0 on invalid pixels.
+    """
+    _, height, width = image.shape
+    grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=tile_px)
+    blend, stride = blend_window(tile_px, overlap_px), grid.stride_px
+    carry_weighted = np.zeros((channels, 0, width), dtype=np.float32)
     carry_weight = np.zeros((0, width), dtype=np.float32)
     n_rows, n_cols = grid.shape
     for i in range(n_rows):
         top = i * stride
         rows_px = min(tile_px, height - top)
         chips = [(0, j * stride, *grid.chip_shape(top, j * stride)) for j in range(n_cols)]
-        weighted, weight = blend_chips(
-            engine, norm, image[:, top:top + rows_px], None, chips, blend, batch_size, n_classes,
-        )
+        rows_valid = valid[top:top + rows_px] if valid is not None else None
+        weighted, weight = blend_chips(engine, norm, image[:, top:top + rows_px], rows_valid, chips, blend, batch_size, channels)
         carried = carry_weight.shape[0]  # rows of the previous chip row's overlap
         weighted[:, :carried] += carry_weighted
         weight[:carried] += carry_weight
         final = stride if i < n_rows - 1 else rows_px  # rows no later chip reaches
-        prob = weighted[:, :final] / weight[:final]
-        out[:, top:top + final] = encode_uint8(prob)
+        done = weight[:final]
+        yield top, np.divide(weighted[:, :final], done, out=np.zeros_like(weighted[:, :final]), where=done > 0)
         carry_weighted, carry_weight = weighted[:, final:], weight[final:]
-    return out
 
 
 @dataclass(frozen=True)
@@ -375,9 +402,9 @@ def predict_photos(
                 else:
                     while ahead and len(reads) <= read_threads and ahead[0] not in reads:
                         j = ahead.popleft()
-                        reads[j] = readers.submit(read_photo, photos[j], bands=run.bands, exif_orientation=True)
+                        reads[j] = readers.submit(read_photo_valid, photos[j], bands=run.bands, exif_orientation=True)
                     try:
-                        image = reads.pop(i).result()
+                        image, valid = reads.pop(i).result()
                     except GeoccsegError as exc:
                         reason = str(exc)
                         skipped[photo.name] = reason
@@ -391,7 +418,7 @@ def predict_photos(
                             break
                         continue
                     prob = predict_photo(
-                        bundle, image, tile_px=run.tile_px, overlap_px=run.overlap_px, device=run.device, batch_size=run.batch_size,
+                        bundle, image, valid, tile_px=run.tile_px, overlap_px=run.overlap_px, device=run.device, batch_size=run.batch_size,
                         engine=engine,
                     )[0]
                     writes.append((i, writer.submit(_finish, run, photo, image, prob)))

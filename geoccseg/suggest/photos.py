@@ -30,10 +30,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
 from geoccseg.inference.engine import Engine
-from geoccseg.inference.predict import PredictOptions, blend_chips, bundle_files, resolve_device
+from geoccseg.inference.photos import blended_rows
+from geoccseg.inference.predict import PredictOptions, bundle_files, resolve_device
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
@@ -69,8 +69,8 @@ def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThreshol
     """Sums of the per-pixel terms over one whole photo (every pixel valid).
 
     The photo is predicted one chip row at a time, as :func:`geoccseg.inference.photos.predict_photo`
-    does: the blend sums of a row's overlap are carried to the next, and the terms of a pixel are
-    summed once no later chip reaches it and its likely-road neighbourhood (``params.near_px``) is
+    does (:func:`~geoccseg.inference.photos.blended_rows`), and the terms of a pixel are summed
+    once no later chip reaches it and its likely-road neighbourhood (``params.near_px``) is
     final. Memory holds a few chip rows of blended values, not whole-photo planes (ten float32
     channels: 1.9 GB for a 48-megapixel photo); every pixel's values are those of one whole blend.
 
@@ -87,32 +87,19 @@ def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThreshol
     Returns:
         float64 (len(FEATURES) + EMBED_DIMS,).
     """
-    _, height, width = image.shape
+    height, width = image.shape[1:]
     n_classes = len(bundle.meta.classes)
-    channels = n_channels(n_classes)
-    grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=tile_px)
-    blend, norm, stride = blend_window(tile_px, overlap_px), bundle.meta.norm.for_image(image), grid.stride_px
-    n_rows, n_cols = grid.shape
-    carry_weighted, carry_weight = np.zeros((channels, 0, width), np.float32), np.zeros((0, width), np.float32)
-    values, values_top = np.zeros((channels, 0, width), np.float32), 0  # blended rows from values_top on
+    values, values_top = np.zeros((n_channels(n_classes), 0, width), np.float32), 0  # blended rows from values_top on
     summed_to, total = 0, np.zeros(len(FEATURES) + EMBED_DIMS)
-    for i in range(n_rows):
-        top = i * stride
-        rows_px = min(tile_px, height - top)
-        chips = [(0, j * stride, *grid.chip_shape(top, j * stride)) for j in range(n_cols)]
-        weighted, weight = blend_chips(engine, norm, image[:, top:top + rows_px], None, chips, blend, batch_size, channels)
-        carried = carry_weight.shape[0]  # rows of the previous chip row's overlap
-        weighted[:, :carried] += carry_weighted
-        weight[:carried] += carry_weight
-        last = i == n_rows - 1
-        final = rows_px if last else stride  # rows no later chip reaches
-        values = np.concatenate([values, weighted[:, :final] / weight[:final]], axis=1)
-        carry_weighted, carry_weight = weighted[:, final:], weight[final:]
-        sum_to = height if last else top + final - params.near_px  # rows whose neighbourhood is final
+    for top, rows in blended_rows(engine, bundle.meta.norm.for_image(image), image, n_channels(n_classes), tile_px=tile_px,
+                                  overlap_px=overlap_px, batch_size=batch_size):
+        values = np.concatenate([values, rows], axis=1)
+        last = top + rows.shape[1] == height
+        sum_to = height if last else top + rows.shape[1] - params.near_px  # rows whose neighbourhood is final
         if sum_to > summed_to:
-            rows = slice(summed_to - values_top, sum_to - values_top)
+            window = slice(summed_to - values_top, sum_to - values_top)
             total += cell_features(values, np.ones(values.shape[1:], np.float32), n_classes, thresholds, params,
-                                   cell_px=(sum_to - summed_to, width), window=(rows, slice(None)))[:, 0, 0]
+                                   cell_px=(sum_to - summed_to, width), window=(window, slice(None)))[:, 0, 0]
             summed_to = sum_to
             keep_from = max(0, summed_to - params.near_px)  # the neighbourhood of the next rows to sum
             values, values_top = values[:, keep_from - values_top:], keep_from
