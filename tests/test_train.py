@@ -217,34 +217,53 @@ def test_loader_workers_draw_different_chips(data_dir):
 
 
 def test_ddp_two_cpu_processes(data_dir, tmp_path):
-    """Lightning's DDP on the gloo backend with 2 CPU processes, through the real CLI."""
+    """Lightning's DDP on the gloo backend with 2 CPU processes, through the real CLI, stopped by
+    --max-minutes: both processes validate the teacher of the last step, each its share of the items."""
     cfd = data_dir / "cfd"
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     cmd = [sys.executable, "-m", "geoccseg.cli", "train", "--images", str(cfd / "images"), "--masks", str(cfd / "masks"),
-           "--labeled-fraction", "0.05", "-o", str(out), "--max-steps", "6", "--val-every", "6", "--tile-px", "64",
+           "--labeled-fraction", "0.05", "-o", str(out), "--max-steps", "1000", "--max-minutes", "0.05", "--tile-px", "64",
            "--batch-size", "2", "--unlabeled-batch-size", "2", "--unlabeled-start-steps", "2", "--rampup-steps", "2",
            "--accelerator", "cpu", "--devices", "2"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr and "All distributed processes registered" in proc.stderr
-    assert load_bundle(out).meta.training["saved_step"] == 6
+    training = load_bundle(out).meta.training
+    assert 0 < training["steps"] < 1000 and training["saved_step"] == training["steps"]
+    assert 0 <= training["validation"]["f1"] <= 1
 
 
-def test_every_ddp_rank_draws_its_own_chips(data_dir):
+def test_every_ddp_rank_draws_its_own_chips_and_validates_its_own_items(data_dir):
     """The chip stream took its rank from RANK, which Lightning's own launcher (--devices N) does not
-    set: every rank drew rank 0's chips. RankedStream hands it the trainer's global rank at setup,
-    before any batch is drawn (the trainer here stands for one of rank 1 of a DDP run)."""
+    set: every rank drew rank 0's chips. Ranks hands it the trainer's global rank at setup, before
+    any batch is drawn (the trainers here stand for ranks 0 and 1 of a DDP run). Validation items:
+    Lightning's distributed sampler repeated some to even the shares (counted twice); now each
+    counts once and every rank runs as many steps (the one short gets an item without valid pixel)."""
     from types import SimpleNamespace
 
-    from geoccseg.train.run import RankedStream
+    from geoccseg.train.run import Ranks
+    from geoccseg.train.stream import ItemList
 
     cfd = data_dir / "cfd"
-    data = PhotoTrainingData(cfd / "images", cfd / "masks", labeled_fraction=0.1, tile_px=64)
+    data = PhotoTrainingData(cfd / "images", cfd / "masks", labeled_fraction=0.1, tile_px=64, val_fraction=0.03)
     streams = [ChipStream(data, 2, 0, seed=0) for _ in range(2)]
-    RankedStream(streams[1]).setup(SimpleNamespace(global_rank=1), None, "fit")
+    items = [ItemList(data.validation_items()) for _ in range(2)]
+    for rank in range(2):
+        Ranks(streams[rank], items[rank]).setup(SimpleNamespace(global_rank=rank, world_size=2), None, "fit")
     first = [next(iter(stream))["image_l"] for stream in streams]
     assert streams[1].rank == 1 and not torch.equal(first[0], first[1])
+    five = [{"image": torch.zeros(1, 4, 4), "mask": torch.zeros(4, 4), "valid": torch.ones(4, 4, dtype=torch.bool) * (i + 1) > 0}
+            for i in range(5)]
+    for i, item in enumerate(five):
+        item["valid"][: i % 4] = False  # a different count per item
+    shares = [ItemList(five) for _ in range(2)]
+    for rank, share in enumerate(shares):
+        share.rank, share.world = rank, 2
+    served = [item for share in shares for item in share]
+    assert [len(share) for share in shares] == [3, 3] and int(served[-1]["valid"].sum()) == 0  # rank 1's short share
+    assert sum(int(item["valid"].sum()) for item in served) == sum(int(item["valid"].sum()) for item in five)
+    assert len(items[0]) + len(items[1]) >= len(data.validation_items())
 
 
 def test_validation_counts_and_conventions_are_those_of_evaluate(tmp_path):

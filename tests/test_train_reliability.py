@@ -18,8 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
@@ -286,7 +288,7 @@ def test_resume_refuses_another_run_and_keeps_the_schedule_of_the_first(run_copy
     """--resume checked only the architecture: another learning rate or loss was taken silently, a
     changed --encoder-lr-scale crashed with a traceback, photos added to a folder reshuffled which
     were labeled and which validated, and a longer --max-steps restarted the learning-rate cosine
-    near its peak."""
+    near its peak. Masks or photos edited in place (same names) resumed as if nothing changed."""
     result = _resume(run_copy, "--max-steps", "9", "--lr", "0.001")
     assert "lr (was 0.002, now 0.001) since the run began" in _one_error_line(result)
     result = _resume(run_copy, "--max-steps", "9", "--encoder-lr-scale", "0.1")
@@ -306,6 +308,21 @@ def test_resume_refuses_another_run_and_keeps_the_schedule_of_the_first(run_copy
     (masks / f"0-added{sorted((cfd / 'masks').iterdir())[0].suffix}").symlink_to(sorted((cfd / "masks").iterdir())[0])
     result = _resume(run_copy, "--max-steps", "9", "--images", str(images), "--masks", str(masks))
     assert "photos (the folders hold others now)" in _one_error_line(result)
+
+    edited = tmp_path / "edited_masks"  # same names, a corner of each mask drawn as crack
+    edited.mkdir()
+    for mask in (cfd / "masks").iterdir():
+        pixels = np.array(Image.open(mask).convert("L"))
+        pixels[:16, :16] = 255
+        Image.fromarray(pixels).save(edited / mask.name)
+    result = _resume(run_copy, "--max-steps", "9", "--masks", str(edited))
+    assert "the labels (labeled pixels per class were [" in _one_error_line(result)
+    negatives = tmp_path / "negatives"  # the unlabeled photos edited in place
+    negatives.mkdir()
+    for photo in (cfd / "unlabeled").iterdir():
+        Image.fromarray(255 - np.array(Image.open(photo))).save(negatives / photo.name, quality=95)
+    result = _resume(run_copy, "--max-steps", "9", "--unlabeled", str(negatives))
+    assert "the images (their normalisation statistics differ" in _one_error_line(result)
 
     result = _resume(run_copy, "--max-steps", "9", "--checkpoint-every", "1")  # budget and cadence may change
     assert result.exit_code == 0, result.output
@@ -507,6 +524,7 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
     (["--precision", "fp99"], "precision must be one of 32-true, bf16-mixed"),
     (["--accelerator", "tpu9"], "accelerator must be one of auto, cpu"),
     (["--tile-px", "0"], "tile_px must be a multiple of 32 (at least 32), got 0"),
+    (["--tile-px", "32"], "training needs chips of at least 64 px (--tile-px 32)"),  # was BatchNorm's traceback with --batch-size 1
     (["--num-workers", "-1"], "num_workers must be 0 or more, got -1"),
     (["--batch-size", "0"], "batch_size must be at least 1, got 0"),
     (["--appearance-invert-p", "1.5"], "appearance_invert_p must be between 0 and 1 (a probability), got 1.5"),

@@ -108,7 +108,7 @@ class RunRecorder(pl.Callback):
         if not metrics:
             return
         self.rows.append({"step": trainer.global_step, **{f"val_{k}": v for k, v in metrics.items()}})
-        if trainer.is_global_zero and metrics.get("f1", -1) > self.best_f1:
+        if metrics.get("f1", -1) > self.best_f1:  # the counts are summed over processes: every one knows
             self.best_f1 = metrics["f1"]
             self._save(trainer, module, metrics)
         self._write(trainer)
@@ -139,10 +139,12 @@ class RunRecorder(pl.Callback):
         self._write(trainer)
 
     def _save(self, trainer, module, metrics: dict) -> None:
+        """Record the teacher of this step as the run's model; the first process writes it."""
         self.saved_step = trainer.global_step
         self.validation = metrics
         self.meta.training.update({"saved_step": trainer.global_step, "validation": metrics})
-        save_bundle(self.out, module.teacher, self.meta)
+        if trainer.is_global_zero:
+            save_bundle(self.out, module.teacher, self.meta)
 
     def _write(self, trainer) -> None:
         if not trainer.is_global_zero or not self.rows:

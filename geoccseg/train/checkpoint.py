@@ -163,20 +163,25 @@ RESUME_MAY_CHANGE = frozenset({
 })
 
 
-def run_identity(config_yaml: str, classes: list[str], summary: dict) -> dict:
+def run_identity(config_yaml: str, classes: list[str], summary: dict, label_pixels, norm: dict) -> dict:
     """What makes a run the same run on resume: its settings (the options of ``config_yaml`` but
-    :data:`RESUME_MAY_CHANGE`), its classes in order, and its labeled and validation photos by name."""
+    :data:`RESUME_MAY_CHANGE`), its classes in order, its labeled and validation photos by name,
+    and what the data holds: the labeled pixels per class (background first; labels, masks or an
+    AOI edited in place change them) and the normalisation statistics (images edited, added or
+    removed change them, and the network would see its inputs scaled otherwise)."""
     settings = {k: v for k, v in yaml.safe_load(config_yaml).items() if k not in RESUME_MAY_CHANGE}
     return {"settings": settings, "data": {"classes": list(classes), "labeled": summary.get("labeled"),
-                                           "validation": summary.get("validation")}}
+                                           "validation": summary.get("validation"),
+                                           "label_pixels": [int(n) for n in label_pixels], "norm": norm}}
 
 
 def check_same_run(state: dict, identity: dict, path: str | os.PathLike) -> None:
     """Refuse to resume the checkpoint ``state`` as a run of another :func:`run_identity`: another
     option (a class order, a learning rate, a loss), or labeled or validation photos that changed
-    (photos added to a folder reshuffle which are labeled and which validate). Settings added to
-    the configuration since the checkpoint was written are not compared; checkpoints written before
-    December 2026 record none.
+    (photos added to a folder reshuffle which are labeled and which validate), labels or images
+    edited in place. Settings added to the configuration since the checkpoint was written are not
+    compared; checkpoints written before December 2026 record none, before 5 December 2026 no
+    labeled pixels or statistics.
 
     Raises:
         GeoccsegError: naming what changed.
@@ -191,9 +196,14 @@ def check_same_run(state: dict, identity: dict, path: str | os.PathLike) -> None
         changed.append(f"classes (was {data_before.get('classes')}, now {data_now['classes']})")
     changed += [f"the {k} photos (the folders hold others now)" for k in ("labeled", "validation")
                 if data_before.get(k) != data_now.get(k)]
+    if "label_pixels" in data_before and data_before["label_pixels"] != data_now["label_pixels"]:
+        changed.append(f"the labels (labeled pixels per class were {data_before['label_pixels']}, now "
+                       f"{data_now['label_pixels']}: labels, masks or the AOI edited)")
+    if "norm" in data_before and data_before["norm"] != data_now["norm"]:
+        changed.append("the images (their normalisation statistics differ: images edited, added or removed)")
     if changed:
         raise GeoccsegError(f"cannot resume from {path}: {'; '.join(changed)} since the run began; resume with the run's "
-                            "own config.yaml and data, or train into a new folder")
+                            "own config.yaml and data, or train into a new folder (--init-from the run's folder starts from its model)")
 
 
 def _without_timer(checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -225,6 +225,9 @@ class TrainConfig:
         if not 0 < self.tau_low <= min(self.tau_high, self.tau_high_fg) <= 1:
             raise GeoccsegError("confidence thresholds must satisfy 0 < tau_low <= tau_high, tau_high_fg <= 1")
         check_tile_px(self.tile_px)
+        if self.tile_px < 64:  # the deepest features of a 32-px chip are one pixel: batch norm cannot train on a batch of one
+            raise GeoccsegError(f"training needs chips of at least 64 px (--tile-px {self.tile_px}); a chip of "
+                                f"{self.tile_px} px holds too little around a road or crack, and its deepest features are one pixel")
         if self.encoder_tf_same and self.encoder != "efficientnet-lite0":
             raise GeoccsegError(f"encoder_tf_same is a build of the efficientnet-lite0 encoder; the encoder is {self.encoder}")
         if self.precision is not None and self.precision not in PRECISIONS:

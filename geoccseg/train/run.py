@@ -166,7 +166,7 @@ def train(config: TrainConfig) -> TrainResult:
         pl.seed_everything(c.seed, workers=True, verbose=False)
         start = starting_bundle(c)
         data = build_data(c, start)
-        identity = run_identity(c.to_yaml(), data.classes, data.summary())
+        identity = run_identity(c.to_yaml(), data.classes, data.summary(), data.class_counts(), data.norm.to_dict())
         if resumed is not None:
             check_same_run(resumed, identity, ckpt)
         if start is not None:
@@ -223,12 +223,13 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
     workers = loader_workers(c)
     train_loader = DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
     val_items = data.validation_items()
-    val_loader = DataLoader(ItemList(val_items), batch_size=1) if val_items else None
+    val_list = ItemList(val_items)
+    val_loader = DataLoader(val_list, batch_size=1) if val_items else None
     val_every = min(c.val_every, c.max_steps) if val_loader else None
 
     recorder = RunRecorder(out, meta)
     saver = PeriodicCheckpoint(ckpt, c.checkpoint_every, c.checkpoint_minutes, val_every, stop)
-    callbacks = [recorder, saver, RankedStream(stream)]
+    callbacks = [recorder, saver, Ranks(stream, val_list)]
     if c.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     # the projection head joins the loss only once the unlabeled terms start, so DDP must allow
@@ -240,6 +241,7 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         val_check_interval=val_every, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if val_loader else 0, num_sanity_val_steps=0, logger=False,
         callbacks=callbacks, enable_progress_bar=c.progress, enable_model_summary=False, default_root_dir=out,
+        use_distributed_sampler=False,  # each process's share of the validation items is ItemList's
         log_every_n_steps=10, deterministic=False,
         # checkpoints are safetensors + JSON: resuming never unpickles (geoccseg/train/checkpoint.py)
         plugins=[SafeCheckpointIO({str(ckpt): resumed} if resumed else None)],
@@ -250,8 +252,8 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if resumed else None)
         if not recorder.ended:  # resumed at its step budget (stopped after its last step): Lightning runs no end hook
             recorder.on_train_end(trainer, module)
-        if val_loader is not None and not recorder.validated and trainer.is_global_zero:
-            trainer.validate(module, dataloaders=val_loader, verbose=False)  # e.g. --max-minutes ran out first
+        if val_loader is not None and not recorder.validated:  # e.g. --max-minutes ran out first
+            trainer.validate(module, dataloaders=val_loader, verbose=False)  # every process: they sum their counts
     except SIGTERMException:
         where = (f"continue it from step {saver.saved_step} with: geoccseg train --config {out / 'config.yaml'} --resume"
                  if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
@@ -282,16 +284,18 @@ def _first_process() -> bool:
     return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
-class RankedStream(pl.Callback):
-    """Gives the chip stream its process's DDP rank once Lightning has set the processes up (before
-    any batch is drawn), so that every rank draws its own chips: Lightning's own launcher
-    (``--devices N``) sets no ``RANK`` variable, and every rank drew rank 0's chips."""
+class Ranks(pl.Callback):
+    """Gives the chip stream and the validation items their process's DDP rank once Lightning has
+    set the processes up (before any batch is drawn): every rank draws its own chips (Lightning's
+    own launcher, ``--devices N``, sets no ``RANK`` variable, and every rank drew rank 0's) and
+    validates its own share of the items (:class:`ItemList`)."""
 
-    def __init__(self, stream: ChipStream) -> None:
-        self.stream = stream
+    def __init__(self, stream: ChipStream, validation: ItemList) -> None:
+        self.stream, self.validation = stream, validation
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.stream.rank = trainer.global_rank
+        self.validation.rank, self.validation.world = trainer.global_rank, trainer.world_size
 
 
 def schedule_steps(resumed: dict, out: Path, max_steps: int) -> int:

@@ -53,14 +53,25 @@ class ChipStream(IterableDataset):
 
 
 class ItemList(Dataset):
-    """Validation items (any size) served one at a time."""
+    """Validation items (any size) served one at a time.
+
+    Under DDP each process serves its share (``rank`` of ``world``, set once the processes are up):
+    items ``rank``, ``rank + world``, ... and, where its share is one short, an item without a
+    valid pixel. Every process so runs as many validation steps, and every item counts once
+    (Lightning's distributed sampler repeats items to even the shares: they counted twice).
+    """
 
     def __init__(self, items: Sequence[dict]) -> None:
         self.items = items
+        self.rank, self.world = 0, 1
 
     def __len__(self) -> int:
-        return len(self.items)
+        return -(-len(self.items) // self.world)
 
     def __getitem__(self, i: int) -> dict:
-        item = self.items[i]
-        return {"image": item["image"], "mask": item["mask"], "valid": item["valid"]}
+        if not 0 <= i < len(self):
+            raise IndexError(f"validation item {i} of {len(self)}")
+        index = self.rank + i * self.world
+        item = self.items[min(index, len(self.items) - 1)]
+        valid = item["valid"] if index < len(self.items) else item["valid"] & False  # counted nowhere
+        return {"image": item["image"], "mask": item["mask"], "valid": valid}
