@@ -93,6 +93,18 @@ def test_an_end_on_a_line_stays_there_when_another_passes_near() -> None:
     assert_edges_end_on_nodes(graph)
 
 
+def test_two_ends_near_a_road_and_each_other_join_the_road() -> None:
+    """Two side roads stopping 0.42 m short of a main road, 0.71 m apart, formed a cluster whose mean
+    point (as far off the road) was never snapped onto it: they joined each other, not the road."""
+    drawn = lines([(0, 0), (100, 100)], [(20, 80), (49.5, 50.1)], [(30, 90), (50.0, 50.6)])
+    graph = road_graph(drawn, snap_m=1.0)
+    assert sorted(d["degree"] for _, d in graph.nodes(data=True)) == [1, 1, 1, 1, 4]
+    assert_edges_end_on_nodes(graph)
+    # two lines that already meet (a bend drawn as two features) stay where they meet, beside a road
+    bend = lines([(0, 0), (100, 0)], [(10, 0.7), (10, 50)], [(10, 0.7), (60, 30)])
+    assert sorted(d["degree"] for _, d in road_graph(bend, snap_m=1.0).nodes(data=True)) == [1, 1, 1, 1]
+
+
 def test_ring_multilines_geographic_crs_and_empty_input() -> None:
     ring = [(0, 0), (50, 0), (50, 50), (0, 50), (0, 0)]
     graph = road_graph(gpd.GeoSeries([MultiLineString([[(X0 + x, Y0 + y) for x, y in ring]])], crs=UTM).to_crs(4326))

@@ -61,6 +61,33 @@ def test_shapefile_leaves_no_staging_folder(tmp_path):
     assert names == ["lines.cpg", "lines.dbf", "lines.prj", "lines.shp", "lines.shx"]
 
 
+def test_an_interrupted_shapefile_overwrite_keeps_the_old_one_whole(tmp_path, monkeypatch):
+    """Overwriting a Shapefile removed the old sidecars first: Ctrl-C (or an I/O error) among the
+    moves left the old .shp without its .dbf. The old parts go back, and a stale .qix goes only
+    once the new set is in place."""
+    import geoccseg.io.vector_write as vector_write
+
+    out = write_vectors({"road": lines_of("road", 2)}, tmp_path / "lines.shp")
+    (tmp_path / "lines.qix").write_bytes(b"an old spatial index")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_move = vector_write.move_into_place
+
+    def interrupted(part, dest, overwrite=False):
+        if Path(dest).suffix == ".prj":  # after .cpg and .dbf are in place
+            raise KeyboardInterrupt
+        real_move(part, dest, overwrite)
+
+    monkeypatch.setattr(vector_write, "move_into_place", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_vectors({"road": lines_of("road", 5)}, out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert len(gpd.read_file(out)) == 2
+    monkeypatch.setattr(vector_write, "move_into_place", real_move)
+    write_vectors({"road": lines_of("road", 5)}, out, overwrite=True)
+    assert len(gpd.read_file(out)) == 5 and not (tmp_path / "lines.qix").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lines.cpg", "lines.dbf", "lines.prj", "lines.shp", "lines.shx"]
+
+
 @pytest.mark.parametrize("name", ["empty.gpkg", "empty.fgb"])
 def test_empty_result_is_a_valid_empty_line_layer(tmp_path, name):
     out = write_vectors({"road": empty_lines()}, tmp_path / name)

@@ -23,6 +23,7 @@ Each format is written as the widest range of GIS software reads it:
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -196,8 +197,11 @@ def _write(frame: gpd.GeoDataFrame, path: Path, layer: str, driver: str, **optio
 def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> None:
     """Write a Shapefile and its sidecars in a work folder, then move them all into place.
 
-    With ``overwrite`` the sidecars of the old Shapefile are removed (an old ``.qix`` index would
-    not match the new file); without it none may exist. A folder in place of any part is refused.
+    With ``overwrite`` the parts of the old Shapefile are replaced one by one, the ``.shp`` last;
+    the old parts the new file has not (an old ``.qix`` index would not match it) are removed only
+    once the new set is in place, and a failure on the way puts the old parts back (they were
+    removed first: an interrupted overwrite left the old ``.shp`` without its ``.dbf``). Without
+    ``overwrite`` no part may exist. A folder in place of any part is refused.
     """
     for ext in _SHAPEFILE_PARTS:
         check_writable(path.with_suffix(ext), overwrite, example=f"roads{ext}")
@@ -205,18 +209,34 @@ def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> No
     frame = frame.rename(columns=shapefile_fields([c for c in frame.columns if c != frame.geometry.name]))
     moved: list[Path] = []
     with scratch_dir(path) as staging:
+        kept = staging / "replaced"  # the old parts, until the new set is in place
+        kept.mkdir()
         try:
             _write(frame, staging / path.name, path.stem, "ESRI Shapefile")
             with atomic_path(path, overwrite) as tmp:
                 for old in taken:
-                    old.unlink(missing_ok=True)
+                    _keep(old, kept / old.name)
                 for part in sorted(staging.iterdir()):
-                    if part.name != path.name:
+                    if part.is_file() and part.name != path.name:
                         dest = path.with_suffix(part.suffix)
                         move_into_place(part, dest, overwrite)
                         moved.append(dest)
                 os.replace(staging / path.name, tmp)
         except BaseException:
             for dest in moved:
-                dest.unlink(missing_ok=True)
+                if (kept / dest.name).is_file():
+                    os.replace(kept / dest.name, dest)
+                else:
+                    dest.unlink(missing_ok=True)
             raise
+        for old in taken:
+            if old not in moved:
+                old.unlink(missing_ok=True)
+
+
+def _keep(part: Path, copy: Path) -> None:
+    """A second name (a hard link, else a copy) for a part of the old Shapefile, to put it back."""
+    try:
+        os.link(part, copy)
+    except OSError:
+        shutil.copy2(part, copy)

@@ -288,35 +288,37 @@ def _snap_ends(geoms: np.ndarray, snap_m: float) -> np.ndarray:
         coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_ends, n_ends)), directed=False
     )
     size = np.bincount(cluster)
-    target = ends.copy()
-    grouped = size[cluster] > 1
-    if grouped.any():
-        mean = np.stack([np.bincount(cluster, ends[:, i]) / size for i in range(2)], axis=1)
-        target[grouped] = mean[cluster[grouped]]
+    mean = np.stack([np.bincount(cluster, ends[:, i]) / size for i in range(2)], axis=1)
+    target = mean[cluster]  # each end to its cluster's mean point (itself when alone)
 
-    # Ends alone in their cluster: onto the nearest other line within snap_m.
+    # Each cluster's point onto the nearest line within snap_m that none of its ends belongs to: a
+    # lone end onto the road it stops short of, and two side roads ending near a road together (their
+    # mean point, generally off it) onto that road too; ends that already meet stay.
+    members = [[] for _ in range(len(size))]
+    for e, c in enumerate(cluster):
+        members[c].append(e)
     tree = shapely.STRtree(geoms)
-    lone = np.flatnonzero(~grouped)
+    points = shapely.points(mean)
+    hit_cluster, hit_line = tree.query(points, predicate="dwithin", distance=snap_m)
+    own = np.array([any(e // 2 == line for e in members[c]) for c, line in zip(hit_cluster, hit_line)], dtype=bool)
+    meet = np.array([len(m) > 1 and np.ptp(ends[m], axis=0).max() == 0 for m in members], dtype=bool)
+    keep = ~own & ~meet[hit_cluster]  # ends that already meet (a bend drawn as two lines) stay where they meet
+    hit_cluster, hit_line = hit_cluster[keep], hit_line[keep]
+    dist = shapely.distance(points[hit_cluster], geoms[hit_line])
     inserts: dict[int, list[tuple[float, np.ndarray]]] = {}
-    if len(lone):
-        points = shapely.points(ends[lone])
-        hit_end, hit_line = tree.query(points, predicate="dwithin", distance=snap_m)
-        other = hit_line != lone[hit_end] // 2
-        hit_end, hit_line = hit_end[other], hit_line[other]
-        dist = shapely.distance(points[hit_end], geoms[hit_line])
-        handled = np.zeros(n_ends, dtype=bool)
-        for k in np.lexsort((hit_line, dist, hit_end)):  # each end's nearest line first
-            e = lone[hit_end[k]]
-            if handled[e]:
-                continue
-            handled[e] = True
-            if dist[k] == 0:
-                continue  # touching its nearest line already (noding splits there): not pulled onto a farther one
-            line = geoms[hit_line[k]]
-            along = shapely.line_locate_point(line, points[hit_end[k]])
-            point = shapely.get_coordinates(shapely.line_interpolate_point(line, along))[0]
-            target[e] = point
-            inserts.setdefault(int(hit_line[k]), []).append((float(along), point))
+    handled = np.zeros(len(size), dtype=bool)
+    for k in np.lexsort((hit_line, dist, hit_cluster)):  # each cluster's nearest line first
+        c = hit_cluster[k]
+        if handled[c]:
+            continue
+        handled[c] = True
+        if dist[k] == 0:
+            continue  # on its nearest line already (noding splits there): not pulled onto a farther one
+        line = geoms[hit_line[k]]
+        along = shapely.line_locate_point(line, points[c])
+        point = shapely.get_coordinates(shapely.line_interpolate_point(line, along))[0]
+        target[members[c]] = point
+        inserts.setdefault(int(hit_line[k]), []).append((float(along), point))
 
     out = []
     for i, c in enumerate(coords):
