@@ -22,13 +22,13 @@ from shapely.geometry import box
 
 from geoccseg.cli import cli
 from geoccseg.data.chips import RandomQueries, accept_labeled, accept_unlabeled, query_box, region_mask
-from geoccseg.data.photos import PhotoTrainingData, read_mask
+from geoccseg.data.photos import PhotoTrainingData, read_mask, read_photo
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import evaluate
 from geoccseg.evaluate.files import read_raster
 from geoccseg.io.labels import RasterLabels, VectorLabels
-from geoccseg.io.normalize import compute_stats
+from geoccseg.io.normalize import compute_stats, stats_from_uint8
 from geoccseg.io.scene import open_scene
 from geoccseg.label_values import IGNORE_INDEX
 
@@ -277,6 +277,32 @@ def test_photo_statistics_do_not_depend_on_the_folders_paths(data_dir, tmp_path)
     there = PhotoTrainingData(tmp_path / "z_images", tmp_path / "z_masks", unlabeled_dirs=[tmp_path / "a_unlabeled"],
                               labeled_fraction=0.1, tile_px=64)
     assert here.labeled_names == there.labeled_names and here.norm == there.norm
+
+
+def test_the_transparent_part_of_a_training_photo_is_nodata(data_dir, tmp_path):
+    """Training read a cut-out photo's transparent part as its stored colours (black) and trained
+    on its labels there, while prediction reads it as nodata: the chips now hold it as a scene's
+    nodata (0, invalid, unlabeled), and the statistics leave it out, at the photo's own pixel size
+    and resampled to another."""
+    photo = read_photo(data_dir / "cfd" / "images" / "001.jpg")[:, :128, :128]
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    rgba = np.concatenate([photo, np.full((1, 128, 128), 255, np.uint8)])
+    rgba[:, :, :48] = 0  # the left 48 columns: transparent black
+    Image.fromarray(np.moveaxis(rgba, 0, -1), "RGBA").save(tmp_path / "images" / "cut.png")
+    mask = np.zeros((128, 128), np.uint8)
+    mask[60:68, :] = 255  # a crack across, also under the transparent part
+    Image.fromarray(mask).save(tmp_path / "masks" / "cut.png")
+    data = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=128)
+    chip = data.labeled_chip(torch.Generator().manual_seed(0))
+    assert not chip["valid"][:, :48].any() and chip["valid"][:, 48:].all()
+    assert (chip["image"][:, :, :48] == 0).all() and (chip["mask"][:, :48] == IGNORE_INDEX).all()
+    assert (chip["mask"][60:68, 48:] == 1).all() and (chip["mask"][:60, 48:] == 0).all()
+    assert data.norm == stats_from_uint8([(photo[:, :, 48:], None)])  # its opaque part alone
+    zoomed = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=64,
+                               pixel_size_m=0.002, source_pixel_sizes_m=[0.001])  # resampled to half size
+    valid = zoomed.labeled_chip(torch.Generator().manual_seed(0))["valid"]
+    assert not valid[:, :24].any() and valid[:, 24:].all()
 
 
 def test_pan_raster_and_vector_labels_agree(vegas):
@@ -658,8 +684,7 @@ def test_photo_statistics_read_one_photo_at_a_time(data_dir):
     photo at a time, with the same result."""
     import weakref
 
-    from geoccseg.data.photos import read_photo
-    from geoccseg.io.normalize import stats_from_arrays, stats_from_uint8
+    from geoccseg.io.normalize import stats_from_arrays
 
     photos = sorted((data_dir / "cfd" / "images").iterdir())[:6]
     alive = []
@@ -669,7 +694,7 @@ def test_photo_statistics_read_one_photo_at_a_time(data_dir):
             image = read_photo(path)
             alive.append(weakref.ref(image))
             assert all(ref() is None for ref in alive[:-2]), "earlier photos are still held"
-            yield image
+            yield image, None
 
     assert stats_from_uint8(read()) == stats_from_arrays([read_photo(p) for p in photos])
     with pytest.raises(GeoccsegError, match="no image"):

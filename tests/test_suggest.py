@@ -382,6 +382,29 @@ def test_photo_sums_stream_chip_rows_and_equal_one_whole_blend(near_px: int, dat
     np.testing.assert_allclose(streamed, whole, rtol=1e-5, atol=1e-3)
 
 
+def test_the_transparent_part_of_a_photo_is_not_scored(data_dir) -> None:
+    """suggest read a cut-out photo's transparent part as its stored colours: its black area and
+    edge counted in the photo's terms. They are left out now, as prediction leaves them out."""
+    from geoccseg.data.photos import read_photo
+    from geoccseg.inference.confidence import ConfidenceThresholds
+    from geoccseg.suggest.photos import photo_sums
+    from geoccseg.suggest.terms import TermParams, scoring_engine
+
+    bundle = load_bundle(resolve_model("crack"))
+    image = read_photo(data_dir / "cfd" / "images" / "004.jpg")[:, :160, :160]
+    valid = np.ones((160, 160), bool)
+    valid[:, :64] = False
+    cut = image.copy()
+    cut[:, ~valid] = 0  # stored black where transparent
+    thresholds, params = ConfidenceThresholds.from_meta(bundle.meta), TermParams(0.1, 8)
+    engine = scoring_engine("torch", bundle.model, "cpu", bundle.meta)
+    sums = {name: photo_sums(bundle, pixels, thresholds, params, engine=engine, tile_px=64, overlap_px=16, batch_size=8, valid=v)
+            for name, pixels, v in (("cut", cut, valid), ("image", image, valid), ("black", cut, None))}
+    assert sums["cut"][0] == valid.sum() and sums["black"][0] == valid.size
+    np.testing.assert_allclose(sums["cut"], sums["image"], rtol=1e-5, atol=1e-3)  # what is stored there plays no part
+    assert not np.allclose(sums["cut"][1:], sums["black"][1:] * valid.sum() / valid.size, rtol=1e-2)
+
+
 def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeypatch):
     from geoccseg.inference.engine import clear_sessions
 

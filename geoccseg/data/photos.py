@@ -258,12 +258,25 @@ def read_mask(path: Path, num_classes: int = 2) -> np.ndarray:
 
 
 def _tensors(item: dict, norm: NormStats) -> dict:
-    """An image (file units) normalised and its mask as tensors, every pixel valid."""
+    """An image (file units) normalised and its mask as tensors; pixels outside the item's ``valid``
+    (a photo's transparent part; every pixel without it) are 0 and unlabeled, as a scene's nodata."""
     image = torch.from_numpy(norm.apply(item["image"]))
-    out = {"image": image, "valid": torch.ones(image.shape[1:], dtype=torch.bool)}
+    valid = torch.from_numpy(np.ascontiguousarray(item["valid"])) if item.get("valid") is not None \
+        else torch.ones(image.shape[1:], dtype=torch.bool)
+    image[:, ~valid] = 0.0
+    out = {"image": image, "valid": valid}
     if "mask" in item:
-        out["mask"] = torch.from_numpy(item["mask"].astype(np.int64))
+        mask = torch.from_numpy(item["mask"].astype(np.int64))
+        mask[~valid] = IGNORE_INDEX
+        out["mask"] = mask
     return out
+
+
+def _nearest(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A mask or valid plane (H, W) resampled to ``size`` by nearest, centre-aligned as the image's
+    bilinear resampling (PyTorch's legacy nearest sampled up to 1.7 source px off at 0.3 m -> 1 m)."""
+    out = F.interpolate(torch.from_numpy(plane.astype(np.uint8))[None, None].float(), size=size, mode="nearest-exact")[0, 0]
+    return out.numpy().astype(plane.dtype)
 
 
 def split_labeled(names: list[str], labeled_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -404,7 +417,7 @@ class PhotoTrainingData(TrainingData):
             sample = sorted([p for p, _ in self.labeled_pairs] + self.unlabeled_paths, key=lambda p: (Path(p).name, str(p)))
             rng = np.random.default_rng(seed)
             pick = rng.choice(len(sample), size=min(64, len(sample)), replace=False)
-            norm = stats_from_uint8(read_photo(sample[i], bands=self.num_bands) for i in sorted(pick))  # one photo in memory at a time
+            norm = stats_from_uint8(read_photo_valid(sample[i], bands=self.num_bands) for i in sorted(pick))  # one photo in memory at a time
         self.norm = norm
 
     def _count_labels(self, masks: str | os.PathLike) -> np.ndarray:
@@ -434,18 +447,18 @@ class PhotoTrainingData(TrainingData):
     def _load(self, image_path: Path, mask_path: Path | None) -> tuple[dict, NormStats]:
         """A photo as read (file units; resampled to the training pixel size when its source has
         another), its mask, and the statistics that normalise it: callers cut a chip first and
-        normalise the chip alone (a chip of 256 px is a third of a DeepCrack photo)."""
-        image = read_photo(image_path, bands=self.num_bands)
-        norm = self.norm.for_image(image)
+        normalise the chip alone (a chip of 256 px is a third of a DeepCrack photo). A photo's
+        transparent part is held as ``valid`` (:func:`read_photo_valid`): nodata, as prediction reads it."""
+        image, valid = read_photo_valid(image_path, bands=self.num_bands)
+        norm = self.norm.for_image(image, valid)
         mask = read_mask(mask_path, len(self.classes) + 1) if mask_path is not None else None
         zoom = self._zoom.get(image_path, 1.0)
         if zoom != 1.0:  # a source of another pixel size: resample to the training pixel size
             size = (max(1, round(image.shape[1] * zoom)), max(1, round(image.shape[2] * zoom)))
             image = F.interpolate(torch.from_numpy(image.astype(np.float32))[None], size=size, mode="bilinear", antialias=zoom < 1,
                                   align_corners=False)[0].numpy()
-            if mask is not None:
-                mask = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=size, mode="nearest-exact")[0, 0].numpy().astype(np.uint8)  # centre-aligned, as the image
-        item = {"image": image, **({"mask": mask} if mask is not None else {})}
+            mask, valid = (None if a is None else _nearest(a, size) for a in (mask, valid))
+        item = {"image": image, "valid": valid, **({"mask": mask} if mask is not None else {})}
         return item, norm
 
     def _item(self, image_path: Path, mask_path: Path | None) -> dict:
@@ -461,7 +474,7 @@ class PhotoTrainingData(TrainingData):
         _, h, w = item["image"].shape
         top = int(torch.randint(max(h, t) - t + 1, (1,), generator=generator))
         left = int(torch.randint(max(w, t) - t + 1, (1,), generator=generator))
-        chip = _tensors({k: v[..., top:top + t, left:left + t] for k, v in item.items()}, norm)
+        chip = _tensors({k: None if v is None else v[..., top:top + t, left:left + t] for k, v in item.items()}, norm)
         pad_h, pad_w = t - chip["image"].shape[1], t - chip["image"].shape[2]
         if pad_h or pad_w:
             chip = {

@@ -77,7 +77,7 @@ def predict_array(
     grid = ChipGrid.create(height, width, tile_px, overlap_px, block_px=max(height, width, tile_px))
     chips = [(r, c, *grid.chip_shape(r, c)) for block in grid.blocks() for r, c in block.chips]
     weighted, weight = blend_chips(
-        built, bundle.meta.norm.for_image(image), image, valid, chips,
+        built, bundle.meta.norm.for_image(image, valid), image, valid, chips,
         blend_window(tile_px, overlap_px), batch_size, len(bundle.meta.classes),
     )
     foreground = np.divide(weighted, weight, out=np.full_like(weighted, np.nan), where=weight > 0)

@@ -142,7 +142,7 @@ def predict_photo(
     """
     if isinstance(engine, str):
         engine = ready_engine(engine, device, bundle.model, bundle.meta, precision)
-    norm = bundle.meta.norm.for_image(image)  # the bundle's statistics, or the photo's own (per-image models)
+    norm = bundle.meta.norm.for_image(image, valid)  # the bundle's statistics, or the photo's own (per-image models)
     out = np.empty((len(bundle.meta.classes), *image.shape[1:]), dtype=np.uint8)
     for top, prob in blended_rows(engine, norm, image, len(bundle.meta.classes), valid=valid, tile_px=tile_px,
                                   overlap_px=overlap_px, batch_size=batch_size):

@@ -300,7 +300,7 @@ class RasterLabels:
                 raise GeoccsegError(f"label raster {self.path.name} holds value {top} around "
                                     f"{tuple(round(v, 2) for v in bounds)}, not a class index 0..{len(self.classes)} "
                                     f"({', '.join(self.classes)}); fix the raster or give --classes for each value")
-            out = data.astype(np.uint8)
+            out = np.where(valid, data, 0).astype(np.uint8)  # NaN (no label) cast to uint8 warned
         out[~valid] = IGNORE_INDEX
         return out
 

@@ -71,12 +71,12 @@ class NormStats:
         span = np.asarray(self.high, dtype=np.float32)[:, None, None] - low
         return np.clip((image.astype(np.float32) - low) / span - 0.5, -1.5, 1.5)
 
-    def for_image(self, image: np.ndarray) -> NormStats:
+    def for_image(self, image: np.ndarray, valid: np.ndarray | None = None) -> NormStats:
         """The statistics to apply to a whole in-memory image (C, H, W) in file units: these, or with
-        ``per_image`` the image's own percentiles."""
-        if not self.per_image:
+        ``per_image`` the image's own percentiles over its ``valid`` pixels ((H, W) bool; None: all)."""
+        if not self.per_image or (valid is not None and not valid.any()):  # nothing of it is predicted
             return self
-        return stats_from_arrays([image], self.percentiles)
+        return stats_from_arrays([image], self.percentiles, None if valid is None else [valid])
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -189,34 +189,42 @@ def compute_stats(
         return _float_stats(_summed(parts).compute(), lo, hi, percentiles)
 
 
-def stats_from_uint8(images: Iterable[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
-    """Exact percentile statistics of uint8 images (C, H, W) given one at a time (a generator of
-    photos read from disk: one photo in memory at once, not the whole sample).
+def stats_from_uint8(images: Iterable[tuple[np.ndarray, np.ndarray | None]],
+                     percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
+    """Exact percentile statistics of uint8 images given one at a time (a generator of photos read
+    from disk: one photo in memory at once, not the whole sample).
+
+    Args:
+        images: ``(image, valid)`` pairs: (C, H, W) uint8 and the (H, W) bool valid pixels, None
+            where every pixel is (:func:`geoccseg.data.photos.read_photo_valid`).
 
     Raises:
-        GeoccsegError: no image.
+        GeoccsegError: no image, or no valid pixel.
     """
     total = None
-    for image in images:
-        hist = _integer_hist(image, np.ones(image.shape[1:], bool), 256)
+    for image, valid in images:
+        hist = _integer_hist(image, np.ones(image.shape[1:], bool) if valid is None else valid, 256)
         total = hist if total is None else total + hist
     if total is None:
         raise GeoccsegError("no image to compute normalisation statistics from")
     return _integer_stats(total, 256, percentiles)
 
 
-def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
+def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0),
+                      valids: list[np.ndarray | None] | None = None) -> NormStats:
     """Percentile statistics over in-memory images (C, H, W), e.g. a photo folder or one photo: exact
     for uint8 / uint16 (one bin per value); for any other dtype a :data:`FLOAT_BINS` histogram between
     each band's finite minimum and maximum over the pixels finite in every band, as
-    :func:`compute_stats` does for float scenes."""
+    :func:`compute_stats` does for float scenes. ``valids``: each image's (H, W) bool valid pixels
+    (None: every pixel)."""
+    valids = [np.ones(i.shape[1:], bool) if v is None else v for i, v in zip(images, valids or [None] * len(images))]
     if all(i.dtype == np.uint8 for i in images):
-        return stats_from_uint8(images, percentiles)
+        return stats_from_uint8(zip(images, valids), percentiles)
     if all(i.dtype in (np.uint8, np.uint16) for i in images):
-        return _integer_stats(sum(_integer_hist(i, np.ones(i.shape[1:], bool), 65536) for i in images), 65536, percentiles)
+        return _integer_stats(sum(_integer_hist(i, v, 65536) for i, v in zip(images, valids)), 65536, percentiles)
     else:
         images = [i.astype(np.float64) for i in images]
-        valid = [np.isfinite(i).all(axis=0) for i in images]
+        valid = [np.isfinite(i).all(axis=0) & v for i, v in zip(images, valids)]
         lo = np.min([[b[v].min() if v.any() else np.inf for b in i] for i, v in zip(images, valid)], axis=0)
         hi = np.max([[b[v].max() if v.any() else -np.inf for b in i] for i, v in zip(images, valid)], axis=0)
         if not np.isfinite(lo).all():

@@ -1,8 +1,9 @@
 """Which photos to label next: whole photos ranked by what their labels would teach.
 
 :func:`suggest_photos` is what ``geoccseg suggest FOLDER --model crack -n N -o list.csv`` calls.
-Each photo is read (:func:`geoccseg.data.photos.read_photo`), predicted and scored with the chip
-grid, blending and forward path of prediction and the per-pixel terms of scenes
+Each photo is read (:func:`geoccseg.data.photos.read_photo_valid`: its transparent part is not
+scored), predicted and scored with the chip grid, blending and forward path of prediction and the
+per-pixel terms of scenes
 (:mod:`geoccseg.suggest.terms`), one photo at a time, and reduced to one candidate: its
 ``low_confidence``, ``disagreement`` and ``density`` means and mean embedding. Photos that have a
 mask in ``labels`` (a folder of masks named like the photos) are the labeled reference of the
@@ -65,8 +66,8 @@ class PhotoSuggestResult:
 
 
 def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThresholds, params: TermParams, *,
-               engine: Engine, tile_px: int, overlap_px: int, batch_size: int) -> np.ndarray:
-    """Sums of the per-pixel terms over one whole photo (every pixel valid).
+               engine: Engine, tile_px: int, overlap_px: int, batch_size: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """Sums of the per-pixel terms over the valid pixels of one whole photo.
 
     The photo is predicted one chip row at a time, as :func:`geoccseg.inference.photos.predict_photo`
     does (:func:`~geoccseg.inference.photos.blended_rows`), and the terms of a pixel are summed
@@ -83,6 +84,7 @@ def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThreshol
         overlap_px: overlap of neighbouring chips in pixels.
         engine: the scoring engine of the bundle's model (:func:`~geoccseg.suggest.terms.scoring_engine`).
         batch_size: chips per forward pass.
+        valid: (H, W) bool, False where the photo is transparent (not scored); None: every pixel.
 
     Returns:
         float64 (len(FEATURES) + EMBED_DIMS,).
@@ -91,14 +93,15 @@ def photo_sums(bundle: Bundle, image: np.ndarray, thresholds: ConfidenceThreshol
     n_classes = len(bundle.meta.classes)
     values, values_top = np.zeros((n_channels(n_classes), 0, width), np.float32), 0  # blended rows from values_top on
     summed_to, total = 0, np.zeros(len(FEATURES) + EMBED_DIMS)
-    for top, rows in blended_rows(engine, bundle.meta.norm.for_image(image), image, n_channels(n_classes), tile_px=tile_px,
-                                  overlap_px=overlap_px, batch_size=batch_size):
+    weight = np.ones((height, width), np.float32) if valid is None else valid.astype(np.float32)
+    for top, rows in blended_rows(engine, bundle.meta.norm.for_image(image, valid), image, n_channels(n_classes), valid=valid,
+                                  tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size):
         values = np.concatenate([values, rows], axis=1)
         last = top + rows.shape[1] == height
         sum_to = height if last else top + rows.shape[1] - params.near_px  # rows whose neighbourhood is final
         if sum_to > summed_to:
             window = slice(summed_to - values_top, sum_to - values_top)
-            total += cell_features(values, np.ones(values.shape[1:], np.float32), n_classes, thresholds, params,
+            total += cell_features(values, weight[values_top:values_top + values.shape[1]], n_classes, thresholds, params,
                                    cell_px=(sum_to - summed_to, width), window=(window, slice(None)))[:, 0, 0]
             summed_to = sum_to
             keep_from = max(0, summed_to - params.near_px)  # the neighbourhood of the next rows to sum
@@ -142,7 +145,7 @@ def suggest_photos(
             is an input, a missing model, no photo, an unreadable photo, a photo whose bands do not
             match the model, all photos labeled.
     """
-    from geoccseg.data.photos import find_photos, list_images, read_photo  # torchgeo is slow to import
+    from geoccseg.data.photos import find_photos, list_images, read_photo_valid  # torchgeo is slow to import
 
     start = time.perf_counter()
     options, params = options or PredictOptions(), params or SuggestParams()
@@ -174,8 +177,8 @@ def suggest_photos(
     engine = scoring_engine(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx)
     sums = []
     for path in tqdm(files, unit="photo", desc="score", disable=not progress):
-        image = read_photo(path, bands=bands)
-        sums.append(photo_sums(bundle, image, thresholds, terms, engine=engine, tile_px=tile_px,
+        image, valid = read_photo_valid(path, bands=bands)
+        sums.append(photo_sums(bundle, image, thresholds, terms, engine=engine, tile_px=tile_px, valid=valid,
                                overlap_px=min(options.overlap_px, tile_px - 1), batch_size=options.batch_for(tile_px)))
     sums = np.stack(sums)
     n_valid = np.maximum(sums[:, :1], 1.0)
