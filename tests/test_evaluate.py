@@ -30,6 +30,7 @@ from geoccseg.evaluate import (
     score_arrays,
     skeleton_counts,
 )
+from geoccseg.evaluate import files
 from geoccseg.evaluate.files import match_files, prediction_scores, read_raster, truth_masks
 
 
@@ -333,7 +334,7 @@ def test_class_map_evaluation(tmp_path: Path) -> None:
     assert result.classes[0].completeness is None  # PNG: no geometry
 
 
-def test_truth_with_255_for_unlabeled_is_scored_where_labeled(tmp_path: Path) -> None:
+def test_truth_with_255_for_unlabeled_is_scored_where_labeled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 0/1 truth with 255 for "no label" trains as such (io.labels) but was refused here as a
     class map; with --classes 1 its unlabeled pixels were background: a prediction there was a
     false positive. They are now scored nowhere."""
@@ -352,8 +353,13 @@ def test_truth_with_255_for_unlabeled_is_scored_where_labeled(tmp_path: Path) ->
     for name, values in {"a": truth, "b": np.where(truth == 1, 0, truth), "c": np.full_like(truth, 255)}.items():
         _write_tif(tmp_path / "t" / f"{name}.tif", values)
         _write_tif(tmp_path / "p" / f"{name}.tif", pred)
+    reads: list[str] = []
+    monkeypatch.setattr(files, "read_raster", lambda path: reads.append(Path(path).name) or read_raster(path))
     folder = evaluate(tmp_path / "p", tmp_path / "t", tolerance_px=0).classes[0]
     assert folder.precision == pytest.approx(20 / 40) and folder.recall == 1.0
+    # every TRUTH tile was read twice (a scan of the folder, then scoring); only those that
+    # cannot say how 255 reads are now, once to see it and once scored
+    assert sorted(reads) == ["a.tif", "b.tif", "b.tif", "c.tif", "c.tif"]
     assert evaluate(tmp_path / "p", tmp_path / "t", tolerance_px=0).n_images == 2
     _write_tif(tmp_path / "nodata.tif", np.full_like(truth, 255), nodata=255)
     with pytest.raises(GeoccsegError, match=r"nothing to score: no pixel is valid in both PRED and TRUTH \(nodata"):

@@ -17,9 +17,9 @@ Class-map evaluation (``classes=[k, ...]``): value ``k`` of PRED and TRUTH is cl
 holding only 0 and 255 counts as a binary mask (255 is class 1).
 
 A TRUTH class map holding 255 besides classes 1..127 (and nothing from 128 to 254) marks unlabeled
-pixels with it, as training reads such labels: they are scored nowhere (:func:`read_truth`). In a
-folder where some TRUTH tile holds 255 so, a tile holding only 0 and 255 reads as its neighbours do
-(:func:`truths_mark_unlabeled_255`).
+pixels with it, as training reads such labels: they are scored nowhere. In a folder where some
+TRUTH tile holds 255 so, a tile holding only 0 and 255 reads as its neighbours do
+(:class:`TruthReader`).
 
 Vectors (.gpkg, .geojson or .json, .fgb, .shp) hold (multi)line strings with a CRS. They are burnt onto the
 grid of the raster they are compared with: buffered by a line width in metres (flat ends, through
@@ -286,29 +286,36 @@ def _sample(values: np.ndarray) -> str:
     return ", ".join(str(v) for v in np.unique(values)[:6].tolist())
 
 
-def read_truth(path: str | os.PathLike, unlabeled_255: bool | None = None) -> Raster:
-    """Read a TRUTH raster (:func:`read_raster`); in a class-index raster whose 255 marks unlabeled
+class TruthReader:
+    """Reads TRUTH rasters (:func:`read_raster`); in a class-index raster whose 255 marks unlabeled
     pixels (0/1/255, :func:`geoccseg.io.labels.unlabeled_is_255`, as training reads it) those
     pixels are not scored.
 
-    Args:
-        unlabeled_255: whether 255 marks unlabeled pixels, decided over a whole folder
-            (:func:`truths_mark_unlabeled_255`: a tile holding only 0 and 255 cannot say); None:
-            decided from this raster alone.
+    A tile holding only 0 and 255 cannot say which it is: a 0/255 mask, or a tile of such a folder
+    without road. Reading the tiles of a folder (``folder``), :meth:`read` returns None for such
+    a tile until :meth:`finish` is called, once every other tile has been read: they are read as
+    the folder's other tiles show (255 unlabeled if one of them holds 255 beside classes 1..127).
+    Every other tile is read, and scored, once.
     """
-    raster = read_raster(path)
-    if unlabeled_255 is None:
-        unlabeled_255 = unlabeled_is_255(_held(raster))
-    if unlabeled_255 and not raster.lossy and np.issubdtype(raster.values.dtype, np.integer):
-        raster.valid = raster.valid & (raster.values != 255)
-    return raster
 
+    def __init__(self, folder: bool) -> None:
+        self.folder, self.finished, self.seen = folder, False, False
 
-def truths_mark_unlabeled_255(paths: Sequence[Path]) -> bool:
-    """Whether a folder's TRUTH rasters mark unlabeled pixels with 255: some tile holds 255 beside
-    classes 1..127 (a tile of such a folder without road holds only 0 and 255, like a 0/255 mask).
-    A folder of 0/1 and 0/255 masks shows no such tile and is read tile by tile."""
-    return any(unlabeled_is_255(_held(read_raster(path))) for path in paths if not is_vector(path))
+    def read(self, path: str | os.PathLike) -> Raster | None:
+        """The TRUTH raster at ``path``, its unlabeled pixels invalid; None: wait for :meth:`finish`."""
+        raster = read_raster(path)
+        held = _held(raster)
+        if unlabeled_is_255(held):
+            self.seen = True
+        elif held[255] and not held[1:255].any() and self.folder and not self.finished:
+            return None
+        if held[255] and (unlabeled_is_255(held) or (self.finished and self.seen and not held[1:255].any())):
+            raster.valid = raster.valid & (raster.values != 255)
+        return raster
+
+    def finish(self) -> None:
+        """Every tile but those :meth:`read` left has been read: read those as the folder shows."""
+        self.finished = True
 
 
 def _held(raster: Raster) -> np.ndarray:

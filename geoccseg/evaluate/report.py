@@ -45,8 +45,7 @@ from geoccseg.evaluate.files import (
     prediction_scores,
     read_lines,
     read_raster,
-    read_truth,
-    truths_mark_unlabeled_255,
+    TruthReader,
     truth_masks,
 )
 from geoccseg.evaluate.pixel import PixelScorer
@@ -247,9 +246,13 @@ def evaluate(
     pairs = match_files(pred, truth)
     area = _Area(str(aoi), read_polygons(aoi)) if aoi is not None else None  # read once for every pair
     totals = {k: _ClassTotals(threshold, tolerance_px) for k in (classes or [1])}
-    unlabeled_255 = truths_mark_unlabeled_255([t for _, t in pairs]) if len(pairs) > 1 else None
-    scored = sum(_score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs,
-                             area, unlabeled_255) for pred_path, truth_path in pairs)
+    truths = TruthReader(folder=len(pairs) > 1)
+    results = [_score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs,
+                           area, truths) for pred_path, truth_path in pairs]
+    truths.finish()  # the tiles holding only 0 and 255, read as the folder's others show
+    results += [_score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs,
+                            area, truths) for (pred_path, truth_path), result in zip(pairs, results) if result is None]
+    scored = sum(bool(result) for result in results)
     if scored == 0 and area is not None:
         raise GeoccsegError(f"nothing to score inside AOI {aoi}: it overlaps "
                             + (f"none of the {len(pairs)} images" if len(pairs) > 1 else f"no pixel of {pairs[0][0]}")
@@ -293,15 +296,17 @@ def _score_pair(
     line_width_m: float,
     graphs: _GraphSettings | None = None,
     area: _Area | None = None,
-    unlabeled_255: bool | None = None,
-) -> bool:
+    truths: TruthReader | None = None,
+) -> bool | None:
     """Add one (PRED, TRUTH) pair to ``totals``; with ``area``, only inside its polygons.
-    ``unlabeled_255``: see :func:`~geoccseg.evaluate.files.read_truth`.
+    ``truths``: reads TRUTH rasters (a pair alone: ``TruthReader(folder=False)``).
 
     Returns:
         Whether the pair was scored: not when it has no pixel to score (all nodata or unlabeled,
-        or a tile of a folder beside the AOI).
+        or a tile of a folder beside the AOI); None: ``truths`` waits for the folder's other
+        tiles before it reads this TRUTH (:meth:`TruthReader.read`), nothing was added.
     """
+    truths = truths or TruthReader(folder=False)
     pred_vector, truth_vector = is_vector(pred_path), is_vector(truth_path)
     if (pred_vector or truth_vector) and classes not in (None, [1]):
         raise GeoccsegError(f"vector lines ({pred_path if pred_vector else truth_path}) are one class; score them without --classes")
@@ -310,7 +315,7 @@ def _score_pair(
         if area is not None:
             inside = area.in_crs(truth_lines.crs)
             pred_lines, truth_lines = clipped(pred_lines.to_crs(truth_lines.crs), inside), clipped(truth_lines, inside)
-            if pred_lines.length.sum() == 0 and truth_lines.length.sum() == 0:
+            if not (shapely.length(pred_lines.geometry.values).any() or shapely.length(truth_lines.geometry.values).any()):  # any CRS, no warning
                 return False
         totals[1].add_lines(line_counts(pred_lines, truth_lines, buffer_m))
         if graphs is not None:
@@ -322,21 +327,26 @@ def _score_pair(
     if truth_vector:
         grid = read_raster(pred_path)
         scores = prediction_scores(grid, classes)
-        truths = {1: burn_lines(truth_path, grid, line_width_m, "TRUTH")}
+        truth = {1: burn_lines(truth_path, grid, line_width_m, "TRUTH")}
         thin_truth = burn_lines(truth_path, grid, None, "TRUTH")
         valid = grid.valid
     elif pred_vector:
-        grid = read_truth(truth_path, unlabeled_255)
-        truths = truth_masks(grid, classes)
+        grid = truths.read(truth_path)
+        if grid is None:
+            return None
+        truth = truth_masks(grid, classes)
         scores = {1: burn_lines(pred_path, grid, line_width_m, "PRED")}
         thin_pred = burn_lines(pred_path, grid, None, "PRED")
         valid = grid.valid
     else:
-        pred_raster, truth_raster = read_raster(pred_path), read_truth(truth_path, unlabeled_255)
+        truth_raster = truths.read(truth_path)
+        if truth_raster is None:
+            return None
+        pred_raster = read_raster(pred_path)
         check_same_grid(pred_raster, truth_raster)
         grid = pred_raster if pred_raster.georeferenced else truth_raster
         scores = prediction_scores(pred_raster, classes)
-        truths = truth_masks(truth_raster, classes)
+        truth = truth_masks(truth_raster, classes)
         valid = pred_raster.valid & truth_raster.valid
     if area is not None:
         inside = area.mask(grid, truth_path if pred_vector else pred_path)
@@ -347,10 +357,10 @@ def _score_pair(
         return False
     pixel_m = grid.pixel_m() if grid.georeferenced else None
     for k, class_totals in totals.items():
-        class_totals.pixels.add(scores[k], truths[k], valid)
+        class_totals.pixels.add(scores[k], truth[k], valid)
         if pixel_m is not None:
             pred_lines = thin_pred if thin_pred is not None else scores[k] >= threshold
-            truth_lines = thin_truth if thin_truth is not None else truths[k]
+            truth_lines = thin_truth if thin_truth is not None else truth[k]
             class_totals.add_lines(skeleton_counts(pred_lines, truth_lines, buffer_m / pixel_m, pixel_m, valid, grid.pixel_xy_m()))
         if graphs is not None and pixel_m is not None:
             # vector lines against a raster: only their part on the raster is compared
@@ -361,7 +371,7 @@ def _score_pair(
             )
             truth_graph = (
                 road_graph(_lines_on(read_lines(truth_path, "TRUTH"), on_grid, valid), snap_m=graphs.snap_m) if truth_vector
-                else _raster_graph(truths[k], grid, valid, 0.5, graphs.snap_m)
+                else _raster_graph(truth[k], grid, valid, 0.5, graphs.snap_m)
             )
             class_totals.add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
     return True
