@@ -59,7 +59,6 @@ from geoccseg.io.bundle import resolve_model
 from geoccseg.io.probability import THRESHOLD_TAG
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_array, vectorize_raster
-from geoccseg.vectorize.blocks import recorded_threshold
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -146,9 +145,10 @@ def vectorize(
             ``name``) holding probabilities in [0, 1], NaN as nodata, with a CRS and transform
             (``.rio``); or the path of a probability GeoTIFF (``geoccseg predict --prob-out``),
             vectorised block by block as ``geoccseg vectorize`` does.
-        params: vectoriser settings (lengths in metres); None: the defaults at the model's own
-            threshold where the input records it (``attrs["threshold"]`` of :func:`predict`, the
-            ``GEOCCSEG_THRESHOLD`` tag of a probability GeoTIFF), as ``geoccseg vectorize`` does.
+        params: vectoriser settings (lengths in metres); None for the defaults. A threshold of
+            None (the default) is the model's own where the input records it
+            (``attrs["threshold"]`` of :func:`predict`, the ``GEOCCSEG_THRESHOLD`` tag of a
+            probability GeoTIFF), else 0.5, as ``geoccseg vectorize`` does.
         classes: the classes to vectorise; None for all.
         block_px: block edge in pixels when reading a GeoTIFF.
         progress: show a progress bar (GeoTIFF input).
@@ -162,11 +162,8 @@ def vectorize(
             with the GeoTIFF (see :func:`geoccseg.vectorize.vectorize_raster`).
     """
     if not isinstance(prob, xr.DataArray):
-        recorded = recorded_threshold(prob) if params is None else None
-        params = VectorizeParams(threshold=recorded) if recorded is not None else params
         return vectorize_raster(prob, params=params, block_px=block_px, classes=classes, progress=progress)
-    if params is None and prob.attrs.get("threshold") is not None:  # the model's, as predict() recorded it
-        params = VectorizeParams(threshold=float(prob.attrs["threshold"]))
+    params = (params or VectorizeParams()).resolved(prob.attrs.get("threshold"))  # the model's, as predict() recorded it
     if prob.ndim == 2:  # one class: named by its scalar class coordinate (prob.sel(class=...)), else by the array's name
         named = "class" in prob.coords and prob["class"].ndim == 0
         name = str(prob["class"].item()) if named else str(prob.name or "road")

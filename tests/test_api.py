@@ -36,7 +36,7 @@ def test_import_geoccseg_is_light_and_the_api_resolves_on_use() -> None:
         "from geoccseg.train.run import train\n"
         "assert callable(geoccseg.train) and geoccseg.train.TrainConfig is geoccseg.train.config.TrainConfig\n"
         "assert callable(geoccseg.evaluate) and callable(geoccseg.vectorize) and callable(geoccseg.predict)\n"
-        "assert geoccseg.vectorize.VectorizeParams().threshold == 0.5\n"
+        "assert geoccseg.vectorize.VectorizeParams().resolved(None).threshold == 0.5\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -62,6 +62,9 @@ def test_predict_a_scene_is_lazy_with_crs_and_vectorize_touches_no_disk(tmp_path
     assert lines["road"].crs.to_epsg() == crs.to_epsg() == 4326
     at_half = geoccseg.vectorize(prob, params=VectorizeParams(threshold=0.5))["road"]
     assert lines["road"]["length_m"].sum() < at_half["length_m"].sum()
+    # other settings keep the model's threshold, as the CLI's other options do (they drew at 0.5)
+    longer = geoccseg.vectorize(prob, params=VectorizeParams(min_length_m=19.5))["road"]
+    assert longer["length_m"].sum() == pytest.approx(lines["road"]["length_m"].sum())
     one = geoccseg.vectorize(prob.sel({"class": "road"}))  # one class: named by its class coordinate
     assert list(one) == ["road"] and (one["road"]["class"] == "road").all()
     assert one["road"]["length_m"].sum() == pytest.approx(lines["road"]["length_m"].sum())
@@ -92,8 +95,8 @@ def test_predict_a_rioxarray_array_equals_geoccseg_predict_with_nan_nodata(tmp_p
     assert np.isnan(values).any() and not np.isnan(values).all()
     np.testing.assert_allclose(values[~expected.mask], expected.data[~expected.mask], atol=1e-5)
     # at one threshold (the array records the model's, which vectorize() would use; the COG, written without one, none)
-    in_memory = geoccseg.vectorize(prob, params=VectorizeParams())["road"]
-    from_file = vectorize_raster(cog, params=VectorizeParams(), progress=False)["road"]
+    in_memory = geoccseg.vectorize(prob, params=VectorizeParams(threshold=0.5))["road"]
+    from_file = vectorize_raster(cog, params=VectorizeParams(threshold=0.5), progress=False)["road"]
     assert len(in_memory) == len(from_file) > 0
     assert in_memory["length_m"].sum() == pytest.approx(from_file["length_m"].sum(), rel=1e-3)
 

@@ -368,6 +368,12 @@ def test_the_models_own_threshold_is_used_unless_one_is_given(data_dir: Path, tm
 
     own, given = run(tmp_path / "own"), run(tmp_path / "given", "--threshold", "0.5")
     assert own["run"]["threshold"] == 0.05 and given["run"]["threshold"] == 0.5
+    # through the API, settings without a threshold keep the model's (they drew at 0.5)
+    from geoccseg.inference.photos import predict_photos
+    from geoccseg.vectorize.measure import CrackParams
+
+    predict_photos([photo], tmp_path / "api", model=model, params=CrackParams(min_length_px=10), overlay=False, progress=False)
+    assert json.loads((tmp_path / "api" / "summary.json").read_text())["run"]["threshold"] == 0.05
     assert own["photos"][0]["cracked_area_share"] > given["photos"][0]["cracked_area_share"]
     meta["threshold"] = 1.5
     (model / "bundle.json").write_text(json.dumps(meta))

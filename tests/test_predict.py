@@ -386,6 +386,21 @@ def test_cli_low_threshold_is_checked_against_the_threshold_the_lines_use(scene_
     assert result.exit_code == 2 and "low_threshold must be in (0, threshold=0.53]" in result.output
 
 
+def test_the_api_draws_lines_at_the_threshold_of_its_settings_else_the_models(scene_path: Path, tmp_path: Path) -> None:
+    """run_predict drew at the model's threshold whatever ``params`` said (0.3 was dropped), while
+    predict_photos and vectorize drew at 0.5 whenever settings were given (the model's 0.44 was
+    dropped for a --min-length): a threshold left out of the settings is now the model's everywhere."""
+    import pyogrio
+
+    from geoccseg.inference.pipeline import run_predict
+    from geoccseg.vectorize import VectorizeParams
+
+    for name, params, expected in (("given", VectorizeParams(threshold=0.3), 0.3), ("own", VectorizeParams(gap_m=5), 0.53)):
+        result = run_predict(scene_path, tmp_path / f"{name}.gpkg", model="road", params=params, progress=False)
+        assert result.params.threshold == expected
+        assert float(pyogrio.read_info(tmp_path / f"{name}.gpkg", layer="road")["layer_metadata"]["GEOCCSEG_THRESHOLD"]) == expected
+
+
 @pytest.mark.parametrize("case", ["bands", "missing_bundle", "exists", "no_folder"])
 def test_bad_input_is_one_line_and_leaves_nothing(case: str, vegas: Path, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "roads.gpkg"

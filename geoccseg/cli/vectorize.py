@@ -45,10 +45,7 @@ def command(
     if graph_snap_m is not None:
         check_graph_output(output)
     check_not_input(output, [] if is_gdal_path(prob) else [prob])
-    given = dict(vectorizer)
-    if "threshold" not in given:  # the model's, as predict recorded it in PROB
-        given["threshold"] = recorded_threshold(prob) or _DEFAULTS.threshold
-    params = dataclasses.replace(_DEFAULTS, **given)
+    params = dataclasses.replace(_DEFAULTS, **vectorizer).resolved(recorded_threshold(prob))  # the model's, as predict recorded it in PROB
     detail(f"vectoriser: {params}")
     layers = vectorize_raster(prob, params=params, block_px=block_px, progress=show_progress())
     written = with_graph_layers(layers, snap_m=graph_snap_m) if graph_snap_m is not None else layers

@@ -309,7 +309,7 @@ def predict_photos(
             Dask and raster-type settings do not apply to photos.
         params: measurement settings (pixels); None for the defaults.
         threshold: overrides ``params.threshold`` (probability 0-1); None: ``params``' threshold,
-            or without ``params`` the bundle's own threshold (else 0.5).
+            whose default (None) is the bundle's own (else 0.5).
         pixel_size_mm: size of one photo pixel in millimetres, for the ``*_mm`` columns; None: the
             bundle's pixel size when it has one, else the millimetre columns stay empty.
         overlay: draw overlays; None: when the run has at most :data:`OVERLAY_AUTO_MAX` photos.
@@ -344,11 +344,10 @@ def predict_photos(
     options.check()
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
     meta = bundle.meta
-    if threshold is None and params is None:
-        threshold = meta.threshold  # the model's own decision threshold, when it has one
     params = params or CrackParams()
     if threshold is not None:
         params = dataclasses.replace(params, threshold=threshold)
+    params = params.resolved(meta.threshold)  # the model's own decision threshold, unless one is given
     if len(meta.classes) != 1 or len(meta.bands) not in (1, 3):
         raise GeoccsegError(
             f"model {bundle.path} has {len(meta.classes)} class(es) and {len(meta.bands)} band(s); photos need a model "

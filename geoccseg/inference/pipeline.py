@@ -101,13 +101,12 @@ def run_predict(
         prob_out: also keep the probability COG here; None: use a temporary one.
         options: tiling, batching, device and Dask settings of
             :func:`geoccseg.inference.predict.predict_scene`; None for the defaults.
-        params: vectoriser settings (lengths in metres); None for the defaults. Its threshold
-            applies only to a bundle without a threshold of its own (see ``threshold``).
-        threshold: the foreground probability (0-1) of the lines; None: the bundle's own threshold
-            (:attr:`BundleMeta.threshold`), or for a bundle without one ``params``' threshold (0.5
-            by default).
+        params: vectoriser settings (lengths in metres); None for the defaults.
+        threshold: the foreground probability (0-1) of the lines, over ``params.threshold``;
+            None: ``params``' threshold, whose default (None) is the bundle's own
+            (:attr:`BundleMeta.threshold`), else 0.5.
         low_threshold: overrides ``params.low_threshold`` (hysteresis), checked against the
-            threshold the lines are drawn at (the bundle's own unless ``threshold`` is given).
+            threshold the lines are drawn at.
         min_length_m: overrides ``params.min_length_m`` (metres).
         overwrite: replace existing outputs.
         progress: show progress bars.
@@ -136,10 +135,9 @@ def run_predict(
     if confidence_out is not None:
         confidence_out = check_confidence_out(confidence_out, overwrite, [*inputs, out_vectors, *([prob_out] if prob_out else [])])
     bundle = model if isinstance(model, Bundle) else load_bundle(resolve_model(model))
-    if threshold is None:
-        threshold = bundle.meta.threshold  # the model's own decision threshold, when it has one
     overrides = {"threshold": threshold, "low_threshold": low_threshold, "min_length_m": min_length_m}
     params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
+    params = params.resolved(bundle.meta.threshold)  # the model's own decision threshold, unless one is given
     with scratch_dir(out_vectors) as workdir:
         prob_path = prob_out or workdir / "probability.tif"
         predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress, threshold=params.threshold)

@@ -32,7 +32,8 @@ def vectorize_array(
         crs: CRS of the array.
         valid: (H, W) bool, False where there is no data; None for all valid.
         class_name: value of the ``class`` column.
-        params: vectoriser settings (lengths in metres); None for the defaults.
+        params: vectoriser settings (lengths in metres); None for the defaults (a threshold of
+            None: 0.5, an array records no model; :func:`geoccseg.vectorize` gives the model's).
 
     Returns:
         One LineString per branch between junctions/ends, in ``crs``, with columns ``class``,
@@ -47,7 +48,7 @@ def vectorize_array(
         raise GeoccsegError("prob must hold probabilities in [0, 1]; scale uint8 maps by 1/255")
     if crs is None:
         raise GeoccsegError("crs is missing; pass the CRS of the probability array")
-    params = params or VectorizeParams()
+    params = (params or VectorizeParams()).resolved(None)
     pixel_size_m = scene_pixel_size_m(crs, transform, *prob.shape)
     pixels = skeleton_pixels(prob, valid, params, pixel_size_m)
     return lines_from_skeleton(

@@ -45,10 +45,18 @@ def recorded_threshold(path: str | os.PathLike) -> float | None:
     """The model's threshold that ``geoccseg predict`` recorded in a probability raster, or None."""
     try:
         with open_raster(path) as ds:
-            value = ds.tags().get(THRESHOLD_TAG)
-        return float(value) if value is not None and 0 < float(value) <= 1 else None
-    except (RasterioIOError, ValueError):
+            return tagged_threshold(ds)
+    except RasterioIOError:
         return None
+
+
+def tagged_threshold(ds: rasterio.DatasetReader) -> float | None:
+    """The model's threshold recorded in an opened probability raster's tags, or None."""
+    try:
+        value = float(ds.tags()[THRESHOLD_TAG])
+    except (KeyError, ValueError):
+        return None
+    return value if 0 < value <= 1 else None
 
 
 RANGE_TOLERANCE = 1e-3
@@ -74,7 +82,8 @@ def vectorize_raster(
     Args:
         path: probability GeoTIFF (one band per foreground class): a file, or a URL or GDAL
             virtual file (``https://...``, ``/vsicurl/...``) given as a string.
-        params: vectoriser settings (lengths in metres); None for the defaults.
+        params: vectoriser settings (lengths in metres); None for the defaults. A threshold of
+            None is the one ``geoccseg predict`` recorded in the raster (the model's), else 0.5.
         block_px: side of a block (pixels), without its halo.
         halo_px: pixels read around each block (pixels).
         classes: names of the classes (bands) to vectorise; None for all.
@@ -90,7 +99,6 @@ def vectorize_raster(
     """
     remote = is_gdal_path(path)
     path = os.fspath(path) if remote else Path(path)  # messages show a URL as given
-    params = params or VectorizeParams()
     if block_px < 1 or halo_px < 0:
         raise GeoccsegError(f"block_px must be >= 1 and halo_px >= 0, got {block_px} and {halo_px}")
     if not remote and not path.exists():
@@ -118,6 +126,7 @@ def vectorize_raster(
         bands = [names.index(name) + 1 for name in wanted]
         crs = CRS.from_wkt(src.crs.to_wkt())
         pixel_size_m = scene_pixel_size_m(crs, src.transform, src.height, src.width)
+        params = (params or VectorizeParams()).resolved(tagged_threshold(src))
         halo_px = cleaning_halo_px(halo_px, params, pixel_size_m)
 
         parts: dict[str, list[SkeletonPixels]] = {name: [] for name in wanted}

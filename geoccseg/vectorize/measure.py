@@ -33,7 +33,7 @@ georeferencing: pixel (column, row) has its centre at ``x = column + 0.5``, ``y 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import geopandas as gpd
 import numpy as np
@@ -65,7 +65,8 @@ class CrackParams:
     """How a crack probability map becomes measured crack branches (all sizes in pixels).
 
     Attributes:
-        threshold: probability at or above which a pixel is crack (0-1).
+        threshold: probability at or above which a pixel is crack (0-1); None: the model's own
+            (:meth:`resolved`), as for :class:`~geoccseg.vectorize.VectorizeParams`.
         min_blob_px: crack blobs smaller than this area (pixels) are removed.
         max_hole_px: holes inside a crack up to this area (pixels) are filled.
         spur_px: end branches shorter than this (pixels) hanging off a junction are pruned
@@ -77,7 +78,7 @@ class CrackParams:
         halo_px: pixels read around each block; wider than half the widest crack.
     """
 
-    threshold: float = 0.5
+    threshold: float | None = None
     min_blob_px: float = 20.0
     max_hole_px: float = 4.0
     spur_px: float = 10.0
@@ -92,6 +93,10 @@ class CrackParams:
         if max(self.min_blob_px, self.max_hole_px) >= self.halo_px > 0:
             raise GeoccsegError(f"min_blob_px and max_hole_px must stay below halo_px ({self.halo_px}) for block-wise results")
         self.vectorize_params()  # checks the threshold and that every size is >= 0
+
+    def resolved(self, model_threshold: float | None) -> CrackParams:
+        """These settings at a definite threshold (:meth:`VectorizeParams.resolved`)."""
+        return replace(self, threshold=self.vectorize_params().resolved(model_threshold).threshold)
 
     def vectorize_params(self) -> VectorizeParams:
         """The vectoriser's settings for a pixel size of 1 (its metres are these pixels); no gap bridging."""
@@ -225,13 +230,14 @@ def measure_cracks(
     Args:
         prob: (H, W) crack probabilities, uint8 (p x 255) or float in [0, 1].
         image: value of the ``image`` column (the photo's file name).
-        params: crack settings; None for the defaults.
+        params: crack settings; None for the defaults (a threshold of None: 0.5, this function
+            knows no model; :func:`geoccseg.inference.predict_photos` gives the model's).
         pixel_size_mm: size of one pixel in millimetres, for the ``*_mm`` columns; None: unknown.
 
     Returns:
         The branches and the photo's summary (see the module docstring for each measure).
     """
-    params = params or CrackParams()
+    params = (params or CrackParams()).resolved(None)
     if pixel_size_mm is not None and not pixel_size_mm > 0:
         raise GeoccsegError(f"pixel size must be a positive number of millimetres, got {pixel_size_mm}")
     graph = clean_graph(crack_skeleton(prob, params), PIXEL, params.vectorize_params())

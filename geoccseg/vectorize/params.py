@@ -6,9 +6,12 @@ need every length scaled down accordingly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from geoccseg.errors import GeoccsegError
+
+DEFAULT_THRESHOLD = 0.5
+"""The threshold of a model that records none."""
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,9 @@ class VectorizeParams:
     """How probabilities become polylines.
 
     Attributes:
-        threshold: probability at or above which a pixel is foreground (0-1).
+        threshold: probability at or above which a pixel is foreground (0-1); None: the model's
+            own (recorded in the bundle, a probability GeoTIFF's tags or :func:`geoccseg.predict`'s
+            array), else :data:`DEFAULT_THRESHOLD` (:meth:`resolved`).
         low_threshold: hysteresis: pixels at or above this lower probability are kept when their
             8-connected region holds at least one pixel at or above ``threshold``. ``None`` means
             a single threshold.
@@ -37,7 +42,7 @@ class VectorizeParams:
             0 keeps every skeleton pixel.
     """
 
-    threshold: float = 0.5
+    threshold: float | None = None
     low_threshold: float | None = None
     min_blob_m2: float = 30.0
     max_hole_m2: float = 50.0
@@ -47,13 +52,24 @@ class VectorizeParams:
     simplify_m: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise GeoccsegError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.low_threshold is not None and not 0.0 < self.low_threshold <= self.threshold:
-            raise GeoccsegError(
-                f"low_threshold must be in (0, threshold={self.threshold}], got {self.low_threshold}"
-            )
+        check_thresholds(self.threshold, self.low_threshold)
         for name in ("min_blob_m2", "max_hole_m2", "spur_m", "min_length_m", "gap_m", "simplify_m"):
             value = getattr(self, name)
             if not value >= 0.0:
                 raise GeoccsegError(f"{name} must be a number >= 0, got {value}")
+
+    def resolved(self, model_threshold: float | None) -> VectorizeParams:
+        """These settings at a definite threshold: their own; without one ``model_threshold`` (the
+        model's), else :data:`DEFAULT_THRESHOLD`. The low threshold is checked against it."""
+        if self.threshold is not None:
+            return self
+        return replace(self, threshold=DEFAULT_THRESHOLD if model_threshold is None else float(model_threshold))
+
+
+def check_thresholds(threshold: float | None, low_threshold: float | None) -> None:
+    """Refuse a threshold outside (0, 1] and a low threshold outside (0, threshold] ((0, 1] while
+    the threshold is the model's, not known yet)."""
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise GeoccsegError(f"threshold must be in (0, 1], got {threshold}")
+    if low_threshold is not None and not 0.0 < low_threshold <= (1.0 if threshold is None else threshold):
+        raise GeoccsegError(f"low_threshold must be in (0, threshold={threshold if threshold is not None else 1}], got {low_threshold}")
