@@ -358,7 +358,7 @@ def test_truth_with_255_for_unlabeled_is_scored_where_labeled(tmp_path: Path, mo
     folder = evaluate(tmp_path / "p", tmp_path / "t", tolerance_px=0).classes[0]
     assert folder.precision == pytest.approx(20 / 40) and folder.recall == 1.0
     # every TRUTH tile was read twice (a scan of the folder, then scoring); only those that
-    # cannot say how 255 reads are now, once to see it and once scored
+    # cannot say how 255 reads are now, in a folder that marks unlabeled pixels with it
     assert sorted(reads) == ["a.tif", "b.tif", "b.tif", "c.tif", "c.tif"]
     assert evaluate(tmp_path / "p", tmp_path / "t", tolerance_px=0).n_images == 2
     _write_tif(tmp_path / "nodata.tif", np.full_like(truth, 255), nodata=255)
@@ -369,8 +369,13 @@ def test_truth_with_255_for_unlabeled_is_scored_where_labeled(tmp_path: Path, mo
     _write_tif(tmp_path / "m" / "a.tif", road)
     _write_tif(tmp_path / "m" / "b.tif", road * 255)
     _write_tif(tmp_path / "q" / "a.tif", road)
-    _write_tif(tmp_path / "q" / "b.tif", road)
-    assert evaluate(tmp_path / "q", tmp_path / "m", tolerance_px=0).classes[0].recall == 1.0
+    _write_tif(tmp_path / "q" / "b.tif", road * 0)  # misses b's road, which counts
+    reads.clear()
+    assert evaluate(tmp_path / "q", tmp_path / "m", tolerance_px=0).classes[0].recall == 0.5
+    assert sorted(reads) == ["a.tif", "b.tif"]  # each read once
+    # the same rule for a float raster of 0/1/255
+    _write_tif(tmp_path / "float.tif", truth.astype(np.float32))
+    assert evaluate(tmp_path / "pred.tif", tmp_path / "float.tif", classes=[1], tolerance_px=0).classes[0].precision == 1.0
     truth[:5, :] = 2  # a class map: every value is scored
     _write_tif(tmp_path / "classes.tif", truth)
     assert evaluate(tmp_path / "pred.tif", tmp_path / "classes.tif", classes=[1], tolerance_px=0).classes[0].precision == pytest.approx(20 / 70)

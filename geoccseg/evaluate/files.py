@@ -292,37 +292,41 @@ class TruthReader:
     pixels are not scored.
 
     A tile holding only 0 and 255 cannot say which it is: a 0/255 mask, or a tile of such a folder
-    without road. Reading the tiles of a folder (``folder``), :meth:`read` returns None for such
-    a tile until :meth:`finish` is called, once every other tile has been read: they are read as
-    the folder's other tiles show (255 unlabeled if one of them holds 255 beside classes 1..127).
-    Every other tile is read, and scored, once.
+    without road. Reading the tiles of a folder (``folder``), :meth:`read` reads it as a 0/255
+    mask and says it is provisional: the caller keeps its scores apart until every tile has been
+    read, then keeps them (no tile held 255 beside classes 1..127, as in a folder of 0/255 masks)
+    or, once :attr:`seen` is True, reads it again after :meth:`finish`, its 255 unlabeled. Each
+    tile is so read once, but such tiles of a folder that marks unlabeled pixels with 255.
     """
 
     def __init__(self, folder: bool) -> None:
-        self.folder, self.finished, self.seen = folder, False, False
+        self.folder, self.finished = folder, False
+        self.seen = False
+        """Some tile read so far marks unlabeled pixels with 255."""
 
-    def read(self, path: str | os.PathLike) -> Raster | None:
-        """The TRUTH raster at ``path``, its unlabeled pixels invalid; None: wait for :meth:`finish`."""
+    def read(self, path: str | os.PathLike) -> tuple[Raster, bool]:
+        """The TRUTH raster at ``path``, its unlabeled pixels invalid, and whether it is read
+        provisionally (a tile holding only 0 and 255, before :meth:`finish`)."""
         raster = read_raster(path)
         held = _held(raster)
         if unlabeled_is_255(held):
             self.seen = True
-        elif held[255] and not held[1:255].any() and self.folder and not self.finished:
-            return None
-        if held[255] and (unlabeled_is_255(held) or (self.finished and self.seen and not held[1:255].any())):
+        only_0_255 = bool(held[255] and not held[1:255].any())
+        if unlabeled_is_255(held) or (only_0_255 and self.finished and self.seen):
             raster.valid = raster.valid & (raster.values != 255)
-        return raster
+        return raster, only_0_255 and self.folder and not self.finished
 
     def finish(self) -> None:
-        """Every tile but those :meth:`read` left has been read: read those as the folder shows."""
+        """Every tile has been read once: read those read provisionally as the folder shows."""
         self.finished = True
 
 
 def _held(raster: Raster) -> np.ndarray:
-    """(256,) bool: the values 0..255 a lossless integer raster holds on its valid pixels (none for others)."""
-    if raster.lossy or not np.issubdtype(raster.values.dtype, np.integer):
+    """(256,) bool: the whole values 0..255 a lossless raster holds on its valid pixels (none for a lossy one)."""
+    if raster.lossy:
         return np.zeros(256, dtype=bool)
-    return held_values(raster.values[raster.valid])[0]
+    values = raster.values[raster.valid]
+    return held_values(values[np.isfinite(values)] if values.dtype.kind == "f" else values)[0]
 
 
 def truth_masks(raster: Raster, classes: Sequence[int] | None = None) -> dict[int, np.ndarray]:

@@ -285,6 +285,15 @@ class ThresholdSweep:
         self.fn += fn
         self.image_f1.append(float(f1_scores(tp, fp, fn).max()))
 
+    def merge(self, other: ThresholdSweep) -> None:
+        """Add the images of ``other`` (the same thresholds)."""
+        if not np.array_equal(self.thresholds, other.thresholds):
+            raise ValueError("the sweeps have different thresholds")
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        self.image_f1 += other.image_f1
+
     @property
     def n_images(self) -> int:
         """Number of images added."""
@@ -383,6 +392,12 @@ class PixelScorer:
         if self.tolerance_px is not None:
             self.relaxed += relaxed_counts(pred, truth, self.tolerance_px, valid)
         self.sweep.update(score, truth, valid)
+
+    def merge(self, other: PixelScorer) -> None:
+        """Add the images of ``other`` (the same threshold and tolerance)."""
+        self.counts += other.counts
+        self.relaxed += other.relaxed
+        self.sweep.merge(other.sweep)
 
     def scores(self) -> PixelScores:
         """The metrics of every image added so far.

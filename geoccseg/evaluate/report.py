@@ -170,6 +170,15 @@ class _ClassTotals:
     def add_lines(self, counts: LineCounts) -> None:
         self.lines = counts if self.lines is None else self.lines + counts
 
+    def merge(self, other: _ClassTotals) -> None:
+        """Add the sums of ``other`` (the same class and settings, other images)."""
+        self.pixels.merge(other.pixels)
+        if other.lines is not None:
+            self.add_lines(other.lines)
+        self.apls += other.apls
+        if other.topo is not None:
+            self.topo = other.topo if self.topo is None else self.topo + other.topo
+
     def add_graphs(self, pred: nx.MultiGraph, truth: nx.MultiGraph, apls_params: APLSParams, topo_params: TopoParams) -> None:
         self.apls.append(apls_score(truth, pred, apls_params))
         counts = topo_counts(truth, pred, topo_params)
@@ -246,13 +255,18 @@ def evaluate(
     pairs = match_files(pred, truth)
     area = _Area(str(aoi), read_polygons(aoi)) if aoi is not None else None  # read once for every pair
     totals = {k: _ClassTotals(threshold, tolerance_px) for k in (classes or [1])}
+    provisional = {k: _ClassTotals(threshold, tolerance_px) for k in totals}  # tiles of only 0 and 255, as masks
     truths = TruthReader(folder=len(pairs) > 1)
     results = [_score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs,
-                           area, truths) for pred_path, truth_path in pairs]
-    truths.finish()  # the tiles holding only 0 and 255, read as the folder's others show
-    results += [_score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs,
-                            area, truths) for (pred_path, truth_path), result in zip(pairs, results) if result is None]
-    scored = sum(bool(result) for result in results)
+                           area, truths, provisional) for pred_path, truth_path in pairs]
+    truths.finish()
+    if truths.seen:  # the folder marks unlabeled pixels with 255: so do its tiles of only 0 and 255
+        results = [_score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs,
+                               area, truths) if result == _PROVISIONAL else result for (pred_path, truth_path), result in zip(pairs, results)]
+    else:
+        for k, class_totals in totals.items():
+            class_totals.merge(provisional[k])
+    scored = sum(result != _SKIPPED for result in results)
     if scored == 0 and area is not None:
         raise GeoccsegError(f"nothing to score inside AOI {aoi}: it overlaps "
                             + (f"none of the {len(pairs)} images" if len(pairs) > 1 else f"no pixel of {pairs[0][0]}")
@@ -285,6 +299,10 @@ class _GraphSettings:
     topo: TopoParams
 
 
+_SCORED, _PROVISIONAL, _SKIPPED = "scored", "provisional", "skipped"
+"""What :func:`_score_pair` did with a pair."""
+
+
 def _score_pair(
     pred_path: Path,
     truth_path: Path,
@@ -297,14 +315,15 @@ def _score_pair(
     graphs: _GraphSettings | None = None,
     area: _Area | None = None,
     truths: TruthReader | None = None,
-) -> bool | None:
+    provisional: dict[int, _ClassTotals] | None = None,
+) -> str:
     """Add one (PRED, TRUTH) pair to ``totals``; with ``area``, only inside its polygons.
-    ``truths``: reads TRUTH rasters (a pair alone: ``TruthReader(folder=False)``).
+    ``truths``: reads TRUTH rasters (a pair alone: ``TruthReader(folder=False)``); a TRUTH it reads
+    provisionally is added to ``provisional`` instead.
 
     Returns:
-        Whether the pair was scored: not when it has no pixel to score (all nodata or unlabeled,
-        or a tile of a folder beside the AOI); None: ``truths`` waits for the folder's other
-        tiles before it reads this TRUTH (:meth:`TruthReader.read`), nothing was added.
+        :data:`_SCORED`; :data:`_PROVISIONAL` (added to ``provisional``); or :data:`_SKIPPED` when
+        the pair has no pixel to score (all nodata or unlabeled, or a tile of a folder beside the AOI).
     """
     truths = truths or TruthReader(folder=False)
     pred_vector, truth_vector = is_vector(pred_path), is_vector(truth_path)
@@ -316,14 +335,15 @@ def _score_pair(
             inside = area.in_crs(truth_lines.crs)
             pred_lines, truth_lines = clipped(pred_lines.to_crs(truth_lines.crs), inside), clipped(truth_lines, inside)
             if not (shapely.length(pred_lines.geometry.values).any() or shapely.length(truth_lines.geometry.values).any()):  # any CRS, no warning
-                return False
+                return _SKIPPED
         totals[1].add_lines(line_counts(pred_lines, truth_lines, buffer_m))
         if graphs is not None:
             pred_graph, truth_graph = road_graph(pred_lines, snap_m=graphs.snap_m), road_graph(truth_lines, snap_m=graphs.snap_m)
             totals[1].add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
-        return True
+        return _SCORED
     thin_pred: np.ndarray | None = None
     thin_truth: np.ndarray | None = None
+    held_back = False
     if truth_vector:
         grid = read_raster(pred_path)
         scores = prediction_scores(grid, classes)
@@ -331,17 +351,13 @@ def _score_pair(
         thin_truth = burn_lines(truth_path, grid, None, "TRUTH")
         valid = grid.valid
     elif pred_vector:
-        grid = truths.read(truth_path)
-        if grid is None:
-            return None
+        grid, held_back = truths.read(truth_path)
         truth = truth_masks(grid, classes)
         scores = {1: burn_lines(pred_path, grid, line_width_m, "PRED")}
         thin_pred = burn_lines(pred_path, grid, None, "PRED")
         valid = grid.valid
     else:
-        truth_raster = truths.read(truth_path)
-        if truth_raster is None:
-            return None
+        truth_raster, held_back = truths.read(truth_path)
         pred_raster = read_raster(pred_path)
         check_same_grid(pred_raster, truth_raster)
         grid = pred_raster if pred_raster.georeferenced else truth_raster
@@ -351,12 +367,12 @@ def _score_pair(
     if area is not None:
         inside = area.mask(grid, truth_path if pred_vector else pred_path)
         if inside is None:
-            return False
+            return _SKIPPED
         valid = valid & inside
     if not valid.any():  # it would count as a perfect image (OIS, graphs) and in the image count
-        return False
+        return _SKIPPED
     pixel_m = grid.pixel_m() if grid.georeferenced else None
-    for k, class_totals in totals.items():
+    for k, class_totals in (provisional if held_back else totals).items():
         class_totals.pixels.add(scores[k], truth[k], valid)
         if pixel_m is not None:
             pred_lines = thin_pred if thin_pred is not None else scores[k] >= threshold
@@ -374,7 +390,7 @@ def _score_pair(
                 else _raster_graph(truth[k], grid, valid, 0.5, graphs.snap_m)
             )
             class_totals.add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
-    return True
+    return _PROVISIONAL if held_back else _SCORED
 
 
 @dataclass
