@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 from scipy import ndimage
+from rasterio.enums import ColorInterp
 from rasterio.transform import from_bounds
 from shapely.geometry import box
 
@@ -243,6 +244,12 @@ def test_a_class_index_raster_with_255_for_unlabeled_keeps_its_roads(vegas, tmp_
         out.write(hidden[None])
         out.write_mask(np.where(hidden == 200, 0, 255).astype(np.uint8))
     read = RasterLabels.open(tmp_path / "masked.tif", scene.crs).rasterize(scene.bounds, (scene.height, scene.width))
+    assert (read[:290, :290] == IGNORE_INDEX).all() and (read[rest] == road[rest]).mean() > 0.999
+    # so are those under an alpha band (gdalwarp -dstalpha): asking the warp for an alpha band of its own raised
+    with rasterio.open(tmp_path / "alpha.tif", "w", **{**profile, "nodata": None, "count": 2}) as out:
+        out.colorinterp = [ColorInterp.gray, ColorInterp.alpha]
+        out.write(np.stack([hidden, np.where(hidden == 200, 0, 255).astype(np.uint8)]))
+    read = RasterLabels.open(tmp_path / "alpha.tif", scene.crs).rasterize(scene.bounds, (scene.height, scene.width))
     assert (read[:290, :290] == IGNORE_INDEX).all() and (read[rest] == road[rest]).mean() > 0.999
 
 

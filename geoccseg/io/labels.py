@@ -282,8 +282,9 @@ class RasterLabels:
         transform = rasterio.transform.from_bounds(*bounds, shape[1], shape[0])
         with open_raster(self.path) as ds, WarpedVRT(
             ds, crs=self.crs, transform=transform, width=shape[1], height=shape[0], resampling=Resampling.nearest,
-            # an internal mask reaches the warped view only as an alpha band (else its pixels read as valid 0s)
-            add_alpha=ds.nodata is None and MaskFlags.per_dataset in ds.mask_flag_enums[0],
+            # an internal mask reaches the warped view only as an alpha band (else its pixels read as valid
+            # 0s); an alpha band of the raster's own reaches it as it is (asking for another raised)
+            add_alpha=ds.nodata is None and ds.mask_flag_enums[0] == [MaskFlags.per_dataset],
         ) as vrt:
             data = vrt.read(1)
             valid = rasterio.features.geometry_mask([self.footprint], out_shape=shape, transform=transform, invert=True)
