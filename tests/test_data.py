@@ -306,6 +306,7 @@ def test_the_transparent_part_of_a_training_photo_is_nodata(data_dir, tmp_path):
     assert (chip["image"][:, :, :48] == 0).all() and (chip["mask"][:, :48] == IGNORE_INDEX).all()
     assert (chip["mask"][60:68, 48:] == 1).all() and (chip["mask"][:60, 48:] == 0).all()
     assert data.norm == stats_from_uint8([(photo[:, :, 48:], None)])  # its opaque part alone
+    assert data.class_counts().tolist() == [80 * 120, 80 * 8]  # so are the class counts (its weights)
     zoomed = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=64,
                                pixel_size_m=0.002, source_pixel_sizes_m=[0.001])  # resampled to half size
     valid = zoomed.labeled_chip(torch.Generator().manual_seed(0))["valid"]
@@ -471,8 +472,14 @@ def test_photo_masks_in_colour_palette_or_class_indices(data_dir, tmp_path):
         read_mask(tmp_path / "red.png")
     Image.fromarray(crack * 2).save(tmp_path / "classes.png")  # background 0, the class as index 2
     assert np.array_equal(read_mask(tmp_path / "classes.png", num_classes=3), crack * 2)
-    with pytest.raises(GeoccsegError, match="classes.png holds values up to 2: give 0/255 or 0/1 masks"):
+    with pytest.raises(GeoccsegError, match="mask classes.png holds values up to 2: give a 0/255 or 0/1 mask"):
         read_mask(tmp_path / "classes.png")
+    # 255 beside class indices marks unlabeled pixels, as in label rasters (it read as a 0/255 mask:
+    # the cracks as background, the unlabeled pixels as crack)
+    ignore = crack.copy()
+    ignore[:20] = 255
+    Image.fromarray(ignore).save(tmp_path / "ignore.png")
+    assert np.array_equal(read_mask(tmp_path / "ignore.png"), np.where(np.arange(len(crack))[:, None] < 20, IGNORE_INDEX, crack))
     Image.fromarray(crack).convert("P").save(tmp_path / "palette.png")
     assert np.array_equal(read_mask(tmp_path / "palette.png"), crack)
     (tmp_path / "broken.png").write_bytes(path.read_bytes()[:100])

@@ -27,7 +27,7 @@ from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_uint8
-from geoccseg.label_values import IGNORE_INDEX
+from geoccseg.label_values import IGNORE_INDEX, held_values, label_mode
 from geoccseg.models.config import check_tile_px
 
 
@@ -105,7 +105,7 @@ def read_photo_valid(path: Path, *, bands: int | None = None,
                 raise GeoccsegError(f"photo {Path(path).name} has 32-bit floating-point pixels; save it as an 8- or 16-bit image")
             turn = _TURNS.get(_orientation(im)) if exif_orientation else None
             alpha = None
-            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+            if _transparent(im):
                 alpha = np.asarray(im.convert("RGBA").getchannel("A"))
             if im.mode in _WIDE_MODES:
                 wide = np.asarray(im)
@@ -121,6 +121,23 @@ def read_photo_valid(path: Path, *, bands: int | None = None,
     if alpha is not None and not alpha.all():
         valid = alpha > 0 if turn is None else np.asarray(Image.fromarray(alpha > 0).transpose(turn))
     return (arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)), valid
+
+
+def _transparent(im: Image.Image) -> bool:
+    """Whether an opened photo may have transparent pixels: an alpha channel or a transparent colour."""
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
+def opaque_pixels(path: Path) -> np.ndarray | None:
+    """The valid pixels of a photo as stored (:func:`read_photo_valid`), None where it has no
+    transparency (read from its header alone)."""
+    try:
+        with Image.open(path) as im:
+            if not _transparent(im):
+                return None
+    except UNREADABLE as exc:
+        raise GeoccsegError(f"cannot read photo {Path(path).name}: {reason(exc)}") from None
+    return read_photo_valid(path)[1]
 
 
 def photo_bands(path: Path) -> int:
@@ -230,7 +247,8 @@ COLOUR_TOLERANCE = 48
 def read_mask(path: Path, num_classes: int = 2) -> np.ndarray:
     """A mask as class indices (H, W) uint8: 0/255 masks (grey, any value from 128 up is the
     class) and 0/1 masks become 0/1; class-index masks (values below ``num_classes``, background
-    included) and palette images (their indices) stay as they are.
+    included) and palette images (their indices) stay as they are, 255 beside them marking
+    unlabeled pixels (:data:`IGNORE_INDEX`), as in label rasters (:func:`geoccseg.label_values.label_mode`).
 
     Raises:
         GeoccsegError: an unreadable file, a colour image (red on black would read as background),
@@ -248,13 +266,8 @@ def read_mask(path: Path, num_classes: int = 2) -> np.ndarray:
                 arr = np.asarray(im.convert("L"))
     except UNREADABLE as exc:
         raise GeoccsegError(f"cannot read mask {Path(path).name}: {reason(exc)}") from None
-    top = int(arr.max(initial=0))
-    if top < max(num_classes, 2):  # class indices (0/1 for one class)
-        return arr.astype(np.uint8)
-    if top >= 128:
-        return (arr >= 128).astype(np.uint8)
-    raise GeoccsegError(f"mask {Path(path).name} holds values up to {top}: give 0/255 or 0/1 masks, or class indices "
-                        f"below {num_classes} (background and {num_classes - 1} class(es))")
+    mask, _ = label_mode(f"mask {Path(path).name}", held_values(arr)[0], None, max(num_classes, 2) - 1)
+    return (arr >= 128).astype(np.uint8) if mask else arr.astype(np.uint8)  # 255 beside classes: IGNORE_INDEX
 
 
 def _tensors(item: dict, norm: NormStats) -> dict:
@@ -421,10 +434,13 @@ class PhotoTrainingData(TrainingData):
         self.norm = norm
 
     def _count_labels(self, masks: str | os.PathLike) -> np.ndarray:
-        """Pixels per class (background first) of the labeled masks; refuse a foreground class without any."""
+        """Pixels per class (background first) of the labeled masks, unlabeled and transparent pixels
+        left out as training leaves them; refuse a foreground class without any."""
         counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
-        for _, mask in self.labeled_pairs:
-            counts += np.bincount(read_mask(mask, len(counts)).ravel(), minlength=len(counts))
+        for image, mask in self.labeled_pairs:
+            labels, opaque = read_mask(mask, len(counts)), opaque_pixels(image)
+            labeled = labels != IGNORE_INDEX if opaque is None else (labels != IGNORE_INDEX) & opaque
+            counts += np.bincount(labels[labeled], minlength=len(counts))
         for i, name in enumerate(self.classes, start=1):
             if counts[i] == 0:
                 names = ", ".join(m.name for _, m in self.labeled_pairs[:3]) + (", ..." if len(self.labeled_pairs) > 3 else "")

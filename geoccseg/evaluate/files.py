@@ -47,9 +47,10 @@ from rasterio.enums import ColorInterp, MaskFlags
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
-from geoccseg.io.labels import VectorLabels, held_values, read_vector, unlabeled_is_255
+from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8
 from geoccseg.io.scene import open_raster
+from geoccseg.label_values import held_values, unlabeled_is_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
 
 
@@ -288,7 +289,7 @@ def _sample(values: np.ndarray) -> str:
 
 class TruthReader:
     """Reads TRUTH rasters (:func:`read_raster`); in a class-index raster whose 255 marks unlabeled
-    pixels (0/1/255, :func:`geoccseg.io.labels.unlabeled_is_255`, as training reads it) those
+    pixels (0/1/255, :func:`geoccseg.label_values.unlabeled_is_255`, as training reads it) those
     pixels are not scored.
 
     A tile holding only 0 and 255 cannot say which it is: a 0/255 mask, or a tile of such a folder

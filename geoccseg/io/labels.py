@@ -38,7 +38,7 @@ from shapely.geometry.base import BaseGeometry
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.io.scene import open_raster
-from geoccseg.label_values import IGNORE_INDEX
+from geoccseg.label_values import IGNORE_INDEX, held_values, label_mode
 
 DEFAULT_WIDTH_M = {"road": 6.0, "crack": 0.02}
 
@@ -268,7 +268,7 @@ class RasterLabels:
                 footprint, zero_nodata = raster_footprint(ds, crs), ds.nodata == 0
         except rasterio.errors.RasterioIOError:
             raise GeoccsegError(f"labels {path} are not a readable raster") from None
-        mask, unlabeled_255 = _label_mode(path, held, odd, len(classes), classes)
+        mask, unlabeled_255 = label_mode(f"label raster {path.name}", held, odd, len(classes), classes)
         return cls(path=path, classes=classes, crs=crs, mask=mask, footprint=footprint, unlabeled_255=unlabeled_255,
                    zero_nodata=zero_nodata)
 
@@ -339,50 +339,6 @@ def label_values(ds: rasterio.io.DatasetReader) -> tuple[np.ndarray, float | Non
         if strip_odd is not None and (odd is None or abs(strip_odd) > abs(odd)):
             odd = strip_odd
     return held, odd
-
-
-def held_values(values: np.ndarray) -> tuple[np.ndarray, float | None]:
-    """Which of the integers 0..255 an array of label values (any dtype, no NaN) holds.
-
-    Returns:
-        ``held``: (256,) bool, value v present; ``odd``: the value of largest magnitude outside
-        the integers 0..255 (fractional, negative or larger), None when there is none.
-    """
-    if values.dtype == np.uint8:
-        return np.bincount(values.ravel(), minlength=256) > 0, None
-    held = np.zeros(256, dtype=bool)
-    whole = (values >= 0) & (values <= 255) & (values == np.round(values))
-    held[np.unique(values[whole]).astype(np.int64)] = True
-    if whole.all():
-        return held, None
-    others = values[~whole]
-    return held, float(others[np.argmax(np.abs(others))])
-
-
-def unlabeled_is_255(held: np.ndarray) -> bool:
-    """A class-index raster that marks unlabeled pixels with 255: it holds 255 and values from 1
-    to 127, nothing from 128 to 254 (a 0/255 mask holds no small value, a smoothed one values
-    from 128 up too). ``held``: (256,) bool, value v present."""
-    return bool(held[255] and held[1:128].any() and not held[128:255].any())
-
-
-def _label_mode(path: Path, held: np.ndarray, odd: float | None, k: int, classes: list[str]) -> tuple[bool, bool]:
-    """``(mask, unlabeled_255)`` of a label raster holding the values ``held`` (see :func:`label_values`).
-
-    Class indices 0..k, with or without 255 for unlabeled pixels; a 0/255 mask, possibly smoothed
-    (values between, the class from 128 up). Anything else is refused.
-    """
-    values = np.flatnonzero(held)
-    indices, high, between = values[(values >= 1) & (values <= k)], values[values >= 128], values[(values > k) & (values < 128)]
-    if odd is None and len(high) == 0 and len(between) == 0:
-        return False, False
-    if odd is None and len(between) == 0 and unlabeled_is_255(held):
-        return False, True
-    if odd is None and len(high) and (len(indices) == 0 or len(between)):
-        return True, False
-    held_text = f"values up to {int(values.max())}" if odd is None else f"value {odd:g}"
-    raise GeoccsegError(f"label raster {path.name} holds {held_text}: give a 0/255 or 0/1 mask, or class indices 0..{k} (background and the classes "
-                        f"{', '.join(classes)}; 255 may mark unlabeled pixels); resample masks with nearest, never bilinear")
 
 
 def raster_footprint(ds: rasterio.io.DatasetReader, crs) -> BaseGeometry:
