@@ -61,24 +61,30 @@ def test_shapefile_leaves_no_staging_folder(tmp_path):
     assert names == ["lines.cpg", "lines.dbf", "lines.prj", "lines.shp", "lines.shx"]
 
 
-def test_an_interrupted_shapefile_overwrite_keeps_the_old_one_whole(tmp_path, monkeypatch):
+@pytest.mark.parametrize("when", [("before", ".prj"), ("after", ".dbf"), ("after", ".shp")])
+def test_an_interrupted_shapefile_overwrite_keeps_the_old_one_whole(tmp_path, monkeypatch, when):
     """Overwriting a Shapefile removed the old sidecars first: Ctrl-C (or an I/O error) among the
-    moves left the old .shp without its .dbf. The old parts go back, and a stale .qix goes only
-    once the new set is in place."""
+    moves left the old .shp without its .dbf. The old parts go back, also when the error comes
+    after a part's rename (flushing it to disk), the .shp's included; a stale .qix goes only once
+    the new set is in place."""
     import geoccseg.io.vector_write as vector_write
 
     out = write_vectors({"road": lines_of("road", 2)}, tmp_path / "lines.shp")
     (tmp_path / "lines.qix").write_bytes(b"an old spatial index")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     real_move = vector_write.move_into_place
+    moment, suffix = when
 
     def interrupted(part, dest, overwrite=False):
-        if Path(dest).suffix == ".prj":  # after .cpg and .dbf are in place
-            raise KeyboardInterrupt
-        real_move(part, dest, overwrite)
+        if moment == "after":
+            real_move(part, dest, overwrite)
+        if Path(dest).suffix == suffix:
+            raise KeyboardInterrupt if moment == "before" else OSError(5, "Input/output error")
+        if moment == "before":
+            real_move(part, dest, overwrite)
 
     monkeypatch.setattr(vector_write, "move_into_place", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises((KeyboardInterrupt, OSError)):
         write_vectors({"road": lines_of("road", 5)}, out, overwrite=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert len(gpd.read_file(out)) == 2

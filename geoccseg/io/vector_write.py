@@ -199,38 +199,40 @@ def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> No
 
     With ``overwrite`` the parts of the old Shapefile are replaced one by one, the ``.shp`` last;
     the old parts the new file has not (an old ``.qix`` index would not match it) are removed only
-    once the new set is in place, and a failure on the way puts the old parts back (they were
-    removed first: an interrupted overwrite left the old ``.shp`` without its ``.dbf``). Without
+    once the new set is in place, and a failure on the way (also one flushing a rename to disk, after
+    it) puts the old set back: every part already moved, the ``.shp`` included, is replaced by its
+    old copy or removed (the old parts were removed first: an interrupted overwrite left the old
+    ``.shp`` without its ``.dbf``). A part whose move did not happen is left as it is. Without
     ``overwrite`` no part may exist. A folder in place of any part is refused.
     """
-    for ext in _SHAPEFILE_PARTS:
+    for ext in (".shp", *_SHAPEFILE_PARTS):
         check_writable(path.with_suffix(ext), overwrite, example=f"roads{ext}")
-    taken = [path.with_suffix(ext) for ext in _SHAPEFILE_PARTS if path.with_suffix(ext).is_file()]
+    taken = [path.with_suffix(ext) for ext in (".shp", *_SHAPEFILE_PARTS) if path.with_suffix(ext).is_file()]
     frame = frame.rename(columns=shapefile_fields([c for c in frame.columns if c != frame.geometry.name]))
-    moved: list[Path] = []
     with scratch_dir(path) as staging:
-        kept = staging / "replaced"  # the old parts, until the new set is in place
+        kept, new = staging / "replaced", staging / "new"  # the old parts, until the new set is in place
         kept.mkdir()
+        new.mkdir()
+        tried: list[tuple[Path, Path]] = []
         try:
-            _write(frame, staging / path.name, path.stem, "ESRI Shapefile")
-            with atomic_path(path, overwrite) as tmp:
-                for old in taken:
-                    _keep(old, kept / old.name)
-                for part in sorted(staging.iterdir()):
-                    if part.is_file() and part.name != path.name:
-                        dest = path.with_suffix(part.suffix)
-                        move_into_place(part, dest, overwrite)
-                        moved.append(dest)
-                os.replace(staging / path.name, tmp)
+            _write(frame, new / path.name, path.stem, "ESRI Shapefile")
+            for old in taken:
+                _keep(old, kept / old.name)
+            for part in sorted(new.iterdir(), key=lambda p: (p.suffix == ".shp", p.name)):  # the .shp last
+                tried.append((part, path.with_suffix(part.suffix)))
+                move_into_place(part, tried[-1][1], overwrite)
         except BaseException:
-            for dest in moved:
+            for part, dest in tried:
+                if part.exists():
+                    continue  # not moved: what is at dest is not this run's
                 if (kept / dest.name).is_file():
                     os.replace(kept / dest.name, dest)
                 else:
                     dest.unlink(missing_ok=True)
             raise
+        written = {dest for _, dest in tried}
         for old in taken:
-            if old not in moved:
+            if old not in written:
                 old.unlink(missing_ok=True)
 
 
