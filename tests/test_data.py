@@ -267,6 +267,11 @@ def test_a_bend_drawn_as_two_lines_is_labeled_like_one_line(tmp_path):
              for name in ("two", "one")}
     assert masks["two"][220, 220] == 1  # (500052, 3999998): 2.8 m from the corner, beyond both flat caps
     assert (masks["two"] == masks["one"]).mean() > 0.9995
+    # ends 0.00001 apart meet, also across a cell of a 0.01 grid (rounding to it split them)
+    from geoccseg.io.labels import shared_ends
+
+    apart = np.array([shapely.LineString([(-1, 0), (0.005, 0)]), shapely.LineString([(0.00501, 0), (1, 1)])])
+    assert [len(shapely.get_parts(p)) for p in shared_ends(apart, tolerance=0.01)] == [1, 1]
     dead_end = VectorLabels.open(tmp_path / "two.gpkg", "EPSG:32611", width_m=6.0).rasterize((499980.0, 3999980.0, 500020.0, 4000020.0), shape)
     assert dead_end[:, 201:].any() and not dead_end[:, :199].any()  # a free end stays flat
     from geoccseg.io.labels import shared_ends

@@ -68,7 +68,8 @@ class SceneChips(GeoDataset):
         return self._res
 
     def snap(self, bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-        """Snap CRS bounds to the scene's native pixel grid (each edge to the nearest grid line)."""
+        """Snap CRS bounds to the scene's native pixel grid, as a read of them is (the window's offset
+        and size are rounded each: an edge moves by up to one pixel)."""
         win = self.scene.window_for_bounds(bounds)
         return tuple(rasterio.windows.bounds(win, self.scene.transform))
 
@@ -165,8 +166,8 @@ def query_box(query: Query) -> BaseGeometry:
 
 
 def read_box(chips: SceneChips, query: Query) -> BaseGeometry:
-    """The scene pixels a query's chip is read from, as a polygon: its footprint with each edge moved
-    to the nearest line of the scene's pixel grid (:meth:`SceneChips.snap`), up to half a scene pixel."""
+    """The scene pixels a query's chip is read from, as a polygon: its footprint snapped to the
+    scene's pixel grid as the read is (:meth:`SceneChips.snap`)."""
     return box(*chips.snap((query[0].start, query[1].start, query[0].stop, query[1].stop)))
 
 

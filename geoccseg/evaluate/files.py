@@ -22,8 +22,8 @@ TRUTH tile holds 255 so, a tile holding only 0 and 255 reads as its neighbours d
 (:class:`TruthReader`).
 
 Vectors (.gpkg, .geojson or .json, .fgb, .shp) hold (multi)line strings with a CRS. They are burnt onto the
-grid of the raster they are compared with: buffered by a line width in metres (flat ends, through
-:class:`geoccseg.io.labels.VectorLabels`) for pixel metrics, and one pixel wide for
+grid of the raster they are compared with: buffered by a line width in metres (flat ends, round where two lines
+meet, as training labels them: :class:`geoccseg.io.labels.VectorLabels`) for pixel metrics, and one pixel wide for
 skeleton centreline metrics.
 """
 

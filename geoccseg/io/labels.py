@@ -32,6 +32,7 @@ import shapely
 from affine import Affine
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
+from scipy.spatial import cKDTree
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
@@ -200,8 +201,8 @@ def shared_ends(lines: np.ndarray, tolerance: float = 0.01) -> np.ndarray:
         return out
     xy = np.concatenate([shapely.get_coordinates(shapely.get_point(parts, 0)), shapely.get_coordinates(shapely.get_point(parts, -1))])
     owners = np.concatenate([owner, owner])
-    _, inverse, counts = np.unique(np.round(xy / tolerance), axis=0, return_inverse=True, return_counts=True)
-    shared = np.flatnonzero(counts[inverse.ravel()] >= 2)
+    pairs = cKDTree(xy).query_pairs(tolerance, output_type="ndarray")  # (rounding to a grid split pairs across its cells)
+    shared = np.unique(pairs[pairs[:, 0] % len(parts) != pairs[:, 1] % len(parts)].ravel())  # not a part's own two ends
     shared = shared[np.argsort(owners[shared], kind="stable")]
     rows, starts = np.unique(owners[shared], return_index=True)
     for row, points in zip(rows, np.split(xy[shared], starts[1:])):

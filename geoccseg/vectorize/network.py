@@ -268,11 +268,14 @@ def _column(frame: gpd.GeoDataFrame, name: str) -> np.ndarray:
 
 
 def _snap_ends(geoms: np.ndarray, snap_m: float) -> np.ndarray:
-    """Join free line ends to nearby ends (their mean point) or onto nearby lines (a vertex added there).
+    """Join free line ends to nearby ends and onto nearby lines: the ends within ``snap_m`` of each
+    other (chained) go to their mean point, and that point, or a lone end, onto the nearest line
+    within ``snap_m`` that none of them belongs to (a vertex added there). An end so moves by more
+    than ``snap_m`` where a group's mean point is itself moved onto a line.
 
     Args:
         geoms: (L,) LineStrings in metres.
-        snap_m: largest distance moved (metres).
+        snap_m: the distance within which ends join each other and lines (metres).
 
     Returns:
         (L,) LineStrings with moved ends and added vertices.
