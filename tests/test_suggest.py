@@ -158,9 +158,13 @@ def crop(scene_path: Path, dest: Path, cols: slice) -> Path:
 def test_squares_of_overlapping_scenes_never_overlap(scene_path, tmp_path, strategy):
     """Overlap was checked within each scene only: two scenes sharing ground (neighbouring tiles cut
     with an overlap) gave squares on top of each other."""
-    west, east = crop(scene_path, tmp_path / "west.tif", slice(0, 800)), crop(scene_path, tmp_path / "east.tif", slice(500, 1300))
+    for side in ("west", "east"):
+        (tmp_path / side).mkdir()
+    west = crop(scene_path, tmp_path / "west" / "tile.tif", slice(0, 800))
+    east = crop(scene_path, tmp_path / "east" / "tile.tif", slice(500, 1300))
     areas = suggest_areas([west, east], model="road", n=12, size_m=60, options=CPU, strategy=strategy, progress=False).areas
-    assert len(areas) == 12 and set(areas["scene"]) == {"west.tif", "east.tif"}
+    # two tiles of one file name are told apart by their paths (both were "tile.tif")
+    assert len(areas) == 12 and set(areas["scene"]) == {str(west), str(east)}
     for i, square in enumerate(areas.geometry):
         for other in areas.geometry.iloc[i + 1:]:
             assert square.intersection(other).area < 1e-6 * square.area

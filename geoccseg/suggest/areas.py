@@ -167,6 +167,8 @@ def suggest_areas(
     if all(cells.rows < 2 or cells.cols < 2 for cells, _ in grids):
         raise GeoccsegError(f"no square of {size_m:g} m fits in {'the scene' if len(paths) == 1 else 'any scene'}; give a smaller --size-m")
     per_scene = []
+    file_names = [s.path.name for s in opened]
+    names = [n if file_names.count(n) == 1 else str(p) for n, p in zip(file_names, paths)]  # tiles of one name: their paths
     with scratch_dir(out) if out is not None else contextlib.nullcontext() as workdir:
         for index, (scene, (cells, scale), region) in enumerate(zip(opened, grids, regions)):
             if cells.rows < 2 or cells.cols < 2:
@@ -176,7 +178,7 @@ def suggest_areas(
                 scene, bundle, cells, scale, thresholds, TermParams(params.likely_threshold, near_px), options, device,
                 workdir=workdir if options.workers else None, progress=progress,
             )
-            per_scene.append(_candidates(scene, cells, scale, sums, region, params, index))
+            per_scene.append(_candidates(scene, cells, scale, sums, region, params, index, names[index]))
     pooled = _pool(per_scene, CRS.from_user_input(opened[0].crs))
     spacing_m = params.spacing_m or size_m
     choice = choose(pooled.candidates, pooled.reference, n, params, spacing_m, strategy, seed)
@@ -225,8 +227,10 @@ def _cell_grid(scene: Scene, meta: BundleMeta, size_m: float) -> tuple[CellGrid,
     return CellGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), cell_h, cell_w), scale
 
 
-def _candidates(scene: Scene, cells: CellGrid, scale: float, sums: np.ndarray, region, params: SuggestParams, index: int) -> _SceneCandidates:
-    """The squares of one scene: their sums, polygons, and which are candidates or labeled reference."""
+def _candidates(scene: Scene, cells: CellGrid, scale: float, sums: np.ndarray, region, params: SuggestParams, index: int,
+                name: str) -> _SceneCandidates:
+    """The squares of one scene (named ``name`` in the ``scene`` column): their sums, polygons, and
+    which are candidates or labeled reference."""
     square = sums[:, :-1, :-1] + sums[:, 1:, :-1] + sums[:, :-1, 1:] + sums[:, 1:, 1:]
     rows, cols = np.meshgrid(np.arange(cells.rows - 1), np.arange(cells.cols - 1), indexing="ij")
     rows, cols, flat = rows.ravel(), cols.ravel(), square.reshape(square.shape[0], -1).T
@@ -254,7 +258,7 @@ def _candidates(scene: Scene, cells: CellGrid, scale: float, sums: np.ndarray, r
     size = np.full(len(boxes), 2 * math.sqrt(ch * px_y_m * cw * px_x_m))
     return _SceneCandidates(
         Candidates(parts[keep], embedding[keep], np.full(int(keep.sum()), index), np.stack([rows, cols], 1)[keep], centre_m[keep]),
-        embedding[reference], boxes[keep], valid_share[keep], size[keep], CRS.from_user_input(scene.crs), scene.path.name,
+        embedding[reference], boxes[keep], valid_share[keep], size[keep], CRS.from_user_input(scene.crs), name,
     )
 
 
