@@ -130,6 +130,13 @@ def test_graph_round_trips_through_a_geopackage(tmp_path: Path) -> None:
     mine = sorted((d["edge_id"], u, v, d["length_m"], d["width_m"], d["probability"], d["geometry"].wkb) for u, v, d in graph.edges(data=True))
     theirs = sorted((d["edge_id"], u, v, d["length_m"], d["width_m"], d["probability"], d["geometry"].wkb) for u, v, d in back.edges(data=True))
     assert mine == theirs and back.graph["crs"] == graph.graph["crs"]
+    # an edge line turned round in a GIS reads as the graph stores it; pinned to its nodes in
+    # another CRS it crossed itself over its whole length
+    edited = pyogrio.read_dataframe(out, layer="road_edges")
+    edited["geometry"] = shapely.reverse(edited.geometry.values)
+    pyogrio.write_dataframe(edited, out, layer="road_edges")
+    turned = read_graph(out, "road")
+    assert sorted((d["edge_id"], d["geometry"].wkb) for _, _, d in turned.edges(data=True)) == [(e[0], e[-1]) for e in mine]
     with pytest.raises(GeoccsegError, match="already exists"):
         write_graph(graph, out, "road")
     with pytest.raises(GeoccsegError, match="GeoPackage"):

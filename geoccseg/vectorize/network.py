@@ -35,6 +35,7 @@ GeoPackage, :func:`write_graph` writes them (atomically, through
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -204,6 +205,9 @@ def write_graph(graph: nx.MultiGraph, path: str | os.PathLike, class_name: str, 
 def read_graph(path: str | os.PathLike, class_name: str) -> nx.MultiGraph:
     """Read a road graph from the ``<class_name>_nodes`` and ``<class_name>_edges`` layers of a GeoPackage.
 
+    Each edge's line is turned to run from node ``min(u, v)`` to ``max(u, v)``, as the graph
+    stores it, where it runs the other way (a layer edited in a GIS).
+
     Raises:
         GeoccsegError: a missing or unreadable file, missing layers or fields, edges that name
             nodes the node layer lacks.
@@ -237,7 +241,8 @@ def read_graph(path: str | os.PathLike, class_name: str) -> nx.MultiGraph:
         raise GeoccsegError(f"edges of {path} name nodes {unknown[:5]} that layer {class_name}_nodes lacks")
     for row in edges.itertuples(index=False):
         graph.add_edge(
-            int(row.u), int(row.v), key=int(row.edge_id), edge_id=int(row.edge_id), geometry=row.geometry,
+            int(row.u), int(row.v), key=int(row.edge_id), edge_id=int(row.edge_id),
+            geometry=_oriented(row.geometry, graph.nodes[min(row.u, row.v)], graph.nodes[max(row.u, row.v)]),
             length_m=float(row.length_m), width_m=_float(row.width_m), probability=_float(row.probability),
         )
     for n in graph.nodes:
@@ -384,6 +389,17 @@ def _assemble(
     for n in graph.nodes:
         graph.nodes[n]["degree"] = graph.degree(n)
     return graph
+
+
+def _oriented(geom: shapely.LineString, start: dict, end: dict) -> shapely.LineString:
+    """The line running from node ``start`` to node ``end``: reversed where its first vertex lies
+    nearer ``end`` (pinning its ends to the nodes would otherwise cross it over its whole length)."""
+    coords = shapely.get_coordinates(geom)
+    if len(coords) < 2:
+        return geom
+    a, b = (start["x"], start["y"]), (end["x"], end["y"])
+    swapped = math.dist(coords[0], b) + math.dist(coords[-1], a) < math.dist(coords[0], a) + math.dist(coords[-1], b)
+    return shapely.reverse(geom) if swapped else geom
 
 
 def _pin_ends(geom: shapely.LineString, start: dict, end: dict) -> shapely.LineString:
