@@ -32,8 +32,9 @@ from pathlib import Path
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
+from geoccseg.benchmark.score import read_truth_mask
 from geoccseg.benchmark.split import SHIPPED_SOURCES
-from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.data.photos import read_photo
 from geoccseg.evaluate import PixelScorer
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
@@ -64,10 +65,10 @@ def score(bundle, pairs: dict, tile_px: int, overlap_px: int) -> dict:
     thresholds = {"0.5": 0.5, "model": bundle.meta.threshold or 0.5}
     scorers = {name: PixelScorer(t) for name, t in thresholds.items()}
     for image_path, mask_path in pairs.values():
-        image, truth = read_photo(image_path), read_mask(mask_path) > 0
+        image, (truth, labeled) = read_photo(image_path), read_truth_mask(mask_path)
         prob = predict_array(bundle, image, tile_px=tile_px, overlap_px=overlap_px, batch_size=1)[1:].sum(0)
         for scorer in scorers.values():
-            scorer.add(prob, truth)
+            scorer.add(prob, truth, labeled)
     out = {"threshold": round(float(thresholds["model"]), 3)}
     for name, scorer in scorers.items():
         out[f"f1@{name}"] = round(scorer.scores().f1, 4)

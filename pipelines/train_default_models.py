@@ -47,14 +47,14 @@ import yaml
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.score import Score, foreground_probability, score_bundle
+from geoccseg.benchmark.score import Score, foreground_probability, read_truth_mask, score_bundle
 from geoccseg.benchmark.runs import same_config
 from geoccseg.train.callbacks import run_finished
 from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs
 from geoccseg.benchmark.threshold import choose_threshold
 from geoccseg.evaluate import PixelScorer
 from geoccseg.evaluate import evaluate as evaluate_files
-from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.data.photos import read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import save_bundle
@@ -101,9 +101,9 @@ def score_pairs(bundle, pairs: dict[str, Pair], thresholds: tuple[float, ...], t
     """The pixel metrics of the pairs at each threshold, predicting each image once (whole, as the benchmark)."""
     scorers = [PixelScorer(t, tolerance_px) for t in thresholds]
     for image_path, mask_path in pairs.values():
-        prob, truth = foreground_probability(bundle, read_photo(image_path)), read_mask(mask_path) > 0
+        prob, (truth, labeled) = foreground_probability(bundle, read_photo(image_path)), read_truth_mask(mask_path)
         for scorer in scorers:
-            scorer.add(prob, truth)
+            scorer.add(prob, truth, labeled)
     return [Score(pixels=scorer.scores()) for scorer in scorers]
 
 

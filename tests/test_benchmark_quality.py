@@ -699,3 +699,29 @@ def test_loss_ablation_continues_its_folder_and_never_mixes_settings() -> None:
     older = [{"variant": "sup_ce", "dataset": "deepcrack", "seed": 0, "steps": 300}]  # before budgets were recorded
     with pytest.raises(GeoccsegError, match="choose another --out"):
         ablate.check_records(older, "deepcrack", 0, 300, 0.035)
+
+
+def test_benchmark_scores_leave_out_unlabeled_mask_pixels(data_dir: Path, tmp_path: Path) -> None:
+    """Masks of 0/1 with 255 for unlabeled pixels read the 255 as unlabeled (read_mask, since the
+    photo masks follow the label rasters' rule); the benchmark's scorer counted every pixel > 0 as
+    foreground, so unlabeled pixels were cracks the model missed."""
+    from PIL import Image
+
+    from geoccseg.benchmark.score import foreground_probability, read_truth_mask, score_bundle
+    from geoccseg.data.photos import read_mask, read_photo
+    from geoccseg.evaluate import PixelScorer
+    from geoccseg.io.bundle import resolve_model
+    from geoccseg.models import load_bundle
+
+    image = data_dir / "cfd" / "images" / "001.jpg"
+    mask = read_mask(data_dir / "cfd" / "masks" / "001.png")
+    marked = mask.copy()
+    marked[:, :240] = 255  # the left half, across a crack
+    Image.fromarray(marked).save(tmp_path / "001.png")
+    truth, labeled = read_truth_mask(tmp_path / "001.png")
+    assert mask[:, :240].any() and not truth[:, :240].any() and not labeled[:, :240].any() and labeled[:, 240:].all()
+    assert np.array_equal(truth[:, 240:], mask[:, 240:] > 0) and read_truth_mask(data_dir / "cfd" / "masks" / "001.png")[1] is None
+    bundle = load_bundle(resolve_model("crack"))
+    expected = PixelScorer(0.5)
+    expected.add(foreground_probability(bundle, read_photo(image), "cpu"), mask > 0, labeled)
+    assert score_bundle(bundle, {"001": (image, tmp_path / "001.png")}, device="cpu").pixels == expected.scores()

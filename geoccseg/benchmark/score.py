@@ -20,6 +20,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import PixelScorer, PixelScores
 from geoccseg.inference.array import predict_array
 from geoccseg.io.probability import encode_uint8
+from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.models import Bundle
 
 #: Number of test images shown in ``examples.png``.
@@ -46,6 +47,17 @@ class Score:
         return {"n_test": metrics.pop("n_images"), **metrics}
 
 
+def read_truth_mask(path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A benchmark mask as ``(truth, labeled)``: (H, W) bool foreground, and the labeled pixels
+    (255 beside class indices marks unlabeled ones, :func:`geoccseg.data.photos.read_mask`), None
+    where every pixel is; ``PixelScorer.add(prob, truth, labeled)`` scores only those."""
+    labels = read_mask(path)
+    unlabeled = labels == IGNORE_INDEX
+    if not unlabeled.any():
+        return labels > 0, None
+    return (labels > 0) & ~unlabeled, ~unlabeled
+
+
 def foreground_probability(bundle: Bundle, image: np.ndarray, device: str = "auto") -> np.ndarray:
     """(H, W) float32 probability that a pixel is not background, for a (C, H, W) uint8 image (one chip)."""
     return predict_array(bundle, image, device=device)[1:].sum(0)
@@ -57,7 +69,8 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
 
     Args:
         bundle: a loaded model bundle.
-        pairs: (image, mask) paths by stem; masks are read as background (0) / foreground (> 0).
+        pairs: (image, mask) paths by stem; masks are read as background (0) / foreground (> 0),
+            their unlabeled pixels left out (:func:`read_truth_mask`).
         tolerance_px: relaxed-metric tolerance in pixels (None: no relaxed metrics).
         device: ``auto``, ``cpu`` or ``cuda``.
         examples: stems whose probability maps are kept in :attr:`Score.examples`.
@@ -70,11 +83,11 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
     scorer = PixelScorer(THRESHOLD, tolerance_px)
     kept: dict[str, np.ndarray] = {}
     for stem, (image_path, mask_path) in pairs.items():
-        image, truth = read_photo(image_path), read_mask(mask_path) > 0
+        image, (truth, labeled) = read_photo(image_path), read_truth_mask(mask_path)
         if image.shape[1:] != truth.shape:
             raise GeoccsegError(f"mask {mask_path.name} is {truth.shape[1]}x{truth.shape[0]} but image {image_path.name} is {image.shape[2]}x{image.shape[1]}; masks must match their images")
         prob = foreground_probability(bundle, image, device)
-        scorer.add(prob, truth)
+        scorer.add(prob, truth, labeled)
         if stem in examples:
             kept[stem] = encode_uint8(prob)
     return Score(pixels=scorer.scores(), examples=kept)
@@ -82,5 +95,5 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
 
 def pick_examples(pairs: dict[str, Pair], n: int = N_EXAMPLES) -> list[str]:
     """The ``n`` stems with the most foreground pixels (ties by stem): the most telling examples."""
-    sizes = {stem: int(np.count_nonzero(read_mask(mask))) for stem, (_, mask) in pairs.items()}
+    sizes = {stem: int(np.count_nonzero(read_truth_mask(mask)[0])) for stem, (_, mask) in pairs.items()}
     return sorted(sorted(sizes), key=lambda s: -sizes[s])[:n]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from geoccseg.benchmark.score import foreground_probability
+from geoccseg.benchmark.score import foreground_probability, read_truth_mask
 from geoccseg.benchmark.split import Pair
-from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.data.photos import read_photo
 from geoccseg.evaluate import Counts, PixelScorer
 from geoccseg.models import Bundle
 
@@ -45,12 +45,12 @@ def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | N
         raise ValueError(f"contrast must lie in (0, 1), got {contrast}")
     select, pooled = PixelScorer(), PixelScorer()
     for image_path, mask_path in pairs.values():
-        image, truth = read_photo(image_path), read_mask(mask_path) > 0
+        image, (truth, labeled) = read_photo(image_path), read_truth_mask(mask_path)
         prob = foreground_probability(bundle, image)
-        select.add(prob, truth)
-        pooled.add(prob, truth)
+        select.add(prob, truth, labeled)
+        pooled.add(prob, truth, labeled)
         if contrast is not None:
-            pooled.add(foreground_probability(bundle, fainter(image, contrast)), truth)
+            pooled.add(foreground_probability(bundle, fainter(image, contrast)), truth, labeled)
     threshold = pooled.scores().ods_threshold
     return threshold, _f1_at(select, threshold)
 
