@@ -49,8 +49,8 @@ includes reading the cached export, not exporting it.
   the model in the main thread and runs the loop in a worker thread: on a busy machine the first
   thread to use OpenMP ran the forward pass up to 3x slower than the others.
 
-- ``suggest`` (with ``--suggest``): ``geoccseg suggest`` on the same scene, once per engine
-  (:func:`geoccseg.suggest.areas.suggest_areas`, 5 squares of the model's default size, the same
+- ``suggest`` (with ``--suggest``): ``geoccseg suggest`` on the same scene, once per fp32 engine
+  (scoring has no reduced precision; :func:`geoccseg.suggest.areas.suggest_areas`, 5 squares of the model's default size, the same
   overlap and block, and suggest's own default chips unless ``--tile-px``/``--batch-size`` are
   given: what a user gets, :meth:`~geoccseg.inference.predict.PredictOptions.scoring_tile_for`;
   scoring runs the ``onnx`` engine's ``scoring`` export, and
@@ -345,7 +345,9 @@ def main() -> None:
                 if "mpx_per_s" in row["engines"].get("torch", {}):  # fp32 torch, measured first when asked for
                     measured["vs_torch"] = measured["mpx_per_s"] / row["engines"]["torch"]["mpx_per_s"]
                 save()
-                if args.suggest:  # scoring runs the engine's export where it has one (onnx), else PyTorch
+                # scoring runs the engine's export where it has one (onnx), else PyTorch, always in fp32:
+                # a reduced-precision row would time the fp32 row's suggest again under its name
+                if args.suggest and engine.partition(":")[2] in ("", "fp32"):
                     measured["suggest"] = run_child("suggest", args, scene, bundle, tmp / f"areas_{size}.gpkg", engine)
                     save()
             if not args.no_naive:
