@@ -39,6 +39,9 @@ def test_photo_scene_is_georeferenced_and_its_centrelines_follow_the_mask(data_d
     before = scene.stat().st_mtime_ns, truth.stat().st_mtime_ns
     assert photo_scene(image, mask, tmp_path / "scene", pixel_size_m=0.5) == (scene, truth)
     assert (scene.stat().st_mtime_ns, truth.stat().st_mtime_ns) == before
+    # another photo or pixel size in that folder is refused (the first photo's scene was read back)
+    with pytest.raises(GeoccsegError, match="holds the scene of another photo, mask or setting"):
+        photo_scene(image, mask, tmp_path / "scene", pixel_size_m=1.0)
 
 
 def test_photo_scene_refuses_a_mask_of_another_size_or_without_road(data_dir: Path, tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ dataset's uncertain pixel size, which is all the scene benchmarks need.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -22,7 +24,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.benchmark.score import read_truth_mask
+from geoccseg.data.photos import read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.vector_write import write_vectors
@@ -41,7 +44,9 @@ def photo_scene(
 ) -> tuple[Path, Path]:
     """Write ``out/scene.tif`` (the photo, georeferenced) and ``out/truth.gpkg`` (its mask's centrelines).
 
-    Files already there are kept (the function is cheap to call again; delete them to remake).
+    Files already there are kept when they were made from the same photo, mask, pixel size and
+    vectoriser settings (recorded in ``out/source.json``); for others the folder is refused (it
+    was read back as the new photo's scene).
 
     Args:
         image: the photo (RGB or grayscale, anything Pillow reads).
@@ -60,11 +65,17 @@ def photo_scene(
         raise GeoccsegError(f"pixel_size_m must be positive metres, got {pixel_size_m}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    scene, truth = out / "scene.tif", out / "truth.gpkg"
+    scene, truth, record = out / "scene.tif", out / "truth.gpkg", out / "source.json"
+    source = {"image": str(Path(image).resolve()), "mask": str(Path(mask).resolve()), "pixel_size_m": pixel_size_m,
+              "params": dataclasses.asdict(params or VectorizeParams())}
     if scene.is_file() and truth.is_file():
+        made = json.loads(record.read_text()) if record.is_file() else None
+        if made != source:
+            raise GeoccsegError(f"{out} holds the scene of another photo, mask or setting ({'unrecorded' if made is None else made['image']}); "
+                                "choose another folder (--runs) or remove it")
         return scene, truth
     pixels = read_photo(Path(image), bands=3)
-    road = read_mask(Path(mask))
+    road = read_truth_mask(Path(mask))[0]  # unlabeled pixels (255 beside class indices): no road
     if road.shape != pixels.shape[1:]:
         raise GeoccsegError(f"mask {Path(mask).name} is {road.shape[1]}x{road.shape[0]} pixels, photo {Path(image).name} "
                             f"{pixels.shape[2]}x{pixels.shape[1]}; they must match")
@@ -77,4 +88,6 @@ def photo_scene(
     with atomic_path(scene, overwrite=True) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(pixels)
     write_vectors({"road": lines}, truth, overwrite=True, crs=NOMINAL_CRS)
+    with atomic_path(record, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(source, indent=1))
     return scene, truth
