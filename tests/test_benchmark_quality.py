@@ -725,3 +725,15 @@ def test_benchmark_scores_leave_out_unlabeled_mask_pixels(data_dir: Path, tmp_pa
     expected = PixelScorer(0.5)
     expected.add(foreground_probability(bundle, read_photo(image), "cpu"), mask > 0, labeled)
     assert score_bundle(bundle, {"001": (image, tmp_path / "001.png")}, device="cpu").pixels == expected.scores()
+
+
+def test_paired_differences_refuse_two_runs_of_one_seed() -> None:
+    """Records of two benchmark folders pooled (notebook 03 did) paired one folder's arm with the
+    other's base, the last record of a seed winning silently."""
+    from geoccseg.benchmark.report import paired_differences
+
+    run = {"labeled_fraction": 0.035, "seed": 0}
+    records = [{**run, "arm": "full", "f1": 0.8}, {**run, "arm": "sup_ce", "f1": 0.7}]
+    assert paired_differences(records, "sup_ce") == {0.035: [pytest.approx(0.1)]}
+    with pytest.raises(ValueError, match="several runs of one seed"):
+        paired_differences([*records, {**run, "arm": "full", "f1": 0.75}], "sup_ce")

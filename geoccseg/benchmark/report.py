@@ -52,7 +52,12 @@ def paired_differences(records: Sequence[dict], base: str, arm: str = "full", ke
     the luck of the labels; the paired differences take the second out."""
     out: dict[float, list[float]] = {}
     for fraction in sorted({r["labeled_fraction"] for r in records if r["arm"] == arm}):
-        by_seed = {a: {r["seed"]: r[key] for r in records if r["arm"] == a and r["labeled_fraction"] == fraction} for a in (arm, base)}
+        by_seed = {}
+        for a in (arm, base):
+            runs = [r for r in records if r["arm"] == a and r["labeled_fraction"] == fraction]
+            by_seed[a] = {r["seed"]: r[key] for r in runs}
+            if len(by_seed[a]) < len(runs):  # records of two benchmarks pooled: which run pairs with which?
+                raise ValueError(f"{a} at fraction {fraction:g} has several runs of one seed; pair the runs of one benchmark at a time")
         seeds = sorted(set(by_seed[arm]) & set(by_seed[base]))
         if seeds:
             out[fraction] = [by_seed[arm][s] - by_seed[base][s] for s in seeds]
