@@ -26,6 +26,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import psutil
+
 from geoccseg.errors import GeoccsegError
 
 
@@ -99,13 +101,9 @@ def temp_prefix(dest: Path) -> str:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+    """Whether process ``pid`` of this machine runs (psutil: ``os.kill(pid, 0)``, the POSIX probe,
+    terminates the process on Windows)."""
+    return psutil.pid_exists(pid)
 
 
 def remove_stale(dest: str | os.PathLike) -> list[Path]:
