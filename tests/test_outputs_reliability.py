@@ -425,3 +425,22 @@ def test_a_full_disk_is_a_one_line_error_naming_the_file(data_dir: Path, tmp_pat
     assert lines[0] == (f"geoccseg: error: cannot write {out / 'probability' / '001.png'}: the file is larger than this file system or "
                         "a limit allows; choose another output folder")
     assert not (out / "probability" / "001.png").exists()
+
+
+def test_a_raster_cut_short_is_a_one_line_error_and_leaves_nothing(vegas: Path, predicted, tmp_path: Path) -> None:
+    """A scene or probability raster whose copy stopped part way (its header whole, as a COG's is)
+    opens, then failed on the first block past the cut with rasterio's traceback."""
+    from rasterio.shutil import copy as copy_raster
+
+    copy_raster(vegas / "vegas_img0_rgb.tif", tmp_path / "whole.tif", driver="COG")
+    data = (tmp_path / "whole.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    args = ["predict", str(tmp_path / "cut.tif"), "-o", str(tmp_path / "roads.gpkg"), "--device", "cpu"]
+    message = one_line_error(CliRunner().invoke(cli, args))
+    assert "cannot read the pixels of" in message and "cut.tif" in message and "truncated" in message
+    prob, _ = predicted
+    data = Path(prob).read_bytes()
+    (tmp_path / "prob_cut.tif").write_bytes(data[: len(data) * 2 // 3])
+    message = one_line_error(CliRunner().invoke(cli, ["vectorize", str(tmp_path / "prob_cut.tif"), "-o", str(tmp_path / "lines.gpkg")]))
+    assert "cannot read the pixels of" in message and "truncated" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif", "prob_cut.tif", "whole.tif"]

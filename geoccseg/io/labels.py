@@ -38,7 +38,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import RASTER_SUFFIXES, VECTOR_SUFFIXES
-from geoccseg.io.scene import open_raster
+from geoccseg.io.scene import open_raster, readable
 from geoccseg.label_values import IGNORE_INDEX, held_values, label_mode
 
 DEFAULT_WIDTH_M = {"road": 6.0, "crack": 0.02}
@@ -286,7 +286,7 @@ class RasterLabels:
             # an internal mask reaches the warped view only as an alpha band (else its pixels read as valid
             # 0s); an alpha band of the raster's own reaches it as it is (asking for another raised)
             add_alpha=ds.nodata is None and ds.mask_flag_enums[0] == [MaskFlags.per_dataset],
-        ) as vrt:
+        ) as vrt, readable(self.path):
             data = vrt.read(1)
             valid = rasterio.features.geometry_mask([self.footprint], out_shape=shape, transform=transform, invert=True)
             if not self.zero_nodata:

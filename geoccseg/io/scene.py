@@ -11,11 +11,13 @@ too. An alpha band is never used as an input band.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,11 +197,13 @@ class Scene:
         """Plain read of a window inside the scene: image float32 (C, H, W), or None without
         ``resampling``, and valid bool (H, W)."""
         ds = self.dataset
-        masks = ds.read_masks(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=Resampling.nearest)
-        valid = np.all(masks > 0, axis=0)
-        if resampling is None:
-            return None, valid
-        image = ds.read(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=resampling, out_dtype="float32")
+        with readable(self.source or self.path):
+            masks = ds.read_masks(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=Resampling.nearest)
+            valid = np.all(masks > 0, axis=0)
+            if resampling is None:
+                return None, valid
+            image = ds.read(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=resampling,
+                            out_dtype="float32")
         return image, valid & np.all(np.isfinite(image), axis=0)
 
     def close(self) -> None:
@@ -277,6 +281,20 @@ def is_gdal_path(path: str | os.PathLike) -> bool:
     Give URLs as strings: a :class:`~pathlib.Path` folds their ``//``."""
     text = os.fspath(path)
     return text.startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
+
+
+@contextlib.contextmanager
+def readable(path: str | os.PathLike) -> Iterator[None]:
+    """Turn GDAL's failure to read pixels of an opened raster inside into one line naming it: a
+    file cut short (a download or copy that stopped, its header whole) opens, then fails on the
+    first block past the cut, possibly hours into a run."""
+    try:
+        yield
+    except rasterio.errors.RasterioIOError as exc:
+        gdal = exc.__cause__ or exc  # "Read failed. See previous exception": GDAL's own words are the cause's
+        detail = str(gdal).splitlines()[0] if str(gdal) else type(exc).__name__
+        raise GeoccsegError(f"cannot read the pixels of {path} ({detail}): the file may be truncated or damaged, "
+                            "or its server stopped answering; copy or download it again") from None
 
 
 def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, probabilities
-from geoccseg.io.scene import is_gdal_path, open_raster
+from geoccseg.io.scene import is_gdal_path, open_raster, readable
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
 from geoccseg.vectorize.params import VectorizeParams
 from geoccseg.vectorize.skeleton import SkeletonPixels, skeleton_pixels
@@ -133,11 +133,14 @@ def vectorize_raster(
         blocks = list(_blocks(src.height, src.width, block_px, halo_px))
         if dtype != np.uint8:  # a raster of other values shows it in its first block: say so before any work
             first = blocks[0][0]
-            _check_range(src.read(bands, window=first), src.read_masks(bands, window=first) > 0, path)
+            with readable(path):
+                first_data, first_valid = src.read(bands, window=first), src.read_masks(bands, window=first) > 0
+            _check_range(first_data, first_valid, path)
         top = 0  # largest uint8 value read
         for window, core, open_edges in tqdm(blocks, desc=f"vectorise {name}", unit="block", disable=not progress):
-            data = src.read(bands, window=window)
-            valid = src.read_masks(bands, window=window) > 0
+            with readable(path):
+                data = src.read(bands, window=window)
+                valid = src.read_masks(bands, window=window) > 0
             if dtype == np.uint8:
                 top = max(top, int(data.max(initial=0)))
             prob = probabilities(data)
