@@ -444,3 +444,19 @@ def test_a_raster_cut_short_is_a_one_line_error_and_leaves_nothing(vegas: Path, 
     message = one_line_error(CliRunner().invoke(cli, ["vectorize", str(tmp_path / "prob_cut.tif"), "-o", str(tmp_path / "lines.gpkg")]))
     assert "cannot read the pixels of" in message and "truncated" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif", "prob_cut.tif", "whole.tif"]
+
+
+def test_an_output_the_system_will_not_replace_is_a_one_line_error(predicted, tmp_path: Path) -> None:
+    """--overwrite onto a file the system refuses to replace (another user's in a sticky folder,
+    here an immutable one: root too is refused) was a PermissionError traceback after all the work."""
+    prob, _ = predicted
+    out = tmp_path / "lines.gpkg"
+    out.write_bytes(b"old lines")
+    if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here (needs root and a file system that keeps the flag)")
+    try:
+        message = one_line_error(CliRunner().invoke(cli, ["vectorize", str(prob), "-o", str(out), "--overwrite"]))
+        assert f"cannot write {out}: Operation not permitted; it was left as it is" in message
+        assert out.read_bytes() == b"old lines" and sorted(p.name for p in tmp_path.iterdir()) == ["lines.gpkg"]
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)

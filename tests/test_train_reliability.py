@@ -375,6 +375,20 @@ def test_out_of_range_settings_are_refused_before_any_work(data_dir, tmp_path, o
     assert not (tmp_path / "o").exists()
 
 
+def test_an_output_that_cannot_be_a_folder_or_a_config_that_is_no_text_is_one_line(data_dir, tmp_path):
+    """-o naming a file, or a path through one, was a FileExistsError / NotADirectoryError traceback
+    after the data was read and the model built; --config naming a binary file a UnicodeDecodeError."""
+    (tmp_path / "roads.gpkg").write_bytes(b"keep me")
+    for out, message in ((tmp_path / "roads.gpkg", "roads.gpkg is a file; training writes a folder"),
+                         (tmp_path / "roads.gpkg" / "run", "runs through the file")):
+        result = CliRunner().invoke(cli, ["train", *_cfd_flags(data_dir / "cfd", out), "--max-steps", "1"])
+        assert message in _one_error_line(result)
+    assert (tmp_path / "roads.gpkg").read_bytes() == b"keep me"
+    (tmp_path / "weights.yaml").write_bytes(bytes(range(128, 256)))
+    result = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "weights.yaml"), "-o", str(tmp_path / "o")])
+    assert "config file" in _one_error_line(result) and "is not text" in _one_error_line(result)
+
+
 def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
     (tmp_path / "run.yaml").write_text("lr: 1e-3\nmax_minutes: 2\n")  # PyYAML reads 1e-3 as text
     config = TrainConfig.from_yaml(tmp_path / "run.yaml")

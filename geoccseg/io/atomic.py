@@ -218,13 +218,20 @@ def move_into_place(tmp: str | os.PathLike, dest: str | os.PathLike, overwrite: 
     checked just before a plain rename instead.
 
     Raises:
-        GeoccsegError: a folder at ``dest``, or a file without ``overwrite``; ``tmp`` stays for the
-            caller to remove.
+        GeoccsegError: a folder at ``dest``, a file without ``overwrite``, or a file the system
+            refuses to replace (permissions: another user's file in a sticky folder, an immutable
+            file); ``tmp`` stays for the caller to remove. A full disk stays an OSError for the
+            callers' one-line message of it.
     """
     tmp, dest = Path(tmp), Path(dest)
     _sync(tmp)
     try:
         _move(tmp, dest, overwrite)
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise
+        raise GeoccsegError(f"cannot write {dest}: {exc.strerror or exc}; it was left as it is (check its permissions, "
+                            "or choose another output name)") from None
     finally:
         _fsync(dest.parent)  # the rename itself, not the other files of the folder (another run's may vanish meanwhile)
 

@@ -304,6 +304,10 @@ class TrainConfig:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise GeoccsegError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        except UnicodeDecodeError:
+            raise GeoccsegError(f"config file {path} is not text; give the config.yaml a run wrote (or one of your own)") from None
+        except OSError as exc:
+            raise GeoccsegError(f"cannot read config file {path} ({exc.strerror or exc})") from None
         if not isinstance(values, dict):
             raise GeoccsegError(f"config file {path} must be a mapping of option: value")
         return cls.from_dict({**values, **(overrides or {})}, where=f"config file {path.name}")

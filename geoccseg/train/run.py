@@ -153,6 +153,7 @@ def train(config: TrainConfig) -> TrainResult:
     """
     c = config.validate()
     out = Path(c.out)
+    check_out_folder(out)
     ckpt = out / CHECKPOINTS / LAST
     if c.resume and not ckpt.is_file():
         if not killed_before_first_checkpoint(out):
@@ -311,6 +312,22 @@ def schedule_steps(resumed: dict, out: Path, max_steps: int) -> int:
         if isinstance(before, int) and before > 0:
             return before
     return max_steps
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse, before any data is read, an output folder that cannot be one: a file, a path
+    through a file, or a new folder in a parent that cannot take it.
+
+    Raises:
+        GeoccsegError: naming what is in the way.
+    """
+    if out.exists() and not out.is_dir():
+        raise GeoccsegError(f"-o {out} is a file; training writes a folder (its model, config.yaml, metrics): give a folder name")
+    parent = next(p for p in out.parents if p.exists()) if not out.exists() else out
+    if not parent.is_dir():
+        raise GeoccsegError(f"-o {out} runs through the file {parent}; give a folder name")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GeoccsegError(f"cannot write in {parent} (permission denied); give -o a folder you can write to")
 
 
 def refuse_to_replace(out: Path) -> None:
