@@ -456,3 +456,18 @@ def test_local_dask_cluster_gives_the_same_probabilities(scene_path: Path, bundl
     local = predict_scene(crop, bundle_dir, tmp_path / "local.tif", options, progress=False)
     cluster = predict_scene(crop, bundle_dir, tmp_path / "cluster.tif", replace(options, workers=2), progress=False)
     assert np.abs(read_band(local) - read_band(cluster)).max() <= 1
+
+
+def test_a_dask_scheduler_without_workers_is_a_one_line_error(scene_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--scheduler pointing at a scheduler with no worker ended in distributed's TimeoutError traceback."""
+    import distributed
+
+    import geoccseg.inference.predict as predict
+
+    monkeypatch.setattr(predict, "WORKER_WAIT_S", 2.0)
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        result = CliRunner().invoke(cli, ["predict", str(scene_path), "-o", str(tmp_path / "roads.gpkg"), "--device", "cpu",
+                                          "--scheduler", cluster.scheduler_address])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"the Dask scheduler at {cluster.scheduler_address} has no worker (waited 2 s)" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -504,6 +504,10 @@ def _run_dask(client: distributed.Client, jobs: Iterable, in_flight: int, task: 
         yield result
 
 
+WORKER_WAIT_S = 120.0
+"""How long prediction waits for a worker of an existing Dask scheduler (``--scheduler``)."""
+
+
 @contextlib.contextmanager
 def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.PathLike) -> Iterator[distributed.Client | None]:
     """A Dask client: a new local cluster of ``workers`` single-threaded processes (scratch space in
@@ -519,7 +523,11 @@ def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.Pa
         except (OSError, TimeoutError) as exc:
             raise GeoccsegError(f"cannot connect to the Dask scheduler at {scheduler} ({exc}); check the address and that it runs") from None
         with client:
-            client.wait_for_workers(1, timeout=120)
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            except (OSError, TimeoutError):
+                raise GeoccsegError(f"the Dask scheduler at {scheduler} has no worker (waited {WORKER_WAIT_S:g} s); start workers "
+                                    f"(dask worker {scheduler}) or use --workers N for a local cluster") from None
             yield client
         return
     with distributed.LocalCluster(
