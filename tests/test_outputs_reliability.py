@@ -460,3 +460,13 @@ def test_an_output_the_system_will_not_replace_is_a_one_line_error(predicted, tm
         assert out.read_bytes() == b"old lines" and sorted(p.name for p in tmp_path.iterdir()) == ["lines.gpkg"]
     finally:
         subprocess.run(["chattr", "-i", str(out)], check=True)
+
+
+def test_a_leftover_shapefile_part_is_refused_before_any_work(crop: Path, tmp_path: Path) -> None:
+    """Only the .shp was checked up front: a leftover roads.dbf let the whole prediction run (its
+    probabilities written), then refused the lines."""
+    (tmp_path / "roads.dbf").write_bytes(b"an older table")
+    args = ["predict", str(crop), "-o", str(tmp_path / "roads.shp"), "--prob-out", str(tmp_path / "p.tif"), "--device", "cpu"]
+    message = one_line_error(CliRunner().invoke(cli, args))
+    assert "roads.dbf already exists" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roads.dbf"]  # no probability raster: refused before the work

@@ -23,11 +23,11 @@ import rasterio.errors
 from geoccseg.inference.confidence import ConfidenceThresholds, check_confidence_out, write_confidence_cog
 from geoccseg.inference.cog import provenance
 from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_out, predict_scene
-from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
+from geoccseg.io.atomic import check_not_input, scratch_dir
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import RASTER_SUFFIXES
 from geoccseg.io.scene import is_gdal_path, open_raster
-from geoccseg.io.vector_write import vector_driver, write_vectors
+from geoccseg.io.vector_write import check_vector_output, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
 from geoccseg.vectorize.network import DEFAULT_SNAP_M, check_graph_output, with_graph_layers
@@ -123,8 +123,7 @@ def run_predict(
             problem :func:`predict_scene` reports; all before any computation.
     """
     start = time.perf_counter()
-    out_vectors = check_writable(out_vectors, overwrite, example="roads.gpkg")
-    vector_driver(out_vectors)
+    out_vectors = check_vector_output(out_vectors, overwrite, example="roads.gpkg")
     if graph:
         check_graph_output(out_vectors)
     inputs = [scene, *bundle_files(model if isinstance(model, Bundle) else resolve_model(model))]

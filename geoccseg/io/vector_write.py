@@ -66,6 +66,26 @@ def vector_driver(path: str | os.PathLike) -> str:
     return VECTOR_DRIVERS[suffix]
 
 
+def check_vector_output(path: str | os.PathLike, overwrite: bool = False, example: str = "roads.gpkg") -> Path:
+    """Check a lines output before any work: a known extension (:func:`vector_driver`), a name
+    that can be written (:func:`~geoccseg.io.atomic.check_writable`), and for a Shapefile each of
+    its parts (without ``overwrite`` none may exist: a leftover ``roads.dbf`` was found only
+    when the lines were written, after the prediction).
+
+    Returns:
+        The path, as :func:`~geoccseg.io.atomic.check_writable` gives it.
+
+    Raises:
+        GeoccsegError: what is in the way, and how to fix it.
+    """
+    path = check_writable(path, overwrite, example=example)
+    vector_driver(path)
+    if path.suffix.lower() == ".shp":
+        for ext in _SHAPEFILE_PARTS:
+            check_writable(path.with_suffix(ext), overwrite, example=f"{Path(example).stem}{ext}")
+    return path
+
+
 def write_vectors(
     layers: dict[str, gpd.GeoDataFrame],
     path: str | os.PathLike,
@@ -205,8 +225,7 @@ def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> No
     ``.shp`` without its ``.dbf``). A part whose move did not happen is left as it is. Without
     ``overwrite`` no part may exist. A folder in place of any part is refused.
     """
-    for ext in (".shp", *_SHAPEFILE_PARTS):
-        check_writable(path.with_suffix(ext), overwrite, example=f"roads{ext}")
+    check_vector_output(path, overwrite, example="roads.shp")
     taken = [path.with_suffix(ext) for ext in (".shp", *_SHAPEFILE_PARTS) if path.with_suffix(ext).is_file()]
     frame = frame.rename(columns=shapefile_fields([c for c in frame.columns if c != frame.geometry.name]))
     with scratch_dir(path) as staging:

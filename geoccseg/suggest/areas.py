@@ -44,11 +44,11 @@ from geoccseg.inference.predict import (
     PredictOptions, bundle_files, check_workers_read_the_same_model, model_scale, open_scene_for, resolve_device,
 )
 from geoccseg.io.aoi import read_aoi
-from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
+from geoccseg.io.atomic import check_not_input, scratch_dir
 from geoccseg.io.bundle import BundleMeta, resolve_model
 from geoccseg.io.labels import read_vector
 from geoccseg.io.scene import Scene
-from geoccseg.io.vector_write import vector_driver, write_vectors
+from geoccseg.io.vector_write import check_vector_output, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.blocks import CellGrid, score_cells
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_seed, check_strategy, choose
@@ -150,8 +150,7 @@ def suggest_areas(
     bundle_path = model.path if isinstance(model, Bundle) else resolve_model(model)
     inputs = [*paths, *bundle_files(bundle_path), *[p for p in (aoi, labels) if p is not None]]
     if out is not None:
-        out = check_writable(out, overwrite, example="areas.gpkg")
-        vector_driver(out)
+        out = check_vector_output(out, overwrite, example="areas.gpkg")
         check_not_input(out, inputs)
     if isinstance(model, Bundle):
         check_workers_read_the_same_model(model, options)
