@@ -314,8 +314,36 @@ def test_the_transparent_part_of_a_training_photo_is_nodata(data_dir, tmp_path):
     assert data.class_counts().tolist() == [80 * 120, 80 * 8]  # so are the class counts (its weights)
     zoomed = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=64,
                                pixel_size_m=0.002, source_pixel_sizes_m=[0.001])  # resampled to half size
-    valid = zoomed.labeled_chip(torch.Generator().manual_seed(0))["valid"]
-    assert not valid[:, :24].any() and valid[:, 24:].all()
+    chip = zoomed.labeled_chip(torch.Generator().manual_seed(0))
+    assert not chip["valid"][:, :24].any() and chip["valid"][:, 24:].all()
+    # the colour stored under alpha 0 no longer bleeds into the valid edge through the resampling
+    rgba[:3, :, :48] = 255  # white instead of black where transparent
+    Image.fromarray(np.moveaxis(rgba, 0, -1), "RGBA").save(tmp_path / "images" / "cut.png")
+    white = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=64,
+                              pixel_size_m=0.002, source_pixel_sizes_m=[0.001], norm=zoomed.norm)
+    assert torch.equal(white.labeled_chip(torch.Generator().manual_seed(0))["image"], chip["image"])
+
+
+def test_a_mask_of_only_0_and_255_reads_as_its_folder_shows(data_dir, tmp_path):
+    """In a folder of 0/1 masks with 255 for unlabeled pixels, the mask of a photo without crack
+    holds only 0 and 255: read alone as a 0/255 mask, its unlabeled part was crack (evaluate reads
+    such a folder as a whole)."""
+    from geoccseg.data.photos import masks_mark_unlabeled_255
+
+    cfd = data_dir / "cfd"
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    crack = read_mask(cfd / "masks" / "001.png")
+    with_crack, without = crack.copy(), np.zeros_like(crack)
+    with_crack[:40] = without[:40] = 255  # unlabeled strips
+    for stem, mask in (("001", with_crack), ("002", without)):
+        shutil.copy(cfd / "images" / f"{stem}.jpg", tmp_path / "images" / f"{stem}.jpg")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{stem}.png")
+    assert masks_mark_unlabeled_255(sorted((tmp_path / "masks").iterdir()))
+    assert not masks_mark_unlabeled_255([cfd / "masks" / "001.png", cfd / "masks" / "002.png"])
+    data = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=64)
+    labeled = crack[40:].sum() + 0  # 0/1: the crack pixels below the strips
+    assert data.unlabeled_255 and data.class_counts().tolist() == [2 * crack[40:].size - labeled, labeled]
 
 
 def test_pan_raster_and_vector_labels_agree(vegas):
@@ -485,6 +513,14 @@ def test_photo_masks_in_colour_palette_or_class_indices(data_dir, tmp_path):
     ignore[:20] = 255
     Image.fromarray(ignore).save(tmp_path / "ignore.png")
     assert np.array_equal(read_mask(tmp_path / "ignore.png"), np.where(np.arange(len(crack))[:, None] < 20, IGNORE_INDEX, crack))
+    # a JPEG of a 0/255 mask holds compression noise near 0 and 255 ({0, 1, 255} here): still a 0/255
+    # mask (read as classes with 255 unlabeled, its crack was ignored and its noise became crack)
+    line = np.zeros((64, 64), np.uint8)
+    line[30:33] = 255
+    Image.fromarray(line).save(tmp_path / "line.jpg", quality=95)
+    stored = np.asarray(Image.open(tmp_path / "line.jpg"))
+    assert set(np.unique(stored)) == {0, 1, 255}
+    assert np.array_equal(read_mask(tmp_path / "line.jpg"), (stored >= 128).astype(np.uint8))
     Image.fromarray(crack).convert("P").save(tmp_path / "palette.png")
     assert np.array_equal(read_mask(tmp_path / "palette.png"), crack)
     (tmp_path / "broken.png").write_bytes(path.read_bytes()[:100])

@@ -409,6 +409,18 @@ def test_the_transparent_part_of_a_photo_is_not_scored(data_dir) -> None:
     assert not np.allclose(sums["cut"][1:], sums["black"][1:] * valid.sum() / valid.size, rtol=1e-2)
 
 
+def test_a_wholly_transparent_photo_is_not_suggested(data_dir, tmp_path) -> None:
+    """Its valid-pixel count was clamped to 1: parts and embedding 0, a candidate the novelty term
+    could rank first. It is listed as transparent now, neither ranked nor a labeled reference."""
+    from geoccseg.suggest.photos import suggest_photos
+
+    for stem in ("001", "002"):
+        shutil.copy(data_dir / "cfd" / "images" / f"{stem}.jpg", tmp_path / f"{stem}.jpg")
+    Image.new("RGBA", (480, 320), (0, 0, 0, 0)).save(tmp_path / "blank.png")
+    table = suggest_photos(tmp_path, model="crack", n=2, options=CPU, progress=False).table
+    assert dict(zip(table["photo"], table["status"])) == {"001.jpg": "suggested", "002.jpg": "suggested", "blank.png": "transparent"}
+
+
 def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeypatch):
     from geoccseg.inference.engine import clear_sessions
 

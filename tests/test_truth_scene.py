@@ -39,9 +39,17 @@ def test_photo_scene_is_georeferenced_and_its_centrelines_follow_the_mask(data_d
     before = scene.stat().st_mtime_ns, truth.stat().st_mtime_ns
     assert photo_scene(image, mask, tmp_path / "scene", pixel_size_m=0.5) == (scene, truth)
     assert (scene.stat().st_mtime_ns, truth.stat().st_mtime_ns) == before
-    # another photo or pixel size in that folder is refused (the first photo's scene was read back)
+    # another photo or pixel size in that folder is refused (the first photo's scene was read back);
+    # the default settings and the same written out are one
     with pytest.raises(GeoccsegError, match="holds the scene of another photo, mask or setting"):
         photo_scene(image, mask, tmp_path / "scene", pixel_size_m=1.0)
+    from geoccseg.vectorize import VectorizeParams
+
+    assert photo_scene(image, mask, tmp_path / "scene", pixel_size_m=0.5, params=VectorizeParams(threshold=0.5)) == (scene, truth)
+    # a folder without its record (older, or stopped before it) is made again, not refused
+    (tmp_path / "scene" / "source.json").unlink()
+    assert photo_scene(image, mask, tmp_path / "scene", pixel_size_m=0.5) == (scene, truth)
+    assert (tmp_path / "scene" / "source.json").is_file()
 
 
 def test_photo_scene_refuses_a_mask_of_another_size_or_without_road(data_dir: Path, tmp_path: Path) -> None:

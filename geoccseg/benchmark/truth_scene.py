@@ -45,8 +45,9 @@ def photo_scene(
     """Write ``out/scene.tif`` (the photo, georeferenced) and ``out/truth.gpkg`` (its mask's centrelines).
 
     Files already there are kept when they were made from the same photo, mask, pixel size and
-    vectoriser settings (recorded in ``out/source.json``); for others the folder is refused (it
-    was read back as the new photo's scene).
+    vectoriser settings (recorded in ``out/source.json``, written before them); for others the folder
+    is refused (it was read back as the new photo's scene). Files without a record (an older
+    folder, or a run stopped before it) are made again.
 
     Args:
         image: the photo (RGB or grayscale, anything Pillow reads).
@@ -67,12 +68,12 @@ def photo_scene(
     out.mkdir(parents=True, exist_ok=True)
     scene, truth, record = out / "scene.tif", out / "truth.gpkg", out / "source.json"
     source = {"image": str(Path(image).resolve()), "mask": str(Path(mask).resolve()), "pixel_size_m": pixel_size_m,
-              "params": dataclasses.asdict(params or VectorizeParams())}
-    if scene.is_file() and truth.is_file():
-        made = json.loads(record.read_text()) if record.is_file() else None
-        if made != source:
-            raise GeoccsegError(f"{out} holds the scene of another photo, mask or setting ({'unrecorded' if made is None else made['image']}); "
-                                "choose another folder (--runs) or remove it")
+              "params": dataclasses.asdict((params or VectorizeParams()).resolved(None))}
+    made = json.loads(record.read_text()) if record.is_file() else None
+    if made is not None and made != source:
+        raise GeoccsegError(f"{out} holds the scene of another photo, mask or setting ({made['image']}); "
+                            "choose another folder (--runs) or remove it")
+    if made is not None and scene.is_file() and truth.is_file():
         return scene, truth
     pixels = read_photo(Path(image), bands=3)
     road = read_truth_mask(Path(mask))[0]  # unlabeled pixels (255 beside class indices): no road
@@ -83,11 +84,11 @@ def photo_scene(
         raise GeoccsegError(f"mask {Path(mask).name} holds no road pixel; choose an image with roads")
     transform = Affine(pixel_size_m, 0.0, NOMINAL_ORIGIN[0], 0.0, -pixel_size_m, NOMINAL_ORIGIN[1])
     lines = vectorize_array(road.astype(np.float32), transform=transform, crs=NOMINAL_CRS, params=params)
+    with atomic_path(record, overwrite=True) as tmp:  # before the scene: a run stopped on the way is made again
+        tmp.write_text(json.dumps(source, indent=1))
     profile = dict(driver="GTiff", width=pixels.shape[2], height=pixels.shape[1], count=3, dtype="uint8", crs=NOMINAL_CRS,
                    transform=transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate", photometric="RGB")
     with atomic_path(scene, overwrite=True) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(pixels)
     write_vectors({"road": lines}, truth, overwrite=True, crs=NOMINAL_CRS)
-    with atomic_path(record, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(source, indent=1))
     return scene, truth

@@ -25,9 +25,9 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.formats import GEOTIFF_SUFFIXES, PHOTO_SUFFIXES
+from geoccseg.io.formats import GEOTIFF_SUFFIXES, LOSSY_SUFFIXES, PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_uint8
-from geoccseg.label_values import IGNORE_INDEX, held_values, label_mode
+from geoccseg.label_values import IGNORE_INDEX, held_values, label_mode, unlabeled_is_255
 from geoccseg.models.config import check_tile_px
 
 
@@ -244,11 +244,18 @@ COLOUR_TOLERANCE = 48
 """Largest difference between a grey mask's channels (JPEG's colour noise); more is a colour mask."""
 
 
-def read_mask(path: Path, num_classes: int = 2) -> np.ndarray:
+def read_mask(path: Path, num_classes: int = 2, unlabeled_255: bool | None = None) -> np.ndarray:
     """A mask as class indices (H, W) uint8: 0/255 masks (grey, any value from 128 up is the
     class) and 0/1 masks become 0/1; class-index masks (values below ``num_classes``, background
     included) and palette images (their indices) stay as they are, 255 beside them marking
     unlabeled pixels (:data:`IGNORE_INDEX`), as in label rasters (:func:`geoccseg.label_values.label_mode`).
+    A JPEG mask (its compression adds values near 0 and 255) is a 0/255 mask wherever it holds a
+    value from 128 up.
+
+    Args:
+        unlabeled_255: whether 255 marks unlabeled pixels in a mask of only 0 and 255, decided over
+            a folder (:func:`masks_mark_unlabeled_255`: such a mask is a crack-free photo of a
+            folder of 0/1/255 masks); None: it is a 0/255 mask.
 
     Raises:
         GeoccsegError: an unreadable file, a colour image (red on black would read as background),
@@ -266,8 +273,30 @@ def read_mask(path: Path, num_classes: int = 2) -> np.ndarray:
                 arr = np.asarray(im.convert("L"))
     except UNREADABLE as exc:
         raise GeoccsegError(f"cannot read mask {Path(path).name}: {reason(exc)}") from None
-    mask, _ = label_mode(f"mask {Path(path).name}", held_values(arr)[0], None, max(num_classes, 2) - 1)
+    held = held_values(arr)[0]
+    if Path(path).suffix.lower() in LOSSY_SUFFIXES and held[128:].any():
+        return (arr >= 128).astype(np.uint8)  # noise near 0 and 255 (read as classes and 255, it was refused or misread)
+    if unlabeled_255 and held[255] and not held[1:255].any():
+        return arr.astype(np.uint8)  # 0 background, 255 unlabeled (IGNORE_INDEX)
+    mask, _ = label_mode(f"mask {Path(path).name}", held, None, max(num_classes, 2) - 1)
     return (arr >= 128).astype(np.uint8) if mask else arr.astype(np.uint8)  # 255 beside classes: IGNORE_INDEX
+
+
+def masks_mark_unlabeled_255(paths: Sequence[Path]) -> bool:
+    """Whether some of a folder's masks mark unlabeled pixels with 255 (255 beside class indices,
+    :func:`geoccseg.label_values.unlabeled_is_255`): then a mask of only 0 and 255 there is a
+    photo without the class, its 255 unlabeled, as ``evaluate`` reads such a folder."""
+    for path in paths:
+        if Path(path).suffix.lower() in LOSSY_SUFFIXES:
+            continue
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im if im.mode == "P" else im.convert("L"))
+        except UNREADABLE as exc:
+            raise GeoccsegError(f"cannot read mask {Path(path).name}: {reason(exc)}") from None
+        if unlabeled_is_255(held_values(arr)[0]):
+            return True
+    return False
 
 
 def _tensors(item: dict, norm: NormStats) -> dict:
@@ -419,6 +448,8 @@ class PhotoTrainingData(TrainingData):
         for folder in unlabeled_dirs or []:  # never a validation photo (--unlabeled pointed at the images folder)
             self.unlabeled_paths += [p for p in list_images(folder, "unlabeled images").values() if _file_id(p) not in held_apart]
         self._check_sizes()
+        # read 0/255-only masks as the folder shows (evaluate reads a folder of truth so)
+        self.unlabeled_255 = masks_mark_unlabeled_255([m for _, m in self.labeled_pairs + self.val_pairs])
         self._counts = self._count_labels(", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)))
         # colour when any labeled photo is; every photo is read with these bands (as prediction reads
         # a photo with its model's), so a folder mixing grey and colour photos trains as one
@@ -438,7 +469,7 @@ class PhotoTrainingData(TrainingData):
         left out as training leaves them; refuse a foreground class without any."""
         counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
         for image, mask in self.labeled_pairs:
-            labels, opaque = read_mask(mask, len(counts)), opaque_pixels(image)
+            labels, opaque = read_mask(mask, len(counts), self.unlabeled_255), opaque_pixels(image)
             labeled = labels != IGNORE_INDEX if opaque is None else (labels != IGNORE_INDEX) & opaque
             counts += np.bincount(labels[labeled], minlength=len(counts))
         for i, name in enumerate(self.classes, start=1):
@@ -467,10 +498,12 @@ class PhotoTrainingData(TrainingData):
         transparent part is held as ``valid`` (:func:`read_photo_valid`): nodata, as prediction reads it."""
         image, valid = read_photo_valid(image_path, bands=self.num_bands)
         norm = self.norm.for_image(image, valid)
-        mask = read_mask(mask_path, len(self.classes) + 1) if mask_path is not None else None
+        mask = read_mask(mask_path, len(self.classes) + 1, self.unlabeled_255) if mask_path is not None else None
         zoom = self._zoom.get(image_path, 1.0)
         if zoom != 1.0:  # a source of another pixel size: resample to the training pixel size
             size = (max(1, round(image.shape[1] * zoom)), max(1, round(image.shape[2] * zoom)))
+            if valid is not None and valid.any():  # the transparent part's stored colour (black) would bleed into the edge
+                image = np.where(valid, image, image[:, valid].mean(axis=1)[:, None, None].astype(image.dtype))
             image = F.interpolate(torch.from_numpy(image.astype(np.float32))[None], size=size, mode="bilinear", antialias=zoom < 1,
                                   align_corners=False)[0].numpy()
             mask, valid = (None if a is None else _nearest(a, size) for a in (mask, valid))

@@ -230,8 +230,8 @@ def move_into_place(tmp: str | os.PathLike, dest: str | os.PathLike, overwrite: 
     except OSError as exc:
         if exc.errno in _FULL:
             raise
-        raise GeoccsegError(f"cannot write {dest}: {exc.strerror or exc}; it was left as it is (check its permissions, "
-                            "or choose another output name)") from None
+        advice = " (check its permissions, or choose another output name)" if exc.errno in (errno.EPERM, errno.EACCES) else ""
+        raise GeoccsegError(f"cannot write {dest}: {exc.strerror or exc}; it was left as it is{advice}") from None
     finally:
         _fsync(dest.parent)  # the rename itself, not the other files of the folder (another run's may vanish meanwhile)
 

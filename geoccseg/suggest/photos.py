@@ -14,7 +14,8 @@ measured on DeepCrack, the score lost to random photos and coverage did not), or
 marked ``suggested``.
 
 The CSV holds one row per photo: ``rank`` (empty for labeled photos), ``photo`` (file name),
-``status`` (``suggested``, ``unlabeled`` or ``labeled``), ``score`` (empty for coverage) and its parts.
+``status`` (``suggested``, ``unlabeled``, ``labeled``, or ``transparent`` for a photo without an
+opaque pixel), ``score`` (empty for coverage) and its parts.
 """
 
 from __future__ import annotations
@@ -184,9 +185,12 @@ def suggest_photos(
     n_valid = np.maximum(sums[:, :1], 1.0)
     parts, embedding = sums[:, 1:len(FEATURES)] / n_valid, sums[:, len(FEATURES):] / n_valid
     is_labeled = np.array([f.stem in labeled for f in files])
-    todo = np.flatnonzero(~is_labeled)
+    empty = sums[:, 0] == 0  # wholly transparent: nothing to label, nothing to learn from (its means read 0)
+    todo = np.flatnonzero(~is_labeled & ~empty)
+    if len(todo) == 0:
+        raise GeoccsegError("every photo without a mask is wholly transparent (alpha 0): there is nothing to suggest")
     candidates = Candidates(parts[todo], embedding[todo], np.zeros(len(todo), dtype=np.int64))
-    choice = choose(candidates, embedding[is_labeled], n, params, math.inf, strategy, seed, take=len(todo))
+    choice = choose(candidates, embedding[is_labeled & ~empty], n, params, math.inf, strategy, seed, take=len(todo))
     rows = [
         {"rank": rank, "photo": files[todo[i]].name, "status": "suggested" if rank <= n else "unlabeled", "score": score,
          "acquisition": acq, **dict(zip(PARTS, parts[todo[i]])), "typicality": typical, "novelty": novelty}
@@ -194,6 +198,7 @@ def suggest_photos(
             zip(choice.index, choice.score, choice.acquisition, choice.typicality, choice.novelty), start=1)
     ]
     rows += [{"rank": None, "photo": files[i].name, "status": "labeled", **dict(zip(PARTS, parts[i]))} for i in np.flatnonzero(is_labeled)]
+    rows += [{"rank": None, "photo": files[i].name, "status": "transparent"} for i in np.flatnonzero(empty & ~is_labeled)]
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table["rank"] = table["rank"].astype("Int64")
     if out is not None:
