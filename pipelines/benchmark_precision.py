@@ -8,8 +8,8 @@ and probabilities within :data:`MAX_DIFFERENCE_255` / 255 of fp32 on the shipped
 measures, for each variant against ``onnx`` fp32 (the default engine):
 
 * pixel F1 at the model's own threshold on the shipped models' *test* images
-  (:data:`geoccseg.benchmark.split.SHIPPED_SOURCES`: Massachusetts and Dubai for ``road``,
-  DeepCrack for ``crack``), each image predicted through ``geoccseg predict``'s chip grid
+  (the held-out parts each model records, :func:`geoccseg.benchmark.split.recorded_splits`:
+  Massachusetts and Dubai for ``road``, DeepCrack for ``crack``), each image predicted through ``geoccseg predict``'s chip grid
   (:func:`geoccseg.inference.array.predict_array`, 512-px chips, 32-px overlaps, one chip per
   pass), and the largest and mean difference of its uint8 probabilities (p x 255) from fp32;
 * the same differences on the shipped sample scene (:func:`geoccseg.inference.predict.predict_scene`
@@ -39,8 +39,9 @@ import torch
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.speed import forward_rate
-from geoccseg.benchmark.split import SHIPPED_SOURCES
-from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.benchmark.score import read_truth_mask
+from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
+from geoccseg.data.photos import read_photo
 from geoccseg.evaluate import PixelScorer
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.engine import build_engine
@@ -77,16 +78,14 @@ def label(variant: tuple[str, str]) -> str:
     return f"{variant[0]} {variant[1]}"
 
 
-def held_out(name: str) -> list[tuple[str, list[tuple[np.ndarray, np.ndarray]]]]:
-    """(set name, [(image, truth mask)]) of a shipped model's test images, read once."""
-    sets = []
-    for source in SHIPPED_SOURCES[name]:
-        pairs = source.split(DATA)["test"]
-        sets.append((f"{source.name} test", [(read_photo(i), read_mask(m) > 0) for i, m in pairs.values()]))
-    return sets
+def held_out(name: str, bundle) -> list[tuple[str, list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray | None]]]]]:
+    """(set name, [(image, (truth, labeled))]) of a shipped model's test images (the ones it
+    records), read once."""
+    return [(f"{source} test", [(read_photo(i), read_truth_mask(m)) for i, m in parts["test"].values()])
+            for source, parts in recorded_splits(bundle.meta.training, SHIPPED_SOURCES[name], DATA).items()]
 
 
-def predict_set(bundle, images: list[tuple[np.ndarray, np.ndarray]], variant: tuple[str, str]) -> list[np.ndarray]:
+def predict_set(bundle, images: list, variant: tuple[str, str]) -> list[np.ndarray]:
     """uint8 foreground probabilities (p x 255) of each image with one variant."""
     engine, precision = variant
     return [encode_uint8(predict_array(bundle, image, tile_px=TILE_PX, overlap_px=OVERLAP_PX, batch_size=1, device="cpu",
@@ -100,10 +99,10 @@ def differences(probs: list[np.ndarray], reference: list[np.ndarray]) -> dict:
             "share_over": float((diff > MAX_DIFFERENCE_255).mean())}
 
 
-def f1(bundle, probs: list[np.ndarray], images: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def f1(bundle, probs: list[np.ndarray], images: list) -> float:
     scorer = PixelScorer(bundle.meta.threshold or 0.5)
-    for prob, (_, truth) in zip(probs, images):
-        scorer.add(prob.astype(np.float32) / 255, truth)
+    for prob, (_, (truth, labeled)) in zip(probs, images):
+        scorer.add(prob.astype(np.float32) / 255, truth, labeled)
     return round(scorer.scores().f1, 4)
 
 
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in args.models:
         bundle = load_bundle(resolve_model(name))
-        for set_name, images in held_out(name):
+        for set_name, images in held_out(name, bundle):
             reference = predict_set(bundle, images, variants[0])
             reference_f1 = f1(bundle, reference, images)
             for variant in variants:

@@ -12,7 +12,7 @@ chip grid, blending and engine of ``geoccseg predict``) and scores them
 threshold):
 
 * ``road``: Massachusetts and Dubai *select* and *test* images
-  (:data:`geoccseg.benchmark.split.SHIPPED_SOURCES`' split; Massachusetts crops are 400 px,
+  (the held-out parts each model records: :func:`geoccseg.benchmark.split.recorded_splits`; Massachusetts crops are 400 px,
   Dubai photos about 2149 x 1480 px);
 * ``crack``: DeepCrack select and test photos (544 x 384 px).
 
@@ -32,10 +32,8 @@ from pathlib import Path
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.score import read_truth_mask
-from geoccseg.benchmark.split import SHIPPED_SOURCES
-from geoccseg.data.photos import read_photo
-from geoccseg.evaluate import PixelScorer
+from geoccseg.benchmark.score import score_thresholds
+from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
 from geoccseg.io.atomic import atomic_path
@@ -63,15 +61,11 @@ def cost(tile_px: int, overlap_px: int, size_px: int = COST_SCENE_PX) -> float:
 def score(bundle, pairs: dict, tile_px: int, overlap_px: int) -> dict:
     """Pixel F1 of the pairs at 0.5 and at the model's threshold, each image predicted once with the setting."""
     thresholds = {"0.5": 0.5, "model": bundle.meta.threshold or 0.5}
-    scorers = {name: PixelScorer(t) for name, t in thresholds.items()}
-    for image_path, mask_path in pairs.values():
-        image, (truth, labeled) = read_photo(image_path), read_truth_mask(mask_path)
-        prob = predict_array(bundle, image, tile_px=tile_px, overlap_px=overlap_px, batch_size=1)[1:].sum(0)
-        for scorer in scorers.values():
-            scorer.add(prob, truth, labeled)
+    scores = score_thresholds(pairs, tuple(thresholds.values()), lambda stem, image: predict_array(
+        bundle, image, tile_px=tile_px, overlap_px=overlap_px, batch_size=1)[1:].sum(0))
     out = {"threshold": round(float(thresholds["model"]), 3)}
-    for name, scorer in scorers.items():
-        out[f"f1@{name}"] = round(scorer.scores().f1, 4)
+    for name, result in zip(thresholds, scores):
+        out[f"f1@{name}"] = round(result.pixels.f1, 4)
     return out
 
 
@@ -101,13 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.models:
         bundle = load_bundle(resolve_model(name))
-        for source in SHIPPED_SOURCES[name]:
-            parts = source.split(DATA)
+        for source, parts in recorded_splits(bundle.meta.training, SHIPPED_SOURCES[name], DATA).items():
             for part in ("select", "test"):
                 for tile_px, overlap_px in settings:
                     start = time.perf_counter()
                     scores = score(bundle, parts[part], tile_px, overlap_px)
-                    rows.append({"model": name, "set": f"{source.name} {part}", "n_images": len(parts[part]), "tile_px": tile_px,
+                    rows.append({"model": name, "set": f"{source} {part}", "n_images": len(parts[part]), "tile_px": tile_px,
                                  "overlap_px": overlap_px, "cost": costs[tile_px, overlap_px], "scores": scores,
                                  "seconds": round(time.perf_counter() - start, 1)})
                     print(json.dumps(rows[-1]), flush=True)

@@ -40,10 +40,11 @@ import torch.nn.functional as F
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.score import foreground_probability
-from geoccseg.benchmark.split import SHIPPED_SOURCES, read_pairs
+from geoccseg.benchmark.score import foreground_probability, read_truth_mask
+from geoccseg.benchmark.split import SHIPPED_SOURCES, read_pairs, recorded_splits
 from geoccseg.benchmark.threshold import fainter
-from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.data.photos import read_photo
+from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import PixelScorer
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
@@ -72,7 +73,9 @@ def enlarged_probability(bundle, image: np.ndarray) -> np.ndarray:
 def predict(bundle, pairs, halve: bool = False, contrast: float = 1.0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     out = []
     for _, (image_path, mask_path) in sorted(pairs.items()):
-        image, mask = read_photo(image_path), read_mask(mask_path) > 0
+        image, (mask, labeled) = read_photo(image_path), read_truth_mask(mask_path)
+        if labeled is not None:
+            raise GeoccsegError(f"{mask_path} marks unlabeled pixels (255): this diagnosis scores wholly labeled masks only")
         if halve:
             image, mask = halved(image, mask)
         if contrast != 1.0:
@@ -93,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(resolve_model(args.model))
     if args.per_image_norm:
         bundle.meta.norm = replace(bundle.meta.norm, per_image=True)
-    # the crack model's split of DeepCrack (pipelines/train_default_models.py: SHIPPED_SOURCES)
-    parts = SHIPPED_SOURCES["crack"][0].split(DATA)
+    # the model's own split of DeepCrack, as its training record holds it
+    (parts,) = recorded_splits(bundle.meta.training, SHIPPED_SOURCES["crack"], DATA).values()
     sets = {"select": predict(bundle, parts["select"]), "select_half": predict(bundle, parts["select"], halve=True),
             "test": predict(bundle, parts["test"]), "cfd": predict(bundle, read_pairs(DATA / "cfd", "cfd"))}
     sets.update({f"faint_{c:g}": predict(bundle, parts["select"], contrast=c) for c in args.faint})

@@ -47,14 +47,12 @@ import yaml
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.score import Score, foreground_probability, read_truth_mask, score_bundle
+from geoccseg.benchmark.score import Score, foreground_probability, score_bundle, score_thresholds
 from geoccseg.benchmark.runs import same_config
 from geoccseg.train.callbacks import run_finished
-from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs
+from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs, recorded_splits
 from geoccseg.benchmark.threshold import choose_threshold
-from geoccseg.evaluate import PixelScorer
 from geoccseg.evaluate import evaluate as evaluate_files
-from geoccseg.data.photos import read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import save_bundle
@@ -99,22 +97,17 @@ RECIPES: dict[str, Recipe] = {
 
 def score_pairs(bundle, pairs: dict[str, Pair], thresholds: tuple[float, ...], tolerance_px: float | None = None) -> list[Score]:
     """The pixel metrics of the pairs at each threshold, predicting each image once (whole, as the benchmark)."""
-    scorers = [PixelScorer(t, tolerance_px) for t in thresholds]
-    for image_path, mask_path in pairs.values():
-        prob, (truth, labeled) = foreground_probability(bundle, read_photo(image_path)), read_truth_mask(mask_path)
-        for scorer in scorers:
-            scorer.add(prob, truth, labeled)
-    return [Score(pixels=scorer.scores()) for scorer in scorers]
+    return score_thresholds(pairs, thresholds, lambda stem, image: foreground_probability(bundle, image), tolerance_px)
 
 
-def score_sample_scene(bundle_dir: Path, threshold: float, work: Path) -> dict:
+def score_sample_scene(bundle_dir: Path, threshold: float, work: Path, data_root: Path) -> dict:
     """Completeness / correctness (5 m) of the road lines on the shipped sample against its centrelines."""
     from geoccseg.io.catalog import sample_scene
     from geoccseg.inference.pipeline import run_predict
 
     lines = work / "sample_roads.gpkg"
     run_predict(sample_scene(), lines, model=bundle_dir, threshold=threshold, overwrite=True, progress=False)
-    result = evaluate_files(lines, DATA / "spacenet-vegas" / "vegas_img0_roads.geojson", buffer_m=5.0).classes[0]
+    result = evaluate_files(lines, data_root / "spacenet-vegas" / "vegas_img0_roads.geojson", buffer_m=5.0).classes[0]
     return {"completeness": result.completeness, "correctness": result.correctness, "quality": result.quality}
 
 
@@ -150,7 +143,7 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
                                 "choose another --work folder")
         check_run_split(run, held_out)
         if not run_finished(run):
-            train(replace(config, resume=(run / "checkpoints" / "last.ckpt").is_file()))
+            train(replace(config, resume=(run / "config.yaml").is_file()))  # a run killed before its first checkpoint starts over
     bundle = load_bundle(run)
     record = {
         "default_model": name, "arm": "fully_supervised", "encoder": "efficientnet-lite0", "options": recipe.options,
@@ -165,26 +158,13 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
 
 def rethreshold(name: str, data_root: Path, target_root: Path, work: Path) -> Path:
     """Choose the threshold of the exported model ``target_root/name`` again by its recipe's rule
-    and score it again, without training (its training record is kept)."""
+    and score it again on the held-out images it records, without training (its training record
+    is kept)."""
     recipe = RECIPES[name]
     bundle = load_bundle(target_root / name)
-    splits = {s.name: s.split(data_root) for s in recipe.sources}
-    held_out = {source: {part: sorted(parts[part]) for part in ("select", "test")} for source, parts in splits.items()}
-    training = bundle.meta.training
-    recorded = training.get("held_out")
-    if recorded is not None:
-        same = recorded == held_out
-    else:  # trained before the held-out stems were recorded: what it trained on, and the number of images of each part
-        trained = set((training.get("data") or {}).get("labeled") or [])
-        held = {stem for parts in held_out.values() for stems in parts.values() for stem in stems}
-        counts = {s: {part: len(p) for part, p in parts.items()} for s, parts in splits.items()}
-        same = bool(trained) and not trained & held and counts == {
-            s: {k: v for k, v in c.items() if k != "folder"} for s, c in training.get("sources", {}).items()}
-    if not same:
-        raise GeoccsegError(f"{target_root / name} was trained with other held-out images than --data-root's split gives; "
-                            "train it again instead")
+    splits = recorded_splits(bundle.meta.training, recipe.sources, data_root)
     work.mkdir(parents=True, exist_ok=True)
-    return finish(name, recipe, bundle, {**training, "held_out": held_out}, splits, data_root, target_root, work)
+    return finish(name, recipe, bundle, dict(bundle.meta.training), splits, data_root, target_root, work)
 
 
 def finish(name: str, recipe: Recipe, bundle, record: dict, splits: dict, data_root: Path, target_root: Path, work: Path) -> Path:
@@ -210,19 +190,19 @@ def finish(name: str, recipe: Recipe, bundle, record: dict, splits: dict, data_r
         s = at_own.pixels
         record["transfer"] = {"cfd": metrics(at_half),
                               "cfd_at_threshold": {"precision": s.precision, "recall": s.recall, "f1": s.f1, "relaxed_f1": s.relaxed_f1}}
-    print(json.dumps(record, indent=1))
     bundle.model.half()  # float16 halves the shipped size; loading casts back to float32
     bundle.meta.training.update(record)
     bundle.meta.threshold = threshold
+    if name == "road":  # scored as shipped (float16 weights), through the user's commands, before anything is replaced
+        with tempfile.TemporaryDirectory() as tmp:
+            record["transfer"] = {"spacenet_vegas_sample": score_sample_scene(save_bundle(Path(tmp) / name, bundle.model, bundle.meta),
+                                                                              threshold, work, data_root)}
+    print(json.dumps(record, indent=1))
+    bundle.meta.training.update(record)
     target = target_root / name
     save_bundle(target, bundle.model, bundle.meta)
     with atomic_path(target / "LICENCE.md", overwrite=True) as tmp_licence:
         tmp_licence.write_text(f"# The `{name}` model\n\n{recipe.licence}\n")
-    if name == "road":  # scored as shipped (float16 weights), through the user's commands
-        record["transfer"] = {"spacenet_vegas_sample": score_sample_scene(target, threshold, work)}
-        bundle.meta.training.update(record)
-        save_bundle(target, load_bundle(target).model.half(), bundle.meta)
-        print(json.dumps(record["transfer"]))
     return target
 
 

@@ -205,11 +205,63 @@ def test_shipped_model_runs_keep_their_held_out_images(tmp_path: Path) -> None:
     assert json.loads((run / "split.json").read_text()) == held_out
 
 
+def test_shipped_model_run_killed_before_its_first_checkpoint_starts_over(data_dir: Path, tmp_path: Path) -> None:
+    """build() resumed only beside a checkpoint: a run killed before its first one (its config.yaml
+    written) was then refused as "a run" in the way. The export records the held-out photos it was
+    scored on, and the crack source is split by photo."""
+    import re
+
+    from geoccseg.benchmark.split import PHOTO_OF, link_pairs, read_pairs
+
+    root = tmp_path / "data"
+    link_pairs(root / "deepcrack" / "train", dict(list(read_pairs(data_dir / "deepcrack" / "train").items())[:24]))
+    link_pairs(root / "cfd", dict(list(read_pairs(data_dir / "cfd").items())[:2]))
+    work, target = tmp_path / "work", tmp_path / "models"
+    cmd = [sys.executable, str(ROOT / "pipelines" / "train_default_models.py"), "--models", "crack", "--work", str(work),
+           "--data-root", str(root), "--target-root", str(target), "--steps", "4", "--val-every", "4"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (work / "crack" / "config.yaml").is_file():
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:] if first.poll() is not None else "no config.yaml"
+            time.sleep(0.02)
+        first.kill()
+    finally:
+        first.wait()
+    assert not (work / "crack" / "checkpoints" / "last.ckpt").exists() and not target.exists()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    training = json.loads((target / "crack" / "bundle.json").read_text())["training"]
+    held = training["held_out"]["deepcrack"]
+    assert held == json.loads((work / "crack" / "split.json").read_text())["deepcrack"]
+    photo = lambda s: re.sub(PHOTO_OF["deepcrack"], "", s)  # noqa: E731
+    assert held["test"] and held["select"] and not {photo(s) for s in held["test"] + held["select"]} & {photo(s) for s in training["data"]["labeled"]}
+    assert training["steps"] == 4 and "cfd" in training["transfer"] and (target / "crack" / "LICENCE.md").is_file()
+
+
+def test_shipped_road_model_is_saved_only_once_scored(data_dir: Path, tmp_path: Path) -> None:
+    """finish() saved the road model into the shipped folder before scoring it on the sample scene:
+    a failure there left a new bundle with a half-written record."""
+    from geoccseg.benchmark.split import read_pairs
+    from geoccseg.io.bundle import resolve_model
+    from geoccseg.models import load_bundle
+
+    recipes = _load_script("train_default_models")
+    pairs = list(read_pairs(data_dir / "massachusetts" / "train").items())
+    splits = {"massachusetts": {"select": dict(pairs[:1]), "test": dict(pairs[1:2])}}
+    (tmp_path / "data").mkdir()  # no spacenet-vegas truth in this data root: the sample's scoring fails
+    (tmp_path / "work").mkdir()
+    with pytest.raises(GeoccsegError, match="vegas_img0_roads.geojson"):
+        recipes.finish("road", recipes.RECIPES["road"], load_bundle(resolve_model("road")), {}, splits,
+                       tmp_path / "data", tmp_path / "models", tmp_path / "work")
+    assert not (tmp_path / "models").exists()
+
+
 def test_crack_threshold_with_fainter_copies_is_chosen_on_the_select_photos_only(data_dir: Path, tmp_path: Path) -> None:
     """The crack recipe's threshold pools the select photos with half-contrast copies: a lower
     threshold than theirs alone, and the F1 it reports is the select photos' own at it. Re-choosing
     the shipped model's threshold refuses a model trained on another split."""
-    from geoccseg.benchmark.split import SHIPPED_SOURCES
+    from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
     from geoccseg.benchmark.threshold import choose_threshold, fainter
     from geoccseg.data.photos import read_mask, read_photo
     from geoccseg.evaluate import PixelScorer
@@ -217,7 +269,9 @@ def test_crack_threshold_with_fainter_copies_is_chosen_on_the_select_photos_only
     from geoccseg.models import load_bundle
     from geoccseg.benchmark.score import foreground_probability
 
-    pairs = dict(sorted(SHIPPED_SOURCES["crack"][0].split(data_dir)["select"].items())[:3])
+    shipped_training = load_bundle(resolve_model("crack")).meta.training
+    (parts,) = recorded_splits(shipped_training, SHIPPED_SOURCES["crack"], data_dir).values()
+    pairs = dict(sorted(parts["select"].items())[:3])
     photo = read_photo(next(iter(pairs.values()))[0])
     faint = fainter(photo, 0.5).astype(np.float64)
     assert abs(faint.mean() - photo.mean()) < 0.5 and faint.std() == pytest.approx(photo.std() / 2, rel=0.01)
@@ -236,14 +290,19 @@ def test_crack_threshold_with_fainter_copies_is_chosen_on_the_select_photos_only
     assert recipes.RECIPES["crack"].threshold_contrast == 0.5
     shutil.copytree(resolve_model("crack"), tmp_path / "crack")
     record = json.loads((tmp_path / "crack" / "bundle.json").read_text())
-    for change in ("counts", "stems"):  # another split: other part sizes, or the same sizes with held-out photos trained on
+    # re-choosing the threshold takes the held-out photos the model records, refusing a record that cannot hold
+    for change, message in (("trained", "was trained on 1 of the deepcrack images it records as held out"),
+                            ("missing", "names no held-out images of deepcrack"),
+                            ("absent", "held-out image.s. the model records are not in")):
         edited = json.loads(json.dumps(record))
-        if change == "counts":
-            edited["training"]["sources"]["deepcrack"]["test"] -= 1
-        else:
+        if change == "trained":
             edited["training"]["data"]["labeled"][0] = next(iter(pairs))  # a select photo
+        elif change == "missing":
+            del edited["training"]["held_out"]
+        else:
+            edited["training"]["held_out"]["deepcrack"]["test"].append("no-such-photo")
         (tmp_path / "crack" / "bundle.json").write_text(json.dumps(edited))
-        with pytest.raises(GeoccsegError, match="trained with other held-out images"):
+        with pytest.raises(GeoccsegError, match=message):
             recipes.rethreshold("crack", data_dir, tmp_path, tmp_path / "work")
 
 
@@ -314,7 +373,7 @@ def test_deepcrack_is_split_by_photo_and_old_benchmarks_keep_their_split(data_di
     split by stem (the recorded results) keep it on --resume."""
     import re
 
-    from geoccseg.benchmark.split import SHIPPED_SOURCES, check_split, read_pairs
+    from geoccseg.benchmark.split import SHIPPED_SOURCES, check_split, read_pairs, recorded_splits
 
     stems = list(read_pairs(data_dir / "deepcrack" / "train"))
     photo = lambda s: re.sub(benchmark.PHOTO_OF["deepcrack"], "", s)  # noqa: E731
@@ -341,9 +400,14 @@ def test_deepcrack_is_split_by_photo_and_old_benchmarks_keep_their_split(data_di
     assert benchmark.kept_photo_of(recorded_folder, "deepcrack") is None
     with pytest.raises(GeoccsegError, match="the data differs from the split in"):
         check_split(old, benchmark.make_split(data_dir / "deepcrack" / "train", None, benchmark.PHOTO_OF["deepcrack"])[1])
-    # the shipped crack model was trained on the split by stem: the scripts that score it keep that split
-    shipped = SHIPPED_SOURCES["crack"][0].split(data_dir)
-    assert sorted(shipped["train"]) == by_stem["train"] and sorted(shipped["test"]) == by_stem["test"]
+    # the shipped crack model was trained on the split by stem, which it records: the scripts that
+    # score it take that split; a new training run takes the split by photo
+    from geoccseg.io.bundle import resolve_model
+    from geoccseg.models import load_bundle
+
+    (shipped,) = recorded_splits(load_bundle(resolve_model("crack")).meta.training, SHIPPED_SOURCES["crack"], data_dir).values()
+    assert {part: sorted(stems) for part, stems in shipped.items()} == by_stem
+    assert {part: sorted(stems) for part, stems in SHIPPED_SOURCES["crack"][0].split(data_dir).items()} == by_photo
 
 
 def test_split_stems_is_fixed_and_disjoint() -> None:

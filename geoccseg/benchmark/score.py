@@ -9,7 +9,7 @@ F1. Counts are summed over the test images (micro average); OIS averages per-ima
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,7 +65,7 @@ def foreground_probability(bundle: Bundle, image: np.ndarray, device: str = "aut
 
 def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | None = None, device: str = "auto",
                  examples: Sequence[str] = ()) -> Score:
-    """Score a bundle on (image, mask) pairs, one image at a time.
+    """Score a bundle on (image, mask) pairs at :data:`THRESHOLD`, one image at a time.
 
     Args:
         bundle: a loaded model bundle.
@@ -78,19 +78,44 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
     Raises:
         GeoccsegError: if ``pairs`` is empty or an image and its mask differ in size.
     """
+    kept: dict[str, np.ndarray] = {}
+
+    def probability(stem: str, image: np.ndarray) -> np.ndarray:
+        prob = foreground_probability(bundle, image, device)
+        if stem in examples:
+            kept[stem] = encode_uint8(prob)
+        return prob
+
+    (score,) = score_thresholds(pairs, (THRESHOLD,), probability, tolerance_px)
+    score.examples = kept
+    return score
+
+
+def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
+                     probability: Callable[[str, np.ndarray], np.ndarray], tolerance_px: float | None = None) -> list[Score]:
+    """The pixel metrics of (image, mask) pairs at each threshold, each image predicted once.
+
+    Args:
+        pairs: (image, mask) paths by stem (masks read by :func:`read_truth_mask`).
+        thresholds: decision thresholds on the foreground probability.
+        probability: ``(stem, (C, H, W) uint8 image) -> (H, W)`` foreground probability, e.g.
+            ``lambda stem, image: foreground_probability(bundle, image)``.
+        tolerance_px: relaxed-metric tolerance in pixels (None: no relaxed metrics).
+
+    Raises:
+        GeoccsegError: if ``pairs`` is empty or an image and its mask differ in size.
+    """
     if not pairs:
         raise GeoccsegError("no test image to score; check the test folder")
-    scorer = PixelScorer(THRESHOLD, tolerance_px)
-    kept: dict[str, np.ndarray] = {}
+    scorers = [PixelScorer(t, tolerance_px) for t in thresholds]
     for stem, (image_path, mask_path) in pairs.items():
         image, (truth, labeled) = read_photo(image_path), read_truth_mask(mask_path)
         if image.shape[1:] != truth.shape:
             raise GeoccsegError(f"mask {mask_path.name} is {truth.shape[1]}x{truth.shape[0]} but image {image_path.name} is {image.shape[2]}x{image.shape[1]}; masks must match their images")
-        prob = foreground_probability(bundle, image, device)
-        scorer.add(prob, truth, labeled)
-        if stem in examples:
-            kept[stem] = encode_uint8(prob)
-    return Score(pixels=scorer.scores(), examples=kept)
+        prob = probability(stem, image)
+        for scorer in scorers:
+            scorer.add(prob, truth, labeled)
+    return [Score(pixels=scorer.scores()) for scorer in scorers]
 
 
 def pick_examples(pairs: dict[str, Pair], n: int = N_EXAMPLES) -> list[str]:

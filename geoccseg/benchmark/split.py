@@ -16,9 +16,11 @@ set is taken from the data. Each part is given to the trainer as a folder of sym
 (:func:`link_pairs`), so the trainer never sees a held-out image.
 
 The shipped models' datasets split the same way, or by whole tiles where neighbouring parts of one
-tile must stay together (:class:`Source`); :data:`SHIPPED_SOURCES` names them for every script
-that scores the shipped models. The shipped crack model was trained on DeepCrack split by stem,
-so its source keeps that split until the model is retrained.
+tile must stay together (:class:`Source`); :data:`SHIPPED_SOURCES` names them for training. A
+trained model records its held-out stems (``held_out`` in its bundle's training record), and every
+script that scores it reads its parts from there (:func:`recorded_splits`), so each model is scored
+on its own split: the shipped crack model was trained on DeepCrack split by stem, a retrained one is
+split by photo.
 """
 
 from __future__ import annotations
@@ -173,10 +175,24 @@ class Source:
     test_tiles: tuple[str, ...] = ()
     photo_of: str | None = None
 
-    def split(self, data_root: Path) -> dict[str, dict[str, Pair]]:
-        """``train`` / ``select`` / ``test`` pairs by stem."""
+    def split(self, data_root: Path, held_out: dict[str, list[str]] | None = None) -> dict[str, dict[str, Pair]]:
+        """``train`` / ``select`` / ``test`` pairs by stem; with ``held_out`` (``{"select": stems,
+        "test": stems}``, as a model's training record holds them) those parts, and the rest as
+        ``train``.
+
+        Raises:
+            GeoccsegError: a recorded held-out stem is not in the data folder.
+        """
         pairs = read_pairs(data_root / self.folder, self.name)
-        if self.group_by_tile:
+        if held_out is not None:
+            missing = sorted({s for part in ("select", "test") for s in held_out[part]} - set(pairs))
+            if missing:
+                raise GeoccsegError(f"{len(missing)} held-out image(s) the model records are not in {data_root / self.folder} "
+                                    f"(e.g. {', '.join(missing[:3])}); point --data-root at the data it was trained with")
+            parts = {part: list(held_out[part]) for part in ("select", "test")}
+            held = set(parts["select"]) | set(parts["test"])
+            parts["train"] = [s for s in pairs if s not in held]
+        elif self.group_by_tile:
             tile = {s: s.split("_")[1] for s in pairs}
             parts = {"select": [s for s in pairs if tile[s] in self.select_tiles],
                      "test": [s for s in pairs if tile[s] in self.test_tiles]}
@@ -190,9 +206,34 @@ class Source:
 SHIPPED_SOURCES: dict[str, tuple[Source, ...]] = {
     "road": (Source("massachusetts", "massachusetts/train"),
              Source("dubai", "dubai-roads", group_by_tile=True, select_tiles=("t7",), test_tiles=("t8",))),
-    # the shipped crack model was trained on DeepCrack split by stem: scoring it on a split by photo
-    # would score crops it trained on; keep the stem split until it is retrained (photo_of=PHOTO_OF)
-    "crack": (Source("deepcrack", "deepcrack/train"),),
+    "crack": (Source("deepcrack", "deepcrack/train", photo_of=PHOTO_OF["deepcrack"]),),
 }
-"""The labeled datasets of each shipped model (``pipelines/train_default_models.py``) and their
-fixed held-out parts, for every script that scores the shipped models on images they never saw."""
+"""The labeled datasets of each shipped model and how a new training run holds out parts of them
+(``pipelines/train_default_models.py``). A trained model is scored on the parts it recorded
+(:func:`recorded_splits`), which for the crack model shipped today is DeepCrack split by stem."""
+
+
+def recorded_splits(training: dict, sources: Sequence[Source], data_root: Path) -> dict[str, dict[str, dict[str, Pair]]]:
+    """Each source's ``train`` / ``select`` / ``test`` pairs as a model's training record
+    (``bundle.meta.training``) holds them: its ``held_out`` stems, checked against the images it
+    names as trained on.
+
+    Raises:
+        GeoccsegError: the record names no held-out stems (a model not trained by
+            ``pipelines/train_default_models.py``), they are not in the data, or the model trained
+            on some of them.
+    """
+    held_out = training.get("held_out")
+    if not isinstance(held_out, dict) or any(s.name not in held_out for s in sources):
+        raise GeoccsegError("the model's training record names no held-out images of "
+                            f"{', '.join(s.name for s in sources)}; score a model trained by pipelines/train_default_models.py")
+    trained = set((training.get("data") or {}).get("labeled") or [])
+    splits = {}
+    for source in sources:
+        parts = source.split(data_root, held_out[source.name])
+        leaked = sorted(trained & (set(parts["select"]) | set(parts["test"])))
+        if leaked:
+            raise GeoccsegError(f"the model was trained on {len(leaked)} of the {source.name} images it records as held out "
+                                f"(e.g. {', '.join(leaked[:3])}); train it again")
+        splits[source.name] = parts
+    return splits
