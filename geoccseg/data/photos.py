@@ -261,42 +261,55 @@ def read_mask(path: Path, num_classes: int = 2, unlabeled_255: bool | None = Non
         GeoccsegError: an unreadable file, a colour image (red on black would read as background),
             or values that are neither a 0/255 mask nor classes the model has.
     """
+    arr = _mask_pixels(path)
+    return mask_classes(path, held_values(arr)[0], num_classes, unlabeled_255)[arr]
+
+
+def _mask_pixels(path: Path) -> np.ndarray:
+    """A mask file's stored values (H, W) uint8: a palette image's indices, any other image as grey.
+
+    Raises:
+        GeoccsegError: an unreadable file, or a colour image (red on black would read as background).
+    """
     try:
         with Image.open(path) as im:
             if im.mode == "P":
-                arr = np.asarray(im)
-            else:
-                rgb = np.asarray(im.convert("RGB"), dtype=np.int16) if im.mode not in ("1", "L", "I", "I;16", "F") else None
-                if rgb is not None and int((rgb.max(axis=-1) - rgb.min(axis=-1)).max(initial=0)) > COLOUR_TOLERANCE:
-                    raise GeoccsegError(f"mask {Path(path).name} is a colour image; give single-band masks "
-                                        "(0 background, 255 or 1 the class, or class indices)")
-                arr = np.asarray(im.convert("L"))
+                return np.asarray(im)
+            rgb = np.asarray(im.convert("RGB"), dtype=np.int16) if im.mode not in ("1", "L", "I", "I;16", "F") else None
+            if rgb is not None and int((rgb.max(axis=-1) - rgb.min(axis=-1)).max(initial=0)) > COLOUR_TOLERANCE:
+                raise GeoccsegError(f"mask {Path(path).name} is a colour image; give single-band masks "
+                                    "(0 background, 255 or 1 the class, or class indices)")
+            return np.asarray(im.convert("L"))
     except UNREADABLE as exc:
         raise GeoccsegError(f"cannot read mask {Path(path).name}: {reason(exc)}") from None
-    held = held_values(arr)[0]
+
+
+def mask_classes(path: Path, held: np.ndarray, num_classes: int = 2, unlabeled_255: bool | None = None) -> np.ndarray:
+    """The class index (or :data:`IGNORE_INDEX`) of each stored value 0..255 of the mask ``path``
+    holding the values ``held`` ((256,) bool): the rule of :func:`read_mask` as a lookup table.
+
+    Raises:
+        GeoccsegError: values that are neither a 0/255 mask nor classes the model has.
+    """
+    values = np.arange(256, dtype=np.uint8)
     if Path(path).suffix.lower() in LOSSY_SUFFIXES and held[128:].any():
-        return (arr >= 128).astype(np.uint8)  # noise near 0 and 255 (read as classes and 255, it was refused or misread)
+        return (values >= 128).astype(np.uint8)  # noise near 0 and 255 (read as classes and 255, it was refused or misread)
     if unlabeled_255 and held[255] and not held[1:255].any():
-        return arr.astype(np.uint8)  # 0 background, 255 unlabeled (IGNORE_INDEX)
+        return values  # 0 background, 255 unlabeled (IGNORE_INDEX)
     mask, _ = label_mode(f"mask {Path(path).name}", held, None, max(num_classes, 2) - 1)
-    return (arr >= 128).astype(np.uint8) if mask else arr.astype(np.uint8)  # 255 beside classes: IGNORE_INDEX
+    return (values >= 128).astype(np.uint8) if mask else values  # 255 beside classes: IGNORE_INDEX
 
 
-def masks_mark_unlabeled_255(paths: Sequence[Path]) -> bool:
+def masks_mark_unlabeled_255(held: Sequence[tuple[Path, np.ndarray]]) -> bool:
     """Whether some of a folder's masks mark unlabeled pixels with 255 (255 beside class indices,
     :func:`geoccseg.label_values.unlabeled_is_255`): then a mask of only 0 and 255 there is a
-    photo without the class, its 255 unlabeled, as ``evaluate`` reads such a folder."""
-    for path in paths:
-        if Path(path).suffix.lower() in LOSSY_SUFFIXES:
-            continue
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im if im.mode == "P" else im.convert("L"))
-        except UNREADABLE as exc:
-            raise GeoccsegError(f"cannot read mask {Path(path).name}: {reason(exc)}") from None
-        if unlabeled_is_255(held_values(arr)[0]):
-            return True
-    return False
+    photo without the class, its 255 unlabeled, as ``evaluate`` reads such a folder.
+
+    Args:
+        held: each mask's path and the values it holds ((256,) bool, :func:`held_values` of its
+            stored values); JPEG masks (compression noise) are left out.
+    """
+    return any(Path(path).suffix.lower() not in LOSSY_SUFFIXES and unlabeled_is_255(values) for path, values in held)
 
 
 def _tensors(item: dict, norm: NormStats) -> dict:
@@ -448,8 +461,6 @@ class PhotoTrainingData(TrainingData):
         for folder in unlabeled_dirs or []:  # never a validation photo (--unlabeled pointed at the images folder)
             self.unlabeled_paths += [p for p in list_images(folder, "unlabeled images").values() if _file_id(p) not in held_apart]
         self._check_sizes()
-        # read 0/255-only masks as the folder shows (evaluate reads a folder of truth so)
-        self.unlabeled_255 = masks_mark_unlabeled_255([m for _, m in self.labeled_pairs + self.val_pairs])
         self._counts = self._count_labels(", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)))
         # colour when any labeled photo is; every photo is read with these bands (as prediction reads
         # a photo with its model's), so a folder mixing grey and colour photos trains as one
@@ -466,12 +477,22 @@ class PhotoTrainingData(TrainingData):
 
     def _count_labels(self, masks: str | os.PathLike) -> np.ndarray:
         """Pixels per class (background first) of the labeled masks, unlabeled and transparent pixels
-        left out as training leaves them; refuse a foreground class without any."""
+        left out as training leaves them; refuse a foreground class without any. Every mask is read
+        once, here: it also decides :attr:`unlabeled_255`, how the masks of only 0 and 255 read (as the
+        folder shows, the way ``evaluate`` reads a folder of truth)."""
+        held, histograms = [], []
+        for image, mask in self.labeled_pairs + self.val_pairs:
+            stored = _mask_pixels(mask)
+            held.append((mask, held_values(stored)[0]))
+            if len(histograms) < len(self.labeled_pairs):
+                opaque = opaque_pixels(image)
+                histograms.append(np.bincount((stored if opaque is None else stored[opaque]).ravel(), minlength=256))
+        self.unlabeled_255 = masks_mark_unlabeled_255(held)
         counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
-        for image, mask in self.labeled_pairs:
-            labels, opaque = read_mask(mask, len(counts), self.unlabeled_255), opaque_pixels(image)
-            labeled = labels != IGNORE_INDEX if opaque is None else (labels != IGNORE_INDEX) & opaque
-            counts += np.bincount(labels[labeled], minlength=len(counts))
+        for (mask, values), histogram in zip(held, histograms):
+            labels = mask_classes(mask, values, len(counts), self.unlabeled_255)
+            kept = (labels != IGNORE_INDEX) & (histogram > 0)  # the values it holds, unlabeled left out
+            counts += np.bincount(labels[kept], weights=histogram[kept], minlength=len(counts))
         for i, name in enumerate(self.classes, start=1):
             if counts[i] == 0:
                 names = ", ".join(m.name for _, m in self.labeled_pairs[:3]) + (", ..." if len(self.labeled_pairs) > 3 else "")
