@@ -316,7 +316,8 @@ class ThresholdSweep:
 
     @property
     def ois_f1(self) -> float:
-        """Mean over images of each image's best F1 (optimal image scale)."""
+        """Mean over images of each image's best F1 (optimal image scale). An image without the
+        class in its truth counts 1.0 where some threshold draws nothing on it (:func:`f1_scores`)."""
         if not self.image_f1:
             raise ValueError("no image added")
         return float(np.mean(self.image_f1))
