@@ -116,22 +116,27 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
         "train_seconds": round(train_seconds, 1),  # of this invocation: the resumed part only after a stop
         **({"resumed_from_step": resumed_from} if resumed_from is not None else {}),
         **({"road_model": bundle_stamp(resolve_model("road"))} if arm in SHIPPED_ARMS else {}), "labeled_lines": len(clipped(truth_lines, aoi)),
-        "scored_lines": len(clipped(truth_lines, rest)), "buffer_m": buffer_m,
+        "scored_lines": len(clipped(truth_lines, rest)), "buffer_m": buffer_m, "scene": str(Path(scene).resolve()),
+        "truth": str(Path(truth).resolve()),
         "completeness": scores.completeness, "correctness": scores.correctness, "quality": scores.quality,
         "predicted_km": scores.pred_total_m / 1000,
     }
 
 
-def check_resume(records: Sequence[dict], arms: Sequence[str], steps: int, buffer_m: float) -> None:
-    """Refuse to add runs to records of other settings: another ``--steps`` or ``--buffer-m``, or
-    another shipped road model under the arms that start from it (records before December 2026
-    name none: the model of 2026-11).
+def check_resume(records: Sequence[dict], arms: Sequence[str], steps: int, buffer_m: float, scene: Path, truth: Path) -> None:
+    """Refuse to add runs to records of other settings: another ``--scene`` or ``--truth``, another
+    ``--steps`` or ``--buffer-m``, or another shipped road model under the arms that start from it
+    (records before December 2026 name none: the model of 2026-11).
 
     Raises:
         GeoccsegError: a record of other settings.
     """
     road = bundle_stamp(resolve_model("road")) if set(arms) & set(SHIPPED_ARMS) else None
+    where = (str(Path(scene).resolve()), str(Path(truth).resolve()))
     for r in records:
+        if (r.get("scene"), r.get("truth")) != where:
+            raise GeoccsegError(f"{r['run']} was run on scene {r.get('scene', 'unrecorded')} with truth {r.get('truth', 'unrecorded')}, "
+                                f"not {where[0]} with {where[1]}; choose another --out")
         if r.get("buffer_m") != buffer_m:
             raise GeoccsegError(f"{r['run']} was scored with a {r.get('buffer_m')} m buffer, not {buffer_m}; choose another --out")
         if r["arm"] != "shipped" and r.get("max_steps", r["steps"]) != steps:
@@ -139,6 +144,14 @@ def check_resume(records: Sequence[dict], arms: Sequence[str], steps: int, buffe
         if road is not None and r["arm"] in SHIPPED_ARMS and r.get("road_model") != road:
             raise GeoccsegError(f"{r['run']} started from another shipped road model than today's; its rows would mix with "
                                 "the new ones: choose another --out")
+
+
+def has_run(records: Sequence[dict], arm: str, fraction: float, seed: int) -> bool:
+    """Whether ``records`` hold this run; the shipped model is not trained, so they hold its run at
+    ``fraction`` whatever the seed (one row of it per fraction, not one per seed)."""
+    if arm == "shipped":
+        return any(r["arm"] == "shipped" and r["labeled_fraction"] == fraction for r in records)
+    return any(r["run"] == run_name(arm, fraction, seed) for r in records)
 
 
 def summarise(records: Sequence[dict]) -> str:
@@ -164,7 +177,9 @@ def plot_lines(records: Sequence[dict], scene: Path, truth: Path, out: Path) -> 
     runs = [min((r for r in records if r["arm"] == arm and r["labeled_fraction"] == fraction), key=lambda r: r["seed"])
             for arm in ARMS if any(r["arm"] == arm and r["labeled_fraction"] == fraction for r in records)]
     with rasterio.open(scene) as ds:
-        image = np.moveaxis(ds.read([1, 2, 3], out_shape=(3, ds.height // 2, ds.width // 2)), 0, -1)
+        bands = [1, 2, 3] if ds.count >= 3 else [1]  # one band (panchromatic): shown grey
+        image = ds.read(bands, out_shape=(len(bands), ds.height // 2, ds.width // 2))
+        image = np.moveaxis(image, 0, -1) if len(bands) == 3 else image[0]
         extent = (ds.bounds.left, ds.bounds.right, ds.bounds.bottom, ds.bounds.top)
         crs = ds.crs
     aspect = 1 / np.cos(np.radians((extent[2] + extent[3]) / 2)) if crs.is_geographic else 1.0
@@ -172,7 +187,7 @@ def plot_lines(records: Sequence[dict], scene: Path, truth: Path, out: Path) -> 
     truth_lines = gpd.read_file(truth).to_crs(crs)
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4.6), squeeze=False)
     for ax, r in zip(axes[0], runs):
-        ax.imshow(image, extent=extent)
+        ax.imshow(image, extent=extent, cmap="gray")  # the colour map applies to one band only
         truth_lines.plot(ax=ax, color="cyan", linewidth=0.8)
         pred = out / "runs" / r["run"] / "lines.gpkg"
         layers = gpd.list_layers(pred)["name"].tolist()
@@ -213,12 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         records = load_records(results)
-        check_resume(records, args.arms, args.steps, args.buffer_m)
-        done = {r["run"] for r in records}
+        check_resume(records, args.arms, args.steps, args.buffer_m, args.scene, args.truth)
         for fraction in args.fractions:
             for seed in args.seeds:
                 for arm in args.arms:
-                    if run_name(arm, fraction, seed) in done or (arm == "shipped" and seed != args.seeds[0]):
+                    if has_run(records, arm, fraction, seed):
                         continue
                     record = run_one(arm, fraction, seed, args.steps, args.scene, args.truth, args.out, args.buffer_m)
                     records.append(record)

@@ -86,6 +86,7 @@ from geoccseg.benchmark.machine import cpu_model
 from geoccseg.benchmark.speed import forward_rate, mirror_tiled_scene
 from geoccseg.inference.engine import ENGINES, PRECISIONS
 from geoccseg.inference.predict import PredictOptions
+from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import read_bundle
 from geoccseg.io.probability import encode_uint8
 from geoccseg.models import Bundle
@@ -323,8 +324,10 @@ def main() -> None:
         "sizes": [],
     }
     def save() -> None:
-        (args.out / "results.json").write_text(json.dumps(report, indent=2))
-        (args.out / "results.md").write_text(table(report["sizes"]) + "\n")
+        with atomic_path(args.out / "results.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        with atomic_path(args.out / "results.md", overwrite=True) as tmp:
+            tmp.write_text(table(report["sizes"]) + "\n")
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark terminated"))  # so the scenes are removed
     with tempfile.TemporaryDirectory(prefix="geoccseg-bench-") as tmp:

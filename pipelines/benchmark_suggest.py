@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             on_common = score_round_on(args.scene, args.truth, rounds[k], common, args.buffer_m)
             records.append(asdict(rounds[k]) | {
                 "run": name, "train_seed": seed_of[name], "scene": args.scene.stem if args.photo is None else args.photo.stem, "steps": args.steps,
-                "size_m": args.size_m, "per_round": args.per_round,
+                "size_m": args.size_m, "per_round": args.per_round, "buffer_m": args.buffer_m,
                 "common_completeness": on_common.completeness, "common_correctness": on_common.correctness,
                 "common_quality": on_common.quality, "common_truth_km": on_common.truth_total_m / 1000,
             })
@@ -156,7 +156,7 @@ COLOURS = {"acquisition": plt.cm.Oranges, "coverage": plt.cm.Greens, "random": p
 
 
 def plot(records: Sequence[dict], path: Path) -> None:
-    """Quality and completeness against labeled share, one line per run, coloured by strategy."""
+    """Quality and completeness (within the records' ``buffer_m``) against labeled share, one line per run, coloured by strategy."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     names = sorted({r["run"] for r in records if r["round"] > 0}, key=lambda n: (list(COLOURS).index(strategy_of(n)), n))
     colours = {}
@@ -173,9 +173,9 @@ def plot(records: Sequence[dict], path: Path) -> None:
         ax.set_xlabel("labeled share of the scene (%)")
         ax.set_title(f"scored on {where}", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("score within 5 m")
-    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     first = records[0]
+    axes[0].set_ylabel(f"score within {first['buffer_m']:g} m")
+    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{first.get('scene', 'sample scene')}: first strip, then {first['per_round']} squares of {first['size_m']:g} m "
                  "per round, suggested or random", fontsize=10)
     fig.tight_layout()

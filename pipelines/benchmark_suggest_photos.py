@@ -13,7 +13,8 @@ crops) with the fixed held-out split of :mod:`geoccseg.benchmark.split`:
    either by :func:`geoccseg.suggest.photos.suggest_photos` with the previous round's model
    (``coverage``, as ``geoccseg suggest`` for photos, or ``acquisition`` with
    ``--strategy acquisition``) or at random among the same unlabeled photos (``random``), and
-   trains again from scratch with the same budget and seed;
+   trains again from scratch with the same budget and seed (a round adds what is left once fewer
+   than ``--per-round`` training photos are unlabeled; the rounds stop when none is);
 3. every run is scored on the test photos with the benchmark's scorer.
 
 Both strategies see the same seed sets, budgets and test photos; only the choice differs. Run from
@@ -133,13 +134,16 @@ def run(args: argparse.Namespace) -> list[dict]:
                 labeled, previous = list(start), start_name
                 for round_ in range(1, args.rounds + 1):
                     name = f"{args.dataset}_{strategy}_r{round_}_s{seed}"
+                    pool = [s for s in train_stems if s not in set(labeled)]
+                    if not pool:
+                        print(f"{name}: every training photo is labeled, no round {round_} or later")
+                        break
                     if name in done:
-                        added = done[name]["added"]
-                        if len(added) != args.per_round:
-                            raise GeoccsegError(f"{out} holds {name}, which added {len(added)} photos, not --per-round "
-                                                f"{args.per_round}: resume with the command that began it, or choose another --out")
+                        added, expected = done[name]["added"], min(args.per_round, len(pool))  # the last round takes what is left
+                        if len(added) != expected:
+                            raise GeoccsegError(f"{out} holds {name}, which added {len(added)} photos, not {expected} (--per-round "
+                                                f"{args.per_round}): resume with the command that began it, or choose another --out")
                     else:
-                        pool = [s for s in train_stems if s not in set(labeled)]
                         work = Path(tmp) / name
                         added = choose(strategy, out / "runs" / previous, pairs, labeled, pool, args.per_round, seed, round_, work, params)
                     labeled = sorted([*labeled, *added])
@@ -246,6 +250,10 @@ def legend(strategy: str) -> str:
     return f"suggested, {kind}" + (f" ({', '.join(settings)})" if settings else "")
 
 
+SUGGESTED_COLOURS = [*plt.get_cmap("tab10").colors[:7], *plt.get_cmap("tab10").colors[8:]]
+"""Colours of the suggested strategies in plots, cycled from the fourth (red): tab10 without its eighth, grey (random's)."""
+
+
 def write_reports(records: Sequence[dict], out: Path) -> None:
     """``results.md`` and ``f1_vs_labeled.png`` (test F1 against labeled photos, per strategy)."""
     dataset = records[0]["dataset"] if records else "?"
@@ -253,7 +261,8 @@ def write_reports(records: Sequence[dict], out: Path) -> None:
         tmp.write_text(f"# Suggested against random photos: {dataset}\n\n{summarise(records)}")
     fig, ax = plt.subplots(figsize=(6, 4))
     names = strategies(records)
-    for strategy, colour in zip(names, [*plt.get_cmap("tab10").colors[3:3 + len(names) - 1], "tab:grey"]):
+    for i, strategy in enumerate(names):
+        colour = "tab:grey" if strategy == "random" else SUGGESTED_COLOURS[(3 + i) % len(SUGGESTED_COLOURS)]
         rounds = sorted({r["round"] for r in records if r["strategy"] in (strategy, "start")})
         xs, ys, es = [], [], []
         for k in rounds:

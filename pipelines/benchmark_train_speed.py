@@ -34,7 +34,10 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+
+from geoccseg.io.atomic import atomic_path
 
 #: name -> (encoder, semi-supervised, num_workers or None for train's default, torch threads or None for the default)
 VARIANTS: dict[str, tuple[str, bool, int | None, int | None]] = {
@@ -47,6 +50,8 @@ VARIANTS: dict[str, tuple[str, bool, int | None, int | None]] = {
     "efficientnet-lite0 full +threads1": ("efficientnet-lite0", True, None, 1),
 }
 LABELED_CHIPS, UNLABELED_CHIPS, TILE_PX = 8, 8, 256
+#: metrics.csv times step 1 and every LOG_EVERY-th step (the trainer's RunRecorder).
+LOG_EVERY = 10
 
 
 def run_variant(name: str, data: Path, steps: int, out: Path, pretrained: bool = True) -> None:
@@ -80,10 +85,18 @@ def speed(metrics: Path, skip: int, chips_per_step: int) -> dict:
             "chips_per_s": round(steps * chips_per_step / seconds, 2)}
 
 
+def max_skip(steps: int) -> int | None:
+    """The largest ``--skip`` that leaves steps to measure in a run of ``steps`` steps: the timed step
+    before the last (None: a run of fewer than LOG_EVERY steps times one step only)."""
+    timed = sorted({1, *range(LOG_EVERY, steps + 1, LOG_EVERY)})
+    return timed[-2] if len(timed) > 1 else None
+
+
 def write_report(results: list[dict], out: Path) -> None:
     from geoccseg.benchmark.machine import machine
 
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    with atomic_path(out / "results.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
     lines = [
         "# Training speed", "",
         f"{machine()}; tile {TILE_PX} px, "
@@ -92,10 +105,11 @@ def write_report(results: list[dict], out: Path) -> None:
     ]
     for r in results:
         lines.append(f"| {r['variant']} | {r['chips_per_step']} | {r['steps']} | {1 / r['steps_per_s']:.2f} | {r['chips_per_s']:.1f} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    with atomic_path(out / "results.md", overwrite=True) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/")
     parser.add_argument("--steps", type=int, default=40, help="training steps per variant (default 40)")
@@ -105,10 +119,14 @@ def main() -> None:
     parser.add_argument("--no-pretrained", action="store_true", help="start encoders from random weights (same speed)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: train one variant in this process
     parser.add_argument("--run-out", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.run:
         run_variant(args.run, args.data, args.steps, args.run_out, pretrained=not args.no_pretrained)
         return
+    top = max_skip(args.steps)
+    if top is None or args.skip > top:
+        parser.error(f"--skip {args.skip} leaves no steps to measure of --steps {args.steps} (metrics.csv times step 1 and every "
+                     f"{LOG_EVERY}th): " + (f"give --steps of at least {LOG_EVERY}" if top is None else f"give a --skip of at most {top}"))
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="geoccseg-train-speed-") as tmp:

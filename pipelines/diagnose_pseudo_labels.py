@@ -32,7 +32,7 @@ Two views of the *wrong* confident foreground labels tell which remedy could rem
 
 ``--figure PATH`` draws the images with the most wrong confident foreground far (≥ 21 px) from
 any true pixel, so the far mistakes can be looked at: things taken for roads, or roads the masks
-leave out.
+leave out (none is drawn, with a note, when no confident foreground label is wrong).
 """
 
 from __future__ import annotations
@@ -251,14 +251,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f = report["centreline_band"]
         print(f"centreline band (R {f['half_width_px']:g} px): keeps {f['kept_share']:.3f} of the confident foreground, precision "
               f"{f['precision_kept']:.3f} kept / {f['precision_left_out']:.3f} left out, true foreground kept {f['true_foreground_kept']:.3f}")
-    if args.figure:
+    if args.figure and not report["most_far_mistakes"]:
+        print(f"no confident foreground label is wrong on these images: no figure written to {args.figure}")
+    elif args.figure:
         by_name = {i.name: i for i in images}
         chosen = [(by_name[n], masks[by_name[n].stem]) for n in report["most_far_mistakes"]]
         draw_far_mistakes(bundle, chosen, args.tau_high_fg, args.figure)
     if args.json:
         report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}  # what was run
         report["stems"] = sorted(i.stem for i in images)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        with atomic_path(Path(args.json), overwrite=True) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
     return 0
 
 

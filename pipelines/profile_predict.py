@@ -42,6 +42,7 @@ import geoccseg.inference.engine as engine_module
 import geoccseg.inference.predict as predict_module
 from geoccseg.benchmark.speed import forward_rate, mirror_tiled_scene
 from geoccseg.inference.engine import TorchEngine
+from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
 
@@ -108,7 +109,10 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/geoccseg-profile"), help="folder for the scenes")
     args = parser.parse_args()
     report: dict = {"device": args.device, "forward": {}, "variants": []}
-    save = lambda: args.out.write_text(json.dumps(report, indent=1))  # noqa: E731
+
+    def save() -> None:
+        with atomic_path(args.out, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(report, indent=1))
 
     bundle = load_bundle(resolve_model("road"))
     report["forward"] = forward_limits(bundle.model.to(args.device).eval(), args.device)

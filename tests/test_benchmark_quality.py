@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -341,17 +342,60 @@ def test_own_scene_benchmark_never_mixes_records_of_other_settings() -> None:
 
     own = _load_script("benchmark_own_scene")
     road = bundle_stamp(resolve_model("road"))
-    records = [{"run": "scratch_sup_0.4_s0", "arm": "scratch_sup", "steps": 300, "buffer_m": 5.0},
-               {"run": "tuned_sup_0.4_s0", "arm": "tuned_sup", "max_steps": 300, "steps": 300, "buffer_m": 5.0, "road_model": road}]
-    own.check_resume(records, ["scratch_full", "tuned_full"], 300, 5.0)
+    where = (Path("scene.tif").resolve(), Path("roads.geojson").resolve())
+    scene = {"scene": str(where[0]), "truth": str(where[1])}
+    records = [{"run": "scratch_sup_0.4_s0", "arm": "scratch_sup", "steps": 300, "buffer_m": 5.0, **scene},
+               {"run": "tuned_sup_0.4_s0", "arm": "tuned_sup", "max_steps": 300, "steps": 300, "buffer_m": 5.0, "road_model": road, **scene}]
+    own.check_resume(records, ["scratch_full", "tuned_full"], 300, 5.0, *where)
     with pytest.raises(GeoccsegError, match="trained 300 steps, not 600"):
-        own.check_resume(records, ["scratch_full"], 600, 5.0)
+        own.check_resume(records, ["scratch_full"], 600, 5.0, *where)
     with pytest.raises(GeoccsegError, match="5.0 m buffer, not 3.0"):
-        own.check_resume(records, ["scratch_full"], 300, 3.0)
-    older = [*records, {"run": "shipped_0.4_s0", "arm": "shipped", "steps": 0, "buffer_m": 5.0}]  # the model of 2026-11
-    own.check_resume(older, ["scratch_full"], 300, 5.0)  # arms that do not start from the road model may join
+        own.check_resume(records, ["scratch_full"], 300, 3.0, *where)
+    older = [*records, {"run": "shipped_0.4_s0", "arm": "shipped", "steps": 0, "buffer_m": 5.0, **scene}]  # the model of 2026-11
+    own.check_resume(older, ["scratch_full"], 300, 5.0, *where)  # arms that do not start from the road model may join
     with pytest.raises(GeoccsegError, match="another shipped road model"):
-        own.check_resume(older, ["tuned_full"], 300, 5.0)
+        own.check_resume(older, ["tuned_full"], 300, 5.0, *where)
+
+
+def test_own_scene_benchmark_resumes_only_its_scene_and_keeps_one_shipped_row() -> None:
+    """--resume with another --scene or --truth added its runs to the other scene's records; resumed
+    with other --seeds, it added a second row of the shipped model (not trained: the same run),
+    which results.md counted as another seed."""
+    own = _load_script("benchmark_own_scene")
+    scene, truth = Path("scene.tif").resolve(), Path("roads.geojson").resolve()
+    records = [{"run": "scratch_sup_0.4_s0", "arm": "scratch_sup", "labeled_fraction": 0.4, "seed": 0, "steps": 300, "buffer_m": 5.0,
+                "scene": str(scene), "truth": str(truth)}]
+    own.check_resume(records, ["scratch_sup"], 300, 5.0, scene, truth)
+    for other in ((Path("other.tif"), truth), (scene, Path("other.geojson"))):
+        with pytest.raises(GeoccsegError, match=re.escape(f"was run on scene {scene} with truth {truth}, not {other[0].resolve()} with")):
+            own.check_resume(records, ["scratch_sup"], 300, 5.0, *other)
+    unrecorded = [{k: v for k, v in records[0].items() if k not in ("scene", "truth")}]  # before the scene was recorded
+    with pytest.raises(GeoccsegError, match="was run on scene unrecorded with truth unrecorded"):
+        own.check_resume(unrecorded, ["scratch_sup"], 300, 5.0, scene, truth)
+    shipped = [*records, {"run": "shipped_0.4_s0", "arm": "shipped", "labeled_fraction": 0.4, "seed": 0}]
+    assert own.has_run(shipped, "shipped", 0.4, 1) and not own.has_run(shipped, "shipped", 0.2, 1)  # one shipped row per strip
+    assert own.has_run(shipped, "scratch_sup", 0.4, 0) and not own.has_run(shipped, "scratch_sup", 0.4, 1)
+
+
+def test_own_scene_plot_shows_a_one_band_scene_in_grey(tmp_path: Path) -> None:
+    """plot_lines read bands 1 to 3 of every scene: a panchromatic (one-band) scene crashed it."""
+    import geopandas as gpd
+    import rasterio
+    from rasterio.transform import from_origin
+    from shapely.geometry import LineString
+
+    own = _load_script("benchmark_own_scene")
+    scene = tmp_path / "pan.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", crs="EPSG:32611",
+                       transform=from_origin(500000, 4000064, 1, 1)) as dst:
+        dst.write(np.random.default_rng(0).integers(0, 255, (1, 64, 64), dtype=np.uint8))
+    road = gpd.GeoDataFrame(geometry=[LineString([(500005, 4000032), (500060, 4000032)])], crs="EPSG:32611")
+    road.to_file(tmp_path / "roads.geojson")
+    (tmp_path / "runs" / "shipped_0.4_s0").mkdir(parents=True)
+    road.to_file(tmp_path / "runs" / "shipped_0.4_s0" / "lines.gpkg", layer="road")
+    record = {"run": "shipped_0.4_s0", "arm": "shipped", "labeled_fraction": 0.4, "seed": 0, "completeness": 1.0, "correctness": 1.0}
+    own.plot_lines([record], scene, tmp_path / "roads.geojson", tmp_path)
+    assert (tmp_path / "lines.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:
@@ -473,6 +517,30 @@ def test_pipeline_scripts_import_the_package_not_each_other() -> None:
         assert "sys.path" not in text and "import benchmark_quality" not in text, script.name
 
 
+def test_pipeline_scripts_write_their_outputs_atomically() -> None:
+    """Results written straight to their final name were left half-written by a crash or Ctrl-C:
+    every file a script writes goes through geoccseg.io.atomic.atomic_path."""
+    for script in sorted((ROOT / "pipelines").glob("*.py")):
+        text = script.read_text()
+        staged = set(re.findall(r"atomic_path\(.*\) as (\w+):", text))
+        written = re.findall(r"([\w.]+|\))\.write_(?:text|bytes)\(", text) + re.findall(r"\.savefig\(([^,)]+)", text)
+        assert set(written) <= staged, (script.name, set(written) - staged)
+
+
+def test_train_speed_refuses_a_skip_that_leaves_no_step_to_measure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --skip at or past the last step that metrics.csv times divided by zero, after the variant had trained."""
+    speed = _load_script("benchmark_train_speed")
+    assert [speed.max_skip(n) for n in (5, 10, 40, 45)] == [None, 1, 30, 30]
+    for steps, skip in (("40", "40"), ("40", "35"), ("5", "0")):
+        with pytest.raises(SystemExit) as exc:
+            speed.main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--steps", steps, "--skip", skip])
+        assert exc.value.code == 2 and "leaves no steps to measure" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before any training
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("step,seconds,loss\n1,2.0,0.9\n10,11.0,0.8\n20,20.0,0.7\n30,29.0,0.6\n40,38.0,0.5\n")
+    assert speed.speed(metrics, 30, 16) == {"steps": 10, "seconds": 9.0, "steps_per_s": 1.111, "chips_per_s": 17.78}
+
+
 def test_loss_ablation_variants_are_valid_and_match_the_defaults() -> None:
     ablation = _load_script("ablate_loss")
     from geoccseg.train import TrainConfig
@@ -530,6 +598,21 @@ def test_pseudo_label_diagnosis_leaves_out_the_held_out_images(data_dir: Path, t
     report = json.loads((tmp_path / "report.json").read_text())
     assert code == 0 and report["images"] == 3 and report["stems"] == ["001", "002", "003"]
     assert report["args"]["split"] == str(tmp_path / "split.json")
+
+
+def test_pseudo_label_diagnosis_figure_with_no_wrong_pixels_is_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--figure crashed (plt.subplots with 0 rows) when no confident foreground label was wrong."""
+    from PIL import Image
+
+    diag = _load_script("diagnose_pseudo_labels")
+    for part in ("images", "masks"):
+        (tmp_path / "data" / part).mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(tmp_path / "data" / "images" / "a.png")
+    Image.fromarray(np.ones((96, 96), dtype=np.uint8)).save(tmp_path / "data" / "masks" / "a.png")  # all foreground: nothing is wrong
+    code = diag.main(["--bundle", "crack", "--data", str(tmp_path / "data"), "--figure", str(tmp_path / "far.png"),
+                      "--json", str(tmp_path / "report.json")])
+    assert code == 0 and "no figure written" in capsys.readouterr().out and not (tmp_path / "far.png").exists()
+    assert json.loads((tmp_path / "report.json").read_text())["most_far_mistakes"] == []
 
 
 def test_shape_filter_keeps_thin_lines_and_leaves_out_blobs_and_specks() -> None:
@@ -700,6 +783,68 @@ def test_suggest_photos_report_says_how_many_fewer_labels_reach_randoms_final_f1
     assert "in round 1 with 9 photos (0.760): 47% fewer" in bench.summarise(records)
     records = [r for r in records if r["strategy"] != "coverage"] + [record("coverage", 1, s, 0.7) for s in (0, 1)]
     assert "- coverage does not reach random's final test F1 (0.760 with 17 photos, round 3, 2 seeds)." in bench.summarise(records)
+
+
+def test_suggest_photos_benchmark_resumes_after_the_unlabeled_photos_run_out(data_dir: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round that found fewer than --per-round unlabeled photos was refused on --resume (it "added 3
+    photos, not --per-round 4"), and the round after it had none to choose from. The rounds are
+    planned here without training: each run's training and the suggestions are stand-ins."""
+    bench = _load_script("benchmark_suggest_photos")
+    from geoccseg.benchmark import link_pairs
+    from geoccseg.benchmark.split import read_pairs
+
+    trained = []
+
+    def train_and_score(spec, dataset, profile, folders, train_stems, unlabeled, test_pairs, out, labeled, name) -> dict:
+        trained.append(name)
+        return {"run": name, "dataset": dataset, "seed": spec.seed, "profile": profile.name, "labeled": sorted(labeled),
+                "n_labeled": len(labeled), "f1": 0.5, "ods_f1": 0.5, "iou": 0.4, "train_seconds": 1.0}
+
+    monkeypatch.setattr(bench, "train_and_score", train_and_score)
+    monkeypatch.setattr(bench, "choose", lambda strategy, model_dir, pairs, labeled, pool, k, *rest: sorted(pool)[:k])
+    data = link_pairs(tmp_path / "data", dict(list(read_pairs(data_dir / "cfd").items())[:20]))
+    argv = ["--dataset", "cfd", "--data", str(data), "--out", str(tmp_path / "out"), "--profile", "quick",
+            "--start-fraction", "0.12", "--per-round", "4", "--rounds", "5", "--seeds", "0"]
+    assert bench.main(argv) == 0
+    records = {r["run"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())}
+    for strategy in ("coverage", "random"):  # 17 training photos: 2 in the seed set, then 4, 4, 4 and the 3 left; no round 5
+        assert [len(records[f"cfd_{strategy}_r{k}_s0"]["added"]) for k in (1, 2, 3, 4)] == [4, 4, 4, 3]
+        assert f"cfd_{strategy}_r5_s0" not in records
+    trained.clear()
+    assert bench.main([*argv, "--resume"]) == 0 and trained == []
+
+
+def test_suggest_photos_plot_gives_every_strategy_a_colour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plot's colours ran out past 7 strategies: later strategies (random among them) were left out."""
+    from matplotlib.colors import to_hex
+
+    bench = _load_script("benchmark_suggest_photos")
+    figures = []
+    monkeypatch.setattr(bench.plt, "close", figures.append)
+    start = {"strategy": "start", "round": 0, "seed": 0, "dataset": "cfd", "n_labeled": 2, "f1": 0.5, "ods_f1": 0.5, "iou": 0.4}
+    suggested = [f"coverage_acquisition{w / 10:g}" for w in range(1, 9)]
+    records = [start, *({**start, "strategy": s, "round": 1, "n_labeled": 6} for s in [*suggested, "random"])]
+    bench.write_reports(records, tmp_path)
+    colours = {c.get_label(): to_hex(c.lines[0].get_color()) for c in figures[0].axes[0].containers}
+    assert sorted(colours) == sorted(map(bench.legend, [*suggested, "random"])) and colours["random"] == to_hex("tab:grey")
+    assert len({colours[bench.legend(s)] for s in suggested}) == 8 and to_hex("tab:grey") not in {colours[bench.legend(s)] for s in suggested}
+    monkeypatch.undo()
+    bench.plt.close(figures[0])
+
+
+def test_suggest_scene_plot_labels_the_buffer_it_scored_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plot's axis said "score within 5 m" whatever --buffer-m was."""
+    bench = _load_script("benchmark_suggest")
+    figures = []
+    monkeypatch.setattr(bench.plt, "close", figures.append)
+    records = [dict(run=run, round=k, labeled_share=0.3 + 0.1 * k, quality=0.5, completeness=0.6, common_quality=0.5,
+                    common_completeness=0.6, per_round=2, size_m=96.0, scene="sample", buffer_m=3.0)
+               for run in ("coverage_s0", "random_s0") for k in (0, 1)]
+    bench.plot(records, tmp_path / "quality.png")
+    assert figures[0].axes[0].get_ylabel() == "score within 3 m" and (tmp_path / "quality.png").stat().st_size > 5_000
+    monkeypatch.undo()
+    bench.plt.close(figures[0])
 
 
 def test_suggest_scene_report_groups_runs_by_strategy() -> None:
