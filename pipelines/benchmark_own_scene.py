@@ -134,8 +134,10 @@ def check_resume(records: Sequence[dict], arms: Sequence[str], steps: int, buffe
     road = bundle_stamp(resolve_model("road")) if set(arms) & set(SHIPPED_ARMS) else None
     where = (str(Path(scene).resolve()), str(Path(truth).resolve()))
     for r in records:
+        if "scene" not in r:
+            raise GeoccsegError(f"{r['run']} was recorded before records named their scene and truth: choose another --out")
         if (r.get("scene"), r.get("truth")) != where:
-            raise GeoccsegError(f"{r['run']} was run on scene {r.get('scene', 'unrecorded')} with truth {r.get('truth', 'unrecorded')}, "
+            raise GeoccsegError(f"{r['run']} was run on scene {r['scene']} with truth {r.get('truth')}, "
                                 f"not {where[0]} with {where[1]}; choose another --out")
         if r.get("buffer_m") != buffer_m:
             raise GeoccsegError(f"{r['run']} was scored with a {r.get('buffer_m')} m buffer, not {buffer_m}; choose another --out")

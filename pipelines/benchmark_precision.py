@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import statistics
 import tempfile
 import time
@@ -46,6 +47,7 @@ from geoccseg.evaluate import PixelScorer
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.engine import build_engine
 from geoccseg.inference.predict import PredictOptions, predict_scene
+from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.probability import encode_uint8
@@ -158,6 +160,14 @@ def verdicts(result: dict) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except GeoccsegError as exc:  # bad data or a model without its held-out record: one line, no traceback
+        print(f"{Path(__file__).stem}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=[f"{e}/{p}" for e, p in VARIANTS],
                         help="ENGINE/PRECISION pairs; the first is the reference (default: %(default)s)")

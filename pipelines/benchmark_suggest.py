@@ -174,7 +174,7 @@ def plot(records: Sequence[dict], path: Path) -> None:
         ax.set_title(f"scored on {where}", fontsize=9)
         ax.grid(alpha=0.3)
     first = records[0]
-    axes[0].set_ylabel(f"score within {first['buffer_m']:g} m")
+    axes[0].set_ylabel(f"score within {first['buffer_m']:g} m" if "buffer_m" in first else "score")  # records before 2026-12-05 name none
     axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{first.get('scene', 'sample scene')}: first strip, then {first['per_round']} squares of {first['size_m']:g} m "
                  "per round, suggested or random", fontsize=10)

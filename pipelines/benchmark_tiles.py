@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from geoccseg.benchmark.score import score_thresholds
 from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
+from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
@@ -83,6 +85,14 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except GeoccsegError as exc:  # bad data or a model without its held-out record: one line, no traceback
+        print(f"{Path(__file__).stem}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["road", "crack"], help="shipped models (default road crack)")
     parser.add_argument("--settings", nargs="+", default=[f"{t}/{o}" for t, o in SETTINGS],

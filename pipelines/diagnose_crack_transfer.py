@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,6 +86,14 @@ def predict(bundle, pairs, halve: bool = False, contrast: float = 1.0) -> list[t
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except GeoccsegError as exc:  # bad data or a model without its held-out record: one line, no traceback
+        print(f"{Path(__file__).stem}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="crack", help="shipped name or bundle folder (default crack)")
     parser.add_argument("--per-image-norm", action="store_true", help="normalise each photo by its own percentiles at test time")

@@ -58,6 +58,7 @@ from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import save_bundle
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
+from geoccseg.train.run import killed_before_first_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = data_root(ROOT)
@@ -143,7 +144,8 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
                                 "choose another --work folder")
         check_run_split(run, held_out)
         if not run_finished(run):
-            train(replace(config, resume=(run / "config.yaml").is_file()))  # a run killed before its first checkpoint starts over
+            # a run killed before its first checkpoint starts over (train says so); anything else in the way is refused
+            train(replace(config, resume=(run / "checkpoints" / "last.ckpt").is_file() or killed_before_first_checkpoint(run)))
     bundle = load_bundle(run)
     record = {
         "default_model": name, "arm": "fully_supervised", "encoder": "efficientnet-lite0", "options": recipe.options,

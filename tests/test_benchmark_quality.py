@@ -307,6 +307,28 @@ def test_crack_threshold_with_fainter_copies_is_chosen_on_the_select_photos_only
             recipes.rethreshold("crack", data_dir, tmp_path, tmp_path / "work")
 
 
+def test_scoring_scripts_refuse_a_model_without_its_held_out_record_in_one_line(tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The scripts that score a model on its own held-out images say in one line when its record
+    cannot tell them (none, or not lists of stems), instead of a traceback."""
+    from geoccseg.io.bundle import resolve_model
+
+    diagnose = _load_script("diagnose_crack_transfer")
+    shutil.copytree(resolve_model("crack"), tmp_path / "crack")
+    record = json.loads((tmp_path / "crack" / "bundle.json").read_text())
+    for held_out, message in ((None, "names no held-out images of deepcrack .a model trained before they were recorded"),
+                              ({"deepcrack": {"select": "11130", "test": []}}, "names no held-out images of deepcrack")):
+        edited = json.loads(json.dumps(record))
+        edited["training"].pop("held_out")
+        if held_out is not None:
+            edited["training"]["held_out"] = held_out
+        (tmp_path / "crack" / "bundle.json").write_text(json.dumps(edited))
+        assert diagnose.main(["--model", str(tmp_path / "crack"), "--out", str(tmp_path / "report.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("diagnose_crack_transfer: error: the model's training record") and "Traceback" not in err
+        assert re.search(message, err) and not (tmp_path / "report.json").exists()
+
+
 def test_shipped_model_training_minutes_count_every_session(tmp_path: Path) -> None:
     """train_minutes was the wall time of the last session only: a resumed run recorded minutes."""
     recipes = _load_script("train_default_models")
@@ -370,7 +392,7 @@ def test_own_scene_benchmark_resumes_only_its_scene_and_keeps_one_shipped_row() 
         with pytest.raises(GeoccsegError, match=re.escape(f"was run on scene {scene} with truth {truth}, not {other[0].resolve()} with")):
             own.check_resume(records, ["scratch_sup"], 300, 5.0, *other)
     unrecorded = [{k: v for k, v in records[0].items() if k not in ("scene", "truth")}]  # before the scene was recorded
-    with pytest.raises(GeoccsegError, match="was run on scene unrecorded with truth unrecorded"):
+    with pytest.raises(GeoccsegError, match="was recorded before records named their scene and truth"):
         own.check_resume(unrecorded, ["scratch_sup"], 300, 5.0, scene, truth)
     shipped = [*records, {"run": "shipped_0.4_s0", "arm": "shipped", "labeled_fraction": 0.4, "seed": 0}]
     assert own.has_run(shipped, "shipped", 0.4, 1) and not own.has_run(shipped, "shipped", 0.2, 1)  # one shipped row per strip
@@ -519,7 +541,8 @@ def test_pipeline_scripts_import_the_package_not_each_other() -> None:
 
 def test_pipeline_scripts_write_their_outputs_atomically() -> None:
     """Results written straight to their final name were left half-written by a crash or Ctrl-C:
-    every file a script writes goes through geoccseg.io.atomic.atomic_path."""
+    every write_text / write_bytes / savefig of a script writes a name that an atomic_path(...)
+    of that script yields (a text check: the scripts write no file any other way today)."""
     for script in sorted((ROOT / "pipelines").glob("*.py")):
         text = script.read_text()
         staged = set(re.findall(r"atomic_path\(.*\) as (\w+):", text))

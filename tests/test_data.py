@@ -328,7 +328,8 @@ def test_a_mask_of_only_0_and_255_reads_as_its_folder_shows(data_dir, tmp_path):
     """In a folder of 0/1 masks with 255 for unlabeled pixels, the mask of a photo without crack
     holds only 0 and 255: read alone as a 0/255 mask, its unlabeled part was crack (evaluate reads
     such a folder as a whole)."""
-    from geoccseg.data.photos import masks_mark_unlabeled_255
+    from geoccseg.data.photos import _mask_pixels, masks_mark_unlabeled_255
+    from geoccseg.label_values import held_values
 
     cfd = data_dir / "cfd"
     for folder in ("images", "masks"):
@@ -340,7 +341,7 @@ def test_a_mask_of_only_0_and_255_reads_as_its_folder_shows(data_dir, tmp_path):
         shutil.copy(cfd / "images" / f"{stem}.jpg", tmp_path / "images" / f"{stem}.jpg")
         Image.fromarray(mask).save(tmp_path / "masks" / f"{stem}.png")
     def held(paths):
-        return [(p, np.bincount(np.asarray(Image.open(p)).ravel(), minlength=256) > 0) for p in paths]
+        return [(p, held_values(_mask_pixels(p))[0]) for p in paths]
 
     assert masks_mark_unlabeled_255(held(sorted((tmp_path / "masks").iterdir())))
     assert not masks_mark_unlabeled_255(held([cfd / "masks" / "001.png", cfd / "masks" / "002.png"]))

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.bundle import resolve_model, save_bundle, weights_path
+from geoccseg.io.bundle import resolve_model, save_bundle, save_meta, weights_path
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
 from geoccseg.train.checkpoint import load_checkpoint
@@ -498,7 +498,13 @@ def test_bundle_formats_and_temporaries_of_killed_saves(tmp_path):
     own name: the next save removes it (its process is dead)."""
     road_dir = resolve_model("road")
     assert json.loads((road_dir / "bundle.json").read_text())["format"] == "geoccseg-bundle/1"
-    assert load_bundle(road_dir).meta.classes == ["road"]
+    road = load_bundle(road_dir)
+    assert road.meta.classes == ["road"]
+    shutil.copytree(road_dir, tmp_path / "road")  # a rewritten record keeps the format its weights were saved under
+    road.meta.training["note"] = "rewritten"
+    save_meta(tmp_path / "road", road.meta)
+    assert json.loads((tmp_path / "road" / "bundle.json").read_text())["format"] == "geoccseg-bundle/1"
+    assert load_bundle(tmp_path / "road").meta.training["note"] == "rewritten"
     crack = load_bundle(resolve_model("crack"))
     folder = save_bundle(tmp_path / "m", crack.model, crack.meta)
     meta = json.loads((folder / "bundle.json").read_text())

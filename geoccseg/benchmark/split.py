@@ -188,7 +188,8 @@ class Source:
             missing = sorted({s for part in ("select", "test") for s in held_out[part]} - set(pairs))
             if missing:
                 raise GeoccsegError(f"{len(missing)} held-out image(s) the model records are not in {data_root / self.folder} "
-                                    f"(e.g. {', '.join(missing[:3])}); point --data-root at the data it was trained with")
+                                    f"(e.g. {', '.join(missing[:3])}); score it on the data it was trained with "
+                                    "(--data-root, or GEOCCSEG_DATA for the scripts without it)")
             parts = {part: list(held_out[part]) for part in ("select", "test")}
             held = set(parts["select"]) | set(parts["test"])
             parts["train"] = [s for s in pairs if s not in held]
@@ -223,10 +224,11 @@ def recorded_splits(training: dict, sources: Sequence[Source], data_root: Path) 
             ``pipelines/train_default_models.py``), they are not in the data, or the model trained
             on some of them.
     """
-    held_out = training.get("held_out")
-    if not isinstance(held_out, dict) or any(s.name not in held_out for s in sources):
-        raise GeoccsegError("the model's training record names no held-out images of "
-                            f"{', '.join(s.name for s in sources)}; score a model trained by pipelines/train_default_models.py")
+    held_out = training.get("held_out") if isinstance(training.get("held_out"), dict) else {}
+    missing = [s.name for s in sources if not _stem_lists(held_out.get(s.name))]
+    if missing:
+        raise GeoccsegError(f"the model's training record names no held-out images of {', '.join(missing)} (a model trained "
+                            "before they were recorded, or not by pipelines/train_default_models.py): train it again with that script")
     trained = set((training.get("data") or {}).get("labeled") or [])
     splits = {}
     for source in sources:
@@ -237,3 +239,9 @@ def recorded_splits(training: dict, sources: Sequence[Source], data_root: Path) 
                                 f"(e.g. {', '.join(leaked[:3])}); train it again")
         splits[source.name] = parts
     return splits
+
+
+def _stem_lists(parts) -> bool:
+    """Whether a recorded ``held_out`` entry is ``{"select": [stems], "test": [stems]}``."""
+    return isinstance(parts, dict) and all(isinstance(parts.get(k), list) and all(isinstance(x, str) for x in parts[k])
+                                           for k in ("select", "test"))

@@ -161,12 +161,14 @@ def save_meta(folder: str | os.PathLike, meta: BundleMeta) -> Path:
     recorded checksum stay as they are (e.g. to record that the run that wrote them was stopped)."""
     folder = Path(folder)
     raw = json.loads((folder / META).read_text())
-    _write_meta(folder, meta, raw["weights_sha256"], raw.get("weights", WEIGHTS))
+    _write_meta(folder, meta, raw["weights_sha256"], raw.get("weights", WEIGHTS), raw.get("format", FORMAT))
     return folder
 
 
-def _write_meta(folder: Path, meta: BundleMeta, digest: str, name: str) -> None:
-    payload = meta.to_dict() | {"weights": name, "weights_sha256": digest}
+def _write_meta(folder: Path, meta: BundleMeta, digest: str, name: str, format: str = FORMAT) -> None:
+    """``bundle.json`` for ``meta`` and its weights; ``format``: the bundle's own (a rewritten
+    record keeps the format its weights were saved under)."""
+    payload = meta.to_dict() | {"format": format, "weights": name, "weights_sha256": digest}
     with atomic_path(folder / META, overwrite=True) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
 
