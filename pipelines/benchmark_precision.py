@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import statistics
 import tempfile
 import time
@@ -39,6 +38,7 @@ import torch
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
+from geoccseg.benchmark.runs import one_line_errors
 from geoccseg.benchmark.speed import forward_rate
 from geoccseg.benchmark.score import read_truth_mask
 from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
@@ -47,7 +47,6 @@ from geoccseg.evaluate import PixelScorer
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.engine import build_engine
 from geoccseg.inference.predict import PredictOptions, predict_scene
-from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.probability import encode_uint8
@@ -160,11 +159,7 @@ def verdicts(result: dict) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _run(argv)
-    except GeoccsegError as exc:  # bad data or a model without its held-out record: one line, no traceback
-        print(f"{Path(__file__).stem}: error: {exc}", file=sys.stderr)
-        return 2
+    return one_line_errors(_run, argv, "benchmark_precision")
 
 
 def _run(argv: list[str] | None) -> int:

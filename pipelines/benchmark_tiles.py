@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
+from geoccseg.benchmark.runs import one_line_errors
 from geoccseg.benchmark.score import score_thresholds
 from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
-from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
@@ -85,11 +84,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _run(argv)
-    except GeoccsegError as exc:  # bad data or a model without its held-out record: one line, no traceback
-        print(f"{Path(__file__).stem}: error: {exc}", file=sys.stderr)
-        return 2
+    return one_line_errors(_run, argv, "benchmark_tiles")
 
 
 def _run(argv: list[str] | None) -> int:

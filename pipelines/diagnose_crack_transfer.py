@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
+from geoccseg.benchmark.runs import one_line_errors
 from geoccseg.benchmark.score import foreground_probability, read_truth_mask
 from geoccseg.benchmark.split import SHIPPED_SOURCES, read_pairs, recorded_splits
 from geoccseg.benchmark.threshold import fainter
@@ -86,11 +86,7 @@ def predict(bundle, pairs, halve: bool = False, contrast: float = 1.0) -> list[t
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _run(argv)
-    except GeoccsegError as exc:  # bad data or a model without its held-out record: one line, no traceback
-        print(f"{Path(__file__).stem}: error: {exc}", file=sys.stderr)
-        return 2
+    return one_line_errors(_run, argv, "diagnose_crack_transfer")
 
 
 def _run(argv: list[str] | None) -> int:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -262,3 +263,14 @@ def same_config(run_dir: Path, config: TrainConfig) -> bool:
     now = yaml.safe_load(config.to_yaml())
     return isinstance(before, dict) and ({k: v for k, v in before.items() if k not in _LINKED}
                                          == {k: v for k, v in now.items() if k not in _LINKED})
+
+
+def one_line_errors(run: Callable[[list[str] | None], int], argv: list[str] | None, script: str) -> int:
+    """``run(argv)``, the body of a pipeline script's ``main``, with a :class:`GeoccsegError` (bad
+    data, a model without its held-out record) printed as one line ``<script>: error: ...`` and
+    exit status 2 instead of a traceback."""
+    try:
+        return run(argv)
+    except GeoccsegError as exc:
+        print(f"{script}: error: {exc}", file=sys.stderr)
+        return 2
