@@ -41,11 +41,10 @@ import torch.nn.functional as F
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.runs import one_line_errors
-from geoccseg.benchmark.score import foreground_probability, read_truth_mask
+from geoccseg.benchmark.score import foreground_probability, read_whole_truth_mask
 from geoccseg.benchmark.split import SHIPPED_SOURCES, read_pairs, recorded_splits
 from geoccseg.benchmark.threshold import fainter
 from geoccseg.data.photos import read_photo
-from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import PixelScorer
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
@@ -74,9 +73,7 @@ def enlarged_probability(bundle, image: np.ndarray) -> np.ndarray:
 def predict(bundle, pairs, halve: bool = False, contrast: float = 1.0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     out = []
     for _, (image_path, mask_path) in sorted(pairs.items()):
-        image, (mask, labeled) = read_photo(image_path), read_truth_mask(mask_path)
-        if labeled is not None:
-            raise GeoccsegError(f"{mask_path} marks unlabeled pixels (255): this diagnosis scores wholly labeled masks only")
+        image, mask = read_photo(image_path), read_whole_truth_mask(mask_path)
         if halve:
             image, mask = halved(image, mask)
         if contrast != 1.0:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from geoccseg.benchmark.score import read_truth_mask
+from geoccseg.benchmark.score import read_whole_truth_mask
 from geoccseg.benchmark.split import read_pairs
 from geoccseg.data.photos import read_photo
 from geoccseg.errors import GeoccsegError
@@ -95,7 +95,7 @@ def diagnose(bundle: Bundle, pairs: Sequence[tuple[Path, Path]], tau_high: float
     band = np.zeros((2, 2), dtype=np.int64)  # the same for the centreline band
     for image_path, mask_path in pairs:
         probs = torch.from_numpy(predict_array(bundle, read_photo(image_path)))[None]
-        truth = torch.from_numpy(wholly_labeled(mask_path).astype(np.int64))  # binary masks: class 1 = foreground
+        truth = torch.from_numpy(read_whole_truth_mask(mask_path).astype(np.int64))  # binary masks: class 1 = foreground
         levels = confidence_levels(probs, taus, tau_low)
         for i, name in enumerate(LEVELS):
             sel = getattr(levels, name)[0]
@@ -148,18 +148,6 @@ def _kept_rates(kept: np.ndarray, true_fg_pixels: int) -> dict:
     }
 
 
-def wholly_labeled(mask_path) -> np.ndarray:
-    """The (H, W) bool foreground of a mask that labels every pixel (:func:`read_truth_mask`).
-
-    Raises:
-        GeoccsegError: the mask marks unlabeled pixels (255), which this diagnosis cannot count.
-    """
-    truth, labeled = read_truth_mask(mask_path)
-    if labeled is not None:
-        raise GeoccsegError(f"{mask_path} marks unlabeled pixels (255): this diagnosis counts wholly labeled masks only")
-    return truth
-
-
 def draw_far_mistakes(bundle: Bundle, pairs: Sequence[tuple[Path, Path]], tau_high_fg: float, path: Path) -> None:
     """Each image beside its confident foreground labels coloured by how far they are from the truth."""
     import matplotlib
@@ -171,7 +159,7 @@ def draw_far_mistakes(bundle: Bundle, pairs: Sequence[tuple[Path, Path]], tau_hi
     for (image_path, mask_path), (left, right) in zip(pairs, axes):
         image = read_photo(image_path)
         foreground = predict_array(bundle, image)[1:].max(0) >= tau_high_fg
-        truth = wholly_labeled(mask_path)
+        truth = read_whole_truth_mask(mask_path)
         distance = ndi.distance_transform_edt(~truth) if truth.any() else np.full(truth.shape, np.inf)
         rgb = np.moveaxis(image[:3], 0, -1).astype(np.float32)
         rgb = (rgb - rgb.min()) / max(float(np.ptp(rgb)), 1e-6)

@@ -58,6 +58,19 @@ def read_truth_mask(path) -> tuple[np.ndarray, np.ndarray | None]:
     return (labels > 0) & ~unlabeled, ~unlabeled
 
 
+def read_whole_truth_mask(path) -> np.ndarray:
+    """The (H, W) bool foreground of a benchmark mask that labels every pixel (:func:`read_truth_mask`),
+    for the diagnoses that count every pixel.
+
+    Raises:
+        GeoccsegError: the mask marks unlabeled pixels (255).
+    """
+    truth, labeled = read_truth_mask(path)
+    if labeled is not None:
+        raise GeoccsegError(f"{path} marks unlabeled pixels (255): this diagnosis counts wholly labeled masks only")
+    return truth
+
+
 def foreground_probability(bundle: Bundle, image: np.ndarray, device: str = "auto") -> np.ndarray:
     """(H, W) float32 probability that a pixel is not background, for a (C, H, W) uint8 image (one chip)."""
     return predict_array(bundle, image, device=device)[1:].sum(0)
