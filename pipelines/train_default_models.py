@@ -193,7 +193,6 @@ def finish(name: str, recipe: Recipe, bundle, record: dict, splits: dict, data_r
         record["transfer"] = {"cfd": metrics(at_half),
                               "cfd_at_threshold": {"precision": s.precision, "recall": s.recall, "f1": s.f1, "relaxed_f1": s.relaxed_f1}}
     bundle.model.half()  # float16 halves the shipped size; loading casts back to float32
-    bundle.meta.training.update(record)
     bundle.meta.threshold = threshold
     if name == "road":  # scored as shipped (float16 weights), through the user's commands, before anything is replaced
         with tempfile.TemporaryDirectory() as tmp:
