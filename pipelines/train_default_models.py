@@ -28,6 +28,16 @@ wins on the select images::
     python pipelines/train_default_models.py --models crack --work ../bench/crack-appearance \
         --option appearance_augment=true --target-root ../bench/crack-appearance/export
 
+A model fine-tuned from another (``--option init_from=crack``) keeps that model's held-out
+images (it has trained on the rest), and ``--option pseudo=true --option contrastive=true --option
+unlabeled=[FOLDER]`` turns the method's unlabeled terms on over a folder of unlabeled photos: the
+shipped crack model adapted to another camera's pavement without its labels (the folder is recorded
+in the bundle; a transfer set scored after its unlabeled photos were trained on is no longer unseen)::
+
+    python pipelines/train_default_models.py --models crack --work ../bench/crack-adapt --steps 300 \
+        --option init_from=crack --option pseudo=true --option contrastive=true \
+        --option unlabeled=[../shared/data/cfd/unlabeled] --target-root ../bench/crack-adapt/export
+
 ``--rethreshold`` trains nothing: it chooses the threshold of the model in ``--target-root`` again
 by its recipe's rule and scores it again (the training record is kept)::
 
@@ -50,12 +60,13 @@ from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle, score_thresholds
 from geoccseg.benchmark.runs import same_config
 from geoccseg.train.callbacks import run_finished
+from geoccseg.data.photos import list_images
 from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs, recorded_splits
 from geoccseg.benchmark.threshold import choose_threshold
 from geoccseg.evaluate import evaluate as evaluate_files
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
-from geoccseg.io.bundle import save_bundle
+from geoccseg.io.bundle import resolve_model, save_bundle
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
 from geoccseg.train.run import killed_before_first_checkpoint
@@ -125,19 +136,26 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
     if options:
         recipe = replace(recipe, options={**recipe.options, **options})
     run = work / name
-    splits = {s.name: s.split(data_root) for s in recipe.sources}
+    parent = recipe.options.get("init_from")
+    if parent:  # a fine-tuned model has trained on its parent's images: it keeps the parent's held-out ones
+        parent_training = load_bundle(resolve_model(parent)).meta.training
+        splits = recorded_splits(parent_training, recipe.sources, data_root)
+    else:
+        splits = {s.name: s.split(data_root) for s in recipe.sources}
     held_out = {source: {part: sorted(parts[part]) for part in ("select", "test")} for source, parts in splits.items()}
     with tempfile.TemporaryDirectory() as tmp:
         # one training folder per source (train takes several), one select folder for all
         train_dirs = [link_pairs(Path(tmp) / "train" / name, parts["train"]) for name, parts in splits.items()]
         select_pairs = {s: p for parts in splits.values() for s, p in parts["select"].items()}
         select_dir = link_pairs(Path(tmp) / "select", select_pairs)
+        # every image is labeled: the benchmark's fully_supervised arm, unless the options turn the
+        # unlabeled terms on (with --option unlabeled=[FOLDER]: photos of another camera, unlabeled)
+        arm_options = {"pseudo": False, "contrastive": False, **recipe.options}
         config = TrainConfig(
             out=str(run), images=[str(d / "images") for d in train_dirs], masks=[str(d / "masks") for d in train_dirs],
             val_images=str(select_dir / "images"), val_masks=str(select_dir / "masks"), labeled_fraction=1.0,
             classes=list(recipe.classes), pixel_size_m=recipe.pixel_size_m, encoder="efficientnet-lite0",
-            pseudo=False, contrastive=False,  # every image is labeled: the benchmark's fully_supervised arm
-            max_steps=steps, max_minutes=max_minutes, val_every=val_every, seed=seed, progress=True, **recipe.options,
+            max_steps=steps, max_minutes=max_minutes, val_every=val_every, seed=seed, progress=True, **arm_options,
         )
         if run.exists() and (run / "config.yaml").is_file() and not same_config(run, config):
             raise GeoccsegError(f"{run} holds a run of other settings (options, steps or seed); "
@@ -148,13 +166,18 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
             train(replace(config, resume=(run / "checkpoints" / "last.ckpt").is_file() or killed_before_first_checkpoint(run)))
     bundle = load_bundle(run)
     record = {
-        "default_model": name, "arm": "fully_supervised", "encoder": "efficientnet-lite0", "options": recipe.options,
+        "default_model": name, "arm": "method" if config.pseudo or config.contrastive else "fully_supervised",
+        "encoder": "efficientnet-lite0", "options": recipe.options,
         "sources": {s.name: {"folder": s.folder, **{part: len(p) for part, p in splits[s.name].items()}} for s in recipe.sources},
         "steps": bundle.meta.training.get("steps"), "saved_step": bundle.meta.training.get("saved_step"),
         "train_minutes": train_minutes(run),  # training only (validation excluded), all sessions of a resumed run
         "held_out": held_out,  # the select and test stems of each source; every other image was trained on
+        "unlabeled": {folder: len(list_images(folder, "unlabeled images")) for folder in config.unlabeled},  # photos, masks never read
         "licence": recipe.licence,
     }
+    if parent:
+        record["fine_tuned_from"] = {"model": str(parent), "steps": parent_training.get("steps"),
+                                     "train_minutes": parent_training.get("train_minutes")}
     return finish(name, recipe, bundle, record, splits, data_root, target_root, run)
 
 

@@ -240,6 +240,33 @@ def test_shipped_model_run_killed_before_its_first_checkpoint_starts_over(data_d
     assert training["steps"] == 4 and "cfd" in training["transfer"] and (target / "crack" / "LICENCE.md").is_file()
 
 
+def test_a_fine_tuned_shipped_model_keeps_its_parents_held_out_photos(data_dir: Path, tmp_path: Path) -> None:
+    """build() split the data afresh for a model fine-tuned from the shipped crack model (--option
+    init_from=crack): the photo split made "held-out" photos of some the parent had trained on. And
+    the unlabeled terms could not be turned on (the recipe passed pseudo twice to TrainConfig)."""
+    from geoccseg.benchmark.split import link_pairs, read_pairs
+    from geoccseg.io.bundle import resolve_model
+    from geoccseg.models import load_bundle
+
+    root = tmp_path / "data"
+    link_pairs(root / "deepcrack" / "train", read_pairs(data_dir / "deepcrack" / "train"))
+    link_pairs(root / "cfd", dict(list(read_pairs(data_dir / "cfd").items())[:2]))
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for image in sorted((data_dir / "cfd" / "unlabeled").iterdir())[:3]:
+        (unlabeled / image.name).symlink_to(image)
+    recipes = _load_script("train_default_models")
+    assert recipes.main(["--models", "crack", "--work", str(tmp_path / "work"), "--data-root", str(root),
+                         "--target-root", str(tmp_path / "models"), "--steps", "2", "--val-every", "2",
+                         "--option", "init_from=crack", "--option", "pseudo=true", "--option", "contrastive=true",
+                         "--option", f"unlabeled=[{unlabeled}]", "--option", "unlabeled_start_steps=0"]) == 0
+    parent = load_bundle(resolve_model("crack")).meta.training
+    training = json.loads((tmp_path / "models" / "crack" / "bundle.json").read_text())["training"]
+    assert training["held_out"] == parent["held_out"] and sorted(training["data"]["labeled"]) == sorted(parent["data"]["labeled"])
+    assert training["arm"] == "method" and training["unlabeled"] == {str(unlabeled): 3}
+    assert training["fine_tuned_from"] == {"model": "crack", "steps": parent["steps"], "train_minutes": parent["train_minutes"]}
+
+
 def test_shipped_road_model_is_saved_only_once_scored(data_dir: Path, tmp_path: Path) -> None:
     """finish() saved the road model into the shipped folder before scoring it on the sample scene:
     a failure there left a new bundle with a half-written record."""
