@@ -41,6 +41,7 @@ from geoccseg.inference.pipeline import PredictResult, run_predict
 from geoccseg.io.atomic import atomic_path, check_writable, move_into_place, scratch_dir
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.catalog import sample_roads, sample_scene
+from geoccseg.io.display import read_display
 from geoccseg.io.probability import probabilities
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import load_bundle
@@ -350,21 +351,10 @@ def render_preview(
         captions: titles of the lines panels (default: their number of lines).
     """
     out = check_writable(out, overwrite=True, example="preview.png")
-    with rasterio.open(scene) as ds:
-        scale = max(1, int(np.ceil(max(ds.width, ds.height) / max_px)))
-        shape = (ds.height // scale, ds.width // scale)
-        bands = [1, 2, 3] if ds.count >= 3 else [1]
-        image = ds.read(bands, out_shape=(len(bands), *shape)).astype(np.float32)
-        extent = (ds.bounds.left, ds.bounds.right, ds.bounds.bottom, ds.bounds.top)
-        crs = ds.crs
-        # Degrees of longitude shrink with latitude: keep ground distances square on screen.
-        geographic = ds.crs is not None and ds.crs.is_geographic
-        aspect = 1 / np.cos(np.radians((extent[2] + extent[3]) / 2)) if geographic else 1.0
-    lo, hi = np.percentile(image, [1, 99])
-    rgb = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = np.moveaxis(rgb, 0, -1) if rgb.shape[0] == 3 else rgb[0]
+    shown_scene = read_display(scene, max_px)
+    rgb, extent, crs, aspect = shown_scene.image, shown_scene.extent, shown_scene.crs, shown_scene.aspect
     with rasterio.open(prob) as ds:
-        p = probabilities(ds.read(1, out_shape=shape, masked=True))
+        p = probabilities(ds.read(1, out_shape=rgb.shape[:2], masked=True))
         name = ds.descriptions[0] or "class_1"
     if fine_tuned is None:
         fig = Figure(figsize=(15, 5.4))

@@ -43,7 +43,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.benchmark.design import RECORDED, data_root  # noqa: E402
@@ -55,6 +54,7 @@ from geoccseg.evaluate import clipped, score_rest, strips  # noqa: E402
 from geoccseg.evaluate.files import read_lines  # noqa: E402
 from geoccseg.inference import PredictOptions, run_predict  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.io.display import read_display  # noqa: E402
 from geoccseg.io.bundle import bundle_stamp, resolve_model  # noqa: E402
 from geoccseg.io.vector_write import write_vectors  # noqa: E402
 from geoccseg.models import load_bundle  # noqa: E402
@@ -178,18 +178,13 @@ def plot_lines(records: Sequence[dict], scene: Path, truth: Path, out: Path) -> 
     fraction = min(r["labeled_fraction"] for r in records)
     runs = [min((r for r in records if r["arm"] == arm and r["labeled_fraction"] == fraction), key=lambda r: r["seed"])
             for arm in ARMS if any(r["arm"] == arm and r["labeled_fraction"] == fraction for r in records)]
-    with rasterio.open(scene) as ds:
-        bands = [1, 2, 3] if ds.count >= 3 else [1]  # one band (panchromatic): shown grey
-        image = ds.read(bands, out_shape=(len(bands), ds.height // 2, ds.width // 2))
-        image = np.moveaxis(image, 0, -1) if len(bands) == 3 else image[0]
-        extent = (ds.bounds.left, ds.bounds.right, ds.bounds.bottom, ds.bounds.top)
-        crs = ds.crs
-    aspect = 1 / np.cos(np.radians((extent[2] + extent[3]) / 2)) if crs.is_geographic else 1.0
+    shown = read_display(scene)  # one band (panchromatic): shown grey; uint16 stretched
+    extent, crs, aspect = shown.extent, shown.crs, shown.aspect
     _, aoi, _ = strips(scene, fraction)
     truth_lines = gpd.read_file(truth).to_crs(crs)
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4.6), squeeze=False)
     for ax, r in zip(axes[0], runs):
-        ax.imshow(image, extent=extent, cmap="gray")  # the colour map applies to one band only
+        ax.imshow(shown.image, extent=extent, cmap=shown.cmap)
         truth_lines.plot(ax=ax, color="cyan", linewidth=0.8)
         pred = out / "runs" / r["run"] / "lines.gpkg"
         layers = gpd.list_layers(pred)["name"].tolist()

@@ -46,7 +46,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import geopandas as gpd  # noqa: E402
 import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.benchmark.design import RECORDED  # noqa: E402
@@ -55,6 +54,7 @@ from geoccseg.io.catalog import sample_roads, sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.io.display import read_display  # noqa: E402
 from geoccseg.suggest.loop import active_labeling, score_round_on, unlabeled_by_all  # noqa: E402
 
 
@@ -187,10 +187,8 @@ def plot(records: Sequence[dict], path: Path) -> None:
 def plot_squares(records: Sequence[dict], scene: Path, truth: Path, path: Path, width_px: int = 900) -> None:
     """Where each strategy labeled: the scene, its true centrelines, the first strip and the squares
     added in each round, one panel for the first run of each strategy (read from the runs' AOIs)."""
-    with rasterio.open(scene) as src:
-        scale = max(1, src.width // width_px)
-        image = src.read([1, 2, 3], out_shape=(3, src.height // scale, src.width // scale))
-        bounds, crs = src.bounds, src.crs
+    shown = read_display(scene, width_px)  # a one-band or uint16 scene too
+    crs = shown.crs
     lines = gpd.read_file(truth).to_crs(crs)
     first = {}
     for r in sorted(records, key=lambda r: r["run"]):
@@ -198,9 +196,11 @@ def plot_squares(records: Sequence[dict], scene: Path, truth: Path, path: Path, 
     runs = [first[s] for s in (*STRATEGIES, "random") if s in first]
     rounds = max(r["round"] for r in records)
     colours = plt.cm.plasma(np.linspace(0.15, 0.85, max(1, rounds)))
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 5.2 * image.shape[1] / image.shape[2] + 0.6), squeeze=False)
+    height, width = shown.image.shape[:2]
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 5.2 * height / width + 0.6), squeeze=False)
     for ax, name in zip(axes[0], runs):
-        ax.imshow(np.moveaxis(image, 0, -1), extent=(bounds.left, bounds.right, bounds.bottom, bounds.top))
+        ax.imshow(shown.image, extent=shown.extent, cmap=shown.cmap)
+        ax.set_aspect(shown.aspect)  # square on the ground in a geographic CRS too
         lines.plot(ax=ax, color="white", linewidth=0.4, alpha=0.8)
         by_round = {r["round"]: r for r in records if r["run"] == name}
         before = None

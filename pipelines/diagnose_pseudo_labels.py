@@ -47,12 +47,13 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from geoccseg.benchmark.runs import write_json
 from geoccseg.benchmark.score import read_whole_truth_mask
 from geoccseg.benchmark.split import read_pairs
 from geoccseg.data.photos import read_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
-from geoccseg.io.atomic import atomic_path
+from geoccseg.io.atomic import atomic_path, check_writable
 from geoccseg.losses import confidence_levels
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
@@ -202,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
     try:
+        for out, example in ((args.figure, "mistakes.png"), (args.json, "report.json")):  # before the work, not after it
+            if out:
+                check_writable(out, overwrite=True, example=example)
         bundle = load_bundle(resolve_model(args.bundle))
         pairs = read_pairs(args.data)
         if args.split:
@@ -248,8 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}  # what was run
         report["stems"] = sorted(i.stem for i in images)
-        with atomic_path(Path(args.json), overwrite=True) as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
+        write_json(Path(args.json), report)
     return 0
 
 

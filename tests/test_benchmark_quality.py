@@ -447,6 +447,24 @@ def test_own_scene_plot_shows_a_one_band_scene_in_grey(tmp_path: Path) -> None:
     assert (tmp_path / "lines.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_suggest_scene_plot_draws_a_one_band_uint16_scene(data_dir: Path, tmp_path: Path) -> None:
+    """plot_squares read bands 1 to 3 of every scene: a panchromatic (one-band) scene crashed it."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    bench = _load_script("benchmark_suggest")
+    scene = data_dir / "spacenet-vegas" / "vegas_pan.tif"
+    left, bottom, top = -115.2338076, 36.1388277, 36.1423377
+    records = []
+    for k, east in enumerate((left + 0.0012, left + 0.0020)):
+        folder = tmp_path / f"coverage_s0_round{k}"
+        folder.mkdir()
+        gpd.GeoDataFrame(geometry=[box(left, bottom, east, top)], crs="EPSG:4326").to_file(folder / "aoi.gpkg")
+        records.append({"run": "coverage_s0", "round": k, "folder": str(folder), "quality": 0.5 + k / 10})
+    bench.plot_squares(records, scene, data_dir / "spacenet-vegas" / "vegas_pan_roads.geojson", tmp_path / "squares.jpg")
+    assert (tmp_path / "squares.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
 def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:
     runs = benchmark.plan_runs(["sup_imbalance", "full", "fully_supervised"], 0.035, [0, 1], sweep=True, fractions=[0.035, 0.1, 1.0])
     seed0 = [(r.arm, r.labeled_fraction) for r in runs if r.seed == 0]
@@ -663,6 +681,15 @@ def test_pseudo_label_diagnosis_figure_with_no_wrong_pixels_is_a_note(tmp_path: 
                       "--json", str(tmp_path / "report.json")])
     assert code == 0 and "no figure written" in capsys.readouterr().out and not (tmp_path / "far.png").exists()
     assert json.loads((tmp_path / "report.json").read_text())["most_far_mistakes"] == []
+
+
+def test_pseudo_label_diagnosis_refuses_an_unwritable_output_before_the_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --figure or --json in a missing folder failed only after every image was diagnosed."""
+    diag = _load_script("diagnose_pseudo_labels")
+    for flag, name in (("--figure", "far.png"), ("--json", "report.json")):
+        code = diag.main(["--bundle", "crack", "--data", str(tmp_path / "no-data-read"), flag, str(tmp_path / "missing" / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and str(tmp_path / "missing") in err and "no-data-read" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_shape_filter_keeps_thin_lines_and_leaves_out_blobs_and_specks() -> None:

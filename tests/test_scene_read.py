@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
@@ -40,3 +43,19 @@ def test_cells_across_the_edge_are_valid_when_their_centre_is(vegas):
         inside, _ = scene.read(Window(0, 0, offset + 4, 40), out_shape=(10, 1), resampling=Resampling.average)
         if first_valid:
             np.testing.assert_array_equal(image[:, :, 0], inside[:, :, 0])
+
+
+def test_scenes_are_drawn_stretched_whatever_their_bands_and_type(data_dir: Path) -> None:
+    """The benchmark plots drew a scene's raw values: a uint16 panchromatic scene came out white
+    (matplotlib clips floats above 1), and the suggest plot read bands 1-3 of a one-band scene and
+    crashed. read_display draws it grey, stretched to 0..1, square on the ground."""
+    from geoccseg.io.catalog import sample_scene
+    from geoccseg.io.display import read_display
+
+    pan = read_display(data_dir / "spacenet-vegas" / "vegas_pan.tif", max_px=300)
+    assert pan.image.ndim == 2 and pan.cmap == "gray" and max(pan.image.shape) <= 300
+    low, high = np.percentile(pan.image, [5, 95])
+    assert 0.0 <= pan.image.min() and pan.image.max() <= 1.0 and high - low > 0.3  # raw uint16 values: all 1 once clipped
+    assert pan.crs.is_geographic and pan.aspect == pytest.approx(1 / np.cos(np.radians(36.17)), rel=0.01)  # Las Vegas
+    rgb = read_display(sample_scene(), max_px=500)
+    assert rgb.image.ndim == 3 and rgb.image.shape[2] == 3 and rgb.cmap is None and max(rgb.image.shape[:2]) <= 500
