@@ -38,7 +38,7 @@ import torch
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.runs import one_line_errors
+from geoccseg.benchmark.runs import one_line_errors, write_json
 from geoccseg.benchmark.speed import forward_rate
 from geoccseg.benchmark.score import read_truth_mask
 from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
@@ -174,8 +174,7 @@ def _run(argv: list[str] | None) -> int:
     result: dict = {"machine": machine(), "reference": label(variants[0]), "held_out": [], "sample": {}}
 
     def save() -> None:
-        with atomic_path(args.out / "results.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out / "results.json", result)
 
     for name in args.models:
         bundle = load_bundle(resolve_model(name))

@@ -83,6 +83,7 @@ import rasterio
 import torch
 
 from geoccseg.benchmark.machine import cpu_model
+from geoccseg.benchmark.runs import write_json
 from geoccseg.benchmark.speed import forward_rate, mirror_tiled_scene
 from geoccseg.inference.engine import ENGINES, PRECISIONS
 from geoccseg.inference.predict import PredictOptions
@@ -324,8 +325,7 @@ def main() -> None:
         "sizes": [],
     }
     def save() -> None:
-        with atomic_path(args.out / "results.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
+        write_json(args.out / "results.json", report)
         with atomic_path(args.out / "results.md", overwrite=True) as tmp:
             tmp.write_text(table(report["sizes"]) + "\n")
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.runs import one_line_errors
+from geoccseg.benchmark.runs import one_line_errors, write_json
 from geoccseg.benchmark.score import score_thresholds
 from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
 from geoccseg.inference.array import predict_array
@@ -109,8 +109,7 @@ def _run(argv: list[str] | None) -> int:
                                  "overlap_px": overlap_px, "cost": costs[tile_px, overlap_px], "scores": scores,
                                  "seconds": round(time.perf_counter() - start, 1)})
                     print(json.dumps(rows[-1]), flush=True)
-                    with atomic_path(args.out / "results.json", overwrite=True) as tmp:
-                        tmp.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1) + "\n")
+                    write_json(args.out / "results.json", {"machine": machine(), "rows": rows})
     with atomic_path(args.out / "results.md", overwrite=True) as tmp:
         tmp.write_text(table(rows))
     print(table(rows))

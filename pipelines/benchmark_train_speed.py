@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from geoccseg.benchmark.runs import write_json
 from geoccseg.io.atomic import atomic_path
+from geoccseg.train.callbacks import LOG_EVERY
 
 #: name -> (encoder, semi-supervised, num_workers or None for train's default, torch threads or None for the default)
 VARIANTS: dict[str, tuple[str, bool, int | None, int | None]] = {
@@ -50,8 +51,6 @@ VARIANTS: dict[str, tuple[str, bool, int | None, int | None]] = {
     "efficientnet-lite0 full +threads1": ("efficientnet-lite0", True, None, 1),
 }
 LABELED_CHIPS, UNLABELED_CHIPS, TILE_PX = 8, 8, 256
-#: metrics.csv times step 1 and every LOG_EVERY-th step (the trainer's RunRecorder).
-LOG_EVERY = 10
 
 
 def run_variant(name: str, data: Path, steps: int, out: Path, pretrained: bool = True) -> None:
@@ -95,8 +94,7 @@ def max_skip(steps: int) -> int | None:
 def write_report(results: list[dict], out: Path) -> None:
     from geoccseg.benchmark.machine import machine
 
-    with atomic_path(out / "results.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(results, indent=1))
+    write_json(out / "results.json", results)
     lines = [
         "# Training speed", "",
         f"{machine()}; tile {TILE_PX} px, "

@@ -40,13 +40,12 @@ import torch.nn.functional as F
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.runs import one_line_errors
+from geoccseg.benchmark.runs import one_line_errors, write_json
 from geoccseg.benchmark.score import foreground_probability, read_whole_truth_mask
 from geoccseg.benchmark.split import SHIPPED_SOURCES, read_pairs, recorded_splits
 from geoccseg.benchmark.threshold import fainter
 from geoccseg.data.photos import read_photo
 from geoccseg.evaluate import PixelScorer
-from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
 
@@ -127,8 +126,7 @@ def _run(argv: list[str] | None) -> int:
         report[name] = row
         print(name, json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report)
     return 0
 
 

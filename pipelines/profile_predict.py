@@ -40,9 +40,9 @@ import torch
 import geoccseg.inference.cog as cog
 import geoccseg.inference.engine as engine_module
 import geoccseg.inference.predict as predict_module
+from geoccseg.benchmark.runs import write_json
 from geoccseg.benchmark.speed import forward_rate, mirror_tiled_scene
 from geoccseg.inference.engine import TorchEngine
-from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
 
@@ -111,8 +111,7 @@ def main() -> None:
     report: dict = {"device": args.device, "forward": {}, "variants": []}
 
     def save() -> None:
-        with atomic_path(args.out, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(report, indent=1))
+        write_json(args.out, report)
 
     bundle = load_bundle(resolve_model("road"))
     report["forward"] = forward_limits(bundle.model.to(args.device).eval(), args.device)

@@ -23,6 +23,8 @@ from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import BundleMeta, save_bundle, save_meta
 
 LOSS_KEYS = ("loss", "sup", "pl", "con")
+#: Steps between the loss rows of ``metrics.csv`` (step 1 is recorded too).
+LOG_EVERY = 10
 
 
 class RunRecorder(pl.Callback):
@@ -38,7 +40,7 @@ class RunRecorder(pl.Callback):
         log_every: steps between loss rows.
     """
 
-    def __init__(self, out: Path, meta: BundleMeta, log_every: int = 10) -> None:
+    def __init__(self, out: Path, meta: BundleMeta, log_every: int = LOG_EVERY) -> None:
         self.out = Path(out)
         self.meta = meta
         self.log_every = log_every
