@@ -461,7 +461,7 @@ class PhotoTrainingData(TrainingData):
         for folder in unlabeled_dirs or []:  # never a validation photo (--unlabeled pointed at the images folder)
             self.unlabeled_paths += [p for p in list_images(folder, "unlabeled images").values() if _file_id(p) not in held_apart]
         self._check_sizes()
-        self._counts = self._count_labels(", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)))
+        self._counts, self.unlabeled_255 = self._count_labels(", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)))
         # colour when any labeled photo is; every photo is read with these bands (as prediction reads
         # a photo with its model's), so a folder mixing grey and colour photos trains as one
         self.bands = list(range(1, max(photo_bands(p) for p, _ in self.labeled_pairs) + 1))
@@ -475,11 +475,11 @@ class PhotoTrainingData(TrainingData):
             norm = stats_from_uint8(read_photo_valid(sample[i], bands=self.num_bands) for i in sorted(pick))  # one photo in memory at a time
         self.norm = norm
 
-    def _count_labels(self, masks: str | os.PathLike) -> np.ndarray:
+    def _count_labels(self, masks: str | os.PathLike) -> tuple[np.ndarray, bool]:
         """Pixels per class (background first) of the labeled masks, unlabeled and transparent pixels
         left out as training leaves them; refuse a foreground class without any. Every mask is read
-        once, here: it also decides :attr:`unlabeled_255`, how the masks of only 0 and 255 read (as the
-        folder shows, the way ``evaluate`` reads a folder of truth)."""
+        once, here, which also decides how the masks of only 0 and 255 read (returned second: whether
+        their 255 is unlabeled, as the folder shows, the way ``evaluate`` reads a folder of truth)."""
         held, histograms = [], []
         for image, mask in self.labeled_pairs + self.val_pairs:
             stored = _mask_pixels(mask)
@@ -487,10 +487,10 @@ class PhotoTrainingData(TrainingData):
             if len(histograms) < len(self.labeled_pairs):
                 opaque = opaque_pixels(image)
                 histograms.append(np.bincount((stored if opaque is None else stored[opaque]).ravel(), minlength=256))
-        self.unlabeled_255 = masks_mark_unlabeled_255(held)
+        unlabeled_255 = masks_mark_unlabeled_255(held)
         counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
         for (mask, values), histogram in zip(held, histograms):
-            labels = mask_classes(mask, values, len(counts), self.unlabeled_255)
+            labels = mask_classes(mask, values, len(counts), unlabeled_255)
             kept = (labels != IGNORE_INDEX) & (histogram > 0)  # the values it holds, unlabeled left out
             counts += np.bincount(labels[kept], weights=histogram[kept], minlength=len(counts))
         for i, name in enumerate(self.classes, start=1):
@@ -500,7 +500,7 @@ class PhotoTrainingData(TrainingData):
                     f"masks {masks}: 0 {name} pixels in the {len(self.labeled_pairs)} labeled mask(s) ({names}); "
                     "label images that show it: raise --labeled-fraction, choose another --seed or --labeled-names"
                 )
-        return counts
+        return counts, unlabeled_255
 
     def _check_sizes(self) -> None:
         for image, mask in self.labeled_pairs + self.val_pairs:
