@@ -60,7 +60,6 @@ from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle, score_thresholds
 from geoccseg.benchmark.runs import same_config
 from geoccseg.train.callbacks import run_finished
-from geoccseg.data.photos import list_images
 from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs, recorded_splits
 from geoccseg.benchmark.threshold import choose_threshold
 from geoccseg.evaluate import evaluate as evaluate_files
@@ -138,8 +137,14 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
     run = work / name
     parent = recipe.options.get("init_from")
     if parent:  # a fine-tuned model has trained on its parent's images: it keeps the parent's held-out ones
+        if resolve_model(parent).resolve() == (target_root / name).resolve():
+            raise GeoccsegError(f"--option init_from={parent} is the model this run would replace ({target_root / name}); "
+                                "give another --target-root")
         parent_training = load_bundle(resolve_model(parent)).meta.training
-        splits = recorded_splits(parent_training, recipe.sources, data_root)
+        try:
+            splits = recorded_splits(parent_training, recipe.sources, data_root)
+        except GeoccsegError as exc:
+            raise GeoccsegError(f"--option init_from={parent}: {exc}") from None
     else:
         splits = {s.name: s.split(data_root) for s in recipe.sources}
     held_out = {source: {part: sorted(parts[part]) for part in ("select", "test")} for source, parts in splits.items()}
@@ -151,6 +156,8 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         # every image is labeled: the benchmark's fully_supervised arm, unless the options turn the
         # unlabeled terms on (with --option unlabeled=[FOLDER]: photos of another camera, unlabeled)
         arm_options = {"pseudo": False, "contrastive": False, **recipe.options}
+        # folders as absolute paths: a resume from another working folder compares the same photos
+        arm_options["unlabeled"] = [str(Path(folder).resolve()) for folder in arm_options.get("unlabeled", [])]
         config = TrainConfig(
             out=str(run), images=[str(d / "images") for d in train_dirs], masks=[str(d / "masks") for d in train_dirs],
             val_images=str(select_dir / "images"), val_masks=str(select_dir / "masks"), labeled_fraction=1.0,
@@ -169,10 +176,11 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         "default_model": name, "arm": "method" if config.pseudo or config.contrastive else "fully_supervised",
         "encoder": "efficientnet-lite0", "options": recipe.options,
         "sources": {s.name: {"folder": s.folder, **{part: len(p) for part, p in splits[s.name].items()}} for s in recipe.sources},
-        "steps": bundle.meta.training.get("steps"), "saved_step": bundle.meta.training.get("saved_step"),
+        "seed": seed, "steps": bundle.meta.training.get("steps"), "saved_step": bundle.meta.training.get("saved_step"),
         "train_minutes": train_minutes(run),  # training only (validation excluded), all sessions of a resumed run
         "held_out": held_out,  # the select and test stems of each source; every other image was trained on
-        "unlabeled": {folder: len(list_images(folder, "unlabeled images")) for folder in config.unlabeled},  # photos, masks never read
+        # folders of unlabeled photos (masks never read) and how many of their photos it trained on
+        "unlabeled": {"folders": list(config.unlabeled), "photos": bundle.meta.training.get("data", {}).get("num_unlabeled")},
         "licence": recipe.licence,
     }
     if parent:
@@ -297,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or key not in {f.name for f in fields(TrainConfig)}:
             parser.error(f"--option takes KEY=VALUE with KEY a training option, got {item!r}")
         options[key] = yaml.safe_load(value)
+    try:  # each value of the type its option takes (unlabeled=FOLDER without brackets is not a list of letters)
+        typed = TrainConfig.from_dict(options, where="--option")
+    except GeoccsegError as exc:
+        parser.error(str(exc))
+    options = {key: getattr(typed, key) for key in options}
     for name in args.models:
         try:
             if args.rethreshold:

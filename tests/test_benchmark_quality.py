@@ -263,8 +263,23 @@ def test_a_fine_tuned_shipped_model_keeps_its_parents_held_out_photos(data_dir: 
     parent = load_bundle(resolve_model("crack")).meta.training
     training = json.loads((tmp_path / "models" / "crack" / "bundle.json").read_text())["training"]
     assert training["held_out"] == parent["held_out"] and sorted(training["data"]["labeled"]) == sorted(parent["data"]["labeled"])
-    assert training["arm"] == "method" and training["unlabeled"] == {str(unlabeled): 3}
+    assert training["arm"] == "method" and training["unlabeled"] == {"folders": [str(unlabeled)], "photos": 3}
     assert training["fine_tuned_from"] == {"model": "crack", "steps": parent["steps"], "train_minutes": parent["train_minutes"]}
+
+
+def test_fine_tune_options_are_typed_and_the_parent_is_never_the_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--option unlabeled=FOLDER (no brackets) reached TrainConfig as a string, read as a list of
+    letters; and a fine-tune exported into its own parent's folder would replace what it starts from."""
+    recipes = _load_script("train_default_models")
+    argv = ["--models", "crack", "--work", str(tmp_path / "work"), "--target-root", str(tmp_path / "models")]
+    with pytest.raises(SystemExit):
+        recipes.main([*argv, "--option", "unlabeled=../photos"])
+    assert "--option: unlabeled must be a list of" in capsys.readouterr().err
+    from geoccseg.io.bundle import resolve_model
+
+    shipped = resolve_model("crack")
+    assert recipes.main([*argv[:4], "--target-root", str(shipped.parent), "--option", "init_from=crack"]) == 2
+    assert "is the model this run would replace" in capsys.readouterr().err and not (tmp_path / "work").exists()
 
 
 def test_shipped_road_model_is_saved_only_once_scored(data_dir: Path, tmp_path: Path) -> None:
