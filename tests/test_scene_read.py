@@ -46,9 +46,9 @@ def test_cells_across_the_edge_are_valid_when_their_centre_is(vegas):
 
 
 def test_scenes_are_drawn_stretched_whatever_their_bands_and_type(data_dir: Path) -> None:
-    """The benchmark plots drew a scene's raw values: a uint16 panchromatic scene came out white
-    (matplotlib clips floats above 1), and the suggest plot read bands 1-3 of a one-band scene and
-    crashed. read_display draws it grey, stretched to 0..1, square on the ground."""
+    """The benchmark plots drew a scene's raw values (a uint16 RGB scene clipped white), and the
+    suggest plot read bands 1-3 of a one-band scene and crashed. read_display draws one band grey,
+    every scene stretched to 0..1, square on the ground."""
     from geoccseg.io.catalog import sample_scene
     from geoccseg.io.display import read_display
 
