@@ -35,8 +35,13 @@ shipped crack model adapted to another camera's pavement without its labels (the
 in the bundle; a transfer set scored after its unlabeled photos were trained on is no longer unseen)::
 
     python pipelines/train_default_models.py --models crack --work ../bench/crack-adapt --steps 300 \
-        --option init_from=crack --option pseudo=true --option contrastive=true \
-        --option unlabeled=[../shared/data/cfd/unlabeled] --target-root ../bench/crack-adapt/export
+        --option init_from=crack --option lr=0.0002 --option pseudo=true --option contrastive=true \
+        --option distribution_alignment=true --option unlabeled=[../shared/data/cfd/unlabeled] \
+        --target-root ../bench/crack-adapt/export
+
+(the settings measured in the README, "adapting with the method over unlabeled photos": a lower
+learning rate keeps the converged weights, and distribution alignment keeps the teacher from
+teaching the other camera's fainter cracks as background).
 
 ``--rethreshold`` trains nothing: it chooses the threshold of the model in ``--target-root`` again
 by its recipe's rule and scores it again (the training record is kept)::
