@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from shlex import quote as shlex_quote
 import subprocess
 import sys
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import psutil
 import pyogrio
 import pytest
 import rasterio
@@ -362,6 +364,35 @@ def test_a_writer_killed_inside_atomic_path_leaves_a_hidden_temporary_the_next_r
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps({"ok": True}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
+
+
+def test_a_writer_in_another_pid_namespace_keeps_its_temporary(tmp_path: Path) -> None:
+    """Containers sharing the host's name (docker --network host) number their processes apart: the
+    sweep read another container's writer's pid as a dead process of this host and removed the
+    temporary it was writing. The writer here runs in a PID namespace of its own (unshare), under
+    the number of a process that has ended here."""
+    import re
+
+    from geoccseg.io.atomic import remove_stale
+
+    dest = tmp_path / "scores.json"
+    writer = ("import sys, time\nfrom geoccseg.io.atomic import atomic_path\nwith atomic_path(sys.argv[1]) as tmp:\n"
+              "    tmp.write_text('half')\n    print(tmp.name, flush=True)\n    time.sleep(120)\n")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    # sh is process 1 of the new namespace; the next number it gives is the one set here
+    script = f"echo {int(ended) - 1} > /proc/sys/kernel/ns_last_pid && " + " ".join(map(shlex_quote, [sys.executable, "-c", writer, str(dest)]))
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        name = proc.stdout.readline().strip()
+        if not name:
+            pytest.skip(f"cannot start a process in a new PID namespace here: {proc.stderr.read()[-300:]}")
+        inner = int(re.search(r"-(\d+)\.[^.]+\.part", name)[1])
+        assert inner == int(ended) and not psutil.pid_exists(inner)  # the writer's number is nobody's in this namespace
+        assert remove_stale(dest) == [] and (tmp_path / name).read_text() == "half"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

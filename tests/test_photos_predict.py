@@ -396,15 +396,15 @@ def test_a_recursive_pattern_does_not_take_the_runs_own_overlays(data_dir: Path,
 
 def test_a_photo_run_clears_temporaries_of_dead_runs_once_and_keeps_live_ones(data_dir: Path, tmp_path: Path) -> None:
     """Stale temporaries are swept once per output folder (each file used to list its folder again)."""
-    import socket
+    from geoccseg.io.atomic import host_identity
 
     out = tmp_path / "out"
     (out / "probability").mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        stale = out / "probability" / f".001.{socket.gethostname()}-{dead}.abc123.part.png"
-        running = out / "probability" / f".002.{socket.gethostname()}-{live.pid}.abc123.part.png"
+        stale = out / "probability" / f".001.{host_identity()}-{dead}.abc123.part.png"
+        running = out / "probability" / f".002.{host_identity()}-{live.pid}.abc123.part.png"
         stale.write_bytes(b"half")
         running.write_bytes(b"being written")
         result = CliRunner().invoke(cli, ["predict", str(data_dir / "cfd" / "images" / "004.jpg"), "-o", str(out), "--device", "cpu"])

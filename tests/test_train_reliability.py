@@ -12,7 +12,6 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.atomic import host_identity
 from geoccseg.io.bundle import resolve_model, save_bundle, save_meta, weights_path
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
@@ -511,7 +511,7 @@ def test_bundle_formats_and_temporaries_of_killed_saves(tmp_path):
     assert meta["format"] == "geoccseg-bundle/2" and meta["weights"] == f"model.{meta['weights_sha256'][:16]}.safetensors"
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    left = folder / f".model.0123456789abcdef.{socket.gethostname()}-{dead}.x1y2z3.part.safetensors"
+    left = folder / f".model.0123456789abcdef.{host_identity()}-{dead}.x1y2z3.part.safetensors"
     left.write_bytes(b"half a save")
     with torch.no_grad():
         next(crack.model.parameters()).add_(1.0)

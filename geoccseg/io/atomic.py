@@ -3,10 +3,12 @@
 A crash, a Ctrl-C or an error while writing never leaves a half-written file under the name the
 user asked for. All writers of the project (rasters, vectors, bundles, plots) go through here.
 
-Temporary files and work folders are named ``.<stem>.<host>-<pid>.<random>`` beside the output.
-A process killed outright (SIGKILL, out of memory) cannot remove its own; the next run writing the
-same output removes those of dead processes of the same host (:func:`remove_stale`), and leaves
-alone those of live processes and of other hosts (which may still be running on a shared folder).
+Temporary files and work folders are named ``.<stem>.<host>-<pid>.<random>`` beside the output,
+``<host>`` being the host name and, on Linux, its PID namespace (:func:`host_identity`). A process
+killed outright (SIGKILL, out of memory) cannot remove its own; the next run writing the same
+output removes those of dead processes of the same host (:func:`remove_stale`), and leaves alone
+those of live processes and of other hosts or containers (which may still be running on a shared
+folder).
 
 Nothing else is ever removed: a folder, device or pipe where a file is expected is refused
 (:func:`check_writable`), an existing file is replaced only with ``overwrite``, and without it
@@ -90,9 +92,21 @@ def check_not_input(dest: str | os.PathLike, inputs: Iterable[str | os.PathLike]
             raise GeoccsegError(f"{dest} is also an input ({src}); write the output to another path")
 
 
+def host_identity() -> str:
+    """This host as temporary names record it: its name, and on Linux its PID namespace after a
+    ``~``. Containers that share the host's name (``docker run --network host``) number their
+    processes apart, so a pid is tested for life only within the namespace that gave it: without
+    the namespace, one container's run took another's temporaries, being written, for leftovers
+    of dead processes and removed them."""
+    try:
+        return f"{socket.gethostname()}~{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # no /proc (macOS, Windows): one namespace
+        return socket.gethostname()
+
+
 def _owner() -> str:
     """``<host>-<pid>`` of this process, as written into temporary names."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    return f"{host_identity()}-{os.getpid()}"
 
 
 def temp_prefix(dest: Path) -> str:
@@ -120,7 +134,7 @@ def remove_stale(dest: str | os.PathLike) -> list[Path]:
 
 def _remove_stale_in(folder: Path, stem: str) -> list[Path]:
     """Remove the temporaries of dead processes of this host in ``folder`` whose output's stem matches the regex ``stem``."""
-    pattern = re.compile(rf"^\.{stem}\.{re.escape(socket.gethostname())}-(?P<pid>\d+)\.[^.]+")
+    pattern = re.compile(rf"^\.{stem}\.{re.escape(host_identity())}-(?P<pid>\d+)\.[^.]+")
     removed = []
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
