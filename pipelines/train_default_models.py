@@ -142,10 +142,11 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
     run = work / name
     parent = recipe.options.get("init_from")
     if parent:  # a fine-tuned model has trained on its parent's images: it keeps the parent's held-out ones
-        if resolve_model(parent).resolve() == (target_root / name).resolve():
+        parent_dir = resolve_model(parent)
+        if parent_dir.resolve() == (target_root / name).resolve():
             raise GeoccsegError(f"--option init_from={parent} is the model this run would replace ({target_root / name}); "
                                 "give another --target-root")
-        parent_training = load_bundle(resolve_model(parent)).meta.training
+        parent_training = load_bundle(parent_dir).meta.training
         try:
             splits = recorded_splits(parent_training, recipe.sources, data_root)
         except GeoccsegError as exc:
