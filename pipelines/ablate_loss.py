@@ -31,7 +31,7 @@ from typing import Sequence
 
 from geoccseg import benchmark
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.runs import continue_or_clear
+from geoccseg.benchmark.runs import continue_or_clear, one_line_errors
 from geoccseg.benchmark.split import check_split
 from geoccseg.data.photos import split_labeled
 from geoccseg.errors import GeoccsegError
@@ -104,6 +104,10 @@ def table(records: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return one_line_errors(_run, argv, "ablate_loss")
+
+
+def _run(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="deepcrack", choices=sorted(benchmark.DATASETS))
     p.add_argument("--data", required=True, help="folder with images/ and masks/")
@@ -114,31 +118,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     benchmark.quiet_lightning()
-    try:
-        pairs, split, _ = benchmark.make_split(Path(args.data), None, benchmark.kept_photo_of(args.out, args.dataset))
-        check_split(args.out, split)
-        args.out.mkdir(parents=True, exist_ok=True)
-        benchmark.write_json(args.out / "split.json", split)
-        labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]
-        results_path = args.out / "results.json"
-        records = json.loads(results_path.read_text()) if results_path.exists() else []
-        check_records(records, args.dataset, args.seed, args.max_steps, args.labeled_fraction)
-        done = {r["variant"] for r in records}
-        with tempfile.TemporaryDirectory(prefix="geoccseg-ablation-") as tmp:
-            folders = {part: benchmark.link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
-            for name in args.variants:
-                if name in done:
-                    print(f"{name}: in results.json, kept", flush=True)
-                    continue
-                record = run_variant(name, args.dataset, folders, labeled, args.out, args.max_steps, args.seed, args.labeled_fraction)
-                records.append(record)
-                print(f"{name}: select F1 {record['f1']:.3f} (P {record['precision']:.3f}, R {record['recall']:.3f})", flush=True)
-                benchmark.write_json(results_path, records)
-                with atomic_path(args.out / "results.md", overwrite=True) as md:
-                    md.write_text(table(records))
-    except GeoccsegError as exc:
-        print(f"ablate_loss: error: {exc}", file=sys.stderr)
-        return 2
+    pairs, split, _ = benchmark.make_split(Path(args.data), None, benchmark.kept_photo_of(args.out, args.dataset))
+    check_split(args.out, split)
+    args.out.mkdir(parents=True, exist_ok=True)
+    benchmark.write_json(args.out / "split.json", split)
+    labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]
+    results_path = args.out / "results.json"
+    records = json.loads(results_path.read_text()) if results_path.exists() else []
+    check_records(records, args.dataset, args.seed, args.max_steps, args.labeled_fraction)
+    done = {r["variant"] for r in records}
+    with tempfile.TemporaryDirectory(prefix="geoccseg-ablation-") as tmp:
+        folders = {part: benchmark.link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
+        for name in args.variants:
+            if name in done:
+                print(f"{name}: in results.json, kept", flush=True)
+                continue
+            record = run_variant(name, args.dataset, folders, labeled, args.out, args.max_steps, args.seed, args.labeled_fraction)
+            records.append(record)
+            print(f"{name}: select F1 {record['f1']:.3f} (P {record['precision']:.3f}, R {record['recall']:.3f})", flush=True)
+            benchmark.write_json(results_path, records)
+            with atomic_path(args.out / "results.md", overwrite=True) as md:
+                md.write_text(table(records))
     print(table(records))
     return 0
 

@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.benchmark.design import RECORDED, data_root  # noqa: E402
-from geoccseg.benchmark.runs import continue_or_clear  # noqa: E402
+from geoccseg.benchmark.runs import continue_or_clear, one_line_errors  # noqa: E402
 from geoccseg.train.callbacks import run_finished  # noqa: E402
 from geoccseg.io.catalog import sample_scene  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
@@ -206,6 +206,10 @@ def plot_lines(records: Sequence[dict], scene: Path, truth: Path, out: Path) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return one_line_errors(_run, argv, "benchmark_own_scene")
+
+
+def _run(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", type=Path, default=sample_scene(), help="GeoTIFF scene (default: the shipped sample)")
     p.add_argument("--truth", type=Path, default=DATA / "spacenet-vegas" / "vegas_img0_roads.geojson", help="truth road centrelines")
@@ -220,25 +224,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_lightning()
     results = args.out / "results.json"
     if results.exists() and not args.resume:
-        print(f"benchmark_own_scene: error: {results} exists; pass --resume to continue it or choose another --out", file=sys.stderr)
-        return 2
+        raise GeoccsegError(f"{results} exists; pass --resume to continue it or choose another --out")
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        records = load_records(results)
-        check_resume(records, args.arms, args.steps, args.buffer_m, args.scene, args.truth)
-        for fraction in args.fractions:
-            for seed in args.seeds:
-                for arm in args.arms:
-                    if has_run(records, arm, fraction, seed):
-                        continue
-                    record = run_one(arm, fraction, seed, args.steps, args.scene, args.truth, args.out, args.buffer_m)
-                    records.append(record)
-                    print(f"{record['run']}: completeness {record['completeness']:.3f}, correctness {record['correctness']:.3f}, "
-                          f"quality {record['quality']:.3f} ({record['train_seconds'] / 60:.1f} min)", flush=True)
-                    write_json(results, records)
-    except GeoccsegError as exc:
-        print(f"benchmark_own_scene: error: {exc}", file=sys.stderr)
-        return 2
+    records = load_records(results)
+    check_resume(records, args.arms, args.steps, args.buffer_m, args.scene, args.truth)
+    for fraction in args.fractions:
+        for seed in args.seeds:
+            for arm in args.arms:
+                if has_run(records, arm, fraction, seed):
+                    continue
+                record = run_one(arm, fraction, seed, args.steps, args.scene, args.truth, args.out, args.buffer_m)
+                records.append(record)
+                print(f"{record['run']}: completeness {record['completeness']:.3f}, correctness {record['correctness']:.3f}, "
+                      f"quality {record['quality']:.3f} ({record['train_seconds'] / 60:.1f} min)", flush=True)
+                write_json(results, records)
     with atomic_path(args.out / "results.md", overwrite=True) as tmp:
         tmp.write_text(summarise(records))
     plot_lines(records, args.scene, args.truth, args.out)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from geoccseg.benchmark import ARMS, DATASETS, PROFILES, quiet_lightning, run_benchmark, summarise
-from geoccseg.errors import GeoccsegError
+from geoccseg.benchmark.runs import one_line_errors
 from geoccseg.models.config import ENCODERS
 
 
@@ -47,6 +47,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark from the command line; print progress and the final table."""
+    return one_line_errors(_run, argv, "benchmark_quality")
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     quiet_lightning()
     profile = PROFILES[args.profile]
@@ -55,15 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_steps:
         profile = profile.with_steps(args.max_steps)
     start = time.perf_counter()
-    try:
-        records = run_benchmark(
-            args.dataset, args.data, args.out, profile=profile, seeds=args.seeds, labeled_fraction=args.labeled_fraction,
-            arms=args.arms, sweep=args.sweep, fractions=args.fractions, test_dir=args.test_dir, resume=args.resume,
-            keep_bundles=args.keep_bundles, device=args.device,
-        )
-    except GeoccsegError as exc:
-        print(f"benchmark_quality: error: {exc}", file=sys.stderr)
-        return 2
+    records = run_benchmark(
+        args.dataset, args.data, args.out, profile=profile, seeds=args.seeds, labeled_fraction=args.labeled_fraction,
+        arms=args.arms, sweep=args.sweep, fractions=args.fractions, test_dir=args.test_dir, resume=args.resume,
+        keep_bundles=args.keep_bundles, device=args.device,
+    )
     print(summarise(records))
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min; results in {args.out}")
     return 0

@@ -49,9 +49,9 @@ import numpy as np  # noqa: E402
 
 from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
 from geoccseg.benchmark.design import RECORDED  # noqa: E402
+from geoccseg.benchmark.runs import one_line_errors  # noqa: E402
 from geoccseg.benchmark.truth_scene import photo_scene  # noqa: E402
 from geoccseg.io.catalog import sample_roads, sample_scene  # noqa: E402
-from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
 from geoccseg.io.display import read_display  # noqa: E402
@@ -222,6 +222,10 @@ def plot_squares(records: Sequence[dict], scene: Path, truth: Path, path: Path, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return one_line_errors(_run, argv, "benchmark_suggest")
+
+
+def _run(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", type=Path, default=sample_scene(), help="GeoTIFF scene (default: the shipped sample)")
     p.add_argument("--truth", type=Path, default=sample_roads(), help="its true centrelines (default: the sample's)")
@@ -246,13 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--photo and --mask go together")
     quiet_lightning()
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        if args.photo is not None:
-            args.scene, args.truth = photo_scene(args.photo, args.mask, args.runs / "scene", pixel_size_m=args.pixel_size_m)
-        records = run(args)
-    except GeoccsegError as exc:
-        print(f"benchmark_suggest: error: {exc}", file=sys.stderr)
-        return 2
+    if args.photo is not None:
+        args.scene, args.truth = photo_scene(args.photo, args.mask, args.runs / "scene", pixel_size_m=args.pixel_size_m)
+    records = run(args)
     write_json(args.out / "results.json", records)
     with atomic_path(args.out / "results.md", overwrite=True) as tmp:
         tmp.write_text(summarise(records))

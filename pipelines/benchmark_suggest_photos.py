@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 from geoccseg.benchmark import (  # noqa: E402
     DATASETS, PROFILES, RunSpec, link_pairs, load_records, make_split, mean_std, quiet_lightning, write_json,
 )
-from geoccseg.benchmark.runs import train_and_score  # noqa: E402
+from geoccseg.benchmark.runs import one_line_errors, train_and_score  # noqa: E402
 from geoccseg.benchmark.split import Pair, check_split, kept_photo_of  # noqa: E402
 from geoccseg.data.photos import split_labeled  # noqa: E402
 from geoccseg.errors import GeoccsegError  # noqa: E402
@@ -284,6 +284,10 @@ def write_reports(records: Sequence[dict], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return one_line_errors(_run, argv, "benchmark_suggest_photos")
+
+
+def _run(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, choices=list(DATASETS))
     p.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/ (split into train/select/test once)")
@@ -312,18 +316,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the runs recorded in OUT/results.json")
     args = p.parse_args(argv)
     quiet_lightning()
-    try:
-        if args.per_round < 1 or args.rounds < 1:
-            raise GeoccsegError("--per-round and --rounds must be at least 1")
-        suggest_params(args).check()
-        for field in SETTINGS:
-            if field not in WEIGHTS[args.strategy] and getattr(args, field) != getattr(SuggestParams, field):
-                raise GeoccsegError(f"--{field.replace('_', '-')} does not apply to --strategy {args.strategy}; "
-                                    f"it is a setting of --strategy {next(k for k, v in WEIGHTS.items() if field in v)}")
-        run(args)
-    except GeoccsegError as exc:
-        print(f"benchmark_suggest_photos: error: {exc}", file=sys.stderr)
-        return 2
+    if args.per_round < 1 or args.rounds < 1:
+        raise GeoccsegError("--per-round and --rounds must be at least 1")
+    suggest_params(args).check()
+    for field in SETTINGS:
+        if field not in WEIGHTS[args.strategy] and getattr(args, field) != getattr(SuggestParams, field):
+            raise GeoccsegError(f"--{field.replace('_', '-')} does not apply to --strategy {args.strategy}; "
+                                f"it is a setting of --strategy {next(k for k, v in WEIGHTS.items() if field in v)}")
+    run(args)
     print((args.out / "results.md").read_text())
     return 0
 

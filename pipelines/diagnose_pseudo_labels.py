@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from geoccseg.benchmark.runs import write_json
+from geoccseg.benchmark.runs import one_line_errors, write_json
 from geoccseg.benchmark.score import read_whole_truth_mask
 from geoccseg.benchmark.split import read_pairs
 from geoccseg.data.photos import read_photo
@@ -182,6 +182,10 @@ def draw_far_mistakes(bundle: Bundle, pairs: Sequence[tuple[Path, Path]], tau_hi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return one_line_errors(_run, argv, "diagnose_pseudo_labels")
+
+
+def _run(argv: Sequence[str] | None) -> int:
     d = TrainConfig(out="-", images="-", masks="-")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="bundle folder, or a shipped model name")
@@ -199,33 +203,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--centreline-half-width-px", type=float, help="also score a centreline band of the confident "
                    "foreground: only what lies within this many pixels of its skeleton is kept")
     p.add_argument("--figure", type=Path, help="draw the 3 images with the most far mistakes here (.png or .jpg)")
-    p.add_argument("--json", help="also write the report here")
+    p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    try:
-        for out, example in ((args.figure, "mistakes.png"), (args.json, "report.json")):  # before the work, not after it
-            if out:
-                check_writable(out, overwrite=True, example=example)
-        bundle = load_bundle(resolve_model(args.bundle))
-        pairs = read_pairs(args.data)
-        if args.split:
-            try:
-                train_stems = set(json.loads(args.split.read_text())["train"])
-            except (OSError, ValueError, KeyError, TypeError):
-                raise GeoccsegError(f"{args.split} is not a benchmark's split.json (with a \"train\" list)") from None
-            pairs = {stem: pair for stem, pair in pairs.items() if stem in train_stems}
-        if args.exclude_labeled:
-            labeled = set(bundle.meta.training.get("data", {}).get("labeled") or [])
-            pairs = {stem: pair for stem, pair in pairs.items() if stem not in labeled}
-        images = [image for image, _ in pairs.values()]
-        masks = {image.stem: mask for image, mask in pairs.values()}
-        images = images[:: max(1, len(images) // args.max_images)][: args.max_images]
-        shape = None if args.shape_half_width_px is None else (args.shape_half_width_px, args.shape_min_area_px)
-        report = diagnose(bundle, [(i, masks[i.stem]) for i in images], args.tau_high, args.tau_high_fg, args.tau_low, shape,
-                          args.centreline_half_width_px)
-    except GeoccsegError as exc:
-        print(f"diagnose_pseudo_labels: error: {exc}", file=sys.stderr)
-        return 2
+    for out, example in ((args.figure, "mistakes.png"), (args.json, "report.json")):  # before the work, not after it
+        if out:
+            check_writable(out, overwrite=True, example=example)
+    bundle = load_bundle(resolve_model(args.bundle))
+    pairs = read_pairs(args.data)
+    if args.split:
+        try:
+            train_stems = set(json.loads(args.split.read_text())["train"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise GeoccsegError(f"{args.split} is not a benchmark's split.json (with a \"train\" list)") from None
+        pairs = {stem: pair for stem, pair in pairs.items() if stem in train_stems}
+    if args.exclude_labeled:
+        labeled = set(bundle.meta.training.get("data", {}).get("labeled") or [])
+        pairs = {stem: pair for stem, pair in pairs.items() if stem not in labeled}
+    images = [image for image, _ in pairs.values()]
+    masks = {image.stem: mask for image, mask in pairs.values()}
+    images = images[:: max(1, len(images) // args.max_images)][: args.max_images]
+    shape = None if args.shape_half_width_px is None else (args.shape_half_width_px, args.shape_min_area_px)
+    report = diagnose(bundle, [(i, masks[i.stem]) for i in images], args.tau_high, args.tau_high_fg, args.tau_low, shape,
+                      args.centreline_half_width_px)
     print(f"{report['images']} images")
     print("level       | pixels | precision bg / fg | true fg → bg / fg pseudo-label | true bg → bg / fg")
     for name, r in report["levels"].items():
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}  # what was run
         report["stems"] = sorted(i.stem for i in images)
-        write_json(Path(args.json), report)
+        write_json(args.json, report)
     return 0
 
 

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -63,7 +62,7 @@ import yaml
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle, score_thresholds
-from geoccseg.benchmark.runs import same_config
+from geoccseg.benchmark.runs import one_line_errors, same_config
 from geoccseg.train.callbacks import run_finished
 from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs, recorded_splits
 from geoccseg.benchmark.threshold import choose_threshold
@@ -290,6 +289,10 @@ def train_minutes(run: Path) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return one_line_errors(_run, argv, "train_default_models")
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder of the training runs (one sub-folder per model)")
     parser.add_argument("--data-root", type=Path, default=DATA)
@@ -317,15 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     options = {key: getattr(typed, key) for key in options}
     for name in args.models:
-        try:
-            if args.rethreshold:
-                target = rethreshold(name, args.data_root, args.target_root, args.work / name)
-            else:
-                target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, seed=args.seed,
-                               max_minutes=args.max_minutes, options=options)
-        except GeoccsegError as exc:
-            print(f"train_default_models: error: {exc}", file=sys.stderr)
-            return 2
+        if args.rethreshold:
+            target = rethreshold(name, args.data_root, args.target_root, args.work / name)
+        else:
+            target = build(name, args.work, args.data_root, args.steps, args.val_every, args.target_root, seed=args.seed,
+                           max_minutes=args.max_minutes, options=options)
         print(f"{name}: {target} ({sum(p.stat().st_size for p in target.iterdir()) / 1e6:.1f} MB)")
     return 0
 
