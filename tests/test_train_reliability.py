@@ -543,6 +543,11 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
     (["--bands", "a,b"], "bands must be comma-separated 1-based band numbers, e.g. 1,2,3; got 'a,b'"),
     (["--precision", "fp99"], "precision must be one of 32-true, bf16-mixed"),
     (["--accelerator", "tpu9"], "accelerator must be one of auto, cpu"),
+    (["--accelerator", "mps"], "accelerator must be one of auto, cpu, gpu, cuda, got 'mps'"),  # float64 counts: MPS failed in a traceback
+    pytest.param(["--accelerator", "cuda"], "--accelerator cuda asks for a CUDA GPU, but PyTorch sees none here; train with "
+                 "--accelerator cpu", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),  # was Lightning's traceback
+    pytest.param(["--accelerator", "gpu", "--devices", "64"], "--devices 64 asks for 64 GPUs, but PyTorch sees",
+                 marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
     (["--tile-px", "0"], "tile_px must be a multiple of 32 (at least 32), got 0"),
     (["--tile-px", "32"], "training needs chips of at least 64 px (--tile-px 32)"),  # was BatchNorm's traceback with --batch-size 1
     (["--num-workers", "-1"], "num_workers must be 0 or more, got -1"),

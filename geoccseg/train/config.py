@@ -21,8 +21,9 @@ from geoccseg.models.config import check_tile_px
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 """Lightning precision settings accepted by ``--precision``."""
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-"""Lightning accelerators accepted by ``--accelerator``."""
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+"""Accelerators accepted by ``--accelerator`` (``auto``: CUDA when PyTorch sees a GPU, else the CPU;
+``gpu`` is ``cuda``). Not Apple's MPS: the trainer keeps float64 counts, which MPS has not."""
 
 
 @dataclass

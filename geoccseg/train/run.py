@@ -113,7 +113,25 @@ def check_fits(start: Bundle, data: TrainingData) -> None:
 
 
 def _on_cuda(c: TrainConfig) -> bool:
-    return torch.cuda.is_available() and c.accelerator in ("auto", "gpu", "cuda")
+    return accelerator(c) == "cuda"
+
+
+def accelerator(c: TrainConfig) -> str:
+    """``cuda`` or ``cpu``: where the run trains (``auto`` never lets Lightning pick another kind).
+
+    Raises:
+        GeoccsegError: CUDA asked for where PyTorch sees no GPU, or fewer GPUs than ``devices``.
+    """
+    if c.accelerator == "cpu" or (c.accelerator == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        raise GeoccsegError(f"--accelerator {c.accelerator} asks for a CUDA GPU, but PyTorch sees none here; "
+                            "train with --accelerator cpu (or auto)")
+    if c.devices > available:
+        raise GeoccsegError(f"--devices {c.devices} asks for {c.devices} GPUs, but PyTorch sees {available} here; "
+                            f"pass --devices {available} or fewer")
+    return "cuda"
 
 
 def _precision(c: TrainConfig) -> str:
@@ -152,6 +170,7 @@ def train(config: TrainConfig) -> TrainResult:
             saved for ``resume`` and the bundle is marked interrupted).
     """
     c = config.validate()
+    accelerator(c)  # a missing GPU is told before the data is read
     out = Path(c.out)
     check_out_folder(out)
     ckpt = out / CHECKPOINTS / LAST
@@ -237,7 +256,7 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
     # parameters without gradient in the early steps
     strategy = "ddp_find_unused_parameters_true" if c.devices > 1 or c.num_nodes > 1 else "auto"
     trainer = pl.Trainer(
-        accelerator=c.accelerator, devices=c.devices, num_nodes=c.num_nodes, strategy=strategy, precision=_precision(c),
+        accelerator=accelerator(c), devices=c.devices, num_nodes=c.num_nodes, strategy=strategy, precision=_precision(c),
         max_steps=c.max_steps, max_time={"minutes": c.max_minutes} if c.max_minutes else None,
         val_check_interval=val_every, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if val_loader else 0, num_sanity_val_steps=0, logger=False,
