@@ -553,6 +553,11 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
     (["--num-workers", "-1"], "num_workers must be 0 or more, got -1"),
     (["--batch-size", "0"], "batch_size must be at least 1, got 0"),
     (["--appearance-invert-p", "1.5"], "appearance_invert_p must be between 0 and 1 (a probability), got 1.5"),
+    # options the others leave without effect (they trained a supervised model recorded as the method's, or nothing)
+    (["--unlabeled-batch-size", "0"], "unlabeled_batch_size 0 leaves the method's unlabeled terms"),
+    (["--no-pseudo", "--feature-perturbation", "0.5"], "feature_perturbation acts on the pseudo-labels, which --no-pseudo turns off"),
+    (["--loss", "ce", "--region", "tversky"], "region is an option of the imbalance loss, and loss is ce"),
+    (["--tversky-alpha", "0.5"], "tversky_alpha weighs the Tversky region term, and region is dice"),
 ])
 def test_bad_option_values_are_one_line_errors_before_any_output(data_dir, tmp_path, flags, message):
     cfd = data_dir / "cfd"

@@ -276,9 +276,32 @@ class TrainConfig:
         if self.per_image_norm and self.source == "scenes":
             raise GeoccsegError("--per-image-norm applies to photo folders (--images/--masks); scenes are normalised with the "
                                 "training scenes' statistics, drop the option")
+        self._check_nothing_ignored()
         _ = self.source
         _ = self.use_pretrained
         return self
+
+    def _check_nothing_ignored(self) -> None:
+        """Refuse an option that the other options leave without effect (it would be recorded in the
+        bundle as if it had trained the model)."""
+        default = {f.name: f.default for f in dataclasses.fields(self)}
+        if self.semi_supervised and self.unlabeled_batch_size == 0:
+            raise GeoccsegError("unlabeled_batch_size 0 leaves the method's unlabeled terms (pseudo-labels, contrastive) "
+                                "nothing to learn from: give 1 or more, or train supervised with --no-pseudo --no-contrastive")
+        if not self.pseudo:
+            for key in ("feature_perturbation", "distribution_alignment", "bg_margin_px", "pseudo_loss"):
+                if getattr(self, key) != default[key]:
+                    raise GeoccsegError(f"{key} acts on the pseudo-labels, which --no-pseudo turns off: drop it or the --no-pseudo")
+        if self.loss == "ce":
+            for key in ("class_weighting", "class_weight_beta", "region", "tversky_alpha", "tversky_beta"):
+                if getattr(self, key) != default[key]:
+                    raise GeoccsegError(f"{key} is an option of the imbalance loss, and loss is ce (plain cross-entropy): "
+                                        "drop it or use --loss imbalance")
+        if self.region != "tversky":
+            for key in ("tversky_alpha", "tversky_beta"):
+                if getattr(self, key) != default[key]:
+                    raise GeoccsegError(f"{key} weighs the Tversky region term, and region is {self.region}: "
+                                        "drop it or use --region tversky")
 
     # -- YAML ---------------------------------------------------------------------------------
     @classmethod
