@@ -53,6 +53,9 @@ def test_single_layer_formats_hold_all_classes(tmp_path, name):
     assert back.crs == UTM
     rows = sorted(zip(back["class"], back.geometry.length.round(1)))  # FlatGeobuf reorders by its index
     assert rows == [("crack", 50), ("crack", 51), ("road", 50), ("road", 51), ("road", 52)]
+    # a class without lines beside one with lines: the numeric fields stay numbers
+    out = write_vectors({"road": lines_of("road", 3), "crack": empty_lines()}, tmp_path / f"mixed{Path(name).suffix}")
+    assert pyogrio.read_info(out)["dtypes"].tolist()[1:] == ["float64"] * 3
 
 
 def test_shapefile_leaves_no_staging_folder(tmp_path):
@@ -100,6 +103,7 @@ def test_empty_result_is_a_valid_empty_line_layer(tmp_path, name):
     info = pyogrio.read_info(out, layer="road" if name.endswith(".gpkg") else None)
     assert info["geometry_type"] == "LineString"
     assert list(info["fields"]) == ["class", "length_m", "width_m", "probability"]
+    assert list(info["dtypes"]) == ["object", "float64", "float64", "float64"]  # numbers, not text fields
     back = gpd.read_file(out)
     assert len(back) == 0 and back.crs == UTM
 

@@ -95,7 +95,7 @@ def clean_graph(pixels: SkeletonPixels, pixel_size_m: tuple[float, float], param
 
 def _empty_frame(crs: CRS | str | None) -> gpd.GeoDataFrame:
     """A GeoDataFrame with the vectoriser's columns and no rows."""
-    data = {"class": np.array([], dtype=object), "length_m": [], "width_m": [], "probability": []}
+    data = {"class": np.array([], dtype=object), **{k: np.array([], dtype=np.float64) for k in ("length_m", "width_m", "probability")}}
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
 
 
