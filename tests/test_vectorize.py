@@ -234,6 +234,15 @@ def test_a_0_1_mask_is_refused_not_read_as_no_road(tmp_path):
         vectorize_raster(tif, progress=False)
     scaled = write_prob_tif(tmp_path / "mask255.tif", (mask * 255)[None], ONE_METRE, UTM, ["road"])
     assert len(vectorize_raster(scaled, progress=False)["road"]) == 1
+    # the same mask with a nodata collar of 255: the largest *valid* value is 1, refused as well
+    collared = np.full((1, 140, 140), 255, dtype=np.uint8)
+    collared[0, 10:130, 10:130] = mask
+    profile = {"driver": "GTiff", "height": 140, "width": 140, "count": 1, "dtype": "uint8", "nodata": 255,
+               "transform": ONE_METRE, "crs": UTM}
+    with rasterio.open(tmp_path / "collar01.tif", "w", **profile) as dst:
+        dst.write(collared)
+    with pytest.raises(GeoccsegError, match=r"holds only the values 0 and 1.*collar01.tif"):
+        vectorize_raster(tmp_path / "collar01.tif", progress=False)
 
 
 def test_raster_classes_float_nan_and_default_names(tmp_path):
