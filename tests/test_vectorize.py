@@ -73,7 +73,7 @@ def test_t_junction_gives_three_lines_meeting_at_one_junction():
     junctions = shared_points(lines)
     assert list(junctions.values()) == [3]
     (x, y), = junctions
-    assert (x, y) == pytest.approx((500_000 + 110.5, 4_000_000 - 50.5), abs=1.5)
+    assert (x, y) == pytest.approx((500_000 + 110.5, 4_000_000 - 50.5), abs=0.01)  # the centre of pixel (50, 110), not its corner
     # two arms of ~100 m and a stem of ~120 m
     assert sorted(lines["length_m"]) == pytest.approx([100, 100, 120], abs=4)
 
