@@ -770,6 +770,9 @@ def test_validation_photos_inside_the_training_folder_are_not_trained_on(data_di
     trained = {p.resolve() for p, _ in data.labeled_pairs} | {p.resolve() for p in data.unlabeled_paths}
     assert len(data.val_pairs) == 3 and not trained & {p.resolve() for p in chosen}
     assert len(trained) == len(list((cfd / "images").iterdir())) - 3
+    # every training photo a validation photo: one line, not a ZeroDivisionError in the labeled-fraction message
+    with pytest.raises(GeoccsegError, match="is a --val-images photo, so none is left to train on"):
+        PhotoTrainingData(val_images, val_masks, labeled_fraction=0.5, val_images=val_images, val_masks=val_masks)
 
 
 def test_resampled_photo_masks_stay_on_their_pixels(data_dir, tmp_path):

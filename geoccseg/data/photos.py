@@ -438,6 +438,9 @@ class PhotoTrainingData(TrainingData):
             self.val_pairs = [(val_image_files[n], val_mask_files[n]) for n in val_names]
             validating = {_file_id(image) for image, _ in self.val_pairs}  # never trained on (--val-images inside --images)
             names = [n for n in names if _file_id(image_files[n]) not in validating]
+            if not names:
+                raise GeoccsegError(f"every photo of {images} is a --val-images photo, so none is left to train on; "
+                                    "give --val-images a folder of other photos")
         else:
             if not 0 <= val_fraction < 1:
                 raise GeoccsegError(f"validation fraction {val_fraction} must be in [0, 1)")
