@@ -839,3 +839,38 @@ def test_statistics_of_a_float_scene_without_valid_pixel_are_refused_in_one_line
         dst.write(np.full((1, 64, 64), -1, np.float32))
     with pytest.raises(GeoccsegError, match="no valid pixel to compute normalisation statistics from"):
         compute_stats(open_scene(tmp_path / "empty.tif"))
+
+
+def test_unlabeled_photos_are_checked_before_training_and_hidden_files_left_out(data_dir, tmp_path):
+    """An unlabeled folder copied from a Mac holds ``._name.jpg`` metadata files: they were listed as
+    photos, and they (or any corrupt unlabeled photo) stopped training at a random step with "cannot
+    read photo"; only the labeled and validation photos were checked up front."""
+    cfd = data_dir / "cfd"
+    images, masks = _link_source(tmp_path / "src", [(p, cfd / "masks" / f"{p.stem}.png") for p in sorted((cfd / "images").iterdir())[:6]])
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    shutil.copy(sorted((cfd / "unlabeled").iterdir())[0], unlabeled / "a.jpg")
+    (unlabeled / "._a.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(200))  # AppleDouble header, not a JPEG
+    data = PhotoTrainingData(images, masks, labeled_fraction=0.5, unlabeled_dirs=[unlabeled])
+    assert [p.name for p in data.unlabeled_paths if p.parent == unlabeled] == ["a.jpg"]
+    (unlabeled / "b.jpg").write_bytes((unlabeled / "a.jpg").read_bytes()[:50])  # truncated
+    with pytest.raises(GeoccsegError, match=f"cannot read photo b.jpg in {unlabeled}: not an image"):
+        PhotoTrainingData(images, masks, labeled_fraction=0.5, unlabeled_dirs=[unlabeled])
+
+
+def test_a_mask_drawn_on_the_exif_turned_photo_says_so(tmp_path):
+    """Annotation tools show a phone photo turned by its EXIF orientation, so its mask has the turned
+    size; training reads photos as stored, and the size error did not say why they differ."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to view
+    for i in range(4):
+        Image.fromarray(np.full((40, 96, 3), 120, np.uint8)).save(images / f"p{i}.jpg", exif=exif)
+        mask = np.zeros((96, 40), np.uint8)
+        mask[:, 18:22] = 255
+        Image.fromarray(mask).save(masks / f"p{i}.png")
+    with pytest.raises(GeoccsegError, match=r"mask p0.png is 40x96, the size of photo p0.jpg turned by its EXIF orientation, "
+                                            r"but training reads photos as stored \(96x40\)"):
+        PhotoTrainingData(images, masks, labeled_fraction=0.5, classes=["crack"])

@@ -36,7 +36,7 @@ def list_images(folder: str | os.PathLike, what: str = "images", *, allow_empty:
     folder = Path(folder)
     if not folder.is_dir():
         raise GeoccsegError(f"{what} folder {folder} does not exist")
-    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in PHOTO_SUFFIXES}
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".")}  # ._x.jpg: macOS metadata
     if not files and not allow_empty:
         raise GeoccsegError(f"{what} folder {folder} holds no image ({', '.join(sorted(PHOTO_SUFFIXES))})")
     return files
@@ -506,13 +506,20 @@ class PhotoTrainingData(TrainingData):
         return counts, unlabeled_255
 
     def _check_sizes(self) -> None:
-        for image, mask in self.labeled_pairs + self.val_pairs:
-            a, b = photo_size(image), photo_size(mask)
+        """Every photo's header readable (the unlabeled ones too: not a failure at a random step) and
+        every mask of the size of its photo."""
+        for image, mask in self.labeled_pairs + self.val_pairs + [(path, None) for path in self.unlabeled_paths]:
+            a, b = photo_size(image), None if mask is None else photo_size(mask)
             for path, size, kind in ((image, a, "photo"), (mask, b, "mask")):
-                if size is None:
-                    raise GeoccsegError(f"cannot read {kind} {path.name}: not an image Pillow can open (corrupt, truncated or too large)")
-            if a != b:
-                raise GeoccsegError(f"mask {mask.name} is {b[0]}x{b[1]} but image {image.name} is {a[0]}x{a[1]}; masks must match their images")
+                if path is not None and size is None:
+                    raise GeoccsegError(f"cannot read {kind} {path.name} in {path.parent}: not an image Pillow can open (corrupt, truncated or too large)")
+            if mask is None or a == b:
+                continue
+            if photo_size(image, exif_orientation=True) == b:  # drawn on the photo as a viewer shows it
+                raise GeoccsegError(f"mask {mask.name} is {b[0]}x{b[1]}, the size of photo {image.name} turned by its EXIF "
+                                    f"orientation, but training reads photos as stored ({a[0]}x{a[1]}); save the photo turned "
+                                    "(e.g. mogrify -auto-orient) so that its pixels and its mask agree")
+            raise GeoccsegError(f"mask {mask.name} is {b[0]}x{b[1]} but image {image.name} is {a[0]}x{a[1]}; masks must match their images")
 
     # -- interface ----------------------------------------------------------------------------
     def _load(self, image_path: Path, mask_path: Path | None) -> tuple[dict, NormStats]:
