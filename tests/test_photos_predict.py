@@ -300,6 +300,19 @@ def test_bad_photo_runs_are_one_line_and_leave_nothing(data_dir: Path, tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_tiff_photo_is_told_from_a_scene_without_library_warnings(data_dir: Path, tmp_path: Path) -> None:
+    """A crack photo saved as TIFF (no CRS) is a photo; telling it from a scene opened it with
+    rasterio's own opener, whose NotGeoreferencedWarning reached a notebook (the CLI filters it)."""
+    import warnings
+
+    photo = tmp_path / "001.tif"
+    Image.open(data_dir / "cfd" / "images" / "001.jpg").save(photo)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert find_photos([photo]) == [photo]
+    assert [str(w.message) for w in caught] == []
+
+
 def test_several_scenes_are_refused_not_predicted_as_photos(data_dir: Path, tmp_path: Path) -> None:
     """One scene is predicted as a scene; several GeoTIFFs with a CRS used to fall through to the
     photo path and run the crack model on them in pixel coordinates."""

@@ -230,11 +230,12 @@ def georeferenced(path: Path) -> bool:
     """True for a TIFF with a CRS (a scene, not a photo); JPEG and PNG photos are never opened here."""
     if path.suffix.lower() not in GEOTIFF_SUFFIXES:
         return False
-    import rasterio  # only where a TIFF is given
-    import rasterio.errors
+    import rasterio.errors  # only where a TIFF is given
+
+    from geoccseg.io.scene import open_raster  # without rasterio's warning for a TIFF photo without a CRS
 
     try:
-        with rasterio.open(path) as src:
+        with open_raster(path) as src:
             return src.crs is not None
     except rasterio.errors.RasterioIOError:
         return False  # the photo reader says what is wrong with it
