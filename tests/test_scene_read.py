@@ -59,3 +59,24 @@ def test_scenes_are_drawn_stretched_whatever_their_bands_and_type(data_dir: Path
     assert pan.crs.is_geographic and pan.aspect == pytest.approx(1 / np.cos(np.radians(36.17)), rel=0.01)  # Las Vegas
     rgb = read_display(sample_scene(), max_px=500)
     assert rgb.image.ndim == 3 and rgb.image.shape[2] == 3 and rgb.cmap is None and max(rgb.image.shape[:2]) <= 500
+
+
+@pytest.mark.parametrize("nodata", [float("nan"), -9999.0])
+def test_a_scene_with_nodata_is_stretched_over_its_valid_pixels(tmp_path: Path, nodata: float) -> None:
+    """read_display took the percentiles over every value: a float scene with NaN nodata came out
+    all NaN (a blank figure), and a -9999 collar set the low end, so the image itself was one grey."""
+    import rasterio
+    from affine import Affine
+
+    from geoccseg.io.display import read_display
+
+    values = np.tile(np.linspace(100.0, 200.0, 60, dtype=np.float32), (60, 1))
+    values[:, :15] = nodata  # a quarter of the scene
+    path = tmp_path / "collar.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=60, height=60, count=1, dtype="float32", nodata=nodata,
+                       crs="EPSG:32611", transform=Affine(1, 0, 500_000, 0, -1, 4_000_000)) as dst:
+        dst.write(values[None])
+    shown = read_display(path).image
+    assert np.isfinite(shown).all() and (shown[:, :15] == 0).all()
+    inside = shown[:, 15:]
+    assert inside.min() == pytest.approx(0.0, abs=0.03) and inside.max() == pytest.approx(1.0, abs=0.03)  # stretched over 100..200

@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 from rasterio.crs import CRS
+
+from geoccseg.io.scene import open_raster
 
 
 @dataclass(frozen=True)
@@ -36,15 +37,17 @@ class DisplayImage:
 def read_display(scene: str | os.PathLike, max_px: int = 900, percentiles: tuple[float, float] = (1.0, 99.0)) -> DisplayImage:
     """Read ``scene`` decimated so that its longer side is at most about ``max_px`` pixels, its
     bands 1-3 (band 1 alone when it has fewer than three), stretched linearly between the
-    ``percentiles`` of all its values to 0..1."""
-    with rasterio.open(scene) as ds:
+    ``percentiles`` of its valid values to 0..1; nodata (and NaN) pixels are drawn black."""
+    with open_raster(scene) as ds:
         scale = max(1, int(np.ceil(max(ds.width, ds.height) / max_px)))
         bands = [1, 2, 3] if ds.count >= 3 else [1]
-        image = ds.read(bands, out_shape=(len(bands), max(1, ds.height // scale), max(1, ds.width // scale))).astype(np.float32)
+        shape = (len(bands), max(1, ds.height // scale), max(1, ds.width // scale))
+        image = ds.read(bands, out_shape=shape).astype(np.float32)
+        valid = (ds.read_masks(bands, out_shape=shape) > 0) & np.isfinite(image)
         extent = (ds.bounds.left, ds.bounds.right, ds.bounds.bottom, ds.bounds.top)
         crs = ds.crs
     geographic = crs is not None and crs.is_geographic
     aspect = 1 / np.cos(np.radians((extent[2] + extent[3]) / 2)) if geographic else 1.0
-    lo, hi = np.percentile(image, percentiles)
-    image = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
+    lo, hi = np.percentile(image[valid], percentiles) if valid.any() else (0.0, 1.0)  # a -9999 collar is no brightness
+    image = np.where(valid, np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1), 0.0).astype(np.float32)
     return DisplayImage(np.moveaxis(image, 0, -1) if len(bands) == 3 else image[0], extent, crs, float(aspect))
