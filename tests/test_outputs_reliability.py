@@ -366,6 +366,29 @@ def test_a_writer_killed_inside_atomic_path_leaves_a_hidden_temporary_the_next_r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
 
 
+def test_a_temporary_of_another_machine_of_the_same_name_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cloned VMs share their host name, and the initial PID namespace has the same number on every
+    Linux machine: a sweep on one read the other's live writer, in a folder both write to, as a
+    dead process of its own and removed the temporary it was writing. A writer that died here
+    leaves a temporary; seen from a machine with another machine id it is not this host's."""
+    from geoccseg.io import atomic
+    from geoccseg.io.atomic import remove_stale
+
+    if not any(Path(f).is_file() for f in atomic.MACHINE_ID_FILES):
+        pytest.skip("this system keeps no machine id (systemd or D-Bus)")
+    dest = tmp_path / "scores.json"
+    code = ("import os, signal, sys\nfrom geoccseg.io.atomic import atomic_path\nwith atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_text('half')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", code, str(dest)], check=False)
+    (left,) = [p for p in tmp_path.iterdir()]
+    other = tmp_path / "machine-id"
+    other.write_text("0123456789abcdef0123456789abcdef\n")
+    monkeypatch.setattr(atomic, "MACHINE_ID_FILES", (str(other),))
+    assert remove_stale(dest) == [] and left.read_text() == "half"  # another machine's: kept
+    monkeypatch.undo()
+    assert remove_stale(dest) == [left] and not left.exists()  # this machine's dead writer: removed
+
+
 def test_a_writer_in_another_pid_namespace_keeps_its_temporary(tmp_path: Path) -> None:
     """Containers sharing the host's name (docker --network host) number their processes apart: the
     sweep read another container's writer's pid as a dead process of this host and removed the

@@ -92,16 +92,34 @@ def check_not_input(dest: str | os.PathLike, inputs: Iterable[str | os.PathLike]
             raise GeoccsegError(f"{dest} is also an input ({src}); write the output to another path")
 
 
+#: Files holding the machine's persistent id (systemd, then D-Bus), read by :func:`host_identity`.
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+
+
 def host_identity() -> str:
-    """This host as temporary names record it: its name, and on Linux its PID namespace after a
-    ``~``. Containers that share the host's name (``docker run --network host``) number their
-    processes apart, so a pid is tested for life only within the namespace that gave it: without
-    the namespace, one container's run took another's temporaries, being written, for leftovers
-    of dead processes and removed them."""
+    """This host as temporary names record it: its name, then on Linux ``~`` and the start of its
+    machine id and ``~`` and its PID namespace.
+
+    A pid is tested for life only on the machine and in the namespace that gave it. Containers that
+    share the host's name (``docker run --network host``) number their processes apart: without the
+    namespace, one container's run took another's temporaries, being written, for leftovers of dead
+    processes and removed them. The initial namespace has the same number on every Linux machine,
+    so two machines of one name (cloned VMs) writing to one shared folder are told apart by their
+    machine ids (which, unlike the boot id, stay the same after a reboot: the leftovers of a power
+    cut are still recognised as this machine's)."""
+    name = socket.gethostname()
+    for path in MACHINE_ID_FILES:
+        try:
+            machine = Path(path).read_text().strip()[:12]
+        except OSError:
+            continue
+        if re.fullmatch(r"[0-9a-f]{12}", machine):
+            name += f"~{machine}"
+            break
     try:
-        return f"{socket.gethostname()}~{os.stat('/proc/self/ns/pid').st_ino}"
+        return f"{name}~{os.stat('/proc/self/ns/pid').st_ino}"
     except OSError:  # no /proc (macOS, Windows): one namespace
-        return socket.gethostname()
+        return name
 
 
 def _owner() -> str:
