@@ -193,3 +193,31 @@ def test_info_json_and_text_report_the_labeled_pixels(vegas, tmp_path, scene_aoi
     code, out = _run("info", vegas / SCENE, "--json")
     assert code == 0 and "label_pixels" not in json.loads(out) and json.loads(out)["mask"] == "alpha"
     assert np.isclose(json.loads(out)["pixel_size_m"], scene.pixel_size_xy_m).all()
+
+
+def test_a_geopackage_of_several_layers_is_refused_not_read_at_its_first(vegas, tmp_path):
+    """A QGIS project GeoPackage holds several layers: the first one was read silently (AOI polygons
+    trained on as road where that layer came first), and a first layer without geometries (an
+    attribute table) was an AttributeError traceback. One layer with geometries beside attribute
+    tables is read."""
+    import pyogrio
+
+    from geoccseg.errors import GeoccsegError
+    from geoccseg.io.labels import read_vector
+
+    roads = gpd.read_file(vegas / "vegas_img0_roads.geojson")
+    aoi = gpd.GeoDataFrame(geometry=[box(*roads.total_bounds)], crs=roads.crs)
+    project = tmp_path / "project.gpkg"
+    aoi.to_file(project, layer="aoi")
+    roads.to_file(project, layer="roads")
+    with pytest.raises(GeoccsegError, match=r"project.gpkg holds 2 layers with geometries \(aoi, roads\); geoccseg reads one: "
+                                            r"save the one meant for labels on its own, e.g. ogr2ogr labels.gpkg project.gpkg aoi"):
+        read_vector(project, "labels")
+    table = tmp_path / "table_first.gpkg"
+    pyogrio.write_dataframe(roads.drop(columns="geometry"), table, layer="notes")  # no geometry column: an attribute table
+    roads.to_file(table, layer="roads")
+    assert len(read_vector(table, "labels")) == len(roads)
+    only_table = tmp_path / "only_table.gpkg"
+    pyogrio.write_dataframe(roads.drop(columns="geometry"), only_table, layer="notes")
+    with pytest.raises(GeoccsegError, match="only_table.gpkg holds no layer with geometries"):
+        read_vector(only_table, "labels")

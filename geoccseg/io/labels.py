@@ -24,6 +24,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import rasterio
 import rasterio.errors
 import rasterio.features
@@ -58,7 +59,16 @@ def read_vector(path: str | os.PathLike, what: str = "labels", keep_empty: bool 
     if path.suffix.lower() not in VECTOR_SUFFIXES:
         raise GeoccsegError(f"{what} file {path} has an unsupported extension; use one of {', '.join(sorted(VECTOR_SUFFIXES))}")
     try:
-        gdf = gpd.read_file(path, engine="pyogrio")
+        layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
+        spatial = [name for name, kind in layers if kind is not None]  # a GeoPackage may hold attribute tables too
+        if len(spatial) != 1:
+            raise GeoccsegError(
+                f"{what} file {path} holds no layer with geometries" if not spatial else
+                f"{what} file {path} holds {len(spatial)} layers with geometries ({', '.join(spatial[:6])}); geoccseg reads "
+                f"one: save the one meant for {what} on its own, e.g. ogr2ogr {what.split()[0]}.gpkg {path.name} {spatial[0]}")
+        gdf = gpd.read_file(path, engine="pyogrio", layer=spatial[0])
+    except GeoccsegError:
+        raise
     except Exception as exc:  # pyogrio raises several types for damaged files
         raise GeoccsegError(f"cannot read {what} file {path}: {str(exc).splitlines()[0]}") from None
     if gdf.crs is None:
