@@ -13,6 +13,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from click.testing import CliRunner
@@ -62,6 +63,21 @@ def test_line_widths_are_metres_on_the_ground_in_any_label_crs(vegas, tmp_path, 
     truth_m2 = shapely.union_all(lines.to_crs(utm).buffer(3.0, cap_style="flat").values).intersection(footprint).area
     x_m, y_m = scene.pixel_size_xy_m
     assert abs(reference * x_m * y_m / truth_m2 - 1) < 0.03
+
+
+def test_line_widths_stay_metres_in_a_file_that_spans_continents(vegas, tmp_path):
+    """Lines were buffered in one UTM zone, that of the whole file's centre: with Paris's roads in
+    the same file the zone lay near 56 W, 59 degrees from Las Vegas, and its roads came out about
+    4.3 m wide instead of 6 (scale 1.39). Each line now takes its own zone."""
+    scene = open_scene(vegas / SCENE)
+    lines = gpd.read_file(vegas / ROADS)
+    paris = lines.set_geometry(lines.translate(115.15 + 2.35, 48.86 - 36.17))  # the same lines moved to Paris
+    both = tmp_path / "two_cities.gpkg"
+    pd.concat([lines, paris]).to_file(both)
+    shape = (scene.height, scene.width)
+    reference = (VectorLabels.open(vegas / ROADS, scene.crs, width_m=6.0).rasterize(scene.bounds, shape) == 1).sum()
+    roads = (VectorLabels.open(both, scene.crs, width_m=6.0).rasterize(scene.bounds, shape) == 1).sum()
+    assert abs(roads / reference - 1) < 0.01, (roads, reference)
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ class VectorLabels:
         lines = gdf.geom_type.isin(["LineString", "MultiLineString"]).to_numpy()
         shapes = gdf[~lines].to_crs(crs)
         if lines.any():
-            shapes = pd.concat([shapes, buffer_lines_m(gdf[lines], classes, widths).to_crs(crs)])
+            shapes = pd.concat([shapes, buffer_lines_m(gdf[lines], classes, widths, crs)])
         shapes = shapes[shapes.geom_type.isin(["Polygon", "MultiPolygon"])]
         return cls(classes, shapes.sort_values("feature").reset_index(drop=True), **counts)
 
@@ -167,29 +167,39 @@ class VectorLabels:
         )
 
 
-def buffer_lines_m(lines: gpd.GeoDataFrame, classes: list[str], widths_m: dict[str, float]) -> gpd.GeoDataFrame:
-    """Buffer lines by their class's width in metres on the ground, in the UTM zone of their centroid.
+def buffer_lines_m(lines: gpd.GeoDataFrame, classes: list[str], widths_m: dict[str, float], crs) -> gpd.GeoDataFrame:
+    """Buffer lines by their class's width in metres on the ground, each in the UTM zone of its own
+    centroid, and return the polygons in ``crs``.
 
     A buffer in the labels' own CRS would be in its units (feet, degrees) and scaled by its
     distortion (Web Mercator: 1 / cos(latitude)); the local UTM zone is metric and nearly
-    distortion-free (scale 0.9996 to 1.0010 within a zone).
+    distortion-free (scale 0.9996 to 1.0010 within a zone). One zone for a whole file would not be
+    local to all of it: a file of two cities' roads, or a country's, is scaled by up to 1.4 far
+    from that zone's meridian, so each line takes its own zone.
 
     Args:
         lines: (Multi)LineStrings with an integer column ``class_index`` (1 = ``classes[0]``), any CRS.
         classes: foreground class names.
         widths_m: full line width in metres per class name.
+        crs: CRS of the returned polygons (the scene's).
 
     Returns:
-        The buffered polygons in that UTM CRS, same columns: flat caps, round where a line's end
-        meets another's (:func:`shared_ends`).
+        The buffered polygons, same columns: flat caps, round where a line's end meets another's
+        (:func:`shared_ends`, within a zone).
     """
-    metric = lines.to_crs(lines.estimate_utm_crs())
-    half = metric["class_index"].map({i + 1: widths_m[name] / 2.0 for i, name in enumerate(classes)}).to_numpy()
-    shapes = shapely.buffer(metric.geometry.values, half, cap_style="flat")
-    joints = shared_ends(metric.geometry.values)
-    at = np.flatnonzero(~shapely.is_empty(joints))
-    shapes[at] = shapely.union(shapes[at], shapely.buffer(joints[at], half[at]))  # round where two lines meet
-    return metric.set_geometry(shapes)
+    centres = lines.geometry.to_crs(4326).representative_point()
+    zone = np.clip(np.floor((centres.x.to_numpy() + 180) / 6).astype(int) + 1, 1, 60)
+    epsg = np.where(centres.y.to_numpy() >= 0, 32600, 32700) + zone
+    parts = []
+    for code in np.unique(epsg):
+        metric = lines[epsg == code].to_crs(int(code))
+        half = metric["class_index"].map({i + 1: widths_m[name] / 2.0 for i, name in enumerate(classes)}).to_numpy()
+        shapes = shapely.buffer(metric.geometry.values, half, cap_style="flat")
+        joints = shared_ends(metric.geometry.values)
+        at = np.flatnonzero(~shapely.is_empty(joints))
+        shapes[at] = shapely.union(shapes[at], shapely.buffer(joints[at], half[at]))  # round where two lines meet
+        parts.append(metric.set_geometry(shapes).to_crs(crs))
+    return pd.concat(parts) if len(parts) > 1 else parts[0]
 
 
 def shared_ends(lines: np.ndarray, tolerance: float = 0.01) -> np.ndarray:
