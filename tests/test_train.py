@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -114,7 +115,7 @@ def test_scene_with_aoi_trains(vegas, tmp_path):
     assert "validation (EMA teacher): f1_road" in result.output
     rows = _rows(out / "metrics.csv")
     sup = [float(r["sup"]) for r in rows if r["sup"]]
-    assert min(sup[-2:]) < sup[0], sup
+    assert np.mean(sup[-2:]) < np.mean(sup[:2]), sup  # two logged batches each side: one batch's loss is too noisy a start
     bundle = load_bundle(out)
     assert bundle.meta.pixel_size_m == pytest.approx(scene.pixel_size_m)
     assert bundle.meta.classes == ["road"] and len(bundle.meta.norm.low) == 3

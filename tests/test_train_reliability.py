@@ -212,6 +212,34 @@ def test_signal_stops_the_run_with_one_line_and_it_resumes(data_dir, tmp_path, s
     assert training["interrupted"] is False and "stopped_step" not in training and training["steps"] == 7
 
 
+def test_a_stopped_and_resumed_run_trains_as_the_uninterrupted_one(data_dir, tmp_path):
+    """Resuming restored the weights, optimiser, teacher and step, but the chip stream was seeded
+    from the resume step and PyTorch's global generator (the feature dropout's) from the seed again:
+    a resumed run trained on other chips than the run it continued, so its weights forked. Every
+    step's draws now come from (seed, rank, step) alone: stopped by SIGTERM after its first
+    checkpoint and resumed, the run ends with the weights of the run never stopped."""
+    cfd = data_dir / "cfd"
+    flags = ("--max-steps", "8", "--checkpoint-every", "2", "--val-every", "4", "--feature-perturbation", "0.5", "--seed", "3")
+    stopped = tmp_path / "stopped"
+    proc = _start(cfd, stopped, *flags)
+    _wait_for(stopped / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert _training(stopped)["stopped_step"] < 8  # really stopped before its budget
+    result = _resume(stopped)
+    assert result.exit_code == 0, result.output
+
+    whole = tmp_path / "whole"
+    result = CliRunner().invoke(cli, ["train", *_cfd_flags(cfd, whole), *FAST_FLAGS, *flags])
+    assert result.exit_code == 0, result.output
+    a = load_checkpoint(stopped / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(whole / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 8
+    differ = [k for k in b["state_dict"] if not torch.allclose(a["state_dict"][k].float(), b["state_dict"][k].float(), atol=1e-6, rtol=1e-5)]
+    assert differ == [], f"{len(differ)} of {len(b['state_dict'])} tensors differ, e.g. {differ[:3]}"
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_without_losing_metrics_rows(data_dir, tmp_path):
     """SIGKILL gives no chance to clean up: the checkpoint taken every N steps is what is left.

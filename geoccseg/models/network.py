@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -29,6 +30,14 @@ def pad_to_multiple(x: Tensor, multiple: int = OUTPUT_STRIDE) -> Tensor:
         return x
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def _channel_keep(features: Tensor, p: float, generator: torch.Generator | None) -> Tensor:
+    """(B, C, 1, 1) factors of channel dropout (``F.dropout2d``'s): 0 with probability ``p``, else
+    1 / (1 - p), drawn on the CPU from ``generator`` and moved to the features' device and type."""
+    b, c = features.shape[:2]
+    keep = torch.rand(b, c, 1, 1, generator=generator) >= p
+    return (keep / (1.0 - p)).to(device=features.device, dtype=features.dtype)
 
 
 class FusionSegNet(nn.Module):
@@ -70,11 +79,12 @@ class FusionSegNet(nn.Module):
         nn.init.constant_(classifier.bias, math.log(prior))
         nn.init.constant_(classifier.bias[:1], math.log(1.0 - (num_classes - 1) * prior))
 
-    def _fused(self, x: Tensor, feature_dropout: float = 0.0) -> Tensor:
+    def _fused(self, x: Tensor, feature_dropout: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
         """Fused stride-4 features (B, C, Hp/4, Wp/4) of the input padded to (Hp, Wp).
 
         ``feature_dropout`` above 0 drops whole channels of every encoder stage with that
-        probability before the decoder (training only: the feature perturbation of UniMatch).
+        probability before the decoder (training only: the feature perturbation of UniMatch),
+        drawn from ``generator`` (a CPU generator; PyTorch's global one when None).
         """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise GeoccsegError(
@@ -82,7 +92,7 @@ class FusionSegNet(nn.Module):
             )
         features = self.encoder(pad_to_multiple(x))
         if feature_dropout > 0:
-            features = [F.dropout2d(f, feature_dropout, training=True) for f in features]
+            features = [f * _channel_keep(f, feature_dropout, generator) for f in features]
         return self.decoder(features)
 
     def _logits(self, fused: Tensor, height: int, width: int) -> Tensor:
@@ -108,13 +118,13 @@ class FusionSegNet(nn.Module):
         embed = embed[..., : math.ceil(height / 4), : math.ceil(width / 4)]
         return {"logits": self._logits(fused, height, width), "embed": embed}
 
-    def forward_logits(self, x: Tensor, feature_dropout: float = 0.0) -> Tensor:
+    def forward_logits(self, x: Tensor, feature_dropout: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
         """Class logits (B, K, H, W) of images (B, C, H, W), without the projection head (for inference).
 
         ``feature_dropout``: channel dropout of the encoder stages, for the perturbed-feature
-        stream of training (see :meth:`_fused`); 0 at inference.
+        stream of training (see :meth:`_fused`, with ``generator``); 0 at inference.
         """
-        return self._logits(self._fused(x, feature_dropout), *x.shape[-2:])
+        return self._logits(self._fused(x, feature_dropout, generator), *x.shape[-2:])
 
 
 def build_model(config: ModelConfig | Mapping[str, Any]) -> FusionSegNet:

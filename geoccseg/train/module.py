@@ -36,6 +36,7 @@ from geoccseg.models.pretrained import SOURCES as PRETRAINED
 from geoccseg.train.augment import appearance_view, apply_cutmix, cutmix_boxes, strong_view, weak_view
 from geoccseg.train.centreline import centreline_band
 from geoccseg.train.config import TrainConfig
+from geoccseg.train.stream import step_seed
 from geoccseg.train.targets import labels_at_stride, mask_at_stride, probs_at_stride
 from geoccseg.train.teacher import ema_momentum, ema_update, make_teacher
 
@@ -132,8 +133,6 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         if self.device.type == "cpu":
             self.student.to(memory_format=torch.channels_last)
             self.teacher.to(memory_format=torch.channels_last)
-        if self.trainer.global_rank > 0:  # each DDP rank its own augmentations and CutMix boxes (rank 0: those of one device)
-            self.generator.manual_seed(hash((self.config.seed, self.trainer.global_rank, self.trainer.global_step)) % (2**63))
 
     def on_train_epoch_start(self) -> None:
         self.teacher.eval()  # Lightning switches every submodule to train mode
@@ -144,7 +143,9 @@ class SemiSupervisedSegmenter(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         c = self.config
-        gen = self.generator
+        # every step's augmentations, CutMix boxes, contrastive samples and feature dropout from a seed of
+        # (seed, rank, step): a resumed run, and each DDP rank after a resume, draws as the uninterrupted run
+        gen = self.generator.manual_seed(step_seed(c.seed, self.global_rank, self.global_step, stream=1))
         scale = (0.5, c.crop_area_max)
         x_l, y_l = weak_view(batch["image_l"], batch["mask_l"], gen, scale)
         # the teacher always sees the weak view; the student may see a different-looking one
@@ -187,7 +188,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
                 l_pl = self.pl_loss(s_out["logits"][n_l:], target)
                 if c.feature_perturbation:
                     # the teacher's weak view itself, through the student with channels dropped
-                    fp_logits = self.student.forward_logits(x_u, feature_dropout=c.feature_perturbation)
+                    fp_logits = self.student.forward_logits(x_u, feature_dropout=c.feature_perturbation, generator=gen)
                     l_fp = self.pl_loss(fp_logits, torch.where(trusted, levels.pseudo, IGNORE_INDEX))
                     logs.update(fp=l_fp)
                     l_pl = 0.5 * (l_pl + l_fp)
@@ -248,12 +249,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         ema_update(self.teacher, self.student, m)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["generator_state"] = self.generator.get_state()  # a resumed run continues the draws
         checkpoint["geoccseg_run"] = {**self.run_identity, "schedule_steps": self.schedule_steps}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "generator_state" in checkpoint:
-            self.generator.set_state(checkpoint["generator_state"])
 
     # -- validation ----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

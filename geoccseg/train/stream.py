@@ -2,17 +2,26 @@
 
 Each item of :class:`ChipStream` is a whole batch, so a single ``DataLoader`` (with
 ``batch_size=None``) feeds the trainer, and every DDP rank and DataLoader worker draws its own
-chips from a generator seeded by (seed, rank, worker, start step).
+chips. The batch of global step ``s`` is drawn from a generator seeded by (seed, rank, s) alone, so
+a run resumed at step ``s`` trains on the very batches the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from geoccseg.data.base import TrainingData
+
+
+def step_seed(seed: int, rank: int, step: int, stream: int = 0) -> int:
+    """Seed of the random draws of one training step: a function of the step, not of the draws
+    before it, so that a resumed run draws as the uninterrupted one (``stream`` keeps the chips'
+    and the augmentations' draws apart)."""
+    return hash((seed, rank, step, stream)) % (2**63)
 
 
 class ChipStream(IterableDataset):
@@ -24,7 +33,7 @@ class ChipStream(IterableDataset):
         unlabeled_batch_size: unlabeled chips per batch (0 for supervised training).
         seed: base seed.
         rank: distributed rank (different chips on every rank).
-        start_step: global step the stream starts at (a resumed run draws new chips).
+        start_step: global step the stream starts at (a resumed run's checkpoint step).
     """
 
     def __init__(self, data: TrainingData, batch_size: int, unlabeled_batch_size: int, seed: int, rank: int = 0, start_step: int = 0) -> None:
@@ -37,9 +46,11 @@ class ChipStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        worker = info.id if info is not None else 0
-        generator = torch.Generator().manual_seed(hash((self.seed, self.rank, worker, self.start_step)) % (2**63))
-        while True:
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        generator = torch.Generator()
+        # the DataLoader takes batches from its workers in turn: worker w serves steps w, w + W, ...
+        for step in itertools.count(self.start_step + worker, workers):
+            generator.manual_seed(step_seed(self.seed, self.rank, step))
             labeled = [self.data.labeled_chip(generator) for _ in range(self.batch_size)]
             batch = {
                 "image_l": torch.stack([c["image"] for c in labeled]),
