@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import shapely
 import rasterio
+from rasterio.enums import ColorInterp
 import yaml
 from click.testing import CliRunner
 from PIL import Image
@@ -141,6 +142,24 @@ def test_suggest_returns_n_separate_squares_outside_the_aoi_ranked_by_score(scen
         assert square.intersection(labeled).area < 1e-9 * square.area
         for other in areas.geometry.iloc[i + 1:]:
             assert square.intersection(other).area < 1e-9 * square.area
+
+
+def test_squares_stay_inside_a_scene_the_model_scale_does_not_divide(scene_path, tmp_path):
+    """1001 px at 0.3 m is 300.3 model pixels of the road model's 1 m: the cell grid spanned 301,
+    and with 86 m squares (43-px cells, 7 x 43 = 301) the last row and column of squares reached
+    0.7 m past the scene's edge."""
+    with rasterio.open(scene_path) as src:
+        pixels = src.read(window=rasterio.windows.Window(0, 0, 1001, 1001))
+    scene = tmp_path / "utm_0.3m.tif"
+    profile = {"driver": "GTiff", "width": 1001, "height": 1001, "count": 4, "dtype": "uint8", "crs": "EPSG:32611",
+               "transform": rasterio.Affine(0.3, 0, 660_000, 0, -0.3, 4_000_000)}
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(pixels)
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    areas = suggest_areas(scene, model="road", n=25, size_m=86, options=CPU, progress=False).areas
+    footprint = box(660_000, 4_000_000 - 300.3, 660_000 + 300.3, 4_000_000)
+    assert len(areas) >= 4
+    assert all(square.within(footprint.buffer(1e-6)) for square in areas.geometry), [s.bounds for s in areas.geometry]
 
 
 def crop(scene_path: Path, dest: Path, cols: slice) -> Path:

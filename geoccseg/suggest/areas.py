@@ -223,7 +223,9 @@ def _cell_grid(scene: Scene, meta: BundleMeta, size_m: float) -> tuple[CellGrid,
     if min(cell_h, cell_w) < MIN_CELL_PX:  # memory and candidates grow with the scene's pixels / cell²
         raise GeoccsegError(f"--size-m {size_m:g} is too small for {scene.path.name} at the model's {max(px_x_m, px_y_m):.3g} m pixels; "
                             f"give at least {2 * MIN_CELL_PX * max(px_x_m, px_y_m):.3g} m ({2 * MIN_CELL_PX} pixels)")
-    return CellGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), cell_h, cell_w), scale
+    # whole model pixels only: the last, partial one (a scale that does not divide the scene) would let a
+    # square of the last row or column reach up to a model pixel past the scene's edge
+    return CellGrid.create(math.floor(scene.height / scale), math.floor(scene.width / scale), cell_h, cell_w), scale
 
 
 def _candidates(scene: Scene, cells: CellGrid, scale: float, sums: np.ndarray, region, params: SuggestParams, index: int,
