@@ -570,3 +570,15 @@ def test_aoi_scores_only_inside_its_polygons(vegas: Path, tmp_path: Path) -> Non
     result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "p.png"), str(tmp_path / "t.png"), "--aoi", str(tmp_path / "east.geojson")])
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
         f"geoccseg: error: --aoi needs georeferenced rasters, and {tmp_path / 'p.png'} has no CRS; score it without --aoi"]
+
+
+def test_polygon_truth_is_one_line_that_says_how_to_score_it(vegas, tmp_path):
+    """The README promised polygons among the vectors evaluate reads; they are refused (centreline
+    metrics need lines), and the one line says how to score road surfaces: as a burnt mask."""
+    roads = gpd.read_file(vegas / "vegas_img0_roads.geojson")
+    surfaces = tmp_path / "surfaces.gpkg"
+    roads.to_crs(roads.estimate_utm_crs()).buffer(3.0).to_frame("geometry").to_file(surfaces)
+    result = CliRunner().invoke(cli, ["evaluate", str(vegas / "vegas_img0_roads.geojson"), str(surfaces)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "holds Polygon geometries; evaluation compares (multi)line strings: burn polygons into a mask" in result.output
+    assert "gdal_rasterize -burn 255 -tr 1 1 surfaces.gpkg truth.tif" in result.output
