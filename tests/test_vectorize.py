@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -304,3 +305,18 @@ def test_real_road_mask_gives_its_labelled_centrelines(vegas):
     centrelines = labels.to_crs(UTM).union_all()
     vertices = shapely.points(shapely.get_coordinates(lines.to_crs(UTM).geometry.values))
     assert np.median(shapely.distance(vertices, centrelines)) < 0.3
+
+
+def test_blocks_say_when_their_halo_cannot_hold_what_cleaning_removes(tmp_path, caplog):
+    """The halo is capped at MAX_HALO_PX: below about 0.22 m a hole or blob small enough to be
+    cleaned can be longer than the halo, so a block run may clean it unlike the whole-scene run,
+    and nothing said so. Now a note does; at 1 m (halo enough) none."""
+    prob = draw((200, 200), [(100, 10, 100, 190)])
+    fine = write_prob_tif(tmp_path / "fine.tif", prob[None], Affine(0.05, 0, 500_000, 0, -0.05, 4_000_000), UTM, ["road"])
+    coarse = write_prob_tif(tmp_path / "coarse.tif", prob[None], ONE_METRE, UTM, ["road"])
+    with caplog.at_level(logging.WARNING, logger="geoccseg.vectorize.blocks"):
+        vectorize_raster(coarse, block_px=64, progress=False)
+        assert caplog.messages == []
+        vectorize_raster(fine, block_px=64, progress=False)
+    assert len(caplog.messages) == 1 and "geoccseg: note: at 0.05 m pixels, holes under 50 m²" in caplog.messages[0]
+    assert "a larger --block-px leaves fewer borders" in caplog.messages[0]

@@ -21,6 +21,7 @@ sample types, and floats outside [0, 1] (found while reading).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,8 @@ from geoccseg.io.scene import is_gdal_path, open_raster, readable
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
 from geoccseg.vectorize.params import VectorizeParams
 from geoccseg.vectorize.skeleton import SkeletonPixels, skeleton_pixels
+
+log = logging.getLogger(__name__)
 
 def recorded_threshold(path: str | os.PathLike) -> float | None:
     """The model's threshold that ``geoccseg predict`` recorded in a probability raster, or None."""
@@ -128,6 +131,11 @@ def vectorize_raster(
         pixel_size_m = scene_pixel_size_m(crs, src.transform, src.height, src.width)
         params = (params or VectorizeParams()).resolved(tagged_threshold(src))
         halo_px = cleaning_halo_px(halo_px, params, pixel_size_m)
+        if max(src.height, src.width) > block_px and halo_px < _cleaning_span_px(params, pixel_size_m):
+            log.warning("geoccseg: note: at %.2g m pixels, holes under %g m² and blobs under %g m² that are longer than %.0f m "
+                        "and cross a border of the %d-px blocks may be cleaned unlike in one block (lines that differ there); "
+                        "a larger --block-px leaves fewer borders", min(pixel_size_m), params.max_hole_m2, params.min_blob_m2,
+                        halo_px * min(pixel_size_m), block_px)
 
         parts: dict[str, list[SkeletonPixels]] = {name: [] for name in wanted}
         blocks = list(_blocks(src.height, src.width, block_px, halo_px))
@@ -177,8 +185,12 @@ def cleaning_halo_px(halo_px: int, params: VectorizeParams, pixel_size_m: tuple[
     region of N pixels spans at most N), as the whole-scene run sees it; at most :data:`MAX_HALO_PX`.
     At 1 m the defaults need 50 px; at 0.3 m (SpaceNet) 556: with 128 a hole of 27 m² between two
     carriageways that a seam crossed was left open, and gave two lines instead of one."""
-    area_px = max(params.min_blob_m2, params.max_hole_m2) / (pixel_size_m[0] * pixel_size_m[1])
-    return max(halo_px, min(MAX_HALO_PX, int(np.ceil(area_px)) + 1))
+    return max(halo_px, min(MAX_HALO_PX, _cleaning_span_px(params, pixel_size_m)))
+
+
+def _cleaning_span_px(params: VectorizeParams, pixel_size_m: tuple[float, float]) -> int:
+    """The longest span in pixels of a blob or hole small enough to be cleaned (one pixel more)."""
+    return int(np.ceil(max(params.min_blob_m2, params.max_hole_m2) / (pixel_size_m[0] * pixel_size_m[1]))) + 1
 
 
 def check_probability_raster(src: rasterio.DatasetReader, path: str | os.PathLike) -> np.dtype:
