@@ -387,7 +387,7 @@ def _score_pair(
             )
             truth_graph = (
                 road_graph(_lines_on(read_lines(truth_path, "TRUTH"), on_grid, valid), snap_m=graphs.snap_m) if truth_vector
-                else _raster_graph(truth[k], grid, valid, 0.5, graphs.snap_m)
+                else _raster_graph(truth[k], grid, valid, 0.5, graphs.snap_m, bridge=False)
             )
             class_totals.add_graphs(pred_graph, truth_graph, graphs.apls, graphs.topo)
     return _PROVISIONAL if held_back else _SCORED
@@ -448,11 +448,14 @@ def _lines_on(lines: gpd.GeoSeries, grid: Raster | None, valid: np.ndarray | Non
     return clipped(lines.to_crs(grid.crs), area)
 
 
-def _raster_graph(values: np.ndarray, grid: Raster, valid: np.ndarray, threshold: float, snap_m: float) -> nx.MultiGraph:
+def _raster_graph(values: np.ndarray, grid: Raster, valid: np.ndarray, threshold: float, snap_m: float,
+                  bridge: bool = True) -> nx.MultiGraph:
     """The road graph of probabilities (foreground at ``threshold``) or a mask on a georeferenced grid,
-    through the one vectoriser with its default settings."""
+    through the one vectoriser with its default settings; without ``bridge`` no gap is bridged (a
+    truth mask's breaks are the truth's: bridging them invented connections a prediction was then
+    scored against)."""
+    params = VectorizeParams(threshold=threshold) if bridge else VectorizeParams(threshold=threshold, gap_m=0.0)
     lines: gpd.GeoDataFrame = vectorize_array(
-        np.asarray(values, dtype=np.float32), transform=grid.transform, crs=grid.crs, valid=valid,
-        params=VectorizeParams(threshold=threshold),
+        np.asarray(values, dtype=np.float32), transform=grid.transform, crs=grid.crs, valid=valid, params=params,
     )
     return road_graph(lines, snap_m=snap_m)
