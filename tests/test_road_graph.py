@@ -196,6 +196,11 @@ def test_predict_and_vectorize_graph_on_the_models_probabilities(predicted: Path
     # the Python API reads the graph back as networkx
     graph = read_graph(out, "road")
     assert graph.number_of_nodes() == len(nodes) and graph.number_of_edges() == len(edges)
+    # and evaluate reads the lines of a --graph GeoPackage, not its node and edge layers (a file of
+    # several layers is otherwise refused)
+    result = CliRunner().invoke(cli, ["evaluate", str(roads), str(roads)])
+    assert result.exit_code == 0, result.output
+    assert "1.0000" in result.stdout
 
 
 def test_vectorize_graph_has_junctions_continuous_across_block_borders(vegas: Path, tmp_path: Path) -> None:

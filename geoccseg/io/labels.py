@@ -61,6 +61,8 @@ def read_vector(path: str | os.PathLike, what: str = "labels", keep_empty: bool 
     try:
         layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
         spatial = [name for name, kind in layers if kind is not None]  # a GeoPackage may hold attribute tables too
+        # beside a class's lines, `predict --graph` writes its road graph as <class>_nodes and <class>_edges
+        spatial = [name for name in spatial if not (name.endswith(("_nodes", "_edges")) and name.rsplit("_", 1)[0] in spatial)]
         if len(spatial) != 1:
             raise GeoccsegError(
                 f"{what} file {path} holds no layer with geometries" if not spatial else
