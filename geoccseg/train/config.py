@@ -289,9 +289,12 @@ class TrainConfig:
             raise GeoccsegError("unlabeled_batch_size 0 leaves the method's unlabeled terms (pseudo-labels, contrastive) "
                                 "nothing to learn from: give 1 or more, or train supervised with --no-pseudo --no-contrastive")
         if not self.pseudo:
-            for key in ("feature_perturbation", "distribution_alignment", "bg_margin_px", "pseudo_loss"):
+            for key in ("feature_perturbation", "bg_margin_px", "pseudo_loss"):
                 if getattr(self, key) != default[key]:
                     raise GeoccsegError(f"{key} acts on the pseudo-labels, which --no-pseudo turns off: drop it or the --no-pseudo")
+        if not self.semi_supervised and self.distribution_alignment:  # it also shapes the contrastive term's confidence levels
+            raise GeoccsegError("distribution_alignment acts on the teacher's probabilities over unlabeled chips, which "
+                                "--no-pseudo --no-contrastive leave unused: drop it or one of those")
         if self.loss == "ce":
             for key in ("class_weighting", "class_weight_beta", "region", "tversky_alpha", "tversky_beta"):
                 if getattr(self, key) != default[key]:
