@@ -440,7 +440,8 @@ class PhotoTrainingData(TrainingData):
             validating = {_file_id(image) for image, _ in self.val_pairs}  # never trained on (--val-images inside --images)
             names = [n for n in names if _file_id(image_files[n]) not in validating]
             if not names:
-                raise GeoccsegError(f"every photo of {images} is a --val-images photo, so none is left to train on; "
+                folders = ", ".join(str(f) for f in ([images] if isinstance(images, (str, os.PathLike)) else images))
+                raise GeoccsegError(f"every photo of {folders} is a --val-images photo, so none is left to train on; "
                                     "give --val-images a folder of other photos")
         else:
             if not 0 <= val_fraction < 1:

@@ -225,7 +225,7 @@ def _cell_grid(scene: Scene, meta: BundleMeta, size_m: float) -> tuple[CellGrid,
                             f"give at least {2 * MIN_CELL_PX * max(px_x_m, px_y_m):.3g} m ({2 * MIN_CELL_PX} pixels)")
     # whole model pixels only: the last, partial one (a scale that does not divide the scene) would let a
     # square of the last row or column reach up to a model pixel past the scene's edge
-    return CellGrid.create(math.floor(scene.height / scale), math.floor(scene.width / scale), cell_h, cell_w), scale
+    return CellGrid.create(math.floor(scene.height / scale + 1e-6), math.floor(scene.width / scale + 1e-6), cell_h, cell_w), scale
 
 
 def _candidates(scene: Scene, cells: CellGrid, scale: float, sums: np.ndarray, region, params: SuggestParams, index: int,

@@ -134,7 +134,7 @@ def vectorize_raster(
         if max(src.height, src.width) > block_px and halo_px < _cleaning_span_px(params, pixel_size_m):
             log.warning("geoccseg: note: at %.2g m pixels, holes under %g m² and blobs under %g m² that are longer than %.0f m "
                         "and cross a border of the %d-px blocks may be cleaned unlike in one block (lines that differ there); "
-                        "a larger --block-px leaves fewer borders", min(pixel_size_m), params.max_hole_m2, params.min_blob_m2,
+                        "fewer, larger blocks (geoccseg vectorize --block-px) leave fewer borders", min(pixel_size_m), params.max_hole_m2, params.min_blob_m2,
                         halo_px * min(pixel_size_m), block_px)
 
         parts: dict[str, list[SkeletonPixels]] = {name: [] for name in wanted}
