@@ -581,4 +581,4 @@ def test_polygon_truth_is_one_line_that_says_how_to_score_it(vegas, tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", str(vegas / "vegas_img0_roads.geojson"), str(surfaces)])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "holds Polygon geometries; evaluation compares (multi)line strings: burn polygons into a mask" in result.output
-    assert "gdal_rasterize -burn 255 -tr 1 1 surfaces.gpkg truth.tif" in result.output
+    assert "gdal_rasterize -burn 255 -ot Byte with its CRS, -te and -ts" in result.output

@@ -232,7 +232,8 @@ def read_lines(path: str | os.PathLike, role: str = "TRUTH") -> gpd.GeoSeries:
     other = sorted(set(lines.geom_type) - {"LineString", "MultiLineString"})
     if other:
         raise GeoccsegError(f"{role} {path} holds {', '.join(other)} geometries; evaluation compares (multi)line strings: "
-                            f"burn polygons into a mask (gdal_rasterize -burn 255 -tr 1 1 {path.name} truth.tif) and evaluate against it")
+                            "burn polygons into a mask on the prediction raster's grid (gdal_rasterize -burn 255 -ot Byte with its "
+                            "CRS, -te and -ts) and evaluate against it")
     return gpd.GeoSeries(lines.values, crs=lines.crs)
 
 

@@ -4,7 +4,8 @@ A crash, a Ctrl-C or an error while writing never leaves a half-written file und
 user asked for. All writers of the project (rasters, vectors, bundles, plots) go through here.
 
 Temporary files and work folders are named ``.<stem>.<host>-<pid>.<random>`` beside the output,
-``<host>`` being the host name and, on Linux, its PID namespace (:func:`host_identity`). A process
+``<host>`` being the host name and, on Linux, its machine id and PID namespace (:func:`host_identity`);
+temporaries named by versions before the machine id are never taken for this host's. A process
 killed outright (SIGKILL, out of memory) cannot remove its own; the next run writing the same
 output removes those of dead processes of the same host (:func:`remove_stale`), and leaves alone
 those of live processes and of other hosts or containers (which may still be running on a shared
