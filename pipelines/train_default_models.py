@@ -112,7 +112,8 @@ RECIPES: dict[str, Recipe] = {
 
 def score_pairs(bundle, pairs: dict[str, Pair], thresholds: tuple[float, ...], tolerance_px: float | None = None) -> list[Score]:
     """The pixel metrics of the pairs at each threshold, predicting each image once (whole, as the benchmark)."""
-    return score_thresholds(pairs, thresholds, lambda stem, image: foreground_probability(bundle, image), tolerance_px)
+    return score_thresholds(pairs, thresholds, lambda stem, image: foreground_probability(bundle, image), tolerance_px,
+                            bands=len(bundle.meta.bands))
 
 
 def score_sample_scene(bundle_dir: Path, threshold: float, work: Path, data_root: Path) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from geoccseg.benchmark.split import Pair
-from geoccseg.data.photos import read_mask, read_photo
+from geoccseg.data.photos import read_mask, read_photo_valid
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import PixelScorer, PixelScores
 from geoccseg.inference.array import predict_array
@@ -99,13 +99,30 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
             kept[stem] = encode_uint8(prob)
         return prob
 
-    (score,) = score_thresholds(pairs, (THRESHOLD,), probability, tolerance_px)
+    (score,) = score_thresholds(pairs, (THRESHOLD,), probability, tolerance_px, bands=len(bundle.meta.bands))
     score.examples = kept
     return score
 
 
+def read_scored_pair(image_path, mask_path, bands: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, truth, labeled) of a pair as training reads it: the photo with ``bands`` bands (a grey
+    photo beside colour ones is read as colour), its transparent part left out of ``labeled``.
+
+    Raises:
+        GeoccsegError: if the image and its mask differ in size.
+    """
+    image, valid = read_photo_valid(image_path, bands=bands)
+    truth, labeled = read_truth_mask(mask_path)
+    if image.shape[1:] != truth.shape:
+        raise GeoccsegError(f"mask {mask_path.name} is {truth.shape[1]}x{truth.shape[0]} but image {image_path.name} is {image.shape[2]}x{image.shape[1]}; masks must match their images")
+    if valid is not None:
+        labeled = valid if labeled is None else labeled & valid
+    return image, truth, labeled
+
+
 def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
-                     probability: Callable[[str, np.ndarray], np.ndarray], tolerance_px: float | None = None) -> list[Score]:
+                     probability: Callable[[str, np.ndarray], np.ndarray], tolerance_px: float | None = None,
+                     bands: int | None = None) -> list[Score]:
     """The pixel metrics of (image, mask) pairs at each threshold, each image predicted once.
 
     Args:
@@ -114,6 +131,7 @@ def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
         probability: ``(stem, (C, H, W) uint8 image) -> (H, W)`` foreground probability, e.g.
             ``lambda stem, image: foreground_probability(bundle, image)``.
         tolerance_px: relaxed-metric tolerance in pixels (None: no relaxed metrics).
+        bands: bands the model takes (``len(bundle.meta.bands)``; None: each photo's own).
 
     Raises:
         GeoccsegError: if ``pairs`` is empty or an image and its mask differ in size.
@@ -122,9 +140,7 @@ def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
         raise GeoccsegError("no test image to score; check the test folder")
     scorers = [PixelScorer(t, tolerance_px) for t in thresholds]
     for stem, (image_path, mask_path) in pairs.items():
-        image, (truth, labeled) = read_photo(image_path), read_truth_mask(mask_path)
-        if image.shape[1:] != truth.shape:
-            raise GeoccsegError(f"mask {mask_path.name} is {truth.shape[1]}x{truth.shape[0]} but image {image_path.name} is {image.shape[2]}x{image.shape[1]}; masks must match their images")
+        image, truth, labeled = read_scored_pair(image_path, mask_path, bands)
         prob = probability(stem, image)
         for scorer in scorers:
             scorer.add(prob, truth, labeled)

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from geoccseg.benchmark.score import foreground_probability, read_truth_mask
+from geoccseg.benchmark.score import foreground_probability, read_scored_pair
 from geoccseg.benchmark.split import Pair
-from geoccseg.data.photos import read_photo
 from geoccseg.evaluate import Counts, PixelScorer
 from geoccseg.models import Bundle
 
@@ -45,7 +44,7 @@ def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | N
         raise ValueError(f"contrast must lie in (0, 1), got {contrast}")
     select, pooled = PixelScorer(), PixelScorer()
     for image_path, mask_path in pairs.values():
-        image, (truth, labeled) = read_photo(image_path), read_truth_mask(mask_path)
+        image, truth, labeled = read_scored_pair(image_path, mask_path, len(bundle.meta.bands))
         prob = foreground_probability(bundle, image)
         select.add(prob, truth, labeled)
         pooled.add(prob, truth, labeled)
