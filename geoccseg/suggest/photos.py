@@ -115,7 +115,7 @@ def suggest_photos(
     out: str | os.PathLike | None = None,
     *,
     model: Bundle | str | os.PathLike = "crack",
-    n: int = 10,
+    n: int = 5,
     labels: str | os.PathLike | None = None,
     options: PredictOptions | None = None,
     params: SuggestParams | None = None,
