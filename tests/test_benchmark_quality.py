@@ -847,7 +847,8 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
 
 
 @pytest.mark.parametrize("folder", ["suggest-photos-deepcrack-coverage", "suggest-photos-massachusetts", "suggest-photos-deepcrack-1pct",
-                                    "suggest-photos-deepcrack-photo", "suggest-photos-massachusetts-photo"])
+                                    "suggest-photos-deepcrack-photo", "suggest-photos-massachusetts-photo",
+                                    "suggest-photos-massachusetts-photo-6seeds"])
 def test_suggest_photos_reports_regenerate_from_their_records(folder: str) -> None:
     """The README's photo tables (the script's current format) are what its report writes from the
     recorded runs."""
