@@ -803,10 +803,9 @@ data = SceneTrainingData([vegas + "/vegas_img0_rgb.tif"], labels=vegas + "/vegas
 stream = ChipStream(data, batch_size=4, unlabeled_batch_size=4, seed=0)
 here = iter(stream)  # the parent reads the scene while the workers do
 workers = iter(DataLoader(stream, batch_size=None, num_workers=2, multiprocessing_context="fork"))
-for _ in range(6):
-    first, _second = next(workers), next(workers)
-    mine = next(here)
-    assert all(torch.equal(first[k], mine[k]) for k in mine), "worker 0's chips differ from the parent's"
+for step in range(6):  # the workers take turns (steps 0, 2, ... and 1, 3, ...): the parent's stream, batch for batch
+    theirs, mine = next(workers), next(here)
+    assert all(torch.equal(theirs[k], mine[k]) for k in mine), f"the workers' batch {step} differs from the parent's"
 print("same chips")
 """
 
