@@ -30,7 +30,6 @@ skeleton centreline metrics.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,15 +219,13 @@ def _read_image(path: Path) -> Raster:
 
 
 def read_lines(path: str | os.PathLike, role: str = "TRUTH") -> gpd.GeoSeries:
-    """Read the (multi)line strings of a vector file, with their CRS: the first layer of a GeoPackage
-    (the lines of the first class, before any ``--graph`` node and edge layers).
+    """Read the (multi)line strings of a vector file, with their CRS: its one layer with geometries
+    (a ``--graph`` GeoPackage's node and edge layers beside it aside, :func:`read_vector`).
 
     Raises:
-        GeoccsegError: unreadable file, no CRS, geometries that are not lines.
+        GeoccsegError: unreadable file, no CRS, several layers, geometries that are not lines.
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "More than one layer found", UserWarning)
-        lines = read_vector(path, role).geometry
+    lines = read_vector(path, role).geometry
     other = sorted(set(lines.geom_type) - {"LineString", "MultiLineString"})
     if other:
         raise GeoccsegError(f"{role} {path} holds {', '.join(other)} geometries; evaluation compares (multi)line strings: "
