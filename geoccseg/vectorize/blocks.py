@@ -150,7 +150,7 @@ def vectorize_raster(
                 data = src.read(bands, window=window)
                 valid = src.read_masks(bands, window=window) > 0
             if dtype == np.uint8:
-                top = max(top, int(data[valid].max(initial=0)))  # nodata (a 255 collar) is no value of the map
+                top = max(top, int(np.max(data, where=valid, initial=0)))  # nodata (a 255 collar) is no value of the map
             prob = probabilities(data)
             if dtype != np.uint8:
                 _check_range(prob, valid, path)
