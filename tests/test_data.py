@@ -841,8 +841,8 @@ def test_statistics_of_a_float_scene_without_valid_pixel_are_refused_in_one_line
 
 
 def test_unlabeled_photos_are_checked_before_training_and_hidden_files_left_out(data_dir, tmp_path):
-    """An unlabeled folder copied from a Mac holds ``._name.jpg`` metadata files: they were listed as
-    photos, and they (or any corrupt unlabeled photo) stopped training at a random step with "cannot
+    """An unlabeled folder copied from a Mac holds ``._name.jpg`` metadata files (and a folder may be
+    named like a photo): they were listed as photos, and they (or any corrupt unlabeled photo) stopped training at a random step with "cannot
     read photo"; only the labeled and validation photos were checked up front."""
     cfd = data_dir / "cfd"
     images, masks = _link_source(tmp_path / "src", [(p, cfd / "masks" / f"{p.stem}.png") for p in sorted((cfd / "images").iterdir())[:6]])
@@ -850,6 +850,7 @@ def test_unlabeled_photos_are_checked_before_training_and_hidden_files_left_out(
     unlabeled.mkdir()
     shutil.copy(sorted((cfd / "unlabeled").iterdir())[0], unlabeled / "a.jpg")
     (unlabeled / "._a.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(200))  # AppleDouble header, not a JPEG
+    (unlabeled / "exported.jpg").mkdir()  # a folder with a photo's name is not a photo either
     data = PhotoTrainingData(images, masks, labeled_fraction=0.5, unlabeled_dirs=[unlabeled])
     assert [p.name for p in data.unlabeled_paths if p.parent == unlabeled] == ["a.jpg"]
     (unlabeled / "b.jpg").write_bytes((unlabeled / "a.jpg").read_bytes()[:50])  # truncated

@@ -31,12 +31,18 @@ from geoccseg.label_values import IGNORE_INDEX, held_values, label_mode, unlabel
 from geoccseg.models.config import check_tile_px
 
 
+def is_photo_file(path: Path) -> bool:
+    """Whether a directory entry is a photo file: a photo suffix (:data:`PHOTO_SUFFIXES`), not a
+    hidden file (``._x.jpg``: macOS metadata beside each photo copied from a Mac) and not a folder."""
+    return path.suffix.lower() in PHOTO_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
 def list_images(folder: str | os.PathLike, what: str = "images", *, allow_empty: bool = False) -> dict[str, Path]:
     """Image files of a folder by stem, sorted; an empty folder is refused unless ``allow_empty``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise GeoccsegError(f"{what} folder {folder} does not exist")
-    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".")}  # ._x.jpg: macOS metadata
+    files = {p.stem: p for p in sorted(folder.iterdir()) if is_photo_file(p)}
     if not files and not allow_empty:
         raise GeoccsegError(f"{what} folder {folder} holds no image ({', '.join(sorted(PHOTO_SUFFIXES))})")
     return files
@@ -193,7 +199,7 @@ def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            files = listed(p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in PHOTO_SUFFIXES)
+            files = listed(p for p in sorted(path.iterdir()) if is_photo_file(p))
             if not files:
                 raise GeoccsegError(f"folder {path} holds no photo ({', '.join(sorted(PHOTO_SUFFIXES))})")
         elif path.is_file():
@@ -201,7 +207,7 @@ def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.
                 raise GeoccsegError(f"{path} is not a photo; give {', '.join(sorted(PHOTO_SUFFIXES))} files, a folder of them or a pattern")
             files = [path]
         elif glob.has_magic(text):
-            files = listed(Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file() and Path(p).suffix.lower() in PHOTO_SUFFIXES)
+            files = listed(p for p in map(Path, sorted(glob.glob(text, recursive=True))) if is_photo_file(p))
             if not files:
                 raise GeoccsegError(f"pattern {text} matches no photo ({', '.join(sorted(PHOTO_SUFFIXES))}); quote it so that the shell leaves it to geoccseg")
         else:
