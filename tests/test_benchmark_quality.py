@@ -88,6 +88,24 @@ def test_quick_split_keeps_test_images_out_of_training(quick_run: tuple[Path, su
     assert split == benchmark.split_stems(sorted(test | select | train)) | {"holdout_seed": benchmark.HOLDOUT_SEED, "test_dir": None}
 
 
+def test_an_unlabeled_copy_of_a_held_out_image_is_refused_before_training(data_dir: Path, tmp_path: Path) -> None:
+    """``data/unlabeled`` went to the semi-supervised arms unread: a copy of a test or select image
+    in it was trained on as unlabeled data, and its held-out score counted as unseen."""
+    cfd, data = data_dir / "cfd", tmp_path / "data"
+    for sub in ("images", "masks", "unlabeled"):
+        (data / sub).mkdir(parents=True)
+    for image in sorted((cfd / "images").iterdir()):
+        (data / "images" / image.name).symlink_to(image)
+        (data / "masks" / f"{image.stem}.png").symlink_to(cfd / "masks" / f"{image.stem}.png")
+    test_stem = benchmark.split_stems(sorted(p.stem for p in (cfd / "images").iterdir()))["test"][0]
+    (data / "unlabeled" / "other.jpg").symlink_to(sorted((cfd / "unlabeled").iterdir())[0])
+    (data / "unlabeled" / f"{test_stem}.jpg").symlink_to(cfd / "images" / f"{test_stem}.jpg")
+    with pytest.raises(GeoccsegError, match=rf"1 photo\(s\) of {data / 'unlabeled'} share a name with held-out select or test images "
+                                            rf"\(e.g. {test_stem}\); the unlabeled folder must hold other photos"):
+        benchmark.run_benchmark("cfd", data, tmp_path / "out", profile="quick", seeds=[0], arms=["full"])
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_quick_writes_table_plots_and_bundles(quick_run: tuple[Path, subprocess.CompletedProcess]) -> None:
     out, _ = quick_run

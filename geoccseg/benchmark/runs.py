@@ -34,7 +34,7 @@ from geoccseg.benchmark.design import ARMS, DATASETS, PROFILES, Profile, RunSpec
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.report import write_reports
 from geoccseg.benchmark.score import pick_examples, score_bundle
-from geoccseg.benchmark.split import Pair, check_split, kept_photo_of, link_pairs, make_split
+from geoccseg.benchmark.split import Pair, check_split, kept_photo_of, link_pairs, make_split, unlabeled_folders
 from geoccseg.data.photos import list_images, split_labeled
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
@@ -140,6 +140,7 @@ def run_benchmark(
     if others:
         raise GeoccsegError(f"{results_path} holds runs of profile {', '.join(others)}, not {profile.name}; one --out folder holds one profile, choose another --out")
     pairs, split, test_pairs = make_split(data, test_dir, kept_photo_of(out, dataset))
+    unlabeled = unlabeled_folders(data, split)
     split_path = out / "split.json"
     if records:
         check_split(out, split)
@@ -149,7 +150,6 @@ def run_benchmark(
     if profile.max_test_images is not None:
         test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
     examples = pick_examples(test_pairs)
-    unlabeled = [data / "unlabeled"] if (data / "unlabeled").is_dir() else []
 
     done = {r["run"] for r in records}
     with tempfile.TemporaryDirectory(prefix="geoccseg-benchmark-") as tmp:

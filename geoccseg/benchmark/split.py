@@ -122,6 +122,23 @@ def check_split(out: Path, split: dict) -> None:
                             "or choose another --out")
 
 
+def unlabeled_folders(data: Path, split: dict) -> list[Path]:
+    """``[data/unlabeled]`` when ``data`` has that folder of photos without masks, else ``[]``.
+
+    Raises:
+        GeoccsegError: an unlabeled photo shares its name with a select or test image (a copy of a
+            held-out image trained on as unlabeled data would inflate its score).
+    """
+    folder = data / "unlabeled"
+    if not folder.is_dir():
+        return []
+    held_out = sorted(set(list_images(folder, "unlabeled", allow_empty=True)) & {*split["select"], *split["test"]})
+    if held_out:
+        raise GeoccsegError(f"{len(held_out)} photo(s) of {folder} share a name with held-out select or test images "
+                            f"(e.g. {', '.join(held_out[:3])}); the unlabeled folder must hold other photos")
+    return [folder]
+
+
 def link_pairs(root: Path, pairs: dict[str, Pair]) -> Path:
     """Make ``root/images`` and ``root/masks`` hold symbolic links to the given pairs; return root."""
     for index, sub in enumerate(("images", "masks")):
