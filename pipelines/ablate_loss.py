@@ -22,7 +22,6 @@ labeled fraction), and another is refused.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from dataclasses import replace
@@ -124,7 +123,7 @@ def _run(argv: Sequence[str] | None) -> int:
     benchmark.write_json(args.out / "split.json", split)
     labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]
     results_path = args.out / "results.json"
-    records = json.loads(results_path.read_text()) if results_path.exists() else []
+    records = benchmark.load_records(results_path, key="variant")
     check_records(records, args.dataset, args.seed, args.max_steps, args.labeled_fraction)
     done = {r["variant"] for r in records}
     with tempfile.TemporaryDirectory(prefix="geoccseg-ablation-") as tmp:

@@ -1024,6 +1024,22 @@ def test_loss_ablation_continues_its_folder_and_never_mixes_settings() -> None:
         ablate.check_records(older, "deepcrack", 0, 300, 0.035)
 
 
+
+def test_loss_ablation_refuses_a_damaged_results_file_in_one_line(data_dir: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """ablate_loss read its results.json with json.loads alone: a file cut short by a full disk, or
+    another benchmark's records, gave a traceback (JSONDecodeError, KeyError 'variant')."""
+    ablate = _load_script("ablate_loss")
+    out = tmp_path / "out"
+    out.mkdir()
+    for text in ('[{"variant": "sup_ce", "dataset": "deep', '[{"run": "cfd_full_0.035_s0"}]'):
+        (out / "results.json").write_text(text)
+        assert ablate.main(["--dataset", "cfd", "--data", str(data_dir / "cfd"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ablate_loss: error: ") and err.count("\n") == 1 and "choose another --out" in err
+    assert not (out / "runs").exists()  # refused before any training
+
+
 def test_benchmark_scores_leave_out_unlabeled_mask_pixels(data_dir: Path, tmp_path: Path) -> None:
     """Masks of 0/1 with 255 for unlabeled pixels read the 255 as unlabeled (read_mask, since the
     photo masks follow the label rasters' rule); the benchmark's scorer counted every pixel > 0 as

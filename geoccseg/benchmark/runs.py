@@ -53,8 +53,8 @@ RECORD_FIELDS = (
 )
 
 
-def load_records(path: Path) -> list[dict]:
-    """Records of a ``results.json`` (empty when it does not exist).
+def load_records(path: Path, key: str = "run") -> list[dict]:
+    """Records of a ``results.json`` (empty when it does not exist), each naming its run under ``key``.
 
     Raises:
         GeoccsegError: if the file is not a JSON list of records.
@@ -65,7 +65,7 @@ def load_records(path: Path) -> list[dict]:
         records = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise GeoccsegError(f"{path} is not valid JSON ({exc}); remove it or choose another --out") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "run" in r for r in records):
+    if not isinstance(records, list) or not all(isinstance(r, dict) and key in r for r in records):
         raise GeoccsegError(f"{path} is not a list of benchmark records; remove it or choose another --out")
     return records
 
