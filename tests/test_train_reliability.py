@@ -30,7 +30,7 @@ from geoccseg.io.atomic import host_identity
 from geoccseg.io.bundle import resolve_model, save_bundle, save_meta, weights_path
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
-from geoccseg.train.checkpoint import load_checkpoint
+from geoccseg.train.checkpoint import load_checkpoint, save_checkpoint
 
 FAST = dict(tile_px=64, batch_size=2, unlabeled_batch_size=2, unlabeled_start_steps=2, rampup_steps=2, ema_warmup_steps=2,
             val_fraction=0.03, progress=False)
@@ -359,6 +359,28 @@ def test_resume_refuses_another_run_and_keeps_the_schedule_of_the_first(run_copy
     result = _resume(run_copy, "--max-steps", "10")  # and again: still the first run's schedule
     assert result.exit_code == 0, result.output
     assert load_checkpoint(run_copy / "checkpoints" / "last.ckpt")["geoccseg_run"]["schedule_steps"] == 6
+
+
+def test_a_run_recorded_with_an_option_now_refused_resumes_once_the_line_is_dropped(run_copy):
+    """Options without effect are refused since December 2026 (tversky_alpha under region dice): a
+    run that an older version recorded with one could not resume. Kept, the line is refused; dropped,
+    the resume compared it with the checkpoint's value and refused it as another run."""
+    checkpoint = run_copy / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(checkpoint)
+    assert state["geoccseg_run"]["settings"]["region"] == "dice"
+    state["geoccseg_run"]["settings"]["tversky_alpha"] = 0.5  # what the older version recorded
+    save_checkpoint(state, checkpoint)
+    config = run_copy / "config.yaml"
+    lines = config.read_text().splitlines()
+    config.write_text("\n".join(line if not line.startswith("tversky_alpha:") else "tversky_alpha: 0.5" for line in lines) + "\n")
+    result = _resume(run_copy, "--max-steps", "8")
+    assert "tversky_alpha weighs the Tversky region term, and region is dice: drop it" in _one_error_line(result)
+    config.write_text("\n".join(line for line in lines if not line.startswith("tversky_alpha:")) + "\n")
+    result = _resume(run_copy, "--max-steps", "8")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(checkpoint)["global_step"] == 8
+    result = _resume(run_copy, "--max-steps", "9", "--lr", "0.001")  # options with effect are still compared
+    assert "lr (was 0.002, now 0.001) since the run began" in _one_error_line(result)
 
 
 def test_a_stopped_run_without_checkpoint_is_named_as_such(run_copy, data_dir):

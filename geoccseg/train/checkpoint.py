@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -163,13 +164,14 @@ RESUME_MAY_CHANGE = frozenset({
 })
 
 
-def run_identity(config_yaml: str, classes: list[str], summary: dict, label_pixels, norm: dict) -> dict:
+def run_identity(config_yaml: str, classes: list[str], summary: dict, label_pixels, norm: dict,
+                 inert: Collection[str] = ()) -> dict:
     """What makes a run the same run on resume: its settings (the options of ``config_yaml`` but
-    :data:`RESUME_MAY_CHANGE`), its classes in order, its labeled and validation photos by name,
+    :data:`RESUME_MAY_CHANGE` and the ``inert`` ones, which the others leave without effect), its classes in order, its labeled and validation photos by name,
     and what the data holds: the labeled pixels per class (background first; labels, masks or an
     AOI edited in place change them) and the normalisation statistics (images edited, added or
     removed change them, and the network would see its inputs scaled otherwise)."""
-    settings = {k: v for k, v in yaml.safe_load(config_yaml).items() if k not in RESUME_MAY_CHANGE}
+    settings = {k: v for k, v in yaml.safe_load(config_yaml).items() if k not in RESUME_MAY_CHANGE and k not in inert}
     return {"settings": settings, "data": {"classes": list(classes), "labeled": summary.get("labeled"),
                                            "validation": summary.get("validation"),
                                            "label_pixels": [int(n) for n in label_pixels], "norm": norm}}

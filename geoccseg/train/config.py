@@ -281,6 +281,26 @@ class TrainConfig:
         _ = self.use_pretrained
         return self
 
+    def inert_options(self) -> dict[str, str]:
+        """The options that the other options leave without effect, each with why (``"<key> <why>"``
+        is the refusal of a value other than its default). A resumed run does not compare them
+        (:func:`~geoccseg.train.checkpoint.run_identity`): a run recorded by an older version with
+        such a value resumes once the line is dropped from its config.yaml."""
+        inert: dict[str, str] = {}
+        if not self.pseudo:
+            for key in ("feature_perturbation", "bg_margin_px", "pseudo_loss"):
+                inert[key] = "acts on the pseudo-labels, which --no-pseudo turns off: drop it or the --no-pseudo"
+        if not self.semi_supervised:  # it also shapes the contrastive term's confidence levels
+            inert["distribution_alignment"] = ("acts on the teacher's probabilities over unlabeled chips, which --no-pseudo "
+                                               "--no-contrastive leave unused: drop it or one of those")
+        if self.loss == "ce":
+            for key in ("class_weighting", "class_weight_beta", "region", "tversky_alpha", "tversky_beta"):
+                inert[key] = "is an option of the imbalance loss, and loss is ce (plain cross-entropy): drop it or use --loss imbalance"
+        if self.region != "tversky":
+            for key in ("tversky_alpha", "tversky_beta"):
+                inert.setdefault(key, f"weighs the Tversky region term, and region is {self.region}: drop it or use --region tversky")
+        return inert
+
     def _check_nothing_ignored(self) -> None:
         """Refuse an option that the other options leave without effect (it would be recorded in the
         bundle as if it had trained the model)."""
@@ -288,23 +308,9 @@ class TrainConfig:
         if self.semi_supervised and self.unlabeled_batch_size == 0:
             raise GeoccsegError("unlabeled_batch_size 0 leaves the method's unlabeled terms (pseudo-labels, contrastive) "
                                 "nothing to learn from: give 1 or more, or train supervised with --no-pseudo --no-contrastive")
-        if not self.pseudo:
-            for key in ("feature_perturbation", "bg_margin_px", "pseudo_loss"):
-                if getattr(self, key) != default[key]:
-                    raise GeoccsegError(f"{key} acts on the pseudo-labels, which --no-pseudo turns off: drop it or the --no-pseudo")
-        if not self.semi_supervised and self.distribution_alignment:  # it also shapes the contrastive term's confidence levels
-            raise GeoccsegError("distribution_alignment acts on the teacher's probabilities over unlabeled chips, which "
-                                "--no-pseudo --no-contrastive leave unused: drop it or one of those")
-        if self.loss == "ce":
-            for key in ("class_weighting", "class_weight_beta", "region", "tversky_alpha", "tversky_beta"):
-                if getattr(self, key) != default[key]:
-                    raise GeoccsegError(f"{key} is an option of the imbalance loss, and loss is ce (plain cross-entropy): "
-                                        "drop it or use --loss imbalance")
-        if self.region != "tversky":
-            for key in ("tversky_alpha", "tversky_beta"):
-                if getattr(self, key) != default[key]:
-                    raise GeoccsegError(f"{key} weighs the Tversky region term, and region is {self.region}: "
-                                        "drop it or use --region tversky")
+        for key, why in self.inert_options().items():
+            if getattr(self, key) != default[key]:
+                raise GeoccsegError(f"{key} {why}")
 
     # -- YAML ---------------------------------------------------------------------------------
     @classmethod

@@ -186,7 +186,8 @@ def train(config: TrainConfig) -> TrainResult:
         pl.seed_everything(c.seed, workers=True, verbose=False)
         start = starting_bundle(c)
         data = build_data(c, start)
-        identity = run_identity(c.to_yaml(), data.classes, data.summary(), data.class_counts(), data.norm.to_dict())
+        identity = run_identity(c.to_yaml(), data.classes, data.summary(), data.class_counts(), data.norm.to_dict(),
+                                inert=c.inert_options())
         if resumed is not None:
             check_same_run(resumed, identity, ckpt)
         if start is not None:
