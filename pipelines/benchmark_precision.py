@@ -40,7 +40,7 @@ from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.runs import one_line_errors, write_json
 from geoccseg.benchmark.speed import forward_rate
-from geoccseg.benchmark.score import read_truth_mask
+from geoccseg.benchmark.score import pairs_mark_unlabeled_255, read_truth_mask
 from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
 from geoccseg.data.photos import read_photo
 from geoccseg.evaluate import PixelScorer
@@ -82,8 +82,11 @@ def label(variant: tuple[str, str]) -> str:
 def held_out(name: str, bundle) -> list[tuple[str, list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray | None]]]]]:
     """(set name, [(image, (truth, labeled))]) of a shipped model's test images (the ones it
     records), read once."""
-    return [(f"{source} test", [(read_photo(i), read_truth_mask(m)) for i, m in parts["test"].values()])
-            for source, parts in recorded_splits(bundle.meta.training, SHIPPED_SOURCES[name], DATA).items()]
+    sets = []
+    for source, parts in recorded_splits(bundle.meta.training, SHIPPED_SOURCES[name], DATA).items():
+        unlabeled_255 = pairs_mark_unlabeled_255(parts["test"])  # as the benchmark's scores read the masks
+        sets.append((f"{source} test", [(read_photo(i), read_truth_mask(m, unlabeled_255)) for i, m in parts["test"].values()]))
+    return sets
 
 
 def predict_set(bundle, images: list, variant: tuple[str, str]) -> list[np.ndarray]:

@@ -1066,6 +1066,34 @@ def test_benchmark_scores_leave_out_unlabeled_mask_pixels(data_dir: Path, tmp_pa
     assert score_bundle(bundle, {"001": (image, tmp_path / "001.png")}, device="cpu").pixels == expected.scores()
 
 
+def test_benchmark_scores_read_a_crack_free_mask_of_a_0_1_255_set_as_training_does(data_dir: Path, tmp_path: Path) -> None:
+    """In a set of 0/1 masks with 255 for unlabeled pixels, a crack-free photo's mask holds only 0
+    and 255: training and ``evaluate`` decide over the folder that its 255 is unlabeled; the
+    benchmark's scores read each mask alone, as a 0/255 mask, and counted the unlabeled block as
+    crack the model missed (and the threshold was chosen against it)."""
+    from PIL import Image
+
+    from geoccseg.benchmark.score import pairs_mark_unlabeled_255, score_thresholds
+    from geoccseg.data.photos import read_mask
+
+    cfd = data_dir / "cfd"
+    pairs = {}
+    for stem in ("001", "002"):
+        marked = read_mask(cfd / "masks" / f"{stem}.png")  # 0/1
+        marked[:40, :40] = 255  # a corner unlabeled
+        if stem == "002":
+            marked[marked == 1] = 0  # no crack: only 0 and 255
+        Image.fromarray(marked).save(tmp_path / f"{stem}.png")
+        pairs[stem] = (cfd / "images" / f"{stem}.jpg", tmp_path / f"{stem}.png")
+    assert pairs_mark_unlabeled_255(pairs) and not pairs_mark_unlabeled_255({"002": pairs["002"]})
+    everywhere = lambda stem, image: np.ones(image.shape[1:], np.float32)  # noqa: E731 (every pixel predicted crack)
+    (score,) = score_thresholds(pairs, (0.5,), everywhere)
+    crack = int(np.count_nonzero(read_mask(cfd / "masks" / "001.png")[40:, :] == 1)
+                + np.count_nonzero(read_mask(cfd / "masks" / "001.png")[:40, 40:] == 1))
+    labeled = 2 * (320 * 480 - 40 * 40)
+    assert score.pixels.precision == pytest.approx(crack / labeled, rel=1e-9) and score.pixels.recall == 1.0
+
+
 def test_paired_differences_refuse_two_runs_of_one_seed() -> None:
     """Records of two benchmark folders pooled (notebook 03 did) paired one folder's arm with the
     other's base, the last record of a seed winning silently."""

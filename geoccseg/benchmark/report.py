@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from geoccseg.benchmark.design import ARMS, EXAMPLE_ARMS, SWEEP_ARMS
-from geoccseg.benchmark.score import read_truth_mask
+from geoccseg.benchmark.score import pairs_mark_unlabeled_255, read_truth_mask
 from geoccseg.benchmark.split import Pair
 from geoccseg.data.photos import read_photo
 from geoccseg.io.atomic import atomic_path
@@ -207,12 +207,13 @@ def plot_examples(records: Sequence[dict], out: Path, pairs: dict[str, Pair], st
     ncols = 2 + len(runs)
     fig = Figure(figsize=(3 * ncols, 2.4 * len(stems)))
     axes = fig.subplots(len(stems), ncols, squeeze=False)
+    unlabeled_255 = pairs_mark_unlabeled_255(pairs)  # as the scores read the masks
     for row, stem in zip(axes, stems):
         image_path, mask_path = pairs[stem]
         image = read_photo(image_path)
         row[0].imshow(np.moveaxis(image, 0, -1) if image.shape[0] == 3 else image[0], cmap=None if image.shape[0] == 3 else "gray")
         row[0].set_title(stem, fontsize=8)
-        row[1].imshow(read_truth_mask(mask_path)[0], cmap="gray")
+        row[1].imshow(read_truth_mask(mask_path, unlabeled_255)[0], cmap="gray")
         row[1].set_title("ground truth", fontsize=8)
         for ax, r, p in zip(row[2:], runs, probs):
             ax.imshow(p[stem], cmap="gray", vmin=0, vmax=255)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from geoccseg.benchmark.split import Pair
-from geoccseg.data.photos import read_mask, read_photo_valid
+from geoccseg.data.photos import mask_files_mark_unlabeled_255, read_mask, read_photo_valid
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import PixelScorer, PixelScores
 from geoccseg.inference.array import predict_array
@@ -47,15 +47,24 @@ class Score:
         return {"n_test": metrics.pop("n_images"), **metrics}
 
 
-def read_truth_mask(path) -> tuple[np.ndarray, np.ndarray | None]:
+def read_truth_mask(path, unlabeled_255: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """A benchmark mask as ``(truth, labeled)``: (H, W) bool foreground, and the labeled pixels
     (255 beside class indices marks unlabeled ones, :func:`geoccseg.data.photos.read_mask`), None
-    where every pixel is; ``PixelScorer.add(prob, truth, labeled)`` scores only those."""
-    labels = read_mask(path)
+    where every pixel is; ``PixelScorer.add(prob, truth, labeled)`` scores only those.
+    ``unlabeled_255``: how a mask of only 0 and 255 reads, decided over its set of masks
+    (:func:`pairs_mark_unlabeled_255`); None: as a 0/255 mask."""
+    labels = read_mask(path, unlabeled_255=unlabeled_255)
     unlabeled = labels == IGNORE_INDEX
     if not unlabeled.any():
         return labels > 0, None
     return (labels > 0) & ~unlabeled, ~unlabeled
+
+
+def pairs_mark_unlabeled_255(pairs: dict[str, Pair]) -> bool:
+    """Whether the masks of ``pairs`` mark unlabeled pixels with 255 beside class indices: then a
+    mask of only 0 and 255 among them is a photo without the class, its 255 unlabeled, as training
+    and ``evaluate`` read such a folder (:func:`geoccseg.data.photos.masks_mark_unlabeled_255`)."""
+    return mask_files_mark_unlabeled_255(mask for _, mask in pairs.values())
 
 
 def read_whole_truth_mask(path) -> np.ndarray:
@@ -104,15 +113,17 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
     return score
 
 
-def read_scored_pair(image_path, mask_path, bands: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_scored_pair(image_path, mask_path, bands: int | None,
+                     unlabeled_255: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, truth, labeled) of a pair as training reads it: the photo with ``bands`` bands (a grey
-    photo beside colour ones is read as colour), its transparent part left out of ``labeled``.
+    photo beside colour ones is read as colour), its transparent part left out of ``labeled``; the
+    mask read by :func:`read_truth_mask` with ``unlabeled_255``.
 
     Raises:
         GeoccsegError: if the image and its mask differ in size.
     """
     image, valid = read_photo_valid(image_path, bands=bands)
-    truth, labeled = read_truth_mask(mask_path)
+    truth, labeled = read_truth_mask(mask_path, unlabeled_255)
     if image.shape[1:] != truth.shape:
         raise GeoccsegError(f"mask {mask_path.name} is {truth.shape[1]}x{truth.shape[0]} but image {image_path.name} is {image.shape[2]}x{image.shape[1]}; masks must match their images")
     if valid is not None:
@@ -126,7 +137,8 @@ def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
     """The pixel metrics of (image, mask) pairs at each threshold, each image predicted once.
 
     Args:
-        pairs: (image, mask) paths by stem (masks read by :func:`read_truth_mask`).
+        pairs: (image, mask) paths by stem (masks read by :func:`read_truth_mask`, the 255 of a mask
+            of only 0 and 255 as the set shows, :func:`pairs_mark_unlabeled_255`).
         thresholds: decision thresholds on the foreground probability.
         probability: ``(stem, (C, H, W) uint8 image) -> (H, W)`` foreground probability, e.g.
             ``lambda stem, image: foreground_probability(bundle, image)``.
@@ -139,8 +151,9 @@ def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
     if not pairs:
         raise GeoccsegError("no test image to score; check the test folder")
     scorers = [PixelScorer(t, tolerance_px) for t in thresholds]
+    unlabeled_255 = pairs_mark_unlabeled_255(pairs)
     for stem, (image_path, mask_path) in pairs.items():
-        image, truth, labeled = read_scored_pair(image_path, mask_path, bands)
+        image, truth, labeled = read_scored_pair(image_path, mask_path, bands, unlabeled_255)
         prob = probability(stem, image)
         for scorer in scorers:
             scorer.add(prob, truth, labeled)
@@ -149,5 +162,6 @@ def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
 
 def pick_examples(pairs: dict[str, Pair], n: int = N_EXAMPLES) -> list[str]:
     """The ``n`` stems with the most foreground pixels (ties by stem): the most telling examples."""
-    sizes = {stem: int(np.count_nonzero(read_truth_mask(mask)[0])) for stem, (_, mask) in pairs.items()}
+    unlabeled_255 = pairs_mark_unlabeled_255(pairs)
+    sizes = {stem: int(np.count_nonzero(read_truth_mask(mask, unlabeled_255)[0])) for stem, (_, mask) in pairs.items()}
     return sorted(sorted(sizes), key=lambda s: -sizes[s])[:n]

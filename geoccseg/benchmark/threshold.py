@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geoccseg.benchmark.score import foreground_probability, read_scored_pair
+from geoccseg.benchmark.score import foreground_probability, pairs_mark_unlabeled_255, read_scored_pair
 from geoccseg.benchmark.split import Pair
 from geoccseg.evaluate import Counts, PixelScorer
 from geoccseg.models import Bundle
@@ -43,8 +43,9 @@ def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | N
     if contrast is not None and not 0 < contrast < 1:
         raise ValueError(f"contrast must lie in (0, 1), got {contrast}")
     select, pooled = PixelScorer(), PixelScorer()
+    unlabeled_255 = pairs_mark_unlabeled_255(pairs)
     for image_path, mask_path in pairs.values():
-        image, truth, labeled = read_scored_pair(image_path, mask_path, len(bundle.meta.bands))
+        image, truth, labeled = read_scored_pair(image_path, mask_path, len(bundle.meta.bands), unlabeled_255)
         prob = foreground_probability(bundle, image)
         select.add(prob, truth, labeled)
         pooled.add(prob, truth, labeled)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -317,6 +317,12 @@ def masks_mark_unlabeled_255(held: Sequence[tuple[Path, np.ndarray]]) -> bool:
             stored values); JPEG masks (compression noise) are left out.
     """
     return any(Path(path).suffix.lower() not in LOSSY_SUFFIXES and unlabeled_is_255(values) for path, values in held)
+
+
+def mask_files_mark_unlabeled_255(paths: Iterable[Path]) -> bool:
+    """:func:`masks_mark_unlabeled_255` of mask files, each read once (the ``unlabeled_255`` of
+    :func:`read_mask` for masks read one by one after)."""
+    return masks_mark_unlabeled_255([(Path(path), held_values(_mask_pixels(Path(path)))[0]) for path in paths])
 
 
 def _tensors(item: dict, norm: NormStats) -> dict:
