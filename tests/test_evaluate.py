@@ -321,6 +321,20 @@ def test_value_interpretation(tmp_path: Path) -> None:
     assert prediction_scores(class_map, [2])[2].tolist() == [[False, False, True]]
 
 
+def test_a_tagged_probability_raster_is_refused_as_a_class_map(tmp_path: Path) -> None:
+    """``--classes 1`` on predict's uint8 probability COG read it as a class map: only pixels of
+    probability 1/255 were class 1, every metric near 0 and no message."""
+    from geoccseg.io.probability import PROBABILITY_TAG
+
+    path = _write_tif(tmp_path / "p.tif", np.array([[0, 1, 200, 255]], np.uint8))
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(**{PROBABILITY_TAG: "uint8"})
+    with pytest.raises(GeoccsegError, match=r"holds probabilities; a class-map evaluation \(--classes\) needs an integer class map "
+                                            r"\(drop --classes to score the probabilities\)"):
+        prediction_scores(read_raster(path), [1])
+    assert prediction_scores(read_raster(path))[1] == pytest.approx(np.array([[0, 1 / 255, 200 / 255, 1]], np.float32), abs=1e-3)
+
+
 def test_class_map_evaluation(tmp_path: Path) -> None:
     truth = np.array([[0, 1, 1, 2], [0, 2, 2, 2]])
     pred = np.array([[1, 1, 0, 2], [0, 2, 2, 0]])

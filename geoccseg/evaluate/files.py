@@ -381,8 +381,9 @@ def prediction_scores(raster: Raster, classes: Sequence[int] | None = None) -> d
         score = decode_uint8(values) if decode else values.astype(np.float32)
         score[~valid] = 0
         return {1: score}
-    if floating:
-        raise GeoccsegError(f"PRED {raster.path} holds probabilities; a class-map evaluation (--classes) needs an integer class map")
+    if floating or raster.probability:
+        raise GeoccsegError(f"PRED {raster.path} holds probabilities; a class-map evaluation (--classes) needs an integer class map "
+                            "(drop --classes to score the probabilities)")
     if _only(seen, (0, 255)):
         values = (values == 255).astype(np.uint8)
     return {k: (values == k) & valid for k in classes}
