@@ -206,10 +206,13 @@ def test_signal_stops_the_run_with_one_line_and_it_resumes(data_dir, tmp_path, s
     # the stopped run continues from its checkpoint, validating on the same steps
     result = _resume(out, "--max-steps", "7")
     assert result.exit_code == 0, result.output
-    assert _val_steps(out) == [5]
+    assert _val_steps(out) == [5, 7]  # every 5 steps and the last (the steps after 5 were trained, then dropped)
     assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == 7
     training = _training(out)
     assert training["interrupted"] is False and "stopped_step" not in training and training["steps"] == 7
+    result = _resume(out, "--max-steps", "10")  # longer: the last step's validation row is in its checkpoint
+    assert result.exit_code == 0, result.output
+    assert _val_steps(out) == [5, 7, 10]
 
 
 def test_a_stopped_and_resumed_run_trains_as_the_uninterrupted_one(data_dir, tmp_path):

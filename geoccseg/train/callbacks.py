@@ -59,6 +59,11 @@ class RunRecorder(pl.Callback):
         """Whether the bundle holds a validated teacher (else it is, or will be, the last step's)."""
         return self.best_f1 > -math.inf
 
+    @property
+    def last_validated_step(self) -> int | None:
+        """The last step validated (its row in ``metrics.csv``); None before the first validation."""
+        return max((row["step"] for row in self.rows if any(key.startswith("val_") for key in row)), default=None)
+
     def state_dict(self) -> dict:
         return {"rows": self.rows, "best_f1": self.best_f1, "saved_step": self.saved_step, "validation": self.validation,
                 "sums": self._sums, "counts": self._counts, "seconds": self._seconds}

@@ -304,6 +304,10 @@ class PeriodicCheckpoint(Checkpoint):
         if isinstance(exception, SIGTERMException) and not trainer.validating and self.saved_step != trainer.global_step:
             self._save(trainer)
 
+    def save(self, trainer: pl.Trainer) -> None:
+        """Save the training state now (after the validation that follows the last step)."""
+        self._save(trainer)
+
     def _save(self, trainer: pl.Trainer) -> None:
         # weights_only=False: Lightning's flag for "the whole training state, not the weights only"
         trainer.save_checkpoint(self.path, weights_only=False)

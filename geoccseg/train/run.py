@@ -273,8 +273,11 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if resumed else None)
         if not recorder.ended:  # resumed at its step budget (stopped after its last step): Lightning runs no end hook
             recorder.on_train_end(trainer, module)
-        if val_loader is not None and not recorder.validated:  # e.g. --max-minutes ran out first
+        if val_loader is not None and trainer.global_step > 0 and recorder.last_validated_step != trainer.global_step:
+            # the last step is always validated (and may become the bundle): Lightning validates every val_every
+            # steps of the endless chip stream, not at max_steps, nor where --max-minutes ran out
             trainer.validate(module, dataloaders=val_loader, verbose=False)  # every process: they sum their counts
+            saver.save(trainer)  # with its metrics row and the bundle it may have saved, as at every validation
     except SIGTERMException:
         where = (f"continue it from step {saver.saved_step} with: geoccseg train --config {out / 'config.yaml'} --resume"
                  if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
