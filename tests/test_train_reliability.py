@@ -602,6 +602,8 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
                  "--accelerator cpu", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),  # was Lightning's traceback
     pytest.param(["--accelerator", "gpu", "--devices", "64"], "--devices 64 asks for 64 GPUs, but PyTorch sees",
                  marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+    (["--precision", "bf16-true"], "bf16-true holds the EMA teacher (the model saved) in bf16, where its small updates round "
+                                   "to nothing; use bf16-mixed"),  # the teacher stopped following the student
     (["--tile-px", "0"], "tile_px must be a multiple of 32 (at least 32), got 0"),
     (["--tile-px", "32"], "training needs chips of at least 64 px (--tile-px 32)"),  # was BatchNorm's traceback with --batch-size 1
     (["--num-workers", "-1"], "num_workers must be 0 or more, got -1"),

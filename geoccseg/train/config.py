@@ -19,7 +19,12 @@ import yaml
 from geoccseg.errors import GeoccsegError
 from geoccseg.models.config import check_tile_px
 
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+#: Lightning precisions refused, with why: the EMA teacher (the saved model) would be held in them.
+REFUSED_PRECISIONS = {
+    p: f"{p} holds the EMA teacher (the model saved) in {p.split('-')[0]}, where its small updates round to nothing; use {p.split('-')[0]}-mixed"
+    for p in ("bf16-true", "16-true")
+}
 """Lightning precision settings accepted by ``--precision``."""
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 """Accelerators accepted by ``--accelerator`` (``auto``: CUDA when PyTorch sees a GPU, else the CPU;
@@ -231,6 +236,8 @@ class TrainConfig:
                                 f"{self.tile_px} px holds too little around a road or crack, and its deepest features are one pixel")
         if self.encoder_tf_same and self.encoder != "efficientnet-lite0":
             raise GeoccsegError(f"encoder_tf_same is a build of the efficientnet-lite0 encoder; the encoder is {self.encoder}")
+        if self.precision in REFUSED_PRECISIONS:
+            raise GeoccsegError(REFUSED_PRECISIONS[self.precision])
         if self.precision is not None and self.precision not in PRECISIONS:
             raise GeoccsegError(f"precision must be one of {', '.join(PRECISIONS)} (or unset for the device's default), got {self.precision!r}")
         if self.accelerator not in ACCELERATORS:
