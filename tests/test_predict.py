@@ -318,6 +318,29 @@ def test_model_pixel_size_is_resampled_back_to_the_scene_grid(scene_path: Path, 
     assert np.corrcoef(values.ravel(), native.ravel())[0, 1] > 0.8
 
 
+def test_a_scene_far_coarser_than_the_model_or_in_the_wrong_crs_is_one_line(scene_path: Path, pointwise: Bundle,
+                                                                           tmp_path: Path) -> None:
+    """A 1 m road model on a 10 m scene predicted on a grid 100 times the scene's (memory and time
+    without end, on blurred roads); a UTM scene tagged EPSG:4326 had a NaN pixel size, and predict
+    ended in "cannot convert float NaN to integer"."""
+    size = open_scene(scene_path).pixel_size_m
+    fine = Bundle(pointwise.model, BundleMeta(**{**vars(pointwise.meta), "pixel_size_m": size / 5}), tmp_path / "fine")
+    with pytest.raises(GeoccsegError, match=rf"has {size:.3g} m pixels, 5 times the model's .* give imagery of at most "):
+        predict_scene(scene_path, fine, tmp_path / "p.tif", SMALL_TILES, progress=False)
+    assert not (tmp_path / "p.tif").exists()
+    predict_scene(scene_path, Bundle(pointwise.model, BundleMeta(**{**vars(pointwise.meta), "pixel_size_m": size / 4}), tmp_path / "q"),
+                  tmp_path / "q.tif", replace(SMALL_TILES, block_px=512), progress=False)  # 4 times: predicted
+    wrong = tmp_path / "wrong_crs.tif"
+    with rasterio.open(scene_path) as src:
+        profile = src.profile | {"transform": rasterio.transform.from_origin(500000, 4000000, 0.3, 0.3)}  # UTM 11N's, tagged EPSG:4326
+        with rasterio.open(wrong, "w", **profile) as dst:
+            dst.write(src.read())
+    with pytest.raises(GeoccsegError, match=r"coordinates \(x 5.* are not in its CRS \(EPSG:4326\): no pixel size follows"):
+        open_scene(wrong)
+    result = CliRunner().invoke(cli, ["predict", str(wrong), "-o", str(tmp_path / "roads.gpkg")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "are not in its CRS" in result.output, result.output
+
+
 def test_a_coarser_model_leaves_no_valid_pixel_without_prediction(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
     """A model at 3x the scene's pixel size on a 1000 x 997 crop (not a multiple of 3) with a nodata
     square inside: the model cells across the crop's edges and the square's have no prediction of

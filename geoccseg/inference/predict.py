@@ -107,6 +107,10 @@ against 99.0 s with 512-px chips, peak RSS 1594 against 1574 MB (one run each, O
 SCALE_TOLERANCE = 0.05
 """Relative pixel-size difference (scene vs model) below which the scene is used as it is."""
 
+MIN_SCALE = 0.25
+"""Fewest scene pixels per model pixel: a scene whose pixels are more than 4 times the model's is
+refused (a 10 m scene for a 1 m model would be predicted on a grid 100 times its own)."""
+
 GDAL_CACHE_BYTES = 64 * 2**20
 """GDAL block cache while predicting (bytes: rasterio passes it to ``GDALSetCacheMax64``), so that
 memory does not grow with the scene size."""
@@ -611,10 +615,21 @@ def open_scene_for(path: str | os.PathLike, meta: BundleMeta) -> Scene:
 
 
 def model_scale(scene: Scene, model_pixel_size_m: float | None) -> float:
-    """Scene pixels per model pixel: 1.0 when the model's pixel size is unknown or within 5 % of the scene's."""
+    """Scene pixels per model pixel: 1.0 when the model's pixel size is unknown or within 5 % of the scene's.
+
+    Raises:
+        GeoccsegError: the scene's pixels are more than ``1 / MIN_SCALE`` times the model's (the model
+            would run on a grid that many times larger in each direction, on blurred roads).
+    """
     if model_pixel_size_m is None:
         return 1.0
     scale = model_pixel_size_m / scene.pixel_size_m
+    if scale < MIN_SCALE:
+        raise GeoccsegError(
+            f"scene {scene.path} has {scene.pixel_size_m:.3g} m pixels, {1 / scale:.3g} times the model's {model_pixel_size_m:g} m: "
+            f"it would predict on a grid {1 / scale**2:.3g} times the scene's, with the roads blurred; give imagery of at most "
+            f"{model_pixel_size_m / MIN_SCALE:g} m pixels, or a model trained at this pixel size (geoccseg train --pixel-size-m {scene.pixel_size_m:.3g})"
+        )
     return 1.0 if abs(scale - 1.0) <= SCALE_TOLERANCE else scale
 
 

@@ -389,4 +389,10 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
         dtype=dtype, mask_kind=_mask_kind(ds), band_count=ds.count, nodata=ds.nodata,
     )
     scene._set_dataset(ds)
+    if require_crs and not (math.isfinite(scene.pixel_size_m) and scene.pixel_size_m > 0):
+        ds.close()
+        left, bottom, right, top = scene.bounds
+        raise GeoccsegError(f"scene {path}'s coordinates (x {left:.6g} to {right:.6g}, y {bottom:.6g} to {top:.6g}) are not in its "
+                            f"CRS ({scene.crs.to_string()}): no pixel size follows from them; assign the CRS they are in, e.g. "
+                            f"`rio edit-info --crs EPSG:32611 {path}` for UTM zone 11N")
     return scene
