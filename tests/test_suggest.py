@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -377,6 +378,12 @@ def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
     assert list(pd.read_csv(first)["rank"]) == [1, 2, 3, 4, 5]
     assert list(table["typicality"][:2]) == [1.0, 1.0] and sorted(table["photo"][:4]) == ["001.jpg", "003.jpg", "004.jpg", "005.jpg"]
     assert result.stdout.splitlines()[:2] == list(table["photo"][:2])
+    # masks named otherwise than their photos (002_mask.png) matched none: every photo stayed suggestible, silently
+    shutil.copy(data_dir / "cfd" / "masks" / "002.png", masks / "002_mask.png")
+    result = CliRunner().invoke(cli, ["suggest", pattern, "--model", "crack", "-n", "2", "--labels", str(masks), "-o",
+                                      str(tmp_path / "misnamed.csv"), "--device", "cpu"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"no mask in {masks} has the name of a photo (e.g. 002_mask against 001); name each mask as its photo" in result.output
 
 
 @pytest.mark.parametrize("near_px", [0, 40])
@@ -556,6 +563,21 @@ def test_a_finished_loop_round_is_read_back_without_suggesting_its_squares_again
             active_labeling(scene_path, truth, out, **{"train_settings": {}, "rounds": 1, "strategy": "random", "start": first,
                                                        "options": CPU, **other})
     assert sorted(p.name for p in out.rglob("*")) == before
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"strategy": "coverge"}, "strategy 'coverge' is unknown"), ({"seed": -1}, "seed -1 is invalid"),
+    ({"size_m": 0.0}, "--size-m 0.0 is invalid"),
+])
+def test_the_loop_refuses_bad_suggest_settings_before_round_0_trains(scene_path, vegas, tmp_path, bad, message):
+    """The loop checked its suggest settings only at round 1, after round 0 had trained (and recorded
+    the typo in loop.json, so the corrected rerun was refused as another run)."""
+    from geoccseg.suggest.loop import active_labeling
+
+    with pytest.raises(GeoccsegError, match=re.escape(message)):
+        active_labeling(scene_path, vegas / "vegas_img0_roads.geojson", tmp_path / "loop", train_settings={"max_steps": 1},
+                        rounds=1, options=CPU, **bad)
+    assert not (tmp_path / "loop").exists()
 
 
 def test_a_loop_round_writes_its_aoi_and_labels_as_geopackage_1_2_again_when_rerun(scene_path, vegas, tmp_path):

@@ -146,7 +146,7 @@ def suggest_areas(
     start = time.perf_counter()
     paths = [scenes] if isinstance(scenes, (str, os.PathLike)) else list(scenes)
     options, params = options or PredictOptions(), params or SuggestParams()
-    _check_request(paths, n, size_m, strategy, seed, options, params)
+    check_request(paths, n, size_m, strategy, seed, options, params)
     bundle_path = model.path if isinstance(model, Bundle) else resolve_model(model)
     inputs = [*paths, *bundle_files(bundle_path), *[p for p in (aoi, labels) if p is not None]]
     if out is not None:
@@ -187,7 +187,8 @@ def suggest_areas(
     return SuggestResult(areas, out, size_m, len(pooled.candidates), time.perf_counter() - start)
 
 
-def _check_request(paths: list, n: int, size_m: float | None, strategy: str, seed: int, options: PredictOptions, params: SuggestParams) -> None:
+def check_request(paths: list, n: int, size_m: float | None, strategy: str, seed: int, options: PredictOptions, params: SuggestParams) -> None:
+    """Refuse a request of :func:`suggest_areas` with bad settings, before any scene is read."""
     if not paths:
         raise GeoccsegError("give at least one scene")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:

@@ -38,7 +38,7 @@ from geoccseg.inference import PredictOptions, run_predict
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.units import metric_crs
 from geoccseg.io.vector_write import write_vectors
-from geoccseg.suggest.areas import suggest_areas
+from geoccseg.suggest.areas import check_request, suggest_areas
 from geoccseg.suggest.select import SuggestParams
 
 
@@ -50,8 +50,10 @@ class LoopRound:
         round: 0 for the first strip, then 1, 2, ...
         strategy: how the squares were chosen (a :data:`geoccseg.suggest.STRATEGIES` name; round 0: ``"strip"``).
         seed: seed of the random choice (and name of the run).
-        folder: the round's folder (``aoi.gpkg``, ``labels.gpkg``, ``model/``, ``lines.gpkg``,
-            ``suggested.gpkg`` of the squares it adds).
+        folder: the round's folder (``aoi.gpkg``, ``labels.gpkg``, ``model/``, ``lines.gpkg``, and
+            ``suggested.gpkg``: the squares the next round adds, suggested with this round's model;
+            round 0's are ``round0-<strategy>-s<seed>.gpkg`` beside the rounds, as round 0 is shared
+            by the strategies).
         labeled_m2: labeled area, square metres.
         labeled_share: labeled share of the scene's area.
         squares: squares labeled so far.
@@ -164,14 +166,15 @@ def active_labeling(
 
     if rounds < 0 or per_round < 1:
         raise GeoccsegError(f"rounds must be >= 0 and per_round >= 1, got {rounds} and {per_round}")
+    options, params = options or PredictOptions(), params or SuggestParams()
+    check_request([scene], per_round, size_m, strategy, seed, options, params)  # before round 0 trains, not at round 1
     out = Path(out)
     settings = {"scene": str(Path(scene).resolve()), "truth": str(Path(truth).resolve()), "train_settings": train_settings,
                 "per_round": per_round, "size_m": size_m, "first_fraction": first_fraction, "strategy": strategy, "seed": seed,
                 "start": start.folder if start is not None and Path(start.folder) != out / "round0" else None,  # another run's round 0
                 "train_seed": train_seed, "buffer_m": buffer_m,
-                "margin_m": margin_m, "params": asdict(params or SuggestParams())}
+                "margin_m": margin_m, "params": asdict(params)}
     check_loop_settings(out, settings)
-    options = options or PredictOptions()
     truth_lines = read_lines(truth, "truth")
     split = strips(scene, first_fraction)
     truth_lines = truth_lines.to_crs(split.crs)
