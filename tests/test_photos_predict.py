@@ -313,6 +313,24 @@ def test_a_tiff_photo_is_told_from_a_scene_without_library_warnings(data_dir: Pa
     assert [str(w.message) for w in caught] == []
 
 
+def test_a_scene_that_lost_its_crs_is_told_to_get_it_back(tmp_path: Path) -> None:
+    """``predict scene.tif -o roads.gpkg`` on a GeoTIFF whose CRS was lost read it as a photo, and
+    said only that photos write a folder; the fix (assigning the CRS) was nowhere."""
+    import rasterio
+
+    with rasterio.open(sample_scene()) as src:
+        profile = src.profile | {"crs": None}
+        with rasterio.open(tmp_path / "scene.tif", "w", **profile) as dst:
+            dst.write(src.read())
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "scene.tif"), "-o", str(tmp_path / "roads.gpkg")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == (
+        f"geoccseg: error: {tmp_path / 'scene.tif'} has no CRS, so it is read as a photo, and photos write a folder, not one "
+        f".gpkg file; to predict it as a scene, assign its CRS first, e.g. `rio edit-info --crs EPSG:32611 {tmp_path / 'scene.tif'}`")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
 def test_several_scenes_are_refused_not_predicted_as_photos(data_dir: Path, tmp_path: Path) -> None:
     """One scene is predicted as a scene; several GeoTIFFs with a CRS used to fall through to the
     photo path and run the crack model on them in pixel coordinates."""
