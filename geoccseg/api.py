@@ -266,7 +266,7 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     stamp = weights_stamp(bundle.path)  # computed later: a bundle rewritten by then is refused, not mixed in
     results = {
         (block.row, block.col): dask.delayed(_block_task)(
-            BlockJob(scene, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm,
+            BlockJob(scene, str(Path(bundle.path).resolve()), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm,
                      stamp), source,
         )
         for block in grid.blocks()

@@ -341,6 +341,27 @@ def test_a_scene_far_coarser_than_the_model_or_in_the_wrong_crs_is_one_line(scen
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "are not in its CRS" in result.output, result.output
 
 
+def test_a_block_job_reads_the_same_files_from_another_working_folder(scene_path: Path, bundle_dir: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Dask worker started in another folder got the scene and the bundle as typed (relative) and
+    could read neither: the bundle's empty checksum was reported as "rewritten while this run used
+    it (a training run writing into it?)"."""
+    import pickle
+
+    from geoccseg.inference.predict import cached_model, weights_stamp
+
+    monkeypatch.chdir(scene_path.parent)
+    scene = open_scene(scene_path.name)
+    sent = pickle.dumps(scene)  # what goes to a worker
+    monkeypatch.chdir(tmp_path)
+    window = Window(0, 0, 64, 64)
+    assert np.array_equal(pickle.loads(sent).read(window)[0], open_scene(scene_path).read(window)[0])
+    stamp = weights_stamp(bundle_dir)
+    with pytest.raises(GeoccsegError, match=rf"^this process cannot read model bundle {bundle_dir.name}; on a Dask cluster every "
+                                            "worker must see the bundle and the scene at the same paths as the client$"):
+        cached_model(bundle_dir.name, "cpu", stamp)  # relative to a folder this process is not in
+
+
 def test_a_coarser_model_leaves_no_valid_pixel_without_prediction(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
     """A model at 3x the scene's pixel size on a 1000 x 997 crop (not a multiple of 3) with a nodata
     square inside: the model cells across the crop's edges and the square's have no prediction of

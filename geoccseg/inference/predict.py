@@ -293,6 +293,9 @@ def cached_model(bundle_path: str, device: str, stamp: str | None = None) -> tup
             a missing or damaged bundle.
     """
     key = _model_key(bundle_path, device)
+    if stamp and not key[2]:
+        raise GeoccsegError(f"this process cannot read model bundle {bundle_path}; on a Dask cluster every worker must see "
+                            "the bundle and the scene at the same paths as the client")
     rewritten = GeoccsegError(f"model bundle {bundle_path} was rewritten while this run used it (a training run writing "
                               "into it?); run again once that is finished, or use a copy of the bundle")
     if stamp is not None and key[2] != stamp:
@@ -681,7 +684,7 @@ def predict_scene(
     engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported once (onnx)
     norm = scene_norm(opened, bundle.meta)
     stamp = weights_stamp(bundle.path)
-    jobs = (BlockJob(opened, str(bundle.path), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm,
+    jobs = (BlockJob(opened, str(Path(bundle.path).resolve()), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm,
                      stamp) for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
     with (

@@ -49,8 +49,9 @@ class Scene:
         dtype: data type of the selected bands.
         mask_kind: how invalid pixels are marked: ``"nodata"``, ``"alpha"``, ``"internal"`` or ``"none"``.
         band_count: number of bands in the file.
-        source: the name GDAL opens, exactly as given (a URL keeps its ``//``, which ``path`` as a
-            Path folds); empty: ``path``.
+        source: the name GDAL opens: a URL exactly as given (it keeps its ``//``, which ``path`` as a
+            Path folds), a file as its absolute path (a Dask worker started in another folder
+            opens the same file); empty: ``path``.
     """
 
     path: Path
@@ -385,7 +386,7 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
         raise GeoccsegError(f"scene {path} has unsupported data type(s) {sorted(dtypes)}; convert to uint8, uint16 or float32")
     dtype = ds.dtypes[bands[0] - 1] if len(dtypes) == 1 else "float32"
     scene = Scene(
-        path=Path(path), source=os.fspath(path), bands=bands, crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height,
+        path=Path(path), source=os.fspath(path) if remote else str(Path(path).resolve()), bands=bands, crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height,
         dtype=dtype, mask_kind=_mask_kind(ds), band_count=ds.count, nodata=ds.nodata,
     )
     scene._set_dataset(ds)

@@ -23,6 +23,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -216,7 +217,7 @@ def score_cells(
     engine = settle_scoring(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx), here
     stamp = weights_stamp(bundle.path)
     jobs = [
-        ScoreJob(scene, str(bundle.path), device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
+        ScoreJob(scene, str(Path(bundle.path).resolve()), device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
                  scale, options.batch_for(tile_px), thresholds, params, norm, engine, stamp)
         for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)
     ]
