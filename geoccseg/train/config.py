@@ -294,9 +294,18 @@ class TrainConfig:
         (:func:`~geoccseg.train.checkpoint.run_identity`): a run recorded by an older version with
         such a value resumes once the line is dropped from its config.yaml."""
         inert: dict[str, str] = {}
+        if self.source == "scenes":
+            for key in ("images_pixel_size_m", "val_images", "val_masks", "unlabeled", "labeled_fraction", "labeled_names", "val_fraction"):
+                inert[key] = "applies to photo folders (--images/--masks), and this run trains on scenes: drop it"
+        else:
+            for key in ("labels", "aoi", "val_aoi", "class_column", "width_m", "bands"):
+                inert[key] = "applies to GeoTIFF scenes (--scenes), and this run trains on photo folders: drop it"
         if not self.pseudo:
-            for key in ("feature_perturbation", "bg_margin_px", "pseudo_loss"):
+            for key in ("feature_perturbation", "bg_margin_px", "pseudo_loss", "lambda_pl"):
                 inert[key] = "acts on the pseudo-labels, which --no-pseudo turns off: drop it or the --no-pseudo"
+        if not self.contrastive:
+            for key in ("temperature", "anchors_per_class", "negatives_per_class", "queue_size", "lambda_con"):
+                inert[key] = "acts on the contrastive term, which --no-contrastive turns off: drop it or the --no-contrastive"
         if not self.semi_supervised:  # it also shapes the contrastive term's confidence levels
             inert["distribution_alignment"] = ("acts on the teacher's probabilities over unlabeled chips, which --no-pseudo "
                                                "--no-contrastive leave unused: drop it or one of those")
@@ -311,12 +320,13 @@ class TrainConfig:
     def _check_nothing_ignored(self) -> None:
         """Refuse an option that the other options leave without effect (it would be recorded in the
         bundle as if it had trained the model)."""
-        default = {f.name: f.default for f in dataclasses.fields(self)}
+        default = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default for f in dataclasses.fields(self)}
         if self.semi_supervised and self.unlabeled_batch_size == 0:
             raise GeoccsegError("unlabeled_batch_size 0 leaves the method's unlabeled terms (pseudo-labels, contrastive) "
                                 "nothing to learn from: give 1 or more, or train supervised with --no-pseudo --no-contrastive")
         for key, why in self.inert_options().items():
-            if getattr(self, key) != default[key]:
+            value = getattr(self, key)
+            if (list(value) if isinstance(value, tuple) else value) != default[key]:  # the CLI gives lists as tuples
                 raise GeoccsegError(f"{key} {why}")
 
     # -- YAML ---------------------------------------------------------------------------------
