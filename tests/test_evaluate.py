@@ -586,6 +586,30 @@ def test_aoi_scores_only_inside_its_polygons(vegas: Path, tmp_path: Path) -> Non
         f"geoccseg: error: --aoi needs georeferenced rasters, and {tmp_path / 'p.png'} has no CRS; score it without --aoi"]
 
 
+def test_vector_pairs_with_no_line_inside_the_aoi_are_scored_not_skipped(vegas: Path, tmp_path: Path) -> None:
+    """A pair of line files was skipped when neither had a line inside the AOI: in a folder, tiles the
+    model rightly left empty dropped out (their APLS 1 uncounted) while false roads stayed; a pair
+    alone was refused with a message about pixels and nodata. Only lines that do not reach the AOI
+    at all (a tile beside it) are skipped now."""
+    from shapely.geometry import Point
+
+    lines = vegas / "vegas_pan_roads.geojson"
+    truth = gpd.read_file(lines)
+    metric = truth.to_crs(truth.estimate_utm_crs())
+    union = metric.union_all()
+    x0, y0, x1, y1 = metric.total_bounds
+    far = max((Point(x, y) for x in np.linspace(x0, x1, 25)[1:-1] for y in np.linspace(y0, y1, 25)[1:-1]),
+              key=union.distance)  # the point of the scene farthest from any road
+    assert union.distance(far) > 20
+    gpd.GeoDataFrame(geometry=[far.buffer(10, cap_style="square")], crs=metric.crs).to_file(tmp_path / "roadless.gpkg")
+    result = evaluate(lines, lines, aoi=tmp_path / "roadless.gpkg")
+    assert result.n_images == 1 and result.classes[0].apls == 1.0  # nothing to find, nothing drawn: right
+    gpd.GeoDataFrame(geometry=[Point(x1 + 5000, y1).buffer(10, cap_style="square")], crs=metric.crs).to_file(tmp_path / "beside.gpkg")
+    with pytest.raises(GeoccsegError, match=r"nothing to score inside AOI .*beside.gpkg: no line of PRED or TRUTH reaches it; "
+                                            r"check its location and CRS$"):
+        evaluate(lines, lines, aoi=tmp_path / "beside.gpkg")
+
+
 def test_polygon_truth_is_one_line_that_says_how_to_score_it(vegas, tmp_path):
     """The README promised polygons among the vectors evaluate reads; they are refused (centreline
     metrics need lines), and the one line says how to score road surfaces: as a burnt mask."""

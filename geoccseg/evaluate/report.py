@@ -267,6 +267,9 @@ def evaluate(
         for k, class_totals in totals.items():
             class_totals.merge(provisional[k])
     scored = sum(result != _SKIPPED for result in results)
+    if scored == 0 and area is not None and all(is_vector(p) and is_vector(t) for p, t in pairs):
+        raise GeoccsegError(f"nothing to score inside AOI {aoi}: no line of PRED or TRUTH reaches it"
+                            f"{' in any of the ' + str(len(pairs)) + ' pairs' if len(pairs) > 1 else ''}; check its location and CRS")
     if scored == 0 and area is not None:
         raise GeoccsegError(f"nothing to score inside AOI {aoi}: it overlaps "
                             + (f"none of the {len(pairs)} images" if len(pairs) > 1 else f"no pixel of {pairs[0][0]}")
@@ -332,10 +335,13 @@ def _score_pair(
     if pred_vector and truth_vector:
         pred_lines, truth_lines = read_lines(pred_path, "PRED"), read_lines(truth_path, "TRUTH")
         if area is not None:
-            inside = area.in_crs(truth_lines.crs)
-            pred_lines, truth_lines = clipped(pred_lines.to_crs(truth_lines.crs), inside), clipped(truth_lines, inside)
-            if not (shapely.length(pred_lines.geometry.values).any() or shapely.length(truth_lines.geometry.values).any()):  # any CRS, no warning
+            inside, pred_lines = area.in_crs(truth_lines.crs), pred_lines.to_crs(truth_lines.crs)
+            # a tile of a folder beside the AOI: neither file's lines reach it (a tile with lines only outside the AOI
+            # but reaching it is scored, its empty parts inside included: both empty scores 1, as rasters do)
+            reach = shapely.union_all([shapely.box(*lines.total_bounds) for lines in (pred_lines, truth_lines) if not lines.empty])
+            if reach.is_empty or not inside.intersects(reach):
                 return _SKIPPED
+            pred_lines, truth_lines = clipped(pred_lines, inside), clipped(truth_lines, inside)
         totals[1].add_lines(line_counts(pred_lines, truth_lines, buffer_m))
         if graphs is not None:
             pred_graph, truth_graph = road_graph(pred_lines, snap_m=graphs.snap_m), road_graph(truth_lines, snap_m=graphs.snap_m)
