@@ -466,6 +466,10 @@ def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
     carved_data = SceneTrainingData([masked_scene], labels=vegas / "vegas_img0_roads.geojson", aoi=tmp_path / "aoi.gpkg",
                                     val_aoi=tmp_path / "inner.gpkg", tile_px=192)
     carved = carved_data.regions[0]
+    # a validation area over the whole labeled AOI leaves nothing to train on: said so (it was "AOI does not overlap scene")
+    with pytest.raises(GeoccsegError, match=rf"validation AOI {tmp_path / 'aoi.gpkg'} covers the whole labeled area of scene "):
+        SceneTrainingData([masked_scene], labels=vegas / "vegas_img0_roads.geojson", aoi=tmp_path / "inner.gpkg",
+                          val_aoi=tmp_path / "aoi.gpkg", tile_px=192)
     assert carved_data.labeled_queries() and all(query_box(q).intersection(inner).area == 0 for _, q in carved_data.labeled_queries())
     draws = [carved.random_queries(192, labeled=True).draw(gen) for _ in range(200)]
     near = [q for q in draws if accept_labeled(carved.chips, q, carved.labeled, 0.75, 0.5)]

@@ -126,12 +126,17 @@ class SceneTrainingData(TrainingData):
                 elif np.isfinite(lab.total_bounds).all() and shapely.box(*lab.total_bounds).intersects(footprint):
                     labeled = footprint  # labels without an AOI count as complete over the scene
             validation = read_aoi(val_aoi, scene.crs, what="validation AOI") if val_aoi else None
+            covered = False  # the validation AOI takes the whole labeled area
             if validation is not None:
                 validation = validation.intersection(footprint) if validation.intersects(footprint) else None
                 if labeled is not None and validation is not None:
+                    covered = labeled.area > 0 and labeled.difference(validation).area == 0
                     labeled = labeled.difference(validation)
             if labeled is not None and labeled.area == 0:
                 labeled = None
+            if covered and len(opened) == 1:
+                raise GeoccsegError(f"validation AOI {val_aoi} covers the whole labeled area of scene {scene.path}, which leaves "
+                                    "nothing to train on; draw the validation AOI over a part of the labeled area only")
             if aoi is not None and labels is not None and labeled is None and len(opened) == 1:
                 raise GeoccsegError(f"AOI {aoi} does not overlap scene {scene.path}; check its location and CRS")
             scale = self.pixel_size_m / scene.pixel_size_m
