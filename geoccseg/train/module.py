@@ -78,8 +78,8 @@ class SemiSupervisedSegmenter(pl.LightningModule):
     # -- hooks that subclasses may override ----------------------------------------------------
     def configure_networks(self) -> None:
         self.student = build_model(self.model_config)
-        if self.config.use_pretrained and self.model_config.encoder in PRETRAINED:
-            self.student.encoder.load_pretrained()
+        if self.config.use_pretrained and not self.config.resume and self.model_config.encoder in PRETRAINED:
+            self.student.encoder.load_pretrained()  # a resumed run's weights all come from its checkpoint
         self.teacher = make_teacher(self.student)
 
     def start_from(self, model: nn.Module) -> None:
