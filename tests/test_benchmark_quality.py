@@ -501,6 +501,21 @@ def test_suggest_scene_plot_draws_a_one_band_uint16_scene(data_dir: Path, tmp_pa
     assert (tmp_path / "squares.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
 
 
+def test_every_arm_trains_under_every_profile(tmp_path: Path) -> None:
+    """The quick profile sets the contrastive term's sizes for every arm; refused as without effect
+    for the arms without that term, the quick benchmark stopped at its first arm."""
+    from geoccseg.benchmark.design import ARMS, DATASETS, PROFILES, RunSpec, train_config
+
+    folders = {part: tmp_path / part for part in ("train", "select")}
+    for profile in PROFILES.values():
+        for arm in ARMS:
+            config = train_config(RunSpec(arm=arm, labeled_fraction=0.035, seed=0), next(iter(DATASETS)), profile, folders,
+                                  ["a"], [], tmp_path / "run").validate()  # what train() checks first
+            assert (config.pseudo, config.contrastive) == (ARMS[arm].pseudo, ARMS[arm].contrastive)
+            if config.contrastive:
+                assert config.queue_size == profile.train.get("queue_size", 256)
+
+
 def test_plan_runs_shares_the_fully_supervised_run_and_dedupes() -> None:
     runs = benchmark.plan_runs(["sup_imbalance", "full", "fully_supervised"], 0.035, [0, 1], sweep=True, fractions=[0.035, 0.1, 1.0])
     seed0 = [(r.arm, r.labeled_fraction) for r in runs if r.seed == 0]

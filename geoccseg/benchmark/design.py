@@ -227,13 +227,17 @@ def train_config(spec: RunSpec, dataset: str, profile: Profile, folders: dict[st
         overrides: further :class:`TrainConfig` fields.
     """
     arm, ds = ARMS[spec.arm], DATASETS[dataset]
-    config = TrainConfig(
+    common = dict(
         out=str(out), images=str(folders["train"] / "images"), masks=str(folders["train"] / "masks"),
         val_images=str(folders["select"] / "images"), val_masks=str(folders["select"] / "masks"),
         unlabeled=[str(p) for p in unlabeled], labeled_fraction=spec.labeled_fraction, labeled_names=labeled,
         seed=spec.seed, classes=list(ds.classes), pixel_size_m=ds.pixel_size_m, tile_px=profile.tile_px,
         encoder=profile.encoder, fusion=arm.fusion, loss=arm.loss, pseudo=arm.pseudo, contrastive=arm.contrastive,
         batch_size=profile.batch_size, unlabeled_batch_size=profile.unlabeled_batch_size, max_steps=profile.max_steps,
-        max_minutes=profile.max_minutes, val_every=profile.val_every, progress=False, **(profile.train | RECORDED | arm.train),
+        max_minutes=profile.max_minutes, val_every=profile.val_every, progress=False,
     )
+    # the profile's settings of a term the arm switches off (the quick profile's contrastive sizes) are left out
+    inert = TrainConfig(**common, **(RECORDED | arm.train)).inert_options()
+    profile_train = {key: value for key, value in profile.train.items() if key not in inert}
+    config = TrainConfig(**common, **(profile_train | RECORDED | arm.train))
     return replace(config, **overrides)
