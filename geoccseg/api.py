@@ -127,7 +127,7 @@ def predict(
         return _predict_scene(_InMemoryRaster(scene), _bundle(model, "road"), options)
     if is_scene(scene) or not Path(scene).is_file():  # a missing file gets the scene reader's message
         return _predict_scene(str(scene), _bundle(model, "road"), options)
-    return _predict_photo(Path(scene), _bundle(model, "crack"), options)
+    return _predict_photo(Path(scene).resolve(), _bundle(model, "crack"), options)  # a Dask worker may run in another folder
 
 
 def vectorize(

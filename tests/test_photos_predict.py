@@ -327,7 +327,8 @@ def test_a_scene_that_lost_its_crs_is_told_to_get_it_back(tmp_path: Path) -> Non
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0] == (
         f"geoccseg: error: {tmp_path / 'scene.tif'} has no CRS, so it is read as a photo, and photos write a folder, not one "
-        f".gpkg file; to predict it as a scene, assign its CRS first, e.g. `rio edit-info --crs EPSG:32611 {tmp_path / 'scene.tif'}`")
+        f".gpkg file: give a folder name such as {tmp_path / 'roads'}, or, if it is a scene, assign its CRS first "
+        f"(for UTM zone 11N: `rio edit-info --crs EPSG:32611 {tmp_path / 'scene.tif'}`)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 

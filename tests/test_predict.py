@@ -357,8 +357,9 @@ def test_a_block_job_reads_the_same_files_from_another_working_folder(scene_path
     window = Window(0, 0, 64, 64)
     assert np.array_equal(pickle.loads(sent).read(window)[0], open_scene(scene_path).read(window)[0])
     stamp = weights_stamp(bundle_dir)
-    with pytest.raises(GeoccsegError, match=rf"^this process cannot read model bundle {bundle_dir.name}; on a Dask cluster every "
-                                            "worker must see the bundle and the scene at the same paths as the client$"):
+    with pytest.raises(GeoccsegError, match=rf"^this process cannot read model bundle {bundle_dir.name} \(moved or deleted during "
+                                            r"the run\? on a Dask cluster every worker must see the bundle and the scene at the same "
+                                            r"paths as the client\)$"):
         cached_model(bundle_dir.name, "cpu", stamp)  # relative to a folder this process is not in
 
 

@@ -626,7 +626,7 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
     (["--no-pseudo", "--no-contrastive", "--distribution-alignment"], "distribution_alignment acts on the teacher's probabilities"),
     (["--loss", "ce", "--region", "tversky"], "region is an option of the imbalance loss, and loss is ce"),
     (["--tversky-alpha", "0.5"], "tversky_alpha weighs the Tversky region term, and region is dice"),
-    (["--width-m", "8"], "width_m applies to GeoTIFF scenes (--scenes), and this run trains on photo folders: drop it"),
+    (["--width-m", "8"], "width_m applies to GeoTIFF scenes (--scene), and this run trains on photo folders: drop it"),
     (["--bands", "1"], "bands applies to GeoTIFF scenes"),  # the bundle recorded bands [1] for a 3-band model
     (["--no-contrastive", "--temperature", "0.1"], "temperature acts on the contrastive term, which --no-contrastive turns off"),
     (["--no-pseudo", "--lambda-pl", "2"], "lambda_pl acts on the pseudo-labels, which --no-pseudo turns off"),

@@ -467,8 +467,9 @@ def _prepare(run: _Run, photos: list[Path], resume: bool, overwrite: bool) -> No
     if not out_dir.exists() and out_dir.suffix.lower() in (*VECTOR_DRIVERS, *GEOTIFF_SUFFIXES, ".csv", ".json"):
         if len(photos) == 1 and photos[0].suffix.lower() in GEOTIFF_SUFFIXES:  # a scene that lost its CRS, most likely
             raise GeoccsegError(
-                f"{photos[0]} has no CRS, so it is read as a photo, and photos write a folder, not one {out_dir.suffix} file; "
-                f"to predict it as a scene, assign its CRS first, e.g. `rio edit-info --crs EPSG:32611 {photos[0]}`"
+                f"{photos[0]} has no CRS, so it is read as a photo, and photos write a folder, not one {out_dir.suffix} file: "
+                f"give a folder name such as {out_dir.with_suffix('')}, or, if it is a scene, assign its CRS first "
+                f"(for UTM zone 11N: `rio edit-info --crs EPSG:32611 {photos[0]}`)"
             )
         raise GeoccsegError(
             f"-o {out_dir}: photos write a folder (probability images, {LINES_NAME}, {SUMMARY_CSV}), not one "

@@ -294,8 +294,8 @@ def cached_model(bundle_path: str, device: str, stamp: str | None = None) -> tup
     """
     key = _model_key(bundle_path, device)
     if stamp and not key[2]:
-        raise GeoccsegError(f"this process cannot read model bundle {bundle_path}; on a Dask cluster every worker must see "
-                            "the bundle and the scene at the same paths as the client")
+        raise GeoccsegError(f"this process cannot read model bundle {bundle_path} (moved or deleted during the run? on a Dask "
+                            "cluster every worker must see the bundle and the scene at the same paths as the client)")
     rewritten = GeoccsegError(f"model bundle {bundle_path} was rewritten while this run used it (a training run writing "
                               "into it?); run again once that is finished, or use a copy of the bundle")
     if stamp is not None and key[2] != stamp:

@@ -168,7 +168,8 @@ def suggest_photos(
         raise GeoccsegError(f"every photo has a mask in {labels}: there is nothing left to suggest")
     if labeled and not any(f.stem in labeled for f in files):
         raise GeoccsegError(f"no mask in {labels} has the name of a photo (e.g. {sorted(labeled)[0]} against {files[0].stem}); "
-                            "name each mask as its photo (001.png for 001.jpg), or leave --labels out in the first round")
+                            "name each mask as its photo (001.png for 001.jpg) and give the labeled photos among the photos, "
+                            "or leave --labels out in the first round")
     bundle = model if isinstance(model, Bundle) else load_bundle(bundle_path)
     device = resolve_device(options.device)
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)

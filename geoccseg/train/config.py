@@ -20,12 +20,12 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.models.config import check_tile_px
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
-#: Lightning precisions refused, with why: the EMA teacher (the saved model) would be held in them.
+"""Lightning precision settings accepted by ``--precision``."""
 REFUSED_PRECISIONS = {
     p: f"{p} holds the EMA teacher (the model saved) in {p.split('-')[0]}, where its small updates round to nothing; use {p.split('-')[0]}-mixed"
     for p in ("bf16-true", "16-true")
 }
-"""Lightning precision settings accepted by ``--precision``."""
+"""Lightning precisions refused, with why: the EMA teacher (the saved model) would be held in them."""
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 """Accelerators accepted by ``--accelerator`` (``auto``: CUDA when PyTorch sees a GPU, else the CPU;
 ``gpu`` is ``cuda``). Not Apple's MPS: the trainer keeps float64 counts, which MPS has not."""
@@ -299,7 +299,7 @@ class TrainConfig:
                 inert[key] = "applies to photo folders (--images/--masks), and this run trains on scenes: drop it"
         else:
             for key in ("labels", "aoi", "val_aoi", "class_column", "width_m", "bands"):
-                inert[key] = "applies to GeoTIFF scenes (--scenes), and this run trains on photo folders: drop it"
+                inert[key] = "applies to GeoTIFF scenes (--scene), and this run trains on photo folders: drop it"
         if not self.pseudo:
             for key in ("feature_perturbation", "bg_margin_px", "pseudo_loss", "lambda_pl"):
                 inert[key] = "acts on the pseudo-labels, which --no-pseudo turns off: drop it or the --no-pseudo"
