@@ -288,27 +288,24 @@ class PeriodicCheckpoint(Checkpoint):
         if validates:
             self._pending = True
         else:
-            self._save(trainer)
+            self.save(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if self._pending and not trainer.sanity_checking:
-            self._save(trainer)
+            self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if self.saved_step != trainer.global_step:
-            self._save(trainer)
+            self.save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
         # Lightning stops on SIGTERM (and SIGINT, see signals.py) after a whole step; a stop in the
         # middle of validation keeps the last checkpoint instead
         if isinstance(exception, SIGTERMException) and not trainer.validating and self.saved_step != trainer.global_step:
-            self._save(trainer)
+            self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> None:
-        """Save the training state now (after the validation that follows the last step)."""
-        self._save(trainer)
-
-    def _save(self, trainer: pl.Trainer) -> None:
+        """Save the training state now (the hooks above, and ``train`` after the validation that follows the last step)."""
         # weights_only=False: Lightning's flag for "the whole training state, not the weights only"
         trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step = trainer.global_step
