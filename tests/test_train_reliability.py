@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import host_identity
-from geoccseg.io.bundle import resolve_model, save_bundle, save_meta, weights_path
+from geoccseg.io.bundle import read_bundle, resolve_model, save_bundle, save_meta, weights_path
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
 from geoccseg.train.checkpoint import load_checkpoint, save_checkpoint
@@ -544,6 +544,42 @@ def test_a_save_that_fails_before_its_bundle_json_keeps_the_previous_bundle(tmp_
     assert sorted(p.name for p in folder.iterdir()) == sorted(["bundle.json", weights_path(folder).name])
     saved = load_bundle(folder).model.state_dict()
     assert any(not torch.equal(saved[k], before[k]) for k in before)
+
+
+SAVER = """
+import copy, sys, torch
+from geoccseg.io.bundle import resolve_model, save_bundle
+from geoccseg.models import load_bundle
+crack = load_bundle(resolve_model("crack"))
+other = copy.deepcopy(crack.model)
+with torch.no_grad():
+    next(other.parameters()).add_(1.0)
+print("saving", flush=True)
+for i in range(int(sys.argv[2])):
+    save_bundle(sys.argv[1], (crack.model, other)[i % 2], crack.meta)
+"""
+
+
+def test_a_bundle_read_while_training_saves_into_it_is_one_of_its_saves(tmp_path):
+    """Each save writes new weights, then bundle.json, then deletes the previous weights: a reader
+    between reading bundle.json and the weights was told the bundle "lacks its weights; retrain or
+    restore the bundle", though it was whole."""
+    crack = load_bundle(resolve_model("crack"))
+    folder = save_bundle(tmp_path / "m", crack.model, crack.meta)
+    saver = subprocess.Popen([sys.executable, "-c", SAVER, str(folder), "400"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert saver.stdout.readline() == "saving\n"
+        seen, errors = set(), []
+        while saver.poll() is None:
+            try:
+                seen.add(read_bundle(folder).weights_sha256)
+            except GeoccsegError as exc:
+                errors.append(str(exc))
+    finally:
+        saver.kill()
+        saver.wait()
+    assert saver.returncode == 0 and not errors, errors[:3]
+    assert len(seen) == 2  # both models were read, each whole
 
 
 def test_a_bundle_json_naming_weights_elsewhere_is_refused(tmp_path):

@@ -30,12 +30,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path, remove_stale
 from geoccseg.io.catalog import SHIPPED_MODELS, shipped_models
-from geoccseg.io.checksum import file_sha256
 from geoccseg.io.normalize import NormStats
 
 WEIGHTS = "model.safetensors"  # the weights of bundles written before versioned names
@@ -106,12 +105,14 @@ class StoredBundle:
         state: the weights, parameter name to tensor (CPU), as in the module's ``state_dict``.
         path: the bundle folder.
         stamp: :func:`prediction_stamp` of what was read.
+        weights_sha256: SHA-256 of the weights file, checked against ``bundle.json`` when read.
     """
 
     meta: BundleMeta
     state: dict[str, torch.Tensor]
     path: Path
     stamp: str = ""
+    weights_sha256: str = ""
 
 
 PREDICTION_FIELDS = ("model", "classes", "bands", "norm", "weights_sha256")
@@ -216,8 +217,10 @@ def weights_path(folder: str | os.PathLike) -> Path:
 def read_bundle(path: str | os.PathLike) -> StoredBundle:
     """Read a bundle folder (or its ``bundle.json``) without unpickling anything or building a network.
 
-    ``bundle.json`` is read once: the weights it names and the checksum it records belong to the
-    same save, also while training replaces the bundle.
+    ``bundle.json`` is read once and the weights it names are read once, checked and parsed from
+    those bytes: the weights, the checksum and the metadata belong to the same save, also while
+    training replaces the bundle (weights that a save has just replaced are read from the new
+    ``bundle.json`` instead).
 
     Raises:
         GeoccsegError: missing files, invalid JSON, checksum mismatch or unreadable weights.
@@ -228,6 +231,21 @@ def read_bundle(path: str | os.PathLike) -> StoredBundle:
         raise GeoccsegError(f"model bundle {folder} does not exist; give a folder written by `geoccseg train`")
     if not (folder / META).is_file():
         raise GeoccsegError(f"{folder} is not a model bundle: it has no {META} (bundles are written by `geoccseg train`)")
+    for _ in range(SAVES_WAITED):
+        stored = _read_once(folder)
+        if stored is not None:
+            return stored
+    raise GeoccsegError(f"model bundle {folder} was rewritten {SAVES_WAITED} times while it was read (a training run saving "
+                        "into it?); read it once that is finished, or use a copy of the bundle")
+
+
+SAVES_WAITED = 3
+"""Reads of a bundle that saves replace under the reader before :func:`read_bundle` gives up."""
+
+
+def _read_once(folder: Path) -> StoredBundle | None:
+    """The bundle in ``folder`` as its ``bundle.json`` names it now; None when a save replaced the
+    weights it names before they were read (:func:`save_bundle` deletes the previous ones)."""
     raw = _read_meta(folder)
     weights = _weights_of(folder, raw)
     try:
@@ -243,18 +261,21 @@ def read_bundle(path: str | os.PathLike) -> StoredBundle:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
     try:
-        digest = file_sha256(weights)
+        data = weights.read_bytes()
     except FileNotFoundError:
+        if _weights_of(folder, _read_meta(folder)) != weights:  # replaced by a save since bundle.json was read
+            return None
         raise GeoccsegError(f"model bundle {folder} lacks its weights {weights.name}; retrain or restore the bundle") from None
     except OSError as exc:
         raise GeoccsegError(f"cannot read weights {weights}: {exc.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
     if digest != expected:
         raise GeoccsegError(f"weights in {folder} do not match the checksum in {META} (damaged or tampered); retrain or restore the bundle")
     try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
+        state = load(data)
+    except SafetensorError as exc:
         raise GeoccsegError(f"cannot read weights {weights}: {exc}") from None
-    return StoredBundle(meta=meta, state=state, path=folder, stamp=prediction_stamp(raw))
+    return StoredBundle(meta=meta, state=state, path=folder, stamp=prediction_stamp(raw), weights_sha256=digest)
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
