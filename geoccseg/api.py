@@ -47,16 +47,16 @@ from geoccseg.inference.predict import (
     BlockJob,
     BlockResult,
     PredictOptions,
+    model_ref,
     model_scale,
     open_scene_for,
     predict_block,
     resolve_device,
     scene_norm,
     share_bundle,
-    weights_stamp,
 )
 from geoccseg.io.bundle import resolve_model
-from geoccseg.io.probability import THRESHOLD_TAG
+from geoccseg.io.probability import STATE_TAG, THRESHOLD_TAG, WEIGHTS_TAG
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_array, vectorize_raster
 
@@ -108,8 +108,9 @@ def predict(
         size differs from the scene's by more than 5 %, the grid is the model's (the scene's
         extent at the model's pixel size; ``geoccseg predict`` resamples it back to the scene's
         grid when it writes the COG). A photo's array is in pixel coordinates without a CRS.
-        ``attrs`` hold the provenance: ``model``, ``weights_sha256``, ``geoccseg_version``,
-        ``engine``, and the model's ``threshold`` when it has one (:func:`vectorize` draws lines at it).
+        ``attrs`` hold the provenance (:func:`geoccseg.inference.cog.provenance`): ``model``,
+        ``weights_sha256``, ``state_sha256``, ``geoccseg_version``, ``engine``, and the model's
+        ``threshold`` when it has one (:func:`vectorize` draws lines at it).
 
         The array computes with the scheduler active when it is computed. The model in memory
         is used by this process's threads (Dask's default); the processes of a
@@ -200,7 +201,7 @@ def _bundle(model: str | os.PathLike | Bundle | None, default: str) -> Bundle:
 def _provenance(bundle: Bundle, engine: str) -> dict[str, str | float]:
     """``attrs`` telling where probabilities come from: the probability COG's provenance tags."""
     tags = provenance(bundle, bundle.meta.threshold, engine=engine)
-    names = {"GEOCCSEG_MODEL": "model", "GEOCCSEG_WEIGHTS_SHA256": "weights_sha256", "GEOCCSEG_VERSION": "geoccseg_version",
+    names = {"GEOCCSEG_MODEL": "model", WEIGHTS_TAG: "weights_sha256", STATE_TAG: "state_sha256", "GEOCCSEG_VERSION": "geoccseg_version",
              "GEOCCSEG_ENGINE": "engine", THRESHOLD_TAG: "threshold"}
     attrs: dict[str, str | float] = {names[key]: value for key, value in tags.items() if key in names}
     if "threshold" in attrs:  # a number, as users compare probabilities with it
@@ -259,15 +260,14 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     tile_px = options.tile_for(bundle.meta)
     height, width = math.ceil(scene.height / scale), math.ceil(scene.width / scale)
     grid = ChipGrid.create(height, width, tile_px, options.overlap_px, options.block_px)
-    share_bundle(bundle, device)
+    ref = model_ref(bundle)
+    share_bundle(bundle, device, ref)  # the lazy array computes with this model in memory, whatever its folder holds meanwhile
     engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported now (onnx)
     n_classes = len(bundle.meta.classes)
     norm = scene_norm(scene, bundle.meta)
-    stamp = weights_stamp(bundle.path)  # computed later: a bundle rewritten by then is refused, not mixed in
     results = {
         (block.row, block.col): dask.delayed(_block_task)(
-            BlockJob(scene, str(Path(bundle.path).resolve()), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm,
-                     stamp), source,
+            BlockJob(scene, ref, device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm), source,
         )
         for block in grid.blocks()
     }

@@ -118,17 +118,38 @@ def test_predict_a_photo_in_pixel_coordinates(data_dir: Path) -> None:
 
 
 def test_a_bundle_rewritten_before_the_lazy_array_is_computed_is_refused(tmp_path: Path) -> None:
-    """The array stands for the weights of the moment it was made: a bundle rewritten since (a
-    training run writing into the folder) is refused when a block loads it, never mixed in."""
+    """The array stands for the weights of the moment it was made: it computes with that model in
+    memory while this process holds it; a block that has to load the folder again (another model
+    predicted since) refuses a folder rewritten meanwhile (a training run writing into it), never
+    mixing its weights in."""
     bundle = load_bundle(resolve_model("road"))
     folder = save_bundle(tmp_path / "road", bundle.model, bundle.meta)
     prob = geoccseg.predict(sample_scene(), folder, device="cpu", engine="torch", block_px=512)
     save_bundle(folder, bundle.model, bundle.meta)  # the same weights again: the same model
-    assert prob[:, :8, :8].values.shape == (1, 8, 8)
+    first = prob[:, :64, :64].values
     with torch.no_grad():  # a later training step
         next(bundle.model.parameters()).add_(0.01)
     save_bundle(folder, bundle.model, bundle.meta)
+    assert np.array_equal(prob[:, :64, :64].values, first, equal_nan=True)  # the model in memory
+    geoccseg.predict(sample_scene(), "road", device="cpu", engine="torch")  # another model takes this process's place
     with pytest.raises(GeoccsegError, match="was rewritten while this run used it"):
+        prob.values
+
+
+def test_a_lazy_array_of_a_model_changed_in_memory_never_computes_with_its_folder() -> None:
+    """A model fine-tuned in memory: its array names the weights in memory, not its folder's, and
+    a block that can no longer find that model in this process (another model predicted since)
+    refuses to load the folder's other weights in its place."""
+    from geoccseg.models.bundle import state_sha256
+
+    bundle = load_bundle(resolve_model("road"))
+    with torch.no_grad():
+        next(bundle.model.parameters()).add_(0.01)
+    prob = geoccseg.predict(sample_scene(), bundle, device="cpu", engine="torch", block_px=512)
+    assert "weights_sha256" not in prob.attrs and prob.attrs["state_sha256"] == state_sha256(bundle.model)
+    assert prob[:, :8, :8].values.shape == (1, 8, 8)
+    geoccseg.predict(sample_scene(), "road", device="cpu", engine="torch")
+    with pytest.raises(GeoccsegError, match="does not hold the weights this run predicts with"):
         prob.values
 
 

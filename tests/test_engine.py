@@ -224,8 +224,8 @@ def test_blocks_reuse_the_engine_instead_of_hashing_the_weights_again(scene: Pat
     """The onnx engine's cache key hashes every weight: once for the run and once for the process's
     engine, not again for each block (4 blocks here)."""
     hashed = []
-    original = export.weights_sha256
-    monkeypatch.setattr(export, "weights_sha256", lambda model: hashed.append(model) or original(model))
+    original = export.state_sha256
+    monkeypatch.setattr(export, "state_sha256", lambda model: hashed.append(model) or original(model))
     options = _with(engine="onnx", tile_px=128, overlap_px=32, block_px=256)
     assert len(ChipGrid.create(390, 390, 128, 32, 256).blocks()) == 4
     out = predict_scene(scene, road, tmp_path / "p.tif", options, progress=False)

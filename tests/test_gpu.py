@@ -88,3 +88,15 @@ def test_cuda_training_runs_in_mixed_precision_and_its_bundle_predicts_on_the_cp
     assert "f1_crack" in bundle.meta.training["validation"]
     logits = bundle.model.forward_logits(torch.zeros(1, 3, 64, 64))
     assert logits.shape == (1, 2, 64, 64) and torch.isfinite(logits).all()
+
+
+def test_a_gpu_number_the_machine_lacks_is_a_one_line_error(vegas: Path) -> None:
+    """``device="cuda:1"`` (the API's; the CLI offers auto, cpu and cuda) on a one-GPU machine
+    passed the check and failed at the first copy to the GPU with "CUDA error: invalid device
+    ordinal", a traceback."""
+    import geoccseg
+    from geoccseg.errors import GeoccsegError
+
+    count = torch.cuda.device_count()
+    with pytest.raises(GeoccsegError, match=rf"^device cuda:{count}: this machine has {count} CUDA GPU"):
+        geoccseg.predict(vegas / "vegas_img0_rgb.tif", device=f"cuda:{count}")

@@ -32,6 +32,7 @@ from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.catalog import sample_scene
 from geoccseg.models import Bundle, load_bundle
+from geoccseg.models.bundle import state_sha256
 from geoccseg.vectorize.measure import COLUMNS
 
 CFD = ("001", "002", "004")
@@ -63,6 +64,30 @@ def test_resume_keeps_outputs_of_runs_that_recorded_no_settings(photo_dir: Path,
     shutil.copytree(photo_run[0], out)
     for png in (out / "probability").iterdir():
         write_probability_png(np.asarray(Image.open(png)), png, overwrite=True)  # without the settings
+    result = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--resume", "--device", "cpu"])
+    assert result.exit_code == 1, result.output  # the corrupt photo is still skipped
+    assert "0 predicted, 4 resumed, 1 skipped" in result.stdout
+
+
+def test_probability_pngs_name_the_weights_file_as_geoccseg_models_does(photo_dir: Path, photo_run, crack: Bundle,
+                                                                         tmp_path: Path) -> None:
+    """A photo's probability PNG gave, as "the SHA-256 of the weights", a digest of the weights in
+    memory: not the checksum that bundle.json, ``geoccseg models`` and the scene outputs give.
+    PNGs written so (the digest under the weights key, no state key) still resume."""
+    on_disk = json.loads((resolve_model("crack") / "bundle.json").read_text())["weights_sha256"]
+    pngs = sorted((photo_run[0] / "probability").iterdir())
+    assert len(pngs) == 4
+    for png in pngs:
+        with Image.open(png) as im:
+            assert im.info["GEOCCSEG_WEIGHTS_SHA256"] == on_disk and im.info["GEOCCSEG_STATE_SHA256"] == state_sha256(crack.model)
+            assert im.info["GEOCCSEG_MODEL"] == "crack"
+    out = tmp_path / "out"
+    shutil.copytree(photo_run[0], out)
+    for png in (out / "probability").iterdir():
+        with Image.open(png) as im:
+            older = {"GEOCCSEG_WEIGHTS_SHA256": im.info["GEOCCSEG_STATE_SHA256"], "GEOCCSEG_TILE_PX": im.info["GEOCCSEG_TILE_PX"],
+                     "GEOCCSEG_OVERLAP_PX": im.info["GEOCCSEG_OVERLAP_PX"]}
+        write_probability_png(np.asarray(Image.open(png)), png, overwrite=True, tags=older)
     result = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--resume", "--device", "cpu"])
     assert result.exit_code == 1, result.output  # the corrupt photo is still skipped
     assert "0 predicted, 4 resumed, 1 skipped" in result.stdout

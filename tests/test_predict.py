@@ -8,6 +8,8 @@ only, so any tiling must reproduce ``sigmoid(4 * x)`` of the normalised first ba
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +39,7 @@ from geoccseg.io.bundle import BundleMeta, resolve_model, save_bundle
 from geoccseg.io.scene import open_scene
 from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.models import Bundle, ModelConfig, build_model, load_bundle
+from geoccseg.models.bundle import state_sha256
 
 TRAIN_STEPS = 20
 TRAIN_BATCH = 4
@@ -348,7 +351,7 @@ def test_a_block_job_reads_the_same_files_from_another_working_folder(scene_path
     it (a training run writing into it?)"."""
     import pickle
 
-    from geoccseg.inference.predict import cached_model, weights_stamp
+    from geoccseg.inference.predict import ModelRef, cached_model, weights_stamp
 
     monkeypatch.chdir(scene_path.parent)
     scene = open_scene(scene_path.name)
@@ -360,7 +363,7 @@ def test_a_block_job_reads_the_same_files_from_another_working_folder(scene_path
     with pytest.raises(GeoccsegError, match=rf"^this process cannot read model bundle {bundle_dir.name} \(moved or deleted during "
                                             r"the run\? on a Dask cluster every worker must see the bundle and the scene at the same "
                                             r"paths as the client\)$"):
-        cached_model(bundle_dir.name, "cpu", stamp)  # relative to a folder this process is not in
+        cached_model(ModelRef(bundle_dir.name, stamp, load_bundle(bundle_dir).loaded_state_sha256), "cpu")  # relative to a folder this process is not in
 
 
 def test_a_coarser_model_leaves_no_valid_pixel_without_prediction(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
@@ -404,6 +407,47 @@ def test_workers_refuse_a_model_in_memory_that_is_not_the_one_in_its_folder(scen
     with pytest.raises(GeoccsegError, match="the model in memory differs from it; save it with .*save_bundle"):
         predict_scene(scene_path, bundle, tmp_path / "p.tif", with_workers, progress=False)
     assert not (tmp_path / "p.tif").exists()
+
+
+def test_the_probability_cog_names_the_weights_that_ran(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    """The COG's weights checksum was read again from the bundle folder when the COG was written:
+    a model changed in memory was tagged with the file's weights, and a bundle rewritten after it
+    was loaded was run with the loaded model under the new weights' checksum. An in-process run
+    predicts with the model in memory whatever its folder holds meanwhile (rewritten, removed)."""
+    crop = crop_of(scene_path, tmp_path / "crop.tif", 256, 256)
+    folder = Path(shutil.copytree(bundle_dir, tmp_path / "roads"))
+    on_disk = json.loads((folder / "bundle.json").read_text())["weights_sha256"]
+    bundle = load_bundle(folder)
+
+    def tags(name: str) -> dict[str, str]:
+        with rasterio.open(predict_scene(crop, bundle, tmp_path / name, SMALL_TILES, progress=False)) as src:
+            return src.tags()
+
+    loaded = tags("loaded.tif")
+    assert loaded["GEOCCSEG_WEIGHTS_SHA256"] == on_disk and loaded["GEOCCSEG_STATE_SHA256"] == state_sha256(bundle.model)
+    with torch.no_grad():  # fine-tuned in a notebook
+        next(bundle.model.parameters()).add_(0.1)
+    changed = tags("changed.tif")
+    assert "GEOCCSEG_WEIGHTS_SHA256" not in changed and changed["GEOCCSEG_STATE_SHA256"] == state_sha256(bundle.model)
+    assert changed["GEOCCSEG_STATE_SHA256"] != loaded["GEOCCSEG_STATE_SHA256"]
+    before = load_bundle(folder)
+    save_bundle(folder, bundle.model, bundle.meta)  # a training run saves into the folder after it was loaded
+    with rasterio.open(predict_scene(crop, before, tmp_path / "rewritten.tif", SMALL_TILES, progress=False)) as src:
+        assert src.tags()["GEOCCSEG_WEIGHTS_SHA256"] == on_disk  # the model in memory ran, not the folder's new one
+        assert src.tags()["GEOCCSEG_STATE_SHA256"] == loaded["GEOCCSEG_STATE_SHA256"]
+        assert np.array_equal(src.read(1), rasterio.open(tmp_path / "loaded.tif").read(1))
+    with pytest.raises(GeoccsegError, match="the model in memory differs from it"):  # Dask workers would load the new one
+        predict_scene(crop, before, tmp_path / "workers.tif", replace(SMALL_TILES, workers=1), progress=False)
+    shutil.rmtree(folder)  # a model trained into a scratch folder since removed
+    assert tags("gone.tif")["GEOCCSEG_STATE_SHA256"] == state_sha256(bundle.model)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without CUDA (tests/test_gpu.py has the other)")
+def test_the_device_asked_for_is_named_when_there_is_no_gpu() -> None:
+    from geoccseg.inference.predict import resolve_device
+
+    with pytest.raises(GeoccsegError, match=r"^--device cuda:1 was requested but no CUDA GPU is available; use --device cpu or auto$"):
+        resolve_device("cuda:1")
 
 
 # -- CLI ---------------------------------------------------------------------------------------
@@ -490,13 +534,18 @@ def test_a_killed_run_leaves_no_output_and_the_next_run_clears_its_leftovers(sce
 
 
 # -- Dask --------------------------------------------------------------------------------------
-def test_local_dask_cluster_gives_the_same_probabilities(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
-    crop = tmp_path / "crop.tif"
+def crop_of(scene_path: Path, crop: Path, width: int = 520, height: int = 400) -> Path:
+    """The top left ``width`` x ``height`` pixels of a scene, written as a GeoTIFF ``crop``."""
     with rasterio.open(scene_path) as src:
-        window = rasterio.windows.Window(0, 0, 520, 400)
-        profile = src.profile | {"width": 520, "height": 400, "transform": src.window_transform(window)}
+        window = rasterio.windows.Window(0, 0, width, height)
+        profile = src.profile | {"width": width, "height": height, "transform": src.window_transform(window)}
         with rasterio.open(crop, "w", **profile) as dst:
             dst.write(src.read(window=window))
+    return crop
+
+
+def test_local_dask_cluster_gives_the_same_probabilities(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    crop = crop_of(scene_path, tmp_path / "crop.tif")
     options = PredictOptions(tile_px=128, overlap_px=32, block_px=256, device="cpu")
     local = predict_scene(crop, bundle_dir, tmp_path / "local.tif", options, progress=False)
     cluster = predict_scene(crop, bundle_dir, tmp_path / "cluster.tif", replace(options, workers=2), progress=False)

@@ -28,7 +28,6 @@ vectoriser's threshold.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from pathlib import Path
@@ -44,12 +43,12 @@ from rasterio.windows import Window
 from geoccseg import __version__
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
-from geoccseg.io.bundle import META
 from geoccseg.io.formats import GEOTIFF_SUFFIXES
 from geoccseg.io.lazy import chunk_windows
-from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, UINT8_SCALE, encode_mask, encode_uint8
+from geoccseg.io.probability import PROBABILITY_TAG, STATE_TAG, THRESHOLD_TAG, UINT8_SCALE, WEIGHTS_TAG, encode_mask, encode_uint8
 from geoccseg.io.scene import Scene
 from geoccseg.models import Bundle
+from geoccseg.models.bundle import state_sha256
 
 PROB_DTYPES = ("uint8", "float32")
 """Sample types of the probability COG."""
@@ -68,14 +67,15 @@ def provenance(bundle: Bundle, threshold: float | None = None, engine: str | Non
 
     Returns:
         ``GEOCCSEG_MODEL`` (the bundle's folder name: ``road``, ``crack`` or the user's),
-        ``GEOCCSEG_WEIGHTS_SHA256`` (as in its ``bundle.json``, checked when it was loaded; left
-        out for a bundle built in memory), ``GEOCCSEG_VERSION``, with ``threshold``
+        ``GEOCCSEG_WEIGHTS_SHA256`` (the SHA-256 of the bundle's weights file, as ``geoccseg models``
+        shows it, when the model that ran holds exactly those weights: left out for a model built
+        or changed in memory), ``GEOCCSEG_STATE_SHA256`` (the weights that ran, as in memory:
+        :func:`~geoccseg.models.bundle.state_sha256`), ``GEOCCSEG_VERSION``, with ``threshold``
         ``GEOCCSEG_THRESHOLD`` and with ``engine`` ``GEOCCSEG_ENGINE``.
     """
-    tags = {"GEOCCSEG_MODEL": bundle.path.name, "GEOCCSEG_VERSION": __version__}
-    meta = bundle.path / META
-    if meta.is_file():
-        tags["GEOCCSEG_WEIGHTS_SHA256"] = json.loads(meta.read_text())["weights_sha256"]
+    tags = {"GEOCCSEG_MODEL": bundle.path.name, "GEOCCSEG_VERSION": __version__, STATE_TAG: state_sha256(bundle.model)}
+    if bundle.weights_sha256 and tags[STATE_TAG] == bundle.loaded_state_sha256:
+        tags[WEIGHTS_TAG] = bundle.weights_sha256
     if threshold is not None:
         tags[THRESHOLD_TAG] = f"{threshold:g}"
     if engine is not None:

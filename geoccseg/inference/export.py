@@ -6,7 +6,7 @@ anywhere else: ``<cache>/onnx/<key>.onnx`` with a sidecar ``<key>.json`` recordi
 SHA-256 of the ONNX file and the geoccseg version, where ``<cache>`` is :func:`cache_dir` and
 ``<key>`` (:func:`export_key`) is the SHA-256 of the export format (:data:`EXPORT_FORMAT`), the
 ONNX opset (:data:`OPSET`), the precision, the input bands, the architecture and the SHA-256 of the weights
-(:func:`weights_sha256`, of the network as it is in memory, so that a model changed after it was
+(:func:`~geoccseg.models.bundle.state_sha256`, of the network as it is in memory, so that a model changed after it was
 loaded never meets the export of its former weights) and the geoccseg version (whose network code
 the export traced).
 
@@ -57,6 +57,7 @@ import torch
 from geoccseg import __version__
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
+from geoccseg.models.bundle import state_sha256
 
 log = logging.getLogger(__name__)
 
@@ -105,28 +106,17 @@ def cache_dir() -> Path:
         raise GeoccsegError(f"no home folder to keep caches in; set {CACHE_ENV} to a folder of your own") from None
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """Hex SHA-256 of a network's weights as they are in memory: every entry of its ``state_dict``
-    (name, dtype, shape and bytes), in name order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
-    return digest.hexdigest()
-
-
 def export_key(model: torch.nn.Module, in_channels: int, precision: str = "fp32", calibration: dict | None = None,
                graph: str = "probabilities") -> str:
     """The cache key of a network's export: hex SHA-256 of :data:`EXPORT_FORMAT`, :data:`OPSET`,
     the geoccseg version, ``precision``, the input bands, the architecture (``model.config`` when the network has one,
-    else its class), :func:`weights_sha256`, for a quantised model what it was calibrated on, and
+    else its class), :func:`~geoccseg.models.bundle.state_sha256`, for a quantised model what it was calibrated on, and
     the graph unless it is ``probabilities`` (:data:`GRAPHS`)."""
     config = getattr(model, "config", None)
     record = {
         "format": EXPORT_FORMAT, "opset": OPSET, "geoccseg_version": __version__, "precision": precision, "in_channels": in_channels,
         "architecture": config.to_dict() if hasattr(config, "to_dict") else f"{type(model).__module__}.{type(model).__qualname__}",
-        "weights_sha256": weights_sha256(model),
+        "weights_sha256": state_sha256(model),
         **({"calibration": calibration} if calibration is not None else {}),
         **({"graph": graph} if graph != "probabilities" else {}),
     }

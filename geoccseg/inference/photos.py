@@ -42,9 +42,9 @@ from tqdm.auto import tqdm
 from geoccseg.data.photos import find_photos, photo_size, read_photo_valid
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
+from geoccseg.inference.cog import provenance
 from geoccseg.inference.confidence import ConfidenceThresholds, write_confidence_png
 from geoccseg.inference.engine import Engine, build_engine, ready_engine, settle_engine
-from geoccseg.inference.export import weights_sha256
 from geoccseg.inference.photo_outputs import (
     SUMMARY_COLUMNS,
     probability_png_info,
@@ -58,7 +58,7 @@ from geoccseg.io.atomic import check_writable, swept
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, VECTOR_DRIVERS
 from geoccseg.io.normalize import NormStats
-from geoccseg.io.probability import encode_uint8
+from geoccseg.io.probability import STATE_TAG, WEIGHTS_TAG, encode_uint8
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS, CrackMeasurements, CrackParams, empty_branches, measure_cracks, summary_numbers
@@ -210,7 +210,8 @@ class _Run:
     replace: bool
     confidence: ConfidenceThresholds | None = None
     made_by: dict[str, str] = field(default_factory=dict)
-    """What predicts the probabilities (:data:`MADE_BY`), written into each probability PNG."""
+    """What predicts the probabilities (the provenance tags and the chips, :data:`MADE_BY` among
+    them), written into each probability PNG."""
 
     def probability(self, photo: Path) -> Path:
         return self.out_dir / "probability" / f"{photo.stem}.png"
@@ -236,7 +237,10 @@ class _Run:
         info = probability_png_info(self.probability(photo))
         if info is None or info[0] != photo_size(photo, exif_orientation=True):
             return False
-        other = {key: info[1][key] for key, value in self.made_by.items() if info[1].get(key, value) != value}  # unrecorded: older runs
+        recorded = info[1]
+        if STATE_TAG not in recorded and WEIGHTS_TAG in recorded:  # written before the state tag: the weights tag held this digest
+            recorded = recorded | {STATE_TAG: recorded[WEIGHTS_TAG]}
+        other = {key: recorded[key] for key in MADE_BY if recorded.get(key, self.made_by[key]) != self.made_by[key]}  # unrecorded: old
         if other:
             was = ", ".join(f"{MADE_BY[key]} {value}" for key, value in other.items())
             now = ", ".join(f"{MADE_BY[key]} {self.made_by[key]}" for key in other)
@@ -271,7 +275,7 @@ def output_folders(out_dir: str | os.PathLike) -> list[Path]:
     return [Path(out_dir) / sub for sub in OUTPUT_FOLDERS]
 
 
-MADE_BY = {"GEOCCSEG_WEIGHTS_SHA256": "weights", "GEOCCSEG_TILE_PX": "tile (px)", "GEOCCSEG_OVERLAP_PX": "overlap (px)"}
+MADE_BY = {STATE_TAG: "weights (digest in memory)", "GEOCCSEG_TILE_PX": "tile (px)", "GEOCCSEG_OVERLAP_PX": "overlap (px)"}
 """PNG text keys of a probability PNG that a resumed run must share (what each names)."""
 
 
@@ -368,8 +372,7 @@ def predict_photos(
         overlap_px=options.overlap_px, batch_size=options.batch_for(tile_px), bands=len(meta.bands), params=params,
         pixel_size_mm=pixel_size_mm, overlay=len(photos) <= OVERLAY_AUTO_MAX if overlay is None else overlay,
         replace=overwrite or resume, confidence=ConfidenceThresholds.from_meta(meta) if confidence else None,
-        made_by={"GEOCCSEG_WEIGHTS_SHA256": weights_sha256(bundle.model), "GEOCCSEG_TILE_PX": str(tile_px),
-                 "GEOCCSEG_OVERLAP_PX": str(options.overlap_px)},
+        made_by=provenance(bundle) | {"GEOCCSEG_TILE_PX": str(tile_px), "GEOCCSEG_OVERLAP_PX": str(options.overlap_px)},
     )
     _prepare(run, photos, resume, overwrite)
 

@@ -50,6 +50,7 @@ from geoccseg.io.bundle import META, BundleMeta, bundle_stamp, is_weights_file, 
 from geoccseg.io.normalize import NormStats, compute_stats
 from geoccseg.io.scene import Scene, open_scene
 from geoccseg.models import Bundle, load_bundle
+from geoccseg.models.bundle import state_sha256
 
 if TYPE_CHECKING:
     import distributed
@@ -190,12 +191,37 @@ class PredictOptions:
 
 
 @dataclass(frozen=True)
+class ModelRef:
+    """What the jobs of a run name their model by (small and picklable; :func:`model_ref`).
+
+    Attributes:
+        path: the bundle folder, absolute (Dask workers started elsewhere see the same one).
+        stamp: :func:`weights_stamp` of the folder when the run began ("" where it cannot be read:
+            a bundle built in memory); a process that loads the folder refuses it rewritten since.
+        state: :func:`~geoccseg.models.bundle.state_sha256` of the model the run predicts with:
+            the model this process shares (:func:`share_bundle`) is found by it, and a process that
+            loads the folder instead refuses weights other than these, so one output never mixes
+            two models nor names a model that did not run.
+    """
+
+    path: str
+    stamp: str
+    state: str
+
+
+def model_ref(bundle: Bundle) -> ModelRef:
+    """The :class:`ModelRef` of a loaded bundle, for the jobs of one run."""
+    return ModelRef(str(Path(bundle.path).resolve()), weights_stamp(bundle.path), state_sha256(bundle.model))
+
+
+@dataclass(frozen=True)
 class BlockJob:
     """Everything a worker needs to predict one block (small and picklable: no model, no pixels).
 
     Attributes:
         scene: the scene (re-opens its file in the worker).
-        bundle_path: folder of the model bundle; workers load it once per process.
+        model: the model (:func:`cached_model`: this process's shared one, else loaded from its
+            folder once per process).
         device: torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         grid: the global chip grid, in model-grid pixels.
         block: the block to predict.
@@ -204,12 +230,10 @@ class BlockJob:
         engine: the settled engine name (``torch``, ``onnx`` or ``openvino``, :func:`~geoccseg.inference.engine.settle_engine`).
         precision: the engine's precision (``fp32``, ``bf16``, ``int8``).
         norm: the scene's own statistics for a per-image model (:func:`scene_norm`); None: the bundle's.
-        stamp: :func:`weights_stamp` of the bundle when the run began; a bundle rewritten since is
-            refused (:func:`cached_model`), so one output never mixes two models. None: not checked.
     """
 
     scene: Scene
-    bundle_path: str
+    model: ModelRef
     device: str
     grid: ChipGrid
     block: Block
@@ -218,7 +242,6 @@ class BlockJob:
     engine: str
     precision: str = "fp32"
     norm: NormStats | None = None
-    stamp: str | None = None
 
 
 @dataclass
@@ -247,16 +270,22 @@ def resolve_device(device: str) -> str:
     """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; check that a requested device exists.
 
     Raises:
-        GeoccsegError: an unknown device name, or CUDA requested on a machine without it.
+        GeoccsegError: an unknown device name, CUDA requested on a machine without it, or a GPU
+            number the machine does not have.
     """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        kind = torch.device(device).type
+        kind, index = torch.device(device).type, torch.device(device).index
     except RuntimeError:
         raise GeoccsegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise GeoccsegError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+        raise GeoccsegError(f"--device {device} was requested but no CUDA GPU is available; use --device cpu or auto")
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        which = "only cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise GeoccsegError(f"device {device}: this machine has {count} CUDA GPU{'s' if count > 1 else ''}, {which}; use cuda "
+                            "(the first) or one of those")
     if kind not in ("cpu", "cuda"):
         raise GeoccsegError(f"device {device!r} is not supported; use auto, cpu or cuda")
     return device
@@ -268,44 +297,45 @@ def weights_stamp(bundle_path: str | os.PathLike) -> str:
     return bundle_stamp(Path(bundle_path).resolve())
 
 
-def _model_key(bundle_path: str | os.PathLike, device: str) -> tuple[str, str, str]:
-    """Cache key of a bundle on a device; the weights' :func:`weights_stamp` catches a rewritten bundle."""
-    return str(Path(bundle_path).resolve()), device, weights_stamp(bundle_path)
-
-
-def share_bundle(bundle: Bundle, device: str) -> None:
-    """Make an already loaded bundle the model of this process on ``device`` (in-process runs)."""
+def share_bundle(bundle: Bundle, device: str, ref: ModelRef) -> None:
+    """Make an already loaded bundle the model of this process on ``device`` for the jobs that name
+    it by ``ref`` (:func:`model_ref`; in-process runs: they use the model in memory, whatever its
+    folder holds meanwhile)."""
     model = bundle.model if device == "cpu" else copy.deepcopy(bundle.model).to(device)
     with _MODELS_LOCK:
         _MODELS.clear()
         _ENGINES.clear()
-        _MODELS[_model_key(bundle.path, device)] = (model.eval(), bundle.meta)
+        _MODELS[(ref.path, device, ref.state)] = (model.eval(), bundle.meta)
 
 
-def cached_model(bundle_path: str, device: str, stamp: str | None = None) -> tuple[torch.nn.Module, BundleMeta]:
-    """The model and metadata of a bundle on ``device``, loaded once per process (one bundle kept).
-
-    Args:
-        stamp: :func:`weights_stamp` of the bundle when the run began; None: not checked.
+def cached_model(ref: ModelRef, device: str) -> tuple[torch.nn.Module, BundleMeta]:
+    """The model and metadata ``ref`` names on ``device``: the one this process shares
+    (:func:`share_bundle`), else its bundle folder's, loaded once per process (one bundle kept).
 
     Raises:
-        GeoccsegError: the bundle was rewritten since ``stamp`` (a training run writing into it);
-            a missing or damaged bundle.
+        GeoccsegError: the folder cannot be read, was rewritten since the run began (a training run
+            writing into it), or does not hold the weights the run predicts with (a model changed
+            in memory after loading); a damaged bundle.
     """
-    key = _model_key(bundle_path, device)
-    if stamp and not key[2]:
-        raise GeoccsegError(f"this process cannot read model bundle {bundle_path} (moved or deleted during the run? on a Dask "
+    key = (ref.path, device, ref.state)
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            return _MODELS[key]
+    now = weights_stamp(ref.path)
+    if not now:
+        raise GeoccsegError(f"this process cannot read model bundle {ref.path} (moved or deleted during the run? on a Dask "
                             "cluster every worker must see the bundle and the scene at the same paths as the client)")
-    rewritten = GeoccsegError(f"model bundle {bundle_path} was rewritten while this run used it (a training run writing "
-                              "into it?); run again once that is finished, or use a copy of the bundle")
-    if stamp is not None and key[2] != stamp:
-        raise rewritten
+    if ref.stamp and now != ref.stamp:
+        raise GeoccsegError(f"model bundle {ref.path} was rewritten while this run used it (a training run writing "
+                            "into it?); run again once that is finished, or use a copy of the bundle")
     with _MODELS_LOCK:
         if key not in _MODELS:
-            bundle = load_bundle(bundle_path)
-            if stamp is not None and bundle.stamp != stamp:  # rewritten between the check and the read
-                raise rewritten
-            key = (key[0], key[1], bundle.stamp)
+            bundle = load_bundle(ref.path)
+            if bundle.loaded_state_sha256 != ref.state:
+                raise GeoccsegError(f"model bundle {ref.path} does not hold the weights this run predicts with (the model was "
+                                    "changed in memory after loading, or the folder rewritten since); save the model with "
+                                    "geoccseg.io.bundle.save_bundle and predict from that folder (a lazy array: compute it "
+                                    "before predicting with another model)")
             _MODELS.clear()
             _ENGINES.clear()
             _MODELS[key] = (bundle.model.to(device).eval(), bundle.meta)
@@ -313,10 +343,10 @@ def cached_model(bundle_path: str, device: str, stamp: str | None = None) -> tup
 
 
 def cached_engine(
-    bundle_path: str, device: str, engine: str, precision: str = "fp32",
-    build: Callable[[str, torch.nn.Module, str, BundleMeta, str], Engine] = build_engine, stamp: str | None = None,
+    ref: ModelRef, device: str, engine: str, precision: str = "fp32",
+    build: Callable[[str, torch.nn.Module, str, BundleMeta, str], Engine] = build_engine,
 ) -> tuple[Engine, BundleMeta]:
-    """The engine ``engine`` (resolved name) running the process's model of a bundle on ``device`` at
+    """The engine ``engine`` (resolved name) running the process's model ``ref`` names on ``device`` at
     ``precision`` (:func:`cached_model`; built by ``build``, prediction's
     :func:`geoccseg.inference.engine.build_engine` or the acquisition terms'
     :func:`geoccseg.suggest.terms.scoring_engine`), and the bundle's metadata.
@@ -324,7 +354,7 @@ def cached_engine(
     The engine is built once per process model (a new :func:`share_bundle` or a reloaded bundle builds
     it again): the exported engines' cache key hashes every weight, which each block would repeat.
     """
-    model, meta = cached_model(bundle_path, device, stamp)
+    model, meta = cached_model(ref, device)
     key = (engine, precision, torch.get_num_threads(), build)
     with _MODELS_LOCK:
         found = _ENGINES.get(key)
@@ -436,7 +466,7 @@ def predict_block(job: BlockJob) -> BlockResult:
 
 
 def _predict_block(job: BlockJob) -> BlockResult:
-    engine, meta = cached_engine(job.bundle_path, job.device, job.engine, job.precision, stamp=job.stamp)
+    engine, meta = cached_engine(job.model, job.device, job.engine, job.precision)
     window = job.block.window
     image, valid = read_model_window(job.scene, window, job.scale)
     top, left = int(window.row_off), int(window.col_off)
@@ -683,9 +713,8 @@ def predict_scene(
     blocks = grid.blocks()
     engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported once (onnx)
     norm = scene_norm(opened, bundle.meta)
-    stamp = weights_stamp(bundle.path)
-    jobs = (BlockJob(opened, str(Path(bundle.path).resolve()), device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm,
-                     stamp) for block in blocks)
+    ref = model_ref(bundle)
+    jobs = (BlockJob(opened, ref, device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm) for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
@@ -697,7 +726,7 @@ def predict_scene(
             tqdm(total=len(blocks), unit="block", desc="predict", disable=not progress) as bar,
         ):
             if client is None:
-                share_bundle(bundle, device)
+                share_bundle(bundle, device, ref)
                 results = _run_local(jobs, threads=1 if device == "cpu" else 2)
             else:
                 results = _run_dask(client, jobs, in_flight=2 * max(1, len(client.scheduler_info()["workers"])))

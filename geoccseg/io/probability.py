@@ -22,6 +22,15 @@ its value is the sample type (``uint8``: p x 255, ``float32``: p)."""
 THRESHOLD_TAG = "GEOCCSEG_THRESHOLD"
 """Dataset tag holding the threshold of the model that wrote the probabilities (``geoccseg predict``)."""
 
+WEIGHTS_TAG = "GEOCCSEG_WEIGHTS_SHA256"
+"""Dataset tag (PNG text key) holding the SHA-256 of the bundle weights file that predicted the
+probabilities, as ``geoccseg models`` shows it (left out when the model that ran was built or
+changed in memory)."""
+
+STATE_TAG = "GEOCCSEG_STATE_SHA256"
+"""Dataset tag (PNG text key) holding the digest of the weights that ran as they were in memory
+(:func:`geoccseg.models.bundle.state_sha256`): what a resumed photo run compares."""
+
 UINT8_MAX = 255
 """Stored value of p = 1 in a ``uint8`` raster."""
 

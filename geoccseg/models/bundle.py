@@ -6,9 +6,12 @@ builds the network from them, so that io never imports the networks.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.bundle import META, BundleMeta, StoredBundle, read_bundle
@@ -18,13 +21,34 @@ from geoccseg.models.network import FusionSegNet, build_model
 
 @dataclass
 class Bundle:
-    """A loaded bundle: the model (eval mode, on CPU) and its metadata; ``stamp`` is the
-    :func:`~geoccseg.io.bundle.prediction_stamp` of the files it was read from ("" if built in memory)."""
+    """A loaded bundle: the model (eval mode, on CPU) and its metadata.
+
+    Attributes:
+        stamp: :func:`~geoccseg.io.bundle.prediction_stamp` of the files it was read from ("" if
+            built in memory).
+        weights_sha256: SHA-256 of the weights file it was read from, as checked then ("" if built
+            in memory).
+        loaded_state_sha256: :func:`state_sha256` of ``model`` when it was read: tells whether the
+            model in memory still holds those weights.
+    """
 
     model: FusionSegNet
     meta: BundleMeta
     path: Path
     stamp: str = ""
+    weights_sha256: str = ""
+    loaded_state_sha256: str = ""
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """Hex SHA-256 of a network's weights as they are in memory: every entry of its ``state_dict``
+    (name, dtype, shape and bytes), in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
 
 
 def from_bundle(stored: StoredBundle) -> Bundle:
@@ -45,7 +69,8 @@ def from_bundle(stored: StoredBundle) -> Bundle:
         first = str(exc).splitlines()[0]
         raise GeoccsegError(f"weights in {folder} do not fit the architecture in {META} ({first})") from None
     model.eval()
-    return Bundle(model=model, meta=meta, path=folder, stamp=stored.stamp)
+    return Bundle(model=model, meta=meta, path=folder, stamp=stored.stamp, weights_sha256=stored.weights_sha256,
+                  loaded_state_sha256=state_sha256(model))
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:

@@ -23,7 +23,6 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -35,17 +34,18 @@ from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
 from geoccseg.inference.predict import (
     GDAL_CACHE_BYTES,
+    ModelRef,
     PredictOptions,
     _run_dask,
     _run_local,
     blend_chips,
     cached_engine,
     dask_client,
+    model_ref,
     read_model_window,
     scene_norm,
     share_bundle,
     trim_heap,
-    weights_stamp,
 )
 from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene
@@ -82,7 +82,7 @@ class ScoreJob:
 
     Attributes:
         scene: the scene (re-opens its file in the worker).
-        bundle_path: folder of the model bundle; workers load it once per process.
+        model: the model (:func:`~geoccseg.inference.predict.cached_model`).
         device: torch device string.
         grid: the scene's global chip grid (model pixels).
         cells: the cell grid.
@@ -94,12 +94,10 @@ class ScoreJob:
         params: per-pixel term settings.
         norm: the scene's own statistics for a per-image model; None: the bundle's.
         engine: the scoring engine's name, ``torch`` or ``onnx`` (:func:`~geoccseg.suggest.terms.scoring_engine`).
-        stamp: the bundle's :func:`~geoccseg.inference.predict.weights_stamp` when the run began
-            (a bundle rewritten since is refused); None: not checked.
     """
 
     scene: Scene
-    bundle_path: str
+    model: ModelRef
     device: str
     grid: ChipGrid
     cells: CellGrid
@@ -111,7 +109,6 @@ class ScoreJob:
     params: TermParams
     norm: NormStats | None = None
     engine: str = "torch"
-    stamp: str | None = None
 
 
 @dataclass
@@ -151,7 +148,7 @@ def score_block(job: ScoreJob) -> CellBlock:
 
 
 def _score_block(job: ScoreJob) -> CellBlock:
-    engine, meta = cached_engine(job.bundle_path, job.device, job.engine, build=scoring_engine, stamp=job.stamp)
+    engine, meta = cached_engine(job.model, job.device, job.engine, build=scoring_engine)
     ch, cw = job.cells.cell_h_px, job.cells.cell_w_px
     top, bottom = job.rows[0] * ch, job.rows[1] * ch
     left, right = job.cols[0] * cw, job.cols[1] * cw
@@ -215,10 +212,10 @@ def score_cells(
     block_cols = max(1, round(options.block_px / cells.cell_w_px))
     norm = scene_norm(scene, bundle.meta)
     engine = settle_scoring(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx), here
-    stamp = weights_stamp(bundle.path)
+    ref = model_ref(bundle)
     jobs = [
-        ScoreJob(scene, str(Path(bundle.path).resolve()), device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
-                 scale, options.batch_for(tile_px), thresholds, params, norm, engine, stamp)
+        ScoreJob(scene, ref, device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
+                 scale, options.batch_for(tile_px), thresholds, params, norm, engine)
         for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)
     ]
     sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
@@ -229,7 +226,7 @@ def score_cells(
         tqdm(total=len(jobs), unit="block", desc=f"score {scene.path.name}", disable=not progress) as bar,
     ):
         if client is None:
-            share_bundle(bundle, device)
+            share_bundle(bundle, device, ref)
             results = _run_local(jobs, threads=1 if device == "cpu" else 2, task=score_block)
         else:
             results = _run_dask(client, jobs, in_flight=2 * max(1, len(client.scheduler_info()["workers"])), task=score_block)
