@@ -862,6 +862,44 @@ def test_unlabeled_photos_are_checked_before_training_and_hidden_files_left_out(
         PhotoTrainingData(images, masks, labeled_fraction=0.5, unlabeled_dirs=[unlabeled])
 
 
+def test_a_photo_whose_body_is_damaged_is_named_before_training_or_left_out_when_drawn(data_dir, tmp_path, caplog):
+    """A JPEG cut short by an interrupted copy reads its header, so it passed the check before
+    training and stopped it at the step that first drew it ("image file is truncated"), or at the
+    first validation. Labeled and validation photos are now decoded before training; an unlabeled
+    one is named once and left out."""
+    cfd = data_dir / "cfd"
+    images, masks = _link_source(tmp_path / "src", [(p, cfd / "masks" / f"{p.stem}.png") for p in sorted((cfd / "images").iterdir())[:6]])
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    shutil.copy(sorted((cfd / "unlabeled").iterdir())[0], unlabeled / "a.jpg")
+    norm = PhotoTrainingData(images, masks, labeled_fraction=0.5, unlabeled_dirs=[unlabeled]).norm
+    whole = (unlabeled / "a.jpg").read_bytes()
+    (unlabeled / "b.jpg").write_bytes(whole[: len(whole) // 2])  # the header and half the pixels
+    for given in (None, norm):  # drawn for the statistics (a new run), or first when a chip is drawn (a fine-tune)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            data = PhotoTrainingData(images, masks, labeled_fraction=0.5, unlabeled_dirs=[unlabeled], norm=given, tile_px=96)
+            assert unlabeled / "b.jpg" in data.unlabeled_paths
+            generator = torch.Generator().manual_seed(0)
+            chips = [data.unlabeled_chip(generator) for _ in range(40)]
+        assert all(chip["image"].shape == (3, 96, 96) and torch.isfinite(chip["image"]).all() for chip in chips)
+        warned = [r.getMessage() for r in caplog.records if "b.jpg" in r.getMessage()]
+        assert len(warned) == 1 and "truncated" in warned[0] and "training goes on without it" in warned[0], warned
+    (unlabeled / "a.jpg").unlink()
+    only_damaged = PhotoTrainingData(images, masks, labeled_fraction=1.0, unlabeled_dirs=[unlabeled], norm=norm, tile_px=96)
+    with pytest.raises(GeoccsegError, match=r"none of the 1 unlabeled photos can be read \(e.g. .*b.jpg\)"):
+        only_damaged.unlabeled_chip(torch.Generator().manual_seed(0))
+
+    labeled = data.labeled_pairs[0][0]
+    damaged = tmp_path / "damaged"
+    images2, masks2 = _link_source(damaged, [(p, cfd / "masks" / f"{p.stem}.png") for p in sorted((cfd / "images").iterdir())[:6]
+                                             if p.name != labeled.name])
+    (images2 / labeled.name).write_bytes(labeled.read_bytes()[: labeled.stat().st_size // 2])
+    (masks2 / f"{labeled.stem}.png").symlink_to(cfd / "masks" / f"{labeled.stem}.png")
+    with pytest.raises(GeoccsegError, match=rf"cannot read photo {labeled.name}: .*truncated.* \(in {images2}\); replace the photo"):
+        PhotoTrainingData(images2, masks2, labeled_names=[labeled.stem], norm=norm)
+
+
 def test_a_mask_drawn_on_the_exif_turned_photo_says_so(tmp_path):
     """Annotation tools show a phone photo turned by its EXIF orientation, so its mask has the turned
     size; training reads photos as stored, and the size error did not say why they differ."""

@@ -14,8 +14,9 @@ EXIF orientation on request).
 from __future__ import annotations
 
 import glob
+import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from geoccseg.io.formats import GEOTIFF_SUFFIXES, LOSSY_SUFFIXES, PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_uint8
 from geoccseg.label_values import IGNORE_INDEX, held_values, label_mode, unlabeled_is_255
 from geoccseg.models.config import check_tile_px
+
+log = logging.getLogger(__name__)
 
 
 def is_photo_file(path: Path) -> bool:
@@ -434,6 +437,7 @@ class PhotoTrainingData(TrainingData):
         self.tile_px = check_tile_px(tile_px)
         self.pixel_size_m = pixel_size_m
         image_files, mask_files, self._zoom = _sources(images, masks, source_pixel_sizes_m, pixel_size_m)
+        self._unreadable: set[Path] = set()  # unlabeled photos found damaged when drawn (unlabeled_chip)
         missing = sorted(set(image_files) - set(mask_files))
         if missing:
             raise GeoccsegError(f"{len(missing)} image(s) have no mask in {masks} (e.g. {', '.join(missing[:3])}); masks are matched by file name stem")
@@ -489,7 +493,7 @@ class PhotoTrainingData(TrainingData):
             sample = sorted([p for p, _ in self.labeled_pairs] + self.unlabeled_paths, key=lambda p: (Path(p).name, str(p)))
             rng = np.random.default_rng(seed)
             pick = rng.choice(len(sample), size=min(64, len(sample)), replace=False)
-            norm = stats_from_uint8(read_photo_valid(sample[i], bands=self.num_bands) for i in sorted(pick))  # one photo in memory at a time
+            norm = stats_from_uint8(self._readable(sample[i] for i in sorted(pick)))  # one photo in memory at a time
         self.norm = norm
 
     def _count_labels(self, masks: str | os.PathLike) -> tuple[np.ndarray, bool]:
@@ -520,8 +524,10 @@ class PhotoTrainingData(TrainingData):
         return counts, unlabeled_255
 
     def _check_sizes(self) -> None:
-        """Every photo's header readable (the unlabeled ones too: not a failure at a random step) and
-        every mask of the size of its photo."""
+        """Every photo's header readable (the unlabeled ones too: not a failure at a random step),
+        every mask of the size of its photo, and every labeled and validation photo decoded whole
+        (training and validation cannot go without them; an unlabeled photo whose body is damaged
+        is left out when drawn, :meth:`unlabeled_chip`)."""
         for image, mask in self.labeled_pairs + self.val_pairs + [(path, None) for path in self.unlabeled_paths]:
             a, b = photo_size(image), None if mask is None else photo_size(mask)
             for path, size, kind in ((image, a, "photo"), (mask, b, "mask")):
@@ -534,6 +540,11 @@ class PhotoTrainingData(TrainingData):
                                     f"orientation, but training reads photos as stored ({a[0]}x{a[1]}); save the photo turned "
                                     "(e.g. mogrify -auto-orient) so that its pixels and its mask agree")
             raise GeoccsegError(f"mask {mask.name} is {b[0]}x{b[1]} but image {image.name} is {a[0]}x{a[1]}; masks must match their images")
+        for image, _ in self.labeled_pairs + self.val_pairs:
+            try:
+                read_photo(image)
+            except GeoccsegError as exc:
+                raise GeoccsegError(f"{exc} (in {image.parent}); replace the photo, or leave it and its mask out") from None
 
     # -- interface ----------------------------------------------------------------------------
     def _load(self, image_path: Path, mask_path: Path | None) -> tuple[dict, NormStats]:
@@ -583,10 +594,41 @@ class PhotoTrainingData(TrainingData):
         return self._chip(image, mask, generator)
 
     def unlabeled_chip(self, generator: torch.Generator) -> dict:
+        """A chip of a random unlabeled photo; a photo whose body turns out damaged (its header read
+        before training) is named once (by each loader process) and left out, and another is drawn.
+
+        Raises:
+            GeoccsegError: no unlabeled photo can be read.
+        """
         if not self.unlabeled_paths:
             return {k: v for k, v in self.labeled_chip(generator).items() if k != "mask"}
-        path = self.unlabeled_paths[int(torch.randint(len(self.unlabeled_paths), (1,), generator=generator))]
-        return self._chip(path, None, generator)
+        while len(self._unreadable) < len(self.unlabeled_paths):
+            path = self.unlabeled_paths[int(torch.randint(len(self.unlabeled_paths), (1,), generator=generator))]
+            if path in self._unreadable:
+                continue
+            try:
+                return self._chip(path, None, generator)
+            except GeoccsegError as exc:
+                self._left_out(path, exc)
+        raise GeoccsegError(f"none of the {len(self.unlabeled_paths)} unlabeled photos can be read (e.g. {self.unlabeled_paths[0]}); "
+                            "check them (an interrupted copy?) and resume")
+
+    def _left_out(self, path: Path, exc: GeoccsegError) -> None:
+        """Leave out an unlabeled photo that cannot be read, and say so."""
+        self._unreadable.add(path)
+        log.warning("%s (in %s); training goes on without it (replace the file and resume to use it)", exc, path.parent)
+
+    def _readable(self, paths: Iterable[Path]) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """:func:`read_photo_valid` of each photo, one at a time; unlabeled ones that cannot be read
+        left out (:meth:`_left_out`)."""
+        unlabeled = set(self.unlabeled_paths)
+        for path in paths:
+            try:
+                yield read_photo_valid(path, bands=self.num_bands)
+            except GeoccsegError as exc:
+                if path not in unlabeled:
+                    raise
+                self._left_out(path, exc)
 
     def validation_items(self) -> LazyItems:
         return LazyItems(len(self.val_pairs), lambda i: self._item(*self.val_pairs[i]))
