@@ -916,3 +916,35 @@ def test_a_mask_drawn_on_the_exif_turned_photo_says_so(tmp_path):
     with pytest.raises(GeoccsegError, match=r"mask p0.png is 40x96, the size of photo p0.jpg turned by its EXIF orientation, "
                                             r"but training reads photos as stored \(96x40\)"):
         PhotoTrainingData(images, masks, labeled_fraction=0.5, classes=["crack"])
+
+
+def test_a_per_image_model_trained_on_several_scenes_sees_each_as_prediction_does(vegas, tmp_path):
+    """Prediction stretches a scene for a per-image model by that scene's own percentiles; training
+    on several scenes (a per-image bundle fine-tuned with --init-from) stretched every scene by their
+    pooled percentiles, so a dark scene looked different in training and prediction."""
+    from dataclasses import replace
+
+    from geoccseg.io.bundle import resolve_model
+    from geoccseg.models import load_bundle
+    from geoccseg.train import TrainConfig
+    from geoccseg.train.run import build_data
+
+    bright = vegas / "vegas_img0_rgb.tif"
+    dark = tmp_path / "dark.tif"
+    with rasterio.open(bright) as src:
+        profile, pixels = src.profile, src.read()
+    pixels[:3] //= 3
+    with rasterio.open(dark, "w", **profile) as dst:
+        dst.write(pixels)
+    own = [compute_stats(open_scene(path)) for path in (bright, dark)]
+    assert own[1].high[0] < own[0].high[0] / 2
+    start = load_bundle(resolve_model("road"))
+    start.meta.norm = replace(start.meta.norm, per_image=True)
+    config = TrainConfig(scenes=[str(bright), str(dark)], labels=str(vegas / "vegas_img0_roads.geojson"), out=str(tmp_path / "m"))
+    data = build_data(config, start)
+    assert data.norm.per_image
+    for region, stats in zip(data.regions, own):
+        assert (region.chips.norm.low, region.chips.norm.high) == (stats.low, stats.high)
+    single = SceneTrainingData([dark], labels=vegas / "vegas_img0_roads.geojson", per_image=True)
+    assert (single.regions[0].chips.norm.low, single.regions[0].chips.norm.high) == (own[1].low, own[1].high)
+    assert single.norm.per_image

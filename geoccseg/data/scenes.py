@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import shapely
@@ -21,7 +21,7 @@ from geoccseg.data.coverage import missing_class_message
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.aoi import read_aoi
 from geoccseg.io.labels import Labels, open_labels
-from geoccseg.io.normalize import NormStats, compute_stats
+from geoccseg.io.normalize import PERCENTILES, NormStats, compute_stats
 from geoccseg.io.scene import open_scene
 from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.models.config import check_tile_px
@@ -71,7 +71,10 @@ class SceneTrainingData(TrainingData):
         pixel_size_m: train at this pixel size (metres) by resampling; the scenes' own when None.
         min_valid: minimum share of valid pixels for a chip to be used.
         min_inside: minimum share of a labeled chip inside the labeled region.
-        norm: reuse these statistics instead of computing them.
+        norm: reuse these statistics instead of computing them (with ``per_image``: their percentiles).
+        per_image: normalise each scene by its own percentiles, as prediction normalises a scene
+            for a per-image model (:func:`geoccseg.inference.predict.scene_norm`); ``norm`` then
+            records the scenes' joint statistics with ``per_image`` set.
 
     Attributes:
         label_pixels: labeled pixels per class (background first) inside the labeled regions, on
@@ -99,6 +102,7 @@ class SceneTrainingData(TrainingData):
         min_valid: float = 0.5,
         min_inside: float = 0.75,
         norm: NormStats | None = None,
+        per_image: bool = False,
     ) -> None:
         if not scenes:
             raise GeoccsegError("no scene given; pass --scene FILE (repeatable)")
@@ -113,9 +117,15 @@ class SceneTrainingData(TrainingData):
             raise GeoccsegError("scenes have different numbers of bands; select the same bands with --bands")
         self.bands = list(opened[0].bands)
         self.pixel_size_m = pixel_size_m or float(np.mean([s.pixel_size_m for s in opened]))
-        self.norm = norm or compute_stats(opened)
+        if per_image:
+            percentiles = norm.percentiles if norm else PERCENTILES
+            own = [compute_stats(scene, percentiles) for scene in opened]
+            self.norm = replace(own[0] if len(opened) == 1 else compute_stats(opened, percentiles), per_image=True)
+        else:
+            self.norm = norm or compute_stats(opened)
+            own = [self.norm] * len(opened)
         self.regions: list[SceneRegions] = []
-        for scene in opened:
+        for scene, scene_norm in zip(opened, own):
             lab = open_labels(labels, scene.crs, self.classes, class_column, width_m) if labels else None
             footprint = scene.footprint
             labeled = None
@@ -142,7 +152,7 @@ class SceneTrainingData(TrainingData):
             scale = self.pixel_size_m / scene.pixel_size_m
             res = (scene.res[0] * scale, scene.res[1] * scale)
             region_for_labels = labeled if labeled is not None else validation
-            chips = SceneChips(scene, self.norm, lab if (labeled is not None or validation is not None) else None, region_for_labels, res)
+            chips = SceneChips(scene, scene_norm, lab if (labeled is not None or validation is not None) else None, region_for_labels, res)
             self.regions.append(SceneRegions(chips, labeled, validation, lab))
         if aoi is not None and labels is not None and not self.has_labels:
             raise GeoccsegError(f"AOI {aoi} does not overlap any scene; check its location and CRS")

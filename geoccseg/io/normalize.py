@@ -33,6 +33,10 @@ FLOAT_BINS = 4096
 NO_VALID_PIXEL = "no valid pixel to compute normalisation statistics from; check the nodata value or the area of interest"
 
 
+PERCENTILES = (2.0, 98.0)
+"""The (low, high) percentiles mapped to -0.5 and +0.5 unless a bundle records others."""
+
+
 @dataclass
 class NormStats:
     """Per-band linear stretch.
@@ -47,7 +51,7 @@ class NormStats:
 
     low: list[float]
     high: list[float]
-    percentiles: tuple[float, float] = (2.0, 98.0)
+    percentiles: tuple[float, float] = PERCENTILES
     per_image: bool = False
 
     def __post_init__(self) -> None:
@@ -88,7 +92,7 @@ class NormStats:
     @classmethod
     def from_dict(cls, d: dict) -> NormStats:
         try:
-            return cls(low=[float(v) for v in d["low"]], high=[float(v) for v in d["high"]], percentiles=tuple(d.get("percentiles", (2.0, 98.0))),
+            return cls(low=[float(v) for v in d["low"]], high=[float(v) for v in d["high"]], percentiles=tuple(d.get("percentiles", PERCENTILES)),
                        per_image=bool(d.get("per_image", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise GeoccsegError(f"invalid normalisation statistics ({exc}); retrain or repair the bundle") from None
@@ -146,7 +150,7 @@ def _summed(parts: list, fan_in: int = 8):
 
 def compute_stats(
     scenes: Scene | list[Scene],
-    percentiles: tuple[float, float] = (2.0, 98.0),
+    percentiles: tuple[float, float] = PERCENTILES,
     chunk_px: int = 1024,
 ) -> NormStats:
     """Compute percentile statistics over one or more scenes with a Dask graph: exact for uint8 /
@@ -190,7 +194,7 @@ def compute_stats(
 
 
 def stats_from_uint8(images: Iterable[tuple[np.ndarray, np.ndarray | None]],
-                     percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
+                     percentiles: tuple[float, float] = PERCENTILES) -> NormStats:
     """Exact percentile statistics of uint8 images given one at a time (a generator of photos read
     from disk: one photo in memory at once, not the whole sample).
 
@@ -210,7 +214,7 @@ def stats_from_uint8(images: Iterable[tuple[np.ndarray, np.ndarray | None]],
     return _integer_stats(total, 256, percentiles)
 
 
-def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float] = (2.0, 98.0),
+def stats_from_arrays(images: list[np.ndarray], percentiles: tuple[float, float] = PERCENTILES,
                       valids: list[np.ndarray | None] | None = None) -> NormStats:
     """Percentile statistics over in-memory images (C, H, W), e.g. a photo folder or one photo: exact
     for uint8 / uint16 (one bin per value); for any other dtype a :data:`FLOAT_BINS` histogram between

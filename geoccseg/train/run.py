@@ -71,11 +71,11 @@ def build_data(c: TrainConfig, start: Bundle | None = None) -> TrainingData:
     per_image = c.per_image_norm or (norm is not None and norm.per_image)
     pixel_size_m = c.pixel_size_m if c.pixel_size_m is not None or start is None else start.meta.pixel_size_m
     if c.source == "scenes":
-        # a per-image model fine-tuned on scenes: chips are normalised with the training scenes' own
+        # a per-image model on scenes: each scene's chips are normalised with that scene's own
         # statistics, as prediction normalises a scene with its own
         data = SceneTrainingData(
             c.scenes, labels=c.labels, aoi=c.aoi, val_aoi=c.val_aoi, classes=c.classes, class_column=c.class_column,
-            width_m=c.width_m, bands=c.bands, tile_px=c.tile_px, pixel_size_m=pixel_size_m, norm=None if per_image else norm,
+            width_m=c.width_m, bands=c.bands, tile_px=c.tile_px, pixel_size_m=pixel_size_m, norm=norm, per_image=per_image,
         )
     else:
         data = PhotoTrainingData(
