@@ -20,6 +20,10 @@ from geoccseg.errors import GeoccsegError
 IGNORE_INDEX = 255
 """Label value of a pixel without a label: counted by no loss, metric or class weight."""
 
+COLOUR_TOLERANCE = 48
+"""Largest difference between a grey mask's channels (JPEG's colour noise, an editor's off-grey
+stroke); more is a colour mask, which is refused (red on black would read as background)."""
+
 
 def held_values(values: np.ndarray) -> tuple[np.ndarray, float | None]:
     """Which of the integers 0..255 an array of label values (any dtype, no NaN) holds.

@@ -321,6 +321,28 @@ def test_value_interpretation(tmp_path: Path) -> None:
     assert prediction_scores(class_map, [2])[2].tolist() == [[False, False, True]]
 
 
+def test_truth_masks_read_as_training_reads_them(data_dir: Path, tmp_path: Path) -> None:
+    """A 0/255 mask resized smoothly (values between 0 and 255) and an RGB mask of off-grey strokes
+    train and benchmark as masks, but evaluate refused them, advising --classes 1,2 (which would
+    score the values 1 and 2 of a 0..255 mask)."""
+    from geoccseg.data.photos import read_mask
+
+    crisp = np.asarray(Image.open(data_dir / "cfd" / "masks" / "001.png").convert("L"))
+    h, w = crisp.shape
+    smooth = np.asarray(Image.fromarray(crisp).resize((w // 2, h // 2), Image.BILINEAR).resize((w, h), Image.BILINEAR))
+    assert len(np.unique(smooth)) > 10
+    off_grey = np.stack([smooth, np.clip(smooth.astype(int) - 20, 0, 255), np.clip(smooth.astype(int) + 20, 0, 255)], axis=-1)
+    for name, array in (("smooth.png", smooth), ("off_grey.png", off_grey)):
+        path = _write_png(tmp_path / name, array)
+        truth = truth_masks(read_raster(path))[1]
+        assert np.array_equal(truth, read_mask(path) == 1), name
+        assert 0 < truth.sum() < truth.size
+    red = np.zeros((h, w, 3), np.uint8)
+    red[..., 0] = crisp
+    with pytest.raises(GeoccsegError, match="is a colour image"):
+        read_raster(_write_png(tmp_path / "red.png", red))
+
+
 def test_a_tagged_probability_raster_is_refused_as_a_class_map(tmp_path: Path) -> None:
     """``--classes 1`` on predict's uint8 probability COG read it as a class map: only pixels of
     probability 1/255 were class 1, every metric near 0 and no message."""

@@ -28,7 +28,7 @@ from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, LOSSY_SUFFIXES, PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_uint8
-from geoccseg.label_values import IGNORE_INDEX, held_values, label_mode, unlabeled_is_255
+from geoccseg.label_values import COLOUR_TOLERANCE, IGNORE_INDEX, held_values, label_mode, unlabeled_is_255
 from geoccseg.models.config import check_tile_px
 
 log = logging.getLogger(__name__)
@@ -248,10 +248,6 @@ def georeferenced(path: Path) -> bool:
             return src.crs is not None
     except rasterio.errors.RasterioIOError:
         return False  # the photo reader says what is wrong with it
-
-
-COLOUR_TOLERANCE = 48
-"""Largest difference between a grey mask's channels (JPEG's colour noise); more is a colour mask."""
 
 
 def read_mask(path: Path, num_classes: int = 2, unlabeled_255: bool | None = None) -> np.ndarray:

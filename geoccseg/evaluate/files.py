@@ -5,8 +5,11 @@ as do NaNs) or PNG/JPEG/BMP images (Pillow; an alpha channel marks invalid pixel
 read. Their values are interpreted as follows.
 
 Binary evaluation (``classes=None``):
-    - TRUTH: a 0/1 or 0/255 mask (JPEG masks, blurred by compression, are thresholded at 128).
-      Any other values mean a class map and need ``classes``.
+    - TRUTH: a 0/1 or 0/255 mask, read by the rule training reads masks with
+      (:func:`geoccseg.label_values.label_mode`): a 0/255 mask resized smoothly (values between)
+      and JPEG masks (blurred by compression) are thresholded at 128, and an RGB mask whose
+      channels differ by little (:data:`~geoccseg.label_values.COLOUR_TOLERANCE`) reads as its
+      grey. Any other values mean a class map and need ``classes``.
     - PRED: float probabilities in [0, 1]; a 0/1 integer mask; or uint8 read as ``value / 255``
       (so 0/255 masks and 0-255 probabilities both work). A raster tagged as the probabilities of
       ``geoccseg predict`` (the COG's ``GEOCCSEG_PROBABILITY`` tag, or the same PNG text key of
@@ -49,7 +52,7 @@ from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SU
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8
 from geoccseg.io.scene import open_raster
-from geoccseg.label_values import held_values, unlabeled_is_255
+from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, unlabeled_is_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
 
 
@@ -198,11 +201,15 @@ def read_raster(path: str | os.PathLike) -> Raster:
 
 
 def _read_image(path: Path) -> Raster:
+    """An image's first band; a colour image whose channels differ by at most
+    :data:`~geoccseg.label_values.COLOUR_TOLERANCE` (JPEG noise, off-grey strokes) as its grey
+    (as training reads masks), a more colourful one refused."""
     try:
         with Image.open(path) as image:
             has_alpha = image.mode.endswith("A")
             probability = PROBABILITY_TAG in image.info
             array = np.array(image)
+            grey = np.array(image.convert("L")) if array.ndim == 3 else None
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise GeoccsegError(f"cannot read image {path}: {exc}") from None
     if array.dtype == bool:
@@ -212,9 +219,10 @@ def _read_image(path: Path) -> Raster:
         if has_alpha:
             valid = array[..., -1] > 0
             array = array[..., :-1]
-        if np.any(array != array[..., :1]):
+        colour = array.astype(np.int16)
+        if int((colour.max(axis=-1) - colour.min(axis=-1)).max(initial=0)) > COLOUR_TOLERANCE:
             raise GeoccsegError(f"{path} is a colour image; masks and probabilities must be single-band (greyscale)")
-        array = array[..., 0]
+        array = grey
     return Raster(path=path, values=array, valid=valid, probability=probability)
 
 
@@ -282,6 +290,15 @@ def _only(values: np.ndarray, allowed: tuple[int, ...]) -> bool:
     return bool(np.isin(values, allowed).all())
 
 
+def _reads_as_mask(path: Path, seen: np.ndarray) -> bool:
+    """Whether TRUTH values read as a 0/255 mask, possibly smoothed (values between, the class from
+    128 up), by the rule training reads masks with (:func:`~geoccseg.label_values.label_mode`)."""
+    try:
+        return label_mode(f"TRUTH {path}", *held_values(seen), 1)[0]
+    except GeoccsegError:
+        return False
+
+
 def _sample(values: np.ndarray) -> str:
     return ", ".join(str(v) for v in np.unique(values)[:6].tolist())
 
@@ -346,7 +363,7 @@ def truth_masks(raster: Raster, classes: Sequence[int] | None = None) -> dict[in
     if classes is None:
         if seen.size == 0 or (seen.min() >= 0 and seen.max() <= 1):
             return {1: (values == 1) & valid}
-        if raster.lossy or _only(seen, (0, 255)):
+        if raster.lossy or _reads_as_mask(raster.path, seen):
             return {1: (values >= 128) & valid}
         raise GeoccsegError(
             f"TRUTH {raster.path} holds class values {_sample(seen)}; pass the classes to score (--classes 1,2) "
