@@ -100,10 +100,24 @@ def test_an_unlabeled_copy_of_a_held_out_image_is_refused_before_training(data_d
     test_stem = benchmark.split_stems(sorted(p.stem for p in (cfd / "images").iterdir()))["test"][0]
     (data / "unlabeled" / "other.jpg").symlink_to(sorted((cfd / "unlabeled").iterdir())[0])
     (data / "unlabeled" / f"{test_stem}.jpg").symlink_to(cfd / "images" / f"{test_stem}.jpg")
-    with pytest.raises(GeoccsegError, match=rf"1 photo\(s\) of {data / 'unlabeled'} share a name with held-out select or test images "
-                                            rf"\(e.g. {test_stem}\); the unlabeled folder must hold other photos"):
+    with pytest.raises(GeoccsegError, match=rf"1 photo\(s\) of {data / 'unlabeled'} share a name with held-out select or test images, or are "
+                                            rf"crops of their photos \(e.g. {test_stem}\); the unlabeled folder must hold other photos"):
         benchmark.run_benchmark("cfd", data, tmp_path / "out", profile="quick", seeds=[0], arms=["full"])
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unlabeled_crop_of_a_held_out_photo_is_refused(tmp_path: Path) -> None:
+    """DeepCrack's split keeps the crops of a photo together (``11116-1``, ``11116-2``...): an
+    unlabeled ``11116-5.jpg`` is a crop of a held-out photo, but the check compared names only."""
+    from geoccseg.benchmark.split import unlabeled_folders
+
+    (tmp_path / "unlabeled").mkdir()
+    (tmp_path / "unlabeled" / "11116-5.jpg").write_bytes(b"a photo")  # listed by name, not read
+    split = {"train": ["200-1"], "select": ["300-1"], "test": ["11116-1", "11116-2"], "photo_of": r"-\d+$"}
+    with pytest.raises(GeoccsegError, match=r"are crops of their photos \(e.g. 11116-5\)"):
+        unlabeled_folders(tmp_path, split)
+    assert unlabeled_folders(tmp_path, {**split, "test": ["400-1"]}) == [tmp_path / "unlabeled"]
+    assert unlabeled_folders(tmp_path, {k: v for k, v in split.items() if k != "photo_of"}) == [tmp_path / "unlabeled"]  # by stem
 
 
 @pytest.mark.slow

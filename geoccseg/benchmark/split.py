@@ -126,16 +126,24 @@ def unlabeled_folders(data: Path, split: dict) -> list[Path]:
     """``[data/unlabeled]`` when ``data`` has that folder of photos without masks, else ``[]``.
 
     Raises:
-        GeoccsegError: an unlabeled photo shares its name with a select or test image (a copy of a
-            held-out image trained on as unlabeled data would inflate its score).
+        GeoccsegError: an unlabeled photo shares its name with a select or test image, or, in a
+            split that keeps a photo's crops together (``photo_of``), is a crop of a held-out photo
+            (a copy of a held-out image trained on as unlabeled data would inflate its score).
     """
     folder = data / "unlabeled"
     if not folder.is_dir():
         return []
-    held_out = sorted(set(list_images(folder, "unlabeled", allow_empty=True)) & {*split["select"], *split["test"]})
+    photo_of = split.get("photo_of")
+
+    def photo(stem: str) -> str:
+        return re.sub(photo_of, "", stem) if photo_of else stem
+
+    held = {*split["select"], *split["test"]}
+    held_photos = {photo(stem) for stem in held}
+    held_out = sorted(stem for stem in list_images(folder, "unlabeled", allow_empty=True) if stem in held or photo(stem) in held_photos)
     if held_out:
-        raise GeoccsegError(f"{len(held_out)} photo(s) of {folder} share a name with held-out select or test images "
-                            f"(e.g. {', '.join(held_out[:3])}); the unlabeled folder must hold other photos")
+        raise GeoccsegError(f"{len(held_out)} photo(s) of {folder} share a name with held-out select or test images, or are "
+                            f"crops of their photos (e.g. {', '.join(held_out[:3])}); the unlabeled folder must hold other photos")
     return [folder]
 
 
