@@ -642,3 +642,34 @@ def test_polygon_truth_is_one_line_that_says_how_to_score_it(vegas, tmp_path):
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "holds Polygon geometries; evaluation compares (multi)line strings: burn polygons into a mask" in result.output
     assert "gdal_rasterize -burn 255 -ot Byte with its CRS, -te and -ts" in result.output
+
+
+def test_a_raster_too_large_to_score_whole_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """evaluate reads each raster of a pair whole: a scene larger than the free memory filled it
+    until the process was killed. A sparse GeoTIFF (header only) of 9 x 10^10 pixels stands for one
+    (about 3.3 TB to score: more than any machine has free)."""
+    from rasterio.windows import Window
+
+    big = tmp_path / "big.tif"
+    with rasterio.open(big, "w", driver="GTiff", width=300_000, height=300_000, count=1, dtype="uint8", crs="EPSG:32611",
+                       transform=from_origin(500000, 4000000, 0.3, 0.3), tiled=True, blockxsize=1024, blockysize=1024,
+                       SPARSE_OK=True, BIGTIFF="YES") as dst:
+        dst.write(np.full((1, 256, 256), 255, np.uint8), window=Window(0, 0, 256, 256))
+    assert big.stat().st_size < 10_000_000
+    result = CliRunner().invoke(cli, ["evaluate", str(big), str(big)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "is 300000x300000 px: scoring it whole takes about" in result.output and "gdal_retile.py -ps" in result.output
+
+
+def test_the_room_under_a_control_group_limit_counts_droppable_cache_free(tmp_path: Path) -> None:
+    """In a container the machine's available memory is not what the process may take: the
+    control group's limit is, less what the group uses, its page cache that can be dropped aside."""
+    from geoccseg.io.memory import _room
+
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    (tmp_path / "memory.current").write_text("536870912\n")
+    (tmp_path / "memory.stat").write_text("anon 400000000\ninactive_file 104857600\nactive_file 3000\n")
+    assert _room(tmp_path, "memory.max", "memory.current", "inactive_file") == 1073741824 - 536870912 + 104857600
+    (tmp_path / "memory.max").write_text("max\n")
+    assert _room(tmp_path, "memory.max", "memory.current", "inactive_file") is None
+    assert _room(tmp_path / "absent", "memory.max", "memory.current", "inactive_file") is None

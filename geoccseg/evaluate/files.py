@@ -50,6 +50,7 @@ from rasterio.enums import ColorInterp, MaskFlags
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.io.labels import VectorLabels, read_vector
+from geoccseg.io.memory import free_memory
 from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8
 from geoccseg.io.scene import open_raster
 from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, unlabeled_is_255
@@ -185,6 +186,7 @@ def read_raster(path: str | os.PathLike) -> Raster:
             extra = [i for i, ci in enumerate(ds.colorinterp[1:], start=2) if ci != ColorInterp.alpha]
             if extra:
                 raise GeoccsegError(f"{path} has {ds.count} bands; evaluation reads single-band masks or probabilities")
+            check_memory(path, ds.width, ds.height)
             values = ds.read(1)
             # a nodata value of 0 is background (or probability 0) in a mask, not missing truth:
             # QGIS's Rasterize writes it by default
@@ -200,12 +202,36 @@ def read_raster(path: str | os.PathLike) -> Raster:
     return Raster(path=path, values=values, valid=valid, crs=crs, transform=transform, probability=probability)
 
 
+SCORING_BYTES_PER_PX = 52
+"""Peak memory of scoring a pair of rasters whole, per pixel: each raster of a pair is read whole,
+and the pixel metrics' arrays (distance transforms, the threshold sweep) peak at about 50 bytes per
+pixel more than the imports (measured with a uint8 probability raster against a 0/255 mask, 8192
+and 12288 px, road graphs included: ``pipelines/benchmark_evaluate.py``; 51.5 in all at 12288 px)."""
+
+
+def check_memory(path: Path, width: int, height: int) -> None:
+    """Refuse a raster too large to score whole in the memory free (:func:`~geoccseg.io.memory.free_memory`), before
+    reading it, rather than the process killed for memory once it has filled it.
+
+    Raises:
+        GeoccsegError: the estimated peak (:data:`SCORING_BYTES_PER_PX`) is above the free memory.
+    """
+    need, free = width * height * SCORING_BYTES_PER_PX, free_memory()
+    if need > free:
+        tile = max(256, int((free / SCORING_BYTES_PER_PX) ** 0.5) // 2 // 256 * 256)  # half the side: a quarter of the memory
+        raise GeoccsegError(f"{path} is {width}x{height} px: scoring it whole takes about {need / 2**30:.1f} GB, and "
+                            f"{free / 2**30:.1f} GB are free; cut PRED and TRUTH into tiles of {tile} px with the same file "
+                            f"names (gdal_retile.py -ps {tile} {tile} -targetDir FOLDER, one existing folder for each) and "
+                            "evaluate the two folders")
+
+
 def _read_image(path: Path) -> Raster:
     """An image's first band; a colour image whose channels differ by at most
     :data:`~geoccseg.label_values.COLOUR_TOLERANCE` (JPEG noise, off-grey strokes) as its grey
     (as training reads masks), a more colourful one refused."""
     try:
         with Image.open(path) as image:
+            check_memory(path, *image.size)
             has_alpha = image.mode.endswith("A")
             probability = PROBABILITY_TAG in image.info
             array = np.array(image)
