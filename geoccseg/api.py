@@ -19,6 +19,7 @@ accumulator.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import warnings
@@ -112,14 +113,20 @@ def predict(
         ``weights_sha256``, ``state_sha256``, ``geoccseg_version``, ``engine``, and the model's
         ``threshold`` when it has one (:func:`vectorize` draws lines at it).
 
-        The array computes with the scheduler active when it is computed. The model in memory
-        is used by this process's threads (Dask's default); the processes of a
-        ``distributed`` cluster load it from the bundle's folder, so a model changed in memory
-        must be saved first (:func:`geoccseg.io.bundle.save_bundle`) for them.
+        The array computes with the scheduler active when it is computed, with the model as it
+        was when ``predict`` was called (a loaded bundle is copied: training it on afterwards
+        does not change the array). This process holds one model at a time for its threads
+        (Dask's default scheduler); the processes of a ``distributed`` cluster, and this one
+        once another model has predicted here, load it from the bundle's folder, and refuse a
+        folder rewritten since or holding other weights (a model changed in memory must be
+        saved first, :func:`geoccseg.io.bundle.save_bundle`): compute an array before
+        predicting with another model, or save the model.
 
     Raises:
         GeoccsegError: a missing or unreadable input, a scene without CRS or with bands the model
-            does not have, bad tiling options, device or engine; before any computation.
+            does not have, bad tiling options, device or engine, before any computation; when
+            computed, a bundle folder that has to be loaded again and was rewritten or holds
+            other weights.
     """
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
                              engine=engine, precision=precision)
@@ -193,8 +200,8 @@ def vectorize(
 # -- models and inputs -------------------------------------------------------------------------
 def _bundle(model: str | os.PathLike | Bundle | None, default: str) -> Bundle:
     """A loaded bundle from a name, a folder or a bundle."""
-    if isinstance(model, Bundle):
-        return model
+    if isinstance(model, Bundle):  # the array stands for the model as it is now, not as a notebook trains it on
+        return copy.deepcopy(model)
     return load_bundle(resolve_model(default if model is None else model))
 
 

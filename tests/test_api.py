@@ -153,6 +153,18 @@ def test_a_lazy_array_of_a_model_changed_in_memory_never_computes_with_its_folde
         prob.values
 
 
+def test_a_lazy_array_keeps_the_model_it_was_made_with() -> None:
+    """A notebook trains on after predict(): on the CPU the array computed with the live model (on
+    a GPU with a copy) under the digest of the weights it was made with."""
+    bundle = load_bundle(resolve_model("road"))
+    prob = geoccseg.predict(sample_scene(), bundle, device="cpu", engine="torch", block_px=512)
+    first = prob[:, :64, :64].values
+    with torch.no_grad():
+        next(bundle.model.parameters()).add_(0.5)
+    assert np.array_equal(prob[:, :64, :64].values, first, equal_nan=True)
+    assert prob.attrs["weights_sha256"] == bundle.weights_sha256
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(GeoccsegError, match="does not exist"):
         geoccseg.predict(tmp_path / "missing.tif")

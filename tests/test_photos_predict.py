@@ -91,6 +91,12 @@ def test_probability_pngs_name_the_weights_file_as_geoccseg_models_does(photo_di
     result = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--resume", "--device", "cpu"])
     assert result.exit_code == 1, result.output  # the corrupt photo is still skipped
     assert "0 predicted, 4 resumed, 1 skipped" in result.stdout
+    png = sorted((out / "probability").iterdir())[0]
+    with Image.open(png) as im:
+        other = {**{k: im.info[k] for k in ("GEOCCSEG_TILE_PX", "GEOCCSEG_OVERLAP_PX")}, "GEOCCSEG_WEIGHTS_SHA256": "0" * 64}
+    write_probability_png(np.asarray(Image.open(png)), png, overwrite=True, tags=other)  # an older PNG of another model
+    result = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--resume", "--device", "cpu"])
+    assert result.exit_code == 2 and f"was predicted with weights (digest in memory) {'0' * 64}" in result.stderr, result.output
 
 
 def test_resume_refuses_outputs_of_other_chips(photo_dir: Path, photo_run, tmp_path: Path) -> None:

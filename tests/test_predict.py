@@ -435,7 +435,7 @@ def test_the_probability_cog_names_the_weights_that_ran(scene_path: Path, bundle
     with rasterio.open(predict_scene(crop, before, tmp_path / "rewritten.tif", SMALL_TILES, progress=False)) as src:
         assert src.tags()["GEOCCSEG_WEIGHTS_SHA256"] == on_disk  # the model in memory ran, not the folder's new one
         assert src.tags()["GEOCCSEG_STATE_SHA256"] == loaded["GEOCCSEG_STATE_SHA256"]
-        assert np.array_equal(src.read(1), rasterio.open(tmp_path / "loaded.tif").read(1))
+        assert np.array_equal(src.read(1), read_band(tmp_path / "loaded.tif"))
     with pytest.raises(GeoccsegError, match="the model in memory differs from it"):  # Dask workers would load the new one
         predict_scene(crop, before, tmp_path / "workers.tif", replace(SMALL_TILES, workers=1), progress=False)
     shutil.rmtree(folder)  # a model trained into a scratch folder since removed

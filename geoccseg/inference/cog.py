@@ -57,13 +57,15 @@ PROB_DTYPE_ALIASES = {"float16": "float32"}
 """Other accepted names of :data:`PROB_DTYPES` (GeoTIFF Float16 needs GDAL >= 3.11)."""
 
 
-def provenance(bundle: Bundle, threshold: float | None = None, engine: str | None = None) -> dict[str, str]:
+def provenance(bundle: Bundle, threshold: float | None = None, engine: str | None = None, state: str | None = None) -> dict[str, str]:
     """Tags telling where probabilities (or lines drawn from them) come from.
 
     Args:
         bundle: the model that predicted them.
         threshold: the vectoriser's probability threshold (0-1) when lines were drawn; None: not given.
         engine: the inference engine that ran the model (``torch``, ``onnx``); None: not given.
+        state: :func:`~geoccseg.models.bundle.state_sha256` of the weights that ran, taken when
+            the run began (:class:`~geoccseg.inference.predict.ModelRef`); None: of ``bundle.model`` now.
 
     Returns:
         ``GEOCCSEG_MODEL`` (the bundle's folder name: ``road``, ``crack`` or the user's),
@@ -73,7 +75,7 @@ def provenance(bundle: Bundle, threshold: float | None = None, engine: str | Non
         :func:`~geoccseg.models.bundle.state_sha256`), ``GEOCCSEG_VERSION``, with ``threshold``
         ``GEOCCSEG_THRESHOLD`` and with ``engine`` ``GEOCCSEG_ENGINE``.
     """
-    tags = {"GEOCCSEG_MODEL": bundle.path.name, "GEOCCSEG_VERSION": __version__, STATE_TAG: state_sha256(bundle.model)}
+    tags = {"GEOCCSEG_MODEL": bundle.path.name, "GEOCCSEG_VERSION": __version__, STATE_TAG: state or state_sha256(bundle.model)}
     if bundle.weights_sha256 and tags[STATE_TAG] == bundle.loaded_state_sha256:
         tags[WEIGHTS_TAG] = bundle.weights_sha256
     if threshold is not None:

@@ -116,7 +116,7 @@ GDAL_CACHE_BYTES = 64 * 2**20
 """GDAL block cache while predicting (bytes: rasterio passes it to ``GDALSetCacheMax64``), so that
 memory does not grow with the scene size."""
 
-_MODELS: dict[tuple[str, str, int], tuple[torch.nn.Module, BundleMeta]] = {}
+_MODELS: dict[tuple[str, str, str], tuple[torch.nn.Module, BundleMeta]] = {}
 _ENGINES: dict[tuple[str, str, int, Callable], tuple[torch.nn.Module, Engine]] = {}
 _MODELS_LOCK = threading.Lock()
 
@@ -325,17 +325,19 @@ def cached_model(ref: ModelRef, device: str) -> tuple[torch.nn.Module, BundleMet
     if not now:
         raise GeoccsegError(f"this process cannot read model bundle {ref.path} (moved or deleted during the run? on a Dask "
                             "cluster every worker must see the bundle and the scene at the same paths as the client)")
+    rewritten = GeoccsegError(f"model bundle {ref.path} was rewritten while this run used it (a training run writing "
+                              "into it?); run again once that is finished, or use a copy of the bundle")
     if ref.stamp and now != ref.stamp:
-        raise GeoccsegError(f"model bundle {ref.path} was rewritten while this run used it (a training run writing "
-                            "into it?); run again once that is finished, or use a copy of the bundle")
+        raise rewritten
     with _MODELS_LOCK:
         if key not in _MODELS:
             bundle = load_bundle(ref.path)
+            if ref.stamp and bundle.stamp != ref.stamp:  # rewritten between the check and the read
+                raise rewritten
             if bundle.loaded_state_sha256 != ref.state:
                 raise GeoccsegError(f"model bundle {ref.path} does not hold the weights this run predicts with (the model was "
-                                    "changed in memory after loading, or the folder rewritten since); save the model with "
-                                    "geoccseg.io.bundle.save_bundle and predict from that folder (a lazy array: compute it "
-                                    "before predicting with another model)")
+                                    "changed in memory after it was loaded, or the folder rewritten since); save the model with "
+                                    "geoccseg.io.bundle.save_bundle and predict from that folder (a lazy array: compute it before predicting with another model)")
             _MODELS.clear()
             _ENGINES.clear()
             _MODELS[key] = (bundle.model.to(device).eval(), bundle.meta)
@@ -704,6 +706,7 @@ def predict_scene(
         check_workers_read_the_same_model(bundle, options)
     else:
         bundle = load_bundle(bundle)
+    ref = model_ref(bundle)  # the run begins: a folder rewritten from now on is refused by the processes that load it
     device = resolve_device(options.device)
     opened = open_scene_for(scene, bundle.meta)
     scale = model_scale(opened, bundle.meta.pixel_size_m)
@@ -713,7 +716,6 @@ def predict_scene(
     blocks = grid.blocks()
     engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported once (onnx)
     norm = scene_norm(opened, bundle.meta)
-    ref = model_ref(bundle)
     jobs = (BlockJob(opened, ref, device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm) for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
     with (
@@ -735,5 +737,5 @@ def predict_scene(
                 bar.update()
         chunk_px = COG_BLOCK_PX * max(1, round(block_px / COG_BLOCK_PX))
         write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, options.prob_dtype, overwrite, chunk_px,
-                              tags=provenance(bundle, threshold, engine=engine_label(engine, options.precision)))
+                              tags=provenance(bundle, threshold, engine=engine_label(engine, options.precision), state=ref.state))
     return prob_out
