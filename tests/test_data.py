@@ -886,9 +886,10 @@ def test_a_photo_whose_body_is_damaged_is_named_before_training_or_left_out_when
         warned = [r.getMessage() for r in caplog.records if "b.jpg" in r.getMessage()]
         assert len(warned) == 1 and "truncated" in warned[0] and "training goes on without it" in warned[0], warned
     (unlabeled / "a.jpg").unlink()
-    only_damaged = PhotoTrainingData(images, masks, labeled_fraction=1.0, unlabeled_dirs=[unlabeled], norm=norm, tile_px=96)
-    with pytest.raises(GeoccsegError, match=r"none of the 1 unlabeled photos can be read \(e.g. .*b.jpg\)"):
-        only_damaged.unlabeled_chip(torch.Generator().manual_seed(0))
+    for folders in ([unlabeled], [unlabeled, unlabeled]):  # a folder given twice lists its photo twice
+        only_damaged = PhotoTrainingData(images, masks, labeled_fraction=1.0, unlabeled_dirs=folders, norm=norm, tile_px=96)
+        with pytest.raises(GeoccsegError, match=r"none of the \d unlabeled photos can be read \(e.g. .*b.jpg\)"):
+            only_damaged.unlabeled_chip(torch.Generator().manual_seed(0))
 
     labeled = data.labeled_pairs[0][0]
     damaged = tmp_path / "damaged"

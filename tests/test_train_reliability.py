@@ -566,7 +566,7 @@ def test_a_bundle_read_while_training_saves_into_it_is_one_of_its_saves(tmp_path
     restore the bundle", though it was whole."""
     crack = load_bundle(resolve_model("crack"))
     folder = save_bundle(tmp_path / "m", crack.model, crack.meta)
-    saver = subprocess.Popen([sys.executable, "-c", SAVER, str(folder), "400"], stdout=subprocess.PIPE, text=True)
+    saver = subprocess.Popen([sys.executable, "-c", SAVER, str(folder), "200"], stdout=subprocess.PIPE, text=True)
     try:
         assert saver.stdout.readline() == "saving\n"
         seen, errors = set(), []

@@ -598,7 +598,7 @@ class PhotoTrainingData(TrainingData):
         """
         if not self.unlabeled_paths:
             return {k: v for k, v in self.labeled_chip(generator).items() if k != "mask"}
-        while len(self._unreadable) < len(self.unlabeled_paths):
+        while len(self._unreadable) < len(set(self.unlabeled_paths)):  # a folder given twice lists its photos twice
             path = self.unlabeled_paths[int(torch.randint(len(self.unlabeled_paths), (1,), generator=generator))]
             if path in self._unreadable:
                 continue
