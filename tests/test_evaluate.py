@@ -647,7 +647,7 @@ def test_polygon_truth_is_one_line_that_says_how_to_score_it(vegas, tmp_path):
 def test_a_raster_too_large_to_score_whole_is_refused_before_it_is_read(tmp_path: Path) -> None:
     """evaluate reads each raster of a pair whole: a scene larger than the free memory filled it
     until the process was killed. A sparse GeoTIFF (header only) of 9 x 10^10 pixels stands for one
-    (about 3.3 TB to score: more than any machine has free)."""
+    (about 4.7 TB to score: more than any machine has free)."""
     from rasterio.windows import Window
 
     big = tmp_path / "big.tif"
@@ -659,6 +659,7 @@ def test_a_raster_too_large_to_score_whole_is_refused_before_it_is_read(tmp_path
     result = CliRunner().invoke(cli, ["evaluate", str(big), str(big)])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert "is 300000x300000 px: scoring it whole takes about" in result.output and "gdal_retile.py -ps" in result.output
+    assert "GEOCCSEG_NO_MEMORY_CHECK=1" in result.output
 
 
 def test_the_room_under_a_control_group_limit_counts_droppable_cache_free(tmp_path: Path) -> None:

@@ -209,20 +209,26 @@ pixel more than the imports (measured with a uint8 probability raster against a 
 and 12288 px, road graphs included: ``pipelines/benchmark_evaluate.py``; 51.5 in all at 12288 px)."""
 
 
+MEMORY_CHECK_ENV = "GEOCCSEG_NO_MEMORY_CHECK"
+"""Set to 1 to score a raster whatever :func:`check_memory` estimates (a machine with swap)."""
+
+
 def check_memory(path: Path, width: int, height: int) -> None:
-    """Refuse a raster too large to score whole in the memory free (:func:`~geoccseg.io.memory.free_memory`), before
-    reading it, rather than the process killed for memory once it has filled it.
+    """Refuse a raster too large to score whole in the memory free (:func:`~geoccseg.io.memory.free_memory`),
+    before reading it, rather than the process killed for memory once it has filled it (unless
+    :data:`MEMORY_CHECK_ENV` is set).
 
     Raises:
         GeoccsegError: the estimated peak (:data:`SCORING_BYTES_PER_PX`) is above the free memory.
     """
     need, free = width * height * SCORING_BYTES_PER_PX, free_memory()
-    if need > free:
+    if need > free and os.environ.get(MEMORY_CHECK_ENV) != "1":
         tile = max(256, int((free / SCORING_BYTES_PER_PX) ** 0.5) // 2 // 256 * 256)  # half the side: a quarter of the memory
-        raise GeoccsegError(f"{path} is {width}x{height} px: scoring it whole takes about {need / 2**30:.1f} GB, and "
-                            f"{free / 2**30:.1f} GB are free; cut PRED and TRUTH into tiles of {tile} px with the same file "
-                            f"names (gdal_retile.py -ps {tile} {tile} -targetDir FOLDER, one existing folder for each) and "
-                            "evaluate the two folders")
+        raise GeoccsegError(f"{path} is {width}x{height} px: scoring it whole takes about {need / 2**30:.1f} GiB, and "
+                            f"{free / 2**30:.1f} GiB are free; give PRED and TRUTH the same file name (pred/scene.tif, "
+                            f"truth/scene.tif), cut each into tiles of {tile} px (gdal_retile.py -ps {tile} {tile} -targetDir "
+                            f"FOLDER, an existing folder for each) and evaluate the two folders, or set {MEMORY_CHECK_ENV}=1 "
+                            "to try anyway (swap)")
 
 
 def _read_image(path: Path) -> Raster:

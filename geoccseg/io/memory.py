@@ -22,12 +22,15 @@ def free_memory() -> int:
 
 
 def cgroup_room() -> int | None:
-    """Bytes left under this process's control-group memory limit (cgroup v2 or v1), the page cache
-    the kernel can drop counted as free; None where no limit applies or none can be read."""
+    """Bytes left under the tightest control-group memory limit of this process (cgroup v2 or v1:
+    its own group and every group above it, as a container or a batch job's allocation sets them),
+    the page cache the kernel can drop counted as free; None where no limit applies or none can
+    be read."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
         return None
+    rooms = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # cgroup v2
@@ -36,11 +39,11 @@ def cgroup_room() -> int | None:
             base, names = CGROUP_ROOT / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
         else:
             continue
-        for folder in (base / path.lstrip("/"), base):  # the process's own group; its root where that is namespaced
-            room = _room(folder, *names)
-            if room is not None:
-                return room
-    return None
+        own = base / path.strip("/")
+        for folder in (own, *(parent for parent in own.parents if parent.is_relative_to(base))):
+            rooms.append(_room(folder, *names))
+    rooms = [room for room in rooms if room is not None]
+    return min(rooms) if rooms else None
 
 
 def _room(folder: Path, limit_name: str, usage_name: str, cache_name: str) -> int | None:
