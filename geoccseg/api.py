@@ -205,9 +205,10 @@ def _bundle(model: str | os.PathLike | Bundle | None, default: str) -> Bundle:
     return load_bundle(resolve_model(default if model is None else model))
 
 
-def _provenance(bundle: Bundle, engine: str) -> dict[str, str | float]:
-    """``attrs`` telling where probabilities come from: the probability COG's provenance tags."""
-    tags = provenance(bundle, bundle.meta.threshold, engine=engine)
+def _provenance(bundle: Bundle, engine: str, state: str | None = None) -> dict[str, str | float]:
+    """``attrs`` telling where probabilities come from: the probability COG's provenance tags
+    (``state``: the weights' digest when the caller has it, :class:`~geoccseg.inference.predict.ModelRef`)."""
+    tags = provenance(bundle, bundle.meta.threshold, engine=engine, state=state)
     names = {"GEOCCSEG_MODEL": "model", WEIGHTS_TAG: "weights_sha256", STATE_TAG: "state_sha256", "GEOCCSEG_VERSION": "geoccseg_version",
              "GEOCCSEG_ENGINE": "engine", THRESHOLD_TAG: "threshold"}
     attrs: dict[str, str | float] = {names[key]: value for key, value in tags.items() if key in names}
@@ -295,7 +296,7 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     ys = transform.f + (np.arange(height) + 0.5) * transform.e
     out = xr.DataArray(
         da.block(chunks), dims=("class", "y", "x"), coords={"class": list(bundle.meta.classes), "y": ys, "x": xs},
-        name="probability", attrs=_provenance(bundle, engine_label(engine, options.precision)),
+        name="probability", attrs=_provenance(bundle, engine_label(engine, options.precision), ref.state),
     )
     return out.rio.write_crs(scene.crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
 

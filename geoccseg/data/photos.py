@@ -598,9 +598,11 @@ class PhotoTrainingData(TrainingData):
         """
         if not self.unlabeled_paths:
             return {k: v for k, v in self.labeled_chip(generator).items() if k != "mask"}
-        while len(self._unreadable) < len(set(self.unlabeled_paths)):  # a folder given twice lists its photos twice
+        while True:
             path = self.unlabeled_paths[int(torch.randint(len(self.unlabeled_paths), (1,), generator=generator))]
             if path in self._unreadable:
+                if self._unreadable.issuperset(self.unlabeled_paths):  # checked on a known-bad draw only, not for every chip
+                    break
                 continue
             try:
                 return self._chip(path, None, generator)

@@ -276,9 +276,10 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        kind, index = torch.device(device).type, torch.device(device).index
+        parsed = torch.device(device)
     except RuntimeError:
         raise GeoccsegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    kind, index = parsed.type, parsed.index
     if kind == "cuda" and not torch.cuda.is_available():
         raise GeoccsegError(f"--device {device} was requested but no CUDA GPU is available; use --device cpu or auto")
     if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
