@@ -13,4 +13,16 @@ class GeoccsegError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+        text = str(message)
+        if text.startswith(_WORKER_PREFIX) and _LAST_LINE in text:
+            # PyTorch raises a DataLoader worker's error again in the training process with the
+            # worker's whole traceback as its message: keep the worker's own message
+            text = text.rsplit(_LAST_LINE, 1)[1]
+        super().__init__(" ".join(text.split()))
+
+
+_WORKER_PREFIX = "Caught GeoccsegError in DataLoader worker"
+"""How ``torch.utils.data``'s ExceptionWrapper begins the message of an error raised in a worker."""
+
+_LAST_LINE = f"{GeoccsegError.__module__}.GeoccsegError: "
+"""How the worker's traceback, in that message, begins its last line: the original message."""

@@ -674,3 +674,26 @@ def test_bad_option_values_are_one_line_errors_before_any_output(data_dir, tmp_p
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert message in result.output
     assert not out.exists()
+
+
+def test_an_error_in_a_chip_worker_reaches_the_user_as_its_own_one_line(data_dir, tmp_path):
+    """With DataLoader workers (the default on CUDA), an error raised while drawing chips, here "no
+    unlabeled photo can be read", came back wrapped in PyTorch's text, the worker's whole traceback
+    squeezed into the line after ``geoccseg: error:``."""
+    cfd = data_dir / "cfd"
+    images, masks, unlabeled = (tmp_path / name for name in ("images", "masks", "unlabeled"))
+    for folder in (images, masks, unlabeled):
+        folder.mkdir()
+    for photo in sorted((cfd / "images").iterdir())[:4]:
+        (images / photo.name).symlink_to(photo)
+        (masks / f"{photo.stem}.png").symlink_to(cfd / "masks" / f"{photo.stem}.png")
+    whole = sorted((cfd / "unlabeled").iterdir())[0].read_bytes()
+    (unlabeled / "cut.jpg").write_bytes(whole[: len(whole) // 2])  # its header reads, its body does not
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "geoccseg.cli", "train", "--images", str(images), "--masks", str(masks), "--unlabeled", str(unlabeled),
+           "-o", str(out), *FAST_FLAGS, "--max-steps", "2", "--num-workers", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"geoccseg: error: none of the 1 unlabeled photos can be read (e.g. {unlabeled / 'cut.jpg'}); "), last
+    assert "Traceback" not in proc.stderr and "DataLoader worker" not in proc.stderr, proc.stderr[-3000:]
