@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -149,8 +150,23 @@ def test_a_lazy_array_of_a_model_changed_in_memory_never_computes_with_its_folde
     assert "weights_sha256" not in prob.attrs and prob.attrs["state_sha256"] == state_sha256(bundle.model)
     assert prob[:, :8, :8].values.shape == (1, 8, 8)
     geoccseg.predict(sample_scene(), "road", device="cpu", engine="torch")
-    with pytest.raises(GeoccsegError, match="does not hold the weights this run predicts with"):
+    with pytest.raises(GeoccsegError, match="does not hold the model this run predicts with"):
         prob.values
+
+
+def test_a_lazy_array_of_metadata_changed_in_memory_never_computes_with_another_one() -> None:
+    """Two copies of one model whose normalisation differs shared this process's model slot (it was
+    keyed by the weights alone): an array made with the edited copy computed, after a prediction
+    with the folder's copy, with the folder's normalisation. It now refuses, as for weights."""
+    bundle = load_bundle(resolve_model("road"))
+    norm = bundle.meta.norm
+    edited = dataclasses.replace(bundle, meta=dataclasses.replace(bundle.meta, norm=dataclasses.replace(
+        norm, high=[h + 20.0 for h in norm.high])))
+    prob = geoccseg.predict(sample_scene(), edited, device="cpu", engine="torch", block_px=512)
+    first = prob[:, :64, :64].values
+    assert not np.array_equal(first, geoccseg.predict(sample_scene(), bundle, device="cpu", engine="torch", block_px=512)[:, :64, :64].values)
+    with pytest.raises(GeoccsegError, match="does not hold the model this run predicts with"):
+        prob[:, :64, :64].values
 
 
 def test_a_lazy_array_keeps_the_model_it_was_made_with() -> None:

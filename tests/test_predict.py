@@ -351,7 +351,7 @@ def test_a_block_job_reads_the_same_files_from_another_working_folder(scene_path
     it (a training run writing into it?)"."""
     import pickle
 
-    from geoccseg.inference.predict import ModelRef, cached_model, weights_stamp
+    from geoccseg.inference.predict import cached_model, model_ref
 
     monkeypatch.chdir(scene_path.parent)
     scene = open_scene(scene_path.name)
@@ -359,11 +359,10 @@ def test_a_block_job_reads_the_same_files_from_another_working_folder(scene_path
     monkeypatch.chdir(tmp_path)
     window = Window(0, 0, 64, 64)
     assert np.array_equal(pickle.loads(sent).read(window)[0], open_scene(scene_path).read(window)[0])
-    stamp = weights_stamp(bundle_dir)
     with pytest.raises(GeoccsegError, match=rf"^this process cannot read model bundle {bundle_dir.name} \(moved or deleted during "
                                             r"the run\? on a Dask cluster every worker must see the bundle and the scene at the same "
                                             r"paths as the client\)$"):
-        cached_model(ModelRef(bundle_dir.name, stamp, load_bundle(bundle_dir).loaded_state_sha256), "cpu")  # relative to a folder this process is not in
+        cached_model(replace(model_ref(load_bundle(bundle_dir)), path=bundle_dir.name), "cpu")  # relative to a folder this process is not in
 
 
 def test_a_coarser_model_leaves_no_valid_pixel_without_prediction(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ import contextlib
 import copy
 import ctypes
 import functools
+import hashlib
+import json
 import logging
 import math
 import os
@@ -202,16 +204,30 @@ class ModelRef:
             the model this process shares (:func:`share_bundle`) is found by it, and a process that
             loads the folder instead refuses weights other than these, so one output never mixes
             two models nor names a model that did not run.
+        meta: :func:`meta_sha256` of the metadata the run predicts with, found and checked like
+            ``state`` (two copies of one model whose normalisation differs are two models).
     """
 
     path: str
     stamp: str
     state: str
+    meta: str
 
 
 def model_ref(bundle: Bundle) -> ModelRef:
     """The :class:`ModelRef` of a loaded bundle, for the jobs of one run."""
-    return ModelRef(str(Path(bundle.path).resolve()), weights_stamp(bundle.path), state_sha256(bundle.model))
+    return ModelRef(str(Path(bundle.path).resolve()), weights_stamp(bundle.path), state_sha256(bundle.model), meta_sha256(bundle.meta))
+
+
+PREDICTION_META = ("model", "classes", "bands", "norm", "pixel_size_m")
+"""What prediction takes from a bundle's metadata (not its threshold, applied where the lines are
+drawn, nor its training record)."""
+
+
+def meta_sha256(meta: BundleMeta) -> str:
+    """Hex SHA-256 of the :data:`PREDICTION_META` of a bundle's metadata as it is in memory."""
+    used = {key: value for key, value in meta.to_dict().items() if key in PREDICTION_META}
+    return hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -306,7 +322,7 @@ def share_bundle(bundle: Bundle, device: str, ref: ModelRef) -> None:
     with _MODELS_LOCK:
         _MODELS.clear()
         _ENGINES.clear()
-        _MODELS[(ref.path, device, ref.state)] = (model.eval(), bundle.meta)
+        _MODELS[(ref.path, device, ref.state, ref.meta)] = (model.eval(), bundle.meta)
 
 
 def cached_model(ref: ModelRef, device: str) -> tuple[torch.nn.Module, BundleMeta]:
@@ -315,10 +331,10 @@ def cached_model(ref: ModelRef, device: str) -> tuple[torch.nn.Module, BundleMet
 
     Raises:
         GeoccsegError: the folder cannot be read, was rewritten since the run began (a training run
-            writing into it), or does not hold the weights the run predicts with (a model changed
-            in memory after loading); a damaged bundle.
+            writing into it), or does not hold the model the run predicts with (weights or metadata
+            changed in memory after loading); a damaged bundle.
     """
-    key = (ref.path, device, ref.state)
+    key = (ref.path, device, ref.state, ref.meta)
     with _MODELS_LOCK:
         if key in _MODELS:
             return _MODELS[key]
@@ -335,9 +351,9 @@ def cached_model(ref: ModelRef, device: str) -> tuple[torch.nn.Module, BundleMet
             bundle = load_bundle(ref.path)
             if ref.stamp and bundle.stamp != ref.stamp:  # rewritten between the check and the read
                 raise rewritten
-            if bundle.loaded_state_sha256 != ref.state:
-                raise GeoccsegError(f"model bundle {ref.path} does not hold the weights this run predicts with (the model was "
-                                    "changed in memory after it was loaded, or the folder rewritten since); save the model with "
+            if bundle.loaded_state_sha256 != ref.state or meta_sha256(bundle.meta) != ref.meta:
+                raise GeoccsegError(f"model bundle {ref.path} does not hold the model this run predicts with (its weights or "
+                                    "metadata were changed in memory after it was loaded, or the folder rewritten since); save the model with "
                                     "geoccseg.io.bundle.save_bundle and predict from that folder (a lazy array: compute it before predicting with another model)")
             _MODELS.clear()
             _ENGINES.clear()
@@ -602,9 +618,8 @@ def check_workers_read_the_same_model(bundle: Bundle, options: PredictOptions) -
     except GeoccsegError as exc:
         raise GeoccsegError(f"Dask workers load the model from {bundle.path}, which cannot be read ({exc}); {fix}") from None
     state = bundle.model.state_dict()
-    used = ("model", "classes", "bands", "norm", "pixel_size_m")  # what workers take from the files (not the threshold)
     on_disk, in_memory = stored.meta.to_dict(), bundle.meta.to_dict()
-    same = all(on_disk[k] == in_memory[k] for k in used) and state.keys() == stored.state.keys() and all(
+    same = all(on_disk[k] == in_memory[k] for k in PREDICTION_META) and state.keys() == stored.state.keys() and all(
         torch.equal(state[k].detach().cpu(), stored.state[k].to(state[k].dtype)) for k in state)
     if not same:
         raise GeoccsegError(f"Dask workers load the model from {bundle.path}, and the model in memory differs from it; {fix}")
