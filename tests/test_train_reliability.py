@@ -656,6 +656,7 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
     (["--num-workers", "-1"], "num_workers must be 0 or more, got -1"),
     (["--batch-size", "0"], "batch_size must be at least 1, got 0"),
     (["--appearance-invert-p", "1.5"], "appearance_invert_p must be between 0 and 1 (a probability), got 1.5"),
+    (["--foreground-share", "1.5"], "foreground_share must be between 0 and 1 (a share of each batch's labeled chips), got 1.5"),
     # options the others leave without effect (they trained a supervised model recorded as the method's, or nothing)
     (["--unlabeled-batch-size", "0"], "unlabeled_batch_size 0 leaves the method's unlabeled terms"),
     (["--no-pseudo", "--feature-perturbation", "0.5"], "feature_perturbation acts on the pseudo-labels, which --no-pseudo turns off"),

@@ -109,6 +109,8 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
         "per_image_norm": ("Normalise each photo by its own 2nd/98th percentiles (training and prediction), for photos "
                            "whose brightness differs between sets.", None),
         "crop_area_max": ("Largest area of the random crop as a fraction of the chip, 0.5-16 (above 1 zooms out).", None),
+        "foreground_share": ("Share of each step's labeled chips drawn to hold a labeled road or crack, 0-1 (few "
+                             "labeled images, some without any).", None),
     },
     "Optimisation": {
         "batch_size": ("Labeled chips per step.", None),

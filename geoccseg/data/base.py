@@ -33,8 +33,10 @@ class TrainingData(abc.ABC):
         return len(self.bands)
 
     @abc.abstractmethod
-    def labeled_chip(self, generator: torch.Generator) -> dict:
-        """Random labeled chip: ``image`` float32 (C, T, T), ``valid`` bool (T, T), ``mask`` int64 (T, T)."""
+    def labeled_chip(self, generator: torch.Generator, foreground: bool = False) -> dict:
+        """Random labeled chip: ``image`` float32 (C, T, T), ``valid`` bool (T, T), ``mask`` int64 (T, T).
+        ``foreground``: one that holds a labeled foreground pixel (a road or crack) where the labels
+        have any (the trainer's ``foreground_share``)."""
 
     @abc.abstractmethod
     def unlabeled_chip(self, generator: torch.Generator) -> dict:

@@ -86,13 +86,7 @@ class SceneChips(GeoDataset):
             ``mask`` int64 (H, W) class indices with ignore where unlabeled or invalid (only with
             labels), ``bounds`` (xmin, ymin, xmax, ymax) and ``crs``.
         """
-        x, y = query[0], query[1]
-        bounds = self.snap((x.start, y.start, x.stop, y.stop))
-        # the query's size in chip pixels (tile_px for every sampler query), not the snapped extent's:
-        # a scene coarser than the chips rounds to whole native pixels, which is more than half a
-        # chip pixel (0.5 m scene, 0.3 m chips: 154 native px = 257 chip px), and chips of one
-        # batch must share a size
-        shape = (round((y.stop - y.start) / self.res[1]), round((x.stop - x.start) / self.res[0]))
+        bounds, shape = self._extent(query)
         image, valid = self.scene.read(self.scene.window_for_bounds(bounds), out_shape=shape)
         image = self.norm.apply(image)
         image[:, ~valid] = 0.0
@@ -105,6 +99,29 @@ class SceneChips(GeoDataset):
                 mask[~inside] = IGNORE_INDEX
             sample["mask"] = torch.from_numpy(mask.astype(np.int64))
         return sample
+
+    def _extent(self, query: Query) -> tuple[tuple[float, float, float, float], tuple[int, int]]:
+        """The bounds a query's chip is read from (snapped to the scene's pixels) and its shape.
+
+        The shape is the query's size in chip pixels (tile_px for every sampler query), not the
+        snapped extent's: a scene coarser than the chips rounds to whole native pixels, which is
+        more than half a chip pixel (0.5 m scene, 0.3 m chips: 154 native px = 257 chip px), and
+        chips of one batch must share a size."""
+        x, y = query[0], query[1]
+        bounds = self.snap((x.start, y.start, x.stop, y.stop))
+        return bounds, (round((y.stop - y.start) / self.res[1]), round((x.stop - x.start) / self.res[0]))
+
+    def holds_foreground(self, query: Query) -> bool:
+        """Whether the labels hold a foreground pixel (a road) in a query's chip inside
+        :attr:`label_region`, as :meth:`read` rasterises them (the imagery is not read)."""
+        if self.labels is None:
+            return False
+        bounds, shape = self._extent(query)
+        mask = self.labels.rasterize(bounds, shape)
+        foreground = (mask > 0) & (mask != IGNORE_INDEX)
+        if self.label_region is not None and foreground.any():
+            foreground &= region_mask(self.label_region, bounds, shape)
+        return bool(foreground.any())
 
     def count_labels(self, region: BaseGeometry, num_classes: int, block_px: int = 2048) -> np.ndarray:
         """Labeled pixels of each class inside ``region``, on valid data, at the chips' pixel size.

@@ -478,7 +478,7 @@ class PhotoTrainingData(TrainingData):
         for folder in unlabeled_dirs or []:  # never a validation photo (--unlabeled pointed at the images folder)
             self.unlabeled_paths += [p for p in list_images(folder, "unlabeled images").values() if _file_id(p) not in held_apart]
         self._check_sizes()
-        self._counts, self.unlabeled_255 = self._count_labels(", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)))
+        self._counts, self.unlabeled_255, self._with_foreground = self._count_labels(", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)))
         # colour when any labeled photo is; every photo is read with these bands (as prediction reads
         # a photo with its model's), so a folder mixing grey and colour photos trains as one
         self.bands = list(range(1, max(photo_bands(p) for p, _ in self.labeled_pairs) + 1))
@@ -492,11 +492,12 @@ class PhotoTrainingData(TrainingData):
             norm = stats_from_uint8(self._readable(sample[i] for i in sorted(pick)))  # one photo in memory at a time
         self.norm = norm
 
-    def _count_labels(self, masks: str | os.PathLike) -> tuple[np.ndarray, bool]:
+    def _count_labels(self, masks: str | os.PathLike) -> tuple[np.ndarray, bool, list[int]]:
         """Pixels per class (background first) of the labeled masks, unlabeled and transparent pixels
         left out as training leaves them; refuse a foreground class without any. Every mask is read
         once, here, which also decides how the masks of only 0 and 255 read (returned second: whether
-        their 255 is unlabeled, as the folder shows, the way ``evaluate`` reads a folder of truth)."""
+        their 255 is unlabeled, as the folder shows, the way ``evaluate`` reads a folder of truth).
+        Third: the indices of the labeled pairs with a foreground pixel (:meth:`labeled_chip`)."""
         held, histograms = [], []
         for image, mask in self.labeled_pairs + self.val_pairs:
             stored = _mask_pixels(mask)
@@ -506,10 +507,14 @@ class PhotoTrainingData(TrainingData):
                 histograms.append(np.bincount((stored if opaque is None else stored[opaque]).ravel(), minlength=256))
         unlabeled_255 = masks_mark_unlabeled_255(held)
         counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
-        for (mask, values), histogram in zip(held, histograms):
+        with_foreground = []
+        for index, ((mask, values), histogram) in enumerate(zip(held, histograms)):
             labels = mask_classes(mask, values, len(counts), unlabeled_255)
             kept = (labels != IGNORE_INDEX) & (histogram > 0)  # the values it holds, unlabeled left out
-            counts += np.bincount(labels[kept], weights=histogram[kept], minlength=len(counts))
+            own = np.bincount(labels[kept], weights=histogram[kept], minlength=len(counts))
+            counts += own
+            if own[1:].any():
+                with_foreground.append(index)
         for i, name in enumerate(self.classes, start=1):
             if counts[i] == 0:
                 names = ", ".join(m.name for _, m in self.labeled_pairs[:3]) + (", ..." if len(self.labeled_pairs) > 3 else "")
@@ -517,7 +522,7 @@ class PhotoTrainingData(TrainingData):
                     f"masks {masks}: 0 {name} pixels in the {len(self.labeled_pairs)} labeled mask(s) ({names}); "
                     "label images that show it: raise --labeled-fraction, choose another --seed or --labeled-names"
                 )
-        return counts, unlabeled_255
+        return counts, unlabeled_255, with_foreground
 
     def _check_sizes(self) -> None:
         """Every photo's header readable (the unlabeled ones too: not a failure at a random step),
@@ -567,14 +572,21 @@ class PhotoTrainingData(TrainingData):
         item, norm = self._load(image_path, mask_path)
         return _tensors(item, norm)
 
-    def _chip(self, image_path: Path, mask_path: Path | None, generator: torch.Generator) -> dict:
+    def _chip(self, image_path: Path, mask_path: Path | None, generator: torch.Generator, foreground: bool = False) -> dict:
         """A random ``tile_px`` chip of a photo, normalised; a photo smaller than a chip is padded
-        on the bottom and right (invalid pixels, ignored labels)."""
+        on the bottom and right (invalid pixels, ignored labels). ``foreground``: the chip holds a
+        foreground pixel of the mask drawn at random, at a random place in the chip."""
         item, norm = self._load(image_path, mask_path)
         t = self.tile_px
         _, h, w = item["image"].shape
-        top = int(torch.randint(max(h, t) - t + 1, (1,), generator=generator))
-        left = int(torch.randint(max(w, t) - t + 1, (1,), generator=generator))
+        pixels = np.flatnonzero((item["mask"] > 0) & (item["mask"] != IGNORE_INDEX)) if foreground and "mask" in item else []
+        if len(pixels):  # none: a zoomed photo whose few foreground pixels the resampling lost
+            row, col = divmod(int(pixels[int(torch.randint(len(pixels), (1,), generator=generator))]), w)
+            top = min(max(row - int(torch.randint(t, (1,), generator=generator)), 0), max(h - t, 0))
+            left = min(max(col - int(torch.randint(t, (1,), generator=generator)), 0), max(w - t, 0))
+        else:
+            top = int(torch.randint(max(h, t) - t + 1, (1,), generator=generator))
+            left = int(torch.randint(max(w, t) - t + 1, (1,), generator=generator))
         chip = _tensors({k: None if v is None else v[..., top:top + t, left:left + t] for k, v in item.items()}, norm)
         pad_h, pad_w = t - chip["image"].shape[1], t - chip["image"].shape[2]
         if pad_h or pad_w:
@@ -585,9 +597,13 @@ class PhotoTrainingData(TrainingData):
             }
         return chip
 
-    def labeled_chip(self, generator: torch.Generator) -> dict:
-        image, mask = self.labeled_pairs[int(torch.randint(len(self.labeled_pairs), (1,), generator=generator))]
-        return self._chip(image, mask, generator)
+    def labeled_chip(self, generator: torch.Generator, foreground: bool = False) -> dict:
+        if foreground and self._with_foreground:
+            pick = self._with_foreground[int(torch.randint(len(self._with_foreground), (1,), generator=generator))]
+        else:
+            pick = int(torch.randint(len(self.labeled_pairs), (1,), generator=generator))
+        image, mask = self.labeled_pairs[pick]
+        return self._chip(image, mask, generator, foreground)
 
     def unlabeled_chip(self, generator: torch.Generator) -> dict:
         """A chip of a random unlabeled photo; a photo whose body turns out damaged (its header read

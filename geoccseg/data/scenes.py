@@ -16,7 +16,7 @@ import torch
 from shapely.geometry.base import BaseGeometry
 
 from geoccseg.data.base import LazyItems, TrainingData
-from geoccseg.data.chips import RandomQueries, SceneChips, accept_labeled, accept_unlabeled, grid_queries
+from geoccseg.data.chips import Query, RandomQueries, SceneChips, accept_labeled, accept_unlabeled, grid_queries
 from geoccseg.data.coverage import missing_class_message
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.aoi import read_aoi
@@ -27,6 +27,8 @@ from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.models.config import check_tile_px
 
 MAX_TRIES = 500
+FOREGROUND_TRIES = 200
+"""Chips drawn at most for one that must hold a labeled road (labels rasterised, no imagery read)."""
 log = logging.getLogger(__name__)
 
 
@@ -193,8 +195,19 @@ class SceneTrainingData(TrainingData):
     def has_labels(self) -> bool:
         return any(r.labeled is not None for r in self.regions)
 
-    def labeled_chip(self, generator: torch.Generator) -> dict:
-        """A random labeled chip inside a labeled region (``image``, ``mask``)."""
+    def labeled_chip(self, generator: torch.Generator, foreground: bool = False) -> dict:
+        """A random labeled chip inside a labeled region (``image``, ``mask``); ``foreground``: the
+        first of up to :data:`FOREGROUND_TRIES` such chips whose labels hold a road (or the last),
+        each try rasterising the labels alone."""
+        region, query = self._labeled_query(generator)
+        for _ in range(FOREGROUND_TRIES if foreground else 0):
+            if region.chips.holds_foreground(query):
+                break
+            region, query = self._labeled_query(generator)
+        return _chip(region.chips[query], labeled=True)
+
+    def _labeled_query(self, generator: torch.Generator) -> tuple[SceneRegions, Query]:
+        """A random labeled chip's region and query, inside a labeled region."""
         candidates = [r for r in self.regions if r.labeled is not None and not r.random_queries(self.tile_px, labeled=True).empty]
         if not self.has_labels:
             raise GeoccsegError("no labeled region: give --labels (and --aoi where labels are complete)")
@@ -204,11 +217,10 @@ class SceneTrainingData(TrainingData):
             r = candidates[int(torch.multinomial(areas, 1, generator=generator))]
             query = r.random_queries(self.tile_px, labeled=True).draw(generator)
             if accept_labeled(r.chips, query, r.labeled, self.min_inside, self.min_valid, r.validation):
-                return _chip(r.chips[query], labeled=True)
+                return r, query
         # random positions seldom fit (a labeled area barely larger than a chip): draw from the grid
         grid = self.require_labeled_chips()
-        r, query = grid[int(torch.randint(len(grid), (1,), generator=generator))]
-        return _chip(r.chips[query], labeled=True)
+        return grid[int(torch.randint(len(grid), (1,), generator=generator))]
 
     def unlabeled_chip(self, generator: torch.Generator) -> dict:
         """A random chip outside the labeled and validation regions (``image``, ``valid``).

@@ -93,6 +93,11 @@ class TrainConfig:
     # zooms out, so objects shrink by up to 1/sqrt(crop_area_max): for thinner cracks or roads
     # than the labeled ones.
     crop_area_max: float = 1.0
+    # Share of each batch's labeled chips drawn to hold a labeled road or crack pixel (at a random
+    # place in the chip), the rest anywhere: nnU-Net's foreground oversampling (a third there).
+    # With few labeled images, some of them without any road, uniform chips can be mostly
+    # background and the model learn to mark almost nothing (README, Results). 0: off.
+    foreground_share: float = 0.0
     # -- method (each term can be switched off for the ablations)
     loss: str = "imbalance"  # imbalance | ce
     class_weighting: str = "effective"  # effective | inv_sqrt | none
@@ -250,6 +255,8 @@ class TrainConfig:
                 raise GeoccsegError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not 0 <= self.appearance_invert_p <= 1:
             raise GeoccsegError(f"appearance_invert_p must be between 0 and 1 (a probability), got {self.appearance_invert_p}")
+        if not 0 <= self.foreground_share <= 1:
+            raise GeoccsegError(f"foreground_share must be between 0 and 1 (a share of each batch's labeled chips), got {self.foreground_share}")
         if not 0.5 <= self.crop_area_max <= 16:
             raise GeoccsegError(f"crop_area_max must be between 0.5 and 16 (area fraction of the chip; above 1 zooms out), got {self.crop_area_max}")
         if self.pseudo_centreline_px != "auto" and (isinstance(self.pseudo_centreline_px, str) or self.pseudo_centreline_px < 0):

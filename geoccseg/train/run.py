@@ -240,7 +240,8 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         tmp.write_text(c.to_yaml())
 
     start_step = resumed["global_step"] if resumed else 0
-    stream = ChipStream(data, c.batch_size, c.unlabeled_batch_size if c.semi_supervised else 0, c.seed, start_step=start_step)
+    stream = ChipStream(data, c.batch_size, c.unlabeled_batch_size if c.semi_supervised else 0, c.seed, start_step=start_step,
+                        foreground_share=c.foreground_share)
     workers = loader_workers(c)
     train_loader = DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
     val_items = data.validation_items()

@@ -34,11 +34,16 @@ class ChipStream(IterableDataset):
         seed: base seed.
         rank: distributed rank (different chips on every rank).
         start_step: global step the stream starts at (a resumed run's checkpoint step).
+        foreground_share: share of each batch's labeled chips that must hold a labeled foreground
+            pixel (the last ``round(batch_size * foreground_share)`` chips; the trainer's
+            ``foreground_share``).
     """
 
-    def __init__(self, data: TrainingData, batch_size: int, unlabeled_batch_size: int, seed: int, rank: int = 0, start_step: int = 0) -> None:
+    def __init__(self, data: TrainingData, batch_size: int, unlabeled_batch_size: int, seed: int, rank: int = 0, start_step: int = 0,
+                 foreground_share: float = 0.0) -> None:
         self.data = data
         self.batch_size = batch_size
+        self.foreground_from = batch_size - round(batch_size * foreground_share)
         self.unlabeled_batch_size = unlabeled_batch_size
         self.seed = seed
         self.rank = rank
@@ -51,7 +56,7 @@ class ChipStream(IterableDataset):
         # the DataLoader takes batches from its workers in turn: worker w serves steps w, w + W, ...
         for step in itertools.count(self.start_step + worker, workers):
             generator.manual_seed(step_seed(self.seed, self.rank, step))
-            labeled = [self.data.labeled_chip(generator) for _ in range(self.batch_size)]
+            labeled = [self.data.labeled_chip(generator, foreground=i >= self.foreground_from) for i in range(self.batch_size)]
             batch = {
                 "image_l": torch.stack([c["image"] for c in labeled]),
                 "mask_l": torch.stack([c["mask"] for c in labeled]),
