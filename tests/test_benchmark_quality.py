@@ -68,6 +68,8 @@ def test_quick_results_are_well_formed(quick_run: tuple[Path, subprocess.Complet
         assert r["relaxed_f1"] is None  # cracks: no relaxed metric
         assert all(0.0 <= r[k] <= 1.0 for k in METRICS), {k: r[k] for k in METRICS}
         assert r["train_seconds"] > 0 and r["device"] == "cpu"
+        # the bundle's own threshold, chosen on the select photos, and the test F1 there
+        assert 0 < r["model_threshold"] < 1 and 0 <= r["model_threshold_f1"] <= 1
         assert r["machine"] == machine() and machine() in (out / "results.md").read_text()  # pair runs by machine
         assert f"{r['run']}: F1 {r['f1']:.3f}" in proc.stdout  # progress names the run and its F1
     # the semi-supervised arm also sees the 102 - 10 unlabeled training photos and the 37 of cfd/unlabeled

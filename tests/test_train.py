@@ -307,6 +307,55 @@ def test_validation_counts_and_conventions_are_those_of_evaluate(tmp_path):
     assert metrics["val/f1"] == pytest.approx((0.5 + 2 / 3 + 1) / 3)
 
 
+def test_validation_chooses_the_decision_threshold_as_evaluate_scores_it(tmp_path):
+    """One foreground class: the validation also chooses the threshold of the best F1 over the
+    evaluation's grid, with its sweep's conventions (known and valid pixels; a probability equal to a
+    threshold counts as at or above it); none when the validation holds no foreground pixel."""
+    import lightning.pytorch as pl
+    import numpy as np
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from geoccseg.evaluate.pixel import ThresholdSweep
+    from geoccseg.models import ModelConfig
+    from geoccseg.train.module import SemiSupervisedSegmenter
+    from geoccseg.train.stream import ItemList
+
+    class ProbabilityAsLogits(nn.Module):
+        """Predicts the road probability written in the first band."""
+
+        def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([torch.zeros_like(x[:, 0]), torch.logit(x[:, 0].double()).float()], 1)
+
+    rng = np.random.default_rng(0)
+    items, sweep = [], ThresholdSweep()
+    for shape in ((40, 50), (30, 20)):
+        truth = rng.random(shape) < 0.2
+        prob = np.clip(np.where(truth, rng.beta(2, 3, shape), rng.beta(1, 6, shape)), 0.005, 0.995).astype(np.float32)
+        prob[0, :5] = [0.3, 0.31, 0.5, 0.69, 0.7]  # on the grid
+        mask = truth.astype(np.int64)
+        mask[1, :7] = 255  # not labeled
+        valid = np.ones(shape, bool)
+        valid[2, :9] = False
+        items.append({"image": torch.from_numpy(prob)[None], "mask": torch.from_numpy(mask), "valid": torch.from_numpy(valid)})
+        known = valid & (mask != 255)
+        sweep.update(torch.softmax(ProbabilityAsLogits().forward_logits(torch.from_numpy(prob)[None, None]), 1)[0, 1].numpy(),
+                     truth, known)
+    config = TrainConfig(out=str(tmp_path), images="unused", masks="unused", **FAST)
+    module = SemiSupervisedSegmenter(config, ModelConfig(in_channels=1, num_classes=2), np.array([10.0, 1.0]))
+    module.teacher = ProbabilityAsLogits()
+    module.class_names = ["road"]
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    metrics = trainer.validate(module, dataloaders=DataLoader(ItemList(items), batch_size=1), verbose=False)[0]
+    assert metrics["val/threshold"] == pytest.approx(sweep.ods_threshold) and sweep.ods_threshold != 0.5
+    assert metrics["val/f1_at_threshold"] == pytest.approx(sweep.ods_f1) and metrics["val/f1_at_threshold"] > metrics["val/f1_road"]
+    for item in items:
+        item["mask"] = torch.zeros_like(item["mask"])  # no road anywhere: nothing to choose a threshold on
+    metrics = trainer.validate(module, dataloaders=DataLoader(ItemList(items), batch_size=1), verbose=False)[0]
+    assert "val/threshold" not in metrics and "val/f1_road" in metrics
+
+
 def test_unlabeled_schedule_scales_with_the_budget_and_the_encoder_takes_its_learning_rate_share(tmp_path: Path) -> None:
     """By default the unlabeled terms start at max_steps / 6 and reach full weight at 5/6 of the budget
     (50 and 200 at 300 steps, the recorded runs); explicit steps win. ``encoder_lr_scale`` gives the

@@ -148,6 +148,10 @@ def test_resume_continues_steps_optimiser_and_metrics(run_copy):
     assert load_checkpoint(run_copy / "checkpoints" / "last.ckpt")["global_step"] == 9
     training = _training(run_copy)
     assert training["steps"] == 9 and training["interrupted"] is False and "in_progress" not in training
+    # the decision threshold chosen on the validation photos with the saved teacher stays in the bundle
+    # (a resumed run rebuilds its metadata from the config; it wrote the bundle again without it)
+    assert 0 < training["validation"]["threshold"] < 1
+    assert json.loads((run_copy / "bundle.json").read_text())["threshold"] == round(training["validation"]["threshold"], 4)
 
 
 def test_checkpoint_holds_the_teacher_of_its_step(data_dir, tmp_path):

@@ -212,7 +212,7 @@ def train_and_score(spec: RunSpec, dataset: str, profile: Profile, folders: dict
         "profile": profile.name, "encoder": profile.encoder, "tile_px": profile.tile_px, "max_steps": profile.max_steps,
         "steps": result.steps, "train_seconds": round(result.seconds, 2), "device": result.device,
         "machine": machine(), "n_labeled": len(labeled), "n_unlabeled": n_unlabeled if semi else 0, "select_f1": result.validation.get("f1"),
-        **score.metrics(), "labeled": labeled,
+        **score.metrics(), "labeled": labeled,  # records since 2026-12-06 also hold model_threshold(_f1)
         **({"resumed_from_step": resumed_from} if resumed_from is not None else {}),  # train_seconds: the resumed part only
     }
 

@@ -36,15 +36,22 @@ class Score:
     Attributes:
         pixels: the pixel metrics over the test images (:class:`geoccseg.evaluate.PixelScores`).
         examples: foreground probability (H, W) uint8 (0..255) of the requested example images, by stem.
+        model_threshold: the bundle's own decision threshold (chosen on its validation images by
+            training; what ``geoccseg predict`` uses), None for 0.5.
+        model_threshold_f1: F1 over the test images at that threshold (None without one).
     """
 
     pixels: PixelScores
     examples: dict[str, np.ndarray] = field(default_factory=dict)
+    model_threshold: float | None = None
+    model_threshold_f1: float | None = None
 
     def metrics(self) -> dict[str, float | int | None]:
-        """The metrics as a benchmark record holds them: ``n_test`` (images scored), then the pixel metrics."""
+        """The metrics as a benchmark record holds them: ``n_test`` (images scored), then the pixel
+        metrics (at :data:`THRESHOLD`), then the F1 at the model's own threshold."""
         metrics = self.pixels.to_dict()
-        return {"n_test": metrics.pop("n_images"), **metrics}
+        return {"n_test": metrics.pop("n_images"), **metrics, "model_threshold": self.model_threshold,
+                "model_threshold_f1": self.model_threshold_f1}
 
 
 def read_truth_mask(path, unlabeled_255: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -87,7 +94,8 @@ def foreground_probability(bundle: Bundle, image: np.ndarray, device: str = "aut
 
 def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | None = None, device: str = "auto",
                  examples: Sequence[str] = ()) -> Score:
-    """Score a bundle on (image, mask) pairs at :data:`THRESHOLD`, one image at a time.
+    """Score a bundle on (image, mask) pairs at :data:`THRESHOLD` (every run compares at one
+    threshold), and its F1 at its own decision threshold, one image at a time.
 
     Args:
         bundle: a loaded model bundle.
@@ -108,8 +116,12 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
             kept[stem] = encode_uint8(prob)
         return prob
 
-    (score,) = score_thresholds(pairs, (THRESHOLD,), probability, tolerance_px, bands=len(bundle.meta.bands))
+    own = bundle.meta.threshold
+    score, *at_own = score_thresholds(pairs, (THRESHOLD,) if own is None else (THRESHOLD, own), probability, tolerance_px,
+                                      bands=len(bundle.meta.bands))
     score.examples = kept
+    if own is not None:
+        score.model_threshold, score.model_threshold_f1 = own, at_own[0].pixels.f1
     return score
 
 

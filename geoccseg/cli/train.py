@@ -226,6 +226,8 @@ def command(config_path, **flags) -> None:
         click.echo(f"geoccseg: {exc}", err=True)
         sys.exit(exc.exit_code)
     if result.validation:
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in result.validation.items() if k.startswith(("f1_", "iou_")))
-        say(f"validation (EMA teacher): {scores}")
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in result.validation.items() if k.startswith(("f1_", "iou_")) and k != "f1_at_threshold")
+        chosen = result.validation.get("threshold")
+        say(f"validation (EMA teacher): {scores}" + ("" if chosen is None else f"; decision threshold {chosen:.2f} (F1 "
+            f"{result.validation['f1_at_threshold']:.3f} there), chosen on the validation images and kept in the bundle"))
     click.echo(f"trained {result.steps} steps in {result.seconds:.0f} s on {result.device}; bundle in {result.out}")

@@ -52,6 +52,16 @@ def f1_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     return np.where(den > 0, 2 * tp / np.maximum(den, 1), 1.0)
 
 
+def counts_by_threshold(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """tp, fp and fn at each threshold of a grid of T thresholds, from the (T + 1,) counts of true
+    positive and true negative pixels by level (the number of thresholds at or below a pixel's score:
+    the pixel is positive at thresholds[:level])."""
+    positive, negative = np.asarray(positive), np.asarray(negative)
+    tp = np.cumsum(positive[::-1])[::-1][1:]  # tp[j] = positive[j + 1:].sum()
+    fp = np.cumsum(negative[::-1])[::-1][1:]
+    return tp, fp, positive.sum() - tp
+
+
 def _restrict(
     pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -275,11 +285,7 @@ class ThresholdSweep:
         level = np.searchsorted(self.thresholds.astype(score.dtype), score.ravel(), side="right")
         truth = truth.ravel()
         n_levels = self.thresholds.size + 1
-        pos = np.bincount(level[truth], minlength=n_levels)
-        neg = np.bincount(level[~truth], minlength=n_levels)
-        tp = np.cumsum(pos[::-1])[::-1][1:]  # tp[j] = pos[j + 1:].sum()
-        fp = np.cumsum(neg[::-1])[::-1][1:]
-        fn = pos.sum() - tp
+        tp, fp, fn = counts_by_threshold(np.bincount(level[truth], minlength=n_levels), np.bincount(level[~truth], minlength=n_levels))
         self.tp += tp
         self.fp += fp
         self.fn += fn

@@ -82,7 +82,7 @@ class RunRecorder(pl.Callback):
             self.saved_step, self.validation = on_disk["saved_step"], dict(on_disk["validation"])
             self.best_f1 = self.validation["f1"]
         if self.saved_step is not None:  # the bundle on disk is that of the resumed run
-            self.meta.training.update({"saved_step": self.saved_step, "validation": self.validation})
+            self._record(self.saved_step, self.validation)
 
     def on_train_start(self, trainer, module) -> None:
         self.meta.training["in_progress"] = True
@@ -149,9 +149,17 @@ class RunRecorder(pl.Callback):
         """Record the teacher of this step as the run's model; the first process writes it."""
         self.saved_step = trainer.global_step
         self.validation = metrics
-        self.meta.training.update({"saved_step": trainer.global_step, "validation": metrics})
+        self._record(trainer.global_step, metrics)
         if trainer.is_global_zero:
             save_bundle(self.out, module.teacher, self.meta)
+
+    def _record(self, step: int, metrics: dict) -> None:
+        """Write the saved step and its validation into the bundle's metadata, and the decision
+        threshold chosen on the validation images (one foreground class; else the model keeps the
+        one it started from, if any: a fine-tune)."""
+        self.meta.training.update({"saved_step": step, "validation": metrics})
+        if isinstance(metrics.get("threshold"), float):
+            self.meta.threshold = round(metrics["threshold"], 4)
 
     def _write(self, trainer) -> None:
         if not trainer.is_global_zero or not self.rows:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoccseg.evaluate.pixel import Counts, confusion_counts
+from geoccseg.evaluate.pixel import THRESHOLDS, Counts, confusion_counts, counts_by_threshold, f1_scores
 from geoccseg.label_values import IGNORE_INDEX
 from geoccseg.losses import ConfidenceContrastiveLoss, DistributionAlignment, ImbalanceLoss, class_weights, confidence_levels, sigmoid_rampup
 from geoccseg.models import ModelConfig, build_model
@@ -69,6 +69,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         self.configure_loss_terms()
         self.generator = torch.Generator().manual_seed(config.seed)
         self._val_counts: Tensor | None = None
+        self._val_levels: Tensor | None = None  # one foreground class: its pixels by probability level (decision threshold)
         #: steps the learning-rate schedule and the unlabeled ramp are laid over: ``max_steps``, or
         #: on resume the first run's (a resumed run given more steps keeps its schedule's end rate)
         self.schedule_steps = config.max_steps
@@ -254,6 +255,7 @@ class SemiSupervisedSegmenter(pl.LightningModule):
     # -- validation ----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val_counts = torch.zeros(self.num_classes, 3, dtype=torch.float64, device=self.device)
+        self._val_levels = torch.zeros(2, len(THRESHOLDS) + 1, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self.teacher.forward_logits(batch["image"])
@@ -262,6 +264,26 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         known = (truth != IGNORE_INDEX) & batch["valid"]
         for k in range(1, self.num_classes):
             self._val_counts[k] += torch.stack(confusion_counts(pred == k, truth == k, known)).double()
+        if self.num_classes == 2:  # the foreground's pixels and the others' by level of its probability (ThresholdSweep's)
+            level = torch.bucketize(logits.float().softmax(1)[:, 1][known], self._thresholds(), right=True)
+            positive = truth[known] == 1
+            for row, pixels in enumerate((level[positive], level[~positive])):
+                self._val_levels[row] += torch.bincount(pixels, minlength=len(THRESHOLDS) + 1).double()
+
+    def _thresholds(self) -> Tensor:
+        """:data:`~geoccseg.evaluate.pixel.THRESHOLDS` as float32 on this module's device (as the
+        probabilities: a score equal to a threshold counts as at or above it, as in the evaluation)."""
+        return torch.as_tensor(THRESHOLDS, dtype=torch.float32, device=self.device)
+
+    def decision_threshold(self, levels: np.ndarray) -> tuple[float, float] | None:
+        """The threshold of the best validation F1 over the evaluation's grid (the lowest on ties) and
+        that F1, from the pixels by level; None without a foreground pixel to choose it on."""
+        positive, negative = levels
+        if positive.sum() == 0:
+            return None
+        f1 = f1_scores(*counts_by_threshold(positive, negative))
+        best = int(np.argmax(f1))
+        return float(THRESHOLDS[best]), float(f1[best])
 
     def on_validation_epoch_end(self) -> None:
         counts = self.trainer.strategy.reduce(self._val_counts, reduce_op="sum")
@@ -272,6 +294,10 @@ class SemiSupervisedSegmenter(pl.LightningModule):
             self.log_dict({f"val/precision_{name}": c.precision, f"val/recall_{name}": c.recall, f"val/f1_{name}": c.f1, f"val/iou_{name}": c.iou}, sync_dist=False)
             f1s.append(c.f1)
         self.log("val/f1", float(np.mean(f1s)), prog_bar=True, sync_dist=False)
+        if self.num_classes == 2:
+            chosen = self.decision_threshold(self.trainer.strategy.reduce(self._val_levels, reduce_op="sum").cpu().numpy())
+            if chosen is not None:
+                self.log_dict({"val/threshold": chosen[0], "val/f1_at_threshold": chosen[1]}, sync_dist=False)
 
     @property
     def class_names(self) -> list[str]:
