@@ -1172,3 +1172,21 @@ def test_scoring_reads_photos_as_training_does(data_dir: Path, tmp_path: Path) -
     # measured 0.55 against 0.65 for the half alone (the black cut-out next to it changes a few chips); counted,
     # the all-crack truth under the cut-out would hold most of the crack pixels and bring recall under 0.1
     assert 0.4 < cut.pixels.recall and alone.pixels.recall > 0.4
+
+
+def test_a_run_written_before_an_option_existed_is_the_same_run(tmp_path: Path) -> None:
+    """A benchmark's interrupted run whose config.yaml predates an option (foreground_share) was
+    taken for a run of other settings: deleted with its checkpoint and trained again, or refused by
+    the scripts that continue their own runs. A missing option reads as its default."""
+    import yaml
+
+    from geoccseg.benchmark.runs import same_config
+    from geoccseg.train import TrainConfig
+
+    config = TrainConfig(out=str(tmp_path), images=str(tmp_path / "images"), masks=str(tmp_path / "masks"), max_steps=300)
+    old = yaml.safe_load(config.to_yaml())
+    del old["foreground_share"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert same_config(tmp_path, config)
+    assert not same_config(tmp_path, replace(config, foreground_share=0.33))  # a run of other settings stays one
+    assert not same_config(tmp_path, replace(config, max_steps=450))

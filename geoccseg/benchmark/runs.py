@@ -255,14 +255,18 @@ def interrupted_step(run_dir: Path, config: TrainConfig) -> int | None:
 
 def same_config(run_dir: Path, config: TrainConfig) -> bool:
     """Whether the run in ``run_dir`` was trained with ``config`` (its ``config.yaml``), the
-    temporary train and select links and ``resume`` aside (:data:`_LINKED`)."""
+    temporary train and select links and ``resume`` aside (:data:`_LINKED`); an option added since
+    the run was written counts as its default there (the run trained as that default does)."""
     try:
         before = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return False
+    if not isinstance(before, dict):
+        return False
     now = yaml.safe_load(config.to_yaml())
-    return isinstance(before, dict) and ({k: v for k, v in before.items() if k not in _LINKED}
-                                         == {k: v for k, v in now.items() if k not in _LINKED})
+    defaults = yaml.safe_load(TrainConfig(out="-").to_yaml())
+    before = {**{k: defaults[k] for k in now.keys() - before.keys() if k in defaults}, **before}
+    return {k: v for k, v in before.items() if k not in _LINKED} == {k: v for k, v in now.items() if k not in _LINKED}
 
 
 def one_line_errors(run: Callable[[list[str] | None], int], argv: list[str] | None, script: str) -> int:
