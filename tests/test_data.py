@@ -970,6 +970,23 @@ def test_foreground_chips_hold_a_labeled_road_in_photos_and_scenes(data_dir, veg
     positions = {tuple(torch.nonzero(b["mask_l"][5] == 1)[0].tolist()) for b in batches}
     assert len(positions) > 6, positions  # the road pixel lies anywhere in the chip, not always at its centre
 
+    assert ChipStream(photos, batch_size=2, unlabeled_batch_size=0, seed=0, foreground_share=0.25).foreground_from == 1  # not round()'s 0
+
+    # a photo's transparent part is nodata: its labels are never the foreground a chip is drawn for
+    photo = read_photo(data_dir / "cfd" / "images" / "001.jpg")[:, :256, :256]
+    rgba = np.concatenate([photo, np.full((1, *photo.shape[1:]), 255, np.uint8)])
+    rgba[:, :, :48] = 0  # transparent left part
+    (tmp_path / "cut" / "images").mkdir(parents=True)
+    (tmp_path / "cut" / "masks").mkdir()
+    Image.fromarray(np.moveaxis(rgba, 0, -1), "RGBA").save(tmp_path / "cut" / "images" / "cut.png")
+    mask = np.zeros(photo.shape[1:], np.uint8)
+    mask[:, 8:12] = 255  # a crack under the transparent part
+    mask[:, 200:204] = 255  # and one in the opaque part
+    Image.fromarray(mask).save(tmp_path / "cut" / "masks" / "cut.png")
+    cut = PhotoTrainingData(tmp_path / "cut" / "images", tmp_path / "cut" / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=64)
+    gen = torch.Generator().manual_seed(0)
+    assert all((cut.labeled_chip(gen, foreground=True)["mask"] == 1).any() for _ in range(20))
+
     lines = gpd.read_file(vegas / "vegas_img0_roads.geojson")
     lines.iloc[[0]].to_file(tmp_path / "one_road.gpkg")
     gpd.GeoDataFrame(geometry=[box(*open_scene(vegas / "vegas_img0_rgb.tif").bounds)], crs=4326).to_file(tmp_path / "aoi.gpkg")

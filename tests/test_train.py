@@ -309,8 +309,8 @@ def test_validation_counts_and_conventions_are_those_of_evaluate(tmp_path):
 
 def test_validation_chooses_the_decision_threshold_as_evaluate_scores_it(tmp_path):
     """One foreground class: the validation also chooses the threshold of the best F1 over the
-    evaluation's grid, with its sweep's conventions (known and valid pixels; a probability equal to a
-    threshold counts as at or above it); none when the validation holds no foreground pixel."""
+    evaluation's grid, counting pixels as its sweep does (known and valid pixels only), the one
+    nearest 0.5 on ties; none when the validation holds no foreground pixel."""
     import lightning.pytorch as pl
     import numpy as np
     from torch import nn
@@ -332,7 +332,6 @@ def test_validation_chooses_the_decision_threshold_as_evaluate_scores_it(tmp_pat
     for shape in ((40, 50), (30, 20)):
         truth = rng.random(shape) < 0.2
         prob = np.clip(np.where(truth, rng.beta(2, 3, shape), rng.beta(1, 6, shape)), 0.005, 0.995).astype(np.float32)
-        prob[0, :5] = [0.3, 0.31, 0.5, 0.69, 0.7]  # on the grid
         mask = truth.astype(np.int64)
         mask[1, :7] = 255  # not labeled
         valid = np.ones(shape, bool)
@@ -350,6 +349,9 @@ def test_validation_chooses_the_decision_threshold_as_evaluate_scores_it(tmp_pat
     metrics = trainer.validate(module, dataloaders=DataLoader(ItemList(items), batch_size=1), verbose=False)[0]
     assert metrics["val/threshold"] == pytest.approx(sweep.ods_threshold) and sweep.ods_threshold != 0.5
     assert metrics["val/f1_at_threshold"] == pytest.approx(sweep.ods_f1) and metrics["val/f1_at_threshold"] > metrics["val/f1_road"]
+    sure = [{**item, "image": torch.where(item["mask"] == 1, 0.999, 0.001)[None].float()} for item in items]
+    metrics = trainer.validate(module, dataloaders=DataLoader(ItemList(sure), batch_size=1), verbose=False)[0]
+    assert metrics["val/f1_at_threshold"] == 1.0 and metrics["val/threshold"] == pytest.approx(0.5)  # every threshold ties: 0.5, not 0.01
     for item in items:
         item["mask"] = torch.zeros_like(item["mask"])  # no road anywhere: nothing to choose a threshold on
     metrics = trainer.validate(module, dataloaders=DataLoader(ItemList(items), batch_size=1), verbose=False)[0]

@@ -113,7 +113,8 @@ class SceneChips(GeoDataset):
 
     def holds_foreground(self, query: Query) -> bool:
         """Whether the labels hold a foreground pixel (a road) in a query's chip inside
-        :attr:`label_region`, as :meth:`read` rasterises them (the imagery is not read)."""
+        :attr:`label_region`, as :meth:`read` rasterises them (the chip's pixels are not read, so a
+        road over the scene's nodata counts, which training then ignores)."""
         if self.labels is None:
             return False
         bounds, shape = self._extent(query)

@@ -579,7 +579,9 @@ class PhotoTrainingData(TrainingData):
         item, norm = self._load(image_path, mask_path)
         t = self.tile_px
         _, h, w = item["image"].shape
-        pixels = np.flatnonzero((item["mask"] > 0) & (item["mask"] != IGNORE_INDEX)) if foreground and "mask" in item else []
+        pixels = []
+        if foreground and "mask" in item:  # a labeled foreground pixel in the photo's opaque part (the rest is ignored)
+            pixels = np.flatnonzero((item["mask"] > 0) & (item["mask"] != IGNORE_INDEX) & (True if item["valid"] is None else item["valid"]))
         if len(pixels):  # none: a zoomed photo whose few foreground pixels the resampling lost
             row, col = divmod(int(pixels[int(torch.randint(len(pixels), (1,), generator=generator))]), w)
             top = min(max(row - int(torch.randint(t, (1,), generator=generator)), 0), max(h - t, 0))

@@ -28,7 +28,9 @@ from geoccseg.models.config import check_tile_px
 
 MAX_TRIES = 500
 FOREGROUND_TRIES = 200
-"""Chips drawn at most for one that must hold a labeled road (labels rasterised, no imagery read)."""
+"""Chips drawn at most for one that must hold a labeled road: each try costs a read of the scene's
+validity and a rasterisation of the labels (about a millisecond each for vector labels), so labels
+with roads in under one chip in a hundred slow these chips down."""
 log = logging.getLogger(__name__)
 
 
@@ -197,8 +199,8 @@ class SceneTrainingData(TrainingData):
 
     def labeled_chip(self, generator: torch.Generator, foreground: bool = False) -> dict:
         """A random labeled chip inside a labeled region (``image``, ``mask``); ``foreground``: the
-        first of up to :data:`FOREGROUND_TRIES` such chips whose labels hold a road (or the last),
-        each try rasterising the labels alone."""
+        first of up to :data:`FOREGROUND_TRIES` such chips whose labels hold a road (or the last);
+        a try reads the scene's validity and rasterises the labels, not the chip's pixels."""
         region, query = self._labeled_query(generator)
         for _ in range(FOREGROUND_TRIES if foreground else 0):
             if region.chips.holds_foreground(query):

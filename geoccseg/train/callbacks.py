@@ -155,8 +155,8 @@ class RunRecorder(pl.Callback):
 
     def _record(self, step: int, metrics: dict) -> None:
         """Write the saved step and its validation into the bundle's metadata, and the decision
-        threshold chosen on the validation images (one foreground class; else the model keeps the
-        one it started from, if any: a fine-tune)."""
+        threshold chosen on the validation images (one foreground class with a pixel of it in the
+        validation; else the bundle has none, and predicts at 0.5)."""
         self.meta.training.update({"saved_step": step, "validation": metrics})
         if isinstance(metrics.get("threshold"), float):
             self.meta.threshold = round(metrics["threshold"], 4)

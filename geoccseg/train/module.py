@@ -276,13 +276,17 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         return torch.as_tensor(THRESHOLDS, dtype=torch.float32, device=self.device)
 
     def decision_threshold(self, levels: np.ndarray) -> tuple[float, float] | None:
-        """The threshold of the best validation F1 over the evaluation's grid (the lowest on ties) and
-        that F1, from the pixels by level; None without a foreground pixel to choose it on."""
+        """The threshold of the best validation F1 over the evaluation's grid and that F1, from the
+        pixels by level; None without a foreground pixel to choose it on. On ties (a confident model
+        on a small validation set scores the same F1 over a range of thresholds) the one nearest
+        0.5: predictions on new images, whose probabilities are seldom as extreme, then stay in
+        the middle of that range, not at its end (evaluate's ODS takes the lowest)."""
         positive, negative = levels
         if positive.sum() == 0:
             return None
         f1 = f1_scores(*counts_by_threshold(positive, negative))
-        best = int(np.argmax(f1))
+        tied = np.flatnonzero(f1 == f1.max())
+        best = int(tied[np.argmin(np.abs(THRESHOLDS[tied] - 0.5))])
         return float(THRESHOLDS[best]), float(f1[best])
 
     def on_validation_epoch_end(self) -> None:

@@ -9,6 +9,7 @@ a run resumed at step ``s`` trains on the very batches the uninterrupted run wou
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -35,7 +36,7 @@ class ChipStream(IterableDataset):
         rank: distributed rank (different chips on every rank).
         start_step: global step the stream starts at (a resumed run's checkpoint step).
         foreground_share: share of each batch's labeled chips that must hold a labeled foreground
-            pixel (the last ``round(batch_size * foreground_share)`` chips; the trainer's
+            pixel (the last ``ceil(batch_size * foreground_share)`` chips; the trainer's
             ``foreground_share``).
     """
 
@@ -43,7 +44,7 @@ class ChipStream(IterableDataset):
                  foreground_share: float = 0.0) -> None:
         self.data = data
         self.batch_size = batch_size
-        self.foreground_from = batch_size - round(batch_size * foreground_share)
+        self.foreground_from = batch_size - math.ceil(batch_size * foreground_share - 1e-9)  # any share above 0: at least one
         self.unlabeled_batch_size = unlabeled_batch_size
         self.seed = seed
         self.rank = rank
