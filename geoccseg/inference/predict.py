@@ -225,9 +225,22 @@ drawn, nor its training record)."""
 
 
 def meta_sha256(meta: BundleMeta) -> str:
-    """Hex SHA-256 of the :data:`PREDICTION_META` of a bundle's metadata as it is in memory."""
+    """Hex SHA-256 of the :data:`PREDICTION_META` of a bundle's metadata as it is in memory, every
+    number read as a float (``pixel_size_m=1`` set in a notebook is the 1.0 its file holds, a numpy
+    scalar the number it holds)."""
     used = {key: value for key, value in meta.to_dict().items() if key in PREDICTION_META}
-    return hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(_numbers_as_floats(used), sort_keys=True).encode()).hexdigest()
+
+
+def _numbers_as_floats(value):
+    """``value`` (JSON-like: dicts, lists, tuples, numbers, strings) with every number a float."""
+    if isinstance(value, dict):
+        return {key: _numbers_as_floats(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_numbers_as_floats(item) for item in value]
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -618,8 +631,7 @@ def check_workers_read_the_same_model(bundle: Bundle, options: PredictOptions) -
     except GeoccsegError as exc:
         raise GeoccsegError(f"Dask workers load the model from {bundle.path}, which cannot be read ({exc}); {fix}") from None
     state = bundle.model.state_dict()
-    on_disk, in_memory = stored.meta.to_dict(), bundle.meta.to_dict()
-    same = all(on_disk[k] == in_memory[k] for k in PREDICTION_META) and state.keys() == stored.state.keys() and all(
+    same = meta_sha256(stored.meta) == meta_sha256(bundle.meta) and state.keys() == stored.state.keys() and all(
         torch.equal(state[k].detach().cpu(), stored.state[k].to(state[k].dtype)) for k in state)
     if not same:
         raise GeoccsegError(f"Dask workers load the model from {bundle.path}, and the model in memory differs from it; {fix}")
