@@ -63,7 +63,11 @@ class VectorizeParams:
         model's), else :data:`DEFAULT_THRESHOLD`. The low threshold is checked against it."""
         if self.threshold is not None:
             return self
-        return replace(self, threshold=DEFAULT_THRESHOLD if model_threshold is None else float(model_threshold))
+        threshold = DEFAULT_THRESHOLD if model_threshold is None else float(model_threshold)
+        if self.low_threshold is not None and self.low_threshold > threshold:
+            raise GeoccsegError(f"--low-threshold {self.low_threshold:g} is above the model's own decision threshold {threshold:g} "
+                                "(chosen on its validation images); give a lower --low-threshold, or --threshold too")
+        return replace(self, threshold=threshold)
 
 
 def check_thresholds(threshold: float | None, low_threshold: float | None) -> None:
