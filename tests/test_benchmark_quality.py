@@ -1190,3 +1190,29 @@ def test_a_run_written_before_an_option_existed_is_the_same_run(tmp_path: Path) 
     assert same_config(tmp_path, config)
     assert not same_config(tmp_path, replace(config, foreground_share=0.33))  # a run of other settings stays one
     assert not same_config(tmp_path, replace(config, max_steps=450))
+
+
+def test_benchmark_records_the_f1_at_the_models_own_threshold(data_dir: Path) -> None:
+    """A bundle's own threshold (the shipped crack model's 0.44, or one set by hand off the
+    evaluation's grid) is scored as a scorer at that threshold scores it; a threshold of the grid
+    is read from the sweep of the 0.5 pass, without a second pass over the test images."""
+    import dataclasses
+
+    from geoccseg.benchmark.score import foreground_probability, score_bundle
+    from geoccseg.data.photos import read_mask, read_photo
+    from geoccseg.evaluate import PixelScorer
+    from geoccseg.io.bundle import resolve_model
+    from geoccseg.models import load_bundle
+
+    cfd = data_dir / "cfd"
+    pairs = {s: (cfd / "images" / f"{s}.jpg", cfd / "masks" / f"{s}.png") for s in ("001", "002")}
+    bundle = load_bundle(resolve_model("crack"))
+    probs = {s: foreground_probability(bundle, read_photo(image), "cpu") for s, (image, _) in pairs.items()}
+    for threshold in (0.44, 0.437):
+        expected = PixelScorer(threshold)
+        for s, (_, mask) in pairs.items():
+            expected.add(probs[s], read_mask(mask) > 0)
+        own = dataclasses.replace(bundle, meta=dataclasses.replace(bundle.meta, threshold=threshold))
+        score = score_bundle(own, pairs, device="cpu")
+        assert score.model_threshold == threshold and score.model_threshold_f1 == expected.scores().f1
+        assert score.metrics()["model_threshold_f1"] == expected.scores().f1 != score.pixels.f1  # not the F1 at 0.5

@@ -17,7 +17,7 @@ import numpy as np
 from geoccseg.benchmark.split import Pair
 from geoccseg.data.photos import mask_files_mark_unlabeled_255, read_mask, read_photo_valid
 from geoccseg.errors import GeoccsegError
-from geoccseg.evaluate import PixelScorer, PixelScores
+from geoccseg.evaluate import PixelScorer, PixelScores, ThresholdSweep
 from geoccseg.inference.array import predict_array
 from geoccseg.io.probability import encode_uint8
 from geoccseg.label_values import IGNORE_INDEX
@@ -39,12 +39,14 @@ class Score:
         model_threshold: the bundle's own decision threshold (chosen on its validation images by
             training; what ``geoccseg predict`` uses), None for 0.5.
         model_threshold_f1: F1 over the test images at that threshold (None without one).
+        sweep: the counts over the evaluation's threshold grid (not in :meth:`metrics`).
     """
 
     pixels: PixelScores
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     model_threshold: float | None = None
     model_threshold_f1: float | None = None
+    sweep: ThresholdSweep | None = None
 
     def metrics(self) -> dict[str, float | int | None]:
         """The metrics as a benchmark record holds them: ``n_test`` (images scored), then the pixel
@@ -116,12 +118,15 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
             kept[stem] = encode_uint8(prob)
         return prob
 
-    own = bundle.meta.threshold
-    score, *at_own = score_thresholds(pairs, (THRESHOLD,) if own is None else (THRESHOLD, own), probability, tolerance_px,
-                                      bands=len(bundle.meta.bands))
+    (score,) = score_thresholds(pairs, (THRESHOLD,), probability, tolerance_px, bands=len(bundle.meta.bands))
     score.examples = kept
-    if own is not None:
-        score.model_threshold, score.model_threshold_f1 = own, at_own[0].pixels.f1
+    own = bundle.meta.threshold
+    if own is not None:  # one of the sweep's grid (every one training chooses) is read from its counts
+        score.model_threshold, score.model_threshold_f1 = own, score.sweep.f1_at(own)
+        if score.model_threshold_f1 is None:  # set by hand off the grid: a pass of its own
+            (at_own,) = score_thresholds(pairs, (own,), lambda stem, image: foreground_probability(bundle, image, device),
+                                         bands=len(bundle.meta.bands))
+            score.model_threshold_f1 = at_own.pixels.f1
     return score
 
 
@@ -169,7 +174,7 @@ def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
         prob = probability(stem, image)
         for scorer in scorers:
             scorer.add(prob, truth, labeled)
-    return [Score(pixels=scorer.scores()) for scorer in scorers]
+    return [Score(pixels=scorer.scores(), sweep=scorer.sweep) for scorer in scorers]
 
 
 def pick_examples(pairs: dict[str, Pair], n: int = N_EXAMPLES) -> list[str]:

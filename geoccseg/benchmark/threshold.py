@@ -17,7 +17,7 @@ import numpy as np
 
 from geoccseg.benchmark.score import foreground_probability, pairs_mark_unlabeled_255, read_scored_pair
 from geoccseg.benchmark.split import Pair
-from geoccseg.evaluate import Counts, PixelScorer
+from geoccseg.evaluate import PixelScorer
 from geoccseg.models import Bundle
 
 
@@ -52,11 +52,4 @@ def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | N
         if contrast is not None:
             pooled.add(foreground_probability(bundle, fainter(image, contrast)), truth, labeled)
     threshold = pooled.scores().ods_threshold
-    return threshold, _f1_at(select, threshold)
-
-
-def _f1_at(scorer: PixelScorer, threshold: float) -> float:
-    """F1 of a scorer's images at one threshold of its sweep grid (the sweep's own counts)."""
-    sweep = scorer.sweep
-    index = int(np.argmin(np.abs(sweep.thresholds - threshold)))
-    return Counts(int(sweep.tp[index]), int(sweep.fp[index]), int(sweep.fn[index])).f1
+    return threshold, select.sweep.f1_at(threshold)  # ODS: a threshold of the grid

@@ -310,6 +310,15 @@ class ThresholdSweep:
         """(T,) dataset F1 at each threshold."""
         return f1_scores(self.tp, self.fp, self.fn)
 
+    def f1_at(self, threshold: float) -> float | None:
+        """Dataset F1 at ``threshold`` when it is one of the grid's (from the sweep's own counts,
+        as a :class:`PixelScorer` at that threshold counts them), else None."""
+        index = np.flatnonzero(np.abs(self.thresholds - threshold) < 1e-9)
+        if not index.size:
+            return None
+        i = int(index[0])
+        return Counts(int(self.tp[i]), int(self.fp[i]), int(self.fn[i])).f1
+
     @property
     def ods_f1(self) -> float:
         """Best dataset F1 over the grid (optimal dataset scale)."""
