@@ -28,25 +28,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from geoccseg.benchmark import ARMS, DATASETS, PROFILES, RunSpec, link_pairs, load_records, make_split, quiet_lightning, write_json
+from geoccseg.benchmark.design import train_options
 from geoccseg.benchmark.runs import one_line_errors, train_and_score
 from geoccseg.benchmark.split import kept_photo_of
 from geoccseg.errors import GeoccsegError
-from geoccseg.train import TrainConfig
-
-
-def options(pairs: Sequence[str]) -> dict:
-    """``key=value`` training options, each value read as JSON (numbers, true/false, null), else a string."""
-    known = set(TrainConfig.__dataclass_fields__)
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in known:
-            raise GeoccsegError(f"--option {pair!r}: give key=value with a training option as key, e.g. foreground_share=0.33")
-        try:
-            parsed[key] = json.loads(value)
-        except ValueError:
-            parsed[key] = value
-    return parsed
 
 
 def diagnose(args: argparse.Namespace) -> dict:
@@ -66,8 +51,9 @@ def diagnose(args: argparse.Namespace) -> dict:
     recorded = json.loads((args.bench / "split.json").read_text())
     if sorted(split["train"]) != sorted(recorded["train"]):
         raise GeoccsegError(f"{args.data} does not split as {args.bench / 'split.json'} records; give the benchmark's --data")
+    options = train_options(args.option)
     profile = PROFILES[args.profile].with_steps(base["max_steps"])
-    profile = replace(profile, encoder=base["encoder"], train={**profile.train, **options(args.option)})
+    profile = replace(profile, encoder=base["encoder"], train={**profile.train, **options})
     seed = base["seed"] if args.seed is None else args.seed
     out = args.out
     done = {r["run"]: r for r in load_records(out / "results.json")}
@@ -78,7 +64,7 @@ def diagnose(args: argparse.Namespace) -> dict:
         print(f"{args.name}: training {profile.max_steps} steps ({args.arm}, seed {seed}) with {len(labeled)} labeled photos", flush=True)
         record = train_and_score(RunSpec(args.arm, len(labeled) / len(split["train"]), seed), args.dataset, profile, folders,
                                  list(split["train"]), [], test_pairs, out, labeled=labeled, name=args.name)
-    record |= {"variant_of": args.run, "options": options(args.option), "dropped": list(args.drop), "labeled_from": args.labeled_from}
+    record |= {"variant_of": args.run, "options": options, "dropped": list(args.drop), "labeled_from": args.labeled_from}
     write_json(out / "results.json", [*done.values(), record])
     threshold = "" if record["model_threshold"] is None else (f", {record['model_threshold_f1']:.3f} at its threshold "
                                                                f"{record['model_threshold']:.2f}")
@@ -103,7 +89,7 @@ def _run(argv: Sequence[str] | None) -> int:
     p.add_argument("--seed", type=int, help="training seed (default: the run's)")
     p.add_argument("--drop", nargs="+", default=[], help="labeled stems to leave out")
     p.add_argument("--labeled-from", help="train on this other run's labeled set instead")
-    p.add_argument("--option", nargs="+", default=[], help="training options key=value, e.g. foreground_share=0.33")
+    p.add_argument("--option", nargs="+", default=[], help="training options KEY=VALUE (value read as YAML), e.g. foreground_share=0.33")
     p.add_argument("--profile", default="cpu", choices=list(PROFILES), help="the benchmark's profile (its steps are the run's)")
     quiet_lightning()
     diagnose(p.parse_args(argv))

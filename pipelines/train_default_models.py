@@ -54,12 +54,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
 
-from geoccseg.benchmark.design import data_root
+from geoccseg.benchmark.design import data_root, train_options
 from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle, score_thresholds
 from geoccseg.benchmark.runs import one_line_errors, same_config
@@ -309,17 +308,10 @@ def _run(argv: list[str] | None) -> int:
     parser.add_argument("--rethreshold", action="store_true",
                         help="no training: choose the threshold of the model in --target-root again by its recipe's rule and rescore it")
     args = parser.parse_args(argv)
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or key not in {f.name for f in fields(TrainConfig)}:
-            parser.error(f"--option takes KEY=VALUE with KEY a training option, got {item!r}")
-        options[key] = yaml.safe_load(value)
-    try:  # each value of the type its option takes (unlabeled=FOLDER without brackets is not a list of letters)
-        typed = TrainConfig.from_dict(options, where="--option")
+    try:
+        options = train_options(args.option)
     except GeoccsegError as exc:
         parser.error(str(exc))
-    options = {key: getattr(typed, key) for key in options}
     for name in args.models:
         if args.rethreshold:
             target = rethreshold(name, args.data_root, args.target_root, args.work / name)

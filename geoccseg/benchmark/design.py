@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+import yaml
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.train import TrainConfig
@@ -241,3 +243,22 @@ def train_config(spec: RunSpec, dataset: str, profile: Profile, folders: dict[st
     profile_train = {key: value for key, value in profile.train.items() if key not in inert}
     config = TrainConfig(**common, **(profile_train | RECORDED | arm.train))
     return replace(config, **overrides)
+
+
+def train_options(items: Sequence[str]) -> dict:
+    """The training options of a pipeline's ``--option KEY=VALUE`` (each value read as YAML), each
+    of the type its option takes (``unlabeled=FOLDER`` without brackets is refused, not read as a
+    list of letters).
+
+    Raises:
+        GeoccsegError: an item that is not ``KEY=VALUE`` with a training option as key, or a value
+            its option cannot take.
+    """
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in {f.name for f in fields(TrainConfig)}:
+            raise GeoccsegError(f"--option takes KEY=VALUE with KEY a training option, got {item!r}")
+        options[key] = yaml.safe_load(value)
+    typed = TrainConfig.from_dict(options, where="--option")
+    return {key: getattr(typed, key) for key in options}
