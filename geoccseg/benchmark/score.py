@@ -124,8 +124,7 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
     if own is not None:  # one of the sweep's grid (every one training chooses) is read from its counts
         score.model_threshold, score.model_threshold_f1 = own, score.sweep.f1_at(own)
         if score.model_threshold_f1 is None:  # set by hand off the grid: a pass of its own
-            (at_own,) = score_thresholds(pairs, (own,), lambda stem, image: foreground_probability(bundle, image, device),
-                                         bands=len(bundle.meta.bands))
+            (at_own,) = score_thresholds(pairs, (own,), probability, bands=len(bundle.meta.bands))
             score.model_threshold_f1 = at_own.pixels.f1
     return score
 

@@ -118,7 +118,7 @@ GDAL_CACHE_BYTES = 64 * 2**20
 """GDAL block cache while predicting (bytes: rasterio passes it to ``GDALSetCacheMax64``), so that
 memory does not grow with the scene size."""
 
-_MODELS: dict[tuple[str, str, str], tuple[torch.nn.Module, BundleMeta]] = {}
+_MODELS: dict[tuple[str, str, str, str], tuple[torch.nn.Module, BundleMeta]] = {}  # (path, device, state, meta): ModelRef's
 _ENGINES: dict[tuple[str, str, int, Callable], tuple[torch.nn.Module, Engine]] = {}
 _MODELS_LOCK = threading.Lock()
 
