@@ -120,6 +120,7 @@ def _run(argv: list[str] | None) -> int:
             select, test, cfd = (score([k], threshold) for k in ("select", "test", "cfd"))
             row[label] = {"threshold": round(float(threshold), 3), "select_f1": round(select.f1, 3), "test_f1": round(test.f1, 3),
                           "cfd_f1": round(cfd.f1, 3), "cfd_precision": round(cfd.precision, 3), "cfd_recall": round(cfd.recall, 3)}
+            row[label].update({f"select_faint_{c:g}_f1": round(score(["select", f"faint_{c:g}"], threshold).f1, 3) for c in args.faint})
         cfd = score(["cfd"])
         row["cfd_ods"] = {"f1": round(cfd.ods_f1, 3), "threshold": round(float(cfd.ods_threshold), 3)}
         row["select_half_ods_f1"] = round(score(["select_half"]).ods_f1, 3)

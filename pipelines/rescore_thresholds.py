@@ -49,7 +49,7 @@ def rescore(bench: Path, dataset: str, data: Path) -> list[dict]:
     records = []
     for run in runs:
         bundle = load_bundle(run)
-        threshold, select_f1 = choose_threshold(bundle, select)
+        threshold, select_f1, _ = choose_threshold(bundle, select)
         at_half, at_chosen = score_thresholds(test_pairs, (THRESHOLD, threshold),
                                               lambda stem, image, b=bundle: foreground_probability(b, image), tolerance,
                                               bands=len(bundle.meta.bands))

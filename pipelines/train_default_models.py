@@ -209,10 +209,11 @@ def finish(name: str, recipe: Recipe, bundle, record: dict, splits: dict, data_r
     """Choose the threshold on the select images, score the held-out test and transfer sets, and
     export the model (float16) with ``record`` and the scores into ``target_root/name``."""
     select_pairs = {s: p for parts in splits.values() for s, p in parts["select"].items()}
-    threshold, select_f1 = choose_threshold(bundle, select_pairs, recipe.threshold_contrast)
+    threshold, select_f1, pooled_f1 = choose_threshold(bundle, select_pairs, recipe.threshold_contrast)
     record.update({
         "machine": machine(),  # of the scoring; runs are compared only within one machine (geoccseg.benchmark.machine)
         "threshold": threshold, "select_f1": select_f1,  # select F1 at that threshold
+        "select_pooled_f1": pooled_f1,  # F1 over what the threshold was chosen on (with the copies, if any)
         "threshold_rule": "best F1 on the select images" + (f" and their copies at contrast {recipe.threshold_contrast:g}"
                                                             if recipe.threshold_contrast is not None else ""),
         "held_out_test": {s: metrics(score_bundle(bundle, splits[s]["test"], recipe.tolerance_px)) for s in splits},  # at 0.5

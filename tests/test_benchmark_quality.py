@@ -272,6 +272,7 @@ def test_shipped_model_run_killed_before_its_first_checkpoint_starts_over(data_d
     photo = lambda s: re.sub(PHOTO_OF["deepcrack"], "", s)  # noqa: E731
     assert held["test"] and held["select"] and not {photo(s) for s in held["test"] + held["select"]} & {photo(s) for s in training["data"]["labeled"]}
     assert training["steps"] == 4 and "cfd" in training["transfer"] and (target / "crack" / "LICENCE.md").is_file()
+    assert 0 <= training["select_pooled_f1"] <= 1  # what the threshold was chosen on: select photos and fainter copies
 
 
 def test_a_fine_tuned_shipped_model_keeps_its_parents_held_out_photos(data_dir: Path, tmp_path: Path) -> None:
@@ -353,16 +354,23 @@ def test_crack_threshold_with_fainter_copies_is_chosen_on_the_select_photos_only
     faint = fainter(photo, 0.5).astype(np.float64)
     assert abs(faint.mean() - photo.mean()) < 0.5 and faint.std() == pytest.approx(photo.std() / 2, rel=0.01)
     bundle = load_bundle(resolve_model("crack"))
-    alone, alone_f1 = choose_threshold(bundle, pairs)
-    pooled, pooled_f1 = choose_threshold(bundle, pairs, contrast=0.5)
+    alone, alone_f1, alone_pooled_f1 = choose_threshold(bundle, pairs)
+    pooled, pooled_f1, with_copies_f1 = choose_threshold(bundle, pairs, contrast=0.5)
     assert pooled < alone
     scorers = {threshold: PixelScorer(threshold) for threshold in (alone, pooled)}
+    with_copies = PixelScorer(pooled)
     for image_path, mask_path in pairs.values():
-        probability, truth = foreground_probability(bundle, read_photo(image_path)), read_mask(mask_path) > 0
+        photo = read_photo(image_path)
+        probability, truth = foreground_probability(bundle, photo), read_mask(mask_path) > 0
         for scorer in scorers.values():
             scorer.add(probability, truth)
+        with_copies.add(probability, truth)
+        with_copies.add(foreground_probability(bundle, fainter(photo, 0.5)), truth)
     # each reported F1 is the select photos' own at its threshold (not the pooled copies')
     assert (alone_f1, pooled_f1) == pytest.approx((scorers[alone].scores().f1, scorers[pooled].scores().f1), abs=1e-9)
+    # and the pooled F1, what models of one recipe are compared by, is the F1 over photos and copies
+    assert alone_pooled_f1 == alone_f1
+    assert with_copies_f1 == pytest.approx(with_copies.scores().f1, abs=1e-9) and with_copies_f1 < pooled_f1
     with pytest.raises(ValueError, match="contrast must lie in"):
         choose_threshold(bundle, pairs, contrast=1.5)
 

@@ -13,6 +13,8 @@ fainter cracks").
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from geoccseg.benchmark.score import foreground_probability, pairs_mark_unlabeled_255, read_scored_pair
@@ -28,7 +30,18 @@ def fainter(image: np.ndarray, contrast: float) -> np.ndarray:
     return ((x - mean) * contrast + mean).round().clip(0, 255).astype(np.uint8)
 
 
-def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | None = None) -> tuple[float, float]:
+class ThresholdChoice(NamedTuple):
+    """A threshold chosen by :func:`choose_threshold`, with the F1 of the select images at it:
+    as they are (``select_f1``), and pooled with their fainter copies (``pooled_f1``: the F1 the
+    threshold maximises, equal to ``select_f1`` without copies). Models chosen by one rule are
+    compared by ``pooled_f1``, the figure their threshold was chosen on."""
+
+    threshold: float
+    select_f1: float
+    pooled_f1: float
+
+
+def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | None = None) -> ThresholdChoice:
     """The decision threshold chosen on the select ``pairs``, and the select F1 at it.
 
     Args:
@@ -38,7 +51,7 @@ def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | N
             best F1 on the pairs pooled with their :func:`fainter` copies.
 
     Returns:
-        The threshold, and the F1 of the pairs as they are at that threshold.
+        The threshold, the F1 of the pairs as they are at it, and the pooled F1 at it.
     """
     if contrast is not None and not 0 < contrast < 1:
         raise ValueError(f"contrast must lie in (0, 1), got {contrast}")
@@ -51,5 +64,6 @@ def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | N
         pooled.add(prob, truth, labeled)
         if contrast is not None:
             pooled.add(foreground_probability(bundle, fainter(image, contrast)), truth, labeled)
-    threshold = pooled.scores().ods_threshold
-    return threshold, select.sweep.f1_at(threshold)  # ODS: a threshold of the grid
+    best = pooled.scores()
+    # ODS: a threshold of the grid
+    return ThresholdChoice(best.ods_threshold, select.sweep.f1_at(best.ods_threshold), best.ods_f1)
