@@ -141,7 +141,7 @@ def test_cli_truth_against_itself_and_against_half_of_it(vegas: Path, tmp_path: 
     assert json.loads(out.read_text())["classes"][0]["apls"] > row["apls"]
     result = CliRunner().invoke(cli, ["evaluate", str(half), str(truth), "--topo-hole-m", "0"])
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == ["geoccseg: error: TOPO hole_m must be > 0 metres, got 0.0"]
+    assert result.stderr.strip().splitlines() == ["geoccseg: error: TOPO hole_m must be a finite number > 0 metres, got 0.0"]
 
 
 def test_rasters_go_through_the_vectoriser(vegas: Path) -> None:

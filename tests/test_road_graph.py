@@ -236,6 +236,38 @@ def test_a_negative_snapping_distance_is_refused_before_any_work(vegas: Path, tm
     assert "vectorise" not in result.output and list(tmp_path.iterdir()) == []
 
 
+def test_infinite_lengths_are_refused_in_one_line_before_any_work(vegas: Path, tmp_path: Path) -> None:
+    """``inf`` passed every ">= 0" check: ``--max-hole-m2 inf`` then crashed with an OverflowError
+    traceback when the block halo was sized (in ``predict``: after the whole prediction), and
+    ``evaluate --graph-snap-m inf`` joined every line end into one point without a word."""
+    from geoccseg.evaluate.apls import APLSParams
+    from geoccseg.evaluate.topo import TopoParams
+    from geoccseg.vectorize import VectorizeParams
+
+    mask = str(vegas / "vegas_pan_roadmask.tif")
+    cases = {
+        ("vectorize", mask, "-o", str(tmp_path / "a.gpkg"), "--max-hole-m2", "inf"): "max_hole_m2 must be a finite number >= 0, got inf",
+        ("vectorize", mask, "-o", str(tmp_path / "b.gpkg"), "--min-blob-m2", "1e308"): None,  # finite: the halo is capped
+        ("predict", str(sample_scene()), "-o", str(tmp_path / "c.gpkg"), "--gap-m", "inf", "--device", "cpu"): "gap_m must be a finite number >= 0, got inf",
+        ("vectorize", mask, "-o", str(tmp_path / "d.gpkg"), "--graph", "--graph-snap-m", "inf"): "--graph-snap-m must be a finite distance >= 0 in metres",
+        ("evaluate", mask, mask, "--graph-snap-m", "inf"): "--graph-snap-m must be a finite distance >= 0 in metres",
+        ("evaluate", mask, mask, "--apls-snap-m", "inf"): "APLS snap_m must be a finite number > 0 metres, got inf",
+    }
+    for args, message in cases.items():
+        result = CliRunner().invoke(cli, list(args))
+        if message is None:
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 2, (args, result.output)
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("geoccseg: error: ") and message in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.gpkg"]
+    for make in (lambda: VectorizeParams(spur_m=float("inf")), lambda: TopoParams(radius_m=float("inf")),
+                 lambda: APLSParams(min_path_m=float("inf")), lambda: road_graph(gpd.GeoSeries([LineString([(0, 0), (10, 0)])], crs="EPSG:32611"), snap_m=float("inf"))):
+        with pytest.raises(GeoccsegError, match="finite"):
+            make()
+
+
 def test_the_snapping_distance_reaches_the_graph_from_predict_and_needs_graph(vegas: Path, tmp_path: Path) -> None:
     """``predict --graph`` had no --graph-snap-m (always the default), and ``vectorize`` ignored it silently without --graph."""
     result = CliRunner().invoke(cli, ["vectorize", str(vegas / "vegas_pan_roadmask.tif"), "-o", str(tmp_path / "r.gpkg"), "--graph-snap-m", "5"])

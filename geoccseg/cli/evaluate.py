@@ -14,7 +14,7 @@ from geoccseg.evaluate.files import match_files
 from geoccseg.evaluate.report import DEFAULT_LINE_WIDTH_M, evaluate
 from geoccseg.evaluate.topo import TopoParams
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
-from geoccseg.vectorize.network import DEFAULT_SNAP_M
+from geoccseg.vectorize.network import DEFAULT_SNAP_M, check_snap_m
 
 _APLS, _TOPO = APLSParams(), TopoParams()
 
@@ -92,6 +92,7 @@ def command(
     GeoJSON, FlatGeobuf, Shapefile) can be mixed. APLS and TOPO compare road graphs: vector lines
     are turned into graphs, georeferenced rasters are vectorised first.
     """
+    check_snap_m(graph_snap_m, "--graph-snap-m")  # before any file is read
     apls_params = APLSParams(snap_m=apls_snap_m, spacing_m=apls_spacing_m, min_path_m=apls_min_path_m, max_points=apls_max_points)
     topo_params = TopoParams(radius_m=topo_radius_m, interval_m=topo_interval_m, hole_m=topo_hole_m, max_seeds=topo_max_seeds)
     if json_path is not None:

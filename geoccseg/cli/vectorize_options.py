@@ -4,7 +4,6 @@ defined once for ``geoccseg vectorize`` and ``geoccseg predict``."""
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import click
@@ -12,7 +11,7 @@ import click
 from geoccseg.errors import GeoccsegError
 from geoccseg.vectorize import VectorizeParams
 from geoccseg.vectorize.params import DEFAULT_THRESHOLD
-from geoccseg.vectorize.network import DEFAULT_SNAP_M
+from geoccseg.vectorize.network import DEFAULT_SNAP_M, check_snap_m
 
 _DEFAULTS = VectorizeParams()
 
@@ -73,8 +72,8 @@ def graph_options(prefix: str = "") -> Callable[[Callable], Callable]:
         @functools.wraps(command)
         def run(*args, **kwargs):
             graph, snap_m = kwargs.pop("graph"), kwargs.pop("graph_snap_m")
-            if snap_m is not None and not math.isfinite(snap_m):
-                raise GeoccsegError(f"--graph-snap-m {snap_m} is invalid; give a distance in metres, e.g. {DEFAULT_SNAP_M:g}")
+            if snap_m is not None:
+                check_snap_m(snap_m, "--graph-snap-m")
             if snap_m is not None and not graph:
                 raise GeoccsegError("--graph-snap-m only applies to the road graph; add --graph or leave it out")
             return command(*args, graph_snap_m=(DEFAULT_SNAP_M if snap_m is None else snap_m) if graph else None, **kwargs)

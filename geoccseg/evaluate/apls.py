@@ -31,6 +31,7 @@ values, as SpaceNet reports it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -69,10 +70,10 @@ class APLSParams:
 
     def __post_init__(self) -> None:
         for name in ("snap_m", "spacing_m"):
-            if not getattr(self, name) > 0:
-                raise GeoccsegError(f"APLS {name} must be > 0 metres, got {getattr(self, name)}")
-        if not self.min_path_m >= 0:
-            raise GeoccsegError(f"APLS min_path_m must be >= 0 metres, got {self.min_path_m}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise GeoccsegError(f"APLS {name} must be a finite number > 0 metres, got {getattr(self, name)}")
+        if not 0 <= self.min_path_m < math.inf:
+            raise GeoccsegError(f"APLS min_path_m must be a finite number >= 0 metres, got {self.min_path_m}")
         if self.max_points < 2:
             raise GeoccsegError(f"APLS max_points must be at least 2, got {self.max_points}")
 

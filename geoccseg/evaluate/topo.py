@@ -24,6 +24,7 @@ pair first rather than in node order; the seeds are all true nodes, or a fixed-s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import networkx as nx
@@ -58,8 +59,8 @@ class TopoParams:
 
     def __post_init__(self) -> None:
         for name in ("radius_m", "interval_m", "hole_m"):
-            if not getattr(self, name) > 0:
-                raise GeoccsegError(f"TOPO {name} must be > 0 metres, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise GeoccsegError(f"TOPO {name} must be a finite number > 0 metres, got {getattr(self, name)}")
         if self.max_seeds < 1:
             raise GeoccsegError(f"TOPO max_seeds must be at least 1, got {self.max_seeds}")
 

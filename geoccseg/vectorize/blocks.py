@@ -190,7 +190,8 @@ def cleaning_halo_px(halo_px: int, params: VectorizeParams, pixel_size_m: tuple[
 
 def _cleaning_span_px(params: VectorizeParams, pixel_size_m: tuple[float, float]) -> int:
     """The longest span in pixels of a blob or hole small enough to be cleaned (one pixel more)."""
-    return int(np.ceil(max(params.min_blob_m2, params.max_hole_m2) / (pixel_size_m[0] * pixel_size_m[1]))) + 1
+    span = max(params.min_blob_m2, params.max_hole_m2) / (pixel_size_m[0] * pixel_size_m[1])
+    return int(np.ceil(min(span, MAX_HALO_PX))) + 1  # a huge finite area overflows to inf in the division
 
 
 def check_probability_raster(src: rasterio.DatasetReader, path: str | os.PathLike) -> np.dtype:

@@ -79,8 +79,7 @@ def road_graph(
     Raises:
         GeoccsegError: lines without a CRS, geometries that are not lines, a negative ``snap_m``.
     """
-    if not snap_m >= 0:
-        raise GeoccsegError(f"snap_m must be a number >= 0 (metres), got {snap_m}")
+    check_snap_m(snap_m)
     frame = lines if isinstance(lines, gpd.GeoDataFrame) else gpd.GeoDataFrame(geometry=gpd.GeoSeries(lines))
     if frame.crs is None:
         raise GeoccsegError("the lines have no CRS, so the graph's lengths in metres are unknown; set a CRS on them")
@@ -160,6 +159,13 @@ def graph_frames(graph: nx.MultiGraph, class_name: str) -> dict[str, gpd.GeoData
     )
     edge_frame.attrs["geometry_type"] = "LineString"
     return {f"{class_name}_nodes": node_frame, f"{class_name}_edges": edge_frame}
+
+
+def check_snap_m(snap_m: float, name: str = "snap_m") -> None:
+    """Refuse a snapping distance that is not a finite number of metres >= 0 (inf would join every
+    line end into one point); ``name``: how the caller's user gave it, e.g. ``--graph-snap-m``."""
+    if not 0 <= snap_m < math.inf:
+        raise GeoccsegError(f"{name} must be a finite distance >= 0 in metres, e.g. {DEFAULT_SNAP_M:g}; got {snap_m}")
 
 
 def with_graph_layers(layers: dict[str, gpd.GeoDataFrame], snap_m: float = DEFAULT_SNAP_M) -> dict[str, gpd.GeoDataFrame]:

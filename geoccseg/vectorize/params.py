@@ -6,6 +6,7 @@ need every length scaled down accordingly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from geoccseg.errors import GeoccsegError
@@ -55,8 +56,8 @@ class VectorizeParams:
         check_thresholds(self.threshold, self.low_threshold)
         for name in ("min_blob_m2", "max_hole_m2", "spur_m", "min_length_m", "gap_m", "simplify_m"):
             value = getattr(self, name)
-            if not value >= 0.0:
-                raise GeoccsegError(f"{name} must be a number >= 0, got {value}")
+            if not (math.isfinite(value) and value >= 0.0):  # inf passed ">= 0" and crashed the block halo after a whole prediction
+                raise GeoccsegError(f"{name} must be a finite number >= 0, got {value}")
 
     def resolved(self, model_threshold: float | None) -> VectorizeParams:
         """These settings at a definite threshold: their own; without one ``model_threshold`` (the
