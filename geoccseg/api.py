@@ -86,9 +86,11 @@ def predict(
     """Class probabilities of a scene or photo, as a lazy, Dask-backed DataArray.
 
     Args:
-        scene: a georeferenced raster (path, or anything GDAL opens), an opened rioxarray
+        scene: a georeferenced GeoTIFF or VRT (a path, a URL or a GDAL virtual file such as
+            ``/vsicurl/...``; convert other formats with ``gdal_translate``), an opened rioxarray
             DataArray (dims ``band, y, x`` or ``y, x``, with a CRS; its nodata value or NaN is
-            nodata), or a photo (JPEG, PNG, a TIFF without CRS; its EXIF orientation is honoured).
+            nodata), or a photo (JPEG, PNG, BMP, a TIFF without CRS; its EXIF orientation is
+            honoured); any other file is refused.
         model: a shipped model name (``road``, ``crack``), a bundle folder or a loaded bundle;
             None: ``road`` for scenes, ``crack`` for photos.
         device: ``auto``, ``cpu`` or ``cuda`` (mixed precision on CUDA).
@@ -135,7 +137,10 @@ def predict(
         return _predict_scene(_InMemoryRaster(scene), _bundle(model, "road"), options)
     if is_scene(scene) or not Path(scene).is_file():  # a missing file gets the scene reader's message
         return _predict_scene(str(scene), _bundle(model, "road"), options)
-    return _predict_photo(Path(scene).resolve(), _bundle(model, "crack"), options)  # a Dask worker may run in another folder
+    from geoccseg.data.photos import find_photos
+
+    (photo,) = find_photos([scene])  # the command line's rule: a .jp2 or .img is neither a scene nor a photo
+    return _predict_photo(photo.resolve(), _bundle(model, "crack"), options)  # a Dask worker may run in another folder
 
 
 def vectorize(

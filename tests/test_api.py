@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,33 @@ def test_predict_a_photo_in_pixel_coordinates(data_dir: Path) -> None:
     assert np.abs(np.round(prob.values * 255) - expected.astype(np.float32)).max() <= 1
     with pytest.raises(GeoccsegError, match="no CRS"):
         geoccseg.vectorize(prob)
+
+
+def test_a_raster_neither_photo_nor_geotiff_is_refused_as_the_command_line_refuses_it(tmp_path: Path) -> None:
+    """The API sent every file that is not .tif/.tiff/.vrt down the photo path: a georeferenced
+    JPEG 2000 orthophoto was read whole as a photo and run through the crack model in pixel
+    coordinates, without a word; ``geoccseg predict`` refused it."""
+    from click.testing import CliRunner
+
+    from geoccseg.cli import cli
+
+    jp2 = tmp_path / "ortho.jp2"
+    with rasterio.open(sample_scene()) as src:
+        window = rasterio.windows.Window(0, 0, 256, 256)
+        profile = {"driver": "JP2OpenJPEG", "width": 256, "height": 256, "count": 3, "dtype": "uint8", "crs": src.crs,
+                   "transform": src.window_transform(window)}
+        with rasterio.open(jp2, "w", **profile) as dst:
+            dst.write(src.read([1, 2, 3], window=window))
+    with rasterio.open(jp2) as check:
+        assert check.crs is not None  # a real georeferenced JPEG 2000
+    message = "ortho.jp2 is not a photo; .* gdal_translate ortho.jp2 ortho.tif"
+    with pytest.raises(GeoccsegError, match=message):
+        geoccseg.predict(jp2, device="cpu")
+    result = CliRunner().invoke(cli, ["predict", str(jp2), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert re.search(message, line), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ortho.jp2"]
 
 
 def test_a_bundle_rewritten_before_the_lazy_array_is_computed_is_refused(tmp_path: Path) -> None:

@@ -207,7 +207,9 @@ def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.
                 raise GeoccsegError(f"folder {path} holds no photo ({', '.join(sorted(PHOTO_SUFFIXES))})")
         elif path.is_file():
             if path.suffix.lower() not in PHOTO_SUFFIXES:
-                raise GeoccsegError(f"{path} is not a photo; give {', '.join(sorted(PHOTO_SUFFIXES))} files, a folder of them or a pattern")
+                raise GeoccsegError(f"{path} is not a photo; give {', '.join(sorted(PHOTO_SUFFIXES))} files, a folder of them or a pattern "
+                                    f"(a georeferenced raster of another format is read as a scene once it is a GeoTIFF: "
+                                    f"gdal_translate {path.name} {path.stem}.tif)")
             files = [path]
         elif glob.has_magic(text):
             files = listed(p for p in map(Path, sorted(glob.glob(text, recursive=True))) if is_photo_file(p))
