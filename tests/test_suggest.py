@@ -100,6 +100,11 @@ def test_confidence_cog_is_on_the_scene_grid_and_follows_the_bundles_thresholds(
     assert (level[valid] == own).all()
     assert set(np.unique(own)) == {0, 1, 2}  # every level occurs, so the comparison means something
     assert (own != expected_levels(probability[valid], 0.95, 0.8, 0.6)).sum() > 1000  # not the default thresholds
+    # read as probabilities its confidence (>= 0.5 everywhere) was a road on every pixel: vectorize drew a grid of lines
+    for args in (["vectorize", str(conf), "-o", str(tmp_path / "conf.gpkg")], ["evaluate", str(conf), str(prob)]):
+        result = CliRunner().invoke(cli, args)
+        assert one_line_error(result) and "is a confidence raster of `geoccseg predict --confidence-out`" in result.stderr, result.output
+    assert not (tmp_path / "conf.gpkg").exists()
 
 
 def test_photos_get_a_confidence_png_that_follows_their_probabilities(data_dir, tmp_path):
@@ -116,6 +121,8 @@ def test_photos_get_a_confidence_png_that_follows_their_probabilities(data_dir, 
             level, probability = np.asarray(im), np.asarray(pr)
         assert (level == expected_levels(probability, **THRESHOLDS)).all()
         assert len(np.unique(level)) >= 2
+    result = CliRunner().invoke(cli, ["evaluate", str(out / "confidence" / "001.png"), str(data_dir / "cfd" / "masks" / "001.png")])
+    assert one_line_error(result) and "001.png is a confidence raster" in result.stderr, result.output
 
 
 # -- suggest on scenes -------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
-from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8
+from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8, refuse_confidence
 from geoccseg.io.scene import open_raster
 from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, unlabeled_is_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
@@ -183,6 +183,7 @@ def read_raster(path: str | os.PathLike) -> Raster:
         return _read_image(path)
     try:
         with open_raster(path) as ds:
+            refuse_confidence(ds.tags(), path)
             extra = [i for i, ci in enumerate(ds.colorinterp[1:], start=2) if ci != ColorInterp.alpha]
             if extra:
                 raise GeoccsegError(f"{path} has {ds.count} bands; evaluation reads single-band masks or probabilities")
@@ -237,6 +238,7 @@ def _read_image(path: Path) -> Raster:
     (as training reads masks), a more colourful one refused."""
     try:
         with Image.open(path) as image:
+            refuse_confidence(image.info, path)
             check_memory(path, *image.size)
             has_alpha = image.mode.endswith("A")
             probability = PROBABILITY_TAG in image.info

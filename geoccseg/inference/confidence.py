@@ -40,17 +40,13 @@ from geoccseg.io.atomic import atomic_path, check_not_input, check_writable, scr
 from geoccseg.io.bundle import BundleMeta
 from geoccseg.io.formats import GEOTIFF_SUFFIXES
 from geoccseg.io.lazy import chunk_windows
-from geoccseg.io.probability import decode_uint8, encode_mask, encode_uint8, probabilities
+from geoccseg.io.probability import CONFIDENCE_TAG, decode_uint8, encode_mask, encode_uint8, probabilities
 from geoccseg.losses.confidence import confidence_levels
 
 LEVELS = ("high", "low", "unreliable")
 """Confidence level names, by code (0, 1, 2) in the level band."""
 
 HIGH, LOW, UNRELIABLE = 0, 1, 2
-
-CONFIDENCE_TAG = "GEOCCSEG_CONFIDENCE"
-"""Dataset tag of the confidence COG; its value is ``max_probability,level``."""
-
 
 @dataclass(frozen=True)
 class ConfidenceThresholds:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from geoccseg.errors import GeoccsegError
+
 PROBABILITY_TAG = "GEOCCSEG_PROBABILITY"
 """Dataset tag (PNG text key for photos) of the probability rasters written by ``geoccseg predict``;
 its value is the sample type (``uint8``: p x 255, ``float32``: p)."""
@@ -30,6 +32,25 @@ changed in memory)."""
 STATE_TAG = "GEOCCSEG_STATE_SHA256"
 """Dataset tag (PNG text key) holding the digest of the weights that ran as they were in memory
 (:func:`geoccseg.models.bundle.state_sha256`): what a resumed photo run compares."""
+
+CONFIDENCE_TAG = "GEOCCSEG_CONFIDENCE"
+"""Dataset tag (PNG text key for photos) of the confidence rasters of ``geoccseg predict
+--confidence-out``; its value is ``max_probability,level`` (photos: ``level``)."""
+
+
+def refuse_confidence(tags, path) -> None:
+    """Refuse a confidence raster (``tags``: its dataset tags or PNG text keys) where probabilities
+    are read: its max-class probability is at least 0.5 wherever there is data, so every pixel
+    would be a road or a crack.
+
+    Raises:
+        GeoccsegError: ``tags`` hold :data:`CONFIDENCE_TAG`.
+    """
+    if CONFIDENCE_TAG in tags:
+        raise GeoccsegError(f"{path} is a confidence raster of `geoccseg predict --confidence-out` (the teacher's confidence "
+                            "and level), not probabilities; give the probability raster (--prob-out, or probability/<stem>.png "
+                            "for photos)")
+
 
 UINT8_MAX = 255
 """Stored value of p = 1 in a ``uint8`` raster."""

@@ -36,7 +36,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, probabilities
+from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, probabilities, refuse_confidence
 from geoccseg.io.scene import is_gdal_path, open_raster, readable
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
 from geoccseg.vectorize.params import VectorizeParams
@@ -205,6 +205,7 @@ def check_probability_raster(src: rasterio.DatasetReader, path: str | os.PathLik
     Raises:
         GeoccsegError: what was found and what is expected.
     """
+    refuse_confidence(src.tags(), path)
     dtypes = sorted(set(src.dtypes))
     dtype = np.dtype(dtypes[0])
     if len(dtypes) > 1 or (dtype != np.uint8 and not np.issubdtype(dtype, np.floating)):
