@@ -700,6 +700,9 @@ def test_info_counts_chips(vegas):
     assert code == 0
     assert "1300 x 1300" in out and "EPSG:4326" in out and "alpha" in out
     assert "25 labeled, 0 unlabeled" in out
+    # chips are counted with labels only: --tile-px alone was validated and then ignored
+    code, out = _run("info", vegas / "vegas_img0_rgb.tif", "--tile-px", "512")
+    assert code == 2 and "--tile-px" in out and "--labels" in out and len(out.splitlines()) == 1, out
 
 
 def _link_source(root, pairs) -> tuple:

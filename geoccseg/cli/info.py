@@ -14,7 +14,7 @@ from geoccseg.io.scene import parse_bands
 from geoccseg.models.config import check_tile_px
 
 
-LABEL_ONLY = ("val_aoi", "classes", "class_column", "width_m", "pixel_size_m")
+LABEL_ONLY = ("val_aoi", "classes", "class_column", "width_m", "tile_px", "pixel_size_m")
 """Options that only change the chip and label counts (given with --labels)."""
 
 
@@ -33,7 +33,7 @@ LABEL_ONLY = ("val_aoi", "classes", "class_column", "width_m", "pixel_size_m")
 @verbosity_options
 @click.pass_context
 def command(ctx, scene, labels, aoi, val_aoi, classes, class_column, width_m, bands, tile_px, pixel_size_m, as_json) -> None:
-    """Print size, bands, CRS, pixel size and nodata share of SCENE, the chips it yields and the labeled pixels.
+    """Print size, bands, CRS, pixel size and nodata share of SCENE; with --labels, the chips it yields and the labeled pixels.
 
     SCENE is a GeoTIFF file, or anything rasterio opens (https://..., /vsicurl/..., s3://...).
     """
