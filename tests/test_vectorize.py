@@ -9,6 +9,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+from PIL import Image
 import rasterio
 import shapely
 from affine import Affine
@@ -269,8 +270,13 @@ def test_raster_input_errors(tmp_path):
     with pytest.raises(GeoccsegError, match="not a raster"):
         vectorize_raster(text, progress=False)
     bare = write_prob_tif(tmp_path / "bare.tif", np.zeros((1, 20, 20), np.uint8), ONE_METRE, None, ["road"])
-    with pytest.raises(GeoccsegError, match="no CRS"):
+    with pytest.raises(GeoccsegError, match="no CRS; assign one"):
         vectorize_raster(bare, progress=False)
+    # a photo's probability PNG: assigning a CRS (the advice above) would give made-up lines in "metres"
+    photo_prob = tmp_path / "001.png"
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(photo_prob)
+    with pytest.raises(GeoccsegError, match=r"no CRS: a photo's probabilities, whose crack lines come from `geoccseg predict PHOTO"):
+        vectorize_raster(photo_prob, progress=False)
 
 
 def test_bad_params_are_user_errors():

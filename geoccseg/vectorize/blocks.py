@@ -36,6 +36,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.formats import IMAGE_SUFFIXES
 from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, probabilities, refuse_confidence
 from geoccseg.io.scene import is_gdal_path, open_raster, readable
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
@@ -117,6 +118,9 @@ def vectorize_raster(
     name = Path(path).name
     with src:
         if src.crs is None:
+            if PROBABILITY_TAG in src.tags() or Path(name).suffix.lower() in IMAGE_SUFFIXES:  # a photo's: lines in pixels
+                raise GeoccsegError(f"{path} has no CRS: a photo's probabilities, whose crack lines come from `geoccseg predict "
+                                    "PHOTO -o OUT_DIR` (cracks.gpkg, in the photo's pixel coordinates)")
             raise GeoccsegError(f"{path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32611 {name})")
         dtype = check_probability_raster(src, path)
         names = band_classes(src)
