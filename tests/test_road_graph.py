@@ -147,6 +147,12 @@ def test_graph_round_trips_through_a_geopackage(tmp_path: Path) -> None:
     empty = write_graph(road_graph(gpd.GeoSeries([], crs=UTM)), tmp_path / "empty.gpkg", "road")
     assert [(str(name), str(kind)) for name, kind in pyogrio.list_layers(empty)] == [("road_nodes", "Point"), ("road_edges", "LineString")]
     assert read_graph(empty, "road").number_of_nodes() == 0
+    # a node whose point was cleared in a GIS: get_coordinates skipped it and shifted every later node onto its neighbour's place
+    cleared = pyogrio.read_dataframe(out, layer="road_nodes")
+    cleared.loc[0, "geometry"] = None
+    pyogrio.write_dataframe(cleared, out, layer="road_nodes")
+    with pytest.raises(GeoccsegError, match="holds a node without a point geometry"):
+        read_graph(out, "road")
 
 
 @pytest.fixture(scope="module")

@@ -238,8 +238,13 @@ def read_graph(path: str | os.PathLike, class_name: str) -> nx.MultiGraph:
     nodes, edges = frames["nodes"], frames["edges"]
     if nodes.crs is None:
         raise GeoccsegError(f"{path} has no CRS; the road graph needs one")
+    points = nodes.geometry.values
+    if (shapely.is_missing(points) | shapely.is_empty(points) | (shapely.get_type_id(points) != shapely.GeometryType.POINT)).any():
+        # get_coordinates skips them: every later node would take its neighbour's place
+        raise GeoccsegError(f"layer {class_name}_nodes of {path} holds a node without a point geometry; give each node a point, "
+                            "or delete the node with its edges")
     graph = _empty_graph(CRS.from_user_input(nodes.crs))
-    xy = shapely.get_coordinates(nodes.geometry.values)
+    xy = shapely.get_coordinates(points)
     for node_id, (x, y) in zip(nodes["node_id"].to_numpy(), xy):
         graph.add_node(int(node_id), x=float(x), y=float(y))
     unknown = sorted(set(edges["u"]).union(edges["v"]) - set(graph.nodes))
