@@ -22,7 +22,8 @@ from geoccseg.train.signals import TrainingStopped
 def command(out_dir: str, quick: bool, model: str, steps: int, overwrite: bool) -> None:
     """Map the sample scene's roads with the shipped model, then label its western 40 %, fine-tune
     on it and map the rest (1-2 minutes on 2 CPU cores); print both scores on the unlabeled 60 %.
-    Writes roads.gpkg, road_probability.tif, labeled_strip.gpkg, roads_fine_tuned.gpkg and preview.png."""
+    Writes roads.gpkg, road_probability.tif, labeled_strip.gpkg, roads_fine_tuned.gpkg and preview.png
+    (with --quick: roads.gpkg, road_probability.tif and preview.png)."""
     try:
         result = run_demo(out_dir, quick=quick, model=model, steps=steps, progress=show_progress(), overwrite=overwrite)
     except TrainingStopped as exc:  # SIGINT / SIGTERM while fine-tuning: one line, the shell's status for it

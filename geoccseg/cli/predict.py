@@ -86,7 +86,8 @@ def command(
     A georeferenced scene (GeoTIFF with a CRS) gives polylines in OUTPUT. Photos (JPEG, PNG, TIFF
     without georeferencing), folders of photos or quoted glob patterns give the folder OUTPUT:
     probability/<stem>.png, cracks.gpkg (one line per crack branch, pixel coordinates),
-    summary.csv and summary.json (one row per photo) and overlay/<stem>.jpg.
+    summary.csv and summary.json (one row per photo) and overlay/<stem>.jpg (by default for up to
+    500 photos, see --overlay).
     """
     if is_scene(inputs):
         refuse_options(ctx, PHOTO_ONLY, "photos")
