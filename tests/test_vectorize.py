@@ -279,6 +279,22 @@ def test_raster_input_errors(tmp_path):
         vectorize_raster(photo_prob, progress=False)
 
 
+def test_an_array_reads_values_a_hair_outside_0_1_as_a_geotiff_does(tmp_path):
+    """Cubic resampling overshoots 1 by a little: the GeoTIFF path read such a map (tolerance
+    1e-3), the array path refused it and advised scaling a uint8 map."""
+    prob = draw((100, 260), [(50, 30, 50, 230)], p=1.0) * 1.0005
+    assert prob.max() > 1
+    from_array = vectorize_array(prob, transform=ONE_METRE, crs=UTM)
+    tif = write_prob_tif(tmp_path / "p.tif", prob[None].astype(np.float32), ONE_METRE, UTM, ["road"])
+    from_file = vectorize_raster(tif, progress=False)["road"]
+    assert len(from_array) == len(from_file) == 1
+    assert from_array["length_m"].iloc[0] == pytest.approx(from_file["length_m"].iloc[0])
+    with pytest.raises(GeoccsegError, match=r"values from 0 to 255.1\d*, not probabilities in \[0, 1\]; scale a uint8 map"):
+        vectorize_array(prob * 255, transform=ONE_METRE, crs=UTM)
+    with pytest.raises(GeoccsegError, match=r"values from -0.0499\d* to 0.9005, not probabilities in \[0, 1\]$"):
+        vectorize_array(prob - 0.1, transform=ONE_METRE, crs=UTM)
+
+
 def test_bad_params_are_user_errors():
     with pytest.raises(GeoccsegError, match="low_threshold"):
         VectorizeParams(threshold=0.5, low_threshold=0.7)
