@@ -357,6 +357,24 @@ def test_a_tagged_probability_raster_is_refused_as_a_class_map(tmp_path: Path) -
     assert prediction_scores(read_raster(path))[1] == pytest.approx(np.array([[0, 1 / 255, 200 / 255, 1]], np.float32), abs=1e-3)
 
 
+def test_probabilities_are_scored_at_the_threshold_they_record_unless_one_is_given(tmp_path: Path) -> None:
+    """predict draws lines at the model's threshold (kept in the COG); evaluate scored at 0.5 whatever
+    it was, so a model with threshold 0.3 was scored on other pixels than the lines it drew."""
+    from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG
+
+    prob = _write_tif(tmp_path / "p.tif", np.array([[0, 100, 200, 255]], np.uint8))  # p 0, 0.39, 0.78, 1
+    with rasterio.open(prob, "r+") as ds:
+        ds.update_tags(**{PROBABILITY_TAG: "uint8", THRESHOLD_TAG: "0.3"})
+    truth = _write_tif(tmp_path / "t.tif", np.array([[0, 255, 255, 255]], np.uint8))
+    recorded = evaluate(prob, truth, graph_metrics=False)
+    assert (recorded.threshold, recorded.threshold_recorded, recorded.classes[0].recall) == (0.3, True, 1.0)
+    assert "threshold 0.3 (the model's, recorded in PRED)" in recorded.format_table()
+    given = evaluate(prob, truth, threshold=0.5, graph_metrics=False)
+    assert (given.threshold, given.threshold_recorded, given.classes[0].recall) == (0.5, False, pytest.approx(2 / 3))
+    untagged = evaluate(_write_tif(tmp_path / "q.tif", np.array([[0, 100, 200, 255]], np.uint8)), truth, graph_metrics=False)
+    assert (untagged.threshold, untagged.threshold_recorded) == (0.5, False)
+
+
 def test_class_map_evaluation(tmp_path: Path) -> None:
     truth = np.array([[0, 1, 1, 2], [0, 2, 2, 2]])
     pred = np.array([[1, 1, 0, 2], [0, 2, 2, 0]])

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import shapely
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from geoccseg.cli import cli
 from geoccseg.data.photos import find_photos, read_photo
@@ -30,6 +30,7 @@ from geoccseg.inference.photo_outputs import SUMMARY_COLUMNS, write_probability_
 from geoccseg.inference.photos import predict_photo
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model
+from geoccseg.io.probability import THRESHOLD_TAG
 from geoccseg.io.catalog import sample_scene
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.models.bundle import state_sha256
@@ -213,12 +214,31 @@ def test_evaluate_works_on_the_probability_folder(data_dir: Path, photo_run, tmp
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["n_images"] == 4
+    # scored at the threshold the crack lines were drawn at (the model's, recorded in each PNG), not at 0.5
+    threshold = load_bundle(resolve_model("crack")).meta.threshold
+    assert threshold != 0.5 and (scores["threshold"], scores["threshold_recorded"]) == (threshold, True)
+    assert f"threshold {threshold:g} (the model's, recorded in PRED)" in result.stdout
     tp = fp = fn = 0
     for stem in (*CFD, DEEPCRACK):
-        pred = np.asarray(Image.open(out / "probability" / f"{stem}.png")) >= 128  # p >= 0.5
+        pred = np.asarray(Image.open(out / "probability" / f"{stem}.png")) / 255 >= threshold
         mask = np.asarray(Image.open(truth / f"{stem}.png").convert("L")) >= 128
         tp, fp, fn = tp + int((pred & mask).sum()), fp + int((pred & ~mask).sum()), fn + int((~pred & mask).sum())
     assert scores["classes"][0]["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    # predictions of two models (two thresholds) in one folder: no single threshold to take
+    mixed, mixed_truth = tmp_path / "mixed", tmp_path / "mixed_truth"
+    mixed.mkdir()
+    mixed_truth.mkdir()
+    for k, stem in enumerate(CFD[:2]):
+        (mixed_truth / f"{stem}.png").symlink_to(truth / f"{stem}.png")
+        with Image.open(out / "probability" / f"{stem}.png") as image:
+            info = PngImagePlugin.PngInfo()
+            for key, value in image.info.items():
+                info.add_text(key, value if key != THRESHOLD_TAG else f"{0.3 + 0.2 * k:g}")
+            image.save(mixed / f"{stem}.png", pnginfo=info)
+    result = CliRunner().invoke(cli, ["evaluate", str(mixed), str(mixed_truth)])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        f"geoccseg: error: PRED's probability rasters record different model thresholds: 0.3 ({CFD[0]}.png), 0.5 ({CFD[1]}.png); "
+        "give --threshold, or score each model's predictions apart"]
 
 
 def test_a_probability_image_of_zeros_and_ones_is_read_as_probabilities(tmp_path: Path) -> None:
@@ -385,6 +405,7 @@ import numpy as np
 from geoccseg.cli import cli
 from geoccseg.inference.photos import predict_photo
 from geoccseg.io.bundle import resolve_model
+from geoccseg.io.probability import THRESHOLD_TAG
 from geoccseg.models import load_bundle
 bundle = load_bundle(resolve_model("crack"))
 predict_photo(bundle, np.zeros((3, 640, 640), np.uint8), tile_px=256, overlap_px=64, device="cpu", batch_size=4)  # warm: 9 chips of 256 px

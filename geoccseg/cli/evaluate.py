@@ -31,7 +31,9 @@ def _parse_classes(text: str | None) -> list[int] | None:
 @click.command("evaluate")
 @click.argument("pred", type=click.Path(path_type=Path))
 @click.argument("truth", type=click.Path(path_type=Path))
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="Probability threshold (positive when >=).")
+@click.option("--threshold", type=float, default=None,
+              help="Probability threshold (positive when >=) [the one PRED's probability rasters record: the model's, at which "
+                   "geoccseg predict drew its lines; else 0.5].")
 @click.option("--tolerance-px", type=float, default=3, show_default=True, help="Relaxed precision/recall tolerance, pixels.")
 @click.option("--buffer-m", type=float, default=5.0, show_default=True, help="Centreline buffer, metres.")
 @click.option(
@@ -67,7 +69,7 @@ def _parse_classes(text: str | None) -> list[int] | None:
 def command(
     pred: Path,
     truth: Path,
-    threshold: float,
+    threshold: float | None,
     tolerance_px: float,
     buffer_m: float,
     line_width_m: float,

@@ -51,7 +51,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
-from geoccseg.io.probability import PROBABILITY_TAG, decode_uint8, refuse_confidence
+from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, decode_uint8, refuse_confidence
 from geoccseg.io.scene import open_raster
 from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, unlabeled_is_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
@@ -201,6 +201,24 @@ def read_raster(path: str | os.PathLike) -> Raster:
     if np.issubdtype(values.dtype, np.floating):
         valid &= np.isfinite(values)
     return Raster(path=path, values=values, valid=valid, crs=crs, transform=transform, probability=probability)
+
+
+def recorded_threshold(path: Path) -> float | None:
+    """The decision threshold a probability raster of ``geoccseg predict`` records (its model's, or
+    the one its lines were drawn at: ``GEOCCSEG_THRESHOLD``); None for vectors, masks and rasters of
+    other tools. Reads the header only."""
+    if is_vector(path):
+        return None
+    try:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            with Image.open(path) as image:
+                value = image.info.get(THRESHOLD_TAG)
+        else:
+            with open_raster(path) as ds:
+                value = ds.tags().get(THRESHOLD_TAG)
+        return float(value) if value is not None and 0 < float(value) < 1 else None
+    except (OSError, ValueError, UnidentifiedImageError, rasterio.errors.RasterioIOError):
+        return None  # unreadable: scoring says why
 
 
 SCORING_BYTES_PER_PX = 52

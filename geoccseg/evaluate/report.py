@@ -45,6 +45,7 @@ from geoccseg.evaluate.files import (
     prediction_scores,
     read_lines,
     read_raster,
+    recorded_threshold,
     TruthReader,
     truth_masks,
 )
@@ -53,7 +54,7 @@ from geoccseg.evaluate.strip import clipped
 from geoccseg.evaluate.topo import TopoCounts, TopoParams, topo_counts
 from geoccseg.io.aoi import dissolved, read_polygons
 from geoccseg.vectorize import VectorizeParams, vectorize_array
-from geoccseg.vectorize.network import DEFAULT_SNAP_M, road_graph
+from geoccseg.vectorize.network import DEFAULT_SNAP_M, check_snap_m, road_graph
 
 #: Default width in metres given to vector lines burnt for pixel metrics (SpaceNet road masks: 2 m each side).
 DEFAULT_LINE_WIDTH_M = 4.0
@@ -91,6 +92,10 @@ class ClassResult:
     topo_f1: float | None = None
 
 
+RECORDED_NOTE = " (the model's, recorded in PRED)"
+"""What the table says after a threshold read from PRED's rasters."""
+
+
 @dataclass
 class EvaluationResult:
     """Metrics of every class over a dataset, with the settings that produced them.
@@ -99,6 +104,8 @@ class EvaluationResult:
         pred, truth: the PRED and TRUTH paths given.
         n_images: number of (PRED, TRUTH) pairs scored.
         threshold: probability threshold of the strict, relaxed and centreline metrics.
+        threshold_recorded: whether ``threshold`` is the one PRED's probability rasters record
+            (the model's, as ``geoccseg predict`` drew its lines), not one given.
         tolerance_px: relaxed tolerance in pixels.
         buffer_m: centreline buffer in metres.
         line_width_m: width in metres of vector lines burnt for pixel metrics.
@@ -122,6 +129,7 @@ class EvaluationResult:
     topo_params: dict | None = None
     classes: list[ClassResult] = field(default_factory=list)
     aoi: str | None = None
+    threshold_recorded: bool = False
 
     def to_dict(self) -> dict:
         """JSON-safe dict (str, int, float, None, lists and dicts only)."""
@@ -145,7 +153,7 @@ class EvaluationResult:
             rows.append(row)
         widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
         lines = [
-            f"{self.n_images} image(s); threshold {self.threshold:g}, relaxed tolerance {self.tolerance_px:g} px, "
+            f"{self.n_images} image(s); threshold {self.threshold:g}{RECORDED_NOTE if self.threshold_recorded else ''}, relaxed tolerance {self.tolerance_px:g} px, "
             f"centreline buffer {self.buffer_m:g} m"
             + (
                 f"; APLS snap {self.apls_params['snap_m']:g} m, TOPO radius {self.topo_params['radius_m']:g} m"
@@ -207,7 +215,7 @@ def evaluate(
     pred: str | os.PathLike,
     truth: str | os.PathLike,
     *,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     tolerance_px: float = 3,
     buffer_m: float = 5.0,
     classes: Sequence[int] | None = None,
@@ -223,7 +231,9 @@ def evaluate(
     Args:
         pred: prediction raster(s) (probabilities, masks or class maps) or vector lines.
         truth: truth raster(s) (masks or class maps) or vector lines.
-        threshold: a pixel is positive when its probability is ``>= threshold``, in (0, 1).
+        threshold: a pixel is positive when its probability is ``>= threshold``, in (0, 1); None:
+            the threshold PRED's probability rasters record (``geoccseg predict`` writes the
+            model's, at which it drew the lines), else 0.5.
         tolerance_px: relaxed precision/recall tolerance in pixels.
         buffer_m: centreline buffer half-width in metres.
         classes: class values to score in class maps; None scores binary masks/probabilities (class 1).
@@ -239,7 +249,7 @@ def evaluate(
     Raises:
         GeoccsegError: bad options or inputs (see :mod:`geoccseg.evaluate.files`).
     """
-    if not 0 < threshold < 1:
+    if threshold is not None and not 0 < threshold < 1:
         raise GeoccsegError(f"threshold {threshold} must lie strictly between 0 and 1")
     if not (math.isfinite(tolerance_px) and tolerance_px >= 0):
         raise GeoccsegError(f"tolerance {tolerance_px} px must be >= 0")
@@ -249,10 +259,11 @@ def evaluate(
         classes = sorted({int(k) for k in classes})
         if not classes:
             raise GeoccsegError("no class to score; give at least one class value or none for binary masks")
-    if not graph_snap_m >= 0:
-        raise GeoccsegError(f"graph snapping distance ({graph_snap_m} m) must be >= 0")
+    check_snap_m(graph_snap_m, "graph_snap_m")
     graphs = _GraphSettings(graph_snap_m, apls_params or APLSParams(), topo_params or TopoParams()) if graph_metrics else None
     pairs = match_files(pred, truth)
+    recorded = threshold is None and (threshold := pred_threshold(pairs)) is not None
+    threshold = 0.5 if threshold is None else threshold
     area = _Area(str(aoi), read_polygons(aoi)) if aoi is not None else None  # read once for every pair
     totals = {k: _ClassTotals(threshold, tolerance_px) for k in (classes or [1])}
     provisional = {k: _ClassTotals(threshold, tolerance_px) for k in totals}  # tiles of only 0 and 255, as masks
@@ -290,7 +301,27 @@ def evaluate(
         topo_params=asdict(graphs.topo) if graphs else None,
         classes=[totals[k].result(k) for k in sorted(totals)],
         aoi=str(aoi) if aoi is not None else None,
+        threshold_recorded=recorded,
     )
+
+
+def pred_threshold(pairs: list[tuple[Path, Path]]) -> float | None:
+    """The one decision threshold PRED's probability rasters record (:func:`recorded_threshold`), or
+    None where none records one.
+
+    Raises:
+        GeoccsegError: they record different thresholds (predictions of several models).
+    """
+    found = {}
+    for pred_path, _ in pairs:
+        value = recorded_threshold(pred_path)
+        if value is not None:
+            found.setdefault(value, pred_path)
+    if len(found) > 1:
+        named = ", ".join(f"{value:g} ({path.name})" for value, path in sorted(found.items())[:3])
+        raise GeoccsegError(f"PRED's probability rasters record different model thresholds: {named}; give --threshold, "
+                            "or score each model's predictions apart")
+    return next(iter(found), None)
 
 
 @dataclass(frozen=True)
