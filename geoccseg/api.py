@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -59,7 +60,7 @@ from geoccseg.inference.predict import (
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.probability import STATE_TAG, THRESHOLD_TAG, WEIGHTS_TAG
 from geoccseg.models import Bundle, load_bundle
-from geoccseg.vectorize import VectorizeParams, vectorize_array, vectorize_raster
+from geoccseg.vectorize import VectorizeParams, vectorize_raster
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -156,15 +157,19 @@ def vectorize(
     Args:
         prob: a DataArray with dims ``class, y, x`` (or ``y, x``, one class named by its
             ``name``) holding probabilities in [0, 1], NaN as nodata, with a CRS and transform
-            (``.rio``); or the path of a probability GeoTIFF (``geoccseg predict --prob-out``),
-            vectorised block by block as ``geoccseg vectorize`` does.
+            (``.rio``); or the path of a probability GeoTIFF (``geoccseg predict --prob-out``).
+            Both are vectorised block by block as ``geoccseg vectorize`` does, in bounded memory:
+            an array is first computed one row of its chunks at a time (a lazy :func:`predict`
+            array computes each chunk once) into a temporary float32 GeoTIFF (4 bytes per pixel
+            and class, in the system's temporary folder, ``TMPDIR``).
         params: vectoriser settings (lengths in metres); None for the defaults. A threshold of
             None (the default) is the model's own where the input records it
             (``attrs["threshold"]`` of :func:`predict`, the ``GEOCCSEG_THRESHOLD`` tag of a
             probability GeoTIFF), else 0.5, as ``geoccseg vectorize`` does.
         classes: the classes to vectorise; None for all.
-        block_px: block edge in pixels when reading a GeoTIFF.
-        progress: show a progress bar (GeoTIFF input).
+        block_px: block edge in pixels of the vectoriser (and of the chunks an in-memory array
+            is written in).
+        progress: show a progress bar over the vectoriser's blocks.
 
     Returns:
         One GeoDataFrame of LineStrings per class, in the CRS of the input, with columns
@@ -193,13 +198,37 @@ def vectorize(
     missing = [name for name in wanted if name not in names]
     if missing:
         raise GeoccsegError(f"prob has no class {', '.join(missing)}; its classes are {', '.join(names)}")
-    transform = prob.rio.transform()
-    values = np.asarray(prob.sel({"class": wanted}).values, dtype=np.float32)  # one computation for all classes
-    return {
-        name: vectorize_array(values[k], transform=transform, crs=crs.to_wkt(), valid=np.isfinite(values[k]), class_name=name,
-                              params=params)
-        for k, name in enumerate(wanted)
-    }
+    with tempfile.TemporaryDirectory(prefix="geoccseg-vectorize-") as tmp:
+        path = _write_float_raster(prob.sel({"class": wanted}), Path(tmp) / "probability.tif", block_px)
+        return vectorize_raster(path, params=params, block_px=block_px, classes=wanted, progress=progress)
+
+
+def _write_float_raster(prob: xr.DataArray, path: Path, block_px: int) -> Path:
+    """Write a (class, y, x) probability DataArray as a float32 GeoTIFF (NaN nodata, bands named by
+    class), computing one row of its chunks at a time: a whole scene is never held in memory, and
+    each chunk of a lazy array is computed once (in parallel along the row, by the active scheduler)."""
+    height, width = prob.sizes["y"], prob.sizes["x"]
+    if prob.chunks is not None:  # Dask-backed: its own chunks, so that none is computed twice
+        row_sizes, col_sizes = prob.chunks[1], prob.chunks[2]
+    else:
+        row_sizes = [min(block_px, height - r) for r in range(0, height, block_px)]
+        col_sizes = [min(block_px, width - c) for c in range(0, width, block_px)]
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": prob.sizes["class"], "dtype": "float32",
+               "crs": prob.rio.crs, "transform": prob.rio.transform(), "nodata": float("nan"), "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.descriptions = tuple(str(name) for name in prob["class"].values)
+        top = 0
+        for rows in row_sizes:
+            left, windows = 0, []
+            for cols in col_sizes:
+                windows.append(Window(left, top, cols, rows))
+                left += cols
+            parts = dask.compute(*[prob.data[:, top:top + rows, w.col_off:w.col_off + w.width] for w in windows])
+            for window, part in zip(windows, parts):
+                dst.write(np.asarray(part, dtype=np.float32), window=window)
+            top += rows
+    return path
 
 
 # -- models and inputs -------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_import_geoccseg_is_light_and_the_api_resolves_on_use() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_predict_a_scene_is_lazy_with_crs_and_vectorize_touches_no_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_a_scene_is_lazy_with_crs_and_vectorize_leaves_nothing_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     prob = geoccseg.predict(sample_scene(), device="cpu")
@@ -73,6 +73,43 @@ def test_predict_a_scene_is_lazy_with_crs_and_vectorize_touches_no_disk(tmp_path
     values = prob.values
     assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_vectorize_of_a_lazy_array_computes_each_chunk_once_and_never_the_whole_array(tmp_path: Path) -> None:
+    """vectorize(DataArray) computed the whole array and ran the raster steps on it as one window
+    (about 20 bytes per pixel of a whole scene): the notebook's vectorize(predict("big.tif")) grew
+    with the scene. It now goes block by block like the GeoTIFF path, with the same lines."""
+    import dask
+    import dask.callbacks
+
+    cog = predict_scene(sample_scene(), resolve_model("road"), tmp_path / "prob.tif", PredictOptions(prob_dtype="float32"),
+                        progress=False)
+    whole = rioxarray.open_rasterio(cog, masked=True).astype("float32")  # (1, y, x), NaN nodata
+    computed: list[tuple[int, int]] = []
+
+    def chunk(r: int, c: int, size: int) -> np.ndarray:
+        computed.append((r, c))
+        return whole.values[:, r:r + size, c:c + size]
+
+    size = 160
+    rows = []
+    for r in range(0, whole.sizes["y"], size):
+        row = [dask.array.from_delayed(dask.delayed(chunk)(r, c, size), dtype=np.float32,
+                                       shape=(1, min(size, whole.sizes["y"] - r), min(size, whole.sizes["x"] - c)))
+               for c in range(0, whole.sizes["x"], size)]
+        rows.append(dask.array.concatenate(row, axis=2))
+    lazy = whole.copy(data=dask.array.concatenate(rows, axis=1)).assign_coords({"band": ["road"]}).rename({"band": "class"})
+    assert lazy.data.numblocks[1] * lazy.data.numblocks[2] > 4
+    params = VectorizeParams(threshold=0.5)
+    per_compute: list[int] = []  # chunks computed by each computation
+    with dask.callbacks.Callback(start=lambda graph: per_compute.append(-len(computed)),
+                                 finish=lambda graph, state, errored: per_compute.append(per_compute.pop() + len(computed))):
+        lines = geoccseg.vectorize(lazy, params=params, block_px=256)["road"]
+    assert sorted(computed) == sorted(set(computed)) and len(computed) == lazy.data.numblocks[1] * lazy.data.numblocks[2]
+    assert 0 < max(per_compute) <= lazy.data.numblocks[2]  # one row of chunks at a time, never the whole array
+    from_file = vectorize_raster(cog, params=params, progress=False)["road"]
+    assert len(lines) == len(from_file) > 0
+    assert lines["length_m"].sum() == pytest.approx(from_file["length_m"].sum(), rel=1e-6)
 
 
 def test_predict_a_rioxarray_array_equals_geoccseg_predict_with_nan_nodata(tmp_path: Path) -> None:
