@@ -38,7 +38,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import LineCounts, Strips, clipped, score_rest, strips
 from geoccseg.evaluate.files import read_lines
 from geoccseg.inference.pipeline import PredictResult, run_predict
-from geoccseg.io.atomic import atomic_path, check_writable, move_into_place, scratch_dir
+from geoccseg.io.atomic import atomic_path, check_writable, move_all_into_place, scratch_dir
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.catalog import sample_roads, sample_scene
 from geoccseg.io.display import read_display
@@ -238,8 +238,8 @@ def run_demo(
         )
         for path in outputs:  # all checked again before the first move: none moves unless all can
             check_writable(path, overwrite=overwrite)
-        for path in outputs:
-            move_into_place(at[path], path, overwrite=overwrite)
+        (work / "replaced-outputs").mkdir()
+        move_all_into_place([(at[path], path) for path in outputs], work / "replaced-outputs", overwrite=overwrite)  # a set, or nothing
     shipped = dataclasses.replace(shipped, vectors=vectors, probabilities=prob)
     if fine_tuned is not None:
         fine_tuned = dataclasses.replace(fine_tuned, vectors=tuned, aoi=aoi,

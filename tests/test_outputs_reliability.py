@@ -300,6 +300,29 @@ def test_a_file_that_appears_while_writing_is_kept_without_overwrite(tmp_path: P
     assert dest.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]
 
 
+def test_a_set_of_outputs_moves_into_place_whole_or_not_at_all(tmp_path: Path) -> None:
+    """The demo moved its five outputs into place one by one: a failure at the third (a folder
+    that appeared there) left new roads.gpkg and road_probability.tif beside an old preview."""
+    from geoccseg.io.atomic import move_all_into_place
+
+    out, work = tmp_path / "out", tmp_path / "out" / ".work"
+    (work / "kept").mkdir(parents=True)
+    (out / "roads.gpkg").write_text("old roads")
+    (out / "preview.png").mkdir()  # appeared while the demo ran
+    names = ("roads.gpkg", "road_probability.tif", "preview.png")
+    for name in names:
+        (work / name).write_text(f"new {name}")
+    with pytest.raises(GeoccsegError, match="preview.png is a folder"):
+        move_all_into_place([(work / name, out / name) for name in names], work / "kept", overwrite=True)
+    assert (out / "roads.gpkg").read_text() == "old roads" and not (out / "road_probability.tif").exists()
+    assert (out / "preview.png").is_dir() and (work / "preview.png").read_text() == "new preview.png"
+    (out / "preview.png").rmdir()
+    for name in names:
+        (work / name).write_text(f"new {name}")
+    move_all_into_place([(work / name, out / name) for name in names], work / "kept", overwrite=True)
+    assert [(out / name).read_text() for name in names] == [f"new {name}" for name in names]
+
+
 def test_a_folder_that_appears_while_writing_is_kept_even_with_overwrite(tmp_path: Path) -> None:
     dest = tmp_path / "roads.gpkg"
     with pytest.raises(GeoccsegError, match="is a folder"):

@@ -70,12 +70,12 @@ def test_an_interrupted_shapefile_overwrite_keeps_the_old_one_whole(tmp_path, mo
     moves left the old .shp without its .dbf. The old parts go back, also when the error comes
     after a part's rename (flushing it to disk), the .shp's included; a stale .qix goes only once
     the new set is in place."""
-    import geoccseg.io.vector_write as vector_write
+    import geoccseg.io.atomic as atomic
 
     out = write_vectors({"road": lines_of("road", 2)}, tmp_path / "lines.shp")
     (tmp_path / "lines.qix").write_bytes(b"an old spatial index")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    real_move = vector_write.move_into_place
+    real_move = atomic.move_into_place
     moment, suffix = when
 
     def interrupted(part, dest, overwrite=False):
@@ -86,12 +86,12 @@ def test_an_interrupted_shapefile_overwrite_keeps_the_old_one_whole(tmp_path, mo
         if moment == "before":
             real_move(part, dest, overwrite)
 
-    monkeypatch.setattr(vector_write, "move_into_place", interrupted)
+    monkeypatch.setattr(atomic, "move_into_place", interrupted)
     with pytest.raises((KeyboardInterrupt, OSError)):
         write_vectors({"road": lines_of("road", 5)}, out, overwrite=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert len(gpd.read_file(out)) == 2
-    monkeypatch.setattr(vector_write, "move_into_place", real_move)
+    monkeypatch.setattr(atomic, "move_into_place", real_move)
     write_vectors({"road": lines_of("road", 5)}, out, overwrite=True)
     assert len(gpd.read_file(out)) == 5 and not (tmp_path / "lines.qix").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lines.cpg", "lines.dbf", "lines.prj", "lines.shp", "lines.shx"]

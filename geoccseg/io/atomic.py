@@ -26,7 +26,7 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -267,6 +267,40 @@ def move_into_place(tmp: str | os.PathLike, dest: str | os.PathLike, overwrite: 
         raise GeoccsegError(f"cannot write {dest}: {exc.strerror or exc}; it was left as it is{advice}") from None
     finally:
         _fsync(dest.parent)  # the rename itself, not the other files of the folder (another run's may vanish meanwhile)
+
+
+def move_all_into_place(moves: Sequence[tuple[Path, Path]], keep_dir: Path, overwrite: bool = False) -> None:
+    """Move finished temporaries to their destinations as one set (:func:`move_into_place` each, in
+    order): a failure or an interruption on the way (also one flushing a rename to disk, after it)
+    puts every destination already moved back as it was, its old file restored from a second name
+    kept in ``keep_dir`` (a hard link, else a copy; a folder on the same file system) or removed
+    where there was none. A destination whose move did not happen is left as it is.
+    """
+    done: list[tuple[int, Path, Path]] = []
+    try:
+        for k, (tmp, dest) in enumerate(moves):
+            if dest.is_file():
+                _keep(dest, keep_dir / f"{k}-{dest.name}")
+            done.append((k, tmp, dest))
+            move_into_place(tmp, dest, overwrite)
+    except BaseException:
+        for k, tmp, dest in done:
+            if tmp.exists():
+                continue  # not moved: what is at dest is not this run's
+            kept = keep_dir / f"{k}-{dest.name}"
+            if kept.is_file():
+                os.replace(kept, dest)
+            else:
+                dest.unlink(missing_ok=True)
+        raise
+
+
+def _keep(path: Path, copy: Path) -> None:
+    """A second name (a hard link, else a copy) for a file, to put it back."""
+    try:
+        os.link(path, copy)
+    except OSError:
+        shutil.copy2(path, copy)
 
 
 def _move(tmp: Path, dest: Path, overwrite: bool) -> None:

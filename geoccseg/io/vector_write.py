@@ -23,7 +23,6 @@ Each format is written as the widest range of GIS software reads it:
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import pyogrio
 from pyproj import CRS
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.atomic import atomic_path, check_writable, move_into_place, scratch_dir
+from geoccseg.io.atomic import atomic_path, check_writable, move_all_into_place, scratch_dir
 from geoccseg.io.formats import VECTOR_DRIVERS
 
 _SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
@@ -232,32 +231,10 @@ def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> No
         kept, new = staging / "replaced", staging / "new"  # the old parts, until the new set is in place
         kept.mkdir()
         new.mkdir()
-        tried: list[tuple[Path, Path]] = []
-        try:
-            _write(frame, new / path.name, path.stem, "ESRI Shapefile")
-            for old in taken:
-                _keep(old, kept / old.name)
-            for part in sorted(new.iterdir(), key=lambda p: (p.suffix == ".shp", p.name)):  # the .shp last
-                tried.append((part, path.with_suffix(part.suffix)))
-                move_into_place(part, tried[-1][1], overwrite)
-        except BaseException:
-            for part, dest in tried:
-                if part.exists():
-                    continue  # not moved: what is at dest is not this run's
-                if (kept / dest.name).is_file():
-                    os.replace(kept / dest.name, dest)
-                else:
-                    dest.unlink(missing_ok=True)
-            raise
-        written = {dest for _, dest in tried}
+        _write(frame, new / path.name, path.stem, "ESRI Shapefile")
+        moves = [(part, path.with_suffix(part.suffix)) for part in sorted(new.iterdir(), key=lambda p: (p.suffix == ".shp", p.name))]
+        move_all_into_place(moves, kept, overwrite)  # the .shp last
+        written = {dest for _, dest in moves}
         for old in taken:
             if old not in written:
                 old.unlink(missing_ok=True)
-
-
-def _keep(part: Path, copy: Path) -> None:
-    """A second name (a hard link, else a copy) for a part of the old Shapefile, to put it back."""
-    try:
-        os.link(part, copy)
-    except OSError:
-        shutil.copy2(part, copy)
