@@ -1,7 +1,7 @@
 """Confident foreground pseudo-labels cut to the width of the labels: a band around their centrelines.
 
-Road masks of the benchmark datasets are lines of a fixed width (Massachusetts: about 7 px, a
-half-width of 3.2 px at the median skeleton pixel), while the teacher marks the whole visible
+Road masks of the benchmark datasets are lines of a fixed width (Massachusetts: about 5-6 px, a
+half-width of 2.7 px from the median skeleton pixel to the mask's edge), while the teacher marks the whole visible
 road surface. Most of its *wrong* confident road labels lie within 5 px of a true road (README,
 Results): the road's edges, which the masks leave out by convention. Taught to the student, they
 widen its roads and lower its precision against the masks.
@@ -12,8 +12,8 @@ student: it is left out of the pseudo-label loss, as unreliable pixels are.
 
 :func:`label_half_width_px` measures that half-width on the labeled masks themselves (the median
 distance from a skeleton pixel to the mask's edge): ``pseudo_centreline_px: auto`` uses it, so the
-band follows the labels of any dataset and pixel size (Massachusetts: 3.2 px; DeepCrack: 3-4 px, depending
-on which photos are labeled, its cracks being of very uneven width).
+band follows the labels of any dataset and pixel size (Massachusetts: 2.7 px; DeepCrack: 2.5-3.5 px,
+depending on which photos are labeled, its cracks being of very uneven width).
 """
 
 from __future__ import annotations
@@ -59,9 +59,18 @@ def centreline_band(mask: Tensor | np.ndarray, half_width_px: float) -> Tensor |
     return torch.from_numpy(out).to(mask.device) if is_tensor else out
 
 
+def half_widths_px(foreground: np.ndarray) -> np.ndarray:
+    """At each skeleton pixel of a (H, W) boolean foreground, the distance to the mask's edge: half a
+    pixel short of the nearest background pixel's centre (a 5-px line: 2.5)."""
+    return ndi.distance_transform_edt(foreground)[skeletonize(foreground)] - 0.5
+
+
 def label_half_width_px(data: TrainingData, chips: int = SAMPLE_CHIPS) -> float:
     """Half-width of the foreground labels: the median, over the skeleton pixels of the foreground of
-    ``chips`` labeled chips drawn with a fixed seed, of the distance to the nearest background pixel.
+    ``chips`` labeled chips drawn with a fixed seed, of the distance to the mask's edge (half a pixel
+    short of the nearest background pixel's centre), so that :func:`centreline_band` at it keeps a
+    line as wide as the labels (a 5-px line measures 2.5 and its band is 5 px; measured to the
+    background pixel's centre it was 3, a 7-px band).
 
     Raises:
         GeoccsegError: the sampled chips hold no foreground label (nothing to measure).
@@ -72,7 +81,7 @@ def label_half_width_px(data: TrainingData, chips: int = SAMPLE_CHIPS) -> float:
         mask = data.labeled_chip(generator)["mask"].numpy()
         foreground = (mask > 0) & (mask != IGNORE_INDEX)
         if foreground.any():
-            widths.append(ndi.distance_transform_edt(foreground)[skeletonize(foreground)])
+            widths.append(half_widths_px(foreground))
     if not widths:
         raise GeoccsegError(f"pseudo_centreline_px auto: {chips} labeled chips hold no foreground pixel to measure the labels' "
                             "width on; give the half-width in pixels instead (e.g. --pseudo-centreline-px 3)")
