@@ -178,14 +178,17 @@ class ConfidenceContrastiveLoss(nn.Module):
         if candidates:
             balanced = max(min(p.numel() for p in candidates.values()), self.min_anchors)
             per_class = min(balanced, self.anchors_per_class)
-            for k, pixels in candidates.items():
-                anchors = student[pixels[_subset(pixels.numel(), per_class, generator, device)]].float()
-                prototype = F.normalize(keys[k].mean(dim=0), dim=0)
-                others = torch.cat([keys[j] for j in range(self.num_classes) if j != k])
-                negatives = others[_subset(others.shape[0], self.negatives_per_class, generator, device)]
-                positive = anchors @ prototype / self.temperature
-                logits = torch.cat([positive[:, None], anchors @ negatives.T / self.temperature], dim=1)
-                losses.append(torch.logsumexp(logits, dim=1) - positive)
+            # in float32 under mixed precision too: autocast ran the similarities (matmuls) in bf16 on
+            # CUDA, a logit step of 0.02 at T = 0.2, whatever the .float() casts asked
+            with torch.autocast(device_type=device.type, enabled=False):
+                for k, pixels in candidates.items():
+                    anchors = student[pixels[_subset(pixels.numel(), per_class, generator, device)]].float()
+                    prototype = F.normalize(keys[k].mean(dim=0), dim=0)
+                    others = torch.cat([keys[j] for j in range(self.num_classes) if j != k])
+                    negatives = others[_subset(others.shape[0], self.negatives_per_class, generator, device)]
+                    positive = anchors @ prototype / self.temperature
+                    logits = torch.cat([positive[:, None], anchors @ negatives.T / self.temperature], dim=1)
+                    losses.append(torch.logsumexp(logits, dim=1) - positive)
 
         self._enqueue(batch_keys, key_labels, generator)
         if not losses:
