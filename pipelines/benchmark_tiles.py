@@ -62,8 +62,8 @@ def cost(tile_px: int, overlap_px: int, size_px: int = COST_SCENE_PX) -> float:
 def score(bundle, pairs: dict, tile_px: int, overlap_px: int) -> dict:
     """Pixel F1 of the pairs at 0.5 and at the model's threshold, each image predicted once with the setting."""
     thresholds = {"0.5": 0.5, "model": bundle.meta.threshold or 0.5}
-    scores = score_thresholds(pairs, tuple(thresholds.values()), lambda stem, image: predict_array(
-        bundle, image, tile_px=tile_px, overlap_px=overlap_px, batch_size=1)[1:].sum(0), bands=len(bundle.meta.bands))
+    scores = score_thresholds(pairs, tuple(thresholds.values()), lambda stem, image, valid: predict_array(
+        bundle, image, valid, tile_px=tile_px, overlap_px=overlap_px, batch_size=1)[1:].sum(0), bands=len(bundle.meta.bands))
     out = {"threshold": round(float(thresholds["model"]), 3)}
     for name, result in zip(thresholds, scores):
         out[f"f1@{name}"] = round(result.pixels.f1, 4)

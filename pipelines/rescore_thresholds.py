@@ -51,7 +51,7 @@ def rescore(bench: Path, dataset: str, data: Path) -> list[dict]:
         bundle = load_bundle(run)
         threshold, select_f1, _ = choose_threshold(bundle, select)
         at_half, at_chosen = score_thresholds(test_pairs, (THRESHOLD, threshold),
-                                              lambda stem, image, b=bundle: foreground_probability(b, image), tolerance,
+                                              lambda stem, image, valid, b=bundle: foreground_probability(b, image, valid=valid), tolerance,
                                               bands=len(bundle.meta.bands))
         record = {"run": run.name, "threshold": threshold, "select_f1": select_f1, "test_f1_at_0.5": at_half.pixels.f1,
                   "test_f1_at_threshold": at_chosen.pixels.f1}

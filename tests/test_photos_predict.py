@@ -285,7 +285,9 @@ def test_the_transparent_part_of_a_cut_out_photo_is_nodata(data_dir: Path, crack
     prob = np.asarray(Image.open(tmp_path / "out" / "probability" / "cut.png"))
     opaque = predict_photo(crack, rgba[:3], tile_px=256, overlap_px=64, device="cpu", batch_size=4)[0]
     assert (prob[:, :200] == 0).all() and prob[:, 200:].max() > 128
-    assert opaque[:, 190:215].max() > prob[:, 190:215].max()  # the black edge read as a crack
+    # the black edge read as a crack: a line down the whole photo (731 pixels over 0.5 in these ten
+    # columns against 38 where the real crack crosses them with the cut-out left out)
+    assert (opaque[:, 195:205] > 128).sum() > 5 * max(1, (prob[:, 195:205] > 128).sum())
     lines = gpd.read_file(tmp_path / "out" / "cracks.gpkg")
     assert len(lines) and all(shapely.get_coordinates(g)[:, 0].min() >= 199 for g in lines.geometry)
     api = geoccseg.predict(tmp_path / "cut.png", model=crack.path, device="cpu").values

@@ -89,9 +89,11 @@ def read_whole_truth_mask(path) -> np.ndarray:
     return truth
 
 
-def foreground_probability(bundle: Bundle, image: np.ndarray, device: str = "auto") -> np.ndarray:
-    """(H, W) float32 probability that a pixel is not background, for a (C, H, W) uint8 image (one chip)."""
-    return predict_array(bundle, image, device=device)[1:].sum(0)
+def foreground_probability(bundle: Bundle, image: np.ndarray, device: str = "auto", valid: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) float32 probability that a pixel is not background, for a (C, H, W) uint8 image (one
+    chip); ``valid``: its opaque pixels ((H, W) bool, None: all), the only ones a per-image
+    normalisation is computed on, as ``geoccseg predict`` does (NaN elsewhere)."""
+    return predict_array(bundle, image, valid, device=device)[1:].sum(0)
 
 
 def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | None = None, device: str = "auto",
@@ -112,8 +114,8 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
     """
     kept: dict[str, np.ndarray] = {}
 
-    def probability(stem: str, image: np.ndarray) -> np.ndarray:
-        prob = foreground_probability(bundle, image, device)
+    def probability(stem: str, image: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        prob = foreground_probability(bundle, image, device, valid)
         if stem in examples:
             kept[stem] = encode_uint8(prob)
         return prob
@@ -130,10 +132,11 @@ def score_bundle(bundle: Bundle, pairs: dict[str, Pair], tolerance_px: float | N
 
 
 def read_scored_pair(image_path, mask_path, bands: int | None,
-                     unlabeled_255: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image, truth, labeled) of a pair as training reads it: the photo with ``bands`` bands (a grey
-    photo beside colour ones is read as colour), its transparent part left out of ``labeled``; the
-    mask read by :func:`read_truth_mask` with ``unlabeled_255``.
+                     unlabeled_255: bool | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """(image, valid, truth, labeled) of a pair as training reads it: the photo with ``bands`` bands
+    (a grey photo beside colour ones is read as colour), its opaque pixels (None: all), its
+    transparent part left out of ``labeled``; the mask read by :func:`read_truth_mask` with
+    ``unlabeled_255``.
 
     Raises:
         GeoccsegError: if the image and its mask differ in size.
@@ -144,11 +147,11 @@ def read_scored_pair(image_path, mask_path, bands: int | None,
         raise GeoccsegError(f"mask {mask_path.name} is {truth.shape[1]}x{truth.shape[0]} but image {image_path.name} is {image.shape[2]}x{image.shape[1]}; masks must match their images")
     if valid is not None:
         labeled = valid if labeled is None else labeled & valid
-    return image, truth, labeled
+    return image, valid, truth, labeled
 
 
 def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
-                     probability: Callable[[str, np.ndarray], np.ndarray], tolerance_px: float | None = None,
+                     probability: Callable[[str, np.ndarray, np.ndarray | None], np.ndarray], tolerance_px: float | None = None,
                      bands: int | None = None) -> list[Score]:
     """The pixel metrics of (image, mask) pairs at each threshold, each image predicted once.
 
@@ -156,8 +159,9 @@ def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
         pairs: (image, mask) paths by stem (masks read by :func:`read_truth_mask`, the 255 of a mask
             of only 0 and 255 as the set shows, :func:`pairs_mark_unlabeled_255`).
         thresholds: decision thresholds on the foreground probability.
-        probability: ``(stem, (C, H, W) uint8 image) -> (H, W)`` foreground probability, e.g.
-            ``lambda stem, image: foreground_probability(bundle, image)``.
+        probability: ``(stem, (C, H, W) uint8 image, (H, W) opaque pixels or None) -> (H, W)``
+            foreground probability, e.g. ``lambda stem, image, valid: foreground_probability(bundle,
+            image, valid=valid)`` (the opaque pixels are what a per-image normalisation reads).
         tolerance_px: relaxed-metric tolerance in pixels (None: no relaxed metrics).
         bands: bands the model takes (``len(bundle.meta.bands)``; None: each photo's own).
 
@@ -169,8 +173,8 @@ def score_thresholds(pairs: dict[str, Pair], thresholds: Sequence[float],
     scorers = [PixelScorer(t, tolerance_px) for t in thresholds]
     unlabeled_255 = pairs_mark_unlabeled_255(pairs)
     for stem, (image_path, mask_path) in pairs.items():
-        image, truth, labeled = read_scored_pair(image_path, mask_path, bands, unlabeled_255)
-        prob = probability(stem, image)
+        image, valid, truth, labeled = read_scored_pair(image_path, mask_path, bands, unlabeled_255)
+        prob = probability(stem, image, valid)
         for scorer in scorers:
             scorer.add(prob, truth, labeled)
     return [Score(pixels=scorer.scores(), sweep=scorer.sweep) for scorer in scorers]

@@ -58,12 +58,12 @@ def choose_threshold(bundle: Bundle, pairs: dict[str, Pair], contrast: float | N
     select, pooled = PixelScorer(), PixelScorer()
     unlabeled_255 = pairs_mark_unlabeled_255(pairs)
     for image_path, mask_path in pairs.values():
-        image, truth, labeled = read_scored_pair(image_path, mask_path, len(bundle.meta.bands), unlabeled_255)
-        prob = foreground_probability(bundle, image)
+        image, valid, truth, labeled = read_scored_pair(image_path, mask_path, len(bundle.meta.bands), unlabeled_255)
+        prob = foreground_probability(bundle, image, valid=valid)
         select.add(prob, truth, labeled)
         pooled.add(prob, truth, labeled)
         if contrast is not None:
-            pooled.add(foreground_probability(bundle, fainter(image, contrast)), truth, labeled)
+            pooled.add(foreground_probability(bundle, fainter(image, contrast), valid=valid), truth, labeled)
     best = pooled.scores()
     # ODS: a threshold of the grid
     return ThresholdChoice(best.ods_threshold, select.sweep.f1_at(best.ods_threshold), best.ods_f1)
