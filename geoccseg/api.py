@@ -23,6 +23,7 @@ import copy
 import math
 import os
 import tempfile
+import threading
 import warnings
 import weakref
 from pathlib import Path
@@ -61,6 +62,7 @@ from geoccseg.io.bundle import resolve_model
 from geoccseg.io.probability import STATE_TAG, THRESHOLD_TAG, WEIGHTS_TAG
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
+from geoccseg.vectorize.blocks import RANGE_TOLERANCE
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -159,9 +161,9 @@ def vectorize(
             ``name``) holding probabilities in [0, 1], NaN as nodata, with a CRS and transform
             (``.rio``); or the path of a probability GeoTIFF (``geoccseg predict --prob-out``).
             Both are vectorised block by block as ``geoccseg vectorize`` does, in bounded memory:
-            an array is first computed one row of its chunks at a time (a lazy :func:`predict`
-            array computes each chunk once) into a temporary float32 GeoTIFF (4 bytes per pixel
-            and class, in the system's temporary folder, ``TMPDIR``).
+            an array is first computed chunk by chunk in one Dask graph (each task of a lazy
+            :func:`predict` array once, with Dask's threads) into a temporary float32 GeoTIFF (4
+            bytes per pixel and class, in the system's temporary folder, ``TMPDIR``).
         params: vectoriser settings (lengths in metres); None for the defaults. A threshold of
             None (the default) is the model's own where the input records it
             (``attrs["threshold"]`` of :func:`predict`, the ``GEOCCSEG_THRESHOLD`` tag of a
@@ -198,6 +200,8 @@ def vectorize(
     missing = [name for name in wanted if name not in names]
     if missing:
         raise GeoccsegError(f"prob has no class {', '.join(missing)}; its classes are {', '.join(names)}")
+    if isinstance(block_px, bool) or not isinstance(block_px, int) or block_px < 1:
+        raise GeoccsegError(f"block_px must be a positive number of pixels, got {block_px!r}")
     with tempfile.TemporaryDirectory(prefix="geoccseg-vectorize-") as tmp:
         path = _write_float_raster(prob.sel({"class": wanted}), Path(tmp) / "probability.tif", block_px)
         return vectorize_raster(path, params=params, block_px=block_px, classes=wanted, progress=progress)
@@ -205,30 +209,45 @@ def vectorize(
 
 def _write_float_raster(prob: xr.DataArray, path: Path, block_px: int) -> Path:
     """Write a (class, y, x) probability DataArray as a float32 GeoTIFF (NaN nodata, bands named by
-    class), computing one row of its chunks at a time: a whole scene is never held in memory, and
-    each chunk of a lazy array is computed once (in parallel along the row, by the active scheduler)."""
-    height, width = prob.sizes["y"], prob.sizes["x"]
-    if prob.chunks is not None:  # Dask-backed: its own chunks, so that none is computed twice
-        row_sizes, col_sizes = prob.chunks[1], prob.chunks[2]
-    else:
-        row_sizes = [min(block_px, height - r) for r in range(0, height, block_px)]
-        col_sizes = [min(block_px, width - c) for c in range(0, width, block_px)]
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": prob.sizes["class"], "dtype": "float32",
-               "crs": prob.rio.crs, "transform": prob.rio.transform(), "nodata": float("nan"), "tiled": True,
-               "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER"}
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.descriptions = tuple(str(name) for name in prob["class"].values)
-        top = 0
-        for rows in row_sizes:
-            left, windows = 0, []
-            for cols in col_sizes:
-                windows.append(Window(left, top, cols, rows))
-                left += cols
-            parts = dask.compute(*[prob.data[:, top:top + rows, w.col_off:w.col_off + w.width] for w in windows])
-            for window, part in zip(windows, parts):
-                dst.write(np.asarray(part, dtype=np.float32), window=window)
-            top += rows
+    class) chunk by chunk, from one Dask graph: a whole scene is never held, and every task of a
+    lazy array (a :func:`predict` block feeds the chunks of two block rows) is computed once. An
+    array that is not Dask-backed (in memory, or read lazily from a file) is cut into chunks of
+    ``block_px``. Dask's threads compute it: the file is written from this process.
+
+    Raises:
+        GeoccsegError: values outside [0, 1] (found chunk by chunk, before the rest is computed),
+            or the temporary folder cannot take the raster.
+    """
+    data = prob.data if isinstance(prob.data, da.Array) else prob.chunk({"y": block_px, "x": block_px}).data
+    profile = {"driver": "GTiff", "width": prob.sizes["x"], "height": prob.sizes["y"], "count": prob.sizes["class"],
+               "dtype": "float32", "crs": prob.rio.crs, "transform": prob.rio.transform(), "nodata": float("nan"),
+               "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER"}
+    try:
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.descriptions = tuple(str(name) for name in prob["class"].values)
+            da.store(data, _ProbabilityWriter(dst), lock=threading.Lock(), scheduler="threads")
+    except (OSError, rasterio.errors.RasterioIOError) as exc:
+        raise GeoccsegError(f"cannot write the temporary probability raster in {path.parent.parent} ({exc}); free space "
+                            "there or point TMPDIR to a folder with room for 4 bytes per pixel and class") from None
     return path
+
+
+class _ProbabilityWriter:
+    """A :func:`dask.array.store` target writing (class, y, x) chunks into an open float32 raster,
+    refusing values outside [0, 1] (NaN is nodata) as a probability GeoTIFF is refused."""
+
+    def __init__(self, dst: rasterio.io.DatasetWriter) -> None:
+        self.dst = dst
+
+    def __setitem__(self, key: tuple[slice, slice, slice], value: np.ndarray) -> None:
+        _, rows, cols = key
+        value = np.asarray(value, dtype=np.float32)
+        finite = value[np.isfinite(value)]
+        if finite.size and (finite.min() < -RANGE_TOLERANCE or finite.max() > 1 + RANGE_TOLERANCE):
+            raise GeoccsegError(f"prob holds values from {finite.min():g} to {finite.max():g} (in the chunk at row {rows.start}, "
+                                f"column {cols.start}), not probabilities in [0, 1]"
+                                + ("; scale a uint8 map (0-255) by 1/255" if finite.max() > 1.5 else ""))
+        self.dst.write(value, window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start))
 
 
 # -- models and inputs -------------------------------------------------------------------------

@@ -75,41 +75,54 @@ def test_predict_a_scene_is_lazy_with_crs_and_vectorize_leaves_nothing_on_disk(t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_vectorize_of_a_lazy_array_computes_each_chunk_once_and_never_the_whole_array(tmp_path: Path) -> None:
+def test_vectorize_of_a_lazy_array_computes_each_task_once_chunk_by_chunk(tmp_path: Path) -> None:
     """vectorize(DataArray) computed the whole array and ran the raster steps on it as one window
     (about 20 bytes per pixel of a whole scene): the notebook's vectorize(predict("big.tif")) grew
-    with the scene. It now goes block by block like the GeoTIFF path, with the same lines."""
+    with the scene. It now writes the array chunk by chunk from one graph and vectorises that block
+    by block, with the same lines; each upstream task runs once, also where (as in predict's
+    arrays, whose block chips overlap into the next block row) one feeds the chunks of two rows."""
     import dask
-    import dask.callbacks
 
     cog = predict_scene(sample_scene(), resolve_model("road"), tmp_path / "prob.tif", PredictOptions(prob_dtype="float32"),
                         progress=False)
     whole = rioxarray.open_rasterio(cog, masked=True).astype("float32")  # (1, y, x), NaN nodata
-    computed: list[tuple[int, int]] = []
+    size, ran = 160, {"block": [], "chunk": []}
 
-    def chunk(r: int, c: int, size: int) -> np.ndarray:
-        computed.append((r, c))
+    def block(r: int) -> np.ndarray:  # a block row's computation, which two chunk rows read
+        ran["block"].append(r)
+        return whole.values[:, r:r + 2 * size]
+
+    def chunk(upper: np.ndarray, lower: np.ndarray | None, r: int, c: int) -> np.ndarray:
+        ran["chunk"].append((r, c))
         return whole.values[:, r:r + size, c:c + size]
 
-    size = 160
+    height, width = whole.sizes["y"], whole.sizes["x"]
+    blocks = {r: dask.delayed(block)(r) for r in range(0, height, 2 * size)}
     rows = []
-    for r in range(0, whole.sizes["y"], size):
-        row = [dask.array.from_delayed(dask.delayed(chunk)(r, c, size), dtype=np.float32,
-                                       shape=(1, min(size, whole.sizes["y"] - r), min(size, whole.sizes["x"] - c)))
-               for c in range(0, whole.sizes["x"], size)]
+    for r in range(0, height, size):
+        upper, lower = blocks[r - r % (2 * size)], blocks.get(r - r % (2 * size) + 2 * size)
+        row = [da_from(dask.delayed(chunk)(upper, lower, r, c), (1, min(size, height - r), min(size, width - c)))
+               for c in range(0, width, size)]
         rows.append(dask.array.concatenate(row, axis=2))
     lazy = whole.copy(data=dask.array.concatenate(rows, axis=1)).assign_coords({"band": ["road"]}).rename({"band": "class"})
-    assert lazy.data.numblocks[1] * lazy.data.numblocks[2] > 4
+    assert lazy.data.numblocks[1] > 2 and lazy.data.numblocks[2] > 2
     params = VectorizeParams(threshold=0.5)
-    per_compute: list[int] = []  # chunks computed by each computation
-    with dask.callbacks.Callback(start=lambda graph: per_compute.append(-len(computed)),
-                                 finish=lambda graph, state, errored: per_compute.append(per_compute.pop() + len(computed))):
-        lines = geoccseg.vectorize(lazy, params=params, block_px=256)["road"]
-    assert sorted(computed) == sorted(set(computed)) and len(computed) == lazy.data.numblocks[1] * lazy.data.numblocks[2]
-    assert 0 < max(per_compute) <= lazy.data.numblocks[2]  # one row of chunks at a time, never the whole array
+    lines = geoccseg.vectorize(lazy, params=params, block_px=256)["road"]
+    assert sorted(ran["block"]) == sorted(blocks) and len(ran["chunk"]) == len(set(ran["chunk"])) == lazy.data.npartitions
     from_file = vectorize_raster(cog, params=params, progress=False)["road"]
     assert len(lines) == len(from_file) > 0
     assert lines["length_m"].sum() == pytest.approx(from_file["length_m"].sum(), rel=1e-6)
+    # an array read lazily from a file (not Dask-backed) goes chunk by chunk too; values outside [0, 1] are refused
+    assert len(geoccseg.vectorize(rioxarray.open_rasterio(cog, masked=True).assign_coords({"band": ["road"]}).rename(
+        {"band": "class"}), params=params, block_px=256)["road"]) == len(lines)
+    with pytest.raises(GeoccsegError, match=r"prob holds values from [\d.]+ to [\d.]+ \(in the chunk at row \d+, column \d+\), not probabilities in \[0, 1\]; scale a uint8"):
+        geoccseg.vectorize((lazy * 255).fillna(0), params=params)
+    with pytest.raises(GeoccsegError, match="block_px must be a positive number of pixels, got 0"):
+        geoccseg.vectorize(lazy, block_px=0)
+
+
+def da_from(task, shape: tuple[int, int, int]) -> dask.array.Array:
+    return dask.array.from_delayed(task, dtype=np.float32, shape=shape)
 
 
 def test_predict_a_rioxarray_array_equals_geoccseg_predict_with_nan_nodata(tmp_path: Path) -> None:
