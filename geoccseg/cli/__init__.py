@@ -25,7 +25,7 @@ from geoccseg.errors import GeoccsegError
 #: that it is the command's own (the first sentence of its docstring).
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("geoccseg.cli.info",
-             "Print size, bands, CRS, pixel size and nodata share of SCENE, the chips it yields and the labeled pixels."),
+             "Print size, bands, CRS, pixel size and nodata share of SCENE; with --labels, the chips it yields and the labeled pixels."),
     "models": ("geoccseg.cli.models",
                "List the shipped models with their classes, pixel size, encoder, training data, threshold, test scores and licence."),
     "train": ("geoccseg.cli.train", "Train a model with few labels (semi-supervised) and write a model bundle."),
