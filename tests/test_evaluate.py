@@ -368,7 +368,7 @@ def test_probabilities_are_scored_at_the_threshold_they_record_unless_one_is_giv
     truth = _write_tif(tmp_path / "t.tif", np.array([[0, 255, 255, 255]], np.uint8))
     recorded = evaluate(prob, truth, graph_metrics=False)
     assert (recorded.threshold, recorded.threshold_recorded, recorded.classes[0].recall) == (0.3, True, 1.0)
-    assert "threshold 0.3 (the model's, recorded in PRED)" in recorded.format_table()
+    assert "threshold 0.3 (recorded in PRED)" in recorded.format_table()
     given = evaluate(prob, truth, threshold=0.5, graph_metrics=False)
     assert (given.threshold, given.threshold_recorded, given.classes[0].recall) == (0.5, False, pytest.approx(2 / 3))
     untagged = evaluate(_write_tif(tmp_path / "q.tif", np.array([[0, 100, 200, 255]], np.uint8)), truth, graph_metrics=False)

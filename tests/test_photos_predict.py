@@ -214,10 +214,10 @@ def test_evaluate_works_on_the_probability_folder(data_dir: Path, photo_run, tmp
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["n_images"] == 4
-    # scored at the threshold the crack lines were drawn at (the model's, recorded in each PNG), not at 0.5
+    # scored at the model's threshold (recorded in each PNG; the crack lines are drawn at it), not at 0.5
     threshold = load_bundle(resolve_model("crack")).meta.threshold
     assert threshold != 0.5 and (scores["threshold"], scores["threshold_recorded"]) == (threshold, True)
-    assert f"threshold {threshold:g} (the model's, recorded in PRED)" in result.stdout
+    assert f"threshold {threshold:g} (recorded in PRED)" in result.stdout
     tp = fp = fn = 0
     for stem in (*CFD, DEEPCRACK):
         pred = np.asarray(Image.open(out / "probability" / f"{stem}.png")) / 255 >= threshold

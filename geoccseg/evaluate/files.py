@@ -204,9 +204,9 @@ def read_raster(path: str | os.PathLike) -> Raster:
 
 
 def recorded_threshold(path: Path) -> float | None:
-    """The decision threshold a probability raster of ``geoccseg predict`` records (its model's, or
-    the one its lines were drawn at: ``GEOCCSEG_THRESHOLD``); None for vectors, masks and rasters of
-    other tools. Reads the header only."""
+    """The decision threshold a probability raster of ``geoccseg predict`` records
+    (``GEOCCSEG_THRESHOLD``: scene COGs the one their lines were drawn at, photos' PNGs the
+    model's); None for vectors, masks and rasters of other tools. Reads the header only."""
     if is_vector(path):
         return None
     try:
@@ -217,8 +217,8 @@ def recorded_threshold(path: Path) -> float | None:
             with open_raster(path) as ds:
                 value = ds.tags().get(THRESHOLD_TAG)
         return float(value) if value is not None and 0 < float(value) < 1 else None
-    except (OSError, ValueError, UnidentifiedImageError, rasterio.errors.RasterioIOError):
-        return None  # unreadable: scoring says why
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError, rasterio.errors.RasterioIOError):
+        return None  # unreadable or too large: scoring says why
 
 
 SCORING_BYTES_PER_PX = 52

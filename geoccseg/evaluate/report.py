@@ -92,7 +92,7 @@ class ClassResult:
     topo_f1: float | None = None
 
 
-RECORDED_NOTE = " (the model's, recorded in PRED)"
+RECORDED_NOTE = " (recorded in PRED)"
 """What the table says after a threshold read from PRED's rasters."""
 
 
@@ -105,7 +105,8 @@ class EvaluationResult:
         n_images: number of (PRED, TRUTH) pairs scored.
         threshold: probability threshold of the strict, relaxed and centreline metrics.
         threshold_recorded: whether ``threshold`` is the one PRED's probability rasters record
-            (the model's, as ``geoccseg predict`` drew its lines), not one given.
+            (scene COGs: the one ``geoccseg predict`` drew their lines at; photos' PNGs: the
+            model's), not one given.
         tolerance_px: relaxed tolerance in pixels.
         buffer_m: centreline buffer in metres.
         line_width_m: width in metres of vector lines burnt for pixel metrics.

@@ -372,7 +372,8 @@ def predict_photos(
         overlap_px=options.overlap_px, batch_size=options.batch_for(tile_px), bands=len(meta.bands), params=params,
         pixel_size_mm=pixel_size_mm, overlay=len(photos) <= OVERLAY_AUTO_MAX if overlay is None else overlay,
         replace=overwrite or resume, confidence=ConfidenceThresholds.from_meta(meta) if confidence else None,
-        made_by=provenance(bundle, params.threshold) | {"GEOCCSEG_TILE_PX": str(tile_px), "GEOCCSEG_OVERLAP_PX": str(options.overlap_px)},
+        # the model's threshold, not this run's --threshold: a resumed run keeps the PNGs of another one
+        made_by=provenance(bundle, meta.threshold) | {"GEOCCSEG_TILE_PX": str(tile_px), "GEOCCSEG_OVERLAP_PX": str(options.overlap_px)},
     )
     _prepare(run, photos, resume, overwrite)
 
