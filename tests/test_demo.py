@@ -202,6 +202,34 @@ def test_the_model_may_be_given_as_a_path(tmp_path: Path) -> None:
     assert str(resolve_model("road")) in result.summary()
 
 
+def test_a_demo_failing_among_its_moves_puts_the_earlier_demos_files_back(quick, tmp_path: Path, monkeypatch) -> None:
+    """The demo moved its outputs one by one: a failure at the third (an I/O error, a folder that
+    appeared) left the new lines and probabilities beside the earlier demo's preview."""
+    import errno
+
+    import geoccseg.io.atomic as atomic
+    from geoccseg.demo import run_demo
+
+    earlier, _ = quick
+    out = tmp_path / "demo"
+    out.mkdir()
+    for name in QUICK_OUTPUTS:
+        (out / name).write_bytes((earlier / name).read_bytes() + b"earlier")  # an earlier demo's files, told apart
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_move = atomic.move_into_place
+
+    def failing(tmp, dest, overwrite=False):
+        if Path(dest) == out / "preview.png":  # the third output moved into the folder (not its writing in the work folder)
+            raise OSError(errno.EIO, "Input/output error")
+        real_move(tmp, dest, overwrite)
+
+    monkeypatch.setattr(atomic, "move_into_place", failing)
+    monkeypatch.setattr("geoccseg.demo.move_into_place", failing, raising=False)  # where a demo moves by itself
+    with pytest.raises(OSError, match="Input/output error"):
+        run_demo(out, quick=True, progress=False, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_a_demo_stopped_halfway_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
     """Ctrl-C during the fine-tuning left part (a)'s files beside an earlier demo's preview and lines."""
     import signal
