@@ -323,6 +323,30 @@ def test_a_set_of_outputs_moves_into_place_whole_or_not_at_all(tmp_path: Path) -
     assert [(out / name).read_text() for name in names] == [f"new {name}" for name in names]
 
 
+def test_a_set_interrupted_between_link_and_unlink_is_rolled_back_whole(tmp_path: Path, monkeypatch) -> None:
+    """Without --overwrite a move links the temporary to its name, then unlinks the temporary: an
+    interruption between the two left both names, and the rollback took the destination for
+    another run's file and kept it."""
+    import os
+
+    import geoccseg.io.atomic as atomic
+
+    out, work = tmp_path / "out", tmp_path / ".work"
+    (work / "kept").mkdir(parents=True)
+    out.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (work / name).write_text(f"new {name}")
+
+    def interrupted(tmp, dest, overwrite):
+        os.link(tmp, dest)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "_move", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.move_all_into_place([(work / "a.txt", out / "a.txt"), (work / "b.txt", out / "b.txt")], work / "kept")
+    assert list(out.iterdir()) == []
+
+
 def test_a_folder_that_appears_while_writing_is_kept_even_with_overwrite(tmp_path: Path) -> None:
     dest = tmp_path / "roads.gpkg"
     with pytest.raises(GeoccsegError, match="is a folder"):

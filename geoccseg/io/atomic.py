@@ -285,8 +285,8 @@ def move_all_into_place(moves: Sequence[tuple[Path, Path]], keep_dir: Path, over
             move_into_place(tmp, dest, overwrite)
     except BaseException:
         for k, tmp, dest in done:
-            if tmp.exists():
-                continue  # not moved: what is at dest is not this run's
+            if tmp.exists() and not (dest.exists() and os.path.samefile(tmp, dest)):
+                continue  # not moved: what is at dest is not this run's (linked, not yet unlinked: it is)
             kept = keep_dir / f"{k}-{dest.name}"
             if kept.is_file():
                 os.replace(kept, dest)
