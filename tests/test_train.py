@@ -63,7 +63,7 @@ def test_cfd_run_lowers_loss_writes_bundle_and_resumes(data_dir, tmp_path):
     )
     result = train(config)
     assert result.steps == 30 and len(result.labeled) == 3  # floor(0.035 * 107 training photos)
-    assert 0.5 < load_bundle(out).meta.training["pseudo_centreline_px"] < 3  # CrackForest's cracks: a few pixels wide
+    assert 0.5 <= load_bundle(out).meta.training["pseudo_centreline_px"] < 3  # CrackForest's cracks: 1-2 px labels (0.5: a 1-px line, to its edge)
     rows = _rows(out / "metrics.csv")
     assert any(r["con"] for r in rows) and any(r["pl"] for r in rows)  # the unlabeled terms ran
     assert (out / "training.png").stat().st_size > 10_000
