@@ -98,6 +98,23 @@ def test_cfd_run_lowers_loss_writes_bundle_and_resumes(data_dir, tmp_path):
     assert all(b > a for a, b in zip(seconds, seconds[1:])), seconds
 
 
+def test_the_teacher_copies_the_student_on_the_first_step_without_burn_in(data_dir, tmp_path):
+    """ema_momentum is 0 at optimiser step 0: with no burn-in (ema_warmup_steps 0) the first update
+    copies the student. The module passed a 1-based step, so the teacher kept half of the
+    initial (random-headed) weights (review M6)."""
+    cfd = data_dir / "cfd"
+    out = tmp_path / "one_step"
+    config = TrainConfig(out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), max_steps=1, val_every=100,
+                         **{**FAST, "tile_px": 64, "ema_warmup_steps": 0})
+    train(config)
+    state = load_checkpoint(out / "checkpoints" / "last.ckpt")["state_dict"]
+    teacher = {k[len("teacher."):]: v for k, v in state.items() if k.startswith("teacher.")}
+    student = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    assert teacher.keys() == student.keys() and teacher
+    differ = [k for k in teacher if not torch.equal(teacher[k], student[k])]
+    assert differ == [], f"{len(differ)} of {len(teacher)} tensors differ, e.g. {differ[:3]}"
+
+
 def test_scene_with_aoi_trains(vegas, tmp_path):
     scene = open_scene(vegas / "vegas_img0_rgb.tif")
     xmin, ymin, xmax, ymax = scene.bounds

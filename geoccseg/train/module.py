@@ -245,8 +245,9 @@ class SemiSupervisedSegmenter(pl.LightningModule):
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
         # the teacher follows right after the optimiser step, before callbacks run, so a checkpoint
-        # of this step holds its teacher too; global_step counts this step once the hook returns
-        m = ema_momentum(self.global_step + 1, self.config.ema_momentum, self.config.ema_warmup_steps)
+        # of this step holds its teacher too; global_step counts this step only once the hook
+        # returns, so here it is the step's 0-based index, what ema_momentum takes
+        m = ema_momentum(self.global_step, self.config.ema_momentum, self.config.ema_warmup_steps)
         ema_update(self.teacher, self.student, m)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
