@@ -62,7 +62,7 @@ from geoccseg.io.bundle import resolve_model
 from geoccseg.io.probability import STATE_TAG, THRESHOLD_TAG, WEIGHTS_TAG
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
-from geoccseg.vectorize.blocks import RANGE_TOLERANCE
+from geoccseg.vectorize.blocks import check_probability_range
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -242,11 +242,7 @@ class _ProbabilityWriter:
     def __setitem__(self, key: tuple[slice, slice, slice], value: np.ndarray) -> None:
         _, rows, cols = key
         value = np.asarray(value, dtype=np.float32)
-        finite = value[np.isfinite(value)]
-        if finite.size and (finite.min() < -RANGE_TOLERANCE or finite.max() > 1 + RANGE_TOLERANCE):
-            raise GeoccsegError(f"prob holds values from {finite.min():g} to {finite.max():g} (in the chunk at row {rows.start}, "
-                                f"column {cols.start}), not probabilities in [0, 1]"
-                                + ("; scale a uint8 map (0-255) by 1/255" if finite.max() > 1.5 else ""))
+        check_probability_range(value, "prob", where=f" (in the chunk at row {rows.start}, column {cols.start})")
         self.dst.write(value, window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start))
 
 

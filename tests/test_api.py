@@ -117,6 +117,9 @@ def test_vectorize_of_a_lazy_array_computes_each_task_once_chunk_by_chunk(tmp_pa
         {"band": "class"}), params=params, block_px=256)["road"]) == len(lines)
     with pytest.raises(GeoccsegError, match=r"prob holds values from [\d.]+ to [\d.]+ \(in the chunk at row \d+, column \d+\), not probabilities in \[0, 1\]; scale a uint8"):
         geoccseg.vectorize((lazy * 255).fillna(0), params=params)
+    # an infinity is out of range like a GeoTIFF's (the chunk writer let it through to the temporary raster)
+    with pytest.raises(GeoccsegError, match=r"prob holds values from [\d.]+ to inf \(in the chunk at row \d+, column \d+\), not probabilities in \[0, 1\]$"):
+        geoccseg.vectorize(lazy.fillna(0).where(lazy.fillna(0) < 0.5, np.inf), params=params)
     with pytest.raises(GeoccsegError, match="block_px must be a positive number of pixels, got 0"):
         geoccseg.vectorize(lazy, block_px=0)
 

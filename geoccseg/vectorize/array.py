@@ -8,7 +8,7 @@ from affine import Affine
 from pyproj import CRS
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.vectorize.blocks import RANGE_TOLERANCE
+from geoccseg.vectorize.blocks import check_probability_range
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
 from geoccseg.vectorize.params import VectorizeParams
 from geoccseg.vectorize.skeleton import skeleton_pixels
@@ -45,10 +45,7 @@ def vectorize_array(
         raise GeoccsegError(f"prob must be a 2-D (H, W) array, got shape {prob.shape}")
     if valid is not None and np.shape(valid) != prob.shape:
         raise GeoccsegError(f"valid has shape {np.shape(valid)}, prob has {prob.shape}; they must match")
-    low, high = float(np.nanmin(prob, initial=0.0)), float(np.nanmax(prob, initial=0.0))
-    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:  # as a probability GeoTIFF is read (cubic resampling overshoots)
-        raise GeoccsegError(f"prob holds values from {low:g} to {high:g}, not probabilities in [0, 1]"
-                            + ("; scale a uint8 map (0-255) by 1/255" if high > 1.5 else ""))
+    check_probability_range(prob, "prob")  # as a probability GeoTIFF is read (cubic resampling overshoots a little)
     if crs is None:
         raise GeoccsegError("crs is missing; pass the CRS of the probability array")
     params = (params or VectorizeParams()).resolved(None)

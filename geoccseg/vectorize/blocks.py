@@ -147,7 +147,7 @@ def vectorize_raster(
             first = blocks[0][0]
             with readable(path):
                 first_data, first_valid = src.read(bands, window=first), src.read_masks(bands, window=first) > 0
-            _check_range(first_data, first_valid, path)
+            check_probability_range(first_data[first_valid], str(path), fix=f"; {_EXPECTED}")
         top = 0  # largest uint8 value read
         for window, core, open_edges in tqdm(blocks, desc=f"vectorise {name}", unit="block", disable=not progress):
             with readable(path):
@@ -157,7 +157,7 @@ def vectorize_raster(
                 top = max(top, int(np.max(data, where=valid, initial=0)))  # nodata (a 255 collar) is no value of the map
             prob = probabilities(data)
             if dtype != np.uint8:
-                _check_range(prob, valid, path)
+                check_probability_range(prob[valid], str(path), fix=f"; {_EXPECTED}")
             for k, name in enumerate(wanted):
                 parts[name].append(
                     skeleton_pixels(
@@ -220,11 +220,27 @@ def check_probability_raster(src: rasterio.DatasetReader, path: str | os.PathLik
     return dtype
 
 
-def _check_range(prob: np.ndarray, valid: np.ndarray, path: str | os.PathLike) -> None:
-    """Refuse float values outside [0, 1] (NaN is nodata)."""
-    values = prob[valid & ~np.isnan(prob)]
-    if values.size and (values.min() < -RANGE_TOLERANCE or values.max() > 1 + RANGE_TOLERANCE):
-        raise GeoccsegError(f"{path} holds values from {values.min():g} to {values.max():g}, not probabilities in [0, 1]; {_EXPECTED}")
+def check_probability_range(values: np.ndarray, name: str, *, where: str = "", fix: str = "") -> None:
+    """Refuse probabilities more than :data:`RANGE_TOLERANCE` outside [0, 1], naming ``name``.
+
+    NaN is nodata and left out; an infinity is out of range. Values from 0 to 255 are taken for
+    an unscaled uint8 map (above 1.5, none negative) and the message says how to scale it.
+
+    Args:
+        values: the probabilities (any shape) to check.
+        name: what holds them, for the message (a path, ``prob``).
+        where: where in ``name`` they come from, written after the range (`` (in the chunk ...)``).
+        fix: what to do, appended to the message (``; ...``).
+    """
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.floating):
+        values = values[~np.isnan(values)]
+    if not values.size:
+        return
+    low, high = float(values.min()), float(values.max())
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        hint = "; scale a uint8 map (0-255) by 1/255" if 1.5 < high < np.inf and low >= -RANGE_TOLERANCE else ""
+        raise GeoccsegError(f"{name} holds values from {low:g} to {high:g}{where}, not probabilities in [0, 1]{hint}{fix}")
 
 
 def band_classes(src: rasterio.DatasetReader) -> list[str]:
