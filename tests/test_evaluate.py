@@ -373,6 +373,15 @@ def test_probabilities_are_scored_at_the_threshold_they_record_unless_one_is_giv
     assert (given.threshold, given.threshold_recorded, given.classes[0].recall) == (0.5, False, pytest.approx(2 / 3))
     untagged = evaluate(_write_tif(tmp_path / "q.tif", np.array([[0, 100, 200, 255]], np.uint8)), truth, graph_metrics=False)
     assert (untagged.threshold, untagged.threshold_recorded) == (0.5, False)
+    # predict and vectorize take thresholds in (0, 1]: a recorded 1 (only p = 1 is a line) is scored at
+    # 1, as --threshold 1 is (evaluate refused 1 and read a recorded 1 as none: 0.5, without a word)
+    with rasterio.open(prob, "r+") as ds:
+        ds.update_tags(**{THRESHOLD_TAG: "1"})
+    top = evaluate(prob, truth, graph_metrics=False)
+    assert (top.threshold, top.threshold_recorded, top.classes[0].recall) == (1.0, True, pytest.approx(1 / 3))
+    assert evaluate(prob, truth, threshold=1, graph_metrics=False).classes[0].recall == pytest.approx(1 / 3)
+    with pytest.raises(GeoccsegError, match=r"threshold 1.5 must be in \(0, 1\]"):
+        evaluate(prob, truth, threshold=1.5, graph_metrics=False)
 
 
 def test_class_map_evaluation(tmp_path: Path) -> None:

@@ -216,7 +216,7 @@ def recorded_threshold(path: Path) -> float | None:
         else:
             with open_raster(path) as ds:
                 value = ds.tags().get(THRESHOLD_TAG)
-        return float(value) if value is not None and 0 < float(value) < 1 else None
+        return float(value) if value is not None and 0 < float(value) <= 1 else None
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError, rasterio.errors.RasterioIOError):
         return None  # unreadable or too large: scoring says why
 

@@ -232,7 +232,7 @@ def evaluate(
     Args:
         pred: prediction raster(s) (probabilities, masks or class maps) or vector lines.
         truth: truth raster(s) (masks or class maps) or vector lines.
-        threshold: a pixel is positive when its probability is ``>= threshold``, in (0, 1); None:
+        threshold: a pixel is positive when its probability is ``>= threshold``, in (0, 1]; None:
             the threshold PRED's probability rasters record (``geoccseg predict`` writes the
             model's, at which it drew the lines), else 0.5.
         tolerance_px: relaxed precision/recall tolerance in pixels.
@@ -250,8 +250,8 @@ def evaluate(
     Raises:
         GeoccsegError: bad options or inputs (see :mod:`geoccseg.evaluate.files`).
     """
-    if threshold is not None and not 0 < threshold < 1:
-        raise GeoccsegError(f"threshold {threshold} must lie strictly between 0 and 1")
+    if threshold is not None and not 0 < threshold <= 1:  # as predict and vectorize take it
+        raise GeoccsegError(f"threshold {threshold:g} must be in (0, 1]")
     if not (math.isfinite(tolerance_px) and tolerance_px >= 0):
         raise GeoccsegError(f"tolerance {tolerance_px} px must be >= 0")
     if not all(math.isfinite(v) and v > 0 for v in (buffer_m, line_width_m)):
