@@ -347,6 +347,46 @@ def test_a_set_interrupted_between_link_and_unlink_is_rolled_back_whole(tmp_path
     assert list(out.iterdir()) == []
 
 
+def test_a_set_rollback_restores_symbolic_links_and_goes_on_past_a_failed_restore(tmp_path: Path, monkeypatch) -> None:
+    """A destination that was a symbolic link came back as a regular file (a hard link of its
+    target), and one restore that failed left the later ones unrestored (review S8)."""
+    import os
+
+    import geoccseg.io.atomic as atomic
+
+    out, work, elsewhere = tmp_path / "out", tmp_path / ".work", tmp_path / "elsewhere"
+    for folder in (out, work / "kept", elsewhere):
+        folder.mkdir(parents=True)
+    (elsewhere / "roads.gpkg").write_text("old roads")
+    (out / "roads.gpkg").symlink_to(elsewhere / "roads.gpkg")
+    (out / "preview.png").mkdir()  # appeared while the run wrote: the third move fails
+    (out / "a.txt").write_text("old a")
+    names = ("roads.gpkg", "a.txt", "preview.png")
+    for name in names:
+        (work / name).write_text(f"new {name}")
+    with pytest.raises(GeoccsegError, match="preview.png is a folder"):
+        atomic.move_all_into_place([(work / name, out / name) for name in names], work / "kept", overwrite=True)
+    assert (out / "roads.gpkg").is_symlink() and os.readlink(out / "roads.gpkg") == str(elsewhere / "roads.gpkg")
+    assert (elsewhere / "roads.gpkg").read_text() == "old roads" and (out / "a.txt").read_text() == "old a"
+
+    # the restore of roads.gpkg fails: a.txt is put back all the same, the old roads set aside beside it
+    for name in names:
+        (work / name).write_text(f"new {name}")
+    replace = os.replace
+
+    def failing_restore(src, dst):
+        if Path(src).parent == work / "kept" and Path(dst).name == "roads.gpkg":
+            raise PermissionError(13, "Permission denied")
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_restore)
+    with pytest.raises(GeoccsegError, match=r"preview.png is a folder.*; then 1 output\(s\) could not be put back as they were: "
+                                            r".*roads.gpkg is this run's new file \(Permission denied\); its old one is .*roads.gpkg.previous$"):
+        atomic.move_all_into_place([(work / name, out / name) for name in names], work / "kept", overwrite=True)
+    assert (out / "a.txt").read_text() == "old a" and (out / "roads.gpkg").read_text() == "new roads.gpkg"
+    assert (out / "roads.gpkg.previous").is_symlink() and (out / "roads.gpkg.previous").read_text() == "old roads"
+
+
 def test_a_folder_that_appears_while_writing_is_kept_even_with_overwrite(tmp_path: Path) -> None:
     dest = tmp_path / "roads.gpkg"
     with pytest.raises(GeoccsegError, match="is a folder"):

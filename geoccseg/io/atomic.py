@@ -272,35 +272,59 @@ def move_into_place(tmp: str | os.PathLike, dest: str | os.PathLike, overwrite: 
 def move_all_into_place(moves: Sequence[tuple[Path, Path]], keep_dir: Path, overwrite: bool = False) -> None:
     """Move finished temporaries to their destinations as one set (:func:`move_into_place` each, in
     order): a failure or an interruption on the way (also one flushing a rename to disk, after it)
-    puts every destination already moved back as it was, its old file restored from a second name
-    kept in ``keep_dir`` (a hard link, else a copy; a folder on the same file system) or removed
-    where there was none. A destination whose move did not happen is left as it is.
+    puts every destination already moved back as it was, its old file (or symbolic link) restored
+    from a second name kept in ``keep_dir`` (a hard link, else a copy; a folder on the same file
+    system) or removed where there was none. A destination whose move did not happen is left as it
+    is. A destination that cannot be put back does not stop the others: its old file is set aside
+    beside it as ``<name>.previous`` (``keep_dir`` is a work folder, removed with it) and the error
+    says so.
     """
     done: list[tuple[int, Path, Path]] = []
     try:
         for k, (tmp, dest) in enumerate(moves):
-            if dest.is_file():
+            if dest.is_symlink() or dest.is_file():
                 _keep(dest, keep_dir / f"{k}-{dest.name}")
             done.append((k, tmp, dest))
             move_into_place(tmp, dest, overwrite)
-    except BaseException:
+    except BaseException as exc:
+        stuck = []
         for k, tmp, dest in done:
             if tmp.exists() and not (dest.exists() and os.path.samefile(tmp, dest)):
                 continue  # not moved: what is at dest is not this run's (linked, not yet unlinked: it is)
             kept = keep_dir / f"{k}-{dest.name}"
-            if kept.is_file():
-                os.replace(kept, dest)
-            else:
-                dest.unlink(missing_ok=True)
+            try:
+                if os.path.lexists(kept):
+                    os.replace(kept, dest)
+                else:
+                    dest.unlink(missing_ok=True)
+            except OSError as err:
+                stuck.append(_set_aside(kept, dest, err))
+        if stuck:
+            raise GeoccsegError(f"{str(exc) or type(exc).__name__}; then {len(stuck)} output(s) could not be put back as they "
+                                f"were: {'; '.join(stuck)}") from exc
         raise
 
 
-def _keep(path: Path, copy: Path) -> None:
-    """A second name (a hard link, else a copy) for a file, to put it back."""
+def _set_aside(kept: Path, dest: Path, err: OSError) -> str:
+    """Keep the old file of a destination that could not be restored beside it, named
+    ``<name>.previous`` (never over another file); what happened, for the error message."""
+    why = err.strerror or str(err)
+    if not os.path.lexists(kept):
+        return f"{dest} is this run's new file and could not be removed ({why})"
+    aside = dest.with_name(dest.name + ".previous")
     try:
-        os.link(path, copy)
+        os.link(kept, aside, follow_symlinks=False)
+    except OSError as exc:
+        return f"{dest} is this run's new file ({why}) and its old one could not be set aside as {aside.name} ({exc.strerror or exc})"
+    return f"{dest} is this run's new file ({why}); its old one is {aside}"
+
+
+def _keep(path: Path, copy: Path) -> None:
+    """A second name (a hard link, else a copy) for a file or a symbolic link (the link, not its target), to put it back."""
+    try:
+        os.link(path, copy, follow_symlinks=False)
     except OSError:
-        shutil.copy2(path, copy)
+        shutil.copy2(path, copy, follow_symlinks=False)
 
 
 def _move(tmp: Path, dest: Path, overwrite: bool) -> None:
