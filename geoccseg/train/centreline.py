@@ -70,7 +70,9 @@ def label_half_width_px(data: TrainingData, chips: int = SAMPLE_CHIPS) -> float:
     ``chips`` labeled chips drawn with a fixed seed, of the distance to the mask's edge (half a pixel
     short of the nearest background pixel's centre), so that :func:`centreline_band` at it keeps a
     line as wide as the labels (a 5-px line measures 2.5 and its band is 5 px; measured to the
-    background pixel's centre it was 3, a 7-px band).
+    background pixel's centre it was 3, a 7-px band). A band across a straight line is always an
+    odd number of pixels wide (2⌊r⌋ + 1 around a one-pixel skeleton), so labels of an even width 2k
+    (whose skeleton runs beside the middle: they measure k − 0.5) get a band of 2k − 1 pixels.
 
     Raises:
         GeoccsegError: the sampled chips hold no foreground label (nothing to measure).
