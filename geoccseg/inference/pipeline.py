@@ -100,7 +100,8 @@ def run_predict(
         model: a loaded bundle, or the path of a bundle folder.
         prob_out: also keep the probability COG here; None: use a temporary one.
         options: tiling, batching, device and Dask settings of
-            :func:`geoccseg.inference.predict.predict_scene`; None for the defaults.
+            :func:`geoccseg.inference.predict.predict_scene`; None for the defaults. The lines are
+            traced in blocks of twice ``options.block_px``.
         params: vectoriser settings (lengths in metres); None for the defaults.
         threshold: the foreground probability (0-1) of the lines, over ``params.threshold``;
             None: ``params``' threshold, whose default (None) is the bundle's own
@@ -123,6 +124,7 @@ def run_predict(
             problem :func:`predict_scene` reports; all before any computation.
     """
     start = time.perf_counter()
+    options = options or PredictOptions()
     out_vectors = check_vector_output(out_vectors, overwrite, example="roads.gpkg")
     if graph:
         check_graph_output(out_vectors)
@@ -142,7 +144,9 @@ def run_predict(
         predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress, threshold=params.threshold)
         if confidence_out is not None:
             write_confidence_cog(prob_path, confidence_out, ConfidenceThresholds.from_meta(bundle.meta), overwrite=overwrite)
-        layers = vectorize_raster(prob_path, params=params, progress=progress)
+        # lines are traced in blocks of twice the prediction's (4096 px by default), so a smaller
+        # --block-px bounds the vectoriser's memory too (its windows are blocks plus a halo)
+        layers = vectorize_raster(prob_path, params=params, block_px=2 * options.block_px, progress=progress)
         write_vectors(with_graph_layers(layers, snap_m=graph_snap_m) if graph else layers, out_vectors, overwrite=overwrite,
                       metadata=provenance(bundle, params.threshold))
     return PredictResult(
