@@ -268,6 +268,21 @@ def test_probability_cog_is_on_the_scene_grid(cli_run, scene_path: Path) -> None
         assert (ds.read_masks(1) == 255).all()  # the chip has no nodata
 
 
+def test_a_temporary_probability_raster_skips_the_cog_pass(cli_run, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    """Without --prob-out, predict's probabilities are read once, by the vectoriser: they are written
+    as the tiled GeoTIFF of the first pass (no overviews, no compressed copy), same values, grid,
+    mask and tags as the COG."""
+    _, _, cog = cli_run
+    options = PredictOptions(tile_px=128, overlap_px=32, block_px=256, device="cpu")
+    plain = predict_scene(scene_path, bundle_dir, tmp_path / "plain.tif", options, progress=False, threshold=0.4, as_cog=False)
+    with rasterio.open(cog) as a, rasterio.open(plain) as b:
+        assert b.overviews(1) == [] and b.compression is None and b.block_shapes == a.block_shapes
+        assert (b.crs, b.transform, b.descriptions, b.scales) == (a.crs, a.transform, a.descriptions, a.scales)
+        assert b.tags() == a.tags() and b.mask_flag_enums == a.mask_flag_enums
+        assert np.array_equal(b.read(), a.read()) and np.array_equal(b.read_masks(), a.read_masks())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif"]
+
+
 def test_nodata_stays_nodata(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
     with rasterio.open(scene_path) as src:
         profile, data = src.profile, src.read()

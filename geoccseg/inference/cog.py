@@ -259,6 +259,7 @@ def write_probability_cog(
     overwrite: bool = False,
     chunk_px: int = 2048,
     tags: dict[str, str] | None = None,
+    as_cog: bool = True,
 ) -> Path:
     """Stream the accumulator into the probability COG on the scene grid.
 
@@ -274,6 +275,9 @@ def write_probability_cog(
         overwrite: replace an existing ``dest``.
         chunk_px: edge of the windows streamed through memory, in pixels.
         tags: dataset tags to add, e.g. :func:`provenance`.
+        as_cog: False: ``dest`` is the tiled GeoTIFF as written, without overviews or compression
+            (a temporary raster for the vectoriser: the COG's overviews and compressed copy are
+            the slowest part of writing it).
 
     Returns:
         ``dest`` as a Path.
@@ -306,9 +310,13 @@ def write_probability_cog(
                     else:
                         prob[:, ~valid] = np.nan
                         out.write(prob, window=window)
-            factors = overview_factors(scene.height, scene.width)
+            factors = overview_factors(scene.height, scene.width) if as_cog else []
             if factors:
                 out.build_overviews(factors, Resampling.average)
+    if not as_cog:
+        with atomic_path(dest, overwrite=overwrite) as tmp:
+            os.replace(staging, tmp)
+        return Path(dest)
     return copy_as_cog(staging, dest, overwrite)
 
 

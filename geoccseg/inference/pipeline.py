@@ -141,7 +141,9 @@ def run_predict(
     params = params.resolved(bundle.meta.threshold)  # the model's own decision threshold, unless one is given
     with scratch_dir(out_vectors) as workdir:
         prob_path = prob_out or workdir / "probability.tif"
-        predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress, threshold=params.threshold)
+        # a temporary probability raster is read once, by the vectoriser: no overviews, no compressed copy
+        predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress, threshold=params.threshold,
+                      as_cog=prob_out is not None)
         if confidence_out is not None:
             write_confidence_cog(prob_path, confidence_out, ConfidenceThresholds.from_meta(bundle.meta), overwrite=overwrite)
         # lines are traced in blocks of twice the prediction's (4096 px by default), so a smaller

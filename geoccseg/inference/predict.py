@@ -705,6 +705,7 @@ def predict_scene(
     overwrite: bool = False,
     progress: bool = True,
     threshold: float | None = None,
+    as_cog: bool = True,
 ) -> Path:
     """Predict class probabilities over a whole scene and write them as a Cloud-Optimised GeoTIFF.
 
@@ -717,6 +718,8 @@ def predict_scene(
         progress: show a progress bar over blocks.
         threshold: the vectoriser's threshold, recorded among the COG's provenance tags
             (:func:`geoccseg.inference.cog.provenance`) when lines are drawn from it.
+        as_cog: False: a plain tiled GeoTIFF, uncompressed and without overviews (a temporary
+            raster that only the vectoriser reads; faster to write).
 
     Returns:
         ``prob_out`` as a Path.
@@ -765,5 +768,6 @@ def predict_scene(
                 bar.update()
         chunk_px = COG_BLOCK_PX * max(1, round(block_px / COG_BLOCK_PX))
         write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, options.prob_dtype, overwrite, chunk_px,
-                              tags=provenance(bundle, threshold, engine=engine_label(engine, options.precision), state=ref.state))
+                              tags=provenance(bundle, threshold, engine=engine_label(engine, options.precision), state=ref.state),
+                              as_cog=as_cog)
     return prob_out
