@@ -32,8 +32,8 @@ def _parse_classes(text: str | None) -> list[int] | None:
 @click.argument("pred", type=click.Path(path_type=Path))
 @click.argument("truth", type=click.Path(path_type=Path))
 @click.option("--threshold", type=float, default=None,
-              help="Probability threshold (positive when >=) [the one PRED's probability rasters record: the model's, at which "
-                   "geoccseg predict drew its lines; else 0.5].")
+              help="Probability threshold (positive when >=), in (0, 1] [the one PRED's probability rasters record: the one "
+                   "geoccseg predict drew a scene's lines at, the model's for photos; else 0.5].")
 @click.option("--tolerance-px", type=float, default=3, show_default=True, help="Relaxed precision/recall tolerance, pixels.")
 @click.option("--buffer-m", type=float, default=5.0, show_default=True, help="Centreline buffer, metres.")
 @click.option(

@@ -105,7 +105,7 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
         "ema_warmup_steps": ("Optimiser steps at the start during which the teacher copies the student.", None),
         "appearance_augment": ("Photometric jitter and random inversion of the labeled images too (for models meant "
                                "for other regions or sensors).", None),
-        "appearance_invert_p": ("Probability of the inversion within --appearance-augment, 0-1 (0 for cracks).", None),
+        "appearance_invert_p": ("Probability of the inversion within --appearance-augment, 0-1; give 0 for cracks (darker than their surface in every photo).", None),
         "per_image_norm": ("Normalise each photo by its own 2nd/98th percentiles (training and prediction), for photos "
                            "whose brightness differs between sets.", None),
         "crop_area_max": ("Largest area of the random crop as a fraction of the chip, 0.5-16 (above 1 zooms out).", None),

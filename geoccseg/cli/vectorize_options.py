@@ -18,7 +18,8 @@ _DEFAULTS = VectorizeParams()
 #: ``VectorizeParams`` field -> help (the default is appended). All lengths in metres, areas in m².
 HELP: dict[str, str] = {
     "threshold": "Foreground probability (0-1) at or above which a pixel is on a line "
-                 f"[the model's own threshold, else {DEFAULT_THRESHOLD}].",
+                 f"[predict: the model's own threshold; vectorize: the one the raster records (the one predict drew its lines "
+                 f"at); else {DEFAULT_THRESHOLD}].",
     "low_threshold": "Hysteresis: also keep pixels at or above this probability (0-1) when they touch a pixel at or "
                      "above --threshold [off].",
     "min_blob_m2": f"Remove foreground blobs smaller than this, square metres [{_DEFAULTS.min_blob_m2:g}].",
