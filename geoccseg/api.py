@@ -103,8 +103,7 @@ def predict(
         tile_px: chip edge in model pixels; None: the bundle's training tile, at least 512
             (:meth:`geoccseg.inference.predict.PredictOptions.tile_for`).
         overlap_px: overlap of neighbouring chips in pixels.
-        block_px: edge of a block in model pixels (one Dask task, one chunk of the result); a scene's
-            lines are traced in blocks twice as wide (memory grows with both).
+        block_px: edge of a block in model pixels (one Dask task, one chunk of the result).
         batch_size: chips per forward pass; None: on the CPU 4 chips of 256 px, 1 of 512 px or
             more; on CUDA 8 of 512 px (:meth:`geoccseg.inference.predict.PredictOptions.batch_for`).
 

@@ -199,15 +199,18 @@ def test_block_size_does_not_change_probabilities(cli_run, scene_path: Path, bun
 def test_a_smaller_block_bounds_the_vectoriser_too(scene_path: Path, bundle_dir: Path, tmp_path: Path, capfd) -> None:
     """--block-px bounds prediction's memory; the lines were then traced in 4096-px windows whatever
     it was (up to 6144 px with the halo: 0.6-0.8 GB per class; review V6). They go in blocks of twice
-    its edge (the default 2048: 4096, as before)."""
+    its edge within [1024, 4096] px (the default 2048: 4096, as before; a tiny block must not cut
+    the scene into thousands of blocks, each read with its halo: review of session 33, F1)."""
     import math
 
     from geoccseg.inference.pipeline import run_predict
+    from geoccseg.vectorize.blocks import line_block_px
 
+    assert (line_block_px(1), line_block_px(700), line_block_px(2048), line_block_px(100_000)) == (1024, 1400, 4096, 4096)
     options = PredictOptions(tile_px=128, overlap_px=32, block_px=128, device="cpu")
     run_predict(scene_path, tmp_path / "roads.gpkg", model=bundle_dir, prob_out=tmp_path / "p.tif", options=options, progress=True)
     with rasterio.open(tmp_path / "p.tif") as src:
-        blocks = math.ceil(src.height / 256) * math.ceil(src.width / 256)
+        blocks = math.ceil(src.height / 1024) * math.ceil(src.width / 1024)
     assert blocks > 1
     bars = [line for line in capfd.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("vectorise")]
     assert bars and f"| {blocks}/{blocks} [" in bars[-1], bars[-1:]

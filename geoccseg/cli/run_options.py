@@ -26,7 +26,7 @@ def run_options(scene: str, tile_floor: int) -> Callable[[Callable], Callable]:
         click.option("--overlap-px", type=int, default=DEFAULT_OVERLAP_PX, show_default=True,
                      help="Overlap of neighbouring chips in pixels."),
         click.option("--block-px", type=int, default=2048, show_default=True,
-                     help=f"{scene}: block edge in pixels (one task each; memory; predict traces lines in blocks twice as wide)."),
+                     help=f"{scene}: block edge in pixels (one task each; memory; predict traces lines in blocks of twice it, 1024-4096 px)."),
         click.option("--batch-size", type=int,
                      help="Chips per forward pass [512² chip pixels on the CPU (4 chips of 256 px, 1 of 512 px or more), "
                           "8 x 512² on CUDA]."),

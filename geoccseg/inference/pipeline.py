@@ -30,6 +30,7 @@ from geoccseg.io.scene import is_gdal_path, open_raster
 from geoccseg.io.vector_write import check_vector_output, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
+from geoccseg.vectorize.blocks import line_block_px
 from geoccseg.vectorize.network import DEFAULT_SNAP_M, check_graph_output, with_graph_layers
 
 
@@ -101,7 +102,7 @@ def run_predict(
         prob_out: also keep the probability COG here; None: use a temporary one.
         options: tiling, batching, device and Dask settings of
             :func:`geoccseg.inference.predict.predict_scene`; None for the defaults. The lines are
-            traced in blocks of twice ``options.block_px``.
+            traced in blocks of :func:`~geoccseg.vectorize.blocks.line_block_px` (4096 px by default).
         params: vectoriser settings (lengths in metres); None for the defaults.
         threshold: the foreground probability (0-1) of the lines, over ``params.threshold``;
             None: ``params``' threshold, whose default (None) is the bundle's own
@@ -146,9 +147,8 @@ def run_predict(
                       as_cog=prob_out is not None)
         if confidence_out is not None:
             write_confidence_cog(prob_path, confidence_out, ConfidenceThresholds.from_meta(bundle.meta), overwrite=overwrite)
-        # lines are traced in blocks of twice the prediction's (4096 px by default), so a smaller
-        # --block-px bounds the vectoriser's memory too (its windows are blocks plus a halo)
-        layers = vectorize_raster(prob_path, params=params, block_px=2 * options.block_px, progress=progress)
+        # a smaller --block-px bounds the vectoriser's memory too (its windows are blocks plus a halo)
+        layers = vectorize_raster(prob_path, params=params, block_px=line_block_px(options.block_px), progress=progress)
         write_vectors(with_graph_layers(layers, snap_m=graph_snap_m) if graph else layers, out_vectors, overwrite=overwrite,
                       metadata=provenance(bundle, params.threshold))
     return PredictResult(

@@ -72,11 +72,27 @@ _EXPECTED = (
 )
 
 
+BLOCK_PX = 4096
+"""Default block edge of the vectoriser, pixels of the probability raster."""
+
+MIN_LINE_BLOCK_PX = 1024
+"""Smallest block :func:`line_block_px` gives: each block is read with a halo of 128 px or more,
+so smaller blocks read and skeletonise the scene several times over."""
+
+
+def line_block_px(predict_block_px: int) -> int:
+    """The vectoriser's block edge after a prediction in blocks of ``predict_block_px``: twice it,
+    within [:data:`MIN_LINE_BLOCK_PX`, :data:`BLOCK_PX`] pixels of the probability raster (the
+    default prediction block, 2048, gives the default 4096), so that a smaller ``--block-px``
+    bounds the vectoriser's memory too."""
+    return int(min(BLOCK_PX, max(MIN_LINE_BLOCK_PX, 2 * predict_block_px)))
+
+
 def vectorize_raster(
     path: str | os.PathLike,
     *,
     params: VectorizeParams | None = None,
-    block_px: int = 4096,
+    block_px: int = BLOCK_PX,
     halo_px: int = 128,
     classes: list[str] | None = None,
     progress: bool = True,
@@ -138,7 +154,7 @@ def vectorize_raster(
         if max(src.height, src.width) > block_px and halo_px < _cleaning_span_px(params, pixel_size_m):
             log.warning("geoccseg: note: at %.2g m pixels, holes under %g m² and blobs under %g m² that are longer than %.0f m "
                         "and cross a border of the %d-px blocks may be cleaned unlike in one block (lines that differ there); "
-                        "fewer, larger blocks (geoccseg vectorize --block-px) leave fewer borders", min(pixel_size_m), params.max_hole_m2, params.min_blob_m2,
+                        "fewer, larger blocks (--block-px of geoccseg vectorize, or of predict) leave fewer borders", min(pixel_size_m), params.max_hole_m2, params.min_blob_m2,
                         halo_px * min(pixel_size_m), block_px)
 
         parts: dict[str, list[SkeletonPixels]] = {name: [] for name in wanted}
@@ -147,7 +163,7 @@ def vectorize_raster(
             first = blocks[0][0]
             with readable(path):
                 first_data, first_valid = src.read(bands, window=first), src.read_masks(bands, window=first) > 0
-            check_probability_range(first_data[first_valid], str(path), fix=f"; {_EXPECTED}")
+            check_probability_range(first_data, str(path), valid=first_valid, fix=f"; {_EXPECTED}")
         top = 0  # largest uint8 value read
         for window, core, open_edges in tqdm(blocks, desc=f"vectorise {name}", unit="block", disable=not progress):
             with readable(path):
@@ -157,7 +173,7 @@ def vectorize_raster(
                 top = max(top, int(np.max(data, where=valid, initial=0)))  # nodata (a 255 collar) is no value of the map
             prob = probabilities(data)
             if dtype != np.uint8:
-                check_probability_range(prob[valid], str(path), fix=f"; {_EXPECTED}")
+                check_probability_range(prob, str(path), valid=valid, fix=f"; {_EXPECTED}")
             for k, name in enumerate(wanted):
                 parts[name].append(
                     skeleton_pixels(
@@ -220,24 +236,35 @@ def check_probability_raster(src: rasterio.DatasetReader, path: str | os.PathLik
     return dtype
 
 
-def check_probability_range(values: np.ndarray, name: str, *, where: str = "", fix: str = "") -> None:
+def check_probability_range(
+    values: np.ndarray, name: str, *, valid: np.ndarray | None = None, where: str = "", fix: str = ""
+) -> None:
     """Refuse probabilities more than :data:`RANGE_TOLERANCE` outside [0, 1], naming ``name``.
 
-    NaN is nodata and left out; an infinity is out of range. Values from 0 to 255 are taken for
-    an unscaled uint8 map (above 1.5, none negative) and the message says how to scale it.
+    NaN is nodata and left out, as are the pixels ``valid`` marks False; an infinity is out of
+    range. Values from 0 to 255 are taken for an unscaled uint8 map (above 1.5, none negative) and
+    the message says how to scale it. The values are not copied (one boolean mask at most).
 
     Args:
         values: the probabilities (any shape) to check.
         name: what holds them, for the message (a path, ``prob``).
+        valid: pixels to check, the shape of ``values``; None: all.
         where: where in ``name`` they come from, written after the range (`` (in the chunk ...)``).
         fix: what to do, appended to the message (``; ...``).
     """
     values = np.asarray(values)
-    if np.issubdtype(values.dtype, np.floating):
-        values = values[~np.isnan(values)]
-    if not values.size:
+    values = values.view(np.uint8) if values.dtype == bool else values
+    keep = None if valid is None else np.asarray(valid, dtype=bool)
+    floating = np.issubdtype(values.dtype, np.floating)
+    if floating:
+        keep = ~np.isnan(values) if keep is None else keep & ~np.isnan(values)
+    if keep is not None and not keep.any() or not values.size:
         return
-    low, high = float(values.min()), float(values.max())
+    if keep is None:
+        low, high = float(values.min()), float(values.max())
+    else:
+        top, bottom = (np.inf, -np.inf) if floating else (np.iinfo(values.dtype).max, np.iinfo(values.dtype).min)
+        low, high = float(np.min(values, where=keep, initial=top)), float(np.max(values, where=keep, initial=bottom))
     if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
         hint = "; scale a uint8 map (0-255) by 1/255" if 1.5 < high < np.inf and low >= -RANGE_TOLERANCE else ""
         raise GeoccsegError(f"{name} holds values from {low:g} to {high:g}{where}, not probabilities in [0, 1]{hint}{fix}")
