@@ -289,6 +289,11 @@ def test_an_array_reads_values_a_hair_outside_0_1_as_a_geotiff_does(tmp_path):
     from_file = vectorize_raster(tif, progress=False)["road"]
     assert len(from_array) == len(from_file) == 1
     assert from_array["length_m"].iloc[0] == pytest.approx(from_file["length_m"].iloc[0])
+    # pixels marked invalid are not checked, as in a GeoTIFF (their fill value may be anything)
+    valid = np.ones(prob.shape, bool)
+    valid[:, :10] = False
+    filled = np.where(valid, prob, 255.0)
+    assert len(vectorize_array(filled, transform=ONE_METRE, crs=UTM, valid=valid)) == 1
     # the range is the array's own (it said "from 0" for any array whose least value was above 0)
     with pytest.raises(GeoccsegError, match=r"values from 12.7\d* to 255.1\d*, not probabilities in \[0, 1\]; scale a uint8 map"):
         vectorize_array(prob * 255, transform=ONE_METRE, crs=UTM)

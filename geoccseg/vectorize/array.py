@@ -45,7 +45,7 @@ def vectorize_array(
         raise GeoccsegError(f"prob must be a 2-D (H, W) array, got shape {prob.shape}")
     if valid is not None and np.shape(valid) != prob.shape:
         raise GeoccsegError(f"valid has shape {np.shape(valid)}, prob has {prob.shape}; they must match")
-    check_probability_range(prob, "prob")  # as a probability GeoTIFF is read (cubic resampling overshoots a little)
+    check_probability_range(prob, "prob", valid=valid)  # as a probability GeoTIFF is read (cubic resampling overshoots a little)
     if crs is None:
         raise GeoccsegError("crs is missing; pass the CRS of the probability array")
     params = (params or VectorizeParams()).resolved(None)
