@@ -375,7 +375,7 @@ def test_a_set_rollback_restores_symbolic_links_and_goes_on_past_a_failed_restor
     replace = os.replace
 
     def failing_restore(src, dst):
-        if Path(src).parent == work / "kept" and Path(dst).name == "roads.gpkg":
+        if Path(src).parent.name.startswith("kept") and Path(dst).name == "roads.gpkg":
             raise PermissionError(13, "Permission denied")
         return replace(src, dst)
 
@@ -385,6 +385,26 @@ def test_a_set_rollback_restores_symbolic_links_and_goes_on_past_a_failed_restor
         atomic.move_all_into_place([(work / name, out / name) for name in names], work / "kept", overwrite=True)
     assert (out / "a.txt").read_text() == "old a" and (out / "roads.gpkg").read_text() == "new roads.gpkg"
     assert (out / "roads.gpkg.previous").is_symlink() and (out / "roads.gpkg.previous").read_text() == "old roads"
+
+    # the same again: the old file goes to a free name (.previous is taken), and an interrupt stays an
+    # interrupt (exit status 130), the restore that failed told in a note and in the log
+    (out / "roads.gpkg").unlink()
+    (out / "roads.gpkg").symlink_to(elsewhere / "roads.gpkg")
+    for name in names:
+        (work / name).write_text(f"new {name}")
+    move = atomic._move
+
+    def interrupted_at_the_folder(tmp, dest, overwrite):
+        if dest.name == "preview.png":
+            raise KeyboardInterrupt
+        return move(tmp, dest, overwrite)
+
+    monkeypatch.setattr(atomic, "_move", interrupted_at_the_folder)
+    (work / "kept-again").mkdir()  # each run keeps in its own work folder
+    with pytest.raises(KeyboardInterrupt) as caught:
+        atomic.move_all_into_place([(work / name, out / name) for name in names], work / "kept-again", overwrite=True)
+    assert any("roads.gpkg.previous-2" in note for note in caught.value.__notes__)
+    assert (out / "roads.gpkg.previous-2").read_text() == "old roads" and (out / "a.txt").read_text() == "old a"
 
 
 def test_a_folder_that_appears_while_writing_is_kept_even_with_overwrite(tmp_path: Path) -> None:

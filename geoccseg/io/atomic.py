@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import shutil
@@ -32,6 +33,8 @@ from pathlib import Path
 import psutil
 
 from geoccseg.errors import GeoccsegError
+
+log = logging.getLogger(__name__)
 
 
 def check_writable(dest: str | os.PathLike, overwrite: bool = False, *, example: str | None = None) -> Path:
@@ -300,23 +303,35 @@ def move_all_into_place(moves: Sequence[tuple[Path, Path]], keep_dir: Path, over
             except OSError as err:
                 stuck.append(_set_aside(kept, dest, err))
         if stuck:
-            raise GeoccsegError(f"{str(exc) or type(exc).__name__}; then {len(stuck)} output(s) could not be put back as they "
-                                f"were: {'; '.join(stuck)}") from exc
+            told = f"{len(stuck)} output(s) could not be put back as they were: {'; '.join(stuck)}"
+            if not isinstance(exc, Exception):  # an interrupt or exit stays one (exit status 130, 143)
+                exc.add_note(told)
+                log.error("geoccseg: %s", told)
+                raise
+            raise GeoccsegError(f"{exc}; then {told}") from exc
         raise
 
 
 def _set_aside(kept: Path, dest: Path, err: OSError) -> str:
     """Keep the old file of a destination that could not be restored beside it, named
-    ``<name>.previous`` (never over another file); what happened, for the error message."""
+    ``<name>.previous`` (``.previous-2``, ... where taken; never over another file); what
+    happened, for the error message."""
     why = err.strerror or str(err)
     if not os.path.lexists(kept):
         return f"{dest} is this run's new file and could not be removed ({why})"
-    aside = dest.with_name(dest.name + ".previous")
-    try:
-        os.link(kept, aside, follow_symlinks=False)
-    except OSError as exc:
-        return f"{dest} is this run's new file ({why}) and its old one could not be set aside as {aside.name} ({exc.strerror or exc})"
-    return f"{dest} is this run's new file ({why}); its old one is {aside}"
+    failure = None
+    for k in range(1, 100):
+        aside = dest.with_name(dest.name + (".previous" if k == 1 else f".previous-{k}"))
+        try:
+            os.link(kept, aside, follow_symlinks=False)
+            return f"{dest} is this run's new file ({why}); its old one is {aside}"
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            failure = exc
+            break
+    return (f"{dest} is this run's new file ({why}) and its old one could not be set aside beside it"
+            f" ({failure.strerror or failure if failure else 'every .previous name is taken'})")
 
 
 def _keep(path: Path, copy: Path) -> None:
