@@ -7,7 +7,9 @@ process adds block results into it (read-modify-write of the block's window), in
 The final pass streams over the scene grid window by window: divide, mark nodata where no valid
 pixel contributed, resample back to the scene grid when the model ran at another pixel size
 (bilinear), quantise, and write a tiled GeoTIFF; then overviews are built and the file is copied
-with GDAL's COG driver to the destination through :func:`geoccseg.io.atomic.atomic_path`.
+with GDAL's COG driver to the destination through :func:`geoccseg.io.atomic.atomic_path`. A
+temporary probability raster that only the vectoriser reads (``as_cog=False``) is that tiled
+GeoTIFF itself: uncompressed, without overviews, the same values, mask and tags.
 
 Output format (what the vectoriser reads): one band per foreground class, named by the class;
 ``uint8`` = ``round(p * 255)`` with nodata in an internal dataset mask, or ``float32`` with NaN

@@ -707,7 +707,8 @@ def predict_scene(
     threshold: float | None = None,
     as_cog: bool = True,
 ) -> Path:
-    """Predict class probabilities over a whole scene and write them as a Cloud-Optimised GeoTIFF.
+    """Predict class probabilities over a whole scene and write them as a Cloud-Optimised GeoTIFF
+    (or, with ``as_cog=False``, a plain tiled GeoTIFF).
 
     Args:
         scene: the GeoTIFF scene (any size; read block by block).
