@@ -347,4 +347,4 @@ def test_blocks_say_when_their_halo_cannot_hold_what_cleaning_removes(tmp_path, 
         assert caplog.messages == []
         vectorize_raster(fine, block_px=64, progress=False)
     assert len(caplog.messages) == 1 and "geoccseg: note: at 0.05 m pixels, holes under 50 m²" in caplog.messages[0]
-    assert "fewer, larger blocks (geoccseg vectorize --block-px) leave fewer borders" in caplog.messages[0]
+    assert "fewer, larger blocks (--block-px of geoccseg vectorize, or of predict) leave fewer borders" in caplog.messages[0]
