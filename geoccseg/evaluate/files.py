@@ -51,7 +51,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
-from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, decode_uint8, refuse_confidence
+from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, decode_uint8, parse_threshold, refuse_confidence
 from geoccseg.io.scene import open_raster
 from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, unlabeled_is_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
@@ -216,7 +216,7 @@ def recorded_threshold(path: Path) -> float | None:
         else:
             with open_raster(path) as ds:
                 value = ds.tags().get(THRESHOLD_TAG)
-        return float(value) if value is not None and 0 < float(value) <= 1 else None
+        return parse_threshold(value)
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError, rasterio.errors.RasterioIOError):
         return None  # unreadable or too large: scoring says why
 

@@ -38,6 +38,16 @@ CONFIDENCE_TAG = "GEOCCSEG_CONFIDENCE"
 --confidence-out``; its value is ``max_probability,level`` (photos: ``level``)."""
 
 
+def parse_threshold(value: str | None) -> float | None:
+    """A recorded :data:`THRESHOLD_TAG` value as a decision threshold in (0, 1] (what predict,
+    vectorize and evaluate take), or None where it is missing, not a number or out of range."""
+    try:
+        threshold = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return threshold if threshold is not None and 0 < threshold <= 1 else None
+
+
 def refuse_confidence(tags, path) -> None:
     """Refuse a confidence raster (``tags``: its dataset tags or PNG text keys) where probabilities
     are read: its max-class probability is at least 0.5 wherever there is data, so every pixel

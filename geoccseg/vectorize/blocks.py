@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import IMAGE_SUFFIXES
-from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, probabilities, refuse_confidence
+from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, parse_threshold, probabilities, refuse_confidence
 from geoccseg.io.scene import is_gdal_path, open_raster, readable
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
 from geoccseg.vectorize.params import VectorizeParams
@@ -56,11 +56,7 @@ def recorded_threshold(path: str | os.PathLike) -> float | None:
 
 def tagged_threshold(ds: rasterio.DatasetReader) -> float | None:
     """The model's threshold recorded in an opened probability raster's tags, or None."""
-    try:
-        value = float(ds.tags()[THRESHOLD_TAG])
-    except (KeyError, ValueError):
-        return None
-    return value if 0 < value <= 1 else None
+    return parse_threshold(ds.tags().get(THRESHOLD_TAG))
 
 
 RANGE_TOLERANCE = 1e-3
