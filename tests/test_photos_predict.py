@@ -214,13 +214,25 @@ def test_evaluate_works_on_the_probability_folder(data_dir: Path, photo_run, tmp
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["n_images"] == 4
-    # scored at the model's threshold (recorded in each PNG; the crack lines are drawn at it), not at 0.5
+    # scored at the model's threshold (recorded in each PNG; the crack lines are drawn at it)
     threshold = load_bundle(resolve_model("crack")).meta.threshold
-    assert threshold != 0.5 and (scores["threshold"], scores["threshold_recorded"]) == (threshold, True)
+    assert (scores["threshold"], scores["threshold_recorded"]) == (threshold, True)
     assert f"threshold {threshold:g} (recorded in PRED)" in result.stdout
+    # whatever the PNGs record, not 0.5 (they are tagged 0.37 here: the shipped model's own is 0.5)
+    tagged = tmp_path / "tagged"
+    tagged.mkdir()
+    for stem in (*CFD, DEEPCRACK):
+        with Image.open(out / "probability" / f"{stem}.png") as image:
+            info = PngImagePlugin.PngInfo()
+            for key, value in image.info.items():
+                info.add_text(key, value if key != THRESHOLD_TAG else "0.37")
+            image.save(tagged / f"{stem}.png", pnginfo=info)
+    result = CliRunner().invoke(cli, ["evaluate", str(tagged), str(truth), "--json", str(tmp_path / "tagged.json")])
+    scores = json.loads((tmp_path / "tagged.json").read_text())
+    assert (scores["threshold"], scores["threshold_recorded"]) == (0.37, True)
     tp = fp = fn = 0
     for stem in (*CFD, DEEPCRACK):
-        pred = np.asarray(Image.open(out / "probability" / f"{stem}.png")) / 255 >= threshold
+        pred = np.asarray(Image.open(out / "probability" / f"{stem}.png")) / 255 >= 0.37
         mask = np.asarray(Image.open(truth / f"{stem}.png").convert("L")) >= 128
         tp, fp, fn = tp + int((pred & mask).sum()), fp + int((pred & ~mask).sum()), fn + int((~pred & mask).sum())
     assert scores["classes"][0]["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))

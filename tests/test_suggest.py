@@ -382,9 +382,9 @@ def test_photos_are_ranked_one_row_per_photo(data_dir, tmp_path):
     result = CliRunner().invoke(cli, ["suggest", pattern, "--model", "crack", "-n", "2", "--labels", str(masks), "-o", str(first),
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    table = pd.read_csv(first)  # (the checks below read the previous run's table, which chose the same two photos with the model of 2026-12-05)
-    assert list(table["rank"]) == [1, 2, 3, 4, 5]
-    assert list(table["typicality"][:2]) == [1.0, 1.0] and sorted(table["photo"][:4]) == ["001.jpg", "003.jpg", "004.jpg", "005.jpg"]
+    table = pd.read_csv(first)  # every photo ranked, 002 (no longer labeled) included; the two suggested are each the most typical of their cluster
+    assert list(table["rank"]) == [1, 2, 3, 4, 5] and sorted(table["photo"]) == ["001.jpg", "002.jpg", "003.jpg", "004.jpg", "005.jpg"]
+    assert list(table["typicality"][:2]) == [1.0, 1.0] and set(table["status"]) == {"suggested", "unlabeled"}
     assert result.stdout.splitlines()[:2] == list(table["photo"][:2])
     # masks named otherwise than their photos (002_mask.png) matched none: every photo stayed suggestible, silently
     shutil.copy(data_dir / "cfd" / "masks" / "002.png", masks / "002_mask.png")
