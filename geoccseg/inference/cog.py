@@ -278,8 +278,8 @@ def write_probability_cog(
         chunk_px: edge of the windows streamed through memory, in pixels.
         tags: dataset tags to add, e.g. :func:`provenance`.
         as_cog: False: ``dest`` is the tiled GeoTIFF as written, without overviews or compression
-            (a temporary raster for the vectoriser: the COG's overviews and compressed copy are
-            the slowest part of writing it).
+            (a temporary raster that only the vectoriser reads: it skips the overviews and the
+            compressed copy; measured a tie in time, 2026-12-06, and less written).
 
     Returns:
         ``dest`` as a Path.

@@ -720,7 +720,7 @@ def predict_scene(
         threshold: the vectoriser's threshold, recorded among the COG's provenance tags
             (:func:`geoccseg.inference.cog.provenance`) when lines are drawn from it.
         as_cog: False: a plain tiled GeoTIFF, uncompressed and without overviews (a temporary
-            raster that only the vectoriser reads; faster to write).
+            raster that only the vectoriser reads).
 
     Returns:
         ``prob_out`` as a Path.
