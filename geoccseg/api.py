@@ -62,7 +62,7 @@ from geoccseg.io.bundle import resolve_model
 from geoccseg.io.probability import STATE_TAG, THRESHOLD_TAG, WEIGHTS_TAG
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
-from geoccseg.vectorize.blocks import check_probability_range
+from geoccseg.vectorize.blocks import BLOCK_PX, check_probability_range
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -151,7 +151,7 @@ def vectorize(
     *,
     params: VectorizeParams | None = None,
     classes: list[str] | None = None,
-    block_px: int = 4096,
+    block_px: int = BLOCK_PX,
     progress: bool = False,
 ) -> dict[str, gpd.GeoDataFrame]:
     """Lines of each class from probabilities: a DataArray of :func:`predict` or a probability GeoTIFF.

@@ -13,7 +13,7 @@ from geoccseg.io.atomic import check_not_input
 from geoccseg.io.scene import is_gdal_path
 from geoccseg.io.vector_write import check_vector_output, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
-from geoccseg.vectorize.blocks import recorded_threshold
+from geoccseg.vectorize.blocks import BLOCK_PX, recorded_threshold
 from geoccseg.vectorize.network import check_graph_output, with_graph_layers
 
 _DEFAULTS = VectorizeParams()
@@ -24,7 +24,7 @@ _DEFAULTS = VectorizeParams()
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output file: .gpkg (one layer per class), .geojson, .fgb or .shp.")
 @vectorize_options()
-@click.option("--block-px", type=int, default=4096, show_default=True, help="Block side in pixels (memory).")
+@click.option("--block-px", type=int, default=BLOCK_PX, show_default=True, help="Block side in pixels (memory).")
 @graph_options()
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @verbosity_options
