@@ -637,3 +637,41 @@ def test_a_leftover_shapefile_part_is_refused_before_any_work(crop: Path, tmp_pa
     message = one_line_error(CliRunner().invoke(cli, args))
     assert "roads.dbf already exists" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["roads.dbf"]  # no probability raster: refused before the work
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_predict_stopped_while_tracing_lines_leaves_its_outputs_as_they_were(overwrite: bool, vegas: Path, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """Review E2: the probability and confidence rasters were moved into place before the lines
+    were traced; a Ctrl-C while tracing left them under the requested names (a rerun was refused
+    for them) or, with --overwrite, beside the old lines of another run. Now the three move into
+    place as one set, or nothing (here the stop comes once every line is traced)."""
+    from geoccseg.inference import pipeline
+
+    scene = vegas / "vegas_img0_rgb.tif"
+
+    outputs = {name: tmp_path / name for name in ("roads.gpkg", "prob.tif", "confidence.tif")}
+    if overwrite:
+        for name, path in outputs.items():
+            path.write_bytes(f"the older {name}".encode())
+    before = tree(tmp_path)
+    traced = []
+
+    def stopped_after_tracing(*args, **kwargs):
+        traced.append(pipeline.vectorize_raster.__wrapped__(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    stopped_after_tracing.__wrapped__ = pipeline.vectorize_raster
+    monkeypatch.setattr(pipeline, "vectorize_raster", stopped_after_tracing)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_predict(scene, outputs["roads.gpkg"], model="road", prob_out=outputs["prob.tif"],
+                             confidence_out=outputs["confidence.tif"], options=PredictOptions(device="cpu"), overwrite=overwrite,
+                             progress=False)
+    assert traced and tree(tmp_path) == before  # every line traced, then nothing written: no work folder left either
+    monkeypatch.undo()
+    pipeline.run_predict(scene, outputs["roads.gpkg"], model="road", prob_out=outputs["prob.tif"], confidence_out=outputs["confidence.tif"],
+                         options=PredictOptions(device="cpu"), overwrite=overwrite, progress=False)  # the same run, not refused
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(outputs)
+    assert len(gpd.read_file(outputs["roads.gpkg"], layer="road")) == len(traced[0]["road"]) > 0
+    with rasterio.open(outputs["prob.tif"]) as prob, rasterio.open(outputs["confidence.tif"]) as conf:
+        assert prob.shape == conf.shape == (1300, 1300)

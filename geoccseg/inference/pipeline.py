@@ -10,6 +10,7 @@ It checks every output before any computation, predicts the probability COG bloc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -140,17 +141,22 @@ def run_predict(
     overrides = {"threshold": threshold, "low_threshold": low_threshold, "min_length_m": min_length_m}
     params = dataclasses.replace(params or VectorizeParams(), **{k: v for k, v in overrides.items() if v is not None})
     params = params.resolved(bundle.meta.threshold)  # the model's own decision threshold, unless one is given
-    with scratch_dir(out_vectors) as workdir:
-        prob_path = prob_out or workdir / "probability.tif"
+    with contextlib.ExitStack() as stack:
+        # every output is finished in a work folder beside it, then all move into place as one set,
+        # the lines last: a run stopped while tracing lines leaves no probabilities behind
+        workdir = stack.enter_context(scratch_dir(out_vectors))
+        prob_path = stack.enter_context(scratch_dir(prob_out)) / prob_out.name if prob_out is not None else workdir / "probability.tif"
         # a temporary probability raster is read once, by the vectoriser: no overviews, no compressed copy
-        predict_scene(scene, bundle, prob_path, options, overwrite=overwrite, progress=progress, threshold=params.threshold,
-                      as_cog=prob_out is not None)
+        predict_scene(scene, bundle, prob_path, options, progress=progress, threshold=params.threshold, as_cog=prob_out is not None)
+        finished = [(prob_path, prob_out)] if prob_out is not None else []
         if confidence_out is not None:
-            write_confidence_cog(prob_path, confidence_out, ConfidenceThresholds.from_meta(bundle.meta), overwrite=overwrite)
+            confidence_path = stack.enter_context(scratch_dir(confidence_out)) / confidence_out.name
+            write_confidence_cog(prob_path, confidence_path, ConfidenceThresholds.from_meta(bundle.meta))
+            finished.append((confidence_path, confidence_out))
         # a smaller --block-px bounds the vectoriser's memory too (its windows are blocks plus a halo)
         layers = vectorize_raster(prob_path, params=params, block_px=line_block_px(options.block_px), progress=progress)
         write_vectors(with_graph_layers(layers, snap_m=graph_snap_m) if graph else layers, out_vectors, overwrite=overwrite,
-                      metadata=provenance(bundle, params.threshold))
+                      metadata=provenance(bundle, params.threshold), together=finished)
     return PredictResult(
         vectors=out_vectors,
         probabilities=prob_out,

@@ -2,9 +2,9 @@
 
 The format follows the extension. A GeoPackage gets one layer per class, named after it; the
 single-layer formats get all classes in one layer, told apart by the ``class`` column. The CRS
-is always written. Files are written under a temporary name and renamed when complete
-(:func:`geoccseg.io.atomic.atomic_path`); a Shapefile and its sidecar files are written into a
-temporary folder and moved into place together. A folder where a file is expected is refused,
+is always written. A file (a Shapefile with its sidecar files) is written into a work folder and
+moved into place when complete, with any other outputs of the run given to it, as one set
+(:func:`geoccseg.io.atomic.move_all_into_place`). A folder where a file is expected is refused,
 never removed.
 
 Each format is written as the widest range of GIS software reads it:
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -32,7 +33,7 @@ import pyogrio
 from pyproj import CRS
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.atomic import atomic_path, check_writable, move_all_into_place, scratch_dir
+from geoccseg.io.atomic import check_writable, move_all_into_place, scratch_dir
 from geoccseg.io.formats import VECTOR_DRIVERS
 
 _SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
@@ -94,8 +95,14 @@ def write_vectors(
     pixel_coordinates: bool = False,
     gpkg_version: str = GPKG_VERSION,
     metadata: dict[str, str] | None = None,
+    together: Sequence[tuple[Path, Path]] = (),
 ) -> Path:
     """Write lines of one or more classes to one file.
+
+    The file (a Shapefile: with its sidecar files) is written in a work folder beside ``path``,
+    then moved into place with :func:`~geoccseg.io.atomic.move_all_into_place`: a set, the lines
+    last, or nothing. With ``overwrite`` the old Shapefile parts the new one has not (an old
+    ``.qix`` index would not match it) are removed once the new set is in place.
 
     Args:
         layers: one GeoDataFrame per class, keyed by class name (e.g. from
@@ -111,6 +118,9 @@ def write_vectors(
             the provenance of the lines (:func:`geoccseg.inference.cog.provenance`); the other
             formats have nowhere standard to keep it. Layer, not dataset, metadata: GDAL writes a
             ``.aux.xml`` beside a GeoPackage with dataset metadata whenever it is read.
+        together: ``(finished temporary, destination)`` of other outputs of the same run (e.g.
+            predict's probability raster) moved into place in the same set, before the lines:
+            a failure or an interruption on the way leaves every destination as it was.
 
     Returns:
         The path written.
@@ -123,7 +133,7 @@ def write_vectors(
     driver = vector_driver(path)
     if str(gpkg_version) not in GPKG_VERSIONS:
         raise GeoccsegError(f"cannot write GeoPackage version {gpkg_version!r}; use one of {', '.join(GPKG_VERSIONS)}")
-    check_writable(path, overwrite, example=f"lines{path.suffix}")
+    path = check_vector_output(path, overwrite, example=f"lines{path.suffix}")
     if not layers:
         raise GeoccsegError(f"nothing to write to {path}: no layers given; pass one GeoDataFrame per class")
     if pixel_coordinates:
@@ -131,23 +141,44 @@ def write_vectors(
     else:
         target = _target_crs(layers, crs)
         frames = {name: _in_crs(frame, target) for name, frame in layers.items()}
+    taken = _shapefile_parts(path) if driver == "ESRI Shapefile" else []
+    with scratch_dir(path) as staging:
+        kept, new = staging / "replaced", staging / "new"  # the old files, until the new set is in place
+        kept.mkdir()
+        new.mkdir()
+        _write_file(frames, new / path.name, driver, target, gpkg_version, metadata)
+        parts = _shapefile_parts(new / path.name) if driver == "ESRI Shapefile" else [new / path.name]
+        moves = [(part, path.with_name(part.name)) for part in sorted(parts, key=lambda p: (p.suffix.lower() == path.suffix.lower(), p.name))]
+        move_all_into_place([*together, *moves], kept, overwrite)  # the lines (a Shapefile's .shp) last
+    written = {dest for _, dest in moves}
+    for old in taken:
+        if old not in written:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _shapefile_parts(path: Path) -> list[Path]:
+    """The files of the Shapefile ``path`` that exist: the ``.shp`` and its sidecars."""
+    return [path.with_suffix(ext) for ext in (".shp", *_SHAPEFILE_PARTS) if path.with_suffix(ext).is_file()]
+
+
+def _write_file(frames: dict[str, gpd.GeoDataFrame], path: Path, driver: str, target: CRS | None, gpkg_version: str,
+                metadata: dict[str, str] | None) -> None:
+    """Write the frames to the new file ``path`` (in a work folder) in the format of ``driver``: a
+    GeoPackage layer per class, else one layer of all classes."""
     if driver == "GPKG":
-        with atomic_path(path, overwrite) as tmp:
-            for i, (name, frame) in enumerate(frames.items()):
-                _write(frame, tmp, name, driver, dataset_options={"VERSION": str(gpkg_version)} if i == 0 else None,
-                       layer_metadata=metadata)
-        return path
+        for i, (name, frame) in enumerate(frames.items()):
+            _write(frame, path, name, driver, dataset_options={"VERSION": str(gpkg_version)} if i == 0 else None, layer_metadata=metadata)
+        return
     merged = gpd.GeoDataFrame(pd.concat(list(frames.values()), ignore_index=True), geometry="geometry", crs=target)
     if driver == "ESRI Shapefile":
-        _write_shapefile(merged, path, overwrite)
+        merged = merged.rename(columns=shapefile_fields([c for c in merged.columns if c != merged.geometry.name]))
+        _write(merged, path, path.stem, driver)
     elif driver == "GeoJSON" and target is not None:
-        with atomic_path(path, overwrite) as tmp:
-            _write(merged.to_crs("EPSG:4326"), tmp, path.stem, driver,
-                   layer_options={"RFC7946": "YES", "COORDINATE_PRECISION": str(GEOJSON_DECIMALS)})
+        _write(merged.to_crs("EPSG:4326"), path, path.stem, driver,
+               layer_options={"RFC7946": "YES", "COORDINATE_PRECISION": str(GEOJSON_DECIMALS)})
     else:
-        with atomic_path(path, overwrite) as tmp:
-            _write(merged, tmp, path.stem, driver)
-    return path
+        _write(merged, path, path.stem, driver)
 
 
 def shapefile_fields(columns: list[str]) -> dict[str, str]:
@@ -211,30 +242,3 @@ def _write(frame: gpd.GeoDataFrame, path: Path, layer: str, driver: str, **optio
         warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)  # pixel coordinates, on purpose
         pyogrio.write_dataframe(frame, path, layer=layer, driver=driver, geometry_type=kind or ("LineString" if lines_only else None),
                                 **options)
-
-
-def _write_shapefile(frame: gpd.GeoDataFrame, path: Path, overwrite: bool) -> None:
-    """Write a Shapefile and its sidecars in a work folder, then move them all into place.
-
-    With ``overwrite`` the parts of the old Shapefile are replaced one by one, the ``.shp`` last;
-    the old parts the new file has not (an old ``.qix`` index would not match it) are removed only
-    once the new set is in place, and a failure on the way (also one flushing a rename to disk, after
-    it) puts the old set back: every part already moved, the ``.shp`` included, is replaced by its
-    old copy or removed (the old parts were removed first: an interrupted overwrite left the old
-    ``.shp`` without its ``.dbf``). A part whose move did not happen is left as it is. Without
-    ``overwrite`` no part may exist. A folder in place of any part is refused.
-    """
-    check_vector_output(path, overwrite, example="roads.shp")
-    taken = [path.with_suffix(ext) for ext in (".shp", *_SHAPEFILE_PARTS) if path.with_suffix(ext).is_file()]
-    frame = frame.rename(columns=shapefile_fields([c for c in frame.columns if c != frame.geometry.name]))
-    with scratch_dir(path) as staging:
-        kept, new = staging / "replaced", staging / "new"  # the old parts, until the new set is in place
-        kept.mkdir()
-        new.mkdir()
-        _write(frame, new / path.name, path.stem, "ESRI Shapefile")
-        moves = [(part, path.with_suffix(part.suffix)) for part in sorted(new.iterdir(), key=lambda p: (p.suffix == ".shp", p.name))]
-        move_all_into_place(moves, kept, overwrite)  # the .shp last
-        written = {dest for _, dest in moves}
-        for old in taken:
-            if old not in written:
-                old.unlink(missing_ok=True)
