@@ -998,3 +998,34 @@ def test_foreground_chips_hold_a_labeled_road_in_photos_and_scenes(data_dir, veg
     uniform = [bool((scene.labeled_chip(gen)["mask"] == 1).any()) for _ in range(16)]
     targeted = [bool((scene.labeled_chip(gen, foreground=True)["mask"] == 1).any()) for _ in range(16)]
     assert sum(uniform) < 8 and all(targeted), (uniform, targeted)
+
+
+def test_adjacent_tiles_with_one_held_out_for_validation_train(vegas, tmp_path):
+    """Review T2: two tiles of one grid share an edge. A validation AOI drawn as the second tile's
+    extent only touches the first: their intersection is a line, which TorchGeo's sampler handed to
+    geopandas' clip (a TypeError traceback); an AOI that overlaps one tile and touches it elsewhere
+    was a polygon and a line (the same). Only the areas count now."""
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        tiles = []
+        for name, col in (("west", 0), ("east", 650)):
+            window = rasterio.windows.Window(col, 0, 650, 1300)
+            path = tmp_path / f"{name}.tif"
+            with rasterio.open(path, "w", **(src.profile | {"width": 650, "height": 1300, "transform": src.window_transform(window)})) as dst:
+                dst.write(src.read(window=window))
+            tiles.append(path)
+    west, east = (box(*open_scene(path).bounds) for path in tiles)
+    assert west.intersection(east).geom_type == "LineString"  # the grid's shared edge, exactly
+    strip = box(west.bounds[0], west.bounds[1], (west.bounds[0] + west.bounds[2]) / 2, west.bounds[3])
+    gpd.GeoDataFrame(geometry=[east], crs=4326).to_file(tmp_path / "east.gpkg")
+    gpd.GeoDataFrame(geometry=[west], crs=4326).to_file(tmp_path / "west.gpkg")
+    gpd.GeoDataFrame(geometry=[strip, east], crs=4326).to_file(tmp_path / "strip_and_east.gpkg")
+    roads = vegas / "vegas_img0_roads.geojson"
+    data = SceneTrainingData(tiles, labels=roads, aoi=tmp_path / "west.gpkg", val_aoi=tmp_path / "east.gpkg", tile_px=128)
+    assert data.regions[0].validation is None and data.regions[1].labeled is None
+    assert data.validation_queries() and all(r is data.regions[1] for r, _ in data.validation_queries())
+    assert data.labeled_queries() and all(r is data.regions[0] for r, _ in data.labeled_queries())
+    data = SceneTrainingData(tiles, labels=roads, aoi=tmp_path / "strip_and_east.gpkg", tile_px=128)
+    assert data.regions[0].labeled.geom_type == "Polygon" and data.regions[0].labeled.equals(strip)
+    labeled_in = {id(r) for r, _ in data.labeled_queries()}
+    assert labeled_in == {id(data.regions[0]), id(data.regions[1])}
+

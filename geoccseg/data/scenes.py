@@ -19,7 +19,7 @@ from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.data.chips import Query, RandomQueries, SceneChips, accept_labeled, accept_unlabeled, grid_queries
 from geoccseg.data.coverage import missing_class_message
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.aoi import read_aoi
+from geoccseg.io.aoi import areal, read_aoi
 from geoccseg.io.labels import Labels, open_labels
 from geoccseg.io.normalize import PERCENTILES, NormStats, compute_stats
 from geoccseg.io.scene import open_scene
@@ -136,18 +136,16 @@ class SceneTrainingData(TrainingData):
             if lab is not None:
                 if aoi:
                     labeled = read_aoi(aoi, scene.crs, what="AOI")
-                    labeled = labeled.intersection(footprint) if labeled.intersects(footprint) else None
+                    labeled = areal(labeled.intersection(footprint))
                 elif np.isfinite(lab.total_bounds).all() and shapely.box(*lab.total_bounds).intersects(footprint):
                     labeled = footprint  # labels without an AOI count as complete over the scene
             validation = read_aoi(val_aoi, scene.crs, what="validation AOI") if val_aoi else None
             covered = False  # the validation AOI takes the whole labeled area
             if validation is not None:
-                validation = validation.intersection(footprint) if validation.intersects(footprint) else None
+                validation = areal(validation.intersection(footprint))
                 if labeled is not None and validation is not None:
                     covered = labeled.area > 0 and labeled.difference(validation).area == 0
-                    labeled = labeled.difference(validation)
-            if labeled is not None and labeled.area == 0:
-                labeled = None
+                    labeled = areal(labeled.difference(validation))
             if covered and len(opened) == 1:
                 raise GeoccsegError(f"validation AOI {val_aoi} covers the whole labeled area of scene {scene.path}, which leaves "
                                     "nothing to train on; draw the validation AOI over a part of the labeled area only")

@@ -28,8 +28,8 @@ def read_aoi(path: str | os.PathLike, crs, footprint: BaseGeometry | None = None
     if footprint is not None:
         if not geom.intersects(footprint):
             raise GeoccsegError(f"{what} {path} does not overlap the scene; check its location and CRS")
-        geom = geom.intersection(footprint)
-        if geom.area == 0:
+        geom = areal(geom.intersection(footprint))
+        if geom is None:
             raise GeoccsegError(f"{what} {path} only touches the scene's edge; it must overlap the scene")
     return geom
 
@@ -53,7 +53,22 @@ def dissolved(polygons: gpd.GeoDataFrame, crs, path: str | os.PathLike, what: st
     Raises:
         GeoccsegError: their area is zero.
     """
-    geom = shapely.union_all(polygons.to_crs(crs).geometry.make_valid().values)
-    if geom.is_empty or geom.area == 0:
+    geom = areal(shapely.union_all(polygons.to_crs(crs).geometry.make_valid().values))  # a repaired spike is a line
+    if geom is None:
         raise GeoccsegError(f"{what} {path} is empty (zero area); draw the area as polygons")
     return geom
+
+
+def areal(geom: BaseGeometry | None) -> BaseGeometry | None:
+    """The polygons of ``geom``, without the lines and points an overlay or a repair leaves where
+    areas only touch (two adjacent tiles share an edge: their intersection is a line, which the
+    chip samplers cannot clip to); None where no area is left."""
+    if geom is None or geom.is_empty:
+        return None
+    polygons = []
+    for part in shapely.get_parts(geom):
+        if part.geom_type == "GeometryCollection":
+            part = areal(part)
+        if part is not None and part.geom_type in ("Polygon", "MultiPolygon") and part.area > 0:
+            polygons.append(part)
+    return shapely.union_all(polygons) if polygons else None
