@@ -152,6 +152,9 @@ def test_resume_continues_steps_optimiser_and_metrics(run_copy):
     # (a resumed run rebuilds its metadata from the config; it wrote the bundle again without it)
     assert 0 < training["validation"]["threshold"] < 1
     assert json.loads((run_copy / "bundle.json").read_text())["threshold"] == round(training["validation"]["threshold"], 4)
+    # review T5: the folder's config.yaml still repeats the run (it said resume: true after a resume,
+    # so `train --config it -o elsewhere` was refused: "cannot resume: ... holds no checkpoint")
+    assert "resume: false" in (run_copy / "config.yaml").read_text() and "resume: false" in training["config"]
 
 
 def test_checkpoint_holds_the_teacher_of_its_step(data_dir, tmp_path):

@@ -227,9 +227,10 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
     """Lightning's fit (and a last validation if none ran) in ``c.out``, stopped cleanly by signals."""
     out = Path(c.out)
     ckpt = out / CHECKPOINTS / LAST
+    settings = replace(c, resume=False).to_yaml()  # --resume is what this command did, not a setting: the file repeats the run
     meta = BundleMeta(
         model=model_config.to_dict(), classes=data.classes, bands=data.bands, norm=data.norm,
-        pixel_size_m=data.pixel_size_m, tile_px=c.tile_px, training={"data": data.summary(), "config": c.to_yaml()},
+        pixel_size_m=data.pixel_size_m, tile_px=c.tile_px, training={"data": data.summary(), "config": settings},
     )
     if c.pseudo_centreline_px == "auto" and c.pseudo:  # the half-width measured on the labeled chips
         meta.training["pseudo_centreline_px"] = module.centreline_px
@@ -237,7 +238,7 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         src = pretrained_source(c.encoder)
         meta.training["pretrained"] = {"package": src.package, "sha256": src.sha256, "licence": src.licence, "data": "ImageNet-1k"}
     with atomic_path(out / "config.yaml", overwrite=True) as tmp:
-        tmp.write_text(c.to_yaml())
+        tmp.write_text(settings)
 
     start_step = resumed["global_step"] if resumed else 0
     stream = ChipStream(data, c.batch_size, c.unlabeled_batch_size if c.semi_supervised else 0, c.seed, start_step=start_step,
