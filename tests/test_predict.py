@@ -600,3 +600,14 @@ def test_a_dask_scheduler_without_workers_is_a_one_line_error(scene_path: Path, 
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert f"the Dask scheduler at {cluster.scheduler_address} has no worker (waited 2 s)" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("address", ["http://127.0.0.1:8787", "tcp://127.0.0.1:port"])
+def test_a_scheduler_address_that_is_not_one_is_a_one_line_error(address: str, scene_path: Path, tmp_path: Path) -> None:
+    """Review E6: the dashboard's http:// address (what a browser shows) or a port that is not a
+    number raised distributed's ValueError as a traceback."""
+    result = CliRunner().invoke(cli, ["predict", str(scene_path), "-o", str(tmp_path / "roads.gpkg"), "--device", "cpu",
+                                      "--scheduler", address])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"--scheduler {address} is not a Dask scheduler address (" in result.stderr and "give the scheduler's tcp://host:8786" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

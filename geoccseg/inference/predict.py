@@ -591,6 +591,9 @@ def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.Pa
             client = distributed.Client(scheduler, timeout=15)
         except (OSError, TimeoutError) as exc:
             raise GeoccsegError(f"cannot connect to the Dask scheduler at {scheduler} ({exc}); check the address and that it runs") from None
+        except (ValueError, TypeError) as exc:  # an unknown scheme (the dashboard's http://) or port
+            raise GeoccsegError(f"--scheduler {scheduler} is not a Dask scheduler address ({exc}); give the scheduler's "
+                                "tcp://host:8786 (its dashboard's http:// address is another)") from None
         with client:
             try:
                 client.wait_for_workers(1, timeout=WORKER_WAIT_S)
