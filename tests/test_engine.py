@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -269,7 +270,7 @@ def test_auto_falls_back_to_torch_where_the_network_cannot_be_exported(scene: Pa
         auto = predict_array(bundle, image, device="cpu", engine="auto")
     np.testing.assert_array_equal(auto, expected)
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "geoccseg.inference.engine"]
-    assert "\n" not in warning and "ONNX export failed (cannot export the network to ONNX (" in warning
+    assert "\n" not in warning and "the onnx engine cannot run (cannot export the network to ONNX (" in warning
     assert "aten::cummax" in warning and warning.endswith("; predicting with the torch engine")
     with pytest.raises(GeoccsegError, match=r"^cannot export the network to ONNX \(.*cummax.*\); use --engine torch$"):
         predict_array(bundle, image, device="cpu", engine="onnx")
@@ -442,3 +443,32 @@ def test_the_cache_warns_when_it_grows_and_clear_removes_only_the_exports(
     assert sorted((cache / "onnx").iterdir()) == sorted([*own[:2], own[3]]) and all(p.read_text() == "the user's" for p in own)
     assert exported_model(road.model, 3)  # exported again on demand
 
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_runtime_that_fails_to_import_is_one_line_and_auto_falls_back(runtime: str, scene: Path, tmp_path: Path) -> None:
+    """Review E7: a runtime whose import fails (a wheel built for another NumPy, a missing system
+    library) was found installed, chosen, then its ImportError was a traceback; ``auto`` did not
+    fall back to torch. Real processes, with a package of that name that fails to import first on
+    the path."""
+    broken = tmp_path / "site" / runtime
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('libbroken.so: cannot open shared object file')\n")
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    engine = "onnx" if runtime == "onnxruntime" else "openvino"
+    name = "ONNX Runtime" if runtime == "onnxruntime" else "OpenVINO"
+
+    def predict(*options: str) -> subprocess.CompletedProcess:
+        out = tmp_path / f"roads{len(list(tmp_path.glob('roads*')))}.gpkg"
+        return subprocess.run([sys.executable, "-m", "geoccseg.cli", "predict", str(scene), "-o", str(out), "--device", "cpu", *options],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    failed = predict("--engine", engine)
+    assert failed.returncode in (1, 2) and "Traceback" not in failed.stderr, failed.stderr  # 2: refused with the options
+    assert (f"geoccseg: error: {name} is installed but cannot be imported (libbroken.so: cannot open shared object file; "
+            f"pip install --force-reinstall {runtime} may mend it); use --engine torch") in failed.stderr
+    if runtime == "onnxruntime":  # auto at fp32 runs ONNX Runtime on the CPU
+        auto = predict()
+        assert auto.returncode == 0, auto.stderr
+        assert f"warning: the onnx engine cannot run ({name} is installed but cannot be imported" in auto.stderr
+        assert "predicting with the torch engine" in auto.stderr

@@ -80,10 +80,13 @@ BF16_ON_ONNX = "--precision bf16 runs on --engine openvino or torch, or auto (ON
 
 
 def autocast(device: str) -> contextlib.AbstractContextManager:
-    """Mixed precision of prediction on ``device``: bfloat16 autocast on CUDA (float16 where bf16 is
-    not supported), nothing on the CPU."""
+    """Mixed precision of prediction on ``device``: bfloat16 autocast on CUDA GPUs that compute in it
+    (compute capability 8.0 and later: Ampere), float16 on older ones (torch's
+    ``is_bf16_supported()`` says yes there too, emulated, and asks the current GPU rather than
+    ``device``), nothing on the CPU."""
     if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        major, _ = torch.cuda.get_device_capability(torch.device(device))
+        return torch.autocast("cuda", dtype=torch.bfloat16 if major >= 8 else torch.float16)
     return contextlib.nullcontext()
 
 
@@ -453,6 +456,6 @@ def _settle(requested: str, device: str, model: torch.nn.Module, meta: BundleMet
         if requested != "auto" or precision == "int8":
             raise
         reason = str(exc).removesuffix("; use --engine torch")
-        log.warning("geoccseg: warning: ONNX export failed (%s); predicting with the torch engine", reason)
+        log.warning("geoccseg: warning: the %s engine cannot run (%s); predicting with the torch engine", engine, reason)
         return "torch", None
     return engine, built

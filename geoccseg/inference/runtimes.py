@@ -25,6 +25,8 @@ import os
 import sys
 import types
 
+from geoccseg.errors import GeoccsegError
+
 ORT_TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
 """ONNX Runtime's telemetry opt-out (``1``), read when it initialises."""
 
@@ -36,8 +38,10 @@ def import_onnxruntime() -> types.ModuleType:
     """The ``onnxruntime`` module, with :data:`ORT_TELEMETRY_ENV` set to ``1`` first unless the user
     set it (it is inherited by this process's children, Dask workers included)."""
     os.environ.setdefault(ORT_TELEMETRY_ENV, "1")
-    import onnxruntime
-
+    try:
+        import onnxruntime
+    except (ImportError, OSError) as exc:
+        raise _broken("ONNX Runtime", "onnxruntime", exc) from None
     return onnxruntime
 
 
@@ -51,6 +55,16 @@ def import_openvino() -> types.ModuleType:
     sys.modules[OPENVINO_TELEMETRY_PACKAGE] = None  # "not installed", to the import system
     try:
         import openvino
+    except (ImportError, OSError) as exc:
+        raise _broken("OpenVINO", "openvino", exc) from None
     finally:
         del sys.modules[OPENVINO_TELEMETRY_PACKAGE]
     return openvino
+
+
+def _broken(runtime: str, package: str, exc: BaseException) -> GeoccsegError:
+    """The one-line error of a runtime that is installed but fails to import (a wheel built for
+    another NumPy, a missing system library); ``--engine auto`` falls back to torch on it."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return GeoccsegError(f"{runtime} is installed but cannot be imported ({reason}; pip install --force-reinstall {package} "
+                         "may mend it); use --engine torch")
