@@ -611,3 +611,19 @@ def test_a_scheduler_address_that_is_not_one_is_a_one_line_error(address: str, s
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert f"--scheduler {address} is not a Dask scheduler address (" in result.stderr and "give the scheduler's tcp://host:8786" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("field, value", [("pixel_size_m", 0), ("pixel_size_m", -1.0), ("pixel_size_m", "NaN"), ("tile_px", 0)])
+def test_a_bundle_with_an_impossible_scale_is_refused_as_damaged(field: str, value, scene_path: Path, tmp_path: Path) -> None:
+    """A bundle.json with pixel_size_m 0 was a ZeroDivisionError traceback inside the refusal of a
+    too-small scale; NaN a ValueError from math.ceil; tile_px 0 a traceback in the chip grid."""
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model("road"), model)
+    text = (model / "bundle.json").read_text()
+    raw = json.loads(text)
+    raw[field] = value
+    (model / "bundle.json").write_text(json.dumps(raw).replace('"NaN"', "NaN"))
+    result = CliRunner().invoke(cli, ["predict", str(scene_path), "-o", str(tmp_path / "roads.gpkg"), "--model", str(model), "--device", "cpu"])
+    assert result.exit_code != 0 and result.stderr.count("\n") == 1 and "Traceback" not in result.output, result.output
+    assert f"model bundle {model} has a damaged bundle.json ({field} " in result.stderr and "retrain or restore it" in result.stderr
+    assert not (tmp_path / "roads.gpkg").exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -257,6 +258,10 @@ def _read_once(folder: Path) -> StoredBundle | None:
         )
         if meta.threshold is not None and not 0 < meta.threshold < 1:
             raise ValueError(f"threshold {meta.threshold} is outside (0, 1)")
+        if meta.pixel_size_m is not None and not 0 < meta.pixel_size_m < math.inf:  # NaN too: JSON reads NaN and Infinity
+            raise ValueError(f"pixel_size_m {meta.pixel_size_m} is not a positive number of metres")
+        if meta.tile_px < 1:
+            raise ValueError(f"tile_px {meta.tile_px} is not a positive number of pixels")
         expected = raw["weights_sha256"]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise GeoccsegError(f"model bundle {folder} has a damaged {META} ({exc}); retrain or restore it") from None
