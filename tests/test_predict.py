@@ -8,6 +8,7 @@ only, so any tiling must reproduce ``sigmoid(4 * x)`` of the normalised first ba
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import signal
@@ -627,3 +628,23 @@ def test_a_bundle_with_an_impossible_scale_is_refused_as_damaged(field: str, val
     assert result.exit_code != 0 and result.stderr.count("\n") == 1 and "Traceback" not in result.output, result.output
     assert f"model bundle {model} has a damaged bundle.json ({field} " in result.stderr and "retrain or restore it" in result.stderr
     assert not (tmp_path / "roads.gpkg").exists()
+
+
+def test_a_scheduler_gets_two_blocks_per_worker_thread(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    """Review E1: --scheduler kept 2 blocks in flight per worker process, so a `dask worker` (one
+    process with a thread per core) ran 2 blocks at a time whatever its cores. Here one worker of 4
+    threads: more than 2 blocks run at once (the scheduler's task stream), with the same result."""
+    import distributed
+
+    options = PredictOptions(device="cpu", tile_px=128, overlap_px=16, block_px=64, engine="torch")
+    local = predict_scene(scene_path, bundle_dir, tmp_path / "local.tif", options, progress=False)
+    with (distributed.LocalCluster(n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None) as cluster,
+          distributed.Client(cluster) as client):
+        client.get_task_stream()  # the scheduler records tasks from now on
+        remote = predict_scene(scene_path, bundle_dir, tmp_path / "remote.tif", replace(options, scheduler=cluster.scheduler_address),
+                               progress=False)
+        spans = [(s["start"], s["stop"]) for task in client.get_task_stream() for s in task["startstops"] if s["action"] == "compute"]
+    events = sorted([(start, 1) for start, _ in spans] + [(stop, -1) for _, stop in spans])
+    running = list(itertools.accumulate(change for _, change in events))
+    assert len(spans) >= 16 and max(running) >= 3, (len(spans), max(running))
+    np.testing.assert_array_equal(read_band(local), read_band(remote))

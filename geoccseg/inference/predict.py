@@ -558,18 +558,29 @@ def _run_local(jobs: Iterable, threads: int, task: Callable = predict_block) -> 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_dask(client: distributed.Client, jobs: Iterable, in_flight: int, task: Callable = predict_block) -> Iterator:
-    """Submit ``task(job)`` to a Dask cluster, keeping ``in_flight`` blocks queued, yielding results as they complete."""
+def _run_dask(client: distributed.Client, jobs: Iterable, task: Callable = predict_block) -> Iterator:
+    """Submit ``task(job)`` to a Dask cluster and yield the results as they complete, keeping two
+    blocks queued per worker thread (a block runs on one thread), counted again after every block:
+    a ``dask worker`` of one process with all its cores' threads gets work for each, and workers
+    that join later get theirs."""
     import distributed
 
     jobs = iter(jobs)
-    futures = distributed.as_completed([client.submit(task, job, pure=False) for job in islice(jobs, in_flight)])
+    futures = distributed.as_completed()
+    queued = 0
+
+    def fill() -> None:
+        nonlocal queued
+        for job in islice(jobs, max(0, 2 * max(1, sum(client.nthreads().values())) - queued)):
+            futures.add(client.submit(task, job, pure=False))
+            queued += 1
+
+    fill()
     for future in futures:
         result = future.result()
         future.release()
-        job = next(jobs, None)
-        if job is not None:
-            futures.add(client.submit(task, job, pure=False))
+        queued -= 1
+        fill()
         yield result
 
 
@@ -766,7 +777,7 @@ def predict_scene(
                 share_bundle(bundle, device, ref)
                 results = _run_local(jobs, threads=1 if device == "cpu" else 2)
             else:
-                results = _run_dask(client, jobs, in_flight=2 * max(1, len(client.scheduler_info()["workers"])))
+                results = _run_dask(client, jobs)
             for result in results:
                 acc.add(result.window, result.weighted, result.weight)
                 bar.update()

@@ -229,7 +229,7 @@ def score_cells(
             share_bundle(bundle, device, ref)
             results = _run_local(jobs, threads=1 if device == "cpu" else 2, task=score_block)
         else:
-            results = _run_dask(client, jobs, in_flight=2 * max(1, len(client.scheduler_info()["workers"])), task=score_block)
+            results = _run_dask(client, jobs, task=score_block)
         for block in results:
             _, h, w = block.sums.shape
             sums[:, block.row:block.row + h, block.col:block.col + w] = block.sums
