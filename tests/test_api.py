@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import dask
 import dask.array
 import numpy as np
 import pytest
@@ -332,3 +334,32 @@ def test_the_in_memory_copy_of_a_jpeg_ycbcr_scene_is_rgb(vegas: Path, tmp_path: 
     with rasterio.open(tmp_path / "ycbcr.tif") as src, rasterio.open(held.path) as copy:
         assert [c.name for c in copy.colorinterp] == ["red", "green", "blue"] and copy.compression.name.lower() == "deflate"
         assert (copy.read() == src.read()).all()  # the pixels as the JPEG decodes them
+
+
+def test_a_lazy_prediction_runs_one_block_at_a_time_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review E4: Dask's threaded scheduler ran as many blocks at once as it has threads (the
+    machine's cores; 4 here), each engine with its own threads on the same cores (on CUDA: as
+    many forward passes of 8 chips on one GPU). The API now runs them as `geoccseg predict` does:
+    one at a time on the CPU. Timed by the real blocks' own start and end, same result."""
+    import threading
+    import time
+
+    from geoccseg import api
+
+    spans, real = [], api.predict_block
+
+    def timed(job):
+        start = time.perf_counter()
+        result = real(job)
+        spans.append((start, time.perf_counter(), threading.get_ident()))
+        return result
+
+    options = dict(tile_px=128, overlap_px=16, block_px=64, device="cpu", engine="torch")
+    with dask.config.set(scheduler="threads", num_workers=4):
+        expected = geoccseg.predict(sample_scene(), **options).values
+        monkeypatch.setattr(api, "predict_block", timed)
+        got = geoccseg.predict(sample_scene(), **options).values
+    events = sorted([(a, 1) for a, _, _ in spans] + [(b, -1) for _, b, _ in spans])
+    running = max(itertools.accumulate(change for _, change in events))
+    assert len(spans) >= 8 and len({t for *_, t in spans}) > 1 and running == 1, (len(spans), running)
+    np.testing.assert_array_equal(got, expected)

@@ -99,6 +99,13 @@ on an 8192-px scene at 17.0 Mpx/s with 8 chips per pass (2 blocks at once, as on
 default). A pass of eight chips grew the peak memory by about 0.6 GB in float32 on the CPU; under
 bf16 autocast it holds less (not measured on the GPU)."""
 
+def blocks_at_once(device: str) -> int:
+    """How many blocks one process predicts at a time on ``device``: 1 on the CPU (the engine's
+    forward pass already takes every core), 2 on CUDA (one block reads and blends while the other
+    runs on the GPU, as :data:`CUDA_BATCH_PX` was measured)."""
+    return 1 if device == "cpu" else 2
+
+
 MIN_TILE_PX = 256
 """Smallest default tile of ``geoccseg suggest``'s scoring (the bundle's training tile is raised to
 this); prediction's is :data:`DEFAULT_TILE_PX`. Scoring stayed at 256 px when prediction moved to
@@ -775,7 +782,7 @@ def predict_scene(
         ):
             if client is None:
                 share_bundle(bundle, device, ref)
-                results = _run_local(jobs, threads=1 if device == "cpu" else 2)
+                results = _run_local(jobs, threads=blocks_at_once(device))
             else:
                 results = _run_dask(client, jobs)
             for result in results:

@@ -37,6 +37,7 @@ from geoccseg.inference.predict import (
     ModelRef,
     PredictOptions,
     _run_dask,
+    blocks_at_once,
     _run_local,
     blend_chips,
     cached_engine,
@@ -227,7 +228,7 @@ def score_cells(
     ):
         if client is None:
             share_bundle(bundle, device, ref)
-            results = _run_local(jobs, threads=1 if device == "cpu" else 2, task=score_block)
+            results = _run_local(jobs, threads=blocks_at_once(device), task=score_block)
         else:
             results = _run_dask(client, jobs, task=score_block)
         for block in results:
