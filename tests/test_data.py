@@ -1029,3 +1029,34 @@ def test_adjacent_tiles_with_one_held_out_for_validation_train(vegas, tmp_path):
     labeled_in = {id(r) for r, _ in data.labeled_queries()}
     assert labeled_in == {id(data.regions[0]), id(data.regions[1])}
 
+
+def test_a_validation_set_without_the_class_is_refused(data_dir, vegas, tmp_path):
+    """Review T1: validation F1 is 1 for a model that predicts no road or crack at all and 0 for
+    any other where the validation set shows none, so the kept step was the first validated one
+    (or a collapsed teacher), silently. A validation AOI drawn where no road was labeled, or
+    validation photos without a crack, are refused before training, in one line."""
+    cfd = data_dir / "cfd"
+    (tmp_path / "val_images").mkdir()
+    (tmp_path / "val_masks").mkdir()
+    for name in ("001", "002"):
+        shutil.copy(cfd / "images" / f"{name}.jpg", tmp_path / "val_images")
+        with Image.open(cfd / "masks" / f"{name}.png") as mask:
+            Image.new("L", mask.size, 0).save(tmp_path / "val_masks" / f"{name}.png")
+    with pytest.raises(GeoccsegError, match=r"the 2 validation mask\(s\) \(001.png, 002.png\) hold no crack pixel.*give --val-images"):
+        PhotoTrainingData(cfd / "images", cfd / "masks", val_images=tmp_path / "val_images", val_masks=tmp_path / "val_masks", tile_px=64)
+    shutil.copy(cfd / "masks" / "002.png", tmp_path / "val_masks")  # one mask that shows a crack: accepted
+    PhotoTrainingData(cfd / "images", cfd / "masks", val_images=tmp_path / "val_images", val_masks=tmp_path / "val_masks", tile_px=64)
+
+    scene, roads = vegas / "vegas_img0_rgb.tif", vegas / "vegas_img0_roads.geojson"
+    lines = gpd.read_file(roads).to_crs(32611).buffer(10).to_crs(4326).union_all()
+    xmin, ymin, xmax, ymax = open_scene(scene).bounds
+    cells = [box(xmin + i * (xmax - xmin) / 4, ymin + j * (ymax - ymin) / 4, xmin + (i + 1) * (xmax - xmin) / 4, ymin + (j + 1) * (ymax - ymin) / 4)
+             for i in range(4) for j in range(4)]
+    empty = next(cell for cell in cells if not cell.intersects(lines))  # a quarter-by-quarter cell without a labeled road
+    gpd.GeoDataFrame(geometry=[empty], crs=4326).to_file(tmp_path / "val.gpkg")
+    with pytest.raises(GeoccsegError, match=r"validation AOI .*val.gpkg holds no labeled road.*draw it over labeled roads"):
+        SceneTrainingData([scene], labels=roads, val_aoi=tmp_path / "val.gpkg", tile_px=64)
+    with_road = max(cells, key=lambda cell: cell.intersection(gpd.read_file(roads).union_all()).length)
+    gpd.GeoDataFrame(geometry=[with_road], crs=4326).to_file(tmp_path / "val.gpkg")
+    assert SceneTrainingData([scene], labels=roads, val_aoi=tmp_path / "val.gpkg", tile_px=64).validation_queries()
+

@@ -480,7 +480,10 @@ class PhotoTrainingData(TrainingData):
         for folder in unlabeled_dirs or []:  # never a validation photo (--unlabeled pointed at the images folder)
             self.unlabeled_paths += [p for p in list_images(folder, "unlabeled images").values() if _file_id(p) not in held_apart]
         self._check_sizes()
-        self._counts, self.unlabeled_255, self._with_foreground = self._count_labels(", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)))
+        val_advice = ("give --val-images photos that show it" if val_images is not None
+                      else "choose another --seed or a larger --val-fraction, or give --val-images photos that show it")
+        self._counts, self.unlabeled_255, self._with_foreground = self._count_labels(
+            ", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)), val_advice)
         # colour when any labeled photo is; every photo is read with these bands (as prediction reads
         # a photo with its model's), so a folder mixing grey and colour photos trains as one
         self.bands = list(range(1, max(photo_bands(p) for p, _ in self.labeled_pairs) + 1))
@@ -494,9 +497,12 @@ class PhotoTrainingData(TrainingData):
             norm = stats_from_uint8(self._readable(sample[i] for i in sorted(pick)))  # one photo in memory at a time
         self.norm = norm
 
-    def _count_labels(self, masks: str | os.PathLike) -> tuple[np.ndarray, bool, list[int]]:
+    def _count_labels(self, masks: str | os.PathLike, val_advice: str) -> tuple[np.ndarray, bool, list[int]]:
         """Pixels per class (background first) of the labeled masks, unlabeled and transparent pixels
-        left out as training leaves them; refuse a foreground class without any. Every mask is read
+        left out as training leaves them; refuse a foreground class without any, in the labeled masks
+        or in the validation masks (``val_advice``: what to do then; the F1 of a class the
+        validation does not show is 1 for a model that never predicts it and 0 for any other, so it
+        cannot choose the kept step). Every mask is read
         once, here, which also decides how the masks of only 0 and 255 read (returned second: whether
         their 255 is unlabeled, as the folder shows, the way ``evaluate`` reads a folder of truth).
         Third: the indices of the labeled pairs with a foreground pixel (:meth:`labeled_chip`)."""
@@ -524,6 +530,15 @@ class PhotoTrainingData(TrainingData):
                     f"masks {masks}: 0 {name} pixels in the {len(self.labeled_pairs)} labeled mask(s) ({names}); "
                     "label images that show it: raise --labeled-fraction, choose another --seed or --labeled-names"
                 )
+        shown = np.zeros(len(counts), dtype=bool)
+        for mask, values in held[len(self.labeled_pairs):]:
+            labels = mask_classes(mask, values, len(counts), unlabeled_255)
+            shown[labels[values & (labels != IGNORE_INDEX)]] = True
+        for i, name in enumerate(self.classes, start=1):
+            if self.val_pairs and not shown[i]:
+                names = ", ".join(m.name for _, m in self.val_pairs[:3]) + (", ..." if len(self.val_pairs) > 3 else "")
+                raise GeoccsegError(f"the {len(self.val_pairs)} validation mask(s) ({names}) hold no {name} pixel, so validation cannot "
+                                    f"tell a model that finds {name} from one that finds nothing; {val_advice}")
         return counts, unlabeled_255, with_foreground
 
     def _check_sizes(self) -> None:

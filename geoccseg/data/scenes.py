@@ -165,6 +165,8 @@ class SceneTrainingData(TrainingData):
         if val_aoi and not self.validation_queries():  # else no validation, silently: the bundle would be the last step's
             raise GeoccsegError(f"validation AOI {val_aoi} holds no whole {self.tile_px}-px chip of valid imagery (a chip lies at "
                                 "least three quarters inside it); draw it larger, or lower --tile-px")
+        if val_aoi and labels:
+            self._check_validation_labels(val_aoi)
         self._labeled_grid: list | None = None
         self._unlabeled_grid: list | None = None
         self.unlabeled_from_labeled = self.has_labels and not self._any_unlabeled_chip()
@@ -183,6 +185,19 @@ class SceneTrainingData(TrainingData):
                 per_scene = [(r.labels, r.chips.scene.footprint, r.labeled) for r in self.regions]
                 raise GeoccsegError(missing_class_message(labels, name, i, per_scene, aoi, self.pixel_size_m))
         return counts
+
+    def _check_validation_labels(self, val_aoi: str | os.PathLike) -> None:
+        """Refuse a validation AOI without a labeled pixel of each foreground class: the F1 of a class
+        the validation does not show is 1 for a model that never predicts it and 0 for any other,
+        so it cannot choose the kept step (an AOI drawn where no road was labeled)."""
+        counts = np.zeros(len(self.classes) + 1, dtype=np.int64)
+        for r in self.regions:
+            if r.validation is not None:
+                counts += r.chips.count_labels(r.validation, len(counts))
+        for i, name in enumerate(self.classes, start=1):
+            if counts[i] == 0:
+                raise GeoccsegError(f"validation AOI {val_aoi} holds no labeled {name}, so validation cannot tell a model that finds "
+                                    f"{name}s from one that finds nothing; draw it over labeled {name}s, or leave --val-aoi out")
 
     def _any_unlabeled_chip(self) -> bool:
         """Whether a grid chip fits outside the labeled and validation regions (stops at the first)."""
