@@ -1060,3 +1060,24 @@ def test_a_validation_set_without_the_class_is_refused(data_dir, vegas, tmp_path
     gpd.GeoDataFrame(geometry=[with_road], crs=4326).to_file(tmp_path / "val.gpkg")
     assert SceneTrainingData([scene], labels=roads, val_aoi=tmp_path / "val.gpkg", tile_px=64).validation_queries()
 
+
+def test_scenes_of_very_different_pixel_sizes_need_a_training_size(vegas, tmp_path):
+    """Review T6: a 0.3 m and a 1 m scene trained silently at their mean (0.65 m), a size neither
+    has, recorded in the bundle; now they need --pixel-size-m. Close sizes (a scene in degrees
+    beside one in metres) still train at their mean."""
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        pixels = src.read([1, 2, 3])
+    for name, size in (("fine", 0.3), ("coarse", 1.0)):
+        side = pixels.shape[2] * size
+        with rasterio.open(tmp_path / f"{name}.tif", "w", driver="GTiff", width=pixels.shape[2], height=pixels.shape[1], count=3,
+                           dtype="uint8", crs="EPSG:32611", transform=from_bounds(500000, 4000000, 500000 + side, 4000000 + side,
+                                                                                  pixels.shape[2], pixels.shape[1])) as dst:
+            dst.write(pixels)
+    roads = tmp_path / "roads.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.LineString([(500010, 4000010), (500300, 4000300)])], crs=32611).to_file(roads)
+    scenes = [tmp_path / "fine.tif", tmp_path / "coarse.tif"]
+    with pytest.raises(GeoccsegError, match=r"the scenes' pixel sizes differ: 0.3 m \(fine.tif\) to 1 m \(coarse.tif\); give --pixel-size-m"):
+        SceneTrainingData(scenes, labels=roads, tile_px=64)
+    assert SceneTrainingData(scenes, labels=roads, tile_px=64, pixel_size_m=0.5).pixel_size_m == 0.5
+    close = SceneTrainingData([vegas / "vegas_img0_rgb.tif", tmp_path / "fine.tif"], labels=roads, tile_px=64)
+    assert 0.27 < close.pixel_size_m < 0.3

@@ -58,7 +58,7 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
     "Data: both kinds": {
         "classes": ("Comma-separated foreground class names (class index 1, 2, ...).", "road for scenes, crack for photos"),
         "pixel_size_m": ("Train at this pixel size, metres (scenes are resampled; photos: their declared size).",
-                         "the scenes' own; photos: unknown; with --init-from the starting model's"),
+                         "the scenes' own (scenes more than 1.5x apart need it); photos: unknown; with --init-from the starting model's"),
         "tile_px": ("Chip edge, pixels (a multiple of 32, at least 64).", None),
     },
     "Model": {

@@ -34,6 +34,11 @@ with roads in under one chip in a hundred slow these chips down."""
 log = logging.getLogger(__name__)
 
 
+MIXED_SCALES = 1.5
+"""The ratio of the scenes' pixel sizes above which training needs ``pixel_size_m`` (below it, the
+scenes train at their mean size: 0.27 and 0.30 m, say, a sample in degrees beside one in metres)."""
+
+
 @dataclass
 class SceneRegions:
     """The chips of one scene and the regions (scene CRS) they are drawn from."""
@@ -120,7 +125,12 @@ class SceneTrainingData(TrainingData):
         if len({len(s.bands) for s in opened}) != 1:
             raise GeoccsegError("scenes have different numbers of bands; select the same bands with --bands")
         self.bands = list(opened[0].bands)
-        self.pixel_size_m = pixel_size_m or float(np.mean([s.pixel_size_m for s in opened]))
+        sizes = [s.pixel_size_m for s in opened]
+        if pixel_size_m is None and max(sizes) > MIXED_SCALES * min(sizes):
+            finest, coarsest = opened[int(np.argmin(sizes))], opened[int(np.argmax(sizes))]
+            raise GeoccsegError(f"the scenes' pixel sizes differ: {min(sizes):.3g} m ({finest.path.name}) to {max(sizes):.3g} m "
+                                f"({coarsest.path.name}); give --pixel-size-m, the one size every scene is resampled to for training")
+        self.pixel_size_m = pixel_size_m or float(np.mean(sizes))
         if per_image:
             percentiles = norm.percentiles if norm else PERCENTILES
             own = [compute_stats(scene, percentiles) for scene in opened]
