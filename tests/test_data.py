@@ -743,6 +743,11 @@ def test_several_photo_sources_train_together_at_one_pixel_size(data_dir, tmp_pa
     assert code == 2 and "needs positive sizes and --pixel-size-m" in out and len(out.splitlines()) == 1
     code, out = _run("train", "--images", a[0], "--images", b[0], "--masks", a[1], "-o", tmp_path / "o")
     assert code == 2 and "need as many --masks folders" in out
+    # review T7: validation and unlabeled photos were never resampled (scored, pseudo-labelled at another scale)
+    for extra in (["--val-images", a[0], "--val-masks", a[1]], ["--unlabeled", b[0]]):
+        code, out = _run("train", "--images", a[0], "--images", b[0], "--masks", a[1], "--masks", b[1], "--images-pixel-size-m", "2",
+                         "--images-pixel-size-m", "1", "--pixel-size-m", "1", *extra, "-o", tmp_path / "o")
+        assert code == 2 and "--images-pixel-size-m resamples the --images folders only" in out and len(out.splitlines()) == 1, out
 
 
 def test_photo_statistics_read_one_photo_at_a_time(data_dir):
