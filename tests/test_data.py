@@ -894,6 +894,9 @@ def test_a_photo_whose_body_is_damaged_is_named_before_training_or_left_out_when
         assert all(chip["image"].shape == (3, 96, 96) and torch.isfinite(chip["image"]).all() for chip in chips)
         warned = [r.getMessage() for r in caplog.records if "b.jpg" in r.getMessage()]
         assert len(warned) == 1 and "truncated" in warned[0] and "training goes on without it" in warned[0], warned
+        # review T4: mended, a photo of the statistics' sample changes them, and a resume is then refused
+        assert warned[0].endswith("(replace the file before the next run to use it)" if given is None
+                                  else "(replace the file and resume to use it)"), warned
     (unlabeled / "a.jpg").unlink()
     for folders in ([unlabeled], [unlabeled, unlabeled]):  # a folder given twice lists its photo twice
         only_damaged = PhotoTrainingData(images, masks, labeled_fraction=1.0, unlabeled_dirs=folders, norm=norm, tile_px=96)

@@ -356,6 +356,13 @@ def test_resume_refuses_another_run_and_keeps_the_schedule_of_the_first(run_copy
         Image.fromarray(pixels).save(edited / mask.name)
     result = _resume(run_copy, "--max-steps", "9", "--masks", str(edited))
     assert "the labels (labeled pixels per class were [" in _one_error_line(result)
+    held_out = set(_training(run_copy)["data"]["validation"])  # review T3: only the validation masks edited
+    validation_edited = tmp_path / "validation_edited"
+    validation_edited.mkdir()
+    for mask in (cfd / "masks").iterdir():
+        (validation_edited / mask.name).symlink_to(edited / mask.name if mask.stem in held_out else mask)
+    line = _one_error_line(_resume(run_copy, "--max-steps", "9", "--masks", str(validation_edited)))
+    assert held_out and "the validation labels (labeled pixels per class were [" in line and "the labels (" not in line, line
     negatives = tmp_path / "negatives"  # the unlabeled photos edited in place
     negatives.mkdir()
     for photo in (cfd / "unlabeled").iterdir():

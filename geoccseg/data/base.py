@@ -20,6 +20,8 @@ class TrainingData(abc.ABC):
         bands: input bands (1-based indices for scenes, channel numbers for photos).
         pixel_size_m: pixel size of the chips in metres (None for photos of unknown scale).
         tile_px: chip edge in pixels.
+        validation_pixels: labeled pixels per class (background first) of the validation set, None
+            without one (a resumed run compares them: validation masks or labels edited since).
     """
 
     classes: list[str]
@@ -27,6 +29,7 @@ class TrainingData(abc.ABC):
     bands: list[int]
     pixel_size_m: float | None
     tile_px: int
+    validation_pixels: np.ndarray | None = None
 
     @property
     def num_bands(self) -> int:

@@ -499,8 +499,8 @@ class PhotoTrainingData(TrainingData):
 
     def _count_labels(self, masks: str | os.PathLike, val_advice: str) -> tuple[np.ndarray, bool, list[int]]:
         """Pixels per class (background first) of the labeled masks, unlabeled and transparent pixels
-        left out as training leaves them; refuse a foreground class without any, in the labeled masks
-        or in the validation masks (``val_advice``: what to do then; the F1 of a class the
+        left out as training leaves them (and of the validation masks, :attr:`validation_pixels`);
+        refuse a foreground class without any, in the labeled masks or in the validation masks (``val_advice``: what to do then; the F1 of a class the
         validation does not show is 1 for a model that never predicts it and 0 for any other, so it
         cannot choose the kept step). Every mask is read
         once, here, which also decides how the masks of only 0 and 255 read (returned second: whether
@@ -510,19 +510,23 @@ class PhotoTrainingData(TrainingData):
         for image, mask in self.labeled_pairs + self.val_pairs:
             stored = _mask_pixels(mask)
             held.append((mask, held_values(stored)[0]))
-            if len(histograms) < len(self.labeled_pairs):
-                opaque = opaque_pixels(image)
-                histograms.append(np.bincount((stored if opaque is None else stored[opaque]).ravel(), minlength=256))
+            opaque = opaque_pixels(image)
+            histograms.append(np.bincount((stored if opaque is None else stored[opaque]).ravel(), minlength=256))
         unlabeled_255 = masks_mark_unlabeled_255(held)
         counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
+        validation = np.zeros(len(self.classes) + 1, dtype=np.int64)
         with_foreground = []
         for index, ((mask, values), histogram) in enumerate(zip(held, histograms)):
             labels = mask_classes(mask, values, len(counts), unlabeled_255)
             kept = (labels != IGNORE_INDEX) & (histogram > 0)  # the values it holds, unlabeled left out
             own = np.bincount(labels[kept], weights=histogram[kept], minlength=len(counts))
+            if index >= len(self.labeled_pairs):
+                validation += own.astype(np.int64)
+                continue
             counts += own
             if own[1:].any():
                 with_foreground.append(index)
+        self.validation_pixels = validation if self.val_pairs else None
         for i, name in enumerate(self.classes, start=1):
             if counts[i] == 0:
                 names = ", ".join(m.name for _, m in self.labeled_pairs[:3]) + (", ..." if len(self.labeled_pairs) > 3 else "")
@@ -530,12 +534,8 @@ class PhotoTrainingData(TrainingData):
                     f"masks {masks}: 0 {name} pixels in the {len(self.labeled_pairs)} labeled mask(s) ({names}); "
                     "label images that show it: raise --labeled-fraction, choose another --seed or --labeled-names"
                 )
-        shown = np.zeros(len(counts), dtype=bool)
-        for mask, values in held[len(self.labeled_pairs):]:
-            labels = mask_classes(mask, values, len(counts), unlabeled_255)
-            shown[labels[values & (labels != IGNORE_INDEX)]] = True
         for i, name in enumerate(self.classes, start=1):
-            if self.val_pairs and not shown[i]:
+            if self.val_pairs and validation[i] == 0:
                 names = ", ".join(m.name for _, m in self.val_pairs[:3]) + (", ..." if len(self.val_pairs) > 3 else "")
                 raise GeoccsegError(f"the {len(self.val_pairs)} validation mask(s) ({names}) hold no {name} pixel, so validation cannot "
                                     f"tell a model that finds {name} from one that finds nothing; {val_advice}")
@@ -646,10 +646,13 @@ class PhotoTrainingData(TrainingData):
         raise GeoccsegError(f"none of the {len(self.unlabeled_paths)} unlabeled photos can be read (e.g. {self.unlabeled_paths[0]}); "
                             "check them (an interrupted copy?) and resume")
 
-    def _left_out(self, path: Path, exc: GeoccsegError) -> None:
-        """Leave out an unlabeled photo that cannot be read, and say so."""
+    def _left_out(self, path: Path, exc: GeoccsegError, *, sampled: bool = False) -> None:
+        """Leave out an unlabeled photo that cannot be read, and say so. ``sampled``: it was one of
+        the photos the normalisation statistics are computed from, which a resume compares: mended,
+        it would change them, so it can be used by a new run only."""
         self._unreadable.add(path)
-        log.warning("%s (in %s); training goes on without it (replace the file and resume to use it)", exc, path.parent)
+        use = "replace the file before the next run to use it" if sampled else "replace the file and resume to use it"
+        log.warning("%s (in %s); training goes on without it (%s)", exc, path.parent, use)
 
     def _readable(self, paths: Iterable[Path]) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """:func:`read_photo_valid` of each photo, one at a time; unlabeled ones that cannot be read
@@ -661,7 +664,7 @@ class PhotoTrainingData(TrainingData):
             except GeoccsegError as exc:
                 if path not in unlabeled:
                     raise
-                self._left_out(path, exc)
+                self._left_out(path, exc, sampled=True)
 
     def validation_items(self) -> LazyItems:
         return LazyItems(len(self.val_pairs), lambda i: self._item(*self.val_pairs[i]))

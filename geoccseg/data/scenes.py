@@ -197,13 +197,15 @@ class SceneTrainingData(TrainingData):
         return counts
 
     def _check_validation_labels(self, val_aoi: str | os.PathLike) -> None:
-        """Refuse a validation AOI without a labeled pixel of each foreground class: the F1 of a class
+        """Count the validation AOI's labeled pixels per class (:attr:`validation_pixels`); refuse
+        one without a pixel of each foreground class: the F1 of a class
         the validation does not show is 1 for a model that never predicts it and 0 for any other,
         so it cannot choose the kept step (an AOI drawn where no road was labeled)."""
         counts = np.zeros(len(self.classes) + 1, dtype=np.int64)
         for r in self.regions:
             if r.validation is not None:
                 counts += r.chips.count_labels(r.validation, len(counts))
+        self.validation_pixels = counts
         for i, name in enumerate(self.classes, start=1):
             if counts[i] == 0:
                 raise GeoccsegError(f"validation AOI {val_aoi} holds no labeled {name}, so validation cannot tell a model that finds "

@@ -187,7 +187,7 @@ def train(config: TrainConfig) -> TrainResult:
         start = starting_bundle(c)
         data = build_data(c, start)
         identity = run_identity(c.to_yaml(), data.classes, data.summary(), data.class_counts(), data.norm.to_dict(),
-                                inert=c.inert_options())
+                                inert=c.inert_options(), validation_pixels=data.validation_pixels)
         if resumed is not None:
             check_same_run(resumed, identity, ckpt)
         if start is not None:
