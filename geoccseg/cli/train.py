@@ -46,7 +46,7 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
         "images": ("Folder of photos; repeat for several sources.", None),
         "masks": ("Folder of masks matched to --images by file name; one per --images, in the same order.", None),
         "images_pixel_size_m": ("Pixel size of each --images folder, metres, in the same order; each is resampled "
-                                "to --pixel-size-m.", "every folder at --pixel-size-m"),
+                                "to --pixel-size-m (not with --val-images or --unlabeled, which are not).", "every folder at --pixel-size-m"),
         "val_images": ("Folder of validation photos (with --val-masks); replaces --val-fraction.", "--val-fraction of --images"),
         "val_masks": ("Folder of the masks of --val-images.", None),
         "unlabeled": ("Extra folder of unlabeled photos (repeatable).", None),
