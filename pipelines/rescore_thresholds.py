@@ -31,6 +31,7 @@ from geoccseg.benchmark.split import kept_photo_of
 from geoccseg.benchmark.threshold import choose_threshold
 from geoccseg.errors import GeoccsegError
 from geoccseg.models import load_bundle
+from geoccseg.train.callbacks import run_finished
 
 
 def rescore(bench: Path, dataset: str, data: Path) -> list[dict]:
@@ -42,9 +43,12 @@ def rescore(bench: Path, dataset: str, data: Path) -> list[dict]:
     if any(sorted(split[part]) != sorted(recorded.get(part, [])) for part in ("select", "test")):
         raise GeoccsegError(f"{data} does not split as {bench / 'split.json'} records; give the folder the benchmark was run on")
     select = {stem: pairs[stem] for stem in split["select"]}
-    runs = sorted(p for p in (bench / "runs").iterdir() if (p / "bundle.json").is_file()) if (bench / "runs").is_dir() else []
+    # the finished runs the benchmark recorded: a run still training (or stopped) has a bundle too
+    recorded_runs = {r["run"] for r in json.loads((bench / "results.json").read_text())} if (bench / "results.json").is_file() else set()
+    runs = sorted(p for p in (bench / "runs").iterdir() if p.name in recorded_runs and run_finished(p)) if (bench / "runs").is_dir() else []
     if not runs:
-        raise GeoccsegError(f"{bench / 'runs'} holds no bundle; the benchmark must keep its runs' bundles")
+        raise GeoccsegError(f"{bench / 'runs'} holds no finished run that {bench / 'results.json'} records; the benchmark must "
+                            "keep its runs' bundles")
     tolerance = DATASETS[dataset].tolerance_px
     records = []
     for run in runs:

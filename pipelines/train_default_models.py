@@ -65,7 +65,7 @@ from geoccseg.benchmark.machine import machine
 from geoccseg.benchmark.score import Score, foreground_probability, score_bundle, score_thresholds
 from geoccseg.benchmark.runs import one_line_errors, same_config
 from geoccseg.train.callbacks import run_finished
-from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, link_pairs, read_pairs, recorded_splits
+from geoccseg.benchmark.split import SHIPPED_SOURCES, Pair, Source, check_unlabeled, link_pairs, read_pairs, recorded_splits
 from geoccseg.benchmark.threshold import choose_threshold
 from geoccseg.evaluate import evaluate as evaluate_files
 from geoccseg.errors import GeoccsegError
@@ -170,6 +170,11 @@ def build(name: str, work: Path, data_root: Path, steps: int, val_every: int, ta
         arm_options = {"pseudo": False, "contrastive": False, **recipe.options}
         # folders as absolute paths: a resume from another working folder compares the same photos
         arm_options["unlabeled"] = [str(Path(folder).resolve()) for folder in arm_options.get("unlabeled", [])]
+        for folder in arm_options["unlabeled"]:  # training keeps only the select photos out of them: never a test image either
+            for source in recipe.sources:
+                parts = splits[source.name]
+                check_unlabeled(Path(folder), {*parts["select"], *parts["test"]}, source.photo_of,
+                                [pair[0] for part in ("select", "test") for pair in parts[part].values()])
         config = TrainConfig(
             out=str(run), images=[str(d / "images") for d in train_dirs], masks=[str(d / "masks") for d in train_dirs],
             val_images=str(select_dir / "images"), val_masks=str(select_dir / "masks"), labeled_fraction=1.0,

@@ -102,8 +102,8 @@ def test_an_unlabeled_copy_of_a_held_out_image_is_refused_before_training(data_d
     test_stem = benchmark.split_stems(sorted(p.stem for p in (cfd / "images").iterdir()))["test"][0]
     (data / "unlabeled" / "other.jpg").symlink_to(sorted((cfd / "unlabeled").iterdir())[0])
     (data / "unlabeled" / f"{test_stem}.jpg").symlink_to(cfd / "images" / f"{test_stem}.jpg")
-    with pytest.raises(GeoccsegError, match=rf"1 photo\(s\) of {data / 'unlabeled'} share a name with held-out select or test images, or are "
-                                            rf"crops of their photos \(e.g. {test_stem}\); the unlabeled folder must hold other photos"):
+    with pytest.raises(GeoccsegError, match=rf"1 photo\(s\) of {data / 'unlabeled'} are held-out select or test images, by name, by photo "
+                                            rf"or by their bytes \(e.g. {test_stem}\); the unlabeled folder must hold other photos"):
         benchmark.run_benchmark("cfd", data, tmp_path / "out", profile="quick", seeds=[0], arms=["full"])
     assert not (tmp_path / "out").exists()
 
@@ -116,7 +116,7 @@ def test_an_unlabeled_crop_of_a_held_out_photo_is_refused(tmp_path: Path) -> Non
     (tmp_path / "unlabeled").mkdir()
     (tmp_path / "unlabeled" / "11116-5.jpg").write_bytes(b"a photo")  # listed by name, not read
     split = {"train": ["200-1"], "select": ["300-1"], "test": ["11116-1", "11116-2"], "photo_of": r"-\d+$"}
-    with pytest.raises(GeoccsegError, match=r"are crops of their photos \(e.g. 11116-5\)"):
+    with pytest.raises(GeoccsegError, match=r"are held-out select or test images, by name, by photo or by their bytes \(e.g. 11116-5\)"):
         unlabeled_folders(tmp_path, split)
     assert unlabeled_folders(tmp_path, {**split, "test": ["400-1"]}) == [tmp_path / "unlabeled"]
     assert unlabeled_folders(tmp_path, {k: v for k, v in split.items() if k != "photo_of"}) == [tmp_path / "unlabeled"]  # by stem
@@ -151,6 +151,67 @@ def test_quick_resume_skips_done_runs_and_refuses_to_overwrite(
     assert capsys.readouterr().out.count("already in results.json, skipped") == 2
     assert (out / "results.json").read_text() == before
     assert time.perf_counter() - t0 < 30  # nothing was trained
+
+
+def test_a_finished_run_without_its_record_is_never_deleted(data_dir: Path, tmp_path: Path) -> None:
+    """Review B6: a finished run whose record results.json lost (two invocations writing one --out;
+    the last writer wins) has no checkpoint left, so --resume took its folder for a run killed
+    before its first checkpoint and deleted the finished bundle to train it again."""
+    from geoccseg.benchmark.design import PROFILES, RunSpec
+    from geoccseg.benchmark.runs import train_and_score
+    from geoccseg.benchmark.split import link_pairs, make_split
+    from geoccseg.io.bundle import resolve_model
+
+    pairs, split, test_pairs = make_split(data_dir / "cfd", None)
+    folders = {part: link_pairs(tmp_path / "links" / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
+    spec = RunSpec("sup_ce", 0.1, 0)
+    run_dir = tmp_path / "out" / "runs" / spec.name("cfd")
+    shutil.copytree(resolve_model("crack"), run_dir)  # a finished bundle, its checkpoints removed after scoring
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(GeoccsegError, match=r"holds a finished run that .*results.json does not record .*move it away"):
+        train_and_score(spec, "cfd", PROFILES["quick"], folders, split["train"], [], dict(list(test_pairs.items())[:1]), tmp_path / "out")
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_linked_pairs_keep_the_names_the_dataset_gives_them(data_dir: Path, tmp_path: Path) -> None:
+    """Review B4: link_pairs named each link after the file it resolves to. A dataset of links
+    (git-annex, DVC: content-hash names) then matched no image to its mask, and two empty masks
+    stored once collided (FileExistsError)."""
+    from geoccseg.benchmark.split import link_pairs, read_pairs
+
+    raw, data = tmp_path / "raw", tmp_path / "data"
+    raw.mkdir()
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    shutil.copy(data_dir / "cfd" / "masks" / "001.png", raw / "shared-mask.png")
+    for stem in ("001", "002"):
+        shutil.copy(data_dir / "cfd" / "images" / f"{stem}.jpg", raw / f"blob-{stem}.jpg")
+        (data / "images" / f"{stem}.jpg").symlink_to(raw / f"blob-{stem}.jpg")
+        (data / "masks" / f"{stem}.png").symlink_to(raw / "shared-mask.png")
+    root = link_pairs(tmp_path / "linked", read_pairs(data))
+    assert sorted(p.name for p in (root / "images").iterdir()) == ["001.jpg", "002.jpg"]
+    assert sorted(p.name for p in (root / "masks").iterdir()) == ["001.png", "002.png"]
+    assert (root / "masks" / "002.png").resolve() == raw / "shared-mask.png"
+
+
+def test_rescoring_takes_only_the_finished_runs_the_benchmark_recorded(data_dir: Path, tmp_path: Path) -> None:
+    """Review B5: rescore_thresholds took every run folder with a bundle.json, a run still training
+    (the trainer saves a bundle at each better validation) or one of another invocation too."""
+    from geoccseg.benchmark.split import make_split
+    from geoccseg.io.bundle import resolve_model
+
+    rescore = _load_script("rescore_thresholds")
+    bench = tmp_path / "bench"
+    _, split, _ = make_split(data_dir / "cfd", None)
+    (bench / "runs").mkdir(parents=True)
+    (bench / "split.json").write_text(json.dumps(split))
+    for name in ("recorded", "training", "unrecorded"):
+        shutil.copytree(resolve_model("crack"), bench / "runs" / name)
+    meta = json.loads((bench / "runs" / "training" / "bundle.json").read_text())
+    meta["training"]["in_progress"] = True
+    (bench / "runs" / "training" / "bundle.json").write_text(json.dumps(meta))
+    (bench / "results.json").write_text(json.dumps([{"run": "recorded"}, {"run": "training"}]))
+    assert [r["run"] for r in rescore.rescore(bench, "cfd", data_dir / "cfd")] == ["recorded"]
 
 
 @pytest.mark.slow
@@ -213,6 +274,26 @@ def test_shipped_model_recipes_never_reuse_a_run_of_other_settings(data_dir: Pat
     assert recipes.main([*argv, "--option", "encoder_tf_same=true"]) == 2
     assert "holds a run of other settings (options, steps or seed); choose another --work folder" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == before and not (tmp_path / "out").exists()
+
+
+def test_shipped_model_recipes_refuse_unlabeled_photos_that_are_held_out(data_dir: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Review B1: --option unlabeled=[FOLDER] went to training as it was, and training keeps only
+    the select photos out of it: a test image there (here a renamed copy) was trained on, then
+    scored as held out."""
+    from geoccseg.benchmark.split import SHIPPED_SOURCES
+
+    recipes = _load_script("train_default_models")
+    (source,) = [s for s in SHIPPED_SOURCES["crack"] if s.name == "deepcrack"]
+    image, _ = next(iter(source.split(data_dir)["test"].values()))
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    shutil.copy(image, unlabeled / "renamed.jpg")
+    argv = ["--models", "crack", "--work", str(tmp_path / "work"), "--data-root", str(data_dir), "--target-root", str(tmp_path / "out"),
+            "--option", "pseudo=true", "--option", f"unlabeled=[{unlabeled}]"]
+    assert recipes.main(argv) == 2
+    assert "are held-out select or test images, by name, by photo or by their bytes (e.g. renamed)" in capsys.readouterr().err
+    assert not (tmp_path / "work" / "crack").exists() and not (tmp_path / "out").exists()
 
 
 def test_shipped_model_runs_keep_their_held_out_images(tmp_path: Path) -> None:
@@ -611,6 +692,11 @@ def test_split_stems_is_fixed_and_disjoint() -> None:
     assert sorted(split["test"] + split["select"] + split["train"]) == stems
     with pytest.raises(GeoccsegError, match="too few"):
         benchmark.split_stems(["a", "b"], test_fraction=0.5)
+    # review B3: 9 images held out no test image: every run trained its whole budget, then failed
+    # scoring ("check the test folder") and failed again on every --resume
+    with pytest.raises(GeoccsegError, match=r"9 images are too few to hold out a test image \(10% of them\); .*--test-dir"):
+        benchmark.split_stems(stems[:9])
+    assert benchmark.split_stems(stems[:9], test_fraction=0.0)["test"] == []  # a --test-dir split asks for none
 
 
 def _record(arm: str, fraction: float, seed: int, f1: float) -> dict:

@@ -197,6 +197,9 @@ def train_and_score(spec: RunSpec, dataset: str, profile: Profile, folders: dict
     config = train_config(spec, dataset, profile, folders, labeled, unlabeled if semi else [], run_dir)
     resumed_from = interrupted_step(run_dir, config)
     if resumed_from is None and run_dir.exists():
+        if run_finished(run_dir):  # a finished run whose record was lost (two invocations on one --out): never deleted
+            raise GeoccsegError(f"{run_dir} holds a finished run that {out / 'results.json'} does not record (another "
+                                "benchmark writing into the same --out?); move it away to train it again")
         shutil.rmtree(run_dir)  # left by a run interrupted before its first checkpoint: train it again
     result = train(replace(config, resume=resumed_from is not None))
     score = score_bundle(load_bundle(run_dir), test_pairs, DATASETS[dataset].tolerance_px, device, examples)

@@ -25,10 +25,11 @@ split by photo.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,13 +78,16 @@ def split_stems(stems: Sequence[str], test_fraction: float = TEST_FRACTION, sele
     the photos, and each part takes whole photos until it holds at least its count.
 
     Raises:
-        GeoccsegError: if no training stem is left.
+        GeoccsegError: if no training stem is left, or no test stem where one is asked for.
     """
     stems = sorted(stems)
     n_test = int(len(stems) * test_fraction + 1e-9)
     n_select = max(1, int(len(stems) * select_fraction + 1e-9))
     if n_test + n_select >= len(stems):
         raise GeoccsegError(f"{len(stems)} images are too few to hold out {n_test} test and {n_select} select images and still train; add images")
+    if test_fraction > 0 and n_test == 0:  # every run would train, then find nothing to score
+        raise GeoccsegError(f"{len(stems)} images are too few to hold out a test image ({test_fraction:.0%} of them); add images, "
+                            "or give a folder of test images (--test-dir)")
     photos: dict[str, list[str]] = {}
     for stem in stems:
         photos.setdefault(re.sub(photo_of, "", stem) if photo_of else stem, []).append(stem)
@@ -126,34 +130,56 @@ def unlabeled_folders(data: Path, split: dict) -> list[Path]:
     """``[data/unlabeled]`` when ``data`` has that folder of photos without masks, else ``[]``.
 
     Raises:
-        GeoccsegError: an unlabeled photo shares its name with a select or test image, or, in a
-            split that keeps a photo's crops together (``photo_of``), is a crop of a held-out photo
-            (a copy of a held-out image trained on as unlabeled data would inflate its score).
+        GeoccsegError: an unlabeled photo is a held-out select or test image (:func:`held_out_among`).
     """
     folder = data / "unlabeled"
     if not folder.is_dir():
         return []
-    photo_of = split.get("photo_of")
-
-    def photo(stem: str) -> str:
-        return re.sub(photo_of, "", stem) if photo_of else stem
-
-    held = {*split["select"], *split["test"]}
-    held_photos = {photo(stem) for stem in held}
-    held_out = sorted(stem for stem in list_images(folder, "unlabeled", allow_empty=True) if stem in held or photo(stem) in held_photos)
-    if held_out:
-        raise GeoccsegError(f"{len(held_out)} photo(s) of {folder} share a name with held-out select or test images, or are "
-                            f"crops of their photos (e.g. {', '.join(held_out[:3])}); the unlabeled folder must hold other photos")
+    check_unlabeled(folder, {*split["select"], *split["test"]}, split.get("photo_of"))
     return [folder]
 
 
+def check_unlabeled(folder: Path, held: Iterable[str], photo_of: str | None, held_files: Iterable[Path] = ()) -> None:
+    """Refuse a folder of unlabeled photos that holds a held-out (select or test) image: a copy of
+    one trained on as unlabeled data would inflate its score.
+
+    Args:
+        folder: the unlabeled photos.
+        held: the stems of the held-out images.
+        photo_of: the pattern whose removal from a stem names its photo (a split that keeps a
+            photo's crops together), or None.
+        held_files: the held-out images' files, to find copies under other names (same bytes).
+
+    Raises:
+        GeoccsegError: a photo that shares its name with a held-out image, is a crop of its photo,
+            or has its bytes.
+    """
+    def photo(stem: str) -> str:
+        return re.sub(photo_of, "", stem) if photo_of else stem
+
+    held = set(held)
+    held_photos = {photo(stem) for stem in held}
+    photos = list_images(folder, "unlabeled", allow_empty=True)
+    found = {stem for stem in photos if stem in held or photo(stem) in held_photos}
+    digests = {_digest(path) for path in held_files}
+    found |= {stem for stem, path in photos.items() if digests and _digest(path) in digests}
+    if found:
+        raise GeoccsegError(f"{len(found)} photo(s) of {folder} are held-out select or test images, by name, by photo or by their "
+                            f"bytes (e.g. {', '.join(sorted(found)[:3])}); the unlabeled folder must hold other photos")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def link_pairs(root: Path, pairs: dict[str, Pair]) -> Path:
-    """Make ``root/images`` and ``root/masks`` hold symbolic links to the given pairs; return root."""
+    """Make ``root/images`` and ``root/masks`` hold symbolic links to the given pairs, each named as
+    the pair's file is (a dataset of links, e.g. git-annex or DVC, or one empty mask linked by many:
+    the names its target has would not match the images, or would collide); return root."""
     for index, sub in enumerate(("images", "masks")):
         (root / sub).mkdir(parents=True)
         for pair in pairs.values():
-            target = pair[index].resolve()
-            (root / sub / target.name).symlink_to(target)
+            (root / sub / pair[index].name).symlink_to(pair[index].resolve())
     return root
 
 
