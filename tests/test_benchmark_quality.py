@@ -173,6 +173,20 @@ def test_a_finished_run_without_its_record_is_never_deleted(data_dir: Path, tmp_
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
 
+def test_kept_records_of_another_split_are_refused(tmp_path: Path) -> None:
+    """Review B2: a folder whose split.json was lost is split as kept_photo_of guesses, and its kept
+    records were never compared with that split: runs of two splits were averaged and paired."""
+    from geoccseg.benchmark.runs import check_records_split
+
+    split = {"train": ["a", "b", "c"], "select": ["d"], "test": ["e", "f"]}
+    path = tmp_path / "results.json"
+    check_records_split([{"run": "r0", "labeled": ["a"], "n_test": 2}, {"run": "old"}], split, 2, path)  # the same split
+    with pytest.raises(GeoccsegError, match=r"holds run r1 of another split than this one"):
+        check_records_split([{"run": "r1", "labeled": ["a", "e"], "n_test": 2}], split, 2, path)  # trained on a test image
+    with pytest.raises(GeoccsegError, match=r"holds run r2 of another split"):
+        check_records_split([{"run": "r2", "labeled": ["a"], "n_test": 3}], split, 2, path)
+
+
 def test_linked_pairs_keep_the_names_the_dataset_gives_them(data_dir: Path, tmp_path: Path) -> None:
     """Review B4: link_pairs named each link after the file it resolves to. A dataset of links
     (git-annex, DVC: content-hash names) then matched no image to its mask, and two empty masks

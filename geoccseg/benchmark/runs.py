@@ -149,6 +149,7 @@ def run_benchmark(
     write_json(split_path, split)
     if profile.max_test_images is not None:
         test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
+    check_records_split(records, split, len(test_pairs), results_path)
     examples = pick_examples(test_pairs)
 
     done = {r["run"] for r in records}
@@ -218,6 +219,21 @@ def train_and_score(spec: RunSpec, dataset: str, profile: Profile, folders: dict
         **score.metrics(), "labeled": labeled,  # records since 2026-12-06 also hold model_threshold(_f1)
         **({"resumed_from_step": resumed_from} if resumed_from is not None else {}),  # train_seconds: the resumed part only
     }
+
+
+def check_records_split(records: list[dict], split: dict, n_test: int, path: Path) -> None:
+    """Refuse to continue records made on another split than ``split``: a run whose labeled images
+    are not all training images of it, or that was scored on another number of test images (a
+    folder whose ``split.json`` was lost, whose split :func:`kept_photo_of` can only guess).
+
+    Raises:
+        GeoccsegError: naming the first such run.
+    """
+    train = set(split["train"])
+    for record in records:
+        if not set(record.get("labeled", [])) <= train or record.get("n_test", n_test) != n_test:
+            raise GeoccsegError(f"{path} holds run {record.get('run')} of another split than this one (its labeled images or its "
+                                f"number of test images differ); resume with the benchmark's own data and split.json, or choose another --out")
 
 
 _LINKED = ("resume", "images", "masks", "val_images", "val_masks")
