@@ -15,7 +15,9 @@ clipped to it, and completeness, correctness and quality (buffer ``--buffer-m``)
 
 **Arms** (:data:`ARMS`), same steps, tile, batch and labels:
 
-    scratch_sup    supervised only, from random weights
+    scratch_sup    supervised only, from train's default start: today an ImageNet-pretrained
+                   EfficientNet-Lite0 encoder (the README's table of 2026-11: the light network
+                   from random weights); each record names its encoder and start
     scratch_full   the method (pseudo-labels + confidence-level contrastive on the unlabeled rest)
     tuned_sup      supervised only, fine-tuned from the shipped road model (``--init-from road``)
     tuned_full     the method, fine-tuned from the shipped road model
@@ -92,7 +94,7 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
     truth_lines = gpd.read_file(truth).to_crs(crs)
     write_vectors({"aoi": gpd.GeoDataFrame(geometry=[aoi], crs=crs)}, folder / "aoi.gpkg", overwrite=True)  # a rerun writes it again
     start = time.perf_counter()
-    model, steps_done, resumed_from = folder / "model", 0, None
+    model, steps_done, resumed_from, start_weights = folder / "model", 0, None, None
     if ARMS[arm] is None:
         model = "road"
     else:
@@ -102,6 +104,8 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
             pixel_size_m=1.0, width_m=8.0, tile_px=128, batch_size=4, unlabeled_batch_size=4, max_steps=steps,
             val_every=steps, seed=seed, lr=TUNE_LR if "init_from" in settings else TrainConfig.lr, progress=False, **settings,
         )
+        start_weights = ("the shipped road model" if config.init_from else
+                         f"{config.encoder}, {'ImageNet' if config.use_pretrained else 'random'} weights")
         resumed = continue_or_clear(model, config)
         if not run_finished(model):  # new, or stopped: an interrupted run's bundle is not scored as finished
             resumed_from = resumed
@@ -113,6 +117,7 @@ def run_one(arm: str, fraction: float, seed: int, steps: int, scene: Path, truth
     scores = score_rest(read_lines(pred, "PRED"), truth_lines, split, buffer_m)
     return {
         "run": name, "arm": arm, "labeled_fraction": fraction, "seed": seed, "max_steps": steps, "steps": steps_done,
+        "start": start_weights,  # what training started from (records before 2026-12-07 hold none: light network, random weights)
         "train_seconds": round(train_seconds, 1),  # of this invocation: the resumed part only after a stop
         **({"resumed_from_step": resumed_from} if resumed_from is not None else {}),
         **({"road_model": bundle_stamp(resolve_model("road"))} if arm in SHIPPED_ARMS else {}), "labeled_lines": len(clipped(truth_lines, aoi)),
