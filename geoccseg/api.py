@@ -52,7 +52,6 @@ from geoccseg.inference.predict import (
     PredictOptions,
     model_ref,
     model_scale,
-    blocks_at_once,
     open_scene_for,
     predict_block,
     resolve_device,
@@ -351,21 +350,12 @@ def _predict_scene(source: str | _InMemoryRaster, bundle: Bundle, options: Predi
     return out.rio.write_crs(scene.crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
 
 
-_BLOCK_SLOTS: dict[str, threading.BoundedSemaphore] = {}
-_BLOCK_SLOTS_LOCK = threading.Lock()
-
-
 def _block_task(job: BlockJob, source: str | _InMemoryRaster) -> BlockResult:
-    """:func:`predict_block`, at most :func:`blocks_at_once` of them at a time in this process (as
-    ``geoccseg predict`` runs them): Dask's threaded scheduler runs as many tasks as there are
-    cores, which on CUDA put that many forward passes of 8 chips on one GPU at once (out of memory
-    on a small one) and on the CPU as many engines' thread pools on the same cores. ``source``
-    keeps an in-memory raster alive while tasks read it."""
+    """:func:`predict_block` (which runs as many blocks at a time as ``geoccseg predict`` does,
+    :func:`~geoccseg.inference.predict.block_slot`, whatever number of threads Dask runs tasks on);
+    ``source`` keeps an in-memory raster alive while tasks read it."""
     del source
-    with _BLOCK_SLOTS_LOCK:
-        slots = _BLOCK_SLOTS.setdefault(job.device, threading.BoundedSemaphore(blocks_at_once(job.device)))
-    with slots:
-        return predict_block(job)
+    return predict_block(job)
 
 
 def _chunk_probabilities(core: Window, n_classes: int, *parts: BlockResult) -> np.ndarray:

@@ -8,12 +8,14 @@ only, so any tiling must reproduce ``sigmoid(4 * x)`` of the normalised first ba
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +37,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid, blend_window, ramp
 from geoccseg.inference.engine import build_engine
-from geoccseg.inference.predict import PredictOptions, blend_chips, predict_scene
+from geoccseg.inference.predict import PredictOptions, blend_chips, block_slot, predict_scene
 from geoccseg.io.bundle import BundleMeta, resolve_model, save_bundle
 from geoccseg.io.scene import open_scene
 from geoccseg.label_values import IGNORE_INDEX
@@ -632,19 +634,39 @@ def test_a_bundle_with_an_impossible_scale_is_refused_as_damaged(field: str, val
 
 def test_a_scheduler_gets_two_blocks_per_worker_thread(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
     """Review E1: --scheduler kept 2 blocks in flight per worker process, so a `dask worker` (one
-    process with a thread per core) ran 2 blocks at a time whatever its cores. Here one worker of 4
-    threads: more than 2 blocks run at once (the scheduler's task stream), with the same result."""
+    process with a thread per core) ran 2 blocks at a time whatever its cores. Here one worker
+    process of 4 threads (its engine on one thread, as Dask's nanny sets): more than 2 blocks run
+    at once (the scheduler's task stream), with the same result. The same for the API's lazy
+    array computed on the cluster (review S1: its one-block-per-process limit is for processes
+    whose engine takes every core)."""
     import distributed
+
+    import geoccseg
+
+    def most_at_once(client, since: float, name: str) -> tuple[int, int]:
+        """How many ``name`` tasks ran since ``since``, and the most of them at once."""
+        spans = [(s["start"], s["stop"]) for task in client.get_task_stream(start=since) for s in task["startstops"]
+                 if s["action"] == "compute" and name in str(task["key"])]
+        events = sorted([(start, 1) for start, _ in spans] + [(stop, -1) for _, stop in spans])
+        return len(spans), max(itertools.accumulate(change for _, change in events), default=0)
 
     options = PredictOptions(device="cpu", tile_px=128, overlap_px=16, block_px=64, engine="torch")
     local = predict_scene(scene_path, bundle_dir, tmp_path / "local.tif", options, progress=False)
-    with (distributed.LocalCluster(n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None) as cluster,
+    with (distributed.LocalCluster(n_workers=1, threads_per_worker=4, processes=True, dashboard_address=None) as cluster,
           distributed.Client(cluster) as client):
         client.get_task_stream()  # the scheduler records tasks from now on
+        start = time.time()
         remote = predict_scene(scene_path, bundle_dir, tmp_path / "remote.tif", replace(options, scheduler=cluster.scheduler_address),
                                progress=False)
-        spans = [(s["start"], s["stop"]) for task in client.get_task_stream() for s in task["startstops"] if s["action"] == "compute"]
-    events = sorted([(start, 1) for start, _ in spans] + [(stop, -1) for _, stop in spans])
-    running = list(itertools.accumulate(change for _, change in events))
-    assert len(spans) >= 16 and max(running) >= 3, (len(spans), max(running))
+        blocks, at_once = most_at_once(client, start, "predict_block")
+        assert blocks >= 16 and at_once >= 3, (blocks, at_once)
+        # a worker process's engine runs on one thread, so its blocks take no place of the process's
+        # (the task stream cannot show it: a task waiting for a place counts as running)
+        assert set(client.run(lambda: isinstance(block_slot("cpu"), contextlib.nullcontext)).values()) == {True}
+        assert not isinstance(block_slot("cpu"), contextlib.nullcontext)  # this process: its engine takes both cores
+        assert isinstance(block_slot("cuda"), threading.BoundedSemaphore)  # a GPU: two places per process, everywhere
+        lazy = geoccseg.predict(scene_path, bundle_dir, device="cpu", tile_px=128, overlap_px=16, block_px=64, engine="torch")
+        on_cluster = client.compute(lazy.data).result()
+    np.testing.assert_allclose(on_cluster, geoccseg.predict(scene_path, bundle_dir, device="cpu", tile_px=128, overlap_px=16,
+                                                            block_px=64, engine="torch").values, atol=1e-5)  # 1 thread against 2
     np.testing.assert_array_equal(read_band(local), read_band(remote))

@@ -499,9 +499,26 @@ def predict_block(job: BlockJob) -> BlockResult:
     The block's pixels are read once; weights are zeroed on invalid pixels, so that ``sum(w) == 0``
     marks nodata in the accumulator.
     """
-    result = _predict_block(job)
+    with block_slot(job.device):
+        result = _predict_block(job)
     trim_heap()
     return result
+
+
+_BLOCK_SLOTS: dict[str, threading.BoundedSemaphore] = {}
+_BLOCK_SLOTS_LOCK = threading.Lock()
+
+
+def block_slot(device: str) -> contextlib.AbstractContextManager:
+    """One of this process's places to predict a block on ``device``: :func:`blocks_at_once` of
+    them on a GPU, and on the CPU where the engine takes every thread of the process (whoever runs
+    the blocks: Dask's threaded scheduler under :mod:`geoccseg.api` runs one per core); any number
+    on the CPU where each block runs on one thread (a Dask worker process, whose nanny sets one
+    thread: the worker's threads are its blocks)."""
+    if device == "cpu" and torch.get_num_threads() == 1:
+        return contextlib.nullcontext()
+    with _BLOCK_SLOTS_LOCK:
+        return _BLOCK_SLOTS.setdefault(device, threading.BoundedSemaphore(blocks_at_once(device)))
 
 
 def _predict_block(job: BlockJob) -> BlockResult:
