@@ -14,6 +14,7 @@ import os
 import shutil
 from shlex import quote as shlex_quote
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -675,3 +676,48 @@ def test_predict_stopped_while_tracing_lines_leaves_its_outputs_as_they_were(ove
     assert len(gpd.read_file(outputs["roads.gpkg"], layer="road")) == len(traced[0]["road"]) > 0
     with rasterio.open(outputs["prob.tif"]) as prob, rasterio.open(outputs["confidence.tif"]) as conf:
         assert prob.shape == conf.shape == (1300, 1300)
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".fgb", ".shp"])
+def test_lines_files_follow_the_umask(suffix: str, tmp_path: Path) -> None:
+    """Review S4: staged in a work folder, a GeoPackage kept SQLite's own mode (0644 whatever the
+    umask: a group could no longer --overwrite it under umask 002); atomic_path had set it."""
+    lines = gpd.GeoDataFrame({"class": ["road"]}, geometry=[LineString([(0, 0), (10, 10)])], crs=32611)
+    old = os.umask(0o002)
+    try:
+        out = write_vectors({"road": lines}, tmp_path / f"roads{suffix}")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o664
+
+
+def test_a_set_keeps_an_old_file_of_another_disk_on_its_own_disk(vegas: Path, tmp_path: Path, monkeypatch) -> None:
+    """Review S3: the old --prob-out on another file system than the lines was copied whole into the
+    lines' work folder (a full home disk failed the run at its end) and, when the lines could not
+    be moved, could not be put back: the only copy went with the work folder. Kept on its own
+    disk, it is put back by a rename."""
+    from geoccseg.inference import pipeline
+    from geoccseg.io import atomic
+
+    other = Path(tempfile.mkdtemp(dir="/dev/shm")) if Path("/dev/shm").is_dir() else None
+    if other is None or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the temporary folder")
+    try:
+        prob, lines = other / "prob.tif", tmp_path / "roads.gpkg"
+        prob.write_bytes(b"the older probabilities")
+        lines.write_bytes(b"the older lines")
+        real = atomic._move
+
+        def refused_for_the_lines(tmp: Path, dest: Path, overwrite: bool) -> None:
+            if dest == lines:
+                raise PermissionError(13, "Permission denied")
+            real(tmp, dest, overwrite)
+
+        monkeypatch.setattr(atomic, "_move", refused_for_the_lines)
+        with pytest.raises(GeoccsegError, match="cannot write .*roads.gpkg: Permission denied"):
+            pipeline.run_predict(vegas / "vegas_img0_rgb.tif", lines, model="road", prob_out=prob, options=PredictOptions(device="cpu"),
+                                 overwrite=True, progress=False)
+        assert prob.read_bytes() == b"the older probabilities" and lines.read_bytes() == b"the older lines"
+        assert sorted(p.name for p in other.iterdir()) == ["prob.tif"] and sorted(p.name for p in tmp_path.iterdir()) == ["roads.gpkg"]
+    finally:
+        shutil.rmtree(other, ignore_errors=True)

@@ -276,25 +276,26 @@ def move_all_into_place(moves: Sequence[tuple[Path, Path]], keep_dir: Path, over
     """Move finished temporaries to their destinations as one set (:func:`move_into_place` each, in
     order): a failure or an interruption on the way (also one flushing a rename to disk, after it)
     puts every destination already moved back as it was, its old file (or symbolic link) restored
-    from a second name kept in ``keep_dir`` (a hard link, else a copy; a folder on the same file
-    system) or removed where there was none. A destination whose move did not happen is left as it
+    from a second name kept in ``keep_dir`` (a hard link; a work folder), or beside the temporary
+    where ``keep_dir`` is on another file system than the destination (:func:`_kept_path`), or
+    removed where there was none. A destination whose move did not happen is left as it
     is. A destination that cannot be put back does not stop the others: its old file is set aside
     beside it as ``<name>.previous`` (``keep_dir`` is a work folder, removed with it) and the error
     says so.
     """
-    done: list[tuple[int, Path, Path]] = []
+    done: list[tuple[Path, Path, Path]] = []
     try:
         for k, (tmp, dest) in enumerate(moves):
+            kept = _kept_path(k, tmp, dest, keep_dir)
             if dest.is_symlink() or dest.is_file():
-                _keep(dest, keep_dir / f"{k}-{dest.name}")
-            done.append((k, tmp, dest))
+                _keep(dest, kept)
+            done.append((tmp, dest, kept))
             move_into_place(tmp, dest, overwrite)
     except BaseException as exc:
         stuck = []
-        for k, tmp, dest in done:
+        for tmp, dest, kept in done:
             if tmp.exists() and not (dest.exists() and os.path.samefile(tmp, dest)):
                 continue  # not moved: what is at dest is not this run's (linked, not yet unlinked: it is)
-            kept = keep_dir / f"{k}-{dest.name}"
             try:
                 if os.path.lexists(kept):
                     os.replace(kept, dest)
@@ -310,6 +311,18 @@ def move_all_into_place(moves: Sequence[tuple[Path, Path]], keep_dir: Path, over
                 raise
             raise GeoccsegError(f"{exc}; then {told}") from exc
         raise
+
+
+def _kept_path(k: int, tmp: Path, dest: Path, keep_dir: Path) -> Path:
+    """Where the old file of ``dest`` is kept while a set moves: in ``keep_dir`` where that is on
+    the destination's file system (a hard link, put back by a rename), else beside the temporary,
+    which is (it is renamed to ``dest``): an old raster on another disk than the lines' work folder
+    was copied whole into it, and could not be put back."""
+    try:
+        same = os.stat(keep_dir).st_dev == os.stat(dest.parent).st_dev
+    except OSError:
+        same = False
+    return keep_dir / f"{k}-{dest.name}" if same else tmp.parent / f"{temp_prefix(dest)}kept-{k}-{dest.name}"
 
 
 def _set_aside(kept: Path, dest: Path, err: OSError) -> str:
@@ -455,6 +468,14 @@ def _is_writer_error(exc: BaseException) -> bool:
     return isinstance(exc, (CPLE_BaseError, RasterioError, DataSourceError, DataLayerError, sqlite3.Error))
 
 
+def follow_umask(path: Path) -> None:
+    """Give a new file the mode any file created under this process's umask gets: writers that make
+    private (0600) files (mkstemp) or files of their own mode (SQLite's 0644, whatever the umask)."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success it is moved to ``dest``.
@@ -474,10 +495,8 @@ def atomic_path(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     try:
         with _full_disk_is_one_line(dest):  # checked before the temporary file is removed
             yield tmp_path
-            if tmp_path.is_file():  # writers that make private (0600) files: the mode of any new file instead
-                umask = os.umask(0o077)
-                os.umask(umask)
-                os.chmod(tmp_path, 0o666 & ~umask)
+            if tmp_path.is_file():
+                follow_umask(tmp_path)
             move_into_place(tmp_path, dest, overwrite)  # flushes to disk: a full disk may show only now
     finally:
         if tmp_path.is_dir():

@@ -33,7 +33,7 @@ import pyogrio
 from pyproj import CRS
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.atomic import check_writable, move_all_into_place, scratch_dir
+from geoccseg.io.atomic import check_writable, follow_umask, move_all_into_place, scratch_dir
 from geoccseg.io.formats import VECTOR_DRIVERS
 
 _SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
@@ -148,6 +148,8 @@ def write_vectors(
         new.mkdir()
         _write_file(frames, new / path.name, driver, target, gpkg_version, metadata)
         parts = _shapefile_parts(new / path.name) if driver == "ESRI Shapefile" else [new / path.name]
+        for part in parts:
+            follow_umask(part)
         moves = [(part, path.with_name(part.name)) for part in sorted(parts, key=lambda p: (p.suffix.lower() == path.suffix.lower(), p.name))]
         move_all_into_place([*together, *moves], kept, overwrite)  # the lines (a Shapefile's .shp) last
     written = {dest for _, dest in moves}
