@@ -895,7 +895,8 @@ def test_a_photo_whose_body_is_damaged_is_named_before_training_or_left_out_when
         warned = [r.getMessage() for r in caplog.records if "b.jpg" in r.getMessage()]
         assert len(warned) == 1 and "truncated" in warned[0] and "training goes on without it" in warned[0], warned
         # review T4: mended, a photo of the statistics' sample changes them, and a resume is then refused
-        assert warned[0].endswith("(replace the file before the next run to use it)" if given is None
+        assert warned[0].endswith("(it is one of the photos the normalisation statistics come from: mended, a new run can use it, "
+                                  "a resume of this one cannot)" if given is None
                                   else "(replace the file and resume to use it)"), warned
     (unlabeled / "a.jpg").unlink()
     for folders in ([unlabeled], [unlabeled, unlabeled]):  # a folder given twice lists its photo twice
@@ -1052,6 +1053,9 @@ def test_a_validation_set_without_the_class_is_refused(data_dir, vegas, tmp_path
             Image.new("L", mask.size, 0).save(tmp_path / "val_masks" / f"{name}.png")
     with pytest.raises(GeoccsegError, match=r"the 2 validation mask\(s\) \(001.png, 002.png\) hold no crack pixel.*give --val-images"):
         PhotoTrainingData(cfd / "images", cfd / "masks", val_images=tmp_path / "val_images", val_masks=tmp_path / "val_masks", tile_px=64)
+    resumed = PhotoTrainingData(cfd / "images", cfd / "masks", val_images=tmp_path / "val_images", val_masks=tmp_path / "val_masks",
+                                tile_px=64, resumed=True)  # review S7: a run begun before the check resumes
+    assert resumed.validation_pixels[1] == 0
     shutil.copy(cfd / "masks" / "002.png", tmp_path / "val_masks")  # one mask that shows a crack: accepted
     PhotoTrainingData(cfd / "images", cfd / "masks", val_images=tmp_path / "val_images", val_masks=tmp_path / "val_masks", tile_px=64)
 
@@ -1087,5 +1091,7 @@ def test_scenes_of_very_different_pixel_sizes_need_a_training_size(vegas, tmp_pa
     with pytest.raises(GeoccsegError, match=r"the scenes' pixel sizes differ: 0.3 m \(fine.tif\) to 1 m \(coarse.tif\); give --pixel-size-m"):
         SceneTrainingData(scenes, labels=roads, tile_px=64)
     assert SceneTrainingData(scenes, labels=roads, tile_px=64, pixel_size_m=0.5).pixel_size_m == 0.5
+    # review S7: a run begun before the check resumes as it trained (at their mean), its data compared then
+    assert SceneTrainingData(scenes, labels=roads, tile_px=64, resumed=True).pixel_size_m == pytest.approx(0.65)
     close = SceneTrainingData([vegas / "vegas_img0_rgb.tif", tmp_path / "fine.tif"], labels=roads, tile_px=64)
     assert 0.27 < close.pixel_size_m < 0.3

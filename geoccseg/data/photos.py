@@ -403,6 +403,8 @@ class PhotoTrainingData(TrainingData):
             the labeled choice); ignored when ``val_images`` is given.
         val_images: folder of validation photos (with ``val_masks``).
         val_masks: folder of validation masks.
+        resumed: the data of a resumed run: a validation set without a pixel of a class, refused
+            since runs may have begun without the check, is not refused (the run resumes as it trained).
         unlabeled_dirs: extra folders of unlabeled photos.
         classes: foreground class names (default ``["crack"]``).
         tile_px: crop edge in pixels.
@@ -423,6 +425,7 @@ class PhotoTrainingData(TrainingData):
         val_fraction: float = 0.0,
         val_images: str | os.PathLike | None = None,
         val_masks: str | os.PathLike | None = None,
+        resumed: bool = False,
         unlabeled_dirs: list[str | os.PathLike] | None = None,
         classes: list[str] | None = None,
         tile_px: int = 256,
@@ -480,8 +483,8 @@ class PhotoTrainingData(TrainingData):
         for folder in unlabeled_dirs or []:  # never a validation photo (--unlabeled pointed at the images folder)
             self.unlabeled_paths += [p for p in list_images(folder, "unlabeled images").values() if _file_id(p) not in held_apart]
         self._check_sizes()
-        val_advice = ("give --val-images photos that show it" if val_images is not None
-                      else "choose another --seed or a larger --val-fraction, or give --val-images photos that show it")
+        val_advice = None if resumed else ("give --val-images photos that show it" if val_images is not None else
+                                           "choose another --seed or a larger --val-fraction, or give --val-images photos that show it")
         self._counts, self.unlabeled_255, self._with_foreground = self._count_labels(
             ", ".join(str(m) for m in ([masks] if isinstance(masks, (str, os.PathLike)) else masks)), val_advice)
         # colour when any labeled photo is; every photo is read with these bands (as prediction reads
@@ -497,10 +500,11 @@ class PhotoTrainingData(TrainingData):
             norm = stats_from_uint8(self._readable(sample[i] for i in sorted(pick)))  # one photo in memory at a time
         self.norm = norm
 
-    def _count_labels(self, masks: str | os.PathLike, val_advice: str) -> tuple[np.ndarray, bool, list[int]]:
+    def _count_labels(self, masks: str | os.PathLike, val_advice: str | None) -> tuple[np.ndarray, bool, list[int]]:
         """Pixels per class (background first) of the labeled masks, unlabeled and transparent pixels
         left out as training leaves them (and of the validation masks, :attr:`validation_pixels`);
-        refuse a foreground class without any, in the labeled masks or in the validation masks (``val_advice``: what to do then; the F1 of a class the
+        refuse a foreground class without any, in the labeled masks or (but for a resumed run,
+        ``val_advice`` None) in the validation masks (``val_advice``: what to do then; the F1 of a class the
         validation does not show is 1 for a model that never predicts it and 0 for any other, so it
         cannot choose the kept step). Every mask is read
         once, here, which also decides how the masks of only 0 and 255 read (returned second: whether
@@ -535,7 +539,7 @@ class PhotoTrainingData(TrainingData):
                     "label images that show it: raise --labeled-fraction, choose another --seed or --labeled-names"
                 )
         for i, name in enumerate(self.classes, start=1):
-            if self.val_pairs and validation[i] == 0:
+            if self.val_pairs and validation[i] == 0 and val_advice is not None:  # None: a resumed run, which began without the check
                 names = ", ".join(m.name for _, m in self.val_pairs[:3]) + (", ..." if len(self.val_pairs) > 3 else "")
                 raise GeoccsegError(f"the {len(self.val_pairs)} validation mask(s) ({names}) hold no {name} pixel, so validation cannot "
                                     f"tell a model that finds {name} from one that finds nothing; {val_advice}")
@@ -651,7 +655,8 @@ class PhotoTrainingData(TrainingData):
         the photos the normalisation statistics are computed from, which a resume compares: mended,
         it would change them, so it can be used by a new run only."""
         self._unreadable.add(path)
-        use = "replace the file before the next run to use it" if sampled else "replace the file and resume to use it"
+        use = ("it is one of the photos the normalisation statistics come from: mended, a new run can use it, a resume of "
+               "this one cannot" if sampled else "replace the file and resume to use it")
         log.warning("%s (in %s); training goes on without it (%s)", exc, path.parent, use)
 
     def _readable(self, paths: Iterable[Path]) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:

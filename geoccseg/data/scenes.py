@@ -84,6 +84,9 @@ class SceneTrainingData(TrainingData):
         per_image: normalise each scene by its own percentiles, as prediction normalises a scene
             for a per-image model (:func:`geoccseg.inference.predict.scene_norm`); ``norm`` then
             records the scenes' joint statistics with ``per_image`` set.
+        resumed: the data of a resumed run: the checks added since runs may have begun without
+            them (scenes of pixel sizes more than 1.5x apart, a validation AOI without labels) are
+            not made, so that such a run resumes as it trained (its data is compared then).
 
     Attributes:
         label_pixels: labeled pixels per class (background first) inside the labeled regions, on
@@ -110,6 +113,7 @@ class SceneTrainingData(TrainingData):
         pixel_size_m: float | None = None,
         min_valid: float = 0.5,
         min_inside: float = 0.75,
+        resumed: bool = False,
         norm: NormStats | None = None,
         per_image: bool = False,
     ) -> None:
@@ -126,7 +130,7 @@ class SceneTrainingData(TrainingData):
             raise GeoccsegError("scenes have different numbers of bands; select the same bands with --bands")
         self.bands = list(opened[0].bands)
         sizes = [s.pixel_size_m for s in opened]
-        if pixel_size_m is None and max(sizes) > MIXED_SCALES * min(sizes):
+        if pixel_size_m is None and max(sizes) > MIXED_SCALES * min(sizes) and not resumed:
             finest, coarsest = opened[int(np.argmin(sizes))], opened[int(np.argmax(sizes))]
             raise GeoccsegError(f"the scenes' pixel sizes differ: {min(sizes):.3g} m ({finest.path.name}) to {max(sizes):.3g} m "
                                 f"({coarsest.path.name}); give --pixel-size-m, the one size every scene is resampled to for training")
@@ -176,7 +180,7 @@ class SceneTrainingData(TrainingData):
             raise GeoccsegError(f"validation AOI {val_aoi} holds no whole {self.tile_px}-px chip of valid imagery (a chip lies at "
                                 "least three quarters inside it); draw it larger, or lower --tile-px")
         if val_aoi and labels:
-            self._check_validation_labels(val_aoi)
+            self._check_validation_labels(val_aoi, refuse=not resumed)
         self._labeled_grid: list | None = None
         self._unlabeled_grid: list | None = None
         self.unlabeled_from_labeled = self.has_labels and not self._any_unlabeled_chip()
@@ -196,7 +200,7 @@ class SceneTrainingData(TrainingData):
                 raise GeoccsegError(missing_class_message(labels, name, i, per_scene, aoi, self.pixel_size_m))
         return counts
 
-    def _check_validation_labels(self, val_aoi: str | os.PathLike) -> None:
+    def _check_validation_labels(self, val_aoi: str | os.PathLike, refuse: bool = True) -> None:
         """Count the validation AOI's labeled pixels per class (:attr:`validation_pixels`); refuse
         one without a pixel of each foreground class: the F1 of a class
         the validation does not show is 1 for a model that never predicts it and 0 for any other,
@@ -207,7 +211,7 @@ class SceneTrainingData(TrainingData):
                 counts += r.chips.count_labels(r.validation, len(counts))
         self.validation_pixels = counts
         for i, name in enumerate(self.classes, start=1):
-            if counts[i] == 0:
+            if counts[i] == 0 and refuse:
                 raise GeoccsegError(f"validation AOI {val_aoi} holds no labeled {name}, so validation cannot tell a model that finds "
                                     f"{name}s from one that finds nothing; draw it over labeled {name}s, or leave --val-aoi out")
 

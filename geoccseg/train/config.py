@@ -222,7 +222,8 @@ class TrainConfig:
             if self.images_pixel_size_m and (self.pixel_size_m is None or min(self.images_pixel_size_m) <= 0):
                 raise GeoccsegError("--images-pixel-size-m needs positive sizes and --pixel-size-m, the pixel size every folder is resampled to")
             resampled = any(size != self.pixel_size_m for size in self.images_pixel_size_m)
-            if resampled and (self.val_images or self.unlabeled):  # which --images folder's pixel size they have is unknown
+            # which --images folder's pixel size they have is unknown (a run begun before this check resumes as it trained)
+            if resampled and (self.val_images or self.unlabeled) and not self.resume:
                 raise GeoccsegError("--images-pixel-size-m resamples the --images folders only: --val-images and --unlabeled photos "
                                     "would be read at their own, unknown scale; leave them out (--val-fraction holds validation "
                                     "photos out of the --images folders), or resample them to --pixel-size-m beforehand")

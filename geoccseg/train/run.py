@@ -76,13 +76,14 @@ def build_data(c: TrainConfig, start: Bundle | None = None) -> TrainingData:
         data = SceneTrainingData(
             c.scenes, labels=c.labels, aoi=c.aoi, val_aoi=c.val_aoi, classes=c.classes, class_column=c.class_column,
             width_m=c.width_m, bands=c.bands, tile_px=c.tile_px, pixel_size_m=pixel_size_m, norm=norm, per_image=per_image,
+            resumed=c.resume,
         )
     else:
         data = PhotoTrainingData(
             c.images, c.masks, labeled_fraction=c.labeled_fraction, seed=c.seed, val_fraction=c.val_fraction,
             val_images=c.val_images, val_masks=c.val_masks, unlabeled_dirs=c.unlabeled, classes=c.classes,
             tile_px=c.tile_px, pixel_size_m=pixel_size_m, labeled_names=c.labeled_names, norm=norm,
-            source_pixel_sizes_m=c.images_pixel_size_m or None,
+            source_pixel_sizes_m=c.images_pixel_size_m or None, resumed=c.resume,
         )
     if per_image:
         data.norm = replace(data.norm, per_image=True)
