@@ -616,6 +616,15 @@ def test_a_scheduler_address_that_is_not_one_is_a_one_line_error(address: str, s
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_a_tls_scheduler_without_tls_settings_is_told_so(scene_path: Path, tmp_path: Path) -> None:
+    """Review S8: a right tls:// address without the Dask configuration's TLS settings raised
+    distributed's TypeError, which was called "not a Dask scheduler address", with tcp:// advised."""
+    result = CliRunner().invoke(cli, ["predict", str(scene_path), "-o", str(tmp_path / "roads.gpkg"), "--device", "cpu",
+                                      "--scheduler", "tls://127.0.0.1:8786"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "the Dask scheduler at tls://127.0.0.1:8786 needs TLS settings (distributed.comm.tls.*" in result.stderr
+
+
 @pytest.mark.parametrize("field, value", [("pixel_size_m", 0), ("pixel_size_m", -1.0), ("pixel_size_m", "NaN"), ("tile_px", 0)])
 def test_a_bundle_with_an_impossible_scale_is_refused_as_damaged(field: str, value, scene_path: Path, tmp_path: Path) -> None:
     """A bundle.json with pixel_size_m 0 was a ZeroDivisionError traceback inside the refusal of a

@@ -257,6 +257,17 @@ class OpenVinoEngine(ExportedEngine):
         return self.compiled.create_infer_request().infer({self._input: padded})[self._output]
 
 
+def _runs_bf16() -> bool:
+    """:func:`cpu_has_bf16`, for ``auto``: an OpenVINO that cannot be imported is one that is not
+    there (torch runs bf16 then, with a warning)."""
+    try:
+        return cpu_has_bf16()
+    except GeoccsegError as exc:
+        log.warning("geoccseg: warning: the openvino engine cannot run (%s); predicting with the torch engine",
+                    str(exc).removesuffix("; use --engine torch"))
+        return False
+
+
 def onnx_available() -> bool:
     """Whether the packages of the ``onnx`` engine (:data:`ONNX_PACKAGES`) are installed (found, not imported)."""
     return all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
@@ -318,7 +329,7 @@ def resolve_engine(engine: str, device: str, precision: str = "fp32") -> str:
         if cuda:
             engine = "torch"
         elif precision == "bf16":
-            engine = AUTO_BF16_ENGINE if openvino_available() and cpu_has_bf16() else "torch"
+            engine = AUTO_BF16_ENGINE if openvino_available() and _runs_bf16() else "torch"
         else:
             engine = "onnx" if precision == "int8" else AUTO_CPU_ENGINE
             if engine == "onnx" and precision == "fp32" and not onnx_available():

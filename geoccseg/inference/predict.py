@@ -626,9 +626,14 @@ def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.Pa
             client = distributed.Client(scheduler, timeout=15)
         except (OSError, TimeoutError) as exc:
             raise GeoccsegError(f"cannot connect to the Dask scheduler at {scheduler} ({exc}); check the address and that it runs") from None
-        except (ValueError, TypeError) as exc:  # an unknown scheme (the dashboard's http://) or port
+        except ValueError as exc:  # an unknown scheme (the dashboard's http://) or port
             raise GeoccsegError(f"--scheduler {scheduler} is not a Dask scheduler address ({exc}); give the scheduler's "
                                 "tcp://host:8786 (its dashboard's http:// address is another)") from None
+        except TypeError as exc:  # distributed's "TLS expects a ssl_context": a tls:// address without TLS settings
+            if "TLS" not in str(exc):
+                raise
+            raise GeoccsegError(f"the Dask scheduler at {scheduler} needs TLS settings (distributed.comm.tls.* in the Dask "
+                                f"configuration: certificates and keys); {str(exc).splitlines()[0]}") from None
         with client:
             try:
                 client.wait_for_workers(1, timeout=WORKER_WAIT_S)
