@@ -147,7 +147,7 @@ def write_vectors(
         kept.mkdir()
         new.mkdir()
         _write_file(frames, new / path.name, driver, target, gpkg_version, metadata)
-        parts = _shapefile_parts(new / path.name) if driver == "ESRI Shapefile" else [new / path.name]
+        parts = [p for p in new.iterdir() if p.is_file()] if driver == "ESRI Shapefile" else [new / path.name]  # every part GDAL wrote
         for part in parts:
             follow_umask(part)
         moves = [(part, path.with_name(part.name)) for part in sorted(parts, key=lambda p: (p.suffix.lower() == path.suffix.lower(), p.name))]
