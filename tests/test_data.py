@@ -1068,6 +1068,15 @@ def test_a_validation_set_without_the_class_is_refused(data_dir, vegas, tmp_path
     gpd.GeoDataFrame(geometry=[empty], crs=4326).to_file(tmp_path / "val.gpkg")
     with pytest.raises(GeoccsegError, match=r"validation AOI .*val.gpkg holds no labeled road.*draw it over labeled roads"):
         SceneTrainingData([scene], labels=roads, val_aoi=tmp_path / "val.gpkg", tile_px=64)
+    # review S5: a road only in the validation AOI's margin, which no accepted chip (3/4 inside the
+    # AOI) covers, is never scored: the AOI 96 px wide, the road 16 px inside its east edge
+    with rasterio.open(scene) as src:
+        to_map = src.transform
+    road = shapely.LineString([to_map * (197, 466), to_map * (197, 780)])
+    gpd.GeoDataFrame({"class": ["road"]}, geometry=[road], crs=4326).to_file(tmp_path / "one_road.gpkg")
+    gpd.GeoDataFrame(geometry=[box(*(to_map * (117, 760)), *(to_map * (213, 480)))], crs=4326).to_file(tmp_path / "margin.gpkg")
+    with pytest.raises(GeoccsegError, match=r"validation AOI .*margin.gpkg holds no labeled road"):
+        SceneTrainingData([scene], labels=tmp_path / "one_road.gpkg", val_aoi=tmp_path / "margin.gpkg", tile_px=64, width_m=4.0)
     with_road = max(cells, key=lambda cell: cell.intersection(gpd.read_file(roads).union_all()).length)
     gpd.GeoDataFrame(geometry=[with_road], crs=4326).to_file(tmp_path / "val.gpkg")
     assert SceneTrainingData([scene], labels=roads, val_aoi=tmp_path / "val.gpkg", tile_px=64).validation_queries()

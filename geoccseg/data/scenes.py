@@ -16,7 +16,7 @@ import torch
 from shapely.geometry.base import BaseGeometry
 
 from geoccseg.data.base import LazyItems, TrainingData
-from geoccseg.data.chips import Query, RandomQueries, SceneChips, accept_labeled, accept_unlabeled, grid_queries
+from geoccseg.data.chips import Query, RandomQueries, SceneChips, accept_labeled, accept_unlabeled, grid_queries, read_box
 from geoccseg.data.coverage import missing_class_message
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.aoi import areal, read_aoi
@@ -201,14 +201,19 @@ class SceneTrainingData(TrainingData):
         return counts
 
     def _check_validation_labels(self, val_aoi: str | os.PathLike, refuse: bool = True) -> None:
-        """Count the validation AOI's labeled pixels per class (:attr:`validation_pixels`); refuse
+        """Count the labeled pixels per class that validation scores (:attr:`validation_pixels`: the
+        validation AOI's under its accepted chips); refuse
         one without a pixel of each foreground class: the F1 of a class
         the validation does not show is 1 for a model that never predicts it and 0 for any other,
         so it cannot choose the kept step (an AOI drawn where no road was labeled)."""
         counts = np.zeros(len(self.classes) + 1, dtype=np.int64)
         for r in self.regions:
-            if r.validation is not None:
-                counts += r.chips.count_labels(r.validation, len(counts))
+            # what validation scores: the region's part under its accepted chips (a road in a margin
+            # no chip covers enough is never scored)
+            chips = [read_box(r.chips, q) for region, q in self.validation_queries() if region is r]
+            scored = areal(r.validation.intersection(shapely.union_all(chips))) if chips else None
+            if scored is not None:
+                counts += r.chips.count_labels(scored, len(counts))
         self.validation_pixels = counts
         for i, name in enumerate(self.classes, start=1):
             if counts[i] == 0 and refuse:
