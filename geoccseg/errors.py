@@ -9,6 +9,13 @@ keeps its traceback.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    :class:`GeoccsegError` quotes of a library's error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class GeoccsegError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 

@@ -41,7 +41,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from geoccseg.errors import GeoccsegError
+from geoccseg.errors import GeoccsegError, first_line
 from geoccseg.io.bundle import BundleMeta
 
 log = logging.getLogger(__name__)
@@ -208,8 +208,6 @@ def onnx_session(model_bytes: bytes, threads: int):  # -> onnxruntime.InferenceS
     thread, errors only in its log; ONNX Runtime is imported with its telemetry off."""
     from geoccseg.inference.runtimes import import_onnxruntime
 
-    from geoccseg.inference.export import first_line
-
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
@@ -247,8 +245,6 @@ class OpenVinoEngine(ExportedEngine):
         try:
             self.compiled = core.compile_model(core.read_model(model_bytes), "CPU", config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO's own errors, one line
-            from geoccseg.inference.export import first_line
-
             raise GeoccsegError(f"OpenVINO cannot compile the network's export ({first_line(exc)}); use --engine torch") from None
         self.device, self.threads, self.precision = "cpu", max(1, threads), precision
         self._input, self._output = INPUT, OUTPUT

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from geoccseg import __version__
-from geoccseg.errors import GeoccsegError
+from geoccseg.errors import GeoccsegError, first_line
 from geoccseg.io.atomic import atomic_path
 from geoccseg.models.bundle import state_sha256
 
@@ -389,12 +389,6 @@ def export_onnx(model: torch.nn.Module, in_channels: int, graph: str = "probabil
     data = buffer.getvalue()
     check_export(data, wrapped, in_channels)
     return data
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_export(data: bytes, wrapped: torch.nn.Module, in_channels: int) -> None:

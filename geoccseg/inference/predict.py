@@ -43,7 +43,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from geoccseg.errors import GeoccsegError
+from geoccseg.errors import GeoccsegError, first_line
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.inference.engine import Engine, build_engine, check_engine, check_precision, engine_label, settle_engine
@@ -98,6 +98,7 @@ forward pass ran at 48 Mpx/s with one 512-px chip, 416 with 8, 564 with 16, and 
 on an 8192-px scene at 17.0 Mpx/s with 8 chips per pass (2 blocks at once, as on CUDA by
 default). A pass of eight chips grew the peak memory by about 0.6 GB in float32 on the CPU; under
 bf16 autocast it holds less (not measured on the GPU)."""
+
 
 def blocks_at_once(device: str) -> int:
     """How many blocks one process predicts at a time on ``device``: 1 on the CPU (the engine's
@@ -633,7 +634,7 @@ def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.Pa
             if "TLS" not in str(exc):
                 raise
             raise GeoccsegError(f"the Dask scheduler at {scheduler} needs TLS settings (distributed.comm.tls.* in the Dask "
-                                f"configuration: certificates and keys); {str(exc).splitlines()[0]}") from None
+                                f"configuration: certificates and keys); {first_line(exc)}") from None
         with client:
             try:
                 client.wait_for_workers(1, timeout=WORKER_WAIT_S)

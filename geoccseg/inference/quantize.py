@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from rasterio.enums import Resampling
 
-from geoccseg.errors import GeoccsegError
-from geoccseg.inference.export import INPUT, cached, export_key, exported_model, first_line
+from geoccseg.errors import GeoccsegError, first_line
+from geoccseg.inference.export import INPUT, cached, export_key, exported_model
 from geoccseg.io.bundle import BundleMeta
 from geoccseg.io.catalog import sample_scene
 from geoccseg.io.scene import open_scene

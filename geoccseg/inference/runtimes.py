@@ -25,7 +25,7 @@ import os
 import sys
 import types
 
-from geoccseg.errors import GeoccsegError
+from geoccseg.errors import GeoccsegError, first_line
 
 ORT_TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
 """ONNX Runtime's telemetry opt-out (``1``), read when it initialises."""
@@ -65,6 +65,5 @@ def import_openvino() -> types.ModuleType:
 def _broken(runtime: str, package: str, exc: BaseException) -> GeoccsegError:
     """The one-line error of a runtime that is installed but fails to import (a wheel built for
     another NumPy, a missing system library); ``--engine auto`` falls back to torch on it."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return GeoccsegError(f"{runtime} is installed but cannot be imported ({reason}; pip install --force-reinstall {package} "
+    return GeoccsegError(f"{runtime} is installed but cannot be imported ({first_line(exc)}; pip install --force-reinstall {package} "
                          "may mend it); use --engine torch")
