@@ -656,13 +656,12 @@ def test_predict_stopped_while_tracing_lines_leaves_its_outputs_as_they_were(ove
         for name, path in outputs.items():
             path.write_bytes(f"the older {name}".encode())
     before = tree(tmp_path)
-    traced = []
+    traced, real = [], pipeline.vectorize_raster
 
     def stopped_after_tracing(*args, **kwargs):
-        traced.append(pipeline.vectorize_raster.__wrapped__(*args, **kwargs))
+        traced.append(real(*args, **kwargs))
         raise KeyboardInterrupt
 
-    stopped_after_tracing.__wrapped__ = pipeline.vectorize_raster
     monkeypatch.setattr(pipeline, "vectorize_raster", stopped_after_tracing)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_predict(scene, outputs["roads.gpkg"], model="road", prob_out=outputs["prob.tif"],

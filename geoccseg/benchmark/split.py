@@ -25,7 +25,6 @@ split by photo.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ import numpy as np
 
 from geoccseg.data.photos import list_images
 from geoccseg.errors import GeoccsegError
+from geoccseg.io.checksum import file_sha256
 
 #: Seed of the test / select / train split; independent of the training seeds, never change it.
 HOLDOUT_SEED = 20240611
@@ -130,7 +130,7 @@ def unlabeled_folders(data: Path, split: dict) -> list[Path]:
     """``[data/unlabeled]`` when ``data`` has that folder of photos without masks, else ``[]``.
 
     Raises:
-        GeoccsegError: an unlabeled photo is a held-out select or test image (:func:`held_out_among`).
+        GeoccsegError: an unlabeled photo is a held-out select or test image (:func:`check_unlabeled`).
     """
     folder = data / "unlabeled"
     if not folder.is_dir():
@@ -161,15 +161,12 @@ def check_unlabeled(folder: Path, held: Iterable[str], photo_of: str | None, hel
     held_photos = {photo(stem) for stem in held}
     photos = list_images(folder, "unlabeled", allow_empty=True)
     found = {stem for stem in photos if stem in held or photo(stem) in held_photos}
-    digests = {_digest(path) for path in held_files}
-    found |= {stem for stem, path in photos.items() if digests and _digest(path) in digests}
+    digests = {file_sha256(path) for path in held_files}
+    if digests:
+        found |= {stem for stem, path in photos.items() if file_sha256(path) in digests}
     if found:
         raise GeoccsegError(f"{len(found)} photo(s) of {folder} are held-out select or test images, by name, by photo or by their "
                             f"bytes (e.g. {', '.join(sorted(found)[:3])}); the unlabeled folder must hold other photos")
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def link_pairs(root: Path, pairs: dict[str, Pair]) -> Path:
