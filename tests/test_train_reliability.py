@@ -712,3 +712,25 @@ def test_an_error_in_a_chip_worker_reaches_the_user_as_its_own_one_line(data_dir
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"geoccseg: error: none of the 1 unlabeled photos can be read (e.g. {unlabeled / 'cut.jpg'}); "), last
     assert "Traceback" not in proc.stderr and "DataLoader worker" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_resume_on_another_number_of_processes_is_told_what_changes(run_copy, caplog):
+    """--devices and --num-nodes may change on resume (review T8), but each step then trains on
+    another number of chips: the resume went on silently as another run. The checkpoint records the
+    number of training processes and a resume on another number warns once."""
+    checkpoint = run_copy / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(checkpoint)
+    assert state["geoccseg_run"]["world_size"] == 1
+    state["geoccseg_run"]["world_size"] = 2  # as if it began with --devices 2
+    save_checkpoint(state, checkpoint)
+    with caplog.at_level("WARNING", logger="geoccseg.train.run"):
+        result = _resume(run_copy, "--max-steps", "7")
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if "training process" in r.getMessage()]
+    assert len(warned) == 1 and "began on 2 training processes and resumes on 1" in warned[0], warned
+    assert "trains on 2 labeled chips where it trained on 4" in warned[0], warned
+    assert load_checkpoint(checkpoint)["geoccseg_run"]["world_size"] == 1  # what the steps since were trained on
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="geoccseg.train.run"):
+        assert _resume(run_copy, "--max-steps", "8").exit_code == 0
+    assert not [r for r in caplog.records if "training process" in r.getMessage()]

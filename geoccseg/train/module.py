@@ -251,7 +251,8 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         ema_update(self.teacher, self.student, m)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["geoccseg_run"] = {**self.run_identity, "schedule_steps": self.schedule_steps}
+        checkpoint["geoccseg_run"] = {**self.run_identity, "schedule_steps": self.schedule_steps,
+                                      "world_size": self.trainer.world_size}
 
     # -- validation ----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -32,6 +32,7 @@ from geoccseg.train.callbacks import RunRecorder, run_finished
 from geoccseg.train.centreline import label_half_width_px
 from geoccseg.train.checkpoint import (
     PeriodicCheckpoint, SafeCheckpointIO, check_architecture, check_same_run, load_checkpoint, run_identity,
+    world_size_note,
 )
 from geoccseg.train.config import TrainConfig
 from geoccseg.train.module import SemiSupervisedSegmenter
@@ -191,6 +192,9 @@ def train(config: TrainConfig) -> TrainResult:
                                 inert=c.inert_options(), validation_pixels=data.validation_pixels)
         if resumed is not None:
             check_same_run(resumed, identity, ckpt)
+            note = world_size_note(resumed, c.devices * c.num_nodes, c.batch_size)
+            if note and _first_process():
+                log.warning("geoccseg: warning: %s", note)
         if start is not None:
             check_fits(start, data)
             model_config = start.model.config  # parsed and checked by load_bundle
