@@ -473,3 +473,25 @@ def test_a_runtime_that_fails_to_import_is_one_line_and_auto_falls_back(runtime:
     assert auto.returncode == 0, auto.stderr
     assert f"warning: the {engine} engine cannot run ({name} is installed but cannot be imported" in auto.stderr
     assert "predicting with the torch engine" in auto.stderr
+
+
+def test_cuda_autocast_computes_in_bf16_only_where_the_gpu_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review E5: torch's ``is_bf16_supported()`` says yes on GPUs before Ampere (emulated, slow)
+    and asks the current GPU, not the one predicting. The dtype follows the compute capability of
+    the device asked for (the capability is patched: CI has no GPU)."""
+    import warnings
+
+    from geoccseg.inference.engine import autocast
+
+    asked = []
+
+    def capability(device):
+        asked.append(str(device))
+        return {"cuda:0": (7, 5), "cuda:1": (8, 0), "cuda:2": (9, 0)}[str(device)]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available, disabling autocast" on a machine without a GPU
+        dtypes = [autocast(device).fast_dtype for device in ("cuda:0", "cuda:1", "cuda:2")]
+    assert dtypes == [torch.float16, torch.bfloat16, torch.bfloat16] and asked == ["cuda:0", "cuda:1", "cuda:2"]
+    assert not hasattr(autocast("cpu"), "fast_dtype")  # the CPU computes in float32: no autocast
