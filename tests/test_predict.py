@@ -679,3 +679,77 @@ def test_a_scheduler_gets_two_blocks_per_worker_thread(scene_path: Path, bundle_
     np.testing.assert_allclose(on_cluster, geoccseg.predict(scene_path, bundle_dir, device="cpu", tile_px=128, overlap_px=16,
                                                             block_px=64, engine="torch").values, atol=1e-5)  # 1 thread against 2
     np.testing.assert_array_equal(read_band(local), read_band(remote))
+
+
+@contextlib.contextmanager
+def _worker_without_onnx_runtime(tmp_path: Path):
+    """A Dask scheduler with one real `dask worker` process whose installation lacks ONNX Runtime
+    (a sitecustomize hides it: ``import onnxruntime`` fails there, as where it is not installed)."""
+    import os
+
+    import distributed
+
+    hidden = tmp_path / "no_onnxruntime"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text("import sys\nsys.modules['onnxruntime'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hidden), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster:
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--nthreads", "1",
+                                   "--no-dashboard", "--local-directory", str(tmp_path / "worker")], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with distributed.Client(cluster) as client:
+                client.wait_for_workers(1, timeout=60)
+                assert set(client.run(lambda: "onnxruntime" in sys.modules and sys.modules["onnxruntime"] is None).values()) == {True}
+                yield cluster.scheduler_address
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+
+
+def test_a_cluster_runs_what_its_workers_can_not_what_the_client_can(scene_path: Path, bundle_dir: Path, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Review E3: on an existing Dask cluster the device and engine were settled on the client: a
+    client with ONNX Runtime chose the onnx engine for workers without it, and every block failed
+    with a remote traceback (a GPU client with CPU workers the same with CUDA; a laptop never used
+    its GPU workers). Now the workers are asked: an engine asked by name that a worker lacks is one
+    line naming the worker, `auto` falls back to torch there, and `--device cuda` names the worker
+    without a GPU."""
+    crop = crop_of(scene_path, tmp_path / "crop.tif", 256, 256)
+    out = tmp_path / "out"
+    out.mkdir()
+    base = ["predict", str(crop), "--model", str(bundle_dir), "--tile-px", "128", "--overlap-px", "16", "--block-px", "128"]
+    with _worker_without_onnx_runtime(tmp_path) as address:
+        refused = CliRunner().invoke(cli, [*base, "-o", str(out / "a.gpkg"), "--engine", "onnx", "--scheduler", address])
+        assert refused.exit_code == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.output, refused.output
+        assert "--engine onnx: the Dask worker tcp://" in refused.stderr and "has no ONNX Runtime and onnx; install it on every worker, or use --engine torch" in refused.stderr
+        no_gpu = CliRunner().invoke(cli, [*base, "-o", str(out / "b.gpkg"), "--device", "cuda", "--scheduler", address])
+        assert no_gpu.exit_code == 2 and "--device cuda: the Dask worker tcp://" in no_gpu.stderr and "has no CUDA GPU" in no_gpu.stderr, no_gpu.output
+        scoring = CliRunner().invoke(cli, ["suggest", str(crop), "--model", str(bundle_dir), "-n", "1", "--size-m", "30", "-o",
+                                           str(out / "areas.gpkg"), "--engine", "onnx", "--scheduler", address])
+        assert scoring.exit_code == 2 and "--engine onnx: the Dask worker tcp://" in scoring.stderr, scoring.output  # suggest's blocks too
+        assert sorted(p.name for p in out.iterdir()) == []
+        with caplog.at_level("WARNING", logger="geoccseg.inference.cluster"):
+            auto = CliRunner().invoke(cli, [*base, "-o", str(out / "c.gpkg"), "--prob-out", str(out / "c.tif"), "--scheduler", address])
+        assert auto.exit_code == 0, auto.output
+        assert "has no ONNX Runtime and onnx; predicting with the torch engine" in caplog.text
+    with rasterio.open(out / "c.tif") as src:
+        assert src.tags()["GEOCCSEG_ENGINE"] == "torch"
+
+
+def test_the_device_of_a_cluster_is_the_one_every_worker_has() -> None:
+    from geoccseg.inference.cluster import cluster_device, cluster_engine
+
+    gpus = {"tcp://a:1": {"cuda_gpus": 1}, "tcp://b:1": {"cuda_gpus": 2}}
+    mixed = {**gpus, "tcp://c:1": {"cuda_gpus": 0}}
+    assert cluster_device("auto", gpus) == "cuda"  # a client without a GPU predicts on its GPU workers
+    assert cluster_device("auto", mixed) == "cpu" and cluster_device("cpu", gpus) == "cpu"
+    with pytest.raises(GeoccsegError, match="--device cuda:1: the Dask worker tcp://a:1 has 1 CUDA GPU"):
+        cluster_device("cuda:1", gpus)
+    with pytest.raises(GeoccsegError, match="unknown device 'gpu'"):
+        cluster_device("gpu", gpus)
+    lacking = {"tcp://a:1": {"onnx": True, "openvino": True, "openvino_bf16": False}}
+    assert cluster_engine("openvino", "auto", "fp32", lacking) == "openvino"
+    assert cluster_engine("openvino", "auto", "bf16", lacking) == "torch"  # its CPU has no bf16: torch runs it
+    with pytest.raises(GeoccsegError, match="tcp://a:1 has no CPU with bfloat16 instructions for OpenVINO; use --precision fp32"):
+        cluster_engine("openvino", "openvino", "bf16", lacking)

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError, first_line
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
+from geoccseg.inference.cluster import settle_on_workers
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.inference.engine import Engine, build_engine, check_engine, check_precision, engine_label, settle_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
@@ -783,16 +784,16 @@ def predict_scene(
     else:
         bundle = load_bundle(bundle)
     ref = model_ref(bundle)  # the run begins: a folder rewritten from now on is refused by the processes that load it
-    device = resolve_device(options.device)
+    on_cluster = options.scheduler is not None  # its workers settle the device and engine (geoccseg.inference.cluster)
+    device = None if on_cluster else resolve_device(options.device)
     opened = open_scene_for(scene, bundle.meta)
     scale = model_scale(opened, bundle.meta.pixel_size_m)
     tile_px = options.tile_for(bundle.meta)
     block_px = options.block_px
     grid = ChipGrid.create(math.ceil(opened.height / scale), math.ceil(opened.width / scale), tile_px, options.overlap_px, block_px)
     blocks = grid.blocks()
-    engine = settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported once (onnx)
+    engine = None if on_cluster else settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported once
     norm = scene_norm(opened, bundle.meta)
-    jobs = (BlockJob(opened, ref, device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm) for block in blocks)
     model_transform = opened.transform @ Affine.scale(scale)
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
@@ -803,6 +804,11 @@ def predict_scene(
             dask_client(options.workers, options.scheduler, workdir) as client,
             tqdm(total=len(blocks), unit="block", desc="predict", disable=not progress) as bar,
         ):
+            if on_cluster:
+                settle = lambda device: settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # noqa: E731
+                device, engine = settle_on_workers(client, options.device, options.engine, options.precision, settle)
+            jobs = (BlockJob(opened, ref, device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm)
+                    for block in blocks)
             if client is None:
                 share_bundle(bundle, device, ref)
                 results = _run_local(jobs, threads=blocks_at_once(device))

@@ -155,7 +155,7 @@ def suggest_areas(
     if isinstance(model, Bundle):
         check_workers_read_the_same_model(model, options)
     bundle = model if isinstance(model, Bundle) else load_bundle(bundle_path)
-    device = resolve_device(options.device)
+    device = None if options.scheduler is not None else resolve_device(options.device)  # a cluster's workers settle it
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)
     opened = [open_scene_for(p, bundle.meta) for p in paths]
     size_m = size_m if size_m is not None else default_size_m(bundle.meta, opened[0].pixel_size_m)

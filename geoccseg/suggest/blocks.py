@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.confidence import ConfidenceThresholds
+from geoccseg.inference.cluster import settle_on_workers
 from geoccseg.inference.predict import (
     GDAL_CACHE_BYTES,
     ModelRef,
@@ -183,7 +184,7 @@ def score_cells(
     thresholds: ConfidenceThresholds,
     params: TermParams,
     options: PredictOptions,
-    device: str,
+    device: str | None,
     *,
     workdir: str | os.PathLike | None = None,
     progress: bool = False,
@@ -198,7 +199,8 @@ def score_cells(
         thresholds: the model's confidence thresholds.
         params: per-pixel term settings.
         options: tile, overlap, block size (pixels, rounded to whole cells), batch, Dask settings.
-        device: resolved torch device.
+        device: resolved torch device; None on an existing Dask cluster (``options.scheduler``),
+            whose workers settle it (:func:`geoccseg.inference.cluster.settle_on_workers`).
         workdir: scratch folder of a local Dask cluster (``options.workers``); None: a temporary one.
         progress: show a progress bar over blocks.
 
@@ -212,20 +214,24 @@ def score_cells(
     block_rows = max(1, round(options.block_px / cells.cell_h_px))
     block_cols = max(1, round(options.block_px / cells.cell_w_px))
     norm = scene_norm(scene, bundle.meta)
-    engine = settle_scoring(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx), here
+    settle = lambda device: settle_scoring(options.engine, bundle.model, device, bundle.meta)  # noqa: E731  (exported once, here)
+    engine = settle(device) if device is not None else None
     ref = model_ref(bundle)
-    jobs = [
-        ScoreJob(scene, ref, device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
-                 scale, options.batch_for(tile_px), thresholds, params, norm, engine)
-        for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)
-    ]
+    blocks = [(r, c) for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)]
     sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
         tempfile.TemporaryDirectory(prefix="geoccseg-suggest-") if workdir is None else contextlib.nullcontext(workdir) as scratch,
         dask_client(options.workers, options.scheduler, scratch) as client,
-        tqdm(total=len(jobs), unit="block", desc=f"score {scene.path.name}", disable=not progress) as bar,
+        tqdm(total=len(blocks), unit="block", desc=f"score {scene.path.name}", disable=not progress) as bar,
     ):
+        if device is None:
+            device, engine = settle_on_workers(client, options.device, options.engine, "fp32", settle)
+        jobs = [
+            ScoreJob(scene, ref, device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
+                     scale, options.batch_for(tile_px), thresholds, params, norm, engine)
+            for r, c in blocks
+        ]
         if client is None:
             share_bundle(bundle, device, ref)
             results = _run_local(jobs, threads=blocks_at_once(device), task=score_block)

@@ -1,0 +1,127 @@
+"""Where the blocks of a run on an existing Dask cluster (``--scheduler``) can run.
+
+The client that submits the blocks is often another machine than the workers that run them (a
+laptop and GPU nodes; a GPU workstation and CPU nodes). What the run computes on (the device) and
+with what (the engine and its packages) is therefore settled against the workers, probed once with
+``client.run``: ``--device auto`` predicts on CUDA when every worker has a GPU, a device or an engine
+that a worker cannot run is refused before any block, naming the worker, and an engine that
+``auto`` chose on the client falls back to ``torch`` where a worker lacks its packages. (A local
+cluster, ``--workers N``, runs this machine's installation: its workers can what the client can.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from geoccseg.errors import GeoccsegError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import distributed
+
+log = logging.getLogger(__name__)
+
+ENGINE_PACKAGES = {"onnx": "ONNX Runtime and onnx", "openvino": "OpenVINO"}
+"""What an exported engine needs installed, as the messages name it."""
+
+
+def worker_capabilities() -> dict:
+    """What this process can run (called on each worker by :func:`probe_workers`): its CUDA GPUs,
+    whether the packages of the ``onnx`` and ``openvino`` engines are installed, and whether
+    OpenVINO runs bfloat16 on its CPU."""
+    from geoccseg.inference.engine import cpu_has_bf16, onnx_available, openvino_available
+
+    openvino = openvino_available()
+    try:
+        bf16 = openvino and cpu_has_bf16()
+    except GeoccsegError:  # installed but cannot be imported
+        openvino = bf16 = False
+    return {"cuda_gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            "onnx": onnx_available(), "openvino": openvino, "openvino_bf16": bf16}
+
+
+def probe_workers(client: distributed.Client) -> dict[str, dict]:
+    """:func:`worker_capabilities` of every worker of ``client``'s cluster, by worker address.
+
+    Raises:
+        GeoccsegError: a worker cannot run geoccseg (not installed there, or another version).
+    """
+    try:
+        return client.run(worker_capabilities)
+    except (ImportError, AttributeError) as exc:
+        raise GeoccsegError(f"a worker of the Dask cluster cannot run geoccseg ({exc}); install the same geoccseg on every "
+                            "worker as on this machine") from None
+
+
+def cluster_device(requested: str, workers: dict[str, dict]) -> str:
+    """The device the blocks run on, for the ``workers``' capabilities (:func:`probe_workers`):
+    ``auto`` is ``cuda`` when every worker has a CUDA GPU, else ``cpu``; ``cuda`` (``cuda:N``) is
+    refused when a worker has none (or fewer than N + 1).
+
+    Raises:
+        GeoccsegError: an unknown device, or a CUDA device a worker does not have.
+    """
+    if requested == "auto":
+        return "cuda" if workers and all(w["cuda_gpus"] > 0 for w in workers.values()) else "cpu"
+    try:
+        parsed = torch.device(requested)
+    except RuntimeError:
+        raise GeoccsegError(f"unknown device {requested!r}; use auto, cpu or cuda") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise GeoccsegError(f"device {requested!r} is not supported; use auto, cpu or cuda")
+    if parsed.type == "cuda":
+        needed = (parsed.index or 0) + 1
+        short = sorted(address for address, w in workers.items() if w["cuda_gpus"] < needed)
+        if short:
+            has = workers[short[0]]["cuda_gpus"]
+            raise GeoccsegError(f"--device {requested}: the Dask worker {short[0]}{f' and {len(short) - 1} more' if len(short) > 1 else ''} "
+                                f"{'has no CUDA GPU' if not has else f'has {has} CUDA GPU(s)'}; use --device auto (CUDA only where every "
+                                "worker has a GPU) or cpu, or workers with GPUs")
+    return requested
+
+
+def cluster_engine(engine: str, requested: str, precision: str, workers: dict[str, dict]) -> str:
+    """``engine``, settled on the client, if every worker can run it; else ``torch`` when the user
+    asked for ``auto`` (with a warning), and a refusal for an engine asked by name.
+
+    Raises:
+        GeoccsegError: a worker lacks the packages of the engine asked for (or, at bf16, a CPU that
+            OpenVINO runs it on).
+    """
+    if engine not in ENGINE_PACKAGES:
+        return engine
+    key = "openvino_bf16" if engine == "openvino" and precision == "bf16" else engine
+    lacking = sorted(address for address, w in workers.items() if not w[key])
+    if not lacking:
+        return engine
+    which = f"the Dask worker {lacking[0]}{f' and {len(lacking) - 1} more' if len(lacking) > 1 else ''}"
+    if key == "openvino_bf16":
+        problem, remedy = f"{which} has no CPU with bfloat16 instructions for OpenVINO", "use --precision fp32 or --engine torch"
+    else:
+        problem, remedy = f"{which} has no {ENGINE_PACKAGES[engine]}", "install it on every worker, or use --engine torch"
+    if requested == "auto" and precision != "int8":
+        log.warning("geoccseg: warning: %s; predicting with the torch engine", problem)
+        return "torch"
+    raise GeoccsegError(f"--engine {engine}: {problem}; {remedy}")
+
+
+def settle_on_workers(client: distributed.Client, device: str, engine: str, precision: str,
+                      settle: Callable[[str], str]) -> tuple[str, str]:
+    """The device and engine of a run on ``client``'s cluster: the device the workers have
+    (:func:`cluster_device`), and the engine ``settle(device)`` settles on the client (exporting
+    the network once) if every worker can run it (:func:`cluster_engine`).
+
+    Args:
+        client: a client of an existing Dask cluster.
+        device, engine, precision: as the user gave them (``--device``, ``--engine``, ``--precision``).
+        settle: the engine name for a resolved device (prediction's or scoring's settle function).
+
+    Raises:
+        GeoccsegError: a device or engine a worker cannot run.
+    """
+    workers = probe_workers(client)
+    resolved = cluster_device(device, workers)
+    return resolved, cluster_engine(settle(resolved), engine, precision, workers)
