@@ -80,18 +80,24 @@ def run_variant(name: str, dataset: str, folders: dict[str, Path], labeled: list
     }
 
 
-def check_records(records: Sequence[dict], dataset: str, seed: int, max_steps: int, labeled_fraction: float) -> None:
-    """Refuse to add variants to records of another setting (their table would mix budgets).
+def check_records(records: Sequence[dict], dataset: str, seed: int, max_steps: int, labeled_fraction: float,
+                  labeled: Sequence[str]) -> None:
+    """Refuse to add variants to records of another setting (their table would mix budgets) or of
+    another split: one whose labeled images were not ``labeled`` (a folder whose ``split.json``
+    was lost, whose split :func:`~geoccseg.benchmark.split.kept_photo_of` can only guess).
 
     Raises:
         GeoccsegError: a record of another dataset, seed, step budget or labeled fraction (records
-            before December 2026 name no budget: they count as another).
+            before December 2026 name no budget: they count as another), or other labeled images.
     """
     setting = {"dataset": dataset, "seed": seed, "max_steps": max_steps, "labeled_fraction": labeled_fraction}
     for r in records:
         other = {k: r.get(k) for k, v in setting.items() if r.get(k) != v}
         if other:
             raise GeoccsegError(f"{r['variant']} in results.json was run with {other} (now {setting}); choose another --out")
+        if "labeled" in r and r["labeled"] != sorted(labeled):
+            raise GeoccsegError(f"{r['variant']} in results.json was trained on other labeled images than this split's; resume "
+                                "with the ablation's own data and split.json, or choose another --out")
 
 
 def table(records: Sequence[dict]) -> str:
@@ -124,7 +130,7 @@ def _run(argv: Sequence[str] | None) -> int:
     labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]
     results_path = args.out / "results.json"
     records = benchmark.load_records(results_path, key="variant")
-    check_records(records, args.dataset, args.seed, args.max_steps, args.labeled_fraction)
+    check_records(records, args.dataset, args.seed, args.max_steps, args.labeled_fraction, labeled)
     done = {r["variant"] for r in records}
     with tempfile.TemporaryDirectory(prefix="geoccseg-ablation-") as tmp:
         folders = {part: benchmark.link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}

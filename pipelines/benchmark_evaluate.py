@@ -33,8 +33,7 @@ from affine import Affine
 from scipy import ndimage
 
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.runs import write_json
-from geoccseg.io.atomic import atomic_path
+from geoccseg.benchmark.runs import claim_results, one_line_errors, save_results
 from geoccseg.io.probability import PROBABILITY_TAG
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -77,16 +76,21 @@ def measure(pred: Path, truth: Path, graphs: bool, out: Path) -> dict:
     return {"seconds": round(seconds, 2), "peak_rss_mb": round(kb / 1024, 1)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    return one_line_errors(_run, argv, "benchmark_evaluate")
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192], help="square sizes (px), at least two")
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (holds the SpaceNet sample's mask)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the rasters and the results")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     args = parser.parse_args(argv)
     sizes = sorted(args.sizes)
     if len(sizes) < 2:
         parser.error("give at least two --sizes")
-    args.out.mkdir(parents=True, exist_ok=True)
+    claim_results(args.out, args.overwrite)
     with rasterio.open(args.data / MASK) as src:
         mask = np.where(src.read(1) > 0, 255, 0).astype(np.uint8)
     rows = []
@@ -106,15 +110,14 @@ def main(argv: list[str] | None = None) -> None:
             "slope_bytes_per_px": round((large["peak_rss_mb"] - small["peak_rss_mb"]) * 2**20 / (sizes[-1] ** 2 - sizes[-2] ** 2), 1),
             "peak_bytes_per_px_at_largest": round(large["peak_rss_mb"] * 2**20 / sizes[-1] ** 2, 1),
         }
-    write_json(args.out / "results.json", {"machine": machine(), "rows": rows, "bytes_per_px": slopes})
     lines = ["| size (px) | graph metrics | wall (s) | peak RSS (MB) |", "|---:|:---|---:|---:|"]
     lines += [f"| {r['size']} | {'yes' if r['graphs'] else 'no'} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in rows]
     lines += ["", *(f"- {name}: {v['slope_bytes_per_px']} bytes per pixel between {sizes[-2]} and {sizes[-1]} px "
                     f"({v['peak_bytes_per_px_at_largest']} at {sizes[-1]} px, imports included)" for name, v in slopes.items())]
-    with atomic_path(args.out / "results.md", overwrite=True) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    save_results(args.out, {"machine": machine(), "rows": rows, "bytes_per_px": slopes}, "\n".join(lines) + "\n")
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

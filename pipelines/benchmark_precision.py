@@ -38,7 +38,7 @@ import torch
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.runs import one_line_errors, write_json
+from geoccseg.benchmark.runs import claim_results, one_line_errors, save_partial, save_results
 from geoccseg.benchmark.speed import forward_rate
 from geoccseg.benchmark.score import pairs_mark_unlabeled_255, read_truth_mask
 from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
@@ -47,7 +47,6 @@ from geoccseg.evaluate import PixelScorer
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.engine import build_engine
 from geoccseg.inference.predict import PredictOptions, predict_scene
-from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.probability import encode_uint8
 from geoccseg.models import load_bundle
@@ -171,13 +170,14 @@ def _run(argv: list[str] | None) -> int:
                         help="ENGINE/PRECISION pairs; the first is the reference (default: %(default)s)")
     parser.add_argument("--models", nargs="+", default=["road", "crack"], help="shipped models (default road crack)")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json and results.md")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     args = parser.parse_args(argv)
     variants = [tuple(v.split("/")) for v in args.variants]
-    args.out.mkdir(parents=True, exist_ok=True)
+    claim_results(args.out, args.overwrite)
     result: dict = {"machine": machine(), "reference": label(variants[0]), "held_out": [], "sample": {}}
 
     def save() -> None:
-        write_json(args.out / "results.json", result)
+        save_partial(args.out, result)
 
     for name in args.models:
         bundle = load_bundle(resolve_model(name))
@@ -200,9 +200,7 @@ def _run(argv: list[str] | None) -> int:
     print(json.dumps(result["sample"]), flush=True)
     result["forward"] = forward_rates(variants)
     result["verdicts"] = verdicts(result)
-    save()
-    with atomic_path(args.out / "results.md", overwrite=True) as tmp:
-        tmp.write_text(tables(result))
+    save_results(args.out, result, tables(result))
     print(tables(result))
     return 0
 

@@ -83,11 +83,10 @@ import rasterio
 import torch
 
 from geoccseg.benchmark.machine import cpu_model
-from geoccseg.benchmark.runs import write_json
+from geoccseg.benchmark.runs import claim_results, one_line_errors, save_partial, save_results
 from geoccseg.benchmark.speed import forward_rate, mirror_tiled_scene
 from geoccseg.inference.engine import ENGINES, PRECISIONS
 from geoccseg.inference.predict import PredictOptions
-from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import read_bundle
 from geoccseg.io.probability import encode_uint8
 from geoccseg.models import Bundle
@@ -273,10 +272,15 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    return one_line_errors(_run, argv, "benchmark_predict")
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384], help="scene edges in pixels")
     parser.add_argument("--out", type=Path, default=Path("bench/predict"), help="folder for results.json and results.md")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     parser.add_argument("--model", type=Path, help="bundle folder (default: an untrained default-architecture bundle)")
     defaults = PredictOptions()
     parser.add_argument("--tile-px", type=int, help="chip edge in pixels (default: predict's, PredictOptions.tile_for)")
@@ -296,7 +300,7 @@ def main() -> None:
     parser.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dest", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for engine in args.engines:
         name, _, precision = engine.partition(":")
         if name not in ENGINES or precision not in ("", *PRECISIONS):
@@ -306,9 +310,9 @@ def main() -> None:
         result = CHILDREN[args.child](args)
         result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
-        return
+        return 0
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    claim_results(args.out, args.overwrite)
     bundle = args.model or make_untrained_bundle(args.out / "bundle-untrained")
     meta = read_bundle(bundle).meta
     pixel_size_m = meta.pixel_size_m  # no resampling in predict
@@ -325,9 +329,7 @@ def main() -> None:
         "sizes": [],
     }
     def save() -> None:
-        write_json(args.out / "results.json", report)
-        with atomic_path(args.out / "results.md", overwrite=True) as tmp:
-            tmp.write_text(table(report["sizes"]) + "\n")
+        save_partial(args.out, report)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark terminated"))  # so the scenes are removed
     with tempfile.TemporaryDirectory(prefix="geoccseg-bench-") as tmp:
@@ -359,7 +361,9 @@ def main() -> None:
             for path in [*tmp.glob(f"*_{size}.tif"), *tmp.glob(f"*_{size}.gpkg")]:
                 path.unlink()
             print(table(report["sizes"]), flush=True)
+    save_results(args.out, report, table(report["sizes"]) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

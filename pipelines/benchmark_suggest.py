@@ -47,9 +47,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import geopandas as gpd  # noqa: E402
 import numpy as np  # noqa: E402
 
-from geoccseg.benchmark import load_records, mean_std, quiet_lightning, write_json  # noqa: E402
+from geoccseg.benchmark import load_records, mean_std, quiet_lightning  # noqa: E402
 from geoccseg.benchmark.design import RECORDED  # noqa: E402
-from geoccseg.benchmark.runs import one_line_errors  # noqa: E402
+from geoccseg.benchmark.runs import claim_results, one_line_errors, save_results  # noqa: E402
 from geoccseg.benchmark.truth_scene import photo_scene  # noqa: E402
 from geoccseg.io.catalog import sample_roads, sample_scene  # noqa: E402
 from geoccseg.inference import PredictOptions  # noqa: E402
@@ -243,19 +243,18 @@ def _run(argv: Sequence[str] | None) -> int:
                    help="seeds: each trains its own first strip and rounds, and seeds its coverage clustering and random draws")
     p.add_argument("--buffer-m", type=float, default=5.0)
     p.add_argument("--out", type=Path, required=True, help="folder of results.json, results.md, quality.png and squares.jpg")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out (its runs are read back)")
     p.add_argument("--runs", type=Path, help="folder of the runs (models, lines; rounds already there are read back) [OUT/runs]")
     args = p.parse_args(argv)
     args.runs = args.runs or args.out / "runs"
     if (args.photo is None) != (args.mask is None):
         p.error("--photo and --mask go together")
     quiet_lightning()
-    args.out.mkdir(parents=True, exist_ok=True)
+    claim_results(args.out, args.overwrite)
     if args.photo is not None:
         args.scene, args.truth = photo_scene(args.photo, args.mask, args.runs / "scene", pixel_size_m=args.pixel_size_m)
     records = run(args)
-    write_json(args.out / "results.json", records)
-    with atomic_path(args.out / "results.md", overwrite=True) as tmp:
-        tmp.write_text(summarise(records))
+    save_results(args.out, records, summarise(records))
     plot(load_records(args.out / "results.json"), args.out / "quality.png")
     plot_squares(records, args.scene, args.truth, args.out / "squares.jpg")
     print(summarise(records))

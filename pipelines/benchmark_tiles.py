@@ -32,12 +32,11 @@ from pathlib import Path
 
 from geoccseg.benchmark.design import data_root
 from geoccseg.benchmark.machine import machine
-from geoccseg.benchmark.runs import one_line_errors, write_json
+from geoccseg.benchmark.runs import claim_results, one_line_errors, save_partial, save_results
 from geoccseg.benchmark.score import score_thresholds
 from geoccseg.benchmark.split import SHIPPED_SOURCES, recorded_splits
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
-from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import load_bundle
 
@@ -93,10 +92,11 @@ def _run(argv: list[str] | None) -> int:
     parser.add_argument("--settings", nargs="+", default=[f"{t}/{o}" for t, o in SETTINGS],
                         help="TILE/OVERLAP pairs in pixels (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json and results.md")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     args = parser.parse_args(argv)
     settings = [tuple(int(v) for v in s.split("/")) for s in args.settings]
     costs = {setting: cost(*setting) for setting in settings}
-    args.out.mkdir(parents=True, exist_ok=True)
+    claim_results(args.out, args.overwrite)
     rows = []
     for name in args.models:
         bundle = load_bundle(resolve_model(name))
@@ -109,9 +109,8 @@ def _run(argv: list[str] | None) -> int:
                                  "overlap_px": overlap_px, "cost": costs[tile_px, overlap_px], "scores": scores,
                                  "seconds": round(time.perf_counter() - start, 1)})
                     print(json.dumps(rows[-1]), flush=True)
-                    write_json(args.out / "results.json", {"machine": machine(), "rows": rows})
-    with atomic_path(args.out / "results.md", overwrite=True) as tmp:
-        tmp.write_text(table(rows))
+                    save_partial(args.out, {"machine": machine(), "rows": rows})
+    save_results(args.out, {"machine": machine(), "rows": rows}, table(rows))
     print(table(rows))
     return 0
 

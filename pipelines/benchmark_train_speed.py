@@ -33,11 +33,9 @@ import csv
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
-from geoccseg.benchmark.runs import write_json
-from geoccseg.io.atomic import atomic_path
+from geoccseg.benchmark.runs import claim_results, one_line_errors, save_partial, save_results
 from geoccseg.train.callbacks import LOG_EVERY
 
 #: name -> (encoder, semi-supervised, num_workers or None for train's default, torch threads or None for the default)
@@ -91,10 +89,10 @@ def max_skip(steps: int) -> int | None:
     return timed[-2] if len(timed) > 1 else None
 
 
-def write_report(results: list[dict], out: Path) -> None:
+def report(results: list[dict]) -> str:
+    """The table of ``results``."""
     from geoccseg.benchmark.machine import machine
 
-    write_json(out / "results.json", results)
     lines = [
         "# Training speed", "",
         f"{machine()}; tile {TILE_PX} px, "
@@ -103,29 +101,33 @@ def write_report(results: list[dict], out: Path) -> None:
     ]
     for r in results:
         lines.append(f"| {r['variant']} | {r['chips_per_step']} | {r['steps']} | {1 / r['steps_per_s']:.2f} | {r['chips_per_s']:.1f} |")
-    with atomic_path(out / "results.md", overwrite=True) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    return one_line_errors(_run, argv, "benchmark_train_speed")
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/")
     parser.add_argument("--steps", type=int, default=40, help="training steps per variant (default 40)")
     parser.add_argument("--skip", type=int, default=10, help="warm-up steps left out of the speed (default 10)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     parser.add_argument("--no-pretrained", action="store_true", help="start encoders from random weights (same speed)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: train one variant in this process
     parser.add_argument("--run-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run:
         run_variant(args.run, args.data, args.steps, args.run_out, pretrained=not args.no_pretrained)
-        return
+        return 0
     top = max_skip(args.steps)
     if top is None or args.skip > top:
         parser.error(f"--skip {args.skip} leaves no steps to measure of --steps {args.steps} (metrics.csv times step 1 and every "
                      f"{LOG_EVERY}th): " + (f"give --steps of at least {LOG_EVERY}" if top is None else f"give a --skip of at most {top}"))
-    args.out.mkdir(parents=True, exist_ok=True)
+    claim_results(args.out, args.overwrite)
     results = []
     with tempfile.TemporaryDirectory(prefix="geoccseg-train-speed-") as tmp:
         for name in args.variants:
@@ -138,8 +140,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             result = {"variant": name, "chips_per_step": chips, **speed(run_out / "metrics.csv", args.skip, chips)}
             print(f"  {result['chips_per_s']} chips/s ({1 / result['steps_per_s']:.2f} s/step)", flush=True)
             results.append(result)
-            write_report(results, args.out)
+            save_partial(args.out, results)
+    save_results(args.out, results, report(results))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

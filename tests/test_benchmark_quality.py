@@ -1162,12 +1162,17 @@ def test_loss_ablation_continues_its_folder_and_never_mixes_settings() -> None:
     model"), and records of other budgets joined one table."""
     ablate = _load_script("ablate_loss")
     records = [{"variant": "sup_ce", "dataset": "deepcrack", "seed": 0, "max_steps": 300, "labeled_fraction": 0.035}]
-    ablate.check_records(records, "deepcrack", 0, 300, 0.035)
+    ablate.check_records(records, "deepcrack", 0, 300, 0.035, ["a", "b"])
     with pytest.raises(GeoccsegError, match=r"sup_ce in results.json was run with \{'max_steps': 300\}"):
-        ablate.check_records(records, "deepcrack", 0, 600, 0.035)
+        ablate.check_records(records, "deepcrack", 0, 600, 0.035, ["a", "b"])
     older = [{"variant": "sup_ce", "dataset": "deepcrack", "seed": 0, "steps": 300}]  # before budgets were recorded
     with pytest.raises(GeoccsegError, match="choose another --out"):
-        ablate.check_records(older, "deepcrack", 0, 300, 0.035)
+        ablate.check_records(older, "deepcrack", 0, 300, 0.035, ["a", "b"])
+    # review B2: kept records of another split (split.json lost, the split guessed) joined the table
+    records[0]["labeled"] = ["a", "b"]
+    ablate.check_records(records, "deepcrack", 0, 300, 0.035, ["b", "a"])
+    with pytest.raises(GeoccsegError, match="sup_ce in results.json was trained on other labeled images than this split's"):
+        ablate.check_records(records, "deepcrack", 0, 300, 0.035, ["a", "c"])
 
 
 
@@ -1333,3 +1338,37 @@ def test_benchmark_records_the_f1_at_the_models_own_threshold(data_dir: Path) ->
         score = score_bundle(own, pairs, device="cpu")
         assert score.model_threshold == threshold and score.model_threshold_f1 == expected.scores().f1
         assert score.metrics()["model_threshold_f1"] == expected.scores().f1 != score.pixels.f1  # not the F1 at 0.5
+
+
+@pytest.mark.parametrize("script, args", [
+    ("benchmark_tiles", []), ("benchmark_precision", []), ("benchmark_suggest", []), ("benchmark_predict", ["--no-naive"]),
+    ("benchmark_evaluate", []), ("benchmark_train_speed", ["--data", "."]),
+])
+def test_a_benchmark_refuses_to_replace_an_earlier_runs_results_without_overwrite(script, args, tmp_path, capsys):
+    """Review B9: these benchmarks wrote over the results.json and results.md of an earlier run in
+    the same --out without asking (and rewrote results.json row by row, so a stopped run left a
+    partial one beside the older results.md)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.md").write_text("the earlier run's table\n")
+    assert _load_script(script).main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out} already holds results.md of an earlier run; pass --overwrite" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["results.md"] and (out / "results.md").read_text() == "the earlier run's table\n"
+
+
+def test_benchmark_rows_are_kept_apart_until_the_results_are_written(tmp_path):
+    from geoccseg.benchmark.runs import PARTIAL, claim_results, save_partial, save_results
+
+    out = tmp_path / "out"
+    claim_results(out, overwrite=False)
+    (out / "results.md").write_text("old\n")
+    (out / "results.json").write_text("[]\n")
+    with pytest.raises(GeoccsegError, match="already holds results.json and results.md"):
+        claim_results(out, overwrite=False)
+    claim_results(out, overwrite=True)
+    save_partial(out, [{"row": 1}])  # a run stopped here leaves the earlier results whole and its rows apart
+    assert json.loads((out / PARTIAL).read_text()) == [{"row": 1}] and (out / "results.md").read_text() == "old\n"
+    save_results(out, [{"row": 1}, {"row": 2}], "new\n")
+    assert not (out / PARTIAL).exists() and (out / "results.md").read_text() == "new\n"
+    assert json.loads((out / "results.json").read_text()) == [{"row": 1}, {"row": 2}]

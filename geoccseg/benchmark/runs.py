@@ -76,6 +76,39 @@ def write_json(path: Path, value: object) -> None:
         tmp.write_text(json.dumps(value, indent=2) + "\n")
 
 
+#: Where a benchmark that measures row after row keeps its rows until it ends (:func:`save_partial`):
+#: an interrupted run leaves them there, never a results.json beside an older run's results.md.
+PARTIAL = "results.partial.json"
+
+
+def claim_results(out: Path, overwrite: bool) -> None:
+    """Create ``out`` for a benchmark's results, refusing a folder that holds an earlier run's
+    (``results.json``, ``results.md``) unless ``overwrite``: a rerun replaced them without asking.
+
+    Raises:
+        GeoccsegError: ``out`` holds results and ``overwrite`` is false.
+    """
+    held = [name for name in ("results.json", "results.md") if (out / name).exists()]
+    if held and not overwrite:
+        raise GeoccsegError(f"{out} already holds {' and '.join(held)} of an earlier run; pass --overwrite to replace "
+                            "them, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def save_partial(out: Path, value: object) -> None:
+    """The rows measured so far, in ``out``/:data:`PARTIAL` (the results are written by :func:`save_results`)."""
+    write_json(out / PARTIAL, value)
+
+
+def save_results(out: Path, value: object, report: str) -> None:
+    """A finished benchmark's ``results.json`` and ``results.md`` (the table ``report``), then
+    the rows :func:`save_partial` kept are dropped."""
+    write_json(out / "results.json", value)
+    with atomic_path(out / "results.md", overwrite=True) as tmp:
+        tmp.write_text(report)
+    (out / PARTIAL).unlink(missing_ok=True)
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's per-run banners and the warnings every short benchmark run repeats."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
