@@ -1372,3 +1372,17 @@ def test_benchmark_rows_are_kept_apart_until_the_results_are_written(tmp_path):
     save_results(out, [{"row": 1}, {"row": 2}], "new\n")
     assert not (out / PARTIAL).exists() and (out / "results.md").read_text() == "new\n"
     assert json.loads((out / "results.json").read_text()) == [{"row": 1}, {"row": 2}]
+
+
+def test_the_road_transfer_diagnosis_splits_the_samples_truth_into_streets_and_car_parks() -> None:
+    import geopandas as gpd
+
+    from geoccseg.io.catalog import sample_roads
+
+    diagnose = _load_script("diagnose_road_transfer")
+    truth = gpd.read_file(sample_roads())
+    assert diagnose.STREETS <= set(truth["road_id"].astype(int))  # every street named is one of the sample's lines
+    scores = diagnose.scores(truth[truth["road_id"].astype(int).isin(diagnose.STREETS)], truth)  # the streets drawn exactly
+    assert scores["streets"]["completeness"] == 1.0 and scores["streets"]["centrelines"] == 10
+    assert scores["car parks"]["centrelines"] == 28 and scores["car parks"]["completeness"] < 0.1
+    assert 0.3 < scores["all"]["completeness"] < 0.45 and scores["all"]["correctness"] == 1.0
