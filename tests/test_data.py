@@ -471,6 +471,11 @@ def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
     with pytest.raises(GeoccsegError, match=rf"validation AOI {tmp_path / 'aoi.gpkg'} covers the whole labeled area of scene "):
         SceneTrainingData([masked_scene], labels=vegas / "vegas_img0_roads.geojson", aoi=tmp_path / "inner.gpkg",
                           val_aoi=tmp_path / "aoi.gpkg", tile_px=192)
+    twin = tmp_path / "twin.tif"  # with several scenes it was "AOI ... does not overlap any scene"
+    shutil.copy(masked_scene, twin)
+    with pytest.raises(GeoccsegError, match=r"covers the whole labeled area of every scene \(2\), which leaves nothing to train on"):
+        SceneTrainingData([masked_scene, twin], labels=vegas / "vegas_img0_roads.geojson", aoi=tmp_path / "inner.gpkg",
+                          val_aoi=tmp_path / "aoi.gpkg", tile_px=192)
     assert carved_data.labeled_queries() and all(query_box(q).intersection(inner).area == 0 for _, q in carved_data.labeled_queries())
     draws = [carved.random_queries(192, labeled=True).draw(gen) for _ in range(200)]
     near = [q for q in draws if accept_labeled(carved.chips, q, carved.labeled, 0.75, 0.5)]

@@ -143,6 +143,7 @@ class SceneTrainingData(TrainingData):
             self.norm = norm or compute_stats(opened)
             own = [self.norm] * len(opened)
         self.regions: list[SceneRegions] = []
+        covered_any = False  # a validation AOI took the whole labeled area of a scene
         for scene, scene_norm in zip(opened, own):
             lab = open_labels(labels, scene.crs, self.classes, class_column, width_m) if labels else None
             footprint = scene.footprint
@@ -159,17 +160,19 @@ class SceneTrainingData(TrainingData):
                 validation = areal(validation.intersection(footprint))
                 if labeled is not None and validation is not None:
                     covered = labeled.area > 0 and labeled.difference(validation).area == 0
+                    covered_any |= covered
                     labeled = areal(labeled.difference(validation))
-            if covered and len(opened) == 1:
-                raise GeoccsegError(f"validation AOI {val_aoi} covers the whole labeled area of scene {scene.path}, which leaves "
-                                    "nothing to train on; draw the validation AOI over a part of the labeled area only")
-            if aoi is not None and labels is not None and labeled is None and len(opened) == 1:
+            if aoi is not None and labels is not None and labeled is None and not covered and len(opened) == 1:
                 raise GeoccsegError(f"AOI {aoi} does not overlap scene {scene.path}; check its location and CRS")
             scale = self.pixel_size_m / scene.pixel_size_m
             res = (scene.res[0] * scale, scene.res[1] * scale)
             region_for_labels = labeled if labeled is not None else validation
             chips = SceneChips(scene, scene_norm, lab if (labeled is not None or validation is not None) else None, region_for_labels, res)
             self.regions.append(SceneRegions(chips, labeled, validation, lab))
+        if covered_any and not self.has_labels:
+            which = f"scene {opened[0].path}" if len(opened) == 1 else f"every scene ({len(opened)})"
+            raise GeoccsegError(f"validation AOI {val_aoi} covers the whole labeled area of {which}, which leaves nothing to "
+                                "train on; draw the validation AOI over a part of the labeled area only")
         if aoi is not None and labels is not None and not self.has_labels:
             raise GeoccsegError(f"AOI {aoi} does not overlap any scene; check its location and CRS")
         if val_aoi and not any(r.validation is not None for r in self.regions):
