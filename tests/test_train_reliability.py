@@ -507,7 +507,7 @@ def test_failed_run_leaves_no_output_folder_and_keeps_user_files(data_dir, tmp_p
     shutil.copy(cfd / "images" / "050.jpg", val_images / "050.jpg")
     whole = (cfd / "masks" / "050.png").read_bytes()
     (val_masks / "050.png").write_bytes(whole[: len(whole) // 2])  # its header is whole, its pixels cut
-    late = [*args[:-2], "--val-images", str(val_images), "--val-masks", str(val_masks), "--max-steps", "2", *FAST_FLAGS]
+    late = [*args[:-2], "--val-images", str(val_images), "--val-masks", str(val_masks), "--max-steps", "2", *FAST_FLAGS[:-2]]  # no --val-fraction
     result = runner.invoke(cli, [*late, "-o", str(tmp_path / "late" / "model")])
     assert "cannot read mask 050.png" in _one_error_line(result)
     assert not (tmp_path / "late").exists()
@@ -681,6 +681,8 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
     (["--bands", "1"], "bands applies to GeoTIFF scenes"),  # the bundle recorded bands [1] for a 3-band model
     (["--no-contrastive", "--temperature", "0.1"], "temperature acts on the contrastive term, which --no-contrastive turns off"),
     (["--no-pseudo", "--lambda-pl", "2"], "lambda_pl acts on the pseudo-labels, which --no-pseudo turns off"),
+    (["--val-images", "v", "--val-masks", "w", "--val-fraction", "0.2"],  # it held nothing apart: the folder validates
+     "val_fraction holds photos of --images apart for validation, and --val-images gives the validation photos: drop one"),
 ])
 def test_bad_option_values_are_one_line_errors_before_any_output(data_dir, tmp_path, flags, message):
     cfd = data_dir / "cfd"

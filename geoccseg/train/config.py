@@ -313,6 +313,8 @@ class TrainConfig:
         else:
             for key in ("labels", "aoi", "val_aoi", "class_column", "width_m", "bands"):
                 inert[key] = "applies to GeoTIFF scenes (--scene), and this run trains on photo folders: drop it"
+            if self.val_images:
+                inert["val_fraction"] = "holds photos of --images apart for validation, and --val-images gives the validation photos: drop one"
         if not self.pseudo:
             for key in ("feature_perturbation", "bg_margin_px", "pseudo_loss", "lambda_pl"):
                 inert[key] = "acts on the pseudo-labels, which --no-pseudo turns off: drop it or the --no-pseudo"
