@@ -692,7 +692,8 @@ def _worker_without_onnx_runtime(tmp_path: Path):
     hidden = tmp_path / "no_onnxruntime"
     hidden.mkdir()
     (hidden / "sitecustomize.py").write_text("import sys\nsys.modules['onnxruntime'] = None\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hidden), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    path = [str(hidden), str(Path(__file__).parents[1]), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "CUDA_VISIBLE_DEVICES": ""}  # a CPU worker, on a GPU machine too
     with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster:
         worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--nthreads", "1",
                                    "--no-dashboard", "--local-directory", str(tmp_path / "worker")], env=env,
@@ -704,7 +705,11 @@ def _worker_without_onnx_runtime(tmp_path: Path):
                 yield cluster.scheduler_address
         finally:
             worker.terminate()
-            worker.wait(timeout=60)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
 
 
 def test_a_cluster_runs_what_its_workers_can_not_what_the_client_can(scene_path: Path, bundle_dir: Path, tmp_path: Path,
@@ -722,7 +727,7 @@ def test_a_cluster_runs_what_its_workers_can_not_what_the_client_can(scene_path:
     with _worker_without_onnx_runtime(tmp_path) as address:
         refused = CliRunner().invoke(cli, [*base, "-o", str(out / "a.gpkg"), "--engine", "onnx", "--scheduler", address])
         assert refused.exit_code == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.output, refused.output
-        assert "--engine onnx: the Dask worker tcp://" in refused.stderr and "has no ONNX Runtime and onnx; install it on every worker, or use --engine torch" in refused.stderr
+        assert "--engine onnx: the Dask worker tcp://" in refused.stderr and "has no ONNX Runtime and onnx; install them on every worker, or use --engine torch" in refused.stderr
         no_gpu = CliRunner().invoke(cli, [*base, "-o", str(out / "b.gpkg"), "--device", "cuda", "--scheduler", address])
         assert no_gpu.exit_code == 2 and "--device cuda: the Dask worker tcp://" in no_gpu.stderr and "has no CUDA GPU" in no_gpu.stderr, no_gpu.output
         scoring = CliRunner().invoke(cli, ["suggest", str(crop), "--model", str(bundle_dir), "-n", "1", "--size-m", "30", "-o",
@@ -732,13 +737,17 @@ def test_a_cluster_runs_what_its_workers_can_not_what_the_client_can(scene_path:
         with caplog.at_level("WARNING", logger="geoccseg.inference.cluster"):
             auto = CliRunner().invoke(cli, [*base, "-o", str(out / "c.gpkg"), "--prob-out", str(out / "c.tif"), "--scheduler", address])
         assert auto.exit_code == 0, auto.output
-        assert "has no ONNX Runtime and onnx; predicting with the torch engine" in caplog.text
+        assert "has no ONNX Runtime and onnx; running the torch engine there" in caplog.text
     with rasterio.open(out / "c.tif") as src:
         assert src.tags()["GEOCCSEG_ENGINE"] == "torch"
 
 
 def test_the_device_of_a_cluster_is_the_one_every_worker_has() -> None:
     from geoccseg.inference.cluster import cluster_device, cluster_engine
+    from geoccseg.inference.predict import CUDA_BATCH_PX, DEFAULT_BATCH_PX
+
+    # the chips per pass follow the device the workers settled, not this machine's
+    assert PredictOptions().batch_for(512, "cuda") == CUDA_BATCH_PX // 512**2 > PredictOptions().batch_for(512, "cpu") == max(1, DEFAULT_BATCH_PX // 512**2)
 
     gpus = {"tcp://a:1": {"cuda_gpus": 1}, "tcp://b:1": {"cuda_gpus": 2}}
     mixed = {**gpus, "tcp://c:1": {"cuda_gpus": 0}}
@@ -751,5 +760,8 @@ def test_the_device_of_a_cluster_is_the_one_every_worker_has() -> None:
     lacking = {"tcp://a:1": {"onnx": True, "openvino": True, "openvino_bf16": False}}
     assert cluster_engine("openvino", "auto", "fp32", lacking) == "openvino"
     assert cluster_engine("openvino", "auto", "bf16", lacking) == "torch"  # its CPU has no bf16: torch runs it
+    with pytest.raises(GeoccsegError, match=r"--precision int8 \(the onnx engine\): the Dask worker tcp://c:1 has no ONNX Runtime "
+                                            "and onnx; install them on every worker, or use --precision fp32"):
+        cluster_engine("onnx", "auto", "int8", {**lacking, "tcp://c:1": {"onnx": False}})
     with pytest.raises(GeoccsegError, match="tcp://a:1 has no CPU with bfloat16 instructions for OpenVINO; use --precision fp32"):
         cluster_engine("openvino", "openvino", "bf16", lacking)

@@ -5,8 +5,10 @@ laptop and GPU nodes; a GPU workstation and CPU nodes). What the run computes on
 with what (the engine and its packages) is therefore settled against the workers, probed once with
 ``client.run``: ``--device auto`` predicts on CUDA when every worker has a GPU, a device or an engine
 that a worker cannot run is refused before any block, naming the worker, and an engine that
-``auto`` chose on the client falls back to ``torch`` where a worker lacks its packages. (A local
-cluster, ``--workers N``, runs this machine's installation: its workers can what the client can.)
+``auto`` chose falls back to ``torch`` where a worker lacks its packages. The client exports the
+network once (beside the bundle, where the workers find it), so an exported engine needs its
+packages on the client too. Workers that join after the probe are not asked: give a run workers
+of one kind. (A local cluster, ``--workers N``, runs this machine's installation.)
 """
 
 from __future__ import annotations
@@ -24,34 +26,38 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ENGINE_PACKAGES = {"onnx": "ONNX Runtime and onnx", "openvino": "OpenVINO"}
-"""What an exported engine needs installed, as the messages name it."""
+ENGINE_PACKAGES = {"onnx": "ONNX Runtime and onnx", "openvino": "OpenVINO, ONNX Runtime and onnx"}
+"""What an exported engine needs installed (:data:`~geoccseg.inference.engine.ONNX_PACKAGES`,
+:data:`~geoccseg.inference.engine.OPENVINO_PACKAGES`), as the messages name it."""
 
 
-def worker_capabilities() -> dict:
+def worker_capabilities(bf16: bool = False) -> dict:
     """What this process can run (called on each worker by :func:`probe_workers`): its CUDA GPUs,
-    whether the packages of the ``onnx`` and ``openvino`` engines are installed, and whether
-    OpenVINO runs bfloat16 on its CPU."""
+    whether the packages of the ``onnx`` and ``openvino`` engines are installed, and, asked with
+    ``bf16`` (OpenVINO is then imported), whether OpenVINO runs bfloat16 on its CPU."""
     from geoccseg.inference.engine import cpu_has_bf16, onnx_available, openvino_available
 
     openvino = openvino_available()
-    try:
-        bf16 = openvino and cpu_has_bf16()
-    except GeoccsegError:  # installed but cannot be imported
-        openvino = bf16 = False
+    runs_bf16 = False
+    if bf16 and openvino:
+        try:
+            runs_bf16 = cpu_has_bf16()
+        except GeoccsegError:  # installed but cannot be imported
+            openvino = False
     return {"cuda_gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
-            "onnx": onnx_available(), "openvino": openvino, "openvino_bf16": bf16}
+            "onnx": onnx_available(), "openvino": openvino, "openvino_bf16": runs_bf16}
 
 
-def probe_workers(client: distributed.Client) -> dict[str, dict]:
-    """:func:`worker_capabilities` of every worker of ``client``'s cluster, by worker address.
+def probe_workers(client: distributed.Client, precision: str = "fp32") -> dict[str, dict]:
+    """:func:`worker_capabilities` of every worker of ``client``'s cluster, by worker address
+    (bfloat16 asked only at ``precision`` bf16).
 
     Raises:
-        GeoccsegError: a worker cannot run geoccseg (not installed there, or another version).
+        GeoccsegError: a worker cannot import geoccseg (not installed there, or another version).
     """
     try:
-        return client.run(worker_capabilities)
-    except (ImportError, AttributeError) as exc:
+        return client.run(worker_capabilities, bf16=precision == "bf16")
+    except ImportError as exc:
         raise GeoccsegError(f"a worker of the Dask cluster cannot run geoccseg ({exc}); install the same geoccseg on every "
                             "worker as on this machine") from None
 
@@ -101,11 +107,13 @@ def cluster_engine(engine: str, requested: str, precision: str, workers: dict[st
     if key == "openvino_bf16":
         problem, remedy = f"{which} has no CPU with bfloat16 instructions for OpenVINO", "use --precision fp32 or --engine torch"
     else:
-        problem, remedy = f"{which} has no {ENGINE_PACKAGES[engine]}", "install it on every worker, or use --engine torch"
+        instead = "--precision fp32" if precision == "int8" else "--engine torch"  # int8 runs on onnx only
+        problem, remedy = f"{which} has no {ENGINE_PACKAGES[engine]}", f"install them on every worker, or use {instead}"
     if requested == "auto" and precision != "int8":
-        log.warning("geoccseg: warning: %s; predicting with the torch engine", problem)
+        log.warning("geoccseg: warning: %s; running the torch engine there", problem)
         return "torch"
-    raise GeoccsegError(f"--engine {engine}: {problem}; {remedy}")
+    asked = f"--engine {engine}" if requested != "auto" else f"--precision {precision} (the {engine} engine)"
+    raise GeoccsegError(f"{asked}: {problem}; {remedy}")
 
 
 def settle_on_workers(client: distributed.Client, device: str, engine: str, precision: str,
@@ -122,6 +130,6 @@ def settle_on_workers(client: distributed.Client, device: str, engine: str, prec
     Raises:
         GeoccsegError: a device or engine a worker cannot run.
     """
-    workers = probe_workers(client)
+    workers = probe_workers(client, precision)
     resolved = cluster_device(device, workers)
     return resolved, cluster_engine(settle(resolved), engine, precision, workers)

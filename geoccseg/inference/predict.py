@@ -191,13 +191,19 @@ class PredictOptions:
         default the bundle's training tile raised to :data:`MIN_TILE_PX`."""
         return self.tile_px if self.tile_px is not None else max(meta.tile_px, MIN_TILE_PX)
 
-    def batch_for(self, tile_px: int) -> int:
+    def batch_for(self, tile_px: int, device: str | None = None) -> int:
         """Chips per forward pass for chips of ``tile_px`` pixels: :attr:`batch_size`, or by default
-        as many as make :data:`DEFAULT_BATCH_PX` pixels (:data:`CUDA_BATCH_PX` when :attr:`device`
-        is or, for ``auto``, will be CUDA), at least one."""
+        as many as make :data:`DEFAULT_BATCH_PX` pixels (:data:`CUDA_BATCH_PX` on CUDA), at least one.
+
+        Args:
+            tile_px: the chip edge in pixels.
+            device: the resolved device the chips run on (on a Dask cluster the workers', not this
+                machine's); None: :attr:`device`, ``auto`` counting as CUDA where this machine has it.
+        """
         if self.batch_size is not None:
             return self.batch_size
-        cuda = torch.cuda.is_available() if self.device == "auto" else self.device.startswith("cuda")
+        device = device or self.device
+        cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
         return max(1, (CUDA_BATCH_PX if cuda else DEFAULT_BATCH_PX) // tile_px**2)
 
 
@@ -807,7 +813,7 @@ def predict_scene(
             if on_cluster:
                 settle = lambda device: settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # noqa: E731
                 device, engine = settle_on_workers(client, options.device, options.engine, options.precision, settle)
-            jobs = (BlockJob(opened, ref, device, grid, block, scale, options.batch_for(tile_px), engine, options.precision, norm)
+            jobs = (BlockJob(opened, ref, device, grid, block, scale, options.batch_for(tile_px, device), engine, options.precision, norm)
                     for block in blocks)
             if client is None:
                 share_bundle(bundle, device, ref)

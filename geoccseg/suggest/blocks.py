@@ -229,7 +229,7 @@ def score_cells(
             device, engine = settle_on_workers(client, options.device, options.engine, "fp32", settle)
         jobs = [
             ScoreJob(scene, ref, device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
-                     scale, options.batch_for(tile_px), thresholds, params, norm, engine)
+                     scale, options.batch_for(tile_px, device), thresholds, params, norm, engine)
             for r, c in blocks
         ]
         if client is None:
