@@ -729,7 +729,7 @@ def test_a_resume_on_another_number_of_processes_is_told_what_changes(run_copy, 
         result = _resume(run_copy, "--max-steps", "7")
     assert result.exit_code == 0, result.output
     warned = [r.getMessage() for r in caplog.records if "training process" in r.getMessage()]
-    assert len(warned) == 1 and "began on 2 training processes and resumes on 1" in warned[0], warned
+    assert len(warned) == 1 and "steps so far ran on 2 training processes and it resumes on 1" in warned[0], warned
     assert "trains on 2 labeled chips where it trained on 4" in warned[0], warned
     assert load_checkpoint(checkpoint)["geoccseg_run"]["world_size"] == 1  # what the steps since were trained on
     caplog.clear()

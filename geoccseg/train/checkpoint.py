@@ -216,18 +216,18 @@ def check_same_run(state: dict, identity: dict, path: str | os.PathLike) -> None
 
 def world_size_note(state: dict, processes: int, batch_size: int) -> str | None:
     """What a resume on ``processes`` training processes (``--devices`` x ``--num-nodes``) changes
-    when the checkpoint ``state`` was written by another number of them, or None. The hardware may
-    change on resume (a node lost, a GPU freed), but each step then trains on another number of
-    chips (``batch_size`` per process) and draws other chips: the run goes on as another run would.
-    Checkpoints written before 7 December 2026 record no number of processes."""
+    when the steps before the checkpoint ``state`` ran on another number of them, or None. The
+    hardware may change on resume (a node lost, a GPU freed), but each step then trains on another
+    number of chips (``batch_size`` per process) and draws other chips: the run goes on as another
+    run would. Checkpoints written before 7 December 2026 record no number of processes."""
     recorded = state.get("geoccseg_run")
     before = recorded.get("world_size") if isinstance(recorded, dict) else None
     if not isinstance(before, int) or before == processes:
         return None
-    return (f"the run began on {before} training process{'es' if before > 1 else ''} and resumes on {processes} "
-            f"(--devices x --num-nodes): each step now trains on {processes * batch_size} labeled chips where it "
-            f"trained on {before * batch_size}, and draws other chips, so it goes on as another run would; "
-            f"resume with as many processes as it began with to continue it as it was")
+    return (f"the run's steps so far ran on {before} training process{'es' if before > 1 else ''} and it resumes on "
+            f"{processes} (--devices x --num-nodes): each step now trains on {processes * batch_size} labeled chips where "
+            f"it trained on {before * batch_size}, and draws other chips, so it goes on as another run would; resume on "
+            f"{before} to continue it as it was")
 
 
 def _without_timer(checkpoint: dict[str, Any]) -> dict[str, Any]:
