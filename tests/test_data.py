@@ -13,6 +13,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 import shapely
 import torch
 from click.testing import CliRunner
@@ -475,6 +476,14 @@ def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
     shutil.copy(masked_scene, twin)
     with pytest.raises(GeoccsegError, match=r"covers the whole labeled area of every scene \(2\), which leaves nothing to train on"):
         SceneTrainingData([masked_scene, twin], labels=vegas / "vegas_img0_roads.geojson", aoi=tmp_path / "inner.gpkg",
+                          val_aoi=tmp_path / "aoi.gpkg", tile_px=192)
+    with rasterio.open(masked_scene) as src:  # a neighbour the AOIs do not reach: it had no labeled area to cover
+        profile, pixels = src.profile, src.read()
+    profile["transform"] = src.transform * Affine.translation(src.width, 0)
+    with rasterio.open(tmp_path / "east.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    with pytest.raises(GeoccsegError, match=rf"covers the whole labeled area of scene {masked_scene} \(the AOI overlaps none of the other 1\)"):
+        SceneTrainingData([masked_scene, tmp_path / "east.tif"], labels=vegas / "vegas_img0_roads.geojson", aoi=tmp_path / "inner.gpkg",
                           val_aoi=tmp_path / "aoi.gpkg", tile_px=192)
     assert carved_data.labeled_queries() and all(query_box(q).intersection(inner).area == 0 for _, q in carved_data.labeled_queries())
     draws = [carved.random_queries(192, labeled=True).draw(gen) for _ in range(200)]

@@ -143,7 +143,7 @@ class SceneTrainingData(TrainingData):
             self.norm = norm or compute_stats(opened)
             own = [self.norm] * len(opened)
         self.regions: list[SceneRegions] = []
-        covered_any = False  # a validation AOI took the whole labeled area of a scene
+        covered_scenes = []  # those whose whole labeled area the validation AOI took
         for scene, scene_norm in zip(opened, own):
             lab = open_labels(labels, scene.crs, self.classes, class_column, width_m) if labels else None
             footprint = scene.footprint
@@ -160,7 +160,8 @@ class SceneTrainingData(TrainingData):
                 validation = areal(validation.intersection(footprint))
                 if labeled is not None and validation is not None:
                     covered = labeled.area > 0 and labeled.difference(validation).area == 0
-                    covered_any |= covered
+                    if covered:
+                        covered_scenes.append(scene.path)
                     labeled = areal(labeled.difference(validation))
             if aoi is not None and labels is not None and labeled is None and not covered and len(opened) == 1:
                 raise GeoccsegError(f"AOI {aoi} does not overlap scene {scene.path}; check its location and CRS")
@@ -169,8 +170,14 @@ class SceneTrainingData(TrainingData):
             region_for_labels = labeled if labeled is not None else validation
             chips = SceneChips(scene, scene_norm, lab if (labeled is not None or validation is not None) else None, region_for_labels, res)
             self.regions.append(SceneRegions(chips, labeled, validation, lab))
-        if covered_any and not self.has_labels:
-            which = f"scene {opened[0].path}" if len(opened) == 1 else f"every scene ({len(opened)})"
+        if covered_scenes and not self.has_labels:
+            if len(opened) == 1:
+                which = f"scene {covered_scenes[0]}"
+            elif len(covered_scenes) == len(opened):
+                which = f"every scene ({len(opened)})"
+            else:
+                which = (f"scene{'s' if len(covered_scenes) > 1 else ''} {', '.join(str(p) for p in covered_scenes)} (the AOI "
+                         f"overlaps none of the other {len(opened) - len(covered_scenes)})")
             raise GeoccsegError(f"validation AOI {val_aoi} covers the whole labeled area of {which}, which leaves nothing to "
                                 "train on; draw the validation AOI over a part of the labeled area only")
         if aoi is not None and labels is not None and not self.has_labels:
