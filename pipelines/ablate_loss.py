@@ -125,12 +125,12 @@ def _run(argv: Sequence[str] | None) -> int:
     benchmark.quiet_lightning()
     pairs, split, _ = benchmark.make_split(Path(args.data), None, benchmark.kept_photo_of(args.out, args.dataset))
     check_split(args.out, split)
-    args.out.mkdir(parents=True, exist_ok=True)
-    benchmark.write_json(args.out / "split.json", split)
     labeled = split_labeled(list(split["train"]), args.labeled_fraction, args.seed)[0]
     results_path = args.out / "results.json"
     records = benchmark.load_records(results_path, key="variant")
-    check_records(records, args.dataset, args.seed, args.max_steps, args.labeled_fraction, labeled)
+    check_records(records, args.dataset, args.seed, args.max_steps, args.labeled_fraction, labeled)  # before split.json is written
+    args.out.mkdir(parents=True, exist_ok=True)
+    benchmark.write_json(args.out / "split.json", split)
     done = {r["variant"] for r in records}
     with tempfile.TemporaryDirectory(prefix="geoccseg-ablation-") as tmp:
         folders = {part: benchmark.link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}

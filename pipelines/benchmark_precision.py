@@ -20,7 +20,7 @@ measures, for each variant against ``onnx`` fp32 (the default engine):
 The ``openvino`` variants need ``pip install 'geoccseg[openvino]'``; bf16 needs a CPU with bf16
 instructions (AVX-512 BF16 or AMX). Run::
 
-    python pipelines/benchmark_precision.py --out pipelines/results/precision
+    python pipelines/benchmark_precision.py --out pipelines/results/precision --overwrite
 """
 
 from __future__ import annotations

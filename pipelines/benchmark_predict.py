@@ -57,7 +57,9 @@ includes reading the cached export, not exporting it.
   PyTorch for ``torch`` and ``openvino``): wall time and peak RSS, to show that scoring where to
   label next keeps memory flat in scene size as prediction does.
 
-**Outputs** in ``--out``: ``results.json`` (rewritten after each measure) and ``results.md`` (the
+**Outputs** in ``--out`` (refused when it holds results, unless ``--overwrite``):
+``results.partial.json`` (the rows so far, rewritten after each measure), then at the end
+``results.json`` and ``results.md`` (the
 table, one row per size and engine: size, engine, wall s, Mpx/s, vs torch, peak RSS MB,
 forward-limit Mpx/s, ratio, naive wall s, naive RSS MB, suggest wall s, suggest RSS MB).
 """

@@ -21,15 +21,18 @@ Each round is scored on two regions (completeness, correctness, quality within `
 the run's own unlabeled rest (what its user gets mapped), and the part of the scene that no run
 labeled by that round (the same pixels for every run). Run from the repository root::
 
-    python pipelines/benchmark_suggest.py --out pipelines/results/suggest --runs ../bench/suggest
+    python pipelines/benchmark_suggest.py --out pipelines/results/suggest --runs ../bench/suggest --overwrite
     python pipelines/benchmark_suggest.py --photo ../shared/data/dubai-roads/images/dubai_t8_003.jpg \
         --mask ../shared/data/dubai-roads/masks/dubai_t8_003.png --first-fraction 0.1 --per-round 4 \
-        --size-m 128 --rounds 3 --steps 300 --out pipelines/results/suggest-dubai --runs ../bench/suggest-dubai
+        --size-m 128 --rounds 3 --steps 300 --out pipelines/results/suggest-dubai --runs ../bench/suggest-dubai \
+        --overwrite
 
 Outputs in ``--out``: ``results.json`` (one record per run and round), ``results.md`` (the table),
 ``quality.png`` (quality and completeness against labeled share), ``squares.jpg`` (where the first
 run of each strategy labeled, over the scene and its truth); the runs (AOIs, labels, models,
-lines; large, not meant to be kept) go to ``--runs``, where a finished round is read back.
+lines; large, not meant to be kept) go to ``--runs``, where a finished round is read back: the
+same command again with ``--overwrite`` continues a stopped benchmark or redraws its tables and
+figures (without it, an ``--out`` holding results is refused).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Settings are chosen on the select images; the test images confirm. ``upper bound
 end-to-end / forward-limit ratio of ``pipelines/benchmark_predict.py`` the setting allows
 (1 / cost). Run::
 
-    python pipelines/benchmark_tiles.py --out pipelines/results/tiles
+    python pipelines/benchmark_tiles.py --out pipelines/results/tiles --overwrite
 """
 
 from __future__ import annotations

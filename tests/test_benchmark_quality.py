@@ -1369,6 +1369,11 @@ def test_benchmark_rows_are_kept_apart_until_the_results_are_written(tmp_path):
     claim_results(out, overwrite=True)
     save_partial(out, [{"row": 1}])  # a run stopped here leaves the earlier results whole and its rows apart
     assert json.loads((out / PARTIAL).read_text()) == [{"row": 1}] and (out / "results.md").read_text() == "old\n"
+    stopped = tmp_path / "stopped"  # and the rows of a stopped run are not written over by the next either
+    claim_results(stopped, overwrite=False)
+    save_partial(stopped, [{"row": 1}])
+    with pytest.raises(GeoccsegError, match=f"already holds {PARTIAL} of an earlier run"):
+        claim_results(stopped, overwrite=False)
     save_results(out, [{"row": 1}, {"row": 2}], "new\n")
     assert not (out / PARTIAL).exists() and (out / "results.md").read_text() == "new\n"
     assert json.loads((out / "results.json").read_text()) == [{"row": 1}, {"row": 2}]
@@ -1386,3 +1391,22 @@ def test_the_road_transfer_diagnosis_splits_the_samples_truth_into_streets_and_c
     assert scores["streets"]["completeness"] == 1.0 and scores["streets"]["centrelines"] == 10
     assert scores["car parks"]["centrelines"] == 28 and scores["car parks"]["completeness"] < 0.1
     assert 0.3 < scores["all"]["completeness"] < 0.45 and scores["all"]["correctness"] == 1.0
+
+
+def test_a_refused_folder_of_another_split_gets_no_guessed_split_json(data_dir: Path, tmp_path: Path, capsys) -> None:
+    """Review of B2: the benchmark and the loss ablation wrote the split they guessed for a folder
+    whose split.json was lost before refusing its records as another split's, leaving a split.json
+    that contradicts them."""
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps([{"run": "r", "profile": "quick", "labeled": ["no-such-photo"], "n_test": 1}]))
+    with pytest.raises(GeoccsegError, match="of another split than this one"):
+        benchmark.run_benchmark("cfd", data_dir / "cfd", out, profile="quick", seeds=[0], arms=["sup_imbalance"], resume=True)
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+    ablation = tmp_path / "ablation"
+    ablation.mkdir()
+    (ablation / "results.json").write_text(json.dumps([{"variant": "sup_ce", "dataset": "cfd", "seed": 0, "max_steps": 300,
+                                                        "labeled_fraction": 0.035, "labeled": ["no-such-photo"]}]))
+    assert _load_script("ablate_loss").main(["--dataset", "cfd", "--data", str(data_dir / "cfd"), "--out", str(ablation)]) == 2
+    assert "trained on other labeled images than this split's" in capsys.readouterr().err
+    assert sorted(p.name for p in ablation.iterdir()) == ["results.json"]

@@ -83,12 +83,13 @@ PARTIAL = "results.partial.json"
 
 def claim_results(out: Path, overwrite: bool) -> None:
     """Create ``out`` for a benchmark's results, refusing a folder that holds an earlier run's
-    (``results.json``, ``results.md``) unless ``overwrite``: a rerun replaced them without asking.
+    (``results.json``, ``results.md``, or the rows of a stopped one, :data:`PARTIAL`) unless
+    ``overwrite``: a rerun replaced them without asking.
 
     Raises:
         GeoccsegError: ``out`` holds results and ``overwrite`` is false.
     """
-    held = [name for name in ("results.json", "results.md") if (out / name).exists()]
+    held = [name for name in ("results.json", "results.md", PARTIAL) if (out / name).exists()]
     if held and not overwrite:
         raise GeoccsegError(f"{out} already holds {' and '.join(held)} of an earlier run; pass --overwrite to replace "
                             "them, or choose another --out")
@@ -177,12 +178,12 @@ def run_benchmark(
     split_path = out / "split.json"
     if records:
         check_split(out, split)
+    if profile.max_test_images is not None:
+        test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
+    check_records_split(records, split, len(test_pairs), results_path)  # before split.json: a refused guess is not written
     for folder in (out / "runs", out / "examples"):
         folder.mkdir(parents=True, exist_ok=True)
     write_json(split_path, split)
-    if profile.max_test_images is not None:
-        test_pairs = dict(list(test_pairs.items())[: profile.max_test_images])
-    check_records_split(records, split, len(test_pairs), results_path)
     examples = pick_examples(test_pairs)
 
     done = {r["run"] for r in records}
