@@ -34,7 +34,9 @@ from geoccseg.benchmark.machine import machine  # noqa: E402
 from geoccseg.benchmark.runs import claim_results, one_line_errors, save_results  # noqa: E402
 from geoccseg.evaluate.centerline import line_counts  # noqa: E402
 from geoccseg.inference import PredictOptions, run_predict  # noqa: E402
+from geoccseg.errors import GeoccsegError  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
+from geoccseg.io.bundle import read_bundle, resolve_model  # noqa: E402
 from geoccseg.io.catalog import sample_roads, sample_scene  # noqa: E402
 from geoccseg.io.display import read_display  # noqa: E402
 
@@ -72,13 +74,14 @@ def plot(lines: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, dest: Path) -> None:
     """The sample with the street truth (yellow), the car-park truth (cyan), the model's lines (red)."""
     shown = read_display(sample_scene())
     extent = shown.extent
+    truth, lines = truth.to_crs(shown.crs), lines.to_crs(shown.crs)
     street = truth["road_id"].astype(int).isin(STREETS)
     fig, ax = plt.subplots(figsize=(9, 9))
     ax.imshow(shown.image, extent=extent)
     ax.set_aspect(shown.aspect)
     truth[~street].plot(ax=ax, color="cyan", linewidth=1.2)
     truth[street].plot(ax=ax, color="yellow", linewidth=2)
-    lines.to_crs(truth.crs).plot(ax=ax, color="red", linewidth=1.2)
+    lines.plot(ax=ax, color="red", linewidth=1.2)
     for _, row in truth.iterrows():
         at = row.geometry.interpolate(0.5, normalized=True)
         ax.annotate(str(row["road_id"]), (at.x, at.y), color="white", fontsize=6)
@@ -103,12 +106,14 @@ def _run(argv: list[str] | None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json, results.md and lines.jpg")
     parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     args = parser.parse_args(argv)
+    if "road" not in read_bundle(resolve_model(args.model)).meta.classes:
+        raise GeoccsegError(f"model {args.model} has no road class; give a road model")
     claim_results(args.out, args.overwrite)
     truth = gpd.read_file(sample_roads())
     with tempfile.TemporaryDirectory(prefix="geoccseg-road-transfer-") as tmp:
         lines_path = Path(tmp) / "roads.gpkg"
         run_predict(sample_scene(), lines_path, model=args.model, options=PredictOptions(), progress=False)
-        lines = gpd.read_file(lines_path)
+        lines = gpd.read_file(lines_path, layer="road")
     result = {"model": str(args.model), "machine": machine(), "buffer_m": BUFFER_M, "streets": sorted(STREETS),
               "scores": scores(lines, truth), "lines": len(lines)}
     save_results(args.out, result, table(result))
