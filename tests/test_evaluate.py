@@ -279,10 +279,10 @@ def test_skeleton_counts_by_hand() -> None:
     pred[11, :24] = True  # 24 px, 1 px below the truth
     pred[30, :8] = True  # 8 px, 20 px away
     counts = skeleton_counts(pred, truth, buffer_px=2, pixel_m=0.5)
-    # truth column c is matched when (c - 23)^2 + 1 <= 4, i.e. c <= 24: 25 px
-    assert counts.truth_matched_m == 12.5 and counts.truth_total_m == 20.0
-    assert counts.pred_matched_m == 12.0 and counts.pred_total_m == 16.0
-    assert counts.completeness == 0.625 and counts.correctness == 0.75
+    # a run of n pixels measures n - 1 steps (each pixel half of its links, the ends half a step):
+    # truth column c is matched when (c - 23)^2 + 1 <= 4, i.e. c <= 24: half a step at c = 0, a step at 1..24
+    assert counts.truth_matched_m == 24.5 * 0.5 and counts.truth_total_m == 39 * 0.5
+    assert counts.pred_matched_m == 23 * 0.5 and counts.pred_total_m == (23 + 7) * 0.5
     # a 5 px wide bar reduces to its 1 px skeleton before matching
     bar = np.zeros_like(truth)
     bar[8:13, 2:38] = True
@@ -555,6 +555,26 @@ def test_lines_are_burnt_onto_a_turned_raster_where_they_lie(vegas: Path, tmp_pa
     assert rotated.f1 == pytest.approx(plain.f1, abs=0.005)
     assert rotated.completeness == pytest.approx(plain.completeness, abs=0.02)
     assert rotated.correctness == pytest.approx(plain.correctness, abs=0.02)
+
+
+def test_raster_centreline_lengths_are_lengths_in_every_direction() -> None:
+    """Review V1: every skeleton pixel counted one mean pixel size whatever its direction, so a
+    diagonal road measured 29 % short and, on a raster in degrees, an east-west road as long as a
+    north-south one of as many pixels. Completeness is a ratio of lengths."""
+    truth = np.zeros((200, 200), dtype=bool)
+    truth[180, 20:121] = True  # east-west, 100 steps, apart from the diagonal
+    diagonal = np.eye(200, dtype=bool)
+    diagonal[:50] = diagonal[151:] = False  # 100 diagonal steps: 141 px long
+    both = truth | diagonal
+    counts = skeleton_counts(diagonal, both, buffer_px=1.5)
+    assert counts.completeness == pytest.approx(100 * 2**0.5 / (100 + 100 * 2**0.5), abs=0.01)  # 0.586; 0.50 before
+    # at 60 deg N a pixel of 1e-5 deg is 0.556 m wide and 1.111 m tall: the north-south road is twice as long
+    ew, ns = np.zeros((100, 100), dtype=bool), np.zeros((100, 100), dtype=bool)
+    ew[80, 10:71] = True
+    ns[10:71, 90] = True
+    counts = skeleton_counts(ns, ew | ns, buffer_px=1.0, pixel_m=(0.556 * 1.111) ** 0.5, pixel_xy_m=(0.556, 1.111))
+    assert counts.completeness == pytest.approx(1.111 / (1.111 + 0.556), abs=0.01)  # 0.67; 0.50 before
+    assert counts.truth_total_m == pytest.approx(60 * (0.556 + 1.111))
 
 
 def test_the_centreline_buffer_is_metres_in_every_direction_on_a_raster_in_degrees(tmp_path: Path) -> None:

@@ -10,8 +10,11 @@ With a buffer of ``buffer_m`` metres around each network:
 
 Two routes give the lengths. Vector lines are measured exactly in a metric CRS (the lines' own CRS
 when projected in metres, otherwise the local UTM zone from ``GeoSeries.estimate_utm_crs()``).
-Rasters are reduced to one-pixel skeletons (``skimage.morphology.skeletonize``) and a length is the
-number of skeleton pixels times the pixel size in metres; the buffer is converted to pixels.
+Rasters are reduced to one-pixel skeletons (``skimage.morphology.skeletonize``) and each skeleton
+pixel stands for half the length of its links to its skeleton neighbours (:func:`skeleton_lengths`:
+a pixel's width across, its height along a column, their hypotenuse diagonally), so that a diagonal
+road and a road across non-square pixels (a raster in degrees) are measured at their length; the
+buffer is converted to pixels.
 
 Empty cases follow :mod:`geoccseg.evaluate.pixel`: 1.0 when both networks are empty, otherwise a
 zero denominator gives 0.
@@ -101,6 +104,30 @@ def line_counts(
     )
 
 
+def skeleton_lengths(skeleton: np.ndarray, x_m: float, y_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels of a one-pixel skeleton and the length in metres each stands for: half of each of
+    its links to a skeleton neighbour, ``x_m`` across a row, ``y_m`` along a column, their hypotenuse
+    diagonally (a diagonal link only where no pair of 4-neighbour links joins the two pixels already,
+    so a corner is not counted twice); an isolated pixel stands for ``sqrt(x_m * y_m)``. A straight
+    run of n pixels measures n - 1 steps, as the line through their centres.
+
+    Returns:
+        rows, cols (int arrays) and lengths (float64, metres) of the skeleton's pixels.
+    """
+    rows, cols = np.nonzero(skeleton)
+    padded = np.pad(np.asarray(skeleton, dtype=bool), 1)
+
+    def at(dr: int, dc: int) -> np.ndarray:
+        return padded[rows + 1 + dr, cols + 1 + dc]
+
+    right, left, down, up = at(0, 1), at(0, -1), at(1, 0), at(-1, 0)
+    diagonals = ((at(1, 1) & ~right & ~down).astype(np.int8) + (at(-1, -1) & ~left & ~up) + (at(1, -1) & ~left & ~down)
+                 + (at(-1, 1) & ~right & ~up))
+    lengths = (right.astype(np.int8) + left) * (x_m / 2) + (down.astype(np.int8) + up) * (y_m / 2) + diagonals * (np.hypot(x_m, y_m) / 2)
+    lengths[lengths == 0] = np.sqrt(x_m * y_m)
+    return rows, cols, lengths
+
+
 def skeleton_counts(
     pred_mask: np.ndarray,
     truth_mask: np.ndarray,
@@ -115,10 +142,11 @@ def skeleton_counts(
         pred_mask: (H, W) bool, predicted positive pixels (e.g. probabilities >= threshold).
         truth_mask: (H, W) bool, true positive pixels (a mask, or lines burnt one pixel wide).
         buffer_px: buffer half-width in pixels (Euclidean distance between pixel centres, ``<=``).
-        pixel_m: length of one skeleton pixel in metres, to report lengths in metres.
+        pixel_m: the pixel size in metres (square pixels), to report lengths in metres.
         valid: (H, W) bool, pixels to score; masks are cleared outside it before skeletonising.
         pixel_xy_m: (x, y) size of a pixel in metres where they differ (square pixels in degrees):
-            the buffer is then ``buffer_px x pixel_m`` metres in every direction.
+            lengths are measured with them (:func:`skeleton_lengths`) and the buffer is
+            ``buffer_px x pixel_m`` metres in every direction.
     """
     pred_mask = np.asarray(pred_mask, dtype=bool)
     truth_mask = np.asarray(truth_mask, dtype=bool)
@@ -128,9 +156,12 @@ def skeleton_counts(
     truth_skel = skeletonize(truth_mask)
     # in pixels, or in metres along each axis (rows are y) where the pixel sizes are given
     distance, sampling = (buffer_px, None) if pixel_xy_m is None else (buffer_px * pixel_m, (pixel_xy_m[1], pixel_xy_m[0]))
+    x_m, y_m = pixel_xy_m if pixel_xy_m is not None else (pixel_m, pixel_m)
+    truth_rows, truth_cols, truth_m = skeleton_lengths(truth_skel, x_m, y_m)
+    pred_rows, pred_cols, pred_m = skeleton_lengths(pred_skel, x_m, y_m)
     return LineCounts(
-        truth_matched_m=float(np.count_nonzero(truth_skel & within_px(pred_skel, distance, sampling)) * pixel_m),
-        truth_total_m=float(np.count_nonzero(truth_skel) * pixel_m),
-        pred_matched_m=float(np.count_nonzero(pred_skel & within_px(truth_skel, distance, sampling)) * pixel_m),
-        pred_total_m=float(np.count_nonzero(pred_skel) * pixel_m),
+        truth_matched_m=float(truth_m[within_px(pred_skel, distance, sampling)[truth_rows, truth_cols]].sum()),
+        truth_total_m=float(truth_m.sum()),
+        pred_matched_m=float(pred_m[within_px(truth_skel, distance, sampling)[pred_rows, pred_cols]].sum()),
+        pred_total_m=float(pred_m.sum()),
     )
