@@ -721,3 +721,20 @@ def test_the_room_under_a_control_group_limit_counts_droppable_cache_free(tmp_pa
     (tmp_path / "memory.max").write_text("max\n")
     assert _room(tmp_path, "memory.max", "memory.current", "inactive_file") is None
     assert _room(tmp_path / "absent", "memory.max", "memory.current", "inactive_file") is None
+
+
+def test_the_scores_json_never_replaces_the_aoi_it_reads(vegas: Path, tmp_path: Path) -> None:
+    """Review V7: --json was checked against PRED and TRUTH only: `--aoi area.geojson --json
+    area.geojson --overwrite` read the AOI, then replaced it with the scores."""
+    from click.testing import CliRunner
+    from shapely.geometry import box
+
+    from geoccseg.cli import cli
+
+    truth = vegas / "vegas_img0_roads.geojson"
+    area = tmp_path / "area.geojson"
+    gpd.GeoDataFrame(geometry=[box(*gpd.read_file(truth).total_bounds)], crs="EPSG:4326").to_file(area)
+    before = area.read_bytes()
+    result = CliRunner().invoke(cli, ["evaluate", str(truth), str(truth), "--aoi", str(area), "--json", str(area), "--overwrite"])
+    assert result.exit_code == 2 and "is also an input" in result.output and result.output.count("\n") == 1, result.output
+    assert area.read_bytes() == before

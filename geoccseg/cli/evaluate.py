@@ -98,7 +98,7 @@ def command(
     apls_params = APLSParams(snap_m=apls_snap_m, spacing_m=apls_spacing_m, min_path_m=apls_min_path_m, max_points=apls_max_points)
     topo_params = TopoParams(radius_m=topo_radius_m, interval_m=topo_interval_m, hole_m=topo_hole_m, max_seeds=topo_max_seeds)
     if json_path is not None:
-        check_not_input(json_path, [path for pair in match_files(pred, truth) for path in pair])
+        check_not_input(json_path, [*(path for pair in match_files(pred, truth) for path in pair), *([aoi] if aoi is not None else [])])
         check_writable(json_path, overwrite=overwrite, example="scores.json")
     result = evaluate(
         pred, truth, threshold=threshold, tolerance_px=tolerance_px, buffer_m=buffer_m,
