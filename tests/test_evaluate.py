@@ -738,3 +738,25 @@ def test_the_scores_json_never_replaces_the_aoi_it_reads(vegas: Path, tmp_path: 
     result = CliRunner().invoke(cli, ["evaluate", str(truth), str(truth), "--aoi", str(area), "--json", str(area), "--overwrite"])
     assert result.exit_code == 2 and "is also an input" in result.output and result.output.count("\n") == 1, result.output
     assert area.read_bytes() == before
+
+
+def test_a_raster_with_a_crs_but_no_geotransform_is_refused_in_one_line(vegas: Path, tmp_path: Path) -> None:
+    """Review V4: a GeoTIFF written with a CRS and no transform (rasterio writes the identity) was
+    taken as georeferenced: vectorised in EPSG:4326 it ended in a NaN pixel size traceback, in a
+    projected CRS its lines were written at (0, 0) upside down, and evaluate scored 0 silently."""
+    from click.testing import CliRunner
+
+    from geoccseg.cli import cli
+
+    probability = np.zeros((200, 200), dtype=np.uint8)
+    probability[100, 20:180] = 255
+    for crs in ("EPSG:4326", "EPSG:32611"):
+        path = tmp_path / f"prob_{crs[5:]}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=200, height=200, count=1, dtype="uint8", crs=crs) as dst:
+            dst.write(probability[None])
+        for args in (["vectorize", str(path), "-o", str(tmp_path / "lines.gpkg")],
+                     ["evaluate", str(path), str(vegas / "vegas_img0_roads.geojson")]):
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+            assert "has a CRS but no georeferencing (identity transform); georeference it first" in result.output
+    assert not (tmp_path / "lines.gpkg").exists()

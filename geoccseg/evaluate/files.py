@@ -195,6 +195,9 @@ def read_raster(path: str | os.PathLike) -> Raster:
             valid = np.ones(values.shape, bool) if zero_nodata else ds.read_masks(1) > 0
             probability = PROBABILITY_TAG in ds.tags()
             crs = CRS.from_user_input(ds.crs) if ds.crs is not None else None
+            if crs is not None and ds.transform.is_identity:  # a CRS written without a geotransform
+                raise GeoccsegError(f"{path} has a CRS but no georeferencing (identity transform); georeference it first, e.g. "
+                                    "with gdal_translate -a_ullr, or score it as a plain image without its CRS")
             transform = ds.transform if crs is not None else None
     except rasterio.errors.RasterioIOError as exc:
         raise GeoccsegError(f"cannot read raster {path}: {str(exc).splitlines()[0]}") from None

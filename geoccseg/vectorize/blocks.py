@@ -134,6 +134,9 @@ def vectorize_raster(
                 raise GeoccsegError(f"{path} has no CRS: a photo's probabilities, whose crack lines come from `geoccseg predict "
                                     "PHOTO -o OUT_DIR` (cracks.gpkg, in the photo's pixel coordinates)")
             raise GeoccsegError(f"{path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32611 {name})")
+        if src.transform.is_identity:  # a CRS written without a geotransform: lines at (0, 0), upside down
+            raise GeoccsegError(f"{path} has a CRS but no georeferencing (identity transform); georeference it first, e.g. "
+                                f"with gdal_translate -a_ullr")
         dtype = check_probability_raster(src, path)
         names = band_classes(src)
         wanted = names if classes is None else list(classes)
