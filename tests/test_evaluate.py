@@ -760,3 +760,32 @@ def test_a_raster_with_a_crs_but_no_geotransform_is_refused_in_one_line(vegas: P
             assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
             assert "has a CRS but no georeferencing (identity transform); georeference it first" in result.output
     assert not (tmp_path / "lines.gpkg").exists()
+
+
+def test_a_uint8_class_map_is_not_read_as_probabilities(vegas: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review V3: an untagged uint8 raster was always read as value / 255: a class map (0
+    background, 1 road, 2 building) drew "road: 0 lines" into an empty file, and as PRED scored 0
+    on every metric, silently (the same values as TRUTH were refused). A percent map (0-100) drew
+    nothing without a word."""
+    from click.testing import CliRunner
+
+    from geoccseg.cli import cli
+
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8", "crs": src.crs,
+                   "transform": src.transform}
+    classes = np.zeros((profile["height"], profile["width"]), dtype=np.uint8)
+    classes[600:640, 100:1200] = 1
+    classes[200:300, 200:300] = 2
+    with rasterio.open(tmp_path / "classes.tif", "w", **profile) as dst:
+        dst.write(classes[None])
+    result = CliRunner().invoke(cli, ["vectorize", str(tmp_path / "classes.tif"), "-o", str(tmp_path / "lines.gpkg")])
+    assert result.exit_code == 2 and "holds only the values 0 to 2, a class map rather than probabilities" in result.output, result.output
+    assert not (tmp_path / "lines.gpkg").exists()
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "classes.tif"), str(vegas / "vegas_img0_roads.geojson")])
+    assert result.exit_code == 2 and "holds class values 0, 1, 2, not probabilities" in result.output, result.output
+    with rasterio.open(tmp_path / "percent.tif", "w", **profile) as dst:
+        dst.write((classes == 1).astype(np.uint8)[None] * 100)
+    with caplog.at_level("WARNING", logger="geoccseg.vectorize.blocks"):
+        result = CliRunner().invoke(cli, ["vectorize", str(tmp_path / "percent.tif"), "-o", str(tmp_path / "lines.gpkg")])
+    assert result.exit_code == 0 and "holds values up to 100, probabilities of at most 0.39" in caplog.text, result.output

@@ -51,7 +51,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
-from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, decode_uint8, parse_threshold, refuse_confidence
+from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TAG, decode_uint8, parse_threshold, refuse_confidence
 from geoccseg.io.scene import open_raster
 from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, unlabeled_is_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
@@ -449,6 +449,10 @@ def prediction_scores(raster: Raster, classes: Sequence[int] | None = None) -> d
                 f"PRED {raster.path} ({values.dtype}) holds values from {seen.min()} to {seen.max()}; binary evaluation "
                 "needs probabilities (float 0-1 or uint8 0-255) or a 0/1 mask; pass --classes for a class map"
             )
+        if not floating and not raster.probability and seen.size and 1 < seen.max() <= CLASS_MAP_MAX:
+            raise GeoccsegError(f"PRED {raster.path} holds class values {_sample(seen)}, not probabilities (uint8 0-255, "
+                                f"read as at most {seen.max() / 255:.2f}); pass the classes to score (--classes 1,2) or give "
+                                "probabilities or a 0/1 or 0/255 mask")
         decode = not floating and (raster.probability or (seen.size and seen.max() > 1))
         score = decode_uint8(values) if decode else values.astype(np.float32)
         score[~valid] = 0

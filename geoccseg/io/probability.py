@@ -38,6 +38,13 @@ CONFIDENCE_TAG = "GEOCCSEG_CONFIDENCE"
 --confidence-out``; its value is ``max_probability,level`` (photos: ``level``)."""
 
 
+CLASS_MAP_MAX = 10
+"""An untagged uint8 raster whose largest value is 2 to this is taken for a class map (0
+background, 1 road, 2 building, ...), not for probabilities x 255, which it would read as at most
+0.04 and draw nothing from: vectorize and evaluate refuse it in one line (a 0/1 mask, largest
+value 1, is refused by vectorize and read as a mask by evaluate)."""
+
+
 def parse_threshold(value: str | None) -> float | None:
     """A recorded :data:`THRESHOLD_TAG` value as a decision threshold in (0, 1] (what predict,
     vectorize and evaluate take), or None where it is missing, not a number or out of range."""

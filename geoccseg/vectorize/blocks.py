@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import IMAGE_SUFFIXES
-from geoccseg.io.probability import PROBABILITY_TAG, THRESHOLD_TAG, parse_threshold, probabilities, refuse_confidence
+from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TAG, parse_threshold, probabilities, refuse_confidence
 from geoccseg.io.scene import is_gdal_path, open_raster, readable
 from geoccseg.vectorize.lines import lines_from_skeleton, scene_pixel_size_m
 from geoccseg.vectorize.params import VectorizeParams
@@ -185,6 +185,14 @@ def vectorize_raster(
             raise GeoccsegError(f"{path} holds only the values 0 and 1, a 0/1 mask rather than probabilities (uint8 "
                                 f"0-255); rescale it to 0/255 first, e.g. gdal_calc.py -A {Path(path).name} --calc \"A*255\" "
                                 "--outfile mask255.tif")
+        if dtype == np.uint8 and 1 < top <= CLASS_MAP_MAX and PROBABILITY_TAG not in src.tags():
+            raise GeoccsegError(f"{path} holds only the values 0 to {top}, a class map rather than probabilities (uint8 "
+                                f"0-255, read as at most {top / 255:.2f}); make the class to draw 255 and the rest 0 first, "
+                                f"e.g. gdal_calc.py -A {Path(path).name} --calc \"(A==1)*255\" --outfile road255.tif")
+        if dtype == np.uint8 and CLASS_MAP_MAX < top < round(params.threshold * 255) and PROBABILITY_TAG not in src.tags():
+            log.warning("geoccseg: warning: %s holds values up to %d, probabilities of at most %.2f (uint8 / 255), under the "
+                        "threshold %.2f: no line is drawn; if it holds percentages (0-100), rescale it to 0-255 first", path, top,
+                        top / 255, params.threshold)
         return {
             name: lines_from_skeleton(
                 SkeletonPixels.concat(parts[name]),
