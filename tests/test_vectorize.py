@@ -127,6 +127,25 @@ def test_end_is_bridged_onto_a_nearby_line():
     assert len(vectorize_array(prob, transform=ONE_METRE, crs=UTM, params=VectorizeParams(gap_m=1))) == 2
 
 
+def test_one_wide_region_does_not_widen_every_ends_bridge_search():
+    """Review V2: the search radius of every line end was the gap plus the widest half-width in the
+    scene, so one wide region (a car park, a background band) made each end search hundreds of
+    metres around it (hundreds of millions of candidate pairs at 0.3 m). Half-widths count up to
+    4x the skeleton's 95th percentile; ordinary roads bridge as before."""
+    from geoccseg.vectorize.bridge import bridge_half_widths
+
+    widths = np.r_[np.full(1000, 6.0), np.full(10, 300.0)]  # roads 6 m wide, the medial axis of a 300 m region
+    assert bridge_half_widths(widths, 10.0).max() == pytest.approx(12.0)  # 4 x the roads' half-width, not 150 m
+    assert bridge_half_widths(np.full(5, 6.0), 20.0).max() == 3.0  # never more than the mask says
+    assert np.isnan(bridge_half_widths(np.array([np.nan, 4.0]), 5.0)).sum() == 0
+    # a road with a 3-px break beside a wide block still bridges, and the block gets no bridge to its middle
+    prob = draw((300, 300), [(50, 20, 50, 146), (50, 154, 50, 280)])
+    prob[120:290, 20:290] = 0.9
+    lines = vectorize_array(prob, transform=ONE_METRE, crs=UTM, params=VectorizeParams(gap_m=10))
+    road = lines[lines.geometry.bounds["miny"] > 4_000_000 - 100]  # rows above the block
+    assert len(road) == 1 and road.length.iloc[0] == pytest.approx(260, rel=0.05)
+
+
 def test_short_spur_is_pruned_and_long_one_kept():
     prob = draw((120, 200), [(50, 10, 50, 190), (50, 100, 57, 100)])  # stub 7 px past the centre line
     pruned = vectorize_array(prob, transform=ONE_METRE, crs=UTM, params=VectorizeParams(spur_m=10))

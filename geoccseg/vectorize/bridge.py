@@ -24,6 +24,23 @@ from geoccseg.vectorize.skeleton import SkeletonPixels
 
 _LOOK_BACK_PX = 8  # vertices back from an end that give its direction
 _CHUNK = 4096  # ends searched at once, to bound the memory of candidate pairs
+WIDE_FACTOR = 4.0
+"""Half-widths are counted up to this many times the 95th percentile of the skeleton's (at least
+the gap) in the search for bridges (:func:`bridge_half_widths`)."""
+
+
+def bridge_half_widths(width_m: np.ndarray, gap_m: float) -> np.ndarray:
+    """The half-widths (metres) of the skeleton pixels that bridging measures gaps with: the mask's
+    half-width at each pixel, but at most :data:`WIDE_FACTOR` times the 95th percentile over the
+    skeleton (or ``gap_m``, if larger). The search radius grows with the largest half-width, and
+    the medial axis of one wide region (a car park, an apron, a background band 300 m across)
+    made every end of the scene search 300 m around it: hundreds of millions of candidate pairs
+    at 0.3 m, killed for memory. No road is that much wider than the roads around it; a line end
+    beside such a region stays free rather than being bridged to its middle."""
+    half = np.nan_to_num(np.asarray(width_m, dtype=np.float64) / 2)  # NaN: no edge in sight
+    if half.size == 0:
+        return half
+    return np.minimum(half, max(gap_m, WIDE_FACTOR * float(np.percentile(half, 95))))
 
 
 def bridge_pixels(graph: SkeletonGraph, gap_m: float, max_angle_deg: float = 45.0) -> SkeletonPixels:
@@ -44,7 +61,7 @@ def bridge_pixels(graph: SkeletonGraph, gap_m: float, max_angle_deg: float = 45.
         return pixels.subset(np.zeros(0, dtype=np.int64))
     cos_max = math.cos(math.radians(max_angle_deg))
     pixel_m = np.stack([pixels.rows * y_m, pixels.cols * x_m], axis=1).astype(np.float64)
-    half_m = np.nan_to_num(pixels.width_m.astype(np.float64) / 2)  # NaN: no edge in sight
+    half_m = bridge_half_widths(pixels.width_m, gap_m)
     end_px, end_dir = ends["pixel"], ends["direction"]
     end_m, end_half = pixel_m[end_px], half_m[end_px]
 
