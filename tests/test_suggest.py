@@ -623,3 +623,14 @@ def test_labels_with_a_self_crossing_polygon_are_taken(scene_path, tmp_path):
     gpd.GeoDataFrame(geometry=[bow, box(x + 0.5 * w, y, x + 0.6 * w, y + 0.1 * h)], crs=crs).to_file(tmp_path / "labels.gpkg")
     areas = suggest_areas(scene_path, model="road", n=3, size_m=60, labels=tmp_path / "labels.gpkg", options=CPU, progress=False).areas
     assert len(areas) == 3 and not areas.geometry.intersects(shapely.make_valid(bow)).any()
+
+
+def test_the_neighbourhood_of_likely_roads_is_bounded_in_pixels() -> None:
+    """Review G1: near_m (8 m) became every scored block's halo in model pixels: 8 px for the road
+    model at 1 m, but 4000 px for a crack model at 2 mm (blocks 10,000 px a side, 4 GB an array;
+    16,000 px at 0.5 mm, the whole scene) and "near a likely crack" covered every square."""
+    from geoccseg.suggest.select import NEAR_MAX_PX, SuggestParams
+
+    params = SuggestParams()
+    assert params.near_px(1.0) == 8 and params.near_px(None) == params.near_px_photos  # the measured settings, unchanged
+    assert params.near_px(0.002) == params.near_px(0.0005) == NEAR_MAX_PX == 32

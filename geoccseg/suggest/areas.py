@@ -172,7 +172,7 @@ def suggest_areas(
         for index, (scene, (cells, scale), region) in enumerate(zip(opened, grids, regions)):
             if cells.rows < 2 or cells.cols < 2:
                 continue
-            near_px = round(params.near_m / (bundle.meta.pixel_size_m or scene.pixel_size_m * scale))
+            near_px = params.near_px(bundle.meta.pixel_size_m or scene.pixel_size_m * scale)
             sums = score_cells(
                 scene, bundle, cells, scale, thresholds, TermParams(params.likely_threshold, near_px), options, device,
                 workdir=workdir if options.workers else None, progress=progress,

@@ -67,8 +67,8 @@ class SuggestParams:
             cluster's pick is chosen, 0 (the most typical) to 1 (the best typicality x acquisition).
         min_valid_share: a square needs at least this share of valid (not nodata) pixels.
         likely_threshold: foreground probability from which a pixel is a likely road or crack.
-        near_m: low-confidence pixels count within this distance of a likely road, metres
-            (photos whose model has no pixel size: :attr:`near_px_photos`).
+        near_m: low-confidence pixels count within this distance of a likely road, metres, up to
+            :data:`NEAR_MAX_PX` pixels (photos whose model has no pixel size: :attr:`near_px_photos`).
         near_px_photos: the same distance in pixels, for photos of unknown pixel size.
     """
 
@@ -94,6 +94,18 @@ class SuggestParams:
             raise GeoccsegError(f"spacing_m must be positive metres, got {self.spacing_m}")
         if self.near_m < 0 or self.near_px_photos < 0:
             raise GeoccsegError("near_m and near_px_photos must not be negative")
+
+    def near_px(self, pixel_size_m: float | None) -> int:
+        """:attr:`near_m` in pixels of ``pixel_size_m`` metres (:attr:`near_px_photos` where the size
+        is not known), at most :data:`NEAR_MAX_PX`."""
+        near = round(self.near_m / pixel_size_m) if pixel_size_m else self.near_px_photos
+        return min(near, NEAR_MAX_PX)
+
+
+NEAR_MAX_PX = 32
+"""The most pixels :attr:`SuggestParams.near_m` reaches: it is every scored block's halo. 8 m is 8
+pixels of the road model, but 4000 of a crack model at 2 mm, whose blocks then grew to 10,000 px
+a side (4 GB an array) and whose "near a likely crack" covered the whole square."""
 
 
 @dataclass
