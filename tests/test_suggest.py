@@ -473,6 +473,22 @@ def test_a_wholly_transparent_photo_is_not_suggested(data_dir, tmp_path) -> None
     assert dict(zip(table["photo"], table["status"])) == {"001.jpg": "suggested", "002.jpg": "suggested", "blank.png": "transparent"}
 
 
+def test_an_unreadable_photo_is_left_out_not_the_whole_ranking(data_dir, tmp_path, caplog) -> None:
+    """Review G4: one photo cut short by a copy stopped `suggest` after every photo before it was
+    scored, and nothing was written; training leaves such a photo out with a warning."""
+    from geoccseg.suggest.photos import suggest_photos
+
+    for stem in ("001", "002"):
+        shutil.copy(data_dir / "cfd" / "images" / f"{stem}.jpg", tmp_path / f"{stem}.jpg")
+    whole = (data_dir / "cfd" / "images" / "003.jpg").read_bytes()
+    (tmp_path / "003.jpg").write_bytes(whole[: len(whole) // 3])  # its header reads, its body does not
+    with caplog.at_level("WARNING", logger="geoccseg.suggest.photos"):
+        result = suggest_photos(tmp_path, model="crack", n=1, options=CPU, progress=False, out=tmp_path / "next.csv")
+    status = dict(zip(result.table["photo"], result.table["status"]))
+    assert status["003.jpg"] == "unreadable" and sorted(status[p] for p in ("001.jpg", "002.jpg")) == ["suggested", "unlabeled"]
+    assert "003.jpg is left out (" in caplog.text and (tmp_path / "next.csv").is_file()
+
+
 def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeypatch):
     from geoccseg.inference.engine import clear_sessions
 

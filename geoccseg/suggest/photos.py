@@ -14,12 +14,14 @@ measured on DeepCrack, the score lost to random photos and coverage did not), or
 marked ``suggested``.
 
 The CSV holds one row per photo: ``rank`` (empty for labeled photos), ``photo`` (file name),
-``status`` (``suggested``, ``unlabeled``, ``labeled``, or ``transparent`` for a photo without an
-opaque pixel), ``score`` (empty for coverage) and its parts.
+``status`` (``suggested``, ``unlabeled``, ``labeled``, ``transparent`` for a photo without an
+opaque pixel, or ``unreadable`` for one that cannot be decoded, left out with a warning), ``score``
+(empty for coverage) and its parts.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -41,6 +43,8 @@ from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_seed, check_strategy, choose
 from geoccseg.suggest.terms import EMBED_DIMS, FEATURES, TermParams, cell_features, n_channels, scoring_engine
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("rank", "photo", "status", "score", "acquisition", *PARTS, "typicality", "novelty")
 """Columns of the photo ranking CSV."""
@@ -173,36 +177,43 @@ def suggest_photos(
     bundle = model if isinstance(model, Bundle) else load_bundle(bundle_path)
     device = resolve_device(options.device)
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)
-    near_px = round(params.near_m / bundle.meta.pixel_size_m) if bundle.meta.pixel_size_m else params.near_px_photos
-    terms = TermParams(params.likely_threshold, near_px)
+    terms = TermParams(params.likely_threshold, params.near_px(bundle.meta.pixel_size_m))
     tile_px = options.scoring_tile_for(bundle.meta)
     bands = len(bundle.meta.bands)
     if bands not in (1, 3):
         raise GeoccsegError(f"the model expects {bands} input bands; photos give 1 (grey) or 3 (colour)")
     engine = scoring_engine(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx)
-    sums = []
-    for path in tqdm(files, unit="photo", desc="score", disable=not progress):
-        image, valid = read_photo_valid(path, bands=bands)
-        sums.append(photo_sums(bundle, image, thresholds, terms, engine=engine, tile_px=tile_px, valid=valid,
-                               overlap_px=min(options.overlap_px, tile_px - 1), batch_size=options.batch_for(tile_px)))
-    sums = np.stack(sums)
+    sums = np.zeros((len(files), len(FEATURES) + EMBED_DIMS))
+    unreadable = np.zeros(len(files), dtype=bool)
+    for i, path in enumerate(tqdm(files, unit="photo", desc="score", disable=not progress)):
+        try:
+            image, valid = read_photo_valid(path, bands=bands)
+        except GeoccsegError as exc:  # a photo cut short by a copy: the others' scores are kept, as training leaves it out
+            unreadable[i] = True
+            with tqdm.external_write_mode():
+                log.warning("geoccseg: warning: %s is left out (%s)", path.name, exc)
+            continue
+        sums[i] = photo_sums(bundle, image, thresholds, terms, engine=engine, tile_px=tile_px, valid=valid,
+                             overlap_px=min(options.overlap_px, tile_px - 1), batch_size=options.batch_for(tile_px))
     n_valid = np.maximum(sums[:, :1], 1.0)
     parts, embedding = sums[:, 1:len(FEATURES)] / n_valid, sums[:, len(FEATURES):] / n_valid
     is_labeled = np.array([f.stem in labeled for f in files])
-    empty = sums[:, 0] == 0  # wholly transparent: nothing to label, nothing to learn from (its means read 0)
-    todo = np.flatnonzero(~is_labeled & ~empty)
+    empty = (sums[:, 0] == 0) & ~unreadable  # wholly transparent: nothing to label, nothing to learn from (its means read 0)
+    todo = np.flatnonzero(~is_labeled & ~empty & ~unreadable)
     if len(todo) == 0:
-        raise GeoccsegError("every photo without a mask is wholly transparent (alpha 0): there is nothing to suggest")
+        raise GeoccsegError("every photo without a mask is wholly transparent (alpha 0) or unreadable: there is nothing to suggest")
     candidates = Candidates(parts[todo], embedding[todo], np.zeros(len(todo), dtype=np.int64))
-    choice = choose(candidates, embedding[is_labeled & ~empty], n, params, math.inf, strategy, seed, take=len(todo))
+    choice = choose(candidates, embedding[is_labeled & ~empty & ~unreadable], n, params, math.inf, strategy, seed, take=len(todo))
     rows = [
         {"rank": rank, "photo": files[todo[i]].name, "status": "suggested" if rank <= n else "unlabeled", "score": score,
          "acquisition": acq, **dict(zip(PARTS, parts[todo[i]])), "typicality": typical, "novelty": novelty}
         for rank, (i, score, acq, typical, novelty) in enumerate(
             zip(choice.index, choice.score, choice.acquisition, choice.typicality, choice.novelty), start=1)
     ]
-    rows += [{"rank": None, "photo": files[i].name, "status": "labeled", **dict(zip(PARTS, parts[i]))} for i in np.flatnonzero(is_labeled)]
+    rows += [{"rank": None, "photo": files[i].name, "status": "labeled", **dict(zip(PARTS, parts[i]))}
+             for i in np.flatnonzero(is_labeled & ~unreadable)]
     rows += [{"rank": None, "photo": files[i].name, "status": "transparent"} for i in np.flatnonzero(empty & ~is_labeled)]
+    rows += [{"rank": None, "photo": files[i].name, "status": "unreadable"} for i in np.flatnonzero(unreadable)]
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table["rank"] = table["rank"].astype("Int64")
     if out is not None:
