@@ -402,14 +402,17 @@ def test_several_scenes_are_refused_not_predicted_as_photos(data_dir: Path, tmp_
     photo path and run the crack model on them in pixel coordinates."""
     for name in ("a.tif", "b.tif"):
         shutil.copy(sample_scene(), tmp_path / name)
-    for command in (["predict", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(tmp_path / "out")],
-                    ["predict", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(tmp_path / "out"), "--prob-out", str(tmp_path / "p.tif")],
-                    ["predict", str(tmp_path / "*.tif"), "-o", str(tmp_path / "out")],
-                    ["suggest", str(tmp_path / "a.tif"), str(data_dir / "cfd" / "images" / "001.jpg"), "-o", str(tmp_path / "list.csv")]):
+    scene = "a.tif has a CRS: it is a georeferenced scene, not a photo"
+    for command, told in ((["predict", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(tmp_path / "out")], scene),
+                          (["predict", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(tmp_path / "out"), "--prob-out",
+                            str(tmp_path / "p.tif")], scene),
+                          (["predict", str(tmp_path / "*.tif"), "-o", str(tmp_path / "out")], scene),
+                          (["suggest", str(tmp_path / "a.tif"), str(data_dir / "cfd" / "images" / "001.jpg"), "-o", str(tmp_path / "list.csv")],
+                           f"001.jpg is not a georeferenced scene (a GeoTIFF or VRT with a CRS) while {tmp_path / 'a.tif'} is")):
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 2, result.output
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and "a.tif has a CRS: it is a georeferenced scene, not a photo" in lines[0], lines
+        assert len(lines) == 1 and told in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
 
 

@@ -650,3 +650,28 @@ def test_the_neighbourhood_of_likely_roads_is_bounded_in_pixels() -> None:
     params = SuggestParams()
     assert params.near_px(1.0) == 8 and params.near_px(None) == params.near_px_photos  # the measured settings, unchanged
     assert params.near_px(0.002) == params.near_px(0.0005) == NEAR_MAX_PX == 32
+
+
+def test_scenes_mixed_with_other_inputs_are_told_which_is_which(vegas, data_dir, tmp_path) -> None:
+    """Review G7: one input that is not a scene sent every input to the photo path, whose message
+    named the scene ("it is a georeferenced scene, not a photo") and advised `predict`; a folder of
+    scene tiles was told to use predict, which takes one scene, where suggest takes them all."""
+    scene = vegas / "vegas_img0_rgb.tif"
+    shutil.copy(data_dir / "cfd" / "images" / "001.jpg", tmp_path / "001.jpg")
+    result = CliRunner().invoke(cli, ["suggest", str(scene), str(tmp_path / "001.jpg"), "-o", str(tmp_path / "areas.gpkg")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"{tmp_path / '001.jpg'} is not a georeferenced scene (a GeoTIFF or VRT with a CRS) while {scene} is" in result.output
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    shutil.copy(scene, tiles / "a.tif")
+    result = CliRunner().invoke(cli, ["suggest", str(tiles), "-o", str(tmp_path / "areas.gpkg")])
+    assert result.exit_code == 2 and "geoccseg suggest SCENE [SCENE ...] -o AREAS.gpkg, e.g. tiles/*.tif" in result.output, result.output
+    assert not (tmp_path / "areas.gpkg").exists()
+
+
+@pytest.mark.parametrize("field, value", [("weights", (float("nan"), 0.25, 0.25)), ("spacing_m", float("nan")), ("near_m", float("inf"))])
+def test_suggest_settings_that_are_not_numbers_are_refused(field, value) -> None:
+    """Review G8: NaN weights or spacing passed every check (comparisons with NaN are False) and the
+    squares came out in index order as if ranked; an infinite near_m ended in OverflowError."""
+    with pytest.raises(GeoccsegError, match="suggest settings must be finite numbers"):
+        SuggestParams(**{field: value}).check()

@@ -8,6 +8,7 @@ import click
 
 from geoccseg.cli.kinds import refuse_options
 from geoccseg.data.photos import find_photos
+from geoccseg.errors import GeoccsegError
 from geoccseg.cli.run_options import run_options
 from geoccseg.cli.verbosity import say, show_progress, verbosity_options
 from geoccseg.inference.pipeline import is_scene
@@ -72,7 +73,12 @@ def command(
     """
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
                              engine=engine, workers=workers, scheduler=scheduler)
-    if all(is_scene(item) for item in inputs):
+    scenes = [is_scene(item) for item in inputs]
+    if any(scenes) and not all(scenes):
+        other = next(item for item, scene in zip(inputs, scenes) if not scene)
+        raise GeoccsegError(f"{other} is not a georeferenced scene (a GeoTIFF or VRT with a CRS) while "
+                            f"{inputs[scenes.index(True)]} is; give scenes only or photos only")
+    if all(scenes):
         strategy = strategy or "acquisition"
         result = suggest_areas(inputs, output, model=model or "road", n=n, size_m=size_m, aoi=aoi, labels=labels,
                                options=options, strategy=strategy, seed=seed, overwrite=overwrite, progress=show_progress())

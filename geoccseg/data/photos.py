@@ -225,8 +225,9 @@ def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.
             photos.append(photo)
     for photo in photos:
         if georeferenced(photo):
-            raise GeoccsegError(f"{photo} has a CRS: it is a georeferenced scene, not a photo; give scenes on their own "
-                                "(predict takes one scene at a time: geoccseg predict SCENE -o LINES.gpkg)")
+            raise GeoccsegError(f"{photo} has a CRS: it is a georeferenced scene, not a photo; give scenes as files on their own "
+                                "(geoccseg predict SCENE -o LINES.gpkg, one at a time; geoccseg suggest SCENE [SCENE ...] -o "
+                                "AREAS.gpkg, e.g. tiles/*.tif)")
     stems: dict[str, Path] = {}
     for photo in photos:
         if photo.stem in stems:

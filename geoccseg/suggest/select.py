@@ -36,6 +36,8 @@ uncertainty-led choices pick outliers.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +87,11 @@ class SuggestParams:
 
     def check(self) -> None:
         """Raise :class:`GeoccsegError` for settings that cannot work."""
+        numbers = [*self.weights, self.spacing_weight, self.novelty_weight, self.typicality_weight, self.coverage_acquisition,
+                   self.min_valid_share, self.likely_threshold, self.near_m, self.near_px_photos,
+                   *([self.spacing_m] if self.spacing_m is not None else [])]
+        if not all(math.isfinite(v) for v in numbers):  # a NaN passed every comparison below and ranked by index
+            raise GeoccsegError(f"suggest settings must be finite numbers; got {self}")
         if len(self.weights) != len(PARTS) or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise GeoccsegError(f"acquisition weights must be {len(PARTS)} non-negative numbers ({', '.join(PARTS)}), not all 0; got {self.weights}")
         for name in ("spacing_weight", "novelty_weight", "typicality_weight", "coverage_acquisition", "min_valid_share", "likely_threshold"):
