@@ -237,3 +237,20 @@ def test_a_geopackage_of_several_layers_is_refused_not_read_at_its_first(vegas, 
     pyogrio.write_dataframe(roads.drop(columns="geometry"), only_table, layer="notes")
     with pytest.raises(GeoccsegError, match="only_table.gpkg holds no layer with geometries"):
         read_vector(only_table, "labels")
+
+
+def test_an_aoi_in_degrees_keeps_its_edges_on_a_utm_scene(tmp_path) -> None:
+    """Review G5: AOIs and polygon labels were reprojected corner by corner; the straight edge of a
+    20 km AOI drawn in degrees is a curve in UTM, and its middle sat 4.6 m off (a strip of the scene
+    trained as labeled background, or left out)."""
+    import geopandas as gpd
+    import pyproj
+    import shapely
+    from shapely.geometry import box
+
+    from geoccseg.io.aoi import read_aoi
+
+    gpd.GeoDataFrame(geometry=[box(-115.3, 36.0, -115.1, 36.2)], crs="EPSG:4326").to_file(tmp_path / "aoi.gpkg")
+    area = read_aoi(tmp_path / "aoi.gpkg", "EPSG:32611")
+    x, y = pyproj.Transformer.from_crs(4326, 32611, always_xy=True).transform(-115.2, 36.2)  # the north edge's middle
+    assert area.exterior.distance(shapely.Point(x, y)) < 0.01

@@ -10,6 +10,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.labels import read_vector
+from geoccseg.io.units import reprojected
 
 
 def read_aoi(path: str | os.PathLike, crs, footprint: BaseGeometry | None = None, what: str = "AOI") -> BaseGeometry:
@@ -53,7 +54,7 @@ def dissolved(polygons: gpd.GeoDataFrame, crs, path: str | os.PathLike, what: st
     Raises:
         GeoccsegError: their area is zero.
     """
-    geom = areal(shapely.union_all(polygons.to_crs(crs).geometry.make_valid().values))  # a repaired spike is a line
+    geom = areal(shapely.union_all(reprojected(polygons, crs).geometry.make_valid().values))  # a repaired spike is a line
     if geom is None:
         raise GeoccsegError(f"{what} {path} is empty (zero area); draw the area as polygons")
     return geom

@@ -40,6 +40,7 @@ from shapely.geometry.base import BaseGeometry
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import RASTER_SUFFIXES, VECTOR_SUFFIXES
 from geoccseg.io.scene import open_raster, readable
+from geoccseg.io.units import reprojected
 from geoccseg.label_values import IGNORE_INDEX, held_values, label_mode
 
 DEFAULT_WIDTH_M = {"road": 6.0, "crack": 0.02}
@@ -146,7 +147,7 @@ class VectorLabels:
         )
         widths = _widths(classes, width_m)
         lines = gdf.geom_type.isin(["LineString", "MultiLineString"]).to_numpy()
-        shapes = gdf[~lines].to_crs(crs)
+        shapes = reprojected(gdf[~lines], crs)  # polygons' edges densified first, as an AOI's
         if lines.any():
             shapes = pd.concat([shapes, buffer_lines_m(gdf[lines], classes, widths, crs)])
         shapes = shapes[shapes.geom_type.isin(["Polygon", "MultiPolygon"])]
