@@ -762,11 +762,11 @@ def test_a_raster_with_a_crs_but_no_geotransform_is_refused_in_one_line(vegas: P
     assert not (tmp_path / "lines.gpkg").exists()
 
 
-def test_a_uint8_class_map_is_not_read_as_probabilities(vegas: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_uint8_class_map_is_not_read_as_probabilities_in_silence(vegas: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Review V3: an untagged uint8 raster was always read as value / 255: a class map (0
     background, 1 road, 2 building) drew "road: 0 lines" into an empty file, and as PRED scored 0
-    on every metric, silently (the same values as TRUTH were refused). A percent map (0-100) drew
-    nothing without a word."""
+    on every metric, without a word. A percent map (0-100) drew nothing either. They are warned
+    about (not refused: another tool's probabilities of a scene without roads look the same)."""
     from click.testing import CliRunner
 
     from geoccseg.cli import cli
@@ -779,13 +779,19 @@ def test_a_uint8_class_map_is_not_read_as_probabilities(vegas: Path, tmp_path: P
     classes[200:300, 200:300] = 2
     with rasterio.open(tmp_path / "classes.tif", "w", **profile) as dst:
         dst.write(classes[None])
-    result = CliRunner().invoke(cli, ["vectorize", str(tmp_path / "classes.tif"), "-o", str(tmp_path / "lines.gpkg")])
-    assert result.exit_code == 2 and "holds only the values 0 to 2, a class map rather than probabilities" in result.output, result.output
-    assert not (tmp_path / "lines.gpkg").exists()
-    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "classes.tif"), str(vegas / "vegas_img0_roads.geojson")])
-    assert result.exit_code == 2 and "holds class values 0, 1, 2, not probabilities" in result.output, result.output
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(cli, ["vectorize", str(tmp_path / "classes.tif"), "-o", str(tmp_path / "lines.gpkg")])
+    assert result.exit_code == 0 and "holds values up to 2, probabilities of at most 0.01" in caplog.text, result.output
+    assert "if it holds a class map (0 background, 1 road, ...): make the class to draw 255" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "classes.tif"), str(vegas / "vegas_img0_roads.geojson"),
+                                          "--no-graph-metrics"])
+    assert result.exit_code == 0 and "holds only the values 0, 1, 2, read as probabilities" in caplog.text, result.output
     with rasterio.open(tmp_path / "percent.tif", "w", **profile) as dst:
         dst.write((classes == 1).astype(np.uint8)[None] * 100)
-    with caplog.at_level("WARNING", logger="geoccseg.vectorize.blocks"):
-        result = CliRunner().invoke(cli, ["vectorize", str(tmp_path / "percent.tif"), "-o", str(tmp_path / "lines.gpkg")])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(cli, ["vectorize", str(tmp_path / "percent.tif"), "-o", str(tmp_path / "lines2.gpkg")])
     assert result.exit_code == 0 and "holds values up to 100, probabilities of at most 0.39" in caplog.text, result.output
+    assert "if it holds percentages (0-100): rescale them to 0-255 first" in caplog.text

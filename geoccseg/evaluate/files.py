@@ -33,6 +33,7 @@ skeleton centreline metrics.
 from __future__ import annotations
 
 import os
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,8 @@ from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TA
 from geoccseg.io.scene import open_raster
 from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, unlabeled_is_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
+
+log = logging.getLogger(__name__)
 
 
 
@@ -450,9 +453,10 @@ def prediction_scores(raster: Raster, classes: Sequence[int] | None = None) -> d
                 "needs probabilities (float 0-1 or uint8 0-255) or a 0/1 mask; pass --classes for a class map"
             )
         if not floating and not raster.probability and seen.size and 1 < seen.max() <= CLASS_MAP_MAX:
-            raise GeoccsegError(f"PRED {raster.path} holds class values {_sample(seen)}, not probabilities (uint8 0-255, "
-                                f"read as at most {seen.max() / 255:.2f}); pass the classes to score (--classes 1,2) or give "
-                                "probabilities or a 0/1 or 0/255 mask")
+            # not refused: another tool's probabilities of an image without roads or cracks look the same
+            log.warning("geoccseg: warning: PRED %s holds only the values %s, read as probabilities (uint8 / 255) of at most "
+                        "%.2f; if it is a class map, pass the classes to score (--classes 1,2)", raster.path, _sample(seen),
+                        seen.max() / 255)
         decode = not floating and (raster.probability or (seen.size and seen.max() > 1))
         score = decode_uint8(values) if decode else values.astype(np.float32)
         score[~valid] = 0

@@ -39,10 +39,11 @@ CONFIDENCE_TAG = "GEOCCSEG_CONFIDENCE"
 
 
 CLASS_MAP_MAX = 10
-"""An untagged uint8 raster whose largest value is 2 to this is taken for a class map (0
-background, 1 road, 2 building, ...), not for probabilities x 255, which it would read as at most
-0.04 and draw nothing from: vectorize and evaluate refuse it in one line (a 0/1 mask, largest
-value 1, is refused by vectorize and read as a mask by evaluate)."""
+"""An untagged uint8 raster whose largest value is 2 to this may be a class map (0 background, 1
+road, 2 building, ...) rather than probabilities x 255, which it would read as at most 0.04 and
+draw nothing from: vectorize and evaluate warn (not refuse: another tool's probabilities of an
+image without roads look the same). A 0/1 mask, largest value 1, is refused by vectorize and read
+as a mask by evaluate."""
 
 
 def parse_threshold(value: str | None) -> float | None:

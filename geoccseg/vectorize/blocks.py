@@ -185,14 +185,13 @@ def vectorize_raster(
             raise GeoccsegError(f"{path} holds only the values 0 and 1, a 0/1 mask rather than probabilities (uint8 "
                                 f"0-255); rescale it to 0/255 first, e.g. gdal_calc.py -A {Path(path).name} --calc \"A*255\" "
                                 "--outfile mask255.tif")
-        if dtype == np.uint8 and 1 < top <= CLASS_MAP_MAX and PROBABILITY_TAG not in src.tags():
-            raise GeoccsegError(f"{path} holds only the values 0 to {top}, a class map rather than probabilities (uint8 "
-                                f"0-255, read as at most {top / 255:.2f}); make the class to draw 255 and the rest 0 first, "
-                                f"e.g. gdal_calc.py -A {Path(path).name} --calc \"(A==1)*255\" --outfile road255.tif")
-        if dtype == np.uint8 and CLASS_MAP_MAX < top < round(params.threshold * 255) and PROBABILITY_TAG not in src.tags():
+        if dtype == np.uint8 and 1 < top < round(params.threshold * 255) and PROBABILITY_TAG not in src.tags():
+            # not refused: another tool's probabilities of a scene without roads look the same
+            kind = ("a class map (0 background, 1 road, ...): make the class to draw 255 and the rest 0 first, e.g. "
+                    f"gdal_calc.py -A {Path(path).name} --calc \"(A==1)*255\" --outfile road255.tif") if top <= CLASS_MAP_MAX else \
+                "percentages (0-100): rescale them to 0-255 first"
             log.warning("geoccseg: warning: %s holds values up to %d, probabilities of at most %.2f (uint8 / 255), under the "
-                        "threshold %.2f: no line is drawn; if it holds percentages (0-100), rescale it to 0-255 first", path, top,
-                        top / 255, params.threshold)
+                        "threshold %.2f: no line is drawn; if it holds %s", path, top, top / 255, params.threshold, kind)
         return {
             name: lines_from_skeleton(
                 SkeletonPixels.concat(parts[name]),
