@@ -137,6 +137,7 @@ def test_one_wide_region_does_not_widen_every_ends_bridge_search():
     widths = np.r_[np.full(1000, 6.0), np.full(10, 300.0)]  # roads 6 m wide, the medial axis of a 300 m region
     assert bridge_half_widths(widths, 10.0).max() == pytest.approx(12.0)  # 4 x the roads' half-width, not 150 m
     assert bridge_half_widths(np.full(5, 6.0), 20.0).max() == 3.0  # never more than the mask says
+    assert bridge_half_widths(np.r_[np.full(10, 6.0), np.full(10, 300.0)], 10.0).max() == 25.0  # a region half the skeleton
     assert np.isnan(bridge_half_widths(np.array([np.nan, 4.0]), 5.0)).sum() == 0
     # a road with a 3-px break beside a wide block still bridges, and the block gets no bridge to its middle
     prob = draw((300, 300), [(50, 20, 50, 146), (50, 154, 50, 280)])

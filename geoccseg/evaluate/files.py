@@ -200,7 +200,7 @@ def read_raster(path: str | os.PathLike) -> Raster:
             crs = CRS.from_user_input(ds.crs) if ds.crs is not None else None
             if crs is not None and ds.transform.is_identity:  # a CRS written without a geotransform
                 raise GeoccsegError(f"{path} has a CRS but no georeferencing (identity transform); georeference it first, e.g. "
-                                    "with gdal_translate -a_ullr, or score it as a plain image without its CRS")
+                                    "with gdal_translate -a_ullr, or drop its CRS to score it as a plain image (gdal_edit.py -unsetsrs)")
             transform = ds.transform if crs is not None else None
     except rasterio.errors.RasterioIOError as exc:
         raise GeoccsegError(f"cannot read raster {path}: {str(exc).splitlines()[0]}") from None

@@ -27,6 +27,9 @@ _CHUNK = 4096  # ends searched at once, to bound the memory of candidate pairs
 WIDE_FACTOR = 4.0
 """Half-widths are counted up to this many times the 95th percentile of the skeleton's (at least
 the gap) in the search for bridges (:func:`bridge_half_widths`)."""
+MAX_HALF_M = 25.0
+"""And never above this (a road 50 m wide; at least the gap): where wide regions are more than a
+twentieth of the skeleton, the percentile is theirs."""
 
 
 def bridge_half_widths(width_m: np.ndarray, gap_m: float) -> np.ndarray:
@@ -40,7 +43,7 @@ def bridge_half_widths(width_m: np.ndarray, gap_m: float) -> np.ndarray:
     half = np.nan_to_num(np.asarray(width_m, dtype=np.float64) / 2)  # NaN: no edge in sight
     if half.size == 0:
         return half
-    return np.minimum(half, max(gap_m, WIDE_FACTOR * float(np.percentile(half, 95))))
+    return np.minimum(half, max(gap_m, min(WIDE_FACTOR * float(np.percentile(half, 95)), MAX_HALF_M)))
 
 
 def bridge_pixels(graph: SkeletonGraph, gap_m: float, max_angle_deg: float = 45.0) -> SkeletonPixels:
