@@ -625,6 +625,21 @@ def test_a_tls_scheduler_without_tls_settings_is_told_so(scene_path: Path, tmp_p
     assert "the Dask scheduler at tls://127.0.0.1:8786 needs TLS settings (distributed.comm.tls.*" in result.stderr
 
 
+@pytest.mark.parametrize("address", ["http://127.0.0.1:8787", "tls://127.0.0.1:8786", "tcp://127.0.0.1:1"])
+def test_a_scheduler_that_cannot_be_reached_leaves_dask_as_it_was(address: str, scene_path: Path, tmp_path: Path) -> None:
+    """A distributed Client that fails to start has already made itself dask's default scheduler:
+    after one mistyped --scheduler (in a notebook, the API's scheduler=), every later dask compute
+    of the process failed with "Requested dask.distributed scheduler but no Client active"."""
+    import dask
+
+    before = dask.config.get("scheduler", None)
+    result = CliRunner().invoke(cli, ["predict", str(scene_path), "-o", str(tmp_path / "roads.gpkg"), "--device", "cpu",
+                                      "--scheduler", address])
+    assert result.exit_code == 2, result.output
+    assert dask.config.get("scheduler", None) == before
+    assert dask.array.ones(4, chunks=2).sum().compute() == 4  # this process's own scheduler still computes
+
+
 @pytest.mark.parametrize("field, value", [("pixel_size_m", 0), ("pixel_size_m", -1.0), ("pixel_size_m", "NaN"), ("tile_px", 0)])
 def test_a_bundle_with_an_impossible_scale_is_refused_as_damaged(field: str, value, scene_path: Path, tmp_path: Path) -> None:
     """A bundle.json with pixel_size_m 0 was a ZeroDivisionError traceback inside the refusal of a

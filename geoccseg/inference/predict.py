@@ -620,6 +620,37 @@ WORKER_WAIT_S = 120.0
 """How long prediction waits for a worker of an existing Dask scheduler (``--scheduler``)."""
 
 
+def _connect(scheduler: str) -> distributed.Client:
+    """A client of the Dask scheduler at ``scheduler``.
+
+    Raises:
+        GeoccsegError: no scheduler answers there, the address is not one, TLS settings missing.
+    """
+    import dask
+    import distributed
+    from distributed import client as dask_clients
+
+    before, clients = copy.deepcopy(dask.config.config), set(dask_clients._global_clients)
+    try:
+        return distributed.Client(scheduler, timeout=15)
+    except BaseException as exc:
+        # a Client that fails to start has already made itself dask's default scheduler: every later
+        # compute in this process (a notebook's lazy arrays) failed with "no Client active", or hung on it
+        dask.config.config.clear()
+        dask.config.config.update(before)
+        for key in set(dask_clients._global_clients) - clients:
+            dask_clients._global_clients.pop(key, None)
+        if isinstance(exc, (OSError, TimeoutError)):
+            raise GeoccsegError(f"cannot connect to the Dask scheduler at {scheduler} ({exc}); check the address and that it runs") from None
+        if isinstance(exc, ValueError):  # an unknown scheme (the dashboard's http://) or port
+            raise GeoccsegError(f"--scheduler {scheduler} is not a Dask scheduler address ({exc}); give the scheduler's "
+                                "tcp://host:8786 (its dashboard's http:// address is another)") from None
+        if isinstance(exc, TypeError) and "TLS" in str(exc):  # distributed's "TLS expects a ssl_context"
+            raise GeoccsegError(f"the Dask scheduler at {scheduler} needs TLS settings (distributed.comm.tls.* in the Dask "
+                                f"configuration: certificates and keys); {first_line(exc)}") from None
+        raise
+
+
 @contextlib.contextmanager
 def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.PathLike) -> Iterator[distributed.Client | None]:
     """A Dask client: a new local cluster of ``workers`` single-threaded processes (scratch space in
@@ -630,18 +661,7 @@ def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.Pa
     import distributed
 
     if scheduler is not None:
-        try:
-            client = distributed.Client(scheduler, timeout=15)
-        except (OSError, TimeoutError) as exc:
-            raise GeoccsegError(f"cannot connect to the Dask scheduler at {scheduler} ({exc}); check the address and that it runs") from None
-        except ValueError as exc:  # an unknown scheme (the dashboard's http://) or port
-            raise GeoccsegError(f"--scheduler {scheduler} is not a Dask scheduler address ({exc}); give the scheduler's "
-                                "tcp://host:8786 (its dashboard's http:// address is another)") from None
-        except TypeError as exc:  # distributed's "TLS expects a ssl_context": a tls:// address without TLS settings
-            if "TLS" not in str(exc):
-                raise
-            raise GeoccsegError(f"the Dask scheduler at {scheduler} needs TLS settings (distributed.comm.tls.* in the Dask "
-                                f"configuration: certificates and keys); {first_line(exc)}") from None
+        client = _connect(scheduler)
         with client:
             try:
                 client.wait_for_workers(1, timeout=WORKER_WAIT_S)
