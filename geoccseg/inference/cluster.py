@@ -83,7 +83,7 @@ def cluster_device(requested: str, workers: dict[str, dict]) -> str:
         short = sorted(address for address, w in workers.items() if w["cuda_gpus"] < needed)
         if short:
             has = workers[short[0]]["cuda_gpus"]
-            raise GeoccsegError(f"--device {requested}: the Dask worker {short[0]}{f' and {len(short) - 1} more' if len(short) > 1 else ''} "
+            raise GeoccsegError(f"--device {requested}: {_named(short)} "
                                 f"{'has no CUDA GPU' if not has else f'has {has} CUDA GPU(s)'}; use --device auto (CUDA only where every "
                                 "worker has a GPU) or cpu, or workers with GPUs")
     return requested
@@ -103,7 +103,7 @@ def cluster_engine(engine: str, requested: str, precision: str, workers: dict[st
     lacking = sorted(address for address, w in workers.items() if not w[key])
     if not lacking:
         return engine
-    which = f"the Dask worker {lacking[0]}{f' and {len(lacking) - 1} more' if len(lacking) > 1 else ''}"
+    which = _named(lacking)
     if key == "openvino_bf16":
         problem, remedy = f"{which} has no CPU with bfloat16 instructions for OpenVINO", "use --precision fp32 or --engine torch"
     else:
@@ -114,6 +114,11 @@ def cluster_engine(engine: str, requested: str, precision: str, workers: dict[st
         return "torch"
     asked = f"--engine {engine}" if requested != "auto" else f"--precision {precision} (the {engine} engine)"
     raise GeoccsegError(f"{asked}: {problem}; {remedy}")
+
+
+def _named(addresses: list[str]) -> str:
+    """The first of some workers by address, and how many more: what the messages name."""
+    return f"the Dask worker {addresses[0]}{f' and {len(addresses) - 1} more' if len(addresses) > 1 else ''}"
 
 
 def settle_on_workers(client: distributed.Client, device: str, engine: str, precision: str,
