@@ -225,7 +225,11 @@ def _write_float_raster(prob: xr.DataArray, path: Path, block_px: int) -> Path:
     try:
         with rasterio.open(path, "w", **profile) as dst:
             dst.descriptions = tuple(str(name) for name in prob["class"].values)
-            da.store(data, _ProbabilityWriter(dst), lock=threading.Lock(), scheduler="threads")
+            writer = _ProbabilityWriter(dst)
+            try:
+                da.store(data, writer, lock=False, scheduler="threads")
+            finally:  # a failed chunk ends store() while other threads still compute theirs: none may write into a closed file
+                writer.close()
     except (OSError, rasterio.errors.RasterioIOError) as exc:
         raise GeoccsegError(f"cannot write the temporary probability raster in {path.parent.parent} ({exc}); free space "
                             "there or point TMPDIR to a folder with room for 4 bytes per pixel and class") from None
@@ -234,16 +238,30 @@ def _write_float_raster(prob: xr.DataArray, path: Path, block_px: int) -> Path:
 
 class _ProbabilityWriter:
     """A :func:`dask.array.store` target writing (class, y, x) chunks into an open float32 raster,
-    refusing values outside [0, 1] (NaN is nodata) as a probability GeoTIFF is refused."""
+    refusing values outside [0, 1] (NaN is nodata) as a probability GeoTIFF is refused.
+
+    One chunk is written at a time, and none after :meth:`close`: when a chunk fails, Dask's threaded
+    scheduler raises at once while other threads are still computing theirs, and a write into the
+    raster closed meanwhile crashed the process (a segmentation fault in GDAL).
+    """
 
     def __init__(self, dst: rasterio.io.DatasetWriter) -> None:
         self.dst = dst
+        self.lock = threading.Lock()
+        self.closed = False
 
     def __setitem__(self, key: tuple[slice, slice, slice], value: np.ndarray) -> None:
         _, rows, cols = key
         value = np.asarray(value, dtype=np.float32)
         check_probability_range(value, "prob", where=f" (in the chunk at row {rows.start}, column {cols.start})")
-        self.dst.write(value, window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start))
+        with self.lock:
+            if not self.closed:
+                self.dst.write(value, window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start))
+
+    def close(self) -> None:
+        """Take no more chunks (waits for the one being written)."""
+        with self.lock:
+            self.closed = True
 
 
 # -- models and inputs -------------------------------------------------------------------------

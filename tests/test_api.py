@@ -126,6 +126,42 @@ def test_vectorize_of_a_lazy_array_computes_each_task_once_chunk_by_chunk(tmp_pa
         geoccseg.vectorize(lazy, block_px=0)
 
 
+def test_the_chunk_writer_is_closed_before_its_raster_and_waits_for_a_chunk_being_written(tmp_path: Path) -> None:
+    """When one chunk of vectorize(DataArray) is refused, Dask raises at once while its other threads
+    still compute and then write theirs; the temporary raster was closed under a write in progress,
+    and the process died of a segmentation fault (CI, Python 3.13, rasterio 1.5 / GDAL 3.12: one
+    run of the test above in six). The writer is now closed first: a chunk being written is
+    finished before, and chunks after are dropped, so the raster is never closed under a write."""
+    import threading
+
+    from rasterio.windows import Window
+
+    from geoccseg.api import _ProbabilityWriter
+
+    size = 4096  # a 64 MB chunk: its write lasts long enough for close() to come during it
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": "float32", "nodata": float("nan")}
+    with rasterio.open(tmp_path / "p.tif", "w", **profile) as dst:
+        writer = _ProbabilityWriter(dst)
+        started = threading.Event()
+        original = dst.write
+
+        def write(*args, **kwargs) -> None:  # the real write, announced as it starts
+            started.set()
+            original(*args, **kwargs)
+
+        dst.write = write
+        box = (slice(0, 1), slice(0, size), slice(0, size))
+        thread = threading.Thread(target=writer.__setitem__, args=(box, np.full((1, size, size), 0.25, np.float32)))
+        thread.start()
+        assert started.wait(30)
+        writer.close()  # returns once the write in progress has ended
+        assert not thread.is_alive()
+        writer[(slice(0, 1), slice(0, 8), slice(0, 8))] = np.full((1, 8, 8), 0.75, np.float32)  # after close: dropped
+    with rasterio.open(tmp_path / "p.tif") as src:
+        assert src.read(1, window=Window(0, 0, 8, 8)).tolist() == np.full((8, 8), 0.25).tolist()
+        assert src.read(1, window=Window(size - 8, size - 8, 8, 8)).tolist() == np.full((8, 8), 0.25).tolist()
+
+
 def da_from(task, shape: tuple[int, int, int]) -> dask.array.Array:
     return dask.array.from_delayed(task, dtype=np.float32, shape=shape)
 
