@@ -641,6 +641,43 @@ def test_labels_with_a_self_crossing_polygon_are_taken(scene_path, tmp_path):
     assert len(areas) == 3 and not areas.geometry.intersects(shapely.make_valid(bow)).any()
 
 
+def test_every_square_that_holds_a_label_in_another_crs_is_left_out(scene_path, tmp_path):
+    """Review G10: labels were tested only far from the squares chosen. A short line drawn in UTM
+    inside the top-left cell of the best square takes that square and each other square over the
+    cell out of the candidates (and nothing else); a label on another continent in the same file
+    changes nothing."""
+    first = suggest_areas(scene_path, model="road", n=1, size_m=80, options=CPU, progress=False)
+    best = first.areas.geometry.iloc[0]
+    with rasterio.open(scene_path) as src:
+        crs, bounds = src.crs, src.bounds
+    x0, y0, x1, y1 = best.bounds
+    cx, cy = x0 + (x1 - x0) / 4, y1 - (y1 - y0) / 4  # the centre of the square's top-left cell
+    line = shapely.LineString([(cx - (x1 - x0) / 20, cy), (cx + (x1 - x0) / 20, cy)])
+    far = shapely.LineString([(10.0, 50.0), (10.01, 50.0)])  # near Frankfurt
+    labels = gpd.GeoDataFrame(geometry=[line, far], crs=crs).to_crs(32611)
+    labels.to_file(tmp_path / "labels.gpkg")
+    second = suggest_areas(scene_path, model="road", n=3, size_m=80, labels=tmp_path / "labels.gpkg", options=CPU, progress=False)
+    holding = (1 + (x0 > bounds.left + 1e-9)) * (1 + (y1 < bounds.top - 1e-9))  # squares over the cell: 1, 2 or 4
+    assert second.candidates == first.candidates - holding
+    assert not second.areas.geometry.intersects(line).any()
+    assert not any(square.equals_exact(best, 1e-9) for square in second.areas.geometry)
+
+
+def test_an_aoi_in_another_crs_with_a_hole_leaves_the_squares_of_the_hole(scene_path, tmp_path):
+    """Review G10: an AOI in a CRS other than the scene's, and one with a hole, were untested. The
+    AOI is the whole scene in Web Mercator but for a hole a little larger than the best square: that
+    square is the one candidate left."""
+    best = suggest_areas(scene_path, model="road", n=1, size_m=80, options=CPU, progress=False).areas.geometry.iloc[0]
+    with rasterio.open(scene_path) as src:
+        crs, bounds = src.crs, src.bounds
+    margin = (best.bounds[2] - best.bounds[0]) / 80  # about 1 m
+    holed = shapely.Polygon(box(*bounds).buffer(0.001, join_style="mitre").exterior.coords, [best.buffer(margin, join_style="mitre").exterior.coords])
+    gpd.GeoDataFrame(geometry=[holed], crs=crs).to_crs(3857).to_file(tmp_path / "aoi.gpkg")
+    result = suggest_areas(scene_path, model="road", n=3, size_m=80, aoi=tmp_path / "aoi.gpkg", options=CPU, progress=False)
+    assert result.candidates == 1
+    assert len(result.areas) == 1 and result.areas.geometry.iloc[0].equals_exact(best, 1e-9)
+
+
 def test_the_neighbourhood_of_likely_roads_is_bounded_in_pixels() -> None:
     """Review G1: near_m (8 m) became every scored block's halo in model pixels: 8 px for the road
     model at 1 m, but 4000 px for a crack model at 2 mm (blocks 10,000 px a side, 4 GB an array;

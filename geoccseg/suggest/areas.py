@@ -43,11 +43,12 @@ from geoccseg.inference.confidence import ConfidenceThresholds
 from geoccseg.inference.predict import (
     PredictOptions, bundle_files, check_workers_read_the_same_model, model_scale, open_scene_for, resolve_device,
 )
-from geoccseg.io.aoi import read_aoi
+from geoccseg.io.aoi import dissolved, read_polygons
 from geoccseg.io.atomic import check_not_input, scratch_dir
 from geoccseg.io.bundle import BundleMeta, resolve_model
 from geoccseg.io.labels import read_vector
 from geoccseg.io.scene import Scene
+from geoccseg.io.units import reprojected
 from geoccseg.io.vector_write import check_vector_output, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.blocks import CellGrid, score_cells
@@ -159,7 +160,7 @@ def suggest_areas(
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)
     opened = [open_scene_for(p, bundle.meta) for p in paths]
     size_m = size_m if size_m is not None else default_size_m(bundle.meta, opened[0].pixel_size_m)
-    regions = [_labeled(s, aoi, labels) for s in opened]
+    regions = _labeled_regions(opened, aoi, labels)
     if aoi is not None and not any(r is not None and not r[0].is_empty for r in regions):
         raise GeoccsegError(f"AOI {aoi} does not overlap {'the scene' if len(paths) == 1 else 'any scene'}; check its location and CRS")
     grids = [_cell_grid(s, bundle.meta, size_m) for s in opened]
@@ -201,14 +202,40 @@ def check_request(paths: list, n: int, size_m: float | None, strategy: str, seed
     params.check()
 
 
-def _labeled(scene: Scene, aoi: str | os.PathLike | None, labels: str | os.PathLike | None) -> tuple[BaseGeometry, BaseGeometry] | None:
-    """(AOI inside the scene, union of the labels) in the scene CRS; None without either."""
+def _labeled_regions(scenes: list[Scene], aoi: str | os.PathLike | None,
+                     labels: str | os.PathLike | None) -> list[tuple[BaseGeometry, np.ndarray] | None]:
+    """For each scene, (the AOI inside it, the labels that reach it) in its CRS; None without either.
+
+    Both files are read once, and each scene takes only the features whose bounding boxes reach its
+    footprint before anything is reprojected, repaired or dissolved: labels "of a country" given
+    with 40 scene tiles were read, reprojected and unioned whole 40 times, then tested against
+    every square as one geometry. The labels stay separate geometries (a hand-drawn bow tie made
+    valid), which :func:`_candidates` finds through a tree.
+    """
     if aoi is None and labels is None:
-        return None
-    empty = shapely.Polygon()
-    area = read_aoi(aoi, scene.crs).intersection(scene.footprint) if aoi is not None else empty
-    drawn = shapely.union_all(shapely.make_valid(read_vector(labels, "labels").to_crs(scene.crs).geometry.values)) if labels is not None else empty  # a hand-drawn bow tie
-    return area, drawn
+        return [None] * len(scenes)
+    polygons = read_polygons(aoi) if aoi is not None else None
+    drawn = read_vector(labels, "labels").geometry if labels is not None else None
+    regions = []
+    for scene in scenes:
+        area = shapely.Polygon()
+        if polygons is not None and len(near := _reaching(polygons, scene)):
+            area = dissolved(near, scene.crs, aoi).intersection(scene.footprint)
+        here = shapely.make_valid(reprojected(_reaching(drawn, scene), scene.crs).values) if drawn is not None else np.array([])
+        regions.append((area, here))
+    return regions
+
+
+def _reaching(shapes: gpd.GeoSeries | gpd.GeoDataFrame, scene: Scene) -> gpd.GeoSeries | gpd.GeoDataFrame:
+    """The features of ``shapes`` (own CRS) whose bounding boxes reach the scene's footprint; all of
+    them where the footprint has no place in their CRS."""
+    try:
+        bounds = reprojected(gpd.GeoSeries([scene.footprint], crs=scene.crs), shapes.crs).total_bounds
+    except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError):
+        return shapes
+    if not np.isfinite(bounds).all():
+        return shapes
+    return shapes.iloc[np.sort(shapes.sindex.query(shapely.box(*bounds)))]
 
 
 MIN_CELL_PX = 16
@@ -233,25 +260,31 @@ def _candidates(scene: Scene, cells: CellGrid, scale: float, sums: np.ndarray, r
                 name: str) -> _SceneCandidates:
     """The squares of one scene (named ``name`` in the ``scene`` column): their sums, polygons, and
     which are candidates or labeled reference."""
-    square = sums[:, :-1, :-1] + sums[:, 1:, :-1] + sums[:, :-1, 1:] + sums[:, 1:, 1:]
-    rows, cols = np.meshgrid(np.arange(cells.rows - 1), np.arange(cells.cols - 1), indexing="ij")
-    rows, cols, flat = rows.ravel(), cols.ravel(), square.reshape(square.shape[0], -1).T
     ch, cw = cells.cell_h_px, cells.cell_w_px
+    valid_share = (sums[0, :-1, :-1] + sums[0, 1:, :-1] + sums[0, :-1, 1:] + sums[0, 1:, 1:]).ravel() / (4 * ch * cw)
+    # only squares with enough valid pixels get their sums added up and a polygon (of a large scene
+    # mostly nodata, or at a small --size-m, most are not)
+    rows, cols = np.divmod(np.flatnonzero(valid_share >= params.min_valid_share), cells.cols - 1)
+    valid_share = valid_share[rows * (cells.cols - 1) + cols]
+    flat = (sums[:, rows, cols] + sums[:, rows + 1, cols] + sums[:, rows, cols + 1] + sums[:, rows + 1, cols + 1]).T
     transform = scene.transform * Affine.scale(scale)
     x0, y0 = transform * (cols * cw, rows * ch)
     x1, y1 = transform * ((cols + 2) * cw, (rows + 2) * ch)
     boxes = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1))
-    valid_share = flat[:, 0] / (4 * ch * cw)
-    valid = valid_share >= params.min_valid_share
     labeled = np.zeros(len(boxes), dtype=bool)
     reference = np.zeros(len(boxes), dtype=bool)
     if region is not None:
         area, drawn = region
-        inside = shapely.area(shapely.intersection(boxes, area)) / shapely.area(boxes) if not area.is_empty else np.zeros(len(boxes))
-        holds = shapely.intersects(boxes, drawn) if not drawn.is_empty else np.zeros(len(boxes), dtype=bool)
+        inside = np.zeros(len(boxes))
+        if not area.is_empty:  # the share inside the AOI, computed only for the squares that touch it
+            shapely.prepare(area)
+            touch = np.flatnonzero(shapely.intersects(area, boxes))
+            inside[touch] = shapely.area(shapely.intersection(boxes[touch], area)) / shapely.area(boxes[touch])
+        holds = np.zeros(len(boxes), dtype=bool)
+        holds[shapely.STRtree(drawn).query(boxes, predicate="intersects")[0]] = True  # squares that hold a label
         labeled = (inside > 1e-6) | holds
-        reference = valid & ((inside >= 0.5) | holds)
-    keep = valid & ~labeled
+        reference = (inside >= 0.5) | holds
+    keep = ~labeled
     n_valid = np.maximum(flat[:, 0:1], 1.0)
     parts = flat[:, 1:len(FEATURES)] / n_valid
     embedding = flat[:, len(FEATURES):] / n_valid
