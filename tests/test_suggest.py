@@ -219,6 +219,30 @@ def test_block_size_and_a_dask_cluster_give_the_same_ranking(scene_path):
         assert np.allclose(one_block[column], cluster[column], rtol=1e-4, atol=1e-6), column
 
 
+def test_blocks_smaller_than_a_cell_cut_it_and_its_parts_add_up(scene_path):
+    """Review G2: a block was at least one whole cell, so --block-px did not bound memory for large
+    squares (1 km squares of a 10 cm model: one block of some 12 GB). Cells larger than the block
+    are now cut into parts of at most block_px pixels (60-px cells into 30-px parts here, 4 tasks
+    per cell) whose sums add up to the whole block's."""
+    from geoccseg.suggest.blocks import block_spans
+    from geoccseg.suggest.terms import cell_sums
+
+    assert block_spans(3, 30, 16) == [(0, 15), (15, 30), (30, 45), (45, 60), (60, 75), (75, 90)]
+    assert block_spans(5, 30, 64) == [(0, 60), (60, 120), (120, 150)]  # whole cells, as before
+    assert all(end - start <= 100 for start, end in block_spans(4, 1000, 100))
+    plane = np.arange(7 * 9, dtype=np.float32).reshape(7, 9)
+    assert cell_sums(plane, 4, 5, offset=(2, 3)).tolist() == [[plane[:2, :2].sum(), plane[:2, 2:7].sum(), plane[:2, 7:].sum()],
+                                                              [plane[2:6, :2].sum(), plane[2:6, 2:7].sum(), plane[2:6, 7:].sum()],
+                                                              [plane[6:, :2].sum(), plane[6:, 2:7].sum(), plane[6:, 7:].sum()]]
+    options = replace(CPU, tile_px=128, overlap_px=32)
+    whole = suggest_areas(scene_path, model="road", n=4, size_m=120, options=replace(options, block_px=4096), progress=False)
+    parts = suggest_areas(scene_path, model="road", n=4, size_m=120, options=replace(options, block_px=40), progress=False)
+    assert parts.candidates == whole.candidates
+    assert whole.areas.geometry.geom_equals_exact(parts.areas.geometry, tolerance=1e-12).all()
+    for column in ("score", *PARTS):
+        assert np.allclose(whole.areas[column], parts.areas[column], rtol=1e-6, atol=1e-9), column
+
+
 def test_onnx_scoring_gives_what_pytorch_scoring_gives(tmp_path, monkeypatch):
     """The acquisition terms through the network's ``scoring`` ONNX export (the default on the CPU)
     equal PyTorch's: probabilities, the flipped view and the projected embeddings, on a whole chip

@@ -2,12 +2,13 @@
 
 The model grid of a scene (the scene resampled to the model's pixel size, as in
 :func:`geoccseg.inference.predict.predict_scene`) is cut into *cells* of half a candidate square
-(:class:`CellGrid`); a square is 2 x 2 cells. Blocks of whole cells are the tasks
-(:func:`score_block`): each reads the pixels of every chip of the scene's global chip grid that
+(:class:`CellGrid`); a square is 2 x 2 cells. Blocks of about ``block_px`` (whole cells, or parts
+of a cell larger than that, :func:`block_spans`) are the tasks (:func:`score_block`): each reads the pixels of every chip of the scene's global chip grid that
 touches the block (plus a halo of ``near_px`` for the neighbourhood of likely roads), blends them
 over the block and its halo alone through :func:`geoccseg.inference.predict.blend_chips` with
 :func:`~geoccseg.suggest.terms.scoring_engine`, so each pixel's values are exactly those of
-whole-scene prediction, and returns only the sums of the per-pixel terms over its cells. Chips at
+whole-scene prediction, and returns only the sums of the per-pixel terms over its cells (or their
+parts, which add up). Chips at
 block borders are computed by both neighbours (about 2 x tile / block more work); in exchange no
 accumulator is written and the tasks are independent.
 
@@ -88,8 +89,8 @@ class ScoreJob:
         device: torch device string.
         grid: the scene's global chip grid (model pixels).
         cells: the cell grid.
-        rows: (first, end) cell rows of the block.
-        cols: (first, end) cell columns of the block.
+        rows: (first, end) model-pixel rows of the block (:func:`block_spans`).
+        cols: (first, end) model-pixel columns of the block.
         scale: scene pixels per model pixel.
         batch_size: chips per forward pass.
         thresholds: the model's confidence thresholds.
@@ -115,17 +116,31 @@ class ScoreJob:
 
 @dataclass
 class CellBlock:
-    """Sums of the per-pixel features over the cells of one block.
+    """Sums of the per-pixel features over the cells of one block (over their parts in the block,
+    where it cuts cells: the sums of a cell's parts add up to the cell's).
 
     Attributes:
-        row: first cell row.
-        col: first cell column.
+        row: first cell row the block reaches.
+        col: first cell column the block reaches.
         sums: float64 (len(FEATURES) + EMBED_DIMS, rows, cols).
     """
 
     row: int
     col: int
     sums: np.ndarray
+
+
+def block_spans(cells: int, cell_px: int, block_px: int) -> list[tuple[int, int]]:
+    """(first, end) model pixels of the blocks along one axis: whole cells making about ``block_px``;
+    a cell longer than ``block_px`` is cut into equal parts of at most that, so that a block's
+    memory follows ``block_px`` whatever the square size (a 10,000-px cell, 1 km squares of a 10 cm
+    model, was one block of some 12 GB)."""
+    if cell_px <= block_px:
+        per = max(1, round(block_px / cell_px))
+        return [(r * cell_px, min(r + per, cells) * cell_px) for r in range(0, cells, per)]
+    parts = math.ceil(cell_px / block_px)
+    edges = [k * cell_px // parts for k in range(parts + 1)]
+    return [(r * cell_px + a, r * cell_px + b) for r in range(cells) for a, b in zip(edges, edges[1:])]
 
 
 def chips_touching(grid: ChipGrid, top: int, left: int, bottom: int, right: int) -> list[tuple[int, int]]:
@@ -152,8 +167,7 @@ def score_block(job: ScoreJob) -> CellBlock:
 def _score_block(job: ScoreJob) -> CellBlock:
     engine, meta = cached_engine(job.model, job.device, job.engine, build=scoring_engine)
     ch, cw = job.cells.cell_h_px, job.cells.cell_w_px
-    top, bottom = job.rows[0] * ch, job.rows[1] * ch
-    left, right = job.cols[0] * cw, job.cols[1] * cw
+    (top, bottom), (left, right) = job.rows, job.cols
     halo = job.params.near_px
     k_top, k_left = max(0, top - halo), max(0, left - halo)  # the cells and their halo: what is added up
     k_bottom, k_right = min(job.grid.height_px, bottom + halo), min(job.grid.width_px, right + halo)
@@ -173,7 +187,8 @@ def _score_block(job: ScoreJob) -> CellBlock:
     )
     del image, valid  # the features need the blend sums alone
     inside = (slice(top - k_top, bottom - k_top), slice(left - k_left, right - k_left))
-    return CellBlock(job.rows[0], job.cols[0], cell_features(weighted, weight, n_classes, job.thresholds, job.params, (ch, cw), inside))
+    sums = cell_features(weighted, weight, n_classes, job.thresholds, job.params, (ch, cw), inside, (top % ch, left % cw))
+    return CellBlock(top // ch, left // cw, sums)
 
 
 def score_cells(
@@ -198,7 +213,7 @@ def score_cells(
         scale: scene pixels per model pixel.
         thresholds: the model's confidence thresholds.
         params: per-pixel term settings.
-        options: tile, overlap, block size (pixels, rounded to whole cells), batch, Dask settings.
+        options: tile, overlap, block size (pixels, :func:`block_spans`), batch, Dask settings.
         device: resolved torch device; None on an existing Dask cluster (``options.scheduler``),
             whose workers settle it (:func:`geoccseg.inference.cluster.settle_on_workers`).
         workdir: scratch folder of a local Dask cluster (``options.workers``); None: a temporary one.
@@ -211,13 +226,12 @@ def score_cells(
         return np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
     tile_px = options.scoring_tile_for(bundle.meta)
     grid = ChipGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), tile_px, options.overlap_px, options.block_px)
-    block_rows = max(1, round(options.block_px / cells.cell_h_px))
-    block_cols = max(1, round(options.block_px / cells.cell_w_px))
     norm = scene_norm(scene, bundle.meta)
     settle = lambda device: settle_scoring(options.engine, bundle.model, device, bundle.meta)  # noqa: E731  (exported once, here)
     engine = settle(device) if device is not None else None
     ref = model_ref(bundle)
-    blocks = [(r, c) for r in range(0, cells.rows, block_rows) for c in range(0, cells.cols, block_cols)]
+    blocks = [(rows, cols) for rows in block_spans(cells.rows, cells.cell_h_px, options.block_px)
+              for cols in block_spans(cells.cols, cells.cell_w_px, options.block_px)]
     sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
@@ -228,9 +242,8 @@ def score_cells(
         if device is None:
             device, engine = settle_on_workers(client, options.device, options.engine, "fp32", settle)
         jobs = [
-            ScoreJob(scene, ref, device, grid, cells, (r, min(r + block_rows, cells.rows)), (c, min(c + block_cols, cells.cols)),
-                     scale, options.batch_for(tile_px, device), thresholds, params, norm, engine)
-            for r, c in blocks
+            ScoreJob(scene, ref, device, grid, cells, rows, cols, scale, options.batch_for(tile_px, device), thresholds, params, norm, engine)
+            for rows, cols in blocks
         ]
         if client is None:
             share_bundle(bundle, device, ref)
@@ -239,7 +252,7 @@ def score_cells(
             results = _run_dask(client, jobs, task=score_block)
         for block in results:
             _, h, w = block.sums.shape
-            sums[:, block.row:block.row + h, block.col:block.col + w] = block.sums
+            sums[:, block.row:block.row + h, block.col:block.col + w] += block.sums  # parts of a cell add up
             bar.update()
     if not np.isfinite(sums).all():
         raise GeoccsegError(f"the model gave non-finite values on {scene.path}; check the bundle")

@@ -226,7 +226,7 @@ def _disk(radius_px: int) -> np.ndarray:
 
 def cell_features(
     weighted: np.ndarray, weight: np.ndarray, n_classes: int, thresholds: ConfidenceThresholds, params: TermParams,
-    cell_px: tuple[int, int], window: tuple[slice, slice] | None = None,
+    cell_px: tuple[int, int], window: tuple[slice, slice] | None = None, offset: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
     """Sums over cells of the per-pixel terms of blended :func:`scoring_forward` values.
 
@@ -242,13 +242,14 @@ def cell_features(
         n_classes: K, the foreground classes.
         thresholds: the model's confidence thresholds.
         params: likely-road threshold and neighbourhood.
-        cell_px: (height, width) of a cell in pixels; the window's height and width are whole
-            multiples of it (a photo is one cell of its own size).
+        cell_px: (height, width) of a cell in pixels (a photo is one cell of its own size).
         window: (rows, cols) slices of the region to sum over; None: all of it.
+        offset: (row, column) of the window's first pixel inside its cell: a scene block larger
+            cells are cut into holds parts of cells (:func:`cell_sums`).
 
     Returns:
-        float64 (4 + E, rows / cell height, cols / cell width): :data:`FEATURES` then the
-        embedding, each summed over the valid pixels of a cell (invalid pixels add 0).
+        float64 (4 + E, cell rows, cell columns) over the cells the window reaches: :data:`FEATURES`
+        then the embedding, each summed over the valid pixels of a cell (invalid pixels add 0).
     """
     valid = weight > 0
     np.divide(weighted, weight, out=weighted, where=valid)
@@ -261,17 +262,25 @@ def cell_features(
     p, p_flip = values[:n_classes], values[n_classes:2 * n_classes]
     _, level = confidence_map(np.where(valid, p, np.nan), thresholds)
     planes = (valid, valid & near & (level != HIGH), np.abs(p - p_flip).max(axis=0), p.sum(axis=0), *values[2 * n_classes:])
-    return np.stack([cell_sums(plane, *cell_px) for plane in planes])  # embeddings are already 0 where not valid
+    return np.stack([cell_sums(plane, *cell_px, offset) for plane in planes])  # embeddings are already 0 where not valid
 
 
-def cell_sums(plane: np.ndarray, cell_h_px: int, cell_w_px: int) -> np.ndarray:
+def cell_sums(plane: np.ndarray, cell_h_px: int, cell_w_px: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Sums of a plane over cells of ``cell_h_px x cell_w_px`` pixels.
 
     Args:
-        plane: (h, w) with h and w whole multiples of the cell size (a view is not copied).
+        plane: (h, w) pixels (a view is not copied).
+        cell_h_px: cell height.
+        cell_w_px: cell width.
+        offset: (row, column) of the plane's first pixel inside its cell; the first and last row
+            and column of cells may be parts of cells, whose sums the caller adds to the rest.
 
     Returns:
-        float64 (h / cell_h_px, w / cell_w_px).
+        float64 (cell rows, cell columns) that the plane reaches.
     """
     h, w = plane.shape
-    return plane.reshape(h // cell_h_px, cell_h_px, w // cell_w_px, cell_w_px).sum(axis=(1, 3), dtype=np.float64)
+    if offset == (0, 0) and h % cell_h_px == 0 and w % cell_w_px == 0:  # whole cells
+        return plane.reshape(h // cell_h_px, cell_h_px, w // cell_w_px, cell_w_px).sum(axis=(1, 3), dtype=np.float64)
+    rows = np.r_[0, np.arange(cell_h_px - offset[0], h, cell_h_px)]  # where each cell's part starts
+    cols = np.r_[0, np.arange(cell_w_px - offset[1], w, cell_w_px)]
+    return np.add.reduceat(np.add.reduceat(plane, rows, axis=0, dtype=np.float64), cols, axis=1)
