@@ -193,16 +193,14 @@ def typicality(unit: np.ndarray, chunk: int = 1024) -> np.ndarray:
 
 
 def _overlapping(candidates: Candidates, i: int) -> np.ndarray:
-    """Candidates whose square overlaps square ``i`` (itself included)."""
+    """Indices of the candidates whose square overlaps square ``i`` (itself included; a photo: itself alone)."""
     if candidates.cell is None:
-        out = np.zeros(len(candidates), dtype=bool)
-        out[i] = True
-        return out
+        return np.array([i])
     d = np.abs(candidates.cell - candidates.cell[i])
     out = (candidates.group == candidates.group[i]) & (d[:, 0] < 2) & (d[:, 1] < 2)
     if candidates.across is not None:
         out[candidates.across[i].indices] = True
-    return out
+    return np.flatnonzero(out)
 
 
 def greedy(candidates: Candidates, reference: np.ndarray, n: int, params: SuggestParams, spacing_m: float) -> Choice:
@@ -235,7 +233,7 @@ def greedy(candidates: Candidates, reference: np.ndarray, n: int, params: Sugges
         score = np.where(open_, base * typical * spread * novelty, -np.inf)
         i = int(np.argmax(score))
         taken.append((i, base[i], typical[i], spread[i], novelty[i], score[i]))
-        open_ &= ~_overlapping(candidates, i)
+        open_[_overlapping(candidates, i)] = False
         similar = np.maximum(similar, np.clip(unit @ unit[i], 0, None))
         if candidates.centre_m is not None:
             d = np.linalg.norm(candidates.centre_m - candidates.centre_m[i], axis=1)
@@ -266,9 +264,10 @@ def kmeans(points: np.ndarray, k: int, seed: int, restarts: int = 10, iterations
             if np.array_equal(moved, label):
                 break
             label = moved
-            for j in range(k):
-                if (label == j).any():
-                    centres[j] = points[label == j].mean(axis=0)
+            order = np.argsort(label, kind="stable")  # each cluster's points in their order, summed at once
+            count = np.bincount(label, minlength=k)
+            kept = np.flatnonzero(count)  # a cluster left empty keeps its centre
+            centres[kept] = np.add.reduceat(points[order], np.cumsum(count)[kept] - count[kept], axis=0) / count[kept, None]
         inertia = ((points - centres[label]) ** 2).sum()
         if inertia < best_inertia - 1e-12:
             best, best_inertia = label, inertia
@@ -323,15 +322,23 @@ def coverage(candidates: Candidates, reference: np.ndarray, n: int, seed: int, p
     covered = np.bincount(label[len(candidates):], minlength=len(size))
     open_ = np.ones(len(candidates), dtype=bool)
     cluster = label[: len(candidates)]
+    # each cluster's candidates and how many are open, kept up to date pick by pick: ranking all of
+    # 100,000 photos scanned every candidate at each pick (minutes to hours after scoring)
+    order = np.argsort(cluster, kind="stable")
+    members_of = np.split(order, np.cumsum(np.bincount(cluster, minlength=len(size)))[:-1])
+    open_count = np.bincount(cluster, minlength=len(size))
     taken = []
-    while len(taken) < (n if take is None else take) and open_.any():
-        live = np.unique(cluster[open_])
+    while len(taken) < (n if take is None else take) and open_count.any():
+        live = np.flatnonzero(open_count)
         j = live[np.lexsort((-size[live], covered[live]))[0]]
-        members = np.flatnonzero(open_ & (cluster == j))
+        members = members_of[j][open_[members_of[j]]]
         i = int(members[np.argmax(typical[members] * (1 - w + w * base[members]))])
         taken.append((i, base[i], typical[i], 1.0, 1.0, np.nan))
         covered[j] += 1
-        open_ &= ~_overlapping(candidates, i)
+        closed = _overlapping(candidates, i)
+        closed = closed[open_[closed]]
+        open_[closed] = False
+        np.subtract.at(open_count, cluster[closed], 1)
     return _choice(taken)
 
 
@@ -345,7 +352,7 @@ def random_choice(candidates: Candidates, n: int, seed: int, weights: tuple[floa
             break
         if open_[i]:
             taken.append((int(i), base[i], 1.0, 1.0, 1.0, np.nan))
-            open_ &= ~_overlapping(candidates, int(i))
+            open_[_overlapping(candidates, int(i))] = False
     return _choice(taken)
 
 
