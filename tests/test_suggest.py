@@ -511,6 +511,13 @@ def test_an_unreadable_photo_is_left_out_not_the_whole_ranking(data_dir, tmp_pat
     status = dict(zip(result.table["photo"], result.table["status"]))
     assert status["003.jpg"] == "unreadable" and sorted(status[p] for p in ("001.jpg", "002.jpg")) == ["suggested", "unlabeled"]
     assert "003.jpg is left out (" in caplog.text and (tmp_path / "next.csv").is_file()
+    # when no photo is left, the refusal says what the first unreadable one needs (here: 8 or 16 bits)
+    only = tmp_path / "floats"
+    only.mkdir()
+    Image.fromarray(np.zeros((64, 64), dtype=np.float32), mode="F").save(only / "f.tif")
+    with pytest.raises(GeoccsegError, match=r"or unreadable \(photo f.tif has 32-bit floating-point pixels; save it as an 8- or "
+                                            r"16-bit image\): there is nothing to suggest$"):
+        suggest_photos(only, model="crack", n=1, options=CPU, progress=False)
 
 
 def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeypatch):
