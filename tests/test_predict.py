@@ -761,7 +761,7 @@ def test_a_cluster_runs_what_its_workers_can_not_what_the_client_can(scene_path:
 
 def test_the_device_of_a_cluster_is_the_one_every_worker_has() -> None:
     from geoccseg.inference.cluster import cluster_device, cluster_engine
-    from geoccseg.inference.predict import CUDA_BATCH_PX, DEFAULT_BATCH_PX
+    from geoccseg.inference.predict import CUDA_BATCH_PX, DEFAULT_BATCH_PX, resolve_device
 
     # the chips per pass follow the device the workers settled, not this machine's
     assert PredictOptions().batch_for(512, "cuda") == CUDA_BATCH_PX // 512**2 > PredictOptions().batch_for(512, "cpu") == max(1, DEFAULT_BATCH_PX // 512**2)
@@ -772,8 +772,11 @@ def test_the_device_of_a_cluster_is_the_one_every_worker_has() -> None:
     assert cluster_device("auto", mixed) == "cpu" and cluster_device("cpu", gpus) == "cpu"
     with pytest.raises(GeoccsegError, match="--device cuda:1: the Dask worker tcp://a:1 has 1 CUDA GPU"):
         cluster_device("cuda:1", gpus)
-    with pytest.raises(GeoccsegError, match="unknown device 'gpu'"):
-        cluster_device("gpu", gpus)
+    for settle in (lambda device: cluster_device(device, gpus), resolve_device):  # one reading of device names for both
+        with pytest.raises(GeoccsegError, match="unknown device 'gpu'; use auto, cpu or cuda"):
+            settle("gpu")
+        with pytest.raises(GeoccsegError, match="device 'meta' is not supported; use auto, cpu or cuda"):
+            settle("meta")
     lacking = {"tcp://a:1": {"onnx": True, "openvino": True, "openvino_bf16": False}}
     assert cluster_engine("openvino", "auto", "fp32", lacking) == "openvino"
     assert cluster_engine("openvino", "auto", "bf16", lacking) == "torch"  # its CPU has no bf16: torch runs it

@@ -62,6 +62,21 @@ def probe_workers(client: distributed.Client, precision: str = "fp32") -> dict[s
                             "worker as on this machine") from None
 
 
+def parse_device(device: str) -> torch.device:
+    """A device named by the user (not ``auto``) as torch reads it: ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        GeoccsegError: a name torch does not know, or a device geoccseg does not run on.
+    """
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise GeoccsegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise GeoccsegError(f"device {device!r} is not supported; use auto, cpu or cuda")
+    return parsed
+
+
 def cluster_device(requested: str, workers: dict[str, dict]) -> str:
     """The device the blocks run on, for the ``workers``' capabilities (:func:`probe_workers`):
     ``auto`` is ``cuda`` when every worker has a CUDA GPU, else ``cpu``; ``cuda`` (``cuda:N``) is
@@ -72,12 +87,7 @@ def cluster_device(requested: str, workers: dict[str, dict]) -> str:
     """
     if requested == "auto":
         return "cuda" if workers and all(w["cuda_gpus"] > 0 for w in workers.values()) else "cpu"
-    try:
-        parsed = torch.device(requested)
-    except RuntimeError:
-        raise GeoccsegError(f"unknown device {requested!r}; use auto, cpu or cuda") from None
-    if parsed.type not in ("cpu", "cuda"):
-        raise GeoccsegError(f"device {requested!r} is not supported; use auto, cpu or cuda")
+    parsed = parse_device(requested)
     if parsed.type == "cuda":
         needed = (parsed.index or 0) + 1
         short = sorted(address for address, w in workers.items() if w["cuda_gpus"] < needed)

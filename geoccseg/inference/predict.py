@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError, first_line
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
-from geoccseg.inference.cluster import settle_on_workers
+from geoccseg.inference.cluster import parse_device, settle_on_workers
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.inference.engine import Engine, build_engine, check_engine, check_precision, engine_label, settle_engine
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
@@ -319,10 +319,7 @@ def resolve_device(device: str) -> str:
     """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise GeoccsegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    parsed = parse_device(device)
     kind, index = parsed.type, parsed.index
     if kind == "cuda" and not torch.cuda.is_available():
         raise GeoccsegError(f"--device {device} was requested but no CUDA GPU is available; use --device cpu or auto")
@@ -331,8 +328,6 @@ def resolve_device(device: str) -> str:
         which = "only cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
         raise GeoccsegError(f"device {device}: this machine has {count} CUDA GPU{'s' if count > 1 else ''}, {which}; use cuda "
                             "(the first) or one of those")
-    if kind not in ("cpu", "cuda"):
-        raise GeoccsegError(f"device {device!r} is not supported; use auto, cpu or cuda")
     return device
 
 
