@@ -197,6 +197,30 @@ def test_squares_of_overlapping_scenes_never_overlap(scene_path, tmp_path, strat
             assert square.intersection(other).area < 1e-6 * square.area
 
 
+def test_the_scenes_of_one_run_share_one_local_cluster(scene_path, tmp_path, monkeypatch):
+    """Each scene started its own local Dask cluster (and probed an existing one's workers again):
+    40 scene tiles with --workers 4 started 40 clusters, each loading the model anew. One run now
+    starts one, and its ranking is the in-process one."""
+    import distributed
+
+    west = crop(scene_path, tmp_path / "west.tif", slice(0, 700))
+    east = crop(scene_path, tmp_path / "east.tif", slice(600, 1300))
+    started = []
+    original = distributed.LocalCluster.__init__
+
+    def counted(self, *args, **kwargs):  # the real cluster, counted
+        started.append(kwargs.get("n_workers"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.LocalCluster, "__init__", counted)
+    options = replace(CPU, tile_px=128, overlap_px=32)
+    here = suggest_areas([west, east], model="road", n=4, size_m=60, options=options, progress=False).areas
+    cluster = suggest_areas([west, east], model="road", n=4, size_m=60, options=replace(options, workers=1), progress=False).areas
+    assert started == [1]
+    assert list(here["scene"]) == list(cluster["scene"])
+    assert here.geometry.geom_equals_exact(cluster.geometry, tolerance=1e-12).all()
+
+
 def test_nothing_is_suggested_where_the_scene_is_nodata(scene_path, tmp_path):
     scene = masked_scene(scene_path, tmp_path / "half.tif", cols=slice(650, None))  # eastern half nodata
     with rasterio.open(scene) as src:

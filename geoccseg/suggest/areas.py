@@ -51,7 +51,7 @@ from geoccseg.io.scene import Scene
 from geoccseg.io.units import reprojected
 from geoccseg.io.vector_write import check_vector_output, write_vectors
 from geoccseg.models import Bundle, load_bundle
-from geoccseg.suggest.blocks import CellGrid, score_cells
+from geoccseg.suggest.blocks import CellGrid, score_cells, scoring_session
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_seed, check_strategy, choose
 from geoccseg.suggest.terms import FEATURES, TermParams
 
@@ -169,15 +169,16 @@ def suggest_areas(
     per_scene = []
     file_names = [s.path.name for s in opened]
     names = [n if file_names.count(n) == 1 else str(p) for n, p in zip(file_names, paths)]  # tiles of one name: their paths
-    with scratch_dir(out) if out is not None else contextlib.nullcontext() as workdir:
+    with (
+        scratch_dir(out) if out is not None else contextlib.nullcontext() as workdir,
+        scoring_session(bundle, options, device, workdir if options.workers else None) as session,  # one cluster, one engine
+    ):
         for index, (scene, (cells, scale), region) in enumerate(zip(opened, grids, regions)):
             if cells.rows < 2 or cells.cols < 2:
                 continue
             near_px = params.near_px(bundle.meta.pixel_size_m or scene.pixel_size_m * scale)
-            sums = score_cells(
-                scene, bundle, cells, scale, thresholds, TermParams(params.likely_threshold, near_px), options, device,
-                workdir=workdir if options.workers else None, progress=progress,
-            )
+            sums = score_cells(scene, bundle, cells, scale, thresholds, TermParams(params.likely_threshold, near_px), options, session,
+                               progress=progress)
             per_scene.append(_candidates(scene, cells, scale, sums, region, params, index, names[index]))
     pooled = _pool(per_scene, CRS.from_user_input(opened[0].crs))
     spacing_m = params.spacing_m or size_m

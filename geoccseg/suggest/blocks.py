@@ -13,8 +13,9 @@ block borders are computed by both neighbours (about 2 x tile / block more work)
 accumulator is written and the tasks are independent.
 
 Tasks run in this process or on Dask exactly as prediction's blocks do (``workers``/``scheduler``
-of :class:`~geoccseg.inference.predict.PredictOptions`); the result is a small array per scene
-(features x cell rows x cell columns), whatever the scene size.
+of :class:`~geoccseg.inference.predict.PredictOptions`), in one :func:`scoring_session` for all the
+scenes of a run (one local cluster started, one existing cluster's workers probed); the result is a
+small array per scene (features x cell rows x cell columns), whatever the scene size.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import contextlib
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -54,6 +57,9 @@ from geoccseg.io.normalize import NormStats
 from geoccseg.io.scene import Scene
 from geoccseg.models import Bundle
 from geoccseg.suggest.terms import FEATURES, EMBED_DIMS, TermParams, cell_features, n_channels, scoring_engine, settle_scoring
+
+if TYPE_CHECKING:
+    import distributed
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,47 @@ def _score_block(job: ScoreJob) -> CellBlock:
     return CellBlock(top // ch, left // cw, sums)
 
 
+@dataclass(frozen=True)
+class ScoringSession:
+    """Where the blocks of a run's scenes are scored (:func:`scoring_session`).
+
+    Attributes:
+        client: the Dask client, or None (this process).
+        device: the device the blocks run on.
+        engine: the scoring engine's name (:func:`~geoccseg.suggest.terms.settle_scoring`).
+    """
+
+    client: distributed.Client | None
+    device: str
+    engine: str
+
+
+@contextlib.contextmanager
+def scoring_session(bundle: Bundle, options: PredictOptions, device: str | None,
+                    workdir: str | os.PathLike | None = None) -> Iterator[ScoringSession]:
+    """Settle where and how every scene of a run is scored, once: the Dask client of
+    ``options.workers`` (a local cluster started once, not per scene) or ``options.scheduler``
+    (its workers probed once, :func:`~geoccseg.inference.cluster.settle_on_workers`), or none;
+    the device and the scoring engine (the network exported once).
+
+    Args:
+        bundle: the loaded bundle.
+        options: device, engine and Dask settings.
+        device: the resolved device; None on an existing Dask cluster, whose workers settle it.
+        workdir: scratch folder of a local Dask cluster; None: a temporary one.
+    """
+    settle = lambda device: settle_scoring(options.engine, bundle.model, device, bundle.meta)  # noqa: E731  (exported once, here)
+    with (
+        tempfile.TemporaryDirectory(prefix="geoccseg-suggest-") if workdir is None else contextlib.nullcontext(workdir) as scratch,
+        dask_client(options.workers, options.scheduler, scratch) as client,
+    ):
+        if device is None:
+            device, engine = settle_on_workers(client, options.device, options.engine, "fp32", settle)
+        else:
+            engine = settle(device)
+        yield ScoringSession(client, device, engine)
+
+
 def score_cells(
     scene: Scene,
     bundle: Bundle,
@@ -199,9 +246,8 @@ def score_cells(
     thresholds: ConfidenceThresholds,
     params: TermParams,
     options: PredictOptions,
-    device: str | None,
+    session: ScoringSession,
     *,
-    workdir: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Sums of the per-pixel terms over every cell of a scene, block by block.
@@ -213,10 +259,8 @@ def score_cells(
         scale: scene pixels per model pixel.
         thresholds: the model's confidence thresholds.
         params: per-pixel term settings.
-        options: tile, overlap, block size (pixels, :func:`block_spans`), batch, Dask settings.
-        device: resolved torch device; None on an existing Dask cluster (``options.scheduler``),
-            whose workers settle it (:func:`geoccseg.inference.cluster.settle_on_workers`).
-        workdir: scratch folder of a local Dask cluster (``options.workers``); None: a temporary one.
+        options: tile, overlap, block size (pixels, :func:`block_spans`), batch settings.
+        session: where the blocks run, on which device and engine (:func:`scoring_session`).
         progress: show a progress bar over blocks.
 
     Returns:
@@ -227,20 +271,15 @@ def score_cells(
     tile_px = options.scoring_tile_for(bundle.meta)
     grid = ChipGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), tile_px, options.overlap_px, options.block_px)
     norm = scene_norm(scene, bundle.meta)
-    settle = lambda device: settle_scoring(options.engine, bundle.model, device, bundle.meta)  # noqa: E731  (exported once, here)
-    engine = settle(device) if device is not None else None
+    client, device, engine = session.client, session.device, session.engine
     ref = model_ref(bundle)
     blocks = [(rows, cols) for rows in block_spans(cells.rows, cells.cell_h_px, options.block_px)
               for cols in block_spans(cells.cols, cells.cell_w_px, options.block_px)]
     sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
-        tempfile.TemporaryDirectory(prefix="geoccseg-suggest-") if workdir is None else contextlib.nullcontext(workdir) as scratch,
-        dask_client(options.workers, options.scheduler, scratch) as client,
         tqdm(total=len(blocks), unit="block", desc=f"score {scene.path.name}", disable=not progress) as bar,
     ):
-        if device is None:
-            device, engine = settle_on_workers(client, options.device, options.engine, "fp32", settle)
         jobs = [
             ScoreJob(scene, ref, device, grid, cells, rows, cols, scale, options.batch_for(tile_px, device), thresholds, params, norm, engine)
             for rows, cols in blocks
