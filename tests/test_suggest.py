@@ -197,6 +197,34 @@ def test_squares_of_overlapping_scenes_never_overlap(scene_path, tmp_path, strat
             assert square.intersection(other).area < 1e-6 * square.area
 
 
+def warped(source: Path, dest: Path, crs: str) -> Path:
+    """``source`` reprojected to ``crs`` at its own resolution (nodata outside, through the alpha band)."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    with rasterio.open(source) as src:
+        transform, width, height = calculate_default_transform(src.crs, crs, src.width, src.height, *src.bounds)
+        profile = src.profile | {"crs": crs, "transform": transform, "width": width, "height": height, "tiled": False}
+        with rasterio.open(dest, "w", **profile) as dst:
+            for band in range(1, src.count + 1):
+                reproject(rasterio.band(src, band), rasterio.band(dst, band), resampling=Resampling.bilinear)
+    return dest
+
+
+def test_squares_of_overlapping_scenes_in_two_crss_never_overlap(scene_path, tmp_path):
+    """Review G10: scenes in different CRSs were untested. The east tile warped to UTM overlaps the
+    west one (in degrees): squares come back in the first scene's CRS, and none overlaps another."""
+    west = crop(scene_path, tmp_path / "west.tif", slice(0, 800))
+    east = warped(crop(scene_path, tmp_path / "east_4326.tif", slice(500, 1300)), tmp_path / "east.tif", "EPSG:32611")
+    areas = suggest_areas([west, east], model="road", n=12, size_m=60, options=CPU, progress=False).areas
+    assert len(areas) == 12 and set(areas["scene"]) == {"west.tif", "east.tif"}
+    with rasterio.open(west) as src:
+        assert areas.crs == src.crs
+    for i, square in enumerate(areas.geometry):
+        for other in areas.geometry.iloc[i + 1:]:
+            assert square.intersection(other).area < 1e-6 * square.area
+    assert np.allclose(areas["size_m"], 60, rtol=0.05)
+
+
 def test_the_scenes_of_one_run_share_one_local_cluster(scene_path, tmp_path, monkeypatch):
     """Each scene started its own local Dask cluster (and probed an existing one's workers again):
     40 scene tiles with --workers 4 started 40 clusters, each loading the model anew. One run now
