@@ -225,6 +225,15 @@ def test_squares_of_overlapping_scenes_in_two_crss_never_overlap(scene_path, tmp
     assert np.allclose(areas["size_m"], 60, rtol=0.05)
 
 
+def test_a_scene_too_small_for_a_square_beside_others_is_told_not_dropped_unsaid(scene_path, tmp_path, caplog):
+    """Review G10: a scene smaller than one square beside usable ones was skipped silently."""
+    small = crop(scene_path, tmp_path / "small.tif", slice(0, 150))  # 45 m wide: no 60 m square
+    with caplog.at_level("WARNING", logger="geoccseg.suggest.areas"):
+        areas = suggest_areas([small, scene_path], model="road", n=2, size_m=60, options=CPU, progress=False).areas
+    assert set(areas["scene"]) == {scene_path.name}
+    assert f"no square of 60 m fits in {small}; it is not scored (a smaller --size-m would)" in caplog.text
+
+
 def test_the_scenes_of_one_run_share_one_local_cluster(scene_path, tmp_path, monkeypatch):
     """Each scene started its own local Dask cluster (and probed an existing one's workers again):
     40 scene tiles with --workers 4 started 40 clusters, each loading the model anew. One run now

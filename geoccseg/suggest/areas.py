@@ -22,6 +22,7 @@ atomically. ``strategy="coverage"`` chooses by embedding clusters instead of the
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import time
@@ -54,6 +55,8 @@ from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.blocks import CellGrid, score_cells, scoring_session
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_seed, check_strategy, choose
 from geoccseg.suggest.terms import FEATURES, TermParams
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SIZE_TILES = 2.0
 """Default square edge, in training chips (``tile_px`` x the model's pixel size): a labeled chip
@@ -166,6 +169,9 @@ def suggest_areas(
     grids = [_cell_grid(s, bundle.meta, size_m) for s in opened]
     if all(cells.rows < 2 or cells.cols < 2 for cells, _ in grids):
         raise GeoccsegError(f"no square of {size_m:g} m fits in {'the scene' if len(paths) == 1 else 'any scene'}; give a smaller --size-m")
+    for scene, (cells, _) in zip(opened, grids):
+        if cells.rows < 2 or cells.cols < 2:  # the others are scored: a small tile among large ones is told, not dropped unsaid
+            log.warning("geoccseg: warning: no square of %g m fits in %s; it is not scored (a smaller --size-m would)", size_m, scene.path)
     per_scene = []
     file_names = [s.path.name for s in opened]
     names = [n if file_names.count(n) == 1 else str(p) for n, p in zip(file_names, paths)]  # tiles of one name: their paths
