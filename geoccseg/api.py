@@ -26,6 +26,7 @@ import tempfile
 import threading
 import warnings
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -226,9 +227,13 @@ def _write_float_raster(prob: xr.DataArray, path: Path, block_px: int) -> Path:
         with rasterio.open(path, "w", **profile) as dst:
             dst.descriptions = tuple(str(name) for name in prob["class"].values)
             writer = _ProbabilityWriter(dst)
+            pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="geoccseg-store")
             try:
-                da.store(data, writer, lock=False, scheduler="threads")
-            finally:  # a failed chunk ends store() while other threads still compute theirs: none may write into a closed file
+                da.store(data, writer, lock=False, scheduler="threads", pool=pool)
+            finally:
+                # a failed chunk ends store() while the other threads still compute theirs (Dask does
+                # not wait for them): they end before anything is closed, and none writes after
+                pool.shutdown(wait=True, cancel_futures=True)
                 writer.close()
     except (OSError, rasterio.errors.RasterioIOError) as exc:
         raise GeoccsegError(f"cannot write the temporary probability raster in {path.parent.parent} ({exc}); free space "

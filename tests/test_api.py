@@ -126,6 +126,34 @@ def test_vectorize_of_a_lazy_array_computes_each_task_once_chunk_by_chunk(tmp_pa
         geoccseg.vectorize(lazy, block_px=0)
 
 
+def test_a_refused_chunk_ends_vectorize_only_once_no_task_of_it_runs(tmp_path: Path) -> None:
+    """Dask raises at the first failed chunk without waiting for the tasks still running, so
+    vectorize(DataArray) returned its error while other chunks went on computing (a lazy
+    prediction's blocks: the CPU busy, the model and scene held, reads after the caller moved on).
+    It now waits for them."""
+    import time
+
+    from rasterio.transform import from_origin
+
+    started, finished = set(), set()
+
+    def chunk(i: int) -> np.ndarray:
+        started.add(i)
+        if i == 0:
+            return np.full((1, 64, 64), 2.0, np.float32)  # refused: not a probability
+        time.sleep(1.0)
+        finished.add(i)
+        return np.full((1, 64, 64), 0.25, np.float32)
+
+    parts = [da_from(dask.delayed(chunk)(i), (1, 64, 64)) for i in range(2)]
+    array = xr.DataArray(dask.array.concatenate(parts, axis=2), dims=("class", "y", "x"),
+                         coords={"class": ["road"], "y": np.arange(64) + 0.5, "x": np.arange(128) + 0.5})
+    array = array.rio.write_crs("EPSG:32611").rio.write_transform(from_origin(500_000, 4_000_064, 1, 1))
+    with pytest.raises(GeoccsegError, match="not probabilities in"):
+        geoccseg.vectorize(array, block_px=64)
+    assert started - {0} == finished, (started, finished)  # whatever started has ended
+
+
 def test_the_chunk_writer_is_closed_before_its_raster_and_waits_for_a_chunk_being_written(tmp_path: Path) -> None:
     """When one chunk of vectorize(DataArray) is refused, Dask raises at once while its other threads
     still compute and then write theirs; the temporary raster was closed under a write in progress,
