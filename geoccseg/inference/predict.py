@@ -340,12 +340,14 @@ def weights_stamp(bundle_path: str | os.PathLike) -> str:
 def share_bundle(bundle: Bundle, device: str, ref: ModelRef) -> None:
     """Make an already loaded bundle the model of this process on ``device`` for the jobs that name
     it by ``ref`` (:func:`model_ref`; in-process runs: they use the model in memory, whatever its
-    folder holds meanwhile)."""
-    model = bundle.model if device == "cpu" else copy.deepcopy(bundle.model).to(device)
+    folder holds meanwhile). A copy is kept: the caller's model stays in its mode (a notebook's, in
+    training, was switched to eval), and what is done to it later (trained on in place) never
+    reaches a run or lazy array that names ``ref``, whose digest it no longer has."""
+    model = copy.deepcopy(bundle.model).to(device)
     with _MODELS_LOCK:
         _MODELS.clear()
         _ENGINES.clear()
-        _MODELS[(ref.path, device, ref.state, ref.meta)] = (model.eval(), bundle.meta)
+        _MODELS[(ref.path, device, ref.state, ref.meta)] = (model.eval(), copy.deepcopy(bundle.meta))
 
 
 def cached_model(ref: ModelRef, device: str) -> tuple[torch.nn.Module, BundleMeta]:
@@ -564,7 +566,9 @@ def trim_heap() -> None:
 
 # -- running blocks ----------------------------------------------------------------------------
 def _run_local(jobs: Iterable, threads: int, task: Callable = predict_block) -> Iterator:
-    """Run ``task(job)`` for each job in a thread pool of this process, yielding results as they complete.
+    """Run ``task(job)`` for each job in a thread pool of this process, yielding results as they complete
+    (close it, ``contextlib.closing``, where the consumer may raise: its threads end then, not when
+    the generator is collected).
 
     At most ``threads + 1`` blocks are in flight, so memory stays bounded (the local Dask
     schedulers would only hand results back all at once). ``task`` is :func:`predict_block`, or
@@ -572,8 +576,8 @@ def _run_local(jobs: Iterable, threads: int, task: Callable = predict_block) -> 
     """
     jobs = iter(jobs)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geoccseg-block")
-    pending = {pool.submit(task, job) for job in islice(jobs, threads + 1)}
     try:
+        pending = {pool.submit(task, job) for job in islice(jobs, threads + 1)}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -835,9 +839,10 @@ def predict_scene(
                 results = _run_local(jobs, threads=blocks_at_once(device))
             else:
                 results = _run_dask(client, jobs)
-            for result in results:
-                acc.add(result.window, result.weighted, result.weight)
-                bar.update()
+            with contextlib.closing(results):  # an error here (a full disk) ends the block threads before the work folder goes
+                for result in results:
+                    acc.add(result.window, result.weighted, result.weight)
+                    bar.update()
         chunk_px = COG_BLOCK_PX * max(1, round(block_px / COG_BLOCK_PX))
         write_probability_cog(acc, opened, scale, prob_out, bundle.meta.classes, workdir, options.prob_dtype, overwrite, chunk_px,
                               tags=provenance(bundle, threshold, engine=engine_label(engine, options.precision), state=ref.state),

@@ -289,10 +289,11 @@ def score_cells(
             results = _run_local(jobs, threads=blocks_at_once(device), task=score_block)
         else:
             results = _run_dask(client, jobs, task=score_block)
-        for block in results:
-            _, h, w = block.sums.shape
-            sums[:, block.row:block.row + h, block.col:block.col + w] += block.sums  # parts of a cell add up
-            bar.update()
+        with contextlib.closing(results):
+            for block in results:
+                _, h, w = block.sums.shape
+                sums[:, block.row:block.row + h, block.col:block.col + w] += block.sums  # parts of a cell add up
+                bar.update()
     if not np.isfinite(sums).all():
         raise GeoccsegError(f"the model gave non-finite values on {scene.path}; check the bundle")
     return sums
