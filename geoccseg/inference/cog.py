@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,7 @@ ACC_BLOCK_PX = 256
 @functools.cache
 def compression() -> str:
     """``"ZSTD"`` when this GDAL build has the codec, else ``"DEFLATE"``."""
-    probe = "/vsimem/geoccseg-zstd-probe.tif"
+    probe = f"/vsimem/geoccseg-zstd-probe-{uuid.uuid4().hex}.tif"  # two threads' first COGs probe at once
     try:
         with rasterio.open(
             probe, "w", driver="GTiff", width=1, height=1, count=1, dtype="uint8", compress="zstd",

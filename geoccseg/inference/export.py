@@ -47,7 +47,6 @@ import os
 import re
 import stat
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,6 +55,7 @@ import torch
 
 from geoccseg import __version__
 from geoccseg.errors import GeoccsegError, first_line
+from geoccseg.quiet import ignored_warnings
 from geoccseg.io.atomic import atomic_path
 from geoccseg.models.bundle import state_sha256
 
@@ -378,8 +378,7 @@ def export_onnx(model: torch.nn.Module, in_channels: int, graph: str = "probabil
     # the TorchScript exporter: the default up to torch 2.8, ``dynamo=False`` from 2.9 on
     exporter = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     try:
-        with warnings.catch_warnings(), torch.no_grad(), quiet_output():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        with ignored_warnings(), torch.no_grad(), quiet_output():  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(
                 wrapped, (example,), buffer, opset_version=OPSET, input_names=[INPUT], output_names=outputs,
                 dynamic_axes={name: axes for name in (INPUT, *outputs)}, **exporter,

@@ -17,7 +17,6 @@ of the training set are still kept, for reference.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.quiet import ignored_warnings
 from geoccseg.io.lazy import open_lazy
 from geoccseg.io.scene import Scene
 
@@ -180,8 +180,7 @@ def compute_stats(
             mins.append(img.min(dim=("y", "x")))
             maxs.append(img.max(dim=("y", "x")))
         mins, maxs = dask.compute(mins, maxs)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": a band without valid pixel, refused below
+        with np.errstate(invalid="ignore"), ignored_warnings(RuntimeWarning):  # "All-NaN slice": a band without valid pixel, refused below
             lo = np.nanmin([m.values for m in mins], axis=0)
             hi = np.nanmax([m.values for m in maxs], axis=0)
         if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # np.histogram's range would be NaN: a traceback

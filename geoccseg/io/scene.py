@@ -16,7 +16,6 @@ import math
 import os
 import re
 import threading
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 
 from geoccseg.errors import GeoccsegError
+from geoccseg.quiet import ignored_warnings
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
 
 SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
@@ -312,8 +312,7 @@ def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
     Raises:
         rasterio.errors.RasterioIOError: GDAL cannot open it (each caller words its own message).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+    with ignored_warnings(rasterio.errors.NotGeoreferencedWarning):  # run from several threads at once
         return rasterio.open(path)
 
 
