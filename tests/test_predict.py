@@ -759,6 +759,50 @@ def test_a_cluster_runs_what_its_workers_can_not_what_the_client_can(scene_path:
         assert src.tags()["GEOCCSEG_ENGINE"] == "torch"
 
 
+def test_an_error_while_blocks_are_added_ends_the_block_threads(scene_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The block threads were shut down only when their generator was collected: when adding a
+    block failed (a full disk in the work folder), predict raised with blocks still running after
+    the work folder was gone, and in a notebook (which keeps the traceback) until the session ended."""
+    import errno
+    import threading
+
+    from geoccseg.inference.cog import Accumulator
+
+    calls = []
+    add = Accumulator.add
+
+    def full_after_one(self, *args) -> None:  # the real sums, then the disk is full
+        if calls:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        calls.append(1)
+        add(self, *args)
+
+    monkeypatch.setattr(Accumulator, "add", full_after_one)
+    options = PredictOptions(device="cpu", tile_px=128, overlap_px=32, block_px=192)
+    with pytest.raises(GeoccsegError, match="space|full|No space"):
+        predict_scene(scene_path, resolve_model("road"), tmp_path / "prob.tif", options, progress=False)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("geoccseg-block")]
+
+
+def test_a_shared_model_is_a_copy_of_the_callers() -> None:
+    """The process kept the caller's own model on the CPU: share_bundle switched a notebook's model
+    in training to eval mode, and weights changed in place afterwards reached the runs and lazy
+    arrays that name the digest it had when it was shared."""
+    from geoccseg.inference.predict import cached_model, model_ref, share_bundle
+
+    bundle = load_bundle(resolve_model("road"))
+    bundle.model.train()
+    ref = model_ref(bundle)
+    share_bundle(bundle, "cpu", ref)
+    assert bundle.model.training  # the caller's mode is the caller's
+    first = next(bundle.model.parameters())
+    kept = first.detach().clone()
+    with torch.no_grad():
+        first.add_(1.0)  # trained on in place
+    model, _ = cached_model(ref, "cpu")
+    assert not model.training and torch.equal(next(model.parameters()), kept)
+
+
 def test_the_device_of_a_cluster_is_the_one_every_worker_has() -> None:
     from geoccseg.inference.cluster import cluster_device, cluster_engine
     from geoccseg.inference.predict import CUDA_BATCH_PX, DEFAULT_BATCH_PX, resolve_device
