@@ -33,7 +33,6 @@ import rasterio.features
 import scipy.ndimage
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
-from skimage.morphology import convex_hull_image
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate.apls import APLSParams, APLSResult, apls_score
@@ -479,40 +478,13 @@ def _lines_on(lines: gpd.GeoSeries, grid: Raster | None, valid: np.ndarray | Non
     if valid is None or valid.all():
         area = _footprint(grid)
     else:
-        kept = valid | _speckle(valid)[0]
+        holes, _ = scipy.ndimage.label(~valid)
+        speckle = np.bincount(holes.ravel()) < NODATA_SPECKLE_PX  # scattered nodata pixels would cut lines at every one
+        speckle[0] = False
+        kept = valid | speckle[holes]
         area = shapely.union_all([shapely.geometry.shape(g) for g, _ in
                                   rasterio.features.shapes(kept.astype(np.uint8), mask=kept, transform=grid.transform)])
     return clipped(lines.to_crs(grid.crs), area)
-
-
-def _speckle(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pixels of nodata patches under :data:`NODATA_SPECKLE_PX`, the patches' labels, which labels
-    are such small patches): scattered nodata pixels would cut lines at every one."""
-    holes, _ = scipy.ndimage.label(~valid)
-    small = np.bincount(holes.ravel()) < NODATA_SPECKLE_PX
-    small[0] = False
-    return small[holes], holes, small
-
-
-def _across_speckle(mask: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A truth mask and its valid pixels with the small nodata patches taken in, as vector lines
-    keep them (:func:`_lines_on`): a patch's pixels in the convex hull of the roads around it
-    become road, so a road crossing a patch (a tree or shadow marked unlabeled) runs on through it,
-    and one that ends at it does not grow. Without this a raster truth was cut there, unbridged,
-    while a vector prediction ran on: its paths through the patch were charged as missing."""
-    speckle, holes, small = _speckle(valid)
-    if not speckle.any():
-        return mask, valid
-    mask = mask & valid
-    filled = mask.copy()
-    touching = np.unique(holes[speckle & scipy.ndimage.binary_dilation(mask)])  # only patches a road reaches
-    boxes = scipy.ndimage.find_objects(holes)
-    for label in touching[small[touching]]:
-        rows, cols = (slice(max(0, b.start - 1), b.stop + 1) for b in boxes[label - 1])
-        patch = holes[rows, cols] == label
-        around = mask[rows, cols] & scipy.ndimage.binary_dilation(patch)
-        filled[rows, cols] |= patch & convex_hull_image(around)
-    return filled, valid | speckle
 
 
 def _raster_graph(values: np.ndarray, grid: Raster, valid: np.ndarray, threshold: float, snap_m: float,
@@ -523,12 +495,10 @@ def _raster_graph(values: np.ndarray, grid: Raster, valid: np.ndarray, threshold
     prediction was then scored against) and no small piece or short network is removed (a truth of
     one-pixel centrelines at 0.3 m lost every piece under about 100 m, and a prediction that drew
     it was charged for it). Its holes are still filled and its spurs pruned: the skeleton of a
-    road-surface mask has both where the road has none. Its small nodata patches are crossed as
-    vector lines cross them (:func:`_across_speckle`)."""
+    road-surface mask has both where the road has none."""
     params = VectorizeParams(threshold=threshold)
     if truth:
         params = replace(params, gap_m=0.0, min_blob_m2=0.0, min_length_m=0.0)
-        values, valid = _across_speckle(np.asarray(values) >= threshold, valid)
     lines: gpd.GeoDataFrame = vectorize_array(
         np.asarray(values, dtype=np.float32), transform=grid.transform, crs=grid.crs, valid=valid, params=params,
     )
