@@ -234,6 +234,26 @@ def test_a_scene_too_small_for_a_square_beside_others_is_told_not_dropped_unsaid
     assert f"no square of 60 m fits in {small}; it is not scored (a smaller --size-m would)" in caplog.text
 
 
+def test_an_aoi_sliver_reaching_one_scene_and_a_callers_model_in_training(scene_path, tmp_path):
+    """Each scene dissolves only the AOI polygons that reach it: a zero-area sliver among them (a
+    polygon drawn as three points in a row) alone over the east tile stopped the run with "AOI is
+    empty (zero area)" though the AOI has area over the west one. And a model given in memory keeps
+    its mode: suggest switched a notebook's model in training to eval."""
+    west = crop(scene_path, tmp_path / "west.tif", slice(0, 600))
+    east = crop(scene_path, tmp_path / "east.tif", slice(700, 1300))
+    with rasterio.open(west) as w, rasterio.open(east) as e:
+        crs, wb, eb = w.crs, w.bounds, e.bounds
+    labeled = box(wb.left, wb.bottom, wb.left + (wb.right - wb.left) / 3, wb.top)
+    cx, cy = (eb.left + eb.right) / 2, (eb.bottom + eb.top) / 2
+    sliver = shapely.Polygon([(cx, cy), (cx + 1e-4, cy), (cx + 2e-4, cy)])  # no area
+    gpd.GeoDataFrame(geometry=[labeled, sliver], crs=crs).to_file(tmp_path / "aoi.gpkg")
+    bundle = load_bundle(resolve_model("road"))
+    bundle.model.train()
+    areas = suggest_areas([west, east], model=bundle, n=4, size_m=60, aoi=tmp_path / "aoi.gpkg", options=CPU, progress=False).areas
+    assert "east.tif" in set(areas["scene"]) and not areas.geometry.intersects(labeled.buffer(-1e-9)).any()
+    assert bundle.model.training
+
+
 def test_the_scenes_of_one_run_share_one_local_cluster(scene_path, tmp_path, monkeypatch):
     """Each scene started its own local Dask cluster (and probed an existing one's workers again):
     40 scene tiles with --workers 4 started 40 clusters, each loading the model anew. One run now

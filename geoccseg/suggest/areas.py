@@ -22,6 +22,7 @@ atomically. ``strategy="coverage"`` chooses by embedding clusters instead of the
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -158,7 +159,7 @@ def suggest_areas(
         check_not_input(out, inputs)
     if isinstance(model, Bundle):
         check_workers_read_the_same_model(model, options)
-    bundle = model if isinstance(model, Bundle) else load_bundle(bundle_path)
+    bundle = copy.deepcopy(model) if isinstance(model, Bundle) else load_bundle(bundle_path)  # the caller's model keeps its mode
     device = None if options.scheduler is not None else resolve_device(options.device)  # a cluster's workers settle it
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)
     opened = [open_scene_for(p, bundle.meta) for p in paths]
@@ -222,12 +223,15 @@ def _labeled_regions(scenes: list[Scene], aoi: str | os.PathLike | None,
     if aoi is None and labels is None:
         return [None] * len(scenes)
     polygons = read_polygons(aoi) if aoi is not None else None
+    if polygons is not None:
+        dissolved(polygons, polygons.crs, aoi)  # an AOI of zero area is refused as a whole, once
     drawn = read_vector(labels, "labels").geometry if labels is not None else None
     regions = []
     for scene in scenes:
         area = shapely.Polygon()
         if polygons is not None and len(near := _reaching(polygons, scene)):
-            area = dissolved(near, scene.crs, aoi).intersection(scene.footprint)
+            with contextlib.suppress(GeoccsegError):  # only a sliver of it reaches this scene: none of its area
+                area = dissolved(near, scene.crs, aoi).intersection(scene.footprint)
         here = shapely.make_valid(reprojected(_reaching(drawn, scene), scene.crs).values) if drawn is not None else np.array([])
         regions.append((area, here))
     return regions

@@ -205,11 +205,13 @@ class ScoringSession:
         client: the Dask client, or None (this process).
         device: the device the blocks run on.
         engine: the scoring engine's name (:func:`~geoccseg.suggest.terms.settle_scoring`).
+        ref: what the blocks name the model by (:func:`~geoccseg.inference.predict.model_ref`).
     """
 
     client: distributed.Client | None
     device: str
     engine: str
+    ref: ModelRef
 
 
 @contextlib.contextmanager
@@ -235,7 +237,10 @@ def scoring_session(bundle: Bundle, options: PredictOptions, device: str | None,
             device, engine = settle_on_workers(client, options.device, options.engine, "fp32", settle)
         else:
             engine = settle(device)
-        yield ScoringSession(client, device, engine)
+        ref = model_ref(bundle)
+        if client is None:
+            share_bundle(bundle, device, ref)  # once for every scene (a copy of the model, its engine built once)
+        yield ScoringSession(client, device, engine, ref)
 
 
 def score_cells(
@@ -271,8 +276,7 @@ def score_cells(
     tile_px = options.scoring_tile_for(bundle.meta)
     grid = ChipGrid.create(math.ceil(scene.height / scale), math.ceil(scene.width / scale), tile_px, options.overlap_px, options.block_px)
     norm = scene_norm(scene, bundle.meta)
-    client, device, engine = session.client, session.device, session.engine
-    ref = model_ref(bundle)
+    client, device, engine, ref = session.client, session.device, session.engine, session.ref
     blocks = [(rows, cols) for rows in block_spans(cells.rows, cells.cell_h_px, options.block_px)
               for cols in block_spans(cells.cols, cells.cell_w_px, options.block_px)]
     sums = np.zeros((len(FEATURES) + EMBED_DIMS, cells.rows, cells.cols))
@@ -285,7 +289,6 @@ def score_cells(
             for rows, cols in blocks
         ]
         if client is None:
-            share_bundle(bundle, device, ref)
             results = _run_local(jobs, threads=blocks_at_once(device), task=score_block)
         else:
             results = _run_dask(client, jobs, task=score_block)

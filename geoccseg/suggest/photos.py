@@ -21,6 +21,7 @@ opaque pixel, or ``unreadable`` for one that cannot be decoded, left out with a 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -174,7 +175,7 @@ def suggest_photos(
         raise GeoccsegError(f"no mask in {labels} has the name of a photo (e.g. {sorted(labeled)[0]} against {files[0].stem}); "
                             "name each mask as its photo (001.png for 001.jpg) and give the labeled photos among the photos, "
                             "or leave --labels out in the first round")
-    bundle = model if isinstance(model, Bundle) else load_bundle(bundle_path)
+    bundle = copy.deepcopy(model) if isinstance(model, Bundle) else load_bundle(bundle_path)  # the caller's model keeps its mode
     device = resolve_device(options.device)
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)
     terms = TermParams(params.likely_threshold, params.near_px(bundle.meta.pixel_size_m))

@@ -244,8 +244,8 @@ def cell_features(
         params: likely-road threshold and neighbourhood.
         cell_px: (height, width) of a cell in pixels (a photo is one cell of its own size).
         window: (rows, cols) slices of the region to sum over; None: all of it.
-        offset: (row, column) of the window's first pixel inside its cell: a scene block larger
-            cells are cut into holds parts of cells (:func:`cell_sums`).
+        offset: (row, column) of the window's first pixel inside its cell; where a scene block cuts
+            cells larger than itself, it holds parts of cells (:func:`cell_sums`).
 
     Returns:
         float64 (4 + E, cell rows, cell columns) over the cells the window reaches: :data:`FEATURES`
