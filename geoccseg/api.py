@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import dask
 import dask.array as da
+from dask.system import CPU_COUNT
 import numpy as np
 import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -227,7 +228,7 @@ def _write_float_raster(prob: xr.DataArray, path: Path, block_px: int) -> Path:
         with rasterio.open(path, "w", **profile) as dst:
             dst.descriptions = tuple(str(name) for name in prob["class"].values)
             writer = _ProbabilityWriter(dst)
-            pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="geoccseg-store")
+            pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or CPU_COUNT, thread_name_prefix="geoccseg-store")  # Dask's count
             try:
                 da.store(data, writer, lock=False, scheduler="threads", pool=pool)
             finally:
