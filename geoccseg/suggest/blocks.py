@@ -3,14 +3,14 @@
 The model grid of a scene (the scene resampled to the model's pixel size, as in
 :func:`geoccseg.inference.predict.predict_scene`) is cut into *cells* of half a candidate square
 (:class:`CellGrid`); a square is 2 x 2 cells. Blocks of about ``block_px`` (whole cells, or parts
-of a cell larger than that, :func:`block_spans`) are the tasks (:func:`score_block`): each reads the pixels of every chip of the scene's global chip grid that
-touches the block (plus a halo of ``near_px`` for the neighbourhood of likely roads), blends them
-over the block and its halo alone through :func:`geoccseg.inference.predict.blend_chips` with
+of a cell larger than that, :func:`block_spans`) are the tasks (:func:`score_block`): each reads
+the pixels of every chip of the scene's global chip grid that touches the block (plus a halo of
+``near_px`` for the neighbourhood of likely roads), blends them over the block and its halo alone
+through :func:`geoccseg.inference.predict.blend_chips` with
 :func:`~geoccseg.suggest.terms.scoring_engine`, so each pixel's values are exactly those of
 whole-scene prediction, and returns only the sums of the per-pixel terms over its cells (or their
-parts, which add up). Chips at
-block borders are computed by both neighbours (about 2 x tile / block more work); in exchange no
-accumulator is written and the tasks are independent.
+parts, which add up). Chips at block borders are computed by both neighbours (about 2 x tile /
+block more work); in exchange no accumulator is written and the tasks are independent.
 
 Tasks run in this process or on Dask exactly as prediction's blocks do (``workers``/``scheduler``
 of :class:`~geoccseg.inference.predict.PredictOptions`), in one :func:`scoring_session` for all the
