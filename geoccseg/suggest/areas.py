@@ -275,8 +275,9 @@ def _candidates(scene: Scene, cells: CellGrid, scale: float, sums: np.ndarray, r
     valid_share = (sums[0, :-1, :-1] + sums[0, 1:, :-1] + sums[0, :-1, 1:] + sums[0, 1:, 1:]).ravel() / (4 * ch * cw)
     # only squares with enough valid pixels get their sums added up and a polygon (of a large scene
     # mostly nodata, or at a small --size-m, most are not)
-    rows, cols = np.divmod(np.flatnonzero(valid_share >= params.min_valid_share), cells.cols - 1)
-    valid_share = valid_share[rows * (cells.cols - 1) + cols]
+    enough = np.flatnonzero(valid_share >= params.min_valid_share)
+    rows, cols = np.divmod(enough, cells.cols - 1)
+    valid_share = valid_share[enough]
     flat = (sums[:, rows, cols] + sums[:, rows + 1, cols] + sums[:, rows, cols + 1] + sums[:, rows + 1, cols + 1]).T
     transform = scene.transform * Affine.scale(scale)
     x0, y0 = transform * (cols * cw, rows * ch)

@@ -186,13 +186,13 @@ def suggest_photos(
     engine = scoring_engine(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx)
     sums = np.zeros((len(files), len(FEATURES) + EMBED_DIMS))
     unreadable = np.zeros(len(files), dtype=bool)
-    why: dict[int, str] = {}  # unreadable photo -> the reader's message (a format it refuses says what to do)
+    why: list[str] = []  # the reader's messages of unreadable photos (a format it refuses says what to do)
     for i, path in enumerate(tqdm(files, unit="photo", desc="score", disable=not progress)):
         try:
             image, valid = read_photo_valid(path, bands=bands)
         except GeoccsegError as exc:  # a photo cut short by a copy: the others' scores are kept, as training leaves it out
             unreadable[i] = True
-            why[i] = str(exc)
+            why.append(str(exc))
             with tqdm.external_write_mode():
                 log.warning("geoccseg: warning: %s is left out (%s)", path.name, exc)
             continue
@@ -204,7 +204,7 @@ def suggest_photos(
     empty = (sums[:, 0] == 0) & ~unreadable  # wholly transparent: nothing to label, nothing to learn from (its means read 0)
     todo = np.flatnonzero(~is_labeled & ~empty & ~unreadable)
     if len(todo) == 0:
-        first = f" ({why[min(why)]})" if why else ""  # e.g. "... has 32-bit floating-point pixels; save it as an 8- or 16-bit image"
+        first = f" ({why[0]})" if why else ""  # e.g. "... has 32-bit floating-point pixels; save it as an 8- or 16-bit image"
         raise GeoccsegError(f"every photo without a mask is wholly transparent (alpha 0) or unreadable{first}: there is nothing to suggest")
     candidates = Candidates(parts[todo], embedding[todo], np.zeros(len(todo), dtype=np.int64))
     choice = choose(candidates, embedding[is_labeled & ~empty & ~unreadable], n, params, math.inf, strategy, seed, take=len(todo))
