@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 
-from geoccseg.benchmark.design import DATA_ENV, data_root
+def _pin_worker_to_its_cores() -> None:
+    """Under pytest-xdist (the README's ``-n 2``), worker k keeps every n-th core from the k-th: on
+    2 cores, one core each. Done before anything imports PyTorch, OpenMP or Dask, which size their
+    thread pools from this set: two workers sharing all cores would each run two threads on two
+    cores and spin against each other (several times slower); pinned, each is a one-core machine
+    for everything it starts, subprocesses and Dask workers included."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.sched_setaffinity(0, cores[int(worker[2:]) % len(cores)::max(count, 1)])
+
+
+_pin_worker_to_its_cores()
+
+import pytest  # noqa: E402
+
+from geoccseg.benchmark.design import DATA_ENV, data_root  # noqa: E402
 
 DATA = data_root(Path(__file__).resolve().parents[1])
 
@@ -32,3 +50,13 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GEOCCSEG_CACHE", str(folder))
         yield folder
+
+
+@pytest.fixture
+def torch_threads() -> Iterator[Callable[[int], None]]:
+    """``torch.set_num_threads`` for one test: the count it found is put back after the test."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)

@@ -400,16 +400,20 @@ def test_the_in_memory_copy_of_a_jpeg_ycbcr_scene_is_rgb(vegas: Path, tmp_path: 
         assert (copy.read() == src.read()).all()  # the pixels as the JPEG decodes them
 
 
-def test_a_lazy_prediction_runs_one_block_at_a_time_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lazy_prediction_runs_one_block_at_a_time_on_the_cpu(monkeypatch: pytest.MonkeyPatch, torch_threads) -> None:
     """Review E4: Dask's threaded scheduler ran as many blocks at once as it has threads (the
     machine's cores; 4 here), each engine with its own threads on the same cores (on CUDA: as
     many forward passes of 8 chips on one GPU). The API now runs them as `geoccseg predict` does:
-    one at a time on the CPU. Timed by the real blocks' own start and end, same result."""
+    one at a time on the CPU. Timed by the real blocks' own start and end, same result. The engine
+    takes two threads here, as on any machine of two cores or more (a process on one core, as a
+    pytest-xdist worker pinned to its core, predicts each block on one thread and may run them all
+    at once)."""
     import threading
     import time
 
     from geoccseg.inference import predict
 
+    torch_threads(max(2, torch.get_num_threads()))
     spans, real = [], predict._predict_block
 
     def timed(job):

@@ -656,16 +656,18 @@ def test_a_bundle_with_an_impossible_scale_is_refused_as_damaged(field: str, val
     assert not (tmp_path / "roads.gpkg").exists()
 
 
-def test_a_scheduler_gets_two_blocks_per_worker_thread(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+def test_a_scheduler_gets_two_blocks_per_worker_thread(scene_path: Path, bundle_dir: Path, tmp_path: Path, torch_threads) -> None:
     """Review E1: --scheduler kept 2 blocks in flight per worker process, so a `dask worker` (one
     process with a thread per core) ran 2 blocks at a time whatever its cores. Here one worker
     process of 4 threads (its engine on one thread, as Dask's nanny sets): more than 2 blocks run
     at once (the scheduler's task stream), with the same result. The same for the API's lazy
     array computed on the cluster (review S1: its one-block-per-process limit is for processes
-    whose engine takes every core)."""
+    whose engine takes every core; two threads here, as on any machine of two cores or more)."""
     import distributed
 
     import geoccseg
+
+    torch_threads(max(2, torch.get_num_threads()))
 
     def most_at_once(client, since: float, name: str) -> tuple[int, int]:
         """How many ``name`` tasks ran since ``since``, and the most of them at once."""
