@@ -218,7 +218,8 @@ def test_scorer_accumulates_with_a_valid_mask_like_the_counters() -> None:
 
 
 def test_confusion_counts_on_tensors_match_numpy() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     pred, truth = SCORE_A >= 0.5, TRUTH_A
     valid = np.array([[1, 1, 1], [0, 1, 1]], dtype=bool)
     expected = (2, 1, 1)

@@ -72,6 +72,7 @@ def test_geojson_coordinates_round_trip_to_a_centimetre(tmp_path):
     frame = lines()
     out = write_vectors({"road": frame}, tmp_path / "lines.geojson")
     back = gpd.read_file(out).to_crs(UTM)
+    assert len(back) == len(frame) == 2
     for a, b in zip(frame.geometry, back.geometry):
         assert np.abs(np.asarray(a.coords) - np.asarray(b.coords)).max() < 0.02
 

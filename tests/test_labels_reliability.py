@@ -41,9 +41,9 @@ def _train(vegas: Path, labels: Path, out: Path, *extra) -> tuple[int, str]:
                 "--tile-px", "128", "--batch-size", "2", *extra)
 
 
-@pytest.mark.parametrize(("epsg", "suffix"), [(4326, "geojson"), (32611, "gpkg"), (3857, "gpkg"), (NEVADA_EAST_FTUS, "gpkg"), (NEVADA_EAST_FTUS, "geojson")])
+@pytest.mark.parametrize(("epsg", "suffix"), [(4269, "geojson"), (32611, "gpkg"), (3857, "gpkg"), (NEVADA_EAST_FTUS, "gpkg"), (NEVADA_EAST_FTUS, "geojson")])
 def test_line_widths_are_metres_on_the_ground_in_any_label_crs(vegas, tmp_path, epsg, suffix):
-    """The same centrelines in degrees, UTM, Web Mercator (1.24x scale at 36 N) or US survey feet
+    """The same centrelines in degrees (NAD83: the reference file is WGS 84), UTM, Web Mercator (1.24x scale at 36 N) or US survey feet
     burn the same road pixels: 6 m wide on the ground, not 6 feet or 6 Mercator units."""
     scene = open_scene(vegas / SCENE)
     lines = gpd.read_file(vegas / ROADS)

@@ -171,7 +171,7 @@ def test_efficientnet_lite0_is_timms_network_module_for_module(timm_name: str, t
     """The in-house EfficientNet-Lite0 (no timm import at prediction) has timm's keys and arithmetic:
     shipped bundles load into it, and with the same weights both give the same features and gradients.
     The TensorFlow build (BatchNorm eps 1e-3, 'SAME' padding) is timm's tf_ model of the same name."""
-    timm = pytest.importorskip("timm")
+    import timm
     from geoccseg.models.efficientnet_lite import EfficientNetLite0Features
 
     reference = timm.create_model(timm_name, pretrained=False, features_only=True, out_indices=(1, 2, 3, 4), in_chans=4)

@@ -16,6 +16,7 @@ from shapely.geometry import LineString, MultiLineString
 from geoccseg.cli import cli
 from geoccseg.io.catalog import sample_scene
 from geoccseg.errors import GeoccsegError
+from geoccseg.evaluate.files import read_lines
 from geoccseg.vectorize import read_graph, road_graph, write_graph
 
 UTM = "EPSG:32611"
@@ -207,6 +208,8 @@ def test_predict_and_vectorize_graph_on_the_models_probabilities(predicted: Path
     result = CliRunner().invoke(cli, ["evaluate", str(roads), str(roads)])
     assert result.exit_code == 0, result.output
     assert "1.0000" in result.stdout
+    read = read_lines(roads, "PRED")  # the lines themselves (the edges are the same roads cut at the nodes: scored alike)
+    assert len(read) == len(lines_layer) and read.geom_equals_exact(lines_layer.geometry, 0).all()
 
 
 def test_vectorize_graph_has_junctions_continuous_across_block_borders(vegas: Path, tmp_path: Path) -> None:

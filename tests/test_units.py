@@ -45,3 +45,5 @@ def test_a_web_mercator_scene_and_lines_are_measured_in_ground_metres(tmp_path):
     assert line.to_crs(metric).length.iloc[0] == pytest.approx(ground_m, rel=1e-3)
     utm = line.to_crs(32611)
     assert metric_crs(utm).to_epsg() == 32611  # a CRS made for measuring is kept
+    # ... also one that the estimate would not pick (the next UTM zone, Nevada East in metres)
+    assert [metric_crs(line.to_crs(epsg)).to_epsg() for epsg in (32612, 32107)] == [32612, 32107]
