@@ -401,6 +401,12 @@ def test_a_block_job_reads_the_same_files_from_another_working_folder(scene_path
                                             r"the run\? on a Dask cluster every worker must see the bundle and the scene at the same "
                                             r"paths as the client\)$"):
         cached_model(replace(model_ref(load_bundle(bundle_dir)), path=bundle_dir.name), "cpu")  # relative to a folder this process is not in
+    # a bundle loaded by a relative path is sent by its absolute one, which reads from anywhere
+    monkeypatch.chdir(bundle_dir.parent)
+    ref = model_ref(load_bundle(bundle_dir.name))
+    monkeypatch.chdir(tmp_path)
+    assert Path(ref.path) == bundle_dir.resolve()
+    cached_model(ref, "cpu")
 
 
 def test_a_coarser_model_leaves_no_valid_pixel_without_prediction(scene_path: Path, pointwise: Bundle, tmp_path: Path) -> None:
@@ -528,8 +534,13 @@ def test_the_api_draws_lines_at_the_threshold_of_its_settings_else_the_models(sc
         assert float(pyogrio.read_info(tmp_path / f"{name}.gpkg", layer="road")["layer_metadata"]["GEOCCSEG_THRESHOLD"]) == expected
 
 
-@pytest.mark.parametrize("case", ["bands", "missing_bundle", "exists", "no_folder"])
-def test_bad_input_is_one_line_and_leaves_nothing(case: str, vegas: Path, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("case", "told"), [
+    ("bands", "has 1 input band(s) but the model expects 3"),
+    ("missing_bundle", "no-such-bundle does not exist; give a folder written by `geoccseg train`"),
+    ("exists", "roads.gpkg already exists; pass --overwrite to replace it"),
+    ("no_folder", "missing-folder does not exist; create it first"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(case: str, told: str, vegas: Path, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "roads.gpkg"
     scene, model = scene_path, bundle_dir
     if case == "bands":
@@ -544,6 +555,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(case: str, vegas: Path, scene_
     result = CliRunner().invoke(cli, ["predict", str(scene), "-o", str(out), "--model", str(model), "--prob-out", str(tmp_path / "p.tif")])
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("geoccseg: error: ")
+    assert told in result.stderr  # this case's own refusal, not an earlier one
     assert sorted(tmp_path.iterdir()) == before
     if case == "exists":
         assert out.read_text() == "keep me"

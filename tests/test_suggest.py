@@ -616,9 +616,21 @@ def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeyp
 
 
 # -- bad input ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["count", "size", "aoi_elsewhere", "exists", "suffix", "is_input", "photo_aoi", "csv_suffix",
-                                  "confidence_png", "tile_zero", "tiny_squares", "missing_scene"])
-def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tmp_path):
+@pytest.mark.parametrize(("case", "told"), [
+    ("count", "-n 0 is invalid; ask for 1 or more areas"),
+    ("size", "no square of 5000 m fits in the scene; give a smaller --size-m"),
+    ("aoi_elsewhere", "far.gpkg does not overlap the scene; check its location and CRS"),
+    ("exists", "areas.gpkg already exists; pass --overwrite to replace it"),
+    ("suffix", "areas.txt: unknown extension '.txt'"),
+    ("is_input", "aoi.gpkg is also an input"),
+    ("photo_aoi", "--aoi only applies to georeferenced scenes; leave it out for photos"),
+    ("csv_suffix", "l.gpkg is a CSV table: name it .csv"),
+    ("confidence_png", "c.png is a GeoTIFF: name it .tif or .tiff"),
+    ("tile_zero", "--tile-px 0 is invalid"),
+    ("tiny_squares", "--size-m 2 is too small for vegas_img0_rgb.tif"),
+    ("missing_scene", "scnee.tif does not exist"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(case, told, scene_path, data_dir, tmp_path):
     out = tmp_path / "areas.gpkg"
     args = ["suggest", str(scene_path), "-o", str(out), "--device", "cpu"]
     if case == "count":
@@ -632,8 +644,10 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tm
         out.write_text("keep me")
     elif case == "suffix":
         args[3] = str(tmp_path / "areas.txt")
-    elif case == "is_input":
-        args[3:4] = [str(scene_path), "--overwrite"]
+    elif case == "is_input":  # the output named as the AOI it reads
+        with rasterio.open(scene_path) as src:
+            gpd.GeoDataFrame(geometry=[box(*src.bounds)], crs=src.crs).to_file(tmp_path / "aoi.gpkg")
+        args[3:4] = [str(tmp_path / "aoi.gpkg"), "--overwrite", "--aoi", str(tmp_path / "aoi.gpkg")]
     elif case == "photo_aoi":
         args = ["suggest", str(data_dir / "cfd" / "images"), "--aoi", str(tmp_path / "x.gpkg"), "-o", str(tmp_path / "l.csv")]
     elif case == "missing_scene":  # was "--aoi only applies to georeferenced scenes"
@@ -649,9 +663,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, scene_path, data_dir, tm
     before = sorted(tmp_path.iterdir())
     result = CliRunner().invoke(cli, args)
     assert one_line_error(result), result.output
+    assert told in result.stderr  # this case's own refusal, not an earlier one
     assert sorted(tmp_path.iterdir()) == before
-    if case == "missing_scene":
-        assert "scnee.tif does not exist" in result.stderr
     if case == "exists":
         assert out.read_text() == "keep me"
 
@@ -749,8 +762,13 @@ def test_labels_with_a_self_crossing_polygon_are_taken(scene_path, tmp_path):
     x, y = b.left + 0.1 * w, b.bottom + 0.1 * h
     bow = shapely.Polygon([(x, y), (x + 0.2 * w, y + 0.2 * h), (x + 0.2 * w, y), (x, y + 0.2 * h)])
     gpd.GeoDataFrame(geometry=[bow, box(x + 0.5 * w, y, x + 0.6 * w, y + 0.1 * h)], crs=crs).to_file(tmp_path / "labels.gpkg")
-    areas = suggest_areas(scene_path, model="road", n=3, size_m=60, labels=tmp_path / "labels.gpkg", options=CPU, progress=False).areas
+    result = suggest_areas(scene_path, model="road", n=3, size_m=60, labels=tmp_path / "labels.gpkg", options=CPU, progress=False)
+    areas = result.areas
     assert len(areas) == 3 and not areas.geometry.intersects(shapely.make_valid(bow)).any()
+    # both labels were taken: fewer candidates than without them, and none over either
+    unlabeled = suggest_areas(scene_path, model="road", n=3, size_m=60, options=CPU, progress=False)
+    assert result.candidates < unlabeled.candidates
+    assert not result.areas.geometry.intersects(box(x + 0.5 * w, y, x + 0.6 * w, y + 0.1 * h)).any()
 
 
 def test_every_square_that_holds_a_label_in_another_crs_is_left_out(scene_path, tmp_path):

@@ -174,8 +174,13 @@ def test_cli_vectorizes_a_probability_geotiff(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
 
 
-@pytest.mark.parametrize("problem", ["missing", "not a raster", "no CRS", "bad extension"])
-def test_cli_bad_input_is_a_one_line_error(tmp_path, problem):
+@pytest.mark.parametrize(("problem", "told"), [
+    ("missing", "prob.tif does not exist; pass the probability GeoTIFF written by prediction"),
+    ("not a raster", "prob.tif is not a raster that can be read"),
+    ("no CRS", "prob.tif has no CRS; assign one"),
+    ("bad extension", "unknown extension '.txt'; use one of .gpkg"),
+])
+def test_cli_bad_input_is_a_one_line_error(tmp_path, problem, told):
     tif = tmp_path / "prob.tif"
     out = tmp_path / "roads.gpkg"
     if problem == "not a raster":
@@ -188,5 +193,5 @@ def test_cli_bad_input_is_a_one_line_error(tmp_path, problem):
     result = CliRunner().invoke(cli, ["vectorize", str(tif), "-o", str(out)])
     assert result.exit_code == 2
     message = result.output.strip()
-    assert message.startswith("geoccseg: error:") and "\n" not in message
+    assert message.startswith("geoccseg: error:") and "\n" not in message and told in message
     assert not out.exists()
