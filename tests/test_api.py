@@ -49,8 +49,13 @@ def test_import_geoccseg_is_light_and_the_api_resolves_on_use() -> None:
 def test_predict_a_scene_is_lazy_with_crs_and_vectorize_leaves_nothing_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    from geoccseg.inference import predict
+
+    blocks, real = [], predict._predict_block
+    monkeypatch.setattr(predict, "_predict_block", lambda job: blocks.append(job) or real(job))  # counts the blocks computed
     prob = geoccseg.predict(sample_scene(), device="cpu")
-    assert isinstance(prob.data, dask.array.Array)  # nothing computed yet
+    assert isinstance(prob.data, dask.array.Array) and blocks == []  # nothing computed yet
+    assert prob[:, :8, :8].values.shape == (1, 8, 8) and len(blocks) == 1  # a corner computes its block alone
     assert prob.dims == ("class", "y", "x") and prob["class"].values.tolist() == ["road"]
     with rasterio.open(sample_scene()) as src:
         crs, transform, width = src.crs, src.transform, src.width
