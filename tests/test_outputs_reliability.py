@@ -34,6 +34,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.atomic import atomic_path, scratch_dir
 from geoccseg.io.bundle import resolve_model
+from geoccseg.io.catalog import sample_scene
 from geoccseg.io.vector_write import write_vectors
 
 UTM = "EPSG:32611"
@@ -256,12 +257,18 @@ def test_vectorize_refuses_a_raster_that_is_not_probabilities(case: str, found: 
     assert not out.exists()
 
 
-def test_vectorize_reads_what_predict_writes_and_single_band_probabilities(predicted, vegas: Path, tmp_path: Path) -> None:
-    prob, _ = predicted
+def test_vectorize_reads_what_predict_writes_and_single_band_probabilities(vegas: Path, tmp_path: Path) -> None:
+    # the sample scene, where the road model draws lines (the crop of the other tests has none)
+    prob, lines = tmp_path / "prob.tif", tmp_path / "roads.gpkg"
+    result = CliRunner().invoke(cli, ["predict", str(sample_scene()), "-o", str(lines), "--prob-out", str(prob), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
     with rasterio.open(prob) as ds:
         assert ds.tags().get("GEOCCSEG_PROBABILITY") == "uint8"  # the mark vectorize trusts
     result = CliRunner().invoke(cli, ["vectorize", str(prob), "-o", str(tmp_path / "a.gpkg")])
     assert result.exit_code == 0, result.output
+    # the lines predict drew from the same probabilities, at the threshold the COG records
+    again, first = gpd.read_file(tmp_path / "a.gpkg", layer="road"), gpd.read_file(lines, layer="road")
+    assert len(again) == len(first) > 0 and again["length_m"].sum() == pytest.approx(first["length_m"].sum(), rel=1e-6)
     scaled = _float_copy(vegas / "vegas_pan_roadmask.tif", tmp_path / "mask.tif", 1 / 255)  # foreign float 0-1
     result = CliRunner().invoke(cli, ["vectorize", str(scaled), "-o", str(tmp_path / "b.gpkg")])
     assert result.exit_code == 0, result.output
