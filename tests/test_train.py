@@ -234,7 +234,7 @@ def test_loader_workers_draw_different_chips(data_dir):
     assert loader_workers(config) == 0 and loader_workers(replace(config, num_workers=3)) == 3
 
 
-def test_ddp_two_cpu_processes(data_dir, tmp_path):
+def test_ddp_two_cpu_processes(data_dir, tmp_path, torch_threads):
     """Lightning's DDP on the gloo backend with 2 CPU processes, through the real CLI, stopped by
     --max-minutes: both processes validate the teacher of the last step, each its share of the items."""
     cfd = data_dir / "cfd"
@@ -247,9 +247,29 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr and "All distributed processes registered" in proc.stderr
-    training = load_bundle(out).meta.training
+    bundle = load_bundle(out)
+    training = bundle.meta.training
     assert 0 < training["steps"] < 1000 and training["saved_step"] == training["steps"]
-    assert 0 <= training["validation"]["f1"] <= 1
+    # the two shares' counts add up to one process's validation of the same teacher on the same items
+    import lightning.pytorch as pl
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from geoccseg.train.module import SemiSupervisedSegmenter
+    from geoccseg.train.run import build_data
+    from geoccseg.train.stream import ItemList
+
+    torch_threads(1)  # as each rank ran (OMP_NUM_THREADS=1): the same logits to the last digit
+    config = TrainConfig(out=str(tmp_path / "unused"), images=str(cfd / "images"), masks=str(cfd / "masks"), labeled_fraction=0.05,
+                         tile_px=64, progress=False)
+    items = build_data(config).validation_items()
+    assert len(items) > 2 and len(items) % 2 == 1  # shares of unequal length: the short one gets a padding item
+    module = SemiSupervisedSegmenter(config, bundle.model.config, np.ones(2))
+    module.teacher, module.class_names = bundle.model, bundle.meta.classes
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    alone = trainer.validate(module, dataloaders=DataLoader(ItemList(items), batch_size=1), verbose=False)[0]
+    assert training["validation"]["f1"] == pytest.approx(alone["val/f1"], rel=1e-6)
 
 
 def test_every_ddp_rank_draws_its_own_chips_and_validates_its_own_items(data_dir):
