@@ -44,11 +44,11 @@ from rasterio.windows import Window
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.array import predict_array
 from geoccseg.inference.blend import ChipGrid
+from geoccseg.inference.choices import DEFAULT_OVERLAP_PX
 from geoccseg.inference.cog import provenance
 from geoccseg.inference.engine import engine_label, settle_engine
 from geoccseg.inference.pipeline import is_scene
 from geoccseg.inference.predict import (
-    DEFAULT_OVERLAP_PX,
     BlockJob,
     BlockResult,
     PredictOptions,

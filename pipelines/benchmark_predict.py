@@ -87,7 +87,7 @@ import torch
 from geoccseg.benchmark.machine import cpu_model
 from geoccseg.benchmark.runs import claim_results, one_line_errors, save_partial, save_results
 from geoccseg.benchmark.speed import forward_rate, mirror_tiled_scene
-from geoccseg.inference.engine import ENGINES, PRECISIONS
+from geoccseg.inference.choices import ENGINES, PRECISIONS
 from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import read_bundle
 from geoccseg.io.probability import encode_uint8

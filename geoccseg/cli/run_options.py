@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from geoccseg.inference.predict import DEFAULT_OVERLAP_PX
+from geoccseg.inference.choices import DEFAULT_OVERLAP_PX
 
 
 def run_options(scene: str, tile_floor: int) -> Callable[[Callable], Callable]:

@@ -11,14 +11,20 @@ the probability COG, and the pipeline from a scene to GIS lines.
 - :mod:`~geoccseg.inference.array`: one in-memory image (benchmark scoring, notebooks);
 - :mod:`~geoccseg.inference.photos`: :func:`predict_photos`, photos to probability images, crack
   measurements and a summary (:mod:`~geoccseg.inference.photo_outputs` writes them).
+
+The names below are imported on first use (:mod:`geoccseg.lazy_exports`): ``geoccseg.inference.cog``
+alone loads no PyTorch.
 """
 
-from geoccseg.inference.blend import ChipGrid, blend_window
-from geoccseg.inference.photos import PhotoRunResult, predict_photos
-from geoccseg.inference.pipeline import PredictResult, run_predict
-from geoccseg.inference.predict import PredictOptions, predict_scene
+from __future__ import annotations
 
-__all__ = [
-    "ChipGrid", "PhotoRunResult", "PredictOptions", "PredictResult", "blend_window", "predict_photos", "predict_scene",
-    "run_predict",
-]
+from geoccseg.lazy_exports import lazy_exports
+
+_WHERE = {
+    "ChipGrid": "geoccseg.inference.blend", "blend_window": "geoccseg.inference.blend",
+    "PhotoRunResult": "geoccseg.inference.photos", "predict_photos": "geoccseg.inference.photos",
+    "PredictResult": "geoccseg.inference.pipeline", "run_predict": "geoccseg.inference.pipeline",
+    "PredictOptions": "geoccseg.inference.predict", "predict_scene": "geoccseg.inference.predict",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -18,7 +18,8 @@ import numpy as np
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.engine import ready_engine
-from geoccseg.inference.predict import DEFAULT_OVERLAP_PX, blend_chips, resolve_device
+from geoccseg.inference.choices import DEFAULT_OVERLAP_PX
+from geoccseg.inference.predict import blend_chips, resolve_device
 from geoccseg.models import Bundle
 
 

@@ -45,6 +45,7 @@ from rasterio.windows import Window
 
 from geoccseg import __version__
 from geoccseg.errors import GeoccsegError
+from geoccseg.inference.choices import PROB_DTYPE_ALIASES, PROB_DTYPES
 from geoccseg.io.atomic import atomic_path
 from geoccseg.io.formats import GEOTIFF_SUFFIXES
 from geoccseg.io.lazy import chunk_windows
@@ -52,12 +53,6 @@ from geoccseg.io.probability import PROBABILITY_TAG, STATE_TAG, THRESHOLD_TAG, U
 from geoccseg.io.scene import Scene
 from geoccseg.models import Bundle
 from geoccseg.models.bundle import state_sha256
-
-PROB_DTYPES = ("uint8", "float32")
-"""Sample types of the probability COG."""
-
-PROB_DTYPE_ALIASES = {"float16": "float32"}
-"""Other accepted names of :data:`PROB_DTYPES` (GeoTIFF Float16 needs GDAL >= 3.11)."""
 
 
 def provenance(bundle: Bundle, threshold: float | None = None, engine: str | None = None, state: str | None = None) -> dict[str, str]:

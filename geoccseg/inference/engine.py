@@ -42,12 +42,10 @@ import numpy as np
 import torch
 
 from geoccseg.errors import GeoccsegError, first_line
+from geoccseg.inference.choices import ENGINES, PRECISIONS
 from geoccseg.io.bundle import BundleMeta
 
 log = logging.getLogger(__name__)
-
-ENGINES = ("auto", "torch", "onnx", "openvino")
-"""Names of the engines ``--engine`` accepts."""
 
 AUTO_CPU_ENGINE = "onnx"
 """The engine ``auto`` runs on the CPU; change it here alone. Measured on 2 idle cores at predict's
@@ -61,9 +59,6 @@ bf16 instructions (else ``torch``). Measured on 2 idle cores of an AMD EPYC (AVX
 512-px chip of the shipped road model: OpenVINO 2026.4 in bf16 7.3-8.6 Mpx/s against 2.4 for the
 torch engine's bf16 autocast and 3.1-4.2 for ONNX Runtime in fp32 (at fp32 OpenVINO ties with ONNX
 Runtime: 3.5-4.3 Mpx/s; ``pipelines/benchmark_precision.py``, README "Engines and reduced precision")."""
-
-PRECISIONS = ("fp32", "bf16", "int8")
-"""Precisions ``--precision`` accepts (on the CPU): fp32, bf16 (openvino or torch engine), int8 (onnx engine)."""
 
 ONNX_PACKAGES = ("onnxruntime", "onnx")
 """Packages the ``onnx`` engine needs (ONNX Runtime runs the model, onnx is needed to export it)."""

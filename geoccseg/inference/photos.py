@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from geoccseg.data.photos import find_photos, photo_size, read_photo_valid
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
+from geoccseg.inference.choices import OVERLAY_AUTO_MAX
 from geoccseg.inference.cog import provenance
 from geoccseg.inference.confidence import ConfidenceThresholds, write_confidence_png
 from geoccseg.inference.engine import Engine, build_engine, ready_engine, settle_engine
@@ -62,9 +63,6 @@ from geoccseg.io.probability import STATE_TAG, WEIGHTS_TAG, encode_uint8
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS, CrackMeasurements, CrackParams, empty_branches, measure_cracks, summary_numbers
-
-OVERLAY_AUTO_MAX = 500
-"""Overlays are drawn by default for runs of up to this many photos."""
 
 LINES_NAME = "cracks.gpkg"
 SUMMARY_CSV = "summary.csv"

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from geoccseg.errors import GeoccsegError, first_line
 from geoccseg.inference.blend import Block, ChipGrid, blend_window
+from geoccseg.inference.choices import DEFAULT_OVERLAP_PX
 from geoccseg.inference.cluster import parse_device, settle_on_workers
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.inference.engine import Engine, build_engine, check_engine, check_precision, engine_label, settle_engine
@@ -72,18 +73,6 @@ Massachusetts test 0.6035 / 0.6074 / 0.6074 (400-px crops: one chip from 512 px 
 0.6423 / 0.6387 / 0.6369 and test 0.7282 / 0.7236 / 0.7213 (about 2149 x 1480 px: fewer chips
 average each pixel as tiles grow). 512 px gains on DeepCrack and Massachusetts and loses 0.0036 on
 the Dubai select images; 1024 px would lose another 0.0018 there for 13 % fewer chip pixels."""
-
-DEFAULT_OVERLAP_PX = 32
-"""Default overlap of neighbouring prediction chips, in pixels (:attr:`PredictOptions.overlap_px`,
-``geoccseg predict --overlap-px``, :func:`geoccseg.predict`, photos and scenes alike).
-
-Each pixel in an overlap is predicted by several chips and blended, a small test-time ensemble, so
-a wider overlap is slightly better and slower. Measured with the shipped models at 512-px chips
-(``pipelines/benchmark_tiles.py``, README "Chip size and overlap"): overlap 32 instead of 64 changes
-held-out F1 at the model's threshold by -0.0009 on the Dubai select and test images, +0.0002 and
-+0.0005 on DeepCrack select and test, 0 on Massachusetts (400-px crops, one chip), and computes
-1.13x the scene's pixels instead of 1.30x (8192-px scene): whole ``geoccseg predict`` on an
-8192-px scene 42.8 s against 47.7 s (mean of 3 alternating runs, 2 cores)."""
 
 DEFAULT_BATCH_PX = 4 * 256 * 256
 """Chip pixels per forward pass by default (:meth:`PredictOptions.batch_for`): 4 chips of 256 px,

@@ -1,9 +1,17 @@
-"""Networks of the method: a multi-stage encoder, a fusion decoder and segmentation/projection heads."""
+"""Networks of the method: a multi-stage encoder, a fusion decoder and segmentation/projection heads.
+
+The names below are imported on first use (:mod:`geoccseg.lazy_exports`): ``geoccseg.models.config``
+alone loads no PyTorch.
+"""
 
 from __future__ import annotations
 
-from geoccseg.models.bundle import Bundle, from_bundle, load_bundle
-from geoccseg.models.config import ModelConfig
-from geoccseg.models.network import FusionSegNet, build_model, count_parameters
+from geoccseg.lazy_exports import lazy_exports
 
-__all__ = ["Bundle", "FusionSegNet", "ModelConfig", "build_model", "count_parameters", "from_bundle", "load_bundle"]
+_WHERE = {
+    "Bundle": "geoccseg.models.bundle", "from_bundle": "geoccseg.models.bundle", "load_bundle": "geoccseg.models.bundle",
+    "ModelConfig": "geoccseg.models.config",
+    "FusionSegNet": "geoccseg.models.network", "build_model": "geoccseg.models.network", "count_parameters": "geoccseg.models.network",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -7,10 +7,19 @@
   coverage choice by embedding clusters, and the random baseline;
 - :mod:`~geoccseg.suggest.areas`: :func:`suggest_areas`, squares of scenes to a GIS file;
 - :mod:`~geoccseg.suggest.photos`: :func:`suggest_photos`, photos to a CSV ranking.
+
+The names below are imported on first use (:mod:`geoccseg.lazy_exports`): ``geoccseg.suggest.select``
+alone loads no PyTorch.
 """
 
-from geoccseg.suggest.areas import SuggestResult, default_size_m, suggest_areas
-from geoccseg.suggest.photos import PhotoSuggestResult, suggest_photos
-from geoccseg.suggest.select import PARTS, STRATEGIES, SuggestParams
+from __future__ import annotations
 
-__all__ = ["PARTS", "STRATEGIES", "PhotoSuggestResult", "SuggestParams", "SuggestResult", "default_size_m", "suggest_areas", "suggest_photos"]
+from geoccseg.lazy_exports import lazy_exports
+
+_WHERE = {
+    "SuggestResult": "geoccseg.suggest.areas", "default_size_m": "geoccseg.suggest.areas", "suggest_areas": "geoccseg.suggest.areas",
+    "PhotoSuggestResult": "geoccseg.suggest.photos", "suggest_photos": "geoccseg.suggest.photos",
+    "PARTS": "geoccseg.suggest.select", "STRATEGIES": "geoccseg.suggest.select", "SuggestParams": "geoccseg.suggest.select",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -1,8 +1,14 @@
-"""Semi-supervised training: ``train(TrainConfig(...))`` writes a model bundle."""
+"""Semi-supervised training: ``train(TrainConfig(...))`` writes a model bundle.
+
+The names below are imported on first use (:mod:`geoccseg.lazy_exports`): ``geoccseg.train.config``
+alone loads neither PyTorch nor Lightning.
+"""
 
 from __future__ import annotations
 
-from geoccseg.train.config import TrainConfig
-from geoccseg.train.run import TrainResult, build_data, train
+from geoccseg.lazy_exports import lazy_exports
 
-__all__ = ["TrainConfig", "TrainResult", "build_data", "train"]
+_WHERE = {"TrainConfig": "geoccseg.train.config", "TrainResult": "geoccseg.train.run", "build_data": "geoccseg.train.run",
+          "train": "geoccseg.train.run"}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)
