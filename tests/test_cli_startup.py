@@ -48,6 +48,27 @@ def test_group_help_and_version_import_no_heavy_module(flag: str) -> None:
         assert done.stdout.startswith("geoccseg, version ")
 
 
+def test_each_commands_help_loads_no_pytorch() -> None:
+    """``geoccseg train --help`` took 10 s and ``info``, ``cache`` or ``predict --help`` 6-9 s on 2
+    cores: their modules imported PyTorch, Lightning or TorchGeo to declare their options (and each
+    package's ``__init__`` imported its heavy submodules). Now a command imports them when it runs;
+    ``demo --help`` still does (its options come from the demo module, which trains)."""
+    names = sorted(set(COMMANDS) - {"demo"})
+    done = _run_python(
+        "import sys\n"
+        "from geoccseg.cli import cli\n"
+        f"for name in {names!r}:\n"
+        "    try:\n"
+        "        cli.main([name, '--help'], prog_name='geoccseg')\n"
+        "    except SystemExit as exc:\n"
+        "        assert not exc.code, (name, exc.code)\n"
+        "loaded = sorted(m for m in ('torch', 'torchgeo', 'torchvision', 'lightning', 'onnxruntime') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("Usage: geoccseg ") == len(names)
+
+
 def test_registered_short_help_is_the_commands_own() -> None:
     for name, (module, short_help) in COMMANDS.items():
         if importlib.util.find_spec(module) is None:  # a command not written yet is not listed either

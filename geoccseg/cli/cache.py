@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from geoccseg.cli.verbosity import verbosity_options
-from geoccseg.inference.export import CACHE_ENV, cache_dir, cache_usage, clear_cache
 
 
 @click.command("cache")
@@ -13,6 +12,8 @@ from geoccseg.inference.export import CACHE_ENV, cache_dir, cache_usage, clear_c
 @verbosity_options
 def command(clear: bool) -> None:
     """Show the cache of exported networks (folder, exports, size); --clear empties it."""
+    from geoccseg.inference.export import CACHE_ENV, cache_dir, cache_usage, clear_cache  # PyTorch: not for --help
+
     folder = cache_dir() / "onnx"
     if clear:
         removed, freed = clear_cache()

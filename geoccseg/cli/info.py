@@ -9,7 +9,6 @@ import click
 
 from geoccseg.cli.kinds import refuse_options
 from geoccseg.cli.verbosity import verbosity_options
-from geoccseg.data.scenes import SceneTrainingData, describe_scene
 from geoccseg.io.scene import parse_bands
 from geoccseg.models.config import check_tile_px
 
@@ -39,6 +38,8 @@ def command(ctx, scene, labels, aoi, val_aoi, classes, class_column, width_m, ba
     """
     band_list = parse_bands(bands)
     check_tile_px(tile_px)
+    from geoccseg.data.scenes import SceneTrainingData, describe_scene  # PyTorch and TorchGeo: not for --help or a refused option
+
     if not labels:  # they describe labeled chips, which only labels give (an AOI says where they are complete)
         refuse_options(ctx, ("aoi", *LABEL_ONLY), "counting labeled chips, with --labels", " or add --labels")
     facts = describe_scene(scene, band_list)

@@ -8,16 +8,10 @@ from pathlib import Path
 import click
 
 from geoccseg.cli.kinds import refuse_options
-from geoccseg.data.photos import find_photos
 from geoccseg.cli.run_options import run_options
 from geoccseg.cli.vectorize_options import NAMES as VECTORIZER_OPTIONS, graph_options, vectorize_options
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
-from geoccseg.inference.cog import PROB_DTYPE_ALIASES, PROB_DTYPES
-from geoccseg.inference.engine import ENGINES, PRECISIONS
-from geoccseg.inference.photos import OVERLAY_AUTO_MAX, output_folders, predict_photos
-from geoccseg.inference.pipeline import is_scene, run_predict
-from geoccseg.inference.predict import PredictOptions
-from geoccseg.vectorize import VectorizeParams
+from geoccseg.inference.choices import ENGINES, OVERLAY_AUTO_MAX, PRECISIONS, PROB_DTYPE_ALIASES, PROB_DTYPES
 from geoccseg.vectorize.network import DEFAULT_SNAP_M
 
 SCENE_ONLY = ("prob_out", "prob_dtype", "block_px", "workers", "scheduler", "graph", "graph_snap_m", "confidence_out",
@@ -89,6 +83,13 @@ def command(
     summary.csv and summary.json (one row per photo) and overlay/<stem>.jpg (by default for up to
     500 photos, see --overlay).
     """
+    # PyTorch and the prediction stack: not for --help or a refused option
+    from geoccseg.data.photos import find_photos
+    from geoccseg.inference.photos import output_folders, predict_photos
+    from geoccseg.inference.pipeline import is_scene, run_predict
+    from geoccseg.inference.predict import PredictOptions
+    from geoccseg.vectorize import VectorizeParams
+
     if is_scene(inputs):
         refuse_options(ctx, PHOTO_ONLY, "photos")
         if prob_dtype in PROB_DTYPE_ALIASES:

@@ -7,13 +7,10 @@ from pathlib import Path
 import click
 
 from geoccseg.cli.kinds import refuse_options
-from geoccseg.data.photos import find_photos
 from geoccseg.errors import GeoccsegError
 from geoccseg.cli.run_options import run_options
 from geoccseg.cli.verbosity import say, show_progress, verbosity_options
-from geoccseg.inference.pipeline import is_scene
-from geoccseg.inference.predict import PredictOptions
-from geoccseg.suggest import STRATEGIES, suggest_areas, suggest_photos
+from geoccseg.suggest.select import STRATEGIES
 
 SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
 
@@ -71,6 +68,12 @@ def command(
     per photo, ranked, the best N marked suggested; photos are chosen by coverage unless
     --strategy says otherwise (measured: the score lost to random photos, coverage did not).
     """
+    # PyTorch and the scoring stack: not for --help or a refused option
+    from geoccseg.data.photos import find_photos
+    from geoccseg.inference.pipeline import is_scene
+    from geoccseg.inference.predict import PredictOptions
+    from geoccseg.suggest import suggest_areas, suggest_photos
+
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
                              engine=engine, workers=workers, scheduler=scheduler)
     scenes = [is_scene(item) for item in inputs]

@@ -16,8 +16,7 @@ from geoccseg.cli.sections import SectionedCommand
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.io.labels import DEFAULT_WIDTH_M
 from geoccseg.io.scene import parse_bands
-from geoccseg.train import TrainConfig, train
-from geoccseg.train.config import ACCELERATORS, PRECISIONS
+from geoccseg.train.config import ACCELERATORS, PRECISIONS, TrainConfig
 from geoccseg.train.signals import TrainingStopped
 
 # flags whose names differ from the config field, or that take several values
@@ -220,6 +219,8 @@ def command(config_path, **flags) -> None:
     given["progress"] = show_progress()
     config = TrainConfig.from_yaml(config_path, given) if config_path else TrainConfig.from_dict(given)
     detail("effective configuration:\n" + config.to_yaml().rstrip())
+    from geoccseg.train.run import train  # PyTorch and Lightning: not for --help or a refused option
+
     try:
         result = train(config)
     except TrainingStopped as exc:  # SIGINT / SIGTERM: one line, and the shell's status for that signal
