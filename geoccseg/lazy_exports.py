@@ -13,9 +13,10 @@ import sys
 from collections.abc import Callable, Mapping
 
 
-def lazy_exports(package: str, names: Mapping[str, str]) -> Callable[[str], object]:
-    """The ``__getattr__`` of ``package``: each of ``names`` (name -> module defining it) is
-    imported from its module when first asked for, then kept on the package."""
+def lazy_exports(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """The ``__getattr__`` and ``__dir__`` of ``package``: each of ``names`` (name -> module
+    defining it) is imported from its module when first asked for, then kept on the package;
+    ``dir()`` (a notebook's tab completion) lists them before that."""
 
     def __getattr__(name: str) -> object:
         if name not in names:
@@ -24,4 +25,7 @@ def lazy_exports(package: str, names: Mapping[str, str]) -> Callable[[str], obje
         setattr(sys.modules[package], name, value)
         return value
 
-    return __getattr__
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(names))
+
+    return __getattr__, __dir__

@@ -69,6 +69,20 @@ def test_each_commands_help_loads_no_pytorch() -> None:
     assert done.stdout.count("Usage: geoccseg ") == len(names)
 
 
+def test_packages_list_their_names_and_import_them_on_first_use() -> None:
+    done = _run_python(
+        "import sys\n"
+        "import geoccseg.inference, geoccseg.models, geoccseg.suggest, geoccseg.train\n"
+        "assert 'torch' not in sys.modules\n"
+        "assert {'load_bundle', 'ModelConfig'} <= set(dir(geoccseg.models)) and 'run_predict' in dir(geoccseg.inference)\n"
+        "from geoccseg.train import TrainConfig\n"
+        "assert 'torch' not in sys.modules, 'TrainConfig loaded PyTorch'\n"
+        "from geoccseg.models import load_bundle\n"
+        "assert 'torch' in sys.modules and geoccseg.models.load_bundle is load_bundle\n"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_registered_short_help_is_the_commands_own() -> None:
     for name, (module, short_help) in COMMANDS.items():
         if importlib.util.find_spec(module) is None:  # a command not written yet is not listed either

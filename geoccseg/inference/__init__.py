@@ -12,8 +12,8 @@ the probability COG, and the pipeline from a scene to GIS lines.
 - :mod:`~geoccseg.inference.photos`: :func:`predict_photos`, photos to probability images, crack
   measurements and a summary (:mod:`~geoccseg.inference.photo_outputs` writes them).
 
-The names below are imported on first use (:mod:`geoccseg.lazy_exports`): ``geoccseg.inference.cog``
-alone loads no PyTorch.
+The names below are imported on first use (:mod:`geoccseg.lazy_exports`): ``geoccseg.inference.choices``
+(the values ``predict --help`` shows) loads no PyTorch.
 """
 
 from __future__ import annotations
@@ -27,4 +27,4 @@ _WHERE = {
     "PredictOptions": "geoccseg.inference.predict", "predict_scene": "geoccseg.inference.predict",
 }
 __all__ = sorted(_WHERE)
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

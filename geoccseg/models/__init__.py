@@ -14,4 +14,4 @@ _WHERE = {
     "FusionSegNet": "geoccseg.models.network", "build_model": "geoccseg.models.network", "count_parameters": "geoccseg.models.network",
 }
 __all__ = sorted(_WHERE)
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -22,4 +22,4 @@ _WHERE = {
     "PARTS": "geoccseg.suggest.select", "STRATEGIES": "geoccseg.suggest.select", "SuggestParams": "geoccseg.suggest.select",
 }
 __all__ = sorted(_WHERE)
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

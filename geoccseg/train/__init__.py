@@ -11,4 +11,4 @@ from geoccseg.lazy_exports import lazy_exports
 _WHERE = {"TrainConfig": "geoccseg.train.config", "TrainResult": "geoccseg.train.run", "build_data": "geoccseg.train.run",
           "train": "geoccseg.train.run"}
 __all__ = sorted(_WHERE)
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
