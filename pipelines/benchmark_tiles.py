@@ -45,7 +45,7 @@ DATA = data_root(ROOT)
 
 SETTINGS = ((256, 64), (512, 64), (512, 32), (768, 64), (1024, 64), (1024, 32))
 """(tile px, overlap px) measured by default: the first default (256, 64), the previous one
-(512, 64) and today's (512, :data:`~geoccseg.inference.predict.DEFAULT_OVERLAP_PX` = 32)."""
+(512, 64) and today's (512, :data:`~geoccseg.inference.choices.DEFAULT_OVERLAP_PX` = 32)."""
 
 COST_SCENE_PX = 8192
 """Edge of the square scene whose chip grid gives the ``cost`` column."""

@@ -38,10 +38,10 @@ def command(ctx, scene, labels, aoi, val_aoi, classes, class_column, width_m, ba
     """
     band_list = parse_bands(bands)
     check_tile_px(tile_px)
-    from geoccseg.data.scenes import SceneTrainingData, describe_scene  # PyTorch and TorchGeo: not for --help or a refused option
-
     if not labels:  # they describe labeled chips, which only labels give (an AOI says where they are complete)
         refuse_options(ctx, ("aoi", *LABEL_ONLY), "counting labeled chips, with --labels", " or add --labels")
+    from geoccseg.data.scenes import SceneTrainingData, describe_scene  # PyTorch and TorchGeo: not for --help, a mistyped or a refused option
+
     facts = describe_scene(scene, band_list)
     if labels:  # validated before anything is printed, so errors stay one line
         data = SceneTrainingData(

@@ -83,7 +83,7 @@ def command(
     summary.csv and summary.json (one row per photo) and overlay/<stem>.jpg (by default for up to
     500 photos, see --overlay).
     """
-    # PyTorch and the prediction stack: not for --help or a refused option
+    # PyTorch and the prediction stack: not for --help or a mistyped option
     from geoccseg.data.photos import find_photos
     from geoccseg.inference.photos import output_folders, predict_photos
     from geoccseg.inference.pipeline import is_scene, run_predict

@@ -68,7 +68,7 @@ def command(
     per photo, ranked, the best N marked suggested; photos are chosen by coverage unless
     --strategy says otherwise (measured: the score lost to random photos, coverage did not).
     """
-    # PyTorch and the scoring stack: not for --help or a refused option
+    # PyTorch and the scoring stack: not for --help or a mistyped option
     from geoccseg.data.photos import find_photos
     from geoccseg.inference.pipeline import is_scene
     from geoccseg.inference.predict import PredictOptions

@@ -219,7 +219,7 @@ def command(config_path, **flags) -> None:
     given["progress"] = show_progress()
     config = TrainConfig.from_yaml(config_path, given) if config_path else TrainConfig.from_dict(given)
     detail("effective configuration:\n" + config.to_yaml().rstrip())
-    from geoccseg.train.run import train  # PyTorch and Lightning: not for --help or a refused option
+    from geoccseg.train.run import train  # PyTorch and Lightning: not for --help or a mistyped option
 
     try:
         result = train(config)
