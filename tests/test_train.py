@@ -40,6 +40,17 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _validate(module, items: list[dict]) -> dict:
+    """Lightning's real validation of ``module`` on ``items`` (one per batch) in this process: its logged metrics."""
+    import lightning.pytorch as pl
+
+    from geoccseg.train.stream import ItemList
+
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    return trainer.validate(module, dataloaders=DataLoader(ItemList(items), batch_size=1), verbose=False)[0]
+
+
 def test_labels_at_stride_keep_thin_foreground():
     y = torch.zeros(1, 8, 8, dtype=torch.long)
     y[0, :, 5] = 1  # a one-pixel crack through the right cells
@@ -251,13 +262,10 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path, torch_threads):
     training = bundle.meta.training
     assert 0 < training["steps"] < 1000 and training["saved_step"] == training["steps"]
     # the two shares' counts add up to one process's validation of the same teacher on the same items
-    import lightning.pytorch as pl
     import numpy as np
-    from torch.utils.data import DataLoader
 
     from geoccseg.train.module import SemiSupervisedSegmenter
     from geoccseg.train.run import build_data
-    from geoccseg.train.stream import ItemList
 
     torch_threads(1)  # as each rank ran (OMP_NUM_THREADS=1): the same logits to the last digit
     config = TrainConfig(out=str(tmp_path / "unused"), images=str(cfd / "images"), masks=str(cfd / "masks"), labeled_fraction=0.05,
@@ -266,9 +274,7 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path, torch_threads):
     assert len(items) > 2 and len(items) % 2 == 1  # shares of unequal length: the short one gets a padding item
     module = SemiSupervisedSegmenter(config, bundle.model.config, np.ones(2))
     module.teacher, module.class_names = bundle.model, bundle.meta.classes
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
-    alone = trainer.validate(module, dataloaders=DataLoader(ItemList(items), batch_size=1), verbose=False)[0]
+    alone = _validate(module, items)
     assert training["validation"]["f1"] == pytest.approx(alone["val/f1"], rel=1e-6)
 
 
@@ -309,14 +315,11 @@ def test_validation_counts_and_conventions_are_those_of_evaluate(tmp_path):
     """The trainer's validation (real Lightning validate) counts tp/fp/fn like geoccseg evaluate, over
     known and valid pixels only, and reads them with its conventions: a class that is neither true nor
     predicted anywhere scores 1, not 0."""
-    import lightning.pytorch as pl
     import numpy as np
     from torch import nn
-    from torch.utils.data import DataLoader
 
     from geoccseg.models import ModelConfig
     from geoccseg.train.module import SemiSupervisedSegmenter
-    from geoccseg.train.stream import ItemList
 
     class LabelsAsLogits(nn.Module):
         """Predicts the class number written in the first band."""
@@ -332,9 +335,7 @@ def test_validation_counts_and_conventions_are_those_of_evaluate(tmp_path):
     truth = torch.tensor([[1, 0, 0, 2], [1, 255, 0, 0]])  # 255: not labeled
     valid = torch.tensor([[True, True, True, True], [True, True, True, False]])
     item = {"image": pred[None].float(), "mask": truth, "valid": valid}
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
-    metrics = trainer.validate(module, dataloaders=DataLoader(ItemList([item]), batch_size=1), verbose=False)[0]
+    metrics = _validate(module, [item])
     # road: tp (0,0), fp (0,1), fn (1,0); crack: tp (0,3), fp (1,2), (1,1) is not labeled; river: nothing anywhere
     assert metrics["val/precision_road"] == pytest.approx(0.5) and metrics["val/recall_road"] == pytest.approx(0.5)
     assert metrics["val/f1_road"] == pytest.approx(0.5) and metrics["val/iou_road"] == pytest.approx(1 / 3)
@@ -348,15 +349,12 @@ def test_validation_chooses_the_decision_threshold_as_evaluate_scores_it(tmp_pat
     """One foreground class: the validation also chooses the threshold of the best F1 over the
     evaluation's grid, counting pixels as its sweep does (known and valid pixels only), the one
     nearest 0.5 on ties; none when the validation holds no foreground pixel."""
-    import lightning.pytorch as pl
     import numpy as np
     from torch import nn
-    from torch.utils.data import DataLoader
 
     from geoccseg.evaluate.pixel import ThresholdSweep
     from geoccseg.models import ModelConfig
     from geoccseg.train.module import SemiSupervisedSegmenter
-    from geoccseg.train.stream import ItemList
 
     class ProbabilityAsLogits(nn.Module):
         """Predicts the road probability written in the first band."""
@@ -381,17 +379,15 @@ def test_validation_chooses_the_decision_threshold_as_evaluate_scores_it(tmp_pat
     module = SemiSupervisedSegmenter(config, ModelConfig(in_channels=1, num_classes=2), np.array([10.0, 1.0]))
     module.teacher = ProbabilityAsLogits()
     module.class_names = ["road"]
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
-    metrics = trainer.validate(module, dataloaders=DataLoader(ItemList(items), batch_size=1), verbose=False)[0]
+    metrics = _validate(module, items)
     assert metrics["val/threshold"] == pytest.approx(sweep.ods_threshold) and sweep.ods_threshold != 0.5
     assert metrics["val/f1_at_threshold"] == pytest.approx(sweep.ods_f1) and metrics["val/f1_at_threshold"] > metrics["val/f1_road"]
     sure = [{**item, "image": torch.where(item["mask"] == 1, 0.999, 0.001)[None].float()} for item in items]
-    metrics = trainer.validate(module, dataloaders=DataLoader(ItemList(sure), batch_size=1), verbose=False)[0]
+    metrics = _validate(module, sure)
     assert metrics["val/f1_at_threshold"] == 1.0 and metrics["val/threshold"] == pytest.approx(0.5)  # every threshold ties: 0.5, not 0.01
     for item in items:
         item["mask"] = torch.zeros_like(item["mask"])  # no road anywhere: nothing to choose a threshold on
-    metrics = trainer.validate(module, dataloaders=DataLoader(ItemList(items), batch_size=1), verbose=False)[0]
+    metrics = _validate(module, items)
     assert "val/threshold" not in metrics and "val/f1_road" in metrics
 
 
