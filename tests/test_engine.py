@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import geoccseg
+from geoccseg.benchmark.machine import usable_cores
 from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference import export
@@ -312,7 +313,7 @@ def test_onnx_and_openvino_run_with_the_threads_torch_has(road: Bundle, torch_th
     options = engine.session.get_session_options()
     assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
     engine = build_engine("openvino", road.model, "cpu", road.meta)  # OpenVINO takes no more threads than the process has cores
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     assert engine.compiled.get_property("INFERENCE_NUM_THREADS") == min(3, cores)
     assert str(engine.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
 

@@ -8,7 +8,6 @@ differences). The bounds were set from a run on an NVIDIA H200 (README, "On a GP
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 import rasterio
 import torch
 
+from geoccseg.benchmark.machine import usable_cores
 from geoccseg.inference.engine import resolve_engine
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.bundle import resolve_model
@@ -74,7 +74,7 @@ def test_cuda_training_runs_in_mixed_precision_and_its_bundle_predicts_on_the_cp
     out = tmp_path / "cfd_model"
     config = TrainConfig(out=str(out), images=str(cfd / "images"), masks=str(cfd / "masks"), unlabeled=[str(cfd / "unlabeled")],
                          labeled_fraction=0.035, max_steps=30, val_every=15, lr=3e-3, pretrained=False, **FAST)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     assert loader_workers(config) >= min(1, cores - 1)  # chips are drawn beside the GPU's steps by default (with a core to spare)
     result = train(config)
     assert result.steps == 30 and result.device.startswith("cuda")
