@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import geoccseg
-from geoccseg.benchmark.machine import usable_cores
+from geoccseg.cores import usable_cores
 from geoccseg.cli import cli
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference import export

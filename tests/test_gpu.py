@@ -15,7 +15,7 @@ import pytest
 import rasterio
 import torch
 
-from geoccseg.benchmark.machine import usable_cores
+from geoccseg.cores import usable_cores
 from geoccseg.inference.engine import resolve_engine
 from geoccseg.inference.predict import PredictOptions, predict_scene
 from geoccseg.io.bundle import resolve_model

@@ -22,9 +22,9 @@ import geoccseg.io
 from geoccseg.cli import cli
 from geoccseg.inference.pipeline import is_scene
 
-BOTTOM = ("geoccseg.errors", "geoccseg.label_values", "geoccseg.quiet")
-"""Modules below every layer: the one error type, the values of label masks, and warnings ignored
-in blocks that take turns across threads."""
+BOTTOM = ("geoccseg.cores", "geoccseg.errors", "geoccseg.label_values", "geoccseg.quiet")
+"""Modules below every layer: the cores a process may use, the one error type, the values of label
+masks, and warnings ignored in blocks that take turns across threads."""
 
 
 def _modules_loaded_by(module: str) -> list[str]:

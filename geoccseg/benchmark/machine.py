@@ -8,9 +8,10 @@ CUDA is available, the GPU.
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
+
+from geoccseg.cores import usable_cores
 
 
 def cpu_model() -> str:
@@ -22,14 +23,6 @@ def cpu_model() -> str:
             if key.strip() in ("model name", "Processor", "cpu model") and value.strip():
                 return value.strip()
     return platform.processor() or platform.machine() or "unknown processor"
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def machine() -> str:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from geoccseg.data.base import TrainingData
 from geoccseg.data.photos import PhotoTrainingData
+from geoccseg.cores import usable_cores
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
@@ -155,8 +156,7 @@ def loader_workers(c: TrainConfig) -> int:
         return c.num_workers
     if not _on_cuda(c):
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(4, cores // c.devices - 1))
+    return max(0, min(4, usable_cores() // c.devices - 1))
 
 
 def train(config: TrainConfig) -> TrainResult:
