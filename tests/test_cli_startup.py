@@ -51,9 +51,9 @@ def test_group_help_and_version_import_no_heavy_module(flag: str) -> None:
 def test_each_commands_help_loads_no_pytorch() -> None:
     """``geoccseg train --help`` took 10 s and ``info``, ``cache`` or ``predict --help`` 6-9 s on 2
     cores: their modules imported PyTorch, Lightning or TorchGeo to declare their options (and each
-    package's ``__init__`` imported its heavy submodules). Now a command imports them when it runs;
-    ``demo --help`` still does (its options come from the demo module, which trains)."""
-    names = sorted(set(COMMANDS) - {"demo"})
+    package's ``__init__`` imported its heavy submodules), ``demo --help`` 11 s (its defaults came from
+    the module that trains). Now a command imports them when it runs."""
+    names = sorted(COMMANDS)
     done = _run_python(
         "import sys\n"
         "from geoccseg.cli import cli\n"
@@ -72,9 +72,10 @@ def test_each_commands_help_loads_no_pytorch() -> None:
 def test_packages_list_their_names_and_import_them_on_first_use() -> None:
     done = _run_python(
         "import sys\n"
-        "import geoccseg.inference, geoccseg.models, geoccseg.suggest, geoccseg.train\n"
+        "import geoccseg.demo, geoccseg.inference, geoccseg.models, geoccseg.suggest, geoccseg.train\n"
         "assert 'torch' not in sys.modules\n"
         "assert {'load_bundle', 'ModelConfig'} <= set(dir(geoccseg.models)) and 'run_predict' in dir(geoccseg.inference)\n"
+        "assert 'run_demo' in dir(geoccseg.demo) and geoccseg.demo.STEPS == 200\n"
         "from geoccseg.train import TrainConfig\n"
         "assert 'torch' not in sys.modules, 'TrainConfig loaded PyTorch'\n"
         "from geoccseg.models import load_bundle\n"

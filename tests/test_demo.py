@@ -189,7 +189,7 @@ def test_full_demo_labels_a_strip_and_maps_the_rest(tmp_path: Path, request) -> 
 def test_importing_the_demo_and_training_leaves_a_notebooks_plot_backend_alone() -> None:
     """They drew through pyplot after matplotlib.use('Agg') at import: in Jupyter, after
     %matplotlib inline, importing them switched plt.show() to a backend that shows nothing."""
-    code = ("import matplotlib; matplotlib.use('svg'); import geoccseg.demo, geoccseg.train.callbacks; "
+    code = ("import matplotlib; matplotlib.use('svg'); import geoccseg.demo.run, geoccseg.train.callbacks; "
             "print(matplotlib.get_backend())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -224,7 +224,7 @@ def test_a_demo_failing_among_its_moves_puts_the_earlier_demos_files_back(quick,
         real_move(tmp, dest, overwrite)
 
     monkeypatch.setattr(atomic, "move_into_place", failing)
-    monkeypatch.setattr("geoccseg.demo.move_into_place", failing, raising=False)  # where a demo moves by itself
+    monkeypatch.setattr("geoccseg.demo.run.move_into_place", failing, raising=False)  # where a demo moves by itself
     with pytest.raises(OSError, match="Input/output error"):
         run_demo(out, quick=True, progress=False, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -7,7 +7,7 @@ import sys
 import click
 
 from geoccseg.cli.verbosity import show_progress, verbosity_options
-from geoccseg.demo import STEPS, run_demo
+from geoccseg.demo import STEPS
 from geoccseg.train.signals import TrainingStopped
 
 
@@ -24,6 +24,8 @@ def command(out_dir: str, quick: bool, model: str, steps: int, overwrite: bool) 
     on it and map the rest (1-2 minutes on 2 CPU cores); print both scores on the unlabeled 60 %.
     Writes roads.gpkg, road_probability.tif, labeled_strip.gpkg, roads_fine_tuned.gpkg and preview.png
     (with --quick: roads.gpkg, road_probability.tif and preview.png)."""
+    from geoccseg.demo import run_demo  # PyTorch and Lightning: only when the demo runs, not for --help
+
     try:
         result = run_demo(out_dir, quick=quick, model=model, steps=steps, progress=show_progress(), overwrite=overwrite)
     except TrainingStopped as exc:  # SIGINT / SIGTERM while fine-tuning: one line, the shell's status for it

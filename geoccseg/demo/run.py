@@ -1,12 +1,5 @@
-"""``geoccseg demo``: the tool's workflow on the shipped sample scene, in one command on a CPU.
-
-(a) The shipped road model maps the SpaceNet Las Vegas sample (resampled to the model's 1 m pixels
-and back): probability COG and road lines. (b) "Label a strip": the sample's truth centrelines in its
-western 40 % are the labels of a labeled area (AOI), the road model is fine-tuned on them with the
-method, and the fine-tuned model maps the rest. Both are scored on the unlabeled eastern 60 %
-(:mod:`geoccseg.evaluate.strip`, as ``pipelines/benchmark_own_scene.py`` does), and ``preview.png``
-shows them side by side. ``quick`` runs (a) alone. It is the first command a newcomer runs.
-"""
+"""What ``geoccseg demo`` runs (:mod:`geoccseg.demo`): the shipped model on the sample, fine-tuning
+on a strip, scores and the preview."""
 
 from __future__ import annotations
 
@@ -36,6 +29,7 @@ from shapely.geometry import Polygon
 from geoccseg.benchmark import quiet_lightning
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import LineCounts, Strips, clipped, score_rest, strips
+from geoccseg.demo.settings import BUFFER_M, FINE_TUNE, LABELED_FRACTION, STEPS
 from geoccseg.evaluate.files import read_lines
 from geoccseg.inference.pipeline import PredictResult, run_predict
 from geoccseg.io.atomic import atomic_path, check_writable, move_all_into_place, scratch_dir
@@ -46,23 +40,6 @@ from geoccseg.io.probability import probabilities
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import load_bundle
 from geoccseg.train import TrainConfig, train
-
-LABELED_FRACTION = 0.4
-"""Share of the sample's width, from the west, whose roads are the labels of part (b)."""
-BUFFER_M = 5.0
-"""Centreline buffer of the scores, in metres."""
-STEPS = 200
-"""Fine-tuning steps of part (b); see :data:`FINE_TUNE`."""
-FINE_TUNE = {"width_m": 8.0, "tile_px": 128, "batch_size": 4, "unlabeled_batch_size": 4, "lr": 1e-3,
-             "unlabeled_start_steps": 50, "rampup_steps": 200}
-"""Training options of part (b), besides the data and ``init_from``: the ``tuned_full`` arm of
-``pipelines/benchmark_own_scene.py`` (labels 8 m wide, 128-px chips, batches of 4 labeled and 4
-unlabeled chips, learning rate 1e-3, the unlabeled terms from step 50 over a 200-step ramp-up as
-in its 300-step runs), at the road model's pixel size (1 m), with ``geoccseg train``'s default
-centreline band (3 px; measured on one machine: completeness 0.94 against 0.92 without it, the
-same correctness 0.94 and time). 200 steps instead of its 300 keep the
-demo within about 1-2 minutes on 2 CPU cores (measured: README, quick start)."""
-
 
 @dataclass
 class StripResult:
