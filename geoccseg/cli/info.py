@@ -9,7 +9,7 @@ import click
 
 from geoccseg.cli.kinds import refuse_options
 from geoccseg.cli.verbosity import verbosity_options
-from geoccseg.io.scene import parse_bands
+from geoccseg.io.scene import describe_scene, parse_bands
 from geoccseg.models.config import check_tile_px
 
 
@@ -40,10 +40,10 @@ def command(ctx, scene, labels, aoi, val_aoi, classes, class_column, width_m, ba
     check_tile_px(tile_px)
     if not labels:  # they describe labeled chips, which only labels give (an AOI says where they are complete)
         refuse_options(ctx, ("aoi", *LABEL_ONLY), "counting labeled chips, with --labels", " or add --labels")
-    from geoccseg.data.scenes import SceneTrainingData, describe_scene  # PyTorch and TorchGeo: not for --help, a mistyped or a refused option
-
     facts = describe_scene(scene, band_list)
     if labels:  # validated before anything is printed, so errors stay one line
+        from geoccseg.data.scenes import SceneTrainingData  # PyTorch and TorchGeo: only to count chips
+
         data = SceneTrainingData(
             [scene], labels=labels, aoi=aoi, val_aoi=val_aoi, classes=[c.strip() for c in classes.split(",") if c.strip()], class_column=class_column,
             width_m=width_m, bands=band_list, tile_px=tile_px, pixel_size_m=pixel_size_m,

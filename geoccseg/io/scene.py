@@ -396,3 +396,22 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
                             f"CRS ({scene.crs.to_string()}): no pixel size follows from them; assign the CRS they are in, e.g. "
                             f"`rio edit-info --crs EPSG:32611 {path}` for UTM zone 11N")
     return scene
+
+
+def describe_scene(path: str | os.PathLike, bands: list[int] | None = None) -> dict:
+    """Facts about a scene for ``geoccseg info``: size, bands, dtypes, CRS, pixel size, nodata share."""
+    scene = open_scene(path, bands, north_up=True)
+    ds = scene.dataset
+    valid_probe = ds.dataset_mask(out_shape=(min(scene.height, 2048), min(scene.width, 2048)))
+    return {
+        "path": str(path),
+        "width": scene.width,
+        "height": scene.height,
+        "band_count": scene.band_count,
+        "dtypes": list(ds.dtypes),
+        "input_bands": list(scene.bands),
+        "crs": scene.crs.to_string(),
+        "pixel_size_m": scene.pixel_size_xy_m,
+        "mask": scene.mask_kind,
+        "nodata_share": float((valid_probe == 0).mean()),
+    }
