@@ -80,3 +80,32 @@ def test_a_scene_with_nodata_is_stretched_over_its_valid_pixels(tmp_path: Path, 
     assert np.isfinite(shown).all() and (shown[:, :15] == 0).all()
     inside = shown[:, 15:]
     assert inside.min() == pytest.approx(0.0, abs=0.03) and inside.max() == pytest.approx(1.0, abs=0.03)  # stretched over 100..200
+
+
+def test_a_pixel_that_holds_the_nodata_value_in_one_band_only_is_a_real_pixel(tmp_path: Path) -> None:
+    """An RGB scene with nodata 0 on every band (what ``gdalwarp -dstnodata 0`` writes): a pixel was
+    read as nodata when any band held 0, so a deep shadow of (0, 14, 31) or yellow paint of (255,
+    221, 0) was dropped from training and left without prediction, while ``geoccseg info`` counted
+    it valid. A pixel is nodata where every band is, as GDAL's dataset mask and QGIS read it."""
+    import rasterio
+
+    from geoccseg.io.catalog import sample_scene
+    from geoccseg.io.scene import describe_scene
+
+    with rasterio.open(sample_scene()) as src:
+        rgb, profile = src.read([1, 2, 3]), src.profile
+    rgb = np.maximum(rgb, 1)  # no stored 0 but those made below
+    rgb[:, :, :100] = 0  # a collar of nodata
+    rgb[0, 500:600, 500:600] = 0  # a shadow without red
+    rgb[2, 700:720, 300:900] = 0  # yellow paint
+    path = tmp_path / "nodata0.tif"
+    profile.update(count=3, nodata=0, photometric="RGB")
+    with rasterio.open(path, "w", **{k: v for k, v in profile.items() if k not in ("alpha",)}) as dst:
+        dst.write(rgb)
+    scene = open_scene(path)
+    assert scene.mask_kind == "nodata"
+    image, valid = scene.read()
+    assert not valid[:, :100].any() and valid[:, 100:].all()
+    np.testing.assert_array_equal(image[:, 500:600, 500:600], rgb[:, 500:600, 500:600])  # the shadow's pixels as stored
+    facts = describe_scene(path)
+    assert facts["nodata_share"] == pytest.approx(100 / rgb.shape[2], abs=1e-9)  # info counts what training and prediction read

@@ -29,7 +29,7 @@ from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from geoccseg.io.labels import Labels, transform_for
 from geoccseg.io.normalize import NormStats
-from geoccseg.io.scene import Scene, readable
+from geoccseg.io.scene import Scene, readable, valid_pixels
 from geoccseg.label_values import IGNORE_INDEX
 
 Query = tuple[slice, slice, slice]
@@ -160,7 +160,7 @@ class SceneChips(GeoDataset):
                 mask = self.labels.rasterize(bounds, shape)
                 with readable(scene.source or scene.path):
                     valid = scene.dataset.read_masks(list(scene.bands), window=block, out_shape=(len(scene.bands), *shape))
-                keep = np.all(valid > 0, axis=0) & region_mask(region, bounds, shape) & (mask != IGNORE_INDEX)
+                keep = valid_pixels(valid) & region_mask(region, bounds, shape) & (mask != IGNORE_INDEX)
                 counts += np.bincount(mask[keep], minlength=num_classes)[:num_classes]
         return counts
 

@@ -199,8 +199,8 @@ class Scene:
         ``resampling``, and valid bool (H, W)."""
         ds = self.dataset
         with readable(self.source or self.path):
-            masks = ds.read_masks(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=Resampling.nearest)
-            valid = np.all(masks > 0, axis=0)
+            valid = valid_pixels(ds.read_masks(list(self.bands), window=window, out_shape=(len(self.bands), *shape),
+                                               resampling=Resampling.nearest))
             if resampling is None:
                 return None, valid
             image = ds.read(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=resampling,
@@ -249,6 +249,15 @@ def _cells_inside(
         centres = offset + (np.arange(a, b) + 0.5) * step
         out.append(((a, b), (start_px, stop_px), (centres >= 0) & (centres < size)))
     return out
+
+
+def valid_pixels(masks: np.ndarray) -> np.ndarray:
+    """The valid pixels (H, W) of a scene's band masks (C, H, W; ``read_masks``): valid where any band
+    is, as GDAL's dataset mask and QGIS read it. An alpha band or internal mask is the same on every
+    band; a nodata value is tested band by band, and a real pixel may hold it in one band (a shadow
+    of (0, 14, 31) or yellow paint of (255, 221, 0) in an RGB scene with nodata 0: with every band
+    required, such pixels were dropped from training and left without prediction)."""
+    return np.any(masks > 0, axis=0)
 
 
 def _mask_kind(ds: rasterio.io.DatasetReader) -> str:
