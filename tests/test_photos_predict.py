@@ -203,6 +203,33 @@ def test_resume_skips_complete_photos_and_refuses_without_it(photo_dir: Path, ph
     assert read_summary(out) == before  # measurements read back from the probability images
 
 
+def test_resume_predicts_again_a_photo_replaced_since(data_dir: Path, tmp_path: Path) -> None:
+    """A resume knew a photo by its name and pixel size: a site shot again and copied over the old
+    photos (same camera, same names) kept the old probabilities and crack measurements as "ok".
+    Each probability PNG now records the file it was predicted from (size and modification time)."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    for stem in ("001", "002"):
+        (photos / f"{stem}.jpg").symlink_to(data_dir / "cfd" / "images" / f"{stem}.jpg")
+    command = ["predict", str(photos), "-o", str(out), "--device", "cpu", "--no-overlay"]
+    assert CliRunner().invoke(cli, command).exit_code == 0
+    kept = (out / "probability" / "001.png").stat().st_mtime_ns
+    (photos / "002.jpg").unlink()
+    (photos / "002.jpg").symlink_to(data_dir / "cfd" / "images" / "005.jpg")  # another photo of the same size, same name
+    result = CliRunner().invoke(cli, [*command, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "1 predicted, 1 resumed" in result.stdout
+    assert (out / "probability" / "001.png").stat().st_mtime_ns == kept
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "005.jpg").symlink_to(data_dir / "cfd" / "images" / "005.jpg")
+    assert CliRunner().invoke(cli, ["predict", str(fresh), "-o", str(tmp_path / "fresh-out"), "--device", "cpu", "--no-overlay"]).exit_code == 0
+    replaced = np.asarray(Image.open(out / "probability" / "002.png"))
+    np.testing.assert_array_equal(replaced, np.asarray(Image.open(tmp_path / "fresh-out" / "probability" / "005.png")))
+    rows = {row["image"]: row for row in read_summary(out)}
+    assert rows["002.jpg"]["crack_count"] == read_summary(tmp_path / "fresh-out")[0]["crack_count"]
+
+
 def test_evaluate_works_on_the_probability_folder(data_dir: Path, photo_run, tmp_path: Path) -> None:
     out, _ = photo_run
     truth = tmp_path / "truth"

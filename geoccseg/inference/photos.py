@@ -225,7 +225,9 @@ class _Run:
                 *([self.confidence_path(photo)] if self.confidence else [])]
 
     def complete(self, photo: Path) -> bool:
-        """The photo's outputs are all there, and its probability PNG has the photo's size.
+        """The photo's outputs are all there, and its probability PNG has the photo's size and was
+        predicted from this very file (:data:`SOURCE_TAG`, where recorded): a photo replaced since
+        is predicted again.
 
         Raises:
             GeoccsegError: the probability PNG was predicted by another model or with other chips.
@@ -236,6 +238,8 @@ class _Run:
         if info is None or info[0] != photo_size(photo, exif_orientation=True):
             return False
         recorded = info[1]
+        if recorded.get(SOURCE_TAG, source_stamp(photo)) != source_stamp(photo):  # unrecorded: an older run's
+            return False
         if STATE_TAG not in recorded and WEIGHTS_TAG in recorded:  # written before the state tag: the weights tag held this digest
             recorded = recorded | {STATE_TAG: recorded[WEIGHTS_TAG]}
         other = {key: recorded[key] for key in MADE_BY if recorded.get(key, self.made_by[key]) != self.made_by[key]}  # unrecorded: old
@@ -403,9 +407,9 @@ def predict_photos(
                 else:
                     while ahead and len(reads) <= read_threads and ahead[0] not in reads:
                         j = ahead.popleft()
-                        reads[j] = readers.submit(read_photo_valid, photos[j], bands=run.bands, exif_orientation=True)
+                        reads[j] = readers.submit(_read_stamped, photos[j], run.bands)
                     try:
-                        image, valid = reads.pop(i).result()
+                        stamp, image, valid = reads.pop(i).result()
                     except GeoccsegError as exc:
                         reason = str(exc)
                         skipped[photo.name] = reason
@@ -422,7 +426,7 @@ def predict_photos(
                         bundle, image, valid, tile_px=run.tile_px, overlap_px=run.overlap_px, device=run.device, batch_size=run.batch_size,
                         engine=engine,
                     )[0]
-                    writes.append((i, writer.submit(_finish, run, photo, image, prob)))
+                    writes.append((i, writer.submit(_finish, run, photo, image, prob, stamp)))
                     predicted += 1
                 while len(writes) > 2:
                     collect(*writes.popleft())
@@ -501,14 +505,36 @@ def _prepare(run: _Run, photos: list[Path], resume: bool, overwrite: bool) -> No
         check_writable(path, overwrite=True)  # a folder there, or a read-only folder, is refused now
 
 
-def _finish(run: _Run, photo: Path, image: np.ndarray, prob: np.ndarray) -> tuple[dict, gpd.GeoDataFrame]:
-    """Measure a predicted photo and write its overlay, then its probability PNG (the mark of a complete photo)."""
+SOURCE_TAG = "GEOCCSEG_SOURCE"
+"""Probability PNG text key: the photo it was predicted from, as :func:`source_stamp` names it."""
+
+
+def source_stamp(photo: Path) -> str | None:
+    """The photo file as a resume recognises it: its size in bytes and modification time (ns); None
+    when it cannot be read. A photo replaced by another of the same name and pixel size (a site shot
+    again), or turned by a viewer that rewrites only its EXIF orientation, has another stamp."""
+    try:
+        stat = photo.stat()
+    except OSError:
+        return None
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _read_stamped(photo: Path, bands: int) -> tuple[str | None, np.ndarray, np.ndarray | None]:
+    """The photo's :func:`source_stamp`, taken before it is read, and the photo as prediction reads it."""
+    stamp = source_stamp(photo)
+    return (stamp, *read_photo_valid(photo, bands=bands, exif_orientation=True))
+
+
+def _finish(run: _Run, photo: Path, image: np.ndarray, prob: np.ndarray, stamp: str | None) -> tuple[dict, gpd.GeoDataFrame]:
+    """Measure a predicted photo and write its overlay, then its probability PNG (the mark of a
+    complete photo, with the photo's ``stamp`` as read)."""
     measured = measure_cracks(prob, image=photo.name, params=run.params, pixel_size_mm=run.pixel_size_mm)
     if run.overlay:
         write_overlay(image, measured.branches, run.overlay_path(photo), overwrite=run.replace)
     if run.confidence:
         write_confidence_png(prob, run.confidence, run.confidence_path(photo), overwrite=run.replace)
-    write_probability_png(prob, run.probability(photo), overwrite=run.replace, tags=run.made_by)
+    write_probability_png(prob, run.probability(photo), overwrite=run.replace, tags=run.made_by | ({SOURCE_TAG: stamp} if stamp else {}))
     return _row(photo, measured), measured.branches
 
 
