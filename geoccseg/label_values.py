@@ -50,6 +50,13 @@ def unlabeled_is_255(held: np.ndarray) -> bool:
     return bool(held[255] and held[1:128].any() and not held[128:255].any())
 
 
+def marks_unlabeled_255(held: np.ndarray, k: int) -> bool:
+    """Class indices of ``k`` foreground classes with 255 for unlabeled pixels: :func:`unlabeled_is_255`
+    with no value above ``k`` below 128 (``label_mode``'s reading; a mask holding 0, 100 and 255, or
+    a class the model lacks, is no such mask and must not decide how a folder's 0/255 masks read)."""
+    return unlabeled_is_255(held) and not held[k + 1:128].any()
+
+
 def label_mode(name: str, held: np.ndarray, odd: float | None, k: int, classes: list[str] | None = None) -> tuple[bool, bool]:
     """``(mask, unlabeled_255)`` of labels holding the values ``held`` (:func:`held_values`): one rule
     for label rasters, photo masks and evaluated truth.
@@ -66,11 +73,15 @@ def label_mode(name: str, held: np.ndarray, odd: float | None, k: int, classes: 
     indices, high, between = values[(values >= 1) & (values <= k)], values[values >= 128], values[(values > k) & (values < 128)]
     if odd is None and len(high) == 0 and len(between) == 0:
         return False, False
-    if odd is None and len(between) == 0 and unlabeled_is_255(held):
+    if odd is None and marks_unlabeled_255(held, k):
         return False, True
-    if odd is None and len(high) and (len(indices) == 0 or len(between)):
+    smoothed = held[128:255].any()  # smoothing a 0/255 mask leaves values on both sides of 128
+    if odd is None and len(high) and (len(indices) == 0 or (len(between) and smoothed)):
         return True, False
-    held_text = f"values up to {int(values.max())}" if odd is None else f"value {odd:g}"
+    if odd is None and len(high) and len(between) and not smoothed:  # e.g. 0, 1, 2 and 255: classes the model lacks beside unlabeled pixels
+        held_text = f"class indices up to {int(between.max())} and 255"
+    else:
+        held_text = f"values up to {int(values.max())}" if odd is None else f"value {odd:g}"
     named = f"the classes {', '.join(classes)}" if classes else f"{k} class(es)"
     raise GeoccsegError(f"{name} holds {held_text}: give a 0/255 or 0/1 mask, or class indices 0..{k} (background and {named}; "
                         "255 may mark unlabeled pixels); resample masks with nearest, never bilinear")

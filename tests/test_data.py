@@ -160,6 +160,25 @@ def test_labels_in_utm_give_the_same_mask(vegas, tmp_path):
     assert ma.mean() > 0.1 and _iou(ma, mb) > 0.95
 
 
+def test_labels_inside_geometry_collections_are_labels(vegas, tmp_path):
+    """A GeometryCollection (what a clip or a union writes to a layer of mixed types) was neither a
+    line nor a polygon and was dropped without a word; with the rest of the file the area still
+    counted as labeled, so its roads were learnt as background."""
+    lines = gpd.read_file(vegas / "vegas_img0_roads.geojson")
+    mixed = lines.copy()
+    pairs = [shapely.GeometryCollection([g, g.buffer(0.00002)]) for g in lines.geometry[:10]]  # a road and a polygon around it
+    mixed.loc[mixed.index[:10], "geometry"] = gpd.GeoSeries(pairs, index=mixed.index[:10], crs=lines.crs)
+    mixed.to_file(tmp_path / "mixed.gpkg")
+    assert (gpd.read_file(tmp_path / "mixed.gpkg").geom_type == "GeometryCollection").sum() == 10
+    scene = open_scene(vegas / "vegas_img0_rgb.tif")
+    shape = (scene.height, scene.width)
+    plain = VectorLabels.open(vegas / "vegas_img0_roads.geojson", scene.crs, width_m=6.0).rasterize(scene.bounds, shape) == 1
+    read = VectorLabels.open(tmp_path / "mixed.gpkg", scene.crs, width_m=6.0)
+    assert read.features == len(lines)
+    mask = read.rasterize(scene.bounds, shape) == 1
+    assert (mask >= plain).all() and mask.sum() < 1.1 * plain.sum()  # every road, and the polygons' few pixels beyond them
+
+
 def test_a_mask_with_nodata_0_is_background_not_missing(vegas, tmp_path):
     """QGIS's Rasterize writes nodata 0 by default. In a mask 0 is background: read as missing,
     every background pixel was ignored (training saw road pixels only, evaluation no false positive).
@@ -517,6 +536,42 @@ def test_chips_respect_aoi_validation_and_nodata(masked_scene, vegas, tmp_path):
     assert any((item["mask"].numpy() == 1).any() for item in items), "roads inside the validation region"
 
 
+def test_one_odd_mask_does_not_turn_a_folders_0_255_masks_into_unlabeled_ones(data_dir, tmp_path, caplog):
+    """A folder of 0/255 masks became a folder "marking unlabeled pixels with 255" as soon as one
+    mask held 255 beside any value under 128 (an annotator's grey 100 for an uncertain stretch):
+    every other mask's cracks were then read as unlabeled, and training stopped with advice no seed
+    could follow. Only a mask that reads as class indices with 255 unlabeled decides so now; when
+    one does (a 0/255 mask re-saved from a JPEG holds 0, 1 and 255), training says which and what
+    it changes."""
+    source = data_dir / "deepcrack" / "train"
+    stems = [p.stem for p in sorted((source / "images").iterdir())[:4]]
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for stem in stems:
+        shutil.copy(source / "images" / f"{stem}.jpg", tmp_path / "images")
+        Image.fromarray((read_mask(source / "masks" / f"{stem}.png") * 255).astype(np.uint8)).save(tmp_path / "masks" / f"{stem}.png")
+    whole = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=64)
+    assert not whole.unlabeled_255
+    odd = np.asarray(Image.open(tmp_path / "masks" / f"{stems[0]}.png")).copy()
+    odd[:10][odd[:10] == 0] = 100  # "uncertain"
+    Image.fromarray(odd).save(tmp_path / "masks" / f"{stems[0]}.png")
+    with caplog.at_level("WARNING"):
+        data = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=64)
+    assert not data.unlabeled_255 and not caplog.records
+    assert data.class_counts()[1] == whole.class_counts()[1]  # the 100s are background, the cracks everywhere crack
+    resaved = np.asarray(Image.open(tmp_path / "masks" / f"{stems[0]}.png")).copy()
+    resaved[resaved == 100] = 0
+    resaved[:1][resaved[:1] == 0] = 1  # JPEG noise kept by a PNG
+    Image.fromarray(resaved).save(tmp_path / "masks" / f"{stems[0]}.png")
+    with caplog.at_level("WARNING"):
+        data = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.0, tile_px=64)
+    assert data.unlabeled_255
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert (f"geoccseg: warning: masks {tmp_path / 'masks'}: {stems[0]}.png holds class indices with 255 for unlabeled pixels, so the 3 mask(s) of only 0 "
+            f"and 255 (e.g. {stems[1]}.png) are read as photos without crack, their 255 unlabeled; if they are 0/255 masks, make it "
+            "0/255 too") == warning
+
+
 def test_photo_masks_in_colour_palette_or_class_indices(data_dir, tmp_path):
     """A red-on-black mask read as grey (luminance 76) was all background; class indices above 1
     were thresholded at 128 into background. Palette masks give their indices."""
@@ -539,6 +594,21 @@ def test_photo_masks_in_colour_palette_or_class_indices(data_dir, tmp_path):
     ignore[:20] = 255
     Image.fromarray(ignore).save(tmp_path / "ignore.png")
     assert np.array_equal(read_mask(tmp_path / "ignore.png"), np.where(np.arange(len(crack))[:, None] < 20, IGNORE_INDEX, crack))
+    # ... and beside a class the model lacks (crack 1, spalling 2, void 255): it read as a smoothed
+    # 0/255 mask, the void as crack and the cracks as background, without a word
+    void = ignore.copy()
+    void[20:30][crack[20:30] == 0] = 2
+    Image.fromarray(void).save(tmp_path / "void.png")
+    with pytest.raises(GeoccsegError, match="mask void.png holds class indices up to 2 and 255: give a 0/255 or 0/1 mask, or class "
+                                            r"indices 0..1 \(background and 1 class\(es\); 255 may mark unlabeled pixels\)"):
+        read_mask(tmp_path / "void.png")
+    assert np.array_equal(read_mask(tmp_path / "void.png", num_classes=3), np.where(void == 255, IGNORE_INDEX, void))
+    smoothed = np.where(crack == 1, 255, 0).astype(np.uint8)
+    smoothed[np.roll(crack, 1, axis=1) == 1] = np.maximum(smoothed[np.roll(crack, 1, axis=1) == 1], 60)  # an anti-aliased edge
+    smoothed[np.roll(crack, -1, axis=1) == 1] = np.maximum(smoothed[np.roll(crack, -1, axis=1) == 1], 190)
+    smoothed[0, 0] = 1
+    Image.fromarray(smoothed).save(tmp_path / "smoothed.png")
+    assert np.array_equal(read_mask(tmp_path / "smoothed.png"), (smoothed >= 128).astype(np.uint8))  # still a smoothed 0/255 mask
     # a JPEG of a 0/255 mask holds compression noise near 0 and 255 ({0, 1, 255} here): still a 0/255
     # mask (read as classes with 255 unlabeled, its crack was ignored and its noise became crack)
     line = np.zeros((64, 64), np.uint8)
@@ -933,6 +1003,37 @@ def test_a_photo_whose_body_is_damaged_is_named_before_training_or_left_out_when
         PhotoTrainingData(images2, masks2, labeled_names=[labeled.stem], norm=norm)
 
 
+def test_two_images_of_one_name_in_a_training_folder_are_refused(data_dir, tmp_path):
+    """Photos pair with masks by name, and a folder holding a.jpg and a.png kept the later name
+    alone without a word: a photo dropped from training, or a mask beside an overlay export of the
+    same name (x.jpg) paired with the wrong one."""
+    cfd = data_dir / "cfd"
+    images, masks = _link_source(tmp_path, [(cfd / "images" / f"{s}.jpg", cfd / "masks" / f"{s}.png") for s in ("001", "002", "003")])
+    assert len(PhotoTrainingData(images, masks, labeled_fraction=1.0).labeled_pairs) == 3
+    (masks / "002.jpg").symlink_to(cfd / "images" / "002.jpg")  # an overlay of the photo, saved beside its mask
+    with pytest.raises(GeoccsegError, match=rf"masks folder {masks} holds both 002.jpg and 002.png: images pair with masks by name; "
+                                            "keep one file per name"):
+        PhotoTrainingData(images, masks, labeled_fraction=1.0)
+    (masks / "002.jpg").unlink()
+    Image.open(cfd / "images" / "003.jpg").save(images / "003.png")  # a converted copy of a photo
+    with pytest.raises(GeoccsegError, match=rf"images folder {images} holds both 003.jpg and 003.png"):
+        PhotoTrainingData(images, masks, labeled_fraction=1.0)
+
+
+def test_a_png_whose_compressed_pixels_are_damaged_is_unreadable_in_prediction_too(data_dir, tmp_path):
+    """Prediction reads the EXIF orientation, and Pillow decodes a PNG to find it: the decoding
+    error was swallowed there, and the next read handed back the rows decoded before the damage
+    with the rest black (half the photo here), predicted as "ok". Training refused the same file."""
+    Image.open(data_dir / "cfd" / "images" / "001.jpg").save(tmp_path / "photo.png")
+    data = bytearray((tmp_path / "photo.png").read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()  # a transfer error
+    (tmp_path / "photo.png").write_bytes(bytes(data))
+    for exif_orientation in (False, True):  # training's reading, prediction's
+        with pytest.raises(GeoccsegError, match="cannot read photo photo.png: "):
+            read_photo(tmp_path / "photo.png", exif_orientation=exif_orientation)
+
+
 def test_a_mask_drawn_on_the_exif_turned_photo_says_so(tmp_path):
     """Annotation tools show a phone photo turned by its EXIF orientation, so its mask has the turned
     size; training reads photos as stored, and the size error did not say why they differ."""
@@ -949,6 +1050,35 @@ def test_a_mask_drawn_on_the_exif_turned_photo_says_so(tmp_path):
     with pytest.raises(GeoccsegError, match=r"mask p0.png is 40x96, the size of photo p0.jpg turned by its EXIF orientation, "
                                             r"but training reads photos as stored \(96x40\)"):
         PhotoTrainingData(images, masks, labeled_fraction=0.5, classes=["crack"])
+
+
+def test_labeled_photos_that_viewers_turn_without_changing_their_size_are_named(tmp_path, caplog):
+    """A phone photo held upside down (EXIF orientation 3) keeps its size when turned, so a mask
+    drawn on it as annotation tools show it passed the size check and trained 180 degrees off its
+    cracks, silently. Which way such a mask was drawn cannot be read from it: training says so."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    upside_down = Image.Exif()
+    upside_down[0x0112] = 3
+    for i in range(4):
+        photo = np.full((40, 96, 3), 120, np.uint8)
+        photo[:, 10:14] = 40  # a dark crack
+        Image.fromarray(photo).save(images / f"p{i}.jpg", **({"exif": upside_down} if i < 2 else {}))
+        mask = np.zeros((40, 96), np.uint8)
+        mask[:, 10:14] = 255
+        Image.fromarray(mask).save(masks / f"p{i}.png")
+    with caplog.at_level("WARNING"):
+        PhotoTrainingData(images, masks, labeled_fraction=1.0, val_fraction=0.0, classes=["crack"])
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("geoccseg: warning: 2 labeled photo(s) carry an EXIF orientation (e.g. p0.jpg: 3, which viewers and "
+                              "annotation tools show turned 180 degrees); training reads photos and masks as stored"), warning
+    for i in range(2):  # the same photos without the tag: nothing to say
+        Image.fromarray(np.asarray(Image.open(images / f"p{i}.jpg"))).save(images / f"p{i}.jpg")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        PhotoTrainingData(images, masks, labeled_fraction=1.0, val_fraction=0.0, classes=["crack"])
+    assert not caplog.records
 
 
 def test_a_per_image_model_trained_on_several_scenes_sees_each_as_prediction_does(vegas, tmp_path):

@@ -28,7 +28,7 @@ from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, LOSSY_SUFFIXES, PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_uint8
-from geoccseg.label_values import COLOUR_TOLERANCE, IGNORE_INDEX, held_values, label_mode, unlabeled_is_255
+from geoccseg.label_values import COLOUR_TOLERANCE, IGNORE_INDEX, held_values, label_mode, marks_unlabeled_255
 from geoccseg.models.config import check_tile_px
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,20 @@ def is_photo_file(path: Path) -> bool:
 
 
 def list_images(folder: str | os.PathLike, what: str = "images", *, allow_empty: bool = False) -> dict[str, Path]:
-    """Image files of a folder by stem, sorted; an empty folder is refused unless ``allow_empty``."""
+    """Image files of a folder by stem, sorted; an empty folder is refused unless ``allow_empty``, and
+    so is one with two images of one name (``a.jpg`` and ``a.png``: photos and masks pair by name,
+    and the later name silently replaced the other)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise GeoccsegError(f"{what} folder {folder} does not exist")
-    files = {p.stem: p for p in sorted(folder.iterdir()) if is_photo_file(p)}
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not is_photo_file(path):
+            continue
+        if path.stem in files:
+            raise GeoccsegError(f"{what} folder {folder} holds both {files[path.stem].name} and {path.name}: images pair with "
+                                "masks by name; keep one file per name (move or rename the other)")
+        files[path.stem] = path
     if not files and not allow_empty:
         raise GeoccsegError(f"{what} folder {folder} holds no image ({', '.join(sorted(PHOTO_SUFFIXES))})")
     return files
@@ -70,6 +79,11 @@ _TURNS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
 }
+
+
+#: How viewers show a photo of each EXIF orientation, for messages.
+_SHOWN = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down", 5: "mirrored and turned", 6: "turned 90 degrees clockwise",
+          7: "mirrored and turned", 8: "turned 90 degrees anticlockwise"}
 
 
 def _orientation(im: Image.Image) -> int | None:
@@ -112,6 +126,8 @@ def read_photo_valid(path: Path, *, bands: int | None = None,
         with Image.open(path) as im:
             if im.mode == "F":
                 raise GeoccsegError(f"photo {Path(path).name} has 32-bit floating-point pixels; save it as an 8- or 16-bit image")
+            im.load()  # decoded here, where a damaged file is an error: reading the EXIF of a PNG decodes it, and a
+            # decoding error swallowed there left Pillow handing back the rows decoded so far, the rest black
             turn = _TURNS.get(_orientation(im)) if exif_orientation else None
             alpha = None
             if _transparent(im):
@@ -180,6 +196,16 @@ def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int]
     except UNREADABLE:
         return None
     return (height, width) if turned else (width, height)
+
+
+def turned_for_display(path: Path) -> int | None:
+    """The EXIF orientation (2-8) by which viewers turn or mirror a photo; None when they show it as stored."""
+    try:
+        with Image.open(path) as im:
+            orientation = _orientation(im)
+    except UNREADABLE:
+        return None
+    return orientation if orientation in _TURNS else None
 
 
 def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
@@ -309,22 +335,23 @@ def mask_classes(path: Path, held: np.ndarray, num_classes: int = 2, unlabeled_2
     return (values >= 128).astype(np.uint8) if mask else values  # 255 beside classes: IGNORE_INDEX
 
 
-def masks_mark_unlabeled_255(held: Sequence[tuple[Path, np.ndarray]]) -> bool:
-    """Whether some of a folder's masks mark unlabeled pixels with 255 (255 beside class indices,
-    :func:`geoccseg.label_values.unlabeled_is_255`): then a mask of only 0 and 255 there is a
-    photo without the class, its 255 unlabeled, as ``evaluate`` reads such a folder.
+def masks_mark_unlabeled_255(held: Sequence[tuple[Path, np.ndarray]], k: int = 1) -> list[Path]:
+    """The masks of a folder that mark unlabeled pixels with 255 (255 beside class indices 1..``k``,
+    :func:`geoccseg.label_values.marks_unlabeled_255`): where there is one, a mask of only 0 and
+    255 there is a photo without the class, its 255 unlabeled, as ``evaluate`` reads such a folder.
 
     Args:
         held: each mask's path and the values it holds ((256,) bool, :func:`held_values` of its
             stored values); JPEG masks (compression noise) are left out.
+        k: the number of foreground classes.
     """
-    return any(Path(path).suffix.lower() not in LOSSY_SUFFIXES and unlabeled_is_255(values) for path, values in held)
+    return [Path(path) for path, values in held if Path(path).suffix.lower() not in LOSSY_SUFFIXES and marks_unlabeled_255(values, k)]
 
 
 def mask_files_mark_unlabeled_255(paths: Iterable[Path]) -> bool:
-    """:func:`masks_mark_unlabeled_255` of mask files, each read once (the ``unlabeled_255`` of
-    :func:`read_mask` for masks read one by one after)."""
-    return masks_mark_unlabeled_255([(Path(path), held_values(_mask_pixels(Path(path)))[0]) for path in paths])
+    """Whether some of these mask files mark unlabeled pixels with 255 (:func:`masks_mark_unlabeled_255`,
+    one class), each read once (the ``unlabeled_255`` of :func:`read_mask` for masks read one by one after)."""
+    return bool(masks_mark_unlabeled_255([(Path(path), held_values(_mask_pixels(Path(path)))[0]) for path in paths]))
 
 
 def _tensors(item: dict, norm: NormStats) -> dict:
@@ -517,7 +544,14 @@ class PhotoTrainingData(TrainingData):
             held.append((mask, held_values(stored)[0]))
             opaque = opaque_pixels(image)
             histograms.append(np.bincount((stored if opaque is None else stored[opaque]).ravel(), minlength=256))
-        unlabeled_255 = masks_mark_unlabeled_255(held)
+        marking = masks_mark_unlabeled_255(held, len(self.classes))
+        unlabeled_255 = bool(marking)
+        reread = [path for path, values in held if values[255] and not values[1:255].any()]
+        if marking and reread:  # e.g. one 0/255 mask re-saved from a JPEG holds 0, 1 and 255: said, since it changes the others
+            log.warning("geoccseg: warning: masks %s: %s hold%s class indices with 255 for unlabeled pixels, so the %d mask(s) of only "
+                        "0 and 255 (e.g. %s) are read as photos without %s, their 255 unlabeled; if they are 0/255 masks, make "
+                        "%s 0/255 too", masks, ", ".join(p.name for p in marking[:3]), "s" if len(marking) == 1 else "",
+                        len(reread), reread[0].name, self.classes[0], "it" if len(marking) == 1 else "those")
         counts = np.zeros(len(self.classes) + 1, dtype=np.float64)
         validation = np.zeros(len(self.classes) + 1, dtype=np.int64)
         with_foreground = []
@@ -568,6 +602,13 @@ class PhotoTrainingData(TrainingData):
                 read_photo(image)
             except GeoccsegError as exc:
                 raise GeoccsegError(f"{exc} (in {image.parent}); replace the photo, or leave it and its mask out") from None
+        turned = [(image, turn) for image, _ in self.labeled_pairs + self.val_pairs if (turn := turned_for_display(image))]
+        if turned:  # a mask of the photo's size may follow the stored pixels or the turned view: the size cannot tell
+            image, turn = turned[0]
+            log.warning("geoccseg: warning: %d labeled photo(s) carry an EXIF orientation (e.g. %s: %d, which viewers and annotation "
+                        "tools show %s); training reads photos and masks as stored: a mask drawn on the photo as shown no longer "
+                        "covers its cracks there; save such photos turned (e.g. mogrify -auto-orient) with masks drawn on them",
+                        len(turned), image.name, turn, _SHOWN[turn])
 
     # -- interface ----------------------------------------------------------------------------
     def _load(self, image_path: Path, mask_path: Path | None) -> tuple[dict, NormStats]:

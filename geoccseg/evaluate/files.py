@@ -54,7 +54,7 @@ from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
 from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TAG, decode_uint8, parse_threshold, refuse_confidence
 from geoccseg.io.scene import open_raster
-from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, unlabeled_is_255
+from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, marks_unlabeled_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
 
 log = logging.getLogger(__name__)
@@ -363,7 +363,7 @@ def _sample(values: np.ndarray) -> str:
 
 class TruthReader:
     """Reads TRUTH rasters (:func:`read_raster`); in a class-index raster whose 255 marks unlabeled
-    pixels (0/1/255, :func:`geoccseg.label_values.unlabeled_is_255`, as training reads it) those
+    pixels (0/1/255, :func:`geoccseg.label_values.marks_unlabeled_255`, as training reads it) those
     pixels are not scored.
 
     A tile holding only 0 and 255 cannot say which it is: a 0/255 mask, or a tile of such a folder
@@ -384,10 +384,11 @@ class TruthReader:
         provisionally (a tile holding only 0 and 255, before :meth:`finish`)."""
         raster = read_raster(path)
         held = _held(raster)
-        if unlabeled_is_255(held):
+        marks = marks_unlabeled_255(held, 1)  # not a tile that reads otherwise (0, 100 and 255: a 0/255 mask)
+        if marks:
             self.seen = True
         only_0_255 = bool(held[255] and not held[1:255].any())
-        if unlabeled_is_255(held) or (only_0_255 and self.finished and self.seen):
+        if marks or (only_0_255 and self.finished and self.seen):
             raster.valid = raster.valid & (raster.values != 255)
         return raster, only_0_255 and self.folder and not self.finished
 

@@ -126,6 +126,11 @@ class VectorLabels:
         features = len(gdf)
         gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
         counts = {"path": Path(path), "features": features, "empty": features - len(gdf)}
+        collections = (gdf.geom_type == "GeometryCollection").to_numpy()
+        if collections.any():  # a clip or union's output: its lines and polygons are labels like any (they were dropped,
+            # and with the rest of the file the area still counted as labeled: their roads were learnt as background)
+            parts = gdf[collections].explode(index_parts=False)
+            gdf = pd.concat([gdf[~collections], parts[~(parts.geometry.is_empty | parts.geometry.isna())]])
         points = gdf.geom_type.isin(["Point", "MultiPoint"])
         if points.any():
             raise GeoccsegError(
