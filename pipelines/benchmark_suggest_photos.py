@@ -57,22 +57,36 @@ from geoccseg.models.config import ENCODERS  # noqa: E402
 from geoccseg.train import TrainConfig  # noqa: E402
 from geoccseg.io.atomic import atomic_path  # noqa: E402
 from geoccseg.suggest.photos import suggest_photos  # noqa: E402
-from geoccseg.suggest.select import SuggestParams  # noqa: E402
+from geoccseg.suggest.select import EMBEDDINGS, SuggestParams  # noqa: E402
 
+
+
+def picks_ignore_the_model(strategy: str, params: SuggestParams) -> bool:
+    """Whether the suggested photos of ``strategy`` are the same whatever the previous round's model:
+    coverage on the ImageNet embeddings choosing the most typical photo of each cluster."""
+    return strategy.startswith("coverage") and params.embedding == "imagenet" and params.coverage_acquisition == 0
 
 
 def choose(strategy: str, model_dir: Path, pairs: dict[str, Pair], labeled: Sequence[str], pool: Sequence[str], k: int,
-           seed: int, round_: int, work: Path, params: SuggestParams) -> list[str]:
+           seed: int, round_: int, work: Path, params: SuggestParams, dataset: str) -> list[str]:
     """The ``k`` stems of ``pool`` to label next, chosen with the model in ``model_dir`` (the labeled
     photos as reference) by ``suggest_photos`` with ``params``: by acquisition score for the strategies
     named ``acquisition...``, by embedding clusters for ``coverage``; or drawn at random with
-    (seed, round) for ``random``."""
+    (seed, round) for ``random``. Where the picks do not depend on the model
+    (:func:`picks_ignore_the_model`) a round whose bundle is not kept (a seed set recorded in another
+    folder's ``results.json``) is suggested all the same."""
     if strategy == "random":
         rng = np.random.default_rng([seed, round_])
         return sorted(np.asarray(sorted(pool))[rng.permutation(len(pool))[:k]].tolist())
     photos = link_pairs(work / "photos", {s: pairs[s] for s in [*labeled, *pool]}) / "images"
     labels = link_pairs(work / "labels", {s: pairs[s] for s in labeled}) / "masks"
-    result = suggest_photos(photos, model=str(model_dir), n=k, labels=labels, options=PredictOptions(device="cpu"), params=params,
+    model = str(model_dir)
+    if not (model_dir / "bundle.json").is_file():
+        if not picks_ignore_the_model(strategy, params):
+            raise GeoccsegError(f"{model_dir} holds no bundle: its round's suggestions need it (resume in the folder that trained it)")
+        model = "crack" if DATASETS[dataset].classes == ("crack",) else "road"  # only the table's parts come from it
+        print(f"{model_dir.name}: its bundle is not kept; coverage on ImageNet embeddings picks without it (parts scored by the shipped {model} model)")
+    result = suggest_photos(photos, model=model, n=k, labels=labels, options=PredictOptions(device="cpu"), params=params,
                             strategy=strategy.split("_")[0], seed=seed * 1000 + round_, progress=False)
     by_name = {pairs[s][0].name: s for s in pool}
     return sorted(by_name[name] for name in result.suggested)
@@ -129,7 +143,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         for seed in args.seeds:
             start = split_labeled(list(train_stems), args.start_fraction, seed)[0]
             start_name = f"{args.dataset}_start_r0_s{seed}"
-            trained(start_name, "start", seed, 0, start, [])
+            if not args.final_round_only:
+                trained(start_name, "start", seed, 0, start, [])
             for strategy in (strategy_name(args.strategy, params), "random"):
                 labeled, previous = list(start), start_name
                 for round_ in range(1, args.rounds + 1):
@@ -145,8 +160,12 @@ def run(args: argparse.Namespace) -> list[dict]:
                                                 f"{args.per_round}): resume with the command that began it, or choose another --out")
                     else:
                         work = Path(tmp) / name
-                        added = choose(strategy, out / "runs" / previous, pairs, labeled, pool, args.per_round, seed, round_, work, params)
+                        added = choose(strategy, out / "runs" / previous, pairs, labeled, pool, args.per_round, seed, round_, work, params,
+                                       args.dataset)
                     labeled = sorted([*labeled, *added])
+                    if args.final_round_only and round_ < args.rounds and len(added) < len(pool):  # picks without the model: not trained
+                        previous = name
+                        continue
                     trained(name, strategy, seed, round_, labeled, added)
                     previous = name
     write_reports(records, out)
@@ -156,10 +175,10 @@ def run(args: argparse.Namespace) -> list[dict]:
 def suggest_params(args: argparse.Namespace) -> SuggestParams:
     """The suggestion settings of the command line."""
     return SuggestParams(novelty_weight=args.novelty_weight, typicality_weight=args.typicality_weight,
-                         coverage_acquisition=args.coverage_acquisition)
+                         coverage_acquisition=args.coverage_acquisition, embedding=args.embedding)
 
 
-WEIGHTS = {"acquisition": ("novelty_weight", "typicality_weight"), "coverage": ("coverage_acquisition",)}
+WEIGHTS = {"acquisition": ("novelty_weight", "typicality_weight"), "coverage": ("coverage_acquisition", "embedding")}
 """The settings of each suggested strategy that its runs are named by."""
 
 SETTINGS = tuple(field for fields in WEIGHTS.values() for field in fields)
@@ -169,12 +188,13 @@ SETTINGS = tuple(field for fields in WEIGHTS.values() for field in fields)
 def strategy_name(strategy: str, params: SuggestParams) -> str:
     """The name of a suggested strategy's runs: ``acquisition`` or ``coverage`` at suggest's defaults,
     followed by ``_<setting><W>`` for each of its settings (:data:`WEIGHTS`) that differs, e.g.
-    ``acquisition_novelty1_typicality1`` or ``coverage_acquisition1``."""
+    ``acquisition_novelty1_typicality1``, ``coverage_acquisition1`` or ``coverage_imagenet`` (the
+    embedding: its value alone)."""
     name = strategy
     for field in WEIGHTS[strategy]:
         value = getattr(params, field)
         if value != getattr(SuggestParams, field):
-            name += f"_{field.removesuffix('_weight').removeprefix('coverage_')}{value:g}"
+            name += f"_{value}" if isinstance(value, str) else f"_{field.removesuffix('_weight').removeprefix('coverage_')}{value:g}"
     return name
 
 
@@ -313,12 +333,22 @@ def _run(argv: Sequence[str] | None) -> int:
     p.add_argument("--coverage-acquisition", type=float, default=SuggestParams.coverage_acquisition,
                    help="with --strategy coverage: weight of the acquisition in each cluster's pick (default "
                         f"{SuggestParams.coverage_acquisition}: the most typical photo); another value adds _acquisition<W>")
+    p.add_argument("--embedding", choices=EMBEDDINGS, default=SuggestParams.embedding,
+                   help="with --strategy coverage: the embedding clustered, the model's (default) or the frozen ImageNet "
+                        "encoder's (adds _imagenet; its picks do not depend on the model, so seed sets recorded in "
+                        "results.json without their bundles are suggested from all the same)")
+    p.add_argument("--final-round-only", action="store_true",
+                   help="train only each strategy's last round (the issue's measure, after --rounds rounds): for strategies "
+                        "whose picks do not depend on the model (random; coverage with --embedding imagenet) the earlier "
+                        "rounds' labeled sets follow without training them; a third of the trainings")
     p.add_argument("--resume", action="store_true", help="continue the runs recorded in OUT/results.json")
     args = p.parse_args(argv)
     quiet_lightning()
     if args.per_round < 1 or args.rounds < 1:
         raise GeoccsegError("--per-round and --rounds must be at least 1")
     suggest_params(args).check()
+    if args.final_round_only and not picks_ignore_the_model(strategy_name(args.strategy, suggest_params(args)), suggest_params(args)):
+        raise GeoccsegError("--final-round-only needs picks that do not depend on the model: --strategy coverage --embedding imagenet")
     for field in SETTINGS:
         if field not in WEIGHTS[args.strategy] and getattr(args, field) != getattr(SuggestParams, field):
             raise GeoccsegError(f"--{field.replace('_', '-')} does not apply to --strategy {args.strategy}; "

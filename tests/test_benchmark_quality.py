@@ -1017,6 +1017,38 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     assert bench.main([*default, "--resume", "--novelty-weight", "1"]) == 2  # a setting of the other strategy: refused
 
 
+def test_suggest_photos_benchmark_trains_only_the_last_round_where_picks_ignore_the_model(data_dir: Path, tmp_path: Path) -> None:
+    """Coverage on ImageNet embeddings and random picks do not depend on the round's model, so
+    ``--final-round-only`` gives each strategy's last labeled set without training the earlier
+    rounds (or the seed set): the same sets the full protocol labels, at a third of the trainings."""
+    bench = _load_script("benchmark_suggest_photos")
+    from geoccseg.benchmark import link_pairs, make_split
+    from geoccseg.benchmark.split import read_pairs
+    from geoccseg.suggest.select import SuggestParams
+
+    pairs = dict(list(read_pairs(data_dir / "cfd").items())[:20])
+    data = link_pairs(tmp_path / "data", pairs)
+    argv = ["--dataset", "cfd", "--data", str(data), "--profile", "quick", "--max-steps", "2", "--start-fraction", "0.12",
+            "--per-round", "2", "--rounds", "2", "--seeds", "0", "--encoder", "light", "--embedding", "imagenet"]
+    assert bench.main([*argv, "--out", str(tmp_path / "model-picks"), "--final-round-only", "--embedding", "model"]) == 2
+    out = tmp_path / "out"
+    assert bench.main([*argv, "--out", str(out), "--final-round-only"]) == 0
+    records = {r["run"]: r for r in json.loads((out / "results.json").read_text())}
+    assert sorted(records) == ["cfd_coverage_imagenet_r2_s0", "cfd_random_r2_s0"]
+    assert not (out / "runs" / "cfd_start_r0_s0").exists()
+    start = bench.split_labeled(make_split(data, None)[1]["train"], 0.12, 0)[0]
+    train_photos = link_pairs(tmp_path / "train", {s: pairs[s] for s in make_split(data, None)[1]["train"]}) / "images"
+    labeled = list(start)
+    for round_ in (1, 2):  # the picks of each round, by the crack model (the rounds' models are not trained)
+        masks = link_pairs(tmp_path / f"labels{round_}", {s: pairs[s] for s in labeled}) / "masks"
+        picked = bench.suggest_photos(train_photos, model="crack", n=2, progress=False, labels=masks, seed=round_,
+                                      params=SuggestParams(embedding="imagenet")).suggested
+        labeled = sorted([*labeled, *(Path(n).stem for n in picked)])
+    assert records["cfd_coverage_imagenet_r2_s0"]["labeled"] == labeled and records["cfd_coverage_imagenet_r2_s0"]["embedding"] == "imagenet"
+    assert records["cfd_random_r2_s0"]["n_labeled"] == len(start) + 4
+    assert "- Round 2: coverage_imagenet − random test F1, paired by seed" in (out / "results.md").read_text()
+
+
 @pytest.mark.parametrize("folder", ["suggest-photos-deepcrack-coverage", "suggest-photos-massachusetts", "suggest-photos-deepcrack-1pct",
                                     "suggest-photos-deepcrack-photo", "suggest-photos-massachusetts-photo",
                                     "suggest-photos-massachusetts-photo-6seeds"])

@@ -842,3 +842,52 @@ def test_suggest_settings_that_are_not_numbers_are_refused(field, value) -> None
     squares came out in index order as if ranked; an infinite near_m ended in OverflowError."""
     with pytest.raises(GeoccsegError, match="suggest settings must be finite numbers"):
         SuggestParams(**{field: value}).check()
+
+
+# -- label-free embeddings: the ImageNet encoder's view of each photo ---------------------------
+def test_the_imagenet_embedding_of_a_photo_is_its_valid_pixels_own(data_dir) -> None:
+    """The frozen ImageNet encoder's mean stride-32 features over the valid pixels, chip by chip
+    (DeepCrack-sized photos are 544 px wide: two chips): what is stored under a transparent part
+    plays no part, and the embedding depends on the photo alone."""
+    from geoccseg.data.photos import read_photo
+    from geoccseg.suggest.imagenet import CHIP_PX, DIMS, ImagenetEmbedder
+
+    embedder = ImagenetEmbedder(3)
+    image = read_photo(data_dir / "deepcrack" / "train" / "images" / "11111.jpg")
+    assert image.shape[2] > CHIP_PX  # embedded in more than one chip
+    whole = embedder(image)
+    assert whole.shape == (DIMS,) and np.isfinite(whole).all() and np.abs(whole).max() > 0
+    np.testing.assert_array_equal(ImagenetEmbedder(3)(image), whole)  # the same weights, no state: the same photo, the same vector
+    valid = np.ones(image.shape[1:], bool)
+    valid[:, :200] = False
+    cut = image.copy()
+    cut[:, ~valid] = 0
+    np.testing.assert_allclose(embedder(cut, valid), embedder(image, valid), rtol=1e-6, atol=1e-9)
+    assert not np.allclose(embedder(cut), embedder(image, valid), rtol=1e-2)  # the black part counts where it is not marked
+    other = read_photo(data_dir / "deepcrack" / "train" / "images" / "11112.jpg")
+    assert not np.allclose(embedder(other), whole, rtol=1e-2)
+    assert not embedder(image, np.zeros(image.shape[1:], bool)).any()
+
+
+def test_coverage_on_imagenet_embeddings_picks_the_same_photos_whatever_the_model(data_dir) -> None:
+    """SuggestParams(embedding="imagenet"): the clusters and typicality come from the photos alone,
+    so the crack and the road model suggest the same photos; with the models' own embeddings
+    (the default) they do not."""
+    from geoccseg.suggest.photos import suggest_photos
+
+    pattern = str(data_dir / "cfd" / "images" / "0[0-2][0-9].jpg")
+    imagenet = SuggestParams(embedding="imagenet")
+    picks = {model: suggest_photos(pattern, model=model, n=4, options=CPU, params=imagenet, progress=False).suggested
+             for model in ("crack", "road")}
+    assert len(picks["crack"]) == 4 and picks["crack"] == picks["road"]
+    own = {model: suggest_photos(pattern, model=model, n=4, options=CPU, progress=False).suggested for model in ("crack", "road")}
+    assert own["crack"] != own["road"]
+
+
+def test_imagenet_embeddings_are_refused_for_squares_of_scenes_and_unknown_ones_everywhere() -> None:
+    from geoccseg.io.catalog import sample_scene
+
+    with pytest.raises(GeoccsegError, match="embedding 'imagenet' is for photos; squares of scenes are compared by the model's"):
+        suggest_areas(sample_scene(), model="road", n=1, size_m=60, options=CPU, params=SuggestParams(embedding="imagenet"), progress=False)
+    with pytest.raises(GeoccsegError, match="embedding 'dino' is unknown; use one of model, imagenet"):
+        SuggestParams(embedding="dino").check()

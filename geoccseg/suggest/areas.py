@@ -208,6 +208,9 @@ def check_request(paths: list, n: int, size_m: float | None, strategy: str, seed
     check_seed(seed)
     options.check()
     params.check()
+    if params.embedding != "model":
+        raise GeoccsegError(f"embedding {params.embedding!r} is for photos; squares of scenes are compared by the model's embedding "
+                            "(leave SuggestParams.embedding at 'model')")
 
 
 def _labeled_regions(scenes: list[Scene], aoi: str | os.PathLike | None,

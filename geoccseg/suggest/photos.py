@@ -5,7 +5,9 @@ Each photo is read (:func:`geoccseg.data.photos.read_photo_valid`: its transpare
 scored), predicted and scored with the chip grid, blending and forward path of prediction and the
 per-pixel terms of scenes
 (:mod:`geoccseg.suggest.terms`), one photo at a time, and reduced to one candidate: its
-``low_confidence``, ``disagreement`` and ``density`` means and mean embedding. Photos that have a
+``low_confidence``, ``disagreement`` and ``density`` means and mean embedding (the model's; with
+``SuggestParams(embedding="imagenet")`` the frozen ImageNet encoder's, :mod:`geoccseg.suggest.imagenet`,
+which no label changes). Photos that have a
 mask in ``labels`` (a folder of masks named like the photos) are the labeled reference of the
 novelty term and are not ranked. The others are all ranked, by default with
 :func:`geoccseg.suggest.select.coverage` (the most typical photo of each kind not yet labeled;
@@ -42,6 +44,7 @@ from geoccseg.inference.predict import PredictOptions, bundle_files, resolve_dev
 from geoccseg.io.atomic import atomic_path, check_not_input, check_writable
 from geoccseg.io.bundle import resolve_model
 from geoccseg.models import Bundle, load_bundle
+from geoccseg.suggest.imagenet import DIMS, ImagenetEmbedder
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_seed, check_strategy, choose
 from geoccseg.suggest.terms import EMBED_DIMS, FEATURES, TermParams, cell_features, n_channels, scoring_engine
 
@@ -185,6 +188,8 @@ def suggest_photos(
         raise GeoccsegError(f"the model expects {bands} input bands; photos give 1 (grey) or 3 (colour)")
     engine = scoring_engine(options.engine, bundle.model, device, bundle.meta)  # exported once (onnx)
     sums = np.zeros((len(files), len(FEATURES) + EMBED_DIMS))
+    imagenet = ImagenetEmbedder(bands) if params.embedding == "imagenet" else None
+    imagenet_embedding = np.zeros((len(files), DIMS)) if imagenet is not None else None  # the ImageNet embeddings
     unreadable = np.zeros(len(files), dtype=bool)
     why: list[str] = []  # the reader's messages of unreadable photos (a format it refuses says what to do)
     for i, path in enumerate(tqdm(files, unit="photo", desc="score", disable=not progress)):
@@ -198,8 +203,12 @@ def suggest_photos(
             continue
         sums[i] = photo_sums(bundle, image, thresholds, terms, engine=engine, tile_px=tile_px, valid=valid,
                              overlap_px=min(options.overlap_px, tile_px - 1), batch_size=options.batch_for(tile_px))
+        if imagenet is not None:
+            imagenet_embedding[i] = imagenet(image, valid)
     n_valid = np.maximum(sums[:, :1], 1.0)
     parts, embedding = sums[:, 1:len(FEATURES)] / n_valid, sums[:, len(FEATURES):] / n_valid
+    if imagenet_embedding is not None:
+        embedding = imagenet_embedding
     is_labeled = np.array([f.stem in labeled for f in files])
     empty = (sums[:, 0] == 0) & ~unreadable  # wholly transparent: nothing to label, nothing to learn from (its means read 0)
     todo = np.flatnonzero(~is_labeled & ~empty & ~unreadable)

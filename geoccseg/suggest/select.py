@@ -51,6 +51,10 @@ PARTS = ("low_confidence", "disagreement", "density")
 STRATEGIES = ("acquisition", "coverage", "random")
 """How candidates are chosen: :func:`greedy` by score, :func:`coverage` by cluster, or at random."""
 
+EMBEDDINGS = ("model", "imagenet")
+"""Whose view of a candidate its embedding is: the current model's, or the frozen ImageNet encoder's
+(photos only; :mod:`geoccseg.suggest.imagenet`)."""
+
 NEIGHBOURS = 20
 """Nearest neighbours (within a cluster) over which :func:`coverage` measures how typical a candidate is."""
 
@@ -72,6 +76,9 @@ class SuggestParams:
         near_m: low-confidence pixels count within this distance of a likely road, metres, up to
             :data:`NEAR_MAX_PX` pixels (photos whose model has no pixel size: :attr:`near_px_photos`).
         near_px_photos: the same distance in pixels, for photos of unknown pixel size.
+        embedding: one of :data:`EMBEDDINGS`: the embedding the clusters, typicality and novelty
+            compare, the current model's (8 channels of its features) or, for photos, the frozen
+            ImageNet encoder's (:mod:`geoccseg.suggest.imagenet`), which no label changes.
     """
 
     weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
@@ -84,6 +91,7 @@ class SuggestParams:
     likely_threshold: float = 0.3
     near_m: float = 8.0
     near_px_photos: int = 4
+    embedding: str = "model"
 
     def check(self) -> None:
         """Raise :class:`GeoccsegError` for settings that cannot work."""
@@ -101,6 +109,8 @@ class SuggestParams:
             raise GeoccsegError(f"spacing_m must be positive metres, got {self.spacing_m}")
         if self.near_m < 0 or self.near_px_photos < 0:
             raise GeoccsegError("near_m and near_px_photos must not be negative")
+        if self.embedding not in EMBEDDINGS:
+            raise GeoccsegError(f"embedding {self.embedding!r} is unknown; use one of {', '.join(EMBEDDINGS)}")
 
     def near_px(self, pixel_size_m: float | None) -> int:
         """:attr:`near_m` in pixels of ``pixel_size_m`` metres (:attr:`near_px_photos` where the size
