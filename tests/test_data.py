@@ -1253,3 +1253,18 @@ def test_scenes_of_very_different_pixel_sizes_need_a_training_size(vegas, tmp_pa
     assert SceneTrainingData(scenes, labels=roads, tile_px=64, resumed=True).pixel_size_m == pytest.approx(0.65)
     close = SceneTrainingData([vegas / "vegas_img0_rgb.tif", tmp_path / "fine.tif"], labels=roads, tile_px=64)
     assert 0.27 < close.pixel_size_m < 0.3
+
+
+def test_a_scene_smaller_than_one_chip_says_so(vegas, tmp_path):
+    """A scene of 200 x 200 pixels yields no 256-px chip: the refusal said to enlarge the AOI, when
+    no AOI was given and the scene's size was the limit."""
+    from rasterio.windows import Window
+
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        profile = src.profile | {"width": 200, "height": 200, "transform": src.window_transform(Window(500, 500, 200, 200))}
+        pixels = src.read(window=Window(500, 500, 200, 200))
+    with rasterio.open(tmp_path / "small.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    with pytest.raises(GeoccsegError, match=rf"scene {tmp_path / 'small.tif'} is 200 x 200 pixels at 0\.27 m/pixel, smaller than one "
+                                            r"256-px chip; lower --tile-px \(a multiple of 32, e\.g\. 192\) or train on a larger scene"):
+        SceneTrainingData([tmp_path / "small.tif"], labels=vegas / "vegas_img0_roads.geojson").require_labeled_chips()

@@ -309,6 +309,13 @@ class SceneTrainingData(TrainingData):
         """
         queries = self.labeled_queries()
         if self.has_labels and not queries:
+            sizes = [(r.chips.scene, round(r.chips.scene.width * r.chips.scene.res[0] / r.chips.res[0]),
+                      round(r.chips.scene.height * r.chips.scene.res[1] / r.chips.res[1])) for r in self.regions if r.labeled is not None]
+            if sizes and all(min(w, h) < self.tile_px for _, w, h in sizes):  # the scene, not the AOI, is the limit
+                scene, w, h = sizes[0]
+                raise GeoccsegError(f"scene {scene.path} is {w} x {h} pixels at {self.pixel_size_m:.2f} m/pixel, smaller than one "
+                                    f"{self.tile_px}-px chip; lower --tile-px (a multiple of 32, e.g. {max(32, min(w, h) // 32 * 32)}) "
+                                    "or train on a larger scene")
             raise GeoccsegError(
                 f"no {self.tile_px}-px chip fits inside the labeled AOI at {self.pixel_size_m:.2f} m/pixel; "
                 "enlarge the AOI or lower --tile-px"
