@@ -230,6 +230,31 @@ def test_resume_predicts_again_a_photo_replaced_since(data_dir: Path, tmp_path: 
     assert rows["002.jpg"]["crack_count"] == read_summary(tmp_path / "fresh-out")[0]["crack_count"]
 
 
+def test_webp_and_jfif_photos_are_photos_and_heic_ones_are_named(data_dir: Path, tmp_path: Path, caplog) -> None:
+    """A folder of a phone's photos (HEIC, the iPhone's default, beside JPEGs edited or shared as
+    .jfif or WebP) was predicted for its .jpg files alone, the rest left out without a word. WebP and
+    JFIF are read now (Pillow reads them), and HEIC files are counted and named."""
+    photos = tmp_path / "phone"
+    photos.mkdir()
+    source = Image.open(data_dir / "cfd" / "images" / "001.jpg")
+    source.save(photos / "a.webp", lossless=True)
+    shutil.copy(data_dir / "cfd" / "images" / "002.jpg", photos / "b.jfif")
+    (photos / "c.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # not decodable here: only named
+    assert [p.name for p in find_photos([photos])] == ["a.webp", "b.jfif"]
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(cli, ["predict", str(photos), "-o", str(tmp_path / "out"), "--device", "cpu", "--no-overlay"])
+    assert result.exit_code == 0, result.output
+    assert [row["image"] for row in read_summary(tmp_path / "out")] == ["a.webp", "b.jfif"]
+    assert any(r.getMessage().startswith(f"geoccseg: warning: 1 photo(s) in {photos} are left out: .heic is not read (e.g. c.heic); "
+                                         "convert them to JPEG") for r in caplog.records), [r.getMessage() for r in caplog.records]
+    jpeg = tmp_path / "jpeg"
+    jpeg.mkdir()
+    (jpeg / "001.jpg").symlink_to(data_dir / "cfd" / "images" / "001.jpg")
+    assert CliRunner().invoke(cli, ["predict", str(jpeg), "-o", str(tmp_path / "jpeg-out"), "--device", "cpu", "--no-overlay"]).exit_code == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "probability" / "a.png")),  # a lossless WebP: the same pixels
+                                  np.asarray(Image.open(tmp_path / "jpeg-out" / "probability" / "001.png")))
+
+
 def test_evaluate_works_on_the_probability_folder(data_dir: Path, photo_run, tmp_path: Path) -> None:
     out, _ = photo_run
     truth = tmp_path / "truth"

@@ -26,7 +26,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.formats import GEOTIFF_SUFFIXES, LOSSY_SUFFIXES, PHOTO_SUFFIXES
+from geoccseg.io.formats import GEOTIFF_SUFFIXES, LOSSY_SUFFIXES, PHOTO_SUFFIXES, UNREAD_PHOTO_SUFFIXES
 from geoccseg.io.normalize import NormStats, stats_from_uint8
 from geoccseg.label_values import COLOUR_TOLERANCE, IGNORE_INDEX, held_values, label_mode, marks_unlabeled_255
 from geoccseg.models.config import check_tile_px
@@ -40,6 +40,16 @@ def is_photo_file(path: Path) -> bool:
     return path.suffix.lower() in PHOTO_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
 
+def warn_unread(folder: Path) -> None:
+    """Say how many photos of ``folder`` are of a format this tool cannot read (HEIC): a folder of
+    an iPhone's photos, half of them edited into JPEGs, was half predicted without a word."""
+    unread = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in UNREAD_PHOTO_SUFFIXES and not p.name.startswith(".")]
+    if unread:
+        log.warning("geoccseg: warning: %d photo(s) in %s are left out: %s is not read (e.g. %s); convert them to JPEG "
+                    "(e.g. heif-convert, or export as JPEG from the phone or Photos)", len(unread), folder,
+                    unread[0].suffix.lower(), unread[0].name)
+
+
 def list_images(folder: str | os.PathLike, what: str = "images", *, allow_empty: bool = False) -> dict[str, Path]:
     """Image files of a folder by stem, sorted; an empty folder is refused unless ``allow_empty``, and
     so is one with two images of one name (``a.jpg`` and ``a.png``: photos and masks pair by name,
@@ -47,6 +57,7 @@ def list_images(folder: str | os.PathLike, what: str = "images", *, allow_empty:
     folder = Path(folder)
     if not folder.is_dir():
         raise GeoccsegError(f"{what} folder {folder} does not exist")
+    warn_unread(folder)
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not is_photo_file(path):
@@ -229,6 +240,7 @@ def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.
         path = Path(text)
         if path.is_dir():
             files = listed(p for p in sorted(path.iterdir()) if is_photo_file(p))
+            warn_unread(path)
             if not files:
                 raise GeoccsegError(f"folder {path} holds no photo ({', '.join(sorted(PHOTO_SUFFIXES))})")
         elif path.is_file():

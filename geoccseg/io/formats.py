@@ -28,11 +28,15 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 RASTER_SUFFIXES = (*GEOTIFF_SUFFIXES, ".vrt")
 """Georeferenced rasters read through GDAL: scenes, raster labels and evaluation rasters."""
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp")
 """Plain images read with Pillow (no georeferencing): photos, photo masks, evaluation images."""
 
-LOSSY_SUFFIXES = (".jpg", ".jpeg")
-"""Images whose compression blurs a mask's edges (evaluation thresholds such a truth mask at 128)."""
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".webp")
+"""Images whose compression may blur a mask's edges (evaluation thresholds such a truth mask at 128)."""
+
+UNREAD_PHOTO_SUFFIXES = (".heic", ".heif")
+"""Photos Pillow cannot read without a plug-in (an iPhone's default): named when a folder holds
+them, not left out silently."""
 
 PHOTO_SUFFIXES = (*IMAGE_SUFFIXES, *GEOTIFF_SUFFIXES)
 """Photos and their masks: plain images, or TIFFs without a CRS."""
