@@ -358,6 +358,21 @@ def test_the_transparent_part_of_a_cut_out_photo_is_nodata(data_dir: Path, crack
     assert np.isnan(api[:, :, :200]).all() and np.isfinite(api[:, :, 200:]).all()
 
 
+def test_a_wholly_transparent_photo_is_skipped_with_its_reason(data_dir: Path, tmp_path: Path) -> None:
+    """A PNG whose alpha is 0 everywhere (some exporters write the picture with a zero alpha) was
+    predicted as "ok" with no crack: nothing of it was looked at. It is skipped now, saying why."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "001.jpg").symlink_to(data_dir / "cfd" / "images" / "001.jpg")
+    rgba = np.concatenate([read_photo(data_dir / "cfd" / "images" / "002.jpg"), np.zeros((1, 320, 480), np.uint8)])
+    Image.fromarray(np.moveaxis(rgba, 0, -1), "RGBA").save(photos / "002.png")
+    result = CliRunner().invoke(cli, ["predict", str(photos), "-o", str(tmp_path / "out"), "--device", "cpu", "--no-overlay"])
+    assert result.exit_code == 1, result.output
+    rows = {row["image"]: row["status"] for row in read_summary(tmp_path / "out")}
+    assert rows == {"001.jpg": "ok", "002.png": "photo 002.png is wholly transparent (alpha 0 everywhere): nothing to predict"}
+    assert not (tmp_path / "out" / "probability" / "002.png").exists() and "1 predicted, 0 resumed, 1 skipped" in result.stdout
+
+
 def test_a_16_bit_grey_photo_reads_as_its_8_bit_copy(data_dir: Path, tmp_path: Path) -> None:
     """Pillow's conversion clipped 16-bit values to 255: the photo read as white, no crack found."""
     grey = np.asarray(Image.open(data_dir / "cfd" / "images" / "001.jpg").convert("L"))

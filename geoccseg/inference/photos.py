@@ -521,9 +521,17 @@ def source_stamp(photo: Path) -> str | None:
 
 
 def _read_stamped(photo: Path, bands: int) -> tuple[str | None, np.ndarray, np.ndarray | None]:
-    """The photo's :func:`source_stamp`, taken before it is read, and the photo as prediction reads it."""
+    """The photo's :func:`source_stamp`, taken before it is read, and the photo as prediction reads it.
+
+    Raises:
+        GeoccsegError: an unreadable photo, or one without an opaque pixel (it was predicted as "ok"
+            with no crack; there is nothing to predict).
+    """
     stamp = source_stamp(photo)
-    return (stamp, *read_photo_valid(photo, bands=bands, exif_orientation=True))
+    image, valid = read_photo_valid(photo, bands=bands, exif_orientation=True)
+    if valid is not None and not valid.any():
+        raise GeoccsegError(f"photo {photo.name} is wholly transparent (alpha 0 everywhere): nothing to predict")
+    return stamp, image, valid
 
 
 def _finish(run: _Run, photo: Path, image: np.ndarray, prob: np.ndarray, stamp: str | None) -> tuple[dict, gpd.GeoDataFrame]:
