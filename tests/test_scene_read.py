@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +111,48 @@ def test_a_pixel_that_holds_the_nodata_value_in_one_band_only_is_a_real_pixel(tm
     np.testing.assert_array_equal(image[:, 500:600, 500:600], rgb[:, 500:600, 500:600])  # the shadow's pixels as stored
     facts = describe_scene(path)
     assert facts["nodata_share"] == pytest.approx(100 / rgb.shape[2], abs=1e-9)  # info counts what training and prediction read
+
+
+def _run_limited(code: str, open_files: int) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter whose soft limit of open files is ``open_files``."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard)))
+
+
+def test_a_process_at_its_open_file_limit_says_so_in_one_line(tmp_path: Path) -> None:
+    """Each thread reading a scene holds its own handle: a training on 100 tiles with 16 threads
+    holds 1600 files, past Linux's usual soft limit of 1024. The open failed with rasterio's
+    traceback (a thread's first read opened outside the one-line wrapper); it says what to do now."""
+    from geoccseg.io.catalog import sample_scene
+
+    for i in range(120):
+        (tmp_path / f"tile{i:03d}.tif").symlink_to(sample_scene())
+    code = ("import glob\n"
+            "from geoccseg.errors import GeoccsegError\n"
+            "from geoccseg.io.scene import open_scene\n"
+            f"scenes = []\n"
+            "try:\n"
+            f"    for path in sorted(glob.glob({str(tmp_path / 'tile*.tif')!r})):\n"
+            "        scenes.append(open_scene(path))\n"
+            "        scenes[-1].read()\n"
+            "except GeoccsegError as exc:\n"
+            "    print('ERROR', len(scenes), exc)\n")
+    done = _run_limited(code, 64)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ERROR ") and 10 < int(done.stdout.split()[1]) < 64, done.stdout
+    assert "this process has as many files open as its limit allows (ulimit -n, now 64; each reading thread holds each scene open)" in done.stdout
+    # the command raises its own soft limit to what the system allows (here the hard limit, or 65536)
+    code = ("import resource, sys\n"
+            "from geoccseg.cli import main\n"
+            "sys.argv = ['geoccseg', '--version']\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "print(soft == (65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)))\n")
+    done = _run_limited(code, 64)
+    assert done.returncode == 0 and done.stdout.strip().endswith("True"), (done.stdout, done.stderr[-2000:])

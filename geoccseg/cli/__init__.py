@@ -83,6 +83,24 @@ def cli() -> None:
     """Extract roads and cracks from imagery with very few labels."""
 
 
+def _raise_open_file_limit() -> None:
+    """Let this process open as many files as the system allows it (its hard limit, up to 65536):
+    every thread that reads a scene holds its own handle, so a training on 100 tiles with 16 threads
+    holds 1600 files, past Linux's usual soft limit of 1024 (macOS: 256)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):  # a sandbox that refuses: the error, if it comes, says what to do
+            pass
+
+
 def main() -> None:
     """Console-script entry point."""
+    _raise_open_file_limit()
     cli(prog_name="geoccseg")

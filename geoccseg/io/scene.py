@@ -30,6 +30,11 @@ from shapely.geometry import Polygon, box
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.quiet import ignored_warnings
+
+try:
+    import resource  # imported now: at the open-file limit, importing it would need a file too
+except ImportError:  # Windows
+    resource = None
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
 
 SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
@@ -197,8 +202,8 @@ class Scene:
                      resampling: Resampling | None) -> tuple[np.ndarray | None, np.ndarray]:
         """Plain read of a window inside the scene: image float32 (C, H, W), or None without
         ``resampling``, and valid bool (H, W)."""
-        ds = self.dataset
-        with readable(self.source or self.path):
+        with readable(self.source or self.path):  # the open too: a thread's first read opens its own handle
+            ds = self.dataset
             valid = valid_pixels(ds.read_masks(list(self.bands), window=window, out_shape=(len(self.bands), *shape),
                                                resampling=Resampling.nearest))
             if resampling is None:
@@ -303,8 +308,25 @@ def readable(path: str | os.PathLike) -> Iterator[None]:
     except rasterio.errors.RasterioIOError as exc:
         gdal = exc.__cause__ or exc  # "Read failed. See previous exception": GDAL's own words are the cause's
         detail = str(gdal).splitlines()[0] if str(gdal) else type(exc).__name__
+        if TOO_MANY_FILES in str(gdal):
+            raise GeoccsegError(too_many_files(path)) from None
         raise GeoccsegError(f"cannot read the pixels of {path} ({detail}): the file may be truncated or damaged, "
                             "or its server stopped answering; copy or download it again") from None
+
+
+TOO_MANY_FILES = "Too many open files"
+"""What the C library says (EMFILE) when a process holds as many files as its limit allows."""
+
+
+def too_many_files(path: str | os.PathLike) -> str:
+    """The one line for a raster that cannot be opened because the process is at its limit of open
+    files: each thread reading a scene holds its own handle, so threads x scenes files are open."""
+    try:
+        limit = f", now {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
+    except (AttributeError, OSError, ValueError):  # Windows has no resource module
+        limit = ""
+    return (f"cannot open {path}: this process has as many files open as its limit allows (ulimit -n{limit}; each reading "
+            "thread holds each scene open); raise it (ulimit -n 65536) or give the tiles as one mosaic (gdalbuildvrt tiles.vrt tiles/*.tif)")
 
 
 def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
@@ -350,6 +372,8 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
     try:
         ds = open_raster(path)
     except rasterio.errors.RasterioIOError as exc:
+        if TOO_MANY_FILES in str(exc):
+            raise GeoccsegError(too_many_files(path)) from None
         if remote:
             raise GeoccsegError(f"scene {path} cannot be opened ({exc}); check the address and that its server answers range requests") from None
         raise GeoccsegError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster) file") from None
