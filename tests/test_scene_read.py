@@ -156,3 +156,25 @@ def test_a_process_at_its_open_file_limit_says_so_in_one_line(tmp_path: Path) ->
             "print(soft == (65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)))\n")
     done = _run_limited(code, 64)
     assert done.returncode == 0 and done.stdout.strip().endswith("True"), (done.stdout, done.stderr[-2000:])
+
+
+def test_a_scene_georeferenced_by_control_points_is_told_to_warp(tmp_path: Path) -> None:
+    """A scanned map or an unrectified image georeferenced by ground control points has no grid: it
+    was told to assign a CRS (it has one, on its GCPs) and then to set corners with gdal_translate
+    -a_ullr, which throws the control points away."""
+    import rasterio
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    from geoccseg.errors import GeoccsegError
+
+    gcps = [GroundControlPoint(row=r, col=c, x=500_000 + c, y=4_000_000 - r) for r, c in ((0, 0), (0, 99), (99, 0), (99, 99))]
+    path = tmp_path / "scanned.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=3, dtype="uint8", gcps=gcps,
+                       crs=CRS.from_epsg(32611)) as dst:
+        dst.write(np.full((3, 100, 100), 120, np.uint8))
+    with rasterio.open(path) as ds:
+        assert len(ds.gcps[0]) == 4 and ds.transform.is_identity
+    with pytest.raises(GeoccsegError, match=rf"scene {path} is georeferenced by 4 ground control points, not by a grid; warp it "
+                                            r"onto one first, e.g. gdalwarp -tps -t_srs EPSG:32611"):
+        open_scene(path)

@@ -377,6 +377,11 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
         if remote:
             raise GeoccsegError(f"scene {path} cannot be opened ({exc}); check the address and that its server answers range requests") from None
         raise GeoccsegError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster) file") from None
+    if require_crs and ds.transform == Affine.identity() and (ds.gcps[0] or ds.rpcs):  # a scanned map, an unrectified L1 product
+        kind, option = (f"{len(ds.gcps[0])} ground control points", "-tps") if ds.gcps[0] else ("rational polynomial coefficients (RPC)", "-rpc")
+        ds.close()
+        raise GeoccsegError(f"scene {path} is georeferenced by {kind}, not by a grid; warp it onto one first, e.g. "
+                            f"gdalwarp {option} -t_srs EPSG:32611 {path} warped.tif with the right EPSG code")
     if require_crs and ds.crs is None:
         ds.close()
         raise GeoccsegError(
