@@ -396,6 +396,13 @@ def test_class_map_evaluation(tmp_path: Path) -> None:
     assert (one.class_value, one.precision, one.recall) == (1, 0.5, 0.5)
     assert (two.class_value, two.precision, two.recall) == (2, 1.0, 0.75)
     assert result.classes[0].completeness is None  # PNG: no geometry
+    # 255 beside the classes marks unlabeled pixels, not background: a prediction there is no false positive
+    truth_void = np.array([[0, 1, 1, 2], [255, 2, 2, 2]])
+    pred_void = np.array([[1, 1, 0, 2], [1, 2, 2, 0]])
+    _write_png(tmp_path / "tv.png", truth_void)
+    _write_png(tmp_path / "pv.png", pred_void)
+    one, two = evaluate(tmp_path / "pv.png", tmp_path / "tv.png", classes=[1, 2], tolerance_px=0).classes
+    assert (one.precision, one.recall, two.recall) == (0.5, 0.5, 0.75)  # as above: the pixel under 255 is not scored
 
 
 def test_truth_with_255_for_unlabeled_is_scored_where_labeled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

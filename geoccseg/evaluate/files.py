@@ -363,8 +363,8 @@ def _sample(values: np.ndarray) -> str:
 
 class TruthReader:
     """Reads TRUTH rasters (:func:`read_raster`); in a class-index raster whose 255 marks unlabeled
-    pixels (0/1/255, :func:`geoccseg.label_values.marks_unlabeled_255`, as training reads it) those
-    pixels are not scored.
+    pixels (classes 1 .. ``classes``, the highest scored, beside 255:
+    :func:`geoccseg.label_values.marks_unlabeled_255`, as training reads it) those pixels are not scored.
 
     A tile holding only 0 and 255 cannot say which it is: a 0/255 mask, or a tile of such a folder
     without road. Reading the tiles of a folder (``folder``), :meth:`read` reads it as a 0/255
@@ -374,8 +374,8 @@ class TruthReader:
     tile is so read once, but such tiles of a folder that marks unlabeled pixels with 255.
     """
 
-    def __init__(self, folder: bool) -> None:
-        self.folder, self.finished = folder, False
+    def __init__(self, folder: bool, classes: int = 1) -> None:
+        self.folder, self.finished, self.classes = folder, False, classes
         self.seen = False
         """Some tile read so far marks unlabeled pixels with 255."""
 
@@ -384,7 +384,7 @@ class TruthReader:
         provisionally (a tile holding only 0 and 255, before :meth:`finish`)."""
         raster = read_raster(path)
         held = _held(raster)
-        marks = marks_unlabeled_255(held, 1)  # not a tile that reads otherwise (0, 100 and 255: a 0/255 mask)
+        marks = marks_unlabeled_255(held, self.classes)  # not a tile that reads otherwise (0, 100 and 255: a 0/255 mask)
         if marks:
             self.seen = True
         only_0_255 = bool(held[255] and not held[1:255].any())

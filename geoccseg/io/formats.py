@@ -31,8 +31,10 @@ RASTER_SUFFIXES = (*GEOTIFF_SUFFIXES, ".vrt")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp")
 """Plain images read with Pillow (no georeferencing): photos, photo masks, evaluation images."""
 
-LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".webp")
-"""Images whose compression may blur a mask's edges (evaluation thresholds such a truth mask at 128)."""
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+"""JPEG images, whose compression blurs a mask's edges (a mask of them is thresholded at 128). Not
+WebP: a WebP mask may be lossless and hold 0/1/255 class indices, which 128 would invert; a lossy
+one's noise is refused in one line like any odd value."""
 
 UNREAD_PHOTO_SUFFIXES = (".heic", ".heif")
 """Photos Pillow cannot read without a plug-in (an iPhone's default): named when a folder holds
