@@ -594,6 +594,8 @@ def test_photo_masks_in_colour_palette_or_class_indices(data_dir, tmp_path):
     ignore[:20] = 255
     Image.fromarray(ignore).save(tmp_path / "ignore.png")
     assert np.array_equal(read_mask(tmp_path / "ignore.png"), np.where(np.arange(len(crack))[:, None] < 20, IGNORE_INDEX, crack))
+    Image.fromarray(ignore).save(tmp_path / "ignore.webp", lossless=True)  # a lossless WebP reads as its PNG (not thresholded as a JPEG)
+    assert np.array_equal(read_mask(tmp_path / "ignore.webp"), read_mask(tmp_path / "ignore.png"))
     # ... and beside a class the model lacks (crack 1, spalling 2, void 255): it read as a smoothed
     # 0/255 mask, the void as crack and the cracks as background, without a word
     void = ignore.copy()
