@@ -166,7 +166,8 @@ def test_labels_inside_geometry_collections_are_labels(vegas, tmp_path):
     counted as labeled, so its roads were learnt as background."""
     lines = gpd.read_file(vegas / "vegas_img0_roads.geojson")
     mixed = lines.copy()
-    pairs = [shapely.GeometryCollection([g, g.buffer(0.00002)]) for g in lines.geometry[:10]]  # a road and a polygon around it
+    pairs = [shapely.GeometryCollection([g, g.buffer(0.00002), shapely.Point(g.coords[0])]) for g in lines.geometry[:10]]
+    # a road, a polygon around it and the point where a clip touched it (a point part is no point label)
     mixed.loc[mixed.index[:10], "geometry"] = gpd.GeoSeries(pairs, index=mixed.index[:10], crs=lines.crs)
     mixed.to_file(tmp_path / "mixed.gpkg")
     assert (gpd.read_file(tmp_path / "mixed.gpkg").geom_type == "GeometryCollection").sum() == 10
@@ -177,6 +178,11 @@ def test_labels_inside_geometry_collections_are_labels(vegas, tmp_path):
     assert read.features == len(lines)
     mask = read.rasterize(scene.bounds, shape) == 1
     assert (mask >= plain).all() and mask.sum() < 1.1 * plain.sum()  # every road, and the polygons' few pixels beyond them
+    from geoccseg.io.aoi import read_polygons
+
+    area = box(*scene.bounds).buffer(-0.0005)  # an AOI written as a collection: its polygon is the area
+    gpd.GeoDataFrame(geometry=[shapely.GeometryCollection([area, area.exterior])], crs=scene.crs).to_file(tmp_path / "aoi.gpkg")
+    assert read_polygons(tmp_path / "aoi.gpkg").geometry.iloc[0].equals(area)
 
 
 def test_a_mask_with_nodata_0_is_background_not_missing(vegas, tmp_path):

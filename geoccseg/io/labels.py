@@ -81,6 +81,14 @@ def read_vector(path: str | os.PathLike, what: str = "labels", keep_empty: bool 
     return gdf
 
 
+def collection_parts(collections: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The lines and polygons of GeometryCollection features (what a clip or a union writes to a layer
+    of mixed types), each a row with its feature's index and columns; their points (where a clipped
+    line only touched the clip's edge) left out."""
+    parts = collections.explode(index_parts=False)
+    return parts[~(parts.geometry.is_empty | parts.geometry.isna() | parts.geom_type.isin(["Point", "MultiPoint"]))]
+
+
 @dataclass
 class VectorLabels:
     """Vector labels reprojected and buffered into polygons in the scene CRS.
@@ -129,8 +137,7 @@ class VectorLabels:
         collections = (gdf.geom_type == "GeometryCollection").to_numpy()
         if collections.any():  # a clip or union's output: its lines and polygons are labels like any (they were dropped,
             # and with the rest of the file the area still counted as labeled: their roads were learnt as background)
-            parts = gdf[collections].explode(index_parts=False)
-            gdf = pd.concat([gdf[~collections], parts[~(parts.geometry.is_empty | parts.geometry.isna())]])
+            gdf = pd.concat([gdf[~collections], collection_parts(gdf[collections])])
         points = gdf.geom_type.isin(["Point", "MultiPoint"])
         if points.any():
             raise GeoccsegError(
