@@ -117,16 +117,20 @@ def run(args: argparse.Namespace) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="geoccseg-suggest-photos-") as tmp:
         folders = {part: link_pairs(Path(tmp) / part, {s: pairs[s] for s in split[part]}) for part in ("train", "select")}
 
+        def check_kept(name: str, labeled: list[str]) -> None:
+            """Refuse a recorded run of ``name`` whose settings or labeled photos are not this command's."""
+            kept = done[name]
+            if kept.get("profile", profile.name) != profile.name or sorted(kept["labeled"]) != sorted(labeled):
+                raise GeoccsegError(
+                    f"{out} holds {name} of other settings ({kept.get('profile')}, {kept['n_labeled']} labeled photos; this "
+                    f"command: {profile.name}, {len(labeled)}): resume with the command that began it (--start-fraction, "
+                    "--per-round, --max-steps, --encoder), or choose another --out")
+
         def trained(name: str, strategy: str, seed: int, round_: int, labeled: list[str], added: list[str]) -> dict:
             if name in done:
-                kept = done[name]
-                if kept.get("profile", profile.name) != profile.name or sorted(kept["labeled"]) != sorted(labeled):
-                    raise GeoccsegError(
-                        f"{out} holds {name} of other settings ({kept.get('profile')}, {kept['n_labeled']} labeled photos; this "
-                        f"command: {profile.name}, {len(labeled)}): resume with the command that began it (--start-fraction, "
-                        "--per-round, --max-steps, --encoder), or choose another --out")
+                check_kept(name, labeled)
                 print(f"{name}: already in results.json, skipped")
-                return kept
+                return done[name]
             print(f"{name}: training {profile.max_steps} steps with {len(labeled)} labeled photos")
             spec = RunSpec("full", len(labeled) / len(train_stems), seed)
             record = train_and_score(spec, args.dataset, profile, folders, train_stems, [], test_pairs, out, labeled=labeled, name=name)
@@ -164,6 +168,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                                        args.dataset)
                     labeled = sorted([*labeled, *added])
                     if args.final_round_only and round_ < args.rounds and len(added) < len(pool):  # picks without the model: not trained
+                        if name in done:  # recorded by a run of the whole protocol: it must be this command's round
+                            check_kept(name, labeled)
                         previous = name
                         continue
                     trained(name, strategy, seed, round_, labeled, added)
@@ -227,6 +233,11 @@ def summarise(records: Sequence[dict]) -> str:
                 diffs = [acq[s] - rnd[s] for s in seeds]
                 lines.append(f"- Round {round_}: {strategy} − random test F1, paired by seed: {np.mean(diffs):+.3f} "
                              f"({', '.join(f'{d:+.3f}' for d in diffs)}).")
+        rounds = {k for k, s in by if s == strategy}
+        if len(rounds) < 2:  # --final-round-only: no earlier round to reach random's final F1 with
+            lines.append(f"- {strategy}: only round {min(rounds, default='-')} was trained, so how many fewer labeled photos "
+                         "reach random's final F1 is not measured.")
+            continue
         lines.append(fewer_labels(by, strategy))
     return "\n".join(lines) + "\n"
 

@@ -1046,7 +1046,14 @@ def test_suggest_photos_benchmark_trains_only_the_last_round_where_picks_ignore_
         labeled = sorted([*labeled, *(Path(n).stem for n in picked)])
     assert records["cfd_coverage_imagenet_r2_s0"]["labeled"] == labeled and records["cfd_coverage_imagenet_r2_s0"]["embedding"] == "imagenet"
     assert records["cfd_random_r2_s0"]["n_labeled"] == len(start) + 4
-    assert "- Round 2: coverage_imagenet − random test F1, paired by seed" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "- Round 2: coverage_imagenet − random test F1, paired by seed" in report
+    assert "- coverage_imagenet: only round 2 was trained, so how many fewer labeled photos reach random's final F1 is not measured" in report
+    # a round recorded by a run of the whole protocol with other settings is refused, not built on
+    recorded = json.loads((out / "results.json").read_text())
+    other = dict(recorded[0], run="cfd_coverage_imagenet_r1_s0", round=1, labeled=sorted(pairs)[:4], added=sorted(pairs)[2:4])
+    (out / "results.json").write_text(json.dumps([*recorded, other]))
+    assert bench.main([*argv, "--out", str(out), "--final-round-only", "--resume"]) == 2
 
 
 @pytest.mark.parametrize("folder", ["suggest-photos-deepcrack-coverage", "suggest-photos-massachusetts", "suggest-photos-deepcrack-1pct",
