@@ -111,6 +111,19 @@ def test_a_pixel_that_holds_the_nodata_value_in_one_band_only_is_a_real_pixel(tm
     np.testing.assert_array_equal(image[:, 500:600, 500:600], rgb[:, 500:600, 500:600])  # the shadow's pixels as stored
     facts = describe_scene(path)
     assert facts["nodata_share"] == pytest.approx(100 / rgb.shape[2], abs=1e-9)  # info counts what training and prediction read
+    # bands with nodata values of their own (a VRT stack of bands of other footprints): each band's counts
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{i + 1}"><NoDataValue>{nodata}</NoDataValue><SimpleSource>'
+        f'<SourceFilename relativeToVRT="1">nodata0.tif</SourceFilename><SourceBand>{source}</SourceBand></SimpleSource></VRTRasterBand>'
+        for i, (source, nodata) in enumerate(((1, 0), (2, 0), (3, 0), (3, 7))))
+    with rasterio.open(path) as src:
+        (tmp_path / "stack.vrt").write_text(f'<VRTDataset rasterXSize="{src.width}" rasterYSize="{src.height}"><SRS>{src.crs.to_wkt()}</SRS>'
+                                            f'<GeoTransform>{", ".join(map(str, src.transform.to_gdal()))}</GeoTransform>{bands}</VRTDataset>')
+    stack = open_scene(tmp_path / "stack.vrt")
+    assert not stack.shared_nodata and scene.shared_nodata
+    _, valid = stack.read()
+    np.testing.assert_array_equal(valid, (rgb[0] != 0) & (rgb[1] != 0) & (rgb[2] != 0) & (rgb[2] != 7))  # each band's nodata counts
+    assert not valid[500:600, 500:600].any()  # red 0 in the shadow: band 1 has no data there
 
 
 def _run_limited(code: str, open_files: int) -> subprocess.CompletedProcess:
@@ -178,3 +191,28 @@ def test_a_scene_georeferenced_by_control_points_is_told_to_warp(tmp_path: Path)
     with pytest.raises(GeoccsegError, match=rf"scene {path} is georeferenced by 4 ground control points, not by a grid; warp it "
                                             r"onto one first, e.g. gdalwarp -tps -t_srs EPSG:32611"):
         open_scene(path)
+
+
+def test_training_chips_and_prediction_resample_a_scene_alike(vegas) -> None:
+    """Training at a coarser pixel size than the scene's read its chips with a bilinear kernel (4 of
+    the 11 x 11 pixels under a 1 m cell of a 0.3 m scene), prediction averaged them: the model was
+    trained on aliased imagery and run on smooth. Both average now (shrinking), on the same cells."""
+    from rasterio.windows import from_bounds
+
+    from geoccseg.data.chips import SceneChips
+    from geoccseg.inference.predict import read_model_window
+    from geoccseg.io.normalize import NormStats
+
+    scene = open_scene(vegas / "vegas_img0_rgb.tif", [1, 2, 3])
+    scale = 1.0 / scene.pixel_size_m  # scene pixels per 1 m model pixel
+    identity = NormStats(low=[0.0] * 3, high=[1000.0] * 3)  # apply(): x / 1000 - 0.5, unclipped for 8-bit values
+    chips = SceneChips(scene, identity, res=(scene.res[0] * scale, scene.res[1] * scale))
+    left, top = scene.transform * (0, 0)
+    width, height = 128 * chips.res[0], 128 * chips.res[1]
+    chip = chips.read((slice(left + 64 * chips.res[0], left + 64 * chips.res[0] + width),
+                       slice(top - 64 * chips.res[1] - height, top - 64 * chips.res[1]), slice(None)), None)
+    window = from_bounds(*chip["bounds"], transform=scene.transform)
+    model = Window(window.col_off / scale, window.row_off / scale, window.width / scale, window.height / scale)
+    image, valid = read_model_window(scene, model, scale)
+    assert valid.all() and chip["valid"].all()
+    np.testing.assert_allclose((chip["image"].numpy() + 0.5) * 1000, image, atol=1e-3)

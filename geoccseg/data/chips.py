@@ -29,7 +29,7 @@ from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from geoccseg.io.labels import Labels, transform_for
 from geoccseg.io.normalize import NormStats
-from geoccseg.io.scene import Scene, readable, valid_pixels
+from geoccseg.io.scene import Scene, readable, resampling_for, valid_pixels
 from geoccseg.label_values import IGNORE_INDEX
 
 Query = tuple[slice, slice, slice]
@@ -87,7 +87,8 @@ class SceneChips(GeoDataset):
             labels), ``bounds`` (xmin, ymin, xmax, ymax) and ``crs``.
         """
         bounds, shape = self._extent(query)
-        image, valid = self.scene.read(self.scene.window_for_bounds(bounds), out_shape=shape)
+        scale = min(self.res[0] / self.scene.res[0], self.res[1] / self.scene.res[1])  # scene pixels per chip pixel
+        image, valid = self.scene.read(self.scene.window_for_bounds(bounds), out_shape=shape, resampling=resampling_for(scale))
         image = self.norm.apply(image)
         image[:, ~valid] = 0.0
         sample = {"image": torch.from_numpy(image), "valid": torch.from_numpy(valid), "bounds": bounds, "crs": self.scene.crs}
@@ -160,7 +161,7 @@ class SceneChips(GeoDataset):
                 mask = self.labels.rasterize(bounds, shape)
                 with readable(scene.source or scene.path):
                     valid = scene.dataset.read_masks(list(scene.bands), window=block, out_shape=(len(scene.bands), *shape))
-                keep = valid_pixels(valid) & region_mask(region, bounds, shape) & (mask != IGNORE_INDEX)
+                keep = valid_pixels(valid, scene.shared_nodata) & region_mask(region, bounds, shape) & (mask != IGNORE_INDEX)
                 counts += np.bincount(mask[keep], minlength=num_classes)[:num_classes]
         return counts
 

@@ -39,7 +39,6 @@ import numpy as np
 import rasterio
 import torch
 from affine import Affine
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
@@ -52,7 +51,7 @@ from geoccseg.inference.engine import Engine, build_engine, check_engine, check_
 from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
 from geoccseg.io.bundle import META, BundleMeta, bundle_stamp, is_weights_file, read_bundle
 from geoccseg.io.normalize import NormStats, compute_stats
-from geoccseg.io.scene import Scene, open_scene
+from geoccseg.io.scene import Scene, open_scene, resampling_for
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.models.bundle import state_sha256
 
@@ -410,8 +409,7 @@ def read_model_window(scene: Scene, window: Window, scale: float) -> tuple[np.nd
     if scale == 1.0:
         return scene.read(window)
     native = Window(window.col_off * scale, window.row_off * scale, window.width * scale, window.height * scale)
-    resampling = Resampling.average if scale > 1 else Resampling.bilinear
-    return scene.read(native, out_shape=(int(window.height), int(window.width)), resampling=resampling)
+    return scene.read(native, out_shape=(int(window.height), int(window.width)), resampling=resampling_for(scale))
 
 
 def blend_chips(

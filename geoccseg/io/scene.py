@@ -16,7 +16,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +54,9 @@ class Scene:
         dtype: data type of the selected bands.
         mask_kind: how invalid pixels are marked: ``"nodata"``, ``"alpha"``, ``"internal"`` or ``"none"``.
         band_count: number of bands in the file.
+        nodata: the file's nodata value (its first band's).
+        shared_nodata: every selected band has the same nodata value: a pixel is then nodata where
+            every band holds it (:func:`valid_pixels`), not where one does.
         source: the name GDAL opens: a URL exactly as given (it keeps its ``//``, which ``path`` as a
             Path folds), a file as its absolute path (a Dask worker started in another folder
             opens the same file); empty: ``path``.
@@ -69,6 +72,7 @@ class Scene:
     mask_kind: str
     band_count: int
     nodata: float | None = None
+    shared_nodata: bool = False
     source: str = ""
     _threads: threading.local | None = field(default=None, repr=False, compare=False)
 
@@ -205,7 +209,7 @@ class Scene:
         with readable(self.source or self.path):  # the open too: a thread's first read opens its own handle
             ds = self.dataset
             valid = valid_pixels(ds.read_masks(list(self.bands), window=window, out_shape=(len(self.bands), *shape),
-                                               resampling=Resampling.nearest))
+                                               resampling=Resampling.nearest), self.shared_nodata)
             if resampling is None:
                 return None, valid
             image = ds.read(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=resampling,
@@ -256,13 +260,31 @@ def _cells_inside(
     return out
 
 
-def valid_pixels(masks: np.ndarray) -> np.ndarray:
-    """The valid pixels (H, W) of a scene's band masks (C, H, W; ``read_masks``): valid where any band
-    is, as GDAL's dataset mask and QGIS read it. An alpha band or internal mask is the same on every
-    band; a nodata value is tested band by band, and a real pixel may hold it in one band (a shadow
-    of (0, 14, 31) or yellow paint of (255, 221, 0) in an RGB scene with nodata 0: with every band
-    required, such pixels were dropped from training and left without prediction)."""
-    return np.any(masks > 0, axis=0)
+def resampling_for(scale: float) -> Resampling:
+    """How a scene is resampled to a model's grid of ``scale`` scene pixels per model pixel, in
+    training and in prediction alike: the mean of the pixels under each cell when shrinking (a
+    bilinear read of 0.3 m pixels at 1 m takes 4 of the 11 under a cell and aliases thin roads and
+    cracks), bilinear when enlarging."""
+    return Resampling.average if scale > 1 else Resampling.bilinear
+
+
+def valid_pixels(masks: np.ndarray, shared_nodata: bool) -> np.ndarray:
+    """The valid pixels (H, W) of a scene's band masks (C, H, W; ``read_masks``).
+
+    An alpha band or internal mask is the same on every band. A nodata value is tested band by
+    band: where the bands share one (``shared_nodata``, :attr:`Scene.shared_nodata`), a pixel is
+    valid where any band is, as GDAL's dataset mask reads it: a real pixel may hold it in one band
+    (a shadow of (0, 14, 31) or yellow paint of (255, 221, 0) in an RGB scene with nodata 0, which
+    were dropped from training and left without prediction). Bands with nodata values of their own
+    (a stack whose bands cover different footprints) need every band valid.
+    """
+    return np.any(masks > 0, axis=0) if shared_nodata else np.all(masks > 0, axis=0)
+
+
+def _shares_nodata(ds: rasterio.io.DatasetReader, bands: Sequence[int]) -> bool:
+    """Whether the bands ``bands`` of ``ds`` all have one and the same nodata value."""
+    values = {"nan" if v is not None and v != v else v for v in (ds.nodatavals[b - 1] for b in bands)}  # NaN != NaN
+    return len(values) == 1 and None not in values
 
 
 def _mask_kind(ds: rasterio.io.DatasetReader) -> str:
@@ -425,6 +447,7 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
     scene = Scene(
         path=Path(path), source=os.fspath(path) if remote else str(Path(path).resolve()), bands=bands, crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height,
         dtype=dtype, mask_kind=_mask_kind(ds), band_count=ds.count, nodata=ds.nodata,
+        shared_nodata=_shares_nodata(ds, bands),
     )
     scene._set_dataset(ds)
     if require_crs and not (math.isfinite(scene.pixel_size_m) and scene.pixel_size_m > 0):
