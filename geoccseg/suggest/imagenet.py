@@ -2,7 +2,7 @@
 
 :func:`geoccseg.suggest.select.coverage` clusters the candidates by embedding and takes the most
 typical photo of each kind not yet labeled (TypiClust, Hacohen et al. 2022, "Active learning on a
-budget"). By default the embedding is the current model's (``SuggestParams(coverage_embedding=
+budget"). By default the embedding is the current model's (``SuggestParams(embedding=
 "model")``): 8 channels, a fixed random projection of the features of a model trained on the few
 labels so far. TypiClust clusters a representation learned without the labels instead
 (self-supervised there); :class:`ImagenetEmbedder` gives the nearest one this tool has offline:
