@@ -222,7 +222,7 @@ def _write_float_raster(prob: xr.DataArray, path: Path, block_px: int) -> Path:
     """
     data = prob.data if isinstance(prob.data, da.Array) else prob.chunk({"y": block_px, "x": block_px}).data
     profile = {"driver": "GTiff", "width": prob.sizes["x"], "height": prob.sizes["y"], "count": prob.sizes["class"],
-               "dtype": "float32", "crs": prob.rio.crs, "transform": prob.rio.transform(), "nodata": float("nan"),
+               "dtype": "float32", "crs": prob.rio.crs, "transform": prob.rio.transform(recalc=True), "nodata": float("nan"),
                "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER"}
     try:
         with rasterio.open(path, "w", **profile) as dst:

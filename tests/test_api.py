@@ -77,6 +77,12 @@ def test_predict_a_scene_is_lazy_with_crs_and_vectorize_leaves_nothing_on_disk(t
     one = geoccseg.vectorize(prob.sel({"class": "road"}))  # one class: named by its class coordinate
     assert list(one) == ["road"] and (one["road"]["class"] == "road").all()
     assert one["road"]["length_m"].sum() == pytest.approx(lines["road"]["length_m"].sum())
+    # a coarsened array keeps the transform rioxarray stored with the original: its lines were drawn
+    # at half their size in the scene's corner; its own coordinates place them now
+    coarse = geoccseg.vectorize(prob.coarsen(x=2, y=2, boundary="trim").mean())["road"]
+    full, half = lines["road"].total_bounds, coarse.total_bounds
+    assert np.allclose(half, full, atol=4 * abs(prob.rio.transform().a))  # the same extent, within a few pixels
+    assert coarse["length_m"].sum() == pytest.approx(lines["road"]["length_m"].sum(), rel=0.25)
     values = prob.values
     assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
     assert list(tmp_path.iterdir()) == []
