@@ -274,6 +274,25 @@ def test_probability_cog_is_on_the_scene_grid(cli_run, scene_path: Path) -> None
         assert (ds.read_masks(1) == 255).all()  # the chip has no nodata
 
 
+def test_a_probability_cog_of_four_classes_is_four_grey_bands_not_an_rgba_image(scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    """GDAL writes 3 or 4 byte bands as RGB(A) unless told otherwise: a model of 4 classes wrote
+    its 4th class as the alpha band, which QGIS drew as transparency and gdalwarp took as the mask."""
+    from rasterio.enums import ColorInterp
+
+    meta = load_bundle(bundle_dir).meta
+    torch.manual_seed(0)
+    classes = ["road", "crack", "building", "water"]
+    save_bundle(tmp_path / "four", build_model(ModelConfig(in_channels=3, num_classes=5)), replace(meta, classes=classes,
+                model={**meta.model, "num_classes": 5}))
+    options = PredictOptions(tile_px=128, overlap_px=32, block_px=256, device="cpu", engine="torch")
+    prob = predict_scene(scene_path, tmp_path / "four", tmp_path / "four.tif", options, progress=False)
+    with rasterio.open(prob) as ds:
+        assert ds.count == 4 and ds.descriptions == tuple(classes)
+        assert ColorInterp.alpha not in ds.colorinterp and ColorInterp.red not in ds.colorinterp
+        assert [flag.name for flag in ds.mask_flag_enums[3]] == ["per_dataset"]  # the internal mask, not the 4th band
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and (ds.read_masks(4) == 255).all()
+
+
 def test_a_temporary_probability_raster_skips_the_cog_pass(cli_run, scene_path: Path, bundle_dir: Path, tmp_path: Path) -> None:
     """Without --prob-out, predict's probabilities are read once, by the vectoriser: they are written
     as the tiled GeoTIFF of the first pass (no overviews, no compressed copy), same values, grid,

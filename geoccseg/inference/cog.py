@@ -286,8 +286,8 @@ def write_probability_cog(
         driver="GTiff", width=scene.width, height=scene.height, count=len(classes), crs=scene.crs,
         transform=scene.transform, tiled=True, blockxsize=COG_BLOCK_PX, blockysize=COG_BLOCK_PX, BIGTIFF="IF_SAFER",
     )
-    if prob_dtype == "uint8":
-        profile |= dict(dtype="uint8")
+    if prob_dtype == "uint8":  # bands of classes, not colours: 3 or 4 byte bands were an RGB(A) image, the 4th class's alpha
+        profile |= dict(dtype="uint8", photometric="MINISBLACK")
     else:
         profile |= dict(dtype="float32", nodata=float("nan"))
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
