@@ -195,3 +195,25 @@ def test_cli_bad_input_is_a_one_line_error(tmp_path, problem, told):
     message = result.output.strip()
     assert message.startswith("geoccseg: error:") and "\n" not in message and told in message
     assert not out.exists()
+
+
+def test_geojson_lines_of_a_scene_in_a_local_crs_are_refused_before_any_work(tmp_path: Path) -> None:
+    """A drone orthomosaic exported in local coordinates (an engineering CRS) was predicted whole,
+    then its lines could not be turned into GeoJSON's WGS 84: a traceback at the very end, and the
+    --prob-out lost with them. It is refused at once now; .gpkg keeps the local CRS."""
+    from rasterio.crs import CRS as RioCRS
+
+    from geoccseg.io.catalog import sample_scene
+
+    local = RioCRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    with rasterio.open(sample_scene()) as src:
+        profile, pixels = src.profile, src.read()
+    profile.update(crs=local, transform=Affine(0.3, 0, 1000.0, 0, -0.3, 2000.0))
+    scene = tmp_path / "ortho_local.tif"
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(pixels)
+    result = CliRunner().invoke(cli, ["predict", str(scene), "-o", str(tmp_path / "roads.geojson"), "--prob-out", str(tmp_path / "p.tif")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert (f"cannot write {tmp_path / 'roads.geojson'}: GeoJSON holds WGS 84 coordinates, and {scene} is in a local CRS "
+            "(site grid) with no place on the earth; write .gpkg or .fgb") in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ortho_local.tif"]

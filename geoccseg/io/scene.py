@@ -369,6 +369,16 @@ def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
         return rasterio.open(path)
 
 
+def raster_crs(path: str | os.PathLike) -> rasterio.crs.CRS | None:
+    """The CRS of a raster from its header; None where it has none or cannot be opened (the reader
+    that needs it says why, in one line)."""
+    try:
+        with open_raster(path) as ds:
+            return ds.crs
+    except rasterio.errors.RasterioIOError:
+        return None
+
+
 def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | None = None, require_crs: bool = True,
                north_up: bool = False) -> Scene:
     """Open a GeoTIFF (or any GDAL raster) as a :class:`Scene`.

@@ -86,6 +86,22 @@ def check_vector_output(path: str | os.PathLike, overwrite: bool = False, exampl
     return path
 
 
+def check_vector_crs(path: str | os.PathLike, crs, source: str | os.PathLike) -> None:
+    """Refuse, before any work, a GeoJSON output of lines in a CRS with no place on the earth (a
+    drone orthomosaic in "local coordinates", an engineering CRS): GeoJSON holds WGS 84
+    coordinates (RFC 7946), and no transformation leads there, so the run failed at its very end.
+
+    Raises:
+        GeoccsegError: ``path`` is ``.geojson`` and ``crs`` (that of ``source``) has no geodetic datum.
+    """
+    if Path(path).suffix.lower() != ".geojson" or crs is None:
+        return
+    crs = CRS.from_user_input(crs)
+    if crs.geodetic_crs is None:
+        raise GeoccsegError(f"cannot write {path}: GeoJSON holds WGS 84 coordinates, and {source} is in a local CRS ({crs.name}) "
+                            "with no place on the earth; write .gpkg or .fgb, which keep its CRS")
+
+
 def write_vectors(
     layers: dict[str, gpd.GeoDataFrame],
     path: str | os.PathLike,
