@@ -91,6 +91,7 @@ def test_confidence_cog_is_on_the_scene_grid_and_follows_the_bundles_thresholds(
         assert ds.count == 2 and ds.dtypes == ("uint8", "uint8")
         assert "confidence" in ds.descriptions[0] and "0 high, 1 low, 2 unreliable" in ds.descriptions[1]
         assert ds.tags()["TAU_HIGH_FG"] == "0.6"
+        assert ds.scales == (p.scales[0], 1.0) and p.scales[0] == pytest.approx(1 / 255)  # QGIS shows both as 0-1, levels as codes
         mask, (confidence, level), probability = ds.read_masks(1), ds.read(), p.read(1)
     assert (mask[-100:] == 0).all() and (mask[:-100] == 255).all()
     valid = mask == 255

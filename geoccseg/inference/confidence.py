@@ -40,7 +40,7 @@ from geoccseg.io.atomic import atomic_path, check_not_input, check_writable, scr
 from geoccseg.io.bundle import BundleMeta
 from geoccseg.io.formats import GEOTIFF_SUFFIXES
 from geoccseg.io.lazy import chunk_windows
-from geoccseg.io.probability import CONFIDENCE_TAG, decode_uint8, encode_mask, encode_uint8, probabilities
+from geoccseg.io.probability import CONFIDENCE_TAG, UINT8_SCALE, decode_uint8, encode_mask, encode_uint8, probabilities
 from geoccseg.losses.confidence import confidence_levels
 
 LEVELS = ("high", "low", "unreliable")
@@ -177,6 +177,7 @@ def write_confidence_cog(
             out.set_band_description(1, "confidence: max class probability x 255")
             out.set_band_description(2, "level: 0 high, 1 low, 2 unreliable")
             out.update_tags(2, **{f"LEVEL_{code}": name for code, name in enumerate(LEVELS)})
+            out.scales, out.offsets = (UINT8_SCALE, 1.0), (0.0, 0.0)  # QGIS shows 0-1 as for the probabilities; levels as codes
             for row in chunk_windows(src.height, src.width, chunk_px):
                 for window in row:
                     prob = probabilities(src.read(window=window))
