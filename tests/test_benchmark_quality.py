@@ -1017,7 +1017,8 @@ def test_suggest_photos_benchmark_runs_both_strategies_from_one_seed_set(data_di
     assert bench.main([*default, "--resume", "--novelty-weight", "1"]) == 2  # a setting of the other strategy: refused
 
 
-def test_suggest_photos_benchmark_trains_only_the_last_round_where_picks_ignore_the_model(data_dir: Path, tmp_path: Path) -> None:
+def test_suggest_photos_benchmark_trains_only_the_last_round_where_picks_ignore_the_model(data_dir: Path, tmp_path: Path,
+                                                                                           capsys: pytest.CaptureFixture) -> None:
     """Coverage on ImageNet embeddings and random picks do not depend on the round's model, so
     ``--final-round-only`` gives each strategy's last labeled set without training the earlier
     rounds (or the seed set): the same sets the full protocol labels, at a third of the trainings."""
@@ -1050,10 +1051,13 @@ def test_suggest_photos_benchmark_trains_only_the_last_round_where_picks_ignore_
     assert "- Round 2: coverage_imagenet − random test F1, paired by seed" in report
     assert "- coverage_imagenet: only round 2 was trained, so how many fewer labeled photos reach random's final F1 is not measured" in report
     # a round recorded by a run of the whole protocol with other settings is refused, not built on
-    recorded = json.loads((out / "results.json").read_text())
+    # (the final round left out: its own check would refuse anyway)
+    recorded = [r for r in json.loads((out / "results.json").read_text()) if r["run"] != "cfd_coverage_imagenet_r2_s0"]
     other = dict(recorded[0], run="cfd_coverage_imagenet_r1_s0", round=1, labeled=sorted(pairs)[:4], added=sorted(pairs)[2:4])
     (out / "results.json").write_text(json.dumps([*recorded, other]))
+    capsys.readouterr()
     assert bench.main([*argv, "--out", str(out), "--final-round-only", "--resume"]) == 2
+    assert f"{out} holds cfd_coverage_imagenet_r1_s0 of other settings" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("folder", ["suggest-photos-deepcrack-coverage", "suggest-photos-massachusetts", "suggest-photos-deepcrack-1pct",

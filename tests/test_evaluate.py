@@ -403,6 +403,10 @@ def test_class_map_evaluation(tmp_path: Path) -> None:
     _write_png(tmp_path / "pv.png", pred_void)
     one, two = evaluate(tmp_path / "pv.png", tmp_path / "tv.png", classes=[1, 2], tolerance_px=0).classes
     assert (one.precision, one.recall, two.recall) == (0.5, 0.5, 0.75)  # as above: the pixel under 255 is not scored
+    truth_void[0, 0] = 3  # a class not scored beside them: 255 is still unlabeled
+    _write_png(tmp_path / "tv3.png", truth_void)
+    one, two = evaluate(tmp_path / "pv.png", tmp_path / "tv3.png", classes=[1, 2], tolerance_px=0).classes
+    assert (one.precision, one.recall, two.recall) == (0.5, 0.5, 0.75)
 
 
 def test_truth_with_255_for_unlabeled_is_scored_where_labeled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

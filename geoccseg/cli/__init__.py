@@ -92,12 +92,15 @@ def _raise_open_file_limit() -> None:
     except ImportError:  # Windows
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    for wanted in (65536, 10240, 4096):  # macOS refuses more than its per-process maximum (10240 on many Macs), even under an infinite hard limit
+        wanted = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        if soft == resource.RLIM_INFINITY or soft >= wanted:
+            return
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (OSError, ValueError):  # a sandbox that refuses: the error, if it comes, says what to do
-            pass
+            return
+        except (OSError, ValueError):  # try a lower one; a sandbox that refuses them all: the error, if it comes, says what to do
+            continue
 
 
 def main() -> None:

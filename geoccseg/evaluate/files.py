@@ -54,7 +54,7 @@ from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
 from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TAG, decode_uint8, parse_threshold, refuse_confidence
 from geoccseg.io.scene import open_raster
-from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, marks_unlabeled_255
+from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, marks_unlabeled_255, unlabeled_is_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
 
 log = logging.getLogger(__name__)
@@ -363,8 +363,9 @@ def _sample(values: np.ndarray) -> str:
 
 class TruthReader:
     """Reads TRUTH rasters (:func:`read_raster`); in a class-index raster whose 255 marks unlabeled
-    pixels (classes 1 .. ``classes``, the highest scored, beside 255:
-    :func:`geoccseg.label_values.marks_unlabeled_255`, as training reads it) those pixels are not scored.
+    pixels those pixels are not scored: with ``classes`` (class indices scored, ``--classes``) 255
+    beside any indices 1..127 (:func:`geoccseg.label_values.unlabeled_is_255`), else 255 beside class
+    1 (:func:`geoccseg.label_values.marks_unlabeled_255`, as training reads it).
 
     A tile holding only 0 and 255 cannot say which it is: a 0/255 mask, or a tile of such a folder
     without road. Reading the tiles of a folder (``folder``), :meth:`read` reads it as a 0/255
@@ -374,7 +375,7 @@ class TruthReader:
     tile is so read once, but such tiles of a folder that marks unlabeled pixels with 255.
     """
 
-    def __init__(self, folder: bool, classes: int = 1) -> None:
+    def __init__(self, folder: bool, classes: int | None = None) -> None:
         self.folder, self.finished, self.classes = folder, False, classes
         self.seen = False
         """Some tile read so far marks unlabeled pixels with 255."""
@@ -384,7 +385,9 @@ class TruthReader:
         provisionally (a tile holding only 0 and 255, before :meth:`finish`)."""
         raster = read_raster(path)
         held = _held(raster)
-        marks = marks_unlabeled_255(held, self.classes)  # not a tile that reads otherwise (0, 100 and 255: a 0/255 mask)
+        # class indices scored (--classes): 255 beside any of them is unlabeled; one class of probabilities: 255 beside
+        # class 1 only (0, 100 and 255 is a 0/255 mask)
+        marks = unlabeled_is_255(held) if self.classes is not None else marks_unlabeled_255(held, 1)
         if marks:
             self.seen = True
         only_0_255 = bool(held[255] and not held[1:255].any())

@@ -269,7 +269,7 @@ def evaluate(
     area = _Area(str(aoi), read_polygons(aoi)) if aoi is not None else None  # read once for every pair
     totals = {k: _ClassTotals(threshold, tolerance_px) for k in (classes or [1])}
     provisional = {k: _ClassTotals(threshold, tolerance_px) for k in totals}  # tiles of only 0 and 255, as masks
-    truths = TruthReader(folder=len(pairs) > 1, classes=max(classes or [1]))  # classes 1..k beside 255: unlabeled
+    truths = TruthReader(folder=len(pairs) > 1, classes=max(classes) if classes else None)
     results = [_score_pair(pred_path, truth_path, totals, classes, threshold, tolerance_px, buffer_m, line_width_m, graphs,
                            area, truths, provisional) for pred_path, truth_path in pairs]
     truths.finish()

@@ -348,7 +348,7 @@ def too_many_files(path: str | os.PathLike) -> str:
     except (AttributeError, OSError, ValueError):  # Windows has no resource module
         limit = ""
     return (f"cannot open {path}: this process has as many files open as its limit allows (ulimit -n{limit}; each reading "
-            "thread holds each scene open); raise it (ulimit -n 65536) or give the tiles as one mosaic (gdalbuildvrt tiles.vrt tiles/*.tif)")
+            "thread holds each scene open); raise it (e.g. ulimit -n 10240 in the shell that runs it) or give the tiles as one mosaic (gdalbuildvrt tiles.vrt tiles/*.tif)")
 
 
 def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
