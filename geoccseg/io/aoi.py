@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 
 import geopandas as gpd
-import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.labels import collection_parts, read_vector
+from geoccseg.io.labels import exploded_collections, read_vector
 from geoccseg.io.units import reprojected
 
 
@@ -43,9 +42,7 @@ def read_polygons(path: str | os.PathLike, what: str = "AOI") -> gpd.GeoDataFram
         GeoccsegError: an unreadable file, or one without polygons.
     """
     gdf = read_vector(path, what)
-    collections = (gdf.geom_type == "GeometryCollection").to_numpy()
-    if collections.any():  # their polygons are areas like any (they were dropped without a word)
-        gdf = pd.concat([gdf[~collections], collection_parts(gdf[collections])])
+    gdf = exploded_collections(gdf)  # a collection's polygons are areas like any (they were dropped without a word)
     gdf = gdf[gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
     if len(gdf) == 0:
         raise GeoccsegError(f"{what} {path} holds no polygon; draw the area as polygons")

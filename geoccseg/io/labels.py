@@ -81,12 +81,16 @@ def read_vector(path: str | os.PathLike, what: str = "labels", keep_empty: bool 
     return gdf
 
 
-def collection_parts(collections: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """The lines and polygons of GeometryCollection features (what a clip or a union writes to a layer
-    of mixed types), each a row with its feature's index and columns; their points (where a clipped
-    line only touched the clip's edge) left out."""
-    parts = collections.explode(index_parts=False)
-    return parts[~(parts.geometry.is_empty | parts.geometry.isna() | parts.geom_type.isin(["Point", "MultiPoint"]))]
+def exploded_collections(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``gdf`` with each GeometryCollection feature (what a clip or a union writes to a layer of mixed
+    types) replaced by its lines and polygons, each a row with the feature's index and columns; their
+    points (where a clipped line only touched the clip's edge) left out. Other features as they are."""
+    collections = (gdf.geom_type == "GeometryCollection").to_numpy()
+    if not collections.any():
+        return gdf
+    parts = gdf[collections].explode(index_parts=False)
+    parts = parts[~(parts.geometry.is_empty | parts.geometry.isna() | parts.geom_type.isin(["Point", "MultiPoint"]))]
+    return pd.concat([gdf[~collections], parts])
 
 
 @dataclass
@@ -134,10 +138,9 @@ class VectorLabels:
         features = len(gdf)
         gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
         counts = {"path": Path(path), "features": features, "empty": features - len(gdf)}
-        collections = (gdf.geom_type == "GeometryCollection").to_numpy()
-        if collections.any():  # a clip or union's output: its lines and polygons are labels like any (they were dropped,
-            # and with the rest of the file the area still counted as labeled: their roads were learnt as background)
-            gdf = pd.concat([gdf[~collections], collection_parts(gdf[collections])])
+        # a clip or union's collections: their lines and polygons are labels like any (they were dropped, and with the
+        # rest of the file the area still counted as labeled: their roads were learnt as background)
+        gdf = exploded_collections(gdf)
         points = gdf.geom_type.isin(["Point", "MultiPoint"])
         if points.any():
             raise GeoccsegError(
