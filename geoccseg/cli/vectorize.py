@@ -10,7 +10,7 @@ import click
 from geoccseg.cli.vectorize_options import graph_options, vectorize_options
 from geoccseg.cli.verbosity import detail, say, show_progress, verbosity_options
 from geoccseg.io.atomic import check_not_input
-from geoccseg.io.scene import is_gdal_path, raster_crs
+from geoccseg.io.scene import is_gdal_path
 from geoccseg.io.vector_write import check_vector_crs, check_vector_output, write_vectors
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
 from geoccseg.vectorize.blocks import BLOCK_PX, recorded_threshold
@@ -41,7 +41,7 @@ def command(
     PROB is a file, or anything rasterio opens (https://..., /vsicurl/..., s3://...); OUTPUT is a local file.
     """
     check_vector_output(output, overwrite, example="roads.gpkg")
-    check_vector_crs(output, raster_crs(prob), prob)
+    check_vector_crs(output, prob)
     if graph_snap_m is not None:
         check_graph_output(output)
     check_not_input(output, [] if is_gdal_path(prob) else [prob])

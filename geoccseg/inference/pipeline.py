@@ -27,7 +27,7 @@ from geoccseg.inference.predict import PredictOptions, bundle_files, check_prob_
 from geoccseg.io.atomic import check_not_input, scratch_dir
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import RASTER_SUFFIXES
-from geoccseg.io.scene import is_gdal_path, open_raster, raster_crs
+from geoccseg.io.scene import is_gdal_path, open_raster
 from geoccseg.io.vector_write import check_vector_crs, check_vector_output, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize import VectorizeParams, vectorize_raster
@@ -128,7 +128,7 @@ def run_predict(
     start = time.perf_counter()
     options = options or PredictOptions()
     out_vectors = check_vector_output(out_vectors, overwrite, example="roads.gpkg")
-    check_vector_crs(out_vectors, raster_crs(scene), scene)
+    check_vector_crs(out_vectors, scene)
     if graph:
         check_graph_output(out_vectors)
     inputs = [scene, *bundle_files(model if isinstance(model, Bundle) else resolve_model(model))]

@@ -30,12 +30,12 @@ from shapely.geometry import Polygon, box
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.quiet import ignored_warnings
+from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
 
 try:
     import resource  # imported now: at the open-file limit, importing it would need a file too
 except ImportError:  # Windows
     resource = None
-from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
 
 SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 
@@ -367,16 +367,6 @@ def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
     """
     with ignored_warnings(rasterio.errors.NotGeoreferencedWarning):  # run from several threads at once
         return rasterio.open(path)
-
-
-def raster_crs(path: str | os.PathLike) -> rasterio.crs.CRS | None:
-    """The CRS of a raster from its header; None where it has none or cannot be opened (the reader
-    that needs it says why, in one line)."""
-    try:
-        with open_raster(path) as ds:
-            return ds.crs
-    except rasterio.errors.RasterioIOError:
-        return None
 
 
 def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | None = None, require_crs: bool = True,

@@ -86,15 +86,28 @@ def check_vector_output(path: str | os.PathLike, overwrite: bool = False, exampl
     return path
 
 
-def check_vector_crs(path: str | os.PathLike, crs, source: str | os.PathLike) -> None:
-    """Refuse, before any work, a GeoJSON output of lines in a CRS with no place on the earth (a
-    drone orthomosaic in "local coordinates", an engineering CRS): GeoJSON holds WGS 84
-    coordinates (RFC 7946), and no transformation leads there, so the run failed at its very end.
+def check_vector_crs(path: str | os.PathLike, source: str | os.PathLike) -> None:
+    """Refuse, before any work, a GeoJSON output of the lines of the raster ``source`` in a CRS with
+    no place on the earth (a drone orthomosaic in "local coordinates", an engineering CRS): GeoJSON
+    holds WGS 84 coordinates (RFC 7946), and no transformation leads there, so the run failed at its
+    very end. Only a ``.geojson`` output opens ``source`` (its header); one that cannot be opened, or
+    has no CRS, is left to the reader that says why.
 
     Raises:
-        GeoccsegError: ``path`` is ``.geojson`` and ``crs`` (that of ``source``) has no geodetic datum.
+        GeoccsegError: ``path`` is ``.geojson`` and ``source``'s CRS has no geodetic datum.
     """
-    if Path(path).suffix.lower() != ".geojson" or crs is None:
+    if Path(path).suffix.lower() != ".geojson":
+        return
+    import rasterio.errors
+
+    from geoccseg.io.scene import open_raster  # rasterio: only for a GeoJSON output
+
+    try:
+        with open_raster(source) as ds:
+            crs = ds.crs
+    except rasterio.errors.RasterioIOError:
+        return
+    if crs is None:
         return
     crs = CRS.from_user_input(crs)
     if crs.geodetic_crs is None:
