@@ -237,8 +237,8 @@ class _Run:
         info = probability_png_info(self.probability(photo))
         if info is None or info[0] != photo_size(photo, exif_orientation=True):
             return False
-        recorded = info[1]
-        if recorded.get(SOURCE_TAG, source_stamp(photo)) != source_stamp(photo):  # unrecorded: an older run's
+        recorded, stamp = info[1], source_stamp(photo)
+        if recorded.get(SOURCE_TAG, stamp) != stamp:  # unrecorded: an older run's
             return False
         if STATE_TAG not in recorded and WEIGHTS_TAG in recorded:  # written before the state tag: the weights tag held this digest
             recorded = recorded | {STATE_TAG: recorded[WEIGHTS_TAG]}

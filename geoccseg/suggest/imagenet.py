@@ -25,9 +25,6 @@ import torch
 from geoccseg.io.normalize import PERCENTILES, stats_from_arrays
 from geoccseg.models.encoder import EfficientNetLiteEncoder
 
-ENCODER = "efficientnet-lite0"
-"""The ImageNet encoder whose features are the embedding."""
-
 CHIP_PX = 512
 """Edge of the chips a photo is embedded in (the last row and column of chips may be smaller)."""
 
