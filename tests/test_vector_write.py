@@ -197,23 +197,49 @@ def test_cli_bad_input_is_a_one_line_error(tmp_path, problem, told):
     assert not out.exists()
 
 
-def test_geojson_lines_of_a_scene_in_a_local_crs_are_refused_before_any_work(tmp_path: Path) -> None:
+LOCAL_WKT = 'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+"""A drone orthomosaic's "local coordinates": an engineering CRS in metres, with no place on the earth."""
+
+
+def test_geojson_of_a_scene_in_a_local_crs_is_refused_before_any_work(tmp_path: Path) -> None:
     """A drone orthomosaic exported in local coordinates (an engineering CRS) was predicted whole,
     then its lines could not be turned into GeoJSON's WGS 84: a traceback at the very end, and the
-    --prob-out lost with them. It is refused at once now; .gpkg keeps the local CRS."""
+    --prob-out lost with them. It is refused at once now, by predict and by suggest (its areas are
+    in the scene's CRS too); .gpkg keeps the local CRS."""
     from rasterio.crs import CRS as RioCRS
 
     from geoccseg.io.catalog import sample_scene
 
-    local = RioCRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
     with rasterio.open(sample_scene()) as src:
         profile, pixels = src.profile, src.read()
-    profile.update(crs=local, transform=Affine(0.3, 0, 1000.0, 0, -0.3, 2000.0))
+    profile.update(crs=RioCRS.from_wkt(LOCAL_WKT), transform=Affine(0.3, 0, 1000.0, 0, -0.3, 2000.0))
     scene = tmp_path / "ortho_local.tif"
     with rasterio.open(scene, "w", **profile) as dst:
         dst.write(pixels)
-    result = CliRunner().invoke(cli, ["predict", str(scene), "-o", str(tmp_path / "roads.geojson"), "--prob-out", str(tmp_path / "p.tif")])
-    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert (f"cannot write {tmp_path / 'roads.geojson'}: GeoJSON holds WGS 84 coordinates, and {scene} is in a local CRS "
-            "(site grid) with no place on the earth; write .gpkg or .fgb") in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ortho_local.tif"]
+    for command, out in (("predict", "roads.geojson"), ("suggest", "areas.geojson")):
+        extra = ["--prob-out", str(tmp_path / "p.tif")] if command == "predict" else ["-n", "3"]
+        result = CliRunner().invoke(cli, [command, str(scene), "-o", str(tmp_path / out), *extra])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert (f"cannot write {tmp_path / out}: GeoJSON holds WGS 84 coordinates, and {scene} is in a local CRS "
+                "(site grid) with no place on the earth; write .gpkg or .fgb") in result.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ortho_local.tif"]
+
+
+def test_road_graph_of_a_scene_in_a_local_crs_is_in_its_metres(tmp_path: Path) -> None:
+    """--graph measured its edges in the lines' UTM zone, which a local grid has none of: a pyproj
+    traceback after the whole prediction. A local grid in metres is measured as it is."""
+    from rasterio.crs import CRS as RioCRS
+
+    prob = np.full((120, 150), 13, dtype=np.uint8)
+    prob[58:63, 10:140] = 230  # one 5 m wide road, 130 m long east-west
+    prob_tif = tmp_path / "prob.tif"
+    with rasterio.open(prob_tif, "w", driver="GTiff", height=120, width=150, count=1, dtype="uint8",
+                       crs=RioCRS.from_wkt(LOCAL_WKT), transform=Affine(1.0, 0, 1000.0, 0, -1.0, 2000.0)) as dst:
+        dst.write(prob, 1)
+        dst.set_band_description(1, "road")
+    out = tmp_path / "roads.gpkg"
+    result = CliRunner().invoke(cli, ["vectorize", str(prob_tif), "-o", str(out), "--graph"])
+    assert result.exit_code == 0, result.output
+    edges = gpd.read_file(out, layer="road_edges")
+    assert edges.crs.name == "site grid" and len(edges) == 1
+    assert edges.length_m.iloc[0] == pytest.approx(edges.geometry.length.iloc[0]) and 115 < edges.length_m.iloc[0] < 131

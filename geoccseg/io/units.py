@@ -76,14 +76,22 @@ def mean_pixel_size_m(crs: CRS | str, transform: Affine, at_lonlat_or_xy: tuple[
 
 def metric_crs(geometries: gpd.GeoSeries) -> CRS:
     """A CRS in metres for ``geometries``: their own when projected in metres at true scale where
-    they are (:func:`point_scale`; not Web Mercator), else their local UTM zone.
+    they are (:func:`point_scale`; not Web Mercator) or a local grid in metres with no place on the
+    earth (an engineering CRS: a site grid is drawn at true scale, and no transformation leads
+    elsewhere), else their local UTM zone.
 
     Raises:
-        GeoccsegError: if ``geometries`` have no CRS.
+        GeoccsegError: if ``geometries`` have no CRS, or a local one not in metres.
     """
     if geometries.crs is None:
         raise GeoccsegError("lines have no CRS, so lengths in metres are unknown; set a CRS on the vector file")
     crs = CRS.from_user_input(geometries.crs)
+    if crs.geodetic_crs is None:
+        if crs.axis_info and all(axis.unit_name in ("metre", "meter") for axis in crs.axis_info):
+            return crs
+        unit = crs.axis_info[0].unit_name if crs.axis_info else "no unit"
+        raise GeoccsegError(f"lines are in a local CRS ({crs.name}) in {unit}, with no place on the earth, so lengths in metres "
+                            "are unknown; georeference the scene, or export it in a local grid in metres")
     if crs.is_projected and crs.axis_info and crs.axis_info[0].unit_name in ("metre", "meter"):
         xmin, ymin, xmax, ymax = geometries.total_bounds if len(geometries) else (0.0, 0.0, 0.0, 0.0)
         if point_scale(crs, float(xmin + xmax) / 2, float(ymin + ymax) / 2) == (1.0, 1.0):

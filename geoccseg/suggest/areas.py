@@ -51,7 +51,7 @@ from geoccseg.io.bundle import BundleMeta, resolve_model
 from geoccseg.io.labels import read_vector
 from geoccseg.io.scene import Scene
 from geoccseg.io.units import reprojected
-from geoccseg.io.vector_write import check_vector_output, write_vectors
+from geoccseg.io.vector_write import check_vector_crs, check_vector_output, write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.suggest.blocks import CellGrid, score_cells, scoring_session
 from geoccseg.suggest.select import PARTS, Candidates, SuggestParams, check_seed, check_strategy, choose
@@ -157,6 +157,7 @@ def suggest_areas(
     if out is not None:
         out = check_vector_output(out, overwrite, example="areas.gpkg")
         check_not_input(out, inputs)
+        check_vector_crs(out, paths[0])  # the areas are in the first scene's CRS
     if isinstance(model, Bundle):
         check_workers_read_the_same_model(model, options)
     bundle = copy.deepcopy(model) if isinstance(model, Bundle) else load_bundle(bundle_path)  # the caller's model keeps its mode
