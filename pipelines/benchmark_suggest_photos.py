@@ -151,6 +151,16 @@ def run(args: argparse.Namespace) -> list[dict]:
                 trained(start_name, "start", seed, 0, start, [])
             for strategy in (strategy_name(args.strategy, params), "random"):
                 labeled, previous = list(start), start_name
+                final = f"{args.dataset}_{strategy}_r{args.rounds}_s{seed}"
+                if args.final_round_only and recorded_final_round(done, args.dataset, strategy, seed, args.rounds):
+                    kept = done[final]  # its labeled set holds the earlier rounds' picks: they are not made again
+                    if not set(start) <= set(kept["labeled"]) or len(kept["labeled"]) != min(len(start) + args.rounds * args.per_round,
+                                                                                              len(train_stems)):
+                        raise GeoccsegError(f"{out} holds {final}, whose {len(kept['labeled'])} labeled photos are not this command's "
+                                            "seed set and picks (--start-fraction, --per-round, --rounds): resume with the command that "
+                                            "began it, or choose another --out")
+                    trained(final, strategy, seed, args.rounds, kept["labeled"], kept["added"])  # checks the profile
+                    continue
                 for round_ in range(1, args.rounds + 1):
                     name = f"{args.dataset}_{strategy}_r{round_}_s{seed}"
                     pool = [s for s in train_stems if s not in set(labeled)]
@@ -176,6 +186,14 @@ def run(args: argparse.Namespace) -> list[dict]:
                     previous = name
     write_reports(records, out)
     return records
+
+
+def recorded_final_round(done: dict[str, dict], dataset: str, strategy: str, seed: int, rounds: int) -> bool:
+    """Whether ``--final-round-only`` can skip ``strategy``'s rounds of ``seed`` whole: its last round
+    is recorded and none before it (rounds recorded by a run of the whole protocol are checked one by
+    one), so the picks of its earlier rounds, several minutes each, need not be made again."""
+    names = [f"{dataset}_{strategy}_r{round_}_s{seed}" for round_ in range(1, rounds + 1)]
+    return names[-1] in done and not any(name in done for name in names[:-1])
 
 
 def suggest_params(args: argparse.Namespace) -> SuggestParams:

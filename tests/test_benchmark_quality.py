@@ -1047,6 +1047,10 @@ def test_suggest_photos_benchmark_trains_only_the_last_round_where_picks_ignore_
         labeled = sorted([*labeled, *(Path(n).stem for n in picked)])
     assert records["cfd_coverage_imagenet_r2_s0"]["labeled"] == labeled and records["cfd_coverage_imagenet_r2_s0"]["embedding"] == "imagenet"
     assert records["cfd_random_r2_s0"]["n_labeled"] == len(start) + 4
+    capsys.readouterr()
+    assert bench.main([*argv, "--out", str(out), "--final-round-only", "--resume"]) == 0  # nothing left: no picks made again
+    resumed = capsys.readouterr().out
+    assert "cfd_coverage_imagenet_r2_s0: already in results.json, skipped" in resumed and "picks without it" not in resumed
     report = (out / "results.md").read_text()
     assert "- Round 2: coverage_imagenet − random test F1, paired by seed" in report
     assert "- coverage_imagenet: only round 2 was trained, so how many fewer labeled photos reach random's final F1 is not measured" in report
