@@ -25,7 +25,7 @@ from shapely.geometry import box
 
 from geoccseg.cli import cli
 from geoccseg.data.chips import RandomQueries, accept_labeled, accept_unlabeled, query_box, region_mask
-from geoccseg.data.photos import PhotoTrainingData, read_mask, read_photo
+from geoccseg.data.photos import PhotoTrainingData, masks_mark_unlabeled_255, read_mask, read_photo
 from geoccseg.data.scenes import SceneTrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.evaluate import evaluate
@@ -33,7 +33,7 @@ from geoccseg.evaluate.files import read_raster
 from geoccseg.io.labels import RasterLabels, VectorLabels
 from geoccseg.io.normalize import compute_stats, stats_from_uint8
 from geoccseg.io.scene import open_scene
-from geoccseg.label_values import IGNORE_INDEX
+from geoccseg.label_values import IGNORE_INDEX, held_values
 
 WATERMARK_ROW = 1215  # the SpaceNet banner ("Imagery Courtesy of Maxar") starts about here
 
@@ -602,6 +602,16 @@ def test_photo_masks_in_colour_palette_or_class_indices(data_dir, tmp_path):
     assert np.array_equal(read_mask(tmp_path / "ignore.png"), np.where(np.arange(len(crack))[:, None] < 20, IGNORE_INDEX, crack))
     Image.fromarray(ignore).save(tmp_path / "ignore.webp", lossless=True)  # a lossless WebP reads as its PNG (not thresholded as a JPEG)
     assert np.array_equal(read_mask(tmp_path / "ignore.webp"), read_mask(tmp_path / "ignore.png"))
+    # a lossy WebP of a 0/255 mask can decode to exactly 0, 1 and 255: it read as class indices, its
+    # cracks unlabeled and its 1s (compression noise) cracks; the file's VP8 chunk says it is lossy
+    drawn = np.zeros((96, 96), np.uint8)
+    drawn[40:46, 8:88] = drawn[8:88, 30:36] = 255
+    Image.fromarray(drawn).save(tmp_path / "lossy.webp", quality=100, method=6)
+    with Image.open(tmp_path / "lossy.webp") as im:
+        decoded = np.asarray(im.convert("L"))
+    assert set(np.unique(decoded).tolist()) == {0, 1, 255}
+    assert np.array_equal(read_mask(tmp_path / "lossy.webp"), drawn // 255)
+    assert masks_mark_unlabeled_255([(tmp_path / "lossy.webp", held_values(decoded)[0])]) == []  # nor decides a folder's masks
     # ... and beside a class the model lacks (crack 1, spalling 2, void 255): it read as a smoothed
     # 0/255 mask, the void as crack and the cracks as background, without a word
     void = ignore.copy()

@@ -26,7 +26,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.formats import GEOTIFF_SUFFIXES, LOSSY_SUFFIXES, PHOTO_SUFFIXES, UNREAD_PHOTO_SUFFIXES
+from geoccseg.io.formats import GEOTIFF_SUFFIXES, PHOTO_SUFFIXES, UNREAD_PHOTO_SUFFIXES, is_lossy
 from geoccseg.io.normalize import NormStats, stats_from_uint8
 from geoccseg.label_values import COLOUR_TOLERANCE, IGNORE_INDEX, held_values, label_mode, marks_unlabeled_255
 from geoccseg.models.config import check_tile_px
@@ -296,7 +296,7 @@ def read_mask(path: Path, num_classes: int = 2, unlabeled_255: bool | None = Non
     class) and 0/1 masks become 0/1; class-index masks (values below ``num_classes``, background
     included) and palette images (their indices) stay as they are, 255 beside them marking
     unlabeled pixels (:data:`IGNORE_INDEX`), as in label rasters (:func:`geoccseg.label_values.label_mode`).
-    A JPEG mask (its compression adds values near 0 and 255) is a 0/255 mask wherever it holds a
+    A lossy mask (JPEG, lossy WebP: compression adds values near 0 and 255) is a 0/255 mask wherever it holds a
     value from 128 up.
 
     Args:
@@ -339,7 +339,7 @@ def mask_classes(path: Path, held: np.ndarray, num_classes: int = 2, unlabeled_2
         GeoccsegError: values that are neither a 0/255 mask nor classes the model has.
     """
     values = np.arange(256, dtype=np.uint8)
-    if Path(path).suffix.lower() in LOSSY_SUFFIXES and held[128:].any():
+    if is_lossy(path) and held[128:].any():
         return (values >= 128).astype(np.uint8)  # noise near 0 and 255 (read as classes and 255, it was refused or misread)
     if unlabeled_255 and held[255] and not held[1:255].any():
         return values  # 0 background, 255 unlabeled (IGNORE_INDEX)
@@ -354,10 +354,10 @@ def masks_mark_unlabeled_255(held: Sequence[tuple[Path, np.ndarray]], k: int = 1
 
     Args:
         held: each mask's path and the values it holds ((256,) bool, :func:`held_values` of its
-            stored values); JPEG masks (compression noise) are left out.
+            stored values); lossy masks (JPEG, lossy WebP: compression noise) are left out.
         k: the number of foreground classes.
     """
-    return [Path(path) for path, values in held if Path(path).suffix.lower() not in LOSSY_SUFFIXES and marks_unlabeled_255(values, k)]
+    return [Path(path) for path, values in held if not is_lossy(path) and marks_unlabeled_255(values, k)]
 
 
 def mask_files_mark_unlabeled_255(paths: Iterable[Path]) -> bool:

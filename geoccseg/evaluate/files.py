@@ -7,7 +7,7 @@ read. Their values are interpreted as follows.
 Binary evaluation (``classes=None``):
     - TRUTH: a 0/1 or 0/255 mask, read by the rule training reads masks with
       (:func:`geoccseg.label_values.label_mode`): a 0/255 mask resized smoothly (values between)
-      and JPEG masks (blurred by compression) are thresholded at 128, and an RGB mask whose
+      and lossy masks (JPEG, lossy WebP: blurred by compression) are thresholded at 128, and an RGB mask whose
       channels differ by little (:data:`~geoccseg.label_values.COLOUR_TOLERANCE`) reads as its
       grey. Any other values mean a class map and need ``classes``.
     - PRED: float probabilities in [0, 1]; a 0/1 integer mask; or uint8 read as ``value / 255``
@@ -49,7 +49,7 @@ from pyproj import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, LOSSY_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES
+from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES, is_lossy
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
 from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TAG, decode_uint8, parse_threshold, refuse_confidence
@@ -93,8 +93,8 @@ class Raster:
 
     @property
     def lossy(self) -> bool:
-        """True for JPEG files, whose masks hold compression noise."""
-        return self.path.suffix.lower() in LOSSY_SUFFIXES
+        """True for JPEG and lossy WebP files (:func:`~geoccseg.io.formats.is_lossy`), whose masks hold compression noise."""
+        return is_lossy(self.path)
 
     def pixel_m(self) -> float:
         """Mean pixel size in metres, measured at the raster centre (needs a georeferenced raster)."""

@@ -22,6 +22,10 @@ Where two tables differ, it is on purpose, and said here:
 
 from __future__ import annotations
 
+import os
+import struct
+from pathlib import Path
+
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 """GeoTIFF files: the names of the probability and confidence COGs written."""
 
@@ -32,9 +36,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp")
 """Plain images read with Pillow (no georeferencing): photos, photo masks, evaluation images."""
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
-"""JPEG images, whose compression blurs a mask's edges (a mask of them is thresholded at 128). Not
-WebP: a WebP mask may be lossless and hold 0/1/255 class indices, which 128 would invert; a lossy
-one's noise is refused in one line like any odd value."""
+"""JPEG images, whose compression blurs a mask's edges (a mask of them is thresholded at 128). A
+WebP may be either: :func:`is_lossy` reads which."""
 
 UNREAD_PHOTO_SUFFIXES = (".heic", ".heif")
 """Photos Pillow cannot read without a plug-in (an iPhone's default): named when a folder holds
@@ -51,3 +54,34 @@ FOLDER_VECTOR_SUFFIXES = tuple(suffix for suffix in VECTOR_SUFFIXES if suffix !=
 
 VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".shp": "ESRI Shapefile"}
 """Vector files written, by extension, with the OGR driver that writes each."""
+
+
+def is_lossy(path: str | os.PathLike) -> bool:
+    """Whether the image ``path`` is lossily compressed, so that a mask in it holds noise near 0 and
+    255 and is thresholded at 128: a JPEG (:data:`LOSSY_SUFFIXES`), or a WebP whose image is VP8
+    (lossy) rather than VP8L (lossless, which may hold 0/1/255 class indices that 128 would invert).
+    A lossy 0/255 mask can decode to exactly 0, 1 and 255, which read as indices would make its
+    cracks unlabeled and its 1s cracks. A WebP that cannot be read is not lossy here: its reader
+    says why."""
+    suffix = Path(path).suffix.lower()
+    if suffix in LOSSY_SUFFIXES:
+        return True
+    return suffix == ".webp" and _webp_image_chunk(path) == b"VP8 "
+
+
+def _webp_image_chunk(path: str | os.PathLike) -> bytes | None:
+    """The FourCC of a WebP file's image chunk (``VP8 `` lossy, ``VP8L`` lossless), walking the
+    RIFF chunks of an extended (``VP8X``) file; None where the file is not a readable WebP."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(12)
+            if len(header) < 12 or header[:4] != b"RIFF" or header[8:] != b"WEBP":
+                return None
+            while len(chunk := f.read(8)) == 8:
+                fourcc, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if fourcc in (b"VP8 ", b"VP8L"):
+                    return fourcc
+                f.seek(size + size % 2, os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
