@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from geoccseg.io.scene import open_scene
@@ -124,6 +124,15 @@ def test_a_pixel_that_holds_the_nodata_value_in_one_band_only_is_a_real_pixel(tm
     _, valid = stack.read()
     np.testing.assert_array_equal(valid, (rgb[0] != 0) & (rgb[1] != 0) & (rgb[2] != 0) & (rgb[2] != 7))  # each band's nodata counts
     assert not valid[500:600, 500:600].any()  # red 0 in the shadow: band 1 has no data there
+    # one nodata value on every band of a stack of grey bands (gdalbuildvrt -separate -vrtnodata 0):
+    # the bands may cover other footprints all the same, and `info` counts what training reads
+    (tmp_path / "stack0.vrt").write_text((tmp_path / "stack.vrt").read_text().replace("<NoDataValue>7</NoDataValue>", "<NoDataValue>0</NoDataValue>"))
+    with rasterio.open(tmp_path / "stack0.vrt") as src:
+        assert set(src.nodatavals) == {0} and set(src.colorinterp) <= {ColorInterp.gray, ColorInterp.undefined}
+    stack0 = open_scene(tmp_path / "stack0.vrt")
+    _, valid = stack0.read()
+    assert not stack0.shared_nodata and not valid[500:600, 500:600].any()
+    assert describe_scene(tmp_path / "stack0.vrt")["nodata_share"] == pytest.approx(1 - valid.mean(), abs=1e-9)
 
 
 def _run_limited(code: str, open_files: int) -> subprocess.CompletedProcess:

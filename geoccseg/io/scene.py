@@ -55,8 +55,9 @@ class Scene:
         mask_kind: how invalid pixels are marked: ``"nodata"``, ``"alpha"``, ``"internal"`` or ``"none"``.
         band_count: number of bands in the file.
         nodata: the file's nodata value (its first band's).
-        shared_nodata: every selected band has the same nodata value: a pixel is then nodata where
-            every band holds it (:func:`valid_pixels`), not where one does.
+        shared_nodata: the selected bands are one image's (one band, or a colour image's) with
+            the same nodata value: a pixel is then nodata where every band holds it
+            (:func:`valid_pixels`), not where one does.
         source: the name GDAL opens: a URL exactly as given (it keeps its ``//``, which ``path`` as a
             Path folds), a file as its absolute path (a Dask worker started in another folder
             opens the same file); empty: ``path``.
@@ -275,16 +276,24 @@ def valid_pixels(masks: np.ndarray, shared_nodata: bool) -> np.ndarray:
     band: where the bands share one (``shared_nodata``, :attr:`Scene.shared_nodata`), a pixel is
     valid where any band is, as GDAL's dataset mask reads it: a real pixel may hold it in one band
     (a shadow of (0, 14, 31) or yellow paint of (255, 221, 0) in an RGB scene with nodata 0, which
-    were dropped from training and left without prediction). Bands with nodata values of their own
-    (a stack whose bands cover different footprints) need every band valid.
+    were dropped from training and left without prediction). Bands with nodata values of their own,
+    or a stack of grey bands (which may cover different footprints), need every band valid.
     """
     return np.any(masks > 0, axis=0) if shared_nodata else np.all(masks > 0, axis=0)
 
 
+COLOUR_BANDS = {ColorInterp.red, ColorInterp.green, ColorInterp.blue}
+"""The colour interpretations of a colour image's bands, captured together (RGB, RGBA, RGB+NIR)."""
+
+
 def _shares_nodata(ds: rasterio.io.DatasetReader, bands: Sequence[int]) -> bool:
-    """Whether the bands ``bands`` of ``ds`` all have one and the same nodata value."""
+    """Whether the bands ``bands`` of ``ds`` are one image's, with one nodata value: one band, or
+    bands holding red, green and blue (a colour image, its bands captured together), all with the
+    same nodata value. A stack of grey bands (``gdalbuildvrt -separate -vrtnodata 0``, Sentinel-2
+    bands, RGB and NIR of two flights) may cover other footprints with that one value."""
     values = {"nan" if v is not None and v != v else v for v in (ds.nodatavals[b - 1] for b in bands)}  # NaN != NaN
-    return len(values) == 1 and None not in values
+    one_image = len(bands) == 1 or COLOUR_BANDS <= {ds.colorinterp[b - 1] for b in bands}
+    return one_image and len(values) == 1 and None not in values
 
 
 def _mask_kind(ds: rasterio.io.DatasetReader) -> str:
@@ -463,7 +472,8 @@ def describe_scene(path: str | os.PathLike, bands: list[int] | None = None) -> d
     """Facts about a scene for ``geoccseg info``: size, bands, dtypes, CRS, pixel size, nodata share."""
     scene = open_scene(path, bands, north_up=True)
     ds = scene.dataset
-    valid_probe = ds.dataset_mask(out_shape=(min(scene.height, 2048), min(scene.width, 2048)))
+    shape = (min(scene.height, 2048), min(scene.width, 2048))
+    valid_probe = valid_pixels(ds.read_masks(list(scene.bands), out_shape=(len(scene.bands), *shape)), scene.shared_nodata)
     return {
         "path": str(path),
         "width": scene.width,
@@ -474,5 +484,5 @@ def describe_scene(path: str | os.PathLike, bands: list[int] | None = None) -> d
         "crs": scene.crs.to_string(),
         "pixel_size_m": scene.pixel_size_xy_m,
         "mask": scene.mask_kind,
-        "nodata_share": float((valid_probe == 0).mean()),
+        "nodata_share": float(1 - valid_probe.mean()),  # as training and prediction read it
     }
