@@ -306,6 +306,32 @@ def test_a_bend_drawn_as_two_lines_is_labeled_like_one_line(tmp_path):
     assert [shapely.get_coordinates(j).tolist() for j in joints] == [[[5.0, 0.0]], [[5.0, 0.0]]]
 
 
+def test_a_line_narrower_than_a_pixel_stays_one_connected_line(tmp_path):
+    """A crack drawn as a centreline is buffered by 2 cm: on a 3 cm orthophoto the buffer covered a
+    pixel centre in about 2 columns of 3, a dashed crack whose gaps were learnt as labeled
+    background (a 6 m road on 10 m imagery the same). Its path is labeled too now; a road wider
+    than the pixels is labeled as before, but for the pixel holding each end."""
+    from rasterio import features
+    from scipy import ndimage
+
+    crack = shapely.LineString([(500000.013, 4000000.5), (500003.0, 4000000.93)])  # slanted, 3 m long
+    gpd.GeoDataFrame({"class": ["crack"]}, geometry=[crack], crs="EPSG:32611").to_file(tmp_path / "crack.gpkg")
+    labels = VectorLabels.open(tmp_path / "crack.gpkg", "EPSG:32611", classes=["crack"])
+    bounds = (499999.97, 3999999.98, 500003.09, 4000001.46)
+    mask = labels.rasterize(bounds, (round((bounds[3] - bounds[1]) / 0.03), round((bounds[2] - bounds[0]) / 0.03)))
+    assert set(np.unique(mask)) == {0, 1}
+    columns = np.flatnonzero(mask.any(axis=0))
+    assert columns[-1] - columns[0] + 1 == len(columns) >= 99  # every column along its 3 m: no gap
+    assert ndimage.label(mask, structure=np.ones((3, 3)))[1] == 1  # one 8-connected line
+    assert mask.sum(axis=0)[columns].max() <= 3  # a line, not a band
+    # a road wider than the pixels: its buffer holds its path, which adds at most the pixel holding each end
+    road = VectorLabels.open(tmp_path / "crack.gpkg", "EPSG:32611", classes=["road"], class_column=None, width_m=6.0)
+    wide = road.rasterize((499990.0, 3999990.0, 500010.0, 4000010.0), (200, 200))
+    inside = features.rasterize([(g, 1) for g in road.shapes.geometry], out_shape=(200, 200),
+                                transform=from_bounds(499990.0, 3999990.0, 500010.0, 4000010.0, 200, 200))
+    assert (wide >= inside).all() and (wide != inside).sum() <= 2 and inside.sum() > 1500
+
+
 def test_photo_statistics_do_not_depend_on_the_folders_paths(data_dir, tmp_path):
     """The photos sampled for the statistics were sorted by path: the same photos linked under
     other folder names (a benchmark resumed elsewhere) gave other statistics, and resume refused."""

@@ -104,6 +104,8 @@ class VectorLabels:
         path: the file the labels were read from.
         features: number of features in the file, null or empty geometries included.
         empty: number of those whose geometry is null or empty.
+        centrelines: the line features (same columns) in the scene CRS, burnt along their path
+            besides their buffers (:meth:`rasterize`); None where the file holds none.
     """
 
     classes: list[str]
@@ -111,6 +113,7 @@ class VectorLabels:
     path: Path | None = None
     features: int = 0
     empty: int = 0
+    centrelines: gpd.GeoDataFrame | None = field(default=None, repr=False)
 
     @classmethod
     def open(
@@ -163,23 +166,33 @@ class VectorLabels:
         widths = _widths(classes, width_m)
         lines = gdf.geom_type.isin(["LineString", "MultiLineString"]).to_numpy()
         shapes = reprojected(gdf[~lines], crs)  # polygons' edges densified first, as an AOI's
+        centrelines = None
         if lines.any():
             shapes = pd.concat([shapes, buffer_lines_m(gdf[lines], classes, widths, crs)])
+            centrelines = reprojected(gdf[lines], crs).reset_index(drop=True)
         shapes = shapes[shapes.geom_type.isin(["Polygon", "MultiPolygon"])]
-        return cls(classes, shapes.sort_values("feature").reset_index(drop=True), **counts)
+        return cls(classes, shapes.sort_values("feature").reset_index(drop=True), **counts, centrelines=centrelines)
 
     @property
     def total_bounds(self) -> tuple[float, float, float, float]:
         return tuple(self.shapes.total_bounds)
 
     def rasterize(self, bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
-        """Class-index mask (H, W) uint8 of the chip covering ``bounds`` (scene CRS) at ``shape`` pixels."""
+        """Class-index mask (H, W) uint8 of the chip covering ``bounds`` (scene CRS) at ``shape`` pixels.
+
+        A polygon labels the pixels whose centre it covers; a line also labels the pixels along its
+        path, so that one narrower than a pixel (a 2 cm crack on a 3 cm orthophoto, a 6 m road at
+        10 m) stays one connected line: its buffer alone covered a pixel centre in some columns only,
+        a dashed crack whose gaps were learnt as labeled background. A line wider than a pixel
+        lies inside its buffer: it adds at most the pixel holding each of its ends.
+        """
         transform = rasterio.transform.from_bounds(*bounds, shape[1], shape[0])
-        hits = self.shapes.iloc[self.shapes.sindex.query(box(*bounds))] if len(self.shapes) else self.shapes
-        out = np.zeros(shape, dtype=np.uint8)
-        if len(hits) == 0:
-            return out
-        hits = hits.sort_values("class_index")  # later (higher) classes win overlaps
+        hits = [frame.iloc[frame.sindex.query(box(*bounds))] for frame in (self.shapes, self.centrelines)
+                if frame is not None and len(frame)]
+        hits = [h for h in hits if len(h)]
+        if not hits:
+            return np.zeros(shape, dtype=np.uint8)
+        hits = pd.concat(hits).sort_values("class_index", kind="stable")  # later (higher) classes win overlaps
         return rasterio.features.rasterize(
             zip(hits.geometry, hits["class_index"]), out_shape=shape, transform=transform, fill=0, dtype="uint8",
         )
