@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 from rasterio.enums import ColorInterp, Resampling
@@ -225,3 +226,41 @@ def test_training_chips_and_prediction_resample_a_scene_alike(vegas) -> None:
     image, valid = read_model_window(scene, model, scale)
     assert valid.all() and chip["valid"].all()
     np.testing.assert_allclose((chip["image"].numpy() + 0.5) * 1000, image, atol=1e-3)
+
+
+def test_nan_of_a_float_scene_without_nodata_is_missing_data_in_chip_checks(vegas, tmp_path: Path) -> None:
+    """A float scene marking missing data with NaN but declaring no nodata: training reads NaN
+    pixels as invalid, but the cheap looks at a chip (its valid share, the labeled pixels per
+    class) read the file's masks only, so an all-NaN chip passed the valid-share check and roads
+    over NaN counted towards "this class has labeled pixels"."""
+    import rasterio
+    import shapely
+
+    from geoccseg.data.chips import SceneChips
+    from geoccseg.io.labels import VectorLabels
+    from geoccseg.io.normalize import NormStats
+
+    with rasterio.open(vegas / "vegas_img0_rgb.tif") as src:
+        profile, pixels = src.profile, src.read([1, 2, 3]).astype(np.float32)
+    pixels[:, :, : pixels.shape[2] // 2] = np.nan  # the western half is missing
+    profile.update(count=3, dtype="float32", nodata=None, photometric="MINISBLACK")
+    path = tmp_path / "float_nan.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(pixels)
+    scene = open_scene(path)
+    assert scene.nodata is None and scene.mask_kind == "none"
+    half = pixels.shape[2] // 2
+    expected = np.isfinite(pixels).all(axis=0)
+    np.testing.assert_array_equal(scene.read_valid(), expected)
+    np.testing.assert_array_equal(scene.read()[1], expected)  # as training reads it
+    left, bottom, right, top = scene.bounds
+    west = shapely.LineString([scene.transform * (10, scene.height / 2), scene.transform * (half - 20, scene.height / 2)])
+    east = shapely.LineString([scene.transform * (half + 20, scene.height / 2), scene.transform * (scene.width - 10, scene.height / 2)])
+    counts = {}
+    for name, line in (("west", west), ("east", east)):
+        gpd.GeoDataFrame(geometry=[line], crs=scene.crs).to_file(tmp_path / f"{name}.gpkg")
+        chips = SceneChips(scene, NormStats(low=[0.0] * 3, high=[255.0] * 3), VectorLabels.open(tmp_path / f"{name}.gpkg", scene.crs))
+        counts[name] = chips.count_labels(shapely.box(*scene.bounds), 2)[1]
+    assert counts["west"] == 0 and counts["east"] > 1000  # the western road lies on NaN only
+    west_chip = (slice(left, left + 64 * scene.res[0]), slice(top - 64 * scene.res[1], top), slice(None))
+    assert chips.valid_fraction(west_chip) == 0.0

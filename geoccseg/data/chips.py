@@ -29,7 +29,7 @@ from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from geoccseg.io.labels import Labels, transform_for
 from geoccseg.io.normalize import NormStats
-from geoccseg.io.scene import Scene, readable, resampling_for, valid_pixels
+from geoccseg.io.scene import Scene, resampling_for
 from geoccseg.label_values import IGNORE_INDEX
 
 Query = tuple[slice, slice, slice]
@@ -159,9 +159,7 @@ class SceneChips(GeoDataset):
                     continue
                 shape = (max(1, round((bounds[3] - bounds[1]) / self.res[1])), max(1, round((bounds[2] - bounds[0]) / self.res[0])))
                 mask = self.labels.rasterize(bounds, shape)
-                with readable(scene.source or scene.path):
-                    valid = scene.dataset.read_masks(list(scene.bands), window=block, out_shape=(len(scene.bands), *shape))
-                keep = valid_pixels(valid, scene.shared_nodata) & region_mask(region, bounds, shape) & (mask != IGNORE_INDEX)
+                keep = scene.read_valid(block, out_shape=shape) & region_mask(region, bounds, shape) & (mask != IGNORE_INDEX)
                 counts += np.bincount(mask[keep], minlength=num_classes)[:num_classes]
         return counts
 

@@ -177,9 +177,9 @@ class Scene:
         return image, valid
 
     def read_valid(self, window: Window | None = None, out_shape: tuple[int, int] | None = None) -> np.ndarray:
-        """The valid-data mask of :meth:`read` from the file's masks alone, without reading the
-        image bands (so NaN pixels of float bands are not seen): a cheap look at how much of a
-        window holds data.
+        """The valid-data mask of :meth:`read`: a cheap look at how much of a window holds data,
+        from the file's masks alone, and the bands of a float scene (NaN is missing data there,
+        declared or not: chips and label counts took it for data that training then left out).
 
         Returns:
             bool array (H, W).
@@ -211,11 +211,11 @@ class Scene:
             ds = self.dataset
             valid = valid_pixels(ds.read_masks(list(self.bands), window=window, out_shape=(len(self.bands), *shape),
                                                resampling=Resampling.nearest), self.shared_nodata)
-            if resampling is None:
+            if resampling is None and np.dtype(self.dtype).kind != "f":  # no NaN to look for
                 return None, valid
-            image = ds.read(list(self.bands), window=window, out_shape=(len(self.bands), *shape), resampling=resampling,
-                            out_dtype="float32")
-        return image, valid & np.all(np.isfinite(image), axis=0)
+            image = ds.read(list(self.bands), window=window, out_shape=(len(self.bands), *shape),
+                            resampling=resampling or Resampling.nearest, out_dtype="float32")
+        return image if resampling is not None else None, valid & np.all(np.isfinite(image), axis=0)
 
     def close(self) -> None:
         """Close the calling thread's file handle (one this process opened)."""
