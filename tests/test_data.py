@@ -1312,3 +1312,31 @@ def test_a_scene_smaller_than_one_chip_says_so(vegas, tmp_path):
     with pytest.raises(GeoccsegError, match=rf"scene {tmp_path / 'small.tif'} is 200 x 200 pixels at 0\.27 m/pixel, smaller than one "
                                             r"256-px chip; lower --tile-px \(a multiple of 32, e\.g\. 192\) or train on a larger scene"):
         SceneTrainingData([tmp_path / "small.tif"], labels=vegas / "vegas_img0_roads.geojson").require_labeled_chips()
+
+
+def test_a_rotated_label_raster_labels_only_its_own_extent(tmp_path):
+    """A label raster on a rotated grid with nodata 0 (what QGIS's Rasterize writes): its extent was
+    taken as its bounding box, and the box's corners outside the raster, read as nodata 0 =
+    background, became labeled background. They are unlabeled now."""
+    from affine import Affine
+
+    from geoccseg.io.labels import RasterLabels
+
+    mask = np.zeros((100, 100), np.uint8)
+    mask[45:55, :] = 1  # a road across the raster
+    rotated = Affine.translation(500050.0, 4000000.0) * Affine.rotation(30) * Affine.scale(1.0, -1.0)
+    with rasterio.open(tmp_path / "rotated.tif", "w", driver="GTiff", width=100, height=100, count=1, dtype="uint8",
+                       crs="EPSG:32611", transform=rotated, nodata=0) as dst:
+        dst.write(mask, 1)
+    labels = RasterLabels.open(tmp_path / "rotated.tif", "EPSG:32611")
+    with rasterio.open(tmp_path / "rotated.tif") as src:
+        left, bottom, right, top = src.bounds
+    shape = (round(top - bottom), round(right - left))  # 1 m pixels over the bounding box
+    out = labels.rasterize((left, bottom, right, top), shape)
+    inside = rasterio.features.geometry_mask([shapely.Polygon([rotated * c for c in ((0, 0), (100, 0), (100, 100), (0, 100))])],
+                                             out_shape=shape, transform=from_bounds(left, bottom, right, top, shape[1], shape[0]),
+                                             invert=True)
+    assert out[0, 0] == IGNORE_INDEX and out[-1, -1] == IGNORE_INDEX  # corners of the box, outside the raster
+    labeled = out != IGNORE_INDEX
+    assert (labeled & ~inside).sum() == 0 and (inside & ~labeled).sum() < 0.02 * inside.sum()
+    assert (out == 1).sum() == pytest.approx(1000, rel=0.1)

@@ -17,6 +17,7 @@ Class index 0 is always the background; :data:`geoccseg.label_values.IGNORE_INDE
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,10 +395,12 @@ def label_values(ds: rasterio.io.DatasetReader) -> tuple[np.ndarray, float | Non
 
 
 def raster_footprint(ds: rasterio.io.DatasetReader, crs) -> BaseGeometry:
-    """The extent of an opened raster as a polygon in ``crs``, its edges densified so that they
-    stay where they are through a reprojection."""
-    edge = max(abs(ds.transform.a) * ds.width, abs(ds.transform.e) * ds.height) / 64
-    outline = gpd.GeoSeries([shapely.segmentize(box(*ds.bounds), edge)], crs=ds.crs)
+    """The extent of an opened raster as a polygon in ``crs``: its four corners (a rotated grid's
+    extent is not its bounding box, whose corners outside it read as labeled background where
+    nodata is 0), its edges densified so that they stay where they are through a reprojection."""
+    corners = [ds.transform * corner for corner in ((0, 0), (ds.width, 0), (ds.width, ds.height), (0, ds.height))]
+    edge = max(math.dist(corners[0], corners[1]), math.dist(corners[1], corners[2])) / 64
+    outline = gpd.GeoSeries([shapely.segmentize(shapely.Polygon(corners), edge)], crs=ds.crs)
     return outline.to_crs(crs).iloc[0]
 
 
