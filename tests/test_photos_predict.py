@@ -374,12 +374,18 @@ def test_a_wholly_transparent_photo_is_skipped_with_its_reason(data_dir: Path, t
 
 
 def test_a_16_bit_grey_photo_reads_as_its_8_bit_copy(data_dir: Path, tmp_path: Path) -> None:
-    """Pillow's conversion clipped 16-bit values to 255: the photo read as white, no crack found."""
+    """Pillow's conversion clipped 16-bit values to 255: the photo read as white, no crack found.
+    Data of fewer bits (a 12-bit camera's) read as its high byte was near black."""
     grey = np.asarray(Image.open(data_dir / "cfd" / "images" / "001.jpg").convert("L"))
     Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "wide.png")
     assert Image.open(tmp_path / "wide.png").mode.startswith("I;16")
     for bands in (1, 3):
         assert np.array_equal(read_photo(tmp_path / "wide.png", bands=bands), np.repeat(grey[None], bands, axis=0))
+    # 12-bit camera data in a 16-bit file (0..4095): its high byte read 0..15, a black photo
+    Image.fromarray(grey.astype(np.uint16) * 16 + 7).save(tmp_path / "twelve.png")
+    assert np.array_equal(read_photo(tmp_path / "twelve.png"), grey[None])
+    Image.fromarray(grey.astype(np.uint16)).save(tmp_path / "eight.png")  # 8-bit values saved as uint16
+    assert np.array_equal(read_photo(tmp_path / "eight.png"), grey[None])
     Image.fromarray(grey.astype(np.float32)).save(tmp_path / "float.tif")
     with pytest.raises(GeoccsegError, match="floating-point pixels; save it as an 8- or 16-bit image"):
         read_photo(tmp_path / "float.tif")

@@ -110,7 +110,7 @@ def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool =
     """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped; prediction
     reads it too, :func:`read_photo_valid`).
 
-    Grey photos of 16 bits are scaled to 8 (their high byte, as viewers show them), not clipped.
+    Grey photos of 16 bits are scaled to 8 by their bit depth (:func:`to_8_bits`), not clipped.
 
     Args:
         path: the photo (JPEG, PNG, TIFF, BMP: anything Pillow reads).
@@ -123,6 +123,22 @@ def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool =
             a photo of floating-point pixels.
     """
     return read_photo_valid(path, bands=bands, exif_orientation=exif_orientation)[0]
+
+
+WIDE_BITS = (8, 10, 12, 14, 16)
+"""The bit depths a 16-bit photo's values may be stored in (industrial and thermal cameras write
+10, 12 or 14 bits into 16-bit PNGs and TIFFs; an 8-bit image saved as uint16 keeps 8)."""
+
+
+def to_8_bits(wide: np.ndarray) -> np.ndarray:
+    """A 16-bit grey photo's pixels as uint8: scaled by the fewest :data:`WIDE_BITS` that hold its
+    largest value, so that 12-bit data (0..4095) spans 0..255 as a viewer set to 12 bits shows it
+    (its high byte alone read 0..15: a near-black photo, no crack and no word), and full-range
+    16-bit data keeps its high byte. 32-bit integer values are taken as 16 bits."""
+    wide = wide.clip(0, 65535).astype(np.uint16) if wide.dtype.itemsize > 2 else wide
+    top = int(wide.max(initial=0))
+    bits = next(b for b in WIDE_BITS if top < 1 << b)
+    return (wide >> (bits - 8)).astype(np.uint8)
 
 
 def read_photo_valid(path: Path, *, bands: int | None = None,
@@ -144,9 +160,7 @@ def read_photo_valid(path: Path, *, bands: int | None = None,
             if _transparent(im):
                 alpha = np.asarray(im.convert("RGBA").getchannel("A"))
             if im.mode in _WIDE_MODES:
-                wide = np.asarray(im)
-                high = wide >> 8 if wide.dtype.itemsize == 2 else wide.clip(0, 65535) >> 8  # 'I' (32-bit): as 16 bits
-                im = Image.fromarray(high.astype(np.uint8))
+                im = Image.fromarray(to_8_bits(np.asarray(im)))
             stored = "RGB" if im.mode in _COLOUR_MODES else "L"
             mode = {1: "L", 3: "RGB"}.get(bands, stored)
             picture = im if im.mode == mode else im.convert(mode)
