@@ -418,6 +418,34 @@ def test_exif_orientation_is_honoured(data_dir: Path, crack: Bundle, tmp_path: P
     assert prob.shape == (480, 320) and np.array_equal(prob, expected)
 
 
+def test_predict_then_evaluate_scores_an_exif_turned_photo_against_its_mask(data_dir: Path, tmp_path: Path) -> None:
+    """predict turns a phone photo by its EXIF orientation (as viewers show it), masks follow the
+    stored pixels (as training reads them): evaluate scored the prediction of a photo turned 180
+    degrees against its mask upside down (F1 near 0, without a word), and stopped on one turned 90
+    degrees with "predict on the truth's grid". The probability PNG records the turn; evaluate
+    turns it back, so each scores as the photo predicted as stored."""
+    from geoccseg.evaluate import evaluate
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "masks").mkdir()
+    stored = Image.open(data_dir / "cfd" / "images" / "004.jpg")
+    for orientation in (1, 3, 6):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        stored.save(tmp_path / "photos" / f"o{orientation}.jpg", exif=exif, quality=95)
+        shutil.copy(data_dir / "cfd" / "masks" / "004.png", tmp_path / "masks" / f"o{orientation}.png")
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), "--no-overlay", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for orientation in (1, 3, 6):  # one pair at a time: each photo's own F1
+        (tmp_path / f"p{orientation}").mkdir()
+        shutil.copy(tmp_path / "out" / "probability" / f"o{orientation}.png", tmp_path / f"p{orientation}")
+    f1 = {o: evaluate(tmp_path / f"p{o}" / f"o{o}.png", tmp_path / "masks" / f"o{o}.png").classes[0].f1 for o in (1, 3, 6)}
+    assert f1[1] > 0.3 and f1[3] == pytest.approx(f1[1], abs=0.05) and f1[6] == pytest.approx(f1[1], abs=0.05), f1
+    # a mask drawn on the photo as shown (turned 90 degrees: only the size can tell) is scored as it is
+    Image.open(tmp_path / "masks" / "o6.png").transpose(Image.Transpose.ROTATE_270).save(tmp_path / "shown.png")
+    assert evaluate(tmp_path / "p6" / "o6.png", tmp_path / "shown.png").classes[0].f1 == pytest.approx(f1[6], abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -32,10 +32,10 @@ skeleton centreline metrics.
 
 from __future__ import annotations
 
-import os
 import logging
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -52,7 +52,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES, is_lossy
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
-from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TAG, decode_uint8, parse_threshold, refuse_confidence
+from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TAG, TURN_TAG, decode_uint8, parse_threshold, refuse_confidence
 from geoccseg.io.scene import open_raster
 from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, marks_unlabeled_255, unlabeled_is_255
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
@@ -72,6 +72,8 @@ class Raster:
         crs: CRS of the grid, None when not georeferenced (e.g. PNG).
         transform: pixel -> CRS affine transform, None when not georeferenced.
         probability: tagged as probabilities by ``geoccseg predict`` (uint8 is p x 255).
+        turned: the EXIF orientation (2-8) by which ``geoccseg predict`` turned the photo before
+            predicting it (:data:`~geoccseg.io.probability.TURN_TAG`); None: as stored.
     """
 
     path: Path
@@ -80,6 +82,7 @@ class Raster:
     crs: CRS | None = None
     transform: Affine | None = None
     probability: bool = False
+    turned: int | None = None
 
     @property
     def georeferenced(self) -> bool:
@@ -266,6 +269,7 @@ def _read_image(path: Path) -> Raster:
             check_memory(path, *image.size)
             has_alpha = image.mode.endswith("A")
             probability = PROBABILITY_TAG in image.info
+            turned = int(image.info[TURN_TAG]) if str(image.info.get(TURN_TAG)) in _UNTURN else None
             array = np.array(image)
             grey = np.array(image.convert("L")) if array.ndim == 3 else None
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
@@ -281,7 +285,30 @@ def _read_image(path: Path) -> Raster:
         if int((colour.max(axis=-1) - colour.min(axis=-1)).max(initial=0)) > COLOUR_TOLERANCE:
             raise GeoccsegError(f"{path} is a colour image; masks and probabilities must be single-band (greyscale)")
         array = grey
-    return Raster(path=path, values=array, valid=valid, probability=probability)
+    return Raster(path=path, values=array, valid=valid, probability=probability, turned=turned)
+
+
+_UNTURN = {"2": Image.Transpose.FLIP_LEFT_RIGHT, "3": Image.Transpose.ROTATE_180, "4": Image.Transpose.FLIP_TOP_BOTTOM,
+           "5": Image.Transpose.TRANSPOSE, "6": Image.Transpose.ROTATE_90, "7": Image.Transpose.TRANSVERSE,
+           "8": Image.Transpose.ROTATE_270}
+"""The transpose that takes a photo turned by each EXIF orientation back to its stored pixels."""
+
+
+def as_stored(pred: Raster, truth: Raster) -> Raster:
+    """PRED on the stored pixels of its photo: ``geoccseg predict`` turns a photo by its EXIF
+    orientation (as viewers show it) while masks follow the stored pixels, as training reads them;
+    scored as written, a prediction of a photo turned 180 degrees met its mask upside down (F1 near
+    0, without a word). Left as it is where only the turned size is TRUTH's (a mask drawn on the
+    photo as shown, turned 90 degrees)."""
+    if pred.turned is None or truth.georeferenced:
+        return pred
+    stored = pred.shape[::-1] if pred.turned >= 5 else pred.shape
+    if truth.shape == pred.shape != stored:
+        return pred
+    turn = _UNTURN[str(pred.turned)]
+    values = np.asarray(Image.fromarray(pred.values).transpose(turn))
+    valid = np.asarray(Image.fromarray(pred.valid).transpose(turn))
+    return replace(pred, values=values, valid=valid, turned=None)
 
 
 def read_lines(path: str | os.PathLike, role: str = "TRUTH") -> gpd.GeoSeries:

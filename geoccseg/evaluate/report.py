@@ -40,6 +40,7 @@ from geoccseg.evaluate.centerline import LineCounts, line_counts, skeleton_count
 from geoccseg.evaluate.files import (
     Raster,
     burn_lines,
+    as_stored,
     check_same_grid,
     is_vector,
     match_files,
@@ -397,7 +398,7 @@ def _score_pair(
         valid = grid.valid
     else:
         truth_raster, held_back = truths.read(truth_path)
-        pred_raster = read_raster(pred_path)
+        pred_raster = as_stored(read_raster(pred_path), truth_raster)
         check_same_grid(pred_raster, truth_raster)
         grid = pred_raster if pred_raster.georeferenced else truth_raster
         scores = prediction_scores(pred_raster, classes)

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from geoccseg.data.photos import find_photos, photo_size, read_photo_valid
+from geoccseg.data.photos import find_photos, photo_size, read_photo_valid, turned_for_display
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.choices import OVERLAY_AUTO_MAX
@@ -59,7 +59,7 @@ from geoccseg.io.atomic import check_writable, swept
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, VECTOR_DRIVERS
 from geoccseg.io.normalize import NormStats
-from geoccseg.io.probability import STATE_TAG, WEIGHTS_TAG, encode_uint8
+from geoccseg.io.probability import STATE_TAG, TURN_TAG, WEIGHTS_TAG, encode_uint8
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS, CrackMeasurements, CrackParams, empty_branches, measure_cracks, summary_numbers
@@ -542,7 +542,9 @@ def _finish(run: _Run, photo: Path, image: np.ndarray, prob: np.ndarray, stamp: 
         write_overlay(image, measured.branches, run.overlay_path(photo), overwrite=run.replace)
     if run.confidence:
         write_confidence_png(prob, run.confidence, run.confidence_path(photo), overwrite=run.replace)
-    write_probability_png(prob, run.probability(photo), overwrite=run.replace, tags=run.made_by | ({SOURCE_TAG: stamp} if stamp else {}))
+    turn = turned_for_display(photo)  # evaluate turns it back to the stored pixels, which masks follow
+    tags = run.made_by | ({SOURCE_TAG: stamp} if stamp else {}) | ({TURN_TAG: str(turn)} if turn else {})
+    write_probability_png(prob, run.probability(photo), overwrite=run.replace, tags=tags)
     return _row(photo, measured), measured.branches
 
 

@@ -33,6 +33,11 @@ STATE_TAG = "GEOCCSEG_STATE_SHA256"
 """Dataset tag (PNG text key) holding the digest of the weights that ran as they were in memory
 (:func:`geoccseg.models.bundle.state_sha256`): what a resumed photo run compares."""
 
+TURN_TAG = "GEOCCSEG_EXIF_ORIENTATION"
+"""PNG text key of a photo's probability PNG where ``geoccseg predict`` turned the photo by its EXIF
+orientation (2-8) first, as viewers show it: ``evaluate`` turns it back to the stored pixels, which
+masks follow as training reads them."""
+
 CONFIDENCE_TAG = "GEOCCSEG_CONFIDENCE"
 """Dataset tag (PNG text key for photos) of the confidence rasters of ``geoccseg predict
 --confidence-out``; its value is ``max_probability,level`` (photos: ``level``)."""
