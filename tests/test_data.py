@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -1340,3 +1341,31 @@ def test_a_rotated_label_raster_labels_only_its_own_extent(tmp_path):
     labeled = out != IGNORE_INDEX
     assert (labeled & ~inside).sum() == 0 and (inside & ~labeled).sum() < 0.02 * inside.sum()
     assert (out == 1).sum() == pytest.approx(1000, rel=0.1)
+
+
+def test_a_pngs_exif_orientation_is_read_wherever_its_chunk_lies(tmp_path):
+    """A PNG's eXIf chunk may follow its pixels (exiftool appends it there); Pillow decoded the
+    whole photo to reach it, once more for every labeled PNG photo at training's start and every
+    predicted one. Its chunks are walked now, before or after the pixels alike."""
+    import zlib
+
+    from geoccseg.data.photos import turned_for_display
+
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "before.png", exif=exif)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "plain.png")
+    data = (tmp_path / "plain.png").read_bytes()
+    payload = exif.tobytes()
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    end = data.rindex(b"IEND") - 4  # the IEND chunk's length field
+    (tmp_path / "after.png").write_bytes(data[:end] + chunk + data[end:])
+    with Image.open(tmp_path / "after.png") as im:
+        assert "exif" not in im.info and im.getexif().get(0x0112) == 3  # Pillow: only by decoding it
+    assert [turned_for_display(tmp_path / f"{name}.png") for name in ("before", "after", "plain")] == [3, 3, None]
+    # the pixels are not decoded for it: with its pixel data damaged, the orientation is read all the same
+    damaged = bytearray((tmp_path / "after.png").read_bytes())
+    idat = damaged.index(b"IDAT") + 4
+    damaged[idat:idat + 8] = b"\xff" * 8
+    (tmp_path / "damaged.png").write_bytes(bytes(damaged))
+    assert turned_for_display(tmp_path / "damaged.png") == 3

@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -224,13 +225,35 @@ def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int]
 
 
 def turned_for_display(path: Path) -> int | None:
-    """The EXIF orientation (2-8) by which viewers turn or mirror a photo; None when they show it as stored."""
+    """The EXIF orientation (2-8) by which viewers turn or mirror a photo; None when they show it as
+    stored. A PNG's EXIF is found among its chunks without decoding its pixels (Pillow decodes the
+    whole image to reach an eXIf chunk stored after the pixels)."""
     try:
         with Image.open(path) as im:
+            if im.format == "PNG":
+                exif = _png_exif(Path(path))
+                if exif is None:
+                    return None
+                im.info["exif"] = exif  # as Pillow reads an eXIf chunk found before the pixels
             orientation = _orientation(im)
     except UNREADABLE:
         return None
     return orientation if orientation in _TURNS else None
+
+
+def _png_exif(path: Path) -> bytes | None:
+    """The bytes of a PNG's eXIf chunk, walking its chunks' headers (the pixels are skipped, not
+    decoded); None when it has none."""
+    with open(path, "rb") as f:
+        f.seek(8)  # the PNG signature
+        while len(header := f.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"eXIf":
+                return f.read(length)
+            if kind == b"IEND":
+                return None
+            f.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    return None
 
 
 def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
