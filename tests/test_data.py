@@ -9,6 +9,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -940,6 +941,7 @@ def test_resampled_photo_masks_stay_on_their_pixels(data_dir, tmp_path):
 
 FORKED_WORKERS = """
 import sys
+from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 from geoccseg.data.scenes import SceneTrainingData
@@ -1345,27 +1347,36 @@ def test_a_rotated_label_raster_labels_only_its_own_extent(tmp_path):
 
 def test_a_pngs_exif_orientation_is_read_wherever_its_chunk_lies(tmp_path):
     """A PNG's eXIf chunk may follow its pixels (exiftool appends it there); Pillow decoded the
-    whole photo to reach it, once more for every labeled PNG photo at training's start and every
-    predicted one. Its chunks are walked now, before or after the pixels alike."""
+    whole photo to reach it, once more for every labeled PNG photo at training's start, every
+    predicted one, and every complete one a resumed run checks (serially, before any work). Its
+    chunks are walked now, before or after the pixels alike."""
     import zlib
 
-    from geoccseg.data.photos import turned_for_display
+    from geoccseg.data.photos import photo_size, turned_for_display
 
-    exif = Image.Exif()
-    exif[0x0112] = 3
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "before.png", exif=exif)
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "plain.png")
-    data = (tmp_path / "plain.png").read_bytes()
-    payload = exif.tobytes()
-    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
-    end = data.rindex(b"IEND") - 4  # the IEND chunk's length field
-    (tmp_path / "after.png").write_bytes(data[:end] + chunk + data[end:])
-    with Image.open(tmp_path / "after.png") as im:
+    def saved(name: str, shape: tuple[int, int], orientation: int | None, after_pixels: bool = True, damaged: bool = False) -> Path:
+        exif = Image.Exif()
+        if orientation is not None:
+            exif[0x0112] = orientation
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(np.zeros((*shape, 3), np.uint8)).save(path, **({"exif": exif} if orientation and not after_pixels else {}))
+        data = bytearray(path.read_bytes())
+        if orientation and after_pixels:
+            payload = exif.tobytes()
+            chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+            end = data.rindex(b"IEND") - 4  # the IEND chunk's length field
+            data[end:end] = chunk
+        if damaged:  # its pixel data: decoding it fails
+            idat = data.index(b"IDAT") + 4
+            data[idat:idat + 8] = b"\xff" * 8
+        path.write_bytes(bytes(data))
+        return path
+
+    after = saved("after", (8, 8), 3)
+    with Image.open(after) as im:
         assert "exif" not in im.info and im.getexif().get(0x0112) == 3  # Pillow: only by decoding it
-    assert [turned_for_display(tmp_path / f"{name}.png") for name in ("before", "after", "plain")] == [3, 3, None]
-    # the pixels are not decoded for it: with its pixel data damaged, the orientation is read all the same
-    damaged = bytearray((tmp_path / "after.png").read_bytes())
-    idat = damaged.index(b"IDAT") + 4
-    damaged[idat:idat + 8] = b"\xff" * 8
-    (tmp_path / "damaged.png").write_bytes(bytes(damaged))
-    assert turned_for_display(tmp_path / "damaged.png") == 3
+    assert [turned_for_display(p) for p in (saved("before", (8, 8), 3, after_pixels=False), after, saved("plain", (8, 8), None))] == [3, 3, None]
+    # the pixels are not decoded for it: with its pixel data damaged, the orientation is read all the same,
+    # and the size as shown (what a resumed run checks each complete photo's outputs by)
+    assert turned_for_display(saved("damaged", (8, 8), 3, damaged=True)) == 3
+    assert photo_size(saved("tall", (8, 16), 6, damaged=True), exif_orientation=True) == (8, 16)

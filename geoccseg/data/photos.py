@@ -214,14 +214,14 @@ def _file_id(path: Path) -> tuple[int, int] | str:
 
 
 def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int] | None:
-    """(width, height) of a photo in pixels, from its header (after EXIF orientation); None when unreadable."""
+    """(width, height) of a photo in pixels, from its header (after EXIF orientation,
+    :func:`turned_for_display`: a PNG is not decoded for it); None when unreadable."""
     try:
         with Image.open(path) as im:
             width, height = im.size
-            turned = exif_orientation and _orientation(im) in (5, 6, 7, 8)
     except UNREADABLE:
         return None
-    return (height, width) if turned else (width, height)
+    return (height, width) if exif_orientation and turned_for_display(path) in (5, 6, 7, 8) else (width, height)
 
 
 def turned_for_display(path: Path) -> int | None:
