@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 import dask
 import dask.array as da
+import dask.local
+import dask.threaded
 from dask.system import CPU_COUNT
 import numpy as np
 import rasterio
@@ -297,6 +299,7 @@ class _InMemoryRaster:
     graph, are gone."""
 
     def __init__(self, array: xr.DataArray) -> None:
+        _check_tasks_run_here()
         if array.rio.crs is None:
             raise GeoccsegError("the DataArray has no CRS; set one with array.rio.write_crs(...) (or predict a file)")
         if array.ndim == 2:
@@ -316,6 +319,24 @@ class _InMemoryRaster:
 
     def __fspath__(self) -> str:
         return self.path
+
+    def __reduce__(self):
+        raise GeoccsegError(IN_MEMORY_ONLY)  # a cluster started after predict(): its tasks are sent to other processes
+
+
+IN_MEMORY_ONLY = ("a DataArray is predicted from this process's memory, which the tasks of a Dask cluster or of the processes "
+                  "scheduler cannot read; write it to a GeoTIFF (array.rio.to_raster('scene.tif')) and predict the file, or "
+                  "compute with the threads scheduler")
+
+
+def _check_tasks_run_here() -> None:
+    """Refuse a DataArray input where the active Dask scheduler runs tasks in other processes (a
+    ``distributed`` client, even with in-process workers, serialises them; the processes
+    scheduler): they cannot reach the ``/vsimem/`` copy, and computing failed in a serialisation
+    traceback."""
+    get = dask.base.get_scheduler()
+    if get is not None and get not in (dask.threaded.get, dask.local.get_sync):
+        raise GeoccsegError(IN_MEMORY_ONLY)
 
 
 def _photometric(array: xr.DataArray) -> dict[str, str]:

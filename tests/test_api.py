@@ -381,6 +381,36 @@ def test_an_input_array_held_in_gdal_memory_is_freed_with_the_result(vegas: Path
         rasterio.open(path)
 
 
+def test_a_dataarray_is_refused_in_one_line_where_tasks_run_in_other_processes(vegas: Path) -> None:
+    """A DataArray input is copied into this process's GDAL memory: a distributed client (even
+    with in-process workers: it serialises the tasks) or the processes scheduler failed at compute
+    time in a serialisation traceback. predict() says so at once; a client opened after it is told
+    the same when it computes."""
+    import dask
+    import distributed
+    import rioxarray
+
+    import geoccseg
+
+    image = rioxarray.open_rasterio(vegas / "vegas_img0_rgb.tif")[:, :300, :300]
+    told = "a DataArray is predicted from this process's memory, which the tasks of a Dask cluster or of the processes scheduler"
+    with dask.config.set(scheduler="processes"), pytest.raises(GeoccsegError, match=told):
+        geoccseg.predict(image)
+    lazy = geoccseg.predict(image)  # made on threads, computed by a client opened later
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, distributed.Client(cluster):
+        with pytest.raises(GeoccsegError, match=told):
+            geoccseg.predict(image)
+        with pytest.raises(Exception) as raised:  # distributed's own, our one line among its causes
+            lazy.compute()
+        causes, cause = [], raised.value
+        while cause is not None:
+            causes.append(str(cause))
+            cause = cause.__cause__ or cause.__context__
+        assert any(told in c for c in causes), causes
+    with dask.config.set(scheduler="synchronous"):
+        assert 0 <= float(geoccseg.predict(image).mean().compute()) <= 1  # in this process: computed
+
+
 def test_the_in_memory_copy_keeps_the_alpha_band_and_the_pixels(vegas: Path) -> None:
     """The copy of an opened scene must read as the scene does: alpha stays alpha (not a 4th input band), pixels unchanged."""
     import rasterio
