@@ -443,6 +443,22 @@ def test_centreline_band_cuts_a_widened_road_mask_back_to_the_labels_width(data_
             TrainConfig(out="unused", images="unused", masks="unused", pseudo_centreline_px=bad).validate()
 
 
+@pytest.mark.parametrize("taus", [{"tau_high": 1.2}, {"tau_high_fg": 1.5}, {"tau_high_fg": float("nan")}, {"tau_low": float("nan")},
+                                  {"tau_low": 0.9, "tau_high_fg": 0.8}, {"tau_low": 0.0}])
+def test_confidence_thresholds_out_of_range_or_nan_are_refused_before_training(taus: dict) -> None:
+    """Only the smaller of tau_high and tau_high_fg was bounded by 1: --tau-high 1.2 trained the
+    supervised phase, then stopped at the first unlabeled step (and a resume with the right value
+    was refused, tau being a setting of the run); a NaN passed every comparison and switched
+    foreground pseudo-labels off without a word. Prediction's thresholds are checked alike."""
+    from geoccseg.inference.confidence import ConfidenceThresholds
+
+    told = "confidence thresholds must satisfy 0 < tau_low <= tau_high, tau_high_fg <= 1"
+    with pytest.raises(GeoccsegError, match=told):
+        TrainConfig(out="unused", images="unused", masks="unused", **taus).validate()
+    with pytest.raises(GeoccsegError, match=told):
+        ConfidenceThresholds(**taus)
+
+
 def test_auto_centreline_half_width_is_measured_on_the_labeled_chips(data_dir, tmp_path) -> None:
     """``pseudo_centreline_px: auto`` measures the labels' half-width on labeled chips: Massachusetts road
     lines (about 5-6 px wide) give about 2.7 px to the labels' edge, the same on every call (a resumed run keeps its band),

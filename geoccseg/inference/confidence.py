@@ -41,7 +41,7 @@ from geoccseg.io.bundle import BundleMeta
 from geoccseg.io.formats import GEOTIFF_SUFFIXES
 from geoccseg.io.lazy import chunk_windows
 from geoccseg.io.probability import CONFIDENCE_TAG, UINT8_SCALE, decode_uint8, encode_mask, encode_uint8, probabilities
-from geoccseg.losses.confidence import confidence_levels
+from geoccseg.losses.confidence import check_thresholds, confidence_levels
 
 LEVELS = ("high", "low", "unreliable")
 """Confidence level names, by code (0, 1, 2) in the level band."""
@@ -63,11 +63,7 @@ class ConfidenceThresholds:
     tau_low: float = 0.6
 
     def __post_init__(self) -> None:
-        if not 0 < self.tau_low <= min(self.tau_high, self.tau_high_fg) <= 1:
-            raise GeoccsegError(
-                f"confidence thresholds must satisfy 0 < tau_low <= tau_high, tau_high_fg <= 1; got tau_low={self.tau_low}, "
-                f"tau_high={self.tau_high}, tau_high_fg={self.tau_high_fg}"
-            )
+        check_thresholds(self.tau_low, self.tau_high, self.tau_high_fg)
 
     @classmethod
     def from_meta(cls, meta: BundleMeta) -> ConfidenceThresholds:

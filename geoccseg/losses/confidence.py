@@ -23,6 +23,20 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.label_values import IGNORE_INDEX
 
 
+def check_thresholds(tau_low: float, tau_high: float, tau_high_fg: float) -> None:
+    """Refuse confidence thresholds outside ``0 < tau_low <= tau_high, tau_high_fg <= 1``, NaN
+    included (a NaN passed every comparison it met and switched foreground pseudo-labels off, and
+    a threshold above 1 trained the supervised phase, then stopped at the first unlabeled step).
+
+    Raises:
+        GeoccsegError: thresholds out of order or range.
+    """
+    values = (tau_low, tau_high, tau_high_fg)
+    if not (all(math.isfinite(v) for v in values) and 0 < tau_low <= min(tau_high, tau_high_fg) and max(tau_high, tau_high_fg) <= 1):
+        raise GeoccsegError("confidence thresholds must satisfy 0 < tau_low <= tau_high, tau_high_fg <= 1; got "
+                            f"tau_low={tau_low}, tau_high={tau_high}, tau_high_fg={tau_high_fg}")
+
+
 @dataclass
 class ConfidenceLevels:
     """Teacher confidence, pseudo-labels and the three confidence levels, all (B, H, W).

@@ -239,8 +239,9 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise GeoccsegError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        if not 0 < self.tau_low <= min(self.tau_high, self.tau_high_fg) <= 1:
-            raise GeoccsegError("confidence thresholds must satisfy 0 < tau_low <= tau_high, tau_high_fg <= 1")
+        from geoccseg.losses.confidence import check_thresholds  # torch: only when a run is checked
+
+        check_thresholds(self.tau_low, self.tau_high, self.tau_high_fg)
         check_tile_px(self.tile_px)
         if self.tile_px < 64:  # the deepest features of a 32-px chip are one pixel: batch norm cannot train on a batch of one
             raise GeoccsegError(f"training needs chips of at least 64 px (--tile-px {self.tile_px}); a chip of "
