@@ -1380,3 +1380,55 @@ def test_a_pngs_exif_orientation_is_read_wherever_its_chunk_lies(tmp_path):
     # and the size as shown (what a resumed run checks each complete photo's outputs by)
     assert turned_for_display(saved("damaged", (8, 8), 3, damaged=True)) == 3
     assert photo_size(saved("tall", (8, 16), 6, damaged=True), exif_orientation=True) == (8, 16)
+
+
+def test_scene_tiles_each_hold_their_share_of_one_label_file(vegas, tmp_path):
+    """Tiles of one city trained with the city's label file: each tile read, buffered and kept the
+    whole file (minutes and a copy per tile). The file is read once per CRS now, each tile keeps
+    the features that reach it, and counts the same labeled pixels as with the whole file; a
+    class missing everywhere is still told from the whole file's features."""
+    from rasterio.windows import Window
+
+    from geoccseg.data.chips import SceneChips
+    from geoccseg.io.labels import VectorLabels
+
+    tiles = []
+    with rasterio.open(vegas / "vegas_pan.tif") as src:
+        half = src.width // 2
+        for name, window in (("west", Window(0, 0, half, src.height)), ("east", Window(half, 0, src.width - half, src.height))):
+            profile = src.profile | {"width": int(window.width), "height": int(window.height), "transform": src.window_transform(window)}
+            with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+                dst.write(src.read(window=window))
+            tiles.append(tmp_path / f"{name}.tif")
+    roads = vegas / "vegas_pan_roads.geojson"
+    data = SceneTrainingData(tiles, labels=roads, width_m=6.0, tile_px=128)
+    whole = VectorLabels.open(roads, data.regions[0].chips.scene.crs, width_m=6.0)
+    shares = [len(r.labels.shapes) for r in data.regions]
+    assert all(0 < n < len(whole.shapes) for n in shares) and sum(shares) >= len(whole.shapes)
+    for r in data.regions:
+        alone = SceneChips(r.chips.scene, r.chips.norm, whole, r.labeled, r.chips.res)
+        assert np.array_equal(r.chips.count_labels(r.labeled, 2), alone.count_labels(r.labeled, 2))
+        assert r.labels.features == whole.features and r.labels.class_shapes == whole.class_shapes
+    with pytest.raises(GeoccsegError, match=rf"0 path pixels inside the labeled area \(none of its {whole.features} feature\(s\) is of class path\)"):
+        SceneTrainingData(tiles, labels=roads, classes=["road", "path"], width_m=6.0, tile_px=128)
+
+
+def test_a_validation_fraction_that_holds_out_no_photo_says_so(data_dir, tmp_path, caplog):
+    """9 labeled photos at --val-fraction 0.1 held out int(0.9) = 0: the run went on without
+    validation, its bundle without a kept step or a threshold, and nothing said so."""
+    source = data_dir / "cfd"
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for image in sorted((source / "images").iterdir())[:9]:
+        shutil.copy(image, tmp_path / "images")
+        shutil.copy(source / "masks" / f"{image.stem}.png", tmp_path / "masks")
+    with caplog.at_level("WARNING"):
+        none = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.1)
+    assert none.val_pairs == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "geoccseg: warning: --val-fraction 0.1 of 9 labeled photo(s) holds out none, so there is no validation (no kept best step, "
+        "no calibrated threshold: predict uses 0.5); give --val-fraction 0.12 or more, or --val-images"]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        one = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.12)
+    assert len(one.val_pairs) == 1 and not caplog.records

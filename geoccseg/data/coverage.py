@@ -42,7 +42,7 @@ def missing_class_message(
         return f"{head} (the file holds no feature); draw the {class_name} lines or polygons in it"
     if first.empty == first.features:
         return f"{head} ({first.features} feature(s), all with a null or empty geometry); export the labels again with their geometries"
-    n_class = int((first.shapes["class_index"] == class_index).sum())
+    n_class = first.class_shapes.get(class_index, 0)  # in the whole file, not one scene's share
     if n_class == 0:
         return (f"{head} (none of its {first.features - first.empty} feature(s) is of class {class_name}); "
                 "check --class-column and --classes")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.data.chips import Query, RandomQueries, SceneChips, accept_labeled, accept_unlabeled, grid_queries, read_box
 from geoccseg.data.coverage import missing_class_message
 from geoccseg.errors import GeoccsegError
-from geoccseg.io.aoi import areal, read_aoi
+from geoccseg.io.aoi import areal, dissolved, read_polygons
 from geoccseg.io.labels import Labels, open_labels
 from geoccseg.io.normalize import PERCENTILES, NormStats, compute_stats
 from geoccseg.io.scene import open_scene
@@ -144,17 +145,22 @@ class SceneTrainingData(TrainingData):
             own = [self.norm] * len(opened)
         self.regions: list[SceneRegions] = []
         covered_scenes = []  # those whose whole labeled area the validation AOI took
+        # each file is read once, and reprojected (labels: buffered) once per CRS of the scenes: tiles of
+        # one city with its labels were read, buffered and kept whole once per tile (minutes, a copy each)
+        in_crs = functools.cache(lambda crs: open_labels(labels, crs, self.classes, class_column, width_m))
+        aoi_polygons = {path: read_polygons(path, what) for path, what in ((aoi, "AOI"), (val_aoi, "validation AOI")) if path}
+        dissolved_in = functools.cache(lambda path, crs: dissolved(aoi_polygons[path], crs, path, "AOI" if path == aoi else "validation AOI"))
         for scene, scene_norm in zip(opened, own):
-            lab = open_labels(labels, scene.crs, self.classes, class_column, width_m) if labels else None
             footprint = scene.footprint
+            whole = in_crs(scene.crs.to_wkt()) if labels else None
+            lab = whole.near(footprint) if whole is not None else None
             labeled = None
             if lab is not None:
                 if aoi:
-                    labeled = read_aoi(aoi, scene.crs, what="AOI")
-                    labeled = areal(labeled.intersection(footprint))
-                elif np.isfinite(lab.total_bounds).all() and shapely.box(*lab.total_bounds).intersects(footprint):
+                    labeled = areal(dissolved_in(aoi, scene.crs.to_wkt()).intersection(footprint))
+                elif np.isfinite(whole.total_bounds).all() and shapely.box(*whole.total_bounds).intersects(footprint):
                     labeled = footprint  # labels without an AOI count as complete over the scene
-            validation = read_aoi(val_aoi, scene.crs, what="validation AOI") if val_aoi else None
+            validation = dissolved_in(val_aoi, scene.crs.to_wkt()) if val_aoi else None
             covered = False  # the validation AOI takes the whole labeled area
             if validation is not None:
                 validation = areal(validation.intersection(footprint))

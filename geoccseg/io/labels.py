@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -107,6 +107,8 @@ class VectorLabels:
         empty: number of those whose geometry is null or empty.
         centrelines: the line features (same columns) in the scene CRS, burnt along their path
             besides their buffers (:meth:`rasterize`); None where the file holds none.
+        class_shapes: the number of shapes of each class index in the whole file (:meth:`near`
+            keeps it).
     """
 
     classes: list[str]
@@ -115,6 +117,22 @@ class VectorLabels:
     features: int = 0
     empty: int = 0
     centrelines: gpd.GeoDataFrame | None = field(default=None, repr=False)
+    class_shapes: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.class_shapes and len(self.shapes):
+            self.class_shapes = {int(k): int(n) for k, n in self.shapes["class_index"].value_counts().items()}
+
+    def near(self, area: BaseGeometry) -> VectorLabels:
+        """The labels whose bounding boxes reach ``area`` (scene CRS): a scene tile's share of labels
+        drawn for a whole city, so that each tile of a training holds its own part, not a copy of
+        the whole file. The file's counts (:attr:`features`, :attr:`class_shapes`) stay."""
+        def reaching(frame: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame | None:
+            if frame is None or not len(frame):
+                return frame
+            return frame.iloc[np.sort(frame.sindex.query(box(*area.bounds)))].reset_index(drop=True)
+
+        return replace(self, shapes=reaching(self.shapes), centrelines=reaching(self.centrelines))
 
     @classmethod
     def open(
@@ -293,6 +311,10 @@ class RasterLabels:
     footprint: BaseGeometry
     unlabeled_255: bool = False
     zero_nodata: bool = False
+
+    def near(self, area: BaseGeometry) -> RasterLabels:
+        """The labels for ``area``: a raster is read window by window, all of it stays as it is."""
+        return self
 
     @classmethod
     def open(cls, path: str | os.PathLike, crs, classes: list[str] | None = None) -> RasterLabels:
