@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -457,6 +458,21 @@ def test_confidence_thresholds_out_of_range_or_nan_are_refused_before_training(t
         TrainConfig(out="unused", images="unused", masks="unused", **taus).validate()
     with pytest.raises(GeoccsegError, match=told):
         ConfidenceThresholds(**taus)
+
+
+@pytest.mark.parametrize(("option", "told"), [
+    ({"encoder": "resnet19"}, "model config: encoder='resnet19' is unknown"),
+    ({"embed_dim": 0}, "model config: embed_dim=0 is invalid"),
+    ({"decoder_channels": -8}, "model config: decoder_channels=-8 is invalid"),
+    ({"region": "tversky", "tversky_alpha": 0.0, "tversky_beta": 0.0}, "they cannot both be 0"),
+])
+def test_network_and_loss_settings_are_refused_before_any_data_is_read(tmp_path, option: dict, told: str) -> None:
+    """A misspelt encoder, an embedding of 0 channels or a Tversky term weighing nothing were
+    refused only after the statistics over every scene, the label counts and the decoding of every
+    labeled photo: minutes, then one line. The run's check refuses them first (the folders named
+    here do not exist: nothing is read)."""
+    with pytest.raises(GeoccsegError, match=re.escape(told)):
+        TrainConfig(out=str(tmp_path / "m"), images="missing/images", masks="missing/masks", **option).validate()
 
 
 def test_auto_centreline_half_width_is_measured_on_the_labeled_chips(data_dir, tmp_path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from geoccseg.errors import GeoccsegError
-from geoccseg.models.config import check_tile_px
+from geoccseg.models.config import ModelConfig, check_tile_px
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
 """Lightning precision settings accepted by ``--precision``."""
@@ -281,6 +281,12 @@ class TrainConfig:
         for key in ("weight_decay", "lambda_pl", "lambda_con", "tversky_alpha", "tversky_beta"):  # 0 or more
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
                 raise GeoccsegError(f"{key} must be a number of at least 0, got {getattr(self, key)}")
+        if self.loss == "imbalance" and self.region == "tversky" and not self.tversky_alpha + self.tversky_beta > 0:
+            raise GeoccsegError("tversky_alpha and tversky_beta weigh the Tversky term's false positives and negatives; "
+                                f"they cannot both be 0 (got {self.tversky_alpha} and {self.tversky_beta})")
+        if not self.init_from:  # the network's settings, before any data is read (a bundle fine-tuned keeps its own)
+            ModelConfig(encoder=self.encoder, fusion=self.fusion, decoder_channels=self.decoder_channels, embed_dim=self.embed_dim,
+                        tf_same=self.encoder_tf_same)
         if not 0 <= self.class_weight_beta < 1:
             raise GeoccsegError(f"class_weight_beta must be at least 0 and below 1 (effective number of samples), got {self.class_weight_beta}")
         if not 0 <= self.ema_momentum < 1:
