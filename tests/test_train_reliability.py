@@ -374,6 +374,12 @@ def test_resume_refuses_another_run_and_keeps_the_schedule_of_the_first(run_copy
         Image.fromarray(255 - np.array(Image.open(photo))).save(negatives / photo.name, quality=95)
     result = _resume(run_copy, "--max-steps", "9", "--unlabeled", str(negatives))
     assert "the images (their normalisation statistics differ" in _one_error_line(result)
+    fewer = tmp_path / "fewer_unlabeled"  # review-train39 #4: other unlabeled photos by name (the statistics may not tell)
+    fewer.mkdir()
+    for photo in sorted((cfd / "unlabeled").iterdir())[1:]:
+        (fewer / photo.name).symlink_to(photo)
+    result = _resume(run_copy, "--max-steps", "9", "--unlabeled", str(fewer))
+    assert "the unlabeled photos (others by name now: --unlabeled left out or another folder given" in _one_error_line(result)
 
     result = _resume(run_copy, "--max-steps", "9", "--checkpoint-every", "1")  # budget and cadence may change
     assert result.exit_code == 0, result.output

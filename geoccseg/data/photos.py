@@ -14,6 +14,7 @@ EXIF orientation on request).
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import math
 import os
@@ -779,6 +780,7 @@ class PhotoTrainingData(TrainingData):
             "labeled": self.labeled_names,
             "num_labeled": len(self.labeled_pairs),
             "num_unlabeled": len(self.unlabeled_paths),
+            "unlabeled_sha256": hashlib.sha256("\n".join(sorted(Path(p).name for p in self.unlabeled_paths)).encode()).hexdigest(),
             "num_validation": len(self.val_pairs),
             "validation": sorted(Path(image).stem for image, _ in self.val_pairs),
             "tile_px": self.tile_px,

@@ -167,14 +167,15 @@ RESUME_MAY_CHANGE = frozenset({
 def run_identity(config_yaml: str, classes: list[str], summary: dict, label_pixels, norm: dict,
                  inert: Collection[str] = (), validation_pixels=None) -> dict:
     """What makes a run the same run on resume: its settings (the options of ``config_yaml`` but
-    :data:`RESUME_MAY_CHANGE` and the ``inert`` ones, which the others leave without effect), its classes in order, its labeled and validation photos by name,
+    :data:`RESUME_MAY_CHANGE` and the ``inert`` ones, which the others leave without effect), its classes in order, its labeled and validation photos by name
+    and its unlabeled ones by a digest of their names (the run draws from them),
     and what the data holds: the labeled pixels per class (background first; labels, masks or an
     AOI edited in place change them), those of the validation set (the best F1 so far was measured
     on it) and the normalisation statistics (images edited, added or removed change them, and the
     network would see its inputs scaled otherwise)."""
     settings = {k: v for k, v in yaml.safe_load(config_yaml).items() if k not in RESUME_MAY_CHANGE and k not in inert}
     return {"settings": settings, "data": {"classes": list(classes), "labeled": summary.get("labeled"),
-                                           "validation": summary.get("validation"),
+                                           "validation": summary.get("validation"), "unlabeled": summary.get("unlabeled_sha256"),
                                            "label_pixels": [int(n) for n in label_pixels], "norm": norm,
                                            "validation_pixels": None if validation_pixels is None else [int(n) for n in validation_pixels]}}
 
@@ -185,7 +186,7 @@ def check_same_run(state: dict, identity: dict, path: str | os.PathLike) -> None
     (photos added to a folder reshuffle which are labeled and which validate), labels or images
     edited in place. Settings added to the configuration since the checkpoint was written are not
     compared; checkpoints written before December 2026 record none, before 5 December 2026 no
-    labeled pixels or statistics, before 7 December 2026 no validation pixels.
+    labeled pixels or statistics, before 7 December 2026 no validation pixels or unlabeled photos.
 
     Raises:
         GeoccsegError: naming what changed.
@@ -200,6 +201,9 @@ def check_same_run(state: dict, identity: dict, path: str | os.PathLike) -> None
         changed.append(f"classes (was {data_before.get('classes')}, now {data_now['classes']})")
     changed += [f"the {k} photos (the folders hold others now)" for k in ("labeled", "validation")
                 if data_before.get(k) != data_now.get(k)]
+    if "unlabeled" in data_before and data_before["unlabeled"] != data_now.get("unlabeled"):  # by name: a digest of them
+        changed.append("the unlabeled photos (others by name now: --unlabeled left out or another folder given, or photos added or "
+                       "removed)")
     if "label_pixels" in data_before and data_before["label_pixels"] != data_now["label_pixels"]:
         changed.append(f"the labels (labeled pixels per class were {data_before['label_pixels']}, now "
                        f"{data_now['label_pixels']}: labels, masks or the AOI edited)")
