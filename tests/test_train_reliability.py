@@ -222,6 +222,25 @@ def test_signal_stops_the_run_with_one_line_and_it_resumes(data_dir, tmp_path, s
     assert _val_steps(out) == [5, 7, 10]
 
 
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_with_one_line(data_dir, tmp_path):
+    """A second Ctrl-C stops the run at once, not after the step: Lightning caught it and ended
+    with sys.exit(1), without our line, exit status 1 (a notebook got SystemExit)."""
+    out = tmp_path / "stopped"
+    proc = _start(data_dir / "cfd", out, "--max-steps", "500", "--val-every", "50", "--checkpoint-every", "2")
+    _wait_for(out / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("geoccseg:")]
+    saved = load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"]
+    assert len(ours) == 1 and ours[0].startswith("geoccseg: training stopped at once by a second SIGINT at step "), stderr[-3000:]
+    assert ours[0].endswith(f"of 500; continue it from step {saved} with: geoccseg train --config {out / 'config.yaml'} --resume")
+
+
 def test_a_stopped_and_resumed_run_trains_as_the_uninterrupted_one(data_dir, tmp_path):
     """Resuming restored the weights, optimiser, teacher and step, but the chip stream was seeded
     from the resume step and PyTorch's global generator (the feature dropout's) from the seed again:

@@ -290,6 +290,13 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
                  if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
         raise TrainingStopped(f"training stopped by {stop.name} at step {trainer.global_step} of {c.max_steps}; {where}",
                               stop.signum or signal.SIGTERM) from None
+    except SystemExit:  # Lightning's own end of a KeyboardInterrupt (a second Ctrl-C): sys.exit(1), no word of ours
+        if stop.signum is None:
+            raise
+        where = (f"continue it from step {saver.saved_step} with: geoccseg train --config {out / 'config.yaml'} --resume"
+                 if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
+        raise TrainingStopped(f"training stopped at once by a second {stop.name} at step {trainer.global_step} of {c.max_steps}; "
+                              f"{where}", signal.SIGINT) from None
     seconds = time.perf_counter() - t0
     device = str(trainer.strategy.root_device)
     validation = load_bundle(out).meta.training.get("validation", {}) if trainer.is_global_zero else {}
