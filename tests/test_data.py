@@ -19,7 +19,7 @@ from affine import Affine
 import shapely
 import torch
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from scipy import ndimage
 from rasterio.enums import ColorInterp
 from rasterio.transform import from_bounds
@@ -1380,6 +1380,16 @@ def test_a_pngs_exif_orientation_is_read_wherever_its_chunk_lies(tmp_path):
     # and the size as shown (what a resumed run checks each complete photo's outputs by)
     assert turned_for_display(saved("damaged", (8, 8), 3, damaged=True)) == 3
     assert photo_size(saved("tall", (8, 16), 6, damaged=True), exif_orientation=True) == (8, 16)
+    # an orientation in XMP (Pillow reads it too, so the photo reader turns the photo): told the same
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(tmp_path / "xmp.png", pnginfo=info)
+    from geoccseg.data.photos import read_photo
+
+    assert turned_for_display(tmp_path / "xmp.png") == 6 and photo_size(tmp_path / "xmp.png", exif_orientation=True) == (8, 16)
+    assert read_photo(tmp_path / "xmp.png", exif_orientation=True).shape[1:] == (16, 8)
 
 
 def test_scene_tiles_each_hold_their_share_of_one_label_file(vegas, tmp_path):

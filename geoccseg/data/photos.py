@@ -85,7 +85,7 @@ def reason(exc: BaseException) -> str:
 #: Pillow modes read as colour (3 bands); every other mode is read as grey.
 _COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK")
 
-#: Pillow modes of grey photos with more than 8 bits (16-bit PNG and TIFF): read as their high byte.
+#: Pillow modes of grey photos with more than 8 bits (16-bit PNG and TIFF): scaled to 8 by :func:`to_8_bits`.
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 #: Pillow's transposition for each EXIF orientation value (as :func:`PIL.ImageOps.exif_transpose`).
@@ -128,16 +128,19 @@ def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool =
     return read_photo_valid(path, bands=bands, exif_orientation=exif_orientation)[0]
 
 
-WIDE_BITS = (8, 10, 12, 14, 16)
+WIDE_BITS = (8, 10, 12, 16)
 """The bit depths a 16-bit photo's values may be stored in (industrial and thermal cameras write
-10, 12 or 14 bits into 16-bit PNGs and TIFFs; an 8-bit image saved as uint16 keeps 8)."""
+10 or 12 bits into 16-bit PNGs and TIFFs; an 8-bit image saved as uint16 keeps 8). Not 14: a dark
+full-range photo (largest value under 16384) would be read 4 times brighter than its siblings."""
 
 
 def to_8_bits(wide: np.ndarray) -> np.ndarray:
     """A 16-bit grey photo's pixels as uint8: scaled by the fewest :data:`WIDE_BITS` that hold its
     largest value, so that 12-bit data (0..4095) spans 0..255 as a viewer set to 12 bits shows it
-    (its high byte alone read 0..15: a near-black photo, no crack and no word), and full-range
-    16-bit data keeps its high byte. 32-bit integer values are taken as 16 bits."""
+    (its high byte alone read 0..15: a near-black photo, no crack and no word), and data beyond
+    12 bits keeps its high byte. The depth is the photo's own: a 12-bit camera's frame whose
+    largest value is under 1024 reads 4 times brighter than its siblings. 32-bit integer values are
+    taken as 16 bits."""
     wide = wide.clip(0, 65535).astype(np.uint16) if wide.dtype.itemsize > 2 else wide
     top = int(wide.max(initial=0))
     bits = next(b for b in WIDE_BITS if top < 1 << b)
@@ -236,16 +239,26 @@ def turned_for_display(path: Path) -> int | None:
                 exif = _png_exif(Path(path))
                 if exif is None:
                     return None
-                im.info["exif"] = exif  # as Pillow reads an eXIf chunk found before the pixels
+                if exif:
+                    im.info["exif"] = exif  # as Pillow reads an eXIf chunk found before the pixels
+                # else: text chunks that may hold it (XMP, ImageMagick's raw EXIF profile): read as the photo reader does
             orientation = _orientation(im)
     except UNREADABLE:
         return None
     return orientation if orientation in _TURNS else None
 
 
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+_PNG_ORIENTATION_TEXT = (b"XML:com.adobe.xmp\0", b"Raw profile type exif\0", b"Raw profile type APP1\0")
+"""Keywords of the text chunks from which Pillow also reads a PNG's orientation (XMP; the EXIF
+profile ImageMagick writes when it converts a phone's JPEG)."""
+
+
 def _png_exif(path: Path) -> bytes | None:
     """The bytes of a PNG's eXIf chunk, walking its chunks' headers (the pixels are skipped, not
-    decoded); None when it has none."""
+    decoded); ``b""`` when it has none but a text chunk that may hold the orientation
+    (:data:`_PNG_ORIENTATION_TEXT`); None when it has neither."""
+    texts = False
     with open(path, "rb") as f:
         f.seek(8)  # the PNG signature
         while len(header := f.read(8)) == 8:
@@ -253,9 +266,13 @@ def _png_exif(path: Path) -> bytes | None:
             if kind == b"eXIf":
                 return f.read(length)
             if kind == b"IEND":
-                return None
-            f.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
-    return None
+                break
+            if kind in _PNG_TEXT:
+                keyword = f.read(min(length, 32))
+                texts = texts or keyword.startswith(_PNG_ORIENTATION_TEXT)
+                length -= len(keyword)
+            f.seek(length + 4, os.SEEK_CUR)  # the (rest of the) data and its CRC
+    return b"" if texts else None
 
 
 def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
