@@ -408,6 +408,26 @@ def test_resume_refuses_another_run_and_keeps_the_schedule_of_the_first(run_copy
     assert load_checkpoint(run_copy / "checkpoints" / "last.ckpt")["geoccseg_run"]["schedule_steps"] == 6
 
 
+def test_a_run_begun_before_the_counting_rules_changed_resumes_with_a_word(run_copy, caplog):
+    """Burning line labels along their path (7 December 2026) changed the labeled-pixel counts of
+    unchanged label files: a run begun before was refused as "labels edited". A checkpoint of
+    older rules resumes with a warning that an edit cannot be told; one of today's rules is still
+    compared."""
+    checkpoint = run_copy / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(checkpoint)
+    recorded = state["geoccseg_run"]["data"]
+    assert recorded["reading_rules"] == 2
+    recorded["label_pixels"] = [n + 7 for n in recorded["label_pixels"]]  # what the older rules counted
+    save_checkpoint(state, checkpoint)
+    assert "the labels (labeled pixels per class were [" in _one_error_line(_resume(run_copy, "--max-steps", "7"))
+    del recorded["reading_rules"]
+    save_checkpoint(state, checkpoint)
+    with caplog.at_level("WARNING"):
+        result = _resume(run_copy, "--max-steps", "7")
+    assert result.exit_code == 0, result.output
+    assert any("was begun by a geoccseg that counted labeled pixels by other rules (1, now 2)" in r.getMessage() for r in caplog.records)
+
+
 def test_a_run_recorded_with_an_option_now_refused_resumes_once_the_line_is_dropped(run_copy):
     """Options without effect are refused since December 2026 (tversky_alpha under region dice): a
     run that an older version recorded with one could not resume. Kept, the line is refused; dropped,

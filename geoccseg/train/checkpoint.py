@@ -17,6 +17,7 @@ would make it another run is refused (:func:`check_same_run`). A run stopped by 
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import time
@@ -36,6 +37,8 @@ from safetensors.torch import save_file
 
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 FORMAT = "geoccseg-checkpoint/1"
 
@@ -164,6 +167,12 @@ RESUME_MAY_CHANGE = frozenset({
 })
 
 
+READING_RULES = 2
+"""The version of the rules by which labels become labeled pixels, recorded in a run's identity:
+2 since 7 December 2026 (line labels burnt along their path, NaN of float scenes, rotated label
+rasters, lossy WebP masks); a checkpoint that records none was counted by rules 1."""
+
+
 def run_identity(config_yaml: str, classes: list[str], summary: dict, label_pixels, norm: dict,
                  inert: Collection[str] = (), validation_pixels=None) -> dict:
     """What makes a run the same run on resume: its settings (the options of ``config_yaml`` but
@@ -177,7 +186,8 @@ def run_identity(config_yaml: str, classes: list[str], summary: dict, label_pixe
     return {"settings": settings, "data": {"classes": list(classes), "labeled": summary.get("labeled"),
                                            "validation": summary.get("validation"), "unlabeled": summary.get("unlabeled_sha256"),
                                            "label_pixels": [int(n) for n in label_pixels], "norm": norm,
-                                           "validation_pixels": None if validation_pixels is None else [int(n) for n in validation_pixels]}}
+                                           "validation_pixels": None if validation_pixels is None else [int(n) for n in validation_pixels],
+                                           "reading_rules": READING_RULES}}
 
 
 def check_same_run(state: dict, identity: dict, path: str | os.PathLike) -> None:
@@ -204,10 +214,15 @@ def check_same_run(state: dict, identity: dict, path: str | os.PathLike) -> None
     if "unlabeled" in data_before and data_before["unlabeled"] != data_now.get("unlabeled"):  # by name: a digest of them
         changed.append("the unlabeled photos (others by name now: --unlabeled left out or another folder given, or photos added or "
                        "removed)")
-    if "label_pixels" in data_before and data_before["label_pixels"] != data_now["label_pixels"]:
+    counts_differ = [k for k in ("label_pixels", "validation_pixels") if k in data_before and data_before[k] != data_now[k]]
+    rules = data_before.get("reading_rules", 1), data_now.get("reading_rules", 1)
+    if counts_differ and rules[0] != rules[1]:  # the same files counted by other rules: an edit cannot be told from it
+        log.warning("geoccseg: warning: %s was begun by a geoccseg that counted labeled pixels by other rules (%s, now %s), so "
+                    "whether its labels were edited since cannot be told; resuming it as the same run", path, *rules)
+    elif "label_pixels" in counts_differ:
         changed.append(f"the labels (labeled pixels per class were {data_before['label_pixels']}, now "
                        f"{data_now['label_pixels']}: labels, masks or the AOI edited)")
-    if "validation_pixels" in data_before and data_before["validation_pixels"] != data_now["validation_pixels"]:
+    if "validation_pixels" in counts_differ and rules[0] == rules[1]:
         changed.append(f"the validation labels (labeled pixels per class were {data_before['validation_pixels']}, now "
                        f"{data_now['validation_pixels']}: validation masks, labels or the validation AOI edited; the best "
                        "model so far was chosen on the old ones)")
