@@ -1442,3 +1442,19 @@ def test_a_validation_fraction_that_holds_out_no_photo_says_so(data_dir, tmp_pat
     with caplog.at_level("WARNING"):
         one = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.12)
     assert len(one.val_pairs) == 1 and not caplog.records
+
+
+def test_line_labels_in_a_site_grid_are_buffered_in_its_metres(tmp_path):
+    """Centrelines drawn on a drone orthomosaic in local coordinates (an engineering CRS, no place
+    on the earth) could not be buffered: each line's UTM zone was looked up through WGS 84, a
+    pyproj traceback. A site grid is buffered in its own units, metres on the ground."""
+    from rasterio.crs import CRS as RioCRS
+
+    from geoccseg.io.labels import VectorLabels
+
+    for unit, factor in (('UNIT["metre",1]', 1.0), ('UNIT["US survey foot",0.304800609601219]', 0.304800609601219)):
+        wkt = f'LOCAL_CS["site grid",{unit},AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+        road = shapely.LineString([(1000, 2000), (1000 + 100 / factor, 2000)])  # 100 m long
+        gpd.GeoDataFrame(geometry=[road], crs=wkt).to_file(tmp_path / "site.gpkg")
+        labels = VectorLabels.open(tmp_path / "site.gpkg", RioCRS.from_wkt(wkt), width_m=6.0)
+        assert labels.shapes.area.iloc[0] * factor**2 == pytest.approx(600.0)  # 100 m x 6 m

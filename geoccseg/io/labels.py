@@ -26,6 +26,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
+import pyproj
 import rasterio
 import rasterio.errors
 import rasterio.features
@@ -237,13 +238,18 @@ def buffer_lines_m(lines: gpd.GeoDataFrame, classes: list[str], widths_m: dict[s
         The buffered polygons, same columns: flat caps, round where a line's end meets another's
         (:func:`shared_ends`, within a zone).
     """
-    centres = lines.geometry.to_crs(4326).representative_point()
-    zone = np.clip(np.floor((centres.x.to_numpy() + 180) / 6).astype(int) + 1, 1, 60)
-    epsg = np.where(centres.y.to_numpy() >= 0, 32600, 32700) + zone
+    local = pyproj.CRS.from_user_input(lines.crs)
+    if local.geodetic_crs is None:  # a site grid (engineering CRS): no UTM zone; buffered in its own units, at true scale
+        unit = local.axis_info[0].unit_conversion_factor if local.axis_info else 1.0
+        groups = [(lines, unit)]
+    else:
+        centres = lines.geometry.to_crs(4326).representative_point()
+        zone = np.clip(np.floor((centres.x.to_numpy() + 180) / 6).astype(int) + 1, 1, 60)
+        epsg = np.where(centres.y.to_numpy() >= 0, 32600, 32700) + zone
+        groups = [(lines[epsg == code].to_crs(int(code)), 1.0) for code in np.unique(epsg)]
     parts = []
-    for code in np.unique(epsg):
-        metric = lines[epsg == code].to_crs(int(code))
-        half = metric["class_index"].map({i + 1: widths_m[name] / 2.0 for i, name in enumerate(classes)}).to_numpy()
+    for metric, unit in groups:
+        half = metric["class_index"].map({i + 1: widths_m[name] / 2.0 / unit for i, name in enumerate(classes)}).to_numpy()
         shapes = shapely.buffer(metric.geometry.values, half, cap_style="flat")
         joints = shared_ends(metric.geometry.values)
         at = np.flatnonzero(~shapely.is_empty(joints))
