@@ -1442,6 +1442,12 @@ def test_a_validation_fraction_that_holds_out_no_photo_says_so(data_dir, tmp_pat
     with caplog.at_level("WARNING"):
         one = PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.12)
     assert len(one.val_pairs) == 1 and not caplog.records
+    for image in sorted((tmp_path / "images").iterdir())[1:]:  # one labeled photo: no fraction holds it out
+        image.unlink()
+        (tmp_path / "masks" / f"{image.stem}.png").unlink()
+    with caplog.at_level("WARNING"):
+        PhotoTrainingData(tmp_path / "images", tmp_path / "masks", labeled_fraction=1.0, val_fraction=0.5)
+    assert caplog.records[-1].getMessage().endswith("predict uses 0.5); give --val-images (one labeled photo cannot be split)")
 
 
 def test_line_labels_in_a_site_grid_are_buffered_in_its_metres(tmp_path):

@@ -807,3 +807,17 @@ def test_a_uint8_class_map_is_not_read_as_probabilities_in_silence(vegas: Path, 
         result = CliRunner().invoke(cli, ["vectorize", str(tmp_path / "percent.tif"), "-o", str(tmp_path / "lines2.gpkg")])
     assert result.exit_code == 0 and "holds values up to 100, probabilities of at most 0.39" in caplog.text, result.output
     assert "if it holds percentages (0-100): rescale them to 0-255 first" in caplog.text
+
+
+def test_truth_lines_narrower_than_a_pixel_are_burnt_along_their_path(tmp_path):
+    """--line-width-m narrower than the grid's pixels burnt dashes (a buffer covers a pixel centre in
+    some columns only), unlike training, which burns a line label's path too."""
+    from geoccseg.evaluate.files import Raster, burn_lines
+
+    line = LineString([(500000.3, 4000050.2), (500090.7, 4000061.9)])  # slanted, 91 m
+    gpd.GeoDataFrame(geometry=[line], crs="EPSG:32611").to_file(tmp_path / "crack.gpkg")
+    grid = Raster(path=tmp_path / "grid.tif", values=np.zeros((100, 100), np.uint8), valid=np.ones((100, 100), bool),
+                  crs=rasterio.crs.CRS.from_epsg(32611), transform=from_origin(500000.0, 4000100.0, 1.0, 1.0))
+    burnt = burn_lines(tmp_path / "crack.gpkg", grid, 0.1, "TRUTH")
+    columns = np.flatnonzero(burnt.any(axis=0))
+    assert columns[0] == 0 and columns[-1] == 90 and len(columns) == 91

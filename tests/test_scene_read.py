@@ -12,7 +12,7 @@ import pytest
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
-from geoccseg.io.scene import open_scene
+from geoccseg.io.scene import describe_scene, open_scene
 
 
 def test_a_resampled_window_across_the_edge_reads_the_inner_pixels_unchanged(vegas):
@@ -93,7 +93,6 @@ def test_a_pixel_that_holds_the_nodata_value_in_one_band_only_is_a_real_pixel(tm
     import rasterio
 
     from geoccseg.io.catalog import sample_scene
-    from geoccseg.io.scene import describe_scene
 
     with rasterio.open(sample_scene()) as src:
         rgb, profile = src.read([1, 2, 3]), src.profile
@@ -253,6 +252,7 @@ def test_nan_of_a_float_scene_without_nodata_is_missing_data_in_chip_checks(vega
     expected = np.isfinite(pixels).all(axis=0)
     np.testing.assert_array_equal(scene.read_valid(), expected)
     np.testing.assert_array_equal(scene.read()[1], expected)  # as training reads it
+    assert describe_scene(path)["nodata_share"] == pytest.approx(1 - expected.mean(), abs=1e-9)  # and `info` counts it
     left, bottom, right, top = scene.bounds
     west = shapely.LineString([scene.transform * (10, scene.height / 2), scene.transform * (half - 20, scene.height / 2)])
     east = shapely.LineString([scene.transform * (half + 20, scene.height / 2), scene.transform * (scene.width - 10, scene.height / 2)])

@@ -164,8 +164,9 @@ class SceneChips(GeoDataset):
         return counts
 
     def valid_fraction(self, query: Query, probe_px: int = 32) -> float:
-        """Share of valid pixels in a query's chip, from a coarse read of the mask (cheap: no image
-        band, no VRT for chips across the scene's edge, whose outer part counts as invalid)."""
+        """Share of valid pixels in a query's chip, from a coarse read (:meth:`Scene.read_valid`: the
+        masks, and a float scene's bands for NaN; no VRT for chips across the scene's edge, whose
+        outer part counts as invalid)."""
         bounds = self.snap((query[0].start, query[1].start, query[0].stop, query[1].stop))
         return float(self.scene.read_valid(self.scene.window_for_bounds(bounds), out_shape=(probe_px, probe_px)).mean())
 

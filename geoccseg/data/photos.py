@@ -561,9 +561,10 @@ class PhotoTrainingData(TrainingData):
                 raise GeoccsegError(f"validation fraction {val_fraction} must be in [0, 1)")
             n_val = int(len(names) * val_fraction)
             if val_fraction > 0 and n_val == 0:  # the run went on without validation, and its bundle without a threshold, unsaid
+                enough = f"--val-fraction {math.ceil(100 / len(names)) / 100:g} or more, or --val-images" if len(names) > 1 \
+                    else "--val-images (one labeled photo cannot be split)"
                 log.warning("geoccseg: warning: --val-fraction %g of %d labeled photo(s) holds out none, so there is no validation "
-                            "(no kept best step, no calibrated threshold: predict uses 0.5); give --val-fraction %g or more, or "
-                            "--val-images", val_fraction, len(names), math.ceil(100 / len(names)) / 100)
+                            "(no kept best step, no calibrated threshold: predict uses 0.5); give %s", val_fraction, len(names), enough)
             order = np.random.default_rng(seed + 1_000_003).permutation(len(names))
             held = sorted(names[i] for i in order[:n_val])
             self.val_pairs = [(image_files[n], mask_files[n]) for n in held]

@@ -345,11 +345,12 @@ def burn_lines(path: Path, like: Raster, width_m: float | None, role: str = "TRU
     lines = read_lines(path, role)
     if len(lines) == 0:
         return np.zeros(like.shape, dtype=bool)
-    if width_m is not None:  # buffered in metres on the ground, burnt through the raster's own transform (any orientation)
-        shapes = VectorLabels.open(path, like.crs, width_m=width_m).shapes.geometry
-        if len(shapes) == 0:
+    if width_m is not None:  # buffered in metres on the ground, burnt through the raster's own transform (any orientation),
+        labels = VectorLabels.open(path, like.crs, width_m=width_m)  # with their paths, as training burns line labels
+        shapes = [*labels.shapes.geometry, *(labels.centrelines.geometry if labels.centrelines is not None else [])]
+        if not shapes:
             return np.zeros(like.shape, dtype=bool)
-        return rasterio.features.rasterize(shapes.values, out_shape=like.shape, transform=like.transform, dtype="uint8") > 0
+        return rasterio.features.rasterize(shapes, out_shape=like.shape, transform=like.transform, dtype="uint8") > 0
     geoms = lines.to_crs(like.crs).values
     return rasterio.features.rasterize(geoms, out_shape=like.shape, transform=like.transform, dtype="uint8") > 0
 

@@ -472,8 +472,7 @@ def describe_scene(path: str | os.PathLike, bands: list[int] | None = None) -> d
     """Facts about a scene for ``geoccseg info``: size, bands, dtypes, CRS, pixel size, nodata share."""
     scene = open_scene(path, bands, north_up=True)
     ds = scene.dataset
-    shape = (min(scene.height, 2048), min(scene.width, 2048))
-    valid_probe = valid_pixels(ds.read_masks(list(scene.bands), out_shape=(len(scene.bands), *shape)), scene.shared_nodata)
+    valid_probe = scene.read_valid(out_shape=(min(scene.height, 2048), min(scene.width, 2048)))  # NaN of float bands too
     return {
         "path": str(path),
         "width": scene.width,
