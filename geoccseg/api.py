@@ -129,11 +129,14 @@ def predict(
         once another model has predicted here, load it from the bundle's folder, and refuse a
         folder rewritten since or holding other weights (a model changed in memory must be
         saved first, :func:`geoccseg.io.bundle.save_bundle`): compute an array before
-        predicting with another model, or save the model.
+        predicting with another model, or save the model. A DataArray input is copied into this
+        process's GDAL memory, so its array computes only on threads or synchronously (under a
+        ``distributed`` client, ``dask.config.set(scheduler="threads")`` around both calls).
 
     Raises:
         GeoccsegError: a missing or unreadable input, a scene without CRS or with bands the model
-            does not have, bad tiling options, device or engine, before any computation; when
+            does not have, bad tiling options, device or engine, a DataArray where the active
+            scheduler runs tasks in other processes, before any computation; when
             computed, a bundle folder that has to be loaded again and was rewritten or holds
             other weights.
     """
