@@ -1066,7 +1066,7 @@ def test_suggest_photos_benchmark_trains_only_the_last_round_where_picks_ignore_
 
 @pytest.mark.parametrize("folder", ["suggest-photos-deepcrack-coverage", "suggest-photos-massachusetts", "suggest-photos-deepcrack-1pct",
                                     "suggest-photos-deepcrack-photo", "suggest-photos-massachusetts-photo",
-                                    "suggest-photos-massachusetts-photo-6seeds"])
+                                    "suggest-photos-massachusetts-photo-6seeds", "suggest-photos-massachusetts-imagenet"])
 def test_suggest_photos_reports_regenerate_from_their_records(folder: str) -> None:
     """The README's photo tables (the script's current format) are what its report writes from the
     recorded runs."""
