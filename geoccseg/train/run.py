@@ -290,7 +290,9 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
                  if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
         raise TrainingStopped(f"training stopped by {stop.name} at step {trainer.global_step} of {c.max_steps}; {where}",
                               stop.signum or signal.SIGTERM) from None
-    except SystemExit:  # Lightning's own end of a KeyboardInterrupt (a second Ctrl-C): sys.exit(1), no word of ours
+    except (SystemExit, KeyboardInterrupt):
+        # a second Ctrl-C: Lightning ends it with sys.exit(1) and no word of ours, or, when it came while
+        # the first stop was being recorded (Lightning's exception hooks), it is the KeyboardInterrupt itself
         if stop.signum is None:
             raise
         where = (f"continue it from step {saver.saved_step} with: geoccseg train --config {out / 'config.yaml'} --resume"
