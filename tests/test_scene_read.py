@@ -264,3 +264,46 @@ def test_nan_of_a_float_scene_without_nodata_is_missing_data_in_chip_checks(vega
     assert counts["west"] == 0 and counts["east"] > 1000  # the western road lies on NaN only
     west_chip = (slice(left, left + 64 * scene.res[0]), slice(top - 64 * scene.res[1], top), slice(None))
     assert chips.valid_fraction(west_chip) == 0.0
+
+
+def test_a_16_bit_rgb_scene_without_colour_tags_is_read_as_a_stack_and_says_how_to_tag_it(tmp_path: Path, caplog) -> None:
+    """GDAL tags only 8-bit RGB as colour: a 16-bit RGB GeoTIFF with nodata 0 reads as grey bands,
+    so its shadow pixels with 0 in one band were dropped silently. Now the run says so once, with the
+    command that tags the bands, and a tagged scene keeps them; ``info`` says which rule it reads."""
+    import logging
+
+    import rasterio
+    from click.testing import CliRunner
+
+    from geoccseg.cli import cli
+
+    rgb = np.full((3, 64, 64), 900, dtype="uint16")
+    rgb[:, :, :8] = 0  # a collar of nodata
+    rgb[0, 20:30, 20:30] = 0  # a shadow without red
+    path = tmp_path / "rgb16.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint16", nodata=0, crs="EPSG:32611",
+                       transform=rasterio.transform.from_origin(500000, 4000000, 0.5, 0.5)) as dst:
+        dst.write(rgb)
+    with rasterio.open(path) as src:
+        assert ColorInterp.red not in src.colorinterp  # as GDAL writes 16-bit RGB
+    with caplog.at_level(logging.WARNING, logger="geoccseg"):
+        for _ in range(3):  # training and prediction open a scene many times: one note
+            scene = open_scene(path)
+    notes = [r.getMessage() for r in caplog.records if "no colour tags" in r.getMessage()]
+    assert notes == [f"geoccseg: note: the 3 bands of {path} hold nodata 0 and no colour tags, so they are read as a stack of grey "
+                     f"bands: a pixel is missing where any band holds 0; if they are one colour image, tag them (rio edit-info "
+                     f"--colorinterp red,green,blue {path}) and a pixel is missing only where every band holds it"]
+    _, valid = scene.read()
+    assert not valid[20:30, 20:30].any() and not scene.shared_nodata
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0 and "valid mask:  nodata (a pixel is missing where any band holds the value)" in result.output, result.output
+    with rasterio.open(path, "r+") as dst:  # what the note's command does
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoccseg"):
+        scene = open_scene(path)
+    assert scene.shared_nodata and not [r for r in caplog.records if "no colour tags" in r.getMessage()]
+    _, valid = scene.read()
+    assert valid[:, 8:].all() and not valid[:, :8].any()  # the shadow is a pixel, the collar is not
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert "valid mask:  nodata (a pixel is missing where every band holds the value)" in result.output, result.output

@@ -58,7 +58,8 @@ def command(ctx, scene, labels, aoi, val_aoi, classes, class_column, width_m, ba
     click.echo(f"bands:       {facts['band_count']} ({', '.join(facts['dtypes'])}); input bands {facts['input_bands']}")
     click.echo(f"crs:         {facts['crs']}")
     click.echo(f"pixel size:  {x_m:.3f} m x {y_m:.3f} m")
-    click.echo(f"valid mask:  {facts['mask']}; nodata share {100 * facts['nodata_share']:.1f} %")
+    rule = f" (a pixel is missing where {facts['nodata_in']} holds the value)" if facts["nodata_in"] else ""
+    click.echo(f"valid mask:  {facts['mask']}{rule}; nodata share {100 * facts['nodata_share']:.1f} %")
     if "chips" in facts:
         chips = facts["chips"]
         click.echo(

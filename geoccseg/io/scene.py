@@ -12,6 +12,8 @@ too. An alpha band is never used as an input band.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import math
 import os
 import re
@@ -31,6 +33,8 @@ from shapely.geometry import Polygon, box
 from geoccseg.errors import GeoccsegError
 from geoccseg.quiet import ignored_warnings
 from geoccseg.io.units import mean_pixel_size_m, pixel_size_m
+
+log = logging.getLogger(__name__)
 
 try:
     import resource  # imported now: at the open-file limit, importing it would need a file too
@@ -296,6 +300,25 @@ def _shares_nodata(ds: rasterio.io.DatasetReader, bands: Sequence[int]) -> bool:
     return one_image and len(values) == 1 and None not in values
 
 
+def _note_untagged_stack(ds: rasterio.io.DatasetReader, bands: Sequence[int]) -> None:
+    """Say how bands with one nodata value and no colour tags are read: GDAL tags only 8-bit RGB
+    as colour, so a 16-bit or float RGB(N) GeoTIFF reads as a stack of grey bands, and its dark
+    pixels holding the value in one band (a shadow of (0, 140, 310)) as missing."""
+    values = {ds.nodatavals[b - 1] for b in bands}
+    if len(bands) > 1 and len(values) == 1 and None not in values and not {ds.colorinterp[b - 1] for b in bands} & COLOUR_BANDS:
+        _say_untagged_stack(ds.name, len(bands), values.pop())
+
+
+@functools.cache
+def _say_untagged_stack(name: str, bands: int, value: float) -> None:
+    """Once per scene and process (training and prediction open a scene many times)."""
+    colours = ",".join(["red", "green", "blue", *["undefined"] * (bands - 3)]) if bands >= 3 else None
+    log.warning("geoccseg: note: the %d bands of %s hold nodata %g and no colour tags, so they are read as a stack of grey bands: "
+                "a pixel is missing where any band holds %g%s", bands, name, value, value,
+                f"; if they are one colour image, tag them (rio edit-info --colorinterp {colours} {name}) and a pixel is "
+                f"missing only where every band holds it" if colours else "")
+
+
 def _mask_kind(ds: rasterio.io.DatasetReader) -> str:
     flags = set(ds.mask_flag_enums[0]) if ds.count else set()
     if any(ci == ColorInterp.alpha for ci in ds.colorinterp):
@@ -458,6 +481,8 @@ def open_scene(path: str | os.PathLike, bands: list[int] | tuple[int, ...] | Non
         dtype=dtype, mask_kind=_mask_kind(ds), band_count=ds.count, nodata=ds.nodata,
         shared_nodata=_shares_nodata(ds, bands),
     )
+    if scene.mask_kind == "nodata":
+        _note_untagged_stack(ds, bands)
     scene._set_dataset(ds)
     if require_crs and not (math.isfinite(scene.pixel_size_m) and scene.pixel_size_m > 0):
         ds.close()
@@ -484,4 +509,6 @@ def describe_scene(path: str | os.PathLike, bands: list[int] | None = None) -> d
         "pixel_size_m": scene.pixel_size_xy_m,
         "mask": scene.mask_kind,
         "nodata_share": float(1 - valid_probe.mean()),  # as training and prediction read it
+        # a nodata value of several bands: a pixel is missing where any band holds it, or only where every one does
+        "nodata_in": ("every band" if scene.shared_nodata else "any band") if scene.mask_kind == "nodata" and len(scene.bands) > 1 else None,
     }
