@@ -1352,7 +1352,8 @@ def test_a_pngs_exif_orientation_is_read_wherever_its_chunk_lies(tmp_path):
     chunks are walked now, before or after the pixels alike."""
     import zlib
 
-    from geoccseg.data.photos import photo_size, turned_for_display
+    from geoccseg.data.photos import photo_size
+    from geoccseg.io.orientation import turned_for_display
 
     def saved(name: str, shape: tuple[int, int], orientation: int | None, after_pixels: bool = True, damaged: bool = False) -> Path:
         exif = Image.Exif()
@@ -1464,3 +1465,17 @@ def test_line_labels_in_a_site_grid_are_buffered_in_its_metres(tmp_path):
         gpd.GeoDataFrame(geometry=[road], crs=wkt).to_file(tmp_path / "site.gpkg")
         labels = VectorLabels.open(tmp_path / "site.gpkg", RioCRS.from_wkt(wkt), width_m=6.0)
         assert labels.shapes.area.iloc[0] * factor**2 == pytest.approx(600.0)  # 100 m x 6 m
+
+
+def test_every_exif_turn_is_undone_by_its_unturn() -> None:
+    """evaluate turns a photo's prediction back to its stored pixels: for every orientation 2-8, not
+    only the 3 and 6 that the end-to-end test photographs."""
+    from PIL import Image
+
+    from geoccseg.io.orientation import TURNS, unturn
+
+    stored = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4))  # non-square, no symmetry
+    for value, turn in TURNS.items():
+        shown = stored.transpose(turn)
+        assert (shown.size != stored.size) == (value >= 5)
+        np.testing.assert_array_equal(np.asarray(shown.transpose(unturn(value))), np.asarray(stored), err_msg=f"orientation {value}")

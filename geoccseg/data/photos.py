@@ -18,19 +18,19 @@ import hashlib
 import logging
 import math
 import os
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import Image
 
 from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, PHOTO_SUFFIXES, UNREAD_PHOTO_SUFFIXES, is_lossy
 from geoccseg.io.normalize import NormStats, stats_from_uint8
+from geoccseg.io.orientation import SHOWN, TURNS, UNREADABLE, read_orientation, turned_for_display
 from geoccseg.label_values import COLOUR_TOLERANCE, IGNORE_INDEX, held_values, label_mode, marks_unlabeled_255
 from geoccseg.models.config import check_tile_px
 
@@ -74,10 +74,6 @@ def list_images(folder: str | os.PathLike, what: str = "images", *, allow_empty:
     return files
 
 
-UNREADABLE = (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError)
-"""What Pillow raises for a file it cannot read (corrupt, truncated, not an image, too large)."""
-
-
 def reason(exc: BaseException) -> str:
     """One line saying why Pillow could not read a file."""
     return " ".join(str(exc).split()) or type(exc).__name__
@@ -87,27 +83,6 @@ _COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK")
 
 #: Pillow modes of grey photos with more than 8 bits (16-bit PNG and TIFF): scaled to 8 by :func:`to_8_bits`.
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
-#: Pillow's transposition for each EXIF orientation value (as :func:`PIL.ImageOps.exif_transpose`).
-_TURNS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
-}
-
-
-#: How viewers show a photo of each EXIF orientation, for messages.
-_SHOWN = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down", 5: "mirrored and turned", 6: "turned 90 degrees clockwise",
-          7: "mirrored and turned", 8: "turned 90 degrees anticlockwise"}
-
-
-def _orientation(im: Image.Image) -> int | None:
-    """The EXIF orientation tag of an open photo; None when it has none or its EXIF block is
-    malformed (the photo itself is then read as stored, as most viewers do)."""
-    try:
-        return im.getexif().get(ExifTags.Base.Orientation)
-    except Exception:  # Pillow raises many kinds on corrupt EXIF (struct.error, TypeError, ...)
-        return None
-
 
 def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool = False) -> np.ndarray:
     """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped; prediction
@@ -161,7 +136,7 @@ def read_photo_valid(path: Path, *, bands: int | None = None,
                 raise GeoccsegError(f"photo {Path(path).name} has 32-bit floating-point pixels; save it as an 8- or 16-bit image")
             im.load()  # decoded here, where a damaged file is an error: reading the EXIF of a PNG decodes it, and a
             # decoding error swallowed there left Pillow handing back the rows decoded so far, the rest black
-            turn = _TURNS.get(_orientation(im)) if exif_orientation else None
+            turn = TURNS.get(read_orientation(im)) if exif_orientation else None
             alpha = None
             if _transparent(im):
                 alpha = np.asarray(im.convert("RGBA").getchannel("A"))
@@ -227,52 +202,6 @@ def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int]
     except UNREADABLE:
         return None
     return (height, width) if exif_orientation and turned_for_display(path) in (5, 6, 7, 8) else (width, height)
-
-
-def turned_for_display(path: Path) -> int | None:
-    """The EXIF orientation (2-8) by which viewers turn or mirror a photo; None when they show it as
-    stored. A PNG's EXIF is found among its chunks without decoding its pixels (Pillow decodes the
-    whole image to reach an eXIf chunk stored after the pixels)."""
-    try:
-        with Image.open(path) as im:
-            if im.format == "PNG":
-                exif = _png_exif(Path(path))
-                if exif is None:
-                    return None
-                if exif:
-                    im.info["exif"] = exif  # as Pillow reads an eXIf chunk found before the pixels
-                # else: text chunks that may hold it (XMP, ImageMagick's raw EXIF profile): read as the photo reader does
-            orientation = _orientation(im)
-    except UNREADABLE:
-        return None
-    return orientation if orientation in _TURNS else None
-
-
-_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
-_PNG_ORIENTATION_TEXT = (b"XML:com.adobe.xmp\0", b"Raw profile type exif\0", b"Raw profile type APP1\0")
-"""Keywords of the text chunks from which Pillow also reads a PNG's orientation (XMP; the EXIF
-profile ImageMagick writes when it converts a phone's JPEG)."""
-
-
-def _png_exif(path: Path) -> bytes | None:
-    """The bytes of a PNG's eXIf chunk, walking its chunks' headers (the pixels are skipped, not
-    decoded); ``b""`` when it has none but a text chunk that may hold the orientation
-    (:data:`_PNG_ORIENTATION_TEXT`); None when it has neither."""
-    texts = False
-    with open(path, "rb") as f:
-        f.seek(8)  # the PNG signature
-        while len(header := f.read(8)) == 8:
-            length, kind = struct.unpack(">I4s", header)
-            if kind == b"eXIf":
-                return f.read(length)
-            if kind == b"IEND":
-                break
-            if kind in _PNG_TEXT:
-                keyword = f.read(min(length, 32))
-                texts = texts or keyword.startswith(_PNG_ORIENTATION_TEXT)
-                length -= len(keyword)
-            f.seek(length + 4, os.SEEK_CUR)  # the (rest of the) data and its CRC
-    return b"" if texts else None
 
 
 def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
@@ -681,7 +610,7 @@ class PhotoTrainingData(TrainingData):
             log.warning("geoccseg: warning: %d labeled photo(s) carry an EXIF orientation (e.g. %s: %d, which viewers and annotation "
                         "tools show %s); training reads photos and masks as stored: a mask drawn on the photo as shown no longer "
                         "covers its cracks there; save such photos turned (e.g. mogrify -auto-orient) with masks drawn on them",
-                        len(turned), image.name, turn, _SHOWN[turn])
+                        len(turned), image.name, turn, SHOWN[turn])
 
     # -- interface ----------------------------------------------------------------------------
     def _load(self, image_path: Path, mask_path: Path | None) -> tuple[dict, NormStats]:

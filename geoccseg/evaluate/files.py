@@ -52,6 +52,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES, is_lossy
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
+from geoccseg.io.orientation import TURNS, unturn
 from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TAG, TURN_TAG, decode_uint8, parse_threshold, refuse_confidence
 from geoccseg.io.scene import open_raster
 from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, marks_unlabeled_255, unlabeled_is_255
@@ -269,7 +270,7 @@ def _read_image(path: Path) -> Raster:
             check_memory(path, *image.size)
             has_alpha = image.mode.endswith("A")
             probability = PROBABILITY_TAG in image.info
-            turned = int(image.info[TURN_TAG]) if str(image.info.get(TURN_TAG)) in _UNTURN else None
+            turned = int(image.info[TURN_TAG]) if str(image.info.get(TURN_TAG)) in {str(value) for value in TURNS} else None
             array = np.array(image)
             grey = np.array(image.convert("L")) if array.ndim == 3 else None
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
@@ -288,12 +289,6 @@ def _read_image(path: Path) -> Raster:
     return Raster(path=path, values=array, valid=valid, probability=probability, turned=turned)
 
 
-_UNTURN = {"2": Image.Transpose.FLIP_LEFT_RIGHT, "3": Image.Transpose.ROTATE_180, "4": Image.Transpose.FLIP_TOP_BOTTOM,
-           "5": Image.Transpose.TRANSPOSE, "6": Image.Transpose.ROTATE_90, "7": Image.Transpose.TRANSVERSE,
-           "8": Image.Transpose.ROTATE_270}
-"""The transpose that takes a photo turned by each EXIF orientation back to its stored pixels."""
-
-
 def as_stored(pred: Raster, truth: Raster) -> Raster:
     """PRED on the stored pixels of its photo: ``geoccseg predict`` turns a photo by its EXIF
     orientation (as viewers show it) while masks follow the stored pixels, as training reads them;
@@ -305,7 +300,7 @@ def as_stored(pred: Raster, truth: Raster) -> Raster:
     stored = pred.shape[::-1] if pred.turned >= 5 else pred.shape
     if truth.shape == pred.shape != stored:
         return pred
-    turn = _UNTURN[str(pred.turned)]
+    turn = unturn(pred.turned)
     values = np.asarray(Image.fromarray(pred.values).transpose(turn))
     valid = np.asarray(Image.fromarray(pred.valid).transpose(turn))
     return replace(pred, values=values, valid=valid, turned=None)

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from geoccseg.data.photos import find_photos, photo_size, read_photo_valid, turned_for_display
+from geoccseg.data.photos import find_photos, photo_size, read_photo_valid
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.choices import OVERLAY_AUTO_MAX
@@ -59,6 +59,7 @@ from geoccseg.io.atomic import check_writable, swept
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, VECTOR_DRIVERS
 from geoccseg.io.normalize import NormStats
+from geoccseg.io.orientation import turned_for_display
 from geoccseg.io.probability import STATE_TAG, TURN_TAG, WEIGHTS_TAG, encode_uint8
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import Bundle, load_bundle
