@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -95,6 +96,12 @@ def exploded_collections(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return pd.concat([gdf[~collections], parts])
 
 
+def reaching(frame: gpd.GeoDataFrame | gpd.GeoSeries, bounds: Sequence[float]) -> gpd.GeoDataFrame | gpd.GeoSeries:
+    """The features of ``frame`` whose bounding boxes reach ``bounds`` (minx, miny, maxx, maxy in
+    the frame's CRS), in file order, found with its spatial index."""
+    return frame.iloc[np.sort(frame.sindex.query(box(*bounds)))]
+
+
 @dataclass
 class VectorLabels:
     """Vector labels reprojected and buffered into polygons in the scene CRS.
@@ -128,12 +135,10 @@ class VectorLabels:
         """The labels whose bounding boxes reach ``area`` (scene CRS): a scene tile's share of labels
         drawn for a whole city, so that each tile of a training holds its own part, not a copy of
         the whole file. The file's counts (:attr:`features`, :attr:`class_shapes`) stay."""
-        def reaching(frame: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame | None:
-            if frame is None or not len(frame):
-                return frame
-            return frame.iloc[np.sort(frame.sindex.query(box(*area.bounds)))].reset_index(drop=True)
+        def share(frame: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame | None:
+            return frame if frame is None or not len(frame) else reaching(frame, area.bounds).reset_index(drop=True)
 
-        return replace(self, shapes=reaching(self.shapes), centrelines=reaching(self.centrelines))
+        return replace(self, shapes=share(self.shapes), centrelines=share(self.centrelines))
 
     @classmethod
     def open(

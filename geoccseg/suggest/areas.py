@@ -48,7 +48,7 @@ from geoccseg.inference.predict import (
 from geoccseg.io.aoi import dissolved, read_polygons
 from geoccseg.io.atomic import check_not_input, scratch_dir
 from geoccseg.io.bundle import BundleMeta, resolve_model
-from geoccseg.io.labels import read_vector
+from geoccseg.io.labels import reaching, read_vector
 from geoccseg.io.scene import Scene
 from geoccseg.io.units import reprojected
 from geoccseg.io.vector_write import check_vector_crs, check_vector_output, write_vectors
@@ -250,7 +250,7 @@ def _reaching(shapes: gpd.GeoSeries | gpd.GeoDataFrame, scene: Scene) -> gpd.Geo
         return shapes
     if not np.isfinite(bounds).all():
         return shapes
-    return shapes.iloc[np.sort(shapes.sindex.query(shapely.box(*bounds)))]
+    return reaching(shapes, bounds)
 
 
 MIN_CELL_PX = 16
