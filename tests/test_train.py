@@ -577,3 +577,52 @@ def test_per_image_normalisation_makes_a_photo_and_its_darker_copy_look_alike(da
     with pytest.raises(GeoccsegError, match="photo folders"):
         TrainConfig(out=str(tmp_path / "s"), scenes=[str(vegas / "vegas_img0_rgb.tif")], labels=str(vegas / "vegas_img0_roads.geojson"),
                     per_image_norm=True).validate()
+
+
+def test_a_validation_photo_larger_than_a_window_is_validated_in_windows_as_if_whole(data_dir, tmp_path):
+    """Validation ran the teacher on each whole photo: a 40-100 Mpx drone photo or pavement panorama
+    needed 5-10 GB of activations in one pass (a CUDA out-of-memory traceback at the first
+    validation, again after every resume). Now a photo above VAL_WHOLE_PX goes in windows with a
+    margin of context, and scores as the whole pass does."""
+    from geoccseg.train.module import VAL_CORE_PX, VAL_MARGIN_PX, VAL_WHOLE_PX, SemiSupervisedSegmenter, validation_windows
+
+    cfd = data_dir / "cfd"
+    names = sorted(p.name for p in (cfd / "masks").iterdir())[:30]
+    tiles = [(np.asarray(Image.open(cfd / "images" / n.replace(".png", ".jpg")).convert("RGB")), np.asarray(Image.open(cfd / "masks" / n)))
+             for n in names if (cfd / "images" / n.replace(".png", ".jpg")).is_file()][:30]
+    assert len(tiles) == 30
+    rows = [np.concatenate([t[i] for t in tiles[r * 6:(r + 1) * 6]], axis=1) for r in range(5) for i in (0, 1)]
+    image, mask = np.concatenate(rows[0::2], axis=0), np.concatenate(rows[1::2], axis=0)  # 5 x 6 photos
+    assert image.shape[0] * image.shape[1] > VAL_WHOLE_PX
+    for folder, array in (("val_images", image), ("val_masks", mask)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(array).save(tmp_path / folder / "mosaic.png")
+    # the cores tile the photo once; each window is its core and a margin, clipped at the edges
+    windows = validation_windows(*image.shape[:2])
+    covered = np.zeros(image.shape[:2], dtype=int)
+    for window, core in windows:
+        covered[core] += 1
+        assert all(w.start == max(0, c.start - VAL_MARGIN_PX) and w.stop == min(n, c.stop + VAL_MARGIN_PX)
+                   for w, c, n in zip(window, core, image.shape[:2]))
+        assert (core[0].stop - core[0].start) <= VAL_CORE_PX and (core[1].stop - core[1].start) <= VAL_CORE_PX
+    assert (covered == 1).all() and len(windows) > 1
+    data = PhotoTrainingData(cfd / "images", cfd / "masks", labeled_fraction=0.1, tile_px=64,
+                             val_images=tmp_path / "val_images", val_masks=tmp_path / "val_masks")
+    (item,) = data.validation_items()
+    bundle = load_bundle(resolve_model("crack"))
+    config = TrainConfig(out=str(tmp_path / "unused"), images=str(cfd / "images"), masks=str(cfd / "masks"), tile_px=64, progress=False)
+    module = SemiSupervisedSegmenter(config, bundle.model.config, np.ones(2))
+    module.teacher, module.class_names = bundle.model.eval(), bundle.meta.classes
+    seen = []
+    forward = module.teacher.forward_logits
+    module.teacher.forward_logits = lambda x: seen.append(x.shape[-2] * x.shape[-1]) or forward(x)
+    windowed = _validate(module, [item])
+    assert len(seen) == len(windows) and max(seen) <= (VAL_CORE_PX + 2 * VAL_MARGIN_PX) ** 2  # never the whole photo
+    module.teacher.forward_logits = forward
+    with torch.no_grad():  # the whole pass, as validation ran it before
+        module.on_validation_epoch_start()
+        known = (item["mask"] != 255) & item["valid"]
+        module._count(forward(item["image"][None]), item["mask"][None], known[None])
+    tp, fp, fn = module._val_counts[1].tolist()
+    whole_f1 = 2 * tp / (2 * tp + fp + fn)
+    assert tp > 1000 and windowed["val/f1"] == pytest.approx(whole_f1, abs=0.005)

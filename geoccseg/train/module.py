@@ -41,6 +41,31 @@ from geoccseg.train.targets import labels_at_stride, mask_at_stride, probs_at_st
 from geoccseg.train.teacher import ema_momentum, ema_update, make_teacher
 
 
+VAL_WHOLE_PX = 2048 * 2048
+"""Largest validation photo that goes through the teacher in one pass (the 1500 x 1500 px
+Massachusetts crops do); larger ones (40-100 Mpx drone photos, stitched pavement panoramas: 5-10
+GB of activations whole) go in windows of :data:`VAL_CORE_PX` with :data:`VAL_MARGIN_PX` of
+context on every side, each scoring its core only."""
+
+VAL_CORE_PX = 1536
+VAL_MARGIN_PX = 256
+
+
+def validation_windows(height: int, width: int) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """The windows (rows, columns) in which validation runs the teacher over a photo of ``height``
+    x ``width`` pixels, each with the core (rows, columns; photo pixels) it scores: the whole photo
+    once up to :data:`VAL_WHOLE_PX`, else cores that tile it, each read with its margin of context
+    (clipped at the photo's edges), so that memory stays that of one window at any photo size."""
+    if height * width <= VAL_WHOLE_PX:
+        return [((slice(0, height), slice(0, width)), (slice(0, height), slice(0, width)))]
+
+    def spans(size: int) -> list[tuple[slice, slice]]:
+        cores = [slice(start, min(start + VAL_CORE_PX, size)) for start in range(0, size, VAL_CORE_PX)]
+        return [(slice(max(0, c.start - VAL_MARGIN_PX), min(size, c.stop + VAL_MARGIN_PX)), c) for c in cores]
+
+    return [((rows, cols), (core_rows, core_cols)) for rows, core_rows in spans(height) for cols, core_cols in spans(width)]
+
+
 class SemiSupervisedSegmenter(pl.LightningModule):
     """Student, EMA teacher and the three loss terms.
 
@@ -260,10 +285,16 @@ class SemiSupervisedSegmenter(pl.LightningModule):
         self._val_levels = torch.zeros(2, len(THRESHOLDS) + 1, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self.teacher.forward_logits(batch["image"])
-        pred = logits.argmax(1)
-        truth = batch["mask"]
+        image, truth = batch["image"], batch["mask"]
         known = (truth != IGNORE_INDEX) & batch["valid"]
+        for window, core in validation_windows(*image.shape[-2:]):
+            logits = self.teacher.forward_logits(image[..., window[0], window[1]])
+            inner = [slice(c.start - w.start, c.stop - w.start) for w, c in zip(window, core)]  # the core in the window
+            self._count(logits[..., inner[0], inner[1]], truth[..., core[0], core[1]], known[..., core[0], core[1]])
+
+    def _count(self, logits: Tensor, truth: Tensor, known: Tensor) -> None:
+        """Add the pixels of one validation window to the counts by class and by probability level."""
+        pred = logits.argmax(1)
         for k in range(1, self.num_classes):
             self._val_counts[k] += torch.stack(confusion_counts(pred == k, truth == k, known)).double()
         if self.num_classes == 2:  # the foreground's pixels and the others' by level of its probability (ThresholdSweep's)
