@@ -251,6 +251,34 @@ def test_predict_a_photo_in_pixel_coordinates(data_dir: Path) -> None:
         geoccseg.vectorize(prob)
 
 
+def test_predicting_photos_leaves_the_callers_model_as_it_was(data_dir: Path, onnx_cache: Path, tmp_path: Path) -> None:
+    """A notebook that fine-tunes a model and predicts between epochs: predicting photos with the
+    loaded bundle set its model to eval mode and left it so (its next epochs trained with frozen
+    batch-norm statistics and no dropout, without a word). The prediction is the eval model's."""
+    from PIL import Image
+
+    from geoccseg.inference.array import predict_array
+    from geoccseg.inference.photos import predict_photos
+
+    photo = data_dir / "cfd" / "images" / "002.jpg"
+    bundle = load_bundle(resolve_model("crack"))
+    image = read_photo(photo, bands=len(bundle.meta.bands))
+    expected = predict_array(bundle, image, None, device="cpu", engine="torch", tile_px=256, overlap_px=64)
+    run = lambda out, engine: predict_photos([photo], out, model=bundle, options=PredictOptions(device="cpu", engine=engine),  # noqa: E731
+                                             progress=False)
+    run(tmp_path / "eval", "torch")
+    expected_png = np.asarray(Image.open(tmp_path / "eval" / "probability" / "002.png")).astype(int)
+    for engine in ("torch", "onnx"):
+        bundle.model.train()
+        prob = predict_array(bundle, image, None, device="cpu", engine=engine, tile_px=256, overlap_px=64)
+        assert bundle.model.training, engine
+        assert np.abs(prob - expected).max() <= 2 / 255, engine  # the eval model's probabilities, not batch statistics'
+        bundle.model.train()
+        run(tmp_path / engine, engine)
+        assert bundle.model.training, engine
+        assert np.abs(np.asarray(Image.open(tmp_path / engine / "probability" / "002.png")).astype(int) - expected_png).max() <= 2, engine
+
+
 def test_a_raster_neither_photo_nor_geotiff_is_refused_as_the_command_line_refuses_it(tmp_path: Path) -> None:
     """The API sent every file that is not .tif/.tiff/.vrt down the photo path: a georeferenced
     JPEG 2000 orthophoto was read whole as a photo and run through the crack model in pixel

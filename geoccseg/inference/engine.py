@@ -30,6 +30,7 @@ engine, :mod:`geoccseg.inference.quantize`). CUDA always runs under bf16 autocas
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import importlib.util
 import logging
@@ -362,11 +363,23 @@ def clear_sessions() -> None:
         _ONNX.clear()
 
 
+def for_inference(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """``model`` on ``device`` in eval mode, the caller's model left as it was: itself where it is
+    so already (a loaded bundle), else a copy. A notebook that fine-tunes a model and predicts
+    between epochs had its model set to eval mode (and moved to the CPU for an exported engine):
+    its next epochs trained with frozen batch-norm statistics and no dropout, without a word."""
+    target = torch.empty(0, device=device).device  # "cuda" as the device it means, cuda:0
+    tensors = [*model.parameters(), *model.buffers()]
+    if not model.training and all(t.device == target for t in tensors):
+        return model
+    return copy.deepcopy(model).to(target).eval()
+
+
 def build_engine(engine: str, model: torch.nn.Module, device: str, meta: BundleMeta, precision: str = "fp32") -> Engine:
     """The engine ``engine`` (a name :func:`resolve_engine` returned) running ``model`` on ``device``
     at ``precision``, for chips of the bundle's bands (``meta``).
 
-    ``torch`` moves the model to ``device``. ``onnx`` and ``openvino`` export the model once per
+    ``torch`` runs the model on ``device`` (:func:`for_inference`: the caller's model stays as it was). ``onnx`` and ``openvino`` export the model once per
     set of weights (:func:`geoccseg.inference.export.exported_model`, or its int8 model,
     :func:`geoccseg.inference.quantize.quantized_model`; cached on disk) and keep the last ONNX
     Runtime session or OpenVINO compiled model of this process, so that calls for the same model,
@@ -378,7 +391,7 @@ def build_engine(engine: str, model: torch.nn.Module, device: str, meta: BundleM
     check_engine(engine)
     check_precision(precision)
     if engine == "torch":
-        return TorchEngine(model.to(device).eval(), device, precision=precision)
+        return TorchEngine(for_inference(model, device), device, precision=precision)
     if engine == "auto":
         raise GeoccsegError("build_engine needs a resolved engine (torch, onnx or openvino); see resolve_engine")
     if precision == "bf16" and engine == "onnx":
@@ -386,7 +399,7 @@ def build_engine(engine: str, model: torch.nn.Module, device: str, meta: BundleM
     from geoccseg.inference.export import export_key, exported_model
     from geoccseg.inference.quantize import int8_key, quantized_model
 
-    model, in_channels = model.to("cpu").eval(), len(meta.bands)
+    model, in_channels = for_inference(model, "cpu"), len(meta.bands)
     key = int8_key(model, meta) if precision == "int8" else export_key(model, in_channels)
     threads = torch.get_num_threads()
 

@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from geoccseg.inference.confidence import HIGH, ConfidenceThresholds, confidence_map
 from geoccseg.errors import GeoccsegError
-from geoccseg.inference.engine import Engine, TorchEngine, autocast, keep_engine, onnx_session, resolve_engine
+from geoccseg.inference.engine import Engine, TorchEngine, autocast, for_inference, keep_engine, onnx_session, resolve_engine
 from geoccseg.io.bundle import BundleMeta
 from geoccseg.models import FusionSegNet
 
@@ -168,10 +168,10 @@ def scoring_engine(engine: str, model: torch.nn.Module, device: str, meta: Bundl
         GeoccsegError: an unknown engine, ``onnx`` on CUDA or without ONNX Runtime.
     """
     if not _scores_with_onnx(engine, model, device):
-        return TorchEngine(model.to(device).eval(), device, scoring_forward)
+        return TorchEngine(for_inference(model, device), device, scoring_forward)
     from geoccseg.inference.export import export_key, exported_model
 
-    model = model.to("cpu").eval()
+    model = for_inference(model, "cpu")
     threads = torch.get_num_threads()
     try:
         key = export_key(model, len(meta.bands), graph="scoring")
