@@ -108,6 +108,23 @@ def test_confidence_cog_is_on_the_scene_grid_and_follows_the_bundles_thresholds(
     assert not (tmp_path / "conf.gpkg").exists()
 
 
+
+def test_a_bundle_recording_thresholds_out_of_range_names_its_file_and_values(scene_path, tmp_path):
+    """A bundle trained before thresholds were checked may record tau_high 1.2: its confidence was
+    refused with the trainer's words ("confidence thresholds must satisfy ..."), as if the user had
+    typed them."""
+    folder = tmp_path / "road"
+    shutil.copytree(resolve_model("road"), folder)
+    meta = load_bundle(folder).meta
+    config = yaml.safe_load(meta.training["config"]) | {"tau_high": 1.2}
+    save_meta(folder, dataclasses.replace(meta, training=meta.training | {"config": yaml.safe_dump(config)}))
+    result = CliRunner().invoke(cli, ["predict", str(scene_path), "-o", str(tmp_path / "roads.gpkg"), "--model", str(folder),
+                                      "--confidence-out", str(tmp_path / "conf.tif"), "--device", "cpu"])
+    assert one_line_error(result), result.output
+    assert "bundle.json records confidence thresholds tau_high=1.2, tau_high_fg=" in result.stderr and "set them there" in result.stderr
+    assert not (tmp_path / "roads.gpkg").exists() and not (tmp_path / "conf.tif").exists()
+
+
 def test_photos_get_a_confidence_png_that_follows_their_probabilities(data_dir, tmp_path):
     crack = with_own_thresholds("crack", tmp_path / "crack")
     out = tmp_path / "out"

@@ -87,9 +87,15 @@ class ConfidenceThresholds:
 
             found = {name: getattr(TrainConfig, name) for name in names} | found
         try:
-            return cls(**{name: float(value) for name, value in found.items()})
+            values = {name: float(value) for name, value in found.items()}
         except (TypeError, ValueError):
             raise GeoccsegError(f"the model's bundle.json records confidence thresholds that are not numbers: {found}") from None
+        try:
+            return cls(**values)
+        except GeoccsegError:  # a bundle trained before thresholds were checked (7 December 2026)
+            recorded = ", ".join(f"{name}={value:g}" for name, value in sorted(values.items()))
+            raise GeoccsegError(f"the model's bundle.json records confidence thresholds {recorded} (training.config), outside "
+                                "0 < tau_low <= tau_high, tau_high_fg <= 1; set them there within that range to score its confidence") from None
 
     def per_class(self, n_classes: int) -> tuple[torch.Tensor, float]:
         """(tau_high of each class, background first, as a (n_classes,) tensor; tau_low)."""
