@@ -78,11 +78,13 @@ def reason(exc: BaseException) -> str:
     """One line saying why Pillow could not read a file."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
+
 #: Pillow modes read as colour (3 bands); every other mode is read as grey.
 _COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK")
 
 #: Pillow modes of grey photos with more than 8 bits (16-bit PNG and TIFF): scaled to 8 by :func:`to_8_bits`.
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
 
 def read_photo(path: Path, *, bands: int | None = None, exif_orientation: bool = False) -> np.ndarray:
     """A photo as uint8 (C, H, W): 1 band for grayscale, 3 for colour (alpha dropped; prediction
