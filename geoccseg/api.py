@@ -20,6 +20,7 @@ accumulator.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import tempfile
@@ -329,16 +330,23 @@ class _InMemoryRaster:
 
 IN_MEMORY_ONLY = ("a DataArray is predicted from this process's memory, which the tasks of a Dask cluster or of the processes "
                   "scheduler cannot read; write it to a GeoTIFF (array.rio.to_raster('scene.tif')) and predict the file, or "
-                  "compute with the threads scheduler")
+                  "predict and compute it under `with dask.config.set(scheduler='threads'):`")
 
 
 def _check_tasks_run_here() -> None:
     """Refuse a DataArray input where the active Dask scheduler runs tasks in other processes (a
     ``distributed`` client, even with in-process workers, serialises them; the processes
-    scheduler): they cannot reach the ``/vsimem/`` copy, and computing failed in a serialisation
-    traceback."""
-    get = dask.base.get_scheduler()
-    if get is not None and get not in (dask.threaded.get, dask.local.get_sync):
+    scheduler; a process pool): they cannot reach the ``/vsimem/`` copy, and computing failed in a
+    serialisation traceback. Dask's threads, the synchronous scheduler and a thread pool given as
+    the scheduler run them here."""
+    try:
+        get = dask.base.get_scheduler()
+    except RuntimeError:  # an asynchronous distributed client: its tasks run elsewhere too
+        raise GeoccsegError(IN_MEMORY_ONLY) from None
+    if get is None or get in (dask.threaded.get, dask.local.get_sync):
+        return
+    pool = getattr(get.args[0], "__self__", None) if isinstance(get, functools.partial) and get.func is dask.local.get_async and get.args else None
+    if not isinstance(pool, ThreadPoolExecutor):  # dask.config.set(scheduler=ThreadPoolExecutor(4))
         raise GeoccsegError(IN_MEMORY_ONLY)
 
 

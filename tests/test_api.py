@@ -414,6 +414,8 @@ def test_a_dataarray_is_refused_in_one_line_where_tasks_run_in_other_processes(v
     with in-process workers: it serialises the tasks) or the processes scheduler failed at compute
     time in a serialisation traceback. predict() says so at once; a client opened after it is told
     the same when it computes."""
+    import asyncio
+
     import dask
     import distributed
     import rioxarray
@@ -437,6 +439,20 @@ def test_a_dataarray_is_refused_in_one_line_where_tasks_run_in_other_processes(v
         assert any(told in c for c in causes), causes
     with dask.config.set(scheduler="synchronous"):
         assert 0 <= float(geoccseg.predict(image).mean().compute()) <= 1  # in this process: computed
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool, dask.config.set(scheduler=pool):  # a pool of threads here: computed (it was refused)
+        assert 0 <= float(geoccseg.predict(image).mean().compute()) <= 1
+    with ProcessPoolExecutor(1) as pool, dask.config.set(scheduler=pool), pytest.raises(GeoccsegError, match=told):
+        geoccseg.predict(image)
+
+    async def under_an_asynchronous_client() -> None:  # was dask's own RuntimeError
+        async with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None, asynchronous=True) as cluster:
+            async with distributed.Client(cluster, asynchronous=True):
+                with pytest.raises(GeoccsegError, match=told):
+                    geoccseg.predict(image)
+
+    asyncio.run(under_an_asynchronous_client())
 
 
 def test_the_in_memory_copy_keeps_the_alpha_band_and_the_pixels(vegas: Path) -> None:
