@@ -444,6 +444,23 @@ def test_predict_then_evaluate_scores_an_exif_turned_photo_against_its_mask(data
     # a mask drawn on the photo as shown (turned 90 degrees: only the size can tell) is scored as it is
     Image.open(tmp_path / "masks" / "o6.png").transpose(Image.Transpose.ROTATE_270).save(tmp_path / "shown.png")
     assert evaluate(tmp_path / "p6" / "o6.png", tmp_path / "shown.png").classes[0].f1 == pytest.approx(f1[6], abs=1e-6)
+    # a PNG of a run from before the turn was recorded (its pixels turned, no record of it) is predicted
+    # again on --resume, not kept to be scored upside down
+    from PIL import PngImagePlugin
+
+    from geoccseg.io.probability import TURN_TAG
+
+    png = tmp_path / "out" / "probability" / "o3.png"
+    with Image.open(png) as im:
+        older, texts = im.copy(), {k: v for k, v in im.info.items() if isinstance(v, str) and k != TURN_TAG}
+    assert im.info[TURN_TAG] == "3"
+    info = PngImagePlugin.PngInfo()
+    for key, value in texts.items():
+        info.add_text(key, value)
+    older.save(png, pnginfo=info)
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), "--no-overlay", "--device", "cpu", "--resume"])
+    assert result.exit_code == 0 and "photos: 3 (1 predicted, 2 resumed, 0 skipped)" in result.output, result.output
+    assert Image.open(png).info[TURN_TAG] == "3"
 
 
 @pytest.mark.parametrize(

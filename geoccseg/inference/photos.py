@@ -226,9 +226,10 @@ class _Run:
                 *([self.confidence_path(photo)] if self.confidence else [])]
 
     def complete(self, photo: Path) -> bool:
-        """The photo's outputs are all there, and its probability PNG has the photo's size and was
-        predicted from this very file (:data:`SOURCE_TAG`, where recorded): a photo replaced since
-        is predicted again.
+        """The photo's outputs are all there, and its probability PNG has the photo's size, was
+        predicted from this very file (:data:`SOURCE_TAG`, where recorded) and records its EXIF turn
+        (:data:`TURN_TAG`): a photo replaced since, or a turned one predicted before the turn was
+        recorded, is predicted again.
 
         Raises:
             GeoccsegError: the probability PNG was predicted by another model or with other chips.
@@ -241,6 +242,9 @@ class _Run:
         recorded, stamp = info[1], source_stamp(photo)
         if recorded.get(SOURCE_TAG, stamp) != stamp:  # unrecorded: an older run's
             return False
+        turn = turned_for_display(photo)
+        if recorded.get(TURN_TAG) != (str(turn) if turn else None):  # a run's from before the turn was recorded: evaluate
+            return False  # would score it as stored, upside down
         if STATE_TAG not in recorded and WEIGHTS_TAG in recorded:  # written before the state tag: the weights tag held this digest
             recorded = recorded | {STATE_TAG: recorded[WEIGHTS_TAG]}
         other = {key: recorded[key] for key in MADE_BY if recorded.get(key, self.made_by[key]) != self.made_by[key]}  # unrecorded: old
