@@ -754,6 +754,9 @@ def test_written_files_follow_the_umask(base_run, tmp_path):
     (["--width-m", "8"], "width_m applies to GeoTIFF scenes (--scene), and this run trains on photo folders: drop it"),
     (["--bands", "1"], "bands applies to GeoTIFF scenes"),  # the bundle recorded bands [1] for a 3-band model
     (["--no-contrastive", "--temperature", "0.1"], "temperature acts on the contrastive term, which --no-contrastive turns off"),
+    (["--init-from", "crack", "--encoder", "light"],  # recorded in the bundle's config as if the model were built so
+     "encoder shapes a network built from scratch, and --init-from fine-tunes the starting model's network as it is: drop it"),
+    (["--init-from", "crack", "--decoder-channels", "128"], "decoder_channels shapes a network built from scratch"),
     (["--no-pseudo", "--lambda-pl", "2"], "lambda_pl acts on the pseudo-labels, which --no-pseudo turns off"),
     (["--val-images", "v", "--val-masks", "w", "--val-fraction", "0.2"],  # it held nothing apart: the folder validates
      "val_fraction holds photos of --images apart for validation, and --val-images gives the validation photos: drop one"),

@@ -62,7 +62,7 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
     },
     "Model": {
         "init_from": ("Fine-tune a model: a shipped name (road, crack) or a bundle folder; keeps its architecture, "
-                      "normalisation and pixel size (the options below are then ignored).", "train from scratch"),
+                      "normalisation and pixel size (the options below are then refused).", "train from scratch"),
         "encoder": ("light (small net trained from scratch), efficientnet-lite0 (ImageNet-pretrained, from a pip "
                     "package) or resnet18/34/50 (from scratch).", None),
         "pretrained": ("Start the encoder from its ImageNet weights.", "yes when the encoder has them"),

@@ -322,6 +322,10 @@ class TrainConfig:
                 inert[key] = "applies to GeoTIFF scenes (--scene), and this run trains on photo folders: drop it"
             if self.val_images:
                 inert["val_fraction"] = "holds photos of --images apart for validation, and --val-images gives the validation photos: drop one"
+        if self.init_from:  # the bundle's model section records the network that was fine-tuned
+            for key in ("encoder", "pretrained", "encoder_tf_same", "fusion", "decoder_channels", "embed_dim"):
+                inert[key] = ("shapes a network built from scratch, and --init-from fine-tunes the starting model's network as "
+                              "it is: drop it")
         if not self.pseudo:
             for key in ("feature_perturbation", "bg_margin_px", "pseudo_loss", "lambda_pl"):
                 inert[key] = "acts on the pseudo-labels, which --no-pseudo turns off: drop it or the --no-pseudo"
