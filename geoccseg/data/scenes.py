@@ -321,19 +321,33 @@ class SceneTrainingData(TrainingData):
             GeoccsegError: labels are given but no chip fits inside the labeled area.
         """
         queries = self.labeled_queries()
-        if self.has_labels and not queries:
-            sizes = [(r.chips.scene, round(r.chips.scene.width * r.chips.scene.res[0] / r.chips.res[0]),
-                      round(r.chips.scene.height * r.chips.scene.res[1] / r.chips.res[1])) for r in self.regions if r.labeled is not None]
-            if sizes and all(min(w, h) < self.tile_px for _, w, h in sizes):  # the scene, not the AOI, is the limit
-                scene, w, h = sizes[0]
-                raise GeoccsegError(f"scene {scene.path} is {w} x {h} pixels at {self.pixel_size_m:.2f} m/pixel, smaller than one "
-                                    f"{self.tile_px}-px chip; lower --tile-px (a multiple of 32, e.g. {max(32, min(w, h) // 32 * 32)}) "
-                                    "or train on a larger scene")
-            raise GeoccsegError(
-                f"no {self.tile_px}-px chip fits inside the labeled AOI at {self.pixel_size_m:.2f} m/pixel; "
-                "enlarge the AOI or lower --tile-px"
-            )
+        self._refuse_no_labeled_chip(bool(queries))
         return queries
+
+    def _any_labeled_chip(self) -> bool:
+        """Whether a grid chip fits inside a labeled region (stops at the first; the whole grid is
+        a read of the scene's validity per chip: thousands on a large scene labeled whole)."""
+        if self._labeled_grid is not None:
+            return bool(self._labeled_grid)
+        return any(accept_labeled(r.chips, q, r.labeled, self.min_inside, self.min_valid, r.validation)
+                   for r in self.regions if r.labeled is not None for q in grid_queries(r.chips, self.tile_px, r.labeled))
+
+    def _refuse_no_labeled_chip(self, fits: bool) -> None:
+        """Refuse labels whose labeled area holds no grid chip (``fits`` False), naming the limit:
+        the scene's size or the AOI's."""
+        if fits or not self.has_labels:
+            return
+        sizes = [(r.chips.scene, round(r.chips.scene.width * r.chips.scene.res[0] / r.chips.res[0]),
+                  round(r.chips.scene.height * r.chips.scene.res[1] / r.chips.res[1])) for r in self.regions if r.labeled is not None]
+        if sizes and all(min(w, h) < self.tile_px for _, w, h in sizes):  # the scene, not the AOI, is the limit
+            scene, w, h = sizes[0]
+            raise GeoccsegError(f"scene {scene.path} is {w} x {h} pixels at {self.pixel_size_m:.2f} m/pixel, smaller than one "
+                                f"{self.tile_px}-px chip; lower --tile-px (a multiple of 32, e.g. {max(32, min(w, h) // 32 * 32)}) "
+                                "or train on a larger scene")
+        raise GeoccsegError(
+            f"no {self.tile_px}-px chip fits inside the labeled AOI at {self.pixel_size_m:.2f} m/pixel; "
+            "enlarge the AOI or lower --tile-px"
+        )
 
     def unlabeled_queries(self) -> list[tuple[SceneRegions, tuple]]:
         """Grid of chips outside the labeled and validation regions (for counting), computed once."""
@@ -366,7 +380,7 @@ class SceneTrainingData(TrainingData):
         Raises:
             GeoccsegError: no labels, or no chip fits inside the labeled area.
         """
-        self.require_labeled_chips()
+        self._refuse_no_labeled_chip(self._any_labeled_chip())  # at start and on every resume: not the whole grid
         if self.label_pixels is None:
             raise GeoccsegError("training on scenes needs --labels")
         return self.label_pixels.astype(np.float64)
