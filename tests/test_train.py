@@ -626,3 +626,23 @@ def test_a_validation_photo_larger_than_a_window_is_validated_in_windows_as_if_w
     tp, fp, fn = module._val_counts[1].tolist()
     whole_f1 = 2 * tp / (2 * tp + fp + fn)
     assert tp > 1000 and windowed["val/f1"] == pytest.approx(whole_f1, abs=0.005)
+
+
+def test_a_time_budget_that_ends_the_run_before_its_schedule_says_so(data_dir, tmp_path):
+    """The learning rate's cosine and the unlabeled terms' ramp are laid over --max-steps: a
+    30-minute run of 1000 steps on a CPU stopped near step 450 with its unlabeled terms at a fifth
+    of their weight, without a word. Once the pace is known, the run says where the minutes will
+    end it and what --max-steps would fit."""
+    cfd = data_dir / "cfd"
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "geoccseg.cli", "train", "--images", str(cfd / "images"), "--masks", str(cfd / "masks"),
+           "--unlabeled", str(cfd / "unlabeled"), "--labeled-fraction", "0.05", "-o", str(out), "--max-steps", "1000",
+           "--max-minutes", "0.25", "--tile-px", "64", "--batch-size", "2", "--unlabeled-batch-size", "2", "--val-every", "1000"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warned = [line for line in proc.stderr.splitlines() if "--max-minutes 0.25 ends this run near step" in line]
+    assert len(warned) == 1, proc.stderr[-3000:]
+    near = int(re.search(r"near step (\d+) of the 1000 its schedule is laid over", warned[0]).group(1))
+    assert re.search(r"its unlabeled terms would stop at 0\.\d\d of their weight", warned[0]) and warned[0].endswith(f"--max-steps {near}")
+    steps = load_bundle(out).meta.training["steps"]
+    assert near < 900 and steps / 3 <= near <= 3 * steps + 20, (near, steps)  # about where the minutes did end it

@@ -121,7 +121,7 @@ SECTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
     },
     "Budget": {
         "max_steps": ("Length of the training, in optimiser steps.", None),
-        "max_minutes": ("Wall-clock limit of this command, minutes (training stops at whichever of this and --max-steps comes first; a resumed run gets its full minutes again).", "no limit"),
+        "max_minutes": ("Wall-clock limit of this command, minutes (training stops at whichever of this and --max-steps comes first; a resumed run gets its full minutes again; the schedule is laid over --max-steps, and a limit that ends the run well before it is warned about).", "no limit"),
         "val_every": ("Optimiser steps between validations, the last step validated too (the bundle keeps the best).", None),
     },
     "Hardware": {

@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from matplotlib.figure import Figure  # drawn without pyplot: no backend chosen, a notebook's stays as it is
 
@@ -26,6 +28,8 @@ LOSS_KEYS = ("loss", "sup", "pl", "con")
 #: Steps between the loss rows of ``metrics.csv`` (step 1 is recorded too).
 LOG_EVERY = 10
 
+
+log = logging.getLogger(__name__)
 
 class RunRecorder(pl.Callback):
     """Records mean losses every ``log_every`` steps and validation metrics, and saves the bundle.
@@ -172,6 +176,61 @@ class RunRecorder(pl.Callback):
         with atomic_path(self.out / "metrics.csv", overwrite=True) as tmp:
             tmp.write_text(buf.getvalue())
         plot_training(self.rows, self.out / "training.png")
+
+
+RATE_STEPS = 10
+"""Steps over which :class:`TimeBudget` measures the pace."""
+
+
+class TimeBudget(pl.Callback):
+    """Warn once when ``--max-minutes`` will end a run well before its schedule does.
+
+    The learning rate's cosine and the ramp of the unlabeled terms are laid over ``max_steps``
+    (steps, so that a resumed run trains as the uninterrupted one): a 30-minute run of 1000 steps
+    on a CPU stopped near step 450, its unlabeled terms at a fifth of their weight and its learning
+    rate near its peak, without a word. The pace is measured over :data:`RATE_STEPS` steps from the
+    first step, and again once the unlabeled terms have started (an unlabeled step costs two to
+    three supervised ones), and the steps the remaining minutes allow projected from it.
+
+    Args:
+        schedule_steps: the steps the schedule is laid over.
+        schedule_start: the step the unlabeled terms start at (0 for a supervised run).
+        first_step: the run's first step (a resumed run's).
+        ramp: the unlabeled terms' weight at a step (``module._ramp``), or None for a supervised run.
+    """
+
+    def __init__(self, schedule_steps: int, max_minutes: float, schedule_start: int, first_step: int = 0, ramp=None) -> None:
+        self.schedule_steps, self.max_minutes, self.ramp = schedule_steps, max_minutes, ramp
+        self._windows = sorted({first_step + 1, *([schedule_start + 1] if schedule_start > first_step else [])})
+        self._t0: float | None = None
+        self.projected: int | None = None
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not self._windows or step < self._windows[0]:
+            return
+        if self._t0 is None:
+            self._t0, self._from = time.perf_counter(), step
+            return
+        if step < self._from + RATE_STEPS:
+            return
+        per_step = (time.perf_counter() - self._t0) / (step - self._from)
+        self._windows.pop(0)
+        self._t0 = None
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        left = timer.time_remaining("train") if timer is not None else None
+        if left is None or per_step <= 0:
+            return
+        self.projected = step + int(left / per_step)
+        if self.projected >= 0.9 * self.schedule_steps:
+            return
+        self._windows = []  # said once
+        if not trainer.is_global_zero:
+            return
+        weight = f"its unlabeled terms would stop at {self.ramp(self.projected):.2f} of their weight and " if self.ramp else ""
+        log.warning("geoccseg: warning: at %.2g s per step, --max-minutes %g ends this run near step %d of the %d its schedule is "
+                    "laid over: %sits learning rate short of its decay; for the whole schedule in that time, start it over "
+                    "with --max-steps %d", per_step, self.max_minutes, self.projected, self.schedule_steps, weight, self.projected)
 
 
 def _saved_training(out: Path) -> dict:

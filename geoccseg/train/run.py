@@ -29,7 +29,7 @@ from geoccseg.io.atomic import atomic_path
 from geoccseg.io.bundle import BundleMeta, is_weights_file, resolve_model
 from geoccseg.models import Bundle, ModelConfig, load_bundle
 from geoccseg.models.pretrained import source as pretrained_source
-from geoccseg.train.callbacks import RunRecorder, run_finished
+from geoccseg.train.callbacks import RunRecorder, TimeBudget, run_finished
 from geoccseg.train.centreline import label_half_width_px
 from geoccseg.train.checkpoint import (
     PeriodicCheckpoint, SafeCheckpointIO, check_architecture, check_same_run, load_checkpoint, run_identity,
@@ -258,6 +258,9 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
     recorder = RunRecorder(out, meta)
     saver = PeriodicCheckpoint(ckpt, c.checkpoint_every, c.checkpoint_minutes, val_every, stop)
     callbacks = [recorder, saver, Ranks(stream, val_list)]
+    if c.max_minutes:
+        start = c.unlabeled_schedule_over(module.schedule_steps)[0] if c.semi_supervised else 0
+        callbacks.append(TimeBudget(module.schedule_steps, c.max_minutes, start, start_step, module._ramp if c.semi_supervised else None))
     if c.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     # the projection head joins the loss only once the unlabeled terms start, so DDP must allow
