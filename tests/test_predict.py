@@ -636,6 +636,23 @@ def test_a_dask_scheduler_without_workers_is_a_one_line_error(scene_path: Path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_local_workers_have_no_memory_share_and_a_dying_worker_is_one_line(tmp_path: Path) -> None:
+    """--workers N gave each worker Dask's share of memory (the machine's over N): a worker whose
+    model and block passed 80 % of it was paused for good (the run hung), and killed at 95 %; a
+    worker killed by the system ended in distributed's KilledWorker traceback."""
+    import os
+
+    import dask
+
+    from geoccseg.inference.predict import _run_dask, dask_client
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dask_client(1, None, tmp_path) as client:
+        assert [w["memory_limit"] for w in client.scheduler_info()["workers"].values()] == [0]
+        with pytest.raises(GeoccsegError, match=r"^a Dask worker died running one block \(1 tries; killed by the system for "
+                                                r"memory\? .*use fewer --workers"):
+            list(_run_dask(client, [3], task=os._exit))  # the worker process exits, as the kernel's OOM killer ends it
+
+
 @pytest.mark.parametrize("address", ["http://127.0.0.1:8787", "tcp://127.0.0.1:port"])
 def test_a_scheduler_address_that_is_not_one_is_a_one_line_error(address: str, scene_path: Path, tmp_path: Path) -> None:
     """Review E6: the dashboard's http:// address (what a browser shows) or a port that is not a

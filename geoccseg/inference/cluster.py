@@ -6,8 +6,8 @@ with what (the engine and its packages) is therefore settled against the workers
 ``client.run``: ``--device auto`` predicts on CUDA when every worker has a GPU, a device or an engine
 that a worker cannot run is refused before any block, naming the worker, and an engine that
 ``auto`` chose falls back to ``torch`` where a worker lacks its packages. The client exports the
-network once (beside the bundle, where the workers find it), so an exported engine needs its
-packages on the client too. Workers that join after the probe are not asked: give a run workers
+network first (a failing export is told before any block), so an exported engine needs its
+packages on the client too; each worker exports it again into its own user cache. Workers that join after the probe are not asked: give a run workers
 of one kind. (A local cluster, ``--workers N``, runs this machine's installation.)
 """
 
