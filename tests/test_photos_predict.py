@@ -203,6 +203,26 @@ def test_resume_skips_complete_photos_and_refuses_without_it(photo_dir: Path, ph
     assert read_summary(out) == before  # measurements read back from the probability images
 
 
+def test_resume_redraws_the_overlays_of_other_measuring_settings_only(photo_dir: Path, photo_run, tmp_path: Path) -> None:
+    """--resume with another --threshold measures the kept probabilities again (lines, summary) but
+    kept the overlays drawn at the old threshold: pictures that disagreed with the lines beside them."""
+    from geoccseg.inference.photo_outputs import overlay_drawn_with
+
+    out = tmp_path / "out"
+    shutil.copytree(photo_run[0], out)
+    overlays = sorted((out / "overlay").iterdir())
+    assert len(overlays) == 4 and all("threshold=0.5" in overlay_drawn_with(p) for p in overlays)
+    kept = {p: p.read_bytes() for p in overlays}
+    same = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--resume", "--pixel-size-mm", str(PIXEL_MM), "--device", "cpu"])
+    assert "0 predicted, 4 resumed" in same.stdout, same.output
+    assert {p: p.read_bytes() for p in overlays} == kept  # the same settings: untouched
+    lower = CliRunner().invoke(cli, ["predict", str(photo_dir), "-o", str(out), "--resume", "--pixel-size-mm", str(PIXEL_MM),
+                                     "--device", "cpu", "--threshold", "0.2"])
+    assert "0 predicted, 4 resumed" in lower.stdout, lower.output
+    assert all("threshold=0.2" in overlay_drawn_with(p) for p in overlays)
+    assert any(p.read_bytes() != kept[p] for p in overlays)  # more crack drawn at 0.2
+
+
 def test_resume_predicts_again_a_photo_replaced_since(data_dir: Path, tmp_path: Path) -> None:
     """A resume knew a photo by its name and pixel size: a site shot again and copied over the old
     photos (same camera, same names) kept the old probabilities and crack measurements as "ok".

@@ -87,7 +87,8 @@ def read_probability_png(path: str | os.PathLike) -> np.ndarray:
         raise GeoccsegError(f"cannot read probability image {path}: {exc}; rerun with --overwrite") from None
 
 
-def write_overlay(image: np.ndarray, branches: gpd.GeoDataFrame, dest: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def write_overlay(image: np.ndarray, branches: gpd.GeoDataFrame, dest: str | os.PathLike, *, overwrite: bool = False,
+                  drawn_with: str = "") -> Path:
     """Write a JPEG of the photo with its crack branches drawn over it.
 
     Args:
@@ -95,6 +96,8 @@ def write_overlay(image: np.ndarray, branches: gpd.GeoDataFrame, dest: str | os.
         branches: crack branches in pixel coordinates (``x = column + 0.5``, ``y = -(row + 0.5)``).
         dest: the JPEG file.
         overwrite: replace an existing file.
+        drawn_with: the settings the branches were measured with, kept in the JPEG's comment
+            (:func:`overlay_drawn_with`): a resumed run redraws an overlay of other settings.
     """
     step = max(1, -(-max(image.shape[1:]) // OVERLAY_MAX_PX))  # every step-th pixel
     shown = image[:, ::step, ::step]
@@ -107,8 +110,19 @@ def write_overlay(image: np.ndarray, branches: gpd.GeoDataFrame, dest: str | os.
         xy = shapely.get_coordinates(geometry) / step
         draw.line([(x, -y) for x, y in xy], fill=OVERLAY_COLOUR, width=line_px)
     with atomic_path(dest, overwrite) as tmp:
-        picture.save(tmp, format="JPEG", quality=90)
+        picture.save(tmp, format="JPEG", quality=90, comment=drawn_with.encode())
     return Path(dest)
+
+
+def overlay_drawn_with(path: str | os.PathLike) -> str | None:
+    """The settings an overlay JPEG of :func:`write_overlay` was drawn with (its comment); None
+    when it has none or cannot be read."""
+    try:
+        with Image.open(path) as im:
+            comment = im.info.get("comment")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None
+    return comment.decode(errors="replace") if isinstance(comment, bytes) else None
 
 
 def write_summary(

@@ -48,6 +48,7 @@ from geoccseg.inference.confidence import ConfidenceThresholds, write_confidence
 from geoccseg.inference.engine import Engine, build_engine, ready_engine, settle_engine
 from geoccseg.inference.photo_outputs import (
     SUMMARY_COLUMNS,
+    overlay_drawn_with,
     probability_png_info,
     read_probability_png,
     write_overlay,
@@ -211,6 +212,11 @@ class _Run:
     made_by: dict[str, str] = field(default_factory=dict)
     """What predicts the probabilities (the provenance tags and the chips, :data:`MADE_BY` among
     them), written into each probability PNG."""
+
+    @property
+    def drawn_with(self) -> str:
+        """The settings the crack branches are measured with, kept in each overlay's comment."""
+        return "geoccseg cracks " + ", ".join(f"{key}={value}" for key, value in dataclasses.asdict(self.params).items())
 
     def probability(self, photo: Path) -> Path:
         return self.out_dir / "probability" / f"{photo.stem}.png"
@@ -544,7 +550,7 @@ def _finish(run: _Run, photo: Path, image: np.ndarray, prob: np.ndarray, stamp: 
     complete photo, with the photo's ``stamp`` as read)."""
     measured = measure_cracks(prob, image=photo.name, params=run.params, pixel_size_mm=run.pixel_size_mm)
     if run.overlay:
-        write_overlay(image, measured.branches, run.overlay_path(photo), overwrite=run.replace)
+        write_overlay(image, measured.branches, run.overlay_path(photo), overwrite=run.replace, drawn_with=run.drawn_with)
     if run.confidence:
         write_confidence_png(prob, run.confidence, run.confidence_path(photo), overwrite=run.replace)
     turn = turned_for_display(photo)  # evaluate turns it back to the stored pixels, which masks follow
@@ -554,8 +560,12 @@ def _finish(run: _Run, photo: Path, image: np.ndarray, prob: np.ndarray, stamp: 
 
 
 def _remeasure(run: _Run, photo: Path) -> tuple[dict, gpd.GeoDataFrame]:
-    """Measure a complete photo of an earlier run from its probability PNG."""
+    """Measure a complete photo of an earlier run from its probability PNG; its overlay is drawn
+    again where it shows branches of other settings (``--threshold``, ...) than this run measures."""
     measured = measure_cracks(read_probability_png(run.probability(photo)), image=photo.name, params=run.params, pixel_size_mm=run.pixel_size_mm)
+    if run.overlay and overlay_drawn_with(run.overlay_path(photo)) != run.drawn_with:
+        image, _ = read_photo_valid(photo, bands=run.bands, exif_orientation=True)
+        write_overlay(image, measured.branches, run.overlay_path(photo), overwrite=True, drawn_with=run.drawn_with)
     return _row(photo, measured), measured.branches
 
 
