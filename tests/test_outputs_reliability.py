@@ -563,6 +563,9 @@ def test_a_full_disk_in_gdal_or_sqlite_writers_is_one_line_naming_the_output(veg
     assert done.stderr.strip().splitlines()[-1] == (f"geoccseg: error: cannot write {out}: the disk is full (0 KiB left); "
                                                     "free some space or choose another output folder")
     assert list(small_disk.iterdir()) == []  # no temporary file or work folder left
+    # said before the prediction, not only after it: the blend sums, the staged raster and the COG need more than is free
+    assert "vegas_img0_rgb.tif needs up to " in done.stderr and f"of free space in {small_disk}, and " in done.stderr, done.stderr
+    assert "it may stop with a full disk at the end" in done.stderr, done.stderr
     big = b"x" * (128 * 1024)
     with pytest.raises(GeoccsegError, match=rf"^cannot write {out}: No space left"):  # a work file: named after its output
         with scratch_dir(out) as work, atomic_path(work / "staging.tif") as tmp:

@@ -48,7 +48,7 @@ from geoccseg.inference.choices import DEFAULT_OVERLAP_PX
 from geoccseg.inference.cluster import parse_device, settle_on_workers
 from geoccseg.inference.cog import COG_BLOCK_PX, Accumulator, check_prob_suffix, prob_dtype_name, provenance, write_probability_cog
 from geoccseg.inference.engine import Engine, build_engine, check_engine, check_precision, engine_label, settle_engine
-from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir
+from geoccseg.io.atomic import check_not_input, check_writable, scratch_dir, warn_if_short_of_space
 from geoccseg.io.bundle import META, BundleMeta, bundle_stamp, is_weights_file, read_bundle
 from geoccseg.io.normalize import NormStats, compute_stats
 from geoccseg.io.scene import Scene, open_scene, resampling_for
@@ -818,6 +818,10 @@ def predict_scene(
     engine = None if on_cluster else settle_engine(options.engine, device, bundle.model, bundle.meta, options.precision)  # exported once
     norm = scene_norm(opened, bundle.meta)
     model_transform = opened.transform @ Affine.scale(scale)
+    classes, scene_px = len(bundle.meta.classes), opened.height * opened.width
+    sums = 4 * (classes + 1) * grid.height_px * grid.width_px  # the blend sums, float32, on the model grid
+    staging = (classes * (1 if options.prob_dtype == "uint8" else 4) + 1) * scene_px * (4 / 3 if as_cog else 1)  # with overviews
+    warn_if_short_of_space(prob_out, sums + staging * (2 if as_cog else 1), f"predicting {scene}")
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
         scratch_dir(prob_out) as workdir,

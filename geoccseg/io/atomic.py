@@ -208,6 +208,30 @@ def scratch_dir(dest: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def warn_if_short_of_space(dest: str | os.PathLike, need_bytes: float, what: str) -> None:
+    """Warn when the file system of ``dest`` has less free space for this user than ``need_bytes``
+    (an upper estimate of what ``what`` writes there): a full disk is otherwise found at the end,
+    after the work that filled it. The folder named is the user's, not a work folder of ours."""
+    folder = Path(dest).parent
+    while f".{_owner()}." in folder.name:  # dest in one of this process's work folders (a temporary raster)
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < need_bytes:
+        log.warning("geoccseg: warning: %s needs up to %s of free space in %s, and %s are free there: it may stop with a full "
+                    "disk at the end; free some space or write elsewhere", what, _size(need_bytes), folder, _size(free))
+
+
+def _size(n: float) -> str:
+    """A byte count for people: 1.2 GB, 350 MB, 64 KB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 1e3:.3g} KB"
+
+
 def _sync(path: Path) -> None:
     """Flush ``path`` to disk: a file, or a folder of this run's with every file in it.
 
