@@ -123,7 +123,8 @@ _MODELS_LOCK = threading.Lock()
 @dataclass(frozen=True)
 class PredictOptions:
     """How a scene is cut into chips and blocks and where they run (the probabilities do not
-    depend on ``block_px``, ``batch_size``, ``workers`` or ``scheduler``).
+    depend on ``block_px``, ``batch_size``, ``workers`` or ``scheduler`` beyond the order of float32
+    sums: at most 1/255 in a few pixels).
 
     Attributes:
         tile_px: chip edge in model-grid pixels; None: :meth:`tile_for` (the bundle's training
