@@ -290,13 +290,24 @@ def test_a_16_bit_rgb_scene_without_colour_tags_is_read_as_a_stack_and_says_how_
         for _ in range(3):  # training and prediction open a scene many times: one note
             scene = open_scene(path)
     notes = [r.getMessage() for r in caplog.records if "no colour tags" in r.getMessage()]
-    assert notes == [f"geoccseg: note: the 3 bands of {path} hold nodata 0 and no colour tags, so they are read as a stack of grey "
-                     f"bands: a pixel is missing where any band holds 0; if they are one colour image, tag them (rio edit-info "
+    assert notes == [f"geoccseg: note: the 3 bands read from {path} hold nodata 0 and no colour tags, so they are read as a stack of "
+                     f"grey bands: a pixel is missing where any band holds 0; if they are one colour image, tag them (rio edit-info "
                      f"--colorinterp red,green,blue {path}) and a pixel is missing only where every band holds it"]
     _, valid = scene.read()
     assert not valid[20:30, 20:30].any() and not scene.shared_nodata
     result = CliRunner().invoke(cli, ["info", str(path)])
     assert result.exit_code == 0 and "valid mask:  nodata (a pixel is missing where any band holds the value)" in result.output, result.output
+    # an RGBN file read by a 3-band model: one note, whose command tags all four bands (rasterio refuses fewer)
+    rgbn = tmp_path / "rgbn16.tif"
+    with rasterio.open(rgbn, "w", driver="GTiff", width=64, height=64, count=4, dtype="uint16", nodata=0, crs="EPSG:32611",
+                       transform=rasterio.transform.from_origin(500000, 4000000, 0.5, 0.5)) as dst:
+        dst.write(np.concatenate([rgb, rgb[:1]]))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoccseg"):
+        open_scene(rgbn, bands=[1, 2, 3])
+        open_scene(rgbn)
+    (note,) = [r.getMessage() for r in caplog.records if "no colour tags" in r.getMessage()]
+    assert f"--colorinterp red,green,blue,undefined {rgbn})" in note
     with rasterio.open(path, "r+") as dst:  # what the note's command does
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
     caplog.clear()

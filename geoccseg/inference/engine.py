@@ -370,7 +370,7 @@ def for_inference(model: torch.nn.Module, device: str) -> torch.nn.Module:
     its next epochs trained with frozen batch-norm statistics and no dropout, without a word."""
     target = torch.empty(0, device=device).device  # "cuda" as the device it means, cuda:0
     tensors = [*model.parameters(), *model.buffers()]
-    if not model.training and all(t.device == target for t in tensors):
+    if not any(m.training for m in model.modules()) and all(t.device == target for t in tensors):
         return model
     return copy.deepcopy(model).to(target).eval()
 

@@ -23,6 +23,7 @@ measurements are read back from its probability PNG.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import sys
@@ -65,6 +66,8 @@ from geoccseg.io.probability import STATE_TAG, TURN_TAG, WEIGHTS_TAG, encode_uin
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import Bundle, load_bundle
 from geoccseg.vectorize.measure import COLUMNS, CrackMeasurements, CrackParams, empty_branches, measure_cracks, summary_numbers
+
+log = logging.getLogger(__name__)
 
 LINES_NAME = "cracks.gpkg"
 SUMMARY_CSV = "summary.csv"
@@ -248,9 +251,6 @@ class _Run:
         recorded, stamp = info[1], source_stamp(photo)
         if recorded.get(SOURCE_TAG, stamp) != stamp:  # unrecorded: an older run's
             return False
-        turn = turned_for_display(photo)
-        if recorded.get(TURN_TAG) != (str(turn) if turn else None):  # a run's from before the turn was recorded: evaluate
-            return False  # would score it as stored, upside down
         if STATE_TAG not in recorded and WEIGHTS_TAG in recorded:  # written before the state tag: the weights tag held this digest
             recorded = recorded | {STATE_TAG: recorded[WEIGHTS_TAG]}
         other = {key: recorded[key] for key in MADE_BY if recorded.get(key, self.made_by[key]) != self.made_by[key]}  # unrecorded: old
@@ -259,7 +259,8 @@ class _Run:
             now = ", ".join(f"{MADE_BY[key]} {self.made_by[key]}" for key in other)
             raise GeoccsegError(f"{self.probability(photo)} was predicted with {was}, this run uses {now}; resume with the model and "
                                 "chips that wrote it, or pass --overwrite to redo every photo")
-        return True
+        turn = turned_for_display(photo)  # a run's from before the turn was recorded: evaluate would score it as stored
+        return recorded.get(TURN_TAG) == (str(turn) if turn else None)
 
 
 def check_output_names(photos: Sequence[Path]) -> None:
@@ -564,8 +565,12 @@ def _remeasure(run: _Run, photo: Path) -> tuple[dict, gpd.GeoDataFrame]:
     again where it shows branches of other settings (``--threshold``, ...) than this run measures."""
     measured = measure_cracks(read_probability_png(run.probability(photo)), image=photo.name, params=run.params, pixel_size_mm=run.pixel_size_mm)
     if run.overlay and overlay_drawn_with(run.overlay_path(photo)) != run.drawn_with:
-        image, _ = read_photo_valid(photo, bands=run.bands, exif_orientation=True)
-        write_overlay(image, measured.branches, run.overlay_path(photo), overwrite=True, drawn_with=run.drawn_with)
+        try:
+            image, _ = read_photo_valid(photo, bands=run.bands, exif_orientation=True)
+        except GeoccsegError as exc:  # the photo is no longer readable: its outputs stand, the old overlay with them
+            log.warning("geoccseg: warning: the overlay of %s is not drawn again (%s)", photo.name, exc)
+        else:
+            write_overlay(image, measured.branches, run.overlay_path(photo), overwrite=True, drawn_with=run.drawn_with)
     return _row(photo, measured), measured.branches
 
 

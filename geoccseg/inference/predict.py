@@ -582,7 +582,6 @@ def _run_dask(client: distributed.Client, jobs: Iterable, task: Callable = predi
     blocks queued per worker thread (a block runs on one thread), counted again after every block:
     a ``dask worker`` of one process with all its cores' threads gets work for each, and workers
     that join later get theirs."""
-    import dask
     import distributed
     import distributed.scheduler
 
@@ -601,10 +600,8 @@ def _run_dask(client: distributed.Client, jobs: Iterable, task: Callable = predi
         try:
             result = future.result()
         except distributed.scheduler.KilledWorker:  # was distributed's traceback, after the retries
-            tries = dask.config.get("distributed.scheduler.allowed-failures") + 1
-            raise GeoccsegError(f"a Dask worker died running one block ({tries} tries; killed by the system for memory? each "
-                                "worker holds the model and a block, about 1.5 GB); use fewer --workers, or workers with more "
-                                "memory") from None
+            raise GeoccsegError("a Dask worker died running one block, each time it was tried (killed for memory? each worker "
+                                "holds the model and a block, about 1.5 GB); use fewer --workers, or workers with more memory") from None
         future.release()
         queued -= 1
         fill()
@@ -668,9 +665,9 @@ def dask_client(workers: int | None, scheduler: str | None, workdir: str | os.Pa
     with distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.WARNING,
         local_directory=str(workdir),
-        # no share of memory per worker: Dask's default (the machine's over N) paused a worker whose model and block
-        # passed 80 % of it, for good (the run hung), and killed it at 95 %; the blocks bound what each holds
-        memory_limit=0,
+        # the machine's memory for each worker, not Dask's share of it (the machine's over N), which paused for good a
+        # worker whose model and block passed 80 % of it (the run hung); Dask still ends a worker that outgrows the machine
+        memory_limit=1.0,
     ) as cluster, distributed.Client(cluster) as client:
         yield client
 

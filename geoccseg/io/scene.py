@@ -12,7 +12,6 @@ too. An alpha band is never used as an input band.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -303,20 +302,31 @@ def _shares_nodata(ds: rasterio.io.DatasetReader, bands: Sequence[int]) -> bool:
 def _note_untagged_stack(ds: rasterio.io.DatasetReader, bands: Sequence[int]) -> None:
     """Say how bands with one nodata value and no colour tags are read: GDAL tags only 8-bit RGB
     as colour, so a 16-bit or float RGB(N) GeoTIFF reads as a stack of grey bands, and its dark
-    pixels holding the value in one band (a shadow of (0, 140, 310)) as missing."""
+    pixels holding the value in one band (a shadow of (0, 140, 310)) as missing. Not for a copy in
+    GDAL's memory (a DataArray's), whose tags the user cannot edit."""
     values = {ds.nodatavals[b - 1] for b in bands}
-    if len(bands) > 1 and len(values) == 1 and None not in values and not {ds.colorinterp[b - 1] for b in bands} & COLOUR_BANDS:
-        _say_untagged_stack(ds.name, len(bands), values.pop())
+    if (len(bands) > 1 and len(values) == 1 and None not in values and not ds.name.startswith("/vsimem/")
+            and not {ds.colorinterp[b - 1] for b in bands} & COLOUR_BANDS):
+        _say_untagged_stack(ds.name, tuple(ci.name for ci in ds.colorinterp), len(bands), values.pop())
 
 
-@functools.cache
-def _say_untagged_stack(name: str, bands: int, value: float) -> None:
-    """Once per scene and process (training and prediction open a scene many times)."""
-    colours = ",".join(["red", "green", "blue", *["undefined"] * (bands - 3)]) if bands >= 3 else None
-    log.warning("geoccseg: note: the %d bands of %s hold nodata %g and no colour tags, so they are read as a stack of grey bands: "
-                "a pixel is missing where any band holds %g%s", bands, name, value, value,
-                f"; if they are one colour image, tag them (rio edit-info --colorinterp {colours} {name}) and a pixel is "
-                f"missing only where every band holds it" if colours else "")
+_NOTED_STACKS: set[str] = set()
+"""Files whose untagged stack was noted in this process (training and prediction open a scene many times)."""
+
+
+def _say_untagged_stack(name: str, colorinterp: tuple[str, ...], bands: int, value: float) -> None:
+    """Once per file and process. The command tags every band of the file (rasterio sets them
+    all): red, green and blue on its first three that are not alpha."""
+    if name in _NOTED_STACKS:
+        return
+    _NOTED_STACKS.add(name)
+    tags, colours = [], iter(("red", "green", "blue"))
+    for ci in colorinterp:
+        tags.append("alpha" if ci == "alpha" else next(colours, "undefined"))
+    advice = (f"; if they are one colour image, tag them (rio edit-info --colorinterp {','.join(tags)} {name}) and a pixel is "
+              f"missing only where every band holds it" if "blue" in tags else "")
+    log.warning("geoccseg: note: the %d bands read from %s hold nodata %g and no colour tags, so they are read as a stack of grey "
+                "bands: a pixel is missing where any band holds %g%s", bands, name, value, value, advice)
 
 
 def _mask_kind(ds: rasterio.io.DatasetReader) -> str:

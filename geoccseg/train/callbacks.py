@@ -199,22 +199,30 @@ class TimeBudget(pl.Callback):
         ramp: the unlabeled terms' weight at a step (``module._ramp``), or None for a supervised run.
     """
 
-    def __init__(self, schedule_steps: int, max_minutes: float, schedule_start: int, first_step: int = 0, ramp=None) -> None:
-        self.schedule_steps, self.max_minutes, self.ramp = schedule_steps, max_minutes, ramp
+    def __init__(self, schedule_steps: int, max_steps: int, max_minutes: float, schedule_start: int, first_step: int = 0,
+                 ramp=None) -> None:
+        self.schedule_steps, self.max_steps, self.max_minutes, self.ramp = schedule_steps, max_steps, max_minutes, ramp
         self._windows = sorted({first_step + 1, *([schedule_start + 1] if schedule_start > first_step else [])})
         self._t0: float | None = None
+        self._validating_s = 0.0  # validation time inside the window: not the pace of training steps
         self.projected: int | None = None
+
+    def on_validation_start(self, trainer, module) -> None:
+        self._validation_t0 = time.perf_counter()
+
+    def on_validation_end(self, trainer, module) -> None:
+        self._validating_s += time.perf_counter() - self._validation_t0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if not self._windows or step < self._windows[0]:
             return
         if self._t0 is None:
-            self._t0, self._from = time.perf_counter(), step
+            self._t0, self._from, self._validating_s = time.perf_counter(), step, 0.0
             return
         if step < self._from + RATE_STEPS:
             return
-        per_step = (time.perf_counter() - self._t0) / (step - self._from)
+        per_step = (time.perf_counter() - self._t0 - self._validating_s) / (step - self._from)
         self._windows.pop(0)
         self._t0 = None
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
@@ -222,15 +230,16 @@ class TimeBudget(pl.Callback):
         if left is None or per_step <= 0:
             return
         self.projected = step + int(left / per_step)
-        if self.projected >= 0.9 * self.schedule_steps:
+        if self.projected >= 0.9 * min(self.schedule_steps, self.max_steps):  # the minutes are not what ends it early
             return
         self._windows = []  # said once
         if not trainer.is_global_zero:
             return
         weight = f"its unlabeled terms would stop at {self.ramp(self.projected):.2f} of their weight and " if self.ramp else ""
+        fits = int(self.max_minutes * 60 / per_step)  # the steps a new run's minutes allow at this pace
         log.warning("geoccseg: warning: at %.2g s per step, --max-minutes %g ends this run near step %d of the %d its schedule is "
                     "laid over: %sits learning rate short of its decay; for the whole schedule in that time, start it over "
-                    "with --max-steps %d", per_step, self.max_minutes, self.projected, self.schedule_steps, weight, self.projected)
+                    "with --max-steps %d", per_step, self.max_minutes, self.projected, self.schedule_steps, weight, fits)
 
 
 def _saved_training(out: Path) -> dict:

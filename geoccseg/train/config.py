@@ -322,7 +322,8 @@ class TrainConfig:
                 inert[key] = "applies to GeoTIFF scenes (--scene), and this run trains on photo folders: drop it"
             if self.val_images:
                 inert["val_fraction"] = "holds photos of --images apart for validation, and --val-images gives the validation photos: drop one"
-        if self.init_from:  # the bundle's model section records the network that was fine-tuned
+        if self.init_from and not self.resume:  # the bundle's model section records the network fine-tuned (a run of
+            # before 2 December may record encoder: light, the default then, in its config.yaml: it resumes)
             for key in ("encoder", "pretrained", "encoder_tf_same", "fusion", "decoder_channels", "embed_dim"):
                 inert[key] = ("shapes a network built from scratch, and --init-from fine-tunes the starting model's network as "
                               "it is: drop it")

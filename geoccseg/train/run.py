@@ -260,7 +260,8 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
     callbacks = [recorder, saver, Ranks(stream, val_list)]
     if c.max_minutes:
         start = c.unlabeled_schedule_over(module.schedule_steps)[0] if c.semi_supervised else 0
-        callbacks.append(TimeBudget(module.schedule_steps, c.max_minutes, start, start_step, module._ramp if c.semi_supervised else None))
+        callbacks.append(TimeBudget(module.schedule_steps, c.max_steps, c.max_minutes, start, start_step,
+                                    module._ramp if c.semi_supervised else None))
     if c.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     # the projection head joins the loss only once the unlabeled terms start, so DDP must allow
