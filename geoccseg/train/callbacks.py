@@ -178,7 +178,7 @@ class RunRecorder(pl.Callback):
         plot_training(self.rows, self.out / "training.png")
 
 
-RATE_STEPS = 10
+RATE_STEPS = 5
 """Steps over which :class:`TimeBudget` measures the pace."""
 
 
@@ -202,6 +202,7 @@ class TimeBudget(pl.Callback):
     def __init__(self, schedule_steps: int, max_steps: int, max_minutes: float, schedule_start: int, first_step: int = 0,
                  ramp=None) -> None:
         self.schedule_steps, self.max_steps, self.max_minutes, self.ramp = schedule_steps, max_steps, max_minutes, ramp
+        self.first_step = first_step
         self._windows = sorted({first_step + 1, *([schedule_start + 1] if schedule_start > first_step else [])})
         self._t0: float | None = None
         self._validating_s = 0.0  # validation time inside the window: not the pace of training steps
@@ -236,7 +237,7 @@ class TimeBudget(pl.Callback):
         if not trainer.is_global_zero:
             return
         weight = f"its unlabeled terms would stop at {self.ramp(self.projected):.2f} of their weight and " if self.ramp else ""
-        fits = int(self.max_minutes * 60 / per_step)  # the steps a new run's minutes allow at this pace
+        fits = self.projected - self.first_step  # the steps this command's minutes allow, start-up included, as a new run's would
         log.warning("geoccseg: warning: at %.2g s per step, --max-minutes %g ends this run near step %d of the %d its schedule is "
                     "laid over: %sits learning rate short of its decay; for the whole schedule in that time, start it over "
                     "with --max-steps %d", per_step, self.max_minutes, self.projected, self.schedule_steps, weight, fits)
