@@ -643,6 +643,7 @@ def test_local_workers_may_use_the_machines_memory_and_a_dying_worker_is_one_lin
     import os
 
     import dask
+    import distributed  # noqa: F401  (its defaults in dask's config first: set() removes on exit the sections it created)
 
     from geoccseg.inference.predict import _run_dask, dask_client
 
