@@ -30,7 +30,7 @@ from geoccseg.data.base import LazyItems, TrainingData
 from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, PHOTO_SUFFIXES, UNREAD_PHOTO_SUFFIXES, is_lossy
 from geoccseg.io.normalize import NormStats, stats_from_uint8
-from geoccseg.io.orientation import SHOWN, TURNS, UNREADABLE, read_orientation, turned_for_display
+from geoccseg.io.orientation import SHOWN, TURNS, UNREADABLE, read_orientation, shown_size, turned_for_display
 from geoccseg.label_values import COLOUR_TOLERANCE, IGNORE_INDEX, held_values, label_mode, marks_unlabeled_255
 from geoccseg.models.config import check_tile_px
 
@@ -203,7 +203,7 @@ def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int]
             width, height = im.size
     except UNREADABLE:
         return None
-    return (height, width) if exif_orientation and turned_for_display(path) in (5, 6, 7, 8) else (width, height)
+    return shown_size((width, height), turned_for_display(path)) if exif_orientation else (width, height)
 
 
 def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:

@@ -52,7 +52,7 @@ from geoccseg.errors import GeoccsegError
 from geoccseg.io.formats import FOLDER_VECTOR_SUFFIXES, IMAGE_SUFFIXES, RASTER_SUFFIXES, VECTOR_SUFFIXES, is_lossy
 from geoccseg.io.labels import VectorLabels, read_vector
 from geoccseg.io.memory import free_memory
-from geoccseg.io.orientation import TURNS, unturn
+from geoccseg.io.orientation import TURNS, shown_size, unturn
 from geoccseg.io.probability import CLASS_MAP_MAX, PROBABILITY_TAG, THRESHOLD_TAG, TURN_TAG, decode_uint8, parse_threshold, refuse_confidence
 from geoccseg.io.scene import open_raster
 from geoccseg.label_values import COLOUR_TOLERANCE, held_values, label_mode, marks_unlabeled_255, unlabeled_is_255
@@ -297,7 +297,7 @@ def as_stored(pred: Raster, truth: Raster) -> Raster:
     photo as shown, turned 90 degrees)."""
     if pred.turned is None or truth.georeferenced:
         return pred
-    stored = pred.shape[::-1] if pred.turned >= 5 else pred.shape
+    stored = shown_size(pred.shape, pred.turned)  # a quarter turn back swaps the sides too
     if truth.shape == pred.shape != stored:
         return pred
     turn = unturn(pred.turned)

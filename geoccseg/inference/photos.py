@@ -61,7 +61,7 @@ from geoccseg.io.atomic import check_writable, swept
 from geoccseg.io.bundle import resolve_model
 from geoccseg.io.formats import GEOTIFF_SUFFIXES, VECTOR_DRIVERS
 from geoccseg.io.normalize import NormStats
-from geoccseg.io.orientation import turned_for_display
+from geoccseg.io.orientation import shown_size, turned_for_display
 from geoccseg.io.probability import STATE_TAG, TURN_TAG, WEIGHTS_TAG, encode_uint8
 from geoccseg.io.vector_write import write_vectors
 from geoccseg.models import Bundle, load_bundle
@@ -246,7 +246,8 @@ class _Run:
         if not all(path.is_file() for path in self.outputs(photo)):
             return False
         info = probability_png_info(self.probability(photo))
-        if info is None or info[0] != photo_size(photo, exif_orientation=True):
+        turn, stored = turned_for_display(photo), photo_size(photo)  # the turn read once: the size shown, and its record
+        if info is None or stored is None or info[0] != shown_size(stored, turn):
             return False
         recorded, stamp = info[1], source_stamp(photo)
         if recorded.get(SOURCE_TAG, stamp) != stamp:  # unrecorded: an older run's
@@ -259,7 +260,7 @@ class _Run:
             now = ", ".join(f"{MADE_BY[key]} {self.made_by[key]}" for key in other)
             raise GeoccsegError(f"{self.probability(photo)} was predicted with {was}, this run uses {now}; resume with the model and "
                                 "chips that wrote it, or pass --overwrite to redo every photo")
-        turn = turned_for_display(photo)  # a run's from before the turn was recorded: evaluate would score it as stored
+        # a run's from before the turn was recorded: evaluate would score it as stored
         return recorded.get(TURN_TAG) == (str(turn) if turn else None)
 
 

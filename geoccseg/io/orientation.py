@@ -43,6 +43,12 @@ def unturn(value: int) -> Image.Transpose:
     return TURNS[{6: 8, 8: 6}.get(value, value)]
 
 
+def shown_size(size: tuple[int, int], value: int | None) -> tuple[int, int]:
+    """(width, height) of a photo of stored ``size`` as viewers show it, turned by EXIF orientation
+    ``value`` (None: as stored): the quarter turns and their mirrors, 5-8, swap the sides."""
+    return (size[1], size[0]) if value in (5, 6, 7, 8) else size
+
+
 def turned_for_display(path: Path) -> int | None:
     """The EXIF orientation (2-8) by which viewers turn or mirror a photo; None when they show it as
     stored. A PNG's EXIF is found among its chunks without decoding its pixels (Pillow decodes the
