@@ -231,20 +231,21 @@ def _recording_the_stop(out: Path) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("when", ["during-a-step", "while-recording-the-stop"])
+@pytest.mark.parametrize("when", ["during-a-step", "while-recording-the-stop", "after-a-sigterm"])
 def test_a_second_ctrl_c_stops_at_once_with_one_line(data_dir, tmp_path, when):
     """A second Ctrl-C stops the run at once, not after the step: Lightning caught it and ended
     with sys.exit(1), without our line, exit status 1 (a notebook got SystemExit). One that came while
     the first stop was being recorded (the training plot drawn) escaped as a KeyboardInterrupt:
-    click's "Aborted!", exit status 1."""
+    click's "Aborted!", exit status 1. A Ctrl-C after a SIGTERM (a scheduler's stop) stops at once
+    too, and the line names both (it said "a second SIGTERM")."""
     out = tmp_path / "stopped"
     # steps long enough (about a second) that a second Ctrl-C 50 ms after the first comes during one
     # (two signals at the same instant are one: the kernel does not queue them)
-    steps = ["--tile-px", "256", "--batch-size", "8"] if when == "during-a-step" else []
+    steps = ["--tile-px", "256", "--batch-size", "8"] if when != "while-recording-the-stop" else []
     proc = _start(data_dir / "cfd", out, "--max-steps", "500", "--val-every", "50", "--checkpoint-every", "2", *steps)
     _wait_for(out / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(signal.SIGINT)
-    if when == "during-a-step":
+    proc.send_signal(signal.SIGTERM if when == "after-a-sigterm" else signal.SIGINT)
+    if when != "while-recording-the-stop":
         time.sleep(0.05)
     else:
         deadline = time.monotonic() + 120
@@ -259,6 +260,8 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line(data_dir, tmp_path, when):
     assert len(ours) == 1, stderr[-3000:]
     if when == "during-a-step":
         assert ours[0].startswith("geoccseg: training stopped at once by a second SIGINT at step "), stderr[-3000:]
+    elif when == "after-a-sigterm":
+        assert ours[0].startswith("geoccseg: training stopped at once by SIGINT after SIGTERM at step "), stderr[-3000:]
     else:  # the step is over: at once, or by the first Ctrl-C if that was recorded before the second came
         assert ours[0].startswith(("geoccseg: training stopped at once by a second SIGINT at step ",
                                    "geoccseg: training stopped by SIGINT at step ")), stderr[-3000:]

@@ -301,8 +301,9 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
             raise
         where = (f"continue it from step {saver.saved_step} with: geoccseg train --config {out / 'config.yaml'} --resume"
                  if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
-        raise TrainingStopped(f"training stopped at once by a second {stop.name} at step {trainer.global_step} of {c.max_steps}; "
-                              f"{where}", signal.SIGINT) from None
+        by = "a second SIGINT" if stop.signum == signal.SIGINT else f"SIGINT after {stop.name}"  # only Ctrl-C stops at once
+        raise TrainingStopped(f"training stopped at once by {by} at step {trainer.global_step} of {c.max_steps}; {where}",
+                              signal.SIGINT) from None
     seconds = time.perf_counter() - t0
     device = str(trainer.strategy.root_device)
     validation = load_bundle(out).meta.training.get("validation", {}) if trainer.is_global_zero else {}
