@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 import shutil
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +30,9 @@ from geoccseg.inference.predict import PredictOptions
 from geoccseg.io.bundle import resolve_model, save_meta
 from geoccseg.models import load_bundle
 from geoccseg.suggest import PARTS, SuggestParams, suggest_areas
-from geoccseg.suggest.select import Candidates, choose, coverage, greedy, kmeans, knn_typicality, typicality
+from geoccseg.suggest import select
+from geoccseg.suggest.select import (Candidates, choose, coverage, greedy, kmeans, knn_typicality, most_similar, nearest_centre,
+                                      typicality)
 
 CPU = PredictOptions(device="cpu")
 THRESHOLDS = {"tau_high": 0.9, "tau_high_fg": 0.6, "tau_low": 0.55}
@@ -406,10 +409,41 @@ def test_typicality_prefers_what_the_pool_is_made_of():
     assert list(plain.index) == [3] and plain.typicality[0] == 1.0  # off: the odd one, factor 1
     assert list(typical.index) == [0]
     assert typical.typicality[0] == pytest.approx(1.0) and typical.score[0] == pytest.approx(0.8)
-    # chunks give the same values as one pass
-    unit = np.random.default_rng(0).normal(size=(50, 8))
+
+
+def test_chunked_selection_steps_give_the_values_of_one_pass(monkeypatch):
+    """Typicality, novelty, k-means' nearest centres and TypiClust's typicality take the rows of
+    their items x items temporaries in chunks; chunks of 3 to 7 rows give the values of one pass."""
+    rng = np.random.default_rng(0)
+    unit = rng.normal(size=(50, 8))
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    assert typicality(unit, chunk=7) == pytest.approx(typicality(unit))
+    centres = unit[:6] + 0.1
+    whole = (typicality(unit), most_similar(unit, unit[:9]), nearest_centre(unit, (unit**2).sum(axis=1), centres), knn_typicality(unit))
+    assert (whole[1] == np.clip((unit @ unit[:9].T).max(axis=1), 0, None)).all()
+    assert (whole[2] == np.argmin(((unit[:, None] - centres[None]) ** 2).sum(axis=2), axis=1)).all()
+    monkeypatch.setattr(select, "CHUNK_VALUES", 50 * 3 + 1)  # 3 rows of 50 columns, 5 of 9, 7 of 6
+    chunked = (typicality(unit), most_similar(unit, unit[:9]), nearest_centre(unit, (unit**2).sum(axis=1), centres), knn_typicality(unit))
+    for a, b in zip(whole, chunked):
+        assert a == pytest.approx(b)
+
+
+def test_novelty_against_many_labeled_squares_keeps_memory_flat():
+    """greedy (the default strategy) measured each candidate's likeness to the labeled squares as one
+    candidates x labeled matrix, and its clipped copy: a 10 km scene at 1 m with 64 m squares and a
+    quarter labeled is 72,500 x 24,300 squares, 28 GB, after the whole scene was scored. Here 6,000 x
+    6,000 (576 MB in one pass) must stay under 150 MB of numpy memory."""
+    rng = np.random.default_rng(0)
+    embedding = rng.normal(size=(6000, 8))
+    candidates = Candidates(rng.uniform(size=(6000, 3)), embedding, np.zeros(6000, dtype=np.int64))
+    reference = rng.normal(size=(6000, 8))
+    tracemalloc.start()
+    try:
+        choice = greedy(candidates, reference, 5, SuggestParams(), spacing_m=np.inf)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 150e6, f"{peak / 1e6:.0f} MB"
+    assert len(set(choice.index)) == 5
 
 
 def blobs() -> tuple[np.ndarray, list[np.ndarray]]:

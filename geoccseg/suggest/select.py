@@ -186,20 +186,47 @@ def _unit(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return np.divide(centred, norm, out=np.zeros_like(centred), where=norm > 1e-12)
 
 
-def typicality(unit: np.ndarray, chunk: int = 1024) -> np.ndarray:
+CHUNK_VALUES = 1 << 22
+"""Values (float64: 32 MB) of the largest items x items temporary of the selections: rows are taken
+in chunks of ``CHUNK_VALUES // columns``, so that memory stays flat whatever the number of squares
+(a scene of 100,000 candidates against 25,000 labeled squares made 14 GB matrices in one go)."""
+
+
+def row_chunks(rows: int, columns: int) -> range:
+    """Starts of the row chunks of a (rows, columns) temporary; each chunk is ``chunk_rows(columns)`` rows."""
+    return range(0, rows, chunk_rows(columns))
+
+
+def chunk_rows(columns: int) -> int:
+    """Rows per chunk of a temporary of ``columns`` columns (:data:`CHUNK_VALUES` values, at least one row)."""
+    return max(1, CHUNK_VALUES // max(1, columns))
+
+
+def typicality(unit: np.ndarray) -> np.ndarray:
     """Mean clipped cosine similarity of each unit vector to all the others, divided by its largest
-    value (all 1 when there are fewer than two or no similarity is positive); rows in chunks, so
-    memory stays ``chunk x n`` for scenes with many candidates."""
+    value (all 1 when there are fewer than two or no similarity is positive); rows in chunks
+    (:func:`row_chunks`)."""
     n = len(unit)
     if n < 2:
         return np.ones(n)
     mean = np.empty(n)
-    for start in range(0, n, chunk):
-        rows = unit[start:start + chunk]
+    step = chunk_rows(n)
+    for start in row_chunks(n, n):
+        rows = unit[start:start + step]
         similar = np.clip(rows @ unit.T, 0, None).sum(axis=1) - np.clip(np.einsum("ij,ij->i", rows, rows), 0, None)
-        mean[start:start + chunk] = similar / (n - 1)
+        mean[start:start + step] = similar / (n - 1)
     top = mean.max()
     return mean / top if top > 0 else np.ones(n)
+
+
+def most_similar(unit: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Largest clipped cosine similarity of each unit vector to any of ``others`` (unit vectors, at
+    least one); rows in chunks (:func:`row_chunks`)."""
+    out = np.empty(len(unit))
+    step = chunk_rows(len(others))
+    for start in row_chunks(len(unit), len(others)):
+        out[start:start + step] = np.clip((unit[start:start + step] @ others.T).max(axis=1), 0, None)
+    return out
 
 
 def _overlapping(candidates: Candidates, i: int) -> np.ndarray:
@@ -234,7 +261,7 @@ def greedy(candidates: Candidates, reference: np.ndarray, n: int, params: Sugges
     near_space = np.zeros(len(candidates))
     similar = np.zeros(len(candidates))
     if len(reference):
-        similar = np.clip(unit @ _unit(reference, centre).T, 0, None).max(axis=1)
+        similar = most_similar(unit, _unit(reference, centre))
     open_ = np.ones(len(candidates), dtype=bool)
     taken: list[tuple[int, float, float, float, float, float]] = []
     while len(taken) < n and open_.any():
@@ -269,8 +296,7 @@ def kmeans(points: np.ndarray, k: int, seed: int, restarts: int = 10, iterations
         centres = np.stack(centres)
         label = np.full(len(points), -1)
         for _ in range(iterations):
-            distance = squared[:, None] - 2 * points @ centres.T + (centres**2).sum(axis=1)[None, :]
-            moved = np.argmin(distance, axis=1)
+            moved = nearest_centre(points, squared, centres)
             if np.array_equal(moved, label):
                 break
             label = moved
@@ -284,20 +310,33 @@ def kmeans(points: np.ndarray, k: int, seed: int, restarts: int = 10, iterations
     return best
 
 
-def knn_typicality(points: np.ndarray, neighbours: int = NEIGHBOURS, chunk: int = 1024) -> np.ndarray:
+def nearest_centre(points: np.ndarray, squared: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest of ``centres`` to each of ``points`` (``squared``: their squared norms);
+    rows in chunks (:func:`row_chunks`)."""
+    out = np.empty(len(points), dtype=np.int64)
+    step, centre_squared = chunk_rows(len(centres)), (centres**2).sum(axis=1)
+    for start in row_chunks(len(points), len(centres)):
+        rows = slice(start, start + step)
+        out[rows] = np.argmin(squared[rows, None] - 2 * points[rows] @ centres.T + centre_squared[None, :], axis=1)
+    return out
+
+
+def knn_typicality(points: np.ndarray, neighbours: int = NEIGHBOURS) -> np.ndarray:
     """TypiClust's typicality of each point among ``points``: 1 / (mean Euclidean distance to its
-    ``neighbours`` nearest others), divided by the largest (1 for a point alone); rows in chunks."""
+    ``neighbours`` nearest others), divided by the largest (1 for a point alone); rows in chunks
+    (:func:`row_chunks`)."""
     n = len(points)
     if n < 2:
         return np.ones(n)
     k = min(neighbours, n - 1)
     squared = (points**2).sum(axis=1)
     mean = np.empty(n)
-    for start in range(0, n, chunk):
-        rows = points[start:start + chunk]
-        d2 = squared[start:start + chunk, None] - 2 * rows @ points.T + squared[None, :]
+    step = chunk_rows(n)
+    for start in row_chunks(n, n):
+        rows = points[start:start + step]
+        d2 = squared[start:start + step, None] - 2 * rows @ points.T + squared[None, :]
         d2[np.arange(len(rows)), np.arange(start, start + len(rows))] = np.inf  # not itself
-        mean[start:start + chunk] = np.sqrt(np.clip(np.partition(d2, k - 1, axis=1)[:, :k], 0, None)).mean(axis=1)
+        mean[start:start + step] = np.sqrt(np.clip(np.partition(d2, k - 1, axis=1)[:, :k], 0, None)).mean(axis=1)
     inverse = 1 / np.maximum(mean, 1e-12)
     return inverse / inverse.max()
 
