@@ -518,7 +518,8 @@ def test_a_tiff_photo_is_told_from_a_scene_without_library_warnings(data_dir: Pa
 
 def test_a_scene_that_lost_its_crs_is_told_to_get_it_back(tmp_path: Path) -> None:
     """``predict scene.tif -o roads.gpkg`` on a GeoTIFF whose CRS was lost read it as a photo, and
-    said only that photos write a folder; the fix (assigning the CRS) was nowhere."""
+    said only that photos write a folder; the fix (assigning the CRS) was nowhere. The same for
+    ``suggest`` (it said to name the output .csv) and for scene options (to leave them out)."""
     import rasterio
 
     with rasterio.open(sample_scene()) as src:
@@ -532,6 +533,21 @@ def test_a_scene_that_lost_its_crs_is_told_to_get_it_back(tmp_path: Path) -> Non
         f"geoccseg: error: {tmp_path / 'scene.tif'} has no CRS, so it is read as a photo, and photos write a folder, not one "
         f".gpkg file: give a folder name such as {tmp_path / 'roads'}, or, if it is a scene, assign its CRS first "
         f"(for UTM zone 11N: `rio edit-info --crs EPSG:32611 {tmp_path / 'scene.tif'}`)")
+    hint = f"if it is a scene, assign its CRS first (for UTM zone 11N: `rio edit-info --crs EPSG:32611 {tmp_path / 'scene.tif'}`)"
+    for command, told in (
+        (["suggest", "-o", str(tmp_path / "areas.gpkg")],
+         f"{tmp_path / 'scene.tif'} has no CRS, so it is read as a photo, and photos get a CSV ranking, not areas in areas.gpkg: "
+         f"name it .csv, or, {hint}"),
+        (["suggest", "-o", str(tmp_path / "areas.csv"), "--size-m", "100"],
+         f"--size-m only applies to georeferenced scenes; leave it out for photos; {tmp_path / 'scene.tif'} has no CRS and is "
+         f"read as a photo: {hint}"),
+        (["predict", "-o", str(tmp_path / "out"), "--prob-out", str(tmp_path / "p.tif")],
+         f"--prob-out only applies to georeferenced scenes; leave it out; {tmp_path / 'scene.tif'} has no CRS and is read as a "
+         f"photo: {hint}"),
+    ):
+        result = CliRunner().invoke(cli, [command[0], str(tmp_path / "scene.tif"), *command[1:]])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [f"geoccseg: error: {told}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 

@@ -880,6 +880,9 @@ def test_scenes_mixed_with_other_inputs_are_told_which_is_which(vegas, data_dir,
     result = CliRunner().invoke(cli, ["suggest", str(scene), str(tmp_path / "001.jpg"), "-o", str(tmp_path / "areas.gpkg")])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert f"{tmp_path / '001.jpg'} is not a georeferenced scene (a GeoTIFF or VRT with a CRS) while {scene} is" in result.output
+    # a mistyped second scene was told it is "not a georeferenced scene": its CRS checked, not its name
+    result = CliRunner().invoke(cli, ["suggest", str(scene), str(tmp_path / "vegas_img1.tif"), "-o", str(tmp_path / "areas.gpkg")])
+    assert result.exit_code == 2 and result.output == f"geoccseg: error: {tmp_path / 'vegas_img1.tif'} does not exist\n", result.output
     tiles = tmp_path / "tiles"
     tiles.mkdir()
     shutil.copy(scene, tiles / "a.tif")

@@ -84,7 +84,7 @@ def command(
     500 photos, see --overlay).
     """
     # PyTorch and the prediction stack: not for --help or a mistyped option
-    from geoccseg.data.photos import find_photos
+    from geoccseg.data.photos import assign_crs_hint, find_photos, tiff_read_as_photo
     from geoccseg.inference.photos import output_folders, predict_photos
     from geoccseg.inference.pipeline import is_scene, run_predict
     from geoccseg.inference.predict import PredictOptions
@@ -117,8 +117,10 @@ def command(
         click.echo(f"wrote {result.vectors} in {result.seconds:.1f} s")
         return
     photo_files = find_photos(inputs, exclude=output_folders(output))  # what is wrong with the inputs comes before the options
+    tiff = tiff_read_as_photo(photo_files)
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes",
-                   "; photos get confidence/<stem>.png with --confidence" if confidence_out is not None else "")
+                   f"; {tiff} has no CRS and is read as a photo: if it is a scene, {assign_crs_hint(tiff)}" if tiff
+                   else "; photos get confidence/<stem>.png with --confidence" if confidence_out is not None else "")
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, device=device, engine=engine,
                              precision=precision)
     photos = predict_photos(

@@ -69,8 +69,9 @@ def command(
     --strategy says otherwise (measured: the score lost to random photos, coverage did not).
     """
     # PyTorch and the scoring stack: not for --help or a mistyped option
-    from geoccseg.data.photos import find_photos
+    from geoccseg.data.photos import assign_crs_hint, find_photos, tiff_read_as_photo
     from geoccseg.inference.pipeline import is_scene
+    from geoccseg.io.scene import is_gdal_path
     from geoccseg.inference.predict import PredictOptions
     from geoccseg.suggest import suggest_areas, suggest_photos
 
@@ -79,6 +80,8 @@ def command(
     scenes = [is_scene(item) for item in inputs]
     if any(scenes) and not all(scenes):
         other = next(item for item, scene in zip(inputs, scenes) if not scene)
+        if not is_gdal_path(other) and not Path(other).exists():  # mistyped, most likely
+            raise GeoccsegError(f"{other} does not exist")
         raise GeoccsegError(f"{other} is not a georeferenced scene (a GeoTIFF or VRT with a CRS) while "
                             f"{inputs[scenes.index(True)]} is; give scenes only or photos only")
     if all(scenes):
@@ -97,7 +100,9 @@ def command(
         click.echo(f"wrote {result.path} ({len(result.areas)} squares of {result.size_m:g} m) in {result.seconds:.1f} s")
         return
     photo_files = find_photos(inputs)  # a mistyped scene path: "does not exist" comes before the options
-    refuse_options(ctx, SCENE_ONLY, "georeferenced scenes", " for photos")
+    tiff = tiff_read_as_photo(photo_files)
+    refuse_options(ctx, SCENE_ONLY, "georeferenced scenes",
+                   f" for photos; {tiff} has no CRS and is read as a photo: if it is a scene, {assign_crs_hint(tiff)}" if tiff else " for photos")
     photos = suggest_photos(photo_files, output, model=model or "crack", n=n, labels=labels,
                             options=options,
                             strategy=strategy or "coverage", seed=seed, overwrite=overwrite, progress=show_progress())

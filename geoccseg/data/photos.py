@@ -206,6 +206,17 @@ def photo_size(path: Path, *, exif_orientation: bool = False) -> tuple[int, int]
     return shown_size((width, height), turned_for_display(path)) if exif_orientation else (width, height)
 
 
+def tiff_read_as_photo(files: Sequence[Path]) -> Path | None:
+    """The first TIFF among photo ``files``, or None: a TIFF is read as a photo only without a CRS,
+    most likely a scene that lost its CRS, where a scene's option or output was asked for."""
+    return next((f for f in files if Path(f).suffix.lower() in GEOTIFF_SUFFIXES), None)
+
+
+def assign_crs_hint(path: str | os.PathLike) -> str:
+    """How to give a scene without CRS its CRS, for the messages that meet one read as a photo."""
+    return f"assign its CRS first (for UTM zone 11N: `rio edit-info --crs EPSG:32611 {path}`)"
+
+
 def find_photos(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """The photos named by files, folders and glob patterns, in the order given (each folder and
     pattern sorted by name); folders and patterns leave out the photos inside the folders

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from geoccseg.data.photos import find_photos, photo_size, read_photo_valid
+from geoccseg.data.photos import assign_crs_hint, find_photos, photo_size, read_photo_valid, tiff_read_as_photo
 from geoccseg.errors import GeoccsegError
 from geoccseg.inference.blend import ChipGrid, blend_window
 from geoccseg.inference.choices import OVERLAY_AUTO_MAX
@@ -484,11 +484,10 @@ def _prepare(run: _Run, photos: list[Path], resume: bool, overwrite: bool) -> No
     if out_dir.exists() and not out_dir.is_dir():
         raise GeoccsegError(f"{out_dir} is a file; photos write a folder of outputs, give -o a folder name")
     if not out_dir.exists() and out_dir.suffix.lower() in (*VECTOR_DRIVERS, *GEOTIFF_SUFFIXES, ".csv", ".json"):
-        if len(photos) == 1 and photos[0].suffix.lower() in GEOTIFF_SUFFIXES:  # a scene that lost its CRS, most likely
+        if len(photos) == 1 and (tiff := tiff_read_as_photo(photos)):  # a scene that lost its CRS, most likely
             raise GeoccsegError(
-                f"{photos[0]} has no CRS, so it is read as a photo, and photos write a folder, not one {out_dir.suffix} file: "
-                f"give a folder name such as {out_dir.with_suffix('')}, or, if it is a scene, assign its CRS first "
-                f"(for UTM zone 11N: `rio edit-info --crs EPSG:32611 {photos[0]}`)"
+                f"{tiff} has no CRS, so it is read as a photo, and photos write a folder, not one {out_dir.suffix} file: "
+                f"give a folder name such as {out_dir.with_suffix('')}, or, if it is a scene, {assign_crs_hint(tiff)}"
             )
         raise GeoccsegError(
             f"-o {out_dir}: photos write a folder (probability images, {LINES_NAME}, {SUMMARY_CSV}), not one "

@@ -154,7 +154,7 @@ def suggest_photos(
             is an input, a missing model, no photo, an unreadable photo, a photo whose bands do not
             match the model, all photos labeled.
     """
-    from geoccseg.data.photos import find_photos, list_images, read_photo_valid  # torchgeo is slow to import
+    from geoccseg.data.photos import assign_crs_hint, find_photos, list_images, read_photo_valid, tiff_read_as_photo  # torchgeo is slow to import
 
     start = time.perf_counter()
     options, params = options or PredictOptions(), params or SuggestParams()
@@ -169,6 +169,9 @@ def suggest_photos(
     if out is not None:
         out = check_writable(out, overwrite, example="suggested.csv")
         if out.suffix.lower() != ".csv":
+            if tiff := tiff_read_as_photo(files):
+                raise GeoccsegError(f"{tiff} has no CRS, so it is read as a photo, and photos get a CSV ranking, not areas in "
+                                    f"{out.name}: name it .csv, or, if it is a scene, {assign_crs_hint(tiff)}")
             raise GeoccsegError(f"the photo ranking {out} is a CSV table: name it .csv, e.g. {out.with_suffix('.csv')}")
         check_not_input(out, [*files, *bundle_files(bundle_path)])
     labeled = set(list_images(labels, "masks", allow_empty=True)) if labels is not None else set()  # empty: the first round
