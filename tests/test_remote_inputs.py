@@ -167,3 +167,16 @@ def test_a_missing_remote_input_of_info_and_vectorize_is_a_one_line_error(comman
         assert result.output.startswith("geoccseg: error: ") and result.output.count("\n") == 1, result.output
         assert "cannot be opened" in result.output and url in result.output
     assert not out.exists()
+
+
+def test_suggest_keeps_a_presigned_urls_signature_out_of_its_areas(server, tmp_path: Path) -> None:
+    """suggest named each area's scene by ``Path(url).name``: for a presigned URL that is
+    ``scene.tif?X-Amz-Signature=...``, a credential written into a file made to be passed on."""
+    base, _ = server
+    out = tmp_path / "areas.gpkg"
+    result = CliRunner().invoke(cli, ["suggest", f"{base}/scene.tif?X-Amz-Signature=s3cr3t&X-Amz-Expires=600", "-n", "2", "--size-m", "100", "-o",
+                                      str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    areas = gpd.read_file(out)
+    assert len(areas) == 2 and set(areas["scene"]) == {"scene.tif"}
+    assert b"s3cr3t" not in out.read_bytes()

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,6 +361,15 @@ def is_gdal_path(path: str | os.PathLike) -> bool:
     Give URLs as strings: a :class:`~pathlib.Path` folds their ``//``."""
     text = os.fspath(path)
     return text.startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
+
+
+def shown_name(path: str | os.PathLike, whole: bool = False) -> str:
+    """A scene's name in the files written about it: its file name (``whole``: its path); of a URL
+    without its query and fragment, where a presigned URL carries its signature, a credential."""
+    text = os.fspath(path)
+    if is_gdal_path(text):
+        text = urllib.parse.urlsplit(text)._replace(query="", fragment="").geturl()
+    return text if whole else text.rstrip("/").rsplit("/", 1)[-1]
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ from geoccseg.io.aoi import dissolved, read_polygons
 from geoccseg.io.atomic import check_not_input, scratch_dir
 from geoccseg.io.bundle import BundleMeta, resolve_model
 from geoccseg.io.labels import reaching, read_vector
-from geoccseg.io.scene import Scene
+from geoccseg.io.scene import Scene, shown_name
 from geoccseg.io.units import reprojected
 from geoccseg.io.vector_write import check_vector_crs, check_vector_output, write_vectors
 from geoccseg.models import Bundle, load_bundle
@@ -175,8 +175,8 @@ def suggest_areas(
         if cells.rows < 2 or cells.cols < 2:  # the others are scored: a small tile among large ones is told, not dropped unsaid
             log.warning("geoccseg: warning: no square of %g m fits in %s; it is not scored (a smaller --size-m would)", size_m, scene.path)
     per_scene = []
-    file_names = [s.path.name for s in opened]
-    names = [n if file_names.count(n) == 1 else str(p) for n, p in zip(file_names, paths)]  # tiles of one name: their paths
+    file_names = [shown_name(p) for p in paths]  # of a presigned URL, not its signature
+    names = [n if file_names.count(n) == 1 else shown_name(p, whole=True) for n, p in zip(file_names, paths)]  # tiles of one name: their paths
     with (
         scratch_dir(out) if out is not None else contextlib.nullcontext() as workdir,
         scoring_session(bundle, options, device, workdir if options.workers else None) as session,  # one cluster, one engine
