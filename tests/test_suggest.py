@@ -314,8 +314,8 @@ def test_nothing_is_suggested_where_the_scene_is_nodata(scene_path, tmp_path):
 def test_block_size_and_a_dask_cluster_give_the_same_ranking(scene_path):
     """Blocks of 2 x 2 cells on a Dask worker score every pixel as one block in this process does."""
     options = replace(CPU, tile_px=128, overlap_px=32)
-    one_block = suggest_areas(scene_path, model="road", n=6, size_m=60, options=replace(options, block_px=4096), progress=False).areas
-    cluster = suggest_areas(scene_path, model="road", n=6, size_m=60, options=replace(options, block_px=120, workers=1), progress=False).areas
+    one_block = suggest_areas(scene_path, model="road", n=12, size_m=60, options=replace(options, block_px=4096), progress=False).areas
+    cluster = suggest_areas(scene_path, model="road", n=12, size_m=60, options=replace(options, block_px=120, workers=1), progress=False).areas
     assert one_block.geometry.geom_equals_exact(cluster.geometry, tolerance=1e-12).all()
     for column in ("score", *PARTS):
         assert np.allclose(one_block[column], cluster[column], rtol=1e-4, atol=1e-6), column
@@ -371,7 +371,7 @@ def test_onnx_scoring_gives_what_pytorch_scoring_gives(tmp_path, monkeypatch):
 
 
 def test_suggest_ranks_the_same_squares_with_either_engine(scene_path, tmp_path):
-    onnx = suggest_areas(scene_path, model="road", n=6, size_m=60, options=CPU, progress=False).areas
+    onnx = suggest_areas(scene_path, model="road", n=12, size_m=60, options=CPU, progress=False).areas
     out = tmp_path / "torch.gpkg"
     result = CliRunner().invoke(cli, ["suggest", str(scene_path), "--model", "road", "-n", "6", "--size-m", "60", "-o", str(out),
                                       "--device", "cpu", "--engine", "torch"])
@@ -946,3 +946,57 @@ def test_imagenet_embeddings_are_refused_for_squares_of_scenes_and_unknown_ones_
         suggest_areas(sample_scene(), model="road", n=1, size_m=60, options=CPU, params=SuggestParams(embedding="imagenet"), progress=False)
     with pytest.raises(GeoccsegError, match="embedding 'dino' is unknown; use one of model, imagenet"):
         SuggestParams(embedding="dino").check()
+
+
+LOCAL_WKT = 'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+"""A drone orthomosaic's "local coordinates": an engineering CRS in metres, with no place on the earth."""
+
+
+def _halves(folder: Path, crs: str, x0: float = 500000.0, y0: float = 4000000.0) -> list[Path]:
+    """The sample cut into its west and east halves, 0.3 m pixels at (x0, y0) in ``crs``."""
+    from affine import Affine
+
+    from geoccseg.io.catalog import sample_scene
+
+    folder.mkdir()
+    paths = []
+    with rasterio.open(sample_scene()) as src:
+        pixels, profile = src.read(), src.profile
+    for k, cols in enumerate((slice(0, 650), slice(650, 1300))):
+        path = folder / f"tile{k}.tif"
+        transform = Affine(0.3, 0, x0 + 0.3 * cols.start, 0, -0.3, y0)
+        with rasterio.open(path, "w", **(profile | {"crs": crs, "transform": transform, "width": 650})) as dst:
+            dst.write(pixels[:, :, cols])
+        paths.append(path)
+    return paths
+
+
+def test_tiles_of_one_local_grid_are_spread_as_tiles_of_one_map(tmp_path: Path) -> None:
+    """Review-suggest41 F1: tiles of one local grid (no place on the earth) were put 1e9 m apart, so
+    squares side by side across a seam never lowered each other's spread. They now pick as the
+    same tiles in UTM (the same coordinates at the central meridian, within its 0.9996 scale)."""
+    picked = {}
+    for name, crs in (("local", LOCAL_WKT), ("utm", "EPSG:32611")):
+        result = suggest_areas(_halves(tmp_path / name, crs), tmp_path / f"{name}.gpkg", n=12, size_m=60,
+                               options=PredictOptions(device="cpu"), progress=False)
+        picked[name] = result.areas
+    local, utm = picked["local"], picked["utm"]
+    assert len(local) == 12 and set(local["scene"]) == {"tile0.tif", "tile1.tif"}
+    assert list(local["scene"]) == list(utm["scene"])
+    assert all(a.equals_exact(b, 1e-6) for a, b in zip(local.geometry, utm.geometry))
+    assert np.allclose(local["spread"], utm["spread"], atol=1e-3)
+
+
+def test_a_local_grid_that_meets_georeferenced_inputs_is_one_line(tmp_path: Path) -> None:
+    """Review-suggest41 F4: a scene in local coordinates with an AOI in WGS 84, or beside a
+    georeferenced scene, ended in pyproj's traceback (the second only after every scene was scored)."""
+    local = _halves(tmp_path / "local", LOCAL_WKT)
+    utm = _halves(tmp_path / "utm", "EPSG:32611")
+    aoi = tmp_path / "aoi.gpkg"
+    gpd.GeoDataFrame(geometry=[box(-115.17, 36.23, -115.16, 36.24)], crs=4326).to_file(aoi)
+    for inputs, extra, what in (([local[0]], ["--aoi", str(aoi)], f"scene {local[0]}"), ([utm[0], local[1]], [], f"scene {local[1]}")):
+        result = CliRunner().invoke(cli, ["suggest", *map(str, inputs), "--size-m", "60", "-o", str(tmp_path / "a.gpkg"), *extra])
+        assert result.exit_code == 2, result.output
+        assert result.output.count("\n") == 1 and result.output.startswith(f"geoccseg: error: {what} in "), result.output
+        assert "cannot be placed in" in result.output and "give the scenes, AOI and labels in one CRS" in result.output
+    assert not (tmp_path / "a.gpkg").exists()

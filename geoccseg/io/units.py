@@ -104,14 +104,30 @@ EDGE_PARTS = 64
 reprojection (:func:`reprojected`); :func:`geoccseg.io.labels.raster_footprint` does the same."""
 
 
-def reprojected(shapes: gpd.GeoSeries | gpd.GeoDataFrame, crs) -> gpd.GeoSeries | gpd.GeoDataFrame:
+def reprojected(shapes: gpd.GeoSeries | gpd.GeoDataFrame, crs, what: str = "shapes") -> gpd.GeoSeries | gpd.GeoDataFrame:
     """``shapes`` in ``crs``, their edges densified first (each into pieces of at most 1/:data:`EDGE_PARTS`
     of its geometry's extent) so that they stay where they are: a reprojection moves vertices
     only, and the straight edge between two vertices in one CRS is a curve in another (a 20 km AOI
     drawn in degrees on a UTM scene sat about 6 m off at mid-edge, a strip trained as labeled
-    background or left out)."""
+    background or left out).
+
+    Raises:
+        GeoccsegError: one of the two CRSs is a local grid (an engineering CRS: a drone
+            orthomosaic's "local coordinates") that has no place in the other; ``what`` names the
+            shapes in the message.
+    """
     if shapes.crs is None or CRS.from_user_input(crs) == CRS.from_user_input(shapes.crs) or len(shapes) == 0:
         return shapes.to_crs(crs) if shapes.crs is not None else shapes
+    try:
+        return _densified(shapes).to_crs(crs)
+    except ProjError:
+        raise GeoccsegError(
+            f"{what} in {CRS.from_user_input(shapes.crs).name} cannot be placed in {CRS.from_user_input(crs).name}: a local grid "
+            "(local coordinates) has no place on the earth; give the scenes, AOI and labels in one CRS") from None
+
+
+def _densified(shapes: gpd.GeoSeries | gpd.GeoDataFrame) -> gpd.GeoSeries | gpd.GeoDataFrame:
+    """``shapes`` with their edges cut into pieces of at most 1/:data:`EDGE_PARTS` of each geometry's extent."""
     bounds = shapes.geometry.bounds
     extent = (bounds[["maxx", "maxy"]].to_numpy() - bounds[["minx", "miny"]].to_numpy()).max(axis=1) / EDGE_PARTS
     geometry = shapes.geometry.values
@@ -120,4 +136,4 @@ def reprojected(shapes: gpd.GeoSeries | gpd.GeoDataFrame, crs) -> gpd.GeoSeries 
     moved = shapes.copy()
     moved = moved.set_geometry(gpd.GeoSeries(dense, index=shapes.index, crs=shapes.crs)) if isinstance(moved, gpd.GeoDataFrame) \
         else gpd.GeoSeries(dense, index=shapes.index, crs=shapes.crs)
-    return moved.to_crs(crs)
+    return moved

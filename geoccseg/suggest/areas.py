@@ -164,6 +164,8 @@ def suggest_areas(
     device = None if options.scheduler is not None else resolve_device(options.device)  # a cluster's workers settle it
     thresholds = ConfidenceThresholds.from_meta(bundle.meta)
     opened = [open_scene_for(p, bundle.meta) for p in paths]
+    for scene in opened[1:]:  # the squares are written in the first scene's CRS: found out now, not after the scoring
+        reprojected(gpd.GeoSeries([scene.footprint], crs=scene.crs), opened[0].crs, what=f"scene {scene.path}")
     size_m = size_m if size_m is not None else default_size_m(bundle.meta, opened[0].pixel_size_m)
     regions = _labeled_regions(opened, aoi, labels)
     if aoi is not None and not any(r is not None and not r[0].is_empty for r in regions):
@@ -243,11 +245,12 @@ def _labeled_regions(scenes: list[Scene], aoi: str | os.PathLike | None,
 
 def _reaching(shapes: gpd.GeoSeries | gpd.GeoDataFrame, scene: Scene) -> gpd.GeoSeries | gpd.GeoDataFrame:
     """The features of ``shapes`` (own CRS) whose bounding boxes reach the scene's footprint; all of
-    them where the footprint has no place in their CRS."""
-    try:
-        bounds = reprojected(gpd.GeoSeries([scene.footprint], crs=scene.crs), shapes.crs).total_bounds
-    except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError):
-        return shapes
+    them where the footprint reprojects to no finite place in their CRS.
+
+    Raises:
+        GeoccsegError: the scene and the shapes are in CRSs of which one is a local grid, with no
+            place in the other (a pyproj traceback before)."""
+    bounds = reprojected(gpd.GeoSeries([scene.footprint], crs=scene.crs), shapes.crs, what=f"scene {scene.path}").total_bounds
     if not np.isfinite(bounds).all():
         return shapes
     return reaching(shapes, bounds)
@@ -326,20 +329,25 @@ class _Pooled:
 def _pool(per_scene: list[_SceneCandidates], crs: CRS) -> _Pooled:
     """The candidates of every scene as one set; polygons in ``crs`` (the first scene's).
 
-    With several scenes, square centres are placed in Earth-centred metres (EPSG:4978), so that the
-    spread is measured across scenes, and squares of scenes that overlap (or of a scene given
-    twice) that share area are marked, so that no two chosen squares overlap.
+    With several scenes, square centres are placed in Earth-centred metres (EPSG:4978), or for tiles
+    of one local grid (local coordinates, no place on the earth) in that grid, so that the spread is
+    measured across scenes, and squares of scenes that overlap (or of a scene given twice) that
+    share area are marked, so that no two chosen squares overlap.
     """
     boxes = gpd.GeoSeries(np.concatenate([gpd.GeoSeries(s.boxes, crs=s.crs).to_crs(crs).values for s in per_scene]), crs=crs)
     cat = lambda name: np.concatenate([getattr(s.candidates, name) for s in per_scene])  # noqa: E731
     group, centre_m, across = cat("group"), cat("centre_m"), None
     if len(per_scene) > 1 and len(boxes):
         across = _overlaps_across(boxes.values, group)
-        centre_m = centre_m + np.stack([group * 1e9, np.zeros(len(group))], axis=1)  # if the CRS has no place on Earth: scenes apart
-        with contextlib.suppress(pyproj.exceptions.ProjError, pyproj.exceptions.CRSError):
-            centre = gpd.GeoSeries(shapely.centroid(boxes.values), crs=crs).to_crs(4326)
+        centre = shapely.centroid(boxes.values)
+        try:
+            lonlat = gpd.GeoSeries(centre, crs=crs).to_crs(4326).values
+        except pyproj.exceptions.ProjError:  # tiles of one local grid (scenes in others were refused): distances in it
+            unit = CRS.from_user_input(crs).axis_info
+            centre_m = np.stack([shapely.get_x(centre), shapely.get_y(centre)], axis=1) * (unit[0].unit_conversion_factor if unit else 1.0)
+        else:
             x, y, z = pyproj.Transformer.from_crs(4326, 4978, always_xy=True).transform(
-                shapely.get_x(centre.values), shapely.get_y(centre.values), np.zeros(len(centre)))
+                shapely.get_x(lonlat), shapely.get_y(lonlat), np.zeros(len(lonlat)))
             centre_m = np.stack([x, y, z], axis=1)  # Earth-centred metres: straight-line distances, anywhere on Earth
     return _Pooled(
         Candidates(cat("parts"), cat("embedding"), group, cat("cell"), centre_m, across),
