@@ -681,6 +681,7 @@ def test_photos_are_scored_with_the_engine_asked_for(data_dir, tmp_path, monkeyp
     ("tile_zero", "--tile-px 0 is invalid"),
     ("tiny_squares", "--size-m 2 is too small for vegas_img0_rgb.tif"),
     ("missing_scene", "scnee.tif does not exist"),
+    ("labels_file", "masks folder {tmp}/001.png is a file, not a folder; give the folder that holds the masks"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(case, told, scene_path, data_dir, tmp_path):
     out = tmp_path / "areas.gpkg"
@@ -710,12 +711,15 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, told, scene_path, data_d
         args = ["suggest", str(data_dir / "cfd" / "images"), "--tile-px", "0", "-o", str(tmp_path / "l.csv")]
     elif case == "csv_suffix":
         args = ["suggest", str(data_dir / "cfd" / "images" / "001.jpg"), "-o", str(tmp_path / "l.gpkg")]
+    elif case == "labels_file":  # one mask given for the masks folder: it "does not exist"
+        shutil.copy(data_dir / "cfd" / "masks" / "001.png", tmp_path / "001.png")
+        args = ["suggest", str(data_dir / "cfd" / "images"), "--labels", str(tmp_path / "001.png"), "-o", str(tmp_path / "l.csv")]
     else:
         args = ["predict", str(scene_path), "-o", str(tmp_path / "r.gpkg"), "--confidence-out", str(tmp_path / "c.png")]
     before = sorted(tmp_path.iterdir())
     result = CliRunner().invoke(cli, args)
     assert one_line_error(result), result.output
-    assert told in result.stderr  # this case's own refusal, not an earlier one
+    assert told.format(tmp=tmp_path) in result.stderr  # this case's own refusal, not an earlier one
     assert sorted(tmp_path.iterdir()) == before
     if case == "exists":
         assert out.read_text() == "keep me"

@@ -59,7 +59,8 @@ def list_images(folder: str | os.PathLike, what: str = "images", *, allow_empty:
     and the later name silently replaced the other)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise GeoccsegError(f"{what} folder {folder} does not exist")
+        raise GeoccsegError(f"{what} folder {folder} is a file, not a folder; give the folder that holds the {what}" if folder.exists()
+                            else f"{what} folder {folder} does not exist")
     warn_unread(folder)
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
