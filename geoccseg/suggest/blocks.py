@@ -14,8 +14,9 @@ block more work); in exchange no accumulator is written and the tasks are indepe
 
 Tasks run in this process or on Dask exactly as prediction's blocks do (``workers``/``scheduler``
 of :class:`~geoccseg.inference.predict.PredictOptions`), in one :func:`scoring_session` for all the
-scenes of a run (one local cluster started, one existing cluster's workers probed); the result is a
-small array per scene (features x cell rows x cell columns), whatever the scene size.
+scenes of a run (one local cluster started, one existing cluster's workers probed); the result is
+one array per scene of features x cell rows x cell columns (12 floats per cell of half a square):
+no pixel of the scene is kept, so memory follows the number of squares, not of pixels.
 """
 
 from __future__ import annotations
