@@ -1469,6 +1469,26 @@ def test_line_labels_in_a_site_grid_are_buffered_in_its_metres(tmp_path):
         assert labels.shapes.area.iloc[0] * factor**2 == pytest.approx(600.0)  # 100 m x 6 m
 
 
+def test_labels_and_aoi_in_wgs84_on_a_site_grid_are_one_line(tmp_path):
+    """Roads or an AOI drawn in WGS 84 for a scene in local coordinates have no place on it: training
+    ended in pyproj's traceback ("Error creating Transformer from CRS"). It is one line naming the file."""
+    from rasterio.crs import CRS as RioCRS
+
+    from geoccseg.io.aoi import read_aoi
+    from geoccseg.io.labels import VectorLabels
+
+    site = RioCRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    gpd.GeoDataFrame(geometry=[shapely.LineString([(-115.17, 36.23), (-115.16, 36.23)])], crs=4326).to_file(tmp_path / "roads.gpkg")
+    gpd.GeoDataFrame(geometry=[shapely.box(-115.17, 36.23, -115.16, 36.24)], crs=4326).to_file(tmp_path / "aoi.gpkg")
+    told = "in WGS 84 cannot be placed in site grid: a local grid (local coordinates) has no place on the earth; give the scenes, AOI and labels in one CRS"
+    with pytest.raises(GeoccsegError) as caught:
+        VectorLabels.open(tmp_path / "roads.gpkg", site, width_m=6.0)
+    assert str(caught.value) == f"labels {tmp_path / 'roads.gpkg'} {told}"
+    with pytest.raises(GeoccsegError) as caught:
+        read_aoi(tmp_path / "aoi.gpkg", site)
+    assert str(caught.value) == f"AOI {tmp_path / 'aoi.gpkg'} {told}"
+
+
 def test_every_exif_turn_is_undone_by_its_unturn() -> None:
     """evaluate turns a photo's prediction back to its stored pixels: for every orientation 2-8, not
     only the 3 and 6 that the end-to-end test photographs."""

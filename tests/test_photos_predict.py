@@ -537,7 +537,7 @@ def test_a_scene_that_lost_its_crs_is_told_to_get_it_back(tmp_path: Path) -> Non
     for command, told in (
         (["suggest", "-o", str(tmp_path / "areas.gpkg")],
          f"{tmp_path / 'scene.tif'} has no CRS, so it is read as a photo, and photos get a CSV ranking, not areas in areas.gpkg: "
-         f"name it .csv, or, {hint}"),
+         f"name the output .csv (e.g. {tmp_path / 'areas.csv'}), or, {hint}"),
         (["suggest", "-o", str(tmp_path / "areas.csv"), "--size-m", "100"],
          f"--size-m only applies to georeferenced scenes; leave it out for photos; {tmp_path / 'scene.tif'} has no CRS and is "
          f"read as a photo: {hint}"),

@@ -314,8 +314,8 @@ def test_nothing_is_suggested_where_the_scene_is_nodata(scene_path, tmp_path):
 def test_block_size_and_a_dask_cluster_give_the_same_ranking(scene_path):
     """Blocks of 2 x 2 cells on a Dask worker score every pixel as one block in this process does."""
     options = replace(CPU, tile_px=128, overlap_px=32)
-    one_block = suggest_areas(scene_path, model="road", n=12, size_m=60, options=replace(options, block_px=4096), progress=False).areas
-    cluster = suggest_areas(scene_path, model="road", n=12, size_m=60, options=replace(options, block_px=120, workers=1), progress=False).areas
+    one_block = suggest_areas(scene_path, model="road", n=6, size_m=60, options=replace(options, block_px=4096), progress=False).areas
+    cluster = suggest_areas(scene_path, model="road", n=6, size_m=60, options=replace(options, block_px=120, workers=1), progress=False).areas
     assert one_block.geometry.geom_equals_exact(cluster.geometry, tolerance=1e-12).all()
     for column in ("score", *PARTS):
         assert np.allclose(one_block[column], cluster[column], rtol=1e-4, atol=1e-6), column
@@ -371,7 +371,7 @@ def test_onnx_scoring_gives_what_pytorch_scoring_gives(tmp_path, monkeypatch):
 
 
 def test_suggest_ranks_the_same_squares_with_either_engine(scene_path, tmp_path):
-    onnx = suggest_areas(scene_path, model="road", n=12, size_m=60, options=CPU, progress=False).areas
+    onnx = suggest_areas(scene_path, model="road", n=6, size_m=60, options=CPU, progress=False).areas
     out = tmp_path / "torch.gpkg"
     result = CliRunner().invoke(cli, ["suggest", str(scene_path), "--model", "road", "-n", "6", "--size-m", "60", "-o", str(out),
                                       "--device", "cpu", "--engine", "torch"])
@@ -417,11 +417,11 @@ def test_chunked_selection_steps_give_the_values_of_one_pass(monkeypatch):
     rng = np.random.default_rng(0)
     unit = rng.normal(size=(50, 8))
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    centres = unit[:6] + 0.1
+    centres = unit[:7] + 0.1
     whole = (typicality(unit), most_similar(unit, unit[:9]), nearest_centre(unit, (unit**2).sum(axis=1), centres), knn_typicality(unit))
     assert (whole[1] == np.clip((unit @ unit[:9].T).max(axis=1), 0, None)).all()
     assert (whole[2] == np.argmin(((unit[:, None] - centres[None]) ** 2).sum(axis=2), axis=1)).all()
-    monkeypatch.setattr(select, "CHUNK_VALUES", 50 * 3 + 1)  # 3 rows of 50 columns, 5 of 9, 7 of 6
+    monkeypatch.setattr(select, "CHUNK_VALUES", 50 * 3 + 1)  # 3 rows of 50 columns, 16 of 9, 21 of 7: each ends in a part chunk
     chunked = (typicality(unit), most_similar(unit, unit[:9]), nearest_centre(unit, (unit**2).sum(axis=1), centres), knn_typicality(unit))
     for a, b in zip(whole, chunked):
         assert a == pytest.approx(b)
@@ -886,7 +886,7 @@ def test_scenes_mixed_with_other_inputs_are_told_which_is_which(vegas, data_dir,
     assert f"{tmp_path / '001.jpg'} is not a georeferenced scene (a GeoTIFF or VRT with a CRS) while {scene} is" in result.output
     # a mistyped second scene was told it is "not a georeferenced scene": its CRS checked, not its name
     result = CliRunner().invoke(cli, ["suggest", str(scene), str(tmp_path / "vegas_img1.tif"), "-o", str(tmp_path / "areas.gpkg")])
-    assert result.exit_code == 2 and result.output == f"geoccseg: error: {tmp_path / 'vegas_img1.tif'} does not exist\n", result.output
+    assert result.exit_code == 2 and result.output == f"geoccseg: error: {tmp_path / 'vegas_img1.tif'} does not exist; check its name\n", result.output
     tiles = tmp_path / "tiles"
     tiles.mkdir()
     shutil.copy(scene, tiles / "a.tif")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import click
@@ -80,8 +81,8 @@ def command(
     scenes = [is_scene(item) for item in inputs]
     if any(scenes) and not all(scenes):
         other = next(item for item, scene in zip(inputs, scenes) if not scene)
-        if not is_gdal_path(other) and not Path(other).exists():  # mistyped, most likely
-            raise GeoccsegError(f"{other} does not exist")
+        if not is_gdal_path(other) and not glob.has_magic(str(other)) and not Path(other).exists():  # mistyped, most likely
+            raise GeoccsegError(f"{other} does not exist; check its name")
         raise GeoccsegError(f"{other} is not a georeferenced scene (a GeoTIFF or VRT with a CRS) while "
                             f"{inputs[scenes.index(True)]} is; give scenes only or photos only")
     if all(scenes):

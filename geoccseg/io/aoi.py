@@ -55,7 +55,7 @@ def dissolved(polygons: gpd.GeoDataFrame, crs, path: str | os.PathLike, what: st
     Raises:
         GeoccsegError: their area is zero.
     """
-    geom = areal(shapely.union_all(reprojected(polygons, crs).geometry.make_valid().values))  # a repaired spike is a line
+    geom = areal(shapely.union_all(reprojected(polygons, crs, what=f"{what} {path}").geometry.make_valid().values))  # a repaired spike is a line
     if geom is None:
         raise GeoccsegError(f"{what} {path} is empty (zero area); draw the area as polygons")
     return geom

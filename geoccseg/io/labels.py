@@ -190,11 +190,11 @@ class VectorLabels:
         )
         widths = _widths(classes, width_m)
         lines = gdf.geom_type.isin(["LineString", "MultiLineString"]).to_numpy()
-        shapes = reprojected(gdf[~lines], crs)  # polygons' edges densified first, as an AOI's
+        shapes = reprojected(gdf[~lines], crs, what=f"labels {path}")  # polygons' edges densified first, as an AOI's
         centrelines = None
         if lines.any():
+            centrelines = reprojected(gdf[lines], crs, what=f"labels {path}").reset_index(drop=True)  # first: says if they have no place here
             shapes = pd.concat([shapes, buffer_lines_m(gdf[lines], classes, widths, crs)])
-            centrelines = reprojected(gdf[lines], crs).reset_index(drop=True)
         shapes = shapes[shapes.geom_type.isin(["Polygon", "MultiPolygon"])]
         return cls(classes, shapes.sort_values("feature").reset_index(drop=True), **counts, centrelines=centrelines)
 

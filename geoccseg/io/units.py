@@ -116,10 +116,12 @@ def reprojected(shapes: gpd.GeoSeries | gpd.GeoDataFrame, crs, what: str = "shap
             orthomosaic's "local coordinates") that has no place in the other; ``what`` names the
             shapes in the message.
     """
-    if shapes.crs is None or CRS.from_user_input(crs) == CRS.from_user_input(shapes.crs) or len(shapes) == 0:
-        return shapes.to_crs(crs) if shapes.crs is not None else shapes
+    if shapes.crs is None:
+        return shapes
+    if CRS.from_user_input(crs) == CRS.from_user_input(shapes.crs):
+        return shapes.to_crs(crs)
     try:
-        return _densified(shapes).to_crs(crs)
+        return (_densified(shapes) if len(shapes) else shapes).to_crs(crs)  # none: a transformation all the same
     except ProjError:
         raise GeoccsegError(
             f"{what} in {CRS.from_user_input(shapes.crs).name} cannot be placed in {CRS.from_user_input(crs).name}: a local grid "

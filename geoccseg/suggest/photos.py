@@ -171,7 +171,7 @@ def suggest_photos(
         if out.suffix.lower() != ".csv":
             if tiff := tiff_read_as_photo(files):
                 raise GeoccsegError(f"{tiff} has no CRS, so it is read as a photo, and photos get a CSV ranking, not areas in "
-                                    f"{out.name}: name it .csv, or, if it is a scene, {assign_crs_hint(tiff)}")
+                                    f"{out.name}: name the output .csv (e.g. {out.with_suffix('.csv')}), or, if it is a scene, {assign_crs_hint(tiff)}")
             raise GeoccsegError(f"the photo ranking {out} is a CSV table: name it .csv, e.g. {out.with_suffix('.csv')}")
         check_not_input(out, [*files, *bundle_files(bundle_path)])
     labeled = set(list_images(labels, "masks", allow_empty=True)) if labels is not None else set()  # empty: the first round
