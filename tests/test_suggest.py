@@ -943,6 +943,23 @@ def test_coverage_on_imagenet_embeddings_picks_the_same_photos_whatever_the_mode
     assert own["crack"] != own["road"]
 
 
+def test_the_command_clusters_photos_on_imagenet_embeddings_when_asked(data_dir, tmp_path) -> None:
+    """`geoccseg suggest --embedding imagenet`: the measured setting of aerial road crops was in the
+    Python API only; the command suggests the API's photos with it, and refuses it for scenes."""
+    from geoccseg.io.catalog import sample_scene
+    from geoccseg.suggest.photos import suggest_photos
+
+    pattern = str(data_dir / "cfd" / "images" / "00[1-9].jpg")
+    expected = suggest_photos(pattern, model="road", n=4, options=CPU, params=SuggestParams(embedding="imagenet"), progress=False).suggested
+    result = CliRunner().invoke(cli, ["suggest", pattern, "--model", "road", "-n", "4", "--embedding", "imagenet", "-o",
+                                      str(tmp_path / "next.csv"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "next.csv")
+    assert sorted(table.loc[table["status"] == "suggested", "photo"]) == sorted(expected)
+    result = CliRunner().invoke(cli, ["suggest", str(sample_scene()), "--embedding", "imagenet", "-o", str(tmp_path / "a.gpkg")])
+    assert one_line_error(result) and "--embedding only applies to photos; leave it out for scenes" in result.stderr
+
+
 def test_imagenet_embeddings_are_refused_for_squares_of_scenes_and_unknown_ones_everywhere() -> None:
     from geoccseg.io.catalog import sample_scene
 

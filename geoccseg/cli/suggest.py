@@ -11,7 +11,7 @@ from geoccseg.cli.kinds import refuse_options
 from geoccseg.errors import GeoccsegError
 from geoccseg.cli.run_options import run_options
 from geoccseg.cli.verbosity import say, show_progress, verbosity_options
-from geoccseg.suggest.select import STRATEGIES
+from geoccseg.suggest.select import EMBEDDINGS, STRATEGIES
 
 SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
 
@@ -34,6 +34,10 @@ SCENE_ONLY = ("aoi", "size_m", "block_px", "workers", "scheduler")
               help="acquisition: the score (what labels would teach the model); coverage: the most typical area or photo "
                    "of each kind not yet labeled (embedding clusters, no score); random: the baseline "
                    "[acquisition for scenes, coverage for photos].")
+@click.option("--embedding", type=click.Choice(EMBEDDINGS),
+              help="Photos: whose view of a photo the coverage clusters and compares: model (8 channels of the model's features) "
+                   "or imagenet (the frozen ImageNet encoder's, the same whatever the labels; ahead on aerial road crops, "
+                   "the model's on crack photos: README, Where to label next) [model].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the coverage clustering and of the random draw.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.pass_context
@@ -56,6 +60,7 @@ def command(
     workers: int | None,
     scheduler: str | None,
     strategy: str | None,
+    embedding: str | None,
     seed: int,
     overwrite: bool,
 ) -> None:
@@ -74,7 +79,7 @@ def command(
     from geoccseg.inference.pipeline import is_scene
     from geoccseg.io.scene import is_gdal_path
     from geoccseg.inference.predict import PredictOptions
-    from geoccseg.suggest import suggest_areas, suggest_photos
+    from geoccseg.suggest import SuggestParams, suggest_areas, suggest_photos
 
     options = PredictOptions(tile_px=tile_px, overlap_px=overlap_px, block_px=block_px, batch_size=batch_size, device=device,
                              engine=engine, workers=workers, scheduler=scheduler)
@@ -86,6 +91,7 @@ def command(
         raise GeoccsegError(f"{other} is not a georeferenced scene (a GeoTIFF or VRT with a CRS) while "
                             f"{inputs[scenes.index(True)]} is; give scenes only or photos only")
     if all(scenes):
+        refuse_options(ctx, ("embedding",), "photos", " for scenes (squares are compared by the model's embedding)")
         strategy = strategy or "acquisition"
         result = suggest_areas(inputs, output, model=model or "road", n=n, size_m=size_m, aoi=aoi, labels=labels,
                                options=options, strategy=strategy, seed=seed, overwrite=overwrite, progress=show_progress())
@@ -105,7 +111,7 @@ def command(
     refuse_options(ctx, SCENE_ONLY, "georeferenced scenes",
                    f" for photos; {tiff} has no CRS and is read as a photo: if it is a scene, {assign_crs_hint(tiff)}" if tiff else " for photos")
     photos = suggest_photos(photo_files, output, model=model or "crack", n=n, labels=labels,
-                            options=options,
+                            options=options, params=SuggestParams(embedding=embedding) if embedding else None,
                             strategy=strategy or "coverage", seed=seed, overwrite=overwrite, progress=show_progress())
     for name in photos.suggested:
         say(name)
