@@ -37,7 +37,7 @@ uncertainty-led choices pick outliers.
 from __future__ import annotations
 
 import math
-
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,14 +192,10 @@ in chunks of ``CHUNK_VALUES // columns``, so that memory stays flat whatever the
 (a scene of 100,000 candidates against 25,000 labeled squares made 14 GB matrices in one go)."""
 
 
-def row_chunks(rows: int, columns: int) -> range:
-    """Starts of the row chunks of a (rows, columns) temporary; each chunk is ``chunk_rows(columns)`` rows."""
-    return range(0, rows, chunk_rows(columns))
-
-
-def chunk_rows(columns: int) -> int:
-    """Rows per chunk of a temporary of ``columns`` columns (:data:`CHUNK_VALUES` values, at least one row)."""
-    return max(1, CHUNK_VALUES // max(1, columns))
+def row_chunks(rows: int, columns: int) -> Iterator[slice]:
+    """The row chunks of a (rows, columns) temporary: :data:`CHUNK_VALUES` values each (at least one row)."""
+    step = max(1, CHUNK_VALUES // max(1, columns))
+    return (slice(start, start + step) for start in range(0, rows, step))
 
 
 def typicality(unit: np.ndarray) -> np.ndarray:
@@ -210,11 +206,10 @@ def typicality(unit: np.ndarray) -> np.ndarray:
     if n < 2:
         return np.ones(n)
     mean = np.empty(n)
-    step = chunk_rows(n)
-    for start in row_chunks(n, n):
-        rows = unit[start:start + step]
+    for chunk in row_chunks(n, n):
+        rows = unit[chunk]
         similar = np.clip(rows @ unit.T, 0, None).sum(axis=1) - np.clip(np.einsum("ij,ij->i", rows, rows), 0, None)
-        mean[start:start + step] = similar / (n - 1)
+        mean[chunk] = similar / (n - 1)
     top = mean.max()
     return mean / top if top > 0 else np.ones(n)
 
@@ -223,9 +218,8 @@ def most_similar(unit: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Largest clipped cosine similarity of each unit vector to any of ``others`` (unit vectors, at
     least one); rows in chunks (:func:`row_chunks`)."""
     out = np.empty(len(unit))
-    step = chunk_rows(len(others))
-    for start in row_chunks(len(unit), len(others)):
-        out[start:start + step] = np.clip((unit[start:start + step] @ others.T).max(axis=1), 0, None)
+    for chunk in row_chunks(len(unit), len(others)):
+        out[chunk] = np.clip((unit[chunk] @ others.T).max(axis=1), 0, None)
     return out
 
 
@@ -314,10 +308,9 @@ def nearest_centre(points: np.ndarray, squared: np.ndarray, centres: np.ndarray)
     """Index of the nearest of ``centres`` to each of ``points`` (``squared``: their squared norms);
     rows in chunks (:func:`row_chunks`)."""
     out = np.empty(len(points), dtype=np.int64)
-    step, centre_squared = chunk_rows(len(centres)), (centres**2).sum(axis=1)
-    for start in row_chunks(len(points), len(centres)):
-        rows = slice(start, start + step)
-        out[rows] = np.argmin(squared[rows, None] - 2 * points[rows] @ centres.T + centre_squared[None, :], axis=1)
+    centre_squared = (centres**2).sum(axis=1)
+    for chunk in row_chunks(len(points), len(centres)):
+        out[chunk] = np.argmin(squared[chunk, None] - 2 * points[chunk] @ centres.T + centre_squared[None, :], axis=1)
     return out
 
 
@@ -331,12 +324,11 @@ def knn_typicality(points: np.ndarray, neighbours: int = NEIGHBOURS) -> np.ndarr
     k = min(neighbours, n - 1)
     squared = (points**2).sum(axis=1)
     mean = np.empty(n)
-    step = chunk_rows(n)
-    for start in row_chunks(n, n):
-        rows = points[start:start + step]
-        d2 = squared[start:start + step, None] - 2 * rows @ points.T + squared[None, :]
-        d2[np.arange(len(rows)), np.arange(start, start + len(rows))] = np.inf  # not itself
-        mean[start:start + step] = np.sqrt(np.clip(np.partition(d2, k - 1, axis=1)[:, :k], 0, None)).mean(axis=1)
+    for chunk in row_chunks(n, n):
+        rows = points[chunk]
+        d2 = squared[chunk, None] - 2 * rows @ points.T + squared[None, :]
+        d2[np.arange(len(rows)), np.arange(chunk.start, chunk.start + len(rows))] = np.inf  # not itself
+        mean[chunk] = np.sqrt(np.clip(np.partition(d2, k - 1, axis=1)[:, :k], 0, None)).mean(axis=1)
     inverse = 1 / np.maximum(mean, 1e-12)
     return inverse / inverse.max()
 
