@@ -278,6 +278,10 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
         # checkpoints are safetensors + JSON: resuming never unpickles (geoccseg/train/checkpoint.py)
         plugins=[SafeCheckpointIO({str(ckpt): resumed} if resumed else None)],
     )
+    def how_to_continue() -> str:  # where a stopped run goes on from, once it has stopped
+        return (f"continue it from step {saver.saved_step} with: geoccseg train --config {out / 'config.yaml'} --resume"
+                if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
+
     t0 = time.perf_counter()
     stop.defer()  # from here a signal stops the run after the current step
     try:
@@ -290,19 +294,15 @@ def _fit(c: TrainConfig, data: TrainingData, module: SemiSupervisedSegmenter, mo
             trainer.validate(module, dataloaders=val_loader, verbose=False)  # every process: they sum their counts
             saver.save(trainer)  # with its metrics row and the bundle it may have saved, as at every validation
     except SIGTERMException:
-        where = (f"continue it from step {saver.saved_step} with: geoccseg train --config {out / 'config.yaml'} --resume"
-                 if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
-        raise TrainingStopped(f"training stopped by {stop.name} at step {trainer.global_step} of {c.max_steps}; {where}",
+        raise TrainingStopped(f"training stopped by {stop.name} at step {trainer.global_step} of {c.max_steps}; {how_to_continue()}",
                               stop.signum or signal.SIGTERM) from None
     except (SystemExit, KeyboardInterrupt):
         # a second Ctrl-C: Lightning ends it with sys.exit(1) and no word of ours, or, when it came while
         # the first stop was being recorded (Lightning's exception hooks), it is the KeyboardInterrupt itself
         if stop.signum is None:
             raise
-        where = (f"continue it from step {saver.saved_step} with: geoccseg train --config {out / 'config.yaml'} --resume"
-                 if ckpt.is_file() else "no checkpoint was written; run the command again to start over")
         by = "a second SIGINT" if stop.signum == signal.SIGINT else f"SIGINT after {stop.name}"  # only Ctrl-C stops at once
-        raise TrainingStopped(f"training stopped at once by {by} at step {trainer.global_step} of {c.max_steps}; {where}",
+        raise TrainingStopped(f"training stopped at once by {by} at step {trainer.global_step} of {c.max_steps}; {how_to_continue()}",
                               signal.SIGINT) from None
     seconds = time.perf_counter() - t0
     device = str(trainer.strategy.root_device)
